@@ -1,0 +1,2 @@
+// camviz library API. (Filled in as the modules land.)
+export { CamvizError, UsageError } from './errors.js';

@@ -1,0 +1,173 @@
+/**
+ * Backend selection. The native TensorFlow backends are optional packages
+ * (their install script downloads libtensorflow, which fails offline), so
+ * they are imported dynamically and their absence is normal. WebAssembly is
+ * the default that works everywhere; the pure-JS cpu backend is the last
+ * resort.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { UsageError, CamvizError } from '../errors.js';
+
+export const BACKEND_CHOICES = ['auto', 'gpu', 'native', 'wasm', 'cpu'] as const;
+export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+export type BackendKind = 'gpu' | 'native' | 'wasm' | 'cpu';
+
+export interface BackendInfo {
+  kind: BackendKind;
+  /** The tfjs backend name: `tensorflow`, `wasm` or `cpu`. */
+  tfjsName: string;
+  /** Which npm package provides it. */
+  packageName: string;
+  /** True only when TensorFlow reports a GPU device. */
+  gpu: boolean;
+  simd?: boolean;
+  threads?: number;
+}
+
+const NATIVE_PACKAGES = {
+  gpu: '@tensorflow/tfjs-node-gpu',
+  native: '@tensorflow/tfjs-node',
+} as const;
+
+let active: BackendInfo | undefined;
+
+export function parseBackendChoice(value: string | undefined): BackendChoice {
+  const choice = (value ?? 'auto').toLowerCase();
+  if ((BACKEND_CHOICES as readonly string[]).includes(choice)) return choice as BackendChoice;
+  throw new UsageError(`unknown backend '${value}': choose one of ${BACKEND_CHOICES.join(', ')}`);
+}
+
+/** The backend chosen by `--backend`, else `CAMVIZ_BACKEND`, else auto. */
+export function requestedBackend(flag?: string): BackendChoice {
+  return parseBackendChoice(flag ?? process.env['CAMVIZ_BACKEND']);
+}
+
+/** The backend in use, once `useBackend` has run. */
+export function activeBackend(): BackendInfo | undefined {
+  return active;
+}
+
+/**
+ * Make `choice` the active backend for this process. Repeated calls with a
+ * compatible choice are cheap; a process holds at most one native package.
+ */
+export async function useBackend(choice: BackendChoice = requestedBackend()): Promise<BackendInfo> {
+  tf.enableProdMode();
+  if (active !== undefined && (choice === 'auto' || choice === active.kind)) {
+    if (tf.getBackend() !== active.tfjsName) await tf.setBackend(active.tfjsName);
+    return active;
+  }
+  const info = choice === 'auto' ? await useFirstWorking() : await useExactly(choice);
+  active = info;
+  return info;
+}
+
+async function useFirstWorking(): Promise<BackendInfo> {
+  const reasons: string[] = [];
+  for (const kind of ['gpu', 'native', 'wasm', 'cpu'] as const) {
+    try {
+      return await useExactly(kind, { acceptCpuOnlyGpuPackage: true });
+    } catch (error) {
+      reasons.push(`${kind}: ${(error as Error).message}`);
+    }
+  }
+  throw new CamvizError(`no TensorFlow.js backend works here (${reasons.join('; ')})`);
+}
+
+interface ExactOptions {
+  /** In auto mode tfjs-node-gpu without CUDA still runs natively on the CPU. */
+  acceptCpuOnlyGpuPackage?: boolean;
+}
+
+async function useExactly(kind: BackendKind, options: ExactOptions = {}): Promise<BackendInfo> {
+  switch (kind) {
+    case 'gpu':
+    case 'native':
+      return useNative(kind, options);
+    case 'wasm':
+      return useWasm();
+    case 'cpu':
+      if (!(await tf.setBackend('cpu'))) throw new CamvizError('the cpu backend failed to initialise');
+      return { kind: 'cpu', tfjsName: 'cpu', packageName: '@tensorflow/tfjs-backend-cpu', gpu: false };
+  }
+}
+
+async function useNative(kind: 'gpu' | 'native', options: ExactOptions): Promise<BackendInfo> {
+  const packageName = await importNativePackage(kind);
+  if (!(await tf.setBackend('tensorflow'))) {
+    throw new CamvizError(`${packageName} loaded but its backend failed to initialise`);
+  }
+  const gpu = usesGpuDevice();
+  if (kind === 'gpu' && !gpu && !options.acceptCpuOnlyGpuPackage) {
+    throw new CamvizError(
+      `${packageName} runs on the CPU: TensorFlow found no usable GPU (it needs CUDA 11.2 and cuDNN 8)`,
+    );
+  }
+  return { kind: gpu ? 'gpu' : 'native', tfjsName: 'tensorflow', packageName, gpu };
+}
+
+/**
+ * Imports the native package for `kind` and returns its name. `native`
+ * prefers tfjs-node but accepts tfjs-node-gpu (it runs on the CPU too);
+ * `gpu` takes only tfjs-node-gpu.
+ */
+async function importNativePackage(kind: 'gpu' | 'native'): Promise<string> {
+  const candidates: string[] = kind === 'gpu' ? [NATIVE_PACKAGES.gpu] : [NATIVE_PACKAGES.native, NATIVE_PACKAGES.gpu];
+  const loaded = nativePackageLoaded();
+  if (loaded !== undefined) {
+    if (candidates.includes(loaded)) return loaded;
+    throw new CamvizError(`${loaded} is already loaded; one process holds one native TensorFlow package`);
+  }
+  let lastError: unknown;
+  for (const name of candidates) {
+    try {
+      await import(name);
+      nativeLoaded = name;
+      return name;
+    } catch (error) {
+      lastError = error;
+      if (!isNotInstalled(error, name)) throw new CamvizError(`${name} failed to load: ${firstLineOf(error)}`);
+    }
+  }
+  throw new CamvizError(`${candidates.join(' / ')} not installed`, { cause: lastError });
+}
+
+let nativeLoaded: string | undefined;
+function nativePackageLoaded(): string | undefined {
+  return nativeLoaded;
+}
+
+function usesGpuDevice(): boolean {
+  const backend = tf.backend() as unknown as { isUsingGpuDevice?: boolean };
+  return backend.isUsingGpuDevice === true;
+}
+
+async function useWasm(): Promise<BackendInfo> {
+  const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  if (!(await tf.setBackend('wasm'))) throw new CamvizError('the wasm backend failed to initialise');
+  const { registerWasmGradientKernels } = await import('./wasm-kernels.js');
+  registerWasmGradientKernels();
+  return {
+    kind: 'wasm',
+    tfjsName: 'wasm',
+    packageName: '@tensorflow/tfjs-backend-wasm',
+    gpu: false,
+    simd: tf.env().getBool('WASM_HAS_SIMD_SUPPORT'),
+    threads: wasm.getThreadsCount(),
+  };
+}
+
+export function isNotInstalled(error: unknown, packageName: string): boolean {
+  const code = (error as { code?: string }).code;
+  const message = (error as Error).message ?? '';
+  return (
+    (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') &&
+    message.includes(packageName)
+  );
+}
+
+export function firstLineOf(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.split('\n')[0] ?? message;
+}
