@@ -1,0 +1,357 @@
+/**
+ * An executor for tfjs-layers models that camviz controls: it can feed and
+ * fetch any intermediate tensor, run only the part of the graph that a
+ * result depends on, and fuse Conv -> BatchNorm -> ReLU chains into one
+ * kernel where nothing needs their separate outputs.
+ *
+ * Nested models (a model used as a layer) are flattened, so that a layer
+ * deep inside a backbone is as reachable as a top-level one. Every layer is
+ * run through `layer.apply`, so hooks installed on `layer.call` fire here
+ * exactly as they do under `model.predict`.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { isHooked } from '../hooks/registry.js';
+import { FusedChain, findFusedChains } from './fusion.js';
+
+export type Layer = tfl.layers.Layer;
+type Kwargs = Record<string, unknown>;
+
+/** One application of a layer to concrete inputs. */
+export interface GraphNode {
+  /** Position in topological order. */
+  readonly index: number;
+  readonly layer: Layer;
+  /** Layer names from the outermost model down, joined with '/'. */
+  readonly path: string;
+  readonly inputs: readonly string[];
+  readonly outputs: readonly string[];
+  readonly kwargs: Kwargs;
+  /** Static output shapes; null dimensions are unknown until run time. */
+  readonly outputShapes: readonly (readonly (number | null)[])[];
+}
+
+export interface RunOptions {
+  /** Fuse Conv/BatchNorm/activation chains that no hook or fetch splits. */
+  fuse?: boolean;
+  /**
+   * Values to compute through a given function instead of the graph: used
+   * to read a pre-activation output (see `splitActivation`).
+   */
+  splitActivation?: ReadonlySet<number>;
+}
+
+/** Internal fields of tfjs-layers objects that the public typings omit. */
+interface SymbolicView {
+  id: number;
+  sourceLayer: Layer;
+  nodeIndex: number;
+  shape: (number | null)[];
+}
+interface NodeView {
+  inputTensors: SymbolicView[];
+  outputTensors: SymbolicView[];
+  callArgs?: Kwargs;
+}
+interface LayerView {
+  inboundNodes: NodeView[];
+}
+interface ContainerView {
+  inputs: SymbolicView[];
+  outputs: SymbolicView[];
+}
+interface ActivationOwner {
+  activation: { apply(x: tf.Tensor): tf.Tensor; getClassName(): string };
+}
+
+export function isContainer(layer: Layer): layer is tfl.LayersModel {
+  return layer instanceof tfl.LayersModel;
+}
+
+export class LayerGraph {
+  readonly nodes: readonly GraphNode[];
+  readonly inputKeys: readonly string[];
+  readonly outputKeys: readonly string[];
+  private readonly producers = new Map<string, GraphNode>();
+  private readonly consumerLists = new Map<string, GraphNode[]>();
+  /** Fusable chains, keyed by the index of their first node. */
+  private readonly chainsByFirst = new Map<number, FusedChain>();
+
+  private constructor(nodes: GraphNode[], inputKeys: string[], outputKeys: string[]) {
+    this.nodes = nodes;
+    this.inputKeys = inputKeys;
+    this.outputKeys = outputKeys;
+    for (const node of nodes) {
+      for (const key of node.outputs) this.producers.set(key, node);
+      for (const key of node.inputs) {
+        const list = this.consumerLists.get(key) ?? [];
+        if (!list.includes(node)) list.push(node);
+        this.consumerLists.set(key, list);
+      }
+    }
+    for (const chain of findFusedChains(this)) this.chainsByFirst.set(chain.nodes[0]!.index, chain);
+  }
+
+  static fromModel(model: tfl.LayersModel): LayerGraph {
+    const nodes: GraphNode[] = [];
+    const container = model as unknown as ContainerView;
+    const inputKeys = container.inputs.map((symbolic) => `${symbolic.id}`);
+    const outputKeys = expandContainer(model, '', '', inputKeys, nodes);
+    return new LayerGraph(nodes, inputKeys, outputKeys);
+  }
+
+  producer(key: string): GraphNode | undefined {
+    return this.producers.get(key);
+  }
+
+  consumers(key: string): readonly GraphNode[] {
+    return this.consumerLists.get(key) ?? [];
+  }
+
+  /** Nodes of a layer (a shared layer has one per call). */
+  nodesOfLayer(layer: Layer): GraphNode[] {
+    return this.nodes.filter((node) => node.layer === layer);
+  }
+
+  /** Nodes whose layer name or path equals `name`. */
+  findNodes(name: string): GraphNode[] {
+    return this.nodes.filter((node) => node.path === name || node.layer.name === name);
+  }
+
+  /** Indices of the nodes that depend on any of `keys`. */
+  downstreamOf(keys: Iterable<string>): Set<number> {
+    const reached = new Set<number>();
+    const pending = [...keys];
+    while (pending.length > 0) {
+      const key = pending.pop()!;
+      for (const node of this.consumers(key)) {
+        if (reached.has(node.index)) continue;
+        reached.add(node.index);
+        pending.push(...node.outputs);
+      }
+    }
+    return reached;
+  }
+
+  /** The fused chains that `run({fuse: true})` may use. */
+  fusedChains(): FusedChain[] {
+    return [...this.chainsByFirst.values()];
+  }
+
+  /**
+   * Computes `fetches` from `feeds`. Feeds stay owned by the caller; the
+   * returned tensors are new and owned by the caller; everything else made
+   * on the way is disposed as soon as nothing needs it.
+   */
+  run(feeds: ReadonlyMap<string, tf.Tensor>, fetches: readonly string[], options: RunOptions = {}): Map<string, tf.Tensor> {
+    const plan = this.plan(feeds, fetches, options);
+    const values = new Map<string, tf.Tensor>(feeds);
+    const remainingUses = new Map(plan.uses);
+    const owned = new Set<string>();
+    const release = (key: string): void => {
+      const left = (remainingUses.get(key) ?? 0) - 1;
+      remainingUses.set(key, left);
+      if (left <= 0 && owned.has(key)) {
+        values.get(key)?.dispose();
+        values.delete(key);
+        owned.delete(key);
+      }
+    };
+    try {
+      for (const step of plan.steps) {
+        const inputs = step.inputs.map((key) => required(values, key));
+        const outputs = step.run(inputs);
+        step.outputs.forEach((key, i) => {
+          values.set(key, outputs[i]!);
+          owned.add(key);
+        });
+        for (const key of step.inputs) release(key);
+        for (const key of step.outputs) if ((remainingUses.get(key) ?? 0) === 0) release(key);
+      }
+      const result = new Map<string, tf.Tensor>();
+      for (const key of fetches) {
+        const value = required(values, key);
+        // A fetched feed, or a value fetched twice, is handed out as a copy.
+        result.set(key, owned.has(key) && !result.has(key) ? value : value.clone());
+        owned.delete(key);
+      }
+      return result;
+    } finally {
+      for (const key of owned) values.get(key)?.dispose();
+    }
+  }
+
+  private plan(
+    feeds: ReadonlyMap<string, tf.Tensor>,
+    fetches: readonly string[],
+    options: RunOptions,
+  ): { steps: Step[]; uses: Map<string, number> } {
+    const needed = this.neededNodes(feeds, fetches);
+    const steps: Step[] = [];
+    const covered = new Set<number>();
+    const fetched = new Set(fetches);
+    for (const node of this.nodes) {
+      if (!needed.has(node.index) || covered.has(node.index)) continue;
+      const chain = options.fuse ? this.usableChainAt(node, needed, fetched) : undefined;
+      if (chain !== undefined) {
+        for (const member of chain.nodes) covered.add(member.index);
+        steps.push(chainStep(chain));
+      } else if (options.splitActivation?.has(node.index)) {
+        steps.push(splitActivationStep(node));
+      } else {
+        steps.push(nodeStep(node));
+      }
+    }
+    const uses = new Map<string, number>();
+    for (const step of steps) for (const key of step.inputs) uses.set(key, (uses.get(key) ?? 0) + 1);
+    for (const key of fetches) uses.set(key, (uses.get(key) ?? 0) + 1);
+    return { steps, uses };
+  }
+
+  /**
+   * The chain starting at `node`, if it can run fused: a hook on any of its
+   * layers, or a fetch of an intermediate output, needs the unfused layers.
+   * Intermediate outputs have no other consumer (checked when the chain was
+   * found), so planning the whole chain at its first node keeps the order.
+   */
+  private usableChainAt(node: GraphNode, needed: Set<number>, fetched: Set<string>): FusedChain | undefined {
+    const chain = this.chainsByFirst.get(node.index);
+    if (chain === undefined) return undefined;
+    const usable = chain.nodes.every((member, i) => {
+      if (!needed.has(member.index) || isHooked(member.layer)) return false;
+      const isLast = i === chain.nodes.length - 1;
+      return isLast || !member.outputs.some((key) => fetched.has(key));
+    });
+    return usable ? chain : undefined;
+  }
+
+  private neededNodes(feeds: ReadonlyMap<string, tf.Tensor>, fetches: readonly string[]): Set<number> {
+    const needed = new Set<number>();
+    const pending = fetches.filter((key) => !feeds.has(key));
+    const seen = new Set<string>();
+    while (pending.length > 0) {
+      const key = pending.pop()!;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const node = this.producers.get(key);
+      if (node === undefined) throw new Error(`graph value ${key} is neither fed nor produced by a layer`);
+      if (needed.has(node.index)) continue;
+      needed.add(node.index);
+      for (const input of node.inputs) if (!feeds.has(input)) pending.push(input);
+    }
+    return needed;
+  }
+}
+
+interface Step {
+  inputs: readonly string[];
+  outputs: readonly string[];
+  run(inputs: tf.Tensor[]): tf.Tensor[];
+}
+
+function nodeStep(node: GraphNode): Step {
+  return {
+    inputs: node.inputs,
+    outputs: node.outputs,
+    run: (inputs) => applyLayer(node, inputs),
+  };
+}
+
+function chainStep(chain: FusedChain): Step {
+  const last = chain.nodes[chain.nodes.length - 1]!;
+  return {
+    inputs: chain.nodes[0]!.inputs,
+    outputs: last.outputs,
+    run: (inputs) => [chain.apply(inputs[0]!)],
+  };
+}
+
+/**
+ * Runs a layer whose activation is fused (Dense/Conv with softmax) and
+ * also yields its pre-activation output under the key `<output>:pre`.
+ */
+function splitActivationStep(node: GraphNode): Step {
+  const output = node.outputs[0]!;
+  return {
+    inputs: node.inputs,
+    outputs: [preActivationKey(output), output],
+    run: (inputs) => {
+      const owner = node.layer as unknown as ActivationOwner;
+      const activation = owner.activation;
+      owner.activation = LINEAR;
+      let pre: tf.Tensor;
+      try {
+        pre = applyLayer(node, inputs)[0]!;
+      } finally {
+        owner.activation = activation;
+      }
+      return [pre, activation.apply(pre)];
+    },
+  };
+}
+
+export function preActivationKey(outputKey: string): string {
+  return `${outputKey}:pre`;
+}
+
+const LINEAR: ActivationOwner['activation'] = {
+  apply: (x) => x.clone(),
+  getClassName: () => 'linear',
+};
+
+function applyLayer(node: GraphNode, inputs: tf.Tensor[]): tf.Tensor[] {
+  return tf.tidy(() => {
+    const output = node.layer.apply(inputs.length === 1 ? inputs[0]! : inputs, node.kwargs);
+    return (Array.isArray(output) ? output : [output]) as tf.Tensor[];
+  });
+}
+
+function required(values: Map<string, tf.Tensor>, key: string): tf.Tensor {
+  const value = values.get(key);
+  if (value === undefined) throw new Error(`graph value ${key} is missing`);
+  return value;
+}
+
+/**
+ * Appends the nodes of `container` in topological order and returns the
+ * keys of its outputs. Symbolic tensors are keyed by `scope + id`, so a
+ * nested model called twice gets two independent sets of values.
+ */
+function expandContainer(
+  container: tfl.LayersModel,
+  scope: string,
+  pathPrefix: string,
+  inputKeys: readonly string[],
+  nodes: GraphNode[],
+): string[] {
+  const view = container as unknown as ContainerView;
+  const keyOf = new Map<number, string>();
+  view.inputs.forEach((symbolic, i) => keyOf.set(symbolic.id, inputKeys[i]!));
+
+  const visit = (symbolic: SymbolicView): string => {
+    const known = keyOf.get(symbolic.id);
+    if (known !== undefined) return known;
+    const layer = symbolic.sourceLayer;
+    const inbound = (layer as unknown as LayerView).inboundNodes[symbolic.nodeIndex]!;
+    const inputs = inbound.inputTensors.map(visit);
+    let outputs: string[];
+    if (isContainer(layer)) {
+      const innerScope = `${scope}${layer.name}@${symbolic.nodeIndex}/`;
+      outputs = expandContainer(layer, innerScope, `${pathPrefix}${layer.name}/`, inputs, nodes);
+    } else {
+      outputs = inbound.outputTensors.map((output) => `${scope}${output.id}`);
+      nodes.push({
+        index: nodes.length,
+        layer,
+        path: `${pathPrefix}${layer.name}`,
+        inputs,
+        outputs,
+        kwargs: { ...(inbound.callArgs ?? {}) },
+        outputShapes: inbound.outputTensors.map((output) => [...output.shape]),
+      });
+    }
+    inbound.outputTensors.forEach((output, i) => keyOf.set(output.id, outputs[i]!));
+    return keyOf.get(symbolic.id)!;
+  };
+  return view.outputs.map(visit);
+}

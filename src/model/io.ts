@@ -1,0 +1,198 @@
+/**
+ * Reading TF.js model artifacts from disk with our own IO handler: weight
+ * paths are confined to the model's folder, and a missing, short or
+ * oversized weight file is a clear error naming that file (tfjs's own
+ * handlers would read past the end or fail with a generic message).
+ */
+import { createHash } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import type * as tf from '@tensorflow/tfjs-core';
+import { CamvizError } from '../errors.js';
+
+type ModelArtifacts = tf.io.ModelArtifacts;
+type WeightsManifestEntry = tf.io.WeightsManifestEntry;
+
+interface WeightsGroup {
+  paths: string[];
+  weights: WeightsManifestEntry[];
+}
+
+export interface ModelJson {
+  modelTopology: Record<string, unknown>;
+  weightsManifest: WeightsGroup[];
+  format?: string;
+  generatedBy?: string;
+  convertedBy?: string | null;
+  signature?: Record<string, unknown>;
+  userDefinedMetadata?: Record<string, unknown>;
+  modelInitializer?: Record<string, unknown>;
+}
+
+export interface LocalModelFiles {
+  /** Absolute path of model.json. */
+  modelJsonPath: string;
+  /** The folder the weights must stay in. */
+  folder: string;
+  modelJson: ModelJson;
+  /** sha256 of model.json's bytes, hex. */
+  sha256: string;
+  artifacts: ModelArtifacts;
+}
+
+/** Accepts a model folder or the path of its model.json. */
+export async function resolveModelJsonPath(path: string): Promise<string> {
+  const absolute = resolve(path);
+  const info = await stat(absolute).catch(() => undefined);
+  if (info === undefined) throw new CamvizError('model not found', { file: path });
+  if (info.isDirectory()) {
+    const candidate = join(absolute, 'model.json');
+    if (!(await stat(candidate).catch(() => undefined))?.isFile()) {
+      throw new CamvizError('model folder has no model.json', { file: path });
+    }
+    return candidate;
+  }
+  return absolute;
+}
+
+export async function readLocalModel(path: string): Promise<LocalModelFiles> {
+  const modelJsonPath = await resolveModelJsonPath(path);
+  const folder = dirname(modelJsonPath);
+  const bytes = await readFile(modelJsonPath);
+  const modelJson = parseModelJson(bytes, modelJsonPath);
+  const { weightSpecs, weightData } = await readWeights(modelJson.weightsManifest, folder);
+  const artifacts: ModelArtifacts = {
+    modelTopology: modelJson.modelTopology,
+    weightSpecs,
+    weightData,
+    ...(modelJson.format === undefined ? {} : { format: modelJson.format }),
+    ...(modelJson.generatedBy === undefined ? {} : { generatedBy: modelJson.generatedBy }),
+    ...(modelJson.convertedBy === undefined ? {} : { convertedBy: modelJson.convertedBy }),
+    ...(modelJson.signature === undefined ? {} : { signature: modelJson.signature }),
+    ...(modelJson.userDefinedMetadata === undefined ? {} : { userDefinedMetadata: modelJson.userDefinedMetadata as Record<string, {}> }),
+    ...(modelJson.modelInitializer === undefined ? {} : { modelInitializer: modelJson.modelInitializer }),
+  };
+  return { modelJsonPath, folder, modelJson, sha256: sha256Hex(bytes), artifacts };
+}
+
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+function parseModelJson(bytes: Buffer, file: string): ModelJson {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(bytes.toString('utf8'));
+  } catch (error) {
+    throw new CamvizError(`model.json is not valid JSON: ${(error as Error).message}`, { file });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new CamvizError('model.json is not a JSON object', { file });
+  }
+  const record = parsed as Record<string, unknown>;
+  const topology = record['modelTopology'];
+  if (typeof topology !== 'object' || topology === null) {
+    throw new CamvizError('model.json has no modelTopology: not a TF.js model', { file });
+  }
+  const manifest = record['weightsManifest'] ?? [];
+  if (!Array.isArray(manifest) || !manifest.every(isWeightsGroup)) {
+    throw new CamvizError('model.json has a malformed weightsManifest', { file });
+  }
+  return { ...(record as Partial<ModelJson>), modelTopology: topology as Record<string, unknown>, weightsManifest: manifest };
+}
+
+function isWeightsGroup(value: unknown): value is WeightsGroup {
+  if (typeof value !== 'object' || value === null) return false;
+  const group = value as Record<string, unknown>;
+  return (
+    Array.isArray(group['paths']) &&
+    group['paths'].every((path) => typeof path === 'string') &&
+    Array.isArray(group['weights']) &&
+    group['weights'].every(isWeightEntry)
+  );
+}
+
+function isWeightEntry(value: unknown): value is WeightsManifestEntry {
+  if (typeof value !== 'object' || value === null) return false;
+  const entry = value as Record<string, unknown>;
+  return (
+    typeof entry['name'] === 'string' &&
+    typeof entry['dtype'] === 'string' &&
+    Array.isArray(entry['shape']) &&
+    entry['shape'].every((dim) => Number.isInteger(dim) && (dim as number) >= 0)
+  );
+}
+
+/** A weight path that stays inside `folder`, or an error. */
+export function confinedWeightPath(folder: string, path: string, modelJsonPath: string): string {
+  const full = resolve(folder, path);
+  const inside = relative(folder, full);
+  if (isAbsolute(path) || inside === '' || inside.startsWith('..') || isAbsolute(inside) || inside.split(sep).includes('..')) {
+    throw new CamvizError(`weight path '${path}' leaves the model folder: refused`, { file: modelJsonPath });
+  }
+  return full;
+}
+
+async function readWeights(
+  groups: WeightsGroup[],
+  folder: string,
+): Promise<{ weightSpecs: WeightsManifestEntry[]; weightData: ArrayBuffer }> {
+  const modelJsonPath = join(folder, 'model.json');
+  const buffers: Buffer[] = [];
+  const weightSpecs: WeightsManifestEntry[] = [];
+  for (const group of groups) {
+    const paths = group.paths.map((path) => confinedWeightPath(folder, path, modelJsonPath));
+    const groupBuffers = await Promise.all(paths.map((path) => readWeightFile(path)));
+    checkGroupSize(group, paths, groupBuffers);
+    buffers.push(...groupBuffers);
+    weightSpecs.push(...group.weights);
+  }
+  const all = Buffer.concat(buffers);
+  return { weightSpecs, weightData: all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength) as ArrayBuffer };
+}
+
+async function readWeightFile(path: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const reason = code === 'ENOENT' ? 'weight file missing' : `weight file unreadable (${code ?? (error as Error).message})`;
+    throw new CamvizError(reason, { file: path });
+  }
+}
+
+function checkGroupSize(group: WeightsGroup, paths: string[], buffers: Buffer[]): void {
+  const expected = expectedGroupBytes(group.weights);
+  if (expected === undefined) return;
+  const actual = buffers.reduce((sum, buffer) => sum + buffer.length, 0);
+  if (actual === expected) return;
+  const last = paths[paths.length - 1] ?? '';
+  const which = paths.length === 1 ? 'weight file' : `weight files ${paths.map((p) => basename(p)).join(', ')}`;
+  const problem = actual < expected ? 'is short' : 'is longer than its manifest says';
+  throw new CamvizError(
+    `${which} ${problem}: ${actual} bytes, the weights listed for it need ${expected}`,
+    { file: last },
+  );
+}
+
+const BYTES_PER_ELEMENT: Record<string, number> = {
+  float32: 4,
+  int32: 4,
+  bool: 1,
+  complex64: 8,
+  uint8: 1,
+  uint16: 2,
+  float16: 2,
+};
+
+/** Bytes a group's weights occupy; undefined when it cannot be known (strings). */
+export function expectedGroupBytes(weights: WeightsManifestEntry[]): number | undefined {
+  let total = 0;
+  for (const weight of weights) {
+    const storedType = weight.quantization?.dtype ?? weight.dtype;
+    const perElement = BYTES_PER_ELEMENT[storedType];
+    if (perElement === undefined) return undefined;
+    total += weight.shape.reduce((product, dim) => product * dim, 1) * perElement;
+  }
+  return total;
+}

@@ -1,0 +1,243 @@
+/**
+ * A tfjs-layers classifier as camviz runs it: a forward pass that fetches any
+ * layer's output next to the class scores, and a backward pass from
+ * objectives on those scores to chosen layers or to the input.
+ *
+ * The backward pass cuts the graph at its sources ("leaf" mode): everything
+ * the sources do not influence runs once, outside any gradient tape and with
+ * fused kernels; only the part downstream of the sources (for the usual
+ * Grad-CAM layer, the classifier head) runs under the tape, once per
+ * objective. That is what PyTorch users get by detaching at the hooked layer,
+ * and it needs no gradient kernel of the layers below the sources.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import { layerGradientHooks, withGradientHooks } from '../hooks/hooks.js';
+import { type GraphNode, LayerGraph } from './graph.js';
+import { type ScoreLocation, locateScores } from './score.js';
+
+export interface ForwardValues {
+  /** The model's (first) output. */
+  readonly output: tf.Tensor;
+  /** Class scores before the output activation, flattened to [batch, classes]. */
+  readonly scores: tf.Tensor2D;
+  /** Class probabilities [batch, classes]: the model output, or softmax of the scores. */
+  readonly probabilities: tf.Tensor2D;
+  /** Outputs of the requested layers, keyed by node path. */
+  readonly layers: ReadonlyMap<string, tf.Tensor>;
+}
+
+/** A scalar to differentiate, computed from the forward values. */
+export type Objective = (values: ForwardValues) => tf.Scalar;
+
+/** One tensor, or one per model input. */
+export type ModelInputs = tf.Tensor | readonly tf.Tensor[];
+
+function batchOf(inputs: ModelInputs): number {
+  const first = Array.isArray(inputs) ? inputs[0] : inputs;
+  return (first as tf.Tensor).shape[0] ?? 1;
+}
+
+export interface ForwardOptions {
+  /** Layer nodes whose outputs to return. */
+  layers?: readonly GraphNode[];
+  /** Run Conv/BatchNorm/ReLU chains as fused kernels (default true). */
+  fuse?: boolean;
+}
+
+export interface BackwardOptions {
+  /** Gradient sources: the outputs of these nodes ("leaf" mode), or the model's inputs. */
+  sources: 'input' | readonly GraphNode[];
+  /** Layer nodes whose outputs to return (from the forward pass). */
+  layers?: readonly GraphNode[];
+}
+
+export interface BackwardResult {
+  /** The forward values (owned by the caller: `disposeValues`). */
+  values: ForwardValues;
+  /** The objectives' values. */
+  objectives: number[];
+  /** Per objective, the gradient with respect to each source, in order (owned by the caller). */
+  gradients: tf.Tensor[][];
+}
+
+const networks = new WeakMap<tfl.LayersModel, Network>();
+
+export class Network {
+  readonly graph: LayerGraph;
+  readonly score: ScoreLocation;
+  private readonly splitActivation: ReadonlySet<number>;
+
+  private constructor(readonly model: tfl.LayersModel, scoreLayer?: string) {
+    this.graph = LayerGraph.fromModel(model);
+    this.score = locateScores(this.graph, scoreLayer);
+    this.splitActivation = new Set(this.score.splitNode === undefined ? [] : [this.score.splitNode]);
+  }
+
+  /** The network of `model`, compiled once and cached. */
+  static of(model: tfl.LayersModel, scoreLayer?: string): Network {
+    const cached = networks.get(model);
+    if (cached !== undefined && (scoreLayer === undefined || cached.score.scoreLayer === scoreLayer)) return cached;
+    const network = new Network(model, scoreLayer);
+    networks.set(model, network);
+    return network;
+  }
+
+  /** Feeds for the model's inputs; a model with one input takes a tensor. */
+  private inputFeeds(inputs: ModelInputs): Map<string, tf.Tensor> {
+    const list = Array.isArray(inputs) ? inputs : [inputs];
+    if (list.length !== this.graph.inputKeys.length) {
+      throw new Error(`the model takes ${this.graph.inputKeys.length} inputs, got ${list.length}`);
+    }
+    return new Map(this.graph.inputKeys.map((key, i) => [key, list[i]!]));
+  }
+
+  forward(inputs: ModelInputs, options: ForwardOptions = {}): ForwardValues {
+    const layers = options.layers ?? [];
+    const fetches = unique([this.score.outputKey, this.score.scoreKey, ...layers.map(outputKeyOf)]);
+    const values = this.graph.run(this.inputFeeds(inputs), fetches, {
+      fuse: options.fuse ?? true,
+      splitActivation: this.splitActivation,
+    });
+    return this.collect(values, layers, batchOf(inputs));
+  }
+
+  backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): BackwardResult {
+    if (objectives.length === 0) throw new Error('backward() needs at least one objective');
+    const plan = this.backwardPlan(options);
+    const layers = options.layers ?? [];
+    const feeds = this.inputFeeds(inputs);
+    const before = plan.fromInput
+      ? new Map<string, tf.Tensor>()
+      : this.graph.run(feeds, plan.beforeFetches, {
+          fuse: true,
+          splitActivation: this.splitActivation,
+        });
+    let values: ForwardValues | undefined;
+    const gradients: tf.Tensor[][] = [];
+    const objectiveValues: number[] = [];
+    try {
+      const sourceTensors = plan.sourceKeys.map((key) => (plan.fromInput ? feeds : before).get(key)!);
+      for (const objective of objectives) {
+        const { value, grads } = tf.valueAndGrads((...sources: tf.Tensor[]) => {
+          const feeds = new Map<string, tf.Tensor>();
+          for (const key of plan.frontier) feeds.set(key, before.get(key)!);
+          plan.sourceKeys.forEach((key, i) => feeds.set(key, this.withSourceHooks(key, sources[i]!)));
+          const after = this.graph.run(feeds, plan.afterFetches, { fuse: false, splitActivation: this.splitActivation });
+          const merged = new Map([...before, ...after]);
+          const forwardValues = this.view(merged, layers, batchOf(inputs));
+          if (values === undefined) values = keepValues(forwardValues);
+          return objective(forwardValues);
+        })(sourceTensors);
+        objectiveValues.push(value.dataSync()[0]!);
+        value.dispose();
+        gradients.push(grads);
+      }
+      return { values: values!, objectives: objectiveValues, gradients };
+    } catch (error) {
+      if (values !== undefined) disposeValues(values);
+      tf.dispose(gradients.flat());
+      throw error;
+    } finally {
+      tf.dispose([...before.values()]);
+    }
+  }
+
+  /**
+   * Splits the graph for a backward pass: the sources, what must be computed
+   * before them (the "frontier" that the downstream part also reads, such as
+   * a residual branch), and what runs under the gradient tape.
+   */
+  private backwardPlan(options: BackwardOptions): {
+    fromInput: boolean;
+    sourceKeys: string[];
+    frontier: string[];
+    beforeFetches: string[];
+    afterFetches: string[];
+  } {
+    const fromInput = options.sources === 'input';
+    const requested = [this.score.outputKey, this.score.scoreKey, ...(options.layers ?? []).map(outputKeyOf)];
+    if (fromInput) {
+      return { fromInput, sourceKeys: [...this.graph.inputKeys], frontier: [], beforeFetches: [], afterFetches: unique(requested) };
+    }
+    const candidateKeys = (options.sources as readonly GraphNode[]).map(outputKeyOf);
+    // A source downstream of another source is reached by the tape anyway.
+    const sourceKeys = unique(candidateKeys).filter(
+      (key) => !candidateKeys.some((other) => other !== key && this.graph.downstreamOf([other]).has(this.graph.producer(key)!.index)),
+    );
+    const downstream = this.graph.downstreamOf(sourceKeys);
+    const producedDownstream = (key: string): boolean => {
+      const producer = this.graph.producer(key);
+      return producer !== undefined && downstream.has(producer.index);
+    };
+    const frontier = unique(
+      this.graph.nodes
+        .filter((node) => downstream.has(node.index))
+        .flatMap((node) => node.inputs)
+        .filter((key) => !producedDownstream(key) && !sourceKeys.includes(key)),
+    );
+    const afterFetches = unique(requested.filter(producedDownstream));
+    if (!afterFetches.includes(this.score.scoreKey)) {
+      throw new Error(`the class scores do not depend on ${sourceKeys.map((key) => this.graph.producer(key)!.path).join(', ')}`);
+    }
+    const beforeFetches = unique([...sourceKeys, ...frontier, ...requested.filter((key) => !producedDownstream(key))]);
+    return { fromInput, sourceKeys, frontier, beforeFetches, afterFetches };
+  }
+
+  /** Gradient hooks of a source layer fire on the gradient of its output. */
+  private withSourceHooks(key: string, source: tf.Tensor): tf.Tensor {
+    const producer = this.graph.producer(key);
+    const hooks = producer === undefined ? undefined : layerGradientHooks(producer.layer);
+    return hooks === undefined ? source : withGradientHooks(source, hooks);
+  }
+
+  /** Forward values from run results; takes ownership of `values`. */
+  private collect(values: Map<string, tf.Tensor>, layers: readonly GraphNode[], batch: number): ForwardValues {
+    try {
+      const [output, scores, probabilities, ...layerValues] = tf.tidy(() => {
+        const view = this.view(values, layers, batch);
+        return [view.output, view.scores, view.probabilities, ...view.layers.values()].map((tensor) => tensor.clone());
+      });
+      return {
+        output: output!,
+        scores: scores as tf.Tensor2D,
+        probabilities: probabilities as tf.Tensor2D,
+        layers: new Map(layers.map((node, i) => [node.path, layerValues[i]!])),
+      };
+    } finally {
+      tf.dispose([...values.values()]);
+    }
+  }
+
+  /** Forward values that borrow `values` (no copies). */
+  private view(values: ReadonlyMap<string, tf.Tensor>, layers: readonly GraphNode[], batch: number): ForwardValues {
+    const output = values.get(this.score.outputKey)!;
+    const scores = tf.reshape(values.get(this.score.scoreKey)!, [batch, -1]) as tf.Tensor2D;
+    const probabilities = (
+      this.score.activation === 'none' ? tf.softmax(scores) : tf.reshape(output, [batch, -1])
+    ) as tf.Tensor2D;
+    const layerValues = new Map(layers.map((node) => [node.path, values.get(outputKeyOf(node))!]));
+    return { output, scores, probabilities, layers: layerValues };
+  }
+}
+
+function keepValues(values: ForwardValues): ForwardValues {
+  return {
+    output: tf.keep(values.output.clone()),
+    scores: tf.keep(values.scores.clone()),
+    probabilities: tf.keep(values.probabilities.clone()),
+    layers: new Map([...values.layers].map(([name, tensor]) => [name, tf.keep(tensor.clone())])),
+  };
+}
+
+export function disposeValues(values: ForwardValues): void {
+  tf.dispose([values.output, values.scores, values.probabilities, ...values.layers.values()]);
+}
+
+export function outputKeyOf(node: GraphNode): string {
+  return node.outputs[0]!;
+}
+
+function unique<T>(items: readonly T[]): T[] {
+  return [...new Set(items)];
+}
