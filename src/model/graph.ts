@@ -133,6 +133,11 @@ export class LayerGraph {
     return reached;
   }
 
+  /** Frees the folded weights of fused chains (they are rebuilt on demand). */
+  dispose(): void {
+    for (const chain of this.chainsByFirst.values()) chain.dispose();
+  }
+
   /** The fused chains that `run({fuse: true})` may use. */
   fusedChains(): FusedChain[] {
     return [...this.chainsByFirst.values()];

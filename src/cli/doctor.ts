@@ -1,0 +1,127 @@
+/**
+ * `camviz doctor`: what this machine offers. Native packages are probed in
+ * child processes, since one process may hold only one of them.
+ */
+import { execFile } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { promisify } from 'node:util';
+import * as tf from '@tensorflow/tfjs-core';
+import { firstLineOf, isNotInstalled, useBackend } from '../model/backend.js';
+import { printJson } from './common.js';
+
+type Status = 'loaded' | 'not installed' | 'failed';
+
+interface BackendReport {
+  backend: 'gpu' | 'native' | 'wasm' | 'cpu';
+  package: string;
+  status: Status;
+  detail?: string;
+}
+
+interface DoctorReport {
+  versions: Record<string, string | null>;
+  backends: BackendReport[];
+  wasm: { simd: boolean | null; threads: number | null; multithreadSupported: boolean | null };
+  auto: string | null;
+}
+
+const run = promisify(execFile);
+
+async function probeNativeInChild(packageName: string, wantGpu: boolean): Promise<Omit<BackendReport, 'backend' | 'package'>> {
+  const script = `
+    import(${JSON.stringify(packageName)}).then(async (m) => {
+      const tf = m.default ?? m;
+      await tf.ready();
+      const gpu = tf.backend().isUsingGpuDevice === true;
+      console.log(JSON.stringify({ ok: true, gpu, backend: tf.getBackend() }));
+    }, (e) => console.log(JSON.stringify({ ok: false, code: e.code, message: String(e.message) })));`;
+  try {
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { cwd: process.cwd(), timeout: 60_000 });
+    const result = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as { ok: boolean; gpu?: boolean; code?: string; message?: string };
+    if (result.ok) {
+      if (wantGpu && !result.gpu) return { status: 'loaded', detail: 'no GPU device found: runs on the CPU (needs CUDA 11.2 + cuDNN 8)' };
+      return { status: 'loaded', detail: result.gpu ? 'GPU device in use' : 'CPU' };
+    }
+    const error = Object.assign(new Error(result.message ?? 'unknown error'), { code: result.code });
+    return isNotInstalled(error, packageName) ? { status: 'not installed' } : { status: 'failed', detail: firstLineOf(error) };
+  } catch (error) {
+    return { status: 'failed', detail: firstLineOf(error) };
+  }
+}
+
+function packageVersion(name: string): string | null {
+  try {
+    const require = createRequire(import.meta.url);
+    return (require(`${name}/package.json`) as { version: string }).version;
+  } catch {
+    return null;
+  }
+}
+
+export async function collectDoctorReport(): Promise<DoctorReport> {
+  const [gpu, native] = await Promise.all([
+    probeNativeInChild('@tensorflow/tfjs-node-gpu', true),
+    probeNativeInChild('@tensorflow/tfjs-node', false),
+  ]);
+  const backends: BackendReport[] = [
+    { backend: 'gpu', package: '@tensorflow/tfjs-node-gpu', ...gpu },
+    { backend: 'native', package: '@tensorflow/tfjs-node', ...native },
+  ];
+  let wasm: DoctorReport['wasm'] = { simd: null, threads: null, multithreadSupported: null };
+  try {
+    const info = await useBackend('wasm');
+    wasm = { simd: info.simd ?? null, threads: info.threads ?? null, multithreadSupported: tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') };
+    backends.push({ backend: 'wasm', package: info.packageName, status: 'loaded', detail: `SIMD ${info.simd ? 'on' : 'off'}, ${info.threads} thread(s)` });
+  } catch (error) {
+    backends.push({ backend: 'wasm', package: '@tensorflow/tfjs-backend-wasm', status: 'failed', detail: firstLineOf(error) });
+  }
+  try {
+    await useBackend('cpu');
+    backends.push({ backend: 'cpu', package: '@tensorflow/tfjs-backend-cpu', status: 'loaded', detail: 'pure JavaScript (slow)' });
+  } catch (error) {
+    backends.push({ backend: 'cpu', package: '@tensorflow/tfjs-backend-cpu', status: 'failed', detail: firstLineOf(error) });
+  }
+  const auto = backends.find((report) => report.status === 'loaded')?.backend ?? null;
+  return {
+    versions: {
+      node: process.versions.node,
+      camviz: packageVersion('camviz') ?? null,
+      '@tensorflow/tfjs-core': packageVersion('@tensorflow/tfjs-core'),
+      '@tensorflow/tfjs-backend-wasm': packageVersion('@tensorflow/tfjs-backend-wasm'),
+      ...(await sharpVersions()),
+    },
+    backends,
+    wasm,
+    auto,
+  };
+}
+
+async function sharpVersions(): Promise<{ sharp: string | null; libvips: string | null }> {
+  try {
+    const sharp = (await import('sharp')).default;
+    const versions = sharp.versions as { sharp?: string; vips?: string };
+    return { sharp: versions.sharp ?? null, libvips: versions.vips ?? null };
+  } catch {
+    return { sharp: null, libvips: null };
+  }
+}
+
+export async function runDoctor(options: { json?: boolean }): Promise<number> {
+  const report = await collectDoctorReport();
+  if (options.json) {
+    printJson(report);
+  } else {
+    const lines = [
+      'versions:',
+      ...Object.entries(report.versions).map(([name, version]) => `  ${name.padEnd(30)} ${version ?? 'not found'}`),
+      'backends:',
+      ...report.backends.map(
+        (entry) => `  ${entry.backend.padEnd(7)} ${entry.status.padEnd(14)} ${entry.package}${entry.detail ? `: ${entry.detail}` : ''}`,
+      ),
+      `wasm: SIMD ${report.wasm.simd ? 'yes' : 'no'}, threads ${report.wasm.threads ?? '?'} (multithreading ${report.wasm.multithreadSupported ? 'supported' : 'off under Node'})`,
+      `auto picks: ${report.auto ?? 'nothing works'}`,
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  }
+  return report.auto === null ? 1 : 0;
+}

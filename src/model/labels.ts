@@ -1,0 +1,111 @@
+/**
+ * Class labels: loading label files in the common formats, and resolving
+ * what a user typed (`281`, `"tabby cat"`, `tabby`) to a class index.
+ */
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { CamvizError, UsageError } from '../errors.js';
+import { closestMatches } from '../text.js';
+
+/** The 1000 ImageNet classes in the standard Keras/TF order. */
+export function imagenetLabels(): string[] {
+  // Apache-2.0 list shipped with @tensorflow-models/mobilenet (same order as Keras).
+  const require = createRequire(import.meta.url);
+  const { IMAGENET_CLASSES } = require('@tensorflow-models/mobilenet/dist/imagenet_classes.js') as {
+    IMAGENET_CLASSES: Record<number, string>;
+  };
+  return Array.from({ length: 1000 }, (_, i) => IMAGENET_CLASSES[i]!);
+}
+
+/**
+ * Reads labels from JSON (an array of names; `{"0": "name"}`; Keras'
+ * `{"0": ["n01440764", "tench"]}`) or plain text (one name per line).
+ */
+export async function readLabelsFile(path: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new CamvizError(code === 'ENOENT' ? 'labels file not found' : `labels file unreadable (${code})`, { file: path });
+  }
+  if (!path.toLowerCase().endsWith('.json')) {
+    return text.split(/\r?\n/).map((line) => line.trim()).filter((line) => line !== '');
+  }
+  try {
+    return labelsFromJson(JSON.parse(text) as unknown);
+  } catch (error) {
+    throw new CamvizError(`labels file is not a list of class names: ${(error as Error).message}`, { file: path });
+  }
+}
+
+export function labelsFromJson(value: unknown): string[] {
+  if (Array.isArray(value)) return value.map((entry) => labelOf(entry));
+  if (typeof value === 'object' && value !== null) {
+    const entries = Object.entries(value as Record<string, unknown>);
+    const labels: string[] = [];
+    for (const [key, entry] of entries) {
+      const index = Number(key);
+      if (!Number.isInteger(index) || index < 0) throw new Error(`key '${key}' is not a class index`);
+      labels[index] = labelOf(entry);
+    }
+    const hole = labels.findIndex((label) => label === undefined);
+    if (hole >= 0 || labels.length !== entries.length) throw new Error(`class ${hole >= 0 ? hole : labels.length} has no label`);
+    return labels;
+  }
+  throw new Error('expected an array or an object');
+}
+
+function labelOf(entry: unknown): string {
+  if (typeof entry === 'string') return entry;
+  // Keras' class index: [wordnet id, name].
+  if (Array.isArray(entry) && typeof entry[entry.length - 1] === 'string') return entry[entry.length - 1] as string;
+  throw new Error(`label ${JSON.stringify(entry)} is not a string`);
+}
+
+/** The short display form: "tabby, tabby cat" -> "tabby". */
+export function shortLabel(label: string): string {
+  return label.split(',')[0]!.trim();
+}
+
+/**
+ * Resolves `--class` text: an index, or a name matched case-insensitively
+ * as an exact label or synonym (labels list synonyms separated by commas),
+ * else a unique prefix, else a unique substring.
+ */
+export function resolveClass(spec: string, labels: readonly string[] | undefined, classCount: number): number {
+  const text = spec.trim();
+  if (/^\d+$/.test(text)) {
+    const index = Number(text);
+    if (index >= classCount) throw new UsageError(`class ${index} is out of range: the model has ${classCount} classes (0-${classCount - 1})`);
+    return index;
+  }
+  if (labels === undefined) throw new UsageError(`class '${text}' is not an index and the model has no labels (give --labels)`);
+  const wanted = normalise(text);
+  const synonymsOf = (label: string): string[] => [normalise(label), ...label.split(',').map(normalise)];
+  const tiers: ((label: string) => boolean)[] = [
+    (label) => synonymsOf(label).includes(wanted),
+    (label) => synonymsOf(label).some((name) => name.startsWith(wanted)),
+    (label) => normalise(label).includes(wanted),
+  ];
+  for (const matches of tiers) {
+    const found = labels.flatMap((label, index) => (matches(label) ? [index] : []));
+    if (found.length === 1) return found[0]!;
+    if (found.length > 1) {
+      const shown = found.slice(0, 8).map((index) => `${index} "${labels[index]}"`).join(', ');
+      const more = found.length > 8 ? `, and ${found.length - 8} more` : '';
+      throw new UsageError(`class '${text}' is ambiguous: ${shown}${more}`);
+    }
+  }
+  const close = closestLabels(wanted, labels);
+  throw new UsageError(`class '${text}' matches no label${close.length > 0 ? `; closest: ${close.join(', ')}` : ''}`);
+}
+
+function normalise(text: string): string {
+  return text.trim().toLowerCase().replace(/[\s_-]+/g, ' ');
+}
+
+function closestLabels(wanted: string, labels: readonly string[]): string[] {
+  const numbered = labels.map((label, index) => `${index} "${label}"`);
+  return closestMatches(wanted, numbered, 3, (entry) => normalise(shortLabel(entry.slice(entry.indexOf('"') + 1, -1))));
+}

@@ -1,0 +1,87 @@
+/**
+ * Loading a model from a zoo name, a local folder or model.json, or a URL,
+ * with its metadata.
+ */
+import { existsSync } from 'node:fs';
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import type { GraphModel } from '@tensorflow/tfjs-converter';
+import { CamvizError, UsageError } from '../errors.js';
+import { readLocalModel } from './io.js';
+import { type CamvizJson, type MetadataOverrides, type ModelMetadata, readCamvizJson, resolveMetadata } from './metadata.js';
+import { Network } from './network.js';
+import { DEFAULT_MODEL, type FetchLog, ZOO, knownModelBySha256, urlModelJson, zooEntry, zooModelJson } from './zoo.js';
+
+export interface LoadOptions extends MetadataOverrides {
+  /** Progress messages (downloads). */
+  log?: FetchLog;
+}
+
+export class CamvizModel {
+  private cachedNetwork: Network | undefined;
+
+  constructor(
+    readonly meta: ModelMetadata,
+    readonly layersModel: tfl.LayersModel | undefined,
+    readonly graphModel: GraphModel | undefined,
+  ) {}
+
+  /** The executor of a layers model; graph models have none. */
+  network(): Network {
+    if (this.layersModel === undefined) {
+      throw new CamvizError('this needs a TF.js layers model; graph models support predict only', { file: this.meta.modelJsonPath });
+    }
+    this.cachedNetwork ??= Network.of(this.layersModel, this.meta.scoreLayer);
+    return this.cachedNetwork;
+  }
+
+  dispose(): void {
+    this.cachedNetwork?.graph.dispose();
+    this.layersModel?.dispose();
+    this.graphModel?.dispose();
+  }
+}
+
+/** Where a `--model` value points: a local model.json and any zoo metadata. */
+export async function locateModel(spec: string, log?: FetchLog): Promise<{ modelJsonPath: string; zoo?: CamvizJson }> {
+  if (/^https?:\/\//i.test(spec)) return { modelJsonPath: await urlModelJson(spec, log) };
+  const entry = zooEntry(spec);
+  if (entry !== undefined) return { modelJsonPath: await zooModelJson(entry, log), zoo: entry.metadata };
+  if (existsSync(spec)) return { modelJsonPath: spec };
+  const names = ZOO.map((zoo) => zoo.name).join(', ');
+  throw new UsageError(`model '${spec}' is neither a zoo name (${names}), a file or folder, nor an http(s) URL`);
+}
+
+export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptions = {}): Promise<CamvizModel> {
+  const located = await locateModel(spec, options.log);
+  const files = await readLocalModel(located.modelJsonPath);
+  const known = located.zoo ?? knownModelBySha256(files.sha256)?.metadata;
+  const isGraph = files.modelJson.format === 'graph-model' || Array.isArray(files.modelJson.modelTopology['node']);
+  const handler: tf.io.IOHandler = { load: async () => files.artifacts };
+  let layersModel: tfl.LayersModel | undefined;
+  let graphModel: GraphModel | undefined;
+  try {
+    if (isGraph) {
+      const converter = await import('@tensorflow/tfjs-converter');
+      graphModel = await converter.loadGraphModel(handler);
+    } else {
+      layersModel = await tfl.loadLayersModel(handler);
+    }
+  } catch (error) {
+    const kind = isGraph ? 'graph' : 'layers';
+    throw new CamvizError(`not a loadable TF.js ${kind} model: ${(error as Error).message.split('\n')[0]}`, { file: files.modelJsonPath });
+  }
+  const inputShape = layersModel ? layersModel.inputs[0]?.shape : graphModel?.inputs[0]?.shape;
+  const camvizJson = await readCamvizJson(files.modelJsonPath);
+  const meta = await resolveMetadata({
+    source: spec,
+    modelJsonPath: files.modelJsonPath,
+    sha256: files.sha256,
+    format: isGraph ? 'graph' : 'layers',
+    ...(inputShape === undefined ? {} : { inputShape }),
+    ...(known === undefined ? {} : { known }),
+    ...(camvizJson === undefined ? {} : { camvizJson }),
+    overrides: options,
+  });
+  return new CamvizModel(meta, layersModel, graphModel);
+}

@@ -1,0 +1,72 @@
+/**
+ * Classification: top-k classes with probabilities for a batch of images.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { CamvizModel } from './load.js';
+import { disposeValues } from './network.js';
+import { toInputTensor } from './preprocess.js';
+
+export interface Prediction {
+  index: number;
+  label: string | null;
+  probability: number;
+}
+
+/** Preprocessed input tensor for images already at the model's input size. */
+export function inputTensor(model: CamvizModel, images: readonly Uint8Array[]): tf.Tensor4D {
+  const { width, height } = model.meta.inputSize;
+  return toInputTensor(images, height, width, model.meta.preprocess);
+}
+
+/** Class probabilities [batch, classes] for model-size RGB images. */
+export function classProbabilities(model: CamvizModel, images: readonly Uint8Array[]): Float32Array[] {
+  const input = inputTensor(model, images);
+  try {
+    if (model.layersModel !== undefined) {
+      const values = model.network().forward(input);
+      try {
+        return rows(values.probabilities);
+      } finally {
+        disposeValues(values);
+      }
+    }
+    const output = tf.tidy(() => {
+      const raw = model.graphModel!.predict(input);
+      const first = (Array.isArray(raw) ? raw[0] : raw instanceof tf.Tensor ? raw : Object.values(raw)[0]) as tf.Tensor;
+      const flat = tf.reshape(first, [images.length, -1]);
+      return looksLikeProbabilities(flat) ? flat : tf.softmax(flat);
+    });
+    try {
+      return rows(output as tf.Tensor2D);
+    } finally {
+      output.dispose();
+    }
+  } finally {
+    input.dispose();
+  }
+}
+
+/** Rows summing to 1 with no negative entry are already probabilities. */
+function looksLikeProbabilities(flat: tf.Tensor): boolean {
+  return tf.tidy(() => {
+    const minimum = tf.min(flat).dataSync()[0]!;
+    const sums = tf.sum(flat, 1).dataSync();
+    return minimum >= 0 && Array.from(sums).every((sum) => Math.abs(sum - 1) < 1e-3);
+  });
+}
+
+function rows(matrix: tf.Tensor2D): Float32Array[] {
+  const [batch, classes] = matrix.shape;
+  const data = matrix.dataSync() as Float32Array;
+  return Array.from({ length: batch }, (_, i) => data.slice(i * classes, (i + 1) * classes));
+}
+
+/** The `k` most probable classes, most probable first. */
+export function topK(probabilities: Float32Array, k: number, labels?: readonly string[]): Prediction[] {
+  const order = Array.from(probabilities.keys()).sort((a, b) => probabilities[b]! - probabilities[a]! || a - b);
+  return order.slice(0, Math.max(0, k)).map((index) => ({
+    index,
+    label: labels?.[index] ?? null,
+    probability: probabilities[index]!,
+  }));
+}

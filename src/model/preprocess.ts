@@ -1,0 +1,79 @@
+/**
+ * Turning RGB pixels into model input. Done in plain JS over typed arrays:
+ * one pass, no intermediate tensors.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { UsageError } from '../errors.js';
+
+export const PREPROCESS_NAMES = ['tf', 'torch', 'caffe', 'unit', 'none'] as const;
+export type PreprocessName = (typeof PREPROCESS_NAMES)[number];
+
+export const PREPROCESS_HELP: Record<PreprocessName, string> = {
+  tf: 'x/127.5 - 1, range [-1, 1] (MobileNet, Inception)',
+  torch: '(x/255 - mean)/std with ImageNet mean and std',
+  caffe: 'RGB -> BGR, minus the ImageNet BGR mean (VGG, ResNet50 from Keras)',
+  unit: 'x/255, range [0, 1]',
+  none: 'raw 0-255 values',
+};
+
+const TORCH_MEAN = [0.485, 0.456, 0.406];
+const TORCH_STD = [0.229, 0.224, 0.225];
+const CAFFE_BGR_MEAN = [103.939, 116.779, 123.68];
+
+export function parsePreprocess(value: string): PreprocessName {
+  if ((PREPROCESS_NAMES as readonly string[]).includes(value)) return value as PreprocessName;
+  throw new UsageError(`unknown preprocessing '${value}': choose one of ${PREPROCESS_NAMES.join(', ')}`);
+}
+
+/** Per-channel `scale * x + offset` for each preprocessing (channel order after any swap). */
+function affine(name: PreprocessName): { scale: number[]; offset: number[]; bgr: boolean } {
+  switch (name) {
+    case 'tf':
+      return { scale: [1 / 127.5, 1 / 127.5, 1 / 127.5], offset: [-1, -1, -1], bgr: false };
+    case 'torch':
+      return {
+        scale: TORCH_STD.map((std) => 1 / (255 * std)),
+        offset: TORCH_MEAN.map((mean, c) => -mean / TORCH_STD[c]!),
+        bgr: false,
+      };
+    case 'caffe':
+      return { scale: [1, 1, 1], offset: CAFFE_BGR_MEAN.map((mean) => -mean), bgr: true };
+    case 'unit':
+      return { scale: [1 / 255, 1 / 255, 1 / 255], offset: [0, 0, 0], bgr: false };
+    case 'none':
+      return { scale: [1, 1, 1], offset: [0, 0, 0], bgr: false };
+  }
+}
+
+/** Writes preprocessed RGB (HWC uint8) pixels into `out` at `offset`. */
+export function preprocessInto(pixels: Uint8Array, name: PreprocessName, out: Float32Array, offset = 0): void {
+  const { scale, offset: shift, bgr } = affine(name);
+  const [s0, s1, s2] = scale as [number, number, number];
+  const [o0, o1, o2] = shift as [number, number, number];
+  for (let i = 0; i < pixels.length; i += 3) {
+    const r = pixels[i]!;
+    const g = pixels[i + 1]!;
+    const b = pixels[i + 2]!;
+    const j = offset + i;
+    if (bgr) {
+      out[j] = b * s0 + o0;
+      out[j + 1] = g * s1 + o1;
+      out[j + 2] = r * s2 + o2;
+    } else {
+      out[j] = r * s0 + o0;
+      out[j + 1] = g * s1 + o1;
+      out[j + 2] = b * s2 + o2;
+    }
+  }
+}
+
+/** A [batch, height, width, 3] input tensor from images of one size. */
+export function toInputTensor(images: readonly Uint8Array[], height: number, width: number, name: PreprocessName): tf.Tensor4D {
+  const perImage = height * width * 3;
+  const data = new Float32Array(perImage * images.length);
+  images.forEach((pixels, i) => {
+    if (pixels.length !== perImage) throw new Error(`image ${i} has ${pixels.length} values, expected ${perImage}`);
+    preprocessInto(pixels, name, data, i * perImage);
+  });
+  return tf.tensor4d(data, [images.length, height, width, 3]);
+}
