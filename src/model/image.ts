@@ -1,0 +1,432 @@
+/**
+ * Image loading: one decode of the file to sRGB 8-bit RGB (kept for overlays),
+ * then a second sharp pipeline over those raw pixels makes the model input.
+ * Resizing from the decoded pixels (not from the file) keeps JPEG
+ * shrink-on-load out of the model input, so the input depends only on the
+ * pixels the user sees, and the original is decoded once.
+ */
+import { open, stat } from 'node:fs/promises';
+import sharp from 'sharp';
+import type { Metadata, OutputInfo, Sharp } from 'sharp';
+
+import { CamvizError, UsageError } from '../errors.js';
+import { RESIZE_MODES } from './geometry.js';
+import type { Box, ImageGeometry, ResizeMode, Size } from './geometry.js';
+
+export interface ImageLoadOptions {
+  /** Model input size. */
+  size: Size;
+  /** 'stretch' (default), 'crop' or 'pad'. */
+  resize?: ResizeMode;
+  /** Colour to flatten alpha onto and to pad with (see parseBackground); default '#ffffff'. */
+  background?: string;
+  /** Refuse images with more pixels than this; default 100 MP; 0 = no limit. */
+  maxPixels?: number;
+}
+
+export interface LoadedImage {
+  path: string;
+  /** After EXIF orientation, alpha flattened, sRGB 8-bit, 3 channels, row-major HWC. */
+  original: { width: number; height: number; rgb: Uint8Array };
+  /** Model input: RGB uint8, size.height * size.width * 3, row-major HWC. */
+  input: Uint8Array;
+  geometry: ImageGeometry;
+  /** The decoder sharp used: 'png', 'jpeg', 'webp', 'gif' or 'tiff'. */
+  format: string;
+}
+
+export interface Rgb {
+  r: number;
+  g: number;
+  b: number;
+}
+
+export const DEFAULT_BACKGROUND = '#ffffff';
+export const DEFAULT_MAX_PIXELS = 100_000_000;
+
+export const RESIZE_KERNEL_DESCRIPTION =
+  'bilinear (libvips "linear" triangle filter, antialiased when shrinking, close to PIL BILINEAR)';
+
+/** The formats camviz accepts, as sharp names them, with the names users know. */
+const SUPPORTED_FORMATS = {
+  png: 'PNG',
+  jpeg: 'JPEG',
+  webp: 'WebP',
+  gif: 'GIF',
+  tiff: 'TIFF',
+} as const;
+type SupportedFormat = keyof typeof SUPPORTED_FORMATS;
+
+const SUPPORTED_LIST = Object.values(SUPPORTED_FORMATS).join(', ');
+
+/** File suffixes of the supported formats that this sharp build can read from files. */
+export const IMAGE_EXTENSIONS: readonly string[] = Object.freeze(
+  (Object.keys(SUPPORTED_FORMATS) as SupportedFormat[]).flatMap((id) => {
+    const info = sharp.format[id];
+    return info.input.file ? (info.input.fileSuffix ?? []).map((suffix) => suffix.toLowerCase()) : [];
+  }),
+);
+
+// Truncated files must fail instead of decoding to a half-grey image; 'truncated'
+// still accepts files with harmless warnings (e.g. junk after the JPEG end marker).
+const FAIL_ON = 'truncated';
+
+export async function loadImage(path: string, options: ImageLoadOptions): Promise<LoadedImage> {
+  const settings = checkOptions(options);
+  const sniffed = await checkFile(path);
+  const metadata = await readHeader(path, sniffed);
+  const format = metadata.format as SupportedFormat;
+  checkPixelLimit(metadata, settings.maxPixels, path);
+
+  const original = await decodeOriginal(path, metadata, settings);
+  const geometry = computeGeometry(original, settings.size, settings.resize);
+  const input = await makeModelInput(original, geometry, settings.background, path);
+  return { path, original, input, geometry, format };
+}
+
+// ---------------------------------------------------------------- options
+
+interface LoadSettings {
+  size: Size;
+  resize: ResizeMode;
+  background: Rgb;
+  maxPixels: number;
+}
+
+function checkOptions(options: ImageLoadOptions): LoadSettings {
+  const { size } = options;
+  if (!isPositiveInteger(size.width) || !isPositiveInteger(size.height)) {
+    throw new UsageError(`model input size must be positive whole numbers, got ${size.width}x${size.height}`);
+  }
+  const resize = options.resize ?? 'stretch';
+  if (!RESIZE_MODES.includes(resize)) {
+    throw new UsageError(`unknown resize mode "${String(resize)}" (use ${RESIZE_MODES.join(', ')})`);
+  }
+  const maxPixels = options.maxPixels ?? DEFAULT_MAX_PIXELS;
+  if (!Number.isFinite(maxPixels) || maxPixels < 0) {
+    throw new UsageError(`--max-pixels must be 0 (no limit) or a positive number, got ${maxPixels}`);
+  }
+  const background = parseBackground(options.background ?? DEFAULT_BACKGROUND);
+  return { size: { width: size.width, height: size.height }, resize, background, maxPixels };
+}
+
+function isPositiveInteger(value: number): boolean {
+  return Number.isInteger(value) && value > 0;
+}
+
+const NAMED_COLOURS: Readonly<Record<string, Rgb>> = {
+  white: { r: 255, g: 255, b: 255 },
+  black: { r: 0, g: 0, b: 0 },
+};
+
+/** Parses '#rgb', '#rrggbb', 'white', 'black' or 'r,g,b' (0-255 each). */
+export function parseBackground(value: string): Rgb {
+  const text = value.trim().toLowerCase();
+  const named = NAMED_COLOURS[text];
+  if (named !== undefined) return { ...named };
+
+  const short = /^#([0-9a-f])([0-9a-f])([0-9a-f])$/.exec(text);
+  if (short !== null) {
+    const [r, g, b] = short.slice(1).map((digit) => parseInt(digit + digit, 16));
+    return { r: r!, g: g!, b: b! };
+  }
+  const long = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/.exec(text);
+  if (long !== null) {
+    const [r, g, b] = long.slice(1).map((pair) => parseInt(pair, 16));
+    return { r: r!, g: g!, b: b! };
+  }
+  const triple = /^(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})$/.exec(text);
+  if (triple !== null) {
+    const [r, g, b] = triple.slice(1).map(Number);
+    if ([r, g, b].every((channel) => channel! <= 255)) return { r: r!, g: g!, b: b! };
+  }
+  throw new UsageError(
+    `bad background colour "${value}" (use #rgb, #rrggbb, white, black or r,g,b with values 0-255)`,
+  );
+}
+
+// ---------------------------------------------------------------- file checks
+
+/**
+ * Clear errors for the cases sharp reports vaguely (it calls a missing file,
+ * a folder and an empty file all "unsupported image format"); returns the
+ * format the magic bytes announce.
+ */
+async function checkFile(path: string): Promise<SupportedFormat> {
+  let size: number;
+  try {
+    const info = await stat(path);
+    if (info.isDirectory()) throw new CamvizError('is a directory, not an image', { file: path });
+    if (!info.isFile()) throw new CamvizError('not a regular file', { file: path });
+    size = info.size;
+  } catch (error) {
+    if (error instanceof CamvizError) throw error;
+    throw fileSystemError(error, path);
+  }
+  if (size === 0) throw new CamvizError('empty file (0 bytes)', { file: path });
+
+  const head = await readHead(path, 16);
+  const sniffed = sniffFormat(head);
+  if (sniffed === undefined) throw unsupported(path);
+  return sniffed;
+}
+
+async function readHead(path: string, length: number): Promise<Uint8Array> {
+  try {
+    const handle = await open(path, 'r');
+    try {
+      const buffer = new Uint8Array(length);
+      const { bytesRead } = await handle.read(buffer, 0, length, 0);
+      return buffer.subarray(0, bytesRead);
+    } finally {
+      await handle.close();
+    }
+  } catch (error) {
+    throw fileSystemError(error, path);
+  }
+}
+
+function fileSystemError(error: unknown, path: string): CamvizError {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  const message =
+    code === 'ENOENT' ? 'file not found'
+    : code === 'EACCES' || code === 'EPERM' ? 'cannot read file: permission denied'
+    : code === 'ENOTDIR' ? 'file not found (a parent is not a folder)'
+    : `cannot read file: ${error instanceof Error ? error.message : String(error)}`;
+  return new CamvizError(message, { file: path, cause: error });
+}
+
+/** The supported format the first bytes announce, if any. */
+function sniffFormat(head: Uint8Array): SupportedFormat | undefined {
+  const startsWith = (bytes: readonly number[], offset = 0): boolean =>
+    bytes.every((byte, i) => head[offset + i] === byte);
+  const ascii = (text: string): number[] => Array.from(text, (char) => char.charCodeAt(0));
+
+  if (startsWith([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])) return 'png';
+  if (startsWith([0xff, 0xd8, 0xff])) return 'jpeg';
+  if (startsWith(ascii('GIF87a')) || startsWith(ascii('GIF89a'))) return 'gif';
+  if (startsWith(ascii('RIFF')) && startsWith(ascii('WEBP'), 8)) return 'webp';
+  // Classic TIFF (42) and BigTIFF (43), either byte order.
+  if (startsWith([0x49, 0x49, 0x2a, 0x00]) || startsWith([0x4d, 0x4d, 0x00, 0x2a])) return 'tiff';
+  if (startsWith([0x49, 0x49, 0x2b, 0x00]) || startsWith([0x4d, 0x4d, 0x00, 0x2b])) return 'tiff';
+  return undefined;
+}
+
+function unsupported(path: string): CamvizError {
+  return new CamvizError(`not a supported image (${SUPPORTED_LIST})`, { file: path });
+}
+
+// ---------------------------------------------------------------- header and limit
+
+/** Reads the header only (no pixel decoding). */
+async function readHeader(path: string, sniffed: SupportedFormat): Promise<Metadata> {
+  let metadata: Metadata;
+  try {
+    metadata = await sharp(path, { failOn: FAIL_ON }).metadata();
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (/unsupported image format/i.test(message)) throw unsupported(path);
+    const reason = sharpReason(error);
+    const name = SUPPORTED_FORMATS[sniffed];
+    throw new CamvizError(`truncated or corrupt ${name} header${reason === '' ? '' : `: ${reason}`}`, {
+      file: path,
+      cause: error,
+    });
+  }
+  if (!(metadata.format in SUPPORTED_FORMATS)) throw unsupported(path);
+  return metadata;
+}
+
+/** Uses the header's size, so an oversized image is refused before any decoding. */
+function checkPixelLimit(header: Size, maxPixels: number, path: string): void {
+  if (maxPixels === 0 || header.width * header.height <= maxPixels) return;
+  throw pixelLimitError(header, maxPixels, path);
+}
+
+function pixelLimitError(size: Size, maxPixels: number, path: string): CamvizError {
+  const pixels = size.width * size.height;
+  return new CamvizError(
+    `image is ${size.width}x${size.height} = ${formatMegapixels(pixels)} megapixels, ` +
+      `above the limit of ${formatLimit(maxPixels)} megapixels (--max-pixels)`,
+    { file: path },
+  );
+}
+
+/** '108.0' for big images; enough significant digits that small limits do not print as 0.0. */
+function formatMegapixels(pixels: number): string {
+  const megapixels = pixels / 1e6;
+  if (megapixels >= 0.1) return megapixels.toFixed(1);
+  return String(Number(megapixels.toPrecision(2)));
+}
+
+/** The limit as the user would write it: '100', '2.5', '0.001'. */
+function formatLimit(pixels: number): string {
+  return String(Number((pixels / 1e6).toPrecision(6)));
+}
+
+// ---------------------------------------------------------------- decoding
+
+type Original = LoadedImage['original'];
+
+async function decodeOriginal(path: string, metadata: Metadata, settings: LoadSettings): Promise<Original> {
+  const pipeline = sharp(path, {
+    failOn: FAIL_ON,
+    // sharp wants a whole number; our own check above already used the exact limit.
+    limitInputPixels: settings.maxPixels === 0 ? false : Math.max(1, Math.floor(settings.maxPixels)),
+    autoOrient: true,
+    page: 0,
+    pages: 1,
+  })
+    .flatten({ background: settings.background })
+    .toColourspace('srgb');
+  fixSixteenBitProfile(pipeline, metadata);
+
+  let result: { data: Buffer; info: OutputInfo };
+  try {
+    result = await pipeline.raw().toBuffer({ resolveWithObject: true });
+  } catch (error) {
+    throw decodeError(error, metadata, settings.maxPixels, path);
+  }
+  const { data, info } = result;
+  if (info.channels !== 3 || data.length !== info.width * info.height * 3) {
+    throw new CamvizError(
+      `decoded to ${info.channels} channels (${data.length} bytes for ${info.width}x${info.height}), expected 8-bit RGB`,
+      { file: path },
+    );
+  }
+  return { width: info.width, height: info.height, rgb: asUint8Array(data) };
+}
+
+/**
+ * sharp converts 16-bit RGB images that carry an ICC profile into a P3
+ * working space and, without an output profile, leaves the pixels P3-encoded
+ * when casting to 8-bit sRGB (colours off by tens of levels). Dropping to
+ * 8-bit sRGB first makes sharp transform from the embedded profile straight
+ * to sRGB, as it does for 8-bit images.
+ */
+function fixSixteenBitProfile(pipeline: Sharp, metadata: Metadata): void {
+  if (metadata.space === 'rgb16' && metadata.hasProfile) pipeline.pipelineColourspace('srgb');
+}
+
+function decodeError(error: unknown, metadata: Metadata, maxPixels: number, path: string): CamvizError {
+  const reason = sharpReason(error);
+  if (/exceeds pixel limit/i.test(reason)) return pixelLimitError(metadata, maxPixels, path);
+  const name = SUPPORTED_FORMATS[metadata.format as SupportedFormat];
+  return new CamvizError(`truncated or corrupt ${name}: ${reason}`, { file: path, cause: error });
+}
+
+/**
+ * sharp's reason without libvips' wrappers, loader prefixes and repeats;
+ * libvips can repeat a decoder's complaints over many lines, the first is the cause.
+ */
+function sharpReason(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  const reasons = text
+    .split('\n')
+    .map((line) =>
+      line
+        .replace(/^Input file has corrupt header:?\s*/i, '')
+        .replace(/^(Vips\w*|vips\w*|lib\w+):\s*/, '')
+        .trim(),
+    )
+    .filter((line) => line !== '');
+  return reasons[0] ?? '';
+}
+
+function asUint8Array(buffer: Buffer): Uint8Array {
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+}
+
+// ---------------------------------------------------------------- geometry and resizing
+
+/**
+ * Where the original lands in the model input. Boxes are whole pixels so
+ * that they describe exactly what sharp's extract / resize / extend produce.
+ */
+export function computeGeometry(original: Size, input: Size, mode: ResizeMode): ImageGeometry {
+  const whole: Box = { x: 0, y: 0, width: original.width, height: original.height };
+  const fullInput: Box = { x: 0, y: 0, width: input.width, height: input.height };
+  const base = {
+    mode,
+    original: { width: original.width, height: original.height },
+    input: { width: input.width, height: input.height },
+  };
+
+  switch (mode) {
+    case 'stretch':
+      return { ...base, sourceBox: whole, inputBox: fullInput };
+    case 'crop':
+      return { ...base, sourceBox: centreCropBox(original, input), inputBox: fullInput };
+    case 'pad':
+      return { ...base, sourceBox: whole, inputBox: padBox(original, input) };
+  }
+}
+
+/** The largest centred box of the original with the input's aspect ratio. */
+function centreCropBox(original: Size, input: Size): Box {
+  const inputAspect = input.width / input.height;
+  let width = original.width;
+  let height = original.height;
+  if (original.width / original.height > inputAspect) {
+    width = clamp(Math.round(original.height * inputAspect), 1, original.width);
+  } else {
+    height = clamp(Math.round(original.width / inputAspect), 1, original.height);
+  }
+  const x = Math.floor((original.width - width) / 2);
+  const y = Math.floor((original.height - height) / 2);
+  return { x, y, width, height };
+}
+
+/** The original scaled to fit inside the input, rounded to whole pixels, centred. */
+function padBox(original: Size, input: Size): Box {
+  const scale = Math.min(input.width / original.width, input.height / original.height);
+  const width = clamp(Math.round(original.width * scale), 1, input.width);
+  const height = clamp(Math.round(original.height * scale), 1, input.height);
+  const x = Math.floor((input.width - width) / 2);
+  const y = Math.floor((input.height - height) / 2);
+  return { x, y, width, height };
+}
+
+function clamp(value: number, low: number, high: number): number {
+  return Math.min(high, Math.max(low, value));
+}
+
+async function makeModelInput(
+  original: Original,
+  geometry: ImageGeometry,
+  background: Rgb,
+  path: string,
+): Promise<Uint8Array> {
+  const { sourceBox, inputBox, input } = geometry;
+  // The pixel limit was enforced on the file; the raw copy needs no second check.
+  let pipeline = sharp(original.rgb, {
+    raw: { width: original.width, height: original.height, channels: 3 },
+    limitInputPixels: false,
+  });
+  if (geometry.mode === 'crop') {
+    pipeline = pipeline.extract({
+      left: sourceBox.x,
+      top: sourceBox.y,
+      width: sourceBox.width,
+      height: sourceBox.height,
+    });
+  }
+  pipeline = pipeline.resize(inputBox.width, inputBox.height, { fit: 'fill', kernel: 'linear' });
+  if (geometry.mode === 'pad') {
+    pipeline = pipeline.extend({
+      left: inputBox.x,
+      top: inputBox.y,
+      right: input.width - inputBox.x - inputBox.width,
+      bottom: input.height - inputBox.y - inputBox.height,
+      background: { ...background, alpha: 1 },
+    });
+  }
+  const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
+  if (info.width !== input.width || info.height !== input.height || info.channels !== 3) {
+    throw new CamvizError(
+      `resizing produced ${info.width}x${info.height}x${info.channels}, expected ${input.width}x${input.height}x3`,
+      { file: path },
+    );
+  }
+  return asUint8Array(data);
+}
