@@ -1,0 +1,84 @@
+/**
+ * Score-CAM (Wang et al. 2020), gradient-free: each channel of the target
+ * activations, upsampled to the input size and min-max normalised, masks
+ * the input; the class score of each masked input, softmaxed over the
+ * channels, weighs the channels. Masked inputs run in batches through the
+ * fast (fused, hook-free) forward path; all classes of an image share the
+ * same passes.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { type CamEvidence, CamMethod } from './base.js';
+import type { GraphNode } from '../model/graph.js';
+import { disposeValues } from '../model/network.js';
+
+export class ScoreCam extends CamMethod {
+  readonly name = 'scorecam';
+  override readonly usesGradients = false;
+  /** Masked inputs per forward pass (pytorch-grad-cam uses 16). */
+  batchSize = 32;
+  /** [layer] -> per image: C x N scores of the masked inputs. */
+  private readonly maskedScores = new Map<GraphNode, Float32Array[]>();
+
+  protected channelWeights(evidence: CamEvidence): tf.Tensor2D {
+    let perImage = this.maskedScores.get(evidence.node);
+    if (perImage === undefined) {
+      perImage = this.scoreMaskedInputs(evidence);
+      this.maskedScores.set(evidence.node, perImage);
+    }
+    const channels = evidence.activations.shape[3];
+    return tf.tidy(() => {
+      const rows = perImage.map((scores, image) => {
+        const classes = scores.length / channels;
+        const classIndex = evidence.classes[image]!;
+        return Float32Array.from({ length: channels }, (_, channel) => scores[channel * classes + classIndex]!);
+      });
+      return tf.softmax(tf.tensor2d(rows.map((row) => Array.from(row))));
+    });
+  }
+
+  protected override reset(): void {
+    this.maskedScores.clear();
+  }
+
+  private scoreMaskedInputs(evidence: CamEvidence): Float32Array[] {
+    const [batch, height, width, channels] = evidence.activations.shape;
+    const [, inputHeight, inputWidth] = evidence.input.shape;
+    const results: Float32Array[] = [];
+    for (let image = 0; image < batch; image++) {
+      const chunks: Float32Array[] = [];
+      for (let first = 0; first < channels; first += this.batchSize) {
+        const count = Math.min(this.batchSize, channels - first);
+        const maskedInputs = tf.tidy(() => {
+          const maps = tf.slice(evidence.activations, [image, 0, 0, first], [1, height, width, count]);
+          // Bilinear with half-pixel centres, as torch's Upsample(align_corners=False).
+          const upsampled = tf.image.resizeBilinear(maps, [inputHeight, inputWidth], false, true);
+          const min = tf.min(upsampled, [1, 2], true);
+          const range = tf.sub(tf.max(upsampled, [1, 2], true), min);
+          const normalised = tf.where(tf.greater(range, 0), tf.div(tf.sub(upsampled, min), tf.maximum(range, 1e-12)), tf.zerosLike(upsampled));
+          const masks = tf.transpose(normalised, [3, 1, 2, 0]);
+          const picture = tf.slice(evidence.input, [image, 0, 0, 0], [1, inputHeight, inputWidth, 3]);
+          return tf.mul(masks, picture) as tf.Tensor4D;
+        });
+        const values = evidence.network.forward(maskedInputs);
+        try {
+          chunks.push((evidence.score === 'prob' ? values.probabilities : values.scores).dataSync() as Float32Array);
+        } finally {
+          disposeValues(values);
+          maskedInputs.dispose();
+        }
+      }
+      results.push(concat(chunks));
+    }
+    return results;
+  }
+}
+
+function concat(parts: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}

@@ -1,0 +1,74 @@
+/**
+ * Min-max normalisation and peak finding for maps held in typed arrays.
+ * Non-finite values (NaN, ±Infinity, e.g. from a division by a zero gradient
+ * norm) are ignored when finding the range, so one bad value cannot blank
+ * the whole map.
+ */
+
+export interface ValueRange {
+  min: number;
+  max: number;
+}
+
+export interface MapPeak {
+  x: number;
+  y: number;
+  value: number;
+}
+
+/** The smallest and largest finite values, or null when there are none. */
+export function finiteRange(values: ArrayLike<number>): ValueRange | null {
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (!Number.isFinite(v)) continue;
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  return min <= max ? { min, max } : null;
+}
+
+/**
+ * Scales `values` to 0..1 by their finite min and max. A constant (or
+ * all-non-finite) input gives all 0; otherwise NaN and -Infinity give 0 and
+ * +Infinity 1; never NaN. Pass `out` (same length; may be `values` itself) to reuse a buffer.
+ */
+export function minMaxNormalize(values: Float32Array, out?: Float32Array): Float32Array {
+  const n = values.length;
+  const result = out ?? new Float32Array(n);
+  if (result.length !== n) throw new RangeError(`output holds ${result.length} values, need ${n}`);
+  const range = finiteRange(values);
+  if (range === null || !(range.max > range.min)) {
+    return result.fill(0);
+  }
+  const { min } = range;
+  const span = range.max - min;
+  for (let i = 0; i < n; i++) {
+    const v = values[i];
+    if (v >= min) result[i] = v === Infinity ? 1 : (v - min) / span;
+    else result[i] = 0; // NaN, -Infinity
+  }
+  return result;
+}
+
+/**
+ * Where the largest finite value of a row-major map of the given width is
+ * (first one in reading order on ties), or null if it has no finite value.
+ */
+export function argmax(map: ArrayLike<number>, width: number): MapPeak | null {
+  if (!Number.isInteger(width) || width < 1 || map.length % width !== 0) {
+    throw new RangeError(`map of ${map.length} values is not a whole number of rows of ${width}`);
+  }
+  let best = -1;
+  let bestValue = -Infinity;
+  for (let i = 0; i < map.length; i++) {
+    const v = map[i];
+    if (v > bestValue && v !== Infinity) {
+      bestValue = v;
+      best = i;
+    }
+  }
+  if (best < 0) return null;
+  return { x: best % width, y: Math.floor(best / width), value: bestValue };
+}

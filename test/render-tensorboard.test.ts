@@ -1,0 +1,220 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import sharp from 'sharp';
+import { EventWriter, encodePng } from '../src/render/index.js';
+
+const dir = await mkdtemp(join(tmpdir(), 'camviz-render-tb-'));
+after(() => rm(dir, { recursive: true, force: true }));
+
+// ---- An independent reader: CRC32C, TFRecord framing and protobuf wire format. ----
+
+/** CRC32C bit by bit with the reflected Castagnoli polynomial 0x82F63B78. */
+function crc32c(bytes: Uint8Array): number {
+  let crc = 0xffffffff;
+  for (const byte of bytes) {
+    crc ^= byte;
+    for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0x82f63b78 : crc >>> 1;
+  }
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+/** TFRecord mask: rotate right 15, add 0xa282ead8, mod 2^32 (written with BigInt arithmetic). */
+function masked(crc: number): number {
+  const c = BigInt(crc);
+  const rotated = ((c >> 15n) | (c << 17n)) & 0xffffffffn;
+  return Number((rotated + 0xa282ead8n) & 0xffffffffn);
+}
+
+function readRecords(file: Buffer): Buffer[] {
+  const records: Buffer[] = [];
+  let at = 0;
+  while (at < file.length) {
+    assert.ok(file.length - at >= 12, 'record header is complete');
+    const lengthBytes = file.subarray(at, at + 8);
+    const length = Number(file.readBigUInt64LE(at));
+    assert.equal(file.readUInt32LE(at + 8), masked(crc32c(lengthBytes)), `length CRC of record ${records.length}`);
+    const data = file.subarray(at + 12, at + 12 + length);
+    assert.equal(data.length, length, 'record data is complete');
+    assert.equal(file.readUInt32LE(at + 12 + length), masked(crc32c(data)), `data CRC of record ${records.length}`);
+    records.push(data);
+    at += 12 + length + 4;
+  }
+  return records;
+}
+
+type WireValue = bigint | Buffer | number;
+
+/** Protobuf wire format: field number -> values in order. */
+function decodeMessage(buf: Buffer): Map<number, WireValue[]> {
+  const fields = new Map<number, WireValue[]>();
+  let at = 0;
+  const varint = (): bigint => {
+    let result = 0n;
+    for (let shift = 0n; ; shift += 7n) {
+      const byte = buf[at++];
+      result |= BigInt(byte & 0x7f) << shift;
+      if (byte < 0x80) return result;
+    }
+  };
+  while (at < buf.length) {
+    const key = Number(varint());
+    const field = key >>> 3;
+    let value: WireValue;
+    switch (key & 7) {
+      case 0:
+        value = varint();
+        break;
+      case 1:
+        value = buf.readDoubleLE(at);
+        at += 8;
+        break;
+      case 2: {
+        const length = Number(varint());
+        value = buf.subarray(at, at + length);
+        at += length;
+        break;
+      }
+      case 5:
+        value = buf.readFloatLE(at);
+        at += 4;
+        break;
+      default:
+        throw new Error(`unexpected wire type ${key & 7}`);
+    }
+    fields.set(field, [...(fields.get(field) ?? []), value]);
+  }
+  return fields;
+}
+
+interface DecodedEvent {
+  wallTime: number;
+  step: bigint;
+  fileVersion?: string;
+  images: { tag: string; height: bigint; width: bigint; colorspace: bigint; png: Buffer }[];
+}
+
+/** Event: 1 wall_time, 2 step, 3 file_version, 5 summary; Summary: 1 value; Value: 1 tag, 4 image. */
+function decodeEvent(data: Buffer): DecodedEvent {
+  const event = decodeMessage(data);
+  const one = <T extends WireValue>(m: Map<number, WireValue[]>, field: number): T | undefined => m.get(field)?.[0] as T | undefined;
+  const images = (event.get(5) ?? []).flatMap((summary) =>
+    (decodeMessage(summary as Buffer).get(1) ?? []).map((raw) => {
+      const value = decodeMessage(raw as Buffer);
+      const image = decodeMessage(one<Buffer>(value, 4)!);
+      return {
+        tag: one<Buffer>(value, 1)!.toString('utf8'),
+        height: one<bigint>(image, 1)!,
+        width: one<bigint>(image, 2)!,
+        colorspace: one<bigint>(image, 3)!,
+        png: one<Buffer>(image, 4)!,
+      };
+    }),
+  );
+  return {
+    wallTime: one<number>(event, 1)!,
+    step: one<bigint>(event, 2) ?? 0n,
+    fileVersion: one<Buffer>(event, 3)?.toString('utf8'),
+    images,
+  };
+}
+
+// ---- Tests ----
+
+test('the test CRC32C is right (RFC 3720 check value)', () => {
+  assert.equal(crc32c(Buffer.from('123456789')), 0xe3069283);
+});
+
+function picture(width: number, height: number, seed: number): Uint8Array {
+  return Uint8Array.from({ length: width * height * 3 }, (_, i) => (i * seed + 11) & 0xff);
+}
+
+test('an event file TensorBoard can read: version record, then image summaries', async () => {
+  const logdir = join(dir, 'run1');
+  const before = Date.now() / 1000;
+  const writer = await EventWriter.create(logdir, { hostname: 'testhost' });
+  const first = picture(5, 3, 7);
+  const second = picture(4, 6, 13);
+  writer.addImage('gradcam/cat.jpg', await encodePng(first, 5, 3), 5, 3, 0, 1700000000.25);
+  writer.addImage('layers/conv_1', await encodePng(second, 4, 6), 4, 6, 41);
+  await writer.close();
+  await writer.close(); // a second close does nothing
+
+  const files = await readdir(logdir);
+  assert.equal(files.length, 1);
+  assert.match(files[0], /^events\.out\.tfevents\.\d{10}\.testhost$/);
+  assert.equal(join(logdir, files[0]), writer.path);
+  const seconds = Number(files[0].split('.')[3]);
+  assert.ok(Math.abs(seconds - before) <= 2);
+
+  const events = readRecords(await readFile(writer.path)).map(decodeEvent);
+  assert.equal(events.length, 3);
+  assert.equal(events[0].fileVersion, 'brain.Event:2');
+  assert.equal(events[0].images.length, 0);
+  assert.ok(Math.abs(events[0].wallTime - before) < 5);
+
+  assert.equal(events[1].wallTime, 1700000000.25);
+  assert.equal(events[1].step, 0n);
+  assert.equal(events[2].step, 41n);
+  assert.ok(events[2].wallTime >= before);
+  const expected = [
+    { tag: 'gradcam/cat.jpg', width: 5, height: 3, pixels: first },
+    { tag: 'layers/conv_1', width: 4, height: 6, pixels: second },
+  ];
+  for (const [i, want] of expected.entries()) {
+    const [image] = events[i + 1].images;
+    assert.equal(image.tag, want.tag);
+    assert.equal(image.width, BigInt(want.width));
+    assert.equal(image.height, BigInt(want.height));
+    assert.equal(image.colorspace, 3n);
+    const { data, info } = await sharp(image.png).raw().toBuffer({ resolveWithObject: true });
+    assert.deepEqual([info.width, info.height, info.channels], [want.width, want.height, 3]);
+    assert.deepEqual(new Uint8Array(data), want.pixels);
+  }
+});
+
+test('a second writer in the same second gets its own file; closed writers refuse images', async () => {
+  const logdir = join(dir, 'run2');
+  const a = await EventWriter.create(logdir, { hostname: 'h' });
+  const b = await EventWriter.create(logdir, { hostname: 'h' });
+  assert.notEqual(a.path, b.path);
+  const png = await encodePng(picture(2, 2, 3), 2, 2);
+  a.addImage('x', png, 2, 2, 1);
+  await a.close();
+  await b.close();
+  assert.throws(() => a.addImage('x', png, 2, 2, 2), /closed/);
+  assert.equal(readRecords(await readFile(a.path)).length, 2);
+  assert.equal(readRecords(await readFile(b.path)).length, 1);
+  assert.throws(() => b.addImage('', png, 2, 2, 1), RangeError);
+  assert.throws(() => b.addImage('x', png, 2, 2, 1.5), RangeError);
+});
+
+function pythonWith(module: string): string | null {
+  for (const exe of ['/usr/bin/python3', 'python3']) {
+    if (spawnSync(exe, ['-c', `import ${module}`]).status === 0) return exe;
+  }
+  return null;
+}
+
+const tensorboardPython = pythonWith('tensorboard');
+
+test('TensorBoard itself reads the file', { skip: tensorboardPython === null ? 'no python3 with tensorboard' : false }, async () => {
+  const logdir = join(dir, 'run3');
+  const writer = await EventWriter.create(logdir);
+  writer.addImage('map', await encodePng(picture(3, 2, 5), 3, 2), 3, 2, 7);
+  await writer.close();
+  const script = `
+import sys
+from tensorboard.backend.event_processing import event_accumulator
+acc = event_accumulator.EventAccumulator(sys.argv[1], size_guidance={'images': 0})
+acc.Reload()
+[image] = acc.Images('map')
+print(image.step, image.width, image.height)
+`;
+  const run = spawnSync(tensorboardPython!, ['-c', script, logdir], { encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  assert.equal(run.stdout.trim(), '7 3 2');
+});
