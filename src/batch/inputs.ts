@@ -4,25 +4,30 @@
  * in, so that outputs can mirror the input tree.
  */
 import { readdir, stat } from 'node:fs/promises';
-import { basename, extname, join, relative } from 'node:path';
+import { basename, extname, join, relative, resolve } from 'node:path';
 import { CamvizError } from '../errors.js';
 import { IMAGE_EXTENSIONS } from '../model/image.js';
 
-export interface InputImage {
-  /** The path as given or found (for messages and the manifest). */
-  path: string;
-  /** Relative path under its input folder; the file name for a file given directly. */
-  relative: string;
-}
+import type { InputImage } from '../tasks/types.js';
+
+export type { InputImage };
 
 export interface ExpandOptions {
   /** A glob on the relative path (`*`, `**`, `?`, `{a,b}`), e.g. `**\/*.jpg`. */
   glob?: string;
 }
 
+/**
+ * Files and folders to images, sorted by relative path. A file given
+ * directly is named by its file name; a folder's images by their path
+ * inside it, prefixed with the folder's name when several inputs are given,
+ * so that outputs mirror the input tree and equal file names in different
+ * folders do not collide.
+ */
 export async function expandInputs(paths: readonly string[], options: ExpandOptions = {}): Promise<InputImage[]> {
   const matcher = options.glob === undefined ? undefined : globToRegExp(options.glob);
   const images: InputImage[] = [];
+  const prefixFolders = paths.length > 1;
   for (const path of paths) {
     const info = await stat(path).catch(() => undefined);
     if (info === undefined) {
@@ -34,16 +39,34 @@ export async function expandInputs(paths: readonly string[], options: ExpandOpti
       images.push({ path, relative: basename(path) });
       continue;
     }
+    const prefix = prefixFolders ? `${basename(resolve(path))}/` : '';
     const found = (await listImages(path))
-      .map((file) => ({ path: file, relative: relative(path, file).split('\\').join('/') }))
+      .map((file) => ({ path: file, relative: prefix + relative(path, file).split('\\').join('/') }))
       .filter((image) => matcher === undefined || matcher.test(image.relative));
     if (found.length === 0) {
       throw new CamvizError(`folder holds no images${options.glob ? ` matching ${options.glob}` : ''} (${IMAGE_EXTENSIONS.join(' ')})`, { file: path });
     }
-    found.sort((a, b) => (a.relative < b.relative ? -1 : a.relative > b.relative ? 1 : 0));
     images.push(...found);
   }
-  return images;
+  return images.sort(byRelativePath);
+}
+
+export function byRelativePath(a: InputImage, b: InputImage): number {
+  if (a.relative !== b.relative) return a.relative < b.relative ? -1 : 1;
+  return a.path < b.path ? -1 : a.path > b.path ? 1 : 0;
+}
+
+/** Inputs whose outputs would land on an earlier input's: input -> the earlier input's path. */
+export function outputCollisions(images: readonly InputImage[]): Map<InputImage, string> {
+  const first = new Map<string, InputImage>();
+  const collisions = new Map<InputImage, string>();
+  for (const image of images) {
+    const key = image.relative.replace(/\.[^./]*$/, '').toLowerCase();
+    const earlier = first.get(key);
+    if (earlier === undefined) first.set(key, image);
+    else collisions.set(image, earlier.path);
+  }
+  return collisions;
 }
 
 async function listImages(folder: string): Promise<string[]> {

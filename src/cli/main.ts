@@ -3,33 +3,11 @@
  * commander; each command's module (and TensorFlow.js) loads when that
  * command runs, so `--help` starts fast.
  */
-import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
+import { addBatchOptions, addImageOptions, addModelOptions } from './options.js';
 import { describeError, exitCodeOf } from '../errors.js';
+import { VERSION } from '../version.js';
 
-const packageJson = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-export const VERSION = packageJson.version;
-
-/** Options every model-using command takes. */
-export function addModelOptions(command: Command): Command {
-  return command
-    .option('-m, --model <model>', 'zoo name, model folder or model.json (layers or graph model), or http(s) URL', 'mobilenet_v1_0.75_224')
-    .addOption(
-      new Option('-b, --backend <backend>', 'TensorFlow.js backend (env CAMVIZ_BACKEND)').choices(['auto', 'gpu', 'native', 'wasm', 'cpu']),
-    )
-    .addOption(new Option('--preprocess <name>', 'pixel preprocessing (default: from the model\'s metadata)').choices(['tf', 'torch', 'caffe', 'unit', 'none']))
-    .option('--labels <file>', 'class labels: JSON list or object, Keras class index, or text with one per line')
-    .option('--size <size>', 'model input size: 224 or WIDTHxHEIGHT (default: the model\'s)');
-}
-
-/** Options every image-reading command takes. */
-export function addImageOptions(command: Command, resizeHelp: string): Command {
-  return command
-    .addOption(new Option('--resize <mode>', `fit images to the model input: ${resizeHelp}`).choices(['stretch', 'crop', 'pad']).default('stretch'))
-    .option('--background <colour>', 'colour to flatten transparency onto and to pad with', '#ffffff')
-    .option('--max-pixels <n>', 'refuse larger images before decoding them (0 = no limit)', '100000000')
-    .option('--glob <pattern>', 'in folders, only files whose relative path matches, e.g. "**/*.jpg"');
-}
 
 function buildProgram(setExitCode: (code: number) => void): Command {
   /** Wraps a command's runner: its result is the exit code. */
@@ -86,13 +64,81 @@ Exit codes: 0 success, 1 a failure (e.g. an unreadable image), 2 a usage error.`
       .description('classify images (files or folders)')
       .argument('<inputs...>', 'image files or folders')
       .option('-k, --top <k>', 'how many classes to show', '5')
-      .option('--json', 'print JSON: [{input, predictions: [{index, label, probability}]}]')
-      .addHelpText('after', '\nExamples:\n  camviz predict cat.jpg\n  camviz predict photos/ --top 1 --json'),
+      .addHelpText('after', '\nExamples:\n  camviz predict cat.jpg\n  camviz predict photos/ --top 1 --json\n\n--json prints [{input, predictions: [{index, label, probability}]}].'),
   );
-  addImageOptions(predict, resizeHelp()).action(
+  addBatchOptions(addImageOptions(predict, resizeHelp()), false).action(
     act(async (inputs: string[], options: Record<string, unknown>) => {
       const { runPredict } = await import('./predict.js');
       return runPredict(inputs, options);
+    }),
+  );
+
+  const camCommand = (name: string, description: string, fixedMethod?: string): void => {
+    const command = program.command(name).description(description).argument('<inputs...>', 'image files or folders');
+    if (fixedMethod === undefined) {
+      command.option('--method <name>', `gradcam, gradcampp (gradcam++), xgradcam, hirescam, layercam, cam, scorecam, eigencam, guidedbackprop, guidedgradcam`, 'gradcam');
+    }
+    command
+      .option('-c, --class <classes...>', 'class index or name (unique part of a label); several: comma-separated or repeated (default: top 1)')
+      .option('-k, --top-k <k>', 'explain each image\'s k most probable classes')
+      .option('-l, --layer <layers...>', 'target layer(s); several give per-layer maps normalised and averaged (default: see camviz layers)')
+      .addOption(new Option('--score <kind>', 'differentiate the pre-softmax score (logit) or the probability').choices(['logit', 'prob']).default('logit'))
+      .option('--aug-smooth', 'average over horizontal flips x input multipliers 0.9, 1, 1.1 (pytorch-grad-cam aug_smooth)')
+      .option('--eigen-smooth', 'first principal component of the weighted activations instead of their sum')
+      .addOption(new Option('--colormap <name>', 'heatmap colours').choices(['jet', 'turbo', 'viridis', 'inferno', 'magma', 'plasma', 'cividis', 'gray']).default('jet'))
+      .option('--alpha <a>', 'heatmap weight in the blend (0-1)', '0.5')
+      .option('--heatmap-only', 'write the coloured map alone, not blended')
+      .option('--raw', 'also write the map at feature resolution (after ReLU, before normalisation) as float32 .npy')
+      .addHelpText(
+        'after',
+        `
+Outputs: <out>/<stem>.<method>.<class>.png (and .npy with --raw), mirroring input folders, plus manifest.json.
+The map is upsampled bilinearly (half-pixel centres, like cv2.resize) to the original image, min-max normalised, coloured and blended.
+--json prints [{input, method, layer, class: {index, label}, score, probability, peak: {x, y}, png, npy?}].
+
+Examples:
+  camviz ${name} cat.jpg --class 281${fixedMethod ? '' : ' --method gradcampp'}
+  camviz ${name} photos/ --class "tabby cat" --out out/ --report
+  camviz ${name} cat.jpg --top-k 3 --layer conv_pw_11_relu --layer conv_pw_13_relu --json`,
+      );
+    addBatchOptions(addImageOptions(addModelOptions(command), resizeHelp()), true).action(
+      act(async (inputs: string[], options: Record<string, unknown>) => {
+        const { runCam } = await import('./cam.js');
+        return runCam(inputs, fixedMethod === undefined ? options : { ...options, method: fixedMethod });
+      }),
+    );
+  };
+  camCommand('cam', 'class activation maps with any method (--method)');
+  camCommand('gradcam', 'Grad-CAM heatmaps blended over the images (camviz cam --method gradcam)', 'gradcam');
+
+  const fmap = program
+    .command('fmap')
+    .description('feature maps of layers as grid PNGs (torchvision make_grid, each channel normalised)')
+    .argument('<inputs...>', 'image files or folders')
+    .option('-l, --layer <layers...>', 'layer(s) to show')
+    .option('--all-conv', 'every convolution layer')
+    .option('--max-channels <n>', 'show only the first n channels')
+    .option('--nrow <n>', 'tiles per row (default: ceil(sqrt(channels)))')
+    .option('--padding <px>', 'pixels between tiles', '2')
+    .option('--tile-size <px>', 'enlarge small maps (nearest) until tiles are at least this big', '64')
+    .addOption(new Option('--colormap <name>', 'tile colours').choices(['gray', 'viridis', 'inferno', 'magma', 'plasma', 'cividis', 'turbo', 'jet']).default('gray'))
+    .option('--raw', 'also write the activation as float32 .npy [H, W, C]')
+    .option('--tensorboard <logdir>', 'also write the grids to a TensorBoard event file (tag "feature map in <layer>")')
+    .option('--step <n>', 'TensorBoard step of the first image (then one per image)', '0')
+    .addHelpText(
+      'after',
+      `
+Outputs: <out>/<stem>.<layer>.fmap.png with a .fmap.json legend (layer, shape, channel order, tile positions).
+--json prints [{input, layer, shape: [H, W, C], png, json, npy?}].
+
+Examples:
+  camviz fmap cat.jpg --layer conv_pw_5_relu
+  camviz fmap cat.jpg --all-conv --max-channels 64 --tensorboard runs/`,
+    );
+  addBatchOptions(addImageOptions(addModelOptions(fmap), resizeHelp()), true).action(
+    act(async (inputs: string[], options: Record<string, unknown>) => {
+      const { runFmap } = await import('./fmap.js');
+      return runFmap(inputs, options);
     }),
   );
 

@@ -61,12 +61,20 @@ export interface BackwardResult {
   gradients: tf.Tensor[][];
 }
 
+/** Milliseconds spent in the last `backward` call: before the sources, and the taped part. */
+export interface BackwardTimings {
+  forward: number;
+  backward: number;
+}
+
 const networks = new WeakMap<tfl.LayersModel, Network>();
 
 export class Network {
   readonly graph: LayerGraph;
   readonly score: ScoreLocation;
   private readonly splitActivation: ReadonlySet<number>;
+  /** Timings of the last `backward` call. */
+  lastBackwardTimings: BackwardTimings = { forward: 0, backward: 0 };
 
   private constructor(readonly model: tfl.LayersModel, scoreLayer?: string) {
     this.graph = LayerGraph.fromModel(model);
@@ -107,6 +115,7 @@ export class Network {
     const plan = this.backwardPlan(options);
     const layers = options.layers ?? [];
     const feeds = this.inputFeeds(inputs);
+    const started = performance.now();
     const before = plan.fromInput
       ? new Map<string, tf.Tensor>()
       : this.graph.run(feeds, plan.beforeFetches, {
@@ -116,6 +125,7 @@ export class Network {
     let values: ForwardValues | undefined;
     const gradients: tf.Tensor[][] = [];
     const objectiveValues: number[] = [];
+    const tapeStarted = performance.now();
     try {
       const sourceTensors = plan.sourceKeys.map((key) => (plan.fromInput ? feeds : before).get(key)!);
       for (const objective of objectives) {
@@ -133,6 +143,7 @@ export class Network {
         value.dispose();
         gradients.push(grads);
       }
+      this.lastBackwardTimings = { forward: tapeStarted - started, backward: performance.now() - tapeStarted };
       return { values: values!, objectives: objectiveValues, gradients };
     } catch (error) {
       if (values !== undefined) disposeValues(values);

@@ -1,0 +1,66 @@
+/**
+ * `manifest.json`: what a run did, one record per input, so that CI can
+ * check results, `--skip-existing` can resume, and `camviz merge` can join
+ * shards. Same inputs and options give the same manifest apart from
+ * timings and clock times.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CamvizError } from '../errors.js';
+import { writeFileAtomic } from '../render/png.js';
+import type { InputRecord, TaskOptions } from '../tasks/types.js';
+import type { Shard } from './shard.js';
+
+export const MANIFEST_NAME = 'manifest.json';
+
+export interface Manifest {
+  camviz: string;
+  command: TaskOptions['command'];
+  model: { name: string; source: string; sha256: string };
+  backend: { kind: string; package: string };
+  /** The options that decide the outputs (paths excluded). */
+  options: Record<string, unknown>;
+  /** The shards this manifest covers (several after `camviz merge`). */
+  shard: Shard[] | null;
+  startedAt: string;
+  finishedAt: string | null;
+  /** True when a signal or --fail-fast stopped the run before every input was done. */
+  interrupted: boolean;
+  summary: { inputs: number; ok: number; error: number };
+  records: InputRecord[];
+}
+
+export function summarise(records: readonly InputRecord[]): Manifest['summary'] {
+  const errors = records.filter((record) => record.status === 'error').length;
+  return { inputs: records.length, ok: records.length - errors, error: errors };
+}
+
+export async function writeManifest(outDir: string, manifest: Manifest): Promise<string> {
+  const path = join(outDir, MANIFEST_NAME);
+  await writeFileAtomic(path, `${JSON.stringify(manifest, null, 2)}\n`);
+  return path;
+}
+
+export async function readManifest(outDir: string): Promise<Manifest | undefined> {
+  const path = join(outDir, MANIFEST_NAME);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+  try {
+    const manifest = JSON.parse(text) as Manifest;
+    if (!Array.isArray(manifest.records)) throw new Error('no records');
+    return manifest;
+  } catch (error) {
+    throw new CamvizError(`not a camviz manifest: ${(error as Error).message}`, { file: path });
+  }
+}
+
+/** The options that decide what a run writes, for the manifest and for merge checks. */
+export function manifestOptions(options: TaskOptions): Record<string, unknown> {
+  const { outDir: _outDir, model: _model, ...rest } = options;
+  const { backend: _backend, model: _modelName, ...modelOptions } = options.model;
+  return { ...rest, model: modelOptions };
+}

@@ -1,0 +1,172 @@
+/**
+ * Where batches run: in this thread, or in a pool of worker threads, each
+ * with its own backend and model. Either way a batch's outcome does not
+ * depend on where it ran, so outputs are identical for any --jobs.
+ */
+import { Worker } from 'node:worker_threads';
+import { CamvizError, UsageError } from '../errors.js';
+import { type Task, startTask } from '../tasks/index.js';
+import type { BatchOutcome, InputImage, TaskOptions } from '../tasks/types.js';
+import type { TaskContext } from '../tasks/common.js';
+
+export type ToWorker = { type: 'batch'; id: number; inputs: InputImage[] } | { type: 'stop' };
+export type FromWorker =
+  | { type: 'ready'; model: RunModelInfo; backend: RunBackendInfo }
+  | { type: 'failed'; error: string; exitCode: number }
+  | { type: 'done'; id: number; outcome: BatchOutcome }
+  | { type: 'error'; id: number; error: string };
+
+export interface RunModelInfo {
+  name: string;
+  source: string;
+  sha256: string;
+}
+
+export interface RunBackendInfo {
+  kind: string;
+  package: string;
+}
+
+export interface Executor {
+  /** Batches that may be in flight at once. */
+  readonly capacity: number;
+  process(batch: readonly InputImage[]): Promise<BatchOutcome>;
+  close(): Promise<void>;
+  /** Stops at once (second signal): in-flight batches are abandoned. */
+  terminate(): Promise<void>;
+}
+
+/** Runs batches in this thread; two in flight overlap decoding and encoding with model work. */
+export class InProcessExecutor implements Executor {
+  readonly capacity = 2;
+
+  private constructor(
+    readonly context: TaskContext,
+    private readonly task: Task,
+  ) {}
+
+  static async start(options: TaskOptions, log?: (message: string) => void): Promise<InProcessExecutor> {
+    const { context, task } = await startTask(options, log);
+    return new InProcessExecutor(context, task);
+  }
+
+  process(batch: readonly InputImage[]): Promise<BatchOutcome> {
+    return this.task.process(batch);
+  }
+
+  async close(): Promise<void> {
+    this.context.model.dispose();
+  }
+
+  async terminate(): Promise<void> {
+    await this.close();
+  }
+}
+
+interface PoolWorker {
+  worker: Worker;
+  inFlight: number;
+}
+
+/** A pool of worker threads; each takes up to two batches so its own decode/encode overlap. */
+export class WorkerPool implements Executor {
+  readonly capacity: number;
+  private readonly pending = new Map<number, { resolve: (outcome: BatchOutcome) => void; reject: (error: Error) => void; worker: PoolWorker }>();
+  private nextId = 0;
+
+  private constructor(
+    private readonly workers: PoolWorker[],
+    readonly modelInfo: RunModelInfo,
+    readonly backendInfo: RunBackendInfo,
+  ) {
+    this.capacity = workers.length * 2;
+    for (const entry of workers) {
+      entry.worker.on('message', (message: FromWorker) => this.receive(entry, message));
+      entry.worker.on('error', (error) => this.failWorker(entry, error));
+      entry.worker.on('exit', (code) => {
+        if (code !== 0) this.failWorker(entry, new Error(`worker exited with code ${code}`));
+      });
+    }
+  }
+
+  static async start(options: TaskOptions, jobs: number): Promise<WorkerPool> {
+    const workers = Array.from({ length: jobs }, () => new Worker(new URL('./worker.js', import.meta.url), { workerData: { options } }));
+    const ready = workers.map(
+      (worker) =>
+        new Promise<Extract<FromWorker, { type: 'ready' }>>((resolve, reject) => {
+          const onMessage = (message: FromWorker): void => {
+            worker.off('message', onMessage);
+            if (message.type === 'ready') resolve(message);
+            else if (message.type === 'failed') reject(message.exitCode === 2 ? new UsageError(message.error) : new CamvizError(message.error));
+            else reject(new Error(`worker sent ${message.type} before ready`));
+          };
+          worker.on('message', onMessage);
+          worker.once('error', reject);
+        }),
+    );
+    let first: Extract<FromWorker, { type: 'ready' }>;
+    try {
+      [first] = (await Promise.all(ready)) as [Extract<FromWorker, { type: 'ready' }>];
+    } catch (error) {
+      await Promise.all(workers.map((worker) => worker.terminate()));
+      throw reviveError(error);
+    }
+    return new WorkerPool(
+      workers.map((worker) => ({ worker, inFlight: 0 })),
+      first.model,
+      first.backend,
+    );
+  }
+
+  process(batch: readonly InputImage[]): Promise<BatchOutcome> {
+    const entry = this.workers.reduce((best, candidate) => (candidate.inFlight < best.inFlight ? candidate : best));
+    const id = this.nextId++;
+    entry.inFlight++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, worker: entry });
+      entry.worker.postMessage({ type: 'batch', id, inputs: [...batch] } satisfies ToWorker);
+    });
+  }
+
+  private receive(entry: PoolWorker, message: FromWorker): void {
+    if (message.type !== 'done' && message.type !== 'error') return;
+    const waiting = this.pending.get(message.id);
+    if (waiting === undefined) return;
+    this.pending.delete(message.id);
+    entry.inFlight--;
+    if (message.type === 'done') {
+      // Transferred PNG bytes arrive as plain Uint8Arrays: nothing to revive.
+      waiting.resolve(message.outcome);
+    } else {
+      waiting.reject(new Error(message.error));
+    }
+  }
+
+  private failWorker(entry: PoolWorker, error: Error): void {
+    for (const [id, waiting] of this.pending) {
+      if (waiting.worker !== entry) continue;
+      this.pending.delete(id);
+      waiting.reject(error);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(
+      this.workers.map(
+        (entry) =>
+          new Promise<void>((resolve) => {
+            entry.worker.once('exit', () => resolve());
+            entry.worker.postMessage({ type: 'stop' } satisfies ToWorker);
+          }),
+      ),
+    );
+  }
+
+  async terminate(): Promise<void> {
+    await Promise.all(this.workers.map((entry) => entry.worker.terminate()));
+  }
+}
+
+function reviveError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
+}

@@ -1,0 +1,283 @@
+/**
+ * A run over many images: the CI use. Inputs are expanded and sorted,
+ * optionally sharded, batched in a fixed way (so results do not depend on
+ * --jobs), processed in this thread or a worker pool with decoding and
+ * encoding overlapping model work, and recorded in manifest.json. One bad
+ * image is reported and skipped; a signal stops the run cleanly.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { CamvizError } from '../errors.js';
+import { EventWriter } from '../render/tensorboard.js';
+import type { BatchOutcome, InputImage, InputRecord, TaskOptions } from '../tasks/types.js';
+import { VERSION } from '../version.js';
+import { expandInputs, outputCollisions } from './inputs.js';
+import { type Manifest, manifestOptions, readManifest, summarise, writeManifest } from './manifest.js';
+import { type Executor, InProcessExecutor, WorkerPool } from './pool.js';
+import { createProgress, formatDuration } from './progress.js';
+import { type Shard, selectShard } from './shard.js';
+
+export interface BatchRunOptions {
+  task: TaskOptions;
+  inputs: readonly string[];
+  glob?: string;
+  /** Worker threads; 1 runs in this thread. */
+  jobs: number;
+  shard?: Shard;
+  skipExisting?: boolean;
+  failFast?: boolean;
+  quiet?: boolean;
+  /** Write manifest.json (commands that write files). */
+  manifest: boolean;
+  /** Write index.html in the output folder. */
+  report?: boolean;
+  tensorboard?: { logdir: string; step: number };
+}
+
+export interface BatchRunResult {
+  exitCode: number;
+  records: InputRecord[];
+  manifestPath?: string;
+  interrupted: boolean;
+}
+
+const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
+const MANIFEST_INTERVAL_MS = 10_000;
+
+export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult> {
+  const startedAt = new Date();
+  const started = performance.now();
+  const images = selectShard(await expandInputs(options.inputs, options.glob === undefined ? {} : { glob: options.glob }), options.shard);
+  if (options.manifest) await ensureWritable(options.task.outDir);
+
+  const settled = new Map<InputImage, InputRecord>();
+  for (const [image, earlier] of outputCollisions(images)) {
+    settled.set(image, collisionRecord(image, earlier));
+  }
+  if (options.skipExisting) {
+    for (const [image, record] of await resumableRecords(options.task.outDir, images)) settled.set(image, record);
+  }
+  const todo = images.filter((image) => !settled.has(image));
+  const batches = chunk(todo, options.task.batchSize);
+
+  // A single image needs no progress line; its errors are still printed.
+  const progress = createProgress({ quiet: options.quiet === true || images.length <= 1 });
+  const executor = await startExecutor(options.task, Math.min(options.jobs, Math.max(1, batches.length)), (message) => progress.log(`camviz: ${message}`));
+  const tensorboard = options.tensorboard ? await EventWriter.create(options.tensorboard.logdir) : undefined;
+
+  let stopSignal: string | undefined;
+  let stoppedEarly = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopSignal !== undefined) {
+      progress.log('camviz: stopping now');
+      void executor.terminate();
+      return;
+    }
+    stopSignal = signal;
+    progress.log(`camviz: ${signal}: finishing the images in progress, then writing the manifest (again to stop at once)`);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const outcomes: (BatchOutcome | undefined)[] = new Array(batches.length);
+  const counts = { done: settled.size, errors: [...settled.values()].filter((record) => record.status === 'error').length, total: images.length };
+  let lastManifest = performance.now();
+  const currentManifest = (finished: boolean): Manifest =>
+    buildManifest(options, executor, startedAt, finished, images, settled, outcomes, stopSignal !== undefined || stoppedEarly);
+  let summaryStep = options.tensorboard?.step ?? 0;
+  let nextSummaryBatch = 0;
+  // Summaries go to the log in input order, whatever order batches finish in.
+  const flushSummaries = (): void => {
+    while (nextSummaryBatch < outcomes.length && outcomes[nextSummaryBatch] !== undefined) {
+      const outcome = outcomes[nextSummaryBatch]!;
+      for (const record of outcome.records) {
+        const summaries = outcome.summaries.filter((summary) => summary.input === record.input);
+        for (const summary of summaries) tensorboard?.addImage(summary.tag, summary.png, summary.width, summary.height, summaryStep);
+        if (summaries.length > 0) summaryStep++;
+      }
+      outcomes[nextSummaryBatch] = { records: outcome.records, summaries: [] };
+      nextSummaryBatch++;
+    }
+  };
+
+  await progress.start(images.length);
+  try {
+    await dispatch(batches, executor.capacity, async (batch, index) => {
+      if (stopSignal !== undefined || stoppedEarly) return false;
+      let outcome: BatchOutcome;
+      try {
+        outcome = await executor.process(batch);
+      } catch (error) {
+        if (stopSignal !== undefined) return false;
+        outcome = { records: batch.map((image) => failedRecord(image, error)), summaries: [] };
+      }
+      outcomes[index] = outcome;
+      flushSummaries();
+      for (const record of outcome.records) {
+        counts.done++;
+        if (record.status === 'error') {
+          counts.errors++;
+          progress.log(`camviz: ${record.error}`);
+          if (options.failFast) stoppedEarly = true;
+        }
+      }
+      progress.update(counts);
+      if (options.manifest && performance.now() - lastManifest > MANIFEST_INTERVAL_MS) {
+        lastManifest = performance.now();
+        await writeManifest(options.task.outDir, currentManifest(false));
+      }
+      return true;
+    });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await executor.close().catch(() => undefined);
+    await tensorboard?.close();
+  }
+
+  const manifest = currentManifest(true);
+  const manifestPath = options.manifest ? await writeManifest(options.task.outDir, manifest) : undefined;
+  if (options.report && options.manifest) {
+    const { writeReport } = await import('./report.js');
+    await writeReport(options.task.outDir, manifest);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const rate = seconds > 0 ? (manifest.summary.inputs / seconds).toFixed(2) : '?';
+  progress.finish(
+    `camviz: ${manifest.summary.inputs} of ${images.length} images, ${manifest.summary.ok} ok, ${manifest.summary.error} failed, in ${formatDuration(seconds)} (${rate}/s)` +
+      (manifestPath ? `; ${displayPath(manifestPath)}` : '') +
+      (stopSignal ? `; stopped by ${stopSignal}` : stoppedEarly ? '; stopped at the first failure (--fail-fast)' : ''),
+  );
+  const exitCode = stopSignal !== undefined ? SIGNAL_EXIT[stopSignal] ?? 1 : manifest.summary.error > 0 || manifest.summary.inputs < images.length ? 1 : 0;
+  return { exitCode, records: manifest.records, ...(manifestPath === undefined ? {} : { manifestPath }), interrupted: manifest.interrupted };
+}
+
+async function startExecutor(task: TaskOptions, jobs: number, log: (message: string) => void): Promise<Executor> {
+  return jobs <= 1 ? InProcessExecutor.start(task, log) : WorkerPool.start(task, jobs);
+}
+
+/**
+ * Runs `fn` over the items with up to `capacity` in flight, starting them
+ * in order; stops starting new ones once `fn` returns false.
+ */
+async function dispatch<T>(items: readonly T[], capacity: number, fn: (item: T, index: number) => Promise<boolean>): Promise<void> {
+  let next = 0;
+  let stop = false;
+  const lanes = Array.from({ length: Math.max(1, Math.min(capacity, items.length)) }, async () => {
+    while (!stop && next < items.length) {
+      const index = next++;
+      if (!(await fn(items[index]!, index))) stop = true;
+    }
+  });
+  await Promise.all(lanes);
+}
+
+function buildManifest(
+  options: BatchRunOptions,
+  executor: Executor,
+  startedAt: Date,
+  finished: boolean,
+  images: readonly InputImage[],
+  settled: ReadonlyMap<InputImage, InputRecord>,
+  outcomes: readonly (BatchOutcome | undefined)[],
+  interrupted: boolean,
+): Manifest {
+  const processed = new Map<string, InputRecord>();
+  for (const outcome of outcomes) for (const record of outcome?.records ?? []) processed.set(keyOf(record), record);
+  const records = images.flatMap((image) => {
+    const record = settled.get(image) ?? processed.get(keyOf(image));
+    return record === undefined ? [] : [record];
+  });
+  const info = executorInfo(executor);
+  return {
+    camviz: VERSION,
+    command: options.task.command,
+    model: info.model,
+    backend: info.backend,
+    options: manifestOptions(options.task),
+    shard: options.shard ? [{ index: options.shard.index, count: options.shard.count }] : null,
+    startedAt: startedAt.toISOString(),
+    finishedAt: finished ? new Date().toISOString() : null,
+    interrupted,
+    summary: summarise(records),
+    records,
+  };
+}
+
+function executorInfo(executor: Executor): Pick<Manifest, 'model' | 'backend'> {
+  if (executor instanceof InProcessExecutor) {
+    const { meta } = executor.context.model;
+    return {
+      model: { name: meta.name, source: meta.source, sha256: meta.sha256 },
+      backend: { kind: executor.context.backend.kind, package: executor.context.backend.packageName },
+    };
+  }
+  const pool = executor as WorkerPool;
+  return { model: pool.modelInfo, backend: pool.backendInfo };
+}
+
+function keyOf(item: { relative: string; input?: string; path?: string }): string {
+  return `${item.relative}\u0000${item.input ?? item.path}`;
+}
+
+function chunk<T>(items: readonly T[], size: number): T[][] {
+  const chunks: T[][] = [];
+  for (let i = 0; i < items.length; i += Math.max(1, size)) chunks.push(items.slice(i, i + Math.max(1, size)));
+  return chunks;
+}
+
+function collisionRecord(image: InputImage, earlier: string): InputRecord {
+  return {
+    input: image.path,
+    relative: image.relative,
+    status: 'error',
+    outputs: [],
+    timings: {},
+    error: `two inputs would write the same outputs: this one and ${earlier} (${image.path})`,
+  };
+}
+
+function failedRecord(image: InputImage, error: unknown): InputRecord {
+  return {
+    input: image.path,
+    relative: image.relative,
+    status: 'error',
+    outputs: [],
+    timings: {},
+    error: `${error instanceof Error ? error.message : String(error)} (${image.path})`,
+  };
+}
+
+/** --skip-existing: inputs whose earlier record is ok and whose outputs all exist. */
+async function resumableRecords(outDir: string, images: readonly InputImage[]): Promise<Map<InputImage, InputRecord>> {
+  const previous = await readManifest(outDir);
+  const resumable = new Map<InputImage, InputRecord>();
+  if (previous === undefined) return resumable;
+  const byKey = new Map(previous.records.map((record) => [keyOf(record), record]));
+  for (const image of images) {
+    const record = byKey.get(keyOf(image));
+    if (record?.status === 'ok' && record.outputs.length > 0 && record.outputs.every((path) => existsSync(join(outDir, path)))) {
+      resumable.set(image, { ...record, resumed: true });
+    }
+  }
+  return resumable;
+}
+
+async function ensureWritable(outDir: string): Promise<void> {
+  const probe = join(outDir, `.camviz-write-test-${process.pid}`);
+  try {
+    await mkdir(outDir, { recursive: true });
+    await writeFile(probe, '');
+    await rm(probe, { force: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new CamvizError(`output folder is not writable (${code ?? (error as Error).message})`, { file: outDir });
+  }
+}
+
+/** A path relative to the working folder when it lies inside it. */
+function displayPath(path: string): string {
+  const inside = relative(process.cwd(), path);
+  return inside === '' || inside.startsWith('..') ? path : inside;
+}

@@ -1,0 +1,50 @@
+/**
+ * A worker thread of a folder run: its own backend and model, processing
+ * the batches the main thread sends. (wasm runs single-threaded under Node,
+ * so workers are how a run uses every core.)
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { describeError, exitCodeOf } from '../errors.js';
+import { startTask } from '../tasks/index.js';
+import type { InputImage, TaskOptions } from '../tasks/types.js';
+import type { FromWorker, ToWorker } from './pool.js';
+
+const port = parentPort!;
+const post = (message: FromWorker, transfer: ArrayBuffer[] = []): void => port.postMessage(message, transfer);
+
+async function main(): Promise<void> {
+  const { options } = workerData as { options: TaskOptions };
+  let started: Awaited<ReturnType<typeof startTask>>;
+  try {
+    started = await startTask(options);
+  } catch (error) {
+    post({ type: 'failed', error: describeError(error), exitCode: exitCodeOf(error) });
+    return;
+  }
+  const { meta } = started.context.model;
+  const { backend } = started.context;
+  post({
+    type: 'ready',
+    model: { name: meta.name, source: meta.source, sha256: meta.sha256 },
+    backend: { kind: backend.kind, package: backend.packageName },
+  });
+  port.on('message', (message: ToWorker) => {
+    if (message.type === 'stop') {
+      started.context.model.dispose();
+      port.close();
+      return;
+    }
+    void processBatch(started.task, message.id, message.inputs);
+  });
+}
+
+async function processBatch(task: { process(batch: readonly InputImage[]): Promise<import('../tasks/types.js').BatchOutcome> }, id: number, inputs: InputImage[]): Promise<void> {
+  try {
+    const outcome = await task.process(inputs);
+    post({ type: 'done', id, outcome }, outcome.summaries.map((summary) => summary.png.buffer as ArrayBuffer));
+  } catch (error) {
+    post({ type: 'error', id, error: describeError(error) });
+  }
+}
+
+void main();

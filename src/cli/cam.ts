@@ -1,0 +1,54 @@
+/** `camviz cam` / `camviz gradcam`: class activation maps over images. */
+import { canonicalMethod } from '../cam/index.js';
+import { UsageError } from '../errors.js';
+import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap.js';
+import type { CamResultRecord, CamTaskOptions, InputRecord } from '../tasks/types.js';
+import { type BatchCliOptions, baseTaskOptions, runImageCommand, withDisplayPaths } from './run-command.js';
+import { parseCount } from './common.js';
+
+export interface CamCliOptions extends BatchCliOptions {
+  method?: string;
+  class?: string[];
+  topK?: string;
+  layer?: string[];
+  score?: string;
+  augSmooth?: boolean;
+  eigenSmooth?: boolean;
+  colormap?: string;
+  alpha?: string;
+  heatmapOnly?: boolean;
+  raw?: boolean;
+}
+
+export function camTaskOptions(options: CamCliOptions): CamTaskOptions {
+  const classes = (options.class ?? []).flatMap((spec) => spec.split(',')).map((spec) => spec.trim()).filter((spec) => spec !== '');
+  if (classes.length > 0 && options.topK !== undefined) throw new UsageError('give --class or --top-k, not both');
+  const alpha = Number(options.alpha ?? '0.5');
+  if (!(alpha >= 0 && alpha <= 1)) throw new UsageError(`--alpha ${options.alpha} must be between 0 and 1`);
+  const colormap = options.colormap ?? 'jet';
+  if (!isColormapName(colormap)) throw new UsageError(`unknown colormap '${colormap}': choose one of ${COLORMAPS.join(', ')}`);
+  const score = options.score ?? 'logit';
+  if (score !== 'logit' && score !== 'prob') throw new UsageError(`--score ${score}: choose logit or prob`);
+  return {
+    command: 'cam',
+    ...baseTaskOptions(options),
+    method: canonicalMethod(options.method ?? 'gradcam'),
+    layers: options.layer ?? [],
+    classes: [...new Set(classes)],
+    topK: parseCount(options.topK ?? '1', '--top-k'),
+    score,
+    augSmooth: options.augSmooth === true,
+    eigenSmooth: options.eigenSmooth === true,
+    colormap: colormap as ColormapName,
+    alpha,
+    heatmapOnly: options.heatmapOnly === true,
+    raw: options.raw === true,
+  };
+}
+
+export async function runCam(inputs: string[], options: CamCliOptions): Promise<number> {
+  return runImageCommand(inputs, options, camTaskOptions(options), {
+    writesFiles: true,
+    printJson: (records: InputRecord[]) => records.flatMap((record) => (record.results ?? []).map((result) => withDisplayPaths(result as CamResultRecord, options.out))),
+  });
+}

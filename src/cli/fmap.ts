@@ -1,0 +1,48 @@
+/** `camviz fmap`: feature-map grids of chosen layers. */
+import { resolve } from 'node:path';
+import { UsageError } from '../errors.js';
+import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap.js';
+import type { FmapResultRecord, FmapTaskOptions, InputRecord } from '../tasks/types.js';
+import { type BatchCliOptions, baseTaskOptions, runImageCommand, withDisplayPaths } from './run-command.js';
+import { parseCount } from './common.js';
+
+export interface FmapCliOptions extends BatchCliOptions {
+  layer?: string[];
+  allConv?: boolean;
+  maxChannels?: string;
+  nrow?: string;
+  padding?: string;
+  tileSize?: string;
+  colormap?: string;
+  raw?: boolean;
+  tensorboard?: string;
+  step?: string;
+}
+
+export function fmapTaskOptions(options: FmapCliOptions): FmapTaskOptions {
+  const colormap = options.colormap ?? 'gray';
+  if (!isColormapName(colormap)) throw new UsageError(`unknown colormap '${colormap}': choose one of ${COLORMAPS.join(', ')}`);
+  return {
+    command: 'fmap',
+    ...baseTaskOptions(options),
+    layers: options.layer ?? [],
+    allConv: options.allConv === true,
+    ...(options.maxChannels === undefined ? {} : { maxChannels: parseCount(options.maxChannels, '--max-channels') }),
+    ...(options.nrow === undefined ? {} : { nrow: parseCount(options.nrow, '--nrow') }),
+    padding: parseCount(options.padding ?? '2', '--padding', 0),
+    tileSize: parseCount(options.tileSize ?? '64', '--tile-size'),
+    colormap: colormap as ColormapName,
+    raw: options.raw === true,
+    tensorboard: options.tensorboard !== undefined,
+  };
+}
+
+export async function runFmap(inputs: string[], options: FmapCliOptions): Promise<number> {
+  return runImageCommand(inputs, options, fmapTaskOptions(options), {
+    writesFiles: true,
+    ...(options.tensorboard === undefined
+      ? {}
+      : { tensorboard: { logdir: resolve(options.tensorboard), step: parseCount(options.step ?? '0', '--step', 0) } }),
+    printJson: (records: InputRecord[]) => records.flatMap((record) => (record.results ?? []).map((result) => withDisplayPaths(result as FmapResultRecord, options.out))),
+  });
+}

@@ -1,0 +1,111 @@
+/**
+ * The options every image command shares: inputs, output folder, folder-run
+ * controls. Parsed here into the plain data the tasks and the batch runner take.
+ */
+import { availableParallelism } from 'node:os';
+import { join, resolve } from 'node:path';
+import { type BatchRunOptions, runBatch } from '../batch/runner.js';
+import { parseShard } from '../batch/shard.js';
+import { UsageError } from '../errors.js';
+import { parseBackground } from '../model/image.js';
+import type { ResizeMode } from '../model/geometry.js';
+import type { ImageSpec, InputRecord, ModelSpec, TaskOptions } from '../tasks/types.js';
+import { parseCount, printJson } from './common.js';
+
+export interface BatchCliOptions {
+  model?: string;
+  backend?: string;
+  preprocess?: string;
+  labels?: string;
+  size?: string;
+  resize?: string;
+  background?: string;
+  maxPixels?: string;
+  glob?: string;
+  out?: string;
+  jobs?: string;
+  batchSize?: string;
+  shard?: string;
+  shardCount?: string;
+  skipExisting?: boolean;
+  failFast?: boolean;
+  quiet?: boolean;
+  report?: boolean;
+  json?: boolean;
+  pngCompression?: string;
+}
+
+export function modelSpec(options: BatchCliOptions): ModelSpec {
+  return {
+    ...(options.model === undefined ? {} : { model: options.model }),
+    ...(options.backend === undefined ? {} : { backend: options.backend }),
+    ...(options.preprocess === undefined ? {} : { preprocess: options.preprocess }),
+    ...(options.labels === undefined ? {} : { labels: options.labels }),
+    ...(options.size === undefined ? {} : { size: options.size }),
+  };
+}
+
+export function imageSpec(options: BatchCliOptions): ImageSpec {
+  const background = options.background ?? '#ffffff';
+  parseBackground(background);
+  return {
+    resize: (options.resize ?? 'stretch') as ResizeMode,
+    background,
+    maxPixels: parseCount(options.maxPixels ?? '100000000', '--max-pixels', 0),
+  };
+}
+
+export function baseTaskOptions(options: BatchCliOptions): Pick<TaskOptions, 'model' | 'image' | 'outDir' | 'batchSize' | 'pngCompression'> {
+  const pngCompression = parseCount(options.pngCompression ?? '6', '--png-compression', 0);
+  if (pngCompression > 9) throw new UsageError(`--png-compression ${pngCompression} must be 0-9`);
+  return {
+    model: modelSpec(options),
+    image: imageSpec(options),
+    outDir: resolve(options.out ?? 'camviz-out'),
+    batchSize: parseCount(options.batchSize ?? '4', '--batch-size'),
+    pngCompression,
+  };
+}
+
+/** A result's output paths as the user sees them: under --out as given, not the manifest's relative form. */
+export function withDisplayPaths<T extends { png: string; npy?: string; json?: string }>(result: T, out: string | undefined): T {
+  const show = (path: string): string => join(out ?? 'camviz-out', path);
+  return {
+    ...result,
+    png: show(result.png),
+    ...(result.npy === undefined ? {} : { npy: show(result.npy) }),
+    ...(result.json === undefined ? {} : { json: show(result.json) }),
+  };
+}
+
+/** Runs a command's task over its inputs; prints JSON if asked; returns the exit code. */
+export async function runImageCommand(
+  inputs: readonly string[],
+  options: BatchCliOptions,
+  task: TaskOptions,
+  extra: Partial<BatchRunOptions> & {
+    writesFiles: boolean;
+    /** What --json prints. */
+    printJson: (records: InputRecord[]) => unknown;
+    /** What is printed without --json. */
+    printText?: (records: InputRecord[]) => void;
+  },
+): Promise<number> {
+  const shardCount = options.shardCount === undefined ? undefined : parseCount(options.shardCount, '--shard-count');
+  const result = await runBatch({
+    task,
+    inputs,
+    ...(options.glob === undefined ? {} : { glob: options.glob }),
+    jobs: parseCount(options.jobs ?? String(availableParallelism()), '--jobs'),
+    ...(options.shard === undefined ? {} : { shard: parseShard(options.shard, process.env, shardCount) }),
+    skipExisting: options.skipExisting === true,
+    failFast: options.failFast === true,
+    quiet: options.quiet === true,
+    manifest: extra.writesFiles,
+    report: options.report === true,
+    ...(extra.tensorboard === undefined ? {} : { tensorboard: extra.tensorboard }),
+  });
+  if (options.json) printJson(extra.printJson(result.records));
+  else extra.printText?.(result.records);
+  return result.exitCode;
+}

@@ -1,0 +1,116 @@
+/**
+ * What the per-image tasks share: loading the model once, decoding a batch
+ * (a bad image fails alone), naming outputs under --out, and writing them
+ * atomically, removing an image's earlier outputs if a later one fails.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { dirname, extname, join, relative, sep } from 'node:path';
+import { describeError } from '../errors.js';
+import { type BackendInfo, requestedBackend, useBackend } from '../model/backend.js';
+import { type LoadedImage, loadImage } from '../model/image.js';
+import { type CamvizModel, loadModel } from '../model/load.js';
+import { writeFileAtomic } from '../render/png.js';
+import type { InputImage, InputRecord, ModelSpec, TaskOptions, Timings } from './types.js';
+
+export interface TaskContext {
+  model: CamvizModel;
+  backend: BackendInfo;
+}
+
+export async function openTaskContext(spec: ModelSpec, log?: (message: string) => void): Promise<TaskContext> {
+  const backend = await useBackend(requestedBackend(spec.backend));
+  const model = await loadModel(spec.model, {
+    ...(spec.preprocess === undefined ? {} : { preprocess: spec.preprocess }),
+    ...(spec.labels === undefined ? {} : { labels: spec.labels }),
+    ...(spec.size === undefined ? {} : { size: spec.size }),
+    ...(log === undefined ? {} : { log }),
+  });
+  return { model, backend };
+}
+
+export interface DecodedInput {
+  input: InputImage;
+  image: LoadedImage;
+  timings: Timings;
+}
+
+/** Decodes a batch concurrently (sharp works off the main thread); failures become error records. */
+export async function decodeBatch(
+  batch: readonly InputImage[],
+  context: TaskContext,
+  options: TaskOptions,
+): Promise<{ decoded: DecodedInput[]; failed: InputRecord[] }> {
+  const outcomes = await Promise.all(
+    batch.map(async (input): Promise<DecodedInput | InputRecord> => {
+      const started = performance.now();
+      try {
+        const image = await loadImage(input.path, { size: context.model.meta.inputSize, ...options.image });
+        return { input, image, timings: { decode: performance.now() - started } };
+      } catch (error) {
+        return errorRecord(input, error);
+      }
+    }),
+  );
+  return {
+    decoded: outcomes.filter((outcome): outcome is DecodedInput => 'image' in outcome),
+    failed: outcomes.filter((outcome): outcome is InputRecord => 'status' in outcome),
+  };
+}
+
+export function errorRecord(input: InputImage, error: unknown, timings: Timings = {}): InputRecord {
+  return { input: input.path, relative: input.relative, status: 'error', outputs: [], timings, error: describeError(error) };
+}
+
+/** `<outDir>/<relative without extension>`: outputs add `.<what>.<ext>`. */
+export function outputStem(outDir: string, relative: string): string {
+  const extension = extname(relative);
+  return join(outDir, extension === '' ? relative : relative.slice(0, -extension.length));
+}
+
+/** A layer path as a file-name part. */
+export function fileSafe(name: string): string {
+  return name.replace(/[\\/:*?"<>|\s]+/g, '_');
+}
+
+/**
+ * Collects one image's output files; if any write fails, the ones already
+ * written are removed so that an input has all of its outputs or none.
+ */
+export class OutputSet {
+  /** Paths written so far, relative to the output folder (as the manifest keeps them). */
+  readonly written: string[] = [];
+
+  constructor(private readonly outDir: string) {}
+
+  /** Writes `path` (under the output folder) atomically; returns it relative to the folder. */
+  async write(path: string, data: Uint8Array | string): Promise<string> {
+    await mkdir(dirname(path), { recursive: true });
+    await writeFileAtomic(path, data);
+    const inside = relative(this.outDir, path).split(sep).join('/');
+    this.written.push(inside);
+    return inside;
+  }
+
+  async discard(): Promise<void> {
+    await Promise.all(this.written.map((path) => rm(join(this.outDir, path), { force: true })));
+    this.written.length = 0;
+  }
+}
+
+/** Runs `fn` for each item with at most `limit` running at once, in order of start. */
+export async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index]!, index);
+    }
+  });
+  await Promise.all(workers);
+  return results;
+}
+
+export function elapsedSince(started: number): number {
+  return performance.now() - started;
+}

@@ -1,0 +1,162 @@
+/**
+ * The feature-map task: one forward pass per batch captures every requested
+ * layer with forward hooks; each layer's channels are tiled into a grid
+ * (torchvision make_grid with per-channel normalisation) and written as
+ * `<stem>.<layer>.fmap.png`, with a sidecar `.fmap.json` legend and, with
+ * --raw, the activation as `.npy` [H, W, C].
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { UsageError } from '../errors.js';
+import { type HookSpec, withHooksSync } from '../hooks/hooks.js';
+import type { GraphNode } from '../model/graph.js';
+import { isFeatureMap, resolveLayer } from '../model/layers.js';
+import { disposeValues } from '../model/network.js';
+import { inputTensor } from '../model/predict.js';
+import { makeFeatureGrid } from '../render/grid.js';
+import { encodeNpy } from '../render/npy.js';
+import { encodePng } from '../render/png.js';
+import {
+  type DecodedInput,
+  OutputSet,
+  type TaskContext,
+  decodeBatch,
+  elapsedSince,
+  errorRecord,
+  fileSafe,
+  outputStem,
+} from './common.js';
+import type { BatchOutcome, FmapResultRecord, FmapTaskOptions, InputImage, InputRecord, SummaryImage } from './types.js';
+
+const CONV_CLASSES = new Set(['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'Conv2DTranspose']);
+
+export class FmapTask {
+  readonly layers: GraphNode[];
+
+  constructor(
+    private readonly context: TaskContext,
+    private readonly options: FmapTaskOptions,
+  ) {
+    this.layers = resolveFmapLayers(context, options);
+  }
+
+  async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
+    const { decoded, failed } = await decodeBatch(batch, this.context, this.options);
+    if (decoded.length === 0) return { records: failed, summaries: [] };
+    let activations: Float32Array[][];
+    let forward: number;
+    try {
+      const started = performance.now();
+      activations = this.capture(decoded);
+      forward = elapsedSince(started) / decoded.length;
+    } catch (error) {
+      return { records: [...failed, ...decoded.map((item) => errorRecord(item.input, error, item.timings))], summaries: [] };
+    }
+    const summaries: SummaryImage[] = [];
+    const written = await Promise.all(decoded.map((item, i) => this.writeOutputs(item, activations[i]!, forward, summaries)));
+    const byInput = new Map([...failed, ...written].map((record) => [record.input + '\u0000' + record.relative, record]));
+    return { records: batch.map((input) => byInput.get(input.path + '\u0000' + input.relative)!), summaries };
+  }
+
+  /** Per image, per layer: the activation [H, W, C] as a flat array. */
+  private capture(decoded: readonly DecodedInput[]): Float32Array[][] {
+    const network = this.context.model.network();
+    const captured: (tf.Tensor | undefined)[] = this.layers.map(() => undefined);
+    const hooks: HookSpec[] = this.layers.map((node, i) => ({
+      layer: node.layer,
+      forward: (_layer, _inputs, output) => {
+        captured[i]?.dispose();
+        captured[i] = tf.keep((output as tf.Tensor).clone());
+      },
+    }));
+    const input = inputTensor(this.context.model, decoded.map((item) => item.image.input));
+    try {
+      withHooksSync(hooks, () => disposeValues(network.forward(input)));
+      return decoded.map((_, image) =>
+        captured.map((tensor, layer) => {
+          if (tensor === undefined) throw new Error(`layer ${this.layers[layer]!.path} did not run`);
+          const [, height, width, channels] = tensor.shape as [number, number, number, number];
+          const size = height * width * channels;
+          return (tensor.dataSync() as Float32Array).slice(image * size, (image + 1) * size);
+        }),
+      );
+    } finally {
+      input.dispose();
+      tf.dispose(captured.filter((tensor): tensor is tf.Tensor => tensor !== undefined));
+    }
+  }
+
+  private async writeOutputs(item: DecodedInput, activations: Float32Array[], forward: number, summaries: SummaryImage[]): Promise<InputRecord> {
+    const outputs = new OutputSet(this.options.outDir);
+    const timings = { ...item.timings, forward, render: 0, encode: 0 };
+    try {
+      const results: FmapResultRecord[] = [];
+      for (const [i, node] of this.layers.entries()) {
+        results.push(await this.writeLayer(item, node, activations[i]!, outputs, timings, summaries));
+      }
+      return {
+        input: item.input.path,
+        relative: item.input.relative,
+        status: 'ok',
+        outputs: [...outputs.written],
+        results,
+        timings: { ...timings, total: Object.values(timings).reduce((sum, value) => sum + value, 0) },
+      };
+    } catch (error) {
+      await outputs.discard();
+      return errorRecord(item.input, error, timings);
+    }
+  }
+
+  private async writeLayer(
+    item: DecodedInput,
+    node: GraphNode,
+    activation: Float32Array,
+    outputs: OutputSet,
+    timings: { render: number; encode: number },
+    summaries: SummaryImage[],
+  ): Promise<FmapResultRecord> {
+    const renderStarted = performance.now();
+    const [, outHeight, outWidth, outChannels] = node.outputShapes[0]!;
+    const channels = outChannels ?? 1;
+    const positions = activation.length / channels;
+    const height = outHeight ?? Math.round(Math.sqrt(positions));
+    const width = outWidth ?? positions / height;
+    const grid = makeFeatureGrid(activation, { height, width, channels }, {
+      padding: this.options.padding,
+      tileSize: this.options.tileSize,
+      colormap: this.options.colormap,
+      ...(this.options.nrow === undefined ? {} : { nrow: this.options.nrow }),
+      ...(this.options.maxChannels === undefined ? {} : { maxChannels: this.options.maxChannels }),
+    });
+    timings.render += elapsedSince(renderStarted);
+    const encodeStarted = performance.now();
+    const stem = `${outputStem(this.options.outDir, item.input.relative)}.${fileSafe(node.path)}.fmap`;
+    const pngBytes = await encodePng(grid.rgb, grid.width, grid.height, { compressionLevel: this.options.pngCompression });
+    const png = await outputs.write(`${stem}.png`, pngBytes);
+    const legend = {
+      input: item.input.path,
+      layer: node.path,
+      className: node.layer.getClassName(),
+      shape: [height, width, channels],
+      channelsShown: grid.layout.tiles.length,
+      order: 'channel 0 at the top left, then row by row',
+      normalisation: 'each channel min-max normalised on its own (constant channels show as 0)',
+      colormap: this.options.colormap,
+      ...grid.layout,
+    };
+    const json = await outputs.write(`${stem}.json`, `${JSON.stringify(legend, null, 2)}\n`);
+    const npy = this.options.raw ? await outputs.write(`${stem}.npy`, encodeNpy(activation, [height, width, channels])) : undefined;
+    timings.encode += elapsedSince(encodeStarted);
+    if (this.options.tensorboard) summaries.push({ input: item.input.path, tag: `feature map in ${node.path}`, png: pngBytes, width: grid.width, height: grid.height });
+    return { input: item.input.path, layer: node.path, shape: [height, width, channels], png, json, ...(npy === undefined ? {} : { npy }) };
+  }
+}
+
+function resolveFmapLayers(context: TaskContext, options: FmapTaskOptions): GraphNode[] {
+  const network = context.model.network();
+  const named = options.layers.map((name) => resolveLayer(network, name, isFeatureMap, 'a feature map (4-D output)'));
+  const convs = options.allConv ? network.graph.nodes.filter((node) => CONV_CLASSES.has(node.layer.getClassName()) && isFeatureMap(node)) : [];
+  const layers = [...new Set([...named, ...convs])];
+  if (layers.length === 0) throw new UsageError('give --layer NAME (several allowed) or --all-conv (camviz layers lists the names)');
+  return layers;
+}

@@ -1,0 +1,38 @@
+/** The tasks by command: what one batch of images becomes. */
+import { CamTask } from './cam.js';
+import { type TaskContext, openTaskContext } from './common.js';
+import { FmapTask } from './fmap.js';
+import { PredictTask } from './predict.js';
+import type { BatchOutcome, InputImage, TaskOptions } from './types.js';
+
+export * from './types.js';
+export { CamTask } from './cam.js';
+export { FmapTask } from './fmap.js';
+export { PredictTask } from './predict.js';
+export { type TaskContext, openTaskContext, outputStem } from './common.js';
+
+export interface Task {
+  process(batch: readonly InputImage[]): Promise<BatchOutcome>;
+}
+
+export function createTask(context: TaskContext, options: TaskOptions): Task {
+  switch (options.command) {
+    case 'cam':
+      return new CamTask(context, options);
+    case 'fmap':
+      return new FmapTask(context, options);
+    case 'predict':
+      return new PredictTask(context, options);
+  }
+}
+
+/** Opens the model and creates the task: what a worker does at start. */
+export async function startTask(options: TaskOptions, log?: (message: string) => void): Promise<{ context: TaskContext; task: Task }> {
+  const context = await openTaskContext(options.model, log);
+  try {
+    return { context, task: createTask(context, options) };
+  } catch (error) {
+    context.model.dispose();
+    throw error;
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * The records and options of the per-image tasks. Options are plain data so
+ * that worker threads can receive them; records are what `--json` prints and
+ * what `manifest.json` holds.
+ */
+import type { ColormapName } from '../render/colormap.js';
+import type { ResizeMode } from '../model/geometry.js';
+import type { Prediction } from '../model/predict.js';
+
+export interface ModelSpec {
+  model?: string;
+  backend?: string;
+  preprocess?: string;
+  labels?: string;
+  size?: string;
+}
+
+export interface ImageSpec {
+  resize: ResizeMode;
+  background: string;
+  maxPixels: number;
+}
+
+interface BaseTaskOptions {
+  model: ModelSpec;
+  image: ImageSpec;
+  /** Where outputs go; outputs mirror each input's relative path. */
+  outDir: string;
+  /** Images per forward pass. */
+  batchSize: number;
+  /** PNG zlib level (0-9). */
+  pngCompression: number;
+}
+
+export interface CamTaskOptions extends BaseTaskOptions {
+  command: 'cam';
+  method: string;
+  /** Target layer names; empty = the model's default target. */
+  layers: string[];
+  /** `--class` specs (index or name); empty = top-k. */
+  classes: string[];
+  topK: number;
+  score: 'logit' | 'prob';
+  augSmooth: boolean;
+  eigenSmooth: boolean;
+  colormap: ColormapName;
+  alpha: number;
+  heatmapOnly: boolean;
+  raw: boolean;
+}
+
+export interface FmapTaskOptions extends BaseTaskOptions {
+  command: 'fmap';
+  layers: string[];
+  allConv: boolean;
+  maxChannels?: number;
+  nrow?: number;
+  padding: number;
+  tileSize: number;
+  colormap: ColormapName;
+  raw: boolean;
+  /** Return the PNGs so the main thread can add them to a TensorBoard log. */
+  tensorboard: boolean;
+}
+
+export interface PredictTaskOptions extends BaseTaskOptions {
+  command: 'predict';
+  top: number;
+}
+
+export type TaskOptions = CamTaskOptions | FmapTaskOptions | PredictTaskOptions;
+
+/** One input image, as found on the command line. */
+export interface InputImage {
+  /** The path as given or found. */
+  path: string;
+  /** Where its outputs go under --out, without extension change: `sub/dir/cat.jpg`. */
+  relative: string;
+}
+
+/** What `camviz cam --json` prints per output. */
+export interface CamResultRecord {
+  input: string;
+  method: string;
+  layer: string;
+  class: { index: number; label: string | null };
+  score: number;
+  probability: number;
+  /** The maximum of the upsampled map, in original-image pixels. */
+  peak: { x: number; y: number };
+  /** Output paths are relative to the output folder (the manifest's folder). */
+  png: string;
+  npy?: string;
+}
+
+/** What `camviz fmap --json` prints per output. */
+export interface FmapResultRecord {
+  input: string;
+  layer: string;
+  shape: number[];
+  png: string;
+  json: string;
+  npy?: string;
+}
+
+export type ResultRecord = CamResultRecord | FmapResultRecord;
+
+export interface Timings {
+  decode?: number;
+  forward?: number;
+  backward?: number;
+  render?: number;
+  encode?: number;
+  total?: number;
+}
+
+/** One input's outcome; the manifest holds one per input. */
+export interface InputRecord {
+  input: string;
+  relative: string;
+  status: 'ok' | 'error';
+  /** Files written, relative to the output folder. */
+  outputs: string[];
+  predictions?: Prediction[];
+  results?: ResultRecord[];
+  timings: Timings;
+  error?: string;
+  /** Set when --skip-existing kept the outputs of an earlier run. */
+  resumed?: boolean;
+}
+
+/** An image for the TensorBoard log (fmap --tensorboard). */
+export interface SummaryImage {
+  /** The input it belongs to (one TensorBoard step per input). */
+  input: string;
+  tag: string;
+  png: Uint8Array;
+  width: number;
+  height: number;
+}
+
+export interface BatchOutcome {
+  records: InputRecord[];
+  summaries: SummaryImage[];
+}
