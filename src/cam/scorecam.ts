@@ -42,7 +42,7 @@ export class ScoreCam extends CamMethod {
 
   private scoreMaskedInputs(evidence: CamEvidence): Float32Array[] {
     const [batch, height, width, channels] = evidence.activations.shape;
-    const [, inputHeight, inputWidth] = evidence.input.shape;
+    const [, inputHeight, inputWidth, inputChannels] = evidence.input.shape;
     const results: Float32Array[] = [];
     for (let image = 0; image < batch; image++) {
       const chunks: Float32Array[] = [];
@@ -56,7 +56,7 @@ export class ScoreCam extends CamMethod {
           const range = tf.sub(tf.max(upsampled, [1, 2], true), min);
           const normalised = tf.where(tf.greater(range, 0), tf.div(tf.sub(upsampled, min), tf.maximum(range, 1e-12)), tf.zerosLike(upsampled));
           const masks = tf.transpose(normalised, [3, 1, 2, 0]);
-          const picture = tf.slice(evidence.input, [image, 0, 0, 0], [1, inputHeight, inputWidth, 3]);
+          const picture = tf.slice(evidence.input, [image, 0, 0, 0], [1, inputHeight, inputWidth, inputChannels]);
           return tf.mul(masks, picture) as tf.Tensor4D;
         });
         const values = evidence.network.forward(maskedInputs);
