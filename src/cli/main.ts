@@ -21,6 +21,10 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .version(VERSION, '-V, --version')
     .option('-v, --verbose', 'show stack traces with errors')
     .showHelpAfterError('(camviz --help for usage)')
+    .configureOutput({ outputError: (text, write) => write(`camviz: ${text.replace(/^error: /, '')}`) })
+    // Before the subcommands are added, so that they inherit it: usage errors
+    // then reach main() as exceptions and exit with 2.
+    .exitOverride()
     .addHelpText(
       'after',
       `
@@ -142,6 +146,31 @@ Examples:
     }),
   );
 
+  program
+    .command('merge')
+    .description('join the output folders of a sharded run (--shard) into one folder with one manifest.json')
+    .argument('<outdirs...>', 'the shard output folders (each with its manifest.json)')
+    .requiredOption('-o, --out <dir>', 'the merged output folder (may be one of the shard folders)')
+    .option('--report', 'write index.html even if no shard had one (it is written when any shard had one)')
+    .option('-q, --quiet', 'no summary line')
+    .option('--json', 'print {manifest, report?, shard, summary, copied} as JSON on stdout')
+    .addHelpText(
+      'after',
+      `
+Refuses (exit 2) shards that differ in command, model or options (apart from --shard), or that share an input.
+Exit code 0 when every merged input is ok, 1 when any failed.
+
+Examples:
+  camviz merge shard-1/ shard-2/ shard-3/ --out merged/
+  camviz merge out-*/ --out out-1/ --report`,
+    )
+    .action(
+      act(async (outdirs: string[], options: { out: string; report?: boolean; quiet?: boolean; json?: boolean }) => {
+        const { runMerge } = await import('./merge.js');
+        return runMerge(outdirs, options);
+      }),
+    );
+
   return program;
 }
 
@@ -155,7 +184,6 @@ export async function main(argv: readonly string[]): Promise<number> {
   const program = buildProgram((code) => {
     exitCode = code;
   });
-  program.exitOverride();
   const verbose = argv.includes('-v') || argv.includes('--verbose');
   try {
     await program.parseAsync(argv as string[]);
