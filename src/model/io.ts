@@ -60,7 +60,7 @@ export async function readLocalModel(path: string): Promise<LocalModelFiles> {
   const folder = dirname(modelJsonPath);
   const bytes = await readFile(modelJsonPath);
   const modelJson = parseModelJson(bytes, modelJsonPath);
-  const { weightSpecs, weightData } = await readWeights(modelJson.weightsManifest, folder);
+  const { weightSpecs, weightData } = await readWeights(modelJson.weightsManifest, folder, modelJsonPath);
   const artifacts: ModelArtifacts = {
     modelTopology: modelJson.modelTopology,
     weightSpecs,
@@ -136,8 +136,9 @@ export function confinedWeightPath(folder: string, path: string, modelJsonPath: 
 async function readWeights(
   groups: WeightsGroup[],
   folder: string,
+  // The file the manifest came from, which need not be called model.json.
+  modelJsonPath: string,
 ): Promise<{ weightSpecs: WeightsManifestEntry[]; weightData: ArrayBuffer }> {
-  const modelJsonPath = join(folder, 'model.json');
   const buffers: Buffer[] = [];
   const weightSpecs: WeightsManifestEntry[] = [];
   for (const group of groups) {
