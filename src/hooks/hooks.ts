@@ -111,7 +111,12 @@ function unpatch(layer: Layer): void {
   patches.delete(layer);
 }
 
-function runHooked(layer: Layer, call: (inputs: Tensors) => Tensors, inputs: Tensors): Tensors {
+/**
+ * Runs `call` (the layer's computation) inside the hooks registered on
+ * `layer`. Exported for the graph executor, which runs a hooked nested
+ * model's layers itself.
+ */
+export function runHooked(layer: Layer, call: (inputs: Tensors) => Tensors, inputs: Tensors): Tensors {
   const hooks = hooksOf(layer);
   if (hooks === undefined) return call(inputs);
   // Hooks always see a list; the layer gets the form it was called with.

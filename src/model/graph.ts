@@ -7,10 +7,14 @@
  * Nested models (a model used as a layer) are flattened, so that a layer
  * deep inside a backbone is as reachable as a top-level one. Every layer is
  * run through `layer.apply`, so hooks installed on `layer.call` fire here
- * exactly as they do under `model.predict`.
+ * exactly as they do under `model.predict`. A hooked nested model whose
+ * layers all run (and none is fed) runs its layers inside its own hooks; one
+ * that runs only in part (cut by a feed, as in a leaf-mode backward pass
+ * through it) cannot fire them.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
+import { runHooked } from '../hooks/hooks.js';
 import { isHooked } from '../hooks/registry.js';
 import { FusedChain, findFusedChains } from './fusion.js';
 
@@ -39,6 +43,21 @@ export interface RunOptions {
    * to read a pre-activation output (see `splitActivation`).
    */
   splitActivation?: ReadonlySet<number>;
+  /**
+   * Functions applied to these values as soon as they are computed; the
+   * tensor returned takes the value's place for every consumer (used to
+   * watch the gradient at an inner value under a tape).
+   */
+  intercept?: ReadonlyMap<string, (value: tf.Tensor) => tf.Tensor>;
+}
+
+/** One call of a nested model: its flattened nodes are `nodes[first..end)`. */
+interface ContainerCall {
+  readonly layer: tfl.LayersModel;
+  readonly inputs: readonly string[];
+  readonly outputs: readonly string[];
+  readonly first: number;
+  readonly end: number;
 }
 
 /** Internal fields of tfjs-layers objects that the public typings omit. */
@@ -76,9 +95,12 @@ export class LayerGraph {
   private readonly consumerLists = new Map<string, GraphNode[]>();
   /** Fusable chains, keyed by the index of their first node. */
   private readonly chainsByFirst = new Map<number, FusedChain>();
+  private readonly containerCalls: readonly ContainerCall[];
 
-  private constructor(nodes: GraphNode[], inputKeys: string[], outputKeys: string[]) {
+  private constructor(nodes: GraphNode[], inputKeys: string[], outputKeys: string[], containerCalls: ContainerCall[]) {
     this.nodes = nodes;
+    // Outer calls before the calls nested in them.
+    this.containerCalls = [...containerCalls].sort((a, b) => a.first - b.first || b.end - a.end);
     this.inputKeys = inputKeys;
     this.outputKeys = outputKeys;
     for (const node of nodes) {
@@ -94,14 +116,16 @@ export class LayerGraph {
 
   static fromModel(model: tfl.LayersModel): LayerGraph {
     const nodes: GraphNode[] = [];
+    const calls: ContainerCall[] = [];
     const container = model as unknown as ContainerView;
     const inputKeys = container.inputs.map((symbolic) => `${symbolic.id}`);
-    const outputKeys = expandContainer(model, '', '', inputKeys, nodes);
-    return new LayerGraph(nodes, inputKeys, outputKeys);
+    const outputKeys = expandContainer(model, '', '', inputKeys, nodes, calls);
+    return new LayerGraph(nodes, inputKeys, outputKeys, calls);
   }
 
+  /** The node computing `key`; for a pre-activation key, the split node. */
   producer(key: string): GraphNode | undefined {
-    return this.producers.get(key);
+    return this.producers.get(key) ?? (isPreActivationKey(key) ? this.producers.get(key.slice(0, -PRE_SUFFIX.length)) : undefined);
   }
 
   consumers(key: string): readonly GraphNode[] {
@@ -149,68 +173,67 @@ export class LayerGraph {
    * on the way is disposed as soon as nothing needs it.
    */
   run(feeds: ReadonlyMap<string, tf.Tensor>, fetches: readonly string[], options: RunOptions = {}): Map<string, tf.Tensor> {
-    const plan = this.plan(feeds, fetches, options);
-    const values = new Map<string, tf.Tensor>(feeds);
-    const remainingUses = new Map(plan.uses);
-    const owned = new Set<string>();
-    const release = (key: string): void => {
-      const left = (remainingUses.get(key) ?? 0) - 1;
-      remainingUses.set(key, left);
-      if (left <= 0 && owned.has(key)) {
-        values.get(key)?.dispose();
-        values.delete(key);
-        owned.delete(key);
-      }
-    };
-    try {
-      for (const step of plan.steps) {
-        const inputs = step.inputs.map((key) => required(values, key));
-        const outputs = step.run(inputs);
-        step.outputs.forEach((key, i) => {
-          values.set(key, outputs[i]!);
-          owned.add(key);
-        });
-        for (const key of step.inputs) release(key);
-        for (const key of step.outputs) if ((remainingUses.get(key) ?? 0) === 0) release(key);
-      }
-      const result = new Map<string, tf.Tensor>();
-      for (const key of fetches) {
-        const value = required(values, key);
-        // A fetched feed, or a value fetched twice, is handed out as a copy.
-        result.set(key, owned.has(key) && !result.has(key) ? value : value.clone());
-        owned.delete(key);
-      }
-      return result;
-    } finally {
-      for (const key of owned) values.get(key)?.dispose();
-    }
+    return executeSteps(this.plan(feeds, fetches, options), feeds, fetches, options.intercept);
   }
 
-  private plan(
-    feeds: ReadonlyMap<string, tf.Tensor>,
-    fetches: readonly string[],
-    options: RunOptions,
-  ): { steps: Step[]; uses: Map<string, number> } {
+  private plan(feeds: ReadonlyMap<string, tf.Tensor>, fetches: readonly string[], options: RunOptions): Step[] {
     const needed = this.neededNodes(feeds, fetches);
-    const steps: Step[] = [];
+    const fetched = new Set([...fetches, ...(options.intercept?.keys() ?? [])]);
+    const groups = this.hookedContainerCalls(needed, feeds);
+    // The innermost hooked container call of each node: a chain must not cross one.
+    const groupOf = new Map<number, ContainerCall>();
+    for (const call of groups) for (let i = call.first; i < call.end; i++) groupOf.set(i, call);
     const covered = new Set<number>();
-    const fetched = new Set(fetches);
-    for (const node of this.nodes) {
-      if (!needed.has(node.index) || covered.has(node.index)) continue;
-      const chain = options.fuse ? this.usableChainAt(node, needed, fetched) : undefined;
-      if (chain !== undefined) {
-        for (const member of chain.nodes) covered.add(member.index);
-        steps.push(chainStep(chain));
-      } else if (options.splitActivation?.has(node.index)) {
-        steps.push(splitActivationStep(node));
-      } else {
-        steps.push(nodeStep(node));
+    const stepsIn = (first: number, end: number, calls: readonly ContainerCall[]): Step[] => {
+      const steps: Step[] = [];
+      for (let i = first; i < end; i++) {
+        const node = this.nodes[i]!;
+        if (!needed.has(i) || covered.has(i)) continue;
+        const call = calls.find((candidate) => candidate.first === i);
+        if (call !== undefined) {
+          const inner = calls.filter((other) => other !== call && other.first >= call.first && other.end <= call.end);
+          steps.push(containerStep(call, stepsIn(call.first, call.end, inner), this.exportedKeys(call, fetched), options.intercept));
+          i = call.end - 1;
+          continue;
+        }
+        const chain = options.fuse ? this.usableChainAt(node, needed, fetched) : undefined;
+        if (chain !== undefined && chain.nodes.every((member) => groupOf.get(member.index) === groupOf.get(i))) {
+          for (const member of chain.nodes) covered.add(member.index);
+          steps.push(chainStep(chain));
+        } else if (options.splitActivation?.has(node.index)) {
+          steps.push(splitActivationStep(node));
+        } else {
+          steps.push(nodeStep(node));
+        }
+      }
+      return steps;
+    };
+    return stepsIn(0, this.nodes.length, groups);
+  }
+
+  /**
+   * Nested-model calls with hooks that run whole: all their layers are
+   * needed and none of their values is fed.
+   */
+  private hookedContainerCalls(needed: ReadonlySet<number>, feeds: ReadonlyMap<string, tf.Tensor>): ContainerCall[] {
+    return this.containerCalls.filter((call) => {
+      if (!isHooked(call.layer)) return false;
+      for (let i = call.first; i < call.end; i++) {
+        if (!needed.has(i) || this.nodes[i]!.outputs.some((key) => feeds.has(key))) return false;
+      }
+      return true;
+    });
+  }
+
+  /** Values made inside a container call that are fetched, besides its outputs. */
+  private exportedKeys(call: ContainerCall, fetched: ReadonlySet<string>): string[] {
+    const keys: string[] = [];
+    for (let i = call.first; i < call.end; i++) {
+      for (const key of this.nodes[i]!.outputs) {
+        if (fetched.has(key) && !call.outputs.includes(key) && !keys.includes(key)) keys.push(key);
       }
     }
-    const uses = new Map<string, number>();
-    for (const step of steps) for (const key of step.inputs) uses.set(key, (uses.get(key) ?? 0) + 1);
-    for (const key of fetches) uses.set(key, (uses.get(key) ?? 0) + 1);
-    return { steps, uses };
+    return keys;
   }
 
   /**
@@ -238,7 +261,7 @@ export class LayerGraph {
       const key = pending.pop()!;
       if (seen.has(key)) continue;
       seen.add(key);
-      const node = this.producers.get(key);
+      const node = this.producer(key);
       if (node === undefined) throw new Error(`graph value ${key} is neither fed nor produced by a layer`);
       if (needed.has(node.index)) continue;
       needed.add(node.index);
@@ -254,6 +277,94 @@ interface Step {
   run(inputs: tf.Tensor[]): tf.Tensor[];
 }
 
+/**
+ * Runs `steps` in order. Feeds stay owned by the caller; fetched values are
+ * handed over (a fetched feed as a copy); everything else is disposed as
+ * soon as no later step needs it.
+ */
+function executeSteps(
+  steps: readonly Step[],
+  feeds: ReadonlyMap<string, tf.Tensor>,
+  fetches: readonly string[],
+  intercept: RunOptions['intercept'],
+): Map<string, tf.Tensor> {
+  const remainingUses = new Map<string, number>();
+  for (const step of steps) for (const key of step.inputs) remainingUses.set(key, (remainingUses.get(key) ?? 0) + 1);
+  for (const key of fetches) remainingUses.set(key, (remainingUses.get(key) ?? 0) + 1);
+  const values = new Map<string, tf.Tensor>(feeds);
+  const owned = new Set<string>();
+  const release = (key: string): void => {
+    const left = (remainingUses.get(key) ?? 0) - 1;
+    remainingUses.set(key, left);
+    if (left <= 0 && owned.has(key)) {
+      values.get(key)?.dispose();
+      values.delete(key);
+      owned.delete(key);
+    }
+  };
+  try {
+    for (const step of steps) {
+      const inputs = step.inputs.map((key) => required(values, key));
+      const outputs = step.run(inputs);
+      step.outputs.forEach((key, i) => {
+        let value = outputs[i]!;
+        const watch = intercept?.get(key);
+        if (watch !== undefined) {
+          const watched = watch(value);
+          if (watched !== value) value.dispose();
+          value = watched;
+        }
+        values.set(key, value);
+        owned.add(key);
+      });
+      for (const key of step.inputs) release(key);
+      for (const key of step.outputs) if ((remainingUses.get(key) ?? 0) === 0) release(key);
+    }
+    const result = new Map<string, tf.Tensor>();
+    for (const key of fetches) {
+      // A key fetched twice is one entry of the result.
+      if (result.has(key)) continue;
+      const value = required(values, key);
+      // A fetched feed is handed out as a copy.
+      result.set(key, owned.has(key) ? value : value.clone());
+      owned.delete(key);
+    }
+    return result;
+  } finally {
+    for (const key of owned) values.get(key)?.dispose();
+  }
+}
+
+/**
+ * Runs a hooked nested model's layers inside its hooks, as its own `call`
+ * would under `model.predict`: pre-hooks may replace its inputs, forward
+ * hooks see and may replace its outputs, gradient and backward hooks wrap
+ * them. `exported` values computed inside are handed out after the outputs.
+ */
+function containerStep(call: ContainerCall, steps: readonly Step[], exported: readonly string[], intercept: RunOptions['intercept']): Step {
+  return {
+    inputs: call.inputs,
+    outputs: [...call.outputs, ...exported],
+    run: (inputs) =>
+      tf.tidy(() => {
+        let exportedValues: tf.Tensor[] = [];
+        const output = runHooked(
+          call.layer,
+          (given) => {
+            const list = Array.isArray(given) ? given : [given];
+            const feeds = new Map(call.inputs.map((key, i) => [key, list[i]!]));
+            const values = executeSteps(steps, feeds, [...call.outputs, ...exported], intercept);
+            exportedValues = exported.map((key) => values.get(key)!);
+            // A list even for one output, as tfjs-layers' Container.call returns.
+            return call.outputs.map((key) => values.get(key)!);
+          },
+          inputs.length === 1 ? inputs[0]! : inputs,
+        );
+        return [...(Array.isArray(output) ? output : [output]), ...exportedValues];
+      }),
+  };
+}
+
 function nodeStep(node: GraphNode): Step {
   return {
     inputs: node.inputs,
@@ -267,13 +378,16 @@ function chainStep(chain: FusedChain): Step {
   return {
     inputs: chain.nodes[0]!.inputs,
     outputs: last.outputs,
-    run: (inputs) => [chain.apply(inputs[0]!)],
+    // Under a tape tf.fused falls back to separate ops: tidy their intermediates.
+    run: (inputs) => [tf.tidy(() => chain.apply(inputs[0]!))],
   };
 }
 
 /**
- * Runs a layer whose activation is fused (Dense/Conv with softmax) and
- * also yields its pre-activation output under the key `<output>:pre`.
+ * Runs a layer whose activation is built in (Dense/Conv with softmax) and
+ * also yields its pre-activation output under the key `<output>:pre`. The
+ * layer runs as usual, so its hooks see its real output; its activation is
+ * wrapped for the call to catch the activation's input.
  */
 function splitActivationStep(node: GraphNode): Step {
   const output = node.outputs[0]!;
@@ -283,26 +397,41 @@ function splitActivationStep(node: GraphNode): Step {
     run: (inputs) => {
       const owner = node.layer as unknown as ActivationOwner;
       const activation = owner.activation;
-      owner.activation = LINEAR;
-      let pre: tf.Tensor;
+      let pre: tf.Tensor | undefined;
+      owner.activation = {
+        apply: (x) => {
+          // Kept: the layer's call disposes its intermediates (its own tidy).
+          pre = tf.keep(x.clone());
+          return activation.apply(x);
+        },
+        getClassName: () => activation.getClassName(),
+      };
       try {
-        pre = applyLayer(node, inputs)[0]!;
+        const result = applyLayer(node, inputs)[0]!;
+        if (pre === undefined) {
+          result.dispose();
+          throw new Error(`layer ${node.path} did not apply its ${activation.getClassName()} activation`);
+        }
+        return [pre, result];
+      } catch (error) {
+        (pre as tf.Tensor | undefined)?.dispose();
+        throw error;
       } finally {
         owner.activation = activation;
       }
-      return [pre, activation.apply(pre)];
     },
   };
 }
 
+const PRE_SUFFIX = ':pre';
+
 export function preActivationKey(outputKey: string): string {
-  return `${outputKey}:pre`;
+  return `${outputKey}${PRE_SUFFIX}`;
 }
 
-const LINEAR: ActivationOwner['activation'] = {
-  apply: (x) => x.clone(),
-  getClassName: () => 'linear',
-};
+function isPreActivationKey(key: string): boolean {
+  return key.endsWith(PRE_SUFFIX);
+}
 
 function applyLayer(node: GraphNode, inputs: tf.Tensor[]): tf.Tensor[] {
   return tf.tidy(() => {
@@ -328,6 +457,7 @@ function expandContainer(
   pathPrefix: string,
   inputKeys: readonly string[],
   nodes: GraphNode[],
+  calls: ContainerCall[],
 ): string[] {
   const view = container as unknown as ContainerView;
   const keyOf = new Map<number, string>();
@@ -342,7 +472,9 @@ function expandContainer(
     let outputs: string[];
     if (isContainer(layer)) {
       const innerScope = `${scope}${layer.name}@${symbolic.nodeIndex}/`;
-      outputs = expandContainer(layer, innerScope, `${pathPrefix}${layer.name}/`, inputs, nodes);
+      const first = nodes.length;
+      outputs = expandContainer(layer, innerScope, `${pathPrefix}${layer.name}/`, inputs, nodes, calls);
+      calls.push({ layer, inputs, outputs, first, end: nodes.length });
     } else {
       outputs = inbound.outputTensors.map((output) => `${scope}${output.id}`);
       nodes.push({

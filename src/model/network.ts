@@ -126,6 +126,20 @@ export class Network {
     const gradients: tf.Tensor[][] = [];
     const objectiveValues: number[] = [];
     const tapeStarted = performance.now();
+    // Sources downstream of other sources are computed on the tape; their
+    // gradients are caught as they pass, as a gradient hook would (after the
+    // consumers, before that layer's own gradient hooks).
+    const caught = new Map<string, tf.Tensor>();
+    const caughtShapes = new Map<string, number[]>();
+    const intercept = new Map(
+      plan.innerSourceKeys.map((key) => [
+        key,
+        (value: tf.Tensor): tf.Tensor => {
+          caughtShapes.set(key, value.shape);
+          return withGradientHooks(value, new Map([[0, (grad: tf.Tensor) => void caught.set(key, tf.keep(grad.clone()))]]));
+        },
+      ]),
+    );
     try {
       const sourceTensors = plan.sourceKeys.map((key) => (plan.fromInput ? feeds : before).get(key)!);
       for (const objective of objectives) {
@@ -133,7 +147,7 @@ export class Network {
           const feeds = new Map<string, tf.Tensor>();
           for (const key of plan.frontier) feeds.set(key, before.get(key)!);
           plan.sourceKeys.forEach((key, i) => feeds.set(key, this.withSourceHooks(key, sources[i]!)));
-          const after = this.graph.run(feeds, plan.afterFetches, { fuse: false, splitActivation: this.splitActivation });
+          const after = this.graph.run(feeds, plan.afterFetches, { fuse: false, splitActivation: this.splitActivation, intercept });
           const merged = new Map([...before, ...after]);
           const forwardValues = this.view(merged, layers, batchOf(inputs));
           if (values === undefined) values = keepValues(forwardValues);
@@ -141,13 +155,14 @@ export class Network {
         })(sourceTensors);
         objectiveValues.push(value.dataSync()[0]!);
         value.dispose();
-        gradients.push(grads);
+        gradients.push(orderGradients(plan, grads, caught, caughtShapes));
+        caught.clear();
       }
       this.lastBackwardTimings = { forward: tapeStarted - started, backward: performance.now() - tapeStarted };
       return { values: values!, objectives: objectiveValues, gradients };
     } catch (error) {
       if (values !== undefined) disposeValues(values);
-      tf.dispose(gradients.flat());
+      tf.dispose([...gradients.flat(), ...caught.values()]);
       throw error;
     } finally {
       tf.dispose([...before.values()]);
@@ -159,23 +174,19 @@ export class Network {
    * before them (the "frontier" that the downstream part also reads, such as
    * a residual branch), and what runs under the gradient tape.
    */
-  private backwardPlan(options: BackwardOptions): {
-    fromInput: boolean;
-    sourceKeys: string[];
-    frontier: string[];
-    beforeFetches: string[];
-    afterFetches: string[];
-  } {
+  private backwardPlan(options: BackwardOptions): BackwardPlan {
     const fromInput = options.sources === 'input';
     const requested = [this.score.outputKey, this.score.scoreKey, ...(options.layers ?? []).map(outputKeyOf)];
     if (fromInput) {
-      return { fromInput, sourceKeys: [...this.graph.inputKeys], frontier: [], beforeFetches: [], afterFetches: unique(requested) };
+      const sourceKeys = [...this.graph.inputKeys];
+      return { fromInput, sourceKeys, innerSourceKeys: [], gradientKeys: sourceKeys, frontier: [], beforeFetches: [], afterFetches: unique(requested) };
     }
     const candidateKeys = (options.sources as readonly GraphNode[]).map(outputKeyOf);
-    // A source downstream of another source is reached by the tape anyway.
-    const sourceKeys = unique(candidateKeys).filter(
-      (key) => !candidateKeys.some((other) => other !== key && this.graph.downstreamOf([other]).has(this.graph.producer(key)!.index)),
-    );
+    // A source downstream of another source is computed on the tape, not fed.
+    const isInner = (key: string): boolean =>
+      candidateKeys.some((other) => other !== key && this.graph.downstreamOf([other]).has(this.graph.producer(key)!.index));
+    const sourceKeys = unique(candidateKeys).filter((key) => !isInner(key));
+    const innerSourceKeys = unique(candidateKeys).filter(isInner);
     const downstream = this.graph.downstreamOf(sourceKeys);
     const producedDownstream = (key: string): boolean => {
       const producer = this.graph.producer(key);
@@ -192,7 +203,7 @@ export class Network {
       throw new Error(`the class scores do not depend on ${sourceKeys.map((key) => this.graph.producer(key)!.path).join(', ')}`);
     }
     const beforeFetches = unique([...sourceKeys, ...frontier, ...requested.filter((key) => !producedDownstream(key))]);
-    return { fromInput, sourceKeys, frontier, beforeFetches, afterFetches };
+    return { fromInput, sourceKeys, innerSourceKeys, gradientKeys: candidateKeys, frontier, beforeFetches, afterFetches };
   }
 
   /** Gradient hooks of a source layer fire on the gradient of its output. */
@@ -230,6 +241,40 @@ export class Network {
     const layerValues = new Map(layers.map((node) => [node.path, values.get(outputKeyOf(node))!]));
     return { output, scores, probabilities, layers: layerValues };
   }
+}
+
+interface BackwardPlan {
+  fromInput: boolean;
+  /** Sources fed to the tape as variables. */
+  sourceKeys: string[];
+  /** Sources downstream of other sources, computed on the tape. */
+  innerSourceKeys: string[];
+  /** The sources in the order the caller asked for them (gradients follow it). */
+  gradientKeys: string[];
+  frontier: string[];
+  beforeFetches: string[];
+  afterFetches: string[];
+}
+
+/**
+ * One gradient per requested source, in the requested order: a variable's
+ * from the tape, an inner source's as caught (zeros if none flowed). A source
+ * asked for twice gets a copy.
+ */
+function orderGradients(
+  plan: BackwardPlan,
+  grads: readonly tf.Tensor[],
+  caught: ReadonlyMap<string, tf.Tensor>,
+  shapes: ReadonlyMap<string, number[]>,
+): tf.Tensor[] {
+  const handedOut = new Set<tf.Tensor>();
+  return plan.gradientKeys.map((key) => {
+    const index = plan.sourceKeys.indexOf(key);
+    const grad = index >= 0 ? grads[index]! : (caught.get(key) ?? tf.zeros(shapes.get(key)!));
+    if (handedOut.has(grad)) return grad.clone();
+    handedOut.add(grad);
+    return grad;
+  });
 }
 
 function keepValues(values: ForwardValues): ForwardValues {
