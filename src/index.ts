@@ -1,2 +1,40 @@
-// camviz library API. (Filled in as the modules land.)
-export { CamvizError, UsageError } from './errors.js';
+/**
+ * camviz as a library. The CLI is a thin shell over these.
+ */
+export { CamvizError, UsageError, describeError } from './errors.js';
+export { VERSION } from './version.js';
+
+// Backends and models
+export { type BackendChoice, type BackendInfo, type BackendKind, activeBackend, requestedBackend, useBackend } from './model/backend.js';
+export { CamvizModel, type LoadOptions, loadModel } from './model/load.js';
+export type { CamvizJson, InputSize, ModelMetadata } from './model/metadata.js';
+export { DEFAULT_MODEL, ZOO, type ZooEntry, cacheRoot } from './model/zoo.js';
+export { type ImageLoadOptions, type LoadedImage, loadImage } from './model/image.js';
+export type { Box, ImageGeometry, ResizeMode } from './model/geometry.js';
+export { PREPROCESS_NAMES, type PreprocessName, toInputTensor } from './model/preprocess.js';
+export { imagenetLabels, readLabelsFile, resolveClass, shortLabel } from './model/labels.js';
+export { type LayerInfo, defaultTarget, describeLayers, isCamTarget, isFeatureMap } from './model/layers.js';
+export { type Prediction, classProbabilities, inputTensor, topK } from './model/predict.js';
+export { type GraphNode, LayerGraph } from './model/graph.js';
+export { Network } from './model/network.js';
+
+// Hooks
+export * from './hooks/index.js';
+
+// Class activation maps
+export * from './cam/index.js';
+export { type ExplainBatch, type ExplainRequest, explainBatch } from './cam/explain.js';
+export { camTargets, classCount, classRequest } from './cam/request.js';
+export { type ExplainOptions, type Explanation, explain } from './explain.js';
+
+// Pictures and files
+export * from './render/index.js';
+export { type ExplanationImage, type ExplanationImageOptions, renderExplanation } from './render/explanation.js';
+
+// Folder runs
+export { type BatchRunOptions, type BatchRunResult, runBatch } from './batch/runner.js';
+export { type Manifest, readManifest } from './batch/manifest.js';
+export { mergeRuns } from './batch/merge.js';
+export { writeReport } from './batch/report.js';
+export { type Shard, parseShard, selectShard } from './batch/shard.js';
+export type * from './tasks/types.js';

@@ -4,30 +4,14 @@
  * the original image, normalised, coloured, blended and written as
  * `<stem>.<method>.<class>.png` (and `.npy` with --raw).
  */
-import { UsageError } from '../errors.js';
-import {
-  type CamRequest,
-  type CamResult,
-  type ClassRequest,
-  type GuidedResult,
-  augmentedCompute,
-  canonicalMethod,
-  createMethod,
-  deprocessGradient,
-  guidedBackprop,
-  guidedGradCam,
-  isGuidedMethod,
-} from '../cam/index.js';
+import { type CamResult, type ClassRequest, type GuidedResult, canonicalMethod } from '../cam/index.js';
+import { explainBatch } from '../cam/explain.js';
+import { camTargets, classRequest } from '../cam/request.js';
 import type { GraphNode } from '../model/graph.js';
-import type { ImageGeometry } from '../model/geometry.js';
-import { resolveClass } from '../model/labels.js';
-import { defaultTarget, isCamTarget, resolveLayer } from '../model/layers.js';
 import { inputTensor } from '../model/predict.js';
-import { argmax, minMaxNormalize } from '../render/normalize.js';
 import { encodeNpy } from '../render/npy.js';
-import { heatmapImage, overlayHeatmap } from '../render/overlay.js';
+import { renderExplanation } from '../render/explanation.js';
 import { encodePng } from '../render/png.js';
-import { mapToOriginal, resizeBilinear } from '../render/resize.js';
 import {
   type DecodedInput,
   OutputSet,
@@ -49,8 +33,8 @@ export class CamTask {
     private readonly options: CamTaskOptions,
   ) {
     this.method = canonicalMethod(options.method);
-    this.layers = resolveTargets(context, options.layers);
-    this.classRequest = resolveClassRequest(context, options);
+    this.layers = camTargets(context.model, options.layers);
+    this.classRequest = classRequest(context.model, options.classes, options.topK);
   }
 
   /** What the layers option resolved to, for the manifest. */
@@ -83,32 +67,18 @@ export class CamTask {
     forward: number;
     backward: number;
   } {
-    const network = this.context.model.network();
     const input = inputTensor(this.context.model, decoded.map((item) => item.image.input));
     try {
-      const started = performance.now();
-      let guided: GuidedResult[][] | undefined;
-      let results: CamResult[][] | undefined;
-      if (this.method !== 'guidedbackprop') {
-        const request: CamRequest = {
-          input,
-          layers: this.layers,
-          classes: this.classRequest,
-          score: this.options.score,
-          eigenSmooth: this.options.eigenSmooth,
-        };
-        const camMethod = createMethod(this.method === 'guidedgradcam' ? 'gradcam' : this.method);
-        results = this.options.augSmooth ? augmentedCompute(camMethod, network, request) : camMethod.compute(network, request);
-      }
-      if (isGuidedMethod(this.method)) {
-        // Guided Grad-CAM explains the classes the Grad-CAM pass chose.
-        const classes: ClassRequest = results ? { kind: 'perImage', classes: results.map((perImage) => perImage.map((result) => result.classIndex)) } : this.classRequest;
-        guided = guidedBackprop(network, input, classes, this.options.score);
-      }
-      const total = elapsedSince(started);
-      const split = network.lastBackwardTimings;
-      const backward = Math.min(total, split.backward);
-      return { results, guided, forward: total - backward, backward };
+      const batch = explainBatch(this.context.model.network(), {
+        method: this.method,
+        input,
+        layers: this.layers,
+        classes: this.classRequest,
+        score: this.options.score,
+        augSmooth: this.options.augSmooth,
+        eigenSmooth: this.options.eigenSmooth,
+      });
+      return { results: batch.maps, guided: batch.guided, ...batch.timings };
     } finally {
       input.dispose();
     }
@@ -152,23 +122,16 @@ export class CamTask {
     timings: { render: number; encode: number },
   ): Promise<CamResultRecord> {
     const renderStarted = performance.now();
-    const { original, geometry } = item.image;
     const classIndex = result?.classIndex ?? guided!.classIndex;
     const stem = `${outputStem(this.options.outDir, item.input.relative)}.${this.method}.${classIndex}`;
-    let heat: Float32Array | undefined;
-    let rgb: Uint8Array;
-    if (result !== undefined) {
-      heat = minMaxNormalize(mapToOriginal(result.map.data, result.map.width, result.map.height, geometry));
-    }
-    if (guided !== undefined) {
-      const gradient = result === undefined ? guided.gradient : guidedGradCam(guided, camAtInput(result, geometry));
-      rgb = gradientToOriginal(displayOrder(gradient, this.context.model.meta.preprocess), guided.width, guided.height, geometry);
-    } else if (this.options.heatmapOnly) {
-      rgb = heatmapImage(heat!, this.options.colormap);
-    } else {
-      rgb = overlayHeatmap(original.rgb, heat!, original.width, original.height, { alpha: this.options.alpha, colormap: this.options.colormap });
-    }
-    const peak = heat === undefined ? gradientPeak(guided!, geometry) : argmax(heat, original.width)!;
+    const picture = renderExplanation(result?.map, guided, item.image, {
+      colormap: this.options.colormap,
+      alpha: this.options.alpha,
+      heatmapOnly: this.options.heatmapOnly,
+      preprocess: this.context.model.meta.preprocess,
+    });
+    const { rgb, peak } = picture;
+    const { original } = item.image;
     timings.render += elapsedSince(renderStarted);
     const encodeStarted = performance.now();
     const png = await outputs.write(`${stem}.png`, await encodePng(rgb, original.width, original.height, { compressionLevel: this.options.pngCompression }));
@@ -193,71 +156,6 @@ export class CamTask {
       ...(npy === undefined ? {} : { npy }),
     };
   }
-}
-
-/** The normalised map at model-input resolution (for Guided Grad-CAM). */
-function camAtInput(result: CamResult, geometry: ImageGeometry): Float32Array {
-  return minMaxNormalize(resizeBilinear(result.map.data, result.map.width, result.map.height, geometry.input.width, geometry.input.height));
-}
-
-/** Input-space gradients in RGB order (caffe preprocessing feeds BGR). */
-function displayOrder(gradient: Float32Array, preprocess: string): Float32Array {
-  if (preprocess !== 'caffe') return gradient;
-  const out = new Float32Array(gradient.length);
-  for (let i = 0; i < gradient.length; i += 3) {
-    out[i] = gradient[i + 2]!;
-    out[i + 1] = gradient[i + 1]!;
-    out[i + 2] = gradient[i]!;
-  }
-  return out;
-}
-
-/** A deprocessed gradient image resampled onto the original image's pixels. */
-function gradientToOriginal(gradient: Float32Array, width: number, height: number, geometry: ImageGeometry): Uint8Array {
-  const bytes = deprocessGradient(gradient);
-  const pixels = geometry.original.width * geometry.original.height;
-  const out = new Uint8Array(pixels * 3);
-  const channel = new Float32Array(width * height);
-  for (let c = 0; c < 3; c++) {
-    for (let i = 0; i < channel.length; i++) channel[i] = bytes[i * 3 + c]!;
-    const resampled = mapToOriginal(channel, width, height, geometry);
-    for (let i = 0; i < pixels; i++) out[i * 3 + c] = Math.round(Math.min(255, Math.max(0, resampled[i]!)));
-  }
-  return out;
-}
-
-/** Where the guided gradient is strongest, in original pixels. */
-function gradientPeak(guided: GuidedResult, geometry: ImageGeometry): { x: number; y: number } {
-  const magnitude = new Float32Array(guided.width * guided.height);
-  for (let i = 0; i < magnitude.length; i++) {
-    magnitude[i] = Math.hypot(guided.gradient[i * 3]!, guided.gradient[i * 3 + 1]!, guided.gradient[i * 3 + 2]!);
-  }
-  return argmax(mapToOriginal(magnitude, guided.width, guided.height, geometry), geometry.original.width)!;
-}
-
-function resolveTargets(context: TaskContext, names: readonly string[]): GraphNode[] {
-  const network = context.model.network();
-  if (names.length === 0) {
-    const target = defaultTarget(network, context.model.meta.targetLayer);
-    if (target === undefined) throw new UsageError('the model has no layer with a spatial output to explain (see camviz layers)');
-    return [target];
-  }
-  return names.map((name) => resolveLayer(network, name, isCamTarget, 'a CAM target (4-D output with spatial size above 1)'));
-}
-
-function resolveClassRequest(context: TaskContext, options: CamTaskOptions): ClassRequest {
-  if (options.classes.length === 0) return { kind: 'top', k: options.topK };
-  const classCount = classCountOf(context);
-  return { kind: 'explicit', classes: options.classes.map((spec) => resolveClass(spec, context.model.meta.labels, classCount)) };
-}
-
-/** The number of classes: the size of the model output. */
-export function classCountOf(context: TaskContext): number {
-  const network = context.model.network();
-  const shape = network.graph.producer(network.score.outputKey)?.outputShapes[0] ?? [];
-  const dims = shape.slice(1);
-  if (dims.some((dim) => dim === null)) return context.model.meta.labels?.length ?? Number.MAX_SAFE_INTEGER;
-  return dims.reduce<number>((product, dim) => product * (dim as number), 1);
 }
 
 /** Records in the order of the batch. */

@@ -1,0 +1,37 @@
+/**
+ * What the user asked for, in a model's terms: target layers by name (or
+ * the model's default), and classes by index or label (or the top k).
+ */
+import { UsageError } from '../errors.js';
+import type { GraphNode } from '../model/graph.js';
+import { resolveClass } from '../model/labels.js';
+import { defaultTarget, isCamTarget, resolveLayer } from '../model/layers.js';
+import type { CamvizModel } from '../model/load.js';
+import type { ClassRequest } from './base.js';
+
+/** The target layers; no names gives the model's default target. */
+export function camTargets(model: CamvizModel, names: readonly string[]): GraphNode[] {
+  const network = model.network();
+  if (names.length === 0) {
+    const target = defaultTarget(network, model.meta.targetLayer);
+    if (target === undefined) throw new UsageError('the model has no layer with a spatial output to explain (see camviz layers)');
+    return [target];
+  }
+  return names.map((name) => resolveLayer(network, name, isCamTarget, 'a CAM target (4-D output with spatial size above 1)'));
+}
+
+/** Classes by index or label; none gives each image's top k. */
+export function classRequest(model: CamvizModel, specs: readonly (string | number)[], topK = 1): ClassRequest {
+  if (specs.length === 0) return { kind: 'top', k: topK };
+  const count = classCount(model);
+  return { kind: 'explicit', classes: specs.map((spec) => resolveClass(String(spec), model.meta.labels, count)) };
+}
+
+/** The number of classes: the size of the model output. */
+export function classCount(model: CamvizModel): number {
+  const network = model.network();
+  const shape = network.graph.producer(network.score.outputKey)?.outputShapes[0] ?? [];
+  const dims = shape.slice(1);
+  if (dims.some((dim) => dim === null)) return model.meta.labels?.length ?? Number.MAX_SAFE_INTEGER;
+  return dims.reduce<number>((product, dim) => product * (dim as number), 1);
+}

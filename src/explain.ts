@@ -1,0 +1,85 @@
+/**
+ * The library's high-level call: explain images with a model, by class and
+ * layer names, and get maps plus pictures ready to save.
+ *
+ *   const model = await loadModel('mobilenet_v1_0.75_224');
+ *   const image = await loadImage('cat.jpg', { size: model.meta.inputSize });
+ *   const [[cat]] = explain(model, [image], { classes: ['tabby cat'] });
+ *   await writeFile('cat.png', await encodePng(cat.picture.rgb, cat.picture.width, cat.picture.height));
+ */
+import type { CamResult, FeatureMap, GuidedResult, ScoreKind } from './cam/index.js';
+import { explainBatch } from './cam/explain.js';
+import { camTargets, classRequest } from './cam/request.js';
+import type { LoadedImage } from './model/image.js';
+import type { CamvizModel } from './model/load.js';
+import { inputTensor } from './model/predict.js';
+import { type ExplanationImage, type ExplanationImageOptions, renderExplanation } from './render/explanation.js';
+
+export interface ExplainOptions extends ExplanationImageOptions {
+  /** Default `gradcam`. */
+  method?: string;
+  /** Target layer names; default: the model's default target. */
+  layers?: readonly string[];
+  /** Class indices or label names; default: each image's top `topK`. */
+  classes?: readonly (number | string)[];
+  topK?: number;
+  score?: ScoreKind;
+  augSmooth?: boolean;
+  eigenSmooth?: boolean;
+}
+
+export interface Explanation {
+  method: string;
+  layers: string[];
+  classIndex: number;
+  label: string | null;
+  score: number;
+  probability: number;
+  /** The raw map (after ReLU) at feature resolution; absent for guided backprop. */
+  map?: FeatureMap;
+  /** Guided methods: the input gradient. */
+  guided?: GuidedResult;
+  /** The picture over the original image, with the normalised heat and its peak. */
+  picture: ExplanationImage;
+}
+
+/** Explanations for every image (outer) and class (inner). */
+export function explain(model: CamvizModel, images: readonly LoadedImage[], options: ExplainOptions = {}): Explanation[][] {
+  const method = options.method ?? 'gradcam';
+  const layers = camTargets(model, options.layers ?? []);
+  const input = inputTensor(model, images.map((image) => image.input));
+  try {
+    const batch = explainBatch(model.network(), {
+      method,
+      input,
+      layers,
+      classes: classRequest(model, options.classes ?? [], options.topK ?? 1),
+      ...(options.score === undefined ? {} : { score: options.score }),
+      ...(options.augSmooth === undefined ? {} : { augSmooth: options.augSmooth }),
+      ...(options.eigenSmooth === undefined ? {} : { eigenSmooth: options.eigenSmooth }),
+    });
+    return images.map((image, i) => {
+      const maps: (CamResult | undefined)[] = batch.maps?.[i] ?? [];
+      const guided: (GuidedResult | undefined)[] = batch.guided?.[i] ?? [];
+      const count = Math.max(maps.length, guided.length);
+      return Array.from({ length: count }, (_, rank) => {
+        const map = maps[rank];
+        const gradient = guided[rank];
+        const classIndex = map?.classIndex ?? gradient!.classIndex;
+        return {
+          method,
+          layers: layers.map((node) => node.path),
+          classIndex,
+          label: model.meta.labels?.[classIndex] ?? null,
+          score: map?.score ?? gradient!.score,
+          probability: map?.probability ?? gradient!.probability,
+          ...(map ? { map: map.map } : {}),
+          ...(gradient ? { guided: gradient } : {}),
+          picture: renderExplanation(map?.map, gradient, image, { preprocess: model.meta.preprocess, ...options }),
+        };
+      });
+    });
+  } finally {
+    input.dispose();
+  }
+}
