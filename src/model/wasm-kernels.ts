@@ -3,20 +3,22 @@
  * compositions of kernels it has.
  *
  * Backprop through MobileNet-, ResNet- and VGG-style models on wasm stops at
- * three kernels the cpu backend has and wasm does not:
+ * three kernels the cpu backend has and wasm does not
+ * (scripts/find-missing-grad-kernels.ts finds them):
  * - Conv2DBackpropFilter: the fused conv's gradient (tf.fused.conv2d with a
  *   linear activation, which tfjs-layers uses for every conv without a
- *   nonlinear activation) computes the filter gradient even when only the
- *   input gradient is wanted.
+ *   nonlinear activation, e.g. conv + BatchNorm) computes the filter
+ *   gradient even when only the input gradient is wanted.
  * - DepthwiseConv2dNativeBackpropInput: any depthwise conv on the path.
- * - DepthwiseConv2dNativeBackpropFilter: the fused depthwise conv's gradient,
- *   for the same reason as the fused conv's.
- * All three, and a faster Conv2DBackpropInput, are built from wasm's
- * XNNPACK-backed forward convolutions plus cheap reshapes, pads and slices.
+ * - DepthwiseConv2dNativeBackpropFilter: the fused depthwise conv's
+ *   gradient, for the same reason as the fused conv's.
+ * All three, and a faster Conv2DBackpropInput (wasm's own is plain loops),
+ * are built on wasm's XNNPACK-backed forward convolutions plus reshapes,
+ * pads and transposes, inside tf.tidy.
  *
- * The wasm kernels have no notion of dilation in Conv2DBackprop{Input,Filter}
- * (tfjs-core refuses dilated conv gradients before reaching a kernel); the
- * depthwise kernels honour `dilations` from their attrs.
+ * Conv2DBackprop{Input,Filter} attrs carry no dilation (tfjs-core refuses
+ * dilated conv gradients before reaching a kernel); the depthwise kernels
+ * honour `dilations` from their attrs.
  */
 import * as tf from '@tensorflow/tfjs-core';
 
