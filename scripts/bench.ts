@@ -1,0 +1,507 @@
+/**
+ * `npm run bench`: what camviz costs on this machine, with ratios against a
+ * reference measured in the same run. Not a test: it prints tables.
+ *
+ *   npm run bench                 # everything available
+ *   npm run bench -- --quick      # fewer repetitions, no 1000-image run
+ *   npm run bench -- --only cam,folder --backends wasm
+ *
+ * Sections: env, load (model load + predict per backend), hooks (hook
+ * overhead, fmap --all-conv), cam (per-image split decode/forward/backward/
+ * render/encode for predict, fmap, Grad-CAM, Grad-CAM++, Score-CAM), floor
+ * (FLOPs vs a measured matmul peak), torch (PyTorch reference side by side),
+ * folder (throughput over 200 images at --jobs 1 and the default; RSS after
+ * 100 and 1000 images), cold (process start to first PNG).
+ */
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import * as tf from '@tensorflow/tfjs-core';
+import sharp from 'sharp';
+import { runBatch } from '../src/batch/runner.js';
+import { explainBatch } from '../src/cam/explain.js';
+import { camTargets, classRequest } from '../src/cam/request.js';
+import { type HookSpec, withHooksSync } from '../src/hooks/hooks.js';
+import { type BackendKind, useBackend } from '../src/model/backend.js';
+import { loadImage } from '../src/model/image.js';
+import { type CamvizModel, loadModel } from '../src/model/load.js';
+import { disposeValues } from '../src/model/network.js';
+import { inputTensor } from '../src/model/predict.js';
+import { type Task, createTask } from '../src/tasks/index.js';
+import type { ModelSpec, TaskOptions, Timings } from '../src/tasks/types.js';
+import { VERSION } from '../src/version.js';
+
+const run = promisify(execFile);
+const repoRoot = resolve(new URL('../..', import.meta.url).pathname);
+const assets = resolve(process.env['CAMVIZ_SHARED_ASSETS'] ?? join(repoRoot, '..', 'shared', 'assets'));
+const torchRef = resolve(join(repoRoot, '..', 'shared', 'tools', 'torch_ref'));
+const PYTHON = '/usr/bin/python3';
+
+interface Args {
+  quick: boolean;
+  only: Set<string> | undefined;
+  backends: BackendKind[];
+}
+
+function parseArgs(argv: string[]): Args {
+  const value = (flag: string): string | undefined => {
+    const i = argv.indexOf(flag);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const only = value('--only');
+  return {
+    quick: argv.includes('--quick'),
+    only: only === undefined ? undefined : new Set(only.split(',')),
+    backends: (value('--backends')?.split(',') ?? ['wasm', 'cpu', 'native']) as BackendKind[],
+  };
+}
+
+// ---- measuring -------------------------------------------------------------
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+async function timed(fn: () => unknown | Promise<unknown>, runs: number, warmup = 2): Promise<number> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const samples: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const started = performance.now();
+    await fn();
+    samples.push(performance.now() - started);
+  }
+  return median(samples);
+}
+
+const ms = (value: number | undefined): string => (value === undefined || Number.isNaN(value) ? '-' : value < 10 ? value.toFixed(2) : value.toFixed(1));
+const ratio = (value: number | undefined): string => (value === undefined || !Number.isFinite(value) ? '-' : `${value.toFixed(2)}x`);
+
+function table(title: string, header: string[], rows: (string | number)[][]): void {
+  const cells = [header, ...rows.map((row) => row.map(String))];
+  const widths = header.map((_, i) => Math.max(...cells.map((row) => (row[i] ?? '').length)));
+  const line = (row: string[]): string => `| ${row.map((cell, i) => cell.padEnd(widths[i]!)).join(' | ')} |`;
+  console.log(`\n### ${title}\n`);
+  console.log(line(header));
+  console.log(`|${widths.map((width) => '-'.repeat(width + 2)).join('|')}|`);
+  for (const row of cells.slice(1)) console.log(line(row));
+}
+
+// ---- models ----------------------------------------------------------------
+
+interface BenchModel {
+  name: string;
+  spec: ModelSpec;
+  image: string;
+  classes: string[];
+}
+
+function benchModels(): BenchModel[] {
+  const models: BenchModel[] = [];
+  const mobilenet = join(assets, 'models', 'mobilenet_v1_0.75_224');
+  const darknet = join(assets, 'models', 'darknet_tiny');
+  const both = join(assets, 'images', 'both.png');
+  if (existsSync(join(mobilenet, 'model.json'))) models.push({ name: 'MobileNet v1 0.75', spec: { model: mobilenet }, image: both, classes: ['281'] });
+  if (existsSync(join(darknet, 'model.json'))) {
+    models.push({
+      name: 'Darknet-tiny',
+      spec: { model: darknet, preprocess: 'unit', labels: join(darknet, 'darknet_imagenet_classes.json') },
+      image: both,
+      classes: [],
+    });
+  }
+  if (existsSync(join(repoRoot, 'models', 'shapes', 'model.json'))) {
+    models.push({ name: 'shapes (embedded)', spec: { model: 'shapes' }, image: join(repoRoot, 'fixtures', 'shapes', 'circle-star.png'), classes: [] });
+  }
+  return models;
+}
+
+function taskOptions(command: TaskOptions['command'], spec: ModelSpec, outDir: string, extra: Record<string, unknown> = {}): TaskOptions {
+  const base = {
+    model: spec,
+    image: { resize: 'stretch' as const, background: '#ffffff', maxPixels: 100_000_000 },
+    outDir,
+    batchSize: 1,
+    pngCompression: 6,
+  };
+  if (command === 'predict') return { ...base, command, top: 5, ...extra } as TaskOptions;
+  if (command === 'fmap') {
+    return { ...base, command, layers: [], allConv: false, padding: 2, tileSize: 64, colormap: 'gray', raw: false, tensorboard: false, ...extra } as TaskOptions;
+  }
+  return {
+    ...base,
+    command,
+    method: 'gradcam',
+    layers: [],
+    classes: [],
+    topK: 1,
+    score: 'logit',
+    augSmooth: false,
+    eigenSmooth: false,
+    colormap: 'jet',
+    alpha: 0.5,
+    heatmapOnly: false,
+    raw: false,
+    ...extra,
+  } as TaskOptions;
+}
+
+/** Median per-image timings of a task over repeated single-image batches. */
+async function taskTimings(task: Task, image: string, runs: number): Promise<Timings> {
+  const samples: Timings[] = [];
+  for (let i = 0; i < runs + 1; i++) {
+    const { records } = await task.process([{ path: image, relative: `bench-${i % 2}.png` }]);
+    const record = records[0]!;
+    if (record.status !== 'ok') throw new Error(`bench image failed: ${record.error}`);
+    if (i > 0) samples.push(record.timings);
+  }
+  const keys = ['decode', 'forward', 'backward', 'render', 'encode', 'total'] as const;
+  return Object.fromEntries(keys.map((key) => [key, median(samples.map((sample) => sample[key] ?? 0))]));
+}
+
+// ---- sections --------------------------------------------------------------
+
+async function environment(): Promise<void> {
+  const cpu = cpus()[0];
+  table('Machine', ['what', 'value'], [
+    ['date', new Date().toISOString()],
+    ['cpu', `${cpus().length} x ${cpu?.model ?? '?'}`],
+    ['memory', `${(totalmem() / 2 ** 30).toFixed(1)} GiB`],
+    ['node', process.versions.node],
+    ['camviz', VERSION],
+    ['load average (1 min) at start', loadavg()[0]!.toFixed(2)],
+  ]);
+}
+
+async function availableBackends(wanted: BackendKind[]): Promise<BackendKind[]> {
+  const available: BackendKind[] = [];
+  for (const kind of wanted) {
+    try {
+      await useBackend(kind);
+      available.push(kind);
+    } catch (error) {
+      console.log(`(backend ${kind}: ${(error as Error).message.split('\n')[0]})`);
+    }
+  }
+  return available;
+}
+
+/** Model load time and predict latency per backend (issue 2). */
+async function loadAndPredict(backends: BackendKind[], args: Args): Promise<void> {
+  const rows: string[][] = [];
+  for (const backend of backends) {
+    await useBackend(backend);
+    for (const bench of benchModels()) {
+      const slow = backend === 'cpu';
+      let model: CamvizModel | undefined;
+      const load = await timed(async () => {
+        model?.dispose();
+        model = await loadModel(bench.spec.model, bench.spec);
+        model.network();
+      }, slow || args.quick ? 2 : 5, 1);
+      const image = await loadImage(bench.image, { size: model!.meta.inputSize });
+      const input = inputTensor(model!, [image.input]);
+      const network = model!.network();
+      const predict = await timed(() => disposeValues(network.forward(input)), slow ? 3 : args.quick ? 10 : 30);
+      const layersPredict = await timed(() => tf.dispose(model!.layersModel!.predict(input)), slow ? 2 : args.quick ? 5 : 15);
+      rows.push([backend, bench.name, ms(load), ms(predict), ms(layersPredict)]);
+      input.dispose();
+      model!.dispose();
+    }
+  }
+  table('Model load and predict (ms, median after warm-up)', ['backend', 'model', 'load', 'predict (camviz, fused)', 'predict (tfjs-layers model.predict)'], rows);
+}
+
+/** Hook overhead and a one-pass fmap of every conv layer (issue 3). */
+async function hooks(backend: BackendKind, args: Args): Promise<void> {
+  await useBackend(backend);
+  const bench = benchModels()[0];
+  if (bench === undefined) return;
+  const model = await loadModel(bench.spec.model, bench.spec);
+  const network = model.network();
+  const image = await loadImage(bench.image, { size: model.meta.inputSize });
+  const input = inputTensor(model, [image.input]);
+  const runs = args.quick ? 15 : 40;
+  const target = camTargets(model, [])[0]!;
+  const captured: tf.Tensor[] = [];
+  const hook: HookSpec = {
+    layer: target.layer,
+    forward: (_layer, _inputs, output) => {
+      captured.push(tf.keep((output as tf.Tensor).clone()));
+    },
+  };
+  const plainPredict = await timed(() => tf.dispose(model.layersModel!.predict(input)), runs);
+  const hookedPredict = await timed(() => withHooksSync([hook], () => tf.dispose(model.layersModel!.predict(input))), runs);
+  tf.dispose(captured.splice(0));
+  // The fused executor unfuses only the hooked layer's chain.
+  const plainForward = await timed(() => disposeValues(network.forward(input)), runs);
+  const hookedForward = await timed(() => withHooksSync([hook], () => disposeValues(network.forward(input))), runs);
+  tf.dispose(captured.splice(0));
+  const fmapTask = createTask({ model, backend: { kind: backend, tfjsName: backend, packageName: '', gpu: false } }, taskOptions('fmap', bench.spec, await mkdtemp(join(tmpdir(), 'camviz-bench-')), { allConv: true }));
+  const fmap = await taskTimings(fmapTask, bench.image, args.quick ? 2 : 4);
+  table(`Hooks on ${bench.name}, ${backend} (ms, median)`, ['pass', 'plain', 'hooked (forward hook on the CAM layer)', 'overhead'], [
+    ['model.predict', ms(plainPredict), ms(hookedPredict), `${((hookedPredict / plainPredict - 1) * 100).toFixed(1)}%`],
+    ['camviz forward (fused)', ms(plainForward), ms(hookedForward), `${((hookedForward / plainForward - 1) * 100).toFixed(1)}% (target <= 5%)`],
+    [`fmap --all-conv (${network.graph.nodes.filter((node) => /Conv/.test(node.layer.getClassName())).length} layers), one pass`, ms(fmap.forward), '', `render ${ms(fmap.render)}, encode ${ms(fmap.encode)}`],
+  ]);
+  input.dispose();
+  model.dispose();
+}
+
+/** Per-image split of each command (issue 4 and 6). */
+async function camBreakdown(backends: BackendKind[], args: Args): Promise<void> {
+  const rows: string[][] = [];
+  for (const backend of backends.filter((kind) => kind !== 'cpu')) {
+    await useBackend(backend);
+    for (const bench of benchModels()) {
+      const model = await loadModel(bench.spec.model, bench.spec);
+      const context = { model, backend: { kind: backend, tfjsName: backend, packageName: '', gpu: false } };
+      const outDir = await mkdtemp(join(tmpdir(), 'camviz-bench-'));
+      const runs = args.quick ? 5 : 15;
+      const cases: [string, TaskOptions, number][] = [
+        ['predict', taskOptions('predict', bench.spec, outDir), runs],
+        ['fmap (default CAM layer)', taskOptions('fmap', bench.spec, outDir, { layers: [camTargets(model, [])[0]!.path] }), runs],
+        ['Grad-CAM', taskOptions('cam', bench.spec, outDir, { classes: bench.classes }), runs],
+        ['Grad-CAM++', taskOptions('cam', bench.spec, outDir, { method: 'gradcampp', classes: bench.classes }), runs],
+        ['Score-CAM', taskOptions('cam', bench.spec, outDir, { method: 'scorecam', classes: bench.classes }), 1],
+      ];
+      for (const [name, options, count] of cases) {
+        const timings = await taskTimings(createTask(context, options), bench.image, count);
+        rows.push([backend, bench.name, name, ms(timings.decode), ms(timings.forward), ms(timings.backward), ms(timings.render), ms(timings.encode), ms(timings.total)]);
+      }
+      await rm(outDir, { recursive: true, force: true });
+      model.dispose();
+    }
+  }
+  table('Per image (ms, median; both.png 224x224 for ImageNet models)', ['backend', 'model', 'command', 'decode', 'forward', 'backward', 'render', 'encode', 'total'], rows);
+}
+
+/** Grad-CAM compute alone (forward, head backward, maps): what the PyTorch reference's `gradcam` timing covers. */
+async function camCompute(model: CamvizModel, image: string, runs: number): Promise<{ forward: number; gradcam: number }> {
+  const loaded = await loadImage(image, { size: model.meta.inputSize });
+  const input = inputTensor(model, [loaded.input]);
+  const network = model.network();
+  const layers = camTargets(model, []);
+  const classes = classRequest(model, ['281']);
+  const forward = await timed(() => disposeValues(network.forward(input)), runs, 3);
+  const gradcam = await timed(() => explainBatch(network, { method: 'gradcam', input, layers, classes }), runs, 3);
+  input.dispose();
+  return { forward, gradcam };
+}
+
+interface TorchTimings {
+  forward: number;
+  gradcam: number;
+  forward_min: number;
+  gradcam_min: number;
+  threads: number;
+}
+
+async function torchAvailable(): Promise<string | undefined> {
+  if (!existsSync(join(torchRef, 'gradcam_ref.py'))) return `${torchRef} not found`;
+  try {
+    await run(PYTHON, ['-c', 'import torch, cv2, PIL'], { timeout: 60_000 });
+    return undefined;
+  } catch {
+    return 'python3-torch (or python3-opencv, python3-pil) is not installed: apt-get install -y python3-torch python3-pil python3-opencv';
+  }
+}
+
+async function torchGradcam(threads: number, runs: number): Promise<TorchTimings> {
+  const out = join(tmpdir(), `camviz-bench-torch-${process.pid}.json`);
+  const { stdout } = await run(
+    PYTHON,
+    [join(torchRef, 'gradcam_ref.py'), '--model', join(assets, 'models', 'mobilenet_v1_0.75_224'), '--image', join(assets, 'images', 'both.png'),
+      '--layer', 'conv_pw_13_relu', '--class', '281', '--out', out, '--threads', String(threads), '--repeat', String(runs)],
+    { timeout: 600_000, maxBuffer: 64 << 20 },
+  );
+  await rm(out, { force: true });
+  return (JSON.parse(stdout.trim().split('\n').pop()!) as { timings_ms: TorchTimings }).timings_ms;
+}
+
+/** PyTorch side by side, and the FLOPs floor (issue 6). */
+async function torchAndFloor(backends: BackendKind[], args: Args): Promise<void> {
+  const bench = benchModels().find((entry) => entry.name.startsWith('MobileNet'));
+  if (bench === undefined) {
+    console.log('\n(torch/floor: the shared MobileNet is absent)');
+    return;
+  }
+  const runs = args.quick ? 10 : 30;
+  const missing = await torchAvailable();
+  const torch = missing === undefined ? [await torchGradcam(1, runs), await torchGradcam(2, runs)] : [];
+  const rows: string[][] = torch.map((t) => [`PyTorch 1.13, ${t.threads} thread(s)`, ms(t.forward), ms(t.gradcam), '1.00x', '1.00x']);
+  const floorRows: string[][] = [];
+  for (const backend of backends.filter((kind) => kind !== 'cpu')) {
+    await useBackend(backend);
+    const model = await loadModel(bench.spec.model, bench.spec);
+    const timing = await camCompute(model, bench.image, runs);
+    const reference = torch.find((t) => t.threads === availableParallelism()) ?? torch[0];
+    rows.push([`camviz, ${backend}`, ms(timing.forward), ms(timing.gradcam), reference ? ratio(timing.forward / reference.forward) : '-', reference ? `${ratio(timing.gradcam / reference.gradcam)} (target <= 1.0x)` : '-']);
+    const macs = forwardMacs(model);
+    const peak = await matmulPeakGflops();
+    const flops = 2 * macs;
+    floorRows.push([backend, `${(flops / 1e9).toFixed(2)} GFLOP`, `${peak.toFixed(1)} GFLOP/s`, ms((flops / (peak * 1e9)) * 1000), ms(timing.forward), `${((flops / (timing.forward / 1000) / 1e9 / peak) * 100).toFixed(0)}%`]);
+    model.dispose();
+  }
+  if (missing) console.log(`\n(PyTorch reference: ${missing}; its columns stay empty)`);
+  table('Grad-CAM compute on MobileNet v1 0.75 vs the PyTorch reference (ms, median; ratios against PyTorch at the machine\'s core count)', ['engine', 'forward', 'Grad-CAM (forward + head backward + CAM)', 'forward ratio', 'Grad-CAM ratio'], rows);
+  table('The floor: forward FLOPs over a measured matmul peak', ['backend', 'forward', 'peak (1024x1024 matmul)', 'floor ms', 'measured ms', 'achieved/peak'], floorRows);
+}
+
+/** Multiply-accumulates of a forward pass, counted from the layers. */
+function forwardMacs(model: CamvizModel): number {
+  let macs = 0;
+  for (const node of model.network().graph.nodes) {
+    const shape = node.outputShapes[0] ?? [];
+    const layer = node.layer as unknown as { kernel?: { shape: number[] }; depthwiseKernel?: { shape: number[] } };
+    const outputs = shape.slice(1).reduce<number>((product, dim) => product * (dim ?? 1), 1);
+    if (layer.kernel && node.layer.getClassName() !== 'DepthwiseConv2D') {
+      const kernel = layer.kernel.shape;
+      macs += (outputs * kernel.slice(0, -1).reduce((product, dim) => product * dim, 1));
+    } else if (layer.depthwiseKernel) {
+      macs += outputs * layer.depthwiseKernel.shape[0]! * layer.depthwiseKernel.shape[1]!;
+    }
+  }
+  return macs;
+}
+
+async function matmulPeakGflops(): Promise<number> {
+  const a = tf.randomNormal([1024, 1024]);
+  const b = tf.randomNormal([1024, 1024]);
+  const time = await timed(() => {
+    const c = tf.matMul(a, b);
+    c.dataSync();
+    c.dispose();
+  }, 5, 2);
+  tf.dispose([a, b]);
+  return (2 * 1024 ** 3) / (time / 1000) / 1e9;
+}
+
+/** 200 images from the shared photos at varied sizes. */
+async function makeFolder(count: number): Promise<string> {
+  const folder = await mkdtemp(join(tmpdir(), 'camviz-bench-images-'));
+  const sources = (await readdir(join(assets, 'images'))).filter((name) => /\.(png|jpe?g)$/i.test(name)).map((name) => join(assets, 'images', name));
+  for (let i = 0; i < count; i++) {
+    const source = sources[i % sources.length]!;
+    const width = 256 + ((i * 37) % 512);
+    await sharp(source).removeAlpha().resize({ width }).jpeg({ quality: 90 }).toFile(join(folder, `img-${String(i).padStart(4, '0')}.jpg`));
+  }
+  return folder;
+}
+
+async function folderThroughput(backends: BackendKind[], args: Args): Promise<void> {
+  const bench = benchModels().find((entry) => entry.name.startsWith('MobileNet'));
+  if (bench === undefined || !backends.includes('wasm')) return;
+  const count = args.quick ? 60 : 200;
+  const folder = await makeFolder(count);
+  const rows: string[][] = [];
+  const missing = await torchAvailable();
+  let torchRate: number | undefined;
+  if (missing === undefined) {
+    const out = await mkdtemp(join(tmpdir(), 'camviz-bench-torch-'));
+    const { stdout } = await run(PYTHON, [join(torchRef, 'gradcam_folder.py'), '--model', bench.spec.model!, '--images', folder, '--out', out], { timeout: 1_800_000 });
+    const result = JSON.parse(stdout.trim().split('\n').pop()!) as { images_per_s: number; threads: number };
+    torchRate = result.images_per_s;
+    rows.push([`PyTorch folder loop (${result.threads} threads)`, String(count), torchRate.toFixed(2), '1.00x']);
+    await rm(out, { recursive: true, force: true });
+  } else {
+    console.log(`\n(PyTorch folder loop: ${missing})`);
+  }
+  for (const jobs of [1, availableParallelism()]) {
+    const outDir = await mkdtemp(join(tmpdir(), 'camviz-bench-out-'));
+    const started = performance.now();
+    const result = await runBatch({
+      task: { ...taskOptions('cam', bench.spec, outDir), batchSize: 4 } as TaskOptions,
+      inputs: [folder],
+      jobs,
+      quiet: true,
+      manifest: true,
+    });
+    const rate = count / ((performance.now() - started) / 1000);
+    if (result.exitCode !== 0) console.log(`(folder run at --jobs ${jobs} exited ${result.exitCode})`);
+    rows.push([`camviz gradcam, --jobs ${jobs}`, String(count), rate.toFixed(2), torchRate ? `${ratio(rate / torchRate)}${jobs > 1 ? ' (target >= 1.5x)' : ''}` : '-']);
+    await rm(outDir, { recursive: true, force: true });
+  }
+  table(`Folder throughput, Grad-CAM overlays of ${count} JPEGs (256-767 px wide), MobileNet v1 0.75, wasm`, ['run', 'images', 'images/s', 'vs PyTorch'], rows);
+  if (!args.quick) await residentMemory(bench, folder);
+  await rm(folder, { recursive: true, force: true });
+}
+
+/** RSS of a --jobs 1 run after 100 and after 1000 images (memory stays flat). */
+async function residentMemory(bench: BenchModel, folder: string): Promise<void> {
+  const big = await mkdtemp(join(tmpdir(), 'camviz-bench-1000-'));
+  const names = (await readdir(folder)).sort();
+  for (let i = 0; i < 1000; i++) {
+    const part = join(big, i < 100 ? 'first-100' : 'next-900');
+    await mkdir(part, { recursive: true });
+    await copyFile(join(folder, names[i % names.length]!), join(part, `${String(i).padStart(4, '0')}.jpg`));
+  }
+  // A child process, so that the RSS is this run's alone.
+  const script = `
+    import { runBatch } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'batch', 'runner.js'))};
+    import { useBackend } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'model', 'backend.js'))};
+    import * as tf from '@tensorflow/tfjs-core';
+    import { mkdtemp } from 'node:fs/promises';
+    import { join } from 'node:path';
+    import { tmpdir } from 'node:os';
+    await useBackend('wasm');
+    const task = JSON.parse(process.argv[1]);
+    const measure = () => ({ rss: process.memoryUsage().rss, tensors: tf.memory().numTensors });
+    await runBatch({ task: { ...task, outDir: await mkdtemp(join(tmpdir(), 'camviz-rss-')) }, inputs: [${JSON.stringify(join(big, 'first-100'))}], jobs: 1, quiet: true, manifest: true });
+    const after100 = measure();
+    await runBatch({ task: { ...task, outDir: await mkdtemp(join(tmpdir(), 'camviz-rss-')) }, inputs: [${JSON.stringify(join(big, 'next-900'))}], jobs: 1, quiet: true, manifest: true });
+    console.log(JSON.stringify({ after100, after1000: measure() }));`;
+  const task = { ...taskOptions('cam', bench.spec, ''), batchSize: 4 };
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, JSON.stringify(task)], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+  let stdout = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  await new Promise((resolveExit) => child.on('exit', resolveExit));
+  await rm(big, { recursive: true, force: true });
+  try {
+    const { after100, after1000 } = JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, { rss: number; tensors: number }>;
+    table('Memory of a --jobs 1 Grad-CAM run (MobileNet, wasm)', ['after', 'RSS', 'live tensors'], [
+      ['100 images', `${(after100!.rss / 2 ** 20).toFixed(0)} MiB`, String(after100!.tensors)],
+      ['1000 images', `${(after1000!.rss / 2 ** 20).toFixed(0)} MiB`, String(after1000!.tensors)],
+    ]);
+  } catch {
+    console.log(`(memory run failed: ${stdout.slice(0, 200)})`);
+  }
+}
+
+/** Process start to first PNG written, whole process (issue 6). */
+async function coldStart(args: Args): Promise<void> {
+  const rows: string[][] = [];
+  for (const bench of benchModels()) {
+    const samples: number[] = [];
+    for (let i = 0; i < (args.quick ? 3 : 7); i++) {
+      const outDir = await mkdtemp(join(tmpdir(), 'camviz-cold-'));
+      const started = performance.now();
+      const flags = ['--model', bench.spec.model!, ...(bench.spec.preprocess ? ['--preprocess', bench.spec.preprocess] : []), ...(bench.spec.labels ? ['--labels', bench.spec.labels] : [])];
+      await run(process.execPath, [join(repoRoot, 'bin', 'camviz.js'), 'gradcam', bench.image, ...flags, '--out', outDir, '--quiet'], { timeout: 120_000 });
+      samples.push(performance.now() - started);
+      await rm(outDir, { recursive: true, force: true });
+    }
+    rows.push([bench.name, ms(median(samples)), ms(Math.min(...samples)), median(samples) <= 1000 ? 'yes' : 'no']);
+  }
+  table('Cold start: `camviz gradcam <image>` process start to exit, first PNG written (ms)', ['model', 'median', 'min', '<= 1.0 s'], rows);
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const wants = (section: string): boolean => args.only === undefined || args.only.has(section);
+  if (wants('env')) await environment();
+  const backends = await availableBackends(args.backends);
+  if (wants('load')) await loadAndPredict(backends, args);
+  if (wants('hooks') && backends.includes('wasm')) await hooks('wasm', args);
+  if (wants('cam')) await camBreakdown(backends, args);
+  if (wants('torch')) await torchAndFloor(backends, args);
+  if (wants('folder')) await folderThroughput(backends, args);
+  if (wants('cold')) await coldStart(args);
+  console.log(`\nload average (1 min) at the end: ${loadavg()[0]!.toFixed(2)}`);
+}
+
+await main();
