@@ -3,7 +3,7 @@
  * list of images, each with the path relative to the folder it was found
  * in, so that outputs can mirror the input tree.
  */
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, realpath, stat } from 'node:fs/promises';
 import { basename, extname, join, relative, resolve } from 'node:path';
 import { CamvizError } from '../errors.js';
 import { IMAGE_EXTENSIONS } from '../model/image.js';
@@ -69,14 +69,25 @@ export function outputCollisions(images: readonly InputImage[]): Map<InputImage,
   return collisions;
 }
 
-async function listImages(folder: string): Promise<string[]> {
+/**
+ * Image files under `folder`, recursively. Symbolic links are followed (data
+ * sets kept by DVC or git-annex are trees of links); a linked folder already
+ * being listed is skipped, so that a link to a parent does not loop.
+ */
+async function listImages(folder: string, listing: ReadonlySet<string> = new Set()): Promise<string[]> {
+  const real = await realpath(folder);
+  if (listing.has(real)) return [];
+  const within = new Set([...listing, real]);
   const entries = await readdir(folder, { withFileTypes: true });
   const files: string[] = [];
   for (const entry of entries) {
     if (entry.name.startsWith('.')) continue;
     const full = join(folder, entry.name);
-    if (entry.isDirectory()) files.push(...(await listImages(full)));
-    else if (entry.isFile() && IMAGE_EXTENSIONS.includes(extname(entry.name).toLowerCase())) files.push(full);
+    // undefined: a dangling link. Named like an image, it is kept, so that
+    // loading reports it (a data set's missing file) instead of skipping it.
+    const target = entry.isSymbolicLink() ? await stat(full).catch(() => undefined) : entry;
+    if (target?.isDirectory()) files.push(...(await listImages(full, within)));
+    else if ((target === undefined || target.isFile()) && IMAGE_EXTENSIONS.includes(extname(entry.name).toLowerCase())) files.push(full);
   }
   return files;
 }

@@ -66,6 +66,8 @@ export class InProcessExecutor implements Executor {
 interface PoolWorker {
   worker: Worker;
   inFlight: number;
+  /** Set once the thread has exited: it gets no batches and is not waited for. */
+  exited: boolean;
 }
 
 /** A pool of worker threads; each takes up to two batches so its own decode/encode overlap. */
@@ -84,7 +86,8 @@ export class WorkerPool implements Executor {
       entry.worker.on('message', (message: FromWorker) => this.receive(entry, message));
       entry.worker.on('error', (error) => this.failWorker(entry, error));
       entry.worker.on('exit', (code) => {
-        if (code !== 0) this.failWorker(entry, new Error(`worker exited with code ${code}`));
+        entry.exited = true;
+        this.failWorker(entry, new Error(`worker exited with code ${code}`));
       });
     }
   }
@@ -112,14 +115,17 @@ export class WorkerPool implements Executor {
       throw reviveError(error);
     }
     return new WorkerPool(
-      workers.map((worker) => ({ worker, inFlight: 0 })),
+      workers.map((worker) => ({ worker, inFlight: 0, exited: false })),
       first.model,
       first.backend,
     );
   }
 
   process(batch: readonly InputImage[]): Promise<BatchOutcome> {
-    const entry = this.workers.reduce((best, candidate) => (candidate.inFlight < best.inFlight ? candidate : best));
+    const alive = this.workers.filter((candidate) => !candidate.exited);
+    // A batch posted to an exited thread would never be answered.
+    if (alive.length === 0) return Promise.reject(new Error('every worker thread has stopped'));
+    const entry = alive.reduce((best, candidate) => (candidate.inFlight < best.inFlight ? candidate : best));
     const id = this.nextId++;
     entry.inFlight++;
     return new Promise((resolve, reject) => {
@@ -146,15 +152,22 @@ export class WorkerPool implements Executor {
     for (const [id, waiting] of this.pending) {
       if (waiting.worker !== entry) continue;
       this.pending.delete(id);
+      entry.inFlight--;
       waiting.reject(error);
     }
   }
 
   async close(): Promise<void> {
+    // Threads already gone (terminated by a second signal, or crashed) send no
+    // further 'exit': waiting for one would hang the run before its manifest.
     await Promise.all(
       this.workers.map(
         (entry) =>
           new Promise<void>((resolve) => {
+            if (entry.exited) {
+              resolve();
+              return;
+            }
             entry.worker.once('exit', () => resolve());
             entry.worker.postMessage({ type: 'stop' } satisfies ToWorker);
           }),

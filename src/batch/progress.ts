@@ -32,7 +32,10 @@ export function createProgress(options: ProgressOptions = {}): Progress {
   const stream = options.stream ?? process.stderr;
   const env = options.env ?? process.env;
   if (options.quiet) return new SilentProgress(stream);
-  const interactive = stream.isTTY === true && !isCi(env);
+  // Plain lines too on TERM=dumb (no cursor movement) and on a terminal of
+  // zero columns (a pty a CI runner or `script` opened without a size): ora
+  // divides by the width there and loops forever clearing lines.
+  const interactive = stream.isTTY === true && !isCi(env) && env['TERM'] !== 'dumb' && (stream.columns ?? 0) > 0;
   return interactive ? new SpinnerProgress(stream, options.label ?? 'images') : new LineProgress(stream, options.intervalMs ?? 5000, options.label ?? 'images');
 }
 
@@ -117,7 +120,9 @@ class SpinnerProgress implements Progress {
 
   async start(total: number): Promise<void> {
     const { default: ora } = await import('ora');
-    this.spinner = ora({ stream: this.stream, text: `0/${total} ${this.label}`, discardStdin: false }).start();
+    // isEnabled: the choice was made above; ora's own test (any CI variable,
+    // even CI=false, disables it) would print a lone "- 0/N" line and no updates.
+    this.spinner = ora({ stream: this.stream, text: `0/${total} ${this.label}`, discardStdin: false, isEnabled: true }).start();
   }
 
   update(counts: ProgressCounts): void {

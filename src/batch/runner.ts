@@ -13,7 +13,7 @@ import { EventWriter } from '../render/tensorboard.js';
 import type { BatchOutcome, InputImage, InputRecord, TaskOptions } from '../tasks/types.js';
 import { VERSION } from '../version.js';
 import { expandInputs, outputCollisions } from './inputs.js';
-import { type Manifest, manifestOptions, readManifest, summarise, writeManifest } from './manifest.js';
+import { MANIFEST_NAME, type Manifest, manifestOptions, readManifest, summarise, writeManifest } from './manifest.js';
 import { type Executor, InProcessExecutor, WorkerPool } from './pool.js';
 import { createProgress, formatDuration } from './progress.js';
 import { type Shard, selectShard } from './shard.js';
@@ -48,22 +48,36 @@ const MANIFEST_INTERVAL_MS = 10_000;
 export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult> {
   const startedAt = new Date();
   const started = performance.now();
-  const images = selectShard(await expandInputs(options.inputs, options.glob === undefined ? {} : { glob: options.glob }), options.shard);
+  const everyImage = await expandInputs(options.inputs, options.glob === undefined ? {} : { glob: options.glob });
+  // Collisions are found in the whole list, not in this shard's part: two
+  // colliding inputs in different shards would otherwise both be written.
+  // Commands that write no files (predict) have nothing to collide.
+  const collisions = options.manifest ? outputCollisions(everyImage) : new Map<InputImage, string>();
+  const images = selectShard(everyImage, options.shard);
   if (options.manifest) await ensureWritable(options.task.outDir);
 
   const settled = new Map<InputImage, InputRecord>();
-  for (const [image, earlier] of outputCollisions(images)) {
-    settled.set(image, collisionRecord(image, earlier));
+  for (const image of images) {
+    const earlier = collisions.get(image);
+    if (earlier !== undefined) settled.set(image, collisionRecord(image, earlier));
   }
-  if (options.skipExisting) {
-    for (const [image, record] of await resumableRecords(options.task.outDir, images)) settled.set(image, record);
-  }
-  const todo = images.filter((image) => !settled.has(image));
-  const batches = chunk(todo, options.task.batchSize);
 
   // A single image needs no progress line; its errors are still printed.
   const progress = createProgress({ quiet: options.quiet === true || images.length <= 1 });
-  const executor = await startExecutor(options.task, Math.min(options.jobs, Math.max(1, batches.length)), (message) => progress.log(`camviz: ${message}`));
+  const log = (message: string): void => progress.log(`camviz: ${message}`);
+  const previous = options.skipExisting ? await readManifest(options.task.outDir) : undefined;
+  const resumable = previous === undefined ? new Map<InputImage, InputRecord>() : resumableRecords(options.task, previous, images, settled, log);
+  for (const [image, record] of resumable) settled.set(image, record);
+  let todo = images.filter((image) => !settled.has(image));
+  let batches = chunk(todo, options.task.batchSize);
+  const executor = await startExecutor(options.task, Math.min(options.jobs, Math.max(1, batches.length)), log);
+  // The model is known only once loaded: outputs of another model are not kept.
+  if (resumable.size > 0 && previous!.model.sha256 !== executorInfo(executor).model.sha256) {
+    log(`--skip-existing: ${MANIFEST_NAME} in ${displayPath(options.task.outDir)} was written with another model (sha256 of model.json differs); processing every input`);
+    for (const image of resumable.keys()) settled.delete(image);
+    todo = images.filter((image) => !settled.has(image));
+    batches = chunk(todo, options.task.batchSize);
+  }
   const tensorboard = options.tensorboard ? await EventWriter.create(options.tensorboard.logdir) : undefined;
 
   let stopSignal: string | undefined;
@@ -102,6 +116,11 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
   };
 
   await progress.start(images.length);
+  // Inputs refused before any work (output collisions) are reported like the others.
+  for (const image of images) {
+    const record = settled.get(image);
+    if (record?.status === 'error') log(record.error ?? 'failed');
+  }
   try {
     await dispatch(batches, executor.capacity, async (batch, index) => {
       if (stopSignal !== undefined || stoppedEarly) return false;
@@ -249,19 +268,41 @@ function failedRecord(image: InputImage, error: unknown): InputRecord {
   };
 }
 
-/** --skip-existing: inputs whose earlier record is ok and whose outputs all exist. */
-async function resumableRecords(outDir: string, images: readonly InputImage[]): Promise<Map<InputImage, InputRecord>> {
-  const previous = await readManifest(outDir);
+/**
+ * --skip-existing: inputs whose earlier record is ok and whose outputs all
+ * exist, if the earlier run used the same command and options (outputs of
+ * other options, e.g. another --class, must not pass for this run's).
+ */
+function resumableRecords(
+  task: TaskOptions,
+  previous: Manifest,
+  images: readonly InputImage[],
+  settled: ReadonlyMap<InputImage, InputRecord>,
+  log: (message: string) => void,
+): Map<InputImage, InputRecord> {
   const resumable = new Map<InputImage, InputRecord>();
-  if (previous === undefined) return resumable;
+  if (previous.command !== task.command || canonicalJson(previous.options) !== canonicalJson(manifestOptions(task))) {
+    log(`--skip-existing: ${MANIFEST_NAME} in ${displayPath(task.outDir)} was written by a run with other options; processing every input`);
+    return resumable;
+  }
   const byKey = new Map(previous.records.map((record) => [keyOf(record), record]));
   for (const image of images) {
+    if (settled.has(image)) continue;
     const record = byKey.get(keyOf(image));
-    if (record?.status === 'ok' && record.outputs.length > 0 && record.outputs.every((path) => existsSync(join(outDir, path)))) {
+    if (record?.status === 'ok' && record.outputs.length > 0 && record.outputs.every((path) => existsSync(join(task.outDir, path)))) {
       resumable.set(image, { ...record, resumed: true });
     }
   }
   return resumable;
+}
+
+/** JSON with object keys sorted, so that equal options compare equal whatever their key order. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, item: unknown) =>
+    item !== null && typeof item === 'object' && !Array.isArray(item)
+      ? Object.fromEntries(Object.entries(item as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : item,
+  );
 }
 
 async function ensureWritable(outDir: string): Promise<void> {

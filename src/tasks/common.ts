@@ -40,21 +40,38 @@ export async function decodeBatch(
   context: TaskContext,
   options: TaskOptions,
 ): Promise<{ decoded: DecodedInput[]; failed: InputRecord[] }> {
-  const outcomes = await Promise.all(
-    batch.map(async (input): Promise<DecodedInput | InputRecord> => {
-      const started = performance.now();
-      try {
-        const image = await loadImage(input.path, { size: context.model.meta.inputSize, ...options.image });
-        return { input, image, timings: { decode: performance.now() - started } };
-      } catch (error) {
-        return errorRecord(input, error);
-      }
-    }),
-  );
+  const decode = async (input: InputImage): Promise<DecodedInput | InputRecord> => {
+    const started = performance.now();
+    try {
+      const image = await loadImage(input.path, { size: context.model.meta.inputSize, ...options.image });
+      return { input, image, timings: { decode: performance.now() - started } };
+    } catch (error) {
+      return errorRecord(input, error);
+    }
+  };
+  const outcomes = await Promise.all(batch.map(decode));
+  // libvips has one error buffer per process, and every sharp call clears it
+  // when it ends: images failing together get each other's reason, or
+  // "Unknown error". A failed image is decoded again, one at a time, so that
+  // its message (and the manifest) names its own problem. (Other work of the
+  // process may still overlap a retry: a wrong reason becomes rare, not
+  // impossible; the problem and the file named are always right.)
+  for (const [i, outcome] of outcomes.entries()) {
+    if ('status' in outcome) outcomes[i] = await oneAtATime(() => decode(batch[i]!));
+  }
   return {
     decoded: outcomes.filter((outcome): outcome is DecodedInput => 'image' in outcome),
     failed: outcomes.filter((outcome): outcome is InputRecord => 'status' in outcome),
   };
+}
+
+let retries: Promise<unknown> = Promise.resolve();
+
+/** Runs `fn` after the previous call's `fn` has finished (a queue of one). */
+function oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
+  const result = retries.then(fn, fn);
+  retries = result.catch(() => undefined);
+  return result;
 }
 
 export function errorRecord(input: InputImage, error: unknown, timings: Timings = {}): InputRecord {
