@@ -9,7 +9,6 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { CamvizError } from '../errors.js';
-import { EventWriter } from '../render/tensorboard.js';
 import type { BatchOutcome, InputImage, InputRecord, TaskOptions } from '../tasks/types.js';
 import { VERSION } from '../version.js';
 import { expandInputs, outputCollisions } from './inputs.js';
@@ -78,7 +77,10 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
     todo = images.filter((image) => !settled.has(image));
     batches = chunk(todo, options.task.batchSize);
   }
-  const tensorboard = options.tensorboard ? await EventWriter.create(options.tensorboard.logdir) : undefined;
+  // protobufjs loads only for runs that write a TensorBoard log.
+  const tensorboard = options.tensorboard
+    ? await (await import('../render/tensorboard.js')).EventWriter.create(options.tensorboard.logdir)
+    : undefined;
 
   let stopSignal: string | undefined;
   let stoppedEarly = false;

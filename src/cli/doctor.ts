@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
-import * as tf from '@tensorflow/tfjs-core';
+import * as tf from '../tf.js';
 import { firstLineOf, isNotInstalled, useBackend } from '../model/backend.js';
 import { printJson } from './common.js';
 

@@ -4,7 +4,7 @@
  * Forward hooks fire during the forward pass; gradient and full backward
  * hooks fire during the backward pass and see real gradients.
  */
-import type * as tfl from '@tensorflow/tfjs-layers';
+import type * as tfl from '../tfl.js';
 import type { GraphNode } from '../model/graph.js';
 import {
   type BackwardResult,

@@ -5,8 +5,7 @@
  * the default that works everywhere; the pure-JS cpu backend is the last
  * resort.
  */
-import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
+import * as tf from '../tf.js';
 import { UsageError, CamvizError } from '../errors.js';
 
 export const BACKEND_CHOICES = ['auto', 'gpu', 'native', 'wasm', 'cpu'] as const;

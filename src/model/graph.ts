@@ -12,8 +12,8 @@
  * that runs only in part (cut by a feed, as in a leaf-mode backward pass
  * through it) cannot fire them.
  */
-import * as tf from '@tensorflow/tfjs-core';
-import * as tfl from '@tensorflow/tfjs-layers';
+import * as tf from '../tf.js';
+import * as tfl from '../tfl.js';
 import { runHooked } from '../hooks/hooks.js';
 import { isHooked } from '../hooks/registry.js';
 import { FusedChain, findFusedChains } from './fusion.js';
@@ -84,7 +84,7 @@ interface ActivationOwner {
 }
 
 export function isContainer(layer: Layer): layer is tfl.LayersModel {
-  return layer instanceof tfl.LayersModel;
+  return layer instanceof tfl.LayersModelClass;
 }
 
 export class LayerGraph {

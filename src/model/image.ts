@@ -6,7 +6,7 @@
  * pixels the user sees, and the original is decoded once.
  */
 import { open, stat } from 'node:fs/promises';
-import sharp from 'sharp';
+import sharp from '../sharp.js';
 import type { Metadata, OutputInfo, Sharp } from 'sharp';
 
 import { CamvizError, UsageError } from '../errors.js';

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import type * as tf from '@tensorflow/tfjs-core';
+import type * as tf from '../tf.js';
 import { CamvizError } from '../errors.js';
 
 type ModelArtifacts = tf.io.ModelArtifacts;

@@ -3,8 +3,8 @@
  * with its metadata.
  */
 import { existsSync } from 'node:fs';
-import * as tf from '@tensorflow/tfjs-core';
-import * as tfl from '@tensorflow/tfjs-layers';
+import * as tf from '../tf.js';
+import * as tfl from '../tfl.js';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
 import { CamvizError, UsageError } from '../errors.js';
 import { readLocalModel } from './io.js';

@@ -1,7 +1,7 @@
 /**
  * Classification: top-k classes with probabilities for a batch of images.
  */
-import * as tf from '@tensorflow/tfjs-core';
+import * as tf from '../tf.js';
 import type { CamvizModel } from './load.js';
 import { disposeValues } from './network.js';
 import { toInputTensor } from './preprocess.js';
@@ -32,7 +32,7 @@ export function classProbabilities(model: CamvizModel, images: readonly Uint8Arr
     }
     const output = tf.tidy(() => {
       const raw = model.graphModel!.predict(input);
-      const first = (Array.isArray(raw) ? raw[0] : raw instanceof tf.Tensor ? raw : Object.values(raw)[0]) as tf.Tensor;
+      const first = (Array.isArray(raw) ? raw[0] : raw instanceof tf.TensorClass ? raw : Object.values(raw)[0]) as tf.Tensor;
       const flat = tf.reshape(first, [images.length, -1]);
       return looksLikeProbabilities(flat) ? flat : tf.softmax(flat);
     });

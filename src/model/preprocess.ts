@@ -2,7 +2,7 @@
  * Turning RGB pixels into model input. Done in plain JS over typed arrays:
  * one pass, no intermediate tensors.
  */
-import * as tf from '@tensorflow/tfjs-core';
+import * as tf from '../tf.js';
 import { UsageError } from '../errors.js';
 
 export const PREPROCESS_NAMES = ['tf', 'torch', 'caffe', 'unit', 'none'] as const;

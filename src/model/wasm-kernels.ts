@@ -20,11 +20,12 @@
  * dilated conv gradients before reaching a kernel); the depthwise kernels
  * honour `dilations` from their attrs.
  */
-import * as tf from '@tensorflow/tfjs-core';
+import type { backend_util as BackendUtil } from '@tensorflow/tfjs-core';
+import * as tf from '../tf.js';
 
 type Tensor4D = tf.Tensor4D;
-type Conv2DInfo = tf.backend_util.Conv2DInfo;
-type ExplicitPadding = tf.backend_util.ExplicitPadding;
+type Conv2DInfo = BackendUtil.Conv2DInfo;
+type ExplicitPadding = BackendUtil.ExplicitPadding;
 type RoundingMode = 'floor' | 'round' | 'ceil' | undefined;
 
 const BACKEND = 'wasm';
@@ -329,5 +330,5 @@ function channelsLastPad(pad: Pad, nchw: boolean): Pad {
 function tensorOf(inputs: tf.NamedTensorInfoMap, name: string): tf.Tensor {
   const info = inputs[name];
   if (info === undefined) throw new Error(`kernel input '${name}' is missing`);
-  return info instanceof tf.Tensor ? info : tf.engine().makeTensorFromTensorInfo(info);
+  return info instanceof tf.TensorClass ? info : tf.engine().makeTensorFromTensorInfo(info);
 }

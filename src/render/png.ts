@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import sharp from 'sharp';
+import sharp from '../sharp.js';
 
 export interface PngOptions {
   /** zlib level 0 (fastest, largest) .. 9 (slowest, smallest); default 6. */

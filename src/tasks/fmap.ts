@@ -5,7 +5,7 @@
  * `<stem>.<layer>.fmap.png`, with a sidecar `.fmap.json` legend and, with
  * --raw, the activation as `.npy` [H, W, C].
  */
-import * as tf from '@tensorflow/tfjs-core';
+import * as tf from '../tf.js';
 import { UsageError } from '../errors.js';
 import { type HookSpec, withHooksSync } from '../hooks/hooks.js';
 import type { GraphNode } from '../model/graph.js';
