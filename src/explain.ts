@@ -7,7 +7,7 @@
  *   const [[cat]] = explain(model, [image], { classes: ['tabby cat'] });
  *   await writeFile('cat.png', await encodePng(cat.picture.rgb, cat.picture.width, cat.picture.height));
  */
-import type { CamResult, FeatureMap, GuidedResult, ScoreKind } from './cam/index.js';
+import { type CamResult, type FeatureMap, type GuidedResult, type ScoreKind, canonicalMethod } from './cam/index.js';
 import { explainBatch } from './cam/explain.js';
 import { camTargets, classRequest } from './cam/request.js';
 import type { LoadedImage } from './model/image.js';
@@ -29,7 +29,9 @@ export interface ExplainOptions extends ExplanationImageOptions {
 }
 
 export interface Explanation {
+  /** The canonical method name (`gradcampp` for `gradcam++`). */
   method: string;
+  /** Target layer paths; empty for guided backprop alone. */
   layers: string[];
   classIndex: number;
   label: string | null;
@@ -45,8 +47,9 @@ export interface Explanation {
 
 /** Explanations for every image (outer) and class (inner). */
 export function explain(model: CamvizModel, images: readonly LoadedImage[], options: ExplainOptions = {}): Explanation[][] {
-  const method = options.method ?? 'gradcam';
-  const layers = camTargets(model, options.layers ?? []);
+  const method = canonicalMethod(options.method ?? 'gradcam');
+  // Guided backprop alone differentiates down to the input; no layer is used.
+  const layers = method === 'guidedbackprop' ? [] : camTargets(model, options.layers ?? []);
   const input = inputTensor(model, images.map((image) => image.input));
   try {
     const batch = explainBatch(model.network(), {

@@ -7,7 +7,7 @@
  * channel weights, or the map, are computed (pytorch-grad-cam's split
  * between "activations and gradients" and "what to do with them").
  */
-import * as tf from '@tensorflow/tfjs-core';
+import * as tf from '../tf.js';
 import { type HookSpec, withHooksSync } from '../hooks/hooks.js';
 import type { GraphNode } from '../model/graph.js';
 import { type ForwardValues, type Network, type Objective, disposeValues } from '../model/network.js';

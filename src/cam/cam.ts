@@ -4,7 +4,7 @@
  * after the pooling), the class's classifier weights weigh the channels.
  * No gradients are needed.
  */
-import * as tf from '@tensorflow/tfjs-core';
+import * as tf from '../tf.js';
 import { CamvizError } from '../errors.js';
 import type { GraphNode } from '../model/graph.js';
 import type { Network } from '../model/network.js';

@@ -3,7 +3,7 @@
  * aug-smooth, and runs guided backpropagation for the guided methods. The
  * CLI's cam task and library users both call it.
  */
-import type * as tf from '@tensorflow/tfjs-core';
+import type * as tf from '../tf.js';
 import type { GraphNode } from '../model/graph.js';
 import type { Network } from '../model/network.js';
 import type { CamResult, ClassRequest, ScoreKind } from './base.js';

@@ -8,7 +8,7 @@
  * activation, standalone or fused into a Conv/Dense, is covered. As in
  * pytorch-grad-cam, only ReLU-type activations are gated (not LeakyReLU).
  */
-import * as tf from '@tensorflow/tfjs-core';
+import * as tf from '../tf.js';
 import { type HookSpec, withHooksSync } from '../hooks/hooks.js';
 import type { GraphNode } from '../model/graph.js';
 import { type Network, disposeValues } from '../model/network.js';

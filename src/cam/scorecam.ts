@@ -6,7 +6,7 @@
  * fast (fused, hook-free) forward path; all classes of an image share the
  * same passes.
  */
-import * as tf from '@tensorflow/tfjs-core';
+import * as tf from '../tf.js';
 import { type CamEvidence, CamMethod } from './base.js';
 import type { GraphNode } from '../model/graph.js';
 import { disposeValues } from '../model/network.js';
@@ -50,8 +50,9 @@ export class ScoreCam extends CamMethod {
         const count = Math.min(this.batchSize, channels - first);
         const maskedInputs = tf.tidy(() => {
           const maps = tf.slice(evidence.activations, [image, 0, 0, first], [1, height, width, count]);
-          // Bilinear with half-pixel centres, as torch's Upsample(align_corners=False).
-          const upsampled = tf.image.resizeBilinear(maps, [inputHeight, inputWidth], false, true);
+          // pytorch-grad-cam upsamples with torch.nn.UpsamplingBilinear2d,
+          // which aligns corners (the Score-CAM authors' code does not).
+          const upsampled = tf.image.resizeBilinear(maps, [inputHeight, inputWidth], true, false);
           const min = tf.min(upsampled, [1, 2], true);
           const range = tf.sub(tf.max(upsampled, [1, 2], true), min);
           const normalised = tf.where(tf.greater(range, 0), tf.div(tf.sub(upsampled, min), tf.maximum(range, 1e-12)), tf.zerosLike(upsampled));

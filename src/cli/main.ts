@@ -92,7 +92,7 @@ Exit codes: 0 success, 1 a failure (e.g. an unreadable image), 2 a usage error.`
       .addOption(new Option('--colormap <name>', 'heatmap colours').choices(['jet', 'turbo', 'viridis', 'inferno', 'magma', 'plasma', 'cividis', 'gray']).default('jet'))
       .option('--alpha <a>', 'heatmap weight in the blend (0-1)', '0.5')
       .option('--heatmap-only', 'write the coloured map alone, not blended')
-      .option('--raw', 'also write the map at feature resolution (after ReLU, before normalisation) as float32 .npy')
+      .option('--raw', 'also write the map at feature resolution (after ReLU, before normalisation) as float32 .npy [h, w]; guided methods: their gradient image [H, W, 3]')
       .addHelpText(
         'after',
         `

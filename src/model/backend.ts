@@ -6,7 +6,11 @@
  * resort.
  */
 import * as tf from '../tf.js';
+import { createRequire } from 'node:module';
 import { UsageError, CamvizError } from '../errors.js';
+
+/** Backend packages are CommonJS: `require` skips the ES-module lexing of their bundles. */
+const requirePackage = createRequire(import.meta.url);
 
 export const BACKEND_CHOICES = ['auto', 'gpu', 'native', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
@@ -121,7 +125,7 @@ async function importNativePackage(kind: 'gpu' | 'native'): Promise<string> {
   let lastError: unknown;
   for (const name of candidates) {
     try {
-      await import(name);
+      requirePackage(name);
       nativeLoaded = name;
       return name;
     } catch (error) {
@@ -143,7 +147,7 @@ function usesGpuDevice(): boolean {
 }
 
 async function useWasm(): Promise<BackendInfo> {
-  const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  const wasm = requirePackage('@tensorflow/tfjs-backend-wasm') as typeof import('@tensorflow/tfjs-backend-wasm');
   if (!(await tf.setBackend('wasm'))) throw new CamvizError('the wasm backend failed to initialise');
   const { registerWasmGradientKernels } = await import('./wasm-kernels.js');
   registerWasmGradientKernels();

@@ -3,6 +3,7 @@
  * with its metadata.
  */
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import * as tf from '../tf.js';
 import * as tfl from '../tfl.js';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
@@ -62,7 +63,7 @@ export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptio
   let graphModel: GraphModel | undefined;
   try {
     if (isGraph) {
-      const converter = await import('@tensorflow/tfjs-converter');
+      const converter = createRequire(import.meta.url)('@tensorflow/tfjs-converter') as typeof import('@tensorflow/tfjs-converter');
       graphModel = await converter.loadGraphModel(handler);
     } else {
       layersModel = await tfl.loadLayersModel(handler);

@@ -28,6 +28,8 @@ export interface ExplanationImage {
   rgb: Uint8Array;
   /** The normalised map at the original's size (absent for guided backprop alone). */
   heat?: Float32Array;
+  /** Guided methods: the gradient shown (times the Grad-CAM map for Guided Grad-CAM), [H, W, 3] at input size. */
+  gradient?: Float32Array;
   /** The maximum of the upsampled map (or of the guided gradient), in original pixels. */
   peak: { x: number; y: number };
 }
@@ -47,8 +49,9 @@ export function renderExplanation(
   if (map === undefined && guided === undefined) throw new Error('nothing to render: no map and no guided gradient');
   const heat = map === undefined ? undefined : minMaxNormalize(mapToOriginal(map.data, map.width, map.height, geometry));
   let rgb: Uint8Array;
+  let gradient: Float32Array | undefined;
   if (guided !== undefined) {
-    const gradient = map === undefined ? guided.gradient : guidedGradCam(guided, mapAtInput(map, geometry));
+    gradient = map === undefined ? guided.gradient : guidedGradCam(guided, mapAtInput(map, geometry));
     rgb = gradientToOriginal(displayOrder(gradient, options.preprocess), guided.width, guided.height, geometry);
   } else if (options.heatmapOnly) {
     rgb = heatmapImage(heat!, options.colormap ?? DEFAULT_OVERLAY_COLORMAP);
@@ -59,7 +62,14 @@ export function renderExplanation(
     });
   }
   const peak = heat === undefined ? gradientPeak(guided!, geometry) : argmax(heat, original.width)!;
-  return { width: original.width, height: original.height, rgb, ...(heat === undefined ? {} : { heat }), peak: { x: peak.x, y: peak.y } };
+  return {
+    width: original.width,
+    height: original.height,
+    rgb,
+    ...(heat === undefined ? {} : { heat }),
+    ...(gradient === undefined ? {} : { gradient }),
+    peak: { x: peak.x, y: peak.y },
+  };
 }
 
 /** The normalised map at model-input resolution (for Guided Grad-CAM). */

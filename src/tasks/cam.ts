@@ -137,10 +137,11 @@ export class CamTask {
     const png = await outputs.write(`${stem}.png`, await encodePng(rgb, original.width, original.height, { compressionLevel: this.options.pngCompression }));
     let npy: string | undefined;
     if (this.options.raw) {
+      // The guided methods' raw output is the gradient image they show.
       npy =
-        result !== undefined
-          ? await outputs.write(`${stem}.npy`, encodeNpy(result.map.data, [result.map.height, result.map.width]))
-          : await outputs.write(`${stem}.npy`, encodeNpy(guided!.gradient, [guided!.height, guided!.width, 3]));
+        picture.gradient !== undefined
+          ? await outputs.write(`${stem}.npy`, encodeNpy(picture.gradient, [guided!.height, guided!.width, 3]))
+          : await outputs.write(`${stem}.npy`, encodeNpy(result!.map.data, [result!.map.height, result!.map.width]));
     }
     timings.encode += elapsedSince(encodeStarted);
     const labels = this.context.model.meta.labels;
