@@ -398,9 +398,9 @@ describe('decoding a batch', () => {
       for (const record of failed) reasons.add(`${record.relative}: ${record.error!.replace(/ \(\/.*\)$/, '')}`);
     }
     assert.deepEqual([...reasons].sort(), [
-      'a.png: truncated or corrupt PNG: libpng read error',
-      'b.jpg: truncated or corrupt JPEG: premature end of JPEG image',
-      'd.png: truncated or corrupt PNG: libpng read error',
+      'a.png: truncated or corrupt PNG: the file ends before its IEND chunk (truncated)',
+      'b.jpg: truncated or corrupt JPEG: premature end of JPEG image (no end-of-image marker)',
+      'd.png: truncated or corrupt PNG: the file ends before its IEND chunk (truncated)',
     ]);
   });
 });

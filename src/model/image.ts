@@ -226,7 +226,7 @@ async function readHeader(path: string, sniffed: SupportedFormat): Promise<Metad
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     if (/unsupported image format/i.test(message)) throw unsupported(path);
-    const reason = sharpReason(error);
+    const reason = (await truncation(path, sniffed)) ?? sharpReason(error);
     const name = SUPPORTED_FORMATS[sniffed];
     throw new CamvizError(`truncated or corrupt ${name} header${reason === '' ? '' : `: ${reason}`}`, {
       file: path,
@@ -285,7 +285,7 @@ async function decodeOriginal(path: string, metadata: Metadata, settings: LoadSe
   try {
     result = await pipeline.raw().toBuffer({ resolveWithObject: true });
   } catch (error) {
-    throw decodeError(error, metadata, settings.maxPixels, path);
+    throw await decodeError(error, metadata, settings.maxPixels, path);
   }
   const { data, info } = result;
   if (info.channels !== 3 || data.length !== info.width * info.height * 3) {
@@ -308,11 +308,40 @@ function fixSixteenBitProfile(pipeline: Sharp, metadata: Metadata): void {
   if (metadata.space === 'rgb16' && metadata.hasProfile) pipeline.pipelineColourspace('srgb');
 }
 
-function decodeError(error: unknown, metadata: Metadata, maxPixels: number, path: string): CamvizError {
-  const reason = sharpReason(error);
-  if (/exceeds pixel limit/i.test(reason)) return pixelLimitError(metadata, maxPixels, path);
-  const name = SUPPORTED_FORMATS[metadata.format as SupportedFormat];
-  return new CamvizError(`truncated or corrupt ${name}: ${reason}`, { file: path, cause: error });
+async function decodeError(error: unknown, metadata: Metadata, maxPixels: number, path: string): Promise<CamvizError> {
+  const libvipsReason = sharpReason(error);
+  if (/exceeds pixel limit/i.test(libvipsReason)) return pixelLimitError(metadata, maxPixels, path);
+  const format = metadata.format as SupportedFormat;
+  const reason = (await truncation(path, format)) ?? libvipsReason;
+  return new CamvizError(`truncated or corrupt ${SUPPORTED_FORMATS[format]}: ${reason}`, { file: path, cause: error });
+}
+
+/**
+ * Our own diagnosis of a cut-off PNG or JPEG (no IEND chunk, no end-of-image
+ * marker). libvips keeps one error buffer per process, so the reason it
+ * gives for a failing image can be another image's when several decode at
+ * once; a diagnosis from the file itself is the same on every run.
+ */
+async function truncation(path: string, format: SupportedFormat): Promise<string | undefined> {
+  if (format !== 'png' && format !== 'jpeg') return undefined;
+  let tail: Buffer;
+  try {
+    const handle = await open(path, 'r');
+    try {
+      const { size } = await handle.stat();
+      tail = Buffer.alloc(Math.min(size, 16));
+      await handle.read(tail, 0, tail.length, size - tail.length);
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return undefined;
+  }
+  if (format === 'png') return tail.includes('IEND') ? undefined : 'the file ends before its IEND chunk (truncated)';
+  // Encoders may pad after the end-of-image marker with zeros.
+  let end = tail.length;
+  while (end > 0 && tail[end - 1] === 0) end--;
+  return end >= 2 && tail[end - 2] === 0xff && tail[end - 1] === 0xd9 ? undefined : 'premature end of JPEG image (no end-of-image marker)';
 }
 
 /**
