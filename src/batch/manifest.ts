@@ -4,9 +4,9 @@
  * shards. Same inputs and options give the same manifest apart from
  * timings and clock times.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CamvizError } from '../errors.js';
+import { readOptionalJson } from '../json-file.js';
 import { writeFileAtomic } from '../render/png.js';
 import type { InputRecord, TaskOptions } from '../tasks/types.js';
 import type { Shard } from './shard.js';
@@ -43,19 +43,11 @@ export async function writeManifest(outDir: string, manifest: Manifest): Promise
 
 export async function readManifest(outDir: string): Promise<Manifest | undefined> {
   const path = join(outDir, MANIFEST_NAME);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch {
-    return undefined;
+  const manifest = (await readOptionalJson(path, MANIFEST_NAME)) as Manifest | undefined;
+  if (manifest !== undefined && !Array.isArray(manifest.records)) {
+    throw new CamvizError('not a camviz manifest: it has no records', { file: path });
   }
-  try {
-    const manifest = JSON.parse(text) as Manifest;
-    if (!Array.isArray(manifest.records)) throw new Error('no records');
-    return manifest;
-  } catch (error) {
-    throw new CamvizError(`not a camviz manifest: ${(error as Error).message}`, { file: path });
-  }
+  return manifest;
 }
 
 /** The options that decide what a run writes, for the manifest and for merge checks. */

@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { CamvizError } from '../errors.js';
+import { errorRecord } from '../tasks/common.js';
 import type { BatchOutcome, InputImage, InputRecord, TaskOptions } from '../tasks/types.js';
 import { VERSION } from '../version.js';
 import { expandInputs, outputCollisions } from './inputs.js';
@@ -249,25 +250,12 @@ function chunk<T>(items: readonly T[], size: number): T[][] {
 }
 
 function collisionRecord(image: InputImage, earlier: string): InputRecord {
-  return {
-    input: image.path,
-    relative: image.relative,
-    status: 'error',
-    outputs: [],
-    timings: {},
-    error: `two inputs would write the same outputs: this one and ${earlier} (${image.path})`,
-  };
+  return errorRecord(image, new CamvizError(`two inputs would write the same outputs: this one and ${earlier}`, { file: image.path }));
 }
 
+/** A batch that failed as a whole (a worker died): each of its images gets the error. */
 function failedRecord(image: InputImage, error: unknown): InputRecord {
-  return {
-    input: image.path,
-    relative: image.relative,
-    status: 'error',
-    outputs: [],
-    timings: {},
-    error: `${error instanceof Error ? error.message : String(error)} (${image.path})`,
-  };
+  return errorRecord(image, new CamvizError(error instanceof Error ? error.message : String(error), { file: image.path, cause: error }));
 }
 
 /**

@@ -1,9 +1,11 @@
 /** `camviz layers`: the layer table. */
 import { describeLayers } from '../model/layers.js';
-import { type ModelOptions, prepareModel, printJson } from './common.js';
+import { openTaskContext } from '../tasks/common.js';
+import { type ModelOptions, printJson } from './common.js';
+import { modelSpec } from './run-command.js';
 
 export async function runLayers(options: ModelOptions & { json?: boolean }): Promise<number> {
-  const { model } = await prepareModel(options);
+  const { model } = await openTaskContext(modelSpec(options));
   try {
     const layers = describeLayers(model.network(), model.meta.targetLayer);
     if (options.json) {

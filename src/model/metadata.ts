@@ -5,9 +5,9 @@
  * model.json, or a recognised model.json hash, and can be overridden on the
  * command line.
  */
-import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { CamvizError, UsageError } from '../errors.js';
+import { readOptionalJson } from '../json-file.js';
 import { imagenetLabels, readLabelsFile } from './labels.js';
 import { type PreprocessName, parsePreprocess } from './preprocess.js';
 
@@ -60,18 +60,7 @@ export interface MetadataOverrides {
 export const DEFAULT_PREPROCESS: PreprocessName = 'unit';
 
 export async function readCamvizJson(modelJsonPath: string): Promise<CamvizJson | undefined> {
-  const path = join(dirname(modelJsonPath), 'camviz.json');
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-  try {
-    return JSON.parse(text) as CamvizJson;
-  } catch (error) {
-    throw new CamvizError(`camviz.json is not valid JSON: ${(error as Error).message}`, { file: path });
-  }
+  return (await readOptionalJson(join(dirname(modelJsonPath), 'camviz.json'), 'camviz.json')) as CamvizJson | undefined;
 }
 
 export function parseSize(value: string): InputSize {

@@ -14,12 +14,13 @@ import { renderExplanation } from '../render/explanation.js';
 import { encodePng } from '../render/png.js';
 import {
   type DecodedInput,
-  OutputSet,
+  type OutputSet,
   type TaskContext,
   decodeBatch,
   elapsedSince,
   errorRecord,
   outputStem,
+  recordOutputs,
 } from './common.js';
 import type { BatchOutcome, CamResultRecord, CamTaskOptions, InputImage, InputRecord } from './types.js';
 
@@ -90,28 +91,18 @@ export class CamTask {
     guided: GuidedResult[] | undefined,
     model: { forward: number; backward: number },
   ): Promise<InputRecord> {
-    const outputs = new OutputSet(this.options.outDir);
     const timings = { ...item.timings, ...model, render: 0, encode: 0 };
-    try {
+    return recordOutputs(item, this.options.outDir, timings, async (outputs) => {
       const count = results?.length ?? guided?.length ?? 0;
       const records: CamResultRecord[] = [];
       for (let rank = 0; rank < count; rank++) {
         records.push(await this.writeOne(item, results?.[rank], guided?.[rank], outputs, timings));
       }
-      const classes = records.map((record) => record.class);
       return {
-        input: item.input.path,
-        relative: item.input.relative,
-        status: 'ok',
-        outputs: [...outputs.written],
-        predictions: classes.map((entry, i) => ({ index: entry.index, label: entry.label, probability: records[i]!.probability })),
+        predictions: records.map((record) => ({ index: record.class.index, label: record.class.label, probability: record.probability })),
         results: records,
-        timings: { ...timings, total: Object.values(timings).reduce((sum, value) => sum + value, 0) },
       };
-    } catch (error) {
-      await outputs.discard();
-      return errorRecord(item.input, error, timings);
-    }
+    });
   }
 
   private async writeOne(

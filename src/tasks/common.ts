@@ -114,6 +114,33 @@ export class OutputSet {
   }
 }
 
+/**
+ * Writes one input's outputs and makes its record: all outputs and status
+ * ok, or (when any write fails) none of them and the error.
+ */
+export async function recordOutputs(
+  item: DecodedInput,
+  outDir: string,
+  timings: Timings,
+  write: (outputs: OutputSet) => Promise<Pick<InputRecord, 'results' | 'predictions'>>,
+): Promise<InputRecord> {
+  const outputs = new OutputSet(outDir);
+  try {
+    const written = await write(outputs);
+    return {
+      input: item.input.path,
+      relative: item.input.relative,
+      status: 'ok',
+      outputs: [...outputs.written],
+      ...written,
+      timings: { ...timings, total: Object.values(timings).reduce((sum, value) => sum + (value ?? 0), 0) },
+    };
+  } catch (error) {
+    await outputs.discard();
+    return errorRecord(item.input, error, timings);
+  }
+}
+
 /** Runs `fn` for each item with at most `limit` running at once, in order of start. */
 export async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
   const results = new Array<R>(items.length);

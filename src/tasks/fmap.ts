@@ -17,13 +17,14 @@ import { encodeNpy } from '../render/npy.js';
 import { encodePng } from '../render/png.js';
 import {
   type DecodedInput,
-  OutputSet,
+  type OutputSet,
   type TaskContext,
   decodeBatch,
   elapsedSince,
   errorRecord,
   fileSafe,
   outputStem,
+  recordOutputs,
 } from './common.js';
 import type { BatchOutcome, FmapResultRecord, FmapTaskOptions, InputImage, InputRecord, SummaryImage } from './types.js';
 
@@ -86,25 +87,14 @@ export class FmapTask {
   }
 
   private async writeOutputs(item: DecodedInput, activations: Float32Array[], forward: number, summaries: SummaryImage[]): Promise<InputRecord> {
-    const outputs = new OutputSet(this.options.outDir);
     const timings = { ...item.timings, forward, render: 0, encode: 0 };
-    try {
+    return recordOutputs(item, this.options.outDir, timings, async (outputs) => {
       const results: FmapResultRecord[] = [];
       for (const [i, node] of this.layers.entries()) {
         results.push(await this.writeLayer(item, node, activations[i]!, outputs, timings, summaries));
       }
-      return {
-        input: item.input.path,
-        relative: item.input.relative,
-        status: 'ok',
-        outputs: [...outputs.written],
-        results,
-        timings: { ...timings, total: Object.values(timings).reduce((sum, value) => sum + value, 0) },
-      };
-    } catch (error) {
-      await outputs.discard();
-      return errorRecord(item.input, error, timings);
-    }
+      return { results };
+    });
   }
 
   private async writeLayer(
