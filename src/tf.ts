@@ -63,6 +63,7 @@ export const {
   randomUniform,
   range,
   ready,
+  registerBackend,
   registerKernel,
   relu,
   removeBackend,

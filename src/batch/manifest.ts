@@ -53,6 +53,6 @@ export async function readManifest(outDir: string): Promise<Manifest | undefined
 /** The options that decide what a run writes, for the manifest and for merge checks. */
 export function manifestOptions(options: TaskOptions): Record<string, unknown> {
   const { outDir: _outDir, model: _model, ...rest } = options;
-  const { backend: _backend, model: _modelName, ...modelOptions } = options.model;
+  const { backend: _backend, model: _modelName, wasmThreads: _threads, ...modelOptions } = options.model;
   return { ...rest, model: modelOptions };
 }

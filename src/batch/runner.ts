@@ -7,6 +7,7 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join, relative } from 'node:path';
 import { CamvizError } from '../errors.js';
 import { errorRecord } from '../tasks/common.js';
@@ -70,7 +71,7 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
   for (const [image, record] of resumable) settled.set(image, record);
   let todo = images.filter((image) => !settled.has(image));
   let batches = chunk(todo, options.task.batchSize);
-  const executor = await startExecutor(options.task, Math.min(options.jobs, Math.max(1, batches.length)), log);
+  const executor = await startExecutor(options.task, Math.min(options.jobs, Math.max(1, batches.length)), todo.length, log);
   // The model is known only once loaded: outputs of another model are not kept.
   if (resumable.size > 0 && previous!.model.sha256 !== executorInfo(executor).model.sha256) {
     log(`--skip-existing: ${MANIFEST_NAME} in ${displayPath(options.task.outDir)} was written with another model (sha256 of model.json differs); processing every input`);
@@ -175,8 +176,18 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
   return { exitCode, records: manifest.records, ...(manifestPath === undefined ? {} : { manifestPath }), interrupted: manifest.interrupted };
 }
 
-async function startExecutor(task: TaskOptions, jobs: number, log: (message: string) => void): Promise<Executor> {
-  return jobs <= 1 ? InProcessExecutor.start(task, log) : WorkerPool.start(task, jobs);
+/** Images from which a single-process run starts WebAssembly threads (their start-up costs about 0.5 s). */
+const THREADED_RUN_IMAGES = 8;
+
+/**
+ * Workers use the cores in a folder run; a run in this thread (--jobs 1)
+ * gives its one model the cores as WebAssembly threads when it has enough
+ * images to repay their start-up.
+ */
+async function startExecutor(task: TaskOptions, jobs: number, images: number, log: (message: string) => void): Promise<Executor> {
+  if (jobs > 1) return WorkerPool.start(task, jobs);
+  const wasmThreads = images >= THREADED_RUN_IMAGES ? availableParallelism() : 1;
+  return InProcessExecutor.start({ ...task, model: { ...task.model, wasmThreads } }, log);
 }
 
 /**

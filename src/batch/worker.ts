@@ -5,6 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { describeError, exitCodeOf } from '../errors.js';
+import { releaseBackend } from '../model/backend.js';
 import { startTask } from '../tasks/index.js';
 import type { InputImage, TaskOptions } from '../tasks/types.js';
 import type { FromWorker, ToWorker } from './pool.js';
@@ -31,7 +32,7 @@ async function main(): Promise<void> {
   port.on('message', (message: ToWorker) => {
     if (message.type === 'stop') {
       started.context.model.dispose();
-      port.close();
+      void releaseBackend().finally(() => port.close());
       return;
     }
     void processBatch(started.task, message.id, message.inputs);

@@ -1,5 +1,6 @@
 /** `camviz layers`: the layer table. */
 import { describeLayers } from '../model/layers.js';
+import { releaseBackend } from '../model/backend.js';
 import { openTaskContext } from '../tasks/common.js';
 import { type ModelOptions, printJson } from './common.js';
 import { modelSpec } from './run-command.js';
@@ -27,5 +28,6 @@ export async function runLayers(options: ModelOptions & { json?: boolean }): Pro
     return 0;
   } finally {
     model.dispose();
+    await releaseBackend();
   }
 }

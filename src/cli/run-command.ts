@@ -6,6 +6,7 @@ import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type BatchRunOptions, runBatch } from '../batch/runner.js';
 import { parseShard } from '../batch/shard.js';
+import { releaseBackend } from '../model/backend.js';
 import { UsageError } from '../errors.js';
 import { parseBackground } from '../model/image.js';
 import type { ResizeMode } from '../model/geometry.js';
@@ -92,19 +93,24 @@ export async function runImageCommand(
   },
 ): Promise<number> {
   const shardCount = options.shardCount === undefined ? undefined : parseCount(options.shardCount, '--shard-count');
-  const result = await runBatch({
-    task,
-    inputs,
-    ...(options.glob === undefined ? {} : { glob: options.glob }),
-    jobs: parseCount(options.jobs ?? String(availableParallelism()), '--jobs'),
-    ...(options.shard === undefined ? {} : { shard: parseShard(options.shard, process.env, shardCount) }),
-    skipExisting: options.skipExisting === true,
-    failFast: options.failFast === true,
-    quiet: options.quiet === true,
-    manifest: extra.writesFiles,
-    report: options.report === true,
-    ...(extra.tensorboard === undefined ? {} : { tensorboard: extra.tensorboard }),
-  });
+  let result: Awaited<ReturnType<typeof runBatch>>;
+  try {
+    result = await runBatch({
+      task,
+      inputs,
+      ...(options.glob === undefined ? {} : { glob: options.glob }),
+      jobs: parseCount(options.jobs ?? String(availableParallelism()), '--jobs'),
+      ...(options.shard === undefined ? {} : { shard: parseShard(options.shard, process.env, shardCount) }),
+      skipExisting: options.skipExisting === true,
+      failFast: options.failFast === true,
+      quiet: options.quiet === true,
+      manifest: extra.writesFiles,
+      report: options.report === true,
+      ...(extra.tensorboard === undefined ? {} : { tensorboard: extra.tensorboard }),
+    });
+  } finally {
+    await releaseBackend();
+  }
   if (options.json) printJson(extra.printJson(result.records));
   else extra.printText?.(result.records);
   return result.exitCode;

@@ -55,8 +55,18 @@ export function activeBackend(): BackendInfo | undefined {
  * Make `choice` the active backend for this process. Repeated calls with a
  * compatible choice are cheap; a process holds at most one native package.
  */
-export async function useBackend(choice: BackendChoice = requestedBackend()): Promise<BackendInfo> {
+export interface BackendOptions {
+  /**
+   * WebAssembly threads for one model in this process (CAMVIZ_WASM_THREADS
+   * overrides). Threads shorten each forward pass but their workers take
+   * about half a second to start: worth it for many images, not for one.
+   */
+  wasmThreads?: number;
+}
+
+export async function useBackend(choice: BackendChoice = requestedBackend(), options: BackendOptions = {}): Promise<BackendInfo> {
   tf.enableProdMode();
+  wasmThreadsWanted = requestedWasmThreads(process.env, options.wasmThreads);
   if (active !== undefined && (choice === 'auto' || choice === active.kind)) {
     if (tf.getBackend() !== active.tfjsName) await tf.setBackend(active.tfjsName);
     return active;
@@ -146,8 +156,24 @@ function usesGpuDevice(): boolean {
   return backend.isUsingGpuDevice === true;
 }
 
+let wasmThreadsWanted = 1;
+
+/** WebAssembly threads: CAMVIZ_WASM_THREADS, else the caller's wish, else 1 (see wasm-threads.ts). */
+export function requestedWasmThreads(env: NodeJS.ProcessEnv = process.env, wanted = 1): number {
+  const value = env['CAMVIZ_WASM_THREADS'];
+  if (value === undefined || value === '') return Math.max(1, Math.floor(wanted));
+  const threads = Number(value);
+  if (!Number.isInteger(threads) || threads < 1) throw new UsageError(`CAMVIZ_WASM_THREADS '${value}' must be a whole number of at least 1`);
+  return threads;
+}
+
 async function useWasm(): Promise<BackendInfo> {
   const wasm = requirePackage('@tensorflow/tfjs-backend-wasm') as typeof import('@tensorflow/tfjs-backend-wasm');
+  const threads = wasmThreadsWanted;
+  if (threads > 1 && tf.getBackend() !== 'wasm') {
+    const { registerThreadedWasm } = await import('./wasm-threads.js');
+    registerThreadedWasm(threads);
+  }
   if (!(await tf.setBackend('wasm'))) throw new CamvizError('the wasm backend failed to initialise');
   const { registerWasmGradientKernels } = await import('./wasm-kernels.js');
   registerWasmGradientKernels();
@@ -156,7 +182,7 @@ async function useWasm(): Promise<BackendInfo> {
     tfjsName: 'wasm',
     packageName: '@tensorflow/tfjs-backend-wasm',
     gpu: false,
-    simd: tf.env().getBool('WASM_HAS_SIMD_SUPPORT'),
+    simd: (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) as boolean,
     threads: wasm.getThreadsCount(),
   };
 }
@@ -173,4 +199,12 @@ export function isNotInstalled(error: unknown, packageName: string): boolean {
 export function firstLineOf(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
   return message.split('\n')[0] ?? message;
+}
+
+/** Lets the process exit: stops WebAssembly pthreads, if any were started. */
+export async function releaseBackend(): Promise<void> {
+  if (active?.kind === 'wasm' && (active.threads ?? 1) > 1) {
+    const { releaseWasmThreads } = await import('./wasm-threads.js');
+    releaseWasmThreads();
+  }
 }

@@ -82,6 +82,10 @@ function conv2DBackpropInput(args: KernelArgs): tf.TensorInfo {
     const info = tf.backend_util.computeConv2DInfo(
       inputShape, filter.shape, attrs.strides, 1, channelsLastPad(attrs.pad, nchw), attrs.dimRoundingMode as RoundingMode, false,
     );
+    if (isPlainPointwise(info) && dy.size / info.outChannels <= POINTWISE_MATMUL_ROWS) {
+      const dx = pointwiseInputGradient(dy, filter, info);
+      return nchw ? tf.transpose(dx, [0, 3, 1, 2]) : dx;
+    }
     // dx = dy (spread by the strides) correlated with the filter rotated by
     // 180 degrees and its in/out channels swapped.
     const rotated = tf.transpose(rotate180(filter), [0, 1, 3, 2]);
@@ -220,6 +224,34 @@ function spreadByStrides(t: Tensor4D, strideH: number, strideW: number): Tensor4
  * multiplying the [taps, rest] matrix by the anti-diagonal permutation goes
  * through XNNPACK and is exact: every output is 1 * w plus zeros.
  */
+/**
+ * Rows (positions x batch) up to which a 1x1 conv's input gradient is a
+ * matmul against the filter as stored (dy . W^T). wasm runs that
+ * transposed-B matmul in plain loops, fine for a classifier head's few rows
+ * (the Grad-CAM case), while the general path's filter transpose costs
+ * milliseconds for big filters (1000 x 768: about 3 ms).
+ */
+const POINTWISE_MATMUL_ROWS = 64;
+
+function isPlainPointwise(info: Conv2DInfo): boolean {
+  return (
+    info.filterHeight === 1 &&
+    info.filterWidth === 1 &&
+    info.strideHeight === 1 &&
+    info.strideWidth === 1 &&
+    info.padInfo.top === 0 &&
+    info.padInfo.bottom === 0 &&
+    info.padInfo.left === 0 &&
+    info.padInfo.right === 0
+  );
+}
+
+function pointwiseInputGradient(dy: Tensor4D, filter: Tensor4D, info: Conv2DInfo): Tensor4D {
+  const rows = tf.reshape(dy, [-1, info.outChannels]);
+  const weights = tf.reshape(filter, [info.inChannels, info.outChannels]);
+  return tf.reshape(tf.matMul(rows, weights, false, true), [info.batchSize, info.inHeight, info.inWidth, info.inChannels]);
+}
+
 function rotate180(filter: Tensor4D): Tensor4D {
   const [fh, fw, a, b] = filter.shape;
   const taps = fh * fw;

@@ -18,7 +18,7 @@ export interface TaskContext {
 }
 
 export async function openTaskContext(spec: ModelSpec, log?: (message: string) => void): Promise<TaskContext> {
-  const backend = await useBackend(requestedBackend(spec.backend));
+  const backend = await useBackend(requestedBackend(spec.backend), spec.wasmThreads === undefined ? {} : { wasmThreads: spec.wasmThreads });
   const model = await loadModel(spec.model, {
     ...(spec.preprocess === undefined ? {} : { preprocess: spec.preprocess }),
     ...(spec.labels === undefined ? {} : { labels: spec.labels }),

@@ -10,6 +10,8 @@ import type { Prediction } from '../model/predict.js';
 export interface ModelSpec {
   model?: string;
   backend?: string;
+  /** WebAssembly threads for this process's model (the runner's choice). */
+  wasmThreads?: number;
   preprocess?: string;
   labels?: string;
   size?: string;
