@@ -84,6 +84,19 @@ export async function loadImage(path: string, options: ImageLoadOptions): Promis
   return { path, original, input, geometry, format };
 }
 
+/**
+ * An image already in memory (RGB, 3 bytes a pixel, row-major), prepared
+ * exactly as `loadImage` prepares a decoded file.
+ */
+export async function imageFromRgb(rgb: Uint8Array, width: number, height: number, options: ImageLoadOptions, name = 'memory'): Promise<LoadedImage> {
+  const settings = checkOptions(options);
+  if (rgb.length !== width * height * 3) throw new UsageError(`${width}x${height} RGB needs ${width * height * 3} bytes, got ${rgb.length}`);
+  const original = { width, height, rgb };
+  const geometry = computeGeometry(original, settings.size, settings.resize);
+  const input = await makeModelInput(original, geometry, settings.background, name);
+  return { path: name, original, input, geometry, format: 'raw' };
+}
+
 // ---------------------------------------------------------------- options
 
 interface LoadSettings {
