@@ -7,4 +7,8 @@ import type Sharp from 'sharp';
 
 const sharp = createRequire(import.meta.url)('sharp') as typeof Sharp;
 
+// libvips' operation cache helps programs that reprocess the same image;
+// camviz reads each image once, so the cache would only hold memory.
+sharp.cache(false);
+
 export default sharp;

@@ -38,7 +38,7 @@ export interface Executor {
 
 /** Runs batches in this thread; two in flight overlap decoding and encoding with model work. */
 export class InProcessExecutor implements Executor {
-  readonly capacity = 2;
+  readonly capacity = 3;
 
   private constructor(
     readonly context: TaskContext,
@@ -70,7 +70,7 @@ interface PoolWorker {
   exited: boolean;
 }
 
-/** A pool of worker threads; each takes up to two batches so its own decode/encode overlap. */
+/** A pool of worker threads; each takes up to three batches so its own decode/encode overlap its model work. */
 export class WorkerPool implements Executor {
   readonly capacity: number;
   private readonly pending = new Map<number, { resolve: (outcome: BatchOutcome) => void; reject: (error: Error) => void; worker: PoolWorker }>();
@@ -81,7 +81,8 @@ export class WorkerPool implements Executor {
     readonly modelInfo: RunModelInfo,
     readonly backendInfo: RunBackendInfo,
   ) {
-    this.capacity = workers.length * 2;
+    // Three batches a worker: one computing while the next decodes and the last encodes.
+    this.capacity = workers.length * 3;
     for (const entry of workers) {
       entry.worker.on('message', (message: FromWorker) => this.receive(entry, message));
       entry.worker.on('error', (error) => this.failWorker(entry, error));

@@ -57,7 +57,7 @@ export function imageSpec(options: BatchCliOptions): ImageSpec {
 }
 
 export function baseTaskOptions(options: BatchCliOptions): Pick<TaskOptions, 'model' | 'image' | 'outDir' | 'batchSize' | 'pngCompression'> {
-  const pngCompression = parseCount(options.pngCompression ?? '6', '--png-compression', 0);
+  const pngCompression = parseCount(options.pngCompression ?? '1', '--png-compression', 0);
   if (pngCompression > 9) throw new UsageError(`--png-compression ${pngCompression} must be 0-9`);
   return {
     model: modelSpec(options),

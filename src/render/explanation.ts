@@ -20,6 +20,12 @@ export interface ExplanationImageOptions {
   heatmapOnly?: boolean;
   /** The model's preprocessing: `caffe` feeds BGR, so guided gradients are reordered. */
   preprocess?: string;
+  /**
+   * A buffer of the original's pixel count to upsample into, reused between
+   * images by folder runs (allocating and zeroing it costs more than the
+   * upsampling). The returned `heat` is then that buffer.
+   */
+  scratch?: Float32Array;
 }
 
 export interface ExplanationImage {
@@ -47,7 +53,10 @@ export function renderExplanation(
 ): ExplanationImage {
   const { original, geometry } = image;
   if (map === undefined && guided === undefined) throw new Error('nothing to render: no map and no guided gradient');
-  const heat = map === undefined ? undefined : minMaxNormalize(mapToOriginal(map.data, map.width, map.height, geometry));
+  // Normalised in place: one buffer the size of the original, not two.
+  const scratch = options.scratch?.length === original.width * original.height ? options.scratch : undefined;
+  const upsampled = map === undefined ? undefined : mapToOriginal(map.data, map.width, map.height, geometry, scratch);
+  const heat = upsampled === undefined ? undefined : minMaxNormalize(upsampled, upsampled);
   let rgb: Uint8Array;
   let gradient: Float32Array | undefined;
   if (guided !== undefined) {

@@ -43,6 +43,14 @@ export class CamTask {
     return this.layers.map((node) => node.path).join('+');
   }
 
+  private scratchBuffer = new Float32Array(0);
+
+  /** The upsampling buffer, grown as needed; rendering is synchronous, so one serves every image. */
+  private scratch(size: number): Float32Array {
+    if (this.scratchBuffer.length < size) this.scratchBuffer = new Float32Array(size);
+    return this.scratchBuffer.subarray(0, size);
+  }
+
   async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
     const { decoded, failed } = await decodeBatch(batch, this.context, this.options);
     if (decoded.length === 0) return { records: failed, summaries: [] };
@@ -120,6 +128,7 @@ export class CamTask {
       alpha: this.options.alpha,
       heatmapOnly: this.options.heatmapOnly,
       preprocess: this.context.model.meta.preprocess,
+      scratch: this.scratch(item.image.original.width * item.image.original.height),
     });
     const { rgb, peak } = picture;
     const { original } = item.image;
