@@ -26,6 +26,7 @@ export const {
   DepthwiseConv2dNative,
   DepthwiseConv2dNativeBackpropFilter,
   DepthwiseConv2dNativeBackpropInput,
+  UnsortedSegmentSum,
   // Functions and namespaces
   add,
   addN,

@@ -36,6 +36,7 @@ export const wasmGradientKernelNames: readonly string[] = [
   tf.Conv2DBackpropInput,
   tf.DepthwiseConv2dNativeBackpropInput,
   tf.DepthwiseConv2dNativeBackpropFilter,
+  tf.UnsortedSegmentSum,
 ];
 
 /**
@@ -47,6 +48,8 @@ export function registerWasmGradientKernels(): void {
   registerIfMissing(tf.Conv2DBackpropFilter, conv2DBackpropFilter);
   registerIfMissing(tf.DepthwiseConv2dNativeBackpropInput, depthwiseConv2dNativeBackpropInput);
   registerIfMissing(tf.DepthwiseConv2dNativeBackpropFilter, depthwiseConv2dNativeBackpropFilter);
+  // tf.gather's gradient: needed as soon as an objective picks a class with gather.
+  registerIfMissing(tf.UnsortedSegmentSum, unsortedSegmentSum);
   replaceConv2DBackpropInput();
 }
 
@@ -115,6 +118,26 @@ function depthwiseConv2dNativeBackpropInput(args: KernelArgs): tf.TensorInfo {
     if (multiplier === 1) return perOutputChannel;
     const [n, h, w] = perOutputChannel.shape;
     return tf.sum(tf.reshape(perOutputChannel, [n, h, w, inChannels, multiplier]), 4);
+  });
+}
+
+/**
+ * UnsortedSegmentSum as a matmul with the one-hot matrix of the segment ids:
+ * out[s] = sum of x[i] over the i with ids[i] = s (ids out of range add
+ * nothing, as in TensorFlow).
+ */
+function unsortedSegmentSum(args: KernelArgs): tf.TensorInfo {
+  const numSegments = (args.attrs as unknown as tf.UnsortedSegmentSumAttrs).numSegments;
+  return tf.tidy(() => {
+    const x = tensorOf(args.inputs, 'x');
+    const ids = tf.reshape(tensorOf(args.inputs, 'segmentIds'), [-1]);
+    const rows = ids.shape[0]!;
+    const rest = x.shape.slice(1);
+    const flat = tf.reshape(tf.cast(x, 'float32'), [rows, -1]);
+    // [S, N] one-hot built transposed, so that wasm takes its XNNPACK matmul.
+    const selector = tf.transpose(tf.cast(tf.oneHot(tf.cast(ids, 'int32'), numSegments), 'float32'));
+    const summed = tf.matMul(selector, flat);
+    return tf.cast(tf.reshape(summed, [numSegments, ...rest]), x.dtype);
   });
 }
 

@@ -1,0 +1,116 @@
+/**
+ * The library as a user imports it (the package entry), on the embedded
+ * model and its fixtures: the README's examples, checked against the
+ * generator's ground truth and against a Grad-CAM computed by hand from
+ * what public hooks capture.
+ */
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import sharp from 'sharp';
+import {
+  type CamvizModel,
+  backward,
+  disposeValues,
+  encodePng,
+  explain,
+  loadImage,
+  loadModel,
+  registerForwardHook,
+  registerGradientHook,
+  toInputTensor,
+  useBackend,
+  withHooks,
+} from '../src/index.js';
+import { repoRoot } from './helpers/assets.js';
+
+interface Truth {
+  images: { file: string; width: number; height: number; shapes: { classIndex: number; label: string; box: { x: number; y: number; width: number; height: number } }[] }[];
+}
+
+const fixtures = join(repoRoot, 'fixtures', 'shapes');
+let model: CamvizModel;
+let truth: Truth;
+
+before(async () => {
+  await useBackend('wasm');
+  model = await loadModel('shapes');
+  truth = JSON.parse(await readFile(join(fixtures, 'truth.json'), 'utf8')) as Truth;
+});
+
+test('explain() by class name points at that shape on every two-shape fixture, and the picture encodes', async () => {
+  const pairs = truth.images.filter((image) => image.shapes.length === 2);
+  assert.ok(pairs.length >= 3);
+  for (const entry of pairs) {
+    const image = await loadImage(join(fixtures, entry.file), { size: model.meta.inputSize });
+    const [explanations] = explain(model, [image], { classes: entry.shapes.map((shape) => shape.label) });
+    for (const [i, shape] of entry.shapes.entries()) {
+      const { picture, classIndex } = explanations![i]!;
+      assert.equal(classIndex, shape.classIndex);
+      const { x, y } = picture.peak;
+      const { box } = shape;
+      assert.ok(x >= box.x && x < box.x + box.width && y >= box.y && y < box.y + box.height, `${entry.file} ${shape.label}: peak (${x}, ${y}) outside ${JSON.stringify(box)}`);
+    }
+    const png = await encodePng(explanations![0]!.picture.rgb, entry.width, entry.height);
+    const decoded = await sharp(png).metadata();
+    assert.deepEqual([decoded.width, decoded.height], [entry.width, entry.height]);
+  }
+});
+
+test('the README hooks example captures A and dY/dA, and Grad-CAM from them equals explain()', async () => {
+  const image = await loadImage(join(fixtures, 'circle-star.png'), { size: model.meta.inputSize });
+  const star = 3;
+  const layersModel = model.layersModel!;
+  const layer = layersModel.getLayer(model.meta.targetLayer!);
+  // A first pass caches the folded Conv/BatchNorm weights the fast path keeps.
+  explain(model, [image], { classes: [star] });
+  const before = tf.memory().numTensors;
+  const x = toInputTensor([image.input], model.meta.inputSize.height, model.meta.inputSize.width, model.meta.preprocess);
+  let activation: tf.Tensor | undefined;
+  let gradient: tf.Tensor | undefined;
+  await withHooks(
+    [
+      {
+        layer,
+        forward: (_layer, _inputs, output) => {
+          activation = tf.keep((output as tf.Tensor).clone());
+        },
+        gradient: (grad) => {
+          gradient = tf.keep(grad.clone());
+        },
+      },
+    ],
+    () => {
+      const result = backward(layersModel, x, (values) => tf.sum(tf.gather(values.scores, star, 1)), { to: [layer] });
+      tf.dispose(result.gradients.flat());
+      disposeValues(result.values);
+    },
+  );
+  // Grad-CAM by hand: channel means of the gradient weigh the activation.
+  const [, h, w, c] = activation!.shape as [number, number, number, number];
+  const a = activation!.dataSync();
+  const g = gradient!.dataSync();
+  const weights = new Float64Array(c);
+  for (let p = 0; p < h * w; p++) for (let k = 0; k < c; k++) weights[k]! += g[p * c + k]! / (h * w);
+  const byHand = Array.from({ length: h * w }, (_, p) => {
+    let sum = 0;
+    for (let k = 0; k < c; k++) sum += weights[k]! * a[p * c + k]!;
+    return Math.max(0, sum);
+  });
+  tf.dispose([x, activation!, gradient!]);
+  assert.equal(tf.memory().numTensors, before, 'the example leaves no tensor behind');
+  const [[fromExplain]] = explain(model, [image], { classes: [star] });
+  const map = Array.from(fromExplain!.map!.data);
+  const scale = Math.max(...byHand);
+  assert.ok(scale > 0);
+  map.forEach((value, i) => assert.ok(Math.abs(value - byHand[i]!) <= 1e-5 * scale, `cell ${i}: ${value} vs ${byHand[i]}`));
+  // The hooks were removed.
+  assert.ok(!Object.prototype.hasOwnProperty.call(layer, 'call'));
+  const handle = registerForwardHook(layer, () => undefined);
+  const gradientHandle = registerGradientHook(layer, () => undefined);
+  handle.remove();
+  gradientHandle.remove();
+  assert.ok(!Object.prototype.hasOwnProperty.call(layer, 'call'));
+});
