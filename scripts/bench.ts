@@ -29,6 +29,7 @@ import { loadImage } from '../src/model/image.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { disposeValues } from '../src/model/network.js';
 import { inputTensor } from '../src/model/predict.js';
+import { camTaskOptions, fmapTaskOptions, predictTaskOptions } from '../src/tasks/defaults.js';
 import { type Task, createTask } from '../src/tasks/index.js';
 import type { ModelSpec, TaskOptions, Timings } from '../src/tasks/types.js';
 import { VERSION } from '../src/version.js';
@@ -119,35 +120,8 @@ function benchModels(): BenchModel[] {
   return models;
 }
 
-function taskOptions(command: TaskOptions['command'], spec: ModelSpec, outDir: string, extra: Record<string, unknown> = {}): TaskOptions {
-  const base = {
-    model: spec,
-    image: { resize: 'stretch' as const, background: '#ffffff', maxPixels: 100_000_000 },
-    outDir,
-    batchSize: 1,
-    pngCompression: 1,
-  };
-  if (command === 'predict') return { ...base, command, top: 5, ...extra } as TaskOptions;
-  if (command === 'fmap') {
-    return { ...base, command, layers: [], allConv: false, padding: 2, tileSize: 64, colormap: 'gray', raw: false, tensorboard: false, ...extra } as TaskOptions;
-  }
-  return {
-    ...base,
-    command,
-    method: 'gradcam',
-    layers: [],
-    classes: [],
-    topK: 1,
-    score: 'logit',
-    augSmooth: false,
-    eigenSmooth: false,
-    colormap: 'jet',
-    alpha: 0.5,
-    heatmapOnly: false,
-    raw: false,
-    ...extra,
-  } as TaskOptions;
-}
+/** Single-image batches, so that the timings are per image. */
+const perImage = (spec: ModelSpec) => ({ model: spec, batchSize: 1 });
 
 /** Median per-image timings of a task over repeated single-image batches. */
 async function taskTimings(task: Task, image: string, runs: number): Promise<Timings> {
@@ -240,7 +214,7 @@ async function hooks(backend: BackendKind, args: Args): Promise<void> {
   const plainForward = await timed(() => disposeValues(network.forward(input)), runs);
   const hookedForward = await timed(() => withHooksSync([hook], () => disposeValues(network.forward(input))), runs);
   tf.dispose(captured.splice(0));
-  const fmapTask = createTask({ model, backend: { kind: backend, tfjsName: backend, packageName: '', gpu: false } }, taskOptions('fmap', bench.spec, await mkdtemp(join(tmpdir(), 'camviz-bench-')), { allConv: true }));
+  const fmapTask = createTask({ model, backend: { kind: backend, tfjsName: backend, packageName: '', gpu: false } }, fmapTaskOptions(await mkdtemp(join(tmpdir(), 'camviz-bench-')), { ...perImage(bench.spec), allConv: true }));
   const fmap = await taskTimings(fmapTask, bench.image, args.quick ? 2 : 4);
   table(`Hooks on ${bench.name}, ${backend} (ms, median)`, ['pass', 'plain', 'hooked (forward hook on the CAM layer)', 'overhead'], [
     ['model.predict', ms(plainPredict), ms(hookedPredict), `${((hookedPredict / plainPredict - 1) * 100).toFixed(1)}%`],
@@ -262,11 +236,11 @@ async function camBreakdown(backends: BackendKind[], args: Args): Promise<void> 
       const outDir = await mkdtemp(join(tmpdir(), 'camviz-bench-'));
       const runs = args.quick ? 5 : 15;
       const cases: [string, TaskOptions, number][] = [
-        ['predict', taskOptions('predict', bench.spec, outDir), runs],
-        ['fmap (default CAM layer)', taskOptions('fmap', bench.spec, outDir, { layers: [camTargets(model, [])[0]!.path] }), runs],
-        ['Grad-CAM', taskOptions('cam', bench.spec, outDir, { classes: bench.classes }), runs],
-        ['Grad-CAM++', taskOptions('cam', bench.spec, outDir, { method: 'gradcampp', classes: bench.classes }), runs],
-        ['Score-CAM', taskOptions('cam', bench.spec, outDir, { method: 'scorecam', classes: bench.classes }), 1],
+        ['predict', predictTaskOptions(outDir, perImage(bench.spec)), runs],
+        ['fmap (default CAM layer)', fmapTaskOptions(outDir, { ...perImage(bench.spec), layers: [camTargets(model, [])[0]!.path] }), runs],
+        ['Grad-CAM', camTaskOptions(outDir, { ...perImage(bench.spec), classes: bench.classes }), runs],
+        ['Grad-CAM++', camTaskOptions(outDir, { ...perImage(bench.spec), method: 'gradcampp', classes: bench.classes }), runs],
+        ['Score-CAM', camTaskOptions(outDir, { ...perImage(bench.spec), method: 'scorecam', classes: bench.classes }), 1],
       ];
       for (const [name, options, count] of cases) {
         const timings = await taskTimings(createTask(context, options), bench.image, count);
@@ -426,7 +400,7 @@ async function folderThroughput(backends: BackendKind[], args: Args): Promise<vo
     const outDir = await mkdtemp(join(tmpdir(), 'camviz-bench-out-'));
     const started = performance.now();
     const result = await runBatch({
-      task: { ...taskOptions('cam', bench.spec, outDir), batchSize: 4 } as TaskOptions,
+      task: camTaskOptions(outDir, { model: bench.spec }),
       inputs: [folder],
       jobs,
       quiet: true,
@@ -466,7 +440,7 @@ async function residentMemory(bench: BenchModel, folder: string): Promise<void> 
     const after100 = measure();
     await runBatch({ task: { ...task, outDir: await mkdtemp(join(tmpdir(), 'camviz-rss-')) }, inputs: [${JSON.stringify(join(big, 'next-900'))}], jobs: 1, quiet: true, manifest: true });
     console.log(JSON.stringify({ after100, after1000: measure() }));`;
-  const task = { ...taskOptions('cam', bench.spec, ''), batchSize: 4 };
+  const task = camTaskOptions('', { model: bench.spec });
   const child = spawn(process.execPath, ['--input-type=module', '-e', script, JSON.stringify(task)], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
   let stdout = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));

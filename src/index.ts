@@ -38,3 +38,4 @@ export { mergeRuns } from './batch/merge.js';
 export { writeReport } from './batch/report.js';
 export { type Shard, parseShard, selectShard } from './batch/shard.js';
 export type * from './tasks/types.js';
+export { CAM_DEFAULTS, FMAP_DEFAULTS, PREDICT_DEFAULTS, TASK_DEFAULTS, type TaskOverrides, camTaskOptions, fmapTaskOptions, predictTaskOptions } from './tasks/defaults.js';

@@ -24,6 +24,7 @@ import { type BatchRunOptions, runBatch } from '../src/batch/runner.js';
 import { SHARD_ENVIRONMENTS, parseShard, selectShard } from '../src/batch/shard.js';
 import { CamvizError, UsageError } from '../src/errors.js';
 import { type TaskContext, decodeBatch } from '../src/tasks/common.js';
+import { type TaskOverrides, camTaskOptions, fmapTaskOptions, predictTaskOptions } from '../src/tasks/defaults.js';
 import { startTask } from '../src/tasks/index.js';
 import type { CamTaskOptions, FmapTaskOptions, InputImage, PredictTaskOptions, TaskOptions } from '../src/tasks/types.js';
 import { haveSharedAssets, mobilenetDir, repoRoot } from './helpers/assets.js';
@@ -70,49 +71,19 @@ async function makeFolder(folder: string, names: readonly string[], size: [numbe
   return folder;
 }
 
-const baseOptions = (outDir: string) => ({
-  model: { model: modelSpec, backend: 'wasm' },
-  image: { resize: 'stretch' as const, background: '#ffffff', maxPixels: 100_000_000 },
-  outDir,
-  batchSize: 4,
-  pngCompression: 6,
-});
+// PNG level 6 rather than the default 1: the byte-identity tests then also cover a non-default level.
+const shared = { model: { model: modelSpec, backend: 'wasm' as const }, pngCompression: 6 };
 
-function camTask(outDir: string, overrides: Partial<CamTaskOptions> = {}): CamTaskOptions {
-  return {
-    command: 'cam',
-    ...baseOptions(outDir),
-    method: 'gradcam',
-    layers: [],
-    classes: [],
-    topK: 1,
-    score: 'logit',
-    augSmooth: false,
-    eigenSmooth: false,
-    colormap: 'jet',
-    alpha: 0.5,
-    heatmapOnly: false,
-    raw: false,
-    ...overrides,
-  };
+function camTask(outDir: string, overrides: TaskOverrides<CamTaskOptions> = {}): CamTaskOptions {
+  return camTaskOptions(outDir, { ...shared, ...overrides });
 }
 
 function fmapTask(outDir: string): FmapTaskOptions {
-  return {
-    command: 'fmap',
-    ...baseOptions(outDir),
-    layers: [model?.fmapLayer ?? 'conv2'],
-    allConv: false,
-    padding: 2,
-    tileSize: 16,
-    colormap: 'gray',
-    raw: false,
-    tensorboard: false,
-  };
+  return fmapTaskOptions(outDir, { ...shared, layers: [model?.fmapLayer ?? 'conv2'], tileSize: 16 });
 }
 
 function predictTask(): PredictTaskOptions {
-  return { command: 'predict', ...baseOptions(join(workDir, 'unused')), top: 2 };
+  return predictTaskOptions(join(workDir, 'unused'), { ...shared, top: 2 });
 }
 
 function run(task: TaskOptions, inputs: string[], extra: Partial<BatchRunOptions> = {}) {

@@ -2,6 +2,7 @@
 import { canonicalMethod } from '../cam/index.js';
 import { UsageError } from '../errors.js';
 import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap.js';
+import { CAM_DEFAULTS } from '../tasks/defaults.js';
 import type { CamResultRecord, CamTaskOptions, InputRecord } from '../tasks/types.js';
 import { type BatchCliOptions, baseTaskOptions, runImageCommand, withDisplayPaths } from './run-command.js';
 import { parseCount } from './common.js';
@@ -20,22 +21,23 @@ export interface CamCliOptions extends BatchCliOptions {
   raw?: boolean;
 }
 
-export function camTaskOptions(options: CamCliOptions): CamTaskOptions {
+/** The task the flags ask for; an absent flag takes its value from CAM_DEFAULTS. */
+export function camTaskFromFlags(options: CamCliOptions): CamTaskOptions {
   const classes = (options.class ?? []).flatMap((spec) => spec.split(',')).map((spec) => spec.trim()).filter((spec) => spec !== '');
   if (classes.length > 0 && options.topK !== undefined) throw new UsageError('give --class or --top-k, not both');
-  const alpha = Number(options.alpha ?? '0.5');
+  const alpha = options.alpha === undefined ? CAM_DEFAULTS.alpha : Number(options.alpha);
   if (!(alpha >= 0 && alpha <= 1)) throw new UsageError(`--alpha ${options.alpha} must be between 0 and 1`);
-  const colormap = options.colormap ?? 'jet';
+  const colormap = options.colormap ?? CAM_DEFAULTS.colormap;
   if (!isColormapName(colormap)) throw new UsageError(`unknown colormap '${colormap}': choose one of ${COLORMAPS.join(', ')}`);
-  const score = options.score ?? 'logit';
+  const score = options.score ?? CAM_DEFAULTS.score;
   if (score !== 'logit' && score !== 'prob') throw new UsageError(`--score ${score}: choose logit or prob`);
   return {
     command: 'cam',
     ...baseTaskOptions(options),
-    method: canonicalMethod(options.method ?? 'gradcam'),
+    method: canonicalMethod(options.method ?? CAM_DEFAULTS.method),
     layers: options.layer ?? [],
     classes: [...new Set(classes)],
-    topK: parseCount(options.topK ?? '1', '--top-k'),
+    topK: options.topK === undefined ? CAM_DEFAULTS.topK : parseCount(options.topK, '--top-k'),
     score,
     augSmooth: options.augSmooth === true,
     eigenSmooth: options.eigenSmooth === true,
@@ -47,7 +49,7 @@ export function camTaskOptions(options: CamCliOptions): CamTaskOptions {
 }
 
 export async function runCam(inputs: string[], options: CamCliOptions): Promise<number> {
-  return runImageCommand(inputs, options, camTaskOptions(options), {
+  return runImageCommand(inputs, options, camTaskFromFlags(options), {
     writesFiles: true,
     printJson: (records: InputRecord[]) => records.flatMap((record) => (record.results ?? []).map((result) => withDisplayPaths(result as CamResultRecord, options.out))),
   });

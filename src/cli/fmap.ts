@@ -2,6 +2,7 @@
 import { resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap.js';
+import { FMAP_DEFAULTS } from '../tasks/defaults.js';
 import type { FmapResultRecord, FmapTaskOptions, InputRecord } from '../tasks/types.js';
 import { type BatchCliOptions, baseTaskOptions, runImageCommand, withDisplayPaths } from './run-command.js';
 import { parseCount } from './common.js';
@@ -19,8 +20,9 @@ export interface FmapCliOptions extends BatchCliOptions {
   step?: string;
 }
 
-export function fmapTaskOptions(options: FmapCliOptions): FmapTaskOptions {
-  const colormap = options.colormap ?? 'gray';
+/** The task the flags ask for; an absent flag takes its value from FMAP_DEFAULTS. */
+export function fmapTaskFromFlags(options: FmapCliOptions): FmapTaskOptions {
+  const colormap = options.colormap ?? FMAP_DEFAULTS.colormap;
   if (!isColormapName(colormap)) throw new UsageError(`unknown colormap '${colormap}': choose one of ${COLORMAPS.join(', ')}`);
   return {
     command: 'fmap',
@@ -29,8 +31,8 @@ export function fmapTaskOptions(options: FmapCliOptions): FmapTaskOptions {
     allConv: options.allConv === true,
     ...(options.maxChannels === undefined ? {} : { maxChannels: parseCount(options.maxChannels, '--max-channels') }),
     ...(options.nrow === undefined ? {} : { nrow: parseCount(options.nrow, '--nrow') }),
-    padding: parseCount(options.padding ?? '2', '--padding', 0),
-    tileSize: parseCount(options.tileSize ?? '64', '--tile-size'),
+    padding: options.padding === undefined ? FMAP_DEFAULTS.padding : parseCount(options.padding, '--padding', 0),
+    tileSize: options.tileSize === undefined ? FMAP_DEFAULTS.tileSize : parseCount(options.tileSize, '--tile-size'),
     colormap: colormap as ColormapName,
     raw: options.raw === true,
     tensorboard: options.tensorboard !== undefined,
@@ -38,7 +40,7 @@ export function fmapTaskOptions(options: FmapCliOptions): FmapTaskOptions {
 }
 
 export async function runFmap(inputs: string[], options: FmapCliOptions): Promise<number> {
-  return runImageCommand(inputs, options, fmapTaskOptions(options), {
+  return runImageCommand(inputs, options, fmapTaskFromFlags(options), {
     writesFiles: true,
     ...(options.tensorboard === undefined
       ? {}

@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { addBatchOptions, addImageOptions, addModelOptions } from './options.js';
+import { CAM_DEFAULTS, FMAP_DEFAULTS, PREDICT_DEFAULTS } from '../tasks/defaults.js';
 import { describeError, exitCodeOf } from '../errors.js';
 import { VERSION } from '../version.js';
 
@@ -67,7 +68,7 @@ Exit codes: 0 success, 1 a failure (e.g. an unreadable image), 2 a usage error.`
       .command('predict')
       .description('classify images (files or folders)')
       .argument('<inputs...>', 'image files or folders')
-      .option('-k, --top <k>', 'how many classes to show', '5')
+      .option('-k, --top <k>', 'how many classes to show', String(PREDICT_DEFAULTS.top))
       .addHelpText('after', '\nExamples:\n  camviz predict cat.jpg\n  camviz predict photos/ --top 1 --json\n\n--json prints [{input, predictions: [{index, label, probability}]}].'),
   );
   addBatchOptions(addImageOptions(predict, resizeHelp()), false).action(
@@ -80,17 +81,17 @@ Exit codes: 0 success, 1 a failure (e.g. an unreadable image), 2 a usage error.`
   const camCommand = (name: string, description: string, fixedMethod?: string): void => {
     const command = program.command(name).description(description).argument('<inputs...>', 'image files or folders');
     if (fixedMethod === undefined) {
-      command.option('--method <name>', `gradcam, gradcampp (gradcam++), xgradcam, hirescam, layercam, cam, scorecam, eigencam, guidedbackprop, guidedgradcam`, 'gradcam');
+      command.option('--method <name>', `gradcam, gradcampp (gradcam++), xgradcam, hirescam, layercam, cam, scorecam, eigencam, guidedbackprop, guidedgradcam`, CAM_DEFAULTS.method);
     }
     command
       .option('-c, --class <classes...>', 'class index or name (unique part of a label); several: comma-separated or repeated (default: top 1)')
       .option('-k, --top-k <k>', 'explain each image\'s k most probable classes')
       .option('-l, --layer <layers...>', 'target layer(s); several give per-layer maps normalised and averaged (default: see camviz layers)')
-      .addOption(new Option('--score <kind>', 'differentiate the pre-softmax score (logit) or the probability').choices(['logit', 'prob']).default('logit'))
+      .addOption(new Option('--score <kind>', 'differentiate the pre-softmax score (logit) or the probability').choices(['logit', 'prob']).default(CAM_DEFAULTS.score))
       .option('--aug-smooth', 'average over horizontal flips x input multipliers 0.9, 1, 1.1 (pytorch-grad-cam aug_smooth)')
       .option('--eigen-smooth', 'first principal component of the weighted activations instead of their sum')
-      .addOption(new Option('--colormap <name>', 'heatmap colours').choices(['jet', 'turbo', 'viridis', 'inferno', 'magma', 'plasma', 'cividis', 'gray']).default('jet'))
-      .option('--alpha <a>', 'heatmap weight in the blend (0-1)', '0.5')
+      .addOption(new Option('--colormap <name>', 'heatmap colours').choices(['jet', 'turbo', 'viridis', 'inferno', 'magma', 'plasma', 'cividis', 'gray']).default(CAM_DEFAULTS.colormap))
+      .option('--alpha <a>', 'heatmap weight in the blend (0-1)', String(CAM_DEFAULTS.alpha))
       .option('--heatmap-only', 'write the coloured map alone, not blended')
       .option('--raw', 'also write the map at feature resolution (after ReLU, before normalisation) as float32 .npy [h, w]; guided methods: their gradient image [H, W, 3]')
       .addHelpText(
@@ -123,9 +124,9 @@ Examples:
     .option('--all-conv', 'every convolution layer')
     .option('--max-channels <n>', 'show only the first n channels')
     .option('--nrow <n>', 'tiles per row (default: ceil(sqrt(channels)))')
-    .option('--padding <px>', 'pixels between tiles', '2')
-    .option('--tile-size <px>', 'enlarge small maps (nearest) until tiles are at least this big', '64')
-    .addOption(new Option('--colormap <name>', 'tile colours').choices(['gray', 'viridis', 'inferno', 'magma', 'plasma', 'cividis', 'turbo', 'jet']).default('gray'))
+    .option('--padding <px>', 'pixels between tiles', String(FMAP_DEFAULTS.padding))
+    .option('--tile-size <px>', 'enlarge small maps (nearest) until tiles are at least this big', String(FMAP_DEFAULTS.tileSize))
+    .addOption(new Option('--colormap <name>', 'tile colours').choices(['gray', 'viridis', 'inferno', 'magma', 'plasma', 'cividis', 'turbo', 'jet']).default(FMAP_DEFAULTS.colormap))
     .option('--raw', 'also write the activation as float32 .npy [H, W, C]')
     .option('--tensorboard <logdir>', 'also write the grids to a TensorBoard event file (tag "feature map in <layer>")')
     .option('--step <n>', 'TensorBoard step of the first image (then one per image)', '0')

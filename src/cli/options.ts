@@ -4,6 +4,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { type Command, Option } from 'commander';
+import { TASK_DEFAULTS } from '../tasks/defaults.js';
 
 /** Options every model-using command takes. */
 export function addModelOptions(command: Command): Command {
@@ -20,9 +21,9 @@ export function addModelOptions(command: Command): Command {
 /** Options every image-reading command takes. */
 export function addImageOptions(command: Command, resizeHelp: string): Command {
   return command
-    .addOption(new Option('--resize <mode>', `fit images to the model input: ${resizeHelp}`).choices(['stretch', 'crop', 'pad']).default('stretch'))
-    .option('--background <colour>', 'colour to flatten transparency onto and to pad with', '#ffffff')
-    .option('--max-pixels <n>', 'refuse larger images before decoding them (0 = no limit)', '100000000')
+    .addOption(new Option('--resize <mode>', `fit images to the model input: ${resizeHelp}`).choices(['stretch', 'crop', 'pad']).default(TASK_DEFAULTS.image.resize))
+    .option('--background <colour>', 'colour to flatten transparency onto and to pad with', TASK_DEFAULTS.image.background)
+    .option('--max-pixels <n>', 'refuse larger images before decoding them (0 = no limit)', String(TASK_DEFAULTS.image.maxPixels))
     .option('--glob <pattern>', 'in folders, only files whose relative path matches, e.g. "**/*.jpg"');
 }
 
@@ -33,11 +34,11 @@ export function addBatchOptions(command: Command, writesFiles: boolean): Command
       .option('-o, --out <dir>', 'output folder; outputs mirror the input tree', 'camviz-out')
       .option('--skip-existing', 'resume: keep inputs whose outputs an earlier run (manifest.json) already wrote')
       .option('--report', 'also write index.html, a static page of every result')
-      .option('--png-compression <level>', 'PNG zlib level 0-9: 1 is fastest (OpenCV\'s default), 9 smallest', '1');
+      .option('--png-compression <level>', 'PNG zlib level 0-9: 1 is fastest (OpenCV\'s default), 9 smallest', String(TASK_DEFAULTS.pngCompression));
   }
   return command
     .option('-j, --jobs <n>', 'worker threads (each loads its own model)', String(availableParallelism()))
-    .option('--batch-size <n>', 'images per forward pass', '4')
+    .option('--batch-size <n>', 'images per forward pass', String(TASK_DEFAULTS.batchSize))
     .option('--shard <i/n|auto>', 'process only shard i of n of the sorted inputs (auto: from CI variables, see README)')
     .option('--shard-count <n>', 'the job count for --shard auto when the CI gives only an index (Kubernetes)')
     .option('--fail-fast', 'stop at the first failing image')

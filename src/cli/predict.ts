@@ -1,11 +1,12 @@
 /** `camviz predict`: top classes per image. */
 import { relative } from 'node:path';
+import { PREDICT_DEFAULTS } from '../tasks/defaults.js';
 import type { InputRecord, PredictTaskOptions } from '../tasks/types.js';
 import { type BatchCliOptions, baseTaskOptions, runImageCommand } from './run-command.js';
 import { parseCount } from './common.js';
 
 export async function runPredict(inputs: string[], options: BatchCliOptions & { top?: string }): Promise<number> {
-  const task: PredictTaskOptions = { command: 'predict', ...baseTaskOptions(options), top: parseCount(options.top ?? '5', '--top') };
+  const task: PredictTaskOptions = { command: 'predict', ...baseTaskOptions(options), top: options.top === undefined ? PREDICT_DEFAULTS.top : parseCount(options.top, '--top') };
   return runImageCommand(inputs, options, task, {
     writesFiles: false,
     printJson: (records: InputRecord[]) =>

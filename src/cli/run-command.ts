@@ -10,6 +10,7 @@ import { releaseBackend } from '../model/backend.js';
 import { UsageError } from '../errors.js';
 import { parseBackground } from '../model/image.js';
 import type { ResizeMode } from '../model/geometry.js';
+import { TASK_DEFAULTS } from '../tasks/defaults.js';
 import type { ImageSpec, InputRecord, ModelSpec, TaskOptions } from '../tasks/types.js';
 import { parseCount, printJson } from './common.js';
 
@@ -47,23 +48,23 @@ export function modelSpec(options: BatchCliOptions): ModelSpec {
 }
 
 export function imageSpec(options: BatchCliOptions): ImageSpec {
-  const background = options.background ?? '#ffffff';
+  const background = options.background ?? TASK_DEFAULTS.image.background;
   parseBackground(background);
   return {
-    resize: (options.resize ?? 'stretch') as ResizeMode,
+    resize: (options.resize ?? TASK_DEFAULTS.image.resize) as ResizeMode,
     background,
-    maxPixels: parseCount(options.maxPixels ?? '100000000', '--max-pixels', 0),
+    maxPixels: options.maxPixels === undefined ? TASK_DEFAULTS.image.maxPixels : parseCount(options.maxPixels, '--max-pixels', 0),
   };
 }
 
 export function baseTaskOptions(options: BatchCliOptions): Pick<TaskOptions, 'model' | 'image' | 'outDir' | 'batchSize' | 'pngCompression'> {
-  const pngCompression = parseCount(options.pngCompression ?? '1', '--png-compression', 0);
+  const pngCompression = options.pngCompression === undefined ? TASK_DEFAULTS.pngCompression : parseCount(options.pngCompression, '--png-compression', 0);
   if (pngCompression > 9) throw new UsageError(`--png-compression ${pngCompression} must be 0-9`);
   return {
     model: modelSpec(options),
     image: imageSpec(options),
     outDir: resolve(options.out ?? 'camviz-out'),
-    batchSize: parseCount(options.batchSize ?? '4', '--batch-size'),
+    batchSize: options.batchSize === undefined ? TASK_DEFAULTS.batchSize : parseCount(options.batchSize, '--batch-size'),
     pngCompression,
   };
 }

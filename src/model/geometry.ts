@@ -5,6 +5,11 @@
 export const RESIZE_MODES = ['stretch', 'crop', 'pad'] as const;
 export type ResizeMode = (typeof RESIZE_MODES)[number];
 
+/** Transparency is flattened onto (and `pad` pads with) this colour unless told otherwise. */
+export const DEFAULT_BACKGROUND = '#ffffff';
+/** Larger images are refused before decoding: a guard against decompression bombs. */
+export const DEFAULT_MAX_PIXELS = 100_000_000;
+
 /** A rectangle in pixels; x, y is the top-left corner. Fractions allowed. */
 export interface Box {
   x: number;

@@ -10,7 +10,7 @@ import sharp from '../sharp.js';
 import type { Metadata, OutputInfo, Sharp } from 'sharp';
 
 import { CamvizError, UsageError } from '../errors.js';
-import { RESIZE_MODES } from './geometry.js';
+import { DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS, RESIZE_MODES } from './geometry.js';
 import type { Box, ImageGeometry, ResizeMode, Size } from './geometry.js';
 
 export interface ImageLoadOptions {
@@ -40,9 +40,6 @@ export interface Rgb {
   g: number;
   b: number;
 }
-
-export const DEFAULT_BACKGROUND = '#ffffff';
-export const DEFAULT_MAX_PIXELS = 100_000_000;
 
 export const RESIZE_KERNEL_DESCRIPTION =
   'bilinear (libvips "linear" triangle filter, antialiased when shrinking, close to PIL BILINEAR)';
