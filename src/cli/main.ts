@@ -121,7 +121,7 @@ Examples:
     .description('feature maps of layers as grid PNGs (torchvision make_grid, each channel normalised)')
     .argument('<inputs...>', 'image files or folders')
     .option('-l, --layer <layers...>', 'layer(s) to show')
-    .option('--all-conv', 'every convolution layer')
+    .option('--all-conv', 'every convolution layer with a spatial output (not 1x1 classifier heads)')
     .option('--max-channels <n>', 'show only the first n channels')
     .option('--nrow <n>', 'tiles per row (default: ceil(sqrt(channels)))')
     .option('--padding <px>', 'pixels between tiles', String(FMAP_DEFAULTS.padding))

@@ -9,7 +9,7 @@ import * as tf from '../tf.js';
 import { UsageError } from '../errors.js';
 import { type HookSpec, withHooksSync } from '../hooks/hooks.js';
 import type { GraphNode } from '../model/graph.js';
-import { isFeatureMap, resolveLayer } from '../model/layers.js';
+import { isCamTarget, isFeatureMap, resolveLayer } from '../model/layers.js';
 import { disposeValues } from '../model/network.js';
 import { inputTensor } from '../model/predict.js';
 import { makeFeatureGrid } from '../render/grid.js';
@@ -145,7 +145,8 @@ export class FmapTask {
 function resolveFmapLayers(context: TaskContext, options: FmapTaskOptions): GraphNode[] {
   const network = context.model.network();
   const named = options.layers.map((name) => resolveLayer(network, name, isFeatureMap, 'a feature map (4-D output)'));
-  const convs = options.allConv ? network.graph.nodes.filter((node) => CONV_CLASSES.has(node.layer.getClassName()) && isFeatureMap(node)) : [];
+  // A 1x1 map (a classifier written as a convolution, like MobileNet's conv_preds) has nothing spatial to show.
+  const convs = options.allConv ? network.graph.nodes.filter((node) => CONV_CLASSES.has(node.layer.getClassName()) && isCamTarget(node)) : [];
   const layers = [...new Set([...named, ...convs])];
   if (layers.length === 0) throw new UsageError('give --layer NAME (several allowed) or --all-conv (camviz layers lists the names)');
   return layers;
