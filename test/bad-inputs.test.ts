@@ -7,9 +7,8 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import sharp from 'sharp';
@@ -17,6 +16,8 @@ import sharp from 'sharp';
 import type { Manifest } from '../src/batch/manifest.js';
 import type { CamResultRecord, InputRecord } from '../src/tasks/types.js';
 import { haveSharedAssets, mobilenetDir, repoRoot } from './helpers/assets.js';
+import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
+import { listFiles, noise, readManifest } from './helpers/files.js';
 
 const shapesDir = join(repoRoot, 'models', 'shapes');
 /** The embedded shapes model (small inputs, fast), else the shared MobileNet. */
@@ -32,34 +33,13 @@ after(() => rm(workDir, { recursive: true, force: true }));
 
 // ------------------------------------------------------------------ helpers
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function camviz(args: string[], modelSpec = model?.spec ?? 'shapes'): Promise<Run> {
-  const env: NodeJS.ProcessEnv = { ...process.env, CAMVIZ_CACHE: join(workDir, 'cache'), CAMVIZ_BACKEND: 'wasm' };
-  delete env['CI'];
-  return new Promise((resolve) => {
-    execFile(process.execPath, [join(repoRoot, 'bin', 'camviz.js'), ...args, '--model', modelSpec, '--backend', 'wasm'], { cwd: workDir, env, timeout: 120_000 }, (error, stdout, stderr) => {
-      resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : null, stdout, stderr });
-    });
-  });
+/** The CLI from the work folder, on `modelSpec` with the wasm backend. */
+function camviz(args: string[], modelSpec = model?.spec ?? 'shapes'): Promise<CliRun> {
+  return runCli([...args, '--model', modelSpec, '--backend', 'wasm'], { cwd: workDir, env: cliEnv(join(workDir, 'cache')), timeoutMs: 120_000 });
 }
 
 /** stderr as lines, without the empty last one. */
 const linesOf = (text: string): string[] => text.split('\n').filter((line) => line !== '');
-
-function noise(width: number, height: number, seed: number, channels = 3): Buffer {
-  const bytes = Buffer.alloc(width * height * channels);
-  let state = seed >>> 0 || 1;
-  for (let i = 0; i < bytes.length; i++) {
-    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
-    bytes[i] = state >>> 24;
-  }
-  return bytes;
-}
 
 const rgb = (width: number, height: number, seed: number) => sharp(noise(width, height, seed), { raw: { width, height, channels: 3 } });
 
@@ -67,19 +47,6 @@ async function save(path: string, data: Buffer | string): Promise<string> {
   await mkdir(dirname(path), { recursive: true });
   await writeFile(path, data);
   return path;
-}
-
-async function readManifest(outDir: string): Promise<Manifest> {
-  return JSON.parse(await readFile(join(outDir, 'manifest.json'), 'utf8')) as Manifest;
-}
-
-async function listFiles(folder: string): Promise<string[]> {
-  if (!existsSync(folder)) return [];
-  const entries = await readdir(folder, { recursive: true, withFileTypes: true });
-  return entries
-    .filter((entry) => entry.isFile())
-    .map((entry) => join(entry.parentPath, entry.name).slice(folder.length + 1))
-    .sort();
 }
 
 let outCount = 0;
@@ -174,7 +141,7 @@ describe('bad image files, one at a time', { skip: skipWithoutModel }, () => {
 
 describe('a folder with bad files among good ones', { skip: skipWithoutModel }, () => {
   let manifest: Manifest;
-  let run: Run;
+  let run: CliRun;
   let out: string;
 
   before(async () => {
@@ -293,7 +260,7 @@ describe('model problems: exit 1, one line naming the file, no output', { skip: 
     assert.equal(lines.length, 1, run.stderr);
     if (typeof line === 'string') assert.equal(lines[0], line);
     else assert.match(lines[0]!, line);
-    assert.deepEqual((await listFiles(out)).filter((file) => file !== 'manifest.json'), []);
+    assert.deepEqual((await listFiles(out, { missingAsEmpty: true })).filter((file) => file !== 'manifest.json'), []);
   }
 
   const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
@@ -347,7 +314,7 @@ describe('layer and class problems: exit 2 (usage), one line, no output', { skip
     const lines = linesOf(run.stderr);
     assert.equal(lines.length, 1, run.stderr);
     assert.match(lines[0]!.replace(/^camviz: /, ''), line);
-    assert.deepEqual((await listFiles(out)).filter((file) => file.endsWith('.png')), []);
+    assert.deepEqual((await listFiles(out, { missingAsEmpty: true })).filter((file) => file.endsWith('.png')), []);
   }
 
   test('unknown layer', async () => {

@@ -6,7 +6,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -16,6 +16,8 @@ import sharp from 'sharp';
 import type { Manifest } from '../src/batch/manifest.js';
 import type { InputRecord } from '../src/tasks/types.js';
 import { haveSharedAssets, mobilenetDir, repoRoot } from './helpers/assets.js';
+import { type CliRun, camvizBin, cliEnv, runCli } from './helpers/cli.js';
+import { listFiles, noise, readManifest } from './helpers/files.js';
 
 const shapesJson = join(repoRoot, 'models', 'shapes', 'model.json');
 /** The embedded shapes model (small inputs, fast), else the shared MobileNet. */
@@ -28,42 +30,14 @@ after(() => rm(workDir, { recursive: true, force: true }));
 
 // ------------------------------------------------------------------ helpers
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
+/** No CI variables unless a test sets them in `extra`. */
+const cleanEnv = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => cliEnv(join(workDir, 'cache'), extra);
 
-/** Variables a CI runner may have set that would change what these tests see. */
-const CI_VARIABLES = ['CI', 'CI_NODE_INDEX', 'CI_NODE_TOTAL', 'CIRCLE_NODE_INDEX', 'CIRCLE_NODE_TOTAL', 'BUILDKITE_PARALLEL_JOB', 'BUILDKITE_PARALLEL_JOB_COUNT', 'SEMAPHORE_JOB_INDEX', 'SEMAPHORE_JOB_COUNT', 'JOB_COMPLETION_INDEX', 'CAMVIZ_SHARD_INDEX', 'CAMVIZ_SHARD_COUNT'];
-
-function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, CAMVIZ_CACHE: join(workDir, 'cache'), CAMVIZ_BACKEND: 'wasm' };
-  for (const name of CI_VARIABLES) delete env[name];
-  return { ...env, ...extra };
-}
-
-const bin = join(repoRoot, 'bin', 'camviz.js');
 const modelArgs = (): string[] => ['--model', modelSpec ?? 'shapes', '--backend', 'wasm'];
 
-function camviz(args: string[], env: NodeJS.ProcessEnv = cleanEnv()): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [bin, ...args], { cwd: workDir, env, timeout: 120_000, maxBuffer: 64 * 2 ** 20 }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : null;
-      resolve({ code, signal: (error?.signal as NodeJS.Signals | undefined) ?? null, stdout, stderr });
-    });
-  });
-}
-
-function noise(width: number, height: number, seed: number): Buffer {
-  const bytes = Buffer.alloc(width * height * 3);
-  let state = seed >>> 0 || 1;
-  for (let i = 0; i < bytes.length; i++) {
-    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
-    bytes[i] = state >>> 24;
-  }
-  return bytes;
+/** The CLI from the work folder; the model is in each call's arguments (`modelArgs()`). */
+function camviz(args: string[], env: NodeJS.ProcessEnv = cleanEnv()): Promise<CliRun> {
+  return runCli(args, { cwd: workDir, env, timeoutMs: 120_000 });
 }
 
 async function makeFolder(folder: string, names: readonly string[], width = 40, height = 30): Promise<string> {
@@ -74,19 +48,6 @@ async function makeFolder(folder: string, names: readonly string[], width = 40, 
     await (name.endsWith('.jpg') ? image.jpeg({ quality: 90 }) : image.png()).toFile(path);
   }
   return folder;
-}
-
-async function readManifest(outDir: string): Promise<Manifest> {
-  return JSON.parse(await readFile(join(outDir, 'manifest.json'), 'utf8')) as Manifest;
-}
-
-/** Every file under `folder` (hidden ones too), relative, sorted. */
-async function listFiles(folder: string): Promise<string[]> {
-  const entries = await readdir(folder, { recursive: true, withFileTypes: true });
-  return entries
-    .filter((entry) => entry.isFile())
-    .map((entry) => join(entry.parentPath, entry.name).slice(folder.length + 1))
-    .sort();
 }
 
 /** The manifest without what may differ between equal runs: clock times and timings. */
@@ -275,7 +236,7 @@ describe('determinism', { skip: skipWithoutModel }, () => {
 // ------------------------------------------------------------------ signals
 
 interface Interrupted {
-  run: Run;
+  run: CliRun;
   out: string;
   /** How many PNGs existed when the signal was sent. */
   pngsAtSignal: number;
@@ -286,7 +247,7 @@ async function interruptRun(name: string, signal: NodeJS.Signals, jobs: number, 
   const out = join(workDir, name);
   const child: ChildProcess = spawn(
     process.execPath,
-    [bin, 'gradcam', thirty, '--out', out, '--top-k', '5', '--batch-size', '2', '--jobs', String(jobs), ...modelArgs()],
+    [camvizBin, 'gradcam', thirty, '--out', out, '--top-k', '5', '--batch-size', '2', '--jobs', String(jobs), ...modelArgs()],
     { cwd: workDir, env: cleanEnv({ CI: 'true' }), stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let stdout = '';
@@ -394,7 +355,7 @@ const haveScript = spawnSync('script', ['--version'], { stdio: 'ignore' }).statu
 /** Runs the CLI under `script`, which gives it a pseudo-terminal; returns the transcript. */
 async function onTerminal(name: string, columns: number): Promise<{ code: number | null; transcript: string }> {
   const log = join(workDir, `${name}.log`);
-  const command = `stty cols ${columns} rows 24; exec ${process.execPath} ${bin} gradcam ${tree} --out ${join(workDir, name)} --jobs 1 ${modelArgs().join(' ')}`;
+  const command = `stty cols ${columns} rows 24; exec ${process.execPath} ${camvizBin} gradcam ${tree} --out ${join(workDir, name)} --jobs 1 ${modelArgs().join(' ')}`;
   const env = cleanEnv({ TERM: 'xterm-256color' });
   const code = await new Promise<number | null>((resolve) => {
     const child = spawn('script', ['-q', '-e', '-c', command, log], { env, stdio: 'ignore', timeout: 120_000 });

@@ -8,7 +8,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -18,7 +18,6 @@ import * as tf from '@tensorflow/tfjs-core';
 import sharp from 'sharp';
 
 import { expandInputs, outputCollisions } from '../src/batch/inputs.js';
-import type { Manifest } from '../src/batch/manifest.js';
 import { createProgress } from '../src/batch/progress.js';
 import { type BatchRunOptions, runBatch } from '../src/batch/runner.js';
 import { SHARD_ENVIRONMENTS, parseShard, selectShard } from '../src/batch/shard.js';
@@ -28,6 +27,7 @@ import { type TaskOverrides, camTaskOptions, fmapTaskOptions, predictTaskOptions
 import { startTask } from '../src/tasks/index.js';
 import type { CamTaskOptions, FmapTaskOptions, InputImage, PredictTaskOptions, TaskOptions } from '../src/tasks/types.js';
 import { haveSharedAssets, mobilenetDir, repoRoot } from './helpers/assets.js';
+import { listFiles, noise, readManifest } from './helpers/files.js';
 
 // ------------------------------------------------------------------ model
 
@@ -46,17 +46,6 @@ const modelSpec = model?.spec ?? 'shapes';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-batch-test-'));
 after(() => rm(workDir, { recursive: true, force: true }));
-
-/** Deterministic noise, so that images differ and the model has something to see. */
-function noise(width: number, height: number, seed: number, channels = 3): Buffer {
-  const bytes = Buffer.alloc(width * height * channels);
-  let state = seed >>> 0 || 1;
-  for (let i = 0; i < bytes.length; i++) {
-    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
-    bytes[i] = state >>> 24;
-  }
-  return bytes;
-}
 
 async function writeImage(path: string, width: number, height: number, seed: number): Promise<string> {
   await mkdir(dirname(path), { recursive: true });
@@ -88,19 +77,6 @@ function predictTask(): PredictTaskOptions {
 
 function run(task: TaskOptions, inputs: string[], extra: Partial<BatchRunOptions> = {}) {
   return runBatch({ task, inputs, jobs: 1, manifest: task.command !== 'predict', quiet: true, ...extra });
-}
-
-async function readManifestFile(outDir: string): Promise<Manifest> {
-  return JSON.parse(await readFile(join(outDir, 'manifest.json'), 'utf8')) as Manifest;
-}
-
-/** Every file under `folder`, relative, sorted. */
-async function listFiles(folder: string): Promise<string[]> {
-  const entries = await readdir(folder, { recursive: true, withFileTypes: true });
-  return entries
-    .filter((entry) => entry.isFile())
-    .map((entry) => join(entry.parentPath, entry.name).slice(folder.length + 1))
-    .sort();
 }
 
 const relatives = (images: readonly InputImage[]): string[] => images.map((image) => image.relative);
@@ -388,7 +364,7 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
     assert.equal(result.interrupted, false);
     assert.equal(result.manifestPath, join(outDir, 'manifest.json'));
 
-    const manifest = await readManifestFile(outDir);
+    const manifest = await readManifest(outDir);
     const packageJson = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
     assert.equal(manifest.camviz, packageJson.version);
     assert.equal(manifest.command, 'cam');
@@ -439,7 +415,7 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
 
   test('the classes and probabilities cam reports agree with the predict task (a second code path)', async () => {
     const folder = join(workDir, 'run1');
-    const cam = await readManifestFile(join(workDir, 'run1-out'));
+    const cam = await readManifest(join(workDir, 'run1-out'));
     const predicted = await run(predictTask(), [folder]);
     assert.equal(predicted.exitCode, 1);
     for (const [i, record] of cam.records.entries()) {
@@ -478,7 +454,7 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
     const outDir = join(workDir, 'fmap-out');
     const result = await run(fmapTask(outDir), [folder], { glob: '*.png' });
     assert.equal(result.exitCode, 1);
-    const manifest = await readManifestFile(outDir);
+    const manifest = await readManifest(outDir);
     assert.deepEqual(manifest.records.map((record) => record.relative), ['a/1.png', 'b/1.png', 'bad.png', 'c.png']);
     const layer = model!.fmapLayer;
     for (const record of manifest.records.filter((entry) => entry.status === 'ok')) {
@@ -533,7 +509,7 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
       assert.equal(result.exitCode, 0);
       const expected = [...names].sort().filter((_, position) => position % 3 === index - 1);
       assert.deepEqual(result.records.map((record) => record.relative), expected);
-      const manifest = await readManifestFile(outDir);
+      const manifest = await readManifest(outDir);
       assert.deepEqual(manifest.shard, [{ index, count: 3 }]);
       for (const output of result.records.flatMap((record) => record.outputs)) {
         assert.ok((await readFile(join(outDir, output))).equals(await readFile(join(wholeOut, output))), output);
@@ -559,7 +535,7 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
     assert.deepEqual(second.records.map((record) => record.resumed === true), [true, true, false, true, true]);
     assert.ok((await readFile(join(outDir, removed))).equals(removedBytes), 'redone identically');
     assert.equal((await stat(join(outDir, kept))).mtimeMs, keptTime, 'kept outputs are not rewritten');
-    const manifest = await readManifestFile(outDir);
+    const manifest = await readManifest(outDir);
     assert.deepEqual(manifest.summary, { inputs: 5, ok: 5, error: 0 });
     const strip = (records: typeof firstRun.records) => records.map(({ timings: _timings, resumed: _resumed, ...rest }) => rest);
     assert.deepEqual(strip(manifest.records), strip(firstRun.records));
@@ -575,7 +551,7 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
       assert.deepEqual(record.predictions!.map((entry) => entry.index), [1]);
       assert.ok(existsSync(join(outDir, record.outputs[0]!)));
     }
-    const manifest = await readManifestFile(outDir);
+    const manifest = await readManifest(outDir);
     assert.deepEqual(manifest.options['classes'], ['1']);
   });
 
@@ -592,7 +568,7 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
     const other = await run({ ...task, model: { ...task.model, model: copy } }, [folder], { skipExisting: true });
     assert.equal(other.exitCode, 0);
     assert.ok(other.records.every((record) => record.resumed === undefined));
-    const manifest = await readManifestFile(outDir);
+    const manifest = await readManifest(outDir);
     assert.equal(manifest.model.sha256, createHash('sha256').update(await readFile(join(copy, 'model.json'))).digest('hex'));
   });
 
@@ -603,7 +579,7 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
     const result = await run({ ...camTask(outDir), batchSize: 1 }, [folder], { failFast: true });
     assert.equal(result.exitCode, 1);
     assert.equal(result.interrupted, true);
-    const manifest = await readManifestFile(outDir);
+    const manifest = await readManifest(outDir);
     assert.equal(manifest.interrupted, true);
     assert.ok(manifest.records.length < 10, `stopped early (${manifest.records.length} records)`);
     assert.deepEqual(manifest.records[1], { ...manifest.records[1], relative: '1.png', status: 'error', error: `empty file (0 bytes) (${join(folder, '1.png')})` });

@@ -7,7 +7,6 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -20,25 +19,17 @@ import { type LoadedImage, loadImage } from '../src/model/image.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { colormapLut } from '../src/render/colormap.js';
 import { imagePath, mobilenetDir, repoRoot, skipWithoutSharedAssets } from './helpers/assets.js';
+import { type CliRun, runCli } from './helpers/cli.js';
+import { maxAbsDifference, upsample } from './helpers/numeric.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-cam-cli-'));
 after(() => rm(workDir, { recursive: true, force: true }));
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** The CLI on MobileNet from the shared assets, wasm, one worker, quiet. */
-function camviz(...args: string[]): Promise<Run> {
+function camviz(...args: string[]): Promise<CliRun> {
   const env = { ...process.env, CAMVIZ_BACKEND: 'wasm', CAMVIZ_CACHE: join(workDir, 'cache') };
   const common = ['--model', mobilenetDir, '--backend', 'wasm', '-j', '1', '-q'];
-  return new Promise((done) => {
-    execFile(process.execPath, [join(repoRoot, 'bin', 'camviz.js'), ...args, ...common], { cwd: repoRoot, env, timeout: 180_000 }, (error, stdout, stderr) => {
-      done({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : -1, stdout, stderr });
-    });
-  });
+  return runCli([...args, ...common], { cwd: repoRoot, env, timeoutMs: 180_000 });
 }
 
 /** One entry of `--json`, as documented in `camviz cam --help`. */
@@ -54,7 +45,7 @@ interface CamRecord {
   npy?: string;
 }
 
-function parseRecords(run: Run): CamRecord[] {
+function parseRecords(run: CliRun): CamRecord[] {
   assert.equal(run.code, 0, `exit ${run.code}: ${run.stderr}`);
   const records = JSON.parse(run.stdout) as CamRecord[];
   assert.ok(Array.isArray(records));
@@ -86,23 +77,9 @@ async function readRgb(path: string): Promise<{ width: number; height: number; r
   return { width: info.width, height: info.height, rgb: new Uint8Array(data) };
 }
 
-/** Bilinear with half-pixel centres and clamped edges, in float64, then min-max normalised. */
+/** The reference bilinear upsampling (float64), then min-max normalised. */
 function upsampledNormalised(map: ArrayLike<number>, width: number, height: number, outWidth: number, outHeight: number): Float64Array {
-  const axis = (size: number, outSize: number, i: number): [number, number, number] => {
-    const position = Math.max(0, ((i + 0.5) * size) / outSize - 0.5);
-    const low = Math.min(Math.floor(position), size - 1);
-    return [low, Math.min(low + 1, size - 1), low === size - 1 ? 0 : position - low];
-  };
-  const out = new Float64Array(outWidth * outHeight);
-  for (let y = 0; y < outHeight; y++) {
-    const [y0, y1, wy] = axis(height, outHeight, y);
-    for (let x = 0; x < outWidth; x++) {
-      const [x0, x1, wx] = axis(width, outWidth, x);
-      const top = map[y0 * width + x0]! * (1 - wx) + map[y0 * width + x1]! * wx;
-      const bottom = map[y1 * width + x0]! * (1 - wx) + map[y1 * width + x1]! * wx;
-      out[y * outWidth + x] = top * (1 - wy) + bottom * wy;
-    }
-  }
+  const out = upsample(map, width, height, outWidth, outHeight);
   let min = Infinity;
   let max = -Infinity;
   for (const value of out) {
@@ -112,15 +89,8 @@ function upsampledNormalised(map: ArrayLike<number>, width: number, height: numb
   return out.map((value) => (value - min) / (max - min));
 }
 
-function maxAbsDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
-  return worst;
-}
-
 /** Exactly one line on stderr, prefixed `camviz:`, nothing on stdout, exit 2. */
-function assertUsageError(run: Run, pattern: RegExp): void {
+function assertUsageError(run: CliRun, pattern: RegExp): void {
   assert.equal(run.code, 2, `exit ${run.code}; stderr: ${run.stderr}`);
   assert.equal(run.stdout, '');
   const lines = run.stderr.trimEnd().split('\n');

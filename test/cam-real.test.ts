@@ -33,6 +33,7 @@ import { Network } from '../src/model/network.js';
 import { renderExplanation } from '../src/render/explanation.js';
 import { darknetDir, imagePath, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
 import { forEachBackend } from './helpers/backends.js';
+import { maxAbsDifference, mulberry32, upsample } from './helpers/numeric.js';
 
 // ---- the PyTorch reference ---------------------------------------------------
 //
@@ -144,13 +145,6 @@ function normalised(values: ArrayLike<number>): number[] {
   return list.map((value) => (range > 0 ? (value - min) / range : 0));
 }
 
-function maxAbsDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
-  return worst;
-}
-
 function maxAbs(values: ArrayLike<number>): number {
   let top = 0;
   for (let i = 0; i < values.length; i++) top = Math.max(top, Math.abs(values[i]!));
@@ -163,30 +157,6 @@ function assertCloseToScale(actual: ArrayLike<number>, expected: ArrayLike<numbe
   const worst = maxAbsDifference(actual, expected);
   assert.ok(worst <= tolerance * scale, `${what}: max abs difference ${worst.toExponential(3)} > ${tolerance} x ${scale.toPrecision(5)}`);
   return `${what}: max abs difference ${(worst / scale).toExponential(2)} of the largest value`;
-}
-
-/**
- * Bilinear resize with half-pixel centres and clamped edges (torch's
- * align_corners=False, TF's half_pixel_centers), written out here.
- */
-function upsample(map: ArrayLike<number>, width: number, height: number, outWidth: number, outHeight: number): Float64Array {
-  const axis = (size: number, outSize: number, i: number): [number, number, number] => {
-    const position = Math.max(0, ((i + 0.5) * size) / outSize - 0.5);
-    const low = Math.min(Math.floor(position), size - 1);
-    const high = Math.min(low + 1, size - 1);
-    return [low, high, low === size - 1 ? 0 : position - low];
-  };
-  const out = new Float64Array(outWidth * outHeight);
-  for (let y = 0; y < outHeight; y++) {
-    const [y0, y1, wy] = axis(height, outHeight, y);
-    for (let x = 0; x < outWidth; x++) {
-      const [x0, x1, wx] = axis(width, outWidth, x);
-      const top = map[y0 * width + x0]! * (1 - wx) + map[y0 * width + x1]! * wx;
-      const bottom = map[y1 * width + x0]! * (1 - wx) + map[y1 * width + x1]! * wx;
-      out[y * outWidth + x] = top * (1 - wy) + bottom * wy;
-    }
-  }
-  return out;
 }
 
 /** Mirrors each row of a row-major map (undoes a horizontal flip). */
@@ -648,14 +618,8 @@ describe('Darknet-tiny: Grad-CAM on both.png in its own class order (shared asse
 
 /** Deterministic numbers in [-1, 1) (mulberry32). */
 function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
+  const unit = mulberry32(seed);
+  return () => unit() * 2 - 1;
 }
 
 interface ResidualNet {

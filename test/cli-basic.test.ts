@@ -4,7 +4,6 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -14,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { imagePath, mobilenetDir, repoRoot, skipWithoutSharedAssets } from './helpers/assets.js';
+import { type CliRun, runCli } from './helpers/cli.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-cli-test-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -27,26 +27,15 @@ const offlinePort = await new Promise<number>((resolve) => {
   });
 });
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs the CLI offline: an empty cache and a zoo origin that does not exist. */
-function camviz(...args: string[]): Promise<Run> {
+function camviz(...args: string[]): Promise<CliRun> {
   const env = {
     ...process.env,
     CAMVIZ_CACHE: join(workDir, 'cache'),
     CAMVIZ_ZOO_URL: `http://127.0.0.1:${offlinePort}/`,
     CAMVIZ_BACKEND: 'wasm',
   };
-  return new Promise((resolve) => {
-    execFile(process.execPath, [join(repoRoot, 'bin', 'camviz.js'), ...args], { cwd: repoRoot, env, timeout: 120_000 }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runCli(args, { cwd: repoRoot, env, timeoutMs: 120_000 });
 }
 
 const packageVersion = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;

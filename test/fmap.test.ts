@@ -7,7 +7,6 @@
  * file must carry the same PNGs.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +18,8 @@ import { useBackend } from '../src/model/backend.js';
 import { loadImage } from '../src/model/image.js';
 import { decodeNpy } from '../src/render/npy.js';
 import { imagePath, mobilenetDir, repoRoot, skipWithoutSharedAssets } from './helpers/assets.js';
+import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
+import { loadWithTfjs } from './helpers/layers.js';
 import { decodeEvent, readRecords } from './helpers/tensorboard.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-fmap-test-'));
@@ -28,19 +29,8 @@ before(async () => {
   await useBackend('cpu');
 });
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function camviz(...args: string[]): Promise<Run> {
-  const env = { ...process.env, CAMVIZ_BACKEND: 'wasm', CAMVIZ_CACHE: join(workDir, 'cache') };
-  return new Promise((resolve) => {
-    execFile(process.execPath, [join(repoRoot, 'bin', 'camviz.js'), ...args, '--backend', 'wasm', '-j', '1', '-q'], { cwd: workDir, env, timeout: 180_000, maxBuffer: 64 * 2 ** 20 }, (error, stdout, stderr) => {
-      resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : null, stdout, stderr });
-    });
-  });
+function camviz(...args: string[]): Promise<CliRun> {
+  return runCli([...args, '--backend', 'wasm', '-j', '1', '-q'], { cwd: workDir, env: cliEnv(join(workDir, 'cache')), timeoutMs: 180_000 });
 }
 
 /** One entry of `fmap --json`, as issue and `--help` document it. */
@@ -52,25 +42,12 @@ interface FmapRecord {
   npy?: string;
 }
 
-function parseRecords(run: Run): FmapRecord[] {
+function parseRecords(run: CliRun): FmapRecord[] {
   assert.equal(run.code, 0, `exit ${run.code}: ${run.stderr}`);
   return JSON.parse(run.stdout) as FmapRecord[];
 }
 
 // ---------------------------------------------------------------- the independent path
-
-/** Loads a layers model with tfjs' own in-memory handler (not camviz's loader, graph executor or fusion). */
-async function loadWithTfjs(modelDir: string): Promise<tfl.LayersModel> {
-  const json = JSON.parse(await readFile(join(modelDir, 'model.json'), 'utf8')) as {
-    modelTopology: object;
-    weightsManifest: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
-  };
-  const buffers = await Promise.all(json.weightsManifest.flatMap((group) => group.paths.map((path) => readFile(join(modelDir, path)))));
-  const all = Buffer.concat(buffers);
-  const weightData = all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength) as ArrayBuffer;
-  const weightSpecs = json.weightsManifest.flatMap((group) => group.weights);
-  return tfl.loadLayersModel(tf.io.fromMemory({ modelTopology: json.modelTopology, weightSpecs, weightData }));
-}
 
 /** The named layers' outputs for one model-size RGB image, from a multi-output tf.model. */
 function activationsOf(model: tfl.LayersModel, layers: readonly string[], rgb: Uint8Array, size: number, scale: (value: tf.Tensor) => tf.Tensor): Float32Array[] {

@@ -21,6 +21,7 @@ import {
 import { LayerGraph } from '../src/model/graph.js';
 import { Network } from '../src/model/network.js';
 import { forEachBackend } from './helpers/backends.js';
+import { CONV_GRADIENT_KERNELS, allLayers, assertUnchanged, missingGradientKernels, snapshotLayer } from './helpers/layers.js';
 
 type Layer = tfl.layers.Layer;
 type Sym = tfl.SymbolicTensor;
@@ -45,56 +46,6 @@ function relativeError(actual: tf.Tensor, expected: tf.Tensor): number {
 function assertClose(actual: tf.Tensor, expected: tf.Tensor, tolerance: number, what: string): void {
   const error = relativeError(actual, expected);
   assert.ok(error <= tolerance, `${what}: relative error ${error.toExponential(2)} > ${tolerance}`);
-}
-
-/** Gradient kernels a wasm backward pass through convolutions needs, if missing. */
-function missingGradientKernels(kernels: readonly string[]): string | false {
-  if (tf.getBackend() !== 'wasm') return false;
-  const missing = kernels.filter((name) => tf.getKernel(name, 'wasm') === undefined);
-  return missing.length === 0 ? false : `wasm lacks the ${missing.join(', ')} kernel (src/model/wasm-kernels.ts)`;
-}
-const CONV_GRADIENT_KERNELS = [tf.Conv2DBackpropInput, tf.Conv2DBackpropFilter];
-
-/**
- * What a test may observe of a layer object: own property names with their
- * descriptors (value identity), the lengths of its node lists (mutated in
- * place by symbolic calls), and the prototype's `call`.
- */
-interface LayerSnapshot {
-  names: string[];
-  descriptors: Map<string, PropertyDescriptor>;
-  nodeCounts: [number, number];
-  protoCall: unknown;
-}
-
-function snapshotLayer(layer: Layer): LayerSnapshot {
-  const names = Object.getOwnPropertyNames(layer);
-  const view = layer as unknown as { inboundNodes: unknown[]; outboundNodes: unknown[] };
-  return {
-    names,
-    descriptors: new Map(names.map((name) => [name, Object.getOwnPropertyDescriptor(layer, name)!])),
-    nodeCounts: [view.inboundNodes.length, view.outboundNodes.length],
-    protoCall: (Object.getPrototypeOf(layer) as { call: unknown }).call,
-  };
-}
-
-function assertUnchanged(layer: Layer, before: LayerSnapshot): void {
-  const after = snapshotLayer(layer);
-  assert.deepEqual(after.names, before.names, `${layer.name}: own property names changed`);
-  for (const [name, descriptor] of before.descriptors) {
-    const now = after.descriptors.get(name)!;
-    for (const field of ['value', 'get', 'set', 'writable', 'enumerable', 'configurable'] as const) {
-      assert.ok(Object.is(now[field], descriptor[field]), `${layer.name}.${name}: descriptor field ${field} changed`);
-    }
-  }
-  assert.deepEqual(after.nodeCounts, before.nodeCounts, `${layer.name}: node lists changed`);
-  assert.equal(after.protoCall, before.protoCall, `${layer.name}: the prototype's call changed`);
-  assert.ok(!Object.prototype.hasOwnProperty.call(layer, 'call'), `${layer.name} has an own call`);
-}
-
-/** Every layer of `model`, including those inside nested models. */
-function allLayers(model: tfl.LayersModel): Layer[] {
-  return model.layers.flatMap((layer) => (layer instanceof tfl.LayersModel ? [layer, ...allLayers(layer)] : [layer]));
 }
 
 /** Random but deterministic weights, with BatchNorm statistics far from identity. */

@@ -21,8 +21,6 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
@@ -38,6 +36,7 @@ import {
 } from '../src/hooks/index.js';
 import { forEachBackend } from './helpers/backends.js';
 import { imagePath, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
+import { CONV_GRADIENT_KERNELS, DEPTHWISE_GRADIENT_KERNELS, allLayers, assertUnchanged, loadWithTfjs, missingGradientKernels, snapshotLayer } from './helpers/layers.js';
 
 type Layer = tfl.layers.Layer;
 type Sym = tfl.SymbolicTensor;
@@ -66,60 +65,10 @@ function assertClose(actual: tf.Tensor, expected: tf.Tensor, tolerance: number, 
   assert.ok(error <= tolerance, `${what}: relative error ${error.toExponential(2)} > ${tolerance}`);
 }
 
-function missingGradientKernels(): string | false {
-  if (tf.getBackend() !== 'wasm') return false;
-  const needed = [tf.Conv2DBackpropInput, tf.Conv2DBackpropFilter, tf.DepthwiseConv2dNativeBackpropInput, tf.DepthwiseConv2dNativeBackpropFilter];
-  const missing = needed.filter((name) => tf.getKernel(name, 'wasm') === undefined);
-  return missing.length === 0 ? false : `wasm lacks the ${missing.join(', ')} kernel (src/model/wasm-kernels.ts)`;
-}
-
-// ---------------------------------------------------------------- layer snapshots
-
-interface LayerSnapshot {
-  names: string[];
-  descriptors: Map<string, PropertyDescriptor>;
-  protoCall: unknown;
-}
-
-function snapshotLayer(layer: Layer): LayerSnapshot {
-  const names = Object.getOwnPropertyNames(layer);
-  return {
-    names,
-    descriptors: new Map(names.map((name) => [name, Object.getOwnPropertyDescriptor(layer, name)!])),
-    protoCall: (Object.getPrototypeOf(layer) as { call: unknown }).call,
-  };
-}
-
-function assertUnchanged(layer: Layer, before: LayerSnapshot): void {
-  const now = snapshotLayer(layer);
-  assert.deepEqual(now.names, before.names, `${layer.name}: own property names changed`);
-  for (const [name, descriptor] of before.descriptors) {
-    const current = now.descriptors.get(name)!;
-    for (const field of ['value', 'get', 'set', 'writable', 'enumerable', 'configurable'] as const) {
-      assert.ok(Object.is(current[field], descriptor[field]), `${layer.name}.${name}: descriptor field ${field} changed`);
-    }
-  }
-  assert.equal(now.protoCall, before.protoCall, `${layer.name}: the prototype's call changed`);
-}
-
-function allLayers(model: tfl.LayersModel): Layer[] {
-  return model.layers.flatMap((layer) => (layer instanceof tfl.LayersModel ? [layer, ...allLayers(layer)] : [layer]));
-}
+/** MobileNet's backward pass goes through plain and depthwise convolutions. */
+const MOBILENET_GRADIENT_KERNELS = [...CONV_GRADIENT_KERNELS, ...DEPTHWISE_GRADIENT_KERNELS];
 
 // ---------------------------------------------------------------- MobileNet
-
-/** Loads the model with tfjs' own in-memory handler (independent of camviz's loader). */
-async function loadMobilenet(): Promise<tfl.LayersModel> {
-  const json = JSON.parse(await readFile(join(mobilenetDir, 'model.json'), 'utf8')) as {
-    modelTopology: object;
-    weightsManifest: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
-  };
-  const buffers = await Promise.all(json.weightsManifest.flatMap((group) => group.paths.map((path) => readFile(join(mobilenetDir, path)))));
-  const all = Buffer.concat(buffers);
-  const weightData = all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength) as ArrayBuffer;
-  const weightSpecs = json.weightsManifest.flatMap((group) => group.weights);
-  return tfl.loadLayersModel(tf.io.fromMemory({ modelTopology: json.modelTopology, weightSpecs, weightData }));
-}
 
 /** both.png as MobileNet input ([-1, 1]), at `size` x `size`. */
 async function photo(size: number): Promise<tf.Tensor4D> {
@@ -236,7 +185,7 @@ forEachBackend((backend) => {
   let mobilenet: Promise<Mobilenet> | undefined;
   const getMobilenet = (): Promise<Mobilenet> => {
     mobilenet ??= (async () => {
-      const model = await loadMobilenet();
+      const model = await loadWithTfjs(mobilenetDir);
       assertChain(model);
       const x224 = await photo(224);
       return { model, x: backend === 'cpu' ? await photo(64) : x224, x224 };
@@ -252,7 +201,7 @@ forEachBackend((backend) => {
 
   for (const layerName of ['conv_pw_5_relu', 'conv_pw_13_relu']) {
     test(`mobilenet on ${backend}: the gradient hook on ${layerName} equals tf.grad of the model split there`, { skip: skipWithoutSharedAssets }, async (t) => {
-      const skip = missingGradientKernels();
+      const skip = missingGradientKernels(MOBILENET_GRADIENT_KERNELS);
       if (skip) return void t.skip(skip);
       const { model, x } = await getMobilenet();
       const layer = model.getLayer(layerName);
@@ -291,7 +240,7 @@ forEachBackend((backend) => {
   }
 
   test(`mobilenet on ${backend}: backward to the input: the hook on conv_pw_13_relu and the input gradient equal tf.grad by hand`, { skip: skipWithoutSharedAssets }, async (t) => {
-    const skip = missingGradientKernels();
+    const skip = missingGradientKernels(MOBILENET_GRADIENT_KERNELS);
     if (skip) return void t.skip(skip);
     const { model, x } = await getMobilenet();
     const layerIndex = indexOf(model, 'conv_pw_13_relu');
@@ -389,7 +338,7 @@ forEachBackend((backend) => {
   });
 
   test(`small graph on ${backend}: 100 hooked forward+backward passes leak no tensor; removal restores every layer`, (t) => {
-    const skip = missingGradientKernels();
+    const skip = missingGradientKernels(MOBILENET_GRADIENT_KERNELS);
     if (skip) return void t.skip(skip);
     const { model, hooked } = smallModel();
     const x = tf.randomNormal([1, 5, 5, 3], 0, 1, 'float32', 2);
@@ -408,7 +357,7 @@ forEachBackend((backend) => {
   });
 
   test(`mobilenet on ${backend}: 5 hooked forward+backward passes leak no tensor; removal restores every layer`, { skip: skipWithoutSharedAssets }, async (t) => {
-    const skip = missingGradientKernels();
+    const skip = missingGradientKernels(MOBILENET_GRADIENT_KERNELS);
     if (skip) return void t.skip(skip);
     const { model, x } = await getMobilenet();
     const layers = model.layers;

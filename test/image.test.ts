@@ -17,6 +17,7 @@ import {
   type LoadedImage,
 } from '../src/model/image.js';
 import { imagePath, sharedAssetsDir } from './helpers/assets.js';
+import { assertAllClose } from './helpers/numeric.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-image-test-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -55,11 +56,6 @@ const originalPixel = (image: LoadedImage, x: number, y: number): Rgb =>
   pixelAt(image.original.rgb, image.original.width, x, y);
 const inputPixel = (image: LoadedImage, x: number, y: number): Rgb =>
   pixelAt(image.input, image.geometry.input.width, x, y);
-
-function assertClose(actual: readonly number[], expected: readonly number[], tolerance: number, what: string): void {
-  const worst = Math.max(...actual.map((value, i) => Math.abs(value - expected[i]!)));
-  assert.ok(worst <= tolerance, `${what}: got [${actual}], expected [${expected}] within ${tolerance}`);
-}
 
 /** Every pixel of an RGB buffer equals `colour`. */
 function assertAllPixels(rgb: Uint8Array, colour: Rgb, what: string): void {
@@ -137,8 +133,8 @@ test('EXIF orientation 6 is applied: sizes swap and the left half ends up on top
   assert.equal(image.original.width, 20);
   assert.equal(image.original.height, 40);
   assert.deepEqual(image.geometry.original, { width: 20, height: 40 });
-  for (const y of [2, 10, 17]) assertClose(originalPixel(image, 10, y), RED, 40, `top half, row ${y}`);
-  for (const y of [22, 30, 37]) assertClose(originalPixel(image, 10, y), BLUE, 40, `bottom half, row ${y}`);
+  for (const y of [2, 10, 17]) assertAllClose(originalPixel(image, 10, y), RED, 40, `top half, row ${y}`);
+  for (const y of [22, 30, 37]) assertAllClose(originalPixel(image, 10, y), BLUE, 40, `bottom half, row ${y}`);
 });
 
 test('grayscale PNG loads as RGB with R = G = B equal to the grey value', async () => {
@@ -165,7 +161,7 @@ test('16-bit PNG becomes 8-bit within 1 of the 8-bit source', async () => {
 
   const image = await loadImage(path, { size: { width: 12, height: 10 } });
   for (let y = 0; y < 10; y++) {
-    for (let x = 0; x < 12; x++) assertClose(originalPixel(image, x, y), gradient(x, y), 1, `pixel ${x},${y}`);
+    for (let x = 0; x < 12; x++) assertAllClose(originalPixel(image, x, y), gradient(x, y), 1, `pixel ${x},${y}`);
   }
 });
 
@@ -186,7 +182,7 @@ test('16-bit PNG with an embedded sRGB profile keeps its colours', async () => {
 
   const image = await loadImage(path, { size: { width: 12, height: 10 } });
   for (let y = 0; y < 10; y++) {
-    for (let x = 0; x < 12; x++) assertClose(originalPixel(image, x, y), gradient(x, y), 1, `pixel ${x},${y}`);
+    for (let x = 0; x < 12; x++) assertAllClose(originalPixel(image, x, y), gradient(x, y), 1, `pixel ${x},${y}`);
   }
 });
 
@@ -204,7 +200,7 @@ test('CMYK JPEG loads as RGB', async () => {
   assert.equal(image.original.rgb.length, 16 * 16 * 3);
   // RGB -> CMYK -> RGB through sharp's built-in CMYK profile (perceptual intent)
   // and JPEG is not lossless; an in-gamut colour comes back within a few levels.
-  assertClose(originalPixel(image, 8, 8), colour, 8, 'centre pixel');
+  assertAllClose(originalPixel(image, 8, 8), colour, 8, 'centre pixel');
 });
 
 test('animated GIF gives the first frame', async () => {

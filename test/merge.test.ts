@@ -5,9 +5,8 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import sharp from 'sharp';
@@ -16,7 +15,8 @@ import { mergeRuns } from '../src/batch/merge.js';
 import type { Manifest } from '../src/batch/manifest.js';
 import { CamvizError, UsageError } from '../src/errors.js';
 import type { InputRecord } from '../src/tasks/types.js';
-import { repoRoot } from './helpers/assets.js';
+import { type CliRun, runCli } from './helpers/cli.js';
+import { listFiles, readManifest } from './helpers/files.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-merge-test-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -119,14 +119,6 @@ async function threeShards(root: string, overrides: Partial<Record<1 | 2 | 3, Pa
   return { dirs, manifests };
 }
 
-async function listFiles(dir: string): Promise<string[]> {
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
-  return entries
-    .filter((entry) => entry.isFile())
-    .map((entry) => join(entry.parentPath, entry.name).slice(dir.length + 1).split('\\').join('/'))
-    .sort();
-}
-
 /** The JSON a report page embeds. */
 function reportRecords(html: string): string[] {
   const match = /<script type="application\/json" id="camviz-data">([^<]*)<\/script>/.exec(html);
@@ -154,7 +146,7 @@ describe('mergeRuns', () => {
     }
     assert.equal(result.copied, 13);
 
-    const written = JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')) as Manifest;
+    const written = await readManifest(out);
     assert.deepEqual(written, result.manifest);
     assert.deepEqual(written.records.map((record) => record.relative), [...ALL_INPUTS].sort());
     // The records themselves are the shards' records, unchanged.
@@ -216,7 +208,7 @@ describe('mergeRuns', () => {
     assert.equal(result.copied, others.length);
     assert.deepEqual(await listFiles(target), [...new Set([...before, ...others, 'index.html'])].sort());
     for (const [file, bytes] of ownBytes) if (file !== 'manifest.json') assert.deepEqual(await readFile(join(target, file)), bytes, file);
-    const merged = JSON.parse(await readFile(join(target, 'manifest.json'), 'utf8')) as Manifest;
+    const merged = await readManifest(target);
     assert.deepEqual(merged.records.map((record) => record.relative), [...ALL_INPUTS].sort());
     assert.equal((await readdir(target)).some((name) => name.endsWith('.tmp')), false);
 
@@ -303,18 +295,9 @@ describe('mergeRuns', () => {
   });
 });
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function camviz(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [join(repoRoot, 'bin', 'camviz.js'), ...args], { cwd: workDir, timeout: 60_000 }, (error, stdout, stderr) => {
-      resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : -1, stdout, stderr });
-    });
-  });
+/** merge loads no model: this process's environment as it is. */
+function camviz(...args: string[]): Promise<CliRun> {
+  return runCli(args, { cwd: workDir, timeoutMs: 60_000 });
 }
 
 describe('camviz merge (CLI)', () => {

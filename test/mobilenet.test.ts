@@ -22,6 +22,7 @@ import { classProbabilities, inputTensor, topK } from '../src/model/predict.js';
 import { locateScores } from '../src/model/score.js';
 import { asset, darknetDir, imagePath, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
 import { forEachBackend } from './helpers/backends.js';
+import { maxAbsDifference } from './helpers/numeric.js';
 
 const IMAGES = { 'both.png': 243, 'creative_commons_elephant.jpg': 386 } as const;
 type ImageName = keyof typeof IMAGES;
@@ -39,13 +40,6 @@ function naiveSoftmax(logits: ArrayLike<number>): number[] {
   const exps = values.map((value) => Math.exp(value - top));
   const total = exps.reduce((a, b) => a + b, 0);
   return exps.map((e) => e / total);
-}
-
-function maxAbsDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
-  return worst;
 }
 
 async function modelInput(model: CamvizModel, name: string): Promise<Uint8Array> {

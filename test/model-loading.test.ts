@@ -19,6 +19,7 @@ import { readLocalModel } from '../src/model/io.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { disposeValues } from '../src/model/network.js';
 import { classProbabilities } from '../src/model/predict.js';
+import { assertAllClose } from './helpers/numeric.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-model-loading-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -111,13 +112,6 @@ function inMemoryProbabilities(pixels: Uint8Array): Float32Array {
   });
 }
 
-function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance: number): void {
-  assert.equal(actual.length, expected.length);
-  for (let i = 0; i < actual.length; i++) {
-    assert.ok(Math.abs(actual[i]! - expected[i]!) <= tolerance, `index ${i}: ${actual[i]} vs ${expected[i]}`);
-  }
-}
-
 /** Runs `load` expecting a CamvizError; returns it. */
 async function camvizError(load: () => Promise<unknown>): Promise<CamvizError> {
   let caught: unknown;
@@ -145,7 +139,7 @@ describe('a good layers model', () => {
         const images = [testPixels(1), testPixels(2)];
         const probabilities = classProbabilities(model, images);
         assert.equal(probabilities.length, 2);
-        images.forEach((pixels, i) => assertClose(probabilities[i]!, inMemoryProbabilities(pixels), 1e-6));
+        images.forEach((pixels, i) => assertAllClose(probabilities[i]!, inMemoryProbabilities(pixels), 1e-6));
         // The two images must be told apart, or the comparison proves little.
         assert.ok(Math.abs(probabilities[0]![0]! - probabilities[1]![0]!) > 1e-3);
         // The softmax is fused into the Dense layer: the scores are its pre-activation, x W + b.
@@ -159,8 +153,8 @@ describe('a good layers model', () => {
             const [kernel, bias] = inMemory.getLayer('probs').getWeights();
             return tf.add(tf.matMul(features, kernel as tf.Tensor2D), bias!).dataSync();
           });
-          assertClose(values.scores.dataSync(), logits, 1e-5);
-          assertClose(values.probabilities.dataSync(), probabilities[0]!, 1e-6);
+          assertAllClose(values.scores.dataSync(), logits, 1e-5);
+          assertAllClose(values.probabilities.dataSync(), probabilities[0]!, 1e-6);
         } finally {
           disposeValues(values);
           input.dispose();
@@ -181,7 +175,7 @@ describe('a good layers model', () => {
     const model = await loadModel(folder);
     try {
       const pixels = testPixels(3);
-      assertClose(classProbabilities(model, [pixels])[0]!, inMemoryProbabilities(pixels), 1e-6);
+      assertAllClose(classProbabilities(model, [pixels])[0]!, inMemoryProbabilities(pixels), 1e-6);
     } finally {
       model.dispose();
     }
@@ -390,7 +384,7 @@ describe('a hand-written graph model (Reshape, MatMul, Add, Softmax)', () => {
         assert.deepEqual(model.meta.inputSize, { width: 2, height: 2 });
         const images = [Uint8Array.from([0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 250, 255]), Uint8Array.from({ length: 12 }, (_, i) => 255 - i * 20)];
         const probabilities = classProbabilities(model, images);
-        images.forEach((pixels, i) => assertClose(probabilities[i]!, naiveProbabilities(pixels), 1e-5));
+        images.forEach((pixels, i) => assertAllClose(probabilities[i]!, naiveProbabilities(pixels), 1e-5));
         assert.throws(() => model.network(), CamvizError);
       } finally {
         model.dispose();

@@ -3,15 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { COLORMAPS, applyColormap, colormapIndex, colormapLut, isColormapName } from '../src/render/index.js';
 import type { ColormapName } from '../src/render/index.js';
-
-/** A Python that can import `module`, or null. */
-function findPython(module: string): string | null {
-  for (const exe of ['/usr/bin/python3', 'python3']) {
-    const run = spawnSync(exe, ['-c', `import ${module}`], { encoding: 'utf8' });
-    if (run.status === 0) return exe;
-  }
-  return null;
-}
+import { findPython } from './helpers/python.js';
 
 const cv2Python = findPython('cv2');
 

@@ -5,14 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { decodeNpy, encodeNpy } from '../src/render/index.js';
-
-function findPython(module: string): string | null {
-  for (const exe of ['/usr/bin/python3', 'python3']) {
-    const run = spawnSync(exe, ['-c', `import ${module}`], { encoding: 'utf8' });
-    if (run.status === 0) return exe;
-  }
-  return null;
-}
+import { findPython } from './helpers/python.js';
 
 const dir = await mkdtemp(join(tmpdir(), 'camviz-render-npy-'));
 after(() => rm(dir, { recursive: true, force: true }));

@@ -3,22 +3,8 @@ import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import type { ImageGeometry } from '../src/model/geometry.js';
 import { mapToOriginal, resizeBilinear } from '../src/render/index.js';
-
-function findPython(module: string): string | null {
-  for (const exe of ['/usr/bin/python3', 'python3']) {
-    const run = spawnSync(exe, ['-c', `import ${module}`], { encoding: 'utf8' });
-    if (run.status === 0) return exe;
-  }
-  return null;
-}
-
-function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance: number, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  for (let i = 0; i < expected.length; i++) {
-    const diff = Math.abs(actual[i] - expected[i]);
-    assert.ok(diff <= tolerance, `${what}[${i}]: got ${actual[i]}, expected ${expected[i]}`);
-  }
-}
+import { assertAllClose } from './helpers/numeric.js';
+import { findPython } from './helpers/python.js';
 
 /**
  * Written from OpenCV's description, one pixel at a time: source coordinate
@@ -70,7 +56,7 @@ test('3x3 -> 5 wide x 7 high matches values computed by hand', () => {
   const ramp = new Float32Array([0, 1, 2, 10, 11, 12, 20, 21, 22]);
   const out = resizeBilinear(ramp, 3, 3, 5, 7);
   const expected = ys.flatMap((y) => xs.map((x) => 10 * y + x));
-  assertClose(out, expected, 1e-5, 'ramp');
+  assertAllClose(out, expected, 1e-5, 'ramp');
 
   // A single peak in the centre: weights are products of the per-axis fractions.
   const peak = resizeBilinear(new Float32Array([0, 0, 0, 0, 9, 0, 0, 0, 0]), 3, 3, 5, 7);
@@ -91,14 +77,14 @@ test('resizeBilinear agrees with a naive per-pixel implementation', () => {
   ];
   for (const [sw, sh, dw, dh] of sizes) {
     const src = randomMap(sw * sh, sw * 131 + sh);
-    assertClose(resizeBilinear(src, sw, sh, dw, dh), naiveResize(src, sw, sh, dw, dh), 2e-5, `${sw}x${sh}->${dw}x${dh}`);
+    assertAllClose(resizeBilinear(src, sw, sh, dw, dh), naiveResize(src, sw, sh, dw, dh), 2e-5, `${sw}x${sh}->${dw}x${dh}`);
   }
 });
 
 test('resizeBilinear reuses an output buffer and rejects bad sizes', () => {
   const out = new Float32Array(6).fill(99);
   assert.equal(resizeBilinear(new Float32Array([1, 2]), 2, 1, 3, 2, out), out);
-  assertClose(out, naiveResize([1, 2], 2, 1, 3, 2), 1e-6, 'reuse');
+  assertAllClose(out, naiveResize([1, 2], 2, 1, 3, 2), 1e-6, 'reuse');
   assert.throws(() => resizeBilinear(new Float32Array(3), 2, 2, 4, 4), RangeError);
   assert.throws(() => resizeBilinear(new Float32Array(4), 2, 2, 0, 4), RangeError);
   assert.throws(() => resizeBilinear(new Float32Array(4), 2, 2, 4, 4, new Float32Array(15)), RangeError);
@@ -120,7 +106,7 @@ print(json.dumps(cv2.resize(a, (${dw}, ${dh}), interpolation=cv2.INTER_LINEAR).r
 `;
     const run = spawnSync(cv2Python!, ['-c', script], { input: JSON.stringify(Array.from(src)), encoding: 'utf8', maxBuffer: 64 << 20 });
     assert.equal(run.status, 0, run.stderr);
-    assertClose(resizeBilinear(src, sw, sh, dw, dh), JSON.parse(run.stdout) as number[], 1e-5, `cv2 ${sw}x${sh}->${dw}x${dh}`);
+    assertAllClose(resizeBilinear(src, sw, sh, dw, dh), JSON.parse(run.stdout) as number[], 1e-5, `cv2 ${sw}x${sh}->${dw}x${dh}`);
   }
 });
 
@@ -176,7 +162,7 @@ test('mapToOriginal in pad mode samples only the part of the map under inputBox'
   // map y = 1 + (y + 0.5) / 2 - 0.5 -> 0.75, 1.25, 1.75, 2.25.
   const xs = [0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3];
   const ys = [0.75, 1.25, 1.75, 2.25];
-  assertClose(out, ys.flatMap((y) => xs.map((x) => 10 * y + x)), 1e-5, 'pad');
+  assertAllClose(out, ys.flatMap((y) => xs.map((x) => 10 * y + x)), 1e-5, 'pad');
   assert.ok(Math.abs(out[0] - 7.5) < 1e-6);
   assert.ok(Math.abs(out[3 * 8 + 7] - 25.5) < 1e-6);
 });

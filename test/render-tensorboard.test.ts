@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import sharp from 'sharp';
 import { EventWriter, encodePng } from '../src/render/index.js';
+import { findPython } from './helpers/python.js';
 import { crc32c, decodeEvent, readRecords } from './helpers/tensorboard.js';
 
 const dir = await mkdtemp(join(tmpdir(), 'camviz-render-tb-'));
@@ -81,14 +82,7 @@ test('a second writer in the same second gets its own file; closed writers refus
   assert.throws(() => b.addImage('x', png, 2, 2, 1.5), RangeError);
 });
 
-function pythonWith(module: string): string | null {
-  for (const exe of ['/usr/bin/python3', 'python3']) {
-    if (spawnSync(exe, ['-c', `import ${module}`]).status === 0) return exe;
-  }
-  return null;
-}
-
-const tensorboardPython = pythonWith('tensorboard');
+const tensorboardPython = findPython('tensorboard');
 
 test('TensorBoard itself reads the file', { skip: tensorboardPython === null ? 'no python3 with tensorboard' : false }, async () => {
   const logdir = join(dir, 'run3');

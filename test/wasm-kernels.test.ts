@@ -12,6 +12,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import '@tensorflow/tfjs-backend-cpu';
 import { registerWasmGradientKernels, wasmGradientKernelNames } from '../src/model/wasm-kernels.js';
+import { mulberry32 } from './helpers/numeric.js';
 
 const TOLERANCE = 1e-4;
 
@@ -35,18 +36,6 @@ after(async () => {
 });
 
 // ------------------------------------------------------------------ helpers
-
-/** mulberry32: a small seeded generator, so failures reproduce. */
-function generator(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomHost(shape: number[], random: () => number): HostTensor {
   const values = new Float32Array(shape.reduce((a, b) => a * b, 1));
@@ -147,7 +136,7 @@ test('registration: the kernels exist on wasm and a second call changes nothing'
 });
 
 test('Conv2DBackpropFilter matches cpu', async () => {
-  const random = generator(1);
+  const random = mulberry32(1);
   let worst = 0;
   for (const c of convCases()) {
     const outChannels = 4;
@@ -161,7 +150,7 @@ test('Conv2DBackpropFilter matches cpu', async () => {
 });
 
 test('Conv2DBackpropInput (replacement) matches cpu', async () => {
-  const random = generator(2);
+  const random = mulberry32(2);
   let worst = 0;
   for (const c of convCases()) {
     const filterShape: Shape4 = [c.filter[0], c.filter[1], c.x[3], 4];
@@ -174,7 +163,7 @@ test('Conv2DBackpropInput (replacement) matches cpu', async () => {
 });
 
 test('conv backprop kernels with NCHW data match cpu', async () => {
-  const random = generator(3);
+  const random = mulberry32(3);
   const xShape: Shape4 = [2, 3, 9, 8];
   const filterShape: Shape4 = [3, 3, 3, 5];
   for (const pad of ['same', 'valid', [[0, 0], [0, 0], [2, 1], [0, 1]]] as Pad[]) {
@@ -242,7 +231,7 @@ function undilateFilter(grad: HostTensor, filterShape: Shape4, dilation: number)
 // ignore it, so for dilation > 1 the reference is the cpu kernel at
 // dilation 1 with the zeros written into the filter.
 test('DepthwiseConv2dNativeBackpropInput matches cpu', async () => {
-  const random = generator(4);
+  const random = mulberry32(4);
   let worst = 0;
   for (const c of depthwiseCases()) {
     const filterShape: Shape4 = [c.filter[0], c.filter[1], c.x[3], c.multiplier];
@@ -262,7 +251,7 @@ test('DepthwiseConv2dNativeBackpropInput matches cpu', async () => {
 });
 
 test('DepthwiseConv2dNativeBackpropFilter matches cpu', async () => {
-  const random = generator(5);
+  const random = mulberry32(5);
   let worst = 0;
   for (const c of depthwiseCases()) {
     const filterShape: Shape4 = [c.filter[0], c.filter[1], c.x[3], c.multiplier];
@@ -307,7 +296,7 @@ async function fusedGradientsOn(
 }
 
 test('gradients of tf.fused.conv2d / depthwiseConv2d (x, filter, bias) on wasm equal cpu', async () => {
-  const random = generator(6);
+  const random = mulberry32(6);
   let worst = 0;
   for (const op of ['conv2d', 'depthwiseConv2d'] as const) {
     for (const activation of ['linear', 'relu', 'relu6', 'leakyrelu'] as const) {
@@ -409,7 +398,7 @@ async function inputGradientOn(
   assert.ok(await tf.setBackend(backend));
   const tensorsBefore = tf.memory().numTensors;
   const model = build();
-  const hostWeights = weights ?? randomWeights(model, generator(11));
+  const hostWeights = weights ?? randomWeights(model, mulberry32(11));
   const values = hostWeights.map((w) => tf.tensor(w.values, w.shape));
   model.setWeights(values);
   tf.dispose(values);
@@ -431,7 +420,7 @@ for (const [name, build, inputShape] of [
   ['ResNet-like', resnetLike, [1, 24, 23, 3]],
 ] as const) {
   test(`end to end: d score / d input of a ${name} model on wasm equals cpu`, async () => {
-    const image = randomHost([...inputShape], generator(21));
+    const image = randomHost([...inputShape], mulberry32(21));
     const onWasm = await inputGradientOn('wasm', build, undefined, image, 1);
     const onCpu = await inputGradientOn('cpu', build, onWasm.weights, image, 1);
     const error = relativeError(onWasm.grad.values, onCpu.grad.values);
@@ -443,7 +432,7 @@ for (const [name, build, inputShape] of [
 }
 
 test('UnsortedSegmentSum matches cpu, directly and as the gradient of tf.gather (repeated indices, axes 0 and 1)', async () => {
-  const random = generator(7);
+  const random = mulberry32(7);
   const values = randomHost([6, 3, 4], random).values;
   const ids = [2, 0, 2, 4, 1, 2];
   const run = async (backend: 'wasm' | 'cpu'): Promise<Float32Array[]> => {

@@ -10,12 +10,13 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, normalize, relative } from 'node:path';
+import { join, normalize } from 'node:path';
 
 import { CamvizError, describeError } from '../src/errors.js';
 import { useBackend } from '../src/model/backend.js';
 import { loadModel } from '../src/model/load.js';
 import { sharedAssetsDir, skipWithoutSharedAssets } from './helpers/assets.js';
+import { listFiles } from './helpers/files.js';
 
 const MODEL = 'mobilenet_v1_0.75_224';
 const modelsDir = join(sharedAssetsDir, 'models');
@@ -30,15 +31,8 @@ async function weightFiles(modelJsonPath: string): Promise<string[]> {
   return json.weightsManifest.flatMap((group) => group.paths);
 }
 
-/** Every file under `dir`, relative, sorted. */
-function listFiles(dir: string): string[] {
-  if (!existsSync(dir)) return [];
-  // `parentPath` is Node 20.12+; earlier 20.x call it `path`.
-  return (readdirSync(dir, { recursive: true, withFileTypes: true }) as { name: string; parentPath?: string; path?: string; isFile(): boolean }[])
-    .filter((entry) => entry.isFile())
-    .map((entry) => relative(dir, join(entry.parentPath ?? entry.path ?? dir, entry.name)))
-    .sort();
-}
+/** A failed download may leave no cache folder at all: that counts as nothing cached. */
+const cachedFiles = (dir: string): Promise<string[]> => listFiles(dir, { missingAsEmpty: true });
 
 interface ModelServer {
   url: string;
@@ -178,7 +172,7 @@ describe('zoo', { skip: skipWithoutSharedAssets }, () => {
     const zooDir = join(cache, 'zoo');
     assert.equal(first.meta.modelJsonPath, join(cached, 'model.json'));
     assert.deepEqual(readdirSync(zooDir), [MODEL], 'no temporary folder is left beside the model');
-    assert.deepEqual(listFiles(cached), expectedFiles);
+    assert.deepEqual(await listFiles(cached), expectedFiles);
     for (const file of expectedFiles) {
       assert.ok((await readFile(join(cached, file))).equals(await readFile(join(sourceDir, file))), `${file} equals the source`);
     }
@@ -198,7 +192,7 @@ describe('zoo', { skip: skipWithoutSharedAssets }, () => {
     assert.match(line, /404/);
     assert.ok(line.includes('group7-shard1of1'), line);
     assert.ok(line.includes(MODEL), line);
-    assert.deepEqual(listFiles(cache), [], 'nothing is written to the cache');
+    assert.deepEqual(await cachedFiles(cache), [], 'nothing is written to the cache');
     assert.ok(!existsSync(join(cache, 'zoo', MODEL)));
     // Once the server has the file, the next attempt succeeds.
     server.missing.clear();
@@ -212,7 +206,7 @@ describe('zoo', { skip: skipWithoutSharedAssets }, () => {
     server.replaced.set(`/${MODEL}/model.json`, await readFile(join(modelsDir, 'darknet_tiny', 'model.json')));
     const error = await expectCamvizError(() => loadModel(MODEL));
     assert.match(error.message, /sha256/);
-    assert.deepEqual(listFiles(cache), []);
+    assert.deepEqual(await cachedFiles(cache), []);
     assert.deepEqual(server.requests, [`/${MODEL}/model.json`], 'no weight file is fetched');
   });
 
@@ -240,7 +234,7 @@ describe('zoo', { skip: skipWithoutSharedAssets }, () => {
     assert.ok(line.includes('--model shapes'), line);
     assert.ok(line.includes(MODEL), line);
     assert.equal(error.exitCode, 1);
-    assert.deepEqual(listFiles(cache), []);
+    assert.deepEqual(await cachedFiles(cache), []);
   });
 
   test('without CAMVIZ_CACHE the cache is under XDG_CACHE_HOME/camviz', async () => {
@@ -278,6 +272,6 @@ describe('zoo', { skip: skipWithoutSharedAssets }, () => {
     const error = await expectCamvizError(() => loadModel(`${server.url}evil/model.json`));
     assert.match(error.message, /leaves the model folder/);
     assert.deepEqual(server.requests, ['/evil/model.json']);
-    assert.deepEqual(listFiles(cache), []);
+    assert.deepEqual(await cachedFiles(cache), []);
   });
 });

@@ -1,0 +1,58 @@
+/**
+ * Test inputs written on the fly and output folders read back: noise images
+ * that differ from one another, folder listings and run manifests.
+ */
+import type { Dirent } from 'node:fs';
+import { readFile, readdir } from 'node:fs/promises';
+import { join, relative, sep } from 'node:path';
+
+import type { Manifest } from '../../src/batch/manifest.js';
+
+/**
+ * Deterministic noise (a 32-bit LCG, top byte of each step), so that images
+ * differ and the model has something to see, and reruns see the same bytes.
+ */
+export function noise(width: number, height: number, seed: number, channels = 3): Buffer {
+  const bytes = Buffer.alloc(width * height * channels);
+  let state = seed >>> 0 || 1;
+  for (let i = 0; i < bytes.length; i++) {
+    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+    bytes[i] = state >>> 24;
+  }
+  return bytes;
+}
+
+export interface ListFilesOptions {
+  /**
+   * List a folder that does not exist as empty, for checks that nothing was
+   * written; otherwise a missing folder throws, so that a run which wrote
+   * nothing cannot pass for one that wrote what was expected.
+   */
+  missingAsEmpty?: boolean;
+}
+
+/** Every file under `folder` (hidden ones too), relative with '/' separators, sorted. */
+export async function listFiles(folder: string, { missingAsEmpty = false }: ListFilesOptions = {}): Promise<string[]> {
+  let entries: Dirent[];
+  try {
+    entries = await readdir(folder, { recursive: true, withFileTypes: true });
+  } catch (error) {
+    if (missingAsEmpty && (error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  return entries
+    .filter((entry) => entry.isFile())
+    .map((entry) => relative(folder, join(parentOf(entry, folder), entry.name)).split(sep).join('/'))
+    .sort();
+}
+
+/** `parentPath` is Node 20.12+; earlier 20.x (allowed by package.json) call it `path`. */
+function parentOf(entry: Dirent, folder: string): string {
+  const named = entry as { parentPath?: string; path?: string };
+  return named.parentPath ?? named.path ?? folder;
+}
+
+/** The manifest.json a folder run wrote into `outDir`. */
+export async function readManifest(outDir: string): Promise<Manifest> {
+  return JSON.parse(await readFile(join(outDir, 'manifest.json'), 'utf8')) as Manifest;
+}
