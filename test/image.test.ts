@@ -9,13 +9,9 @@ import sharp from 'sharp';
 import type { Sharp } from 'sharp';
 
 import { CamvizError, UsageError } from '../src/errors.js';
-import {
-  IMAGE_EXTENSIONS,
-  RESIZE_KERNEL_DESCRIPTION,
-  loadImage,
-  parseBackground,
-  type LoadedImage,
-} from '../src/model/image.js';
+import { parseBackground } from '../src/model/colour.js';
+import { IMAGE_EXTENSIONS, SUPPORTED_FORMATS, type SupportedFormat } from '../src/model/formats.js';
+import { RESIZE_KERNEL_DESCRIPTION, type LoadedImage, loadImage } from '../src/model/image.js';
 import { imagePath, sharedAssetsDir } from './helpers/assets.js';
 import { assertAllClose } from './helpers/numeric.js';
 
@@ -518,6 +514,14 @@ test('bad options are usage errors', async () => {
   ]) {
     await assert.rejects(loadImage(path, options), UsageError);
   }
+});
+
+test('IMAGE_EXTENSIONS are what the installed sharp reads from files, in the supported formats', () => {
+  const fromSharp = (Object.keys(SUPPORTED_FORMATS) as SupportedFormat[]).flatMap((id) => {
+    const info = sharp.format[id];
+    return info.input.file ? (info.input.fileSuffix ?? []).map((suffix) => suffix.toLowerCase()) : [];
+  });
+  assert.deepEqual([...IMAGE_EXTENSIONS].sort(), [...new Set(fromSharp)].sort());
 });
 
 test('IMAGE_EXTENSIONS and RESIZE_KERNEL_DESCRIPTION', () => {

@@ -6,7 +6,7 @@
 import { readdir, realpath, stat } from 'node:fs/promises';
 import { basename, extname, join, relative, resolve } from 'node:path';
 import { CamvizError } from '../errors.js';
-import { IMAGE_EXTENSIONS } from '../model/image.js';
+import { IMAGE_EXTENSIONS } from '../model/formats.js';
 
 import type { InputImage } from '../tasks/types.js';
 

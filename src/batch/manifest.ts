@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import { CamvizError } from '../errors.js';
 import { readOptionalJson } from '../json-file.js';
-import { writeFileAtomic } from '../render/png.js';
+import { writeFileAtomic } from '../atomic-file.js';
 import type { InputRecord, TaskOptions } from '../tasks/types.js';
 import type { Shard } from './shard.js';
 

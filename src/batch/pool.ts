@@ -5,7 +5,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { CamvizError, UsageError } from '../errors.js';
-import { type Task, startTask } from '../tasks/index.js';
+import type { Task } from '../tasks/index.js';
 import type { BatchOutcome, InputImage, TaskOptions } from '../tasks/types.js';
 import type { TaskContext } from '../tasks/common.js';
 
@@ -46,6 +46,8 @@ export class InProcessExecutor implements Executor {
   ) {}
 
   static async start(options: TaskOptions, log?: (message: string) => void): Promise<InProcessExecutor> {
+    // Loaded here, not at the top: a worker run's main thread never needs TensorFlow.js.
+    const { startTask } = await import('../tasks/index.js');
     const { context, task } = await startTask(options, log);
     return new InProcessExecutor(context, task);
   }

@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import sharp from '../sharp.js';
-import { writeFileAtomic } from '../render/png.js';
+import { writeFileAtomic } from '../atomic-file.js';
 import type { CamResultRecord, FmapResultRecord, InputRecord, ResultRecord } from '../tasks/types.js';
 import { VERSION } from '../version.js';
 import type { Manifest } from './manifest.js';

@@ -10,7 +10,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, relative } from 'node:path';
 import { CamvizError } from '../errors.js';
-import { errorRecord } from '../tasks/common.js';
+import { errorRecord } from '../tasks/records.js';
 import type { BatchOutcome, InputImage, InputRecord, TaskOptions } from '../tasks/types.js';
 import { VERSION } from '../version.js';
 import { expandInputs, outputCollisions } from './inputs.js';

@@ -5,7 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { describeError, exitCodeOf } from '../errors.js';
-import { releaseBackend } from '../model/backend.js';
+import { releaseBackend } from '../model/release.js';
 import { startTask } from '../tasks/index.js';
 import type { InputImage, TaskOptions } from '../tasks/types.js';
 import type { FromWorker, ToWorker } from './pool.js';

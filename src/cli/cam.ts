@@ -1,5 +1,5 @@
 /** `camviz cam` / `camviz gradcam`: class activation maps over images. */
-import { canonicalMethod } from '../cam/index.js';
+import { canonicalMethod } from '../cam/names.js';
 import { UsageError } from '../errors.js';
 import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap.js';
 import { CAM_DEFAULTS } from '../tasks/defaults.js';

@@ -201,10 +201,4 @@ export function firstLineOf(error: unknown): string {
   return message.split('\n')[0] ?? message;
 }
 
-/** Lets the process exit: stops WebAssembly pthreads, if any were started. */
-export async function releaseBackend(): Promise<void> {
-  if (active?.kind === 'wasm' && (active.threads ?? 1) > 1) {
-    const { releaseWasmThreads } = await import('./wasm-threads.js');
-    releaseWasmThreads();
-  }
-}
+export { releaseBackend } from './release.js';

@@ -10,6 +10,8 @@ import sharp from '../sharp.js';
 import type { Metadata, OutputInfo, Sharp } from 'sharp';
 
 import { CamvizError, UsageError } from '../errors.js';
+import { type Rgb, parseBackground } from './colour.js';
+import { SUPPORTED_FORMATS, SUPPORTED_LIST, type SupportedFormat } from './formats.js';
 import { DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS, RESIZE_MODES } from './geometry.js';
 import type { Box, ImageGeometry, ResizeMode, Size } from './geometry.js';
 
@@ -35,34 +37,9 @@ export interface LoadedImage {
   format: string;
 }
 
-export interface Rgb {
-  r: number;
-  g: number;
-  b: number;
-}
 
 export const RESIZE_KERNEL_DESCRIPTION =
   'bilinear (libvips "linear" triangle filter, antialiased when shrinking, close to PIL BILINEAR)';
-
-/** The formats camviz accepts, as sharp names them, with the names users know. */
-const SUPPORTED_FORMATS = {
-  png: 'PNG',
-  jpeg: 'JPEG',
-  webp: 'WebP',
-  gif: 'GIF',
-  tiff: 'TIFF',
-} as const;
-type SupportedFormat = keyof typeof SUPPORTED_FORMATS;
-
-const SUPPORTED_LIST = Object.values(SUPPORTED_FORMATS).join(', ');
-
-/** File suffixes of the supported formats that this sharp build can read from files. */
-export const IMAGE_EXTENSIONS: readonly string[] = Object.freeze(
-  (Object.keys(SUPPORTED_FORMATS) as SupportedFormat[]).flatMap((id) => {
-    const info = sharp.format[id];
-    return info.input.file ? (info.input.fileSuffix ?? []).map((suffix) => suffix.toLowerCase()) : [];
-  }),
-);
 
 // Truncated files must fail instead of decoding to a half-grey image; 'truncated'
 // still accepts files with harmless warnings (e.g. junk after the JPEG end marker).
@@ -124,36 +101,6 @@ function isPositiveInteger(value: number): boolean {
   return Number.isInteger(value) && value > 0;
 }
 
-const NAMED_COLOURS: Readonly<Record<string, Rgb>> = {
-  white: { r: 255, g: 255, b: 255 },
-  black: { r: 0, g: 0, b: 0 },
-};
-
-/** Parses '#rgb', '#rrggbb', 'white', 'black' or 'r,g,b' (0-255 each). */
-export function parseBackground(value: string): Rgb {
-  const text = value.trim().toLowerCase();
-  const named = NAMED_COLOURS[text];
-  if (named !== undefined) return { ...named };
-
-  const short = /^#([0-9a-f])([0-9a-f])([0-9a-f])$/.exec(text);
-  if (short !== null) {
-    const [r, g, b] = short.slice(1).map((digit) => parseInt(digit + digit, 16));
-    return { r: r!, g: g!, b: b! };
-  }
-  const long = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/.exec(text);
-  if (long !== null) {
-    const [r, g, b] = long.slice(1).map((pair) => parseInt(pair, 16));
-    return { r: r!, g: g!, b: b! };
-  }
-  const triple = /^(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})$/.exec(text);
-  if (triple !== null) {
-    const [r, g, b] = triple.slice(1).map(Number);
-    if ([r, g, b].every((channel) => channel! <= 255)) return { r: r!, g: g!, b: b! };
-  }
-  throw new UsageError(
-    `bad background colour "${value}" (use #rgb, #rrggbb, white, black or r,g,b with values 0-255)`,
-  );
-}
 
 // ---------------------------------------------------------------- file checks
 

@@ -19,6 +19,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import * as tf from '../tf.js';
+import { rememberWasmThreads } from './release.js';
 
 const require = createRequire(import.meta.url);
 const packageDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
@@ -29,8 +30,6 @@ interface EmscriptenModule {
 }
 
 type WasmFactory = (config: Record<string, unknown>) => Promise<EmscriptenModule>;
-
-let threadedModule: EmscriptenModule | undefined;
 
 /** The pthread worker script as a file (tfjs embeds it as a string). */
 function workerScriptPath(): string {
@@ -86,14 +85,10 @@ export function registerThreadedWasm(threads: number): void {
   tf.registerBackend(
     'wasm',
     async () => {
-      threadedModule = await createThreadedModule(threads);
+      const threadedModule = await createThreadedModule(threads);
+      rememberWasmThreads(threadedModule.PThread);
       return new wasmPackage.BackendWasm(threadedModule as never);
     },
     2,
   );
-}
-
-/** Stops the pthreads of the threaded build, if it was started. */
-export function releaseWasmThreads(): void {
-  threadedModule?.PThread?.terminateAllThreads();
 }

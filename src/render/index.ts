@@ -25,7 +25,8 @@ export {
   heatmapImage,
   overlayHeatmap,
 } from './overlay.js';
-export { type PngOptions, encodePng, writeFileAtomic } from './png.js';
+export { type PngOptions, encodePng } from './png.js';
+export { writeFileAtomic } from '../atomic-file.js';
 export { type NpyArray, decodeNpy, encodeNpy } from './npy.js';
 export {
   COLORSPACE_RGB,

@@ -18,10 +18,10 @@ import {
   type TaskContext,
   decodeBatch,
   elapsedSince,
-  errorRecord,
   outputStem,
   recordOutputs,
 } from './common.js';
+import { errorRecord } from './records.js';
 import type { BatchOutcome, CamResultRecord, CamTaskOptions, InputImage, InputRecord } from './types.js';
 
 export class CamTask {

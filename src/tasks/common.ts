@@ -5,11 +5,11 @@
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, extname, join, relative, sep } from 'node:path';
-import { describeError } from '../errors.js';
 import { type BackendInfo, requestedBackend, useBackend } from '../model/backend.js';
 import { type LoadedImage, loadImage } from '../model/image.js';
 import { type CamvizModel, loadModel } from '../model/load.js';
-import { writeFileAtomic } from '../render/png.js';
+import { writeFileAtomic } from '../atomic-file.js';
+import { errorRecord } from './records.js';
 import type { InputImage, InputRecord, ModelSpec, TaskOptions, Timings } from './types.js';
 
 export interface TaskContext {
@@ -74,9 +74,6 @@ function oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
   return result;
 }
 
-export function errorRecord(input: InputImage, error: unknown, timings: Timings = {}): InputRecord {
-  return { input: input.path, relative: input.relative, status: 'error', outputs: [], timings, error: describeError(error) };
-}
 
 /** `<outDir>/<relative without extension>`: outputs add `.<what>.<ext>`. */
 export function outputStem(outDir: string, relative: string): string {

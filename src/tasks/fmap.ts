@@ -21,11 +21,11 @@ import {
   type TaskContext,
   decodeBatch,
   elapsedSince,
-  errorRecord,
   fileSafe,
   outputStem,
   recordOutputs,
 } from './common.js';
+import { errorRecord } from './records.js';
 import type { BatchOutcome, FmapResultRecord, FmapTaskOptions, InputImage, InputRecord, SummaryImage } from './types.js';
 
 const CONV_CLASSES = new Set(['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'Conv2DTranspose']);

@@ -1,6 +1,7 @@
 /** The predict task: top-k classes per image, no files. */
 import { classProbabilities, topK } from '../model/predict.js';
-import { type TaskContext, decodeBatch, elapsedSince, errorRecord } from './common.js';
+import { type TaskContext, decodeBatch, elapsedSince } from './common.js';
+import { errorRecord } from './records.js';
 import type { BatchOutcome, InputImage, InputRecord, PredictTaskOptions } from './types.js';
 
 export class PredictTask {

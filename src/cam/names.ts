@@ -1,0 +1,46 @@
+/**
+ * The CAM methods' names and aliases, apart from their implementations so
+ * that the command line can check `--method` without loading TensorFlow.js.
+ */
+import { UsageError } from '../errors.js';
+
+/** Methods whose output is a gradient image rather than a heatmap. */
+export const GUIDED_METHODS = ['guidedbackprop', 'guidedgradcam'] as const;
+export type GuidedMethodName = (typeof GUIDED_METHODS)[number];
+
+/** Methods that make a heatmap, in the order `--help` lists them. */
+export const MAP_METHOD_NAMES = ['gradcam', 'gradcampp', 'xgradcam', 'hirescam', 'layercam', 'cam', 'scorecam', 'eigencam'] as const;
+
+export type MapMethodName = (typeof MAP_METHOD_NAMES)[number];
+
+export const METHOD_NAMES: readonly string[] = [...MAP_METHOD_NAMES, ...GUIDED_METHODS];
+
+const ALIASES: Record<string, string> = {
+  'gradcam++': 'gradcampp',
+  gradcamplusplus: 'gradcampp',
+  'grad-cam': 'gradcam',
+  'score-cam': 'scorecam',
+  'eigen-cam': 'eigencam',
+  'guided-backprop': 'guidedbackprop',
+  guidedbp: 'guidedbackprop',
+  'guided-gradcam': 'guidedgradcam',
+};
+
+/** The canonical method name (used in file names), accepting aliases. */
+export function canonicalMethod(name: string): string {
+  const lower = name.toLowerCase();
+  const canonical = ALIASES[lower] ?? lower;
+  if (!METHOD_NAMES.includes(canonical)) {
+    throw new UsageError(`unknown method '${name}': choose one of ${METHOD_NAMES.join(', ')} (gradcam++ = gradcampp)`);
+  }
+  return canonical;
+}
+
+export function isMapMethod(name: string): name is MapMethodName {
+  return (MAP_METHOD_NAMES as readonly string[]).includes(name);
+}
+
+export function isGuidedMethod(name: string): name is GuidedMethodName {
+  return (GUIDED_METHODS as readonly string[]).includes(name);
+}
+

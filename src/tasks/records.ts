@@ -1,0 +1,8 @@
+/** Manifest records of failed inputs; free of tfjs and sharp, for a folder run's main thread. */
+import { describeError } from '../errors.js';
+import type { InputImage, InputRecord, Timings } from './types.js';
+
+/** The record of an input that failed: its error message and whatever timings it got. */
+export function errorRecord(input: InputImage, error: unknown, timings: Timings = {}): InputRecord {
+  return { input: input.path, relative: input.relative, status: 'error', outputs: [], timings, error: describeError(error) };
+}
