@@ -481,7 +481,7 @@ async function residentMemory(bench: BenchModel, folder: string): Promise<void> 
     import { tmpdir } from 'node:os';
     await useBackend('wasm');
     const task = JSON.parse(process.argv[1]);
-    const measure = () => ({ rss: process.memoryUsage().rss, tensors: tf.memory().numTensors });
+    const measure = () => ({ rss: process.memoryUsage().rss, peak: process.resourceUsage().maxRSS * 1024, tensors: tf.memory().numTensors });
     await runBatch({ task: { ...task, outDir: await mkdtemp(join(tmpdir(), 'camviz-rss-')) }, inputs: [${JSON.stringify(join(big, 'first-100'))}], jobs: 1, quiet: true, manifest: true });
     const after100 = measure();
     await runBatch({ task: { ...task, outDir: await mkdtemp(join(tmpdir(), 'camviz-rss-')) }, inputs: [${JSON.stringify(join(big, 'next-900'))}], jobs: 1, quiet: true, manifest: true });
@@ -493,10 +493,11 @@ async function residentMemory(bench: BenchModel, folder: string): Promise<void> 
   await new Promise((resolveExit) => child.on('exit', resolveExit));
   await rm(big, { recursive: true, force: true });
   try {
-    const { after100, after1000 } = JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, { rss: number; tensors: number }>;
-    table('Memory of a --jobs 1 Grad-CAM run (MobileNet, wasm)', ['after', 'RSS', 'live tensors'], [
-      ['100 images', `${(after100!.rss / 2 ** 20).toFixed(0)} MiB`, String(after100!.tensors)],
-      ['1000 images', `${(after1000!.rss / 2 ** 20).toFixed(0)} MiB`, String(after1000!.tensors)],
+    const { after100, after1000 } = JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, { rss: number; peak: number; tensors: number }>;
+    const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+    table('Memory of a --jobs 1 Grad-CAM run (MobileNet, wasm)', ['after', 'RSS', 'peak RSS so far', 'live tensors'], [
+      ['100 images', mib(after100!.rss), mib(after100!.peak), String(after100!.tensors)],
+      ['1000 images', mib(after1000!.rss), mib(after1000!.peak), String(after1000!.tensors)],
     ]);
   } catch {
     console.log(`(memory run failed: ${stdout.slice(0, 200)})`);
