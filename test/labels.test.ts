@@ -154,6 +154,17 @@ describe('label files', () => {
     assert.deepEqual(await labelsFrom('labels.txt', 'cat\r\n  dog  \r\nhot dog, frankfurter\r\n'), ['cat', 'dog', 'hot dog, frankfurter']);
   });
 
+  test('a byte-order mark (as Windows editors save UTF-8) is skipped, in JSON and text', async () => {
+    assert.deepEqual(await labelsFrom('bom.json', '\uFEFF["cat", "dog"]'), ['cat', 'dog']);
+    assert.deepEqual(await labelsFrom('bom.txt', '\uFEFFcat\ndog\n'), ['cat', 'dog']);
+  });
+
+  test('a blank line between names is refused (it would shift later classes); trailing blank lines are fine', async () => {
+    assert.deepEqual(await labelsFrom('trailing.txt', 'cat\ndog\n\n \n'), ['cat', 'dog']);
+    assert.match((await labelsError('gap.txt', 'cat\n\ndog\n')).message, /line 2 of the labels file is blank/);
+    assert.match((await labelsError('empty.txt', '\n\n')).message, /no class names/);
+  });
+
   test('an object with a hole is an error naming the missing class', async () => {
     const error = await labelsError('hole.json', '{"0": "a", "2": "c"}');
     assert.match(error.message, /class 1 has no label/);

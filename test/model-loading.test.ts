@@ -400,3 +400,48 @@ describe('a hand-written graph model (Reshape, MatMul, Add, Softmax)', () => {
     assert.ok(existsSync(join(folder, 'model.json')));
   });
 });
+
+describe('labels whose count is not the model\'s class count', () => {
+  test('--labels with too few names is a usage error naming the labels file; the right count loads', async () => {
+    const folder = await writeGoodModel();
+    const short = join(folder, 'two.txt');
+    await writeFile(short, 'cat\ndog\n');
+    const error = await camvizError(() => loadModel(folder, { labels: short }));
+    assert.equal(error.name, 'UsageError');
+    assert.equal(error.file, short);
+    assert.match(error.message, /the labels name 2 classes but the model has 3/);
+
+    const right = join(folder, 'three.txt');
+    await writeFile(right, 'cat\ndog\nbird\n');
+    const model = await loadModel(folder, { labels: right });
+    try {
+      assert.deepEqual(model.meta.labels, ['cat', 'dog', 'bird']);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  test('a labels file named in camviz.json: relative to the model folder, or absolute', async () => {
+    const folder = await writeGoodModel();
+    await writeFile(join(folder, 'names.txt'), 'x\ny\nz\n');
+    const elsewhere = join(await freshFolder(), 'names.txt');
+    await writeFile(elsewhere, 'p\nq\nr\n');
+    for (const [labels, expected] of [['names.txt', ['x', 'y', 'z']], [elsewhere, ['p', 'q', 'r']]] as const) {
+      await writeFile(join(folder, 'camviz.json'), JSON.stringify({ labels }));
+      const model = await loadModel(folder);
+      try {
+        assert.deepEqual(model.meta.labels, expected);
+      } finally {
+        model.dispose();
+      }
+    }
+  });
+
+  test('labels in camviz.json of the wrong count are an error naming model.json', async () => {
+    const folder = await writeGoodModel();
+    await writeFile(join(folder, 'camviz.json'), JSON.stringify({ labels: ['a', 'b', 'c', 'd'] }));
+    const error = await camvizError(() => loadModel(folder));
+    assert.equal(error.file, join(folder, 'model.json'));
+    assert.match(error.message, /the labels name 4 classes but the model has 3/);
+  });
+});

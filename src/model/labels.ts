@@ -29,14 +29,28 @@ export async function readLabelsFile(path: string): Promise<string[]> {
     const code = (error as NodeJS.ErrnoException).code;
     throw new CamvizError(code === 'ENOENT' ? 'labels file not found' : `labels file unreadable (${code})`, { file: path });
   }
-  if (!path.toLowerCase().endsWith('.json')) {
-    return text.split(/\r?\n/).map((line) => line.trim()).filter((line) => line !== '');
-  }
+  // Editors on Windows save UTF-8 with a byte-order mark, which JSON.parse rejects.
+  text = text.replace(/^\uFEFF/, '');
+  if (!path.toLowerCase().endsWith('.json')) return labelsFromText(text, path);
   try {
     return labelsFromJson(JSON.parse(text) as unknown);
   } catch (error) {
     throw new CamvizError(`labels file is not a list of class names: ${(error as Error).message}`, { file: path });
   }
+}
+
+/**
+ * One class per line, in index order. Trailing blank lines are ignored; a
+ * blank line between names is refused, since skipping it would shift every
+ * later class to the wrong index.
+ */
+function labelsFromText(text: string, path: string): string[] {
+  const lines = text.split(/\r?\n/).map((line) => line.trim());
+  while (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
+  const blank = lines.indexOf('');
+  if (blank >= 0) throw new CamvizError(`line ${blank + 1} of the labels file is blank: every line names the class of its index`, { file: path });
+  if (lines.length === 0) throw new CamvizError('labels file holds no class names', { file: path });
+  return lines;
 }
 
 export function labelsFromJson(value: unknown): string[] {

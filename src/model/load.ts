@@ -84,5 +84,23 @@ export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptio
     ...(camvizJson === undefined ? {} : { camvizJson }),
     overrides: options,
   });
-  return new CamvizModel(meta, layersModel, graphModel);
+  const model = new CamvizModel(meta, layersModel, graphModel);
+  try {
+    checkLabelCount(model, options.labels);
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+  return model;
+}
+
+/** Labels of another count than the model's classes would name every prediction wrongly. */
+function checkLabelCount(model: CamvizModel, labelsOption: string | undefined): void {
+  const outputs = model.layersModel?.outputs ?? model.graphModel?.outputs ?? [];
+  const classes = outputs.length === 1 ? outputs[0]!.shape?.at(-1) : undefined;
+  const labels = model.meta.labels;
+  if (labels === undefined || typeof classes !== 'number' || classes <= 0 || labels.length === classes) return;
+  const message = `the labels name ${labels.length} classes but the model has ${classes}`;
+  if (labelsOption !== undefined) throw new UsageError(message, { file: labelsOption });
+  throw new CamvizError(`${message} (labels from camviz.json or the zoo)`, { file: model.meta.modelJsonPath });
 }

@@ -141,7 +141,8 @@ async function labelsFrom(labels: string[] | string | undefined, folder: string)
   if (labels === undefined) return undefined;
   if (Array.isArray(labels)) return labels;
   if (labels === 'imagenet') return imagenetLabels();
-  return readLabelsFile(join(folder, labels));
+  // Relative to the model folder; an absolute path stays as it is.
+  return readLabelsFile(resolve(folder, labels));
 }
 
 function defaultName(modelJsonPath: string): string {
