@@ -101,7 +101,7 @@ export async function zooModelJson(entry: ZooEntry, log?: FetchLog): Promise<str
     if (error instanceof CamvizError) throw error;
     throw new CamvizError(
       `model '${entry.name}' is not cached and could not be downloaded (${(error as Error).message}); ` +
-        `offline, use --model shapes or a local model folder`,
+        `without network access, use --model shapes (built in) or a local model folder`,
       { file: url.href },
     );
   }
