@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import sharp from 'sharp';
@@ -176,6 +176,16 @@ describe('folder runs from the command line', { skip: skipWithoutModel }, () => 
       assert.match(usage.stderr, /^camviz: /);
       assert.ok(!existsSync(join(workDir, 'out-usage')), 'nothing written');
     }
+  });
+
+  test('a TensorBoard log folder that cannot be made: one line, exit 1, and the worker threads stop (the process exits)', async () => {
+    const blocker = join(workDir, 'not-a-folder');
+    await writeFile(blocker, 'a file where a folder should be');
+    const run = await camviz(['fmap', tree, '--layer', fmapLayer, '--out', join(workDir, 'out-tb-fail'), '--tensorboard', join(blocker, 'logs'), '--jobs', '2', '--quiet', ...modelArgs()]);
+    // A hung process is killed by the timeout and has no exit code.
+    assert.equal(run.code, 1, run.stderr);
+    assert.equal(run.stderr.split('\n').filter((line) => line !== '').length, 1, run.stderr);
+    assert.match(run.stderr, /^camviz: TensorBoard log folder is not writable \(ENOTDIR\) \(.*not-a-folder/);
   });
 
   test('--shard auto: GitLab\'s CI_NODE_INDEX/CI_NODE_TOTAL split a folder exactly once', async () => {

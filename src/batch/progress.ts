@@ -17,6 +17,8 @@ export interface Progress {
   /** Prints a line without breaking the spinner. */
   log(line: string): void;
   finish(summary: string): void;
+  /** Stops without a summary (the run failed): a spinner must not keep spinning, or keep the process alive. */
+  abort(): void;
 }
 
 export interface ProgressOptions {
@@ -76,6 +78,7 @@ class SilentProgress implements Progress {
     this.stream.write(`${line}\n`);
   }
   finish(): void {}
+  abort(): void {}
 }
 
 class LineProgress implements Progress {
@@ -107,6 +110,8 @@ class LineProgress implements Progress {
   finish(summary: string): void {
     this.stream.write(`${summary}\n`);
   }
+
+  abort(): void {}
 }
 
 class SpinnerProgress implements Progress {
@@ -142,5 +147,9 @@ class SpinnerProgress implements Progress {
   finish(summary: string): void {
     if (this.spinner) this.spinner.stopAndPersist({ symbol: '', text: summary.replace(/^camviz: /, 'camviz: ') });
     else this.stream.write(`${summary}\n`);
+  }
+
+  abort(): void {
+    this.spinner?.stop();
   }
 }

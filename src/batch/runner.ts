@@ -12,6 +12,7 @@ import { join, relative } from 'node:path';
 import { CamvizError } from '../errors.js';
 import { errorRecord } from '../tasks/records.js';
 import type { BatchOutcome, InputImage, InputRecord, TaskOptions } from '../tasks/types.js';
+import type { EventWriter } from '../render/tensorboard.js';
 import { VERSION } from '../version.js';
 import { expandInputs, outputCollisions } from './inputs.js';
 import { MANIFEST_NAME, type Manifest, manifestOptions, readManifest, summarise, writeManifest } from './manifest.js';
@@ -72,108 +73,120 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
   let todo = images.filter((image) => !settled.has(image));
   let batches = chunk(todo, options.task.batchSize);
   const executor = await startExecutor(options.task, Math.min(options.jobs, Math.max(1, batches.length)), todo.length, log);
-  // The model is known only once loaded: outputs of another model are not kept.
-  if (resumable.size > 0 && previous!.model.sha256 !== executorInfo(executor).model.sha256) {
-    log(`--skip-existing: ${MANIFEST_NAME} in ${displayPath(options.task.outDir)} was written with another model (sha256 of model.json differs); processing every input`);
-    for (const image of resumable.keys()) settled.delete(image);
-    todo = images.filter((image) => !settled.has(image));
-    batches = chunk(todo, options.task.batchSize);
-  }
-  // protobufjs loads only for runs that write a TensorBoard log.
-  const tensorboard = options.tensorboard
-    ? await (await import('../render/tensorboard.js')).EventWriter.create(options.tensorboard.logdir)
-    : undefined;
-
-  let stopSignal: string | undefined;
-  let stoppedEarly = false;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (stopSignal !== undefined) {
-      progress.log('camviz: stopping now');
-      void executor.terminate();
-      return;
-    }
-    stopSignal = signal;
-    progress.log(`camviz: ${signal}: finishing the images in progress, then writing the manifest (again to stop at once)`);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-
-  const outcomes: (BatchOutcome | undefined)[] = new Array(batches.length);
-  const counts = { done: settled.size, errors: [...settled.values()].filter((record) => record.status === 'error').length, total: images.length };
-  let lastManifest = performance.now();
-  const currentManifest = (finished: boolean): Manifest =>
-    buildManifest(options, executor, startedAt, finished, images, settled, outcomes, stopSignal !== undefined || stoppedEarly);
-  let summaryStep = options.tensorboard?.step ?? 0;
-  let nextSummaryBatch = 0;
-  // Summaries go to the log in input order, whatever order batches finish in.
-  const flushSummaries = (): void => {
-    while (nextSummaryBatch < outcomes.length && outcomes[nextSummaryBatch] !== undefined) {
-      const outcome = outcomes[nextSummaryBatch]!;
-      for (const record of outcome.records) {
-        const summaries = outcome.summaries.filter((summary) => summary.input === record.input);
-        for (const summary of summaries) tensorboard?.addImage(summary.tag, summary.png, summary.width, summary.height, summaryStep);
-        if (summaries.length > 0) summaryStep++;
-      }
-      outcomes[nextSummaryBatch] = { records: outcome.records, summaries: [] };
-      nextSummaryBatch++;
-    }
-  };
-
-  await progress.start(images.length);
-  // Inputs refused before any work (output collisions) are reported like the others.
-  for (const image of images) {
-    const record = settled.get(image);
-    if (record?.status === 'error') log(record.error ?? 'failed');
-  }
-  try {
-    await dispatch(batches, executor.capacity, async (batch, index) => {
-      if (stopSignal !== undefined || stoppedEarly) return false;
-      let outcome: BatchOutcome;
-      try {
-        outcome = await executor.process(batch);
-      } catch (error) {
-        if (stopSignal !== undefined) return false;
-        outcome = { records: batch.map((image) => failedRecord(image, error)), summaries: [] };
-      }
-      outcomes[index] = outcome;
-      flushSummaries();
-      for (const record of outcome.records) {
-        counts.done++;
-        if (record.status === 'error') {
-          counts.errors++;
-          progress.log(`camviz: ${record.error}`);
-          if (options.failFast) stoppedEarly = true;
-        }
-      }
-      progress.update(counts);
-      if (options.manifest && performance.now() - lastManifest > MANIFEST_INTERVAL_MS) {
-        lastManifest = performance.now();
-        await writeManifest(options.task.outDir, currentManifest(false));
-      }
-      return true;
-    });
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+  let executorClosed = false;
+  const closeExecutor = async (): Promise<void> => {
+    if (executorClosed) return;
+    executorClosed = true;
     await executor.close().catch(() => undefined);
-    await tensorboard?.close();
-  }
+  };
+  // Whatever fails from here on (a TensorBoard folder, a full disk under the
+  // manifest), the workers stop and the spinner goes, so the process can exit.
+  try {
+    // The model is known only once loaded: outputs of another model are not kept.
+    if (resumable.size > 0 && previous!.model.sha256 !== executorInfo(executor).model.sha256) {
+      log(`--skip-existing: ${MANIFEST_NAME} in ${displayPath(options.task.outDir)} was written with another model (sha256 of model.json differs); processing every input`);
+      for (const image of resumable.keys()) settled.delete(image);
+      todo = images.filter((image) => !settled.has(image));
+      batches = chunk(todo, options.task.batchSize);
+    }
+    const tensorboard = options.tensorboard ? await createEventWriter(options.tensorboard.logdir) : undefined;
 
-  const manifest = currentManifest(true);
-  const manifestPath = options.manifest ? await writeManifest(options.task.outDir, manifest) : undefined;
-  if (options.report && options.manifest) {
-    const { writeReport } = await import('./report.js');
-    await writeReport(options.task.outDir, manifest);
+    let stopSignal: string | undefined;
+    let stoppedEarly = false;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (stopSignal !== undefined) {
+        progress.log('camviz: stopping now');
+        void executor.terminate();
+        return;
+      }
+      stopSignal = signal;
+      progress.log(`camviz: ${signal}: finishing the images in progress, then writing the manifest (again to stop at once)`);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+
+    const outcomes: (BatchOutcome | undefined)[] = new Array(batches.length);
+    const counts = { done: settled.size, errors: [...settled.values()].filter((record) => record.status === 'error').length, total: images.length };
+    let lastManifest = performance.now();
+    const currentManifest = (finished: boolean): Manifest =>
+      buildManifest(options, executor, startedAt, finished, images, settled, outcomes, stopSignal !== undefined || stoppedEarly);
+    let summaryStep = options.tensorboard?.step ?? 0;
+    let nextSummaryBatch = 0;
+    // Summaries go to the log in input order, whatever order batches finish in.
+    const flushSummaries = (): void => {
+      while (nextSummaryBatch < outcomes.length && outcomes[nextSummaryBatch] !== undefined) {
+        const outcome = outcomes[nextSummaryBatch]!;
+        for (const record of outcome.records) {
+          const summaries = outcome.summaries.filter((summary) => summary.input === record.input);
+          for (const summary of summaries) tensorboard?.addImage(summary.tag, summary.png, summary.width, summary.height, summaryStep);
+          if (summaries.length > 0) summaryStep++;
+        }
+        outcomes[nextSummaryBatch] = { records: outcome.records, summaries: [] };
+        nextSummaryBatch++;
+      }
+    };
+
+    await progress.start(images.length);
+    // Inputs refused before any work (output collisions) are reported like the others.
+    for (const image of images) {
+      const record = settled.get(image);
+      if (record?.status === 'error') log(record.error ?? 'failed');
+    }
+    try {
+      await dispatch(batches, executor.capacity, async (batch, index) => {
+        if (stopSignal !== undefined || stoppedEarly) return false;
+        let outcome: BatchOutcome;
+        try {
+          outcome = await executor.process(batch);
+        } catch (error) {
+          if (stopSignal !== undefined) return false;
+          outcome = { records: batch.map((image) => failedRecord(image, error)), summaries: [] };
+        }
+        outcomes[index] = outcome;
+        flushSummaries();
+        for (const record of outcome.records) {
+          counts.done++;
+          if (record.status === 'error') {
+            counts.errors++;
+            progress.log(`camviz: ${record.error}`);
+            if (options.failFast) stoppedEarly = true;
+          }
+        }
+        progress.update(counts);
+        if (options.manifest && performance.now() - lastManifest > MANIFEST_INTERVAL_MS) {
+          lastManifest = performance.now();
+          await writeManifest(options.task.outDir, currentManifest(false));
+        }
+        return true;
+      });
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      await closeExecutor();
+      await tensorboard?.close();
+    }
+
+    const manifest = currentManifest(true);
+    const manifestPath = options.manifest ? await writeManifest(options.task.outDir, manifest) : undefined;
+    if (options.report && options.manifest) {
+      const { writeReport } = await import('./report.js');
+      await writeReport(options.task.outDir, manifest);
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const rate = seconds > 0 ? (manifest.summary.inputs / seconds).toFixed(2) : '?';
+    progress.finish(
+      `camviz: ${manifest.summary.inputs} of ${images.length} images, ${manifest.summary.ok} ok, ${manifest.summary.error} failed, in ${formatDuration(seconds)} (${rate}/s)` +
+        (manifestPath ? `; ${displayPath(manifestPath)}` : '') +
+        (stopSignal ? `; stopped by ${stopSignal}` : stoppedEarly ? '; stopped at the first failure (--fail-fast)' : ''),
+    );
+    const exitCode = stopSignal !== undefined ? SIGNAL_EXIT[stopSignal] ?? 1 : manifest.summary.error > 0 || manifest.summary.inputs < images.length ? 1 : 0;
+    return { exitCode, records: manifest.records, ...(manifestPath === undefined ? {} : { manifestPath }), interrupted: manifest.interrupted };
+  } catch (error) {
+    progress.abort();
+    throw error;
+  } finally {
+    await closeExecutor();
   }
-  const seconds = (performance.now() - started) / 1000;
-  const rate = seconds > 0 ? (manifest.summary.inputs / seconds).toFixed(2) : '?';
-  progress.finish(
-    `camviz: ${manifest.summary.inputs} of ${images.length} images, ${manifest.summary.ok} ok, ${manifest.summary.error} failed, in ${formatDuration(seconds)} (${rate}/s)` +
-      (manifestPath ? `; ${displayPath(manifestPath)}` : '') +
-      (stopSignal ? `; stopped by ${stopSignal}` : stoppedEarly ? '; stopped at the first failure (--fail-fast)' : ''),
-  );
-  const exitCode = stopSignal !== undefined ? SIGNAL_EXIT[stopSignal] ?? 1 : manifest.summary.error > 0 || manifest.summary.inputs < images.length ? 1 : 0;
-  return { exitCode, records: manifest.records, ...(manifestPath === undefined ? {} : { manifestPath }), interrupted: manifest.interrupted };
 }
 
 /** Images from which a single-process run starts WebAssembly threads (their start-up costs about 0.5 s). */
@@ -304,6 +317,17 @@ function canonicalJson(value: unknown): string {
       ? Object.fromEntries(Object.entries(item as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
       : item,
   );
+}
+
+/** protobufjs loads only for runs that write a TensorBoard log. */
+async function createEventWriter(logdir: string): Promise<EventWriter> {
+  const { EventWriter } = await import('../render/tensorboard.js');
+  try {
+    return await EventWriter.create(logdir);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new CamvizError(`TensorBoard log folder is not writable (${code ?? (error as Error).message})`, { file: logdir });
+  }
 }
 
 async function ensureWritable(outDir: string): Promise<void> {
