@@ -581,8 +581,10 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
     assert.equal(result.interrupted, true);
     const manifest = await readManifest(outDir);
     assert.equal(manifest.interrupted, true);
-    assert.ok(manifest.records.length < 10, `stopped early (${manifest.records.length} records)`);
-    assert.deepEqual(manifest.records[1], { ...manifest.records[1], relative: '1.png', status: 'error', error: `empty file (0 bytes) (${join(folder, '1.png')})` });
+    // Three batches are in flight at a time; once 1.png fails, the ones not yet computing are dropped.
+    assert.ok(manifest.records.length <= 3, `stopped early (${manifest.records.length} records)`);
+    const failed = manifest.records.find((record) => record.relative === '1.png');
+    assert.deepEqual(failed, { ...failed, status: 'error', error: `empty file (0 bytes) (${join(folder, '1.png')})` });
     // Without --fail-fast every input is done.
     const all = await run({ ...camTask(join(workDir, 'failfast-all')), batchSize: 1 }, [folder]);
     assert.equal(all.records.length, 10);

@@ -9,7 +9,13 @@ import type { Task } from '../tasks/index.js';
 import type { BatchOutcome, InputImage, TaskOptions } from '../tasks/types.js';
 import type { TaskContext } from '../tasks/common.js';
 
-export type ToWorker = { type: 'batch'; id: number; inputs: InputImage[] } | { type: 'stop' };
+/** What a worker thread starts with. */
+export interface WorkerData {
+  options: TaskOptions;
+  failFast: boolean;
+}
+
+export type ToWorker = { type: 'batch'; id: number; inputs: InputImage[] } | { type: 'cancel' } | { type: 'stop' };
 export type FromWorker =
   | { type: 'ready'; model: RunModelInfo; backend: RunBackendInfo }
   | { type: 'failed'; error: string; exitCode: number }
@@ -31,6 +37,8 @@ export interface Executor {
   /** Batches that may be in flight at once. */
   readonly capacity: number;
   process(batch: readonly InputImage[]): Promise<BatchOutcome>;
+  /** The run is stopping: batches not yet computing come back empty. */
+  cancel(): void;
   close(): Promise<void>;
   /** Stops at once (second signal): in-flight batches are abandoned. */
   terminate(): Promise<void>;
@@ -43,17 +51,22 @@ export class InProcessExecutor implements Executor {
   private constructor(
     readonly context: TaskContext,
     private readonly task: Task,
+    private readonly tasks: Pick<typeof import('../tasks/index.js'), 'processStopping' | 'requestStop'>,
   ) {}
 
-  static async start(options: TaskOptions, log?: (message: string) => void): Promise<InProcessExecutor> {
+  static async start(options: TaskOptions, log?: (message: string) => void, failFast = false): Promise<InProcessExecutor> {
     // Loaded here, not at the top: a worker run's main thread never needs TensorFlow.js.
-    const { startTask } = await import('../tasks/index.js');
-    const { context, task } = await startTask(options, log);
-    return new InProcessExecutor(context, task);
+    const tasks = await import('../tasks/index.js');
+    const { context, task } = await tasks.startTask(options, log, failFast);
+    return new InProcessExecutor(context, task, tasks);
   }
 
   process(batch: readonly InputImage[]): Promise<BatchOutcome> {
-    return this.task.process(batch);
+    return this.tasks.processStopping(this.task, this.context, batch);
+  }
+
+  cancel(): void {
+    this.tasks.requestStop(this.context);
   }
 
   async close(): Promise<void> {
@@ -95,8 +108,8 @@ export class WorkerPool implements Executor {
     }
   }
 
-  static async start(options: TaskOptions, jobs: number): Promise<WorkerPool> {
-    const workers = Array.from({ length: jobs }, () => new Worker(new URL('./worker.js', import.meta.url), { workerData: { options } }));
+  static async start(options: TaskOptions, jobs: number, failFast = false): Promise<WorkerPool> {
+    const workers = Array.from({ length: jobs }, () => new Worker(new URL('./worker.js', import.meta.url), { workerData: { options, failFast } satisfies WorkerData }));
     const ready = workers.map(
       (worker) =>
         new Promise<Extract<FromWorker, { type: 'ready' }>>((resolve, reject) => {
@@ -135,6 +148,10 @@ export class WorkerPool implements Executor {
       this.pending.set(id, { resolve, reject, worker: entry });
       entry.worker.postMessage({ type: 'batch', id, inputs: [...batch] } satisfies ToWorker);
     });
+  }
+
+  cancel(): void {
+    for (const entry of this.workers) if (!entry.exited) entry.worker.postMessage({ type: 'cancel' } satisfies ToWorker);
   }
 
   private receive(entry: PoolWorker, message: FromWorker): void {

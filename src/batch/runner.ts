@@ -72,7 +72,7 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
   for (const [image, record] of resumable) settled.set(image, record);
   let todo = images.filter((image) => !settled.has(image));
   let batches = chunk(todo, options.task.batchSize);
-  const executor = await startExecutor(options.task, Math.min(options.jobs, Math.max(1, batches.length)), todo.length, log);
+  const executor = await startExecutor(options.task, Math.min(options.jobs, Math.max(1, batches.length)), todo.length, log, options.failFast === true);
   let executorClosed = false;
   const closeExecutor = async (): Promise<void> => {
     if (executorClosed) return;
@@ -100,6 +100,7 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
         return;
       }
       stopSignal = signal;
+      executor.cancel();
       progress.log(`camviz: ${signal}: finishing the images in progress, then writing the manifest (again to stop at once)`);
     };
     process.on('SIGINT', onSignal);
@@ -149,7 +150,10 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
           if (record.status === 'error') {
             counts.errors++;
             progress.log(`camviz: ${record.error}`);
-            if (options.failFast) stoppedEarly = true;
+            if (options.failFast && !stoppedEarly) {
+              stoppedEarly = true;
+              executor.cancel();
+            }
           }
         }
         progress.update(counts);
@@ -197,10 +201,10 @@ const THREADED_RUN_IMAGES = 8;
  * gives its one model the cores as WebAssembly threads when it has enough
  * images to repay their start-up.
  */
-async function startExecutor(task: TaskOptions, jobs: number, images: number, log: (message: string) => void): Promise<Executor> {
-  if (jobs > 1) return WorkerPool.start(task, jobs);
+async function startExecutor(task: TaskOptions, jobs: number, images: number, log: (message: string) => void, failFast: boolean): Promise<Executor> {
+  if (jobs > 1) return WorkerPool.start(task, jobs, failFast);
   const wasmThreads = images >= THREADED_RUN_IMAGES ? availableParallelism() : 1;
-  return InProcessExecutor.start({ ...task, model: { ...task.model, wasmThreads } }, log);
+  return InProcessExecutor.start({ ...task, model: { ...task.model, wasmThreads } }, log, failFast);
 }
 
 /**

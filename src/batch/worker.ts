@@ -6,18 +6,18 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { describeError, exitCodeOf } from '../errors.js';
 import { releaseBackend } from '../model/release.js';
-import { startTask } from '../tasks/index.js';
-import type { InputImage, TaskOptions } from '../tasks/types.js';
-import type { FromWorker, ToWorker } from './pool.js';
+import { type Task, type TaskContext, processStopping, requestStop, startTask } from '../tasks/index.js';
+import type { InputImage } from '../tasks/types.js';
+import type { FromWorker, ToWorker, WorkerData } from './pool.js';
 
 const port = parentPort!;
 const post = (message: FromWorker, transfer: ArrayBuffer[] = []): void => port.postMessage(message, transfer);
 
 async function main(): Promise<void> {
-  const { options } = workerData as { options: TaskOptions };
+  const { options, failFast } = workerData as WorkerData;
   let started: Awaited<ReturnType<typeof startTask>>;
   try {
-    started = await startTask(options);
+    started = await startTask(options, undefined, failFast);
   } catch (error) {
     post({ type: 'failed', error: describeError(error), exitCode: exitCodeOf(error) });
     return;
@@ -30,18 +30,22 @@ async function main(): Promise<void> {
     backend: { kind: backend.kind, package: backend.packageName },
   });
   port.on('message', (message: ToWorker) => {
+    if (message.type === 'cancel') {
+      requestStop(started.context);
+      return;
+    }
     if (message.type === 'stop') {
       started.context.model.dispose();
       void releaseBackend().finally(() => port.close());
       return;
     }
-    void processBatch(started.task, message.id, message.inputs);
+    void processBatch(started, message.id, message.inputs);
   });
 }
 
-async function processBatch(task: { process(batch: readonly InputImage[]): Promise<import('../tasks/types.js').BatchOutcome> }, id: number, inputs: InputImage[]): Promise<void> {
+async function processBatch(started: { task: Task; context: TaskContext }, id: number, inputs: InputImage[]): Promise<void> {
   try {
-    const outcome = await task.process(inputs);
+    const outcome = await processStopping(started.task, started.context, inputs);
     post({ type: 'done', id, outcome }, outcome.summaries.map((summary) => summary.png.buffer as ArrayBuffer));
   } catch (error) {
     post({ type: 'error', id, error: describeError(error) });

@@ -15,6 +15,18 @@ import type { InputImage, InputRecord, ModelSpec, TaskOptions, Timings } from '.
 export interface TaskContext {
   model: CamvizModel;
   backend: BackendInfo;
+  /**
+   * Set when the run is stopping (a signal, --fail-fast): batches not yet
+   * computing are dropped without a record, so that only the work already
+   * under way finishes.
+   */
+  stop?: StopState;
+}
+
+export interface StopState {
+  requested: boolean;
+  /** --fail-fast: a failed image requests the stop in this thread at once, before the main thread hears of it. */
+  onFailure?: boolean;
 }
 
 export async function openTaskContext(spec: ModelSpec, log?: (message: string) => void): Promise<TaskContext> {
@@ -25,7 +37,7 @@ export async function openTaskContext(spec: ModelSpec, log?: (message: string) =
     ...(spec.size === undefined ? {} : { size: spec.size }),
     ...(log === undefined ? {} : { log }),
   });
-  return { model, backend };
+  return { model, backend, stop: { requested: false } };
 }
 
 export interface DecodedInput {
@@ -34,7 +46,11 @@ export interface DecodedInput {
   timings: Timings;
 }
 
-/** Decodes a batch concurrently (sharp works off the main thread); failures become error records. */
+/**
+ * Decodes a batch concurrently (sharp works off the main thread); failures
+ * become error records. Once the run is stopping, the batch is dropped: no
+ * decoded image is returned, so no model work starts.
+ */
 export async function decodeBatch(
   batch: readonly InputImage[],
   context: TaskContext,
@@ -49,6 +65,7 @@ export async function decodeBatch(
       return errorRecord(input, error);
     }
   };
+  if (context.stop?.requested) return { decoded: [], failed: [] };
   const outcomes = await Promise.all(batch.map(decode));
   // libvips has one error buffer per process, and every sharp call clears it
   // when it ends: images failing together get each other's reason, or
@@ -59,10 +76,11 @@ export async function decodeBatch(
   for (const [i, outcome] of outcomes.entries()) {
     if ('status' in outcome) outcomes[i] = await oneAtATime(() => decode(batch[i]!));
   }
-  return {
-    decoded: outcomes.filter((outcome): outcome is DecodedInput => 'image' in outcome),
-    failed: outcomes.filter((outcome): outcome is InputRecord => 'status' in outcome),
-  };
+  const failed = outcomes.filter((outcome): outcome is InputRecord => 'status' in outcome);
+  if (failed.length > 0 && context.stop?.onFailure) context.stop.requested = true;
+  // Failures found are reported; images not yet computed are dropped.
+  if (context.stop?.requested) return { decoded: [], failed };
+  return { decoded: outcomes.filter((outcome): outcome is DecodedInput => 'image' in outcome), failed };
 }
 
 let retries: Promise<unknown> = Promise.resolve();

@@ -9,7 +9,7 @@ export * from './types.js';
 export { CamTask } from './cam.js';
 export { FmapTask } from './fmap.js';
 export { PredictTask } from './predict.js';
-export { type TaskContext, openTaskContext, outputStem } from './common.js';
+export { type StopState, type TaskContext, openTaskContext, outputStem } from './common.js';
 
 export interface Task {
   process(batch: readonly InputImage[]): Promise<BatchOutcome>;
@@ -26,9 +26,26 @@ export function createTask(context: TaskContext, options: TaskOptions): Task {
   }
 }
 
+/**
+ * Processes a batch in a run that may stop early: with stop-on-failure set
+ * (--fail-fast), a failed image stops this thread's other batches at once.
+ */
+export async function processStopping(task: Task, context: TaskContext, batch: readonly InputImage[]): Promise<BatchOutcome> {
+  const outcome = await task.process(batch);
+  if (context.stop?.onFailure && outcome.records.some((record) => record.status === 'error')) context.stop.requested = true;
+  return outcome;
+}
+
+/** Asks the batches of this thread that are not yet computing to come back empty. */
+export function requestStop(context: TaskContext): void {
+  context.stop ??= { requested: false };
+  context.stop.requested = true;
+}
+
 /** Opens the model and creates the task: what a worker does at start. */
-export async function startTask(options: TaskOptions, log?: (message: string) => void): Promise<{ context: TaskContext; task: Task }> {
+export async function startTask(options: TaskOptions, log?: (message: string) => void, failFast = false): Promise<{ context: TaskContext; task: Task }> {
   const context = await openTaskContext(options.model, log);
+  context.stop = { requested: false, onFailure: failFast };
   try {
     return { context, task: createTask(context, options) };
   } catch (error) {
