@@ -59,6 +59,15 @@ test('explain() by class name points at that shape on every two-shape fixture, a
   }
 });
 
+test('explain() with topK above the class count explains every class once, most probable first', async () => {
+  const image = await loadImage(join(fixtures, 'star.png'), { size: model.meta.inputSize });
+  const [explanations] = explain(model, [image], { topK: 9 });
+  const classes = explanations!.map((explanation) => explanation.classIndex);
+  assert.deepEqual([...classes].sort(), [0, 1, 2, 3, 4]);
+  const probabilities = explanations!.map((explanation) => explanation.probability);
+  assert.deepEqual(probabilities, [...probabilities].sort((a, b) => b - a));
+});
+
 test('the README hooks example captures A and dY/dA, and Grad-CAM from them equals explain()', async () => {
   const image = await loadImage(join(fixtures, 'circle-star.png'), { size: model.meta.inputSize });
   const star = 3;

@@ -22,8 +22,9 @@ export function camTargets(model: CamvizModel, names: readonly string[]): GraphN
 
 /** Classes by index or label; none gives each image's top k. */
 export function classRequest(model: CamvizModel, specs: readonly (string | number)[], topK = 1): ClassRequest {
-  if (specs.length === 0) return { kind: 'top', k: topK };
   const count = classCount(model);
+  // As predict's --top: asking for more classes than the model has gives them all.
+  if (specs.length === 0) return { kind: 'top', k: Math.min(topK, count) };
   return { kind: 'explicit', classes: specs.map((spec) => resolveClass(String(spec), model.meta.labels, count)) };
 }
 
