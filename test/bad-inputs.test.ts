@@ -226,9 +226,21 @@ describe('inputs that cannot be listed or written', { skip: skipWithoutModel }, 
     }
   });
 
+  test('equal file names in different folders, given as files: named by their folders, both done', async () => {
+    const first = await save(join(workDir, 'namesakes', 'one', 'x.png'), await rgb(30, 20, 8).png().toBuffer());
+    const second = await save(join(workDir, 'namesakes', 'two', 'x.png'), await rgb(30, 20, 9).png().toBuffer());
+    const out = freshOut();
+    const run = await camviz(['gradcam', first, second, '--out', out, '--quiet']);
+    assert.equal(run.code, 0, run.stderr);
+    const manifest = await readManifest(out);
+    assert.deepEqual(manifest.records.map((record) => [record.relative, record.status]), [['one/x.png', 'ok'], ['two/x.png', 'ok']]);
+    assert.deepEqual(manifest.records.map((record) => record.outputs[0]!.split('/')[0]), ['one', 'two']);
+  });
+
   test('two inputs that would write the same output: the second fails with one line naming both, the first is done', async () => {
-    const first = await save(join(workDir, 'twins', 'one', 'x.png'), await rgb(30, 20, 8).png().toBuffer());
-    const second = await save(join(workDir, 'twins', 'two', 'x.png'), await rgb(30, 20, 9).png().toBuffer());
+    // x.jpg sorts first; both would write x.gradcam.<class>.png.
+    const first = await save(join(workDir, 'twins', 'x.jpg'), await rgb(30, 20, 9).jpeg().toBuffer());
+    const second = await save(join(workDir, 'twins', 'x.png'), await rgb(30, 20, 8).png().toBuffer());
     const out = freshOut();
     const run = await camviz(['gradcam', first, second, '--out', out, '--quiet']);
     assert.equal(run.code, 1);

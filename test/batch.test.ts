@@ -124,6 +124,22 @@ describe('expanding inputs', () => {
     assert.equal(images[1]!.path, missing);
   });
 
+  test('names that would collide (equal file names, equally named folders) become paths from the common folder', async () => {
+    const one = await makeFolder(join(workDir, 'clash', 'p1', 'imgs'), ['a.png']);
+    const two = await makeFolder(join(workDir, 'clash', 'p2', 'imgs'), ['a.png', 'b.png']);
+    assert.deepEqual(relatives(await expandInputs([one, two])), ['p1/imgs/a.png', 'p2/imgs/a.png', 'p2/imgs/b.png']);
+    const files = [join(two, 'a.png'), join(one, 'a.png')];
+    assert.deepEqual(relatives(await expandInputs(files)), ['p1/imgs/a.png', 'p2/imgs/a.png']);
+    // Without a clash the short names stay.
+    assert.deepEqual(relatives(await expandInputs([one, join(two, 'b.png')])), ['b.png', 'imgs/a.png']);
+  });
+
+  test('the excluded folder (a run\'s --out inside its input) is never listed', async () => {
+    const folder = await makeFolder(join(workDir, 'with-out'), ['a.png', 'camviz-out/a.gradcam.1.png', 'camviz-out/deeper/b.png']);
+    assert.deepEqual(relatives(await expandInputs([folder], { exclude: join(folder, 'camviz-out') })), ['a.png']);
+    assert.equal((await expandInputs([folder])).length, 3);
+  });
+
   test('a folder with no images is an error naming the folder', async () => {
     const empty = join(workDir, 'empty');
     await mkdir(join(empty, 'nested'), { recursive: true });

@@ -4,7 +4,7 @@
  * in, so that outputs can mirror the input tree.
  */
 import { readdir, realpath, stat } from 'node:fs/promises';
-import { basename, extname, join, relative, resolve } from 'node:path';
+import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { CamvizError } from '../errors.js';
 import { IMAGE_EXTENSIONS } from '../model/formats.js';
 
@@ -15,41 +15,47 @@ export type { InputImage };
 export interface ExpandOptions {
   /** A glob on the relative path (`*`, `**`, `?`, `{a,b}`), e.g. `**\/*.jpg`. */
   glob?: string;
+  /** A folder never listed (the output folder, when it lies inside an input folder). */
+  exclude?: string;
 }
 
 /**
  * Files and folders to images, sorted by relative path. A file given
  * directly is named by its file name; a folder's images by their path
- * inside it, prefixed with the folder's name when several inputs are given,
- * so that outputs mirror the input tree and equal file names in different
- * folders do not collide.
+ * inside it, prefixed with the folder's name when several inputs are given.
+ * Should two of those names give the same outputs (equal file names given
+ * directly, or equally named folders), every image is named instead by its
+ * path from the inputs' deepest common folder, so that outputs mirror the
+ * input tree and do not collide.
  */
 export async function expandInputs(paths: readonly string[], options: ExpandOptions = {}): Promise<InputImage[]> {
   const matcher = options.glob === undefined ? undefined : globToRegExp(options.glob);
-  const images: InputImage[] = [];
-  const prefixFolders = paths.length > 1;
+  const excluded = new Set(options.exclude === undefined ? [] : [await realpath(options.exclude).catch(() => resolve(options.exclude!))]);
+  const several = paths.length > 1;
+  const found: { path: string; short: string }[] = [];
   for (const path of paths) {
     const info = await stat(path).catch(() => undefined);
-    if (info === undefined) {
+    if (info === undefined || !info.isDirectory()) {
       // A missing file stays in the list: loading it reports the error in order.
-      images.push({ path, relative: basename(path) });
+      found.push({ path, short: basename(path) });
       continue;
     }
-    if (!info.isDirectory()) {
-      images.push({ path, relative: basename(path) });
-      continue;
-    }
-    const prefix = prefixFolders ? `${basename(resolve(path))}/` : '';
-    const found = (await listImages(path))
-      .map((file) => ({ path: file, relative: prefix + relative(path, file).split('\\').join('/') }))
-      .filter((image) => matcher === undefined || matcher.test(image.relative));
-    if (found.length === 0) {
+    const prefix = several ? `${basename(resolve(path))}/` : '';
+    const inFolder = (await listImages(path, new Set(), excluded))
+      .map((file) => ({ path: file, short: prefix + slashes(relative(path, file)) }))
+      .filter((image) => matcher === undefined || matcher.test(image.short));
+    if (inFolder.length === 0) {
       throw new CamvizError(`folder holds no images${options.glob ? ` matching ${options.glob}` : ''} (${IMAGE_EXTENSIONS.join(' ')})`, { file: path });
     }
-    images.push(...found);
+    found.push(...inFolder);
   }
-  return images.sort(byRelativePath);
+  const short = found.map(({ path, short: name }) => ({ path, relative: name }));
+  if (!several || outputCollisions(short).size === 0) return short.sort(byRelativePath);
+  const base = commonFolder(paths.map((path) => resolve(path)));
+  return found.map(({ path }) => ({ path, relative: slashes(relative(base, resolve(path))) })).sort(byRelativePath);
 }
+
+const slashes = (path: string): string => path.split('\\').join('/');
 
 export function byRelativePath(a: InputImage, b: InputImage): number {
   if (a.relative !== b.relative) return a.relative < b.relative ? -1 : 1;
@@ -74,9 +80,9 @@ export function outputCollisions(images: readonly InputImage[]): Map<InputImage,
  * sets kept by DVC or git-annex are trees of links); a linked folder already
  * being listed is skipped, so that a link to a parent does not loop.
  */
-async function listImages(folder: string, listing: ReadonlySet<string> = new Set()): Promise<string[]> {
+async function listImages(folder: string, listing: ReadonlySet<string>, excluded: ReadonlySet<string>): Promise<string[]> {
   const real = await realpath(folder);
-  if (listing.has(real)) return [];
+  if (listing.has(real) || excluded.has(real)) return [];
   const within = new Set([...listing, real]);
   const entries = await readdir(folder, { withFileTypes: true });
   const files: string[] = [];
@@ -86,10 +92,18 @@ async function listImages(folder: string, listing: ReadonlySet<string> = new Set
     // undefined: a dangling link. Named like an image, it is kept, so that
     // loading reports it (a data set's missing file) instead of skipping it.
     const target = entry.isSymbolicLink() ? await stat(full).catch(() => undefined) : entry;
-    if (target?.isDirectory()) files.push(...(await listImages(full, within)));
+    if (target?.isDirectory()) files.push(...(await listImages(full, within, excluded)));
     else if ((target === undefined || target.isFile()) && IMAGE_EXTENSIONS.includes(extname(entry.name).toLowerCase())) files.push(full);
   }
   return files;
+}
+
+/** The deepest folder holding every one of the absolute `paths` (a folder input counts as its own parent's child). */
+function commonFolder(paths: readonly string[]): string {
+  const parts = paths.map((path) => dirname(path).split(sep));
+  const shared: string[] = [];
+  for (let i = 0; parts.every((list) => i < list.length && list[i] === parts[0]![i]); i++) shared.push(parts[0]![i]!);
+  return shared.length === 1 && shared[0] === '' ? sep : shared.join(sep);
 }
 
 /** A minimal glob: `**` any folders, `*` and `?` within a name, `{a,b}` alternatives. */

@@ -20,6 +20,8 @@ export type FromWorker =
   | { type: 'ready'; model: RunModelInfo; backend: RunBackendInfo }
   | { type: 'failed'; error: string; exitCode: number }
   | { type: 'done'; id: number; outcome: BatchOutcome }
+  /** --fail-fast: an image failed in this worker, which has stopped; the others should too. */
+  | { type: 'stopping' }
   | { type: 'error'; id: number; error: string };
 
 export interface RunModelInfo {
@@ -155,6 +157,10 @@ export class WorkerPool implements Executor {
   }
 
   private receive(entry: PoolWorker, message: FromWorker): void {
+    if (message.type === 'stopping') {
+      this.cancel();
+      return;
+    }
     if (message.type !== 'done' && message.type !== 'error') return;
     const waiting = this.pending.get(message.id);
     if (waiting === undefined) return;

@@ -50,7 +50,11 @@ const MANIFEST_INTERVAL_MS = 10_000;
 export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult> {
   const startedAt = new Date();
   const started = performance.now();
-  const everyImage = await expandInputs(options.inputs, options.glob === undefined ? {} : { glob: options.glob });
+  const everyImage = await expandInputs(options.inputs, {
+    ...(options.glob === undefined ? {} : { glob: options.glob }),
+    // A run's outputs are never its inputs, even when --out lies inside an input folder.
+    ...(options.manifest ? { exclude: options.task.outDir } : {}),
+  });
   // Collisions are found in the whole list, not in this shard's part: two
   // colliding inputs in different shards would otherwise both be written.
   // Commands that write no files (predict) have nothing to collide.

@@ -22,6 +22,7 @@ async function main(): Promise<void> {
     post({ type: 'failed', error: describeError(error), exitCode: exitCodeOf(error) });
     return;
   }
+  if (started.context.stop !== undefined) started.context.stop.onFailureStop = () => post({ type: 'stopping' });
   const { meta } = started.context.model;
   const { backend } = started.context;
   post({

@@ -27,6 +27,30 @@ export interface StopState {
   requested: boolean;
   /** --fail-fast: a failed image requests the stop in this thread at once, before the main thread hears of it. */
   onFailure?: boolean;
+  /** The last batch's turn (see nextTurn). */
+  turn?: Promise<void>;
+  /** Told when a failure stops this thread, so that other threads can stop too. */
+  onFailureStop?: () => void;
+}
+
+/** With --fail-fast, the first failure stops this thread's batches not yet computing, at once. */
+export function failureSeen(context: TaskContext): void {
+  const stop = context.stop;
+  if (stop?.onFailure !== true || stop.requested) return;
+  stop.requested = true;
+  stop.onFailureStop?.();
+}
+
+/**
+ * Model work is synchronous: while a batch computes, a stop message (a
+ * worker's cancel, a signal) waits. Each batch therefore resumes in its own
+ * turn of the event loop, after the one before it, so that a message that
+ * arrived during the previous batch's work is seen before this one starts.
+ */
+function nextTurn(stop: StopState): Promise<void> {
+  const turn = (stop.turn ?? Promise.resolve()).then(() => new Promise<void>((resolve) => setImmediate(resolve)));
+  stop.turn = turn;
+  return turn;
 }
 
 export async function openTaskContext(spec: ModelSpec, log?: (message: string) => void): Promise<TaskContext> {
@@ -62,6 +86,7 @@ export async function decodeBatch(
       const image = await loadImage(input.path, { size: context.model.meta.inputSize, ...options.image });
       return { input, image, timings: { decode: performance.now() - started } };
     } catch (error) {
+      failureSeen(context);
       return errorRecord(input, error);
     }
   };
@@ -77,7 +102,7 @@ export async function decodeBatch(
     if ('status' in outcome) outcomes[i] = await oneAtATime(() => decode(batch[i]!));
   }
   const failed = outcomes.filter((outcome): outcome is InputRecord => 'status' in outcome);
-  if (failed.length > 0 && context.stop?.onFailure) context.stop.requested = true;
+  if (context.stop !== undefined) await nextTurn(context.stop);
   // Failures found are reported; images not yet computed are dropped.
   if (context.stop?.requested) return { decoded: [], failed };
   return { decoded: outcomes.filter((outcome): outcome is DecodedInput => 'image' in outcome), failed };

@@ -1,6 +1,6 @@
 /** The tasks by command: what one batch of images becomes. */
 import { CamTask } from './cam.js';
-import { type TaskContext, openTaskContext } from './common.js';
+import { type TaskContext, failureSeen, openTaskContext } from './common.js';
 import { FmapTask } from './fmap.js';
 import { PredictTask } from './predict.js';
 import type { BatchOutcome, InputImage, TaskOptions } from './types.js';
@@ -32,7 +32,7 @@ export function createTask(context: TaskContext, options: TaskOptions): Task {
  */
 export async function processStopping(task: Task, context: TaskContext, batch: readonly InputImage[]): Promise<BatchOutcome> {
   const outcome = await task.process(batch);
-  if (context.stop?.onFailure && outcome.records.some((record) => record.status === 'error')) context.stop.requested = true;
+  if (outcome.records.some((record) => record.status === 'error')) failureSeen(context);
   return outcome;
 }
 
