@@ -6,13 +6,15 @@
  */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import sharp from 'sharp';
 import {
   type CamvizModel,
   backward,
+  classRequest,
   disposeValues,
   encodePng,
   explain,
@@ -66,6 +68,22 @@ test('explain() with topK above the class count explains every class once, most 
   assert.deepEqual([...classes].sort(), [0, 1, 2, 3, 4]);
   const probabilities = explanations!.map((explanation) => explanation.probability);
   assert.deepEqual(probabilities, [...probabilities].sort((a, b) => b - a));
+});
+
+test('classRequest: a whole label with commas is one class; other specs split on commas; repeats once', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'camviz-library-labels-'));
+  try {
+    const labels = join(dir, 'labels.json');
+    await writeFile(labels, JSON.stringify(['circle, round', 'square', 'triangle', 'star', 'cross, plus']));
+    const labelled = await loadModel('shapes', { labels });
+    try {
+      assert.deepEqual(classRequest(labelled, ['circle, round', 'cross,square', 'square', 1]), { kind: 'explicit', classes: [0, 4, 1] });
+    } finally {
+      labelled.dispose();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('the README hooks example captures A and dY/dA, and Grad-CAM from them equals explain()', async () => {

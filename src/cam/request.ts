@@ -20,12 +20,20 @@ export function camTargets(model: CamvizModel, names: readonly string[]): GraphN
   return names.map((name) => resolveLayer(network, name, isCamTarget, 'a CAM target (4-D output with spatial size above 1)'));
 }
 
-/** Classes by index or label; none gives each image's top k. */
+/**
+ * Classes by index or label, each spec one class or several separated by
+ * commas (a whole label counts as one, though ImageNet's hold commas:
+ * "tabby, tabby cat"); repeats are explained once. None gives each image's
+ * top k.
+ */
 export function classRequest(model: CamvizModel, specs: readonly (string | number)[], topK = 1): ClassRequest {
   const count = classCount(model);
   // As predict's --top: asking for more classes than the model has gives them all.
   if (specs.length === 0) return { kind: 'top', k: Math.min(topK, count) };
-  return { kind: 'explicit', classes: specs.map((spec) => resolveClass(String(spec), model.meta.labels, count)) };
+  const labels = model.meta.labels;
+  const isWholeLabel = (spec: string): boolean => labels?.some((label) => label.trim().toLowerCase() === spec.trim().toLowerCase()) === true;
+  const parts = specs.flatMap((spec) => (typeof spec === 'number' || isWholeLabel(spec) ? [String(spec)] : spec.split(',').filter((part) => part.trim() !== '')));
+  return { kind: 'explicit', classes: [...new Set(parts.map((part) => resolveClass(part, labels, count)))] };
 }
 
 /** The number of classes: the size of the model output. */

@@ -23,7 +23,8 @@ export interface CamCliOptions extends BatchCliOptions {
 
 /** The task the flags ask for; an absent flag takes its value from CAM_DEFAULTS. */
 export function camTaskFromFlags(options: CamCliOptions): CamTaskOptions {
-  const classes = (options.class ?? []).flatMap((spec) => spec.split(',')).map((spec) => spec.trim()).filter((spec) => spec !== '');
+  // Split on commas later, where the labels are known: a whole ImageNet label holds commas.
+  const classes = (options.class ?? []).map((spec) => spec.trim()).filter((spec) => spec !== '');
   if (classes.length > 0 && options.topK !== undefined) throw new UsageError('give --class or --top-k, not both');
   const alpha = options.alpha === undefined ? CAM_DEFAULTS.alpha : Number(options.alpha);
   if (!(alpha >= 0 && alpha <= 1)) throw new UsageError(`--alpha ${options.alpha} must be between 0 and 1`);
