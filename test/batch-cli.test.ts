@@ -178,6 +178,18 @@ describe('folder runs from the command line', { skip: skipWithoutModel }, () => 
     }
   });
 
+  test('predict --out keeps a manifest whose records carry what --json prints', async () => {
+    const out = join(workDir, 'out-predict');
+    const run = await camviz(['predict', tree, '--out', out, '--json', '--jobs', '1', '--quiet', '--top', '2', ...modelArgs()]);
+    assert.equal(run.code, 0, run.stderr);
+    const printed = JSON.parse(run.stdout) as { input: string; predictions: unknown[] }[];
+    const manifest = await readManifest(out);
+    assert.equal(manifest.command, 'predict');
+    assert.deepEqual(manifest.records.map((record) => ({ input: record.input, predictions: record.predictions })), printed);
+    assert.equal(printed.length, treeNames.length);
+    assert.deepEqual(await listFiles(out), ['manifest.json']);
+  });
+
   test('--fail-fast with the default workers and batches: the batches not yet computing are dropped, exit 1', async () => {
     const folder = await makeFolder(join(workDir, 'failfast'), Array.from({ length: 24 }, (_, i) => `img-${String(i).padStart(2, '0')}.png`));
     await writeFile(join(folder, '000-empty.png'), '');

@@ -58,7 +58,7 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
   // Collisions are found in the whole list, not in this shard's part: two
   // colliding inputs in different shards would otherwise both be written.
   // Commands that write no files (predict) have nothing to collide.
-  const collisions = options.manifest ? outputCollisions(everyImage) : new Map<InputImage, string>();
+  const collisions = options.manifest && options.task.command !== 'predict' ? outputCollisions(everyImage) : new Map<InputImage, string>();
   const images = selectShard(everyImage, options.shard);
   if (options.manifest) await ensureWritable(options.task.outDir);
 

@@ -69,7 +69,8 @@ Exit codes: 0 success, 1 a failure (e.g. an unreadable image), 2 a usage error.`
       .description('classify images (files or folders)')
       .argument('<inputs...>', 'image files or folders')
       .option('-k, --top <k>', 'how many classes to show', String(PREDICT_DEFAULTS.top))
-      .addHelpText('after', '\nExamples:\n  camviz predict cat.jpg\n  camviz predict photos/ --top 1 --json\n\n--json prints [{input, predictions: [{index, label, probability}]}].'),
+      .option('-o, --out <dir>', 'also write manifest.json there (one record per input, with its predictions or error)')
+      .addHelpText('after', '\nExamples:\n  camviz predict cat.jpg\n  camviz predict photos/ --top 1 --json\n  camviz predict photos/ --out results/   # results/manifest.json for CI\n\n--json prints [{input, predictions: [{index, label, probability}]}].'),
   );
   addBatchOptions(addImageOptions(predict, resizeHelp()), false).action(
     act(async (inputs: string[], options: Record<string, unknown>) => {

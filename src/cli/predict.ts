@@ -8,7 +8,8 @@ import { parseCount } from './common.js';
 export async function runPredict(inputs: string[], options: BatchCliOptions & { top?: string }): Promise<number> {
   const task: PredictTaskOptions = { command: 'predict', ...baseTaskOptions(options), top: options.top === undefined ? PREDICT_DEFAULTS.top : parseCount(options.top, '--top') };
   return runImageCommand(inputs, options, task, {
-    writesFiles: false,
+    // predict writes no picture; with --out it keeps a manifest of the run.
+    writesFiles: options.out !== undefined,
     printJson: (records: InputRecord[]) =>
       records.map((record) => ({ input: record.input, ...(record.predictions ? { predictions: record.predictions } : { error: record.error }) })),
     printText: (records: InputRecord[]) => {
