@@ -155,12 +155,16 @@ describe('camviz CLI basics', () => {
   });
 
   test('the default zoo model, offline and not cached: one line naming --model shapes, exit 1', async () => {
-    const run = await camviz('layers', '--json');
-    assert.equal(run.code, 1);
-    assert.equal(run.stdout, '');
-    const lines = run.stderr.split('\n').filter((line) => line !== '');
-    assert.equal(lines.length, 1, run.stderr);
-    assert.match(lines[0]!, /^camviz: .*--model shapes/);
+    const image = join(repoRoot, 'fixtures', 'shapes', 'star.png');
+    // The user's own example (gradcam --class 281), predict, and layers.
+    for (const args of [['gradcam', image, '--class', '281', '--out', join(workDir, 'offline-out')], ['predict', image], ['layers', '--json']]) {
+      const run = await camviz(...args);
+      assert.equal(run.code, 1, args[0]);
+      assert.equal(run.stdout, '');
+      const lines = run.stderr.split('\n').filter((line) => line !== '');
+      assert.equal(lines.length, 1, `${args[0]}: ${run.stderr}`);
+      assert.match(lines[0]!, /^camviz: .*--model shapes/);
+    }
   });
 
   test('doctor exits 0, lists wasm as loaded and tfjs-node-gpu as not installed', async () => {

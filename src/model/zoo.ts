@@ -128,12 +128,13 @@ export async function urlModelJson(href: string, log?: FetchLog): Promise<string
  * so an interrupted download never leaves a half-written model behind.
  */
 async function downloadModel(modelJsonUrl: URL, folder: string, sha256: string | undefined, log?: FetchLog): Promise<void> {
-  log?.(`downloading ${modelJsonUrl.href}`);
   const modelJsonBytes = await fetchBytes(modelJsonUrl);
   if (sha256 !== undefined && sha256Hex(modelJsonBytes) !== sha256) {
     throw new CamvizError('downloaded model.json does not match the zoo\'s sha256', { file: modelJsonUrl.href });
   }
   const weightPaths = weightPathsOf(modelJsonBytes, modelJsonUrl.href);
+  // Said once the origin answers, so that an offline run prints its one error line alone.
+  log?.(`downloading ${modelJsonUrl.href} and ${weightPaths.length} weight file${weightPaths.length === 1 ? '' : 's'}`);
   const temp = `${folder}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   await mkdir(temp, { recursive: true });
   try {
