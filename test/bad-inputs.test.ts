@@ -22,9 +22,9 @@ import { listFiles, noise, readManifest } from './helpers/files.js';
 const shapesDir = join(repoRoot, 'models', 'shapes');
 /** The embedded shapes model (small inputs, fast), else the shared MobileNet. */
 const model = existsSync(join(shapesDir, 'model.json'))
-  ? { spec: 'shapes', dir: shapesDir, classCount: 5, nonSpatial: 'gap', ambiguous: 'c', ambiguousMessage: /^class 'c' is ambiguous: 0 "circle", 4 "cross"$/ }
+  ? { spec: 'shapes', dir: shapesDir, classCount: 5, nonSpatial: 'gap', notBeforePooling: 'conv3_relu', ambiguous: 'c', ambiguousMessage: /^class 'c' is ambiguous: 0 "circle", 4 "cross"$/ }
   : haveSharedAssets
-    ? { spec: mobilenetDir, dir: mobilenetDir, classCount: 1000, nonSpatial: 'reshape_2', ambiguous: 'terrier', ambiguousMessage: /^class 'terrier' is ambiguous: / }
+    ? { spec: mobilenetDir, dir: mobilenetDir, classCount: 1000, nonSpatial: 'reshape_2', notBeforePooling: 'conv_pw_12_relu', ambiguous: 'terrier', ambiguousMessage: /^class 'terrier' is ambiguous: / }
     : undefined;
 const skipWithoutModel: string | false = model === undefined ? 'neither models/shapes/model.json nor the shared MobileNet is present' : false;
 
@@ -343,6 +343,10 @@ describe('layer and class problems: exit 2 (usage), one line, no output', { skip
   test('class out of range', async () => {
     const count = model!.classCount;
     await expectUsageError(['gradcam', '--class', String(count)], new RegExp(`^class ${count} is out of range: the model has ${count} classes \\(0-${count - 1}\\)$`));
+  });
+
+  test('CAM (the original method) at a layer not followed by pooling and a classifier: refused once, before any image', async () => {
+    await expectUsageError(['cam', '--method', 'cam', '--layer', model!.notBeforePooling], new RegExp(`^CAM needs global average pooling and one linear classifier after '${model!.notBeforePooling}': .* use gradcam$`));
   });
 
   test('ambiguous class name', async () => {

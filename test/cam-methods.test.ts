@@ -150,6 +150,29 @@ forEachBackend((backend) => {
     assert.throws(() => run(new Cam(), 'conv', 0), /CAM needs global average pooling.*relu/);
   });
 
+  test(`${backend}: CAM on a network-in-network head (class maps, then pooling alone) is each class's own map`, () => {
+    // conv's two channels are the class maps: score_c = mean_p A_c(p), so CAM_c = ReLU(A_c).
+    const input = tfl.input({ shape: [3, 3, 1] });
+    const classMaps = tfl.layers.conv2d({ filters: CLASSES, kernelSize: 1, useBias: false, name: 'classmaps' });
+    const output = tfl.layers
+      .activation({ activation: 'softmax', name: 'probs' })
+      .apply(tfl.layers.globalAveragePooling2d({ name: 'gap' }).apply(classMaps.apply(input))) as tfl.SymbolicTensor;
+    const model = tfl.model({ inputs: input, outputs: output });
+    classMaps.setWeights([tf.tensor4d(FILTERS, [1, 1, 1, 2])]);
+    const network = Network.of(model);
+    const pixels = tf.tensor4d(X, [1, 3, 3, 1]);
+    try {
+      for (let c = 0; c < CLASSES; c++) {
+        const [result] = new Cam().compute(network, { input: pixels, layers: [network.graph.findNodes('classmaps')[0]!], classes: { kind: 'explicit', classes: [c] } })[0]!;
+        assertClose(Array.from(result!.map.data), A[c]!.map(relu), `CAM of class ${c}`);
+        assertClose([result!.score], [sum(A[c]!) / POSITIONS], `score of class ${c}`);
+      }
+    } finally {
+      pixels.dispose();
+      model.dispose();
+    }
+  });
+
   test(`${backend}: Eigen-CAM is the first principal component, signed like the channel sum`, () => {
     // A rank-one activation plus per-channel offsets: after centring, the
     // first component is (p - mean p) * |q|; the offsets must not matter.

@@ -5,7 +5,7 @@
  * No gradients are needed.
  */
 import * as tf from '../tf.js';
-import { CamvizError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import type { GraphNode } from '../model/graph.js';
 import type { Network } from '../model/network.js';
 import { type CamEvidence, CamMethod } from './base.js';
@@ -35,7 +35,9 @@ interface KernelOwner {
 
 /**
  * The [C, N] classifier kernel between `target` and the class scores, when
- * that path is global average pooling plus one linear classifier.
+ * that path is global average pooling plus one linear classifier; or, when
+ * the target's channels are the classes themselves and are only pooled
+ * (network-in-network heads such as Darknet's), the identity.
  */
 export function classifierKernel(network: Network, target: GraphNode): tf.Tensor2D {
   const graph = network.graph;
@@ -44,7 +46,8 @@ export function classifierKernel(network: Network, target: GraphNode): tf.Tensor
   let pooled = false;
   let classifier: GraphNode | undefined;
   const fail = (why: string): never => {
-    throw new CamvizError(`CAM needs global average pooling and one linear classifier after '${target.path}': ${why}; use gradcam`);
+    // A usage problem: this method at this layer; other methods work there.
+    throw new UsageError(`CAM needs global average pooling and one linear classifier after '${target.path}': ${why}; use gradcam`);
   };
   while (key !== scoreKey) {
     const consumers = graph.consumers(key);
@@ -62,7 +65,15 @@ export function classifierKernel(network: Network, target: GraphNode): tf.Tensor
     }
     key = node.outputs[0]!;
   }
-  if (!pooled || classifier === undefined) fail(pooled ? 'no classifier found' : 'no global average pooling found');
+  if (!pooled) fail('no global average pooling found');
+  if (classifier === undefined) {
+    const channels = target.outputShapes[0]?.at(-1);
+    const classes = graph.producer(scoreKey)?.outputShapes[0]?.at(-1);
+    if (typeof channels !== 'number' || channels !== classes) return fail('no classifier found');
+    const identity = new Float32Array(channels * channels);
+    for (let c = 0; c < channels; c++) identity[c * channels + c] = 1;
+    return tf.tensor2d(identity, [channels, channels]);
+  }
   const kernel = (classifier!.layer as unknown as KernelOwner).kernel!.read();
   return tf.reshape(kernel, [kernel.shape[kernel.rank - 2]!, kernel.shape[kernel.rank - 1]!]);
 }

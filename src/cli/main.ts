@@ -21,8 +21,8 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .description('See what a convolutional network looks at: feature maps and class-activation maps for TensorFlow.js models.')
     .version(VERSION, '-V, --version')
     .option('-v, --verbose', 'show stack traces with errors')
-    .showHelpAfterError('(camviz --help for usage)')
-    .configureOutput({ outputError: (text, write) => write(`camviz: ${text.replace(/^error: /, '')}`) })
+    // One line per error, as for every other camviz error, with the way to help on it.
+    .configureOutput({ outputError: (text, write) => write(`camviz: ${text.replace(/^error: /, '').trimEnd()} (see --help)\n`) })
     // Before the subcommands are added, so that they inherit it: usage errors
     // then reach main() as exceptions and exit with 2.
     .exitOverride()

@@ -4,7 +4,8 @@
  * the original image, normalised, coloured, blended and written as
  * `<stem>.<method>.<class>.png` (and `.npy` with --raw).
  */
-import { type CamResult, type ClassRequest, type GuidedResult, canonicalMethod } from '../cam/index.js';
+import { type CamResult, type ClassRequest, type GuidedResult, canonicalMethod, classifierKernel } from '../cam/index.js';
+import * as tf from '../tf.js';
 import { explainBatch } from '../cam/explain.js';
 import { camTargets, classRequest } from '../cam/request.js';
 import type { GraphNode } from '../model/graph.js';
@@ -36,6 +37,8 @@ export class CamTask {
     this.method = canonicalMethod(options.method);
     this.layers = camTargets(context.model, options.layers);
     this.classRequest = classRequest(context.model, options.classes, options.topK);
+    // CAM's head requirement depends on the layers, not the images: refused once, before any image.
+    if (this.method === 'cam') for (const layer of this.layers) tf.dispose(classifierKernel(context.model.network(), layer));
   }
 
   /** What the layers option resolved to, for the manifest. */
