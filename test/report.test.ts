@@ -338,8 +338,19 @@ describe('report page in headless Chromium', { skip: skipBrowser }, () => {
       assert.deepEqual(await cardNames(page), ['sub/dog.jpg', 'cat.png', 'bird.png', 'broken.jpg']);
       await page.selectOption('#sort', 'status');
       assert.deepEqual(await cardNames(page), ['broken.jpg', 'bird.png', 'cat.png', 'sub/dog.jpg']);
+      // By class label: golden retriever, house finch, tabby cat; no class last.
+      await page.selectOption('#sort', 'class');
+      assert.deepEqual(await cardNames(page), ['sub/dog.jpg', 'bird.png', 'cat.png', 'broken.jpg']);
       await page.selectOption('#sort', 'path');
       assert.deepEqual(await cardNames(page), ['bird.png', 'broken.jpg', 'cat.png', 'sub/dog.jpg']);
+
+      // A score floor keeps the cards with a map scoring at least that much.
+      await page.fill('#minscore', '10');
+      assert.deepEqual(await cardNames(page), ['cat.png', 'sub/dog.jpg']);
+      await page.fill('#minscore', '13');
+      assert.deepEqual(await cardNames(page), ['sub/dog.jpg']);
+      await page.fill('#minscore', '');
+      assert.equal(await page.locator('#cards .card').count(), 4);
 
       await page.evaluate('window.scrollTo(0, 0)');
       const shot = await page.screenshot({ fullPage: true });

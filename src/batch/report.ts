@@ -241,8 +241,9 @@ export function renderReportHtml(data: ReportData): string {
 <header id="summary"><h1>camviz report</h1><dl id="facts"></dl></header>
 <nav id="controls">
 <label>Filter <input id="filter" type="search" placeholder="file name, class label or index" autocomplete="off"></label>
+<label>Min score <input id="minscore" type="number" step="any" placeholder="any" inputmode="decimal"></label>
 <label>Status <select id="status"><option value="all">all</option><option value="ok">ok</option><option value="error">error</option></select></label>
-<label>Sort <select id="sort"><option value="path">input path</option><option value="probability">top probability</option><option value="score">top score</option><option value="status">status (errors first)</option></select></label>
+<label>Sort <select id="sort"><option value="path">input path</option><option value="probability">top probability</option><option value="score">top score</option><option value="class">class</option><option value="status">status (errors first)</option></select></label>
 <span id="count" aria-live="polite"></span>
 </nav>
 <main id="cards"></main>
@@ -338,7 +339,10 @@ const PAGE_SCRIPT = `
       if (typeof o.s === 'number') score = Math.max(score, o.s);
       if (typeof o.c === 'number') words.push('#' + o.c, String(o.c), labels[o.c] || '');
     }
-    return { r, order, probability, score, text: words.join('\\n').toLowerCase() };
+    // The class a card is about: its first map's, else its top prediction.
+    const topClass = (r.o || []).find((o) => typeof o.c === 'number')?.c ?? (r.p && r.p.length > 0 ? r.p[0][0] : undefined);
+    const classKey = topClass === undefined ? '\\uffff' : (labels[topClass] || '#' + topClass).toLowerCase();
+    return { r, order, probability, score, classKey, text: words.join('\\n').toLowerCase() };
   });
 
   const byPath = (a, b) => (a.r.n < b.r.n ? -1 : a.r.n > b.r.n ? 1 : a.order - b.order);
@@ -347,6 +351,7 @@ const PAGE_SCRIPT = `
     probability: (a, b) => b.probability - a.probability || byPath(a, b),
     score: (a, b) => b.score - a.score || byPath(a, b),
     status: (a, b) => a.r.ok - b.r.ok || byPath(a, b),
+    class: (a, b) => (a.classKey < b.classKey ? -1 : a.classKey > b.classKey ? 1 : byPath(a, b)),
   };
 
   const figure = (src, caption, alt) => {
@@ -401,6 +406,7 @@ const PAGE_SCRIPT = `
 
   const filterInput = document.getElementById('filter');
   const statusSelect = document.getElementById('status');
+  const minScoreInput = document.getElementById('minscore');
   const sortSelect = document.getElementById('sort');
   const cards = document.getElementById('cards');
   const more = document.getElementById('more');
@@ -422,8 +428,11 @@ const PAGE_SCRIPT = `
   const update = () => {
     const words = filterInput.value.toLowerCase().split(/\\s+/).filter(Boolean);
     const status = statusSelect.value;
+    const minScore = minScoreInput.value.trim() === '' ? -Infinity : Number(minScoreInput.value);
     view = items.filter((item) =>
-      (status === 'all' || (status === 'ok') === (item.r.ok === 1)) && words.every((word) => item.text.includes(word)));
+      (status === 'all' || (status === 'ok') === (item.r.ok === 1)) &&
+      (Number.isNaN(minScore) || item.score >= minScore) &&
+      words.every((word) => item.text.includes(word)));
     view.sort(sorters[sortSelect.value] || byPath);
     cards.replaceChildren();
     shown = 0;
@@ -432,6 +441,7 @@ const PAGE_SCRIPT = `
 
   filterInput.addEventListener('input', update);
   statusSelect.addEventListener('change', update);
+  minScoreInput.addEventListener('input', update);
   sortSelect.addEventListener('change', update);
   more.addEventListener('click', showMore);
   update();

@@ -118,7 +118,7 @@ export async function runDoctor(options: { json?: boolean }): Promise<number> {
       ...report.backends.map(
         (entry) => `  ${entry.backend.padEnd(7)} ${entry.status.padEnd(14)} ${entry.package}${entry.detail ? `: ${entry.detail}` : ''}`,
       ),
-      `wasm: SIMD ${report.wasm.simd ? 'yes' : 'no'}, threads ${report.wasm.threads ?? '?'} (multithreading ${report.wasm.multithreadSupported ? 'supported' : 'off under Node'})`,
+      `wasm: SIMD ${report.wasm.simd ? 'yes' : 'no'}, threads ${report.wasm.threads ?? '?'} here; camviz starts the threaded build for single-process runs of 8 or more images (CAMVIZ_WASM_THREADS), and worker threads for folders (--jobs)`,
       `auto picks: ${report.auto ?? 'nothing works'}`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);

@@ -43,6 +43,7 @@ Exit codes: 0 success, 1 a failure (e.g. an unreadable image), 2 a usage error.`
     .command('doctor')
     .description('list the backends and versions, and which backend "auto" picks')
     .option('--json', 'print JSON')
+    .addHelpText('after', '\nExamples:\n  camviz doctor\n  camviz doctor --json   # for CI logs\n\nExit 0 when at least one backend works.')
     .action(
       act(async (options: { json?: boolean }) => {
         const { runDoctor } = await import('./doctor.js');
