@@ -239,27 +239,37 @@ forEachBackend((backend) => {
     });
   }
 
-  test(`mobilenet on ${backend}: backward to the input: the hook on conv_pw_13_relu and the input gradient equal tf.grad by hand`, { skip: skipWithoutSharedAssets }, async (t) => {
+  test(`mobilenet on ${backend}: backward to the input: the hooks on a middle and the last conv layer, and the input gradient, equal tf.grad of the split model`, { skip: skipWithoutSharedAssets }, async (t) => {
     const skip = missingGradientKernels(MOBILENET_GRADIENT_KERNELS);
     if (skip) return void t.skip(skip);
     const { model, x } = await getMobilenet();
-    const layerIndex = indexOf(model, 'conv_pw_13_relu');
     const predsIndex = indexOf(model, 'conv_preds');
-    const activation = tf.tidy(() => applyRange(model, 1, layerIndex + 1, x));
-    const expectedAtLayer = tf.grad((a: tf.Tensor) => classScore(applyRange(model, layerIndex + 1, predsIndex + 1, a)))(activation);
+    const layers = ['conv_pw_5_relu', 'conv_pw_13_relu'];
+    // Unfused end to end: the sub-model up to the layer, the rest applied to the activation as a variable.
+    const expectedAtLayers = layers.map((name) => {
+      const layerIndex = indexOf(model, name);
+      const activation = tf.tidy(() => applyRange(model, 1, layerIndex + 1, x));
+      const gradient = tf.grad((a: tf.Tensor) => classScore(applyRange(model, layerIndex + 1, predsIndex + 1, a)))(activation);
+      activation.dispose();
+      return gradient;
+    });
     const expectedAtInput = tf.grad((input: tf.Tensor) => classScore(applyRange(model, 1, predsIndex + 1, input)))(x);
 
-    let captured: tf.Tensor | undefined;
-    const handle = registerGradientHook(model.getLayer('conv_pw_13_relu'), (grad) => {
-      captured = tf.keep(grad.clone());
-    });
+    const captured = new Map<string, tf.Tensor>();
+    const handles = layers.map((name) =>
+      registerGradientHook(model.getLayer(name), (grad) => {
+        captured.set(name, tf.keep(grad.clone()));
+      }),
+    );
     const result = backward(model, x, scoreObjective, { to: 'input' });
-    handle.remove();
-    assert.ok(captured, 'the gradient hook fired');
-    assertClose(captured, expectedAtLayer, 1e-5, 'hook gradient at conv_pw_13_relu');
+    handles.forEach((handle) => handle.remove());
+    for (const [i, name] of layers.entries()) {
+      assert.ok(captured.has(name), `the gradient hook on ${name} fired`);
+      assertClose(captured.get(name)!, expectedAtLayers[i]!, 1e-5, `hook gradient at ${name}`);
+    }
     assertClose(result.gradients[0]![0]!, expectedAtInput, 1e-5, 'input gradient');
     disposeValues(result.values);
-    tf.dispose([activation, expectedAtLayer, expectedAtInput, captured, ...result.gradients.flat()]);
+    tf.dispose([...expectedAtLayers, expectedAtInput, ...captured.values(), ...result.gradients.flat()]);
   });
 
   test(`mobilenet on ${backend}: forward hooks on every layer equal a multi-output tf.model`, { skip: skipWithoutSharedAssets }, async () => {
