@@ -178,6 +178,19 @@ describe('folder runs from the command line', { skip: skipWithoutModel }, () => 
     }
   });
 
+  test('--verbose adds the stack of a failed image (from a worker thread too); without it, one line', async () => {
+    const folder = await makeFolder(join(workDir, 'verbose'), ['a.png']);
+    await writeFile(join(folder, 'b.png'), '');
+    for (const verbose of [true, false]) {
+      const run = await camviz(['gradcam', folder, '--out', join(workDir, `out-verbose-${verbose}`), '--jobs', '2', '--quiet', ...(verbose ? ['--verbose'] : []), ...modelArgs()]);
+      assert.equal(run.code, 1, run.stderr);
+      const lines = run.stderr.split('\n').filter((line) => line !== '');
+      assert.equal(lines[0], `camviz: empty file (0 bytes) (${join(folder, 'b.png')})`);
+      if (verbose) assert.ok(lines.some((line) => /^\s+at .*image\.js/.test(line)), run.stderr);
+      else assert.equal(lines.length, 1, run.stderr);
+    }
+  });
+
   test('predict --out keeps a manifest whose records carry what --json prints', async () => {
     const out = join(workDir, 'out-predict');
     const run = await camviz(['predict', tree, '--out', out, '--json', '--jobs', '1', '--quiet', '--top', '2', ...modelArgs()]);

@@ -154,6 +154,7 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
           if (record.status === 'error') {
             counts.errors++;
             progress.log(`camviz: ${record.error}`);
+          if (record.stack !== undefined) progress.log(record.stack);
             if (options.failFast && !stoppedEarly) {
               stoppedEarly = true;
               executor.cancel();

@@ -188,6 +188,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     exitCode = code;
   });
   const verbose = argv.includes('-v') || argv.includes('--verbose');
+  // Through the environment, so that worker threads record stacks too.
+  if (verbose) process.env['CAMVIZ_VERBOSE'] = '1';
   try {
     await program.parseAsync(argv as string[]);
     return exitCode;

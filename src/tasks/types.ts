@@ -127,6 +127,8 @@ export interface InputRecord {
   results?: ResultRecord[];
   timings: Timings;
   error?: string;
+  /** With --verbose (CAMVIZ_VERBOSE=1): where the error was thrown. */
+  stack?: string;
   /** Set when --skip-existing kept the outputs of an earlier run. */
   resumed?: boolean;
 }
