@@ -50,23 +50,7 @@ const MANIFEST_INTERVAL_MS = 10_000;
 export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult> {
   const startedAt = new Date();
   const started = performance.now();
-  const everyImage = await expandInputs(options.inputs, {
-    ...(options.glob === undefined ? {} : { glob: options.glob }),
-    // A run's outputs are never its inputs, even when --out lies inside an input folder.
-    ...(options.manifest ? { exclude: options.task.outDir } : {}),
-  });
-  // Collisions are found in the whole list, not in this shard's part: two
-  // colliding inputs in different shards would otherwise both be written.
-  // Commands that write no files (predict) have nothing to collide.
-  const collisions = options.manifest && options.task.command !== 'predict' ? outputCollisions(everyImage) : new Map<InputImage, string>();
-  const images = selectShard(everyImage, options.shard);
-  if (options.manifest) await ensureWritable(options.task.outDir);
-
-  const settled = new Map<InputImage, InputRecord>();
-  for (const image of images) {
-    const earlier = collisions.get(image);
-    if (earlier !== undefined) settled.set(image, collisionRecord(image, earlier));
-  }
+  const { images, settled } = await planInputs(options);
 
   // A single image needs no progress line; its errors are still printed.
   const progress = createProgress({ quiet: options.quiet === true || images.length <= 1 });
@@ -115,21 +99,7 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
     let lastManifest = performance.now();
     const currentManifest = (finished: boolean): Manifest =>
       buildManifest(options, executor, startedAt, finished, images, settled, outcomes, stopSignal !== undefined || stoppedEarly);
-    let summaryStep = options.tensorboard?.step ?? 0;
-    let nextSummaryBatch = 0;
-    // Summaries go to the log in input order, whatever order batches finish in.
-    const flushSummaries = (): void => {
-      while (nextSummaryBatch < outcomes.length && outcomes[nextSummaryBatch] !== undefined) {
-        const outcome = outcomes[nextSummaryBatch]!;
-        for (const record of outcome.records) {
-          const summaries = outcome.summaries.filter((summary) => summary.input === record.input);
-          for (const summary of summaries) tensorboard?.addImage(summary.tag, summary.png, summary.width, summary.height, summaryStep);
-          if (summaries.length > 0) summaryStep++;
-        }
-        outcomes[nextSummaryBatch] = { records: outcome.records, summaries: [] };
-        nextSummaryBatch++;
-      }
-    };
+    const summaries = new SummaryLog(tensorboard, options.tensorboard?.step ?? 0);
 
     await progress.start(images.length);
     // Inputs refused before any work (output collisions) are reported like the others.
@@ -148,13 +118,13 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
           outcome = { records: batch.map((image) => failedRecord(image, error)), summaries: [] };
         }
         outcomes[index] = outcome;
-        flushSummaries();
+        summaries.flush(outcomes);
         for (const record of outcome.records) {
           counts.done++;
           if (record.status === 'error') {
             counts.errors++;
             progress.log(`camviz: ${record.error}`);
-          if (record.stack !== undefined) progress.log(record.stack);
+            if (record.stack !== undefined) progress.log(record.stack);
             if (options.failFast && !stoppedEarly) {
               stoppedEarly = true;
               executor.cancel();
@@ -181,13 +151,8 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
       const { writeReport } = await import('./report.js');
       await writeReport(options.task.outDir, manifest);
     }
-    const seconds = (performance.now() - started) / 1000;
-    const rate = seconds > 0 ? (manifest.summary.inputs / seconds).toFixed(2) : '?';
-    progress.finish(
-      `camviz: ${manifest.summary.inputs} of ${images.length} images, ${manifest.summary.ok} ok, ${manifest.summary.error} failed, in ${formatDuration(seconds)} (${rate}/s)` +
-        (manifestPath ? `; ${displayPath(manifestPath)}` : '') +
-        (stopSignal ? `; stopped by ${stopSignal}` : stoppedEarly ? '; stopped at the first failure (--fail-fast)' : ''),
-    );
+    const stopped = stopSignal ? `stopped by ${stopSignal}` : stoppedEarly ? 'stopped at the first failure (--fail-fast)' : undefined;
+    progress.finish(summaryLine(manifest, images.length, (performance.now() - started) / 1000, manifestPath, stopped));
     const exitCode = stopSignal !== undefined ? SIGNAL_EXIT[stopSignal] ?? 1 : manifest.summary.error > 0 || manifest.summary.inputs < images.length ? 1 : 0;
     return { exitCode, records: manifest.records, ...(manifestPath === undefined ? {} : { manifestPath }), interrupted: manifest.interrupted };
   } catch (error) {
@@ -196,6 +161,40 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
   } finally {
     await closeExecutor();
   }
+}
+
+/** The run's last line: counts, time, rate, where the manifest is, and why it stopped early. */
+function summaryLine(manifest: Manifest, total: number, seconds: number, manifestPath: string | undefined, stopped: string | undefined): string {
+  const rate = seconds > 0 ? (manifest.summary.inputs / seconds).toFixed(2) : '?';
+  return (
+    `camviz: ${manifest.summary.inputs} of ${total} images, ${manifest.summary.ok} ok, ${manifest.summary.error} failed, in ${formatDuration(seconds)} (${rate}/s)` +
+    (manifestPath ? `; ${displayPath(manifestPath)}` : '') +
+    (stopped ? `; ${stopped}` : '')
+  );
+}
+
+/**
+ * This run's images (sorted, this shard's), and the records of those refused
+ * before any work: inputs that would overwrite an earlier input's outputs.
+ */
+async function planInputs(options: BatchRunOptions): Promise<{ images: InputImage[]; settled: Map<InputImage, InputRecord> }> {
+  const everyImage = await expandInputs(options.inputs, {
+    ...(options.glob === undefined ? {} : { glob: options.glob }),
+    // A run's outputs are never its inputs, even when --out lies inside an input folder.
+    ...(options.manifest ? { exclude: options.task.outDir } : {}),
+  });
+  // Collisions are found in the whole list, not in this shard's part: two
+  // colliding inputs in different shards would otherwise both be written.
+  // Commands that write no files (predict) have nothing to collide.
+  const collisions = options.manifest && options.task.command !== 'predict' ? outputCollisions(everyImage) : new Map<InputImage, string>();
+  const images = selectShard(everyImage, options.shard);
+  if (options.manifest) await ensureWritable(options.task.outDir);
+  const settled = new Map<InputImage, InputRecord>();
+  for (const image of images) {
+    const earlier = collisions.get(image);
+    if (earlier !== undefined) settled.set(image, collisionRecord(image, earlier));
+  }
+  return { images, settled };
 }
 
 /** Images from which a single-process run starts WebAssembly threads (their start-up costs about 0.5 s). */
@@ -326,6 +325,33 @@ function canonicalJson(value: unknown): string {
       ? Object.fromEntries(Object.entries(item as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
       : item,
   );
+}
+
+/**
+ * Writes batches' TensorBoard images in input order, whatever order the
+ * batches finish in: one step per input that has images.
+ */
+class SummaryLog {
+  private nextBatch = 0;
+
+  constructor(
+    private readonly writer: EventWriter | undefined,
+    private step: number,
+  ) {}
+
+  /** Logs the finished batches from the next one on, and drops their images from memory. */
+  flush(outcomes: (BatchOutcome | undefined)[]): void {
+    while (this.nextBatch < outcomes.length && outcomes[this.nextBatch] !== undefined) {
+      const outcome = outcomes[this.nextBatch]!;
+      for (const record of outcome.records) {
+        const images = outcome.summaries.filter((summary) => summary.input === record.input);
+        for (const image of images) this.writer?.addImage(image.tag, image.png, image.width, image.height, this.step);
+        if (images.length > 0) this.step++;
+      }
+      outcomes[this.nextBatch] = { records: outcome.records, summaries: [] };
+      this.nextBatch++;
+    }
+  }
 }
 
 /** protobufjs loads only for runs that write a TensorBoard log. */
