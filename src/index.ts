@@ -12,7 +12,7 @@ export { DEFAULT_MODEL, ZOO, type ZooEntry, cacheRoot } from './model/zoo.js';
 export { type ImageLoadOptions, type LoadedImage, loadImage } from './model/image.js';
 export type { Box, ImageGeometry, ResizeMode } from './model/geometry.js';
 export { PREPROCESS_NAMES, type PreprocessName, toInputTensor } from './model/preprocess.js';
-export { imagenetLabels, readLabelsFile, resolveClass, shortLabel } from './model/labels.js';
+export { imagenetLabels, readLabelsFile, resolveClass, resolveClasses, shortLabel } from './model/labels.js';
 export { type LayerInfo, defaultTarget, describeLayers, isCamTarget, isFeatureMap } from './model/layers.js';
 export { type Prediction, classProbabilities, inputTensor, topK } from './model/predict.js';
 export { type GraphNode, LayerGraph } from './model/graph.js';

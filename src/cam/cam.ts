@@ -74,7 +74,7 @@ export function classifierKernel(network: Network, target: GraphNode): tf.Tensor
     for (let c = 0; c < channels; c++) identity[c * channels + c] = 1;
     return tf.tensor2d(identity, [channels, channels]);
   }
-  const kernel = (classifier!.layer as unknown as KernelOwner).kernel!.read();
+  const kernel = (classifier.layer as unknown as KernelOwner).kernel!.read();
   return tf.reshape(kernel, [kernel.shape[kernel.rank - 2]!, kernel.shape[kernel.rank - 1]!]);
 }
 

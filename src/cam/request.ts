@@ -4,7 +4,7 @@
  */
 import { UsageError } from '../errors.js';
 import type { GraphNode } from '../model/graph.js';
-import { resolveClass } from '../model/labels.js';
+import { resolveClasses } from '../model/labels.js';
 import { defaultTarget, isCamTarget, resolveLayer } from '../model/layers.js';
 import type { CamvizModel } from '../model/load.js';
 import type { ClassRequest } from './base.js';
@@ -30,10 +30,8 @@ export function classRequest(model: CamvizModel, specs: readonly (string | numbe
   const count = classCount(model);
   // As predict's --top: asking for more classes than the model has gives them all.
   if (specs.length === 0) return { kind: 'top', k: Math.min(topK, count) };
-  const labels = model.meta.labels;
-  const isWholeLabel = (spec: string): boolean => labels?.some((label) => label.trim().toLowerCase() === spec.trim().toLowerCase()) === true;
-  const parts = specs.flatMap((spec) => (typeof spec === 'number' || isWholeLabel(spec) ? [String(spec)] : spec.split(',').filter((part) => part.trim() !== '')));
-  return { kind: 'explicit', classes: [...new Set(parts.map((part) => resolveClass(part, labels, count)))] };
+  const classes = specs.flatMap((spec) => resolveClasses(String(spec), model.meta.labels, count));
+  return { kind: 'explicit', classes: [...new Set(classes)] };
 }
 
 /** The number of classes: the size of the model output. */

@@ -115,6 +115,16 @@ export function resolveClass(spec: string, labels: readonly string[] | undefined
   throw new UsageError(`class '${text}' matches no label${close.length > 0 ? `; closest: ${close.join(', ')}` : ''}`);
 }
 
+/**
+ * The classes one `--class` spec names: a whole label as one class (ImageNet's
+ * hold commas: "tabby, tabby cat"), else its comma-separated parts each.
+ */
+export function resolveClasses(spec: string, labels: readonly string[] | undefined, classCount: number): number[] {
+  const wanted = normalise(spec);
+  const parts = labels?.some((label) => normalise(label) === wanted) ? [spec] : spec.split(',').filter((part) => part.trim() !== '');
+  return parts.map((part) => resolveClass(part, labels, classCount));
+}
+
 function normalise(text: string): string {
   return text.trim().toLowerCase().replace(/[\s_-]+/g, ' ');
 }

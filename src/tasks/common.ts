@@ -61,7 +61,7 @@ export async function openTaskContext(spec: ModelSpec, log?: (message: string) =
     ...(spec.size === undefined ? {} : { size: spec.size }),
     ...(log === undefined ? {} : { log }),
   });
-  return { model, backend, stop: { requested: false } };
+  return { model, backend };
 }
 
 export interface DecodedInput {
