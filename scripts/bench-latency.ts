@@ -7,10 +7,10 @@
  */
 import { explainBatch } from '../src/cam/explain.js';
 import { camTargets, classRequest } from '../src/cam/request.js';
-import { releaseBackend, requestedBackend, useBackend } from '../src/model/backend.js';
-import { loadImage } from '../src/model/image.js';
+import { releaseBackend, requestedBackend, useBackend } from '../src/engine/backend.js';
+import { loadImage } from '../src/image/image.js';
 import { loadModel } from '../src/model/load.js';
-import { disposeValues } from '../src/model/network.js';
+import { disposeValues } from '../src/executor/network.js';
 import { inputTensor } from '../src/model/predict.js';
 
 const [modelPath, imagePath, runsText] = process.argv.slice(2);

@@ -15,7 +15,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import '@tensorflow/tfjs-backend-cpu';
-import { registerWasmGradientKernels } from '../src/model/wasm-kernels.js';
+import { registerWasmGradientKernels } from '../src/engine/wasm-kernels.js';
 
 type Scalar = tf.Scalar;
 type Sym = tfl.SymbolicTensor;

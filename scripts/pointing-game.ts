@@ -13,8 +13,8 @@
 import { parseArgs } from 'node:util';
 import { METHOD_NAMES } from '../src/cam/index.js';
 import { explain } from '../src/explain.js';
-import { useBackend } from '../src/model/backend.js';
-import { type LoadedImage, imageFromRgb } from '../src/model/image.js';
+import { useBackend } from '../src/engine/backend.js';
+import { type LoadedImage, imageFromRgb } from '../src/image/image.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { type Scene, generateScene, mulberry32 } from './shapes-data.js';
 

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
-import { useBackend } from '../src/model/backend.js';
+import { useBackend } from '../src/engine/backend.js';
 import {
   BACKGROUND_KINDS,
   SHAPE_CLASSES,

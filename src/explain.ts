@@ -10,7 +10,7 @@
 import { type CamResult, type FeatureMap, type GuidedResult, type ScoreKind, canonicalMethod } from './cam/index.js';
 import { explainBatch } from './cam/explain.js';
 import { camTargets, classRequest } from './cam/request.js';
-import type { LoadedImage } from './model/image.js';
+import type { LoadedImage } from './image/image.js';
 import type { CamvizModel } from './model/load.js';
 import { inputTensor } from './model/predict.js';
 import { type ExplanationImage, type ExplanationImageOptions, renderExplanation } from './render/explanation.js';

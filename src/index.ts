@@ -1,25 +1,27 @@
 /**
  * camviz as a library. The CLI is a thin shell over these.
  */
-export { CamvizError, UsageError, describeError } from './errors.js';
-export { VERSION } from './version.js';
+export { CamvizError, UsageError, describeError } from './util/errors.js';
+export { VERSION } from './util/version.js';
 
 // Backends and models
-export { type BackendChoice, type BackendInfo, type BackendKind, activeBackend, requestedBackend, useBackend } from './model/backend.js';
+export { type BackendChoice, type BackendInfo, type BackendKind, activeBackend, requestedBackend, useBackend } from './engine/backend.js';
 export { CamvizModel, type LoadOptions, loadModel } from './model/load.js';
 export type { CamvizJson, InputSize, ModelMetadata } from './model/metadata.js';
 export { DEFAULT_MODEL, ZOO, type ZooEntry, cacheRoot } from './model/zoo.js';
-export { type ImageLoadOptions, type LoadedImage, loadImage } from './model/image.js';
-export type { Box, ImageGeometry, ResizeMode } from './model/geometry.js';
-export { PREPROCESS_NAMES, type PreprocessName, toInputTensor } from './model/preprocess.js';
+export { type ImageLoadOptions, type LoadedImage, loadImage } from './image/image.js';
+export type { Box, ImageGeometry, ResizeMode } from './image/geometry.js';
+export { PREPROCESS_NAMES, type PreprocessName, toInputTensor } from './image/preprocess.js';
 export { imagenetLabels, readLabelsFile, resolveClass, resolveClasses, shortLabel } from './model/labels.js';
-export { type LayerInfo, defaultTarget, describeLayers, isCamTarget, isFeatureMap } from './model/layers.js';
+export { type LayerInfo, defaultTarget, describeLayers, isCamTarget, isFeatureMap } from './executor/layers.js';
 export { type Prediction, classProbabilities, inputTensor, topK } from './model/predict.js';
-export { type GraphNode, LayerGraph } from './model/graph.js';
-export { Network } from './model/network.js';
+export { type GraphNode, LayerGraph } from './executor/graph.js';
+export { Network } from './executor/network.js';
 
 // Hooks
 export * from './hooks/index.js';
+export { backward, forward, disposeValues, type BackwardCallOptions, type LayerRef } from './executor/backward.js';
+export type { BackwardResult, ForwardValues, ModelInputs, Objective } from './executor/backward.js';
 
 // Class activation maps
 export * from './cam/index.js';

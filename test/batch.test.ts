@@ -21,7 +21,7 @@ import { expandInputs, outputCollisions } from '../src/batch/inputs.js';
 import { createProgress } from '../src/batch/progress.js';
 import { type BatchRunOptions, runBatch } from '../src/batch/runner.js';
 import { SHARD_ENVIRONMENTS, parseShard, selectShard } from '../src/batch/shard.js';
-import { CamvizError, UsageError } from '../src/errors.js';
+import { CamvizError, UsageError } from '../src/util/errors.js';
 import { type TaskContext, decodeBatch } from '../src/tasks/common.js';
 import { type TaskOverrides, camTaskOptions, fmapTaskOptions, predictTaskOptions } from '../src/tasks/defaults.js';
 import { startTask } from '../src/tasks/index.js';

@@ -14,8 +14,8 @@ import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 
 import { type Explanation, explain } from '../src/explain.js';
-import { useBackend } from '../src/model/backend.js';
-import { type LoadedImage, loadImage } from '../src/model/image.js';
+import { useBackend } from '../src/engine/backend.js';
+import { type LoadedImage, loadImage } from '../src/image/image.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { colormapLut } from '../src/render/colormap.js';
 import { imagePath, mobilenetDir, repoRoot, skipWithoutSharedAssets } from './helpers/assets.js';

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { Cam, type CamMethod, EigenCam, GradCam, GradCamPlusPlus, HiResCam, LayerCam, ScoreCam, XGradCam } from '../src/cam/index.js';
-import { Network } from '../src/model/network.js';
+import { Network } from '../src/executor/network.js';
 import { forEachBackend } from './helpers/backends.js';
 
 const X = [1, -2, 3, 0, 4, -1, 2, -3, 1];

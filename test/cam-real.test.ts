@@ -26,10 +26,10 @@ import * as tfl from '@tensorflow/tfjs-layers';
 
 import { GradCam } from '../src/cam/index.js';
 import { type Explanation, type ExplainOptions, explain } from '../src/explain.js';
-import { useBackend } from '../src/model/backend.js';
-import { type LoadedImage, loadImage } from '../src/model/image.js';
+import { useBackend } from '../src/engine/backend.js';
+import { type LoadedImage, loadImage } from '../src/image/image.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
-import { Network } from '../src/model/network.js';
+import { Network } from '../src/executor/network.js';
 import { renderExplanation } from '../src/render/explanation.js';
 import { darknetDir, imagePath, mobilenetDir, repoRoot, skipWithoutSharedAssets } from './helpers/assets.js';
 import { forEachBackend } from './helpers/backends.js';

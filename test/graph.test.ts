@@ -17,9 +17,9 @@ import {
   registerForwardHook,
   registerFullBackwardHook,
   registerGradientHook,
-} from '../src/hooks/index.js';
-import { LayerGraph } from '../src/model/graph.js';
-import { Network } from '../src/model/network.js';
+} from '../src/index.js';
+import { LayerGraph } from '../src/executor/graph.js';
+import { Network } from '../src/executor/network.js';
 import { forEachBackend } from './helpers/backends.js';
 import { CONV_GRADIENT_KERNELS, allLayers, assertUnchanged, missingGradientKernels, snapshotLayer } from './helpers/layers.js';
 

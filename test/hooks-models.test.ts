@@ -33,7 +33,7 @@ import {
   registerFullBackwardHook,
   registerGradientHook,
   type HookHandle,
-} from '../src/hooks/index.js';
+} from '../src/index.js';
 import { forEachBackend } from './helpers/backends.js';
 import { imagePath, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
 import { CONV_GRADIENT_KERNELS, DEPTHWISE_GRADIENT_KERNELS, allLayers, assertUnchanged, loadWithTfjs, missingGradientKernels, snapshotLayer } from './helpers/layers.js';

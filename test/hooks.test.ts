@@ -14,7 +14,7 @@ import {
   registerFullBackwardHook,
   registerGradientHook,
   withHooks,
-} from '../src/hooks/index.js';
+} from '../src/index.js';
 import { forEachBackend } from './helpers/backends.js';
 
 /** y = (w + x) * (w + 1) as a two-input layers model, with w passing through a named identity. */

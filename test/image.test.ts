@@ -8,10 +8,10 @@ import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
 import type { Sharp } from 'sharp';
 
-import { CamvizError, UsageError } from '../src/errors.js';
-import { parseBackground } from '../src/model/colour.js';
-import { IMAGE_EXTENSIONS, SUPPORTED_FORMATS, type SupportedFormat } from '../src/model/formats.js';
-import { RESIZE_KERNEL_DESCRIPTION, type LoadedImage, loadImage } from '../src/model/image.js';
+import { CamvizError, UsageError } from '../src/util/errors.js';
+import { parseBackground } from '../src/image/colour.js';
+import { IMAGE_EXTENSIONS, SUPPORTED_FORMATS, type SupportedFormat } from '../src/image/formats.js';
+import { RESIZE_KERNEL_DESCRIPTION, type LoadedImage, loadImage } from '../src/image/image.js';
 import { imagePath, sharedAssetsDir } from './helpers/assets.js';
 import { assertAllClose } from './helpers/numeric.js';
 

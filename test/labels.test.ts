@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { CamvizError, UsageError } from '../src/errors.js';
+import { CamvizError, UsageError } from '../src/util/errors.js';
 import { imagenetLabels, labelsFromJson, readLabelsFile, resolveClass, shortLabel } from '../src/model/labels.js';
 import { asset, skipWithoutSharedAssets } from './helpers/assets.js';
 

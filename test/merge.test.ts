@@ -13,7 +13,7 @@ import sharp from 'sharp';
 
 import { mergeRuns } from '../src/batch/merge.js';
 import type { Manifest } from '../src/batch/manifest.js';
-import { CamvizError, UsageError } from '../src/errors.js';
+import { CamvizError, UsageError } from '../src/util/errors.js';
 import type { InputRecord } from '../src/tasks/types.js';
 import { type CliRun, runCli } from './helpers/cli.js';
 import { listFiles, readManifest } from './helpers/files.js';

@@ -13,11 +13,11 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 
-import { CamvizError } from '../src/errors.js';
-import { useBackend } from '../src/model/backend.js';
+import { CamvizError } from '../src/util/errors.js';
+import { useBackend } from '../src/engine/backend.js';
 import { readLocalModel } from '../src/model/io.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
-import { disposeValues } from '../src/model/network.js';
+import { disposeValues } from '../src/executor/network.js';
 import { classProbabilities } from '../src/model/predict.js';
 import { assertAllClose } from './helpers/numeric.js';
 

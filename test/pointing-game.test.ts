@@ -6,7 +6,7 @@
  */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useBackend } from '../src/model/backend.js';
+import { useBackend } from '../src/engine/backend.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { DEFAULT_POINTING, pointingGame, pointingScenes } from '../scripts/pointing-game.js';
 

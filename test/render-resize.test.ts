@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
-import type { ImageGeometry } from '../src/model/geometry.js';
+import type { ImageGeometry } from '../src/image/geometry.js';
 import { mapToOriginal, resizeBilinear } from '../src/render/index.js';
 import { assertAllClose } from './helpers/numeric.js';
 import { findPython } from './helpers/python.js';

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import '@tensorflow/tfjs-backend-cpu';
-import { registerWasmGradientKernels, wasmGradientKernelNames } from '../src/model/wasm-kernels.js';
+import { registerWasmGradientKernels, wasmGradientKernelNames } from '../src/engine/wasm-kernels.js';
 import { mulberry32 } from './helpers/numeric.js';
 
 const TOLERANCE = 1e-4;

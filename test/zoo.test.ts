@@ -12,8 +12,8 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, normalize } from 'node:path';
 
-import { CamvizError, describeError } from '../src/errors.js';
-import { useBackend } from '../src/model/backend.js';
+import { CamvizError, describeError } from '../src/util/errors.js';
+import { useBackend } from '../src/engine/backend.js';
 import { loadModel } from '../src/model/load.js';
 import { sharedAssetsDir, skipWithoutSharedAssets } from './helpers/assets.js';
 import { listFiles } from './helpers/files.js';

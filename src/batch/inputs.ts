@@ -5,8 +5,8 @@
  */
 import { readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
-import { CamvizError } from '../errors.js';
-import { IMAGE_EXTENSIONS } from '../model/formats.js';
+import { CamvizError } from '../util/errors.js';
+import { IMAGE_EXTENSIONS } from '../image/formats.js';
 
 import type { InputImage } from '../tasks/types.js';
 

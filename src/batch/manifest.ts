@@ -5,9 +5,9 @@
  * timings and clock times.
  */
 import { join } from 'node:path';
-import { CamvizError } from '../errors.js';
-import { readOptionalJson } from '../json-file.js';
-import { writeFileAtomic } from '../atomic-file.js';
+import { CamvizError } from '../util/errors.js';
+import { readOptionalJson } from '../util/json-file.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
 import type { InputRecord, TaskOptions } from '../tasks/types.js';
 import type { Shard } from './shard.js';
 

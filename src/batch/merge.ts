@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, open, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
-import { CamvizError, UsageError } from '../errors.js';
+import { CamvizError, UsageError } from '../util/errors.js';
 import type { InputRecord } from '../tasks/types.js';
 import { type Manifest, MANIFEST_NAME, readManifest, summarise, writeManifest } from './manifest.js';
 import { REPORT_NAME, thumbnailPath, writeReport } from './report.js';

@@ -4,7 +4,7 @@
  * depend on where it ran, so outputs are identical for any --jobs.
  */
 import { Worker } from 'node:worker_threads';
-import { CamvizError, UsageError } from '../errors.js';
+import { CamvizError, UsageError } from '../util/errors.js';
 import type { Task } from '../tasks/index.js';
 import type { BatchOutcome, InputImage, TaskOptions } from '../tasks/types.js';
 import type { TaskContext } from '../tasks/common.js';

@@ -10,10 +10,10 @@
 import { createHash } from 'node:crypto';
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import sharp from '../sharp.js';
-import { writeFileAtomic } from '../atomic-file.js';
+import sharp from '../util/sharp.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
 import type { CamResultRecord, FmapResultRecord, InputRecord, ResultRecord } from '../tasks/types.js';
-import { VERSION } from '../version.js';
+import { VERSION } from '../util/version.js';
 import type { Manifest } from './manifest.js';
 
 export const REPORT_NAME = 'index.html';

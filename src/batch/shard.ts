@@ -4,7 +4,7 @@
  * that n jobs cover a folder exactly once. `--shard auto` reads the job's
  * index and count from the environment of common CI systems.
  */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../util/errors.js';
 
 export interface Shard {
   /** 1-based. */

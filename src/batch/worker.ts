@@ -4,8 +4,8 @@
  * so workers are how a run uses every core.)
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { describeError, exitCodeOf } from '../errors.js';
-import { releaseBackend } from '../model/release.js';
+import { describeError, exitCodeOf } from '../util/errors.js';
+import { releaseBackend } from '../engine/release.js';
 import { type Task, type TaskContext, processStopping, requestStop, startTask } from '../tasks/index.js';
 import type { InputImage } from '../tasks/types.js';
 import type { FromWorker, ToWorker, WorkerData } from './pool.js';

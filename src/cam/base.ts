@@ -7,10 +7,10 @@
  * channel weights, or the map, are computed (pytorch-grad-cam's split
  * between "activations and gradients" and "what to do with them").
  */
-import * as tf from '../tf.js';
+import * as tf from '../engine/tf.js';
 import { type HookSpec, withHooksSync } from '../hooks/hooks.js';
-import type { GraphNode } from '../model/graph.js';
-import { type ForwardValues, type Network, type Objective, disposeValues } from '../model/network.js';
+import type { GraphNode } from '../executor/graph.js';
+import { type ForwardValues, type Network, type Objective, disposeValues } from '../executor/network.js';
 import { firstPrincipalProjection } from './projection.js';
 
 /** What the class score Y is: the pre-softmax logit (default) or the probability. */

@@ -4,10 +4,10 @@
  * after the pooling), the class's classifier weights weigh the channels.
  * No gradients are needed.
  */
-import * as tf from '../tf.js';
-import { UsageError } from '../errors.js';
-import type { GraphNode } from '../model/graph.js';
-import type { Network } from '../model/network.js';
+import * as tf from '../engine/tf.js';
+import { UsageError } from '../util/errors.js';
+import type { GraphNode } from '../executor/graph.js';
+import type { Network } from '../executor/network.js';
 import { type CamEvidence, CamMethod } from './base.js';
 
 const PASS_THROUGH = new Set(['Reshape', 'Flatten', 'Dropout', 'SpatialDropout2D', 'GaussianNoise', 'GaussianDropout']);

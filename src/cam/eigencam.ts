@@ -2,7 +2,7 @@
  * Eigen-CAM (Muhammad & Yeasin 2020): the first principal component of the
  * activations, whatever the class; no gradients.
  */
-import type * as tf from '../tf.js';
+import type * as tf from '../engine/tf.js';
 import { type CamEvidence, CamMethod } from './base.js';
 import { firstPrincipalProjection } from './projection.js';
 

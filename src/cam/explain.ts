@@ -3,9 +3,9 @@
  * aug-smooth, and runs guided backpropagation for the guided methods. The
  * CLI's cam task and library users both call it.
  */
-import type * as tf from '../tf.js';
-import type { GraphNode } from '../model/graph.js';
-import type { Network } from '../model/network.js';
+import type * as tf from '../engine/tf.js';
+import type { GraphNode } from '../executor/graph.js';
+import type { Network } from '../executor/network.js';
 import type { CamResult, ClassRequest, ScoreKind } from './base.js';
 import { type GuidedResult, guidedBackprop } from './guided.js';
 import { canonicalMethod, createMethod, isGuidedMethod } from './index.js';

@@ -3,7 +3,7 @@
  * form for the exponential score: alpha = g^2 / (2 g^2 + sum_hw(A) g^3 + eps),
  * 0 where g = 0; w_k = sum_hw ReLU(g) alpha.
  */
-import * as tf from '../tf.js';
+import * as tf from '../engine/tf.js';
 import { type CamEvidence, CamMethod, spatialSum } from './base.js';
 
 /** pytorch-grad-cam's epsilon. */

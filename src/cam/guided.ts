@@ -8,10 +8,10 @@
  * activation, standalone or fused into a Conv/Dense, is covered. As in
  * pytorch-grad-cam, only ReLU-type activations are gated (not LeakyReLU).
  */
-import * as tf from '../tf.js';
+import * as tf from '../engine/tf.js';
 import { type HookSpec, withHooksSync } from '../hooks/hooks.js';
-import type { GraphNode } from '../model/graph.js';
-import { type Network, disposeValues } from '../model/network.js';
+import type { GraphNode } from '../executor/graph.js';
+import { type Network, disposeValues } from '../executor/network.js';
 import { ClassChooser, type ClassRequest, type ScoreKind, classScoreSum, rowsOf } from './base.js';
 
 export interface GuidedResult {

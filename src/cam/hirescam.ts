@@ -2,7 +2,7 @@
  * HiResCAM (Draelos & Carin 2020): the gradient weighs each activation
  * element itself, without spatial averaging: cam = sum_k g_k * A_k.
  */
-import * as tf from '../tf.js';
+import * as tf from '../engine/tf.js';
 import { type CamEvidence, CamMethod } from './base.js';
 
 export class HiResCam extends CamMethod {

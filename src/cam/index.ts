@@ -1,5 +1,5 @@
 /** The CAM methods by name. */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../util/errors.js';
 import type { CamMethod } from './base.js';
 import { type MapMethodName, canonicalMethod, isMapMethod } from './names.js';
 import { Cam } from './cam.js';

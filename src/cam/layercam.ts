@@ -2,7 +2,7 @@
  * LayerCAM (Jiang et al. 2021): each element weighted by its positive
  * gradient: cam = sum_k ReLU(g_k) * A_k. Works at shallow layers too.
  */
-import * as tf from '../tf.js';
+import * as tf from '../engine/tf.js';
 import { type CamEvidence, CamMethod } from './base.js';
 
 export class LayerCam extends CamMethod {

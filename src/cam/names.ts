@@ -2,7 +2,7 @@
  * The CAM methods' names and aliases, apart from their implementations so
  * that the command line can check `--method` without loading TensorFlow.js.
  */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../util/errors.js';
 
 /** Methods whose output is a gradient image rather than a heatmap. */
 export const GUIDED_METHODS = ['guidedbackprop', 'guidedgradcam'] as const;

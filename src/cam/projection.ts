@@ -9,7 +9,7 @@
  * sum of the same activations, so that the ReLU afterwards keeps the
  * regions the activations point at.
  */
-import * as tf from '../tf.js';
+import * as tf from '../engine/tf.js';
 
 export function firstPrincipalProjection(activations: tf.Tensor4D): tf.Tensor3D {
   const [batch, height, width, channels] = activations.shape;

@@ -2,10 +2,10 @@
  * What the user asked for, in a model's terms: target layers by name (or
  * the model's default), and classes by index or label (or the top k).
  */
-import { UsageError } from '../errors.js';
-import type { GraphNode } from '../model/graph.js';
+import { UsageError } from '../util/errors.js';
+import type { GraphNode } from '../executor/graph.js';
 import { resolveClasses } from '../model/labels.js';
-import { defaultTarget, isCamTarget, resolveLayer } from '../model/layers.js';
+import { defaultTarget, isCamTarget, resolveLayer } from '../executor/layers.js';
 import type { CamvizModel } from '../model/load.js';
 import type { ClassRequest } from './base.js';
 

@@ -6,10 +6,10 @@
  * fast (fused, hook-free) forward path; all classes of an image share the
  * same passes.
  */
-import * as tf from '../tf.js';
+import * as tf from '../engine/tf.js';
 import { type CamEvidence, CamMethod } from './base.js';
-import type { GraphNode } from '../model/graph.js';
-import { disposeValues } from '../model/network.js';
+import type { GraphNode } from '../executor/graph.js';
+import { disposeValues } from '../executor/network.js';
 
 export class ScoreCam extends CamMethod {
   readonly name = 'scorecam';

@@ -5,8 +5,8 @@
  * multiplied by 0.9, 1 and 1.1), each map min-max normalised, flipped back
  * into image coordinates, and averaged. All six run as one batch.
  */
-import * as tf from '../tf.js';
-import type { Network } from '../model/network.js';
+import * as tf from '../engine/tf.js';
+import type { Network } from '../executor/network.js';
 import type { CamMethod, CamRequest, CamResult, FeatureMap } from './base.js';
 
 const FLIPS = [false, true] as const;

@@ -1,5 +1,5 @@
 /** XGrad-CAM (Fu et al. 2020): w_k = sum_hw(g A) / (sum_hw(A) + eps). */
-import * as tf from '../tf.js';
+import * as tf from '../engine/tf.js';
 import { type CamEvidence, CamMethod, spatialSum } from './base.js';
 
 /** pytorch-grad-cam's epsilon. */

@@ -1,6 +1,6 @@
 /** `camviz cam` / `camviz gradcam`: class activation maps over images. */
 import { canonicalMethod } from '../cam/names.js';
-import { UsageError } from '../errors.js';
+import { UsageError } from '../util/errors.js';
 import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap.js';
 import { CAM_DEFAULTS } from '../tasks/defaults.js';
 import type { CamResultRecord, CamTaskOptions, InputRecord } from '../tasks/types.js';

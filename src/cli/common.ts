@@ -1,7 +1,7 @@
 /**
  * Small helpers the commands share.
  */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../util/errors.js';
 
 /** The model options of every model-using command (as commander gives them). */
 export interface ModelOptions {

@@ -5,8 +5,8 @@
 import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
-import * as tf from '../tf.js';
-import { firstLineOf, isNotInstalled, useBackend } from '../model/backend.js';
+import * as tf from '../engine/tf.js';
+import { firstLineOf, isNotInstalled, useBackend } from '../engine/backend.js';
 import { printJson } from './common.js';
 
 type Status = 'loaded' | 'not installed' | 'failed';

@@ -1,6 +1,6 @@
 /** `camviz fmap`: feature-map grids of chosen layers. */
 import { resolve } from 'node:path';
-import { UsageError } from '../errors.js';
+import { UsageError } from '../util/errors.js';
 import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap.js';
 import { FMAP_DEFAULTS } from '../tasks/defaults.js';
 import type { FmapResultRecord, FmapTaskOptions, InputRecord } from '../tasks/types.js';

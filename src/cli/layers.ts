@@ -1,6 +1,6 @@
 /** `camviz layers`: the layer table. */
-import { describeLayers } from '../model/layers.js';
-import { releaseBackend } from '../model/release.js';
+import { describeLayers } from '../executor/layers.js';
+import { releaseBackend } from '../engine/release.js';
 import { openTaskContext } from '../tasks/common.js';
 import { type ModelOptions, printJson } from './common.js';
 import { modelSpec } from './run-command.js';

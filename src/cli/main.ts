@@ -6,8 +6,8 @@
 import { Command, CommanderError, Option } from 'commander';
 import { addBatchOptions, addImageOptions, addModelOptions } from './options.js';
 import { CAM_DEFAULTS, FMAP_DEFAULTS, PREDICT_DEFAULTS } from '../tasks/defaults.js';
-import { describeError, exitCodeOf } from '../errors.js';
-import { VERSION } from '../version.js';
+import { describeError, exitCodeOf } from '../util/errors.js';
+import { VERSION } from '../util/version.js';
 
 
 function buildProgram(setExitCode: (code: number) => void): Command {

@@ -19,7 +19,7 @@
  * PyTorch's in-place `grad *= 2` has no equivalent; return the new tensor
  * instead and it replaces the old one.
  */
-import * as tf from '../tf.js';
+import * as tf from '../engine/tf.js';
 import {
   type ForwardHook,
   type ForwardPreHook,

@@ -3,8 +3,8 @@
  * graph executor can ask "is this layer hooked?" without importing the
  * hook machinery.
  */
-import type * as tf from '../tf.js';
-import type * as tfl from '../tfl.js';
+import type * as tf from '../engine/tf.js';
+import type * as tfl from '../engine/tfl.js';
 
 export type Layer = tfl.layers.Layer;
 export type Tensors = tf.Tensor | tf.Tensor[];

@@ -7,8 +7,8 @@
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import type * as tf from '../tf.js';
-import { CamvizError } from '../errors.js';
+import type * as tf from '../engine/tf.js';
+import { CamvizError } from '../util/errors.js';
 
 type ModelArtifacts = tf.io.ModelArtifacts;
 type WeightsManifestEntry = tf.io.WeightsManifestEntry;

@@ -4,8 +4,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { CamvizError, UsageError } from '../errors.js';
-import { closestMatches } from '../text.js';
+import { CamvizError, UsageError } from '../util/errors.js';
+import { closestMatches } from '../util/text.js';
 
 /** The 1000 ImageNet classes in the standard Keras/TF order. */
 export function imagenetLabels(): string[] {

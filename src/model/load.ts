@@ -4,13 +4,13 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import * as tf from '../tf.js';
-import * as tfl from '../tfl.js';
+import * as tf from '../engine/tf.js';
+import * as tfl from '../engine/tfl.js';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
-import { CamvizError, UsageError } from '../errors.js';
+import { CamvizError, UsageError } from '../util/errors.js';
 import { readLocalModel } from './io.js';
 import { type CamvizJson, type MetadataOverrides, type ModelMetadata, readCamvizJson, resolveMetadata } from './metadata.js';
-import { Network } from './network.js';
+import { Network } from '../executor/network.js';
 import { DEFAULT_MODEL, type FetchLog, ZOO, knownModelBySha256, urlModelJson, zooEntry, zooModelJson } from './zoo.js';
 
 export interface LoadOptions extends MetadataOverrides {

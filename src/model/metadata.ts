@@ -6,10 +6,10 @@
  * command line.
  */
 import { dirname, join, resolve } from 'node:path';
-import { CamvizError, UsageError } from '../errors.js';
-import { readOptionalJson } from '../json-file.js';
+import { CamvizError, UsageError } from '../util/errors.js';
+import { readOptionalJson } from '../util/json-file.js';
 import { imagenetLabels, readLabelsFile } from './labels.js';
-import { type PreprocessName, parsePreprocess } from './preprocess.js';
+import { type PreprocessName, parsePreprocess } from '../image/preprocess.js';
 
 /** The `camviz.json` file format (all fields optional). */
 export interface CamvizJson {

@@ -1,10 +1,10 @@
 /**
  * Classification: top-k classes with probabilities for a batch of images.
  */
-import * as tf from '../tf.js';
+import * as tf from '../engine/tf.js';
 import type { CamvizModel } from './load.js';
-import { disposeValues } from './network.js';
-import { toInputTensor } from './preprocess.js';
+import { disposeValues } from '../executor/network.js';
+import { toInputTensor } from '../image/preprocess.js';
 
 export interface Prediction {
   index: number;

@@ -10,7 +10,7 @@ import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CamvizError } from '../errors.js';
+import { CamvizError } from '../util/errors.js';
 import { sha256Hex } from './io.js';
 import type { CamvizJson } from './metadata.js';
 

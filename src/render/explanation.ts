@@ -6,7 +6,7 @@
  */
 import type { FeatureMap } from '../cam/base.js';
 import { type GuidedResult, deprocessGradient, guidedGradCam } from '../cam/guided.js';
-import type { ImageGeometry } from '../model/geometry.js';
+import type { ImageGeometry } from '../image/geometry.js';
 import type { ColormapName } from './colormap.js';
 import { argmax, minMaxNormalize } from './normalize.js';
 import { DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_COLORMAP, heatmapImage, overlayHeatmap } from './overlay.js';

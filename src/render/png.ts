@@ -1,5 +1,5 @@
 /** PNG encoding of packed RGB pixels. */
-import sharp from '../sharp.js';
+import sharp from '../util/sharp.js';
 
 export interface PngOptions {
   /** zlib level 0 (fastest, largest) .. 9 (slowest, smallest); default 6. */

@@ -8,7 +8,7 @@
  * Weights and source indices are computed once per axis, so the per-pixel work
  * is four multiply-adds and no allocation.
  */
-import type { ImageGeometry } from '../model/geometry.js';
+import type { ImageGeometry } from '../image/geometry.js';
 
 /** Per destination pixel along one axis: the two source pixels and the weight of the second. */
 export interface AxisTable {

@@ -5,10 +5,10 @@
  * `<stem>.<method>.<class>.png` (and `.npy` with --raw).
  */
 import { type CamResult, type ClassRequest, type GuidedResult, canonicalMethod, classifierKernel } from '../cam/index.js';
-import * as tf from '../tf.js';
+import * as tf from '../engine/tf.js';
 import { explainBatch } from '../cam/explain.js';
 import { camTargets, classRequest } from '../cam/request.js';
-import type { GraphNode } from '../model/graph.js';
+import type { GraphNode } from '../executor/graph.js';
 import { inputTensor } from '../model/predict.js';
 import { encodeNpy } from '../render/npy.js';
 import { renderExplanation } from '../render/explanation.js';

@@ -5,10 +5,10 @@
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, extname, join, relative, sep } from 'node:path';
-import { type BackendInfo, requestedBackend, useBackend } from '../model/backend.js';
-import { type LoadedImage, loadImage } from '../model/image.js';
+import { type BackendInfo, requestedBackend, useBackend } from '../engine/backend.js';
+import { type LoadedImage, loadImage } from '../image/image.js';
 import { type CamvizModel, loadModel } from '../model/load.js';
-import { writeFileAtomic } from '../atomic-file.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
 import { errorRecord } from './records.js';
 import type { InputImage, InputRecord, ModelSpec, TaskOptions, Timings } from './types.js';
 

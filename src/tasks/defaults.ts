@@ -4,7 +4,7 @@
  * their options from them, so that a default changed here changes everywhere.
  */
 // Free of sharp and tfjs, so that the CLI's option definitions can read it without slowing `--help`.
-import { DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS } from '../model/geometry.js';
+import { DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS } from '../image/geometry.js';
 import type { CamTaskOptions, FmapTaskOptions, ImageSpec, PredictTaskOptions, TaskOptions } from './types.js';
 
 /** What every task shares, and what the builders below fill in when not overridden. */

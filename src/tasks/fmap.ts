@@ -5,12 +5,12 @@
  * `<stem>.<layer>.fmap.png`, with a sidecar `.fmap.json` legend and, with
  * --raw, the activation as `.npy` [H, W, C].
  */
-import * as tf from '../tf.js';
-import { UsageError } from '../errors.js';
+import * as tf from '../engine/tf.js';
+import { UsageError } from '../util/errors.js';
 import { type HookSpec, withHooksSync } from '../hooks/hooks.js';
-import type { GraphNode } from '../model/graph.js';
-import { isCamTarget, isFeatureMap, resolveLayer } from '../model/layers.js';
-import { disposeValues } from '../model/network.js';
+import type { GraphNode } from '../executor/graph.js';
+import { isCamTarget, isFeatureMap, resolveLayer } from '../executor/layers.js';
+import { disposeValues } from '../executor/network.js';
 import { inputTensor } from '../model/predict.js';
 import { makeFeatureGrid } from '../render/grid.js';
 import { encodeNpy } from '../render/npy.js';

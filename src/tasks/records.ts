@@ -1,5 +1,5 @@
 /** Manifest records of failed inputs; free of tfjs and sharp, for a folder run's main thread. */
-import { describeError } from '../errors.js';
+import { describeError } from '../util/errors.js';
 import type { InputImage, InputRecord, Timings } from './types.js';
 
 /** The record of an input that failed: its error message and whatever timings it got. */

@@ -4,7 +4,7 @@
  * what `manifest.json` holds.
  */
 import type { ColormapName } from '../render/colormap.js';
-import type { ResizeMode } from '../model/geometry.js';
+import type { ResizeMode } from '../image/geometry.js';
 import type { Prediction } from '../model/predict.js';
 
 export interface ModelSpec {

@@ -4,7 +4,7 @@
  * and are not tested here.
  */
 import { before, describe } from 'node:test';
-import { type BackendKind, useBackend } from '../../src/model/backend.js';
+import { type BackendKind, useBackend } from '../../src/engine/backend.js';
 
 export const PORTABLE_BACKENDS = ['cpu', 'wasm'] as const;
 

@@ -21,7 +21,7 @@
  * honour `dilations` from their attrs.
  */
 import type { backend_util as BackendUtil } from '@tensorflow/tfjs-core';
-import * as tf from '../tf.js';
+import * as tf from './tf.js';
 
 type Tensor4D = tf.Tensor4D;
 type Conv2DInfo = BackendUtil.Conv2DInfo;

@@ -6,10 +6,10 @@
  * pixels the user sees, and the original is decoded once.
  */
 import { open, stat } from 'node:fs/promises';
-import sharp from '../sharp.js';
+import sharp from '../util/sharp.js';
 import type { Metadata, OutputInfo, Sharp } from 'sharp';
 
-import { CamvizError, UsageError } from '../errors.js';
+import { CamvizError, UsageError } from '../util/errors.js';
 import { type Rgb, parseBackground } from './colour.js';
 import { SUPPORTED_FORMATS, SUPPORTED_LIST, type SupportedFormat } from './formats.js';
 import { DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS, RESIZE_MODES } from './geometry.js';

@@ -18,7 +18,7 @@ import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
-import * as tf from '../tf.js';
+import * as tf from './tf.js';
 import { rememberWasmThreads } from './release.js';
 
 const require = createRequire(import.meta.url);

@@ -3,8 +3,8 @@
  * layers can be CAM targets, which one is the default, and clear errors
  * with suggestions for names that do not fit.
  */
-import { UsageError } from '../errors.js';
-import { closestMatches } from '../text.js';
+import { UsageError } from '../util/errors.js';
+import { closestMatches } from '../util/text.js';
 import type { GraphNode } from './graph.js';
 import type { Network } from './network.js';
 

@@ -5,9 +5,9 @@
  * the default that works everywhere; the pure-JS cpu backend is the last
  * resort.
  */
-import * as tf from '../tf.js';
+import * as tf from './tf.js';
 import { createRequire } from 'node:module';
-import { UsageError, CamvizError } from '../errors.js';
+import { UsageError, CamvizError } from '../util/errors.js';
 
 /** Backend packages are CommonJS: `require` skips the ES-module lexing of their bundles. */
 const requirePackage = createRequire(import.meta.url);

@@ -8,7 +8,7 @@
  * Folded weights are computed on first use and cached; call
  * `LayerGraph.dispose()` (or `FusedChain.dispose()`) after changing weights.
  */
-import * as tf from '../tf.js';
+import * as tf from '../engine/tf.js';
 import type { GraphNode, Layer } from './graph.js';
 
 type FusedActivation = 'linear' | 'relu' | 'relu6' | 'leakyrelu';

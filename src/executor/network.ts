@@ -10,8 +10,8 @@
  * objective. That is what PyTorch users get by detaching at the hooked layer,
  * and it needs no gradient kernel of the layers below the sources.
  */
-import * as tf from '../tf.js';
-import type * as tfl from '../tfl.js';
+import * as tf from '../engine/tf.js';
+import type * as tfl from '../engine/tfl.js';
 import { layerGradientHooks, withGradientHooks } from '../hooks/hooks.js';
 import { type GraphNode, LayerGraph } from './graph.js';
 import { type ScoreLocation, locateScores } from './score.js';

@@ -2,8 +2,8 @@
  * Turning RGB pixels into model input. Done in plain JS over typed arrays:
  * one pass, no intermediate tensors.
  */
-import * as tf from '../tf.js';
-import { UsageError } from '../errors.js';
+import * as tf from '../engine/tf.js';
+import { UsageError } from '../util/errors.js';
 
 export const PREPROCESS_NAMES = ['tf', 'torch', 'caffe', 'unit', 'none'] as const;
 export type PreprocessName = (typeof PREPROCESS_NAMES)[number];

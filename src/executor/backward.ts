@@ -4,8 +4,8 @@
  * Forward hooks fire during the forward pass; gradient and full backward
  * hooks fire during the backward pass and see real gradients.
  */
-import type * as tfl from '../tfl.js';
-import type { GraphNode } from '../model/graph.js';
+import type * as tfl from '../engine/tfl.js';
+import type { GraphNode } from './graph.js';
 import {
   type BackwardResult,
   type ForwardValues,
@@ -13,8 +13,8 @@ import {
   type Objective,
   Network,
   disposeValues,
-} from '../model/network.js';
-import type { Layer } from './registry.js';
+} from './network.js';
+import type { Layer } from '../hooks/registry.js';
 
 export type { BackwardResult, ForwardValues, ModelInputs, Objective };
 export { disposeValues };

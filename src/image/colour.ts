@@ -1,5 +1,5 @@
 /** Background colours as users write them; free of sharp, so the command line checks them before loading it. */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../util/errors.js';
 
 export interface Rgb {
   r: number;

@@ -12,8 +12,8 @@
  * that runs only in part (cut by a feed, as in a leaf-mode backward pass
  * through it) cannot fire them.
  */
-import * as tf from '../tf.js';
-import * as tfl from '../tfl.js';
+import * as tf from '../engine/tf.js';
+import * as tfl from '../engine/tfl.js';
 import { runHooked } from '../hooks/hooks.js';
 import { isHooked } from '../hooks/registry.js';
 import { FusedChain, findFusedChains } from './fusion.js';
