@@ -181,20 +181,6 @@ export async function recordOutputs(
   }
 }
 
-/** Runs `fn` for each item with at most `limit` running at once, in order of start. */
-export async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await fn(items[index]!, index);
-    }
-  });
-  await Promise.all(workers);
-  return results;
-}
-
 export function elapsedSince(started: number): number {
   return performance.now() - started;
 }
