@@ -179,7 +179,9 @@ function unsupported(path: string): CamvizError {
 async function readHeader(path: string, sniffed: SupportedFormat): Promise<Metadata> {
   let metadata: Metadata;
   try {
-    metadata = await sharp(path, { failOn: FAIL_ON }).metadata();
+    // Reading the header decodes no pixels, so libvips' own pixel limit (268 MP by
+    // default) is lifted here: camviz's limit decides, with its own message.
+    metadata = await sharp(path, { failOn: FAIL_ON, limitInputPixels: false }).metadata();
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     if (/unsupported image format/i.test(message)) throw unsupported(path);
