@@ -10,10 +10,14 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { crc32, deflateSync } from 'node:zlib';
+import { deflateSync } from 'node:zlib';
+import sharp from 'sharp';
 
-import { CamvizError } from '../src/util/errors.js';
-import { loadImage } from '../src/image/image.js';
+import { CamvizError, UsageError } from '../src/util/errors.js';
+import { type LoadedImage, imageFromRgb, loadImage } from '../src/image/image.js';
+import { noise } from './helpers/files.js';
+import { assertAllClose } from './helpers/numeric.js';
+import { pngFile, pngWithoutPixels } from './helpers/png.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-huge-test-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -22,32 +26,10 @@ after(() => rm(workDir, { recursive: true, force: true }));
 const LIBVIPS_DEFAULT_LIMIT = 268_402_689;
 const size224 = { width: 224, height: 224 };
 
-function pngChunk(type: string, data: Uint8Array): Buffer {
-  const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
-  const length = Buffer.alloc(4);
-  length.writeUInt32BE(data.length);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(body));
-  return Buffer.concat([length, body, crc]);
-}
-
-function pngFile(width: number, height: number, bitDepth: number, colourType: number, idat: Uint8Array): Buffer {
-  const header = Buffer.alloc(13);
-  header.writeUInt32BE(width, 0);
-  header.writeUInt32BE(height, 4);
-  header.set([bitDepth, colourType, 0, 0, 0], 8); // deflate, standard filters, no interlace
-  return Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    pngChunk('IHDR', header),
-    pngChunk('IDAT', idat),
-    pngChunk('IEND', new Uint8Array(0)),
-  ]);
-}
-
 /** A PNG whose header claims `width` x `height` 8-bit RGB but which holds no pixel data. */
 async function writeHeaderOnlyPng(name: string, width: number, height: number): Promise<string> {
   const path = join(workDir, name);
-  await writeFile(path, pngFile(width, height, 8, 2, new Uint8Array(0)));
+  await writeFile(path, pngWithoutPixels(width, height));
   return path;
 }
 
@@ -105,5 +87,109 @@ test('--max-pixels 0, or a limit above libvips\' own, decodes an image of more t
     assert.equal(image.format, 'png');
     assert.deepEqual(image.geometry.input, size224);
     assertHalves(image.input, 224, 224);
+    // Decoded straight to the overlay size: 4096 x 4046 RGB, not 807 MB.
+    assert.deepEqual([image.original.width, image.original.height], [4096, 4046]);
+    assert.deepEqual(image.sourceSize, { width, height });
+  }
+});
+
+/** The picture's pixel (x, y). */
+function pictureAt(image: LoadedImage, x: number, y: number): number[] {
+  const i = (y * image.original.width + x) * 3;
+  return [...image.original.rgb.subarray(i, i + 3)];
+}
+
+test('an image longer than 4096 pixels is decoded straight to a long side of 4096, and the model input made from that', async () => {
+  // 98 MP: within the default pixel limit.
+  const path = await writeHalvesPng('98mp.png', 14000, 7000);
+  for (const resize of ['stretch', 'crop', 'pad'] as const) {
+    const image = await loadImage(path, { size: size224, resize, background: 'black' });
+    assert.deepEqual(image.sourceSize, { width: 14000, height: 7000 });
+    assert.equal(image.original.width, 4096);
+    assert.equal(image.original.height, 2048);
+    assert.equal(image.original.rgb.length, 4096 * 2048 * 3);
+    assert.deepEqual(image.geometry.original, { width: 4096, height: 2048 });
+    // The picture is the image, shrunk: black left half, white right half.
+    for (const y of [0, 1024, 2047]) {
+      for (const x of [0, 1000, 2000]) assert.deepEqual(pictureAt(image, x, y), [0, 0, 0], `picture (${x}, ${y})`);
+      for (const x of [2100, 3000, 4095]) assert.deepEqual(pictureAt(image, x, y), [255, 255, 255], `picture (${x}, ${y})`);
+    }
+    if (resize === 'stretch') assertHalves(image.input, 224, 224);
+    if (resize === 'crop') assert.deepEqual(image.geometry.sourceBox, { x: 1024, y: 0, width: 2048, height: 2048 });
+    if (resize === 'pad') assert.deepEqual(image.geometry.inputBox, { x: 0, y: 56, width: 224, height: 112 });
+  }
+});
+
+/** A PNG of these RGB pixels. */
+async function writeRgbPng(name: string, rgb: Buffer, width: number, height: number): Promise<string> {
+  const path = join(workDir, name);
+  await sharp(rgb, { raw: { width, height, channels: 3 } }).png({ compressionLevel: 1 }).toFile(path);
+  return path;
+}
+
+/** A noise PNG of `width` x `height`, and its pixels. */
+async function writeNoisePng(name: string, width: number, height: number): Promise<{ path: string; rgb: Buffer }> {
+  const rgb = noise(width, height, width * 7 + height);
+  return { path: await writeRgbPng(name, rgb, width, height), rgb };
+}
+
+
+test('images up to the overlay side keep every pixel; one pixel longer is shrunk; 0 keeps the full resolution', async () => {
+  const fits = await writeNoisePng('4096x5.png', 4096, 5);
+  const fitting = await loadImage(fits.path, { size: size224 });
+  assert.deepEqual(fitting.sourceSize, { width: 4096, height: 5 });
+  assert.deepEqual(Buffer.from(fitting.original.rgb), fits.rgb);
+
+  // A smooth ramp, so that shrinking by one pixel in 4097 changes it by less than a level or two.
+  const ramp = Buffer.alloc(4097 * 5 * 3);
+  for (let i = 0; i < 4097 * 5; i++) ramp.fill(Math.round(((i % 4097) * 255) / 4096), i * 3, i * 3 + 3);
+  const longer = await writeRgbPng('4097x5.png', ramp, 4097, 5);
+  const shrunk = await loadImage(longer, { size: size224 });
+  assert.deepEqual([shrunk.original.width, shrunk.original.height], [4096, 5]);
+  assert.deepEqual(shrunk.sourceSize, { width: 4097, height: 5 });
+  const full = await loadImage(longer, { size: size224, maxOverlaySide: 0 });
+  assert.deepEqual(Buffer.from(full.original.rgb), ramp);
+  // The model input follows the picture: nearly the same as from the full resolution.
+  assertAllClose(Array.from(shrunk.input), Array.from(full.input), 3, 'model input, shrunk against full resolution');
+
+  const small = await writeNoisePng('300x150.png', 300, 150);
+  const capped = await loadImage(small.path, { size: size224, maxOverlaySide: 100 });
+  assert.deepEqual([capped.original.width, capped.original.height], [100, 50]);
+  assert.deepEqual(capped.geometry.original, { width: 100, height: 50 });
+});
+
+test('the overlay side applies after EXIF orientation', async () => {
+  // Stored 5000 x 100, red on the left and blue on the right; orientation 6
+  // turns it into 100 x 5000 with red on top.
+  const width = 5000;
+  const height = 100;
+  const rgb = Buffer.alloc(width * height * 3);
+  for (let i = 0; i < width * height; i++) rgb.set(i % width < width / 2 ? [255, 0, 0] : [0, 0, 255], i * 3);
+  const path = join(workDir, 'exif6-long.jpg');
+  await sharp(rgb, { raw: { width, height, channels: 3 } }).jpeg({ quality: 95 }).withMetadata({ orientation: 6 }).toFile(path);
+
+  const image = await loadImage(path, { size: size224 });
+  assert.deepEqual(image.sourceSize, { width: 100, height: 5000 });
+  assert.deepEqual([image.original.width, image.original.height], [82, 4096]);
+  for (const y of [100, 1000, 2000]) assertAllClose(pictureAt(image, 41, y), [255, 0, 0], 40, `top half, row ${y}`);
+  for (const y of [2100, 3000, 4000]) assertAllClose(pictureAt(image, 41, y), [0, 0, 255], 40, `bottom half, row ${y}`);
+});
+
+test('RGB already in memory is shrunk to the overlay side too', async () => {
+  const rgb = noise(5000, 10, 3);
+  const image = await imageFromRgb(rgb, 5000, 10, { size: size224 });
+  assert.deepEqual(image.sourceSize, { width: 5000, height: 10 });
+  assert.deepEqual([image.original.width, image.original.height], [4096, 8]);
+  const full = await imageFromRgb(rgb, 5000, 10, { size: size224, maxOverlaySide: 0 });
+  assert.equal(full.original.rgb, rgb);
+});
+
+test('a bad overlay side is a usage error', async () => {
+  for (const maxOverlaySide of [-1, 1.5, Number.NaN]) {
+    await assert.rejects(imageFromRgb(new Uint8Array(3), 1, 1, { size: size224, maxOverlaySide }), (error: unknown) => {
+      assert.ok(error instanceof UsageError, `${maxOverlaySide}: expected a UsageError, got ${String(error)}`);
+      assert.match(error.message, /^--max-overlay-side must be 0 \(full resolution\) or a positive whole number, got /);
+      return true;
+    });
   }
 });
