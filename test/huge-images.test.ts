@@ -16,6 +16,7 @@ import sharp from 'sharp';
 import { CamvizError, UsageError } from '../src/util/errors.js';
 import { type LoadedImage, imageFromRgb, loadImage } from '../src/image/image.js';
 import { noise } from './helpers/files.js';
+import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
 import { assertAllClose } from './helpers/numeric.js';
 import { pngFile, pngWithoutPixels } from './helpers/png.js';
 
@@ -192,4 +193,43 @@ test('a bad overlay side is a usage error', async () => {
       return true;
     });
   }
+});
+
+// ---------------------------------------------------------------- the command line
+
+/** `camviz gradcam` on the embedded model, in one process, offline. */
+function gradcam(...args: string[]): Promise<CliRun> {
+  const command = ['gradcam', ...args, '--model', 'shapes', '--quiet', '--jobs', '1'];
+  return runCli(command, { cwd: workDir, env: cliEnv(join(workDir, 'cache')), timeoutMs: 120_000 });
+}
+
+test('camviz: an image above libvips\' limit is refused with the --max-pixels message', async () => {
+  const path = await writeHeaderOnlyPng('300mp-cli.png', 20000, 15000);
+  const run = await gradcam(path, '--out', join(workDir, 'out-300mp'));
+  assert.equal(run.code, 1, run.stderr);
+  assert.equal(
+    run.stderr.trim(),
+    `camviz: image is 20000x15000 = 300.0 megapixels, above the limit of 100 megapixels (--max-pixels) (${path})`,
+  );
+});
+
+test('camviz: overlays of long images are 4096 on their long side; --max-overlay-side 0 keeps the full resolution', async () => {
+  const { path } = await writeNoisePng('5000x40.png', 5000, 40);
+  const sizeOf = async (out: string): Promise<number[]> => {
+    const metadata = await sharp(join(out, '5000x40.gradcam.0.png')).metadata();
+    return [metadata.width, metadata.height];
+  };
+  const capped = join(workDir, 'out-capped');
+  const cappedRun = await gradcam(path, '--out', capped, '--class', '0');
+  assert.equal(cappedRun.code, 0, cappedRun.stderr);
+  assert.deepEqual(await sizeOf(capped), [4096, 33]);
+
+  const full = join(workDir, 'out-full');
+  const fullRun = await gradcam(path, '--out', full, '--class', '0', '--max-overlay-side', '0');
+  assert.equal(fullRun.code, 0, fullRun.stderr);
+  assert.deepEqual(await sizeOf(full), [5000, 40]);
+
+  const bad = await gradcam(path, '--out', full, '--max-overlay-side', '-1');
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--max-overlay-side '-1' must be an integer of at least 0/);
 });

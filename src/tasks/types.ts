@@ -21,6 +21,8 @@ export interface ImageSpec {
   resize: ResizeMode;
   background: string;
   maxPixels: number;
+  /** Longer images are shrunk on decoding to this long side (0 = full resolution). */
+  maxOverlaySide: number;
 }
 
 interface BaseTaskOptions {
