@@ -4,7 +4,6 @@ import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
 import type { Sharp } from 'sharp';
 
@@ -14,6 +13,7 @@ import { IMAGE_EXTENSIONS, SUPPORTED_FORMATS, type SupportedFormat } from '../sr
 import { RESIZE_KERNEL_DESCRIPTION, type LoadedImage, loadImage } from '../src/image/image.js';
 import { imagePath, sharedAssetsDir } from './helpers/assets.js';
 import { assertAllClose } from './helpers/numeric.js';
+import { pngWithoutPixels } from './helpers/png.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-image-test-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -430,29 +430,6 @@ test('the pixel limit refuses an image from its header, before decoding', async 
   await loadImage(path, { size: small, maxPixels: 1200 });
   await loadImage(path, { size: small, maxPixels: 0 });
 });
-
-function pngChunk(type: string, data: Uint8Array): Buffer {
-  const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
-  const length = Buffer.alloc(4);
-  length.writeUInt32BE(data.length);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(body));
-  return Buffer.concat([length, body, crc]);
-}
-
-/** A PNG whose header claims `width` x `height` but whose image data is empty. */
-function pngWithoutPixels(width: number, height: number): Buffer {
-  const header = Buffer.alloc(13);
-  header.writeUInt32BE(width, 0);
-  header.writeUInt32BE(height, 4);
-  header.set([8, 2, 0, 0, 0], 8); // 8-bit RGB, deflate, standard filters, no interlace
-  return Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    pngChunk('IHDR', header),
-    pngChunk('IDAT', new Uint8Array(0)),
-    pngChunk('IEND', new Uint8Array(0)),
-  ]);
-}
 
 test('the default limit refuses a 12000x9000 header (108 MP) without any pixel data', async () => {
   const path = join(workDir, 'huge-header.png');

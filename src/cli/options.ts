@@ -24,6 +24,11 @@ export function addImageOptions(command: Command, resizeHelp: string): Command {
     .addOption(new Option('--resize <mode>', `fit images to the model input: ${resizeHelp}`).choices(['stretch', 'crop', 'pad']).default(TASK_DEFAULTS.image.resize))
     .option('--background <colour>', 'colour to flatten transparency onto and to pad with', TASK_DEFAULTS.image.background)
     .option('--max-pixels <n>', 'refuse larger images before decoding them (0 = no limit)', String(TASK_DEFAULTS.image.maxPixels))
+    .option(
+      '--max-overlay-side <n>',
+      'decode longer images shrunk to this long side: maps are drawn on, and the model sees, that picture (0 = full resolution)',
+      String(TASK_DEFAULTS.image.maxOverlaySide),
+    )
     .option('--glob <pattern>', 'in folders, only files whose relative path matches, e.g. "**/*.jpg"');
 }
 

@@ -23,6 +23,7 @@ export interface BatchCliOptions {
   resize?: string;
   background?: string;
   maxPixels?: string;
+  maxOverlaySide?: string;
   glob?: string;
   out?: string;
   jobs?: string;
@@ -54,6 +55,8 @@ export function imageSpec(options: BatchCliOptions): ImageSpec {
     resize: (options.resize ?? TASK_DEFAULTS.image.resize) as ResizeMode,
     background,
     maxPixels: options.maxPixels === undefined ? TASK_DEFAULTS.image.maxPixels : parseCount(options.maxPixels, '--max-pixels', 0),
+    maxOverlaySide:
+      options.maxOverlaySide === undefined ? TASK_DEFAULTS.image.maxOverlaySide : parseCount(options.maxOverlaySide, '--max-overlay-side', 0),
   };
 }
 

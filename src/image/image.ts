@@ -4,6 +4,13 @@
  * Resizing from the decoded pixels (not from the file) keeps JPEG
  * shrink-on-load out of the model input, so the input depends only on the
  * pixels the user sees, and the original is decoded once.
+ *
+ * Images longer than `maxOverlaySide` (default 4096) are decoded straight to
+ * that long side, in the decoding pipeline (libvips streams the rows, and JPEG
+ * shrinks on load), so that memory is bounded whatever the file's size: the
+ * full-resolution pixels are never held. Such an image then behaves as if the
+ * file were that smaller picture: the overlay is drawn on it and the model
+ * input is made from it. Images that fit are decoded exactly as before.
  */
 import { open, stat } from 'node:fs/promises';
 import sharp from '../util/sharp.js';
@@ -12,7 +19,7 @@ import type { Metadata, OutputInfo, Sharp } from 'sharp';
 import { CamvizError, UsageError } from '../util/errors.js';
 import { type Rgb, parseBackground } from './colour.js';
 import { SUPPORTED_FORMATS, SUPPORTED_LIST, type SupportedFormat } from './formats.js';
-import { DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS, RESIZE_MODES } from './geometry.js';
+import { DEFAULT_BACKGROUND, DEFAULT_MAX_OVERLAY_SIDE, DEFAULT_MAX_PIXELS, RESIZE_MODES, overlaySize } from './geometry.js';
 import type { Box, ImageGeometry, ResizeMode, Size } from './geometry.js';
 
 export interface ImageLoadOptions {
@@ -24,12 +31,22 @@ export interface ImageLoadOptions {
   background?: string;
   /** Refuse images with more pixels than this; default 100 MP; 0 = no limit. */
   maxPixels?: number;
+  /**
+   * Longer images are shrunk (on decoding) so that `original`'s long side is
+   * this; default 4096; 0 = keep the full resolution.
+   */
+  maxOverlaySide?: number;
 }
 
 export interface LoadedImage {
   path: string;
-  /** After EXIF orientation, alpha flattened, sRGB 8-bit, 3 channels, row-major HWC. */
+  /**
+   * The picture maps are drawn on: after EXIF orientation, alpha flattened,
+   * sRGB 8-bit, 3 channels, row-major HWC; shrunk to `maxOverlaySide` if longer.
+   */
   original: { width: number; height: number; rgb: Uint8Array };
+  /** The image's own size after EXIF orientation: `original`'s, unless that was shrunk. */
+  sourceSize: Size;
   /** Model input: RGB uint8, size.height * size.width * 3, row-major HWC. */
   input: Uint8Array;
   geometry: ImageGeometry;
@@ -52,10 +69,11 @@ export async function loadImage(path: string, options: ImageLoadOptions): Promis
   const format = metadata.format as SupportedFormat;
   checkPixelLimit(metadata, settings.maxPixels, path);
 
-  const original = await decodeOriginal(path, metadata, settings);
+  const sourceSize = { width: metadata.autoOrient.width, height: metadata.autoOrient.height };
+  const original = await decodeOriginal(path, metadata, overlaySize(sourceSize, settings.maxOverlaySide), settings);
   const geometry = computeGeometry(original, settings.size, settings.resize);
   const input = await makeModelInput(original, geometry, settings.background, path);
-  return { path, original, input, geometry, format };
+  return { path, original, sourceSize, input, geometry, format };
 }
 
 /**
@@ -65,10 +83,11 @@ export async function loadImage(path: string, options: ImageLoadOptions): Promis
 export async function imageFromRgb(rgb: Uint8Array, width: number, height: number, options: ImageLoadOptions, name = 'memory'): Promise<LoadedImage> {
   const settings = checkOptions(options);
   if (rgb.length !== width * height * 3) throw new UsageError(`${width}x${height} RGB needs ${width * height * 3} bytes, got ${rgb.length}`);
-  const original = { width, height, rgb };
+  const sourceSize = { width, height };
+  const original = await shrinkRgb({ width, height, rgb }, overlaySize(sourceSize, settings.maxOverlaySide), name);
   const geometry = computeGeometry(original, settings.size, settings.resize);
   const input = await makeModelInput(original, geometry, settings.background, name);
-  return { path: name, original, input, geometry, format: 'raw' };
+  return { path: name, original, sourceSize, input, geometry, format: 'raw' };
 }
 
 // ---------------------------------------------------------------- options
@@ -78,6 +97,7 @@ interface LoadSettings {
   resize: ResizeMode;
   background: Rgb;
   maxPixels: number;
+  maxOverlaySide: number;
 }
 
 function checkOptions(options: ImageLoadOptions): LoadSettings {
@@ -93,8 +113,12 @@ function checkOptions(options: ImageLoadOptions): LoadSettings {
   if (!Number.isFinite(maxPixels) || maxPixels < 0) {
     throw new UsageError(`--max-pixels must be 0 (no limit) or a positive number, got ${maxPixels}`);
   }
+  const maxOverlaySide = options.maxOverlaySide ?? DEFAULT_MAX_OVERLAY_SIDE;
+  if (maxOverlaySide !== 0 && !isPositiveInteger(maxOverlaySide)) {
+    throw new UsageError(`--max-overlay-side must be 0 (full resolution) or a positive whole number, got ${maxOverlaySide}`);
+  }
   const background = parseBackground(options.background ?? DEFAULT_BACKGROUND);
-  return { size: { width: size.width, height: size.height }, resize, background, maxPixels };
+  return { size: { width: size.width, height: size.height }, resize, background, maxPixels, maxOverlaySide };
 }
 
 function isPositiveInteger(value: number): boolean {
@@ -179,7 +203,9 @@ function unsupported(path: string): CamvizError {
 async function readHeader(path: string, sniffed: SupportedFormat): Promise<Metadata> {
   let metadata: Metadata;
   try {
-    metadata = await sharp(path, { failOn: FAIL_ON }).metadata();
+    // Reading the header decodes no pixels, so libvips' own pixel limit (268 MP by
+    // default) is lifted here: camviz's limit decides, with its own message.
+    metadata = await sharp(path, { failOn: FAIL_ON, limitInputPixels: false }).metadata();
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     if (/unsupported image format/i.test(message)) throw unsupported(path);
@@ -225,7 +251,8 @@ function formatLimit(pixels: number): string {
 
 type Original = LoadedImage['original'];
 
-async function decodeOriginal(path: string, metadata: Metadata, settings: LoadSettings): Promise<Original> {
+/** Decodes the file to `size` (its oriented size, or smaller: shrunk while decoding). */
+async function decodeOriginal(path: string, metadata: Metadata, size: Size, settings: LoadSettings): Promise<Original> {
   const pipeline = sharp(path, {
     failOn: FAIL_ON,
     // sharp wants a whole number; our own check above already used the exact limit.
@@ -237,6 +264,13 @@ async function decodeOriginal(path: string, metadata: Metadata, settings: LoadSe
     .flatten({ background: settings.background })
     .toColourspace('srgb');
   fixSixteenBitProfile(pipeline, metadata);
+  const shrinks = size.width !== metadata.autoOrient.width || size.height !== metadata.autoOrient.height;
+  if (shrinks) {
+    // In the decoding pipeline, so the full-resolution pixels are never held.
+    // fastShrinkOnLoad off: JPEG shrink-on-load leaves a factor of two or more
+    // to the resize kernel, which avoids its moiré.
+    pipeline.resize(size.width, size.height, { fit: 'fill', kernel: 'linear', fastShrinkOnLoad: false });
+  }
 
   let result: { data: Buffer; info: OutputInfo };
   try {
@@ -244,14 +278,34 @@ async function decodeOriginal(path: string, metadata: Metadata, settings: LoadSe
   } catch (error) {
     throw await decodeError(error, metadata, settings.maxPixels, path);
   }
-  const { data, info } = result;
+  return checkedRgb(result, path, shrinks ? size : undefined);
+}
+
+/** The decoded pixels, checked to be 8-bit RGB (and of the size asked for, if any). */
+function checkedRgb({ data, info }: { data: Buffer; info: OutputInfo }, path: string, size?: Size): Original {
   if (info.channels !== 3 || data.length !== info.width * info.height * 3) {
     throw new CamvizError(
       `decoded to ${info.channels} channels (${data.length} bytes for ${info.width}x${info.height}), expected 8-bit RGB`,
       { file: path },
     );
   }
+  if (size !== undefined && (info.width !== size.width || info.height !== size.height)) {
+    throw new CamvizError(`decoded to ${info.width}x${info.height}, expected ${size.width}x${size.height}`, { file: path });
+  }
   return { width: info.width, height: info.height, rgb: asUint8Array(data) };
+}
+
+/** RGB pixels already in memory shrunk to `size` as `decodeOriginal` shrinks a file; unchanged if they fit. */
+async function shrinkRgb(original: Original, size: Size, name: string): Promise<Original> {
+  if (size.width === original.width && size.height === original.height) return original;
+  const result = await sharp(original.rgb, {
+    raw: { width: original.width, height: original.height, channels: 3 },
+    limitInputPixels: false,
+  })
+    .resize(size.width, size.height, { fit: 'fill', kernel: 'linear' })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return checkedRgb(result, name, size);
 }
 
 /**

@@ -4,12 +4,12 @@
  * their options from them, so that a default changed here changes everywhere.
  */
 // Free of sharp and tfjs, so that the CLI's option definitions can read it without slowing `--help`.
-import { DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS } from '../image/geometry.js';
+import { DEFAULT_BACKGROUND, DEFAULT_MAX_OVERLAY_SIDE, DEFAULT_MAX_PIXELS } from '../image/geometry.js';
 import type { CamTaskOptions, FmapTaskOptions, ImageSpec, PredictTaskOptions, TaskOptions } from './types.js';
 
 /** What every task shares, and what the builders below fill in when not overridden. */
 export const TASK_DEFAULTS: Readonly<{ image: Readonly<ImageSpec>; batchSize: number; pngCompression: number }> = {
-  image: { resize: 'stretch', background: DEFAULT_BACKGROUND, maxPixels: DEFAULT_MAX_PIXELS },
+  image: { resize: 'stretch', background: DEFAULT_BACKGROUND, maxPixels: DEFAULT_MAX_PIXELS, maxOverlaySide: DEFAULT_MAX_OVERLAY_SIDE },
   batchSize: 4,
   // zlib level 1: the fastest, and OpenCV's default.
   pngCompression: 1,

@@ -21,6 +21,8 @@ export interface ImageSpec {
   resize: ResizeMode;
   background: string;
   maxPixels: number;
+  /** Longer images are shrunk on decoding to this long side (0 = full resolution). */
+  maxOverlaySide: number;
 }
 
 interface BaseTaskOptions {
@@ -88,7 +90,7 @@ export interface CamResultRecord {
   class: { index: number; label: string | null };
   score: number;
   probability: number;
-  /** The maximum of the upsampled map, in original-image pixels. */
+  /** The maximum of the upsampled map, in the written picture's pixels (the original image's, unless --max-overlay-side shrank it). */
   peak: { x: number; y: number };
   /** Output paths are relative to the output folder (the manifest's folder). */
   png: string;
