@@ -14,7 +14,10 @@ import { dirname, join, relative } from 'node:path';
 import sharp from 'sharp';
 
 import { effectiveJobs, workerFootprint } from '../src/batch/jobs.js';
-import { LOCK_NAME } from '../src/batch/lock.js';
+import { LOCK_NAME, acquireRunLock } from '../src/batch/lock.js';
+import { withoutOutputs } from '../src/batch/inputs.js';
+import { mergeRuns } from '../src/batch/merge.js';
+import { CamvizError } from '../src/util/errors.js';
 import { runBatch } from '../src/batch/runner.js';
 import { camTaskOptions } from '../src/tasks/defaults.js';
 import { haveSharedAssets, mobilenetDir, repoRoot } from './helpers/assets.js';
@@ -259,6 +262,49 @@ describe('one run at a time in an output folder', { skip: skipWithoutModel }, ()
   });
 });
 
+describe('the lock, in this process', () => {
+  test('held by a live process (this one): refused; released: taken again; another host\'s: refused; unreadable: taken over with a note', async () => {
+    const out = join(workDir, 'lock-unit');
+    await mkdir(out, { recursive: true });
+    const notes: string[] = [];
+    const lock = await acquireRunLock(out, (note) => notes.push(note));
+    await assert.rejects(acquireRunLock(out, () => undefined), (error: unknown) => error instanceof CamvizError && error.message.includes(`PID ${process.pid} on ${hostname()}`));
+    await lock.release();
+    assert.ok(!(await present(join(out, LOCK_NAME))));
+    await (await acquireRunLock(out, () => undefined)).release();
+
+    // A run on another machine sharing the folder: its life cannot be checked here, so it is not taken over.
+    await symlink(`1@elsewhere.example#00`, join(out, LOCK_NAME));
+    await assert.rejects(acquireRunLock(out, () => undefined), (error: unknown) => error instanceof CamvizError && /PID 1 on elsewhere\.example/.test(error.message));
+    await rm(join(out, LOCK_NAME));
+
+    await symlink('garbage', join(out, LOCK_NAME));
+    const taken = await acquireRunLock(out, (note) => notes.push(note));
+    assert.deepEqual(notes, [`removed an unreadable ${LOCK_NAME} (${join(out, LOCK_NAME)})`]);
+    await taken.release();
+  });
+});
+
+describe('merge', { skip: skipWithoutModel }, () => {
+  test('removes temporary files a killed merge left in --out (a dead PID), not a live process\'s', async () => {
+    const shards = ['1/2', '2/2'].map((shard, i) => ({ shard, out: join(workDir, `merge-shard-${i + 1}`) }));
+    for (const { shard, out } of shards) {
+      const run = await camviz(['gradcam', tree, '--out', out, '--shard', shard, '--jobs', '1', '--quiet', ...modelArgs()]);
+      assert.equal(run.code, 0, run.stderr);
+    }
+    const merged = join(workDir, 'merged');
+    await mkdir(join(merged, 'b'), { recursive: true });
+    const staleTemp = join(merged, 'b', `.x.gradcam.3.png.${deadPid()}.0123456789ab.tmp`);
+    const liveTemp = join(merged, `.c.gradcam.3.png.${process.pid}.0123456789ab.tmp`);
+    await writeFile(staleTemp, 'half a png');
+    await writeFile(liveTemp, 'being written');
+    const result = await mergeRuns(shards.map(({ out }) => out), merged);
+    assert.equal(result.manifest.summary.ok, treeNames.length);
+    assert.ok(!existsSync(staleTemp));
+    assert.ok(existsSync(liveTemp));
+  });
+});
+
 // ------------------------------------------------------------------ --out is the input folder
 
 describe('--out equal to the input folder', { skip: skipWithoutModel }, () => {
@@ -289,6 +335,11 @@ describe('--out equal to the input folder', { skip: skipWithoutModel }, () => {
       assert.deepEqual((await readManifest(parent)).records.map((record) => record.relative), ['one/a.png', 'one/b.png', 'two/c.png']);
     }
   });
+});
+
+test('outputs beside their images are told from images: <stem>.<what>.<class|fmap>.png of an image <stem>.<ext> in the same folder', () => {
+  const files = ['/d/a.png', '/d/a.gradcam.3.png', '/d/a.conv2.fmap.png', '/d/q.v2.jpg', '/d/q.v2.gradcam++.0.png', '/d/x.y.1.png', '/d/e/a.gradcam.1.png', '/d.z/b.png', '/d.z/b.1.png'];
+  assert.deepEqual(withoutOutputs(files), ['/d/a.png', '/d/q.v2.jpg', '/d/x.y.1.png', '/d/e/a.gradcam.1.png', '/d.z/b.png', '/d.z/b.1.png']);
 });
 
 // ------------------------------------------------------------------ inputs as given

@@ -12,6 +12,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { temporaryName } from '../util/atomic-file.js';
 import { CamvizError, UsageError } from '../util/errors.js';
 import type { InputRecord } from '../tasks/types.js';
+import { removeStaleTemporaries } from './lock.js';
 import { type Manifest, MANIFEST_NAME, readManifest, summarise, writeManifest } from './manifest.js';
 import { REPORT_NAME, thumbnailPath, writeReport } from './report.js';
 import type { Shard } from './shard.js';
@@ -56,6 +57,8 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
   const copies = await plannedCopies(shards, outDir);
 
   await mkdir(outDir, { recursive: true });
+  // A merge killed mid-copy leaves temporary files that nothing else would remove.
+  await removeStaleTemporaries(outDir);
   let copied = 0;
   await forEachLimited(copies, COPY_CONCURRENCY, async (copy) => {
     await copyFileAtomic(copy.from, copy.to);
