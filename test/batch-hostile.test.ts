@@ -18,6 +18,7 @@ import { LOCK_NAME, acquireRunLock } from '../src/batch/lock.js';
 import { withoutOutputs } from '../src/batch/inputs.js';
 import { mergeRuns } from '../src/batch/merge.js';
 import { CamvizError } from '../src/util/errors.js';
+import { WriteError, writeFileAtomic } from '../src/util/atomic-file.js';
 import { runBatch } from '../src/batch/runner.js';
 import { camTaskOptions } from '../src/tasks/defaults.js';
 import { haveSharedAssets, mobilenetDir, repoRoot } from './helpers/assets.js';
@@ -167,6 +168,19 @@ async function fillDisk(folder: string): Promise<void> {
     await handle.close().catch(() => undefined);
   }
 }
+
+test('a failed atomic write is a WriteError naming the file, keeping the code, leaving no temporary file', async () => {
+  const folder = join(workDir, 'atomic');
+  await mkdir(join(folder, 'in-the-way.json'), { recursive: true });
+  const target = join(folder, 'in-the-way.json');
+  await assert.rejects(writeFileAtomic(target, '{}'), (error: unknown) => {
+    assert.ok(error instanceof WriteError);
+    assert.equal(error.describe(), `cannot write: a folder is in the way (EISDIR) (${target})`);
+    assert.equal(error.code, 'EISDIR');
+    return true;
+  });
+  assert.deepEqual(await readdir(folder), ['in-the-way.json']);
+});
 
 describe('a full disk', { skip: skipWithoutModel }, () => {
   test('(tmpfs) every image names the output it could not write; the earlier manifest is removed, one line says so; summary; exit 1', { skip: !haveTmpfs && 'cannot mount a tmpfs here (needs root)' }, async () => {

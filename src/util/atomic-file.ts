@@ -10,6 +10,9 @@ import { CamvizError } from './errors.js';
 
 /** What a failed write is reported as: the problem and the file it was writing. */
 export class WriteError extends CamvizError {
+  /** The file-system error's code (`ENOSPC`...), as on the error it replaces, for callers that test it. */
+  readonly code: string | undefined;
+
   constructor(
     /** The cause in words, e.g. `no space left on device (ENOSPC)`. */
     readonly reason: string,
@@ -18,6 +21,7 @@ export class WriteError extends CamvizError {
   ) {
     super(`cannot write: ${reason}`, { file, cause });
     this.name = 'WriteError';
+    this.code = (cause as NodeJS.ErrnoException | undefined)?.code;
   }
 }
 
