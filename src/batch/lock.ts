@@ -113,13 +113,13 @@ async function takeOver(path: string, staleText: string): Promise<boolean> {
     return false; // gone already: someone else took it over
   }
   const moved = await readLock(aside);
-  // Put back a live lock made between our read and the move (rename does not replace: it fails if one exists again).
+  // A live lock made between our read and the move goes back (unless yet another run has made one since).
   if (moved !== staleText) await putBack(aside, path);
   await rm(aside, { force: true });
   return moved === staleText;
 }
 
-/** Renames `aside` back to `path` unless a lock exists there again. */
+/** Makes the lock at `path` again with `aside`'s content, unless a lock exists there again. */
 async function putBack(aside: string, path: string): Promise<void> {
   const content = await readLock(aside);
   if (content !== undefined) await createExclusive(path, content).catch(() => false);
