@@ -9,13 +9,19 @@ import { CamvizError } from '../util/errors.js';
 import { IMAGE_EXTENSIONS } from '../image/formats.js';
 
 import type { InputImage } from '../tasks/types.js';
+import { REPORT_DIR } from './manifest.js';
 
 export type { InputImage };
 
 export interface ExpandOptions {
   /** A glob on the relative path (`*`, `**`, `?`, `{a,b}`), e.g. `**\/*.jpg`. */
   glob?: string;
-  /** A folder never listed (the output folder, when it lies inside an input folder). */
+  /**
+   * The run's output folder: never listed when it lies inside an input
+   * folder; when an input folder is the output folder (or lies inside it),
+   * the run's own outputs there (see isOutputName) and its report folder
+   * are not inputs.
+   */
   exclude?: string;
 }
 
@@ -30,7 +36,8 @@ export interface ExpandOptions {
  */
 export async function expandInputs(paths: readonly string[], options: ExpandOptions = {}): Promise<InputImage[]> {
   const matcher = options.glob === undefined ? undefined : globToRegExp(options.glob);
-  const excluded = new Set(options.exclude === undefined ? [] : [await realpath(options.exclude).catch(() => resolve(options.exclude!))]);
+  const outReal = options.exclude === undefined ? undefined : await realpath(options.exclude).catch(() => resolve(options.exclude!));
+  const excluded = new Set(outReal === undefined ? [] : [outReal, join(outReal, REPORT_DIR)]);
   const several = paths.length > 1;
   const found: { path: string; short: string }[] = [];
   for (const path of paths) {
@@ -41,7 +48,9 @@ export async function expandInputs(paths: readonly string[], options: ExpandOpti
       continue;
     }
     const prefix = several ? `${basename(resolve(path))}/` : '';
-    const inFolder = (await listImages(path, new Set(), excluded))
+    const listed = await listImages(path, new Set(), excluded);
+    const inPlace = outReal !== undefined && isWithin(await realpath(path), outReal);
+    const inFolder = (inPlace ? withoutOutputs(listed) : listed)
       .map((file) => ({ path: file, short: prefix + slashes(relative(path, file)) }))
       .filter((image) => matcher === undefined || matcher.test(image.short));
     if (inFolder.length === 0) {
@@ -82,7 +91,8 @@ export function outputCollisions(images: readonly InputImage[]): Map<InputImage,
  */
 async function listImages(folder: string, listing: ReadonlySet<string>, excluded: ReadonlySet<string>): Promise<string[]> {
   const real = await realpath(folder);
-  if (listing.has(real) || excluded.has(real)) return [];
+  // An input folder is listed even when it is the output folder (listing is empty only for it).
+  if (listing.has(real) || (listing.size > 0 && excluded.has(real))) return [];
   const within = new Set([...listing, real]);
   const entries = await readdir(folder, { withFileTypes: true });
   const files: string[] = [];
@@ -96,6 +106,39 @@ async function listImages(folder: string, listing: ReadonlySet<string>, excluded
     else if ((target === undefined || target.isFile()) && IMAGE_EXTENSIONS.includes(extname(entry.name).toLowerCase())) files.push(full);
   }
   return files;
+}
+
+function isWithin(path: string, folder: string): boolean {
+  return path === folder || path.startsWith(folder.endsWith(sep) ? folder : folder + sep);
+}
+
+/**
+ * The images among `files` that are not a run's outputs written beside
+ * them: `<stem>.<method>.<class>.png` (a CAM map) or `<stem>.<layer>.fmap.png`
+ * (a feature-map grid), where another of the files, in the same folder,
+ * is `<stem>.<ext>`.
+ */
+export function withoutOutputs(files: readonly string[]): string[] {
+  const stems = new Set(files.map(withoutExtension));
+  return files.filter((file) => !isOutputName(file, stems));
+}
+
+function withoutExtension(path: string): string {
+  const extension = extname(path);
+  return extension === '' ? path : path.slice(0, -extension.length);
+}
+
+function isOutputName(file: string, stems: ReadonlySet<string>): boolean {
+  const match = /^(.+)\.(?:\d+|fmap)\.png$/i.exec(file);
+  if (match === null) return false;
+  const named = match[1]!;
+  // `<stem>.<what>`: the stem may hold dots itself, so every split is tried.
+  for (let dot = named.lastIndexOf('.'); dot > 0; dot = named.lastIndexOf('.', dot - 1)) {
+    const stem = named.slice(0, dot);
+    if (stem.includes(sep) && dirname(stem) !== dirname(file)) break;
+    if (stems.has(stem)) return true;
+  }
+  return false;
 }
 
 /** The deepest folder holding every one of the absolute `paths` (a folder input counts as its own parent's child). */

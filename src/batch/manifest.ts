@@ -12,6 +12,10 @@ import type { InputRecord, TaskOptions } from '../tasks/types.js';
 import type { Shard } from './shard.js';
 
 export const MANIFEST_NAME = 'manifest.json';
+/** The report's page (report.ts); named here, free of sharp, so that listing inputs can skip it. */
+export const REPORT_NAME = 'index.html';
+/** Report assets live here, apart from the run's outputs. */
+export const REPORT_DIR = '_report';
 
 export interface Manifest {
   camviz: string;

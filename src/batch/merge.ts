@@ -6,12 +6,13 @@
  * every output a manifest lists must exist. Files are copied through a
  * temporary name and renamed, so an interrupted merge leaves no torn file.
  */
-import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, open, realpath, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { temporaryName } from '../util/atomic-file.js';
 import { CamvizError, UsageError } from '../util/errors.js';
 import type { InputRecord } from '../tasks/types.js';
+import { removeStaleTemporaries } from './lock.js';
 import { type Manifest, MANIFEST_NAME, readManifest, summarise, writeManifest } from './manifest.js';
 import { REPORT_NAME, thumbnailPath, writeReport } from './report.js';
 import type { Shard } from './shard.js';
@@ -56,6 +57,8 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
   const copies = await plannedCopies(shards, outDir);
 
   await mkdir(outDir, { recursive: true });
+  // A merge killed mid-copy leaves temporary files that nothing else would remove.
+  await removeStaleTemporaries(outDir);
   let copied = 0;
   await forEachLimited(copies, COPY_CONCURRENCY, async (copy) => {
     await copyFileAtomic(copy.from, copy.to);
@@ -298,7 +301,7 @@ function isSafeRelative(path: string): boolean {
 /** Copies through a temporary file in the target folder, then renames it into place. */
 async function copyFileAtomic(from: string, to: string): Promise<void> {
   await mkdir(dirname(to), { recursive: true });
-  const temp = join(dirname(to), `.${basename(to)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  const temp = temporaryName(to);
   try {
     await copyFile(from, temp);
     // On disk before the rename, as writeFileAtomic does: a crash must not leave an empty file under the final name.

@@ -38,6 +38,8 @@ export interface RunBackendInfo {
 export interface Executor {
   /** Batches that may be in flight at once. */
   readonly capacity: number;
+  /** Worker threads (1: batches run in this thread). */
+  readonly workers: number;
   process(batch: readonly InputImage[]): Promise<BatchOutcome>;
   /** The run is stopping: batches not yet computing come back empty. */
   cancel(): void;
@@ -49,6 +51,7 @@ export interface Executor {
 /** Runs batches in this thread; two in flight overlap decoding and encoding with model work. */
 export class InProcessExecutor implements Executor {
   readonly capacity = 3;
+  readonly workers = 1;
 
   private constructor(
     readonly context: TaskContext,
@@ -90,17 +93,19 @@ interface PoolWorker {
 /** A pool of worker threads; each takes up to three batches so its own decode/encode overlap its model work. */
 export class WorkerPool implements Executor {
   readonly capacity: number;
+  readonly workers: number;
   private readonly pending = new Map<number, { resolve: (outcome: BatchOutcome) => void; reject: (error: Error) => void; worker: PoolWorker }>();
   private nextId = 0;
 
   private constructor(
-    private readonly workers: PoolWorker[],
+    private readonly threads: PoolWorker[],
     readonly modelInfo: RunModelInfo,
     readonly backendInfo: RunBackendInfo,
   ) {
     // Three batches a worker: one computing while the next decodes and the last encodes.
-    this.capacity = workers.length * 3;
-    for (const entry of workers) {
+    this.capacity = threads.length * 3;
+    this.workers = threads.length;
+    for (const entry of threads) {
       entry.worker.on('message', (message: FromWorker) => this.receive(entry, message));
       entry.worker.on('error', (error) => this.failWorker(entry, error));
       entry.worker.on('exit', (code) => {
@@ -140,7 +145,7 @@ export class WorkerPool implements Executor {
   }
 
   process(batch: readonly InputImage[]): Promise<BatchOutcome> {
-    const alive = this.workers.filter((candidate) => !candidate.exited);
+    const alive = this.threads.filter((candidate) => !candidate.exited);
     // A batch posted to an exited thread would never be answered.
     if (alive.length === 0) return Promise.reject(new Error('every worker thread has stopped'));
     const entry = alive.reduce((best, candidate) => (candidate.inFlight < best.inFlight ? candidate : best));
@@ -153,7 +158,7 @@ export class WorkerPool implements Executor {
   }
 
   cancel(): void {
-    for (const entry of this.workers) if (!entry.exited) entry.worker.postMessage({ type: 'cancel' } satisfies ToWorker);
+    for (const entry of this.threads) if (!entry.exited) entry.worker.postMessage({ type: 'cancel' } satisfies ToWorker);
   }
 
   private receive(entry: PoolWorker, message: FromWorker): void {
@@ -187,7 +192,7 @@ export class WorkerPool implements Executor {
     // Threads already gone (terminated by a second signal, or crashed) send no
     // further 'exit': waiting for one would hang the run before its manifest.
     await Promise.all(
-      this.workers.map(
+      this.threads.map(
         (entry) =>
           new Promise<void>((resolve) => {
             if (entry.exited) {
@@ -202,7 +207,7 @@ export class WorkerPool implements Executor {
   }
 
   async terminate(): Promise<void> {
-    await Promise.all(this.workers.map((entry) => entry.worker.terminate()));
+    await Promise.all(this.threads.map((entry) => entry.worker.terminate()));
   }
 }
 

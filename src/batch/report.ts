@@ -14,11 +14,9 @@ import sharp from '../util/sharp.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import type { CamResultRecord, FmapResultRecord, InputRecord, ResultRecord } from '../tasks/types.js';
 import { VERSION } from '../util/version.js';
-import type { Manifest } from './manifest.js';
+import { type Manifest, REPORT_DIR, REPORT_NAME } from './manifest.js';
 
-export const REPORT_NAME = 'index.html';
-/** Report assets live here, apart from the run's outputs. */
-export const REPORT_DIR = '_report';
+export { REPORT_DIR, REPORT_NAME } from './manifest.js';
 /** Longest side of the input thumbnails, in pixels. */
 export const THUMBNAIL_SIZE = 320;
 /** Thumbnails generated at once (sharp uses its own threads for each). */

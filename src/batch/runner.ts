@@ -9,15 +9,18 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, relative } from 'node:path';
-import { CamvizError } from '../util/errors.js';
+import { CamvizError, describeError } from '../util/errors.js';
+import { WriteError } from '../util/atomic-file.js';
 import { errorRecord } from '../tasks/records.js';
 import type { BatchOutcome, InputImage, InputRecord, TaskOptions } from '../tasks/types.js';
 import type { EventWriter } from '../render/tensorboard.js';
 import { VERSION } from '../util/version.js';
 import { expandInputs, outputCollisions } from './inputs.js';
-import { MANIFEST_NAME, type Manifest, manifestOptions, readManifest, summarise, writeManifest } from './manifest.js';
+import { effectiveJobs, machineLimits, workerFootprint } from './jobs.js';
+import { acquireRunLock, removeStaleTemporaries } from './lock.js';
+import { MANIFEST_NAME, type Manifest, REPORT_NAME, manifestOptions, readManifest, summarise, writeManifest } from './manifest.js';
 import { type Executor, InProcessExecutor, WorkerPool } from './pool.js';
-import { createProgress, formatDuration } from './progress.js';
+import { type Progress, createProgress, formatDuration } from './progress.js';
 import { type Shard, selectShard } from './shard.js';
 
 export interface BatchRunOptions {
@@ -42,9 +45,13 @@ export interface BatchRunResult {
   records: InputRecord[];
   manifestPath?: string;
   interrupted: boolean;
+  /** Worker threads the run used (1: this thread), after --jobs was capped. */
+  jobs: number;
 }
 
-const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
+/** Signals that stop a run cleanly (manifest written), with their exit codes (128 + the signal's number). */
+const SIGNAL_EXIT: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGHUP', 'SIGINT', 'SIGTERM'];
 const MANIFEST_INTERVAL_MS = 10_000;
 
 export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult> {
@@ -55,12 +62,31 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
   // A single image needs no progress line; its errors are still printed.
   const progress = createProgress({ quiet: options.quiet === true || images.length <= 1 });
   const log = (message: string): void => progress.log(`camviz: ${message}`);
-  const previous = options.skipExisting ? await readManifest(options.task.outDir) : undefined;
+  // A run that writes files holds its output folder: two runs there would lose each other's records.
+  const lock = options.manifest ? await acquireRunLock(options.task.outDir, log) : undefined;
+  try {
+    if (lock !== undefined) await removeStaleTemporaries(options.task.outDir);
+    return await runPlanned(options, images, settled, { startedAt, started, progress, log });
+  } finally {
+    await lock?.release();
+  }
+}
+
+interface RunStart {
+  startedAt: Date;
+  started: number;
+  progress: Progress;
+  log: (message: string) => void;
+}
+
+async function runPlanned(options: BatchRunOptions, images: InputImage[], settled: Map<InputImage, InputRecord>, { startedAt, started, progress, log }: RunStart): Promise<BatchRunResult> {
+  const previous = options.skipExisting ? await previousManifest(options.task.outDir, log) : undefined;
   const resumable = previous === undefined ? new Map<InputImage, InputRecord>() : resumableRecords(options.task, previous, images, settled, log);
   for (const [image, record] of resumable) settled.set(image, record);
   let todo = images.filter((image) => !settled.has(image));
   let batches = chunk(todo, options.task.batchSize);
-  const executor = await startExecutor(options.task, Math.min(options.jobs, Math.max(1, batches.length)), todo.length, log, options.failFast === true);
+  const jobs = await workerCount(options, batches.length, log);
+  const executor = await startExecutor(options.task, jobs, todo.length, log, options.failFast === true);
   let executorClosed = false;
   const closeExecutor = async (): Promise<void> => {
     if (executorClosed) return;
@@ -91,8 +117,7 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
       executor.cancel();
       progress.log(`camviz: ${signal}: finishing the images in progress, then writing the manifest (again to stop at once)`);
     };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
 
     const outcomes: (BatchOutcome | undefined)[] = new Array(batches.length);
     const counts = { done: settled.size, errors: [...settled.values()].filter((record) => record.status === 'error').length, total: images.length };
@@ -134,27 +159,26 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
         progress.update(counts);
         if (options.manifest && performance.now() - lastManifest > MANIFEST_INTERVAL_MS) {
           lastManifest = performance.now();
-          await writeManifest(options.task.outDir, currentManifest(false));
+          // A manifest that cannot be written now is reported by the final write, which decides.
+          await writeManifest(options.task.outDir, currentManifest(false)).catch(() => undefined);
         }
         return true;
       });
     } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
       await closeExecutor();
       await tensorboard?.close();
     }
 
     const manifest = currentManifest(true);
-    const manifestPath = options.manifest ? await writeManifest(options.task.outDir, manifest) : undefined;
-    if (options.report && options.manifest) {
-      const { writeReport } = await import('./report.js');
-      await writeReport(options.task.outDir, manifest);
-    }
+    const manifestPath = options.manifest ? await saveManifest(options.task.outDir, manifest, log) : undefined;
+    const reportFailed = options.report === true && manifestPath !== undefined && !(await saveReport(options.task.outDir, manifest, log));
+    const notWritten = options.manifest && manifestPath === undefined ? `${MANIFEST_NAME} not written` : reportFailed ? `${REPORT_NAME} not written` : undefined;
     const stopped = stopSignal ? `stopped by ${stopSignal}` : stoppedEarly ? 'stopped at the first failure (--fail-fast)' : undefined;
-    progress.finish(summaryLine(manifest, images.length, (performance.now() - started) / 1000, manifestPath, stopped));
-    const exitCode = stopSignal !== undefined ? SIGNAL_EXIT[stopSignal] ?? 1 : manifest.summary.error > 0 || manifest.summary.inputs < images.length ? 1 : 0;
-    return { exitCode, records: manifest.records, ...(manifestPath === undefined ? {} : { manifestPath }), interrupted: manifest.interrupted };
+    progress.finish(summaryLine(manifest, images.length, (performance.now() - started) / 1000, manifestPath, [notWritten, stopped]));
+    const failed = manifest.summary.error > 0 || manifest.summary.inputs < images.length || notWritten !== undefined;
+    const exitCode = stopSignal !== undefined ? SIGNAL_EXIT[stopSignal] ?? 1 : failed ? 1 : 0;
+    return { exitCode, records: manifest.records, ...(manifestPath === undefined ? {} : { manifestPath }), interrupted: manifest.interrupted, jobs: executor.workers };
   } catch (error) {
     progress.abort();
     throw error;
@@ -163,13 +187,69 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
   }
 }
 
-/** The run's last line: counts, time, rate, where the manifest is, and why it stopped early. */
-function summaryLine(manifest: Manifest, total: number, seconds: number, manifestPath: string | undefined, stopped: string | undefined): string {
+/** --skip-existing: the earlier run's manifest; a run without one starts over, and says so. */
+async function previousManifest(outDir: string, log: (message: string) => void): Promise<Manifest | undefined> {
+  const previous = await readManifest(outDir);
+  if (previous === undefined) log(`--skip-existing: no ${MANIFEST_NAME} in ${displayPath(outDir)}; processing every input`);
+  return previous;
+}
+
+/**
+ * Writes the manifest; when it cannot be written, says so in one line and
+ * removes the earlier run's manifest, which would otherwise pass for this
+ * run's. Returns its path, or undefined when it was not written.
+ */
+async function saveManifest(outDir: string, manifest: Manifest, log: (message: string) => void): Promise<string | undefined> {
+  try {
+    return await writeManifest(outDir, manifest);
+  } catch (error) {
+    const path = join(outDir, MANIFEST_NAME);
+    const removed = await rm(path).then(
+      () => true,
+      () => false,
+    );
+    const reason = error instanceof WriteError ? error.reason : describeError(error);
+    log(`${MANIFEST_NAME} not written: ${reason}${removed ? `; the earlier ${MANIFEST_NAME} was removed` : ''} (${displayPath(path)})`);
+    return undefined;
+  }
+}
+
+/** Writes index.html; false (and one line) when it cannot be written. */
+async function saveReport(outDir: string, manifest: Manifest, log: (message: string) => void): Promise<boolean> {
+  const { writeReport } = await import('./report.js');
+  try {
+    await writeReport(outDir, manifest);
+    return true;
+  } catch (error) {
+    log(`${REPORT_NAME} not written: ${error instanceof WriteError ? `${error.reason} (${displayPath(error.file ?? outDir)})` : describeError(error)}`);
+    return false;
+  }
+}
+
+/**
+ * The worker threads to start: --jobs, but no more than the batches, the
+ * cores, and the workers free memory holds; a cap is said in one line.
+ */
+async function workerCount(options: BatchRunOptions, batchCount: number, log: (message: string) => void): Promise<number> {
+  const wanted = Math.min(options.jobs, Math.max(1, batchCount));
+  if (wanted <= 1) return 1;
+  const limits = await machineLimits(wanted, options.task.model.model);
+  const decision = effectiveJobs(limits);
+  if (decision.cappedBy === 'cores') log(`--jobs ${options.jobs} capped at ${decision.jobs} (cores)`);
+  if (decision.cappedBy === 'memory') {
+    const mib = (bytes: number): string => `${Math.round(bytes / 2 ** 20)} MiB`;
+    log(`--jobs ${options.jobs} capped at ${decision.jobs} (memory: ${mib(limits.freeBytes)} free, about ${mib(workerFootprint(limits.weightBytes ?? 0))} a worker)`);
+  }
+  return decision.jobs;
+}
+
+/** The run's last line: counts, time, rate, where the manifest is, what was not written and why it stopped early. */
+function summaryLine(manifest: Manifest, total: number, seconds: number, manifestPath: string | undefined, notes: readonly (string | undefined)[]): string {
   const rate = seconds > 0 ? (manifest.summary.inputs / seconds).toFixed(2) : '?';
   return (
     `camviz: ${manifest.summary.inputs} of ${total} images, ${manifest.summary.ok} ok, ${manifest.summary.error} failed, in ${formatDuration(seconds)} (${rate}/s)` +
     (manifestPath ? `; ${displayPath(manifestPath)}` : '') +
-    (stopped ? `; ${stopped}` : '')
+    notes.map((note) => (note === undefined ? '' : `; ${note}`)).join('')
   );
 }
 

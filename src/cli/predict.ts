@@ -1,5 +1,4 @@
 /** `camviz predict`: top classes per image. */
-import { relative } from 'node:path';
 import { PREDICT_DEFAULTS } from '../tasks/defaults.js';
 import type { InputRecord, PredictTaskOptions } from '../tasks/types.js';
 import { type BatchCliOptions, baseTaskOptions, runImageCommand } from './run-command.js';
@@ -20,10 +19,10 @@ export async function runPredict(inputs: string[], options: BatchCliOptions & { 
   });
 }
 
-/** The plain-text listing of one image's predictions. */
+/** The plain-text listing of one image's predictions, under the input's path as the user gave it. */
 export function formatPredictions(record: InputRecord): string {
   const lines = (record.predictions ?? []).map(
     (prediction) => `  ${String(prediction.index).padStart(4)}  ${(prediction.probability * 100).toFixed(2).padStart(6)}%  ${prediction.label ?? ''}`,
   );
-  return `${relative(process.cwd(), record.input) || record.input}\n${lines.join('\n')}`;
+  return `${record.input}\n${lines.join('\n')}`;
 }

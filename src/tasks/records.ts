@@ -1,9 +1,14 @@
 /** Manifest records of failed inputs; free of tfjs and sharp, for a folder run's main thread. */
-import { describeError } from '../util/errors.js';
+import { CamvizError, describeError } from '../util/errors.js';
 import type { InputImage, InputRecord, Timings } from './types.js';
 
-/** The record of an input that failed: its error message and whatever timings it got. */
+/**
+ * The record of an input that failed: its error message and whatever timings
+ * it got. An error that names no file (one camviz did not expect) is given
+ * the input's, so that its line in a folder run's log says which image failed.
+ */
 export function errorRecord(input: InputImage, error: unknown, timings: Timings = {}): InputRecord {
   const stack = process.env['CAMVIZ_VERBOSE'] === '1' && error instanceof Error ? error.stack : undefined;
-  return { input: input.path, relative: input.relative, status: 'error', outputs: [], timings, error: describeError(error), ...(stack === undefined ? {} : { stack }) };
+  const message = error instanceof CamvizError && error.file !== undefined ? error.describe() : `${describeError(error)} (${input.path})`;
+  return { input: input.path, relative: input.relative, status: 'error', outputs: [], timings, error: message, ...(stack === undefined ? {} : { stack }) };
 }

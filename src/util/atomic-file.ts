@@ -6,15 +6,66 @@
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { CamvizError } from './errors.js';
+
+/** What a failed write is reported as: the problem and the file it was writing. */
+export class WriteError extends CamvizError {
+  /** The file-system error's code (`ENOSPC`...), as on the error it replaces, for callers that test it. */
+  readonly code: string | undefined;
+
+  constructor(
+    /** The cause in words, e.g. `no space left on device (ENOSPC)`. */
+    readonly reason: string,
+    file: string,
+    cause: unknown,
+  ) {
+    super(`cannot write: ${reason}`, { file, cause });
+    this.name = 'WriteError';
+    this.code = (cause as NodeJS.ErrnoException | undefined)?.code;
+  }
+}
+
+/** The usual causes of a failed write, in words; the code stays for searching. */
+const REASONS: Record<string, string> = {
+  ENOSPC: 'no space left on device',
+  EDQUOT: 'disk quota exceeded',
+  EROFS: 'read-only file system',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EISDIR: 'a folder is in the way',
+  ENOTDIR: 'a file is in the way of a folder',
+  EIO: 'input/output error',
+  EFBIG: 'file too large',
+};
+
+/** A file-system error as `<words> (<CODE>)`, else its first line. */
+export function ioReason(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== undefined && REASONS[code] !== undefined) return `${REASONS[code]} (${code})`;
+  if (code !== undefined) return code;
+  return (error instanceof Error ? error.message : String(error)).split('\n')[0]!;
+}
+
+/** The temporary name of a file being written: `.<name>.<pid>.<12 hex>.tmp` in the same folder. */
+export function temporaryName(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+}
+
+/** The writing process's id in a temporary name (see temporaryName); undefined for other names. */
+export function temporaryOwner(name: string): number | undefined {
+  const match = /^\..+\.(\d+)\.[0-9a-f]{12}\.tmp$/.exec(name);
+  return match === null ? undefined : Number(match[1]);
+}
 
 /**
  * Writes `data` to `path` through a temporary file in the same folder
  * (`.<name>.<pid>.<random>.tmp`), flushed to disk before it is renamed over
  * `path`, so readers see either the old file or the complete new one. The
- * temporary file is removed on any failure.
+ * temporary file is removed on any failure, which is a WriteError naming
+ * `path` (a full disk must say which file it could not write).
  */
 export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  const temp = temporaryName(path);
   let handle: FileHandle | undefined;
   let created = false;
   try {
@@ -29,6 +80,6 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
     await handle?.close().catch(() => undefined);
     // Only a file this call made: never one that was in the way of 'wx'.
     if (created) await rm(temp, { force: true }).catch(() => undefined);
-    throw error;
+    throw new WriteError(ioReason(error), path, error);
   }
 }

@@ -1,0 +1,192 @@
+/**
+ * One run at a time in an output folder. Two runs writing into the same
+ * --out would each write a manifest of their own records over the other's:
+ * one run's records would be lost without a word. A lock file names the
+ * run holding the folder (PID and host); a lock whose process is gone (a
+ * `kill -9`, a crash) is taken over with a note. The same start-up removes
+ * the temporary files such a dead process left behind.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Dirent } from 'node:fs';
+import { readFile, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { CamvizError } from '../util/errors.js';
+import { temporaryName, temporaryOwner } from '../util/atomic-file.js';
+
+export const LOCK_NAME = '.camviz.lock';
+
+/** What the lock holds, as `<pid>@<host>#<token>`: short, so that a link keeps it in its inode. */
+export interface LockOwner {
+  pid: number;
+  host: string;
+  /** Tells this lock from a later one of a process that got the same PID. */
+  token: string;
+}
+
+export interface RunLock {
+  readonly path: string;
+  /** Removes the lock if it is still this run's. */
+  release(): Promise<void>;
+}
+
+/** Tries to create the lock this many times when stale locks are taken over in between. */
+const ATTEMPTS = 3;
+
+/**
+ * Takes the lock of `outDir` for this process. Throws CamvizError naming the
+ * holder when a live run (or a run on another host, whose life cannot be
+ * checked) holds it; takes over, with a note, a lock whose process is gone.
+ */
+export async function acquireRunLock(outDir: string, note: (message: string) => void): Promise<RunLock> {
+  const path = join(outDir, LOCK_NAME);
+  const owner: LockOwner = { pid: process.pid, host: hostname(), token: randomBytes(4).toString('hex') };
+  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+    if (await createExclusive(path, formatOwner(owner))) return { path, release: () => releaseLock(path, owner) };
+    const text = await readLock(path);
+    if (text === undefined) continue; // released meanwhile: try again
+    const holder = parseOwner(text);
+    if (holder !== undefined && !isStale(holder)) {
+      throw new CamvizError(
+        `another camviz run (PID ${holder.pid} on ${holder.host}) is writing into this folder: wait for it, or use another --out ` +
+          `(if no such run is alive, delete ${LOCK_NAME})`,
+        { file: outDir },
+      );
+    }
+    if (await takeOver(path, text)) {
+      note(holder === undefined ? `removed an unreadable ${LOCK_NAME} (${path})` : `taking over the lock of PID ${holder.pid}, which is no longer running (${path})`);
+    }
+  }
+  throw new CamvizError(`could not take the lock: other runs keep starting in this folder (${LOCK_NAME})`, { file: outDir });
+}
+
+/**
+ * Creates the lock with its whole content or not at all: a symbolic link
+ * whose target is the content (as Emacs locks files), so that no run ever
+ * reads a half-written lock, and so that it can be made on a full disk (a
+ * short link needs no data block), where the run then reports what it
+ * cannot write. Where links need privileges (Windows), an exclusively
+ * created file holds the content.
+ */
+async function createExclusive(path: string, content: string): Promise<boolean> {
+  try {
+    await symlink(content, path);
+    return true;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EINVAL') throw lockError(path, error);
+  }
+  try {
+    await writeFile(path, content, { flag: 'wx' });
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw lockError(path, error);
+  }
+}
+
+function lockError(path: string, error: unknown): CamvizError {
+  return new CamvizError(`cannot create the run lock (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, { file: path, cause: error });
+}
+
+/** The lock's content (a link's target, or a file's text); undefined when there is none. */
+async function readLock(path: string): Promise<string | undefined> {
+  try {
+    return await readlink(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EINVAL') return undefined;
+    return readFile(path, 'utf8').catch(() => undefined);
+  }
+}
+
+/**
+ * Moves a stale lock aside and removes it. If another run replaced it
+ * between our read and the move, that live lock is put back and false
+ * returned (the next attempt then sees it).
+ */
+async function takeOver(path: string, staleText: string): Promise<boolean> {
+  const aside = `${temporaryName(path)}.stale`;
+  try {
+    await rename(path, aside);
+  } catch {
+    return false; // gone already: someone else took it over
+  }
+  const moved = await readLock(aside);
+  // A live lock made between our read and the move goes back (unless yet another run has made one since).
+  if (moved !== staleText) await putBack(aside, path);
+  await rm(aside, { force: true });
+  return moved === staleText;
+}
+
+/** Makes the lock at `path` again with `aside`'s content, unless a lock exists there again. */
+async function putBack(aside: string, path: string): Promise<void> {
+  const content = await readLock(aside);
+  if (content !== undefined) await createExclusive(path, content).catch(() => false);
+}
+
+async function releaseLock(path: string, owner: LockOwner): Promise<void> {
+  const text = await readLock(path);
+  if (text !== undefined && parseOwner(text)?.token === owner.token) await rm(path, { force: true }).catch(() => undefined);
+}
+
+export function formatOwner(owner: LockOwner): string {
+  return `${owner.pid}@${owner.host}#${owner.token}`;
+}
+
+export function parseOwner(text: string): LockOwner | undefined {
+  const match = /^(\d+)@(.*)#([0-9a-f]*)$/.exec(text.trim());
+  return match === null ? undefined : { pid: Number(match[1]), host: match[2]!, token: match[3]! };
+}
+
+/** A lock is stale when its process is gone; on another host that cannot be known, so it is not. */
+function isStale(owner: LockOwner): boolean {
+  return owner.host === hostname() && !isAlive(owner.pid);
+}
+
+/** Whether a process with this PID exists on this host (signal 0 checks without sending). */
+export function isAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists, under another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes temporary files (`.<name>.<pid>.<random>.tmp`) under `outDir`
+ * whose writing process is gone: a killed run leaves them, and nothing else
+ * would ever remove them. Files of live processes are left alone. Returns
+ * how many were removed.
+ */
+export async function removeStaleTemporaries(outDir: string): Promise<number> {
+  let removed = 0;
+  for (const file of await temporaryFiles(outDir)) {
+    if (isAlive(file.pid)) continue;
+    await rm(file.path, { force: true }).catch(() => undefined);
+    removed++;
+  }
+  return removed;
+}
+
+/** Temporary files under `folder` (not following links), with their writers' PIDs. */
+async function temporaryFiles(folder: string): Promise<{ path: string; pid: number }[]> {
+  let entries: Dirent[];
+  try {
+    entries = await readdir(folder, { withFileTypes: true });
+  } catch {
+    return [];
+  }
+  const found: { path: string; pid: number }[] = [];
+  for (const entry of entries) {
+    const path = join(folder, entry.name);
+    // Outputs mirror input paths, which never hold hidden folders (such as .git).
+    if (entry.isDirectory() && !entry.name.startsWith('.')) found.push(...(await temporaryFiles(path)));
+    const pid = entry.isFile() ? temporaryOwner(entry.name) : undefined;
+    if (pid !== undefined) found.push({ path, pid });
+  }
+  return found;
+}
