@@ -5,7 +5,7 @@ import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap
 import { CAM_DEFAULTS } from '../tasks/defaults.js';
 import type { CamResultRecord, CamTaskOptions, InputRecord } from '../tasks/types.js';
 import { type BatchCliOptions, baseTaskOptions, runImageCommand, withDisplayPaths } from './run-command.js';
-import { parseCount } from './common.js';
+import { layerNames, parseCount } from './common.js';
 
 export interface CamCliOptions extends BatchCliOptions {
   method?: string;
@@ -23,8 +23,7 @@ export interface CamCliOptions extends BatchCliOptions {
 
 /** The task the flags ask for; an absent flag takes its value from CAM_DEFAULTS. */
 export function camTaskFromFlags(options: CamCliOptions): CamTaskOptions {
-  // Split on commas later, where the labels are known: a whole ImageNet label holds commas.
-  const classes = (options.class ?? []).map((spec) => spec.trim()).filter((spec) => spec !== '');
+  const classes = classSpecs(options.class);
   if (classes.length > 0 && options.topK !== undefined) throw new UsageError('give --class or --top-k, not both');
   const alpha = options.alpha === undefined ? CAM_DEFAULTS.alpha : Number(options.alpha);
   if (!(alpha >= 0 && alpha <= 1)) throw new UsageError(`--alpha ${options.alpha} must be between 0 and 1`);
@@ -36,7 +35,7 @@ export function camTaskFromFlags(options: CamCliOptions): CamTaskOptions {
     command: 'cam',
     ...baseTaskOptions(options),
     method: canonicalMethod(options.method ?? CAM_DEFAULTS.method),
-    layers: options.layer ?? [],
+    layers: layerNames(options.layer),
     classes: [...new Set(classes)],
     topK: options.topK === undefined ? CAM_DEFAULTS.topK : parseCount(options.topK, '--top-k'),
     score,
@@ -47,6 +46,21 @@ export function camTaskFromFlags(options: CamCliOptions): CamTaskOptions {
     heatmapOnly: options.heatmapOnly === true,
     raw: options.raw === true,
   };
+}
+
+/**
+ * The `--class` values, trimmed. They are split on commas later, where the
+ * labels are known (a whole ImageNet label holds commas: "tabby, tabby cat");
+ * a value of blanks and commas only names no class: a usage error, not the
+ * default (top 1) nor a run that fails every image.
+ */
+function classSpecs(values: readonly string[] | undefined): string[] {
+  return (values ?? []).map((value) => {
+    if (value.split(',').every((part) => part.trim() === '')) {
+      throw new UsageError(`--class '${value}' names no class: give an index or a name, several separated by commas`);
+    }
+    return value.trim();
+  });
 }
 
 export async function runCam(inputs: string[], options: CamCliOptions): Promise<number> {

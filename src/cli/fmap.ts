@@ -5,7 +5,7 @@ import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap
 import { FMAP_DEFAULTS } from '../tasks/defaults.js';
 import type { FmapResultRecord, FmapTaskOptions, InputRecord } from '../tasks/types.js';
 import { type BatchCliOptions, baseTaskOptions, runImageCommand, withDisplayPaths } from './run-command.js';
-import { parseCount } from './common.js';
+import { layerNames, parseCount } from './common.js';
 
 export interface FmapCliOptions extends BatchCliOptions {
   layer?: string[];
@@ -27,7 +27,7 @@ export function fmapTaskFromFlags(options: FmapCliOptions): FmapTaskOptions {
   return {
     command: 'fmap',
     ...baseTaskOptions(options),
-    layers: options.layer ?? [],
+    layers: layerNames(options.layer),
     allConv: options.allConv === true,
     ...(options.maxChannels === undefined ? {} : { maxChannels: parseCount(options.maxChannels, '--max-channels') }),
     ...(options.nrow === undefined ? {} : { nrow: parseCount(options.nrow, '--nrow') }),

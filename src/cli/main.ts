@@ -4,7 +4,7 @@
  * command runs, so `--help` starts fast.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { addBatchOptions, addImageOptions, addModelOptions } from './options.js';
+import { addBatchOptions, addImageOptions, addModelOptions, collectValues } from './options.js';
 import { CAM_DEFAULTS, FMAP_DEFAULTS, PREDICT_DEFAULTS } from '../tasks/defaults.js';
 import { describeError, exitCodeOf } from '../util/errors.js';
 import { VERSION } from '../util/version.js';
@@ -86,9 +86,9 @@ Exit codes: 0 success, 1 a failure (e.g. an unreadable image), 2 a usage error.`
       command.option('--method <name>', `gradcam, gradcampp (gradcam++), xgradcam, hirescam, layercam, cam, scorecam, eigencam, guidedbackprop, guidedgradcam`, CAM_DEFAULTS.method);
     }
     command
-      .option('-c, --class <classes...>', 'class index or name (unique part of a label); several: comma-separated or repeated (default: top 1)')
+      .option('-c, --class <class>', 'class index or name (unique part of a label); several: comma-separated or repeated (default: top 1)', collectValues)
       .option('-k, --top-k <k>', 'explain each image\'s k most probable classes')
-      .option('-l, --layer <layers...>', 'target layer(s); several give per-layer maps normalised and averaged (default: see camviz layers)')
+      .option('-l, --layer <layer>', 'target layer; several (comma-separated or repeated) give per-layer maps normalised and averaged (default: see camviz layers)', collectValues)
       .addOption(new Option('--score <kind>', 'differentiate the pre-softmax score (logit) or the probability').choices(['logit', 'prob']).default(CAM_DEFAULTS.score))
       .option('--aug-smooth', 'average over horizontal flips x input multipliers 0.9, 1, 1.1 (pytorch-grad-cam aug_smooth)')
       .option('--eigen-smooth', 'first principal component of the weighted activations instead of their sum')
@@ -122,7 +122,7 @@ Examples:
     .command('fmap')
     .description('feature maps of layers as grid PNGs (torchvision make_grid, each channel normalised)')
     .argument('<inputs...>', 'image files or folders')
-    .option('-l, --layer <layers...>', 'layer(s) to show')
+    .option('-l, --layer <layer>', 'layer to show; several: comma-separated or repeated', collectValues)
     .option('--all-conv', 'every convolution layer with a spatial output (not 1x1 classifier heads)')
     .option('--max-channels <n>', 'show only the first n channels')
     .option('--nrow <n>', 'tiles per row (default: ceil(sqrt(channels)))')

@@ -6,6 +6,15 @@ import { availableParallelism } from 'node:os';
 import { type Command, Option } from 'commander';
 import { TASK_DEFAULTS } from '../tasks/defaults.js';
 
+/**
+ * The parser of an option that may be repeated: each occurrence adds its
+ * value. (A variadic option, `<values...>`, would also take the inputs that
+ * follow it: `--class 281 cat.jpg` would leave no input.)
+ */
+export function collectValues(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
 /** Options every model-using command takes. */
 export function addModelOptions(command: Command): Command {
   return command
