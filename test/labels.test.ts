@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { CamvizError, UsageError } from '../src/util/errors.js';
-import { imagenetLabels, labelsFromJson, readLabelsFile, resolveClass, shortLabel } from '../src/model/labels.js';
+import { imagenetLabels, labelsFromJson, readLabelsFile, resolveClass, resolveClasses, shortLabel } from '../src/model/labels.js';
 import { asset, skipWithoutSharedAssets } from './helpers/assets.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-labels-test-'));
@@ -127,6 +127,21 @@ describe('resolveClass with the ImageNet labels', () => {
     assert.match(error.message, /--labels/);
     assert.equal(resolveClass('7', undefined, 10), 7);
     usageError(() => resolveClass('10', undefined, 10));
+  });
+});
+
+describe('resolveClasses: one --class value', () => {
+  test('a comma-separated list, a whole label holding commas as one class, blank parts skipped', () => {
+    assert.deepEqual(resolveClasses('243,281', imagenet, 1000), [243, 281]);
+    assert.deepEqual(resolveClasses('tabby, tabby cat', imagenet, 1000), [281]);
+    assert.deepEqual(resolveClasses('281,', imagenet, 1000), [281]);
+  });
+
+  test("blanks and commas only ('', ',', ' , ') name no class: a UsageError, not an empty list", () => {
+    for (const spec of ['', ',', ' , ']) {
+      assert.match(usageError(() => resolveClasses(spec, imagenet, 1000)).message, /names no class/);
+      assert.match(usageError(() => resolveClasses(spec, undefined, 5)).message, /names no class/);
+    }
   });
 });
 

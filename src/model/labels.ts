@@ -142,11 +142,14 @@ function wholeWordPattern(wanted: string): RegExp {
 
 /**
  * The classes one `--class` spec names: a whole label as one class (ImageNet's
- * hold commas: "tabby, tabby cat"), else its comma-separated parts each.
+ * hold commas: "tabby, tabby cat"), else its comma-separated parts each
+ * (blank parts skipped; a spec of blanks and commas only is a usage error).
  */
 export function resolveClasses(spec: string, labels: readonly string[] | undefined, classCount: number): number[] {
   const wanted = normalise(spec);
   const parts = labels?.some((label) => normalise(label) === wanted) ? [spec] : spec.split(',').filter((part) => part.trim() !== '');
+  // Blanks and commas only would explain no class at all: refused, not skipped.
+  if (parts.length === 0) throw new UsageError(`class '${spec}' names no class: give an index or a name, several separated by commas`);
   return parts.map((part) => resolveClass(part, labels, classCount));
 }
 
