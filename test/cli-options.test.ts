@@ -27,8 +27,10 @@ function camviz(...args: string[]): Promise<CliRun> {
   return runCli(args, { cwd: workDir, env: cliEnv(join(workDir, 'cache')), timeoutMs: 120_000 });
 }
 
-/** The shapes model on the wasm backend in this thread: appended after the caller's arguments. */
-const onShapes = ['--model', 'shapes', '--backend', 'wasm', '-j', '1'];
+/** The shapes model on the wasm backend: appended after the caller's arguments. */
+const shapesModel = ['--model', 'shapes', '--backend', 'wasm'];
+/** The same, in this thread (one worker), for runs that process images. */
+const onShapes = [...shapesModel, '-j', '1'];
 
 let outCount = 0;
 function freshOut(): string {
@@ -92,5 +94,46 @@ describe('empty lists are usage errors, before any image', () => {
   test('a comma-separated list with a blank part keeps the classes it names', async () => {
     const records = parseJson<CamRecord[]>(await camviz('gradcam', circleStar, '--class', '3,', '--json', '-q', '--out', freshOut(), ...onShapes));
     assert.deepEqual(records.map((record) => record.class.index), [3]);
+  });
+});
+
+describe('numeric options out of range: a usage error stating the limit, before any image', () => {
+  // [command and its arguments, the message]: each used to fail inside the
+  // model or libvips (exit 1, an internal message), or to be taken silently.
+  const cases: [string[], RegExp][] = [
+    [['predict', circleStar, '--size', '4'], /^camviz: --size '4' must be 8 to 4096 pixels a side$/], // wasm: memory access out of bounds
+    [['gradcam', circleStar, '--size', '1'], /^camviz: --size '1' must be 8 to 4096 pixels a side$/],
+    [['gradcam', circleStar, '--size', '100000'], /^camviz: --size '100000' must be 8 to 4096 pixels a side$/], // libvips: out of memory
+    [['fmap', circleStar, '--layer', 'conv1_relu', '--size', '64x5000'], /--size '64x5000' must be 8 to 4096 pixels a side$/],
+    [['layers', '--size', '2'], /--size '2' must be 8 to 4096 pixels a side$/],
+    [['fmap', circleStar, '--layer', 'conv1_relu', '--tile-size', '100000'], /^camviz: --tile-size '100000' must be a whole number from 1 to 256$/], // Invalid typed array length
+    [['fmap', circleStar, '--layer', 'conv1_relu', '--padding', '100000'], /^camviz: --padding '100000' must be a whole number from 0 to 32$/],
+    [['gradcam', circleStar, '--batch-size', '100000'], /^camviz: --batch-size '100000' must be a whole number from 1 to 64$/],
+    [['predict', circleStar, '--batch-size', '0'], /--batch-size '0' must be a whole number from 1 to 64$/],
+    // Number('') is 0: an empty --max-pixels meant "no limit", an empty --alpha a map-less blend.
+    [['predict', circleStar, '--max-pixels', ''], /^camviz: --max-pixels '' must be a whole number of at least 0$/],
+    [['gradcam', circleStar, '--alpha', ''], /^camviz: --alpha '' must be a number from 0 to 1$/],
+    [['gradcam', circleStar, '--alpha', '0x1'], /--alpha '0x1' must be a number from 0 to 1$/],
+    [['gradcam', circleStar, '--alpha', '1.5'], /--alpha '1.5' must be a number from 0 to 1$/],
+    [['predict', circleStar, '--top', '2.5'], /--top '2.5' must be a whole number of at least 1$/],
+    [['gradcam', circleStar, '--top-k', '0'], /--top-k '0' must be a whole number of at least 1$/],
+    [['gradcam', circleStar, '--jobs', '-1'], /--jobs '-1' must be a whole number of at least 1$/],
+    [['gradcam', circleStar, '--jobs', '1.5'], /--jobs '1.5' must be a whole number of at least 1$/],
+    [['fmap', circleStar, '--layer', 'conv1_relu', '--tensorboard', join(workDir, 'tb'), '--step', '1e3'], /--step '1e3' must be a whole number of at least 0$/],
+  ];
+  for (const [args, message] of cases) {
+    test(`${args[0]} ${args.slice(2).join(' ')}`, async () => {
+      const out = freshOut();
+      // Refused before any worker starts: no -j here, which some cases set themselves (and layers has not).
+      assertUsageError(await camviz(...args, ...(args[0] === 'layers' ? [] : ['--out', out]), ...shapesModel), message);
+      assert.deepEqual(await listFiles(out, { missingAsEmpty: true }), []);
+    });
+  }
+
+  test('the limits are workable: --size 8, --tile-size 256, --padding 32, --batch-size 64, --alpha .25', async () => {
+    const cam = parseJson<CamRecord[]>(await camviz('gradcam', circleStar, '--size', '8', '--batch-size', '64', '--alpha', '.25', '--json', '-q', '--out', freshOut(), ...onShapes));
+    assert.equal(cam.length, 1);
+    const fmap = parseJson<FmapRecord[]>(await camviz('fmap', circleStar, '--layer', 'conv4_relu', '--tile-size', '256', '--padding', '32', '--json', '-q', '--out', freshOut(), ...onShapes));
+    assert.equal(fmap.length, 1);
   });
 });

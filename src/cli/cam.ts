@@ -5,7 +5,7 @@ import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap
 import { CAM_DEFAULTS } from '../tasks/defaults.js';
 import type { CamResultRecord, CamTaskOptions, InputRecord } from '../tasks/types.js';
 import { type BatchCliOptions, baseTaskOptions, runImageCommand, withDisplayPaths } from './run-command.js';
-import { layerNames, parseCount } from './common.js';
+import { checkImageCommandOptions, layerNames, parseCount } from './common.js';
 
 export interface CamCliOptions extends BatchCliOptions {
   method?: string;
@@ -23,10 +23,10 @@ export interface CamCliOptions extends BatchCliOptions {
 
 /** The task the flags ask for; an absent flag takes its value from CAM_DEFAULTS. */
 export function camTaskFromFlags(options: CamCliOptions): CamTaskOptions {
+  checkImageCommandOptions(options);
   const classes = classSpecs(options.class);
   if (classes.length > 0 && options.topK !== undefined) throw new UsageError('give --class or --top-k, not both');
-  const alpha = options.alpha === undefined ? CAM_DEFAULTS.alpha : Number(options.alpha);
-  if (!(alpha >= 0 && alpha <= 1)) throw new UsageError(`--alpha ${options.alpha} must be between 0 and 1`);
+  const alpha = options.alpha === undefined ? CAM_DEFAULTS.alpha : parseAlpha(options.alpha);
   const colormap = options.colormap ?? CAM_DEFAULTS.colormap;
   if (!isColormapName(colormap)) throw new UsageError(`unknown colormap '${colormap}': choose one of ${COLORMAPS.join(', ')}`);
   const score = options.score ?? CAM_DEFAULTS.score;
@@ -46,6 +46,14 @@ export function camTaskFromFlags(options: CamCliOptions): CamTaskOptions {
     heatmapOnly: options.heatmapOnly === true,
     raw: options.raw === true,
   };
+}
+
+/** A decimal fraction from 0 to 1 (Number() would read '' as 0 and '0x1' as 1). */
+function parseAlpha(value: string): number {
+  const text = value.trim();
+  const alpha = /^(\d+\.?\d*|\.\d+)$/.test(text) ? Number(text) : Number.NaN;
+  if (!(alpha >= 0 && alpha <= 1)) throw new UsageError(`--alpha '${value}' must be a number from 0 to 1`);
+  return alpha;
 }
 
 /**

@@ -1,7 +1,9 @@
 /**
  * Small helpers the commands share.
  */
+import { parseSize } from '../model/metadata.js';
 import { UsageError } from '../util/errors.js';
+import { OPTION_LIMITS } from './options.js';
 
 /** The model options of every model-using command (as commander gives them). */
 export interface ModelOptions {
@@ -12,13 +14,42 @@ export interface ModelOptions {
   size?: string;
 }
 
-/** A non-negative integer option, or a usage error. */
-export function parseCount(value: string, flag: string, minimum = 1): number {
-  const number = Number(value);
-  if (!Number.isInteger(number) || number < minimum) {
-    throw new UsageError(`${flag} '${value}' must be an integer of at least ${minimum}`);
+/**
+ * A whole-number option within [minimum, maximum], or a usage error stating
+ * the range. Decimal digits only: Number() would read '' as 0 (for
+ * --max-pixels: no limit), '0x10' as 16 and '1e3' as 1000.
+ */
+export function parseCount(value: string, flag: string, minimum = 1, maximum = Number.MAX_SAFE_INTEGER): number {
+  const text = value.trim();
+  const number = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(number) || number < minimum || number > maximum) {
+    const range = maximum === Number.MAX_SAFE_INTEGER ? `of at least ${minimum}` : `from ${minimum} to ${maximum}`;
+    throw new UsageError(`${flag} '${value}' must be a whole number ${range}`);
   }
   return number;
+}
+
+/**
+ * Checks what an image command's options ask for against OPTION_LIMITS,
+ * before any work: the model options, and --batch-size's maximum.
+ */
+export function checkImageCommandOptions(options: ModelOptions & { batchSize?: string }): void {
+  checkModelOptions(options);
+  if (options.batchSize !== undefined) parseCount(options.batchSize, '--batch-size', 1, OPTION_LIMITS.batchSize.max);
+}
+
+/**
+ * Checks the model options' values before any work: `--size` within
+ * OPTION_LIMITS.size a side (the model may need more: its own error then
+ * names the layer). The value itself is parsed again where the model loads.
+ */
+export function checkModelOptions(options: ModelOptions): void {
+  if (options.size === undefined) return;
+  const { width, height } = parseSize(options.size);
+  const { min, max } = OPTION_LIMITS.size;
+  if (Math.min(width, height) < min || Math.max(width, height) > max) {
+    throw new UsageError(`--size '${options.size}' must be ${min} to ${max} pixels a side`);
+  }
 }
 
 /**

@@ -5,7 +5,8 @@ import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap
 import { FMAP_DEFAULTS } from '../tasks/defaults.js';
 import type { FmapResultRecord, FmapTaskOptions, InputRecord } from '../tasks/types.js';
 import { type BatchCliOptions, baseTaskOptions, runImageCommand, withDisplayPaths } from './run-command.js';
-import { layerNames, parseCount } from './common.js';
+import { checkImageCommandOptions, layerNames, parseCount } from './common.js';
+import { OPTION_LIMITS } from './options.js';
 
 export interface FmapCliOptions extends BatchCliOptions {
   layer?: string[];
@@ -22,6 +23,7 @@ export interface FmapCliOptions extends BatchCliOptions {
 
 /** The task the flags ask for; an absent flag takes its value from FMAP_DEFAULTS. */
 export function fmapTaskFromFlags(options: FmapCliOptions): FmapTaskOptions {
+  checkImageCommandOptions(options);
   const colormap = options.colormap ?? FMAP_DEFAULTS.colormap;
   if (!isColormapName(colormap)) throw new UsageError(`unknown colormap '${colormap}': choose one of ${COLORMAPS.join(', ')}`);
   return {
@@ -31,8 +33,8 @@ export function fmapTaskFromFlags(options: FmapCliOptions): FmapTaskOptions {
     allConv: options.allConv === true,
     ...(options.maxChannels === undefined ? {} : { maxChannels: parseCount(options.maxChannels, '--max-channels') }),
     ...(options.nrow === undefined ? {} : { nrow: parseCount(options.nrow, '--nrow') }),
-    padding: options.padding === undefined ? FMAP_DEFAULTS.padding : parseCount(options.padding, '--padding', 0),
-    tileSize: options.tileSize === undefined ? FMAP_DEFAULTS.tileSize : parseCount(options.tileSize, '--tile-size'),
+    padding: options.padding === undefined ? FMAP_DEFAULTS.padding : parseCount(options.padding, '--padding', 0, OPTION_LIMITS.padding.max),
+    tileSize: options.tileSize === undefined ? FMAP_DEFAULTS.tileSize : parseCount(options.tileSize, '--tile-size', 1, OPTION_LIMITS.tileSize.max),
     colormap: colormap as ColormapName,
     raw: options.raw === true,
     tensorboard: options.tensorboard !== undefined,

@@ -4,7 +4,7 @@
  * command runs, so `--help` starts fast.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { addBatchOptions, addImageOptions, addModelOptions, collectValues } from './options.js';
+import { OPTION_LIMITS, addBatchOptions, addImageOptions, addModelOptions, collectValues } from './options.js';
 import { CAM_DEFAULTS, FMAP_DEFAULTS, PREDICT_DEFAULTS } from '../tasks/defaults.js';
 import { describeError, exitCodeOf } from '../util/errors.js';
 import { VERSION } from '../util/version.js';
@@ -126,8 +126,8 @@ Examples:
     .option('--all-conv', 'every convolution layer with a spatial output (not 1x1 classifier heads)')
     .option('--max-channels <n>', 'show only the first n channels')
     .option('--nrow <n>', 'tiles per row (default: ceil(sqrt(channels)))')
-    .option('--padding <px>', 'pixels between tiles', String(FMAP_DEFAULTS.padding))
-    .option('--tile-size <px>', 'enlarge small maps (nearest) until tiles are at least this big', String(FMAP_DEFAULTS.tileSize))
+    .option('--padding <px>', `pixels between tiles (at most ${OPTION_LIMITS.padding.max})`, String(FMAP_DEFAULTS.padding))
+    .option('--tile-size <px>', `enlarge small maps (nearest) until tiles are at least this big (at most ${OPTION_LIMITS.tileSize.max})`, String(FMAP_DEFAULTS.tileSize))
     .addOption(new Option('--colormap <name>', 'tile colours').choices(['gray', 'viridis', 'inferno', 'magma', 'plasma', 'cividis', 'turbo', 'jet']).default(FMAP_DEFAULTS.colormap))
     .option('--raw', 'also write the activation as float32 .npy [H, W, C]')
     .option('--tensorboard <logdir>', 'also write the grids to a TensorBoard event file (tag "feature map in <layer>")')
