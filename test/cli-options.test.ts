@@ -137,3 +137,27 @@ describe('numeric options out of range: a usage error stating the limit, before 
     assert.equal(fmap.length, 1);
   });
 });
+
+describe('what a run says it wrote (stdout, without --json)', () => {
+  test('a single image: one "wrote <path>" line per file, the path as --out was given', async () => {
+    const cam = await camviz('gradcam', circleStar, '--class', '3', '--raw', '--out', 'single', ...onShapes);
+    assert.equal(cam.code, 0, cam.stderr);
+    assert.equal(cam.stdout, 'wrote single/circle-star.gradcam.3.png\nwrote single/circle-star.gradcam.3.npy\n');
+    assert.deepEqual(await listFiles(join(workDir, 'single')), ['circle-star.gradcam.3.npy', 'circle-star.gradcam.3.png', 'manifest.json']);
+    const fmap = await camviz('fmap', circleStar, '--layer', 'conv1_relu', ...onShapes);
+    assert.equal(fmap.code, 0, fmap.stderr);
+    assert.equal(fmap.stdout, 'wrote camviz-out/circle-star.conv1_relu.fmap.png\nwrote camviz-out/circle-star.conv1_relu.fmap.json\n');
+  });
+
+  test('a folder: only the summary line (stderr), unless --verbose lists every file', async () => {
+    const quiet = await camviz('gradcam', shapes, '--out', 'folder', '--class', '3', ...onShapes);
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.equal(quiet.stdout, '');
+    assert.match(quiet.stderr, /camviz: 8 of 8 images, 8 ok, 0 failed/);
+    const verbose = await camviz('--verbose', 'gradcam', shapes, '--out', 'folder-verbose', '--class', '3', ...onShapes);
+    assert.equal(verbose.code, 0, verbose.stderr);
+    const pngs = (await listFiles(join(workDir, 'folder-verbose'))).filter((name) => name.endsWith('.png'));
+    assert.equal(pngs.length, 8);
+    assert.deepEqual(verbose.stdout.trimEnd().split('\n').sort(), pngs.map((name) => `wrote folder-verbose/${name}`));
+  });
+});

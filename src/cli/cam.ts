@@ -5,7 +5,7 @@ import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap
 import { CAM_DEFAULTS } from '../tasks/defaults.js';
 import type { CamResultRecord, CamTaskOptions, InputRecord } from '../tasks/types.js';
 import { type BatchCliOptions, baseTaskOptions, runImageCommand, withDisplayPaths } from './run-command.js';
-import { checkImageCommandOptions, layerNames, parseCount } from './common.js';
+import { checkImageCommandOptions, layerNames, parseCount, printWrittenFiles } from './common.js';
 
 export interface CamCliOptions extends BatchCliOptions {
   method?: string;
@@ -74,6 +74,7 @@ function classSpecs(values: readonly string[] | undefined): string[] {
 export async function runCam(inputs: string[], options: CamCliOptions): Promise<number> {
   return runImageCommand(inputs, options, camTaskFromFlags(options), {
     writesFiles: true,
+    printText: (records: InputRecord[]) => printWrittenFiles(records, options.out),
     printJson: (records: InputRecord[]) => records.flatMap((record) => (record.results ?? []).map((result) => withDisplayPaths(result as CamResultRecord, options.out))),
   });
 }

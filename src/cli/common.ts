@@ -1,7 +1,9 @@
 /**
  * Small helpers the commands share.
  */
+import { join } from 'node:path';
 import { parseSize } from '../model/metadata.js';
+import type { InputRecord } from '../tasks/types.js';
 import { UsageError } from '../util/errors.js';
 import { OPTION_LIMITS } from './options.js';
 
@@ -63,6 +65,20 @@ export function layerNames(values: readonly string[] | undefined): string[] {
     if (names.length === 0) throw new UsageError(`--layer '${value}' names no layer: give a name (camviz layers lists them), several separated by commas`);
     return names;
   });
+}
+
+/**
+ * Without --json, the files a run wrote, one `wrote <path>` line each, under
+ * --out as given: for a single image, whose run has no summary line, and
+ * with --verbose for every image (a folder run's summary says where the
+ * manifest is). Outputs --skip-existing kept are `kept`.
+ */
+export function printWrittenFiles(records: readonly InputRecord[], out: string | undefined): void {
+  if (records.length !== 1 && process.env['CAMVIZ_VERBOSE'] !== '1') return;
+  const lines = records
+    .filter((record) => record.status === 'ok')
+    .flatMap((record) => record.outputs.map((path) => `${record.resumed ? 'kept' : 'wrote'} ${join(out ?? 'camviz-out', path)}\n`));
+  process.stdout.write(lines.join(''));
 }
 
 export function printJson(value: unknown): void {

@@ -5,7 +5,7 @@ import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap
 import { FMAP_DEFAULTS } from '../tasks/defaults.js';
 import type { FmapResultRecord, FmapTaskOptions, InputRecord } from '../tasks/types.js';
 import { type BatchCliOptions, baseTaskOptions, runImageCommand, withDisplayPaths } from './run-command.js';
-import { checkImageCommandOptions, layerNames, parseCount } from './common.js';
+import { checkImageCommandOptions, layerNames, parseCount, printWrittenFiles } from './common.js';
 import { OPTION_LIMITS } from './options.js';
 
 export interface FmapCliOptions extends BatchCliOptions {
@@ -44,6 +44,7 @@ export function fmapTaskFromFlags(options: FmapCliOptions): FmapTaskOptions {
 export async function runFmap(inputs: string[], options: FmapCliOptions): Promise<number> {
   return runImageCommand(inputs, options, fmapTaskFromFlags(options), {
     writesFiles: true,
+    printText: (records: InputRecord[]) => printWrittenFiles(records, options.out),
     ...(options.tensorboard === undefined
       ? {}
       : { tensorboard: { logdir: resolve(options.tensorboard), step: parseCount(options.step ?? '0', '--step', 0) } }),
