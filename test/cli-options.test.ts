@@ -161,3 +161,35 @@ describe('what a run says it wrote (stdout, without --json)', () => {
     assert.deepEqual(verbose.stdout.trimEnd().split('\n').sort(), pngs.map((name) => `wrote folder-verbose/${name}`));
   });
 });
+
+describe('the same spelling everywhere', () => {
+  test('predict takes --top-k as --top, and cam takes --top as --top-k', async () => {
+    for (const flag of ['--top', '--top-k', '-k']) {
+      const predicted = parseJson<{ predictions: unknown[] }[]>(await camviz('predict', flag, '2', circleStar, '--json', '-q', ...onShapes));
+      assert.equal(predicted[0]!.predictions.length, 2, `predict ${flag}`);
+      const explained = parseJson<CamRecord[]>(await camviz('cam', flag, '2', circleStar, '--json', '-q', '--out', freshOut(), ...onShapes));
+      assert.equal(explained.length, 2, `cam ${flag}`);
+    }
+  });
+
+  test('--help documents one spelling and names the other', async () => {
+    // Help text wraps: compared with its white space collapsed.
+    const predict = (await camviz('predict', '--help')).stdout.replace(/\s+/g, ' ');
+    assert.match(predict, /-k, --top <k> [^-]*\(also --top-k\)/);
+    const cam = (await camviz('gradcam', '--help')).stdout.replace(/\s+/g, ' ');
+    assert.match(cam, /-k, --top-k <k> [^-]*\(also --top\)/);
+  });
+});
+
+describe('--help', () => {
+  test('lists the exit codes, the signals ones included', async () => {
+    for (const args of [['--help'], ['gradcam', '--help'], ['cam', '--help'], ['fmap', '--help'], ['predict', '--help']]) {
+      const run = await camviz(...args);
+      assert.equal(run.code, 0);
+      const help = run.stdout.replace(/\s+/g, ' ');
+      for (const code of [/\b0 success/, /\b1 a failure/, /\b2 a usage error/, /\b130 .*SIGINT/, /\b143 .*SIGTERM/, /\b129 .*SIGHUP/]) {
+        assert.match(help, code, `${args.join(' ')}: ${code}`);
+      }
+    }
+  });
+});

@@ -44,6 +44,18 @@ export function collectValues(value: string, previous: string[] | undefined): st
   return [...(previous ?? []), value];
 }
 
+/**
+ * A second spelling of an option, hidden from --help (whose text for the
+ * option names it): `flags` sets `attribute` as the option itself would, the
+ * last of the two on the command line winning.
+ */
+export function addOptionAlias(command: Command, flags: string, attribute: string): Command {
+  const alias = new Option(flags).hideHelp();
+  command.addOption(alias);
+  command.on(`option:${alias.name()}`, (value: string) => command.setOptionValueWithSource(attribute, value, 'cli'));
+  return command;
+}
+
 /** Options every model-using command takes. */
 export function addModelOptions(command: Command): Command {
   return command
