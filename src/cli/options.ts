@@ -27,9 +27,10 @@ export const OPTION_LIMITS = {
    */
   batchSize: { max: 64 },
   /**
-   * fmap --tile-size and --padding: with MobileNet's widest layer (1024
-   * channels, 32 x 32 tiles) the grid stays under 90 megapixels, below the
-   * 100-megapixel input cap (--max-pixels' default).
+   * fmap --tile-size and --padding: at both maxima the largest grid of
+   * MobileNet v1 1.0 (7x7x1024: 32 x 32 tiles of 259 pixels) is 87
+   * megapixels, below the 100-megapixel input cap (--max-pixels' default).
+   * Wider layers can exceed it: --max-channels bounds those.
    */
   tileSize: { max: 256 },
   padding: { max: 32 },
