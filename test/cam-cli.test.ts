@@ -20,6 +20,7 @@ import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { colormapLut } from '../src/render/colormap.js';
 import { imagePath, mobilenetDir, repoRoot, skipWithoutSharedAssets } from './helpers/assets.js';
 import { type CliRun, runCli } from './helpers/cli.js';
+import { assertUsageError } from './helpers/usage-error.js';
 import { maxAbsDifference, upsample } from './helpers/numeric.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-cam-cli-'));
@@ -87,16 +88,6 @@ function upsampledNormalised(map: ArrayLike<number>, width: number, height: numb
     max = Math.max(max, value);
   }
   return out.map((value) => (value - min) / (max - min));
-}
-
-/** Exactly one line on stderr, prefixed `camviz:`, nothing on stdout, exit 2. */
-function assertUsageError(run: CliRun, pattern: RegExp): void {
-  assert.equal(run.code, 2, `exit ${run.code}; stderr: ${run.stderr}`);
-  assert.equal(run.stdout, '');
-  const lines = run.stderr.trimEnd().split('\n');
-  assert.equal(lines.length, 1, `one line on stderr, got:\n${run.stderr}`);
-  assert.match(lines[0]!, /^camviz: /);
-  assert.match(lines[0]!, pattern);
 }
 
 describe('camviz gradcam / cam on both.png (shared assets, wasm)', { skip: skipWithoutSharedAssets }, () => {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { CamvizError, UsageError } from '../src/util/errors.js';
-import { imagenetLabels, labelsFromJson, readLabelsFile, resolveClass, shortLabel } from '../src/model/labels.js';
+import { imagenetLabels, labelsFromJson, readLabelsFile, resolveClass, resolveClasses, shortLabel } from '../src/model/labels.js';
 import { asset, skipWithoutSharedAssets } from './helpers/assets.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-labels-test-'));
@@ -75,13 +75,34 @@ describe('resolveClass with the ImageNet labels', () => {
     assert.match(error.message, /0-999/);
   });
 
-  test("'cat' is ambiguous: a UsageError listing the candidates", () => {
+  test("'cat' is ambiguous: the labels with the word cat are listed first, then prefixes and substrings", () => {
     const error = usageError(() => resolveClass('cat', imagenet, 1000));
-    assert.match(error.message, /ambiguous/);
-    // No label has the synonym "cat"; these have a synonym starting with it.
-    for (const index of [286, 287, 387, 484]) {
-      assert.ok(error.message.includes(`${index} "${imagenet[index]}"`), `${index} listed: ${error.message}`);
-    }
+    assert.match(error.message, /^class 'cat' is ambiguous: /);
+    const listed = [...error.message.matchAll(/(\d+) "/g)].map((match) => Number(match[1]));
+    // Every label holding the word "cat" (no label has the synonym "cat" itself), in index order:
+    // tabby cat, tiger cat, Persian cat, Siamese cat, Egyptian cat, Madagascar cat, bear cat (red panda).
+    const wholeWord = [281, 282, 283, 284, 285, 383, 387];
+    assert.deepEqual(listed.slice(0, wholeWord.length), wholeWord, error.message);
+    // Then the synonyms starting with "cat" (catamount, catamaran, ...), the first of them shown.
+    assert.equal(listed[wholeWord.length], 286, error.message);
+    for (const index of wholeWord) assert.ok(error.message.includes(`${index} "${imagenet[index]}"`));
+    // The rest (prefixes and substrings: lynx, catamaran, oscilloscope, polecat, ...) are counted.
+    assert.match(error.message, /, and \d+ more$/);
+  });
+
+  test("'bus' is the school bus: the one label with the word, before the synonyms starting with it (busby, bustard)", () => {
+    assert.equal(resolveClass('bus', imagenet, 1000), 779);
+    assert.equal(imagenet[779], 'school bus');
+  });
+
+  test('a unique whole-word match wins over a unique prefix; several whole-word matches stay ambiguous', () => {
+    const labels = ['catamaran', 'tabby cat', 'polecat'];
+    assert.equal(resolveClass('cat', labels, labels.length), 1);
+    const twoCats = ['catamaran', 'tabby cat', 'tiger cat'];
+    assert.match(usageError(() => resolveClass('cat', twoCats, twoCats.length)).message, /^class 'cat' is ambiguous: 1 "tabby cat", 2 "tiger cat", 0 "catamaran"$/);
+    // An exact synonym still comes first, and a prefix still resolves when no label has the word.
+    assert.equal(resolveClass('cat', [...labels, 'house cat, cat'], 4), 3);
+    assert.equal(resolveClass('catam', labels, labels.length), 0);
   });
 
   test("'elephant' is ambiguous between the elephants only", () => {
@@ -106,6 +127,21 @@ describe('resolveClass with the ImageNet labels', () => {
     assert.match(error.message, /--labels/);
     assert.equal(resolveClass('7', undefined, 10), 7);
     usageError(() => resolveClass('10', undefined, 10));
+  });
+});
+
+describe('resolveClasses: one --class value', () => {
+  test('a comma-separated list, a whole label holding commas as one class, blank parts skipped', () => {
+    assert.deepEqual(resolveClasses('243,281', imagenet, 1000), [243, 281]);
+    assert.deepEqual(resolveClasses('tabby, tabby cat', imagenet, 1000), [281]);
+    assert.deepEqual(resolveClasses('281,', imagenet, 1000), [281]);
+  });
+
+  test("blanks and commas only ('', ',', ' , ') name no class: a UsageError, not an empty list", () => {
+    for (const spec of ['', ',', ' , ']) {
+      assert.match(usageError(() => resolveClasses(spec, imagenet, 1000)).message, /names no class/);
+      assert.match(usageError(() => resolveClasses(spec, undefined, 5)).message, /names no class/);
+    }
   });
 });
 

@@ -5,7 +5,8 @@ import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap
 import { FMAP_DEFAULTS } from '../tasks/defaults.js';
 import type { FmapResultRecord, FmapTaskOptions, InputRecord } from '../tasks/types.js';
 import { type BatchCliOptions, baseTaskOptions, runImageCommand, withDisplayPaths } from './run-command.js';
-import { parseCount } from './common.js';
+import { checkImageCommandOptions, layerNames, parseCount, printWrittenFiles } from './common.js';
+import { OPTION_LIMITS } from './options.js';
 
 export interface FmapCliOptions extends BatchCliOptions {
   layer?: string[];
@@ -22,17 +23,18 @@ export interface FmapCliOptions extends BatchCliOptions {
 
 /** The task the flags ask for; an absent flag takes its value from FMAP_DEFAULTS. */
 export function fmapTaskFromFlags(options: FmapCliOptions): FmapTaskOptions {
+  checkImageCommandOptions(options);
   const colormap = options.colormap ?? FMAP_DEFAULTS.colormap;
   if (!isColormapName(colormap)) throw new UsageError(`unknown colormap '${colormap}': choose one of ${COLORMAPS.join(', ')}`);
   return {
     command: 'fmap',
     ...baseTaskOptions(options),
-    layers: options.layer ?? [],
+    layers: layerNames(options.layer),
     allConv: options.allConv === true,
     ...(options.maxChannels === undefined ? {} : { maxChannels: parseCount(options.maxChannels, '--max-channels') }),
     ...(options.nrow === undefined ? {} : { nrow: parseCount(options.nrow, '--nrow') }),
-    padding: options.padding === undefined ? FMAP_DEFAULTS.padding : parseCount(options.padding, '--padding', 0),
-    tileSize: options.tileSize === undefined ? FMAP_DEFAULTS.tileSize : parseCount(options.tileSize, '--tile-size'),
+    padding: options.padding === undefined ? FMAP_DEFAULTS.padding : parseCount(options.padding, '--padding', 0, OPTION_LIMITS.padding.max),
+    tileSize: options.tileSize === undefined ? FMAP_DEFAULTS.tileSize : parseCount(options.tileSize, '--tile-size', 1, OPTION_LIMITS.tileSize.max),
     colormap: colormap as ColormapName,
     raw: options.raw === true,
     tensorboard: options.tensorboard !== undefined,
@@ -42,6 +44,7 @@ export function fmapTaskFromFlags(options: FmapCliOptions): FmapTaskOptions {
 export async function runFmap(inputs: string[], options: FmapCliOptions): Promise<number> {
   return runImageCommand(inputs, options, fmapTaskFromFlags(options), {
     writesFiles: true,
+    printText: (records: InputRecord[]) => printWrittenFiles(records, options.out),
     ...(options.tensorboard === undefined
       ? {}
       : { tensorboard: { logdir: resolve(options.tensorboard), step: parseCount(options.step ?? '0', '--step', 0) } }),

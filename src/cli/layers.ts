@@ -2,10 +2,11 @@
 import { describeLayers } from '../executor/layers.js';
 import { releaseBackend } from '../engine/release.js';
 import { openTaskContext } from '../tasks/common.js';
-import { type ModelOptions, printJson } from './common.js';
+import { type ModelOptions, checkModelOptions, printJson } from './common.js';
 import { modelSpec } from './run-command.js';
 
 export async function runLayers(options: ModelOptions & { json?: boolean }): Promise<number> {
+  checkModelOptions(options);
   const { model } = await openTaskContext(modelSpec(options));
   try {
     const layers = describeLayers(model.network(), model.meta.targetLayer);

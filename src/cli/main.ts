@@ -4,11 +4,15 @@
  * command runs, so `--help` starts fast.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { addBatchOptions, addImageOptions, addModelOptions } from './options.js';
+import { OPTION_LIMITS, addBatchOptions, addImageOptions, addModelOptions, addOptionAlias, collectValues } from './options.js';
 import { CAM_DEFAULTS, FMAP_DEFAULTS, PREDICT_DEFAULTS } from '../tasks/defaults.js';
 import { describeError, exitCodeOf } from '../util/errors.js';
 import { VERSION } from '../util/version.js';
 
+/** How every command that reads images ends; --help of the program and of those commands lists it. */
+const EXIT_CODES_HELP =
+  'Exit codes: 0 success, 1 a failure (e.g. an unreadable image; the other images finish), 2 a usage error, ' +
+  '130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM, 129 by SIGHUP (the finished images and the manifest are kept).';
 
 function buildProgram(setExitCode: (code: number) => void): Command {
   /** Wraps a command's runner: its result is the exit code. */
@@ -36,7 +40,7 @@ Examples:
   camviz fmap photo.jpg --layer conv_pw_5_relu
   camviz layers --model shapes
 
-Exit codes: 0 success, 1 a failure (e.g. an unreadable image), 2 a usage error.`,
+${EXIT_CODES_HELP}`,
     );
 
   program
@@ -69,10 +73,15 @@ Exit codes: 0 success, 1 a failure (e.g. an unreadable image), 2 a usage error.`
       .command('predict')
       .description('classify images (files or folders)')
       .argument('<inputs...>', 'image files or folders')
-      .option('-k, --top <k>', 'how many classes to show', String(PREDICT_DEFAULTS.top))
+      .option('-k, --top <k>', 'how many classes to show (also --top-k)', String(PREDICT_DEFAULTS.top))
       .option('-o, --out <dir>', 'also write manifest.json there (one record per input, with its predictions or error)')
-      .addHelpText('after', '\nExamples:\n  camviz predict cat.jpg\n  camviz predict photos/ --top 1 --json\n  camviz predict photos/ --out results/   # results/manifest.json for CI\n\n--json prints [{input, predictions: [{index, label, probability}]}].'),
+      .addHelpText(
+        'after',
+        `\nExamples:\n  camviz predict cat.jpg\n  camviz predict photos/ --top 1 --json\n  camviz predict photos/ --out results/   # results/manifest.json for CI\n\n--json prints [{input, predictions: [{index, label, probability}]}].\n\n${EXIT_CODES_HELP}`,
+      ),
   );
+  // cam's spelling, so that one habit works for both commands.
+  addOptionAlias(predict, '--top-k <k>', 'top');
   addBatchOptions(addImageOptions(predict, resizeHelp()), false).action(
     act(async (inputs: string[], options: Record<string, unknown>) => {
       const { runPredict } = await import('./predict.js');
@@ -86,9 +95,9 @@ Exit codes: 0 success, 1 a failure (e.g. an unreadable image), 2 a usage error.`
       command.option('--method <name>', `gradcam, gradcampp (gradcam++), xgradcam, hirescam, layercam, cam, scorecam, eigencam, guidedbackprop, guidedgradcam`, CAM_DEFAULTS.method);
     }
     command
-      .option('-c, --class <classes...>', 'class index or name (unique part of a label); several: comma-separated or repeated (default: top 1)')
-      .option('-k, --top-k <k>', 'explain each image\'s k most probable classes')
-      .option('-l, --layer <layers...>', 'target layer(s); several give per-layer maps normalised and averaged (default: see camviz layers)')
+      .option('-c, --class <class>', 'class index or name (unique part of a label); several: comma-separated or repeated (default: top 1)', collectValues)
+      .option('-k, --top-k <k>', 'explain each image\'s k most probable classes (also --top)')
+      .option('-l, --layer <layer>', 'target layer; several (comma-separated or repeated) give per-layer maps normalised and averaged (default: see camviz layers)', collectValues)
       .addOption(new Option('--score <kind>', 'differentiate the pre-softmax score (logit) or the probability').choices(['logit', 'prob']).default(CAM_DEFAULTS.score))
       .option('--aug-smooth', 'average over horizontal flips x input multipliers 0.9, 1, 1.1 (pytorch-grad-cam aug_smooth)')
       .option('--eigen-smooth', 'first principal component of the weighted activations instead of their sum')
@@ -106,8 +115,12 @@ The map is upsampled bilinearly (half-pixel centres, like cv2.resize) to the ori
 Examples:
   camviz ${name} cat.jpg --class 281${fixedMethod ? '' : ' --method gradcampp'}
   camviz ${name} photos/ --class "tabby cat" --out out/ --report
-  camviz ${name} cat.jpg --top-k 3 --layer conv_pw_11_relu --layer conv_pw_13_relu --json`,
+  camviz ${name} cat.jpg --top-k 3 --layer conv_pw_11_relu --layer conv_pw_13_relu --json
+
+${EXIT_CODES_HELP}`,
       );
+    // predict's spelling, so that one habit works for both commands.
+    addOptionAlias(command, '--top <k>', 'topK');
     addBatchOptions(addImageOptions(addModelOptions(command), resizeHelp()), true).action(
       act(async (inputs: string[], options: Record<string, unknown>) => {
         const { runCam } = await import('./cam.js');
@@ -122,12 +135,12 @@ Examples:
     .command('fmap')
     .description('feature maps of layers as grid PNGs (torchvision make_grid, each channel normalised)')
     .argument('<inputs...>', 'image files or folders')
-    .option('-l, --layer <layers...>', 'layer(s) to show')
+    .option('-l, --layer <layer>', 'layer to show; several: comma-separated or repeated', collectValues)
     .option('--all-conv', 'every convolution layer with a spatial output (not 1x1 classifier heads)')
     .option('--max-channels <n>', 'show only the first n channels')
     .option('--nrow <n>', 'tiles per row (default: ceil(sqrt(channels)))')
-    .option('--padding <px>', 'pixels between tiles', String(FMAP_DEFAULTS.padding))
-    .option('--tile-size <px>', 'enlarge small maps (nearest) until tiles are at least this big', String(FMAP_DEFAULTS.tileSize))
+    .option('--padding <px>', `pixels between tiles (at most ${OPTION_LIMITS.padding.max})`, String(FMAP_DEFAULTS.padding))
+    .option('--tile-size <px>', `enlarge small maps (nearest) until tiles are at least this big (at most ${OPTION_LIMITS.tileSize.max})`, String(FMAP_DEFAULTS.tileSize))
     .addOption(new Option('--colormap <name>', 'tile colours').choices(['gray', 'viridis', 'inferno', 'magma', 'plasma', 'cividis', 'turbo', 'jet']).default(FMAP_DEFAULTS.colormap))
     .option('--raw', 'also write the activation as float32 .npy [H, W, C]')
     .option('--tensorboard <logdir>', 'also write the grids to a TensorBoard event file (tag "feature map in <layer>")')
@@ -140,7 +153,9 @@ Outputs: <out>/<stem>.<layer>.fmap.png with a .fmap.json legend (layer, shape, c
 
 Examples:
   camviz fmap cat.jpg --layer conv_pw_5_relu
-  camviz fmap cat.jpg --all-conv --max-channels 64 --tensorboard runs/`,
+  camviz fmap cat.jpg --all-conv --max-channels 64 --tensorboard runs/
+
+${EXIT_CODES_HELP}`,
     );
   addBatchOptions(addImageOptions(addModelOptions(fmap), resizeHelp()), true).action(
     act(async (inputs: string[], options: Record<string, unknown>) => {

@@ -6,6 +6,57 @@ import { availableParallelism } from 'node:os';
 import { type Command, Option } from 'commander';
 import { TASK_DEFAULTS } from '../tasks/defaults.js';
 
+/**
+ * Bounds of the numeric options whose values size memory or output, so that
+ * a typo gets a usage error stating the limit instead of an internal error
+ * (wasm "memory access out of bounds", a libvips out-of-memory, "Invalid
+ * typed array length") after the model has loaded.
+ */
+export const OPTION_LIMITS = {
+  /**
+   * --size, pixels a side. Below 8 the embedded model's three 2x2 poolings
+   * leave an empty map, and no CNN sees anything in fewer pixels (MobileNet
+   * needs 32 for one cell at stride 32). At 4096 a MobileNet forward pass
+   * already takes over 2 GB of memory (wasm's heap cannot exceed 4 GB) and a
+   * minute.
+   */
+  size: { min: 8, max: 4096 },
+  /**
+   * --batch-size. Memory grows with it (MobileNet Grad-CAM, 224 px: about
+   * 4 MB an image) while speed does not (32 images: 7.0 s at 4, 8.9 s at 32).
+   */
+  batchSize: { max: 64 },
+  /**
+   * fmap --tile-size and --padding: at both maxima the largest grid of
+   * MobileNet v1 1.0 (7x7x1024: 32 x 32 tiles of 259 pixels) is 87
+   * megapixels, below the 100-megapixel input cap (--max-pixels' default).
+   * Wider layers can exceed it: --max-channels bounds those.
+   */
+  tileSize: { max: 256 },
+  padding: { max: 32 },
+} as const;
+
+/**
+ * The parser of an option that may be repeated: each occurrence adds its
+ * value. (A variadic option, `<values...>`, would also take the inputs that
+ * follow it: `--class 281 cat.jpg` would leave no input.)
+ */
+export function collectValues(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/**
+ * A second spelling of an option, hidden from --help (whose text for the
+ * option names it): `flags` sets `attribute` as the option itself would, the
+ * last of the two on the command line winning.
+ */
+export function addOptionAlias(command: Command, flags: string, attribute: string): Command {
+  const alias = new Option(flags).hideHelp();
+  command.addOption(alias);
+  command.on(`option:${alias.name()}`, (value: string) => command.setOptionValueWithSource(attribute, value, 'cli'));
+  return command;
+}
+
 /** Options every model-using command takes. */
 export function addModelOptions(command: Command): Command {
   return command
@@ -15,7 +66,7 @@ export function addModelOptions(command: Command): Command {
     )
     .addOption(new Option('--preprocess <name>', 'pixel preprocessing (default: from the model\'s metadata)').choices(['tf', 'torch', 'caffe', 'unit', 'none']))
     .option('--labels <file>', 'class labels: JSON list or object, Keras class index, or text with one per line')
-    .option('--size <size>', 'model input size: 224 or WIDTHxHEIGHT (default: the model\'s)');
+    .option('--size <size>', `model input size: 224 or WIDTHxHEIGHT, ${OPTION_LIMITS.size.min}-${OPTION_LIMITS.size.max} a side (default: the model's)`);
 }
 
 /** Options every image-reading command takes. */
@@ -43,7 +94,7 @@ export function addBatchOptions(command: Command, writesFiles: boolean): Command
   }
   return command
     .option('-j, --jobs <n>', 'worker threads (each loads its own model)', String(availableParallelism()))
-    .option('--batch-size <n>', 'images per forward pass', String(TASK_DEFAULTS.batchSize))
+    .option('--batch-size <n>', `images per forward pass (at most ${OPTION_LIMITS.batchSize.max})`, String(TASK_DEFAULTS.batchSize))
     .option('--shard <i/n|auto>', 'process only shard i of n of the sorted inputs (auto: from CI variables, see README)')
     .option('--shard-count <n>', 'the job count for --shard auto when the CI gives only an index (Kubernetes)')
     .option('--fail-fast', 'stop at the first failing image')

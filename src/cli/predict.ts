@@ -2,9 +2,10 @@
 import { PREDICT_DEFAULTS } from '../tasks/defaults.js';
 import type { InputRecord, PredictTaskOptions } from '../tasks/types.js';
 import { type BatchCliOptions, baseTaskOptions, runImageCommand } from './run-command.js';
-import { parseCount } from './common.js';
+import { checkImageCommandOptions, parseCount } from './common.js';
 
 export async function runPredict(inputs: string[], options: BatchCliOptions & { top?: string }): Promise<number> {
+  checkImageCommandOptions(options);
   const task: PredictTaskOptions = { command: 'predict', ...baseTaskOptions(options), top: options.top === undefined ? PREDICT_DEFAULTS.top : parseCount(options.top, '--top') };
   return runImageCommand(inputs, options, task, {
     // predict writes no picture; with --out it keeps a manifest of the run.

@@ -83,9 +83,14 @@ export function shortLabel(label: string): string {
 }
 
 /**
- * Resolves `--class` text: an index, or a name matched case-insensitively
- * as an exact label or synonym (labels list synonyms separated by commas),
- * else a unique prefix, else a unique substring.
+ * Resolves `--class` text: an index, or a name matched case-insensitively,
+ * looser each step, the first step with exactly one match winning: an exact
+ * label or synonym (labels list synonyms separated by commas); else the word
+ * or words in a synonym ("bus" is the school bus, not the busby it starts);
+ * else a synonym prefix; else a substring. A step with several matches is
+ * ambiguous: the error lists them, and those of the looser steps after them,
+ * so that whole-word matches ("tabby cat" for "cat") come before mere
+ * prefixes and substrings ("catamaran").
  */
 export function resolveClass(spec: string, labels: readonly string[] | undefined, classCount: number): number {
   const text = spec.trim();
@@ -96,18 +101,14 @@ export function resolveClass(spec: string, labels: readonly string[] | undefined
   }
   if (labels === undefined) throw new UsageError(`class '${text}' is not an index and the model has no labels (give --labels)`);
   const wanted = normalise(text);
-  const synonymsOf = (label: string): string[] => [normalise(label), ...label.split(',').map(normalise)];
-  const tiers: ((label: string) => boolean)[] = [
-    (label) => synonymsOf(label).includes(wanted),
-    (label) => synonymsOf(label).some((name) => name.startsWith(wanted)),
-    (label) => normalise(label).includes(wanted),
-  ];
-  for (const matches of tiers) {
-    const found = labels.flatMap((label, index) => (matches(label) ? [index] : []));
+  const tiers = matchTiers(wanted).map((matches) => labels.flatMap((label, index) => (matches(label) ? [index] : [])));
+  for (const [tier, found] of tiers.entries()) {
     if (found.length === 1) return found[0]!;
     if (found.length > 1) {
-      const shown = found.slice(0, 8).map((index) => `${index} "${labels[index]}"`).join(', ');
-      const more = found.length > 8 ? `, and ${found.length - 8} more` : '';
+      // Several exact names are the candidates; a looser step's candidates go on with the looser matches.
+      const candidates = tier === 0 ? found : [...new Set(tiers.slice(tier).flat())];
+      const shown = candidates.slice(0, AMBIGUOUS_SHOWN).map((index) => `${index} "${labels[index]}"`).join(', ');
+      const more = candidates.length > AMBIGUOUS_SHOWN ? `, and ${candidates.length - AMBIGUOUS_SHOWN} more` : '';
       throw new UsageError(`class '${text}' is ambiguous: ${shown}${more}`);
     }
   }
@@ -115,13 +116,40 @@ export function resolveClass(spec: string, labels: readonly string[] | undefined
   throw new UsageError(`class '${text}' matches no label${close.length > 0 ? `; closest: ${close.join(', ')}` : ''}`);
 }
 
+/** Candidates an ambiguity error names; the rest are counted. */
+const AMBIGUOUS_SHOWN = 8;
+
+/** The label tests of resolveClass, strictest first. */
+function matchTiers(wanted: string): ((label: string) => boolean)[] {
+  const synonymsOf = (label: string): string[] => [normalise(label), ...label.split(',').map(normalise)];
+  const wholeWords = wholeWordPattern(wanted);
+  return [
+    (label) => synonymsOf(label).includes(wanted),
+    (label) => synonymsOf(label).some((name) => wholeWords.test(name)),
+    (label) => synonymsOf(label).some((name) => name.startsWith(wanted)),
+    (label) => normalise(label).includes(wanted),
+  ];
+}
+
+/**
+ * `wanted` not inside a longer word: "cat" in "tiger cat", not in "polecat"
+ * or "catamaran". Apostrophes belong to words ("jack o' lantern").
+ */
+function wholeWordPattern(wanted: string): RegExp {
+  const escaped = wanted.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`(?<![\\p{L}\\p{N}'])${escaped}(?![\\p{L}\\p{N}'])`, 'u');
+}
+
 /**
  * The classes one `--class` spec names: a whole label as one class (ImageNet's
- * hold commas: "tabby, tabby cat"), else its comma-separated parts each.
+ * hold commas: "tabby, tabby cat"), else its comma-separated parts each
+ * (blank parts skipped; a spec of blanks and commas only is a usage error).
  */
 export function resolveClasses(spec: string, labels: readonly string[] | undefined, classCount: number): number[] {
   const wanted = normalise(spec);
   const parts = labels?.some((label) => normalise(label) === wanted) ? [spec] : spec.split(',').filter((part) => part.trim() !== '');
+  // Blanks and commas only would explain no class at all: refused, not skipped.
+  if (parts.length === 0) throw new UsageError(`class '${spec}' names no class: give an index or a name, several separated by commas`);
   return parts.map((part) => resolveClass(part, labels, classCount));
 }
 
