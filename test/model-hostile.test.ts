@@ -1,0 +1,180 @@
+/**
+ * Model folders made to hurt: a topology that implies far more weights than
+ * the manifest declares (tfjs-layers would allocate them all while
+ * building), and weight files that are symbolic links out of the model
+ * folder. Runs on the cpu backend, where a missing check costs megabytes
+ * (the layers here are 1x1), not the gigabytes of the real attack on wasm.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+
+import { CamvizError } from '../src/util/errors.js';
+import { useBackend } from '../src/engine/backend.js';
+import { loadModel } from '../src/model/load.js';
+
+const workDir = await mkdtemp(join(tmpdir(), 'camviz-model-hostile-'));
+after(() => rm(workDir, { recursive: true, force: true }));
+
+before(async () => {
+  await useBackend('cpu');
+});
+
+interface Saved {
+  topology: Record<string, unknown>;
+  weightSpecs: tf.io.WeightsManifestEntry[];
+  weightBytes: Buffer;
+}
+
+/** conv (1x1, 4 filters) -> global average pooling -> dense (2, softmax), saved as artifacts. */
+async function savedTinyModel(): Promise<Saved> {
+  const input = tfl.input({ shape: [4, 4, 3] });
+  const conv = tfl.layers.conv2d({ filters: 4, kernelSize: 1, name: 'conv' }).apply(input) as tfl.SymbolicTensor;
+  const pooled = tfl.layers.globalAveragePooling2d({ name: 'pool' }).apply(conv) as tfl.SymbolicTensor;
+  const output = tfl.layers.dense({ units: 2, activation: 'softmax', name: 'probs' }).apply(pooled) as tfl.SymbolicTensor;
+  const model = tfl.model({ inputs: input, outputs: output });
+  let saved: tf.io.ModelArtifacts | undefined;
+  await model.save(
+    tf.io.withSaveHandler(async (artifacts) => {
+      saved = artifacts;
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    }),
+  );
+  model.dispose();
+  const data = saved!.weightData!;
+  const parts = Array.isArray(data) ? data : [data];
+  return {
+    topology: saved!.modelTopology as Record<string, unknown>,
+    weightSpecs: saved!.weightSpecs!,
+    weightBytes: Buffer.concat(parts.map((part) => Buffer.from(part))),
+  };
+}
+
+const saved = await savedTinyModel();
+
+let folderCount = 0;
+async function freshFolder(): Promise<string> {
+  const folder = join(workDir, `m${folderCount++}`);
+  await mkdir(folder, { recursive: true });
+  return folder;
+}
+
+/** The saved topology with one layer's config changed. */
+function topologyWith(layerName: string, change: Record<string, unknown>): Record<string, unknown> {
+  const copy = JSON.parse(JSON.stringify(saved.topology)) as { config: { layers: { name: string; config: Record<string, unknown> }[] } };
+  const layer = copy.config.layers.find((candidate) => candidate.name === layerName);
+  assert.ok(layer !== undefined, `the saved topology has a layer ${layerName}`);
+  Object.assign(layer.config, change);
+  return copy as unknown as Record<string, unknown>;
+}
+
+async function writeModel(folder: string, topology: Record<string, unknown>, withWeights: boolean): Promise<string> {
+  const weightsManifest = withWeights ? [{ paths: ['weights.bin'], weights: saved.weightSpecs }] : [];
+  const modelJsonPath = join(folder, 'model.json');
+  await writeFile(modelJsonPath, JSON.stringify({ format: 'layers-model', modelTopology: topology, weightsManifest }));
+  if (withWeights) await writeFile(join(folder, 'weights.bin'), saved.weightBytes);
+  return modelJsonPath;
+}
+
+async function camvizError(load: () => Promise<{ dispose(): void }>): Promise<CamvizError> {
+  let caught: unknown;
+  try {
+    (await load()).dispose();
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof CamvizError, `expected a CamvizError, got ${String(caught)}`);
+  assert.ok(!caught.describe().includes('\n'), 'one line');
+  return caught;
+}
+
+describe('a topology that implies more weights than the manifest declares', () => {
+  test('the unchanged model loads (the check passes real models)', async () => {
+    const folder = await freshFolder();
+    await writeModel(folder, saved.topology, true);
+    (await loadModel(folder)).dispose();
+  });
+
+  test('a convolution of 1,000,000 filters and no weights at all is refused before building, naming model.json', async () => {
+    const folder = await freshFolder();
+    const modelJsonPath = await writeModel(folder, topologyWith('conv', { filters: 1_000_000 }), false);
+    const error = await camvizError(() => loadModel(folder));
+    assert.equal(error.file, modelJsonPath);
+    assert.match(error.message, /layer 'conv' \(Conv2D\) needs a kernel of \[1, 1, \?, 1000000\] that the weightsManifest does not list: refused/);
+  });
+
+  test('a convolution of 1,000,000 filters whose manifest declares 4 is refused, with both shapes', async () => {
+    const folder = await freshFolder();
+    const modelJsonPath = await writeModel(folder, topologyWith('conv', { filters: 1_000_000 }), true);
+    const error = await camvizError(() => loadModel(folder));
+    assert.equal(error.file, modelJsonPath);
+    assert.match(error.message, /needs a kernel of \[1, 1, \?, 1000000\] but the weightsManifest declares \[1, 1, 3, 4\]: refused/);
+  });
+
+  test('a dense layer of 1,000,000 units is refused, and so is a kernel size of 1000', async () => {
+    for (const [layer, change, message] of [
+      ['probs', { units: 1_000_000 }, /layer 'probs' \(Dense\) needs a kernel of \[\?, 1000000\]/],
+      ['conv', { kernel_size: [1000, 1000] }, /layer 'conv' \(Conv2D\) needs a kernel of \[1000, 1000, \?, 4\]/],
+    ] as const) {
+      const folder = await freshFolder();
+      await writeModel(folder, topologyWith(layer, change), true);
+      const error = await camvizError(() => loadModel(folder));
+      assert.match(error.message, message);
+    }
+  });
+
+  test('a filters value that is no size is refused naming model.json', async () => {
+    const folder = await freshFolder();
+    const modelJsonPath = await writeModel(folder, topologyWith('conv', { filters: '1e6' }), true);
+    const error = await camvizError(() => loadModel(folder));
+    assert.equal(error.file, modelJsonPath);
+    assert.match(error.message, /layer 'conv' \(Conv2D\) has no valid filters \("1e6"\): refused/);
+  });
+});
+
+describe('weight files that are symbolic links', () => {
+  /** A model folder inside `parent` whose weights.bin is a link to `target`. */
+  async function linkedModel(target: (parent: string, folder: string) => Promise<string>): Promise<string> {
+    const parent = await freshFolder();
+    const folder = join(parent, 'model');
+    await mkdir(folder);
+    await writeModel(folder, saved.topology, true);
+    await rm(join(folder, 'weights.bin'));
+    await symlink(await target(parent, folder), join(folder, 'weights.bin'));
+    return folder;
+  }
+
+  test('a link to a file outside the model folder is refused even though it holds valid weights', async () => {
+    const folder = await linkedModel(async (parent) => {
+      const outside = join(parent, 'outside.bin');
+      await writeFile(outside, saved.weightBytes);
+      return outside;
+    });
+    const error = await camvizError(() => loadModel(folder));
+    assert.equal(error.file, join(folder, 'weights.bin'));
+    assert.match(error.message, /weight file links outside the model folder \(to .*outside\.bin\): refused/);
+  });
+
+  test('a link to /etc/passwd is refused before it is read', async () => {
+    const folder = await linkedModel(async () => '/etc/passwd');
+    const error = await camvizError(() => loadModel(folder));
+    assert.equal(error.file, join(folder, 'weights.bin'));
+    assert.match(error.message, /links outside the model folder \(to \/etc\/passwd\)/);
+  });
+
+  test('a link to a file inside the model folder is followed, and so is a linked model folder', async () => {
+    const folder = await linkedModel(async (_parent, folder) => {
+      await mkdir(join(folder, 'blobs'));
+      await writeFile(join(folder, 'blobs', 'abc123'), saved.weightBytes);
+      return join('blobs', 'abc123');
+    });
+    (await loadModel(folder)).dispose();
+    const linkedFolder = join(await freshFolder(), 'linked');
+    await symlink(folder, linkedFolder);
+    (await loadModel(linkedFolder)).dispose();
+  });
+});
