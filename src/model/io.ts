@@ -128,13 +128,16 @@ function isWeightEntry(value: unknown): value is WeightsManifestEntry {
   );
 }
 
+/** `path` resolved in `folder` when, by its name, it stays inside it; else undefined. */
+export function pathInside(folder: string, path: string): string | undefined {
+  const full = resolve(folder, path);
+  return isAbsolute(path) || !isInsideFolder(folder, full) ? undefined : full;
+}
+
 /** A weight path that stays inside `folder`, or an error. */
 export function confinedWeightPath(folder: string, path: string, modelJsonPath: string): string {
-  const full = resolve(folder, path);
-  const inside = relative(folder, full);
-  if (isAbsolute(path) || inside === '' || inside.startsWith('..') || isAbsolute(inside) || inside.split(sep).includes('..')) {
-    throw new CamvizError(`weight path '${path}' leaves the model folder: refused`, { file: modelJsonPath });
-  }
+  const full = pathInside(folder, path);
+  if (full === undefined) throw new CamvizError(`weight path '${path}' leaves the model folder: refused`, { file: modelJsonPath });
   return full;
 }
 
