@@ -104,7 +104,7 @@ describe('a topology that implies more weights than the manifest declares', () =
     const modelJsonPath = await writeModel(folder, topologyWith('conv', { filters: 1_000_000 }), false);
     const error = await camvizError(() => loadModel(folder));
     assert.equal(error.file, modelJsonPath);
-    assert.match(error.message, /layer 'conv' \(Conv2D\) needs a kernel of \[1, 1, \?, 1000000\] that the weightsManifest does not list: refused/);
+    assert.match(error.message, /layer 'conv' \(Conv2D\) needs a kernel of \[1, 1, 3, 1000000\] that the weightsManifest does not list: refused/);
   });
 
   test('a convolution of 1,000,000 filters whose manifest declares 4 is refused, with both shapes', async () => {
@@ -112,13 +112,13 @@ describe('a topology that implies more weights than the manifest declares', () =
     const modelJsonPath = await writeModel(folder, topologyWith('conv', { filters: 1_000_000 }), true);
     const error = await camvizError(() => loadModel(folder));
     assert.equal(error.file, modelJsonPath);
-    assert.match(error.message, /needs a kernel of \[1, 1, \?, 1000000\] but the weightsManifest declares \[1, 1, 3, 4\]: refused/);
+    assert.match(error.message, /needs a kernel of \[1, 1, 3, 1000000\] but the weightsManifest declares \[1, 1, 3, 4\]: refused/);
   });
 
   test('a dense layer of 1,000,000 units is refused, and so is a kernel size of 1000', async () => {
     for (const [layer, change, message] of [
-      ['probs', { units: 1_000_000 }, /layer 'probs' \(Dense\) needs a kernel of \[\?, 1000000\]/],
-      ['conv', { kernel_size: [1000, 1000] }, /layer 'conv' \(Conv2D\) needs a kernel of \[1000, 1000, \?, 4\]/],
+      ['probs', { units: 1_000_000 }, /layer 'probs' \(Dense\) needs a kernel of \[4, 1000000\]/],
+      ['conv', { kernel_size: [1000, 1000] }, /layer 'conv' \(Conv2D\) needs a kernel of \[1000, 1000, 3, 4\]/],
     ] as const) {
       const folder = await freshFolder();
       await writeModel(folder, topologyWith(layer, change), true);
@@ -127,12 +127,73 @@ describe('a topology that implies more weights than the manifest declares', () =
     }
   });
 
+  test('an input declaring 1,000,000 channels is refused: the convolution it feeds would need a kernel the manifest does not declare', async () => {
+    const folder = await freshFolder();
+    const topology = JSON.parse(JSON.stringify(saved.topology)) as { config: { layers: { class_name: string; config: { batch_input_shape: number[] } }[] } };
+    const input = topology.config.layers.find((layer) => layer.class_name === 'InputLayer');
+    assert.ok(input !== undefined);
+    input.config.batch_input_shape = [null as unknown as number, 4, 4, 1_000_000];
+    const modelJsonPath = await writeModel(folder, topology as unknown as Record<string, unknown>, true);
+    const error = await camvizError(() => loadModel(folder));
+    assert.equal(error.file, modelJsonPath);
+    assert.match(error.message, /layer 'conv' \(Conv2D\) needs a kernel of \[1, 1, 1000000, 4\] but the weightsManifest declares \[1, 1, 3, 4\]: refused/);
+  });
+
   test('a filters value that is no size is refused naming model.json', async () => {
     const folder = await freshFolder();
     const modelJsonPath = await writeModel(folder, topologyWith('conv', { filters: '1e6' }), true);
     const error = await camvizError(() => loadModel(folder));
     assert.equal(error.file, modelJsonPath);
     assert.match(error.message, /layer 'conv' \(Conv2D\) has no valid filters \("1e6"\): refused/);
+  });
+});
+
+describe('models the check must let through', () => {
+  test('a nested Sequential, concatenation, separable, depthwise and transposed convolutions, normalisations and PReLU load and predict as in memory', async () => {
+    const input = tfl.input({ shape: [5, 5, 3] });
+    const inner = tfl.sequential({
+      name: 'inner',
+      layers: [
+        tfl.layers.conv2d({ inputShape: [5, 5, 3], filters: 2, kernelSize: 3, padding: 'same', name: 'inner_conv' }),
+        tfl.layers.separableConv2d({ filters: 3, kernelSize: 3, padding: 'same', name: 'inner_separable' }),
+        tfl.layers.depthwiseConv2d({ kernelSize: 1, depthMultiplier: 2, name: 'inner_depthwise' }),
+        tfl.layers.batchNormalization({ scale: false, name: 'inner_bn' }),
+      ],
+    });
+    const apply = (layer: tfl.layers.Layer, x: tfl.SymbolicTensor | tfl.SymbolicTensor[]): tfl.SymbolicTensor => layer.apply(x) as tfl.SymbolicTensor;
+    const convolved = apply(tfl.layers.conv2d({ filters: 2, kernelSize: 1, name: 'plain' }), input);
+    const transposed = apply(tfl.layers.conv2dTranspose({ filters: 2, kernelSize: 1, name: 'transposed' }), input);
+    // 2 + 2 channels: the kernel of 'mix' is [1, 1, 4, 6].
+    const joined = apply(tfl.layers.concatenate({ name: 'joined' }), [convolved, transposed]);
+    const activated = apply(tfl.layers.prelu({ name: 'prelu' }), apply(tfl.layers.layerNormalization({ name: 'ln' }), joined));
+    const mixed = apply(tfl.layers.conv2d({ filters: 6, kernelSize: 1, name: 'mix' }), activated);
+    const added = apply(tfl.layers.add({ name: 'sum' }), [mixed, apply(inner, input)]);
+    const pooled = apply(tfl.layers.globalAveragePooling2d({ name: 'pool' }), added);
+    const output = tfl.layers.dense({ units: 3, activation: 'softmax', name: 'probs' }).apply(pooled) as tfl.SymbolicTensor;
+    const model = tfl.model({ inputs: input, outputs: output });
+    model.setWeights(model.getWeights().map((weight, w) => tf.tidy(() => tf.reshape(tf.sin(tf.add(tf.range(0, weight.size), w)), weight.shape))));
+    let artifacts: tf.io.ModelArtifacts | undefined;
+    await model.save(
+      tf.io.withSaveHandler(async (saving) => {
+        artifacts = saving;
+        return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+      }),
+    );
+    const folder = await freshFolder();
+    const data = artifacts!.weightData!;
+    await writeFile(join(folder, 'weights.bin'), Buffer.concat((Array.isArray(data) ? data : [data]).map((part) => Buffer.from(part))));
+    await writeFile(join(folder, 'model.json'), JSON.stringify({ modelTopology: artifacts!.modelTopology, weightsManifest: [{ paths: ['weights.bin'], weights: artifacts!.weightSpecs }] }));
+    const loaded = await loadModel(folder);
+    try {
+      const x = tf.tidy(() => tf.reshape(tf.sin(tf.range(0, 75)), [1, 5, 5, 3]));
+      const expected = tf.tidy(() => (model.predict(x) as tf.Tensor).dataSync());
+      const actual = tf.tidy(() => (loaded.layersModel!.predict(x) as tf.Tensor).dataSync());
+      x.dispose();
+      assert.deepEqual(Array.from(actual), Array.from(expected));
+    } finally {
+      loaded.dispose();
+      model.dispose();
+    }
   });
 });
 
