@@ -139,6 +139,17 @@ describe('a topology that implies more weights than the manifest declares', () =
     assert.match(error.message, /layer 'conv' \(Conv2D\) needs a kernel of \[1, 1, 1000000, 4\] but the weightsManifest declares \[1, 1, 3, 4\]: refused/);
   });
 
+  test('models nested 20,000 deep are refused in one line, not with a stack overflow', async () => {
+    const folder = await freshFolder();
+    const depth = 20_000;
+    const innermost = '{"class_name":"Sequential","config":{"name":"s0","layers":[{"class_name":"Dense","config":{"name":"d","units":2,"batch_input_shape":[null,3]}}]}}';
+    const opening = Array.from({ length: depth }, (_, i) => `{"class_name":"Sequential","config":{"name":"s${i + 1}","layers":[`).join('');
+    await writeFile(join(folder, 'model.json'), `{"modelTopology":{"model_config":${opening}${innermost}${']}}'.repeat(depth)}},"weightsManifest":[]}`);
+    const error = await camvizError(() => loadModel(folder));
+    assert.equal(error.file, join(folder, 'model.json'));
+    assert.match(error.message, /nests its models too deeply: refused/);
+  });
+
   test('a filters value that is no size is refused naming model.json', async () => {
     const folder = await freshFolder();
     const modelJsonPath = await writeModel(folder, topologyWith('conv', { filters: '1e6' }), true);

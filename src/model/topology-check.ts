@@ -61,9 +61,15 @@ export function checkTopologyAgainstManifest(modelJson: ModelJson, file: string)
   const model = kerasModelOf(modelJson.modelTopology);
   if (model === undefined) return; // a graph model, or not a model tfjs can deserialize at all
   const declared: ManifestWeight[] = modelJson.weightsManifest.flatMap((group) => group.weights);
-  // Channels-first layers put the channels elsewhere than the last axis: their inputs are not followed.
-  const followChannels = !JSON.stringify(model).includes('channels_first');
-  checkModel(model, { declared, followChannels, seen: new Set<string>(), file });
+  try {
+    // Channels-first layers put the channels elsewhere than the last axis: their inputs are not followed.
+    const followChannels = !JSON.stringify(model).includes('channels_first');
+    checkModel(model, { declared, followChannels, seen: new Set<string>(), file });
+  } catch (error) {
+    // Models nested thousands deep exhaust the stack (tfjs's own deserialisation would too).
+    if (error instanceof RangeError) throw new CamvizError('model.json nests its models too deeply: refused', { file });
+    throw error;
+  }
 }
 
 interface CheckContext {
@@ -173,10 +179,12 @@ function layerNodesOf(model: Config): LayerNode[] {
     const layerConfig = recordOf(layer['config']);
     const previous = i === 0 ? undefined : (stringField(recordOf(layers[i - 1]!['config']), 'name') ?? stringField(layers[i - 1]!, 'name'));
     const inbound = sequential ? (i === 0 ? [] : [[previous]]) : inboundNodesOf(layer);
-    const shape = field(layerConfig, 'batch_input_shape');
+    const className = stringField(layer, 'class_name', 'className') ?? '?';
+    // Only where tfjs builds the model's input from it: elsewhere in a functional model the inbound tensor counts.
+    const shape = className === 'InputLayer' || (sequential && i === 0) ? field(layerConfig, 'batch_input_shape') : undefined;
     const declaredInput = Array.isArray(shape) ? positiveOrNull(shape.at(-1)) : undefined;
     return {
-      className: stringField(layer, 'class_name', 'className') ?? '?',
+      className,
       name: stringField(layerConfig, 'name') ?? stringField(layer, 'name'),
       config: layerConfig,
       inbound,
