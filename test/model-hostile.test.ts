@@ -160,6 +160,12 @@ describe('a topology that implies more weights than the manifest declares', () =
 });
 
 describe('models the check must let through', () => {
+  test('a functional layer carrying a batch_input_shape of its own is fed by its inbound layer, as tfjs builds it', async () => {
+    const folder = await freshFolder();
+    await writeModel(folder, topologyWith('conv', { batch_input_shape: [null, 4, 4, 99] }), true);
+    (await loadModel(folder)).dispose();
+  });
+
   test('a nested Sequential, concatenation, separable, depthwise and transposed convolutions, normalisations and PReLU load and predict as in memory', async () => {
     const input = tfl.input({ shape: [5, 5, 3] });
     const inner = tfl.sequential({
