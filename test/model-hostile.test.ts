@@ -13,9 +13,9 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 
-import { CamvizError } from '../src/util/errors.js';
 import { useBackend } from '../src/engine/backend.js';
 import { loadModel } from '../src/model/load.js';
+import { expectCamvizError } from './helpers/errors.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-model-hostile-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -80,18 +80,6 @@ async function writeModel(folder: string, topology: Record<string, unknown>, wit
   return modelJsonPath;
 }
 
-async function camvizError(load: () => Promise<{ dispose(): void }>): Promise<CamvizError> {
-  let caught: unknown;
-  try {
-    (await load()).dispose();
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(caught instanceof CamvizError, `expected a CamvizError, got ${String(caught)}`);
-  assert.ok(!caught.describe().includes('\n'), 'one line');
-  return caught;
-}
-
 describe('a topology that implies more weights than the manifest declares', () => {
   test('the unchanged model loads (the check passes real models)', async () => {
     const folder = await freshFolder();
@@ -102,7 +90,7 @@ describe('a topology that implies more weights than the manifest declares', () =
   test('a convolution of 1,000,000 filters and no weights at all is refused before building, naming model.json', async () => {
     const folder = await freshFolder();
     const modelJsonPath = await writeModel(folder, topologyWith('conv', { filters: 1_000_000 }), false);
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, modelJsonPath);
     assert.match(error.message, /layer 'conv' \(Conv2D\) needs a kernel of \[1, 1, 3, 1000000\] that the weightsManifest does not list: refused/);
   });
@@ -110,7 +98,7 @@ describe('a topology that implies more weights than the manifest declares', () =
   test('a convolution of 1,000,000 filters whose manifest declares 4 is refused, with both shapes', async () => {
     const folder = await freshFolder();
     const modelJsonPath = await writeModel(folder, topologyWith('conv', { filters: 1_000_000 }), true);
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, modelJsonPath);
     assert.match(error.message, /needs a kernel of \[1, 1, 3, 1000000\] but the weightsManifest declares \[1, 1, 3, 4\]: refused/);
   });
@@ -122,7 +110,7 @@ describe('a topology that implies more weights than the manifest declares', () =
     ] as const) {
       const folder = await freshFolder();
       await writeModel(folder, topologyWith(layer, change), true);
-      const error = await camvizError(() => loadModel(folder));
+      const error = await expectCamvizError(() => loadModel(folder));
       assert.match(error.message, message);
     }
   });
@@ -134,7 +122,7 @@ describe('a topology that implies more weights than the manifest declares', () =
     assert.ok(input !== undefined);
     input.config.batch_input_shape = [null as unknown as number, 4, 4, 1_000_000];
     const modelJsonPath = await writeModel(folder, topology as unknown as Record<string, unknown>, true);
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, modelJsonPath);
     assert.match(error.message, /layer 'conv' \(Conv2D\) needs a kernel of \[1, 1, 1000000, 4\] but the weightsManifest declares \[1, 1, 3, 4\]: refused/);
   });
@@ -145,7 +133,7 @@ describe('a topology that implies more weights than the manifest declares', () =
     const innermost = '{"class_name":"Sequential","config":{"name":"s0","layers":[{"class_name":"Dense","config":{"name":"d","units":2,"batch_input_shape":[null,3]}}]}}';
     const opening = Array.from({ length: depth }, (_, i) => `{"class_name":"Sequential","config":{"name":"s${i + 1}","layers":[`).join('');
     await writeFile(join(folder, 'model.json'), `{"modelTopology":{"model_config":${opening}${innermost}${']}}'.repeat(depth)}},"weightsManifest":[]}`);
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, join(folder, 'model.json'));
     assert.match(error.message, /nests its models too deeply: refused/);
   });
@@ -153,7 +141,7 @@ describe('a topology that implies more weights than the manifest declares', () =
   test('a filters value that is no size is refused naming model.json', async () => {
     const folder = await freshFolder();
     const modelJsonPath = await writeModel(folder, topologyWith('conv', { filters: '1e6' }), true);
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, modelJsonPath);
     assert.match(error.message, /layer 'conv' \(Conv2D\) has no valid filters \("1e6"\): refused/);
   });
@@ -232,14 +220,14 @@ describe('weight files that are symbolic links', () => {
       await writeFile(outside, saved.weightBytes);
       return outside;
     });
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, join(folder, 'weights.bin'));
     assert.match(error.message, /weight file links outside the model folder \(to .*outside\.bin\): refused/);
   });
 
   test('a link to /etc/passwd is refused before it is read', async () => {
     const folder = await linkedModel(async () => '/etc/passwd');
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, join(folder, 'weights.bin'));
     assert.match(error.message, /links outside the model folder \(to \/etc\/passwd\)/);
   });

@@ -12,11 +12,12 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, normalize } from 'node:path';
 
-import { CamvizError, describeError } from '../src/util/errors.js';
+import { describeError } from '../src/util/errors.js';
 import { useBackend } from '../src/engine/backend.js';
 import { loadModel } from '../src/model/load.js';
 import { MODEL_JSON_LIMIT } from '../src/model/download.js';
 import { sharedAssetsDir, skipWithoutSharedAssets } from './helpers/assets.js';
+import { expectCamvizError } from './helpers/errors.js';
 import { listFiles } from './helpers/files.js';
 
 const MODEL = 'mobilenet_v1_0.75_224';
@@ -148,18 +149,6 @@ async function freshCache(): Promise<string> {
   const cache = join(workDir, `cache${cacheCount++}`);
   process.env['CAMVIZ_CACHE'] = cache;
   return cache;
-}
-
-async function expectCamvizError(load: () => Promise<{ dispose(): void }>): Promise<CamvizError> {
-  let caught: unknown;
-  try {
-    (await load()).dispose();
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(caught instanceof CamvizError, `expected a CamvizError, got ${String(caught)}`);
-  assert.ok(!describeError(caught).includes('\n'), 'one line');
-  return caught;
 }
 
 describe('zoo', { skip: skipWithoutSharedAssets }, () => {
