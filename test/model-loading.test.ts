@@ -16,9 +16,10 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { CamvizError } from '../src/util/errors.js';
 import { useBackend } from '../src/engine/backend.js';
 import { readLocalModel } from '../src/model/io.js';
-import { type CamvizModel, loadModel } from '../src/model/load.js';
+import { loadModel } from '../src/model/load.js';
 import { disposeValues } from '../src/executor/network.js';
 import { classProbabilities } from '../src/model/predict.js';
+import { expectCamvizError } from './helpers/errors.js';
 import { assertAllClose } from './helpers/numeric.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-model-loading-'));
@@ -112,20 +113,6 @@ function inMemoryProbabilities(pixels: Uint8Array): Float32Array {
   });
 }
 
-/** Runs `load` expecting a CamvizError; returns it. */
-async function camvizError(load: () => Promise<unknown>): Promise<CamvizError> {
-  let caught: unknown;
-  try {
-    const result = await load();
-    (result as CamvizModel | undefined)?.dispose?.();
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(caught instanceof CamvizError, `expected a CamvizError, got ${String(caught)}`);
-  assert.ok(!caught.describe().includes('\n'), 'the message is one line');
-  return caught;
-}
-
 describe('a good layers model', () => {
   test('loads from its folder and from its model.json, and predicts what the in-memory model does', async () => {
     const folder = await writeGoodModel();
@@ -200,7 +187,7 @@ describe('a malformed model.json', () => {
       const folder = await freshFolder();
       const modelJsonPath = join(folder, 'model.json');
       await writeFile(modelJsonPath, text);
-      const error = await camvizError(() => loadModel(folder));
+      const error = await expectCamvizError(() => loadModel(folder));
       assert.match(error.message, message);
       assert.equal(error.file, modelJsonPath);
       assert.equal(error.exitCode, 1);
@@ -210,14 +197,14 @@ describe('a malformed model.json', () => {
   test('a topology tfjs-layers cannot build is a CamvizError naming model.json', async () => {
     const folder = await freshFolder();
     await writeFile(join(folder, 'model.json'), JSON.stringify({ modelTopology: { class_name: 'NoSuchModel', config: {} }, weightsManifest: [] }));
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.match(error.message, /not a loadable TF\.js layers model/);
     assert.equal(error.file, join(folder, 'model.json'));
   });
 
   test('a folder without model.json is named', async () => {
     const folder = await freshFolder();
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.match(error.message, /no model\.json/);
     assert.equal(error.file, folder);
   });
@@ -227,7 +214,7 @@ describe('weight files', () => {
   test('a missing weight file is an error whose file is that weight file', async () => {
     const folder = await freshFolder();
     await writeFile(join(folder, 'model.json'), modelJson(['weights.bin']));
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, join(folder, 'weights.bin'));
     assert.match(error.message, /missing/);
   });
@@ -236,7 +223,7 @@ describe('weight files', () => {
     const folder = await writeGoodModel();
     const full = saved.weightBytes.length;
     await writeFile(join(folder, 'weights.bin'), saved.weightBytes.subarray(0, full - 3));
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, join(folder, 'weights.bin'));
     assert.match(error.message, /short/);
     assert.ok(error.message.includes(String(full - 3)), error.message);
@@ -247,7 +234,7 @@ describe('weight files', () => {
     const folder = await writeGoodModel();
     const full = saved.weightBytes.length;
     await writeFile(join(folder, 'weights.bin'), Buffer.concat([saved.weightBytes, Buffer.alloc(8)]));
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, join(folder, 'weights.bin'));
     assert.ok(error.message.includes(String(full + 8)) && error.message.includes(String(full)), error.message);
   });
@@ -257,7 +244,7 @@ describe('weight files', () => {
     await writeFile(join(folder, 'model.json'), modelJson(['a.bin', 'b.bin']));
     await writeFile(join(folder, 'a.bin'), saved.weightBytes.subarray(0, 40));
     await writeFile(join(folder, 'b.bin'), saved.weightBytes.subarray(40, saved.weightBytes.length - 4));
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.match(error.message, /a\.bin, b\.bin is short/);
     assert.equal(error.file, join(folder, 'b.bin'));
   });
@@ -278,7 +265,7 @@ describe('weight files', () => {
       await writeFile(outside, saved.weightBytes);
       const weightPath = pathFor(outside);
       await writeFile(join(folder, 'model.json'), modelJson([weightPath]));
-      const error = await camvizError(() => readLocalModel(folder));
+      const error = await expectCamvizError(() => readLocalModel(folder));
       assert.match(error.message, /leaves the model folder: refused/);
       assert.ok(error.message.includes(weightPath));
       assert.equal(error.file, join(folder, 'model.json'));
@@ -296,7 +283,7 @@ describe('weight files', () => {
     await writeFile(join(folder, 'weights.bin'), saved.weightBytes);
     (await loadModel(manifestPath)).dispose();
     await writeFile(manifestPath, modelJson(['../weights.bin']));
-    const error = await camvizError(() => loadModel(manifestPath));
+    const error = await expectCamvizError(() => loadModel(manifestPath));
     assert.match(error.message, /leaves the model folder/);
     assert.equal(error.file, manifestPath);
   });
@@ -395,7 +382,7 @@ describe('a hand-written graph model (Reshape, MatMul, Add, Softmax)', () => {
   test('a graph model with a short weight file names it', async () => {
     const folder = await writeGraphModel(true);
     await writeFile(join(folder, 'graph.bin'), Buffer.alloc(10));
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, join(folder, 'graph.bin'));
     assert.ok(existsSync(join(folder, 'model.json')));
   });
@@ -406,7 +393,7 @@ describe('labels whose count is not the model\'s class count', () => {
     const folder = await writeGoodModel();
     const short = join(folder, 'two.txt');
     await writeFile(short, 'cat\ndog\n');
-    const error = await camvizError(() => loadModel(folder, { labels: short }));
+    const error = await expectCamvizError(() => loadModel(folder, { labels: short }));
     assert.equal(error.name, 'UsageError');
     assert.equal(error.file, short);
     assert.match(error.message, /the labels name 2 classes but the model has 3/);
@@ -440,7 +427,7 @@ describe('labels whose count is not the model\'s class count', () => {
   test('labels in camviz.json of the wrong count are an error naming model.json', async () => {
     const folder = await writeGoodModel();
     await writeFile(join(folder, 'camviz.json'), JSON.stringify({ labels: ['a', 'b', 'c', 'd'] }));
-    const error = await camvizError(() => loadModel(folder));
+    const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, join(folder, 'model.json'));
     assert.match(error.message, /the labels name 4 classes but the model has 3/);
   });

@@ -1,14 +1,16 @@
 /**
  * Reading TF.js model artifacts from disk with our own IO handler: weight
- * paths are confined to the model's folder, and a missing, short or
- * oversized weight file is a clear error naming that file (tfjs's own
- * handlers would read past the end or fail with a generic message).
+ * paths are confined to the model's folder (by name, and by real path once
+ * symbolic links are followed), and a missing, short or oversized weight
+ * file is a clear error naming that file (tfjs's own handlers would read
+ * past the end or fail with a generic message).
  */
 import { createHash } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type * as tf from '../engine/tf.js';
 import { CamvizError } from '../util/errors.js';
+import { checkTopologyAgainstManifest } from './topology-check.js';
 
 type ModelArtifacts = tf.io.ModelArtifacts;
 type WeightsManifestEntry = tf.io.WeightsManifestEntry;
@@ -60,6 +62,8 @@ export async function readLocalModel(path: string): Promise<LocalModelFiles> {
   const folder = dirname(modelJsonPath);
   const bytes = await readFile(modelJsonPath);
   const modelJson = parseModelJson(bytes, modelJsonPath);
+  // Before tfjs builds anything: building allocates every declared variable.
+  checkTopologyAgainstManifest(modelJson, modelJsonPath);
   const { weightSpecs, weightData } = await readWeights(modelJson.weightsManifest, folder, modelJsonPath);
   const artifacts: ModelArtifacts = {
     modelTopology: modelJson.modelTopology,
@@ -79,7 +83,8 @@ export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-function parseModelJson(bytes: Buffer, file: string): ModelJson {
+/** model.json's bytes as a TF.js model description, or a one-line error naming `file`. */
+export function parseModelJson(bytes: Buffer, file: string): ModelJson {
   let parsed: unknown;
   try {
     parsed = JSON.parse(bytes.toString('utf8'));
@@ -123,13 +128,16 @@ function isWeightEntry(value: unknown): value is WeightsManifestEntry {
   );
 }
 
+/** `path` resolved in `folder` when, by its name, it stays inside it; else undefined. */
+export function pathInside(folder: string, path: string): string | undefined {
+  const full = resolve(folder, path);
+  return isAbsolute(path) || !isInsideFolder(folder, full) ? undefined : full;
+}
+
 /** A weight path that stays inside `folder`, or an error. */
 export function confinedWeightPath(folder: string, path: string, modelJsonPath: string): string {
-  const full = resolve(folder, path);
-  const inside = relative(folder, full);
-  if (isAbsolute(path) || inside === '' || inside.startsWith('..') || isAbsolute(inside) || inside.split(sep).includes('..')) {
-    throw new CamvizError(`weight path '${path}' leaves the model folder: refused`, { file: modelJsonPath });
-  }
+  const full = pathInside(folder, path);
+  if (full === undefined) throw new CamvizError(`weight path '${path}' leaves the model folder: refused`, { file: modelJsonPath });
   return full;
 }
 
@@ -141,9 +149,10 @@ async function readWeights(
 ): Promise<{ weightSpecs: WeightsManifestEntry[]; weightData: ArrayBuffer[] }> {
   const buffers: Buffer[] = [];
   const weightSpecs: WeightsManifestEntry[] = [];
+  const realFolder = await realpath(folder);
   for (const group of groups) {
     const paths = group.paths.map((path) => confinedWeightPath(folder, path, modelJsonPath));
-    const groupBuffers = await Promise.all(paths.map((path) => readWeightFile(path)));
+    const groupBuffers = await Promise.all(paths.map((path) => readWeightFile(path, realFolder)));
     checkGroupSize(group, paths, groupBuffers);
     buffers.push(...groupBuffers);
     weightSpecs.push(...group.weights);
@@ -158,10 +167,29 @@ function ownArrayBuffer(buffer: Buffer): ArrayBuffer {
   return (whole ? buffer.buffer : buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + buffer.byteLength)) as ArrayBuffer;
 }
 
-async function readWeightFile(path: string): Promise<Buffer> {
+/** Whether `path` is strictly below `folder` (both absolute). */
+function isInsideFolder(folder: string, path: string): boolean {
+  const inside = relative(folder, path);
+  return inside !== '' && !isAbsolute(inside) && inside !== '..' && !inside.startsWith(`..${sep}`);
+}
+
+/**
+ * A weight file's bytes. Symbolic links are followed only to a regular file
+ * whose real path is inside the model folder's real path (`realFolder`):
+ * a name that stays inside the folder can still link to /etc/passwd, and a
+ * model unpacked from an archive may carry such links.
+ */
+async function readWeightFile(path: string, realFolder: string): Promise<Buffer> {
   try {
-    return await readFile(path);
+    const real = await realpath(path);
+    if (!isInsideFolder(realFolder, real)) {
+      throw new CamvizError(`weight file links outside the model folder (to ${real}): refused`, { file: path });
+    }
+    if (!(await stat(real)).isFile()) throw new CamvizError('weight file is not a regular file: refused', { file: path });
+    // The resolved path: a link swapped after the check is not followed again.
+    return await readFile(real);
   } catch (error) {
+    if (error instanceof CamvizError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     const reason = code === 'ENOENT' ? 'weight file missing' : `weight file unreadable (${code ?? (error as Error).message})`;
     throw new CamvizError(reason, { file: path });

@@ -6,12 +6,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CamvizError } from '../util/errors.js';
-import { sha256Hex } from './io.js';
+import { type DownloadOptions, type FetchLog, downloadModel } from './download.js';
+import { type ModelJson, expectedGroupBytes, parseModelJson, pathInside, sha256Hex } from './io.js';
 import type { CamvizJson } from './metadata.js';
 
 export interface ZooEntry {
@@ -83,104 +84,94 @@ export function zooOrigin(): { kind: 'url'; base: URL } | { kind: 'folder'; path
   return { kind: 'folder', path };
 }
 
-export interface FetchLog {
-  (message: string): void;
-}
+export type { FetchLog } from './download.js';
 
 /** The local model.json of a zoo entry, downloading it into the cache if needed. */
 export async function zooModelJson(entry: ZooEntry, log?: FetchLog): Promise<string> {
   if (entry.embedded !== undefined) return join(packageRoot, entry.embedded, 'model.json');
   const origin = zooOrigin();
   if (origin.kind === 'folder') return join(origin.path, entry.name, 'model.json');
-  const folder = join(cacheRoot(), 'zoo', entry.name);
-  if (existsSync(join(folder, 'model.json'))) return join(folder, 'model.json');
   const url = new URL(`${entry.name}/model.json`, origin.base);
+  const folder = join(cacheRoot(), 'zoo', entry.name);
+  const options = { ...(entry.sha256 === undefined ? {} : { sha256: entry.sha256 }), ...(log === undefined ? {} : { log }) };
   try {
-    await downloadModel(url, folder, entry.sha256, log);
+    return await cachedModel(entry.name, url, folder, options);
   } catch (error) {
     if (error instanceof CamvizError) throw error;
     throw new CamvizError(
       `model '${entry.name}' is not cached and could not be downloaded (${(error as Error).message}); ` +
-        `without network access, use --model shapes (built in) or a local model folder`,
+        `without network access, use --model shapes (built in), a local model folder, ` +
+        `or set CAMVIZ_ZOO_URL to a mirror URL or a local folder of <name>/model.json`,
       { file: url.href },
     );
   }
-  return join(folder, 'model.json');
 }
 
-/** The local model.json of a model at an http(s) URL, downloading it once. */
+/** The local model.json of a model at an http(s) URL, downloading it once (with its camviz.json, if any). */
 export async function urlModelJson(href: string, log?: FetchLog): Promise<string> {
   const url = new URL(href.endsWith('.json') ? href : `${href.replace(/\/?$/, '/')}model.json`);
   const folder = join(cacheRoot(), 'url', sha256Hex(Buffer.from(url.href)).slice(0, 24));
-  if (existsSync(join(folder, 'model.json'))) return join(folder, 'model.json');
   try {
-    await downloadModel(url, folder, undefined, log);
+    return await cachedModel(url.href, url, folder, { withCamvizJson: true, ...(log === undefined ? {} : { log }) });
   } catch (error) {
     if (error instanceof CamvizError) throw error;
     throw new CamvizError(`could not download the model (${(error as Error).message})`, { file: url.href });
   }
-  return join(folder, 'model.json');
 }
 
 /**
- * Downloads model.json and its weight files into `folder`, atomically: all
- * files go into a temporary folder beside it, renamed into place at the end,
- * so an interrupted download never leaves a half-written model behind.
+ * The cached model.json in `folder`, downloaded first when there is none.
+ * A cached entry that no longer matches its manifest (a file missing or of
+ * another size, model.json unreadable or changed) is discarded and
+ * downloaded again, saying so: otherwise one bad copy would fail every run.
  */
-async function downloadModel(modelJsonUrl: URL, folder: string, sha256: string | undefined, log?: FetchLog): Promise<void> {
-  const modelJsonBytes = await fetchBytes(modelJsonUrl);
-  if (sha256 !== undefined && sha256Hex(modelJsonBytes) !== sha256) {
-    throw new CamvizError('downloaded model.json does not match the zoo\'s sha256', { file: modelJsonUrl.href });
+async function cachedModel(name: string, url: URL, folder: string, options: DownloadOptions): Promise<string> {
+  const modelJsonPath = join(folder, 'model.json');
+  if (existsSync(folder)) {
+    const damage = await damageOf(folder, options.sha256);
+    if (damage === undefined) return modelJsonPath;
+    options.log?.(`cached model ${name} is damaged (${damage}); downloading again`);
+    await discard(folder);
   }
-  const weightPaths = weightPathsOf(modelJsonBytes, modelJsonUrl.href);
-  // Said once the origin answers, so that an offline run prints its one error line alone.
-  log?.(`downloading ${modelJsonUrl.href} and ${weightPaths.length} weight file${weightPaths.length === 1 ? '' : 's'}`);
-  const temp = `${folder}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  await mkdir(temp, { recursive: true });
-  try {
-    for (const path of weightPaths) {
-      const bytes = await fetchBytes(new URL(path, modelJsonUrl));
-      await mkdir(dirname(join(temp, path)), { recursive: true });
-      await writeFile(join(temp, path), bytes);
-    }
-    await writeFile(join(temp, 'model.json'), modelJsonBytes);
-    await mkdir(dirname(folder), { recursive: true });
-    try {
-      await rename(temp, folder);
-    } catch (error) {
-      // Another process finished the same download first: keep theirs.
-      if (!existsSync(join(folder, 'model.json'))) throw error;
-    }
-  } finally {
-    await rm(temp, { recursive: true, force: true });
-  }
+  await downloadModel(url, folder, options);
+  return modelJsonPath;
 }
 
-function weightPathsOf(modelJsonBytes: Buffer, file: string): string[] {
-  let manifest: unknown;
+/** Why a cached model folder is not what its model.json describes, or undefined when it is. */
+async function damageOf(folder: string, sha256?: string): Promise<string | undefined> {
+  const modelJsonPath = join(folder, 'model.json');
+  let modelJson: ModelJson;
   try {
-    manifest = (JSON.parse(modelJsonBytes.toString('utf8')) as { weightsManifest?: unknown }).weightsManifest;
+    const bytes = await readFile(modelJsonPath);
+    if (sha256 !== undefined && sha256Hex(bytes) !== sha256) return 'model.json does not match the zoo\'s sha256';
+    modelJson = parseModelJson(bytes, modelJsonPath);
   } catch (error) {
-    throw new CamvizError(`model.json is not valid JSON: ${(error as Error).message}`, { file });
+    const code = (error as NodeJS.ErrnoException).code;
+    return code === undefined ? (error as Error).message : `model.json unreadable: ${code}`;
   }
-  if (!Array.isArray(manifest)) throw new CamvizError('model.json has no weightsManifest', { file });
-  const paths = manifest.flatMap((group) => ((group as { paths?: unknown }).paths as unknown[]) ?? []);
-  for (const path of paths) {
-    if (typeof path !== 'string' || path.includes('..') || path.startsWith('/') || /^[a-z]+:/i.test(path) || path.includes('\\')) {
-      throw new CamvizError(`weight path '${String(path)}' leaves the model folder: refused`, { file });
+  for (const group of modelJson.weightsManifest) {
+    let size = 0;
+    for (const path of group.paths) {
+      const file = pathInside(folder, path);
+      const info = file === undefined ? undefined : await stat(file).catch(() => undefined);
+      if (!info?.isFile()) return `${path} is missing`;
+      size += info.size;
     }
+    const expected = expectedGroupBytes(group.weights);
+    if (expected !== undefined && size !== expected) return `${group.paths.join(', ')}: ${size} bytes, the weightsManifest declares ${expected}`;
   }
-  return paths as string[];
+  return undefined;
 }
 
-async function fetchBytes(url: URL): Promise<Buffer> {
-  let response: Response;
+/** Removes a damaged cache folder: renamed away first, so no process sees it half-deleted. */
+async function discard(folder: string): Promise<void> {
+  const away = `${folder}.damaged.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    response = await fetch(url, { signal: AbortSignal.timeout(120_000) });
+    await rename(folder, away);
   } catch (error) {
-    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-    throw new Error(`${url.host}: ${cause?.code ?? cause?.message ?? (error as Error).message}`);
+    // Another process discarded it first.
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw error;
   }
-  if (!response.ok) throw new Error(`${url.href}: HTTP ${response.status} ${response.statusText}`);
-  return Buffer.from(await response.arrayBuffer());
+  await rm(away, { recursive: true, force: true });
 }
