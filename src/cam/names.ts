@@ -15,6 +15,10 @@ export type MapMethodName = (typeof MAP_METHOD_NAMES)[number];
 
 export const METHOD_NAMES: readonly string[] = [...MAP_METHOD_NAMES, ...GUIDED_METHODS];
 
+/** What the class score Y is: the pre-softmax score (the logit) or the probability. */
+export const SCORE_KINDS = ['logit', 'prob'] as const;
+export type ScoreKind = (typeof SCORE_KINDS)[number];
+
 const ALIASES: Record<string, string> = {
   'gradcam++': 'gradcampp',
   gradcamplusplus: 'gradcampp',
