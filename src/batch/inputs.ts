@@ -30,7 +30,8 @@ export interface ExpandOptions {
  */
 export async function expandInputs(paths: readonly string[], options: ExpandOptions = {}): Promise<InputImage[]> {
   const matcher = options.glob === undefined ? undefined : globToRegExp(options.glob);
-  const excluded = new Set(options.exclude === undefined ? [] : [await realpath(options.exclude).catch(() => resolve(options.exclude!))]);
+  const { exclude } = options;
+  const excluded = new Set(exclude === undefined ? [] : [await realpath(exclude).catch(() => resolve(exclude))]);
   const several = paths.length > 1;
   const found: { path: string; short: string }[] = [];
   for (const path of paths) {
