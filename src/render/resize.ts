@@ -140,9 +140,9 @@ function resampleInto(
   const rows = new Float32Array((lastRow - firstRow + 1) * width);
   const { lo: xLo, hi: xHi, weight: xW } = xs;
   const { lo: yLo, hi: yHi, weight: yW } = ys;
-  // In the per-pixel loops below every index is in range by construction
+  // In the loops below every index is in range by construction
   // (i < width, j < height, the tables hold clamped source indices), so the
-  // typed-array reads carry `!` rather than an undefined check per pixel.
+  // typed-array reads carry `!` rather than an undefined check per pixel or row.
   for (let r = firstRow; r <= lastRow; r++) {
     const s = r * srcWidth;
     const o = (r - firstRow) * width;
