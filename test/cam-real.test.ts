@@ -698,8 +698,9 @@ forEachBackend((backend) => {
     const camviz = (target: string, classIndex: number, eigenSmooth = false): Float32Array => {
       const network = Network.of(net.model);
       const node = network.graph.findNodes(target)[0]!;
-      const [[result]] = new GradCam().compute(network, { input, layers: [node], classes: { kind: 'explicit', classes: [classIndex] }, eigenSmooth });
-      return result!.map.data;
+      const result = new GradCam().compute(network, { input, layers: [node], classes: { kind: 'explicit', classes: [classIndex] }, eigenSmooth })[0]?.[0];
+      assert.ok(result !== undefined, `${target}: one result for class ${classIndex}`);
+      return result.map.data;
     };
 
     test('at the branch conv whose output meets the bypass in an Add, and at the conv that fans out to both', (t) => {

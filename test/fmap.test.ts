@@ -80,7 +80,9 @@ function assertCloseRelative(actual: ArrayLike<number>, expected: ArrayLike<numb
  * value (range floored at 1e-5, as make_grid does), rounded like
  * save_image, and the padding black.
  */
-async function assertGridOf(pngPath: string, activation: Float32Array, [height, width, channels]: readonly number[], padding: number, tileSize: number): Promise<void> {
+async function assertGridOf(pngPath: string, activation: Float32Array, shape: readonly number[], padding: number, tileSize: number): Promise<void> {
+  const [height, width, channels] = shape;
+  assert.ok(shape.length === 3 && height !== undefined && width !== undefined && channels !== undefined, `${pngPath}: an [H, W, C] shape, got [${shape.join(', ')}]`);
   const { data, info } = await sharp(pngPath).raw().toBuffer({ resolveWithObject: true });
   assert.equal(info.channels, 3, `${pngPath}: RGB`);
   const columns = Math.ceil(Math.sqrt(channels));

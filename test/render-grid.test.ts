@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { colormapLut, makeFeatureGrid } from '../src/render/index.js';
+import { at } from './helpers/arrays.js';
 
 /**
  * torchvision.utils.make_grid(t, nrow, padding, normalize=True, scale_each=True,
@@ -21,14 +22,16 @@ function naiveMakeGrid(images: number[][][], nrow: number, padding: number, padV
     return img.map((row) => row.map((v) => (Math.min(Math.max(v, low), high) - low) / Math.max(high - low, 1e-5)));
   });
   const toByte = (v: number) => Math.min(255, Math.max(0, Math.floor(v * 255 + 0.5)));
+  const first = at(normed, 0);
+  const imageWidth = at(first, 0).length;
   if (normed.length === 1) {
-    return { width: normed[0][0].length, height: normed[0].length, gray: normed[0].flat().map(toByte) };
+    return { width: imageWidth, height: first.length, gray: first.flat().map(toByte) };
   }
   const nmaps = normed.length;
   const xmaps = Math.min(nrow, nmaps);
   const ymaps = Math.ceil(nmaps / xmaps);
-  const height = normed[0].length + padding;
-  const width = normed[0][0].length + padding;
+  const height = first.length + padding;
+  const width = imageWidth + padding;
   const gridH = height * ymaps + padding;
   const gridW = width * xmaps + padding;
   const grid: number[][] = Array.from({ length: gridH }, () => new Array<number>(gridW).fill(padValue));
@@ -36,8 +39,11 @@ function naiveMakeGrid(images: number[][][], nrow: number, padding: number, padV
   for (let y = 0; y < ymaps; y++) {
     for (let x = 0; x < xmaps; x++) {
       if (k >= nmaps) break;
+      const image = at(normed, k);
       for (let r = 0; r < height - padding; r++) {
-        for (let c = 0; c < width - padding; c++) grid[y * height + padding + r][x * width + padding + c] = normed[k][r][c];
+        const target = at(grid, y * height + padding + r);
+        const source = at(image, r);
+        for (let c = 0; c < width - padding; c++) target[x * width + padding + c] = at(source, c);
       }
       k++;
     }
@@ -50,7 +56,7 @@ function channelImage(act: Float32Array, h: number, w: number, channels: number,
   const rows: number[][] = [];
   for (let y = 0; y < h * scale; y++) {
     const row: number[] = [];
-    for (let x = 0; x < w * scale; x++) row.push(act[(Math.floor(y / scale) * w + Math.floor(x / scale)) * channels + c]);
+    for (let x = 0; x < w * scale; x++) row.push(at(act, (Math.floor(y / scale) * w + Math.floor(x / scale)) * channels + c));
     rows.push(row);
   }
   return rows;
@@ -78,8 +84,9 @@ for (let y = 0; y < H; y++) {
 function grayOf(rgb: Uint8Array): number[] {
   const gray: number[] = [];
   for (let i = 0; i < rgb.length; i += 3) {
-    assert.ok(rgb[i] === rgb[i + 1] && rgb[i] === rgb[i + 2], 'gray pixels have r = g = b');
-    gray.push(rgb[i]);
+    const [r, g, b] = rgb.subarray(i, i + 3);
+    assert.ok(r !== undefined && r === g && r === b, 'gray pixels have r = g = b');
+    gray.push(r);
   }
   return gray;
 }
@@ -120,7 +127,7 @@ test('the default layout: ceil(sqrt(5)) = 3 per row, 64 px tiles, 2 px padding a
     ],
   );
   // The constant channel's tile is black, like make_grid's (x - min) / max(0, 1e-5).
-  const tile = grid.layout.tiles[2];
+  const tile = at(grid.layout.tiles, 2);
   for (let y = tile.y; y < tile.y + 96; y++) {
     for (let x = tile.x; x < tile.x + 64; x++) assert.equal(grid.rgb[(y * grid.width + x) * 3], 0);
   }
@@ -145,7 +152,7 @@ test('a colormap colours tile pixels through its table; padding stays gray', () 
     return gray.layout.tiles.some((t) => x >= t.x && x < t.x + W && y >= t.y && y < t.y + H);
   };
   for (let px = 0; px < gray.width * gray.height; px++) {
-    const level = gray.rgb[px * 3];
+    const level = at(gray.rgb, px * 3);
     const expected = inTile(px) ? Array.from(lut.subarray(level * 3, level * 3 + 3)) : [128, 128, 128];
     assert.deepEqual(Array.from(coloured.rgb.subarray(px * 3, px * 3 + 3)), expected, `pixel ${px}`);
   }

@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import type { ImageGeometry } from '../src/image/geometry.js';
 import { mapToOriginal, resizeBilinear } from '../src/render/index.js';
+import { at } from './helpers/arrays.js';
 import { assertAllClose } from './helpers/numeric.js';
 import { findPython } from './helpers/python.js';
 
@@ -22,8 +23,8 @@ function naiveResize(src: ArrayLike<number>, sw: number, sh: number, dw: number,
     const [y0, y1, fy] = sample(((y + 0.5) * sh) / dh - 0.5, sh);
     for (let x = 0; x < dw; x++) {
       const [x0, x1, fx] = sample(((x + 0.5) * sw) / dw - 0.5, sw);
-      const top = src[y0 * sw + x0] * (1 - fx) + src[y0 * sw + x1] * fx;
-      const bottom = src[y1 * sw + x0] * (1 - fx) + src[y1 * sw + x1] * fx;
+      const top = at(src, y0 * sw + x0) * (1 - fx) + at(src, y0 * sw + x1) * fx;
+      const bottom = at(src, y1 * sw + x0) * (1 - fx) + at(src, y1 * sw + x1) * fx;
       out[y * dw + x] = top * (1 - fy) + bottom * fy;
     }
   }
@@ -60,9 +61,9 @@ test('3x3 -> 5 wide x 7 high matches values computed by hand', () => {
 
   // A single peak in the centre: weights are products of the per-axis fractions.
   const peak = resizeBilinear(new Float32Array([0, 0, 0, 0, 9, 0, 0, 0, 0]), 3, 3, 5, 7);
-  assert.ok(Math.abs(peak[3 * 5 + 2] - 9) < 1e-6); // (x 1, y 1)
-  assert.ok(Math.abs(peak[2 * 5 + 1] - 9 * 0.4 * (4 / 7)) < 1e-5); // (x 0.4, y 4/7)
-  assert.ok(Math.abs(peak[5 * 5 + 3] - 9 * 0.4 * (1 - 6 / 7)) < 1e-5); // (x 1.6, y 13/7)
+  assert.ok(Math.abs(at(peak, 3 * 5 + 2) - 9) < 1e-6); // (x 1, y 1)
+  assert.ok(Math.abs(at(peak, 2 * 5 + 1) - 9 * 0.4 * (4 / 7)) < 1e-5); // (x 0.4, y 4/7)
+  assert.ok(Math.abs(at(peak, 5 * 5 + 3) - 9 * 0.4 * (1 - 6 / 7)) < 1e-5); // (x 1.6, y 13/7)
   assert.equal(peak[0], 0);
 });
 
@@ -114,10 +115,10 @@ function geometry(
   mode: ImageGeometry['mode'],
   original: [number, number],
   input: [number, number],
-  sourceBox: number[],
-  inputBox: number[],
+  sourceBox: [number, number, number, number],
+  inputBox: [number, number, number, number],
 ): ImageGeometry {
-  const box = ([x, y, width, height]: number[]) => ({ x, y, width, height });
+  const box = ([x, y, width, height]: [number, number, number, number]) => ({ x, y, width, height });
   return {
     mode,
     original: { width: original[0], height: original[1] },
@@ -145,12 +146,13 @@ test('mapToOriginal in crop mode fills the crop and leaves the margins 0', () =>
   for (let y = 0; y < 6; y++) {
     for (let x = 0; x < 10; x++) {
       const expected = x < 2 || x >= 8 ? 0 : 10 * coord(y) + coord(x - 2);
-      assert.ok(Math.abs(out[y * 10 + x] - expected) < 1e-5, `(${x}, ${y}): ${out[y * 10 + x]} vs ${expected}`);
+      const value = at(out, y * 10 + x);
+      assert.ok(Math.abs(value - expected) < 1e-5, `(${x}, ${y}): ${value} vs ${expected}`);
     }
   }
   // By hand: pixel (2, 0) samples (-1/6 -> 0, -1/6 -> 0); pixel (5, 3) samples (11/6, 11/6).
   assert.equal(out[2], 0);
-  assert.ok(Math.abs(out[3 * 10 + 5] - (10 * 11) / 6 - 11 / 6) < 1e-5);
+  assert.ok(Math.abs(at(out, 3 * 10 + 5) - (10 * 11) / 6 - 11 / 6) < 1e-5);
 });
 
 test('mapToOriginal in pad mode samples only the part of the map under inputBox', () => {
@@ -163,8 +165,8 @@ test('mapToOriginal in pad mode samples only the part of the map under inputBox'
   const xs = [0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3];
   const ys = [0.75, 1.25, 1.75, 2.25];
   assertAllClose(out, ys.flatMap((y) => xs.map((x) => 10 * y + x)), 1e-5, 'pad');
-  assert.ok(Math.abs(out[0] - 7.5) < 1e-6);
-  assert.ok(Math.abs(out[3 * 8 + 7] - 25.5) < 1e-6);
+  assert.ok(Math.abs(at(out, 0) - 7.5) < 1e-6);
+  assert.ok(Math.abs(at(out, 3 * 8 + 7) - 25.5) < 1e-6);
 });
 
 test('mapToOriginal with a fractional crop box and a reused dirty buffer', () => {

@@ -7,7 +7,7 @@ import { after, test } from 'node:test';
 import sharp from 'sharp';
 import { EventWriter, encodePng } from '../src/render/index.js';
 import { findPython } from './helpers/python.js';
-import { crc32c, decodeEvent, readRecords } from './helpers/tensorboard.js';
+import { crc32c, decodeEvent, decodeMessage, readRecords } from './helpers/tensorboard.js';
 
 const dir = await mkdtemp(join(tmpdir(), 'camviz-render-tb-'));
 after(() => rm(dir, { recursive: true, force: true }));
@@ -16,6 +16,11 @@ after(() => rm(dir, { recursive: true, force: true }));
 
 test('the test CRC32C is right (RFC 3720 check value)', () => {
   assert.equal(crc32c(Buffer.from('123456789')), 0xe3069283);
+});
+
+test('the test decoder refuses a truncated varint instead of reading past the end', () => {
+  // Field 1 (varint) whose value's first byte says "more follows", then nothing.
+  assert.throws(() => decodeMessage(Buffer.from([0x08, 0x80])), RangeError);
 });
 
 function picture(width: number, height: number, seed: number): Uint8Array {
@@ -34,28 +39,31 @@ test('an event file TensorBoard can read: version record, then image summaries',
   await writer.close(); // a second close does nothing
 
   const files = await readdir(logdir);
-  assert.equal(files.length, 1);
-  assert.match(files[0], /^events\.out\.tfevents\.\d{10}\.testhost$/);
-  assert.equal(join(logdir, files[0]), writer.path);
-  const seconds = Number(files[0].split('.')[3]);
+  const [file] = files;
+  assert.ok(files.length === 1 && file !== undefined, `one event file, got ${files.join(', ')}`);
+  assert.match(file, /^events\.out\.tfevents\.\d{10}\.testhost$/);
+  assert.equal(join(logdir, file), writer.path);
+  const seconds = Number(file.split('.')[3]);
   assert.ok(Math.abs(seconds - before) <= 2);
 
   const events = readRecords(await readFile(writer.path)).map(decodeEvent);
-  assert.equal(events.length, 3);
-  assert.equal(events[0].fileVersion, 'brain.Event:2');
-  assert.equal(events[0].images.length, 0);
-  assert.ok(Math.abs(events[0].wallTime - before) < 5);
+  const [version, firstImage, secondImage, ...extra] = events;
+  assert.ok(version !== undefined && firstImage !== undefined && secondImage !== undefined && extra.length === 0, `3 events, got ${events.length}`);
+  assert.equal(version.fileVersion, 'brain.Event:2');
+  assert.equal(version.images.length, 0);
+  assert.ok(Math.abs(version.wallTime - before) < 5);
 
-  assert.equal(events[1].wallTime, 1700000000.25);
-  assert.equal(events[1].step, 0n);
-  assert.equal(events[2].step, 41n);
-  assert.ok(events[2].wallTime >= before);
+  assert.equal(firstImage.wallTime, 1700000000.25);
+  assert.equal(firstImage.step, 0n);
+  assert.equal(secondImage.step, 41n);
+  assert.ok(secondImage.wallTime >= before);
   const expected = [
-    { tag: 'gradcam/cat.jpg', width: 5, height: 3, pixels: first },
-    { tag: 'layers/conv_1', width: 4, height: 6, pixels: second },
+    { event: firstImage, tag: 'gradcam/cat.jpg', width: 5, height: 3, pixels: first },
+    { event: secondImage, tag: 'layers/conv_1', width: 4, height: 6, pixels: second },
   ];
-  for (const [i, want] of expected.entries()) {
-    const [image] = events[i + 1].images;
+  for (const want of expected) {
+    const [image, ...more] = want.event.images;
+    assert.ok(image !== undefined && more.length === 0, `${want.tag}: one image`);
     assert.equal(image.tag, want.tag);
     assert.equal(image.width, BigInt(want.width));
     assert.equal(image.height, BigInt(want.height));

@@ -36,7 +36,8 @@ export interface ExpandOptions {
  */
 export async function expandInputs(paths: readonly string[], options: ExpandOptions = {}): Promise<InputImage[]> {
   const matcher = options.glob === undefined ? undefined : globToRegExp(options.glob);
-  const outReal = options.exclude === undefined ? undefined : await realpath(options.exclude).catch(() => resolve(options.exclude!));
+  const { exclude } = options;
+  const outReal = exclude === undefined ? undefined : await realpath(exclude).catch(() => resolve(exclude));
   const excluded = new Set(outReal === undefined ? [] : [outReal, join(outReal, REPORT_DIR)]);
   const several = paths.length > 1;
   const found: { path: string; short: string }[] = [];

@@ -97,7 +97,7 @@ async function runPlanned(options: BatchRunOptions, images: InputImage[], settle
   // manifest), the workers stop and the spinner goes, so the process can exit.
   try {
     // The model is known only once loaded: outputs of another model are not kept.
-    if (resumable.size > 0 && previous!.model.sha256 !== executorInfo(executor).model.sha256) {
+    if (previous !== undefined && resumable.size > 0 && previous.model.sha256 !== executorInfo(executor).model.sha256) {
       log(`--skip-existing: ${MANIFEST_NAME} in ${displayPath(options.task.outDir)} was written with another model (sha256 of model.json differs); processing every input`);
       for (const image of resumable.keys()) settled.delete(image);
       todo = images.filter((image) => !settled.has(image));

@@ -10,7 +10,8 @@ import { type Task, type TaskContext, processStopping, requestStop, startTask } 
 import type { InputImage } from '../tasks/types.js';
 import type { FromWorker, ToWorker, WorkerData } from './pool.js';
 
-const port = parentPort!;
+if (parentPort === null) throw new Error('batch/worker.js runs only in a worker thread');
+const port = parentPort;
 const post = (message: FromWorker, transfer: ArrayBuffer[] = []): void => port.postMessage(message, transfer);
 
 async function main(): Promise<void> {

@@ -12,9 +12,9 @@ import { type HookSpec, withHooksSync } from '../hooks/hooks.js';
 import type { GraphNode } from '../executor/graph.js';
 import { type ForwardValues, type Network, type Objective, disposeValues } from '../executor/network.js';
 import { firstPrincipalProjection } from './projection.js';
+import type { ScoreKind } from './names.js';
 
-/** What the class score Y is: the pre-softmax logit (default) or the probability. */
-export type ScoreKind = 'logit' | 'prob';
+export type { ScoreKind } from './names.js';
 
 /**
  * Which classes to explain: the same classes for every image, each image's

@@ -23,7 +23,7 @@ export { XGradCam } from './xgradcam.js';
 export { augmentedCompute } from './smooth.js';
 export { type GuidedResult, deprocessGradient, guidedBackprop, guidedGradCam } from './guided.js';
 export { firstPrincipalProjection } from './projection.js';
-export { GUIDED_METHODS, type GuidedMethodName, MAP_METHOD_NAMES, type MapMethodName, METHOD_NAMES, canonicalMethod, isGuidedMethod, isMapMethod } from './names.js';
+export { GUIDED_METHODS, type GuidedMethodName, MAP_METHOD_NAMES, type MapMethodName, METHOD_NAMES, SCORE_KINDS, canonicalMethod, isGuidedMethod, isMapMethod } from './names.js';
 
 // Typed by the names, so that a method listed there and not here (or the reverse) does not compile.
 const MAP_METHODS: Record<MapMethodName, () => CamMethod> = {

@@ -15,6 +15,14 @@ export type MapMethodName = (typeof MAP_METHOD_NAMES)[number];
 
 export const METHOD_NAMES: readonly string[] = [...MAP_METHOD_NAMES, ...GUIDED_METHODS];
 
+/** What the class score Y is: the pre-softmax score (the logit) or the probability. */
+export const SCORE_KINDS = ['logit', 'prob'] as const;
+export type ScoreKind = (typeof SCORE_KINDS)[number];
+
+export function isScoreKind(value: string): value is ScoreKind {
+  return (SCORE_KINDS as readonly string[]).includes(value);
+}
+
 const ALIASES: Record<string, string> = {
   'gradcam++': 'gradcampp',
   gradcamplusplus: 'gradcampp',

@@ -1,5 +1,5 @@
 /** `camviz cam` / `camviz gradcam`: class activation maps over images. */
-import { canonicalMethod } from '../cam/names.js';
+import { SCORE_KINDS, canonicalMethod, isScoreKind } from '../cam/names.js';
 import { UsageError } from '../util/errors.js';
 import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap.js';
 import { CAM_DEFAULTS } from '../tasks/defaults.js';
@@ -30,7 +30,7 @@ export function camTaskFromFlags(options: CamCliOptions): CamTaskOptions {
   const colormap = options.colormap ?? CAM_DEFAULTS.colormap;
   if (!isColormapName(colormap)) throw new UsageError(`unknown colormap '${colormap}': choose one of ${COLORMAPS.join(', ')}`);
   const score = options.score ?? CAM_DEFAULTS.score;
-  if (score !== 'logit' && score !== 'prob') throw new UsageError(`--score ${score}: choose logit or prob`);
+  if (!isScoreKind(score)) throw new UsageError(`--score ${score}: choose one of ${SCORE_KINDS.join(', ')}`);
   return {
     command: 'cam',
     ...baseTaskOptions(options),

@@ -5,6 +5,8 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { OPTION_LIMITS, addBatchOptions, addImageOptions, addModelOptions, addOptionAlias, collectValues } from './options.js';
+import { METHOD_NAMES, SCORE_KINDS } from '../cam/names.js';
+import { COLORMAPS } from '../render/colormap.js';
 import { CAM_DEFAULTS, FMAP_DEFAULTS, PREDICT_DEFAULTS } from '../tasks/defaults.js';
 import { describeError, exitCodeOf } from '../util/errors.js';
 import { VERSION } from '../util/version.js';
@@ -92,16 +94,16 @@ ${EXIT_CODES_HELP}`,
   const camCommand = (name: string, description: string, fixedMethod?: string): void => {
     const command = program.command(name).description(description).argument('<inputs...>', 'image files or folders');
     if (fixedMethod === undefined) {
-      command.option('--method <name>', `gradcam, gradcampp (gradcam++), xgradcam, hirescam, layercam, cam, scorecam, eigencam, guidedbackprop, guidedgradcam`, CAM_DEFAULTS.method);
+      command.option('--method <name>', `${METHOD_NAMES.join(', ')} (gradcam++ = gradcampp)`, CAM_DEFAULTS.method);
     }
     command
       .option('-c, --class <class>', 'class index or name (unique part of a label); several: comma-separated or repeated (default: top 1)', collectValues)
       .option('-k, --top-k <k>', 'explain each image\'s k most probable classes (also --top)')
       .option('-l, --layer <layer>', 'target layer; several (comma-separated or repeated) give per-layer maps normalised and averaged (default: see camviz layers)', collectValues)
-      .addOption(new Option('--score <kind>', 'differentiate the pre-softmax score (logit) or the probability').choices(['logit', 'prob']).default(CAM_DEFAULTS.score))
+      .addOption(new Option('--score <kind>', 'differentiate the pre-softmax score (logit) or the probability').choices(SCORE_KINDS).default(CAM_DEFAULTS.score))
       .option('--aug-smooth', 'average over horizontal flips x input multipliers 0.9, 1, 1.1 (pytorch-grad-cam aug_smooth)')
       .option('--eigen-smooth', 'first principal component of the weighted activations instead of their sum')
-      .addOption(new Option('--colormap <name>', 'heatmap colours').choices(['jet', 'turbo', 'viridis', 'inferno', 'magma', 'plasma', 'cividis', 'gray']).default(CAM_DEFAULTS.colormap))
+      .addOption(new Option('--colormap <name>', 'heatmap colours').choices(COLORMAPS).default(CAM_DEFAULTS.colormap))
       .option('--alpha <a>', 'heatmap weight in the blend (0-1)', String(CAM_DEFAULTS.alpha))
       .option('--heatmap-only', 'write the coloured map alone, not blended')
       .option('--raw', 'also write the map at feature resolution (after ReLU, before normalisation) as float32 .npy [h, w]; guided methods: their gradient image [H, W, 3]')
@@ -141,7 +143,7 @@ ${EXIT_CODES_HELP}`,
     .option('--nrow <n>', 'tiles per row (default: ceil(sqrt(channels)))')
     .option('--padding <px>', `pixels between tiles (at most ${OPTION_LIMITS.padding.max})`, String(FMAP_DEFAULTS.padding))
     .option('--tile-size <px>', `enlarge small maps (nearest) until tiles are at least this big (at most ${OPTION_LIMITS.tileSize.max})`, String(FMAP_DEFAULTS.tileSize))
-    .addOption(new Option('--colormap <name>', 'tile colours').choices(['gray', 'viridis', 'inferno', 'magma', 'plasma', 'cividis', 'turbo', 'jet']).default(FMAP_DEFAULTS.colormap))
+    .addOption(new Option('--colormap <name>', 'tile colours').choices(COLORMAPS).default(FMAP_DEFAULTS.colormap))
     .option('--raw', 'also write the activation as float32 .npy [H, W, C]')
     .option('--tensorboard <logdir>', 'also write the grids to a TensorBoard event file (tag "feature map in <layer>")')
     .option('--step <n>', 'TensorBoard step of the first image (then one per image)', '0')

@@ -4,6 +4,9 @@
  */
 import { availableParallelism } from 'node:os';
 import { type Command, Option } from 'commander';
+import { BACKEND_CHOICES } from '../engine/backend-choices.js';
+import { RESIZE_MODES } from '../image/geometry.js';
+import { PREPROCESS_NAMES } from '../image/preprocess-names.js';
 import { TASK_DEFAULTS } from '../tasks/defaults.js';
 
 /**
@@ -62,9 +65,9 @@ export function addModelOptions(command: Command): Command {
   return command
     .option('-m, --model <model>', 'zoo name, model folder or model.json (layers or graph model), or http(s) URL', 'mobilenet_v1_0.75_224')
     .addOption(
-      new Option('-b, --backend <backend>', 'TensorFlow.js backend (env CAMVIZ_BACKEND)').choices(['auto', 'gpu', 'native', 'wasm', 'cpu']),
+      new Option('-b, --backend <backend>', 'TensorFlow.js backend (env CAMVIZ_BACKEND)').choices(BACKEND_CHOICES),
     )
-    .addOption(new Option('--preprocess <name>', 'pixel preprocessing (default: from the model\'s metadata)').choices(['tf', 'torch', 'caffe', 'unit', 'none']))
+    .addOption(new Option('--preprocess <name>', 'pixel preprocessing (default: from the model\'s metadata)').choices(PREPROCESS_NAMES))
     .option('--labels <file>', 'class labels: JSON list or object, Keras class index, or text with one per line')
     .option('--size <size>', `model input size: 224 or WIDTHxHEIGHT, ${OPTION_LIMITS.size.min}-${OPTION_LIMITS.size.max} a side (default: the model's)`);
 }
@@ -72,7 +75,7 @@ export function addModelOptions(command: Command): Command {
 /** Options every image-reading command takes. */
 export function addImageOptions(command: Command, resizeHelp: string): Command {
   return command
-    .addOption(new Option('--resize <mode>', `fit images to the model input: ${resizeHelp}`).choices(['stretch', 'crop', 'pad']).default(TASK_DEFAULTS.image.resize))
+    .addOption(new Option('--resize <mode>', `fit images to the model input: ${resizeHelp}`).choices(RESIZE_MODES).default(TASK_DEFAULTS.image.resize))
     .option('--background <colour>', 'colour to flatten transparency onto and to pad with', TASK_DEFAULTS.image.background)
     .option('--max-pixels <n>', 'refuse larger images before decoding them (0 = no limit)', String(TASK_DEFAULTS.image.maxPixels))
     .option(

@@ -8,12 +8,12 @@
 import * as tf from './tf.js';
 import { createRequire } from 'node:module';
 import { UsageError, CamvizError } from '../util/errors.js';
+import { BACKEND_CHOICES, type BackendChoice } from './backend-choices.js';
 
 /** Backend packages are CommonJS: `require` skips the ES-module lexing of their bundles. */
 const requirePackage = createRequire(import.meta.url);
 
-export const BACKEND_CHOICES = ['auto', 'gpu', 'native', 'wasm', 'cpu'] as const;
-export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+export { BACKEND_CHOICES, type BackendChoice } from './backend-choices.js';
 export type BackendKind = 'gpu' | 'native' | 'wasm' | 'cpu';
 
 export interface BackendInfo {

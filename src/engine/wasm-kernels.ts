@@ -131,7 +131,7 @@ function unsortedSegmentSum(args: KernelArgs): tf.TensorInfo {
   return tf.tidy(() => {
     const x = tensorOf(args.inputs, 'x');
     const ids = tf.reshape(tensorOf(args.inputs, 'segmentIds'), [-1]);
-    const rows = ids.shape[0]!;
+    const rows = ids.shape[0];
     const rest = x.shape.slice(1);
     const flat = tf.reshape(tf.cast(x, 'float32'), [rows, -1]);
     // [S, N] one-hot built transposed, so that wasm takes its XNNPACK matmul.

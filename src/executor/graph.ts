@@ -146,8 +146,7 @@ export class LayerGraph {
   downstreamOf(keys: Iterable<string>): Set<number> {
     const reached = new Set<number>();
     const pending = [...keys];
-    while (pending.length > 0) {
-      const key = pending.pop()!;
+    for (let key = pending.pop(); key !== undefined; key = pending.pop()) {
       for (const node of this.consumers(key)) {
         if (reached.has(node.index)) continue;
         reached.add(node.index);
@@ -257,8 +256,7 @@ export class LayerGraph {
     const needed = new Set<number>();
     const pending = fetches.filter((key) => !feeds.has(key));
     const seen = new Set<string>();
-    while (pending.length > 0) {
-      const key = pending.pop()!;
+    for (let key = pending.pop(); key !== undefined; key = pending.pop()) {
       if (seen.has(key)) continue;
       seen.add(key);
       const node = this.producer(key);

@@ -4,9 +4,9 @@
  */
 import * as tf from '../engine/tf.js';
 import { UsageError } from '../util/errors.js';
+import { PREPROCESS_NAMES, type PreprocessName } from './preprocess-names.js';
 
-export const PREPROCESS_NAMES = ['tf', 'torch', 'caffe', 'unit', 'none'] as const;
-export type PreprocessName = (typeof PREPROCESS_NAMES)[number];
+export { PREPROCESS_NAMES, type PreprocessName } from './preprocess-names.js';
 
 export const PREPROCESS_HELP: Record<PreprocessName, string> = {
   tf: 'x/127.5 - 1, range [-1, 1] (MobileNet, Inception)',

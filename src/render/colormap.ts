@@ -67,12 +67,13 @@ export function applyColormap(values: Float32Array, name: ColormapName, out?: Ui
   const rgb = out ?? new Uint8Array(n * 3);
   if (rgb.length !== n * 3) throw new RangeError(`output holds ${rgb.length} bytes, need ${n * 3}`);
   const lut = sharedLut(name);
+  // i < n and k + 2 < 768 by construction: the per-pixel typed-array reads
+  // carry `!` rather than an undefined check.
   for (let i = 0, o = 0; i < n; i++, o += 3) {
-    const v = values[i];
-    const k = colormapIndex(v) * 3;
-    rgb[o] = lut[k];
-    rgb[o + 1] = lut[k + 1];
-    rgb[o + 2] = lut[k + 2];
+    const k = colormapIndex(values[i]!) * 3;
+    rgb[o] = lut[k]!;
+    rgb[o + 1] = lut[k + 1]!;
+    rgb[o + 2] = lut[k + 2]!;
   }
   return rgb;
 }

@@ -125,8 +125,10 @@ function channelIndices(activation: Float32Array, channels: number, channel: num
   const count = out.length;
   let min = Infinity;
   let max = -Infinity;
+  // j = channel + i * channels < height * width * channels = activation.length
+  // (checked by makeFeatureGrid), so the reads carry `!` rather than a check per value.
   for (let i = 0, j = channel; i < count; i++, j += channels) {
-    const v = activation[j];
+    const v = activation[j]!;
     if (!Number.isFinite(v)) continue;
     if (v < min) min = v;
     if (v > max) max = v;
@@ -137,7 +139,7 @@ function channelIndices(activation: Float32Array, channels: number, channel: num
   }
   const span = Math.max(max - min, MIN_RANGE);
   for (let i = 0, j = channel; i < count; i++, j += channels) {
-    const v = activation[j];
+    const v = activation[j]!;
     out[i] = v >= min ? colormapIndex((Math.min(v, max) - min) / span) : 0;
   }
 }
@@ -157,10 +159,12 @@ function drawTile(
     const first = ((tile.y + y * scale) * gridWidth + tile.x) * 3;
     let o = first;
     for (let x = 0; x < width; x++) {
-      const k = indices[y * width + x] * 3;
-      const r = lut[k];
-      const g = lut[k + 1];
-      const b = lut[k + 2];
+      // In range by construction (y * width + x < indices.length, k + 2 < 768):
+      // `!` rather than a check per pixel.
+      const k = indices[y * width + x]! * 3;
+      const r = lut[k]!;
+      const g = lut[k + 1]!;
+      const b = lut[k + 2]!;
       for (let s = 0; s < scale; s++, o += 3) {
         rgb[o] = r;
         rgb[o + 1] = g;

@@ -21,7 +21,7 @@ export function finiteRange(values: ArrayLike<number>): ValueRange | null {
   let min = Infinity;
   let max = -Infinity;
   for (let i = 0; i < values.length; i++) {
-    const v = values[i];
+    const v = values[i]!; // i < length; no per-value undefined check in this hot loop
     if (!Number.isFinite(v)) continue;
     if (v < min) min = v;
     if (v > max) max = v;
@@ -45,7 +45,7 @@ export function minMaxNormalize(values: Float32Array, out?: Float32Array): Float
   const { min } = range;
   const span = range.max - min;
   for (let i = 0; i < n; i++) {
-    const v = values[i];
+    const v = values[i]!; // i < n; no per-value undefined check in this hot loop
     if (v >= min) result[i] = v === Infinity ? 1 : (v - min) / span;
     else result[i] = 0; // NaN, -Infinity
   }
@@ -63,7 +63,7 @@ export function argmax(map: ArrayLike<number>, width: number): MapPeak | null {
   let best = -1;
   let bestValue = -Infinity;
   for (let i = 0; i < map.length; i++) {
-    const v = map[i];
+    const v = map[i]!; // i < length; no per-value undefined check in this hot loop
     if (v > bestValue && v !== Infinity) {
       bestValue = v;
       best = i;

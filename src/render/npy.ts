@@ -53,7 +53,7 @@ function writeFloat32LE(data: Float32Array, out: Buffer, offset: number): void {
     out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), offset);
     return;
   }
-  for (let i = 0; i < data.length; i++) out.writeFloatLE(data[i], offset + i * 4);
+  for (const [i, value] of data.entries()) out.writeFloatLE(value, offset + i * 4);
 }
 
 /**
@@ -63,7 +63,7 @@ function writeFloat32LE(data: Float32Array, out: Buffer, offset: number): void {
 export function decodeNpy(file: Uint8Array): NpyArray {
   const buf = Buffer.from(file.buffer, file.byteOffset, file.byteLength);
   if (buf.length < PREAMBLE_V1 || !buf.subarray(0, MAGIC.length).equals(MAGIC)) throw new Error('not an .npy file');
-  const major = buf[MAGIC.length];
+  const major = buf.readUInt8(MAGIC.length); // in range: the length was checked above
   if (major < 1 || major > 3) throw new Error(`unsupported .npy version ${major}`);
   const lengthBytes = major === 1 ? 2 : 4;
   const headerLength = lengthBytes === 2 ? buf.readUInt16LE(MAGIC.length + 2) : buf.readUInt32LE(MAGIC.length + 2);

@@ -44,12 +44,14 @@ export function overlayHeatmap(
 
   const blend = blendTable(options.alpha ?? DEFAULT_OVERLAY_ALPHA);
   const lut = sharedLut(options.colormap ?? DEFAULT_OVERLAY_COLORMAP);
+  // Every read below is in range (sizes checked above; k + 2 < 768 and the
+  // blend index < 65536 by construction), so the per-pixel typed-array reads
+  // carry `!` rather than an undefined check.
   for (let i = 0, o = 0; i < pixels; i++, o += 3) {
-    const v = heat[i];
-    const k = colormapIndex(v) * 3;
-    result[o] = blend[(image[o] << 8) | lut[k]];
-    result[o + 1] = blend[(image[o + 1] << 8) | lut[k + 1]];
-    result[o + 2] = blend[(image[o + 2] << 8) | lut[k + 2]];
+    const k = colormapIndex(heat[i]!) * 3;
+    result[o] = blend[(image[o]! << 8) | lut[k]!]!;
+    result[o + 1] = blend[(image[o + 1]! << 8) | lut[k + 1]!]!;
+    result[o + 2] = blend[(image[o + 2]! << 8) | lut[k + 2]!]!;
   }
   return result;
 }

@@ -136,23 +136,28 @@ function resampleInto(
   const height = ys.lo.length;
   const firstRow = ys.lo[0];
   const lastRow = ys.hi[height - 1];
+  if (firstRow === undefined || lastRow === undefined) return; // no destination rows
   const rows = new Float32Array((lastRow - firstRow + 1) * width);
   const { lo: xLo, hi: xHi, weight: xW } = xs;
+  const { lo: yLo, hi: yHi, weight: yW } = ys;
+  // In the loops below every index is in range by construction
+  // (i < width, j < height, the tables hold clamped source indices), so the
+  // typed-array reads carry `!` rather than an undefined check per pixel or row.
   for (let r = firstRow; r <= lastRow; r++) {
     const s = r * srcWidth;
     const o = (r - firstRow) * width;
     for (let i = 0; i < width; i++) {
-      const w = xW[i];
-      rows[o + i] = src[s + xLo[i]] * (1 - w) + src[s + xHi[i]] * w;
+      const w = xW[i]!;
+      rows[o + i] = src[s + xLo[i]!]! * (1 - w) + src[s + xHi[i]!]! * w;
     }
   }
   for (let j = 0; j < height; j++) {
-    const a = (ys.lo[j] - firstRow) * width;
-    const b = (ys.hi[j] - firstRow) * width;
-    const w = ys.weight[j];
+    const a = (yLo[j]! - firstRow) * width;
+    const b = (yHi[j]! - firstRow) * width;
+    const w = yW[j]!;
     const v = 1 - w;
     const o = (dstY + j) * dstStride + dstX;
-    for (let i = 0; i < width; i++) dst[o + i] = rows[a + i] * v + rows[b + i] * w;
+    for (let i = 0; i < width; i++) dst[o + i] = rows[a + i]! * v + rows[b + i]! * w;
   }
 }
 

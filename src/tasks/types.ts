@@ -3,6 +3,7 @@
  * that worker threads can receive them; records are what `--json` prints and
  * what `manifest.json` holds.
  */
+import type { ScoreKind } from '../cam/names.js';
 import type { ColormapName } from '../render/colormap.js';
 import type { ResizeMode } from '../image/geometry.js';
 import type { Prediction } from '../model/predict.js';
@@ -44,7 +45,7 @@ export interface CamTaskOptions extends BaseTaskOptions {
   /** `--class` specs (index or name); empty = top-k. */
   classes: string[];
   topK: number;
-  score: 'logit' | 'prob';
+  score: ScoreKind;
   augSmooth: boolean;
   eigenSmooth: boolean;
   colormap: ColormapName;

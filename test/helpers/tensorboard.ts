@@ -49,7 +49,7 @@ export function decodeMessage(buf: Buffer): Map<number, WireValue[]> {
   const varint = (): bigint => {
     let result = 0n;
     for (let shift = 0n; ; shift += 7n) {
-      const byte = buf[at++];
+      const byte = buf.readUInt8(at++); // throws on a truncated varint rather than looping
       result |= BigInt(byte & 0x7f) << shift;
       if (byte < 0x80) return result;
     }
