@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import { type Command, Option } from 'commander';
 import { BACKEND_CHOICES } from '../engine/backend-choices.js';
 import { RESIZE_MODES } from '../image/geometry.js';
-import { PREPROCESS_NAMES } from '../image/preprocess-names.js';
+import { PREPROCESS_HELP, PREPROCESS_NAMES } from '../image/preprocess-names.js';
 import { TASK_DEFAULTS } from '../tasks/defaults.js';
 
 /**
@@ -67,7 +67,7 @@ export function addModelOptions(command: Command): Command {
     .addOption(
       new Option('-b, --backend <backend>', 'TensorFlow.js backend (env CAMVIZ_BACKEND)').choices(BACKEND_CHOICES),
     )
-    .addOption(new Option('--preprocess <name>', 'pixel preprocessing (default: from the model\'s metadata)').choices(PREPROCESS_NAMES))
+    .addOption(new Option('--preprocess <name>', `pixel preprocessing (default: from the model's metadata): ${PREPROCESS_NAMES.map((name) => `${name} = ${PREPROCESS_HELP[name]}`).join('; ')}`).choices(PREPROCESS_NAMES))
     .option('--labels <file>', 'class labels: JSON list or object, Keras class index, or text with one per line')
     .option('--size <size>', `model input size: 224 or WIDTHxHEIGHT, ${OPTION_LIMITS.size.min}-${OPTION_LIMITS.size.max} a side (default: the model's)`);
 }

@@ -8,13 +8,6 @@ import { PREPROCESS_NAMES, type PreprocessName } from './preprocess-names.js';
 
 export { PREPROCESS_NAMES, type PreprocessName } from './preprocess-names.js';
 
-export const PREPROCESS_HELP: Record<PreprocessName, string> = {
-  tf: 'x/127.5 - 1, range [-1, 1] (MobileNet, Inception)',
-  torch: '(x/255 - mean)/std with ImageNet mean and std',
-  caffe: 'RGB -> BGR, minus the ImageNet BGR mean (VGG, ResNet50 from Keras)',
-  unit: 'x/255, range [0, 1]',
-  none: 'raw 0-255 values',
-};
 
 const TORCH_MEAN = [0.485, 0.456, 0.406];
 const TORCH_STD = [0.229, 0.224, 0.225];
