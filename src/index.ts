@@ -25,13 +25,15 @@ export type { BackwardResult, ForwardValues, ModelInputs, Objective } from './ex
 
 // Class activation maps
 export * from './cam/index.js';
-export { type ExplainBatch, type ExplainRequest, explainBatch } from './cam/explain.js';
+export { type ClassExplanation, type ExplainBatch, type ExplainRequest, explainBatch } from './cam/explain.js';
 export { camTargets, classCount, classRequest } from './cam/request.js';
 export { type ExplainOptions, type Explanation, explain } from './explain.js';
 
 // Pictures and files
 export * from './render/index.js';
 export { type ExplanationImage, type ExplanationImageOptions, renderExplanation } from './render/explanation.js';
+export { deprocessGradient } from './render/gradient.js';
+export type { GradientImage } from './render/maps.js';
 
 // Folder runs
 export { type BatchRunOptions, type BatchRunResult, runBatch } from './batch/runner.js';
