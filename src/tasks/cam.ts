@@ -22,7 +22,7 @@ import {
   outputStem,
   recordOutputs,
 } from './common.js';
-import { errorRecord } from './records.js';
+import { errorRecord, inBatchOrder } from './records.js';
 import type { BatchOutcome, CamResultRecord, CamTaskOptions, InputImage, InputRecord } from './types.js';
 
 export class CamTask {
@@ -65,7 +65,7 @@ export class CamTask {
     }
     const perImage = { forward: computed.timings.forward / decoded.length, backward: computed.timings.backward / decoded.length };
     const records = await Promise.all(decoded.map((item, i) => this.writeOutputs(item, computed.explanations[i]!, perImage)));
-    return { records: orderLike(batch, [...failed, ...records]), summaries: [] };
+    return { records: inBatchOrder(batch, [...failed, ...records]), summaries: [] };
   }
 
   private compute(decoded: readonly DecodedInput[]): ExplainBatch {
@@ -139,10 +139,4 @@ export class CamTask {
 function rawArray({ map, gradient }: ClassExplanation): Buffer {
   if (gradient !== undefined) return encodeNpy(gradient.data, [gradient.height, gradient.width, 3]);
   return encodeNpy(map!.data, [map!.height, map!.width]);
-}
-
-/** Records in the order of the batch. */
-function orderLike(batch: readonly InputImage[], records: InputRecord[]): InputRecord[] {
-  const byPath = new Map(records.map((record) => [`${record.relative}\u0000${record.input}`, record]));
-  return batch.map((input) => byPath.get(`${input.relative}\u0000${input.path}`)!);
 }

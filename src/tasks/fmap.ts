@@ -24,7 +24,7 @@ import {
   outputStem,
   recordOutputs,
 } from './common.js';
-import { errorRecord } from './records.js';
+import { errorRecord, inBatchOrder } from './records.js';
 import type { BatchOutcome, FmapResultRecord, FmapTaskOptions, InputImage, InputRecord, SummaryImage } from './types.js';
 
 const CONV_CLASSES = new Set(['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'Conv2DTranspose']);
@@ -53,8 +53,7 @@ export class FmapTask {
     }
     const summaries: SummaryImage[] = [];
     const written = await Promise.all(decoded.map((item, i) => this.writeOutputs(item, activations[i]!, forward, summaries)));
-    const byInput = new Map([...failed, ...written].map((record) => [record.input + '\u0000' + record.relative, record]));
-    return { records: batch.map((input) => byInput.get(input.path + '\u0000' + input.relative)!), summaries };
+    return { records: inBatchOrder(batch, [...failed, ...written]), summaries };
   }
 
   /** Per image, per layer: the activation [H, W, C] as a flat array, with its shape. */

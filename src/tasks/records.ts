@@ -7,3 +7,10 @@ export function errorRecord(input: InputImage, error: unknown, timings: Timings 
   const stack = process.env['CAMVIZ_VERBOSE'] === '1' && error instanceof Error ? error.stack : undefined;
   return { input: input.path, relative: input.relative, status: 'error', outputs: [], timings, error: describeError(error), ...(stack === undefined ? {} : { stack }) };
 }
+
+/** The records of a batch in the batch's order (an input is its path and its relative name: the same file may come from two inputs). */
+export function inBatchOrder(batch: readonly InputImage[], records: readonly InputRecord[]): InputRecord[] {
+  const key = (path: string, relative: string): string => `${relative}\u0000${path}`;
+  const byInput = new Map(records.map((record) => [key(record.input, record.relative), record]));
+  return batch.map((input) => byInput.get(key(input.path, input.relative))!);
+}
