@@ -17,6 +17,7 @@ export { type LayerInfo, defaultTarget, describeLayers, isCamTarget, isFeatureMa
 export { type Prediction, classProbabilities, inputTensor, topK } from './model/predict.js';
 export { type GraphNode, LayerGraph } from './executor/graph.js';
 export { Network } from './executor/network.js';
+export type { Executor } from './executor/executor.js';
 
 // Hooks
 export * from './hooks/index.js';

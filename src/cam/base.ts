@@ -10,7 +10,8 @@
  */
 import * as tf from '../engine/tf.js';
 import type { GraphNode } from '../executor/graph.js';
-import { type ForwardValues, type Network, disposeValues } from '../executor/network.js';
+import type { Executor } from '../executor/executor.js';
+import { type ForwardValues, disposeValues } from '../executor/network.js';
 import type { FeatureMap } from '../render/maps.js';
 import { minMaxNormalize } from '../render/normalize.js';
 import { resizeBilinear } from '../render/resize.js';
@@ -49,7 +50,7 @@ export interface Evidence {
   activations: tf.Tensor4D;
   /** The class of each image of the batch for this map. */
   classes: readonly number[];
-  network: Network;
+  network: Executor;
   input: tf.Tensor4D;
   score: ScoreKind;
 }
@@ -86,7 +87,7 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
   }
 
   /** Runs the passes the method needs through the executor. */
-  protected abstract passes(network: Network, request: CamRequest, classes: ClassChooser, score: ScoreKind): Passes;
+  protected abstract passes(network: Executor, request: CamRequest, classes: ClassChooser, score: ScoreKind): Passes;
 
   /** The evidence of one layer for one class rank. */
   protected abstract evidence(base: Evidence, passes: Passes, rank: number, layer: number): E;
@@ -99,7 +100,7 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
    * forward pass, or (gradient methods) one backward pass per class rank
    * k, all images of the batch together.
    */
-  compute(network: Network, request: CamRequest): CamResult[][] {
+  compute(network: Executor, request: CamRequest): CamResult[][] {
     const score = request.score ?? 'logit';
     const chooser = new ClassChooser(request.classes, request.input.shape[0]);
     const passes = this.passes(network, request, chooser, score);
@@ -143,7 +144,7 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
 
 /** The methods that need no gradient (CAM, Score-CAM, Eigen-CAM): one forward pass. */
 export abstract class ActivationCamMethod extends CamMethod {
-  protected passes(network: Network, request: CamRequest): Passes {
+  protected passes(network: Executor, request: CamRequest): Passes {
     return { values: network.forward(request.input, { layers: request.layers }), gradients: [] };
   }
 
@@ -154,7 +155,7 @@ export abstract class ActivationCamMethod extends CamMethod {
 
 /** The methods that weigh by dY/dA: one backward pass per class rank, from Y to the target layers. */
 export abstract class GradientCamMethod extends CamMethod<GradientEvidence> {
-  protected passes(network: Network, request: CamRequest, classes: ClassChooser, score: ScoreKind): Passes {
+  protected passes(network: Executor, request: CamRequest, classes: ClassChooser, score: ScoreKind): Passes {
     const result = network.backward(request.input, classes.objectives(score), { sources: request.layers, layers: request.layers });
     return { values: result.values, gradients: result.gradients };
   }

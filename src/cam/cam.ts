@@ -7,7 +7,7 @@
 import * as tf from '../engine/tf.js';
 import { UsageError } from '../util/errors.js';
 import type { GraphNode } from '../executor/graph.js';
-import type { Network } from '../executor/network.js';
+import type { Executor } from '../executor/executor.js';
 import { ActivationCamMethod, type Evidence, weighChannels } from './base.js';
 
 const PASS_THROUGH = new Set(['Reshape', 'Flatten', 'Dropout', 'SpatialDropout2D', 'GaussianNoise', 'GaussianDropout']);
@@ -43,7 +43,7 @@ interface KernelOwner {
  * the target's channels are the classes themselves and are only pooled
  * (network-in-network heads such as Darknet's), the identity.
  */
-export function classifierKernel(network: Network, target: GraphNode): tf.Tensor2D {
+export function classifierKernel(network: Executor, target: GraphNode): tf.Tensor2D {
   const graph = network.graph;
   const scoreKey = network.score.scoreKey.replace(/:pre$/, '');
   let key = target.outputs[0]!;

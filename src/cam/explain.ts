@@ -6,7 +6,7 @@
  */
 import type * as tf from '../engine/tf.js';
 import type { GraphNode } from '../executor/graph.js';
-import type { Network } from '../executor/network.js';
+import type { Executor } from '../executor/executor.js';
 import type { FeatureMap, GradientImage } from '../render/maps.js';
 import type { CamResult } from './base.js';
 import type { ClassRequest, ExplainedClass, ScoreKind } from './classes.js';
@@ -47,7 +47,7 @@ export interface ExplainBatch {
   timings: { forward: number; backward: number };
 }
 
-export function explainBatch(network: Network, request: ExplainRequest): ExplainBatch {
+export function explainBatch(network: Executor, request: ExplainRequest): ExplainBatch {
   const method = canonicalMethod(request.method);
   const started = performance.now();
   const maps = method === 'guidedbackprop' ? undefined : computeMaps(network, request, method === 'guidedgradcam' ? 'gradcam' : method);
@@ -63,7 +63,7 @@ export function explainBatch(network: Network, request: ExplainRequest): Explain
   return { explanations, timings: { forward: total - backward, backward } };
 }
 
-function computeMaps(network: Network, request: ExplainRequest, methodName: string): CamResult[][] {
+function computeMaps(network: Executor, request: ExplainRequest, methodName: string): CamResult[][] {
   const method = createMethod(methodName);
   const camRequest = {
     input: request.input,

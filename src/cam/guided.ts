@@ -11,7 +11,8 @@
 import * as tf from '../engine/tf.js';
 import { type HookSpec, withHooksSync } from '../hooks/hooks.js';
 import type { GraphNode } from '../executor/graph.js';
-import { type Network, disposeValues } from '../executor/network.js';
+import type { Executor } from '../executor/executor.js';
+import { disposeValues } from '../executor/network.js';
 import type { FeatureMap, GradientImage } from '../render/maps.js';
 import { minMaxNormalize } from '../render/normalize.js';
 import { resizeBilinear } from '../render/resize.js';
@@ -36,7 +37,7 @@ export function isReluLike(node: GraphNode): boolean {
  * result[image][rank]. The gradient hooks only gate the ReLUs; the input
  * gradient is the executor's.
  */
-export function guidedBackprop(network: Network, input: tf.Tensor4D, classRequest: ClassRequest, score: ScoreKind = 'logit'): GuidedResult[][] {
+export function guidedBackprop(network: Executor, input: tf.Tensor4D, classRequest: ClassRequest, score: ScoreKind = 'logit'): GuidedResult[][] {
   const [batch, height, width] = input.shape;
   const hooks: HookSpec[] = network.graph.nodes.filter(isReluLike).map((node) => ({
     layer: node.layer,

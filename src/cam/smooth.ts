@@ -6,7 +6,8 @@
  * into image coordinates, and averaged. All six run as one batch.
  */
 import * as tf from '../engine/tf.js';
-import { type Network, disposeValues } from '../executor/network.js';
+import type { Executor } from '../executor/executor.js';
+import { disposeValues } from '../executor/network.js';
 import type { FeatureMap } from '../render/maps.js';
 import { minMaxNormalize } from '../render/normalize.js';
 import type { CamMethod, CamRequest, CamResult, Evidence } from './base.js';
@@ -15,7 +16,7 @@ import { ClassChooser } from './classes.js';
 const FLIPS = [false, true] as const;
 const FACTORS = [0.9, 1, 1.1] as const;
 
-export function augmentedCompute<E extends Evidence>(method: CamMethod<E>, network: Network, request: CamRequest): CamResult[][] {
+export function augmentedCompute<E extends Evidence>(method: CamMethod<E>, network: Executor, request: CamRequest): CamResult[][] {
   const batch = request.input.shape[0];
   const classes = resolveTopClasses(network, request);
   const augmentations = FLIPS.flatMap((flip) => FACTORS.map((factor) => ({ flip, factor })));
@@ -43,7 +44,7 @@ export function augmentedCompute<E extends Evidence>(method: CamMethod<E>, netwo
 }
 
 /** The classes per image; a top-k request is resolved on the unaugmented input. */
-function resolveTopClasses(network: Network, request: CamRequest): number[][] {
+function resolveTopClasses(network: Executor, request: CamRequest): number[][] {
   const chooser = new ClassChooser(request.classes, request.input.shape[0]);
   if (chooser.known) return chooser.perImage();
   const values = network.forward(request.input);
