@@ -8,7 +8,7 @@
  *   await writeFile('cat.png', await encodePng(cat.picture.rgb, cat.picture.width, cat.picture.height));
  */
 import { type FeatureMap, type ScoreKind, canonicalMethod } from './cam/index.js';
-import { type ClassExplanation, explainBatch } from './cam/explain.js';
+import { explainBatch } from './cam/explain.js';
 import { camTargets, classRequest } from './cam/request.js';
 import type { LoadedImage } from './image/image.js';
 import type { CamvizModel } from './model/load.js';
@@ -63,16 +63,16 @@ export function explain(model: CamvizModel, images: readonly LoadedImage[], opti
       ...(options.eigenSmooth === undefined ? {} : { eigenSmooth: options.eigenSmooth }),
     });
     return batch.explanations.map((perImage, i) =>
-      perImage.map((explanation: ClassExplanation) => ({
+      perImage.map(({ classIndex, score, probability, map, gradient }) => ({
         method,
         layers: layers.map((node) => node.path),
-        classIndex: explanation.classIndex,
-        label: model.meta.labels?.[explanation.classIndex] ?? null,
-        score: explanation.score,
-        probability: explanation.probability,
-        ...(explanation.map ? { map: explanation.map } : {}),
-        ...(explanation.gradient ? { gradient: explanation.gradient } : {}),
-        picture: renderExplanation(explanation.map, explanation.gradient, images[i]!, { preprocess: model.meta.preprocess, ...options }),
+        classIndex,
+        label: model.meta.labels?.[classIndex] ?? null,
+        score,
+        probability,
+        ...(map ? { map } : {}),
+        ...(gradient ? { gradient } : {}),
+        picture: renderExplanation(map, gradient, images[i]!, { preprocess: model.meta.preprocess, ...options }),
       })),
     );
   } finally {
