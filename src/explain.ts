@@ -7,13 +7,14 @@
  *   const [[cat]] = explain(model, [image], { classes: ['tabby cat'] });
  *   await writeFile('cat.png', await encodePng(cat.picture.rgb, cat.picture.width, cat.picture.height));
  */
-import { type CamResult, type FeatureMap, type GuidedResult, type ScoreKind, canonicalMethod } from './cam/index.js';
+import { type FeatureMap, type ScoreKind, canonicalMethod } from './cam/index.js';
 import { explainBatch } from './cam/explain.js';
 import { camTargets, classRequest } from './cam/request.js';
 import type { LoadedImage } from './image/image.js';
 import type { CamvizModel } from './model/load.js';
 import { inputTensor } from './model/predict.js';
 import { type ExplanationImage, type ExplanationImageOptions, renderExplanation } from './render/explanation.js';
+import type { GradientImage } from './render/maps.js';
 
 export interface ExplainOptions extends ExplanationImageOptions {
   /** Default `gradcam`. */
@@ -39,8 +40,8 @@ export interface Explanation {
   probability: number;
   /** The raw map (after ReLU) at feature resolution; absent for guided backprop. */
   map?: FeatureMap;
-  /** Guided methods: the input gradient. */
-  guided?: GuidedResult;
+  /** Guided methods: the gradient image shown (times the normalised Grad-CAM map for Guided Grad-CAM), at input size. */
+  gradient?: GradientImage;
   /** The picture over the original image, with the normalised heat and its peak. */
   picture: ExplanationImage;
 }
@@ -61,27 +62,19 @@ export function explain(model: CamvizModel, images: readonly LoadedImage[], opti
       ...(options.augSmooth === undefined ? {} : { augSmooth: options.augSmooth }),
       ...(options.eigenSmooth === undefined ? {} : { eigenSmooth: options.eigenSmooth }),
     });
-    return images.map((image, i) => {
-      const maps: (CamResult | undefined)[] = batch.maps?.[i] ?? [];
-      const guided: (GuidedResult | undefined)[] = batch.guided?.[i] ?? [];
-      const count = Math.max(maps.length, guided.length);
-      return Array.from({ length: count }, (_, rank) => {
-        const map = maps[rank];
-        const gradient = guided[rank];
-        const classIndex = map?.classIndex ?? gradient!.classIndex;
-        return {
-          method,
-          layers: layers.map((node) => node.path),
-          classIndex,
-          label: model.meta.labels?.[classIndex] ?? null,
-          score: map?.score ?? gradient!.score,
-          probability: map?.probability ?? gradient!.probability,
-          ...(map ? { map: map.map } : {}),
-          ...(gradient ? { guided: gradient } : {}),
-          picture: renderExplanation(map?.map, gradient, image, { preprocess: model.meta.preprocess, ...options }),
-        };
-      });
-    });
+    return batch.explanations.map((perImage, i) =>
+      perImage.map(({ classIndex, score, probability, map, gradient }) => ({
+        method,
+        layers: layers.map((node) => node.path),
+        classIndex,
+        label: model.meta.labels?.[classIndex] ?? null,
+        score,
+        probability,
+        ...(map ? { map } : {}),
+        ...(gradient ? { gradient } : {}),
+        picture: renderExplanation(map, gradient, images[i]!, { preprocess: model.meta.preprocess, ...options }),
+      })),
+    );
   } finally {
     input.dispose();
   }

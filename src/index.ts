@@ -17,6 +17,7 @@ export { type LayerInfo, defaultTarget, describeLayers, isCamTarget, isFeatureMa
 export { type Prediction, classProbabilities, inputTensor, topK } from './model/predict.js';
 export { type GraphNode, LayerGraph } from './executor/graph.js';
 export { Network } from './executor/network.js';
+export type { Executor } from './executor/executor.js';
 
 // Hooks
 export * from './hooks/index.js';
@@ -25,13 +26,15 @@ export type { BackwardResult, ForwardValues, ModelInputs, Objective } from './ex
 
 // Class activation maps
 export * from './cam/index.js';
-export { type ExplainBatch, type ExplainRequest, explainBatch } from './cam/explain.js';
+export { type ClassExplanation, type ExplainBatch, type ExplainRequest, explainBatch } from './cam/explain.js';
 export { camTargets, classCount, classRequest } from './cam/request.js';
 export { type ExplainOptions, type Explanation, explain } from './explain.js';
 
 // Pictures and files
 export * from './render/index.js';
 export { type ExplanationImage, type ExplanationImageOptions, renderExplanation } from './render/explanation.js';
+export { deprocessGradient } from './render/gradient.js';
+export type { GradientImage } from './render/maps.js';
 
 // Folder runs
 export { type BatchRunOptions, type BatchRunResult, runBatch } from './batch/runner.js';

@@ -193,6 +193,6 @@ forEachBackend((backend) => {
 /** Reaches the projection Eigen-CAM uses through its public class. */
 class EigenCamProbe extends EigenCam {
   static project(activations: tf.Tensor4D): tf.Tensor3D {
-    return new EigenCamProbe().classMap({ activations } as Parameters<EigenCam['classMap']>[0]);
+    return new EigenCamProbe().classMap({ activations } as Parameters<EigenCam['classMap']>[0], false);
   }
 }

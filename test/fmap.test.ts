@@ -7,7 +7,7 @@
  * file must carry the same PNGs.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -19,6 +19,7 @@ import { loadImage } from '../src/image/image.js';
 import { decodeNpy } from '../src/render/npy.js';
 import { imagePath, mobilenetDir, repoRoot, skipWithoutSharedAssets } from './helpers/assets.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
+import { noise } from './helpers/files.js';
 import { loadWithTfjs } from './helpers/layers.js';
 import { decodeEvent, readRecords } from './helpers/tensorboard.js';
 
@@ -175,6 +176,65 @@ describe('camviz fmap on the embedded shapes model', () => {
     const events = readRecords(await readFile(join(logdir, file!))).slice(1).map(decodeEvent);
     assert.deepEqual(events.map((event) => event.step), inputs.map((_, i) => BigInt(i)));
     for (const [i, event] of events.entries()) assert.ok(event.images[0]!.png.equals(await readFile(records[i]!.png)), `step ${i} is ${inputs[i]}`);
+  });
+});
+
+// ---------------------------------------------------------------- a model with a free input size
+
+/** conv (3x3, valid, ReLU) -> global average pooling -> dense softmax, on inputs of any size. */
+function freeSizeModel(): tfl.LayersModel {
+  const input = tfl.input({ shape: [null, null, 3] });
+  const conv = tfl.layers.conv2d({ filters: 5, kernelSize: 3, activation: 'relu', name: 'conv' }).apply(input) as tfl.SymbolicTensor;
+  const pooled = tfl.layers.globalAveragePooling2d({ name: 'pool' }).apply(conv) as tfl.SymbolicTensor;
+  const output = tfl.layers.dense({ units: 3, activation: 'softmax', name: 'probs' }).apply(pooled) as tfl.SymbolicTensor;
+  const model = tfl.model({ inputs: input, outputs: output });
+  // Deterministic weights with mixed signs, so that channels differ and some cells are cut by the ReLU.
+  model.setWeights(model.getWeights().map((weight, w) => tf.tensor(Array.from({ length: weight.size }, (_, i) => Math.sin(1.3 * i + w) * 0.4), weight.shape)));
+  return model;
+}
+
+/** Saves a layers model as model.json + weights.bin in `folder`. */
+async function saveModel(model: tfl.LayersModel, folder: string): Promise<void> {
+  await mkdir(folder, { recursive: true });
+  await model.save(
+    tf.io.withSaveHandler(async (artifacts) => {
+      const data = artifacts.weightData!;
+      const parts = Array.isArray(data) ? data : [data];
+      await writeFile(join(folder, 'weights.bin'), Buffer.concat(parts.map((part) => Buffer.from(part))));
+      const manifest = [{ paths: ['weights.bin'], weights: artifacts.weightSpecs! }];
+      await writeFile(join(folder, 'model.json'), JSON.stringify({ format: 'layers-model', modelTopology: artifacts.modelTopology, weightsManifest: manifest }));
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    }),
+  );
+}
+
+describe('camviz fmap on a model whose input size is not fixed', () => {
+  test('--size 48x24 (not square): the activation keeps its own shape [22, 46, 5] in the .npy, the legend and the grid', async () => {
+    const model = freeSizeModel();
+    const folder = join(workDir, 'dyn');
+    await saveModel(model, folder);
+    // The image is already 48 x 24, so the model input is its pixels (x / 255, the default preprocessing).
+    const pixels = noise(48, 24, 11);
+    const image = join(workDir, 'wide.png');
+    await sharp(pixels, { raw: { width: 48, height: 24, channels: 3 } }).png().toFile(image);
+    const out = join(workDir, 'dyn-out');
+    const run = await camviz('fmap', image, '--model', folder, '--size', '48x24', '--layer', 'conv', '--raw', '--json', '--out', out);
+    const [record] = parseRecords(run);
+    const shape = [22, 46, 5];
+    assert.deepEqual(record!.shape, shape);
+
+    const expected = tf.tidy(() => {
+      const probe = tfl.model({ inputs: model.inputs, outputs: model.getLayer('conv').output as tfl.SymbolicTensor });
+      const input = tf.div(tf.tensor4d(Float32Array.from(pixels), [1, 24, 48, 3]), 255);
+      return (probe.predict(input) as tf.Tensor).dataSync() as Float32Array;
+    });
+    model.dispose();
+    const npy = decodeNpy(await readFile(record!.npy!));
+    assert.deepEqual(npy.shape, shape, '.npy shape [H, W, C]');
+    assertCloseRelative(npy.data, expected, 1e-4, 'conv: .npy vs tfjs-layers');
+    await assertGridOf(record!.png, npy.data, shape, 2, 64);
+    const legend = JSON.parse(await readFile(record!.png.replace(/\.png$/, '.json'), 'utf8')) as { shape: number[] };
+    assert.deepEqual(legend.shape, shape);
   });
 });
 

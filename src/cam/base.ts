@@ -1,29 +1,25 @@
 /**
- * The shared base of the class-activation-map methods (torchcam's shape):
- * it owns the hook lifecycle — register a forward hook (activations A) and a
- * gradient hook (dY/dA) on each target layer, run one forward pass and one
- * backward pass per class, collect, and always remove the hooks — and turns
- * each method's channel weights into maps. A method only says how the
- * channel weights, or the map, are computed (pytorch-grad-cam's split
- * between "activations and gradients" and "what to do with them").
+ * The shared base of the class-activation-map methods (torchcam's split of
+ * `_CAM` and `_GradCAM`). The base owns the lifecycle: it asks the executor
+ * for one forward pass that returns the target layers' activations A (and,
+ * for gradient methods, one backward pass per class rank that returns
+ * dY/dA), gives each method the evidence it needs, and turns the method's
+ * weighted activations into maps. A method only says how it weighs the
+ * activations (pytorch-grad-cam's split between "activations and gradients"
+ * and "what to do with them").
  */
 import * as tf from '../engine/tf.js';
-import { type HookSpec, withHooksSync } from '../hooks/hooks.js';
 import type { GraphNode } from '../executor/graph.js';
-import { type ForwardValues, type Network, type Objective, disposeValues } from '../executor/network.js';
+import type { Executor } from '../executor/executor.js';
+import { type ForwardValues, disposeValues } from '../executor/network.js';
+import type { FeatureMap } from '../render/maps.js';
+import { minMaxNormalize } from '../render/normalize.js';
+import { resizeBilinear } from '../render/resize.js';
+import { ClassChooser, type ClassRequest, type ExplainedClass, type ScoreKind } from './classes.js';
 import { firstPrincipalProjection } from './projection.js';
-import type { ScoreKind } from './names.js';
 
-export type { ScoreKind } from './names.js';
-
-/**
- * Which classes to explain: the same classes for every image, each image's
- * own list (`perImage[image][rank]`, equal lengths), or each image's top k.
- */
-export type ClassRequest =
-  | { kind: 'explicit'; classes: readonly number[] }
-  | { kind: 'perImage'; classes: readonly (readonly number[])[] }
-  | { kind: 'top'; k: number };
+export { type ClassRequest, type ExplainedClass, type ScoreKind, ClassChooser, classScoreSum, rowsOf } from './classes.js';
+export type { FeatureMap } from '../render/maps.js';
 
 export interface CamRequest {
   /** Preprocessed batch [B, H, W, 3]. */
@@ -36,19 +32,7 @@ export interface CamRequest {
   eigenSmooth?: boolean;
 }
 
-/** A single-channel map, row-major. */
-export interface FeatureMap {
-  width: number;
-  height: number;
-  data: Float32Array;
-}
-
-export interface CamResult {
-  image: number;
-  classIndex: number;
-  /** The class's pre-softmax score. */
-  score: number;
-  probability: number;
+export interface CamResult extends ExplainedClass {
   /** Per target layer: ReLU(map) at that layer's resolution, not normalised. */
   layerMaps: FeatureMap[];
   /**
@@ -59,89 +43,93 @@ export interface CamResult {
   map: FeatureMap;
 }
 
-/** Everything a method may use to weigh one layer's channels for one class. */
-export interface CamEvidence {
+/** Everything a method may use to weigh one layer's activations for one class rank. */
+export interface Evidence {
   node: GraphNode;
   /** [B, h, w, C] */
   activations: tf.Tensor4D;
-  /** dY/dA [B, h, w, C]; absent for gradient-free methods. */
-  gradients?: tf.Tensor4D;
   /** The class of each image of the batch for this map. */
   classes: readonly number[];
-  network: Network;
+  network: Executor;
   input: tf.Tensor4D;
   score: ScoreKind;
 }
 
-export abstract class CamMethod {
+/** The evidence of the gradient methods: dY/dA too. */
+export interface GradientEvidence extends Evidence {
+  /** dY/dA [B, h, w, C] */
+  gradients: tf.Tensor4D;
+}
+
+/** What the executor returned for one request: forward values and, per class rank, per layer, dY/dA. */
+interface Passes {
+  values: ForwardValues;
+  /** [rank][layer]; empty for gradient-free methods. */
+  gradients: tf.Tensor[][];
+}
+
+export abstract class CamMethod<E extends Evidence = Evidence> {
   /** The name used on the command line and in file names. */
   abstract readonly name: string;
-  /** Whether `compute` needs a backward pass. */
-  readonly usesGradients: boolean = true;
 
-  /** Channel weights [B, C] for one layer and class. */
-  protected abstract channelWeights(evidence: CamEvidence): tf.Tensor2D;
+  /** The activations weighted per channel or per element [B, h, w, C]; their channel sum is the map. */
+  protected abstract weightedActivations(evidence: E): tf.Tensor4D;
 
-  /** Activations weighted per channel [B, h, w, C]; HiResCAM and LayerCAM weigh per element. */
-  protected weightedActivations(evidence: CamEvidence): tf.Tensor4D {
-    const weights = this.channelWeights(evidence);
-    const [batch, channels] = weights.shape;
-    return tf.mul(evidence.activations, tf.reshape(weights, [batch, 1, 1, channels]));
+  /** Whether the map is the first principal component of the weighted activations rather than their sum. */
+  protected projects(eigenSmooth: boolean): boolean {
+    return eigenSmooth;
   }
 
-  /** The class map [B, h, w] before ReLU. */
-  protected classMap(evidence: CamEvidence, eigenSmooth: boolean): tf.Tensor3D {
+  /** The class map [B, h, w] before ReLU: the channel sum, or the first principal component, of the weighted activations. */
+  protected classMap(evidence: E, eigenSmooth: boolean): tf.Tensor3D {
     const weighted = this.weightedActivations(evidence);
-    return eigenSmooth ? firstPrincipalProjection(weighted) : tf.sum(weighted, 3);
+    return this.projects(eigenSmooth) ? firstPrincipalProjection(weighted) : tf.sum(weighted, 3);
   }
+
+  /** Runs the passes the method needs through the executor. */
+  protected abstract passes(network: Executor, request: CamRequest, classes: ClassChooser, score: ScoreKind): Passes;
+
+  /** The evidence of one layer for one class rank. */
+  protected abstract evidence(base: Evidence, passes: Passes, rank: number, layer: number): E;
 
   /** Releases what a method cached between classes of one request. */
   protected reset(): void {}
 
   /**
    * Maps for every image and requested class: result[image][k]. Runs one
-   * forward pass, then one backward pass per class rank k (all images of
-   * the batch together), with hooks removed afterwards whatever happens.
+   * forward pass, or (gradient methods) one backward pass per class rank
+   * k, all images of the batch together.
    */
-  compute(network: Network, request: CamRequest): CamResult[][] {
+  compute(network: Executor, request: CamRequest): CamResult[][] {
     const score = request.score ?? 'logit';
-    const batch = request.input.shape[0];
-    const capture = this.capture(network, request, score);
+    const chooser = new ClassChooser(request.classes, request.input.shape[0]);
+    const passes = this.passes(network, request, chooser, score);
     try {
-      const results: CamResult[][] = Array.from({ length: batch }, () => []);
-      capture.classes.forEach((classes, rank) => {
+      const explained = chooser.explained(passes.values);
+      const activations = request.layers.map((node) => activationsOf(passes.values, node));
+      const results: CamResult[][] = explained.map(() => []);
+      chooser.ranks().forEach((classes, rank) => {
         const layerMaps = request.layers.map((node, layer) =>
-          this.layerMaps({
-            node,
-            activations: capture.activations[layer]!,
-            ...(this.usesGradients ? { gradients: capture.gradients[layer]![rank]! } : {}),
-            classes,
-            network,
-            input: request.input,
-            score,
-          }, request.eigenSmooth ?? false),
+          this.layerMaps(
+            this.evidence({ node, activations: activations[layer]!, classes, network, input: request.input, score }, passes, rank, layer),
+            request.eigenSmooth ?? false,
+          ),
         );
-        for (let image = 0; image < batch; image++) {
+        explained.forEach((perRank, image) => {
           const maps = layerMaps.map((perImage) => perImage[image]!);
-          const classIndex = classes[image]!;
-          results[image]!.push({
-            image,
-            classIndex,
-            score: capture.scores[image]![classIndex]!,
-            probability: capture.probabilities[image]![classIndex]!,
-            layerMaps: maps,
-            map: maps.length === 1 ? maps[0]! : aggregateLayers(maps),
-          });
-        }
+          results[image]!.push({ ...perRank[rank]!, layerMaps: maps, map: maps.length === 1 ? maps[0]! : aggregateLayers(maps) });
+        });
       });
       return results;
     } finally {
-      tf.dispose([...capture.activations, ...capture.gradients.flat()]);
+      disposeValues(passes.values);
+      tf.dispose(passes.gradients.flat());
       this.reset();
     }
   }
 
-  private layerMaps(evidence: CamEvidence, eigenSmooth: boolean): FeatureMap[] {
+  /** ReLU of the class map, per image of the batch. */
+  private layerMaps(evidence: E, eigenSmooth: boolean): FeatureMap[] {
     const maps = tf.tidy(() => tf.relu(this.classMap(evidence, eigenSmooth)));
     try {
       const [batch, height, width] = maps.shape;
@@ -152,127 +140,47 @@ export abstract class CamMethod {
       maps.dispose();
     }
   }
+}
 
-  /**
-   * The hook lifecycle: forward hooks keep each target's activations,
-   * gradient hooks keep dY/dA once per class rank; the hooks are removed
-   * before this returns or throws.
-   */
-  private capture(network: Network, request: CamRequest, score: ScoreKind): Capture {
-    const activations: (tf.Tensor4D | undefined)[] = request.layers.map(() => undefined);
-    const gradients: tf.Tensor4D[][] = request.layers.map(() => []);
-    const hooks: HookSpec[] = request.layers.map((node, i) => ({
-      layer: node.layer,
-      forward: (_layer, _inputs, output) => {
-        activations[i]?.dispose();
-        activations[i] = tf.keep((output as tf.Tensor4D).clone());
-      },
-      ...(this.usesGradients
-        ? {
-            gradient: (grad: tf.Tensor) => {
-              gradients[i]!.push(tf.keep(grad.clone()) as tf.Tensor4D);
-            },
-          }
-        : {}),
-    }));
-    const classes = new ClassChooser(request.classes, request.input.shape[0]);
-    try {
-      const values = withHooksSync(hooks, () => this.run(network, request, classes, score));
-      try {
-        return {
-          activations: activations.map((tensor, i) => {
-            if (tensor === undefined) throw new Error(`layer ${request.layers[i]!.path} did not run`);
-            return tensor;
-          }),
-          gradients,
-          classes: classes.ranks(values.probabilities),
-          scores: rowsOf(values.scores),
-          probabilities: rowsOf(values.probabilities),
-        };
-      } finally {
-        disposeValues(values);
-      }
-    } catch (error) {
-      tf.dispose([...activations.filter((tensor): tensor is tf.Tensor4D => tensor !== undefined), ...gradients.flat()]);
-      throw error;
-    }
+/** The methods that need no gradient (CAM, Score-CAM, Eigen-CAM): one forward pass. */
+export abstract class ActivationCamMethod extends CamMethod {
+  protected passes(network: Executor, request: CamRequest): Passes {
+    return { values: network.forward(request.input, { layers: request.layers }), gradients: [] };
   }
 
-  private run(network: Network, request: CamRequest, classes: ClassChooser, score: ScoreKind): ForwardValues {
-    if (!this.usesGradients) return network.forward(request.input, { layers: request.layers });
-    const objectives: Objective[] = Array.from({ length: classes.count }, (_, rank) => (values) =>
-      classScoreSum(score === 'prob' ? values.probabilities : values.scores, classes.forRank(rank, values.probabilities)),
-    );
-    const result = network.backward(request.input, objectives, { sources: request.layers });
-    tf.dispose(result.gradients.flat());
-    return result.values;
+  protected evidence(base: Evidence): Evidence {
+    return base;
   }
 }
 
-interface Capture {
-  activations: tf.Tensor4D[];
-  /** [layer][rank] */
-  gradients: tf.Tensor4D[][];
-  /** [rank][image] */
-  classes: number[][];
-  scores: Float32Array[];
-  probabilities: Float32Array[];
-}
-
-/**
- * The classes of each rank: explicit ones, or the top k of each image,
- * read from the first forward pass's probabilities.
- */
-export class ClassChooser {
-  private chosen: number[][] | undefined;
-  readonly count: number;
-
-  constructor(request: ClassRequest, batch: number) {
-    if (request.kind === 'top') {
-      this.count = request.k;
-    } else if (request.kind === 'explicit') {
-      this.count = request.classes.length;
-      this.chosen = request.classes.map((index) => new Array<number>(batch).fill(index));
-    } else {
-      if (request.classes.length !== batch) throw new Error(`classes for ${request.classes.length} images, batch of ${batch}`);
-      this.count = request.classes[0]?.length ?? 0;
-      this.chosen = Array.from({ length: this.count }, (_, rank) => request.classes.map((classes) => classes[rank]!));
-    }
+/** The methods that weigh by dY/dA: one backward pass per class rank, from Y to the target layers. */
+export abstract class GradientCamMethod extends CamMethod<GradientEvidence> {
+  protected passes(network: Executor, request: CamRequest, classes: ClassChooser, score: ScoreKind): Passes {
+    const result = network.backward(request.input, classes.objectives(score), { sources: request.layers, layers: request.layers });
+    return { values: result.values, gradients: result.gradients };
   }
 
-  forRank(rank: number, probabilities: tf.Tensor2D): number[] {
-    return this.ranks(probabilities)[rank]!;
-  }
-
-  ranks(probabilities: tf.Tensor2D): number[][] {
-    if (this.chosen === undefined) {
-      const rows = rowsOf(probabilities);
-      const k = this.count;
-      const tops = rows.map((row) => topIndices(row, k));
-      this.chosen = Array.from({ length: k }, (_, rank) => tops.map((top) => top[rank]!));
-    }
-    return this.chosen;
+  protected evidence(base: Evidence, passes: Passes, rank: number, layer: number): GradientEvidence {
+    return { ...base, gradients: as4d(passes.gradients[rank]![layer]!, base.node) };
   }
 }
 
-function topIndices(row: Float32Array, k: number): number[] {
-  return Array.from(row.keys())
-    .sort((a, b) => row[b]! - row[a]! || a - b)
-    .slice(0, k);
+/** A target layer's activations from the executor's forward values, with their own shape. */
+function activationsOf(values: ForwardValues, node: GraphNode): tf.Tensor4D {
+  const tensor = values.layers.get(node.path);
+  if (tensor === undefined) throw new Error(`layer ${node.path} did not run`);
+  return as4d(tensor, node);
 }
 
-/** Y summed over the batch, each image at its own class: one backward pass serves them all. */
-export function classScoreSum(scores: tf.Tensor2D, classes: readonly number[]): tf.Scalar {
-  return tf.tidy(() => {
-    const mask = tf.oneHot(tf.tensor1d(classes as number[], 'int32'), scores.shape[1]);
-    return tf.sum(tf.mul(scores, mask));
-  });
+function as4d(tensor: tf.Tensor, node: GraphNode): tf.Tensor4D {
+  if (tensor.rank !== 4) throw new Error(`layer ${node.path} gives a ${tensor.rank}-D output, not a 4-D feature map`);
+  return tensor as tf.Tensor4D;
 }
 
-export function rowsOf(matrix: tf.Tensor2D): Float32Array[] {
-  const [rows, columns] = matrix.shape;
-  const data = matrix.dataSync() as Float32Array;
-  return Array.from({ length: rows }, (_, i) => data.slice(i * columns, (i + 1) * columns));
+/** The activations weighted per channel: A [B, h, w, C] times w [B, C]. */
+export function weighChannels(activations: tf.Tensor4D, weights: tf.Tensor2D): tf.Tensor4D {
+  const [batch, channels] = weights.shape;
+  return tf.mul(activations, tf.reshape(weights, [batch, 1, 1, channels]));
 }
 
 /** Mean over the spatial axes: [B, h, w, C] -> [B, C]. */
@@ -287,23 +195,16 @@ export function spatialSum(tensor: tf.Tensor4D): tf.Tensor2D {
 
 /**
  * pytorch-grad-cam's multi-layer aggregation: each layer's map min-max
- * normalised, resized to the finest resolution, averaged.
+ * normalised, resized to the finest resolution (bilinear, half-pixel
+ * centres, as cv2.resize), averaged.
  */
 export function aggregateLayers(maps: readonly FeatureMap[]): FeatureMap {
   const finest = maps.reduce((best, map) => (map.width * map.height > best.width * best.height ? map : best));
-  return tf.tidy(() => {
-    const resized = maps.map((map) => {
-      const tensor = tf.tensor4d(map.data, [1, map.height, map.width, 1]);
-      const normalised = minMaxNormalised(tensor);
-      return tf.image.resizeBilinear(normalised, [finest.height, finest.width], false, true);
-    });
-    const mean = tf.div(tf.addN(resized), maps.length);
-    return { width: finest.width, height: finest.height, data: mean.dataSync() as Float32Array };
-  });
-}
-
-function minMaxNormalised(tensor: tf.Tensor): tf.Tensor4D {
-  const min = tf.min(tensor);
-  const range = tf.sub(tf.max(tensor), min);
-  return tf.where(tf.greater(range, 0), tf.div(tf.sub(tensor, min), tf.maximum(range, 1e-12)), tf.zerosLike(tensor)) as tf.Tensor4D;
+  const sum = new Float32Array(finest.width * finest.height);
+  for (const map of maps) {
+    const resized = resizeBilinear(minMaxNormalize(map.data), map.width, map.height, finest.width, finest.height);
+    for (let i = 0; i < sum.length; i++) sum[i]! += resized[i]!;
+  }
+  for (let i = 0; i < sum.length; i++) sum[i]! /= maps.length;
+  return { width: finest.width, height: finest.height, data: sum };
 }

@@ -7,24 +7,28 @@
 import * as tf from '../engine/tf.js';
 import { UsageError } from '../util/errors.js';
 import type { GraphNode } from '../executor/graph.js';
-import type { Network } from '../executor/network.js';
-import { type CamEvidence, CamMethod } from './base.js';
+import type { Executor } from '../executor/executor.js';
+import { ActivationCamMethod, type Evidence, weighChannels } from './base.js';
 
 const PASS_THROUGH = new Set(['Reshape', 'Flatten', 'Dropout', 'SpatialDropout2D', 'GaussianNoise', 'GaussianDropout']);
 
-export class Cam extends CamMethod {
+export class Cam extends ActivationCamMethod {
   readonly name = 'cam';
-  override readonly usesGradients = false;
 
-  protected channelWeights(evidence: CamEvidence): tf.Tensor2D {
-    return tf.tidy(() => {
-      const kernel = classifierKernel(evidence.network, evidence.node);
-      const classes = kernel.shape[1];
-      const columns = tf.oneHot(tf.tensor1d(evidence.classes as number[], 'int32'), classes);
-      // [C, N] x [N, B] -> [C, B] -> [B, C]
-      return tf.transpose(tf.matMul(kernel, tf.cast(columns, 'float32'), false, true)) as tf.Tensor2D;
-    });
+  protected weightedActivations(evidence: Evidence): tf.Tensor4D {
+    return weighChannels(evidence.activations, classifierWeights(evidence));
   }
+}
+
+/** The classifier's weights of each image's class, per channel [B, C]. */
+function classifierWeights(evidence: Evidence): tf.Tensor2D {
+  return tf.tidy(() => {
+    const kernel = classifierKernel(evidence.network, evidence.node);
+    const classes = kernel.shape[1];
+    const columns = tf.oneHot(tf.tensor1d(evidence.classes as number[], 'int32'), classes);
+    // [C, N] x [N, B] -> [C, B] -> [B, C]
+    return tf.transpose(tf.matMul(kernel, tf.cast(columns, 'float32'), false, true)) as tf.Tensor2D;
+  });
 }
 
 interface KernelOwner {
@@ -39,7 +43,7 @@ interface KernelOwner {
  * the target's channels are the classes themselves and are only pooled
  * (network-in-network heads such as Darknet's), the identity.
  */
-export function classifierKernel(network: Network, target: GraphNode): tf.Tensor2D {
+export function classifierKernel(network: Executor, target: GraphNode): tf.Tensor2D {
   const graph = network.graph;
   const scoreKey = network.score.scoreKey.replace(/:pre$/, '');
   let key = target.outputs[0]!;

@@ -3,18 +3,18 @@
  * activations, whatever the class; no gradients.
  */
 import type * as tf from '../engine/tf.js';
-import { type CamEvidence, CamMethod } from './base.js';
-import { firstPrincipalProjection } from './projection.js';
+import { ActivationCamMethod, type Evidence } from './base.js';
 
-export class EigenCam extends CamMethod {
+export class EigenCam extends ActivationCamMethod {
   readonly name = 'eigencam';
-  override readonly usesGradients = false;
 
-  protected channelWeights(): tf.Tensor2D {
-    throw new Error('Eigen-CAM has no channel weights');
+  /** The activations themselves: Eigen-CAM weighs nothing. */
+  protected weightedActivations(evidence: Evidence): tf.Tensor4D {
+    return evidence.activations;
   }
 
-  protected override classMap(evidence: CamEvidence): tf.Tensor3D {
-    return firstPrincipalProjection(evidence.activations);
+  /** Always the principal component, with or without --eigen-smooth. */
+  protected override projects(): boolean {
+    return true;
   }
 }

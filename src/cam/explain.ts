@@ -1,13 +1,16 @@
 /**
  * One entry point for "explain these images": picks the method, applies
- * aug-smooth, and runs guided backpropagation for the guided methods. The
- * CLI's cam task and library users both call it.
+ * aug-smooth, runs guided backpropagation for the guided methods, and
+ * returns one record per (image, class). The CLI's cam task and library
+ * users both call it.
  */
 import type * as tf from '../engine/tf.js';
 import type { GraphNode } from '../executor/graph.js';
-import type { Network } from '../executor/network.js';
-import type { CamResult, ClassRequest, ScoreKind } from './base.js';
-import { type GuidedResult, guidedBackprop } from './guided.js';
+import type { Executor } from '../executor/executor.js';
+import type { FeatureMap, GradientImage } from '../render/maps.js';
+import type { CamResult } from './base.js';
+import type { ClassRequest, ExplainedClass, ScoreKind } from './classes.js';
+import { type GuidedResult, guidedBackprop, guidedGradCam } from './guided.js';
 import { canonicalMethod, createMethod, isGuidedMethod } from './index.js';
 import { augmentedCompute } from './smooth.js';
 
@@ -24,37 +27,63 @@ export interface ExplainRequest {
   eigenSmooth?: boolean;
 }
 
+/** One explanation: one class of one image. */
+export interface ClassExplanation extends ExplainedClass {
+  /** The map methods' (and Guided Grad-CAM's) raw map; absent for guided backprop alone. */
+  map?: FeatureMap;
+  /** With `map`: the per-layer raw maps it aggregates. */
+  layerMaps?: FeatureMap[];
+  /**
+   * The guided methods' gradient image, at input size: the guided input
+   * gradient, times the normalised Grad-CAM map for Guided Grad-CAM.
+   */
+  gradient?: GradientImage;
+}
+
 export interface ExplainBatch {
-  /** [image][rank]: the maps; absent for guided backprop alone. */
-  maps?: CamResult[][];
-  /** [image][rank]: input gradients of the guided methods. */
-  guided?: GuidedResult[][];
+  /** [image][rank] */
+  explanations: ClassExplanation[][];
   /** Milliseconds before the gradient sources, and of the taped part. */
   timings: { forward: number; backward: number };
 }
 
-export function explainBatch(network: Network, request: ExplainRequest): ExplainBatch {
+export function explainBatch(network: Executor, request: ExplainRequest): ExplainBatch {
   const method = canonicalMethod(request.method);
   const started = performance.now();
-  let maps: CamResult[][] | undefined;
-  let guided: GuidedResult[][] | undefined;
-  if (method !== 'guidedbackprop') {
-    const camMethod = createMethod(method === 'guidedgradcam' ? 'gradcam' : method);
-    const camRequest = {
-      input: request.input,
-      layers: request.layers,
-      classes: request.classes,
-      score: request.score ?? 'logit',
-      eigenSmooth: request.eigenSmooth ?? false,
-    };
-    maps = request.augSmooth ? augmentedCompute(camMethod, network, camRequest) : camMethod.compute(network, camRequest);
-  }
-  if (isGuidedMethod(method)) {
-    // Guided Grad-CAM explains the classes the Grad-CAM pass chose.
-    const classes: ClassRequest = maps ? { kind: 'perImage', classes: maps.map((perImage) => perImage.map((result) => result.classIndex)) } : request.classes;
-    guided = guidedBackprop(network, request.input, classes, request.score ?? 'logit');
-  }
+  const maps = method === 'guidedbackprop' ? undefined : computeMaps(network, request, method === 'guidedgradcam' ? 'gradcam' : method);
+  // Guided Grad-CAM explains the classes the Grad-CAM pass chose.
+  const guided = isGuidedMethod(method)
+    ? guidedBackprop(network, request.input, maps ? { kind: 'perImage', classes: maps.map((perImage) => perImage.map((result) => result.classIndex)) } : request.classes, request.score ?? 'logit')
+    : undefined;
+  const explanations = (maps ?? guided!).map((perImage, image) =>
+    perImage.map((_, rank) => explanationOf(maps?.[image]?.[rank], guided?.[image]?.[rank])),
+  );
   const total = performance.now() - started;
   const backward = Math.min(total, network.lastBackwardTimings.backward);
-  return { ...(maps ? { maps } : {}), ...(guided ? { guided } : {}), timings: { forward: total - backward, backward } };
+  return { explanations, timings: { forward: total - backward, backward } };
+}
+
+function computeMaps(network: Executor, request: ExplainRequest, methodName: string): CamResult[][] {
+  const method = createMethod(methodName);
+  const camRequest = {
+    input: request.input,
+    layers: request.layers,
+    classes: request.classes,
+    score: request.score ?? 'logit',
+    eigenSmooth: request.eigenSmooth ?? false,
+  };
+  return request.augSmooth ? augmentedCompute(method, network, camRequest) : method.compute(network, camRequest);
+}
+
+/** The record of one class of one image, from its map, its guided gradient, or both (Guided Grad-CAM). */
+function explanationOf(cam: CamResult | undefined, guided: GuidedResult | undefined): ClassExplanation {
+  const { image, classIndex, score, probability } = (cam ?? guided)!;
+  return {
+    image,
+    classIndex,
+    score,
+    probability,
+    ...(cam === undefined ? {} : { map: cam.map, layerMaps: cam.layerMaps }),
+    ...(guided === undefined ? {} : { gradient: cam === undefined ? guided.gradient : guidedGradCam(guided.gradient, cam.map) }),
+  };
 }

@@ -4,24 +4,29 @@
  * 0 where g = 0; w_k = sum_hw ReLU(g) alpha.
  */
 import * as tf from '../engine/tf.js';
-import { type CamEvidence, CamMethod, spatialSum } from './base.js';
+import { type GradientEvidence, GradientCamMethod, spatialSum, weighChannels } from './base.js';
 
 /** pytorch-grad-cam's epsilon. */
 const EPSILON = 1e-6;
 
-export class GradCamPlusPlus extends CamMethod {
+export class GradCamPlusPlus extends GradientCamMethod {
   readonly name = 'gradcampp';
 
-  protected channelWeights(evidence: CamEvidence): tf.Tensor2D {
-    return tf.tidy(() => {
-      const grads = evidence.gradients!;
-      const [batch, , , channels] = grads.shape;
-      const squared = tf.square(grads);
-      const cubed = tf.mul(squared, grads);
-      const activationSum = tf.reshape(spatialSum(evidence.activations), [batch, 1, 1, channels]);
-      const alpha = tf.div(squared, tf.add(tf.add(tf.mul(squared, 2), tf.mul(activationSum, cubed)), EPSILON));
-      const gatedAlpha = tf.where(tf.notEqual(grads, 0), alpha, tf.zerosLike(alpha));
-      return spatialSum(tf.mul(tf.relu(grads), gatedAlpha));
-    });
+  protected weightedActivations(evidence: GradientEvidence): tf.Tensor4D {
+    return weighChannels(evidence.activations, channelWeights(evidence));
   }
+}
+
+/** w_k [B, C]. */
+function channelWeights(evidence: GradientEvidence): tf.Tensor2D {
+  return tf.tidy(() => {
+    const grads = evidence.gradients;
+    const [batch, , , channels] = grads.shape;
+    const squared = tf.square(grads);
+    const cubed = tf.mul(squared, grads);
+    const activationSum = tf.reshape(spatialSum(evidence.activations), [batch, 1, 1, channels]);
+    const alpha = tf.div(squared, tf.add(tf.add(tf.mul(squared, 2), tf.mul(activationSum, cubed)), EPSILON));
+    const gatedAlpha = tf.where(tf.notEqual(grads, 0), alpha, tf.zerosLike(alpha));
+    return spatialSum(tf.mul(tf.relu(grads), gatedAlpha));
+  });
 }

@@ -11,18 +11,16 @@
 import * as tf from '../engine/tf.js';
 import { type HookSpec, withHooksSync } from '../hooks/hooks.js';
 import type { GraphNode } from '../executor/graph.js';
-import { type Network, disposeValues } from '../executor/network.js';
-import { ClassChooser, type ClassRequest, type ScoreKind, classScoreSum, rowsOf } from './base.js';
+import type { Executor } from '../executor/executor.js';
+import { disposeValues } from '../executor/network.js';
+import type { FeatureMap, GradientImage } from '../render/maps.js';
+import { minMaxNormalize } from '../render/normalize.js';
+import { resizeBilinear } from '../render/resize.js';
+import { ClassChooser, type ClassRequest, type ExplainedClass, type ScoreKind } from './classes.js';
 
-export interface GuidedResult {
-  image: number;
-  classIndex: number;
-  score: number;
-  probability: number;
-  /** d(score)/d(input) with guided ReLUs, [H, W, 3] row-major, input channel order. */
-  gradient: Float32Array;
-  width: number;
-  height: number;
+export interface GuidedResult extends ExplainedClass {
+  /** d(score)/d(input) with guided ReLUs, at input size. */
+  gradient: GradientImage;
 }
 
 const RELU_FAMILY = new Set(['relu', 'relu6']);
@@ -34,45 +32,30 @@ export function isReluLike(node: GraphNode): boolean {
   return activation !== undefined && RELU_FAMILY.has(activation.getClassName());
 }
 
-/** Guided-backprop input gradients for every image and class rank: result[image][rank]. */
-export function guidedBackprop(network: Network, input: tf.Tensor4D, classRequest: ClassRequest, score: ScoreKind = 'logit'): GuidedResult[][] {
+/**
+ * Guided-backprop input gradients for every image and class rank:
+ * result[image][rank]. The gradient hooks only gate the ReLUs; the input
+ * gradient is the executor's.
+ */
+export function guidedBackprop(network: Executor, input: tf.Tensor4D, classRequest: ClassRequest, score: ScoreKind = 'logit'): GuidedResult[][] {
   const [batch, height, width] = input.shape;
   const hooks: HookSpec[] = network.graph.nodes.filter(isReluLike).map((node) => ({
     layer: node.layer,
     gradient: (grad: tf.Tensor) => tf.relu(grad),
   }));
   const classes = new ClassChooser(classRequest, batch);
-  const result = withHooksSync(hooks, () =>
-    network.backward(
-      input,
-      Array.from({ length: classes.count }, (_, rank) => (values) =>
-        classScoreSum(score === 'prob' ? values.probabilities : values.scores, classes.forRank(rank, values.probabilities)),
-      ),
-      { sources: 'input' },
-    ),
-  );
+  const result = withHooksSync(hooks, () => network.backward(input, classes.objectives(score), { sources: 'input' }));
   try {
-    const ranks = classes.ranks(result.values.probabilities);
-    const scores = rowsOf(result.values.scores);
-    const probabilities = rowsOf(result.values.probabilities);
+    const explained = classes.explained(result.values);
     const size = height * width * 3;
-    const perImage: GuidedResult[][] = Array.from({ length: batch }, () => []);
-    result.gradients.forEach(([gradient], rank) => {
-      const data = gradient!.dataSync() as Float32Array;
-      for (let image = 0; image < batch; image++) {
-        const classIndex = ranks[rank]![image]!;
-        perImage[image]!.push({
-          image,
-          classIndex,
-          score: scores[image]![classIndex]!,
-          probability: probabilities[image]![classIndex]!,
-          gradient: data.slice(image * size, (image + 1) * size),
-          width,
-          height,
-        });
-      }
-    });
-    return perImage;
+    // One read per class rank: the batch's gradients of that rank's objective.
+    const perRank = result.gradients.map(([gradient]) => gradient!.dataSync() as Float32Array);
+    return explained.map((perImage, image) =>
+      perImage.map((explainedClass, rank) => ({
+        ...explainedClass,
+        gradient: { width, height, data: perRank[rank]!.slice(image * size, (image + 1) * size) },
+      })),
+    );
   } finally {
     tf.dispose(result.gradients.flat());
     disposeValues(result.values);
@@ -80,35 +63,18 @@ export function guidedBackprop(network: Network, input: tf.Tensor4D, classReques
 }
 
 /**
- * Guided Grad-CAM: the guided gradient times the normalised Grad-CAM map
- * upsampled to the input size (pytorch-grad-cam: `cam_mask * gb`).
+ * Guided Grad-CAM: the guided gradient times the Grad-CAM map, upsampled to
+ * the input size and min-max normalised (pytorch-grad-cam: `cam_mask * gb`).
  */
-export function guidedGradCam(guided: GuidedResult, camAtInput: Float32Array): Float32Array {
-  const out = new Float32Array(guided.gradient.length);
+export function guidedGradCam(gradient: GradientImage, map: FeatureMap): GradientImage {
+  const { width, height } = gradient;
+  const camAtInput = minMaxNormalize(resizeBilinear(map.data, map.width, map.height, width, height));
+  const data = new Float32Array(gradient.data.length);
   for (let pixel = 0; pixel < camAtInput.length; pixel++) {
     const weight = camAtInput[pixel]!;
-    out[pixel * 3] = guided.gradient[pixel * 3]! * weight;
-    out[pixel * 3 + 1] = guided.gradient[pixel * 3 + 1]! * weight;
-    out[pixel * 3 + 2] = guided.gradient[pixel * 3 + 2]! * weight;
+    data[pixel * 3] = gradient.data[pixel * 3]! * weight;
+    data[pixel * 3 + 1] = gradient.data[pixel * 3 + 1]! * weight;
+    data[pixel * 3 + 2] = gradient.data[pixel * 3 + 2]! * weight;
   }
-  return out;
-}
-
-/**
- * pytorch-grad-cam's `deprocess_image`: standardise, scale by 0.1, centre
- * on 0.5, clip to [0, 1]; as 0-255 bytes.
- */
-export function deprocessGradient(gradient: Float32Array): Uint8Array {
-  let mean = 0;
-  for (const value of gradient) mean += value;
-  mean /= gradient.length;
-  let variance = 0;
-  for (const value of gradient) variance += (value - mean) ** 2;
-  const std = Math.sqrt(variance / gradient.length);
-  const out = new Uint8Array(gradient.length);
-  for (let i = 0; i < gradient.length; i++) {
-    const value = ((gradient[i]! - mean) / (std + 1e-5)) * 0.1 + 0.5;
-    out[i] = Math.round(Math.min(1, Math.max(0, value)) * 255);
-  }
-  return out;
+  return { width, height, data };
 }

@@ -21,7 +21,7 @@ export { LayerCam } from './layercam.js';
 export { ScoreCam } from './scorecam.js';
 export { XGradCam } from './xgradcam.js';
 export { augmentedCompute } from './smooth.js';
-export { type GuidedResult, deprocessGradient, guidedBackprop, guidedGradCam } from './guided.js';
+export { type GuidedResult, guidedBackprop, guidedGradCam } from './guided.js';
 export { firstPrincipalProjection } from './projection.js';
 export { GUIDED_METHODS, type GuidedMethodName, MAP_METHOD_NAMES, type MapMethodName, METHOD_NAMES, SCORE_KINDS, canonicalMethod, isGuidedMethod, isMapMethod } from './names.js';
 

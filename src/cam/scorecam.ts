@@ -7,19 +7,23 @@
  * same passes.
  */
 import * as tf from '../engine/tf.js';
-import { type CamEvidence, CamMethod } from './base.js';
+import { ActivationCamMethod, type Evidence, weighChannels } from './base.js';
 import type { GraphNode } from '../executor/graph.js';
 import { disposeValues } from '../executor/network.js';
 
-export class ScoreCam extends CamMethod {
+export class ScoreCam extends ActivationCamMethod {
   readonly name = 'scorecam';
-  override readonly usesGradients = false;
   /** Masked inputs per forward pass (pytorch-grad-cam uses 16). */
   batchSize = 32;
   /** [layer] -> per image: C x N scores of the masked inputs. */
   private readonly maskedScores = new Map<GraphNode, Float32Array[]>();
 
-  protected channelWeights(evidence: CamEvidence): tf.Tensor2D {
+  protected weightedActivations(evidence: Evidence): tf.Tensor4D {
+    return weighChannels(evidence.activations, this.channelWeights(evidence));
+  }
+
+  /** softmax over the channels of the masked inputs' class scores [B, C]. */
+  private channelWeights(evidence: Evidence): tf.Tensor2D {
     let perImage = this.maskedScores.get(evidence.node);
     if (perImage === undefined) {
       perImage = this.scoreMaskedInputs(evidence);
@@ -40,7 +44,7 @@ export class ScoreCam extends CamMethod {
     this.maskedScores.clear();
   }
 
-  private scoreMaskedInputs(evidence: CamEvidence): Float32Array[] {
+  private scoreMaskedInputs(evidence: Evidence): Float32Array[] {
     const [batch, height, width, channels] = evidence.activations.shape;
     const [, inputHeight, inputWidth, inputChannels] = evidence.input.shape;
     const results: Float32Array[] = [];

@@ -6,13 +6,17 @@
  * into image coordinates, and averaged. All six run as one batch.
  */
 import * as tf from '../engine/tf.js';
-import type { Network } from '../executor/network.js';
-import type { CamMethod, CamRequest, CamResult, FeatureMap } from './base.js';
+import type { Executor } from '../executor/executor.js';
+import { disposeValues } from '../executor/network.js';
+import type { FeatureMap } from '../render/maps.js';
+import { minMaxNormalize } from '../render/normalize.js';
+import type { CamMethod, CamRequest, CamResult, Evidence } from './base.js';
+import { ClassChooser } from './classes.js';
 
 const FLIPS = [false, true] as const;
 const FACTORS = [0.9, 1, 1.1] as const;
 
-export function augmentedCompute(method: CamMethod, network: Network, request: CamRequest): CamResult[][] {
+export function augmentedCompute<E extends Evidence>(method: CamMethod<E>, network: Executor, request: CamRequest): CamResult[][] {
   const batch = request.input.shape[0];
   const classes = resolveTopClasses(network, request);
   const augmentations = FLIPS.flatMap((flip) => FACTORS.map((factor) => ({ flip, factor })));
@@ -40,24 +44,14 @@ export function augmentedCompute(method: CamMethod, network: Network, request: C
 }
 
 /** The classes per image; a top-k request is resolved on the unaugmented input. */
-function resolveTopClasses(network: Network, request: CamRequest): number[][] {
-  const batch = request.input.shape[0];
-  if (request.classes.kind === 'perImage') return request.classes.classes.map((classes) => [...classes]);
-  if (request.classes.kind === 'explicit') {
-    const explicit = [...request.classes.classes];
-    return Array.from({ length: batch }, () => explicit);
-  }
-  const k = request.classes.k;
+function resolveTopClasses(network: Executor, request: CamRequest): number[][] {
+  const chooser = new ClassChooser(request.classes, request.input.shape[0]);
+  if (chooser.known) return chooser.perImage();
   const values = network.forward(request.input);
   try {
-    const probabilities = values.probabilities.arraySync();
-    return probabilities.map((row) =>
-      Array.from(row.keys())
-        .sort((a, b) => row[b]! - row[a]! || a - b)
-        .slice(0, k),
-    );
+    return chooser.perImage(values.probabilities);
   } finally {
-    tf.dispose([values.output, values.scores, values.probabilities]);
+    disposeValues(values);
   }
 }
 
@@ -72,16 +66,10 @@ function flipMap(map: FeatureMap): FeatureMap {
 function averageNormalised(maps: readonly FeatureMap[]): FeatureMap {
   const first = maps[0]!;
   const sum = new Float32Array(first.data.length);
+  const normalised = new Float32Array(first.data.length);
   for (const map of maps) {
-    let min = Infinity;
-    let max = -Infinity;
-    for (const value of map.data) {
-      if (value < min) min = value;
-      if (value > max) max = value;
-    }
-    const range = max - min;
-    if (!(range > 0)) continue;
-    for (let i = 0; i < sum.length; i++) sum[i]! += (map.data[i]! - min) / range;
+    minMaxNormalize(map.data, normalised);
+    for (let i = 0; i < sum.length; i++) sum[i]! += normalised[i]!;
   }
   for (let i = 0; i < sum.length; i++) sum[i]! /= maps.length;
   return { width: first.width, height: first.height, data: sum };

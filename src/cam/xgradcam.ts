@@ -1,16 +1,15 @@
 /** XGrad-CAM (Fu et al. 2020): w_k = sum_hw(g A) / (sum_hw(A) + eps). */
 import * as tf from '../engine/tf.js';
-import { type CamEvidence, CamMethod, spatialSum } from './base.js';
+import { type GradientEvidence, GradientCamMethod, spatialSum, weighChannels } from './base.js';
 
 /** pytorch-grad-cam's epsilon. */
 const EPSILON = 1e-7;
 
-export class XGradCam extends CamMethod {
+export class XGradCam extends GradientCamMethod {
   readonly name = 'xgradcam';
 
-  protected channelWeights(evidence: CamEvidence): tf.Tensor2D {
-    return tf.tidy(() =>
-      tf.div(spatialSum(tf.mul(evidence.gradients!, evidence.activations)), tf.add(spatialSum(evidence.activations), EPSILON)),
-    );
+  protected weightedActivations(evidence: GradientEvidence): tf.Tensor4D {
+    const { activations, gradients } = evidence;
+    return weighChannels(activations, tf.div(spatialSum(tf.mul(gradients, activations)), tf.add(spatialSum(activations), EPSILON)));
   }
 }

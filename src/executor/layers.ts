@@ -6,7 +6,7 @@
 import { UsageError } from '../util/errors.js';
 import { closestMatches } from '../util/text.js';
 import type { GraphNode } from './graph.js';
-import type { Network } from './network.js';
+import type { Executor } from './executor.js';
 
 export interface LayerInfo {
   name: string;
@@ -37,7 +37,7 @@ export function isFeatureMap(node: GraphNode): boolean {
  * The last CAM target before the first global pooling or flatten on the way
  * to the output; without one, the last CAM target of the model.
  */
-export function defaultTarget(network: Network, preferred?: string): GraphNode | undefined {
+export function defaultTarget(network: Executor, preferred?: string): GraphNode | undefined {
   if (preferred !== undefined) {
     const node = network.graph.findNodes(preferred).at(-1);
     if (node !== undefined && isCamTarget(node)) return node;
@@ -52,7 +52,7 @@ export function defaultTarget(network: Network, preferred?: string): GraphNode |
   return candidates.at(-1);
 }
 
-export function describeLayers(network: Network, preferredTarget?: string): LayerInfo[] {
+export function describeLayers(network: Executor, preferredTarget?: string): LayerInfo[] {
   const target = defaultTarget(network, preferredTarget);
   return network.graph.nodes.map((node) => ({
     name: node.path,
@@ -70,7 +70,7 @@ export function describeLayers(network: Network, preferredTarget?: string): Laye
  * nearest to it in the graph.
  */
 export function resolveLayer(
-  network: Network,
+  network: Executor,
   name: string,
   accept: (node: GraphNode) => boolean,
   what: string,

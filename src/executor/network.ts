@@ -13,6 +13,7 @@
 import * as tf from '../engine/tf.js';
 import type * as tfl from '../engine/tfl.js';
 import { layerGradientHooks, withGradientHooks } from '../hooks/hooks.js';
+import type { Executor } from './executor.js';
 import { type GraphNode, LayerGraph } from './graph.js';
 import { type ScoreLocation, locateScores } from './score.js';
 
@@ -69,7 +70,7 @@ export interface BackwardTimings {
 
 const networks = new WeakMap<tfl.LayersModel, Network>();
 
-export class Network {
+export class Network implements Executor {
   readonly graph: LayerGraph;
   readonly score: ScoreLocation;
   private readonly splitActivation: ReadonlySet<number>;

@@ -63,10 +63,16 @@ function rows(matrix: tf.Tensor2D): Float32Array[] {
 
 /** The `k` most probable classes, most probable first. */
 export function topK(probabilities: Float32Array, k: number, labels?: readonly string[]): Prediction[] {
-  const order = Array.from(probabilities.keys()).sort((a, b) => probabilities[b]! - probabilities[a]! || a - b);
-  return order.slice(0, Math.max(0, k)).map((index) => ({
+  return topClassIndices(probabilities, k).map((index) => ({
     index,
     label: labels?.[index] ?? null,
     probability: probabilities[index]!,
   }));
+}
+
+/** The indices of the `k` largest values, largest first; ties in index order. */
+export function topClassIndices(values: Float32Array, k: number): number[] {
+  return Array.from(values.keys())
+    .sort((a, b) => values[b]! - values[a]! || a - b)
+    .slice(0, Math.max(0, k));
 }

@@ -4,9 +4,9 @@
  * the original image, normalised, coloured, blended and written as
  * `<stem>.<method>.<class>.png` (and `.npy` with --raw).
  */
-import { type CamResult, type ClassRequest, type GuidedResult, canonicalMethod, classifierKernel } from '../cam/index.js';
+import { type ClassRequest, canonicalMethod, classifierKernel } from '../cam/index.js';
 import * as tf from '../engine/tf.js';
-import { explainBatch } from '../cam/explain.js';
+import { type ClassExplanation, type ExplainBatch, explainBatch } from '../cam/explain.js';
 import { camTargets, classRequest } from '../cam/request.js';
 import type { GraphNode } from '../executor/graph.js';
 import { inputTensor } from '../model/predict.js';
@@ -22,7 +22,7 @@ import {
   outputStem,
   recordOutputs,
 } from './common.js';
-import { errorRecord } from './records.js';
+import { errorRecord, inBatchOrder } from './records.js';
 import type { BatchOutcome, CamResultRecord, CamTaskOptions, InputImage, InputRecord } from './types.js';
 
 export class CamTask {
@@ -57,31 +57,21 @@ export class CamTask {
   async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
     const { decoded, failed } = await decodeBatch(batch, this.context, this.options);
     if (decoded.length === 0) return { records: failed, summaries: [] };
-    let computed: { results: CamResult[][] | undefined; guided: GuidedResult[][] | undefined; forward: number; backward: number };
+    let computed: ExplainBatch;
     try {
       computed = this.compute(decoded);
     } catch (error) {
       return { records: [...failed, ...decoded.map((item) => errorRecord(item.input, error, item.timings))], summaries: [] };
     }
-    const perImageForward = computed.forward / decoded.length;
-    const perImageBackward = computed.backward / decoded.length;
-    const records = await Promise.all(
-      decoded.map((item, i) =>
-        this.writeOutputs(item, computed.results?.[i], computed.guided?.[i], { forward: perImageForward, backward: perImageBackward }),
-      ),
-    );
-    return { records: orderLike(batch, [...failed, ...records]), summaries: [] };
+    const perImage = { forward: computed.timings.forward / decoded.length, backward: computed.timings.backward / decoded.length };
+    const records = await Promise.all(decoded.map((item, i) => this.writeOutputs(item, computed.explanations[i]!, perImage)));
+    return { records: inBatchOrder(batch, [...failed, ...records]), summaries: [] };
   }
 
-  private compute(decoded: readonly DecodedInput[]): {
-    results: CamResult[][] | undefined;
-    guided: GuidedResult[][] | undefined;
-    forward: number;
-    backward: number;
-  } {
+  private compute(decoded: readonly DecodedInput[]): ExplainBatch {
     const input = inputTensor(this.context.model, decoded.map((item) => item.image.input));
     try {
-      const batch = explainBatch(this.context.model.network(), {
+      return explainBatch(this.context.model.network(), {
         method: this.method,
         input,
         layers: this.layers,
@@ -90,25 +80,16 @@ export class CamTask {
         augSmooth: this.options.augSmooth,
         eigenSmooth: this.options.eigenSmooth,
       });
-      return { results: batch.maps, guided: batch.guided, ...batch.timings };
     } finally {
       input.dispose();
     }
   }
 
-  private async writeOutputs(
-    item: DecodedInput,
-    results: CamResult[] | undefined,
-    guided: GuidedResult[] | undefined,
-    model: { forward: number; backward: number },
-  ): Promise<InputRecord> {
+  private async writeOutputs(item: DecodedInput, explanations: readonly ClassExplanation[], model: { forward: number; backward: number }): Promise<InputRecord> {
     const timings = { ...item.timings, ...model, render: 0, encode: 0 };
     return recordOutputs(item, this.options.outDir, timings, async (outputs) => {
-      const count = results?.length ?? guided?.length ?? 0;
       const records: CamResultRecord[] = [];
-      for (let rank = 0; rank < count; rank++) {
-        records.push(await this.writeOne(item, results?.[rank], guided?.[rank], outputs, timings));
-      }
+      for (const explanation of explanations) records.push(await this.writeOne(item, explanation, outputs, timings));
       return {
         predictions: records.map((record) => ({ index: record.class.index, label: record.class.label, probability: record.probability })),
         results: records,
@@ -118,43 +99,35 @@ export class CamTask {
 
   private async writeOne(
     item: DecodedInput,
-    result: CamResult | undefined,
-    guided: GuidedResult | undefined,
+    explanation: ClassExplanation,
     outputs: OutputSet,
     timings: { render: number; encode: number },
   ): Promise<CamResultRecord> {
     const renderStarted = performance.now();
-    const classIndex = result?.classIndex ?? guided!.classIndex;
+    const { classIndex, map, gradient } = explanation;
     const stem = `${outputStem(this.options.outDir, item.input.relative)}.${this.method}.${classIndex}`;
-    const picture = renderExplanation(result?.map, guided, item.image, {
+    const { rgb, peak } = renderExplanation(map, gradient, item.image, {
       colormap: this.options.colormap,
       alpha: this.options.alpha,
       heatmapOnly: this.options.heatmapOnly,
       preprocess: this.context.model.meta.preprocess,
       scratch: this.scratch(item.image.original.width * item.image.original.height),
     });
-    const { rgb, peak } = picture;
     const { original } = item.image;
     timings.render += elapsedSince(renderStarted);
     const encodeStarted = performance.now();
     const png = await outputs.write(`${stem}.png`, await encodePng(rgb, original.width, original.height, { compressionLevel: this.options.pngCompression }));
-    let npy: string | undefined;
-    if (this.options.raw) {
-      // The guided methods' raw output is the gradient image they show.
-      npy =
-        picture.gradient !== undefined
-          ? await outputs.write(`${stem}.npy`, encodeNpy(picture.gradient, [guided!.height, guided!.width, 3]))
-          : await outputs.write(`${stem}.npy`, encodeNpy(result!.map.data, [result!.map.height, result!.map.width]));
-    }
+    // The guided methods' raw output is the gradient image they show.
+    const npy = this.options.raw ? await outputs.write(`${stem}.npy`, rawArray(explanation)) : undefined;
     timings.encode += elapsedSince(encodeStarted);
     const labels = this.context.model.meta.labels;
     return {
       input: item.input.path,
       method: this.method,
-      layer: guided !== undefined && result === undefined ? 'input' : this.layerLabel,
+      layer: map === undefined ? 'input' : this.layerLabel,
       class: { index: classIndex, label: labels?.[classIndex] ?? null },
-      score: result?.score ?? guided!.score,
-      probability: result?.probability ?? guided!.probability,
+      score: explanation.score,
+      probability: explanation.probability,
       peak: { x: peak.x, y: peak.y },
       png,
       ...(npy === undefined ? {} : { npy }),
@@ -162,8 +135,8 @@ export class CamTask {
   }
 }
 
-/** Records in the order of the batch. */
-function orderLike(batch: readonly InputImage[], records: InputRecord[]): InputRecord[] {
-  const byPath = new Map(records.map((record) => [`${record.relative}\u0000${record.input}`, record]));
-  return batch.map((input) => byPath.get(`${input.relative}\u0000${input.path}`)!);
+/** What --raw writes: the gradient image [H, W, 3] of the guided methods, else the map [h, w]. */
+function rawArray({ map, gradient }: ClassExplanation): Buffer {
+  if (gradient !== undefined) return encodeNpy(gradient.data, [gradient.height, gradient.width, 3]);
+  return encodeNpy(map!.data, [map!.height, map!.width]);
 }

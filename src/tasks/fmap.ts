@@ -1,13 +1,12 @@
 /**
- * The feature-map task: one forward pass per batch captures every requested
- * layer with forward hooks; each layer's channels are tiled into a grid
+ * The feature-map task: one forward pass per batch returns every requested
+ * layer's output, with its shape; each layer's channels are tiled into a grid
  * (torchvision make_grid with per-channel normalisation) and written as
  * `<stem>.<layer>.fmap.png`, with a sidecar `.fmap.json` legend and, with
  * --raw, the activation as `.npy` [H, W, C].
  */
-import * as tf from '../engine/tf.js';
 import { UsageError } from '../util/errors.js';
-import { type HookSpec, withHooksSync } from '../hooks/hooks.js';
+import type { Tensor } from '../engine/tf.js';
 import type { GraphNode } from '../executor/graph.js';
 import { isCamTarget, isFeatureMap, resolveLayer } from '../executor/layers.js';
 import { disposeValues } from '../executor/network.js';
@@ -25,7 +24,7 @@ import {
   outputStem,
   recordOutputs,
 } from './common.js';
-import { errorRecord } from './records.js';
+import { errorRecord, inBatchOrder } from './records.js';
 import type { BatchOutcome, FmapResultRecord, FmapTaskOptions, InputImage, InputRecord, SummaryImage } from './types.js';
 
 const CONV_CLASSES = new Set(['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'Conv2DTranspose']);
@@ -43,7 +42,7 @@ export class FmapTask {
   async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
     const { decoded, failed } = await decodeBatch(batch, this.context, this.options);
     if (decoded.length === 0) return { records: failed, summaries: [] };
-    let activations: Float32Array[][];
+    let activations: Activation[][];
     let forward: number;
     try {
       const started = performance.now();
@@ -54,39 +53,26 @@ export class FmapTask {
     }
     const summaries: SummaryImage[] = [];
     const written = await Promise.all(decoded.map((item, i) => this.writeOutputs(item, activations[i]!, forward, summaries)));
-    const byInput = new Map([...failed, ...written].map((record) => [record.input + '\u0000' + record.relative, record]));
-    return { records: batch.map((input) => byInput.get(input.path + '\u0000' + input.relative)!), summaries };
+    return { records: inBatchOrder(batch, [...failed, ...written]), summaries };
   }
 
-  /** Per image, per layer: the activation [H, W, C] as a flat array. */
-  private capture(decoded: readonly DecodedInput[]): Float32Array[][] {
-    const network = this.context.model.network();
-    const captured: (tf.Tensor | undefined)[] = this.layers.map(() => undefined);
-    const hooks: HookSpec[] = this.layers.map((node, i) => ({
-      layer: node.layer,
-      forward: (_layer, _inputs, output) => {
-        captured[i]?.dispose();
-        captured[i] = tf.keep((output as tf.Tensor).clone());
-      },
-    }));
+  /** Per image, per layer: the activation [H, W, C] as a flat array, with its shape. */
+  private capture(decoded: readonly DecodedInput[]): Activation[][] {
     const input = inputTensor(this.context.model, decoded.map((item) => item.image.input));
     try {
-      withHooksSync(hooks, () => disposeValues(network.forward(input)));
-      return decoded.map((_, image) =>
-        captured.map((tensor, layer) => {
-          if (tensor === undefined) throw new Error(`layer ${this.layers[layer]!.path} did not run`);
-          const [, height, width, channels] = tensor.shape as [number, number, number, number];
-          const size = height * width * channels;
-          return (tensor.dataSync() as Float32Array).slice(image * size, (image + 1) * size);
-        }),
-      );
+      const values = this.context.model.network().forward(input, { layers: this.layers });
+      try {
+        const perLayer = this.layers.map((node) => splitImages(values.layers.get(node.path), node));
+        return decoded.map((_, image) => perLayer.map((images) => images[image]!));
+      } finally {
+        disposeValues(values);
+      }
     } finally {
       input.dispose();
-      tf.dispose(captured.filter((tensor): tensor is tf.Tensor => tensor !== undefined));
     }
   }
 
-  private async writeOutputs(item: DecodedInput, activations: Float32Array[], forward: number, summaries: SummaryImage[]): Promise<InputRecord> {
+  private async writeOutputs(item: DecodedInput, activations: Activation[], forward: number, summaries: SummaryImage[]): Promise<InputRecord> {
     const timings = { ...item.timings, forward, render: 0, encode: 0 };
     return recordOutputs(item, this.options.outDir, timings, async (outputs) => {
       const results: FmapResultRecord[] = [];
@@ -100,17 +86,12 @@ export class FmapTask {
   private async writeLayer(
     item: DecodedInput,
     node: GraphNode,
-    activation: Float32Array,
+    { data: activation, height, width, channels }: Activation,
     outputs: OutputSet,
     timings: { render: number; encode: number },
     summaries: SummaryImage[],
   ): Promise<FmapResultRecord> {
     const renderStarted = performance.now();
-    const [, outHeight, outWidth, outChannels] = node.outputShapes[0]!;
-    const channels = outChannels ?? 1;
-    const positions = activation.length / channels;
-    const height = outHeight ?? Math.round(Math.sqrt(positions));
-    const width = outWidth ?? positions / height;
     const grid = makeFeatureGrid(activation, { height, width, channels }, {
       padding: this.options.padding,
       tileSize: this.options.tileSize,
@@ -140,6 +121,24 @@ export class FmapTask {
     if (this.options.tensorboard) summaries.push({ input: item.input.path, tag: `feature map in ${node.path}`, png: pngBytes, width: grid.width, height: grid.height });
     return { input: item.input.path, layer: node.path, shape: [height, width, channels], png, json, ...(npy === undefined ? {} : { npy }) };
   }
+}
+
+/** One image's activation of one layer, [height, width, channels] row-major. */
+interface Activation {
+  data: Float32Array;
+  height: number;
+  width: number;
+  channels: number;
+}
+
+/** A layer's batch output split per image; the shape is the tensor's own (a model with a free input size has no fixed one). */
+function splitImages(tensor: Tensor | undefined, node: GraphNode): Activation[] {
+  if (tensor === undefined) throw new Error(`layer ${node.path} did not run`);
+  if (tensor.rank !== 4) throw new Error(`layer ${node.path} gives a ${tensor.rank}-D output, not a 4-D feature map`);
+  const [batch, height, width, channels] = tensor.shape as [number, number, number, number];
+  const data = tensor.dataSync() as Float32Array;
+  const size = height * width * channels;
+  return Array.from({ length: batch }, (_, image) => ({ data: data.slice(image * size, (image + 1) * size), height, width, channels }));
 }
 
 function resolveFmapLayers(context: TaskContext, options: FmapTaskOptions): GraphNode[] {

@@ -1,7 +1,7 @@
 /** The predict task: top-k classes per image, no files. */
 import { classProbabilities, topK } from '../model/predict.js';
 import { type TaskContext, decodeBatch, elapsedSince } from './common.js';
-import { errorRecord } from './records.js';
+import { errorRecord, inBatchOrder } from './records.js';
 import type { BatchOutcome, InputImage, InputRecord, PredictTaskOptions } from './types.js';
 
 export class PredictTask {
@@ -32,7 +32,6 @@ export class PredictTask {
         records.push(...decoded.map((item) => errorRecord(item.input, error, item.timings)));
       }
     }
-    const byInput = new Map(records.map((record) => [record.input + '\u0000' + record.relative, record]));
-    return { records: batch.map((input) => byInput.get(input.path + '\u0000' + input.relative)!), summaries: [] };
+    return { records: inBatchOrder(batch, records), summaries: [] };
   }
 }

@@ -1,0 +1,108 @@
+/**
+ * Class selection, in one place: which class each image explains at each
+ * rank (given classes, or each image's top k from the forward pass), the
+ * objectives that differentiate them, and their scores.
+ */
+import * as tf from '../engine/tf.js';
+import type { ForwardValues, Objective } from '../executor/network.js';
+import { topClassIndices } from '../model/predict.js';
+
+/** What the class score Y is: the pre-softmax logit (default) or the probability. */
+import type { ScoreKind } from './names.js';
+
+export type { ScoreKind };
+
+/**
+ * Which classes to explain: the same classes for every image, each image's
+ * own list (`perImage[image][rank]`, equal lengths), or each image's top k.
+ */
+export type ClassRequest =
+  | { kind: 'explicit'; classes: readonly number[] }
+  | { kind: 'perImage'; classes: readonly (readonly number[])[] }
+  | { kind: 'top'; k: number };
+
+/** One explained class of one image, with the model's score and probability for it. */
+export interface ExplainedClass {
+  image: number;
+  classIndex: number;
+  /** The class's pre-softmax score. */
+  score: number;
+  probability: number;
+}
+
+/**
+ * The classes of each rank: explicit ones, or the top k of each image,
+ * read from the first forward pass's probabilities.
+ */
+export class ClassChooser {
+  private chosen: number[][] | undefined;
+  readonly count: number;
+
+  constructor(
+    request: ClassRequest,
+    private readonly batch: number,
+  ) {
+    if (request.kind === 'top') {
+      this.count = request.k;
+    } else if (request.kind === 'explicit') {
+      this.count = request.classes.length;
+      this.chosen = request.classes.map((index) => new Array<number>(batch).fill(index));
+    } else {
+      if (request.classes.length !== batch) throw new Error(`classes for ${request.classes.length} images, batch of ${batch}`);
+      this.count = request.classes[0]?.length ?? 0;
+      this.chosen = Array.from({ length: this.count }, (_, rank) => request.classes.map((classes) => classes[rank]!));
+    }
+  }
+
+  /** Whether the classes are known without running the model (not a top-k request). */
+  get known(): boolean {
+    return this.chosen !== undefined;
+  }
+
+  /** [rank][image]; a top-k request needs the probabilities of the first forward pass. */
+  ranks(probabilities?: tf.Tensor2D): number[][] {
+    if (this.chosen === undefined) {
+      if (probabilities === undefined) throw new Error('top-k classes need the model output');
+      const tops = rowsOf(probabilities).map((row) => topClassIndices(row, this.count));
+      this.chosen = Array.from({ length: this.count }, (_, rank) => tops.map((top) => top[rank]!));
+    }
+    return this.chosen;
+  }
+
+  /** [image][rank] */
+  perImage(probabilities?: tf.Tensor2D): number[][] {
+    const ranks = this.ranks(probabilities);
+    return Array.from({ length: this.batch }, (_, image) => ranks.map((classes) => classes[image]!));
+  }
+
+  /** One objective per rank: Y summed over the batch, each image at its own class of that rank. */
+  objectives(score: ScoreKind): Objective[] {
+    return Array.from({ length: this.count }, (_, rank) => (values: ForwardValues) =>
+      classScoreSum(score === 'prob' ? values.probabilities : values.scores, this.ranks(values.probabilities)[rank]!),
+    );
+  }
+
+  /** [image][rank]: each explained class with its score and probability in `values`. */
+  explained(values: ForwardValues): ExplainedClass[][] {
+    const classes = this.perImage(values.probabilities);
+    const scores = rowsOf(values.scores);
+    const probabilities = rowsOf(values.probabilities);
+    return classes.map((perRank, image) =>
+      perRank.map((classIndex) => ({ image, classIndex, score: scores[image]![classIndex]!, probability: probabilities[image]![classIndex]! })),
+    );
+  }
+}
+
+/** Y summed over the batch, each image at its own class: one backward pass serves them all. */
+export function classScoreSum(scores: tf.Tensor2D, classes: readonly number[]): tf.Scalar {
+  return tf.tidy(() => {
+    const mask = tf.oneHot(tf.tensor1d(classes as number[], 'int32'), scores.shape[1]);
+    return tf.sum(tf.mul(scores, mask));
+  });
+}
+
+export function rowsOf(matrix: tf.Tensor2D): Float32Array[] {
+  const [rows, columns] = matrix.shape;
+  const data = matrix.dataSync() as Float32Array;
+  return Array.from({ length: rows }, (_, i) => data.slice(i * columns, (i + 1) * columns));
+}

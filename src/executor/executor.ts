@@ -1,0 +1,23 @@
+/**
+ * What the explanation methods and tasks need of a model's executor: a
+ * forward pass that returns chosen layers' outputs next to the class
+ * scores, a backward pass from objectives on those scores to chosen layers
+ * or to the input, and the graph they run. `Network` (tfjs-layers)
+ * implements it; another importer (e.g. ONNX) can provide its own.
+ */
+import type { LayerGraph } from './graph.js';
+import type { BackwardOptions, BackwardResult, BackwardTimings, ForwardOptions, ForwardValues, ModelInputs, Objective } from './network.js';
+import type { ScoreLocation } from './score.js';
+
+export interface Executor {
+  /** The layers and the tensors between them. */
+  readonly graph: LayerGraph;
+  /** Where the class scores and the output are in the graph. */
+  readonly score: ScoreLocation;
+  /** Milliseconds of the last `backward` call: before the sources, and the taped part. */
+  readonly lastBackwardTimings: BackwardTimings;
+  /** The output, class scores and probabilities, and the outputs of `options.layers` (owned by the caller). */
+  forward(inputs: ModelInputs, options?: ForwardOptions): ForwardValues;
+  /** One forward pass and, per objective, the gradients with respect to the sources (owned by the caller). */
+  backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): BackwardResult;
+}
