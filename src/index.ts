@@ -1,40 +1,87 @@
 /**
- * camviz as a library. The CLI is a thin shell over these.
+ * camviz as a library: the public API, listed name by name. The CLI is a
+ * thin shell over these. Anything not exported here is internal and may
+ * change without notice; the README's "Library" section documents each
+ * group.
  */
+
+// Errors and version
 export { CamvizError, UsageError, describeError } from './util/errors.js';
 export { VERSION } from './util/version.js';
 
-// Backends and models
-export { type BackendChoice, type BackendInfo, type BackendKind, activeBackend, requestedBackend, useBackend } from './engine/backend.js';
+// Backends
+export { type BackendInfo, activeBackend, useBackend } from './engine/backend.js';
+export { BACKEND_CHOICES, type BackendChoice } from './engine/backend-choices.js';
+
+// Models: loading, metadata, labels, layers, predictions
 export { CamvizModel, type LoadOptions, loadModel } from './model/load.js';
 export type { CamvizJson, InputSize, ModelMetadata } from './model/metadata.js';
-export { DEFAULT_MODEL, ZOO, type ZooEntry, cacheRoot } from './model/zoo.js';
-export { type ImageLoadOptions, type LoadedImage, loadImage } from './image/image.js';
-export type { Box, ImageGeometry, ResizeMode } from './image/geometry.js';
-export { PREPROCESS_NAMES, type PreprocessName, toInputTensor } from './image/preprocess.js';
-export { imagenetLabels, readLabelsFile, resolveClass, resolveClasses, shortLabel } from './model/labels.js';
-export { type LayerInfo, defaultTarget, describeLayers, isCamTarget, isFeatureMap } from './executor/layers.js';
+export { DEFAULT_MODEL, ZOO, type ZooEntry } from './model/zoo.js';
+export { imagenetLabels, readLabelsFile, resolveClass, resolveClasses } from './model/labels.js';
 export { type Prediction, classProbabilities, inputTensor, topK } from './model/predict.js';
-export { type GraphNode, LayerGraph } from './executor/graph.js';
-export { Network } from './executor/network.js';
+export { type LayerInfo, describeLayers } from './executor/layers.js';
+
+// Images
+export { type ImageLoadOptions, type LoadedImage, imageFromRgb, loadImage } from './image/image.js';
+export type { Box, ImageGeometry, ResizeMode } from './image/geometry.js';
+export { PREPROCESS_NAMES, type PreprocessName } from './image/preprocess-names.js';
+export { toInputTensor } from './image/preprocess.js';
+
+// The executor and PyTorch-style hooks
 export type { Executor } from './executor/executor.js';
+export {
+  type BackwardCallOptions,
+  type BackwardResult,
+  type ForwardValues,
+  type LayerRef,
+  type ModelInputs,
+  type Objective,
+  backward,
+  disposeValues,
+  forward,
+} from './executor/backward.js';
+export {
+  type HookHandle,
+  type HookSpec,
+  hookGradient,
+  registerForwardHook,
+  registerForwardPreHook,
+  registerFullBackwardHook,
+  registerGradientHook,
+  withHooks,
+  withHooksSync,
+} from './hooks/hooks.js';
+export type { ForwardHook, ForwardPreHook, FullBackwardHook, GradientHook, Layer, Tensors } from './hooks/registry.js';
 
-// Hooks
-export * from './hooks/index.js';
-export { backward, forward, disposeValues, type BackwardCallOptions, type LayerRef } from './executor/backward.js';
-export type { BackwardResult, ForwardValues, ModelInputs, Objective } from './executor/backward.js';
-
-// Class activation maps
-export * from './cam/index.js';
-export { type ClassExplanation, type ExplainBatch, type ExplainRequest, explainBatch } from './cam/explain.js';
-export { camTargets, classCount, classRequest } from './cam/request.js';
+// Class activation maps: the high-level call, the batch call, the methods
 export { type ExplainOptions, type Explanation, explain } from './explain.js';
+export { type ClassExplanation, type ExplainBatch, type ExplainRequest, explainBatch } from './cam/explain.js';
+export type { ClassRequest, ScoreKind } from './cam/classes.js';
+export { camTargets, classRequest } from './cam/request.js';
+export { METHOD_NAMES, SCORE_KINDS, canonicalMethod } from './cam/names.js';
+export { createMethod } from './cam/index.js';
+export { ActivationCamMethod, type CamRequest, type CamResult, CamMethod, type Evidence, type GradientEvidence, GradientCamMethod, spatialMean, weighChannels } from './cam/base.js';
+export { Cam } from './cam/cam.js';
+export { EigenCam } from './cam/eigencam.js';
+export { GradCam } from './cam/gradcam.js';
+export { GradCamPlusPlus } from './cam/gradcampp.js';
+export { HiResCam } from './cam/hirescam.js';
+export { LayerCam } from './cam/layercam.js';
+export { ScoreCam } from './cam/scorecam.js';
+export { XGradCam } from './cam/xgradcam.js';
+export { guidedBackprop } from './cam/guided.js';
 
 // Pictures and files
-export * from './render/index.js';
+export type { FeatureMap, GradientImage } from './render/maps.js';
 export { type ExplanationImage, type ExplanationImageOptions, renderExplanation } from './render/explanation.js';
-export { deprocessGradient } from './render/gradient.js';
-export type { GradientImage } from './render/maps.js';
+export { COLORMAPS, type ColormapName, applyColormap } from './render/colormap.js';
+export { DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_COLORMAP, type OverlayOptions, heatmapImage, overlayHeatmap } from './render/overlay.js';
+export { mapToOriginal, resizeBilinear } from './render/resize.js';
+export { minMaxNormalize } from './render/normalize.js';
+export { type FeatureGrid, type FeatureGridOptions, makeFeatureGrid } from './render/grid.js';
+export { type PngOptions, encodePng } from './render/png.js';
+export { type NpyArray, decodeNpy, encodeNpy } from './render/npy.js';
+export { EventWriter, type EventWriterOptions } from './render/tensorboard.js';
 
 // Folder runs
 export { type BatchRunOptions, type BatchRunResult, runBatch } from './batch/runner.js';
@@ -43,4 +90,4 @@ export { mergeRuns } from './batch/merge.js';
 export { writeReport } from './batch/report.js';
 export { type Shard, parseShard, selectShard } from './batch/shard.js';
 export type * from './tasks/types.js';
-export { CAM_DEFAULTS, FMAP_DEFAULTS, PREDICT_DEFAULTS, TASK_DEFAULTS, type TaskOverrides, camTaskOptions, fmapTaskOptions, predictTaskOptions } from './tasks/defaults.js';
+export { type TaskOverrides, camTaskOptions, fmapTaskOptions, predictTaskOptions } from './tasks/defaults.js';

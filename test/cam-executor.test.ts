@@ -10,7 +10,6 @@ import { join } from 'node:path';
 import {
   type CamvizModel,
   type Executor,
-  Network,
   camTargets,
   classRequest,
   explainBatch,
@@ -19,6 +18,7 @@ import {
   loadModel,
   useBackend,
 } from '../src/index.js';
+import { Network } from '../src/executor/network.js';
 import { repoRoot } from './helpers/assets.js';
 
 let model: CamvizModel;

@@ -231,5 +231,5 @@ test('camviz: overlays of long images are 4096 on their long side; --max-overlay
 
   const bad = await gradcam(path, '--out', full, '--max-overlay-side', '-1');
   assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /--max-overlay-side '-1' must be an integer of at least 0/);
+  assert.match(bad.stderr, /--max-overlay-side '-1' must be a whole number of at least 0/);
 });

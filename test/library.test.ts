@@ -13,7 +13,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import sharp from 'sharp';
 import {
   type CamvizModel,
+  GradientCamMethod,
+  type GradientEvidence,
   backward,
+  camTargets,
   classRequest,
   disposeValues,
   encodePng,
@@ -22,8 +25,11 @@ import {
   loadModel,
   registerForwardHook,
   registerGradientHook,
+  inputTensor,
+  spatialMean,
   toInputTensor,
   useBackend,
+  weighChannels,
   withHooks,
 } from '../src/index.js';
 import { repoRoot } from './helpers/assets.js';
@@ -141,4 +147,27 @@ test('the README hooks example captures A and dY/dA, and Grad-CAM from them equa
   handle.remove();
   gradientHandle.remove();
   assert.ok(!Object.prototype.hasOwnProperty.call(layer, 'call'));
+});
+
+test('a CAM method written as in the README (GradientCamMethod) gives explain()\'s Grad-CAM map', async () => {
+  class MyGradCam extends GradientCamMethod {
+    readonly name = 'mygradcam';
+    protected weightedActivations({ activations, gradients }: GradientEvidence): tf.Tensor4D {
+      return weighChannels(activations, spatialMean(gradients));
+    }
+  }
+  const image = await loadImage(join(fixtures, 'circle-star.png'), { size: model.meta.inputSize });
+  const star = 3;
+  const input = inputTensor(model, [image.input]);
+  const before = tf.memory().numTensors;
+  const mine = new MyGradCam().compute(model.network(), { input, layers: camTargets(model, []), classes: { kind: 'explicit', classes: [star] } })[0]?.[0];
+  assert.ok(mine !== undefined, 'one map for the one image and class');
+  assert.equal(tf.memory().numTensors, before, 'the base disposes what the method made');
+  input.dispose();
+  const reference = explain(model, [image], { classes: [star] })[0]?.[0]?.map;
+  assert.ok(reference !== undefined);
+  assert.equal(mine.classIndex, star);
+  const scale = Math.max(...reference.data);
+  assert.ok(scale > 0);
+  mine.map.data.forEach((value, i) => assert.ok(Math.abs(value - reference.data[i]!) <= 1e-6 * scale, `cell ${i}`));
 });

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import sharp from 'sharp';
-import { encodePng, writeFileAtomic } from '../src/render/index.js';
+import { encodePng } from '../src/render/index.js';
+import { writeFileAtomic } from '../src/util/atomic-file.js';
 
 const dir = await mkdtemp(join(tmpdir(), 'camviz-render-png-'));
 after(() => rm(dir, { recursive: true, force: true }));

@@ -26,7 +26,6 @@ export {
   overlayHeatmap,
 } from './overlay.js';
 export { type PngOptions, encodePng } from './png.js';
-export { writeFileAtomic } from '../util/atomic-file.js';
 export { type NpyArray, decodeNpy, encodeNpy } from './npy.js';
 export {
   COLORSPACE_RGB,
