@@ -18,6 +18,7 @@ import {
   countVarints,
   decodeUtf8,
   embeddedEnd,
+  expectWireType,
   forEachField,
   forEachVarint,
   int64ToNumber,
@@ -197,7 +198,7 @@ function decodeModel(reader: Reader, context: ParseContext): OnnxModel {
   let irVersion = 0;
   let producerName = '';
   let producerVersion = '';
-  let graph: OnnxGraph | undefined;
+  let graphStart: number | undefined;
   const opsets = new Map<string, number>();
   forEachField(reader, reader.len, (field, wireType) => {
     switch (field) {
@@ -211,9 +212,10 @@ function decodeModel(reader: Reader, context: ParseContext): OnnxModel {
         producerVersion = readString(reader, field, wireType);
         return true;
       case 7:
-        // Decoded after the IR version is known: see below.
-        graph = decodeGraph(reader, embeddedEnd(reader, field, wireType), context);
-        return true;
+        // Decoded once the IR version is known to be one camviz reads, before anything is allocated.
+        expectWireType(field, wireType, WireType.bytes);
+        graphStart = reader.pos;
+        return false;
       case 8: {
         const [domain, version] = decodeOpsetId(reader, embeddedEnd(reader, field, wireType));
         opsets.set(domain, version);
@@ -223,10 +225,12 @@ function decodeModel(reader: Reader, context: ParseContext): OnnxModel {
         return false;
     }
   });
-  if (graph === undefined) fail(context, 'not an ONNX model: no graph');
+  if (graphStart === undefined) fail(context, 'not an ONNX model: no graph');
   if (irVersion < MIN_IR_VERSION) {
     fail(context, `unsupported ONNX IR version ${irVersion}: camviz reads IR ${MIN_IR_VERSION} and newer`);
   }
+  reader.pos = graphStart;
+  const graph = decodeGraph(reader, embeddedEnd(reader, 7, WireType.bytes), context);
   return { irVersion, opsets, producerName, producerVersion, graph };
 }
 
