@@ -476,6 +476,23 @@ describe('hostile ONNX files', () => {
     assert.match(await parseError(Buffer.from('89504e470d0a1a0a0000000d49484452', 'hex')), /^not a valid ONNX file|^not an ONNX model/);
   });
 
+  test('bytes changed at random: each parses or is one line naming the file', async () => {
+    const model = await readFile(join(conformanceDir, 'test_conv_with_strides_padding', 'model.onnx')).catch(() => Buffer.from(good));
+    const changes = noise(3 * 400, 1, 7, 1);
+    for (let trial = 0; trial < 400; trial++) {
+      const bytes = Buffer.from(model);
+      const [where, value, extra] = [changes[3 * trial] ?? 0, changes[3 * trial + 1] ?? 0, changes[3 * trial + 2] ?? 0];
+      bytes[(where * 257 + extra) % bytes.length] = value;
+      try {
+        parseOnnxModel(bytes, 'changed.onnx');
+      } catch (error) {
+        assert.ok(error instanceof CamvizError, `trial ${trial}: ${String(error)}`);
+        assert.equal(error.file, 'changed.onnx');
+        assert.ok(!error.describe().includes('\n'));
+      }
+    }
+  });
+
   test('a protobuf without a graph, or of IR version 2', async () => {
     assert.equal(await parseError(Uint8Array.from([...int(1, 8), ...str(2, 'x')])), 'not an ONNX model: no graph');
     // Refused before its graph is read: the terabyte tensor would be an error of its own.

@@ -179,13 +179,21 @@ function decoding<T>(context: ParseContext, decode: () => T): T {
   try {
     return decode();
   } catch (error) {
-    if (error instanceof CamvizError) throw error;
-    if (error instanceof ProtoError || error instanceof RangeError || error instanceof Error) {
-      const detail = error.message.split('\n')[0] ?? '';
-      throw new CamvizError(`not a valid ONNX file: truncated or not protobuf (${detail})`, { file: context.source, cause: error });
-    }
-    throw error;
+    if (!isWireFormatError(error)) throw error;
+    const detail = error.message.split('\n')[0] ?? '';
+    throw new CamvizError(`not a valid ONNX file: truncated or not protobuf (${detail})`, { file: context.source, cause: error });
   }
+}
+
+/**
+ * Bad bytes, as opposed to a bug or an allocation failure: our own
+ * ProtoError, protobufjs' RangeError for reading past the end ("index out of
+ * range"), and its plain Errors (invalid wire type, illegal tag, bad varint).
+ */
+function isWireFormatError(error: unknown): error is Error {
+  if (error instanceof ProtoError) return true;
+  if (error instanceof RangeError) return error.message.startsWith('index out of range');
+  return error instanceof Error && error.constructor === Error;
 }
 
 function fail(context: ParseContext, message: string): never {
@@ -392,9 +400,10 @@ function decodeAttribute(reader: Reader, end: number, context: ParseContext, nod
   if (scanned.name === '') fail(context, `${nodeLabel} has an attribute without a name`);
   const code = scanned.type ?? inferAttributeType(scanned);
   const kind = code === undefined ? undefined : ATTRIBUTE_KINDS[code];
+  if (code === undefined) fail(context, `${label} has no value`);
   if (kind === undefined) {
-    const typeName = code === undefined ? 'no value' : (UNREAD_ATTRIBUTE_KINDS[code] ?? `unknown type ${code}`);
-    fail(context, `${label} is of type ${typeName}, which camviz does not read`);
+    const typeName = UNREAD_ATTRIBUTE_KINDS[code];
+    fail(context, typeName === undefined ? `${label} has an unknown type (${code})` : `${label} is of type ${typeName}, which camviz does not read`);
   }
   const value = attributeValue(reader, context, scanned, kind, label);
   reader.pos = end;
@@ -667,8 +676,13 @@ function buildTensor(context: ParseContext, scanned: ScannedTensor, unnamed: str
   const label = scanned.name === '' ? unnamed : `tensor '${scanned.name}'`;
   const element = ELEMENT_TYPES.get(scanned.dataType);
   if (element === undefined) {
-    const typeName = UNREAD_TYPE_NAMES[scanned.dataType] ?? `unknown data type ${scanned.dataType}`;
-    fail(context, `${label} has data type ${typeName}, which camviz does not read`);
+    const typeName = UNREAD_TYPE_NAMES[scanned.dataType];
+    fail(
+      context,
+      typeName === undefined
+        ? `${label} has an unknown data type (${scanned.dataType})`
+        : `${label} has data type ${typeName}, which camviz does not read`,
+    );
   }
   if (scanned.segmented) fail(context, `${label} is segmented, which camviz does not read`);
   const count = declaredCount(context, scanned.dims, element, label);
