@@ -693,6 +693,7 @@ function buildTensor(context: ParseContext, scanned: ScannedTensor, unnamed: str
     context.external.push({ ...ref, tensor: result });
     return result;
   }
+  // An empty raw_data beside typed values is the typed values' tensor (a writer that set both fields).
   if (scanned.raw !== undefined && (scanned.raw.length > 0 || count === 0 || !hasTypedData(scanned))) {
     return tensor(fromRawData(context, scanned.raw, scanned.dims, element, count, label));
   }
