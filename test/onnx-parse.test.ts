@@ -661,4 +661,10 @@ describe('readOnnxFile and external data', () => {
     assert.equal(empty.message, 'model folder has no model.onnx');
     assert.ok(missing instanceof CamvizError);
   });
+
+  test('a device is refused, not read without end', { skip: existsSync('/dev/zero') ? false : 'no /dev/zero here' }, async () => {
+    const error = await expectCamvizError(() => readOnnxFile('/dev/zero'));
+    assert.equal(error.message, 'model is not a regular file');
+    assert.equal(error.file, '/dev/zero');
+  });
 });

@@ -44,7 +44,9 @@ async function resolveOnnxPath(path: string): Promise<string> {
   const absolute = resolve(path);
   const info = await stat(absolute).catch(() => undefined);
   if (info === undefined) throw new CamvizError('model not found', { file: path });
-  if (!info.isDirectory()) return absolute;
+  // A device or a FIFO would be read without end.
+  if (info.isFile()) return absolute;
+  if (!info.isDirectory()) throw new CamvizError('model is not a regular file', { file: path });
   const candidate = join(absolute, 'model.onnx');
   if (!(await stat(candidate).catch(() => undefined))?.isFile()) {
     throw new CamvizError('model folder has no model.onnx', { file: path });
