@@ -6,15 +6,16 @@
  * combination the op library refuses, are listed as skipped with the
  * reason.
  *
- *   npm run onnx-conformance [-- <folder of test folders>]
+ *   npm run onnx-conformance [-- [<folder of test folders>] [--backend cpu|wasm]]
  *
- * Prints a table (test, ops, result) and `N passed, M failed, K skipped`;
+ * The cpu backend unless --backend says otherwise. Prints a table (test, ops, result) and `N passed, M failed, K skipped`;
  * exits 1 if any claimed test fails.
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '../src/engine/tf.js';
+import { parseBackendChoice, useBackend } from '../src/engine/backend.js';
 import { describeError } from '../src/util/errors.js';
 import { defaultOpset, interpretGraph, laid, supportedOp, tensorFromOnnx, toLayout, UnsupportedOpError, type LaidTensor, type Layout } from '../src/model/onnx/interpret.js';
 import { parseOnnxModel, parseOnnxTensor } from '../src/model/onnx/parse.js';
@@ -186,12 +187,14 @@ export function formatTable(summary: ConformanceSummary): string {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const dir = argv.find((arg) => !arg.startsWith('--')) ?? DEFAULT_CONFORMANCE_DIR;
+  const backendAt = argv.indexOf('--backend');
+  const backend = backendAt >= 0 ? parseBackendChoice(argv[backendAt + 1]) : 'cpu';
+  const dir = argv.find((arg, i) => !arg.startsWith('--') && (backendAt < 0 || i !== backendAt + 1)) ?? DEFAULT_CONFORMANCE_DIR;
   if (!existsSync(dir)) {
     console.error(`camviz: no ONNX conformance tests at ${dir} (apt-get install -y libonnx-testdata)`);
     return 2;
   }
-  await tf.setBackend('cpu');
+  await useBackend(backend);
   const summary = runConformance(dir);
   console.log(formatTable(summary));
   return summary.failed > 0 ? 1 : 0;
