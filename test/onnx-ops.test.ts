@@ -123,6 +123,7 @@ const LAYOUT_CASES: { name: string; nodes: OnnxNode[]; constants?: Record<string
     constants: { w: tf.tensor4d(randomValues(6 * 2 * 2 * 2, 7), [6, 2, 2, 2]) },
   },
   { name: 'MaxPool ceil_mode', nodes: [node('MaxPool', ['x'], ['y'], { kernel_shape: ints(3, 3), strides: ints(2, 2), ceil_mode: int(1) })] },
+  { name: 'MaxPool dilated', nodes: [node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2, 2), dilations: ints(2, 1), pads: ints(1, 0, 0, 1) })] },
   { name: 'AveragePool with pads', nodes: [node('AveragePool', ['x'], ['y'], { kernel_shape: ints(2, 3), pads: ints(1, 1, 0, 1) })] },
 ];
 
@@ -305,6 +306,10 @@ test('an unsupported op, opset or domain is refused naming the op type, node and
   assert.match(refusal(node('LayerNormalization', ['x'], ['y']), 16).message, /LayerNormalization.*opset 16/);
   assert.match(refusal({ ...node('Relu', ['x'], ['y']), domain: 'com.microsoft' }, 13).message, /domain 'com.microsoft'/);
   assert.match(refusal(node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2) }), 13).message, /1-D data/);
+  const image = laid(tf.zeros([1, 1, 4, 4]));
+  const dilatedStrided = node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2, 2), dilations: ints(2, 2), strides: ints(2, 2) });
+  assert.throws(() => runNode(dilatedStrided, [image], 13), /dilations with strides larger than 1/);
+  image.tensor.dispose();
   x.tensor.dispose();
 });
 
