@@ -24,7 +24,9 @@ export function defaultOpset(model: OnnxModel): number {
  * Run `model` on `feeds` and return the `fetches` values (new tensors the
  * caller owns; the feeds stay the caller's and are not disposed). Every
  * other value, initializers included, is disposed once no later node reads
- * it, also when a node throws.
+ * it, also when a node throws. Because it disposes intermediates it is not
+ * for differentiation: under tf.grad, run the nodes with `runNode` (as the
+ * model builder's layers do) and let tf.grad's scope free them.
  */
 export function interpretGraph(model: OnnxModel, feeds: Map<string, LaidTensor>, fetches: string[]): Map<string, LaidTensor> {
   const { graph } = model;
