@@ -196,7 +196,7 @@ function scoreOf(nodes: OnnxNode[], constants: Record<string, tf.Tensor>, layout
   return (x) => {
     const values = new Map<string, LaidTensor>([['x', feed(x, layout)]]);
     for (const [key, value] of Object.entries(constants)) values.set(key, laid(value));
-    runChain(nodes, values);
+    runChain(nodes, values, 17);
     return tf.sum(toLayout(values.get(output)!, 'onnx')) as tf.Scalar;
   };
 }
@@ -260,6 +260,36 @@ forEachBackend(() => {
       const reference = finiteDifferences(f, x, 1e-3);
       assertAllClose(gradient.dataSync(), reference, 2e-2, 'gradient');
       assert.ok(reference.some((value) => Math.abs(value) > 0.1), 'some input must matter');
+      tf.dispose([x, gradient, ...Object.values(constants)]);
+    });
+  }
+});
+
+forEachBackend(() => {
+  for (const layout of ['onnx', 'nhwc'] as const) {
+    test(`tf.grad through padded, strided and depthwise Conv, BatchNormalization, HardSwish, AveragePool matches finite differences (${layout})`, () => {
+      const x = tf.tensor4d(randomValues(1 * 2 * 6 * 6, 21), [1, 2, 6, 6]);
+      const constants = {
+        w: tf.tensor4d(randomValues(4 * 2 * 3 * 3, 22), [4, 2, 3, 3]),
+        dw: tf.tensor4d(randomValues(4 * 1 * 3 * 3, 23), [4, 1, 3, 3]),
+        sc: tf.tensor1d([1, 0.5, 2, 1.5]),
+        b: tf.tensor1d([0.1, 0, -0.2, 0.3]),
+        m: tf.tensor1d([0, 0.1, -0.1, 0.2]),
+        v: tf.tensor1d([1, 2, 0.5, 1]),
+        weights: tf.tensor4d(randomValues(4 * 2 * 2, 24), [1, 4, 2, 2]),
+      };
+      const nodes = [
+        node('Conv', ['x', 'w'], ['c'], { strides: ints(2, 2), pads: ints(0, 1, 1, 0) }),
+        node('Conv', ['c', 'dw'], ['d'], { group: int(4), pads: ints(1, 1, 1, 1) }),
+        node('BatchNormalization', ['d', 'sc', 'b', 'm', 'v'], ['n']),
+        node('HardSwish', ['n'], ['h']),
+        node('AveragePool', ['h'], ['p'], { kernel_shape: ints(2, 2), strides: ints(2, 2), ceil_mode: int(1) }),
+        node('Mul', ['p', 'weights'], ['y']),
+      ];
+      const f = scoreOf(nodes, constants, layout, 'y');
+      const gradient = tf.grad(f)(x);
+      assertAllClose(gradient.dataSync(), finiteDifferences(f, x, 1e-3), 2e-2, 'gradient');
+      assert.ok(Array.from(gradient.dataSync()).some((value) => Math.abs(value) > 0.01), 'some input must matter');
       tf.dispose([x, gradient, ...Object.values(constants)]);
     });
   }
