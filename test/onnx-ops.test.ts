@@ -174,6 +174,22 @@ forEachBackend(() => {
   });
 });
 
+test("an elementwise op's layout does not depend on the batch size (the builder plans layouts at batch 1)", () => {
+  for (const perSample of [[1, 1, 1], [3, 1, 1]]) {
+    const layouts = [1, 2].map((batch) =>
+      tf.tidy(() => {
+        const x = tf.tensor4d(randomValues(batch * 3 * 4 * 5, 5), [batch, 3, 4, 5]);
+        const s = tf.tensor4d(randomValues(batch * perSample[0]!, 6), [batch, ...perSample] as [number, number, number, number]);
+        const [viaNhwc] = runNode(node('Mul', ['x', 's'], ['y']), [feed(x, 'nhwc'), laid(s)], 13);
+        const [viaOnnx] = runNode(node('Mul', ['x', 's'], ['y']), [laid(x), laid(s)], 13);
+        assertAllClose(toLayout(viaNhwc!, 'onnx').dataSync(), viaOnnx!.tensor.dataSync(), 1e-6, `batch ${batch}`);
+        return viaNhwc!.layout;
+      }),
+    );
+    assert.deepEqual(layouts, ['nhwc', 'nhwc'], `operand [N, ${perSample.join(', ')}]`);
+  }
+});
+
 // ---------------------------------------------------------------- gradients
 
 /** Central differences of `f` at `x`, one element at a time. */
