@@ -326,6 +326,27 @@ test('Gelu (opset 20), exact and tanh approximation, against hand-computed value
   tf.dispose([x.tensor, exact!.tensor, approx!.tensor]);
 });
 
+test('opset 18 forms: Reduce* axes as an input with noop_with_empty_axes, Split num_outputs, Pad axes', () => {
+  tf.tidy(() => {
+    const x = laid(tf.tensor2d([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [2, 5]));
+    const axes = laid(tf.tensor1d([1], 'int32'));
+    const [mean] = runNode(node('ReduceMean', ['x', 'a'], ['y'], { keepdims: int(0) }), [x, axes], 18);
+    assert.deepEqual(Array.from(mean!.tensor.dataSync()), [3, 8]);
+    const [all] = runNode(node('ReduceMax', ['x'], ['y']), [x], 18);
+    assert.deepEqual(all!.tensor.shape, [1, 1]);
+    assert.deepEqual(Array.from(all!.tensor.dataSync()), [10]);
+    const [same] = runNode(node('ReduceSum', ['x'], ['y'], { noop_with_empty_axes: int(1) }), [x], 18);
+    assert.deepEqual(Array.from(same!.tensor.dataSync()), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    // Five columns in three pieces: ceil(5 / 3) = 2, 2, then 1.
+    const pieces = runNode(node('Split', ['x'], ['a', 'b', 'c'], { axis: int(1), num_outputs: int(3) }), [x], 18);
+    assert.deepEqual(pieces.map((piece) => piece.tensor.shape), [[2, 2], [2, 2], [2, 1]]);
+    assert.deepEqual(Array.from(pieces[2]!.tensor.dataSync()), [5, 10]);
+    const [padded] = runNode(node('Pad', ['x', 'p', 'v', 'a'], ['y']), [x, laid(tf.tensor1d([1, 0], 'int32')), laid(tf.scalar(-1)), axes], 18);
+    assert.deepEqual(padded!.tensor.shape, [2, 6]);
+    assert.deepEqual(Array.from(padded!.tensor.dataSync()), [-1, 1, 2, 3, 4, 5, -1, 6, 7, 8, 9, 10]);
+  });
+});
+
 test('int64 tensors become int32, saturating the INT64_MAX "to the end" sentinel', () => {
   const t = tensorFromOnnx({ name: 'ends', type: 'int64', dims: [3], data: BigInt64Array.from([9223372036854775807n, -9223372036854775808n, -5n]) });
   assert.equal(t.dtype, 'int32');
