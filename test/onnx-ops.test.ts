@@ -347,11 +347,13 @@ test('opset 18 forms: Reduce* axes as an input with noop_with_empty_axes, Split 
   });
 });
 
-test('int64 tensors become int32, saturating the INT64_MAX "to the end" sentinel', () => {
-  const t = tensorFromOnnx({ name: 'ends', type: 'int64', dims: [3], data: BigInt64Array.from([9223372036854775807n, -9223372036854775808n, -5n]) });
+test('int64 tensors become int32: sentinels saturate, other values beyond int32 are refused', () => {
+  const t = tensorFromOnnx({ name: 'ends', type: 'int64', dims: [3], data: BigInt64Array.from([9223372036854775807n, -9223372036854775807n, -5n]) });
   assert.equal(t.dtype, 'int32');
   assert.deepEqual(Array.from(t.dataSync()), [2147483647, -2147483648, -5]);
   t.dispose();
+  const big = { name: 'count', type: 'int64' as const, dims: [1], data: BigInt64Array.from([4294967296n]) };
+  assert.throws(() => tensorFromOnnx(big), /ONNX tensor 'count': int64 value 4294967296 does not fit in int32/);
 });
 
 // ---------------------------------------------------------------- refusals and ownership
