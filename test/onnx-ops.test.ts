@@ -373,6 +373,7 @@ test('an unsupported op, opset or domain is refused naming the op type, node and
   assert.match(unknown.message, /NonMaxSuppression.*'\/head\/nms'.*opset 13/);
   assert.equal(unknown.opType, 'NonMaxSuppression');
   assert.match(refusal(node('LayerNormalization', ['x'], ['y']), 16).message, /LayerNormalization.*opset 16/);
+  assert.match(refusal({ ...node('TopK', ['x'], ['values']), name: '' }, 13).message, /TopK \(the node computing 'values', opset 13\)/);
   assert.match(refusal({ ...node('Relu', ['x'], ['y']), domain: 'com.microsoft' }, 13).message, /domain 'com.microsoft'/);
   assert.match(refusal(node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2) }), 13).message, /1-D data/);
   const image = laid(tf.zeros([1, 1, 4, 4]));

@@ -15,9 +15,11 @@ export class UnsupportedOpError extends CamvizError {
   readonly nodeName: string;
   readonly opset: number;
 
-  constructor(node: Pick<OnnxNode, 'opType' | 'name'>, opset: number, detail?: string) {
+  constructor(node: Pick<OnnxNode, 'opType' | 'name'> & Partial<Pick<OnnxNode, 'outputs'>>, opset: number, detail?: string) {
     const what = detail === undefined ? '' : `: ${detail}`;
-    super(`unsupported ONNX op ${node.opType} (node '${node.name}', opset ${opset})${what}`);
+    // Node names are optional in ONNX; an unnamed node is known by its first output.
+    const which = node.name !== '' || node.outputs?.[0] === undefined ? `node '${node.name}'` : `the node computing '${node.outputs[0]}'`;
+    super(`unsupported ONNX op ${node.opType} (${which}, opset ${opset})${what}`);
     this.name = 'UnsupportedOpError';
     this.opType = node.opType;
     this.nodeName = node.name;
