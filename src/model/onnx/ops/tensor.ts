@@ -86,7 +86,7 @@ function range(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const [a, b, d] = [start!, limit!, delta!].map((t) => Number(t.dataSync()[0]));
   if (d === 0) throw new CamvizError(`ONNX node '${ctx.node.name}' (Range): delta is 0`);
   const count = Math.max(Math.ceil((b! - a!) / d!), 0);
-  // start + i * delta, as ONNX defines it (tf.range accumulates the same way for these sizes).
+  // start + i·delta for each i, as ONNX defines it (not a running sum).
   const values = tf.add(tf.mul(tf.range(0, count, 1, 'float32'), d!), a!);
   return [laid(dtype === 'int32' ? tf.cast(values, 'int32') : values)];
 }
