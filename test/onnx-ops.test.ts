@@ -190,6 +190,89 @@ test("an elementwise op's layout does not depend on the batch size (the builder 
   }
 });
 
+/** Convolution written out in float64 over NCHW, pads given as [top, left, bottom, right]. */
+function referenceConv(
+  x: { data: ArrayLike<number>; shape: number[] },
+  w: { data: ArrayLike<number>; shape: number[] },
+  { group, stride, dilation, pads }: { group: number; stride: number; dilation: number; pads: [number, number, number, number] },
+): { data: number[]; shape: number[] } {
+  const [n, c, h, wd] = x.shape as [number, number, number, number];
+  const [m, cg, kh, kw] = w.shape as [number, number, number, number];
+  const oh = Math.floor((h + pads[0] + pads[2] - (dilation * (kh - 1) + 1)) / stride) + 1;
+  const ow = Math.floor((wd + pads[1] + pads[3] - (dilation * (kw - 1) + 1)) / stride) + 1;
+  const out: number[] = [];
+  for (let b = 0; b < n; b++)
+    for (let o = 0; o < m; o++) {
+      const g = Math.floor(o / (m / group));
+      for (let i = 0; i < oh; i++)
+        for (let j = 0; j < ow; j++) {
+          let sum = 0;
+          for (let k = 0; k < cg; k++)
+            for (let u = 0; u < kh; u++)
+              for (let v = 0; v < kw; v++) {
+                const row = i * stride - pads[0] + u * dilation;
+                const col = j * stride - pads[1] + v * dilation;
+                if (row < 0 || row >= h || col < 0 || col >= wd) continue;
+                sum += x.data[((b * c + g * cg + k) * h + row) * wd + col]! * w.data[((o * cg + k) * kh + u) * kw + v]!;
+              }
+          out.push(sum);
+        }
+    }
+  return { data: out, shape: [n, m, oh, ow] };
+}
+
+const CONV_CASES: { name: string; x: number[]; w: number[]; attributes: Record<string, OnnxAttribute>; reference: Parameters<typeof referenceConv>[2] }[] = [
+  {
+    name: 'dilation 2, asymmetric pads',
+    x: [1, 2, 7, 6],
+    w: [3, 2, 3, 2],
+    attributes: { dilations: ints(2, 2), pads: ints(1, 2, 2, 1) },
+    reference: { group: 1, stride: 1, dilation: 2, pads: [1, 2, 2, 1] },
+  },
+  {
+    name: 'depthwise with channel multiplier 2, stride 2',
+    x: [1, 3, 7, 7],
+    w: [6, 1, 3, 3],
+    attributes: { group: int(3), strides: ints(2, 2), pads: ints(1, 1, 1, 1) },
+    reference: { group: 3, stride: 2, dilation: 1, pads: [1, 1, 1, 1] },
+  },
+  {
+    // 5x6 input, kernel 2, stride 2: 3x3 output needs one extra row, which SAME_LOWER puts on top.
+    name: 'auto_pad SAME_LOWER',
+    x: [2, 2, 5, 6],
+    w: [2, 2, 2, 2],
+    attributes: { auto_pad: str('SAME_LOWER'), strides: ints(2, 2) },
+    reference: { group: 1, stride: 2, dilation: 1, pads: [1, 0, 0, 0] },
+  },
+  {
+    name: 'two groups of two channels',
+    x: [1, 4, 5, 5],
+    w: [6, 2, 3, 3],
+    attributes: { group: int(2) },
+    reference: { group: 2, stride: 1, dilation: 1, pads: [0, 0, 0, 0] },
+  },
+];
+
+forEachBackend(() => {
+  for (const { name, x: xShape, w: wShape, attributes, reference } of CONV_CASES) {
+    test(`Conv matches a written-out convolution: ${name}`, () => {
+      const count = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
+      const xData = randomValues(count(xShape), 31);
+      const wData = randomValues(count(wShape), 32);
+      const expected = referenceConv({ data: xData, shape: xShape }, { data: wData, shape: wShape }, reference);
+      for (const layout of ['onnx', 'nhwc'] as const) {
+        tf.tidy(() => {
+          const x = tf.tensor(xData, xShape);
+          const [y] = runNode(node('Conv', ['x', 'w'], ['y'], attributes), [feed(x, layout), laid(tf.tensor(wData, wShape))], 13);
+          const got = toLayout(y!, 'onnx');
+          assert.deepEqual(got.shape, expected.shape, layout);
+          assertAllClose(got.dataSync(), expected.data, 1e-5, `${name} (${layout})`);
+        });
+      }
+    });
+  }
+});
+
 // ---------------------------------------------------------------- gradients
 
 /** Central differences of `f` at `x`, one element at a time. */
