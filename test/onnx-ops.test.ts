@@ -492,5 +492,11 @@ test('interpretGraph frees every value but the fetches, also when a node fails',
   const failing = model([node('Mul', ['x', 'k'], ['a']), node('Foo', ['a'], ['b'])], [onnxTensor('k', [2], [2, -1])]);
   assert.throws(() => interpretGraph(failing, new Map([['x', x]]), ['b']), UnsupportedOpError);
   assert.equal(tf.memory().numTensors, before);
+  const outOfOrder = model([node('Relu', ['a'], ['b']), node('Mul', ['x', 'k'], ['a'])], [onnxTensor('k', [2], [2, -1])]);
+  assert.throws(() => interpretGraph(outOfOrder, new Map([['x', x]]), ['b']), /ONNX value 'a' is read before it is computed/);
+  const unfed = model([node('Mul', ['x', 'k'], ['a'])], [onnxTensor('k', [2], [2, -1])]);
+  unfed.graph.inputs.push({ name: 'x', type: 'float32', shape: [2] });
+  assert.throws(() => interpretGraph(unfed, new Map(), ['a']), /ONNX graph input 'x' is not fed/);
+  assert.equal(tf.memory().numTensors, before);
   x.tensor.dispose();
 });

@@ -38,7 +38,10 @@ export function interpretGraph(model: OnnxModel, feeds: Map<string, LaidTensor>,
     const value = owned.get(name) ?? feeds.get(name);
     if (value !== undefined) return value;
     const initializer = graph.initializers.get(name);
-    if (initializer === undefined) throw new CamvizError(`ONNX value '${name}' is read before it is computed`);
+    if (initializer === undefined) {
+      const fed = graph.inputs.some((input) => input.name === name);
+      throw new CamvizError(fed ? `ONNX graph input '${name}' is not fed` : `ONNX value '${name}' is read before it is computed`);
+    }
     const created = laid(tensorFromOnnx(initializer));
     owned.set(name, created);
     return created;
