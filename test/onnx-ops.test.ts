@@ -394,6 +394,27 @@ forEachBackend(() => {
   }
 });
 
+forEachBackend(() => {
+  test('tf.grad through a dilated MaxPool routes each window to its maximum', () => {
+    const values = Array.from({ length: 25 }, (_, i) => (i * 7) % 25);
+    // Windows of 2x2 taps two apart: outputs 3x3; each adds 1 at its largest tap.
+    const expected = new Array<number>(25).fill(0);
+    for (let i = 0; i < 3; i++)
+      for (let j = 0; j < 3; j++) {
+        const taps = [0, 2].flatMap((u) => [0, 2].map((v) => (i + u) * 5 + (j + v)));
+        const best = taps.reduce((a, b) => (values[b]! > values[a]! ? b : a));
+        expected[best]! += 1;
+      }
+    const pool = node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2, 2), dilations: ints(2, 2) });
+    for (const layout of ['onnx', 'nhwc'] as const) {
+      const x = tf.tensor4d(values, [1, 1, 5, 5]);
+      const gradient = tf.grad((t: tf.Tensor) => tf.sum(runNode(pool, [feed(t, layout)], 13)[0]!.tensor))(x);
+      assert.deepEqual(Array.from(gradient.dataSync()), expected, layout);
+      tf.dispose([x, gradient]);
+    }
+  });
+});
+
 // ---------------------------------------------------------------- ops checked by hand
 
 test('Gelu (opset 20), exact and tanh approximation, against hand-computed values', () => {
