@@ -1,0 +1,308 @@
+/**
+ * The page of `camviz compare --report`: `compare.html` in the output
+ * folder, one static page that works from file:// with no network, like the
+ * run report (report.ts): the data is embedded as script-safe JSON and the
+ * page's own script builds the cards with textContent only, so a hostile
+ * file name shows up literally. One card per pair, worst first: A's PNG,
+ * B's PNG (by relative path from the page) and the difference of the two
+ * raw maps, drawn here and written beside the page.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, rename, rm } from 'node:fs/promises';
+import { join, relative, resolve, sep } from 'node:path';
+import { temporaryName, writeFileAtomic } from '../util/atomic-file.js';
+import { VERSION } from '../util/version.js';
+import { minMaxNormalize } from '../render/normalize.js';
+import { encodePng } from '../render/png.js';
+import { resizeBilinear } from '../render/resize.js';
+import type { CompareResult, CompareThresholds, PairMaps, PairMetrics } from './compare.js';
+import { REPORT_DIR } from './manifest.js';
+import { scriptSafeJson } from './report.js';
+
+export const COMPARE_REPORT_NAME = 'compare.html';
+/** The difference images, relative to the output folder (under _report/, which runs never read as inputs). */
+export const DIFFERENCE_DIR = `${REPORT_DIR}/compare`;
+/** Difference images are enlarged (bilinearly, like the overlays) until their longer side is at least this. */
+const DIFFERENCE_MIN_SIDE = 224;
+
+/** A pair's difference image, relative to the output folder. Numbered, so that no input name reaches the file system. */
+export function differencePath(index: number): string {
+  return `${DIFFERENCE_DIR}/diff-${String(index + 1).padStart(5, '0')}.png`;
+}
+
+/**
+ * B - A of the two min-max normalised maps as RGB: red where B looks more,
+ * blue where A looked more, white where they agree.
+ */
+export function differenceRgb(maps: PairMaps): { rgb: Uint8Array; width: number; height: number } {
+  const a = minMaxNormalize(maps.a);
+  const b = minMaxNormalize(maps.b);
+  const difference = b.map((value, i) => value - a[i]!);
+  const scale = Math.max(1, Math.ceil(DIFFERENCE_MIN_SIDE / Math.max(maps.width, maps.height)));
+  const width = maps.width * scale;
+  const height = maps.height * scale;
+  const large = scale === 1 ? difference : resizeBilinear(difference, maps.width, maps.height, width, height);
+  const rgb = new Uint8Array(width * height * 3);
+  for (let i = 0; i < large.length; i++) {
+    const d = Math.max(-1, Math.min(1, large[i]!));
+    // White fades to red (d > 0) or blue (d < 0) as |d| grows.
+    const fade = Math.round(255 * (1 - Math.abs(d)));
+    rgb[i * 3] = d > 0 ? 255 : fade;
+    rgb[i * 3 + 1] = fade;
+    rgb[i * 3 + 2] = d < 0 ? 255 : fade;
+  }
+  return { rgb, width, height };
+}
+
+/**
+ * Writes the difference images into a temporary folder; `commit` moves it
+ * to DIFFERENCE_DIR (replacing an earlier compare's), `discard` removes it,
+ * so a failed compare leaves no half set of images.
+ */
+export class DifferenceImages {
+  private readonly staging: string;
+
+  constructor(private readonly outDir: string) {
+    this.staging = temporaryName(join(outDir, DIFFERENCE_DIR));
+  }
+
+  async write(metrics: PairMetrics, maps: PairMaps, index: number): Promise<void> {
+    const { rgb, width, height } = differenceRgb(maps);
+    await mkdir(this.staging, { recursive: true });
+    const name = differencePath(index);
+    await writeFileAtomic(join(this.staging, name.slice(DIFFERENCE_DIR.length + 1)), await encodePng(rgb, width, height, { compressionLevel: 6 }));
+    metrics.difference = name;
+  }
+
+  async commit(): Promise<void> {
+    const target = join(this.outDir, DIFFERENCE_DIR);
+    await rm(target, { recursive: true, force: true });
+    await mkdir(this.staging, { recursive: true });
+    await rename(this.staging, target);
+  }
+
+  async discard(): Promise<void> {
+    await rm(this.staging, { recursive: true, force: true });
+  }
+}
+
+/** One card's data; short keys keep the page small. */
+export interface ComparePagePair {
+  /** Input (relative path). */
+  n: string;
+  /** Method. */
+  m: string;
+  /** Class of A and of B, as "index label". */
+  ca: string;
+  cb: string;
+  /** Correlation, IoU, peak shift (px), score change. */
+  r: number;
+  u: number;
+  s: number;
+  ds: number;
+  /** Top-1 of A and B when it changed. */
+  t?: [string, string];
+  /** Failures; absent when the pair passes. */
+  f?: string[];
+  /** A's and B's PNG, and the difference image, relative to the page. */
+  a: string;
+  b: string;
+  d?: string;
+}
+
+export interface ComparePageData {
+  facts: {
+    a: string;
+    b: string;
+    pairBy: string;
+    thresholds: CompareThresholds;
+    passed: boolean;
+    pairs: number;
+    inputs: number;
+    offenders: number;
+    top1Changes: number;
+    failedInputs: string[];
+    camviz: string;
+    generatedAt: string;
+  };
+  pairs: ComparePagePair[];
+}
+
+const label = (value: { index: number; label: string | null }): string => (value.label === null ? `${value.index}` : `${value.index} ${value.label}`);
+const short = (value: number): number => Number(value.toPrecision(4));
+
+/** A path relative to the page, with `/` separators. */
+function fromPage(outDir: string, file: string): string {
+  return relative(resolve(outDir), resolve(file)).split(sep).join('/');
+}
+
+export function comparePageData(result: CompareResult, outDir: string, generatedAt: Date): ComparePageData {
+  const pairs = result.pairs.map((pair): ComparePagePair => {
+    const entry: ComparePagePair = {
+      n: pair.input,
+      m: pair.method,
+      ca: label(pair.a.class),
+      cb: label(pair.b.class),
+      r: short(pair.correlation),
+      u: short(pair.iou),
+      s: short(pair.peakShift),
+      ds: short(pair.scoreChange),
+      a: fromPage(outDir, join(result.a, pair.a.png)),
+      b: fromPage(outDir, join(result.b, pair.b.png)),
+    };
+    if (pair.top1.changed) entry.t = [label(pair.top1.a!), label(pair.top1.b!)];
+    if (pair.failures.length > 0) entry.f = pair.failures;
+    if (pair.difference !== undefined) entry.d = pair.difference;
+    return entry;
+  });
+  return {
+    facts: {
+      a: result.a,
+      b: result.b,
+      pairBy: result.pairBy,
+      thresholds: result.thresholds,
+      passed: result.summary.passed,
+      pairs: result.summary.pairs,
+      inputs: result.summary.inputs,
+      offenders: result.summary.offenders,
+      top1Changes: result.summary.top1Changes,
+      failedInputs: result.failedInputs.map((failed) => `${failed.input} (in ${failed.run.toUpperCase()}): ${failed.error}`),
+      camviz: VERSION,
+      generatedAt: generatedAt.toISOString(),
+    },
+    pairs,
+  };
+}
+
+/** Writes `<outDir>/compare.html` atomically; returns its path. */
+export async function writeCompareReport(outDir: string, result: CompareResult): Promise<string> {
+  const path = join(outDir, COMPARE_REPORT_NAME);
+  await mkdir(outDir, { recursive: true });
+  await writeFileAtomic(path, renderCompareHtml(comparePageData(result, outDir, new Date())));
+  return path;
+}
+
+export function renderCompareHtml(data: ComparePageData): string {
+  const scriptHash = createHash('sha256').update(PAGE_SCRIPT).digest('base64');
+  // Only this page's own script may run, and nothing may be fetched but local images.
+  const policy = `default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'; script-src 'sha256-${scriptHash}'; base-uri 'none'; form-action 'none'`;
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="${policy}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>camviz compare</title>
+<style>${PAGE_STYLE}</style>
+</head>
+<body>
+<header><h1>camviz compare</h1><p id="verdict"></p><dl id="facts"></dl></header>
+<main id="cards"></main>
+<noscript><p>This page needs JavaScript to show its cards.</p></noscript>
+<script type="application/json" id="camviz-data">${scriptSafeJson(data)}</script>
+<script>${PAGE_SCRIPT}</script>
+</body>
+</html>
+`;
+}
+
+const PAGE_STYLE = `
+:root{color-scheme:light dark;--bg:#f6f7f9;--card:#fff;--fg:#1d2330;--muted:#5d6677;--line:#d9dde4;--ok:#16794a;--err:#b3261e}
+@media (prefers-color-scheme:dark){:root{--bg:#15181d;--card:#1f242c;--fg:#e7eaf0;--muted:#9aa3b2;--line:#353c47;--ok:#5fd39a;--err:#ff8a80}}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;background:var(--bg);color:var(--fg)}
+header{padding:16px 20px 8px}
+h1{margin:0 0 8px;font-size:20px}
+#verdict{font-weight:700;margin:0 0 8px}
+#verdict.passed{color:var(--ok)}
+#verdict.failed{color:var(--err)}
+dl{display:flex;flex-wrap:wrap;gap:4px 20px;margin:0}
+dl div{display:flex;gap:6px}
+dt{color:var(--muted)}
+dd{margin:0;font-weight:600;overflow-wrap:anywhere}
+main{display:flex;flex-direction:column;gap:12px;padding:12px 20px}
+.card{background:var(--card);border:1px solid var(--line);border-left:4px solid var(--ok);border-radius:6px;padding:10px 12px}
+.card.offender{border-left-color:var(--err)}
+.card h2{margin:0 0 4px;font-size:15px;overflow-wrap:anywhere}
+.metrics{color:var(--muted);font-size:13px;margin:0 0 8px}
+.failures{color:var(--err);font-weight:600;margin:0 0 8px;padding-left:20px}
+.row{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
+figure{margin:0;width:240px}
+figure img{display:block;max-width:240px;max-height:240px;width:auto;height:auto;border:1px solid var(--line);background:var(--bg)}
+figcaption{font-size:12px;color:var(--muted);margin-top:3px;overflow-wrap:anywhere}
+.missing{display:flex;align-items:center;justify-content:center;width:160px;height:120px;border:1px dashed var(--line);color:var(--muted);font-size:12px;text-align:center;padding:6px}
+`;
+
+const PAGE_SCRIPT = `
+(() => {
+  'use strict';
+  const data = JSON.parse(document.getElementById('camviz-data').textContent);
+  const el = (tag, className, text) => {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  };
+  const href = (path) => path.split('/').map((part) => (part === '..' ? part : encodeURIComponent(part))).join('/');
+  const f = data.facts;
+  const verdict = document.getElementById('verdict');
+  verdict.className = f.passed ? 'passed' : 'failed';
+  verdict.textContent = f.passed ? 'passed' : 'FAILED: ' + f.offenders + ' offending pair(s), ' + f.failedInputs.length + ' failed input(s)';
+  const facts = document.getElementById('facts');
+  const fact = (name, value) => {
+    const wrap = el('div');
+    wrap.append(el('dt', '', name), el('dd', '', value));
+    facts.append(wrap);
+  };
+  fact('A', f.a);
+  fact('B', f.b);
+  fact('pairs', String(f.pairs));
+  fact('inputs', String(f.inputs));
+  fact('paired by', f.pairBy);
+  fact('top-1 changes', String(f.top1Changes));
+  const thresholds = Object.entries(f.thresholds).map(([name, value]) => name + ' ' + value).join(', ');
+  fact('thresholds', thresholds || 'none');
+  for (const failed of f.failedInputs) fact('failed', failed);
+  fact('camviz', f.camviz);
+  fact('written', new Date(f.generatedAt).toLocaleString());
+  document.title = 'camviz compare: ' + (f.passed ? 'passed' : 'FAILED') + ', ' + f.pairs + ' pairs';
+
+  const figure = (src, caption) => {
+    const fig = el('figure');
+    const link = el('a');
+    link.href = href(src);
+    const img = el('img');
+    img.loading = 'lazy';
+    img.decoding = 'async';
+    img.alt = caption;
+    img.src = href(src);
+    img.addEventListener('error', () => link.replaceWith(el('div', 'missing', 'image missing: ' + src)));
+    link.append(img);
+    fig.append(link, el('figcaption', '', caption));
+    return fig;
+  };
+
+  const cards = document.getElementById('cards');
+  const fragment = document.createDocumentFragment();
+  for (const p of data.pairs) {
+    const card = el('article', p.f ? 'card offender' : 'card');
+    card.dataset.name = p.n;
+    const classes = p.ca === p.cb ? 'class ' + p.ca : 'class ' + p.ca + ' vs ' + p.cb;
+    card.append(el('h2', 'name', p.n + ' \\u00b7 ' + p.m + ' \\u00b7 ' + classes));
+    const metrics = ['correlation ' + p.r, 'IoU ' + p.u, 'peak shift ' + p.s + ' px', 'score change ' + p.ds];
+    if (p.t) metrics.push('top-1 ' + p.t[0] + ' \\u2192 ' + p.t[1]);
+    card.append(el('p', 'metrics', metrics.join(' \\u00b7 ')));
+    if (p.f) {
+      const list = el('ul', 'failures');
+      for (const failure of p.f) list.append(el('li', '', failure));
+      card.append(list);
+    }
+    const row = el('div', 'row');
+    row.append(figure(p.a, 'A: class ' + p.ca), figure(p.b, 'B: class ' + p.cb));
+    if (p.d) row.append(figure(p.d, 'difference: red where B looks more, blue where A did'));
+    card.append(row);
+    fragment.append(card);
+  }
+  cards.append(fragment);
+})();
+`;
