@@ -6,6 +6,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { OPTION_LIMITS, addBatchOptions, addImageOptions, addModelOptions, addOptionAlias, collectValues } from './options.js';
 import { METHOD_NAMES, SCORE_KINDS } from '../cam/names.js';
+import { PAIR_BY } from '../batch/compare.js';
 import { COLORMAPS } from '../render/colormap.js';
 import { CAM_DEFAULTS, FMAP_DEFAULTS, PREDICT_DEFAULTS } from '../tasks/defaults.js';
 import { describeError, exitCodeOf } from '../util/errors.js';
@@ -188,6 +189,41 @@ Examples:
       act(async (outdirs: string[], options: { out: string; report?: boolean; quiet?: boolean; json?: boolean }) => {
         const { runMerge } = await import('./merge.js');
         return runMerge(outdirs, options);
+      }),
+    );
+
+  program
+    .command('compare')
+    .description('compare the maps of two cam runs (e.g. old and new model): a CI gate on attention')
+    .argument('<a>', 'the first output folder (camviz cam --raw; may be merged shards)')
+    .argument('<b>', 'the second output folder, with the same inputs')
+    .option('--min-corr <r>', 'fail when a pair\'s Pearson correlation is below r (-1 to 1)')
+    .option('--min-iou <x>', 'fail when a pair\'s IoU of the top-20% regions is below x (0 to 1)')
+    .option('--max-peak-shift <px>', 'fail when a pair\'s peaks are more than px original pixels apart')
+    .option('--max-top1-changes <n>', 'fail when more than n inputs change their top-1 prediction')
+    .addOption(new Option('--pair-by <how>', 'pair maps of the same class, or the k-th class of each run (runs that explain different classes)').choices(PAIR_BY).default('class'))
+    .option('-o, --out <dir>', 'where compare.json (and compare.html) go (default: b)')
+    .option('--report', 'also write compare.html: A | B | difference per pair, worst first')
+    .option('-q, --quiet', 'no summary line or offender list')
+    .option('--json', 'print compare.json on stdout')
+    .addHelpText(
+      'after',
+      `
+Pairs each (input, method, class) present in both runs and measures the top-1 prediction change, the score change,
+the Pearson correlation of the --raw maps (the coarser resized bilinearly to the finer), the IoU of their top-20% cells
+and the peak shift in original pixels. Writes compare.json (per-pair metrics, thresholds, summary, offenders worst first).
+Exit codes: 0 every threshold holds, 1 a threshold fails (one summary line, then the offenders, worst first)
+or an input failed in a run, 2 a usage error or folders that do not match (other inputs, no pair in common, no --raw map).
+
+Examples:
+  camviz compare old/ new/ --min-corr 0.8
+  camviz compare old/ new/ --min-corr 0.8 --min-iou 0.5 --max-top1-changes 0 --report
+  camviz compare circle/ star/ --pair-by rank --min-corr 0.8`,
+    )
+    .action(
+      act(async (a: string, b: string, options: Record<string, unknown>) => {
+        const { runCompare } = await import('./compare.js');
+        return runCompare(a, b, options);
       }),
     );
 

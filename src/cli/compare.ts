@@ -1,0 +1,90 @@
+/** `camviz compare A B`: compare the maps of two cam runs and gate on thresholds. */
+import { mkdir } from 'node:fs/promises';
+import { relative, resolve } from 'node:path';
+import { type CompareResult, type CompareThresholds, PAIR_BY, type PairBy, compareRuns, offenderLines, summaryLine, writeCompareJson } from '../batch/compare.js';
+import { DifferenceImages, writeCompareReport } from '../batch/compare-report.js';
+import { UsageError } from '../util/errors.js';
+import { parseCount, printJson } from './common.js';
+
+export interface CompareCliOptions {
+  minCorr?: string;
+  minIou?: string;
+  maxPeakShift?: string;
+  maxTop1Changes?: string;
+  pairBy?: string;
+  out?: string;
+  report?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+/** Exit code 0 when every threshold holds, 1 when one does not (or an input failed in a run). */
+export async function runCompare(dirA: string, dirB: string, options: CompareCliOptions): Promise<number> {
+  const thresholds = thresholdsFromFlags(options);
+  const pairBy = options.pairBy ?? 'class';
+  if (!isPairBy(pairBy)) throw new UsageError(`--pair-by ${pairBy}: choose one of ${PAIR_BY.join(', ')}`);
+  const outDir = resolve(options.out ?? dirB);
+  const differences = options.report === true ? new DifferenceImages(outDir) : undefined;
+  let result: CompareResult;
+  try {
+    result = await compareRuns(dirA, dirB, { thresholds, pairBy, ...(differences && { onPair: differences.write.bind(differences) }) });
+    await differences?.commit();
+  } catch (error) {
+    await differences?.discard();
+    throw error;
+  }
+  await mkdir(outDir, { recursive: true });
+  const jsonPath = await writeCompareJson(outDir, result);
+  const reportPath = options.report === true ? await writeCompareReport(outDir, result) : undefined;
+  if (!options.quiet) {
+    const written = [jsonPath, reportPath].filter((path) => path !== undefined).map(displayPath);
+    process.stderr.write(`camviz: ${summaryLine(result)}; ${written.join(', ')}\n`);
+    for (const line of offenderLines(result)) process.stderr.write(`  ${line}\n`);
+    const note = unpairedNote(result);
+    if (note !== undefined) process.stderr.write(`camviz: ${note}\n`);
+  }
+  if (options.json) printJson(result);
+  return result.summary.passed ? 0 : 1;
+}
+
+/** Maps only one run has are not compared: worth a line, since a gate should not pass by leaving maps out. */
+function unpairedNote(result: CompareResult): string | undefined {
+  const { unpaired } = result;
+  if (unpaired.length === 0) return undefined;
+  const first = unpaired[0]!;
+  const where = first.run === 'a' ? 'A' : 'B';
+  return (
+    `note: ${unpaired.length} map${unpaired.length === 1 ? '' : 's'} of one run only, not compared ` +
+    `(e.g. ${first.input} ${first.method} class ${first.class.index} in ${where}); compare.json lists them under "unpaired"`
+  );
+}
+
+function isPairBy(value: string): value is PairBy {
+  return (PAIR_BY as readonly string[]).includes(value);
+}
+
+function thresholdsFromFlags(options: CompareCliOptions): CompareThresholds {
+  const thresholds: CompareThresholds = {};
+  if (options.minCorr !== undefined) thresholds.minCorr = parseDecimal(options.minCorr, '--min-corr', -1, 1);
+  if (options.minIou !== undefined) thresholds.minIou = parseDecimal(options.minIou, '--min-iou', 0, 1);
+  if (options.maxPeakShift !== undefined) thresholds.maxPeakShift = parseDecimal(options.maxPeakShift, '--max-peak-shift', 0, Number.MAX_VALUE);
+  if (options.maxTop1Changes !== undefined) thresholds.maxTop1Changes = parseCount(options.maxTop1Changes, '--max-top1-changes', 0);
+  return thresholds;
+}
+
+/** A plain decimal within [minimum, maximum] (Number() would read '' as 0 and '0x1' as 1). */
+function parseDecimal(value: string, flag: string, minimum: number, maximum: number): number {
+  const text = value.trim();
+  const number = /^-?(\d+\.?\d*|\.\d+)$/.test(text) ? Number(text) : Number.NaN;
+  if (!(number >= minimum && number <= maximum)) {
+    const range = maximum === Number.MAX_VALUE ? `of at least ${minimum}` : `from ${minimum} to ${maximum}`;
+    throw new UsageError(`${flag} '${value}' must be a number ${range}`);
+  }
+  return number;
+}
+
+/** A path relative to the working folder when it lies inside it. */
+function displayPath(path: string): string {
+  const inside = relative(process.cwd(), path);
+  return inside === '' || inside.startsWith('..') ? path : inside;
+}
