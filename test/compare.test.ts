@@ -171,8 +171,8 @@ describe('camviz compare on shapes runs', { skip: skipWithoutShapes }, () => {
       [run('circle'), predictRun, /^camviz: B is a 'predict' run: compare needs runs of camviz cam/],
       [run('circle'), join(workDir, 'inputs'), /^camviz: B is not a camviz output folder: no manifest\.json \(/],
     ];
-    for (const [a, b, expected] of cases) {
-      const out = join(workDir, `out-${Math.random().toString(36).slice(2)}`);
+    for (const [index, [a, b, expected]] of cases.entries()) {
+      const out = join(workDir, `mismatch-${index}`);
       const result = await camviz(['compare', a, b, '--out', out]);
       assert.equal(result.code, 2, `${a} vs ${b}: ${result.stderr}`);
       assert.match(result.stderr, expected);

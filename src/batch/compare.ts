@@ -338,7 +338,10 @@ export function planPairs(a: CompareRun, b: CompareRun, pairBy: PairBy): PairPla
     pairRecords(input, recordA, recordB, pairBy, plan);
   }
   if (plan.pairs.length === 0 && plan.failedInputs.length === 0) {
-    const hint = pairBy === 'class' ? ' (the runs explain different classes: --pair-by rank pairs the k-th class of each)' : '';
+    const hint =
+      pairBy === 'class'
+        ? ' (a pair needs the same input, method and class; for runs that explain different classes, --pair-by rank pairs the k-th class of each)'
+        : ' (a pair needs the same input and method)';
     throw new UsageError(`no map of ${a.dir} pairs with one of ${b.dir}: nothing to compare${hint}`);
   }
   return plan;
