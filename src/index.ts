@@ -89,5 +89,7 @@ export { type Manifest, readManifest } from './batch/manifest.js';
 export { mergeRuns } from './batch/merge.js';
 export { writeReport } from './batch/report.js';
 export { type Shard, parseShard, selectShard } from './batch/shard.js';
+export { type CompareResult, type CompareRunOptions, type CompareThresholds, compareRuns, writeCompareJson } from './batch/compare.js';
+export { writeCompareReport } from './batch/compare-report.js';
 export type * from './tasks/types.js';
 export { type TaskOverrides, camTaskOptions, fmapTaskOptions, predictTaskOptions } from './tasks/defaults.js';

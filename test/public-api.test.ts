@@ -28,7 +28,7 @@ const PUBLIC_API = [
   'renderExplanation', 'COLORMAPS', 'applyColormap', 'DEFAULT_OVERLAY_ALPHA', 'DEFAULT_OVERLAY_COLORMAP', 'heatmapImage', 'overlayHeatmap',
   'mapToOriginal', 'resizeBilinear', 'minMaxNormalize', 'makeFeatureGrid', 'encodePng', 'decodeNpy', 'encodeNpy', 'EventWriter',
   // folder runs
-  'runBatch', 'readManifest', 'mergeRuns', 'writeReport', 'parseShard', 'selectShard', 'camTaskOptions', 'fmapTaskOptions', 'predictTaskOptions',
+  'runBatch', 'readManifest', 'mergeRuns', 'writeReport', 'parseShard', 'selectShard', 'compareRuns', 'writeCompareJson', 'writeCompareReport', 'camTaskOptions', 'fmapTaskOptions', 'predictTaskOptions',
 ];
 
 test('the package entry exports exactly the public API', async () => {

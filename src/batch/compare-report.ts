@@ -17,7 +17,7 @@ import { encodePng } from '../render/png.js';
 import { resizeBilinear } from '../render/resize.js';
 import type { CompareResult, CompareThresholds, PairMaps, PairMetrics } from './compare.js';
 import { REPORT_DIR } from './manifest.js';
-import { scriptSafeJson } from './report.js';
+import { BASE_PAGE_STYLE, scriptSafeJson } from './report.js';
 
 export const COMPARE_REPORT_NAME = 'compare.html';
 /** The difference images, relative to the output folder (under _report/, which runs never read as inputs). */
@@ -206,31 +206,13 @@ export function renderCompareHtml(data: ComparePageData): string {
 `;
 }
 
-const PAGE_STYLE = `
-:root{color-scheme:light dark;--bg:#f6f7f9;--card:#fff;--fg:#1d2330;--muted:#5d6677;--line:#d9dde4;--ok:#16794a;--err:#b3261e}
-@media (prefers-color-scheme:dark){:root{--bg:#15181d;--card:#1f242c;--fg:#e7eaf0;--muted:#9aa3b2;--line:#353c47;--ok:#5fd39a;--err:#ff8a80}}
-*{box-sizing:border-box}
-body{margin:0;font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;background:var(--bg);color:var(--fg)}
-header{padding:16px 20px 8px}
-h1{margin:0 0 8px;font-size:20px}
-#verdict{font-weight:700;margin:0 0 8px}
+const PAGE_STYLE = `${BASE_PAGE_STYLE}#verdict{font-weight:700;margin:0 0 8px}
 #verdict.passed{color:var(--ok)}
 #verdict.failed{color:var(--err)}
-dl{display:flex;flex-wrap:wrap;gap:4px 20px;margin:0}
-dl div{display:flex;gap:6px}
-dt{color:var(--muted)}
-dd{margin:0;font-weight:600;overflow-wrap:anywhere}
-main{display:flex;flex-direction:column;gap:12px;padding:12px 20px}
-.card{background:var(--card);border:1px solid var(--line);border-left:4px solid var(--ok);border-radius:6px;padding:10px 12px}
 .card.offender{border-left-color:var(--err)}
 .card h2{margin:0 0 4px;font-size:15px;overflow-wrap:anywhere}
 .metrics{color:var(--muted);font-size:13px;margin:0 0 8px}
 .failures{color:var(--err);font-weight:600;margin:0 0 8px;padding-left:20px}
-.row{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
-figure{margin:0;width:240px}
-figure img{display:block;max-width:240px;max-height:240px;width:auto;height:auto;border:1px solid var(--line);background:var(--bg)}
-figcaption{font-size:12px;color:var(--muted);margin-top:3px;overflow-wrap:anywhere}
-.missing{display:flex;align-items:center;justify-content:center;width:160px;height:120px;border:1px dashed var(--line);color:var(--muted);font-size:12px;text-align:center;padding:6px}
 `;
 
 const PAGE_SCRIPT = `

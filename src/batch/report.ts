@@ -254,7 +254,8 @@ export function renderReportHtml(data: ReportData): string {
 `;
 }
 
-const PAGE_STYLE = `
+/** The look both static pages (the run report, the compare page) share; each adds its own rules. */
+export const BASE_PAGE_STYLE = `
 :root{color-scheme:light dark;--bg:#f6f7f9;--card:#fff;--fg:#1d2330;--muted:#5d6677;--line:#d9dde4;--ok:#16794a;--err:#b3261e}
 @media (prefers-color-scheme:dark){:root{--bg:#15181d;--card:#1f242c;--fg:#e7eaf0;--muted:#9aa3b2;--line:#353c47;--ok:#5fd39a;--err:#ff8a80}}
 *{box-sizing:border-box}
@@ -265,22 +266,24 @@ dl{display:flex;flex-wrap:wrap;gap:4px 20px;margin:0}
 dl div{display:flex;gap:6px}
 dt{color:var(--muted)}
 dd{margin:0;font-weight:600;overflow-wrap:anywhere}
-nav{position:sticky;top:0;z-index:1;display:flex;flex-wrap:wrap;gap:12px;align-items:center;padding:10px 20px;background:var(--bg);border-bottom:1px solid var(--line)}
-nav input[type=search]{width:18em}
-#count{color:var(--muted)}
 main{display:flex;flex-direction:column;gap:12px;padding:12px 20px}
 .card{background:var(--card);border:1px solid var(--line);border-left:4px solid var(--ok);border-radius:6px;padding:10px 12px}
+.row{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
+figure{margin:0;width:240px}
+figure img{display:block;max-width:240px;max-height:240px;width:auto;height:auto;border:1px solid var(--line);background:var(--bg)}
+figcaption{font-size:12px;color:var(--muted);margin-top:3px;overflow-wrap:anywhere}
+.missing{display:flex;align-items:center;justify-content:center;width:160px;height:120px;border:1px dashed var(--line);color:var(--muted);font-size:12px;text-align:center;padding:6px}
+`;
+
+const PAGE_STYLE = `${BASE_PAGE_STYLE}nav{position:sticky;top:0;z-index:1;display:flex;flex-wrap:wrap;gap:12px;align-items:center;padding:10px 20px;background:var(--bg);border-bottom:1px solid var(--line)}
+nav input[type=search]{width:18em}
+#count{color:var(--muted)}
 .card.error{border-left-color:var(--err)}
 .card h2{display:flex;gap:10px;align-items:baseline;margin:0 0 8px;font-size:15px;overflow-wrap:anywhere}
 .badge{font-size:12px;font-weight:700;padding:1px 7px;border-radius:9px;color:#fff;background:var(--ok);white-space:nowrap}
 .error .badge{background:var(--err)}
 .input{color:var(--muted);font-size:12px;overflow-wrap:anywhere}
 .message{color:var(--err);font-weight:600;white-space:pre-wrap;overflow-wrap:anywhere;margin:4px 0 8px}
-.row{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
-figure{margin:0;width:240px}
-figure img{display:block;max-width:240px;max-height:240px;width:auto;height:auto;border:1px solid var(--line);background:var(--bg)}
-figcaption{font-size:12px;color:var(--muted);margin-top:3px;overflow-wrap:anywhere}
-.missing{display:flex;align-items:center;justify-content:center;width:160px;height:120px;border:1px dashed var(--line);color:var(--muted);font-size:12px;text-align:center;padding:6px}
 ol.predictions{margin:0;padding-left:22px;font-size:13px}
 #more-wrap{text-align:center;margin:0 0 24px}
 `;

@@ -1,7 +1,7 @@
 /**
  * Small helpers the commands share.
  */
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { parseSize } from '../model/metadata.js';
 import type { InputRecord } from '../tasks/types.js';
 import { UsageError } from '../util/errors.js';
@@ -83,4 +83,10 @@ export function printWrittenFiles(records: readonly InputRecord[], out: string |
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** A path relative to the working folder when it lies inside it (for messages). */
+export function displayPath(path: string): string {
+  const inside = relative(process.cwd(), path);
+  return inside === '' || inside.startsWith('..') ? path : inside;
 }

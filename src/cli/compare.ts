@@ -1,10 +1,10 @@
 /** `camviz compare A B`: compare the maps of two cam runs and gate on thresholds. */
 import { mkdir } from 'node:fs/promises';
-import { relative, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { type CompareResult, type CompareThresholds, PAIR_BY, type PairBy, compareRuns, offenderLines, summaryLine, writeCompareJson } from '../batch/compare.js';
 import { DifferenceImages, writeCompareReport } from '../batch/compare-report.js';
 import { UsageError } from '../util/errors.js';
-import { parseCount, printJson } from './common.js';
+import { displayPath, parseCount, printJson } from './common.js';
 
 export interface CompareCliOptions {
   minCorr?: string;
@@ -81,10 +81,4 @@ function parseDecimal(value: string, flag: string, minimum: number, maximum: num
     throw new UsageError(`${flag} '${value}' must be a number ${range}`);
   }
   return number;
-}
-
-/** A path relative to the working folder when it lies inside it. */
-function displayPath(path: string): string {
-  const inside = relative(process.cwd(), path);
-  return inside === '' || inside.startsWith('..') ? path : inside;
 }

@@ -1,6 +1,7 @@
 /** `camviz merge`: join the output folders of a sharded run into one. */
-import { relative, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { mergeRuns } from '../batch/merge.js';
+import { displayPath } from './common.js';
 
 export interface MergeCliOptions {
   out: string;
@@ -26,10 +27,4 @@ export async function runMerge(shardDirs: string[], options: MergeCliOptions): P
     process.stdout.write(`${JSON.stringify({ manifest: result.manifestPath, ...report, shard: result.manifest.shard, summary, copied: result.copied }, null, 2)}\n`);
   }
   return result.exitCode;
-}
-
-/** A path relative to the working folder when it lies inside it. */
-function displayPath(path: string): string {
-  const inside = relative(process.cwd(), path);
-  return inside === '' || inside.startsWith('..') ? path : inside;
 }
