@@ -1,0 +1,517 @@
+/**
+ * An ONNX graph as a tfjs-layers functional model, so that camviz's
+ * executor, hooks, fmap, CAM methods, predict and layers work on it as on
+ * any layers model. Each ONNX node that computes on the image's data
+ * becomes one layer whose `call` runs the node (`runNode`, tf ops only, so
+ * gradients flow through it).
+ *
+ * At load, for the input size in use, one eager pass on zero inputs of
+ * batch 1 and 2:
+ * - folds every node whose inputs are all constants (initializers,
+ *   `Constant`, and `Shape` of a value whose shape is the same for both
+ *   batches): it runs once here and its outputs become constants of the
+ *   layers that read them;
+ * - learns each remaining value's layout and shape (a dim that differs
+ *   between the two batches is dynamic: null), which `computeOutputShape`
+ *   reports. Shapes are in the stored layout, so a feature map reads
+ *   [N, H, W, C] as camviz's conventions want.
+ *
+ * The model's input is NHWC `[null, H, W, C]` (camviz's input tensor); it is
+ * the ONNX input as an 'nhwc' value, so no transpose is needed.
+ */
+import * as tf from '../../engine/tf.js';
+import * as tfl from '../../engine/tfl.js';
+import { CamvizError } from '../../util/errors.js';
+import { type LaidTensor, type Layout, toLayout } from './layout.js';
+import { runNode, supportedOp } from './interpret.js';
+import { nodeNameIndex, topModule } from './names.js';
+import type { OnnxModel, OnnxNode, OnnxTensor } from './types.js';
+
+/** The newest default-domain opset camviz claims. */
+export const MAX_OPSET = 18;
+/** The oldest: torchvision's exports start at 11; older graphs use since-removed op versions. */
+export const MIN_OPSET = 7;
+
+/** The image input the graph takes, in the ONNX (NCHW) order of its shape. */
+export interface OnnxImageInput {
+  name: string;
+  channels: number;
+  /** Fixed spatial size, when the graph declares one. */
+  height: number | undefined;
+  width: number | undefined;
+}
+
+export interface BuiltOnnxModel {
+  readonly layersModel: tfl.LayersModel;
+  /** Every name a user may give (module paths, ONNX node and value names) -> the tfjs layer name. */
+  readonly layerNames: ReadonlyMap<string, string>;
+  /** The default CAM target, as the name a PyTorch user knows (a module path when there is one). */
+  readonly defaultLayer: string | undefined;
+  /** Per tfjs layer name, the ONNX (NCHW) shape of its first output; null dims are dynamic. */
+  readonly onnxShapes: ReadonlyMap<string, (number | null)[]>;
+  /** Per tfjs layer name, the module whose output it is (the outermost), if any. */
+  readonly modules: ReadonlyMap<string, string>;
+  /** Frees the folded constants (the layers model has no weights of its own). */
+  dispose(): void;
+}
+
+/** The default-domain opset of the model, refused when camviz does not claim it. */
+export function defaultOpset(model: OnnxModel, file: string): number {
+  const opset = model.opsets.get('') ?? model.opsets.get('ai.onnx');
+  if (opset === undefined) throw new CamvizError('the model imports no default ONNX opset', { file });
+  if (opset > MAX_OPSET) throw new CamvizError(`ONNX opset ${opset} is newer than camviz supports (${MIN_OPSET} to ${MAX_OPSET})`, { file });
+  if (opset < MIN_OPSET) throw new CamvizError(`ONNX opset ${opset} is older than camviz supports (${MIN_OPSET} to ${MAX_OPSET})`, { file });
+  return opset;
+}
+
+/**
+ * The graph's image input: one 4-D input [N, C, H, W] with 1 or 3 channels.
+ * Anything else is refused before any image is read.
+ */
+export function imageInput(model: OnnxModel, file: string): OnnxImageInput {
+  const inputs = model.graph.inputs;
+  if (inputs.length !== 1) {
+    throw new CamvizError(`the graph takes ${inputs.length} inputs (${inputs.map((input) => input.name).join(', ')}); camviz feeds one image tensor`, { file });
+  }
+  const input = inputs[0]!;
+  const shape = input.shape;
+  const described = `input '${input.name}' ${shape === undefined ? 'of unknown rank' : `[${shape.map((dim) => dim ?? '?').join(', ')}]`}`;
+  if (input.type !== undefined && input.type !== 'float32') {
+    throw new CamvizError(`${described} is ${input.type}, not an image tensor (float32 [N, C, H, W])`, { file });
+  }
+  if (shape === undefined || shape.length !== 4) throw new CamvizError(`${described} is not an image tensor [N, C, H, W]`, { file });
+  const [, channels, height, width] = shape;
+  if (channels !== 1 && channels !== 3) throw new CamvizError(`${described} is not an image tensor [N, C, H, W] with 1 or 3 channels`, { file });
+  const fixed = (dim: number | string | null | undefined): number | undefined => (typeof dim === 'number' && dim > 0 ? dim : undefined);
+  return { name: input.name, channels, height: fixed(height), width: fixed(width) };
+}
+
+/** Refuses ops camviz does not run, naming the op type, the node and the opset. */
+export function checkSupportedOps(model: OnnxModel, opset: number, file: string): void {
+  for (const node of model.graph.nodes) {
+    const domain = node.domain === 'ai.onnx' ? '' : node.domain;
+    if (domain !== '') throw new CamvizError(`ONNX op ${node.domain}.${node.opType} (node '${node.name}') is not supported: camviz runs the default domain only`, { file });
+    if (!supportedOp(node.opType, opset)) {
+      throw new CamvizError(`ONNX op ${node.opType} (node '${node.name}', opset ${opset}) is not supported`, { file });
+    }
+  }
+}
+
+/**
+ * Refuses a graph whose nodes are not in topological order: a cycle, or a
+ * value read before the node that writes it (or never written).
+ */
+export function checkGraphOrder(model: OnnxModel, file: string): void {
+  const { graph } = model;
+  const known = new Set<string>([...graph.initializers.keys(), ...graph.inputs.map((input) => input.name)]);
+  const writer = new Map<string, number>();
+  graph.nodes.forEach((node, index) => node.outputs.forEach((value) => writer.set(value, index)));
+  graph.nodes.forEach((node, index) => {
+    for (const value of node.inputs) {
+      if (value === '' || known.has(value)) continue;
+      const from = writer.get(value);
+      if (from === undefined) throw new CamvizError(`node '${node.name}' reads '${value}', which no node writes and no input or initializer holds`, { file });
+      if (reaches(model, index, from)) throw new CamvizError(`the graph has a cycle through nodes '${node.name}' and '${graph.nodes[from]!.name}'`, { file });
+      throw new CamvizError(`node '${node.name}' reads '${value}' before node '${graph.nodes[from]!.name}' writes it (nodes are not in topological order)`, { file });
+    }
+    for (const value of node.outputs) if (value !== '') known.add(value);
+  });
+  for (const output of graph.outputs) {
+    if (!known.has(output.name)) throw new CamvizError(`graph output '${output.name}' is written by no node`, { file });
+  }
+}
+
+/** Whether node `to` depends on the outputs of node `from` (through any path). */
+function reaches(model: OnnxModel, from: number, to: number): boolean {
+  const nodes = model.graph.nodes;
+  const readers = new Map<string, number[]>();
+  nodes.forEach((node, index) => node.inputs.forEach((value) => readers.set(value, [...(readers.get(value) ?? []), index])));
+  const seen = new Set<number>([from]);
+  const pending = [from];
+  for (let index = pending.pop(); index !== undefined; index = pending.pop()) {
+    if (index === to) return true;
+    for (const value of nodes[index]!.outputs) {
+      for (const reader of readers.get(value) ?? []) {
+        if (!seen.has(reader)) {
+          seen.add(reader);
+          pending.push(reader);
+        }
+      }
+    }
+  }
+  return false;
+}
+
+/** How a node layer gets each ONNX input: omitted, a folded constant, or the layer's next runtime input. */
+type InputSource = { kind: 'omitted' } | { kind: 'constant'; value: LaidTensor } | { kind: 'runtime'; layout: Layout };
+
+interface PlannedLayer {
+  node: OnnxNode;
+  name: string;
+  className: string;
+  sources: InputSource[];
+  /** The values read at run time, in order. */
+  runtimeInputs: string[];
+  outputLayouts: Layout[];
+  /** Stored-layout shapes, dynamic dims null. */
+  outputShapes: (number | null)[][];
+  onnxShape: (number | null)[];
+}
+
+interface NodeLayerConfig {
+  name: string;
+  plan: PlannedLayer;
+  opset: number;
+}
+
+/** One ONNX node as a layer: `call` runs the node on its runtime inputs and its folded constants. */
+class OnnxNodeLayer extends tfl.LayerClass {
+  static className = 'OnnxNode';
+  readonly plan: PlannedLayer;
+  private readonly opset: number;
+
+  constructor(config: NodeLayerConfig) {
+    super({ name: config.name, trainable: false });
+    this.plan = config.plan;
+    this.opset = config.opset;
+  }
+
+  /** The Keras class of the same semantics where there is one (the executor and the CAM methods read it), else the ONNX op type. */
+  override getClassName(): string {
+    return this.plan.className;
+  }
+
+  override computeOutputShape(): (number | null)[] | (number | null)[][] {
+    const shapes = this.plan.outputShapes;
+    return shapes.length === 1 ? shapes[0]! : shapes;
+  }
+
+  override countParams(): number {
+    let count = 0;
+    for (const source of this.plan.sources) if (source.kind === 'constant' && source.value.tensor.dtype === 'float32') count += source.value.tensor.size;
+    return count;
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor | tf.Tensor[] {
+    const given = Array.isArray(inputs) ? inputs : [inputs];
+    const outputs = runPlanned(this.plan, given, this.opset);
+    return outputs.length === 1 ? outputs[0]! : outputs;
+  }
+}
+
+/** Runs a planned node on runtime tensors; outputs are new tensors in the planned layouts. */
+function runPlanned(plan: PlannedLayer, given: readonly tf.Tensor[], opset: number): tf.Tensor[] {
+  return tf.tidy(() => {
+    let next = 0;
+    const inputs = plan.sources.map((source): LaidTensor | undefined => {
+      if (source.kind === 'omitted') return undefined;
+      if (source.kind === 'constant') return source.value;
+      return { tensor: given[next++]!, layout: source.layout };
+    });
+    const outputs = runNode(plan.node, inputs, opset);
+    return outputs.map((output, i) => {
+      const tensor = toLayout(output, plan.outputLayouts[i] ?? output.layout);
+      // A node that passes a tensor through (Identity, Dropout) must not hand
+      // out its input or a constant: the executor disposes each value once.
+      const shared = given.includes(tensor) || inputs.some((input) => input?.tensor === tensor);
+      return shared ? tf.clone(tensor) : tensor;
+    });
+  });
+}
+
+/** A tfjs tensor of an ONNX initializer or folded constant, in the ONNX layout. */
+export function constantTensor(tensor: OnnxTensor, file: string): tf.Tensor {
+  const { data, dims, type } = tensor;
+  switch (type) {
+    case 'float32':
+    case 'float64':
+      return tf.tensor(Float32Array.from(data as Float32Array | Float64Array), dims, 'float32');
+    case 'float16':
+      return tf.tensor(Float32Array.from(data as Uint16Array, halfToFloat), dims, 'float32');
+    case 'bool':
+      return tf.tensor(Int32Array.from(data as Uint8Array), dims, 'bool');
+    case 'int64':
+    case 'uint64':
+      return tf.tensor(Int32Array.from(data as BigInt64Array | BigUint64Array, (value) => clampToInt32(value)), dims, 'int32');
+    case 'string':
+      throw new CamvizError(`initializer '${tensor.name}' holds strings, which camviz does not compute with`, { file });
+    default:
+      return tf.tensor(Int32Array.from(data as Int32Array), dims, 'int32');
+  }
+}
+
+/**
+ * int64 as tfjs' int32. Values beyond int32 are only sentinels in practice
+ * (Slice's "to the end" INT64_MAX), so they saturate.
+ */
+function clampToInt32(value: bigint): number {
+  if (value > 2147483647n) return 2147483647;
+  if (value < -2147483648n) return -2147483648;
+  return Number(value);
+}
+
+function halfToFloat(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >> 10) & 0x1f;
+  const fraction = bits & 0x3ff;
+  if (exponent === 0) return sign * 2 ** -14 * (fraction / 1024);
+  if (exponent === 31) return fraction === 0 ? sign * Infinity : Number.NaN;
+  return sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+}
+
+/** Keras class names of the same semantics, which the executor and the CAM methods read. */
+function kerasClassName(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined, inputRank: number): string {
+  switch (node.opType) {
+    case 'Relu':
+      return 'ReLU';
+    case 'Clip':
+      return isReluClip(node, constantOf) ? 'ReLU' : 'Clip';
+    case 'GlobalAveragePool':
+      return 'GlobalAveragePooling2D';
+    case 'GlobalMaxPool':
+      return 'GlobalMaxPooling2D';
+    case 'ReduceMean':
+      return inputRank === 4 && isSpatialReduce(node, constantOf) ? 'GlobalAveragePooling2D' : 'ReduceMean';
+    case 'Flatten':
+    case 'Reshape':
+    case 'Softmax':
+    case 'Dropout':
+      return node.opType;
+    default:
+      return node.opType;
+  }
+}
+
+/** Clip(0, 6) (ReLU6) and Clip(0) (ReLU) gate like a ReLU in guided backpropagation. */
+function isReluClip(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined): boolean {
+  const attribute = node.attributes['min'];
+  let min: number | undefined = attribute?.kind === 'float' ? attribute.value : undefined;
+  const minInput = node.inputs[1];
+  if (minInput !== undefined && minInput !== '') {
+    const value = constantOf(minInput);
+    min = value === undefined || value.tensor.size !== 1 ? undefined : value.tensor.dataSync()[0];
+  }
+  return min === 0;
+}
+
+function isSpatialReduce(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined): boolean {
+  const attribute = node.attributes['axes'];
+  let axes: number[] | undefined = attribute?.kind === 'ints' ? attribute.value : undefined;
+  const axesInput = node.inputs[1];
+  if (axesInput !== undefined && axesInput !== '') {
+    const value = constantOf(axesInput);
+    axes = value === undefined ? undefined : Array.from(value.tensor.dataSync());
+  }
+  if (axes === undefined) return false;
+  const normal = axes.map((axis) => (axis < 0 ? axis + 4 : axis)).sort();
+  return normal.length === 2 && normal[0] === 2 && normal[1] === 3;
+}
+
+/** A tfjs-layers name (letters, digits, `-._/`, starting with a letter or digit) for an ONNX node, unique in the model. */
+function layerName(node: OnnxNode, index: number, used: Set<string>): string {
+  const base = (node.name || `${node.opType}_${index}`).replace(/[^-A-Za-z0-9._/]/g, '_').replace(/^[^A-Za-z0-9]+/, '') || `${node.opType}_${index}`;
+  let name = base;
+  for (let k = 1; used.has(name); k++) name = `${base}_${k}`;
+  used.add(name);
+  return name;
+}
+
+/**
+ * Builds the layers model for an input of `height` x `width`. The graph must
+ * have passed `checkGraphOrder` and `checkSupportedOps`.
+ */
+export function buildOnnxModel(model: OnnxModel, input: OnnxImageInput, size: { height: number; width: number }, opset: number, file: string): BuiltOnnxModel {
+  const constants = new Map<string, LaidTensor>();
+  try {
+    for (const [name, tensor] of model.graph.initializers) constants.set(name, { tensor: constantTensor(tensor, file), layout: 'onnx' });
+    const plans = planLayers(model, input, size, opset, constants, file);
+    return assemble(model, input, size, opset, plans, constants, file);
+  } catch (error) {
+    for (const value of constants.values()) value.tensor.dispose();
+    throw error;
+  }
+}
+
+/** The eager pass: folds constants, and plans one layer per remaining node with its layouts and shapes. */
+function planLayers(
+  model: OnnxModel,
+  input: OnnxImageInput,
+  size: { height: number; width: number },
+  opset: number,
+  constants: Map<string, LaidTensor>,
+  file: string,
+): PlannedLayer[] {
+  const nodes = model.graph.nodes;
+  const remainingUses = new Map<string, number>();
+  for (const node of nodes) for (const value of node.inputs) remainingUses.set(value, (remainingUses.get(value) ?? 0) + 1);
+  // Two probes, batch 1 and batch 2: the dims that differ are dynamic.
+  const probes = new Map<string, [LaidTensor, LaidTensor]>();
+  probes.set(input.name, [1, 2].map((batch) => ({ tensor: tf.zeros([batch, size.height, size.width, input.channels]), layout: 'nhwc' as Layout })) as [LaidTensor, LaidTensor]);
+  const plans: PlannedLayer[] = [];
+  const used = new Set<string>();
+  const constantOf = (value: string): LaidTensor | undefined => constants.get(value);
+  try {
+    nodes.forEach((node, index) => {
+      const present = node.inputs.filter((value) => value !== '');
+      const shapeOfStatic = node.opType === 'Shape' && present.length === 1 && probes.has(present[0]!) && sameShape(probes.get(present[0]!)!);
+      if (present.every((value) => constants.has(value)) || shapeOfStatic) {
+        const inputs = node.inputs.map((value) => (value === '' ? undefined : (constants.get(value) ?? probes.get(value)?.[0])));
+        runChecked(node, inputs, opset, file).forEach((output, i) => constants.set(node.outputs[i]!, output));
+      } else {
+        const results = ([0, 1] as const).map((probe) =>
+          runChecked(node, node.inputs.map((value) => (value === '' ? undefined : (constants.get(value) ?? probes.get(value)?.[probe]))), opset, file),
+        );
+        node.outputs.forEach((value, i) => probes.set(value, [results[0][i]!, results[1][i]!]));
+        plans.push(planOf(node, index, results[0], results[1], probes, constantOf, used));
+      }
+      for (const value of present) {
+        const left = (remainingUses.get(value) ?? 0) - 1;
+        remainingUses.set(value, left);
+        if (left <= 0 && !isGraphOutput(model, value)) {
+          for (const probe of probes.get(value) ?? []) probe.tensor.dispose();
+          probes.delete(value);
+        }
+      }
+    });
+  } finally {
+    for (const pair of probes.values()) for (const probe of pair) probe.tensor.dispose();
+  }
+  return plans;
+}
+
+function isGraphOutput(model: OnnxModel, value: string): boolean {
+  return model.graph.outputs.some((output) => output.name === value);
+}
+
+function sameShape([one, two]: [LaidTensor, LaidTensor]): boolean {
+  return one.tensor.shape.length === two.tensor.shape.length && one.tensor.shape.every((dim, i) => dim === two.tensor.shape[i]);
+}
+
+function runChecked(node: OnnxNode, inputs: (LaidTensor | undefined)[], opset: number, file: string): LaidTensor[] {
+  try {
+    return tf.tidy(() => {
+      const outputs = runNode(node, inputs, opset);
+      // A pass-through output gets its own tensor: each value is disposed once.
+      return outputs.map((output) => (inputs.some((value) => value?.tensor === output.tensor) ? { ...output, tensor: tf.clone(output.tensor) } : output)) as unknown as tf.TensorContainer;
+    }) as unknown as LaidTensor[];
+  } catch (error) {
+    if (error instanceof CamvizError) throw error;
+    throw new CamvizError(`node '${node.name}' (${node.opType}) fails on a ${inputs[0]?.tensor.shape.join('x') ?? ''} input: ${(error as Error).message.split('\n')[0]}`, { file });
+  }
+}
+
+function planOf(
+  node: OnnxNode,
+  index: number,
+  batch1: LaidTensor[],
+  batch2: LaidTensor[],
+  probes: Map<string, [LaidTensor, LaidTensor]>,
+  constantOf: (value: string) => LaidTensor | undefined,
+  used: Set<string>,
+): PlannedLayer {
+  const runtimeInputs: string[] = [];
+  const sources = node.inputs.map((value): InputSource => {
+    if (value === '') return { kind: 'omitted' };
+    const constant = constantOf(value);
+    if (constant !== undefined) return { kind: 'constant', value: constant };
+    runtimeInputs.push(value);
+    return { kind: 'runtime', layout: probes.get(value)![0].layout };
+  });
+  const outputShapes = batch1.map((output, i) => output.tensor.shape.map((dim, axis) => (dim === batch2[i]!.tensor.shape[axis] ? dim : null)));
+  const first = batch1[0]!;
+  const firstShape = outputShapes[0]!;
+  const onnxShape = first.layout === 'nhwc' ? [0, 3, 1, 2].map((axis) => firstShape[axis]!) : [...firstShape];
+  const firstRuntime = runtimeInputs[0] === undefined ? undefined : probes.get(runtimeInputs[0])?.[0];
+  return {
+    node,
+    name: layerName(node, index, used),
+    className: kerasClassName(node, constantOf, firstRuntime?.tensor.rank ?? 0),
+    sources,
+    runtimeInputs,
+    outputLayouts: batch1.map((output) => output.layout),
+    outputShapes,
+    onnxShape,
+  };
+}
+
+function assemble(
+  model: OnnxModel,
+  input: OnnxImageInput,
+  size: { height: number; width: number },
+  opset: number,
+  plans: PlannedLayer[],
+  constants: Map<string, LaidTensor>,
+  file: string,
+): BuiltOnnxModel {
+  const inputTensor = tfl.input({ shape: [size.height, size.width, input.channels], name: 'input' });
+  const symbolic = new Map<string, tfl.SymbolicTensor>([[input.name, inputTensor]]);
+  for (const plan of plans) {
+    const layer = new OnnxNodeLayer({ name: plan.name, plan, opset });
+    const inputs = plan.runtimeInputs.map((value) => symbolic.get(value)!);
+    const output = layer.apply(inputs.length === 1 ? inputs[0]! : inputs);
+    const outputs = Array.isArray(output) ? output : [output];
+    plan.node.outputs.forEach((value, i) => symbolic.set(value, outputs[i] as tfl.SymbolicTensor));
+  }
+  const outputs = model.graph.outputs.map((output) => {
+    const value = symbolic.get(output.name);
+    if (value === undefined) throw new CamvizError(`graph output '${output.name}' does not depend on the input`, { file });
+    return value;
+  });
+  const layersModel = tfl.model({ inputs: inputTensor, outputs: outputs.length === 1 ? outputs[0]! : outputs, name: 'onnx' });
+  // Only the constants that layers read stay; the rest were shape arithmetic.
+  const kept = new Set<tf.Tensor>();
+  for (const plan of plans) for (const source of plan.sources) if (source.kind === 'constant') kept.add(source.value.tensor);
+  for (const value of constants.values()) if (!kept.has(value.tensor)) value.tensor.dispose();
+  return {
+    layersModel,
+    ...namesOf(model, plans),
+    onnxShapes: new Map(plans.map((plan) => [plan.name, plan.onnxShape])),
+    dispose: () => {
+      for (const tensor of kept) tensor.dispose();
+    },
+  };
+}
+
+/** The names users may give, the module of each layer, and the default CAM target. */
+function namesOf(model: OnnxModel, plans: PlannedLayer[]): Pick<BuiltOnnxModel, 'layerNames' | 'modules' | 'defaultLayer'> {
+  const graphOutputs = model.graph.outputs.map((output) => output.name);
+  const named = plans.map((plan) => ({ name: plan.node.name, inputs: plan.runtimeInputs, outputs: plan.node.outputs }));
+  const layerNames = new Map<string, string>();
+  const modules = new Map<string, string>();
+  for (const [name, index] of nodeNameIndex(named, graphOutputs)) {
+    const layer = plans[index]!.name;
+    if (name !== layer) layerNames.set(name, layer);
+    if (!name.startsWith('/') && named[index]!.name.startsWith('/') && !named[index]!.outputs.includes(name) && !modules.has(layer)) modules.set(layer, name);
+  }
+  return { layerNames, modules, defaultLayer: defaultLayerOf(plans, layerNames) };
+}
+
+const GLOBAL_POOLING = new Set(['GlobalAveragePooling2D', 'GlobalMaxPooling2D']);
+
+/**
+ * The default CAM target, as pytorch-grad-cam users pick it: the output of
+ * the last top-level module before the global pooling nearest the output
+ * (`layer4` of a ResNet, `features` of MobileNet v2, EfficientNet and
+ * SqueezeNet, whose classifier holds its own convolution). Without module
+ * scopes, the 4-D value the pooling reads.
+ */
+function defaultLayerOf(plans: PlannedLayer[], layerNames: ReadonlyMap<string, string>): string | undefined {
+  const poolingAt = plans.findLastIndex((plan) => GLOBAL_POOLING.has(plan.className));
+  if (poolingAt < 0) return undefined;
+  const pooling = plans[poolingAt]!;
+  const poolingModule = topModule(pooling.node.name);
+  for (let i = poolingAt - 1; i >= 0; i--) {
+    const module = topModule(plans[i]!.node.name);
+    if (module === undefined || module === poolingModule) continue;
+    if (layerNames.has(module) && isSpatial(plans.find((plan) => plan.name === layerNames.get(module)))) return module;
+    break;
+  }
+  const read = pooling.runtimeInputs[0];
+  const feeding = plans.find((plan) => read !== undefined && plan.node.outputs.includes(read));
+  return feeding !== undefined && isSpatial(feeding) ? feeding.name : undefined;
+}
+
+function isSpatial(plan: PlannedLayer | undefined): boolean {
+  const shape = plan?.outputShapes[0];
+  return shape !== undefined && shape.length === 4 && (shape[1] ?? 2) * (shape[2] ?? 2) > 1 && plan!.outputLayouts[0] === 'nhwc';
+}
