@@ -1,0 +1,170 @@
+/**
+ * What every ONNX op implementation shares: the node being run and its
+ * opset, attribute readers with ONNX's defaults, readers for the small
+ * constant inputs (shapes, axes, pads) that decide an op's geometry, and
+ * the error for what camviz does not support.
+ */
+import * as tf from '../../../engine/tf.js';
+import { CamvizError } from '../../../util/errors.js';
+import type { OnnxNode, OnnxTensor } from '../types.js';
+import type { LaidTensor } from '../layout.js';
+
+/** An op type, or one of its attribute combinations, that camviz cannot run. */
+export class UnsupportedOpError extends CamvizError {
+  readonly opType: string;
+  readonly nodeName: string;
+  readonly opset: number;
+
+  constructor(node: Pick<OnnxNode, 'opType' | 'name'>, opset: number, detail?: string) {
+    const what = detail === undefined ? '' : `: ${detail}`;
+    super(`unsupported ONNX op ${node.opType} (node '${node.name}', opset ${opset})${what}`);
+    this.name = 'UnsupportedOpError';
+    this.opType = node.opType;
+    this.nodeName = node.name;
+    this.opset = opset;
+  }
+}
+
+/** One node being run. */
+export interface OpContext {
+  node: OnnxNode;
+  opset: number;
+}
+
+/** An op: ONNX inputs (undefined when omitted) to ONNX outputs, in order. */
+export type OpFunction = (ctx: OpContext, inputs: (LaidTensor | undefined)[]) => LaidTensor[];
+
+export function unsupported(ctx: OpContext, detail: string): UnsupportedOpError {
+  return new UnsupportedOpError(ctx.node, ctx.opset, detail);
+}
+
+// ------------------------------------------------------------ attributes
+
+export function attrInt(ctx: OpContext, name: string, fallback: number): number {
+  const attr = ctx.node.attributes[name];
+  if (attr === undefined) return fallback;
+  if (attr.kind !== 'int') throw badAttribute(ctx, name, 'an int');
+  return attr.value;
+}
+
+export function attrFloat(ctx: OpContext, name: string, fallback: number): number {
+  const attr = ctx.node.attributes[name];
+  if (attr === undefined) return fallback;
+  if (attr.kind === 'float' || attr.kind === 'int') return attr.value;
+  throw badAttribute(ctx, name, 'a float');
+}
+
+export function attrInts(ctx: OpContext, name: string): number[] | undefined {
+  const attr = ctx.node.attributes[name];
+  if (attr === undefined) return undefined;
+  if (attr.kind !== 'ints') throw badAttribute(ctx, name, 'a list of ints');
+  return attr.value;
+}
+
+export function attrString(ctx: OpContext, name: string, fallback: string): string {
+  const attr = ctx.node.attributes[name];
+  if (attr === undefined) return fallback;
+  if (attr.kind !== 'string') throw badAttribute(ctx, name, 'a string');
+  return attr.value;
+}
+
+function badAttribute(ctx: OpContext, name: string, expected: string): CamvizError {
+  return new CamvizError(`ONNX node '${ctx.node.name}' (${ctx.node.opType}): attribute ${name} is not ${expected}`);
+}
+
+// ------------------------------------------------------------ inputs
+
+/** Input `index`, which the op requires. */
+export function required(ctx: OpContext, inputs: (LaidTensor | undefined)[], index: number): LaidTensor {
+  const value = inputs[index];
+  if (value === undefined) throw new CamvizError(`ONNX node '${ctx.node.name}' (${ctx.node.opType}): input ${index} is missing`);
+  return value;
+}
+
+/**
+ * The integers of a small constant input (a shape, axes, pads, split
+ * sizes). Reading values is fine here: they decide geometry, and nothing is
+ * differentiated with respect to them.
+ */
+export function constantInts(value: LaidTensor | undefined): number[] | undefined {
+  if (value === undefined) return undefined;
+  return Array.from(value.tensor.dataSync(), Number);
+}
+
+export function constantNumber(value: LaidTensor | undefined): number | undefined {
+  if (value === undefined || value.tensor.size === 0) return undefined;
+  return Number(value.tensor.dataSync()[0]);
+}
+
+/** A possibly negative axis of a rank-`rank` value, checked and made non-negative. */
+export function normalizeAxis(ctx: OpContext, axis: number, rank: number): number {
+  const result = axis < 0 ? axis + rank : axis;
+  if (!Number.isInteger(result) || result < 0 || result >= Math.max(rank, 1)) {
+    throw new CamvizError(`ONNX node '${ctx.node.name}' (${ctx.node.opType}): axis ${axis} is out of range for rank ${rank}`);
+  }
+  return result;
+}
+
+// ------------------------------------------------------------ element types
+
+const INT32_MIN = -2147483648;
+const INT32_MAX = 2147483647;
+
+/**
+ * An ONNX tensor as a tfjs tensor. tfjs has float32, int32 and bool only:
+ * float64 and float16 become float32, every integer type int32. int64
+ * values beyond int32 saturate: they appear only as "to the end" sentinels
+ * (Slice's INT64_MAX), for which the saturated value means the same.
+ */
+export function tensorFromOnnx(onnx: OnnxTensor): tf.Tensor {
+  const { type, dims, data } = onnx;
+  if (type === 'string' || Array.isArray(data)) throw new CamvizError(`ONNX tensor '${onnx.name}': string tensors are not supported`);
+  if (type === 'bool') return tf.tensor(Uint8Array.from(data as ArrayLike<number>), dims, 'bool');
+  if (type === 'float32') return tf.tensor(data as Float32Array, dims, 'float32');
+  if (type === 'float64') return tf.tensor(Float32Array.from(data as Float64Array), dims, 'float32');
+  if (type === 'float16') return tf.tensor(float16ToFloat32(data as Uint16Array), dims, 'float32');
+  const ints = new Int32Array(data.length);
+  for (let i = 0; i < data.length; i++) ints[i] = saturateInt32(Number(data[i]));
+  return tf.tensor(ints, dims, 'int32');
+}
+
+function saturateInt32(value: number): number {
+  return value > INT32_MAX ? INT32_MAX : value < INT32_MIN ? INT32_MIN : value;
+}
+
+/** IEEE half-precision bits to float32. */
+export function float16ToFloat32(bits: Uint16Array): Float32Array {
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) {
+    const h = bits[i]!;
+    const sign = h & 0x8000 ? -1 : 1;
+    const exponent = (h >> 10) & 0x1f;
+    const fraction = h & 0x3ff;
+    if (exponent === 0) out[i] = sign * 2 ** -14 * (fraction / 1024);
+    else if (exponent === 0x1f) out[i] = fraction === 0 ? sign * Infinity : NaN;
+    else out[i] = sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+  }
+  return out;
+}
+
+/** ONNX TensorProto.DataType codes to the tfjs dtype that stores them; undefined for those camviz cannot hold. */
+export function dtypeOfOnnxCode(code: number): tf.DataType | undefined {
+  switch (code) {
+    case 1: // FLOAT
+    case 11: // DOUBLE
+      return 'float32';
+    case 2: // UINT8
+    case 3: // INT8
+    case 4: // UINT16
+    case 5: // INT16
+    case 6: // INT32
+    case 7: // INT64
+    case 12: // UINT32
+    case 13: // UINT64
+      return 'int32';
+    case 9: // BOOL
+      return 'bool';
+    default: // STRING, FLOAT16, BFLOAT16, complex, float8, int4: not held exactly
+      return undefined;
+  }
+}

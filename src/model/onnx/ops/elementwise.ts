@@ -1,0 +1,149 @@
+/**
+ * Elementwise ONNX ops: activations, arithmetic with numpy broadcasting,
+ * comparisons, and the variadic Min/Max/Sum/Mean. They keep the 'nhwc'
+ * layout when every 4-D operand of more than one element has it; a
+ * lower-rank operand is then broadcast to rank 4 the ONNX way (right
+ * aligned) and transposed like the others.
+ */
+import * as tf from '../../../engine/tf.js';
+import { laid, toLayout, type LaidTensor, type Layout } from '../layout.js';
+import { attrFloat, attrString, constantNumber, required, unsupported, type OpContext, type OpFunction } from './common.js';
+
+/** The operands stored in one layout that makes their broadcast right. */
+export function alignOperands(values: LaidTensor[]): { tensors: tf.Tensor[]; layout: Layout } {
+  const rank = Math.max(...values.map((value) => value.tensor.rank));
+  const nhwc =
+    rank === 4 &&
+    values.some((value) => value.layout === 'nhwc') &&
+    values.every((value) => value.layout === 'nhwc' || value.tensor.rank < 4 || value.tensor.size === 1);
+  if (!nhwc) return { tensors: values.map((value) => toLayout(value, 'onnx')), layout: 'onnx' };
+  const tensors = values.map((value) => {
+    if (value.layout === 'nhwc') return value.tensor;
+    const { tensor } = value;
+    const rank4 = tensor.rank === 4 ? tensor : tf.reshape(tensor, [...Array<number>(4 - tensor.rank).fill(1), ...tensor.shape]);
+    return toLayout(laid(rank4, 'onnx'), 'nhwc');
+  });
+  return { tensors, layout: 'nhwc' };
+}
+
+function unary(fn: (x: tf.Tensor, ctx: OpContext) => tf.Tensor): OpFunction {
+  return (ctx, inputs) => {
+    const x = required(ctx, inputs, 0);
+    return [laid(fn(x.tensor, ctx), x.layout)];
+  };
+}
+
+/** Both operands required; the output has the type ONNX gives it. */
+function binary(fn: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor): OpFunction {
+  return (ctx, inputs) => {
+    const { tensors, layout } = alignOperands([required(ctx, inputs, 0), required(ctx, inputs, 1)]);
+    return [laid(fn(tensors[0]!, tensors[1]!), layout)];
+  };
+}
+
+/** Min/Max/Sum/Mean over any number of operands. */
+function variadic(fn: (tensors: tf.Tensor[]) => tf.Tensor): OpFunction {
+  return (ctx, inputs) => {
+    const present = inputs.filter((value): value is LaidTensor => value !== undefined);
+    if (present.length === 0) throw unsupported(ctx, 'no inputs');
+    const { tensors, layout } = alignOperands(present);
+    return [laid(fn(tensors), layout)];
+  };
+}
+
+const fold = (step: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor) => (tensors: tf.Tensor[]): tf.Tensor =>
+  tensors.slice(1).reduce(step, tf.clone(tensors[0]!));
+
+function hardSigmoid(x: tf.Tensor, alpha: number, beta: number): tf.Tensor {
+  return tf.clipByValue(tf.add(tf.mul(x, alpha), beta), 0, 1);
+}
+
+/** ONNX's integer Div truncates toward zero; tfjs' int32 div floors. */
+function divide(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  if (a.dtype !== 'int32') return tf.div(a, b);
+  const quotient = tf.div(tf.cast(a, 'float32'), tf.cast(b, 'float32'));
+  return tf.cast(tf.mul(tf.sign(quotient), tf.floor(tf.abs(quotient))), 'int32');
+}
+
+/** Pow's exponent may have another type than its base; the result has the base's. */
+function power(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  if (a.dtype === 'int32') return tf.cast(tf.round(tf.pow(tf.cast(a, 'float32'), tf.cast(b, 'float32'))), 'int32');
+  return tf.pow(a, tf.cast(b, a.dtype));
+}
+
+function clip(ctx: OpContext, inputs: (LaidTensor | undefined)[]): LaidTensor[] {
+  const x = required(ctx, inputs, 0);
+  // Before opset 11, min and max are attributes; from 11 optional inputs.
+  const min = ctx.opset < 11 ? attrFloat(ctx, 'min', -Infinity) : constantNumber(inputs[1]) ?? -Infinity;
+  const max = ctx.opset < 11 ? attrFloat(ctx, 'max', Infinity) : constantNumber(inputs[2]) ?? Infinity;
+  // numpy.clip semantics when min > max: everything becomes max.
+  if (min > max) return [laid(tf.mul(tf.onesLike(x.tensor), max), x.layout)];
+  return [laid(tf.clipByValue(x.tensor, min, max), x.layout)];
+}
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+function gelu(x: tf.Tensor, ctx: OpContext): tf.Tensor {
+  const approximate = attrString(ctx, 'approximate', 'none');
+  if (approximate === 'tanh') {
+    const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), SQRT_2_OVER_PI);
+    return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+  }
+  if (approximate !== 'none') throw unsupported(ctx, `approximate '${approximate}'`);
+  return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+}
+
+function where(ctx: OpContext, inputs: (LaidTensor | undefined)[]): LaidTensor[] {
+  const operands = [required(ctx, inputs, 0), required(ctx, inputs, 1), required(ctx, inputs, 2)];
+  const { tensors, layout } = alignOperands(operands);
+  const [condition, a, b] = tensors as [tf.Tensor, tf.Tensor, tf.Tensor];
+  const shape = tf.broadcast_util.assertAndGetBroadcastShape(
+    tf.broadcast_util.assertAndGetBroadcastShape(condition.shape, a.shape),
+    b.shape,
+  );
+  const grown = (t: tf.Tensor): tf.Tensor => (sameShape(t.shape, shape) ? t : tf.broadcastTo(t, shape));
+  return [laid(tf.where(grown(condition), grown(a), grown(b)), layout)];
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((dim, i) => dim === b[i]);
+}
+
+export const ELEMENTWISE_OPS: Record<string, OpFunction> = {
+  Relu: unary((x) => tf.relu(x)),
+  LeakyRelu: unary((x, ctx) => tf.leakyRelu(x, attrFloat(ctx, 'alpha', 0.01))),
+  Sigmoid: unary((x) => tf.sigmoid(x)),
+  HardSigmoid: unary((x, ctx) => hardSigmoid(x, attrFloat(ctx, 'alpha', 0.2), attrFloat(ctx, 'beta', 0.5))),
+  HardSwish: unary((x) => tf.mul(x, hardSigmoid(x, 1 / 6, 0.5))),
+  Tanh: unary((x) => tf.tanh(x)),
+  Erf: unary((x) => tf.erf(x)),
+  Gelu: unary(gelu),
+  Exp: unary((x) => tf.exp(x)),
+  Log: unary((x) => tf.log(x)),
+  Sqrt: unary((x) => tf.sqrt(x)),
+  Neg: unary((x) => tf.neg(x)),
+  Abs: unary((x) => tf.abs(x)),
+  Floor: unary((x) => tf.floor(x)),
+  Ceil: unary((x) => tf.ceil(x)),
+  Reciprocal: unary((x) => tf.reciprocal(x)),
+  Not: unary((x) => tf.logicalNot(x)),
+  Clip: clip,
+  Add: binary((a, b) => tf.add(a, b)),
+  Sub: binary((a, b) => tf.sub(a, b)),
+  Mul: binary((a, b) => tf.mul(a, b)),
+  Div: binary(divide),
+  Pow: binary(power),
+  Equal: binary((a, b) => tf.equal(a, b)),
+  Less: binary((a, b) => tf.less(a, b)),
+  LessOrEqual: binary((a, b) => tf.lessEqual(a, b)),
+  Greater: binary((a, b) => tf.greater(a, b)),
+  GreaterOrEqual: binary((a, b) => tf.greaterEqual(a, b)),
+  And: binary((a, b) => tf.logicalAnd(a, b)),
+  Or: binary((a, b) => tf.logicalOr(a, b)),
+  Xor: binary((a, b) => tf.logicalXor(a, b)),
+  Where: where,
+  Min: variadic(fold((a, b) => tf.minimum(a, b))),
+  Max: variadic(fold((a, b) => tf.maximum(a, b))),
+  Sum: variadic(fold((a, b) => tf.add(a, b))),
+  Mean: variadic((tensors) => tf.div(fold((a, b) => tf.add(a, b))(tensors), tensors.length)),
+};

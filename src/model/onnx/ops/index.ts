@@ -1,0 +1,69 @@
+/**
+ * The ONNX op library: one function per op type of the default domain,
+ * written once for ONNX semantics on tfjs tensors with tf ops only, so that
+ * `tf.grad` runs through every op. `runNode` runs one node.
+ */
+import * as tf from '../../../engine/tf.js';
+import { type LaidTensor } from '../layout.js';
+import type { OnnxNode } from '../types.js';
+import { UnsupportedOpError, type OpFunction } from './common.js';
+import { ELEMENTWISE_OPS } from './elementwise.js';
+
+export { UnsupportedOpError } from './common.js';
+
+/** The newest default-domain opset whose semantics these ops follow. */
+export const MAX_OPSET = 22;
+
+const OPS: Record<string, OpFunction> = {
+  ...ELEMENTWISE_OPS,
+};
+
+/**
+ * The first opset at which camviz runs an op, when not 1: the op's
+ * introduction, or the version whose semantics the op library implements.
+ */
+const SINCE: Record<string, number> = {
+  Erf: 9,
+  Gelu: 20,
+  HardSwish: 14,
+  Where: 9,
+  LessOrEqual: 12,
+  GreaterOrEqual: 12,
+  Mean: 6,
+  Sum: 6,
+  Min: 6,
+  Max: 6,
+};
+
+/** The op types camviz claims (each from its SINCE opset to MAX_OPSET). */
+export const SUPPORTED_OPS: readonly string[] = Object.keys(OPS).sort();
+
+export function supportedOp(opType: string, opset: number): boolean {
+  return Object.hasOwn(OPS, opType) && opset >= (SINCE[opType] ?? 1) && opset <= MAX_OPSET;
+}
+
+/**
+ * Run one node. `inputs[i]` is undefined for an omitted optional input. The
+ * outputs are new tensors that the caller owns (never one of the inputs);
+ * everything made on the way is disposed.
+ */
+export function runNode(node: OnnxNode, inputs: (LaidTensor | undefined)[], opset: number): LaidTensor[] {
+  const op = OPS[node.opType];
+  if (op === undefined || !isDefaultDomain(node.domain) || !supportedOp(node.opType, opset)) {
+    throw new UnsupportedOpError(node, opset, isDefaultDomain(node.domain) ? undefined : `domain '${node.domain}'`);
+  }
+  const inputTensors = new Set(inputs.map((value) => value?.tensor));
+  let layouts: LaidTensor['layout'][] = [];
+  const tensors = tf.tidy(() => {
+    const outputs = op({ node, opset }, inputs);
+    layouts = outputs.map((output) => output.layout);
+    // An op may hand back an input (Identity, a no-op reshape): the caller
+    // disposes inputs and outputs independently, so give it its own tensor.
+    return outputs.map((output) => (inputTensors.has(output.tensor) ? tf.clone(output.tensor) : output.tensor));
+  });
+  return tensors.map((tensor, i) => ({ tensor, layout: layouts[i]! }));
+}
+
+function isDefaultDomain(domain: string): boolean {
+  return domain === '' || domain === 'ai.onnx';
+}
