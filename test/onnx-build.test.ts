@@ -1,0 +1,139 @@
+/**
+ * The ONNX model builder on small graphs written in the test: constant
+ * folding, layer names (module paths, node and value names), layouts and
+ * shapes, and the refusals that come before any image.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { loadModel } from '../src/model/load.js';
+import { resolveLayer } from '../src/executor/layers.js';
+import { type TestModel, imageInputValue, onnxModelBytes } from './helpers/onnx.js';
+
+/** x -> /block/block.0/Mul (x * 2) -> /block/block.1/Relu -> /head/Add (+ 1) -> output, all 4-D. */
+function scopedModel(): TestModel {
+  return {
+    nodes: [
+      { name: '/block/block.0/Mul', opType: 'Mul', inputs: ['input', 'two'], outputs: ['/block/block.0/Mul_output_0'] },
+      { name: '/block/block.1/Relu', opType: 'Relu', inputs: ['/block/block.0/Mul_output_0'], outputs: ['/block/block.1/Relu_output_0'] },
+      { name: '/head/Add', opType: 'Add', inputs: ['/block/block.1/Relu_output_0', 'one'], outputs: ['output'] },
+    ],
+    inputs: [imageInputValue(4)],
+    outputs: [{ name: 'output', shape: ['batch', 3, 4, 4] }],
+    initializers: [
+      { name: 'two', dims: [], values: [2] },
+      { name: 'one', dims: [], values: [1] },
+    ],
+  };
+}
+
+async function withModelFile<T>(model: TestModel, run: (path: string) => Promise<T>, fileName = 'm.onnx'): Promise<T> {
+  const folder = await mkdtemp(join(tmpdir(), 'camviz-onnx-'));
+  try {
+    const path = join(folder, fileName);
+    await writeFile(path, onnxModelBytes(model));
+    return await run(path);
+  } finally {
+    await rm(folder, { recursive: true, force: true });
+  }
+}
+
+test('an ONNX graph runs as a layers model: NHWC in, values as ONNX computes them', async () => {
+  await withModelFile(scopedModel(), async (path) => {
+    const model = await loadModel(path, { preprocess: 'none' });
+    try {
+      assert.equal(model.meta.format, 'onnx');
+      assert.deepEqual(model.meta.inputSize, { width: 4, height: 4 });
+      const network = model.network();
+      const input = tf.tensor4d(Array.from({ length: 2 * 4 * 4 * 3 }, (_, i) => i - 40), [2, 4, 4, 3]);
+      const relu = resolveLayer(network, 'block', () => true, 'a layer');
+      const values = network.forward(input, { layers: [relu] });
+      const expected = tf.add(tf.relu(tf.mul(input, 2)), 1);
+      assert.deepEqual(Array.from(values.output.dataSync()), Array.from(expected.dataSync()));
+      assert.deepEqual(values.output.shape, [2, 4, 4, 3]);
+      tf.dispose([input, expected, values.output, values.scores, values.probabilities, ...values.layers.values()]);
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+test('layer names: module paths (their last node), ONNX node names and value names; unknown names get near candidates', async () => {
+  await withModelFile(scopedModel(), async (path) => {
+    const model = await loadModel(path, { preprocess: 'none' });
+    try {
+      const network = model.network();
+      const layerOf = (name: string): string => resolveLayer(network, name, () => true, 'a layer').layer.name;
+      assert.equal(layerOf('block'), 'block/block.1/Relu');
+      assert.equal(layerOf('block.1'), 'block/block.1/Relu');
+      assert.equal(layerOf('block.0'), 'block/block.0/Mul');
+      assert.equal(layerOf('head'), 'head/Add');
+      assert.equal(layerOf('/block/block.1/Relu'), 'block/block.1/Relu');
+      assert.equal(layerOf('/block/block.0/Mul_output_0'), 'block/block.0/Mul');
+      assert.equal(layerOf('output'), 'head/Add');
+      assert.throws(() => layerOf('blok'), /layer 'blok' is not in the model; did you mean .*block/);
+      // The class a Relu reports is Keras' (guided backpropagation gates it), and feature maps read NHWC.
+      const relu = resolveLayer(network, 'block', () => true, 'a layer');
+      assert.equal(relu.layer.getClassName(), 'ReLU');
+      assert.deepEqual(relu.outputShapes[0], [null, 4, 4, 3]);
+      assert.deepEqual(model.onnx?.onnxShapes.get('block/block.1/Relu'), [null, 3, 4, 4]);
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+test('an ONNX model is recognised by its content without the .onnx name, and as model.onnx in a folder', async () => {
+  await withModelFile(
+    scopedModel(),
+    async (path) => {
+      const model = await loadModel(path, { preprocess: 'none' });
+      assert.equal(model.meta.format, 'onnx');
+      model.dispose();
+      const inFolder = await loadModel(join(path, '..'), { preprocess: 'none' });
+      assert.equal(inFolder.meta.format, 'onnx');
+      assert.equal(inFolder.meta.preprocess, 'none');
+      inFolder.dispose();
+    },
+    'model.onnx',
+  );
+  await withModelFile(
+    scopedModel(),
+    async (path) => {
+      const model = await loadModel(path);
+      assert.equal(model.meta.format, 'onnx');
+      assert.equal(model.meta.preprocess, 'torch', 'ONNX models default to torch preprocessing');
+      assert.equal(model.meta.name, 'exported');
+      model.dispose();
+    },
+    'exported',
+  );
+});
+
+test('nodes that read only constants are folded at load: they are no layers and run once', async () => {
+  const model: TestModel = {
+    nodes: [
+      { name: '/four/Mul', opType: 'Mul', inputs: ['two', 'two'], outputs: ['four'] },
+      { name: '/Add', opType: 'Add', inputs: ['input', 'four'], outputs: ['output'] },
+    ],
+    inputs: [imageInputValue(2)],
+    outputs: [{ name: 'output' }],
+    initializers: [{ name: 'two', dims: [1], values: [2] }],
+  };
+  await withModelFile(model, async (path) => {
+    const loaded = await loadModel(path, { preprocess: 'none' });
+    try {
+      const network = loaded.network();
+      assert.deepEqual(network.graph.nodes.map((node) => node.layer.name), ['Add']);
+      const input = tf.ones([1, 2, 2, 3]);
+      const values = network.forward(input);
+      assert.deepEqual(Array.from(values.output.dataSync()), new Array(12).fill(5));
+      tf.dispose([input, values.output, values.scores, values.probabilities]);
+    } finally {
+      loaded.dispose();
+    }
+  });
+});
