@@ -116,6 +116,7 @@ export const {
   lessEqual,
   log,
   logSoftmax,
+  logSumExp,
   logicalAnd,
   logicalNot,
   logicalOr,

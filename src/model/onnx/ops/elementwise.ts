@@ -78,7 +78,12 @@ function clip(ctx: OpContext, inputs: (LaidTensor | undefined)[]): LaidTensor[] 
   const max = ctx.opset < 11 ? attrFloat(ctx, 'max', Infinity) : constantNumber(inputs[2]) ?? Infinity;
   // numpy.clip semantics when min > max: everything becomes max.
   if (min > max) return [laid(tf.mul(tf.onesLike(x.tensor), max), x.layout)];
-  return [laid(tf.clipByValue(x.tensor, min, max), x.layout)];
+  if (x.tensor.dtype === 'float32') return [laid(tf.clipByValue(x.tensor, min, max), x.layout)];
+  // wasm's integer clip mishandles infinite bounds: apply only the finite ones.
+  let y = x.tensor;
+  if (Number.isFinite(min)) y = tf.maximum(y, tf.scalar(min, y.dtype));
+  if (Number.isFinite(max)) y = tf.minimum(y, tf.scalar(max, y.dtype));
+  return [laid(y, x.layout)];
 }
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);

@@ -7,7 +7,11 @@ import * as tf from '../../../engine/tf.js';
 import { type LaidTensor } from '../layout.js';
 import type { OnnxNode } from '../types.js';
 import { UnsupportedOpError, type OpFunction } from './common.js';
+import { CONV_POOL_OPS } from './conv-pool.js';
 import { ELEMENTWISE_OPS } from './elementwise.js';
+import { LINEAR_OPS } from './linear.js';
+import { REDUCE_NORM_OPS } from './reduce-norm.js';
+import { TENSOR_OPS } from './tensor.js';
 
 export { UnsupportedOpError } from './common.js';
 
@@ -16,6 +20,10 @@ export const MAX_OPSET = 22;
 
 const OPS: Record<string, OpFunction> = {
   ...ELEMENTWISE_OPS,
+  ...CONV_POOL_OPS,
+  ...LINEAR_OPS,
+  ...REDUCE_NORM_OPS,
+  ...TENSOR_OPS,
 };
 
 /**
@@ -33,6 +41,10 @@ const SINCE: Record<string, number> = {
   Sum: 6,
   Min: 6,
   Max: 6,
+  ConstantOfShape: 9,
+  Expand: 8,
+  Range: 11,
+  LayerNormalization: 17,
 };
 
 /** The op types camviz claims (each from its SINCE opset to MAX_OPSET). */

@@ -1,0 +1,193 @@
+/**
+ * Spatial ONNX ops on 4-D values (2-D images): Conv, MaxPool, AveragePool,
+ * GlobalAveragePool, GlobalMaxPool. They run on NHWC, as tfjs' kernels do,
+ * and their outputs stay 'nhwc'. 1-D and 3-D variants are refused.
+ */
+import * as tf from '../../../engine/tf.js';
+import { CamvizError } from '../../../util/errors.js';
+import { laid, toLayout, type LaidTensor } from '../layout.js';
+import { attrInt, attrInts, attrString, required, unsupported, type OpContext, type OpFunction } from './common.js';
+
+type Inputs = (LaidTensor | undefined)[];
+/** [before, after] for H, then for W. */
+type SpatialPads = [[number, number], [number, number]];
+/** tf.conv2d's explicit padding: [[0, 0], [top, bottom], [left, right], [0, 0]]. */
+type ExplicitPadding = [[number, number], [number, number], [number, number], [number, number]];
+
+interface Window {
+  kernel: [number, number];
+  strides: [number, number];
+  dilations: [number, number];
+}
+
+function pair(ctx: OpContext, values: number[] | undefined, name: string, fallback: number): [number, number] {
+  if (values === undefined) return [fallback, fallback];
+  if (values.length !== 2) throw unsupported(ctx, `${name} of length ${values.length} (only 2-D is supported)`);
+  return [values[0]!, values[1]!];
+}
+
+/** The input as NHWC, refusing anything but 2-D spatial data. */
+function spatialInput(ctx: OpContext, inputs: Inputs): tf.Tensor4D {
+  const x = required(ctx, inputs, 0);
+  if (x.tensor.rank !== 4) throw unsupported(ctx, `${x.tensor.rank - 2}-D data (only 2-D is supported)`);
+  return toLayout(x, 'nhwc') as tf.Tensor4D;
+}
+
+/** The explicit pads ONNX's pads/auto_pad attributes give for input size `size` (H, W). */
+function spatialPads(ctx: OpContext, size: [number, number], window: Window): SpatialPads {
+  const autoPad = attrString(ctx, 'auto_pad', 'NOTSET');
+  if (autoPad === 'NOTSET') {
+    const pads = attrInts(ctx, 'pads') ?? [0, 0, 0, 0];
+    if (pads.length !== 4) throw unsupported(ctx, `pads of length ${pads.length} (only 2-D is supported)`);
+    return [
+      [pads[0]!, pads[2]!],
+      [pads[1]!, pads[3]!],
+    ];
+  }
+  if (autoPad === 'VALID') return [[0, 0], [0, 0]];
+  if (autoPad !== 'SAME_UPPER' && autoPad !== 'SAME_LOWER') throw unsupported(ctx, `auto_pad '${autoPad}'`);
+  const pads = size.map((extent, i): [number, number] => {
+    const stride = window.strides[i]!;
+    const span = (window.kernel[i]! - 1) * window.dilations[i]! + 1;
+    const total = Math.max(0, (Math.ceil(extent / stride) - 1) * stride + span - extent);
+    const small = Math.floor(total / 2);
+    return autoPad === 'SAME_UPPER' ? [small, total - small] : [total - small, small];
+  });
+  return pads as SpatialPads;
+}
+
+// ------------------------------------------------------------ Conv
+
+function conv(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = spatialInput(ctx, inputs);
+  const weights = toLayout(required(ctx, inputs, 1), 'onnx');
+  if (weights.rank !== 4) throw unsupported(ctx, `${weights.rank - 2}-D kernel (only 2-D is supported)`);
+  const [outChannels, groupChannels, kH, kW] = weights.shape as [number, number, number, number];
+  const window: Window = {
+    kernel: pair(ctx, attrInts(ctx, 'kernel_shape'), 'kernel_shape', 0),
+    strides: pair(ctx, attrInts(ctx, 'strides'), 'strides', 1),
+    dilations: pair(ctx, attrInts(ctx, 'dilations'), 'dilations', 1),
+  };
+  if (ctx.node.attributes['kernel_shape'] === undefined) window.kernel = [kH, kW];
+  const stridesAndDilations = window.strides.some((s) => s > 1) && window.dilations.some((d) => d > 1);
+  // tfjs' convolutions take either strides or dilations, not both.
+  if (stridesAndDilations) throw unsupported(ctx, 'strides and dilations both larger than 1');
+  const [, height, width, channels] = x.shape;
+  const [padH, padW] = spatialPads(ctx, [height, width], window);
+  const padding: ExplicitPadding = [[0, 0], padH, padW, [0, 0]];
+  const group = attrInt(ctx, 'group', 1);
+  if (channels !== groupChannels * group) {
+    throw new CamvizError(`ONNX node '${ctx.node.name}' (Conv): ${channels} input channels for ${group} groups of ${groupChannels}`);
+  }
+  let y: tf.Tensor4D;
+  if (group === 1) {
+    const filter = tf.transpose(weights, [2, 3, 1, 0]) as tf.Tensor4D;
+    y = tf.conv2d(x, filter, window.strides, padding, 'NHWC', window.dilations);
+  } else if (groupChannels === 1) {
+    // Depthwise: output channel c·m + j reads input channel c.
+    const multiplier = outChannels / channels;
+    const filter = tf.transpose(tf.reshape(weights, [channels, multiplier, kH, kW]), [2, 3, 0, 1]) as tf.Tensor4D;
+    y = tf.depthwiseConv2d(x, filter, window.strides, padding, 'NHWC', window.dilations);
+  } else {
+    y = groupedConv(x, weights, group, window, padding);
+  }
+  const bias = inputs[2];
+  return [laid(bias === undefined ? y : tf.add(y, toLayout(bias, 'onnx')), 'nhwc')];
+}
+
+/** Groups that are neither 1 nor depthwise: one convolution per group. */
+function groupedConv(x: tf.Tensor4D, weights: tf.Tensor, group: number, window: Window, padding: ExplicitPadding): tf.Tensor4D {
+  const xs = tf.split(x, group, 3) as tf.Tensor4D[];
+  const ws = tf.split(weights, group, 0);
+  const ys = xs.map((part, i) => tf.conv2d(part, tf.transpose(ws[i]!, [2, 3, 1, 0]) as tf.Tensor4D, window.strides, padding, 'NHWC', window.dilations));
+  return tf.concat(ys, 3) as tf.Tensor4D;
+}
+
+// ------------------------------------------------------------ pooling
+
+interface PoolGeometry {
+  window: Window;
+  /** Pads from the attributes. */
+  pads: SpatialPads;
+  /** Extra pads at the end that ceil_mode adds (not counted by count_include_pad). */
+  ceilExtra: [number, number];
+}
+
+function poolGeometry(ctx: OpContext, x: tf.Tensor4D): PoolGeometry {
+  const window: Window = {
+    kernel: pair(ctx, attrInts(ctx, 'kernel_shape'), 'kernel_shape', 1),
+    strides: pair(ctx, attrInts(ctx, 'strides'), 'strides', 1),
+    dilations: pair(ctx, attrInts(ctx, 'dilations'), 'dilations', 1),
+  };
+  if (window.dilations.some((d) => d !== 1)) throw unsupported(ctx, 'dilations');
+  const size: [number, number] = [x.shape[1], x.shape[2]];
+  const pads = spatialPads(ctx, size, window);
+  const ceil = attrInt(ctx, 'ceil_mode', 0) === 1;
+  const ceilExtra = size.map((extent, i) => {
+    const [before, after] = pads[i]!;
+    const kernel = window.kernel[i]!;
+    const stride = window.strides[i]!;
+    const room = extent + before + after - kernel;
+    if (!ceil || room < 0) return 0;
+    let outputs = Math.ceil(room / stride) + 1;
+    // The last window must start inside the input or its leading pad (as PyTorch and ONNX's reference).
+    if ((outputs - 1) * stride >= extent + before) outputs -= 1;
+    return Math.max(0, (outputs - 1) * stride + kernel - (extent + before + after));
+  }) as [number, number];
+  return { window, pads, ceilExtra };
+}
+
+function totalPaddings({ pads, ceilExtra }: PoolGeometry): [number, number][] {
+  return [[0, 0], [pads[0][0], pads[0][1] + ceilExtra[0]], [pads[1][0], pads[1][1] + ceilExtra[1]], [0, 0]];
+}
+
+const hasPadding = (paddings: [number, number][]): boolean => paddings.some(([a, b]) => a !== 0 || b !== 0);
+
+function maxPool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  if ((ctx.node.outputs[1] ?? '') !== '') throw unsupported(ctx, 'the Indices output');
+  if (attrInt(ctx, 'storage_order', 0) !== 0) throw unsupported(ctx, 'storage_order 1');
+  const input = spatialInput(ctx, inputs);
+  const x = input.dtype === 'float32' ? input : (tf.cast(input, 'float32') as tf.Tensor4D);
+  const geometry = poolGeometry(ctx, x);
+  const paddings = totalPaddings(geometry);
+  // Padding with -Infinity keeps pads out of every maximum.
+  const padded = hasPadding(paddings) ? tf.pad(x, paddings, -Infinity) : x;
+  const y = tf.maxPool(padded, geometry.window.kernel, geometry.window.strides, 'valid');
+  return [laid(input.dtype === 'float32' ? y : tf.cast(y, input.dtype), 'nhwc')];
+}
+
+function averagePool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = spatialInput(ctx, inputs);
+  const geometry = poolGeometry(ctx, x);
+  const paddings = totalPaddings(geometry);
+  const { kernel, strides } = geometry.window;
+  if (!hasPadding(paddings)) return [laid(tf.avgPool(x, kernel, strides, 'valid'), 'nhwc')];
+  const sums = tf.avgPool(tf.pad(x, paddings, 0), kernel, strides, 'valid');
+  // The mean over the counted cells: the input, plus the attribute pads when count_include_pad.
+  const includePads = attrInt(ctx, 'count_include_pad', 0) === 1;
+  const inner = tf.ones([1, x.shape[1], x.shape[2], 1]) as tf.Tensor4D;
+  const attributePads: [number, number][] = [[0, 0], geometry.pads[0], geometry.pads[1], [0, 0]];
+  const counted = includePads ? tf.pad(inner, attributePads, 1) : tf.pad(inner, attributePads, 0);
+  const ceilPads: [number, number][] = [[0, 0], [0, geometry.ceilExtra[0]], [0, geometry.ceilExtra[1]], [0, 0]];
+  const mask = tf.pad(counted, ceilPads, 0) as tf.Tensor4D;
+  const share = tf.avgPool(mask, kernel, strides, 'valid');
+  return [laid(tf.div(sums, share), 'nhwc')];
+}
+
+function globalPool(reduce: (x: tf.Tensor, axes: number[]) => tf.Tensor): OpFunction {
+  return (ctx, inputs) => {
+    const x = required(ctx, inputs, 0);
+    if (x.tensor.rank === 4) return [laid(reduce(toLayout(x, 'nhwc'), [1, 2]), 'nhwc')];
+    const axes = [...Array(x.tensor.rank).keys()].slice(2);
+    return [laid(reduce(x.tensor, axes), x.layout)];
+  };
+}
+
+export const CONV_POOL_OPS: Record<string, OpFunction> = {
+  Conv: conv,
+  MaxPool: maxPool,
+  AveragePool: averagePool,
+  GlobalAveragePool: globalPool((x, axes) => tf.mean(x, axes, true)),
+  GlobalMaxPool: globalPool((x, axes) => tf.max(x, axes, true)),
+};
+

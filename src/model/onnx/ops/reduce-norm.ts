@@ -1,0 +1,131 @@
+/**
+ * Reductions (Reduce*), softmaxes and normalisations (BatchNormalization in
+ * inference, LayerNormalization). Reductions and softmaxes of an 'nhwc'
+ * input work on the stored tensor with remapped axes.
+ */
+import * as tf from '../../../engine/tf.js';
+import { NCHW_TO_NHWC, laid, storedAxis, toLayout, type LaidTensor } from '../layout.js';
+import { attrFloat, attrInt, attrInts, constantInts, normalizeAxis, required, unsupported, type OpContext, type OpFunction } from './common.js';
+
+type Inputs = (LaidTensor | undefined)[];
+type Reducer = (x: tf.Tensor, axes: number[], keepDims: boolean) => tf.Tensor;
+
+/**
+ * A Reduce* op. `axesInputSince`: the opset from which axes are an input
+ * (13 for ReduceSum, 18 for the others), with noop_with_empty_axes.
+ */
+function reduce(reducer: Reducer, axesInputSince: number): OpFunction {
+  return (ctx, inputs) => {
+    const x = required(ctx, inputs, 0);
+    const rank = x.tensor.rank;
+    const given = ctx.opset < axesInputSince ? attrInts(ctx, 'axes') : constantInts(inputs[1]);
+    const keepDims = attrInt(ctx, 'keepdims', 1) === 1;
+    if ((given === undefined || given.length === 0) && ctx.opset >= axesInputSince && attrInt(ctx, 'noop_with_empty_axes', 0) === 1) {
+      return [x];
+    }
+    const axes = given === undefined || given.length === 0 ? [...Array(rank).keys()] : given.map((axis) => normalizeAxis(ctx, axis, rank));
+    if (x.tensor.size === 0) throw unsupported(ctx, 'reducing an empty tensor');
+    const stored = [...new Set(axes.map((axis) => storedAxis(axis, x.layout)))];
+    const y = reducer(x.tensor, stored, keepDims);
+    if (x.layout === 'onnx' || keepDims) return [laid(y, x.layout)];
+    return [laid(reorderKept(y, stored), 'onnx')];
+  };
+}
+
+/**
+ * An 'nhwc' value reduced without keepdims: the dims left are in stored
+ * order; put them in ONNX order.
+ */
+function reorderKept(y: tf.Tensor, reduced: number[]): tf.Tensor {
+  const kept = NCHW_TO_NHWC.filter((_, position) => !reduced.includes(position));
+  const perm = [...kept.keys()].sort((i, j) => kept[i]! - kept[j]!);
+  return perm.every((dim, i) => dim === i) ? y : tf.transpose(y, perm);
+}
+
+const sumSquare: Reducer = (x, axes, keep) => tf.sum(tf.square(x), axes, keep);
+
+const REDUCERS: Record<string, Reducer> = {
+  ReduceMean: (x, axes, keep) => tf.mean(x, axes, keep),
+  ReduceSum: (x, axes, keep) => tf.sum(x, axes, keep),
+  ReduceMax: (x, axes, keep) => tf.max(x, axes, keep),
+  ReduceMin: (x, axes, keep) => tf.min(x, axes, keep),
+  ReduceProd: (x, axes, keep) => tf.prod(x, axes, keep),
+  ReduceSumSquare: sumSquare,
+  ReduceL1: (x, axes, keep) => tf.sum(tf.abs(x), axes, keep),
+  ReduceL2: (x, axes, keep) => tf.sqrt(sumSquare(x, axes, keep)),
+  ReduceLogSum: (x, axes, keep) => tf.log(tf.sum(x, axes, keep)),
+  ReduceLogSumExp: (x, axes, keep) => tf.logSumExp(x, axes, keep),
+};
+
+const reduceOps = Object.fromEntries(
+  Object.entries(REDUCERS).map(([name, reducer]) => [name, reduce(reducer, name === 'ReduceSum' ? 13 : 18)]),
+);
+
+// ------------------------------------------------------------ softmax
+
+/**
+ * Softmax and LogSoftmax. From opset 13 along one axis (default -1); before,
+ * over everything from `axis` (default 1) on, as one flattened row per
+ * leading index.
+ */
+function softmaxOp(last: (x: tf.Tensor) => tf.Tensor): OpFunction {
+  return (ctx, inputs) => {
+    const x = required(ctx, inputs, 0);
+    if (ctx.opset < 13) {
+      const t = toLayout(x, 'onnx');
+      const axis = normalizeAxis(ctx, attrInt(ctx, 'axis', 1), t.rank);
+      const outer = t.shape.slice(0, axis).reduce((a, b) => a * b, 1);
+      return [laid(tf.reshape(last(tf.reshape(t, [outer, t.size / Math.max(outer, 1)])), t.shape))];
+    }
+    const rank = x.tensor.rank;
+    const axis = storedAxis(normalizeAxis(ctx, attrInt(ctx, 'axis', -1), rank), x.layout);
+    if (axis === rank - 1) return [laid(last(x.tensor), x.layout)];
+    const perm = [...Array(rank).keys()];
+    perm[axis] = rank - 1;
+    perm[rank - 1] = axis;
+    return [laid(tf.transpose(last(tf.transpose(x.tensor, perm)), perm), x.layout)];
+  };
+}
+
+// ------------------------------------------------------------ normalisation
+
+function batchNormalization(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  if (attrInt(ctx, 'training_mode', 0) !== 0 || ctx.node.outputs.filter((name) => name !== '').length > 1) {
+    throw unsupported(ctx, 'training mode');
+  }
+  const x = required(ctx, inputs, 0);
+  const [scale, bias, mean, variance] = [1, 2, 3, 4].map((i) => toLayout(required(ctx, inputs, i), 'onnx'));
+  const epsilon = attrFloat(ctx, 'epsilon', 1e-5);
+  // y = x·m + s with m = scale / sqrt(var + eps) and s = bias - mean·m, per channel.
+  const multiplier = tf.mul(scale!, tf.rsqrt(tf.add(variance!, epsilon)));
+  const shift = tf.sub(bias!, tf.mul(mean!, multiplier));
+  const layout = x.tensor.rank === 4 ? 'nhwc' : 'onnx';
+  const t = toLayout(x, layout);
+  // Channels are the last stored axis of 'nhwc', axis 1 of 'onnx'.
+  const perChannel = (p: tf.Tensor): tf.Tensor =>
+    layout === 'nhwc' || t.rank <= 2 ? p : tf.reshape(p, [p.size, ...Array<number>(t.rank - 2).fill(1)]);
+  return [laid(tf.add(tf.mul(t, perChannel(multiplier)), perChannel(shift)), layout)];
+}
+
+function layerNormalization(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = toLayout(required(ctx, inputs, 0), 'onnx');
+  const axis = normalizeAxis(ctx, attrInt(ctx, 'axis', -1), x.rank);
+  const epsilon = attrFloat(ctx, 'epsilon', 1e-5);
+  const axes = [...Array(x.rank).keys()].slice(axis);
+  const mean = tf.mean(x, axes, true);
+  const centred = tf.sub(x, mean);
+  const inverseStd = tf.rsqrt(tf.add(tf.mean(tf.square(centred), axes, true), epsilon));
+  let y = tf.mul(centred, inverseStd);
+  y = tf.mul(y, toLayout(required(ctx, inputs, 1), 'onnx'));
+  const bias = inputs[2];
+  if (bias !== undefined) y = tf.add(y, toLayout(bias, 'onnx'));
+  return [laid(y), laid(mean), laid(inverseStd)].slice(0, Math.max(ctx.node.outputs.length, 1));
+}
+
+export const REDUCE_NORM_OPS: Record<string, OpFunction> = {
+  ...reduceOps,
+  Softmax: softmaxOp((x) => tf.softmax(x)),
+  LogSoftmax: softmaxOp((x) => tf.logSoftmax(x)),
+  BatchNormalization: batchNormalization,
+  LayerNormalization: layerNormalization,
+};

@@ -1,0 +1,335 @@
+/**
+ * ONNX ops that move, select or make values rather than compute on them:
+ * shape ops (Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Expand),
+ * joining and cutting (Concat, Split, Slice, Pad, Gather), constants and
+ * shape arithmetic (Constant, Shape, Size, ConstantOfShape, Range, Cast).
+ * Concat, Split, Slice and Pad keep an 'nhwc' input's layout by remapping
+ * their axes; the rest work on the ONNX layout. Everything differentiable
+ * is built from ops that have tfjs gradients (slice, gather, pad, mirrorPad,
+ * reverse, concat, reshape, transpose).
+ */
+import * as tf from '../../../engine/tf.js';
+import { CamvizError } from '../../../util/errors.js';
+import { laid, onnxShape, storedAxis, toLayout, type LaidTensor, type Layout } from '../layout.js';
+import {
+  attrFloat,
+  attrInt,
+  attrInts,
+  attrString,
+  constantInts,
+  dtypeOfOnnxCode,
+  normalizeAxis,
+  required,
+  tensorFromOnnx,
+  unsupported,
+  type OpContext,
+  type OpFunction,
+} from './common.js';
+
+type Inputs = (LaidTensor | undefined)[];
+
+const onnxInput = (ctx: OpContext, inputs: Inputs, index: number): tf.Tensor => toLayout(required(ctx, inputs, index), 'onnx');
+
+/** A list of ints given as an attribute before `inputSince`, as an input from it. */
+function intsAttrOrInput(ctx: OpContext, inputs: Inputs, name: string, inputIndex: number, inputSince: number): number[] | undefined {
+  return ctx.opset < inputSince ? attrInts(ctx, name) : constantInts(inputs[inputIndex]);
+}
+
+// ------------------------------------------------------------ pass-through and constants
+
+const identity: OpFunction = (ctx, inputs) => [required(ctx, inputs, 0)];
+
+function dropout(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = required(ctx, inputs, 0);
+  const training = ctx.opset >= 12 ? constantInts(inputs[2])?.[0] ?? 0 : attrInt(ctx, 'is_test', 1) === 0 ? 1 : 0;
+  if (training !== 0) throw unsupported(ctx, 'training mode');
+  const wantsMask = (ctx.node.outputs[1] ?? '') !== '';
+  return wantsMask ? [x, laid(tf.cast(tf.onesLike(x.tensor), 'bool'), x.layout)] : [x];
+}
+
+function constant(ctx: OpContext): LaidTensor[] {
+  const attrs = ctx.node.attributes;
+  const value = attrs['value'];
+  if (value?.kind === 'tensor') return [laid(tensorFromOnnx(value.value))];
+  const single = attrs['value_float'] ?? attrs['value_int'];
+  if (single?.kind === 'float') return [laid(tf.scalar(single.value, 'float32'))];
+  if (single?.kind === 'int') return [laid(tf.scalar(single.value, 'int32'))];
+  const list = attrs['value_floats'] ?? attrs['value_ints'];
+  if (list?.kind === 'floats') return [laid(tf.tensor1d(list.value, 'float32'))];
+  if (list?.kind === 'ints') return [laid(tf.tensor1d(list.value, 'int32'))];
+  throw unsupported(ctx, `no value, value_float(s) or value_int(s) (${Object.keys(attrs).join(', ') || 'no attributes'})`);
+}
+
+function shape(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const dims = onnxShape(required(ctx, inputs, 0));
+  const clampIndex = (index: number): number => Math.min(Math.max(index < 0 ? index + dims.length : index, 0), dims.length);
+  const start = clampIndex(attrInt(ctx, 'start', 0));
+  const end = clampIndex(attrInt(ctx, 'end', dims.length));
+  return [laid(tf.tensor1d(dims.slice(start, Math.max(start, end)), 'int32'))];
+}
+
+const size: OpFunction = (ctx, inputs) => [laid(tf.scalar(required(ctx, inputs, 0).tensor.size, 'int32'))];
+
+function constantOfShape(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const dims = constantInts(required(ctx, inputs, 0)) ?? [];
+  const value = ctx.node.attributes['value'];
+  if (value === undefined) return [laid(tf.zeros(dims, 'float32'))];
+  if (value.kind !== 'tensor') throw unsupported(ctx, 'value is not a tensor');
+  const filler = tensorFromOnnx(value.value);
+  const [first] = filler.dataSync();
+  return [laid(tf.fill(dims, Number(first ?? 0), filler.dtype))];
+}
+
+function range(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const [start, limit, delta] = [0, 1, 2].map((i) => required(ctx, inputs, i).tensor);
+  const dtype = start!.dtype;
+  const [a, b, d] = [start!, limit!, delta!].map((t) => Number(t.dataSync()[0]));
+  if (d === 0) throw new CamvizError(`ONNX node '${ctx.node.name}' (Range): delta is 0`);
+  const count = Math.max(Math.ceil((b! - a!) / d!), 0);
+  // start + i * delta, as ONNX defines it (tf.range accumulates the same way for these sizes).
+  const values = tf.add(tf.mul(tf.range(0, count, 1, 'float32'), d!), a!);
+  return [laid(dtype === 'int32' ? tf.cast(values, 'int32') : values)];
+}
+
+function cast(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = required(ctx, inputs, 0);
+  const to = attrInt(ctx, 'to', 1);
+  const dtype = dtypeOfOnnxCode(to);
+  if (dtype === undefined) throw unsupported(ctx, `cast to ONNX type ${to}`);
+  if (x.tensor.dtype === 'float32' && dtype === 'int32') {
+    // C casts truncate toward zero, and so does ONNX.
+    return [laid(tf.cast(tf.mul(tf.sign(x.tensor), tf.floor(tf.abs(x.tensor))), 'int32'), x.layout)];
+  }
+  return [laid(tf.cast(x.tensor, dtype), x.layout)];
+}
+
+// ------------------------------------------------------------ shape ops
+
+function reshape(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = onnxInput(ctx, inputs, 0);
+  const requested = ctx.opset < 5 ? attrInts(ctx, 'shape') ?? [] : constantInts(required(ctx, inputs, 1)) ?? [];
+  const allowZero = attrInt(ctx, 'allowzero', 0) === 1;
+  const dims = requested.map((dim, i) => (dim === 0 && !allowZero ? x.shape[i]! : dim));
+  return [laid(tf.reshape(x, dims))];
+}
+
+function flatten(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = onnxInput(ctx, inputs, 0);
+  const axis = attrInt(ctx, 'axis', 1);
+  const split = axis < 0 ? axis + x.rank : axis;
+  if (split < 0 || split > x.rank) throw new CamvizError(`ONNX node '${ctx.node.name}' (Flatten): axis ${axis} is out of range for rank ${x.rank}`);
+  const outer = x.shape.slice(0, split).reduce((a, b) => a * b, 1);
+  const inner = x.shape.slice(split).reduce((a, b) => a * b, 1);
+  return [laid(tf.reshape(x, [outer, inner]))];
+}
+
+function transpose(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = required(ctx, inputs, 0);
+  const rank = x.tensor.rank;
+  const perm = attrInts(ctx, 'perm') ?? [...Array(rank).keys()].reverse();
+  // An 'nhwc' input: ONNX dim d is stored at NCHW_TO_NHWC.indexOf(d), so one transpose does both.
+  const stored = x.layout === 'nhwc' ? perm.map((dim) => storedAxis(dim, 'nhwc')) : perm;
+  return [laid(tf.transpose(x.tensor, stored))];
+}
+
+function squeeze(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = onnxInput(ctx, inputs, 0);
+  const axes = intsAttrOrInput(ctx, inputs, 'axes', 1, 13)?.map((axis) => normalizeAxis(ctx, axis, x.rank));
+  const keep = x.shape.filter((dim, i) => (axes === undefined ? dim !== 1 : !axes.includes(i)));
+  return [laid(tf.reshape(x, keep))];
+}
+
+function unsqueeze(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = onnxInput(ctx, inputs, 0);
+  const given = intsAttrOrInput(ctx, inputs, 'axes', 1, 13) ?? [];
+  const rank = x.rank + given.length;
+  const axes = given.map((axis) => normalizeAxis(ctx, axis, rank));
+  const dims: number[] = [];
+  let next = 0;
+  for (let i = 0; i < rank; i++) dims.push(axes.includes(i) ? 1 : x.shape[next++]!);
+  return [laid(tf.reshape(x, dims))];
+}
+
+function expand(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = onnxInput(ctx, inputs, 0);
+  const wanted = constantInts(required(ctx, inputs, 1)) ?? [];
+  const dims = tf.broadcast_util.assertAndGetBroadcastShape(x.shape, wanted);
+  const grown = x.rank < dims.length ? tf.reshape(x, [...Array<number>(dims.length - x.rank).fill(1), ...x.shape]) : x;
+  return [laid(tf.broadcastTo(grown, dims))];
+}
+
+function tile(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = onnxInput(ctx, inputs, 0);
+  return [laid(tf.tile(x, constantInts(required(ctx, inputs, 1)) ?? []))];
+}
+
+// ------------------------------------------------------------ joining and cutting
+
+/** Every input in one layout: 'nhwc' when some input has it and all are 4-D. */
+function commonLayout(values: LaidTensor[]): { tensors: tf.Tensor[]; layout: Layout } {
+  const layout: Layout = values.some((value) => value.layout === 'nhwc') && values.every((value) => value.tensor.rank === 4) ? 'nhwc' : 'onnx';
+  return { tensors: values.map((value) => toLayout(value, layout)), layout };
+}
+
+function concat(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const present = inputs.filter((value): value is LaidTensor => value !== undefined);
+  const { tensors, layout } = commonLayout(present);
+  const rank = tensors[0]!.rank;
+  const axis = storedAxis(normalizeAxis(ctx, attrInt(ctx, 'axis', 0), rank), layout);
+  // tfjs' concat rejects empty pieces on some backends; they add nothing.
+  const pieces = tensors.filter((tensor) => tensor.size > 0);
+  return [laid(pieces.length === 0 ? tf.clone(tensors[0]!) : tf.concat(pieces, axis), layout)];
+}
+
+function split(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = required(ctx, inputs, 0);
+  const rank = x.tensor.rank;
+  const axis = normalizeAxis(ctx, attrInt(ctx, 'axis', 0), rank);
+  const stored = storedAxis(axis, x.layout);
+  const length = x.tensor.shape[stored]!;
+  const outputs = ctx.node.outputs.length;
+  let sizes = intsAttrOrInput(ctx, inputs, 'split', 1, 13);
+  if (sizes === undefined || sizes.length === 0) {
+    const parts = ctx.opset >= 18 ? attrInt(ctx, 'num_outputs', outputs) : outputs;
+    // Opset 18: pieces of ceil(length / parts), the last one smaller.
+    const piece = ctx.opset >= 18 ? Math.ceil(length / parts) : length / parts;
+    if (!Number.isInteger(piece)) throw new CamvizError(`ONNX node '${ctx.node.name}' (Split): ${length} does not split into ${parts} equal parts`);
+    sizes = Array.from({ length: parts }, (_, i) => Math.max(0, Math.min(piece, length - i * piece)));
+  }
+  if (sizes.reduce((a, b) => a + b, 0) !== length) throw new CamvizError(`ONNX node '${ctx.node.name}' (Split): sizes ${sizes.join(',')} do not add up to ${length}`);
+  let offset = 0;
+  return sizes.map((piece) => {
+    const begin = x.tensor.shape.map((_, i) => (i === stored ? offset : 0));
+    const extent = x.tensor.shape.map((dim, i) => (i === stored ? piece : dim));
+    offset += piece;
+    return laid(tf.slice(x.tensor, begin, extent), x.layout);
+  });
+}
+
+interface AxisSlice {
+  axis: number;
+  start: number;
+  /** Exclusive; -1 with a negative step means "through index 0". */
+  end: number;
+  step: number;
+}
+
+/** ONNX Slice's clamping of one axis. */
+function clampSlice(axis: number, start: number, end: number, step: number, dim: number): AxisSlice {
+  const wrap = (index: number): number => (index < 0 ? index + dim : index);
+  const clamp = (index: number, low: number, high: number): number => Math.min(Math.max(index, low), high);
+  if (step > 0) return { axis, start: clamp(wrap(start), 0, dim), end: clamp(wrap(end), 0, dim), step };
+  return { axis, start: clamp(wrap(start), 0, dim - 1), end: clamp(wrap(end), -1, dim - 1), step };
+}
+
+function slice(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = required(ctx, inputs, 0);
+  const dims = onnxShape(x);
+  const starts = (ctx.opset < 10 ? attrInts(ctx, 'starts') : constantInts(inputs[1])) ?? [];
+  const ends = (ctx.opset < 10 ? attrInts(ctx, 'ends') : constantInts(inputs[2])) ?? [];
+  const axes = (ctx.opset < 10 ? attrInts(ctx, 'axes') : constantInts(inputs[3])) ?? starts.map((_, i) => i);
+  const steps = (ctx.opset < 10 ? undefined : constantInts(inputs[4])) ?? starts.map(() => 1);
+  let result = x.tensor;
+  const begin = result.shape.map(() => 0);
+  const extent = [...result.shape];
+  const strided: AxisSlice[] = [];
+  starts.forEach((start, i) => {
+    const axis = normalizeAxis(ctx, axes[i]!, dims.length);
+    const step = steps[i]!;
+    if (step === 0) throw new CamvizError(`ONNX node '${ctx.node.name}' (Slice): step 0`);
+    const cut = clampSlice(storedAxis(axis, x.layout), start, ends[i]!, step, dims[axis]!);
+    if (step === 1) {
+      begin[cut.axis] = cut.start;
+      extent[cut.axis] = Math.max(cut.end - cut.start, 0);
+    } else strided.push(cut);
+  });
+  result = tf.slice(result, begin, extent);
+  for (const cut of strided) result = tf.gather(result, tf.tensor1d(strideIndices(cut), 'int32'), cut.axis);
+  return [laid(result, x.layout)];
+}
+
+function strideIndices({ start, end, step }: AxisSlice): number[] {
+  const indices: number[] = [];
+  for (let i = start; step > 0 ? i < end : i > end; i += step) indices.push(i);
+  return indices;
+}
+
+function gather(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = onnxInput(ctx, inputs, 0);
+  const indices = required(ctx, inputs, 1).tensor;
+  const axis = normalizeAxis(ctx, attrInt(ctx, 'axis', 0), x.rank);
+  const dim = x.shape[axis]!;
+  const wrapped = tf.where(tf.less(indices, 0), tf.add(indices, tf.scalar(dim, 'int32')), indices);
+  const flat = tf.reshape(wrapped, [Math.max(wrapped.size, 0)]);
+  const picked = tf.gather(x, tf.cast(flat, 'int32'), axis);
+  const dims = [...x.shape.slice(0, axis), ...indices.shape, ...x.shape.slice(axis + 1)];
+  return [laid(tf.reshape(picked, dims))];
+}
+
+// ------------------------------------------------------------ Pad
+
+function pad(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = required(ctx, inputs, 0);
+  const rank = x.tensor.rank;
+  const mode = attrString(ctx, 'mode', 'constant');
+  if (mode !== 'constant' && mode !== 'reflect' && mode !== 'edge') throw unsupported(ctx, `mode '${mode}'`);
+  const pads = (ctx.opset < 11 ? attrInts(ctx, 'pads') ?? attrInts(ctx, 'paddings') : constantInts(inputs[1])) ?? [];
+  const value = ctx.opset < 11 ? attrFloat(ctx, 'value', 0) : Number(inputs[2]?.tensor.dataSync()[0] ?? 0);
+  const axes = ctx.opset >= 18 && inputs[3] !== undefined ? (constantInts(inputs[3]) ?? []).map((axis) => normalizeAxis(ctx, axis, rank)) : [...Array(rank).keys()];
+  if (pads.length !== 2 * axes.length) throw new CamvizError(`ONNX node '${ctx.node.name}' (Pad): ${pads.length} pads for ${axes.length} axes`);
+  // [before, after] per stored axis.
+  const paddings: [number, number][] = x.tensor.shape.map(() => [0, 0]);
+  axes.forEach((axis, i) => {
+    paddings[storedAxis(axis, x.layout)] = [pads[i]!, pads[i + axes.length]!];
+  });
+  const cropped = cropNegative(x.tensor, paddings);
+  const grow = paddings.map(([before, after]): [number, number] => [Math.max(before, 0), Math.max(after, 0)]);
+  let result: tf.Tensor;
+  if (mode === 'constant') result = tf.pad(cropped, grow, value);
+  else if (mode === 'reflect') result = tf.mirrorPad(cropped, grow, 'reflect');
+  else result = edgePad(cropped, grow);
+  return [laid(result, x.layout)];
+}
+
+/** ONNX allows negative pads: they remove elements. */
+function cropNegative(x: tf.Tensor, paddings: [number, number][]): tf.Tensor {
+  if (paddings.every(([before, after]) => before >= 0 && after >= 0)) return x;
+  const begin = paddings.map(([before]) => Math.max(-before, 0));
+  const extent = x.shape.map((dim, i) => dim - begin[i]! - Math.max(-paddings[i]![1], 0));
+  return tf.slice(x, begin, extent);
+}
+
+/** Edge padding repeats the border element: a gather with clamped indices per padded axis. */
+function edgePad(x: tf.Tensor, paddings: [number, number][]): tf.Tensor {
+  let result = x;
+  paddings.forEach(([before, after], axis) => {
+    if (before === 0 && after === 0) return;
+    const dim = x.shape[axis]!;
+    const indices = Array.from({ length: dim + before + after }, (_, i) => Math.min(Math.max(i - before, 0), dim - 1));
+    result = tf.gather(result, tf.tensor1d(indices, 'int32'), axis);
+  });
+  return result;
+}
+
+export const TENSOR_OPS: Record<string, OpFunction> = {
+  Identity: identity,
+  Dropout: dropout,
+  Constant: constant,
+  Shape: shape,
+  Size: size,
+  ConstantOfShape: constantOfShape,
+  Range: range,
+  Cast: cast,
+  Reshape: reshape,
+  Flatten: flatten,
+  Transpose: transpose,
+  Squeeze: squeeze,
+  Unsqueeze: unsqueeze,
+  Expand: expand,
+  Tile: tile,
+  Concat: concat,
+  Split: split,
+  Slice: slice,
+  Gather: gather,
+  Pad: pad,
+};
