@@ -60,7 +60,9 @@ export interface ExternalDataRef {
   /** As written in the model: relative to the model's folder, not yet checked. */
   location: string;
   offset: number;
-  /** The bytes the tensor's dims and type declare (the `length` entry, when present, is checked equal). */
+  /** Elements the tensor's dims declare. */
+  count: number;
+  /** The bytes they occupy (the `length` entry, when present, is checked equal). */
   byteLength: number;
 }
 
@@ -325,7 +327,7 @@ function decodeNode(reader: Reader, end: number, context: ParseContext): OnnxNod
   let domain = '';
   const inputs: string[] = [];
   const outputs: string[] = [];
-  const attributes: Record<string, OnnxAttribute> = Object.create(null) as Record<string, OnnxAttribute>;
+  const attributes: Record<string, OnnxAttribute> = {};
   const attributeStarts: number[] = [];
   forEachField(reader, end, (field, wireType) => {
     switch (field) {
@@ -357,8 +359,9 @@ function decodeNode(reader: Reader, end: number, context: ParseContext): OnnxNod
     reader.pos = start;
     const attributeEnd = embeddedEnd(reader, 5, WireType.bytes);
     const [attributeName, attribute] = decodeAttribute(reader, attributeEnd, context, nodeLabel);
-    if (attributeName in attributes) fail(context, `${nodeLabel} has attribute '${attributeName}' twice`);
-    attributes[attributeName] = attribute;
+    if (Object.hasOwn(attributes, attributeName)) fail(context, `${nodeLabel} has attribute '${attributeName}' twice`);
+    // Defined, not assigned: an attribute called '__proto__' stays an attribute.
+    Object.defineProperty(attributes, attributeName, { value: attribute, enumerable: true, writable: true, configurable: true });
   }
   reader.pos = end;
   return { name, opType, domain: normalDomain(domain), inputs, outputs, attributes };
@@ -665,10 +668,9 @@ function buildTensor(context: ParseContext, scanned: ScannedTensor, unnamed: str
   }
   if (scanned.segmented) fail(context, `${label} is segmented, which camviz does not read`);
   const count = declaredCount(context, scanned.dims, element, label);
-  const byteLength = count * element.size;
   const tensor = (data: OnnxTensorData): OnnxTensor => ({ name: scanned.name, type: element.type, dims: scanned.dims, data });
   if (scanned.external) {
-    const ref = externalRef(context, scanned, element, byteLength, label);
+    const ref = externalRef(context, scanned, element, count, label);
     const result = tensor(allocateTensorData(element.type, 0));
     context.external.push({ ...ref, tensor: result });
     return result;
@@ -721,9 +723,10 @@ function externalRef(
   context: ParseContext,
   scanned: ScannedTensor,
   element: ElementInfo,
-  byteLength: number,
+  count: number,
   label: string,
 ): Omit<ExternalDataRef, 'tensor'> {
+  const byteLength = count * element.size;
   if (element.type === 'string') fail(context, `${label} keeps strings in external data, which camviz does not read`);
   const location = scanned.externalData.get('location');
   if (location === undefined || location === '') fail(context, `${label} has external data without a location`);
@@ -732,7 +735,7 @@ function externalRef(
   if (length !== undefined && length !== byteLength) {
     fail(context, `${label} has ${length} bytes of external data, but its dims ${scanned.dims.join('x')} of ${element.type} need ${byteLength}`);
   }
-  return { label, location, offset, byteLength };
+  return { label, location, offset, count, byteLength };
 }
 
 function externalInteger(context: ParseContext, text: string | undefined, key: string, label: string): number | undefined {

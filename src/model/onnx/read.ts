@@ -1,0 +1,128 @@
+/**
+ * Reading an `.onnx` file from disk, with its external data. External data
+ * files obey the rule camviz applies to TF.js weight files (../io.ts): the
+ * `location` is relative to the model's folder and must stay inside it by
+ * name, and a symbolic link is followed only to a regular file whose real
+ * path is inside the model folder's real path. Only the bytes each tensor
+ * declares are read, straight into its typed array, after checking that the
+ * file holds them.
+ */
+import { type FileHandle, open, readFile, realpath, stat } from 'node:fs/promises';
+import { dirname, join, relative, resolve } from 'node:path';
+import { CamvizError } from '../../util/errors.js';
+import { pathInside } from '../io.js';
+import {
+  allocateNumericData,
+  bytesOf,
+  type ExternalDataRef,
+  littleEndianToHost,
+  type NumericElementType,
+  parseOnnxModelWithExternalData,
+} from './parse.js';
+import type { OnnxModel } from './types.js';
+
+/** Protobuf messages cannot exceed 2 GiB; bigger models keep their weights in external data. */
+const MAX_PROTOBUF_BYTES = 2 ** 31 - 1;
+
+/** Reads and parses an `.onnx` file (or a folder's `model.onnx`) and the external data it refers to. */
+export async function readOnnxFile(path: string): Promise<OnnxModel> {
+  const file = await resolveOnnxPath(path);
+  const size = (await stat(file)).size;
+  if (size > MAX_PROTOBUF_BYTES) {
+    throw new CamvizError(`ONNX file is ${size} bytes, more than protobuf's 2 GiB limit`, { file });
+  }
+  const bytes = await readFile(file).catch((error: unknown) => {
+    throw new CamvizError(`cannot read the ONNX file (${errorCode(error)})`, { file, cause: error });
+  });
+  const { model, external } = parseOnnxModelWithExternalData(bytes, file);
+  if (external.length > 0) await readExternalData(external, file);
+  return model;
+}
+
+/** The `.onnx` file itself, or `model.onnx` inside a folder. */
+async function resolveOnnxPath(path: string): Promise<string> {
+  const absolute = resolve(path);
+  const info = await stat(absolute).catch(() => undefined);
+  if (info === undefined) throw new CamvizError('model not found', { file: path });
+  if (!info.isDirectory()) return absolute;
+  const candidate = join(absolute, 'model.onnx');
+  if (!(await stat(candidate).catch(() => undefined))?.isFile()) {
+    throw new CamvizError('model folder has no model.onnx', { file: path });
+  }
+  return candidate;
+}
+
+/** Fills each tensor's data from its file; tensors sharing a file read it through one handle. */
+async function readExternalData(refs: ExternalDataRef[], modelFile: string): Promise<void> {
+  const folder = dirname(modelFile);
+  const realFolder = await realpath(folder);
+  const byLocation = new Map<string, ExternalDataRef[]>();
+  for (const ref of refs) byLocation.set(ref.location, [...(byLocation.get(ref.location) ?? []), ref]);
+  for (const [location, group] of byLocation) {
+    const first = group[0] as ExternalDataRef;
+    const path = pathInside(folder, location);
+    if (path === undefined) {
+      throw new CamvizError(`${first.label} has external data at '${location}', outside the model folder: refused`, { file: modelFile });
+    }
+    const handle = await openConfined(path, realFolder);
+    try {
+      for (const ref of group) await readTensorBytes(handle, ref, path);
+    } finally {
+      await handle.close();
+    }
+  }
+}
+
+/** Opens `path` after checking that its real path is a regular file inside `realFolder`. */
+async function openConfined(path: string, realFolder: string): Promise<FileHandle> {
+  let real: string;
+  try {
+    real = await realpath(path);
+  } catch (error) {
+    const code = errorCode(error);
+    throw new CamvizError(code === 'ENOENT' ? 'external data file missing' : `external data file unreadable (${code})`, { file: path });
+  }
+  // `relative` of a path outside the folder starts with '..' (or is absolute), which pathInside refuses.
+  if (pathInside(realFolder, relative(realFolder, real)) === undefined) {
+    throw new CamvizError(`external data file links outside the model folder (to ${real}): refused`, { file: path });
+  }
+  // The resolved path: a link swapped after the check is not followed again.
+  const handle = await open(real, 'r').catch((error: unknown) => {
+    throw new CamvizError(`external data file unreadable (${errorCode(error)})`, { file: path, cause: error });
+  });
+  if (!(await handle.stat()).isFile()) {
+    await handle.close();
+    throw new CamvizError('external data file is not a regular file: refused', { file: path });
+  }
+  return handle;
+}
+
+/**
+ * Reads the bytes the tensor declares at its offset, after checking the file
+ * holds them. A missing `length` entry means "the declared size": bytes after
+ * it (another tensor's, in a shared file) are not read.
+ */
+async function readTensorBytes(handle: FileHandle, ref: ExternalDataRef, path: string): Promise<void> {
+  const size = (await handle.stat()).size;
+  const end = ref.offset + ref.byteLength;
+  if (end > size) {
+    throw new CamvizError(
+      `external data file is too short for ${ref.label}: ${size} bytes, the tensor needs bytes ${ref.offset} to ${end}`,
+      { file: path },
+    );
+  }
+  const data = allocateNumericData(ref.tensor.type as NumericElementType, ref.count);
+  const bytes = bytesOf(data);
+  let filled = 0;
+  while (filled < bytes.length) {
+    const { bytesRead } = await handle.read(bytes, filled, bytes.length - filled, ref.offset + filled);
+    if (bytesRead === 0) throw new CamvizError(`external data file ended while reading ${ref.label}`, { file: path });
+    filled += bytesRead;
+  }
+  littleEndianToHost(data);
+  ref.tensor.data = data;
+}
+
+function errorCode(error: unknown): string {
+  return (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+}
