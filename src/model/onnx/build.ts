@@ -5,15 +5,13 @@
  * becomes one layer whose `call` runs the node (`runNode`, tf ops only, so
  * gradients flow through it).
  *
- * At load, for the input size in use, one eager pass on zero inputs of
- * batch 1 and 2:
+ * At load, for the input size in use, one eager pass on a zero batch-1
+ * input:
  * - folds every node whose inputs are all constants (initializers,
- *   `Constant`, and `Shape` of a value whose shape is the same for both
- *   batches): it runs once here and its outputs become constants of the
- *   layers that read them;
- * - learns each remaining value's layout and shape (a dim that differs
- *   between the two batches is dynamic: null), which `computeOutputShape`
- *   reports. Shapes are in the stored layout, so a feature map reads
+ *   `Constant`, shape arithmetic on them): it runs once here and its
+ *   outputs become constants of the layers that read them;
+ * - learns each remaining value's layout and shape (the batch dim null),
+ *   which `computeOutputShape` reports. Shapes are in the stored layout, so a feature map reads
  *   [N, H, W, C] as camviz's conventions want.
  *
  * The model's input is NHWC `[null, H, W, C]` (camviz's input tensor); it is
@@ -23,12 +21,10 @@ import * as tf from '../../engine/tf.js';
 import * as tfl from '../../engine/tfl.js';
 import { CamvizError } from '../../util/errors.js';
 import { type LaidTensor, type Layout, toLayout } from './layout.js';
-import { runNode, supportedOp } from './interpret.js';
+import { MAX_OPSET, runNode, supportedOp, tensorFromOnnx } from './interpret.js';
 import { nodeNameIndex, topModule } from './names.js';
-import type { OnnxModel, OnnxNode, OnnxTensor } from './types.js';
+import type { OnnxModel, OnnxNode } from './types.js';
 
-/** The newest default-domain opset camviz claims. */
-export const MAX_OPSET = 18;
 /** The oldest: torchvision's exports start at 11; older graphs use since-removed op versions. */
 export const MIN_OPSET = 7;
 
@@ -51,6 +47,8 @@ export interface BuiltOnnxModel {
   readonly onnxShapes: ReadonlyMap<string, (number | null)[]>;
   /** Per tfjs layer name, the module whose output it is (the outermost), if any. */
   readonly modules: ReadonlyMap<string, string>;
+  /** Per tfjs layer name, the ONNX node name (tfjs names allow fewer characters). */
+  readonly nodeNames: ReadonlyMap<string, string>;
   /** Frees the folded constants (the layers model has no weights of its own). */
   dispose(): void;
 }
@@ -92,7 +90,7 @@ export function checkSupportedOps(model: OnnxModel, opset: number, file: string)
     const domain = node.domain === 'ai.onnx' ? '' : node.domain;
     if (domain !== '') throw new CamvizError(`ONNX op ${node.domain}.${node.opType} (node '${node.name}') is not supported: camviz runs the default domain only`, { file });
     if (!supportedOp(node.opType, opset)) {
-      throw new CamvizError(`ONNX op ${node.opType} (node '${node.name}', opset ${opset}) is not supported`, { file });
+      throw new CamvizError(`unsupported ONNX op ${node.opType} (node '${node.name}', opset ${opset})`, { file });
     }
   }
 }
@@ -219,46 +217,6 @@ function runPlanned(plan: PlannedLayer, given: readonly tf.Tensor[], opset: numb
   });
 }
 
-/** A tfjs tensor of an ONNX initializer or folded constant, in the ONNX layout. */
-export function constantTensor(tensor: OnnxTensor, file: string): tf.Tensor {
-  const { data, dims, type } = tensor;
-  switch (type) {
-    case 'float32':
-    case 'float64':
-      return tf.tensor(Float32Array.from(data as Float32Array | Float64Array), dims, 'float32');
-    case 'float16':
-      return tf.tensor(Float32Array.from(data as Uint16Array, halfToFloat), dims, 'float32');
-    case 'bool':
-      return tf.tensor(Int32Array.from(data as Uint8Array), dims, 'bool');
-    case 'int64':
-    case 'uint64':
-      return tf.tensor(Int32Array.from(data as BigInt64Array | BigUint64Array, (value) => clampToInt32(value)), dims, 'int32');
-    case 'string':
-      throw new CamvizError(`initializer '${tensor.name}' holds strings, which camviz does not compute with`, { file });
-    default:
-      return tf.tensor(Int32Array.from(data as Int32Array), dims, 'int32');
-  }
-}
-
-/**
- * int64 as tfjs' int32. Values beyond int32 are only sentinels in practice
- * (Slice's "to the end" INT64_MAX), so they saturate.
- */
-function clampToInt32(value: bigint): number {
-  if (value > 2147483647n) return 2147483647;
-  if (value < -2147483648n) return -2147483648;
-  return Number(value);
-}
-
-function halfToFloat(bits: number): number {
-  const sign = bits & 0x8000 ? -1 : 1;
-  const exponent = (bits >> 10) & 0x1f;
-  const fraction = bits & 0x3ff;
-  if (exponent === 0) return sign * 2 ** -14 * (fraction / 1024);
-  if (exponent === 31) return fraction === 0 ? sign * Infinity : Number.NaN;
-  return sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
-}
-
 /** Keras class names of the same semantics, which the executor and the CAM methods read. */
 function kerasClassName(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined, inputRank: number): string {
   switch (node.opType) {
@@ -323,7 +281,7 @@ function layerName(node: OnnxNode, index: number, used: Set<string>): string {
 export function buildOnnxModel(model: OnnxModel, input: OnnxImageInput, size: { height: number; width: number }, opset: number, file: string): BuiltOnnxModel {
   const constants = new Map<string, LaidTensor>();
   try {
-    for (const [name, tensor] of model.graph.initializers) constants.set(name, { tensor: constantTensor(tensor, file), layout: 'onnx' });
+    for (const [name, tensor] of model.graph.initializers) constants.set(name, { tensor: withFile(() => tensorFromOnnx(tensor), file), layout: 'onnx' });
     const plans = planLayers(model, input, size, opset, constants, file);
     return assemble(model, input, size, opset, plans, constants, file);
   } catch (error) {
@@ -332,7 +290,13 @@ export function buildOnnxModel(model: OnnxModel, input: OnnxImageInput, size: { 
   }
 }
 
-/** The eager pass: folds constants, and plans one layer per remaining node with its layouts and shapes. */
+/**
+ * The eager pass on a zero batch-1 input: folds constants, and plans one
+ * layer per remaining node with its layouts and shapes. Every value that
+ * depends on the image has the image's batch as its first dim, so that dim
+ * is dynamic (null) in the planned shapes and `Shape` of such a value is
+ * computed with the image, not folded.
+ */
 function planLayers(
   model: OnnxModel,
   input: OnnxImageInput,
@@ -344,47 +308,38 @@ function planLayers(
   const nodes = model.graph.nodes;
   const remainingUses = new Map<string, number>();
   for (const node of nodes) for (const value of node.inputs) remainingUses.set(value, (remainingUses.get(value) ?? 0) + 1);
-  // Two probes, batch 1 and batch 2: the dims that differ are dynamic.
-  const probes = new Map<string, [LaidTensor, LaidTensor]>();
-  probes.set(input.name, [1, 2].map((batch) => ({ tensor: tf.zeros([batch, size.height, size.width, input.channels]), layout: 'nhwc' as Layout })) as [LaidTensor, LaidTensor]);
+  const probes = new Map<string, LaidTensor>([[input.name, { tensor: tf.zeros([1, size.height, size.width, input.channels]), layout: 'nhwc' }]]);
   const plans: PlannedLayer[] = [];
   const used = new Set<string>();
   const constantOf = (value: string): LaidTensor | undefined => constants.get(value);
   try {
     nodes.forEach((node, index) => {
       const present = node.inputs.filter((value) => value !== '');
-      const shapeOfStatic = node.opType === 'Shape' && present.length === 1 && probes.has(present[0]!) && sameShape(probes.get(present[0]!)!);
-      if (present.every((value) => constants.has(value)) || shapeOfStatic) {
-        const inputs = node.inputs.map((value) => (value === '' ? undefined : (constants.get(value) ?? probes.get(value)?.[0])));
-        runChecked(node, inputs, opset, file).forEach((output, i) => constants.set(node.outputs[i]!, output));
+      const inputs = node.inputs.map((value) => (value === '' ? undefined : (constants.get(value) ?? probes.get(value))));
+      const outputs = runChecked(node, inputs, opset, file);
+      if (present.every((value) => constants.has(value))) {
+        outputs.forEach((output, i) => constants.set(node.outputs[i]!, output));
       } else {
-        const results = ([0, 1] as const).map((probe) =>
-          runChecked(node, node.inputs.map((value) => (value === '' ? undefined : (constants.get(value) ?? probes.get(value)?.[probe]))), opset, file),
-        );
-        node.outputs.forEach((value, i) => probes.set(value, [results[0][i]!, results[1][i]!]));
-        plans.push(planOf(node, index, results[0], results[1], probes, constantOf, used));
+        node.outputs.forEach((value, i) => probes.set(value, outputs[i]!));
+        plans.push(planOf(node, index, outputs, probes, constantOf, used));
       }
       for (const value of present) {
         const left = (remainingUses.get(value) ?? 0) - 1;
         remainingUses.set(value, left);
         if (left <= 0 && !isGraphOutput(model, value)) {
-          for (const probe of probes.get(value) ?? []) probe.tensor.dispose();
+          probes.get(value)?.tensor.dispose();
           probes.delete(value);
         }
       }
     });
   } finally {
-    for (const pair of probes.values()) for (const probe of pair) probe.tensor.dispose();
+    for (const probe of probes.values()) probe.tensor.dispose();
   }
   return plans;
 }
 
 function isGraphOutput(model: OnnxModel, value: string): boolean {
   return model.graph.outputs.some((output) => output.name === value);
-}
-
-function sameShape([one, two]: [LaidTensor, LaidTensor]): boolean {
-  return one.tensor.shape.length === two.tensor.shape.length && one.tensor.shape.every((dim, i) => dim === two.tensor.shape[i]);
 }
 
 function runChecked(node: OnnxNode, inputs: (LaidTensor | undefined)[], opset: number, file: string): LaidTensor[] {
@@ -395,17 +350,26 @@ function runChecked(node: OnnxNode, inputs: (LaidTensor | undefined)[], opset: n
       return outputs.map((output) => (inputs.some((value) => value?.tensor === output.tensor) ? { ...output, tensor: tf.clone(output.tensor) } : output)) as unknown as tf.TensorContainer;
     }) as unknown as LaidTensor[];
   } catch (error) {
-    if (error instanceof CamvizError) throw error;
+    if (error instanceof CamvizError) throw error.file === undefined ? new CamvizError(error.message, { file }) : error;
     throw new CamvizError(`node '${node.name}' (${node.opType}) fails on a ${inputs[0]?.tensor.shape.join('x') ?? ''} input: ${(error as Error).message.split('\n')[0]}`, { file });
+  }
+}
+
+/** Runs `make`, naming `file` in a CamvizError that names none. */
+function withFile<T>(make: () => T, file: string): T {
+  try {
+    return make();
+  } catch (error) {
+    if (error instanceof CamvizError && error.file === undefined) throw new CamvizError(error.message, { file });
+    throw error;
   }
 }
 
 function planOf(
   node: OnnxNode,
   index: number,
-  batch1: LaidTensor[],
-  batch2: LaidTensor[],
-  probes: Map<string, [LaidTensor, LaidTensor]>,
+  outputs: LaidTensor[],
+  probes: Map<string, LaidTensor>,
   constantOf: (value: string) => LaidTensor | undefined,
   used: Set<string>,
 ): PlannedLayer {
@@ -415,20 +379,21 @@ function planOf(
     const constant = constantOf(value);
     if (constant !== undefined) return { kind: 'constant', value: constant };
     runtimeInputs.push(value);
-    return { kind: 'runtime', layout: probes.get(value)![0].layout };
+    return { kind: 'runtime', layout: probes.get(value)!.layout };
   });
-  const outputShapes = batch1.map((output, i) => output.tensor.shape.map((dim, axis) => (dim === batch2[i]!.tensor.shape[axis] ? dim : null)));
-  const first = batch1[0]!;
+  // The first dim is the batch (see planLayers); a scalar has none.
+  const outputShapes = outputs.map((output) => output.tensor.shape.map((dim, axis): number | null => (axis === 0 ? null : dim)));
+  const first = outputs[0]!;
   const firstShape = outputShapes[0]!;
   const onnxShape = first.layout === 'nhwc' ? [0, 3, 1, 2].map((axis) => firstShape[axis]!) : [...firstShape];
-  const firstRuntime = runtimeInputs[0] === undefined ? undefined : probes.get(runtimeInputs[0])?.[0];
+  const firstRuntime = runtimeInputs[0] === undefined ? undefined : probes.get(runtimeInputs[0]);
   return {
     node,
     name: layerName(node, index, used),
     className: kerasClassName(node, constantOf, firstRuntime?.tensor.rank ?? 0),
     sources,
     runtimeInputs,
-    outputLayouts: batch1.map((output) => output.layout),
+    outputLayouts: outputs.map((output) => output.layout),
     outputShapes,
     onnxShape,
   };
@@ -466,6 +431,7 @@ function assemble(
     layersModel,
     ...namesOf(model, plans),
     onnxShapes: new Map(plans.map((plan) => [plan.name, plan.onnxShape])),
+    nodeNames: new Map(plans.map((plan) => [plan.name, plan.node.name || plan.name])),
     dispose: () => {
       for (const tensor of kept) tensor.dispose();
     },
@@ -496,7 +462,8 @@ const GLOBAL_POOLING = new Set(['GlobalAveragePooling2D', 'GlobalMaxPooling2D'])
  * scopes, the 4-D value the pooling reads.
  */
 function defaultLayerOf(plans: PlannedLayer[], layerNames: ReadonlyMap<string, string>): string | undefined {
-  const poolingAt = plans.findLastIndex((plan) => GLOBAL_POOLING.has(plan.className));
+  let poolingAt = plans.length - 1;
+  while (poolingAt >= 0 && !GLOBAL_POOLING.has(plans[poolingAt]!.className)) poolingAt--;
   if (poolingAt < 0) return undefined;
   const pooling = plans[poolingAt]!;
   const poolingModule = topModule(pooling.node.name);
