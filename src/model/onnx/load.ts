@@ -10,6 +10,7 @@ import { open, stat } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
 import { type BuiltOnnxModel, buildOnnxModel, checkGraphOrder, checkSupportedOps, defaultOpset, imageInput, type OnnxImageInput } from './build.js';
 import { readOnnxFile } from './read.js';
+import type { LayerInfo } from '../../executor/layers.js';
 import type { OnnxModel } from './types.js';
 
 /** The file name a model folder holds its ONNX graph under. */
@@ -89,4 +90,27 @@ export async function readCheckedOnnx(path: string): Promise<CheckedOnnx> {
 /** Builds the layers model of a checked ONNX model for an input of `size`. */
 export function buildChecked(checked: CheckedOnnx, size: { width: number; height: number }): BuiltOnnxModel {
   return buildOnnxModel(checked.model, checked.input, size, checked.opset, checked.path);
+}
+
+/** A row of an ONNX model's layer table. */
+export interface OnnxLayerInfo extends LayerInfo {
+  /** The PyTorch module whose output this node is (the outermost), if any. */
+  module?: string;
+}
+
+/**
+ * The layer table of an ONNX model as its user knows it: ONNX node names,
+ * the module each node's output is, and ONNX (NCHW) output shapes rather
+ * than the NHWC shapes camviz computes in.
+ */
+export function describeOnnxLayers(built: BuiltOnnxModel, layers: readonly LayerInfo[]): OnnxLayerInfo[] {
+  return layers.map((layer) => {
+    const module = built.modules.get(layer.name);
+    return {
+      ...layer,
+      name: built.nodeNames.get(layer.name) ?? layer.name,
+      outputShape: [...(built.onnxShapes.get(layer.name) ?? layer.outputShape)],
+      ...(module === undefined ? {} : { module }),
+    };
+  });
 }
