@@ -154,12 +154,64 @@ interface PlannedLayer {
   /** Stored-layout shapes, dynamic dims null. */
   outputShapes: (number | null)[][];
   onnxShape: (number | null)[];
+  /** For a Conv the executor may fuse with its activation: its geometry in tfjs-layers' terms. */
+  conv?: ConvGeometry;
+  /** For a ReLU-like Clip: its upper bound (ReLU6 fuses as relu6). */
+  maxValue?: number;
+}
+
+/**
+ * A Conv as tfjs-layers' Conv2D / DepthwiseConv2D describe one (what
+ * src/executor/fusion.ts and the CAM method read): NHWC in and out,
+ * constant weights, one group or depthwise, padding tfjs' fused kernels take.
+ */
+interface ConvGeometry {
+  depthwise: boolean;
+  /** Input channels. */
+  channels: number;
+  /** ONNX weights [M, C/group, kh, kw] and bias [M]. */
+  weights: tf.Tensor;
+  bias: tf.Tensor | undefined;
+  strides: [number, number];
+  dilationRate: [number, number];
+  padding: 'valid' | number | [[0, 0], [number, number], [number, number], [0, 0]];
 }
 
 interface NodeLayerConfig {
   name: string;
   plan: PlannedLayer;
   opset: number;
+  /** Kernels in tfjs' layout, made on first use and freed with the model. */
+  kernels: Set<tf.Tensor>;
+}
+
+/** The fields of a tfjs-layers Conv2D / DepthwiseConv2D that the executor's fusion and the CAM method read. */
+function convView(conv: ConvGeometry, kernels: Set<tf.Tensor>): Record<string, unknown> {
+  let kernel: tf.Tensor | undefined;
+  const read = (): tf.Tensor => {
+    kernel ??= tf.keep(tf.tidy(() => tfjsKernel(conv)));
+    kernels.add(kernel);
+    return kernel;
+  };
+  const [, , kh, kw] = conv.weights.shape;
+  return {
+    [conv.depthwise ? 'depthwiseKernel' : 'kernel']: { read },
+    bias: conv.bias === undefined ? null : { read: () => conv.bias },
+    kernelSize: [kh, kw],
+    strides: conv.strides,
+    dilationRate: conv.dilationRate,
+    padding: conv.padding,
+    dataFormat: 'channelsLast',
+    activation: { getClassName: () => 'linear', apply: (x: tf.Tensor) => x },
+  };
+}
+
+/** ONNX [M, C/group, kh, kw] as tfjs' [kh, kw, C, M] (Conv2D) or [kh, kw, C, M/C] (depthwise). */
+function tfjsKernel(conv: ConvGeometry): tf.Tensor {
+  const [outChannels, , kh, kw] = conv.weights.shape as [number, number, number, number];
+  if (!conv.depthwise) return tf.transpose(conv.weights, [2, 3, 1, 0]);
+  // Depthwise: output channel c·m + j reads input channel c.
+  return tf.transpose(tf.reshape(conv.weights, [conv.channels, outChannels / conv.channels, kh, kw]), [2, 3, 0, 1]);
 }
 
 /** One ONNX node as a layer: `call` runs the node on its runtime inputs and its folded constants. */
@@ -172,6 +224,8 @@ class OnnxNodeLayer extends tfl.LayerClass {
     super({ name: config.name, trainable: false });
     this.plan = config.plan;
     this.opset = config.opset;
+    if (config.plan.conv !== undefined) Object.assign(this, convView(config.plan.conv, config.kernels));
+    if (config.plan.maxValue !== undefined) Object.assign(this, { maxValue: config.plan.maxValue });
   }
 
   /** The Keras class of the same semantics where there is one (the executor and the CAM methods read it), else the ONNX op type. */
@@ -250,6 +304,59 @@ function isReluClip(node: OnnxNode, constantOf: (value: string) => LaidTensor | 
     min = value === undefined || value.tensor.size !== 1 ? undefined : value.tensor.dataSync()[0];
   }
   return min === 0;
+}
+
+/** Clip's upper bound, when it is a constant. */
+function clipMax(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined): number | undefined {
+  const attribute = node.attributes['max'];
+  const maxInput = node.inputs[2];
+  if (maxInput !== undefined && maxInput !== '') {
+    const value = constantOf(maxInput);
+    return value === undefined || value.tensor.size !== 1 ? undefined : value.tensor.dataSync()[0];
+  }
+  return attribute?.kind === 'float' ? attribute.value : undefined;
+}
+
+function intsAttribute(node: OnnxNode, name: string): number[] | undefined {
+  const attribute = node.attributes[name];
+  return attribute?.kind === 'ints' ? attribute.value : undefined;
+}
+
+/**
+ * The geometry of a Conv that tfjs' fused kernels can run: an NHWC input,
+ * constant weights and bias, one group or depthwise, no strides together
+ * with dilations, padding that the kernel takes (depthwise: equal on every
+ * side). Undefined otherwise: the Conv then runs as its own layer.
+ */
+function convGeometry(node: OnnxNode, sources: readonly InputSource[], input: LaidTensor): ConvGeometry | undefined {
+  const [, weightSource, biasSource] = sources;
+  if (input.layout !== 'nhwc' || weightSource?.kind !== 'constant' || (biasSource !== undefined && biasSource.kind === 'runtime')) return undefined;
+  const weights = weightSource.value.tensor;
+  if (weights.rank !== 4 || input.tensor.rank !== 4) return undefined;
+  const channels = input.tensor.shape[3]!;
+  const [outChannels, groupChannels] = weights.shape as [number, number, number, number];
+  const groupAttribute = node.attributes['group'];
+  const group = groupAttribute?.kind === 'int' ? groupAttribute.value : 1;
+  const depthwise = group > 1 && group === channels && groupChannels === 1 && outChannels % channels === 0;
+  if (group !== 1 && !depthwise) return undefined;
+  const strides = (intsAttribute(node, 'strides') ?? [1, 1]) as [number, number];
+  const dilationRate = (intsAttribute(node, 'dilations') ?? [1, 1]) as [number, number];
+  if (strides.length !== 2 || dilationRate.length !== 2) return undefined;
+  if (strides.some((stride) => stride > 1) && dilationRate.some((rate) => rate > 1)) return undefined;
+  const autoPad = node.attributes['auto_pad'];
+  const pads = autoPad?.kind === 'string' && autoPad.value !== 'NOTSET' ? (autoPad.value === 'VALID' ? [0, 0, 0, 0] : undefined) : (intsAttribute(node, 'pads') ?? [0, 0, 0, 0]);
+  // SAME_UPPER / SAME_LOWER depend on the input size: left to the op library.
+  if (pads === undefined || pads.length !== 4) return undefined;
+  const [top, left, bottom, right] = pads as [number, number, number, number];
+  let padding: ConvGeometry['padding'];
+  if (top === 0 && left === 0 && bottom === 0 && right === 0) padding = 'valid';
+  else if (top === left && top === bottom && top === right) padding = top;
+  else if (depthwise) return undefined;
+  else padding = [[0, 0], [top, bottom], [left, right], [0, 0]];
+
+
+  const bias = biasSource?.kind === 'constant' ? biasSource.value.tensor : undefined;
+  return { depthwise, channels, weights, bias, strides, dilationRate, padding };
 }
 
 function isSpatialReduce(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined): boolean {
@@ -387,10 +494,14 @@ function planOf(
   const firstShape = outputShapes[0]!;
   const onnxShape = first.layout === 'nhwc' ? [0, 3, 1, 2].map((axis) => firstShape[axis]!) : [...firstShape];
   const firstRuntime = runtimeInputs[0] === undefined ? undefined : probes.get(runtimeInputs[0]);
+  const conv = node.opType === 'Conv' && firstRuntime !== undefined && first.layout === 'nhwc' ? convGeometry(node, sources, firstRuntime) : undefined;
+  const maxValue = node.opType === 'Clip' ? clipMax(node, constantOf) : undefined;
   return {
     node,
     name: layerName(node, index, used),
-    className: kerasClassName(node, constantOf, firstRuntime?.tensor.rank ?? 0),
+    className: conv !== undefined ? (conv.depthwise ? 'DepthwiseConv2D' : 'Conv2D') : kerasClassName(node, constantOf, firstRuntime?.tensor.rank ?? 0),
+    ...(conv === undefined ? {} : { conv }),
+    ...(maxValue === undefined ? {} : { maxValue }),
     sources,
     runtimeInputs,
     outputLayouts: outputs.map((output) => output.layout),
@@ -410,8 +521,9 @@ function assemble(
 ): BuiltOnnxModel {
   const inputTensor = tfl.input({ shape: [size.height, size.width, input.channels], name: 'input' });
   const symbolic = new Map<string, tfl.SymbolicTensor>([[input.name, inputTensor]]);
+  const kernels = new Set<tf.Tensor>();
   for (const plan of plans) {
-    const layer = new OnnxNodeLayer({ name: plan.name, plan, opset });
+    const layer = new OnnxNodeLayer({ name: plan.name, plan, opset, kernels });
     const inputs = plan.runtimeInputs.map((value) => symbolic.get(value)!);
     const output = layer.apply(inputs.length === 1 ? inputs[0]! : inputs);
     const outputs = Array.isArray(output) ? output : [output];
@@ -433,7 +545,7 @@ function assemble(
     onnxShapes: new Map(plans.map((plan) => [plan.name, plan.onnxShape])),
     nodeNames: new Map(plans.map((plan) => [plan.name, plan.node.name || plan.name])),
     dispose: () => {
-      for (const tensor of kept) tensor.dispose();
+      for (const tensor of [...kept, ...kernels]) tensor.dispose();
     },
   };
 }
