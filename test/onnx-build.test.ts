@@ -137,3 +137,52 @@ test('nodes that read only constants are folded at load: they are no layers and 
     }
   });
 });
+
+/** Seeded weights in [-1, 1). */
+function seededValues(count: number, seed: number): number[] {
+  let state = seed;
+  return Array.from({ length: count }, () => {
+    state = (state * 1103515245 + 12345) % 2147483648;
+    return state / 1073741824 - 1;
+  });
+}
+
+test('Conv + Relu and depthwise Conv + Clip(0, 6) run as fused kernels with the values of the unfused layers', async () => {
+  // conv: 3 -> 4 channels, 3x3, stride 2, asymmetric pads (0, 0, 1, 1); depthwise: 4 channels x 2, 3x3, pads 1.
+  const model: TestModel = {
+    nodes: [
+      { name: '/conv/Conv', opType: 'Conv', inputs: ['input', 'w1', 'b1'], outputs: ['c1'], attributes: [{ name: 'strides', ints: [2, 2] }, { name: 'pads', ints: [0, 0, 1, 1] }] },
+      { name: '/relu/Relu', opType: 'Relu', inputs: ['c1'], outputs: ['r1'] },
+      { name: '/dw/Conv', opType: 'Conv', inputs: ['r1', 'w2'], outputs: ['c2'], attributes: [{ name: 'group', i: 4 }, { name: 'pads', ints: [1, 1, 1, 1] }] },
+      { name: '/relu6/Clip', opType: 'Clip', inputs: ['c2', 'zero', 'six'], outputs: ['output'] },
+    ],
+    inputs: [imageInputValue(9)],
+    outputs: [{ name: 'output' }],
+    initializers: [
+      { name: 'w1', dims: [4, 3, 3, 3], values: seededValues(108, 1) },
+      { name: 'b1', dims: [4], values: [0.1, -0.2, 0.3, 0] },
+      { name: 'w2', dims: [8, 1, 3, 3], values: seededValues(72, 2).map((value) => value * 4) },
+      { name: 'zero', dims: [], values: [0] },
+      { name: 'six', dims: [], values: [6] },
+    ],
+  };
+  await withModelFile(model, async (path) => {
+    const loaded = await loadModel(path, { preprocess: 'none' });
+    try {
+      const network = loaded.network();
+      assert.deepEqual(network.graph.nodes.map((node) => node.layer.getClassName()), ['Conv2D', 'ReLU', 'DepthwiseConv2D', 'ReLU']);
+      assert.equal(network.graph.fusedChains().length, 2);
+      const input = tf.tensor4d(seededValues(2 * 9 * 9 * 3, 3).map((value) => value * 3), [2, 9, 9, 3]);
+      const fused = network.forward(input, { fuse: true });
+      const unfused = network.forward(input, { fuse: false });
+      assert.deepEqual(fused.output.shape, [2, 4, 4, 8]);
+      const difference = tf.max(tf.abs(tf.sub(fused.output, unfused.output))).dataSync()[0]!;
+      assert.ok(difference <= 1e-5, `fused and unfused differ by ${difference}`);
+      // Clip(0, 6) clips: some values reach 6.
+      assert.equal(tf.max(unfused.output).dataSync()[0], 6);
+      tf.dispose([input, fused.output, fused.scores, fused.probabilities, unfused.output, unfused.scores, unfused.probabilities]);
+    } finally {
+      loaded.dispose();
+    }
+  });
+});
