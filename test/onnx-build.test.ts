@@ -5,7 +5,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -185,4 +187,44 @@ test('Conv + Relu and depthwise Conv + Clip(0, 6) run as fused kernels with the 
       loaded.dispose();
     }
   });
+});
+
+test('an http(s) URL of a .onnx is downloaded once into the cache with its camviz.json; a body that is not ONNX is refused and not cached', async () => {
+  const folder = await mkdtemp(join(tmpdir(), 'camviz-onnx-url-'));
+  const files = new Map<string, Uint8Array>([
+    ['/m/net.onnx', onnxModelBytes(scopedModel())],
+    ['/m/camviz.json', new TextEncoder().encode(JSON.stringify({ preprocess: 'unit', name: 'served' }))],
+    ['/bad/net.onnx', new TextEncoder().encode('<html>not found</html>')],
+  ]);
+  let requests = 0;
+  const server = createServer((request, response) => {
+    requests++;
+    const body = files.get(request.url ?? '');
+    response.writeHead(body === undefined ? 404 : 200).end(body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const savedCache = process.env['CAMVIZ_CACHE'];
+  process.env['CAMVIZ_CACHE'] = join(folder, 'cache');
+  try {
+    const model = await loadModel(`${base}/m/net.onnx`);
+    assert.equal(model.meta.format, 'onnx');
+    assert.equal(model.meta.preprocess, 'unit');
+    assert.equal(model.meta.name, 'served');
+    model.dispose();
+    const before = requests;
+    (await loadModel(`${base}/m/net.onnx`)).dispose();
+    assert.equal(requests, before, 'the second load reads the cache');
+    await assert.rejects(loadModel(`${base}/bad/net.onnx`), (error: Error) => {
+      assert.match(error.message, /not a valid ONNX file/);
+      assert.equal((error as { file?: string }).file, `${base}/bad/net.onnx`);
+      return true;
+    });
+    assert.deepEqual((await readdir(join(folder, 'cache', 'url'))).length, 1, 'only the good model is cached');
+  } finally {
+    if (savedCache === undefined) delete process.env['CAMVIZ_CACHE'];
+    else process.env['CAMVIZ_CACHE'] = savedCache;
+    server.close();
+    await rm(folder, { recursive: true, force: true });
+  }
 });

@@ -97,7 +97,13 @@ export async function downloadModelFile(url: URL, folder: string, fileName: stri
   try {
     log?.(`downloading ${url.href}`);
     await fetchToFile(url, join(temp, fileName), TOTAL_WEIGHTS_LIMIT, `the ${TOTAL_WEIGHTS_LIMIT / MIB} MiB limit for a model file`);
-    await check(join(temp, fileName));
+    try {
+      await check(join(temp, fileName));
+    } catch (error) {
+      // The temporary file means nothing to the user: name the URL.
+      if (error instanceof CamvizError) throw new CamvizError(error.message, { file: url.href });
+      throw error;
+    }
     await downloadCamvizJson(url, temp);
     await mkdir(dirname(folder), { recursive: true });
     try {
