@@ -108,3 +108,9 @@ test('dims declaring terabytes are refused before anything is allocated', async 
   const huge = { name: 'huge', dims: [1024, 1024, 1024, 1024], raw: new Uint8Array(16) };
   await refused(onnxModelBytes(reluModel({ nodes, initializers: [huge] })), /tensor 'huge' declares 1024x1024x1024x1024 float32 \(4 TiB\)/);
 });
+
+test('external data that leaves the model folder is refused', async () => {
+  const nodes = [{ name: 'add', opType: 'Add', inputs: ['input', 'bias'], outputs: ['output'] }];
+  const bias = { name: 'bias', dims: [1, 3, 1, 1], external: { location: '../outside.bin', offset: '0', length: '12' } };
+  await refused(onnxModelBytes(reluModel({ nodes, initializers: [bias] })), /tensor 'bias' has external data at '\.\.\/outside\.bin', outside the model folder: refused/);
+});
