@@ -21,6 +21,7 @@ import { type LoadedImage, loadImage } from '../src/image/image.js';
 import { explain } from '../src/explain.js';
 import { inputTensor } from '../src/model/predict.js';
 import { camTargets } from '../src/cam/request.js';
+import { registerForwardHook, registerForwardPreHook, registerGradientHook } from '../src/hooks/index.js';
 import { asset, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
 import { cliEnv, runCli } from './helpers/cli.js';
 import { maxAbsDifference } from './helpers/numeric.js';
@@ -229,5 +230,62 @@ describe('the CLI on an ONNX model', { skip }, () => {
     assert.equal(target?.name, '/features/features.12/Concat');
     assert.equal(target?.module, 'features');
     assert.deepEqual(target?.outputShape, [null, 512, 13, 13]);
+  });
+});
+
+describe('every other method and the hooks on the ResNet-18 export on wasm', { skip }, () => {
+  let model: CamvizModel;
+  let image: LoadedImage;
+  before(async () => {
+    await useBackend('wasm');
+    model = await openModel('resnet18');
+    image = await loadImage(imageFile('both_224'), { size: model.meta.inputSize });
+  });
+  after(() => model?.dispose());
+
+  const mapOf = (method: string, extra: Record<string, boolean> = {}): Float32Array => explain(model, [image], { method, classes: [281], ...extra })[0]![0]!.map!.data;
+
+  test('HiResCAM and XGrad-CAM equal Grad-CAM and CAM is 49 times it (global average pooling of 7x7 then one linear layer); guided Grad-CAM keeps the Grad-CAM map', () => {
+    const gradcam = mapOf('gradcam');
+    const peak = Math.max(...gradcam);
+    assert.ok(peak > 0);
+    assert.ok(maxAbsDifference(mapOf('hirescam'), gradcam) <= 1e-4 * peak);
+    assert.ok(maxAbsDifference(mapOf('xgradcam'), gradcam) <= 1e-4 * peak);
+    assert.ok(maxAbsDifference(mapOf('cam').map((value) => value / 49), gradcam) <= 1e-4 * peak);
+    assert.ok(maxAbsDifference(mapOf('guidedgradcam'), gradcam) <= 1e-4 * peak);
+  });
+
+  test('guided backpropagation gates the ReLUs (class ReLU) and gives an input gradient; aug-smooth and eigen-smooth give 7x7 maps', () => {
+    assert.equal(model.network().graph.nodes.filter((node) => node.layer.getClassName() === 'ReLU').length, 17);
+    const guided = explain(model, [image], { method: 'guidedbackprop', classes: [281] })[0]![0]!;
+    const gradient = guided.gradient!.data;
+    assert.equal(gradient.length, 224 * 224 * 3);
+    assert.ok(gradient.filter((value) => value !== 0).length > gradient.length / 2);
+    for (const extra of [{ augSmooth: true }, { eigenSmooth: true }] as Record<string, boolean>[]) {
+      const map = mapOf('gradcam', extra);
+      assert.equal(map.length, 49);
+      assert.ok(map.every(Number.isFinite) && Math.max(...map) > 0);
+    }
+  });
+
+  test('forward, pre-forward and gradient hooks fire on an ONNX node named by its module path', () => {
+    const network = model.network();
+    const [node] = camTargets(model, ['layer4']);
+    const seen: string[] = [];
+    const handles = [
+      registerForwardPreHook(node!.layer, (_layer, inputs) => void seen.push(`pre ${inputs[0]!.shape.join('x')}`)),
+      registerForwardHook(node!.layer, (_layer, _inputs, output) => void seen.push(`forward ${(output as tf.Tensor).shape.join('x')}`)),
+      registerGradientHook(node!.layer, (gradient) => void seen.push(`gradient ${gradient.shape.join('x')}`)),
+    ];
+    const input = inputTensor(model, [image.input]);
+    try {
+      const result = network.backward(input, [(values) => tf.sum(tf.slice(values.scores, [0, 281], [1, 1])) as tf.Scalar], { sources: [node!] });
+      tf.dispose([result.values.output, result.values.scores, result.values.probabilities, ...result.values.layers.values(), ...result.gradients.flat()]);
+    } finally {
+      input.dispose();
+      for (const handle of handles) handle.remove();
+    }
+    // The input of layer4's last ReLU is the residual sum, NHWC like every feature map.
+    assert.deepEqual(seen, ['pre 1x7x7x512', 'forward 1x7x7x512', 'gradient 1x7x7x512']);
   });
 });

@@ -158,6 +158,15 @@ interface PlannedLayer {
   conv?: ConvGeometry;
   /** For a ReLU-like Clip: its upper bound (ReLU6 fuses as relu6). */
   maxValue?: number;
+  /** For a Gemm that is a Keras Dense layer (x·W + b): its weights. */
+  dense?: DenseGeometry;
+}
+
+/** Gemm with alpha = beta = 1, no transposed input, constant weights [C, N] or [N, C] (transB) and bias. */
+interface DenseGeometry {
+  weights: tf.Tensor;
+  transposed: boolean;
+  bias: tf.Tensor | undefined;
 }
 
 /**
@@ -206,6 +215,34 @@ function convView(conv: ConvGeometry, kernels: Set<tf.Tensor>): Record<string, u
   };
 }
 
+/** The fields of a tfjs-layers Dense that the CAM method reads: kernel [C, N] and bias. */
+function denseView(dense: DenseGeometry, kernels: Set<tf.Tensor>): Record<string, unknown> {
+  let kernel: tf.Tensor | undefined;
+  const read = (): tf.Tensor => {
+    kernel ??= tf.keep(dense.transposed ? tf.transpose(dense.weights) : dense.weights.clone());
+    kernels.add(kernel);
+    return kernel;
+  };
+  return {
+    kernel: { read },
+    bias: dense.bias === undefined ? null : { read: () => dense.bias },
+    activation: { getClassName: () => 'linear', apply: (x: tf.Tensor) => x },
+  };
+}
+
+/** A Gemm that computes x·W + b on the image's values with constant W and b, as a Dense layer does. */
+function denseGeometry(node: OnnxNode, sources: readonly InputSource[]): DenseGeometry | undefined {
+  const [a, b, c] = sources;
+  const number = (name: string, fallback: number): number => {
+    const attribute = node.attributes[name];
+    return attribute?.kind === 'int' || attribute?.kind === 'float' ? attribute.value : fallback;
+  };
+  if (a?.kind !== 'runtime' || b?.kind !== 'constant' || b.value.tensor.rank !== 2) return undefined;
+  if (number('transA', 0) !== 0 || number('alpha', 1) !== 1 || number('beta', 1) !== 1) return undefined;
+  if (c !== undefined && c.kind !== 'omitted' && (c.kind !== 'constant' || c.value.tensor.rank !== 1)) return undefined;
+  return { weights: b.value.tensor, transposed: number('transB', 0) === 1, bias: c?.kind === 'constant' ? c.value.tensor : undefined };
+}
+
 /** ONNX [M, C/group, kh, kw] as tfjs' [kh, kw, C, M] (Conv2D) or [kh, kw, C, M/C] (depthwise). */
 function tfjsKernel(conv: ConvGeometry): tf.Tensor {
   const [outChannels, , kh, kw] = conv.weights.shape as [number, number, number, number];
@@ -226,6 +263,7 @@ class OnnxNodeLayer extends tfl.LayerClass {
     this.opset = config.opset;
     if (config.plan.conv !== undefined) Object.assign(this, convView(config.plan.conv, config.kernels));
     if (config.plan.maxValue !== undefined) Object.assign(this, { maxValue: config.plan.maxValue });
+    if (config.plan.dense !== undefined) Object.assign(this, denseView(config.plan.dense, config.kernels));
   }
 
   /** The Keras class of the same semantics where there is one (the executor and the CAM methods read it), else the ONNX op type. */
@@ -496,11 +534,14 @@ function planOf(
   const firstRuntime = runtimeInputs[0] === undefined ? undefined : probes.get(runtimeInputs[0]);
   const conv = node.opType === 'Conv' && firstRuntime !== undefined && first.layout === 'nhwc' ? convGeometry(node, sources, firstRuntime) : undefined;
   const maxValue = node.opType === 'Clip' ? clipMax(node, constantOf) : undefined;
+  const dense = node.opType === 'Gemm' ? denseGeometry(node, sources) : undefined;
+  const className = conv !== undefined ? (conv.depthwise ? 'DepthwiseConv2D' : 'Conv2D') : dense !== undefined ? 'Dense' : kerasClassName(node, constantOf, firstRuntime?.tensor.rank ?? 0);
   return {
     node,
     name: layerName(node, index, used),
-    className: conv !== undefined ? (conv.depthwise ? 'DepthwiseConv2D' : 'Conv2D') : kerasClassName(node, constantOf, firstRuntime?.tensor.rank ?? 0),
+    className,
     ...(conv === undefined ? {} : { conv }),
+    ...(dense === undefined ? {} : { dense }),
     ...(maxValue === undefined ? {} : { maxValue }),
     sources,
     runtimeInputs,
