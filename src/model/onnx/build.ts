@@ -195,7 +195,7 @@ interface NodeLayerConfig {
 }
 
 /** The fields of a tfjs-layers Conv2D / DepthwiseConv2D that the executor's fusion and the CAM method read. */
-function convView(conv: ConvGeometry, kernels: Set<tf.Tensor>): Record<string, unknown> {
+function convView(conv: ConvGeometry, kernels: Set<tf.Tensor>): { kernel: { read(): tf.Tensor }; fields: Record<string, unknown> } {
   let kernel: tf.Tensor | undefined;
   const read = (): tf.Tensor => {
     kernel ??= tf.keep(tf.tidy(() => tfjsKernel(conv)));
@@ -203,6 +203,25 @@ function convView(conv: ConvGeometry, kernels: Set<tf.Tensor>): Record<string, u
     return kernel;
   };
   const [, , kh, kw] = conv.weights.shape;
+  return { kernel: { read }, fields: convFields(conv, read, kh!, kw!) };
+}
+
+/**
+ * A Conv with constant weights as tfjs runs it: the kernel transposed once,
+ * not at every call. The output is NHWC, as the op library's.
+ */
+function runConv(conv: ConvGeometry, kernel: tf.Tensor, input: LaidTensor): tf.Tensor {
+  return tf.tidy(() => {
+    const x = toLayout(input, 'nhwc') as tf.Tensor4D;
+    const filter = kernel as tf.Tensor4D;
+    const y = conv.depthwise
+      ? tf.depthwiseConv2d(x, filter, conv.strides, conv.padding, 'NHWC', conv.dilationRate)
+      : tf.conv2d(x, filter, conv.strides, conv.padding, 'NHWC', conv.dilationRate);
+    return conv.bias === undefined ? y : tf.add(y, conv.bias);
+  });
+}
+
+function convFields(conv: ConvGeometry, read: () => tf.Tensor, kh: number, kw: number): Record<string, unknown> {
   return {
     [conv.depthwise ? 'depthwiseKernel' : 'kernel']: { read },
     bias: conv.bias === undefined ? null : { read: () => conv.bias },
@@ -256,12 +275,18 @@ class OnnxNodeLayer extends tfl.LayerClass {
   static className = 'OnnxNode';
   readonly plan: PlannedLayer;
   private readonly opset: number;
+  /** A Conv's kernel in tfjs' layout (made on first use): its call runs tfjs' convolution directly. */
+  private readonly convKernel: (() => tf.Tensor) | undefined;
 
   constructor(config: NodeLayerConfig) {
     super({ name: config.name, trainable: false });
     this.plan = config.plan;
     this.opset = config.opset;
-    if (config.plan.conv !== undefined) Object.assign(this, convView(config.plan.conv, config.kernels));
+    if (config.plan.conv !== undefined) {
+      const view = convView(config.plan.conv, config.kernels);
+      this.convKernel = view.kernel.read;
+      Object.assign(this, view.fields);
+    }
     if (config.plan.maxValue !== undefined) Object.assign(this, { maxValue: config.plan.maxValue });
     if (config.plan.dense !== undefined) Object.assign(this, denseView(config.plan.dense, config.kernels));
   }
@@ -284,6 +309,11 @@ class OnnxNodeLayer extends tfl.LayerClass {
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor | tf.Tensor[] {
     const given = Array.isArray(inputs) ? inputs : [inputs];
+    const { conv, sources } = this.plan;
+    const input = sources[0];
+    if (conv !== undefined && this.convKernel !== undefined && input?.kind === 'runtime' && given.length === 1) {
+      return runConv(conv, this.convKernel(), { tensor: given[0]!, layout: input.layout });
+    }
     const outputs = runPlanned(this.plan, given, this.opset);
     return outputs.length === 1 ? outputs[0]! : outputs;
   }
@@ -368,10 +398,10 @@ function intsAttribute(node: OnnxNode, name: string): number[] | undefined {
  */
 function convGeometry(node: OnnxNode, sources: readonly InputSource[], input: LaidTensor): ConvGeometry | undefined {
   const [, weightSource, biasSource] = sources;
-  if (input.layout !== 'nhwc' || weightSource?.kind !== 'constant' || (biasSource !== undefined && biasSource.kind === 'runtime')) return undefined;
+  if (weightSource?.kind !== 'constant' || (biasSource !== undefined && biasSource.kind === 'runtime')) return undefined;
   const weights = weightSource.value.tensor;
   if (weights.rank !== 4 || input.tensor.rank !== 4) return undefined;
-  const channels = input.tensor.shape[3]!;
+  const channels = input.tensor.shape[input.layout === 'nhwc' ? 3 : 1]!;
   const [outChannels, groupChannels] = weights.shape as [number, number, number, number];
   const groupAttribute = node.attributes['group'];
   const group = groupAttribute?.kind === 'int' ? groupAttribute.value : 1;
@@ -533,9 +563,11 @@ function planOf(
   const onnxShape = first.layout === 'nhwc' ? [0, 3, 1, 2].map((axis) => firstShape[axis]!) : [...firstShape];
   const firstRuntime = runtimeInputs[0] === undefined ? undefined : probes.get(runtimeInputs[0]);
   const conv = node.opType === 'Conv' && firstRuntime !== undefined && first.layout === 'nhwc' ? convGeometry(node, sources, firstRuntime) : undefined;
+  // Only a Conv on an NHWC value is what tfjs-layers calls Conv2D (the executor fuses it on that value as it is).
+  const keras = conv !== undefined && firstRuntime?.layout === 'nhwc';
   const maxValue = node.opType === 'Clip' ? clipMax(node, constantOf) : undefined;
   const dense = node.opType === 'Gemm' ? denseGeometry(node, sources) : undefined;
-  const className = conv !== undefined ? (conv.depthwise ? 'DepthwiseConv2D' : 'Conv2D') : dense !== undefined ? 'Dense' : kerasClassName(node, constantOf, firstRuntime?.tensor.rank ?? 0);
+  const className = conv !== undefined && keras ? (conv.depthwise ? 'DepthwiseConv2D' : 'Conv2D') : dense !== undefined ? 'Dense' : kerasClassName(node, constantOf, firstRuntime?.tensor.rank ?? 0);
   return {
     node,
     name: layerName(node, index, used),
