@@ -228,3 +228,23 @@ test('an http(s) URL of a .onnx is downloaded once into the cache with its camvi
     await rm(folder, { recursive: true, force: true });
   }
 });
+
+test('a graph that takes one channel reads the mean of the RGB channels camviz feeds', async () => {
+  const model: TestModel = {
+    nodes: [{ name: '/Relu', opType: 'Relu', inputs: ['input'], outputs: ['output'] }],
+    inputs: [imageInputValue(2, 1)],
+    outputs: [{ name: 'output' }],
+  };
+  await withModelFile(model, async (path) => {
+    const loaded = await loadModel(path, { preprocess: 'none' });
+    try {
+      const input = tf.tensor4d([3, 0, 0, -3, 0, 0, 1, 2, 3, 6, 6, -6], [1, 2, 2, 3]);
+      const values = loaded.network().forward(input);
+      assert.deepEqual(values.output.shape, [1, 2, 2, 1]);
+      assert.deepEqual(Array.from(values.output.dataSync()), [1, 0, 2, 2]);
+      tf.dispose([input, values.output, values.scores, values.probabilities]);
+    } finally {
+      loaded.dispose();
+    }
+  });
+});

@@ -319,6 +319,20 @@ class OnnxNodeLayer extends tfl.LayerClass {
   }
 }
 
+/** RGB [N, H, W, 3] to one channel [N, H, W, 1]: the mean of the channels, for a graph that takes grey images. */
+class ChannelMeanLayer extends tfl.LayerClass {
+  static className = 'ChannelMean';
+
+  override computeOutputShape(inputShape: tfl.Shape | tfl.Shape[]): tfl.Shape {
+    const shape = inputShape as tfl.Shape;
+    return [...shape.slice(0, -1), 1];
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    return tf.mean(Array.isArray(inputs) ? inputs[0]! : inputs, 3, true);
+  }
+}
+
 /** Runs a planned node on runtime tensors; outputs are new tensors in the planned layouts. */
 function runPlanned(plan: PlannedLayer, given: readonly tf.Tensor[], opset: number): tf.Tensor[] {
   return tf.tidy(() => {
@@ -592,8 +606,10 @@ function assemble(
   constants: Map<string, LaidTensor>,
   file: string,
 ): BuiltOnnxModel {
-  const inputTensor = tfl.input({ shape: [size.height, size.width, input.channels], name: 'input' });
-  const symbolic = new Map<string, tfl.SymbolicTensor>([[input.name, inputTensor]]);
+  // camviz feeds RGB: a one-channel graph reads the mean of the three channels.
+  const inputTensor = tfl.input({ shape: [size.height, size.width, 3], name: 'input' });
+  const graphInput = input.channels === 1 ? (new ChannelMeanLayer({ name: 'input_gray' }).apply(inputTensor) as tfl.SymbolicTensor) : inputTensor;
+  const symbolic = new Map<string, tfl.SymbolicTensor>([[input.name, graphInput]]);
   const kernels = new Set<tf.Tensor>();
   for (const plan of plans) {
     const layer = new OnnxNodeLayer({ name: plan.name, plan, opset, kernels });
