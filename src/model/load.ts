@@ -96,14 +96,7 @@ export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptio
     ...(camvizJson === undefined ? {} : { camvizJson }),
     overrides: options,
   });
-  const model = new CamvizModel(meta, layersModel, graphModel);
-  try {
-    checkLabelCount(model, options.labels);
-  } catch (error) {
-    model.dispose();
-    throw error;
-  }
-  return model;
+  return withLabelsChecked(new CamvizModel(meta, layersModel, graphModel), options.labels);
 }
 
 /**
@@ -129,9 +122,13 @@ async function loadOnnxModel(spec: string, onnxPath: string, options: LoadOption
   const built = buildChecked(checked, meta.inputSize);
   setLayerAliases(built.layersModel, built.layerNames);
   const withTarget = meta.targetLayer !== undefined || built.defaultLayer === undefined ? meta : { ...meta, targetLayer: built.defaultLayer };
-  const model = new CamvizModel(withTarget, built.layersModel, undefined, built);
+  return withLabelsChecked(new CamvizModel(withTarget, built.layersModel, undefined, built), options.labels);
+}
+
+/** The model, once its labels fit its classes; disposed when they do not. */
+function withLabelsChecked(model: CamvizModel, labelsOption: string | undefined): CamvizModel {
   try {
-    checkLabelCount(model, options.labels);
+    checkLabelCount(model, labelsOption);
   } catch (error) {
     model.dispose();
     throw error;
