@@ -13,6 +13,7 @@ export function readNpy(path: string): { shape: number[]; data: Float32Array } {
   assert.match(header, /'fortran_order': False/);
   const shape = /'shape': \(([^)]*)\)/.exec(header)![1]!.split(',').map((s) => s.trim()).filter((s) => s !== '').map(Number);
   const start = 10 + headerLength;
+  assert.equal(start % 64, 0, 'data aligned to 64 bytes');
   const count = shape.reduce((a, b) => a * b, 1);
   assert.equal(bytes.length - start, count * 4);
   const data = new Float32Array(count);
