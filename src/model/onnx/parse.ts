@@ -18,6 +18,7 @@ import {
   countVarints,
   decodeUtf8,
   embeddedEnd,
+  expectWireType,
   forEachField,
   forEachVarint,
   int64ToNumber,
@@ -178,13 +179,21 @@ function decoding<T>(context: ParseContext, decode: () => T): T {
   try {
     return decode();
   } catch (error) {
-    if (error instanceof CamvizError) throw error;
-    if (error instanceof ProtoError || error instanceof RangeError || error instanceof Error) {
-      const detail = error.message.split('\n')[0] ?? '';
-      throw new CamvizError(`not a valid ONNX file: truncated or not protobuf (${detail})`, { file: context.source, cause: error });
-    }
-    throw error;
+    if (!isWireFormatError(error)) throw error;
+    const detail = error.message.split('\n')[0] ?? '';
+    throw new CamvizError(`not a valid ONNX file: truncated or not protobuf (${detail})`, { file: context.source, cause: error });
   }
+}
+
+/**
+ * Bad bytes, as opposed to a bug or an allocation failure: our own
+ * ProtoError, protobufjs' RangeError for reading past the end ("index out of
+ * range"), and its plain Errors (invalid wire type, illegal tag, bad varint).
+ */
+function isWireFormatError(error: unknown): error is Error {
+  if (error instanceof ProtoError) return true;
+  if (error instanceof RangeError) return error.message.startsWith('index out of range');
+  return error instanceof Error && error.constructor === Error;
 }
 
 function fail(context: ParseContext, message: string): never {
@@ -197,7 +206,7 @@ function decodeModel(reader: Reader, context: ParseContext): OnnxModel {
   let irVersion = 0;
   let producerName = '';
   let producerVersion = '';
-  let graph: OnnxGraph | undefined;
+  let graphStart: number | undefined;
   const opsets = new Map<string, number>();
   forEachField(reader, reader.len, (field, wireType) => {
     switch (field) {
@@ -211,9 +220,10 @@ function decodeModel(reader: Reader, context: ParseContext): OnnxModel {
         producerVersion = readString(reader, field, wireType);
         return true;
       case 7:
-        // Decoded after the IR version is known: see below.
-        graph = decodeGraph(reader, embeddedEnd(reader, field, wireType), context);
-        return true;
+        // Decoded once the IR version is known to be one camviz reads, before anything is allocated.
+        expectWireType(field, wireType, WireType.bytes);
+        graphStart = reader.pos;
+        return false;
       case 8: {
         const [domain, version] = decodeOpsetId(reader, embeddedEnd(reader, field, wireType));
         opsets.set(domain, version);
@@ -223,10 +233,12 @@ function decodeModel(reader: Reader, context: ParseContext): OnnxModel {
         return false;
     }
   });
-  if (graph === undefined) fail(context, 'not an ONNX model: no graph');
+  if (graphStart === undefined) fail(context, 'not an ONNX model: no graph');
   if (irVersion < MIN_IR_VERSION) {
     fail(context, `unsupported ONNX IR version ${irVersion}: camviz reads IR ${MIN_IR_VERSION} and newer`);
   }
+  reader.pos = graphStart;
+  const graph = decodeGraph(reader, embeddedEnd(reader, 7, WireType.bytes), context);
   return { irVersion, opsets, producerName, producerVersion, graph };
 }
 
@@ -388,9 +400,10 @@ function decodeAttribute(reader: Reader, end: number, context: ParseContext, nod
   if (scanned.name === '') fail(context, `${nodeLabel} has an attribute without a name`);
   const code = scanned.type ?? inferAttributeType(scanned);
   const kind = code === undefined ? undefined : ATTRIBUTE_KINDS[code];
+  if (code === undefined) fail(context, `${label} has no value`);
   if (kind === undefined) {
-    const typeName = code === undefined ? 'no value' : (UNREAD_ATTRIBUTE_KINDS[code] ?? `unknown type ${code}`);
-    fail(context, `${label} is of type ${typeName}, which camviz does not read`);
+    const typeName = UNREAD_ATTRIBUTE_KINDS[code];
+    fail(context, typeName === undefined ? `${label} has an unknown type (${code})` : `${label} is of type ${typeName}, which camviz does not read`);
   }
   const value = attributeValue(reader, context, scanned, kind, label);
   reader.pos = end;
@@ -663,8 +676,13 @@ function buildTensor(context: ParseContext, scanned: ScannedTensor, unnamed: str
   const label = scanned.name === '' ? unnamed : `tensor '${scanned.name}'`;
   const element = ELEMENT_TYPES.get(scanned.dataType);
   if (element === undefined) {
-    const typeName = UNREAD_TYPE_NAMES[scanned.dataType] ?? `unknown data type ${scanned.dataType}`;
-    fail(context, `${label} has data type ${typeName}, which camviz does not read`);
+    const typeName = UNREAD_TYPE_NAMES[scanned.dataType];
+    fail(
+      context,
+      typeName === undefined
+        ? `${label} has an unknown data type (${scanned.dataType})`
+        : `${label} has data type ${typeName}, which camviz does not read`,
+    );
   }
   if (scanned.segmented) fail(context, `${label} is segmented, which camviz does not read`);
   const count = declaredCount(context, scanned.dims, element, label);
@@ -675,6 +693,7 @@ function buildTensor(context: ParseContext, scanned: ScannedTensor, unnamed: str
     context.external.push({ ...ref, tensor: result });
     return result;
   }
+  // An empty raw_data beside typed values is the typed values' tensor (a writer that set both fields).
   if (scanned.raw !== undefined && (scanned.raw.length > 0 || count === 0 || !hasTypedData(scanned))) {
     return tensor(fromRawData(context, scanned.raw, scanned.dims, element, count, label));
   }

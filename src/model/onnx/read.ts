@@ -44,7 +44,9 @@ async function resolveOnnxPath(path: string): Promise<string> {
   const absolute = resolve(path);
   const info = await stat(absolute).catch(() => undefined);
   if (info === undefined) throw new CamvizError('model not found', { file: path });
-  if (!info.isDirectory()) return absolute;
+  // A device or a FIFO would be read without end.
+  if (info.isFile()) return absolute;
+  if (!info.isDirectory()) throw new CamvizError('model is not a regular file', { file: path });
   const candidate = join(absolute, 'model.onnx');
   if (!(await stat(candidate).catch(() => undefined))?.isFile()) {
     throw new CamvizError('model folder has no model.onnx', { file: path });
@@ -57,7 +59,11 @@ async function readExternalData(refs: ExternalDataRef[], modelFile: string): Pro
   const folder = dirname(modelFile);
   const realFolder = await realpath(folder);
   const byLocation = new Map<string, ExternalDataRef[]>();
-  for (const ref of refs) byLocation.set(ref.location, [...(byLocation.get(ref.location) ?? []), ref]);
+  for (const ref of refs) {
+    const group = byLocation.get(ref.location);
+    if (group === undefined) byLocation.set(ref.location, [ref]);
+    else group.push(ref);
+  }
   for (const [location, group] of byLocation) {
     const first = group[0] as ExternalDataRef;
     const path = pathInside(folder, location);
@@ -66,7 +72,8 @@ async function readExternalData(refs: ExternalDataRef[], modelFile: string): Pro
     }
     const handle = await openConfined(path, realFolder);
     try {
-      for (const ref of group) await readTensorBytes(handle, ref, path);
+      const size = (await handle.stat()).size;
+      for (const ref of group) await readTensorBytes(handle, size, ref, path);
     } finally {
       await handle.close();
     }
@@ -102,8 +109,7 @@ async function openConfined(path: string, realFolder: string): Promise<FileHandl
  * holds them. A missing `length` entry means "the declared size": bytes after
  * it (another tensor's, in a shared file) are not read.
  */
-async function readTensorBytes(handle: FileHandle, ref: ExternalDataRef, path: string): Promise<void> {
-  const size = (await handle.stat()).size;
+async function readTensorBytes(handle: FileHandle, size: number, ref: ExternalDataRef, path: string): Promise<void> {
   const end = ref.offset + ref.byteLength;
   if (end > size) {
     throw new CamvizError(
