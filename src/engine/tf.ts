@@ -126,6 +126,7 @@ export const {
   mirrorPad,
   neg,
   onesLike,
+  pool,
   pow,
   prod,
   reciprocal,

@@ -24,7 +24,9 @@ export function defaultOpset(model: OnnxModel): number {
  * Run `model` on `feeds` and return the `fetches` values (new tensors the
  * caller owns; the feeds stay the caller's and are not disposed). Every
  * other value, initializers included, is disposed once no later node reads
- * it, also when a node throws.
+ * it, also when a node throws. Because it disposes intermediates it is not
+ * for differentiation: under tf.grad, run the nodes with `runNode` (as the
+ * model builder's layers do) and let tf.grad's scope free them.
  */
 export function interpretGraph(model: OnnxModel, feeds: Map<string, LaidTensor>, fetches: string[]): Map<string, LaidTensor> {
   const { graph } = model;
@@ -36,7 +38,10 @@ export function interpretGraph(model: OnnxModel, feeds: Map<string, LaidTensor>,
     const value = owned.get(name) ?? feeds.get(name);
     if (value !== undefined) return value;
     const initializer = graph.initializers.get(name);
-    if (initializer === undefined) throw new CamvizError(`ONNX value '${name}' is read before it is computed`);
+    if (initializer === undefined) {
+      const fed = graph.inputs.some((input) => input.name === name);
+      throw new CamvizError(fed ? `ONNX graph input '${name}' is not fed` : `ONNX value '${name}' is read before it is computed`);
+    }
     const created = laid(tensorFromOnnx(initializer));
     owned.set(name, created);
     return created;

@@ -44,6 +44,16 @@ export function toLayout(value: LaidTensor, layout: Layout): tf.Tensor {
   return movesOnlyUnitDims(tensor.shape, perm) ? tf.reshape(tensor, shape) : tf.transpose(tensor, [...perm]);
 }
 
+/**
+ * True when converting this 4-D value to `layout` is a reshape (it moves
+ * only size-1 dims). The batch dim stays first either way, so the answer
+ * does not depend on the batch size.
+ */
+export function reshapeSuffices(value: LaidTensor, layout: Layout): boolean {
+  if (value.layout === layout) return true;
+  return movesOnlyUnitDims(value.tensor.shape, layout === 'nhwc' ? NCHW_TO_NHWC : NHWC_TO_NCHW);
+}
+
 /** True when permuting by `perm` keeps the order of the dims larger than 1. */
 function movesOnlyUnitDims(shape: readonly number[], perm: readonly number[]): boolean {
   const big = perm.filter((dim) => shape[dim]! > 1);

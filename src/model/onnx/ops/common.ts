@@ -15,9 +15,11 @@ export class UnsupportedOpError extends CamvizError {
   readonly nodeName: string;
   readonly opset: number;
 
-  constructor(node: Pick<OnnxNode, 'opType' | 'name'>, opset: number, detail?: string) {
+  constructor(node: Pick<OnnxNode, 'opType' | 'name'> & Partial<Pick<OnnxNode, 'outputs'>>, opset: number, detail?: string) {
     const what = detail === undefined ? '' : `: ${detail}`;
-    super(`unsupported ONNX op ${node.opType} (node '${node.name}', opset ${opset})${what}`);
+    // Node names are optional in ONNX; an unnamed node is known by its first output.
+    const which = node.name !== '' || node.outputs?.[0] === undefined ? `node '${node.name}'` : `the node computing '${node.outputs[0]}'`;
+    super(`unsupported ONNX op ${node.opType} (${which}, opset ${opset})${what}`);
     this.name = 'UnsupportedOpError';
     this.opType = node.opType;
     this.nodeName = node.name;
@@ -110,11 +112,15 @@ export function normalizeAxis(ctx: OpContext, axis: number, rank: number): numbe
 const INT32_MIN = -2147483648;
 const INT32_MAX = 2147483647;
 
+/** int64 values this large are "to the end" sentinels (Slice's INT64_MAX), not counts. */
+const SENTINEL_MAGNITUDE = 2 ** 53;
+
 /**
  * An ONNX tensor as a tfjs tensor. tfjs has float32, int32 and bool only:
- * float64 and float16 become float32, every integer type int32. int64
- * values beyond int32 saturate: they appear only as "to the end" sentinels
- * (Slice's INT64_MAX), for which the saturated value means the same.
+ * float64 and float16 become float32, every integer type int32. Shapes and
+ * indices fit in int32; an int64 sentinel (|value| ≥ 2^53, e.g. Slice's
+ * INT64_MAX) saturates, which means the same to every op here; any other
+ * value outside int32 is refused.
  */
 export function tensorFromOnnx(onnx: OnnxTensor): tf.Tensor {
   const { type, dims, data } = onnx;
@@ -124,12 +130,13 @@ export function tensorFromOnnx(onnx: OnnxTensor): tf.Tensor {
   if (type === 'float64') return tf.tensor(Float32Array.from(data as Float64Array), dims, 'float32');
   if (type === 'float16') return tf.tensor(float16ToFloat32(data as Uint16Array), dims, 'float32');
   const ints = new Int32Array(data.length);
-  for (let i = 0; i < data.length; i++) ints[i] = saturateInt32(Number(data[i]));
+  for (let i = 0; i < data.length; i++) {
+    const value = Number(data[i]);
+    if (value >= INT32_MIN && value <= INT32_MAX) ints[i] = value;
+    else if (Math.abs(value) >= SENTINEL_MAGNITUDE) ints[i] = value > 0 ? INT32_MAX : INT32_MIN;
+    else throw new CamvizError(`ONNX tensor '${onnx.name}': ${type} value ${data[i]} does not fit in int32`);
+  }
   return tf.tensor(ints, dims, 'int32');
-}
-
-function saturateInt32(value: number): number {
-  return value > INT32_MAX ? INT32_MAX : value < INT32_MIN ? INT32_MIN : value;
 }
 
 /** IEEE half-precision bits to float32. */

@@ -113,19 +113,23 @@ interface PoolGeometry {
   ceilExtra: [number, number];
 }
 
-function poolGeometry(ctx: OpContext, x: tf.Tensor4D): PoolGeometry {
+function poolGeometry(ctx: OpContext, x: tf.Tensor4D, dilated: boolean): PoolGeometry {
   const window: Window = {
     kernel: pair(ctx, attrInts(ctx, 'kernel_shape'), 'kernel_shape', 1),
     strides: pair(ctx, attrInts(ctx, 'strides'), 'strides', 1),
     dilations: pair(ctx, attrInts(ctx, 'dilations'), 'dilations', 1),
   };
-  if (window.dilations.some((d) => d !== 1)) throw unsupported(ctx, 'dilations');
+  if (window.dilations.some((d) => d !== 1)) {
+    if (!dilated) throw unsupported(ctx, 'dilations');
+    // tf.pool dilates only with unit strides.
+    if (window.strides.some((s) => s !== 1)) throw unsupported(ctx, 'dilations with strides larger than 1');
+  }
   const size: [number, number] = [x.shape[1], x.shape[2]];
   const pads = spatialPads(ctx, size, window);
   const ceil = attrInt(ctx, 'ceil_mode', 0) === 1;
   const ceilExtra = size.map((extent, i) => {
     const [before, after] = pads[i]!;
-    const kernel = window.kernel[i]!;
+    const kernel = (window.kernel[i]! - 1) * window.dilations[i]! + 1;
     const stride = window.strides[i]!;
     const room = extent + before + after - kernel;
     if (!ceil || room < 0) return 0;
@@ -148,17 +152,20 @@ function maxPool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   if (attrInt(ctx, 'storage_order', 0) !== 0) throw unsupported(ctx, 'storage_order 1');
   const input = spatialInput(ctx, inputs);
   const x = input.dtype === 'float32' ? input : (tf.cast(input, 'float32') as tf.Tensor4D);
-  const geometry = poolGeometry(ctx, x);
+  const geometry = poolGeometry(ctx, x, true);
   const paddings = totalPaddings(geometry);
   // Padding with -Infinity keeps pads out of every maximum.
   const padded = hasPadding(paddings) ? tf.pad(x, paddings, -Infinity) : x;
-  const y = tf.maxPool(padded, geometry.window.kernel, geometry.window.strides, 'valid');
+  const { kernel, strides, dilations } = geometry.window;
+  const y = dilations.some((d) => d !== 1)
+    ? (tf.pool(padded, kernel, 'max', 'valid', dilations, strides) as tf.Tensor4D)
+    : tf.maxPool(padded, kernel, strides, 'valid');
   return [laid(input.dtype === 'float32' ? y : tf.cast(y, input.dtype), 'nhwc')];
 }
 
 function averagePool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const x = spatialInput(ctx, inputs);
-  const geometry = poolGeometry(ctx, x);
+  const geometry = poolGeometry(ctx, x, false);
   const paddings = totalPaddings(geometry);
   const { kernel, strides } = geometry.window;
   if (!hasPadding(paddings)) return [laid(tf.avgPool(x, kernel, strides, 'valid'), 'nhwc')];

@@ -6,16 +6,20 @@
  * aligned) and transposed like the others.
  */
 import * as tf from '../../../engine/tf.js';
-import { laid, toLayout, type LaidTensor, type Layout } from '../layout.js';
+import { laid, reshapeSuffices, toLayout, type LaidTensor, type Layout } from '../layout.js';
 import { attrFloat, attrString, constantNumber, required, unsupported, type OpContext, type OpFunction } from './common.js';
 
-/** The operands stored in one layout that makes their broadcast right. */
+/**
+ * The operands stored in one layout that makes their broadcast right. The
+ * choice depends on ranks and on which dims are 1 apart from the batch, not
+ * on the batch size: the model builder plans layouts from a batch-1 run.
+ */
 export function alignOperands(values: LaidTensor[]): { tensors: tf.Tensor[]; layout: Layout } {
   const rank = Math.max(...values.map((value) => value.tensor.rank));
   const nhwc =
     rank === 4 &&
     values.some((value) => value.layout === 'nhwc') &&
-    values.every((value) => value.layout === 'nhwc' || value.tensor.rank < 4 || value.tensor.size === 1);
+    values.every((value) => value.tensor.rank < 4 || reshapeSuffices(value, 'nhwc'));
   if (!nhwc) return { tensors: values.map((value) => toLayout(value, 'onnx')), layout: 'onnx' };
   const tensors = values.map((value) => {
     if (value.layout === 'nhwc') return value.tensor;

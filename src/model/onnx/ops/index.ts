@@ -4,6 +4,8 @@
  * `tf.grad` runs through every op. `runNode` runs one node.
  */
 import * as tf from '../../../engine/tf.js';
+// tf.grad through these ops needs tfjs' gradient registrations, which tfjs-layers' bundle carries.
+import '../../../engine/tfl.js';
 import { type LaidTensor } from '../layout.js';
 import type { OnnxNode } from '../types.js';
 import { UnsupportedOpError, type OpFunction } from './common.js';

@@ -1,12 +1,14 @@
 /**
  * ONNX ops that move, select or make values rather than compute on them:
- * shape ops (Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Expand),
+ * shape ops (Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Expand, Tile),
  * joining and cutting (Concat, Split, Slice, Pad, Gather), constants and
- * shape arithmetic (Constant, Shape, Size, ConstantOfShape, Range, Cast).
- * Concat, Split, Slice and Pad keep an 'nhwc' input's layout by remapping
- * their axes; the rest work on the ONNX layout. Everything differentiable
- * is built from ops that have tfjs gradients (slice, gather, pad, mirrorPad,
- * reverse, concat, reshape, transpose).
+ * shape arithmetic (Constant, Shape, Size, ConstantOfShape, Range, Cast),
+ * and the inference no-ops (Identity, Dropout). Concat, Split, Slice and Pad
+ * keep an 'nhwc' input's layout by remapping their axes; the rest work on
+ * the ONNX layout. Everything differentiable is built from ops that have
+ * tfjs gradients (slice, gather, pad, mirrorPad, concat, reshape, transpose,
+ * broadcastTo, tile): strided slices and edge pads are gathers, because
+ * tfjs has no gradient for stridedSlice.
  */
 import * as tf from '../../../engine/tf.js';
 import { CamvizError } from '../../../util/errors.js';
@@ -41,10 +43,15 @@ const identity: OpFunction = (ctx, inputs) => [required(ctx, inputs, 0)];
 
 function dropout(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const x = required(ctx, inputs, 0);
-  const training = ctx.opset >= 12 ? constantInts(inputs[2])?.[0] ?? 0 : attrInt(ctx, 'is_test', 1) === 0 ? 1 : 0;
-  if (training !== 0) throw unsupported(ctx, 'training mode');
+  if (dropoutTrains(ctx, inputs)) throw unsupported(ctx, 'training mode');
   const wantsMask = (ctx.node.outputs[1] ?? '') !== '';
   return wantsMask ? [x, laid(tf.cast(tf.onesLike(x.tensor), 'bool'), x.layout)] : [x];
+}
+
+/** From opset 12 a runtime input says so; opsets up to 6 had is_test (0: training); 7 to 11 only infer. */
+function dropoutTrains(ctx: OpContext, inputs: Inputs): boolean {
+  if (ctx.opset >= 12) return (constantInts(inputs[2])?.[0] ?? 0) !== 0;
+  return attrInt(ctx, 'is_test', 1) === 0;
 }
 
 function constant(ctx: OpContext): LaidTensor[] {
@@ -86,7 +93,7 @@ function range(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const [a, b, d] = [start!, limit!, delta!].map((t) => Number(t.dataSync()[0]));
   if (d === 0) throw new CamvizError(`ONNX node '${ctx.node.name}' (Range): delta is 0`);
   const count = Math.max(Math.ceil((b! - a!) / d!), 0);
-  // start + i * delta, as ONNX defines it (tf.range accumulates the same way for these sizes).
+  // start + i·delta for each i, as ONNX defines it (not a running sum).
   const values = tf.add(tf.mul(tf.range(0, count, 1, 'float32'), d!), a!);
   return [laid(dtype === 'int32' ? tf.cast(values, 'int32') : values)];
 }

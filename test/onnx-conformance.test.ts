@@ -1,0 +1,45 @@
+/**
+ * ONNX's own backend node tests (Debian's libonnx-testdata) through the op
+ * library, on cpu and wasm: zero failures among the claimed ops, and the
+ * claim covers what torchvision's classifiers export to (issue 11).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { DEFAULT_CONFORMANCE_DIR, runConformance } from '../scripts/onnx-conformance.js';
+import { SUPPORTED_OPS } from '../src/model/onnx/interpret.js';
+import { forEachBackend } from './helpers/backends.js';
+
+const skipWithoutTestData: string | false = existsSync(DEFAULT_CONFORMANCE_DIR)
+  ? false
+  : `ONNX conformance tests not found at ${DEFAULT_CONFORMANCE_DIR} (apt-get install -y libonnx-testdata)`;
+
+/** Issue 11's op list. */
+const REQUIRED_OPS = [
+  'Conv', 'BatchNormalization', 'Gemm', 'MatMul', 'Relu', 'Clip', 'LeakyRelu', 'Sigmoid', 'HardSigmoid', 'HardSwish', 'Erf',
+  'Add', 'Sub', 'Mul', 'Div', 'Concat', 'Split', 'Slice', 'Reshape', 'Transpose', 'Flatten', 'Squeeze', 'Unsqueeze',
+  'GlobalAveragePool', 'GlobalMaxPool', 'AveragePool', 'MaxPool', 'ReduceMean', 'ReduceSum', 'ReduceMax', 'Pad', 'Softmax',
+  'LogSoftmax', 'Dropout', 'Identity', 'LayerNormalization', 'Constant', 'Shape', 'Gather', 'Cast', 'ConstantOfShape',
+  'Expand', 'Tanh', 'Exp', 'Log', 'Sqrt', 'Pow', 'Neg', 'Abs', 'Min', 'Max', 'Sum', 'Mean', 'Equal', 'Less', 'Greater',
+  'Where', 'Not', 'Range', 'ReduceL2', 'Gelu',
+];
+
+/** Claimed ops that this ONNX test data has no test for (covered by test/onnx-ops.test.ts instead). */
+const NOT_IN_TEST_DATA = new Set(['Gelu']);
+
+test('the claimed ops include every op issue 11 lists', () => {
+  assert.deepEqual(REQUIRED_OPS.filter((op) => !SUPPORTED_OPS.includes(op)), []);
+});
+
+forEachBackend(() => {
+  test('every conformance test of a claimed op passes, and every claimed op is exercised', { skip: skipWithoutTestData }, () => {
+    const summary = runConformance();
+    const failures = summary.results.filter((result) => result.status === 'failed').map((result) => `${result.test}: ${result.detail}`);
+    assert.deepEqual(failures, []);
+    assert.equal(summary.passed + summary.skipped, summary.results.length);
+    const exercised = new Set(summary.results.filter((result) => result.status === 'passed').flatMap((result) => result.ops));
+    assert.deepEqual(SUPPORTED_OPS.filter((op) => !exercised.has(op) && !NOT_IN_TEST_DATA.has(op)), []);
+    // Skips name their reason: an unclaimed op or what the op library refused.
+    for (const result of summary.results.filter((r) => r.status === 'skipped')) assert.notEqual(result.detail, '', result.test);
+  });
+});

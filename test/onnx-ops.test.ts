@@ -1,0 +1,523 @@
+/**
+ * The ONNX op library beyond ONNX's conformance data: the 'nhwc' layout
+ * scheme gives the same numbers as the ONNX layout, gradients through the
+ * ops match finite differences, refusals name the op, node and opset, and
+ * runNode/interpretGraph own and free their tensors.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  interpretGraph,
+  laid,
+  runNode,
+  supportedOp,
+  tensorFromOnnx,
+  toLayout,
+  UnsupportedOpError,
+  type LaidTensor,
+} from '../src/model/onnx/interpret.js';
+import type { OnnxAttribute, OnnxModel, OnnxNode, OnnxTensor } from '../src/model/onnx/types.js';
+import { forEachBackend } from './helpers/backends.js';
+import { assertAllClose, mulberry32 } from './helpers/numeric.js';
+
+// ---------------------------------------------------------------- helpers
+
+const ints = (...value: number[]): OnnxAttribute => ({ kind: 'ints', value });
+const int = (value: number): OnnxAttribute => ({ kind: 'int', value });
+const float = (value: number): OnnxAttribute => ({ kind: 'float', value });
+const str = (value: string): OnnxAttribute => ({ kind: 'string', value });
+
+function node(opType: string, inputs: string[], outputs: string[], attributes: Record<string, OnnxAttribute> = {}): OnnxNode {
+  return { name: `/${opType}`, opType, domain: '', inputs, outputs, attributes };
+}
+
+function onnxTensor(name: string, dims: number[], data: number[], type: 'float32' | 'int64' = 'float32'): OnnxTensor {
+  return { name, type, dims, data: type === 'float32' ? Float32Array.from(data) : BigInt64Array.from(data.map(BigInt)) };
+}
+
+function model(nodes: OnnxNode[], initializers: OnnxTensor[] = [], opset = 13): OnnxModel {
+  return {
+    irVersion: 8,
+    opsets: new Map([['', opset]]),
+    producerName: 'test',
+    producerVersion: '',
+    graph: {
+      name: 'g',
+      nodes,
+      initializers: new Map(initializers.map((t) => [t.name, t])),
+      inputs: [],
+      outputs: [],
+      valueInfo: [],
+    },
+  };
+}
+
+function randomValues(count: number, seed: number): number[] {
+  const random = mulberry32(seed);
+  return Array.from({ length: count }, () => random() * 2 - 1);
+}
+
+/** Runs `nodes` (no disposal: usable under tf.grad) and returns every value. */
+function runChain(nodes: OnnxNode[], values: Map<string, LaidTensor>, opset = 13): Map<string, LaidTensor> {
+  for (const n of nodes) {
+    const outputs = runNode(n, n.inputs.map((name) => (name === '' ? undefined : values.get(name))), opset);
+    n.outputs.forEach((name, i) => values.set(name, outputs[i]!));
+  }
+  return values;
+}
+
+/** A 4-D input fed as ONNX gives it, or stored NHWC as camviz feeds images. */
+function feed(x: tf.Tensor, layout: 'onnx' | 'nhwc'): LaidTensor {
+  return layout === 'onnx' ? laid(x) : laid(tf.transpose(x, [0, 2, 3, 1]), 'nhwc');
+}
+
+// ---------------------------------------------------------------- layout
+
+/** Single nodes on a 4-D input `x` [2,3,4,5] (and a constant or two). */
+const LAYOUT_CASES: { name: string; nodes: OnnxNode[]; constants?: Record<string, tf.Tensor>; opset?: number }[] = [
+  { name: 'Concat on channels', nodes: [node('Relu', ['x'], ['r']), node('Concat', ['x', 'r'], ['y'], { axis: int(1) })] },
+  { name: 'Concat on W (negative axis)', nodes: [node('Concat', ['x', 'x'], ['y'], { axis: int(-1) })] },
+  { name: 'Concat with an ONNX-layout operand', nodes: [node('Concat', ['x', 'c'], ['y'], { axis: int(1) })], constants: { c: tf.ones([2, 1, 4, 5]) } },
+  { name: 'Split on channels', nodes: [node('Split', ['x', 's'], ['y', 'z'], { axis: int(1) })], constants: { s: tf.tensor1d([1, 2], 'int32') } },
+  { name: 'Split on H (opset 11 attribute)', nodes: [node('Split', ['x'], ['y', 'z'], { axis: int(2), split: ints(3, 1) })], opset: 11 },
+  {
+    name: 'Slice with steps 2 and -1 on C and W',
+    nodes: [node('Slice', ['x', 'st', 'en', 'ax', 'sp'], ['y'])],
+    constants: { st: tf.tensor1d([0, -1], 'int32'), en: tf.tensor1d([3, -100], 'int32'), ax: tf.tensor1d([1, 3], 'int32'), sp: tf.tensor1d([2, -1], 'int32') },
+  },
+  { name: 'Softmax on channels', nodes: [node('Softmax', ['x'], ['y'], { axis: int(1) })] },
+  { name: 'LogSoftmax on H', nodes: [node('LogSoftmax', ['x'], ['y'], { axis: int(2) })] },
+  { name: 'Softmax opset 11 (flattened from axis 1)', nodes: [node('Softmax', ['x'], ['y'], { axis: int(1) })], opset: 11 },
+  { name: 'ReduceMean over H, W without keepdims', nodes: [node('ReduceMean', ['x'], ['y'], { axes: ints(2, 3), keepdims: int(0) })] },
+  { name: 'ReduceMean over C without keepdims', nodes: [node('ReduceMean', ['x'], ['y'], { axes: ints(1), keepdims: int(0) })] },
+  { name: 'ReduceMax over H with keepdims', nodes: [node('ReduceMax', ['x'], ['y'], { axes: ints(2) })] },
+  { name: 'ReduceSum over W, C (axes input)', nodes: [node('ReduceSum', ['x', 'a'], ['y'], { keepdims: int(0) })], constants: { a: tf.tensor1d([3, 1], 'int32') } },
+  { name: 'ReduceL2 over everything', nodes: [node('ReduceL2', ['x'], ['y'], { keepdims: int(0) })] },
+  { name: 'Transpose', nodes: [node('Transpose', ['x'], ['y'], { perm: ints(0, 3, 1, 2) })] },
+  { name: 'Flatten', nodes: [node('Flatten', ['x'], ['y'])] },
+  { name: 'Reshape with 0 and -1', nodes: [node('Reshape', ['x', 's'], ['y'])], constants: { s: tf.tensor1d([0, -1], 'int32') } },
+  { name: 'GlobalAveragePool then Flatten', nodes: [node('GlobalAveragePool', ['x'], ['g']), node('Flatten', ['g'], ['y'])] },
+  { name: 'GlobalMaxPool then Squeeze', nodes: [node('GlobalMaxPool', ['x'], ['g']), node('Squeeze', ['g', 'a'], ['y'])], constants: { a: tf.tensor1d([2, 3], 'int32') } },
+  {
+    name: 'Pad constant, asymmetric, negative on W',
+    nodes: [node('Pad', ['x', 'p', 'v'], ['y'])],
+    constants: { p: tf.tensor1d([0, 1, 0, 2, 0, 0, 1, -1], 'int32'), v: tf.scalar(0.5) },
+  },
+  { name: 'Pad reflect', nodes: [node('Pad', ['x', 'p'], ['y'], { mode: str('reflect') })], constants: { p: tf.tensor1d([0, 0, 1, 2, 0, 0, 2, 1], 'int32') } },
+  { name: 'Pad edge', nodes: [node('Pad', ['x', 'p'], ['y'], { mode: str('edge') })], constants: { p: tf.tensor1d([0, 1, 2, 0, 0, 0, 0, 3], 'int32') } },
+  { name: 'Add with a per-channel [C,1,1] operand', nodes: [node('Add', ['x', 'b'], ['y'])], constants: { b: tf.tensor3d([1, 2, 3], [3, 1, 1]) } },
+  { name: 'Mul with a [W] operand', nodes: [node('Mul', ['x', 'w'], ['y'])], constants: { w: tf.tensor1d([1, 2, 3, 4, 5]) } },
+  { name: 'Sub with a 4-D ONNX-layout operand', nodes: [node('Sub', ['x', 'c'], ['y'])], constants: { c: tf.reshape(tf.range(0, 120), [2, 3, 4, 5]) } },
+  { name: 'Where with a [H,W] condition', nodes: [node('Greater', ['x', 'z'], ['m']), node('Where', ['m', 'x', 'z'], ['y'])], constants: { z: tf.zeros([4, 5]) } },
+  { name: 'Gather on channels', nodes: [node('Gather', ['x', 'i'], ['y'], { axis: int(1) })], constants: { i: tf.tensor1d([2, -3], 'int32') } },
+  { name: 'Shape', nodes: [node('Shape', ['x'], ['y'])] },
+  {
+    name: 'BatchNormalization',
+    nodes: [node('BatchNormalization', ['x', 'sc', 'b', 'm', 'v'], ['y'], { epsilon: float(1e-3) })],
+    constants: { sc: tf.tensor1d([1, 2, 3]), b: tf.tensor1d([0.1, 0.2, 0.3]), m: tf.tensor1d([0, 0.5, -0.5]), v: tf.tensor1d([1, 4, 0.25]) },
+  },
+  {
+    name: 'grouped Conv, asymmetric pads',
+    nodes: [node('Conv', ['x6', 'w'], ['y'], { group: int(3), pads: ints(0, 1, 1, 0) })],
+    constants: { w: tf.tensor4d(randomValues(6 * 2 * 2 * 2, 7), [6, 2, 2, 2]) },
+  },
+  { name: 'MaxPool ceil_mode', nodes: [node('MaxPool', ['x'], ['y'], { kernel_shape: ints(3, 3), strides: ints(2, 2), ceil_mode: int(1) })] },
+  { name: 'MaxPool dilated', nodes: [node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2, 2), dilations: ints(2, 1), pads: ints(1, 0, 0, 1) })] },
+  { name: 'AveragePool with pads', nodes: [node('AveragePool', ['x'], ['y'], { kernel_shape: ints(2, 3), pads: ints(1, 1, 0, 1) })] },
+];
+
+forEachBackend(() => {
+  for (const { name, nodes, constants = {}, opset = 13 } of LAYOUT_CASES) {
+    test(`an 'nhwc' input gives the ONNX numbers: ${name}`, () => {
+      const x = tf.tensor4d(randomValues(2 * 3 * 4 * 5, 1), [2, 3, 4, 5]);
+      const x6 = tf.tensor4d(randomValues(2 * 6 * 4 * 5, 2), [2, 6, 4, 5]);
+      const outputs = (layout: 'onnx' | 'nhwc'): tf.Tensor[] =>
+        tf.tidy(() => {
+          const values = new Map<string, LaidTensor>([['x', feed(x, layout)], ['x6', feed(x6, layout)]]);
+          for (const [key, value] of Object.entries(constants)) values.set(key, laid(value));
+          runChain(nodes, values, opset);
+          return nodes.at(-1)!.outputs.map((out) => tf.clone(toLayout(values.get(out)!, 'onnx')));
+        });
+      const reference = outputs('onnx');
+      const stored = outputs('nhwc');
+      reference.forEach((expected, i) => {
+        assert.deepEqual(stored[i]!.shape, expected.shape);
+        assertAllClose(stored[i]!.dataSync(), expected.dataSync(), 1e-5, name);
+      });
+      tf.dispose([...reference, ...stored, x, x6]);
+    });
+  }
+
+  test("a Conv, Relu, Add, MaxPool chain stays 'nhwc' (no transposes) and Flatten after global pooling is a reshape", () => {
+    const x = tf.tensor4d(randomValues(1 * 2 * 6 * 6, 3), [1, 2, 6, 6]);
+    const values = new Map<string, LaidTensor>([
+      ['x', feed(x, 'nhwc')],
+      ['w', laid(tf.tensor4d(randomValues(2 * 2 * 3 * 3, 4), [2, 2, 3, 3]))],
+      ['b', laid(tf.tensor1d([0.1, -0.1]))],
+    ]);
+    runChain(
+      [
+        node('Conv', ['x', 'w', 'b'], ['c'], { pads: ints(1, 1, 1, 1) }),
+        node('Relu', ['c'], ['r']),
+        node('Add', ['r', 'x'], ['a']),
+        node('MaxPool', ['a'], ['m'], { kernel_shape: ints(2, 2), strides: ints(2, 2) }),
+        node('GlobalAveragePool', ['m'], ['g']),
+        node('Flatten', ['g'], ['f']),
+      ],
+      values,
+    );
+    for (const name of ['c', 'r', 'a', 'm', 'g']) assert.equal(values.get(name)!.layout, 'nhwc', name);
+    assert.equal(values.get('f')!.layout, 'onnx');
+    assert.deepEqual(values.get('f')!.tensor.shape, [1, 2]);
+    tf.dispose([x, ...[...values.values()].map((v) => v.tensor)]);
+  });
+});
+
+test("an elementwise op's layout does not depend on the batch size (the builder plans layouts at batch 1)", () => {
+  for (const perSample of [[1, 1, 1], [3, 1, 1]]) {
+    const layouts = [1, 2].map((batch) =>
+      tf.tidy(() => {
+        const x = tf.tensor4d(randomValues(batch * 3 * 4 * 5, 5), [batch, 3, 4, 5]);
+        const s = tf.tensor4d(randomValues(batch * perSample[0]!, 6), [batch, ...perSample] as [number, number, number, number]);
+        const [viaNhwc] = runNode(node('Mul', ['x', 's'], ['y']), [feed(x, 'nhwc'), laid(s)], 13);
+        const [viaOnnx] = runNode(node('Mul', ['x', 's'], ['y']), [laid(x), laid(s)], 13);
+        assertAllClose(toLayout(viaNhwc!, 'onnx').dataSync(), viaOnnx!.tensor.dataSync(), 1e-6, `batch ${batch}`);
+        return viaNhwc!.layout;
+      }),
+    );
+    assert.deepEqual(layouts, ['nhwc', 'nhwc'], `operand [N, ${perSample.join(', ')}]`);
+  }
+});
+
+/** Convolution written out in float64 over NCHW, pads given as [top, left, bottom, right]. */
+function referenceConv(
+  x: { data: ArrayLike<number>; shape: number[] },
+  w: { data: ArrayLike<number>; shape: number[] },
+  { group, stride, dilation, pads }: { group: number; stride: number; dilation: number; pads: [number, number, number, number] },
+): { data: number[]; shape: number[] } {
+  const [n, c, h, wd] = x.shape as [number, number, number, number];
+  const [m, cg, kh, kw] = w.shape as [number, number, number, number];
+  const oh = Math.floor((h + pads[0] + pads[2] - (dilation * (kh - 1) + 1)) / stride) + 1;
+  const ow = Math.floor((wd + pads[1] + pads[3] - (dilation * (kw - 1) + 1)) / stride) + 1;
+  const out: number[] = [];
+  for (let b = 0; b < n; b++)
+    for (let o = 0; o < m; o++) {
+      const g = Math.floor(o / (m / group));
+      for (let i = 0; i < oh; i++)
+        for (let j = 0; j < ow; j++) {
+          let sum = 0;
+          for (let k = 0; k < cg; k++)
+            for (let u = 0; u < kh; u++)
+              for (let v = 0; v < kw; v++) {
+                const row = i * stride - pads[0] + u * dilation;
+                const col = j * stride - pads[1] + v * dilation;
+                if (row < 0 || row >= h || col < 0 || col >= wd) continue;
+                sum += x.data[((b * c + g * cg + k) * h + row) * wd + col]! * w.data[((o * cg + k) * kh + u) * kw + v]!;
+              }
+          out.push(sum);
+        }
+    }
+  return { data: out, shape: [n, m, oh, ow] };
+}
+
+const CONV_CASES: { name: string; x: number[]; w: number[]; attributes: Record<string, OnnxAttribute>; reference: Parameters<typeof referenceConv>[2] }[] = [
+  {
+    name: 'dilation 2, asymmetric pads',
+    x: [1, 2, 7, 6],
+    w: [3, 2, 3, 2],
+    attributes: { dilations: ints(2, 2), pads: ints(1, 2, 2, 1) },
+    reference: { group: 1, stride: 1, dilation: 2, pads: [1, 2, 2, 1] },
+  },
+  {
+    name: 'depthwise with channel multiplier 2, stride 2',
+    x: [1, 3, 7, 7],
+    w: [6, 1, 3, 3],
+    attributes: { group: int(3), strides: ints(2, 2), pads: ints(1, 1, 1, 1) },
+    reference: { group: 3, stride: 2, dilation: 1, pads: [1, 1, 1, 1] },
+  },
+  {
+    // 5x6 input, kernel 2, stride 2: 3x3 output needs one extra row, which SAME_LOWER puts on top.
+    name: 'auto_pad SAME_LOWER',
+    x: [2, 2, 5, 6],
+    w: [2, 2, 2, 2],
+    attributes: { auto_pad: str('SAME_LOWER'), strides: ints(2, 2) },
+    reference: { group: 1, stride: 2, dilation: 1, pads: [1, 0, 0, 0] },
+  },
+  {
+    name: 'two groups of two channels',
+    x: [1, 4, 5, 5],
+    w: [6, 2, 3, 3],
+    attributes: { group: int(2) },
+    reference: { group: 2, stride: 1, dilation: 1, pads: [0, 0, 0, 0] },
+  },
+];
+
+forEachBackend(() => {
+  for (const { name, x: xShape, w: wShape, attributes, reference } of CONV_CASES) {
+    test(`Conv matches a written-out convolution: ${name}`, () => {
+      const count = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
+      const xData = randomValues(count(xShape), 31);
+      const wData = randomValues(count(wShape), 32);
+      const expected = referenceConv({ data: xData, shape: xShape }, { data: wData, shape: wShape }, reference);
+      for (const layout of ['onnx', 'nhwc'] as const) {
+        tf.tidy(() => {
+          const x = tf.tensor(xData, xShape);
+          const [y] = runNode(node('Conv', ['x', 'w'], ['y'], attributes), [feed(x, layout), laid(tf.tensor(wData, wShape))], 13);
+          const got = toLayout(y!, 'onnx');
+          assert.deepEqual(got.shape, expected.shape, layout);
+          assertAllClose(got.dataSync(), expected.data, 1e-5, `${name} (${layout})`);
+        });
+      }
+    });
+  }
+});
+
+// ---------------------------------------------------------------- gradients
+
+/** Central differences of `f` at `x`, one element at a time. */
+function finiteDifferences(f: (x: tf.Tensor) => tf.Scalar, x: tf.Tensor, epsilon: number): Float64Array {
+  const base = x.dataSync().slice();
+  const result = new Float64Array(base.length);
+  for (let i = 0; i < base.length; i++) {
+    const at = (delta: number): number =>
+      tf.tidy(() => {
+        const moved = base.slice();
+        moved[i] = base[i]! + delta;
+        return f(tf.tensor(moved, x.shape)).dataSync()[0]!;
+      });
+    result[i] = (at(epsilon) - at(-epsilon)) / (2 * epsilon);
+  }
+  return result;
+}
+
+function scoreOf(nodes: OnnxNode[], constants: Record<string, tf.Tensor>, layout: 'onnx' | 'nhwc', output: string): (x: tf.Tensor) => tf.Scalar {
+  return (x) => {
+    const values = new Map<string, LaidTensor>([['x', feed(x, layout)]]);
+    for (const [key, value] of Object.entries(constants)) values.set(key, laid(value));
+    runChain(nodes, values, 17);
+    return tf.sum(toLayout(values.get(output)!, 'onnx')) as tf.Scalar;
+  };
+}
+
+forEachBackend(() => {
+  for (const layout of ['onnx', 'nhwc'] as const) {
+    test(`tf.grad through Conv, Relu, GlobalAveragePool, Gemm matches a hand computation and finite differences (${layout})`, () => {
+      // x: 1x1x3x3; one 2x2 kernel of ones and bias -1 (a window sum minus 1), ReLU, mean, ×2.
+      const x = tf.tensor4d([1, 2, 0, 0, 1, 0, 0.25, 0, 0], [1, 1, 3, 3]);
+      const constants = {
+        w: tf.ones([1, 1, 2, 2]),
+        b: tf.tensor1d([-1]),
+        g: tf.tensor2d([2], [1, 1]),
+      };
+      const nodes = [
+        node('Conv', ['x', 'w', 'b'], ['c']),
+        node('Relu', ['c'], ['r']),
+        node('GlobalAveragePool', ['r'], ['p']),
+        node('Flatten', ['p'], ['f']),
+        node('Gemm', ['f', 'g'], ['y'], { transB: int(1) }),
+      ];
+      const f = scoreOf(nodes, constants, layout, 'y');
+      // Window sums: [4, 3, 1.25, 1] minus 1: [3, 2, 0.25, 0]: the last window is at the ReLU's kink
+      // side 0 (gradient 0). Score = 2 · (3 + 2 + 0.25 + 0) / 4 = 2.625.
+      assert.ok(Math.abs(f(x).dataSync()[0]! - 2.625) < 1e-6);
+      // d score / d x[i,j] = 2/4 · (number of active windows covering (i,j)); windows 0, 1, 2 are active.
+      const expected = [0.5, 1, 0.5, 1, 1.5, 0.5, 0.5, 0.5, 0];
+      const gradient = tf.grad(f)(x);
+      assertAllClose(gradient.dataSync(), expected, 1e-6, 'gradient');
+      // Away from the kink, finite differences agree (moving x[2,2] alone would cross it).
+      const moved = tf.tensor4d([1, 2, 0, 0, 1, 0, 0.25, 0, -0.5], [1, 1, 3, 3]);
+      assertAllClose(tf.grad(f)(moved).dataSync(), finiteDifferences(f, moved, 1e-2), 1e-3, 'finite differences');
+      tf.dispose([x, moved, gradient, ...Object.values(constants)]);
+    });
+
+    test(`tf.grad through Pad, MaxPool, Clip, Slice, Concat matches finite differences (${layout})`, () => {
+      // Distinct values spread out so that no max ties and no Clip bound lies within epsilon.
+      const random = mulberry32(11);
+      const values = Array.from({ length: 1 * 2 * 5 * 5 }, (_, i) => (i % 7) * 0.9 - 2.5 + random() * 0.3);
+      const x = tf.tensor4d(values, [1, 2, 5, 5]);
+      const constants = {
+        pads: tf.tensor1d([0, 0, 1, 0, 0, 0, 0, 1], 'int32'),
+        lo: tf.scalar(-1),
+        hi: tf.scalar(1.5),
+        st: tf.tensor1d([2, -1], 'int32'),
+        en: tf.tensor1d([-100, -100], 'int32'),
+        ax: tf.tensor1d([2, 3], 'int32'),
+        sp: tf.tensor1d([-1, -2], 'int32'),
+        weights: tf.tensor4d(randomValues(1 * 4 * 3 * 2, 12), [1, 4, 3, 2]),
+      };
+      const nodes = [
+        node('Pad', ['x', 'pads'], ['p'], { mode: str('reflect') }),
+        node('MaxPool', ['p'], ['m'], { kernel_shape: ints(2, 2), strides: ints(2, 2), ceil_mode: int(1) }),
+        node('Clip', ['m', 'lo', 'hi'], ['c']),
+        node('Slice', ['c', 'st', 'en', 'ax', 'sp'], ['s']),
+        node('Concat', ['s', 's'], ['k'], { axis: int(1) }),
+        node('Mul', ['k', 'weights'], ['y']),
+      ];
+      const f = scoreOf(nodes, constants, layout, 'y');
+      const gradient = tf.grad(f)(x);
+      const reference = finiteDifferences(f, x, 1e-3);
+      assertAllClose(gradient.dataSync(), reference, 2e-2, 'gradient');
+      assert.ok(reference.some((value) => Math.abs(value) > 0.1), 'some input must matter');
+      tf.dispose([x, gradient, ...Object.values(constants)]);
+    });
+  }
+});
+
+forEachBackend(() => {
+  for (const layout of ['onnx', 'nhwc'] as const) {
+    test(`tf.grad through padded, strided and depthwise Conv, BatchNormalization, HardSwish, AveragePool matches finite differences (${layout})`, () => {
+      const x = tf.tensor4d(randomValues(1 * 2 * 6 * 6, 21), [1, 2, 6, 6]);
+      const constants = {
+        w: tf.tensor4d(randomValues(4 * 2 * 3 * 3, 22), [4, 2, 3, 3]),
+        dw: tf.tensor4d(randomValues(4 * 1 * 3 * 3, 23), [4, 1, 3, 3]),
+        sc: tf.tensor1d([1, 0.5, 2, 1.5]),
+        b: tf.tensor1d([0.1, 0, -0.2, 0.3]),
+        m: tf.tensor1d([0, 0.1, -0.1, 0.2]),
+        v: tf.tensor1d([1, 2, 0.5, 1]),
+        weights: tf.tensor4d(randomValues(4 * 2 * 2, 24), [1, 4, 2, 2]),
+      };
+      const nodes = [
+        node('Conv', ['x', 'w'], ['c'], { strides: ints(2, 2), pads: ints(0, 1, 1, 0) }),
+        node('Conv', ['c', 'dw'], ['d'], { group: int(4), pads: ints(1, 1, 1, 1) }),
+        node('BatchNormalization', ['d', 'sc', 'b', 'm', 'v'], ['n']),
+        node('HardSwish', ['n'], ['h']),
+        node('AveragePool', ['h'], ['p'], { kernel_shape: ints(2, 2), strides: ints(2, 2), ceil_mode: int(1) }),
+        node('Mul', ['p', 'weights'], ['y']),
+      ];
+      const f = scoreOf(nodes, constants, layout, 'y');
+      const gradient = tf.grad(f)(x);
+      assertAllClose(gradient.dataSync(), finiteDifferences(f, x, 1e-3), 2e-2, 'gradient');
+      assert.ok(Array.from(gradient.dataSync()).some((value) => Math.abs(value) > 0.01), 'some input must matter');
+      tf.dispose([x, gradient, ...Object.values(constants)]);
+    });
+  }
+});
+
+forEachBackend(() => {
+  test('tf.grad through a dilated MaxPool routes each window to its maximum', () => {
+    const values = Array.from({ length: 25 }, (_, i) => (i * 7) % 25);
+    // Windows of 2x2 taps two apart: outputs 3x3; each adds 1 at its largest tap.
+    const expected = new Array<number>(25).fill(0);
+    for (let i = 0; i < 3; i++)
+      for (let j = 0; j < 3; j++) {
+        const taps = [0, 2].flatMap((u) => [0, 2].map((v) => (i + u) * 5 + (j + v)));
+        const best = taps.reduce((a, b) => (values[b]! > values[a]! ? b : a));
+        expected[best]! += 1;
+      }
+    const pool = node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2, 2), dilations: ints(2, 2) });
+    for (const layout of ['onnx', 'nhwc'] as const) {
+      const x = tf.tensor4d(values, [1, 1, 5, 5]);
+      const gradient = tf.grad((t: tf.Tensor) => tf.sum(runNode(pool, [feed(t, layout)], 13)[0]!.tensor))(x);
+      assert.deepEqual(Array.from(gradient.dataSync()), expected, layout);
+      tf.dispose([x, gradient]);
+    }
+  });
+});
+
+// ---------------------------------------------------------------- ops checked by hand
+
+test('Gelu (opset 20), exact and tanh approximation, against hand-computed values', () => {
+  const x = laid(tf.tensor1d([-1, 0, 1, 2]));
+  const [exact] = runNode(node('Gelu', ['x'], ['y']), [x], 20);
+  const [approx] = runNode(node('Gelu', ['x'], ['y'], { approximate: str('tanh') }), [x], 20);
+  // x·Φ(x): Φ(1) = 0.8413447460685429, Φ(2) = 0.9772498680518208.
+  assertAllClose(exact!.tensor.dataSync(), [-0.15865525393145707, 0, 0.8413447460685429, 1.9544997361036416], 1e-6, 'exact');
+  // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+  const tanhGelu = (v: number): number => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+  assertAllClose(approx!.tensor.dataSync(), [-1, 0, 1, 2].map(tanhGelu), 1e-6, 'tanh');
+  assert.equal(supportedOp('Gelu', 19), false);
+  tf.dispose([x.tensor, exact!.tensor, approx!.tensor]);
+});
+
+test('opset 18 forms: Reduce* axes as an input with noop_with_empty_axes, Split num_outputs, Pad axes', () => {
+  tf.tidy(() => {
+    const x = laid(tf.tensor2d([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [2, 5]));
+    const axes = laid(tf.tensor1d([1], 'int32'));
+    const [mean] = runNode(node('ReduceMean', ['x', 'a'], ['y'], { keepdims: int(0) }), [x, axes], 18);
+    assert.deepEqual(Array.from(mean!.tensor.dataSync()), [3, 8]);
+    const [all] = runNode(node('ReduceMax', ['x'], ['y']), [x], 18);
+    assert.deepEqual(all!.tensor.shape, [1, 1]);
+    assert.deepEqual(Array.from(all!.tensor.dataSync()), [10]);
+    const [same] = runNode(node('ReduceSum', ['x'], ['y'], { noop_with_empty_axes: int(1) }), [x], 18);
+    assert.deepEqual(Array.from(same!.tensor.dataSync()), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    // Five columns in three pieces: ceil(5 / 3) = 2, 2, then 1.
+    const pieces = runNode(node('Split', ['x'], ['a', 'b', 'c'], { axis: int(1), num_outputs: int(3) }), [x], 18);
+    assert.deepEqual(pieces.map((piece) => piece.tensor.shape), [[2, 2], [2, 2], [2, 1]]);
+    assert.deepEqual(Array.from(pieces[2]!.tensor.dataSync()), [5, 10]);
+    const [padded] = runNode(node('Pad', ['x', 'p', 'v', 'a'], ['y']), [x, laid(tf.tensor1d([1, 0], 'int32')), laid(tf.scalar(-1)), axes], 18);
+    assert.deepEqual(padded!.tensor.shape, [2, 6]);
+    assert.deepEqual(Array.from(padded!.tensor.dataSync()), [-1, 1, 2, 3, 4, 5, -1, 6, 7, 8, 9, 10]);
+  });
+});
+
+test('int64 tensors become int32: sentinels saturate, other values beyond int32 are refused', () => {
+  const t = tensorFromOnnx({ name: 'ends', type: 'int64', dims: [3], data: BigInt64Array.from([9223372036854775807n, -9223372036854775807n, -5n]) });
+  assert.equal(t.dtype, 'int32');
+  assert.deepEqual(Array.from(t.dataSync()), [2147483647, -2147483648, -5]);
+  t.dispose();
+  const big = { name: 'count', type: 'int64' as const, dims: [1], data: BigInt64Array.from([4294967296n]) };
+  assert.throws(() => tensorFromOnnx(big), /ONNX tensor 'count': int64 value 4294967296 does not fit in int32/);
+});
+
+// ---------------------------------------------------------------- refusals and ownership
+
+test('an unsupported op, opset or domain is refused naming the op type, node and opset', () => {
+  const x = laid(tf.tensor1d([1, 2]));
+  const refusal = (n: OnnxNode, opset: number): UnsupportedOpError => {
+    try {
+      runNode(n, [x], opset);
+    } catch (error) {
+      assert.ok(error instanceof UnsupportedOpError);
+      return error;
+    }
+    assert.fail('no error');
+  };
+  const unknown = refusal({ ...node('NonMaxSuppression', ['x'], ['y']), name: '/head/nms' }, 13);
+  assert.match(unknown.message, /NonMaxSuppression.*'\/head\/nms'.*opset 13/);
+  assert.equal(unknown.opType, 'NonMaxSuppression');
+  assert.match(refusal(node('LayerNormalization', ['x'], ['y']), 16).message, /LayerNormalization.*opset 16/);
+  assert.match(refusal({ ...node('TopK', ['x'], ['values']), name: '' }, 13).message, /TopK \(the node computing 'values', opset 13\)/);
+  assert.match(refusal({ ...node('Relu', ['x'], ['y']), domain: 'com.microsoft' }, 13).message, /domain 'com.microsoft'/);
+  assert.match(refusal(node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2) }), 13).message, /1-D data/);
+  const image = laid(tf.zeros([1, 1, 4, 4]));
+  const dilatedStrided = node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2, 2), dilations: ints(2, 2), strides: ints(2, 2) });
+  assert.throws(() => runNode(dilatedStrided, [image], 13), /dilations with strides larger than 1/);
+  image.tensor.dispose();
+  x.tensor.dispose();
+});
+
+test('runNode outputs are the caller\'s own tensors, even for Identity', () => {
+  const x = laid(tf.tensor1d([1, 2]));
+  const [y] = runNode(node('Identity', ['x'], ['y']), [x], 13);
+  assert.notEqual(y!.tensor, x.tensor);
+  x.tensor.dispose();
+  assert.deepEqual(Array.from(y!.tensor.dataSync()), [1, 2]);
+  y!.tensor.dispose();
+});
+
+test('interpretGraph frees every value but the fetches, also when a node fails', () => {
+  const m = model(
+    [node('Mul', ['x', 'k'], ['a']), node('Relu', ['a'], ['b']), node('Identity', ['b'], ['c']), node('Add', ['c', 'k'], ['d'])],
+    [onnxTensor('k', [2], [2, -1])],
+  );
+  const x = laid(tf.tensor1d([1, 3]));
+  const before = tf.memory().numTensors;
+  const result = interpretGraph(m, new Map([['x', x]]), ['d', 'b']);
+  assert.equal(tf.memory().numTensors, before + 2);
+  assert.deepEqual(Array.from(result.get('d')!.tensor.dataSync()), [4, -1]);
+  assert.deepEqual(Array.from(result.get('b')!.tensor.dataSync()), [2, 0]);
+  for (const value of result.values()) value.tensor.dispose();
+  assert.equal(x.tensor.isDisposed, false, 'feeds stay the caller\'s');
+
+  const failing = model([node('Mul', ['x', 'k'], ['a']), node('Foo', ['a'], ['b'])], [onnxTensor('k', [2], [2, -1])]);
+  assert.throws(() => interpretGraph(failing, new Map([['x', x]]), ['b']), UnsupportedOpError);
+  assert.equal(tf.memory().numTensors, before);
+  const outOfOrder = model([node('Relu', ['a'], ['b']), node('Mul', ['x', 'k'], ['a'])], [onnxTensor('k', [2], [2, -1])]);
+  assert.throws(() => interpretGraph(outOfOrder, new Map([['x', x]]), ['b']), /ONNX value 'a' is read before it is computed/);
+  const unfed = model([node('Mul', ['x', 'k'], ['a'])], [onnxTensor('k', [2], [2, -1])]);
+  unfed.graph.inputs.push({ name: 'x', type: 'float32', shape: [2] });
+  assert.throws(() => interpretGraph(unfed, new Map(), ['a']), /ONNX graph input 'x' is not fed/);
+  assert.equal(tf.memory().numTensors, before);
+  x.tensor.dispose();
+});
