@@ -6,7 +6,8 @@
  * MobileNet v1 export against the TF.js layers model of the same weights.
  *
  * On wasm every model and both images; on cpu (the pure-JS backend is slow)
- * SqueezeNet alone, the smallest model.
+ * SqueezeNet (the smallest model: Grad-CAM, LayerCAM, fmap, both images)
+ * and MobileNet v1 (real weights: Grad-CAM and its fmap on both_224).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -94,15 +95,15 @@ function mapDifference(map: { width: number; height: number; data: Float32Array 
   return maxAbsDifference(map.data, expected) / Math.max(reference.cam_max, 1e-3);
 }
 
-function modelParity(backend: BackendKind, models: readonly string[], methods: readonly string[]): void {
+function modelParity(backend: BackendKind, models: readonly string[], methods: readonly string[], images: readonly string[] = IMAGES): void {
   for (const name of models) {
     describe(`${name} on ${backend}`, { skip }, () => {
       let model: CamvizModel;
-      const images = new Map<string, LoadedImage>();
+      const loaded = new Map<string, LoadedImage>();
       before(async () => {
         await useBackend(backend);
         model = await openModel(name);
-        for (const image of IMAGES) images.set(image, await loadImage(imageFile(image), { size: model.meta.inputSize }));
+        for (const image of IMAGES) loaded.set(image, await loadImage(imageFile(image), { size: model.meta.inputSize }));
       });
       after(() => model?.dispose());
 
@@ -112,9 +113,9 @@ function modelParity(backend: BackendKind, models: readonly string[], methods: r
         assert.equal(model.meta.format, 'onnx');
       });
 
-      for (const image of IMAGES) {
+      for (const image of images) {
         test(`${image}: top-1 and the top-5 logits as PyTorch computes them`, () => {
-          const scores = logitsOf(model, images.get(image)!);
+          const scores = logitsOf(model, loaded.get(image)!);
           const top1 = index.top1[name]![image]!;
           assert.equal(topClasses(scores, 1)[0], top1);
           const reference = readReference(index.entries.find((entry) => entry.model === name && entry.image === image && entry.class === top1 && entry.method === 'gradcam')!.file);
@@ -129,7 +130,7 @@ function modelParity(backend: BackendKind, models: readonly string[], methods: r
           if (entries.length === 0) continue;
           test(`${image}: ${method} raw maps of classes ${entries.map((entry) => entry.class).join(', ')} within 1e-4 of the map's maximum`, () => {
             const references = entries.map((entry) => readReference(entry.file));
-            const [explanations] = explain(model, [images.get(image)!], { method, classes: references.map((reference) => reference.class) });
+            const [explanations] = explain(model, [loaded.get(image)!], { method, classes: references.map((reference) => reference.class) });
             references.forEach((reference, i) => {
               const explanation = explanations![i]!;
               assert.equal(explanation.classIndex, reference.class);
@@ -145,7 +146,7 @@ function modelParity(backend: BackendKind, models: readonly string[], methods: r
         test(`feature map of ${fmap.layer} on ${fmap.image} ([1, H, W, C]) within 1e-4`, () => {
           const reference = readNpy(join(referenceDir, fmap.file));
           const [node] = camTargets(model, [fmap.layer]);
-          const input = inputTensor(model, [images.get(fmap.image)!.input]);
+          const input = inputTensor(model, [loaded.get(fmap.image)!.input]);
           const values = model.network().forward(input, { layers: [node!] });
           const activation = values.layers.get(node!.path)!;
           assert.deepEqual(activation.shape, reference.shape);
@@ -160,6 +161,7 @@ function modelParity(backend: BackendKind, models: readonly string[], methods: r
 
 modelParity('wasm', MODELS, [...MAP_METHODS, 'scorecam']);
 modelParity('cpu', ['squeezenet1_1'], ['gradcam', 'layercam']);
+modelParity('cpu', ['mobilenet_v1_0.75_224'], ['gradcam'], ['both_224']);
 
 describe('MobileNet v1: the ONNX export and the TF.js layers model of the same weights on wasm', { skip: skip || skipWithoutSharedAssets }, () => {
   let onnx: CamvizModel;
