@@ -114,3 +114,9 @@ test('external data that leaves the model folder is refused', async () => {
   const bias = { name: 'bias', dims: [1, 3, 1, 1], external: { location: '../outside.bin', offset: '0', length: '12' } };
   await refused(onnxModelBytes(reluModel({ nodes, initializers: [bias] })), /tensor 'bias' has external data at '\.\.\/outside\.bin', outside the model folder: refused/);
 });
+
+test('a node that cannot run at the input size is refused at load, naming the node and its input shapes', async () => {
+  const nodes = [{ name: 'mismatch', opType: 'Add', inputs: ['input', 'five'], outputs: ['output'] }];
+  const five = { name: 'five', dims: [5], values: [1, 2, 3, 4, 5] };
+  await refused(onnxModelBytes(reluModel({ nodes, initializers: [five] })), /node 'mismatch' \(Add\) fails at load on inputs of shapes \[1, 3, 8, 8\], \[5\]/);
+});

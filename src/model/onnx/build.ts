@@ -20,7 +20,7 @@
 import * as tf from '../../engine/tf.js';
 import * as tfl from '../../engine/tfl.js';
 import { CamvizError } from '../../util/errors.js';
-import { type LaidTensor, type Layout, toLayout } from './layout.js';
+import { type LaidTensor, type Layout, onnxShape, toLayout } from './layout.js';
 import { MAX_OPSET, runNode, supportedOp, tensorFromOnnx } from './interpret.js';
 import { nodeNameIndex, topModule } from './names.js';
 import type { OnnxModel, OnnxNode } from './types.js';
@@ -540,7 +540,9 @@ function runChecked(node: OnnxNode, inputs: (LaidTensor | undefined)[], opset: n
     }) as unknown as LaidTensor[];
   } catch (error) {
     if (error instanceof CamvizError) throw error.file === undefined ? new CamvizError(error.message, { file }) : error;
-    throw new CamvizError(`node '${node.name}' (${node.opType}) fails on a ${inputs[0]?.tensor.shape.join('x') ?? ''} input: ${(error as Error).message.split('\n')[0]}`, { file });
+    // ONNX (NCHW) shapes, as the user knows the graph.
+    const shapes = inputs.map((input) => (input === undefined ? '-' : `[${onnxShape(input).join(', ')}]`)).join(', ');
+    throw new CamvizError(`node '${node.name}' (${node.opType}) fails at load on inputs of shapes ${shapes}: ${(error as Error).message.split('\n')[0]}`, { file });
   }
 }
 
