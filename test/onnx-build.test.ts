@@ -149,9 +149,9 @@ function seededValues(count: number, seed: number): number[] {
   });
 }
 
-test('Conv + Relu and depthwise Conv + Clip(0, 6) run as fused kernels with the values of the unfused layers', async () => {
-  // conv: 3 -> 4 channels, 3x3, stride 2, asymmetric pads (0, 0, 1, 1); depthwise: 4 channels x 2, 3x3, pads 1.
-  const model: TestModel = {
+/** conv: 3 -> 4 channels, 3x3, stride 2, asymmetric pads (0, 0, 1, 1), Relu; depthwise: 4 channels x 2, 3x3, pads 1, Clip(0, 6). */
+function convModel(): TestModel {
+  return {
     nodes: [
       { name: '/conv/Conv', opType: 'Conv', inputs: ['input', 'w1', 'b1'], outputs: ['c1'], attributes: [{ name: 'strides', ints: [2, 2] }, { name: 'pads', ints: [0, 0, 1, 1] }] },
       { name: '/relu/Relu', opType: 'Relu', inputs: ['c1'], outputs: ['r1'] },
@@ -168,6 +168,10 @@ test('Conv + Relu and depthwise Conv + Clip(0, 6) run as fused kernels with the 
       { name: 'six', dims: [], values: [6] },
     ],
   };
+}
+
+test('Conv + Relu and depthwise Conv + Clip(0, 6) run as fused kernels with the values of the unfused layers', async () => {
+  const model = convModel();
   await withModelFile(model, async (path) => {
     const loaded = await loadModel(path, { preprocess: 'none' });
     try {
@@ -246,5 +250,24 @@ test('a graph that takes one channel reads the mean of the RGB channels camviz f
     } finally {
       loaded.dispose();
     }
+  });
+});
+
+test('no tensor outlives the model: load, forward, backward and dispose leave the tensor count as it was', async () => {
+  await withModelFile(convModel(), async (path) => {
+    const before = tf.memory().numTensors;
+    const loaded = await loadModel(path, { preprocess: 'none' });
+    const network = loaded.network();
+    const input = tf.ones([2, 9, 9, 3]);
+    for (const fuse of [true, false]) {
+      const values = network.forward(input, { fuse });
+      tf.dispose([values.output, values.scores, values.probabilities]);
+    }
+    const [conv] = network.graph.nodes;
+    const result = network.backward(input, [(values) => tf.sum(values.scores) as tf.Scalar], { sources: [conv!] });
+    tf.dispose([result.values.output, result.values.scores, result.values.probabilities, ...result.gradients.flat()]);
+    input.dispose();
+    loaded.dispose();
+    assert.equal(tf.memory().numTensors, before);
   });
 });
