@@ -27,6 +27,7 @@ import { asset, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.j
 import { cliEnv, runCli } from './helpers/cli.js';
 import { maxAbsDifference } from './helpers/numeric.js';
 import { readNpy } from './helpers/npy.js';
+import { readManifest } from './helpers/files.js';
 
 const onnxDir = asset('onnx');
 const referenceDir = join(onnxDir, 'reference');
@@ -222,6 +223,11 @@ describe('the CLI on an ONNX model', { skip }, () => {
     const npy = readNpy(record!.npy);
     assert.deepEqual(npy.shape, [7, 7]);
     assert.ok(maxAbsDifference(npy.data, reference.cam_raw.flat()) <= 1e-4 * reference.cam_max);
+    // The manifest names the model by the .onnx file's sha256 (the sidecar's).
+    const sidecar = JSON.parse(readFileSync(join(onnxDir, 'resnet18.json'), 'utf8')) as { sha256: string };
+    const manifest = await readManifest(out);
+    assert.equal(manifest.model.sha256, sidecar.sha256);
+    assert.equal(manifest.model.name, 'resnet18');
   });
 
   test('camviz layers --model squeezenet1_1.onnx lists ONNX nodes, modules and NCHW shapes, and marks features as the default target', async () => {
