@@ -11,31 +11,34 @@
  *   `Constant`, shape arithmetic on them): it runs once here and its
  *   outputs become constants of the layers that read them;
  * - learns each remaining value's layout and shape (the batch dim null),
- *   which `computeOutputShape` reports. Shapes are in the stored layout, so a feature map reads
- *   [N, H, W, C] as camviz's conventions want.
+ *   which `computeOutputShape` reports. Shapes are in the stored layout,
+ *   so a feature map reads [N, H, W, C] as camviz's conventions want.
  *
- * The model's input is NHWC `[null, H, W, C]` (camviz's input tensor); it is
- * the ONNX input as an 'nhwc' value, so no transpose is needed.
+ * The model's input is NHWC `[null, H, W, 3]` (camviz's input tensor); it is
+ * the ONNX input as an 'nhwc' value, so no transpose is needed. The checks
+ * that refuse a graph are in check.ts, the Keras-class views of nodes in
+ * keras.ts, the PyTorch names in names.ts.
  */
 import * as tf from '../../engine/tf.js';
 import * as tfl from '../../engine/tfl.js';
 import { CamvizError } from '../../util/errors.js';
 import { type LaidTensor, type Layout, onnxShape, toLayout } from './layout.js';
-import { MAX_OPSET, runNode, supportedOp, tensorFromOnnx } from './interpret.js';
+import { runNode, tensorFromOnnx } from './interpret.js';
+import type { OnnxImageInput } from './check.js';
+import {
+  type ConvGeometry,
+  type DenseGeometry,
+  type InputSource,
+  clipMax,
+  convGeometry,
+  convView,
+  denseGeometry,
+  denseView,
+  kerasClassName,
+  runConv,
+} from './keras.js';
 import { nodeNameIndex, topModule } from './names.js';
 import type { OnnxModel, OnnxNode } from './types.js';
-
-/** The oldest: torchvision's exports start at 11; older graphs use since-removed op versions. */
-export const MIN_OPSET = 7;
-
-/** The image input the graph takes, in the ONNX (NCHW) order of its shape. */
-export interface OnnxImageInput {
-  name: string;
-  channels: number;
-  /** Fixed spatial size, when the graph declares one. */
-  height: number | undefined;
-  width: number | undefined;
-}
 
 export interface BuiltOnnxModel {
   readonly layersModel: tfl.LayersModel;
@@ -52,96 +55,6 @@ export interface BuiltOnnxModel {
   /** Frees the folded constants (the layers model has no weights of its own). */
   dispose(): void;
 }
-
-/** The default-domain opset of the model, refused when camviz does not claim it. */
-export function defaultOpset(model: OnnxModel, file: string): number {
-  const opset = model.opsets.get('') ?? model.opsets.get('ai.onnx');
-  if (opset === undefined) throw new CamvizError('the model imports no default ONNX opset', { file });
-  if (opset > MAX_OPSET) throw new CamvizError(`ONNX opset ${opset} is newer than camviz supports (${MIN_OPSET} to ${MAX_OPSET})`, { file });
-  if (opset < MIN_OPSET) throw new CamvizError(`ONNX opset ${opset} is older than camviz supports (${MIN_OPSET} to ${MAX_OPSET})`, { file });
-  return opset;
-}
-
-/**
- * The graph's image input: one 4-D input [N, C, H, W] with 1 or 3 channels.
- * Anything else is refused before any image is read.
- */
-export function imageInput(model: OnnxModel, file: string): OnnxImageInput {
-  const inputs = model.graph.inputs;
-  if (inputs.length !== 1) {
-    throw new CamvizError(`the graph takes ${inputs.length} inputs (${inputs.map((input) => input.name).join(', ')}); camviz feeds one image tensor`, { file });
-  }
-  const input = inputs[0]!;
-  const shape = input.shape;
-  const described = `input '${input.name}' ${shape === undefined ? 'of unknown rank' : `[${shape.map((dim) => dim ?? '?').join(', ')}]`}`;
-  if (input.type !== undefined && input.type !== 'float32') {
-    throw new CamvizError(`${described} is ${input.type}, not an image tensor (float32 [N, C, H, W])`, { file });
-  }
-  if (shape === undefined || shape.length !== 4) throw new CamvizError(`${described} is not an image tensor [N, C, H, W]`, { file });
-  const [, channels, height, width] = shape;
-  if (channels !== 1 && channels !== 3) throw new CamvizError(`${described} is not an image tensor [N, C, H, W] with 1 or 3 channels`, { file });
-  const fixed = (dim: number | string | null | undefined): number | undefined => (typeof dim === 'number' && dim > 0 ? dim : undefined);
-  return { name: input.name, channels, height: fixed(height), width: fixed(width) };
-}
-
-/** Refuses ops camviz does not run, naming the op type, the node and the opset. */
-export function checkSupportedOps(model: OnnxModel, opset: number, file: string): void {
-  for (const node of model.graph.nodes) {
-    const domain = node.domain === 'ai.onnx' ? '' : node.domain;
-    if (domain !== '') throw new CamvizError(`ONNX op ${node.domain}.${node.opType} (node '${node.name}') is not supported: camviz runs the default domain only`, { file });
-    if (!supportedOp(node.opType, opset)) {
-      throw new CamvizError(`unsupported ONNX op ${node.opType} (node '${node.name}', opset ${opset})`, { file });
-    }
-  }
-}
-
-/**
- * Refuses a graph whose nodes are not in topological order: a cycle, or a
- * value read before the node that writes it (or never written).
- */
-export function checkGraphOrder(model: OnnxModel, file: string): void {
-  const { graph } = model;
-  const known = new Set<string>([...graph.initializers.keys(), ...graph.inputs.map((input) => input.name)]);
-  const writer = new Map<string, number>();
-  graph.nodes.forEach((node, index) => node.outputs.forEach((value) => writer.set(value, index)));
-  graph.nodes.forEach((node, index) => {
-    for (const value of node.inputs) {
-      if (value === '' || known.has(value)) continue;
-      const from = writer.get(value);
-      if (from === undefined) throw new CamvizError(`node '${node.name}' reads '${value}', which no node writes and no input or initializer holds`, { file });
-      if (reaches(model, index, from)) throw new CamvizError(`the graph has a cycle through nodes '${node.name}' and '${graph.nodes[from]!.name}'`, { file });
-      throw new CamvizError(`node '${node.name}' reads '${value}' before node '${graph.nodes[from]!.name}' writes it (nodes are not in topological order)`, { file });
-    }
-    for (const value of node.outputs) if (value !== '') known.add(value);
-  });
-  for (const output of graph.outputs) {
-    if (!known.has(output.name)) throw new CamvizError(`graph output '${output.name}' is written by no node`, { file });
-  }
-}
-
-/** Whether node `to` depends on the outputs of node `from` (through any path). */
-function reaches(model: OnnxModel, from: number, to: number): boolean {
-  const nodes = model.graph.nodes;
-  const readers = new Map<string, number[]>();
-  nodes.forEach((node, index) => node.inputs.forEach((value) => readers.set(value, [...(readers.get(value) ?? []), index])));
-  const seen = new Set<number>([from]);
-  const pending = [from];
-  for (let index = pending.pop(); index !== undefined; index = pending.pop()) {
-    if (index === to) return true;
-    for (const value of nodes[index]!.outputs) {
-      for (const reader of readers.get(value) ?? []) {
-        if (!seen.has(reader)) {
-          seen.add(reader);
-          pending.push(reader);
-        }
-      }
-    }
-  }
-  return false;
-}
-
-/** How a node layer gets each ONNX input: omitted, a folded constant, or the layer's next runtime input. */
-type InputSource = { kind: 'omitted' } | { kind: 'constant'; value: LaidTensor } | { kind: 'runtime'; layout: Layout };
 
 interface PlannedLayer {
   node: OnnxNode;
@@ -162,112 +75,12 @@ interface PlannedLayer {
   dense?: DenseGeometry;
 }
 
-/** Gemm with alpha = beta = 1, no transposed input, constant weights [C, N] or [N, C] (transB) and bias. */
-interface DenseGeometry {
-  weights: tf.Tensor;
-  transposed: boolean;
-  bias: tf.Tensor | undefined;
-}
-
-/**
- * A Conv as tfjs-layers' Conv2D / DepthwiseConv2D describe one (what
- * src/executor/fusion.ts and the CAM method read): NHWC in and out,
- * constant weights, one group or depthwise, padding tfjs' fused kernels take.
- */
-interface ConvGeometry {
-  depthwise: boolean;
-  /** Input channels. */
-  channels: number;
-  /** ONNX weights [M, C/group, kh, kw] and bias [M]. */
-  weights: tf.Tensor;
-  bias: tf.Tensor | undefined;
-  strides: [number, number];
-  dilationRate: [number, number];
-  padding: 'valid' | number | [[0, 0], [number, number], [number, number], [0, 0]];
-}
-
 interface NodeLayerConfig {
   name: string;
   plan: PlannedLayer;
   opset: number;
   /** Kernels in tfjs' layout, made on first use and freed with the model. */
   kernels: Set<tf.Tensor>;
-}
-
-/** The fields of a tfjs-layers Conv2D / DepthwiseConv2D that the executor's fusion and the CAM method read. */
-function convView(conv: ConvGeometry, kernels: Set<tf.Tensor>): { kernel: { read(): tf.Tensor }; fields: Record<string, unknown> } {
-  let kernel: tf.Tensor | undefined;
-  const read = (): tf.Tensor => {
-    kernel ??= tf.keep(tf.tidy(() => tfjsKernel(conv)));
-    kernels.add(kernel);
-    return kernel;
-  };
-  const [, , kh, kw] = conv.weights.shape;
-  return { kernel: { read }, fields: convFields(conv, read, kh!, kw!) };
-}
-
-/**
- * A Conv with constant weights as tfjs runs it: the kernel transposed once,
- * not at every call. The output is NHWC, as the op library's.
- */
-function runConv(conv: ConvGeometry, kernel: tf.Tensor, input: LaidTensor): tf.Tensor {
-  return tf.tidy(() => {
-    const x = toLayout(input, 'nhwc') as tf.Tensor4D;
-    const filter = kernel as tf.Tensor4D;
-    const y = conv.depthwise
-      ? tf.depthwiseConv2d(x, filter, conv.strides, conv.padding, 'NHWC', conv.dilationRate)
-      : tf.conv2d(x, filter, conv.strides, conv.padding, 'NHWC', conv.dilationRate);
-    return conv.bias === undefined ? y : tf.add(y, conv.bias);
-  });
-}
-
-function convFields(conv: ConvGeometry, read: () => tf.Tensor, kh: number, kw: number): Record<string, unknown> {
-  return {
-    [conv.depthwise ? 'depthwiseKernel' : 'kernel']: { read },
-    bias: conv.bias === undefined ? null : { read: () => conv.bias },
-    kernelSize: [kh, kw],
-    strides: conv.strides,
-    dilationRate: conv.dilationRate,
-    padding: conv.padding,
-    dataFormat: 'channelsLast',
-    activation: { getClassName: () => 'linear', apply: (x: tf.Tensor) => x },
-  };
-}
-
-/** The fields of a tfjs-layers Dense that the CAM method reads: kernel [C, N] and bias. */
-function denseView(dense: DenseGeometry, kernels: Set<tf.Tensor>): Record<string, unknown> {
-  let kernel: tf.Tensor | undefined;
-  const read = (): tf.Tensor => {
-    kernel ??= tf.keep(dense.transposed ? tf.transpose(dense.weights) : dense.weights.clone());
-    kernels.add(kernel);
-    return kernel;
-  };
-  return {
-    kernel: { read },
-    bias: dense.bias === undefined ? null : { read: () => dense.bias },
-    activation: { getClassName: () => 'linear', apply: (x: tf.Tensor) => x },
-  };
-}
-
-/** A Gemm that computes x·W + b on the image's values with constant W and b, as a Dense layer does. */
-function denseGeometry(node: OnnxNode, sources: readonly InputSource[]): DenseGeometry | undefined {
-  const [a, b, c] = sources;
-  const number = (name: string, fallback: number): number => {
-    const attribute = node.attributes[name];
-    return attribute?.kind === 'int' || attribute?.kind === 'float' ? attribute.value : fallback;
-  };
-  if (a?.kind !== 'runtime' || b?.kind !== 'constant' || b.value.tensor.rank !== 2) return undefined;
-  if (number('transA', 0) !== 0 || number('alpha', 1) !== 1 || number('beta', 1) !== 1) return undefined;
-  if (c !== undefined && c.kind !== 'omitted' && (c.kind !== 'constant' || c.value.tensor.rank !== 1)) return undefined;
-  return { weights: b.value.tensor, transposed: number('transB', 0) === 1, bias: c?.kind === 'constant' ? c.value.tensor : undefined };
-}
-
-/** ONNX [M, C/group, kh, kw] as tfjs' [kh, kw, C, M] (Conv2D) or [kh, kw, C, M/C] (depthwise). */
-function tfjsKernel(conv: ConvGeometry): tf.Tensor {
-  const [outChannels, , kh, kw] = conv.weights.shape as [number, number, number, number];
-  if (!conv.depthwise) return tf.transpose(conv.weights, [2, 3, 1, 0]);
-  // Depthwise: output channel c·m + j reads input channel c.
-  return tf.transpose(tf.reshape(conv.weights, [conv.channels, outChannels / conv.channels, kh, kw]), [2, 3, 0, 1]);
 }
 
 /** One ONNX node as a layer: `call` runs the node on its runtime inputs and its folded constants. */
@@ -351,107 +164,6 @@ function runPlanned(plan: PlannedLayer, given: readonly tf.Tensor[], opset: numb
       return shared ? tf.clone(tensor) : tensor;
     });
   });
-}
-
-/** Keras class names of the same semantics, which the executor and the CAM methods read. */
-function kerasClassName(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined, inputRank: number): string {
-  switch (node.opType) {
-    case 'Relu':
-      return 'ReLU';
-    case 'Clip':
-      return isReluClip(node, constantOf) ? 'ReLU' : 'Clip';
-    case 'GlobalAveragePool':
-      return 'GlobalAveragePooling2D';
-    case 'GlobalMaxPool':
-      return 'GlobalMaxPooling2D';
-    case 'ReduceMean':
-      return inputRank === 4 && isSpatialReduce(node, constantOf) ? 'GlobalAveragePooling2D' : 'ReduceMean';
-    case 'Flatten':
-    case 'Reshape':
-    case 'Softmax':
-    case 'Dropout':
-      return node.opType;
-    default:
-      return node.opType;
-  }
-}
-
-/** Clip(0, 6) (ReLU6) and Clip(0) (ReLU) gate like a ReLU in guided backpropagation. */
-function isReluClip(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined): boolean {
-  const attribute = node.attributes['min'];
-  let min: number | undefined = attribute?.kind === 'float' ? attribute.value : undefined;
-  const minInput = node.inputs[1];
-  if (minInput !== undefined && minInput !== '') {
-    const value = constantOf(minInput);
-    min = value === undefined || value.tensor.size !== 1 ? undefined : value.tensor.dataSync()[0];
-  }
-  return min === 0;
-}
-
-/** Clip's upper bound, when it is a constant. */
-function clipMax(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined): number | undefined {
-  const attribute = node.attributes['max'];
-  const maxInput = node.inputs[2];
-  if (maxInput !== undefined && maxInput !== '') {
-    const value = constantOf(maxInput);
-    return value === undefined || value.tensor.size !== 1 ? undefined : value.tensor.dataSync()[0];
-  }
-  return attribute?.kind === 'float' ? attribute.value : undefined;
-}
-
-function intsAttribute(node: OnnxNode, name: string): number[] | undefined {
-  const attribute = node.attributes[name];
-  return attribute?.kind === 'ints' ? attribute.value : undefined;
-}
-
-/**
- * The geometry of a Conv that tfjs' fused kernels can run: an NHWC input,
- * constant weights and bias, one group or depthwise, no strides together
- * with dilations, padding that the kernel takes (depthwise: equal on every
- * side). Undefined otherwise: the Conv then runs as its own layer.
- */
-function convGeometry(node: OnnxNode, sources: readonly InputSource[], input: LaidTensor): ConvGeometry | undefined {
-  const [, weightSource, biasSource] = sources;
-  if (weightSource?.kind !== 'constant' || (biasSource !== undefined && biasSource.kind === 'runtime')) return undefined;
-  const weights = weightSource.value.tensor;
-  if (weights.rank !== 4 || input.tensor.rank !== 4) return undefined;
-  const channels = input.tensor.shape[input.layout === 'nhwc' ? 3 : 1]!;
-  const [outChannels, groupChannels] = weights.shape as [number, number, number, number];
-  const groupAttribute = node.attributes['group'];
-  const group = groupAttribute?.kind === 'int' ? groupAttribute.value : 1;
-  const depthwise = group > 1 && group === channels && groupChannels === 1 && outChannels % channels === 0;
-  if (group !== 1 && !depthwise) return undefined;
-  const strides = (intsAttribute(node, 'strides') ?? [1, 1]) as [number, number];
-  const dilationRate = (intsAttribute(node, 'dilations') ?? [1, 1]) as [number, number];
-  if (strides.length !== 2 || dilationRate.length !== 2) return undefined;
-  if (strides.some((stride) => stride > 1) && dilationRate.some((rate) => rate > 1)) return undefined;
-  const autoPad = node.attributes['auto_pad'];
-  const pads = autoPad?.kind === 'string' && autoPad.value !== 'NOTSET' ? (autoPad.value === 'VALID' ? [0, 0, 0, 0] : undefined) : (intsAttribute(node, 'pads') ?? [0, 0, 0, 0]);
-  // SAME_UPPER / SAME_LOWER depend on the input size: left to the op library.
-  if (pads === undefined || pads.length !== 4) return undefined;
-  const [top, left, bottom, right] = pads as [number, number, number, number];
-  let padding: ConvGeometry['padding'];
-  if (top === 0 && left === 0 && bottom === 0 && right === 0) padding = 'valid';
-  else if (top === left && top === bottom && top === right) padding = top;
-  else if (depthwise) return undefined;
-  else padding = [[0, 0], [top, bottom], [left, right], [0, 0]];
-
-
-  const bias = biasSource?.kind === 'constant' ? biasSource.value.tensor : undefined;
-  return { depthwise, channels, weights, bias, strides, dilationRate, padding };
-}
-
-function isSpatialReduce(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined): boolean {
-  const attribute = node.attributes['axes'];
-  let axes: number[] | undefined = attribute?.kind === 'ints' ? attribute.value : undefined;
-  const axesInput = node.inputs[1];
-  if (axesInput !== undefined && axesInput !== '') {
-    const value = constantOf(axesInput);
-    axes = value === undefined ? undefined : Array.from(value.tensor.dataSync());
-  }
-  if (axes === undefined) return false;
-  const normal = axes.map((axis) => (axis < 0 ? axis + 4 : axis)).sort();
-  return normal.length === 2 && normal[0] === 2 && normal[1] === 3;
 }
 
 /** A tfjs-layers name (letters, digits, `-._/`, starting with a letter or digit) for an ONNX node, unique in the model. */
