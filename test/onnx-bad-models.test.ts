@@ -120,3 +120,7 @@ test('a node that cannot run at the input size is refused at load, naming the no
   const five = { name: 'five', dims: [5], values: [1, 2, 3, 4, 5] };
   await refused(onnxModelBytes(reluModel({ nodes, initializers: [five] })), /node 'mismatch' \(Add\) fails at load on inputs of shapes \[1, 3, 8, 8\], \[5\]/);
 });
+
+test('an input declaring a million pixels a side is refused before the load pass allocates it', async () => {
+  await refused(onnxModelBytes(reluModel({ inputs: [{ name: 'input', shape: ['batch', 3, 1000000, 1000000] }] })), /input size 1000000x1000000 is larger than camviz runs \(4096 pixels a side\)/);
+});

@@ -10,6 +10,21 @@ import type { OnnxModel } from './types.js';
 /** The oldest: torchvision's exports start at 11; older graphs use since-removed op versions. */
 export const MIN_OPSET = 7;
 
+/**
+ * The largest input side camviz builds a graph for: the bound of --size
+ * (src/cli/options.ts), where a MobileNet forward pass already needs over
+ * 2 GB. A graph declaring a larger fixed input is refused before the load
+ * pass allocates it.
+ */
+export const MAX_INPUT_SIDE = 4096;
+
+/** Refuses an input size the load pass could not allocate. */
+export function checkInputSize(size: { width: number; height: number }, file: string): void {
+  if (size.width > MAX_INPUT_SIDE || size.height > MAX_INPUT_SIDE) {
+    throw new CamvizError(`input size ${size.width}x${size.height} is larger than camviz runs (${MAX_INPUT_SIDE} pixels a side)`, { file });
+  }
+}
+
 /** The image input the graph takes, in the ONNX (NCHW) order of its shape. */
 export interface OnnxImageInput {
   name: string;

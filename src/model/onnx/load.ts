@@ -9,7 +9,7 @@ import { createReadStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
 import { type BuiltOnnxModel, buildOnnxModel } from './build.js';
-import { type OnnxImageInput, checkGraphOrder, checkSupportedOps, defaultOpset, imageInput } from './check.js';
+import { type OnnxImageInput, checkGraphOrder, checkInputSize, checkSupportedOps, defaultOpset, imageInput } from './check.js';
 import { readOnnxFile } from './read.js';
 import type { LayerInfo } from '../../executor/layers.js';
 import type { OnnxModel } from './types.js';
@@ -90,6 +90,7 @@ export async function readCheckedOnnx(path: string): Promise<CheckedOnnx> {
 
 /** Builds the layers model of a checked ONNX model for an input of `size`. */
 export function buildChecked(checked: CheckedOnnx, size: { width: number; height: number }): BuiltOnnxModel {
+  checkInputSize(size, checked.path);
   return buildOnnxModel(checked.model, checked.input, size, checked.opset, checked.path);
 }
 
