@@ -81,6 +81,12 @@ test('a value read before the node that writes it is refused, and one nothing wr
   await refused(onnxModelBytes(reluModel({ nodes: missing })), /node 'reader' reads 'nowhere', which no node writes/);
 });
 
+test('a graph without outputs, or whose output does not depend on the input, is refused', async () => {
+  await refused(onnxModelBytes(reluModel({ outputs: [] })), /the graph has no outputs/);
+  const constant = [{ name: 'c', opType: 'Relu', inputs: ['k'], outputs: ['output'] }];
+  await refused(onnxModelBytes(reluModel({ nodes: constant, initializers: [{ name: 'k', dims: [2], values: [1, 2] }] })), /graph output 'output' does not depend on the input/);
+});
+
 test('an input that is not an image tensor is refused', async () => {
   await refused(onnxModelBytes(reluModel({ inputs: [{ name: 'input', shape: ['batch', 10] }] })), /input 'input' \[batch, 10\] is not an image tensor/);
   await refused(onnxModelBytes(reluModel({ inputs: [{ name: 'input', shape: [1, 2, 8, 8] }] })), /with 1 or 3 channels/);

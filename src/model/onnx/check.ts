@@ -82,6 +82,7 @@ export function checkSupportedOps(model: OnnxModel, opset: number, file: string)
  */
 export function checkGraphOrder(model: OnnxModel, file: string): void {
   const { graph } = model;
+  if (graph.outputs.length === 0) throw new CamvizError('the graph has no outputs', { file });
   const known = new Set<string>([...graph.initializers.keys(), ...graph.inputs.map((input) => input.name)]);
   const writer = new Map<string, number>();
   graph.nodes.forEach((node, index) => node.outputs.forEach((value) => writer.set(value, index)));
