@@ -130,3 +130,8 @@ test('a node that cannot run at the input size is refused at load, naming the no
 test('an input declaring a million pixels a side is refused before the load pass allocates it', async () => {
   await refused(onnxModelBytes(reluModel({ inputs: [{ name: 'input', shape: ['batch', 3, 1000000, 1000000] }] })), /input size 1000000x1000000 is larger than camviz runs \(4096 pixels a side\)/);
 });
+
+test('a node naming more outputs than its op gives is refused at load', async () => {
+  const nodes = [{ name: 'r', opType: 'Relu', inputs: ['input'], outputs: ['output', 'extra'] }];
+  await refused(onnxModelBytes(reluModel({ nodes })), /node 'r' \(Relu\) gives 1 outputs; the graph names 2/);
+});

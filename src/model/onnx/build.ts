@@ -247,6 +247,7 @@ function runChecked(node: OnnxNode, inputs: (LaidTensor | undefined)[], opset: n
   try {
     return tf.tidy(() => {
       const outputs = runNode(node, inputs, opset);
+      if (outputs.length < node.outputs.length) throw new CamvizError(`node '${node.name}' (${node.opType}) gives ${outputs.length} outputs; the graph names ${node.outputs.length}`);
       // A pass-through output gets its own tensor: each value is disposed once.
       return outputs.map((output) => (inputs.some((value) => value?.tensor === output.tensor) ? { ...output, tensor: tf.clone(output.tensor) } : output)) as unknown as tf.TensorContainer;
     }) as unknown as LaidTensor[];
