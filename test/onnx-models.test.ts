@@ -121,6 +121,7 @@ function modelParity(backend: BackendKind, models: readonly string[], methods: r
           assert.equal(topClasses(scores, 1)[0], top1);
           const reference = readReference(index.entries.find((entry) => entry.model === name && entry.image === image && entry.class === top1 && entry.method === 'gradcam')!.file);
           const scale = Math.max(1, ...reference.logits_top5.map((entry) => Math.abs(entry.logit)));
+          assert.deepEqual(topClasses(scores, 5), reference.logits_top5.map((entry) => entry.class));
           for (const { class: index, logit } of reference.logits_top5) {
             assert.ok(Math.abs(scores[index]! - logit) <= 1e-4 * scale, `class ${index}: logit ${scores[index]} vs ${logit}`);
           }
