@@ -22,7 +22,8 @@ import { type LoadedImage, loadImage } from '../src/image/image.js';
 import { explain } from '../src/explain.js';
 import { inputTensor } from '../src/model/predict.js';
 import { camTargets } from '../src/cam/request.js';
-import { registerForwardHook, registerForwardPreHook, registerGradientHook } from '../src/hooks/index.js';
+import { resolveLayer } from '../src/executor/layers.js';
+import { registerForwardHook, registerForwardPreHook, registerFullBackwardHook, registerGradientHook } from '../src/hooks/index.js';
 import { asset, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
 import { cliEnv, runCli } from './helpers/cli.js';
 import { maxAbsDifference } from './helpers/numeric.js';
@@ -277,14 +278,16 @@ describe('every other method and the hooks on the ResNet-18 export on wasm', { s
     }
   });
 
-  test('forward, pre-forward and gradient hooks fire on an ONNX node named by its module path', () => {
+  test('forward, pre-forward, gradient and full backward hooks fire on ONNX nodes named by their module paths', () => {
     const network = model.network();
     const [node] = camTargets(model, ['layer4']);
+    const fc = resolveLayer(network, 'fc', () => true, 'a layer');
     const seen: string[] = [];
     const handles = [
       registerForwardPreHook(node!.layer, (_layer, inputs) => void seen.push(`pre ${inputs[0]!.shape.join('x')}`)),
       registerForwardHook(node!.layer, (_layer, _inputs, output) => void seen.push(`forward ${(output as tf.Tensor).shape.join('x')}`)),
       registerGradientHook(node!.layer, (gradient) => void seen.push(`gradient ${gradient.shape.join('x')}`)),
+      registerFullBackwardHook(fc.layer, (_layer, gradInputs, gradOutputs) => void seen.push(`backward ${gradInputs[0]?.shape.join('x')} <- ${gradOutputs[0]?.shape.join('x')}`)),
     ];
     const input = inputTensor(model, [image.input]);
     try {
@@ -295,6 +298,6 @@ describe('every other method and the hooks on the ResNet-18 export on wasm', { s
       for (const handle of handles) handle.remove();
     }
     // The input of layer4's last ReLU is the residual sum, NHWC like every feature map.
-    assert.deepEqual(seen, ['pre 1x7x7x512', 'forward 1x7x7x512', 'gradient 1x7x7x512']);
+    assert.deepEqual(seen.sort(), ['backward 1x512 <- 1x1000', 'forward 1x7x7x512', 'gradient 1x7x7x512', 'pre 1x7x7x512']);
   });
 });
