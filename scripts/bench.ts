@@ -107,6 +107,9 @@ function benchModels(): BenchModel[] {
   const darknet = join(assets, 'models', 'darknet_tiny');
   const both = join(assets, 'images', 'both.png');
   if (existsSync(join(mobilenet, 'model.json'))) models.push({ name: 'MobileNet v1 0.75', spec: { model: mobilenet }, image: both, classes: ['281'] });
+  // The same weights exported to ONNX (issue 11: no slower than the layers model).
+  const mobilenetOnnx = join(assets, 'onnx', 'mobilenet_v1_0.75_224.onnx');
+  if (existsSync(mobilenetOnnx)) models.push({ name: 'MobileNet v1 0.75 (ONNX)', spec: { model: mobilenetOnnx, preprocess: 'tf' }, image: both, classes: ['281'] });
   if (existsSync(join(darknet, 'model.json'))) {
     models.push({
       name: 'Darknet-tiny',

@@ -7,7 +7,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -22,6 +22,7 @@ import { imagePath, mobilenetDir, repoRoot, skipWithoutSharedAssets } from './he
 import { type CliRun, runCli } from './helpers/cli.js';
 import { assertUsageError } from './helpers/usage-error.js';
 import { maxAbsDifference, upsample } from './helpers/numeric.js';
+import { readNpy } from './helpers/npy.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-cam-cli-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -51,25 +52,6 @@ function parseRecords(run: CliRun): CamRecord[] {
   const records = JSON.parse(run.stdout) as CamRecord[];
   assert.ok(Array.isArray(records));
   return records;
-}
-
-/** A little-endian float32 C-order .npy, parsed by hand (format 1.0). */
-function readNpy(path: string): { shape: number[]; data: Float32Array } {
-  const bytes = readFileSync(path);
-  assert.deepEqual([...bytes.subarray(0, 6)], [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59], 'npy magic');
-  assert.equal(bytes[6], 1, 'npy major version');
-  const headerLength = bytes.readUInt16LE(8);
-  const header = bytes.subarray(10, 10 + headerLength).toString('latin1');
-  assert.match(header, /'descr': '<f4'/);
-  assert.match(header, /'fortran_order': False/);
-  const shape = /'shape': \(([^)]*)\)/.exec(header)![1]!.split(',').map((s) => s.trim()).filter((s) => s !== '').map(Number);
-  const start = 10 + headerLength;
-  assert.equal(start % 64, 0, 'data aligned to 64 bytes');
-  const count = shape.reduce((a, b) => a * b, 1);
-  assert.equal(bytes.length - start, count * 4);
-  const data = new Float32Array(count);
-  for (let i = 0; i < count; i++) data[i] = bytes.readFloatLE(start + i * 4);
-  return { shape, data };
 }
 
 async function readRgb(path: string): Promise<{ width: number; height: number; rgb: Uint8Array }> {

@@ -1,5 +1,6 @@
 /** `camviz layers`: the layer table. */
 import { describeLayers } from '../executor/layers.js';
+import { type OnnxLayerInfo, describeOnnxLayers } from '../model/onnx/load.js';
 import { releaseBackend } from '../engine/release.js';
 import { openTaskContext } from '../tasks/common.js';
 import { type ModelOptions, checkModelOptions, printJson } from './common.js';
@@ -9,7 +10,9 @@ export async function runLayers(options: ModelOptions & { json?: boolean }): Pro
   checkModelOptions(options);
   const { model } = await openTaskContext(modelSpec(options));
   try {
-    const layers = describeLayers(model.network(), model.meta.targetLayer);
+    const described = describeLayers(model.network(), model.meta.targetLayer);
+    // ONNX models: ONNX node names and shapes, and the PyTorch module of each output.
+    const layers: OnnxLayerInfo[] = model.onnx === undefined ? described : describeOnnxLayers(model.onnx, described);
     if (options.json) {
       printJson(layers);
       return 0;
@@ -17,15 +20,18 @@ export async function runLayers(options: ModelOptions & { json?: boolean }): Pro
     const shape = (dims: (number | null)[]): string => `[${dims.map((dim) => dim ?? '?').join(', ')}]`;
     const nameWidth = Math.max(4, ...layers.map((layer) => layer.name.length));
     const classWidth = Math.max(5, ...layers.map((layer) => layer.className.length));
+    const moduleWidth = Math.max(0, ...layers.map((layer) => (layer.module === undefined ? 0 : Math.max(6, layer.module.length))));
+    const moduleColumn = (text: string): string => (moduleWidth === 0 ? '' : `${text.padEnd(moduleWidth)}  `);
     const rows = layers.map(
       (layer) =>
-        `${layer.name.padEnd(nameWidth)}  ${layer.className.padEnd(classWidth)}  ${shape(layer.outputShape).padEnd(22)} ${String(layer.params).padStart(9)}  ${
+        `${layer.name.padEnd(nameWidth)}  ${moduleColumn(layer.module ?? '')}${layer.className.padEnd(classWidth)}  ${shape(layer.outputShape).padEnd(22)} ${String(layer.params).padStart(9)}  ${
           layer.default ? 'CAM (default)' : layer.camTarget ? 'CAM' : ''
         }`.trimEnd(),
     );
-    const header = `${'name'.padEnd(nameWidth)}  ${'class'.padEnd(classWidth)}  ${'output'.padEnd(22)} ${'params'.padStart(9)}  target`;
+    const header = `${'name'.padEnd(nameWidth)}  ${moduleColumn('module')}${'class'.padEnd(classWidth)}  ${'output'.padEnd(22)} ${'params'.padStart(9)}  target`;
+    const scoreLayer = model.network().score.scoreLayer;
     const total = layers.reduce((sum, layer) => sum + layer.params, 0);
-    process.stdout.write(`${header}\n${rows.join('\n')}\n${layers.length} layers, ${total} parameters; score layer: ${model.network().score.scoreLayer}\n`);
+    process.stdout.write(`${header}\n${rows.join('\n')}\n${layers.length} layers, ${total} parameters; score layer: ${model.onnx?.nodeNames.get(scoreLayer) ?? scoreLayer}\n`);
     return 0;
   } finally {
     model.dispose();

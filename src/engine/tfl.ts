@@ -13,3 +13,8 @@ const layersPackage = createRequire(import.meta.url)('@tensorflow/tfjs-layers') 
 export const LayersModelClass = layersPackage.LayersModel;
 
 export const { loadLayersModel } = layersPackage;
+
+/** What the ONNX importer needs to build a functional model of its own layers. */
+export const { input, model } = layersPackage;
+/** The base class of layers, as a value (to extend); `tfl.layers.Layer` is the type. */
+export const LayerClass = layersPackage.layers.Layer;

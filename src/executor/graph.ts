@@ -83,6 +83,17 @@ interface ActivationOwner {
   activation: { apply(x: tf.Tensor): tf.Tensor; getClassName(): string };
 }
 
+/**
+ * Other names of a model's layers (alias -> layer name), for models built by
+ * an importer: an ONNX model's layers are also known by PyTorch module paths
+ * and ONNX value names.
+ */
+const layerAliases = new WeakMap<tfl.LayersModel, ReadonlyMap<string, string>>();
+
+export function setLayerAliases(model: tfl.LayersModel, aliases: ReadonlyMap<string, string>): void {
+  layerAliases.set(model, aliases);
+}
+
 export function isContainer(layer: Layer): layer is tfl.LayersModel {
   return layer instanceof tfl.LayersModelClass;
 }
@@ -96,9 +107,11 @@ export class LayerGraph {
   /** Fusable chains, keyed by the index of their first node. */
   private readonly chainsByFirst = new Map<number, FusedChain>();
   private readonly containerCalls: readonly ContainerCall[];
+  private readonly aliases: ReadonlyMap<string, string>;
 
-  private constructor(nodes: GraphNode[], inputKeys: string[], outputKeys: string[], containerCalls: ContainerCall[]) {
+  private constructor(nodes: GraphNode[], inputKeys: string[], outputKeys: string[], containerCalls: ContainerCall[], aliases: ReadonlyMap<string, string>) {
     this.nodes = nodes;
+    this.aliases = aliases;
     // Outer calls before the calls nested in them.
     this.containerCalls = [...containerCalls].sort((a, b) => a.first - b.first || b.end - a.end);
     this.inputKeys = inputKeys;
@@ -120,7 +133,7 @@ export class LayerGraph {
     const container = model as unknown as ContainerView;
     const inputKeys = container.inputs.map((symbolic) => `${symbolic.id}`);
     const outputKeys = expandContainer(model, '', '', inputKeys, nodes, calls);
-    return new LayerGraph(nodes, inputKeys, outputKeys, calls);
+    return new LayerGraph(nodes, inputKeys, outputKeys, calls, layerAliases.get(model) ?? new Map());
   }
 
   /** The node computing `key`; for a pre-activation key, the split node. */
@@ -139,7 +152,13 @@ export class LayerGraph {
 
   /** Nodes whose layer name or path equals `name`. */
   findNodes(name: string): GraphNode[] {
-    return this.nodes.filter((node) => node.path === name || node.layer.name === name);
+    const aliased = this.aliases.get(name) ?? name;
+    return this.nodes.filter((node) => node.path === aliased || node.layer.name === aliased);
+  }
+
+  /** Every name `findNodes` knows: node paths and aliases (for suggestions). */
+  names(): string[] {
+    return [...this.nodes.map((node) => node.path), ...this.aliases.keys()];
   }
 
   /** Indices of the nodes that depend on any of `keys`. */

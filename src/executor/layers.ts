@@ -78,7 +78,7 @@ export function resolveLayer(
   const nodes = network.graph.nodes;
   const node = network.graph.findNodes(name).at(-1);
   if (node === undefined) {
-    const close = closestMatches(name, nodes.map((candidate) => candidate.path));
+    const close = closestMatches(name, network.graph.names());
     throw new UsageError(`layer '${name}' is not in the model${close.length > 0 ? `; did you mean ${close.join(', ')}?` : ' (see camviz layers)'}`);
   }
   if (accept(node)) return node;

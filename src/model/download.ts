@@ -85,6 +85,38 @@ export async function downloadModel(modelJsonUrl: URL, folder: string, options: 
   }
 }
 
+/**
+ * Downloads a single-file model (an ONNX graph) into `folder` as
+ * `fileName`, with camviz.json beside it if the server has one, atomically:
+ * `check` reads the file in the temporary folder and throws if it is not a
+ * model, so a wrong body never reaches the cache.
+ */
+export async function downloadModelFile(url: URL, folder: string, fileName: string, check: (path: string) => Promise<void>, log?: FetchLog): Promise<void> {
+  const temp = `${folder}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  await mkdir(temp, { recursive: true });
+  try {
+    log?.(`downloading ${url.href}`);
+    await fetchToFile(url, join(temp, fileName), TOTAL_WEIGHTS_LIMIT, `the ${TOTAL_WEIGHTS_LIMIT / MIB} MiB limit for a model file`);
+    try {
+      await check(join(temp, fileName));
+    } catch (error) {
+      // The temporary file means nothing to the user: name the URL.
+      if (error instanceof CamvizError) throw new CamvizError(error.message, { file: url.href });
+      throw error;
+    }
+    await downloadCamvizJson(url, temp);
+    await mkdir(dirname(folder), { recursive: true });
+    try {
+      await rename(temp, folder);
+    } catch (error) {
+      // Another process finished the same download first: keep theirs.
+      if (!existsSync(join(folder, fileName))) throw error;
+    }
+  } finally {
+    await rm(temp, { recursive: true, force: true });
+  }
+}
+
 interface PlannedFile {
   url: URL;
   /** Where it goes in the temporary folder. */

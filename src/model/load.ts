@@ -11,7 +11,10 @@ import { CamvizError, UsageError } from '../util/errors.js';
 import { readLocalModel } from './io.js';
 import { type CamvizJson, type MetadataOverrides, type ModelMetadata, readCamvizJson, resolveMetadata } from './metadata.js';
 import { Network } from '../executor/network.js';
-import { DEFAULT_MODEL, type FetchLog, ZOO, knownModelBySha256, urlModelJson, zooEntry, zooModelJson } from './zoo.js';
+import { setLayerAliases } from '../executor/graph.js';
+import { DEFAULT_MODEL, type FetchLog, ZOO, knownModelBySha256, urlModelJson, urlOnnxFile, zooEntry, zooModelJson } from './zoo.js';
+import type { BuiltOnnxModel } from './onnx/build.js';
+import { buildChecked, isOnnxUrl, localOnnxPath, readCheckedOnnx } from './onnx/load.js';
 
 export interface LoadOptions extends MetadataOverrides {
   /** Progress messages (downloads). */
@@ -25,6 +28,8 @@ export class CamvizModel {
     readonly meta: ModelMetadata,
     readonly layersModel: tfl.LayersModel | undefined,
     readonly graphModel: GraphModel | undefined,
+    /** For an ONNX model: the layers model's origin (names, ONNX shapes, folded constants). */
+    readonly onnx?: BuiltOnnxModel,
   ) {}
 
   /** The executor of a layers model; graph models have none. */
@@ -40,6 +45,7 @@ export class CamvizModel {
     this.cachedNetwork?.graph.dispose();
     this.layersModel?.dispose();
     this.graphModel?.dispose();
+    this.onnx?.dispose();
   }
 }
 
@@ -54,6 +60,12 @@ export async function locateModel(spec: string, log?: FetchLog): Promise<{ model
 }
 
 export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptions = {}): Promise<CamvizModel> {
+  const onnxPath = isOnnxUrl(spec)
+    ? await urlOnnxFile(spec, async (path) => void (await readCheckedOnnx(path)), options.log)
+    : zooEntry(spec) === undefined
+      ? await localOnnxPath(spec)
+      : undefined;
+  if (onnxPath !== undefined) return loadOnnxModel(spec, onnxPath, options);
   const located = await locateModel(spec, options.log);
   const files = await readLocalModel(located.modelJsonPath);
   const known = located.zoo ?? knownModelBySha256(files.sha256)?.metadata;
@@ -84,9 +96,39 @@ export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptio
     ...(camvizJson === undefined ? {} : { camvizJson }),
     overrides: options,
   });
-  const model = new CamvizModel(meta, layersModel, graphModel);
+  return withLabelsChecked(new CamvizModel(meta, layersModel, graphModel), options.labels);
+}
+
+/**
+ * An ONNX model: checked before anything is built, then built as a layers
+ * model for the input size in use. ONNX models default to torch
+ * preprocessing; the size comes from the graph's input when fixed.
+ */
+async function loadOnnxModel(spec: string, onnxPath: string, options: LoadOptions): Promise<CamvizModel> {
+  const checked = await readCheckedOnnx(onnxPath);
+  const { input } = checked;
+  const camvizJson = await readCamvizJson(onnxPath);
+  const meta = await resolveMetadata({
+    source: spec,
+    modelJsonPath: onnxPath,
+    sha256: checked.sha256,
+    format: 'onnx',
+    // resolveMetadata reads the NHWC order camviz feeds.
+    inputShape: [null, input.height ?? null, input.width ?? null, input.channels],
+    defaults: { name: checked.name, preprocess: 'torch', inputSize: 224 },
+    ...(camvizJson === undefined ? {} : { camvizJson }),
+    overrides: options,
+  });
+  const built = buildChecked(checked, meta.inputSize);
+  setLayerAliases(built.layersModel, built.layerNames);
+  const withTarget = meta.targetLayer !== undefined || built.defaultLayer === undefined ? meta : { ...meta, targetLayer: built.defaultLayer };
+  return withLabelsChecked(new CamvizModel(withTarget, built.layersModel, undefined, built), options.labels);
+}
+
+/** The model, once its labels fit its classes; disposed when they do not. */
+function withLabelsChecked(model: CamvizModel, labelsOption: string | undefined): CamvizModel {
   try {
-    checkLabelCount(model, options.labels);
+    checkLabelCount(model, labelsOption);
   } catch (error) {
     model.dispose();
     throw error;

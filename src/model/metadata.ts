@@ -36,11 +36,11 @@ export interface ModelMetadata {
   description?: string;
   /** What the user asked for: a path, zoo name or URL. */
   source: string;
-  /** The local model.json that was read. */
+  /** The local model.json (or .onnx file) that was read. */
   modelJsonPath: string;
-  /** sha256 of model.json. */
+  /** sha256 of model.json (or of the .onnx file). */
   sha256: string;
-  format: 'layers' | 'graph';
+  format: ModelFormat;
   preprocess: PreprocessName;
   /** Where the preprocessing setting came from. */
   preprocessSource: 'option' | 'camviz.json' | 'zoo' | 'default';
@@ -49,6 +49,8 @@ export interface ModelMetadata {
   scoreLayer?: string;
   targetLayer?: string;
 }
+
+export type ModelFormat = 'layers' | 'graph' | 'onnx';
 
 export interface MetadataOverrides {
   preprocess?: string;
@@ -80,9 +82,11 @@ interface MetadataSources {
   source: string;
   modelJsonPath: string;
   sha256: string;
-  format: 'layers' | 'graph';
+  format: ModelFormat;
   /** The model's input shape [batch, height, width, channels], if known. */
   inputShape?: readonly (number | null)[];
+  /** What the format implies, below every other source (ONNX: torch preprocessing, 224). */
+  defaults?: CamvizJson;
   /** Metadata of the zoo entry or recognised model. */
   known?: CamvizJson;
   camvizJson?: CamvizJson;
@@ -93,9 +97,9 @@ interface MetadataSources {
 export async function resolveMetadata(sources: MetadataSources): Promise<ModelMetadata> {
   const { overrides, camvizJson, known } = sources;
   const folder = dirname(sources.modelJsonPath);
-  const merged: CamvizJson = { ...known, ...camvizJson };
-  const preprocess = resolvePreprocess(overrides.preprocess, camvizJson, known);
-  const inputSize = resolveInputSize(overrides.size, merged, sources.inputShape, sources.modelJsonPath);
+  const merged: CamvizJson = { ...sources.defaults, ...known, ...camvizJson };
+  const preprocess = resolvePreprocess(overrides.preprocess, camvizJson, known, sources.defaults?.preprocess);
+  const inputSize = resolveInputSize(overrides.size, { ...known, ...camvizJson }, sources.inputShape, sources.modelJsonPath, sources.defaults?.inputSize);
   const labels = overrides.labels !== undefined ? await readLabelsFile(resolve(overrides.labels)) : await labelsFrom(merged.labels, folder);
   return {
     name: merged.name ?? defaultName(sources.modelJsonPath),
@@ -116,11 +120,12 @@ function resolvePreprocess(
   option: string | undefined,
   camvizJson: CamvizJson | undefined,
   known: CamvizJson | undefined,
+  formatDefault: PreprocessName | undefined,
 ): Pick<ModelMetadata, 'preprocess' | 'preprocessSource'> {
   if (option !== undefined) return { preprocess: parsePreprocess(option), preprocessSource: 'option' };
   if (camvizJson?.preprocess !== undefined) return { preprocess: parsePreprocess(camvizJson.preprocess), preprocessSource: 'camviz.json' };
   if (known?.preprocess !== undefined) return { preprocess: known.preprocess, preprocessSource: 'zoo' };
-  return { preprocess: DEFAULT_PREPROCESS, preprocessSource: 'default' };
+  return { preprocess: formatDefault ?? DEFAULT_PREPROCESS, preprocessSource: 'default' };
 }
 
 function resolveInputSize(
@@ -128,12 +133,14 @@ function resolveInputSize(
   merged: CamvizJson,
   inputShape: readonly (number | null)[] | undefined,
   file: string,
+  formatDefault: CamvizJson['inputSize'],
 ): InputSize {
   if (option !== undefined) return parseSize(option);
   if (merged.inputSize !== undefined) return sizeFromJson(merged.inputSize);
   const height = inputShape?.[1];
   const width = inputShape?.[2];
   if (typeof height === 'number' && typeof width === 'number') return { width, height };
+  if (formatDefault !== undefined) return sizeFromJson(formatDefault);
   throw new CamvizError('the model accepts any input size: give --size (or inputSize in camviz.json)', { file });
 }
 

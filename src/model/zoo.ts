@@ -11,7 +11,7 @@ import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CamvizError } from '../util/errors.js';
-import { type DownloadOptions, type FetchLog, downloadModel } from './download.js';
+import { type DownloadOptions, type FetchLog, downloadModel, downloadModelFile } from './download.js';
 import { type ModelJson, expectedGroupBytes, parseModelJson, pathInside, sha256Hex } from './io.js';
 import type { CamvizJson } from './metadata.js';
 
@@ -117,6 +117,25 @@ export async function urlModelJson(href: string, log?: FetchLog): Promise<string
     if (error instanceof CamvizError) throw error;
     throw new CamvizError(`could not download the model (${(error as Error).message})`, { file: url.href });
   }
+}
+
+/**
+ * The local copy of an ONNX model at an http(s) URL, downloaded once (with
+ * its camviz.json, if any). `check` refuses a body that is not an ONNX
+ * model before it is cached; a cached copy is used as it is.
+ */
+export async function urlOnnxFile(href: string, check: (path: string) => Promise<void>, log?: FetchLog): Promise<string> {
+  const url = new URL(href);
+  const folder = join(cacheRoot(), 'url', sha256Hex(Buffer.from(url.href)).slice(0, 24));
+  const path = join(folder, 'model.onnx');
+  if (existsSync(path)) return path;
+  try {
+    await downloadModelFile(url, folder, 'model.onnx', check, log);
+  } catch (error) {
+    if (error instanceof CamvizError) throw error;
+    throw new CamvizError(`could not download the model (${(error as Error).message})`, { file: url.href });
+  }
+  return path;
 }
 
 /**

@@ -1,0 +1,400 @@
+/**
+ * An ONNX graph as a tfjs-layers functional model, so that camviz's
+ * executor, hooks, fmap, CAM methods, predict and layers work on it as on
+ * any layers model. Each ONNX node that computes on the image's data
+ * becomes one layer whose `call` runs the node (`runNode`, tf ops only, so
+ * gradients flow through it).
+ *
+ * At load, for the input size in use, one eager pass on a zero batch-1
+ * input:
+ * - folds every node whose inputs are all constants (initializers,
+ *   `Constant`, shape arithmetic on them): it runs once here and its
+ *   outputs become constants of the layers that read them;
+ * - learns each remaining value's layout and shape (the batch dim null),
+ *   which `computeOutputShape` reports. Shapes are in the stored layout,
+ *   so a feature map reads [N, H, W, C] as camviz's conventions want.
+ *
+ * The model's input is NHWC `[null, H, W, 3]` (camviz's input tensor); it is
+ * the ONNX input as an 'nhwc' value, so no transpose is needed. The checks
+ * that refuse a graph are in check.ts, the Keras-class views of nodes in
+ * keras.ts, the PyTorch names in names.ts.
+ */
+import * as tf from '../../engine/tf.js';
+import * as tfl from '../../engine/tfl.js';
+import { CamvizError } from '../../util/errors.js';
+import { type LaidTensor, type Layout, onnxShape, toLayout } from './layout.js';
+import { runNode, tensorFromOnnx } from './interpret.js';
+import type { OnnxImageInput } from './check.js';
+import {
+  type ConvGeometry,
+  type DenseGeometry,
+  type InputSource,
+  clipMax,
+  convGeometry,
+  convView,
+  denseGeometry,
+  denseView,
+  kerasClassName,
+  runConv,
+} from './keras.js';
+import { nodeNameIndex, topModule } from './names.js';
+import type { OnnxModel, OnnxNode } from './types.js';
+
+export interface BuiltOnnxModel {
+  readonly layersModel: tfl.LayersModel;
+  /** Every name a user may give (module paths, ONNX node and value names) -> the tfjs layer name. */
+  readonly layerNames: ReadonlyMap<string, string>;
+  /** The default CAM target, as the name a PyTorch user knows (a module path when there is one). */
+  readonly defaultLayer: string | undefined;
+  /** Per tfjs layer name, the ONNX (NCHW) shape of its first output; null dims are dynamic. */
+  readonly onnxShapes: ReadonlyMap<string, (number | null)[]>;
+  /** Per tfjs layer name, the module whose output it is (the outermost), if any. */
+  readonly modules: ReadonlyMap<string, string>;
+  /** Per tfjs layer name, the ONNX node name (tfjs names allow fewer characters). */
+  readonly nodeNames: ReadonlyMap<string, string>;
+  /** Frees the folded constants (the layers model has no weights of its own). */
+  dispose(): void;
+}
+
+interface PlannedLayer {
+  node: OnnxNode;
+  name: string;
+  className: string;
+  sources: InputSource[];
+  /** The values read at run time, in order. */
+  runtimeInputs: string[];
+  outputLayouts: Layout[];
+  /** Stored-layout shapes, dynamic dims null. */
+  outputShapes: (number | null)[][];
+  onnxShape: (number | null)[];
+  /** For a Conv the executor may fuse with its activation: its geometry in tfjs-layers' terms. */
+  conv?: ConvGeometry;
+  /** For a ReLU-like Clip: its upper bound (ReLU6 fuses as relu6). */
+  maxValue?: number;
+  /** For a Gemm that is a Keras Dense layer (x·W + b): its weights. */
+  dense?: DenseGeometry;
+}
+
+interface NodeLayerConfig {
+  name: string;
+  plan: PlannedLayer;
+  opset: number;
+  /** Kernels in tfjs' layout, made on first use and freed with the model. */
+  kernels: Set<tf.Tensor>;
+}
+
+/** One ONNX node as a layer: `call` runs the node on its runtime inputs and its folded constants. */
+class OnnxNodeLayer extends tfl.LayerClass {
+  static className = 'OnnxNode';
+  readonly plan: PlannedLayer;
+  private readonly opset: number;
+  /** A Conv's kernel in tfjs' layout (made on first use): its call runs tfjs' convolution directly. */
+  private readonly convKernel: (() => tf.Tensor) | undefined;
+
+  constructor(config: NodeLayerConfig) {
+    super({ name: config.name, trainable: false });
+    this.plan = config.plan;
+    this.opset = config.opset;
+    if (config.plan.conv !== undefined) {
+      const view = convView(config.plan.conv, config.kernels);
+      this.convKernel = view.kernel.read;
+      Object.assign(this, view.fields);
+    }
+    if (config.plan.maxValue !== undefined) Object.assign(this, { maxValue: config.plan.maxValue });
+    if (config.plan.dense !== undefined) Object.assign(this, denseView(config.plan.dense, config.kernels));
+  }
+
+  /** The Keras class of the same semantics where there is one (the executor and the CAM methods read it), else the ONNX op type. */
+  override getClassName(): string {
+    return this.plan.className;
+  }
+
+  override computeOutputShape(): (number | null)[] | (number | null)[][] {
+    const shapes = this.plan.outputShapes;
+    return shapes.length === 1 ? shapes[0]! : shapes;
+  }
+
+  override countParams(): number {
+    let count = 0;
+    for (const source of this.plan.sources) if (source.kind === 'constant' && source.value.tensor.dtype === 'float32') count += source.value.tensor.size;
+    return count;
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor | tf.Tensor[] {
+    const given = Array.isArray(inputs) ? inputs : [inputs];
+    const { conv, sources } = this.plan;
+    const input = sources[0];
+    if (conv !== undefined && this.convKernel !== undefined && input?.kind === 'runtime' && given.length === 1) {
+      return runConv(conv, this.convKernel(), { tensor: given[0]!, layout: input.layout });
+    }
+    const outputs = runPlanned(this.plan, given, this.opset);
+    return outputs.length === 1 ? outputs[0]! : outputs;
+  }
+}
+
+/** RGB [N, H, W, 3] to one channel [N, H, W, 1]: the mean of the channels, for a graph that takes grey images. */
+class ChannelMeanLayer extends tfl.LayerClass {
+  static className = 'ChannelMean';
+
+  override computeOutputShape(inputShape: tfl.Shape | tfl.Shape[]): tfl.Shape {
+    const shape = inputShape as tfl.Shape;
+    return [...shape.slice(0, -1), 1];
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    return tf.mean(Array.isArray(inputs) ? inputs[0]! : inputs, 3, true);
+  }
+}
+
+/** Runs a planned node on runtime tensors; outputs are new tensors in the planned layouts. */
+function runPlanned(plan: PlannedLayer, given: readonly tf.Tensor[], opset: number): tf.Tensor[] {
+  return tf.tidy(() => {
+    let next = 0;
+    const inputs = plan.sources.map((source): LaidTensor | undefined => {
+      if (source.kind === 'omitted') return undefined;
+      if (source.kind === 'constant') return source.value;
+      return { tensor: given[next++]!, layout: source.layout };
+    });
+    const outputs = runNode(plan.node, inputs, opset);
+    return outputs.map((output, i) => {
+      const tensor = toLayout(output, plan.outputLayouts[i] ?? output.layout);
+      // A node that passes a tensor through (Identity, Dropout) must not hand
+      // out its input or a constant: the executor disposes each value once.
+      const shared = given.includes(tensor) || inputs.some((input) => input?.tensor === tensor);
+      return shared ? tf.clone(tensor) : tensor;
+    });
+  });
+}
+
+/** A tfjs-layers name (letters, digits, `-._/`, starting with a letter or digit) for an ONNX node, unique in the model. */
+function layerName(node: OnnxNode, index: number, used: Set<string>): string {
+  const base = (node.name || `${node.opType}_${index}`).replace(/[^-A-Za-z0-9._/]/g, '_').replace(/^[^A-Za-z0-9]+/, '') || `${node.opType}_${index}`;
+  let name = base;
+  for (let k = 1; used.has(name); k++) name = `${base}_${k}`;
+  used.add(name);
+  return name;
+}
+
+/**
+ * Builds the layers model for an input of `height` x `width`. The graph must
+ * have passed `checkGraphOrder` and `checkSupportedOps`.
+ */
+export function buildOnnxModel(model: OnnxModel, input: OnnxImageInput, size: { height: number; width: number }, opset: number, file: string): BuiltOnnxModel {
+  const constants = new Map<string, LaidTensor>();
+  try {
+    for (const [name, tensor] of model.graph.initializers) constants.set(name, { tensor: withFile(() => tensorFromOnnx(tensor), file), layout: 'onnx' });
+    const plans = planLayers(model, input, size, opset, constants, file);
+    return assemble(model, input, size, opset, plans, constants, file);
+  } catch (error) {
+    for (const value of constants.values()) value.tensor.dispose();
+    throw error;
+  }
+}
+
+/**
+ * The eager pass on a zero batch-1 input: folds constants, and plans one
+ * layer per remaining node with its layouts and shapes. Every value that
+ * depends on the image has the image's batch as its first dim, so that dim
+ * is dynamic (null) in the planned shapes and `Shape` of such a value is
+ * computed with the image, not folded.
+ */
+function planLayers(
+  model: OnnxModel,
+  input: OnnxImageInput,
+  size: { height: number; width: number },
+  opset: number,
+  constants: Map<string, LaidTensor>,
+  file: string,
+): PlannedLayer[] {
+  const nodes = model.graph.nodes;
+  const remainingUses = new Map<string, number>();
+  for (const node of nodes) for (const value of node.inputs) remainingUses.set(value, (remainingUses.get(value) ?? 0) + 1);
+  const probes = new Map<string, LaidTensor>([[input.name, { tensor: tf.zeros([1, size.height, size.width, input.channels]), layout: 'nhwc' }]]);
+  const plans: PlannedLayer[] = [];
+  const used = new Set<string>();
+  const constantOf = (value: string): LaidTensor | undefined => constants.get(value);
+  try {
+    nodes.forEach((node, index) => {
+      const present = node.inputs.filter((value) => value !== '');
+      const inputs = node.inputs.map((value) => (value === '' ? undefined : (constants.get(value) ?? probes.get(value))));
+      const outputs = runChecked(node, inputs, opset, file);
+      if (present.every((value) => constants.has(value))) {
+        outputs.forEach((output, i) => constants.set(node.outputs[i]!, output));
+      } else {
+        node.outputs.forEach((value, i) => probes.set(value, outputs[i]!));
+        plans.push(planOf(node, index, outputs, probes, constantOf, used));
+      }
+      for (const value of present) {
+        const left = (remainingUses.get(value) ?? 0) - 1;
+        remainingUses.set(value, left);
+        if (left <= 0 && !isGraphOutput(model, value)) {
+          probes.get(value)?.tensor.dispose();
+          probes.delete(value);
+        }
+      }
+    });
+  } finally {
+    for (const probe of probes.values()) probe.tensor.dispose();
+  }
+  return plans;
+}
+
+function isGraphOutput(model: OnnxModel, value: string): boolean {
+  return model.graph.outputs.some((output) => output.name === value);
+}
+
+function runChecked(node: OnnxNode, inputs: (LaidTensor | undefined)[], opset: number, file: string): LaidTensor[] {
+  try {
+    return tf.tidy(() => {
+      const outputs = runNode(node, inputs, opset);
+      if (outputs.length < node.outputs.length) throw new CamvizError(`node '${node.name}' (${node.opType}) gives ${outputs.length} outputs; the graph names ${node.outputs.length}`);
+      // A pass-through output gets its own tensor: each value is disposed once.
+      return outputs.map((output) => (inputs.some((value) => value?.tensor === output.tensor) ? { ...output, tensor: tf.clone(output.tensor) } : output)) as unknown as tf.TensorContainer;
+    }) as unknown as LaidTensor[];
+  } catch (error) {
+    if (error instanceof CamvizError) throw error.file === undefined ? new CamvizError(error.message, { file }) : error;
+    // ONNX (NCHW) shapes, as the user knows the graph.
+    const shapes = inputs.map((input) => (input === undefined ? '-' : `[${onnxShape(input).join(', ')}]`)).join(', ');
+    throw new CamvizError(`node '${node.name}' (${node.opType}) fails at load on inputs of shapes ${shapes}: ${(error as Error).message.split('\n')[0]}`, { file });
+  }
+}
+
+/** Runs `make`, naming `file` in a CamvizError that names none. */
+function withFile<T>(make: () => T, file: string): T {
+  try {
+    return make();
+  } catch (error) {
+    if (error instanceof CamvizError && error.file === undefined) throw new CamvizError(error.message, { file });
+    throw error;
+  }
+}
+
+function planOf(
+  node: OnnxNode,
+  index: number,
+  outputs: LaidTensor[],
+  probes: Map<string, LaidTensor>,
+  constantOf: (value: string) => LaidTensor | undefined,
+  used: Set<string>,
+): PlannedLayer {
+  const runtimeInputs: string[] = [];
+  const sources = node.inputs.map((value): InputSource => {
+    if (value === '') return { kind: 'omitted' };
+    const constant = constantOf(value);
+    if (constant !== undefined) return { kind: 'constant', value: constant };
+    runtimeInputs.push(value);
+    return { kind: 'runtime', layout: probes.get(value)!.layout };
+  });
+  // The first dim is the batch (see planLayers); a scalar has none.
+  const outputShapes = outputs.map((output) => output.tensor.shape.map((dim, axis): number | null => (axis === 0 ? null : dim)));
+  const first = outputs[0]!;
+  const firstShape = outputShapes[0]!;
+  const onnxShape = first.layout === 'nhwc' ? [0, 3, 1, 2].map((axis) => firstShape[axis]!) : [...firstShape];
+  const firstRuntime = runtimeInputs[0] === undefined ? undefined : probes.get(runtimeInputs[0]);
+  const conv = node.opType === 'Conv' && firstRuntime !== undefined && first.layout === 'nhwc' ? convGeometry(node, sources, firstRuntime) : undefined;
+  // Only a Conv on an NHWC value is what tfjs-layers calls Conv2D (the executor fuses it on that value as it is).
+  const keras = conv !== undefined && firstRuntime?.layout === 'nhwc';
+  const maxValue = node.opType === 'Clip' ? clipMax(node, constantOf) : undefined;
+  const dense = node.opType === 'Gemm' ? denseGeometry(node, sources) : undefined;
+  const className = conv !== undefined && keras ? (conv.depthwise ? 'DepthwiseConv2D' : 'Conv2D') : dense !== undefined ? 'Dense' : kerasClassName(node, constantOf, firstRuntime?.tensor.rank ?? 0);
+  return {
+    node,
+    name: layerName(node, index, used),
+    className,
+    ...(conv === undefined ? {} : { conv }),
+    ...(dense === undefined ? {} : { dense }),
+    ...(maxValue === undefined ? {} : { maxValue }),
+    sources,
+    runtimeInputs,
+    outputLayouts: outputs.map((output) => output.layout),
+    outputShapes,
+    onnxShape,
+  };
+}
+
+function assemble(
+  model: OnnxModel,
+  input: OnnxImageInput,
+  size: { height: number; width: number },
+  opset: number,
+  plans: PlannedLayer[],
+  constants: Map<string, LaidTensor>,
+  file: string,
+): BuiltOnnxModel {
+  // camviz feeds RGB: a one-channel graph reads the mean of the three channels.
+  const inputTensor = tfl.input({ shape: [size.height, size.width, 3], name: 'input' });
+  const graphInput = input.channels === 1 ? (new ChannelMeanLayer({ name: 'input_gray' }).apply(inputTensor) as tfl.SymbolicTensor) : inputTensor;
+  const symbolic = new Map<string, tfl.SymbolicTensor>([[input.name, graphInput]]);
+  const kernels = new Set<tf.Tensor>();
+  for (const plan of plans) {
+    const layer = new OnnxNodeLayer({ name: plan.name, plan, opset, kernels });
+    const inputs = plan.runtimeInputs.map((value) => symbolic.get(value)!);
+    const output = layer.apply(inputs.length === 1 ? inputs[0]! : inputs);
+    const outputs = Array.isArray(output) ? output : [output];
+    plan.node.outputs.forEach((value, i) => symbolic.set(value, outputs[i] as tfl.SymbolicTensor));
+  }
+  const outputs = model.graph.outputs.map((output) => {
+    const value = symbolic.get(output.name);
+    if (value === undefined) throw new CamvizError(`graph output '${output.name}' does not depend on the input`, { file });
+    return value;
+  });
+  const layersModel = tfl.model({ inputs: inputTensor, outputs: outputs.length === 1 ? outputs[0]! : outputs, name: 'onnx' });
+  // Only the constants that layers read stay; the rest were shape arithmetic.
+  const kept = new Set<tf.Tensor>();
+  for (const plan of plans) for (const source of plan.sources) if (source.kind === 'constant') kept.add(source.value.tensor);
+  for (const value of constants.values()) if (!kept.has(value.tensor)) value.tensor.dispose();
+  return {
+    layersModel,
+    ...namesOf(model, plans),
+    onnxShapes: new Map(plans.map((plan) => [plan.name, plan.onnxShape])),
+    nodeNames: new Map(plans.map((plan) => [plan.name, plan.node.name || plan.name])),
+    dispose: () => {
+      for (const tensor of [...kept, ...kernels]) tensor.dispose();
+    },
+  };
+}
+
+/** The names users may give, the module of each layer, and the default CAM target. */
+function namesOf(model: OnnxModel, plans: PlannedLayer[]): Pick<BuiltOnnxModel, 'layerNames' | 'modules' | 'defaultLayer'> {
+  const graphOutputs = model.graph.outputs.map((output) => output.name);
+  const named = plans.map((plan) => ({ name: plan.node.name, inputs: plan.runtimeInputs, outputs: plan.node.outputs }));
+  const layerNames = new Map<string, string>();
+  const modules = new Map<string, string>();
+  for (const [name, index] of nodeNameIndex(named, graphOutputs)) {
+    const layer = plans[index]!.name;
+    if (name !== layer) layerNames.set(name, layer);
+    if (!name.startsWith('/') && named[index]!.name.startsWith('/') && !named[index]!.outputs.includes(name) && !modules.has(layer)) modules.set(layer, name);
+  }
+  return { layerNames, modules, defaultLayer: defaultLayerOf(plans, layerNames) };
+}
+
+const GLOBAL_POOLING = new Set(['GlobalAveragePooling2D', 'GlobalMaxPooling2D']);
+
+/**
+ * The default CAM target, as pytorch-grad-cam users pick it: the output of
+ * the last top-level module before the global pooling nearest the output
+ * (`layer4` of a ResNet, `features` of MobileNet v2, EfficientNet and
+ * SqueezeNet, whose classifier holds its own convolution). Without module
+ * scopes, the 4-D value the pooling reads.
+ */
+function defaultLayerOf(plans: PlannedLayer[], layerNames: ReadonlyMap<string, string>): string | undefined {
+  let poolingAt = plans.length - 1;
+  while (poolingAt >= 0 && !GLOBAL_POOLING.has(plans[poolingAt]!.className)) poolingAt--;
+  if (poolingAt < 0) return undefined;
+  const pooling = plans[poolingAt]!;
+  const poolingModule = topModule(pooling.node.name);
+  for (let i = poolingAt - 1; i >= 0; i--) {
+    const module = topModule(plans[i]!.node.name);
+    if (module === undefined || module === poolingModule) continue;
+    if (layerNames.has(module) && isSpatial(plans.find((plan) => plan.name === layerNames.get(module)))) return module;
+    break;
+  }
+  const read = pooling.runtimeInputs[0];
+  const feeding = plans.find((plan) => read !== undefined && plan.node.outputs.includes(read));
+  return feeding !== undefined && isSpatial(feeding) ? feeding.name : undefined;
+}
+
+function isSpatial(plan: PlannedLayer | undefined): boolean {
+  const shape = plan?.outputShapes[0];
+  return shape !== undefined && shape.length === 4 && (shape[1] ?? 2) * (shape[2] ?? 2) > 1 && plan!.outputLayouts[0] === 'nhwc';
+}

@@ -1,0 +1,214 @@
+/**
+ * ONNX nodes as the tfjs-layers classes of the same semantics, for the
+ * parts of camviz that read a layer's class and fields: the executor's
+ * fusion (Conv2D / DepthwiseConv2D + ReLU), score location (Softmax,
+ * Flatten, Reshape), the default CAM target (global pooling), guided
+ * backpropagation (ReLU) and the CAM method (Dense, pointwise Conv2D).
+ */
+import * as tf from '../../engine/tf.js';
+import { type LaidTensor, type Layout, toLayout } from './layout.js';
+import type { OnnxNode } from './types.js';
+
+/** How a node layer gets each ONNX input: omitted, a folded constant, or the layer's next runtime input. */
+export type InputSource = { kind: 'omitted' } | { kind: 'constant'; value: LaidTensor } | { kind: 'runtime'; layout: Layout };
+
+/** Gemm with alpha = beta = 1, no transposed input, constant weights [C, N] or [N, C] (transB) and bias. */
+export interface DenseGeometry {
+  weights: tf.Tensor;
+  transposed: boolean;
+  bias: tf.Tensor | undefined;
+}
+
+/**
+ * A Conv as tfjs-layers' Conv2D / DepthwiseConv2D describe one (what
+ * src/executor/fusion.ts and the CAM method read): NHWC in and out,
+ * constant weights, one group or depthwise, padding tfjs' fused kernels take.
+ */
+export interface ConvGeometry {
+  depthwise: boolean;
+  /** Input channels. */
+  channels: number;
+  /** ONNX weights [M, C/group, kh, kw] and bias [M]. */
+  weights: tf.Tensor;
+  bias: tf.Tensor | undefined;
+  strides: [number, number];
+  dilationRate: [number, number];
+  padding: 'valid' | number | [[0, 0], [number, number], [number, number], [0, 0]];
+}
+
+/** The fields of a tfjs-layers Conv2D / DepthwiseConv2D that the executor's fusion and the CAM method read. */
+export function convView(conv: ConvGeometry, kernels: Set<tf.Tensor>): { kernel: { read(): tf.Tensor }; fields: Record<string, unknown> } {
+  let kernel: tf.Tensor | undefined;
+  const read = (): tf.Tensor => {
+    kernel ??= tf.keep(tf.tidy(() => tfjsKernel(conv)));
+    kernels.add(kernel);
+    return kernel;
+  };
+  const [, , kh, kw] = conv.weights.shape;
+  return { kernel: { read }, fields: convFields(conv, read, kh!, kw!) };
+}
+
+/**
+ * A Conv with constant weights as tfjs runs it: the kernel transposed once,
+ * not at every call. The output is NHWC, as the op library's.
+ */
+export function runConv(conv: ConvGeometry, kernel: tf.Tensor, input: LaidTensor): tf.Tensor {
+  return tf.tidy(() => {
+    const x = toLayout(input, 'nhwc') as tf.Tensor4D;
+    const filter = kernel as tf.Tensor4D;
+    const y = conv.depthwise
+      ? tf.depthwiseConv2d(x, filter, conv.strides, conv.padding, 'NHWC', conv.dilationRate)
+      : tf.conv2d(x, filter, conv.strides, conv.padding, 'NHWC', conv.dilationRate);
+    return conv.bias === undefined ? y : tf.add(y, conv.bias);
+  });
+}
+
+function convFields(conv: ConvGeometry, read: () => tf.Tensor, kh: number, kw: number): Record<string, unknown> {
+  return {
+    [conv.depthwise ? 'depthwiseKernel' : 'kernel']: { read },
+    bias: conv.bias === undefined ? null : { read: () => conv.bias },
+    kernelSize: [kh, kw],
+    strides: conv.strides,
+    dilationRate: conv.dilationRate,
+    padding: conv.padding,
+    dataFormat: 'channelsLast',
+    activation: { getClassName: () => 'linear', apply: (x: tf.Tensor) => x },
+  };
+}
+
+/** The fields of a tfjs-layers Dense that the CAM method reads: kernel [C, N] and bias. */
+export function denseView(dense: DenseGeometry, kernels: Set<tf.Tensor>): Record<string, unknown> {
+  let kernel: tf.Tensor | undefined;
+  const read = (): tf.Tensor => {
+    kernel ??= tf.keep(dense.transposed ? tf.transpose(dense.weights) : dense.weights.clone());
+    kernels.add(kernel);
+    return kernel;
+  };
+  return {
+    kernel: { read },
+    bias: dense.bias === undefined ? null : { read: () => dense.bias },
+    activation: { getClassName: () => 'linear', apply: (x: tf.Tensor) => x },
+  };
+}
+
+/** A Gemm that computes x·W + b on the image's values with constant W and b, as a Dense layer does. */
+export function denseGeometry(node: OnnxNode, sources: readonly InputSource[]): DenseGeometry | undefined {
+  const [a, b, c] = sources;
+  const number = (name: string, fallback: number): number => {
+    const attribute = node.attributes[name];
+    return attribute?.kind === 'int' || attribute?.kind === 'float' ? attribute.value : fallback;
+  };
+  if (a?.kind !== 'runtime' || b?.kind !== 'constant' || b.value.tensor.rank !== 2) return undefined;
+  if (number('transA', 0) !== 0 || number('alpha', 1) !== 1 || number('beta', 1) !== 1) return undefined;
+  if (c !== undefined && c.kind !== 'omitted' && (c.kind !== 'constant' || c.value.tensor.rank !== 1)) return undefined;
+  return { weights: b.value.tensor, transposed: number('transB', 0) === 1, bias: c?.kind === 'constant' ? c.value.tensor : undefined };
+}
+
+/** ONNX [M, C/group, kh, kw] as tfjs' [kh, kw, C, M] (Conv2D) or [kh, kw, C, M/C] (depthwise). */
+function tfjsKernel(conv: ConvGeometry): tf.Tensor {
+  const [outChannels, , kh, kw] = conv.weights.shape as [number, number, number, number];
+  if (!conv.depthwise) return tf.transpose(conv.weights, [2, 3, 1, 0]);
+  // Depthwise: output channel c·m + j reads input channel c.
+  return tf.transpose(tf.reshape(conv.weights, [conv.channels, outChannels / conv.channels, kh, kw]), [2, 3, 0, 1]);
+}
+
+/** Keras class names of the same semantics, which the executor and the CAM methods read. */
+export function kerasClassName(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined, inputRank: number): string {
+  switch (node.opType) {
+    case 'Relu':
+      return 'ReLU';
+    case 'Clip':
+      return isReluClip(node, constantOf) ? 'ReLU' : 'Clip';
+    case 'GlobalAveragePool':
+      return 'GlobalAveragePooling2D';
+    case 'GlobalMaxPool':
+      return 'GlobalMaxPooling2D';
+    case 'ReduceMean':
+      return inputRank === 4 && isSpatialReduce(node, constantOf) ? 'GlobalAveragePooling2D' : 'ReduceMean';
+    case 'Flatten':
+    case 'Reshape':
+    case 'Softmax':
+    case 'Dropout':
+      return node.opType;
+    default:
+      return node.opType;
+  }
+}
+
+/** Clip(0, 6) (ReLU6) and Clip(0) (ReLU) gate like a ReLU in guided backpropagation. */
+function isReluClip(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined): boolean {
+  const attribute = node.attributes['min'];
+  let min: number | undefined = attribute?.kind === 'float' ? attribute.value : undefined;
+  const minInput = node.inputs[1];
+  if (minInput !== undefined && minInput !== '') {
+    const value = constantOf(minInput);
+    min = value === undefined || value.tensor.size !== 1 ? undefined : value.tensor.dataSync()[0];
+  }
+  return min === 0;
+}
+
+/** Clip's upper bound, when it is a constant. */
+export function clipMax(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined): number | undefined {
+  const attribute = node.attributes['max'];
+  const maxInput = node.inputs[2];
+  if (maxInput !== undefined && maxInput !== '') {
+    const value = constantOf(maxInput);
+    return value === undefined || value.tensor.size !== 1 ? undefined : value.tensor.dataSync()[0];
+  }
+  return attribute?.kind === 'float' ? attribute.value : undefined;
+}
+
+function intsAttribute(node: OnnxNode, name: string): number[] | undefined {
+  const attribute = node.attributes[name];
+  return attribute?.kind === 'ints' ? attribute.value : undefined;
+}
+
+/**
+ * The geometry of a Conv that tfjs' fused kernels can run: an NHWC input,
+ * constant weights and bias, one group or depthwise, no strides together
+ * with dilations, padding that the kernel takes (depthwise: equal on every
+ * side). Undefined otherwise: the Conv then runs as its own layer.
+ */
+export function convGeometry(node: OnnxNode, sources: readonly InputSource[], input: LaidTensor): ConvGeometry | undefined {
+  const [, weightSource, biasSource] = sources;
+  if (weightSource?.kind !== 'constant' || (biasSource !== undefined && biasSource.kind === 'runtime')) return undefined;
+  const weights = weightSource.value.tensor;
+  if (weights.rank !== 4 || input.tensor.rank !== 4) return undefined;
+  const channels = input.tensor.shape[input.layout === 'nhwc' ? 3 : 1]!;
+  const [outChannels, groupChannels] = weights.shape as [number, number, number, number];
+  const groupAttribute = node.attributes['group'];
+  const group = groupAttribute?.kind === 'int' ? groupAttribute.value : 1;
+  const depthwise = group > 1 && group === channels && groupChannels === 1 && outChannels % channels === 0;
+  if (group !== 1 && !depthwise) return undefined;
+  const strides = (intsAttribute(node, 'strides') ?? [1, 1]) as [number, number];
+  const dilationRate = (intsAttribute(node, 'dilations') ?? [1, 1]) as [number, number];
+  if (strides.length !== 2 || dilationRate.length !== 2) return undefined;
+  if (strides.some((stride) => stride > 1) && dilationRate.some((rate) => rate > 1)) return undefined;
+  const autoPad = node.attributes['auto_pad'];
+  const pads = autoPad?.kind === 'string' && autoPad.value !== 'NOTSET' ? (autoPad.value === 'VALID' ? [0, 0, 0, 0] : undefined) : (intsAttribute(node, 'pads') ?? [0, 0, 0, 0]);
+  // SAME_UPPER / SAME_LOWER depend on the input size: left to the op library.
+  if (pads === undefined || pads.length !== 4) return undefined;
+  const [top, left, bottom, right] = pads as [number, number, number, number];
+  let padding: ConvGeometry['padding'];
+  if (top === 0 && left === 0 && bottom === 0 && right === 0) padding = 'valid';
+  else if (top === left && top === bottom && top === right) padding = top;
+  else if (depthwise) return undefined;
+  else padding = [[0, 0], [top, bottom], [left, right], [0, 0]];
+
+
+  const bias = biasSource?.kind === 'constant' ? biasSource.value.tensor : undefined;
+  return { depthwise, channels, weights, bias, strides, dilationRate, padding };
+}
+
+function isSpatialReduce(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined): boolean {
+  const attribute = node.attributes['axes'];
+  let axes: number[] | undefined = attribute?.kind === 'ints' ? attribute.value : undefined;
+  const axesInput = node.inputs[1];
+  if (axesInput !== undefined && axesInput !== '') {
+    const value = constantOf(axesInput);
+    axes = value === undefined ? undefined : Array.from(value.tensor.dataSync());
+  }
+  if (axes === undefined) return false;
+  const normal = axes.map((axis) => (axis < 0 ? axis + 4 : axis)).sort();
+  return normal.length === 2 && normal[0] === 2 && normal[1] === 3;
+}
