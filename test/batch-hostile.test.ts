@@ -13,7 +13,7 @@ import { availableParallelism, hostname, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import sharp from 'sharp';
 
-import { effectiveJobs, workerFootprint } from '../src/batch/jobs.js';
+import { effectiveJobs, modelWeightBytes, workerFootprint } from '../src/batch/jobs.js';
 import { LOCK_NAME, acquireRunLock } from '../src/batch/lock.js';
 import { withoutOutputs } from '../src/batch/inputs.js';
 import { mergeRuns } from '../src/batch/merge.js';
@@ -113,6 +113,18 @@ describe('--jobs is capped', () => {
     assert.deepEqual(effectiveJobs({ requested: 2, cores: 2, freeBytes: 2 * one, weightBytes: mobilenetWeights }), { jobs: 2 });
     // Unknown weights (a URL model not yet downloaded): the cores alone decide.
     assert.deepEqual(effectiveJobs({ requested: 4, cores: 64, freeBytes: 0, weightBytes: undefined }), { jobs: 4 });
+  });
+
+  test('an ONNX model counts its file size as its weights, given as the file or its folder', async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'camviz-jobs-onnx-'));
+    try {
+      await writeFile(join(folder, 'model.onnx'), Buffer.alloc(12_345));
+      assert.equal(await modelWeightBytes(join(folder, 'model.onnx')), 12_345);
+      assert.equal(await modelWeightBytes(folder), 12_345);
+      assert.equal(await modelWeightBytes(join(folder, 'absent.onnx')), undefined);
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
   });
 
   test('--jobs 1000: one line says so, and the run starts no more workers than cores', { skip: skipWithoutModel }, async () => {

@@ -5,7 +5,7 @@
  * more than memory holds end in swapping or the OOM killer.
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { availableParallelism, freemem } from 'node:os';
 import { resolveModelJsonPath } from '../model/io.js';
 import { DEFAULT_MODEL, cacheRoot, zooEntry, zooModelJson, zooOrigin } from '../model/zoo.js';
@@ -80,6 +80,8 @@ function freeMemory(): number {
  */
 export async function modelWeightBytes(spec: string): Promise<number | undefined> {
   try {
+    const onnxBytes = await onnxFileBytes(spec);
+    if (onnxBytes !== undefined) return onnxBytes;
     const path = await localModelJson(spec);
     if (path === undefined) return undefined;
     const json = JSON.parse(await readFile(path, 'utf8')) as { weightsManifest?: { weights?: { shape?: number[] }[] }[] };
@@ -91,6 +93,20 @@ export async function modelWeightBytes(spec: string): Promise<number | undefined
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A local ONNX model's file size: its initializers make up nearly all of it
+ * (external data files aside). Read by name only, so that the main thread
+ * of a folder run does not load the ONNX importer (and TensorFlow.js).
+ */
+async function onnxFileBytes(spec: string): Promise<number | undefined> {
+  for (const path of [spec, join(spec, 'model.onnx')]) {
+    if (!path.toLowerCase().endsWith('.onnx')) continue;
+    const info = await stat(path).catch(() => undefined);
+    if (info?.isFile()) return info.size;
+  }
+  return undefined;
 }
 
 async function localModelJson(spec: string): Promise<string | undefined> {
