@@ -9,6 +9,7 @@ import * as tfl from '../engine/tfl.js';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
 import { CamvizError, UsageError } from '../util/errors.js';
 import { readLocalModel } from './io.js';
+import { readKerasModel } from './keras/load.js';
 import { type CamvizJson, type MetadataOverrides, type ModelMetadata, readCamvizJson, resolveMetadata } from './metadata.js';
 import { Network } from '../executor/network.js';
 import { DEFAULT_MODEL, type FetchLog, ZOO, knownModelBySha256, urlModelJson, zooEntry, zooModelJson } from './zoo.js';
@@ -55,8 +56,9 @@ export async function locateModel(spec: string, log?: FetchLog): Promise<{ model
 
 export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptions = {}): Promise<CamvizModel> {
   const located = await locateModel(spec, options.log);
-  const files = await readLocalModel(located.modelJsonPath);
-  const known = located.zoo ?? knownModelBySha256(files.sha256)?.metadata;
+  const keras = await readKerasModel(located.modelJsonPath);
+  const files = keras ?? (await readLocalModel(located.modelJsonPath));
+  const known = located.zoo ?? knownModelBySha256(files.sha256)?.metadata ?? keras?.defaults;
   const isGraph = files.modelJson.format === 'graph-model' || Array.isArray(files.modelJson.modelTopology['node']);
   const handler: tf.io.IOHandler = { load: async () => files.artifacts };
   let layersModel: tfl.LayersModel | undefined;
