@@ -43,10 +43,10 @@ export function translateModelConfig(modelConfig: unknown, file: string): Transl
 
 function translateModel(model: Json, prefix: string, layers: KerasLayerInfo[], file: string): Json {
   const className = String(model['class_name']);
-  const config = record(model['config'], `model ${prefix || 'config'}`, file);
+  const config = record(model['config'], prefix === '' ? "the model config's config" : `the config of model '${prefix}'`, file);
   const list = config['layers'];
-  if (!Array.isArray(list)) throw new CamvizError(`model config ${prefix || ''} has no layer list`.replace('  ', ' '), { file });
-  const translatedLayers = list.map((layer) => translateLayer(record(layer, 'a layer', file), prefix, layers, file));
+  if (!Array.isArray(list)) throw new CamvizError(prefix === '' ? 'the model config has no layer list' : `model '${prefix}' has no layer list`, { file });
+  const translatedLayers = list.map((layer) => translateLayer(record(layer, 'a layer of the model config', file), prefix, layers, file));
   const translated: Json = { ...cleaned(config), layers: translatedLayers };
   for (const key of ['input_layers', 'output_layers']) {
     if (config[key] !== undefined) translated[key] = tensorList(config[key]);
@@ -57,7 +57,7 @@ function translateModel(model: Json, prefix: string, layers: KerasLayerInfo[], f
 
 function translateLayer(layer: Json, prefix: string, layers: KerasLayerInfo[], file: string): Json {
   const className = String(layer['class_name']);
-  const config = record(layer['config'], `layer of class ${className}`, file);
+  const config = record(layer['config'], `the config of a ${className} layer`, file);
   const name = String(config['name'] ?? layer['name'] ?? '?');
   const path = prefix === '' ? name : `${prefix}/${name}`;
   const translated: Json = MODEL_CLASSES.has(className) ? translateModel(layer, path, layers, file) : translateOwnLayer(className, config, path, layers, file);
@@ -141,5 +141,5 @@ function kerasTensorsIn(value: unknown): [string, number, number][] {
 
 function record(value: unknown, what: string, file: string): Json {
   if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Json;
-  throw new CamvizError(`${what} is not a JSON object in the model config`, { file });
+  throw new CamvizError(`${what} is not a JSON object`, { file });
 }

@@ -1,0 +1,246 @@
+/**
+ * Hostile and broken Keras files: each is refused with one line naming the
+ * file, exit 1, nothing written, within bounded time (the CLI child is
+ * killed after 15 s) and memory (its heap capped at 1 GiB). The archives
+ * are built here from the real cifar10 `.keras` of ../shared/assets/keras
+ * (its config.json edited) or written from scratch; the HDF5 cases edit the
+ * real Keras 3.5 `.h5`.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { deflateRawSync } from 'node:zlib';
+import CRC32 from 'crc-32';
+
+import { loadModel } from '../src/model/load.js';
+import { ZipArchive } from '../src/model/keras/zip.js';
+import { asset } from './helpers/assets.js';
+import { runCli } from './helpers/cli.js';
+import { expectCamvizError } from './helpers/errors.js';
+import { listFiles } from './helpers/files.js';
+
+const kerasDir = asset('keras');
+const cifar = join(kerasDir, 'cifar10_k3.10.keras');
+const mnist = join(kerasDir, 'mnist_cnn_k3.5.h5');
+const image = join(kerasDir, 'images', 'both_32.png');
+const skip: string | false = existsSync(cifar) && existsSync(mnist) ? false : `Keras assets not found at ${kerasDir}`;
+
+interface ZipSpec {
+  name: string;
+  data: Buffer;
+  deflate?: boolean;
+  /** General-purpose flags (bit 0: encrypted). */
+  flags?: number;
+  /** What the headers declare as the uncompressed size, if not the truth. */
+  declaredSize?: number;
+}
+
+/** A zip archive as the format's specification lays it out: local headers and data, central directory, end record. */
+function zipOf(entries: readonly ZipSpec[]): Buffer {
+  const locals: Buffer[] = [];
+  const directory: Buffer[] = [];
+  let offset = 0;
+  for (const entry of entries) {
+    const name = Buffer.from(entry.name, 'utf8');
+    const stored = entry.deflate ? deflateRawSync(entry.data) : entry.data;
+    const fields = { flags: entry.flags ?? 0, method: entry.deflate ? 8 : 0, crc: CRC32.buf(entry.data) >>> 0, compressed: stored.length, size: entry.declaredSize ?? entry.data.length };
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(20, 4);
+    local.writeUInt16LE(fields.flags, 6);
+    local.writeUInt16LE(fields.method, 8);
+    local.writeUInt32LE(fields.crc, 14);
+    local.writeUInt32LE(fields.compressed, 18);
+    local.writeUInt32LE(fields.size, 22);
+    local.writeUInt16LE(name.length, 26);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(20, 4);
+    central.writeUInt16LE(20, 6);
+    central.writeUInt16LE(fields.flags, 8);
+    central.writeUInt16LE(fields.method, 10);
+    central.writeUInt32LE(fields.crc, 16);
+    central.writeUInt32LE(fields.compressed, 20);
+    central.writeUInt32LE(fields.size, 24);
+    central.writeUInt16LE(name.length, 28);
+    central.writeUInt32LE(offset, 42);
+    locals.push(local, name, stored);
+    directory.push(central, name);
+    offset += 30 + name.length + stored.length;
+  }
+  const directoryBytes = Buffer.concat(directory);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(entries.length, 8);
+  end.writeUInt16LE(entries.length, 10);
+  end.writeUInt32LE(directoryBytes.length, 12);
+  end.writeUInt32LE(offset, 16);
+  return Buffer.concat([...locals, directoryBytes, end]);
+}
+
+type Json = Record<string, unknown>;
+
+/** The real cifar10 archive's entries, its config.json passed through `edit`. */
+function cifarWith(edit: (config: { config: { layers: Json[] } }) => void, extra: ZipSpec[] = []): Buffer {
+  const archive = ZipArchive.open(readFileSync(cifar), cifar);
+  const config = JSON.parse(archive.read('config.json', 1 << 20).toString('utf8')) as { config: { layers: Json[] } };
+  edit(config);
+  return zipOf([
+    { name: 'metadata.json', data: archive.read('metadata.json', 1 << 20) },
+    { name: 'config.json', data: Buffer.from(JSON.stringify(config)) },
+    { name: 'model.weights.h5', data: archive.read('model.weights.h5', 1 << 30) },
+    ...extra,
+  ]);
+}
+
+/** The real mnist .h5 with every occurrence of `from` (little-endian uint64s) replaced by `to`. */
+function mnistReplacing(from: readonly number[], to: readonly number[]): Buffer {
+  const bytes = Buffer.from(readFileSync(mnist));
+  const encode = (values: readonly number[]): Buffer => Buffer.concat(values.map((value) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(value)); return b; }));
+  const needle = encode(from);
+  let found = 0;
+  for (let at = bytes.indexOf(needle); at >= 0; at = bytes.indexOf(needle, at + 1)) {
+    encode(to).copy(bytes, at);
+    found += 1;
+  }
+  assert.ok(found > 0, 'the dims to replace are in the file');
+  return bytes;
+}
+
+const renamed = (layers: Json[], name: string, className: string): void => {
+  const conv = layers.find((layer) => layer['class_name'] === 'Conv2D' && (layer['config'] as Json)['name'] === name)!;
+  conv['class_name'] = className;
+};
+
+/** A valid config, so that the archive gets as far as the weights entry. */
+const EMPTY_SEQUENTIAL = JSON.stringify({ class_name: 'Sequential', config: { name: 'empty', layers: [] } });
+
+interface HostileCase {
+  name: string;
+  file: string;
+  bytes: () => Buffer;
+  /** What the one line must say. */
+  says: RegExp;
+}
+
+const CASES: HostileCase[] = [
+  {
+    name: 'a zip bomb: an entry declaring 3 GiB',
+    file: 'bomb-declared.keras',
+    bytes: () => zipOf([{ name: 'config.json', data: Buffer.from(EMPTY_SEQUENTIAL) }, { name: 'model.weights.h5', data: Buffer.alloc(1024), deflate: true, declaredSize: 3 * 2 ** 30 }]),
+    says: /zip entry model\.weights\.h5 declares 3221225472 bytes, over the \d+-byte limit: refused/,
+  },
+  {
+    name: 'a zip bomb: an entry inflating to 256 MiB while declaring 1 KiB',
+    file: 'bomb-inflated.keras',
+    bytes: () => zipOf([{ name: 'config.json', data: Buffer.from(EMPTY_SEQUENTIAL) }, { name: 'model.weights.h5', data: Buffer.alloc(256 * 2 ** 20), deflate: true, declaredSize: 1024 }]),
+    says: /inflates beyond the 1024 bytes it declares/,
+  },
+  { name: 'a ../ entry', file: 'climbing.keras', bytes: () => cifarWith(() => {}, [{ name: '../../evil.sh', data: Buffer.from('echo') }]), says: /'\.\.\/\.\.\/evil\.sh' points outside the archive/ },
+  { name: 'an absolute entry', file: 'absolute.keras', bytes: () => cifarWith(() => {}, [{ name: '/etc/evil', data: Buffer.from('x') }]), says: /'\/etc\/evil' points outside the archive/ },
+  {
+    name: 'a password-protected zip',
+    file: 'encrypted.keras',
+    bytes: () => zipOf([{ name: 'config.json', data: Buffer.from('{}'), flags: 1 }]),
+    says: /encrypted \(password-protected archive\)/,
+  },
+  { name: 'a truncated zip', file: 'truncated.keras', bytes: () => readFileSync(cifar).subarray(0, 700_000), says: /no central directory \(truncated\?\)/ },
+  { name: 'a truncated HDF5', file: 'truncated.h5', bytes: () => readFileSync(mnist).subarray(0, 400_000), says: /not a readable HDF5 file|does not hold|more than the file holds/ },
+  {
+    name: 'an HDF5 dataset whose shape lies (2^30 output channels)',
+    file: 'lying-shape.h5',
+    bytes: () => mnistReplacing([3, 3, 32, 64], [3, 3, 32, 2 ** 30]),
+    says: /declares shape \[3, 3, 32, 1073741824\], more than the file holds/,
+  },
+  {
+    // jsfive reads the low 32 bits of the dimension (0): the layer's config then disagrees with the weights.
+    name: 'an HDF5 dataset whose shape lies (2^40 output channels)',
+    file: 'lying-shape-2.h5',
+    bytes: () => mnistReplacing([3, 3, 32, 64], [3, 3, 32, 2 ** 40]),
+    says: /layer 'conv2d_13' \(Conv2D\) needs a kernel of \[3, 3, 32, 64\]/,
+  },
+  {
+    name: 'missing weights (a layer the weights do not have)',
+    file: 'missing.keras',
+    bytes: () =>
+      cifarWith((config) => {
+        const conv = structuredClone(config.config.layers.find((layer) => layer['class_name'] === 'Conv2D')!);
+        (conv['config'] as Json)['name'] = 'conv2d_added';
+        config.config.layers.splice(2, 0, conv);
+      }),
+    says: /layer 'conv2d_added' \(Conv2D\) misses weights/,
+  },
+  {
+    name: 'extra weights (a layer the config does not have)',
+    file: 'extra.keras',
+    bytes: () => cifarWith((config) => config.config.layers.splice(config.config.layers.findIndex((layer) => (layer['config'] as Json)['name'] === 'dense_1'), 1)),
+    says: /weights hold layer 'dense_1', which the model config does not have/,
+  },
+  {
+    name: 'an unknown layer class',
+    file: 'custom.keras',
+    bytes: () => cifarWith((config) => renamed(config.config.layers, 'conv2d_1', 'MyConv')),
+    says: /layer 'conv2d_1' has class 'MyConv'.*tf\.serialization\.registerClass/,
+  },
+  {
+    name: 'a Lambda layer',
+    file: 'lambda.keras',
+    bytes: () => cifarWith((config) => config.config.layers.splice(2, 0, { class_name: 'Lambda', config: { name: 'lambda_x', function: ['4wEAAAAAAAAA', null, null] } })),
+    says: /layer 'lambda_x' is a Lambda layer: its function is Python bytecode/,
+  },
+];
+
+describe('hostile Keras files', { skip }, () => {
+  let folder: string;
+  before(async () => {
+    folder = await mkdtemp(join(tmpdir(), 'camviz-keras-hostile-'));
+  });
+  after(async () => {
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  for (const hostile of CASES) {
+    test(`${hostile.name}: one line naming the file, exit 1, nothing written`, async () => {
+      const path = join(folder, hostile.file);
+      writeFileSync(path, hostile.bytes());
+      const out = join(folder, `out-${hostile.file}`);
+      const run = await runCli(['gradcam', image, '--model', path, '-o', out], {
+        cwd: folder,
+        env: { ...process.env, NODE_OPTIONS: '--max-old-space-size=1024' },
+        timeoutMs: 15_000,
+      });
+      assert.equal(run.code, 1, `exit code (signal ${run.signal}): ${run.stderr}`);
+      const lines = run.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, run.stderr);
+      assert.match(lines[0]!, /^camviz: /);
+      assert.ok(lines[0]!.includes(path), `names the file: ${lines[0]}`);
+      assert.match(lines[0]!, hostile.says);
+      assert.deepEqual(await listFiles(out, { missingAsEmpty: true }), []);
+    });
+  }
+
+  test('the library refuses the same way: a CamvizError naming the file', async () => {
+    const path = join(folder, 'lambda-library.keras');
+    writeFileSync(path, CASES.find((hostile) => hostile.file === 'lambda.keras')!.bytes());
+    const error = await expectCamvizError(() => loadModel(path));
+    assert.equal(error.file, path);
+  });
+
+  test('the format is told by the first bytes: an HDF5 named .keras and a zip named .h5 both load', async () => {
+    const h5AsKeras = join(folder, 'really-h5.keras');
+    const zipAsH5 = join(folder, 'really-zip.h5');
+    copyFileSync(mnist, h5AsKeras);
+    copyFileSync(cifar, zipAsH5);
+    for (const [path, side] of [[h5AsKeras, 28], [zipAsH5, 32]] as const) {
+      const model = await loadModel(path);
+      try {
+        assert.deepEqual(model.meta.inputSize, { width: side, height: side });
+      } finally {
+        model.dispose();
+      }
+    }
+  });
+});
