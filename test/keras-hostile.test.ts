@@ -12,8 +12,6 @@ import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { deflateRawSync } from 'node:zlib';
-import CRC32 from 'crc-32';
 
 import { loadModel } from '../src/model/load.js';
 import { ZipArchive } from '../src/model/keras/zip.js';
@@ -21,65 +19,13 @@ import { asset } from './helpers/assets.js';
 import { runCli } from './helpers/cli.js';
 import { expectCamvizError } from './helpers/errors.js';
 import { listFiles } from './helpers/files.js';
+import { type ZipSpec, zipOf } from './helpers/zip.js';
 
 const kerasDir = asset('keras');
 const cifar = join(kerasDir, 'cifar10_k3.10.keras');
 const mnist = join(kerasDir, 'mnist_cnn_k3.5.h5');
 const image = join(kerasDir, 'images', 'both_32.png');
 const skip: string | false = existsSync(cifar) && existsSync(mnist) ? false : `Keras assets not found at ${kerasDir}`;
-
-interface ZipSpec {
-  name: string;
-  data: Buffer;
-  deflate?: boolean;
-  /** General-purpose flags (bit 0: encrypted). */
-  flags?: number;
-  /** What the headers declare as the uncompressed size, if not the truth. */
-  declaredSize?: number;
-}
-
-/** A zip archive as the format's specification lays it out: local headers and data, central directory, end record. */
-function zipOf(entries: readonly ZipSpec[]): Buffer {
-  const locals: Buffer[] = [];
-  const directory: Buffer[] = [];
-  let offset = 0;
-  for (const entry of entries) {
-    const name = Buffer.from(entry.name, 'utf8');
-    const stored = entry.deflate ? deflateRawSync(entry.data) : entry.data;
-    const fields = { flags: entry.flags ?? 0, method: entry.deflate ? 8 : 0, crc: CRC32.buf(entry.data) >>> 0, compressed: stored.length, size: entry.declaredSize ?? entry.data.length };
-    const local = Buffer.alloc(30);
-    local.writeUInt32LE(0x04034b50, 0);
-    local.writeUInt16LE(20, 4);
-    local.writeUInt16LE(fields.flags, 6);
-    local.writeUInt16LE(fields.method, 8);
-    local.writeUInt32LE(fields.crc, 14);
-    local.writeUInt32LE(fields.compressed, 18);
-    local.writeUInt32LE(fields.size, 22);
-    local.writeUInt16LE(name.length, 26);
-    const central = Buffer.alloc(46);
-    central.writeUInt32LE(0x02014b50, 0);
-    central.writeUInt16LE(20, 4);
-    central.writeUInt16LE(20, 6);
-    central.writeUInt16LE(fields.flags, 8);
-    central.writeUInt16LE(fields.method, 10);
-    central.writeUInt32LE(fields.crc, 16);
-    central.writeUInt32LE(fields.compressed, 20);
-    central.writeUInt32LE(fields.size, 24);
-    central.writeUInt16LE(name.length, 28);
-    central.writeUInt32LE(offset, 42);
-    locals.push(local, name, stored);
-    directory.push(central, name);
-    offset += 30 + name.length + stored.length;
-  }
-  const directoryBytes = Buffer.concat(directory);
-  const end = Buffer.alloc(22);
-  end.writeUInt32LE(0x06054b50, 0);
-  end.writeUInt16LE(entries.length, 8);
-  end.writeUInt16LE(entries.length, 10);
-  end.writeUInt32LE(directoryBytes.length, 12);
-  end.writeUInt32LE(offset, 16);
-  return Buffer.concat([...locals, directoryBytes, end]);
-}
 
 type Json = Record<string, unknown>;
 

@@ -12,7 +12,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -22,11 +22,14 @@ import { disposeValues } from '../src/executor/network.js';
 import { loadImage } from '../src/image/image.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { inputTensor } from '../src/model/predict.js';
+import { ZipArchive } from '../src/model/keras/zip.js';
+import { toInputTensor } from '../src/image/preprocess.js';
 import { decodeNpy } from '../src/render/npy.js';
 import { asset } from './helpers/assets.js';
 import { forEachBackend } from './helpers/backends.js';
 import { runCli } from './helpers/cli.js';
 import { maxAbsDifference } from './helpers/numeric.js';
+import { zipOf } from './helpers/zip.js';
 
 const kerasDir = asset('keras');
 const referenceDir = join(kerasDir, 'reference');
@@ -140,3 +143,82 @@ describe('Keras files as saved, against the PyTorch reference', { skip }, () => 
     }
   });
 });
+
+describe('single-channel input', () => {
+  test("toInputTensor(..., 1): PIL convert('L') grey levels (Pillow's rgb2l: (R*19595 + G*38470 + B*7471 + 0x8000) >> 16), then the preprocessing", () => {
+    // Red, green, blue, and a pixel where rounding (130) and truncating R*299/1000 + ... (129.77 -> 129) differ.
+    const pixels = new Uint8Array([255, 0, 0, 0, 255, 0, 0, 0, 255, 12, 200, 77]);
+    const grey = [76, 150, 29, 130];
+    for (const [name, expected] of [['unit', grey.map((l) => l / 255)], ['tf', grey.map((l) => l / 127.5 - 1)], ['none', grey]] as const) {
+      const input = toInputTensor([pixels], 2, 2, name, 1);
+      try {
+        assert.deepEqual(input.shape, [1, 2, 2, 1]);
+        assertClose(input.dataSync(), expected, name);
+      } finally {
+        input.dispose();
+      }
+    }
+  });
+
+  test('the MNIST model takes a colour photo: one grey channel in, the picture still in colour', { skip }, async () => {
+    const model = await loadModel(join(kerasDir, 'mnist_cnn_k3.5.h5'));
+    try {
+      const loaded = await loadImage(join(kerasDir, 'images', 'both_150.png'), { size: model.meta.inputSize });
+      const input = inputTensor(model, [loaded.input]);
+      input.dispose();
+      assert.deepEqual(input.shape, [1, 28, 28, 1]);
+      // With the heat weighted 0 the overlay is the picture it is drawn on: the colour original, not the grey input.
+      const [explanation] = explain(model, [loaded], { alpha: 0 })[0]!;
+      assert.deepEqual([explanation!.map!.height, explanation!.map!.width], [3, 3]);
+      const { rgb } = loaded.original;
+      assert.ok(rgb.some((value, i) => i % 3 === 0 && value !== rgb[i + 1]), 'the photo has colour');
+      assert.ok(maxAbsDifference(explanation!.picture.rgb, rgb) <= 1, 'drawn on the colour original');
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+describe('a Rescaling layer in the model', { skip }, () => {
+  test('the default preprocessing becomes none, and the scores are those of x/255 outside the model', async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'camviz-keras-rescaling-'));
+    try {
+      const path = join(folder, 'rescaled.keras');
+      await writeFile(path, cifarWithRescaling());
+      const model = await loadModel(path);
+      try {
+        assert.equal(model.meta.preprocess, 'none');
+        const loaded = await loadImage(join(kerasDir, 'images', 'both_32.png'), { size: model.meta.inputSize });
+        const input = inputTensor(model, [loaded.input]);
+        try {
+          const values = model.network().forward(input);
+          try {
+            assertClose(values.scores.dataSync(), readJson<{ scores: number[] }>('cifar10_k3.10__both_32__scores.json').scores, 'scores');
+          } finally {
+            disposeValues(values);
+          }
+        } finally {
+          input.dispose();
+        }
+      } finally {
+        model.dispose();
+      }
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+});
+
+/** The real cifar10 archive with a Keras 3 Rescaling(1/255) layer written in after its input. */
+function cifarWithRescaling(): Buffer {
+  const file = join(kerasDir, 'cifar10_k3.10.keras');
+  const archive = ZipArchive.open(readFileSync(file), file);
+  const config = JSON.parse(archive.read('config.json', 1 << 20).toString('utf8')) as { config: { layers: unknown[] } };
+  const dtype = { module: 'keras', class_name: 'DTypePolicy', config: { name: 'float32' }, registered_name: null };
+  config.config.layers.splice(1, 0, { module: 'keras.layers', class_name: 'Rescaling', config: { name: 'rescaling', trainable: true, dtype, scale: 1 / 255, offset: 0 }, registered_name: null });
+  return zipOf([
+    { name: 'metadata.json', data: archive.read('metadata.json', 1 << 20) },
+    { name: 'config.json', data: Buffer.from(JSON.stringify(config)) },
+    { name: 'model.weights.h5', data: archive.read('model.weights.h5', 1 << 30) },
+  ]);
+}
