@@ -1,0 +1,237 @@
+/**
+ * A nested model (a functional model wrapping a functional backbone, the
+ * transfer-learning shape) written here as a Keras 3 `.keras` file from the
+ * formats' documentation: config.json in Keras 3's serialisation (module,
+ * registered_name, DTypePolicy objects, batch_shape, inbound nodes as
+ * args/kwargs with keras_history, the backbone called as node 1), and
+ * model.weights.h5 with nested `layers/backbone/layers/<inner>/vars/N`
+ * groups, written by test/helpers/hdf5-writer.ts (that writer's output was
+ * checked against libhdf5 through h5wasm when it was written). These files
+ * are home-made: no real nested Keras file small enough was found.
+ *
+ * Checked against tfjs-layers' own execution of the same network built
+ * with tf.layers, and Grad-CAM against its closed form (global average
+ * pooling then a dense score: dScore_c/dA_k = W[k, c] / (h w)).
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+
+import { camTargets } from '../src/cam/request.js';
+import { explain } from '../src/explain.js';
+import { imageFromRgb } from '../src/image/image.js';
+import { disposeValues } from '../src/executor/network.js';
+import { type CamvizModel, loadModel } from '../src/model/load.js';
+import { forEachBackend } from './helpers/backends.js';
+import { type Hdf5Group, writeHdf5 } from './helpers/hdf5-writer.js';
+import { maxAbsDifference, mulberry32 } from './helpers/numeric.js';
+import { zipOf } from './helpers/zip.js';
+
+const SIDE = 8;
+const CLASSES = 3;
+const dtype = { module: 'keras', class_name: 'DTypePolicy', config: { name: 'float32' }, registered_name: null };
+
+/** A Keras 3 tensor reference in inbound_nodes. */
+const kerasTensor = (shape: (number | null)[], history: [string, number, number]) => ({
+  class_name: '__keras_tensor__',
+  config: { shape, dtype: 'float32', keras_history: history },
+});
+const node = (shape: (number | null)[], history: [string, number, number]) => ({ args: [kerasTensor(shape, history)], kwargs: {} });
+
+function conv(name: string, filters: number, padding: string, from: [string, number, number], inputShape: (number | null)[]) {
+  return {
+    module: 'keras.layers',
+    class_name: 'Conv2D',
+    config: {
+      name, trainable: true, dtype, filters, kernel_size: [3, 3], strides: [1, 1], padding, data_format: 'channels_last',
+      dilation_rate: [1, 1], groups: 1, activation: 'relu', use_bias: true,
+      kernel_initializer: { module: 'keras.initializers', class_name: 'GlorotUniform', config: { seed: null }, registered_name: null },
+      bias_initializer: { module: 'keras.initializers', class_name: 'Zeros', config: {}, registered_name: null },
+      kernel_regularizer: { module: 'keras.regularizers', class_name: 'L2', config: { l2: 0.01 }, registered_name: null },
+      bias_regularizer: null, activity_regularizer: null, kernel_constraint: null, bias_constraint: null,
+    },
+    registered_name: null,
+    build_config: { input_shape: inputShape },
+    name,
+    inbound_nodes: [node(inputShape, from)],
+  };
+}
+
+/** The Keras 3 config.json of outer(image) = head(gap(backbone(image))), backbone = conv_b(conv_a(x)). */
+function kerasConfig() {
+  const backbone = {
+    module: 'keras',
+    class_name: 'Functional',
+    config: {
+      name: 'backbone',
+      trainable: true,
+      layers: [
+        { module: 'keras.layers', class_name: 'InputLayer', config: { batch_shape: [null, SIDE, SIDE, 3], dtype: 'float32', sparse: false, name: 'backbone_input' }, registered_name: null, name: 'backbone_input', inbound_nodes: [] },
+        conv('conv_a', 4, 'same', ['backbone_input', 0, 0], [null, SIDE, SIDE, 3]),
+        conv('conv_b', 5, 'valid', ['conv_a', 0, 0], [null, SIDE, SIDE, 4]),
+      ],
+      input_layers: [['backbone_input', 0, 0]],
+      output_layers: [['conv_b', 0, 0]],
+    },
+    registered_name: 'Functional',
+    build_config: { input_shape: [null, SIDE, SIDE, 3] },
+    name: 'backbone',
+    inbound_nodes: [{ args: [kerasTensor([null, SIDE, SIDE, 3], ['image', 0, 0])], kwargs: { training: false } }],
+  };
+  return {
+    module: 'keras',
+    class_name: 'Functional',
+    config: {
+      name: 'outer',
+      trainable: true,
+      layers: [
+        { module: 'keras.layers', class_name: 'InputLayer', config: { batch_shape: [null, SIDE, SIDE, 3], dtype: 'float32', sparse: false, name: 'image' }, registered_name: null, name: 'image', inbound_nodes: [] },
+        backbone,
+        { module: 'keras.layers', class_name: 'GlobalAveragePooling2D', config: { name: 'gap', trainable: true, dtype, data_format: 'channels_last', keepdims: false }, registered_name: null, name: 'gap', inbound_nodes: [node([null, SIDE - 2, SIDE - 2, 5], ['backbone', 1, 0])] },
+        {
+          module: 'keras.layers', class_name: 'Dense',
+          config: { name: 'head', trainable: true, dtype, units: CLASSES, activation: 'softmax', use_bias: true, kernel_initializer: { module: 'keras.initializers', class_name: 'GlorotUniform', config: { seed: null }, registered_name: null }, bias_initializer: { module: 'keras.initializers', class_name: 'Zeros', config: {}, registered_name: null }, kernel_regularizer: null, bias_regularizer: null, activity_regularizer: null, kernel_constraint: null, bias_constraint: null, quantization_config: null },
+          registered_name: null, build_config: { input_shape: [null, 5] }, name: 'head', inbound_nodes: [node([null, 5], ['gap', 0, 0])],
+        },
+      ],
+      // Keras 3 writes a single input or output as one [name, node, tensor] triple.
+      input_layers: ['image', 0, 0],
+      output_layers: ['head', 0, 0],
+    },
+    registered_name: 'Functional',
+    build_config: { input_shape: [null, SIDE, SIDE, 3] },
+  };
+}
+
+interface Weights {
+  conv_a: [Float32Array, Float32Array];
+  conv_b: [Float32Array, Float32Array];
+  head: [Float32Array, Float32Array];
+}
+
+function randomWeights(): Weights {
+  const random = mulberry32(14);
+  const values = (count: number): Float32Array => Float32Array.from({ length: count }, () => random() - 0.5);
+  return {
+    conv_a: [values(3 * 3 * 3 * 4), values(4)],
+    conv_b: [values(3 * 3 * 4 * 5), values(5)],
+    head: [values(5 * CLASSES), values(CLASSES)],
+  };
+}
+
+/** model.weights.h5 as Keras 3 lays it out: every layer's `vars`, nested layers under their model. */
+function weightsFile(weights: Weights): Buffer {
+  const vars = (kernelShape: number[], [kernel, bias]: [Float32Array, Float32Array]): Hdf5Group => ({
+    vars: { '0': { shape: kernelShape, data: kernel }, '1': { shape: [bias.length], data: bias } },
+  });
+  return writeHdf5({
+    layers: {
+      image: { vars: {} },
+      backbone: {
+        layers: { backbone_input: { vars: {} }, conv_a: vars([3, 3, 3, 4], weights.conv_a), conv_b: vars([3, 3, 4, 5], weights.conv_b) },
+        vars: {},
+      },
+      gap: { vars: {} },
+      head: vars([5, CLASSES], weights.head),
+    },
+    optimizer: { vars: {} },
+    vars: {},
+  });
+}
+
+/** The same network built with tf.layers, carrying the same weights. */
+function tfjsTwin(weights: Weights): { outer: tfl.LayersModel; backbone: tfl.LayersModel } {
+  const backboneInput = tfl.input({ shape: [SIDE, SIDE, 3] });
+  const a = tfl.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', activation: 'relu' }).apply(backboneInput) as tfl.SymbolicTensor;
+  const b = tfl.layers.conv2d({ filters: 5, kernelSize: 3, padding: 'valid', activation: 'relu' }).apply(a) as tfl.SymbolicTensor;
+  const backbone = tfl.model({ inputs: backboneInput, outputs: b });
+  const image = tfl.input({ shape: [SIDE, SIDE, 3] });
+  const pooled = tfl.layers.globalAveragePooling2d({}).apply(backbone.apply(image) as tfl.SymbolicTensor) as tfl.SymbolicTensor;
+  const head = tfl.layers.dense({ units: CLASSES, activation: 'softmax' });
+  const outer = tfl.model({ inputs: image, outputs: head.apply(pooled) as tfl.SymbolicTensor });
+  const set = (layer: tfl.layers.Layer, [kernel, bias]: [Float32Array, Float32Array], shape: number[]): void =>
+    layer.setWeights([tf.tensor(kernel, shape), tf.tensor(bias, [bias.length])]);
+  set(backbone.layers[1]!, weights.conv_a, [3, 3, 3, 4]);
+  set(backbone.layers[2]!, weights.conv_b, [3, 3, 4, 5]);
+  set(head, weights.head, [5, CLASSES]);
+  return { outer, backbone };
+}
+
+describe('a nested Keras 3 model (home-made .keras)', () => {
+  let folder: string;
+  let path: string;
+  const weights = randomWeights();
+  let twin: { outer: tfl.LayersModel; backbone: tfl.LayersModel };
+  before(async () => {
+    folder = await mkdtemp(join(tmpdir(), 'camviz-keras-nested-'));
+    path = join(folder, 'nested.keras');
+    await writeFile(path, zipOf([
+      { name: 'metadata.json', data: Buffer.from(JSON.stringify({ keras_version: '3.10.0', date_saved: '2026-12-05@10:00:00' })) },
+      { name: 'config.json', data: Buffer.from(JSON.stringify(kerasConfig())) },
+      { name: 'model.weights.h5', data: weightsFile(weights) },
+    ]));
+  });
+  after(async () => {
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  forEachBackend((backend) => {
+    let model: CamvizModel;
+    let input: tf.Tensor4D;
+    before(async () => {
+      twin = tfjsTwin(weights);
+      model = await loadModel(path);
+      const random = mulberry32(7);
+      input = tf.tensor4d(Float32Array.from({ length: 2 * SIDE * SIDE * 3 }, () => random()), [2, SIDE, SIDE, 3]);
+    });
+    after(() => {
+      model?.dispose();
+      input?.dispose();
+      twin?.outer.dispose();
+    });
+
+    test(`inner layers are named outer/inner, the default target is inside the backbone (${backend})`, () => {
+      assert.deepEqual(model.meta.inputSize, { width: SIDE, height: SIDE });
+      assert.equal(camTargets(model, [])[0]!.path, 'backbone/conv_b');
+      assert.equal(camTargets(model, ['backbone/conv_a'])[0]!.path, 'backbone/conv_a');
+    });
+
+    test(`outputs and the backbone's feature map equal tfjs-layers' own execution (${backend})`, () => {
+      const [convB] = camTargets(model, ['backbone/conv_b']);
+      const values = model.network().forward(input, { layers: [convB!] });
+      try {
+        const expectedOutput = twin.outer.predict(input) as tf.Tensor;
+        const expectedFeatures = twin.backbone.predict(input) as tf.Tensor;
+        assert.ok(maxAbsDifference(values.output.dataSync(), expectedOutput.dataSync()) < 1e-5, 'output');
+        assert.ok(maxAbsDifference(values.layers.get('backbone/conv_b')!.dataSync(), expectedFeatures.dataSync()) < 1e-5, 'conv_b');
+        tf.dispose([expectedOutput, expectedFeatures]);
+      } finally {
+        disposeValues(values);
+      }
+    });
+
+    test(`Grad-CAM at backbone/conv_b: relu(sum_k W[k, c] / (h w) A_k), the closed form of GAP + dense (${backend})`, async () => {
+      const pixels = Uint8Array.from({ length: SIDE * SIDE * 3 }, (_, i) => (i * 37) % 256);
+      const image = await imageFromRgb(pixels, SIDE, SIDE, { size: model.meta.inputSize });
+      assert.deepEqual(image.input, pixels, 'at model size: the pixels as given');
+      // Through the library (x/255 by default), against tfjs-layers' backbone on the same x/255.
+      const x = tf.tidy(() => tf.div(tf.tensor4d(pixels, [1, SIDE, SIDE, 3], 'float32'), 255));
+      const features = (twin.backbone.predict(x) as tf.Tensor).dataSync();
+      x.dispose();
+      const [h, w, k] = [SIDE - 2, SIDE - 2, 5];
+      for (let c = 0; c < CLASSES; c += 1) {
+        const expected = Array.from({ length: h * w }, (_, p) => {
+          let sum = 0;
+          for (let j = 0; j < k; j += 1) sum += (weights.head[0][j * CLASSES + c]! / (h * w)) * features[p * k + j]!;
+          return Math.max(0, sum);
+        });
+        const [explanation] = explain(model, [image], { layers: ['backbone/conv_b'], classes: [c] })[0]!;
+        assert.ok(maxAbsDifference(explanation!.map!.data, expected) <= 1e-5 * Math.max(1e-6, ...expected), `class ${c}`);
+      }
+    });
+  });
+});
