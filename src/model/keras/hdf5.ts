@@ -69,7 +69,7 @@ export class Hdf5File {
     const node = this.node(path);
     if (node === undefined) return undefined;
     const attrs = guarded(this.file, () => node.attrs);
-    return Object.hasOwn(attrs, name) ? attrs[name] : undefined;
+    return Object.hasOwn(attrs, name) ? withoutNullPadding(attrs[name]) : undefined;
   }
 
   /** Names of the members of the group at `path`; [] when there is no such group. */
@@ -114,6 +114,12 @@ export class Hdf5File {
     }
     return node;
   }
+}
+
+/** Fixed-length HDF5 strings come back padded with NULs; h5py (numpy) strips them, so do we. */
+function withoutNullPadding(value: unknown): unknown {
+  if (typeof value === 'string') return value.replace(/\0+$/, '');
+  return Array.isArray(value) ? value.map(withoutNullPadding) : value;
 }
 
 function isDataset(node: JsfiveGroup | JsfiveDataset): node is JsfiveDataset {
