@@ -27,7 +27,7 @@ import { imageFromRgb } from '../src/image/image.js';
 import { disposeValues } from '../src/executor/network.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { forEachBackend } from './helpers/backends.js';
-import { type Hdf5Group, writeHdf5 } from './helpers/hdf5-writer.js';
+import { type Hdf5Group, group, writeHdf5 } from './helpers/hdf5-writer.js';
 import { maxAbsDifference, mulberry32 } from './helpers/numeric.js';
 import { zipOf } from './helpers/zip.js';
 
@@ -107,6 +107,78 @@ function kerasConfig() {
   };
 }
 
+/** A Keras 2 layer entry: plain dtype, inbound nodes as [[layer, node, tensor, kwargs]]. */
+function keras2Layer(className: string, config: Record<string, unknown>, from?: [string, number, number]) {
+  const name = config['name'] as string;
+  return { class_name: className, config: { trainable: true, dtype: 'float32', ...config }, name, inbound_nodes: from === undefined ? [] : [[[...from, {}]]] };
+}
+
+const keras2Conv = (name: string, filters: number, padding: string, from: [string, number, number]) =>
+  keras2Layer('Conv2D', {
+    name, filters, kernel_size: [3, 3], strides: [1, 1], padding, data_format: 'channels_last', dilation_rate: [1, 1], groups: 1,
+    activation: 'relu', use_bias: true, kernel_initializer: { class_name: 'GlorotUniform', config: { seed: null } },
+    bias_initializer: { class_name: 'Zeros', config: {} }, kernel_regularizer: null, bias_regularizer: null,
+    activity_regularizer: null, kernel_constraint: null, bias_constraint: null,
+  }, from);
+
+/** The same network's model_config as Keras 2.x writes it in a legacy .h5. */
+function keras2Config() {
+  const input = (name: string) => ({ class_name: 'InputLayer', config: { batch_input_shape: [null, SIDE, SIDE, 3], dtype: 'float32', sparse: false, ragged: false, name }, name, inbound_nodes: [] });
+  const backbone = {
+    class_name: 'Functional',
+    config: {
+      name: 'backbone',
+      layers: [input('backbone_input'), keras2Conv('conv_a', 4, 'same', ['backbone_input', 0, 0]), keras2Conv('conv_b', 5, 'valid', ['conv_a', 0, 0])],
+      input_layers: [['backbone_input', 0, 0]],
+      output_layers: [['conv_b', 0, 0]],
+    },
+    name: 'backbone',
+    inbound_nodes: [[['image', 0, 0, {}]]],
+  };
+  return {
+    class_name: 'Functional',
+    config: {
+      name: 'outer',
+      layers: [
+        input('image'),
+        backbone,
+        keras2Layer('GlobalAveragePooling2D', { name: 'gap', data_format: 'channels_last', keepdims: false }, ['backbone', 1, 0]),
+        keras2Layer('Dense', { name: 'head', units: CLASSES, activation: 'softmax', use_bias: true, kernel_initializer: { class_name: 'GlorotUniform', config: { seed: null } }, bias_initializer: { class_name: 'Zeros', config: {} }, kernel_regularizer: null, bias_regularizer: null, activity_regularizer: null, kernel_constraint: null, bias_constraint: null }, ['gap', 0, 0]),
+      ],
+      input_layers: [['image', 0, 0]],
+      output_layers: [['head', 0, 0]],
+    },
+  };
+}
+
+/**
+ * The legacy full-model .h5 of Keras 2: root attributes model_config,
+ * keras_version, backend; model_weights/<layer> groups whose weight_names
+ * give each weight's path inside the group (the backbone's group holds its
+ * inner layers' weights).
+ */
+function legacyFile(weights: Weights): Buffer {
+  const pair = ([kernel, bias]: [Float32Array, Float32Array], kernelShape: number[]): Hdf5Group =>
+    group({ 'kernel:0': { shape: kernelShape, data: kernel }, 'bias:0': { shape: [bias.length], data: bias } });
+  const weightNames = (...layers: string[]): string[] => layers.flatMap((layer) => [`${layer}/kernel:0`, `${layer}/bias:0`]);
+  return writeHdf5(
+    group(
+      {
+        model_weights: group(
+          {
+            image: group({}, { weight_names: [] }),
+            backbone: group({ conv_a: pair(weights.conv_a, [3, 3, 3, 4]), conv_b: pair(weights.conv_b, [3, 3, 4, 5]) }, { weight_names: weightNames('conv_a', 'conv_b') }),
+            gap: group({}, { weight_names: [] }),
+            head: group({ head: pair(weights.head, [5, CLASSES]) }, { weight_names: weightNames('head') }),
+          },
+          { layer_names: ['image', 'backbone', 'gap', 'head'], backend: 'tensorflow', keras_version: '2.10.0' },
+        ),
+      },
+      { model_config: JSON.stringify(keras2Config()), keras_version: '2.10.0', backend: 'tensorflow' },
+    ),
+  );
+}
+
 interface Weights {
   conv_a: [Float32Array, Float32Array];
   conv_b: [Float32Array, Float32Array];
@@ -125,22 +197,24 @@ function randomWeights(): Weights {
 
 /** model.weights.h5 as Keras 3 lays it out: every layer's `vars`, nested layers under their model. */
 function weightsFile(weights: Weights): Buffer {
-  const vars = (kernelShape: number[], [kernel, bias]: [Float32Array, Float32Array]): Hdf5Group => ({
-    vars: { '0': { shape: kernelShape, data: kernel }, '1': { shape: [bias.length], data: bias } },
-  });
-  return writeHdf5({
-    layers: {
-      image: { vars: {} },
-      backbone: {
-        layers: { backbone_input: { vars: {} }, conv_a: vars([3, 3, 3, 4], weights.conv_a), conv_b: vars([3, 3, 4, 5], weights.conv_b) },
-        vars: {},
-      },
-      gap: { vars: {} },
-      head: vars([5, CLASSES], weights.head),
-    },
-    optimizer: { vars: {} },
-    vars: {},
-  });
+  const vars = (kernelShape: number[], [kernel, bias]: [Float32Array, Float32Array]): Hdf5Group =>
+    group({ vars: group({ '0': { shape: kernelShape, data: kernel }, '1': { shape: [bias.length], data: bias } }) });
+  const empty = (): Hdf5Group => group({ vars: group() });
+  return writeHdf5(
+    group({
+      layers: group({
+        image: empty(),
+        backbone: group({
+          layers: group({ backbone_input: empty(), conv_a: vars([3, 3, 3, 4], weights.conv_a), conv_b: vars([3, 3, 4, 5], weights.conv_b) }),
+          vars: group(),
+        }),
+        gap: empty(),
+        head: vars([5, CLASSES], weights.head),
+      }),
+      optimizer: empty(),
+      vars: group(),
+    }),
+  );
 }
 
 /** The same network built with tf.layers, carrying the same weights. */
@@ -161,19 +235,28 @@ function tfjsTwin(weights: Weights): { outer: tfl.LayersModel; backbone: tfl.Lay
   return { outer, backbone };
 }
 
-describe('a nested Keras 3 model (home-made .keras)', () => {
+const weights = randomWeights();
+const NESTED_FILES = [
+  {
+    name: 'nested.keras',
+    bytes: () =>
+      zipOf([
+        { name: 'metadata.json', data: Buffer.from(JSON.stringify({ keras_version: '3.10.0', date_saved: '2026-12-05@10:00:00' })) },
+        { name: 'config.json', data: Buffer.from(JSON.stringify(kerasConfig())) },
+        { name: 'model.weights.h5', data: weightsFile(weights) },
+      ]),
+  },
+  { name: 'nested.h5', bytes: () => legacyFile(weights) },
+];
+
+for (const nested of NESTED_FILES) describe(`a nested model, home-made ${nested.name}`, () => {
   let folder: string;
   let path: string;
-  const weights = randomWeights();
   let twin: { outer: tfl.LayersModel; backbone: tfl.LayersModel };
   before(async () => {
     folder = await mkdtemp(join(tmpdir(), 'camviz-keras-nested-'));
-    path = join(folder, 'nested.keras');
-    await writeFile(path, zipOf([
-      { name: 'metadata.json', data: Buffer.from(JSON.stringify({ keras_version: '3.10.0', date_saved: '2026-12-05@10:00:00' })) },
-      { name: 'config.json', data: Buffer.from(JSON.stringify(kerasConfig())) },
-      { name: 'model.weights.h5', data: weightsFile(weights) },
-    ]));
+    path = join(folder, nested.name);
+    await writeFile(path, nested.bytes());
   });
   after(async () => {
     await rm(folder, { recursive: true, force: true });

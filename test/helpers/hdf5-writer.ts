@@ -5,14 +5,23 @@
  * Group Info and Link messages), and float32 datasets with a version-2
  * dataspace, an IEEE little-endian float datatype and contiguous layout.
  * Checksums are Jenkins' lookup3 `hashlittle`, as the specification asks.
- * Enough for Keras 3's `model.weights.h5` (groups of `vars/N` datasets);
- * no attributes.
+ * Attributes are fixed-length ASCII strings (a scalar or a 1-D list), as
+ * h5py stores the `bytes` Keras writes (`model_config`, `weight_names`).
+ * Enough for Keras 3's `model.weights.h5` and legacy full-model `.h5`.
  */
 
-/** A group: named children, each a group or a dataset. */
+/** A group: named children, each a group or a dataset, and string attributes. */
 export interface Hdf5Group {
-  [name: string]: Hdf5Group | Hdf5Float32;
+  children: Record<string, Hdf5Node>;
+  attributes?: Record<string, string | readonly string[]>;
 }
+
+export type Hdf5Node = Hdf5Group | Hdf5Float32;
+
+export const group = (children: Record<string, Hdf5Node> = {}, attributes?: Record<string, string | readonly string[]>): Hdf5Group => ({
+  children,
+  ...(attributes === undefined ? {} : { attributes }),
+});
 
 export interface Hdf5Float32 {
   shape: readonly number[];
@@ -22,8 +31,8 @@ export interface Hdf5Float32 {
 const UNDEFINED_ADDRESS = 0xffffffffffffffffn;
 const SUPERBLOCK_SIZE = 48;
 
-function isDataset(node: Hdf5Group | Hdf5Float32): node is Hdf5Float32 {
-  return node.data instanceof Float32Array;
+function isDataset(node: Hdf5Node): node is Hdf5Float32 {
+  return 'data' in node;
 }
 
 /** The bytes of an HDF5 file holding `root`. */
@@ -36,13 +45,14 @@ export function writeHdf5(root: Hdf5Group): Buffer {
     end += bytes.length;
     return address;
   };
-  const writeNode = (node: Hdf5Group | Hdf5Float32): number => {
+  const writeNode = (node: Hdf5Node): number => {
     if (isDataset(node)) {
       const data = place(Buffer.from(node.data.buffer, node.data.byteOffset, node.data.byteLength));
       return place(objectHeader(datasetMessages(node, data)));
     }
-    const links = Object.entries(node).map(([name, child]) => linkMessage(name, writeNode(child)));
-    return place(objectHeader([linkInfoMessage(), groupInfoMessage(), ...links]));
+    const links = Object.entries(node.children).map(([name, child]) => linkMessage(name, writeNode(child)));
+    const attributes = Object.entries(node.attributes ?? {}).map(([name, value]) => attributeMessage(name, value));
+    return place(objectHeader([linkInfoMessage(), groupInfoMessage(), ...links, ...attributes]));
   };
   const rootAddress = writeNode(root);
   const superblock = chunks[0]!;
@@ -112,6 +122,36 @@ function linkMessage(name: string, address: number): Message {
   nameBytes.copy(body, 3);
   body.writeBigUInt64LE(BigInt(address), 3 + nameBytes.length);
   return { type: 6, body };
+}
+
+/** Attribute (type 12) version 3: ASCII name, a fixed-length null-padded string datatype, a scalar or 1-D dataspace. */
+function attributeMessage(name: string, value: string | readonly string[]): Message {
+  const strings = typeof value === 'string' ? [value] : value;
+  const size = Math.max(1, ...strings.map((text) => Buffer.byteLength(text, 'latin1')));
+  const nameBytes = Buffer.concat([Buffer.from(name, 'latin1'), Buffer.alloc(1)]);
+  // Datatype version 1, class 3 (string): null-padded, ASCII.
+  const datatype = Buffer.alloc(8);
+  datatype.writeUInt8(0x13, 0);
+  datatype.writeUInt8(0x01, 1);
+  datatype.writeUInt32LE(size, 4);
+  // Dataspace version 2: scalar (type 0) for one string, else simple 1-D.
+  const dataspace = typeof value === 'string' ? Buffer.from([2, 0, 0, 0]) : Buffer.alloc(12);
+  if (typeof value !== 'string') {
+    dataspace.writeUInt8(2, 0);
+    dataspace.writeUInt8(1, 1);
+    dataspace.writeUInt8(1, 3);
+    dataspace.writeBigUInt64LE(BigInt(strings.length), 4);
+  }
+  const data = Buffer.alloc(size * strings.length);
+  strings.forEach((text, i) => data.write(text, i * size, 'latin1'));
+  const head = Buffer.alloc(9);
+  head.writeUInt8(3, 0); // version
+  head.writeUInt8(0, 1); // flags
+  head.writeUInt16LE(nameBytes.length, 2);
+  head.writeUInt16LE(datatype.length, 4);
+  head.writeUInt16LE(dataspace.length, 6);
+  head.writeUInt8(0, 8); // name encoding: ASCII
+  return { type: 12, body: Buffer.concat([head, nameBytes, datatype, dataspace, data]) };
 }
 
 function datasetMessages(dataset: Hdf5Float32, dataAddress: number): Message[] {
