@@ -80,9 +80,9 @@ const CASES: HostileCase[] = [
     says: /zip entry model\.weights\.h5 declares 3221225472 bytes, over the \d+-byte limit: refused/,
   },
   {
-    name: 'a zip bomb: an entry inflating to 256 MiB while declaring 1 KiB',
+    name: 'a zip bomb: an entry inflating to 64 MiB while declaring 1 KiB',
     file: 'bomb-inflated.keras',
-    bytes: () => zipOf([{ name: 'config.json', data: Buffer.from(EMPTY_SEQUENTIAL) }, { name: 'model.weights.h5', data: Buffer.alloc(256 * 2 ** 20), deflate: true, declaredSize: 1024 }]),
+    bytes: () => zipOf([{ name: 'config.json', data: Buffer.from(EMPTY_SEQUENTIAL) }, { name: 'model.weights.h5', data: Buffer.alloc(64 * 2 ** 20), deflate: true, declaredSize: 1024 }]),
     says: /inflates beyond the 1024 bytes it declares/,
   },
   { name: 'a ../ entry', file: 'climbing.keras', bytes: () => cifarWith(() => {}, [{ name: '../../evil.sh', data: Buffer.from('echo') }]), says: /'\.\.\/\.\.\/evil\.sh' points outside the archive/ },
@@ -94,7 +94,20 @@ const CASES: HostileCase[] = [
     says: /encrypted \(password-protected archive\)/,
   },
   { name: 'a truncated zip', file: 'truncated.keras', bytes: () => readFileSync(cifar).subarray(0, 700_000), says: /no central directory \(truncated\?\)/ },
-  { name: 'a truncated HDF5', file: 'truncated.h5', bytes: () => readFileSync(mnist).subarray(0, 400_000), says: /not a readable HDF5 file|does not hold|more than the file holds/ },
+  { name: 'a truncated HDF5', file: 'truncated.h5', bytes: () => readFileSync(mnist).subarray(0, 400_000), says: /HDF5 file is truncated: 400000 bytes, its superblock says 789192/ },
+  {
+    // Everything the model needs sits before the cut: without the superblock's end-of-file check it would run.
+    name: 'an HDF5 truncated after its weights',
+    file: 'truncated-late.h5',
+    bytes: () => readFileSync(mnist).subarray(0, 600_000),
+    says: /HDF5 file is truncated: 600000 bytes, its superblock says 789192/,
+  },
+  {
+    name: 'a corrupt HDF5 (object headers overwritten)',
+    file: 'corrupt.h5',
+    bytes: () => Buffer.from(readFileSync(mnist)).fill(0xff, 96, 4096),
+    says: /not a readable HDF5 file \(truncated or corrupt\?\)/,
+  },
   {
     name: 'an HDF5 dataset whose shape lies (2^30 output channels)',
     file: 'lying-shape.h5',

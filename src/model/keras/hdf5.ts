@@ -59,6 +59,7 @@ export class Hdf5File {
   }
 
   static open(bytes: Uint8Array, file: string): Hdf5File {
+    checkNotTruncated(bytes, file);
     const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
     const root = guarded(file, () => new (library().File)(buffer, file));
     return new Hdf5File(root, bytes.byteLength, file);
@@ -114,6 +115,22 @@ export class Hdf5File {
     }
     return node;
   }
+}
+
+/**
+ * The superblock records where the file ends (its end-of-file address,
+ * relative to the base address); a shorter file lost its end, even when
+ * what a reader needs happens to sit before the cut. Same check as libhdf5.
+ */
+function checkNotTruncated(bytes: Uint8Array, file: string): void {
+  const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.length < 56) throw new CamvizError('not a readable HDF5 file: too short for a superblock', { file });
+  const version = view.readUInt8(8);
+  // Superblock layouts (HDF5 File Format Specification, II.A): where the base and end-of-file addresses are.
+  const [baseAt, endAt] = version === 0 ? [24, 40] : version === 1 ? [28, 44] : version === 2 || version === 3 ? [12, 28] : [-1, -1];
+  if (baseAt < 0) throw new CamvizError(`not a readable HDF5 file: unknown superblock version ${version}`, { file });
+  const end = view.readBigUInt64LE(baseAt) + view.readBigUInt64LE(endAt);
+  if (end > BigInt(view.length)) throw new CamvizError(`HDF5 file is truncated: ${view.length} bytes, its superblock says ${end}`, { file });
 }
 
 /** Fixed-length HDF5 strings come back padded with NULs; h5py (numpy) strips them, so do we. */
