@@ -85,7 +85,8 @@ describe('Keras files as saved, against the PyTorch reference', { skip }, () => 
         });
         after(() => model?.dispose());
 
-        test('metadata from the config: input size, x/255 preprocessing by default', () => {
+        test('metadata from the config: input size, x/255 preprocessing by default, named after the file', () => {
+          assert.equal(model.meta.name, entry.file.replace(/\.(h5|keras)$/, ''));
           const side = Number(/_(\d+)$/.exec(entry.images[0])![1]);
           assert.deepEqual(model.meta.inputSize, { width: side, height: side });
           assert.equal(model.meta.preprocess, 'unit');

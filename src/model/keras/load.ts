@@ -7,7 +7,7 @@
  * disk, so the rest of loading is shared.
  */
 import { open, readFile, stat } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, extname, resolve } from 'node:path';
 import type * as tf from '../../engine/tf.js';
 import { CamvizError } from '../../util/errors.js';
 import { type LocalModelFiles, type ModelJson, sha256Hex } from '../io.js';
@@ -28,7 +28,7 @@ export type KerasContainer = 'hdf5' | 'zip';
 
 export interface KerasModelFiles extends LocalModelFiles {
   container: KerasContainer;
-  /** Metadata the model itself implies (a Rescaling layer: no preprocessing). */
+  /** Metadata the file itself implies: its name, and no preprocessing behind a Rescaling layer. */
   defaults: CamvizJson;
 }
 
@@ -68,7 +68,8 @@ export async function readKerasModel(path: string): Promise<KerasModelFiles | un
     sha256: sha256Hex(bytes),
     artifacts,
     container,
-    defaults: hasRescaling ? { preprocess: 'none' } : {},
+    // Several Keras files may share a folder: the file names the model, not the folder as for model.json.
+    defaults: { name: basename(file, extname(file)), ...(hasRescaling ? { preprocess: 'none' as const } : {}) },
   };
 }
 
