@@ -145,6 +145,20 @@ const CASES: HostileCase[] = [
     says: /layer 'conv2d_1' has class 'MyConv'.*tf\.serialization\.registerClass/,
   },
   {
+    // Written as text: JSON.stringify would itself overflow the stack on this.
+    name: 'a config nested 100000 deep',
+    file: 'deep.keras',
+    bytes: () => {
+      const archive = ZipArchive.open(readFileSync(cifar), cifar);
+      const config = archive.read('config.json', 1 << 20).toString('utf8').replace('"bias_constraint": null', `"bias_constraint": ${'['.repeat(100_000)}${']'.repeat(100_000)}`);
+      return zipOf([
+        { name: 'config.json', data: Buffer.from(config) },
+        { name: 'model.weights.h5', data: archive.read('model.weights.h5', 1 << 30) },
+      ]);
+    },
+    says: /the model config nests too deeply: refused|config\.json is not valid JSON/,
+  },
+  {
     name: 'a Lambda layer',
     file: 'lambda.keras',
     bytes: () => cifarWith((config) => config.config.layers.splice(2, 0, { class_name: 'Lambda', config: { name: 'lambda_x', function: ['4wEAAAAAAAAA', null, null] } })),

@@ -37,8 +37,13 @@ export interface TranslatedConfig {
 export function translateModelConfig(modelConfig: unknown, file: string): TranslatedConfig {
   const layers: KerasLayerInfo[] = [];
   const model = record(modelConfig, 'the model config', file);
-  const topology = translateModel(model, '', layers, file);
-  return { topology, layers };
+  try {
+    return { topology: translateModel(model, '', layers, file), layers };
+  } catch (error) {
+    // Configs nested thousands deep exhaust the stack: one line, not a RangeError without the file.
+    if (error instanceof RangeError) throw new CamvizError('the model config nests too deeply: refused', { file });
+    throw error;
+  }
 }
 
 function translateModel(model: Json, prefix: string, layers: KerasLayerInfo[], file: string): Json {
