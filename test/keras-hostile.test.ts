@@ -56,6 +56,25 @@ function mnistReplacing(from: readonly number[], to: readonly number[]): Buffer 
   return bytes;
 }
 
+/**
+ * The real mnist .h5 with the address of every dataset moved: its Data Layout
+ * messages (version 1 object headers: type 8, 24 bytes, then layout version
+ * 3, class 1 contiguous, address, size) rewritten.
+ */
+function mnistWithDataAt(address: (length: number) => number): Buffer {
+  const bytes = Buffer.from(readFileSync(mnist));
+  let found = 0;
+  for (let at = 0; at + 26 <= bytes.length; at += 1) {
+    const header = bytes.readUInt16LE(at) === 8 && bytes.readUInt16LE(at + 2) === 24 && bytes.readUIntLE(at + 5, 3) === 0;
+    if (header && bytes[at + 8] === 3 && bytes[at + 9] === 1) {
+      bytes.writeBigUInt64LE(BigInt(address(bytes.length)), at + 10);
+      found += 1;
+    }
+  }
+  assert.ok(found > 0, 'the layout messages are where the format puts them');
+  return bytes;
+}
+
 const renamed = (layers: Json[], name: string, className: string): void => {
   const conv = layers.find((layer) => layer['class_name'] === 'Conv2D' && (layer['config'] as Json)['name'] === name)!;
   conv['class_name'] = className;
@@ -101,6 +120,12 @@ const CASES: HostileCase[] = [
     file: 'truncated-late.h5',
     bytes: () => readFileSync(mnist).subarray(0, 600_000),
     says: /HDF5 file is truncated: 600000 bytes, its superblock says 789192/,
+  },
+  {
+    name: 'an HDF5 whose data addresses lie (past the end of the file)',
+    file: 'lying-address.h5',
+    bytes: () => mnistWithDataAt((length) => length - 64),
+    says: /HDF5 dataset '.+' points past the end of the file/,
   },
   {
     name: 'a corrupt HDF5 (object headers overwritten)',

@@ -25,7 +25,8 @@ import { inputTensor } from '../src/model/predict.js';
 import { ZipArchive } from '../src/model/keras/zip.js';
 import { toInputTensor } from '../src/image/preprocess.js';
 import { decodeNpy } from '../src/render/npy.js';
-import { asset } from './helpers/assets.js';
+import { asset, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
+import { type Hdf5Group, group, writeHdf5 } from './helpers/hdf5-writer.js';
 import { forEachBackend } from './helpers/backends.js';
 import { runCli } from './helpers/cli.js';
 import { maxAbsDifference } from './helpers/numeric.js';
@@ -221,5 +222,58 @@ function cifarWithRescaling(): Buffer {
     { name: 'metadata.json', data: archive.read('metadata.json', 1 << 20) },
     { name: 'config.json', data: Buffer.from(JSON.stringify(config)) },
     { name: 'model.weights.h5', data: archive.read('model.weights.h5', 1 << 30) },
+  ]);
+}
+
+describe('MobileNet v1 (TF.js layers) written as a Keras 3 .keras', { skip: skipWithoutSharedAssets }, () => {
+  test('loads with every weight where tfjs put it (depthwise, batch normalisation), and computes what the TF.js model computes', async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'camviz-keras-mobilenet-'));
+    const tfjsModel = await loadModel(mobilenetDir);
+    let kerasModel: CamvizModel | undefined;
+    try {
+      const path = join(folder, 'mobilenet.keras');
+      await writeFile(path, kerasFileOf(tfjsModel));
+      // The zoo knows MobileNet's preprocessing; a Keras file's comes from the user.
+      kerasModel = await loadModel(path, { preprocess: tfjsModel.meta.preprocess });
+      const loaded = await loadImage(join(kerasDir, 'images', 'both_150.png'), { size: tfjsModel.meta.inputSize });
+      for (const model of [tfjsModel, kerasModel]) assert.deepEqual(model.meta.inputSize, { width: 224, height: 224 });
+      const scores = [tfjsModel, kerasModel].map((model) => {
+        const input = inputTensor(model, [loaded.input]);
+        try {
+          const values = model.network().forward(input);
+          try {
+            return values.scores.dataSync().slice();
+          } finally {
+            disposeValues(values);
+          }
+        } finally {
+          input.dispose();
+        }
+      });
+      assert.equal(maxAbsDifference(scores[0]!, scores[1]!), 0, 'the same network and weights compute the same scores');
+    } finally {
+      kerasModel?.dispose();
+      tfjsModel.dispose();
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+});
+
+/** A TF.js layers model as Keras 3 saves it: its (Keras 2) config and layers/<name>/vars/N in each layer's weight order. */
+function kerasFileOf(model: CamvizModel): Buffer {
+  const layersModel = model.layersModel!;
+  const layers: Record<string, Hdf5Group> = {};
+  for (const layer of layersModel.layers) {
+    const vars: Record<string, { shape: number[]; data: Float32Array }> = {};
+    layer.getWeights().forEach((weight, i) => {
+      vars[String(i)] = { shape: weight.shape, data: weight.dataSync() as Float32Array };
+    });
+    layers[layer.name] = group({ vars: group(vars) });
+  }
+  const config = JSON.parse(readFileSync(join(mobilenetDir, 'model.json'), 'utf8')).modelTopology.model_config as unknown;
+  return zipOf([
+    { name: 'metadata.json', data: Buffer.from(JSON.stringify({ keras_version: '3.10.0' })) },
+    { name: 'config.json', data: Buffer.from(JSON.stringify(config)) },
+    { name: 'model.weights.h5', data: writeHdf5(group({ layers: group(layers), vars: group() })) },
   ]);
 }
