@@ -7,9 +7,12 @@
  * failures are JS exceptions where h5wasm prints HDF5's multi-line error
  * stack on stderr. Neither hung on truncated or corrupted files.
  *
- * A file is only trusted as far as its bytes go: a dataset is read only
- * once its declared shape fits in the file, so a lying shape cannot make
- * us allocate gigabytes.
+ * A file is only trusted as far as its bytes go: it must be as long as its
+ * superblock says, a dataset is read only once its declared shape fits in
+ * the file (a lying shape cannot make us allocate gigabytes), and data are
+ * read only inside the file. Uncompressed contiguous float32 data (what
+ * Keras writes) are copied straight from the bytes; anything else goes
+ * through jsfive.
  */
 import { createRequire } from 'node:module';
 import { CamvizError } from '../../util/errors.js';
