@@ -26,6 +26,7 @@ import { explain } from '../src/explain.js';
 import { imageFromRgb } from '../src/image/image.js';
 import { disposeValues } from '../src/executor/network.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
+import { inputTensor } from '../src/model/predict.js';
 import { forEachBackend } from './helpers/backends.js';
 import { type Hdf5Group, group, writeHdf5 } from './helpers/hdf5-writer.js';
 import { maxAbsDifference, mulberry32 } from './helpers/numeric.js';
@@ -316,5 +317,71 @@ for (const nested of NESTED_FILES) describe(`a nested model, home-made ${nested.
         assert.ok(maxAbsDifference(explanation!.map!.data, expected) <= 1e-5 * Math.max(1e-6, ...expected), `class ${c}`);
       }
     });
+  });
+});
+
+describe('a single-unit sigmoid head (cats-vs-dogs style), home-made Keras 3 Sequential', () => {
+  const random = mulberry32(21);
+  const values = (count: number): Float32Array => Float32Array.from({ length: count }, () => random() - 0.5);
+  const kernel = values(3 * 3 * 3 * 2);
+  const convBias = values(2);
+  const dense = values(2);
+  const denseBias = values(1);
+  const config = {
+    module: 'keras',
+    class_name: 'Sequential',
+    config: {
+      name: 'binary',
+      trainable: true,
+      dtype,
+      layers: [
+        { module: 'keras.layers', class_name: 'InputLayer', config: { batch_shape: [null, SIDE, SIDE, 3], dtype: 'float32', sparse: false, name: 'input_layer' }, registered_name: null },
+        { ...conv('conv', 2, 'valid', ['input_layer', 0, 0], [null, SIDE, SIDE, 3]), inbound_nodes: undefined },
+        { module: 'keras.layers', class_name: 'GlobalAveragePooling2D', config: { name: 'gap', trainable: true, dtype, data_format: 'channels_last', keepdims: false }, registered_name: null },
+        { module: 'keras.layers', class_name: 'Dense', config: { name: 'logit', trainable: true, dtype, units: 1, activation: 'sigmoid', use_bias: true }, registered_name: null },
+      ],
+    },
+    registered_name: null,
+  };
+  let folder: string;
+  let model: CamvizModel;
+  before(async () => {
+    folder = await mkdtemp(join(tmpdir(), 'camviz-keras-sigmoid-'));
+    const path = join(folder, 'binary.keras');
+    const vars = (...arrays: { shape: number[]; data: Float32Array }[]): Hdf5Group => group({ vars: group(Object.fromEntries(arrays.map((array, i) => [String(i), array]))) });
+    await writeFile(path, zipOf([
+      { name: 'config.json', data: Buffer.from(JSON.stringify(config)) },
+      {
+        name: 'model.weights.h5',
+        data: writeHdf5(group({ layers: group({ conv: vars({ shape: [3, 3, 3, 2], data: kernel }, { shape: [2], data: convBias }), gap: vars(), logit: vars({ shape: [2, 1], data: dense }, { shape: [1], data: denseBias }) }), vars: group() })),
+      },
+    ]));
+    model = await loadModel(path);
+  });
+  after(async () => {
+    model?.dispose();
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  // Loading works; explaining does not yet: src/cam/classes.ts classScoreSum (and cam.ts classifierWeights) build the class
+  // mask with tf.oneHot, which refuses depth 1 ("depth must be >=2"). Left to the owner of src/cam / the targets issue.
+  test('class 0 is explained on the logit (the sigmoid input): score = w . mean(A) + b, Grad-CAM = relu(sum_k w_k / (h w) A_k)', { todo: 'tf.oneHot depth 1 in src/cam/classes.ts classScoreSum' }, async () => {
+    const pixels = Uint8Array.from({ length: SIDE * SIDE * 3 }, (_, i) => (i * 53) % 256);
+    const image = await imageFromRgb(pixels, SIDE, SIDE, { size: model.meta.inputSize });
+    const [convNode] = camTargets(model, ['conv']);
+    const input = inputTensor(model, [image.input]);
+    const values = model.network().forward(input, { layers: [convNode!] });
+    const features = Float32Array.from(values.layers.get('conv')!.dataSync());
+    const output = values.output.dataSync()[0]!;
+    disposeValues(values);
+    input.dispose();
+    const [h, w] = [SIDE - 2, SIDE - 2];
+    const mean = [0, 1].map((k) => features.filter((_, i) => i % 2 === k).reduce((sum, value) => sum + value, 0) / (h * w));
+    const logit = dense[0]! * mean[0]! + dense[1]! * mean[1]! + denseBias[0]!;
+    assert.ok(Math.abs(output - 1 / (1 + Math.exp(-logit))) < 1e-6, 'the model output is the sigmoid of that logit');
+    const [explanation] = explain(model, [image], { classes: [0] })[0]!;
+    assert.ok(Math.abs(explanation!.score - logit) < 1e-5, `score ${explanation!.score} is the logit ${logit}`);
+    const expected = Array.from({ length: h * w }, (_, p) => Math.max(0, (dense[0]! * features[2 * p]! + dense[1]! * features[2 * p + 1]!) / (h * w)));
+    assert.ok(maxAbsDifference(explanation!.map!.data, expected) <= 1e-5 * Math.max(1e-6, ...expected), 'Grad-CAM');
   });
 });
