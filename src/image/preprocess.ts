@@ -60,13 +60,37 @@ export function preprocessInto(pixels: Uint8Array, name: PreprocessName, out: Fl
   }
 }
 
-/** A [batch, height, width, 3] input tensor from images of one size. */
-export function toInputTensor(images: readonly Uint8Array[], height: number, width: number, name: PreprocessName): tf.Tensor4D {
+/**
+ * Grey level of RGB pixels as PIL's `convert('L')` computes it: ITU-R BT.601
+ * luma (R*299 + G*587 + B*114)/1000, in PIL's 16-bit fixed point, rounded.
+ */
+export function lumaOf(r: number, g: number, b: number): number {
+  return (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16;
+}
+
+/** Writes the preprocessed grey level of RGB (HWC uint8) pixels into `out` at `offset`, one value per pixel. */
+export function preprocessGreyInto(pixels: Uint8Array, name: PreprocessName, out: Float32Array, offset = 0): void {
+  const { scale, offset: shift } = affine(name);
+  // One channel has no channel order: the per-channel constants are averaged (equal for tf, unit and none).
+  const s = (scale[0]! + scale[1]! + scale[2]!) / 3;
+  const o = (shift[0]! + shift[1]! + shift[2]!) / 3;
+  for (let i = 0, j = offset; i < pixels.length; i += 3, j += 1) {
+    out[j] = lumaOf(pixels[i]!, pixels[i + 1]!, pixels[i + 2]!) * s + o;
+  }
+}
+
+/**
+ * A [batch, height, width, channels] input tensor from RGB images of one
+ * size: 3 channels, or 1 (grey, for single-channel models such as MNIST's).
+ */
+export function toInputTensor(images: readonly Uint8Array[], height: number, width: number, name: PreprocessName, channels: 1 | 3 = 3): tf.Tensor4D {
   const perImage = height * width * 3;
-  const data = new Float32Array(perImage * images.length);
+  const perInput = height * width * channels;
+  const data = new Float32Array(perInput * images.length);
   images.forEach((pixels, i) => {
     if (pixels.length !== perImage) throw new Error(`image ${i} has ${pixels.length} values, expected ${perImage}`);
-    preprocessInto(pixels, name, data, i * perImage);
+    if (channels === 1) preprocessGreyInto(pixels, name, data, i * perInput);
+    else preprocessInto(pixels, name, data, i * perInput);
   });
-  return tf.tensor4d(data, [images.length, height, width, 3]);
+  return tf.tensor4d(data, [images.length, height, width, channels]);
 }

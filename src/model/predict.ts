@@ -15,7 +15,13 @@ export interface Prediction {
 /** Preprocessed input tensor for images already at the model's input size. */
 export function inputTensor(model: CamvizModel, images: readonly Uint8Array[]): tf.Tensor4D {
   const { width, height } = model.meta.inputSize;
-  return toInputTensor(images, height, width, model.meta.preprocess);
+  return toInputTensor(images, height, width, model.meta.preprocess, inputChannels(model));
+}
+
+/** 1 for single-channel (grey) models, else 3. */
+export function inputChannels(model: CamvizModel): 1 | 3 {
+  const shape = model.layersModel?.inputs[0]?.shape ?? model.graphModel?.inputs[0]?.shape;
+  return shape?.length === 4 && shape[3] === 1 ? 1 : 3;
 }
 
 /** Class probabilities [batch, classes] for model-size RGB images. */

@@ -1,0 +1,110 @@
+/**
+ * Keras models as Keras writes them, read with no Python: the legacy
+ * full-model HDF5 (`.h5`, Keras 2 and Keras 3) and the Keras 3 zip
+ * (`.keras`: config.json + model.weights.h5). The format is told by the
+ * first bytes, never the extension (a `.keras` may be HDF5 and the
+ * reverse). The result is the same shape as a TF.js layers model read from
+ * disk, so the rest of loading is shared.
+ */
+import { open, readFile, stat } from 'node:fs/promises';
+import { basename, dirname, extname, resolve } from 'node:path';
+import type * as tf from '../../engine/tf.js';
+import { CamvizError } from '../../util/errors.js';
+import { type LocalModelFiles, type ModelJson, sha256Hex } from '../io.js';
+import type { CamvizJson } from '../metadata.js';
+import { checkTopologyAgainstManifest } from '../topology-check.js';
+import { type TranslatedConfig, translateModelConfig } from './config.js';
+import { Hdf5File } from './hdf5.js';
+import { type NamedWeights, kerasV3Weights, legacyWeights } from './weights.js';
+import { ZipArchive, looksLikeZip } from './zip.js';
+
+const HDF5_SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
+/** Larger files are refused before they are read: everything is held in memory. */
+export const KERAS_FILE_LIMIT = 1024 * 1024 * 1024;
+const WEIGHTS_ENTRY_LIMIT = 768 * 1024 * 1024;
+const JSON_ENTRY_LIMIT = 16 * 1024 * 1024;
+
+export type KerasContainer = 'hdf5' | 'zip';
+
+export interface KerasModelFiles extends LocalModelFiles {
+  container: KerasContainer;
+  /** Metadata the file itself implies: its name, and no preprocessing behind a Rescaling layer. */
+  defaults: CamvizJson;
+}
+
+/** 'hdf5' or 'zip' by the file's first bytes; undefined for anything else (folders, model.json). */
+export async function kerasContainerOf(path: string): Promise<KerasContainer | undefined> {
+  const info = await stat(path).catch(() => undefined);
+  if (info === undefined || !info.isFile()) return undefined;
+  const handle = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(8);
+    const { bytesRead } = await handle.read(head, 0, 8, 0);
+    if (bytesRead === 8 && head.equals(HDF5_SIGNATURE)) return 'hdf5';
+    return looksLikeZip(head.subarray(0, bytesRead)) ? 'zip' : undefined;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** A Keras file read as TF.js model artifacts, or undefined when `path` is not a Keras file. */
+export async function readKerasModel(path: string): Promise<KerasModelFiles | undefined> {
+  const container = await kerasContainerOf(path);
+  if (container === undefined) return undefined;
+  const file = resolve(path);
+  const { size } = await stat(file);
+  if (size > KERAS_FILE_LIMIT) throw new CamvizError(`Keras file of ${size} bytes is over the ${KERAS_FILE_LIMIT}-byte limit: refused`, { file: path });
+  const bytes = await readFile(file);
+  const read = container === 'hdf5' ? readLegacyHdf5(bytes, path) : readKerasZip(bytes, path);
+  const modelJson: ModelJson = { modelTopology: read.config.topology, weightsManifest: [{ paths: [], weights: read.weights.specs }], format: 'layers-model', generatedBy: read.generatedBy };
+  // Before tfjs builds anything: building allocates every variable the config declares.
+  checkTopologyAgainstManifest(modelJson, path);
+  const artifacts: tf.io.ModelArtifacts = { modelTopology: read.config.topology, weightSpecs: read.weights.specs, weightData: read.weights.data, format: 'layers-model', generatedBy: read.generatedBy };
+  const hasRescaling = read.config.layers.some((layer) => layer.className === 'Rescaling');
+  return {
+    modelJsonPath: file,
+    folder: dirname(file),
+    modelJson,
+    sha256: sha256Hex(bytes),
+    artifacts,
+    container,
+    // Several Keras files may share a folder: the file names the model, not the folder as for model.json.
+    defaults: { name: basename(file, extname(file)), ...(hasRescaling ? { preprocess: 'none' as const } : {}) },
+  };
+}
+
+interface ReadKeras {
+  config: TranslatedConfig;
+  weights: NamedWeights;
+  generatedBy: string;
+}
+
+function readLegacyHdf5(bytes: Buffer, file: string): ReadKeras {
+  const h5 = Hdf5File.open(bytes, file);
+  const modelConfig = h5.attribute('', 'model_config');
+  if (typeof modelConfig !== 'string') {
+    throw new CamvizError('HDF5 file has no model_config: a weights-only file, not a whole Keras model (save with model.save)', { file });
+  }
+  const config = translateModelConfig(parseJson(modelConfig, 'model_config', file), file);
+  const version = h5.attribute('', 'keras_version');
+  return { config, weights: legacyWeights(h5), generatedBy: `keras ${typeof version === 'string' ? version : '?'}` };
+}
+
+function readKerasZip(bytes: Buffer, file: string): ReadKeras {
+  const zip = ZipArchive.open(bytes, file);
+  if (!zip.has('config.json')) throw new CamvizError('zip archive has no config.json: not a Keras 3 .keras file', { file });
+  const config = translateModelConfig(parseJson(zip.read('config.json', JSON_ENTRY_LIMIT).toString('utf8'), 'config.json', file), file);
+  const metadata = zip.has('metadata.json') ? parseJson(zip.read('metadata.json', JSON_ENTRY_LIMIT).toString('utf8'), 'metadata.json', file) : {};
+  const version = (metadata as { keras_version?: unknown }).keras_version;
+  if (!zip.has('model.weights.h5')) throw new CamvizError('.keras archive has no model.weights.h5', { file });
+  const h5 = Hdf5File.open(zip.read('model.weights.h5', WEIGHTS_ENTRY_LIMIT), `${file}:model.weights.h5`);
+  return { config, weights: kerasV3Weights(h5, config.layers), generatedBy: `keras ${typeof version === 'string' ? version : '?'}` };
+}
+
+function parseJson(text: string, what: string, file: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new CamvizError(`${what} is not valid JSON: ${(error as Error).message}`, { file });
+  }
+}
