@@ -9,6 +9,7 @@ import { UsageError } from '../util/errors.js';
 import type { GraphNode } from '../executor/graph.js';
 import type { Executor } from '../executor/executor.js';
 import { ActivationCamMethod, type Evidence, weighChannels } from './base.js';
+import { classMask } from './classes.js';
 
 const PASS_THROUGH = new Set(['Reshape', 'Flatten', 'Dropout', 'SpatialDropout2D', 'GaussianNoise', 'GaussianDropout']);
 
@@ -25,9 +26,9 @@ function classifierWeights(evidence: Evidence): tf.Tensor2D {
   return tf.tidy(() => {
     const kernel = classifierKernel(evidence.network, evidence.node);
     const classes = kernel.shape[1];
-    const columns = tf.oneHot(tf.tensor1d(evidence.classes as number[], 'int32'), classes);
+    const columns = classMask(evidence.classes, classes);
     // [C, N] x [N, B] -> [C, B] -> [B, C]
-    return tf.transpose(tf.matMul(kernel, tf.cast(columns, 'float32'), false, true)) as tf.Tensor2D;
+    return tf.transpose(tf.matMul(kernel, columns, false, true)) as tf.Tensor2D;
   });
 }
 

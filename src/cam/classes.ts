@@ -96,8 +96,19 @@ export class ClassChooser {
 /** Y summed over the batch, each image at its own class: one backward pass serves them all. */
 export function classScoreSum(scores: tf.Tensor2D, classes: readonly number[]): tf.Scalar {
   return tf.tidy(() => {
-    const mask = tf.oneHot(tf.tensor1d(classes as number[], 'int32'), scores.shape[1]);
-    return tf.sum(tf.mul(scores, mask));
+    return tf.sum(tf.mul(scores, classMask(classes, scores.shape[1])));
+  });
+}
+
+/**
+ * Row i is one-hot at classes[i] ([B, N] float32). Built by comparison, not
+ * `tf.oneHot`, which refuses a depth of 1: a single-unit (sigmoid) head has
+ * one class.
+ */
+export function classMask(classes: readonly number[], count: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const wanted = tf.reshape(tf.tensor1d(classes as number[], 'int32'), [-1, 1]);
+    return tf.cast(tf.equal(wanted, tf.range(0, count, 1, 'int32')), 'float32') as tf.Tensor2D;
   });
 }
 
