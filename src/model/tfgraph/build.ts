@@ -1,0 +1,295 @@
+/**
+ * A TF.js graph model (a converted SavedModel, a TF Hub model) as a
+ * tfjs-layers functional model, so that camviz's executor, hooks, fmap, CAM
+ * methods, predict and layers work on it as on any layers model. Each
+ * GraphDef node that computes on the image's data becomes one layer whose
+ * `call` runs that node through the converter's own `GraphModel.execute`,
+ * fed the node's inputs and fetching its outputs: only that node runs
+ * (nodes that depend on constants only, e.g. shape arithmetic, are
+ * recomputed from the weights), and as `execute` runs tf ops, `tf.grad`
+ * flows through it.
+ *
+ * At load, one `execute` on a zero batch-1 input learns every layer's output
+ * shapes (the batch dim null), which `computeOutputShape` reports.
+ */
+import * as tf from '../../engine/tf.js';
+import * as tfl from '../../engine/tfl.js';
+import type { GraphModel } from '@tensorflow/tfjs-converter';
+import { CamvizError } from '../../util/errors.js';
+import { type TfNode, fusedOps, nodeOfValue } from './graph-def.js';
+
+/** The graph's image input: a Placeholder [batch, height, width, 3]. */
+export interface TfImageInput {
+  readonly name: string;
+}
+
+export interface BuiltTfGraph {
+  readonly layersModel: tfl.LayersModel;
+  /** Name scopes (`MobilenetV1/Conv2d_13_pointwise`) -> the layer of the scope's last node. */
+  readonly layerNames: ReadonlyMap<string, string>;
+  /** The layer whose output is the class scores: the input of the final Softmax, if any. */
+  readonly scoreLayer: string | undefined;
+}
+
+/** What a node layer runs: its node, the values it is fed and the outputs it fetches. */
+interface PlannedLayer {
+  readonly node: TfNode;
+  /** Value keys read at run time (unique, in the order of the node's inputs). */
+  readonly feeds: readonly string[];
+  /** Value keys fetched (`x`, `x:1`), in the order of the layer's outputs. */
+  readonly fetches: readonly string[];
+  /** Per fetch, its shape with the batch dim null. */
+  readonly shapes: (number | null)[][];
+  readonly className: string;
+}
+
+interface NodeLayerConfig {
+  plan: PlannedLayer;
+  graphModel: GraphModel;
+}
+
+/** One TF node as a layer: `call` runs it through `GraphModel.execute`. */
+class TfNodeLayer extends tfl.LayerClass {
+  static className = 'TfNode';
+  readonly plan: PlannedLayer;
+  private readonly graphModel: GraphModel;
+
+  constructor(config: NodeLayerConfig) {
+    super({ name: config.plan.node.name, trainable: false });
+    this.plan = config.plan;
+    this.graphModel = config.graphModel;
+    const activation = activationOf(config.plan.node);
+    // A fused activation, as a Keras layer shows one (guided backprop gates ReLUs).
+    if (activation !== undefined) Object.assign(this, { activation: { getClassName: () => activation, apply: (x: tf.Tensor) => x } });
+    if (config.plan.node.op === 'Relu6') Object.assign(this, { maxValue: 6 });
+  }
+
+  /** The Keras class of the same semantics where there is one (the executor and the CAM methods read it), else the TF op. */
+  override getClassName(): string {
+    return this.plan.className;
+  }
+
+  override computeOutputShape(): (number | null)[] | (number | null)[][] {
+    const shapes = this.plan.shapes;
+    return shapes.length === 1 ? shapes[0]! : shapes;
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor | tf.Tensor[] {
+    const given = Array.isArray(inputs) ? inputs : [inputs];
+    const feeds: tf.NamedTensorMap = {};
+    this.plan.feeds.forEach((key, i) => (feeds[key] = given[i]!));
+    const result = this.graphModel.execute(feeds, [...this.plan.fetches]);
+    // A pass-through node (Identity) hands back its input: the executor disposes each value once.
+    const outputs = (Array.isArray(result) ? result : [result]).map((tensor) => (given.includes(tensor) ? tf.clone(tensor) : tensor));
+    return outputs.length === 1 ? outputs[0]! : outputs;
+  }
+}
+
+/** RELU-family activations fused into a `_FusedConv2D` / `_FusedMatMul` (the executor's names). */
+function activationOf(node: TfNode): string | undefined {
+  if (node.op !== '_FusedConv2D' && node.op !== '_FusedMatMul' && node.op !== '_FusedDepthwiseConv2dNative') return undefined;
+  const ops = fusedOps(node);
+  if (ops.includes('Relu')) return 'relu';
+  if (ops.includes('Relu6')) return 'relu6';
+  return 'linear';
+}
+
+/**
+ * The Keras class of a node, for the parts of camviz that read one: ReLU
+ * (guided backprop), Softmax (score location), global pooling (the default
+ * CAM target), Reshape (score location looks through it). `shapes` are the
+ * node's input and output shapes at load.
+ */
+function kerasClassName(node: TfNode, inputShape: readonly number[] | undefined, outputShape: readonly number[]): string {
+  switch (node.op) {
+    case 'Relu':
+    case 'Relu6':
+      return 'ReLU';
+    case 'Softmax':
+      return 'Softmax';
+    case 'Reshape':
+    case 'Squeeze':
+      return 'Reshape';
+    case 'Mean':
+    case 'AvgPool':
+    case 'MaxPool': {
+      const global = inputShape?.length === 4 && (inputShape[1]! > 1 || inputShape[2]! > 1) && reducesSpatial(inputShape, outputShape);
+      if (!global) return node.op;
+      return node.op === 'MaxPool' ? 'GlobalMaxPooling2D' : 'GlobalAveragePooling2D';
+    }
+    default:
+      return node.op;
+  }
+}
+
+/** True when a 4-D NHWC value becomes one value per (batch, channel): [N, C] or [N, 1, 1, C]. */
+function reducesSpatial(input: readonly number[], output: readonly number[]): boolean {
+  const channels = input[3];
+  if (output.length === 2) return output[1] === channels;
+  return output.length === 4 && output[1] === 1 && output[2] === 1 && output[3] === channels;
+}
+
+/**
+ * Builds the layers model for an input of `height` x `width`. `nodes` are
+ * the GraphDef's (any order); `input` the image Placeholder; `outputs` the
+ * graph's output value keys.
+ */
+export function buildTfGraphModel(
+  graphModel: GraphModel,
+  nodes: readonly TfNode[],
+  input: TfImageInput,
+  outputs: readonly string[],
+  size: { height: number; width: number },
+  file: string,
+): BuiltTfGraph {
+  const order = runtimeOrder(nodes, input.name, outputs, file);
+  const plans = planLayers(graphModel, order, input, outputs, size, file);
+  const inputTensor = tfl.input({ shape: [size.height, size.width, 3], name: input.name });
+  const symbolic = new Map<string, tfl.SymbolicTensor>([[input.name, inputTensor]]);
+  for (const plan of plans) {
+    const layer = new TfNodeLayer({ plan, graphModel });
+    const fed = plan.feeds.map((key) => symbolic.get(key)!);
+    const applied = layer.apply(fed.length === 1 ? fed[0]! : fed);
+    const values = Array.isArray(applied) ? applied : [applied];
+    plan.fetches.forEach((key, i) => symbolic.set(key, values[i] as tfl.SymbolicTensor));
+  }
+  const modelOutputs = outputs.map((key) => {
+    const value = symbolic.get(key);
+    if (value === undefined) throw new CamvizError(`graph output '${key}' does not depend on the image input '${input.name}'`, { file });
+    return value;
+  });
+  const layersModel = tfl.model({ inputs: inputTensor, outputs: modelOutputs.length === 1 ? modelOutputs[0]! : modelOutputs, name: 'tfgraph' });
+  return { layersModel, layerNames: scopeNames(plans), scoreLayer: scoreLayerOf(plans, outputs) };
+}
+
+/**
+ * The nodes that compute on the image, in an order where each comes after
+ * the nodes it reads (GraphDef order is not topological), restricted to
+ * those the outputs need.
+ */
+function runtimeOrder(nodes: readonly TfNode[], inputName: string, outputs: readonly string[], file: string): TfNode[] {
+  const byName = new Map(nodes.map((node) => [node.name, node]));
+  const needed = new Set<string>();
+  const pending = outputs.map(nodeOfValue);
+  for (let name = pending.pop(); name !== undefined; name = pending.pop()) {
+    if (needed.has(name)) continue;
+    needed.add(name);
+    for (const value of byName.get(name)?.inputs ?? []) pending.push(nodeOfValue(value));
+  }
+  const order: TfNode[] = [];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const runtime = new Set<string>([inputName]);
+  const visit = (node: TfNode): void => {
+    // Iterative depth-first search: graphs can be thousands of nodes deep.
+    const stack: { node: TfNode; next: number }[] = [{ node, next: 0 }];
+    state.set(node.name, 'visiting');
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      const value = top.node.inputs[top.next++];
+      if (value !== undefined) {
+        const from = byName.get(nodeOfValue(value));
+        if (from === undefined) throw new CamvizError(`node '${top.node.name}' reads '${value}', which is not in the graph`, { file });
+        const seen = state.get(from.name);
+        if (seen === 'visiting') throw new CamvizError(`the graph has a cycle through node '${from.name}'`, { file });
+        if (seen === undefined) {
+          state.set(from.name, 'visiting');
+          stack.push({ node: from, next: 0 });
+        }
+        continue;
+      }
+      stack.pop();
+      state.set(top.node.name, 'done');
+      if (top.node.name !== inputName && top.node.inputs.some((input) => runtime.has(nodeOfValue(input)))) {
+        runtime.add(top.node.name);
+        order.push(top.node);
+      }
+    }
+  };
+  for (const node of nodes) if (needed.has(node.name) && !state.has(node.name)) visit(node);
+  return order;
+}
+
+/**
+ * Plans one layer per runtime node: the values it reads and the outputs
+ * others read, with their shapes from one `execute` on a zero batch-1 input.
+ */
+function planLayers(
+  graphModel: GraphModel,
+  order: readonly TfNode[],
+  input: TfImageInput,
+  outputs: readonly string[],
+  size: { height: number; width: number },
+  file: string,
+): PlannedLayer[] {
+  const runtime = new Set([input.name, ...order.map((node) => node.name)]);
+  const read = new Map<string, Set<string>>();
+  const mark = (key: string): void => {
+    const node = nodeOfValue(key);
+    if (runtime.has(node)) read.set(node, (read.get(node) ?? new Set()).add(key));
+  };
+  for (const node of order) for (const key of node.inputs) mark(key);
+  for (const key of outputs) mark(key);
+  const fetchesOf = (node: TfNode): string[] => [...(read.get(node.name) ?? [node.name])].sort();
+  const allFetches = order.flatMap(fetchesOf);
+  const shapes = new Map<string, number[]>();
+  tf.tidy(() => {
+    const probe = tf.zeros([1, size.height, size.width, 3]);
+    let values: tf.Tensor[];
+    try {
+      const result = graphModel.execute({ [input.name]: probe }, allFetches);
+      values = Array.isArray(result) ? result : [result];
+    } catch (error) {
+      throw new CamvizError(`the graph fails at load on a ${size.height}x${size.width} input: ${(error as Error).message.split('\n')[0]}`, { file });
+    }
+    allFetches.forEach((key, i) => shapes.set(key, values[i]!.shape));
+  });
+  return order.map((node) => {
+    const fetches = fetchesOf(node);
+    const feeds = [...new Set(node.inputs.filter((key) => runtime.has(nodeOfValue(key))))];
+    const outputShape = shapes.get(fetches[0]!)!;
+    return {
+      node,
+      feeds,
+      fetches,
+      shapes: fetches.map((key) => shapes.get(key)!.map((dim, axis): number | null => (axis === 0 ? null : dim))),
+      className: kerasClassName(node, feeds[0] === undefined ? undefined : (shapes.get(feeds[0]) ?? (feeds[0] === input.name ? [1, size.height, size.width, 3] : undefined)), outputShape),
+    };
+  });
+}
+
+/**
+ * Name scopes as layer names: `a/b` names the last node (in run order) whose
+ * name is inside it, `a/b/...`, unless a node is itself called `a/b`.
+ */
+function scopeNames(plans: readonly PlannedLayer[]): Map<string, string> {
+  const names = new Set(plans.map((plan) => plan.node.name));
+  const scopes = new Map<string, string>();
+  for (const plan of plans) {
+    const parts = plan.node.name.split('/');
+    for (let depth = 1; depth < parts.length; depth++) {
+      const scope = parts.slice(0, depth).join('/');
+      if (!names.has(scope)) scopes.set(scope, plan.node.name);
+    }
+  }
+  return scopes;
+}
+
+/** Ops that only pass values through between the scores and the output. */
+const PASS_THROUGH_OPS = new Set(['Identity', 'Reshape', 'Squeeze', 'StopGradient', 'Snapshot']);
+
+/**
+ * The layer whose output is the class scores: walking back from the first
+ * output through pass-through nodes, the input of a Softmax. Undefined when
+ * there is none (the output is then the scores, e.g. logits).
+ */
+function scoreLayerOf(plans: readonly PlannedLayer[], outputs: readonly string[]): string | undefined {
+  const byName = new Map(plans.map((plan) => [plan.node.name, plan]));
+  let plan = outputs[0] === undefined ? undefined : byName.get(nodeOfValue(outputs[0]));
+  while (plan !== undefined) {
+    const from = plan.feeds.length === 1 ? byName.get(nodeOfValue(plan.feeds[0]!)) : undefined;
+    if (plan.node.op === 'Softmax') return from?.node.name;
+    if (!PASS_THROUGH_OPS.has(plan.node.op)) return undefined;
+    plan = from;
+  }
+  return undefined;
+}

@@ -1,0 +1,208 @@
+/**
+ * TF.js graph models through camviz's executor: a tiny graph (conv + relu +
+ * spatial mean + matmul + softmax) whose Grad-CAM is computed here by hand,
+ * with plain and fused (`_FusedConv2D`) ops, on cpu and wasm; hooks firing
+ * on graph nodes; name scopes as layer names; and the graphs camviz refuses.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import * as tf from '@tensorflow/tfjs-core';
+import { type BackendKind, useBackend } from '../src/engine/backend.js';
+import { type CamvizModel, loadModel } from '../src/model/load.js';
+import { type LoadedImage, loadImage } from '../src/image/image.js';
+import { explain } from '../src/explain.js';
+import { classProbabilities, inputTensor } from '../src/model/predict.js';
+import { resolveLayer } from '../src/executor/layers.js';
+import { camTargets } from '../src/cam/request.js';
+import { registerForwardHook, registerGradientHook } from '../src/hooks/index.js';
+import { CamvizError } from '../src/util/errors.js';
+import { noise } from './helpers/files.js';
+import { type GraphNodeSpec, type GraphWeight, attr, convAttrs, placeholder, writeGraphModel } from './helpers/graph-model.js';
+
+const SIZE = 4;
+const CHANNELS = 2;
+const CLASSES = 3;
+const kernel = [0.5, -0.3, 0.2, 0.8, -0.4, 0.6]; // [1, 1, 3, 2]: kernel[c * 2 + k]
+const bias = [0.05, -0.1];
+const dense = [0.7, -0.2, 0.4, -0.5, 0.9, 0.3]; // [2, 3]: dense[k * 3 + j]
+
+const weights: GraphWeight[] = [
+  { name: 'net/conv/kernel', shape: [1, 1, 3, CHANNELS], dtype: 'float32', data: kernel },
+  { name: 'net/conv/bias', shape: [CHANNELS], dtype: 'float32', data: bias },
+  { name: 'net/pool/axes', shape: [2], dtype: 'int32', data: [1, 2] },
+  { name: 'net/logits/weights', shape: [CHANNELS, CLASSES], dtype: 'float32', data: dense },
+];
+
+/** image -> conv 1x1 (+bias, relu) -> mean over H, W -> matmul -> softmax -> identity, plain or with `_FusedConv2D`. */
+function tinyGraph(fused: boolean): GraphNodeSpec[] {
+  const conv: GraphNodeSpec[] = fused
+    ? [
+        {
+          name: 'net/conv/Relu',
+          op: '_FusedConv2D',
+          input: ['image', 'net/conv/kernel', 'net/conv/bias'],
+          attr: { ...convAttrs('SAME'), fused_ops: attr.strings(['BiasAdd', 'Relu']), num_args: attr.int(1), epsilon: attr.number(0) },
+        },
+      ]
+    : [
+        { name: 'net/conv/Conv2D', op: 'Conv2D', input: ['image', 'net/conv/kernel'], attr: convAttrs('SAME') },
+        { name: 'net/conv/BiasAdd', op: 'BiasAdd', input: ['net/conv/Conv2D', 'net/conv/bias'], attr: { T: attr.float, data_format: attr.string('NHWC') } },
+        { name: 'net/conv/Relu', op: 'Relu', input: ['net/conv/BiasAdd'], attr: { T: attr.float } },
+      ];
+  return [
+    placeholder('image', [-1, SIZE, SIZE, 3]),
+    ...conv,
+    { name: 'net/pool/Mean', op: 'Mean', input: ['net/conv/Relu', 'net/pool/axes'], attr: { T: attr.float, keep_dims: attr.bool(false) } },
+    { name: 'net/logits/MatMul', op: 'MatMul', input: ['net/pool/Mean', 'net/logits/weights'], attr: { T: attr.float, transpose_a: attr.bool(false), transpose_b: attr.bool(false) } },
+    { name: 'net/probs', op: 'Softmax', input: ['net/logits/MatMul'], attr: { T: attr.float } },
+    { name: 'output', op: 'Identity', input: ['net/probs'], attr: { T: attr.float } },
+  ];
+}
+
+/** The activations [H*W][k] and Grad-CAM map of class `c`, by plain loops over the model's input tensor. */
+function byHand(input: Float32Array, c: number): { activations: number[][]; logits: number[]; map: number[] } {
+  const cells = SIZE * SIZE;
+  const activations = Array.from({ length: cells }, (_, cell) =>
+    Array.from({ length: CHANNELS }, (_, k) => {
+      let sum = bias[k]!;
+      for (let ch = 0; ch < 3; ch++) sum += input[cell * 3 + ch]! * kernel[ch * CHANNELS + k]!;
+      return Math.max(0, sum);
+    }),
+  );
+  const pooled = Array.from({ length: CHANNELS }, (_, k) => activations.reduce((sum, cell) => sum + cell[k]!, 0) / cells);
+  const logits = Array.from({ length: CLASSES }, (_, j) => pooled.reduce((sum, value, k) => sum + value * dense[k * CLASSES + j]!, 0));
+  // d logit_c / d A[cell, k] = W[k, c] / cells at every cell: Grad-CAM's channel weights.
+  const alpha = Array.from({ length: CHANNELS }, (_, k) => dense[k * CLASSES + c]! / cells);
+  const map = activations.map((cell) => Math.max(0, cell.reduce((sum, value, k) => sum + alpha[k]! * value, 0)));
+  return { activations, logits, map };
+}
+
+let folder: string;
+let imageFile: string;
+
+before(async () => {
+  folder = await mkdtemp(join(tmpdir(), 'camviz-tfgraph-'));
+  imageFile = join(folder, 'noise.png');
+  await writeFile(imageFile, await sharp(noise(SIZE, SIZE, 7), { raw: { width: SIZE, height: SIZE, channels: 3 } }).png().toBuffer());
+});
+after(async () => {
+  await rm(folder, { recursive: true, force: true });
+});
+
+async function tinyModel(fused: boolean): Promise<string> {
+  const dir = await mkdtemp(join(folder, fused ? 'fused-' : 'plain-'));
+  return writeGraphModel(dir, tinyGraph(fused), weights);
+}
+
+for (const backend of ['cpu', 'wasm'] as BackendKind[]) {
+  for (const fused of [false, true]) {
+    describe(`a tiny graph model (${fused ? '_FusedConv2D' : 'Conv2D + BiasAdd + Relu'}) on ${backend}`, () => {
+      let model: CamvizModel;
+      let image: LoadedImage;
+      let input: Float32Array;
+      before(async () => {
+        await useBackend(backend);
+        model = await loadModel(await tinyModel(fused));
+        image = await loadImage(imageFile, { size: model.meta.inputSize });
+        const tensor = inputTensor(model, [image.input]);
+        input = tensor.dataSync() as Float32Array;
+        tensor.dispose();
+      });
+      after(() => model?.dispose());
+
+      test('is a layers model of its nodes; the scores are the Softmax input', () => {
+        assert.equal(model.meta.format, 'graph');
+        assert.ok(model.layersModel !== undefined);
+        const network = model.network();
+        assert.equal(network.score.scoreLayer, 'net/logits/MatMul');
+        assert.equal(network.score.activation, 'softmax');
+      });
+
+      test('predicts as the hand computation', () => {
+        const { logits } = byHand(input, 0);
+        const top = Math.max(...logits);
+        const total = logits.reduce((sum, logit) => sum + Math.exp(logit - top), 0);
+        const [probabilities] = classProbabilities(model, [image.input]);
+        logits.forEach((logit, j) => assert.ok(Math.abs(probabilities![j]! - Math.exp(logit - top) / total) < 1e-6, `class ${j}`));
+      });
+
+      test('Grad-CAM at the default layer (the Relu before the spatial Mean) equals the hand computation, for each class', () => {
+        const [target] = camTargets(model, []);
+        assert.equal(target!.path, 'net/conv/Relu');
+        const [explanations] = explain(model, [image], { method: 'gradcam', classes: [0, 1, 2] });
+        explanations!.forEach((explanation, c) => {
+          const expected = byHand(input, c).map;
+          assert.equal(explanation.classIndex, c);
+          assert.deepEqual([explanation.map!.height, explanation.map!.width], [SIZE, SIZE]);
+          expected.forEach((value, i) => assert.ok(Math.abs(explanation.map!.data[i]! - value) < 1e-6, `class ${c} cell ${i}: ${explanation.map!.data[i]} vs ${value}`));
+          assert.ok(Math.max(...expected) > 0, 'a map that is not all zero');
+        });
+      });
+
+      test('forward and gradient hooks fire on a graph node with its value and gradient', () => {
+        const node = resolveLayer(model.network(), 'net/conv', () => true, 'a layer');
+        assert.equal(node.path, 'net/conv/Relu');
+        const seen: number[][] = [];
+        const gradients: number[][] = [];
+        const forward = registerForwardHook(node.layer, (_layer, _inputs, output) => void seen.push(Array.from((output as tf.Tensor).dataSync())));
+        const gradient = registerGradientHook(node.layer, (grad) => void gradients.push(Array.from(grad.dataSync())));
+        try {
+          explain(model, [image], { method: 'gradcam', classes: [1] });
+        } finally {
+          forward.remove();
+          gradient.remove();
+        }
+        const { activations } = byHand(input, 1);
+        assert.ok(seen.length >= 1 && gradients.length >= 1);
+        activations.flat().forEach((value, i) => assert.ok(Math.abs(seen[0]![i]! - value) < 1e-6));
+        // d logit_1 / d A = W[k, 1] / 16 at every cell.
+        gradients[0]!.forEach((value, i) => assert.ok(Math.abs(value - dense[(i % CHANNELS) * CLASSES + 1]! / (SIZE * SIZE)) < 1e-7, `gradient ${i}`));
+      });
+    });
+  }
+}
+
+describe('graph models camviz refuses to explain', () => {
+  before(async () => {
+    await useBackend('cpu');
+  });
+
+  test('an op that needs executeAsync: predict-only, and a CAM is refused in one line naming the op and the file', async () => {
+    const nodes = tinyGraph(false).map((node) => (node.name === 'output' ? { ...node, op: 'LoopCond', attr: {} } : node));
+    const dir = await writeGraphModel(await mkdtemp(join(folder, 'async-')), nodes, weights);
+    const model = await loadModel(dir);
+    try {
+      assert.equal(model.layersModel, undefined);
+      assert.throws(
+        () => model.network(),
+        (thrown: unknown) => {
+          assert.ok(thrown instanceof CamvizError);
+          assert.match(thrown.message, /op 'LoopCond' \(node 'output'\) needs executeAsync/);
+          assert.equal(thrown.file, join(dir, 'model.json'));
+          assert.doesNotMatch(thrown.describe(), /\n/);
+          return true;
+        },
+      );
+    } finally {
+      model.dispose();
+    }
+  });
+
+  test('a graph with no image input is refused at load, naming the input and the file', async () => {
+    const nodes: GraphNodeSpec[] = [
+      placeholder('features', [-1, 2]),
+      { name: 'net/logits/MatMul', op: 'MatMul', input: ['features', 'net/logits/weights'], attr: { T: attr.float, transpose_a: attr.bool(false), transpose_b: attr.bool(false) } },
+    ];
+    const dir = await writeGraphModel(await mkdtemp(join(folder, 'vector-')), nodes, weights.slice(3));
+    await assert.rejects(loadModel(dir), (thrown: unknown) => {
+      assert.ok(thrown instanceof CamvizError);
+      assert.match(thrown.message, /input 'features' has shape \[-1, 2\], not an image tensor/);
+      assert.equal(thrown.file, join(dir, 'model.json'));
+      return true;
+    });
+  });
+});
