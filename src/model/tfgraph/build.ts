@@ -17,6 +17,7 @@ import * as tfl from '../../engine/tfl.js';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
 import { CamvizError } from '../../util/errors.js';
 import { type TfNode, fusedOps, nodeOfValue } from './graph-def.js';
+import { ImportedNodeLayer, type NodeLayerPlan, wireLayersModel } from '../graph-import/node-layer.js';
 
 /** The graph's image input: a Placeholder [batch, height, width, 3]. */
 export interface TfImageInput {
@@ -32,15 +33,12 @@ export interface BuiltTfGraph {
 }
 
 /** What a node layer runs: its node, the values it is fed and the outputs it fetches. */
-interface PlannedLayer {
+interface PlannedLayer extends NodeLayerPlan {
   readonly node: TfNode;
   /** Value keys read at run time (unique, in the order of the node's inputs). */
   readonly feeds: readonly string[];
   /** Value keys fetched (`x`, `x:1`), in the order of the layer's outputs. */
   readonly fetches: readonly string[];
-  /** Per fetch, its shape with the batch dim null. */
-  readonly shapes: (number | null)[][];
-  readonly className: string;
 }
 
 interface NodeLayerConfig {
@@ -49,29 +47,17 @@ interface NodeLayerConfig {
 }
 
 /** One TF node as a layer: `call` runs it through `GraphModel.execute`. */
-class TfNodeLayer extends tfl.LayerClass {
+class TfNodeLayer extends ImportedNodeLayer<PlannedLayer> {
   static className = 'TfNode';
-  readonly plan: PlannedLayer;
   private readonly graphModel: GraphModel;
 
   constructor(config: NodeLayerConfig) {
-    super({ name: config.plan.node.name, trainable: false });
-    this.plan = config.plan;
+    super(config.plan.node.name, config.plan);
     this.graphModel = config.graphModel;
     const activation = activationOf(config.plan.node);
     // A fused activation, as a Keras layer shows one (guided backprop gates ReLUs).
     if (activation !== undefined) Object.assign(this, { activation: { getClassName: () => activation, apply: (x: tf.Tensor) => x } });
     if (config.plan.node.op === 'Relu6') Object.assign(this, { maxValue: 6 });
-  }
-
-  /** The Keras class of the same semantics where there is one (the executor and the CAM methods read it), else the TF op. */
-  override getClassName(): string {
-    return this.plan.className;
-  }
-
-  override computeOutputShape(): (number | null)[] | (number | null)[][] {
-    const shapes = this.plan.shapes;
-    return shapes.length === 1 ? shapes[0]! : shapes;
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor | tf.Tensor[] {
@@ -145,20 +131,9 @@ export function buildTfGraphModel(
   const order = runtimeOrder(nodes, input.name, outputs, file);
   const plans = planLayers(graphModel, order, input, outputs, size, file);
   const inputTensor = tfl.input({ shape: [size.height, size.width, 3], name: input.name });
-  const symbolic = new Map<string, tfl.SymbolicTensor>([[input.name, inputTensor]]);
-  for (const plan of plans) {
-    const layer = new TfNodeLayer({ plan, graphModel });
-    const fed = plan.feeds.map((key) => symbolic.get(key)!);
-    const applied = layer.apply(fed.length === 1 ? fed[0]! : fed);
-    const values = Array.isArray(applied) ? applied : [applied];
-    plan.fetches.forEach((key, i) => symbolic.set(key, values[i] as tfl.SymbolicTensor));
-  }
-  const modelOutputs = outputs.map((key) => {
-    const value = symbolic.get(key);
-    if (value === undefined) throw new CamvizError(`graph output '${key}' does not depend on the image input '${input.name}'`, { file });
-    return value;
-  });
-  const layersModel = tfl.model({ inputs: inputTensor, outputs: modelOutputs.length === 1 ? modelOutputs[0]! : modelOutputs, name: 'tfgraph' });
+  const layers = plans.map((plan) => ({ layer: new TfNodeLayer({ plan, graphModel }), reads: plan.feeds, writes: plan.fetches }));
+  const missing = (key: string): Error => new CamvizError(`graph output '${key}' does not depend on the image input '${input.name}'`, { file });
+  const layersModel = wireLayersModel(inputTensor, new Map([[input.name, inputTensor]]), layers, outputs, 'tfgraph', missing);
   return { layersModel, layerNames: scopeNames(plans), scoreLayer: scoreLayerOf(plans, outputs) };
 }
 
@@ -251,7 +226,7 @@ function planLayers(
       node,
       feeds,
       fetches,
-      shapes: fetches.map((key) => shapes.get(key)!.map((dim, axis): number | null => (axis === 0 ? null : dim))),
+      outputShapes: fetches.map((key) => shapes.get(key)!.map((dim, axis): number | null => (axis === 0 ? null : dim))),
       className: kerasClassName(node, feeds[0] === undefined ? undefined : (shapes.get(feeds[0]) ?? (feeds[0] === input.name ? [1, size.height, size.width, 3] : undefined)), outputShape),
     };
   });
