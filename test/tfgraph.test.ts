@@ -122,18 +122,28 @@ for (const backend of ['cpu', 'wasm'] as BackendKind[]) {
         assert.equal(network.score.activation, 'softmax');
       });
 
-      test('predicts as the hand computation', () => {
-        const { logits } = byHand(input, 0);
-        const top = Math.max(...logits);
-        const total = logits.reduce((sum, logit) => sum + Math.exp(logit - top), 0);
-        const [probabilities] = classProbabilities(model, [image.input]);
-        logits.forEach((logit, j) => assert.ok(Math.abs(probabilities![j]! - Math.exp(logit - top) / total) < 1e-6, `class ${j}`));
+      test('predicts a batch of two as the hand computation, leaving no tensor behind', () => {
+        const flipped = Uint8Array.from(image.input, (value) => 255 - value);
+        const before = tf.memory().numTensors;
+        const batch = classProbabilities(model, [image.input, flipped]);
+        const flippedTensor = inputTensor(model, [flipped]);
+        const inputs = [input, flippedTensor.dataSync() as Float32Array];
+        flippedTensor.dispose();
+        assert.equal(tf.memory().numTensors, before);
+        inputs.forEach((pixels, b) => {
+          const { logits } = byHand(pixels, 0);
+          const top = Math.max(...logits);
+          const total = logits.reduce((sum, logit) => sum + Math.exp(logit - top), 0);
+          logits.forEach((logit, j) => assert.ok(Math.abs(batch[b]![j]! - Math.exp(logit - top) / total) < 1e-6, `image ${b} class ${j}`));
+        });
       });
 
       test('Grad-CAM at the default layer (the Relu before the spatial Mean) equals the hand computation, for each class', () => {
         const [target] = camTargets(model, []);
         assert.equal(target!.path, 'net/conv/Relu');
+        const before = tf.memory().numTensors;
         const [explanations] = explain(model, [image], { method: 'gradcam', classes: [0, 1, 2] });
+        assert.equal(tf.memory().numTensors, before);
         explanations!.forEach((explanation, c) => {
           const expected = byHand(input, c).map;
           assert.equal(explanation.classIndex, c);
