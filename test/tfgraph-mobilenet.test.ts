@@ -46,6 +46,13 @@ describe('MobileNet v1 as a TF.js graph model equals the layers model on wasm', 
     assert.equal(camTargets(graph, ['MobilenetV1/conv_pw_13'])[0]!.path, 'MobilenetV1/conv_pw_13/Relu6');
   });
 
+  test('the executor fuses each conv + FusedBatchNormV3 + Relu6 as it fuses the layers model (27 chains)', () => {
+    // The layers model's ReLU6 is an Activation layer, the graph's a Relu6 node (class ReLU): compare the convs and the chain lengths.
+    const chains = (model: CamvizModel): string[] => model.network().graph.fusedChains().map((chain) => `${chain.nodes[0]!.layer.getClassName()} x${chain.nodes.length}`);
+    assert.equal(chains(graph).length, 27);
+    assert.deepEqual(chains(graph), chains(layers));
+  });
+
   for (const name of ['both.png', 'dog_cat.jpg']) {
     test(`${name}: the same probabilities, and Grad-CAM, Grad-CAM++ and LayerCAM maps at conv_pw_13_relu (1e-4)`, () => {
       const image = images.get(name)!;

@@ -124,6 +124,8 @@ for (const backend of ['cpu', 'wasm'] as BackendKind[]) {
 
       test('predicts a batch of two as the hand computation, leaving no tensor behind', () => {
         const flipped = Uint8Array.from(image.input, (value) => 255 - value);
+        // The first run folds the fused conv chain's weights, which the executor keeps with the model.
+        classProbabilities(model, [image.input]);
         const before = tf.memory().numTensors;
         const batch = classProbabilities(model, [image.input, flipped]);
         const flippedTensor = inputTensor(model, [flipped]);
@@ -150,6 +152,15 @@ for (const backend of ['cpu', 'wasm'] as BackendKind[]) {
           assert.deepEqual([explanation.map!.height, explanation.map!.width], [SIZE, SIZE]);
           expected.forEach((value, i) => assert.ok(Math.abs(explanation.map!.data[i]! - value) < 1e-6, `class ${c} cell ${i}: ${explanation.map!.data[i]} vs ${value}`));
           assert.ok(Math.max(...expected) > 0, 'a map that is not all zero');
+        });
+      });
+
+      test('CAM (no gradients: the MatMul is the classifier after the spatial Mean) equals the hand computation', () => {
+        const [explanations] = explain(model, [image], { method: 'cam', classes: [0, 2] });
+        explanations!.forEach((explanation) => {
+          // CAM weighs channels by W[k, c]; Grad-CAM by W[k, c] / (H * W).
+          const expected = byHand(input, explanation.classIndex).map.map((value) => value * SIZE * SIZE);
+          expected.forEach((value, i) => assert.ok(Math.abs(explanation.map!.data[i]! - value) < 1e-5, `class ${explanation.classIndex} cell ${i}: ${explanation.map!.data[i]} vs ${value}`));
         });
       });
 

@@ -17,6 +17,7 @@ import * as tfl from '../../engine/tfl.js';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
 import { CamvizError } from '../../util/errors.js';
 import { type TfNode, fusedOps, nodeOfValue } from './graph-def.js';
+import { type KerasView, type WeightOf, isBiasOf, kerasView } from './keras.js';
 import { ImportedNodeLayer, type NodeLayerPlan, wireLayersModel } from '../graph-import/node-layer.js';
 
 /** The graph's image input: a Placeholder [batch, height, width, 3]. */
@@ -34,7 +35,12 @@ export interface BuiltTfGraph {
 
 /** What a node layer runs: its node, the values it is fed and the outputs it fetches. */
 interface PlannedLayer extends NodeLayerPlan {
+  /** The last node of the group: its name is the layer's, its outputs the layer's. */
   readonly node: TfNode;
+  /** The nodes the layer runs, in order (one, or a conv / matmul and its bias add). */
+  readonly members: readonly TfNode[];
+  /** The Keras layer the group is, when every field is known (see keras.ts). */
+  readonly view?: KerasView;
   /** Value keys read at run time (unique, in the order of the node's inputs). */
   readonly feeds: readonly string[];
   /** Value keys fetched (`x`, `x:1`), in the order of the layer's outputs. */
@@ -54,7 +60,9 @@ class TfNodeLayer extends ImportedNodeLayer<PlannedLayer> {
   constructor(config: NodeLayerConfig) {
     super(config.plan.node.name, config.plan);
     this.graphModel = config.graphModel;
-    const activation = activationOf(config.plan.node);
+    const { view } = config.plan;
+    if (view !== undefined) Object.assign(this, view.fields);
+    const activation = view === undefined ? activationOf(config.plan.node) : undefined;
     // A fused activation, as a Keras layer shows one (guided backprop gates ReLUs).
     if (activation !== undefined) Object.assign(this, { activation: { getClassName: () => activation, apply: (x: tf.Tensor) => x } });
     if (config.plan.node.op === 'Relu6') Object.assign(this, { maxValue: 6 });
@@ -185,8 +193,34 @@ function runtimeOrder(nodes: readonly TfNode[], inputName: string, outputs: read
 }
 
 /**
- * Plans one layer per runtime node: the values it reads and the outputs
- * others read, with their shapes from one `execute` on a zero batch-1 input.
+ * Groups runtime nodes into layers: a conv or matmul whose only reader is
+ * the add of its constant bias runs with it (one layer, as Keras' Conv2D /
+ * Dense with a bias, so that the executor can fuse it with a following
+ * BatchNorm / ReLU and the CAM method finds the classifier); every other
+ * node is a layer of its own.
+ */
+function groupNodes(order: readonly TfNode[], outputs: readonly string[], weightOf: WeightOf): TfNode[][] {
+  const readers = new Map<string, TfNode[]>();
+  for (const node of order) for (const key of node.inputs) readers.set(key, [...(readers.get(key) ?? []), node]);
+  const grouped = new Set<string>();
+  const groups: TfNode[][] = [];
+  for (const node of order) {
+    if (grouped.has(node.name)) continue;
+    const next = readers.get(node.name);
+    if (next?.length === 1 && !outputs.includes(node.name) && isBiasOf(node, next[0]!, weightOf)) {
+      grouped.add(next[0]!.name);
+      groups.push([node, next[0]!]);
+    } else {
+      groups.push([node]);
+    }
+  }
+  return groups;
+}
+
+/**
+ * Plans one layer per group of runtime nodes: the values it reads and the
+ * outputs others read, with their shapes from one `execute` on a zero
+ * batch-1 input, and the Keras class it shows.
  */
 function planLayers(
   graphModel: GraphModel,
@@ -196,6 +230,9 @@ function planLayers(
   size: { height: number; width: number },
   file: string,
 ): PlannedLayer[] {
+  const weights = graphModel.weights;
+  const weightOf: WeightOf = (key) => weights[key]?.[0];
+  const groups = groupNodes(order, outputs, weightOf);
   const runtime = new Set([input.name, ...order.map((node) => node.name)]);
   const read = new Map<string, Set<string>>();
   const mark = (key: string): void => {
@@ -205,8 +242,8 @@ function planLayers(
   for (const node of order) for (const key of node.inputs) mark(key);
   for (const key of outputs) mark(key);
   const fetchesOf = (node: TfNode): string[] => [...(read.get(node.name) ?? [node.name])].sort();
-  const allFetches = order.flatMap(fetchesOf);
-  const shapes = new Map<string, number[]>();
+  const allFetches = groups.flatMap((members) => fetchesOf(members.at(-1)!));
+  const shapes = new Map<string, number[]>([[input.name, [1, size.height, size.width, 3]]]);
   tf.tidy(() => {
     const probe = tf.zeros([1, size.height, size.width, 3]);
     let values: tf.Tensor[];
@@ -218,35 +255,43 @@ function planLayers(
     }
     allFetches.forEach((key, i) => shapes.set(key, values[i]!.shape));
   });
-  return order.map((node) => {
+  return groups.map((members) => {
+    const node = members.at(-1)!;
+    const inside = new Set(members.map((member) => member.name));
     const fetches = fetchesOf(node);
-    const feeds = [...new Set(node.inputs.filter((key) => runtime.has(nodeOfValue(key))))];
-    const outputShape = shapes.get(fetches[0]!)!;
+    const feeds = [...new Set(members.flatMap((member) => member.inputs).filter((key) => runtime.has(nodeOfValue(key)) && !inside.has(nodeOfValue(key))))];
+    const view = kerasView(members, weightOf);
     return {
       node,
+      members,
       feeds,
       fetches,
       outputShapes: fetches.map((key) => shapes.get(key)!.map((dim, axis): number | null => (axis === 0 ? null : dim))),
-      className: kerasClassName(node, feeds[0] === undefined ? undefined : (shapes.get(feeds[0]) ?? (feeds[0] === input.name ? [1, size.height, size.width, 3] : undefined)), outputShape),
+      className: view?.className ?? kerasClassName(node, feeds[0] === undefined ? undefined : shapes.get(feeds[0]), shapes.get(fetches[0]!)!),
+      ...(view === undefined ? {} : { view }),
     };
   });
 }
 
 /**
- * Name scopes as layer names: `a/b` names the last node (in run order) whose
- * name is inside it, `a/b/...`, unless a node is itself called `a/b`.
+ * Names that are not layer names: a grouped node's name names its group's
+ * layer, and a name scope `a/b` names the layer of the last node (in run
+ * order) whose name is inside it, `a/b/...`, unless a node is called `a/b`.
  */
 function scopeNames(plans: readonly PlannedLayer[]): Map<string, string> {
-  const names = new Set(plans.map((plan) => plan.node.name));
-  const scopes = new Map<string, string>();
+  const names = new Set(plans.flatMap((plan) => plan.members.map((member) => member.name)));
+  const aliases = new Map<string, string>();
   for (const plan of plans) {
-    const parts = plan.node.name.split('/');
-    for (let depth = 1; depth < parts.length; depth++) {
-      const scope = parts.slice(0, depth).join('/');
-      if (!names.has(scope)) scopes.set(scope, plan.node.name);
+    for (const member of plan.members) {
+      if (member !== plan.node) aliases.set(member.name, plan.node.name);
+      const parts = member.name.split('/');
+      for (let depth = 1; depth < parts.length; depth++) {
+        const scope = parts.slice(0, depth).join('/');
+        if (!names.has(scope)) aliases.set(scope, plan.node.name);
+      }
     }
   }
-  return scopes;
+  return aliases;
 }
 
 /** Ops that only pass values through between the scores and the output. */

@@ -88,3 +88,27 @@ export function fusedOps(node: TfNode): string[] {
   if (!Array.isArray(list)) return [];
   return list.filter((entry): entry is string => typeof entry === 'string').map((entry) => Buffer.from(entry, 'base64').toString('utf8'));
 }
+
+/** An `ints` list attribute (`{list: {i: ['1', '2']}}`), as numbers. */
+export function intsAttr(node: TfNode, name: string): number[] | undefined {
+  const list = (node.attr[name] as { list?: { i?: unknown[] } } | undefined)?.list?.i;
+  return Array.isArray(list) ? list.map(Number) : undefined;
+}
+
+/** A string attribute (`{s: base64}`), decoded. */
+export function stringAttr(node: TfNode, name: string): string | undefined {
+  const value = (node.attr[name] as { s?: unknown } | undefined)?.s;
+  return typeof value === 'string' ? Buffer.from(value, 'base64').toString('utf8') : undefined;
+}
+
+/** A boolean attribute (`{b: true}`). */
+export function boolAttr(node: TfNode, name: string): boolean | undefined {
+  const value = (node.attr[name] as { b?: unknown } | undefined)?.b;
+  return typeof value === 'boolean' ? value : undefined;
+}
+
+/** A float attribute (`{f: 0.001}`). */
+export function floatAttr(node: TfNode, name: string): number | undefined {
+  const value = (node.attr[name] as { f?: unknown } | undefined)?.f;
+  return typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : undefined;
+}
