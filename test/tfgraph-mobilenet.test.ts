@@ -54,13 +54,13 @@ describe('MobileNet v1 as a TF.js graph model equals the layers model on wasm', 
   });
 
   for (const name of ['both.png', 'dog_cat.jpg']) {
-    test(`${name}: the same probabilities, and Grad-CAM, Grad-CAM++ and LayerCAM maps at conv_pw_13_relu (1e-4)`, () => {
+    test(`${name}: the same probabilities, and Grad-CAM, Grad-CAM++, LayerCAM and CAM maps at conv_pw_13_relu (1e-4)`, () => {
       const image = images.get(name)!;
       const [fromGraph] = classProbabilities(graph, [image.input]);
       const [fromLayers] = classProbabilities(layers, [image.input]);
       assert.ok(maxAbsDifference(fromGraph!, fromLayers!) <= 1e-4, `probabilities differ by ${maxAbsDifference(fromGraph!, fromLayers!)}`);
       const top = [...fromLayers!.keys()].sort((a, b) => fromLayers![b]! - fromLayers![a]!)[0]!;
-      for (const method of ['gradcam', 'gradcampp', 'layercam']) {
+      for (const method of ['gradcam', 'gradcampp', 'layercam', 'cam']) {
         const classes = [top, 281];
         const [graphMaps] = explain(graph, [image], { method, classes, layers: ['MobilenetV1/conv_pw_13'] });
         const [layersMaps] = explain(layers, [image], { method, classes, layers: ['conv_pw_13_relu'] });
@@ -75,6 +75,15 @@ describe('MobileNet v1 as a TF.js graph model equals the layers model on wasm', 
       }
     });
   }
+
+  test('guided backprop (gradient hooks gating every Relu6 node) gives the input gradient of the layers model (1e-4 of its maximum)', () => {
+    const image = images.get('both.png')!;
+    const gradientOf = (model: CamvizModel): Float32Array => explain(model, [image], { method: 'guidedbackprop', classes: [281] })[0]![0]!.gradient!.data;
+    const expected = gradientOf(layers);
+    const peak = expected.reduce((max, value) => Math.max(max, Math.abs(value)), 0);
+    const difference = maxAbsDifference(gradientOf(graph), expected);
+    assert.ok(peak > 0 && difference <= 1e-4 * peak, `max abs difference ${difference} of peak ${peak}`);
+  });
 
   // The layers model runs BatchNorm folded into its conv (the executor's fusion), the graph as FusedBatchNormV3: float32 rounding differs.
   test('the feature map at MobilenetV1/conv_pw_13 equals conv_pw_13_relu (1e-4 of its maximum)', () => {

@@ -68,6 +68,13 @@ class TfNodeLayer extends ImportedNodeLayer<PlannedLayer> {
     if (config.plan.node.op === 'Relu6') Object.assign(this, { maxValue: 6 });
   }
 
+  /** The float weights (Const nodes) the layer's nodes read. */
+  override countParams(): number {
+    const weights = this.graphModel.weights;
+    const read = new Set(this.plan.members.flatMap((member) => member.inputs).filter((key) => weights[key]?.[0]?.dtype === 'float32'));
+    return [...read].reduce((count, key) => count + weights[key]![0]!.size, 0);
+  }
+
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor | tf.Tensor[] {
     const given = Array.isArray(inputs) ? inputs : [inputs];
     const feeds: tf.NamedTensorMap = {};
@@ -104,6 +111,11 @@ function kerasClassName(node: TfNode, inputShape: readonly number[] | undefined,
     case 'Reshape':
     case 'Squeeze':
       return 'Reshape';
+    // What Keras calls a layer that passes its input through at inference (score location and the CAM method look through it).
+    case 'Identity':
+    case 'StopGradient':
+    case 'Snapshot':
+      return 'Dropout';
     case 'Mean':
     case 'AvgPool':
     case 'MaxPool': {
