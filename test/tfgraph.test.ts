@@ -187,6 +187,39 @@ for (const backend of ['cpu', 'wasm'] as BackendKind[]) {
   }
 }
 
+describe('a graph model whose nodes read the second and third outputs of a Split', () => {
+  before(async () => {
+    await useBackend('cpu');
+  });
+
+  test('runs each output of a multi-output node as a layer output, as computed by hand', async () => {
+    const nodes: GraphNodeSpec[] = [
+      placeholder('image', [-1, SIZE, SIZE, 3]),
+      { name: 'split', op: 'Split', input: ['split/axis', 'image'], attr: { T: attr.float, num_split: attr.int(3) } },
+      { name: 'sum', op: 'AddV2', input: ['split', 'split:2'], attr: { T: attr.float } },
+      { name: 'product', op: 'Mul', input: ['sum', 'split:1'], attr: { T: attr.float } },
+      { name: 'pooled', op: 'Mean', input: ['product', 'net/pool/axes'], attr: { T: attr.float, keep_dims: attr.bool(false) } },
+    ];
+    const splitWeights: GraphWeight[] = [{ name: 'split/axis', shape: [], dtype: 'int32', data: [3] }, weights[2]!];
+    const model = await loadModel(await writeGraphModel(await mkdtemp(join(folder, 'split-')), nodes, splitWeights));
+    try {
+      const image = await loadImage(imageFile, { size: model.meta.inputSize });
+      const tensor = inputTensor(model, [image.input]);
+      const pixels = tensor.dataSync() as Float32Array;
+      const values = model.network().forward(tensor);
+      const score = values.scores.dataSync()[0]!;
+      tf.dispose([tensor, values.output, values.scores, values.probabilities, ...values.layers.values()]);
+      let expected = 0;
+      for (let cell = 0; cell < SIZE * SIZE; cell++) expected += (pixels[cell * 3]! + pixels[cell * 3 + 2]!) * pixels[cell * 3 + 1]!;
+      expected /= SIZE * SIZE;
+      assert.ok(Math.abs(score - expected) < 1e-5, `${score} vs ${expected}`);
+      assert.deepEqual(model.network().graph.findNodes('split')[0]!.outputs.length, 3);
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
 describe('graph models camviz refuses to explain', () => {
   before(async () => {
     await useBackend('cpu');

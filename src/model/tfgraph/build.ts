@@ -245,6 +245,7 @@ function planLayers(
   const weights = graphModel.weights;
   const weightOf: WeightOf = (key) => weights[key]?.[0];
   const groups = groupNodes(order, outputs, weightOf);
+  const byName = new Map(order.map((node) => [node.name, node]));
   const runtime = new Set([input.name, ...order.map((node) => node.name)]);
   const read = new Map<string, Set<string>>();
   const mark = (key: string): void => {
@@ -271,7 +272,8 @@ function planLayers(
     const node = members.at(-1)!;
     const inside = new Set(members.map((member) => member.name));
     const fetches = fetchesOf(node);
-    const feeds = [...new Set(members.flatMap((member) => member.inputs).filter((key) => runtime.has(nodeOfValue(key)) && !inside.has(nodeOfValue(key))))];
+    const read = members.flatMap((member) => member.inputs).filter((key) => runtime.has(nodeOfValue(key)) && !inside.has(nodeOfValue(key)));
+    const feeds = feedable(read, byName, runtime, node, file);
     const view = kerasView(members, weightOf);
     return {
       node,
@@ -283,6 +285,25 @@ function planLayers(
       ...(view === undefined ? {} : { view }),
     };
   });
+}
+
+/**
+ * The value keys a layer can be fed. `GraphModel.execute` holds the fed
+ * values per node, one key per node: feeding `split` and `split:2` keeps
+ * only the last. A layer that reads two outputs of one node is fed that
+ * node's inputs instead and recomputes it (values and the input gradient
+ * are the same; a gradient hook on that node does not see this path).
+ */
+function feedable(read: readonly string[], byName: ReadonlyMap<string, TfNode>, runtime: ReadonlySet<string>, node: TfNode, file: string): string[] {
+  const keys = [...new Set(read)];
+  const keysOf = (producer: string): string[] => keys.filter((key) => nodeOfValue(key) === producer);
+  const shared = new Set(keys.map(nodeOfValue).filter((producer) => keysOf(producer).length > 1));
+  if (shared.size === 0) return keys;
+  const feeds = [...new Set(keys.flatMap((key) => (shared.has(nodeOfValue(key)) ? byName.get(nodeOfValue(key))!.inputs.filter((input) => runtime.has(nodeOfValue(input))) : [key])))];
+  if (new Set(feeds.map(nodeOfValue)).size !== feeds.length) {
+    throw new CamvizError(`node '${node.name}' reads several outputs of one node through another such node; camviz cannot feed it`, { file });
+  }
+  return feeds;
 }
 
 /**
