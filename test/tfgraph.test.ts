@@ -56,8 +56,8 @@ function tinyGraph(fused: boolean): GraphNodeSpec[] {
   return [
     placeholder('image', [-1, SIZE, SIZE, 3]),
     ...conv,
-    { name: 'net/pool/Mean', op: 'Mean', input: ['net/conv/Relu', 'net/pool/axes'], attr: { T: attr.float, keep_dims: attr.bool(false) } },
-    { name: 'net/logits/MatMul', op: 'MatMul', input: ['net/pool/Mean', 'net/logits/weights'], attr: { T: attr.float, transpose_a: attr.bool(false), transpose_b: attr.bool(false) } },
+    { name: 'net/pool>Mean', op: 'Mean', input: ['net/conv/Relu', 'net/pool/axes'], attr: { T: attr.float, keep_dims: attr.bool(false) } },
+    { name: 'net/logits/MatMul', op: 'MatMul', input: ['net/pool>Mean', 'net/logits/weights'], attr: { T: attr.float, transpose_a: attr.bool(false), transpose_b: attr.bool(false) } },
     { name: 'net/probs', op: 'Softmax', input: ['net/logits/MatMul'], attr: { T: attr.float } },
     { name: 'output', op: 'Identity', input: ['net/probs'], attr: { T: attr.float } },
   ];
@@ -120,6 +120,8 @@ for (const backend of ['cpu', 'wasm'] as BackendKind[]) {
         const network = model.network();
         assert.equal(network.score.scoreLayer, 'net/logits/MatMul');
         assert.equal(network.score.activation, 'softmax');
+        // '>' is a TF name character that tfjs-layers refuses: the layer is renamed, the TF name an alias.
+        assert.equal(network.graph.findNodes('net/pool>Mean')[0]!.path, 'net/pool_Mean');
       });
 
       test('predicts a batch of two as the hand computation, leaving no tensor behind', () => {

@@ -35,6 +35,8 @@ export interface BuiltTfGraph {
 
 /** What a node layer runs: its node, the values it is fed and the outputs it fetches. */
 interface PlannedLayer extends NodeLayerPlan {
+  /** The layer's name: the last node's, in the characters tfjs-layers allows. */
+  readonly name: string;
   /** The last node of the group: its name is the layer's, its outputs the layer's. */
   readonly node: TfNode;
   /** The nodes the layer runs, in order (one, or a conv / matmul and its bias add). */
@@ -58,7 +60,7 @@ class TfNodeLayer extends ImportedNodeLayer<PlannedLayer> {
   private readonly graphModel: GraphModel;
 
   constructor(config: NodeLayerConfig) {
-    super(config.plan.node.name, config.plan);
+    super(config.plan.name, config.plan);
     this.graphModel = config.graphModel;
     const { view } = config.plan;
     if (view !== undefined) Object.assign(this, view.fields);
@@ -150,7 +152,7 @@ export function buildTfGraphModel(
 ): BuiltTfGraph {
   const order = runtimeOrder(nodes, input.name, outputs, file);
   const plans = planLayers(graphModel, order, input, outputs, size, file);
-  const inputTensor = tfl.input({ shape: [size.height, size.width, 3], name: input.name });
+  const inputTensor = tfl.input({ shape: [size.height, size.width, 3], name: layerName(input.name, new Set()) });
   const layers = plans.map((plan) => ({ layer: new TfNodeLayer({ plan, graphModel }), reads: plan.feeds, writes: plan.fetches }));
   const missing = (key: string): Error => new CamvizError(`graph output '${key}' does not depend on the image input '${input.name}'`, { file });
   const layersModel = wireLayersModel(inputTensor, new Map([[input.name, inputTensor]]), layers, outputs, 'tfgraph', missing);
@@ -268,6 +270,7 @@ function planLayers(
     }
     allFetches.forEach((key, i) => shapes.set(key, values[i]!.shape));
   });
+  const used = new Set([layerName(input.name, new Set())]);
   return groups.map((members) => {
     const node = members.at(-1)!;
     const inside = new Set(members.map((member) => member.name));
@@ -276,6 +279,7 @@ function planLayers(
     const feeds = feedable(read, byName, runtime, node, file);
     const view = kerasView(members, weightOf);
     return {
+      name: layerName(node.name, used),
       node,
       members,
       feeds,
@@ -307,6 +311,19 @@ function feedable(read: readonly string[], byName: ReadonlyMap<string, TfNode>, 
 }
 
 /**
+ * A tfjs-layers name for a TF node name (tfjs-layers allows letters, digits
+ * and `-._/`, starting with a letter or digit; TF also allows `>` and a
+ * leading `.`), unique among `used`. The TF name stays an alias.
+ */
+function layerName(name: string, used: Set<string>): string {
+  const base = name.replace(/[^-A-Za-z0-9._/]/g, '_').replace(/^[^A-Za-z0-9]+/, '') || 'node';
+  let unique = base;
+  for (let k = 1; used.has(unique); k++) unique = `${base}_${k}`;
+  used.add(unique);
+  return unique;
+}
+
+/**
  * Names that are not layer names: a grouped node's name names its group's
  * layer, and a name scope `a/b` names the layer of the last node (in run
  * order) whose name is inside it, `a/b/...`, unless a node is called `a/b`.
@@ -316,11 +333,11 @@ function scopeNames(plans: readonly PlannedLayer[]): Map<string, string> {
   const aliases = new Map<string, string>();
   for (const plan of plans) {
     for (const member of plan.members) {
-      if (member !== plan.node) aliases.set(member.name, plan.node.name);
+      if (member.name !== plan.name) aliases.set(member.name, plan.name);
       const parts = member.name.split('/');
       for (let depth = 1; depth < parts.length; depth++) {
         const scope = parts.slice(0, depth).join('/');
-        if (!names.has(scope)) aliases.set(scope, plan.node.name);
+        if (!names.has(scope)) aliases.set(scope, plan.name);
       }
     }
   }
@@ -340,7 +357,7 @@ function scoreLayerOf(plans: readonly PlannedLayer[], outputs: readonly string[]
   let plan = outputs[0] === undefined ? undefined : byName.get(nodeOfValue(outputs[0]));
   while (plan !== undefined) {
     const from = plan.feeds.length === 1 ? byName.get(nodeOfValue(plan.feeds[0]!)) : undefined;
-    if (plan.node.op === 'Softmax') return from?.node.name;
+    if (plan.node.op === 'Softmax') return from?.name;
     if (!PASS_THROUGH_OPS.has(plan.node.op)) return undefined;
     plan = from;
   }
