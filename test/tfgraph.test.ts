@@ -20,7 +20,8 @@ import { resolveLayer } from '../src/executor/layers.js';
 import { camTargets } from '../src/cam/request.js';
 import { registerForwardHook, registerGradientHook } from '../src/hooks/index.js';
 import { CamvizError } from '../src/util/errors.js';
-import { noise } from './helpers/files.js';
+import { listFiles, noise } from './helpers/files.js';
+import { cliEnv, runCli } from './helpers/cli.js';
 import { type GraphNodeSpec, type GraphWeight, attr, convAttrs, placeholder, writeGraphModel } from './helpers/graph-model.js';
 
 const SIZE = 4;
@@ -246,6 +247,32 @@ describe('graph models camviz refuses to explain', () => {
     } finally {
       model.dispose();
     }
+  });
+
+  test('camviz cam on a graph that needs executeAsync: exit 1, one line naming the op and the file, no output', async () => {
+    const nodes = tinyGraph(false).map((node) => (node.name === 'output' ? { ...node, op: 'LoopCond', attr: {} } : node));
+    const dir = await writeGraphModel(await mkdtemp(join(folder, 'async-cli-')), nodes, weights);
+    const out = join(dir, 'out');
+    const run = await runCli(['cam', imageFile, '--model', dir, '--out', out], { cwd: dir, env: cliEnv(join(dir, 'cache')), timeoutMs: 60_000 });
+    const lines = run.stderr.trim().split('\n');
+    assert.equal(run.code, 1, run.stderr);
+    assert.equal(lines.length, 1, run.stderr);
+    assert.match(lines[0]!, /^camviz: op 'LoopCond' \(node 'output'\) needs executeAsync/);
+    assert.ok(lines[0]!.includes(join(dir, 'model.json')), lines[0]);
+    assert.deepEqual(await listFiles(out, { missingAsEmpty: true }), []);
+  });
+
+  test('camviz cam and fmap on a graph model write their maps', async () => {
+    const dir = await tinyModel(true);
+    const out = join(dir, 'out');
+    const options = { cwd: dir, env: cliEnv(join(dir, 'cache')), timeoutMs: 60_000 };
+    const cam = await runCli(['cam', imageFile, '--model', dir, '--method', 'gradcam', '--out', out], options);
+    assert.equal(cam.code, 0, cam.stderr);
+    const fmap = await runCli(['fmap', imageFile, '--model', dir, '--layer', 'net/conv', '--out', out], options);
+    assert.equal(fmap.code, 0, fmap.stderr);
+    const files = await listFiles(out);
+    assert.ok(files.some((file) => /gradcam.*\.png$/.test(file)), files.join(', '));
+    assert.ok(files.some((file) => /net_conv_Relu\.fmap\.png$/.test(file)), files.join(', '));
   });
 
   test('a graph with no image input is refused at load, naming the input and the file', async () => {
