@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs-core';
-import { type BackendKind, useBackend } from '../src/engine/backend.js';
+import { useBackend } from '../src/engine/backend.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { type LoadedImage, loadImage } from '../src/image/image.js';
 import { explain } from '../src/explain.js';
@@ -38,8 +38,8 @@ const weights: GraphWeight[] = [
   { name: 'net/logits/weights', shape: [CHANNELS, CLASSES], dtype: 'float32', data: dense },
 ];
 
-/** image -> conv 1x1 (+bias, relu) -> mean over H, W -> matmul -> softmax -> identity, plain or with `_FusedConv2D`. */
-function tinyGraph(fused: boolean): GraphNodeSpec[] {
+/** image -> conv 1x1 (+bias, relu) -> mean over H, W (Mean, or AvgPool over the whole map + Squeeze) -> matmul -> softmax -> identity, plain or with `_FusedConv2D`. */
+function tinyGraph(fused: boolean, pool: 'Mean' | 'AvgPool' = 'Mean'): GraphNodeSpec[] {
   const conv: GraphNodeSpec[] = fused
     ? [
         {
@@ -57,7 +57,12 @@ function tinyGraph(fused: boolean): GraphNodeSpec[] {
   return [
     placeholder('image', [-1, SIZE, SIZE, 3]),
     ...conv,
-    { name: 'net/pool>Mean', op: 'Mean', input: ['net/conv/Relu', 'net/pool/axes'], attr: { T: attr.float, keep_dims: attr.bool(false) } },
+    ...(pool === 'Mean'
+      ? [{ name: 'net/pool>Mean', op: 'Mean', input: ['net/conv/Relu', 'net/pool/axes'], attr: { T: attr.float, keep_dims: attr.bool(false) } }]
+      : [
+          { name: 'net/pool/AvgPool', op: 'AvgPool', input: ['net/conv/Relu'], attr: { T: attr.float, ksize: attr.ints([1, SIZE, SIZE, 1]), strides: attr.ints([1, 1, 1, 1]), padding: attr.string('VALID'), data_format: attr.string('NHWC') } },
+          { name: 'net/pool>Mean', op: 'Squeeze', input: ['net/pool/AvgPool'], attr: { T: attr.float, squeeze_dims: attr.ints([1, 2]) } },
+        ]),
     { name: 'net/logits/MatMul', op: 'MatMul', input: ['net/pool>Mean', 'net/logits/weights'], attr: { T: attr.float, transpose_a: attr.bool(false), transpose_b: attr.bool(false) } },
     { name: 'net/probs', op: 'Softmax', input: ['net/logits/MatMul'], attr: { T: attr.float } },
     { name: 'output', op: 'Identity', input: ['net/probs'], attr: { T: attr.float } },
@@ -94,100 +99,106 @@ after(async () => {
   await rm(folder, { recursive: true, force: true });
 });
 
-async function tinyModel(fused: boolean): Promise<string> {
+async function tinyModel(fused: boolean, pool: 'Mean' | 'AvgPool' = 'Mean'): Promise<string> {
   const dir = await mkdtemp(join(folder, fused ? 'fused-' : 'plain-'));
-  return writeGraphModel(dir, tinyGraph(fused), weights);
+  return writeGraphModel(dir, tinyGraph(fused, pool), weights);
 }
 
-for (const backend of ['cpu', 'wasm'] as BackendKind[]) {
-  for (const fused of [false, true]) {
-    describe(`a tiny graph model (${fused ? '_FusedConv2D' : 'Conv2D + BiasAdd + Relu'}) on ${backend}`, () => {
-      let model: CamvizModel;
-      let image: LoadedImage;
-      let input: Float32Array;
-      before(async () => {
-        await useBackend(backend);
-        model = await loadModel(await tinyModel(fused));
-        image = await loadImage(imageFile, { size: model.meta.inputSize });
-        const tensor = inputTensor(model, [image.input]);
-        input = tensor.dataSync() as Float32Array;
-        tensor.dispose();
-      });
-      after(() => model?.dispose());
+const VARIANTS = [
+  { backend: 'cpu', fused: false, pool: 'Mean' },
+  { backend: 'cpu', fused: true, pool: 'Mean' },
+  { backend: 'cpu', fused: false, pool: 'AvgPool' },
+  { backend: 'wasm', fused: false, pool: 'Mean' },
+  { backend: 'wasm', fused: true, pool: 'AvgPool' },
+] as const;
 
-      test('is a layers model of its nodes; the scores are the Softmax input', () => {
-        assert.equal(model.meta.format, 'graph');
-        assert.ok(model.layersModel !== undefined);
-        const network = model.network();
-        assert.equal(network.score.scoreLayer, 'net/logits/MatMul');
-        assert.equal(network.score.activation, 'softmax');
-        // '>' is a TF name character that tfjs-layers refuses: the layer is renamed, the TF name an alias.
-        assert.equal(network.graph.findNodes('net/pool>Mean')[0]!.path, 'net/pool_Mean');
-      });
+for (const { backend, fused, pool } of VARIANTS) {
+  describe(`a tiny graph model (${fused ? '_FusedConv2D' : 'Conv2D + BiasAdd + Relu'}, ${pool}) on ${backend}`, () => {
+    let model: CamvizModel;
+    let image: LoadedImage;
+    let input: Float32Array;
+    before(async () => {
+      await useBackend(backend);
+      model = await loadModel(await tinyModel(fused, pool));
+      image = await loadImage(imageFile, { size: model.meta.inputSize });
+      const tensor = inputTensor(model, [image.input]);
+      input = tensor.dataSync() as Float32Array;
+      tensor.dispose();
+    });
+    after(() => model?.dispose());
 
-      test('predicts a batch of two as the hand computation, leaving no tensor behind', () => {
-        const flipped = Uint8Array.from(image.input, (value) => 255 - value);
-        // The first run folds the fused conv chain's weights, which the executor keeps with the model.
-        classProbabilities(model, [image.input]);
-        const before = tf.memory().numTensors;
-        const batch = classProbabilities(model, [image.input, flipped]);
-        const flippedTensor = inputTensor(model, [flipped]);
-        const inputs = [input, flippedTensor.dataSync() as Float32Array];
-        flippedTensor.dispose();
-        assert.equal(tf.memory().numTensors, before);
-        inputs.forEach((pixels, b) => {
-          const { logits } = byHand(pixels, 0);
-          const top = Math.max(...logits);
-          const total = logits.reduce((sum, logit) => sum + Math.exp(logit - top), 0);
-          logits.forEach((logit, j) => assert.ok(Math.abs(batch[b]![j]! - Math.exp(logit - top) / total) < 1e-6, `image ${b} class ${j}`));
-        });
-      });
+    test('is a layers model of its nodes; the scores are the Softmax input', () => {
+      assert.equal(model.meta.format, 'graph');
+      assert.ok(model.layersModel !== undefined);
+      const network = model.network();
+      assert.equal(network.score.scoreLayer, 'net/logits/MatMul');
+      assert.equal(network.score.activation, 'softmax');
+      // '>' is a TF name character that tfjs-layers refuses: the layer is renamed, the TF name an alias.
+      assert.equal(network.graph.findNodes('net/pool>Mean')[0]!.path, 'net/pool_Mean');
+    });
 
-      test('Grad-CAM at the default layer (the Relu before the spatial Mean) equals the hand computation, for each class', () => {
-        const [target] = camTargets(model, []);
-        assert.equal(target!.path, 'net/conv/Relu');
-        const before = tf.memory().numTensors;
-        const [explanations] = explain(model, [image], { method: 'gradcam', classes: [0, 1, 2] });
-        assert.equal(tf.memory().numTensors, before);
-        explanations!.forEach((explanation, c) => {
-          const expected = byHand(input, c).map;
-          assert.equal(explanation.classIndex, c);
-          assert.deepEqual([explanation.map!.height, explanation.map!.width], [SIZE, SIZE]);
-          expected.forEach((value, i) => assert.ok(Math.abs(explanation.map!.data[i]! - value) < 1e-6, `class ${c} cell ${i}: ${explanation.map!.data[i]} vs ${value}`));
-          assert.ok(Math.max(...expected) > 0, 'a map that is not all zero');
-        });
-      });
-
-      test('CAM (no gradients: the MatMul is the classifier after the spatial Mean) equals the hand computation', () => {
-        const [explanations] = explain(model, [image], { method: 'cam', classes: [0, 2] });
-        explanations!.forEach((explanation) => {
-          // CAM weighs channels by W[k, c]; Grad-CAM by W[k, c] / (H * W).
-          const expected = byHand(input, explanation.classIndex).map.map((value) => value * SIZE * SIZE);
-          expected.forEach((value, i) => assert.ok(Math.abs(explanation.map!.data[i]! - value) < 1e-5, `class ${explanation.classIndex} cell ${i}: ${explanation.map!.data[i]} vs ${value}`));
-        });
-      });
-
-      test('forward and gradient hooks fire on a graph node with its value and gradient', () => {
-        const node = resolveLayer(model.network(), 'net/conv', () => true, 'a layer');
-        assert.equal(node.path, 'net/conv/Relu');
-        const seen: number[][] = [];
-        const gradients: number[][] = [];
-        const forward = registerForwardHook(node.layer, (_layer, _inputs, output) => void seen.push(Array.from((output as tf.Tensor).dataSync())));
-        const gradient = registerGradientHook(node.layer, (grad) => void gradients.push(Array.from(grad.dataSync())));
-        try {
-          explain(model, [image], { method: 'gradcam', classes: [1] });
-        } finally {
-          forward.remove();
-          gradient.remove();
-        }
-        const { activations } = byHand(input, 1);
-        assert.ok(seen.length >= 1 && gradients.length >= 1);
-        activations.flat().forEach((value, i) => assert.ok(Math.abs(seen[0]![i]! - value) < 1e-6));
-        // d logit_1 / d A = W[k, 1] / 16 at every cell.
-        gradients[0]!.forEach((value, i) => assert.ok(Math.abs(value - dense[(i % CHANNELS) * CLASSES + 1]! / (SIZE * SIZE)) < 1e-7, `gradient ${i}`));
+    test('predicts a batch of two as the hand computation, leaving no tensor behind', () => {
+      const flipped = Uint8Array.from(image.input, (value) => 255 - value);
+      // The first run folds the fused conv chain's weights, which the executor keeps with the model.
+      classProbabilities(model, [image.input]);
+      const before = tf.memory().numTensors;
+      const batch = classProbabilities(model, [image.input, flipped]);
+      const flippedTensor = inputTensor(model, [flipped]);
+      const inputs = [input, flippedTensor.dataSync() as Float32Array];
+      flippedTensor.dispose();
+      assert.equal(tf.memory().numTensors, before);
+      inputs.forEach((pixels, b) => {
+        const { logits } = byHand(pixels, 0);
+        const top = Math.max(...logits);
+        const total = logits.reduce((sum, logit) => sum + Math.exp(logit - top), 0);
+        logits.forEach((logit, j) => assert.ok(Math.abs(batch[b]![j]! - Math.exp(logit - top) / total) < 1e-6, `image ${b} class ${j}`));
       });
     });
-  }
+
+    test('Grad-CAM at the default layer (the Relu before the spatial Mean) equals the hand computation, for each class', () => {
+      const [target] = camTargets(model, []);
+      assert.equal(target!.path, 'net/conv/Relu');
+      const before = tf.memory().numTensors;
+      const [explanations] = explain(model, [image], { method: 'gradcam', classes: [0, 1, 2] });
+      assert.equal(tf.memory().numTensors, before);
+      explanations!.forEach((explanation, c) => {
+        const expected = byHand(input, c).map;
+        assert.equal(explanation.classIndex, c);
+        assert.deepEqual([explanation.map!.height, explanation.map!.width], [SIZE, SIZE]);
+        expected.forEach((value, i) => assert.ok(Math.abs(explanation.map!.data[i]! - value) < 1e-6, `class ${c} cell ${i}: ${explanation.map!.data[i]} vs ${value}`));
+        assert.ok(Math.max(...expected) > 0, 'a map that is not all zero');
+      });
+    });
+
+    test('CAM (no gradients: the MatMul is the classifier after the spatial Mean) equals the hand computation', () => {
+      const [explanations] = explain(model, [image], { method: 'cam', classes: [0, 2] });
+      explanations!.forEach((explanation) => {
+        // CAM weighs channels by W[k, c]; Grad-CAM by W[k, c] / (H * W).
+        const expected = byHand(input, explanation.classIndex).map.map((value) => value * SIZE * SIZE);
+        expected.forEach((value, i) => assert.ok(Math.abs(explanation.map!.data[i]! - value) < 1e-5, `class ${explanation.classIndex} cell ${i}: ${explanation.map!.data[i]} vs ${value}`));
+      });
+    });
+
+    test('forward and gradient hooks fire on a graph node with its value and gradient', () => {
+      const node = resolveLayer(model.network(), 'net/conv', () => true, 'a layer');
+      assert.equal(node.path, 'net/conv/Relu');
+      const seen: number[][] = [];
+      const gradients: number[][] = [];
+      const forward = registerForwardHook(node.layer, (_layer, _inputs, output) => void seen.push(Array.from((output as tf.Tensor).dataSync())));
+      const gradient = registerGradientHook(node.layer, (grad) => void gradients.push(Array.from(grad.dataSync())));
+      try {
+        explain(model, [image], { method: 'gradcam', classes: [1] });
+      } finally {
+        forward.remove();
+        gradient.remove();
+      }
+      const { activations } = byHand(input, 1);
+      assert.ok(seen.length >= 1 && gradients.length >= 1);
+      activations.flat().forEach((value, i) => assert.ok(Math.abs(seen[0]![i]! - value) < 1e-6));
+      // d logit_1 / d A = W[k, 1] / 16 at every cell.
+      gradients[0]!.forEach((value, i) => assert.ok(Math.abs(value - dense[(i % CHANNELS) * CLASSES + 1]! / (SIZE * SIZE)) < 1e-7, `gradient ${i}`));
+    });
+  });
 }
 
 describe('a graph model whose nodes read the second and third outputs of a Split', () => {

@@ -16,7 +16,7 @@ import * as tf from '../../engine/tf.js';
 import * as tfl from '../../engine/tfl.js';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
 import { CamvizError } from '../../util/errors.js';
-import { type TfNode, fusedOps, nodeOfValue } from './graph-def.js';
+import { type TfNode, fusedOps, intsAttr, nodeOfValue, stringAttr } from './graph-def.js';
 import { type KerasView, type WeightOf, isBiasOf, kerasView } from './keras.js';
 import { ImportedNodeLayer, type NodeLayerPlan, wireLayersModel } from '../graph-import/node-layer.js';
 
@@ -121,13 +121,19 @@ function kerasClassName(node: TfNode, inputShape: readonly number[] | undefined,
     case 'Mean':
     case 'AvgPool':
     case 'MaxPool': {
-      const global = inputShape?.length === 4 && (inputShape[1]! > 1 || inputShape[2]! > 1) && reducesSpatial(inputShape, outputShape);
+      const global = inputShape?.length === 4 && (inputShape[1]! > 1 || inputShape[2]! > 1) && reducesSpatial(inputShape, outputShape) && (node.op === 'Mean' || poolsWhole(node, inputShape));
       if (!global) return node.op;
       return node.op === 'MaxPool' ? 'GlobalMaxPooling2D' : 'GlobalAveragePooling2D';
     }
     default:
       return node.op;
   }
+}
+
+/** A pool whose window covers the whole input (a 1x1 output can also come from a small window with a large stride). */
+function poolsWhole(node: TfNode, inputShape: readonly number[]): boolean {
+  const window = intsAttr(node, 'ksize') ?? [];
+  return window.length === 4 && window[1]! >= inputShape[1]! && window[2]! >= inputShape[2]! && stringAttr(node, 'padding') === 'VALID';
 }
 
 /** True when a 4-D NHWC value becomes one value per (batch, channel): [N, C] or [N, 1, 1, C]. */
@@ -139,18 +145,22 @@ function reducesSpatial(input: readonly number[], output: readonly number[]): bo
 
 /**
  * Builds the layers model for an input of `height` x `width`. `nodes` are
- * the GraphDef's (any order); `input` the image Placeholder; `outputs` the
- * graph's output value keys.
+ * the GraphDef's (any order); `input` the image Placeholder; `graphOutputs`
+ * the graph's output value keys.
  */
 export function buildTfGraphModel(
   graphModel: GraphModel,
   nodes: readonly TfNode[],
   input: TfImageInput,
-  outputs: readonly string[],
+  graphOutputs: readonly string[],
   size: { height: number; width: number },
   file: string,
 ): BuiltTfGraph {
-  const order = runtimeOrder(nodes, input.name, outputs, file);
+  const order = runtimeOrder(nodes, input.name, graphOutputs, file);
+  // The converter takes every node nobody reads as an output, an unused Const too: only those computed from the image are the model's.
+  const computed = new Set(order.map((node) => node.name));
+  const outputs = graphOutputs.filter((key) => computed.has(nodeOfValue(key)));
+  if (outputs.length === 0) throw new CamvizError(`no graph output depends on the image input '${input.name}'`, { file });
   const plans = planLayers(graphModel, order, input, outputs, size, file);
   const inputTensor = tfl.input({ shape: [size.height, size.width, 3], name: layerName(input.name, new Set()) });
   const layers = plans.map((plan) => ({ layer: new TfNodeLayer({ plan, graphModel }), reads: plan.feeds, writes: plan.fetches }));
