@@ -294,7 +294,7 @@ describe('graph models camviz refuses to explain', () => {
     const dir = await writeGraphModel(await mkdtemp(join(folder, 'vector-')), nodes, weights.slice(3));
     await assert.rejects(loadModel(dir), (thrown: unknown) => {
       assert.ok(thrown instanceof CamvizError);
-      assert.match(thrown.message, /input 'features' has shape \[-1, 2\], not an image tensor/);
+      assert.match(thrown.message, /^the graph's input 'features' has shape \[-1, 2\], not an image tensor/);
       assert.equal(thrown.file, join(dir, 'model.json'));
       return true;
     });

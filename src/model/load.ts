@@ -82,7 +82,6 @@ export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptio
     if (isGraph) {
       const converter = createRequire(import.meta.url)('@tensorflow/tfjs-converter') as typeof import('@tensorflow/tfjs-converter');
       graphModel = await converter.loadGraphModel(handler);
-      checkGraphInput(graphModel, files.modelJsonPath);
     } else {
       layersModel = await tfl.loadLayersModel(handler);
     }
@@ -90,6 +89,7 @@ export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptio
     const kind = isGraph ? 'graph' : 'layers';
     throw new CamvizError(`not a loadable TF.js ${kind} model: ${(error as Error).message.split('\n')[0]}`, { file: files.modelJsonPath });
   }
+  if (graphModel !== undefined) checkGraphInput(graphModel, files.modelJsonPath);
   const inputShape = layersModel ? layersModel.inputs[0]?.shape : graphModel?.inputs[0]?.shape;
   const camvizJson = await readCamvizJson(files.modelJsonPath);
   const meta = await resolveMetadata({
