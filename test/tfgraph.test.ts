@@ -234,6 +234,26 @@ describe('a graph model whose nodes read the second and third outputs of a Split
   });
 });
 
+describe('a graph model ending in Sigmoid (a multi-label head)', () => {
+  test('scores are the Sigmoid input and the probabilities its output, as computed by hand', async () => {
+    await useBackend('cpu');
+    const nodes = tinyGraph(false).filter((node) => node.name !== 'output').map((node) => (node.name === 'net/probs' ? { ...node, op: 'Sigmoid' } : node));
+    const model = await loadModel(await writeGraphModel(await mkdtemp(join(folder, 'sigmoid-')), nodes, weights));
+    try {
+      const image = await loadImage(imageFile, { size: model.meta.inputSize });
+      const tensor = inputTensor(model, [image.input]);
+      const pixels = tensor.dataSync() as Float32Array;
+      tensor.dispose();
+      assert.equal(model.network().score.activation, 'sigmoid');
+      assert.equal(model.network().score.scoreLayer, 'net/logits/MatMul');
+      const [probabilities] = classProbabilities(model, [image.input]);
+      byHand(pixels, 0).logits.forEach((logit, j) => assert.ok(Math.abs(probabilities![j]! - 1 / (1 + Math.exp(-logit))) < 1e-6, `class ${j}`));
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
 describe('graph models camviz refuses to explain', () => {
   before(async () => {
     await useBackend('cpu');

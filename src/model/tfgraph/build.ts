@@ -68,6 +68,8 @@ class TfNodeLayer extends ImportedNodeLayer<PlannedLayer> {
     // A fused activation, as a Keras layer shows one (guided backprop gates ReLUs).
     if (activation !== undefined) Object.assign(this, { activation: { getClassName: () => activation, apply: (x: tf.Tensor) => x } });
     if (config.plan.node.op === 'Relu6') Object.assign(this, { maxValue: 6 });
+    // A Sigmoid is Keras' Activation('sigmoid'): score location takes its input as the scores of a multi-label head.
+    if (config.plan.node.op === 'Sigmoid') Object.assign(this, { activation: { getClassName: () => 'sigmoid', apply: (x: tf.Tensor) => tf.sigmoid(x) } });
   }
 
   /** The float weights (Const nodes) the layer's nodes read. */
@@ -110,6 +112,8 @@ function kerasClassName(node: TfNode, inputShape: readonly number[] | undefined,
       return 'ReLU';
     case 'Softmax':
       return 'Softmax';
+    case 'Sigmoid':
+      return 'Activation';
     case 'Reshape':
     case 'Squeeze':
       return 'Reshape';
