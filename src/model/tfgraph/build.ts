@@ -272,18 +272,7 @@ function planLayers(
   for (const key of outputs) mark(key);
   const fetchesOf = (node: TfNode): string[] => [...(read.get(node.name) ?? [node.name])].sort();
   const allFetches = groups.flatMap((members) => fetchesOf(members.at(-1)!));
-  const shapes = new Map<string, number[]>([[input.name, [1, size.height, size.width, 3]]]);
-  tf.tidy(() => {
-    const probe = tf.zeros([1, size.height, size.width, 3]);
-    let values: tf.Tensor[];
-    try {
-      const result = graphModel.execute({ [input.name]: probe }, allFetches);
-      values = Array.isArray(result) ? result : [result];
-    } catch (error) {
-      throw new CamvizError(`the graph fails at load on a ${size.height}x${size.width} input: ${(error as Error).message.split('\n')[0]}`, { file });
-    }
-    allFetches.forEach((key, i) => shapes.set(key, values[i]!.shape));
-  });
+  const shapes = valueShapes(graphModel, input, allFetches, size, file);
   const used = new Set([layerName(input.name, new Set())]);
   return groups.map((members) => {
     const node = members.at(-1)!;
@@ -303,6 +292,33 @@ function planLayers(
       ...(view === undefined ? {} : { view }),
     };
   });
+}
+
+/** How many values one planning run fetches: the run holds them all at once. */
+const FETCHES_PER_RUN = 64;
+
+/**
+ * The shape of each value in `keys` for a zero batch-1 input, from runs of
+ * `execute`. Each run fetches at most FETCHES_PER_RUN values, so that memory
+ * stays bounded on a deep graph (the whole graph's activations at once could
+ * be gigabytes).
+ */
+function valueShapes(graphModel: GraphModel, input: TfImageInput, keys: readonly string[], size: { height: number; width: number }, file: string): Map<string, number[]> {
+  const shapes = new Map<string, number[]>([[input.name, [1, size.height, size.width, 3]]]);
+  for (let start = 0; start < keys.length; start += FETCHES_PER_RUN) {
+    const chunk = keys.slice(start, start + FETCHES_PER_RUN);
+    tf.tidy(() => {
+      let values: tf.Tensor[];
+      try {
+        const result = graphModel.execute({ [input.name]: tf.zeros([1, size.height, size.width, 3]) }, [...chunk]);
+        values = Array.isArray(result) ? result : [result];
+      } catch (error) {
+        throw new CamvizError(`the graph fails at load on a ${size.height}x${size.width} input: ${(error as Error).message.split('\n')[0]}`, { file });
+      }
+      chunk.forEach((key, i) => shapes.set(key, values[i]!.shape));
+    });
+  }
+  return shapes;
 }
 
 /**
