@@ -179,6 +179,23 @@ for (const { backend, fused, pool } of VARIANTS) {
       });
     });
 
+    // Class 1's classifier weights are -0.2 and 0.9: the gate drops channel 0's gradient.
+    test('guided backprop gates the ReLU (standalone or fused into the conv) as computed by hand', () => {
+      const gradient = explain(model, [image], { method: 'guidedbackprop', classes: [1] })[0]![0]!.gradient!.data;
+      for (let cell = 0; cell < SIZE * SIZE; cell++) {
+        for (let ch = 0; ch < 3; ch++) {
+          let expected = 0;
+          for (let k = 0; k < CHANNELS; k++) {
+            let pre = bias[k]!;
+            for (let c = 0; c < 3; c++) pre += input[cell * 3 + c]! * kernel[c * CHANNELS + k]!;
+            // The hook keeps the positive gradient, the ReLU's backward the positive input.
+            if (pre > 0) expected += kernel[ch * CHANNELS + k]! * Math.max(0, dense[k * CLASSES + 1]! / (SIZE * SIZE));
+          }
+          assert.ok(Math.abs(gradient[cell * 3 + ch]! - expected) < 1e-6, `cell ${cell} channel ${ch}: ${gradient[cell * 3 + ch]} vs ${expected}`);
+        }
+      }
+    });
+
     test('forward and gradient hooks fire on a graph node with its value and gradient', () => {
       const node = resolveLayer(model.network(), 'net/conv', () => true, 'a layer');
       assert.equal(node.path, 'net/conv/Relu');
