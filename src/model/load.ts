@@ -16,6 +16,8 @@ import { setLayerAliases } from '../executor/graph.js';
 import { DEFAULT_MODEL, type FetchLog, ZOO, knownModelBySha256, urlModelJson, urlOnnxFile, zooEntry, zooModelJson } from './zoo.js';
 import type { BuiltOnnxModel } from './onnx/build.js';
 import { buildChecked, isOnnxUrl, localOnnxPath, readCheckedOnnx } from './onnx/load.js';
+import type { BuiltTfGraph } from './tfgraph/build.js';
+import { checkImageInput, importTfGraph } from './tfgraph/load.js';
 
 export interface LoadOptions extends MetadataOverrides {
   /** Progress messages (downloads). */
@@ -31,12 +33,15 @@ export class CamvizModel {
     readonly graphModel: GraphModel | undefined,
     /** For an ONNX model: the layers model's origin (names, ONNX shapes, folded constants). */
     readonly onnx?: BuiltOnnxModel,
+    /** For a TF.js graph model: its layers model of graph nodes, or why it supports predict only. */
+    readonly tfgraph?: { readonly built: BuiltTfGraph } | { readonly predictOnly: string },
   ) {}
 
-  /** The executor of a layers model; graph models have none. */
+  /** The executor of the model (a graph model's runs its nodes); a graph model that needs executeAsync has none. */
   network(): Network {
     if (this.layersModel === undefined) {
-      throw new CamvizError('this needs a TF.js layers model; graph models support predict only', { file: this.meta.modelJsonPath });
+      const reason = this.tfgraph !== undefined && 'predictOnly' in this.tfgraph ? this.tfgraph.predictOnly : 'this needs a TF.js layers model; graph models support predict only';
+      throw new CamvizError(reason, { file: this.meta.modelJsonPath });
     }
     this.cachedNetwork ??= Network.of(this.layersModel, this.meta.scoreLayer);
     return this.cachedNetwork;
@@ -86,6 +91,7 @@ export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptio
     const kind = isGraph ? 'graph' : 'layers';
     throw new CamvizError(`not a loadable TF.js ${kind} model: ${(error as Error).message.split('\n')[0]}`, { file: files.modelJsonPath });
   }
+  if (graphModel !== undefined) checkGraphInput(graphModel, files.modelJsonPath);
   const inputShape = layersModel ? layersModel.inputs[0]?.shape : graphModel?.inputs[0]?.shape;
   const camvizJson = await readCamvizJson(files.modelJsonPath);
   const meta = await resolveMetadata({
@@ -98,7 +104,38 @@ export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptio
     ...(camvizJson === undefined ? {} : { camvizJson }),
     overrides: options,
   });
+  if (graphModel !== undefined) return withLabelsChecked(graphModelOf(meta, graphModel, files.modelJson.modelTopology), options.labels);
   return withLabelsChecked(new CamvizModel(meta, layersModel, graphModel), options.labels);
+}
+
+/** A graph model with no image input is refused before anything else (the graph model freed). */
+function checkGraphInput(graphModel: GraphModel, file: string): void {
+  try {
+    checkImageInput(graphModel, file);
+  } catch (error) {
+    graphModel.dispose();
+    throw error;
+  }
+}
+
+/**
+ * A TF.js graph model: built as a layers model of its nodes for the input
+ * size in use, so that hooks, fmap and the CAM methods work on it; predict
+ * only when it needs executeAsync. Scores are the final Softmax's input.
+ */
+function graphModelOf(meta: ModelMetadata, graphModel: GraphModel, topology: Readonly<Record<string, unknown>>): CamvizModel {
+  let imported: ReturnType<typeof importTfGraph>;
+  try {
+    imported = importTfGraph(graphModel, topology, meta.inputSize, meta.modelJsonPath);
+  } catch (error) {
+    graphModel.dispose();
+    throw error;
+  }
+  if (!('built' in imported)) return new CamvizModel(meta, undefined, graphModel, undefined, imported);
+  const { built } = imported;
+  setLayerAliases(built.layersModel, built.layerNames);
+  const withScore = meta.scoreLayer !== undefined || built.scoreLayer === undefined ? meta : { ...meta, scoreLayer: built.scoreLayer };
+  return new CamvizModel(withScore, built.layersModel, graphModel, undefined, imported);
 }
 
 /**

@@ -39,6 +39,7 @@ import {
 } from './keras.js';
 import { nodeNameIndex, topModule } from './names.js';
 import type { OnnxModel, OnnxNode } from './types.js';
+import { ImportedNodeLayer, wireLayersModel } from '../graph-import/node-layer.js';
 
 export interface BuiltOnnxModel {
   readonly layersModel: tfl.LayersModel;
@@ -84,16 +85,14 @@ interface NodeLayerConfig {
 }
 
 /** One ONNX node as a layer: `call` runs the node on its runtime inputs and its folded constants. */
-class OnnxNodeLayer extends tfl.LayerClass {
+class OnnxNodeLayer extends ImportedNodeLayer<PlannedLayer> {
   static className = 'OnnxNode';
-  readonly plan: PlannedLayer;
   private readonly opset: number;
   /** A Conv's kernel in tfjs' layout (made on first use): its call runs tfjs' convolution directly. */
   private readonly convKernel: (() => tf.Tensor) | undefined;
 
   constructor(config: NodeLayerConfig) {
-    super({ name: config.name, trainable: false });
-    this.plan = config.plan;
+    super(config.name, config.plan);
     this.opset = config.opset;
     if (config.plan.conv !== undefined) {
       const view = convView(config.plan.conv, config.kernels);
@@ -102,16 +101,6 @@ class OnnxNodeLayer extends tfl.LayerClass {
     }
     if (config.plan.maxValue !== undefined) Object.assign(this, { maxValue: config.plan.maxValue });
     if (config.plan.dense !== undefined) Object.assign(this, denseView(config.plan.dense, config.kernels));
-  }
-
-  /** The Keras class of the same semantics where there is one (the executor and the CAM methods read it), else the ONNX op type. */
-  override getClassName(): string {
-    return this.plan.className;
-  }
-
-  override computeOutputShape(): (number | null)[] | (number | null)[][] {
-    const shapes = this.plan.outputShapes;
-    return shapes.length === 1 ? shapes[0]! : shapes;
   }
 
   override countParams(): number {
@@ -324,21 +313,11 @@ function assemble(
   // camviz feeds RGB: a one-channel graph reads the mean of the three channels.
   const inputTensor = tfl.input({ shape: [size.height, size.width, 3], name: 'input' });
   const graphInput = input.channels === 1 ? (new ChannelMeanLayer({ name: 'input_gray' }).apply(inputTensor) as tfl.SymbolicTensor) : inputTensor;
-  const symbolic = new Map<string, tfl.SymbolicTensor>([[input.name, graphInput]]);
   const kernels = new Set<tf.Tensor>();
-  for (const plan of plans) {
-    const layer = new OnnxNodeLayer({ name: plan.name, plan, opset, kernels });
-    const inputs = plan.runtimeInputs.map((value) => symbolic.get(value)!);
-    const output = layer.apply(inputs.length === 1 ? inputs[0]! : inputs);
-    const outputs = Array.isArray(output) ? output : [output];
-    plan.node.outputs.forEach((value, i) => symbolic.set(value, outputs[i] as tfl.SymbolicTensor));
-  }
-  const outputs = model.graph.outputs.map((output) => {
-    const value = symbolic.get(output.name);
-    if (value === undefined) throw new CamvizError(`graph output '${output.name}' does not depend on the input`, { file });
-    return value;
-  });
-  const layersModel = tfl.model({ inputs: inputTensor, outputs: outputs.length === 1 ? outputs[0]! : outputs, name: 'onnx' });
+  const layers = plans.map((plan) => ({ layer: new OnnxNodeLayer({ name: plan.name, plan, opset, kernels }), reads: plan.runtimeInputs, writes: plan.node.outputs }));
+  const outputs = model.graph.outputs.map((output) => output.name);
+  const missing = (key: string): Error => new CamvizError(`graph output '${key}' does not depend on the input`, { file });
+  const layersModel = wireLayersModel(inputTensor, new Map([[input.name, graphInput]]), layers, outputs, 'onnx', missing);
   // Only the constants that layers read stay; the rest were shape arithmetic.
   const kept = new Set<tf.Tensor>();
   for (const plan of plans) for (const source of plan.sources) if (source.kind === 'constant') kept.add(source.value.tensor);
