@@ -7,7 +7,6 @@
  * B's PNG (by relative path from the page) and the difference of the two
  * raw maps, drawn here and written beside the page.
  */
-import { createHash } from 'node:crypto';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { temporaryName, writeFileAtomic } from '../util/atomic-file.js';
@@ -17,7 +16,7 @@ import { encodePng } from '../render/png.js';
 import { resizeBilinear } from '../render/resize.js';
 import type { CompareResult, CompareThresholds, PairMaps, PairMetrics } from './compare.js';
 import { REPORT_DIR } from './manifest.js';
-import { BASE_PAGE_STYLE, scriptSafeJson } from './report.js';
+import { BASE_PAGE_STYLE, staticPage } from './report.js';
 
 export const COMPARE_REPORT_NAME = 'compare.html';
 /** The difference images, relative to the output folder (under _report/, which runs never read as inputs). */
@@ -183,27 +182,16 @@ export async function writeCompareReport(outDir: string, result: CompareResult):
 }
 
 export function renderCompareHtml(data: ComparePageData): string {
-  const scriptHash = createHash('sha256').update(PAGE_SCRIPT).digest('base64');
-  // Only this page's own script may run, and nothing may be fetched but local images.
-  const policy = `default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'; script-src 'sha256-${scriptHash}'; base-uri 'none'; form-action 'none'`;
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="${policy}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>camviz compare</title>
-<style>${PAGE_STYLE}</style>
-</head>
-<body>
-<header><h1>camviz compare</h1><p id="verdict"></p><dl id="facts"></dl></header>
+  return staticPage({
+    title: 'camviz compare',
+    style: PAGE_STYLE,
+    script: PAGE_SCRIPT,
+    data,
+    body: `<header><h1>camviz compare</h1><p id="verdict"></p><dl id="facts"></dl></header>
 <main id="cards"></main>
 <noscript><p>This page needs JavaScript to show its cards.</p></noscript>
-<script type="application/json" id="camviz-data">${scriptSafeJson(data)}</script>
-<script>${PAGE_SCRIPT}</script>
-</body>
-</html>
-`;
+`,
+  });
 }
 
 const PAGE_STYLE = `${BASE_PAGE_STYLE}#verdict{font-weight:700;margin:0 0 8px}

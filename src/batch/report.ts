@@ -221,9 +221,14 @@ export function scriptSafeJson(value: unknown): string {
   return JSON.stringify(value).replace(/[<>&\u2028\u2029]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
-export function renderReportHtml(data: ReportData): string {
-  const scriptHash = createHash('sha256').update(PAGE_SCRIPT).digest('base64');
-  // Only this page's own script may run, and nothing may be fetched but local images.
+/**
+ * A static page: its head (a content-security policy under which only the
+ * page's own script may run and nothing may be fetched but local images),
+ * the body given, then the page's data and script. Both static pages (the
+ * run report, the compare page) are made here.
+ */
+export function staticPage(page: { title: string; style: string; script: string; body: string; data: unknown }): string {
+  const scriptHash = createHash('sha256').update(page.script).digest('base64');
   const policy = `default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'; script-src 'sha256-${scriptHash}'; base-uri 'none'; form-action 'none'`;
   return `<!doctype html>
 <html lang="en">
@@ -232,11 +237,24 @@ export function renderReportHtml(data: ReportData): string {
 <meta http-equiv="Content-Security-Policy" content="${policy}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="camviz ${VERSION.replace(/[^0-9A-Za-z.+-]/g, '')}">
-<title>camviz report</title>
-<style>${PAGE_STYLE}</style>
+<title>${page.title}</title>
+<style>${page.style}</style>
 </head>
 <body>
-<header id="summary"><h1>camviz report</h1><dl id="facts"></dl></header>
+${page.body}<script type="application/json" id="camviz-data">${scriptSafeJson(page.data)}</script>
+<script>${page.script}</script>
+</body>
+</html>
+`;
+}
+
+export function renderReportHtml(data: ReportData): string {
+  return staticPage({
+    title: 'camviz report',
+    style: PAGE_STYLE,
+    script: PAGE_SCRIPT,
+    data,
+    body: `<header id="summary"><h1>camviz report</h1><dl id="facts"></dl></header>
 <nav id="controls">
 <label>Filter <input id="filter" type="search" placeholder="file name, class label or index" autocomplete="off"></label>
 <label>Min score <input id="minscore" type="number" step="any" placeholder="any" inputmode="decimal"></label>
@@ -247,11 +265,8 @@ export function renderReportHtml(data: ReportData): string {
 <main id="cards"></main>
 <p id="more-wrap"><button id="more" type="button" hidden></button></p>
 <noscript><p>This report needs JavaScript to show its cards.</p></noscript>
-<script type="application/json" id="camviz-data">${scriptSafeJson(data)}</script>
-<script>${PAGE_SCRIPT}</script>
-</body>
-</html>
-`;
+`,
+  });
 }
 
 /** The look both static pages (the run report, the compare page) share; each adds its own rules. */
