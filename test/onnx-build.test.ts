@@ -13,6 +13,8 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadModel } from '../src/model/load.js';
 import { resolveLayer } from '../src/executor/layers.js';
+import { interpretGraph, laid, toLayout } from '../src/model/onnx/interpret.js';
+import { parseOnnxModel } from '../src/model/onnx/parse.js';
 import { type TestModel, imageInputValue, onnxModelBytes } from './helpers/onnx.js';
 
 /** x -> /block/block.0/Mul (x * 2) -> /block/block.1/Relu -> /head/Add (+ 1) -> output, all 4-D. */
@@ -191,6 +193,96 @@ test('Conv + Relu and depthwise Conv + Clip(0, 6) run as fused kernels with the 
       loaded.dispose();
     }
   });
+});
+
+/**
+ * Zero Pads before convolutions, as TF exports write "same" padding: Pad
+ * (H 1+1, W 0+2) -> Conv 3 -> 4, 3x3 -> Relu -> Pad (bottom/right 1, TF's
+ * "same" at stride 2 on 8x8) -> depthwise Conv 3x3 stride 2 -> Relu. A
+ * test may give the second Pad other pads or another value.
+ */
+function padConvModel(secondPad: { pads: number[]; value: number } = { pads: [0, 0, 0, 0, 0, 0, 1, 1], value: 0 }): TestModel {
+  return {
+    nodes: [
+      { name: '/pad1/Pad', opType: 'Pad', inputs: ['input', 'pads1'], outputs: ['p1'] },
+      { name: '/conv/Conv', opType: 'Conv', inputs: ['p1', 'w1', 'b1'], outputs: ['c1'] },
+      { name: '/relu/Relu', opType: 'Relu', inputs: ['c1'], outputs: ['r1'] },
+      { name: '/pad2/Pad', opType: 'Pad', inputs: ['r1', 'pads2', 'value2'], outputs: ['p2'], attributes: [{ name: 'mode', s: 'constant' }] },
+      { name: '/dw/Conv', opType: 'Conv', inputs: ['p2', 'w2', 'b2'], outputs: ['c2'], attributes: [{ name: 'group', i: 4 }, { name: 'strides', ints: [2, 2] }, { name: 'pads', ints: [0, 0, 0, 0] }] },
+      { name: '/relu2/Relu', opType: 'Relu', inputs: ['c2'], outputs: ['output'] },
+    ],
+    inputs: [imageInputValue(8)],
+    outputs: [{ name: 'output' }],
+    initializers: [
+      { name: 'pads1', dims: [8], dataType: 7, values: [0, 0, 1, 0, 0, 0, 1, 2] },
+      { name: 'w1', dims: [4, 3, 3, 3], values: seededValues(108, 4) },
+      { name: 'b1', dims: [4], values: [0.5, -0.1, 0.2, 0.3] },
+      { name: 'pads2', dims: [8], dataType: 7, values: secondPad.pads },
+      { name: 'value2', dims: [], values: [secondPad.value] },
+      { name: 'w2', dims: [4, 1, 3, 3], values: seededValues(36, 5) },
+      { name: 'b2', dims: [4], values: [-0.2, 0.1, 0, 0.4] },
+    ],
+  };
+}
+
+/** The model's output for `input` (NHWC) as the ONNX interpreter computes it, node by node. */
+function interpretedOutput(model: TestModel, input: tf.Tensor): tf.Tensor {
+  const parsed = parseOnnxModel(onnxModelBytes(model), 'm.onnx');
+  const values = interpretGraph(parsed, new Map([['input', laid(input, 'nhwc')]]), ['output']);
+  const output = values.get('output')!;
+  const nhwc = toLayout(output, 'nhwc');
+  if (nhwc !== output.tensor) output.tensor.dispose();
+  return nhwc;
+}
+
+test('a zero Pad before a Conv folds into it: no Pad layer, fused kernels, the values of the unfolded graph; its names resolve to the Conv', async () => {
+  const model = padConvModel();
+  await withModelFile(model, async (path) => {
+    const loaded = await loadModel(path, { preprocess: 'none' });
+    try {
+      const network = loaded.network();
+      assert.deepEqual(network.graph.nodes.map((node) => node.layer.getClassName()), ['Conv2D', 'ReLU', 'DepthwiseConv2D', 'ReLU']);
+      assert.deepEqual(network.graph.fusedChains().map((chain) => chain.nodes.map((node) => node.layer.getClassName())), [['Conv2D', 'ReLU'], ['DepthwiseConv2D', 'ReLU']]);
+      for (const [name, layer] of [['/pad1/Pad', 'conv/Conv'], ['p1', 'conv/Conv'], ['/pad2/Pad', 'dw/Conv'], ['p2', 'dw/Conv']]) {
+        assert.equal(resolveLayer(network, name!, () => true, 'a layer').layer.name, layer, name);
+      }
+      const input = tf.tensor4d(seededValues(2 * 8 * 8 * 3, 6).map((value) => value * 2), [2, 8, 8, 3]);
+      const expected = interpretedOutput(model, input);
+      for (const fuse of [true, false]) {
+        const values = network.forward(input, { fuse });
+        assert.deepEqual(values.output.shape, [2, 4, 4, 4]);
+        const difference = tf.max(tf.abs(tf.sub(values.output, expected))).dataSync()[0]!;
+        assert.ok(difference <= 1e-5, `fuse ${fuse}: folded and interpreted differ by ${difference}`);
+        tf.dispose([values.output, values.scores, values.probabilities]);
+      }
+      // Not vacuous: the Relu leaves values to compare.
+      assert.ok(tf.max(expected).dataSync()[0]! > 0);
+      tf.dispose([input, expected]);
+    } finally {
+      loaded.dispose();
+    }
+  });
+});
+
+test('a Pad that pads with a non-zero value, or a depthwise Conv with other than TF "same" padding, keeps its Pad layer, with the values of the graph', async () => {
+  for (const secondPad of [{ pads: [0, 0, 0, 0, 0, 0, 1, 1], value: 0.5 }, { pads: [0, 0, 1, 1, 0, 0, 0, 0], value: 0 }]) {
+    const model = padConvModel(secondPad);
+    await withModelFile(model, async (path) => {
+      const loaded = await loadModel(path, { preprocess: 'none' });
+      try {
+        const network = loaded.network();
+        assert.deepEqual(network.graph.nodes.map((node) => node.layer.getClassName()), ['Conv2D', 'ReLU', 'Pad', 'DepthwiseConv2D', 'ReLU'], JSON.stringify(secondPad));
+        const input = tf.tensor4d(seededValues(8 * 8 * 3, 7), [1, 8, 8, 3]);
+        const expected = interpretedOutput(model, input);
+        const values = network.forward(input);
+        const difference = tf.max(tf.abs(tf.sub(values.output, expected))).dataSync()[0]!;
+        assert.ok(difference <= 1e-5, `${JSON.stringify(secondPad)}: built and interpreted differ by ${difference}`);
+        tf.dispose([input, expected, values.output, values.scores, values.probabilities]);
+      } finally {
+        loaded.dispose();
+      }
+    });
+  }
 });
 
 test('an http(s) URL of a .onnx is downloaded once into the cache with its camviz.json; a body that is not ONNX is refused and not cached', async () => {

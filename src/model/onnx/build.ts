@@ -12,7 +12,11 @@
  *   outputs become constants of the layers that read them;
  * - learns each remaining value's layout and shape (the batch dim null),
  *   which `computeOutputShape` reports. Shapes are in the stored layout,
- *   so a feature map reads [N, H, W, C] as camviz's conventions want.
+ *   so a feature map reads [N, H, W, C] as camviz's conventions want;
+ * - folds a zero Pad into the Conv that alone reads it (see
+ *   `convWithPadFolded`): one fused convolution instead of a padded copy
+ *   of the feature map and a convolution. The Pad's names resolve to the
+ *   Conv's layer.
  *
  * The model's input is NHWC `[null, H, W, 3]` (camviz's input tensor); it is
  * the ONNX input as an 'nhwc' value, so no transpose is needed. The checks
@@ -24,6 +28,7 @@ import * as tfl from '../../engine/tfl.js';
 import { CamvizError } from '../../util/errors.js';
 import { type LaidTensor, type Layout, onnxShape, toLayout } from './layout.js';
 import { runNode, tensorFromOnnx } from './interpret.js';
+import { constantInts, constantNumber } from './ops/common.js';
 import type { OnnxImageInput } from './check.js';
 import {
   type ConvGeometry,
@@ -74,6 +79,8 @@ interface PlannedLayer {
   maxValue?: number;
   /** For a Gemm that is a Keras Dense layer (x·W + b): its weights. */
   dense?: DenseGeometry;
+  /** For a Conv that reads a zero Pad's input with the Pad's pads as its own: that Pad (no layer of its own). */
+  foldedPad?: OnnxNode;
 }
 
 interface NodeLayerConfig {
@@ -197,13 +204,35 @@ function planLayers(
 ): PlannedLayer[] {
   const nodes = model.graph.nodes;
   const remainingUses = new Map<string, number>();
-  for (const node of nodes) for (const value of node.inputs) remainingUses.set(value, (remainingUses.get(value) ?? 0) + 1);
+  const readers = new Map<string, OnnxNode[]>();
+  for (const node of nodes) {
+    for (const value of node.inputs) {
+      remainingUses.set(value, (remainingUses.get(value) ?? 0) + 1);
+      const list = readers.get(value);
+      if (list === undefined) readers.set(value, [node]);
+      else list.push(node);
+    }
+  }
+  // A Conv whose Pad is folded into it -> that Conv reading the Pad's input; the folded Pad per such Conv.
+  const foldedConvs = new Map<OnnxNode, OnnxNode>();
+  const foldedPads = new Map<OnnxNode, OnnxNode>();
   const probes = new Map<string, LaidTensor>([[input.name, { tensor: tf.zeros([1, size.height, size.width, input.channels]), layout: 'nhwc' }]]);
   const plans: PlannedLayer[] = [];
   const used = new Set<string>();
   const constantOf = (value: string): LaidTensor | undefined => constants.get(value);
   try {
-    nodes.forEach((node, index) => {
+    nodes.forEach((original, index) => {
+      if (original.opType === 'Pad') {
+        const reader = readers.get(original.outputs[0] ?? '');
+        const folded = reader?.length === 1 && !isGraphOutput(model, original.outputs[0]!) ? convWithPadFolded(original, reader[0]!, opset, constants, probes) : undefined;
+        if (folded !== undefined) {
+          // The Pad neither runs nor uses its input: the folded Conv reads (and releases) it.
+          foldedConvs.set(reader![0]!, folded);
+          foldedPads.set(folded, original);
+          return;
+        }
+      }
+      const node = foldedConvs.get(original) ?? original;
       const present = node.inputs.filter((value) => value !== '');
       const inputs = node.inputs.map((value) => (value === '' ? undefined : (constants.get(value) ?? probes.get(value))));
       const outputs = runChecked(node, inputs, opset, file);
@@ -211,7 +240,9 @@ function planLayers(
         outputs.forEach((output, i) => constants.set(node.outputs[i]!, output));
       } else {
         node.outputs.forEach((value, i) => probes.set(value, outputs[i]!));
-        plans.push(planOf(node, index, outputs, probes, constantOf, used));
+        const plan = planOf(node, index, outputs, probes, constantOf, used);
+        const foldedPad = foldedPads.get(node);
+        plans.push(foldedPad === undefined ? plan : { ...plan, foldedPad });
       }
       for (const value of present) {
         const left = (remainingUses.get(value) ?? 0) - 1;
@@ -226,6 +257,65 @@ function planLayers(
     for (const probe of probes.values()) probe.tensor.dispose();
   }
   return plans;
+}
+
+/**
+ * `conv` reading `pad`'s input with the Pad's spatial pads as its own, when
+ * that is the same computation and a convolution tfjs runs (fused): the Pad
+ * pads with zeros (constant mode, value 0), only the spatial axes and by
+ * non-negative constants; the Conv has no pads of its own and reads the
+ * Pad's output as its data; the result has a `convGeometry` (a depthwise
+ * Conv then needs TF's "same" padding). The caller checks that the Conv is
+ * the Pad output's only reader and that it is no graph output.
+ */
+function convWithPadFolded(pad: OnnxNode, conv: OnnxNode, opset: number, constants: ReadonlyMap<string, LaidTensor>, probes: ReadonlyMap<string, LaidTensor>): OnnxNode | undefined {
+  const data = pad.inputs[0];
+  const input = data === undefined ? undefined : probes.get(data);
+  if (input === undefined || !isDefaultDomain(pad) || !isDefaultDomain(conv) || conv.opType !== 'Conv' || conv.inputs[0] !== pad.outputs[0]) return undefined;
+  const pads = zeroSpatialPads(pad, opset, constants);
+  if (pads === undefined || !hasNoPads(conv)) return undefined;
+  const { auto_pad: _autoPad, ...attributes } = conv.attributes;
+  const folded: OnnxNode = { ...conv, inputs: [data!, ...conv.inputs.slice(1)], attributes: { ...attributes, pads: { kind: 'ints', value: pads } } };
+  const sources = folded.inputs.map((value): InputSource => {
+    const constant = value === '' ? undefined : constants.get(value);
+    return value === '' ? { kind: 'omitted' } : constant !== undefined ? { kind: 'constant', value: constant } : { kind: 'runtime', layout: input.layout };
+  });
+  return convGeometry(folded, sources, input) === undefined ? undefined : folded;
+}
+
+function isDefaultDomain(node: OnnxNode): boolean {
+  return node.domain === '' || node.domain === 'ai.onnx';
+}
+
+/** A Pad's [top, left, bottom, right] when it pads a 4-D value's spatial axes only, with zeros, by non-negative constants. */
+function zeroSpatialPads(pad: OnnxNode, opset: number, constants: ReadonlyMap<string, LaidTensor>): [number, number, number, number] | undefined {
+  const mode = pad.attributes['mode'];
+  if (mode !== undefined && !(mode.kind === 'string' && mode.value === 'constant')) return undefined;
+  let pads: number[] | undefined;
+  let value: number | undefined;
+  if (opset < 11) {
+    const attribute = pad.attributes['pads'] ?? pad.attributes['paddings'];
+    const given = pad.attributes['value'];
+    pads = attribute?.kind === 'ints' ? attribute.value : undefined;
+    value = given === undefined ? 0 : given.kind === 'float' ? given.value : undefined;
+  } else {
+    const [, padsInput = '', valueInput = '', axesInput = ''] = pad.inputs;
+    if (axesInput !== '' || padsInput === '') return undefined;
+    pads = constantInts(constants.get(padsInput));
+    value = valueInput === '' ? 0 : constantNumber(constants.get(valueInput));
+  }
+  if (value !== 0 || pads?.length !== 8) return undefined;
+  const [batchBefore, channelsBefore, top, left, batchAfter, channelsAfter, bottom, right] = pads as [number, number, number, number, number, number, number, number];
+  if (batchBefore !== 0 || channelsBefore !== 0 || batchAfter !== 0 || channelsAfter !== 0) return undefined;
+  return top < 0 || left < 0 || bottom < 0 || right < 0 ? undefined : [top, left, bottom, right];
+}
+
+/** A Conv that pads nothing itself: no pads (or zeros) and no auto_pad other than NOTSET or VALID. */
+function hasNoPads(conv: OnnxNode): boolean {
+  const autoPad = conv.attributes['auto_pad'];
+  if (autoPad !== undefined && !(autoPad.kind === 'string' && (autoPad.value === 'NOTSET' || autoPad.value === 'VALID'))) return false;
+  const pads = conv.attributes['pads'];
+  return pads === undefined || (pads.kind === 'ints' && pads.value.every((value) => value === 0));
 }
 
 function isGraphOutput(model: OnnxModel, value: string): boolean {
@@ -343,6 +433,10 @@ function namesOf(model: OnnxModel, plans: PlannedLayer[]): Pick<BuiltOnnxModel, 
     const layer = plans[index]!.name;
     if (name !== layer) layerNames.set(name, layer);
     if (!name.startsWith('/') && named[index]!.name.startsWith('/') && !named[index]!.outputs.includes(name) && !modules.has(layer)) modules.set(layer, name);
+  }
+  // A folded Pad's node and output names still resolve: to the Conv that now does its padding.
+  for (const plan of plans) {
+    for (const name of [plan.foldedPad?.name ?? '', ...(plan.foldedPad?.outputs ?? [])]) if (name !== '' && name !== plan.name && !layerNames.has(name)) layerNames.set(name, plan.name);
   }
   return { layerNames, modules, defaultLayer: defaultLayerOf(plans, layerNames) };
 }

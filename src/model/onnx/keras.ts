@@ -33,7 +33,8 @@ export interface ConvGeometry {
   bias: tf.Tensor | undefined;
   strides: [number, number];
   dilationRate: [number, number];
-  padding: 'valid' | number | [[0, 0], [number, number], [number, number], [0, 0]];
+  /** 'same': TF's padding (the smaller half before), which tfjs' fused depthwise kernel takes where it takes no explicit pads. */
+  padding: 'valid' | 'same' | number | [[0, 0], [number, number], [number, number], [0, 0]];
 }
 
 /** The fields of a tfjs-layers Conv2D / DepthwiseConv2D that the executor's fusion and the CAM method read. */
@@ -167,7 +168,8 @@ function intsAttribute(node: OnnxNode, name: string): number[] | undefined {
  * The geometry of a Conv that tfjs' fused kernels can run: an NHWC input,
  * constant weights and bias, one group or depthwise, no strides together
  * with dilations, padding that the kernel takes (depthwise: equal on every
- * side). Undefined otherwise: the Conv then runs as its own layer.
+ * side, or TF's "same" padding for this input size). Undefined otherwise:
+ * the Conv then runs as its own layer.
  */
 export function convGeometry(node: OnnxNode, sources: readonly InputSource[], input: LaidTensor): ConvGeometry | undefined {
   const [, weightSource, biasSource] = sources;
@@ -192,12 +194,33 @@ export function convGeometry(node: OnnxNode, sources: readonly InputSource[], in
   let padding: ConvGeometry['padding'];
   if (top === 0 && left === 0 && bottom === 0 && right === 0) padding = 'valid';
   else if (top === left && top === bottom && top === right) padding = top;
-  else if (depthwise) return undefined;
-  else padding = [[0, 0], [top, bottom], [left, right], [0, 0]];
-
-
+  else if (depthwise) {
+    if (!isTfSamePadding(spatialSize(input), weights.shape.slice(2) as [number, number], strides, dilationRate, [top, left, bottom, right])) return undefined;
+    padding = 'same';
+  } else padding = [[0, 0], [top, bottom], [left, right], [0, 0]];
   const bias = biasSource?.kind === 'constant' ? biasSource.value.tensor : undefined;
   return { depthwise, channels, weights, bias, strides, dilationRate, padding };
+}
+
+/** [height, width] of a 4-D value in either layout. */
+function spatialSize(input: LaidTensor): [number, number] {
+  const [, a, b, c] = input.tensor.shape as [number, number, number, number];
+  return input.layout === 'nhwc' ? [a, b] : [b, c];
+}
+
+/**
+ * Whether ONNX pads [top, left, bottom, right] are what TF's "same" padding
+ * gives: output ceil(size / stride), the total padding split with the
+ * smaller half before (asymmetric at stride 2 on even sizes).
+ */
+function isTfSamePadding(size: [number, number], kernel: [number, number], strides: [number, number], dilations: [number, number], pads: [number, number, number, number]): boolean {
+  return [0, 1].every((axis) => {
+    const effectiveKernel = (kernel[axis]! - 1) * dilations[axis]! + 1;
+    const out = Math.ceil(size[axis]! / strides[axis]!);
+    const total = Math.max((out - 1) * strides[axis]! + effectiveKernel - size[axis]!, 0);
+    const before = Math.floor(total / 2);
+    return pads[axis] === before && pads[axis + 2] === total - before;
+  });
 }
 
 function isSpatialReduce(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined): boolean {
