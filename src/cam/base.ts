@@ -18,7 +18,7 @@ import { resizeBilinear } from '../render/resize.js';
 import { ClassChooser, type ClassRequest, type ExplainedClass, type ScoreKind } from './classes.js';
 import { firstPrincipalProjection } from './projection.js';
 
-export { type ClassRequest, type ExplainedClass, type ScoreKind, ClassChooser, classScoreSum, rowsOf } from './classes.js';
+export { type ClassRequest, type ExplainedClass, type ScoreKind, ClassChooser, classScoreSum } from './classes.js';
 export type { FeatureMap } from '../render/maps.js';
 
 export interface CamRequest {

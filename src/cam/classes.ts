@@ -5,7 +5,7 @@
  */
 import * as tf from '../engine/tf.js';
 import type { ForwardValues, Objective } from '../executor/network.js';
-import { topClassIndices } from '../model/predict.js';
+import { rowsOf, topClassIndices } from '../model/predict.js';
 
 /** What the class score Y is: the pre-softmax logit (default) or the probability. */
 import type { ScoreKind } from './names.js';
@@ -110,10 +110,4 @@ export function classMask(classes: readonly number[], count: number): tf.Tensor2
     const wanted = tf.reshape(tf.tensor1d(classes as number[], 'int32'), [-1, 1]);
     return tf.cast(tf.equal(wanted, tf.range(0, count, 1, 'int32')), 'float32') as tf.Tensor2D;
   });
-}
-
-export function rowsOf(matrix: tf.Tensor2D): Float32Array[] {
-  const [rows, columns] = matrix.shape;
-  const data = matrix.dataSync() as Float32Array;
-  return Array.from({ length: rows }, (_, i) => data.slice(i * columns, (i + 1) * columns));
 }

@@ -31,7 +31,7 @@ export function classProbabilities(model: CamvizModel, images: readonly Uint8Arr
     if (model.layersModel !== undefined) {
       const values = model.network().forward(input);
       try {
-        return rows(values.probabilities);
+        return rowsOf(values.probabilities);
       } finally {
         disposeValues(values);
       }
@@ -43,7 +43,7 @@ export function classProbabilities(model: CamvizModel, images: readonly Uint8Arr
       return looksLikeProbabilities(flat) ? flat : tf.softmax(flat);
     });
     try {
-      return rows(output as tf.Tensor2D);
+      return rowsOf(output as tf.Tensor2D);
     } finally {
       output.dispose();
     }
@@ -61,7 +61,8 @@ function looksLikeProbabilities(flat: tf.Tensor): boolean {
   });
 }
 
-function rows(matrix: tf.Tensor2D): Float32Array[] {
+/** A [batch, classes] matrix as one Float32Array per row. */
+export function rowsOf(matrix: tf.Tensor2D): Float32Array[] {
   const [batch, classes] = matrix.shape;
   const data = matrix.dataSync() as Float32Array;
   return Array.from({ length: batch }, (_, i) => data.slice(i * classes, (i + 1) * classes));
