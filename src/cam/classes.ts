@@ -4,7 +4,7 @@
  * objectives that differentiate them, and their scores.
  */
 import * as tf from '../engine/tf.js';
-import type { ForwardValues, Objective } from '../executor/network.js';
+import type { ForwardValues, Objective, ScoreTerm } from '../executor/network.js';
 import { rowsOf, topClassIndices } from '../model/predict.js';
 
 /** What the class score Y is: the pre-softmax logit (default) or the probability. */
@@ -77,9 +77,14 @@ export class ClassChooser {
 
   /** One objective per rank: Y summed over the batch, each image at its own class of that rank. */
   objectives(score: ScoreKind): Objective[] {
-    return Array.from({ length: this.count }, (_, rank) => (values: ForwardValues) =>
-      classScoreSum(score === 'prob' ? values.probabilities : values.scores, this.ranks(values.probabilities)[rank]!),
-    );
+    return Array.from({ length: this.count }, (_, rank) => {
+      const objective = (values: ForwardValues): tf.Scalar =>
+        classScoreSum(score === 'prob' ? values.probabilities : values.scores, this.ranks(values.probabilities)[rank]!);
+      if (score === 'prob') return objective;
+      const scoreTerms = (values: ForwardValues): ScoreTerm[] =>
+        this.ranks(values.probabilities)[rank]!.map((classIndex, image) => ({ image, classIndex, weight: 1 }));
+      return Object.assign(objective, { scoreTerms });
+    });
   }
 
   /** [image][rank]: each explained class with its score and probability in `values`. */

@@ -28,8 +28,25 @@ export interface ForwardValues {
   readonly layers: ReadonlyMap<string, tf.Tensor>;
 }
 
-/** A scalar to differentiate, computed from the forward values. */
-export type Objective = (values: ForwardValues) => tf.Scalar;
+/**
+ * A scalar to differentiate, computed from the forward values. An objective
+ * that is a weighted sum of the pre-softmax class scores says so through
+ * `scoreTerms`, so that an executor whose head is linear in the source layer
+ * (global average pooling then a dense or 1x1-conv classifier) can compute
+ * the gradient in closed form, without a tape.
+ */
+export interface Objective {
+  (values: ForwardValues): tf.Scalar;
+  /** The objective as sum(weight * scores[image][classIndex]), read from the forward values. */
+  readonly scoreTerms?: (values: ForwardValues) => readonly ScoreTerm[];
+}
+
+/** One term of an objective that is linear in the class scores. */
+export interface ScoreTerm {
+  readonly image: number;
+  readonly classIndex: number;
+  readonly weight: number;
+}
 
 /** One tensor, or one per model input. */
 export type ModelInputs = tf.Tensor | readonly tf.Tensor[];
