@@ -21,12 +21,12 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)]!;
 }
 
-function measure(fn: () => void): number {
-  for (let i = 0; i < 5; i++) fn();
+async function measure(fn: () => Promise<unknown>): Promise<number> {
+  for (let i = 0; i < 5; i++) await fn();
   const samples: number[] = [];
   for (let i = 0; i < runs; i++) {
     const started = performance.now();
-    fn();
+    await fn();
     samples.push(performance.now() - started);
   }
   return median(samples);
@@ -39,8 +39,8 @@ const input = inputTensor(model, [image.input]);
 const network = model.network();
 const layers = camTargets(model, []);
 const classes = classRequest(model, ['281']);
-const forward = measure(() => disposeValues(network.forward(input)));
-const gradcam = measure(() => void explainBatch(network, { method: 'gradcam', input, layers, classes }));
+const forward = await measure(async () => disposeValues(await network.forward(input)));
+const gradcam = await measure(() => explainBatch(network, { method: 'gradcam', input, layers, classes }));
 input.dispose();
 model.dispose();
 console.log(JSON.stringify({ backend: backend.kind, threads: backend.threads ?? 1, forward, gradcam }));

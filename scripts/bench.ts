@@ -23,7 +23,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import sharp from 'sharp';
 import { runBatch } from '../src/batch/runner.js';
 import { camTargets } from '../src/cam/request.js';
-import { type HookSpec, withHooksSync } from '../src/hooks/hooks.js';
+import { type HookSpec, withHooks, withHooksSync } from '../src/hooks/hooks.js';
 import { type BackendKind, useBackend } from '../src/engine/backend.js';
 import { loadImage } from '../src/image/image.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
@@ -183,7 +183,7 @@ async function loadAndPredict(backends: BackendKind[], args: Args): Promise<void
       const image = await loadImage(bench.image, { size: model!.meta.inputSize });
       const input = inputTensor(model!, [image.input]);
       const network = model!.network();
-      const predict = await timed(() => disposeValues(network.forward(input)), slow ? 3 : args.quick ? 10 : 30);
+      const predict = await timed(async () => disposeValues(await network.forward(input)), slow ? 3 : args.quick ? 10 : 30);
       const layersPredict = await timed(() => tf.dispose(model!.layersModel!.predict(input)), slow ? 2 : args.quick ? 5 : 15);
       rows.push([backend, bench.name, ms(load), ms(predict), ms(layersPredict)]);
       input.dispose();
@@ -215,8 +215,8 @@ async function hooks(backend: BackendKind, args: Args): Promise<void> {
   const hookedPredict = await timed(() => withHooksSync([hook], () => tf.dispose(model.layersModel!.predict(input))), runs);
   tf.dispose(captured.splice(0));
   // The fused executor unfuses only the hooked layer's chain.
-  const plainForward = await timed(() => disposeValues(network.forward(input)), runs);
-  const hookedForward = await timed(() => withHooksSync([hook], () => disposeValues(network.forward(input))), runs);
+  const plainForward = await timed(async () => disposeValues(await network.forward(input)), runs);
+  const hookedForward = await timed(() => withHooks([hook], async () => disposeValues(await network.forward(input))), runs);
   tf.dispose(captured.splice(0));
   const fmapTask = new FmapTask({ model, backend: { kind: backend, tfjsName: backend, packageName: '', gpu: false } }, fmapTaskOptions(await mkdtemp(join(tmpdir(), 'camviz-bench-')), { ...perImage(bench.spec), allConv: true }));
   const fmap = await taskTimings(fmapTask, bench.image, args.quick ? 2 : 4);

@@ -62,7 +62,7 @@ export async function pointingGame(model: CamvizModel, method: string, scenes: {
     for (const { scene, image } of group) {
       // Each shape's class, asked of its own scene.
       for (const shape of scene.shapes) {
-        const explanation = explain(model, [image], { method, classes: [shape.classIndex] })[0]?.[0];
+        const explanation = (await explain(model, [image], { method, classes: [shape.classIndex] }))[0]?.[0];
         if (explanation === undefined) throw new Error(`${method}: no explanation for class ${shape.classIndex}`);
         tally.total++;
         if (inside(explanation.picture.peak, shape.box)) tally.hits++;

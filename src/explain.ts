@@ -47,13 +47,13 @@ export interface Explanation {
 }
 
 /** Explanations for every image (outer) and class (inner). */
-export function explain(model: CamvizModel, images: readonly LoadedImage[], options: ExplainOptions = {}): Explanation[][] {
+export async function explain(model: CamvizModel, images: readonly LoadedImage[], options: ExplainOptions = {}): Promise<Explanation[][]> {
   const method = canonicalMethod(options.method ?? 'gradcam');
   // Guided backprop alone differentiates down to the input; no layer is used.
   const layers = method === 'guidedbackprop' ? [] : camTargets(model, options.layers ?? []);
   const input = inputTensor(model, images.map((image) => image.input));
   try {
-    const batch = explainBatch(model.network(), {
+    const batch = await explainBatch(model.network(), {
       method,
       input,
       layers,

@@ -76,7 +76,7 @@ describe('camviz gradcam / cam on both.png (shared assets, wasm)', { skip: skipW
   const both = imagePath('both.png');
   let model: CamvizModel;
   let image: LoadedImage;
-  const library = (method: string, classIndex: number): Explanation => explain(model, [image], { method, classes: [classIndex] })[0]![0]!;
+  const library = async (method: string, classIndex: number): Promise<Explanation> => (await explain(model, [image], { method, classes: [classIndex] }))[0]![0]!;
   const outDir = (name: string): string => join(workDir, name);
   const at = (path: string): string => resolve(repoRoot, path);
 
@@ -109,7 +109,7 @@ describe('camviz gradcam / cam on both.png (shared assets, wasm)', { skip: skipW
 
       const npy = readNpy(at(record.npy!));
       assert.deepEqual(npy.shape, [7, 7]);
-      const raw = library('gradcam', expected.index).map!;
+      const raw = (await library('gradcam', expected.index)).map!;
       assert.ok(maxAbsDifference(npy.data, raw.data) <= 1e-6 * Math.max(...raw.data), 'the .npy is the library raw map');
 
       // The peak: the maximum of the map upsampled here, give or take the
@@ -188,10 +188,10 @@ describe('camviz gradcam / cam on both.png (shared assets, wasm)', { skip: skipW
     const [record] = parseRecords(await camviz('cam', both, '--method', 'gradcam++', '--class', '281', '--raw', '--json', '-o', out));
     assert.equal(record!.method, 'gradcampp');
     assert.equal(at(record!.png), join(out, 'both.gradcampp.281.png'));
-    const raw = library('gradcampp', 281).map!;
+    const raw = (await library('gradcampp', 281)).map!;
     assert.ok(maxAbsDifference(readNpy(at(record!.npy!)).data, raw.data) <= 1e-6 * Math.max(...raw.data));
     // Not the Grad-CAM map under another name.
-    assert.ok(maxAbsDifference(raw.data, library('gradcam', 281).map!.data) > 1);
+    assert.ok(maxAbsDifference(raw.data, (await library('gradcam', 281)).map!.data) > 1);
   });
 
   test('camviz cam --method guidedgradcam writes the library guided Grad-CAM picture', async () => {
@@ -201,11 +201,11 @@ describe('camviz gradcam / cam on both.png (shared assets, wasm)', { skip: skipW
     assert.equal(record!.class.index, 243);
     assert.equal(at(record!.png), join(out, 'both.guidedgradcam.243.png'));
     const png = await readRgb(at(record!.png));
-    const picture = library('guidedgradcam', 243).picture;
+    const picture = (await library('guidedgradcam', 243)).picture;
     assert.equal(maxAbsDifference(png.rgb, picture.rgb), 0);
     assert.deepEqual(record!.peak, picture.peak);
     // Weighted by Grad-CAM: not the plain guided backprop picture.
-    assert.ok(maxAbsDifference(png.rgb, library('guidedbackprop', 243).picture.rgb) > 50);
+    assert.ok(maxAbsDifference(png.rgb, (await library('guidedbackprop', 243)).picture.rgb) > 50);
   });
 
   test('unknown method, layer or class: exit 2 with one clear line, nothing written', async () => {

@@ -36,13 +36,13 @@ function delegating(network: Executor, calls: string[]): Executor {
     get lastBackwardTimings() {
       return network.lastBackwardTimings;
     },
-    forward: (inputs, options) => {
+    forward: async (inputs, options) => {
       calls.push('forward');
-      return network.forward(inputs, options);
+      return await network.forward(inputs, options);
     },
-    backward: (inputs, objectives, options) => {
+    backward: async (inputs, objectives, options) => {
       calls.push('backward');
-      return network.backward(inputs, objectives, options);
+      return await network.backward(inputs, objectives, options);
     },
   };
 }
@@ -58,8 +58,8 @@ test('every method explains the same through an Executor that is not a Network',
       const calls: string[] = [];
       const executor = delegating(network, calls);
       assert.ok(!(executor instanceof Network));
-      const through = explainBatch(executor, { method, input, layers, classes }).explanations;
-      const direct = explainBatch(network, { method, input, layers, classes }).explanations;
+      const through = (await explainBatch(executor, { method, input, layers, classes })).explanations;
+      const direct = (await explainBatch(network, { method, input, layers, classes })).explanations;
       assert.ok(calls.length > 0, `${method}: ran through the executor`);
       assert.deepEqual(
         through.map((perImage) => perImage.map(({ classIndex, map, gradient }) => ({ classIndex, map: map?.data, gradient: gradient?.data }))),

@@ -88,13 +88,13 @@ function expectedScoreCam(c: number): number[] {
 
 // ---- the comparison -------------------------------------------------------
 
-function run(method: CamMethod, layer: 'conv' | 'relu', c: number): { map: number[]; score: number } {
+async function run(method: CamMethod, layer: 'conv' | 'relu', c: number): Promise<{ map: number[]; score: number }> {
   const model = tinyModel();
   const network = Network.of(model);
   const node = network.graph.findNodes(layer)[0]!;
   const input = tf.tensor4d(X, [1, 3, 3, 1]);
   try {
-    const [result] = method.compute(network, { input, layers: [node], classes: { kind: 'explicit', classes: [c] } })[0]!;
+    const [result] = (await method.compute(network, { input, layers: [node], classes: { kind: 'explicit', classes: [c] } }))[0]!;
     return { map: Array.from(result!.map.data), score: result!.score };
   } finally {
     input.dispose();
@@ -112,45 +112,45 @@ function assertClose(actual: number[], expected: number[], what: string, toleran
 
 forEachBackend((backend) => {
   for (const c of [0, 1]) {
-    test(`${backend}: class scores are the hand-computed logits (class ${c})`, () => {
-      assert.ok(Math.abs(run(new GradCam(), 'conv', c).score - classScore(R, c)) < 1e-5);
+    test(`${backend}: class scores are the hand-computed logits (class ${c})`, async () => {
+      assert.ok(Math.abs((await run(new GradCam(), 'conv', c)).score - classScore(R, c)) < 1e-5);
     });
 
-    test(`${backend}: Grad-CAM equals the hand computation at conv and at relu (class ${c})`, () => {
-      assertClose(run(new GradCam(), 'conv', c).map, expectedGradCam(A, gradAtConv(c)), 'Grad-CAM at conv');
-      assertClose(run(new GradCam(), 'relu', c).map, expectedGradCam(R, gradAtRelu(c)), 'Grad-CAM at relu');
+    test(`${backend}: Grad-CAM equals the hand computation at conv and at relu (class ${c})`, async () => {
+      assertClose((await run(new GradCam(), 'conv', c)).map, expectedGradCam(A, gradAtConv(c)), 'Grad-CAM at conv');
+      assertClose((await run(new GradCam(), 'relu', c)).map, expectedGradCam(R, gradAtRelu(c)), 'Grad-CAM at relu');
     });
 
-    test(`${backend}: Grad-CAM++ equals pytorch-grad-cam's closed form by hand (class ${c})`, () => {
-      assertClose(run(new GradCamPlusPlus(), 'conv', c).map, expectedGradCamPlusPlus(A, gradAtConv(c)), 'Grad-CAM++', 1e-4);
+    test(`${backend}: Grad-CAM++ equals pytorch-grad-cam's closed form by hand (class ${c})`, async () => {
+      assertClose((await run(new GradCamPlusPlus(), 'conv', c)).map, expectedGradCamPlusPlus(A, gradAtConv(c)), 'Grad-CAM++', 1e-4);
     });
 
-    test(`${backend}: HiResCAM weighs elements, not channel means (class ${c})`, () => {
-      const hires = run(new HiResCam(), 'conv', c).map;
+    test(`${backend}: HiResCAM weighs elements, not channel means (class ${c})`, async () => {
+      const hires = (await run(new HiResCam(), 'conv', c)).map;
       assertClose(hires, elementwise(A, gradAtConv(c)), 'HiResCAM');
       // The gated gradient varies in space, so HiResCAM and Grad-CAM differ here.
       assert.notDeepEqual(hires.map((v) => v.toFixed(4)), expectedGradCam(A, gradAtConv(c)).map((v) => v.toFixed(4)));
     });
 
-    test(`${backend}: XGrad-CAM and LayerCAM equal the hand computation (class ${c})`, () => {
-      assertClose(run(new XGradCam(), 'conv', c).map, expectedXGradCam(A, gradAtConv(c)), 'XGrad-CAM', 1e-4);
-      assertClose(run(new LayerCam(), 'conv', c).map, elementwise(A, gradAtConv(c), relu), 'LayerCAM');
+    test(`${backend}: XGrad-CAM and LayerCAM equal the hand computation (class ${c})`, async () => {
+      assertClose((await run(new XGradCam(), 'conv', c)).map, expectedXGradCam(A, gradAtConv(c)), 'XGrad-CAM', 1e-4);
+      assertClose((await run(new LayerCam(), 'conv', c)).map, elementwise(A, gradAtConv(c), relu), 'LayerCAM');
     });
 
-    test(`${backend}: CAM uses the classifier weights (class ${c})`, () => {
-      assertClose(run(new Cam(), 'relu', c).map, weighted(R, W.map((row) => row[c]!)), 'CAM');
+    test(`${backend}: CAM uses the classifier weights (class ${c})`, async () => {
+      assertClose((await run(new Cam(), 'relu', c)).map, weighted(R, W.map((row) => row[c]!)), 'CAM');
     });
 
-    test(`${backend}: Score-CAM masks the input with each normalised channel (class ${c})`, () => {
-      assertClose(run(new ScoreCam(), 'conv', c).map, expectedScoreCam(c), 'Score-CAM', 1e-4);
+    test(`${backend}: Score-CAM masks the input with each normalised channel (class ${c})`, async () => {
+      assertClose((await run(new ScoreCam(), 'conv', c)).map, expectedScoreCam(c), 'Score-CAM', 1e-4);
     });
   }
 
-  test(`${backend}: CAM refuses a head it cannot read`, () => {
-    assert.throws(() => run(new Cam(), 'conv', 0), /CAM needs global average pooling.*relu/);
+  test(`${backend}: CAM refuses a head it cannot read`, async () => {
+    await assert.rejects(() => run(new Cam(), 'conv', 0), /CAM needs global average pooling.*relu/);
   });
 
-  test(`${backend}: CAM on a network-in-network head (class maps, then pooling alone) is each class's own map`, () => {
+  test(`${backend}: CAM on a network-in-network head (class maps, then pooling alone) is each class's own map`, async () => {
     // conv's two channels are the class maps: score_c = mean_p A_c(p), so CAM_c = ReLU(A_c).
     const input = tfl.input({ shape: [3, 3, 1] });
     const classMaps = tfl.layers.conv2d({ filters: CLASSES, kernelSize: 1, useBias: false, name: 'classmaps' });
@@ -163,7 +163,7 @@ forEachBackend((backend) => {
     const pixels = tf.tensor4d(X, [1, 3, 3, 1]);
     try {
       for (let c = 0; c < CLASSES; c++) {
-        const [result] = new Cam().compute(network, { input: pixels, layers: [network.graph.findNodes('classmaps')[0]!], classes: { kind: 'explicit', classes: [c] } })[0]!;
+        const [result] = (await new Cam().compute(network, { input: pixels, layers: [network.graph.findNodes('classmaps')[0]!], classes: { kind: 'explicit', classes: [c] } }))[0]!;
         assertClose(Array.from(result!.map.data), A[c]!.map(relu), `CAM of class ${c}`);
         assertClose([result!.score], [sum(A[c]!) / POSITIONS], `score of class ${c}`);
       }

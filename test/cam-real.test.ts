@@ -296,7 +296,7 @@ describe('MobileNet v1 0.75: CAM methods on both.png (shared assets)', { skip: s
   /** Grad-CAM at conv_pw_13_relu in closed form: the gradient is W[:, c] / 49 at every cell. */
   const closedFormGradCam = (activations: ArrayLike<number>, classIndex: number): number[] =>
     weightedChannelSum(activations, column(classIndex).map((w) => w / CELLS), CELLS);
-  const run = (options: ExplainOptions): Explanation[] => explain(model, [image], options)[0]!;
+  const run = async (options: ExplainOptions): Promise<Explanation[]> => (await explain(model, [image], options))[0]!;
 
   before(async () => {
     await useBackend('wasm');
@@ -312,9 +312,9 @@ describe('MobileNet v1 0.75: CAM methods on both.png (shared assets)', { skip: s
     model?.dispose();
   });
 
-  test('every gradient and weight method peaks on the dog for 243 and on the cat for 281 and 282', () => {
+  test('every gradient and weight method peaks on the dog for 243 and on the cat for 281 and 282', async () => {
     for (const method of ['gradcam', 'gradcampp', 'xgradcam', 'hirescam', 'layercam', 'cam']) {
-      const explanations = run({ method, classes: [DOG, ...CATS] });
+      const explanations = await run({ method, classes: [DOG, ...CATS] });
       assert.deepEqual(explanations.map((e) => e.classIndex), [DOG, ...CATS]);
       for (const explanation of explanations) {
         const map = mapOf(explanation);
@@ -330,7 +330,7 @@ describe('MobileNet v1 0.75: CAM methods on both.png (shared assets)', { skip: s
     }
   });
 
-  test('at conv_pw_13_relu (linear head) each method equals its closed form on tfjs-layers activations', (t) => {
+  test('at conv_pw_13_relu (linear head) each method equals its closed form on tfjs-layers activations', async (t) => {
     for (const classIndex of [DOG, 281]) {
       const g = column(classIndex).map((w) => w / CELLS); // dScore/dA_k, the same at every cell
       const gradCam = closedFormGradCam(lastActivations, classIndex);
@@ -351,17 +351,17 @@ describe('MobileNet v1 0.75: CAM methods on both.png (shared assets)', { skip: s
         gradcampp: weightedChannelSum(lastActivations, plusPlusWeights, CELLS),
       };
       for (const [method, values] of Object.entries(expected)) {
-        const [explanation] = run({ method, classes: [classIndex] });
+        const [explanation] = await run({ method, classes: [classIndex] });
         t.diagnostic(assertCloseToScale(mapOf(explanation!), values, 1e-4, `${method} class ${classIndex}`));
       }
     }
   });
 
-  test('Grad-CAM and Grad-CAM++ raw maps and scores equal the PyTorch reference', (t) => {
+  test('Grad-CAM and Grad-CAM++ raw maps and scores equal the PyTorch reference', async (t) => {
     for (const classIndex of [243, 281] as const) {
       const reference = TORCH[classIndex];
-      const [gradCam] = run({ method: 'gradcam', layers: ['conv_pw_13_relu'], classes: [classIndex] });
-      const [plusPlus] = run({ method: 'gradcampp', layers: ['conv_pw_13_relu'], classes: [classIndex] });
+      const [gradCam] = await run({ method: 'gradcam', layers: ['conv_pw_13_relu'], classes: [classIndex] });
+      const [plusPlus] = await run({ method: 'gradcampp', layers: ['conv_pw_13_relu'], classes: [classIndex] });
       assert.ok(Math.abs(gradCam!.score - reference.score) < 1e-4, `score ${gradCam!.score} vs torch ${reference.score}`);
       const cam = mapOf(gradCam!);
       const top = argmaxIndex(cam);
@@ -384,10 +384,10 @@ describe('MobileNet v1 0.75: CAM methods on both.png (shared assets)', { skip: s
     }
   });
 
-  test('the torch_ref README values: scores 16.9380 and 12.2564, cam_raw max 1.2429 at (1,2) and 0.7909 at (5,5)', () => {
+  test('the torch_ref README values: scores 16.9380 and 12.2564, cam_raw max 1.2429 at (1,2) and 0.7909 at (5,5)', async () => {
     const readme = { 243: { score: 16.938, max: 1.2429, cell: [1, 2] }, 281: { score: 12.2564, max: 0.7909, cell: [5, 5] } } as const;
     for (const classIndex of [243, 281] as const) {
-      const [explanation] = run({ method: 'gradcam', classes: [classIndex] });
+      const [explanation] = await run({ method: 'gradcam', classes: [classIndex] });
       const map = mapOf(explanation!);
       const top = argmaxIndex(map);
       assert.equal(explanation!.score.toFixed(4), readme[classIndex].score.toFixed(4));
@@ -396,7 +396,7 @@ describe('MobileNet v1 0.75: CAM methods on both.png (shared assets)', { skip: s
     }
   });
 
-  test('aug-smooth is the mean of the six normalised maps of the flipped and scaled inputs', (t) => {
+  test('aug-smooth is the mean of the six normalised maps of the flipped and scaled inputs', async (t) => {
     // By hand: each augmented input through tfjs-layers, Grad-CAM in closed
     // form, min-max normalised, flipped maps mirrored back, averaged.
     const perAugmentation: number[][] = [];
@@ -410,7 +410,7 @@ describe('MobileNet v1 0.75: CAM methods on both.png (shared assets)', { skip: s
       }
     }
     const expected = perAugmentation[0]!.map((_, i) => perAugmentation.reduce((total, map) => total + map[i]!, 0) / perAugmentation.length);
-    const [smoothed] = run({ method: 'gradcam', classes: [DOG], augSmooth: true });
+    const [smoothed] = await run({ method: 'gradcam', classes: [DOG], augSmooth: true });
     const difference = maxAbsDifference(mapOf(smoothed!), expected);
     assert.ok(difference <= 1e-4, `aug-smooth differs by ${difference}`);
     t.diagnostic(`aug-smooth: max abs difference ${difference.toExponential(2)}`);
@@ -418,19 +418,19 @@ describe('MobileNet v1 0.75: CAM methods on both.png (shared assets)', { skip: s
     assert.ok(maxAbsDifference(expected, normalised(closedFormGradCam(lastActivations, DOG))) > 1e-2);
   });
 
-  test('eigen-smooth is ReLU of the first principal component of the weighted activations', (t) => {
+  test('eigen-smooth is ReLU of the first principal component of the weighted activations', async (t) => {
     const weights = column(DOG).map((w) => w / CELLS);
     const weighted = Float64Array.from(lastActivations, (value, i) => value * weights[i % CHANNELS]!);
     const { projection, gap } = firstComponentProjection(weighted, CELLS, CHANNELS);
     assert.ok(gap > 1.05, `the first two components are distinct (ratio ${gap})`);
-    const [smoothed] = run({ method: 'gradcam', classes: [DOG], eigenSmooth: true });
+    const [smoothed] = await run({ method: 'gradcam', classes: [DOG], eigenSmooth: true });
     t.diagnostic(assertCloseToScale(mapOf(smoothed!), projection.map((value) => Math.max(0, value)), 1e-3, 'eigen-smooth'));
   });
 
-  test('guided backprop equals a by-hand guided chain; guided Grad-CAM is its product with the upsampled normalised Grad-CAM', (t) => {
+  test('guided backprop equals a by-hand guided chain; guided Grad-CAM is its product with the upsampled normalised Grad-CAM', async (t) => {
     const layersModel = model.layersModel!;
     const expected = guidedGradientByHand(layersModel, input, DOG);
-    const [guided] = run({ method: 'guidedbackprop', classes: [DOG] });
+    const [guided] = await run({ method: 'guidedbackprop', classes: [DOG] });
     assert.ok(guided!.gradient !== undefined);
     assert.equal(guided!.map, undefined);
     const gradient = guided!.gradient!.data;
@@ -439,7 +439,7 @@ describe('MobileNet v1 0.75: CAM methods on both.png (shared assets)', { skip: s
     const plain = tf.tidy(() => tf.grad((x: tf.Tensor) => classLogit(layersModel, x, DOG, false))(input).dataSync());
     assert.ok(maxAbsDifference(plain, expected) > 0.1 * maxAbs(expected));
 
-    const [guidedCam] = run({ method: 'guidedgradcam', classes: [DOG] });
+    const [guidedCam] = await run({ method: 'guidedgradcam', classes: [DOG] });
     const camAtInput = normalised(upsample(closedFormGradCam(lastActivations, DOG), 7, 7, SIZE, SIZE));
     const product = Array.from(expected, (value, i) => value * camAtInput[Math.floor(i / 3)]!);
     t.diagnostic(assertCloseToScale(guidedCam!.gradient!.data, product, 1e-4, 'guided gradient x normalised Grad-CAM'));
@@ -459,8 +459,8 @@ describe('MobileNet v1 0.75: CAM methods on both.png (shared assets)', { skip: s
     assert.ok(maxAbsDifference(raisedPicture.rgb, rgb) <= 1, 'the Grad-CAM factor is min-max normalised');
   });
 
-  test('Score-CAM (wasm, one class) peaks on the dog for 243', () => {
-    const [explanation] = run({ method: 'scorecam', classes: [DOG] });
+  test('Score-CAM (wasm, one class) peaks on the dog for 243', async () => {
+    const [explanation] = await run({ method: 'scorecam', classes: [DOG] });
     const map = mapOf(explanation!);
     const what = `peak ${JSON.stringify(explanation!.picture.peak)}, rows 0-2 ${rowMass(map, 7, 0, 2)}, rows 4-6 ${rowMass(map, 7, 4, 6)}`;
     assert.ok(explanation!.picture.peak.y < HALF, what);
@@ -474,20 +474,20 @@ describe('MobileNet v1 0.75: CAM methods on both.png (shared assets)', { skip: s
       { layer: 'conv_pw_11_relu', classes: [DOG] },
     ];
     const methods = ['gradcam', 'gradcampp'];
-    const compute = (on: CamvizModel): Map<string, number[]> => {
+    const compute = async (on: CamvizModel): Promise<Map<string, number[]>> => {
       const maps = new Map<string, number[]>();
       for (const { layer, classes } of cases) {
         for (const method of methods) {
-          explain(on, [image], { method, layers: [layer], classes })[0]!.forEach((e) => maps.set(`${method} ${layer} ${e.classIndex}`, normalised(mapOf(e))));
+          (await explain(on, [image], { method, layers: [layer], classes }))[0]!.forEach((e) => maps.set(`${method} ${layer} ${e.classIndex}`, normalised(mapOf(e))));
         }
       }
       return maps;
     };
-    const onWasm = compute(model);
+    const onWasm = await compute(model);
     await useBackend('cpu');
     const cpuModel = await loadModel(mobilenetDir);
     try {
-      const onCpu = compute(cpuModel);
+      const onCpu = await compute(cpuModel);
       assert.equal(onCpu.size, 6);
       for (const [key, map] of onCpu) {
         const difference = maxAbsDifference(map, onWasm.get(key)!);
@@ -574,13 +574,13 @@ describe('Darknet-tiny: Grad-CAM on both.png in its own class order (shared asse
   });
   after(() => model?.dispose());
 
-  test('the dog for bull mastiff, the cat for tabby and tiger cat, at the default target and at leaky_re_lu_15', () => {
+  test('the dog for bull mastiff, the cat for tabby and tiger cat, at the default target and at leaky_re_lu_15', async () => {
     const mastiff = darknetIndex(DOG);
     const cats = CATS.map(darknetIndex);
     assert.equal(model.meta.labels![mastiff], 'bull mastiff');
     assert.deepEqual(cats.map((index) => model.meta.labels![index]), ['tabby', 'tiger cat']);
     for (const layers of [[], ['leaky_re_lu_15']]) {
-      const explanations = explain(model, [image], { method: 'gradcam', layers, classes: [mastiff, ...cats] })[0]!;
+      const explanations = (await explain(model, [image], { method: 'gradcam', layers, classes: [mastiff, ...cats] }))[0]!;
       for (const explanation of explanations) {
         const map = mapOf(explanation);
         const { width, height } = explanation.map!;
@@ -594,9 +594,9 @@ describe('Darknet-tiny: Grad-CAM on both.png in its own class order (shared asse
     }
   });
 
-  test('at the default target (the classifier conv, then GAP only) Grad-CAM is the class channel / 196; at leaky_re_lu_15 it matches PyTorch', (t) => {
+  test('at the default target (the classifier conv, then GAP only) Grad-CAM is the class channel / 196; at leaky_re_lu_15 it matches PyTorch', async (t) => {
     const mastiff = darknetIndex(DOG);
-    const [atDefault] = explain(model, [image], { method: 'gradcam', classes: [mastiff] })[0]!;
+    const [atDefault] = (await explain(model, [image], { method: 'gradcam', classes: [mastiff] }))[0]!;
     assert.deepEqual(atDefault!.layers, ['conv2d_16']);
     const input = preprocessedByHand(image, 224, 'unit');
     const logits = tfjsLayerOutput(model.layersModel!, 'conv2d_16', input);
@@ -605,7 +605,7 @@ describe('Darknet-tiny: Grad-CAM on both.png in its own class order (shared asse
     t.diagnostic(assertCloseToScale(mapOf(atDefault!), expected, 1e-4, 'Grad-CAM at conv2d_16'));
 
     assert.equal(mastiff, TORCH_DARKNET_MASTIFF.classIndex);
-    const [atLeaky] = explain(model, [image], { method: 'gradcam', layers: ['leaky_re_lu_15'], classes: [mastiff] })[0]!;
+    const [atLeaky] = (await explain(model, [image], { method: 'gradcam', layers: ['leaky_re_lu_15'], classes: [mastiff] }))[0]!;
     assert.ok(Math.abs(atLeaky!.score - TORCH_DARKNET_MASTIFF.score) < 1e-3, `score ${atLeaky!.score}`);
     const map = mapOf(atLeaky!);
     const top = argmaxIndex(map);
@@ -695,31 +695,31 @@ forEachBackend((backend) => {
       }
     };
 
-    const camviz = (target: string, classIndex: number, eigenSmooth = false): Float32Array => {
+    const camviz = async (target: string, classIndex: number, eigenSmooth = false): Promise<Float32Array> => {
       const network = Network.of(net.model);
       const node = network.graph.findNodes(target)[0]!;
-      const result = new GradCam().compute(network, { input, layers: [node], classes: { kind: 'explicit', classes: [classIndex] }, eigenSmooth })[0]?.[0];
+      const result = (await new GradCam().compute(network, { input, layers: [node], classes: { kind: 'explicit', classes: [classIndex] }, eigenSmooth }))[0]?.[0];
       assert.ok(result !== undefined, `${target}: one result for class ${classIndex}`);
       return result.map.data;
     };
 
-    test('at the branch conv whose output meets the bypass in an Add, and at the conv that fans out to both', (t) => {
+    test('at the branch conv whose output meets the bypass in an Add, and at the conv that fans out to both', async (t) => {
       for (const target of ['inner', 'stem'] as const) {
         for (const classIndex of [0, 3]) {
           const expected = splitGradCam(target, classIndex);
           assert.ok(expected.spatiallyVarying, 'the head is non-linear: the gradient varies in space');
           assert.ok(maxAbs(expected.map) > 0, `${target} class ${classIndex}: a non-empty map`);
-          t.diagnostic(assertCloseToScale(camviz(target, classIndex), expected.map, 1e-5, `${target} class ${classIndex}`));
+          t.diagnostic(assertCloseToScale(await camviz(target, classIndex), expected.map, 1e-5, `${target} class ${classIndex}`));
         }
       }
     });
 
-    test('eigen-smooth on this small case: ReLU of the first principal component (Jacobi)', (t) => {
+    test('eigen-smooth on this small case: ReLU of the first principal component (Jacobi)', async (t) => {
       const { activations, weights } = splitGradCam('inner', 3);
       const weighted = Float64Array.from(activations, (value, i) => value * weights[i % 6]!);
       const { projection, gap } = firstComponentProjection(weighted, 64, 6);
       assert.ok(gap > 1.05, `distinct first component (ratio ${gap})`);
-      t.diagnostic(assertCloseToScale(camviz('inner', 3, true), projection.map((value) => Math.max(0, value)), 1e-4, 'eigen-smooth'));
+      t.diagnostic(assertCloseToScale(await camviz('inner', 3, true), projection.map((value) => Math.max(0, value)), 1e-4, 'eigen-smooth'));
     });
   });
 });
@@ -754,10 +754,10 @@ test('every method gives the same normalised map on cpu and wasm (embedded shape
       const image = await loadImage(fixture, { size: model.meta.inputSize });
       const maps = new Map<string, number[]>();
       for (const method of methods) {
-        for (const explanation of explain(model, [image], { method, classes: ['circle', 'star'] })[0]!) maps.set(`${method} ${explanation.classIndex}`, normalised(mapOf(explanation)));
+        for (const explanation of (await explain(model, [image], { method, classes: ['circle', 'star'] }))[0]!) maps.set(`${method} ${explanation.classIndex}`, normalised(mapOf(explanation)));
       }
       // Guided backprop has no map: its gradient image is compared instead.
-      const [guided] = explain(model, [image], { method: 'guidedbackprop', classes: ['star'] })[0]!;
+      const [guided] = (await explain(model, [image], { method: 'guidedbackprop', classes: ['star'] }))[0]!;
       maps.set('guidedbackprop 3', normalised(guided!.gradient!.data));
       return maps;
     } finally {

@@ -234,7 +234,7 @@ forEachBackend((backend) => {
     tf.dispose([x, expected, byHand]);
   });
 
-  test(`graph on ${backend}: a shared layer's hook fires once per call, with each call's output`, () => {
+  test(`graph on ${backend}: a shared layer's hook fires once per call, with each call's output`, async () => {
     const g = graphModel();
     const x = tf.randomNormal([1, 6, 6, 3], 0, 1, 'float32', 2);
     const reference = tf.tidy(() => {
@@ -245,14 +245,14 @@ forEachBackend((backend) => {
     const handle = registerForwardHook(g.layer['shared']!, (_layer, _inputs, output) => {
       seen.push(tf.keep((output as tf.Tensor).clone()));
     });
-    const runs: [string, () => void][] = [
+    const runs: [string, () => void | Promise<void>][] = [
       ['predict', () => tf.dispose(g.model.predict(x) as tf.Tensor)],
       ['LayerGraph.run', () => tf.dispose(runGraph(LayerGraph.fromModel(g.model), x, true))],
-      ['forward()', () => disposeValues(forward(g.model, x))],
+      ['forward()', async () => disposeValues(await forward(g.model, x))],
     ];
     for (const [name, run] of runs) {
       seen.length = 0;
-      run();
+      await run();
       assert.equal(seen.length, 2, `${name}: the shared layer's hook fires once per call`);
       assertClose(seen[0]!, reference[0]!, 1e-5, `${name}: first call`);
       assertClose(seen[1]!, reference[1]!, 1e-5, `${name}: second call`);
@@ -262,7 +262,7 @@ forEachBackend((backend) => {
     tf.dispose([x, ...reference]);
   });
 
-  test(`graph on ${backend}: hooks inside and on a nested model fire; Network finds 'inner/conv'`, () => {
+  test(`graph on ${backend}: hooks inside and on a nested model fire; Network finds 'inner/conv'`, async () => {
     const g = graphModel();
     const x = tf.randomNormal([1, 6, 6, 3], 0, 1, 'float32', 3);
     const reference = tf.tidy(() => graphByHand(g, x).innerConv);
@@ -277,15 +277,15 @@ forEachBackend((backend) => {
         fired.set('inner', (fired.get('inner') ?? 0) + 1);
       }),
     ];
-    const runs: [string, () => void][] = [
+    const runs: [string, () => void | Promise<void>][] = [
       ['predict', () => tf.dispose(g.model.predict(x) as tf.Tensor)],
       ['LayerGraph.run unfused', () => tf.dispose(runGraph(LayerGraph.fromModel(g.model), x, false))],
       ['LayerGraph.run fused', () => tf.dispose(runGraph(LayerGraph.fromModel(g.model), x, true))],
-      ['forward()', () => disposeValues(forward(g.model, x))],
+      ['forward()', async () => disposeValues(await forward(g.model, x))],
     ];
     for (const [name, run] of runs) {
       fired.clear();
-      run();
+      await run();
       assert.equal(fired.get('inner/conv'), 1, `${name}: the hook on the layer inside the nested model`);
       assert.equal(fired.get('inner'), 1, `${name}: the hook on the nested model itself`);
       assertClose(captured.pop()!, reference, 1e-5, `${name}: inner/conv output`);
@@ -295,7 +295,7 @@ forEachBackend((backend) => {
 
     const network = Network.of(g.model);
     assert.equal(network.graph.findNodes('inner/conv').length, 1);
-    const values = forward(g.model, x, { layers: ['inner/conv'] });
+    const values = await forward(g.model, x, { layers: ['inner/conv'] });
     assertClose(values.layers.get('inner/conv')!, reference, 1e-5, "forward({layers: ['inner/conv']})");
     disposeValues(values);
     tf.dispose([x, reference]);
@@ -343,7 +343,7 @@ forEachBackend((backend) => {
     tf.dispose([x, expected, unfused, fused, hooked, bnByHand, ...partial.values()]);
   });
 
-  test(`graph on ${backend}: backward to a conv inside a residual block equals the split-model gradient`, (t) => {
+  test(`graph on ${backend}: backward to a conv inside a residual block equals the split-model gradient`, async (t) => {
     const skip = missingGradientKernels(CONV_GRADIENT_KERNELS);
     if (skip) return void t.skip(skip);
     const g = graphModel();
@@ -359,7 +359,7 @@ forEachBackend((backend) => {
     const handle = registerGradientHook(g.layer['block_conv2']!, (grad) => {
       hookGradient = tf.keep(grad.clone());
     });
-    const result = backward(g.model, x, (values) => objective(values.scores), { to: ['block_conv2'] });
+    const result = await backward(g.model, x, (values) => objective(values.scores), { to: ['block_conv2'] });
     handle.remove();
     assert.ok(hookGradient, 'the gradient hook fired');
     assertClose(hookGradient, expected, 1e-5, 'gradient hook');
@@ -370,7 +370,7 @@ forEachBackend((backend) => {
     tf.dispose([x, conv2, expected, hookGradient, ...result.gradients.flat()]);
   });
 
-  test(`graph on ${backend}: backward to a layer inside the nested model and to two nested sources`, (t) => {
+  test(`graph on ${backend}: backward to a layer inside the nested model and to two nested sources`, async (t) => {
     const skip = missingGradientKernels(CONV_GRADIENT_KERNELS);
     if (skip) return void t.skip(skip);
     const g = graphModel();
@@ -383,16 +383,16 @@ forEachBackend((backend) => {
     const expectedConv2 = tf.grad((c: tf.Tensor) => objective(graphByHand(g, x, { conv2: c }).logits))(byHand[0]!);
     const expectedInner = tf.grad((c: tf.Tensor) => objective(graphByHand(g, x, { innerConv: c }).logits))(byHand[1]!);
 
-    const single = backward(g.model, x, (values) => objective(values.scores), { to: ['inner/conv'] });
+    const single = await backward(g.model, x, (values) => objective(values.scores), { to: ['inner/conv'] });
     assertClose(single.gradients[0]![0]!, expectedInner, 1e-5, "to: ['inner/conv']");
     disposeValues(single.values);
 
     // inner/conv is downstream of block_conv2: both gradients are still returned, in order.
-    const both = backward(g.model, x, (values) => objective(values.scores), { to: ['block_conv2', 'inner/conv'] });
+    const both = await backward(g.model, x, (values) => objective(values.scores), { to: ['block_conv2', 'inner/conv'] });
     assert.equal(both.gradients[0]!.length, 2, 'one gradient per requested layer');
     assertClose(both.gradients[0]![0]!, expectedConv2, 1e-5, 'block_conv2 next to inner/conv');
     assertClose(both.gradients[0]![1]!, expectedInner, 1e-5, 'inner/conv next to block_conv2');
-    const reversed = backward(g.model, x, (values) => objective(values.scores), { to: ['inner/conv', 'block_conv2'] });
+    const reversed = await backward(g.model, x, (values) => objective(values.scores), { to: ['inner/conv', 'block_conv2'] });
     assertClose(reversed.gradients[0]![0]!, expectedInner, 1e-5, 'reversed order: inner/conv');
     assertClose(reversed.gradients[0]![1]!, expectedConv2, 1e-5, 'reversed order: block_conv2');
     disposeValues(both.values);
@@ -400,7 +400,7 @@ forEachBackend((backend) => {
     tf.dispose([x, ...byHand, expectedConv2, expectedInner, ...single.gradients.flat(), ...both.gradients.flat(), ...reversed.gradients.flat()]);
   });
 
-  test(`graph on ${backend}: backward to the input equals tf.grad of the model applied by hand`, (t) => {
+  test(`graph on ${backend}: backward to the input equals tf.grad of the model applied by hand`, async (t) => {
     const skip = missingGradientKernels(CONV_GRADIENT_KERNELS);
     if (skip) return void t.skip(skip);
     const g = graphModel();
@@ -424,7 +424,7 @@ forEachBackend((backend) => {
         nestedGradient = tf.keep(grad.clone());
       }),
     ];
-    const result = backward(g.model, x, (values) => objective(values.scores));
+    const result = await backward(g.model, x, (values) => objective(values.scores));
     handles.forEach((handle) => handle.remove());
     assert.equal(innerGradients, 1, 'the full backward hook inside the nested model fired');
     assert.ok(nestedGradOutput && nestedGradient, 'the hooks on the nested model fired');
@@ -435,7 +435,7 @@ forEachBackend((backend) => {
     tf.dispose([x, expected, nested, expectedAtNested, nestedGradOutput, nestedGradient, ...result.gradients.flat()]);
   });
 
-  test(`graph on ${backend}: a Dense softmax classifier exposes its logits to forward() and backward()`, () => {
+  test(`graph on ${backend}: a Dense softmax classifier exposes its logits to forward() and backward()`, async () => {
     const input = tfl.input({ shape: [7] });
     const hidden = tfl.layers.dense({ units: 6, activation: 'relu', name: 'hidden' });
     const head = tfl.layers.dense({ units: 4, activation: 'softmax', name: 'head' });
@@ -453,7 +453,7 @@ forEachBackend((backend) => {
     const handle = registerForwardHook(head, (_layer, _inputs, output) => {
       hookOutputs.push(tf.keep((output as tf.Tensor).clone()));
     });
-    const values = forward(model, x);
+    const values = await forward(model, x);
     handle.remove();
     assertClose(values.scores, expectedLogits, 1e-5, 'scores are the logits');
     assertClose(values.probabilities, expectedProbabilities, 1e-5, 'probabilities');
@@ -463,13 +463,13 @@ forEachBackend((backend) => {
     disposeValues(values);
 
     const expectedGradient = tf.grad((h: tf.Tensor) => tf.sum(tf.slice(logitsByHand(h), [0, 2], [3, 1])))(hiddenValue);
-    const result = backward(model, x, (v) => tf.sum(tf.slice(v.scores, [0, 2], [3, 1])), { to: ['hidden'] });
+    const result = await backward(model, x, (v) => tf.sum(tf.slice(v.scores, [0, 2], [3, 1])), { to: ['hidden'] });
     assertClose(result.gradients[0]![0]!, expectedGradient, 1e-5, 'gradient of a logit at the hidden layer');
     disposeValues(result.values);
     tf.dispose([x, hiddenValue, expectedLogits, expectedProbabilities, expectedGradient, ...hookOutputs, ...result.gradients.flat()]);
   });
 
-  test(`graph on ${backend}: without hooks, predict is untouched and building the graph changes no layer`, () => {
+  test(`graph on ${backend}: without hooks, predict is untouched and building the graph changes no layer`, async () => {
     const g = graphModel();
     const fusion = fusionModel();
     const x = tf.randomNormal([1, 6, 6, 3], 0, 1, 'float32', 9);
@@ -487,7 +487,7 @@ forEachBackend((backend) => {
 
     // Running the executors (fused and not) and hooking then unhooking leaves them as they were too.
     tf.dispose([runGraph(graph, x, true), runGraph(graph, x, false)]);
-    disposeValues(forward(g.model, x));
+    disposeValues(await forward(g.model, x));
     const handles = layers.map((layer) => registerForwardHook(layer, () => undefined));
     tf.dispose(g.model.predict(x) as tf.Tensor);
     handles.forEach((handle) => handle.remove());

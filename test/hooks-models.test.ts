@@ -163,13 +163,13 @@ function registerEveryKind(layers: readonly Layer[], kept: tf.Tensor[]): HookHan
 }
 
 /** One hooked forward and backward pass; disposes everything it made. */
-function hookedPass(model: tfl.LayersModel, hooked: readonly Layer[], x: tf.Tensor, to: 'input' | string[], objective: (values: { scores: tf.Tensor2D }) => tf.Scalar): void {
+async function hookedPass(model: tfl.LayersModel, hooked: readonly Layer[], x: tf.Tensor, to: 'input' | string[], objective: (values: { scores: tf.Tensor2D }) => tf.Scalar): Promise<void> {
   const kept: tf.Tensor[] = [];
   const handles = registerEveryKind(hooked, kept);
   try {
-    const values = forward(model, x, { layers: typeof to === 'string' ? [] : to });
+    const values = await forward(model, x, { layers: typeof to === 'string' ? [] : to });
     disposeValues(values);
-    const result = backward(model, x, objective, { to });
+    const result = await backward(model, x, objective, { to });
     disposeValues(result.values);
     tf.dispose(result.gradients.flat());
     assert.ok(kept.length > 0, 'the hooks fired');
@@ -219,7 +219,7 @@ forEachBackend((backend) => {
           captured = tf.keep(grad.clone());
         }),
       ];
-      const result = backward(model, x, scoreObjective, { to: [layerName] });
+      const result = await backward(model, x, scoreObjective, { to: [layerName] });
       handles.forEach((handle) => handle.remove());
       assert.ok(used && captured, 'the forward and gradient hooks fired');
 
@@ -261,7 +261,7 @@ forEachBackend((backend) => {
         captured.set(name, tf.keep(grad.clone()));
       }),
     );
-    const result = backward(model, x, scoreObjective, { to: 'input' });
+    const result = await backward(model, x, scoreObjective, { to: 'input' });
     handles.forEach((handle) => handle.remove());
     for (const [i, name] of layers.entries()) {
       assert.ok(captured.has(name), `the gradient hook on ${name} fired`);
@@ -280,7 +280,7 @@ forEachBackend((backend) => {
     const expected = everyOutput.predict(x) as tf.Tensor[];
     for (const [name, run] of [
       ['predict', () => tf.dispose(model.predict(x) as tf.Tensor)],
-      ['forward()', () => disposeValues(forward(model, x))],
+      ['forward()', async () => disposeValues(await forward(model, x))],
     ] as const) {
       const seen = new Map<string, tf.Tensor[]>();
       const handles = layers.map((layer) =>
@@ -316,7 +316,7 @@ forEachBackend((backend) => {
     const expected = everyOutput.predict(x) as tf.Tensor[];
     for (const [name, run] of [
       ['predict', () => tf.dispose(model.predict(x) as tf.Tensor)],
-      ['forward()', () => disposeValues(forward(model, x))],
+      ['forward()', async () => disposeValues(await forward(model, x))],
     ] as const) {
       const seen: tf.Tensor[] = [];
       const seenBy: Layer[] = [];
@@ -347,7 +347,7 @@ forEachBackend((backend) => {
     tf.dispose([x, ...expected]);
   });
 
-  test(`small graph on ${backend}: 100 hooked forward+backward passes leak no tensor; removal restores every layer`, (t) => {
+  test(`small graph on ${backend}: 100 hooked forward+backward passes leak no tensor; removal restores every layer`, async (t) => {
     const skip = missingGradientKernels(MOBILENET_GRADIENT_KERNELS);
     if (skip) return void t.skip(skip);
     const { model, hooked } = smallModel();
@@ -357,9 +357,9 @@ forEachBackend((backend) => {
     const objective = (values: { scores: tf.Tensor2D }): tf.Scalar => tf.sum(tf.slice(values.scores, [0, 1], [1, 1]));
     const targets: ('input' | string[])[] = ['input', ['block_conv'], ['inner/conv'], ['stem_relu', 'inner/conv']];
     // The first passes fold the BatchNorm of fused chains into cached weights.
-    for (const to of targets) hookedPass(model, hooked, x, to, objective);
+    for (const to of targets) await hookedPass(model, hooked, x, to, objective);
     const start = tf.memory().numTensors;
-    for (let pass = 0; pass < 100; pass++) hookedPass(model, hooked, x, targets[pass % targets.length]!, objective);
+    for (let pass = 0; pass < 100; pass++) await hookedPass(model, hooked, x, targets[pass % targets.length]!, objective);
     assert.equal(tf.memory().numTensors, start, 'tensors after 100 passes');
     layers.forEach((layer, i) => assertUnchanged(layer, snapshots[i]!));
     for (const layer of layers) assert.ok(!Object.prototype.hasOwnProperty.call(layer, 'call'), `${layer.name} has an own call`);
@@ -373,9 +373,9 @@ forEachBackend((backend) => {
     const layers = model.layers;
     const snapshots = layers.map(snapshotLayer);
     const hooked = ['conv_pw_12', 'conv_pw_12_bn', 'conv_dw_13', 'conv_pw_13_relu', 'conv_preds'].map((name) => model.getLayer(name));
-    hookedPass(model, hooked, x, ['conv_pw_12_relu'], scoreObjective); // folds BatchNorm weights once
+    await hookedPass(model, hooked, x, ['conv_pw_12_relu'], scoreObjective); // folds BatchNorm weights once
     const start = tf.memory().numTensors;
-    for (let pass = 0; pass < 5; pass++) hookedPass(model, hooked, x, ['conv_pw_12_relu'], scoreObjective);
+    for (let pass = 0; pass < 5; pass++) await hookedPass(model, hooked, x, ['conv_pw_12_relu'], scoreObjective);
     assert.equal(tf.memory().numTensors, start, 'tensors after 5 passes');
     layers.forEach((layer, i) => assertUnchanged(layer, snapshots[i]!));
     for (const layer of layers) assert.ok(!Object.prototype.hasOwnProperty.call(layer, 'call'), `${layer.name} has an own call`);

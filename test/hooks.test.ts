@@ -40,7 +40,7 @@ function seedModel(): { model: tfl.LayersModel; w: tfl.layers.Layer; a: tfl.laye
 const sumOutput = (values: { output: tf.Tensor }): tf.Scalar => tf.sum(values.output);
 
 forEachBackend((backend) => {
-  test(`seed 1 on ${backend}: a gradient hook on a sees dy/da = 2; dy/dw = 5, dy/dx = 2`, () => {
+  test(`seed 1 on ${backend}: a gradient hook on a sees dy/da = 2; dy/dw = 5, dy/dx = 2`, async () => {
     // Tensor level, inside tf.grads.
     let dyda = Number.NaN;
     const [dw, dx] = tf.grads((w: tf.Tensor, x: tf.Tensor) => {
@@ -60,7 +60,7 @@ forEachBackend((backend) => {
     const handle = registerGradientHook(a, (grad) => {
       layerDyda = grad.dataSync()[0]!;
     });
-    const result = backward(model, [tf.tensor2d([[1]]), tf.tensor2d([[2]])], sumOutput);
+    const result = await backward(model, [tf.tensor2d([[1]]), tf.tensor2d([[2]])], sumOutput);
     handle.remove();
     assert.equal(layerDyda, 2);
     assert.deepEqual(result.gradients[0]!.map((grad) => grad.dataSync()[0]), [5, 2]);
@@ -69,7 +69,7 @@ forEachBackend((backend) => {
     disposeValues(result.values);
   });
 
-  test(`seed 2 on ${backend}: a hook on w returning grad*3 makes dy/dw = 15`, () => {
+  test(`seed 2 on ${backend}: a hook on w returning grad*3 makes dy/dw = 15`, async () => {
     const [dw] = tf.grads((w: tf.Tensor, x: tf.Tensor) => {
       const hookedW = hookGradient(w, (grad) => tf.mul(grad, 3));
       return tf.mul(tf.add(hookedW, x), tf.add(hookedW, 1));
@@ -79,7 +79,7 @@ forEachBackend((backend) => {
 
     const { model, w } = seedModel();
     const handle = registerGradientHook(w, (grad) => tf.mul(grad, 3));
-    const result = backward(model, [tf.tensor2d([[1]]), tf.tensor2d([[2]])], sumOutput);
+    const result = await backward(model, [tf.tensor2d([[1]]), tf.tensor2d([[2]])], sumOutput);
     handle.remove();
     assert.deepEqual(result.gradients[0]!.map((grad) => grad.dataSync()[0]), [15, 2]);
     tf.dispose(result.gradients.flat());
@@ -143,8 +143,8 @@ forEachBackend((backend) => {
           },
         },
       ],
-      () => {
-        const result = backward(model, input, (values) => tf.sum(tf.abs(tf.sub(values.output, target))));
+      async () => {
+        const result = await backward(model, input, (values) => tf.sum(tf.abs(tf.sub(values.output, target))));
         assert.equal(result.objectives[0], 10 + 80);
         assert.deepEqual(Array.from(result.gradients[0]![0]!.dataSync()), expectedGradInput);
         tf.dispose(result.gradients.flat());
@@ -156,7 +156,7 @@ forEachBackend((backend) => {
 
     // A full backward hook may replace grad_input: doubling it doubles dL/dx.
     const handle = registerFullBackwardHook(conv, (_layer, gradInputs) => gradInputs.map((grad) => (grad ? tf.mul(grad, 2) : null)));
-    const doubled = backward(model, input, (values) => tf.sum(tf.abs(tf.sub(values.output, target))));
+    const doubled = await backward(model, input, (values) => tf.sum(tf.abs(tf.sub(values.output, target))));
     handle.remove();
     assert.deepEqual(Array.from(doubled.gradients[0]![0]!.dataSync()), expectedGradInput.map((v) => 2 * v));
     tf.dispose(doubled.gradients.flat());

@@ -99,7 +99,7 @@ describe('Keras files as saved, against the PyTorch reference', { skip }, () => 
             const input = inputTensor(model, [loaded.input]);
             try {
               const [fmapNode] = camTargets(model, [index!.fmap_layer]);
-              const values = model.network().forward(input, { layers: [fmapNode!] });
+              const values = await model.network().forward(input, { layers: [fmapNode!] });
               try {
                 const scores = readJson<{ scores: number[] }>(`${entry.name}__${image}__scores.json`).scores;
                 assertClose(values.scores.dataSync(), scores, 'scores');
@@ -115,7 +115,7 @@ describe('Keras files as saved, against the PyTorch reference', { skip }, () => 
             const references = camReferences(entry.name, image);
             assert.equal(references.length, 4, 'two classes, two methods');
             for (const reference of references) {
-              const [explanation] = explain(model, [loaded], { method: reference.method, layers: [reference.layer], classes: [reference.class] })[0]!;
+              const [explanation] = (await explain(model, [loaded], { method: reference.method, layers: [reference.layer], classes: [reference.class] }))[0]!;
               const what = `${reference.method} class ${reference.class}`;
               assert.ok(Math.abs(explanation!.score - reference.score) <= RELATIVE_TOLERANCE * Math.max(1, Math.abs(reference.score)), `${what}: score`);
               assert.deepEqual([explanation!.map!.height, explanation!.map!.width], [reference.cam_raw.length, reference.cam_raw[0]!.length]);
@@ -170,7 +170,7 @@ describe('single-channel input', () => {
       input.dispose();
       assert.deepEqual(input.shape, [1, 28, 28, 1]);
       // With the heat weighted 0 the overlay is the picture it is drawn on: the colour original, not the grey input.
-      const [explanation] = explain(model, [loaded], { alpha: 0 })[0]!;
+      const [explanation] = (await explain(model, [loaded], { alpha: 0 }))[0]!;
       assert.deepEqual([explanation!.map!.height, explanation!.map!.width], [3, 3]);
       const { rgb } = loaded.original;
       assert.ok(rgb.some((value, i) => i % 3 === 0 && value !== rgb[i + 1]), 'the photo has colour');
@@ -193,7 +193,7 @@ describe('a Rescaling layer in the model', { skip }, () => {
         const loaded = await loadImage(join(kerasDir, 'images', 'both_32.png'), { size: model.meta.inputSize });
         const input = inputTensor(model, [loaded.input]);
         try {
-          const values = model.network().forward(input);
+          const values = await model.network().forward(input);
           try {
             assertClose(values.scores.dataSync(), readJson<{ scores: number[] }>('cifar10_k3.10__both_32__scores.json').scores, 'scores');
           } finally {
@@ -237,10 +237,10 @@ describe('MobileNet v1 (TF.js layers) written as a Keras 3 .keras', { skip: skip
       kerasModel = await loadModel(path, { preprocess: tfjsModel.meta.preprocess });
       const loaded = await loadImage(join(kerasDir, 'images', 'both_150.png'), { size: tfjsModel.meta.inputSize });
       for (const model of [tfjsModel, kerasModel]) assert.deepEqual(model.meta.inputSize, { width: 224, height: 224 });
-      const scores = [tfjsModel, kerasModel].map((model) => {
+      const scores = await Promise.all([tfjsModel, kerasModel].map(async (model) => {
         const input = inputTensor(model, [loaded.input]);
         try {
-          const values = model.network().forward(input);
+          const values = await model.network().forward(input);
           try {
             return values.scores.dataSync().slice();
           } finally {
@@ -249,7 +249,7 @@ describe('MobileNet v1 (TF.js layers) written as a Keras 3 .keras', { skip: skip
         } finally {
           input.dispose();
         }
-      });
+      }));
       assert.equal(maxAbsDifference(scores[0]!, scores[1]!), 0, 'the same network and weights compute the same scores');
     } finally {
       kerasModel?.dispose();

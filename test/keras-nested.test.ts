@@ -284,9 +284,9 @@ for (const nested of NESTED_FILES) describe(`a nested model, home-made ${nested.
       assert.equal(camTargets(model, ['backbone/conv_a'])[0]!.path, 'backbone/conv_a');
     });
 
-    test(`outputs and the backbone's feature map equal tfjs-layers' own execution (${backend})`, () => {
+    test(`outputs and the backbone's feature map equal tfjs-layers' own execution (${backend})`, async () => {
       const [convB] = camTargets(model, ['backbone/conv_b']);
-      const values = model.network().forward(input, { layers: [convB!] });
+      const values = await model.network().forward(input, { layers: [convB!] });
       try {
         const expectedOutput = twin.outer.predict(input) as tf.Tensor;
         const expectedFeatures = twin.backbone.predict(input) as tf.Tensor;
@@ -313,7 +313,7 @@ for (const nested of NESTED_FILES) describe(`a nested model, home-made ${nested.
           for (let j = 0; j < k; j += 1) sum += (weights.head[0][j * CLASSES + c]! / (h * w)) * features[p * k + j]!;
           return Math.max(0, sum);
         });
-        const [explanation] = explain(model, [image], { layers: ['backbone/conv_b'], classes: [c] })[0]!;
+        const [explanation] = (await explain(model, [image], { layers: ['backbone/conv_b'], classes: [c] }))[0]!;
         assert.ok(maxAbsDifference(explanation!.map!.data, expected) <= 1e-5 * Math.max(1e-6, ...expected), `class ${c}`);
       }
     });
@@ -370,7 +370,7 @@ describe('a single-unit sigmoid head (cats-vs-dogs style), home-made Keras 3 Seq
     const image = await imageFromRgb(pixels, SIDE, SIDE, { size: model.meta.inputSize });
     const [convNode] = camTargets(model, ['conv']);
     const input = inputTensor(model, [image.input]);
-    const values = model.network().forward(input, { layers: [convNode!] });
+    const values = await model.network().forward(input, { layers: [convNode!] });
     const features = Float32Array.from(values.layers.get('conv')!.dataSync());
     const output = values.output.dataSync()[0]!;
     disposeValues(values);
@@ -379,7 +379,7 @@ describe('a single-unit sigmoid head (cats-vs-dogs style), home-made Keras 3 Seq
     const mean = [0, 1].map((k) => features.filter((_, i) => i % 2 === k).reduce((sum, value) => sum + value, 0) / (h * w));
     const logit = dense[0]! * mean[0]! + dense[1]! * mean[1]! + denseBias[0]!;
     assert.ok(Math.abs(output - 1 / (1 + Math.exp(-logit))) < 1e-6, 'the model output is the sigmoid of that logit');
-    const [explanation] = explain(model, [image], { classes: [0] })[0]!;
+    const [explanation] = (await explain(model, [image], { classes: [0] }))[0]!;
     assert.ok(Math.abs(explanation!.score - logit) < 1e-5, `score ${explanation!.score} is the logit ${logit}`);
     const expected = Array.from({ length: h * w }, (_, p) => Math.max(0, (dense[0]! * features[2 * p]! + dense[1]! * features[2 * p + 1]!) / (h * w)));
     assert.ok(maxAbsDifference(explanation!.map!.data, expected) <= 1e-5 * Math.max(1e-6, ...expected), 'Grad-CAM');

@@ -53,7 +53,7 @@ test('explain() by class name points at that shape on every two-shape fixture, a
   assert.ok(pairs.length >= 3);
   for (const entry of pairs) {
     const image = await loadImage(join(fixtures, entry.file), { size: model.meta.inputSize });
-    const [explanations] = explain(model, [image], { classes: entry.shapes.map((shape) => shape.label) });
+    const [explanations] = await explain(model, [image], { classes: entry.shapes.map((shape) => shape.label) });
     for (const [i, shape] of entry.shapes.entries()) {
       const { picture, classIndex } = explanations![i]!;
       assert.equal(classIndex, shape.classIndex);
@@ -69,7 +69,7 @@ test('explain() by class name points at that shape on every two-shape fixture, a
 
 test('explain() with topK above the class count explains every class once, most probable first', async () => {
   const image = await loadImage(join(fixtures, 'star.png'), { size: model.meta.inputSize });
-  const [explanations] = explain(model, [image], { topK: 9 });
+  const [explanations] = await explain(model, [image], { topK: 9 });
   const classes = explanations!.map((explanation) => explanation.classIndex);
   assert.deepEqual([...classes].sort(), [0, 1, 2, 3, 4]);
   const probabilities = explanations!.map((explanation) => explanation.probability);
@@ -98,7 +98,7 @@ test('the README hooks example captures A and dY/dA, and Grad-CAM from them equa
   const layersModel = model.layersModel!;
   const layer = layersModel.getLayer(model.meta.targetLayer!);
   // A first pass caches the folded Conv/BatchNorm weights the fast path keeps.
-  explain(model, [image], { classes: [star] });
+  await explain(model, [image], { classes: [star] });
   const before = tf.memory().numTensors;
   const x = toInputTensor([image.input], model.meta.inputSize.height, model.meta.inputSize.width, model.meta.preprocess);
   let activation: tf.Tensor | undefined;
@@ -115,8 +115,8 @@ test('the README hooks example captures A and dY/dA, and Grad-CAM from them equa
         },
       },
     ],
-    () => {
-      const result = backward(layersModel, x, (values) => tf.sum(tf.gather(values.scores, star, 1)), { to: [layer] });
+    async () => {
+      const result = await backward(layersModel, x, (values) => tf.sum(tf.gather(values.scores, star, 1)), { to: [layer] });
       tf.dispose(result.gradients.flat());
       disposeValues(result.values);
     },
@@ -134,7 +134,7 @@ test('the README hooks example captures A and dY/dA, and Grad-CAM from them equa
   });
   tf.dispose([x, activation!, gradient!]);
   assert.equal(tf.memory().numTensors, before, 'the example leaves no tensor behind');
-  const fromExplain = explain(model, [image], { classes: [star] })[0]?.[0];
+  const fromExplain = (await explain(model, [image], { classes: [star] }))[0]?.[0];
   assert.ok(fromExplain?.map !== undefined, 'explain gives the star\'s map');
   const map = Array.from(fromExplain.map.data);
   const scale = Math.max(...byHand);
@@ -160,11 +160,11 @@ test('a CAM method written as in the README (GradientCamMethod) gives explain()\
   const star = 3;
   const input = inputTensor(model, [image.input]);
   const before = tf.memory().numTensors;
-  const mine = new MyGradCam().compute(model.network(), { input, layers: camTargets(model, []), classes: { kind: 'explicit', classes: [star] } })[0]?.[0];
+  const mine = (await new MyGradCam().compute(model.network(), { input, layers: camTargets(model, []), classes: { kind: 'explicit', classes: [star] } }))[0]?.[0];
   assert.ok(mine !== undefined, 'one map for the one image and class');
   assert.equal(tf.memory().numTensors, before, 'the base disposes what the method made');
   input.dispose();
-  const reference = explain(model, [image], { classes: [star] })[0]?.[0]?.map;
+  const reference = (await explain(model, [image], { classes: [star] }))[0]?.[0]?.map;
   assert.ok(reference !== undefined);
   assert.equal(mine.classIndex, star);
   const scale = Math.max(...reference.data);

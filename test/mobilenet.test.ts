@@ -61,7 +61,7 @@ describe('MobileNet v1 0.75 (shared assets)', { skip: skipWithoutSharedAssets },
       try {
         const results = new Map<ImageName, Float32Array>();
         for (const [name, expected] of Object.entries(IMAGES) as [ImageName, number][]) {
-          const [probabilities] = classProbabilities(model, [await modelInput(model, name)]);
+          const [probabilities] = await classProbabilities(model, [await modelInput(model, name)]);
           assert.equal(argmax(probabilities!), expected, `${name} on ${backend}`);
           const sum = probabilities!.reduce((a, b) => a + b, 0);
           assert.ok(Math.abs(sum - 1) < 1e-4, `probabilities sum to ${sum}`);
@@ -135,7 +135,7 @@ describe('MobileNet v1 0.75 (shared assets)', { skip: skipWithoutSharedAssets },
     test('softmax(scores) equals the model output to 1e-5, and the scores are conv_preds', async () => {
       const layersModel = model.layersModel!;
       const input = inputTensor(model, [await modelInput(model, 'both.png')]);
-      const values = model.network().forward(input);
+      const values = await model.network().forward(input);
       try {
         const scores = values.scores.dataSync();
         assert.equal(scores.length, 1000);
@@ -174,7 +174,7 @@ describe('Darknet-tiny (shared assets)', { skip: skipWithoutSharedAssets }, () =
 
   test('top-1 of both.png maps to a dog class in the standard order', async () => {
     assert.equal(model.meta.preprocess, 'unit');
-    const [probabilities] = classProbabilities(model, [await modelInput(model, 'both.png')]);
+    const [probabilities] = await classProbabilities(model, [await modelInput(model, 'both.png')]);
     const top = argmax(probabilities!);
     const standardIndex = toStandard()[top]!;
     // ImageNet's dogs: 151 (Chihuahua) to 268 (Mexican hairless).
@@ -188,7 +188,7 @@ describe('Darknet-tiny (shared assets)', { skip: skipWithoutSharedAssets }, () =
     assert.equal(score.scoreLayer, 'global_average_pooling2d_1');
     // Probabilities are then the softmax of the raw output.
     const input = inputTensor(model, [await modelInput(model, 'both.png')]);
-    const values = model.network().forward(input);
+    const values = await model.network().forward(input);
     try {
       const output = tf.tidy(() => (model.layersModel!.predict(input) as tf.Tensor).dataSync());
       assert.ok(maxAbsDifference(values.scores.dataSync(), output) <= 1e-4);

@@ -123,7 +123,7 @@ describe('a good layers model', () => {
         assert.deepEqual(model.meta.inputSize, { width: SIDE, height: SIDE });
         assert.equal(model.meta.preprocess, 'unit');
         const images = [testPixels(1), testPixels(2)];
-        const probabilities = classProbabilities(model, images);
+        const probabilities = await classProbabilities(model, images);
         assert.equal(probabilities.length, 2);
         images.forEach((pixels, i) => assertAllClose(probabilities[i]!, inMemoryProbabilities(pixels), 1e-6));
         // The two images must be told apart, or the comparison proves little.
@@ -132,7 +132,7 @@ describe('a good layers model', () => {
         assert.equal(model.network().score.scoreLayer, 'probs');
         assert.equal(model.network().score.activation, 'softmax');
         const input = tf.tensor4d(Array.from(images[0]!, (value) => value / 255), [1, SIDE, SIDE, 3]);
-        const values = model.network().forward(input);
+        const values = await model.network().forward(input);
         try {
           const logits = tf.tidy(() => {
             const features = tfl.model({ inputs: inMemory.inputs, outputs: inMemory.getLayer('flat').output as tfl.SymbolicTensor }).predict(input) as tf.Tensor2D;
@@ -161,7 +161,7 @@ describe('a good layers model', () => {
     const model = await loadModel(folder);
     try {
       const pixels = testPixels(3);
-      assertAllClose(classProbabilities(model, [pixels])[0]!, inMemoryProbabilities(pixels), 1e-6);
+      assertAllClose((await classProbabilities(model, [pixels]))[0]!, inMemoryProbabilities(pixels), 1e-6);
     } finally {
       model.dispose();
     }
@@ -370,7 +370,7 @@ describe('a hand-written graph model (Reshape, MatMul, Add, Softmax)', () => {
         assert.ok(model.graphModel !== undefined && model.layersModel !== undefined);
         assert.deepEqual(model.meta.inputSize, { width: 2, height: 2 });
         const images = [Uint8Array.from([0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 250, 255]), Uint8Array.from({ length: 12 }, (_, i) => 255 - i * 20)];
-        const probabilities = classProbabilities(model, images);
+        const probabilities = await classProbabilities(model, images);
         images.forEach((pixels, i) => assertAllClose(probabilities[i]!, naiveProbabilities(pixels), 1e-5));
         assert.equal(model.network().score.scoreLayer, 'biased');
         assert.equal(model.network().score.activation, withSoftmax ? 'softmax' : 'none');

@@ -54,7 +54,7 @@ test('an ONNX graph runs as a layers model: NHWC in, values as ONNX computes the
       const network = model.network();
       const input = tf.tensor4d(Array.from({ length: 2 * 4 * 4 * 3 }, (_, i) => i - 40), [2, 4, 4, 3]);
       const relu = resolveLayer(network, 'block', () => true, 'a layer');
-      const values = network.forward(input, { layers: [relu] });
+      const values = await network.forward(input, { layers: [relu] });
       const expected = tf.add(tf.relu(tf.mul(input, 2)), 1);
       assert.deepEqual(Array.from(values.output.dataSync()), Array.from(expected.dataSync()));
       assert.deepEqual(values.output.shape, [2, 4, 4, 3]);
@@ -133,7 +133,7 @@ test('nodes that read only constants are folded at load: they are no layers and 
       const network = loaded.network();
       assert.deepEqual(network.graph.nodes.map((node) => node.layer.name), ['Add']);
       const input = tf.ones([1, 2, 2, 3]);
-      const values = network.forward(input);
+      const values = await network.forward(input);
       assert.deepEqual(Array.from(values.output.dataSync()), new Array(12).fill(5));
       tf.dispose([input, values.output, values.scores, values.probabilities]);
     } finally {
@@ -181,8 +181,8 @@ test('Conv + Relu and depthwise Conv + Clip(0, 6) run as fused kernels with the 
       assert.deepEqual(network.graph.nodes.map((node) => node.layer.getClassName()), ['Conv2D', 'ReLU', 'DepthwiseConv2D', 'ReLU']);
       assert.equal(network.graph.fusedChains().length, 2);
       const input = tf.tensor4d(seededValues(2 * 9 * 9 * 3, 3).map((value) => value * 3), [2, 9, 9, 3]);
-      const fused = network.forward(input, { fuse: true });
-      const unfused = network.forward(input, { fuse: false });
+      const fused = await network.forward(input, { fuse: true });
+      const unfused = await network.forward(input, { fuse: false });
       assert.deepEqual(fused.output.shape, [2, 4, 4, 8]);
       const difference = tf.max(tf.abs(tf.sub(fused.output, unfused.output))).dataSync()[0]!;
       assert.ok(difference <= 1e-5, `fused and unfused differ by ${difference}`);
@@ -249,7 +249,7 @@ test('a zero Pad before a Conv folds into it: no Pad layer, fused kernels, the v
       const input = tf.tensor4d(seededValues(2 * 8 * 8 * 3, 6).map((value) => value * 2), [2, 8, 8, 3]);
       const expected = interpretedOutput(model, input);
       for (const fuse of [true, false]) {
-        const values = network.forward(input, { fuse });
+        const values = await network.forward(input, { fuse });
         assert.deepEqual(values.output.shape, [2, 4, 4, 4]);
         const difference = tf.max(tf.abs(tf.sub(values.output, expected))).dataSync()[0]!;
         assert.ok(difference <= 1e-5, `fuse ${fuse}: folded and interpreted differ by ${difference}`);
@@ -274,7 +274,7 @@ test('a Pad that pads with a non-zero value, or a depthwise Conv with other than
         assert.deepEqual(network.graph.nodes.map((node) => node.layer.getClassName()), ['Conv2D', 'ReLU', 'Pad', 'DepthwiseConv2D', 'ReLU'], JSON.stringify(secondPad));
         const input = tf.tensor4d(seededValues(8 * 8 * 3, 7), [1, 8, 8, 3]);
         const expected = interpretedOutput(model, input);
-        const values = network.forward(input);
+        const values = await network.forward(input);
         const difference = tf.max(tf.abs(tf.sub(values.output, expected))).dataSync()[0]!;
         assert.ok(difference <= 1e-5, `${JSON.stringify(secondPad)}: built and interpreted differ by ${difference}`);
         tf.dispose([input, expected, values.output, values.scores, values.probabilities]);
@@ -335,7 +335,7 @@ test('a graph that takes one channel reads the mean of the RGB channels camviz f
     const loaded = await loadModel(path, { preprocess: 'none' });
     try {
       const input = tf.tensor4d([3, 0, 0, -3, 0, 0, 1, 2, 3, 6, 6, -6], [1, 2, 2, 3]);
-      const values = loaded.network().forward(input);
+      const values = await loaded.network().forward(input);
       assert.deepEqual(values.output.shape, [1, 2, 2, 1]);
       assert.deepEqual(Array.from(values.output.dataSync()), [1, 0, 2, 2]);
       tf.dispose([input, values.output, values.scores, values.probabilities]);
@@ -352,11 +352,11 @@ test('no tensor outlives the model: load, forward, backward and dispose leave th
     const network = loaded.network();
     const input = tf.ones([2, 9, 9, 3]);
     for (const fuse of [true, false]) {
-      const values = network.forward(input, { fuse });
+      const values = await network.forward(input, { fuse });
       tf.dispose([values.output, values.scores, values.probabilities]);
     }
     const [conv] = network.graph.nodes;
-    const result = network.backward(input, [(values) => tf.sum(values.scores) as tf.Scalar], { sources: [conv!] });
+    const result = await network.backward(input, [(values) => tf.sum(values.scores) as tf.Scalar], { sources: [conv!] });
     tf.dispose([result.values.output, result.values.scores, result.values.probabilities, ...result.gradients.flat()]);
     input.dispose();
     loaded.dispose();

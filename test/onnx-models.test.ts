@@ -76,9 +76,9 @@ async function openModel(name: string): Promise<CamvizModel> {
 }
 
 /** The logits of one image, [classes]. */
-function logitsOf(model: CamvizModel, image: LoadedImage): Float32Array {
+async function logitsOf(model: CamvizModel, image: LoadedImage): Promise<Float32Array> {
   const input = inputTensor(model, [image.input]);
-  const values = model.network().forward(input);
+  const values = await model.network().forward(input);
   const scores = values.scores.dataSync() as Float32Array;
   tf.dispose([input, values.output, values.scores, values.probabilities, ...values.layers.values()]);
   return scores;
@@ -116,8 +116,8 @@ function modelParity(backend: BackendKind, models: readonly string[], methods: r
       });
 
       for (const image of images) {
-        test(`${image}: top-1 and the top-5 logits as PyTorch computes them`, () => {
-          const scores = logitsOf(model, loaded.get(image)!);
+        test(`${image}: top-1 and the top-5 logits as PyTorch computes them`, async () => {
+          const scores = await logitsOf(model, loaded.get(image)!);
           const top1 = index.top1[name]![image]!;
           assert.equal(topClasses(scores, 1)[0], top1);
           const reference = readReference(index.entries.find((entry) => entry.model === name && entry.image === image && entry.class === top1 && entry.method === 'gradcam')!.file);
@@ -131,9 +131,9 @@ function modelParity(backend: BackendKind, models: readonly string[], methods: r
         for (const method of methods) {
           const entries = index.entries.filter((entry) => entry.model === name && entry.image === image && entry.method === method);
           if (entries.length === 0) continue;
-          test(`${image}: ${method} raw maps of classes ${entries.map((entry) => entry.class).join(', ')} within 1e-4 of the map's maximum`, () => {
+          test(`${image}: ${method} raw maps of classes ${entries.map((entry) => entry.class).join(', ')} within 1e-4 of the map's maximum`, async () => {
             const references = entries.map((entry) => readReference(entry.file));
-            const [explanations] = explain(model, [loaded.get(image)!], { method, classes: references.map((reference) => reference.class) });
+            const [explanations] = await explain(model, [loaded.get(image)!], { method, classes: references.map((reference) => reference.class) });
             references.forEach((reference, i) => {
               const explanation = explanations![i]!;
               assert.equal(explanation.classIndex, reference.class);
@@ -146,11 +146,11 @@ function modelParity(backend: BackendKind, models: readonly string[], methods: r
 
       const fmap = index.entries.find((entry) => entry.model === name && entry.kind === 'fmap');
       if (fmap !== undefined) {
-        test(`feature map of ${fmap.layer} on ${fmap.image} ([1, H, W, C]) within 1e-4`, () => {
+        test(`feature map of ${fmap.layer} on ${fmap.image} ([1, H, W, C]) within 1e-4`, async () => {
           const reference = readNpy(join(referenceDir, fmap.file));
           const [node] = camTargets(model, [fmap.layer]);
           const input = inputTensor(model, [loaded.get(fmap.image)!.input]);
-          const values = model.network().forward(input, { layers: [node!] });
+          const values = await model.network().forward(input, { layers: [node!] });
           const activation = values.layers.get(node!.path)!;
           assert.deepEqual(activation.shape, reference.shape);
           const difference = maxAbsDifference(activation.dataSync(), reference.data);
@@ -182,16 +182,16 @@ describe('MobileNet v1: the ONNX export and the TF.js layers model of the same w
   for (const name of IMAGES) {
     test(`${name}: the same logits, top-5 and Grad-CAM / LayerCAM maps at conv_pw_13_relu (1e-4)`, async () => {
       const image = await loadImage(imageFile(name), { size: onnx.meta.inputSize });
-      const onnxScores = logitsOf(onnx, image);
-      const layersScores = logitsOf(layers, image);
+      const onnxScores = await logitsOf(onnx, image);
+      const layersScores = await logitsOf(layers, image);
       const scale = Math.max(...layersScores.map(Math.abs));
       assert.ok(maxAbsDifference(onnxScores, layersScores) <= 1e-4 * scale, `logits differ by ${maxAbsDifference(onnxScores, layersScores)}`);
       assert.deepEqual(topClasses(onnxScores, 5), topClasses(layersScores, 5));
       assert.equal(layers.meta.targetLayer, onnx.meta.targetLayer);
       for (const method of ['gradcam', 'layercam']) {
         const classes = [topClasses(layersScores, 1)[0]!, 281];
-        const [fromOnnx] = explain(onnx, [image], { method, classes });
-        const [fromLayers] = explain(layers, [image], { method, classes });
+        const [fromOnnx] = await explain(onnx, [image], { method, classes });
+        const [fromLayers] = await explain(layers, [image], { method, classes });
         fromLayers!.forEach((expected, i) => {
           const actual = fromOnnx![i]!.map!;
           const peak = Math.max(...expected.map!.data);
@@ -253,32 +253,32 @@ describe('every other method and the hooks on the ResNet-18 export on wasm', { s
   });
   after(() => model?.dispose());
 
-  const mapOf = (method: string, extra: Record<string, boolean> = {}): Float32Array => explain(model, [image], { method, classes: [281], ...extra })[0]![0]!.map!.data;
+  const mapOf = async (method: string, extra: Record<string, boolean> = {}): Promise<Float32Array> => (await explain(model, [image], { method, classes: [281], ...extra }))[0]![0]!.map!.data;
 
-  test('HiResCAM and XGrad-CAM equal Grad-CAM and CAM is 49 times it (global average pooling of 7x7 then one linear layer); guided Grad-CAM keeps the Grad-CAM map', () => {
-    const gradcam = mapOf('gradcam');
+  test('HiResCAM and XGrad-CAM equal Grad-CAM and CAM is 49 times it (global average pooling of 7x7 then one linear layer); guided Grad-CAM keeps the Grad-CAM map', async () => {
+    const gradcam = await mapOf('gradcam');
     const peak = Math.max(...gradcam);
     assert.ok(peak > 0);
-    assert.ok(maxAbsDifference(mapOf('hirescam'), gradcam) <= 1e-4 * peak);
-    assert.ok(maxAbsDifference(mapOf('xgradcam'), gradcam) <= 1e-4 * peak);
-    assert.ok(maxAbsDifference(mapOf('cam').map((value) => value / 49), gradcam) <= 1e-4 * peak);
-    assert.ok(maxAbsDifference(mapOf('guidedgradcam'), gradcam) <= 1e-4 * peak);
+    assert.ok(maxAbsDifference(await mapOf('hirescam'), gradcam) <= 1e-4 * peak);
+    assert.ok(maxAbsDifference(await mapOf('xgradcam'), gradcam) <= 1e-4 * peak);
+    assert.ok(maxAbsDifference((await mapOf('cam')).map((value) => value / 49), gradcam) <= 1e-4 * peak);
+    assert.ok(maxAbsDifference(await mapOf('guidedgradcam'), gradcam) <= 1e-4 * peak);
   });
 
-  test('guided backpropagation gates the ReLUs (class ReLU) and gives an input gradient; aug-smooth and eigen-smooth give 7x7 maps', () => {
+  test('guided backpropagation gates the ReLUs (class ReLU) and gives an input gradient; aug-smooth and eigen-smooth give 7x7 maps', async () => {
     assert.equal(model.network().graph.nodes.filter((node) => node.layer.getClassName() === 'ReLU').length, 17);
-    const guided = explain(model, [image], { method: 'guidedbackprop', classes: [281] })[0]![0]!;
+    const guided = (await explain(model, [image], { method: 'guidedbackprop', classes: [281] }))[0]![0]!;
     const gradient = guided.gradient!.data;
     assert.equal(gradient.length, 224 * 224 * 3);
     assert.ok(gradient.filter((value) => value !== 0).length > gradient.length / 2);
     for (const extra of [{ augSmooth: true }, { eigenSmooth: true }] as Record<string, boolean>[]) {
-      const map = mapOf('gradcam', extra);
+      const map = await mapOf('gradcam', extra);
       assert.equal(map.length, 49);
       assert.ok(map.every(Number.isFinite) && Math.max(...map) > 0);
     }
   });
 
-  test('forward, pre-forward, gradient and full backward hooks fire on ONNX nodes named by their module paths', () => {
+  test('forward, pre-forward, gradient and full backward hooks fire on ONNX nodes named by their module paths', async () => {
     const network = model.network();
     const [node] = camTargets(model, ['layer4']);
     const fc = resolveLayer(network, 'fc', () => true, 'a layer');
@@ -291,7 +291,7 @@ describe('every other method and the hooks on the ResNet-18 export on wasm', { s
     ];
     const input = inputTensor(model, [image.input]);
     try {
-      const result = network.backward(input, [(values) => tf.sum(tf.slice(values.scores, [0, 281], [1, 1])) as tf.Scalar], { sources: [node!] });
+      const result = await network.backward(input, [(values) => tf.sum(tf.slice(values.scores, [0, 281], [1, 1])) as tf.Scalar], { sources: [node!] });
       tf.dispose([result.values.output, result.values.scores, result.values.probabilities, ...result.values.layers.values(), ...result.gradients.flat()]);
     } finally {
       input.dispose();

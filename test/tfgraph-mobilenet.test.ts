@@ -54,16 +54,16 @@ describe('MobileNet v1 as a TF.js graph model equals the layers model on wasm', 
   });
 
   for (const name of ['both.png', 'dog_cat.jpg']) {
-    test(`${name}: the same probabilities, and Grad-CAM, Grad-CAM++, LayerCAM and CAM maps at conv_pw_13_relu (1e-4)`, () => {
+    test(`${name}: the same probabilities, and Grad-CAM, Grad-CAM++, LayerCAM and CAM maps at conv_pw_13_relu (1e-4)`, async () => {
       const image = images.get(name)!;
-      const [fromGraph] = classProbabilities(graph, [image.input]);
-      const [fromLayers] = classProbabilities(layers, [image.input]);
+      const [fromGraph] = await classProbabilities(graph, [image.input]);
+      const [fromLayers] = await classProbabilities(layers, [image.input]);
       assert.ok(maxAbsDifference(fromGraph!, fromLayers!) <= 1e-4, `probabilities differ by ${maxAbsDifference(fromGraph!, fromLayers!)}`);
       const top = [...fromLayers!.keys()].sort((a, b) => fromLayers![b]! - fromLayers![a]!)[0]!;
       for (const method of ['gradcam', 'gradcampp', 'layercam', 'cam']) {
         const classes = [top, 281];
-        const [graphMaps] = explain(graph, [image], { method, classes, layers: ['MobilenetV1/conv_pw_13'] });
-        const [layersMaps] = explain(layers, [image], { method, classes, layers: ['conv_pw_13_relu'] });
+        const [graphMaps] = await explain(graph, [image], { method, classes, layers: ['MobilenetV1/conv_pw_13'] });
+        const [layersMaps] = await explain(layers, [image], { method, classes, layers: ['conv_pw_13_relu'] });
         layersMaps!.forEach((expected, i) => {
           const actual = graphMaps![i]!;
           assert.equal(actual.classIndex, expected.classIndex);
@@ -76,31 +76,31 @@ describe('MobileNet v1 as a TF.js graph model equals the layers model on wasm', 
     });
   }
 
-  test('guided backprop (gradient hooks gating every Relu6 node) gives the input gradient of the layers model (1e-4 of its maximum)', () => {
+  test('guided backprop (gradient hooks gating every Relu6 node) gives the input gradient of the layers model (1e-4 of its maximum)', async () => {
     const image = images.get('both.png')!;
-    const gradientOf = (model: CamvizModel): Float32Array => explain(model, [image], { method: 'guidedbackprop', classes: [281] })[0]![0]!.gradient!.data;
-    const expected = gradientOf(layers);
+    const gradientOf = async (model: CamvizModel): Promise<Float32Array> => (await explain(model, [image], { method: 'guidedbackprop', classes: [281] }))[0]![0]!.gradient!.data;
+    const expected = await gradientOf(layers);
     const peak = expected.reduce((max, value) => Math.max(max, Math.abs(value)), 0);
-    const difference = maxAbsDifference(gradientOf(graph), expected);
+    const difference = maxAbsDifference(await gradientOf(graph), expected);
     assert.ok(peak > 0 && difference <= 1e-4 * peak, `max abs difference ${difference} of peak ${peak}`);
   });
 
   // The layers model runs BatchNorm folded into its conv (the executor's fusion), the graph as FusedBatchNormV3: float32 rounding differs.
-  test('the feature map at MobilenetV1/conv_pw_13 equals conv_pw_13_relu (1e-4 of its maximum)', () => {
+  test('the feature map at MobilenetV1/conv_pw_13 equals conv_pw_13_relu (1e-4 of its maximum)', async () => {
     const image = images.get('both.png')!;
-    const valueAt = (model: CamvizModel, layer: string): Float32Array => {
+    const valueAt = async (model: CamvizModel, layer: string): Promise<Float32Array> => {
       const [node] = camTargets(model, [layer]);
       const input = inputTensor(model, [image.input]);
-      const values = model.network().forward(input, { layers: [node!] });
+      const values = await model.network().forward(input, { layers: [node!] });
       const activation = values.layers.get(node!.path)!;
       assert.deepEqual(activation.shape, [1, 7, 7, 768]);
       const data = activation.dataSync() as Float32Array;
       tf.dispose([input, values.output, values.scores, values.probabilities, ...values.layers.values()]);
       return data;
     };
-    const expected = valueAt(layers, 'conv_pw_13_relu');
+    const expected = await valueAt(layers, 'conv_pw_13_relu');
     const peak = expected.reduce((max, value) => Math.max(max, Math.abs(value)), 0);
-    const difference = maxAbsDifference(valueAt(graph, 'MobilenetV1/conv_pw_13'), expected);
+    const difference = maxAbsDifference(await valueAt(graph, 'MobilenetV1/conv_pw_13'), expected);
     assert.ok(peak > 0 && difference <= 1e-4 * peak, `max abs difference ${difference} of peak ${peak}`);
   });
 });

@@ -137,12 +137,12 @@ for (const { backend, fused, pool } of VARIANTS) {
       assert.equal(network.graph.findNodes('net/pool>Mean')[0]!.path, 'net/pool_Mean');
     });
 
-    test('predicts a batch of two as the hand computation, leaving no tensor behind', () => {
+    test('predicts a batch of two as the hand computation, leaving no tensor behind', async () => {
       const flipped = Uint8Array.from(image.input, (value) => 255 - value);
       // The first run folds the fused conv chain's weights, which the executor keeps with the model.
-      classProbabilities(model, [image.input]);
+      await classProbabilities(model, [image.input]);
       const before = tf.memory().numTensors;
-      const batch = classProbabilities(model, [image.input, flipped]);
+      const batch = await classProbabilities(model, [image.input, flipped]);
       const flippedTensor = inputTensor(model, [flipped]);
       const inputs = [input, flippedTensor.dataSync() as Float32Array];
       flippedTensor.dispose();
@@ -155,11 +155,11 @@ for (const { backend, fused, pool } of VARIANTS) {
       });
     });
 
-    test('Grad-CAM at the default layer (the Relu before the spatial Mean) equals the hand computation, for each class', () => {
+    test('Grad-CAM at the default layer (the Relu before the spatial Mean) equals the hand computation, for each class', async () => {
       const [target] = camTargets(model, []);
       assert.equal(target!.path, 'net/conv/Relu');
       const before = tf.memory().numTensors;
-      const [explanations] = explain(model, [image], { method: 'gradcam', classes: [0, 1, 2] });
+      const [explanations] = await explain(model, [image], { method: 'gradcam', classes: [0, 1, 2] });
       assert.equal(tf.memory().numTensors, before);
       explanations!.forEach((explanation, c) => {
         const expected = byHand(input, c).map;
@@ -170,8 +170,8 @@ for (const { backend, fused, pool } of VARIANTS) {
       });
     });
 
-    test('CAM (no gradients: the MatMul is the classifier after the spatial Mean) equals the hand computation', () => {
-      const [explanations] = explain(model, [image], { method: 'cam', classes: [0, 2] });
+    test('CAM (no gradients: the MatMul is the classifier after the spatial Mean) equals the hand computation', async () => {
+      const [explanations] = await explain(model, [image], { method: 'cam', classes: [0, 2] });
       explanations!.forEach((explanation) => {
         // CAM weighs channels by W[k, c]; Grad-CAM by W[k, c] / (H * W).
         const expected = byHand(input, explanation.classIndex).map.map((value) => value * SIZE * SIZE);
@@ -180,8 +180,8 @@ for (const { backend, fused, pool } of VARIANTS) {
     });
 
     // Class 1's classifier weights are -0.2 and 0.9: the gate drops channel 0's gradient.
-    test('guided backprop gates the ReLU (standalone or fused into the conv) as computed by hand', () => {
-      const gradient = explain(model, [image], { method: 'guidedbackprop', classes: [1] })[0]![0]!.gradient!.data;
+    test('guided backprop gates the ReLU (standalone or fused into the conv) as computed by hand', async () => {
+      const gradient = (await explain(model, [image], { method: 'guidedbackprop', classes: [1] }))[0]![0]!.gradient!.data;
       for (let cell = 0; cell < SIZE * SIZE; cell++) {
         for (let ch = 0; ch < 3; ch++) {
           let expected = 0;
@@ -196,7 +196,7 @@ for (const { backend, fused, pool } of VARIANTS) {
       }
     });
 
-    test('forward and gradient hooks fire on a graph node with its value and gradient', () => {
+    test('forward and gradient hooks fire on a graph node with its value and gradient', async () => {
       const node = resolveLayer(model.network(), 'net/conv', () => true, 'a layer');
       assert.equal(node.path, 'net/conv/Relu');
       const seen: number[][] = [];
@@ -204,7 +204,7 @@ for (const { backend, fused, pool } of VARIANTS) {
       const forward = registerForwardHook(node.layer, (_layer, _inputs, output) => void seen.push(Array.from((output as tf.Tensor).dataSync())));
       const gradient = registerGradientHook(node.layer, (grad) => void gradients.push(Array.from(grad.dataSync())));
       try {
-        explain(model, [image], { method: 'gradcam', classes: [1] });
+        await explain(model, [image], { method: 'gradcam', classes: [1] });
       } finally {
         forward.remove();
         gradient.remove();
@@ -237,7 +237,7 @@ describe('a graph model whose nodes read the second and third outputs of a Split
       const image = await loadImage(imageFile, { size: model.meta.inputSize });
       const tensor = inputTensor(model, [image.input]);
       const pixels = tensor.dataSync() as Float32Array;
-      const values = model.network().forward(tensor);
+      const values = await model.network().forward(tensor);
       const score = values.scores.dataSync()[0]!;
       tf.dispose([tensor, values.output, values.scores, values.probabilities, ...values.layers.values()]);
       let expected = 0;
@@ -263,7 +263,7 @@ describe('a graph model ending in Sigmoid (a multi-label head)', () => {
       tensor.dispose();
       assert.equal(model.network().score.activation, 'sigmoid');
       assert.equal(model.network().score.scoreLayer, 'net/logits/MatMul');
-      const [probabilities] = classProbabilities(model, [image.input]);
+      const [probabilities] = await classProbabilities(model, [image.input]);
       byHand(pixels, 0).logits.forEach((logit, j) => assert.ok(Math.abs(probabilities![j]! - 1 / (1 + Math.exp(-logit))) < 1e-6, `class ${j}`));
     } finally {
       model.dispose();

@@ -87,7 +87,7 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
   }
 
   /** Runs the passes the method needs through the executor. */
-  protected abstract passes(network: Executor, request: CamRequest, classes: ClassChooser, score: ScoreKind): Passes;
+  protected abstract passes(network: Executor, request: CamRequest, classes: ClassChooser, score: ScoreKind): Promise<Passes>;
 
   /** The evidence of one layer for one class rank. */
   protected abstract evidence(base: Evidence, passes: Passes, rank: number, layer: number): E;
@@ -100,10 +100,10 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
    * forward pass, or (gradient methods) one backward pass per class rank
    * k, all images of the batch together.
    */
-  compute(network: Executor, request: CamRequest): CamResult[][] {
+  async compute(network: Executor, request: CamRequest): Promise<CamResult[][]> {
     const score = request.score ?? 'logit';
     const chooser = new ClassChooser(request.classes, request.input.shape[0]);
-    const passes = this.passes(network, request, chooser, score);
+    const passes = await this.passes(network, request, chooser, score);
     try {
       const explained = chooser.explained(passes.values);
       const activations = request.layers.map((node) => activationsOf(passes.values, node));
@@ -144,9 +144,20 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
 
 /** The methods that need no gradient (CAM, Score-CAM, Eigen-CAM): one forward pass. */
 export abstract class ActivationCamMethod extends CamMethod {
-  protected passes(network: Executor, request: CamRequest): Passes {
-    return { values: network.forward(request.input, { layers: request.layers }), gradients: [] };
+  protected async passes(network: Executor, request: CamRequest, _classes: ClassChooser, score: ScoreKind): Promise<Passes> {
+    const values = await network.forward(request.input, { layers: request.layers });
+    try {
+      await this.prepare(network, request, values, score);
+    } catch (error) {
+      disposeValues(values);
+      this.reset();
+      throw error;
+    }
+    return { values, gradients: [] };
   }
+
+  /** Extra passes a method runs before weighing (Score-CAM's masked inputs); none by default. */
+  protected async prepare(_network: Executor, _request: CamRequest, _values: ForwardValues, _score: ScoreKind): Promise<void> {}
 
   protected evidence(base: Evidence): Evidence {
     return base;
@@ -155,8 +166,8 @@ export abstract class ActivationCamMethod extends CamMethod {
 
 /** The methods that weigh by dY/dA: one backward pass per class rank, from Y to the target layers. */
 export abstract class GradientCamMethod extends CamMethod<GradientEvidence> {
-  protected passes(network: Executor, request: CamRequest, classes: ClassChooser, score: ScoreKind): Passes {
-    const result = network.backward(request.input, classes.objectives(score), { sources: request.layers, layers: request.layers });
+  protected async passes(network: Executor, request: CamRequest, classes: ClassChooser, score: ScoreKind): Promise<Passes> {
+    const result = await network.backward(request.input, classes.objectives(score), { sources: request.layers, layers: request.layers });
     return { values: result.values, gradients: result.gradients };
   }
 

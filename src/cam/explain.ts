@@ -47,13 +47,13 @@ export interface ExplainBatch {
   timings: { forward: number; backward: number };
 }
 
-export function explainBatch(network: Executor, request: ExplainRequest): ExplainBatch {
+export async function explainBatch(network: Executor, request: ExplainRequest): Promise<ExplainBatch> {
   const method = canonicalMethod(request.method);
   const started = performance.now();
-  const maps = method === 'guidedbackprop' ? undefined : computeMaps(network, request, method === 'guidedgradcam' ? 'gradcam' : method);
+  const maps = method === 'guidedbackprop' ? undefined : await computeMaps(network, request, method === 'guidedgradcam' ? 'gradcam' : method);
   // Guided Grad-CAM explains the classes the Grad-CAM pass chose.
   const guided = isGuidedMethod(method)
-    ? guidedBackprop(network, request.input, maps ? { kind: 'perImage', classes: maps.map((perImage) => perImage.map((result) => result.classIndex)) } : request.classes, request.score ?? 'logit')
+    ? await guidedBackprop(network, request.input, maps ? { kind: 'perImage', classes: maps.map((perImage) => perImage.map((result) => result.classIndex)) } : request.classes, request.score ?? 'logit')
     : undefined;
   const explanations = (maps ?? guided!).map((perImage, image) =>
     perImage.map((_, rank) => explanationOf(maps?.[image]?.[rank], guided?.[image]?.[rank])),
@@ -63,7 +63,7 @@ export function explainBatch(network: Executor, request: ExplainRequest): Explai
   return { explanations, timings: { forward: total - backward, backward } };
 }
 
-function computeMaps(network: Executor, request: ExplainRequest, methodName: string): CamResult[][] {
+function computeMaps(network: Executor, request: ExplainRequest, methodName: string): Promise<CamResult[][]> {
   const method = createMethod(methodName);
   const camRequest = {
     input: request.input,

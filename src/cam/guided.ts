@@ -9,7 +9,7 @@
  * pytorch-grad-cam, only ReLU-type activations are gated (not LeakyReLU).
  */
 import * as tf from '../engine/tf.js';
-import { type HookSpec, withHooksSync } from '../hooks/hooks.js';
+import { type HookSpec, withHooks } from '../hooks/hooks.js';
 import type { GraphNode } from '../executor/graph.js';
 import type { Executor } from '../executor/executor.js';
 import { disposeValues } from '../executor/network.js';
@@ -37,14 +37,14 @@ export function isReluLike(node: GraphNode): boolean {
  * result[image][rank]. The gradient hooks only gate the ReLUs; the input
  * gradient is the executor's.
  */
-export function guidedBackprop(network: Executor, input: tf.Tensor4D, classRequest: ClassRequest, score: ScoreKind = 'logit'): GuidedResult[][] {
+export async function guidedBackprop(network: Executor, input: tf.Tensor4D, classRequest: ClassRequest, score: ScoreKind = 'logit'): Promise<GuidedResult[][]> {
   const [batch, height, width] = input.shape;
   const hooks: HookSpec[] = network.graph.nodes.filter(isReluLike).map((node) => ({
     layer: node.layer,
     gradient: (grad: tf.Tensor) => tf.relu(grad),
   }));
   const classes = new ClassChooser(classRequest, batch);
-  const result = withHooksSync(hooks, () => network.backward(input, classes.objectives(score), { sources: 'input' }));
+  const result = await withHooks(hooks, () => network.backward(input, classes.objectives(score), { sources: 'input' }));
   try {
     const explained = classes.explained(result.values);
     const size = height * width * 3;

@@ -7,9 +7,11 @@
  * same passes.
  */
 import * as tf from '../engine/tf.js';
-import { ActivationCamMethod, type Evidence, weighChannels } from './base.js';
+import { ActivationCamMethod, type CamRequest, type Evidence, weighChannels } from './base.js';
+import type { ScoreKind } from './classes.js';
+import type { Executor } from '../executor/executor.js';
 import type { GraphNode } from '../executor/graph.js';
-import { disposeValues } from '../executor/network.js';
+import { type ForwardValues, disposeValues } from '../executor/network.js';
 
 export class ScoreCam extends ActivationCamMethod {
   readonly name = 'scorecam';
@@ -22,13 +24,19 @@ export class ScoreCam extends ActivationCamMethod {
     return weighChannels(evidence.activations, this.channelWeights(evidence));
   }
 
+  /** Scores every masked input of every target layer, before any class is weighed: the passes are the same for all classes. */
+  protected override async prepare(network: Executor, request: CamRequest, values: ForwardValues, score: ScoreKind): Promise<void> {
+    for (const node of request.layers) {
+      const activations = values.layers.get(node.path);
+      if (activations?.rank !== 4) throw new Error(`layer ${node.path} gives no 4-D feature map`);
+      this.maskedScores.set(node, await this.scoreMaskedInputs(network, activations as tf.Tensor4D, request.input, score));
+    }
+  }
+
   /** softmax over the channels of the masked inputs' class scores [B, C]. */
   private channelWeights(evidence: Evidence): tf.Tensor2D {
-    let perImage = this.maskedScores.get(evidence.node);
-    if (perImage === undefined) {
-      perImage = this.scoreMaskedInputs(evidence);
-      this.maskedScores.set(evidence.node, perImage);
-    }
+    const perImage = this.maskedScores.get(evidence.node);
+    if (perImage === undefined) throw new Error(`Score-CAM: layer ${evidence.node.path} was not prepared`);
     const channels = evidence.activations.shape[3];
     return tf.tidy(() => {
       const rows = perImage.map((scores, image) => {
@@ -44,16 +52,16 @@ export class ScoreCam extends ActivationCamMethod {
     this.maskedScores.clear();
   }
 
-  private scoreMaskedInputs(evidence: Evidence): Float32Array[] {
-    const [batch, height, width, channels] = evidence.activations.shape;
-    const [, inputHeight, inputWidth, inputChannels] = evidence.input.shape;
+  private async scoreMaskedInputs(network: Executor, activations: tf.Tensor4D, input: tf.Tensor4D, score: ScoreKind): Promise<Float32Array[]> {
+    const [batch, height, width, channels] = activations.shape;
+    const [, inputHeight, inputWidth, inputChannels] = input.shape;
     const results: Float32Array[] = [];
     for (let image = 0; image < batch; image++) {
       const chunks: Float32Array[] = [];
       for (let first = 0; first < channels; first += this.batchSize) {
         const count = Math.min(this.batchSize, channels - first);
         const maskedInputs = tf.tidy(() => {
-          const maps = tf.slice(evidence.activations, [image, 0, 0, first], [1, height, width, count]);
+          const maps = tf.slice(activations, [image, 0, 0, first], [1, height, width, count]);
           // pytorch-grad-cam upsamples with torch.nn.UpsamplingBilinear2d,
           // which aligns corners (the Score-CAM authors' code does not).
           const upsampled = tf.image.resizeBilinear(maps, [inputHeight, inputWidth], true, false);
@@ -61,14 +69,17 @@ export class ScoreCam extends ActivationCamMethod {
           const range = tf.sub(tf.max(upsampled, [1, 2], true), min);
           const normalised = tf.where(tf.greater(range, 0), tf.div(tf.sub(upsampled, min), tf.maximum(range, 1e-12)), tf.zerosLike(upsampled));
           const masks = tf.transpose(normalised, [3, 1, 2, 0]);
-          const picture = tf.slice(evidence.input, [image, 0, 0, 0], [1, inputHeight, inputWidth, inputChannels]);
+          const picture = tf.slice(input, [image, 0, 0, 0], [1, inputHeight, inputWidth, inputChannels]);
           return tf.mul(masks, picture) as tf.Tensor4D;
         });
-        const values = evidence.network.forward(maskedInputs);
         try {
-          chunks.push((evidence.score === 'prob' ? values.probabilities : values.scores).dataSync() as Float32Array);
+          const values = await network.forward(maskedInputs);
+          try {
+            chunks.push((score === 'prob' ? values.probabilities : values.scores).dataSync() as Float32Array);
+          } finally {
+            disposeValues(values);
+          }
         } finally {
-          disposeValues(values);
           maskedInputs.dispose();
         }
       }

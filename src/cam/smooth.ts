@@ -16,16 +16,16 @@ import { ClassChooser } from './classes.js';
 const FLIPS = [false, true] as const;
 const FACTORS = [0.9, 1, 1.1] as const;
 
-export function augmentedCompute<E extends Evidence>(method: CamMethod<E>, network: Executor, request: CamRequest): CamResult[][] {
+export async function augmentedCompute<E extends Evidence>(method: CamMethod<E>, network: Executor, request: CamRequest): Promise<CamResult[][]> {
   const batch = request.input.shape[0];
-  const classes = resolveTopClasses(network, request);
+  const classes = await resolveTopClasses(network, request);
   const augmentations = FLIPS.flatMap((flip) => FACTORS.map((factor) => ({ flip, factor })));
   const augmented = tf.tidy(() =>
     tf.concat(augmentations.map(({ flip, factor }) => tf.mul(flip ? tf.reverse(request.input, 2) : request.input, factor))),
   ) as tf.Tensor4D;
   let results: CamResult[][];
   try {
-    results = method.compute(network, {
+    results = await method.compute(network, {
       ...request,
       input: augmented,
       classes: { kind: 'perImage', classes: augmentations.flatMap(() => classes) },
@@ -44,10 +44,10 @@ export function augmentedCompute<E extends Evidence>(method: CamMethod<E>, netwo
 }
 
 /** The classes per image; a top-k request is resolved on the unaugmented input. */
-function resolveTopClasses(network: Executor, request: CamRequest): number[][] {
+async function resolveTopClasses(network: Executor, request: CamRequest): Promise<number[][]> {
   const chooser = new ClassChooser(request.classes, request.input.shape[0]);
   if (chooser.known) return chooser.perImage();
-  const values = network.forward(request.input);
+  const values = await network.forward(request.input);
   try {
     return chooser.perImage(values.probabilities);
   } finally {

@@ -40,12 +40,12 @@ export interface BackwardCallOptions {
  * objective (like PyTorch's `backward(retain_graph=True)` loop); forward
  * hooks on those later layers then fire once per objective.
  */
-export function backward(
+export async function backward(
   model: tfl.LayersModel,
   inputs: ModelInputs,
   objectives: Objective | readonly Objective[],
   options: BackwardCallOptions = {},
-): BackwardResult {
+): Promise<BackwardResult> {
   const network = Network.of(model);
   const to = options.to ?? 'input';
   return network.backward(inputs, Array.isArray(objectives) ? objectives : [objectives as Objective], {
@@ -55,11 +55,11 @@ export function backward(
 }
 
 /** A forward pass returning the outputs, class scores and requested layers. */
-export function forward(
+export async function forward(
   model: tfl.LayersModel,
   inputs: ModelInputs,
   options: { layers?: readonly LayerRef[] } = {},
-): ForwardValues {
+): Promise<ForwardValues> {
   const network = Network.of(model);
   return network.forward(inputs, { layers: resolveNodes(network, options.layers ?? []) });
 }

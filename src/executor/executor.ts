@@ -2,8 +2,9 @@
  * What the explanation methods and tasks need of a model's executor: a
  * forward pass that returns chosen layers' outputs next to the class
  * scores, a backward pass from objectives on those scores to chosen layers
- * or to the input, and the graph they run. `Network` (tfjs-layers)
- * implements it; another importer (e.g. ONNX) can provide its own.
+ * or to the input, and the graph they run. `Network` (tfjs) implements it;
+ * another engine (ONNX Runtime) provides its own. Both passes are
+ * asynchronous because engines other than tfjs run them asynchronously.
  */
 import type { LayerGraph } from './graph.js';
 import type { BackwardOptions, BackwardResult, BackwardTimings, ForwardOptions, ForwardValues, ModelInputs, Objective } from './network.js';
@@ -17,7 +18,7 @@ export interface Executor {
   /** Milliseconds of the last `backward` call: before the sources, and the taped part. */
   readonly lastBackwardTimings: BackwardTimings;
   /** The output, class scores and probabilities, and the outputs of `options.layers` (owned by the caller). */
-  forward(inputs: ModelInputs, options?: ForwardOptions): ForwardValues;
+  forward(inputs: ModelInputs, options?: ForwardOptions): Promise<ForwardValues>;
   /** One forward pass and, per objective, the gradients with respect to the sources (owned by the caller). */
-  backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): BackwardResult;
+  backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): Promise<BackwardResult>;
 }

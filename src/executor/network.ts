@@ -118,7 +118,7 @@ export class Network implements Executor {
     return new Map(this.graph.inputKeys.map((key, i) => [key, list[i]!]));
   }
 
-  forward(inputs: ModelInputs, options: ForwardOptions = {}): ForwardValues {
+  async forward(inputs: ModelInputs, options: ForwardOptions = {}): Promise<ForwardValues> {
     const layers = options.layers ?? [];
     const fetches = unique([this.score.outputKey, this.score.scoreKey, ...layers.map(outputKeyOf)]);
     const values = this.graph.run(this.inputFeeds(inputs), fetches, {
@@ -128,7 +128,7 @@ export class Network implements Executor {
     return this.collect(values, layers, batchOf(inputs));
   }
 
-  backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): BackwardResult {
+  async backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): Promise<BackwardResult> {
     if (objectives.length === 0) throw new Error('backward() needs at least one objective');
     const plan = this.backwardPlan(options);
     const layers = options.layers ?? [];

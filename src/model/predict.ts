@@ -25,11 +25,11 @@ export function inputChannels(model: CamvizModel): 1 | 3 {
 }
 
 /** Class probabilities [batch, classes] for model-size RGB images. */
-export function classProbabilities(model: CamvizModel, images: readonly Uint8Array[]): Float32Array[] {
+export async function classProbabilities(model: CamvizModel, images: readonly Uint8Array[]): Promise<Float32Array[]> {
   const input = inputTensor(model, images);
   try {
     if (model.layersModel !== undefined) {
-      const values = model.network().forward(input);
+      const values = await model.network().forward(input);
       try {
         return rowsOf(values.probabilities);
       } finally {

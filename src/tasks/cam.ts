@@ -59,7 +59,7 @@ export class CamTask {
     if (decoded.length === 0) return { records: failed, summaries: [] };
     let computed: ExplainBatch;
     try {
-      computed = this.compute(decoded);
+      computed = await this.compute(decoded);
     } catch (error) {
       return { records: [...failed, ...decoded.map((item) => errorRecord(item.input, error, item.timings))], summaries: [] };
     }
@@ -68,10 +68,10 @@ export class CamTask {
     return { records: inBatchOrder(batch, [...failed, ...records]), summaries: [] };
   }
 
-  private compute(decoded: readonly DecodedInput[]): ExplainBatch {
+  private async compute(decoded: readonly DecodedInput[]): Promise<ExplainBatch> {
     const input = inputTensor(this.context.model, decoded.map((item) => item.image.input));
     try {
-      return explainBatch(this.context.model.network(), {
+      return await explainBatch(this.context.model.network(), {
         method: this.method,
         input,
         layers: this.layers,

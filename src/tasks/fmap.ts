@@ -46,7 +46,7 @@ export class FmapTask {
     let forward: number;
     try {
       const started = performance.now();
-      activations = this.capture(decoded);
+      activations = await this.capture(decoded);
       forward = elapsedSince(started) / decoded.length;
     } catch (error) {
       return { records: [...failed, ...decoded.map((item) => errorRecord(item.input, error, item.timings))], summaries: [] };
@@ -57,10 +57,10 @@ export class FmapTask {
   }
 
   /** Per image, per layer: the activation [H, W, C] as a flat array, with its shape. */
-  private capture(decoded: readonly DecodedInput[]): Activation[][] {
+  private async capture(decoded: readonly DecodedInput[]): Promise<Activation[][]> {
     const input = inputTensor(this.context.model, decoded.map((item) => item.image.input));
     try {
-      const values = this.context.model.network().forward(input, { layers: this.layers });
+      const values = await this.context.model.network().forward(input, { layers: this.layers });
       try {
         const perLayer = this.layers.map((node) => splitImages(values.layers.get(node.path), node));
         return decoded.map((_, image) => perLayer.map((images) => images[image]!));

@@ -16,7 +16,7 @@ export class PredictTask {
     if (decoded.length > 0) {
       try {
         const started = performance.now();
-        const probabilities = classProbabilities(this.context.model, decoded.map((item) => item.image.input));
+        const probabilities = await classProbabilities(this.context.model, decoded.map((item) => item.image.input));
         const forward = elapsedSince(started) / decoded.length;
         decoded.forEach((item, i) => {
           records.push({
