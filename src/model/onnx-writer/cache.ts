@@ -1,0 +1,137 @@
+/**
+ * Written ONNX models cached beside the zoo cache:
+ * `<cache>/onnx/<fingerprint>-<H>x<W>.onnx`, with a `.json` beside it that
+ * holds the model's sha256 and where the executor graph's values are in it.
+ *
+ * The fingerprint is the sha256 of what the written model depends on: the
+ * writer's version, each layer's class, configuration, connections and
+ * weights. A model loaded from other files with the same contents shares the
+ * entry; a changed weight gets another. An entry whose bytes do not match
+ * their recorded sha256 (a cut-off or damaged file) is written again. Both
+ * files are written atomically, the `.json` last, so a reader never trusts
+ * an entry that is still being written.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type * as tfl from '../../engine/tfl.js';
+import { LayerGraph } from '../../executor/graph.js';
+import { writeFileAtomic } from '../../util/atomic-file.js';
+import { CamvizError } from '../../util/errors.js';
+import type { CamvizModel } from '../load.js';
+import { cacheRoot } from '../zoo.js';
+import { CONVERTERS, UnsupportedLayerError } from './layers.js';
+import { type OnnxInputSize, type ValueTable, WRITER_VERSION, type WrittenModel, WrittenTrunk, writeOnnxModel } from './write.js';
+
+export interface OnnxTrunkOptions {
+  /** The cache folder; false: write in memory only. Default `<cache root>/onnx`. */
+  cache?: string | false;
+  /** Says why a cache entry was rewritten or could not be written. */
+  log?: (message: string) => void;
+}
+
+/** The default cache folder of written ONNX models. */
+export function onnxCacheDir(): string {
+  return join(cacheRoot(), 'onnx');
+}
+
+interface CacheRecord {
+  writerVersion: number;
+  sha256: string;
+  table: ValueTable;
+}
+
+function sha256Hex(bytes: Uint8Array | string): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** Every layer of the graph has a converter: the first that has none is named before anything is read or hashed. */
+function checkSupported(graph: LayerGraph): void {
+  for (const node of graph.nodes) {
+    const className = node.layer.getClassName();
+    if (!CONVERTERS.has(className)) throw new UnsupportedLayerError(node.path, className);
+  }
+}
+
+/** sha256 of everything the written model depends on (see the file comment). */
+export function modelFingerprint(graph: LayerGraph): string {
+  const hash = createHash('sha256').update(`camviz onnx-writer ${WRITER_VERSION}\n`);
+  // Values by position, not by tensor key: keys differ between loads of the same model.
+  const positions = new Map<string, string>(graph.inputKeys.map((key, i) => [key, `in${i}`]));
+  for (const node of graph.nodes) {
+    const inputs = node.inputs.map((key) => positions.get(key) ?? '?');
+    hash.update(`${JSON.stringify([node.layer.getClassName(), node.layer.getConfig(), inputs])}\n`);
+    for (const variable of node.layer.weights) {
+      const data = variable.read().dataSync() as Float32Array | Int32Array | Uint8Array;
+      hash.update(`${variable.shape.join('x')}:`).update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    }
+    node.outputs.forEach((key, i) => positions.set(key, `${node.index}.${i}`));
+  }
+  hash.update(JSON.stringify(graph.outputKeys.map((key) => positions.get(key))));
+  return hash.digest('hex');
+}
+
+/**
+ * The OnnxTrunk of a TF.js layers model at one input size: the written
+ * ONNX model, from the cache when it holds a sound copy. Throws an
+ * UnsupportedLayerError naming the first layer the writer cannot express.
+ */
+export async function onnxTrunkOfLayersModel(model: tfl.LayersModel, size: OnnxInputSize, options: OnnxTrunkOptions = {}): Promise<WrittenTrunk> {
+  const graph = LayerGraph.fromModel(model);
+  checkSupported(graph);
+  const cacheKey = `${modelFingerprint(graph)}-${size.height}x${size.width}`;
+  const folder = options.cache === undefined ? onnxCacheDir() : options.cache;
+  if (folder === false) return new WrittenTrunk(graph, writeOnnxModel(model, size), cacheKey, size, 'written');
+  const onnxPath = join(folder, `${cacheKey}.onnx`);
+  const recordPath = join(folder, `${cacheKey}.json`);
+  const cached = await readEntry(onnxPath, recordPath, graph, options.log);
+  if (cached !== undefined) return new WrittenTrunk(graph, cached, cacheKey, size, 'cache');
+  const written = writeOnnxModel(model, size);
+  try {
+    await mkdir(folder, { recursive: true });
+    await writeFileAtomic(onnxPath, written.bytes);
+    const record: CacheRecord = { writerVersion: WRITER_VERSION, sha256: sha256Hex(written.bytes), table: written.table };
+    await writeFileAtomic(recordPath, `${JSON.stringify(record)}\n`);
+  } catch (error) {
+    // The model is written: a cache that cannot be written costs time, not the run.
+    options.log?.(`cannot cache the written ONNX model: ${error instanceof CamvizError ? error.describe() : (error as Error).message}`);
+  }
+  return new WrittenTrunk(graph, written, cacheKey, size, 'written');
+}
+
+/** The cached model, or undefined when there is none or it is not sound (said through `log`). */
+async function readEntry(onnxPath: string, recordPath: string, graph: LayerGraph, log: OnnxTrunkOptions['log']): Promise<WrittenModel | undefined> {
+  let recordText: string;
+  try {
+    recordText = await readFile(recordPath, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const damage = (reason: string): undefined => {
+    log?.(`the cached ONNX model is damaged (${reason}); writing it again (${onnxPath})`);
+    return undefined;
+  };
+  let record: CacheRecord;
+  try {
+    record = JSON.parse(recordText) as CacheRecord;
+  } catch {
+    return damage('its record is not JSON');
+  }
+  if (record.writerVersion !== WRITER_VERSION || typeof record.sha256 !== 'string' || !Array.isArray(record.table?.nodes)) return damage('its record is not of this writer');
+  if (record.table.nodes.length !== graph.nodes.length) return damage('its record describes another graph');
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(onnxPath);
+  } catch (error) {
+    return damage(`unreadable: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  if (sha256Hex(bytes) !== record.sha256) return damage('its sha256 does not match its record');
+  return { bytes, table: record.table };
+}
+
+/** The OnnxTrunk of a loaded TF.js layers model at its input size (see onnxTrunkOfLayersModel). */
+export async function onnxTrunkOfModel(model: CamvizModel, options: OnnxTrunkOptions = {}): Promise<WrittenTrunk> {
+  if (model.onnx !== undefined) throw new CamvizError('an ONNX model runs on ONNX Runtime as it is, not through the ONNX writer', { file: model.meta.modelJsonPath });
+  if (model.layersModel === undefined) throw new CamvizError('the ONNX writer needs a TF.js layers model', { file: model.meta.modelJsonPath });
+  return onnxTrunkOfLayersModel(model.layersModel, model.meta.inputSize, options);
+}
