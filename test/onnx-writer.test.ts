@@ -13,7 +13,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -29,6 +29,7 @@ import { loadModel } from '../src/model/load.js';
 import { onnxTrunkOfLayersModel, onnxTrunkOfModel } from '../src/model/onnx-writer/cache.js';
 import { UnsupportedLayerError } from '../src/model/onnx-writer/layers.js';
 import { mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
+import { layersAsGraph, writeGraphModel } from './helpers/graph-model.js';
 import { findPython } from './helpers/python.js';
 
 type Sym = tfl.SymbolicTensor;
@@ -296,6 +297,26 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
     }
   });
 
+  test('MobileNet v1 as a TF.js graph model (TF nodes as layers)', { skip: skipWithoutSharedAssets }, async () => {
+    const layers = await loadModel(mobilenetDir);
+    const { nodes, weights } = layersAsGraph(layers.layersModel!);
+    layers.dispose();
+    const folder = join(workDir, 'graph-mobilenet');
+    await mkdir(folder);
+    const model = await loadModel(await writeGraphModel(folder, nodes, weights));
+    try {
+      const trunk = await onnxTrunkOfModel(model, { cache: false });
+      const compared = [
+        'MobilenetV1/conv1/BatchNorm/FusedBatchNormV3', 'MobilenetV1/conv1/Relu6', 'MobilenetV1/conv_dw_2/Relu6', 'MobilenetV1/conv_pw_13/Relu6',
+        'MobilenetV1/global_average_pooling2d_1/Mean', 'MobilenetV1/reshape_1/Reshape', 'MobilenetV1/conv_preds/BiasAdd', 'MobilenetV1/act_softmax/Softmax',
+        'MobilenetV1/Predictions',
+      ];
+      await compareWithTfjs(model.layersModel!, trunk, compared, randomInput(2, 224, 224));
+    } finally {
+      model.dispose();
+    }
+  });
+
   test('the embedded shapes model: every layer', async () => {
     const model = await loadModel('shapes');
     try {
@@ -456,5 +477,24 @@ describe('the cache of written models', { skip: ortSkip }, () => {
     const model = stridedModel(8, 8);
     const at8 = await onnxTrunkOfLayersModel(model, { height: 8, width: 8 }, { cache: false });
     assert.match(at8.cacheKey, /^[0-9a-f]{64}-8x8$/);
+  });
+
+  test('a TF.js graph model\'s key follows its weights (its layers have no weights of their own)', { skip: skipWithoutSharedAssets }, async () => {
+    const layers = await loadModel(mobilenetDir);
+    const { nodes, weights } = layersAsGraph(layers.layersModel!);
+    layers.dispose();
+    const keyOf = async (name: string, graphWeights: typeof weights): Promise<string> => {
+      const folder = join(workDir, name);
+      await mkdir(folder);
+      const model = await loadModel(await writeGraphModel(folder, nodes, graphWeights));
+      try {
+        return (await onnxTrunkOfModel(model, { cache: false })).cacheKey;
+      } finally {
+        model.dispose();
+      }
+    };
+    const changed = weights.map((weight) => (weight.name.endsWith('conv_preds/biases') ? { ...weight, data: Float32Array.from(weight.data, (value) => value + 1) } : weight));
+    assert.ok(changed.some((weight, i) => weight !== weights[i]), 'a weight was changed');
+    assert.notEqual(await keyOf('graph-a', weights), await keyOf('graph-b', changed));
   });
 });

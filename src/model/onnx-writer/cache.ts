@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type * as tfl from '../../engine/tfl.js';
-import { LayerGraph } from '../../executor/graph.js';
+import { type Layer, LayerGraph } from '../../executor/graph.js';
 import { writeFileAtomic } from '../../util/atomic-file.js';
 import { CamvizError } from '../../util/errors.js';
 import type { CamvizModel } from '../load.js';
@@ -53,6 +53,21 @@ function checkSupported(graph: LayerGraph): void {
   }
 }
 
+/** The weight fields the converters read (tfjs-layers' names; an imported graph node's view uses the same). */
+const WEIGHT_FIELDS = ['kernel', 'depthwiseKernel', 'pointwiseKernel', 'bias', 'gamma', 'beta', 'movingMean', 'movingVariance'] as const;
+
+type WeightField = { read(): { dataSync(): Float32Array | Int32Array | Uint8Array; shape: number[] } } | null | undefined;
+
+/**
+ * What a layer is, as JSON: its class and configuration, and for a layer
+ * imported from a TF.js graph model (whose configuration is only its name)
+ * its plan: the TF node with its attributes, shapes and fields.
+ */
+function describeLayer(layer: Layer): string {
+  const plan = (layer as unknown as { plan?: unknown }).plan;
+  return JSON.stringify([layer.getClassName(), layer.getConfig(), plan ?? null]);
+}
+
 /** sha256 of everything the written model depends on (see the file comment). */
 export function modelFingerprint(graph: LayerGraph): string {
   const hash = createHash('sha256').update(`camviz onnx-writer ${WRITER_VERSION}\n`);
@@ -60,10 +75,13 @@ export function modelFingerprint(graph: LayerGraph): string {
   const positions = new Map<string, string>(graph.inputKeys.map((key, i) => [key, `in${i}`]));
   for (const node of graph.nodes) {
     const inputs = node.inputs.map((key) => positions.get(key) ?? '?');
-    hash.update(`${JSON.stringify([node.layer.getClassName(), node.layer.getConfig(), inputs])}\n`);
-    for (const variable of node.layer.weights) {
-      const data = variable.read().dataSync() as Float32Array | Int32Array | Uint8Array;
-      hash.update(`${variable.shape.join('x')}:`).update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    hash.update(`${describeLayer(node.layer)}${JSON.stringify(inputs)}\n`);
+    for (const field of WEIGHT_FIELDS) {
+      const variable = (node.layer as unknown as Record<string, WeightField>)[field];
+      if (variable == null) continue;
+      const tensor = variable.read();
+      const data = tensor.dataSync();
+      hash.update(`${field} ${tensor.shape.join('x')}:`).update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     }
     node.outputs.forEach((key, i) => positions.set(key, `${node.index}.${i}`));
   }

@@ -62,7 +62,6 @@ interface ConvView {
   depthwiseKernel?: VariableView;
   pointwiseKernel?: VariableView;
   bias?: VariableView | null;
-  useBias: boolean;
   strides: number[];
   padding: string;
   dataFormat: string;
@@ -94,6 +93,11 @@ function weight(variable: VariableView | null | undefined, context: ConverterCon
   if (variable == null) throw unsupported(context, `no ${what} weight`);
   const tensor = variable.read();
   return { data: Float32Array.from(tensor.dataSync()), shape: [...tensor.shape] };
+}
+
+/** A layer's bias: tfjs-layers sets `bias` to null without one (an imported graph node's view has no `useBias`). */
+function biasOf(layer: ConvView, context: ConverterContext): Float32Array | undefined {
+  return layer.bias == null ? undefined : weight(layer.bias, context, 'bias').data;
 }
 
 function unsupported(context: ConverterContext, detail: string): UnsupportedLayerError {
@@ -269,7 +273,7 @@ const conv2d: Converter = (context) => {
   const [kh, kw, cin, cout] = hwio.shape as [number, number, number, number];
   if (cin !== x.dims[2]) throw unsupported(context, `kernel of ${cin} input channels for ${x.dims[2]} (grouped convolution)`);
   const oihw = transpose(hwio.data, hwio.shape, [3, 2, 0, 1]);
-  const bias = conv.useBias ? weight(conv.bias, context, 'bias').data : undefined;
+  const bias = biasOf(conv, context);
   const folded = foldedWeights(context, oihw, bias);
   const pads = padsOf(context, conv.padding, x, kernel, strides, dilations);
   const out = convNode(context, x.name, { data: folded.weights, dims: [cout, cin, kh, kw] }, folded.bias, convAttributes(pads, kernel, strides, dilations, 1), convHint(context, conv));
@@ -287,7 +291,7 @@ const depthwiseConv2d: Converter = (context) => {
   const x = imageInput(context, conv.dataFormat);
   const { kernel, strides, dilations } = spatialGeometry(conv);
   const weights = depthwiseWeights(weight(conv.depthwiseKernel, context, 'depthwise kernel'));
-  const bias = conv.useBias ? weight(conv.bias, context, 'bias').data : undefined;
+  const bias = biasOf(conv, context);
   const folded = foldedWeights(context, weights.data, bias);
   const pads = padsOf(context, conv.padding, x, kernel, strides, dilations);
   const attributes = convAttributes(pads, kernel, strides, dilations, x.dims[2]!);
@@ -304,7 +308,7 @@ const separableConv2d: Converter = (context) => {
   const middle = convNode(context, x.name, depthwise, undefined, convAttributes(pads, kernel, strides, dilations, x.dims[2]!), `${context.path}/depthwise`);
   const pointwise = weight(conv.pointwiseKernel, context, 'pointwise kernel');
   const [, , cin, cout] = pointwise.shape as [number, number, number, number];
-  const bias = conv.useBias ? weight(conv.bias, context, 'bias').data : undefined;
+  const bias = biasOf(conv, context);
   const folded = foldedWeights(context, transpose(pointwise.data, pointwise.shape, [3, 2, 0, 1]), bias);
   const ones: [number, number] = [1, 1];
   const out = convNode(context, middle, { data: folded.weights, dims: [cout, cin, 1, 1] }, folded.bias, convAttributes([0, 0, 0, 0], ones, ones, ones, 1), convHint(context, conv));
@@ -319,7 +323,8 @@ const dense: Converter = (context) => {
   // Gemm's B is tfjs' kernel as it is: [in, out].
   const kernel = weight(layer.kernel, context, 'kernel');
   const inputs = [x.name, b.floats(`${context.path}/kernel`, kernel.shape, kernel.data)];
-  if (layer.useBias) inputs.push(b.floats(`${context.path}/bias`, [kernel.shape[1]!], weight(layer.bias, context, 'bias').data));
+  const bias = biasOf(layer, context);
+  if (bias !== undefined) inputs.push(b.floats(`${context.path}/bias`, [bias.length], bias));
   const out = b.op('Gemm', inputs, [], convHint(context, layer));
   return withActivation(context, layer.activation.getClassName(), out, 1);
 };
@@ -365,7 +370,8 @@ const eluLayer: Converter = (context) => {
 
 const softmaxLayer: Converter = (context) => {
   const x = onlyInput(context);
-  const axis = (context.layer as unknown as { axis: number | number[] }).axis;
+  // An imported TF Softmax node has no axis: TF normalizes the last.
+  const axis = (context.layer as unknown as { axis?: number | number[] }).axis ?? -1;
   const axes = Array.isArray(axis) ? axis : [axis];
   if (axes.length !== 1) throw unsupported(context, `softmax over ${axes.length} axes`);
   const onnx = onnxAxis(axes[0]!, x.dims.length + 1);
