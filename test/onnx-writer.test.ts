@@ -29,7 +29,7 @@ import { loadModel } from '../src/model/load.js';
 import { onnxTrunkOfLayersModel, onnxTrunkOfModel } from '../src/model/onnx-writer/cache.js';
 import { UnsupportedLayerError } from '../src/model/onnx-writer/layers.js';
 import { mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
-import { layersAsGraph, writeGraphModel } from './helpers/graph-model.js';
+import { attr, convAttrs, layersAsGraph, placeholder, writeGraphModel } from './helpers/graph-model.js';
 import { findPython } from './helpers/python.js';
 
 type Sym = tfl.SymbolicTensor;
@@ -87,6 +87,7 @@ function relativeError(actual: tf.Tensor, expected: tf.Tensor, what: string): nu
   let difference = 0;
   let scale = 0;
   for (let i = 0; i < e.length; i++) {
+    assert.ok(Number.isFinite(a[i]) && Number.isFinite(e[i]), `${what}[${i}]: ${a[i]} and ${e[i]} must be finite`);
     difference = Math.max(difference, Math.abs(a[i]! - e[i]!));
     scale = Math.max(scale, Math.abs(e[i]!));
   }
@@ -153,6 +154,8 @@ let seed = 100;
 /** Random weights, with BatchNorm statistics far from identity, so that a wrong fold shows. */
 function randomizeWeights(model: tfl.LayersModel): void {
   for (const layer of model.layers) {
+    // A nested model is randomized on its own (its BatchNorm variances must stay positive).
+    if (layer instanceof tfl.LayersModel) continue;
     const weights = layer.getWeights();
     if (weights.length === 0) continue;
     if (layer.getClassName() === 'BatchNormalization') {
@@ -317,6 +320,43 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
     }
   });
 
+  test('TF graph ops without a Keras view: MaxPool, AvgPool ("same", stride 2, odd size), AddV2, Mul, Sigmoid', async () => {
+    const size = 9;
+    const pool = (name: string, op: string): { name: string; op: string; input: string[]; attr: Record<string, unknown> } => ({
+      name,
+      op,
+      input: ['net/relu'],
+      attr: { T: attr.float, ksize: attr.ints([1, 3, 3, 1]), strides: attr.ints([1, 2, 2, 1]), padding: attr.string('SAME'), data_format: attr.string('NHWC') },
+    });
+    const nodes = [
+      placeholder('image', [-1, size, size, 3]),
+      { name: 'net/conv/Conv2D', op: 'Conv2D', input: ['image', 'net/conv/kernel'], attr: convAttrs('SAME') },
+      { name: 'net/conv/BiasAdd', op: 'BiasAdd', input: ['net/conv/Conv2D', 'net/conv/bias'], attr: { T: attr.float, data_format: attr.string('NHWC') } },
+      { name: 'net/relu', op: 'Relu', input: ['net/conv/BiasAdd'], attr: { T: attr.float } },
+      pool('net/max', 'MaxPool'),
+      pool('net/avg', 'AvgPool'),
+      { name: 'net/sum', op: 'AddV2', input: ['net/max', 'net/avg'], attr: { T: attr.float } },
+      { name: 'net/gate', op: 'Sigmoid', input: ['net/sum'], attr: { T: attr.float } },
+      { name: 'net/gated', op: 'Mul', input: ['net/sum', 'net/gate'], attr: { T: attr.float } },
+      { name: 'output', op: 'Identity', input: ['net/gated'], attr: { T: attr.float } },
+    ];
+    const kernel = tf.randomNormal([3, 3, 3, 4], 0, 0.5, 'float32', seed++);
+    const bias = tf.randomNormal([4], 0, 0.5, 'float32', seed++);
+    const folder = join(workDir, 'graph-ops');
+    await mkdir(folder);
+    const weights = [
+      { name: 'net/conv/kernel', shape: [3, 3, 3, 4], dtype: 'float32' as const, data: kernel.dataSync() },
+      { name: 'net/conv/bias', shape: [4], dtype: 'float32' as const, data: bias.dataSync() },
+    ];
+    const model = await loadModel(await writeGraphModel(folder, nodes, weights), { size: `${size}` });
+    try {
+      const trunk = await onnxTrunkOfModel(model, { cache: false });
+      await compareWithTfjs(model.layersModel!, trunk, computedLayers(model.layersModel!), randomInput(2, size, size));
+    } finally {
+      model.dispose();
+    }
+  });
+
   test('the embedded shapes model: every layer', async () => {
     const model = await loadModel('shapes');
     try {
@@ -360,6 +400,53 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
     const model = activationsModel(9, 10);
     const trunk = await onnxTrunkOfLayersModel(model, { height: 9, width: 10 }, { cache: false });
     await compareWithTfjs(model, trunk, computedLayers(model), randomInput(2, 9, 10));
+  });
+
+  test('a nested model and a layer called twice: every value, against the executor and predict', async () => {
+    const innerInput = tfl.input({ shape: [6, 6, 3] });
+    let y = tfl.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', name: 'conv' }).apply(innerInput) as Sym;
+    y = tfl.layers.batchNormalization({ name: 'bn' }).apply(y) as Sym;
+    y = tfl.layers.reLU({ name: 'relu' }).apply(y) as Sym;
+    const backbone = tfl.model({ inputs: innerInput, outputs: y, name: 'backbone' });
+    const input = tfl.input({ shape: [6, 6, 3] });
+    const features = backbone.apply(input) as Sym;
+    const shared = tfl.layers.conv2d({ filters: 4, kernelSize: 1, name: 'shared' });
+    const once = shared.apply(features) as Sym;
+    const twice = shared.apply(once) as Sym;
+    const sum = tfl.layers.add({ name: 'sum' }).apply([once, twice]) as Sym;
+    const out = tfl.layers.dense({ units: 3, name: 'logits' }).apply(tfl.layers.globalAveragePooling2d({ name: 'gap' }).apply(sum) as Sym) as Sym;
+    const model = tfl.model({ inputs: input, outputs: out });
+    randomizeWeights(backbone);
+    randomizeWeights(model);
+    const trunk = await onnxTrunkOfLayersModel(model, { height: 6, width: 6 }, { cache: false });
+    const graph = LayerGraph.fromModel(model);
+    assert.deepEqual(graph.nodes.map((node) => [node.path, node.outputs.map((key) => trunk.valueOf(key)?.name)]), [
+      ['backbone/conv', [undefined]],
+      ['backbone/bn', ['backbone/bn']],
+      ['backbone/relu', ['backbone/relu']],
+      ['shared', ['shared']],
+      ['shared', ['shared_2']],
+      ['sum', ['sum']],
+      ['gap', ['gap']],
+      ['logits', ['logits']],
+    ]);
+    const keys = graph.nodes.flatMap((node) => node.outputs).filter((key) => trunk.valueOf(key) !== undefined);
+    const x = randomInput(2, 6, 6);
+    const names = keys.map((key) => trunk.valueOf(key)!.name);
+    const fetched = await runOnnx(trunk.withOutputs(names), trunk, x, names);
+    const reference = graph.run(new Map([[graph.inputKeys[0]!, x]]), keys, { fuse: false });
+    const predicted = model.predict(x) as tf.Tensor;
+    try {
+      keys.forEach((key, i) => {
+        const got = inCamvizLayout(fetched.get(names[i]!)!, trunk.valueOf(key)!.layout);
+        const error = relativeError(got, reference.get(key)!, names[i]!);
+        got.dispose();
+        assert.ok(error <= TOLERANCE, `${names[i]}: relative error ${error.toExponential(2)}`);
+      });
+      assert.ok(relativeError(fetched.get('logits')!, predicted, 'logits') <= TOLERANCE, 'logits equal predict');
+    } finally {
+      tf.dispose([...fetched.values(), ...reference.values(), predicted]);
+    }
   });
 
   test('withOutputs adds only new values, and refuses an unknown name', async () => {

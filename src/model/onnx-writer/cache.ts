@@ -20,7 +20,7 @@ import { writeFileAtomic } from '../../util/atomic-file.js';
 import { CamvizError } from '../../util/errors.js';
 import type { CamvizModel } from '../load.js';
 import { cacheRoot } from '../zoo.js';
-import { CONVERTERS, UnsupportedLayerError } from './layers.js';
+import { CONVERTERS, OnnxWriteError, UnsupportedLayerError } from './layers.js';
 import { type OnnxInputSize, type ValueTable, WRITER_VERSION, type WrittenModel, WrittenTrunk, writeOnnxModel } from './write.js';
 
 export interface OnnxTrunkOptions {
@@ -150,6 +150,7 @@ async function readEntry(onnxPath: string, recordPath: string, graph: LayerGraph
 /** The OnnxTrunk of a loaded TF.js layers model at its input size (see onnxTrunkOfLayersModel). */
 export async function onnxTrunkOfModel(model: CamvizModel, options: OnnxTrunkOptions = {}): Promise<WrittenTrunk> {
   if (model.onnx !== undefined) throw new CamvizError('an ONNX model runs on ONNX Runtime as it is, not through the ONNX writer', { file: model.meta.modelJsonPath });
-  if (model.layersModel === undefined) throw new CamvizError('the ONNX writer needs a TF.js layers model', { file: model.meta.modelJsonPath });
+  // A graph model that needs executeAsync (control flow) has no layers model.
+  if (model.layersModel === undefined) throw new OnnxWriteError(`the ONNX writer needs a TF.js layers model (${model.meta.modelJsonPath})`);
   return onnxTrunkOfLayersModel(model.layersModel, model.meta.inputSize, options);
 }

@@ -10,9 +10,18 @@ import type { Layer } from '../../executor/graph.js';
 import { CamvizError } from '../../util/errors.js';
 import { type GraphBuilder, batchNormAffine, foldIntoConv, samePadding, transpose, type ChannelAffine } from './builder.js';
 import type { OnnxAttribute } from './proto-writer.js';
+import { type TfNode, intsAttr, stringAttr } from '../tfgraph/graph-def.js';
 
-/** A layer the ONNX writer cannot express; the ONNX Runtime engine falls back to tfjs for the model. */
-export class UnsupportedLayerError extends CamvizError {
+/** A model the ONNX writer cannot express (a layer, or its input); the ONNX Runtime engine falls back to tfjs for it. */
+export class OnnxWriteError extends CamvizError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OnnxWriteError';
+  }
+}
+
+/** A layer the ONNX writer cannot express. */
+export class UnsupportedLayerError extends OnnxWriteError {
   constructor(
     /** The layer's path in the executor graph. */
     readonly layerPath: string,
@@ -389,20 +398,43 @@ const zeroPadding2d: Converter = (context) => {
   return { outputs: [context.builder.op('Pad', [x.name, pads], [], context.outputHint)] };
 };
 
+/** A MaxPool / AveragePool node for TF's pooling of `x` (window, strides, "same" or "valid"). */
+function poolNode(context: ConverterContext, opType: 'MaxPool' | 'AveragePool', x: ConverterInput, kernel: [number, number], strides: [number, number], padding: string): Converted {
+  const pads = padsOf(context, padding, x, kernel, strides, [1, 1]);
+  // TF's average pooling divides by the pixels inside the image: ONNX's count_include_pad = 0 (the default).
+  const attributes: OnnxAttribute[] = [
+    { name: 'kernel_shape', ints: kernel },
+    { name: 'strides', ints: strides },
+    { name: 'pads', ints: pads },
+  ];
+  return { outputs: [context.builder.op(opType, [x.name], attributes, context.outputHint)] };
+}
+
 function pooling(opType: 'MaxPool' | 'AveragePool'): Converter {
   return (context) => {
     const pool = context.layer as unknown as PoolView;
-    const x = imageInput(context, pool.dataFormat);
-    const kernel = pair(pool.poolSize);
-    const strides = pair(pool.strides);
-    const pads = padsOf(context, pool.padding, x, kernel, strides, [1, 1]);
-    // TF's average pooling divides by the pixels inside the image: ONNX's count_include_pad = 0 (the default).
-    const attributes: OnnxAttribute[] = [
-      { name: 'kernel_shape', ints: kernel },
-      { name: 'strides', ints: strides },
-      { name: 'pads', ints: pads },
-    ];
-    return { outputs: [context.builder.op(opType, [x.name], attributes, context.outputHint)] };
+    return poolNode(context, opType, imageInput(context, pool.dataFormat), pair(pool.poolSize), pair(pool.strides), pool.padding);
+  };
+}
+
+/** The TF node of a layer imported from a TF.js graph model (src/model/tfgraph). */
+function tfNodeOf(context: ConverterContext): TfNode {
+  const node = (context.layer as unknown as { plan?: { node?: TfNode } }).plan?.node;
+  if (node === undefined) throw unsupported(context, 'not a TF graph node');
+  return node;
+}
+
+/** TF's MaxPool / AvgPool node (NHWC; ksize and strides [1, h, w, 1]). */
+function tfPooling(opType: 'MaxPool' | 'AveragePool'): Converter {
+  return (context) => {
+    const node = tfNodeOf(context);
+    const ksize = intsAttr(node, 'ksize') ?? [];
+    const strides = intsAttr(node, 'strides') ?? [];
+    const format = stringAttr(node, 'data_format') ?? 'NHWC';
+    const spatialOnly = (values: number[]): boolean => values.length === 4 && values[0] === 1 && values[3] === 1;
+    if (format !== 'NHWC' || !spatialOnly(ksize) || !spatialOnly(strides)) throw unsupported(context, `pooling window [${ksize.join(', ')}], strides [${strides.join(', ')}], ${format}`);
+    const x = imageInput(context, undefined);
+    return poolNode(context, opType, x, [ksize[1]!, ksize[2]!], [strides[1]!, strides[2]!], (stringAttr(node, 'padding') ?? '').toLowerCase());
   };
 }
 
@@ -449,7 +481,8 @@ const reshape: Converter = (context) => {
 /** Inputs of a merge layer, which must all have the same rank (so the same ONNX layout). */
 function mergeInputs(context: ConverterContext): string[] {
   const rank = context.inputs[0]?.dims.length;
-  if (context.inputs.length < 2 || context.inputs.some((input) => input.dims.length !== rank)) throw unsupported(context, 'inputs of different ranks');
+  if (context.inputs.length < 2) throw unsupported(context, `${context.inputs.length} computed input (a constant operand is not supported)`);
+  if (context.inputs.some((input) => input.dims.length !== rank)) throw unsupported(context, 'inputs of different ranks');
   return context.inputs.map((input) => input.name);
 }
 
@@ -547,4 +580,10 @@ export const CONVERTERS: ReadonlyMap<string, Converter> = new Map<string, Conver
   ['UpSampling2D', upSampling2d],
   ['Cropping2D', cropping2d],
   ['Rescaling', rescaling],
+  // TF ops of an imported TF.js graph model that have no Keras view (src/model/tfgraph/keras.ts), over computed values only.
+  // ('Add' is Keras' Add above.)
+  ['AddV2', variadicMerge('Add', 'Sum')],
+  ['Mul', multiply],
+  ['MaxPool', tfPooling('MaxPool')],
+  ['AvgPool', tfPooling('AveragePool')],
 ]);

@@ -16,10 +16,9 @@
 import type * as tfl from '../../engine/tfl.js';
 import { type GraphNode, LayerGraph, preActivationKey } from '../../executor/graph.js';
 import type { OnnxTrunk, OnnxValue } from '../../executor/onnx-trunk.js';
-import { CamvizError } from '../../util/errors.js';
 import { VERSION } from '../../util/version.js';
 import { GraphBuilder } from './builder.js';
-import { CONVERTERS, type ConverterInput, UnsupportedLayerError, canFoldBatchNorm } from './layers.js';
+import { CONVERTERS, type ConverterInput, OnnxWriteError, UnsupportedLayerError, canFoldBatchNorm } from './layers.js';
 import { type OnnxValueInfo, encodeExtraOutputs, encodeModel } from './proto-writer.js';
 
 /** Changes whenever the writer writes something else for the same model: part of the cache key. */
@@ -68,12 +67,12 @@ function layoutOf(dims: readonly number[]): OnnxValue['layout'] {
 
 /** The one image input's [H, W, C] at `size`, checked against the model's. */
 function inputDims(model: tfl.LayersModel, graph: LayerGraph, size: OnnxInputSize): number[] {
-  if (graph.inputKeys.length !== 1) throw new CamvizError(`the ONNX writer needs a model with one input, not ${graph.inputKeys.length}`);
+  if (graph.inputKeys.length !== 1) throw new OnnxWriteError(`the ONNX writer needs a model with one input, not ${graph.inputKeys.length}`);
   const shape = model.inputs[0]!.shape;
-  if (shape.length !== 4 || typeof shape[3] !== 'number') throw new CamvizError(`the ONNX writer needs an NHWC image input, not [${shape.join(', ')}]`);
+  if (shape.length !== 4 || typeof shape[3] !== 'number') throw new OnnxWriteError(`the ONNX writer needs an NHWC image input, not [${shape.join(', ')}]`);
   const fixed = [shape[1], shape[2]];
   if ((fixed[0] != null && fixed[0] !== size.height) || (fixed[1] != null && fixed[1] !== size.width)) {
-    throw new CamvizError(`the model's input is ${fixed[0]}x${fixed[1]} (HxW), not ${size.height}x${size.width}`);
+    throw new OnnxWriteError(`the model's input is ${fixed[0]}x${fixed[1]} (HxW), not ${size.height}x${size.width}`);
   }
   return [size.height, size.width, shape[3]];
 }
