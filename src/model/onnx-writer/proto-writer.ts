@@ -167,17 +167,27 @@ export function encodeModel(model: OnnxModel): Uint8Array {
   return writer.finish();
 }
 
+/** What a ModelProto fragment adds to a model's graph (see encodeGraphAddition). */
+export interface GraphAddition {
+  /** Nodes that read only values of the graph or earlier added nodes (they come after the graph's). */
+  readonly nodes: readonly OnnxNode[];
+  readonly initializers: readonly OnnxTensor[];
+  readonly outputs: readonly OnnxValueInfo[];
+}
+
 /**
- * A ModelProto fragment holding only a graph with these outputs. Appended
- * to an encoded ModelProto it adds them to its graph: a parser merges the
- * two occurrences of the singular `graph` field, and repeated fields
- * (outputs) concatenate. This saves re-encoding megabytes of weights per
- * set of fetched values.
+ * A ModelProto fragment holding only a graph with these nodes, initializers
+ * and outputs. Appended to an encoded ModelProto it adds them to its graph:
+ * a parser merges the two occurrences of the singular `graph` field, and
+ * repeated fields (nodes, initializers, outputs) concatenate. This saves
+ * re-encoding megabytes of weights per set of fetched values.
  */
-export function encodeExtraOutputs(outputs: readonly OnnxValueInfo[]): Uint8Array {
+export function encodeGraphAddition(addition: GraphAddition): Uint8Array {
   const writer = protobuf.Writer.create();
   message(writer, 7, (graph) => {
-    for (const output of outputs) message(graph, 12, (inner) => writeValueInfo(inner, output));
+    for (const node of addition.nodes) message(graph, 1, (inner) => writeNode(inner, node));
+    for (const tensor of addition.initializers) message(graph, 5, (inner) => writeTensor(inner, tensor));
+    for (const output of addition.outputs) message(graph, 12, (inner) => writeValueInfo(inner, output));
   });
   return writer.finish();
 }

@@ -19,10 +19,10 @@ import type { OnnxTrunk, OnnxValue } from '../../executor/onnx-trunk.js';
 import { VERSION } from '../../util/version.js';
 import { GraphBuilder } from './builder.js';
 import { CONVERTERS, type ConverterInput, OnnxWriteError, UnsupportedLayerError, canFoldBatchNorm } from './layers.js';
-import { type OnnxValueInfo, encodeExtraOutputs, encodeModel } from './proto-writer.js';
+import { type GraphAddition, type OnnxValueInfo, encodeGraphAddition, encodeModel } from './proto-writer.js';
 
 /** Changes whenever the writer writes something else for the same model: part of the cache key. */
-export const WRITER_VERSION = 1;
+export const WRITER_VERSION = 2;
 
 export const IR_VERSION = 8;
 export const OPSET_VERSION = 13;
@@ -41,8 +41,13 @@ export interface OnnxInputSize {
  * load of a model to the next, positions do not. Plain data, cached as JSON.
  */
 export interface ValueTable {
-  /** Per graph node: the ONNX value of each output (null: folded away), and of its pre-activation. */
-  readonly nodes: readonly { readonly outputs: readonly (OnnxValue | null)[]; readonly preActivation?: OnnxValue }[];
+  /**
+   * Per graph node: the ONNX value of each output, and of its
+   * pre-activation. A convolution folded with its BatchNorm has a value
+   * that is written only on request (`onRequest`): by `withOutputs`, as an
+   * unfolded copy of the convolution.
+   */
+  readonly nodes: readonly { readonly outputs: readonly OnnxValue[]; readonly preActivation?: OnnxValue; readonly onRequest?: true }[];
   /** The ONNX shape of every value named above (and the graph's outputs), batch as 'batch'. */
   readonly dims: Readonly<Record<string, readonly (number | string)[]>>;
   /** The graph's outputs, in order. */
@@ -145,7 +150,8 @@ export function writeOnnxModel(model: tfl.LayersModel, size: OnnxInputSize): Wri
       folded.add(batchNorm.index);
       // BatchNorm keeps the shape: its output is the folded convolution's.
       known.set(batchNorm.outputs[0]!, { name: converted.outputs[0]!, dims: outputDims[0]! });
-      nodes.push({ outputs: [null] });
+      // The convolution's own output: a name kept for an unfolded copy, written on request.
+      nodes.push({ outputs: [record(builder.uniqueName(node.path), outputDims[0]!)], onRequest: true });
       continue;
     }
     node.outputs.forEach((key, i) => known.set(key, { name: converted.outputs[i]!, dims: outputDims[i]! }));
@@ -191,10 +197,18 @@ function graphOutputs(graph: LayerGraph, known: ReadonlyMap<string, ConverterInp
   return outputs;
 }
 
+/** camviz's dims (without the batch axis) of a value of these ONNX dims. */
+function camvizDims(dims: readonly (number | string)[]): number[] {
+  const [, ...rest] = dims as number[];
+  return rest.length === 3 ? [rest[1]!, rest[2]!, rest[0]!] : rest;
+}
+
 /** An OnnxTrunk over a written model: values by the executor graph's tensor keys. */
 export class WrittenTrunk implements OnnxTrunk {
   readonly input: OnnxValue = { name: INPUT_NAME, layout: 'nchw' };
   private readonly values = new Map<string, OnnxValue>();
+  /** Values written only on request, by name: the convolution node to write unfolded. */
+  private readonly onRequest = new Map<string, GraphNode>();
 
   constructor(
     graph: LayerGraph,
@@ -211,9 +225,10 @@ export class WrittenTrunk implements OnnxTrunk {
       const entry = table.nodes[i]!;
       node.outputs.forEach((key, j) => {
         const value = entry.outputs[j];
-        if (value != null) this.values.set(key, value);
+        if (value !== undefined) this.values.set(key, value);
       });
       if (entry.preActivation !== undefined) this.values.set(preActivationKey(node.outputs[0]!), entry.preActivation);
+      if (entry.onRequest === true) this.onRequest.set(entry.outputs[0]!.name, node);
     });
   }
 
@@ -223,18 +238,42 @@ export class WrittenTrunk implements OnnxTrunk {
 
   withOutputs(names: readonly string[]): Uint8Array {
     const { bytes, table } = this.written;
-    const added: OnnxValueInfo[] = [];
+    const builder = new GraphBuilder();
+    const outputs: OnnxValueInfo[] = [];
     for (const name of names) {
-      if (table.outputs.includes(name) || added.some((info) => info.name === name)) continue;
+      if (table.outputs.includes(name) || outputs.some((info) => info.name === name)) continue;
       const dims = table.dims[name];
       if (dims === undefined) throw new Error(`the written ONNX model has no value named '${name}'`);
-      added.push({ name, dims });
+      const node = this.onRequest.get(name);
+      if (node !== undefined) this.writeUnfolded(node, name, builder);
+      outputs.push({ name, dims });
     }
-    if (added.length === 0) return bytes;
-    const extra = encodeExtraOutputs(added);
+    if (outputs.length === 0) return bytes;
+    const addition: GraphAddition = { nodes: builder.nodes, initializers: builder.initializers, outputs };
+    const extra = encodeGraphAddition(addition);
     const merged = new Uint8Array(bytes.length + extra.length);
     merged.set(bytes);
     merged.set(extra, bytes.length);
     return merged;
+  }
+
+  /**
+   * The convolution of `node` as written without its BatchNorm, into the
+   * value `name` (kept free for it). Its weights and intermediates are
+   * named `<name>/...`, which no other value of the model can be: `name` is
+   * a convolution's path, and no layer lives under a convolution.
+   */
+  private writeUnfolded(node: GraphNode, name: string, builder: GraphBuilder): void {
+    const input = this.values.get(node.inputs[0]!)!;
+    const converter = CONVERTERS.get(node.layer.getClassName())!;
+    const converted = converter({
+      layer: node.layer,
+      path: `${name}/unfolded`,
+      inputs: [{ name: input.name, dims: camvizDims(this.written.table.dims[input.name]!) }],
+      outputDims: [camvizDims(this.written.table.dims[name]!)],
+      builder,
+      outputHint: name,
+    });
+    if (converted.outputs[0] !== name) throw new Error(`the unfolded copy of ${node.path} was written as '${converted.outputs[0]}', not '${name}'`);
   }
 }
