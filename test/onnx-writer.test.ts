@@ -499,8 +499,10 @@ describe('the cache of written models', { skip: ortSkip }, () => {
     const cache = join(workDir, 'cache');
     const model = stridedModel(7, 7);
     const size = { height: 7, width: 7 };
+    const tensorsBefore = tf.memory().numTensors;
     const first = await onnxTrunkOfLayersModel(model, size, { cache });
     assert.equal(first.origin, 'written');
+    assert.equal(tf.memory().numTensors, tensorsBefore, 'writing leaves no tensor behind');
     const onnxPath = join(cache, `${first.cacheKey}.onnx`);
     assert.deepEqual((await readdir(cache)).sort(), [`${first.cacheKey}.json`, `${first.cacheKey}.onnx`]);
     assert.ok(Buffer.from(first.withOutputs([])).equals(await readFile(onnxPath)), 'the cached file is the written model');
@@ -519,7 +521,15 @@ describe('the cache of written models', { skip: ortSkip }, () => {
     assert.equal(sha256(await readFile(onnxPath)), sha256(first.withOutputs([])), 'the entry is whole again');
     assert.equal((await onnxTrunkOfLayersModel(model, size, { cache })).origin, 'cache');
 
-    await writeFile(join(cache, `${first.cacheKey}.json`), '{"writerVersion": 1, "sha2');
+    const recordPath = join(cache, `${first.cacheKey}.json`);
+    const record = JSON.parse(await readFile(recordPath, 'utf8')) as { table: { nodes: { outputs: unknown[] }[] } };
+    record.table.nodes[2]!.outputs = [{ name: 7 }];
+    await writeFile(recordPath, JSON.stringify(record));
+    const edited = await onnxTrunkOfLayersModel(model, size, { cache, log: (message) => messages.push(message) });
+    assert.equal(edited.origin, 'written');
+    assert.match(messages.at(-1)!, /its record is not of this writer/);
+
+    await writeFile(recordPath, '{"writerVersion": 2, "sha2');
     const fourth = await onnxTrunkOfLayersModel(model, size, { cache, log: (message) => messages.push(message) });
     assert.equal(fourth.origin, 'written');
     assert.match(messages.at(-1)!, /its record is not JSON/);

@@ -117,6 +117,23 @@ export async function onnxTrunkOfLayersModel(model: tfl.LayersModel, size: OnnxI
   return new WrittenTrunk(graph, written, cacheKey, size, 'written');
 }
 
+function isOnnxValue(value: unknown): boolean {
+  const candidate = value as { name?: unknown; layout?: unknown } | null;
+  return typeof candidate?.name === 'string' && (candidate.layout === 'same' || candidate.layout === 'nchw');
+}
+
+/** A value table as the writer makes them: the trunk reads every part of it. */
+function isValueTable(table: unknown): table is ValueTable {
+  const candidate = table as Partial<Record<keyof ValueTable, unknown>> | null;
+  if (typeof candidate?.dims !== 'object' || candidate.dims === null || !Array.isArray(candidate.outputs) || !Array.isArray(candidate.nodes)) return false;
+  const dims = candidate.dims as Record<string, unknown>;
+  const named = (value: unknown): boolean => isOnnxValue(value) && Array.isArray(dims[(value as { name: string }).name]);
+  return candidate.nodes.every((entry: { outputs?: unknown; preActivation?: unknown } | null) => {
+    if (!Array.isArray(entry?.outputs) || !entry.outputs.every(named)) return false;
+    return entry.preActivation === undefined || named(entry.preActivation);
+  });
+}
+
 /** The cached model, or undefined when there is none or it is not sound (said through `log`). */
 async function readEntry(onnxPath: string, recordPath: string, graph: LayerGraph, log: OnnxTrunkOptions['log']): Promise<WrittenModel | undefined> {
   let recordText: string;
@@ -135,7 +152,7 @@ async function readEntry(onnxPath: string, recordPath: string, graph: LayerGraph
   } catch {
     return damage('its record is not JSON');
   }
-  if (record.writerVersion !== WRITER_VERSION || typeof record.sha256 !== 'string' || !Array.isArray(record.table?.nodes)) return damage('its record is not of this writer');
+  if (record.writerVersion !== WRITER_VERSION || typeof record.sha256 !== 'string' || !isValueTable(record.table)) return damage('its record is not of this writer');
   if (record.table.nodes.length !== graph.nodes.length) return damage('its record describes another graph');
   let bytes: Uint8Array;
   try {
