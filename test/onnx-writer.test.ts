@@ -27,7 +27,7 @@ import { LayerGraph, preActivationKey } from '../src/executor/graph.js';
 import type { OnnxTrunk } from '../src/executor/onnx-trunk.js';
 import { loadModel } from '../src/model/load.js';
 import { OnnxWriteError, UnsupportedLayerError, onnxTrunkOfLayersModel, onnxTrunkOfModel } from '../src/model/onnx-writer/index.js';
-import { mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
+import { asset, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
 import { attr, convAttrs, layersAsGraph, placeholder, writeGraphModel } from './helpers/graph-model.js';
 import { findPython } from './helpers/python.js';
 
@@ -354,6 +354,21 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
       model.dispose();
     }
   });
+
+  for (const file of ['cats_vs_dogs_k2.10.h5', 'cifar10_k3.10.keras', 'mnist_cnn_k3.5.h5']) {
+    test(`the shared Keras model ${file}: every layer (Flatten of a 4-D value, Dense, pooling)`, { skip: existsSync(asset('keras', file)) ? false : `${asset('keras', file)} is absent` }, async () => {
+      const model = await loadModel(asset('keras', file));
+      try {
+        const trunk = await onnxTrunkOfModel(model, { cache: false });
+        const layersModel = model.layersModel!;
+        const { height, width } = model.meta.inputSize;
+        const channels = layersModel.inputs[0]!.shape[3] as number;
+        await compareWithTfjs(layersModel, trunk, computedLayers(layersModel), randomInput(2, height, width, channels));
+      } finally {
+        model.dispose();
+      }
+    });
+  }
 
   test('the embedded shapes model: every layer', async () => {
     const model = await loadModel('shapes');
