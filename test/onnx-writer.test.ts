@@ -407,6 +407,23 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
     await compareWithTfjs(model, trunk, computedLayers(model), randomInput(2, 9, 10));
   });
 
+  test('a model of any input size is written per size, with "same" pads for each', async () => {
+    const input = tfl.input({ shape: [null, null, 3] });
+    let x = tfl.layers.conv2d({ filters: 4, kernelSize: 3, strides: 2, padding: 'same', name: 'conv' }).apply(input) as Sym;
+    x = tfl.layers.maxPooling2d({ poolSize: 2, strides: 2, padding: 'same', name: 'pool' }).apply(x) as Sym;
+    x = tfl.layers.globalAveragePooling2d({ name: 'gap' }).apply(x) as Sym;
+    const model = tfl.model({ inputs: input, outputs: tfl.layers.dense({ units: 3, name: 'logits' }).apply(x) as Sym });
+    randomizeWeights(model);
+    const keys = new Set<string>();
+    for (const [height, width] of [[7, 9], [10, 6]] as const) {
+      const trunk = await onnxTrunkOfLayersModel(model, { height, width }, { cache: false });
+      assert.deepEqual(trunk.inputSize, { height, width });
+      keys.add(trunk.cacheKey);
+      await compareWithTfjs(model, trunk, computedLayers(model), randomInput(2, height, width));
+    }
+    assert.equal(keys.size, 2, 'one cache key per size');
+  });
+
   test('a nested model and a layer called twice: every value, against the executor and predict', async () => {
     const innerInput = tfl.input({ shape: [6, 6, 3] });
     let y = tfl.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', name: 'conv' }).apply(innerInput) as Sym;
