@@ -19,6 +19,7 @@ import { type Layer, LayerGraph } from '../../executor/graph.js';
 import { writeFileAtomic } from '../../util/atomic-file.js';
 import { CamvizError } from '../../util/errors.js';
 import type { CamvizModel } from '../load.js';
+import { sha256Hex } from '../io.js';
 import { cacheRoot } from '../zoo.js';
 import { CONVERTERS, OnnxWriteError, UnsupportedLayerError } from './layers.js';
 import { type OnnxInputSize, type ValueTable, WRITER_VERSION, type WrittenModel, WrittenTrunk, writeOnnxModel } from './write.js';
@@ -39,10 +40,6 @@ interface CacheRecord {
   writerVersion: number;
   sha256: string;
   table: ValueTable;
-}
-
-function sha256Hex(bytes: Uint8Array | string): string {
-  return createHash('sha256').update(bytes).digest('hex');
 }
 
 /** Every layer of the graph has a converter: the first that has none is named before anything is read or hashed. */

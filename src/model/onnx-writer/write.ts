@@ -18,7 +18,7 @@ import { type GraphNode, LayerGraph, preActivationKey } from '../../executor/gra
 import type { OnnxTrunk, OnnxValue } from '../../executor/onnx-trunk.js';
 import { VERSION } from '../../util/version.js';
 import { GraphBuilder } from './builder.js';
-import { CONVERTERS, type ConverterInput, OnnxWriteError, UnsupportedLayerError, canFoldBatchNorm } from './layers.js';
+import { CONVERTERS, type ConverterInput, type Converted, OnnxWriteError, UnsupportedLayerError, canFoldBatchNorm } from './layers.js';
 import { type GraphAddition, type OnnxValueInfo, encodeGraphAddition, encodeModel } from './proto-writer.js';
 
 /** Changes whenever the writer writes something else for the same model: part of the cache key. */
@@ -108,59 +108,81 @@ function foldableBatchNorm(graph: LayerGraph, node: GraphNode): GraphNode | unde
   return canFoldBatchNorm(node.layer, next.layer) ? next : undefined;
 }
 
-/** Writes the ONNX model of `model`'s executor graph for inputs of `size`. */
-export function writeOnnxModel(model: tfl.LayersModel, size: OnnxInputSize): WrittenModel {
-  const graph = LayerGraph.fromModel(model);
-  const builder = new GraphBuilder();
-  builder.uniqueName(INPUT_NAME);
-  const known = new Map<string, ConverterInput>([[graph.inputKeys[0]!, { name: INPUT_NAME, dims: inputDims(model, graph, size) }]]);
-  const dims: Record<string, (number | string)[]> = { [INPUT_NAME]: onnxDims(known.get(graph.inputKeys[0]!)!.dims) };
-  const nodes: ValueTable['nodes'][number][] = [];
-  const folded = new Set<number>();
-  const record = (name: string, valueDims: readonly number[]): OnnxValue => {
-    dims[name] = onnxDims(valueDims);
+type TableEntry = ValueTable['nodes'][number];
+
+/** The walk over the executor graph in topological order, writing each node's ONNX nodes. */
+class GraphWalk {
+  readonly builder = new GraphBuilder();
+  /** The ONNX value and camviz dims of each tensor key written so far. */
+  readonly known = new Map<string, ConverterInput>();
+  readonly dims: Record<string, (number | string)[]> = {};
+  readonly entries: TableEntry[] = [];
+  /** BatchNorm nodes written with the convolution before them. */
+  private readonly folded = new Set<number>();
+
+  constructor(private readonly graph: LayerGraph, inputDims: number[]) {
+    this.builder.uniqueName(INPUT_NAME);
+    this.known.set(graph.inputKeys[0]!, { name: INPUT_NAME, dims: inputDims });
+    this.dims[INPUT_NAME] = onnxDims(inputDims);
+  }
+
+  /** The table entry of a value, its ONNX dims recorded. */
+  record(name: string, valueDims: readonly number[]): OnnxValue {
+    this.dims[name] = onnxDims(valueDims);
     return { name, layout: layoutOf(valueDims) };
-  };
-  for (const node of graph.nodes) {
-    if (folded.has(node.index)) {
+  }
+
+  visit(node: GraphNode): void {
+    if (this.folded.has(node.index)) {
       // Written with the convolution before it; its output is that convolution's.
-      nodes.push({ outputs: [record(known.get(node.outputs[0]!)!.name, known.get(node.outputs[0]!)!.dims)] });
-      continue;
+      const value = this.known.get(node.outputs[0]!)!;
+      this.entries.push({ outputs: [this.record(value.name, value.dims)] });
+      return;
     }
     const converter = CONVERTERS.get(node.layer.getClassName());
     if (converter === undefined) throw new UnsupportedLayerError(node.path, node.layer.getClassName());
-    const inputs = node.inputs.map((key) => {
-      const value = known.get(key);
-      if (value === undefined) throw new UnsupportedLayerError(node.path, node.layer.getClassName(), 'reads a value folded away');
-      return value;
-    });
+    const inputs = node.inputs.map((key) => this.known.get(key)!);
     const outputDims = outputDimsOf(node, inputs);
-    const batchNorm = foldableBatchNorm(graph, node);
+    const batchNorm = foldableBatchNorm(this.graph, node);
     const converted = converter({
       layer: node.layer,
       path: node.path,
       inputs,
       outputDims,
-      builder,
+      builder: this.builder,
       outputHint: batchNorm?.path ?? node.path,
       ...(batchNorm === undefined ? {} : { foldedBatchNorm: batchNorm.layer }),
     });
     if (converted.outputs.length !== node.outputs.length) throw new UnsupportedLayerError(node.path, node.layer.getClassName(), `${node.outputs.length} outputs`);
-    if (batchNorm !== undefined) {
-      folded.add(batchNorm.index);
-      // BatchNorm keeps the shape: its output is the folded convolution's.
-      known.set(batchNorm.outputs[0]!, { name: converted.outputs[0]!, dims: outputDims[0]! });
-      // The convolution's own output: a name kept for an unfolded copy, written on request.
-      nodes.push({ outputs: [record(builder.uniqueName(node.path), outputDims[0]!)], onRequest: true });
-      continue;
-    }
-    node.outputs.forEach((key, i) => known.set(key, { name: converted.outputs[i]!, dims: outputDims[i]! }));
-    nodes.push({
-      outputs: converted.outputs.map((name, i) => record(name, outputDims[i]!)),
-      ...(converted.preActivation === undefined ? {} : { preActivation: record(converted.preActivation, outputDims[0]!) }),
+    if (batchNorm !== undefined) this.foldedInto(node, batchNorm, converted.outputs[0]!, outputDims[0]!);
+    else this.written(node, converted, outputDims);
+  }
+
+  private written(node: GraphNode, converted: Converted, outputDims: readonly number[][]): void {
+    node.outputs.forEach((key, i) => this.known.set(key, { name: converted.outputs[i]!, dims: outputDims[i]! }));
+    this.entries.push({
+      outputs: converted.outputs.map((name, i) => this.record(name, outputDims[i]!)),
+      ...(converted.preActivation === undefined ? {} : { preActivation: this.record(converted.preActivation, outputDims[0]!) }),
     });
   }
-  const outputs = graphOutputs(graph, known, builder, dims);
+
+  /** A convolution written with `batchNorm` folded in: `output` is the BatchNorm's value. */
+  private foldedInto(conv: GraphNode, batchNorm: GraphNode, output: string, outputDims: readonly number[]): void {
+    this.folded.add(batchNorm.index);
+    // BatchNorm keeps the shape.
+    this.known.set(batchNorm.outputs[0]!, { name: output, dims: outputDims });
+    // The convolution's own output: a name kept for an unfolded copy, written on request.
+    this.entries.push({ outputs: [this.record(this.builder.uniqueName(conv.path), outputDims)], onRequest: true });
+  }
+}
+
+/** Writes the ONNX model of `model`'s executor graph for inputs of `size`. */
+export function writeOnnxModel(model: tfl.LayersModel, size: OnnxInputSize): WrittenModel {
+  const graph = LayerGraph.fromModel(model);
+  const walk = new GraphWalk(graph, inputDims(model, graph, size));
+  for (const node of graph.nodes) walk.visit(node);
+  const { builder, dims } = walk;
+  const outputs = graphOutputs(graph, walk.known, builder, dims);
   const info = (name: string): OnnxValueInfo => ({ name, dims: dims[name]! });
   const bytes = encodeModel({
     irVersion: IR_VERSION,
@@ -176,7 +198,7 @@ export function writeOnnxModel(model: tfl.LayersModel, size: OnnxInputSize): Wri
       outputs: outputs.map(info),
     },
   });
-  return { bytes, table: { nodes, dims, outputs } };
+  return { bytes, table: { nodes: walk.entries, dims, outputs } };
 }
 
 /**
