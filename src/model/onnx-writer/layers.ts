@@ -1,10 +1,11 @@
 /**
- * One converter per Keras layer class: the ONNX nodes that compute the
- * layer's outputs from its inputs. Every 4-D value is NCHW in ONNX (the
- * writer transposes the NHWC input once, at the graph input), so weights are
- * transposed here, channel axes are mapped to 1, and anything that depends
- * on memory order (Flatten, Reshape) goes through NHWC as tfjs does. Values
- * of other ranks keep camviz's layout.
+ * One converter per Keras layer class (and per TF op of an imported graph
+ * model that has no Keras view): the ONNX nodes that compute the layer's
+ * outputs from its inputs. Every 4-D value is NCHW in ONNX (the engine
+ * feeds the NHWC input transposed, once), so weights are transposed here,
+ * channel axes are mapped to 1, and anything that depends on memory order
+ * (Flatten, Reshape) goes through NHWC as tfjs does. Values of other ranks
+ * keep camviz's layout.
  */
 import type { Layer } from '../../executor/graph.js';
 import { CamvizError } from '../../util/errors.js';

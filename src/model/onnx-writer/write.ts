@@ -1,6 +1,8 @@
 /**
  * camviz's ONNX writer: the executor graph of a TF.js layers model
- * (`LayerGraph`) as an ONNX model for ONNX Runtime, for one input size.
+ * (`LayerGraph`) as an ONNX model for ONNX Runtime, for one input size. A
+ * TF.js graph model is written through the layers model camviz imports it
+ * as, where its nodes have converters (src/model/tfgraph/keras.ts' views).
  *
  * - The ONNX input is NCHW (the engine transposes camviz's NHWC input once)
  *   and every 4-D value stays NCHW, so that ONNX Runtime runs its native
