@@ -260,7 +260,10 @@ function branchyModel(height: number, width: number): tfl.LayersModel {
   return model;
 }
 
-/** Every activation tfjs has, each as a layer, after a dilated "same" conv and a Rescaling. */
+/**
+ * Every activation tfjs has, each as a layer, after a dilated "same" conv
+ * and a Rescaling; PReLU (own and shared slopes), ThresholdedReLU, Permute.
+ */
 function activationsModel(height: number, width: number): tfl.LayersModel {
   const input = tfl.input({ shape: [height, width, 3] });
   let x = tfl.layers.rescaling({ scale: 0.5, offset: -0.25, name: 'rescale' }).apply(input) as Sym;
@@ -270,6 +273,12 @@ function activationsModel(height: number, width: number): tfl.LayersModel {
   x = tfl.layers.elu({ name: 'elu_layer' }).apply(x) as Sym;
   x = tfl.layers.softmax({ axis: -1, name: 'softmax_layer' }).apply(x) as Sym;
   x = tfl.layers.reLU({ maxValue: 0.15, name: 'capped' }).apply(x) as Sym;
+  x = tfl.layers.prelu({ name: 'prelu' }).apply(tfl.layers.rescaling({ scale: 2, offset: -0.1, name: 'centre' }).apply(x) as Sym) as Sym;
+  x = tfl.layers.prelu({ sharedAxes: [1, 2], name: 'prelu_shared' }).apply(x) as Sym;
+  x = tfl.layers.thresholdedReLU({ theta: 0.05, name: 'thresholded' }).apply(x) as Sym;
+  x = tfl.layers.permute({ dims: [2, 1, 3], name: 'swap_hw' }).apply(x) as Sym;
+  x = tfl.layers.permute({ dims: [3, 1, 2], name: 'channels_first' }).apply(x) as Sym;
+  x = tfl.layers.conv2d({ filters: 3, kernelSize: 3, padding: 'same', name: 'after_permute' }).apply(x) as Sym;
   x = tfl.layers.dropout({ rate: 0.5, name: 'dropout' }).apply(x) as Sym;
   x = tfl.layers.average({ name: 'mean' }).apply([x, tfl.layers.activation({ activation: 'tanh', name: 'side' }).apply(x) as Sym]) as Sym;
   x = tfl.layers.minimum({ name: 'min' }).apply([x, tfl.layers.activation({ activation: 'sigmoid', name: 'side2' }).apply(x) as Sym]) as Sym;
@@ -401,7 +410,7 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
     });
   }
 
-  test('every activation, dilated "same" conv, Rescaling, Dropout, Average, Minimum', async () => {
+  test('every activation, dilated "same" conv, Rescaling, Dropout, Average, Minimum, PReLU, Permute', async () => {
     const model = activationsModel(9, 10);
     const trunk = await onnxTrunkOfLayersModel(model, { height: 9, width: 10 }, { cache: false });
     await compareWithTfjs(model, trunk, computedLayers(model), randomInput(2, 9, 10));

@@ -51,9 +51,10 @@ function checkSupported(graph: LayerGraph): void {
 }
 
 /** The weight fields the converters read (tfjs-layers' names; an imported graph node's view uses the same). */
-const WEIGHT_FIELDS = ['kernel', 'depthwiseKernel', 'pointwiseKernel', 'bias', 'gamma', 'beta', 'movingMean', 'movingVariance'] as const;
+const WEIGHT_FIELDS = ['kernel', 'depthwiseKernel', 'pointwiseKernel', 'bias', 'gamma', 'beta', 'movingMean', 'movingVariance', 'alpha'] as const;
 
-type WeightField = { read(): { dataSync(): Float32Array | Int32Array | Uint8Array; shape: number[] } } | null | undefined;
+/** A weight field, or another value under that name (LeakyReLU's alpha is a number). */
+type WeightField = { read?(): { dataSync(): Float32Array | Int32Array | Uint8Array; shape: number[] } } | number | null | undefined;
 
 /**
  * What a layer is, as JSON: its class and configuration, and for a layer
@@ -75,7 +76,8 @@ export function modelFingerprint(graph: LayerGraph): string {
     hash.update(`${describeLayer(node.layer)}${JSON.stringify(inputs)}\n`);
     for (const field of WEIGHT_FIELDS) {
       const variable = (node.layer as unknown as Record<string, WeightField>)[field];
-      if (variable == null) continue;
+      // Numbers are in the configuration.
+      if (typeof variable !== 'object' || variable === null || typeof variable.read !== 'function') continue;
       const tensor = variable.read();
       const data = tensor.dataSync();
       hash.update(`${field} ${tensor.shape.join('x')}:`).update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));

@@ -388,6 +388,35 @@ const softmaxLayer: Converter = (context) => {
   return { outputs: [context.builder.op('Softmax', [x.name], [{ name: 'axis', int: onnx }], context.outputHint)] };
 };
 
+const prelu: Converter = (context) => {
+  const x = onlyInput(context);
+  const alpha = weight((context.layer as unknown as { alpha?: VariableView }).alpha, context, 'alpha');
+  // alpha has the input's shape without the batch (1 on shared axes): [H, W, C] of a 4-D value becomes [C, H, W].
+  const slope = x.dims.length === 3 ? { data: transpose(alpha.data, [1, ...alpha.shape], [0, 3, 1, 2]), dims: [alpha.shape[2]!, alpha.shape[0]!, alpha.shape[1]!] } : { data: alpha.data, dims: alpha.shape };
+  const b = context.builder;
+  return { outputs: [b.op('PRelu', [x.name, b.floats(`${context.path}/slope`, slope.dims, slope.data)], [], context.outputHint)] };
+};
+
+const thresholdedRelu: Converter = (context) => {
+  const x = onlyInput(context);
+  const theta = (context.layer as unknown as { theta: number }).theta;
+  return { outputs: [context.builder.op('ThresholdedRelu', [x.name], [{ name: 'alpha', float: theta }], context.outputHint)] };
+};
+
+/** camviz's axis of each ONNX axis of a value of `rank` dims (the inverse of onnxAxis). */
+function camvizAxes(rank: number): number[] {
+  return rank === 4 ? [0, 3, 1, 2] : Array.from({ length: rank }, (_, axis) => axis);
+}
+
+const permute: Converter = (context) => {
+  const x = onlyInput(context);
+  const rank = x.dims.length + 1;
+  // Output axis j of camviz's value is input axis dims[j]; both ends are in ONNX's layout of their rank.
+  const perm = [0, ...(context.layer as unknown as { dims: number[] }).dims];
+  const onnxPerm = camvizAxes(rank).map((axis) => onnxAxis(perm[axis]!, rank));
+  return { outputs: [context.builder.op('Transpose', [x.name], [{ name: 'perm', ints: onnxPerm }], context.outputHint)] };
+};
+
 /** Dropout and noise layers are the identity at inference: the output is the input's value. */
 const identity: Converter = (context) => ({ outputs: [onlyInput(context).name] });
 
@@ -560,6 +589,9 @@ export const CONVERTERS: ReadonlyMap<string, Converter> = new Map<string, Conver
   ['LeakyReLU', leakyRelu],
   ['ELU', eluLayer],
   ['Softmax', softmaxLayer],
+  ['PReLU', prelu],
+  ['ThresholdedReLU', thresholdedRelu],
+  ['Permute', permute],
   ['Dropout', identity],
   ['SpatialDropout1D', identity],
   ['GaussianNoise', identity],
