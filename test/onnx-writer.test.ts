@@ -25,9 +25,11 @@ import type * as Ort from 'onnxruntime-node';
 import { useBackend } from '../src/engine/backend.js';
 import { LayerGraph, preActivationKey } from '../src/executor/graph.js';
 import type { OnnxTrunk } from '../src/executor/onnx-trunk.js';
+import { loadImage } from '../src/image/image.js';
 import { loadModel } from '../src/model/load.js';
+import { inputTensor } from '../src/model/predict.js';
 import { OnnxWriteError, UnsupportedLayerError, onnxTrunkOfLayersModel, onnxTrunkOfModel } from '../src/model/onnx-writer/index.js';
-import { asset, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
+import { asset, imagePath, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
 import { attr, convAttrs, layersAsGraph, placeholder, writeGraphModel } from './helpers/graph-model.js';
 import { findPython } from './helpers/python.js';
 
@@ -302,6 +304,29 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
       ];
       // Convolutions folded with their BatchNorm (conv1, conv_dw_6, conv_pw_13) are written unfolded on request.
       await compareWithTfjs(layersModel, trunk, layers, randomInput(2, 224, 224));
+    } finally {
+      model.dispose();
+    }
+  });
+
+  test('MobileNet v1 on photos: the same top class and probabilities as tfjs', { skip: skipWithoutSharedAssets }, async () => {
+    const model = await loadModel(mobilenetDir);
+    try {
+      const trunk = await onnxTrunkOfModel(model, { cache: false });
+      const images = await Promise.all(['creative_commons_elephant.jpg', 'dog_cat.jpg'].map((name) => loadImage(imagePath(name), { size: model.meta.inputSize })));
+      const x = inputTensor(model, images.map((image) => image.input));
+      const output = trunk.valueOf(LayerGraph.fromModel(model.layersModel!).outputKeys[0]!)!;
+      const fetched = await runOnnx(trunk.withOutputs([]), trunk, x, [output.name]);
+      const onnx = fetched.get(output.name)!;
+      const tfjs = model.layersModel!.predict(x) as tf.Tensor2D;
+      const top = (probabilities: tf.Tensor, row: number): number => tf.tidy(() => tf.argMax(tf.slice(probabilities, [row, 0], [1, -1]), 1).dataSync()[0]!);
+      try {
+        // Top-5 ranks of near-equal probabilities may swap on another CPU's kernels: the top class, and every probability within tolerance.
+        for (let row = 0; row < images.length; row++) assert.equal(top(onnx, row), top(tfjs, row), `${images[row]!.path}: top class`);
+        assert.ok(relativeError(onnx, tfjs, 'probabilities') <= TOLERANCE);
+      } finally {
+        tf.dispose([x, onnx, tfjs]);
+      }
     } finally {
       model.dispose();
     }
