@@ -7,8 +7,10 @@
  * value. Tiny models built here cover TF "same" padding on odd and even
  * sizes with stride 2, BatchNorm folding, depthwise and separable
  * convolutions, pooling, merges, Flatten/Reshape through NHWC order, and the
- * activations. The written files pass `onnx.checker` (python3-onnx) and the
- * cache is read back, and rewritten when damaged.
+ * activations; the shared Keras models and MobileNet as a TF.js graph model
+ * too. Convolutions folded with their BatchNorm are compared through their
+ * unfolded copies. The written files pass `onnx.checker` (python3-onnx) and
+ * the cache is read back, and rewritten when damaged.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -103,10 +105,7 @@ function keyOfLayer(graph: LayerGraph, name: string): string {
   return nodes[0]!.outputs[0]!;
 }
 
-/**
- * The outputs of `layers` computed by tfjs (`predict` of a model over the
- * same layers), keyed by layer name; the `:pre` values given by `extra`.
- */
+/** The outputs of `layers` computed by tfjs (`predict` of a model over the same layers), keyed by layer name. */
 function tfjsValues(model: tfl.LayersModel, layers: readonly string[], x: tf.Tensor): Map<string, tf.Tensor> {
   const probe = tfl.model({ inputs: model.inputs, outputs: layers.map((name) => model.getLayer(name).output as Sym) });
   const outputs = probe.predict(x) as tf.Tensor | tf.Tensor[];
