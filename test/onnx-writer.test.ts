@@ -551,6 +551,32 @@ describe('what the writer refuses', () => {
     assert.equal(existsSync(cache), false);
   });
 
+  test('through a loaded model, the error names its file', async () => {
+    const folder = join(workDir, 'unsupported-model');
+    await mkdir(folder);
+    const input = tfl.input({ shape: [8, 8, 3] });
+    const model = tfl.model({ inputs: input, outputs: tfl.layers.conv2dTranspose({ filters: 2, kernelSize: 3, name: 'deconv' }).apply(input) as Sym });
+    await model.save(
+      tf.io.withSaveHandler(async (artifacts) => {
+        const weightsManifest = [{ paths: ['weights.bin'], weights: artifacts.weightSpecs }];
+        await writeFile(join(folder, 'model.json'), JSON.stringify({ format: 'layers-model', modelTopology: artifacts.modelTopology, weightsManifest }));
+        await writeFile(join(folder, 'weights.bin'), new Uint8Array(artifacts.weightData as ArrayBuffer));
+        return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+      }),
+    );
+    const loaded = await loadModel(folder);
+    try {
+      await assert.rejects(onnxTrunkOfModel(loaded, { cache: false }), (error: unknown) => {
+        assert.ok(error instanceof UnsupportedLayerError);
+        assert.equal(error.file, loaded.meta.modelJsonPath);
+        assert.equal(error.describe(), `the ONNX writer does not support layer deconv (Conv2DTranspose) (${loaded.meta.modelJsonPath})`);
+        return true;
+      });
+    } finally {
+      loaded.dispose();
+    }
+  });
+
   test('a size other than a fixed model input', async () => {
     await assert.rejects(onnxTrunkOfLayersModel(stridedModel(8, 8), { height: 9, width: 8 }, { cache: false }), (error: unknown) => {
       assert.ok(error instanceof OnnxWriteError, 'the engine falls back on OnnxWriteError');

@@ -166,7 +166,12 @@ async function readEntry(onnxPath: string, recordPath: string, graph: LayerGraph
 /** The OnnxTrunk of a loaded TF.js layers model at its input size (see onnxTrunkOfLayersModel). */
 export async function onnxTrunkOfModel(model: CamvizModel, options: OnnxTrunkOptions = {}): Promise<WrittenTrunk> {
   if (model.onnx !== undefined) throw new CamvizError('an ONNX model runs on ONNX Runtime as it is, not through the ONNX writer', { file: model.meta.modelJsonPath });
+  const file = model.meta.modelJsonPath;
   // A graph model that needs executeAsync (control flow) has no layers model.
-  if (model.layersModel === undefined) throw new OnnxWriteError(`the ONNX writer needs a TF.js layers model (${model.meta.modelJsonPath})`);
-  return onnxTrunkOfLayersModel(model.layersModel, model.meta.inputSize, options);
+  if (model.layersModel === undefined) throw new OnnxWriteError('the ONNX writer needs a TF.js layers model', { file });
+  try {
+    return await onnxTrunkOfLayersModel(model.layersModel, model.meta.inputSize, options);
+  } catch (error) {
+    throw error instanceof OnnxWriteError && error.file === undefined ? error.withFile(file) : error;
+  }
 }

@@ -8,16 +8,21 @@
  * keep camviz's layout.
  */
 import type { Layer } from '../../executor/graph.js';
-import { CamvizError } from '../../util/errors.js';
+import { CamvizError, type CamvizErrorOptions } from '../../util/errors.js';
 import { type GraphBuilder, batchNormAffine, foldIntoConv, samePadding, transpose, type ChannelAffine } from './builder.js';
 import type { OnnxAttribute } from './proto-writer.js';
 import { type TfNode, intsAttr, stringAttr } from '../tfgraph/graph-def.js';
 
 /** A model the ONNX writer cannot express (a layer, or its input); the ONNX Runtime engine falls back to tfjs for it. */
 export class OnnxWriteError extends CamvizError {
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options: CamvizErrorOptions = {}) {
+    super(message, options);
     this.name = 'OnnxWriteError';
+  }
+
+  /** The same error naming the model's file (the writer sees only the model). */
+  withFile(file: string): OnnxWriteError {
+    return new OnnxWriteError(this.message, { file, cause: this });
   }
 }
 
@@ -27,10 +32,15 @@ export class UnsupportedLayerError extends OnnxWriteError {
     /** The layer's path in the executor graph. */
     readonly layerPath: string,
     readonly className: string,
-    detail?: string,
+    readonly detail?: string,
+    options: CamvizErrorOptions = {},
   ) {
-    super(`the ONNX writer does not support layer ${layerPath} (${className}${detail === undefined ? '' : `: ${detail}`})`);
+    super(`the ONNX writer does not support layer ${layerPath} (${className}${detail === undefined ? '' : `: ${detail}`})`, options);
     this.name = 'UnsupportedLayerError';
+  }
+
+  override withFile(file: string): UnsupportedLayerError {
+    return new UnsupportedLayerError(this.layerPath, this.className, this.detail, { file, cause: this });
   }
 }
 
