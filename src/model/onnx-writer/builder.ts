@@ -83,19 +83,37 @@ export function foldIntoConv(weights: Float32Array, bias: ArrayLike<number> | un
   return { weights: folded, bias: foldedBias };
 }
 
-/** Transposes a dense 4-D array of shape `dims` by `perm` (output axis i is input axis perm[i]). */
+function stridesOf(dims: readonly number[]): number[] {
+  const strides = new Array<number>(dims.length).fill(1);
+  for (let axis = dims.length - 2; axis >= 0; axis--) strides[axis] = strides[axis + 1]! * dims[axis + 1]!;
+  return strides;
+}
+
+/**
+ * Transposes a dense 4-D array of shape `dims` by `perm` (output axis i is
+ * input axis perm[i]). The innermost loop runs along the longest input axis:
+ * weights have axes of length 1 (a pointwise kernel's H and W), and a loop
+ * of one element per iteration costs more than the copy.
+ */
 export function transpose(data: ArrayLike<number>, dims: readonly number[], perm: readonly number[]): Float32Array {
   if (dims.length !== 4 || perm.length !== 4) throw new Error(`transpose of rank ${dims.length}: only 4-D weights are transposed`);
-  const inStrides = [dims[1]! * dims[2]! * dims[3]!, dims[2]! * dims[3]!, dims[3]!, 1];
-  const [d0, d1, d2, d3] = perm.map((axis) => dims[axis]!) as [number, number, number, number];
-  const [s0, s1, s2, s3] = perm.map((axis) => inStrides[axis]!) as [number, number, number, number];
+  const inStrides = stridesOf(dims);
+  const outStrides = stridesOf(perm.map((axis) => dims[axis]!));
+  // Where a step along each input axis lands in the output.
+  const landing = new Array<number>(4);
+  perm.forEach((axis, i) => (landing[axis] = outStrides[i]!));
+  const inner = dims.indexOf(Math.max(...dims));
+  const [a, b, c] = [0, 1, 2, 3].filter((axis) => axis !== inner) as [number, number, number];
   const out = new Float32Array(data.length);
-  let flat = 0;
-  for (let i0 = 0; i0 < d0; i0++) {
-    for (let i1 = 0; i1 < d1; i1++) {
-      for (let i2 = 0; i2 < d2; i2++) {
-        const base = i0 * s0 + i1 * s1 + i2 * s2;
-        for (let i3 = 0; i3 < d3; i3++) out[flat++] = data[base + i3 * s3]!;
+  const length = dims[inner]!;
+  const readStep = inStrides[inner]!;
+  const writeStep = landing[inner]!;
+  for (let i = 0; i < dims[a]!; i++) {
+    for (let j = 0; j < dims[b]!; j++) {
+      for (let k = 0; k < dims[c]!; k++) {
+        const read = i * inStrides[a]! + j * inStrides[b]! + k * inStrides[c]!;
+        const write = i * landing[a]! + j * landing[b]! + k * landing[c]!;
+        for (let step = 0; step < length; step++) out[write + step * writeStep] = data[read + step * readStep]!;
       }
     }
   }

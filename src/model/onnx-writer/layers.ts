@@ -74,7 +74,7 @@ export interface Converted {
 type Converter = (context: ConverterContext) => Converted;
 
 interface VariableView {
-  read(): { dataSync(): ArrayLike<number>; shape: number[] };
+  read(): { dataSync(): Float32Array | Int32Array | Uint8Array; shape: number[] };
 }
 
 interface ConvView {
@@ -112,7 +112,7 @@ interface PoolView {
 function weight(variable: VariableView | null | undefined, context: ConverterContext, what: string): { data: Float32Array; shape: number[] } {
   if (variable == null) throw unsupported(context, `no ${what} weight`);
   const tensor = variable.read();
-  return { data: Float32Array.from(tensor.dataSync()), shape: [...tensor.shape] };
+  return { data: new Float32Array(tensor.dataSync()), shape: [...tensor.shape] };
 }
 
 /** A layer's bias: tfjs-layers sets `bias` to null without one (an imported graph node's view has no `useBias`). */
