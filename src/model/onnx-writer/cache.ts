@@ -1,0 +1,177 @@
+/**
+ * Written ONNX models cached beside the zoo cache:
+ * `<cache>/onnx/<fingerprint>-<H>x<W>.onnx`, with a `.json` beside it that
+ * holds the model's sha256 and where the executor graph's values are in it.
+ *
+ * The fingerprint is the sha256 of what the written model depends on: the
+ * writer's version, each layer's class, configuration, connections and
+ * weights. A model loaded from other files with the same contents shares the
+ * entry; a changed weight gets another. An entry whose bytes do not match
+ * their recorded sha256 (a cut-off or damaged file) is written again. Both
+ * files are written atomically, the `.json` last, so a reader never trusts
+ * an entry that is still being written.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type * as tfl from '../../engine/tfl.js';
+import { type Layer, LayerGraph } from '../../executor/graph.js';
+import { writeFileAtomic } from '../../util/atomic-file.js';
+import { CamvizError } from '../../util/errors.js';
+import type { CamvizModel } from '../load.js';
+import { sha256Hex } from '../io.js';
+import { cacheRoot } from '../zoo.js';
+import { CONVERTERS, OnnxWriteError, UnsupportedLayerError } from './layers.js';
+import { type OnnxInputSize, type ValueTable, WRITER_VERSION, type WrittenModel, WrittenTrunk, writeOnnxModel } from './write.js';
+
+export interface OnnxTrunkOptions {
+  /** The cache folder; false: write in memory only. Default `<cache root>/onnx`. */
+  cache?: string | false;
+  /** Says why a cache entry was rewritten or could not be written. */
+  log?: (message: string) => void;
+}
+
+/** The default cache folder of written ONNX models. */
+export function onnxCacheDir(): string {
+  return join(cacheRoot(), 'onnx');
+}
+
+interface CacheRecord {
+  writerVersion: number;
+  sha256: string;
+  table: ValueTable;
+}
+
+/** Every layer of the graph has a converter: the first that has none is named before anything is read or hashed. */
+function checkSupported(graph: LayerGraph): void {
+  for (const node of graph.nodes) {
+    const className = node.layer.getClassName();
+    if (!CONVERTERS.has(className)) throw new UnsupportedLayerError(node.path, className);
+  }
+}
+
+/** The weight fields the converters read (tfjs-layers' names; an imported graph node's view uses the same). */
+const WEIGHT_FIELDS = ['kernel', 'depthwiseKernel', 'pointwiseKernel', 'bias', 'gamma', 'beta', 'movingMean', 'movingVariance', 'alpha'] as const;
+
+/** A weight field, or another value under that name (LeakyReLU's alpha is a number). */
+type WeightField = { read?(): { dataSync(): Float32Array | Int32Array | Uint8Array; shape: number[] } } | number | null | undefined;
+
+/**
+ * What a layer is, as JSON: its class and configuration, and for a layer
+ * imported from a TF.js graph model (whose configuration is only its name)
+ * its plan: the TF node with its attributes, shapes and fields.
+ */
+function describeLayer(layer: Layer): string {
+  const plan = (layer as unknown as { plan?: unknown }).plan;
+  return JSON.stringify([layer.getClassName(), layer.getConfig(), plan ?? null]);
+}
+
+/** sha256 of everything the written model depends on (see the file comment). */
+export function modelFingerprint(graph: LayerGraph): string {
+  const hash = createHash('sha256').update(`camviz onnx-writer ${WRITER_VERSION}\n`);
+  // Values by position, not by tensor key: keys differ between loads of the same model.
+  const positions = new Map<string, string>(graph.inputKeys.map((key, i) => [key, `in${i}`]));
+  for (const node of graph.nodes) {
+    const inputs = node.inputs.map((key) => positions.get(key) ?? '?');
+    hash.update(`${describeLayer(node.layer)}${JSON.stringify(inputs)}\n`);
+    for (const field of WEIGHT_FIELDS) {
+      const variable = (node.layer as unknown as Record<string, WeightField>)[field];
+      // Numbers are in the configuration.
+      if (typeof variable !== 'object' || variable === null || typeof variable.read !== 'function') continue;
+      const tensor = variable.read();
+      const data = tensor.dataSync();
+      hash.update(`${field} ${tensor.shape.join('x')}:`).update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    }
+    node.outputs.forEach((key, i) => positions.set(key, `${node.index}.${i}`));
+  }
+  hash.update(JSON.stringify(graph.outputKeys.map((key) => positions.get(key))));
+  return hash.digest('hex');
+}
+
+/**
+ * The OnnxTrunk of a TF.js layers model at one input size: the written
+ * ONNX model, from the cache when it holds a sound copy. Throws an
+ * UnsupportedLayerError naming the first layer the writer cannot express.
+ */
+export async function onnxTrunkOfLayersModel(model: tfl.LayersModel, size: OnnxInputSize, options: OnnxTrunkOptions = {}): Promise<WrittenTrunk> {
+  const graph = LayerGraph.fromModel(model);
+  checkSupported(graph);
+  const cacheKey = `${modelFingerprint(graph)}-${size.height}x${size.width}`;
+  const folder = options.cache === undefined ? onnxCacheDir() : options.cache;
+  if (folder === false) return new WrittenTrunk(graph, writeOnnxModel(model, size), cacheKey, size, 'written');
+  const onnxPath = join(folder, `${cacheKey}.onnx`);
+  const recordPath = join(folder, `${cacheKey}.json`);
+  const cached = await readEntry(onnxPath, recordPath, graph, options.log);
+  if (cached !== undefined) return new WrittenTrunk(graph, cached, cacheKey, size, 'cache');
+  const written = writeOnnxModel(model, size);
+  try {
+    await mkdir(folder, { recursive: true });
+    await writeFileAtomic(onnxPath, written.bytes);
+    const record: CacheRecord = { writerVersion: WRITER_VERSION, sha256: sha256Hex(written.bytes), table: written.table };
+    await writeFileAtomic(recordPath, `${JSON.stringify(record)}\n`);
+  } catch (error) {
+    // The model is written: a cache that cannot be written costs time, not the run.
+    options.log?.(`cannot cache the written ONNX model: ${error instanceof CamvizError ? error.describe() : (error as Error).message}`);
+  }
+  return new WrittenTrunk(graph, written, cacheKey, size, 'written');
+}
+
+function isOnnxValue(value: unknown): boolean {
+  const candidate = value as { name?: unknown; layout?: unknown } | null;
+  return typeof candidate?.name === 'string' && (candidate.layout === 'same' || candidate.layout === 'nchw');
+}
+
+/** A value table as the writer makes them: the trunk reads every part of it. */
+function isValueTable(table: unknown): table is ValueTable {
+  const candidate = table as Partial<Record<keyof ValueTable, unknown>> | null;
+  if (typeof candidate?.dims !== 'object' || candidate.dims === null || !Array.isArray(candidate.outputs) || !Array.isArray(candidate.nodes)) return false;
+  const dims = candidate.dims as Record<string, unknown>;
+  const named = (value: unknown): boolean => isOnnxValue(value) && Array.isArray(dims[(value as { name: string }).name]);
+  return candidate.nodes.every((entry: { outputs?: unknown; preActivation?: unknown } | null) => {
+    if (!Array.isArray(entry?.outputs) || !entry.outputs.every(named)) return false;
+    return entry.preActivation === undefined || named(entry.preActivation);
+  });
+}
+
+/** The cached model, or undefined when there is none or it is not sound (said through `log`). */
+async function readEntry(onnxPath: string, recordPath: string, graph: LayerGraph, log: OnnxTrunkOptions['log']): Promise<WrittenModel | undefined> {
+  let recordText: string;
+  try {
+    recordText = await readFile(recordPath, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const damage = (reason: string): undefined => {
+    log?.(`the cached ONNX model is damaged (${reason}); writing it again (${onnxPath})`);
+    return undefined;
+  };
+  let record: CacheRecord;
+  try {
+    record = JSON.parse(recordText) as CacheRecord;
+  } catch {
+    return damage('its record is not JSON');
+  }
+  if (record.writerVersion !== WRITER_VERSION || typeof record.sha256 !== 'string' || !isValueTable(record.table)) return damage('its record is not of this writer');
+  if (record.table.nodes.length !== graph.nodes.length) return damage('its record describes another graph');
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(onnxPath);
+  } catch (error) {
+    return damage(`unreadable: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  if (sha256Hex(bytes) !== record.sha256) return damage('its sha256 does not match its record');
+  return { bytes, table: record.table };
+}
+
+/** The OnnxTrunk of a loaded TF.js layers model at its input size (see onnxTrunkOfLayersModel). */
+export async function onnxTrunkOfModel(model: CamvizModel, options: OnnxTrunkOptions = {}): Promise<WrittenTrunk> {
+  if (model.onnx !== undefined) throw new CamvizError('an ONNX model runs on ONNX Runtime as it is, not through the ONNX writer', { file: model.meta.modelJsonPath });
+  const file = model.meta.modelJsonPath;
+  // A graph model that needs executeAsync (control flow) has no layers model.
+  if (model.layersModel === undefined) throw new OnnxWriteError('the ONNX writer needs a TF.js layers model', { file });
+  try {
+    return await onnxTrunkOfLayersModel(model.layersModel, model.meta.inputSize, options);
+  } catch (error) {
+    throw error instanceof OnnxWriteError && error.file === undefined ? error.withFile(file) : error;
+  }
+}

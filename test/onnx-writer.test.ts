@@ -1,0 +1,682 @@
+/**
+ * camviz's ONNX writer: TF.js layers models written as ONNX and run in ONNX
+ * Runtime (onnxruntime-node), against tfjs' own execution of the same model
+ * (`model.predict` of a model whose outputs are the compared layers): the
+ * scores and intermediate values (fetched through `withOutputs`, read back
+ * in camviz's layout through `valueOf`) agree within 1e-4 of the largest
+ * value. Tiny models built here cover TF "same" padding on odd and even
+ * sizes with stride 2, BatchNorm folding, depthwise and separable
+ * convolutions, pooling, merges, Flatten/Reshape through NHWC order, and the
+ * activations; the shared Keras models and MobileNet as a TF.js graph model
+ * too. Convolutions folded with their BatchNorm are compared through their
+ * unfolded copies. The written files pass `onnx.checker` (python3-onnx) and
+ * the cache is read back, and rewritten when damaged.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import type * as Ort from 'onnxruntime-node';
+import { useBackend } from '../src/engine/backend.js';
+import { LayerGraph, preActivationKey } from '../src/executor/graph.js';
+import type { OnnxTrunk } from '../src/executor/onnx-trunk.js';
+import { loadImage } from '../src/image/image.js';
+import { loadModel } from '../src/model/load.js';
+import { inputTensor } from '../src/model/predict.js';
+import { OnnxWriteError, UnsupportedLayerError, onnxTrunkOfLayersModel, onnxTrunkOfModel } from '../src/model/onnx-writer/index.js';
+import { asset, imagePath, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
+import { attr, convAttrs, layersAsGraph, placeholder, writeGraphModel } from './helpers/graph-model.js';
+import { findPython } from './helpers/python.js';
+
+type Sym = tfl.SymbolicTensor;
+
+const require = createRequire(import.meta.url);
+let ort: typeof Ort | undefined;
+let ortSkip: string | false = false;
+try {
+  ort = require('onnxruntime-node') as typeof Ort;
+} catch (error) {
+  ortSkip = `onnxruntime-node cannot be loaded (${(error as Error).message.split('\n')[0]})`;
+}
+
+const python = findPython('onnx');
+const checkerSkip: string | false = python === null ? 'no python3 with the onnx package (python3-onnx)' : false;
+
+const TOLERANCE = 1e-4;
+
+let workDir: string;
+before(async () => {
+  await useBackend('wasm');
+  workDir = await mkdtemp(join(tmpdir(), 'camviz-onnx-writer-'));
+});
+after(async () => {
+  await rm(workDir, { recursive: true, force: true });
+});
+
+// ---------------------------------------------------------------- helpers
+
+/** Runs ONNX bytes on an NHWC input (transposed to the model's NCHW input); returns the fetched outputs. */
+async function runOnnx(bytes: Uint8Array, trunk: OnnxTrunk, x: tf.Tensor4D, fetches: readonly string[]): Promise<Map<string, tf.Tensor>> {
+  const session = await ort!.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  try {
+    assert.equal(trunk.input.layout, 'nchw');
+    const nchw = tf.transpose(x, [0, 3, 1, 2]);
+    const feed = new ort!.Tensor('float32', nchw.dataSync() as Float32Array, nchw.shape);
+    nchw.dispose();
+    const results = await session.run({ [trunk.input.name]: feed }, [...fetches]);
+    return new Map(fetches.map((name) => [name, tf.tensor(results[name]!.data as Float32Array, results[name]!.dims as number[])]));
+  } finally {
+    await session.release();
+  }
+}
+
+/** A value fetched from ONNX Runtime in camviz's layout. */
+function inCamvizLayout(value: tf.Tensor, layout: 'same' | 'nchw'): tf.Tensor {
+  return layout === 'nchw' ? tf.transpose(value, [0, 2, 3, 1]) : value.clone();
+}
+
+/** max |actual - expected| / max |expected|, same shapes. */
+function relativeError(actual: tf.Tensor, expected: tf.Tensor, what: string): number {
+  assert.deepEqual(actual.shape, expected.shape, `${what}: shapes differ`);
+  const a = actual.dataSync();
+  const e = expected.dataSync();
+  let difference = 0;
+  let scale = 0;
+  for (let i = 0; i < e.length; i++) {
+    assert.ok(Number.isFinite(a[i]) && Number.isFinite(e[i]), `${what}[${i}]: ${a[i]} and ${e[i]} must be finite`);
+    difference = Math.max(difference, Math.abs(a[i]! - e[i]!));
+    scale = Math.max(scale, Math.abs(e[i]!));
+  }
+  assert.ok(scale > 0, `${what}: the reference is all zeros, the comparison would prove nothing`);
+  return difference / scale;
+}
+
+/** The key of a layer's (first) output in the executor graph of `model`. */
+function keyOfLayer(graph: LayerGraph, name: string): string {
+  const nodes = graph.findNodes(name);
+  assert.equal(nodes.length, 1, `layer ${name} has one node`);
+  return nodes[0]!.outputs[0]!;
+}
+
+/** The outputs of `layers` computed by tfjs (`predict` of a model over the same layers), keyed by layer name. */
+function tfjsValues(model: tfl.LayersModel, layers: readonly string[], x: tf.Tensor): Map<string, tf.Tensor> {
+  const probe = tfl.model({ inputs: model.inputs, outputs: layers.map((name) => model.getLayer(name).output as Sym) });
+  const outputs = probe.predict(x) as tf.Tensor | tf.Tensor[];
+  const list = Array.isArray(outputs) ? outputs : [outputs];
+  return new Map(layers.map((name, i) => [name, list[i]!]));
+}
+
+/**
+ * Runs the written model in ONNX Runtime with the outputs of `layers` (and
+ * the `pre` keys given) added, and compares each with tfjs' value.
+ */
+async function compareWithTfjs(
+  model: tfl.LayersModel,
+  trunk: OnnxTrunk,
+  layers: readonly string[],
+  x: tf.Tensor4D,
+  preActivations: ReadonlyMap<string, tf.Tensor> = new Map(),
+): Promise<void> {
+  const graph = LayerGraph.fromModel(model);
+  const compared = [
+    ...layers.map((name) => ({ what: name, key: keyOfLayer(graph, name) })),
+    ...[...preActivations.keys()].map((name) => ({ what: `${name}:pre`, key: preActivationKey(keyOfLayer(graph, name)) })),
+  ];
+  const values = compared.map(({ what, key }) => {
+    const value = trunk.valueOf(key);
+    assert.ok(value !== undefined, `${what} has an ONNX value`);
+    return value;
+  });
+  const names = [...new Set(values.map((value) => value.name))];
+  const fetched = await runOnnx(trunk.withOutputs(names), trunk, x, names);
+  const expected = tfjsValues(model, layers, x);
+  try {
+    compared.forEach(({ what }, i) => {
+      const got = inCamvizLayout(fetched.get(values[i]!.name)!, values[i]!.layout);
+      const reference = expected.get(what) ?? preActivations.get(what.slice(0, -':pre'.length))!;
+      const error = relativeError(got, reference, what);
+      got.dispose();
+      assert.ok(error <= TOLERANCE, `${what}: relative error ${error.toExponential(2)} > ${TOLERANCE}`);
+    });
+  } finally {
+    tf.dispose([...fetched.values(), ...expected.values()]);
+  }
+}
+
+let seed = 100;
+/** Random weights, with BatchNorm statistics far from identity, so that a wrong fold shows. */
+function randomizeWeights(model: tfl.LayersModel): void {
+  for (const layer of model.layers) {
+    // A nested model is randomized on its own (its BatchNorm variances must stay positive).
+    if (layer instanceof tfl.LayersModel) continue;
+    const weights = layer.getWeights();
+    if (weights.length === 0) continue;
+    if (layer.getClassName() === 'BatchNormalization') {
+      const [gamma, beta, mean, variance] = weights.map((w) => w.shape);
+      layer.setWeights([
+        tf.randomUniform(gamma!, 0.5, 1.5, 'float32', seed++),
+        tf.randomNormal(beta!, 0, 0.5, 'float32', seed++),
+        tf.randomNormal(mean!, 0, 0.5, 'float32', seed++),
+        tf.randomUniform(variance!, 0.2, 2, 'float32', seed++),
+      ]);
+    } else {
+      layer.setWeights(weights.map((w) => tf.randomNormal(w.shape, 0, 0.5, 'float32', seed++)));
+    }
+  }
+}
+
+function randomInput(batch: number, height: number, width: number, channels = 3): tf.Tensor4D {
+  return tf.randomUniform([batch, height, width, channels], -1, 1, 'float32', seed++) as tf.Tensor4D;
+}
+
+/** Names of the model's layers that compute something (not the input layer). */
+function computedLayers(model: tfl.LayersModel): string[] {
+  return model.layers.filter((layer) => layer.getClassName() !== 'InputLayer').map((layer) => layer.name);
+}
+
+/** onnx.checker.check_model with full_check (shape inference too) on the bytes: throws with its message. */
+async function checkWithOnnx(bytes: Uint8Array, name: string): Promise<void> {
+  const path = join(workDir, `${name}.onnx`);
+  await writeFile(path, bytes);
+  const script = 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True); print("ok")';
+  const run = spawnSync(python!, ['-c', script, path], { encoding: 'utf8' });
+  assert.equal(run.status, 0, `onnx.checker refused ${name}: ${run.stderr.trim().split('\n').at(-1)}`);
+}
+
+// ---------------------------------------------------------------- tiny models
+
+/**
+ * conv (same, stride 2, no bias) -> BatchNorm -> relu6, depthwise (same,
+ * stride 2, multiplier 2) -> BatchNorm -> ReLU, Flatten (spatial > 1x1:
+ * NHWC order matters), Dense with softmax.
+ */
+function stridedModel(height: number, width: number): tfl.LayersModel {
+  const input = tfl.input({ shape: [height, width, 3] });
+  const L = (layer: tfl.layers.Layer, x: Sym): Sym => layer.apply(x) as Sym;
+  let x = L(tfl.layers.conv2d({ filters: 4, kernelSize: 3, strides: 2, padding: 'same', useBias: false, name: 'conv' }), input);
+  x = L(tfl.layers.batchNormalization({ name: 'conv_bn' }), x);
+  x = L(tfl.layers.activation({ activation: 'relu6', name: 'conv_relu' }), x);
+  x = L(tfl.layers.depthwiseConv2d({ kernelSize: 3, strides: 2, depthMultiplier: 2, padding: 'same', name: 'dw' }), x);
+  x = L(tfl.layers.batchNormalization({ name: 'dw_bn' }), x);
+  x = L(tfl.layers.reLU({ name: 'dw_relu' }), x);
+  x = L(tfl.layers.flatten({ name: 'flatten' }), x);
+  x = L(tfl.layers.dense({ units: 5, activation: 'softmax', name: 'probs' }), x);
+  const model = tfl.model({ inputs: input, outputs: x });
+  randomizeWeights(model);
+  return model;
+}
+
+/** The Dense layer's pre-softmax output, computed from the flatten output by hand. */
+function denseLogits(model: tfl.LayersModel, x: tf.Tensor): tf.Tensor {
+  const flat = tfjsValues(model, ['flatten'], x).get('flatten')!;
+  const [kernel, bias] = model.getLayer('probs').getWeights();
+  const logits = tf.add(tf.matMul(flat as tf.Tensor2D, kernel as tf.Tensor2D), bias!);
+  flat.dispose();
+  return logits;
+}
+
+/**
+ * Branches and merges: a conv with a built-in relu; a separable conv
+ * (stride 2, BatchNorm folded, swish) and max / average pooling (same, stride 2) merged by a
+ * three-way Add and a Concatenate; a standalone BatchNorm; LeakyReLU;
+ * ZeroPadding2D into a valid dilated conv; UpSampling2D and Cropping2D;
+ * global pools; Multiply and Maximum on 2-D values; Reshape to a
+ * 4-D value of 1x1 and of 2x2 spatial size; a second output.
+ */
+function branchyModel(height: number, width: number): tfl.LayersModel {
+  const input = tfl.input({ shape: [height, width, 3] });
+  const L = (layer: tfl.layers.Layer, x: Sym | Sym[]): Sym => layer.apply(x) as Sym;
+  const stem = L(tfl.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', activation: 'relu', name: 'stem' }), input);
+  const sepConv = L(tfl.layers.separableConv2d({ filters: 6, kernelSize: 3, strides: 2, padding: 'same', name: 'sep' }), stem);
+  const sep = L(tfl.layers.activation({ activation: 'swish', name: 'sep_swish' }), L(tfl.layers.batchNormalization({ name: 'sep_bn' }), sepConv));
+  const max = L(tfl.layers.conv2d({ filters: 6, kernelSize: 1, name: 'max_proj' }), L(tfl.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'same', name: 'max' }), stem));
+  const avg = L(tfl.layers.conv2d({ filters: 6, kernelSize: 1, name: 'avg_proj' }), L(tfl.layers.averagePooling2d({ poolSize: 3, strides: 2, padding: 'same', name: 'avg' }), stem));
+  const sum = L(tfl.layers.add({ name: 'sum' }), [sep, max, avg]);
+  const cat = L(tfl.layers.concatenate({ name: 'cat' }), [sep, max]);
+  const bn = L(tfl.layers.batchNormalization({ name: 'cat_bn' }), cat);
+  const leaky = L(tfl.layers.leakyReLU({ alpha: 0.1, name: 'leaky' }), bn);
+  const padded = L(tfl.layers.zeroPadding2d({ padding: [[1, 0], [0, 2]], name: 'pad' }), leaky);
+  const dilated = L(tfl.layers.conv2d({ filters: 6, kernelSize: 2, dilationRate: 2, padding: 'valid', name: 'dilated' }), padded);
+  const up = L(tfl.layers.upSampling2d({ size: [2, 2], name: 'up' }), sum);
+  const crop = L(tfl.layers.cropping2D({ cropping: [[1, 0], [0, 1]], name: 'crop' }), up);
+  const validPool = L(tfl.layers.maxPooling2d({ poolSize: 2, strides: 2, padding: 'valid', name: 'valid_pool' }), crop);
+  const gap = L(tfl.layers.globalAveragePooling2d({ name: 'gap' }), validPool);
+  const gmp = L(tfl.layers.globalMaxPooling2d({ name: 'gmp' }), dilated);
+  const product = L(tfl.layers.multiply({ name: 'product' }), [gap, gmp]);
+  const largest = L(tfl.layers.maximum({ name: 'largest' }), [product, gmp, gap]);
+  const square = L(tfl.layers.reshape({ targetShape: [1, 1, 6], name: 'as_1x1' }), largest);
+  const pointwise = L(tfl.layers.conv2d({ filters: 8, kernelSize: 1, activation: 'softmax', name: 'pointwise' }), square);
+  const grid = L(tfl.layers.reshape({ targetShape: [2, 2, 2], name: 'as_2x2' }), L(tfl.layers.flatten({ name: 'flat_1x1' }), pointwise));
+  const gridConv = L(tfl.layers.conv2d({ filters: 3, kernelSize: 2, padding: 'same', name: 'grid_conv' }), grid);
+  const out = L(tfl.layers.dense({ units: 4, name: 'logits' }), L(tfl.layers.flatten({ name: 'flat_grid' }), gridConv));
+  const model = tfl.model({ inputs: input, outputs: [out, gmp] });
+  randomizeWeights(model);
+  return model;
+}
+
+/**
+ * Every activation tfjs has, each as a layer, after a dilated "same" conv
+ * and a Rescaling; PReLU (own and shared slopes), ThresholdedReLU, Permute.
+ */
+function activationsModel(height: number, width: number): tfl.LayersModel {
+  const input = tfl.input({ shape: [height, width, 3] });
+  let x = tfl.layers.rescaling({ scale: 0.5, offset: -0.25, name: 'rescale' }).apply(input) as Sym;
+  x = tfl.layers.conv2d({ filters: 5, kernelSize: 3, dilationRate: 2, padding: 'same', activation: 'elu', name: 'conv' }).apply(x) as Sym;
+  const kinds = ['selu', 'sigmoid', 'hardSigmoid', 'softplus', 'softsign', 'tanh', 'swish', 'mish', 'gelu', 'gelu_new', 'relu6', 'relu', 'linear', 'softmax'] as const;
+  for (const kind of kinds) x = tfl.layers.activation({ activation: kind, name: `act_${kind}` }).apply(x) as Sym;
+  x = tfl.layers.elu({ name: 'elu_layer' }).apply(x) as Sym;
+  x = tfl.layers.softmax({ axis: -1, name: 'softmax_layer' }).apply(x) as Sym;
+  x = tfl.layers.reLU({ maxValue: 0.15, name: 'capped' }).apply(x) as Sym;
+  x = tfl.layers.prelu({ name: 'prelu' }).apply(tfl.layers.rescaling({ scale: 2, offset: -0.1, name: 'centre' }).apply(x) as Sym) as Sym;
+  x = tfl.layers.prelu({ sharedAxes: [1, 2], name: 'prelu_shared' }).apply(x) as Sym;
+  x = tfl.layers.thresholdedReLU({ theta: 0.05, name: 'thresholded' }).apply(x) as Sym;
+  x = tfl.layers.permute({ dims: [2, 1, 3], name: 'swap_hw' }).apply(x) as Sym;
+  x = tfl.layers.permute({ dims: [3, 1, 2], name: 'channels_first' }).apply(x) as Sym;
+  x = tfl.layers.conv2d({ filters: 3, kernelSize: 3, padding: 'same', name: 'after_permute' }).apply(x) as Sym;
+  x = tfl.layers.dropout({ rate: 0.5, name: 'dropout' }).apply(x) as Sym;
+  x = tfl.layers.average({ name: 'mean' }).apply([x, tfl.layers.activation({ activation: 'tanh', name: 'side' }).apply(x) as Sym]) as Sym;
+  x = tfl.layers.minimum({ name: 'min' }).apply([x, tfl.layers.activation({ activation: 'sigmoid', name: 'side2' }).apply(x) as Sym]) as Sym;
+  const model = tfl.model({ inputs: input, outputs: x });
+  randomizeWeights(model);
+  return model;
+}
+
+// ---------------------------------------------------------------- tests
+
+describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
+  test('MobileNet v1: scores and intermediate values, batch of 2', { skip: skipWithoutSharedAssets }, async () => {
+    const model = await loadModel(mobilenetDir);
+    try {
+      const trunk = await onnxTrunkOfModel(model, { cache: false });
+      assert.deepEqual(trunk.inputSize, { height: 224, width: 224 });
+      const layersModel = model.layersModel!;
+      const layers = [
+        'conv1', 'conv1_relu', 'conv_dw_1_relu', 'conv_pw_1_relu', 'conv_dw_2_relu', 'conv_dw_6', 'conv_dw_6_bn', 'conv_pw_6_relu', 'conv_pw_13', 'conv_pw_13_relu',
+        'global_average_pooling2d_1', 'reshape_1', 'dropout', 'conv_preds', 'act_softmax', 'reshape_2',
+      ];
+      // Convolutions folded with their BatchNorm (conv1, conv_dw_6, conv_pw_13) are written unfolded on request.
+      await compareWithTfjs(layersModel, trunk, layers, randomInput(2, 224, 224));
+    } finally {
+      model.dispose();
+    }
+  });
+
+  test('MobileNet v1 on photos: the same top class and probabilities as tfjs', { skip: skipWithoutSharedAssets }, async () => {
+    const model = await loadModel(mobilenetDir);
+    try {
+      const trunk = await onnxTrunkOfModel(model, { cache: false });
+      const images = await Promise.all(['creative_commons_elephant.jpg', 'dog_cat.jpg'].map((name) => loadImage(imagePath(name), { size: model.meta.inputSize })));
+      const x = inputTensor(model, images.map((image) => image.input));
+      const output = trunk.valueOf(LayerGraph.fromModel(model.layersModel!).outputKeys[0]!)!;
+      const fetched = await runOnnx(trunk.withOutputs([]), trunk, x, [output.name]);
+      const onnx = fetched.get(output.name)!;
+      const tfjs = model.layersModel!.predict(x) as tf.Tensor2D;
+      const top = (probabilities: tf.Tensor, row: number): number => tf.tidy(() => tf.argMax(tf.slice(probabilities, [row, 0], [1, -1]), 1).dataSync()[0]!);
+      try {
+        // Top-5 ranks of near-equal probabilities may swap on another CPU's kernels: the top class, and every probability within tolerance.
+        for (let row = 0; row < images.length; row++) assert.equal(top(onnx, row), top(tfjs, row), `${images[row]!.path}: top class`);
+        assert.ok(relativeError(onnx, tfjs, 'probabilities') <= TOLERANCE);
+      } finally {
+        tf.dispose([x, onnx, tfjs]);
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+
+  test('MobileNet v1 as a TF.js graph model (TF nodes as layers)', { skip: skipWithoutSharedAssets }, async () => {
+    const layers = await loadModel(mobilenetDir);
+    const { nodes, weights } = layersAsGraph(layers.layersModel!);
+    layers.dispose();
+    const folder = join(workDir, 'graph-mobilenet');
+    await mkdir(folder);
+    const model = await loadModel(await writeGraphModel(folder, nodes, weights));
+    try {
+      const trunk = await onnxTrunkOfModel(model, { cache: false });
+      const compared = [
+        'MobilenetV1/conv1/BatchNorm/FusedBatchNormV3', 'MobilenetV1/conv1/Relu6', 'MobilenetV1/conv_dw_2/Relu6', 'MobilenetV1/conv_pw_13/Relu6',
+        'MobilenetV1/global_average_pooling2d_1/Mean', 'MobilenetV1/reshape_1/Reshape', 'MobilenetV1/conv_preds/BiasAdd', 'MobilenetV1/act_softmax/Softmax',
+        'MobilenetV1/Predictions',
+      ];
+      await compareWithTfjs(model.layersModel!, trunk, compared, randomInput(2, 224, 224));
+    } finally {
+      model.dispose();
+    }
+  });
+
+  test('TF graph ops without a Keras view: MaxPool, AvgPool ("same", stride 2, odd size), AddV2, Mul, Sigmoid', async () => {
+    const size = 9;
+    const pool = (name: string, op: string): { name: string; op: string; input: string[]; attr: Record<string, unknown> } => ({
+      name,
+      op,
+      input: ['net/relu'],
+      attr: { T: attr.float, ksize: attr.ints([1, 3, 3, 1]), strides: attr.ints([1, 2, 2, 1]), padding: attr.string('SAME'), data_format: attr.string('NHWC') },
+    });
+    const nodes = [
+      placeholder('image', [-1, size, size, 3]),
+      { name: 'net/conv/Conv2D', op: 'Conv2D', input: ['image', 'net/conv/kernel'], attr: convAttrs('SAME') },
+      { name: 'net/conv/BiasAdd', op: 'BiasAdd', input: ['net/conv/Conv2D', 'net/conv/bias'], attr: { T: attr.float, data_format: attr.string('NHWC') } },
+      { name: 'net/relu', op: 'Relu', input: ['net/conv/BiasAdd'], attr: { T: attr.float } },
+      pool('net/max', 'MaxPool'),
+      pool('net/avg', 'AvgPool'),
+      { name: 'net/sum', op: 'AddV2', input: ['net/max', 'net/avg'], attr: { T: attr.float } },
+      { name: 'net/gate', op: 'Sigmoid', input: ['net/sum'], attr: { T: attr.float } },
+      { name: 'net/gated', op: 'Mul', input: ['net/sum', 'net/gate'], attr: { T: attr.float } },
+      { name: 'output', op: 'Identity', input: ['net/gated'], attr: { T: attr.float } },
+    ];
+    const kernel = tf.randomNormal([3, 3, 3, 4], 0, 0.5, 'float32', seed++);
+    const bias = tf.randomNormal([4], 0, 0.5, 'float32', seed++);
+    const folder = join(workDir, 'graph-ops');
+    await mkdir(folder);
+    const weights = [
+      { name: 'net/conv/kernel', shape: [3, 3, 3, 4], dtype: 'float32' as const, data: kernel.dataSync() },
+      { name: 'net/conv/bias', shape: [4], dtype: 'float32' as const, data: bias.dataSync() },
+    ];
+    const model = await loadModel(await writeGraphModel(folder, nodes, weights), { size: `${size}` });
+    try {
+      const trunk = await onnxTrunkOfModel(model, { cache: false });
+      await compareWithTfjs(model.layersModel!, trunk, computedLayers(model.layersModel!), randomInput(2, size, size));
+    } finally {
+      model.dispose();
+    }
+  });
+
+  for (const file of ['cats_vs_dogs_k2.10.h5', 'cifar10_k3.10.keras', 'mnist_cnn_k3.5.h5']) {
+    test(`the shared Keras model ${file}: every layer (Flatten of a 4-D value, Dense, pooling)`, { skip: existsSync(asset('keras', file)) ? false : `${asset('keras', file)} is absent` }, async () => {
+      const model = await loadModel(asset('keras', file));
+      try {
+        const trunk = await onnxTrunkOfModel(model, { cache: false });
+        const layersModel = model.layersModel!;
+        const { height, width } = model.meta.inputSize;
+        const channels = layersModel.inputs[0]!.shape[3] as number;
+        await compareWithTfjs(layersModel, trunk, computedLayers(layersModel), randomInput(2, height, width, channels));
+      } finally {
+        model.dispose();
+      }
+    });
+  }
+
+  test('the embedded shapes model: every layer', async () => {
+    const model = await loadModel('shapes');
+    try {
+      const trunk = await onnxTrunkOfModel(model, { cache: false });
+      const layersModel = model.layersModel!;
+      const { height, width } = model.meta.inputSize;
+      await compareWithTfjs(layersModel, trunk, computedLayers(layersModel), randomInput(2, height, width));
+    } finally {
+      model.dispose();
+    }
+  });
+
+  for (const [height, width] of [[7, 7], [8, 8], [9, 6]] as const) {
+    test(`"same" padding, stride 2, BatchNorm folded into conv and depthwise, Flatten, Dense softmax: ${height}x${width}`, async () => {
+      const model = stridedModel(height, width);
+      const trunk = await onnxTrunkOfLayersModel(model, { height, width }, { cache: false });
+      const x = randomInput(3, height, width);
+      const logits = denseLogits(model, x);
+      await compareWithTfjs(model, trunk, computedLayers(model), x, new Map([['probs', logits]]));
+      logits.dispose();
+    });
+  }
+
+  for (const [height, width] of [[11, 11], [12, 10]] as const) {
+    test(`branches and merges, pooling, padding, resizing, reshapes: ${height}x${width}`, async () => {
+      const model = branchyModel(height, width);
+      const trunk = await onnxTrunkOfLayersModel(model, { height, width }, { cache: false });
+      await compareWithTfjs(model, trunk, computedLayers(model), randomInput(2, height, width));
+    });
+  }
+
+  test('every activation, dilated "same" conv, Rescaling, Dropout, Average, Minimum, PReLU, Permute', async () => {
+    const model = activationsModel(9, 10);
+    const trunk = await onnxTrunkOfLayersModel(model, { height: 9, width: 10 }, { cache: false });
+    await compareWithTfjs(model, trunk, computedLayers(model), randomInput(2, 9, 10));
+  });
+
+  test('a model of any input size is written per size, with "same" pads for each', async () => {
+    const input = tfl.input({ shape: [null, null, 3] });
+    let x = tfl.layers.conv2d({ filters: 4, kernelSize: 3, strides: 2, padding: 'same', name: 'conv' }).apply(input) as Sym;
+    x = tfl.layers.maxPooling2d({ poolSize: 2, strides: 2, padding: 'same', name: 'pool' }).apply(x) as Sym;
+    x = tfl.layers.globalAveragePooling2d({ name: 'gap' }).apply(x) as Sym;
+    const model = tfl.model({ inputs: input, outputs: tfl.layers.dense({ units: 3, name: 'logits' }).apply(x) as Sym });
+    randomizeWeights(model);
+    const keys = new Set<string>();
+    for (const [height, width] of [[7, 9], [10, 6]] as const) {
+      const trunk = await onnxTrunkOfLayersModel(model, { height, width }, { cache: false });
+      assert.deepEqual(trunk.inputSize, { height, width });
+      keys.add(trunk.cacheKey);
+      await compareWithTfjs(model, trunk, computedLayers(model), randomInput(2, height, width));
+    }
+    assert.equal(keys.size, 2, 'one cache key per size');
+  });
+
+  test('a nested model and a layer called twice: every value, against the executor and predict', async () => {
+    const innerInput = tfl.input({ shape: [6, 6, 3] });
+    let y = tfl.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', name: 'conv' }).apply(innerInput) as Sym;
+    y = tfl.layers.batchNormalization({ name: 'bn' }).apply(y) as Sym;
+    y = tfl.layers.reLU({ name: 'relu' }).apply(y) as Sym;
+    const backbone = tfl.model({ inputs: innerInput, outputs: y, name: 'backbone' });
+    const input = tfl.input({ shape: [6, 6, 3] });
+    const features = backbone.apply(input) as Sym;
+    const shared = tfl.layers.conv2d({ filters: 4, kernelSize: 1, name: 'shared' });
+    const once = shared.apply(features) as Sym;
+    const twice = shared.apply(once) as Sym;
+    const sum = tfl.layers.add({ name: 'sum' }).apply([once, twice]) as Sym;
+    const out = tfl.layers.dense({ units: 3, name: 'logits' }).apply(tfl.layers.globalAveragePooling2d({ name: 'gap' }).apply(sum) as Sym) as Sym;
+    const model = tfl.model({ inputs: input, outputs: out });
+    randomizeWeights(backbone);
+    randomizeWeights(model);
+    const trunk = await onnxTrunkOfLayersModel(model, { height: 6, width: 6 }, { cache: false });
+    const graph = LayerGraph.fromModel(model);
+    assert.deepEqual(graph.nodes.map((node) => [node.path, node.outputs.map((key) => trunk.valueOf(key)?.name)]), [
+      ['backbone/conv', ['backbone/conv']],
+      ['backbone/bn', ['backbone/bn']],
+      ['backbone/relu', ['backbone/relu']],
+      ['shared', ['shared']],
+      ['shared', ['shared_2']],
+      ['sum', ['sum']],
+      ['gap', ['gap']],
+      ['logits', ['logits']],
+    ]);
+    const keys = graph.nodes.flatMap((node) => node.outputs).filter((key) => trunk.valueOf(key) !== undefined);
+    const x = randomInput(2, 6, 6);
+    const names = keys.map((key) => trunk.valueOf(key)!.name);
+    const fetched = await runOnnx(trunk.withOutputs(names), trunk, x, names);
+    const reference = graph.run(new Map([[graph.inputKeys[0]!, x]]), keys, { fuse: false });
+    const predicted = model.predict(x) as tf.Tensor;
+    try {
+      keys.forEach((key, i) => {
+        const got = inCamvizLayout(fetched.get(names[i]!)!, trunk.valueOf(key)!.layout);
+        const error = relativeError(got, reference.get(key)!, names[i]!);
+        got.dispose();
+        assert.ok(error <= TOLERANCE, `${names[i]}: relative error ${error.toExponential(2)}`);
+      });
+      assert.ok(relativeError(fetched.get('logits')!, predicted, 'logits') <= TOLERANCE, 'logits equal predict');
+    } finally {
+      tf.dispose([...fetched.values(), ...reference.values(), predicted]);
+    }
+  });
+
+  test('withOutputs adds only new values, and refuses an unknown name', async () => {
+    const model = stridedModel(8, 8);
+    const trunk = await onnxTrunkOfLayersModel(model, { height: 8, width: 8 }, { cache: false });
+    const output = trunk.valueOf(LayerGraph.fromModel(model).outputKeys[0]!)!;
+    const base = trunk.withOutputs([]);
+    assert.equal(trunk.withOutputs([output.name]), base, 'a graph output is not added again');
+    const session = await ort!.InferenceSession.create(trunk.withOutputs(['dw_relu', 'dw_relu', 'conv_relu']));
+    assert.deepEqual([...session.outputNames], [output.name, 'dw_relu', 'conv_relu']);
+    await session.release();
+    assert.throws(() => trunk.withOutputs(['no such value']), /no value named 'no such value'/);
+  });
+});
+
+describe('written models pass onnx.checker', { skip: checkerSkip }, () => {
+  test('MobileNet v1 with extra outputs', { skip: skipWithoutSharedAssets }, async () => {
+    const model = await loadModel(mobilenetDir);
+    try {
+      const trunk = await onnxTrunkOfModel(model, { cache: false });
+      await checkWithOnnx(trunk.withOutputs(['conv_pw_13_relu', 'conv_preds', 'conv_pw_13', 'conv1']), 'mobilenet');
+    } finally {
+      model.dispose();
+    }
+  });
+
+  test('the tiny models', async () => {
+    await checkWithOnnx((await onnxTrunkOfLayersModel(stridedModel(7, 7), { height: 7, width: 7 }, { cache: false })).withOutputs(['conv_relu', 'conv', 'dw']), 'strided');
+    await checkWithOnnx((await onnxTrunkOfLayersModel(branchyModel(11, 11), { height: 11, width: 11 }, { cache: false })).withOutputs(['sum', 'as_2x2', 'sep']), 'branchy');
+    await checkWithOnnx((await onnxTrunkOfLayersModel(activationsModel(9, 10), { height: 9, width: 10 }, { cache: false })).withOutputs([]), 'activations');
+  });
+});
+
+describe('what the writer refuses', () => {
+  test('an unsupported layer is named, before anything is cached', async () => {
+    const input = tfl.input({ shape: [8, 8, 3] });
+    const up = tfl.layers.conv2dTranspose({ filters: 2, kernelSize: 3, name: 'deconv' }).apply(input) as Sym;
+    const model = tfl.model({ inputs: input, outputs: up });
+    const cache = join(workDir, 'refused-cache');
+    await assert.rejects(onnxTrunkOfLayersModel(model, { height: 8, width: 8 }, { cache }), (error: unknown) => {
+      assert.ok(error instanceof UnsupportedLayerError);
+      assert.equal(error.layerPath, 'deconv');
+      assert.equal(error.className, 'Conv2DTranspose');
+      assert.match(error.message, /does not support layer deconv \(Conv2DTranspose\)/);
+      return true;
+    });
+    assert.equal(existsSync(cache), false);
+  });
+
+  test('through a loaded model, the error names its file', async () => {
+    const folder = join(workDir, 'unsupported-model');
+    await mkdir(folder);
+    const input = tfl.input({ shape: [8, 8, 3] });
+    const model = tfl.model({ inputs: input, outputs: tfl.layers.conv2dTranspose({ filters: 2, kernelSize: 3, name: 'deconv' }).apply(input) as Sym });
+    await model.save(
+      tf.io.withSaveHandler(async (artifacts) => {
+        const weightsManifest = [{ paths: ['weights.bin'], weights: artifacts.weightSpecs }];
+        await writeFile(join(folder, 'model.json'), JSON.stringify({ format: 'layers-model', modelTopology: artifacts.modelTopology, weightsManifest }));
+        await writeFile(join(folder, 'weights.bin'), new Uint8Array(artifacts.weightData as ArrayBuffer));
+        return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+      }),
+    );
+    const loaded = await loadModel(folder);
+    try {
+      await assert.rejects(onnxTrunkOfModel(loaded, { cache: false }), (error: unknown) => {
+        assert.ok(error instanceof UnsupportedLayerError);
+        assert.equal(error.file, loaded.meta.modelJsonPath);
+        assert.equal(error.describe(), `the ONNX writer does not support layer deconv (Conv2DTranspose) (${loaded.meta.modelJsonPath})`);
+        return true;
+      });
+    } finally {
+      loaded.dispose();
+    }
+  });
+
+  test('a size other than a fixed model input', async () => {
+    await assert.rejects(onnxTrunkOfLayersModel(stridedModel(8, 8), { height: 9, width: 8 }, { cache: false }), (error: unknown) => {
+      assert.ok(error instanceof OnnxWriteError, 'the engine falls back on OnnxWriteError');
+      assert.match(error.message, /the model's input is 8x8 \(HxW\), not 9x8/);
+      return true;
+    });
+  });
+});
+
+describe('the cache of written models', { skip: ortSkip }, () => {
+  const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+
+  test('the second call reads the file; a damaged entry is written again', async () => {
+    const cache = join(workDir, 'cache');
+    const model = stridedModel(7, 7);
+    const size = { height: 7, width: 7 };
+    const tensorsBefore = tf.memory().numTensors;
+    const first = await onnxTrunkOfLayersModel(model, size, { cache });
+    assert.equal(first.origin, 'written');
+    assert.equal(tf.memory().numTensors, tensorsBefore, 'writing leaves no tensor behind');
+    const onnxPath = join(cache, `${first.cacheKey}.onnx`);
+    assert.deepEqual((await readdir(cache)).sort(), [`${first.cacheKey}.json`, `${first.cacheKey}.onnx`]);
+    assert.ok(Buffer.from(first.withOutputs([])).equals(await readFile(onnxPath)), 'the cached file is the written model');
+
+    const second = await onnxTrunkOfLayersModel(model, size, { cache });
+    assert.equal(second.origin, 'cache');
+    assert.ok(Buffer.from(second.withOutputs(['dw_relu'])).equals(first.withOutputs(['dw_relu'])), 'the same model from the cache');
+
+    const damaged = Buffer.from(await readFile(onnxPath));
+    damaged[damaged.length >> 1]! ^= 0x40;
+    await writeFile(onnxPath, damaged);
+    const messages: string[] = [];
+    const third = await onnxTrunkOfLayersModel(model, size, { cache, log: (message) => messages.push(message) });
+    assert.equal(third.origin, 'written');
+    assert.match(messages.join('\n'), /damaged \(its sha256 does not match its record\)/);
+    assert.equal(sha256(await readFile(onnxPath)), sha256(first.withOutputs([])), 'the entry is whole again');
+    assert.equal((await onnxTrunkOfLayersModel(model, size, { cache })).origin, 'cache');
+
+    const recordPath = join(cache, `${first.cacheKey}.json`);
+    const record = JSON.parse(await readFile(recordPath, 'utf8')) as { table: { nodes: { outputs: unknown[] }[] } };
+    record.table.nodes[2]!.outputs = [{ name: 7 }];
+    await writeFile(recordPath, JSON.stringify(record));
+    const edited = await onnxTrunkOfLayersModel(model, size, { cache, log: (message) => messages.push(message) });
+    assert.equal(edited.origin, 'written');
+    assert.match(messages.at(-1)!, /its record is not of this writer/);
+
+    await writeFile(recordPath, '{"writerVersion": 2, "sha2');
+    const fourth = await onnxTrunkOfLayersModel(model, size, { cache, log: (message) => messages.push(message) });
+    assert.equal(fourth.origin, 'written');
+    assert.match(messages.at(-1)!, /its record is not JSON/);
+    assert.equal((await onnxTrunkOfLayersModel(model, size, { cache })).origin, 'cache');
+  });
+
+  test('the key follows the weights and the size, not the load; a cached entry serves a new load', async () => {
+    const cache = join(workDir, 'cache-loads');
+    const a = await loadModel('shapes');
+    const b = await loadModel('shapes');
+    try {
+      const trunkA = await onnxTrunkOfModel(a, { cache });
+      const trunkB = await onnxTrunkOfModel(b, { cache });
+      assert.equal(trunkB.cacheKey, trunkA.cacheKey);
+      assert.equal(trunkB.origin, 'cache');
+      // The cached value table maps the second load's own tensor keys.
+      const { height, width } = b.meta.inputSize;
+      const layersB = b.layersModel!;
+      const graphB = LayerGraph.fromModel(layersB);
+      const present = computedLayers(layersB).filter((name) => trunkB.valueOf(keyOfLayer(graphB, name)) !== undefined);
+      await compareWithTfjs(layersB, trunkB, present, randomInput(1, height, width));
+
+      const layer = layersB.layers.find((candidate) => candidate.getClassName() === 'Dense')!;
+      const [kernel, bias] = layer.getWeights();
+      layer.setWeights([tf.add(kernel!, 1e-3), bias!]);
+      const changed = await onnxTrunkOfModel(b, { cache });
+      assert.notEqual(changed.cacheKey, trunkA.cacheKey);
+      assert.equal(changed.origin, 'written');
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
+    const model = stridedModel(8, 8);
+    const at8 = await onnxTrunkOfLayersModel(model, { height: 8, width: 8 }, { cache: false });
+    assert.match(at8.cacheKey, /^[0-9a-f]{64}-8x8$/);
+  });
+
+  test('a TF.js graph model\'s key follows its weights (its layers have no weights of their own)', { skip: skipWithoutSharedAssets }, async () => {
+    const layers = await loadModel(mobilenetDir);
+    const { nodes, weights } = layersAsGraph(layers.layersModel!);
+    layers.dispose();
+    const keyOf = async (name: string, graphWeights: typeof weights): Promise<string> => {
+      const folder = join(workDir, name);
+      await mkdir(folder);
+      const model = await loadModel(await writeGraphModel(folder, nodes, graphWeights));
+      try {
+        return (await onnxTrunkOfModel(model, { cache: false })).cacheKey;
+      } finally {
+        model.dispose();
+      }
+    };
+    const changed = weights.map((weight) => (weight.name.endsWith('conv_preds/biases') ? { ...weight, data: Float32Array.from(weight.data, (value) => value + 1) } : weight));
+    assert.ok(changed.some((weight, i) => weight !== weights[i]), 'a weight was changed');
+    assert.notEqual(await keyOf('graph-a', weights), await keyOf('graph-b', changed));
+  });
+});
