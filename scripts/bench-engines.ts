@@ -103,7 +103,16 @@ export function asEngineSkip(error: unknown, engine: Engine): Error {
   return /unknown option '--engine'/.test(text) ? new EngineSkip(`engine ${engine}: not available in this build`) : (error as Error);
 }
 
-/** The first line of an error, for a row's reason. */
+/**
+ * An error in one line, for a row's reason: for a child process, the last
+ * line of its stderr that is not a stack frame (camviz's `camviz: ...`,
+ * Node's `Error: ...`, Python's exception), since the message itself is
+ * only "Command failed" and the command line.
+ */
 export function reasonOf(error: unknown): string {
-  return ((error as Error).message ?? String(error)).split('\n')[0]!;
+  const stderr = (error as { stderr?: unknown }).stderr;
+  const said = typeof stderr === 'string'
+    ? stderr.split('\n').map((line) => line.trim()).filter((line) => line !== '' && !/^at |^Node\.js v|^File "/.test(line)).at(-1)
+    : undefined;
+  return said ?? ((error as Error).message ?? String(error)).split('\n')[0]!;
 }

@@ -3,7 +3,8 @@
  * (in this thread, so that tf.memory() sees the model's tensors) over a
  * folder, with the resident memory and the live tensor count sampled as the
  * images go by. A child process, so that the memory is this run's alone.
- * Prints one JSON line: {"exitCode", "samples": [{"images", "rss", "tensors"}]}.
+ * Prints one JSON line: {"exitCode", "samples": [{"images", "rss", "tensors"}],
+ * "after"}: `samples` during the run, `after` once it has released its model.
  *
  *   node dist/scripts/bench-memory.js '<MemoryRequest as JSON>'
  */
@@ -12,6 +13,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runBatch } from '../src/batch/runner.js';
+import { requestedBackend, useBackend } from '../src/engine/backend.js';
 import * as tf from '../src/engine/tf.js';
 import { camTaskOptions } from '../src/tasks/defaults.js';
 import type { Engine } from './bench-engines.js';
@@ -32,6 +34,8 @@ export interface MemorySample {
 
 async function main(): Promise<void> {
   const request = JSON.parse(process.argv[2] ?? '{}') as MemoryRequest;
+  // tf.memory() needs a backend: the one the run will use (CAMVIZ_BACKEND), started before the sampler.
+  await useBackend(requestedBackend());
   const outDir = await mkdtemp(join(tmpdir(), 'camviz-bench-memory-'));
   const samples: MemorySample[] = [];
   // Model work is synchronous: the timer fires between batches, where a leak would show.
@@ -44,8 +48,9 @@ async function main(): Promise<void> {
     const model = { model: request.model, ...(request.preprocess === undefined ? {} : { preprocess: request.preprocess }), ...(request.engine === undefined ? {} : { engine: request.engine }) };
     const result = await runBatch({ task: camTaskOptions(outDir, { model }), inputs: [request.folder], jobs: 1, quiet: true, manifest: true });
     clearInterval(timer);
+    const during = samples.splice(0);
     sample();
-    console.log(JSON.stringify({ exitCode: result.exitCode, samples }));
+    console.log(JSON.stringify({ exitCode: result.exitCode, samples: during, after: samples[0] }));
   } finally {
     clearInterval(timer);
     await rm(outDir, { recursive: true, force: true });

@@ -270,9 +270,14 @@ function benchEngines(args: Args): Promise<EngineSupport> {
   return supportOnce;
 }
 
+/** A row without measurements: its first cells, '-' in the others, and why in the last column. */
+function reasonRow(cells: string[], columns: number, reason: string): string[] {
+  return [...cells, ...new Array<string>(Math.max(columns - cells.length - 1, 0)).fill('-'), reason];
+}
+
 /** The rows of the engines that cannot run here, with the reason in the last column. */
-function skippedRows(support: EngineSupport, columns: number): string[][] {
-  return [...support.skipped].map(([engine, reason]) => [`camviz, ${engine}`, ...new Array<string>(columns - 2).fill('-'), `skipped: ${reason}`]);
+function skippedRows(support: EngineSupport, columns: number, cells: (engine: Engine) => string[] = (engine) => [`camviz, ${engine}`]): string[][] {
+  return [...support.skipped].map(([engine, reason]) => reasonRow(cells(engine), columns, `skipped: ${reason}`));
 }
 
 const threadCounts = (): number[] => [...new Set([1, availableParallelism()])];
@@ -295,6 +300,11 @@ function against(value: number | undefined, target: Target | undefined): string 
 }
 
 const lastJson = <T>(stdout: string): T => JSON.parse(stdout.trim().split('\n').pop()!) as T;
+
+/** One of the bench's child scripts (dist/scripts/<script>): a process of its own, so that its memory and backend are its own. */
+function benchChild(script: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ stdout: string }> {
+  return run(process.execPath, [join(repoRoot, 'dist', 'scripts', script), ...args], { timeout: 3_600_000, maxBuffer: 64 << 20, env });
+}
 
 /** One side of a comparison, measured once per round in its own process; its best process counts. */
 interface Contender<T> {
@@ -331,6 +341,12 @@ interface CamvizConfig {
   label: string;
 }
 
+/** Where another engine's tfjs parts (the head's gradient) run: wasm where it is benched. */
+function headBackend(backends: BackendKind[]): BackendKind[] {
+  const usable = backends.filter((kind) => kind !== 'cpu');
+  return usable.includes('wasm') ? ['wasm'] : usable.slice(0, 1);
+}
+
 /** tfjs on each backend (wasm at 1 thread and at every core); another engine once, its tfjs parts on wasm. */
 function camvizConfigs(support: EngineSupport, backends: BackendKind[], wasmThreads = threadCounts()): CamvizConfig[] {
   const usable = backends.filter((kind) => kind !== 'cpu');
@@ -340,8 +356,8 @@ function camvizConfigs(support: EngineSupport, backends: BackendKind[], wasmThre
       for (const backend of usable) {
         for (const threads of backend === 'wasm' ? wasmThreads : [1]) configs.push({ engine, backend, threads, label: `camviz, tfjs on ${backend}, ${threads} thread(s)` });
       }
-    } else if (usable.length > 0) {
-      configs.push({ engine, backend: usable.includes('wasm') ? 'wasm' : usable[0]!, threads: 1, label: `camviz, ${engine}` });
+    } else {
+      for (const backend of headBackend(backends)) configs.push({ engine, backend, threads: 1, label: `camviz, ${engine}` });
     }
   }
   return configs;
@@ -358,17 +374,14 @@ async function camvizPerImage(support: EngineSupport, config: CamvizConfig, file
     methods,
     ...(engine === undefined ? {} : { engine }),
   };
-  const { stdout } = await run(process.execPath, [join(repoRoot, 'dist', 'scripts', 'bench-latency.js'), JSON.stringify(request)], {
-    timeout: 1_800_000,
-    maxBuffer: 64 << 20,
-    env: { ...engineEnv(support, config.engine), CAMVIZ_BACKEND: config.backend, CAMVIZ_WASM_THREADS: String(config.threads) },
-  });
+  const env = { ...engineEnv(support, config.engine), CAMVIZ_BACKEND: config.backend, CAMVIZ_WASM_THREADS: String(config.threads) };
+  const { stdout } = await benchChild('bench-latency.js', [JSON.stringify(request)], env);
   return lastJson<LatencyResult>(stdout);
 }
 
 /** onnxruntime-node alone on an ONNX model, forward only (bench-ort-floor.ts). */
 async function ortFloor(model: string, image: string, preprocess: string, runs: number): Promise<{ forward: number; forward_min: number }> {
-  const { stdout } = await run(process.execPath, [join(repoRoot, 'dist', 'scripts', 'bench-ort-floor.js'), model, image, String(runs), preprocess], { timeout: 600_000 });
+  const { stdout } = await benchChild('bench-ort-floor.js', [model, image, String(runs), preprocess]);
   return lastJson(stdout);
 }
 
@@ -380,15 +393,14 @@ async function camBreakdown(backends: BackendKind[], args: Args): Promise<void> 
   const rows: string[][] = [];
   const usable = backends.filter((kind) => kind !== 'cpu');
   for (const engine of support.engines) {
-    // Another engine's tfjs parts (the head's gradient) run on one backend: wasm where there is.
-    for (const backend of engine === 'tfjs' ? usable : usable.filter((kind) => kind === (usable.includes('wasm') ? 'wasm' : usable[0]))) {
+    for (const backend of engine === 'tfjs' ? usable : headBackend(backends)) {
       await useBackend(backend);
       for (const bench of benchModels()) {
         let model: CamvizModel;
         try {
           model = await loadModel(bench.spec.model, engineLoadOptions(bench.spec, childEngine(support, engine)));
         } catch (error) {
-          rows.push([engine, backend, bench.name, `load failed: ${reasonOf(error)}`]);
+          rows.push(reasonRow([engine, backend, bench.name], 10, `load failed: ${reasonOf(error)}`));
           continue;
         }
         const context = { model, backend: { kind: backend, tfjsName: backend, packageName: '', gpu: false } };
@@ -406,7 +418,7 @@ async function camBreakdown(backends: BackendKind[], args: Args): Promise<void> 
             const timings = await taskTimings(createTask(context, options), bench.image, count);
             rows.push([engine, backend, bench.name, name, ms(timings.decode), ms(timings.forward), ms(timings.backward), ms(timings.render), ms(timings.encode), ms(timings.total)]);
           } catch (error) {
-            rows.push([engine, backend, bench.name, name, `failed: ${reasonOf(error)}`]);
+            rows.push(reasonRow([engine, backend, bench.name, name], 10, `failed: ${reasonOf(error)}`));
           }
         }
         await rm(outDir, { recursive: true, force: true });
@@ -414,7 +426,7 @@ async function camBreakdown(backends: BackendKind[], args: Args): Promise<void> 
       }
     }
   }
-  for (const [engine, reason] of support.skipped) rows.push([engine, '-', '-', '-', `skipped: ${reason}`]);
+  rows.push(...skippedRows(support, 10, (engine) => [engine]));
   table('Per image, by stage (ms, median; both.png 224x224 for ImageNet models; head = the backward pass from the score to the CAM layer)', ['engine', 'backend', 'model', 'command', 'decode', 'forward', 'head (backward)', 'render', 'encode', 'total'], rows);
 }
 
@@ -576,15 +588,15 @@ async function torchAndFloor(backends: BackendKind[], args: Args): Promise<void>
   }
 
   await scoreCamTarget(support, backends, args, files[0]!);
-  await flopsFloor(mobilenetResults);
+  await flopsFloor(mobilenetResults, files[0]!);
 }
 
 /** The FLOPs floor of camviz's tfjs engine at one thread: work counted from the layers over a measured matmul peak (issue 6). */
-async function flopsFloor(results: CamvizContender[]): Promise<void> {
+async function flopsFloor(results: CamvizContender[], layersFile: CamvizModelFile): Promise<void> {
   const floorRows: string[][] = [];
   for (const contender of results) {
     const { config, file, best } = contender;
-    if (config?.engine !== 'tfjs' || config.threads !== 1 || best?.stages === undefined || best.forward === undefined || file === undefined || file.spec.preprocess !== undefined) continue;
+    if (config?.engine !== 'tfjs' || config.threads !== 1 || best?.stages === undefined || best.forward === undefined || file !== layersFile) continue;
     await useBackend(config.backend);
     const model = await loadModel(file.spec.model, file.spec);
     const flops = 2 * forwardMacs(model);
@@ -724,26 +736,23 @@ async function memoryOverFolder(support: EngineSupport, source: string, total: n
     for (const engine of support.engines) {
       const engineForChild = childEngine(support, engine);
       const request: MemoryRequest = { model: layersModel, folder, ...(engineForChild === undefined ? {} : { engine: engineForChild }) };
-      let samples: MemorySample[];
+      let outcome: { samples: MemorySample[]; after?: MemorySample };
       try {
-        const { stdout } = await run(process.execPath, [join(repoRoot, 'dist', 'scripts', 'bench-memory.js'), JSON.stringify(request)], {
-          timeout: 3_600_000,
-          maxBuffer: 64 << 20,
-          env: { ...engineEnv(support, engine), ...backendEnv },
-        });
-        samples = lastJson<{ samples: MemorySample[] }>(stdout).samples;
+        const { stdout } = await benchChild('bench-memory.js', [JSON.stringify(request)], { ...engineEnv(support, engine), ...backendEnv });
+        outcome = lastJson(stdout);
       } catch (error) {
-        rows.push([engine, '-', '-', '-', `failed: ${reasonOf(error)}`]);
+        rows.push(reasonRow([engine], 5, `failed: ${reasonOf(error)}`));
         continue;
       }
-      // One row per tenth of the run: the first sample at or past each mark.
-      const marks = Array.from({ length: 10 }, (_, i) => Math.round((total * (i + 1)) / 10));
-      const atMarks = marks.map((mark) => samples.find((sample) => sample.images >= mark)).filter((sample) => sample !== undefined);
+      // One row per tenth of the run: the first sample at or past each mark (the last: the run's last sample).
+      const marks = Array.from({ length: 9 }, (_, i) => Math.round((total * (i + 1)) / 10));
+      const atMarks = [...new Set([...marks.map((mark) => outcome.samples.find((sample) => sample.images >= mark)), outcome.samples.at(-1)])].filter((sample) => sample !== undefined);
       for (const sample of atMarks) rows.push([engine, String(sample.images), mib(sample.rss), String(sample.tensors), '']);
+      if (outcome.after !== undefined) rows.push([engine, `${outcome.after.images}, run over`, mib(outcome.after.rss), String(outcome.after.tensors), 'the model released']);
       // Flat: no tensor left behind, and resident memory after the first fifth (warm-up: code, caches) within 5%.
       const warm = atMarks[1];
       const last = atMarks.at(-1);
-      if (warm !== undefined && last !== undefined) {
+      if (warm !== undefined && last !== undefined && warm !== last) {
         const growth = (last.rss - warm.rss) / warm.rss;
         const flat = last.tensors === warm.tensors && growth <= 0.05;
         rows.push([engine, `${warm.images} -> ${last.images}`, `${growth >= 0 ? '+' : ''}${(growth * 100).toFixed(1)}%`, `${last.tensors - warm.tensors >= 0 ? '+' : ''}${last.tensors - warm.tensors}`, `flat (target): ${flat ? 'met' : 'missed'}`]);
@@ -752,7 +761,7 @@ async function memoryOverFolder(support: EngineSupport, source: string, total: n
   } finally {
     await rm(folder, { recursive: true, force: true });
   }
-  table(`Memory over one --jobs 1 Grad-CAM folder run of ${total} images (MobileNet v1 0.75; sampled every 200 ms between batches; ${stamp()})`, ['engine', 'images done', 'RSS', 'live tensors', 'note'], [...rows, ...[...support.skipped].map(([engine, reason]) => [engine, '-', '-', '-', `skipped: ${reason}`])]);
+  table(`Memory over one --jobs 1 Grad-CAM folder run of ${total} images (MobileNet v1 0.75; sampled every 200 ms between batches; ${stamp()})`, ['engine', 'images done', 'RSS', 'live tensors', 'note'], [...rows, ...skippedRows(support, 5, (engine) => [engine])]);
 }
 
 /** Process start to first PNG written, whole process, per engine (issue 12: <= 0.6 s median). */
@@ -786,7 +795,7 @@ async function coldStart(args: Args): Promise<void> {
       else rows.push([bench.name, engine, ms(median(times)), ms(Math.min(...times)), `${median(times) <= 600 ? 'met' : 'missed'}${reason === undefined ? '' : `; then ${reason}`}`]);
     }
   }
-  for (const [engine, reason] of support.skipped) rows.push(['-', engine, '-', '-', `skipped: ${reason}`]);
+  rows.push(...skippedRows(support, 5, (engine) => ['-', engine]));
   table(`Cold start: \`camviz gradcam <image>\`, process start to exit, first PNG written (ms; ${stamp()})`, ['model', 'engine', 'median', 'min', 'target: median <= 0.6 s'], rows);
 }
 
