@@ -70,6 +70,16 @@ interface Args {
 
 const USAGE = `npm run bench -- [--quick] [--only env,load,hooks,cam,torch,folder,cold] [--backends wasm,cpu,native] [--engines tfjs,onnxruntime]`;
 
+/** `--engines`, or the usage and exit code 2 for a name the bench does not know. */
+function enginesArg(value: string | undefined): Engine[] {
+  try {
+    return parseEngines(value);
+  } catch (error) {
+    console.error(`bench: ${reasonOf(error)}\n${USAGE}`);
+    process.exit(2);
+  }
+}
+
 function parseArgs(argv: string[]): Args {
   if (argv.includes('--help')) {
     console.log(USAGE);
@@ -84,7 +94,7 @@ function parseArgs(argv: string[]): Args {
     quick: argv.includes('--quick'),
     only: only === undefined ? undefined : new Set(only.split(',')),
     backends: (value('--backends')?.split(',') ?? ['wasm', 'cpu', 'native']) as BackendKind[],
-    engines: parseEngines(value('--engines')),
+    engines: enginesArg(value('--engines')),
   };
 }
 // ---- measuring -------------------------------------------------------------
@@ -744,9 +754,11 @@ async function memoryOverFolder(support: EngineSupport, source: string, total: n
         rows.push(reasonRow([engine], 5, `failed: ${reasonOf(error)}`));
         continue;
       }
-      // One row per tenth of the run: the first sample at or past each mark (the last: the run's last sample).
+      // Once every output is written the run may already have released its model: samples of the run have fewer.
+      const during = outcome.samples.filter((sample) => sample.images < total);
+      // One row per tenth of the run: the first sample at or past each mark, and the run's last.
       const marks = Array.from({ length: 9 }, (_, i) => Math.round((total * (i + 1)) / 10));
-      const atMarks = [...new Set([...marks.map((mark) => outcome.samples.find((sample) => sample.images >= mark)), outcome.samples.at(-1)])].filter((sample) => sample !== undefined);
+      const atMarks = [...new Set([...marks.map((mark) => during.find((sample) => sample.images >= mark)), during.at(-1)])].filter((sample) => sample !== undefined);
       for (const sample of atMarks) rows.push([engine, String(sample.images), mib(sample.rss), String(sample.tensors), '']);
       if (outcome.after !== undefined) rows.push([engine, `${outcome.after.images}, run over`, mib(outcome.after.rss), String(outcome.after.tensors), 'the model released']);
       // Flat: no tensor left behind, and resident memory after the first fifth (warm-up: code, caches) within 5%.
