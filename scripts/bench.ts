@@ -467,13 +467,13 @@ interface GradcamCase {
   floor?: { model: string; image: string; preprocess: string };
 }
 
-type CamvizContender = Contender<PerImage> & { config?: CamvizConfig; file?: CamvizModelFile };
+type PerImageContender = Contender<PerImage> & { config?: CamvizConfig; file?: CamvizModelFile };
 
 /** Grad-CAM per image against PyTorch (fair and as-is), camviz per engine, and the ONNX Runtime floor, interleaved. */
-async function gradcamTarget(testCase: GradcamCase, support: EngineSupport, backends: BackendKind[], args: Args): Promise<CamvizContender[]> {
+async function gradcamTarget(testCase: GradcamCase, support: EngineSupport, backends: BackendKind[], args: Args): Promise<PerImageContender[]> {
   const runs = args.quick ? 10 : 30;
   const rounds = args.quick ? 1 : 3;
-  const torch: (CamvizContender & { kind: TorchEnvKind })[] = [];
+  const torch: (PerImageContender & { kind: TorchEnvKind })[] = [];
   if (testCase.torchMissing === undefined) {
     for (const kind of ['fair', 'as-is'] as const) {
       for (const threads of threadCounts()) {
@@ -484,11 +484,11 @@ async function gradcamTarget(testCase: GradcamCase, support: EngineSupport, back
       }
     }
   }
-  const floor: CamvizContender[] = testCase.floor === undefined ? [] : [{
+  const floor: PerImageContender[] = testCase.floor === undefined ? [] : [{
     label: 'ONNX Runtime floor: onnxruntime-node alone, ONNX file, forward only (level all, 1 thread, no spinning)',
     measure: async () => ({ forward: (await ortFloor(testCase.floor!.model, testCase.floor!.image, testCase.floor!.preprocess, runs)).forward }),
   }];
-  const camviz: CamvizContender[] = testCase.files.flatMap((file) =>
+  const camviz: PerImageContender[] = testCase.files.flatMap((file) =>
     camvizConfigs(support, backends).map((config) => ({
       config,
       file,
@@ -534,7 +534,7 @@ async function scoreCamTarget(support: EngineSupport, backends: BackendKind[], a
   const rounds = args.quick ? 1 : 2;
   // Quick: wasm at every core only (the faster reference); the whole run costs about 20 s a process on wasm.
   const configs = camvizConfigs(support, ['wasm'], args.quick ? [availableParallelism()] : threadCounts());
-  const contenders: CamvizContender[] = configs.map((config) => ({
+  const contenders: PerImageContender[] = configs.map((config) => ({
     config,
     label: `${config.label}, ${file.label}`,
     measure: async () => {
@@ -602,7 +602,7 @@ async function torchAndFloor(backends: BackendKind[], args: Args): Promise<void>
 }
 
 /** The FLOPs floor of camviz's tfjs engine at one thread: work counted from the layers over a measured matmul peak (issue 6). */
-async function flopsFloor(results: CamvizContender[], layersFile: CamvizModelFile): Promise<void> {
+async function flopsFloor(results: PerImageContender[], layersFile: CamvizModelFile): Promise<void> {
   const floorRows: string[][] = [];
   for (const contender of results) {
     const { config, file, best } = contender;
@@ -758,7 +758,9 @@ async function memoryOverFolder(support: EngineSupport, source: string, total: n
       const during = outcome.samples.filter((sample) => sample.images < total);
       // One row per tenth of the run: the first sample at or past each mark, and the run's last.
       const marks = Array.from({ length: 9 }, (_, i) => Math.round((total * (i + 1)) / 10));
-      const atMarks = [...new Set([...marks.map((mark) => during.find((sample) => sample.images >= mark)), during.at(-1)])].filter((sample) => sample !== undefined);
+      const picked = [...marks.map((mark) => during.find((sample) => sample.images >= mark)), during.at(-1)].filter((sample) => sample !== undefined);
+      // One row per image count (the later sample of a count: the run's last one wins).
+      const atMarks = [...new Map(picked.map((sample) => [sample.images, sample])).values()];
       for (const sample of atMarks) rows.push([engine, String(sample.images), mib(sample.rss), String(sample.tensors), '']);
       if (outcome.after !== undefined) rows.push([engine, `${outcome.after.images}, run over`, mib(outcome.after.rss), String(outcome.after.tensors), 'the model released']);
       // Flat: no tensor left behind, and resident memory after the first fifth (warm-up: code, caches) within 5%.
