@@ -49,9 +49,10 @@ export function linearHeadsOf(graph: LayerGraph, sourceKey: string, score: Score
   let pooled = false;
   let classifier: GraphNode | undefined;
   for (let steps = 0; key !== score.scoreKey; steps++) {
-    const consumers = graph.consumers(key);
+    // A Shape node reads only the value's shape (a Keras Reshape exported with its target shape computed at run time).
+    const consumers = graph.consumers(key).filter((node) => node.layer.getClassName() !== 'Shape');
     const node = consumers[0];
-    if (consumers.length !== 1 || node === undefined || node.inputs.length !== 1 || node.outputs.length !== 1 || steps > graph.nodes.length) return undefined;
+    if (consumers.length !== 1 || node === undefined || node.outputs.length !== 1 || steps > graph.nodes.length || !readsOnlyAsData(node, key)) return undefined;
     const className = node.layer.getClassName();
     const activation = (node.layer as unknown as KernelOwner).activation?.getClassName();
     // A classifier split from its output activation gives its pre-activation key as the score.
@@ -59,11 +60,31 @@ export function linearHeadsOf(graph: LayerGraph, sourceKey: string, score: Score
     const linear = activation === undefined || activation === 'linear' || nextKey === score.scoreKey;
     if (className === 'GlobalAveragePooling2D' && !pooled && classifier === undefined) pooled = true;
     else if ((className === 'Dense' || (className === 'Conv2D' && isPointwise(node))) && pooled && classifier === undefined && linear) classifier = node;
-    else if (!(PASS_THROUGH.has(className) || (className === 'Activation' && activation === 'linear'))) return undefined;
+    else if (!(PASS_THROUGH.has(className) || (className === 'Activation' && activation === 'linear') || relabelsVector(node))) return undefined;
     key = nextKey;
   }
   if (classifier === undefined) return undefined;
   return headOf(classifier, shape);
+}
+
+/**
+ * Whether `node` reads `key` as its data, and any other input only as a
+ * shape: every node but a Reshape has that one input; a Reshape reads its
+ * data first and its target shape (no gradient flows into it) second.
+ */
+function readsOnlyAsData(node: GraphNode, key: string): boolean {
+  if (node.inputs.length === 1) return node.inputs[0] === key;
+  return node.layer.getClassName() === 'Reshape' && node.inputs[0] === key && !node.inputs.slice(1).includes(key);
+}
+
+/** Moving axes of sizes 1 keeps the element order: a Transpose or (Un)squeeze of a value with one axis above 1 (the channels, after pooling). */
+const RELABELLING = new Set(['Transpose', 'Squeeze', 'Unsqueeze']);
+
+function relabelsVector(node: GraphNode): boolean {
+  if (!RELABELLING.has(node.layer.getClassName())) return false;
+  const output = node.outputShapes[0] ?? [];
+  const bigAxes = output.slice(1).filter((dim) => dim !== 1);
+  return bigAxes.length <= 1 && bigAxes.every((dim) => dim !== null);
 }
 
 function isPointwise(node: GraphNode): boolean {

@@ -124,7 +124,9 @@ export class OrtExecutor implements Executor {
     if (fetches === undefined) return this.onNetwork(inputs, objectives, options);
     const started = performance.now();
     const before = await this.run(input, fetches);
-    return this.network.backwardFrom(inputs, objectives, options, plan, before, started);
+    const result = this.network.backwardFrom(inputs, objectives, options, plan, before, started);
+    this.lastBackwardTimings = this.network.lastBackwardTimings;
+    return result;
   }
 
   private async onNetwork(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): Promise<BackwardResult> {
