@@ -8,6 +8,9 @@ import * as tf from '../engine/tf.js';
 import * as tfl from '../engine/tfl.js';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
 import { CamvizError, UsageError } from '../util/errors.js';
+import { type EngineChoice, requestedEngine } from '../engine/engine-choices.js';
+import type { Executor } from '../executor/executor.js';
+import { type ChosenEngine, type EngineReport, type EngineRequest, chooseEngine } from './engine.js';
 import { readLocalModel } from './io.js';
 import { readKerasModel } from './keras/load.js';
 import { type CamvizJson, type MetadataOverrides, type ModelMetadata, readCamvizJson, resolveMetadata } from './metadata.js';
@@ -22,10 +25,17 @@ import { checkImageInput, importTfGraph } from './tfgraph/load.js';
 export interface LoadOptions extends MetadataOverrides {
   /** Progress messages (downloads). */
   log?: FetchLog;
+  /** The engine of `executor()`: default `CAMVIZ_ENGINE`, else auto (see ENGINE_CHOICES). */
+  engine?: EngineChoice;
+  /** ONNX Runtime intra-op threads (default `CAMVIZ_ORT_THREADS`, else 1). */
+  ortThreads?: number;
 }
 
 export class CamvizModel {
   private cachedNetwork: Network | undefined;
+  private chosen: Promise<ChosenEngine> | undefined;
+  /** Which engine `executor()` picks (loadModel sets it from LoadOptions). */
+  engineRequest: EngineRequest = { choice: 'auto' };
 
   constructor(
     readonly meta: ModelMetadata,
@@ -47,12 +57,39 @@ export class CamvizModel {
     return this.cachedNetwork;
   }
 
+  /**
+   * What runs the model's forward and backward passes, chosen once by
+   * `engineRequest`: ONNX Runtime or `network()`. Rejects as `network()`
+   * throws, and with a usage error when `--engine onnxruntime` cannot be had.
+   */
+  async executor(): Promise<Executor> {
+    return (await this.choice()).executor;
+  }
+
+  /** Which engine `executor()` runs on and why (choosing it if not yet done). */
+  async engine(): Promise<EngineReport> {
+    return (await this.choice()).report;
+  }
+
+  private choice(): Promise<ChosenEngine> {
+    this.chosen ??= chooseEngine(this, this.engineRequest);
+    return this.chosen;
+  }
+
   dispose(): void {
+    // Also when the choice is still under way (ONNX Runtime making its session).
+    void this.chosen?.then(({ executor }) => disposeExecutor(executor), () => undefined);
     this.cachedNetwork?.graph.dispose();
     this.layersModel?.dispose();
     this.graphModel?.dispose();
     this.onnx?.dispose();
   }
+}
+
+/** Frees what an engine other than tfjs holds, if it holds anything of its own (the Network is freed with the model's graph). */
+function disposeExecutor(executor: Executor): void {
+  if (executor instanceof Network) return;
+  if ('dispose' in executor && typeof executor.dispose === 'function') executor.dispose();
 }
 
 /** Where a `--model` value points: a local model.json and any zoo metadata. */
@@ -66,6 +103,14 @@ export async function locateModel(spec: string, log?: FetchLog): Promise<{ model
 }
 
 export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptions = {}): Promise<CamvizModel> {
+  // Checked before the model loads: a wrong CAMVIZ_ENGINE is a usage error at once.
+  const engineRequest: EngineRequest = { choice: requestedEngine(options.engine), ...(options.ortThreads === undefined ? {} : { threads: options.ortThreads }) };
+  const model = await loadModelFiles(spec, options);
+  model.engineRequest = engineRequest;
+  return model;
+}
+
+async function loadModelFiles(spec: string, options: LoadOptions): Promise<CamvizModel> {
   const onnxPath = isOnnxUrl(spec)
     ? await urlOnnxFile(spec, async (path) => void (await readCheckedOnnx(path)), options.log)
     : zooEntry(spec) === undefined
