@@ -16,7 +16,7 @@ export { ENGINE_CHOICES, type EngineChoice } from './engine/engine-choices.js';
 
 // Models: loading, metadata, labels, layers, predictions
 export { CamvizModel, type LoadOptions, loadModel } from './model/load.js';
-export type { EngineKind, EngineReport } from './model/engine.js';
+export type { EngineFallback, EngineKind, EngineReport } from './model/engine.js';
 export type { CamvizJson, InputSize, ModelMetadata } from './model/metadata.js';
 export { DEFAULT_MODEL, ZOO, type ZooEntry } from './model/zoo.js';
 export { imagenetLabels, readLabelsFile, resolveClass, resolveClasses } from './model/labels.js';

@@ -98,7 +98,7 @@ describe('tfjs models', () => {
       const engine = await model.engine();
       assert.equal(engine.kind, 'tfjs');
       assert.match(engine.reason ?? '', /no ONNX form/);
-      assert.equal(engine.rejected, undefined);
+      assert.equal(engine.fallback, undefined, 'a model without an ONNX form is no fallback');
     } finally {
       model.dispose();
     }
@@ -160,7 +160,7 @@ describe('ONNX models on ONNX Runtime', { skip: skipWithoutOrt }, () => {
       assert.ok((await model.executor()) instanceof Network);
       const report = await model.engine();
       assert.equal(report.kind, 'tfjs');
-      assert.equal(report.rejected, true);
+      assert.equal(report.fallback, 'rejected');
       assert.match(report.reason ?? '', /ONNX Runtime refuses the model: .*not_a_relu_attribute.*refused\.onnx\)$/);
       assert.ok(!(report.reason ?? '').includes('\n'));
     } finally {
@@ -188,7 +188,7 @@ describe('ONNX Runtime absent (CAMVIZ_ORT_MODULE=/nonexistent)', () => {
         assert.ok((await model.executor()) instanceof Network);
         const report = await model.engine();
         assert.equal(report.kind, 'tfjs');
-        assert.equal(report.rejected, undefined);
+        assert.equal(report.fallback, 'unavailable');
         assert.match(report.reason ?? '', /ONNX Runtime is unavailable: \/nonexistent\/onnxruntime-node is not installed/);
       } finally {
         model.dispose();

@@ -178,7 +178,7 @@ describe('per-model fallback and threads', { skip: skipWithoutOrt }, () => {
     const manifest = await readManifest(out);
     assert.equal(manifest.summary.ok, 2);
     assert.equal(manifest.engine?.kind, 'tfjs');
-    assert.equal(manifest.engine?.rejected, true);
+    assert.equal(manifest.engine?.fallback, 'rejected');
   });
 
   test('a model ONNX Runtime refuses is an error under --engine onnxruntime (exit 1, naming the file)', async () => {

@@ -88,7 +88,7 @@ async function runPlanned(options: BatchRunOptions, images: InputImage[], settle
   let batches = chunk(todo, options.task.batchSize);
   const jobs = await workerCount(options, batches.length, log);
   const executor = await startExecutor(options.task, jobs, todo.length, log, options.failFast === true);
-  announceEngine(executorInfo(executor).engine, log);
+  announceFallback(executorInfo(executor).engine, log);
   let executorClosed = false;
   const closeExecutor = async (): Promise<void> => {
     if (executorClosed) return;
@@ -305,19 +305,13 @@ function withOrtThreads(task: TaskOptions, threads: number): TaskOptions {
 }
 
 /**
- * Says once for the run what the model runs on: always when ONNX Runtime
- * refused the model (a per-model fallback, slower than asked), with
- * --verbose otherwise.
+ * Says once for the run (not once a worker) when an ONNX model runs on
+ * tfjs under auto: always when ONNX Runtime refused the model (a per-model
+ * fallback), with --verbose when ONNX Runtime is absent or broken.
  */
-function announceEngine(engine: EngineReport | undefined, log: (message: string) => void): void {
-  if (engine === undefined) return;
-  if (engine.rejected === true) {
-    log(`running on tfjs: ${engine.reason ?? 'ONNX Runtime refused the model'}`);
-    return;
-  }
-  if (process.env['CAMVIZ_VERBOSE'] !== '1') return;
-  if (engine.kind === 'onnxruntime') log(`engine: ONNX Runtime ${engine.version ?? ''}, ${engine.threads ?? 1} intra-op thread(s) a model`);
-  else log(`engine: tfjs${engine.reason === undefined ? '' : ` (${engine.reason})`}`);
+function announceFallback(engine: EngineReport | undefined, log: (message: string) => void): void {
+  if (engine?.fallback === 'rejected') log(`running on tfjs: ${engine.reason ?? 'ONNX Runtime refused the model'}`);
+  if (engine?.fallback === 'unavailable' && process.env['CAMVIZ_VERBOSE'] === '1') log(`engine: tfjs (${engine.reason ?? 'ONNX Runtime is unavailable'})`);
 }
 
 /**

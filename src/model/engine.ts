@@ -14,6 +14,7 @@ import { CamvizError, UsageError, describeError } from '../util/errors.js';
 import type { BuiltOnnxModel } from './onnx/build.js';
 
 export type EngineKind = 'onnxruntime' | 'tfjs';
+export type EngineFallback = 'unavailable' | 'rejected';
 
 /** What a model runs on, and why. */
 export interface EngineReport {
@@ -27,8 +28,12 @@ export interface EngineReport {
   readonly threads?: number;
   /** Under auto, why tfjs runs: ONNX Runtime absent or broken, the model has no ONNX form, or ONNX Runtime refused it. */
   readonly reason?: string;
-  /** Set when ONNX Runtime refused this model (the per-model fallback, said once and recorded in the manifest). */
-  readonly rejected?: boolean;
+  /**
+   * Set when tfjs runs under auto although the model has an ONNX form:
+   * `unavailable` (onnxruntime-node absent or broken; said with --verbose),
+   * `rejected` (ONNX Runtime refused this model: the per-model fallback, always said once).
+   */
+  readonly fallback?: EngineFallback;
 }
 
 export interface EngineRequest {
@@ -72,11 +77,11 @@ export async function chooseEngine(model: EngineSubject, request: EngineRequest)
 /** ONNX Runtime does not load (`reason` says why): a usage error when it was asked for, tfjs under auto. */
 function withoutOrt(network: Network, request: EngineRequest, reason: string): ChosenEngine {
   if (request.choice === 'onnxruntime') throw new UsageError(`--engine onnxruntime: ${reason}: ${ORT_INSTALL_HINT}`);
-  return tfjsBecause(network, request, reason);
+  return tfjsBecause(network, request, reason, 'unavailable');
 }
 
-function tfjsBecause(network: Network, request: EngineRequest, reason: string, rejected = false): ChosenEngine {
-  return { executor: network, report: { kind: 'tfjs', requested: request.choice, reason, ...(rejected ? { rejected } : {}) } };
+function tfjsBecause(network: Network, request: EngineRequest, reason: string, fallback?: EngineFallback): ChosenEngine {
+  return { executor: network, report: { kind: 'tfjs', requested: request.choice, reason, ...(fallback === undefined ? {} : { fallback }) } };
 }
 
 /** The ONNX Runtime executor; a model ONNX Runtime refuses runs on tfjs under auto, and is an error (exit 1) under onnxruntime. */
@@ -91,7 +96,7 @@ async function ortExecutor(model: EngineSubject, network: Network, request: Engi
     if (error instanceof OrtUnavailableError) return withoutOrt(network, request, error.message);
     if (!(error instanceof OrtModelRejectedError)) throw error;
     if (request.choice === 'onnxruntime') throw new CamvizError(`--engine onnxruntime: ${error.message}`, { file: model.meta.modelJsonPath, cause: error });
-    return tfjsBecause(network, request, describeError(error), true);
+    return tfjsBecause(network, request, describeError(error), 'rejected');
   }
 }
 
