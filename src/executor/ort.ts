@@ -267,55 +267,49 @@ function floatData(tensor: OrtTensor, name: string): { data: Float32Array; dims:
   return { data: new Float32Array(tensor.data as Float32Array), dims: [...tensor.dims] };
 }
 
-/** NHWC data as NCHW (a JS loop: cheaper than a tfjs transpose plus a read back). */
-export function nhwcToNchw(data: Float32Array, shape: readonly number[]): { data: Float32Array; dims: number[] } {
-  const [n, h, w, c] = shape as [number, number, number, number];
-  const out = new Float32Array(data.length);
-  const plane = h * w;
-  for (let b = 0; b < n; b++) {
-    const base = b * plane * c;
-    for (let p = 0; p < plane; p++) {
-      const from = base + p * c;
-      for (let k = 0; k < c; k++) out[base + k * plane + p] = data[from + k]!;
+/**
+ * Transposes `count` row-major matrices of `rows` x `cols` (NHWC to NCHW is
+ * [HW, C] to [C, HW] per image; NCHW to NHWC the reverse), into `out`. A
+ * JS loop: cheaper than a tfjs transpose plus a read back (see the README's
+ * measurements).
+ */
+export function transposeMatrices(data: Float32Array, count: number, rows: number, cols: number, out = new Float32Array(data.length)): Float32Array {
+  const size = rows * cols;
+  for (let m = 0; m < count; m++) {
+    const base = m * size;
+    for (let i = 0; i < rows; i++) {
+      const from = base + i * cols;
+      for (let j = 0; j < cols; j++) out[base + j * rows + i] = data[from + j]!;
     }
-  }
-  return { data: out, dims: [n, c, h, w] };
-}
-
-/** NCHW data as NHWC. */
-export function nchwToNhwc(data: Float32Array, dims: readonly number[]): { data: Float32Array; dims: number[] } {
-  const [n, c, h, w] = dims as [number, number, number, number];
-  const out = new Float32Array(data.length);
-  const plane = h * w;
-  for (let b = 0; b < n; b++) {
-    const base = b * plane * c;
-    for (let k = 0; k < c; k++) {
-      const from = base + k * plane;
-      for (let p = 0; p < plane; p++) out[base + p * c + k] = data[from + p]!;
-    }
-  }
-  return { data: out, dims: [n, h, w, c] };
-}
-
-/** One value from its per-run results (concatenated on the batch), in camviz's layout. */
-function toCamvizTensor(parts: readonly { data: Float32Array; dims: number[] }[], value: OnnxValue): tf.Tensor {
-  const first = parts[0]!;
-  const joined =
-    parts.length === 1
-      ? first
-      : { data: concatFloats(parts.map((part) => part.data)), dims: [parts.reduce((sum, part) => sum + (part.dims[0] ?? 1), 0), ...first.dims.slice(1)] };
-  const laid = value.layout === 'nchw' && joined.dims.length === 4 ? nchwToNhwc(joined.data, joined.dims) : joined;
-  return tf.tensor(laid.data, laid.dims, 'float32');
-}
-
-function concatFloats(parts: readonly Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
   }
   return out;
+}
+
+/** NHWC data as NCHW. */
+export function nhwcToNchw(data: Float32Array, shape: readonly number[]): { data: Float32Array; dims: number[] } {
+  const [n, h, w, c] = shape as [number, number, number, number];
+  return { data: transposeMatrices(data, n, h * w, c), dims: [n, c, h, w] };
+}
+
+/**
+ * One value from its per-run results (one per image when the graph's batch
+ * is fixed at 1), joined on the batch and in camviz's layout.
+ */
+function toCamvizTensor(parts: readonly { data: Float32Array; dims: number[] }[], value: OnnxValue): tf.Tensor {
+  const first = parts[0]!;
+  const batch = parts.reduce((sum, part) => sum + (part.dims[0] ?? 1), 0);
+  const nchw = value.layout === 'nchw' && first.dims.length === 4;
+  if (parts.length === 1 && !nchw) return tf.tensor(first.data, first.dims, 'float32');
+  const [, c = 1, h = 1, w = 1] = first.dims;
+  const dims = nchw ? [batch, h, w, c] : [batch, ...first.dims.slice(1)];
+  const out = new Float32Array(parts.reduce((sum, part) => sum + part.data.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    if (nchw) transposeMatrices(part.data, part.dims[0] ?? 1, c, h * w, out.subarray(at, at + part.data.length));
+    else out.set(part.data, at);
+    at += part.data.length;
+  }
+  return tf.tensor(out, dims, 'float32');
 }
 
 function firstLine(error: unknown): string {
