@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/engine/backend.js';
-import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
+import { MAX_CACHED_SESSIONS, cachedSessionCount, loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { onnxTrunkOf } from '../src/model/onnx/trunk.js';
 import { OrtExecutor, OrtModelRejectedError, OrtUnavailableError, createOrtExecutor } from '../src/executor/ort.js';
@@ -284,6 +284,22 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
     input.dispose();
   });
 
+  test(`sessions (one per set of fetched layers) stay at most ${MAX_CACHED_SESSIONS}, and evicted ones are made again`, async () => {
+    const tiny = loaded.get('dynamic')!;
+    const names = ['conv', 'relu', 'pool', 'flatten', 'fc'];
+    // Every non-empty subset of the five layers: 31 sets, each its own session.
+    const sets = Array.from({ length: 31 }, (_, mask) => names.filter((_, i) => ((mask + 1) >> i) & 1).map((name) => node(tiny, name)));
+    const input = tf.tensor4d(randoms(SIZE * SIZE * 3, 9), [1, SIZE, SIZE, 3]);
+    const hand = tinyByHand(input.dataSync() as Float32Array, 1);
+    for (const layers of [...sets, ...sets.slice(0, 3)]) {
+      const values = await tiny.executor.forward(input, { layers });
+      closeTo(values.scores.dataSync(), hand.scores, 1e-5, `scores fetching ${layers.map((layer) => layer.path).join(', ')}`);
+      disposeValues(values);
+      assert.ok(cachedSessionCount() <= MAX_CACHED_SESSIONS, `${cachedSessionCount()} sessions cached`);
+    }
+    input.dispose();
+  });
+
   test('a model ONNX Runtime refuses (an op of an unknown domain) is an OrtModelRejectedError naming the file', async () => {
     const tiny = loaded.get('dynamic')!;
     const unknown: TestModel = {
@@ -307,8 +323,8 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
     assert.deepEqual(trunk.input, { name: 'input', layout: 'nchw' });
     assert.deepEqual(trunk.valueOf(node(tiny, 'relu').outputs[0]!), { name: 'relu_out', layout: 'nchw' });
     assert.deepEqual(trunk.valueOf(node(tiny, 'fc').outputs[0]!), { name: 'logits', layout: 'same' });
-    const session = await tiny.executor.session([{ name: 'logits', layout: 'same' }, { name: 'relu_out', layout: 'nchw' }]);
-    assert.deepEqual([...session.outputNames].sort(), ['logits', 'relu_out']);
+    const outputs = await tiny.executor.withSession([{ name: 'logits', layout: 'same' }, { name: 'relu_out', layout: 'nchw' }], async (session) => [...session.outputNames]);
+    assert.deepEqual(outputs.sort(), ['logits', 'relu_out']);
   });
 });
 

@@ -16,10 +16,11 @@
  */
 import * as tf from '../engine/tf.js';
 import { CamvizError } from '../util/errors.js';
-import { type OrtModule, type OrtSession, type OrtTensor, cachedSession, loadOnnxRuntime, ortThreads } from '../engine/onnxruntime.js';
+import { type OrtModule, type OrtSession, type OrtTensor, loadOnnxRuntime, ortThreads, withSession } from '../engine/onnxruntime.js';
 import { isHooked } from '../hooks/registry.js';
 import type { Executor } from './executor.js';
-import type { LayerGraph } from './graph.js';
+import type * as tfl from '../engine/tfl.js';
+import { type LayerGraph, isContainer } from './graph.js';
 import type { OnnxTrunk, OnnxValue } from './onnx-trunk.js';
 import type { ScoreLocation } from './score.js';
 import { linearHeadGradients, linearHeadsOf, type LinearHead } from './linear-head.js';
@@ -69,7 +70,7 @@ export async function createOrtExecutor(network: Network, trunk: OnnxTrunk, opti
   const status = loadOnnxRuntime();
   if (!status.available) throw new OrtUnavailableError(status.reason);
   const executor = new OrtExecutor(status.module, network, trunk, ortThreads(options.threads), options.file);
-  await executor.session(executor.valuesOf([network.score.outputKey, network.score.scoreKey]) ?? []);
+  await executor.withSession(executor.valuesOf([network.score.outputKey, network.score.scoreKey]) ?? [], async () => undefined);
   return executor;
 }
 
@@ -176,18 +177,18 @@ export class OrtExecutor implements Executor {
   /**
    * The single NHWC input tensor ORT can take, or undefined when the call
    * must run on the Network: hooks anywhere in the model (ORT cannot fire
-   * them), several inputs, or another input size than the trunk's.
+   * them), several inputs, or another input size or type than the trunk's.
    */
   private ortInput(inputs: ModelInputs): tf.Tensor | undefined {
     const list = Array.isArray(inputs) ? inputs : [inputs as tf.Tensor];
     if (list.length !== 1 || this.hooked()) return undefined;
     const input = list[0]!;
     const { height, width } = this.trunk.inputSize;
-    return input.rank === 4 && input.shape[1] === height && input.shape[2] === width ? input : undefined;
+    return input.dtype === 'float32' && input.rank === 4 && input.shape[1] === height && input.shape[2] === width ? input : undefined;
   }
 
   private hooked(): boolean {
-    return isHooked(this.network.model) || this.graph.nodes.some((node) => isHooked(node.layer));
+    return anyHooked(this.network.model);
   }
 
   /** The ONNX values of these graph keys, or undefined when one has none. */
@@ -206,15 +207,20 @@ export class OrtExecutor implements Executor {
     return this.fetchesOf(keys)?.map((fetch) => fetch.value);
   }
 
-  /** The session whose graph outputs include `values` (made once per set of names). */
-  async session(values: readonly OnnxValue[]): Promise<OrtSession> {
+  /** @internal Runs `use` with the session whose graph outputs include `values` (made once per set of names). */
+  async withSession<T>(values: readonly OnnxValue[], use: (session: OrtSession) => Promise<T>): Promise<T> {
     const names = [...new Set(values.map((value) => value.name))].sort();
     const key = `${this.trunk.cacheKey}|${names.join('\u0000')}`;
+    let created = false;
     try {
-      const session = await cachedSession(this.ort, key, () => this.trunk.withOutputs(names), this.threads);
-      this.batchOfOne ??= fixedBatchOfOne(session);
-      return session;
+      return await withSession(this.ort, key, () => this.trunk.withOutputs(names), this.threads, (session) => {
+        created = true;
+        this.batchOfOne ??= fixedBatchOfOne(session);
+        return use(session);
+      });
     } catch (error) {
+      // Only a session that could not be made is a rejection; a failing run is reported as it is.
+      if (created) throw error;
       throw new OrtModelRejectedError(firstLine(error), this.file);
     }
   }
@@ -224,16 +230,21 @@ export class OrtExecutor implements Executor {
    * graph key -> tensor in camviz's layout, owned by the caller.
    */
   private async run(input: tf.Tensor, fetches: readonly Fetch[]): Promise<Map<string, tf.Tensor>> {
-    const session = await this.session(fetches.map((fetch) => fetch.value));
     const feed = onnxInput(input, this.trunk.input.layout);
     const batch = input.shape[0]!;
     const imageSize = feed.data.length / batch;
-    const runs = this.batchOfOne === true && batch > 1 ? batch : 1;
-    const perRun: Map<string, { data: Float32Array; dims: number[] }>[] = [];
-    for (let i = 0; i < runs; i++) {
-      const slice = runs === 1 ? feed.data : feed.data.subarray(i * imageSize, (i + 1) * imageSize);
-      perRun.push(await this.runOnce(session, slice, [runs === 1 ? batch : 1, ...feed.dims.slice(1)], fetches));
-    }
+    const perRun = await this.withSession(
+      fetches.map((fetch) => fetch.value),
+      async (session) => {
+        const runs = this.batchOfOne === true && batch > 1 ? batch : 1;
+        const results: Map<string, { data: Float32Array; dims: number[] }>[] = [];
+        for (let i = 0; i < runs; i++) {
+          const slice = runs === 1 ? feed.data : feed.data.subarray(i * imageSize, (i + 1) * imageSize);
+          results.push(await this.runOnce(session, slice, [runs === 1 ? batch : 1, ...feed.dims.slice(1)], fetches));
+        }
+        return results;
+      },
+    );
     return new Map(fetches.map((fetch) => [fetch.key, toCamvizTensor(perRun.map((results) => results.get(fetch.value.name)!), fetch.value)]));
   }
 
@@ -252,6 +263,11 @@ export class OrtExecutor implements Executor {
       for (const result of Object.values(results)) result.dispose();
     }
   }
+}
+
+/** Whether a hook is registered on the model or any layer in it, nested models included. */
+function anyHooked(model: tfl.LayersModel): boolean {
+  return isHooked(model) || model.layers.some((layer) => (isContainer(layer) ? anyHooked(layer) : isHooked(layer)));
 }
 
 /** Whether the session's (first) input declares a batch dim fixed at 1. */
