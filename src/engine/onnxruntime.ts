@@ -7,7 +7,7 @@
  * Sessions are made at graph optimisation level "all" (NCHWc layout and
  * fused Conv+activation: 1.2-2.4x faster than "basic"), with intra-op
  * spinning off (spinning threads ruin medians on a loaded machine), and
- * cached per model bytes identity: creating one costs about 240 ms.
+ * cached per model and fetched values: creating one costs about 240 ms.
  */
 import { createRequire } from 'node:module';
 import type * as Ort from 'onnxruntime-node';
@@ -81,31 +81,81 @@ export function sessionOptions(threads: number): Ort.InferenceSession.SessionOpt
   };
 }
 
-/** Sessions already made (or being made), per cache key. */
-const sessions = new Map<string, Promise<OrtSession>>();
-
 /**
- * A session for the model `bytes()` returns, made once per `cacheKey` (which
- * must identify the bytes and the thread count). A failed creation is not
- * cached, so that its error is reported to every caller.
+ * How many sessions stay cached. Each holds its own copy of the weights and
+ * the optimised graph; a process asks for a new one per set of fetched
+ * layers, so the cache is bounded: least recently used first out.
  */
-export function cachedSession(ort: OrtModule, cacheKey: string, bytes: () => Uint8Array, threads: number): Promise<OrtSession> {
-  const key = `${cacheKey}|t${threads}`;
-  const cached = sessions.get(key);
-  if (cached !== undefined) return cached;
-  const made = ort.InferenceSession.create(bytes(), sessionOptions(threads));
-  sessions.set(key, made);
-  made.catch(() => sessions.delete(key));
-  return made;
+export const MAX_CACHED_SESSIONS = 8;
+
+interface CachedSession {
+  readonly made: Promise<OrtSession>;
+  /** Calls of `withSession` using it now: an evicted session is released when the last one ends. */
+  users: number;
+  evicted: boolean;
 }
 
-/** Releases every cached session (for tests and long-lived processes switching models). */
-export async function releaseOrtSessions(): Promise<void> {
-  const all = [...sessions.values()];
-  sessions.clear();
-  for (const made of all) {
-    const session = await made.catch(() => undefined);
-    await session?.release();
+/** Sessions made or being made, per key, least recently used first. */
+const sessions = new Map<string, CachedSession>();
+
+/**
+ * Runs `use` with the session of the model `bytes()` returns, made once per
+ * `cacheKey` (which must identify the bytes) and thread count. A failed
+ * creation is not cached, so that every caller gets its error.
+ */
+export async function withSession<T>(
+  ort: OrtModule,
+  cacheKey: string,
+  bytes: () => Uint8Array,
+  threads: number,
+  use: (session: OrtSession) => Promise<T>,
+): Promise<T> {
+  const entry = acquire(ort, `${cacheKey}|t${threads}`, bytes, threads);
+  entry.users++;
+  try {
+    return await use(await entry.made);
+  } finally {
+    entry.users--;
+    if (entry.evicted && entry.users === 0) release(entry);
+  }
+}
+
+function acquire(ort: OrtModule, key: string, bytes: () => Uint8Array, threads: number): CachedSession {
+  const cached = sessions.get(key);
+  if (cached !== undefined) {
+    sessions.delete(key);
+    sessions.set(key, cached);
+    return cached;
+  }
+  const entry: CachedSession = { made: ort.InferenceSession.create(bytes(), sessionOptions(threads)), users: 0, evicted: false };
+  sessions.set(key, entry);
+  entry.made.catch(() => {
+    if (sessions.get(key) === entry) sessions.delete(key);
+  });
+  for (const [oldKey, old] of sessions) {
+    if (sessions.size <= MAX_CACHED_SESSIONS) break;
+    sessions.delete(oldKey);
+    old.evicted = true;
+    if (old.users === 0) release(old);
+  }
+  return entry;
+}
+
+function release(entry: CachedSession): void {
+  entry.made.then((session) => session.release()).catch(() => undefined);
+}
+
+/** How many sessions are cached (for tests). */
+export function cachedSessionCount(): number {
+  return sessions.size;
+}
+
+/** Releases every cached session not in use (for tests and long-lived processes switching models). */
+export function releaseOrtSessions(): void {
+  for (const [key, entry] of sessions) {
+    sessions.delete(key);
+    entry.evicted = true;
+    if (entry.users === 0) release(entry);
   }
 }
 
