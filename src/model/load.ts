@@ -76,20 +76,17 @@ export class CamvizModel {
     return this.chosen;
   }
 
+  /**
+   * Frees the model's tensors. The executor holds none of its own: the tfjs
+   * Network's go with the graph, and ONNX Runtime's sessions are cached per
+   * process (at most 8, the least recently used released: engine/onnxruntime.ts).
+   */
   dispose(): void {
-    // Also when the choice is still under way (ONNX Runtime making its session).
-    void this.chosen?.then(({ executor }) => disposeExecutor(executor), () => undefined);
     this.cachedNetwork?.graph.dispose();
     this.layersModel?.dispose();
     this.graphModel?.dispose();
     this.onnx?.dispose();
   }
-}
-
-/** Frees what an engine other than tfjs holds, if it holds anything of its own (the Network is freed with the model's graph). */
-function disposeExecutor(executor: Executor): void {
-  if (executor instanceof Network) return;
-  if ('dispose' in executor && typeof executor.dispose === 'function') executor.dispose();
 }
 
 /** Where a `--model` value points: a local model.json and any zoo metadata. */
