@@ -59,19 +59,26 @@ export interface ChosenEngine {
 export const ORT_INSTALL_HINT =
   'npm install onnxruntime-node (offline or without CUDA: set ONNXRUNTIME_NODE_INSTALL=skip, or "allowScripts": {"onnxruntime-node": false} in package.json, to skip its CUDA download)';
 
+/**
+ * The executor `request` asks for, with the report of the choice: tfjs'
+ * Network, or ONNX Runtime's executor over the same graph. Throws as
+ * `model.network()` does, a UsageError when `onnxruntime` cannot be had, and
+ * a CamvizError naming the file when ONNX Runtime refuses the model then.
+ */
 export async function chooseEngine(model: EngineSubject, request: EngineRequest): Promise<ChosenEngine> {
   const network = model.network();
   if (request.choice === 'tfjs') return { executor: network, report: { kind: 'tfjs', requested: 'tfjs' } };
+  const onnxForm = onnxFormOf(model, network);
   // A model without an ONNX form does not load ONNX Runtime (34-143 ms) for nothing.
-  if (!hasOnnxForm(model)) {
-    const reason = 'the model has no ONNX form yet (TF.js models run on tfjs)';
+  if (onnxForm === undefined) {
+    const reason = 'the model has no ONNX form yet (TF.js and Keras models run on tfjs)';
     if (request.choice === 'onnxruntime') throw new UsageError(`--engine onnxruntime: ${reason}; use --engine tfjs or auto`, { file: model.meta.modelJsonPath });
     return tfjsBecause(network, request, reason);
   }
   const { loadOnnxRuntime } = await import('../engine/onnxruntime.js');
   const ort = loadOnnxRuntime();
   if (!ort.available) return withoutOrt(network, request, `ONNX Runtime is unavailable: ${ort.reason}`);
-  return ortExecutor(model, network, request, ort);
+  return ortExecutor(model, network, onnxForm, request, ort);
 }
 
 /** ONNX Runtime does not load (`reason` says why): a usage error when it was asked for, tfjs under auto. */
@@ -85,11 +92,17 @@ function tfjsBecause(network: Network, request: EngineRequest, reason: string, f
 }
 
 /** The ONNX Runtime executor; a model ONNX Runtime refuses runs on tfjs under auto, and is an error (exit 1) under onnxruntime. */
-async function ortExecutor(model: EngineSubject, network: Network, request: EngineRequest, ort: Extract<OnnxRuntimeStatus, { available: true }>): Promise<ChosenEngine> {
+async function ortExecutor(
+  model: EngineSubject,
+  network: Network,
+  onnxForm: () => Promise<OnnxTrunk>,
+  request: EngineRequest,
+  ort: Extract<OnnxRuntimeStatus, { available: true }>,
+): Promise<ChosenEngine> {
   const { OrtModelRejectedError, OrtUnavailableError, createOrtExecutor } = await import('../executor/ort.js');
   const { ortThreads } = await import('../engine/onnxruntime.js');
   try {
-    const trunk = await onnxTrunk(model, network);
+    const trunk = await onnxForm();
     const executor = await createOrtExecutor(network, trunk, { file: model.meta.modelJsonPath, ...(request.threads === undefined ? {} : { threads: request.threads }) });
     return { executor, report: { kind: 'onnxruntime', requested: request.choice, version: ort.version, threads: ortThreads(request.threads) } };
   } catch (error) {
@@ -101,16 +114,17 @@ async function ortExecutor(model: EngineSubject, network: Network, request: Engi
 }
 
 /**
- * Whether the model has an ONNX form for ONNX Runtime: ONNX files do.
- * TF.js models (layers and graph) will get one from camviz's ONNX writer
- * (src/model/onnx-writer/): it plugs in here and in `onnxTrunk`.
+ * How to get the model's ONNX form for ONNX Runtime (its trunk), or
+ * undefined when it has none. ONNX files give their own graph. TF.js models
+ * (layers and graph) will get one from camviz's ONNX writer
+ * (src/model/onnx-writer/): this is where it plugs in.
  */
-function hasOnnxForm(model: EngineSubject): boolean {
-  return model.onnx !== undefined;
-}
-
-/** The model's ONNX form (see hasOnnxForm); ONNX Runtime refusing it is an OrtModelRejectedError. */
-async function onnxTrunk(model: EngineSubject, network: Network): Promise<OnnxTrunk> {
-  const { onnxTrunkOf } = await import('./onnx/trunk.js');
-  return onnxTrunkOf(model.meta.modelJsonPath, model.meta.sha256, network.graph, model.meta.inputSize);
+function onnxFormOf(model: EngineSubject, network: Network): (() => Promise<OnnxTrunk>) | undefined {
+  if (model.onnx !== undefined) {
+    return async () => {
+      const { onnxTrunkOf } = await import('./onnx/trunk.js');
+      return onnxTrunkOf(model.meta.modelJsonPath, model.meta.sha256, network.graph, model.meta.inputSize);
+    };
+  }
+  return undefined;
 }
