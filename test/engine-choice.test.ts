@@ -32,10 +32,22 @@ function inputOf(model: Awaited<ReturnType<typeof loadModel>>): tf.Tensor4D {
   return inputTensor(model, [image(1), image(2)]);
 }
 
+const savedModule = process.env['CAMVIZ_ORT_MODULE'];
+
+/** Runs `fn` with ONNX Runtime loaded from `specifier` (CAMVIZ_ORT_MODULE), then restores the variable. */
+async function withOrtModule(specifier: string, fn: () => Promise<void>): Promise<void> {
+  process.env['CAMVIZ_ORT_MODULE'] = specifier;
+  try {
+    await fn();
+  } finally {
+    if (savedModule === undefined) delete process.env['CAMVIZ_ORT_MODULE'];
+    else process.env['CAMVIZ_ORT_MODULE'] = savedModule;
+  }
+}
+
 let workDir: string;
 let goodModel: string;
 let refusedModel: string;
-const savedModule = process.env['CAMVIZ_ORT_MODULE'];
 const savedEngine = process.env['CAMVIZ_ENGINE'];
 
 before(async () => {
@@ -49,8 +61,6 @@ before(async () => {
 });
 
 after(async () => {
-  if (savedModule === undefined) delete process.env['CAMVIZ_ORT_MODULE'];
-  else process.env['CAMVIZ_ORT_MODULE'] = savedModule;
   if (savedEngine !== undefined) process.env['CAMVIZ_ENGINE'] = savedEngine;
   await rm(workDir, { recursive: true, force: true });
 });
@@ -179,10 +189,25 @@ describe('ONNX models on ONNX Runtime', { skip: skipWithoutOrt }, () => {
   });
 });
 
-describe('ONNX Runtime absent (CAMVIZ_ORT_MODULE=/nonexistent)', () => {
+describe('ONNX Runtime absent (CAMVIZ_ORT_MODULE=/nonexistent) or broken', () => {
+  test('a broken install (its module throws on load) falls back like a missing one, with its reason', async () => {
+    const broken = join(workDir, 'broken-onnxruntime.cjs');
+    await writeFile(broken, 'throw new Error("the native binding is broken");\n');
+    await withOrtModule(broken, async () => {
+      const model = await loadModel(goodModel, { engine: 'auto' });
+      try {
+        assert.ok((await model.executor()) instanceof Network);
+        const report = await model.engine();
+        assert.equal(report.fallback, 'unavailable');
+        assert.match(report.reason ?? '', /does not load: the native binding is broken/);
+      } finally {
+        model.dispose();
+      }
+    });
+  });
+
   test('auto falls back to tfjs and says why; onnxruntime is a usage error naming the install option', async () => {
-    process.env['CAMVIZ_ORT_MODULE'] = '/nonexistent/onnxruntime-node';
-    try {
+    await withOrtModule('/nonexistent/onnxruntime-node', async () => {
       const model = await loadModel(goodModel, { engine: 'auto' });
       try {
         assert.ok((await model.executor()) instanceof Network);
@@ -203,9 +228,6 @@ describe('ONNX Runtime absent (CAMVIZ_ORT_MODULE=/nonexistent)', () => {
       } finally {
         strict.dispose();
       }
-    } finally {
-      if (savedModule === undefined) delete process.env['CAMVIZ_ORT_MODULE'];
-      else process.env['CAMVIZ_ORT_MODULE'] = savedModule;
-    }
+    });
   });
 });
