@@ -10,11 +10,45 @@
  * cached per model and fetched values: creating one costs about 240 ms.
  */
 import { createRequire } from 'node:module';
-import type * as Ort from 'onnxruntime-node';
 
-export type OrtModule = typeof Ort;
-export type OrtSession = Ort.InferenceSession;
-export type OrtTensor = Ort.Tensor;
+/*
+ * The part of onnxruntime-node's API camviz uses, declared here so that
+ * camviz builds and type-checks without the optional package installed.
+ */
+
+/** An ORT tensor (onnxruntime-common's Tensor, the members camviz reads). */
+export interface OrtTensor {
+  readonly type: string;
+  readonly dims: readonly number[];
+  readonly data: unknown;
+  dispose(): void;
+}
+
+/** What a session says of one of its inputs (tensors: element type and shape, dynamic dims as names). */
+export type OrtValueMetadata = { readonly name: string; readonly isTensor: false } | { readonly name: string; readonly isTensor: true; readonly shape: readonly (number | string)[] };
+
+export interface OrtSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  readonly inputMetadata: readonly OrtValueMetadata[];
+  run(feeds: Record<string, OrtTensor>, fetches: readonly string[]): Promise<Record<string, OrtTensor>>;
+  release(): Promise<void>;
+}
+
+export interface OrtSessionCreateOptions {
+  readonly graphOptimizationLevel: 'disabled' | 'basic' | 'extended' | 'layout' | 'all';
+  readonly executionProviders: readonly string[];
+  readonly intraOpNumThreads: number;
+  readonly interOpNumThreads: number;
+  readonly executionMode: 'sequential' | 'parallel';
+  readonly extra: Readonly<Record<string, string>>;
+}
+
+export interface OrtModule {
+  readonly InferenceSession: { create(model: Uint8Array, options: OrtSessionCreateOptions): Promise<OrtSession> };
+  readonly Tensor: new (type: 'float32', data: Float32Array, dims: readonly number[]) => OrtTensor;
+  readonly env?: { readonly versions?: { readonly common?: string } };
+}
 
 export type OnnxRuntimeStatus =
   | { readonly available: true; readonly version: string; readonly module: OrtModule }
@@ -69,7 +103,7 @@ export function ortThreads(threads?: number): number {
 }
 
 /** The session options camviz runs with (see the file comment for why). */
-export function sessionOptions(threads: number): Ort.InferenceSession.SessionOptions {
+export function sessionOptions(threads: number): OrtSessionCreateOptions {
   return {
     graphOptimizationLevel: 'all',
     executionProviders: ['cpu'],
