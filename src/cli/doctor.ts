@@ -118,11 +118,20 @@ async function probeOnnxRuntime(): Promise<OnnxRuntimeReport> {
   if (!ort.available) return { package: name, status: ort.reason.endsWith('is not installed') ? 'not installed' : 'failed', detail: ort.reason };
   let providers: OnnxRuntimeReport['providers'];
   try {
-    providers = ort.module.listSupportedBackends().map(({ name: provider, bundled }) => ({ name: provider, bundled }));
+    providers = listsProviders(ort.module) ? ort.module.listSupportedBackends().map(({ name: provider, bundled }) => ({ name: provider, bundled })) : undefined;
   } catch {
     providers = undefined;
   }
   return { package: name, status: 'loaded', version: ort.version, ...(providers === undefined ? {} : { providers }) };
+}
+
+/** onnxruntime-node's list of execution providers (1.17 and later; camviz's own declaration of ORT leaves it out, as only doctor reads it). */
+interface ProviderLister {
+  listSupportedBackends(): { name: string; bundled: boolean }[];
+}
+
+function listsProviders(module: object): module is ProviderLister {
+  return typeof (module as Partial<ProviderLister>).listSupportedBackends === 'function';
 }
 
 /** doctor's ONNX Runtime line: what loads and what --engine auto does with it. */
