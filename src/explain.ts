@@ -53,7 +53,7 @@ export async function explain(model: CamvizModel, images: readonly LoadedImage[]
   const layers = method === 'guidedbackprop' ? [] : camTargets(model, options.layers ?? []);
   const input = inputTensor(model, images.map((image) => image.input));
   try {
-    const batch = await explainBatch(model.network(), {
+    const batch = await explainBatch(await model.executor(), {
       method,
       input,
       layers,

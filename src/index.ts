@@ -12,9 +12,11 @@ export { VERSION } from './util/version.js';
 // Backends
 export { type BackendInfo, activeBackend, useBackend } from './engine/backend.js';
 export { BACKEND_CHOICES, type BackendChoice } from './engine/backend-choices.js';
+export { ENGINE_CHOICES, type EngineChoice } from './engine/engine-choices.js';
 
 // Models: loading, metadata, labels, layers, predictions
 export { CamvizModel, type LoadOptions, loadModel } from './model/load.js';
+export type { EngineFallback, EngineKind, EngineReport } from './model/engine.js';
 export type { CamvizJson, InputSize, ModelMetadata } from './model/metadata.js';
 export { DEFAULT_MODEL, ZOO, type ZooEntry } from './model/zoo.js';
 export { imagenetLabels, readLabelsFile, resolveClass, resolveClasses } from './model/labels.js';

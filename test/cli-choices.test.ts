@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { METHOD_NAMES, SCORE_KINDS } from '../src/cam/names.js';
 import { BACKEND_CHOICES } from '../src/engine/backend-choices.js';
+import { ENGINE_CHOICES } from '../src/engine/engine-choices.js';
 import { RESIZE_MODES } from '../src/image/geometry.js';
 import { PREPROCESS_NAMES } from '../src/image/preprocess-names.js';
 import { COLORMAPS } from '../src/render/colormap.js';
@@ -18,7 +19,8 @@ import { repoRoot } from './helpers/assets.js';
 import { runCli } from './helpers/cli.js';
 
 const MODEL_CHOICES = { '--backend': BACKEND_CHOICES, '--preprocess': PREPROCESS_NAMES };
-const IMAGE_CHOICES = { ...MODEL_CHOICES, '--resize': RESIZE_MODES };
+// The commands that run the model's passes choose their engine; `layers` only reads the graph.
+const IMAGE_CHOICES = { ...MODEL_CHOICES, '--engine': ENGINE_CHOICES, '--resize': RESIZE_MODES };
 const CAM_CHOICES = { ...IMAGE_CHOICES, '--score': SCORE_KINDS, '--colormap': COLORMAPS };
 
 /** Per command, every option that lists choices and the constant they must equal. */

@@ -11,6 +11,8 @@ const PUBLIC_API = [
   'CamvizError', 'UsageError', 'describeError', 'VERSION',
   // backends
   'BACKEND_CHOICES', 'activeBackend', 'useBackend',
+  // engines
+  'ENGINE_CHOICES',
   // models
   'CamvizModel', 'DEFAULT_MODEL', 'ZOO', 'loadModel', 'describeLayers',
   'imagenetLabels', 'readLabelsFile', 'resolveClass', 'resolveClasses',

@@ -9,6 +9,7 @@ import { CamvizError } from '../util/errors.js';
 import { readOptionalJson } from '../util/json-file.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import type { InputRecord, TaskOptions } from '../tasks/types.js';
+import type { EngineReport } from '../model/engine.js';
 import type { Shard } from './shard.js';
 
 export const MANIFEST_NAME = 'manifest.json';
@@ -22,6 +23,8 @@ export interface Manifest {
   command: TaskOptions['command'];
   model: { name: string; source: string; sha256: string };
   backend: { kind: string; package: string };
+  /** What ran the model's passes (ONNX Runtime or tfjs) and, under auto, why tfjs did; absent in manifests before engines. */
+  engine?: EngineReport;
   /** The options that decide the outputs (paths excluded). */
   options: Record<string, unknown>;
   /** The shards this manifest covers (several after `camviz merge`). */
@@ -57,6 +60,7 @@ export async function readManifest(outDir: string): Promise<Manifest | undefined
 /** The options that decide what a run writes, for the manifest and for merge checks. */
 export function manifestOptions(options: TaskOptions): Record<string, unknown> {
   const { outDir: _outDir, model: _model, ...rest } = options;
-  const { backend: _backend, model: _modelName, wasmThreads: _threads, ...modelOptions } = options.model;
+  // Like the backend, the engine is where the run happened, recorded apart: it does not change what is written beyond rounding.
+  const { backend: _backend, model: _modelName, wasmThreads: _threads, engine: _engine, ortThreads: _ortThreads, ...modelOptions } = options.model;
   return { ...rest, model: modelOptions };
 }

@@ -8,6 +8,7 @@ import { CamvizError, UsageError } from '../util/errors.js';
 import type { Task } from '../tasks/index.js';
 import type { BatchOutcome, InputImage, TaskOptions } from '../tasks/types.js';
 import type { TaskContext } from '../tasks/common.js';
+import type { EngineReport } from '../model/engine.js';
 
 /** What a worker thread starts with. */
 export interface WorkerData {
@@ -17,7 +18,7 @@ export interface WorkerData {
 
 export type ToWorker = { type: 'batch'; id: number; inputs: InputImage[] } | { type: 'cancel' } | { type: 'stop' };
 export type FromWorker =
-  | { type: 'ready'; model: RunModelInfo; backend: RunBackendInfo }
+  | { type: 'ready'; model: RunModelInfo; backend: RunBackendInfo; engine?: EngineReport }
   | { type: 'failed'; error: string; exitCode: number }
   | { type: 'done'; id: number; outcome: BatchOutcome }
   /** --fail-fast: an image failed in this worker, which has stopped; the others should too. */
@@ -101,6 +102,8 @@ export class WorkerPool implements Executor {
     private readonly threads: PoolWorker[],
     readonly modelInfo: RunModelInfo,
     readonly backendInfo: RunBackendInfo,
+    /** The first worker's engine: every worker loads the same model with the same request. */
+    readonly engineInfo: EngineReport | undefined,
   ) {
     // Three batches a worker: one computing while the next decodes and the last encodes.
     this.capacity = threads.length * 3;
@@ -141,6 +144,7 @@ export class WorkerPool implements Executor {
       workers.map((worker) => ({ worker, inFlight: 0, exited: false })),
       first.model,
       first.backend,
+      first.engine,
     );
   }
 

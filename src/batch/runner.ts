@@ -14,6 +14,7 @@ import { WriteError } from '../util/atomic-file.js';
 import { errorRecord } from '../tasks/records.js';
 import type { BatchOutcome, InputImage, InputRecord, TaskOptions } from '../tasks/types.js';
 import type { EventWriter } from '../render/tensorboard.js';
+import type { EngineReport } from '../model/engine.js';
 import { VERSION } from '../util/version.js';
 import { expandInputs, outputCollisions } from './inputs.js';
 import { effectiveJobs, machineLimits, workerFootprint } from './jobs.js';
@@ -87,6 +88,7 @@ async function runPlanned(options: BatchRunOptions, images: InputImage[], settle
   let batches = chunk(todo, options.task.batchSize);
   const jobs = await workerCount(options, batches.length, log);
   const executor = await startExecutor(options.task, jobs, todo.length, log, options.failFast === true);
+  announceFallback(executorInfo(executor).engine, log);
   let executorClosed = false;
   const closeExecutor = async (): Promise<void> => {
     if (executorClosed) return;
@@ -286,9 +288,30 @@ const THREADED_RUN_IMAGES = 8;
  * images to repay their start-up.
  */
 async function startExecutor(task: TaskOptions, jobs: number, images: number, log: (message: string) => void, failFast: boolean): Promise<Executor> {
-  if (jobs > 1) return WorkerPool.start(task, jobs, failFast);
+  if (jobs > 1) return WorkerPool.start(withOrtThreads(task, 1), jobs, failFast);
   const wasmThreads = images >= THREADED_RUN_IMAGES ? availableParallelism() : 1;
-  return InProcessExecutor.start({ ...task, model: { ...task.model, wasmThreads } }, log, failFast);
+  const inProcess = withOrtThreads(task, availableParallelism());
+  return InProcessExecutor.start({ ...inProcess, model: { ...inProcess.model, wasmThreads } }, log, failFast);
+}
+
+/**
+ * ONNX Runtime's intra-op threads: workers share the cores, one thread each;
+ * a run in this thread gives its one session the cores (its thread pool
+ * starts at no cost worth counting). CAMVIZ_ORT_THREADS overrides both.
+ */
+function withOrtThreads(task: TaskOptions, threads: number): TaskOptions {
+  if (process.env['CAMVIZ_ORT_THREADS'] !== undefined) return task;
+  return { ...task, model: { ...task.model, ortThreads: threads } };
+}
+
+/**
+ * Says once for the run (not once a worker) when an ONNX model runs on
+ * tfjs under auto: always when ONNX Runtime refused the model (a per-model
+ * fallback), with --verbose when ONNX Runtime is absent or broken.
+ */
+function announceFallback(engine: EngineReport | undefined, log: (message: string) => void): void {
+  if (engine?.fallback === 'rejected') log(`running on tfjs: ${engine.reason ?? 'ONNX Runtime refused the model'}`);
+  if (engine?.fallback === 'unavailable' && process.env['CAMVIZ_VERBOSE'] === '1') log(`engine: tfjs (${engine.reason ?? 'ONNX Runtime is unavailable'})`);
 }
 
 /**
@@ -329,6 +352,7 @@ function buildManifest(
     command: options.task.command,
     model: info.model,
     backend: info.backend,
+    ...(info.engine === undefined ? {} : { engine: info.engine }),
     options: manifestOptions(options.task),
     shard: options.shard ? [{ index: options.shard.index, count: options.shard.count }] : null,
     startedAt: startedAt.toISOString(),
@@ -339,16 +363,17 @@ function buildManifest(
   };
 }
 
-function executorInfo(executor: Executor): Pick<Manifest, 'model' | 'backend'> {
+function executorInfo(executor: Executor): Pick<Manifest, 'model' | 'backend' | 'engine'> {
   if (executor instanceof InProcessExecutor) {
     const { meta } = executor.context.model;
     return {
       model: { name: meta.name, source: meta.source, sha256: meta.sha256 },
       backend: { kind: executor.context.backend.kind, package: executor.context.backend.packageName },
+      ...(executor.context.engine === undefined ? {} : { engine: executor.context.engine }),
     };
   }
   const pool = executor as WorkerPool;
-  return { model: pool.modelInfo, backend: pool.backendInfo };
+  return { model: pool.modelInfo, backend: pool.backendInfo, ...(pool.engineInfo === undefined ? {} : { engine: pool.engineInfo }) };
 }
 
 function keyOf(item: { relative: string; input?: string; path?: string }): string {

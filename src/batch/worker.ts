@@ -25,11 +25,13 @@ async function main(): Promise<void> {
   }
   if (started.context.stop !== undefined) started.context.stop.onFailureStop = () => post({ type: 'stopping' });
   const { meta } = started.context.model;
-  const { backend } = started.context;
+  const { backend, engine } = started.context;
   post({
     type: 'ready',
     model: { name: meta.name, source: meta.source, sha256: meta.sha256 },
     backend: { kind: backend.kind, package: backend.packageName },
+    // Said by the main thread, once for the run rather than once a worker.
+    ...(engine === undefined ? {} : { engine }),
   });
   port.on('message', (message: ToWorker) => {
     if (message.type === 'cancel') {

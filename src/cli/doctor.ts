@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
 import * as tf from '../engine/tf.js';
 import { firstLineOf, isNotInstalled, useBackend } from '../engine/backend.js';
+import { ORT_INSTALL_HINT } from '../model/engine.js';
 import { printJson } from './common.js';
 
 type Status = 'loaded' | 'not installed' | 'failed';
@@ -18,9 +19,21 @@ interface BackendReport {
   detail?: string;
 }
 
+/** ONNX Runtime, the optional native engine (--engine). */
+interface OnnxRuntimeReport {
+  package: string;
+  status: Status;
+  version?: string;
+  /** The execution providers the package lists; `bundled: false` ones need provider libraries installed apart. */
+  providers?: { name: string; bundled: boolean }[];
+  /** Why it is absent or broken. */
+  detail?: string;
+}
+
 interface DoctorReport {
   versions: Record<string, string | null>;
   backends: BackendReport[];
+  onnxruntime: OnnxRuntimeReport;
   wasm: { simd: boolean | null; threads: number | null; multithreadSupported: boolean | null };
   auto: string | null;
 }
@@ -83,6 +96,7 @@ export async function collectDoctorReport(): Promise<DoctorReport> {
   }
   const auto = backends.find((report) => report.status === 'loaded')?.backend ?? null;
   return {
+    onnxruntime: await probeOnnxRuntime(),
     versions: {
       node: process.versions.node,
       camviz: packageVersion('camviz') ?? null,
@@ -94,6 +108,41 @@ export async function collectDoctorReport(): Promise<DoctorReport> {
     wasm,
     auto,
   };
+}
+
+/** ONNX Runtime loads in this process: unlike the tfjs native packages it excludes nothing else. */
+async function probeOnnxRuntime(): Promise<OnnxRuntimeReport> {
+  const { loadOnnxRuntime, onnxRuntimeModule } = await import('../engine/onnxruntime.js');
+  const ort = loadOnnxRuntime();
+  const name = onnxRuntimeModule();
+  if (!ort.available) return { package: name, status: ort.reason.endsWith('is not installed') ? 'not installed' : 'failed', detail: ort.reason };
+  let providers: OnnxRuntimeReport['providers'];
+  try {
+    providers = listsProviders(ort.module) ? ort.module.listSupportedBackends().map(({ name: provider, bundled }) => ({ name: provider, bundled })) : undefined;
+  } catch {
+    providers = undefined;
+  }
+  return { package: name, status: 'loaded', version: ort.version, ...(providers === undefined ? {} : { providers }) };
+}
+
+/** onnxruntime-node's list of execution providers (1.17 and later; camviz's own declaration of ORT leaves it out, as only doctor reads it). */
+interface ProviderLister {
+  listSupportedBackends(): { name: string; bundled: boolean }[];
+}
+
+function listsProviders(module: object): module is ProviderLister {
+  return typeof (module as Partial<ProviderLister>).listSupportedBackends === 'function';
+}
+
+/** doctor's ONNX Runtime line: what loads and what --engine auto does with it. */
+function onnxRuntimeLine(report: OnnxRuntimeReport): string {
+  if (report.status !== 'loaded') {
+    return `onnxruntime: ${report.status}: ${report.detail ?? report.package}; --engine auto runs everything on tfjs (to add it: ${ORT_INSTALL_HINT})`;
+  }
+  const bundled = (report.providers ?? []).filter((provider) => provider.bundled).map((provider) => provider.name);
+  const apart = (report.providers ?? []).filter((provider) => !provider.bundled).map((provider) => provider.name);
+  const providers = `providers ${bundled.join(', ') || '?'}${apart.length > 0 ? ` (${apart.join(', ')}: need their own provider libraries)` : ''}`;
+  return `onnxruntime: loaded ${report.package} ${report.version ?? ''}, ${providers}; camviz runs it on the CPU provider; --engine auto runs ONNX models on it`;
 }
 
 async function sharpVersions(): Promise<{ sharp: string | null; libvips: string | null }> {
@@ -120,6 +169,7 @@ export async function runDoctor(options: { json?: boolean }): Promise<number> {
       ),
       `wasm: SIMD ${report.wasm.simd ? 'yes' : 'no'}, threads ${report.wasm.threads ?? '?'} here; camviz starts the threaded build for single-process runs of 8 or more images (CAMVIZ_WASM_THREADS), and worker threads for folders (--jobs)`,
       `auto picks: ${report.auto ?? 'nothing works'}`,
+      onnxRuntimeLine(report.onnxruntime),
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
   }

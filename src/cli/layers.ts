@@ -8,7 +8,8 @@ import { modelSpec } from './run-command.js';
 
 export async function runLayers(options: ModelOptions & { json?: boolean }): Promise<number> {
   checkModelOptions(options);
-  const { model } = await openTaskContext(modelSpec(options));
+  // The table reads the graph only: no pass runs, so no ONNX Runtime session is made.
+  const { model } = await openTaskContext({ ...modelSpec(options), engine: 'tfjs' });
   try {
     const described = describeLayers(model.network(), model.meta.targetLayer);
     // ONNX models: ONNX node names and shapes, and the PyTorch module of each output.

@@ -4,7 +4,7 @@
  * command runs, so `--help` starts fast.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { OPTION_LIMITS, addBatchOptions, addImageOptions, addModelOptions, addOptionAlias, collectValues } from './options.js';
+import { OPTION_LIMITS, addBatchOptions, addEngineOption, addImageOptions, addModelOptions, addOptionAlias, collectValues } from './options.js';
 import { METHOD_NAMES, SCORE_KINDS } from '../cam/names.js';
 import { PAIR_BY } from '../batch/compare.js';
 import { COLORMAPS } from '../render/colormap.js';
@@ -85,7 +85,7 @@ ${EXIT_CODES_HELP}`,
   );
   // cam's spelling, so that one habit works for both commands.
   addOptionAlias(predict, '--top-k <k>', 'top');
-  addBatchOptions(addImageOptions(predict, resizeHelp()), false).action(
+  addBatchOptions(addImageOptions(addEngineOption(predict), resizeHelp()), false).action(
     act(async (inputs: string[], options: Record<string, unknown>) => {
       const { runPredict } = await import('./predict.js');
       return runPredict(inputs, options);
@@ -124,7 +124,7 @@ ${EXIT_CODES_HELP}`,
       );
     // predict's spelling, so that one habit works for both commands.
     addOptionAlias(command, '--top <k>', 'topK');
-    addBatchOptions(addImageOptions(addModelOptions(command), resizeHelp()), true).action(
+    addBatchOptions(addImageOptions(addEngineOption(addModelOptions(command)), resizeHelp()), true).action(
       act(async (inputs: string[], options: Record<string, unknown>) => {
         const { runCam } = await import('./cam.js');
         return runCam(inputs, fixedMethod === undefined ? options : { ...options, method: fixedMethod });
@@ -160,7 +160,7 @@ Examples:
 
 ${EXIT_CODES_HELP}`,
     );
-  addBatchOptions(addImageOptions(addModelOptions(fmap), resizeHelp()), true).action(
+  addBatchOptions(addImageOptions(addEngineOption(addModelOptions(fmap)), resizeHelp()), true).action(
     act(async (inputs: string[], options: Record<string, unknown>) => {
       const { runFmap } = await import('./fmap.js');
       return runFmap(inputs, options);

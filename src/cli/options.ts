@@ -5,6 +5,7 @@
 import { availableParallelism } from 'node:os';
 import { type Command, Option } from 'commander';
 import { BACKEND_CHOICES } from '../engine/backend-choices.js';
+import { ENGINE_CHOICES } from '../engine/engine-choices.js';
 import { RESIZE_MODES } from '../image/geometry.js';
 import { PREPROCESS_HELP, PREPROCESS_NAMES } from '../image/preprocess-names.js';
 import { TASK_DEFAULTS } from '../tasks/defaults.js';
@@ -70,6 +71,16 @@ export function addModelOptions(command: Command): Command {
     .addOption(new Option('--preprocess <name>', `pixel preprocessing (default: from the model's metadata): ${PREPROCESS_NAMES.map((name) => `${name} = ${PREPROCESS_HELP[name]}`).join('; ')}`).choices(PREPROCESS_NAMES))
     .option('--labels <file>', 'class labels: JSON list or object, Keras class index, or text with one per line')
     .option('--size <size>', `model input size: 224 or WIDTHxHEIGHT, ${OPTION_LIMITS.size.min}-${OPTION_LIMITS.size.max} a side (default: the model's)`);
+}
+
+/**
+ * `--engine`, for the commands that run the model's passes (not `layers`,
+ * which only reads the graph).
+ */
+export function addEngineOption(command: Command): Command {
+  return command.addOption(
+    new Option('--engine <engine>', 'what runs the passes: auto = ONNX Runtime where it loads and the model is ONNX, else tfjs (env CAMVIZ_ENGINE; see README "Engines")').choices(ENGINE_CHOICES),
+  );
 }
 
 /** Options every image-reading command takes. */

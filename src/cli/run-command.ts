@@ -6,6 +6,7 @@ import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type BatchRunOptions, runBatch } from '../batch/runner.js';
 import { parseShard } from '../batch/shard.js';
+import { requestedEngine } from '../engine/engine-choices.js';
 import { releaseBackend } from '../engine/release.js';
 import { UsageError } from '../util/errors.js';
 import { parseBackground } from '../image/colour.js';
@@ -17,6 +18,7 @@ import { parseCount, printJson } from './common.js';
 export interface BatchCliOptions {
   model?: string;
   backend?: string;
+  engine?: string;
   preprocess?: string;
   labels?: string;
   size?: string;
@@ -64,7 +66,8 @@ export function baseTaskOptions(options: BatchCliOptions): Pick<TaskOptions, 'mo
   const pngCompression = options.pngCompression === undefined ? TASK_DEFAULTS.pngCompression : parseCount(options.pngCompression, '--png-compression', 0);
   if (pngCompression > 9) throw new UsageError(`--png-compression ${pngCompression} must be 0-9`);
   return {
-    model: modelSpec(options),
+    // The engine resolved here, so that a wrong CAMVIZ_ENGINE is a usage error before any work.
+    model: { ...modelSpec(options), engine: requestedEngine(options.engine) },
     image: imageSpec(options),
     outDir: resolve(options.out ?? 'camviz-out'),
     batchSize: options.batchSize === undefined ? TASK_DEFAULTS.batchSize : parseCount(options.batchSize, '--batch-size'),

@@ -131,15 +131,32 @@ export class Network implements Executor {
   async backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): Promise<BackwardResult> {
     if (objectives.length === 0) throw new Error('backward() needs at least one objective');
     const plan = this.backwardPlan(options);
-    const layers = options.layers ?? [];
-    const feeds = this.inputFeeds(inputs);
     const started = performance.now();
     const before = plan.fromInput
       ? new Map<string, tf.Tensor>()
-      : this.graph.run(feeds, plan.beforeFetches, {
+      : this.graph.run(this.inputFeeds(inputs), plan.beforeFetches, {
           fuse: true,
           splitActivation: this.splitActivation,
         });
+    return this.backwardFrom(inputs, objectives, options, plan, before, started);
+  }
+
+  /**
+   * The taped part of `backward`, from the values before the sources
+   * (`plan.beforeFetches`, computed by this network or by another engine;
+   * taken over and disposed). `started` is when computing them began.
+   * @internal
+   */
+  backwardFrom(
+    inputs: ModelInputs,
+    objectives: readonly Objective[],
+    options: BackwardOptions,
+    plan: BackwardPlan,
+    before: Map<string, tf.Tensor>,
+    started: number,
+  ): BackwardResult {
+    const layers = options.layers ?? [];
+    const feeds = plan.fromInput ? this.inputFeeds(inputs) : new Map<string, tf.Tensor>();
     let values: ForwardValues | undefined;
     const gradients: tf.Tensor[][] = [];
     const objectiveValues: number[] = [];
@@ -191,8 +208,9 @@ export class Network implements Executor {
    * Splits the graph for a backward pass: the sources, what must be computed
    * before them (the "frontier" that the downstream part also reads, such as
    * a residual branch), and what runs under the gradient tape.
+   * @internal
    */
-  private backwardPlan(options: BackwardOptions): BackwardPlan {
+  backwardPlan(options: BackwardOptions): BackwardPlan {
     const fromInput = options.sources === 'input';
     const requested = [this.score.outputKey, this.score.scoreKey, ...(options.layers ?? []).map(outputKeyOf)];
     if (fromInput) {
@@ -231,8 +249,12 @@ export class Network implements Executor {
     return hooks === undefined ? source : withGradientHooks(source, hooks);
   }
 
-  /** Forward values from run results; takes ownership of `values`. */
-  private collect(values: Map<string, tf.Tensor>, layers: readonly GraphNode[], batch: number): ForwardValues {
+  /**
+   * Forward values from run results (graph key -> tensor, computed by this
+   * network or by another engine); takes ownership of `values`.
+   * @internal
+   */
+  collect(values: Map<string, tf.Tensor>, layers: readonly GraphNode[], batch: number): ForwardValues {
     try {
       const [output, scores, probabilities, ...layerValues] = tf.tidy(() => {
         const view = this.view(values, layers, batch);
@@ -261,7 +283,8 @@ export class Network implements Executor {
   }
 }
 
-interface BackwardPlan {
+/** How a backward pass splits the graph (see `Network.backwardPlan`). */
+export interface BackwardPlan {
   fromInput: boolean;
   /** Sources fed to the tape as variables. */
   sourceKeys: string[];

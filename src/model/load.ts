@@ -8,6 +8,9 @@ import * as tf from '../engine/tf.js';
 import * as tfl from '../engine/tfl.js';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
 import { CamvizError, UsageError } from '../util/errors.js';
+import { type EngineChoice, requestedEngine } from '../engine/engine-choices.js';
+import type { Executor } from '../executor/executor.js';
+import { type ChosenEngine, type EngineReport, type EngineRequest, chooseEngine } from './engine.js';
 import { readLocalModel } from './io.js';
 import { readKerasModel } from './keras/load.js';
 import { type CamvizJson, type MetadataOverrides, type ModelMetadata, readCamvizJson, resolveMetadata } from './metadata.js';
@@ -22,10 +25,17 @@ import { checkImageInput, importTfGraph } from './tfgraph/load.js';
 export interface LoadOptions extends MetadataOverrides {
   /** Progress messages (downloads). */
   log?: FetchLog;
+  /** The engine of `executor()`: default `CAMVIZ_ENGINE`, else auto (see ENGINE_CHOICES). */
+  engine?: EngineChoice;
+  /** ONNX Runtime intra-op threads (default `CAMVIZ_ORT_THREADS`, else 1). */
+  ortThreads?: number;
 }
 
 export class CamvizModel {
   private cachedNetwork: Network | undefined;
+  private chosen: Promise<ChosenEngine> | undefined;
+  /** Which engine `executor()` picks (loadModel sets it from LoadOptions). */
+  engineRequest: EngineRequest = { choice: 'auto' };
 
   constructor(
     readonly meta: ModelMetadata,
@@ -47,6 +57,30 @@ export class CamvizModel {
     return this.cachedNetwork;
   }
 
+  /**
+   * What runs the model's forward and backward passes, chosen once by
+   * `engineRequest`: ONNX Runtime or `network()`. Rejects as `network()`
+   * throws, and with a usage error when `--engine onnxruntime` cannot be had.
+   */
+  async executor(): Promise<Executor> {
+    return (await this.choice()).executor;
+  }
+
+  /** Which engine `executor()` runs on and why (choosing it if not yet done). */
+  async engine(): Promise<EngineReport> {
+    return (await this.choice()).report;
+  }
+
+  private choice(): Promise<ChosenEngine> {
+    this.chosen ??= chooseEngine(this, this.engineRequest);
+    return this.chosen;
+  }
+
+  /**
+   * Frees the model's tensors. The executor holds none of its own: the tfjs
+   * Network's go with the graph, and ONNX Runtime's sessions are cached per
+   * process (at most 8, the least recently used released: engine/onnxruntime.ts).
+   */
   dispose(): void {
     this.cachedNetwork?.graph.dispose();
     this.layersModel?.dispose();
@@ -66,6 +100,14 @@ export async function locateModel(spec: string, log?: FetchLog): Promise<{ model
 }
 
 export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptions = {}): Promise<CamvizModel> {
+  // Checked before the model loads: a wrong CAMVIZ_ENGINE is a usage error at once.
+  const engineRequest: EngineRequest = { choice: requestedEngine(options.engine), ...(options.ortThreads === undefined ? {} : { threads: options.ortThreads }) };
+  const model = await loadModelFiles(spec, options);
+  model.engineRequest = engineRequest;
+  return model;
+}
+
+async function loadModelFiles(spec: string, options: LoadOptions): Promise<CamvizModel> {
   const onnxPath = isOnnxUrl(spec)
     ? await urlOnnxFile(spec, async (path) => void (await readCheckedOnnx(path)), options.log)
     : zooEntry(spec) === undefined

@@ -29,7 +29,7 @@ export async function classProbabilities(model: CamvizModel, images: readonly Ui
   const input = inputTensor(model, images);
   try {
     if (model.layersModel !== undefined) {
-      const values = await model.network().forward(input);
+      const values = await (await model.executor()).forward(input);
       try {
         return rowsOf(values.probabilities);
       } finally {

@@ -71,7 +71,7 @@ export class CamTask {
   private async compute(decoded: readonly DecodedInput[]): Promise<ExplainBatch> {
     const input = inputTensor(this.context.model, decoded.map((item) => item.image.input));
     try {
-      return await explainBatch(this.context.model.network(), {
+      return await explainBatch(await this.context.model.executor(), {
         method: this.method,
         input,
         layers: this.layers,

@@ -8,6 +8,7 @@ import { dirname, extname, join, relative, sep } from 'node:path';
 import { type BackendInfo, requestedBackend, useBackend } from '../engine/backend.js';
 import { type LoadedImage, loadImage } from '../image/image.js';
 import { type CamvizModel, loadModel } from '../model/load.js';
+import type { EngineReport } from '../model/engine.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { errorRecord } from './records.js';
 import type { InputImage, InputRecord, ModelSpec, TaskOptions, Timings } from './types.js';
@@ -15,6 +16,8 @@ import type { InputImage, InputRecord, ModelSpec, TaskOptions, Timings } from '.
 export interface TaskContext {
   model: CamvizModel;
   backend: BackendInfo;
+  /** What runs the model's passes, and why: chosen by openTaskContext (a context made by hand chooses at its first pass). */
+  engine?: EngineReport;
   /**
    * Set when the run is stopping (a signal, --fail-fast): batches not yet
    * computing are dropped without a record, so that only the work already
@@ -59,9 +62,26 @@ export async function openTaskContext(spec: ModelSpec, log?: (message: string) =
     ...(spec.preprocess === undefined ? {} : { preprocess: spec.preprocess }),
     ...(spec.labels === undefined ? {} : { labels: spec.labels }),
     ...(spec.size === undefined ? {} : { size: spec.size }),
+    ...(spec.engine === undefined ? {} : { engine: spec.engine }),
+    ...(spec.ortThreads === undefined ? {} : { ortThreads: spec.ortThreads }),
     ...(log === undefined ? {} : { log }),
   });
-  return { model, backend };
+  try {
+    return { model, backend, engine: await chosenEngine(model) };
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+}
+
+/**
+ * The engine, chosen before the first image so that a usage error (--engine
+ * onnxruntime without it) stops the run at once and a fallback is said once.
+ * A graph model that supports predict only runs on tfjs' GraphModel.
+ */
+async function chosenEngine(model: CamvizModel): Promise<EngineReport> {
+  if (model.layersModel === undefined) return { kind: 'tfjs', requested: model.engineRequest.choice, reason: 'a predict-only graph model runs on tfjs' };
+  return model.engine();
 }
 
 export interface DecodedInput {

@@ -60,7 +60,7 @@ export class FmapTask {
   private async capture(decoded: readonly DecodedInput[]): Promise<Activation[][]> {
     const input = inputTensor(this.context.model, decoded.map((item) => item.image.input));
     try {
-      const values = await this.context.model.network().forward(input, { layers: this.layers });
+      const values = await (await this.context.model.executor()).forward(input, { layers: this.layers });
       try {
         const perLayer = this.layers.map((node) => splitImages(values.layers.get(node.path), node));
         return decoded.map((_, image) => perLayer.map((images) => images[image]!));

@@ -4,6 +4,7 @@
  * what `manifest.json` holds.
  */
 import type { ScoreKind } from '../cam/names.js';
+import type { EngineChoice } from '../engine/engine-choices.js';
 import type { ColormapName } from '../render/colormap.js';
 import type { ResizeMode } from '../image/geometry.js';
 import type { Prediction } from '../model/predict.js';
@@ -13,6 +14,10 @@ export interface ModelSpec {
   backend?: string;
   /** WebAssembly threads for this process's model (the runner's choice). */
   wasmThreads?: number;
+  /** `--engine` (or CAMVIZ_ENGINE) as the command line resolved it; default auto. */
+  engine?: EngineChoice;
+  /** ONNX Runtime intra-op threads for this process's model (the runner's choice; CAMVIZ_ORT_THREADS overrides). */
+  ortThreads?: number;
   preprocess?: string;
   labels?: string;
   size?: string;

@@ -1,0 +1,162 @@
+/**
+ * The gradient of a linear classifier head in closed form. When the path
+ * from a source layer to the class scores is global average pooling, then
+ * only reshapes, dropouts and linear activations, then one Dense or 1x1
+ * Conv2D (bias or not), then only reshapes, a score is linear in the
+ * source's values:
+ *
+ *   score[b, c] = Σ_k W[k, c] · mean_hw A[b, h, w, k] + bias[c]
+ *
+ * so an objective Σ_terms weight · score[image, class] has the gradient
+ * dObjective/dA[b, h, w, k] = Σ_terms(image b) weight · W[k, class] / (H·W),
+ * whatever A is. In plain JS this takes a fraction of a millisecond, where
+ * tfjs-wasm's `valueAndGrad` over the same head spends milliseconds in op
+ * dispatch. Objectives say they are such sums through `scoreTerms`.
+ */
+import * as tf from '../engine/tf.js';
+import type { GraphNode, LayerGraph } from './graph.js';
+import type { ForwardValues, Objective, ScoreTerm } from './network.js';
+import type { ScoreLocation } from './score.js';
+
+/** A source's linear head: the classifier kernel and where the channels are in the source tensor. */
+export interface LinearHead {
+  /** The classifier's kernel as [channels, classes], row-major. */
+  readonly kernel: Float32Array;
+  readonly channels: number;
+  readonly classes: number;
+  /** The channel axis of the source tensor (3: NHWC, 1: NCHW as an ONNX value stored as ONNX holds it). */
+  readonly channelAxis: 1 | 3;
+}
+
+const PASS_THROUGH = new Set(['Reshape', 'Flatten', 'Dropout', 'SpatialDropout1D', 'SpatialDropout2D', 'GaussianNoise', 'GaussianDropout', 'AlphaDropout', 'Identity']);
+
+interface KernelOwner {
+  kernel?: { read(): tf.Tensor };
+  kernelSize?: number[];
+  activation?: { getClassName(): string };
+}
+
+/**
+ * The linear head from `sourceKey` to the scores, or undefined when that
+ * path is anything else (or any value on it feeds another layer too, so
+ * that the scores could depend on the source another way).
+ */
+export function linearHeadsOf(graph: LayerGraph, sourceKey: string, score: ScoreLocation): LinearHead | undefined {
+  const source = graph.producer(sourceKey);
+  const shape = source?.outputShapes[source.outputs.indexOf(sourceKey)];
+  if (shape === undefined || shape.length !== 4) return undefined;
+  let key = sourceKey;
+  let pooled = false;
+  let classifier: GraphNode | undefined;
+  for (let steps = 0; key !== score.scoreKey; steps++) {
+    // A Shape node reads only the value's shape (a Keras Reshape exported with its target shape computed at run time).
+    const consumers = graph.consumers(key).filter((node) => node.layer.getClassName() !== 'Shape');
+    const node = consumers[0];
+    if (consumers.length !== 1 || node === undefined || node.outputs.length !== 1 || steps > graph.nodes.length || !readsOnlyAsData(node, key)) return undefined;
+    const className = node.layer.getClassName();
+    const activation = (node.layer as unknown as KernelOwner).activation?.getClassName();
+    // A classifier split from its output activation gives its pre-activation key as the score.
+    const nextKey = score.splitNode === node.index ? score.scoreKey : node.outputs[0]!;
+    const linear = activation === undefined || activation === 'linear' || nextKey === score.scoreKey;
+    if (className === 'GlobalAveragePooling2D' && !pooled && classifier === undefined) pooled = true;
+    else if ((className === 'Dense' || (className === 'Conv2D' && isPointwise(node))) && pooled && classifier === undefined && linear) classifier = node;
+    else if (!(PASS_THROUGH.has(className) || (className === 'Activation' && activation === 'linear') || relabelsVector(node))) return undefined;
+    key = nextKey;
+  }
+  if (classifier === undefined) return undefined;
+  return headOf(classifier, shape);
+}
+
+/**
+ * Whether `node` reads `key` as its data, and any other input only as a
+ * shape: every node but a Reshape has that one input; a Reshape reads its
+ * data first and its target shape (no gradient flows into it) second.
+ */
+function readsOnlyAsData(node: GraphNode, key: string): boolean {
+  if (node.inputs.length === 1) return node.inputs[0] === key;
+  return node.layer.getClassName() === 'Reshape' && node.inputs[0] === key && !node.inputs.slice(1).includes(key);
+}
+
+/** Moving axes of sizes 1 keeps the element order: a Transpose or (Un)squeeze of a value with one axis above 1 (the channels, after pooling). */
+const RELABELLING = new Set(['Transpose', 'Squeeze', 'Unsqueeze']);
+
+function relabelsVector(node: GraphNode): boolean {
+  if (!RELABELLING.has(node.layer.getClassName())) return false;
+  const output = node.outputShapes[0] ?? [];
+  const bigAxes = output.slice(1).filter((dim) => dim !== 1);
+  return bigAxes.length <= 1 && bigAxes.every((dim) => dim !== null);
+}
+
+function isPointwise(node: GraphNode): boolean {
+  const size = (node.layer as unknown as KernelOwner).kernelSize ?? [];
+  return size.every((dim) => dim === 1);
+}
+
+/** The kernel as [channels, classes], and the source's channel axis (undefined when it cannot be told). */
+function headOf(classifier: GraphNode, sourceShape: readonly (number | null)[]): LinearHead | undefined {
+  const read = (classifier.layer as unknown as KernelOwner).kernel?.read;
+  if (read === undefined) return undefined;
+  const kernel = read.call((classifier.layer as unknown as KernelOwner).kernel);
+  const channels = kernel.shape[kernel.rank - 2]!;
+  const classes = kernel.shape[kernel.rank - 1]!;
+  const last = sourceShape[3] === channels;
+  const first = sourceShape[1] === channels;
+  // Both (a C×C×C map) or neither: the layout cannot be told from the shape.
+  if (last === first) return undefined;
+  return { kernel: new Float32Array(kernel.dataSync()), channels, classes, channelAxis: last ? 3 : 1 };
+}
+
+/**
+ * The objectives' values (from the scores) and, per objective, the gradient
+ * with respect to each source (tensors of the sources' shapes, owned by the
+ * caller).
+ */
+export async function linearHeadGradients(
+  values: ForwardValues,
+  objectives: readonly Objective[],
+  sourceShapes: readonly (readonly number[])[],
+  heads: readonly LinearHead[],
+): Promise<{ objectives: number[]; gradients: tf.Tensor[][] }> {
+  const scores = (await values.scores.data()) as Float32Array;
+  const classes = values.scores.shape[1];
+  const objectiveValues: number[] = [];
+  const gradients: tf.Tensor[][] = [];
+  try {
+    for (const objective of objectives) {
+      const terms = objective.scoreTerms!(values);
+      objectiveValues.push(terms.reduce((sum, term) => sum + term.weight * scores[term.image * classes + term.classIndex]!, 0));
+      gradients.push(sourceShapes.map((shape, i) => gradientOf(terms, shape, heads[i]!)));
+    }
+    return { objectives: objectiveValues, gradients };
+  } catch (error) {
+    tf.dispose(gradients.flat());
+    throw error;
+  }
+}
+
+/** dObjective/dSource: per image, Σ weight · W[k, class] / (H·W) at every position of channel k. */
+function gradientOf(terms: readonly ScoreTerm[], shape: readonly number[], head: LinearHead): tf.Tensor {
+  const [batch, a, b, c] = shape as [number, number, number, number];
+  const { channels, classes, kernel } = head;
+  const positions = head.channelAxis === 3 ? a * b : b * c;
+  const perChannel = new Float32Array(batch * channels);
+  for (const term of terms) {
+    if (term.image < 0 || term.image >= batch || term.classIndex < 0 || term.classIndex >= classes) {
+      throw new Error(`score term (image ${term.image}, class ${term.classIndex}) is outside the scores [${batch}, ${classes}]`);
+    }
+    const scale = term.weight / positions;
+    const row = term.image * channels;
+    for (let k = 0; k < channels; k++) perChannel[row + k] = perChannel[row + k]! + scale * kernel[k * classes + term.classIndex]!;
+  }
+  const data = new Float32Array(batch * positions * channels);
+  for (let image = 0; image < batch; image++) {
+    const weights = perChannel.subarray(image * channels, (image + 1) * channels);
+    const base = image * positions * channels;
+    if (head.channelAxis === 3) {
+      for (let p = 0; p < positions; p++) data.set(weights, base + p * channels);
+    } else {
+      for (let k = 0; k < channels; k++) data.fill(weights[k]!, base + k * positions, base + (k + 1) * positions);
+    }
+  }
+  return tf.tensor(data, [...shape], 'float32');
+}

@@ -1,0 +1,345 @@
+/**
+ * The ONNX Runtime executor: ORT runs the forward pass of a model's ONNX
+ * trunk, tfjs keeps what needs gradients. It wraps the model's tfjs
+ * `Network` (its graph, score location, and the fallback for what ORT
+ * cannot do) and an `OnnxTrunk` (where each graph value is in ONNX).
+ *
+ * - `forward`: one ORT run fetching the output, the scores and the
+ *   requested layers, converted to camviz's layout (NHWC for 4-D values).
+ * - `backward` to layers: one ORT run fetching the sources and what the part
+ *   downstream of them reads; the head's gradient is then computed in closed
+ *   form for a linear head (linear-head.ts), else on tfjs under the tape from
+ *   the ORT values (`Network.backwardFrom`).
+ * - Backward to the input (guided backprop), hooks anywhere in the graph
+ *   (they wrap tfjs-layers `call`, which ORT never runs), and values the
+ *   ONNX graph does not hold: the whole call runs on the Network.
+ */
+import * as tf from '../engine/tf.js';
+import { CamvizError } from '../util/errors.js';
+import { type OrtModule, type OrtSession, type OrtTensor, loadOnnxRuntime, ortThreads, withSession } from '../engine/onnxruntime.js';
+import { isHooked } from '../hooks/registry.js';
+import type { Executor } from './executor.js';
+import type * as tfl from '../engine/tfl.js';
+import { type LayerGraph, isContainer } from './graph.js';
+import type { OnnxTrunk, OnnxValue } from './onnx-trunk.js';
+import type { ScoreLocation } from './score.js';
+import { linearHeadGradients, linearHeadsOf, type LinearHead } from './linear-head.js';
+import {
+  type BackwardOptions,
+  type BackwardPlan,
+  type BackwardResult,
+  type BackwardTimings,
+  type ForwardOptions,
+  type ForwardValues,
+  type ModelInputs,
+  type Network,
+  type Objective,
+  disposeValues,
+  outputKeyOf,
+} from './network.js';
+
+/** ONNX Runtime is not installed, or does not load. */
+export class OrtUnavailableError extends CamvizError {
+  constructor(reason: string) {
+    super(`ONNX Runtime is unavailable: ${reason}`);
+    this.name = 'OrtUnavailableError';
+  }
+}
+
+/** ONNX Runtime refuses the model (an op it does not know, a bad graph...). */
+export class OrtModelRejectedError extends CamvizError {
+  constructor(reason: string, file: string | undefined) {
+    super(`ONNX Runtime refuses the model: ${reason}`, file === undefined ? {} : { file });
+    this.name = 'OrtModelRejectedError';
+  }
+}
+
+export interface OrtExecutorOptions {
+  /** Intra-op threads (default: env CAMVIZ_ORT_THREADS, else 1). */
+  readonly threads?: number;
+  /** The model file, named in errors. */
+  readonly file?: string;
+}
+
+/**
+ * The ONNX Runtime executor of `network`'s model, whose ONNX form is
+ * `trunk`. Makes the session of the scores and the output at once, so that
+ * a model ORT refuses is known here (`OrtModelRejectedError`).
+ */
+export async function createOrtExecutor(network: Network, trunk: OnnxTrunk, options: OrtExecutorOptions = {}): Promise<OrtExecutor> {
+  const status = loadOnnxRuntime();
+  if (!status.available) throw new OrtUnavailableError(status.reason);
+  const executor = new OrtExecutor(status.module, network, trunk, ortThreads(options.threads), options.file);
+  await executor.withSession(executor.valuesOf([network.score.outputKey, network.score.scoreKey]) ?? [], async () => undefined);
+  return executor;
+}
+
+/** An ONNX value to fetch, and the graph key whose tensor it is. */
+interface Fetch {
+  readonly key: string;
+  readonly value: OnnxValue;
+}
+
+export class OrtExecutor implements Executor {
+  readonly graph: LayerGraph;
+  readonly score: ScoreLocation;
+  lastBackwardTimings: BackwardTimings = { forward: 0, backward: 0 };
+  /** Per source key, its linear head (null: not linear), found once. */
+  private readonly heads = new Map<string, LinearHead | null>();
+  /** Whether the graph's input batch is fixed at 1 (then each image runs alone), learned from the first session. */
+  private batchOfOne: boolean | undefined;
+
+  /** @internal use `createOrtExecutor` */
+  constructor(
+    private readonly ort: OrtModule,
+    readonly network: Network,
+    readonly trunk: OnnxTrunk,
+    private readonly threads: number,
+    private readonly file: string | undefined,
+  ) {
+    this.graph = network.graph;
+    this.score = network.score;
+  }
+
+  async forward(inputs: ModelInputs, options: ForwardOptions = {}): Promise<ForwardValues> {
+    const layers = options.layers ?? [];
+    const input = this.ortInput(inputs);
+    const fetches = input === undefined ? undefined : this.fetchesOf([this.score.outputKey, this.score.scoreKey, ...layers.map(outputKeyOf)]);
+    if (input === undefined || fetches === undefined) return this.network.forward(inputs, options);
+    const values = await this.run(input, fetches);
+    return this.network.collect(values, layers, input.shape[0]!);
+  }
+
+  async backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): Promise<BackwardResult> {
+    if (objectives.length === 0) throw new Error('backward() needs at least one objective');
+    const input = options.sources === 'input' ? undefined : this.ortInput(inputs);
+    if (input === undefined) return this.onNetwork(inputs, objectives, options);
+    const plan = this.network.backwardPlan(options);
+    const heads = this.linearHeads(plan, objectives);
+    if (heads !== undefined) {
+      const layers = options.layers ?? [];
+      const fetches = this.fetchesOf([...new Set([...plan.sourceKeys, this.score.outputKey, this.score.scoreKey, ...layers.map(outputKeyOf)])]);
+      if (fetches !== undefined) return this.closedForm(input, objectives, options, plan, heads, fetches);
+    }
+    const fetches = this.fetchesOf(plan.beforeFetches);
+    if (fetches === undefined) return this.onNetwork(inputs, objectives, options);
+    const started = performance.now();
+    const before = await this.run(input, fetches);
+    const result = this.network.backwardFrom(inputs, objectives, options, plan, before, started);
+    this.lastBackwardTimings = this.network.lastBackwardTimings;
+    return result;
+  }
+
+  private async onNetwork(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): Promise<BackwardResult> {
+    const result = await this.network.backward(inputs, objectives, options);
+    this.lastBackwardTimings = this.network.lastBackwardTimings;
+    return result;
+  }
+
+  /** One ORT run for the forward values, then the gradients of the linear heads in plain JS. */
+  private async closedForm(
+    input: tf.Tensor,
+    objectives: readonly Objective[],
+    options: BackwardOptions,
+    plan: BackwardPlan,
+    heads: readonly LinearHead[],
+    fetches: readonly Fetch[],
+  ): Promise<BackwardResult> {
+    const started = performance.now();
+    const run = await this.run(input, fetches);
+    // The gradient depends on the sources' shapes only (the head is linear in them).
+    const sourceShapes = plan.sourceKeys.map((key) => run.get(key)!.shape);
+    const values = this.network.collect(run, options.layers ?? [], input.shape[0]!);
+    const headStarted = performance.now();
+    try {
+      const { objectives: objectiveValues, gradients } = await linearHeadGradients(values, objectives, sourceShapes, heads);
+      this.lastBackwardTimings = { forward: headStarted - started, backward: performance.now() - headStarted };
+      return { values, objectives: objectiveValues, gradients };
+    } catch (error) {
+      disposeValues(values);
+      throw error;
+    }
+  }
+
+  /** The linear head of each source when the closed form applies to this call, else undefined. */
+  private linearHeads(plan: BackwardPlan, objectives: readonly Objective[]): LinearHead[] | undefined {
+    if (plan.innerSourceKeys.length > 0 || objectives.some((objective) => objective.scoreTerms === undefined)) return undefined;
+    const heads: LinearHead[] = [];
+    for (const key of plan.sourceKeys) {
+      if (!this.heads.has(key)) this.heads.set(key, linearHeadsOf(this.graph, key, this.score) ?? null);
+      const head = this.heads.get(key);
+      if (head == null) return undefined;
+      heads.push(head);
+    }
+    return heads;
+  }
+
+  /**
+   * The single NHWC input tensor ORT can take, or undefined when the call
+   * must run on the Network: hooks anywhere in the model (ORT cannot fire
+   * them), several inputs, or another input size or type than the trunk's.
+   */
+  private ortInput(inputs: ModelInputs): tf.Tensor | undefined {
+    const list = Array.isArray(inputs) ? inputs : [inputs as tf.Tensor];
+    if (list.length !== 1 || this.hooked()) return undefined;
+    const input = list[0]!;
+    const { height, width } = this.trunk.inputSize;
+    return input.dtype === 'float32' && input.rank === 4 && input.shape[1] === height && input.shape[2] === width ? input : undefined;
+  }
+
+  private hooked(): boolean {
+    return anyHooked(this.network.model);
+  }
+
+  /** The ONNX values of these graph keys, or undefined when one has none. */
+  private fetchesOf(keys: readonly string[]): Fetch[] | undefined {
+    const fetches: Fetch[] = [];
+    for (const key of new Set(keys)) {
+      const value = this.trunk.valueOf(key);
+      if (value === undefined) return undefined;
+      fetches.push({ key, value });
+    }
+    return fetches;
+  }
+
+  /** @internal The ONNX values of these graph keys, or undefined when one has none. */
+  valuesOf(keys: readonly string[]): OnnxValue[] | undefined {
+    return this.fetchesOf(keys)?.map((fetch) => fetch.value);
+  }
+
+  /** @internal Runs `use` with the session whose graph outputs include `values` (made once per set of names). */
+  async withSession<T>(values: readonly OnnxValue[], use: (session: OrtSession) => Promise<T>): Promise<T> {
+    const names = [...new Set(values.map((value) => value.name))].sort();
+    const key = `${this.trunk.cacheKey}|${names.join('\u0000')}`;
+    let created = false;
+    try {
+      return await withSession(this.ort, key, () => this.trunk.withOutputs(names), this.threads, (session) => {
+        created = true;
+        this.batchOfOne ??= fixedBatchOfOne(session);
+        return use(session);
+      });
+    } catch (error) {
+      // Only a session that could not be made is a rejection; a failing run is reported as it is.
+      if (created) throw error;
+      throw new OrtModelRejectedError(firstLine(error), this.file);
+    }
+  }
+
+  /**
+   * One ORT pass (one per image when the graph's batch is fixed at 1):
+   * graph key -> tensor in camviz's layout, owned by the caller.
+   */
+  private async run(input: tf.Tensor, fetches: readonly Fetch[]): Promise<Map<string, tf.Tensor>> {
+    const feed = onnxInput(input, this.trunk.input.layout);
+    const batch = input.shape[0]!;
+    const imageSize = feed.data.length / batch;
+    const perRun = await this.withSession(
+      fetches.map((fetch) => fetch.value),
+      async (session) => {
+        const runs = this.batchOfOne === true && batch > 1 ? batch : 1;
+        const results: Map<string, { data: Float32Array; dims: number[] }>[] = [];
+        for (let i = 0; i < runs; i++) {
+          const slice = runs === 1 ? feed.data : feed.data.subarray(i * imageSize, (i + 1) * imageSize);
+          results.push(await this.runOnce(session, slice, [runs === 1 ? batch : 1, ...feed.dims.slice(1)], fetches));
+        }
+        return results;
+      },
+    );
+    return new Map(fetches.map((fetch) => [fetch.key, toCamvizTensor(perRun.map((results) => results.get(fetch.value.name)!), fetch.value)]));
+  }
+
+  private async runOnce(
+    session: OrtSession,
+    data: Float32Array,
+    dims: readonly number[],
+    fetches: readonly Fetch[],
+  ): Promise<Map<string, { data: Float32Array; dims: number[] }>> {
+    const tensor = new this.ort.Tensor('float32', data, [...dims]);
+    const names = [...new Set(fetches.map((fetch) => fetch.value.name))];
+    const results = await session.run({ [this.trunk.input.name]: tensor }, names);
+    try {
+      return new Map(names.map((name) => [name, floatData(results[name]!, name)]));
+    } finally {
+      for (const result of Object.values(results)) result.dispose();
+    }
+  }
+}
+
+/** Whether a hook is registered on the model or any layer in it, nested models included. */
+function anyHooked(model: tfl.LayersModel): boolean {
+  return isHooked(model) || model.layers.some((layer) => (isContainer(layer) ? anyHooked(layer) : isHooked(layer)));
+}
+
+/** Whether the session's (first) input declares a batch dim fixed at 1. */
+function fixedBatchOfOne(session: OrtSession): boolean {
+  const metadata = session.inputMetadata[0];
+  return metadata !== undefined && metadata.isTensor && metadata.shape[0] === 1;
+}
+
+function floatData(tensor: OrtTensor, name: string): { data: Float32Array; dims: number[] } {
+  if (tensor.type !== 'float32') throw new CamvizError(`ONNX value '${name}' is ${tensor.type}, not float32`);
+  // A copy: ORT's buffer is released with the tensor.
+  return { data: new Float32Array(tensor.data as Float32Array), dims: [...tensor.dims] };
+}
+
+/**
+ * Transposes `count` row-major matrices of `rows` x `cols` (NHWC to NCHW is
+ * [HW, C] to [C, HW] per image; NCHW to NHWC the reverse), into `out`. A
+ * JS loop: cheaper than a tfjs transpose plus a read back (see the README's
+ * measurements).
+ */
+export function transposeMatrices(data: Float32Array, count: number, rows: number, cols: number, out = new Float32Array(data.length)): Float32Array {
+  const size = rows * cols;
+  for (let m = 0; m < count; m++) {
+    const base = m * size;
+    for (let i = 0; i < rows; i++) {
+      const from = base + i * cols;
+      for (let j = 0; j < cols; j++) out[base + j * rows + i] = data[from + j]!;
+    }
+  }
+  return out;
+}
+
+/**
+ * camviz's input as ONNX takes it. NHWC to NCHW through tfjs' transpose on
+ * wasm (SIMD: 0.11 ms for [1, 224, 224, 3] against 0.2-0.4 ms for the JS
+ * loop and the read back), the JS loop on other backends.
+ */
+function onnxInput(input: tf.Tensor, layout: OnnxValue['layout']): { data: Float32Array; dims: number[] } {
+  if (layout !== 'nchw' || input.rank !== 4) return { data: input.dataSync() as Float32Array, dims: [...input.shape] };
+  const [n, h, w, c] = input.shape as [number, number, number, number];
+  const dims = [n, c, h, w];
+  if (tf.getBackend() !== 'wasm') return { data: transposeMatrices(input.dataSync() as Float32Array, n, h * w, c), dims };
+  const transposed = tf.transpose(input, [0, 3, 1, 2]);
+  try {
+    return { data: transposed.dataSync() as Float32Array, dims };
+  } finally {
+    transposed.dispose();
+  }
+}
+
+/**
+ * One value from its per-run results (one per image when the graph's batch
+ * is fixed at 1), joined on the batch and in camviz's layout.
+ */
+function toCamvizTensor(parts: readonly { data: Float32Array; dims: number[] }[], value: OnnxValue): tf.Tensor {
+  const first = parts[0]!;
+  const batch = parts.reduce((sum, part) => sum + (part.dims[0] ?? 1), 0);
+  const nchw = value.layout === 'nchw' && first.dims.length === 4;
+  if (parts.length === 1 && !nchw) return tf.tensor(first.data, first.dims, 'float32');
+  const [, c = 1, h = 1, w = 1] = first.dims;
+  const dims = nchw ? [batch, h, w, c] : [batch, ...first.dims.slice(1)];
+  const out = new Float32Array(parts.reduce((sum, part) => sum + part.data.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    if (nchw) transposeMatrices(part.data, part.dims[0] ?? 1, c, h * w, out.subarray(at, at + part.data.length));
+    else out.set(part.data, at);
+    at += part.data.length;
+  }
+  return tf.tensor(out, dims, 'float32');
+}
+
+function firstLine(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return (text.split('\n').find((line) => line.trim() !== '') ?? text).trim();
+}

@@ -1,0 +1,130 @@
+/**
+ * Which engine runs a model's passes: ONNX Runtime (native, forward passes
+ * and the trunk of leaf gradient methods) or tfjs. `auto` takes ONNX Runtime
+ * where it loads and the model has an ONNX form, and falls back to tfjs
+ * otherwise: when onnxruntime-node is absent or broken, and per model when
+ * ONNX Runtime refuses the model.
+ */
+import type { EngineChoice } from '../engine/engine-choices.js';
+import type { OnnxRuntimeStatus } from '../engine/onnxruntime.js';
+import type { Executor } from '../executor/executor.js';
+import type { Network } from '../executor/network.js';
+import type { OnnxTrunk } from '../executor/onnx-trunk.js';
+import { CamvizError, UsageError, describeError } from '../util/errors.js';
+import type { BuiltOnnxModel } from './onnx/build.js';
+
+export type EngineKind = 'onnxruntime' | 'tfjs';
+export type EngineFallback = 'unavailable' | 'rejected';
+
+/** What a model runs on, and why. */
+export interface EngineReport {
+  /** The engine that runs the model's passes. */
+  readonly kind: EngineKind;
+  /** What was asked for (LoadOptions.engine, --engine, CAMVIZ_ENGINE). */
+  readonly requested: EngineChoice;
+  /** ONNX Runtime's version when it runs. */
+  readonly version?: string;
+  /** ONNX Runtime's intra-op threads when it runs. */
+  readonly threads?: number;
+  /** Under auto, why tfjs runs: ONNX Runtime absent or broken, the model has no ONNX form, or ONNX Runtime refused it. */
+  readonly reason?: string;
+  /**
+   * Set when tfjs runs under auto although the model has an ONNX form:
+   * `unavailable` (onnxruntime-node absent or broken; said with --verbose),
+   * `rejected` (ONNX Runtime refused this model: the per-model fallback, always said once).
+   */
+  readonly fallback?: EngineFallback;
+}
+
+export interface EngineRequest {
+  readonly choice: EngineChoice;
+  /** ONNX Runtime intra-op threads (default: CAMVIZ_ORT_THREADS, else 1). */
+  readonly threads?: number;
+}
+
+/** The parts of a loaded model the choice reads (CamvizModel; kept structural so that load.ts and this file do not import each other). */
+export interface EngineSubject {
+  readonly meta: { readonly modelJsonPath: string; readonly sha256: string; readonly inputSize: { readonly width: number; readonly height: number } };
+  readonly onnx?: BuiltOnnxModel;
+  network(): Network;
+}
+
+/** What runs a model's passes, and the report of the choice. */
+export interface ChosenEngine {
+  readonly executor: Executor;
+  readonly report: EngineReport;
+}
+
+/** The install hint for a missing or broken onnxruntime-node: what a project depending on camviz sets offline. */
+export const ORT_INSTALL_HINT =
+  'npm install onnxruntime-node (offline or without CUDA: set ONNXRUNTIME_NODE_INSTALL=skip, or "allowScripts": {"onnxruntime-node": false} in package.json, to skip its CUDA download)';
+
+/**
+ * The executor `request` asks for, with the report of the choice: tfjs'
+ * Network, or ONNX Runtime's executor over the same graph. Throws as
+ * `model.network()` does, a UsageError when `onnxruntime` cannot be had, and
+ * a CamvizError naming the file when ONNX Runtime refuses the model then.
+ */
+export async function chooseEngine(model: EngineSubject, request: EngineRequest): Promise<ChosenEngine> {
+  const network = model.network();
+  if (request.choice === 'tfjs') return { executor: network, report: { kind: 'tfjs', requested: 'tfjs' } };
+  const onnxForm = onnxFormOf(model, network);
+  // A model without an ONNX form does not load ONNX Runtime (34-143 ms) for nothing.
+  if (onnxForm === undefined) {
+    const reason = 'the model has no ONNX form yet (TF.js and Keras models run on tfjs)';
+    if (request.choice === 'onnxruntime') throw new UsageError(`--engine onnxruntime: ${reason}; use --engine tfjs or auto`, { file: model.meta.modelJsonPath });
+    return tfjsBecause(network, request, reason);
+  }
+  const { loadOnnxRuntime } = await import('../engine/onnxruntime.js');
+  const ort = loadOnnxRuntime();
+  if (!ort.available) return withoutOrt(network, request, `ONNX Runtime is unavailable: ${ort.reason}`);
+  return ortExecutor(model, network, onnxForm, request, ort);
+}
+
+/** ONNX Runtime does not load (`reason` says why): a usage error when it was asked for, tfjs under auto. */
+function withoutOrt(network: Network, request: EngineRequest, reason: string): ChosenEngine {
+  if (request.choice === 'onnxruntime') throw new UsageError(`--engine onnxruntime: ${reason}: ${ORT_INSTALL_HINT}`);
+  return tfjsBecause(network, request, reason, 'unavailable');
+}
+
+function tfjsBecause(network: Network, request: EngineRequest, reason: string, fallback?: EngineFallback): ChosenEngine {
+  return { executor: network, report: { kind: 'tfjs', requested: request.choice, reason, ...(fallback === undefined ? {} : { fallback }) } };
+}
+
+/** The ONNX Runtime executor; a model ONNX Runtime refuses runs on tfjs under auto, and is an error (exit 1) under onnxruntime. */
+async function ortExecutor(
+  model: EngineSubject,
+  network: Network,
+  onnxForm: () => Promise<OnnxTrunk>,
+  request: EngineRequest,
+  ort: Extract<OnnxRuntimeStatus, { available: true }>,
+): Promise<ChosenEngine> {
+  const { OrtModelRejectedError, OrtUnavailableError, createOrtExecutor } = await import('../executor/ort.js');
+  const { ortThreads } = await import('../engine/onnxruntime.js');
+  try {
+    const trunk = await onnxForm();
+    const executor = await createOrtExecutor(network, trunk, { file: model.meta.modelJsonPath, ...(request.threads === undefined ? {} : { threads: request.threads }) });
+    return { executor, report: { kind: 'onnxruntime', requested: request.choice, version: ort.version, threads: ortThreads(request.threads) } };
+  } catch (error) {
+    if (error instanceof OrtUnavailableError) return withoutOrt(network, request, error.message);
+    if (!(error instanceof OrtModelRejectedError)) throw error;
+    if (request.choice === 'onnxruntime') throw new CamvizError(`--engine onnxruntime: ${error.message}`, { file: model.meta.modelJsonPath, cause: error });
+    return tfjsBecause(network, request, describeError(error), 'rejected');
+  }
+}
+
+/**
+ * How to get the model's ONNX form for ONNX Runtime (its trunk), or
+ * undefined when it has none. ONNX files give their own graph. TF.js models
+ * (layers and graph) will get one from camviz's ONNX writer
+ * (src/model/onnx-writer/): this is where it plugs in.
+ */
+function onnxFormOf(model: EngineSubject, network: Network): (() => Promise<OnnxTrunk>) | undefined {
+  if (model.onnx !== undefined) {
+    return async () => {
+      const { onnxTrunkOf } = await import('./onnx/trunk.js');
+      return onnxTrunkOf(model.meta.modelJsonPath, model.meta.sha256, network.graph, model.meta.inputSize);
+    };
+  }
+  return undefined;
+}

@@ -1,0 +1,121 @@
+/**
+ * The OnnxTrunk of an ONNX file as camviz loaded it: ONNX Runtime runs the
+ * file's own graph, and each value of the executor's graph is the ONNX
+ * value its layer computes. The import (build.ts) made one layer per ONNX
+ * node that computes on the image, whose outputs in order are the node's
+ * outputs; a value stored 'nhwc' is NCHW in ONNX. Constants folded at load
+ * and folded Pads have no layer, hence no graph key.
+ *
+ * ONNX Runtime fetches graph outputs only: `withOutputs` appends a second
+ * GraphProto holding only `output` entries to the file's bytes, which
+ * protobuf merges into the first (repeated fields append), so the weights
+ * are not re-encoded. ORT needs no type on these outputs (it infers them).
+ */
+import { readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import protobuf from 'protobufjs';
+import { CamvizError } from '../../util/errors.js';
+import type { LayerGraph } from '../../executor/graph.js';
+import type { OnnxTrunk, OnnxValue } from '../../executor/onnx-trunk.js';
+import { OrtModelRejectedError } from '../../executor/ort.js';
+import { ImportedNodeLayer } from '../graph-import/node-layer.js';
+import { createReader, embeddedEnd, forEachField, readString } from './proto.js';
+
+/** ModelProto.graph, GraphProto.output, ValueInfoProto.name (ONNX IR field numbers). */
+const MODEL_GRAPH = 7;
+const GRAPH_OUTPUT = 12;
+const VALUE_INFO_NAME = 1;
+
+/** What an ONNX node layer's plan tells about its node (see build.ts PlannedLayer). */
+interface OnnxNodePlan {
+  readonly node: { readonly outputs: readonly string[] };
+  readonly runtimeInputs: readonly string[];
+  readonly outputLayouts: readonly string[];
+}
+
+function onnxPlanOf(layer: unknown): OnnxNodePlan | undefined {
+  if (!(layer instanceof ImportedNodeLayer)) return undefined;
+  const plan = layer.plan as Partial<OnnxNodePlan>;
+  return Array.isArray(plan.node?.outputs) && Array.isArray(plan.runtimeInputs) && Array.isArray(plan.outputLayouts) ? (plan as OnnxNodePlan) : undefined;
+}
+
+/**
+ * The trunk of the ONNX file `file` (whose sha256 at load was `sha256`),
+ * built by camviz as `graph` for an input of `size`. Reads the file again
+ * (and checks it is the one loaded). A graph that takes one channel is
+ * refused: camviz feeds ONNX Runtime its RGB input as it is.
+ */
+export async function onnxTrunkOf(file: string, sha256: string, graph: LayerGraph, size: { height: number; width: number }): Promise<OnnxTrunk> {
+  const bytes = await readFile(file).catch((error: unknown) => {
+    throw new CamvizError(`cannot read the ONNX file again (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { file, cause: error });
+  });
+  if (createHash('sha256').update(bytes).digest('hex') !== sha256) throw new CamvizError('the ONNX file changed since it was loaded', { file });
+  const values = valuesOf(graph);
+  const inputKey = graph.inputKeys[0];
+  const input = inputKey === undefined ? undefined : values.get(inputKey);
+  if (input === undefined || graph.inputKeys.length !== 1) {
+    throw new OrtModelRejectedError('camviz feeds ONNX Runtime a 3-channel image; this graph takes another input', file);
+  }
+  const outputs = new Set(graphOutputNames(bytes));
+  return {
+    cacheKey: `${sha256}:${size.height}x${size.width}`,
+    input,
+    inputSize: { height: size.height, width: size.width },
+    valueOf: (key) => values.get(key),
+    withOutputs: (names) => withGraphOutputs(bytes, names.filter((name) => !outputs.has(name))),
+  };
+}
+
+/** Graph key -> ONNX value, for every value a node layer computes and for the image input. */
+function valuesOf(graph: LayerGraph): Map<string, OnnxValue> {
+  const values = new Map<string, OnnxValue>();
+  for (const node of graph.nodes) {
+    const plan = onnxPlanOf(node.layer);
+    if (plan === undefined) continue;
+    node.outputs.forEach((key, i) => {
+      const name = plan.node.outputs[i];
+      if (name !== undefined && name !== '') values.set(key, { name, layout: plan.outputLayouts[i] === 'nhwc' ? 'nchw' : 'same' });
+    });
+    // The image input, as the first layer that reads it names it.
+    node.inputs.forEach((key, i) => {
+      const name = plan.runtimeInputs[i];
+      if (graph.inputKeys.includes(key) && name !== undefined && !values.has(key)) values.set(key, { name, layout: 'nchw' });
+    });
+  }
+  return values;
+}
+
+/** The names of the graph's outputs, read from the bytes (everything else skipped). */
+export function graphOutputNames(bytes: Uint8Array): string[] {
+  const names: string[] = [];
+  const reader = createReader(bytes);
+  forEachField(reader, bytes.length, (field, wireType) => {
+    if (field !== MODEL_GRAPH) return false;
+    const graphEnd = embeddedEnd(reader, field, wireType);
+    forEachField(reader, graphEnd, (graphField, graphWire) => {
+      if (graphField !== GRAPH_OUTPUT) return false;
+      const end = embeddedEnd(reader, graphField, graphWire);
+      forEachField(reader, end, (infoField, infoWire) => {
+        if (infoField !== VALUE_INFO_NAME) return false;
+        names.push(readString(reader, infoField, infoWire));
+        return true;
+      });
+      return true;
+    });
+    return true;
+  });
+  return names;
+}
+
+/** The model bytes with `names` appended as graph outputs (a second graph message, merged by protobuf). */
+export function withGraphOutputs(bytes: Uint8Array, names: readonly string[]): Uint8Array {
+  const unique = [...new Set(names)];
+  if (unique.length === 0) return bytes;
+  const graph = protobuf.Writer.create();
+  for (const name of unique) graph.uint32((GRAPH_OUTPUT << 3) | 2).fork().uint32((VALUE_INFO_NAME << 3) | 2).string(name).ldelim();
+  const tail = protobuf.Writer.create().uint32((MODEL_GRAPH << 3) | 2).bytes(graph.finish()).finish();
+  const out = new Uint8Array(bytes.length + tail.length);
+  out.set(bytes, 0);
+  out.set(tail, bytes.length);
+  return out;
+}

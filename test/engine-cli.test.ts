@@ -1,0 +1,204 @@
+/**
+ * `--engine` on the command line (issue 12): ONNX Runtime and tfjs write
+ * the same outputs for the shared ONNX MobileNet; a missing ONNX Runtime is
+ * a usage error under `--engine onnxruntime` and a fallback (said with
+ * --verbose) under auto; a model ONNX Runtime refuses runs on tfjs, said
+ * once for a folder run of two workers; `doctor` shows ONNX Runtime; the
+ * manifest records the engine.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
+import { encodePng } from '../src/render/png.js';
+import { asset } from './helpers/assets.js';
+import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
+import { tinyClassifier } from './helpers/engine-models.js';
+import { noise, readManifest } from './helpers/files.js';
+import { readNpy } from './helpers/npy.js';
+import { maxAbsDifference } from './helpers/numeric.js';
+import { assertUsageError } from './helpers/usage-error.js';
+
+const ortStatus = loadOnnxRuntime();
+const skipWithoutOrt: string | false = ortStatus.available ? false : `onnxruntime-node does not load here: ${ortStatus.reason}`;
+const mobilenetOnnx = asset('onnx', 'mobilenet_v1_0.75_224.onnx');
+const photo = asset('onnx', 'images', 'dog_cat_224.png');
+const skipWithoutMobilenet: string | false = skipWithoutOrt || (existsSync(mobilenetOnnx) && existsSync(photo) ? false : `the shared ONNX MobileNet is absent (${mobilenetOnnx})`);
+const MISSING_ORT = '/nonexistent/onnxruntime-node';
+
+let workDir: string;
+let cacheDir: string;
+let tinyModel: string;
+let refusedModel: string;
+let images: string;
+
+/** camviz with a private cache, wasm, no CAMVIZ_ENGINE/CAMVIZ_ORT_* from the caller's environment, and `extra`. */
+function camviz(args: readonly string[], extra: NodeJS.ProcessEnv = {}): Promise<CliRun> {
+  const env = cliEnv(cacheDir, extra);
+  for (const name of ['CAMVIZ_ENGINE', 'CAMVIZ_ORT_THREADS', 'CAMVIZ_ORT_MODULE', 'CAMVIZ_VERBOSE']) if (!(name in extra)) delete env[name];
+  return runCli(args, { cwd: workDir, env, timeoutMs: 240_000 });
+}
+
+/** The largest value (spreading a feature map into Math.max overflows the stack). */
+function largest(values: Float32Array): number {
+  return values.reduce((max, value) => Math.max(max, value), -Infinity);
+}
+
+/** Lines of stderr matching `pattern`. */
+function linesMatching(text: string, pattern: RegExp): string[] {
+  return text.split('\n').filter((line) => pattern.test(line));
+}
+
+before(async () => {
+  workDir = await mkdtemp(join(tmpdir(), 'camviz-engine-cli-'));
+  cacheDir = join(workDir, 'cache');
+  tinyModel = join(workDir, 'tiny.onnx');
+  refusedModel = join(workDir, 'refused.onnx');
+  images = join(workDir, 'images');
+  await writeFile(tinyModel, tinyClassifier());
+  await writeFile(refusedModel, tinyClassifier(true));
+  await mkdir(images);
+  for (const seed of [1, 2]) await writeFile(join(images, `noise-${seed}.png`), await encodePng(noise(32, 24, seed), 32, 24));
+});
+
+after(async () => {
+  await rm(workDir, { recursive: true, force: true });
+});
+
+describe('the same outputs on ONNX Runtime and tfjs (shared ONNX MobileNet)', { skip: skipWithoutMobilenet }, () => {
+  const common = (): string[] => ['--model', mobilenetOnnx, '--preprocess', 'tf', '--jobs', '1'];
+
+  test('gradcam: the same class and score, maps within 1e-4 of their maximum; the manifest names the engine', async () => {
+    const runs: Record<string, { json: { class: { index: number }; score: number; npy: string }[]; out: string }> = {};
+    for (const engine of ['tfjs', 'onnxruntime']) {
+      const out = join(workDir, `gradcam-${engine}`);
+      const run = await camviz(['gradcam', photo, ...common(), '--engine', engine, '--top-k', '2', '--raw', '--json', '--out', out]);
+      assert.equal(run.code, 0, run.stderr);
+      runs[engine] = { json: JSON.parse(run.stdout), out };
+      const manifest = await readManifest(out);
+      assert.equal(manifest.engine?.kind, engine);
+      assert.equal(manifest.engine?.requested, engine);
+    }
+    const tfjs = runs['tfjs']!;
+    const ort = runs['onnxruntime']!;
+    assert.equal(ort.json.length, 2);
+    assert.deepEqual(ort.json.map((result) => result.class.index), tfjs.json.map((result) => result.class.index));
+    for (const [i, result] of ort.json.entries()) {
+      const expected = tfjs.json[i]!;
+      assert.ok(Math.abs(result.score - expected.score) < 1e-3 * Math.abs(expected.score), `score ${result.score} vs ${expected.score}`);
+      const a = readNpy(result.npy);
+      const b = readNpy(expected.npy);
+      assert.deepEqual(a.shape, b.shape);
+      const peak = largest(b.data);
+      assert.ok(peak > 0, 'the tfjs map is not empty');
+      assert.ok(maxAbsDifference(a.data, b.data) <= 1e-4 * peak, `class ${result.class.index}: maps differ by ${maxAbsDifference(a.data, b.data)} (max ${peak})`);
+    }
+  });
+
+  test('fmap: the same activations', async () => {
+    const npys: string[] = [];
+    for (const engine of ['tfjs', 'onnxruntime']) {
+      const run = await camviz(['fmap', photo, ...common(), '--engine', engine, '--layer', 'conv_pw_5_relu', '--raw', '--json', '--out', join(workDir, `fmap-${engine}`)]);
+      assert.equal(run.code, 0, run.stderr);
+      const [result] = JSON.parse(run.stdout) as { npy: string; shape: number[] }[];
+      assert.deepEqual(result!.shape, [28, 28, 192]);
+      npys.push(result!.npy);
+    }
+    const [a, b] = npys.map((path) => readNpy(path));
+    const difference = maxAbsDifference(a!.data, b!.data);
+    assert.ok(difference <= 1e-4 * largest(b!.data), `activations differ by ${difference}`);
+  });
+
+  test('predict: the same top classes and probabilities', async () => {
+    const outputs: { predictions: { index: number; probability: number }[] }[][] = [];
+    for (const engine of ['tfjs', 'onnxruntime']) {
+      const run = await camviz(['predict', photo, ...common(), '--engine', engine, '--top', '5', '--json']);
+      assert.equal(run.code, 0, run.stderr);
+      outputs.push(JSON.parse(run.stdout));
+    }
+    const [tfjs, ort] = outputs.map((records) => records[0]!.predictions);
+    assert.deepEqual(ort!.map((p) => p.index), tfjs!.map((p) => p.index));
+    assert.ok(maxAbsDifference(ort!.map((p) => p.probability), tfjs!.map((p) => p.probability)) < 1e-4);
+  });
+});
+
+describe('choosing the engine on the command line', () => {
+  test('--engine bogus and CAMVIZ_ENGINE=bogus are usage errors', async () => {
+    assertUsageError(await camviz(['predict', join(images, 'noise-1.png'), '--model', tinyModel, '--engine', 'bogus']), /--engine.*bogus/);
+    assertUsageError(await camviz(['predict', join(images, 'noise-1.png'), '--model', tinyModel], { CAMVIZ_ENGINE: 'bogus' }), /CAMVIZ_ENGINE 'bogus' is not an engine/);
+  });
+
+  test('ONNX Runtime missing: --engine onnxruntime is a usage error naming the install option, before any output', async () => {
+    const out = join(workDir, 'missing-strict');
+    const run = await camviz(['gradcam', images, '--model', tinyModel, '--engine', 'onnxruntime', '--out', out, '--jobs', '1'], { CAMVIZ_ORT_MODULE: MISSING_ORT });
+    assertUsageError(run, /--engine onnxruntime: ONNX Runtime is unavailable: .*is not installed: npm install onnxruntime-node .*ONNXRUNTIME_NODE_INSTALL=skip/);
+    assert.ok(!existsSync(join(out, 'noise-1.gradcam.0.png')));
+  });
+
+  test('ONNX Runtime missing: auto runs on tfjs; --verbose says so once, the manifest says why', async () => {
+    const out = join(workDir, 'missing-auto');
+    const run = await camviz(['gradcam', images, '--model', tinyModel, '--out', out, '--jobs', '2', '--batch-size', '1', '--verbose'], { CAMVIZ_ORT_MODULE: MISSING_ORT });
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(linesMatching(run.stderr, /engine/), [`camviz: engine: tfjs (ONNX Runtime is unavailable: ${MISSING_ORT} is not installed)`]);
+    const manifest = await readManifest(out);
+    assert.equal(manifest.summary.ok, 2);
+    assert.equal(manifest.engine?.kind, 'tfjs');
+    assert.equal(manifest.engine?.requested, 'auto');
+    assert.match(manifest.engine?.reason ?? '', /is not installed/);
+    // Without --verbose, nothing is said about it.
+    const quiet = await camviz(['predict', join(images, 'noise-1.png'), '--model', tinyModel], { CAMVIZ_ORT_MODULE: MISSING_ORT });
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.equal(quiet.stderr, '');
+  });
+
+  test('doctor shows the onnxruntime line: its version and providers, or why it is absent', async () => {
+    const missing = await camviz(['doctor'], { CAMVIZ_ORT_MODULE: MISSING_ORT });
+    assert.equal(missing.code, 0, missing.stderr);
+    assert.deepEqual(linesMatching(missing.stdout, /^onnxruntime: /).length, 1);
+    assert.match(missing.stdout, /^onnxruntime: not installed: \/nonexistent\/onnxruntime-node is not installed; --engine auto runs everything on tfjs \(to add it: npm install onnxruntime-node/m);
+    const json = await camviz(['doctor', '--json'], { CAMVIZ_ORT_MODULE: MISSING_ORT });
+    assert.equal((JSON.parse(json.stdout) as { onnxruntime: { status: string } }).onnxruntime.status, 'not installed');
+    if (!ortStatus.available) return;
+    const present = await camviz(['doctor']);
+    assert.match(present.stdout, new RegExp(`^onnxruntime: loaded onnxruntime-node ${ortStatus.version.replace(/\./g, '\\.')}, providers cpu`, 'm'));
+  });
+});
+
+describe('per-model fallback and threads', { skip: skipWithoutOrt }, () => {
+  test('a model ONNX Runtime refuses runs on tfjs under auto, said once for a run of two workers, naming the file and the reason', async () => {
+    const out = join(workDir, 'refused-auto');
+    const run = await camviz(['gradcam', images, '--model', refusedModel, '--out', out, '--jobs', '2', '--batch-size', '1']);
+    assert.equal(run.code, 0, run.stderr);
+    const said = linesMatching(run.stderr, /tfjs/);
+    assert.equal(said.length, 1, run.stderr);
+    assert.match(said[0]!, /^camviz: running on tfjs: ONNX Runtime refuses the model: .*not_a_relu_attribute.* \(.*refused\.onnx\)$/);
+    const manifest = await readManifest(out);
+    assert.equal(manifest.summary.ok, 2);
+    assert.equal(manifest.engine?.kind, 'tfjs');
+    assert.equal(manifest.engine?.fallback, 'rejected');
+  });
+
+  test('a model ONNX Runtime refuses is an error under --engine onnxruntime (exit 1, naming the file)', async () => {
+    const run = await camviz(['predict', join(images, 'noise-1.png'), '--model', refusedModel, '--engine', 'onnxruntime']);
+    assert.equal(run.code, 1, run.stderr);
+    assert.equal(run.stdout, '');
+    assert.match(run.stderr.trimEnd(), /^camviz: --engine onnxruntime: ONNX Runtime refuses the model: .*not_a_relu_attribute.* \(.*refused\.onnx\)$/);
+  });
+
+  test('ONNX Runtime threads: one a worker with --jobs 2, the cores with --jobs 1, CAMVIZ_ORT_THREADS for both', async () => {
+    const threadsOf = async (jobs: string, extra: NodeJS.ProcessEnv = {}): Promise<number | undefined> => {
+      const out = join(workDir, `threads-${jobs}-${Object.keys(extra).length}`);
+      const run = await camviz(['fmap', images, '--model', tinyModel, '--layer', 'relu', '--out', out, '--jobs', jobs, '--batch-size', '1'], extra);
+      assert.equal(run.code, 0, run.stderr);
+      const manifest = await readManifest(out);
+      assert.equal(manifest.engine?.kind, 'onnxruntime');
+      return manifest.engine?.threads;
+    };
+    assert.equal(await threadsOf('2'), 1);
+    assert.equal(await threadsOf('1'), availableParallelism());
+    assert.equal(await threadsOf('2', { CAMVIZ_ORT_THREADS: '3' }), 3);
+  });
+});

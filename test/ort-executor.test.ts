@@ -1,0 +1,510 @@
+/**
+ * The ONNX Runtime executor (src/executor/ort.ts) against values computed
+ * by hand and against the tfjs Network of the same model:
+ * - a tiny Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm graph whose
+ *   scores and gradients are written out here in float64;
+ * - the closed-form head against the tfjs tape (the same objectives without
+ *   `scoreTerms`) and the Network;
+ * - the shared ONNX models (../shared/assets/onnx): scores, default-layer
+ *   activations, Grad-CAM, Grad-CAM++ and Score-CAM maps against the Network
+ *   and the PyTorch references;
+ * - what it refuses (a model ORT rejects, a missing or broken ORT) and what
+ *   it leaves to the Network (hooks), and tensor counts over repeated calls.
+ * Skips with a reason when onnxruntime-node does not load.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { useBackend } from '../src/engine/backend.js';
+import { MAX_CACHED_SESSIONS, cachedSessionCount, loadOnnxRuntime } from '../src/engine/onnxruntime.js';
+import { type CamvizModel, loadModel } from '../src/model/load.js';
+import { onnxTrunkOf } from '../src/model/onnx/trunk.js';
+import { OrtExecutor, OrtModelRejectedError, OrtUnavailableError, createOrtExecutor } from '../src/executor/ort.js';
+import { linearHeadsOf } from '../src/executor/linear-head.js';
+import { type ForwardValues, type Objective, type ScoreTerm, disposeValues } from '../src/executor/network.js';
+import type { GraphNode } from '../src/executor/graph.js';
+import { registerForwardHook } from '../src/hooks/index.js';
+import { explainBatch } from '../src/cam/explain.js';
+import { camTargets } from '../src/cam/request.js';
+import { inputTensor } from '../src/model/predict.js';
+import { loadImage } from '../src/image/image.js';
+import { asset } from './helpers/assets.js';
+import { maxAbsDifference, mulberry32 } from './helpers/numeric.js';
+import { type TestModel, onnxModelBytes } from './helpers/onnx.js';
+
+const ort = loadOnnxRuntime();
+const skipOrt: string | false = ort.available ? false : `onnxruntime-node does not load: ${ort.reason}`;
+const onnxDir = asset('onnx');
+const referenceDir = join(onnxDir, 'reference');
+const skipShared: string | false = skipOrt || (existsSync(join(referenceDir, 'index.json')) ? false : `the shared ONNX assets are absent (${onnxDir})`);
+
+const SIZE = 8;
+const CHANNELS = 4;
+const CLASSES = 3;
+
+/** Seeded values in [-1, 1). */
+function randoms(count: number, seed: number): number[] {
+  const next = mulberry32(seed);
+  return Array.from({ length: count }, () => next() * 2 - 1);
+}
+
+const convWeights = randoms(CHANNELS * 3 * 3 * 3, 1); // ONNX [M, C, kh, kw]
+const convBias = randoms(CHANNELS, 2);
+const fcWeights = randoms(CLASSES * CHANNELS, 3); // Gemm B with transB: [classes, channels]
+const fcBias = randoms(CLASSES, 4);
+
+/** input -> conv (3x3, pads 1) -> relu -> pool (GAP) -> flatten -> fc (Gemm): batch `batch` ('N': dynamic). */
+function tinyModel(batch: number | string = 'N'): TestModel {
+  return {
+    nodes: [
+      { name: 'conv', opType: 'Conv', inputs: ['input', 'conv.weight', 'conv.bias'], outputs: ['conv_out'], attributes: [{ name: 'pads', ints: [1, 1, 1, 1] }] },
+      { name: 'relu', opType: 'Relu', inputs: ['conv_out'], outputs: ['relu_out'] },
+      { name: 'pool', opType: 'GlobalAveragePool', inputs: ['relu_out'], outputs: ['pool_out'] },
+      { name: 'flatten', opType: 'Flatten', inputs: ['pool_out'], outputs: ['flat_out'] },
+      { name: 'fc', opType: 'Gemm', inputs: ['flat_out', 'fc.weight', 'fc.bias'], outputs: ['logits'], attributes: [{ name: 'transB', i: 1 }] },
+    ],
+    inputs: [{ name: 'input', shape: [batch, 3, SIZE, SIZE] }],
+    outputs: [{ name: 'logits', shape: [batch, CLASSES] }],
+    initializers: [
+      { name: 'conv.weight', dims: [CHANNELS, 3, 3, 3], values: convWeights },
+      { name: 'conv.bias', dims: [CHANNELS], values: convBias },
+      { name: 'fc.weight', dims: [CLASSES, CHANNELS], values: fcWeights },
+      { name: 'fc.bias', dims: [CLASSES], values: fcBias },
+    ],
+  };
+}
+
+/** input -> conv -> relu -> conv2 -> add (conv2 + conv: a skip from before relu) -> pool -> flatten -> fc. */
+function residualModel(): TestModel {
+  const base = tinyModel();
+  return {
+    ...base,
+    nodes: [
+      ...base.nodes.slice(0, 2),
+      { name: 'conv2', opType: 'Conv', inputs: ['relu_out', 'conv2.weight'], outputs: ['conv2_out'], attributes: [{ name: 'pads', ints: [1, 1, 1, 1] }] },
+      { name: 'add', opType: 'Add', inputs: ['conv2_out', 'conv_out'], outputs: ['add_out'] },
+      { ...base.nodes[2]!, inputs: ['add_out'] },
+      ...base.nodes.slice(3),
+    ],
+    initializers: [...base.initializers!, { name: 'conv2.weight', dims: [CHANNELS, CHANNELS, 3, 3], values: randoms(CHANNELS * CHANNELS * 9, 10) }],
+  };
+}
+
+/** The tiny model by hand, in float64: conv output and scores per image, NHWC. */
+function tinyByHand(input: Float32Array, batch: number): { conv: Float64Array; scores: Float64Array } {
+  const conv = new Float64Array(batch * SIZE * SIZE * CHANNELS);
+  const scores = new Float64Array(batch * CLASSES);
+  const at = (b: number, y: number, x: number, c: number): number => (y < 0 || x < 0 || y >= SIZE || x >= SIZE ? 0 : input[((b * SIZE + y) * SIZE + x) * 3 + c]!);
+  for (let b = 0; b < batch; b++) {
+    const pooled = new Float64Array(CHANNELS);
+    for (let y = 0; y < SIZE; y++) {
+      for (let x = 0; x < SIZE; x++) {
+        for (let m = 0; m < CHANNELS; m++) {
+          let sum = convBias[m]!;
+          for (let c = 0; c < 3; c++) for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) sum += convWeights[((m * 3 + c) * 3 + i) * 3 + j]! * at(b, y + i - 1, x + j - 1, c);
+          conv[((b * SIZE + y) * SIZE + x) * CHANNELS + m] = sum;
+          pooled[m]! += Math.max(sum, 0) / (SIZE * SIZE);
+        }
+      }
+    }
+    for (let k = 0; k < CLASSES; k++) {
+      let score = fcBias[k]!;
+      for (let m = 0; m < CHANNELS; m++) score += fcWeights[k * CHANNELS + m]! * pooled[m]!;
+      scores[b * CLASSES + k] = score;
+    }
+  }
+  return { conv, scores };
+}
+
+/** d(Σ weight · score)/d(relu output) by hand; `throughRelu`: d/d(conv output) instead. */
+function gradientByHand(terms: readonly ScoreTerm[], conv: Float64Array, batch: number, throughRelu: boolean): Float64Array {
+  const gradient = new Float64Array(batch * SIZE * SIZE * CHANNELS);
+  for (const { image, classIndex, weight } of terms) {
+    for (let p = 0; p < SIZE * SIZE; p++) {
+      for (let m = 0; m < CHANNELS; m++) {
+        const i = (image * SIZE * SIZE + p) * CHANNELS + m;
+        const gate = throughRelu ? (conv[i]! > 0 ? 1 : 0) : 1;
+        gradient[i]! += (weight * fcWeights[classIndex * CHANNELS + m]! * gate) / (SIZE * SIZE);
+      }
+    }
+  }
+  return gradient;
+}
+
+/** Σ weight · scores[image][class] as an objective; with `linear`, it says so through scoreTerms. */
+function objectiveOf(terms: readonly ScoreTerm[], linear = true): Objective {
+  const objective = (values: ForwardValues): tf.Scalar =>
+    tf.tidy(() => {
+      const mask = tf.buffer(values.scores.shape);
+      for (const term of terms) mask.set(mask.get(term.image, term.classIndex) + term.weight, term.image, term.classIndex);
+      return tf.sum(tf.mul(values.scores, mask.toTensor()));
+    });
+  return linear ? Object.assign(objective, { scoreTerms: () => terms }) : objective;
+}
+
+interface Loaded {
+  model: CamvizModel;
+  executor: OrtExecutor;
+  path: string;
+}
+
+async function loadWithOrt(path: string, options: { preprocess?: string } = {}): Promise<Loaded> {
+  const model = await loadModel(path, options);
+  const network = model.network();
+  const trunk = await onnxTrunkOf(path, model.meta.sha256, network.graph, model.meta.inputSize);
+  return { model, executor: await createOrtExecutor(network, trunk, { file: path }), path };
+}
+
+function closeTo(actual: ArrayLike<number>, expected: ArrayLike<number>, relative: number, what: string): void {
+  let scale = 0;
+  for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]!));
+  const difference = maxAbsDifference(actual, expected);
+  assert.ok(difference <= relative * Math.max(scale, 1e-6), `${what}: differs by ${difference.toExponential(2)} (max |value| ${scale.toExponential(2)})`);
+}
+
+const node = (loaded: Loaded, name: string): GraphNode => loaded.executor.graph.findNodes(name).at(-1)!;
+
+describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand values and the Network', { skip: skipOrt }, () => {
+  let folder: string;
+  const loaded = new Map<string, Loaded>();
+  before(async () => {
+    await useBackend('wasm');
+    folder = await mkdtemp(join(tmpdir(), 'camviz-ort-'));
+    for (const [name, model] of [['dynamic', tinyModel()], ['fixed', tinyModel(1)], ['residual', residualModel()]] as const) {
+      const path = join(folder, `${name}.onnx`);
+      await writeFile(path, onnxModelBytes(model));
+      loaded.set(name, await loadWithOrt(path, { preprocess: 'none' }));
+    }
+  });
+  after(async () => {
+    for (const { model } of loaded.values()) model.dispose();
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  for (const variant of ['dynamic', 'fixed'] as const) {
+    test(`batch ${variant === 'dynamic' ? 'dynamic' : 'fixed at 1 (one run per image)'}: scores, layers and both gradient paths equal the hand values and the Network`, async () => {
+      const tiny = loaded.get(variant)!;
+      const batch = 2;
+      const input = tf.tensor4d(randoms(batch * SIZE * SIZE * 3, 5), [batch, SIZE, SIZE, 3]);
+      const hand = tinyByHand(input.dataSync() as Float32Array, batch);
+      const [conv, relu] = [node(tiny, 'conv'), node(tiny, 'relu')];
+      const layers = [conv, relu];
+      const terms: ScoreTerm[] = [
+        { image: 0, classIndex: 2, weight: 1 },
+        { image: 1, classIndex: 0, weight: 0.5 },
+        { image: 1, classIndex: 1, weight: -2 },
+      ];
+      const expectedObjective = terms.reduce((sum, term) => sum + term.weight * hand.scores[term.image * CLASSES + term.classIndex]!, 0);
+      const network = tiny.executor.network;
+
+      const forward = await tiny.executor.forward(input, { layers });
+      const reference = await network.forward(input, { layers });
+      closeTo(forward.scores.dataSync(), hand.scores, 1e-5, 'scores vs hand');
+      closeTo(forward.layers.get(conv.path)!.dataSync(), hand.conv, 1e-5, 'conv output vs hand');
+      assert.deepEqual(forward.layers.get(relu.path)!.shape, [batch, SIZE, SIZE, CHANNELS]);
+      closeTo(forward.probabilities.dataSync(), reference.probabilities.dataSync(), 1e-5, 'probabilities vs Network');
+      closeTo(forward.output.dataSync(), reference.output.dataSync(), 1e-5, 'output vs Network');
+      disposeValues(forward);
+      disposeValues(reference);
+
+      // Relu output: the linear head, in closed form; conv output: the relu is in the way, so the tfjs tape.
+      for (const [source, throughRelu] of [[relu, false], [conv, true]] as const) {
+        const result = await tiny.executor.backward(input, [objectiveOf(terms)], { sources: [source], layers });
+        const fromNetwork = await network.backward(input, [objectiveOf(terms)], { sources: [source], layers });
+        const expected = gradientByHand(terms, hand.conv, batch, throughRelu);
+        assert.deepEqual(result.gradients[0]![0]!.shape, [batch, SIZE, SIZE, CHANNELS]);
+        closeTo(result.gradients[0]![0]!.dataSync(), expected, 1e-5, `gradient at ${source.path} vs hand`);
+        closeTo(result.gradients[0]![0]!.dataSync(), fromNetwork.gradients[0]![0]!.dataSync(), 1e-5, `gradient at ${source.path} vs Network`);
+        assert.ok(Math.abs(result.objectives[0]! - expectedObjective) <= 1e-5 * Math.abs(expectedObjective), `objective ${result.objectives[0]} vs ${expectedObjective}`);
+        closeTo(result.values.layers.get(conv.path)!.dataSync(), hand.conv, 1e-5, 'backward values: conv output vs hand');
+        closeTo(result.values.scores.dataSync(), hand.scores, 1e-5, 'backward values: scores vs hand');
+        for (const outcome of [result, fromNetwork]) {
+          disposeValues(outcome.values);
+          tf.dispose(outcome.gradients.flat());
+        }
+      }
+      input.dispose();
+    });
+  }
+
+  test('the closed-form head equals the tfjs tape from the same ORT values (objectives without scoreTerms) and the Network', async () => {
+    const tiny = loaded.get('dynamic')!;
+    const relu = node(tiny, 'relu');
+    assert.ok(linearHeadsOf(tiny.executor.graph, relu.outputs[0]!, tiny.executor.score) !== undefined, 'the relu output has a linear head');
+    assert.equal(linearHeadsOf(tiny.executor.graph, node(tiny, 'conv').outputs[0]!, tiny.executor.score), undefined, 'the relu is in the way of the conv output');
+    const input = tf.tensor4d(randoms(3 * SIZE * SIZE * 3, 6), [3, SIZE, SIZE, 3]);
+    const termSets: ScoreTerm[][] = [[{ image: 0, classIndex: 1, weight: 1 }], [{ image: 2, classIndex: 0, weight: 3 }, { image: 1, classIndex: 2, weight: 1 }]];
+    const closed = await tiny.executor.backward(input, termSets.map((terms) => objectiveOf(terms)), { sources: [relu] });
+    const taped = await tiny.executor.backward(input, termSets.map((terms) => objectiveOf(terms, false)), { sources: [relu] });
+    const fromNetwork = await tiny.executor.network.backward(input, termSets.map((terms) => objectiveOf(terms)), { sources: [relu] });
+    termSets.forEach((_, i) => {
+      closeTo(closed.gradients[i]![0]!.dataSync(), taped.gradients[i]![0]!.dataSync(), 1e-5, `objective ${i}: closed form vs tape`);
+      closeTo(closed.gradients[i]![0]!.dataSync(), fromNetwork.gradients[i]![0]!.dataSync(), 1e-5, `objective ${i}: closed form vs Network`);
+      assert.ok(Math.abs(closed.objectives[i]! - taped.objectives[i]!) <= 1e-5 * Math.max(1, Math.abs(taped.objectives[i]!)));
+    });
+    for (const outcome of [closed, taped, fromNetwork]) {
+      disposeValues(outcome.values);
+      tf.dispose(outcome.gradients.flat());
+    }
+    input.dispose();
+  });
+
+  test('a source whose downstream part also reads a value from before it (a skip: the frontier) gets it from ORT', async () => {
+    const residual = loaded.get('residual')!;
+    const source = node(residual, 'relu');
+    const plan = residual.executor.network.backwardPlan({ sources: [source] });
+    assert.deepEqual(plan.frontier, [node(residual, 'conv').outputs[0]]);
+    const input = tf.tensor4d(randoms(2 * SIZE * SIZE * 3, 11), [2, SIZE, SIZE, 3]);
+    const terms: ScoreTerm[] = [{ image: 1, classIndex: 2, weight: 1 }, { image: 0, classIndex: 1, weight: -1 }];
+    const layers = [node(residual, 'add')];
+    const fromOrt = await residual.executor.backward(input, [objectiveOf(terms)], { sources: [source], layers });
+    const fromNetwork = await residual.executor.network.backward(input, [objectiveOf(terms)], { sources: [source], layers });
+    closeTo(fromOrt.gradients[0]![0]!.dataSync(), fromNetwork.gradients[0]![0]!.dataSync(), 1e-5, 'gradient');
+    closeTo(fromOrt.values.layers.get(layers[0]!.path)!.dataSync(), fromNetwork.values.layers.get(layers[0]!.path)!.dataSync(), 1e-5, 'add output');
+    closeTo(fromOrt.values.scores.dataSync(), fromNetwork.values.scores.dataSync(), 1e-5, 'scores');
+    assert.ok(Math.abs(fromOrt.objectives[0]! - fromNetwork.objectives[0]!) <= 1e-5 * Math.max(1, Math.abs(fromNetwork.objectives[0]!)));
+    for (const outcome of [fromOrt, fromNetwork]) {
+      disposeValues(outcome.values);
+      tf.dispose(outcome.gradients.flat());
+    }
+    input.dispose();
+  });
+
+  test('backward to the input (guided backprop) and hooked models run on the Network', async () => {
+    const tiny = loaded.get('dynamic')!;
+    const input = tf.tensor4d(randoms(SIZE * SIZE * 3, 7), [1, SIZE, SIZE, 3]);
+    const toInput = await tiny.executor.backward(input, [objectiveOf([{ image: 0, classIndex: 0, weight: 1 }])], { sources: 'input' });
+    const networkToInput = await tiny.executor.network.backward(input, [objectiveOf([{ image: 0, classIndex: 0, weight: 1 }])], { sources: 'input' });
+    assert.deepEqual(toInput.gradients[0]![0]!.shape, [1, SIZE, SIZE, 3]);
+    closeTo(toInput.gradients[0]![0]!.dataSync(), networkToInput.gradients[0]![0]!.dataSync(), 1e-6, 'input gradient');
+    for (const outcome of [toInput, networkToInput]) {
+      disposeValues(outcome.values);
+      tf.dispose(outcome.gradients.flat());
+    }
+    // A forward hook that doubles the classifier's output: ORT cannot fire it, the Network does.
+    const plain = await tiny.executor.forward(input);
+    const handle = registerForwardHook(node(tiny, 'fc').layer, (_layer, _inputs, output) => tf.mul(output as tf.Tensor, 2));
+    try {
+      const hooked = await tiny.executor.forward(input);
+      closeTo(hooked.scores.dataSync(), Array.from(plain.scores.dataSync(), (score) => score * 2), 1e-6, 'hooked scores');
+      disposeValues(hooked);
+    } finally {
+      handle.remove();
+    }
+    const unhooked = await tiny.executor.forward(input);
+    closeTo(unhooked.scores.dataSync(), plain.scores.dataSync(), 1e-6, 'scores once the hook is removed');
+    disposeValues(unhooked);
+    disposeValues(plain);
+    input.dispose();
+  });
+
+  test('the tensor count stays flat over 20 forward, closed-form and taped backward calls', async () => {
+    const tiny = loaded.get('fixed')!;
+    const [conv, relu] = [node(tiny, 'conv'), node(tiny, 'relu')];
+    const input = tf.tensor4d(randoms(2 * SIZE * SIZE * 3, 8), [2, SIZE, SIZE, 3]);
+    const round = async (): Promise<void> => {
+      disposeValues(await tiny.executor.forward(input, { layers: [relu] }));
+      for (const source of [relu, conv]) {
+        const result = await tiny.executor.backward(input, [objectiveOf([{ image: 1, classIndex: 1, weight: 1 }])], { sources: [source], layers: [relu] });
+        disposeValues(result.values);
+        tf.dispose(result.gradients.flat());
+      }
+    };
+    await round();
+    const count = tf.memory().numTensors;
+    for (let i = 0; i < 20; i++) await round();
+    assert.equal(tf.memory().numTensors, count);
+    input.dispose();
+  });
+
+  test(`sessions (one per set of fetched layers) stay at most ${MAX_CACHED_SESSIONS}, and evicted ones are made again`, async () => {
+    const tiny = loaded.get('dynamic')!;
+    const names = ['conv', 'relu', 'pool', 'flatten', 'fc'];
+    // Every non-empty subset of the five layers: 31 sets, each its own session.
+    const sets = Array.from({ length: 31 }, (_, mask) => names.filter((_, i) => ((mask + 1) >> i) & 1).map((name) => node(tiny, name)));
+    const input = tf.tensor4d(randoms(SIZE * SIZE * 3, 9), [1, SIZE, SIZE, 3]);
+    const hand = tinyByHand(input.dataSync() as Float32Array, 1);
+    for (const layers of [...sets, ...sets.slice(0, 3)]) {
+      const values = await tiny.executor.forward(input, { layers });
+      closeTo(values.scores.dataSync(), hand.scores, 1e-5, `scores fetching ${layers.map((layer) => layer.path).join(', ')}`);
+      disposeValues(values);
+      assert.ok(cachedSessionCount() <= MAX_CACHED_SESSIONS, `${cachedSessionCount()} sessions cached`);
+    }
+    input.dispose();
+  });
+
+  test('a model ONNX Runtime refuses (an op of an unknown domain) is an OrtModelRejectedError naming the file', async () => {
+    const tiny = loaded.get('dynamic')!;
+    const unknown: TestModel = {
+      ...tinyModel(),
+      nodes: [...tinyModel().nodes.slice(0, -1), { name: 'fc', opType: 'Frobnicate', domain: 'com.example.camviz', inputs: ['flat_out'], outputs: ['logits'] }],
+      opsets: { 'com.example.camviz': 1 },
+    };
+    const trunk = await onnxTrunkOf(tiny.path, tiny.model.meta.sha256, tiny.executor.graph, tiny.model.meta.inputSize);
+    const rejected = { ...trunk, cacheKey: `${trunk.cacheKey}:unknown-op`, withOutputs: () => onnxModelBytes(unknown) };
+    await assert.rejects(createOrtExecutor(tiny.executor.network, rejected, { file: '/models/frobnicate.onnx' }), (error: unknown) => {
+      assert.ok(error instanceof OrtModelRejectedError);
+      assert.match(error.describe(), /^ONNX Runtime refuses the model: .*Frobnicate.* \(\/models\/frobnicate\.onnx\)$/);
+      assert.doesNotMatch(error.describe(), /\n/);
+      return true;
+    });
+  });
+
+  test('the trunk maps graph values to the ONNX values (NCHW for NHWC feature maps), and adds outputs once', async () => {
+    const tiny = loaded.get('dynamic')!;
+    const trunk = tiny.executor.trunk;
+    assert.deepEqual(trunk.input, { name: 'input', layout: 'nchw' });
+    assert.deepEqual(trunk.valueOf(node(tiny, 'relu').outputs[0]!), { name: 'relu_out', layout: 'nchw' });
+    assert.deepEqual(trunk.valueOf(node(tiny, 'fc').outputs[0]!), { name: 'logits', layout: 'same' });
+    const outputs = await tiny.executor.withSession([{ name: 'logits', layout: 'same' }, { name: 'relu_out', layout: 'nchw' }], async (session) => [...session.outputNames]);
+    assert.deepEqual(outputs.sort(), ['logits', 'relu_out']);
+  });
+});
+
+describe('loading ONNX Runtime', () => {
+  const withModule = <T>(specifier: string, run: () => T): T => {
+    const saved = process.env['CAMVIZ_ORT_MODULE'];
+    process.env['CAMVIZ_ORT_MODULE'] = specifier;
+    try {
+      return run();
+    } finally {
+      if (saved === undefined) delete process.env['CAMVIZ_ORT_MODULE'];
+      else process.env['CAMVIZ_ORT_MODULE'] = saved;
+    }
+  };
+
+  test('CAMVIZ_ORT_MODULE=/nonexistent: unavailable, saying it is not installed; createOrtExecutor throws OrtUnavailableError', async () => {
+    const status = withModule('/nonexistent', () => loadOnnxRuntime());
+    assert.equal(status.available, false);
+    assert.match(!status.available ? status.reason : '', /^\/nonexistent is not installed$/);
+    const saved = process.env['CAMVIZ_ORT_MODULE'];
+    process.env['CAMVIZ_ORT_MODULE'] = '/nonexistent';
+    try {
+      await assert.rejects(createOrtExecutor(undefined as never, undefined as never), OrtUnavailableError);
+    } finally {
+      if (saved === undefined) delete process.env['CAMVIZ_ORT_MODULE'];
+      else process.env['CAMVIZ_ORT_MODULE'] = saved;
+    }
+  });
+
+  test('a broken install (throws when loaded, or is not ONNX Runtime) is unavailable with its reason', async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'camviz-ort-broken-'));
+    try {
+      const throwing = join(folder, 'throwing.cjs');
+      const empty = join(folder, 'empty.cjs');
+      await writeFile(throwing, "throw new Error('libonnxruntime.so.1: cannot open shared object file');\n");
+      await writeFile(empty, 'module.exports = {};\n');
+      const broken = withModule(throwing, () => loadOnnxRuntime());
+      assert.deepEqual(broken, { available: false, reason: `${throwing} does not load: libonnxruntime.so.1: cannot open shared object file` });
+      const notOrt = withModule(empty, () => loadOnnxRuntime());
+      assert.deepEqual(notOrt, { available: false, reason: `${empty} is not ONNX Runtime (no InferenceSession)` });
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+
+  test('onnxruntime-node loads with its version', { skip: skipOrt }, () => {
+    const status = loadOnnxRuntime();
+    assert.ok(status.available);
+    assert.match(status.available ? status.version : '', /^\d+\.\d+\.\d+$/);
+  });
+});
+
+interface CamReference {
+  class: number;
+  cam_raw: number[][];
+  cam_max: number;
+}
+
+const MODELS = ['mobilenet_v1_0.75_224', 'resnet18', 'mobilenet_v2', 'efficientnet_b0', 'squeezenet1_1'] as const;
+/** MobileNet v1's sidecar says x = pixel / 127.5 - 1 (camviz's 'tf'); the others take torchvision's (camviz's ONNX default). */
+const PREPROCESS: Record<string, string> = { 'mobilenet_v1_0.75_224': 'tf' };
+/** Whose default layer reaches the scores through a linear head (closed form); SqueezeNet's head is conv -> relu -> pool. */
+const LINEAR_HEAD = new Set(['mobilenet_v1_0.75_224', 'resnet18', 'mobilenet_v2', 'efficientnet_b0']);
+
+function readReference(model: string, layer: string, classIndex: number, method: string): CamReference | undefined {
+  const file = join(referenceDir, `${model}__both_224__${layer}__c${classIndex}__${method}.json`);
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as CamReference) : undefined;
+}
+
+for (const name of MODELS) {
+  describe(`${name}: the ORT executor against the tfjs Network and PyTorch (both_224, wasm)`, { skip: skipShared }, () => {
+    let loaded: Loaded;
+    let input: tf.Tensor4D;
+    let target: GraphNode;
+    before(async () => {
+      await useBackend('wasm');
+      const preprocess = PREPROCESS[name];
+      loaded = await loadWithOrt(join(onnxDir, `${name}.onnx`), preprocess === undefined ? {} : { preprocess });
+      const image = await loadImage(join(onnxDir, 'images', 'both_224.png'), { size: loaded.model.meta.inputSize });
+      input = inputTensor(loaded.model, [image.input]);
+      target = camTargets(loaded.model, [])[0]!;
+    });
+    after(() => {
+      input?.dispose();
+      loaded?.model.dispose();
+    });
+
+    test('scores and the default layer\'s activations equal the Network (1e-4 of the maximum)', async () => {
+      const fromOrt = await loaded.executor.forward(input, { layers: [target] });
+      const fromNetwork = await loaded.executor.network.forward(input, { layers: [target] });
+      closeTo(fromOrt.scores.dataSync(), fromNetwork.scores.dataSync(), 1e-4, 'scores');
+      assert.deepEqual(fromOrt.layers.get(target.path)!.shape, fromNetwork.layers.get(target.path)!.shape);
+      closeTo(fromOrt.layers.get(target.path)!.dataSync(), fromNetwork.layers.get(target.path)!.dataSync(), 1e-4, 'activations');
+      disposeValues(fromOrt);
+      disposeValues(fromNetwork);
+    });
+
+    test(`the default layer ${LINEAR_HEAD.has(name) ? 'has' : 'has no'} linear head (closed form ${LINEAR_HEAD.has(name) ? 'used' : 'not used'})`, () => {
+      const head = linearHeadsOf(loaded.executor.graph, target.outputs[0]!, loaded.executor.score);
+      assert.equal(head !== undefined, LINEAR_HEAD.has(name));
+    });
+
+    if (name === 'resnet18') {
+      test('inside a residual block (its skip input read downstream: the frontier), the tape from ORT values equals the Network', async () => {
+        const source = loaded.executor.graph.findNodes('/layer4/layer4.0/relu/Relu').at(-1)!;
+        const plan = loaded.executor.network.backwardPlan({ sources: [source] });
+        assert.ok(plan.frontier.length > 0, 'the skip input is read downstream of the source');
+        const terms: ScoreTerm[] = [{ image: 0, classIndex: 590, weight: 1 }];
+        const fromOrt = await loaded.executor.backward(input, [objectiveOf(terms)], { sources: [source], layers: [target] });
+        const fromNetwork = await loaded.executor.network.backward(input, [objectiveOf(terms)], { sources: [source], layers: [target] });
+        // The gradient is piecewise constant in the values (ReLU gates downstream): ORT's values differ from
+        // tfjs' by up to 3e-5, enough to flip one gate, which moves the gradient by 1.1% of its maximum
+        // (measured; tfjs' own values plus 1e-4 noise flip the same gate). A layout or feed error moves it by far more.
+        closeTo(fromOrt.gradients[0]![0]!.dataSync(), fromNetwork.gradients[0]![0]!.dataSync(), 3e-2, 'gradient');
+        closeTo(fromOrt.values.layers.get(target.path)!.dataSync(), fromNetwork.values.layers.get(target.path)!.dataSync(), 1e-4, 'layer4 output');
+        assert.ok(Math.abs(fromOrt.objectives[0]! - fromNetwork.objectives[0]!) <= 1e-4 * Math.abs(fromNetwork.objectives[0]!));
+        for (const outcome of [fromOrt, fromNetwork]) {
+          disposeValues(outcome.values);
+          tf.dispose(outcome.gradients.flat());
+        }
+      });
+    }
+
+    const methods = name === 'squeezenet1_1' ? ['gradcam', 'gradcampp', 'scorecam'] : ['gradcam', 'gradcampp'];
+    for (const method of methods) {
+      test(`${method}: maps equal explainBatch on the Network and the PyTorch references (1e-4 of the maximum)`, async () => {
+        const layer = loaded.model.meta.targetLayer!;
+        const classes = [243, 281, 590, 343, 984, 930].filter((classIndex) => readReference(name, layer, classIndex, method) !== undefined);
+        assert.ok(classes.length > 0, `no ${method} reference for ${name}`);
+        const request = { method, input, layers: [target], classes: { kind: 'explicit' as const, classes } };
+        const fromOrt = await explainBatch(loaded.executor, request);
+        const fromNetwork = await explainBatch(loaded.executor.network, request);
+        classes.forEach((classIndex, i) => {
+          const reference = readReference(name, layer, classIndex, method)!;
+          const map = fromOrt.explanations[0]![i]!.map!;
+          assert.equal(fromOrt.explanations[0]![i]!.classIndex, classIndex);
+          const scale = Math.max(reference.cam_max, 1e-3);
+          const vsTorch = maxAbsDifference(map.data, reference.cam_raw.flat()) / scale;
+          const vsNetwork = maxAbsDifference(map.data, fromNetwork.explanations[0]![i]!.map!.data) / scale;
+          assert.ok(vsTorch <= 1e-4, `class ${classIndex}: ${vsTorch.toExponential(2)} of the maximum from PyTorch`);
+          assert.ok(vsNetwork <= 1e-4, `class ${classIndex}: ${vsNetwork.toExponential(2)} of the maximum from the Network`);
+        });
+      });
+    }
+  });
+}
