@@ -142,7 +142,7 @@ function onnxRuntimeLine(report: OnnxRuntimeReport): string {
   const bundled = (report.providers ?? []).filter((provider) => provider.bundled).map((provider) => provider.name);
   const apart = (report.providers ?? []).filter((provider) => !provider.bundled).map((provider) => provider.name);
   const providers = `providers ${bundled.join(', ') || '?'}${apart.length > 0 ? ` (${apart.join(', ')}: need their own provider libraries)` : ''}`;
-  return `onnxruntime: loaded ${report.package} ${report.version ?? ''}, ${providers}; camviz runs it on the CPU provider; --engine auto runs ONNX models on it`;
+  return `onnxruntime: loaded ${report.package} ${report.version ?? ''}, ${providers}; camviz runs it on the CPU provider; --engine auto runs ONNX and TF.js models on it`;
 }
 
 async function sharpVersions(): Promise<{ sharp: string | null; libvips: string | null }> {

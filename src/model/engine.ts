@@ -6,6 +6,7 @@
  * ONNX Runtime refuses the model.
  */
 import type { EngineChoice } from '../engine/engine-choices.js';
+import type * as tfl from '../engine/tfl.js';
 import type { OnnxRuntimeStatus } from '../engine/onnxruntime.js';
 import type { Executor } from '../executor/executor.js';
 import type { Network } from '../executor/network.js';
@@ -46,6 +47,8 @@ export interface EngineRequest {
 export interface EngineSubject {
   readonly meta: { readonly modelJsonPath: string; readonly sha256: string; readonly inputSize: { readonly width: number; readonly height: number } };
   readonly onnx?: BuiltOnnxModel;
+  /** The TF.js layers model (also a graph model's, as camviz imports it), which the ONNX writer writes. */
+  readonly layersModel?: tfl.LayersModel;
   network(): Network;
 }
 
@@ -71,7 +74,7 @@ export async function chooseEngine(model: EngineSubject, request: EngineRequest)
   const onnxForm = onnxFormOf(model, network);
   // A model without an ONNX form does not load ONNX Runtime (34-143 ms) for nothing.
   if (onnxForm === undefined) {
-    const reason = 'the model has no ONNX form yet (TF.js and Keras models run on tfjs)';
+    const reason = 'the model has no ONNX form (a TF.js graph model that needs executeAsync)';
     if (request.choice === 'onnxruntime') throw new UsageError(`--engine onnxruntime: ${reason}; use --engine tfjs or auto`, { file: model.meta.modelJsonPath });
     return tfjsBecause(network, request, reason);
   }
@@ -115,9 +118,9 @@ async function ortExecutor(
 
 /**
  * How to get the model's ONNX form for ONNX Runtime (its trunk), or
- * undefined when it has none. ONNX files give their own graph. TF.js models
- * (layers and graph) will get one from camviz's ONNX writer
- * (src/model/onnx-writer/): this is where it plugs in.
+ * undefined when it has none. ONNX files give their own graph; TF.js models
+ * (layers models, and graph models as camviz imports them) are written by
+ * camviz's ONNX writer for the input size in use, cached beside the zoo.
  */
 function onnxFormOf(model: EngineSubject, network: Network): (() => Promise<OnnxTrunk>) | undefined {
   if (model.onnx !== undefined) {
@@ -126,5 +129,17 @@ function onnxFormOf(model: EngineSubject, network: Network): (() => Promise<Onnx
       return onnxTrunkOf(model.meta.modelJsonPath, model.meta.sha256, network.graph, model.meta.inputSize);
     };
   }
-  return undefined;
+  const layersModel = model.layersModel;
+  if (layersModel === undefined) return undefined;
+  return async () => {
+    const { OnnxWriteError, onnxTrunkOfLayersModel } = await import('./onnx-writer/index.js');
+    try {
+      return await onnxTrunkOfLayersModel(layersModel, model.meta.inputSize);
+    } catch (error) {
+      // A model the writer cannot express is one ONNX Runtime cannot run: the per-model fallback.
+      if (!(error instanceof OnnxWriteError)) throw error;
+      const { OrtModelRejectedError } = await import('../executor/ort.js');
+      throw new OrtModelRejectedError(error.message, model.meta.modelJsonPath);
+    }
+  };
 }
