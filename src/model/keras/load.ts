@@ -6,11 +6,12 @@
  * reverse). The result is the same shape as a TF.js layers model read from
  * disk, so the rest of loading is shared.
  */
+import { createHash } from 'node:crypto';
 import { open, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
 import type * as tf from '../../engine/tf.js';
 import { CamvizError } from '../../util/errors.js';
-import { type LocalModelFiles, type ModelJson, sha256Hex } from '../io.js';
+import { type LocalModelFiles, type ModelJson } from '../io.js';
 import type { CamvizJson } from '../metadata.js';
 import { checkTopologyAgainstManifest } from '../topology-check.js';
 import { type TranslatedConfig, translateModelConfig } from './config.js';
@@ -23,6 +24,7 @@ const HDF5_SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x
 export const KERAS_FILE_LIMIT = 1024 * 1024 * 1024;
 const WEIGHTS_ENTRY_LIMIT = 768 * 1024 * 1024;
 const JSON_ENTRY_LIMIT = 16 * 1024 * 1024;
+const WEIGHTS_ENTRY = 'model.weights.h5';
 
 export type KerasContainer = 'hdf5' | 'zip';
 
@@ -54,18 +56,17 @@ export async function readKerasModel(path: string): Promise<KerasModelFiles | un
   const file = resolve(path);
   const { size } = await stat(file);
   if (size > KERAS_FILE_LIMIT) throw new CamvizError(`Keras file of ${size} bytes is over the ${KERAS_FILE_LIMIT}-byte limit: refused`, { file: path });
-  const bytes = await readFile(file);
-  const read = container === 'hdf5' ? readLegacyHdf5(bytes, path) : readKerasZip(bytes, path);
+  const { read, pieces } = container === 'hdf5' ? readLegacyHdf5(await readFile(file), path) : readKerasZip(await readArchive(file, size, path), path);
   const modelJson: ModelJson = { modelTopology: read.config.topology, weightsManifest: [{ paths: [], weights: read.weights.specs }], format: 'layers-model', generatedBy: read.generatedBy };
   // Before tfjs builds anything: building allocates every variable the config declares.
   checkTopologyAgainstManifest(modelJson, path);
-  const artifacts: tf.io.ModelArtifacts = { modelTopology: read.config.topology, weightSpecs: read.weights.specs, weightData: read.weights.data, format: 'layers-model', generatedBy: read.generatedBy };
+  const artifacts: tf.io.ModelArtifacts = { modelTopology: read.config.topology, weightSpecs: read.weights.dataSpecs, weightData: read.weights.data, format: 'layers-model', generatedBy: read.generatedBy };
   const hasRescaling = read.config.layers.some((layer) => layer.className === 'Rescaling');
   return {
     modelJsonPath: file,
     folder: dirname(file),
     modelJson,
-    sha256: sha256Hex(bytes),
+    sha256: sha256OfPieces(pieces),
     artifacts,
     container,
     // Several Keras files may share a folder: the file names the model, not the folder as for model.json.
@@ -79,7 +80,13 @@ interface ReadKeras {
   generatedBy: string;
 }
 
-function readLegacyHdf5(bytes: Buffer, file: string): ReadKeras {
+/** What was read, and the file's bytes in order (hashed as the model's identity). */
+interface ReadFile {
+  read: ReadKeras;
+  pieces: readonly Buffer[];
+}
+
+function readLegacyHdf5(bytes: Buffer, file: string): ReadFile {
   const h5 = Hdf5File.open(bytes, file);
   const modelConfig = h5.attribute('', 'model_config');
   if (typeof modelConfig !== 'string') {
@@ -87,18 +94,33 @@ function readLegacyHdf5(bytes: Buffer, file: string): ReadKeras {
   }
   const config = translateModelConfig(parseJson(modelConfig, 'model_config', file), file);
   const version = h5.attribute('', 'keras_version');
-  return { config, weights: legacyWeights(h5), generatedBy: `keras ${typeof version === 'string' ? version : '?'}` };
+  return { read: { config, weights: legacyWeights(h5), generatedBy: `keras ${typeof version === 'string' ? version : '?'}` }, pieces: [bytes] };
 }
 
-function readKerasZip(bytes: Buffer, file: string): ReadKeras {
-  const zip = ZipArchive.open(bytes, file);
+/** The archive, its weights file (stored, as Keras writes it) read into a buffer of its own: the HDF5 reader then reads it where it is. */
+async function readArchive(file: string, size: number, path: string): Promise<ZipArchive> {
+  const handle = await open(file, 'r');
+  try {
+    return await ZipArchive.readFrom(handle, size, path, WEIGHTS_ENTRY);
+  } finally {
+    await handle.close();
+  }
+}
+
+function readKerasZip(zip: ZipArchive, file: string): ReadFile {
   if (!zip.has('config.json')) throw new CamvizError('zip archive has no config.json: not a Keras 3 .keras file', { file });
   const config = translateModelConfig(parseJson(zip.read('config.json', JSON_ENTRY_LIMIT).toString('utf8'), 'config.json', file), file);
   const metadata = zip.has('metadata.json') ? parseJson(zip.read('metadata.json', JSON_ENTRY_LIMIT).toString('utf8'), 'metadata.json', file) : {};
   const version = (metadata as { keras_version?: unknown }).keras_version;
-  if (!zip.has('model.weights.h5')) throw new CamvizError('.keras archive has no model.weights.h5', { file });
-  const h5 = Hdf5File.open(zip.read('model.weights.h5', WEIGHTS_ENTRY_LIMIT), `${file}:model.weights.h5`);
-  return { config, weights: kerasV3Weights(h5, config.layers), generatedBy: `keras ${typeof version === 'string' ? version : '?'}` };
+  if (!zip.has(WEIGHTS_ENTRY)) throw new CamvizError(`.keras archive has no ${WEIGHTS_ENTRY}`, { file });
+  const h5 = Hdf5File.open(zip.read(WEIGHTS_ENTRY, WEIGHTS_ENTRY_LIMIT), `${file}:${WEIGHTS_ENTRY}`);
+  return { read: { config, weights: kerasV3Weights(h5, config.layers), generatedBy: `keras ${typeof version === 'string' ? version : '?'}` }, pieces: zip.pieces };
+}
+
+function sha256OfPieces(pieces: readonly Buffer[]): string {
+  const hash = createHash('sha256');
+  for (const piece of pieces) hash.update(piece);
+  return hash.digest('hex');
 }
 
 function parseJson(text: string, what: string, file: string): unknown {

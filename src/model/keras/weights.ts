@@ -5,24 +5,37 @@
  * shape. Legacy `.h5` files name each weight (`weight_names`); Keras 3's
  * `model.weights.h5` numbers them (`layers/<name>/vars/N`), in the order
  * the layer creates them.
+ *
+ * The weights are not copied out of the HDF5 file: tfjs is handed the
+ * file's own bytes, with the stretches between datasets (object headers,
+ * other data) declared as weights of the 'optimizer' group, which
+ * tfjs-layers decodes and drops without assigning them to the model. tfjs
+ * copies each weight out of its buffer anyway; a packed copy first would
+ * be a second pass over every weight (a 10 MB MobileNet: 10-20 ms here).
  */
 import type * as tf from '../../engine/tf.js';
 import { CamvizError } from '../../util/errors.js';
 import type { KerasLayerInfo } from './config.js';
-import type { Hdf5File } from './hdf5.js';
+import type { Hdf5Dataset, Hdf5File } from './hdf5.js';
 
 type WeightsManifestEntry = tf.io.WeightsManifestEntry;
 
 export interface NamedWeights {
+  /** The model's weights, in the model's order: its manifest. */
   specs: WeightsManifestEntry[];
-  data: ArrayBuffer;
+  /** What tfjs decodes `data` with: `specs` in the order of their bytes, and the stretches between them. */
+  dataSpecs: WeightsManifestEntry[];
+  data: ArrayBuffer[];
 }
 
 interface NamedValue {
   name: string;
   shape: number[];
-  values: Float32Array;
+  dataset: Hdf5Dataset;
 }
+
+/** Stretches of the file between weights are decoded by tfjs as one byte per element, then dropped. */
+const SKIPPED_GROUP = 'optimizer';
 
 /** Legacy full-model HDF5: `model_weights/<layer>/...`, in the order of `weight_names`. */
 export function legacyWeights(h5: Hdf5File): NamedWeights {
@@ -34,10 +47,10 @@ export function legacyWeights(h5: Hdf5File): NamedWeights {
     for (const weightName of names) {
       const dataset = h5.dataset(`${group}/${weightName}`);
       if (dataset === undefined) throw new CamvizError(`layer '${layer}' lists weight '${weightName}' but the file does not hold it`, { file: h5.file });
-      weights.push({ name: tfjsWeightName(weightName), shape: dataset.shape, values: dataset.read() });
+      weights.push({ name: tfjsWeightName(weightName), shape: dataset.shape, dataset });
     }
   }
-  return packed(weights);
+  return inPlace(h5, weights);
 }
 
 /** Keras 2 writes `conv2d/kernel:0`, Keras 3 `sequential/conv2d/kernel`: tfjs wants `conv2d/kernel`. */
@@ -60,10 +73,10 @@ export function kerasV3Weights(h5: Hdf5File, layers: readonly KerasLayerInfo[]):
     names.forEach((variable, i) => {
       const dataset = h5.dataset(`${group}/${i}`);
       if (dataset === undefined) throw new CamvizError(`layer '${layer.path}' has no weight ${group}/${i}`, { file: h5.file });
-      weights.push({ name: `${layer.path.split('/').at(-1)}/${variable}`, shape: dataset.shape, values: dataset.read() });
+      weights.push({ name: `${layer.path.split('/').at(-1)}/${variable}`, shape: dataset.shape, dataset });
     });
   }
-  return packed(weights);
+  return inPlace(h5, weights);
 }
 
 /** Weights for a layer the config does not have mean the config and the weights are from different models. */
@@ -108,16 +121,56 @@ function variableNames(layer: KerasLayerInfo): string[] {
   }
 }
 
-function packed(weights: readonly NamedValue[]): NamedWeights {
-  const total = weights.reduce((sum, weight) => sum + weight.values.length, 0);
-  const data = new Float32Array(total);
+const specOf = (weight: NamedValue): WeightsManifestEntry => ({ name: weight.name, shape: weight.shape, dtype: 'float32' });
+const byteLengthOf = (weight: NamedValue): number => 4 * weight.shape.reduce((product, dim) => product * dim, 1);
+
+/**
+ * The weights as tfjs reads them: those stored as plain float32 where they
+ * lie in the file (in the order of their bytes, the stretches between them
+ * skipped), the others (chunked, float64, or overlapping another: a lying
+ * file) packed after the file's bytes. When the file holds more besides the
+ * weights than the weights themselves (optimizer state), all are packed:
+ * tfjs would copy the skipped bytes too.
+ */
+function inPlace(h5: Hdf5File, weights: readonly NamedValue[]): NamedWeights {
+  const located = weights.map((weight) => ({ weight, at: weight.dataset.float32At() })).filter((entry): entry is { weight: NamedValue; at: number } => entry.at !== undefined);
+  located.sort((a, b) => a.at - b.at);
+  const dataSpecs: WeightsManifestEntry[] = [];
+  const inFile = new Set<NamedValue>();
+  let end = 0;
+  let skipped = 0;
+  for (const { weight, at } of located) {
+    if (at < end) continue;
+    if (at > end) dataSpecs.push(skippedBytes(dataSpecs.length, at - end));
+    skipped += at - end;
+    dataSpecs.push(specOf(weight));
+    inFile.add(weight);
+    end = at + byteLengthOf(weight);
+  }
+  const specs = weights.map(specOf);
+  const inFileBytes = end - skipped;
+  if (inFile.size === 0 || skipped > inFileBytes) return { specs, dataSpecs: specs, data: [packed(weights)] };
+  const rest = weights.filter((weight) => !inFile.has(weight));
+  if (rest.length === 0) return { specs, dataSpecs, data: [h5.buffer] };
+  // The packed rest starts where the file's bytes end.
+  if (h5.buffer.byteLength > end) dataSpecs.push(skippedBytes(dataSpecs.length, h5.buffer.byteLength - end));
+  return { specs, dataSpecs: [...dataSpecs, ...rest.map(specOf)], data: [h5.buffer, packed(rest)] };
+}
+
+function skippedBytes(index: number, length: number): WeightsManifestEntry {
+  return { name: `camviz_skipped_bytes_${index}`, shape: [length], dtype: 'bool', group: SKIPPED_GROUP };
+}
+
+/** The weights' values one after another, copied. */
+function packed(weights: readonly NamedValue[]): ArrayBuffer {
+  const data = new Float32Array(weights.reduce((sum, weight) => sum + byteLengthOf(weight) / 4, 0));
   let offset = 0;
-  const specs = weights.map((weight) => {
-    data.set(weight.values, offset);
-    offset += weight.values.length;
-    return { name: weight.name, shape: weight.shape, dtype: 'float32' as const };
-  });
-  return { specs, data: data.buffer };
+  for (const weight of weights) {
+    const values = weight.dataset.read();
+    data.set(values, offset);
+    offset += values.length;
+  }
+  return data.buffer;
 }
 
 function stringList(value: unknown, what: string, file: string): string[] {

@@ -1,0 +1,182 @@
+/**
+ * How Keras weights reach tfjs (issue 14's load-time target): the weights
+ * entry of a `.keras` is read into a buffer of its own and the weights are
+ * handed to tfjs where they lie in it, the bytes between them skipped; the
+ * paths around that (a deflated entry, a file holding more besides its
+ * weights, datasets that overlap in a lying file) copy, and every path
+ * gives each weight the values jsfive itself reads from the file. The real
+ * files of ../shared/assets/keras, some rewritten here.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { loadModel } from '../src/model/load.js';
+import { readKerasModel } from '../src/model/keras/load.js';
+import { ZipArchive } from '../src/model/keras/zip.js';
+import { asset } from './helpers/assets.js';
+import { type Hdf5Float32, type Hdf5Group, group, writeHdf5 } from './helpers/hdf5-writer.js';
+import { type ZipSpec, zipOf } from './helpers/zip.js';
+
+const kerasDir = asset('keras');
+const cifar = join(kerasDir, 'cifar10_k3.10.keras');
+const mnist = join(kerasDir, 'mnist_cnn_k3.5.h5');
+const skip: string | false = existsSync(cifar) && existsSync(mnist) ? false : `Keras assets not found at ${kerasDir}`;
+
+/** jsfive read directly (its own value decoding), as the reference for what each weight must hold. */
+interface JsfiveNode {
+  keys?: string[];
+  attrs: Record<string, unknown>;
+  shape?: number[];
+  value?: ArrayLike<number>;
+  get(name: string): JsfiveNode;
+  _dataobjects?: { find_msg_type(type: number): { get(key: string): unknown }[] };
+}
+const jsfive = createRequire(import.meta.url)('jsfive') as { File: new (buffer: ArrayBuffer, name: string) => JsfiveNode };
+
+function jsfiveFile(bytes: Buffer): JsfiveNode {
+  return new jsfive.File(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer, 'reference.h5');
+}
+
+/** Every `layers/<name>/vars/<i>` of a Keras 3 weights file, as jsfive reads it. */
+function kerasV3Reference(h5: Buffer): Map<string, Float32Array[]> {
+  const root = jsfiveFile(h5);
+  const layers = root.get('layers');
+  const weights = new Map<string, Float32Array[]>();
+  for (const name of layers.keys!) {
+    const vars = layers.get(name).get('vars');
+    const count = vars.keys!.length;
+    weights.set(name, Array.from({ length: count }, (_, i) => Float32Array.from(vars.get(String(i)).value!)));
+  }
+  return weights;
+}
+
+const cifarArchive = (): ZipArchive => ZipArchive.open(readFileSync(cifar), cifar);
+const cifarWeightsEntry = (): Buffer => Buffer.from(cifarArchive().read('model.weights.h5', 1 << 30));
+
+/** The real cifar10 archive with its weights entry replaced (and deflated, when asked). */
+function cifarWithWeights(h5: Buffer, deflate = false): Buffer {
+  const archive = cifarArchive();
+  const entries: ZipSpec[] = [
+    { name: 'metadata.json', data: archive.read('metadata.json', 1 << 20) },
+    { name: 'config.json', data: archive.read('config.json', 1 << 20) },
+    { name: 'model.weights.h5', data: h5, deflate },
+  ];
+  return zipOf(entries);
+}
+
+describe('Keras weights handed to tfjs in place, and every fallback', { skip }, () => {
+  let folder = '';
+  before(async () => {
+    folder = await mkdtemp(join(tmpdir(), 'camviz-keras-load-'));
+  });
+  after(async () => {
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  /** Loads `bytes` as a Keras file and checks every layer's weights against `expected` (by layer name). */
+  async function expectWeights(name: string, bytes: Buffer, expected: Map<string, Float32Array[]>): Promise<void> {
+    const path = join(folder, name);
+    await writeFile(path, bytes);
+    const model = await loadModel(path);
+    try {
+      let checked = 0;
+      for (const [layer, values] of expected) {
+        const weights = model.layersModel!.getLayer(layer).getWeights();
+        assert.equal(weights.length, values.length, `${layer}: number of weights`);
+        weights.forEach((weight, i) => {
+          assert.deepEqual(weight.dataSync(), values[i], `${layer} weight ${i}`);
+          checked += 1;
+        });
+      }
+      assert.ok(checked > 0, 'some weights were compared');
+    } finally {
+      model.dispose();
+    }
+  }
+
+  test('a .keras as Keras writes it (weights stored): tfjs gets the weights entry itself, no packed copy, and the values jsfive reads', async () => {
+    const read = (await readKerasModel(cifar))!;
+    const data = read.artifacts.weightData as ArrayBuffer[];
+    const h5 = cifarWeightsEntry();
+    assert.equal(data.length, 1);
+    // The entry's own bytes (optimizer state included), not a buffer of the weights alone.
+    assert.equal(data[0]!.byteLength, h5.length);
+    assert.ok(Buffer.from(data[0]!).equals(h5), 'the buffer holds the entry, byte for byte');
+    const specs = read.artifacts.weightSpecs!;
+    assert.ok(specs.some((spec) => spec.group === 'optimizer'), 'the bytes between weights are declared as skipped');
+    assert.deepEqual(
+      specs.filter((spec) => spec.group !== 'optimizer').map((spec) => spec.name).sort(),
+      read.modelJson.weightsManifest[0]!.weights.map((spec) => spec.name).sort(),
+      'every weight once, nothing else outside the skipped group',
+    );
+    await expectWeights('stored.keras', readFileSync(cifar), kerasV3Reference(h5));
+  });
+
+  test('the same weights entry deflated (read whole, inflated): the same values', async () => {
+    const h5 = cifarWeightsEntry();
+    await expectWeights('deflated.keras', cifarWithWeights(h5, true), kerasV3Reference(h5));
+  });
+
+  test('a legacy .h5 (read whole, in place): the values jsfive reads through weight_names', async () => {
+    const bytes = readFileSync(mnist);
+    const read = (await readKerasModel(mnist))!;
+    assert.equal((read.artifacts.weightData as ArrayBuffer[])[0]!.byteLength, bytes.length, 'the file itself is handed on');
+    const root = jsfiveFile(bytes);
+    const weights = root.get('model_weights');
+    const expected = new Map<string, Float32Array[]>();
+    for (const layer of weights.attrs['layer_names'] as string[]) {
+      const names = (weights.get(layer).attrs['weight_names'] ?? []) as string[];
+      if (names.length > 0) expected.set(layer, names.map((name) => Float32Array.from(weights.get(layer).get(name).value!)));
+    }
+    await expectWeights('legacy.h5', bytes, expected);
+  });
+
+  test('a weights file holding more besides its weights than the weights, before them: the weights are packed, and right', async () => {
+    const reference = kerasV3Reference(cifarWeightsEntry());
+    const real = jsfiveFile(cifarWeightsEntry()).get('layers');
+    const layers: Record<string, Hdf5Group> = {};
+    for (const [name, values] of reference) {
+      const vars: Record<string, Hdf5Float32> = {};
+      values.forEach((data, i) => {
+        vars[String(i)] = { shape: real.get(name).get('vars').get(String(i)).shape!, data };
+      });
+      layers[name] = group({ vars: group(vars) });
+    }
+    const weightBytes = [...reference.values()].flat().reduce((sum, values) => sum + values.byteLength, 0);
+    // Written first, so that it lies before every weight: twice the weights, as Adam's two moments would be.
+    const optimizerState = { shape: [weightBytes / 2], data: new Float32Array(weightBytes / 2).fill(0.5) };
+    const h5 = writeHdf5(group({ optimizer: group({ vars: group({ '0': optimizerState }) }), layers: group(layers), vars: group() }));
+    const path = join(folder, 'optimizer-first.keras');
+    await writeFile(path, cifarWithWeights(h5));
+    const read = (await readKerasModel(path))!;
+    const data = read.artifacts.weightData as ArrayBuffer[];
+    assert.deepEqual(data.map((buffer) => buffer.byteLength), [weightBytes], 'one packed buffer of the weights alone');
+    assert.ok(!read.artifacts.weightSpecs!.some((spec) => spec.group === 'optimizer'));
+    await expectWeights('optimizer-first.keras', cifarWithWeights(h5), reference);
+  });
+
+  test('a lying file whose two datasets share their bytes: the second is copied, and holds the bytes it points to', async () => {
+    const h5 = cifarWeightsEntry();
+    const root = jsfiveFile(h5);
+    // The data layout message of conv2d_2's bias (64 values) made to point at conv2d_1's (64 values).
+    const layoutAt = (layer: string): number => root.get('layers').get(layer).get('vars').get('1')._dataobjects!.find_msg_type(8)[0]!.get('offset_to_message') as number;
+    const from = layoutAt('conv2d_2');
+    const to = layoutAt('conv2d_1');
+    assert.equal(h5[from + 1], 1, 'contiguous layout (class 1)');
+    const lying = Buffer.from(h5);
+    h5.copy(lying, from + 2, to + 2, to + 10);
+    const expected = kerasV3Reference(h5);
+    expected.get('conv2d_2')![1] = expected.get('conv2d_1')![1]!;
+    const path = join(folder, 'shared-bytes.keras');
+    await writeFile(path, cifarWithWeights(lying));
+    const read = (await readKerasModel(path))!;
+    const data = read.artifacts.weightData as ArrayBuffer[];
+    assert.deepEqual(data.map((buffer) => buffer.byteLength), [lying.length, 64 * 4], 'the file, then the one weight copied after it');
+    await expectWeights('shared-bytes.keras', cifarWithWeights(lying), expected);
+  });
+});
