@@ -16,11 +16,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { loadModel } from '../src/model/load.js';
+import { Hdf5File } from '../src/model/keras/hdf5.js';
 import { readKerasModel } from '../src/model/keras/load.js';
 import { ZipArchive } from '../src/model/keras/zip.js';
 import { asset } from './helpers/assets.js';
 import { type Hdf5Float32, type Hdf5Group, group, writeHdf5 } from './helpers/hdf5-writer.js';
 import { type ZipSpec, zipOf } from './helpers/zip.js';
+import { withChunkedDataset } from './helpers/hdf5-chunked.js';
 
 const kerasDir = asset('keras');
 const cifar = join(kerasDir, 'cifar10_k3.10.keras');
@@ -53,6 +55,20 @@ function kerasV3Reference(h5: Buffer): Map<string, Float32Array[]> {
     weights.set(name, Array.from({ length: count }, (_, i) => Float32Array.from(vars.get(String(i)).value!)));
   }
   return weights;
+}
+
+/** The weights of `reference` written again (./helpers/hdf5-writer.ts), shaped as in the real cifar10 file, after the groups `first`. */
+function rewritten(reference: Map<string, Float32Array[]>, first: Record<string, Hdf5Group> = {}): Buffer {
+  const real = jsfiveFile(cifarWeightsEntry()).get('layers');
+  const layers: Record<string, Hdf5Group> = {};
+  for (const [name, values] of reference) {
+    const vars: Record<string, Hdf5Float32> = {};
+    values.forEach((data, i) => {
+      vars[String(i)] = { shape: real.get(name).get('vars').get(String(i)).shape!, data };
+    });
+    layers[name] = group({ vars: group(vars) });
+  }
+  return writeHdf5(group({ ...first, layers: group(layers), vars: group() }));
 }
 
 const cifarArchive = (): ZipArchive => ZipArchive.open(readFileSync(cifar), cifar);
@@ -140,19 +156,10 @@ describe('Keras weights handed to tfjs in place, and every fallback', { skip }, 
 
   test('a weights file holding more besides its weights than the weights, before them: the weights are packed, and right', async () => {
     const reference = kerasV3Reference(cifarWeightsEntry());
-    const real = jsfiveFile(cifarWeightsEntry()).get('layers');
-    const layers: Record<string, Hdf5Group> = {};
-    for (const [name, values] of reference) {
-      const vars: Record<string, Hdf5Float32> = {};
-      values.forEach((data, i) => {
-        vars[String(i)] = { shape: real.get(name).get('vars').get(String(i)).shape!, data };
-      });
-      layers[name] = group({ vars: group(vars) });
-    }
     const weightBytes = [...reference.values()].flat().reduce((sum, values) => sum + values.byteLength, 0);
     // Written first, so that it lies before every weight: twice the weights, as Adam's two moments would be.
     const optimizerState = { shape: [weightBytes / 2], data: new Float32Array(weightBytes / 2).fill(0.5) };
-    const h5 = writeHdf5(group({ optimizer: group({ vars: group({ '0': optimizerState }) }), layers: group(layers), vars: group() }));
+    const h5 = rewritten(reference, { optimizer: group({ vars: group({ '0': optimizerState }) }) });
     const path = join(folder, 'optimizer-first.keras');
     await writeFile(path, cifarWithWeights(h5));
     const read = (await readKerasModel(path))!;
@@ -181,5 +188,25 @@ describe('Keras weights handed to tfjs in place, and every fallback', { skip }, 
     assert.ok(data.some((buffer) => buffer.byteLength === lying.length), 'the file itself is handed on');
     assert.ok(data[0]!.byteLength >= 3 * 3 * 64 * 64 * 4, 'the weight whose bytes were taken is among those copied');
     await expectWeights('shared-bytes.keras', cifarWithWeights(lying), expected);
+  });
+
+  test('chunked datasets, deflated or not (h5py with chunks= / compression=): read through jsfive, packed, right', async () => {
+    const reference = kerasV3Reference(cifarWeightsEntry());
+    let h5 = rewritten(reference);
+    const headerOf = (bytes: Buffer, layer: string, index: number): number => (jsfiveFile(bytes).get('layers').get(layer).get('vars').get(String(index)) as unknown as { _dataobjects: { offset: number } })._dataobjects.offset;
+    // conv2d_2's kernel deflated in 4 chunks, two of them cut by the edge; conv2d_1's bias in 4 plain chunks.
+    h5 = withChunkedDataset(h5, headerOf(h5, 'conv2d_2', 0), '0', { shape: [3, 3, 64, 64], data: reference.get('conv2d_2')![0]!, chunk: [2, 3, 32, 64], deflate: true });
+    h5 = withChunkedDataset(h5, headerOf(h5, 'conv2d_1', 1), '1', { shape: [64], data: reference.get('conv2d_1')![1]!, chunk: [16], deflate: false });
+    const file = Hdf5File.open(h5, 'chunked.h5');
+    for (const dataset of ['layers/conv2d_2/vars/0', 'layers/conv2d_1/vars/1']) assert.equal(file.dataset(dataset)!.float32At(), undefined, `${dataset} is not read in place`);
+    const kernel = jsfiveFile(h5).get('layers').get('conv2d_2').get('vars').get('0') as unknown as { _dataobjects: { chunks: number[]; filter_pipeline: { get(key: string): unknown }[] } };
+    assert.deepEqual([...kernel._dataobjects.chunks], [2, 3, 32, 64], 'jsfive sees the chunks');
+    assert.equal(kernel._dataobjects.filter_pipeline[0]!.get('filter_id'), 1, 'and the deflate filter');
+    const path = join(folder, 'chunked.keras');
+    await writeFile(path, cifarWithWeights(h5));
+    const read = (await readKerasModel(path))!;
+    const copied = (read.artifacts.weightData as ArrayBuffer[]).filter((buffer) => buffer.byteLength !== h5.length).reduce((sum, buffer) => sum + buffer.byteLength, 0);
+    assert.ok(copied >= 3 * 3 * 64 * 64 * 4, 'the chunked kernel is among the weights copied');
+    await expectWeights('chunked.keras', cifarWithWeights(h5), reference);
   });
 });
