@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { deflateSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -23,6 +24,7 @@ import { asset } from './helpers/assets.js';
 import { type Hdf5Float32, type Hdf5Group, group, writeHdf5 } from './helpers/hdf5-writer.js';
 import { type ZipSpec, zipOf } from './helpers/zip.js';
 import { withChunkedDataset } from './helpers/hdf5-chunked.js';
+import { expectCamvizError } from './helpers/errors.js';
 
 const kerasDir = asset('keras');
 const cifar = join(kerasDir, 'cifar10_k3.10.keras');
@@ -190,7 +192,7 @@ describe('Keras weights handed to tfjs in place, and every fallback', { skip }, 
     await expectWeights('shared-bytes.keras', cifarWithWeights(lying), expected);
   });
 
-  test('chunked datasets, deflated or not (h5py with chunks= / compression=): read through jsfive, packed, right', async () => {
+  test('chunked datasets, deflated or not (h5py with chunks= / compression=): read chunk by chunk, packed, right', async () => {
     const reference = kerasV3Reference(cifarWeightsEntry());
     let h5 = rewritten(reference);
     const headerOf = (bytes: Buffer, layer: string, index: number): number => (jsfiveFile(bytes).get('layers').get(layer).get('vars').get(String(index)) as unknown as { _dataobjects: { offset: number } })._dataobjects.offset;
@@ -202,6 +204,7 @@ describe('Keras weights handed to tfjs in place, and every fallback', { skip }, 
     const kernel = jsfiveFile(h5).get('layers').get('conv2d_2').get('vars').get('0') as unknown as { _dataobjects: { chunks: number[]; filter_pipeline: { get(key: string): unknown }[] } };
     assert.deepEqual([...kernel._dataobjects.chunks], [2, 3, 32, 64], 'jsfive sees the chunks');
     assert.equal(kernel._dataobjects.filter_pipeline[0]!.get('filter_id'), 1, 'and the deflate filter');
+    assert.deepEqual(Float32Array.from((kernel as unknown as { value: ArrayLike<number> }).value), reference.get('conv2d_2')![0], 'and reads the values written (the file is sound)');
     const path = join(folder, 'chunked.keras');
     await writeFile(path, cifarWithWeights(h5));
     const read = (await readKerasModel(path))!;
@@ -209,4 +212,37 @@ describe('Keras weights handed to tfjs in place, and every fallback', { skip }, 
     assert.ok(copied >= 3 * 3 * 64 * 64 * 4, 'the chunked kernel is among the weights copied');
     await expectWeights('chunked.keras', cifarWithWeights(h5), reference);
   });
+
+  /** The rewritten cifar10 weights with conv2d_1's bias ([64]) chunked as `options` say. */
+  function withChunkedBias(options: { chunk: number[]; deflate: boolean; storedAs?: (stored: Buffer) => Buffer }, declared: number[] = [64]): Buffer {
+    const reference = kerasV3Reference(cifarWeightsEntry());
+    const h5 = rewritten(reference);
+    const header = (jsfiveFile(h5).get('layers').get('conv2d_1').get('vars').get('1') as unknown as { _dataobjects: { offset: number } })._dataobjects.offset;
+    const count = declared.reduce((product, dim) => product * dim, 1);
+    return withChunkedDataset(h5, header, '1', { shape: declared, data: new Float32Array(count), ...options });
+  }
+
+  const hostileChunks = [
+    // jsfive walked all 16 M elements of the declared chunk (seconds; 4x the size, a minute and gigabytes) for a 64-value dataset.
+    { name: 'a chunk declared far larger than its dataset', h5: () => withChunkedBias({ chunk: [16 * 2 ** 20], deflate: true }, [16 * 2 ** 20]), says: /declares chunks of \[16777216\] for its shape \[64\]/ },
+    // jsfive (pako) inflated the whole stream, whatever the chunk's size.
+    { name: 'a chunk inflating to 64 MiB (a bomb)', h5: () => withChunkedBias({ chunk: [64], deflate: true, storedAs: () => deflateSync(Buffer.alloc(64 * 2 ** 20)) }), says: /has a chunk that inflates beyond its 256 bytes \(a bomb\?\): refused/ },
+    { name: 'a chunk indexed twice', h5: () => withChunkedBias({ chunk: [32], deflate: false }, [64]), says: /indexes the chunk at \[0\] twice/, twice: true },
+  ];
+  for (const hostile of hostileChunks) {
+    test(`refused with one line: ${hostile.name}`, async () => {
+      let h5 = hostile.h5();
+      if (hostile.twice === true) {
+        // The B-tree's second key (chunk offset 32) rewritten to 0.
+        const tree = h5.lastIndexOf('TREE');
+        h5 = Buffer.from(h5);
+        h5.writeBigUInt64LE(0n, tree + 24 + (8 + 8 * 2) + 8 + 8);
+      }
+      const path = join(folder, 'hostile-chunks.keras');
+      await writeFile(path, cifarWithWeights(h5));
+      const error = await expectCamvizError(() => loadModel(path));
+      assert.match(error.message, hostile.says);
+      assert.equal(error.file, `${path}:model.weights.h5`);
+    });
+  }
 });

@@ -26,6 +26,8 @@ export interface ChunkedOptions {
   /** The shape of one chunk; edge chunks are stored whole, padded with zeros, as libhdf5 does. */
   chunk: readonly number[];
   deflate: boolean;
+  /** What is stored for each chunk, if not its (deflated) values: for hostile files. */
+  storedAs?: (stored: Buffer) => Buffer;
 }
 
 /** `file` with the dataset whose object header is at `headerAddress`, linked as `name`, stored in chunks. */
@@ -40,7 +42,8 @@ export function withChunkedDataset(file: Buffer, headerAddress: number, name: st
   };
   const chunks = chunkOrigins(options.shape, options.chunk).map((origin) => {
     const raw = chunkValues(options, origin);
-    const stored = options.deflate ? deflateSync(raw) : raw;
+    const filtered = options.deflate ? deflateSync(raw) : raw;
+    const stored = options.storedAs?.(filtered) ?? filtered;
     return { origin, size: stored.length, address: place(stored) };
   });
   const btree = place(chunkBTree(chunks, options.chunk.length + 1));

@@ -12,10 +12,12 @@
  * the file (a lying shape cannot make us allocate gigabytes), and data are
  * read only inside the file. Uncompressed contiguous float32 data (what
  * Keras writes) are located in the file's bytes and handed on as they are
- * (no copy); anything else is read through jsfive.
+ * (no copy); chunked float32 data are read by ./hdf5-chunks.ts, with
+ * bounds jsfive does not keep; anything else is read through jsfive.
  */
 import { createRequire } from 'node:module';
 import { CamvizError } from '../../util/errors.js';
+import { isChunkedLayout, readChunkedFloat32 } from './hdf5-chunks.js';
 
 /** The part of jsfive's API used here (it ships no types). */
 interface JsfiveNode {
@@ -133,6 +135,8 @@ export class Hdf5File {
           new Uint8Array(values.buffer).set(this.bytes.subarray(at, at + count * 4));
           return values;
         }
+        const chunked = this.chunkedFloat32(node, path, shape, dtype);
+        if (chunked !== undefined) return chunked;
         const values = guarded(this.file, () => node.value);
         if (values.length !== count) throw new CamvizError(`HDF5 dataset '${path}' holds ${values.length} values, its shape says ${count}`, { file: this.file });
         return Float32Array.from(values);
@@ -159,6 +163,18 @@ export class Hdf5File {
       throw new CamvizError(`HDF5 dataset '${path}' points past the end of the file (at ${address}, ${count * 4} bytes)`, { file: this.file });
     }
     return address;
+  }
+
+  /** A chunked dataset's values, read by ./hdf5-chunks.ts (bounded, where jsfive is not); undefined for other layouts. */
+  private chunkedFloat32(node: JsfiveDataset, path: string, shape: readonly number[], dtype: unknown): Float32Array | undefined {
+    const objects = node._dataobjects;
+    if (objects === undefined) return undefined;
+    const layoutAt = guarded(this.file, () => objects.find_msg_type(DATA_LAYOUT_MESSAGE)[0]?.get('offset_to_message'));
+    if (typeof layoutAt !== 'number' || !isChunkedLayout(this.bytes, layoutAt)) return undefined;
+    if (dtype !== '<f4' || !this.baseIsZero) throw new CamvizError(`HDF5 dataset '${path}' is chunked ${dtype === '<f4' ? 'in a file with a user block' : `as ${JSON.stringify(dtype)}`}; only chunked float32 is read`, { file: this.file });
+    const pipeline = guarded(this.file, () => objects.filter_pipeline) as { get(key: string): unknown }[] | null;
+    const filters = (pipeline ?? []).map((filter) => ({ id: Number(filter.get('filter_id')) }));
+    return readChunkedFloat32({ bytes: this.bytes, layoutAt, shape, filters, path, file: this.file });
   }
 
   /** The group or dataset at a '/'-separated path, following only names that exist. */
