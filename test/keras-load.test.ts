@@ -196,15 +196,18 @@ describe('Keras weights handed to tfjs in place, and every fallback', { skip }, 
     const reference = kerasV3Reference(cifarWeightsEntry());
     let h5 = rewritten(reference);
     const headerOf = (bytes: Buffer, layer: string, index: number): number => (jsfiveFile(bytes).get('layers').get(layer).get('vars').get(String(index)) as unknown as { _dataobjects: { offset: number } })._dataobjects.offset;
-    // conv2d_2's kernel deflated in 4 chunks, two of them cut by the edge; conv2d_1's bias in 4 plain chunks.
+    // conv2d_2's kernel deflated in 4 chunks, two of them cut by the edge; conv2d_1's bias in 4 plain chunks; dense's kernel shuffled and deflated.
     h5 = withChunkedDataset(h5, headerOf(h5, 'conv2d_2', 0), '0', { shape: [3, 3, 64, 64], data: reference.get('conv2d_2')![0]!, chunk: [2, 3, 32, 64], deflate: true });
     h5 = withChunkedDataset(h5, headerOf(h5, 'conv2d_1', 1), '1', { shape: [64], data: reference.get('conv2d_1')![1]!, chunk: [16], deflate: false });
+    h5 = withChunkedDataset(h5, headerOf(h5, 'dense', 0), '0', { shape: [1024, 64], data: reference.get('dense')![0]!, chunk: [300, 64], deflate: true, shuffle: true });
     const file = Hdf5File.open(h5, 'chunked.h5');
-    for (const dataset of ['layers/conv2d_2/vars/0', 'layers/conv2d_1/vars/1']) assert.equal(file.dataset(dataset)!.float32At(), undefined, `${dataset} is not read in place`);
+    for (const dataset of ['layers/conv2d_2/vars/0', 'layers/conv2d_1/vars/1', 'layers/dense/vars/0']) assert.equal(file.dataset(dataset)!.float32At(), undefined, `${dataset} is not read in place`);
     const kernel = jsfiveFile(h5).get('layers').get('conv2d_2').get('vars').get('0') as unknown as { _dataobjects: { chunks: number[]; filter_pipeline: { get(key: string): unknown }[] } };
     assert.deepEqual([...kernel._dataobjects.chunks], [2, 3, 32, 64], 'jsfive sees the chunks');
     assert.equal(kernel._dataobjects.filter_pipeline[0]!.get('filter_id'), 1, 'and the deflate filter');
     assert.deepEqual(Float32Array.from((kernel as unknown as { value: ArrayLike<number> }).value), reference.get('conv2d_2')![0], 'and reads the values written (the file is sound)');
+    const dense = jsfiveFile(h5).get('layers').get('dense').get('vars').get('0') as unknown as { value: ArrayLike<number> };
+    assert.deepEqual(Float32Array.from(dense.value), reference.get('dense')![0], 'jsfive unshuffles the dense kernel to the values written');
     const path = join(folder, 'chunked.keras');
     await writeFile(path, cifarWithWeights(h5));
     const read = (await readKerasModel(path))!;

@@ -26,6 +26,8 @@ export interface ChunkedOptions {
   /** The shape of one chunk; edge chunks are stored whole, padded with zeros, as libhdf5 does. */
   chunk: readonly number[];
   deflate: boolean;
+  /** HDF5's shuffle filter before deflating (h5py's `shuffle=True`). */
+  shuffle?: boolean;
   /** What is stored for each chunk, if not its (deflated) values: for hostile files. */
   storedAs?: (stored: Buffer) => Buffer;
 }
@@ -42,13 +44,15 @@ export function withChunkedDataset(file: Buffer, headerAddress: number, name: st
   };
   const chunks = chunkOrigins(options.shape, options.chunk).map((origin) => {
     const raw = chunkValues(options, origin);
-    const filtered = options.deflate ? deflateSync(raw) : raw;
+    const shuffled = options.shuffle === true ? shuffledBytes(raw, 4) : raw;
+    const filtered = options.deflate ? deflateSync(shuffled) : shuffled;
     const stored = options.storedAs?.(filtered) ?? filtered;
     return { origin, size: stored.length, address: place(stored) };
   });
   const btree = place(chunkBTree(chunks, options.chunk.length + 1));
   const kept = messagesOf(file, headerAddress).filter((message) => message.type !== DATA_LAYOUT);
-  const filters = options.deflate ? [{ type: FILTER_PIPELINE, body: deflatePipeline() }] : [];
+  const pipeline = [...(options.shuffle === true ? [SHUFFLE_FILTER] : []), ...(options.deflate ? [DEFLATE_FILTER] : [])];
+  const filters = pipeline.length > 0 ? [{ type: FILTER_PIPELINE, body: filterPipeline(pipeline) }] : [];
   const header = place(objectHeader([...kept, ...filters, { type: DATA_LAYOUT, body: chunkedLayout(btree, options.chunk) }]));
   const out = Buffer.concat(pieces);
   relink(out, headerAddress, name, header);
@@ -116,16 +120,30 @@ function chunkBTree(chunks: readonly { origin: number[]; size: number; address: 
   return node;
 }
 
-/** Filter Pipeline message version 2: one filter, deflate (id 1), compression level 6. */
-function deflatePipeline(): Buffer {
-  const body = Buffer.alloc(2 + 6 + 4);
+/** A filter: its id and its one client value (shuffle: the element size; deflate: the level). */
+const SHUFFLE_FILTER = { id: 2, value: 4 };
+const DEFLATE_FILTER = { id: 1, value: 6 };
+
+/** Filter Pipeline message version 2: the filters in the order they were applied, each mandatory, with one client value. */
+function filterPipeline(filters: readonly { id: number; value: number }[]): Buffer {
+  const body = Buffer.alloc(2 + 10 * filters.length);
   body.writeUInt8(2, 0);
-  body.writeUInt8(1, 1);
-  body.writeUInt16LE(1, 2); // filter id: deflate
-  body.writeUInt16LE(0, 4); // flags: mandatory
-  body.writeUInt16LE(1, 6); // one client value
-  body.writeUInt32LE(6, 8);
+  body.writeUInt8(filters.length, 1);
+  filters.forEach(({ id, value }, i) => {
+    body.writeUInt16LE(id, 2 + 10 * i);
+    body.writeUInt16LE(0, 4 + 10 * i); // flags: mandatory
+    body.writeUInt16LE(1, 6 + 10 * i); // one client value
+    body.writeUInt32LE(value, 8 + 10 * i);
+  });
   return body;
+}
+
+/** HDF5's shuffle: byte 0 of every element, then byte 1, and so on. */
+function shuffledBytes(data: Buffer, size: number): Buffer {
+  const count = data.length / size;
+  const out = Buffer.alloc(data.length);
+  for (let i = 0; i < count; i += 1) for (let byte = 0; byte < size; byte += 1) out[byte * count + i] = data[i * size + byte]!;
+  return out;
 }
 
 /** Data Layout message version 3, class 2 (chunked): dimensionality (rank + 1), the B-tree's address, the chunk's sizes and the element's (4 bytes). */
