@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { deflateSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
@@ -248,4 +249,24 @@ describe('Keras weights handed to tfjs in place, and every fallback', { skip }, 
       assert.equal(error.file, `${path}:model.weights.h5`);
     });
   }
+
+  test('the identity of a Keras file is the sha256 of all its bytes, hashed as they are read in pieces', async () => {
+    const deflated = join(folder, 'identity-deflated.keras');
+    await writeFile(deflated, cifarWithWeights(cifarWeightsEntry(), true));
+    for (const path of [cifar, mnist, join(kerasDir, 'cats_vs_dogs_k2.10.h5'), deflated]) {
+      const read = (await readKerasModel(path))!;
+      assert.equal(read.sha256, createHash('sha256').update(readFileSync(path)).digest('hex'), path);
+    }
+  });
+
+  test('a stored weights entry with one byte changed past its first MiB fails its checksum, computed as it is read', async () => {
+    const bytes = Buffer.from(readFileSync(cifar));
+    const h5 = cifarWeightsEntry();
+    const at = bytes.indexOf(h5.subarray(0, 64)) + 1024 * 1024 + 5;
+    bytes[at] = bytes[at]! ^ 0xff;
+    const path = join(folder, 'flipped.keras');
+    await writeFile(path, bytes);
+    const error = await expectCamvizError(() => loadModel(path));
+    assert.match(error.message, /zip entry model\.weights\.h5 fails its checksum \(corrupt archive\)/);
+  });
 });

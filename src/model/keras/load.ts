@@ -7,7 +7,7 @@
  * disk, so the rest of loading is shared.
  */
 import { createHash } from 'node:crypto';
-import { open, readFile, stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
 import type * as tf from '../../engine/tf.js';
 import { CamvizError } from '../../util/errors.js';
@@ -17,7 +17,7 @@ import { checkTopologyAgainstManifest } from '../topology-check.js';
 import { type TranslatedConfig, translateModelConfig } from './config.js';
 import { Hdf5File } from './hdf5.js';
 import { type NamedWeights, kerasV3Weights, legacyWeights } from './weights.js';
-import { ZipArchive, looksLikeZip } from './zip.js';
+import { ZipArchive, looksLikeZip, readFileRange } from './zip.js';
 
 const HDF5_SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
 /** Larger files are refused before they are read: everything is held in memory. */
@@ -56,7 +56,19 @@ export async function readKerasModel(path: string): Promise<KerasModelFiles | un
   const file = resolve(path);
   const { size } = await stat(file);
   if (size > KERAS_FILE_LIMIT) throw new CamvizError(`Keras file of ${size} bytes is over the ${KERAS_FILE_LIMIT}-byte limit: refused`, { file: path });
-  const { read, pieces } = container === 'hdf5' ? readLegacyHdf5(await readFile(file), path) : readKerasZip(await readArchive(file, size, path), path);
+  // The file is hashed as it is read (its identity, as an .onnx file's), not in a second pass.
+  const hash = createHash('sha256');
+  const onRead = (bytes: Buffer): void => void hash.update(bytes);
+  const handle = await open(file, 'r');
+  let read: ReadKeras;
+  try {
+    read =
+      container === 'hdf5'
+        ? readLegacyHdf5(await readFileRange(handle, 0, size, path, { own: true, onRead }), path)
+        : readKerasZip(await ZipArchive.readFrom(handle, size, path, WEIGHTS_ENTRY, onRead), path);
+  } finally {
+    await handle.close();
+  }
   const modelJson: ModelJson = { modelTopology: read.config.topology, weightsManifest: [{ paths: [], weights: read.weights.specs }], format: 'layers-model', generatedBy: read.generatedBy };
   // Before tfjs builds anything: building allocates every variable the config declares.
   checkTopologyAgainstManifest(modelJson, path);
@@ -66,7 +78,7 @@ export async function readKerasModel(path: string): Promise<KerasModelFiles | un
     modelJsonPath: file,
     folder: dirname(file),
     modelJson,
-    sha256: sha256OfPieces(pieces),
+    sha256: hash.digest('hex'),
     artifacts,
     container,
     // Several Keras files may share a folder: the file names the model, not the folder as for model.json.
@@ -80,13 +92,7 @@ interface ReadKeras {
   generatedBy: string;
 }
 
-/** What was read, and the file's bytes in order (hashed as the model's identity). */
-interface ReadFile {
-  read: ReadKeras;
-  pieces: readonly Buffer[];
-}
-
-function readLegacyHdf5(bytes: Buffer, file: string): ReadFile {
+function readLegacyHdf5(bytes: Buffer, file: string): ReadKeras {
   const h5 = Hdf5File.open(bytes, file);
   const modelConfig = h5.attribute('', 'model_config');
   if (typeof modelConfig !== 'string') {
@@ -94,33 +100,18 @@ function readLegacyHdf5(bytes: Buffer, file: string): ReadFile {
   }
   const config = translateModelConfig(parseJson(modelConfig, 'model_config', file), file);
   const version = h5.attribute('', 'keras_version');
-  return { read: { config, weights: legacyWeights(h5), generatedBy: `keras ${typeof version === 'string' ? version : '?'}` }, pieces: [bytes] };
+  return { config, weights: legacyWeights(h5), generatedBy: `keras ${typeof version === 'string' ? version : '?'}` };
 }
 
-/** The archive, its weights file (stored, as Keras writes it) read into a buffer of its own: the HDF5 reader then reads it where it is. */
-async function readArchive(file: string, size: number, path: string): Promise<ZipArchive> {
-  const handle = await open(file, 'r');
-  try {
-    return await ZipArchive.readFrom(handle, size, path, WEIGHTS_ENTRY);
-  } finally {
-    await handle.close();
-  }
-}
-
-function readKerasZip(zip: ZipArchive, file: string): ReadFile {
+/** The weights file (stored, as Keras writes it) is read from the archive into a buffer of its own: the HDF5 reader then reads it where it is. */
+function readKerasZip(zip: ZipArchive, file: string): ReadKeras {
   if (!zip.has('config.json')) throw new CamvizError('zip archive has no config.json: not a Keras 3 .keras file', { file });
   const config = translateModelConfig(parseJson(zip.read('config.json', JSON_ENTRY_LIMIT).toString('utf8'), 'config.json', file), file);
   const metadata = zip.has('metadata.json') ? parseJson(zip.read('metadata.json', JSON_ENTRY_LIMIT).toString('utf8'), 'metadata.json', file) : {};
   const version = (metadata as { keras_version?: unknown }).keras_version;
   if (!zip.has(WEIGHTS_ENTRY)) throw new CamvizError(`.keras archive has no ${WEIGHTS_ENTRY}`, { file });
   const h5 = Hdf5File.open(zip.read(WEIGHTS_ENTRY, WEIGHTS_ENTRY_LIMIT), `${file}:${WEIGHTS_ENTRY}`);
-  return { read: { config, weights: kerasV3Weights(h5, config.layers), generatedBy: `keras ${typeof version === 'string' ? version : '?'}` }, pieces: zip.pieces };
-}
-
-function sha256OfPieces(pieces: readonly Buffer[]): string {
-  const hash = createHash('sha256');
-  for (const piece of pieces) hash.update(piece);
-  return hash.digest('hex');
+  return { config, weights: kerasV3Weights(h5, config.layers), generatedBy: `keras ${typeof version === 'string' ? version : '?'}` };
 }
 
 function parseJson(text: string, what: string, file: string): unknown {
