@@ -6,12 +6,13 @@
  * `model.weights.h5` numbers them (`layers/<name>/vars/N`), in the order
  * the layer creates them.
  *
- * The weights are not copied out of the HDF5 file: tfjs is handed the
- * file's own bytes, with the stretches between datasets (object headers,
- * other data) declared as weights of the 'optimizer' group, which
- * tfjs-layers decodes and drops without assigning them to the model. tfjs
- * copies each weight out of its buffer anyway; a packed copy first would
- * be a second pass over every weight (a 10 MB MobileNet: 10-20 ms here).
+ * The large weights are not copied out of the HDF5 file: tfjs is handed
+ * the file's own bytes, with the stretches between them (object headers,
+ * small weights, other data) declared as weights of the 'optimizer' group,
+ * which tfjs-layers decodes and drops without assigning them to the model.
+ * tfjs copies each weight out of its buffer anyway; a packed copy first
+ * would be a second pass over every weight (a 10 MB MobileNet: 10-20 ms
+ * here, most of it touching fresh memory).
  */
 import type * as tf from '../../engine/tf.js';
 import { CamvizError } from '../../util/errors.js';
@@ -40,7 +41,7 @@ const SKIPPED_GROUP = 'optimizer';
  * Smaller weights (biases, batch-normalisation parameters) are packed
  * rather than read in place: copying a few KiB costs less than the tensor
  * tfjs makes of each stretch skipped around them (MobileNet: 137 such
- * tensors, 2-4 ms, against 28 with this).
+ * tensors, 2-4 ms, against 11 with this).
  */
 const IN_PLACE_MIN_BYTES = 64 * 1024;
 
@@ -135,36 +136,42 @@ const byteLengthOf = (weight: NamedValue): number => 4 * weight.shape.reduce((pr
  * The weights as tfjs reads them: the large ones stored as plain float32
  * where they lie in the file (in the order of their bytes, the stretches
  * between them skipped), the others (small, chunked, float64, or
- * overlapping another: a lying file) packed, before the file's bytes. When the file holds more besides the
- * weights than the weights themselves (optimizer state), all are packed:
- * tfjs would copy the skipped bytes too.
+ * overlapping another: a lying file) packed, before the file's bytes.
+ * When the file holds more besides the weights before the last of them
+ * than the weights themselves, all are packed: tfjs would copy the
+ * skipped bytes too.
  */
 function inPlace(h5: Hdf5File, weights: readonly NamedValue[]): NamedWeights {
+  const specs = weights.map(specOf);
+  const inFile = inFileOrder(weights);
+  if (inFile.weights.size === 0 || inFile.skippedBytes > inFile.weightBytes) return { specs, dataSpecs: specs, data: [packed(weights)] };
+  const rest = weights.filter((weight) => !inFile.weights.has(weight));
+  if (rest.length === 0) return { specs, dataSpecs: inFile.specs, data: [h5.buffer] };
+  // The packed rest first: after the file's bytes, it would have to be reached by skipping all that follows the last weight (optimizer state).
+  // The empty last buffer: tfjs (CompositeArrayBuffer) takes buffers whose sizes all match but for the last one's as uniform, and would then look for the file's bytes at multiples of the first buffer's size.
+  return { specs, dataSpecs: [...rest.map(specOf), ...inFile.specs], data: [packed(rest), h5.buffer, new ArrayBuffer(0)] };
+}
+
+/** The large contiguous float32 weights in the order of their bytes, each after a spec skipping the bytes before it; overlapping ones left out. */
+function inFileOrder(weights: readonly NamedValue[]): { specs: WeightsManifestEntry[]; weights: Set<NamedValue>; weightBytes: number; skippedBytes: number } {
   const located = weights
     .filter((weight) => byteLengthOf(weight) >= IN_PLACE_MIN_BYTES)
     .map((weight) => ({ weight, at: weight.dataset.float32At() }))
-    .filter((entry): entry is { weight: NamedValue; at: number } => entry.at !== undefined);
-  located.sort((a, b) => a.at - b.at);
-  const dataSpecs: WeightsManifestEntry[] = [];
+    .filter((entry): entry is { weight: NamedValue; at: number } => entry.at !== undefined)
+    .sort((a, b) => a.at - b.at);
+  const specs: WeightsManifestEntry[] = [];
   const inFile = new Set<NamedValue>();
   let end = 0;
   let skipped = 0;
   for (const { weight, at } of located) {
     if (at < end) continue;
-    if (at > end) dataSpecs.push(skippedBytes(dataSpecs.length, at - end));
+    if (at > end) specs.push(skippedBytes(specs.length, at - end));
     skipped += at - end;
-    dataSpecs.push(specOf(weight));
+    specs.push(specOf(weight));
     inFile.add(weight);
     end = at + byteLengthOf(weight);
   }
-  const specs = weights.map(specOf);
-  const inFileBytes = end - skipped;
-  if (inFile.size === 0 || skipped > inFileBytes) return { specs, dataSpecs: specs, data: [packed(weights)] };
-  const rest = weights.filter((weight) => !inFile.has(weight));
-  if (rest.length === 0) return { specs, dataSpecs, data: [h5.buffer] };
-  // The packed rest first: after the file's bytes, it would have to be reached by skipping all that follows the last weight (optimizer state).
-  // The empty last buffer: tfjs (CompositeArrayBuffer) takes buffers whose sizes all match but for the last one's as uniform, and would then look for the file's bytes at multiples of the first buffer's size.
-  return { specs, dataSpecs: [...rest.map(specOf), ...dataSpecs], data: [packed(rest), h5.buffer, new ArrayBuffer(0)] };
+  return { specs, weights: inFile, weightBytes: end - skipped, skippedBytes: skipped };
 }
 
 function skippedBytes(index: number, length: number): WeightsManifestEntry {
