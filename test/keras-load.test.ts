@@ -15,6 +15,7 @@ import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { deflateSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
 import { loadModel } from '../src/model/load.js';
@@ -26,10 +27,12 @@ import { type Hdf5Float32, type Hdf5Group, group, writeHdf5 } from './helpers/hd
 import { type ZipSpec, zipOf } from './helpers/zip.js';
 import { withChunkedDataset } from './helpers/hdf5-chunked.js';
 import { expectCamvizError } from './helpers/errors.js';
+import { findPython } from './helpers/python.js';
 
 const kerasDir = asset('keras');
 const cifar = join(kerasDir, 'cifar10_k3.10.keras');
 const mnist = join(kerasDir, 'mnist_cnn_k3.5.h5');
+const python = findPython('zipfile');
 const skip: string | false = existsSync(cifar) && existsSync(mnist) ? false : `Keras assets not found at ${kerasDir}`;
 
 /** jsfive read directly (its own value decoding), as the reference for what each weight must hold. */
@@ -268,5 +271,24 @@ describe('Keras weights handed to tfjs in place, and every fallback', { skip }, 
     await writeFile(path, bytes);
     const error = await expectCamvizError(() => loadModel(path));
     assert.match(error.message, /zip entry model\.weights\.h5 fails its checksum \(corrupt archive\)/);
+  });
+
+  // Keras writes its entries with Python's zipfile: zip64 only for entries near 2 GiB, beyond camviz's limits. Entries streamed with force_zip64 carry a zip64 extra field in their local header only.
+  test('a .keras whose entries carry zip64 extra fields in their local headers (Python zipfile, force_zip64) loads, weights in place', { skip: python === null ? 'no python3' : false }, async () => {
+    const path = join(folder, 'zip64-local.keras');
+    const script = [
+      'import sys, zipfile',
+      'src = zipfile.ZipFile(sys.argv[1])',
+      "with zipfile.ZipFile(sys.argv[2], 'w') as out:",
+      "    for name in ['metadata.json', 'config.json', 'model.weights.h5']:",
+      "        with out.open(name, 'w', force_zip64=True) as f: f.write(src.read(name))",
+    ].join('\n');
+    const run = spawnSync(python!, ['-c', script, cifar, path], { encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    const bytes = readFileSync(path);
+    assert.equal(bytes.readUInt16LE(28), 20, 'the first local header carries a 20-byte (zip64) extra field');
+    const read = (await readKerasModel(path))!;
+    assert.ok((read.artifacts.weightData as ArrayBuffer[]).some((buffer) => Buffer.from(buffer).equals(cifarWeightsEntry())), 'the weights entry read into a buffer of its own');
+    await expectWeights('zip64-local.keras', bytes, kerasV3Reference(cifarWeightsEntry()));
   });
 });
