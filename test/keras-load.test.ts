@@ -1,11 +1,14 @@
 /**
  * How Keras weights reach tfjs (issue 14's load-time target): the weights
- * entry of a `.keras` is read into a buffer of its own and the weights are
- * handed to tfjs where they lie in it, the bytes between them skipped; the
- * paths around that (a deflated entry, a file holding more besides its
- * weights, datasets that overlap in a lying file) copy, and every path
- * gives each weight the values jsfive itself reads from the file. The real
- * files of ../shared/assets/keras, some rewritten here.
+ * entry of a `.keras` is read into a buffer of its own, hashed and
+ * checksummed as it is read, and the large weights are handed to tfjs where
+ * they lie in it, the bytes between them skipped; the paths around that (a
+ * deflated entry, a file holding more besides its weights, datasets that
+ * overlap in a lying file, chunked datasets) copy, and every path gives
+ * each weight the values jsfive itself reads from the file. Chunked
+ * datasets are read with bounds (hostile ones refused), the file's identity
+ * is its sha256, a zip64 extra field in a local header is harmless. The
+ * real files of ../shared/assets/keras, some rewritten here.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
