@@ -230,6 +230,70 @@ async function loadAndPredict(backends: BackendKind[], args: Args): Promise<void
   table('Model load and predict (ms, median after warm-up)', ['backend', 'model', 'load', 'predict (camviz, fused)', 'predict (tfjs-layers model.predict)'], rows);
 }
 
+/**
+ * `.keras` against TF.js layers load time, same network and weights (issue
+ * 14: no slower). The shared MobileNet's TF.js layers folder is written as
+ * a Keras 3 `.keras` (test/helpers/keras-file.ts); the two loads alternate
+ * in this process, so that a slow phase of the machine hits both alike.
+ */
+async function kerasLoad(backends: BackendKind[], args: Args): Promise<void> {
+  const bench = benchModels().find((entry) => entry.name === 'MobileNet v1 0.75');
+  if (bench === undefined) {
+    console.log('\n(keras: the shared MobileNet is absent)');
+    return;
+  }
+  const { kerasFileOf } = await import('../test/helpers/keras-file.js');
+  const { writeFile } = await import('node:fs/promises');
+  const folder = await mkdtemp(join(tmpdir(), 'camviz-bench-keras-'));
+  const kerasPath = join(folder, 'mobilenet_v1_0.75_224.keras');
+  const rounds = args.quick ? 8 : 25;
+  const rows: string[][] = [];
+  try {
+    const layers = await loadModel(bench.spec.model!);
+    await writeFile(kerasPath, kerasFileOf(layers, bench.spec.model!));
+    layers.dispose();
+    for (const backend of backends.filter((kind) => kind === 'wasm' || kind === 'cpu')) {
+      await useBackend(backend);
+      const samples: Record<'keras' | 'layers', number[]> = { keras: [], layers: [] };
+      // CPU time too (the process's, I/O threads included): on a shared machine it varies less than elapsed time.
+      const cpu: Record<'keras' | 'layers', number[]> = { keras: [], layers: [] };
+      const loadOnce = async (which: 'keras' | 'layers', record: boolean): Promise<void> => {
+        const cpuStart = process.cpuUsage();
+        const started = performance.now();
+        const model = await loadModel(which === 'keras' ? kerasPath : bench.spec.model!, { preprocess: 'tf' });
+        const elapsed = performance.now() - started;
+        const used = process.cpuUsage(cpuStart);
+        if (record) {
+          samples[which].push(elapsed);
+          cpu[which].push((used.user + used.system) / 1000);
+        }
+        model.dispose();
+      };
+      for (let round = -2; round < rounds; round++) {
+        // Which goes first alternates too: the second load of a pair finds warmer caches.
+        const order: ('keras' | 'layers')[] = round % 2 === 0 ? ['keras', 'layers'] : ['layers', 'keras'];
+        for (const which of order) await loadOnce(which, round >= 0);
+      }
+      const best = (which: 'keras' | 'layers'): number => Math.min(...samples[which]);
+      const middle = (which: 'keras' | 'layers'): number => median(samples[which]);
+      const cpuMedian = (which: 'keras' | 'layers'): number => median(cpu[which]);
+      rows.push([
+        backend,
+        ms(best('keras')),
+        ms(best('layers')),
+        `${ratio(best('keras') / best('layers'))} (target <= 1.0x)`,
+        ms(middle('keras')),
+        ms(middle('layers')),
+        ratio(middle('keras') / middle('layers')),
+        `${ms(cpuMedian('keras'))} / ${ms(cpuMedian('layers'))} = ${ratio(cpuMedian('keras') / cpuMedian('layers'))}`,
+      ]);
+    }
+  } finally {
+    await rm(folder, { recursive: true, force: true });
+  }
+  table(`Keras load: MobileNet v1 0.75 as a Keras 3 .keras (10 MB) vs the same TF.js layers model, loadModel (ms; ${rounds} interleaved rounds after 2 of warm-up)`, ['backend', '.keras best', 'layers best', 'best ratio', '.keras median', 'layers median', 'median ratio', 'CPU median, .keras / layers'], rows);
+}
+
 /** Hook overhead and a one-pass fmap of every conv layer (issue 3). */
 async function hooks(backend: BackendKind, args: Args): Promise<void> {
   await useBackend(backend);
@@ -819,6 +883,7 @@ async function main(): Promise<void> {
   if (wants('env')) await environment();
   const backends = await availableBackends(args.backends);
   if (wants('load')) await loadAndPredict(backends, args);
+  if (wants('keras')) await kerasLoad(backends, args);
   if (wants('hooks') && backends.includes('wasm')) await hooks('wasm', args);
   if (wants('cam')) await camBreakdown(backends, args);
   if (wants('torch')) await torchAndFloor(backends, args);

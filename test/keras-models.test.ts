@@ -26,11 +26,11 @@ import { ZipArchive } from '../src/model/keras/zip.js';
 import { toInputTensor } from '../src/image/preprocess.js';
 import { decodeNpy } from '../src/render/npy.js';
 import { asset, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
-import { type Hdf5Group, group, writeHdf5 } from './helpers/hdf5-writer.js';
 import { forEachBackend } from './helpers/backends.js';
 import { runCli } from './helpers/cli.js';
 import { maxAbsDifference } from './helpers/numeric.js';
 import { zipOf } from './helpers/zip.js';
+import { kerasFileOf } from './helpers/keras-file.js';
 
 const kerasDir = asset('keras');
 const referenceDir = join(kerasDir, 'reference');
@@ -232,7 +232,7 @@ describe('MobileNet v1 (TF.js layers) written as a Keras 3 .keras', { skip: skip
     let kerasModel: CamvizModel | undefined;
     try {
       const path = join(folder, 'mobilenet.keras');
-      await writeFile(path, kerasFileOf(tfjsModel));
+      await writeFile(path, kerasFileOf(tfjsModel, mobilenetDir));
       // The zoo knows MobileNet's preprocessing; a Keras file's comes from the user.
       kerasModel = await loadModel(path, { preprocess: tfjsModel.meta.preprocess });
       const loaded = await loadImage(join(kerasDir, 'images', 'both_150.png'), { size: tfjsModel.meta.inputSize });
@@ -258,22 +258,3 @@ describe('MobileNet v1 (TF.js layers) written as a Keras 3 .keras', { skip: skip
     }
   });
 });
-
-/** A TF.js layers model as Keras 3 saves it: its (Keras 2) config and layers/<name>/vars/N in each layer's weight order. */
-function kerasFileOf(model: CamvizModel): Buffer {
-  const layersModel = model.layersModel!;
-  const layers: Record<string, Hdf5Group> = {};
-  for (const layer of layersModel.layers) {
-    const vars: Record<string, { shape: number[]; data: Float32Array }> = {};
-    layer.getWeights().forEach((weight, i) => {
-      vars[String(i)] = { shape: weight.shape, data: weight.dataSync() as Float32Array };
-    });
-    layers[layer.name] = group({ vars: group(vars) });
-  }
-  const config = JSON.parse(readFileSync(join(mobilenetDir, 'model.json'), 'utf8')).modelTopology.model_config as unknown;
-  return zipOf([
-    { name: 'metadata.json', data: Buffer.from(JSON.stringify({ keras_version: '3.10.0' })) },
-    { name: 'config.json', data: Buffer.from(JSON.stringify(config)) },
-    { name: 'model.weights.h5', data: writeHdf5(group({ layers: group(layers), vars: group() })) },
-  ]);
-}

@@ -11,11 +11,13 @@
  * superblock says, a dataset is read only once its declared shape fits in
  * the file (a lying shape cannot make us allocate gigabytes), and data are
  * read only inside the file. Uncompressed contiguous float32 data (what
- * Keras writes) are copied straight from the bytes; anything else goes
- * through jsfive.
+ * Keras writes) are located in the file's bytes and handed on as they are
+ * (no copy); chunked float32 data are read by ./hdf5-chunks.ts, with
+ * bounds jsfive does not keep; anything else is read through jsfive.
  */
 import { createRequire } from 'node:module';
 import { CamvizError } from '../../util/errors.js';
+import { isChunkedLayout, readChunkedFloat32 } from './hdf5-chunks.js';
 
 /** The part of jsfive's API used here (it ships no types). */
 interface JsfiveNode {
@@ -52,7 +54,13 @@ function library(): Jsfive {
 
 export interface Hdf5Dataset {
   shape: number[];
-  /** The values as float32, in row-major order. */
+  /**
+   * Where the values sit in `Hdf5File.buffer` as little-endian float32, in
+   * row-major order (a byte offset, checked to lie inside the file), or
+   * undefined when they are stored otherwise (chunked, filtered, float64).
+   */
+  float32At(): number | undefined;
+  /** The values as float32, in row-major order (a copy). */
   read(): Float32Array;
 }
 
@@ -64,6 +72,8 @@ export class Hdf5File {
 
   private constructor(
     root: JsfiveGroup,
+    /** The file's bytes, from its first: what jsfive reads, and where `float32At` offsets point. */
+    readonly buffer: ArrayBuffer,
     private readonly bytes: Buffer,
     /** Whether addresses are file offsets (base address 0), so that data can be read straight from the bytes. */
     private readonly baseIsZero: boolean,
@@ -76,12 +86,14 @@ export class Hdf5File {
     return this.bytes.length;
   }
 
+  /** The file in `bytes`: read in place when they fill their ArrayBuffer (jsfive reads whole ArrayBuffers), else copied once. */
   static open(bytes: Uint8Array, file: string): Hdf5File {
-    const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
+    const buffer = (whole ? bytes.buffer : bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)) as ArrayBuffer;
+    const view = Buffer.from(buffer);
     const base = checkNotTruncated(view, file);
-    const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
     const root = guarded(file, () => new (library().File)(buffer, file));
-    return new Hdf5File(root, view, base === 0n, file);
+    return new Hdf5File(root, buffer, view, base === 0n, file);
   }
 
   /** An attribute of the group at `path` ('' is the root), or undefined. */
@@ -111,11 +123,20 @@ export class Hdf5File {
     if (!shape.every((dim) => Number.isSafeInteger(dim) && dim >= 0) || count * bytesPer > this.byteLength) {
       throw new CamvizError(`HDF5 dataset '${path}' declares shape [${shape.join(', ')}], more than the file holds`, { file: this.file });
     }
+    const float32At = (): number | undefined => (dtype === '<f4' ? this.contiguousFloat32(node, path, count) : undefined);
     return {
       shape: [...shape],
+      float32At,
       read: () => {
-        const direct = dtype === '<f4' ? this.contiguousFloat32(node, path, count) : undefined;
-        if (direct !== undefined) return direct;
+        const at = float32At();
+        if (at !== undefined) {
+          // A copy, aligned: the data need not sit at a multiple of 4 in the file. HDF5 '<f4' is little-endian, as are the hosts Node runs on here.
+          const values = new Float32Array(count);
+          new Uint8Array(values.buffer).set(this.bytes.subarray(at, at + count * 4));
+          return values;
+        }
+        const chunked = this.chunkedFloat32(node, path, shape, dtype);
+        if (chunked !== undefined) return chunked;
         const values = guarded(this.file, () => node.value);
         if (values.length !== count) throw new CamvizError(`HDF5 dataset '${path}' holds ${values.length} values, its shape says ${count}`, { file: this.file });
         return Float32Array.from(values);
@@ -124,12 +145,13 @@ export class Hdf5File {
   }
 
   /**
-   * An uncompressed contiguous float32 dataset copied straight from the
-   * file's bytes: jsfive reads value by value into a JS array, 20-40x
-   * slower (200-480 ms for MobileNet's 2.6 M weights). Undefined when the
-   * dataset is stored otherwise (chunked, filtered): jsfive reads it then.
+   * Where an uncompressed contiguous float32 dataset's data start in the
+   * file's bytes: read from there, not through jsfive, which reads value by
+   * value into a JS array, 20-40x slower (200-480 ms for MobileNet's 2.6 M
+   * weights). Undefined when the dataset is stored otherwise (chunked,
+   * filtered): jsfive reads it then.
    */
-  private contiguousFloat32(node: JsfiveDataset, path: string, count: number): Float32Array | undefined {
+  private contiguousFloat32(node: JsfiveDataset, path: string, count: number): number | undefined {
     const objects = node._dataobjects;
     if (!this.baseIsZero || objects === undefined) return undefined;
     const layout = guarded(this.file, () => (objects.filter_pipeline == null ? objects.find_msg_type(DATA_LAYOUT_MESSAGE)[0]?.get('offset_to_message') : undefined));
@@ -140,10 +162,19 @@ export class Hdf5File {
     if (address + count * 4 > this.byteLength) {
       throw new CamvizError(`HDF5 dataset '${path}' points past the end of the file (at ${address}, ${count * 4} bytes)`, { file: this.file });
     }
-    const values = new Float32Array(count);
-    // A copy, aligned: the data need not sit at a multiple of 4 in the file. HDF5 '<f4' is little-endian, as are the hosts Node runs on here.
-    new Uint8Array(values.buffer).set(this.bytes.subarray(address, address + count * 4));
-    return values;
+    return address;
+  }
+
+  /** A chunked dataset's values, read by ./hdf5-chunks.ts (bounded, where jsfive is not); undefined for other layouts. */
+  private chunkedFloat32(node: JsfiveDataset, path: string, shape: readonly number[], dtype: unknown): Float32Array | undefined {
+    const objects = node._dataobjects;
+    if (objects === undefined) return undefined;
+    const layoutAt = guarded(this.file, () => objects.find_msg_type(DATA_LAYOUT_MESSAGE)[0]?.get('offset_to_message'));
+    if (typeof layoutAt !== 'number' || !isChunkedLayout(this.bytes, layoutAt)) return undefined;
+    if (dtype !== '<f4' || !this.baseIsZero) throw new CamvizError(`HDF5 dataset '${path}' is chunked ${dtype === '<f4' ? 'in a file with a user block' : `as ${JSON.stringify(dtype)}`}; only chunked float32 is read`, { file: this.file });
+    const pipeline = guarded(this.file, () => objects.filter_pipeline) as { get(key: string): unknown }[] | null;
+    const filters = (pipeline ?? []).map((filter) => ({ id: Number(filter.get('filter_id')) }));
+    return readChunkedFloat32({ bytes: this.bytes, layoutAt, shape, filters, path, file: this.file });
   }
 
   /** The group or dataset at a '/'-separated path, following only names that exist. */

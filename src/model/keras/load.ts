@@ -6,23 +6,25 @@
  * reverse). The result is the same shape as a TF.js layers model read from
  * disk, so the rest of loading is shared.
  */
-import { open, readFile, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { open, stat } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
 import type * as tf from '../../engine/tf.js';
 import { CamvizError } from '../../util/errors.js';
-import { type LocalModelFiles, type ModelJson, sha256Hex } from '../io.js';
+import { type LocalModelFiles, type ModelJson } from '../io.js';
 import type { CamvizJson } from '../metadata.js';
 import { checkTopologyAgainstManifest } from '../topology-check.js';
 import { type TranslatedConfig, translateModelConfig } from './config.js';
 import { Hdf5File } from './hdf5.js';
 import { type NamedWeights, kerasV3Weights, legacyWeights } from './weights.js';
-import { ZipArchive, looksLikeZip } from './zip.js';
+import { ZipArchive, looksLikeZip, readFileRange } from './zip.js';
 
 const HDF5_SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
 /** Larger files are refused before they are read: everything is held in memory. */
 export const KERAS_FILE_LIMIT = 1024 * 1024 * 1024;
 const WEIGHTS_ENTRY_LIMIT = 768 * 1024 * 1024;
 const JSON_ENTRY_LIMIT = 16 * 1024 * 1024;
+const WEIGHTS_ENTRY = 'model.weights.h5';
 
 export type KerasContainer = 'hdf5' | 'zip';
 
@@ -54,18 +56,29 @@ export async function readKerasModel(path: string): Promise<KerasModelFiles | un
   const file = resolve(path);
   const { size } = await stat(file);
   if (size > KERAS_FILE_LIMIT) throw new CamvizError(`Keras file of ${size} bytes is over the ${KERAS_FILE_LIMIT}-byte limit: refused`, { file: path });
-  const bytes = await readFile(file);
-  const read = container === 'hdf5' ? readLegacyHdf5(bytes, path) : readKerasZip(bytes, path);
+  // The file is hashed as it is read (its identity, as an .onnx file's), not in a second pass.
+  const hash = createHash('sha256');
+  const onRead = (bytes: Buffer): void => void hash.update(bytes);
+  const handle = await open(file, 'r');
+  let read: ReadKeras;
+  try {
+    read =
+      container === 'hdf5'
+        ? readLegacyHdf5(await readFileRange(handle, 0, size, path, { own: true, onRead }), path)
+        : readKerasZip(await ZipArchive.readFrom(handle, size, path, WEIGHTS_ENTRY, onRead), path);
+  } finally {
+    await handle.close();
+  }
   const modelJson: ModelJson = { modelTopology: read.config.topology, weightsManifest: [{ paths: [], weights: read.weights.specs }], format: 'layers-model', generatedBy: read.generatedBy };
   // Before tfjs builds anything: building allocates every variable the config declares.
   checkTopologyAgainstManifest(modelJson, path);
-  const artifacts: tf.io.ModelArtifacts = { modelTopology: read.config.topology, weightSpecs: read.weights.specs, weightData: read.weights.data, format: 'layers-model', generatedBy: read.generatedBy };
+  const artifacts: tf.io.ModelArtifacts = { modelTopology: read.config.topology, weightSpecs: read.weights.dataSpecs, weightData: read.weights.data, format: 'layers-model', generatedBy: read.generatedBy };
   const hasRescaling = read.config.layers.some((layer) => layer.className === 'Rescaling');
   return {
     modelJsonPath: file,
     folder: dirname(file),
     modelJson,
-    sha256: sha256Hex(bytes),
+    sha256: hash.digest('hex'),
     artifacts,
     container,
     // Several Keras files may share a folder: the file names the model, not the folder as for model.json.
@@ -90,14 +103,14 @@ function readLegacyHdf5(bytes: Buffer, file: string): ReadKeras {
   return { config, weights: legacyWeights(h5), generatedBy: `keras ${typeof version === 'string' ? version : '?'}` };
 }
 
-function readKerasZip(bytes: Buffer, file: string): ReadKeras {
-  const zip = ZipArchive.open(bytes, file);
+/** The weights file (stored, as Keras writes it) is read from the archive into a buffer of its own: the HDF5 reader then reads it where it is. */
+function readKerasZip(zip: ZipArchive, file: string): ReadKeras {
   if (!zip.has('config.json')) throw new CamvizError('zip archive has no config.json: not a Keras 3 .keras file', { file });
   const config = translateModelConfig(parseJson(zip.read('config.json', JSON_ENTRY_LIMIT).toString('utf8'), 'config.json', file), file);
   const metadata = zip.has('metadata.json') ? parseJson(zip.read('metadata.json', JSON_ENTRY_LIMIT).toString('utf8'), 'metadata.json', file) : {};
   const version = (metadata as { keras_version?: unknown }).keras_version;
-  if (!zip.has('model.weights.h5')) throw new CamvizError('.keras archive has no model.weights.h5', { file });
-  const h5 = Hdf5File.open(zip.read('model.weights.h5', WEIGHTS_ENTRY_LIMIT), `${file}:model.weights.h5`);
+  if (!zip.has(WEIGHTS_ENTRY)) throw new CamvizError(`.keras archive has no ${WEIGHTS_ENTRY}`, { file });
+  const h5 = Hdf5File.open(zip.read(WEIGHTS_ENTRY, WEIGHTS_ENTRY_LIMIT), `${file}:${WEIGHTS_ENTRY}`);
   return { config, weights: kerasV3Weights(h5, config.layers), generatedBy: `keras ${typeof version === 'string' ? version : '?'}` };
 }
 
