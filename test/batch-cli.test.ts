@@ -52,8 +52,10 @@ async function makeFolder(folder: string, names: readonly string[], width = 40, 
 
 /** The manifest without what may differ between equal runs: clock times and timings. */
 function comparable(manifest: Manifest): unknown {
-  const { startedAt: _startedAt, finishedAt: _finishedAt, ...rest } = manifest;
-  return { ...rest, records: manifest.records.map(({ timings: _timings, ...record }) => record) };
+  const { startedAt: _startedAt, finishedAt: _finishedAt, engine, ...rest } = manifest;
+  // ONNX Runtime's intra-op threads follow --jobs (one a worker, the cores for one job): the run, not its results.
+  const { threads: _threads, ...engineChoice } = engine ?? {};
+  return { ...rest, engine: engineChoice, records: manifest.records.map(({ timings: _timings, ...record }) => record) };
 }
 
 const ESCAPE = '\u001b';
