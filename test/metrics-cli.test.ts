@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 import type { MetricsSummary } from '../src/batch/metrics-summary.js';
 import { METRIC_KEYS } from '../src/metrics/names.js';
@@ -19,6 +20,8 @@ import { repoRoot } from './helpers/assets.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
 import { readManifest } from './helpers/files.js';
 
+const CHROMIUM = '/usr/bin/chromium';
+const skipBrowser: string | false = existsSync(CHROMIUM) ? false : `${CHROMIUM} not found (CI installs Debian's chromium)`;
 const shapesDir = join(repoRoot, 'fixtures', 'shapes');
 const skipWithoutShapes: string | false = existsSync(join(repoRoot, 'models', 'shapes', 'model.json')) ? false : 'models/shapes/model.json is absent';
 
@@ -34,7 +37,7 @@ describe('a folder run with every metric', { skip: skipWithoutShapes }, () => {
   const out = join(workDir, 'all');
   let run: CliRun;
   before(async () => {
-    run = await camviz(['cam', shapesDir, ...shapes, '--metrics', '--json', '--out', out]);
+    run = await camviz(['cam', shapesDir, ...shapes, '--metrics', '--json', '--report', '--out', out]);
   });
 
   test('--json and the manifest hold every metric of every map, and the random baseline\'s', async () => {
@@ -57,6 +60,29 @@ describe('a folder run with every metric', { skip: skipWithoutShapes }, () => {
     );
     const manifest = await readManifest(out);
     assert.deepEqual(manifest.options['metrics'], { names: ['confidence', 'deletion', 'insertion', 'road'], steps: 20 });
+  });
+
+  test('the report shows each map\'s metrics beside the random map\'s (headless Chromium)', { skip: skipBrowser }, async () => {
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--no-first-run'] });
+    try {
+      const page = await browser.newPage();
+      const problems: string[] = [];
+      page.on('pageerror', (error) => problems.push(error.message));
+      await page.goto(pathToFileURL(join(out, 'index.html')).href);
+      await page.waitForSelector('#cards .card');
+      const tables = await page.evaluate<string[][][]>(
+        `[...document.querySelectorAll('.card[data-name="circle.png"] table.metrics')].map((table) => [...table.rows].map((row) => [...row.cells].map((cell) => cell.textContent)))`,
+      );
+      const circle = (await camResults(out)).find((result) => result.input.endsWith('circle.png'))!;
+      const four = (value: number): string => String(Number(value.toPrecision(4)));
+      assert.deepEqual(tables, [
+        [['metric', 'map', 'random'], ...METRIC_KEYS.map((key) => [key, four(circle.metrics![key]!), four(circle.metrics!.random[key]!)])],
+      ]);
+      assert.deepEqual(problems, []);
+    } finally {
+      await browser.close();
+    }
   });
 
   test('camviz metrics prints mean ± sd per method and class beside the random map, and the pointing game', async () => {
