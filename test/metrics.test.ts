@@ -113,6 +113,32 @@ test('imputer: everything removed has no information (0), and the noise is seede
   close(sd, 0.5, 0.05, 'noise sd');
 });
 
+test('imputer on a wide hole (the multigrid-preconditioned solve): every removed pixel is the weighted mean of its neighbours', () => {
+  const [width, height] = [96, 80];
+  const picture = image(width, height, Array.from({ length: width * height }, (_, i) => Math.sin(i / 7) + (i % width) / width));
+  // A 60 x 50 block and every 5th pixel elsewhere.
+  const keep = Uint8Array.from({ length: width * height }, (_, i) => {
+    const [x, y] = [i % width, Math.floor(i / width)];
+    return (x >= 20 && x < 80 && y >= 15 && y < 65) || i % 5 === 0 ? 0 : 1;
+  });
+  const out = noisyLinearImputation(picture, keep, 0, () => 0.5);
+  const weights: [number, number, number][] = [[1, 1, 1 / 12], [0, 1, 1 / 6], [-1, 1, 1 / 12], [1, -1, 1 / 12], [0, -1, 1 / 6], [-1, -1, 1 / 12], [1, 0, 1 / 6], [-1, 0, 1 / 6]];
+  let worst = 0;
+  keep.forEach((kept, i) => {
+    if (kept) return;
+    const [x, y] = [i % width, Math.floor(i / width)];
+    let sum = 0;
+    let total = 0;
+    for (const [dy, dx, w] of weights) {
+      if (x + dx < 0 || y + dy < 0 || x + dx >= width || y + dy >= height) continue;
+      sum += w * out[(y + dy) * width + x + dx]!;
+      total += w;
+    }
+    worst = Math.max(worst, Math.abs(out[i]! - sum / total));
+  });
+  assert.ok(worst < 1e-4, `largest departure from the neighbours' mean: ${worst}`);
+});
+
 const scipy = findPython('scipy');
 
 test('RISE blur kernel: scipy gaussian_filter(sigma=5) of an 11x11 impulse', { skip: scipy === null ? 'no Python with scipy' : false }, () => {

@@ -6,13 +6,14 @@
  * being unknowns themselves. That is one sparse linear system per channel,
  * D x - W x = W v (D: each pixel's weight sum, W: the weights between
  * removed pixels, v: the kept neighbours' values); ROAD solves it exactly
- * (scipy's spsolve). Here it is solved by conjugate gradients with a
- * Jacobi preconditioner (the matrix is symmetric and positive definite
+ * (scipy's spsolve). Here it is solved by conjugate gradients with an
+ * aggregation multigrid preconditioner (multigrid.ts; the matrix is symmetric and positive definite
  * wherever removed pixels touch a kept one) to a relative residual of
  * 1e-6, then Gaussian noise of standard deviation `noise` is added to the
  * imputed values. A region with no kept pixel at all (everything removed)
  * has no information: its system is singular and its solution 0 (plus noise).
  */
+import { type SparseMatrix, buildHierarchy, multiplyMatrix, vCycle } from './multigrid.js';
 import { gaussian } from './random.js';
 import type { InputImage } from './types.js';
 
@@ -33,14 +34,11 @@ export const ROAD_NOISE = 0.01;
 
 const RELATIVE_TOLERANCE = 1e-6;
 
-/** The removed pixels' system: D - W in compressed rows, and the right-hand side per channel. */
+/** The removed pixels' system D - W, and the right-hand side per channel. */
 interface ImputationSystem {
   /** Pixel index of each unknown. */
   unknowns: Int32Array;
-  diagonal: Float64Array;
-  rowStart: Int32Array;
-  columns: Int32Array;
-  weights: Float64Array;
+  matrix: SparseMatrix;
   /** [channel][unknown] */
   rhs: Float64Array[];
 }
@@ -60,7 +58,7 @@ function buildSystem(image: InputImage, keep: Uint8Array): ImputationSystem {
   const diagonal = new Float64Array(n);
   const rowStart = new Int32Array(n + 1);
   const columns: number[] = [];
-  const weights: number[] = [];
+  const values: number[] = [];
   const rhs = Array.from({ length: channels }, () => new Float64Array(n));
   for (let u = 0; u < n; u++) {
     const index = unknowns[u]!;
@@ -76,22 +74,12 @@ function buildSystem(image: InputImage, keep: Uint8Array): ImputationSystem {
         for (let c = 0; c < channels; c++) rhs[c]![u]! += weight * pixels[neighbour * channels + c]!;
       } else {
         columns.push(slot[neighbour]!);
-        weights.push(weight);
+        values.push(-weight);
       }
     }
     rowStart[u + 1] = columns.length;
   }
-  return { unknowns, diagonal, rowStart, columns: Int32Array.from(columns), weights: Float64Array.from(weights), rhs };
-}
-
-/** out = (D - W) v */
-function multiply(system: ImputationSystem, v: Float64Array, out: Float64Array): void {
-  const { diagonal, rowStart, columns, weights } = system;
-  for (let u = 0; u < diagonal.length; u++) {
-    let sum = diagonal[u]! * v[u]!;
-    for (let k = rowStart[u]!; k < rowStart[u + 1]!; k++) sum -= weights[k]! * v[columns[k]!]!;
-    out[u] = sum;
-  }
+  return { unknowns, matrix: { diagonal, rowStart, columns: Int32Array.from(columns), values: Float64Array.from(values) }, rhs };
 }
 
 function dot(a: Float64Array, b: Float64Array): number {
@@ -100,19 +88,19 @@ function dot(a: Float64Array, b: Float64Array): number {
   return sum;
 }
 
-/** Preconditioned conjugate gradients for (D - W) x = b, from x = 0. */
-export function solveImputation(system: ImputationSystem, b: Float64Array, maxIterations = 10 * b.length + 10): Float64Array {
+/** Conjugate gradients for (D - W) x = b from x = 0, preconditioned by `precondition` (z = B r). */
+function solveImputation(matrix: SparseMatrix, b: Float64Array, precondition: (r: Float64Array, z: Float64Array) => void, maxIterations = 10 * b.length + 10): Float64Array {
   const n = b.length;
   const x = new Float64Array(n);
   const r = Float64Array.from(b);
-  const inverse = system.diagonal.map((d) => (d > 0 ? 1 / d : 1));
-  const z = r.map((value, i) => value * inverse[i]!);
+  const z = new Float64Array(n);
+  precondition(r, z);
   const p = Float64Array.from(z);
   const q = new Float64Array(n);
   const limit = (RELATIVE_TOLERANCE * Math.sqrt(dot(b, b))) ** 2;
   let rz = dot(r, z);
   for (let iteration = 0; iteration < maxIterations && dot(r, r) > limit; iteration++) {
-    multiply(system, p, q);
+    multiplyMatrix(matrix, p, q);
     const pq = dot(p, q);
     if (!(pq > 0)) break; // a singular direction: what is left has no kept pixel to follow
     const alpha = rz / pq;
@@ -120,7 +108,7 @@ export function solveImputation(system: ImputationSystem, b: Float64Array, maxIt
       x[i]! += alpha * p[i]!;
       r[i]! -= alpha * q[i]!;
     }
-    for (let i = 0; i < n; i++) z[i] = r[i]! * inverse[i]!;
+    precondition(r, z);
     const rzNext = dot(r, z);
     const beta = rzNext / rz;
     rz = rzNext;
@@ -137,8 +125,12 @@ export function noisyLinearImputation(image: InputImage, keep: Uint8Array, noise
   const system = buildSystem(image, keep);
   const out = image.pixels.slice();
   const normal = gaussian(uniform);
+  const { unknowns } = system;
+  const ys = unknowns.map((index) => Math.floor(index / image.width));
+  const hierarchy = buildHierarchy(system.matrix, unknowns.map((index, u) => index - ys[u]! * image.width), ys);
+  const precondition = (r: Float64Array, z: Float64Array): void => vCycle(hierarchy, r, z);
   system.rhs.forEach((b, channel) => {
-    const solution = solveImputation(system, b);
+    const solution = solveImputation(system.matrix, b, precondition);
     for (let u = 0; u < solution.length; u++) out[system.unknowns[u]! * image.channels + channel] = solution[u]! + noise * normal();
   });
   return out;
