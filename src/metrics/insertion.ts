@@ -39,31 +39,23 @@ export function riseKernel1d(size = KERNEL_SIZE, sigma = SIGMA): Float64Array {
 
 /** The image convolved per channel with the separable kernel, zeros beyond the border. */
 export function blurImage(image: InputImage, kernel: Float64Array = riseKernel1d()): Float32Array {
-  const { width, height, channels } = image;
+  const rows = convolveAxis(image.pixels, image, kernel, 'x');
+  return Float32Array.from(convolveAxis(rows, image, kernel, 'y'));
+}
+
+/** One axis of the separable convolution, zeros beyond the border. */
+function convolveAxis(values: ArrayLike<number>, { width, height, channels }: InputImage, kernel: Float64Array, axis: 'x' | 'y'): Float64Array {
   const half = Math.floor(kernel.length / 2);
-  const rows = new Float64Array(image.pixels.length);
+  const [length, stride] = axis === 'x' ? [width, channels] : [height, width * channels];
+  const out = new Float64Array(values.length);
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
+      const position = axis === 'x' ? x : y;
       for (let c = 0; c < channels; c++) {
+        const centre = (y * width + x) * channels + c;
         let sum = 0;
-        for (let k = 0; k < kernel.length; k++) {
-          const xx = x + k - half;
-          if (xx >= 0 && xx < width) sum += kernel[k]! * image.pixels[(y * width + xx) * channels + c]!;
-        }
-        rows[(y * width + x) * channels + c] = sum;
-      }
-    }
-  }
-  const out = new Float32Array(image.pixels.length);
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      for (let c = 0; c < channels; c++) {
-        let sum = 0;
-        for (let k = 0; k < kernel.length; k++) {
-          const yy = y + k - half;
-          if (yy >= 0 && yy < height) sum += kernel[k]! * rows[(yy * width + x) * channels + c]!;
-        }
-        out[(y * width + x) * channels + c] = sum;
+        for (let k = Math.max(0, half - position); k < Math.min(kernel.length, length + half - position); k++) sum += kernel[k]! * values[centre + (k - half) * stride]!;
+        out[centre] = sum;
       }
     }
   }
