@@ -163,11 +163,13 @@ test('blur by hand on 2x2: each output sums kernel x pixel over the taps inside 
 /** a: the weights of class 0 (class 1's are zero), so p0 = sigmoid(a . x). */
 const A = [1, -1.5, 2, 0.5];
 const X = [0.8, -0.4, 1.2, 0.6];
+const X0 = X;
 /** Raw map at input size; normalised [0, 2/3, 1, 1/3]: pixel 2 most relevant, then 1, 3, 0. */
 const MAP = [0, 2, 3, 1];
 
 const sigmoid = (z: number): number => 1 / (1 + Math.exp(-z));
-const p0 = (x: readonly number[]): number => sigmoid(x.reduce((s, v, i) => s + v * A[i]!, 0));
+const pClass0 = (x: readonly number[]): number => sigmoid(x.reduce((s, v, i) => s + v * A[i]!, 0));
+const p0 = pClass0;
 
 function tinyModel(): tfl.LayersModel {
   const input = tfl.input({ shape: [2, 2, 1] });
@@ -178,8 +180,9 @@ function tinyModel(): tfl.LayersModel {
   return model;
 }
 
-/** Deletion, insertion and confidence change of a map over X, by hand. */
-function byHand(map: readonly number[], steps: number): { deletion: number; insertion: number; confidence: number } {
+/** Deletion, insertion and confidence change of a map over image x for class 0 (or 1: 1 - p0), by hand. */
+function byHand(map: readonly number[], steps: number, X: readonly number[] = X0, classIndex = 0): { deletion: number; insertion: number; confidence: number } {
+  const p0 = (x: readonly number[]): number => (classIndex === 0 ? pClass0(x) : 1 - pClass0(x));
   const lo = Math.min(...map);
   const span = Math.max(...map) - lo;
   const s = map.map((v) => (span > 0 ? (v - lo) / span : 0));
@@ -229,6 +232,34 @@ test('confidence change, deletion and insertion AUC of a known map and of the ra
       close(metrics!.random.deletionAuc!, random.deletion, 1e-6, 'random deletion');
       close(metrics!.random.insertionAuc!, random.insertion, 1e-6, 'random insertion');
       assert.deepEqual(Object.keys(metrics!), ['confidenceChange', 'deletionAuc', 'insertionAuc', 'random'], 'no road keys when road was not asked for');
+    }
+  } finally {
+    input.dispose();
+  }
+});
+
+test('a batch of two images with two classes each: every record gets its own image\'s and class\'s values', async () => {
+  const second = [-0.5, 1, 0.3, -1.2];
+  const input = tf.tensor4d([...X, ...second], [2, 2, 2, 1]);
+  const maps = [[0, 2, 3, 1], [4, 1, 0, 2], [1, 1, 5, 0], [2, 3, 1, 0]];
+  try {
+    const explanations = [0, 1].map((image) =>
+      [0, 1].map((classIndex) => ({ image, classIndex, score: 0, probability: 0, map: { width: 2, height: 2, data: Float32Array.from(maps[image * 2 + classIndex]!) } })),
+    );
+    const measured = await measureExplanations(network, { input, explanations, seeds: [11, 12] }, { names: ['confidence', 'deletion', 'insertion'], steps: 4 });
+    for (const image of [0, 1]) {
+      for (const classIndex of [0, 1]) {
+        const metrics = measured[image]![classIndex]!;
+        const x = image === 0 ? X : second;
+        const expected = byHand(maps[image * 2 + classIndex]!, 4, x, classIndex);
+        const random = byHand([...uniformMap(2, 2, [11, 12][image]!)], 4, x, classIndex);
+        const where = `image ${image}, class ${classIndex}`;
+        close(metrics.confidenceChange!, expected.confidence, 1e-6, `${where}: confidence`);
+        close(metrics.deletionAuc!, expected.deletion, 1e-6, `${where}: deletion`);
+        close(metrics.insertionAuc!, expected.insertion, 1e-6, `${where}: insertion`);
+        close(metrics.random.deletionAuc!, random.deletion, 1e-6, `${where}: random deletion`);
+        close(metrics.random.insertionAuc!, random.insertion, 1e-6, `${where}: random insertion`);
+      }
     }
   } finally {
     input.dispose();
