@@ -123,11 +123,11 @@ describe('a folder run with every metric', { skip: skipWithoutShapes }, () => {
 describe('requested metrics only, and reproducible values', { skip: skipWithoutShapes }, () => {
   const inputs = [join(shapesDir, 'circle.png'), join(shapesDir, 'square-cross.png')];
 
-  test('--metrics deletion --metric-steps 5: only deletion keys; the same values at --batch-size 1 and 2', async () => {
+  test('--metrics deletion --metric-steps 5: only deletion keys; the same values at --batch-size 1 and 2 and with two worker threads', async () => {
     const runs = [];
-    for (const batchSize of ['1', '2']) {
-      const out = join(workDir, `deletion-${batchSize}`);
-      const run = await camviz(['cam', ...inputs, ...shapes, '--metrics', 'deletion', '--metric-steps', '5', '--batch-size', batchSize, '--json', '--out', out]);
+    for (const [batchSize, jobs] of [['1', '1'], ['2', '1'], ['1', '2']] as const) {
+      const out = join(workDir, `deletion-${batchSize}-${jobs}`);
+      const run = await camviz(['cam', ...inputs, ...shapes, '--jobs', jobs, '--metrics', 'deletion', '--metric-steps', '5', '--batch-size', batchSize, '--json', '--out', out]);
       assert.equal(run.code, 0, run.stderr);
       const printed = JSON.parse(run.stdout) as CamResultRecord[];
       for (const result of printed) assert.deepEqual(Object.keys(result.metrics!), ['deletionAuc', 'random'], 'unrequested metrics are absent, not null');
@@ -136,6 +136,7 @@ describe('requested metrics only, and reproducible values', { skip: skipWithoutS
       runs.push(printed.map((result) => result.metrics));
     }
     assert.deepEqual(runs[0], runs[1]);
+    assert.deepEqual(runs[0], runs[2]);
   });
 });
 
