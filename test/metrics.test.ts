@@ -212,7 +212,7 @@ before(async () => {
 });
 
 test('the tiny model is what the hand computation assumes: p0 = sigmoid(a . x)', async () => {
-  const [row] = await classProbabilities(network, [() => Float32Array.from(X)], [2, 2, 1]);
+  const [row] = await classProbabilities(network, [(out) => out.set(X)], [2, 2, 1]);
   close(row![0]!, p0(X), 1e-6, 'p0');
 });
 

@@ -8,17 +8,15 @@
 import type { MetricValues } from './names.js';
 import type { InputImage, Measurement } from './types.js';
 
-/** The input multiplied, in every channel, by the map at input size. */
-export function multiplyByMap(image: InputImage, saliency: Float32Array): Float32Array {
+/** The input multiplied, in every channel, by the map at input size, written into `out`. */
+export function multiplyByMap(image: InputImage, saliency: Float32Array, out: Float32Array): void {
   const { pixels, channels } = image;
-  const out = new Float32Array(pixels.length);
   for (let i = 0; i < pixels.length; i++) out[i] = pixels[i]! * saliency[Math.floor(i / channels)]!;
-  return out;
 }
 
 export function confidenceChange(image: InputImage, saliency: Float32Array, original: number): Measurement {
   return {
-    images: [() => multiplyByMap(image, saliency)],
+    images: [(out) => multiplyByMap(image, saliency, out)],
     finish: ([masked]): MetricValues => ({ confidenceChange: masked! - original }),
   };
 }

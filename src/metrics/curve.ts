@@ -21,14 +21,13 @@ export function trapezoidAuc(values: readonly number[]): number {
   return (sum - values[0]! / 2 - values[n]! / 2) / n;
 }
 
-/** `start` with the first `count` pixels of `order` taken from `finish`. */
-export function movePixels(start: Float32Array, finish: Float32Array, order: Int32Array, count: number, channels: number): Float32Array {
-  const out = start.slice();
+/** `start` with the first `count` pixels of `order` taken from `finish`, written into `out`. */
+export function movePixels(start: Float32Array, finish: Float32Array, order: Int32Array, count: number, channels: number, out: Float32Array): void {
+  out.set(start);
   for (let k = 0; k < count; k++) {
     const base = order[k]! * channels;
     for (let c = 0; c < channels; c++) out[base + c] = finish[base + c]!;
   }
-  return out;
 }
 
 /**
@@ -43,7 +42,7 @@ export function causalCurve(
   finishValue: (auc: number) => MetricValues,
 ): Measurement {
   const pixels = image.width * image.height;
-  const images = Array.from({ length: steps - 1 }, (_, i) => () => movePixels(ends.start, ends.finish, order, movedCount(i + 1, steps, pixels), image.channels));
+  const images = Array.from({ length: steps - 1 }, (_, i) => (out: Float32Array) => movePixels(ends.start, ends.finish, order, movedCount(i + 1, steps, pixels), image.channels, out));
   return {
     images,
     finish: (probabilities) => finishValue(trapezoidAuc([ends.first, ...probabilities, ends.last])),

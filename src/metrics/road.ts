@@ -39,8 +39,8 @@ export function roadKeepMask(saliency: Float32Array, threshold: number, order: '
 /** `seed` names this map (its image, kind and class): each imputation draws its noise from its own stream. */
 export function road(image: InputImage, saliency: Float32Array, seed: number, original: number, noise = ROAD_NOISE): Measurement {
   const thresholds = percentiles(saliency, ROAD_PERCENTILES);
-  const impute = (order: 'morf' | 'lerf', index: number) => () =>
-    noisyLinearImputation(image, roadKeepMask(saliency, thresholds[index]!, order), noise, mulberry32(seedOf(`${seed}:${order}:${ROAD_PERCENTILES[index]}`)));
+  const impute = (order: 'morf' | 'lerf', index: number) => (out: Float32Array) =>
+    out.set(noisyLinearImputation(image, roadKeepMask(saliency, thresholds[index]!, order), noise, mulberry32(seedOf(`${seed}:${order}:${ROAD_PERCENTILES[index]}`))));
   const count = ROAD_PERCENTILES.length;
   return {
     images: [...ROAD_PERCENTILES.map((_, i) => impute('morf', i)), ...ROAD_PERCENTILES.map((_, i) => impute('lerf', i))],

@@ -13,13 +13,13 @@ import { disposeValues } from '../executor/network.js';
 import type { FeatureMap } from '../render/maps.js';
 import type { CamvizModel } from '../model/load.js';
 import { confidenceChange } from './confidence.js';
-import { deletedImage, deletion } from './deletion.js';
+import { deletion } from './deletion.js';
 import { blurImage, insertion } from './insertion.js';
 import type { MetricValues, MetricsOptions, MetricsRecord } from './names.js';
 import { seedOf, uniformMap } from './random.js';
 import { road } from './road.js';
 import { inputSaliency, relevanceOrder } from './saliency.js';
-import type { InputImage, Measurement, ReferenceProbabilities } from './types.js';
+import type { ImageWriter, InputImage, Measurement, ReferenceProbabilities } from './types.js';
 
 /** Perturbed images per forward pass. */
 export const METRIC_BATCH = 20;
@@ -33,13 +33,13 @@ export function metricsExecutor(model: CamvizModel): Executor {
 }
 
 /** The class probabilities [images][classes] of model inputs built on demand, METRIC_BATCH at a time. */
-export async function classProbabilities(executor: Executor, images: readonly (() => Float32Array)[], shape: readonly [number, number, number]): Promise<Float32Array[]> {
+export async function classProbabilities(executor: Executor, images: readonly ImageWriter[], shape: readonly [number, number, number]): Promise<Float32Array[]> {
   const rows: Float32Array[] = [];
   const size = shape[0] * shape[1] * shape[2];
   for (let start = 0; start < images.length; start += METRIC_BATCH) {
     const chunk = images.slice(start, start + METRIC_BATCH);
     const data = new Float32Array(chunk.length * size);
-    chunk.forEach((build, i) => data.set(build(), i * size));
+    chunk.forEach((write, i) => write(data.subarray(i * size, (i + 1) * size)));
     const input = tf.tensor4d(data, [chunk.length, ...shape]);
     try {
       const values = await executor.forward(input);
@@ -77,7 +77,11 @@ export async function measureExplanations(executor: Executor, batch: MetricsBatc
   // Every curve of an image starts or ends at these: one forward pass serves all its classes and maps.
   const referenceRows = await classProbabilities(
     executor,
-    images.flatMap((image, i) => [() => image.pixels, ...(wants.has('deletion') ? [() => deletedImage(image)] : []), ...(wants.has('insertion') ? [() => blurred[i]!] : [])]),
+    images.flatMap((image, i): ImageWriter[] => [
+      (out) => out.set(image.pixels),
+      ...(wants.has('deletion') ? [(out: Float32Array) => out.fill(0)] : []),
+      ...(wants.has('insertion') ? [(out: Float32Array) => out.set(blurred[i]!)] : []),
+    ]),
     [height, width, channels],
   );
   const perImage = 1 + (wants.has('deletion') ? 1 : 0) + (wants.has('insertion') ? 1 : 0);

@@ -23,13 +23,15 @@ export interface ReferenceProbabilities {
   blurred: number;
 }
 
+/** Writes one model input into `out` (its place in a batch): images are built when their batch runs, so that only a batch of them is held at once. */
+export type ImageWriter = (out: Float32Array) => void;
+
 /**
- * One metric on one map: the perturbed images it needs (built when their
- * batch runs, so that only a batch of them is held at once) and how the
- * class probabilities of those images, in order, become its values.
+ * One metric on one map: the perturbed images it needs and how the class
+ * probabilities of those images, in order, become its values.
  */
 export interface Measurement {
-  readonly images: readonly (() => Float32Array)[];
+  readonly images: readonly ImageWriter[];
   finish(probabilities: readonly number[]): MetricValues;
 }
 
