@@ -72,26 +72,8 @@ export async function measureExplanations(executor: Executor, batch: MetricsBatc
   const data = batch.input.dataSync() as Float32Array;
   const size = height * width * channels;
   const images: InputImage[] = Array.from({ length: count }, (_, i) => ({ pixels: data.slice(i * size, (i + 1) * size), width, height, channels }));
-  const wants = new Set(options.names);
-  const blurred = images.map((image) => (wants.has('insertion') ? blurImage(image) : image.pixels));
-  // Every curve of an image starts or ends at these: one forward pass serves all its classes and maps.
-  const referenceRows = await classProbabilities(
-    executor,
-    images.flatMap((image, i): ImageWriter[] => [
-      (out) => out.set(image.pixels),
-      ...(wants.has('deletion') ? [(out: Float32Array) => out.fill(0)] : []),
-      ...(wants.has('insertion') ? [(out: Float32Array) => out.set(blurred[i]!)] : []),
-    ]),
-    [height, width, channels],
-  );
-  const perImage = 1 + (wants.has('deletion') ? 1 : 0) + (wants.has('insertion') ? 1 : 0);
-  const references = (image: number, classIndex: number): ReferenceProbabilities => {
-    const rows = referenceRows.slice(image * perImage, (image + 1) * perImage);
-    const next = [...rows];
-    const original = next.shift()![classIndex]!;
-    return { original, zeros: wants.has('deletion') ? next.shift()![classIndex]! : Number.NaN, blurred: wants.has('insertion') ? next.shift()![classIndex]! : Number.NaN };
-  };
-
+  const blurred = images.map((image) => (options.names.includes('insertion') ? blurImage(image) : image.pixels));
+  const references = await referenceProbabilities(executor, images, blurred, options);
   const measured = batch.explanations.map((perRank, image) =>
     perRank.map((explanation) => {
       if (explanation.map === undefined) throw new Error(`class ${explanation.classIndex} has no map to measure`);
@@ -113,6 +95,37 @@ export async function measureExplanations(executor: Executor, batch: MetricsBatc
       return { ...finish(map, classIndex), random: finish(random, classIndex) };
     }),
   );
+}
+
+/**
+ * The class probabilities of the images every curve of an image starts or
+ * ends at (the image, all zeros, blurred), by image and class: one forward
+ * pass serves all the image's classes and maps.
+ */
+async function referenceProbabilities(
+  executor: Executor,
+  images: readonly InputImage[],
+  blurred: readonly Float32Array[],
+  options: MetricsOptions,
+): Promise<(image: number, classIndex: number) => ReferenceProbabilities> {
+  const deletion = options.names.includes('deletion');
+  const insertion = options.names.includes('insertion');
+  const first = images[0];
+  if (first === undefined) return () => ({ original: Number.NaN, zeros: Number.NaN, blurred: Number.NaN });
+  const rows = await classProbabilities(
+    executor,
+    images.flatMap((image, i): ImageWriter[] => [
+      (out) => out.set(image.pixels),
+      ...(deletion ? [(out: Float32Array) => out.fill(0)] : []),
+      ...(insertion ? [(out: Float32Array) => out.set(blurred[i]!)] : []),
+    ]),
+    [first.height, first.width, first.channels],
+  );
+  const perImage = 1 + (deletion ? 1 : 0) + (insertion ? 1 : 0);
+  return (image, classIndex) => {
+    const [original, ...ends] = rows.slice(image * perImage, (image + 1) * perImage).map((row) => row[classIndex]!);
+    return { original: original!, zeros: deletion ? ends.shift()! : Number.NaN, blurred: insertion ? ends.shift()! : Number.NaN };
+  };
 }
 
 interface MapContext {
