@@ -19,7 +19,7 @@ import { ROAD_PERCENTILES, percentiles, road } from '../src/metrics/road.js';
 import { classProbabilities, measureExplanations } from '../src/metrics/runner.js';
 import { inputSaliency, relevanceOrder } from '../src/metrics/saliency.js';
 import { uniformMap } from '../src/metrics/random.js';
-import type { InputImage } from '../src/metrics/types.js';
+import type { PreprocessedImage } from '../src/metrics/types.js';
 import { findPython } from './helpers/python.js';
 import { spawnSync } from 'node:child_process';
 
@@ -64,7 +64,7 @@ test('percentiles as numpy.percentile (linear interpolation)', () => {
   percentiles(values, [0, 10, 50, 90, 100]).forEach((value, i) => close(value, expected[i]!, 1e-12, `percentile ${i}`));
 });
 
-const image = (width: number, height: number, pixels: number[], channels = 1): InputImage => ({ width, height, channels, pixels: Float32Array.from(pixels) });
+const image = (width: number, height: number, pixels: number[], channels = 1): PreprocessedImage => ({ width, height, channels, pixels: Float32Array.from(pixels) });
 
 test('imputer by hand: the removed centre of 3x3 is the weighted mean of its 8 neighbours (axial 1/6, diagonal 1/12)', () => {
   const pixels = [1, 2, 3, 4, 99, 6, 7, 8, 9];

@@ -6,15 +6,15 @@
  * than the model needed; positive: masking out the rest helped.
  */
 import type { MetricValues } from './names.js';
-import type { InputImage, Measurement } from './types.js';
+import type { PreprocessedImage, Measurement } from './types.js';
 
 /** The input multiplied, in every channel, by the map at input size, written into `out`. */
-export function multiplyByMap(image: InputImage, saliency: Float32Array, out: Float32Array): void {
+export function multiplyByMap(image: PreprocessedImage, saliency: Float32Array, out: Float32Array): void {
   const { pixels, channels } = image;
   for (let i = 0; i < pixels.length; i++) out[i] = pixels[i]! * saliency[Math.floor(i / channels)]!;
 }
 
-export function confidenceChange(image: InputImage, saliency: Float32Array, original: number): Measurement {
+export function confidenceChange(image: PreprocessedImage, saliency: Float32Array, original: number): Measurement {
   return {
     images: [(out) => multiplyByMap(image, saliency, out)],
     finish: ([masked]): MetricValues => ({ confidenceChange: masked! - original }),

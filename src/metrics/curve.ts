@@ -5,7 +5,7 @@
  * curve, by the trapezoid rule over [0, 1] (RISE's `auc`).
  */
 import type { MetricValues } from './names.js';
-import type { InputImage, Measurement } from './types.js';
+import type { PreprocessedImage, Measurement } from './types.js';
 
 /** Pixels moved after step k of `steps`: round(k / steps x pixels), so that the curve's x is the fraction moved. */
 export function movedCount(step: number, steps: number, pixels: number): number {
@@ -35,7 +35,7 @@ export function movePixels(start: Float32Array, finish: Float32Array, order: Int
  * `last`): the steps between are the images to run; the value is its AUC.
  */
 export function causalCurve(
-  image: InputImage,
+  image: PreprocessedImage,
   ends: { start: Float32Array; finish: Float32Array; first: number; last: number },
   order: Int32Array,
   steps: number,

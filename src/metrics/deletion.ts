@@ -6,14 +6,14 @@
  * faithful map names the pixels whose loss hurts most.
  */
 import { causalCurve } from './curve.js';
-import type { InputImage, Measurement, ReferenceProbabilities } from './types.js';
+import type { PreprocessedImage, Measurement, ReferenceProbabilities } from './types.js';
 
 /** The input with every pixel deleted. */
-export function deletedImage(image: InputImage): Float32Array {
+export function deletedImage(image: PreprocessedImage): Float32Array {
   return new Float32Array(image.pixels.length);
 }
 
-export function deletion(image: InputImage, order: Int32Array, steps: number, references: ReferenceProbabilities): Measurement {
+export function deletion(image: PreprocessedImage, order: Int32Array, steps: number, references: ReferenceProbabilities): Measurement {
   const ends = { start: image.pixels, finish: deletedImage(image), first: references.original, last: references.zeros };
   return causalCurve(image, ends, order, steps, (auc) => ({ deletionAuc: auc }));
 }

@@ -15,7 +15,7 @@
  */
 import { type SparseMatrix, buildHierarchy, multiplyMatrix, vCycle } from './multigrid.js';
 import { gaussian } from './random.js';
-import type { InputImage } from './types.js';
+import type { PreprocessedImage } from './types.js';
 
 /** [dy, dx, weight]: ROAD's neighbour weights, in its order. */
 const NEIGHBOURS: readonly (readonly [number, number, number])[] = [
@@ -43,7 +43,7 @@ interface ImputationSystem {
   rhs: Float64Array[];
 }
 
-function buildSystem(image: InputImage, keep: Uint8Array): ImputationSystem {
+function buildSystem(image: PreprocessedImage, keep: Uint8Array): ImputationSystem {
   const { width, height, channels, pixels } = image;
   const slot = new Int32Array(width * height).fill(-1);
   const unknownList: number[] = [];
@@ -121,7 +121,7 @@ function solveImputation(matrix: SparseMatrix, b: Float64Array, precondition: (r
  * The image with the pixels where `keep` is 0 imputed (plus noise drawn
  * from `uniform`, a seeded generator); kept pixels are unchanged.
  */
-export function noisyLinearImputation(image: InputImage, keep: Uint8Array, noise: number, uniform: () => number): Float32Array {
+export function noisyLinearImputation(image: PreprocessedImage, keep: Uint8Array, noise: number, uniform: () => number): Float32Array {
   const system = buildSystem(image, keep);
   const out = image.pixels.slice();
   const normal = gaussian(uniform);

@@ -10,7 +10,7 @@
  * `conv2d(padding=5)`, i.e. with zeros beyond the border.
  */
 import { causalCurve } from './curve.js';
-import type { InputImage, Measurement, ReferenceProbabilities } from './types.js';
+import type { PreprocessedImage, Measurement, ReferenceProbabilities } from './types.js';
 
 const KERNEL_SIZE = 11;
 const SIGMA = 5;
@@ -38,13 +38,13 @@ export function riseKernel1d(size = KERNEL_SIZE, sigma = SIGMA): Float64Array {
 }
 
 /** The image convolved per channel with the separable kernel, zeros beyond the border. */
-export function blurImage(image: InputImage, kernel: Float64Array = riseKernel1d()): Float32Array {
+export function blurImage(image: PreprocessedImage, kernel: Float64Array = riseKernel1d()): Float32Array {
   const rows = convolveAxis(image.pixels, image, kernel, 'x');
   return Float32Array.from(convolveAxis(rows, image, kernel, 'y'));
 }
 
 /** One axis of the separable convolution, zeros beyond the border. */
-function convolveAxis(values: ArrayLike<number>, { width, height, channels }: InputImage, kernel: Float64Array, axis: 'x' | 'y'): Float64Array {
+function convolveAxis(values: ArrayLike<number>, { width, height, channels }: PreprocessedImage, kernel: Float64Array, axis: 'x' | 'y'): Float64Array {
   const half = Math.floor(kernel.length / 2);
   const [length, stride] = axis === 'x' ? [width, channels] : [height, width * channels];
   const out = new Float64Array(values.length);
@@ -62,7 +62,7 @@ function convolveAxis(values: ArrayLike<number>, { width, height, channels }: In
   return out;
 }
 
-export function insertion(image: InputImage, blurred: Float32Array, order: Int32Array, steps: number, references: ReferenceProbabilities): Measurement {
+export function insertion(image: PreprocessedImage, blurred: Float32Array, order: Int32Array, steps: number, references: ReferenceProbabilities): Measurement {
   const ends = { start: blurred, finish: image.pixels, first: references.blurred, last: references.original };
   return causalCurve(image, ends, order, steps, (auc) => ({ insertionAuc: auc }));
 }

@@ -15,7 +15,7 @@
 import { ROAD_NOISE, noisyLinearImputation } from './imputer.js';
 import type { MetricValues } from './names.js';
 import { mulberry32, seedOf } from './random.js';
-import type { InputImage, Measurement } from './types.js';
+import type { PreprocessedImage, Measurement } from './types.js';
 
 export const ROAD_PERCENTILES: readonly number[] = [10, 20, 30, 40, 50, 60, 70, 80, 90];
 
@@ -37,7 +37,7 @@ export function roadKeepMask(saliency: Float32Array, threshold: number, order: '
 }
 
 /** `seed` names this map (its image, kind and class): each imputation draws its noise from its own stream. */
-export function road(image: InputImage, saliency: Float32Array, seed: number, original: number, noise = ROAD_NOISE): Measurement {
+export function road(image: PreprocessedImage, saliency: Float32Array, seed: number, original: number, noise = ROAD_NOISE): Measurement {
   const thresholds = percentiles(saliency, ROAD_PERCENTILES);
   const impute = (order: 'morf' | 'lerf', index: number) => (out: Float32Array) =>
     out.set(noisyLinearImputation(image, roadKeepMask(saliency, thresholds[index]!, order), noise, mulberry32(seedOf(`${seed}:${order}:${ROAD_PERCENTILES[index]}`))));

@@ -19,7 +19,7 @@ import type { MetricValues, MetricsOptions, MetricsRecord } from './names.js';
 import { seedOf, uniformMap } from './random.js';
 import { road } from './road.js';
 import { inputSaliency, relevanceOrder } from './saliency.js';
-import type { ImageWriter, InputImage, Measurement, ReferenceProbabilities } from './types.js';
+import type { ImageWriter, PreprocessedImage, Measurement, ReferenceProbabilities } from './types.js';
 
 /** Perturbed images per forward pass. */
 export const METRIC_BATCH = 20;
@@ -71,7 +71,7 @@ export async function measureExplanations(executor: Executor, batch: MetricsBatc
   const [count, height, width, channels] = batch.input.shape;
   const data = batch.input.dataSync() as Float32Array;
   const size = height * width * channels;
-  const images: InputImage[] = Array.from({ length: count }, (_, i) => ({ pixels: data.slice(i * size, (i + 1) * size), width, height, channels }));
+  const images: PreprocessedImage[] = Array.from({ length: count }, (_, i) => ({ pixels: data.slice(i * size, (i + 1) * size), width, height, channels }));
   const blurred = images.map((image) => (options.names.includes('insertion') ? blurImage(image) : image.pixels));
   const references = await referenceProbabilities(executor, images, blurred, options);
   const measured = batch.explanations.map((perRank, image) =>
@@ -104,7 +104,7 @@ export async function measureExplanations(executor: Executor, batch: MetricsBatc
  */
 async function referenceProbabilities(
   executor: Executor,
-  images: readonly InputImage[],
+  images: readonly PreprocessedImage[],
   blurred: readonly Float32Array[],
   options: MetricsOptions,
 ): Promise<(image: number, classIndex: number) => ReferenceProbabilities> {
@@ -129,7 +129,7 @@ async function referenceProbabilities(
 }
 
 interface MapContext {
-  image: InputImage;
+  image: PreprocessedImage;
   blurred: Float32Array;
   references: ReferenceProbabilities;
   options: MetricsOptions;

@@ -6,7 +6,7 @@
 import type { MetricValues } from './names.js';
 
 /** One preprocessed image, row-major [height, width, channels] (the model's NHWC input). */
-export interface InputImage {
+export interface PreprocessedImage {
   pixels: Float32Array;
   width: number;
   height: number;
