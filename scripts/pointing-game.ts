@@ -16,6 +16,7 @@ import { explain } from '../src/explain.js';
 import { useBackend } from '../src/engine/backend.js';
 import { type LoadedImage, imageFromRgb } from '../src/image/image.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
+import { hitRate, tallyPointing } from '../src/metrics/pointing.js';
 import { type Scene, generateScene, mulberry32 } from './shapes-data.js';
 
 export interface PointingResult {
@@ -48,10 +49,6 @@ export async function pointingScenes(model: CamvizModel, options: PointingOption
   return [await make(options.seed, 0), await make(options.seed + 1, 1)];
 }
 
-function inside(peak: { x: number; y: number }, box: { x: number; y: number; width: number; height: number }): boolean {
-  return peak.x >= box.x && peak.x < box.x + box.width && peak.y >= box.y && peak.y < box.y + box.height;
-}
-
 export async function pointingGame(model: CamvizModel, method: string, scenes: { scene: Scene; image: LoadedImage }[][]): Promise<PointingResult> {
   const [singles, pairs] = scenes as [{ scene: Scene; image: LoadedImage }[], { scene: Scene; image: LoadedImage }[]];
   const result: PointingResult = { method, single: { hits: 0, total: 0 }, two: { hits: 0, total: 0 } };
@@ -64,15 +61,14 @@ export async function pointingGame(model: CamvizModel, method: string, scenes: {
       for (const shape of scene.shapes) {
         const explanation = (await explain(model, [image], { method, classes: [shape.classIndex] }))[0]?.[0];
         if (explanation === undefined) throw new Error(`${method}: no explanation for class ${shape.classIndex}`);
-        tally.total++;
-        if (inside(explanation.picture.peak, shape.box)) tally.hits++;
+        tallyPointing(tally, explanation.picture.peak, [shape.box]);
       }
     }
   }
   return result;
 }
 
-const percent = ({ hits, total }: { hits: number; total: number }): string => `${((100 * hits) / Math.max(1, total)).toFixed(1)}% (${hits}/${total})`;
+const percent = (tally: { hits: number; total: number }): string => `${(100 * hitRate(tally)).toFixed(1)}% (${tally.hits}/${tally.total})`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

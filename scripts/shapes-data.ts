@@ -72,17 +72,8 @@ export const MIN_CONTRAST = 100;
 /** Whole pixels kept free between the boxes of two shapes. */
 export const MIN_BOX_GAP = 2;
 
-/** mulberry32: a tiny 32-bit PRNG, good enough for data and the same everywhere. */
-export function mulberry32(seed: number): Rng {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32: a tiny 32-bit PRNG, good enough for data and the same everywhere (camviz's metrics seed theirs with it too). */
+export { mulberry32 } from '../src/metrics/random.js';
 
 function uniform(rng: Rng, low: number, high: number): number {
   return low + (high - low) * rng();

@@ -13,7 +13,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const src = join(root, 'src');
 
 /** Bottom to top. Files directly in src/ (the package entry) sit above all. */
-const LAYERS = ['util', 'engine', 'hooks', 'executor', 'image', 'model', 'render', 'cam', 'tasks', 'batch', 'cli'];
+const LAYERS = ['util', 'engine', 'hooks', 'executor', 'image', 'model', 'render', 'cam', 'metrics', 'tasks', 'batch', 'cli'];
 
 function sources(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {

@@ -14,6 +14,7 @@ import sharp from '../util/sharp.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import type { CamResultRecord, FmapResultRecord, InputRecord, ResultRecord } from '../tasks/types.js';
 import { VERSION } from '../util/version.js';
+import { METRIC_KEYS, type MetricsRecord } from '../metrics/names.js';
 import { type Manifest, REPORT_DIR, REPORT_NAME } from './manifest.js';
 
 export { REPORT_DIR, REPORT_NAME } from './manifest.js';
@@ -43,6 +44,8 @@ export interface ReportImage {
   p?: number;
   /** Feature-map shape [H, W, C]. */
   h?: number[];
+  /** Faithfulness metrics (--metrics): [name, the map's value, the random map's]. */
+  x?: [string, number, number | null][];
 }
 
 export interface ReportRecord {
@@ -161,10 +164,20 @@ function outputImages(record: InputRecord, noteLabel: (index: number, label: str
 function describeResult(result: ResultRecord, noteLabel: (index: number, label: string | null) => void): ReportImage {
   if (isCamResult(result)) {
     noteLabel(result.class.index, result.class.label);
-    return { f: result.png, m: result.method, l: result.layer, c: result.class.index, s: round(result.score), p: round(result.probability) };
+    const image: ReportImage = { f: result.png, m: result.method, l: result.layer, c: result.class.index, s: round(result.score), p: round(result.probability) };
+    if (result.metrics !== undefined) image.x = metricRows(result.metrics);
+    return image;
   }
   const fmap: FmapResultRecord = result;
   return { f: fmap.png, l: fmap.layer, h: fmap.shape };
+}
+
+/** The rows of a map's metrics table: each requested metric, the map's value beside the random map's. */
+function metricRows(metrics: MetricsRecord): [string, number, number | null][] {
+  return METRIC_KEYS.filter((key) => typeof metrics[key] === 'number').map((key) => {
+    const random = metrics.random?.[key];
+    return [key, round(metrics[key]!), typeof random === 'number' ? round(random) : null];
+  });
 }
 
 function isCamResult(result: ResultRecord): result is CamResultRecord {
@@ -300,6 +313,9 @@ nav input[type=search]{width:18em}
 .input{color:var(--muted);font-size:12px;overflow-wrap:anywhere}
 .message{color:var(--err);font-weight:600;white-space:pre-wrap;overflow-wrap:anywhere;margin:4px 0 8px}
 ol.predictions{margin:0;padding-left:22px;font-size:13px}
+table.metrics{border-collapse:collapse;font-size:11px;margin-top:3px;font-variant-numeric:tabular-nums}
+table.metrics th,table.metrics td{padding:0 6px 0 0;text-align:right}
+table.metrics th:first-child,table.metrics td:first-child{text-align:left;color:var(--muted);font-weight:400}
 #more-wrap{text-align:center;margin:0 0 24px}
 `;
 
@@ -370,7 +386,21 @@ const PAGE_SCRIPT = `
     class: (a, b) => (a.classKey < b.classKey ? -1 : a.classKey > b.classKey ? 1 : byPath(a, b)),
   };
 
-  const figure = (src, caption, alt) => {
+  // A map's faithfulness metrics beside the random map's.
+  const metricsTable = (rows) => {
+    const table = el('table', 'metrics');
+    const head = el('tr');
+    head.append(el('th', '', 'metric'), el('th', '', 'map'), el('th', '', 'random'));
+    table.append(head);
+    for (const [name, value, random] of rows) {
+      const tr = el('tr');
+      tr.append(el('td', '', name), el('td', '', String(value)), el('td', '', random === null ? '-' : String(random)));
+      table.append(tr);
+    }
+    return table;
+  };
+
+  const figure = (src, caption, alt, metrics) => {
     const fig = el('figure');
     const link = el('a');
     link.href = href(src);
@@ -385,6 +415,7 @@ const PAGE_SCRIPT = `
     });
     link.append(img);
     fig.append(link, el('figcaption', '', caption));
+    if (metrics) fig.append(metricsTable(metrics));
     return fig;
   };
 
@@ -410,7 +441,7 @@ const PAGE_SCRIPT = `
     const row = el('div', 'row');
     if (r.t) row.append(figure('${REPORT_DIR}/thumbs/' + r.n + '.jpg', 'input', 'input ' + r.n));
     else row.append(el('div', 'missing original', 'original image not readable'));
-    for (const o of r.o || []) row.append(figure(o.f, caption(o), caption(o)));
+    for (const o of r.o || []) row.append(figure(o.f, caption(o), caption(o), o.x));
     node.append(row);
     if (r.p && r.p.length > 0) {
       const list = el('ol', 'predictions');

@@ -6,6 +6,7 @@ import { CAM_DEFAULTS } from '../tasks/defaults.js';
 import type { CamResultRecord, CamTaskOptions, InputRecord } from '../tasks/types.js';
 import { type BatchCliOptions, baseTaskOptions, runImageCommand, withDisplayPaths } from './run-command.js';
 import { checkImageCommandOptions, layerNames, parseCount, printWrittenFiles } from './common.js';
+import { metricsFromFlags } from './metrics.js';
 
 export interface CamCliOptions extends BatchCliOptions {
   method?: string;
@@ -19,6 +20,8 @@ export interface CamCliOptions extends BatchCliOptions {
   alpha?: string;
   heatmapOnly?: boolean;
   raw?: boolean;
+  metrics?: string | boolean;
+  metricSteps?: string;
 }
 
 /** The task the flags ask for; an absent flag takes its value from CAM_DEFAULTS. */
@@ -31,10 +34,12 @@ export function camTaskFromFlags(options: CamCliOptions): CamTaskOptions {
   if (!isColormapName(colormap)) throw new UsageError(`unknown colormap '${colormap}': choose one of ${COLORMAPS.join(', ')}`);
   const score = options.score ?? CAM_DEFAULTS.score;
   if (!isScoreKind(score)) throw new UsageError(`--score ${score}: choose one of ${SCORE_KINDS.join(', ')}`);
+  const method = canonicalMethod(options.method ?? CAM_DEFAULTS.method);
+  const metrics = metricsFromFlags(options.metrics, options.metricSteps, method);
   return {
     command: 'cam',
     ...baseTaskOptions(options),
-    method: canonicalMethod(options.method ?? CAM_DEFAULTS.method),
+    method,
     layers: layerNames(options.layer),
     classes: [...new Set(classes)],
     topK: options.topK === undefined ? CAM_DEFAULTS.topK : parseCount(options.topK, '--top-k'),
@@ -45,6 +50,7 @@ export function camTaskFromFlags(options: CamCliOptions): CamTaskOptions {
     alpha,
     heatmapOnly: options.heatmapOnly === true,
     raw: options.raw === true,
+    ...(metrics === undefined ? {} : { metrics }),
   };
 }
 

@@ -8,6 +8,7 @@ import { OPTION_LIMITS, addBatchOptions, addEngineOption, addImageOptions, addMo
 import { METHOD_NAMES, SCORE_KINDS } from '../cam/names.js';
 import { PAIR_BY } from '../batch/compare.js';
 import { COLORMAPS } from '../render/colormap.js';
+import { METRIC_NAMES, METRIC_STEPS } from '../metrics/names.js';
 import { CAM_DEFAULTS, FMAP_DEFAULTS, PREDICT_DEFAULTS } from '../tasks/defaults.js';
 import { describeError, exitCodeOf } from '../util/errors.js';
 import { VERSION } from '../util/version.js';
@@ -108,6 +109,8 @@ ${EXIT_CODES_HELP}`,
       .option('--alpha <a>', 'heatmap weight in the blend (0-1)', String(CAM_DEFAULTS.alpha))
       .option('--heatmap-only', 'write the coloured map alone, not blended')
       .option('--raw', 'also write the map at feature resolution (after ReLU, before normalisation) as float32 .npy [h, w]; guided methods: their gradient image [H, W, 3]')
+      .option('--metrics [list]', `faithfulness metrics per map, with a random-map baseline: ${METRIC_NAMES.join(',')} (bare: all); in --json and the manifest`)
+      .option('--metric-steps <n>', `steps of the deletion and insertion curves (${METRIC_STEPS.min}-${METRIC_STEPS.max}, default ${METRIC_STEPS.default})`)
       .addHelpText(
         'after',
         `
@@ -224,6 +227,29 @@ Examples:
       act(async (a: string, b: string, options: Record<string, unknown>) => {
         const { runCompare } = await import('./compare.js');
         return runCompare(a, b, options);
+      }),
+    );
+
+  program
+    .command('metrics')
+    .description('summarise the faithfulness metrics of a cam run (--metrics): mean ± sd per method and class, beside a random map\'s')
+    .argument('<folder>', 'the output folder of camviz cam --metrics (may be merged shards)')
+    .option('--json', 'print the summary as JSON and write metrics.json in the folder')
+    .option('-q, --quiet', 'no line naming metrics.json')
+    .addHelpText(
+      'after',
+      `
+With a truth.json beside the inputs (fixtures/shapes/truth.json's format: boxes per image and class), also the pointing game:
+per method, how often the map's peak lies in its class's box.
+
+Examples:
+  camviz cam photos/ --metrics --out out/ && camviz metrics out/
+  camviz cam fixtures/shapes --model shapes --metrics deletion,insertion --out out/ && camviz metrics out/ --json`,
+    )
+    .action(
+      act(async (folder: string, options: { json?: boolean; quiet?: boolean }) => {
+        const { runMetricsSummary } = await import('./metrics.js');
+        return runMetricsSummary(folder, options);
       }),
     );
 

@@ -23,6 +23,7 @@ import {
   recordOutputs,
 } from './common.js';
 import { errorRecord, inBatchOrder } from './records.js';
+import { metricsField, withMetrics } from '../metrics/runner.js';
 import type { BatchOutcome, CamResultRecord, CamTaskOptions, InputImage, InputRecord } from './types.js';
 
 export class CamTask {
@@ -71,7 +72,7 @@ export class CamTask {
   private async compute(decoded: readonly DecodedInput[]): Promise<ExplainBatch> {
     const input = inputTensor(this.context.model, decoded.map((item) => item.image.input));
     try {
-      return await explainBatch(await this.context.model.executor(), {
+      const computed = await explainBatch(await this.context.model.executor(), {
         method: this.method,
         input,
         layers: this.layers,
@@ -80,6 +81,8 @@ export class CamTask {
         augSmooth: this.options.augSmooth,
         eigenSmooth: this.options.eigenSmooth,
       });
+      const { metrics } = this.options;
+      return metrics === undefined ? computed : await withMetrics(this.context.model, input, computed, decoded.map((item) => item.input.relative), metrics);
     } finally {
       input.dispose();
     }
@@ -131,6 +134,7 @@ export class CamTask {
       peak: { x: peak.x, y: peak.y },
       png,
       ...(npy === undefined ? {} : { npy }),
+      ...metricsField(explanation),
     };
   }
 }

@@ -8,6 +8,7 @@ import type { EngineChoice } from '../engine/engine-choices.js';
 import type { ColormapName } from '../render/colormap.js';
 import type { ResizeMode } from '../image/geometry.js';
 import type { Prediction } from '../model/predict.js';
+import type { MetricsOptions, MetricsRecord } from '../metrics/names.js';
 
 export interface ModelSpec {
   model?: string;
@@ -57,6 +58,8 @@ export interface CamTaskOptions extends BaseTaskOptions {
   alpha: number;
   heatmapOnly: boolean;
   raw: boolean;
+  /** Faithfulness metrics per map (--metrics); absent: none. */
+  metrics?: MetricsOptions;
 }
 
 export interface FmapTaskOptions extends BaseTaskOptions {
@@ -101,6 +104,8 @@ export interface CamResultRecord {
   /** Output paths are relative to the output folder (the manifest's folder). */
   png: string;
   npy?: string;
+  /** With --metrics: the requested metrics of this map and of a seeded random map. */
+  metrics?: MetricsRecord;
 }
 
 /** What `camviz fmap --json` prints per output. */

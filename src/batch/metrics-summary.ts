@@ -1,0 +1,199 @@
+/**
+ * `camviz metrics <folder>`: the faithfulness metrics of a cam run, read
+ * back from its manifest and summarised per method and class (mean and
+ * sample standard deviation of each metric, the random baseline beside),
+ * and, where the inputs come with ground truth (a `truth.json` beside them,
+ * in the format of fixtures/shapes/truth.json), the pointing game per method.
+ */
+import { open } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { type Box, type PointingTally, hitRate, tallyPointing } from '../metrics/pointing.js';
+import { METRIC_KEYS, type MetricKey, type MetricValues } from '../metrics/names.js';
+import type { CamResultRecord, InputRecord, ResultRecord } from '../tasks/types.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
+import { CamvizError, UsageError } from '../util/errors.js';
+import { readOptionalJson } from '../util/json-file.js';
+import { type Manifest, MANIFEST_NAME, readManifest } from './manifest.js';
+
+export const METRICS_SUMMARY_NAME = 'metrics.json';
+/** The ground truth a folder of inputs may carry. */
+export const TRUTH_NAME = 'truth.json';
+
+export interface MetricStat {
+  mean: number;
+  /** Sample standard deviation (n - 1); 0 for one map. */
+  sd: number;
+  n: number;
+}
+
+export type MetricStats = Partial<Record<MetricKey, MetricStat>>;
+
+export interface MetricsGroup {
+  method: string;
+  class: { index: number; label: string | null };
+  /** Maps with metrics in this group. */
+  maps: number;
+  metrics: MetricStats;
+  random: MetricStats;
+}
+
+export interface PointingRow extends PointingTally {
+  method: string;
+  rate: number;
+}
+
+export interface MetricsSummary {
+  manifest: string;
+  groups: MetricsGroup[];
+  /** Present when some input had ground truth. */
+  pointing?: PointingRow[];
+}
+
+/** Reads and summarises a cam run folder; a folder that is not one, or has nothing to summarise, is a usage error. */
+export async function summariseMetricsRun(dir: string): Promise<MetricsSummary> {
+  const manifest = await readCamRun(dir);
+  const results = manifest.records.filter((record) => record.status === 'ok').flatMap((record) => camResults(record).map((result) => ({ record, result })));
+  const groups = groupMetrics(results.map(({ result }) => result));
+  const pointing = await pointingGame(dir, results);
+  if (groups.length === 0 && pointing === undefined) {
+    throw new UsageError(`no map has metrics: run camviz cam with --metrics`, { file: join(dir, MANIFEST_NAME) });
+  }
+  return { manifest: join(dir, MANIFEST_NAME), groups, ...(pointing === undefined ? {} : { pointing }) };
+}
+
+async function readCamRun(dir: string): Promise<Manifest> {
+  const path = join(dir, MANIFEST_NAME);
+  let manifest: Manifest | undefined;
+  try {
+    manifest = await readManifest(dir);
+  } catch (error) {
+    throw new UsageError(error instanceof CamvizError ? error.message : String(error), { file: path });
+  }
+  if (manifest === undefined) throw new UsageError(`not a camviz output folder: no ${MANIFEST_NAME}`, { file: dir });
+  if (manifest.command !== 'cam') throw new UsageError(`a '${manifest.command}' run: metrics are in runs of camviz cam (or gradcam) with --metrics`, { file: path });
+  return manifest;
+}
+
+function camResults(record: InputRecord): CamResultRecord[] {
+  return (record.results ?? []).filter((result: ResultRecord): result is CamResultRecord => 'method' in result);
+}
+
+/** Mean and sample standard deviation. */
+export function stat(values: readonly number[]): MetricStat {
+  const n = values.length;
+  const mean = values.reduce((sum, value) => sum + value, 0) / n;
+  const variance = n < 2 ? 0 : values.reduce((sum, value) => sum + (value - mean) ** 2, 0) / (n - 1);
+  return { mean, sd: Math.sqrt(variance), n };
+}
+
+function stats(values: readonly MetricValues[]): MetricStats {
+  const out: MetricStats = {};
+  for (const key of METRIC_KEYS) {
+    const present = values.map((value) => value[key]).filter((value): value is number => typeof value === 'number');
+    if (present.length > 0) out[key] = stat(present);
+  }
+  return out;
+}
+
+/** One group per (method, class), in method then class order. */
+export function groupMetrics(results: readonly CamResultRecord[]): MetricsGroup[] {
+  const groups = new Map<string, CamResultRecord[]>();
+  for (const result of results) {
+    if (result.metrics === undefined) continue;
+    const key = `${result.method}\u0000${result.class.index}`;
+    groups.set(key, [...(groups.get(key) ?? []), result]);
+  }
+  return [...groups.values()]
+    .map((members) => ({
+      method: members[0]!.method,
+      class: members[0]!.class,
+      maps: members.length,
+      metrics: stats(members.map((member) => member.metrics!)),
+      random: stats(members.map((member) => member.metrics!.random)),
+    }))
+    .sort((a, b) => (a.method < b.method ? -1 : a.method > b.method ? 1 : a.class.index - b.class.index));
+}
+
+/** What a truth.json says of one image. */
+interface TruthImage {
+  width: number;
+  height: number;
+  shapes: { classIndex: number; box: Box }[];
+}
+
+/** The truth.json beside each input, by folder (undefined: none, or not in the expected format). */
+async function truthOf(folder: string, cache: Map<string, Map<string, TruthImage> | undefined>): Promise<Map<string, TruthImage> | undefined> {
+  if (!cache.has(folder)) {
+    const parsed = (await readOptionalJson(join(folder, TRUTH_NAME), TRUTH_NAME)) as { images?: unknown } | undefined;
+    const images = Array.isArray(parsed?.images) ? (parsed.images as (TruthImage & { file: unknown })[]).filter(isTruthImage) : [];
+    cache.set(folder, images.length === 0 ? undefined : new Map(images.map((image) => [image.file, image])));
+  }
+  return cache.get(folder);
+}
+
+function isTruthImage(value: TruthImage & { file: unknown }): value is TruthImage & { file: string } {
+  return typeof value?.file === 'string' && Number.isFinite(value.width) && Number.isFinite(value.height) && Array.isArray(value.shapes);
+}
+
+/** Width and height from a PNG's header, or undefined when it is not readable. */
+async function pngSize(path: string): Promise<{ width: number; height: number } | undefined> {
+  const handle = await open(path, 'r').catch(() => undefined);
+  if (handle === undefined) return undefined;
+  try {
+    const header = Buffer.alloc(24);
+    const { bytesRead } = await handle.read(header, 0, 24, 0);
+    if (bytesRead < 24 || header.toString('latin1', 12, 16) !== 'IHDR') return undefined;
+    return { width: header.readUInt32BE(16), height: header.readUInt32BE(20) };
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Per method, how often the map's peak lies in a box of its class. Peaks
+ * are in the written picture's pixels: scaled to the truth's image size
+ * when the picture was shrunk (--max-overlay-side).
+ */
+async function pointingGame(dir: string, results: readonly { record: InputRecord; result: CamResultRecord }[]): Promise<PointingRow[] | undefined> {
+  const cache = new Map<string, Map<string, TruthImage> | undefined>();
+  const tallies = new Map<string, PointingTally>();
+  for (const { record, result } of results) {
+    const truth = (await truthOf(dirname(resolve(record.input)), cache))?.get(basename(record.input));
+    const boxes = truth?.shapes.filter((shape) => shape.classIndex === result.class.index).map((shape) => shape.box) ?? [];
+    if (truth === undefined || boxes.length === 0) continue;
+    const size = await pngSize(join(dir, result.png));
+    const peak = size === undefined ? result.peak : { x: (result.peak.x * truth.width) / size.width, y: (result.peak.y * truth.height) / size.height };
+    const tally = tallies.get(result.method) ?? { hits: 0, total: 0 };
+    tallyPointing(tally, peak, boxes);
+    tallies.set(result.method, tally);
+  }
+  if (tallies.size === 0) return undefined;
+  return [...tallies].sort(([a], [b]) => (a < b ? -1 : 1)).map(([method, tally]) => ({ method, ...tally, rate: hitRate(tally) }));
+}
+
+const format = (value: number): string => (Math.abs(value) >= 1e-3 || value === 0 ? value.toFixed(4) : value.toExponential(2));
+const formatStat = (value: MetricStat | undefined): string => (value === undefined ? '-' : `${format(value.mean)} ± ${format(value.sd)}`);
+
+/** The summary as text lines: per group, a metric | map | random table; then the pointing game. */
+export function summaryLines(summary: MetricsSummary): string[] {
+  const lines: string[] = [];
+  for (const group of summary.groups) {
+    const label = group.class.label === null ? `class ${group.class.index}` : `class ${group.class.index} (${group.class.label})`;
+    lines.push(`${group.method}, ${label}: ${group.maps} map${group.maps === 1 ? '' : 's'}`);
+    const rows = METRIC_KEYS.filter((key) => group.metrics[key] !== undefined).map((key) => [key, formatStat(group.metrics[key]), formatStat(group.random[key])]);
+    const table = [['metric', 'map (mean ± sd)', 'random map'], ...rows];
+    const widths = [0, 1].map((column) => Math.max(...table.map((row) => row[column]!.length)));
+    for (const row of table) lines.push(`  ${row[0]!.padEnd(widths[0]!)}  ${row[1]!.padEnd(widths[1]!)}  ${row[2]}`);
+  }
+  if (summary.pointing !== undefined) {
+    lines.push(`pointing game (${TRUTH_NAME} beside the inputs):`);
+    for (const row of summary.pointing) lines.push(`  ${row.method}: ${(100 * row.rate).toFixed(1)}% (${row.hits}/${row.total})`);
+  }
+  return lines;
+}
+
+export async function writeMetricsSummary(dir: string, summary: MetricsSummary): Promise<string> {
+  const path = join(dir, METRICS_SUMMARY_NAME);
+  await writeFileAtomic(path, `${JSON.stringify(summary, null, 2)}\n`);
+  return path;
+}

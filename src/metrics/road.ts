@@ -1,0 +1,54 @@
+/**
+ * ROAD, RemOve And Debias (Rong et al. 2022), as pytorch-grad-cam's
+ * `ROADMostRelevantFirstAverage`, `ROADLeastRelevantFirstAverage` and
+ * `ROADCombined` with their default percentiles 10, 20, ..., 90:
+ * - MoRF at percentile p removes the pixels whose map value is at or above
+ *   the map's p-th percentile (keeps `map < threshold`): the most relevant
+ *   90%, 80%, ..., 10%;
+ * - LeRF at percentile p removes those at or below it (keeps
+ *   `map > threshold`): the least relevant 10%, ..., 90%;
+ * removed pixels are filled by noisy linear imputation (imputer.ts). Each
+ * is the mean over the percentiles of p(class | imputed) - p(class | input)
+ * (pytorch-grad-cam's `return_diff`); `roadCombined` = (LeRF - MoRF) / 2.
+ * A faithful map has a low (very negative) MoRF and a LeRF near 0.
+ */
+import { ROAD_NOISE, noisyLinearImputation } from './imputer.js';
+import type { MetricValues } from './names.js';
+import { mulberry32, seedOf } from './random.js';
+import type { PreprocessedImage, Measurement } from './types.js';
+
+export const ROAD_PERCENTILES: readonly number[] = [10, 20, 30, 40, 50, 60, 70, 80, 90];
+
+/** numpy.percentile (linear interpolation between order statistics) of each p in percentiles, sorting once. */
+export function percentiles(values: Float32Array, ps: readonly number[]): number[] {
+  if (values.length === 0) throw new RangeError('no values');
+  const sorted = Float64Array.from(values).sort();
+  return ps.map((p) => {
+    const position = (p / 100) * (sorted.length - 1);
+    const below = Math.floor(position);
+    const above = Math.min(sorted.length - 1, below + 1);
+    return sorted[below]! + (sorted[above]! - sorted[below]!) * (position - below);
+  });
+}
+
+/** Kept pixels (1) for one ROAD order at one threshold. */
+export function roadKeepMask(saliency: Float32Array, threshold: number, order: 'morf' | 'lerf'): Uint8Array {
+  return Uint8Array.from(saliency, order === 'morf' ? (value) => (value < threshold ? 1 : 0) : (value) => (value > threshold ? 1 : 0));
+}
+
+/** `seed` names this map (its image, kind and class): each imputation draws its noise from its own stream. */
+export function road(image: PreprocessedImage, saliency: Float32Array, seed: number, original: number, noise = ROAD_NOISE): Measurement {
+  const thresholds = percentiles(saliency, ROAD_PERCENTILES);
+  const impute = (order: 'morf' | 'lerf', index: number) => (out: Float32Array) =>
+    out.set(noisyLinearImputation(image, roadKeepMask(saliency, thresholds[index]!, order), noise, mulberry32(seedOf(`${seed}:${order}:${ROAD_PERCENTILES[index]}`))));
+  const count = ROAD_PERCENTILES.length;
+  return {
+    images: [...ROAD_PERCENTILES.map((_, i) => impute('morf', i)), ...ROAD_PERCENTILES.map((_, i) => impute('lerf', i))],
+    finish: (probabilities): MetricValues => {
+      const mean = (from: number): number => probabilities.slice(from, from + count).reduce((sum, p) => sum + (p - original), 0) / count;
+      const roadMorf = mean(0);
+      const roadLerf = mean(count);
+      return { roadMorf, roadLerf, roadCombined: (roadLerf - roadMorf) / 2 };
+    },
+  };
+}
