@@ -20,6 +20,8 @@ import { type ScoreLocation, locateScores } from './score.js';
 export interface ForwardValues {
   /** The model's (first) output. */
   readonly output: tf.Tensor;
+  /** Every model output, in the model's output order (`outputs[0]` is `output`). */
+  readonly outputs: readonly tf.Tensor[];
   /** Class scores before the output activation, flattened to [batch, classes]. */
   readonly scores: tf.Tensor2D;
   /** Class probabilities [batch, classes]: the model output, or softmax of the scores. */
@@ -120,7 +122,7 @@ export class Network implements Executor {
 
   async forward(inputs: ModelInputs, options: ForwardOptions = {}): Promise<ForwardValues> {
     const layers = options.layers ?? [];
-    const fetches = unique([this.score.outputKey, this.score.scoreKey, ...layers.map(outputKeyOf)]);
+    const fetches = unique([this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf)]);
     const values = this.graph.run(this.inputFeeds(inputs), fetches, {
       fuse: options.fuse ?? true,
       splitActivation: this.splitActivation,
@@ -194,7 +196,7 @@ export class Network implements Executor {
    */
   private backwardPlan(options: BackwardOptions): BackwardPlan {
     const fromInput = options.sources === 'input';
-    const requested = [this.score.outputKey, this.score.scoreKey, ...(options.layers ?? []).map(outputKeyOf)];
+    const requested = [this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...(options.layers ?? []).map(outputKeyOf)];
     if (fromInput) {
       const sourceKeys = [...this.graph.inputKeys];
       return { fromInput, sourceKeys, innerSourceKeys: [], gradientKeys: sourceKeys, frontier: [], beforeFetches: [], afterFetches: unique(requested) };
@@ -234,15 +236,18 @@ export class Network implements Executor {
   /** Forward values from run results; takes ownership of `values`. */
   private collect(values: Map<string, tf.Tensor>, layers: readonly GraphNode[], batch: number): ForwardValues {
     try {
-      const [output, scores, probabilities, ...layerValues] = tf.tidy(() => {
+      const outputCount = this.graph.outputKeys.length;
+      const [scores, probabilities, ...rest] = tf.tidy(() => {
         const view = this.view(values, layers, batch);
-        return [view.output, view.scores, view.probabilities, ...view.layers.values()].map((tensor) => tensor.clone());
+        return [view.scores, view.probabilities, ...view.outputs, ...view.layers.values()].map((tensor) => tensor.clone());
       });
+      const outputs = rest.slice(0, outputCount);
       return {
-        output: output!,
+        output: outputs[0]!,
+        outputs,
         scores: scores as tf.Tensor2D,
         probabilities: probabilities as tf.Tensor2D,
-        layers: new Map(layers.map((node, i) => [node.path, layerValues[i]!])),
+        layers: new Map(layers.map((node, i) => [node.path, rest[outputCount + i]!])),
       };
     } finally {
       tf.dispose([...values.values()]);
@@ -257,7 +262,8 @@ export class Network implements Executor {
       this.score.activation === 'none' ? tf.softmax(scores) : tf.reshape(output, [batch, -1])
     ) as tf.Tensor2D;
     const layerValues = new Map(layers.map((node) => [node.path, values.get(outputKeyOf(node))!]));
-    return { output, scores, probabilities, layers: layerValues };
+    const outputs = this.graph.outputKeys.map((key) => values.get(key)!);
+    return { output, outputs, scores, probabilities, layers: layerValues };
   }
 }
 
@@ -296,8 +302,10 @@ function orderGradients(
 }
 
 function keepValues(values: ForwardValues): ForwardValues {
+  const outputs = values.outputs.map((tensor) => tf.keep(tensor.clone()));
   return {
-    output: tf.keep(values.output.clone()),
+    output: outputs[0]!,
+    outputs,
     scores: tf.keep(values.scores.clone()),
     probabilities: tf.keep(values.probabilities.clone()),
     layers: new Map([...values.layers].map(([name, tensor]) => [name, tf.keep(tensor.clone())])),
@@ -305,7 +313,7 @@ function keepValues(values: ForwardValues): ForwardValues {
 }
 
 export function disposeValues(values: ForwardValues): void {
-  tf.dispose([values.output, values.scores, values.probabilities, ...values.layers.values()]);
+  tf.dispose([values.output, ...values.outputs, values.scores, values.probabilities, ...values.layers.values()]);
 }
 
 export function outputKeyOf(node: GraphNode): string {
