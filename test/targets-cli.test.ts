@@ -291,6 +291,7 @@ describe('no class head', () => {
     assert.equal(recordsOf(run).length, 1);
     assert.ok((await listFiles(out)).some((file) => file.startsWith('image.eigencam.')));
     assertUsageError((await camviz(models.backbone, 'gradcam', imagePath, '--layer', 'conv')).run, /the model has no class head for --target class \(the model's output: 0 'features' \[\?, 4, 4, 2\]\)/);
+    assertUsageError((await camviz(models.backbone, 'cam', imagePath, '--method', 'eigencam', '--class', '3')).run, /the model has no class head \(the model's output: 0 'features' \[\?, 4, 4, 2\]\): --class does not apply/);
   });
 });
 

@@ -98,10 +98,13 @@ function built(target: Target): TargetChoice['build'] {
 
 function classChoice(model: CamvizModel, kind: 'class' | 'prob', request: TargetRequest): TargetChoice {
   const network = model.network();
-  if (!SCORELESS_METHODS.has(request.method) && !hasClassHead(network)) {
-    throw new UsageError(
-      `the model has no class head for --target ${kind} (${describeOutputs(network)}): choose --target output, region or similarity, or the class-agnostic --method eigencam`,
-    );
+  if (!hasClassHead(network)) {
+    if (!SCORELESS_METHODS.has(request.method)) {
+      throw new UsageError(
+        `the model has no class head for --target ${kind} (${describeOutputs(network)}): choose --target output, region or similarity, or the class-agnostic --method eigencam`,
+      );
+    }
+    if (request.classes.length > 0) throw new UsageError(`the model has no class head (${describeOutputs(network)}): --class does not apply`);
   }
   refuseNegative(request, kind);
   return { kind, classes: classRequest(model, request.classes, request.topK), build: built(kind === 'prob' ? new ProbTarget() : new ClassTarget()) };
