@@ -12,7 +12,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -95,6 +95,10 @@ const VALUE_W = [
   [0.3, -1, 2],
   [1, 0.5, -0.25],
 ]; // VALUE_W[k][unit]
+const PROBS_W = [
+  [1, -1],
+  [0.5, 2],
+]; // PROBS_W[k][class]
 const SEG_K = [
   [1, -0.5],
   [-2, 1],
@@ -116,7 +120,7 @@ function twoOutputModel(): tfl.LayersModel {
   const value = tfl.layers.dense({ units: 3, useBias: false, name: 'value' });
   const model = tfl.model({ inputs: input, outputs: [probs.apply(gap) as tfl.SymbolicTensor, value.apply(gap) as tfl.SymbolicTensor] });
   conv.setWeights([tf.tensor4d(F.flat(), [1, 1, 3, K])]);
-  probs.setWeights([tf.tensor2d([1, -1, 0.5, 2], [K, 2])]);
+  probs.setWeights([tf.tensor2d(PROBS_W)]);
   value.setWeights([tf.tensor2d(VALUE_W)]);
   return model;
 }
@@ -220,6 +224,21 @@ describe('two outputs', () => {
     const region = await camviz(models.twoOutputs, 'gradcam', imagePath, '--target', 'region', '--region', '0,0,2,2');
     assertUsageError(region.run, new RegExp(`--target region needs a segmentation output .*${outputs.source}`));
     assert.deepEqual(await listFiles(region.out, { missingAsEmpty: true }), [], 'nothing written');
+  });
+});
+
+describe('prob', () => {
+  test('--score prob is --target prob: the same record and the same raw map, in the file of the class', async () => {
+    const runs = await Promise.all([['--target', 'prob'], ['--score', 'prob']].map((flags) => camviz(models.twoOutputs, 'gradcam', imagePath, ...flags, '--class', '1', '--raw', '--json')));
+    const [byTarget, byScore] = runs.map(({ run }) => recordsOf(run)[0]!);
+    assert.deepEqual(byTarget!.target, { kind: 'prob', class: 1 });
+    assert.deepEqual(byScore!.target, byTarget!.target);
+    assert.equal(byScore!.score, byTarget!.score);
+    // Y is the probability of class 1 of the softmax head `probs`.
+    const logits = [0, 1].map((c) => dot(PROBS_W.map((row) => row[c]!), pooled(activations(image))));
+    assertNear(byTarget!.score, Math.exp(logits[1]!) / (Math.exp(logits[0]!) + Math.exp(logits[1]!)), 'probability');
+    const maps = await Promise.all(runs.map(({ out }) => readFile(join(out, 'image.gradcam.1.npy'))));
+    assert.ok(maps[0]!.equals(maps[1]!), 'the same raw map');
   });
 });
 

@@ -8,15 +8,12 @@ import type { ForwardValues } from '../../executor/network.js';
 import type { ScoreKind } from '../names.js';
 import type { Target, TargetRecord } from './target.js';
 
-/** The logit of a class: linear in the class scores. */
-export class ClassTarget implements Target {
-  readonly kind = 'class';
-  readonly classScoreWeight = 1;
+/** What the classifier's targets share: the unit is a class, the probability the model's. */
+abstract class ClassifierTarget implements Target {
+  abstract readonly kind: string;
   readonly layers = [];
 
-  scores(values: ForwardValues): tf.Tensor2D {
-    return values.scores;
-  }
+  abstract scores(values: ForwardValues): tf.Tensor2D;
 
   probabilities(values: ForwardValues): tf.Tensor2D {
     return values.probabilities;
@@ -27,21 +24,22 @@ export class ClassTarget implements Target {
   }
 }
 
+/** The logit of a class: linear in the class scores. */
+export class ClassTarget extends ClassifierTarget {
+  readonly kind = 'class';
+  readonly classScoreWeight = 1;
+
+  scores(values: ForwardValues): tf.Tensor2D {
+    return values.scores;
+  }
+}
+
 /** The probability of a class: not linear in the class scores (no closed form). */
-export class ProbTarget implements Target {
+export class ProbTarget extends ClassifierTarget {
   readonly kind = 'prob';
-  readonly layers = [];
 
   scores(values: ForwardValues): tf.Tensor2D {
     return values.probabilities;
-  }
-
-  probabilities(values: ForwardValues): tf.Tensor2D {
-    return values.probabilities;
-  }
-
-  describe(unit: number): TargetRecord {
-    return { kind: this.kind, class: unit };
   }
 }
 
