@@ -23,6 +23,7 @@ import { useBackend } from '../src/engine/backend.js';
 import type { CamResultRecord } from '../src/tasks/types.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
 import { listFiles } from './helpers/files.js';
+import { onnxModelBytes } from './helpers/onnx.js';
 import { assertUsageError } from './helpers/usage-error.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-targets-cli-'));
@@ -195,6 +196,33 @@ describe('sigmoid heads', () => {
     assert.deepEqual(record!.target, { kind: 'sigmoid', class: 0, negated: true });
     assertNear(record!.score, -logit(), 'score');
     assert.deepEqual(await listFiles(out), ['image.gradcam.0.neg.png', 'manifest.json']);
+  });
+
+  test('an ONNX export ending in a Sigmoid node is a sigmoid head too: Y is the logit before it, not the probability', async () => {
+    // NCHW input -> Conv 1x1 (weights F) -> GlobalAveragePool -> Flatten -> Gemm (SIGMOID_W) -> Sigmoid.
+    const folder = join(workDir, 'onnx-sigmoid');
+    await mkdir(folder, { recursive: true });
+    const model = onnxModelBytes({
+      inputs: [{ name: 'input', shape: ['batch', 3, SIDE, SIDE] }],
+      outputs: [{ name: 'probability', shape: ['batch', 1] }],
+      initializers: [
+        { name: 'conv.weight', dims: [K, 3, 1, 1], values: Array.from({ length: K * 3 }, (_, i) => F[i % 3]![Math.floor(i / 3)]!) },
+        { name: 'fc.weight', dims: [1, K], values: SIGMOID_W },
+      ],
+      nodes: [
+        { name: '/conv/Conv', opType: 'Conv', inputs: ['input', 'conv.weight'], outputs: ['features'] },
+        { name: '/pool/GlobalAveragePool', opType: 'GlobalAveragePool', inputs: ['features'], outputs: ['pooled'] },
+        { name: '/Flatten', opType: 'Flatten', inputs: ['pooled'], outputs: ['flat'] },
+        { name: '/fc/Gemm', opType: 'Gemm', inputs: ['flat', 'fc.weight'], outputs: ['logit'], attributes: [{ name: 'transB', i: 1 }] },
+        { name: '/Sigmoid', opType: 'Sigmoid', inputs: ['logit'], outputs: ['probability'] },
+      ],
+    });
+    await writeFile(join(folder, 'model.onnx'), model);
+    const [positive] = recordsOf((await camviz(join(folder, 'model.onnx'), 'gradcam', imagePath, '--layer', 'conv', '--json')).run);
+    assert.deepEqual(positive!.target, { kind: 'sigmoid', class: 0, negated: false });
+    assertNear(positive!.score, logit(), 'score');
+    const [negative] = recordsOf((await camviz(join(folder, 'model.onnx'), 'gradcam', imagePath, '--layer', 'conv', '--class', 'neg', '--json')).run);
+    assertNear(negative!.score, -logit(), 'negated score');
   });
 
   test('--score prob does not combine with --target sigmoid', async () => {
