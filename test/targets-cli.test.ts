@@ -174,6 +174,7 @@ before(async () => {
   models.sigmoid = await saveModel('sigmoid', sigmoidModel());
   models.twoOutputs = await saveModel('two-outputs', twoOutputModel());
   models.segmentation = await saveModel('segmentation', segmentationModel());
+  await writeFile(join(models.segmentation, 'camviz.json'), JSON.stringify({ labels: ['road', 'car'] }));
   models.backbone = await saveModel('backbone', backboneModel());
   imagePath = await writeImage('image.png', image);
 });
@@ -249,6 +250,7 @@ describe('two outputs', () => {
     assertUsageError((await camviz(models.twoOutputs, 'gradcam', imagePath, '--target', 'output', '--output', 'value', '--unit', '3')).run, /--unit 3 is beyond output 'value' \[\?, 3\]: its units are 0 to 2/);
     assertUsageError((await camviz(models.twoOutputs, 'gradcam', imagePath, '--target', 'output', '--output', 'value')).run, /give --unit/);
     assertUsageError((await camviz(models.twoOutputs, 'gradcam', imagePath, '--target', 'output', '--class', '1')).run, /--target output picks its unit with --unit, not --class/);
+    assertUsageError((await camviz(models.twoOutputs, 'gradcam', imagePath, '--target', 'output', '--unit', '1', '--top-k', '2')).run, /--top-k does not apply to --target output/);
     const region = await camviz(models.twoOutputs, 'gradcam', imagePath, '--target', 'region', '--region', '0,0,2,2');
     assertUsageError(region.run, new RegExp(`--target region needs a segmentation output .*${outputs.source}`));
     assert.deepEqual(await listFiles(region.out, { missingAsEmpty: true }), [], 'nothing written');
@@ -279,9 +281,10 @@ describe('segmentation', () => {
   /** The box 1,1,3,3 of the 4x4 image: cells (1..2, 1..2). */
   const BOX = [0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0];
 
-  test('--target region --region: class c\'s pre-softmax score summed over the box', async () => {
-    const { run, out } = await camviz(models.segmentation, 'cam', imagePath, '--method', 'hirescam', '--layer', 'conv', '--target', 'region', '--region', '1,1,3,3', '--class', '1', '--json');
+  test('--target region --region: class c\'s pre-softmax score summed over the box (the class by its label)', async () => {
+    const { run, out } = await camviz(models.segmentation, 'cam', imagePath, '--method', 'hirescam', '--layer', 'conv', '--target', 'region', '--region', '1,1,3,3', '--class', 'car', '--json');
     const [record] = recordsOf(run);
+    assert.deepEqual(record!.class, { index: 1, label: 'car' });
     assert.deepEqual(record!.target, { kind: 'region', class: 1, output: 'seg', region: [1, 1, 3, 3] });
     assertNear(record!.score, regionScore(BOX, 1), 'score');
     assert.deepEqual(await listFiles(out), ['image.hirescam.region.1.png', 'manifest.json']);

@@ -75,6 +75,8 @@ function targetSpecOf(options: CamCliOptions): { target: TargetSpec } | undefine
     ...(reference === undefined ? {} : { reference }),
     ...(embedding === undefined ? {} : { embedding }),
   };
+  // Their unit is given (--unit) or single: there is no top k to take.
+  if ((kind === 'output' || kind === 'similarity') && options.topK !== undefined) throw new UsageError(`--top-k does not apply to --target ${kind}`);
   return Object.keys(spec).length === 0 ? undefined : { target: spec };
 }
 

@@ -153,12 +153,11 @@ export class CamTask {
     // The guided methods' raw output is the gradient image they show.
     const npy = this.options.raw ? await outputs.write(`${stem}.npy`, rawArray(explanation)) : undefined;
     timings.encode += elapsedSince(encodeStarted);
-    const labels = this.context.model.meta.labels;
     return {
       input: item.input.path,
       method: this.method,
       layer: map === undefined ? 'input' : this.layerLabel,
-      class: { index: classIndex, label: this.targetChoice.kind === 'output' || this.targetChoice.kind === 'similarity' ? null : (labels?.[classIndex] ?? null) },
+      class: { index: classIndex, label: this.targetChoice.labels?.[classIndex] ?? null },
       target,
       score: explanation.score,
       probability: explanation.probability,

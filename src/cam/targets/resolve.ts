@@ -44,6 +44,8 @@ export interface TargetRequest {
 export interface TargetChoice {
   kind: TargetKind;
   classes: ClassRequest;
+  /** The names of the units (the model's labels, for targets whose units are its classes). */
+  labels: readonly string[] | undefined;
   build(referenceInput: () => Promise<tf.Tensor4D>): Promise<Target>;
 }
 
@@ -107,7 +109,8 @@ function classChoice(model: CamvizModel, kind: 'class' | 'prob', request: Target
     if (request.classes.length > 0) throw new UsageError(`the model has no class head (${describeOutputs(network)}): --class does not apply`);
   }
   refuseNegative(request, kind);
-  return { kind, classes: classRequest(model, request.classes, request.topK), build: built(kind === 'prob' ? new ProbTarget() : new ClassTarget()) };
+  const target = kind === 'prob' ? new ProbTarget() : new ClassTarget();
+  return { kind, classes: classRequest(model, request.classes, request.topK), labels: model.meta.labels, build: built(target) };
 }
 
 function sigmoidChoice(model: CamvizModel, request: TargetRequest): TargetChoice {
@@ -116,11 +119,12 @@ function sigmoidChoice(model: CamvizModel, request: TargetRequest): TargetChoice
     throw new UsageError(`--target sigmoid needs a sigmoid (or linear) head; this model's output ends in softmax: use --target class or prob`);
   }
   const negative = request.classes.filter(isNegative);
-  if (negative.length === 0) return { kind: 'sigmoid', classes: classRequest(model, request.classes, request.topK), build: built(new SigmoidTarget()) };
+  const labels = model.meta.labels;
+  if (negative.length === 0) return { kind: 'sigmoid', classes: classRequest(model, request.classes, request.topK), labels, build: built(new SigmoidTarget()) };
   const units = unitCount(network.graph.producer(network.score.outputKey)?.outputShapes[0] ?? []);
   if (units !== 1) throw new UsageError(`--class ${NEGATIVE_CLASS} is the negative class of a single-unit sigmoid head; this head has ${units ?? 'several'} units`);
   if (negative.length !== request.classes.length) throw new UsageError(`give --class 0 or --class ${NEGATIVE_CLASS}, not both`);
-  return { kind: 'sigmoid', classes: { kind: 'explicit', classes: [0] }, build: built(new SigmoidTarget(true)) };
+  return { kind: 'sigmoid', classes: { kind: 'explicit', classes: [0] }, labels, build: built(new SigmoidTarget(true)) };
 }
 
 function outputChoice(network: Executor, spec: TargetSpec, request: TargetRequest): TargetChoice {
@@ -135,7 +139,7 @@ function outputChoice(network: Executor, spec: TargetSpec, request: TargetReques
   if (units !== undefined && unit >= units) {
     throw new UsageError(`--unit ${unit} is beyond output '${output.name}' ${describeShape(output.shape)}: its units are 0 to ${units - 1}`);
   }
-  return { kind: 'output', classes: { kind: 'explicit', classes: [unit] }, build: built(new OutputTarget(output.index, output.name)) };
+  return { kind: 'output', classes: { kind: 'explicit', classes: [unit] }, labels: undefined, build: built(new OutputTarget(output.index, output.name)) };
 }
 
 function regionChoice(model: CamvizModel, spec: TargetSpec, request: TargetRequest): TargetChoice {
@@ -157,6 +161,7 @@ function regionChoice(model: CamvizModel, spec: TargetSpec, request: TargetReque
   return {
     kind: 'region',
     classes,
+    labels,
     build: async () => new RegionTarget(box !== undefined ? { box } : { mask: await loadRegionMask(mask!) }, [], output.index, output.name),
   };
 }
@@ -169,6 +174,7 @@ function similarityChoice(network: Executor, spec: TargetSpec, request: TargetRe
   return {
     kind: 'similarity',
     classes: { kind: 'explicit', classes: [0] },
+    labels: undefined,
     build: async (referenceInput) => {
       const input = await referenceInput();
       try {
