@@ -20,6 +20,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import sharp from 'sharp';
 import { type CamMethod, GradCam, HiResCam, ScoreCam } from '../src/cam/index.js';
 import { ClassChooser } from '../src/cam/classes.js';
+import { explainBatch } from '../src/cam/explain.js';
 import {
   ClassTarget,
   FunctionTarget,
@@ -388,6 +389,38 @@ forEachBackend((backend) => {
     const expected = gradCam(A, grads);
     assert.ok(expected.some((value) => value > 1e-3), 'the hand-computed map is not blank');
     assertClose(result.map, expected, 'Grad-CAM');
+  });
+
+  // ---- memory -----------------------------------------------------------------
+
+  test(`${backend}: a target leaves no more tensors behind than the class target (Grad-CAM, Score-CAM, Guided Grad-CAM)`, async () => {
+    // Compared with the class target on the same model, not with zero: the
+    // executor keeps one tensor per backward pass through a split activation
+    // (graph.ts splitActivationStep's kept pre-activation), whatever the target.
+    const cases: [() => tfl.LayersModel, (network: Network) => Promise<Target>][] = [
+      [sigmoidModel, async () => new SigmoidTarget(true)],
+      [twoOutputModel, async () => new OutputTarget(1, 'value')],
+      [segmentationModel, async () => region()],
+      [embeddingModel, similarityTarget(X2)],
+      [twoOutputModel, async () => new FunctionTarget((values, row) => tf.squeeze(tf.slice(values.outputs[1]!, [row, 0], [1, 1])))],
+    ];
+    for (const [build, makeTarget] of cases) {
+      const model = build();
+      const network = Network.of(model);
+      const input = tf.tensor4d(interleaved(X), [1, SIDE, SIDE, 2]);
+      const node = network.graph.findNodes('conv')[0]!;
+      const left = async (target: Target): Promise<number> => {
+        const before = tf.memory().numTensors;
+        for (const method of ['gradcam', 'scorecam', 'guidedgradcam']) {
+          await explainBatch(network, { method, input, layers: [node], classes: { kind: 'explicit', classes: [0] }, target });
+        }
+        return tf.memory().numTensors - before;
+      };
+      const target = await makeTarget(network);
+      assert.equal(await left(target), await left(new ClassTarget()), `${target.kind}: tensors left`);
+      input.dispose();
+      model.dispose();
+    }
   });
 
   // ---- any objective function -----------------------------------------------
