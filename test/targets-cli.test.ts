@@ -338,8 +338,9 @@ describe('similarity', () => {
 describe('no class head', () => {
   test('Eigen-CAM runs on a backbone (no score needed); a method that needs a score is refused, naming the output', async () => {
     const { run, out } = await camviz(models.backbone, 'cam', imagePath, '--method', 'eigencam', '--layer', 'conv', '--json');
-    assert.equal(recordsOf(run).length, 1);
-    assert.ok((await listFiles(out)).some((file) => file.startsWith('image.eigencam.')));
+    const [record] = recordsOf(run);
+    assert.deepEqual(record!.class, { index: 0, label: null });
+    assert.deepEqual(await listFiles(out), ['image.eigencam.0.png', 'manifest.json']);
     assertUsageError((await camviz(models.backbone, 'gradcam', imagePath, '--layer', 'conv')).run, /the model has no class head for --target class \(the model's output: 0 'features' \[\?, 4, 4, 2\]\)/);
     assertUsageError((await camviz(models.backbone, 'cam', imagePath, '--method', 'eigencam', '--class', '3')).run, /the model has no class head \(the model's output: 0 'features' \[\?, 4, 4, 2\]\): --class does not apply/);
   });

@@ -107,6 +107,8 @@ function classChoice(model: CamvizModel, kind: 'class' | 'prob', request: Target
       );
     }
     if (request.classes.length > 0) throw new UsageError(`the model has no class head (${describeOutputs(network)}): --class does not apply`);
+    // A class-agnostic map of a model without classes: one map, unit 0, not the top "class" of a flattened feature map.
+    return { kind, classes: { kind: 'explicit', classes: [0] }, labels: undefined, build: built(kind === 'prob' ? new ProbTarget() : new ClassTarget()) };
   }
   refuseNegative(request, kind);
   const target = kind === 'prob' ? new ProbTarget() : new ClassTarget();
