@@ -72,6 +72,32 @@ export { LayerCam } from './cam/layercam.js';
 export { ScoreCam } from './cam/scorecam.js';
 export { XGradCam } from './cam/xgradcam.js';
 export { guidedBackprop } from './cam/guided.js';
+export {
+  ClassTarget,
+  FunctionTarget,
+  OutputTarget,
+  ProbTarget,
+  type Region,
+  type RegionBox,
+  type RegionImage,
+  type RegionMask,
+  RegionTarget,
+  SigmoidTarget,
+  SimilarityTarget,
+  TARGET_KINDS,
+  type Target,
+  type TargetChoice,
+  type TargetFunction,
+  type TargetKind,
+  type TargetLike,
+  type TargetRecord,
+  type TargetRequest,
+  type TargetSpec,
+  chooseTarget,
+  defaultEmbedding,
+  embeddingOf,
+  loadRegionMask,
+} from './cam/targets/index.js';
 
 // Pictures and files
 export type { FeatureMap, GradientImage } from './render/maps.js';

@@ -40,6 +40,7 @@ interface CamRecord {
   method: string;
   layer: string;
   class: { index: number; label: string | null };
+  target: { kind: string; class?: number };
   score: number;
   probability: number;
   peak: { x: number; y: number };
@@ -94,8 +95,9 @@ describe('camviz gradcam / cam on both.png (shared assets, wasm)', { skip: skipW
     const original = await readRgb(both);
     const lut = colormapLut('jet');
     for (const [record, expected] of records.map((r, i) => [r, [{ index: 243, label: 'bull mastiff' }, { index: 281, label: 'tabby, tabby cat' }][i]!] as const)) {
-      assert.deepEqual(Object.keys(record).sort(), ['class', 'input', 'layer', 'method', 'npy', 'peak', 'png', 'probability', 'score']);
+      assert.deepEqual(Object.keys(record).sort(), ['class', 'input', 'layer', 'method', 'npy', 'peak', 'png', 'probability', 'score', 'target']);
       assert.deepEqual(Object.keys(record.class).sort(), ['index', 'label']);
+      assert.deepEqual(record.target, { kind: 'class', class: expected.index });
       assert.deepEqual(Object.keys(record.peak).sort(), ['x', 'y']);
       assert.equal(record.input, both);
       assert.equal(record.method, 'gradcam');

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
-import { METHOD_NAMES, SCORE_KINDS } from '../src/cam/names.js';
+import { METHOD_NAMES, SCORE_KINDS, TARGET_KINDS } from '../src/cam/names.js';
 import { BACKEND_CHOICES } from '../src/engine/backend-choices.js';
 import { ENGINE_CHOICES } from '../src/engine/engine-choices.js';
 import { RESIZE_MODES } from '../src/image/geometry.js';
@@ -21,7 +21,7 @@ import { runCli } from './helpers/cli.js';
 const MODEL_CHOICES = { '--backend': BACKEND_CHOICES, '--preprocess': PREPROCESS_NAMES };
 // The commands that run the model's passes choose their engine; `layers` only reads the graph.
 const IMAGE_CHOICES = { ...MODEL_CHOICES, '--engine': ENGINE_CHOICES, '--resize': RESIZE_MODES };
-const CAM_CHOICES = { ...IMAGE_CHOICES, '--score': SCORE_KINDS, '--colormap': COLORMAPS };
+const CAM_CHOICES = { ...IMAGE_CHOICES, '--score': SCORE_KINDS, '--target': TARGET_KINDS, '--colormap': COLORMAPS };
 
 /** Per command, every option that lists choices and the constant they must equal. */
 const EXPECTED: Record<string, Record<string, readonly string[]>> = {

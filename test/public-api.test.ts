@@ -26,6 +26,9 @@ const PUBLIC_API = [
   'explain', 'explainBatch', 'camTargets', 'classRequest', 'METHOD_NAMES', 'SCORE_KINDS', 'canonicalMethod', 'createMethod',
   'CamMethod', 'ActivationCamMethod', 'GradientCamMethod', 'spatialMean', 'weighChannels',
   'Cam', 'EigenCam', 'GradCam', 'GradCamPlusPlus', 'HiResCam', 'LayerCam', 'ScoreCam', 'XGradCam', 'guidedBackprop',
+  // targets
+  'ClassTarget', 'FunctionTarget', 'OutputTarget', 'ProbTarget', 'RegionTarget', 'SigmoidTarget', 'SimilarityTarget', 'TARGET_KINDS',
+  'chooseTarget', 'defaultEmbedding', 'embeddingOf', 'loadRegionMask',
   // pictures and files
   'renderExplanation', 'COLORMAPS', 'applyColormap', 'DEFAULT_OVERLAY_ALPHA', 'DEFAULT_OVERLAY_COLORMAP', 'heatmapImage', 'overlayHeatmap',
   'mapToOriginal', 'resizeBilinear', 'minMaxNormalize', 'makeFeatureGrid', 'encodePng', 'decodeNpy', 'encodeNpy', 'EventWriter',

@@ -17,6 +17,7 @@ import { minMaxNormalize } from '../render/normalize.js';
 import { resizeBilinear } from '../render/resize.js';
 import { ClassChooser, type ClassRequest, type ExplainedClass, type ScoreKind } from './classes.js';
 import { firstPrincipalProjection } from './projection.js';
+import { type Target, type TargetLike, asTarget } from './targets/index.js';
 
 export { type ClassRequest, type ExplainedClass, type ScoreKind, ClassChooser, classScoreSum } from './classes.js';
 export type { FeatureMap } from '../render/maps.js';
@@ -27,6 +28,9 @@ export interface CamRequest {
   /** Target layers; several give per-layer maps normalised and averaged. */
   layers: readonly GraphNode[];
   classes: ClassRequest;
+  /** What Y is (default: the class logit); `score: 'prob'` is the probability target. */
+  target?: TargetLike;
+  /** Kept for callers of the time before targets: `target` wins when both are given. */
   score?: ScoreKind;
   /** Replace the channel sum by the first principal component of the weighted activations. */
   eigenSmooth?: boolean;
@@ -52,7 +56,8 @@ export interface Evidence {
   classes: readonly number[];
   network: Executor;
   input: tf.Tensor4D;
-  score: ScoreKind;
+  /** What the maps explain. */
+  target: Target;
 }
 
 /** The evidence of the gradient methods: dY/dA too. */
@@ -87,7 +92,7 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
   }
 
   /** Runs the passes the method needs through the executor. */
-  protected abstract passes(network: Executor, request: CamRequest, classes: ClassChooser, score: ScoreKind): Promise<Passes>;
+  protected abstract passes(network: Executor, request: CamRequest, classes: ClassChooser, target: Target): Promise<Passes>;
 
   /** The evidence of one layer for one class rank. */
   protected abstract evidence(base: Evidence, passes: Passes, rank: number, layer: number): E;
@@ -101,17 +106,17 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
    * k, all images of the batch together.
    */
   async compute(network: Executor, request: CamRequest): Promise<CamResult[][]> {
-    const score = request.score ?? 'logit';
+    const target = requestTarget(request);
     const chooser = new ClassChooser(request.classes, request.input.shape[0]);
-    const passes = await this.passes(network, request, chooser, score);
+    const passes = await this.passes(network, request, chooser, target);
     try {
-      const explained = chooser.explained(passes.values);
+      const explained = chooser.explained(passes.values, target);
       const activations = request.layers.map((node) => activationsOf(passes.values, node));
       const results: CamResult[][] = explained.map(() => []);
       chooser.ranks().forEach((classes, rank) => {
         const layerMaps = request.layers.map((node, layer) =>
           this.layerMaps(
-            this.evidence({ node, activations: activations[layer]!, classes, network, input: request.input, score }, passes, rank, layer),
+            this.evidence({ node, activations: activations[layer]!, classes, network, input: request.input, target }, passes, rank, layer),
             request.eigenSmooth ?? false,
           ),
         );
@@ -144,10 +149,10 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
 
 /** The methods that need no gradient (CAM, Score-CAM, Eigen-CAM): one forward pass. */
 export abstract class ActivationCamMethod extends CamMethod {
-  protected async passes(network: Executor, request: CamRequest, _classes: ClassChooser, score: ScoreKind): Promise<Passes> {
-    const values = await network.forward(request.input, { layers: request.layers });
+  protected async passes(network: Executor, request: CamRequest, _classes: ClassChooser, target: Target): Promise<Passes> {
+    const values = await network.forward(request.input, { layers: passLayers(request, target) });
     try {
-      await this.prepare(network, request, values, score);
+      await this.prepare(network, request, values, target);
     } catch (error) {
       disposeValues(values);
       this.reset();
@@ -157,7 +162,7 @@ export abstract class ActivationCamMethod extends CamMethod {
   }
 
   /** Extra passes a method runs before weighing (Score-CAM's masked inputs); none by default. */
-  protected async prepare(_network: Executor, _request: CamRequest, _values: ForwardValues, _score: ScoreKind): Promise<void> {}
+  protected async prepare(_network: Executor, _request: CamRequest, _values: ForwardValues, _target: Target): Promise<void> {}
 
   protected evidence(base: Evidence): Evidence {
     return base;
@@ -166,14 +171,24 @@ export abstract class ActivationCamMethod extends CamMethod {
 
 /** The methods that weigh by dY/dA: one backward pass per class rank, from Y to the target layers. */
 export abstract class GradientCamMethod extends CamMethod<GradientEvidence> {
-  protected async passes(network: Executor, request: CamRequest, classes: ClassChooser, score: ScoreKind): Promise<Passes> {
-    const result = await network.backward(request.input, classes.objectives(score), { sources: request.layers, layers: request.layers });
+  protected async passes(network: Executor, request: CamRequest, classes: ClassChooser, target: Target): Promise<Passes> {
+    const result = await network.backward(request.input, classes.objectives(target), { sources: request.layers, layers: passLayers(request, target) });
     return { values: result.values, gradients: result.gradients };
   }
 
   protected evidence(base: Evidence, passes: Passes, rank: number, layer: number): GradientEvidence {
     return { ...base, gradients: as4d(passes.gradients[rank]![layer]!, base.node) };
   }
+}
+
+/** The request's target; without one, the class logit (or the probability, with `score: 'prob'`). */
+export function requestTarget(request: Pick<CamRequest, 'target' | 'score'>): Target {
+  return asTarget(request.target ?? request.score ?? 'logit');
+}
+
+/** The layers a pass fetches: the target layers, and those the target reads. */
+function passLayers(request: CamRequest, target: Target): GraphNode[] {
+  return [...new Set([...request.layers, ...target.layers])];
 }
 
 /** A target layer's activations from the executor's forward values, with their own shape. */

@@ -1,11 +1,13 @@
 /**
- * Class selection, in one place: which class each image explains at each
- * rank (given classes, or each image's top k from the forward pass), the
- * objectives that differentiate them, and their scores.
+ * Class selection, in one place: which class (unit of the target) each
+ * image explains at each rank (given classes, or each image's top k from
+ * the forward pass), the objectives that differentiate them, and their
+ * scores.
  */
 import * as tf from '../engine/tf.js';
 import type { ForwardValues, Objective, ScoreTerm } from '../executor/network.js';
 import { rowsOf, topClassIndices } from '../model/predict.js';
+import { type Target, type TargetLike, asTarget, ownRows } from './targets/index.js';
 
 /** What the class score Y is: the pre-softmax logit (default) or the probability. */
 import type { ScoreKind } from './names.js';
@@ -24,9 +26,11 @@ export type ClassRequest =
 /** One explained class of one image, with the model's score and probability for it. */
 export interface ExplainedClass {
   image: number;
+  /** The explained unit of the target: a class, an output unit, a segmentation class (0 for similarity). */
   classIndex: number;
-  /** The class's pre-softmax score. */
+  /** The target's Y: the class's pre-softmax score for the default target. */
   score: number;
+  /** The probability that goes with Y; NaN for targets without one (output, region, similarity, functions). */
   probability: number;
 }
 
@@ -75,26 +79,47 @@ export class ClassChooser {
     return Array.from({ length: this.batch }, (_, image) => ranks.map((classes) => classes[image]!));
   }
 
-  /** One objective per rank: Y summed over the batch, each image at its own class of that rank. */
-  objectives(score: ScoreKind): Objective[] {
+  /**
+   * One objective per rank: the target's Y summed over the batch, each
+   * image at its own class of that rank. Targets linear in the class scores
+   * (class, sigmoid) say so through `scoreTerms`.
+   */
+  objectives(target: TargetLike): Objective[] {
+    const resolved = asTarget(target);
     return Array.from({ length: this.count }, (_, rank) => {
       const objective = (values: ForwardValues): tf.Scalar =>
-        classScoreSum(score === 'prob' ? values.probabilities : values.scores, this.ranks(values.probabilities)[rank]!);
-      if (score === 'prob') return objective;
+        tf.tidy(() => classScoreSum(resolved.scores(values, ownRows(this.batch)), this.rankedBy(values, resolved)[rank]!));
+      const weight = resolved.classScoreWeight;
+      if (weight === undefined) return objective;
       const scoreTerms = (values: ForwardValues): ScoreTerm[] =>
-        this.ranks(values.probabilities)[rank]!.map((classIndex, image) => ({ image, classIndex, weight: 1 }));
+        this.rankedBy(values, resolved)[rank]!.map((classIndex, image) => ({ image, classIndex, weight }));
       return Object.assign(objective, { scoreTerms });
     });
   }
 
-  /** [image][rank]: each explained class with its score and probability in `values`. */
-  explained(values: ForwardValues): ExplainedClass[][] {
-    const classes = this.perImage(values.probabilities);
-    const scores = rowsOf(values.scores);
-    const probabilities = rowsOf(values.probabilities);
+  /** [image][rank]: each explained class with the target's score and probability in `values`. */
+  explained(values: ForwardValues, target: TargetLike = 'logit'): ExplainedClass[][] {
+    const resolved = asTarget(target);
+    const ranks = this.rankedBy(values, resolved);
+    const classes = Array.from({ length: this.batch }, (_, image) => ranks.map((perImage) => perImage[image]!));
+    const [scores, probabilities] = tf.tidy(() => [
+      rowsOf(resolved.scores(values, ownRows(this.batch))),
+      resolved.probabilities === undefined ? undefined : rowsOf(resolved.probabilities(values)),
+    ]);
     return classes.map((perRank, image) =>
-      perRank.map((classIndex) => ({ image, classIndex, score: scores[image]![classIndex]!, probability: probabilities[image]![classIndex]! })),
+      perRank.map((classIndex) => ({
+        image,
+        classIndex,
+        score: scores![image]![classIndex]!,
+        probability: probabilities?.[image]?.[classIndex] ?? Number.NaN,
+      })),
     );
+  }
+
+  /** The ranks, a top-k request resolved by the target's probabilities (or, without them, its scores). */
+  private rankedBy(values: ForwardValues, target: Target): number[][] {
+    if (this.chosen !== undefined) return this.chosen;
+    return tf.tidy(() => this.ranks(target.probabilities?.(values) ?? target.scores(values, ownRows(this.batch))));
   }
 }
 

@@ -13,6 +13,7 @@ import type { ClassRequest, ExplainedClass, ScoreKind } from './classes.js';
 import { type GuidedResult, guidedBackprop, guidedGradCam } from './guided.js';
 import { canonicalMethod, createMethod, isGuidedMethod } from './index.js';
 import { augmentedCompute } from './smooth.js';
+import type { TargetLike } from './targets/index.js';
 
 export interface ExplainRequest {
   /** Method name or alias (`gradcam`, `gradcam++`, `scorecam`, `guidedgradcam`, ...). */
@@ -22,6 +23,9 @@ export interface ExplainRequest {
   /** Target layers (ignored by guided backprop). */
   layers: readonly GraphNode[];
   classes: ClassRequest;
+  /** What Y is: a target, a function of the forward values and a row, or a score kind (default: the class logit). */
+  target?: TargetLike;
+  /** `prob` is the probability target; `target` wins when both are given. */
   score?: ScoreKind;
   augSmooth?: boolean;
   eigenSmooth?: boolean;
@@ -53,7 +57,7 @@ export async function explainBatch(network: Executor, request: ExplainRequest): 
   const maps = method === 'guidedbackprop' ? undefined : await computeMaps(network, request, method === 'guidedgradcam' ? 'gradcam' : method);
   // Guided Grad-CAM explains the classes the Grad-CAM pass chose.
   const guided = isGuidedMethod(method)
-    ? await guidedBackprop(network, request.input, maps ? { kind: 'perImage', classes: maps.map((perImage) => perImage.map((result) => result.classIndex)) } : request.classes, request.score ?? 'logit')
+    ? await guidedBackprop(network, request.input, maps ? { kind: 'perImage', classes: maps.map((perImage) => perImage.map((result) => result.classIndex)) } : request.classes, request.target ?? request.score ?? 'logit')
     : undefined;
   const explanations = (maps ?? guided!).map((perImage, image) =>
     perImage.map((_, rank) => explanationOf(maps?.[image]?.[rank], guided?.[image]?.[rank])),
@@ -69,7 +73,7 @@ function computeMaps(network: Executor, request: ExplainRequest, methodName: str
     input: request.input,
     layers: request.layers,
     classes: request.classes,
-    score: request.score ?? 'logit',
+    target: request.target ?? request.score ?? 'logit',
     eigenSmooth: request.eigenSmooth ?? false,
   };
   return request.augSmooth ? augmentedCompute(method, network, camRequest) : method.compute(network, camRequest);

@@ -16,7 +16,8 @@ import { disposeValues } from '../executor/network.js';
 import type { FeatureMap, GradientImage } from '../render/maps.js';
 import { minMaxNormalize } from '../render/normalize.js';
 import { resizeBilinear } from '../render/resize.js';
-import { ClassChooser, type ClassRequest, type ExplainedClass, type ScoreKind } from './classes.js';
+import { ClassChooser, type ClassRequest, type ExplainedClass } from './classes.js';
+import { type TargetLike, asTarget } from './targets/index.js';
 
 export interface GuidedResult extends ExplainedClass {
   /** d(score)/d(input) with guided ReLUs, at input size. */
@@ -37,16 +38,16 @@ export function isReluLike(node: GraphNode): boolean {
  * result[image][rank]. The gradient hooks only gate the ReLUs; the input
  * gradient is the executor's.
  */
-export async function guidedBackprop(network: Executor, input: tf.Tensor4D, classRequest: ClassRequest, score: ScoreKind = 'logit'): Promise<GuidedResult[][]> {
+export async function guidedBackprop(network: Executor, input: tf.Tensor4D, classRequest: ClassRequest, target: TargetLike = 'logit'): Promise<GuidedResult[][]> {
   const [batch, height, width] = input.shape;
   const hooks: HookSpec[] = network.graph.nodes.filter(isReluLike).map((node) => ({
     layer: node.layer,
     gradient: (grad: tf.Tensor) => tf.relu(grad),
   }));
   const classes = new ClassChooser(classRequest, batch);
-  const result = await withHooks(hooks, () => network.backward(input, classes.objectives(score), { sources: 'input' }));
+  const result = await withHooks(hooks, () => network.backward(input, classes.objectives(target), { sources: 'input', layers: asTarget(target).layers }));
   try {
-    const explained = classes.explained(result.values);
+    const explained = classes.explained(result.values, target);
     const size = height * width * 3;
     // One read per class rank: the batch's gradients of that rank's objective.
     const perRank = result.gradients.map(([gradient]) => gradient!.dataSync() as Float32Array);

@@ -15,9 +15,11 @@ export type MapMethodName = (typeof MAP_METHOD_NAMES)[number];
 
 export const METHOD_NAMES: readonly string[] = [...MAP_METHOD_NAMES, ...GUIDED_METHODS];
 
-/** What the class score Y is: the pre-softmax score (the logit) or the probability. */
+/** What the class score Y is: the pre-softmax score (the logit) or the probability (the same as `--target prob`). */
 export const SCORE_KINDS = ['logit', 'prob'] as const;
 export type ScoreKind = (typeof SCORE_KINDS)[number];
+
+export { TARGET_KINDS, type TargetKind, isTargetKind } from './targets/spec.js';
 
 export function isScoreKind(value: string): value is ScoreKind {
   return (SCORE_KINDS as readonly string[]).includes(value);

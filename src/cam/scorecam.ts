@@ -8,7 +8,7 @@
  */
 import * as tf from '../engine/tf.js';
 import { ActivationCamMethod, type CamRequest, type Evidence, weighChannels } from './base.js';
-import type { ScoreKind } from './classes.js';
+import type { Target } from './targets/index.js';
 import type { Executor } from '../executor/executor.js';
 import type { GraphNode } from '../executor/graph.js';
 import { type ForwardValues, disposeValues } from '../executor/network.js';
@@ -25,15 +25,15 @@ export class ScoreCam extends ActivationCamMethod {
   }
 
   /** Scores every masked input of every target layer, before any class is weighed: the passes are the same for all classes. */
-  protected override async prepare(network: Executor, request: CamRequest, values: ForwardValues, score: ScoreKind): Promise<void> {
+  protected override async prepare(network: Executor, request: CamRequest, values: ForwardValues, target: Target): Promise<void> {
     for (const node of request.layers) {
       const activations = values.layers.get(node.path);
       if (activations?.rank !== 4) throw new Error(`layer ${node.path} gives no 4-D feature map`);
-      this.maskedScores.set(node, await this.scoreMaskedInputs(network, activations as tf.Tensor4D, request.input, score));
+      this.maskedScores.set(node, await this.scoreMaskedInputs(network, activations as tf.Tensor4D, request.input, target));
     }
   }
 
-  /** softmax over the channels of the masked inputs' class scores [B, C]. */
+  /** softmax over the channels of the masked inputs' target scores [B, C]. */
   private channelWeights(evidence: Evidence): tf.Tensor2D {
     const perImage = this.maskedScores.get(evidence.node);
     if (perImage === undefined) throw new Error(`Score-CAM: layer ${evidence.node.path} was not prepared`);
@@ -52,7 +52,8 @@ export class ScoreCam extends ActivationCamMethod {
     this.maskedScores.clear();
   }
 
-  private async scoreMaskedInputs(network: Executor, activations: tf.Tensor4D, input: tf.Tensor4D, score: ScoreKind): Promise<Float32Array[]> {
+  /** Per image: the target's scores of its masked inputs, C x units. */
+  private async scoreMaskedInputs(network: Executor, activations: tf.Tensor4D, input: tf.Tensor4D, target: Target): Promise<Float32Array[]> {
     const [batch, height, width, channels] = activations.shape;
     const [, inputHeight, inputWidth, inputChannels] = input.shape;
     const results: Float32Array[] = [];
@@ -73,9 +74,11 @@ export class ScoreCam extends ActivationCamMethod {
           return tf.mul(masks, picture) as tf.Tensor4D;
         });
         try {
-          const values = await network.forward(maskedInputs);
+          const values = await network.forward(maskedInputs, { layers: target.layers });
           try {
-            chunks.push((score === 'prob' ? values.probabilities : values.scores).dataSync() as Float32Array);
+            // Every masked input shows this image (a region target reads its geometry).
+            const rows = new Array<number>(count).fill(image);
+            chunks.push(tf.tidy(() => target.scores(values, rows).dataSync() as Float32Array));
           } finally {
             disposeValues(values);
           }

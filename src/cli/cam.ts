@@ -1,5 +1,7 @@
 /** `camviz cam` / `camviz gradcam`: class activation maps over images. */
-import { SCORE_KINDS, canonicalMethod, isScoreKind } from '../cam/names.js';
+import { access, constants } from 'node:fs/promises';
+import { SCORE_KINDS, TARGET_KINDS, canonicalMethod, isScoreKind, isTargetKind } from '../cam/names.js';
+import { type TargetSpec, parseRegionBox } from '../cam/targets/spec.js';
 import { UsageError } from '../util/errors.js';
 import { COLORMAPS, type ColormapName, isColormapName } from '../render/colormap.js';
 import { CAM_DEFAULTS } from '../tasks/defaults.js';
@@ -14,6 +16,13 @@ export interface CamCliOptions extends BatchCliOptions {
   topK?: string;
   layer?: string[];
   score?: string;
+  target?: string;
+  output?: string;
+  unit?: string;
+  region?: string;
+  mask?: string;
+  reference?: string;
+  embedding?: string;
   augSmooth?: boolean;
   eigenSmooth?: boolean;
   colormap?: string;
@@ -44,6 +53,7 @@ export function camTaskFromFlags(options: CamCliOptions): CamTaskOptions {
     classes: [...new Set(classes)],
     topK: options.topK === undefined ? CAM_DEFAULTS.topK : parseCount(options.topK, '--top-k'),
     score,
+    ...(targetSpecOf(options) ?? {}),
     augSmooth: options.augSmooth === true,
     eigenSmooth: options.eigenSmooth === true,
     colormap: colormap as ColormapName,
@@ -52,6 +62,52 @@ export function camTaskFromFlags(options: CamCliOptions): CamTaskOptions {
     raw: options.raw === true,
     ...(metrics === undefined ? {} : { metrics }),
   };
+}
+
+/**
+ * The target flags as a spec; none: undefined, the model's kind. Whether
+ * they fit the model (and each other) is checked when the model is loaded,
+ * before any image.
+ */
+function targetSpecOf(options: CamCliOptions): { target: TargetSpec } | undefined {
+  const { target: kind, output, unit, region, mask, reference, embedding } = options;
+  if (kind !== undefined && !isTargetKind(kind)) throw new UsageError(`--target ${kind}: choose one of ${TARGET_KINDS.join(', ')}`);
+  const spec: TargetSpec = {
+    ...(kind === undefined ? {} : { kind }),
+    ...(output === undefined ? {} : { output }),
+    ...(unit === undefined ? {} : { unit: parseCount(unit, '--unit', 0) }),
+    ...(region === undefined ? {} : { region: parseRegion(region) }),
+    ...(mask === undefined ? {} : { mask }),
+    ...(reference === undefined ? {} : { reference }),
+    ...(embedding === undefined ? {} : { embedding }),
+  };
+  // Their unit is given (--unit) or single: there is no top k to take.
+  if ((kind === 'output' || kind === 'similarity') && options.topK !== undefined) throw new UsageError(`--top-k does not apply to --target ${kind}`);
+  return Object.keys(spec).length === 0 ? undefined : { target: spec };
+}
+
+function parseRegion(text: string): TargetSpec['region'] {
+  const box = parseRegionBox(text);
+  if (typeof box === 'string') throw new UsageError(`--region '${text}': ${box}`);
+  return box;
+}
+
+/**
+ * The files a target reads, checked before the model loads: a mask that
+ * cannot be read or is empty, a reference that is not there.
+ */
+async function checkTargetFiles(spec: TargetSpec | undefined): Promise<void> {
+  if (spec?.mask !== undefined) {
+    const { loadRegionMask } = await import('../cam/targets/region.js');
+    await loadRegionMask(spec.mask);
+  }
+  if (spec?.reference !== undefined) {
+    try {
+      await access(spec.reference, constants.R_OK);
+    } catch {
+      throw new UsageError('cannot read the --reference image', { file: spec.reference });
+    }
+  }
 }
 
 /** A decimal fraction from 0 to 1 (Number() would read '' as 0 and '0x1' as 1). */
@@ -78,7 +134,9 @@ function classSpecs(values: readonly string[] | undefined): string[] {
 }
 
 export async function runCam(inputs: string[], options: CamCliOptions): Promise<number> {
-  return runImageCommand(inputs, options, camTaskFromFlags(options), {
+  const task = camTaskFromFlags(options);
+  await checkTargetFiles(task.target);
+  return runImageCommand(inputs, options, task, {
     writesFiles: true,
     printText: (records: InputRecord[]) => printWrittenFiles(records, options.out),
     printJson: (records: InputRecord[]) => records.flatMap((record) => (record.results ?? []).map((result) => withDisplayPaths(result as CamResultRecord, options.out))),

@@ -5,7 +5,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { OPTION_LIMITS, addBatchOptions, addEngineOption, addImageOptions, addModelOptions, addOptionAlias, collectValues } from './options.js';
-import { METHOD_NAMES, SCORE_KINDS } from '../cam/names.js';
+import { METHOD_NAMES, SCORE_KINDS, TARGET_KINDS } from '../cam/names.js';
 import { PAIR_BY } from '../batch/compare.js';
 import { COLORMAPS } from '../render/colormap.js';
 import { METRIC_NAMES, METRIC_STEPS } from '../metrics/names.js';
@@ -102,7 +102,20 @@ ${EXIT_CODES_HELP}`,
       .option('-c, --class <class>', 'class index or name (unique part of a label); several: comma-separated or repeated (default: top 1)', collectValues)
       .option('-k, --top-k <k>', 'explain each image\'s k most probable classes (also --top)')
       .option('-l, --layer <layer>', 'target layer; several (comma-separated or repeated) give per-layer maps normalised and averaged (default: see camviz layers)', collectValues)
-      .addOption(new Option('--score <kind>', 'differentiate the pre-softmax score (logit) or the probability').choices(SCORE_KINDS).default(CAM_DEFAULTS.score))
+      .addOption(new Option('--score <kind>', 'differentiate the pre-softmax score (logit) or the probability (prob is the target prob)').choices(SCORE_KINDS).default(CAM_DEFAULTS.score))
+      .addOption(
+        new Option(
+          '--target <kind>',
+          'what the map explains: class (the logit of the class), prob (its softmax probability), sigmoid (the logit of a binary or multi-label unit; class neg: a single-unit head\'s negative class), ' +
+            'output (a unit of a model output), region (a segmentation class summed over a box or mask), similarity (to a reference image); default: sigmoid for a sigmoid head, else class',
+        ).choices(TARGET_KINDS),
+      )
+      .option('--output <name>', 'the model output (name or index) of --target output or region (default: the first)')
+      .option('--unit <k>', 'the scalar unit of --target output\'s output (default 0 when it has one unit)')
+      .option('--region <x0,y0,x1,y1>', '--target region: the box, in original image pixels (x1, y1 excluded)')
+      .option('--mask <png>', '--target region: a mask image, not black inside (rescaled to each image when its size differs)')
+      .option('--reference <image>', '--target similarity: the image to compare with')
+      .option('--embedding <layer>', '--target similarity: the layer whose output (averaged over space if 4-D) is the embedding (default: the input of the score layer, i.e. the penultimate features; a model without class head: its output)')
       .option('--aug-smooth', 'average over horizontal flips x input multipliers 0.9, 1, 1.1 (pytorch-grad-cam aug_smooth)')
       .option('--eigen-smooth', 'first principal component of the weighted activations instead of their sum')
       .addOption(new Option('--colormap <name>', 'heatmap colours').choices(COLORMAPS).default(CAM_DEFAULTS.colormap))
@@ -114,14 +127,19 @@ ${EXIT_CODES_HELP}`,
       .addHelpText(
         'after',
         `
-Outputs: <out>/<stem>.<method>.<class>.png (and .npy with --raw), mirroring input folders, plus manifest.json.
+Outputs: <out>/<stem>.<method>.<class>.png (and .npy with --raw), mirroring input folders, plus manifest.json;
+other targets: <stem>.<method>.<class>.neg.png (sigmoid --class neg), .output.<output>.<unit>.png, .region.<class>.png, .similarity.png.
 The map is upsampled bilinearly (half-pixel centres, like cv2.resize) to the original image, min-max normalised, coloured and blended.
---json prints [{input, method, layer, class: {index, label}, score, probability, peak: {x, y}, png, npy?}].
+--json prints [{input, method, layer, class: {index, label}, target: {kind, ...}, score, probability, peak: {x, y}, png, npy?}]
+(score is the target's value; probability is null for targets without one: output, region, similarity).
 
 Examples:
   camviz ${name} cat.jpg --class 281${fixedMethod ? '' : ' --method gradcampp'}
   camviz ${name} photos/ --class "tabby cat" --out out/ --report
   camviz ${name} cat.jpg --top-k 3 --layer conv_pw_11_relu --layer conv_pw_13_relu --json
+  camviz ${name} scan.png --model binary/ --class neg                # a single-unit sigmoid head's negative class
+  camviz ${name} street.png --model seg/ --target region --class 3 --region 40,60,200,220
+  camviz ${name} cat.jpg --target similarity --reference other-cat.jpg
 
 ${EXIT_CODES_HELP}`,
       );

@@ -20,6 +20,8 @@ import { type ScoreLocation, locateScores } from './score.js';
 export interface ForwardValues {
   /** The model's (first) output. */
   readonly output: tf.Tensor;
+  /** Every model output, in the model's output order (`outputs[0]` is `output`). */
+  readonly outputs: readonly tf.Tensor[];
   /** Class scores before the output activation, flattened to [batch, classes]. */
   readonly scores: tf.Tensor2D;
   /** Class probabilities [batch, classes]: the model output, or softmax of the scores. */
@@ -120,7 +122,7 @@ export class Network implements Executor {
 
   async forward(inputs: ModelInputs, options: ForwardOptions = {}): Promise<ForwardValues> {
     const layers = options.layers ?? [];
-    const fetches = unique([this.score.outputKey, this.score.scoreKey, ...layers.map(outputKeyOf)]);
+    const fetches = unique([this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf)]);
     const values = this.graph.run(this.inputFeeds(inputs), fetches, {
       fuse: options.fuse ?? true,
       splitActivation: this.splitActivation,
@@ -178,16 +180,21 @@ export class Network implements Executor {
     try {
       const sourceTensors = plan.sourceKeys.map((key) => (plan.fromInput ? feeds : before).get(key)!);
       for (const objective of objectives) {
+        let after = new Map<string, tf.Tensor>();
         const { value, grads } = tf.valueAndGrads((...sources: tf.Tensor[]) => {
           const feeds = new Map<string, tf.Tensor>();
           for (const key of plan.frontier) feeds.set(key, before.get(key)!);
           plan.sourceKeys.forEach((key, i) => feeds.set(key, this.withSourceHooks(key, sources[i]!)));
-          const after = this.graph.run(feeds, plan.afterFetches, { fuse: false, splitActivation: this.splitActivation, intercept });
+          after = this.graph.run(feeds, plan.afterFetches, { fuse: false, splitActivation: this.splitActivation, intercept });
           const merged = new Map([...before, ...after]);
           const forwardValues = this.view(merged, layers, batchOf(inputs));
           if (values === undefined) values = keepValues(forwardValues);
           return objective(forwardValues);
         })(sourceTensors);
+        // The tape frees what it made, but not what a step kept on purpose
+        // (a split activation's pre-activation): `values` holds copies.
+        const fed = new Set(before.values());
+        tf.dispose([...after.values()].filter((tensor) => !fed.has(tensor)));
         objectiveValues.push(value.dataSync()[0]!);
         value.dispose();
         gradients.push(orderGradients(plan, grads, caught, caughtShapes));
@@ -212,7 +219,7 @@ export class Network implements Executor {
    */
   backwardPlan(options: BackwardOptions): BackwardPlan {
     const fromInput = options.sources === 'input';
-    const requested = [this.score.outputKey, this.score.scoreKey, ...(options.layers ?? []).map(outputKeyOf)];
+    const requested = [this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...(options.layers ?? []).map(outputKeyOf)];
     if (fromInput) {
       const sourceKeys = [...this.graph.inputKeys];
       return { fromInput, sourceKeys, innerSourceKeys: [], gradientKeys: sourceKeys, frontier: [], beforeFetches: [], afterFetches: unique(requested) };
@@ -256,15 +263,18 @@ export class Network implements Executor {
    */
   collect(values: Map<string, tf.Tensor>, layers: readonly GraphNode[], batch: number): ForwardValues {
     try {
-      const [output, scores, probabilities, ...layerValues] = tf.tidy(() => {
+      const outputCount = this.graph.outputKeys.length;
+      const [scores, probabilities, ...rest] = tf.tidy(() => {
         const view = this.view(values, layers, batch);
-        return [view.output, view.scores, view.probabilities, ...view.layers.values()].map((tensor) => tensor.clone());
+        return [view.scores, view.probabilities, ...view.outputs, ...view.layers.values()].map((tensor) => tensor.clone());
       });
+      const outputs = rest.slice(0, outputCount);
       return {
-        output: output!,
+        output: outputs[0]!,
+        outputs,
         scores: scores as tf.Tensor2D,
         probabilities: probabilities as tf.Tensor2D,
-        layers: new Map(layers.map((node, i) => [node.path, layerValues[i]!])),
+        layers: new Map(layers.map((node, i) => [node.path, rest[outputCount + i]!])),
       };
     } finally {
       tf.dispose([...values.values()]);
@@ -279,7 +289,8 @@ export class Network implements Executor {
       this.score.activation === 'none' ? tf.softmax(scores) : tf.reshape(output, [batch, -1])
     ) as tf.Tensor2D;
     const layerValues = new Map(layers.map((node) => [node.path, values.get(outputKeyOf(node))!]));
-    return { output, scores, probabilities, layers: layerValues };
+    const outputs = this.graph.outputKeys.map((key) => values.get(key)!);
+    return { output, outputs, scores, probabilities, layers: layerValues };
   }
 }
 
@@ -319,8 +330,10 @@ function orderGradients(
 }
 
 function keepValues(values: ForwardValues): ForwardValues {
+  const outputs = values.outputs.map((tensor) => tf.keep(tensor.clone()));
   return {
-    output: tf.keep(values.output.clone()),
+    output: outputs[0]!,
+    outputs,
     scores: tf.keep(values.scores.clone()),
     probabilities: tf.keep(values.probabilities.clone()),
     layers: new Map([...values.layers].map(([name, tensor]) => [name, tf.keep(tensor.clone())])),
@@ -328,13 +341,13 @@ function keepValues(values: ForwardValues): ForwardValues {
 }
 
 export function disposeValues(values: ForwardValues): void {
-  tf.dispose([values.output, values.scores, values.probabilities, ...values.layers.values()]);
+  tf.dispose([values.output, ...values.outputs, values.scores, values.probabilities, ...values.layers.values()]);
 }
 
 export function outputKeyOf(node: GraphNode): string {
   return node.outputs[0]!;
 }
 
-function unique<T>(items: readonly T[]): T[] {
+export function unique<T>(items: readonly T[]): T[] {
   return [...new Set(items)];
 }

@@ -36,6 +36,7 @@ import {
   type Objective,
   disposeValues,
   outputKeyOf,
+  unique,
 } from './network.js';
 
 /** ONNX Runtime is not installed, or does not load. */
@@ -104,7 +105,7 @@ export class OrtExecutor implements Executor {
   async forward(inputs: ModelInputs, options: ForwardOptions = {}): Promise<ForwardValues> {
     const layers = options.layers ?? [];
     const input = this.ortInput(inputs);
-    const fetches = input === undefined ? undefined : this.fetchesOf([this.score.outputKey, this.score.scoreKey, ...layers.map(outputKeyOf)]);
+    const fetches = input === undefined ? undefined : this.fetchesOf(unique([this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf)]));
     if (input === undefined || fetches === undefined) return this.network.forward(inputs, options);
     const values = await this.run(input, fetches);
     return this.network.collect(values, layers, input.shape[0]!);
@@ -118,7 +119,7 @@ export class OrtExecutor implements Executor {
     const heads = this.linearHeads(plan, objectives);
     if (heads !== undefined) {
       const layers = options.layers ?? [];
-      const fetches = this.fetchesOf([...new Set([...plan.sourceKeys, this.score.outputKey, this.score.scoreKey, ...layers.map(outputKeyOf)])]);
+      const fetches = this.fetchesOf(unique([...plan.sourceKeys, this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf)]));
       if (fetches !== undefined) return this.closedForm(input, objectives, options, plan, heads, fetches);
     }
     const fetches = this.fetchesOf(plan.beforeFetches);

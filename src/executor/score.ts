@@ -33,6 +33,13 @@ function activationName(node: GraphNode): string | undefined {
 }
 
 /**
+ * A layer that is nothing but the output activation: Keras' Softmax layer,
+ * and the ONNX importer's Softmax and Sigmoid nodes (a binary or
+ * multi-label PyTorch export ends in `torch.sigmoid`).
+ */
+const ACTIVATION_LAYERS: Readonly<Record<string, OutputActivation>> = { Softmax: 'softmax', Sigmoid: 'sigmoid' };
+
+/**
  * Finds the model's final softmax (or sigmoid), even behind Reshape/Flatten
  * layers (MobileNet v1: conv_preds -> act_softmax -> reshape_2). With
  * `scoreLayerName`, that layer's output is the score and the output
@@ -47,7 +54,10 @@ export function locateScores(graph: LayerGraph, scoreLayerName?: string): ScoreL
     const node = graph.producer(key);
     if (node === undefined) break;
     const className = node.layer.getClassName();
-    if (className === 'Softmax') return { scoreKey: node.inputs[0]!, outputKey, activation: 'softmax', scoreLayer: producerName(graph, node.inputs[0]!) };
+    const layerActivation = ACTIVATION_LAYERS[className];
+    if (layerActivation !== undefined && node.inputs.length === 1) {
+      return { scoreKey: node.inputs[0]!, outputKey, activation: layerActivation, scoreLayer: producerName(graph, node.inputs[0]!) };
+    }
     const fn = activationName(node);
     if (fn === 'softmax' || fn === 'sigmoid') {
       if (className === 'Activation') {
@@ -70,7 +80,7 @@ function namedScoreLayer(graph: LayerGraph, outputKey: string, name: string): Sc
   while (key !== scoreKey) {
     const producer = graph.producer(key);
     if (producer === undefined || producer.inputs.length !== 1) break;
-    const fn = producer.layer.getClassName() === 'Softmax' ? 'softmax' : activationName(producer);
+    const fn = ACTIVATION_LAYERS[producer.layer.getClassName()] ?? activationName(producer);
     if (fn === 'softmax' || fn === 'sigmoid') activation = fn;
     key = producer.inputs[0]!;
   }

@@ -2,12 +2,16 @@
  * The CAM task: per batch of images, the maps of every requested class
  * (one forward pass, one backward pass per class rank), each upsampled to
  * the original image, normalised, coloured, blended and written as
- * `<stem>.<method>.<class>.png` (and `.npy` with --raw).
+ * `<stem>.<method>.<class>.png` (and `.npy` with --raw); targets other than
+ * a class name theirs (`<stem>.<method>.region.<class>.png`, ...).
  */
 import { type ClassRequest, canonicalMethod, classifierKernel } from '../cam/index.js';
 import * as tf from '../engine/tf.js';
 import { type ClassExplanation, type ExplainBatch, explainBatch } from '../cam/explain.js';
-import { camTargets, classRequest } from '../cam/request.js';
+import { camTargets } from '../cam/request.js';
+import { RegionTarget, type Target, type TargetChoice, chooseTarget, targetFileSuffix } from '../cam/targets/index.js';
+import { UsageError } from '../util/errors.js';
+import { loadImage } from '../image/image.js';
 import type { GraphNode } from '../executor/graph.js';
 import { inputTensor } from '../model/predict.js';
 import { encodeNpy } from '../render/npy.js';
@@ -30,6 +34,9 @@ export class CamTask {
   readonly method: string;
   readonly layers: GraphNode[];
   private readonly classRequest: ClassRequest;
+  private readonly targetChoice: TargetChoice;
+  /** The target, built on the first batch (similarity's reference embedding is computed once per run). */
+  private target: Promise<Target> | undefined;
 
   constructor(
     private readonly context: TaskContext,
@@ -37,7 +44,17 @@ export class CamTask {
   ) {
     this.method = canonicalMethod(options.method);
     this.layers = camTargets(context.model, options.layers);
-    this.classRequest = classRequest(context.model, options.classes, options.topK);
+    // A target that does not fit the model is refused here, before any image.
+    this.targetChoice = chooseTarget(context.model, options.target ?? {}, {
+      method: this.method,
+      classes: options.classes,
+      topK: options.topK,
+      score: options.score,
+    });
+    if (this.targetChoice.kind === 'region' && options.augSmooth) {
+      throw new UsageError('--aug-smooth flips the images: it does not combine with --target region');
+    }
+    this.classRequest = this.targetChoice.classes;
     // CAM's head requirement depends on the layers, not the images: refused once, before any image.
     if (this.method === 'cam') for (const layer of this.layers) tf.dispose(classifierKernel(context.model.network(), layer));
   }
@@ -70,6 +87,7 @@ export class CamTask {
   }
 
   private async compute(decoded: readonly DecodedInput[]): Promise<ExplainBatch> {
+    const target = await this.batchTarget(decoded);
     const input = inputTensor(this.context.model, decoded.map((item) => item.image.input));
     try {
       const computed = await explainBatch(await this.context.model.executor(), {
@@ -77,7 +95,7 @@ export class CamTask {
         input,
         layers: this.layers,
         classes: this.classRequest,
-        score: this.options.score,
+        target,
         augSmooth: this.options.augSmooth,
         eigenSmooth: this.options.eigenSmooth,
       });
@@ -86,6 +104,20 @@ export class CamTask {
     } finally {
       input.dispose();
     }
+  }
+
+  /** The run's target, over this batch's images (a region is given in each image's own pixels). */
+  private async batchTarget(decoded: readonly DecodedInput[]): Promise<Target> {
+    this.target ??= this.targetChoice.build(() => this.referenceInput());
+    const target = await this.target;
+    return target instanceof RegionTarget ? target.forImages(decoded.map(({ image }) => ({ geometry: image.geometry, sourceSize: image.sourceSize }))) : target;
+  }
+
+  /** The --reference image as the model's input, prepared as the inputs are. */
+  private async referenceInput(): Promise<tf.Tensor4D> {
+    const { model } = this.context;
+    const image = await loadImage(this.options.target!.reference!, { size: model.meta.inputSize, ...this.options.image });
+    return inputTensor(model, [image.input]);
   }
 
   private async writeOutputs(item: DecodedInput, explanations: readonly ClassExplanation[], model: { forward: number; backward: number }): Promise<InputRecord> {
@@ -108,7 +140,8 @@ export class CamTask {
   ): Promise<CamResultRecord> {
     const renderStarted = performance.now();
     const { classIndex, map, gradient } = explanation;
-    const stem = `${outputStem(this.options.outDir, item.input.relative)}.${this.method}.${classIndex}`;
+    const target = (await this.target)!.describe(classIndex);
+    const stem = `${outputStem(this.options.outDir, item.input.relative)}.${this.method}.${targetFileSuffix(target)}`;
     const { rgb, peak } = renderExplanation(map, gradient, item.image, {
       colormap: this.options.colormap,
       alpha: this.options.alpha,
@@ -123,12 +156,12 @@ export class CamTask {
     // The guided methods' raw output is the gradient image they show.
     const npy = this.options.raw ? await outputs.write(`${stem}.npy`, rawArray(explanation)) : undefined;
     timings.encode += elapsedSince(encodeStarted);
-    const labels = this.context.model.meta.labels;
     return {
       input: item.input.path,
       method: this.method,
       layer: map === undefined ? 'input' : this.layerLabel,
-      class: { index: classIndex, label: labels?.[classIndex] ?? null },
+      class: { index: classIndex, label: this.targetChoice.labels?.[classIndex] ?? null },
+      target,
       score: explanation.score,
       probability: explanation.probability,
       peak: { x: peak.x, y: peak.y },

@@ -5,6 +5,7 @@
  */
 import type { ScoreKind } from '../cam/names.js';
 import type { EngineChoice } from '../engine/engine-choices.js';
+import type { TargetRecord, TargetSpec } from '../cam/targets/spec.js';
 import type { ColormapName } from '../render/colormap.js';
 import type { ResizeMode } from '../image/geometry.js';
 import type { Prediction } from '../model/predict.js';
@@ -52,6 +53,8 @@ export interface CamTaskOptions extends BaseTaskOptions {
   classes: string[];
   topK: number;
   score: ScoreKind;
+  /** What Y is (`--target` and its flags); absent: the model's kind (sigmoid for a sigmoid head, else class). */
+  target?: TargetSpec;
   augSmooth: boolean;
   eigenSmooth: boolean;
   colormap: ColormapName;
@@ -96,8 +99,13 @@ export interface CamResultRecord {
   input: string;
   method: string;
   layer: string;
+  /** The explained unit: a class, an output unit (output), a segmentation class (region), 0 (similarity). */
   class: { index: number; label: string | null };
+  /** What Y is, and which unit (the class again, an output's unit, a region...); absent in manifests of camviz before targets. */
+  target?: TargetRecord;
+  /** The target's Y. */
   score: number;
+  /** The probability that goes with Y; null (NaN in memory) for targets without one: output, region, similarity. */
   probability: number;
   /** The maximum of the upsampled map, in the written picture's pixels (the original image's, unless --max-overlay-side shrank it). */
   peak: { x: number; y: number };
