@@ -16,7 +16,12 @@
  * - folds a zero Pad into the Conv that alone reads it (see
  *   `convWithPadFolded`): one fused convolution instead of a padded copy
  *   of the feature map and a convolution. The Pad's names resolve to the
- *   Conv's layer.
+ *   Conv's layer;
+ * - folds a Reshape's target computed from a value's `Shape` (PyTorch's
+ *   `x.view(x.size(0), ...)`) into a constant target whose batch dim is
+ *   ONNX's 0 ("copy this dim"), when the Shape reads the Reshape's own data
+ *   (see `reshapeWithConstantTarget`): the shape arithmetic then runs no
+ *   kernels, and the nodes that computed the target are no layers.
  *
  * The model's input is NHWC `[null, H, W, 3]` (camviz's input tensor); it is
  * the ONNX input as an 'nhwc' value, so no transpose is needed. The checks
@@ -28,7 +33,7 @@ import * as tfl from '../../engine/tfl.js';
 import { CamvizError } from '../../util/errors.js';
 import { type LaidTensor, type Layout, onnxShape, toLayout } from './layout.js';
 import { runNode, tensorFromOnnx } from './interpret.js';
-import { constantInts, constantNumber } from './ops/common.js';
+import { type OpContext, attrInt, attrInts, constantInts, constantNumber } from './ops/common.js';
 import type { OnnxImageInput } from './check.js';
 import {
   type ConvGeometry,
@@ -217,6 +222,9 @@ function planLayers(
   const foldedConvs = new Map<OnnxNode, OnnxNode>();
   const foldedPads = new Map<OnnxNode, OnnxNode>();
   const probes = new Map<string, LaidTensor>([[input.name, { tensor: tf.zeros([1, size.height, size.width, input.channels]), layout: 'nhwc' }]]);
+  // Int vectors computed at run time from runtime values' shapes, as known at load (the batch symbolic).
+  const shapes = new Map<string, RuntimeShape>();
+  const valueNames = new Set(nodes.flatMap((node) => [...node.inputs, ...node.outputs]));
   const plans: PlannedLayer[] = [];
   const used = new Set<string>();
   const constantOf = (value: string): LaidTensor | undefined => constants.get(value);
@@ -232,7 +240,8 @@ function planLayers(
           return;
         }
       }
-      const node = foldedConvs.get(original) ?? original;
+      const unfolded = foldedConvs.get(original) ?? original;
+      const node = reshapeWithConstantTarget(unfolded, opset, shapes, constants, valueNames) ?? unfolded;
       const present = node.inputs.filter((value) => value !== '');
       const inputs = node.inputs.map((value) => (value === '' ? undefined : (constants.get(value) ?? probes.get(value))));
       const outputs = runChecked(node, inputs, opset, file);
@@ -243,8 +252,12 @@ function planLayers(
         const plan = planOf(node, index, outputs, probes, constantOf, used);
         const foldedPad = foldedPads.get(node);
         plans.push(foldedPad === undefined ? plan : { ...plan, foldedPad });
+        const shape = runtimeShapeOf({ node, opset }, constants, probes, shapes);
+        if (shape !== undefined) shapes.set(node.outputs[0]!, shape);
       }
-      for (const value of present) {
+      // A rewritten node no longer reads some of its original inputs: they are released too.
+      const dropped = original.inputs.filter((value) => value !== '' && !node.inputs.includes(value));
+      for (const value of [...present, ...dropped]) {
         const left = (remainingUses.get(value) ?? 0) - 1;
         remainingUses.set(value, left);
         if (left <= 0 && !isGraphOutput(model, value)) {
@@ -256,7 +269,131 @@ function planLayers(
   } finally {
     for (const probe of probes.values()) probe.tensor.dispose();
   }
-  return plans;
+  return withoutUnreadShapes(plans, model, shapes);
+}
+
+/** An entry of a runtime shape vector: a number known at load, or dim 0 (the batch) of the runtime value `batchOf`. */
+type ShapeEntry = number | { batchOf: string };
+
+/** An int vector (or scalar) computed at run time from runtime values' shapes only. */
+interface RuntimeShape {
+  entries: ShapeEntry[];
+  scalar: boolean;
+}
+
+/**
+ * What a node computes from runtime shapes (`Shape` of a runtime value, then
+ * Gather, Unsqueeze, Squeeze, Slice, Concat, Cast or Identity on such
+ * vectors and constants), entry by entry; undefined for anything else. Only
+ * the batch dim is dynamic (see planLayers): the other dims of a `Shape`
+ * are those of the input size in use.
+ */
+function runtimeShapeOf(ctx: OpContext, constants: ReadonlyMap<string, LaidTensor>, probes: ReadonlyMap<string, LaidTensor>, shapes: ReadonlyMap<string, RuntimeShape>): RuntimeShape | undefined {
+  const { node, opset } = ctx;
+  if (!isDefaultDomain(node) || node.outputs.length !== 1) return undefined;
+  const [first = '', second = ''] = node.inputs;
+  if (node.opType === 'Shape') {
+    const probe = probes.get(first);
+    if (probe === undefined || probe.tensor.rank === 0) return undefined;
+    const entries = onnxShape(probe).map((dim, axis): ShapeEntry => (axis === 0 ? { batchOf: first } : dim));
+    const clamp = (index: number): number => Math.min(Math.max(index < 0 ? index + entries.length : index, 0), entries.length);
+    const start = clamp(attrInt(ctx, 'start', 0));
+    return { entries: entries.slice(start, Math.max(start, clamp(attrInt(ctx, 'end', entries.length)))), scalar: false };
+  }
+  if (node.opType === 'Concat') {
+    const parts = node.inputs.map((value) => shapes.get(value) ?? vectorOf(constants.get(value)));
+    if ([0, -1].includes(attrInt(ctx, 'axis', 0)) && parts.every((part) => part !== undefined && !part.scalar)) return { entries: parts.flatMap((part) => part!.entries), scalar: false };
+    return undefined;
+  }
+  const data = shapes.get(first);
+  if (data === undefined) return undefined;
+  switch (node.opType) {
+    case 'Identity':
+      return data;
+    case 'Cast':
+      return [6, 7].includes(attrInt(ctx, 'to', 0)) ? data : undefined;
+    case 'Gather': {
+      const indices = constants.get(second);
+      if (indices === undefined || indices.tensor.rank > 1 || data.scalar || attrInt(ctx, 'axis', 0) !== 0) return undefined;
+      const picked = constantInts(indices)!.map((index) => data.entries[index < 0 ? index + data.entries.length : index]);
+      return picked.every((entry) => entry !== undefined) ? { entries: picked, scalar: indices.tensor.rank === 0 } : undefined;
+    }
+    case 'Unsqueeze': {
+      const axes = opset < 13 ? attrInts(ctx, 'axes') : constantInts(constants.get(second));
+      return data.scalar && axes?.length === 1 && [0, -1].includes(axes[0]!) ? { entries: data.entries, scalar: false } : undefined;
+    }
+    case 'Squeeze': {
+      const axes = opset < 13 ? attrInts(ctx, 'axes') : second === '' ? undefined : constantInts(constants.get(second));
+      // From opset 13 the axes are an input, which must be a constant if given.
+      if (opset >= 13 && second !== '' && axes === undefined) return undefined;
+      const squeezable = !data.scalar && data.entries.length === 1 && (axes === undefined || (axes.length === 1 && [0, -1].includes(axes[0]!)));
+      return squeezable ? { entries: data.entries, scalar: true } : undefined;
+    }
+    case 'Slice':
+      return sliceOfShape(ctx, data, constants);
+    default:
+      return undefined;
+  }
+}
+
+/** A constant 1-D int vector as a runtime shape of known entries. */
+function vectorOf(value: LaidTensor | undefined): RuntimeShape | undefined {
+  if (value === undefined || value.tensor.rank !== 1 || value.tensor.dtype !== 'int32') return undefined;
+  return { entries: constantInts(value)!, scalar: false };
+}
+
+/** Slice of a runtime shape vector: one axis (0), step 1, constant bounds clamped as ONNX clamps them. */
+function sliceOfShape(ctx: OpContext, data: RuntimeShape, constants: ReadonlyMap<string, LaidTensor>): RuntimeShape | undefined {
+  const [, startsInput = '', endsInput = '', axesInput = '', stepsInput = ''] = ctx.node.inputs;
+  const read = (value: string): number[] | undefined => (value === '' ? undefined : constantInts(constants.get(value)));
+  const starts = ctx.opset < 10 ? attrInts(ctx, 'starts') : read(startsInput);
+  const ends = ctx.opset < 10 ? attrInts(ctx, 'ends') : read(endsInput);
+  const axes = ctx.opset < 10 ? attrInts(ctx, 'axes') : read(axesInput);
+  const steps = ctx.opset < 10 ? undefined : read(stepsInput);
+  const known = (value: string, list: number[] | undefined): boolean => ctx.opset < 10 || value === '' || list !== undefined;
+  if (!known(axesInput, axes) || !known(stepsInput, steps) || data.scalar || starts?.length !== 1 || ends?.length !== 1) return undefined;
+  if ((axes !== undefined && ![0, -1].includes(axes[0]!)) || (steps !== undefined && steps[0] !== 1)) return undefined;
+  const length = data.entries.length;
+  const clamp = (index: number): number => Math.min(Math.max(index < 0 ? index + length : index, 0), length);
+  return { entries: data.entries.slice(clamp(starts[0]!), clamp(ends[0]!)), scalar: false };
+}
+
+/**
+ * `node` with a constant target when it is a Reshape whose target is a
+ * runtime shape made of numbers known at load and, first, the batch dim of
+ * the Reshape's own data: that entry becomes ONNX's 0, which copies the
+ * data's dim 0, so the result is the same for every batch size. Needs
+ * `allowzero` 0 (else 0 means an empty dim). The new target is a constant
+ * under a name no graph value has.
+ */
+function reshapeWithConstantTarget(node: OnnxNode, opset: number, shapes: ReadonlyMap<string, RuntimeShape>, constants: Map<string, LaidTensor>, valueNames: Set<string>): OnnxNode | undefined {
+  if (node.opType !== 'Reshape' || opset < 5 || !isDefaultDomain(node) || attrInt({ node, opset }, 'allowzero', 0) !== 0) return undefined;
+  const [data = '', target = ''] = node.inputs;
+  const shape = shapes.get(target);
+  if (shape === undefined || shape.scalar) return undefined;
+  const dims = shape.entries.map((entry, axis) => (typeof entry === 'number' ? entry : entry.batchOf === data && axis === 0 ? 0 : undefined));
+  if (dims.some((dim) => dim === undefined)) return undefined;
+  let name = `${target}:constant`;
+  for (let k = 1; valueNames.has(name); k++) name = `${target}:constant_${k}`;
+  valueNames.add(name);
+  constants.set(name, { tensor: tf.tensor1d(dims as number[], 'int32'), layout: 'onnx' });
+  return { ...node, inputs: [data, name] };
+}
+
+/**
+ * The plans without the runtime-shape nodes that no layer reads any more
+ * (their Reshape now has a constant target) and that are no graph output.
+ */
+function withoutUnreadShapes(plans: PlannedLayer[], model: OnnxModel, shapes: ReadonlyMap<string, RuntimeShape>): PlannedLayer[] {
+  const read = new Set(model.graph.outputs.map((output) => output.name));
+  const kept: PlannedLayer[] = [];
+  for (let i = plans.length - 1; i >= 0; i--) {
+    const plan = plans[i]!;
+    if (plan.node.outputs.every((value) => shapes.has(value) && !read.has(value))) continue;
+    for (const value of plan.runtimeInputs) read.add(value);
+    kept.push(plan);
+  }
+  return kept.reverse();
 }
 
 /**

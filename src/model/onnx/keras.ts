@@ -51,20 +51,52 @@ export function convView(conv: ConvGeometry, kernels: Set<tf.Tensor>): { kernel:
 
 /**
  * A Conv with constant weights as tfjs runs it: the kernel transposed once,
- * not at every call. The output is NHWC, as the op library's.
+ * not at every call. The output is NHWC, as the op library's. A Conv with a
+ * bias runs as one fused kernel (see `fusedConvWithBias`), except a dilated
+ * one: that input gradient has no dilations (tfjs refuses to differentiate
+ * dilated convolutions anyway), so it stays a convolution and an add.
  */
 export function runConv(conv: ConvGeometry, kernel: tf.Tensor, input: LaidTensor): tf.Tensor {
   return tf.tidy(() => {
     const x = toLayout(input, 'nhwc') as tf.Tensor4D;
     const filter = kernel as tf.Tensor4D;
-    // Not tfjs' fused kernel with the bias: its gradient computes the filter's
-    // gradient too, which made a leaf-mode backward through a classifier conv
-    // ten times slower on the cpu backend.
+    if (conv.bias !== undefined && conv.dilationRate.every((rate) => rate === 1)) return fusedConvWithBias(conv, filter, conv.bias)(x);
     const y = conv.depthwise
       ? tf.depthwiseConv2d(x, filter, conv.strides, conv.padding, 'NHWC', conv.dilationRate)
       : tf.conv2d(x, filter, conv.strides, conv.padding, 'NHWC', conv.dilationRate);
     return conv.bias === undefined ? y : tf.add(y, conv.bias);
   });
+}
+
+/**
+ * conv(x) + bias as tfjs' fused kernel (one kernel, as tfjs-layers runs a
+ * Conv2D), differentiable in x only. tfjs' own gradient of the fused kernel
+ * also computes the filter's and the bias's gradients, which made a
+ * leaf-mode backward through SqueezeNet's classifier conv ten times slower
+ * on the cpu backend; here the filter and bias are constants of the model,
+ * so only the input's gradient is computed, by the kernel tfjs' plain
+ * convolution's gradient runs.
+ */
+function fusedConvWithBias(conv: ConvGeometry, filter: tf.Tensor4D, bias: tf.Tensor): (x: tf.Tensor4D) => tf.Tensor4D {
+  const { strides } = conv;
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const x = args[0] as tf.Tensor4D;
+    const value = conv.depthwise
+      ? tf.fused.depthwiseConv2d({ x, filter, strides, pad: depthwisePadding(conv), dataFormat: 'NHWC', bias })
+      : tf.fused.conv2d({ x, filter, strides, pad: conv.padding, dataFormat: 'NHWC', bias });
+    const gradFunc = (dy: tf.Tensor4D): tf.Tensor[] => {
+      const inputs = { dy, filter };
+      const attrs = { strides, pad: conv.padding, inputShape: x.shape, ...(conv.depthwise ? { dilations: [1, 1] } : { dataFormat: 'NHWC' }) };
+      return [tf.engine().runKernel(conv.depthwise ? tf.DepthwiseConv2dNativeBackpropInput : tf.Conv2DBackpropInput, inputs, attrs as unknown as tf.NamedAttrMap)];
+    };
+    return { value, gradFunc };
+  }) as (x: tf.Tensor4D) => tf.Tensor4D;
+}
+
+/** A depthwise Conv's padding: `convGeometry` never gives one explicit pads. */
+function depthwisePadding(conv: ConvGeometry): 'valid' | 'same' | number {
+  if (typeof conv.padding === 'object') throw new Error('a depthwise Conv with explicit pads has no ConvGeometry');
+  return conv.padding;
 }
 
 function convFields(conv: ConvGeometry, read: () => tf.Tensor, kh: number, kw: number): Record<string, unknown> {
