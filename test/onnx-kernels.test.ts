@@ -38,11 +38,8 @@ function seeded(shape: number[], seed: number): tf.Tensor {
 }
 
 /** The kernels `run` calls, by kernel name (op scopes such as `conv2d__op` are left out). */
-async function kernelsOf(run: () => tf.Tensor | tf.Tensor[]): Promise<string[]> {
-  const info = await tf.profile(() => {
-    const result = run();
-    return result;
-  });
+async function kernelsOf(run: () => tf.Tensor | tf.Tensor[] | Promise<tf.Tensor | tf.Tensor[]>): Promise<string[]> {
+  const info = await tf.profile(run);
   const backend = tf.getBackend();
   return info.kernels.map((kernel) => kernel.name).filter((name) => tf.getKernel(name, backend) !== undefined);
 }
@@ -206,13 +203,13 @@ forEachBackend((backend) => {
           for (const batch of [1, 3]) {
             const input = tf.mul(seeded([batch, 6, 6, 3], 23 + batch), 2);
             const expected = interpretedOutput(model, input);
-            const values = network.forward(input);
+            const values = await network.forward(input);
             assert.deepEqual(values.output.shape, [batch, 5]);
             const difference = maxAbsDifference(values.output.dataSync(), expected.dataSync());
             assert.ok(difference <= 1e-5, `batch ${batch}: built and interpreted differ by ${difference}`);
             tf.dispose([values.output, values.scores, values.probabilities]);
-            const kernels = await kernelsOf(() => {
-              const run = network.forward(input);
+            const kernels = await kernelsOf(async () => {
+              const run = await network.forward(input);
               tf.dispose([run.output, run.probabilities]);
               return run.scores;
             });
@@ -239,7 +236,7 @@ forEachBackend((backend) => {
         for (const op of ['Shape', 'Gather', 'Unsqueeze', 'Concat']) assert.ok(classes.includes(op), `${op} in ${classes.join(' ')}`);
         const input = tf.mul(seeded([3, 6, 6, 3], 31), 2);
         const expected = interpretedOutput(model, input);
-        const values = network.forward(input);
+        const values = await network.forward(input);
         assert.deepEqual(values.output.shape, [3, 5]);
         assert.ok(maxAbsDifference(values.output.dataSync(), expected.dataSync()) <= 1e-5);
         tf.dispose([input, expected, values.output, values.scores, values.probabilities]);
@@ -260,7 +257,7 @@ forEachBackend((backend) => {
         const classWeights = seeded([3, 5], 42);
         const objective = (values: { scores: tf.Tensor }): tf.Scalar => tf.sum(tf.mul(values.scores, classWeights));
         const run = () => network.backward(input, [objective], { sources: [relu] });
-        const result = run();
+        const result = await run();
         const [gradient] = result.gradients[0]!;
         // d/dA of sum_n,k r[n,k]·(W[k]·mean_hw(A[n]) + b[k]) = (r[n]·W)[c] / (H·W) at every position.
         const w2 = tf.tensor2d(seededValues(20, 22), [5, 4]);
@@ -269,8 +266,8 @@ forEachBackend((backend) => {
         assert.deepEqual(gradient!.shape, [3, 6, 6, 4]);
         const difference = maxAbsDifference(gradient!.dataSync(), expected.dataSync());
         assert.ok(difference <= 1e-6, `gradient differs from the closed form by ${difference}`);
-        const kernels = await kernelsOf(() => {
-          const again = run();
+        const kernels = await kernelsOf(async () => {
+          const again = await run();
           tf.dispose([again.values.output, again.values.probabilities, again.values.scores]);
           return again.gradients.flat();
         });
@@ -302,19 +299,19 @@ forEachBackend(
       const layers = await loadModel(mobilenetDir);
       try {
         const images = tf.randomUniform([3, 224, 224, 3], -1, 1, 'float32', 51);
-        const scoresOf = (model: typeof onnx, input: tf.Tensor): tf.Tensor => {
-          const values = model.network().forward(input);
+        const scoresOf = async (model: typeof onnx, input: tf.Tensor): Promise<tf.Tensor> => {
+          const values = await model.network().forward(input);
           tf.dispose([values.output, values.probabilities]);
           return values.scores;
         };
-        const expected = scoresOf(layers, images);
+        const expected = await scoresOf(layers, images);
         const scale = tf.max(tf.abs(expected)).dataSync()[0]!;
-        const batched = scoresOf(onnx, images);
+        const batched = await scoresOf(onnx, images);
         assert.deepEqual(batched.shape, [3, 1000]);
         assert.ok(maxAbsDifference(batched.dataSync(), expected.dataSync()) <= 1e-4 * scale, 'batch 3: ONNX and layers logits');
         for (let i = 0; i < 3; i++) {
           const single = tf.slice(images, [i, 0, 0, 0], [1, 224, 224, 3]);
-          const alone = scoresOf(onnx, single);
+          const alone = await scoresOf(onnx, single);
           assert.deepEqual(alone.shape, [1, 1000]);
           assert.ok(maxAbsDifference(alone.dataSync(), tf.slice(expected, [i, 0], [1, 1000]).dataSync()) <= 1e-4 * scale, `image ${i} alone`);
           tf.dispose([single, alone]);
