@@ -187,6 +187,26 @@ describe('mergeRuns', () => {
     assert.equal(again.reportPath, join(root, 'out2', 'index.html'));
   });
 
+  test('the engine the shards ran on is kept; shards on different engines get a note', async () => {
+    const root = await freshDir('engines');
+    const { dirs } = await threeShards(root);
+    const engines = [
+      { kind: 'onnxruntime', requested: 'auto', version: '1.31.1', threads: 1 },
+      { kind: 'onnxruntime', requested: 'auto', version: '1.31.1', threads: 1 },
+      { kind: 'tfjs', requested: 'auto', reason: 'ONNX Runtime is unavailable: test', fallback: 'unavailable' },
+    ];
+    for (const [i, dir] of dirs.entries()) {
+      const path = join(dir, 'manifest.json');
+      const manifest = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+      await writeFile(path, JSON.stringify({ ...manifest, engine: engines[i] }));
+    }
+    const notes: string[] = [];
+    const result = await mergeRuns(dirs, join(root, 'merged'), { log: (message) => notes.push(message) });
+    assert.deepEqual(result.manifest.engine, engines[0]);
+    assert.deepEqual((await readManifest(join(root, 'merged'))).engine, engines[0]);
+    assert.ok(notes.some((note) => /different engines \(onnxruntime, tfjs\)/.test(note)), notes.join('\n'));
+  });
+
   test('a missing shard is merged with a note, not refused', async () => {
     const root = await freshDir('partial');
     const { dirs } = await threeShards(root);

@@ -112,6 +112,7 @@ export function mergeManifests(shards: readonly ShardRun[], log: (message: strin
     command: first.manifest.command,
     model: first.manifest.model,
     backend: first.manifest.backend,
+    ...(first.manifest.engine === undefined ? {} : { engine: first.manifest.engine }),
     options: first.manifest.options,
     shard: mergedShards(shards),
     startedAt: earliest(shards.map((shard) => shard.manifest.startedAt)),
@@ -176,6 +177,8 @@ function noteDifferences(shards: readonly ShardRun[], log: (message: string) => 
   if (versions.length > 1) log(`note: shards ran different camviz versions (${versions.join(', ')})`);
   const backends = distinct(shards.map((shard) => shard.manifest.backend.kind));
   if (backends.length > 1) log(`note: shards ran on different backends (${backends.join(', ')}); the manifest names the first`);
+  const engines = distinct(shards.map((shard) => shard.manifest.engine?.kind ?? 'tfjs'));
+  if (engines.length > 1) log(`note: shards ran on different engines (${engines.join(', ')}); the manifest names the first`);
   const list = mergedShards(shards) ?? [];
   const counts = distinct(list.map((shard) => String(shard.count)));
   if (counts.length > 1) {
