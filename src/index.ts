@@ -99,6 +99,10 @@ export {
   loadRegionMask,
 } from './cam/targets/index.js';
 
+// Faithfulness metrics
+export { METRIC_NAMES, type MetricName, type MetricsOptions, type MetricsRecord, type MetricValues } from './metrics/names.js';
+export { type MetricsBatch, measureExplanations } from './metrics/runner.js';
+
 // Pictures and files
 export type { FeatureMap, GradientImage } from './render/maps.js';
 export { type ExplanationImage, type ExplanationImageOptions, renderExplanation } from './render/explanation.js';

@@ -29,6 +29,8 @@ const PUBLIC_API = [
   // targets
   'ClassTarget', 'FunctionTarget', 'OutputTarget', 'ProbTarget', 'RegionTarget', 'SigmoidTarget', 'SimilarityTarget', 'TARGET_KINDS',
   'chooseTarget', 'defaultEmbedding', 'embeddingOf', 'loadRegionMask',
+  // faithfulness metrics
+  'METRIC_NAMES', 'measureExplanations',
   // pictures and files
   'renderExplanation', 'COLORMAPS', 'applyColormap', 'DEFAULT_OVERLAY_ALPHA', 'DEFAULT_OVERLAY_COLORMAP', 'heatmapImage', 'overlayHeatmap',
   'mapToOriginal', 'resizeBilinear', 'minMaxNormalize', 'makeFeatureGrid', 'encodePng', 'decodeNpy', 'encodeNpy', 'EventWriter',
