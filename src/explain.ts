@@ -4,11 +4,12 @@
  *
  *   const model = await loadModel('mobilenet_v1_0.75_224');
  *   const image = await loadImage('cat.jpg', { size: model.meta.inputSize });
- *   const [[cat]] = explain(model, [image], { classes: ['tabby cat'] });
+ *   const [[cat]] = await explain(model, [image], { classes: ['tabby cat'] });
  *   await writeFile('cat.png', await encodePng(cat.picture.rgb, cat.picture.width, cat.picture.height));
  */
 import { type FeatureMap, type ScoreKind, canonicalMethod } from './cam/index.js';
 import { explainBatch } from './cam/explain.js';
+import type { TargetLike } from './cam/targets/index.js';
 import { camTargets, classRequest } from './cam/request.js';
 import type { LoadedImage } from './image/image.js';
 import type { CamvizModel } from './model/load.js';
@@ -25,6 +26,8 @@ export interface ExplainOptions extends ExplanationImageOptions {
   classes?: readonly (number | string)[];
   topK?: number;
   score?: ScoreKind;
+  /** What Y is (see Targets): a target object, a function of the forward values and a row, or a score kind; wins over `score`. */
+  target?: TargetLike;
   augSmooth?: boolean;
   eigenSmooth?: boolean;
 }
@@ -59,6 +62,7 @@ export async function explain(model: CamvizModel, images: readonly LoadedImage[]
       layers,
       classes: classRequest(model, options.classes ?? [], options.topK ?? 1),
       ...(options.score === undefined ? {} : { score: options.score }),
+      ...(options.target === undefined ? {} : { target: options.target }),
       ...(options.augSmooth === undefined ? {} : { augSmooth: options.augSmooth }),
       ...(options.eigenSmooth === undefined ? {} : { eigenSmooth: options.eigenSmooth }),
     });

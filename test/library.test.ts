@@ -21,6 +21,8 @@ import {
   disposeValues,
   encodePng,
   explain,
+  FunctionTarget,
+  ProbTarget,
   loadImage,
   loadModel,
   registerForwardHook,
@@ -65,6 +67,22 @@ test('explain() by class name points at that shape on every two-shape fixture, a
     const decoded = await sharp(png).metadata();
     assert.deepEqual([decoded.width, decoded.height], [entry.width, entry.height]);
   }
+});
+
+test('explain() takes a target: a function restating the class logit gives the default map; the probability target gives --score prob\'s', async () => {
+  const entry = truth.images.find((image) => image.shapes.length === 2)!;
+  const image = await loadImage(join(fixtures, entry.file), { size: model.meta.inputSize });
+  const classIndex = entry.shapes[0]!.classIndex;
+  const mapOf = async (options: Parameters<typeof explain>[2]): Promise<Float32Array> => (await explain(model, [image], { classes: [classIndex], ...options }))[0]![0]!.map!.data;
+  const logit = new FunctionTarget((values, row) => tf.reshape(tf.slice(values.scores, [row, classIndex], [1, 1]), []) as tf.Scalar);
+  const byDefault = await mapOf({});
+  const byFunction = await mapOf({ target: logit });
+  assert.ok(byDefault.some((value) => value > 0), 'a non-blank map');
+  assert.ok(Math.max(...byDefault.map((value, i) => Math.abs(value - byFunction[i]!))) <= 1e-5 * Math.max(...byDefault), 'function target vs default');
+  const byProb = await mapOf({ target: new ProbTarget() });
+  const byScore = await mapOf({ score: 'prob' });
+  assert.deepEqual(Array.from(byProb), Array.from(byScore));
+  assert.ok(Math.max(...byProb.map((value, i) => Math.abs(value - byDefault[i]!))) > 0, 'the probability target differs from the logit');
 });
 
 test('explain() with topK above the class count explains every class once, most probable first', async () => {
