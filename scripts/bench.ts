@@ -13,7 +13,8 @@
  * ResNet-18 against PyTorch, the ONNX Runtime floor, Score-CAM against wasm;
  * the FLOPs floor), folder (throughput over 200 images against PyTorch's
  * folder loop, whole processes; memory sampled over 1,000 images), cold
- * (process start to first PNG).
+ * (process start to first PNG), keras (.keras vs TF.js layers load time),
+ * metrics (deletion + insertion per image, per engine).
  *
  * camviz's rows run once per engine of `--engines` (default: tfjs, and
  * onnxruntime when onnxruntime-node loads; see bench-engines.ts). PyTorch
@@ -68,7 +69,7 @@ interface Args {
   engines: Engine[];
 }
 
-const USAGE = `npm run bench -- [--quick] [--only env,load,hooks,cam,torch,folder,cold] [--backends wasm,cpu,native] [--engines tfjs,onnxruntime]`;
+const USAGE = `npm run bench -- [--quick] [--only env,load,keras,hooks,cam,torch,folder,cold,metrics] [--backends wasm,cpu,native] [--engines tfjs,onnxruntime]`;
 
 /** `--engines`, or the usage and exit code 2 for a name the bench does not know. */
 function enginesArg(value: string | undefined): Engine[] {
@@ -328,6 +329,50 @@ async function hooks(backend: BackendKind, args: Args): Promise<void> {
   ]);
   input.dispose();
   model.dispose();
+}
+
+// ---- faithfulness metrics (issue 13) ------------------------------------------
+
+/**
+ * Deletion + insertion (20 steps each) per image on MobileNet v1, per
+ * engine: the target is <= 0.5 s with ONNX Runtime. camviz measures every
+ * map against a seeded random map the same way, so the row shows both: the
+ * map alone (what the target names) and the record as written (map + random).
+ */
+async function metricsSpeed(args: Args): Promise<void> {
+  const bench = benchModels().find((entry) => entry.name === 'MobileNet v1 0.75');
+  if (bench === undefined) return void console.log('\n(metrics: the shared MobileNet is absent)');
+  const { measureExplanations } = await import('../src/metrics/runner.js');
+  const { explainBatch } = await import('../src/cam/explain.js');
+  const { classRequest } = await import('../src/cam/request.js');
+  const support = await benchEngines(args);
+  await useBackend('wasm');
+  const rounds = args.quick ? 2 : 5;
+  const rows: string[][] = [];
+  for (const engine of support.engines) {
+    const model = await loadModel(bench.spec.model!, engineLoadOptions(bench.spec, engine));
+    const image = await loadImage(bench.image, { size: model.meta.inputSize });
+    const input = inputTensor(model, [image.input]) as tf.Tensor4D;
+    try {
+      const executor = await model.executor();
+      const computed = await explainBatch(executor, { method: 'gradcam', input, layers: camTargets(model, []), classes: classRequest(model, ['243'], 1) });
+      const measure = () => measureExplanations(executor, { input, explanations: computed.explanations, seeds: [1] }, { names: ['deletion', 'insertion'], steps: 20 });
+      const record = (await measure())[0]![0]!;
+      const perImage = await timed(measure, rounds, 1);
+      rows.push([
+        (await model.engine()).kind,
+        ms(perImage),
+        ms(perImage / 2),
+        `${record.deletionAuc!.toFixed(3)} / ${record.random.deletionAuc!.toFixed(3)}`,
+        `${record.insertionAuc!.toFixed(3)} / ${record.random.insertionAuc!.toFixed(3)}`,
+        '<= 500 ms (map alone, ONNX Runtime)',
+      ]);
+    } finally {
+      input.dispose();
+      model.dispose();
+    }
+  }
+  table(`Faithfulness metrics: deletion + insertion, 20 steps each, MobileNet v1 0.75, both.png, Grad-CAM class 243 (median ms per image, ${rounds} runs)`, ['engine', 'map + random map', 'map alone (half of both)', 'deletion AUC map / random', 'insertion AUC map / random', 'target'], rows);
 }
 
 // ---- engines and targets -----------------------------------------------------
@@ -889,6 +934,7 @@ async function main(): Promise<void> {
   if (wants('torch')) await torchAndFloor(backends, args);
   if (wants('folder')) await folderThroughput(backends, args);
   if (wants('cold')) await coldStart(args);
+  if (wants('metrics')) await metricsSpeed(args);
   console.log(`\nload average (1 min) at the end: ${loadavg()[0]!.toFixed(2)}`);
 }
 
