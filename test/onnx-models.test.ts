@@ -301,3 +301,20 @@ describe('every other method and the hooks on the ResNet-18 export on wasm', { s
     assert.deepEqual(seen.sort(), ['backward 1x512 <- 1x1000', 'forward 1x7x7x512', 'gradient 1x7x7x512', 'pre 1x7x7x512']);
   });
 });
+
+describe('CAM on the MobileNet v1 export, whose head is pooling, a Reshape computed from Shape, a Transpose of size-1 axes and a 1x1 Conv', { skip }, () => {
+  test('CAM is 49 times Grad-CAM (the Transpose only relabels axes of a pooled vector)', async () => {
+    await useBackend('wasm');
+    const model = await openModel('mobilenet_v1_0.75_224');
+    try {
+      const image = await loadImage(imageFile('both_224'), { size: model.meta.inputSize });
+      const mapOf = async (method: string): Promise<Float32Array> => (await explain(model, [image], { method, classes: [243] }))[0]![0]!.map!.data;
+      const gradcam = await mapOf('gradcam');
+      const peak = Math.max(...gradcam);
+      assert.ok(peak > 0);
+      assert.ok(maxAbsDifference((await mapOf('cam')).map((value) => value / 49), gradcam) <= 1e-4 * peak);
+    } finally {
+      model.dispose();
+    }
+  });
+});

@@ -10,8 +10,7 @@ import type { GraphNode } from '../executor/graph.js';
 import type { Executor } from '../executor/executor.js';
 import { ActivationCamMethod, type Evidence, weighChannels } from './base.js';
 import { classMask } from './classes.js';
-
-const PASS_THROUGH = new Set(['Reshape', 'Flatten', 'Dropout', 'SpatialDropout2D', 'GaussianNoise', 'GaussianDropout']);
+import { walkLinearHead } from '../executor/linear-head.js';
 
 export class Cam extends ActivationCamMethod {
   readonly name = 'cam';
@@ -34,60 +33,31 @@ function classifierWeights(evidence: Evidence): tf.Tensor2D {
 
 interface KernelOwner {
   kernel?: { read(): tf.Tensor };
-  kernelSize?: number[];
-  useBias?: boolean;
 }
 
 /**
  * The [C, N] classifier kernel between `target` and the class scores, when
- * that path is global average pooling plus one linear classifier; or, when
- * the target's channels are the classes themselves and are only pooled
+ * that path is global average pooling plus one linear classifier (the walk
+ * the ONNX Runtime executor's closed-form head uses too); or, when the
+ * target's channels are the classes themselves and are only pooled
  * (network-in-network heads such as Darknet's), the identity.
  */
 export function classifierKernel(network: Executor, target: GraphNode): tf.Tensor2D {
-  const graph = network.graph;
-  const scoreKey = network.score.scoreKey.replace(/:pre$/, '');
-  let key = target.outputs[0]!;
-  let pooled = false;
-  let classifier: GraphNode | undefined;
+  const walk = walkLinearHead(network.graph, target.outputs[0]!, network.score);
+  // A usage problem: this method at this layer; other methods work there.
   const fail = (why: string): never => {
-    // A usage problem: this method at this layer; other methods work there.
     throw new UsageError(`CAM needs global average pooling and one linear classifier after '${target.path}': ${why}; use gradcam`);
   };
-  while (key !== scoreKey) {
-    const consumers = graph.consumers(key);
-    if (consumers.length !== 1) fail(`its output feeds ${consumers.length} layers`);
-    const node = consumers[0]!;
-    const className = node.layer.getClassName();
-    if (className === 'GlobalAveragePooling2D') {
-      if (pooled) fail('it is pooled twice');
-      pooled = true;
-    } else if (className === 'Dense' || (className === 'Conv2D' && isPointwise(node))) {
-      if (classifier !== undefined) fail(`both ${classifier.path} and ${node.path} are classifiers`);
-      classifier = node;
-    } else if (!PASS_THROUGH.has(className) && !(className === 'Activation' && activationOf(node) === 'linear')) {
-      fail(`${node.path} (${className}) is in the way`);
-    }
-    key = node.outputs[0]!;
-  }
-  if (!pooled) fail('no global average pooling found');
-  if (classifier === undefined) {
+  if (!walk.ok) return fail(walk.why);
+  if (walk.classifier === undefined) {
     const channels = target.outputShapes[0]?.at(-1);
-    const classes = graph.producer(scoreKey)?.outputShapes[0]?.at(-1);
+    // A split classifier's scores are its pre-activation: the shape of its output.
+    const classes = network.graph.producer(network.score.scoreKey.replace(/:pre$/, ''))?.outputShapes[0]?.at(-1);
     if (typeof channels !== 'number' || channels !== classes) return fail('no classifier found');
     const identity = new Float32Array(channels * channels);
     for (let c = 0; c < channels; c++) identity[c * channels + c] = 1;
     return tf.tensor2d(identity, [channels, channels]);
   }
-  const kernel = (classifier.layer as unknown as KernelOwner).kernel!.read();
+  const kernel = (walk.classifier.layer as unknown as KernelOwner).kernel!.read();
   return tf.reshape(kernel, [kernel.shape[kernel.rank - 2]!, kernel.shape[kernel.rank - 1]!]);
-}
-
-function isPointwise(node: GraphNode): boolean {
-  const size = (node.layer as unknown as KernelOwner).kernelSize ?? [];
-  return size.every((dim) => dim === 1);
-}
-
-function activationOf(node: GraphNode): string | undefined {
-  return (node.layer as unknown as { activation?: { getClassName(): string } }).activation?.getClassName();
 }

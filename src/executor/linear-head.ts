@@ -37,6 +37,50 @@ interface KernelOwner {
 }
 
 /**
+ * What lies between a source value and the class scores: global average
+ * pooling and at most one linear classifier (Dense or 1x1 Conv2D, before or
+ * after the pooling: they commute), with only reshapes, dropouts, linear
+ * activations and relabelled axes around them — or why not. A classifier
+ * whose output activation is split off (the scores are its pre-activation)
+ * counts as linear. CAM reads the classifier's kernel from it; the ONNX
+ * Runtime executor differentiates such a head in closed form.
+ */
+export type HeadWalk = { readonly ok: true; readonly classifier: GraphNode | undefined } | { readonly ok: false; readonly why: string };
+
+export function walkLinearHead(graph: LayerGraph, sourceKey: string, score: ScoreLocation): HeadWalk {
+  let key = sourceKey;
+  let pooled = false;
+  let classifier: GraphNode | undefined;
+  const refuse = (why: string): HeadWalk => ({ ok: false, why });
+  for (let steps = 0; key !== score.scoreKey; steps++) {
+    if (steps > graph.nodes.length) return refuse('the scores are not downstream of it');
+    // A Shape node reads only the value's shape (a Keras Reshape exported with its target shape computed at run time).
+    const consumers = graph.consumers(key).filter((node) => node.layer.getClassName() !== 'Shape');
+    const node = consumers[0];
+    if (consumers.length !== 1 || node === undefined) return refuse(`its output feeds ${consumers.length} layers`);
+    if (node.outputs.length !== 1 || !readsOnlyAsData(node, key)) return refuse(`${node.path} reads it with other values`);
+    const className = node.layer.getClassName();
+    const activation = (node.layer as unknown as KernelOwner).activation?.getClassName();
+    // A classifier split from its output activation gives its pre-activation key as the score.
+    const nextKey = score.splitNode === node.index ? score.scoreKey : node.outputs[0]!;
+    const linear = activation === undefined || activation === 'linear' || nextKey === score.scoreKey;
+    if (className === 'GlobalAveragePooling2D') {
+      if (pooled) return refuse('it is pooled twice');
+      pooled = true;
+    } else if (className === 'Dense' || (className === 'Conv2D' && isPointwise(node))) {
+      if (classifier !== undefined) return refuse(`both ${classifier.path} and ${node.path} are classifiers`);
+      if (!linear) return refuse(`${node.path} has a ${activation} activation`);
+      classifier = node;
+    } else if (!(PASS_THROUGH.has(className) || (className === 'Activation' && activation === 'linear') || relabelsVector(node))) {
+      return refuse(`${node.path} (${className}) is in the way`);
+    }
+    key = nextKey;
+  }
+  if (!pooled) return refuse('no global average pooling found');
+  return { ok: true, classifier };
+}
+
+/**
  * The linear head from `sourceKey` to the scores, or undefined when that
  * path is anything else (or any value on it feeds another layer too, so
  * that the scores could depend on the source another way).
@@ -45,26 +89,9 @@ export function linearHeadsOf(graph: LayerGraph, sourceKey: string, score: Score
   const source = graph.producer(sourceKey);
   const shape = source?.outputShapes[source.outputs.indexOf(sourceKey)];
   if (shape === undefined || shape.length !== 4) return undefined;
-  let key = sourceKey;
-  let pooled = false;
-  let classifier: GraphNode | undefined;
-  for (let steps = 0; key !== score.scoreKey; steps++) {
-    // A Shape node reads only the value's shape (a Keras Reshape exported with its target shape computed at run time).
-    const consumers = graph.consumers(key).filter((node) => node.layer.getClassName() !== 'Shape');
-    const node = consumers[0];
-    if (consumers.length !== 1 || node === undefined || node.outputs.length !== 1 || steps > graph.nodes.length || !readsOnlyAsData(node, key)) return undefined;
-    const className = node.layer.getClassName();
-    const activation = (node.layer as unknown as KernelOwner).activation?.getClassName();
-    // A classifier split from its output activation gives its pre-activation key as the score.
-    const nextKey = score.splitNode === node.index ? score.scoreKey : node.outputs[0]!;
-    const linear = activation === undefined || activation === 'linear' || nextKey === score.scoreKey;
-    if (className === 'GlobalAveragePooling2D' && !pooled && classifier === undefined) pooled = true;
-    else if ((className === 'Dense' || (className === 'Conv2D' && isPointwise(node))) && pooled && classifier === undefined && linear) classifier = node;
-    else if (!(PASS_THROUGH.has(className) || (className === 'Activation' && activation === 'linear') || relabelsVector(node))) return undefined;
-    key = nextKey;
-  }
-  if (classifier === undefined) return undefined;
-  return headOf(classifier, shape);
+  const walk = walkLinearHead(graph, sourceKey, score);
+  if (!walk.ok || walk.classifier === undefined) return undefined;
+  return headOf(walk.classifier, shape);
 }
 
 /**
