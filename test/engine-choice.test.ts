@@ -17,11 +17,13 @@ import { ENGINE_CHOICES, parseEngineChoice, requestedEngine } from '../src/engin
 import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { Network, disposeValues } from '../src/executor/network.js';
 import { loadModel } from '../src/model/load.js';
-import { inputTensor } from '../src/model/predict.js';
+import { classProbabilities, inputTensor } from '../src/model/predict.js';
 import { UsageError } from '../src/util/errors.js';
 import { expectCamvizError } from './helpers/errors.js';
 import { maxAbsDifference } from './helpers/numeric.js';
 import { tinyClassifier } from './helpers/engine-models.js';
+import { saveLayersModel } from './helpers/layers-model-file.js';
+import * as tfl from '@tensorflow/tfjs-layers';
 
 const ortStatus = loadOnnxRuntime();
 const skipWithoutOrt: string | false = ortStatus.available ? false : `onnxruntime-node does not load here: ${ortStatus.reason}`;
@@ -101,24 +103,53 @@ describe('the requested engine', () => {
 });
 
 describe('tfjs models', () => {
-  test('auto runs a TF.js model on tfjs, saying why; onnxruntime is a usage error naming the model', async () => {
-    const model = await loadModel('shapes', { engine: 'auto' });
+  test('auto and onnxruntime run a TF.js model on ONNX Runtime through camviz\'s ONNX writer, with tfjs\' probabilities', { skip: skipWithoutOrt }, async () => {
+    const onOrt = await loadModel('shapes', { engine: 'auto' });
+    const onTfjs = await loadModel('shapes', { engine: 'tfjs' });
     try {
-      assert.ok((await model.executor()) instanceof Network);
-      const engine = await model.engine();
-      assert.equal(engine.kind, 'tfjs');
-      assert.match(engine.reason ?? '', /no ONNX form/);
-      assert.equal(engine.fallback, undefined, 'a model without an ONNX form is no fallback');
+      const engine = await onOrt.engine();
+      assert.equal(engine.kind, 'onnxruntime');
+      assert.equal(engine.fallback, undefined);
+      assert.ok(!((await onOrt.executor()) instanceof Network));
+      const pixels = Uint8Array.from({ length: 64 * 64 * 3 }, (_, i) => (i * 29) % 256);
+      const [fromOrt] = await classProbabilities(onOrt, [pixels]);
+      const [fromTfjs] = await classProbabilities(onTfjs, [pixels]);
+      assert.ok(maxAbsDifference(fromOrt!, fromTfjs!) <= 1e-5, `probabilities differ by ${maxAbsDifference(fromOrt!, fromTfjs!)}`);
     } finally {
-      model.dispose();
+      onOrt.dispose();
+      onTfjs.dispose();
     }
-    const strict = await loadModel('shapes', { engine: 'onnxruntime' });
+  });
+
+  test('a TF.js model with a layer the ONNX writer cannot express: tfjs under auto (a per-model fallback, saying why); an error naming the model under onnxruntime', { skip: skipWithoutOrt }, async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'camviz-engine-transpose-'));
     try {
-      const error = await expectCamvizError(() => strict.executor());
-      assert.ok(error instanceof UsageError);
-      assert.match(error.describe(), /--engine onnxruntime: the model has no ONNX form.*\(.*model\.json\)$/);
+      const input = tfl.input({ shape: [8, 8, 3] });
+      const up = tfl.layers.conv2dTranspose({ filters: 2, kernelSize: 3, strides: 2, padding: 'same', name: 'up' }).apply(input) as tfl.SymbolicTensor;
+      const pooled = tfl.layers.globalAveragePooling2d({ name: 'gap' }).apply(up) as tfl.SymbolicTensor;
+      const scores = tfl.layers.dense({ units: 2, activation: 'softmax', name: 'scores' }).apply(pooled) as tfl.SymbolicTensor;
+      const built = tfl.model({ inputs: input, outputs: scores });
+      await saveLayersModel(built, folder);
+      built.dispose();
+      const auto = await loadModel(folder, { engine: 'auto', preprocess: 'unit' });
+      try {
+        assert.ok((await auto.executor()) instanceof Network);
+        const engine = await auto.engine();
+        assert.equal(engine.kind, 'tfjs');
+        assert.equal(engine.fallback, 'rejected');
+        assert.match(engine.reason ?? '', /up \(Conv2DTranspose\)/);
+      } finally {
+        auto.dispose();
+      }
+      const strict = await loadModel(folder, { engine: 'onnxruntime', preprocess: 'unit' });
+      try {
+        const error = await expectCamvizError(() => strict.executor());
+        assert.match(error.describe(), /--engine onnxruntime: .*Conv2DTranspose.*\(.*model\.json\)$/);
+      } finally {
+        strict.dispose();
+      }
     } finally {
-      strict.dispose();
+      await rm(folder, { recursive: true, force: true });
     }
   });
 

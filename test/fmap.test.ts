@@ -7,7 +7,7 @@
  * file must carry the same PNGs.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -22,6 +22,7 @@ import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
 import { noise } from './helpers/files.js';
 import { loadWithTfjs } from './helpers/layers.js';
 import { decodeEvent, readRecords } from './helpers/tensorboard.js';
+import { saveLayersModel } from './helpers/layers-model-file.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-fmap-test-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -194,25 +195,12 @@ function freeSizeModel(): tfl.LayersModel {
 }
 
 /** Saves a layers model as model.json + weights.bin in `folder`. */
-async function saveModel(model: tfl.LayersModel, folder: string): Promise<void> {
-  await mkdir(folder, { recursive: true });
-  await model.save(
-    tf.io.withSaveHandler(async (artifacts) => {
-      const data = artifacts.weightData!;
-      const parts = Array.isArray(data) ? data : [data];
-      await writeFile(join(folder, 'weights.bin'), Buffer.concat(parts.map((part) => Buffer.from(part))));
-      const manifest = [{ paths: ['weights.bin'], weights: artifacts.weightSpecs! }];
-      await writeFile(join(folder, 'model.json'), JSON.stringify({ format: 'layers-model', modelTopology: artifacts.modelTopology, weightsManifest: manifest }));
-      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
-    }),
-  );
-}
 
 describe('camviz fmap on a model whose input size is not fixed', () => {
   test('--size 48x24 (not square): the activation keeps its own shape [22, 46, 5] in the .npy, the legend and the grid', async () => {
     const model = freeSizeModel();
     const folder = join(workDir, 'dyn');
-    await saveModel(model, folder);
+    await saveLayersModel(model, folder);
     // The image is already 48 x 24, so the model input is its pixels (x / 255, the default preprocessing).
     const pixels = noise(48, 24, 11);
     const image = join(workDir, 'wide.png');

@@ -25,6 +25,7 @@ import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
 import { listFiles } from './helpers/files.js';
 import { onnxModelBytes } from './helpers/onnx.js';
 import { assertUsageError } from './helpers/usage-error.js';
+import { saveLayersModel } from './helpers/layers-model-file.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-targets-cli-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -70,17 +71,7 @@ async function writeMask(name: string, width: number, height: number, inside: (x
 /** Saves a layers model as model.json + weights.bin in a fresh folder. */
 async function saveModel(name: string, model: tfl.LayersModel): Promise<string> {
   const folder = join(workDir, name);
-  await mkdir(folder, { recursive: true });
-  await model.save(
-    tf.io.withSaveHandler(async (artifacts) => {
-      const data = artifacts.weightData!;
-      const parts = Array.isArray(data) ? data : [data];
-      await writeFile(join(folder, 'weights.bin'), Buffer.concat(parts.map((part) => Buffer.from(part))));
-      const manifest = [{ paths: ['weights.bin'], weights: artifacts.weightSpecs! }];
-      await writeFile(join(folder, 'model.json'), JSON.stringify({ format: 'layers-model', modelTopology: artifacts.modelTopology, weightsManifest: manifest }));
-      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
-    }),
-  );
+  await saveLayersModel(model, folder);
   model.dispose();
   return folder;
 }
