@@ -115,8 +115,12 @@ test('the README hooks example captures A and dY/dA, and Grad-CAM from them equa
   const star = 3;
   const layersModel = model.layersModel!;
   const layer = layersModel.getLayer(model.meta.targetLayer!);
-  // A first pass caches the folded Conv/BatchNorm weights the fast path keeps.
-  await explain(model, [image], { classes: [star] });
+  const objective = (values: { scores: tf.Tensor2D }): tf.Scalar => tf.sum(tf.gather(values.scores, star, 1));
+  // A first pass caches the folded Conv/BatchNorm weights tfjs' fast path keeps (hooks run on tfjs).
+  const warmInput = toInputTensor([image.input], model.meta.inputSize.height, model.meta.inputSize.width, model.meta.preprocess);
+  const warm = await backward(layersModel, warmInput, objective, { to: [layer] });
+  tf.dispose([warmInput, ...warm.gradients.flat()]);
+  disposeValues(warm.values);
   const before = tf.memory().numTensors;
   const x = toInputTensor([image.input], model.meta.inputSize.height, model.meta.inputSize.width, model.meta.preprocess);
   let activation: tf.Tensor | undefined;
@@ -177,8 +181,12 @@ test('a CAM method written as in the README (GradientCamMethod) gives explain()\
   const image = await loadImage(join(fixtures, 'circle-star.png'), { size: model.meta.inputSize });
   const star = 3;
   const input = inputTensor(model, [image.input]);
+  // explain() runs on the model's engine: so does the method, through the same executor.
+  const executor = await model.executor();
+  const request = { input, layers: camTargets(model, []), classes: { kind: 'explicit', classes: [star] } } as const;
+  await new MyGradCam().compute(executor, request);
   const before = tf.memory().numTensors;
-  const mine = (await new MyGradCam().compute(model.network(), { input, layers: camTargets(model, []), classes: { kind: 'explicit', classes: [star] } }))[0]?.[0];
+  const mine = (await new MyGradCam().compute(executor, request))[0]?.[0];
   assert.ok(mine !== undefined, 'one map for the one image and class');
   assert.equal(tf.memory().numTensors, before, 'the base disposes what the method made');
   input.dispose();

@@ -70,9 +70,10 @@ const PREPROCESS: Record<string, string | undefined> = { 'mobilenet_v1_0.75_224'
 const onnxPath = (model: string): string => join(onnxDir, `${model}.onnx`);
 const imageFile = (image: string): string => join(onnxDir, 'images', `${image}.png`);
 
+/** On tfjs: these suites check the importer on the tfjs backends (test/ort-executor.test.ts checks ONNX Runtime against the same references). */
 async function openModel(name: string): Promise<CamvizModel> {
   const preprocess = PREPROCESS[name];
-  return loadModel(onnxPath(name), preprocess === undefined ? {} : { preprocess });
+  return loadModel(onnxPath(name), { engine: 'tfjs', ...(preprocess === undefined ? {} : { preprocess }) });
 }
 
 /** The logits of one image, [classes]. */
@@ -172,7 +173,7 @@ describe('MobileNet v1: the ONNX export and the TF.js layers model of the same w
   before(async () => {
     await useBackend('wasm');
     onnx = await openModel('mobilenet_v1_0.75_224');
-    layers = await loadModel(mobilenetDir);
+    layers = await loadModel(mobilenetDir, { engine: 'tfjs' });
   });
   after(() => {
     onnx?.dispose();
