@@ -1,7 +1,7 @@
 /**
  * Choosing the engine per model and request (issue 12): `--engine` /
  * LoadOptions.engine over CAMVIZ_ENGINE, ONNX Runtime for ONNX models under
- * auto, tfjs for TF.js models, and the fallbacks: ONNX Runtime absent
+ * auto, TF.js models too (through camviz's ONNX writer), and the fallbacks: ONNX Runtime absent
  * (CAMVIZ_ORT_MODULE names a module that does not exist), and a model ONNX
  * Runtime refuses (a Relu with an attribute Relu does not have: ONNX
  * Runtime's checker rejects it, camviz's importer ignores it).
@@ -101,24 +101,33 @@ describe('the requested engine', () => {
 });
 
 describe('tfjs models', () => {
-  test('auto runs a TF.js model on tfjs, saying why; onnxruntime is a usage error naming the model', async () => {
-    const model = await loadModel('shapes', { engine: 'auto' });
+  test('auto and onnxruntime run a TF.js layers model on ONNX Runtime through the ONNX writer, with the Network\'s scores', { skip: skipWithoutOrt }, async () => {
+    // The writer caches the model it writes: in a folder of the test's own.
+    const folder = await mkdtemp(join(tmpdir(), 'camviz-engine-tfjs-'));
+    const savedCache = process.env['CAMVIZ_CACHE'];
+    process.env['CAMVIZ_CACHE'] = folder;
     try {
-      assert.ok((await model.executor()) instanceof Network);
-      const engine = await model.engine();
-      assert.equal(engine.kind, 'tfjs');
-      assert.match(engine.reason ?? '', /no ONNX form/);
-      assert.equal(engine.fallback, undefined, 'a model without an ONNX form is no fallback');
+      for (const engine of ['auto', 'onnxruntime'] as const) {
+        const model = await loadModel('shapes', { engine });
+        try {
+          const executor = await model.executor();
+          assert.ok(!(executor instanceof Network), `${engine}: not the Network`);
+          assert.deepEqual(await model.engine(), { kind: 'onnxruntime', requested: engine, version: ortStatus.available ? ortStatus.version : '', threads: 1 });
+          const { width, height } = model.meta.inputSize;
+          const input = inputTensor(model, [Uint8Array.from({ length: width * height * 3 }, (_, i) => (i * 37) % 256)]);
+          const [ort, reference] = [await executor.forward(input), await model.network().forward(input)];
+          assert.ok(maxAbsDifference(ort.scores.dataSync(), reference.scores.dataSync()) <= 1e-4, `${engine}: scores differ from the Network's`);
+          disposeValues(ort);
+          disposeValues(reference);
+          input.dispose();
+        } finally {
+          model.dispose();
+        }
+      }
     } finally {
-      model.dispose();
-    }
-    const strict = await loadModel('shapes', { engine: 'onnxruntime' });
-    try {
-      const error = await expectCamvizError(() => strict.executor());
-      assert.ok(error instanceof UsageError);
-      assert.match(error.describe(), /--engine onnxruntime: the model has no ONNX form.*\(.*model\.json\)$/);
-    } finally {
-      strict.dispose();
+      if (savedCache === undefined) delete process.env['CAMVIZ_CACHE'];
+      else process.env['CAMVIZ_CACHE'] = savedCache;
+      await rm(folder, { recursive: true, force: true });
     }
   });
 
