@@ -15,7 +15,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -363,6 +363,41 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
     const outputs = await tiny.executor.withSession([{ name: 'logits', layout: 'same' }, { name: 'relu_out', layout: 'nchw' }], async (session) => [...session.outputNames]);
     // The session may be one made before that holds more (an earlier test fetched conv_out too).
     assert.ok(['logits', 'relu_out'].every((name) => outputs.includes(name)), `session outputs: ${outputs.join(', ')}`);
+  });
+
+  test('the first session\'s optimised graph is kept in optimizedFolder and loaded by the next process\'s session; a damaged one is made again', async () => {
+    const path = join(folder, 'optimised.onnx');
+    await writeFile(path, onnxModelBytes(tinyModel()));
+    const kept = join(folder, 'optimised-cache');
+    const model = await loadModel(path, { preprocess: 'none' });
+    const network = model.network();
+    const trunk = await onnxTrunkOf(path, model.meta.sha256, network.graph, model.meta.inputSize);
+    const input = tf.tensor4d(randoms(SIZE * SIZE * 3, 8), [1, SIZE, SIZE, 3]);
+    const hand = tinyByHand(input.dataSync() as Float32Array, 1);
+    /** A new executor with no session cached (as in a new process): its scores, and the folder's files. */
+    const fresh = async (): Promise<string[]> => {
+      releaseOrtSessions();
+      const executor = await createOrtExecutor(network, trunk, { file: path, optimizedFolder: kept });
+      const values = await executor.forward(input);
+      closeTo(values.scores.dataSync(), hand.scores, 1e-5, 'scores vs hand');
+      disposeValues(values);
+      return readdir(kept);
+    };
+    try {
+      const files = await fresh();
+      assert.equal(files.length, 1, `one file, no temporary left: ${files.join(', ')}`);
+      assert.match(files[0]!, /^[0-9a-f]{32}\.ort\.onnx$/);
+      const saved = join(kept, files[0]!);
+      const written = (await stat(saved)).mtimeMs;
+      assert.deepEqual(await fresh(), files);
+      assert.equal((await stat(saved)).mtimeMs, written, 'loaded, not written again');
+      await writeFile(saved, 'not an ONNX model');
+      assert.deepEqual(await fresh(), files);
+      assert.ok((await stat(saved)).size > 100, 'the damaged file is replaced by the optimised graph');
+    } finally {
+      input.dispose();
+      model.dispose();
+    }
   });
 
   test('one session serves the output, the scores and the expected layers; a request that a session holds makes no other', async () => {

@@ -66,6 +66,8 @@ export interface OrtExecutorOptions {
    * so that those requests run on it instead of making a second session.
    */
   readonly expectedLayers?: readonly GraphNode[];
+  /** A folder to keep the first session's optimised graph in (see engine/onnxruntime.ts); none: not kept. */
+  readonly optimizedFolder?: string;
 }
 
 /**
@@ -78,7 +80,8 @@ export async function createOrtExecutor(network: Network, trunk: OnnxTrunk, opti
   const status = loadOnnxRuntime();
   if (!status.available) throw new OrtUnavailableError(status.reason);
   const executor = new OrtExecutor(status.module, network, trunk, ortThreads(options.threads), options.file);
-  await executor.withSession(executor.firstSessionValues(options.expectedLayers ?? []), async () => undefined);
+  // Only this session's optimised graph is kept: it is the one every run starts with, and one a model bounds the cache.
+  await executor.withSession(executor.firstSessionValues(options.expectedLayers ?? []), async () => undefined, options.optimizedFolder);
   return executor;
 }
 
@@ -235,19 +238,27 @@ export class OrtExecutor implements Executor {
   /**
    * @internal Runs `use` with a session whose graph outputs include
    * `values`: one made before whose outputs hold them (the smallest), else
-   * one made for these names.
+   * one made for these names (its optimised graph kept in `optimizedFolder`
+   * when given).
    */
-  async withSession<T>(values: readonly OnnxValue[], use: (session: OrtSession) => Promise<T>): Promise<T> {
+  async withSession<T>(values: readonly OnnxValue[], use: (session: OrtSession) => Promise<T>, optimizedFolder?: string): Promise<T> {
     const names = this.sessionOutputsFor([...new Set(values.map((value) => value.name))].sort());
     const key = `${this.trunk.cacheKey}|${names.join('\u0000')}`;
     let created = false;
     try {
-      return await withSession(this.ort, key, () => this.trunk.withOutputs(names), this.threads, (session) => {
-        created = true;
-        this.batchOfOne ??= fixedBatchOfOne(session);
-        if (!this.outputSets.some((set) => set.join('\u0000') === names.join('\u0000'))) this.outputSets.push(names);
-        return use(session);
-      });
+      return await withSession(
+        this.ort,
+        key,
+        () => this.trunk.withOutputs(names),
+        this.threads,
+        (session) => {
+          created = true;
+          this.batchOfOne ??= fixedBatchOfOne(session);
+          if (!this.outputSets.some((set) => set.join('\u0000') === names.join('\u0000'))) this.outputSets.push(names);
+          return use(session);
+        },
+        optimizedFolder,
+      );
     } catch (error) {
       // Only a session that could not be made is a rejection; a failing run is reported as it is.
       if (created) throw error;

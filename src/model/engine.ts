@@ -115,8 +115,10 @@ async function ortExecutor(
     const trunk = await onnxForm();
     // The default CAM target is what a CAM command without --layer differentiates: its first session holds it.
     const target = defaultTarget(network, model.meta.targetLayer);
+    const { onnxCacheDir } = await import('./onnx-writer/cache.js');
     const executor = await createOrtExecutor(network, trunk, {
       file: model.meta.modelJsonPath,
+      optimizedFolder: onnxCacheDir(),
       ...(request.threads === undefined ? {} : { threads: request.threads }),
       ...(target === undefined ? {} : { expectedLayers: [target] }),
     });
