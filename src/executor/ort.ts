@@ -20,7 +20,7 @@ import { type OrtModule, type OrtSession, type OrtTensor, loadOnnxRuntime, ortTh
 import { isHooked } from '../hooks/registry.js';
 import type { Executor } from './executor.js';
 import type * as tfl from '../engine/tfl.js';
-import { type LayerGraph, isContainer } from './graph.js';
+import { type GraphNode, type LayerGraph, isContainer } from './graph.js';
 import type { OnnxTrunk, OnnxValue } from './onnx-trunk.js';
 import type { ScoreLocation } from './score.js';
 import { linearHeadGradients, linearHeadsOf, type LinearHead } from './linear-head.js';
@@ -60,18 +60,28 @@ export interface OrtExecutorOptions {
   readonly threads?: number;
   /** The model file, named in errors. */
   readonly file?: string;
+  /**
+   * Layers the first requests are expected to fetch or differentiate (e.g.
+   * the default CAM target): the first session holds them as outputs too,
+   * so that those requests run on it instead of making a second session.
+   */
+  readonly expectedLayers?: readonly GraphNode[];
+  /** A folder to keep the first session's optimised graph in (see engine/onnxruntime.ts); none: not kept. */
+  readonly optimizedFolder?: string;
 }
 
 /**
  * The ONNX Runtime executor of `network`'s model, whose ONNX form is
- * `trunk`. Makes the session of the scores and the output at once, so that
- * a model ORT refuses is known here (`OrtModelRejectedError`).
+ * `trunk`. Makes its first session at once (the output, the scores, and
+ * the expected layers), so that a model ORT refuses is known here
+ * (`OrtModelRejectedError`).
  */
 export async function createOrtExecutor(network: Network, trunk: OnnxTrunk, options: OrtExecutorOptions = {}): Promise<OrtExecutor> {
   const status = loadOnnxRuntime();
   if (!status.available) throw new OrtUnavailableError(status.reason);
   const executor = new OrtExecutor(status.module, network, trunk, ortThreads(options.threads), options.file);
-  await executor.withSession(executor.valuesOf([network.score.outputKey, network.score.scoreKey]) ?? [], async () => undefined);
+  // Only this session's optimised graph is kept: it is the one every run starts with, and one a model bounds the cache.
+  await executor.withSession(executor.firstSessionValues(options.expectedLayers ?? []), async () => undefined, options.optimizedFolder);
   return executor;
 }
 
@@ -89,6 +99,12 @@ export class OrtExecutor implements Executor {
   private readonly heads = new Map<string, LinearHead | null>();
   /** Whether the graph's input batch is fixed at 1 (then each image runs alone), learned from the first session. */
   private batchOfOne: boolean | undefined;
+  /**
+   * The output names of the sessions made for this executor, sorted. A
+   * request whose values one of them holds runs on it: an extra output costs
+   * nothing measurable, a session about 240 ms and a copy of the weights.
+   */
+  private readonly outputSets: string[][] = [];
 
   /** @internal use `createOrtExecutor` */
   constructor(
@@ -208,22 +224,52 @@ export class OrtExecutor implements Executor {
     return this.fetchesOf(keys)?.map((fetch) => fetch.value);
   }
 
-  /** @internal Runs `use` with the session whose graph outputs include `values` (made once per set of names). */
-  async withSession<T>(values: readonly OnnxValue[], use: (session: OrtSession) => Promise<T>): Promise<T> {
-    const names = [...new Set(values.map((value) => value.name))].sort();
+  /**
+   * @internal The values of the first session: what every forward pass
+   * fetches (output, scores, graph outputs) and the expected layers' outputs
+   * that the trunk holds.
+   */
+  firstSessionValues(expectedLayers: readonly GraphNode[]): OnnxValue[] {
+    const always = [this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys];
+    const expected = expectedLayers.map(outputKeyOf).filter((key) => this.trunk.valueOf(key) !== undefined);
+    return this.valuesOf(unique([...always, ...expected])) ?? this.valuesOf([this.score.outputKey, this.score.scoreKey]) ?? [];
+  }
+
+  /**
+   * @internal Runs `use` with a session whose graph outputs include
+   * `values`: one made before whose outputs hold them (the smallest), else
+   * one made for these names (its optimised graph kept in `optimizedFolder`
+   * when given).
+   */
+  async withSession<T>(values: readonly OnnxValue[], use: (session: OrtSession) => Promise<T>, optimizedFolder?: string): Promise<T> {
+    const names = this.sessionOutputsFor([...new Set(values.map((value) => value.name))].sort());
     const key = `${this.trunk.cacheKey}|${names.join('\u0000')}`;
     let created = false;
     try {
-      return await withSession(this.ort, key, () => this.trunk.withOutputs(names), this.threads, (session) => {
-        created = true;
-        this.batchOfOne ??= fixedBatchOfOne(session);
-        return use(session);
-      });
+      return await withSession(
+        this.ort,
+        key,
+        () => this.trunk.withOutputs(names),
+        this.threads,
+        (session) => {
+          created = true;
+          this.batchOfOne ??= fixedBatchOfOne(session);
+          if (!this.outputSets.some((set) => set.join('\u0000') === names.join('\u0000'))) this.outputSets.push(names);
+          return use(session);
+        },
+        optimizedFolder,
+      );
     } catch (error) {
       // Only a session that could not be made is a rejection; a failing run is reported as it is.
       if (created) throw error;
       throw new OrtModelRejectedError(firstLine(error), this.file);
     }
+  }
+
+  /** The output names of the session to run `names` on: the smallest made before that holds them all, else `names`. */
+  private sessionOutputsFor(names: readonly string[]): string[] {
+    const holding = this.outputSets.filter((set) => names.every((name) => set.includes(name)));
+    return holding.sort((a, b) => a.length - b.length)[0] ?? [...names];
   }
 
   /**

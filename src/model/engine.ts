@@ -11,6 +11,7 @@ import type { OnnxRuntimeStatus } from '../engine/onnxruntime.js';
 import type { Executor } from '../executor/executor.js';
 import type { Network } from '../executor/network.js';
 import type { OnnxTrunk } from '../executor/onnx-trunk.js';
+import { defaultTarget } from '../executor/layers.js';
 import { CamvizError, UsageError, describeError } from '../util/errors.js';
 import type { BuiltOnnxModel } from './onnx/build.js';
 
@@ -45,7 +46,13 @@ export interface EngineRequest {
 
 /** The parts of a loaded model the choice reads (CamvizModel; kept structural so that load.ts and this file do not import each other). */
 export interface EngineSubject {
-  readonly meta: { readonly modelJsonPath: string; readonly sha256: string; readonly inputSize: { readonly width: number; readonly height: number } };
+  readonly meta: {
+    readonly modelJsonPath: string;
+    readonly sha256: string;
+    readonly inputSize: { readonly width: number; readonly height: number };
+    /** The default CAM target's name, when the model's metadata gives one. */
+    readonly targetLayer?: string;
+  };
   readonly onnx?: BuiltOnnxModel;
   /** The TF.js layers model (also a graph model's, as camviz imports it), which the ONNX writer writes. */
   readonly layersModel?: tfl.LayersModel;
@@ -106,7 +113,15 @@ async function ortExecutor(
   const { ortThreads } = await import('../engine/onnxruntime.js');
   try {
     const trunk = await onnxForm();
-    const executor = await createOrtExecutor(network, trunk, { file: model.meta.modelJsonPath, ...(request.threads === undefined ? {} : { threads: request.threads }) });
+    // The default CAM target is what a CAM command without --layer differentiates: its first session holds it.
+    const target = defaultTarget(network, model.meta.targetLayer);
+    const { onnxCacheDir } = await import('./onnx-writer/cache.js');
+    const executor = await createOrtExecutor(network, trunk, {
+      file: model.meta.modelJsonPath,
+      optimizedFolder: onnxCacheDir(),
+      ...(request.threads === undefined ? {} : { threads: request.threads }),
+      ...(target === undefined ? {} : { expectedLayers: [target] }),
+    });
     return { executor, report: { kind: 'onnxruntime', requested: request.choice, version: ort.version, threads: ortThreads(request.threads) } };
   } catch (error) {
     if (error instanceof OrtUnavailableError) return withoutOrt(network, request, error.message);
