@@ -98,6 +98,15 @@ forEachBackend((backend) => {
     assert.ok(masked.subarray(0, size).some((value) => value !== 0));
   });
 
+  test(`${backend}: a channel with a NaN gives a zero mask, as in the tfjs formulation`, () => {
+    const { maps, picture } = randomCase(29);
+    const channel = 4;
+    maps[(1 * MAP.width + 2) * MAP.channels + channel] = Number.NaN;
+    const expected = tfjsMaskedInputs(maps, picture, channel, 1);
+    assert.ok(expected.every((value) => value === 0), 'the tfjs formulation gives zeros');
+    assert.deepEqual(Array.from(maskedInputs(maskingOf(maps, picture), channel, 1)), Array.from(expected));
+  });
+
   test(`${backend}: Score-CAM over several chunks gives each image of a batch its own masks, and leaves no tensor behind`, async () => {
     const model = tinyModel();
     const network = Network.of(model);

@@ -95,11 +95,9 @@ export class ScoreCam extends ActivationCamMethod {
         const count = Math.min(this.batchSize, channels - first);
         const masked = maskedInputs(masking, first, count);
         if (running !== undefined) chunks.push(await running);
-        running = undefined;
         running = scoreChunk(network, tf.tensor4d(masked, [count, height, width, inputChannels]), image, target);
       }
       if (running !== undefined) chunks.push(await running);
-      running = undefined;
     } catch (error) {
       // A chunk still in the executor disposes its own tensors; wait for it so that nothing outlives the call.
       await running?.catch(() => undefined);
@@ -207,6 +205,7 @@ function normalisedMask(masking: MaskingInput, channel: number, mask: Float32Arr
   }
   let min = Infinity;
   let max = -Infinity;
+  let unordered = false;
   for (let y = 0; y < picture.height; y++) {
     const top = rows.lower[y]! * picture.width;
     const bottom = rows.upper[y]! * picture.width;
@@ -217,10 +216,12 @@ function normalisedMask(masking: MaskingInput, channel: number, mask: Float32Arr
       mask[y * picture.width + x] = value;
       if (value < min) min = value;
       if (value > max) max = value;
+      if (Number.isNaN(value)) unordered = true;
     }
   }
   const range = max - min;
-  if (range > 0) for (let p = 0; p < mask.length; p++) mask[p] = (mask[p]! - min) / range;
+  // As the tfjs formulation: a NaN anywhere makes the range NaN, and the mask zero.
+  if (range > 0 && !unordered) for (let p = 0; p < mask.length; p++) mask[p] = (mask[p]! - min) / range;
   else mask.fill(0);
 }
 
