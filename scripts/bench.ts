@@ -472,7 +472,7 @@ async function interleavedBest<T>(contenders: Contender<T>[], rounds: number, co
   }
 }
 
-/** How camviz runs in a per-image process: the engine, and tfjs's backend and wasm threads. */
+/** How camviz runs in a per-image process: the engine, tfjs's backend, and the threads (wasm's, or ONNX Runtime's intra-op threads). */
 interface CamvizConfig {
   engine: Engine;
   backend: BackendKind;
@@ -496,7 +496,10 @@ function camvizConfigs(support: EngineSupport, backends: BackendKind[], wasmThre
         for (const threads of backend === 'wasm' ? wasmThreads : [1]) configs.push({ engine, backend, threads, label: `camviz, tfjs on ${backend}, ${threads} thread(s)` });
       }
     } else {
-      for (const backend of headBackend(backends)) configs.push({ engine, backend, threads: 1, label: `camviz, ${engine}` });
+      // Its intra-op threads at 1 and at every core, as PyTorch's and wasm's rows.
+      for (const backend of headBackend(backends)) {
+        for (const threads of wasmThreads) configs.push({ engine, backend, threads, label: `camviz, ${engine}, ${threads} thread(s)` });
+      }
     }
   }
   return configs;
@@ -513,7 +516,9 @@ async function camvizPerImage(support: EngineSupport, config: CamvizConfig, file
     methods,
     ...(engine === undefined ? {} : { engine }),
   };
-  const env = { ...engineEnv(support, config.engine), CAMVIZ_BACKEND: config.backend, CAMVIZ_WASM_THREADS: String(config.threads) };
+  // tfjs runs only the head beside ONNX Runtime: one wasm thread; the threads are ONNX Runtime's.
+  const threads = config.engine === 'tfjs' ? { CAMVIZ_WASM_THREADS: String(config.threads) } : { CAMVIZ_WASM_THREADS: '1', CAMVIZ_ORT_THREADS: String(config.threads) };
+  const env = { ...engineEnv(support, config.engine), CAMVIZ_BACKEND: config.backend, ...threads };
   const { stdout } = await benchChild('bench-latency.js', [JSON.stringify(request)], env);
   return lastJson<LatencyResult>(stdout);
 }
