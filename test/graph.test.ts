@@ -21,7 +21,7 @@ import {
 import { LayerGraph } from '../src/executor/graph.js';
 import { Network } from '../src/executor/network.js';
 import { forEachBackend } from './helpers/backends.js';
-import { CONV_GRADIENT_KERNELS, allLayers, assertUnchanged, missingGradientKernels, snapshotLayer } from './helpers/layers.js';
+import { CONV_GRADIENT_KERNELS, allLayers, assertUnchanged, missingGradientKernels, randomizeWeights, snapshotLayer } from './helpers/layers.js';
 
 type Layer = tfl.layers.Layer;
 type Sym = tfl.SymbolicTensor;
@@ -48,27 +48,6 @@ function assertClose(actual: tf.Tensor, expected: tf.Tensor, tolerance: number, 
   assert.ok(error <= tolerance, `${what}: relative error ${error.toExponential(2)} > ${tolerance}`);
 }
 
-/** Random but deterministic weights, with BatchNorm statistics far from identity. */
-function randomizeWeights(model: tfl.LayersModel, seed: number): void {
-  let next = seed;
-  for (const layer of allLayers(model)) {
-    if (layer instanceof tfl.LayersModel) continue;
-    const weights = layer.getWeights();
-    if (weights.length === 0) continue;
-    if (layer.getClassName() === 'BatchNormalization') {
-      // gamma, beta, moving mean, moving variance (all present in these models).
-      const [gamma, beta, mean, variance] = weights.map((w) => w.shape);
-      layer.setWeights([
-        tf.randomUniform(gamma!, 0.5, 1.5, 'float32', next++),
-        tf.randomNormal(beta!, 0, 0.5, 'float32', next++),
-        tf.randomNormal(mean!, 0, 0.5, 'float32', next++),
-        tf.randomUniform(variance!, 0.2, 2, 'float32', next++),
-      ]);
-    } else {
-      layer.setWeights(weights.map((w) => tf.randomNormal(w.shape, 0, 0.4, 'float32', next++)));
-    }
-  }
-}
 
 // ---------------------------------------------------------------- the graph-shape model
 
@@ -119,7 +98,7 @@ function graphModel(): GraphModel {
   const nested = inner.apply(L('cat', [sharedA, sharedB])) as Sym;
   const logits = L('logits', L('gap', L('add2', [nested, sharedA])));
   const model = tfl.model({ inputs: input, outputs: logits, name: 'graph_shapes' });
-  randomizeWeights(model, 11);
+  randomizeWeights(model, 11, 0.4);
   return { model, inner, layer };
 }
 
@@ -186,7 +165,7 @@ function fusionModel(): { model: tfl.LayersModel; bn: Layer; expectedChains: num
   apply(tfl.layers.globalAveragePooling2d({ name: 'gap' }));
   apply(tfl.layers.dense({ units: 3, name: 'logits' }));
   const model = tfl.model({ inputs: input, outputs: x, name: 'fusion' });
-  randomizeWeights(model, 101);
+  randomizeWeights(model, 101, 0.4);
   return { model, bn: firstBn, expectedChains: 6 };
 }
 
@@ -440,7 +419,7 @@ forEachBackend((backend) => {
     const hidden = tfl.layers.dense({ units: 6, activation: 'relu', name: 'hidden' });
     const head = tfl.layers.dense({ units: 4, activation: 'softmax', name: 'head' });
     const model = tfl.model({ inputs: input, outputs: head.apply(hidden.apply(input)) as Sym });
-    randomizeWeights(model, 21);
+    randomizeWeights(model, 21, 0.4);
     const x = tf.randomNormal([3, 7], 0, 1, 'float32', 8);
     const [kernel, bias] = head.getWeights();
     const logitsByHand = (h: tf.Tensor): tf.Tensor => tf.add(tf.matMul(h, kernel!), bias!);

@@ -32,6 +32,7 @@ import { loadModel } from '../src/model/load.js';
 import { inputTensor } from '../src/model/predict.js';
 import { OnnxWriteError, UnsupportedLayerError, onnxTrunkOfLayersModel, onnxTrunkOfModel } from '../src/model/onnx-writer/index.js';
 import { asset, imagePath, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
+import { randomizeWeights } from './helpers/layers.js';
 import { attr, convAttrs, layersAsGraph, placeholder, writeGraphModel } from './helpers/graph-model.js';
 import { findPython } from './helpers/python.js';
 
@@ -151,25 +152,9 @@ async function compareWithTfjs(
 }
 
 let seed = 100;
-/** Random weights, with BatchNorm statistics far from identity, so that a wrong fold shows. */
-function randomizeWeights(model: tfl.LayersModel): void {
-  for (const layer of model.layers) {
-    // A nested model is randomized on its own (its BatchNorm variances must stay positive).
-    if (layer instanceof tfl.LayersModel) continue;
-    const weights = layer.getWeights();
-    if (weights.length === 0) continue;
-    if (layer.getClassName() === 'BatchNormalization') {
-      const [gamma, beta, mean, variance] = weights.map((w) => w.shape);
-      layer.setWeights([
-        tf.randomUniform(gamma!, 0.5, 1.5, 'float32', seed++),
-        tf.randomNormal(beta!, 0, 0.5, 'float32', seed++),
-        tf.randomNormal(mean!, 0, 0.5, 'float32', seed++),
-        tf.randomUniform(variance!, 0.2, 2, 'float32', seed++),
-      ]);
-    } else {
-      layer.setWeights(weights.map((w) => tf.randomNormal(w.shape, 0, 0.5, 'float32', seed++)));
-    }
-  }
+/** Random weights (the shared helper), each model with seeds of its own. */
+function randomize(model: tfl.LayersModel): void {
+  seed = randomizeWeights(model, seed);
 }
 
 function randomInput(batch: number, height: number, width: number, channels = 3): tf.Tensor4D {
@@ -209,7 +194,7 @@ function stridedModel(height: number, width: number): tfl.LayersModel {
   x = L(tfl.layers.flatten({ name: 'flatten' }), x);
   x = L(tfl.layers.dense({ units: 5, activation: 'softmax', name: 'probs' }), x);
   const model = tfl.model({ inputs: input, outputs: x });
-  randomizeWeights(model);
+  randomize(model);
   return model;
 }
 
@@ -257,7 +242,7 @@ function branchyModel(height: number, width: number): tfl.LayersModel {
   const gridConv = L(tfl.layers.conv2d({ filters: 3, kernelSize: 2, padding: 'same', name: 'grid_conv' }), grid);
   const out = L(tfl.layers.dense({ units: 4, name: 'logits' }), L(tfl.layers.flatten({ name: 'flat_grid' }), gridConv));
   const model = tfl.model({ inputs: input, outputs: [out, gmp] });
-  randomizeWeights(model);
+  randomize(model);
   return model;
 }
 
@@ -284,7 +269,7 @@ function activationsModel(height: number, width: number): tfl.LayersModel {
   x = tfl.layers.average({ name: 'mean' }).apply([x, tfl.layers.activation({ activation: 'tanh', name: 'side' }).apply(x) as Sym]) as Sym;
   x = tfl.layers.minimum({ name: 'min' }).apply([x, tfl.layers.activation({ activation: 'sigmoid', name: 'side2' }).apply(x) as Sym]) as Sym;
   const model = tfl.model({ inputs: input, outputs: x });
-  randomizeWeights(model);
+  randomize(model);
   return model;
 }
 
@@ -446,7 +431,7 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
     x = tfl.layers.maxPooling2d({ poolSize: 2, strides: 2, padding: 'same', name: 'pool' }).apply(x) as Sym;
     x = tfl.layers.globalAveragePooling2d({ name: 'gap' }).apply(x) as Sym;
     const model = tfl.model({ inputs: input, outputs: tfl.layers.dense({ units: 3, name: 'logits' }).apply(x) as Sym });
-    randomizeWeights(model);
+    randomize(model);
     const keys = new Set<string>();
     for (const [height, width] of [[7, 9], [10, 6]] as const) {
       const trunk = await onnxTrunkOfLayersModel(model, { height, width }, { cache: false });
@@ -471,8 +456,8 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
     const sum = tfl.layers.add({ name: 'sum' }).apply([once, twice]) as Sym;
     const out = tfl.layers.dense({ units: 3, name: 'logits' }).apply(tfl.layers.globalAveragePooling2d({ name: 'gap' }).apply(sum) as Sym) as Sym;
     const model = tfl.model({ inputs: input, outputs: out });
-    randomizeWeights(backbone);
-    randomizeWeights(model);
+    randomize(backbone);
+    randomize(model);
     const trunk = await onnxTrunkOfLayersModel(model, { height: 6, width: 6 }, { cache: false });
     const graph = LayerGraph.fromModel(model);
     assert.deepEqual(graph.nodes.map((node) => [node.path, node.outputs.map((key) => trunk.valueOf(key)?.name)]), [

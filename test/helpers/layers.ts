@@ -76,3 +76,31 @@ export async function loadWithTfjs(modelDir: string): Promise<tfl.LayersModel> {
   const weightSpecs = json.weightsManifest.flatMap((group) => group.weights);
   return tfl.loadLayersModel(tf.io.fromMemory({ modelTopology: json.modelTopology, weightSpecs, weightData }));
 }
+
+/**
+ * Random but deterministic weights for every layer, nested ones included,
+ * with BatchNorm statistics far from identity (gamma 0.5-1.5, beta and mean
+ * around 0, variance 0.2-2), so that a wrong fold or a skipped layer shows.
+ * Returns the next seed, for a caller that randomizes several models.
+ */
+export function randomizeWeights(model: tfl.LayersModel, seed: number, deviation = 0.5): number {
+  let next = seed;
+  for (const layer of allLayers(model)) {
+    if (layer instanceof tfl.LayersModel) continue;
+    const weights = layer.getWeights();
+    if (weights.length === 0) continue;
+    if (layer.getClassName() === 'BatchNormalization') {
+      // gamma, beta, moving mean, moving variance.
+      const [gamma, beta, mean, variance] = weights.map((w) => w.shape);
+      layer.setWeights([
+        tf.randomUniform(gamma!, 0.5, 1.5, 'float32', next++),
+        tf.randomNormal(beta!, 0, 0.5, 'float32', next++),
+        tf.randomNormal(mean!, 0, 0.5, 'float32', next++),
+        tf.randomUniform(variance!, 0.2, 2, 'float32', next++),
+      ]);
+    } else {
+      layer.setWeights(weights.map((w) => tf.randomNormal(w.shape, 0, deviation, 'float32', next++)));
+    }
+  }
+  return next;
+}
