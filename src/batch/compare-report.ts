@@ -16,7 +16,7 @@ import { encodePng } from '../render/png.js';
 import { resizeBilinear } from '../render/resize.js';
 import type { CompareResult, CompareThresholds, PairMaps, PairMetrics } from './compare.js';
 import { REPORT_DIR } from './manifest.js';
-import { BASE_PAGE_STYLE, staticPage } from './report.js';
+import { BASE_PAGE_STYLE, PAGE_HELPERS, staticPage } from './report.js';
 
 export const COMPARE_REPORT_NAME = 'compare.html';
 /** The difference images, relative to the output folder (under _report/, which runs never read as inputs). */
@@ -207,14 +207,7 @@ const PAGE_SCRIPT = `
 (() => {
   'use strict';
   const data = JSON.parse(document.getElementById('camviz-data').textContent);
-  const el = (tag, className, text) => {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  };
-  const href = (path) => path.split('/').map((part) => (part === '..' ? part : encodeURIComponent(part))).join('/');
-  const f = data.facts;
+${PAGE_HELPERS}  const f = data.facts;
   const verdict = document.getElementById('verdict');
   verdict.className = f.passed ? 'passed' : 'failed';
   verdict.textContent = f.passed ? 'passed' : 'FAILED: ' + f.offenders + ' offending pair(s), ' + f.failedInputs.length + ' failed input(s)';
@@ -237,20 +230,7 @@ const PAGE_SCRIPT = `
   fact('written', new Date(f.generatedAt).toLocaleString());
   document.title = 'camviz compare: ' + (f.passed ? 'passed' : 'FAILED') + ', ' + f.pairs + ' pairs';
 
-  const figure = (src, caption) => {
-    const fig = el('figure');
-    const link = el('a');
-    link.href = href(src);
-    const img = el('img');
-    img.loading = 'lazy';
-    img.decoding = 'async';
-    img.alt = caption;
-    img.src = href(src);
-    img.addEventListener('error', () => link.replaceWith(el('div', 'missing', 'image missing: ' + src)));
-    link.append(img);
-    fig.append(link, el('figcaption', '', caption));
-    return fig;
-  };
+  const figure = (src, caption) => imageFigure(src, caption, caption);
 
   const cards = document.getElementById('cards');
   const fragment = document.createDocumentFragment();

@@ -319,20 +319,41 @@ table.metrics th:first-child,table.metrics td:first-child{text-align:left;color:
 #more-wrap{text-align:center;margin:0 0 24px}
 `;
 
-const PAGE_SCRIPT = `
-(() => {
-  'use strict';
-  const PAGE = 200;
-  const data = JSON.parse(document.getElementById('camviz-data').textContent);
-  const labels = data.labels;
-  const el = (tag, className, text) => {
+/**
+ * What both report pages' scripts use (the run report and the compare
+ * report): elements, file links (each path segment encoded), and a figure
+ * of an image linked to itself, with a note in its place when it is missing.
+ */
+export const PAGE_HELPERS = `  const el = (tag, className, text) => {
     const node = document.createElement(tag);
     if (className) node.className = className;
     if (text !== undefined) node.textContent = text;
     return node;
   };
   const href = (path) => path.split('/').map(encodeURIComponent).join('/');
-  const percent = (p) => (p * 100).toFixed(p >= 0.995 || p < 0.001 ? 1 : 2).replace(/\\.?0+$/, '') + '%';
+  const imageFigure = (src, caption, alt) => {
+    const fig = el('figure');
+    const link = el('a');
+    link.href = href(src);
+    const img = el('img');
+    img.loading = 'lazy';
+    img.decoding = 'async';
+    img.alt = alt;
+    img.src = href(src);
+    img.addEventListener('error', () => link.replaceWith(el('div', 'missing', 'image missing: ' + src)));
+    link.append(img);
+    fig.append(link, el('figcaption', '', caption));
+    return fig;
+  };
+`;
+
+const PAGE_SCRIPT = `
+(() => {
+  'use strict';
+  const PAGE = 200;
+  const data = JSON.parse(document.getElementById('camviz-data').textContent);
+  const labels = data.labels;
+${PAGE_HELPERS}  const percent = (p) => (p * 100).toFixed(p >= 0.995 || p < 0.001 ? 1 : 2).replace(/\\.?0+$/, '') + '%';
   const className = (index) => labels[index] === undefined ? 'class ' + index : 'class ' + index + ' ' + labels[index];
   const date = (iso) => { const d = new Date(iso); return isNaN(d.getTime()) ? iso : d.toLocaleString(); };
 
@@ -401,20 +422,7 @@ const PAGE_SCRIPT = `
   };
 
   const figure = (src, caption, alt, metrics) => {
-    const fig = el('figure');
-    const link = el('a');
-    link.href = href(src);
-    const img = el('img');
-    img.loading = 'lazy';
-    img.decoding = 'async';
-    img.alt = alt;
-    img.src = href(src);
-    img.addEventListener('error', () => {
-      const note = el('div', 'missing', 'image missing: ' + src);
-      link.replaceWith(note);
-    });
-    link.append(img);
-    fig.append(link, el('figcaption', '', caption));
+    const fig = imageFigure(src, caption, alt);
     if (metrics) fig.append(metricsTable(metrics));
     return fig;
   };
