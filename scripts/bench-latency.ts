@@ -20,6 +20,7 @@ import { camTaskOptions, predictTaskOptions } from '../src/tasks/defaults.js';
 import { createTask } from '../src/tasks/index.js';
 import type { ModelSpec, Timings } from '../src/tasks/types.js';
 import { type Engine, engineLoadOptions } from './bench-engines.js';
+import { median } from './bench-stats.js';
 
 export interface LatencyRequest {
   model: string;
@@ -40,12 +41,6 @@ export interface LatencyResult {
   threads: number;
   engine?: Engine;
   methods: Record<string, StageTimings>;
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 function summarise(samples: readonly Timings[]): StageTimings {

@@ -9,6 +9,7 @@
  */
 import { createRequire } from 'node:module';
 import sharp from 'sharp';
+import { median } from './bench-stats.js';
 
 /** The part of onnxruntime-node's API used here (it is an optional dependency: no compile-time import). */
 interface OrtTensor {
@@ -39,12 +40,6 @@ async function nchwInput(image: string, preprocess: string): Promise<{ data: Flo
     }
   }
   return { data: input, height, width };
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 async function main(): Promise<void> {

@@ -56,6 +56,7 @@ import {
   torchGradcamTorchvision,
   torchMissing,
 } from './bench-torch.js';
+import { median } from './bench-stats.js';
 
 const run = promisify(execFile);
 const repoRoot = resolve(new URL('../..', import.meta.url).pathname);
@@ -98,13 +99,9 @@ function parseArgs(argv: string[]): Args {
     engines: enginesArg(value('--engines')),
   };
 }
+
 // ---- measuring -------------------------------------------------------------
 
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-}
 
 async function timed(fn: () => unknown | Promise<unknown>, runs: number, warmup = 2): Promise<number> {
   for (let i = 0; i < warmup; i++) await fn();
