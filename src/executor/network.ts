@@ -179,6 +179,8 @@ export class Network implements Executor {
     );
     try {
       const sourceTensors = plan.sourceKeys.map((key) => (plan.fromInput ? feeds : before).get(key)!);
+      // What the taped part reads but does not own (a layer may pass a fed tensor through).
+      const fed = new Set(before.values());
       for (const objective of objectives) {
         let after = new Map<string, tf.Tensor>();
         const { value, grads } = tf.valueAndGrads((...sources: tf.Tensor[]) => {
@@ -193,7 +195,6 @@ export class Network implements Executor {
         })(sourceTensors);
         // The tape frees what it made, but not what a step kept on purpose
         // (a split activation's pre-activation): `values` holds copies.
-        const fed = new Set(before.values());
         tf.dispose([...after.values()].filter((tensor) => !fed.has(tensor)));
         objectiveValues.push(value.dataSync()[0]!);
         value.dispose();
