@@ -1,14 +1,14 @@
 /**
  * How Keras weights reach tfjs (issue 14's load-time target): the weights
- * entry of a `.keras` is read into a buffer of its own, hashed and
- * checksummed as it is read, and the large weights are handed to tfjs where
- * they lie in it, the bytes between them skipped; the paths around that (a
- * deflated entry, a file holding more besides its weights, datasets that
- * overlap in a lying file, chunked datasets) copy, and every path gives
- * each weight the values jsfive itself reads from the file. Chunked
- * datasets are read with bounds (hostile ones refused), the file's identity
- * is its sha256, a zip64 extra field in a local header is harmless. The
- * real files of ../shared/assets/keras, some rewritten here.
+ * entry of a `.keras` is read into a buffer of its own, checksummed as it
+ * is read, and the large weights are handed to tfjs where they lie in it,
+ * the bytes between them skipped; the paths around that (a deflated entry,
+ * a file holding more besides its weights, datasets that overlap in a lying
+ * file, chunked datasets) copy, and every path gives each weight the values
+ * jsfive itself reads from the file. Chunked datasets are read with bounds
+ * (hostile ones refused); a file's identity is an .h5's sha256, a .keras's
+ * contents'; a zip64 extra field in a local header is harmless. The real
+ * files of ../shared/assets/keras, some rewritten here.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -256,13 +256,39 @@ describe('Keras weights handed to tfjs in place, and every fallback', { skip }, 
     });
   }
 
-  test('the identity of a Keras file is the sha256 of all its bytes, hashed as they are read in pieces', async () => {
-    const deflated = join(folder, 'identity-deflated.keras');
-    await writeFile(deflated, cifarWithWeights(cifarWeightsEntry(), true));
-    for (const path of [cifar, mnist, join(kerasDir, 'cats_vs_dogs_k2.10.h5'), deflated]) {
+  test('the identity of an HDF5 Keras file is the sha256 of all its bytes, hashed as they are read in pieces', async () => {
+    for (const path of [mnist, join(kerasDir, 'cats_vs_dogs_k2.10.h5')]) {
       const read = (await readKerasModel(path))!;
       assert.equal(read.sha256, createHash('sha256').update(readFileSync(path)).digest('hex'), path);
     }
+  });
+
+  test("the identity of a .keras is its contents' (names, sizes, CRC-32s checked as read): zipped again, stored or deflated, the same; a weight or the metadata changed, another", async () => {
+    const identityOf = async (name: string, bytes: Buffer): Promise<string> => {
+      const path = join(folder, name);
+      await writeFile(path, bytes);
+      return (await readKerasModel(path))!.sha256;
+    };
+    const real = (await readKerasModel(cifar))!.sha256;
+    assert.match(real, /^[0-9a-f]{64}$/);
+    // Not a hash of the file's bytes: the rezipped archives below differ from the real one in timestamps.
+    assert.notEqual(real, createHash('sha256').update(readFileSync(cifar)).digest('hex'));
+    assert.equal(await identityOf('identity-stored.keras', cifarWithWeights(cifarWeightsEntry())), real);
+    assert.equal(await identityOf('identity-deflated.keras', cifarWithWeights(cifarWeightsEntry(), true)), real);
+    const h5 = cifarWeightsEntry();
+    const at = Hdf5File.open(h5, 'cifar weights').dataset('layers/dense_1/vars/0')!.float32At()!;
+    h5.writeFloatLE(h5.readFloatLE(at) + 1, at);
+    const otherWeight = await identityOf('identity-weight.keras', cifarWithWeights(h5));
+    const archive = cifarArchive();
+    const otherMetadata = await identityOf(
+      'identity-metadata.keras',
+      zipOf([
+        { name: 'metadata.json', data: Buffer.from('{"keras_version": "3.10.1"}') },
+        { name: 'config.json', data: archive.read('config.json', 1 << 20) },
+        { name: 'model.weights.h5', data: archive.read('model.weights.h5', 1 << 30) },
+      ]),
+    );
+    assert.equal(new Set([real, otherWeight, otherMetadata]).size, 3);
   });
 
   test('a stored weights entry with one byte changed past its first MiB fails its checksum, computed as it is read', async () => {

@@ -37,7 +37,10 @@ export interface LocalModelFiles {
   /** The folder the weights must stay in. */
   folder: string;
   modelJson: ModelJson;
-  /** sha256 of model.json's bytes, hex. */
+  /**
+   * The model's identity, hex: the sha256 of model.json's bytes (of a Keras
+   * file's: ./keras/load.ts), what the manifest records.
+   */
   sha256: string;
   artifacts: ModelArtifacts;
 }

@@ -7,7 +7,7 @@
  * disk, so the rest of loading is shared.
  */
 import { createHash } from 'node:crypto';
-import { open, stat } from 'node:fs/promises';
+import { type FileHandle, open, stat } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
 import type * as tf from '../../engine/tf.js';
 import { CamvizError } from '../../util/errors.js';
@@ -56,16 +56,10 @@ export async function readKerasModel(path: string): Promise<KerasModelFiles | un
   const file = resolve(path);
   const { size } = await stat(file);
   if (size > KERAS_FILE_LIMIT) throw new CamvizError(`Keras file of ${size} bytes is over the ${KERAS_FILE_LIMIT}-byte limit: refused`, { file: path });
-  // The file is hashed as it is read (its identity, as an .onnx file's), not in a second pass.
-  const hash = createHash('sha256');
-  const onRead = (bytes: Buffer): void => void hash.update(bytes);
   const handle = await open(file, 'r');
   let read: ReadKeras;
   try {
-    read =
-      container === 'hdf5'
-        ? readLegacyHdf5(await readFileRange(handle, 0, size, path, { own: true, onRead }), path)
-        : readKerasZip(await ZipArchive.readFrom(handle, size, path, WEIGHTS_ENTRY, onRead), path);
+    read = container === 'hdf5' ? await readLegacyHdf5(handle, size, path) : readKerasZip(await ZipArchive.readFrom(handle, size, path, WEIGHTS_ENTRY), path);
   } finally {
     await handle.close();
   }
@@ -78,7 +72,7 @@ export async function readKerasModel(path: string): Promise<KerasModelFiles | un
     modelJsonPath: file,
     folder: dirname(file),
     modelJson,
-    sha256: hash.digest('hex'),
+    sha256: read.sha256,
     artifacts,
     container,
     // Several Keras files may share a folder: the file names the model, not the folder as for model.json.
@@ -90,9 +84,14 @@ interface ReadKeras {
   config: TranslatedConfig;
   weights: NamedWeights;
   generatedBy: string;
+  /** The model's identity (the manifest's `sha256`). */
+  sha256: string;
 }
 
-function readLegacyHdf5(bytes: Buffer, file: string): ReadKeras {
+/** An HDF5 file's identity is the sha256 of all its bytes (it has no checksums to stand for them), hashed as they are read. */
+async function readLegacyHdf5(handle: FileHandle, size: number, file: string): Promise<ReadKeras> {
+  const hash = createHash('sha256');
+  const bytes = await readFileRange(handle, 0, size, file, { own: true, onRead: (piece) => void hash.update(piece) });
   const h5 = Hdf5File.open(bytes, file);
   const modelConfig = h5.attribute('', 'model_config');
   if (typeof modelConfig !== 'string') {
@@ -100,10 +99,18 @@ function readLegacyHdf5(bytes: Buffer, file: string): ReadKeras {
   }
   const config = translateModelConfig(parseJson(modelConfig, 'model_config', file), file);
   const version = h5.attribute('', 'keras_version');
-  return { config, weights: legacyWeights(h5), generatedBy: `keras ${typeof version === 'string' ? version : '?'}` };
+  return { config, weights: legacyWeights(h5), generatedBy: `keras ${typeof version === 'string' ? version : '?'}`, sha256: hash.digest('hex') };
 }
 
-/** The weights file (stored, as Keras writes it) is read from the archive into a buffer of its own: the HDF5 reader then reads it where it is. */
+/**
+ * The weights file (stored, as Keras writes it) is read from the archive
+ * into a buffer of its own: the HDF5 reader then reads it where it is. The
+ * identity is that of the archive's contents (names, sizes and CRC-32s,
+ * each entry read checked against its own), not a sha256 of every byte: a
+ * TF.js folder is identified by its model.json alone, and a second pass
+ * over a 10 MB file (6 ms) was what kept a .keras load slower than the
+ * same model's TF.js folder.
+ */
 function readKerasZip(zip: ZipArchive, file: string): ReadKeras {
   if (!zip.has('config.json')) throw new CamvizError('zip archive has no config.json: not a Keras 3 .keras file', { file });
   const config = translateModelConfig(parseJson(zip.read('config.json', JSON_ENTRY_LIMIT).toString('utf8'), 'config.json', file), file);
@@ -111,7 +118,8 @@ function readKerasZip(zip: ZipArchive, file: string): ReadKeras {
   const version = (metadata as { keras_version?: unknown }).keras_version;
   if (!zip.has(WEIGHTS_ENTRY)) throw new CamvizError(`.keras archive has no ${WEIGHTS_ENTRY}`, { file });
   const h5 = Hdf5File.open(zip.read(WEIGHTS_ENTRY, WEIGHTS_ENTRY_LIMIT), `${file}:${WEIGHTS_ENTRY}`);
-  return { config, weights: kerasV3Weights(h5, config.layers), generatedBy: `keras ${typeof version === 'string' ? version : '?'}` };
+  const weights = kerasV3Weights(h5, config.layers);
+  return { config, weights, generatedBy: `keras ${typeof version === 'string' ? version : '?'}`, sha256: zip.contentsSha256() };
 }
 
 function parseJson(text: string, what: string, file: string): unknown {
