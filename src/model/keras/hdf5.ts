@@ -1,6 +1,9 @@
 /**
- * Reading HDF5 files (Keras weights) through jsfive, a pure-JS reader: the
- * rest of camviz sees only this interface. jsfive was picked over h5wasm
+ * Reading HDF5 files (Keras weights): the rest of camviz sees only this
+ * interface. Groups and datasets are found by ./hdf5-structure.ts, which
+ * reads the structures h5py writes for Keras 10-20x faster than jsfive;
+ * jsfive, a pure-JS reader, reads attributes, and everything from the first
+ * structure that reader leaves to it. jsfive was picked over h5wasm
  * (the HDF5 C library in wasm) on the shared Keras files: 3x faster to load
  * (70-150 ms against 340-470 ms, most of it h5wasm's 4 MB wasm start-up),
  * 40 MB less memory, no copy of the file into a wasm file system, and its
@@ -17,7 +20,8 @@
  */
 import { createRequire } from 'node:module';
 import { CamvizError } from '../../util/errors.js';
-import { isChunkedLayout, readChunkedFloat32 } from './hdf5-chunks.js';
+import { type ChunkFilter, isChunkedLayout, readChunkedFloat32 } from './hdf5-chunks.js';
+import { type Hdf5ObjectInfo, Hdf5Structure, Hdf5Unsupported } from './hdf5-structure.js';
 
 /** The part of jsfive's API used here (it ships no types). */
 interface JsfiveNode {
@@ -64,23 +68,39 @@ export interface Hdf5Dataset {
   read(): Float32Array;
 }
 
-/** An open HDF5 file; every failure is a one-line CamvizError naming `file`. */
+/** What reading a dataset needs to know of it, from either reader. */
+interface DatasetFacts {
+  shape: number[];
+  dtype: unknown;
+  /** Offset of its Data Layout message's body in the file, when known. */
+  layoutAt: number | undefined;
+  /** Its filters in the order applied; null when it has no pipeline. */
+  filters: readonly ChunkFilter[] | null;
+  /** Its values as jsfive reads them (slow: one JS number at a time). */
+  values(): ArrayLike<number>;
+}
+
+/**
+ * An open HDF5 file; every failure is a one-line CamvizError naming `file`.
+ * Groups and datasets are found by ./hdf5-structure.ts, or by jsfive from
+ * the first thing that reader does not read; attributes by jsfive.
+ */
 export class Hdf5File {
-  private readonly root: JsfiveGroup;
+  /** Undefined once the file holds something it does not read. */
+  private structure: Hdf5Structure | undefined;
+  private jsfiveRoot: JsfiveGroup | undefined;
   /** Groups and datasets by path, once looked up. */
-  private readonly nodes = new Map<string, JsfiveGroup | JsfiveDataset | undefined>();
+  private readonly ownNodes = new Map<string, Hdf5ObjectInfo | undefined>();
+  private readonly jsfiveNodes = new Map<string, JsfiveGroup | JsfiveDataset | undefined>();
 
   private constructor(
-    root: JsfiveGroup,
     /** The file's bytes, from its first: what jsfive reads, and where `float32At` offsets point. */
     readonly buffer: ArrayBuffer,
     private readonly bytes: Buffer,
     /** Whether addresses are file offsets (base address 0), so that data can be read straight from the bytes. */
     private readonly baseIsZero: boolean,
     readonly file: string,
-  ) {
-    this.root = root;
-  }
+  ) {}
 
   private get byteLength(): number {
     return this.bytes.length;
@@ -92,13 +112,17 @@ export class Hdf5File {
     const buffer = (whole ? bytes.buffer : bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)) as ArrayBuffer;
     const view = Buffer.from(buffer);
     const base = checkNotTruncated(view, file);
-    const root = guarded(file, () => new (library().File)(buffer, file));
-    return new Hdf5File(root, buffer, view, base === 0n, file);
+    const h5 = new Hdf5File(buffer, view, base === 0n, file);
+    const structure = unlessUnsupported(() => Hdf5Structure.open(view, file));
+    h5.structure = structure === UNSUPPORTED ? undefined : structure;
+    // A file this reader does not read is opened by jsfive at once: its problems show here, as before.
+    if (h5.structure === undefined) h5.jsfive();
+    return h5;
   }
 
   /** An attribute of the group at `path` ('' is the root), or undefined. */
   attribute(path: string, name: string): unknown {
-    const node = this.node(path);
+    const node = this.jsfiveNode(path);
     if (node === undefined) return undefined;
     const attrs = guarded(this.file, () => node.attrs);
     return Object.hasOwn(attrs, name) ? withoutNullPadding(attrs[name]) : undefined;
@@ -106,16 +130,26 @@ export class Hdf5File {
 
   /** Names of the members of the group at `path`; [] when there is no such group. */
   members(path: string): string[] {
-    const node = this.node(path);
-    return node !== undefined && !isDataset(node) ? guarded(this.file, () => (node as JsfiveGroup).keys) : [];
+    return this.either(
+      () => {
+        const node = this.ownNode(path);
+        return node?.kind === 'group' ? [...node.links.keys()] : [];
+      },
+      () => {
+        const node = this.jsfiveNode(path);
+        return node !== undefined && !isDataset(node) ? guarded(this.file, () => (node as JsfiveGroup).keys) : [];
+      },
+    );
   }
 
   /** The dataset at `path`, or undefined when there is none. */
   dataset(path: string): Hdf5Dataset | undefined {
-    const node = this.node(path);
-    if (node === undefined || !isDataset(node)) return undefined;
-    const shape = guarded(this.file, () => node.shape);
-    const dtype = guarded(this.file, () => node.dtype);
+    const facts = this.either(
+      () => this.ownDatasetFacts(path),
+      () => this.jsfiveDatasetFacts(path),
+    );
+    if (facts === undefined) return undefined;
+    const { shape, dtype } = facts;
     const bytesPer = typeof dtype === 'string' ? FLOAT_DTYPES[dtype] : undefined;
     if (bytesPer === undefined) throw new CamvizError(`HDF5 dataset '${path}' is not little-endian float (${JSON.stringify(dtype)})`, { file: this.file });
     const count = shape.reduce((product, dim) => product * dim, 1);
@@ -123,7 +157,7 @@ export class Hdf5File {
     if (!shape.every((dim) => Number.isSafeInteger(dim) && dim >= 0) || count * bytesPer > this.byteLength) {
       throw new CamvizError(`HDF5 dataset '${path}' declares shape [${shape.join(', ')}], more than the file holds`, { file: this.file });
     }
-    const float32At = (): number | undefined => (dtype === '<f4' ? this.contiguousFloat32(node, path, count) : undefined);
+    const float32At = (): number | undefined => (dtype === '<f4' ? this.contiguousFloat32(facts, path, count) : undefined);
     return {
       shape: [...shape],
       float32At,
@@ -135,9 +169,9 @@ export class Hdf5File {
           new Uint8Array(values.buffer).set(this.bytes.subarray(at, at + count * 4));
           return values;
         }
-        const chunked = this.chunkedFloat32(node, path, shape, dtype);
+        const chunked = this.chunkedFloat32(facts, path);
         if (chunked !== undefined) return chunked;
-        const values = guarded(this.file, () => node.value);
+        const values = facts.values();
         if (values.length !== count) throw new CamvizError(`HDF5 dataset '${path}' holds ${values.length} values, its shape says ${count}`, { file: this.file });
         return Float32Array.from(values);
       },
@@ -149,13 +183,11 @@ export class Hdf5File {
    * file's bytes: read from there, not through jsfive, which reads value by
    * value into a JS array, 20-40x slower (200-480 ms for MobileNet's 2.6 M
    * weights). Undefined when the dataset is stored otherwise (chunked,
-   * filtered): jsfive reads it then.
+   * filtered).
    */
-  private contiguousFloat32(node: JsfiveDataset, path: string, count: number): number | undefined {
-    const objects = node._dataobjects;
-    if (!this.baseIsZero || objects === undefined) return undefined;
-    const layout = guarded(this.file, () => (objects.filter_pipeline == null ? objects.find_msg_type(DATA_LAYOUT_MESSAGE)[0]?.get('offset_to_message') : undefined));
-    if (typeof layout !== 'number' || layout + 18 > this.byteLength) return undefined;
+  private contiguousFloat32(facts: DatasetFacts, path: string, count: number): number | undefined {
+    const layout = facts.layoutAt;
+    if (!this.baseIsZero || facts.filters !== null || layout === undefined || layout + 18 > this.byteLength) return undefined;
     const version = this.bytes.readUInt8(layout);
     if ((version !== 3 && version !== 4) || this.bytes.readUInt8(layout + 1) !== CONTIGUOUS) return undefined;
     const address = Number(this.bytes.readBigUInt64LE(layout + 2));
@@ -166,31 +198,88 @@ export class Hdf5File {
   }
 
   /** A chunked dataset's values, read by ./hdf5-chunks.ts (bounded, where jsfive is not); undefined for other layouts. */
-  private chunkedFloat32(node: JsfiveDataset, path: string, shape: readonly number[], dtype: unknown): Float32Array | undefined {
-    const objects = node._dataobjects;
-    if (objects === undefined) return undefined;
-    const layoutAt = guarded(this.file, () => objects.find_msg_type(DATA_LAYOUT_MESSAGE)[0]?.get('offset_to_message'));
-    if (typeof layoutAt !== 'number' || !isChunkedLayout(this.bytes, layoutAt)) return undefined;
+  private chunkedFloat32(facts: DatasetFacts, path: string): Float32Array | undefined {
+    const { layoutAt, dtype } = facts;
+    if (layoutAt === undefined || !isChunkedLayout(this.bytes, layoutAt)) return undefined;
     if (dtype !== '<f4' || !this.baseIsZero) throw new CamvizError(`HDF5 dataset '${path}' is chunked ${dtype === '<f4' ? 'in a file with a user block' : `as ${JSON.stringify(dtype)}`}; only chunked float32 is read`, { file: this.file });
-    const pipeline = guarded(this.file, () => objects.filter_pipeline) as { get(key: string): unknown }[] | null;
-    const filters = (pipeline ?? []).map((filter) => ({ id: Number(filter.get('filter_id')) }));
-    return readChunkedFloat32({ bytes: this.bytes, layoutAt, shape, filters, path, file: this.file });
+    return readChunkedFloat32({ bytes: this.bytes, layoutAt, shape: facts.shape, filters: facts.filters ?? [], path, file: this.file });
   }
 
-  /** The group or dataset at a '/'-separated path, following only names that exist. */
-  private node(path: string): JsfiveGroup | JsfiveDataset | undefined {
+  /** `own()` while the structure reader reads the file, else (and from the first thing it does not read on) `fallback()`. */
+  private either<T>(own: () => T, fallback: () => T): T {
+    if (this.structure !== undefined) {
+      const result = unlessUnsupported(own);
+      if (result !== UNSUPPORTED) return result;
+      this.structure = undefined;
+    }
+    return fallback();
+  }
+
+  private ownDatasetFacts(path: string): DatasetFacts | undefined {
+    const node = this.ownNode(path);
+    if (node?.kind !== 'dataset') return undefined;
+    return { shape: node.shape, dtype: node.dtype, layoutAt: node.layoutAt, filters: node.filters, values: () => this.jsfiveDatasetFacts(path)!.values() };
+  }
+
+  private jsfiveDatasetFacts(path: string): DatasetFacts | undefined {
+    const node = this.jsfiveNode(path);
+    if (node === undefined || !isDataset(node)) return undefined;
+    const objects = node._dataobjects;
+    const pipeline = objects === undefined ? null : (guarded(this.file, () => objects.filter_pipeline) as { get(key: string): unknown }[] | null);
+    const layoutAt = objects === undefined ? undefined : guarded(this.file, () => objects.find_msg_type(DATA_LAYOUT_MESSAGE)[0]?.get('offset_to_message'));
+    return {
+      shape: guarded(this.file, () => node.shape),
+      dtype: guarded(this.file, () => node.dtype),
+      layoutAt: typeof layoutAt === 'number' ? layoutAt : undefined,
+      filters: pipeline == null ? null : pipeline.map((filter) => ({ id: Number(filter.get('filter_id')) })),
+      values: () => guarded(this.file, () => node.value),
+    };
+  }
+
+  /** The group or dataset at a '/'-separated path, as the structure reader finds it. */
+  private ownNode(path: string): Hdf5ObjectInfo | undefined {
+    const structure = this.structure!;
     const parts = path.split('/').filter((name) => name !== '');
     const key = parts.join('/');
-    if (this.nodes.has(key)) return this.nodes.get(key);
+    if (this.ownNodes.has(key)) return this.ownNodes.get(key);
+    const parent = parts.length === 0 ? undefined : this.ownNode(parts.slice(0, -1).join('/'));
+    const address = parts.length === 0 ? structure.rootAddress : parent?.kind === 'group' ? parent.links.get(parts.at(-1)!) : undefined;
+    const node = address === undefined ? undefined : structure.object(address);
+    this.ownNodes.set(key, node);
+    return node;
+  }
+
+  private jsfive(): JsfiveGroup {
+    this.jsfiveRoot ??= guarded(this.file, () => new (library().File)(this.buffer, this.file));
+    return this.jsfiveRoot;
+  }
+
+  /** The group or dataset at a '/'-separated path, as jsfive finds it, following only names that exist. */
+  private jsfiveNode(path: string): JsfiveGroup | JsfiveDataset | undefined {
+    const parts = path.split('/').filter((name) => name !== '');
+    const key = parts.join('/');
+    if (this.jsfiveNodes.has(key)) return this.jsfiveNodes.get(key);
     // jsfive parses a group's header again on every get: each group on the way is looked up once.
-    const parent = parts.length === 0 ? undefined : this.node(parts.slice(0, -1).join('/'));
-    let node: JsfiveGroup | JsfiveDataset | undefined = parts.length === 0 ? this.root : undefined;
+    const parent = parts.length === 0 ? undefined : this.jsfiveNode(parts.slice(0, -1).join('/'));
+    let node: JsfiveGroup | JsfiveDataset | undefined = parts.length === 0 ? this.jsfive() : undefined;
     if (parent !== undefined && !isDataset(parent)) {
       const name = parts.at(-1)!;
       if (guarded(this.file, () => parent.keys).includes(name)) node = guarded(this.file, () => parent.get(name)) ?? undefined;
     }
-    this.nodes.set(key, node);
+    this.jsfiveNodes.set(key, node);
     return node;
+  }
+}
+
+const UNSUPPORTED = Symbol('unsupported');
+
+/** What `work` gives, or UNSUPPORTED when it meets HDF5 the structure reader does not read. */
+function unlessUnsupported<T>(work: () => T): T | typeof UNSUPPORTED {
+  try {
+    return work();
+  } catch (error) {
+    if (error instanceof Hdf5Unsupported) return UNSUPPORTED;
+    throw error;
   }
 }
 
