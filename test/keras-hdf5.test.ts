@@ -238,4 +238,18 @@ describe('the HDF5 structure reader', { skip }, () => {
     assert.ok(changed > 0);
     expectRefused(bytes, 'layers', /no object header at 0/);
   });
+
+  test('refused: a dataset of a storage class neither reader knows (jsfive gives no values; a TypeError before)', () => {
+    const bytes = writerFile();
+    // Every Data Layout message (type 8, version 3, class 1: contiguous) given class 213.
+    let changed = 0;
+    for (let at = 0; at + 6 <= bytes.length; at += 1) {
+      if (bytes[at] === 8 && bytes.readUInt16LE(at + 1) >= 18 && bytes[at + 4] === 3 && bytes[at + 5] === 1) {
+        bytes[at + 5] = 213;
+        changed += 1;
+      }
+    }
+    assert.ok(changed > 0, 'the layout messages are where the writer puts them');
+    expectRefused(bytes, 'layers', /HDF5 dataset '.+' holds no values, its shape says \d+/);
+  });
 });

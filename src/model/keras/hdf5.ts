@@ -171,8 +171,9 @@ export class Hdf5File {
         }
         const chunked = this.chunkedFloat32(facts, path);
         if (chunked !== undefined) return chunked;
-        const values = facts.values();
-        if (values.length !== count) throw new CamvizError(`HDF5 dataset '${path}' holds ${values.length} values, its shape says ${count}`, { file: this.file });
+        const values: ArrayLike<number> | undefined = facts.values();
+        // jsfive gives nothing for layouts it does not read (a compact dataset, for one).
+        if (values?.length !== count) throw new CamvizError(`HDF5 dataset '${path}' holds ${values?.length ?? 'no'} values, its shape says ${count}`, { file: this.file });
         return Float32Array.from(values);
       },
     };
@@ -218,7 +219,12 @@ export class Hdf5File {
   private ownDatasetFacts(path: string): DatasetFacts | undefined {
     const node = this.ownNode(path);
     if (node?.kind !== 'dataset') return undefined;
-    return { shape: node.shape, dtype: node.dtype, layoutAt: node.layoutAt, filters: node.filters, values: () => this.jsfiveDatasetFacts(path)!.values() };
+    const values = (): ArrayLike<number> => {
+      const facts = this.jsfiveDatasetFacts(path);
+      if (facts === undefined) throw new CamvizError(`HDF5 dataset '${path}' is not one to jsfive (corrupt file?)`, { file: this.file });
+      return facts.values();
+    };
+    return { shape: node.shape, dtype: node.dtype, layoutAt: node.layoutAt, filters: node.filters, values };
   }
 
   private jsfiveDatasetFacts(path: string): DatasetFacts | undefined {
