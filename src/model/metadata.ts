@@ -38,7 +38,7 @@ export interface ModelMetadata {
   source: string;
   /** The local model.json (or .onnx file) that was read. */
   modelJsonPath: string;
-  /** sha256 of model.json (or of the .onnx file). */
+  /** sha256 of model.json (or of the .onnx or .h5 file; of a .keras file's entries' names, sizes and CRC-32s: keras/). */
   sha256: string;
   format: ModelFormat;
   preprocess: PreprocessName;
