@@ -1,0 +1,83 @@
+/**
+ * Cold start (issue 12): work a command does not need is not done. A TF.js
+ * model does not import the ONNX or graph importers; what is skipped gives
+ * the same result as before.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { repoRoot } from './helpers/assets.js';
+import { tinyClassifier } from './helpers/engine-models.js';
+
+let workDir: string;
+let tinyOnnx: string;
+
+before(async () => {
+  workDir = await mkdtemp(join(tmpdir(), 'camviz-cold-start-'));
+  tinyOnnx = join(workDir, 'tiny.onnx');
+  await writeFile(tinyOnnx, tinyClassifier());
+});
+after(() => rm(workDir, { recursive: true, force: true }));
+
+/** Records every camviz module a child process loads (a module hook), then loads `spec` with loadModel. */
+const LOADING_SCRIPT = `
+import { register } from 'node:module';
+const hook = 'export async function load(url, context, next) { if (url.includes("/dist/src/")) process.stderr.write("LOADED " + url + "\\\\n"); return next(url, context); }';
+register('data:text/javascript,' + encodeURIComponent(hook));
+const { useBackend } = await import(process.env.CAMVIZ_TEST_BACKEND_URL);
+const { loadModel } = await import(process.env.CAMVIZ_TEST_LOAD_URL);
+await useBackend('cpu');
+const model = await loadModel(process.env.CAMVIZ_TEST_SPEC);
+process.stdout.write(JSON.stringify({ format: model.meta.format, classes: model.layersModel.outputs[0].shape.at(-1) }));
+model.dispose();
+`;
+
+/** The camviz modules (paths under dist/src) loading `spec` imports, and what it loaded. */
+function modulesLoadedFor(spec: string): Promise<{ modules: string[]; loaded: { format: string; classes: number } }> {
+  const dist = join(repoRoot, 'dist', 'src');
+  const env = {
+    ...process.env,
+    CAMVIZ_CACHE: join(workDir, 'cache'),
+    CAMVIZ_TEST_SPEC: spec,
+    CAMVIZ_TEST_BACKEND_URL: pathToFileURL(join(dist, 'engine', 'backend.js')).href,
+    CAMVIZ_TEST_LOAD_URL: pathToFileURL(join(dist, 'model', 'load.js')).href,
+  };
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, ['--input-type=module', '-e', LOADING_SCRIPT], { cwd: workDir, env, timeout: 120_000 }, (error, stdout, stderr) => {
+      if (error !== null) return reject(new Error(`${error.message}\n${stderr}`));
+      const modules = stderr
+        .split('\n')
+        .filter((line) => line.startsWith('LOADED '))
+        .map((line) => line.slice('LOADED '.length).replace(/^.*\/dist\/src\//, ''));
+      resolve({ modules, loaded: JSON.parse(stdout) as { format: string; classes: number } });
+    });
+  });
+}
+
+const importers = (modules: readonly string[]): string[] => modules.filter((path) => path.startsWith('model/onnx/') || path.startsWith('model/tfgraph/'));
+
+describe('lazy imports on the load path', () => {
+  test('a TF.js layers model folder loads without the ONNX or graph importers', async () => {
+    const { modules, loaded } = await modulesLoadedFor(join(repoRoot, 'models', 'shapes'));
+    assert.deepEqual(loaded, { format: 'layers', classes: 5 });
+    assert.ok(modules.includes('model/load.js'), 'the hook sees camviz modules');
+    assert.deepEqual(importers(modules), []);
+  });
+
+  test('a zoo name loads without the ONNX or graph importers', async () => {
+    const { modules, loaded } = await modulesLoadedFor('shapes');
+    assert.deepEqual(loaded, { format: 'layers', classes: 5 });
+    assert.deepEqual(importers(modules), []);
+  });
+
+  test('an .onnx file still loads through the ONNX importer', async () => {
+    const { modules, loaded } = await modulesLoadedFor(tinyOnnx);
+    assert.deepEqual(loaded, { format: 'onnx', classes: 2 });
+    assert.ok(modules.includes('model/onnx/load.js'));
+    assert.ok(!modules.some((path) => path.startsWith('model/tfgraph/')));
+  });
+});
