@@ -10,6 +10,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import * as tf from '../src/engine/tf.js';
+import { useBackend } from '../src/engine/backend.js';
+import { LayerGraph } from '../src/executor/graph.js';
+import { loadModel } from '../src/model/load.js';
+import { modelFingerprint } from '../src/model/onnx-writer/cache.js';
 import { repoRoot } from './helpers/assets.js';
 import { tinyClassifier } from './helpers/engine-models.js';
 
@@ -79,5 +84,36 @@ describe('lazy imports on the load path', () => {
     assert.deepEqual(loaded, { format: 'onnx', classes: 2 });
     assert.ok(modules.includes('model/onnx/load.js'));
     assert.ok(!modules.some((path) => path.startsWith('model/tfgraph/')));
+  });
+});
+
+describe('reading weights without copies', () => {
+  test('peekValues gives the values dataSync gives, on wasm (a view on its heap) and on cpu', async () => {
+    for (const backend of ['wasm', 'cpu'] as const) {
+      await useBackend(backend);
+      const tensors = [tf.tensor1d([1.5, -2, 3.25], 'float32'), tf.tensor1d([7, -8, 9], 'int32'), tf.tensor1d([1, 0, 1], 'bool')];
+      try {
+        for (const tensor of tensors) assert.deepEqual(Array.from(tf.peekValues(tensor)), Array.from(tensor.dataSync() as ArrayLike<number>), `${backend} ${tensor.dtype}`);
+      } finally {
+        tf.dispose(tensors);
+      }
+    }
+  });
+
+  test('the writer cache key hashes the same bytes with heap views as with dataSync copies', async () => {
+    await useBackend('wasm');
+    const model = await loadModel('shapes');
+    try {
+      const graph = LayerGraph.fromModel(model.layersModel!);
+      const viewed = modelFingerprint(graph);
+      // With the cpu backend active the weights (still on wasm) are read through dataSync.
+      await useBackend('cpu');
+      const copied = modelFingerprint(graph);
+      assert.match(viewed, /^[0-9a-f]{64}$/);
+      assert.equal(viewed, copied);
+    } finally {
+      model.dispose();
+      await useBackend('wasm');
+    }
   });
 });
