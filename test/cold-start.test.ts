@@ -1,12 +1,13 @@
 /**
  * Cold start (issue 12): work a command does not need is not done. A TF.js
- * model does not import the ONNX or graph importers; what is skipped gives
- * the same result as before.
+ * model does not import the ONNX or graph importers; guided backprop under
+ * auto makes no ONNX Runtime session; what is skipped gives the same result
+ * as before.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -15,7 +16,10 @@ import { useBackend } from '../src/engine/backend.js';
 import { LayerGraph } from '../src/executor/graph.js';
 import { loadModel } from '../src/model/load.js';
 import { modelFingerprint } from '../src/model/onnx-writer/cache.js';
+import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { repoRoot } from './helpers/assets.js';
+import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
+import { readManifest } from './helpers/files.js';
 import { tinyClassifier } from './helpers/engine-models.js';
 
 let workDir: string;
@@ -115,5 +119,52 @@ describe('reading weights without copies', () => {
       model.dispose();
       await useBackend('wasm');
     }
+  });
+});
+
+const ortStatus = loadOnnxRuntime();
+const skipWithoutOrt: string | false = ortStatus.available ? false : `onnxruntime-node does not load here: ${ortStatus.reason}`;
+const shapesImage = join(repoRoot, 'fixtures', 'shapes', 'circle-star.png');
+
+/** camviz with the private cache `cacheDir`, and no engine settings from the caller's environment. */
+function camviz(args: readonly string[], cacheDir: string): Promise<CliRun> {
+  const env = cliEnv(cacheDir);
+  for (const name of ['CAMVIZ_ENGINE', 'CAMVIZ_ORT_THREADS', 'CAMVIZ_ORT_MODULE', 'CAMVIZ_VERBOSE']) delete env[name];
+  return runCli(args, { cwd: workDir, env, timeoutMs: 240_000 });
+}
+
+/** The optimised graphs ONNX Runtime saved in the cache: one per session camviz made. */
+async function savedSessions(cacheDir: string): Promise<string[]> {
+  const names = await readdir(join(cacheDir, 'onnx')).catch(() => [] as string[]);
+  return names.filter((name) => name.endsWith('.ort.onnx'));
+}
+
+describe('guided backprop under --engine auto', { skip: skipWithoutOrt }, () => {
+  test('runs on tfjs without making an ONNX Runtime session, and writes what --engine tfjs writes', async () => {
+    const cacheDir = join(workDir, 'guided-cache');
+    const auto = join(workDir, 'guided-auto');
+    const run = await camviz(['cam', shapesImage, '--model', 'shapes', '--method', 'guidedbackprop', '--out', auto, '--quiet', '--jobs', '1'], cacheDir);
+    assert.equal(run.code, 0, run.stderr);
+    const { engine } = await readManifest(auto);
+    assert.equal(engine?.kind, 'tfjs');
+    assert.equal(engine?.requested, 'auto');
+    assert.match(engine?.reason ?? '', /guided backprop runs wholly on tfjs/);
+    assert.equal(engine?.fallback, undefined, 'not a fallback: ONNX Runtime works here');
+    assert.deepEqual(await savedSessions(cacheDir), []);
+
+    const tfjs = join(workDir, 'guided-tfjs');
+    const reference = await camviz(['cam', shapesImage, '--model', 'shapes', '--method', 'guidedbackprop', '--out', tfjs, '--quiet', '--jobs', '1', '--engine', 'tfjs'], cacheDir);
+    assert.equal(reference.code, 0, reference.stderr);
+    const png = (await readManifest(auto)).records[0]!.outputs![0]!;
+    assert.deepEqual(await readFile(join(auto, png)), await readFile(join(tfjs, png)));
+  });
+
+  test('Grad-CAM under auto still runs on ONNX Runtime (its session is made and saved)', async () => {
+    const cacheDir = join(workDir, 'gradcam-cache');
+    const out = join(workDir, 'gradcam-auto');
+    const run = await camviz(['cam', shapesImage, '--model', 'shapes', '--method', 'gradcam', '--out', out, '--quiet', '--jobs', '1'], cacheDir);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal((await readManifest(out)).engine?.kind, 'onnxruntime');
+    assert.equal((await savedSessions(cacheDir)).length, 1);
   });
 });

@@ -30,6 +30,8 @@ export interface LoadOptions extends MetadataOverrides {
   engine?: EngineChoice;
   /** ONNX Runtime intra-op threads (default `CAMVIZ_ORT_THREADS`, else 1). */
   ortThreads?: number;
+  /** Why the work asked of the model runs wholly on tfjs (e.g. guided backprop): auto then picks tfjs without making an ONNX Runtime session. */
+  tfjsOnly?: string;
 }
 
 export class CamvizModel {
@@ -102,7 +104,11 @@ export async function locateModel(spec: string, log?: FetchLog): Promise<{ model
 
 export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptions = {}): Promise<CamvizModel> {
   // Checked before the model loads: a wrong CAMVIZ_ENGINE is a usage error at once.
-  const engineRequest: EngineRequest = { choice: requestedEngine(options.engine), ...(options.ortThreads === undefined ? {} : { threads: options.ortThreads }) };
+  const engineRequest: EngineRequest = {
+    choice: requestedEngine(options.engine),
+    ...(options.ortThreads === undefined ? {} : { threads: options.ortThreads }),
+    ...(options.tfjsOnly === undefined ? {} : { tfjsOnly: options.tfjsOnly }),
+  };
   const model = await loadModelFiles(spec, options);
   model.engineRequest = engineRequest;
   return model;
