@@ -10,6 +10,7 @@ import * as tf from '../engine/tf.js';
 import * as tfl from '../engine/tfl.js';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
 import { CamvizError, UsageError } from '../util/errors.js';
+import { withWeightsBuiltOnCpu } from '../engine/backend.js';
 import { type EngineChoice, requestedEngine } from '../engine/engine-choices.js';
 import type { Executor } from '../executor/executor.js';
 import { type ChosenEngine, type EngineReport, type EngineRequest, chooseEngine } from './engine.js';
@@ -150,7 +151,7 @@ async function loadModelFiles(spec: string, options: LoadOptions): Promise<Camvi
       const converter = createRequire(import.meta.url)('@tensorflow/tfjs-converter') as typeof import('@tensorflow/tfjs-converter');
       graphModel = await converter.loadGraphModel(handler);
     } else {
-      layersModel = await tfl.loadLayersModel(handler);
+      layersModel = await withWeightsBuiltOnCpu(() => tfl.loadLayersModel(handler));
     }
   } catch (error) {
     const kind = isGraph ? 'graph' : 'layers';
