@@ -13,7 +13,9 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as tf from '../src/engine/tf.js';
 import { useBackend } from '../src/engine/backend.js';
+import * as tfl from '../src/engine/tfl.js';
 import { LayerGraph } from '../src/executor/graph.js';
+import { readLocalModel } from '../src/model/io.js';
 import { loadModel } from '../src/model/load.js';
 import { modelFingerprint } from '../src/model/onnx-writer/cache.js';
 import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
@@ -127,8 +129,8 @@ const skipWithoutOrt: string | false = ortStatus.available ? false : `onnxruntim
 const shapesImage = join(repoRoot, 'fixtures', 'shapes', 'circle-star.png');
 
 /** camviz with the private cache `cacheDir`, and no engine settings from the caller's environment. */
-function camviz(args: readonly string[], cacheDir: string): Promise<CliRun> {
-  const env = cliEnv(cacheDir);
+function camviz(args: readonly string[], cacheDir: string, extra: NodeJS.ProcessEnv = {}): Promise<CliRun> {
+  const env = cliEnv(cacheDir, extra);
   for (const name of ['CAMVIZ_ENGINE', 'CAMVIZ_ORT_THREADS', 'CAMVIZ_ORT_MODULE', 'CAMVIZ_VERBOSE']) delete env[name];
   return runCli(args, { cwd: workDir, env, timeoutMs: 240_000 });
 }
@@ -166,5 +168,56 @@ describe('guided backprop under --engine auto', { skip: skipWithoutOrt }, () => 
     assert.equal(run.code, 0, run.stderr);
     assert.equal((await readManifest(out)).engine?.kind, 'onnxruntime');
     assert.equal((await savedSessions(cacheDir)).length, 1);
+  });
+});
+
+/** Makes a child process write the CommonJS modules it loaded (node's require cache) to `listFile` at exit. */
+async function moduleListOptions(listFile: string): Promise<NodeJS.ProcessEnv> {
+  const hook = join(workDir, 'list-modules.cjs');
+  await writeFile(hook, `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(listFile)}, Object.keys(require.cache).join('\\n')));\n`);
+  return { NODE_OPTIONS: `--require ${hook}` };
+}
+
+describe('a warm writer cache', { skip: skipWithoutOrt }, () => {
+  test('writes the same PNG as the cold run, without loading protobufjs (nothing is encoded)', async () => {
+    const cacheDir = join(workDir, 'warm-cache');
+    const runs: { out: string; modules: string[] }[] = [];
+    for (const name of ['cold', 'warm']) {
+      const out = join(workDir, `writer-${name}`);
+      const listFile = join(workDir, `modules-${name}.txt`);
+      const run = await camviz(['gradcam', shapesImage, '--model', 'shapes', '--engine', 'onnxruntime', '--out', out, '--quiet', '--jobs', '1'], cacheDir, await moduleListOptions(listFile));
+      assert.equal(run.code, 0, run.stderr);
+      runs.push({ out, modules: (await readFile(listFile, 'utf8')).split('\n') });
+    }
+    const [cold, warm] = runs as [(typeof runs)[0], (typeof runs)[0]];
+    const usesProtobufjs = (modules: string[]): boolean => modules.some((path) => /[\\/]node_modules[\\/]protobufjs[\\/]/.test(path));
+    assert.ok(usesProtobufjs(cold.modules), 'the cold run writes (encodes) the ONNX model');
+    assert.ok(!usesProtobufjs(warm.modules), 'the warm run encodes nothing');
+    const png = (await readManifest(cold.out)).records[0]!.outputs![0]!;
+    assert.deepEqual(await readFile(join(warm.out, png)), await readFile(join(cold.out, png)));
+  });
+});
+
+describe('weights built on the cpu backend while wasm is active', () => {
+  test('the model predicts exactly what tfjs-layers\' own load on wasm predicts, and wasm stays active', async () => {
+    await useBackend('wasm');
+    const model = await loadModel('shapes');
+    const files = await readLocalModel(model.meta.modelJsonPath);
+    const reference = await tfl.loadLayersModel({ load: async () => files.artifacts });
+    try {
+      assert.equal(tf.getBackend(), 'wasm');
+      const { width, height } = model.meta.inputSize;
+      const input = tf.randomUniform([2, height, width, 3], 0, 255, 'float32', 7);
+      const outputs = [model.layersModel!.predict(input) as tf.Tensor, reference.predict(input) as tf.Tensor];
+      try {
+        assert.deepEqual(Array.from(outputs[0]!.dataSync()), Array.from(outputs[1]!.dataSync()));
+      } finally {
+        tf.dispose([input, ...outputs]);
+      }
+      assert.equal(tf.getBackend(), 'wasm');
+    } finally {
+      model.dispose();
+      reference.dispose();
+    }
   });
 });
