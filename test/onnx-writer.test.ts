@@ -613,6 +613,18 @@ describe('the cache of written models', { skip: ortSkip }, () => {
     assert.match(messages.at(-1)!, /damaged \(\d+ bytes, not the \d+ of its record\)/);
     assert.equal(sha256(await readFile(onnxPath)), sha256(first.withOutputs([])), 'the entry is whole again');
 
+    // A record of an earlier version (no size) has its bytes checked at once, then gains the size.
+    const oldRecordPath = join(cache, `${first.cacheKey}.json`);
+    const { size: _size, ...oldRecord } = JSON.parse(await readFile(oldRecordPath, 'utf8')) as { size?: number };
+    await writeFile(oldRecordPath, JSON.stringify(oldRecord));
+    await writeFile(onnxPath, damaged);
+    const checkedAtOnce = await onnxTrunkOfLayersModel(model, size, { cache, log: (message) => messages.push(message) });
+    assert.equal(checkedAtOnce.origin, 'written');
+    assert.match(messages.at(-1)!, /damaged \(its sha256 does not match its record\)/);
+    await writeFile(oldRecordPath, JSON.stringify(oldRecord));
+    assert.equal((await onnxTrunkOfLayersModel(model, size, { cache })).origin, 'cache');
+    assert.equal((JSON.parse(await readFile(oldRecordPath, 'utf8')) as { size?: number }).size, sound.length);
+
     const recordPath = join(cache, `${first.cacheKey}.json`);
     const record = JSON.parse(await readFile(recordPath, 'utf8')) as { table: { nodes: { outputs: unknown[] }[] } };
     record.table.nodes[2]!.outputs = [{ name: 7 }];

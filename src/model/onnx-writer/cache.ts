@@ -188,6 +188,9 @@ async function readEntry({ onnxPath, recordPath, graph, rewrite, log }: EntryRea
     return damage(`unreadable: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
   if (sha256Hex(bytes) !== record.sha256) return damage('its sha256 does not match its record');
+  // A record of an earlier version gains the size, so that later runs read the bytes only when needed.
+  const upgraded: CacheRecord = { ...record, size: bytes.length };
+  await writeFileAtomic(recordPath, `${JSON.stringify(upgraded)}\n`).catch(() => undefined);
   return { bytes, table: record.table };
 }
 
