@@ -91,7 +91,7 @@ export function withDisplayPaths<T extends { png: string; npy?: string; json?: s
  * down to the input, which ONNX Runtime cannot (it has no gradients), so
  * under auto it gets no ONNX Runtime session (issue 12).
  */
-export function tfjsOnlyReason(task: TaskOptions): string | undefined {
+function tfjsOnlyReason(task: TaskOptions): string | undefined {
   return task.command === 'cam' && task.method === 'guidedbackprop' ? 'guided backprop runs wholly on tfjs (its gradient reaches the input)' : undefined;
 }
 
