@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as tf from '../src/engine/tf.js';
-import { useBackend } from '../src/engine/backend.js';
+import { useBackend, withWeightsBuiltOnCpu } from '../src/engine/backend.js';
 import * as tfl from '../src/engine/tfl.js';
 import { LayerGraph } from '../src/executor/graph.js';
 import { readLocalModel } from '../src/model/io.js';
@@ -199,6 +199,23 @@ describe('a warm writer cache', { skip: skipWithoutOrt }, () => {
 });
 
 describe('weights built on the cpu backend while wasm is active', () => {
+  test('the build runs on cpu, and wasm is active again after it, also when it fails', async () => {
+    await useBackend('wasm');
+    assert.equal(await withWeightsBuiltOnCpu(async () => tf.getBackend()), 'cpu');
+    assert.equal(tf.getBackend(), 'wasm');
+    await assert.rejects(
+      withWeightsBuiltOnCpu(async () => {
+        throw new Error('a model that does not build');
+      }),
+      /a model that does not build/,
+    );
+    assert.equal(tf.getBackend(), 'wasm');
+    // Any other backend is left as it is.
+    await useBackend('cpu');
+    assert.equal(await withWeightsBuiltOnCpu(async () => tf.getBackend()), 'cpu');
+    await useBackend('wasm');
+  });
+
   test('the model predicts exactly what tfjs-layers\' own load on wasm predicts, and wasm stays active', async () => {
     await useBackend('wasm');
     const model = await loadModel('shapes');
