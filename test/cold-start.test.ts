@@ -210,9 +210,11 @@ describe('weights built on the cpu backend while wasm is active', () => {
       /a model that does not build/,
     );
     assert.equal(tf.getBackend(), 'wasm');
-    // Any other backend is left as it is.
+    // Any other backend is left as it is, and so is wasm set by hand rather than by useBackend.
     await useBackend('cpu');
     assert.equal(await withWeightsBuiltOnCpu(async () => tf.getBackend()), 'cpu');
+    await tf.setBackend('wasm');
+    assert.equal(await withWeightsBuiltOnCpu(async () => tf.getBackend()), 'wasm');
     await useBackend('wasm');
   });
 

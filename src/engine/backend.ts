@@ -199,10 +199,12 @@ async function useWasm(): Promise<BackendInfo> {
  * weights (the ONNX writer, closed-form heads) reads them without a copy: with
  * ONNX Runtime most never reach wasm. Other tfjs work of this thread that runs
  * while `build` awaits runs on cpu too: correct, only slower (camviz loads
- * its model before any image work).
+ * its model before any image work). Only when `useBackend` chose wasm: it
+ * also set production mode, which keeps the cpu backend's first write from
+ * printing tfjs' "install our node backend" notice.
  */
 export async function withWeightsBuiltOnCpu<T>(build: () => Promise<T>): Promise<T> {
-  if (tf.getBackend() !== 'wasm') return build();
+  if (active?.kind !== 'wasm' || tf.getBackend() !== 'wasm') return build();
   if (!(await tf.setBackend('cpu'))) return build();
   try {
     return await build();
