@@ -574,7 +574,7 @@ describe('what the writer refuses', () => {
 describe('the cache of written models', { skip: ortSkip }, () => {
   const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
-  test('the second call reads the file; a damaged entry is written again', async () => {
+  test('the second call reads the file; a damaged entry is written again (when its bytes are read; a cut-off one at once)', async () => {
     const cache = join(workDir, 'cache');
     const model = stridedModel(7, 7);
     const size = { height: 7, width: 7 };
@@ -590,15 +590,40 @@ describe('the cache of written models', { skip: ortSkip }, () => {
     assert.equal(second.origin, 'cache');
     assert.ok(Buffer.from(second.withOutputs(['dw_relu'])).equals(first.withOutputs(['dw_relu'])), 'the same model from the cache');
 
-    const damaged = Buffer.from(await readFile(onnxPath));
+    const sound = await readFile(onnxPath);
+    const damaged = Buffer.from(sound);
     damaged[damaged.length >> 1]! ^= 0x40;
     await writeFile(onnxPath, damaged);
     const messages: string[] = [];
+    // The bytes are read, and checked, only when they are needed.
     const third = await onnxTrunkOfLayersModel(model, size, { cache, log: (message) => messages.push(message) });
-    assert.equal(third.origin, 'written');
+    assert.equal(third.origin, 'cache');
+    assert.equal(messages.length, 0);
+    assert.ok(Buffer.from(third.withOutputs([])).equals(sound), 'the damaged bytes are never used: the model is written again');
     assert.match(messages.join('\n'), /damaged \(its sha256 does not match its record\)/);
+    assert.ok(!existsSync(join(cache, `${first.cacheKey}.json`)), 'the record of the damaged entry is removed');
+    assert.equal((await onnxTrunkOfLayersModel(model, size, { cache })).origin, 'written');
     assert.equal(sha256(await readFile(onnxPath)), sha256(first.withOutputs([])), 'the entry is whole again');
     assert.equal((await onnxTrunkOfLayersModel(model, size, { cache })).origin, 'cache');
+
+    // A cut-off file is found at once, by its size.
+    await writeFile(onnxPath, sound.subarray(0, sound.length - 100));
+    const cut = await onnxTrunkOfLayersModel(model, size, { cache, log: (message) => messages.push(message) });
+    assert.equal(cut.origin, 'written');
+    assert.match(messages.at(-1)!, /damaged \(\d+ bytes, not the \d+ of its record\)/);
+    assert.equal(sha256(await readFile(onnxPath)), sha256(first.withOutputs([])), 'the entry is whole again');
+
+    // A record of an earlier version (no size) has its bytes checked at once, then gains the size.
+    const oldRecordPath = join(cache, `${first.cacheKey}.json`);
+    const { size: _size, ...oldRecord } = JSON.parse(await readFile(oldRecordPath, 'utf8')) as { size?: number };
+    await writeFile(oldRecordPath, JSON.stringify(oldRecord));
+    await writeFile(onnxPath, damaged);
+    const checkedAtOnce = await onnxTrunkOfLayersModel(model, size, { cache, log: (message) => messages.push(message) });
+    assert.equal(checkedAtOnce.origin, 'written');
+    assert.match(messages.at(-1)!, /damaged \(its sha256 does not match its record\)/);
+    await writeFile(oldRecordPath, JSON.stringify(oldRecord));
+    assert.equal((await onnxTrunkOfLayersModel(model, size, { cache })).origin, 'cache');
+    assert.equal((JSON.parse(await readFile(oldRecordPath, 'utf8')) as { size?: number }).size, sound.length);
 
     const recordPath = join(cache, `${first.cacheKey}.json`);
     const record = JSON.parse(await readFile(recordPath, 'utf8')) as { table: { nodes: { outputs: unknown[] }[] } };

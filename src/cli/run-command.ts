@@ -86,6 +86,15 @@ export function withDisplayPaths<T extends { png: string; npy?: string; json?: s
   };
 }
 
+/**
+ * Why a task runs wholly on tfjs, if it does: guided backprop differentiates
+ * down to the input, which ONNX Runtime cannot (it has no gradients), so
+ * under auto it gets no ONNX Runtime session (issue 12).
+ */
+function tfjsOnlyReason(task: TaskOptions): string | undefined {
+  return task.command === 'cam' && task.method === 'guidedbackprop' ? 'guided backprop runs wholly on tfjs (its gradient reaches the input)' : undefined;
+}
+
 /** Runs a command's task over its inputs; prints JSON if asked; returns the exit code. */
 export async function runImageCommand(
   inputs: readonly string[],
@@ -100,10 +109,11 @@ export async function runImageCommand(
   },
 ): Promise<number> {
   const shardCount = options.shardCount === undefined ? undefined : parseCount(options.shardCount, '--shard-count');
+  const tfjsOnly = tfjsOnlyReason(task);
   let result: Awaited<ReturnType<typeof runBatch>>;
   try {
     result = await runBatch({
-      task,
+      task: tfjsOnly === undefined ? task : { ...task, model: { ...task.model, tfjsOnly } },
       inputs,
       ...(options.glob === undefined ? {} : { glob: options.glob }),
       jobs: parseCount(options.jobs ?? String(availableParallelism()), '--jobs'),

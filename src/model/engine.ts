@@ -42,6 +42,12 @@ export interface EngineRequest {
   readonly choice: EngineChoice;
   /** ONNX Runtime intra-op threads (default: CAMVIZ_ORT_THREADS, else 1). */
   readonly threads?: number;
+  /**
+   * Why the work asked of the model runs wholly on tfjs (guided backprop:
+   * its gradient reaches the input). Under auto, tfjs is then chosen at once:
+   * no ONNX Runtime session (130-240 ms) is made for nothing.
+   */
+  readonly tfjsOnly?: string;
 }
 
 /** The parts of a loaded model the choice reads (CamvizModel; kept structural so that load.ts and this file do not import each other). */
@@ -78,6 +84,7 @@ export const ORT_INSTALL_HINT =
 export async function chooseEngine(model: EngineSubject, request: EngineRequest): Promise<ChosenEngine> {
   const network = model.network();
   if (request.choice === 'tfjs') return { executor: network, report: { kind: 'tfjs', requested: 'tfjs' } };
+  if (request.choice === 'auto' && request.tfjsOnly !== undefined) return tfjsBecause(network, request, request.tfjsOnly);
   const onnxForm = onnxFormOf(model, network);
   // A model without an ONNX form does not load ONNX Runtime (34-143 ms) for nothing.
   if (onnxForm === undefined) {

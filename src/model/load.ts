@@ -3,11 +3,14 @@
  * with its metadata.
  */
 import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { join, resolve } from 'node:path';
 import * as tf from '../engine/tf.js';
 import * as tfl from '../engine/tfl.js';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
 import { CamvizError, UsageError } from '../util/errors.js';
+import { withWeightsBuiltOnCpu } from '../engine/backend.js';
 import { type EngineChoice, requestedEngine } from '../engine/engine-choices.js';
 import type { Executor } from '../executor/executor.js';
 import { type ChosenEngine, type EngineReport, type EngineRequest, chooseEngine } from './engine.js';
@@ -18,9 +21,8 @@ import { Network } from '../executor/network.js';
 import { setLayerAliases } from '../executor/graph.js';
 import { DEFAULT_MODEL, type FetchLog, ZOO, knownModelBySha256, urlModelJson, urlOnnxFile, zooEntry, zooModelJson } from './zoo.js';
 import type { BuiltOnnxModel } from './onnx/build.js';
-import { buildChecked, isOnnxUrl, localOnnxPath, readCheckedOnnx } from './onnx/load.js';
 import type { BuiltTfGraph } from './tfgraph/build.js';
-import { checkImageInput, importTfGraph } from './tfgraph/load.js';
+import type { ImportedTfGraph } from './tfgraph/load.js';
 
 export interface LoadOptions extends MetadataOverrides {
   /** Progress messages (downloads). */
@@ -29,6 +31,8 @@ export interface LoadOptions extends MetadataOverrides {
   engine?: EngineChoice;
   /** ONNX Runtime intra-op threads (default `CAMVIZ_ORT_THREADS`, else 1). */
   ortThreads?: number;
+  /** Why the work asked of the model runs wholly on tfjs (e.g. guided backprop): auto then picks tfjs without making an ONNX Runtime session. */
+  tfjsOnly?: string;
 }
 
 export class CamvizModel {
@@ -101,18 +105,38 @@ export async function locateModel(spec: string, log?: FetchLog): Promise<{ model
 
 export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptions = {}): Promise<CamvizModel> {
   // Checked before the model loads: a wrong CAMVIZ_ENGINE is a usage error at once.
-  const engineRequest: EngineRequest = { choice: requestedEngine(options.engine), ...(options.ortThreads === undefined ? {} : { threads: options.ortThreads }) };
+  const engineRequest: EngineRequest = {
+    choice: requestedEngine(options.engine),
+    ...(options.ortThreads === undefined ? {} : { threads: options.ortThreads }),
+    ...(options.tfjsOnly === undefined ? {} : { tfjsOnly: options.tfjsOnly }),
+  };
   const model = await loadModelFiles(spec, options);
   model.engineRequest = engineRequest;
   return model;
 }
 
+/**
+ * The ONNX file `spec` names, or undefined. The ONNX importer (its op
+ * library and protobufjs: about 70 ms to import) loads only when `spec` may
+ * name one: never for a zoo name or a TF.js model folder (a folder with a
+ * model.json is not an ONNX model: see localOnnxPath).
+ */
+async function onnxPathOf(spec: string, log: FetchLog | undefined): Promise<string | undefined> {
+  const isUrl = /^https?:\/\//i.test(spec);
+  if (!isUrl && (zooEntry(spec) !== undefined || (await isModelJsonFolder(spec)))) return undefined;
+  const { isOnnxUrl, localOnnxPath, readCheckedOnnx } = await import('./onnx/load.js');
+  if (isOnnxUrl(spec)) return urlOnnxFile(spec, async (path) => void (await readCheckedOnnx(path)), log);
+  return zooEntry(spec) === undefined ? localOnnxPath(spec) : undefined;
+}
+
+async function isModelJsonFolder(spec: string): Promise<boolean> {
+  const path = resolve(spec);
+  if ((await stat(path).catch(() => undefined))?.isDirectory() !== true) return false;
+  return (await stat(join(path, 'model.json')).catch(() => undefined))?.isFile() === true;
+}
+
 async function loadModelFiles(spec: string, options: LoadOptions): Promise<CamvizModel> {
-  const onnxPath = isOnnxUrl(spec)
-    ? await urlOnnxFile(spec, async (path) => void (await readCheckedOnnx(path)), options.log)
-    : zooEntry(spec) === undefined
-      ? await localOnnxPath(spec)
-      : undefined;
+  const onnxPath = await onnxPathOf(spec, options.log);
   if (onnxPath !== undefined) return loadOnnxModel(spec, onnxPath, options);
   const located = await locateModel(spec, options.log);
   const keras = await readKerasModel(located.modelJsonPath);
@@ -127,13 +151,15 @@ async function loadModelFiles(spec: string, options: LoadOptions): Promise<Camvi
       const converter = createRequire(import.meta.url)('@tensorflow/tfjs-converter') as typeof import('@tensorflow/tfjs-converter');
       graphModel = await converter.loadGraphModel(handler);
     } else {
-      layersModel = await tfl.loadLayersModel(handler);
+      layersModel = await withWeightsBuiltOnCpu(() => tfl.loadLayersModel(handler));
     }
   } catch (error) {
     const kind = isGraph ? 'graph' : 'layers';
     throw new CamvizError(`not a loadable TF.js ${kind} model: ${(error as Error).message.split('\n')[0]}`, { file: files.modelJsonPath });
   }
-  if (graphModel !== undefined) checkGraphInput(graphModel, files.modelJsonPath);
+  // The graph importer loads only for graph models.
+  const tfgraph = graphModel === undefined ? undefined : await import('./tfgraph/load.js');
+  if (graphModel !== undefined && tfgraph !== undefined) checkGraphInput(graphModel, files.modelJsonPath, tfgraph.checkImageInput);
   const inputShape = layersModel ? layersModel.inputs[0]?.shape : graphModel?.inputs[0]?.shape;
   const camvizJson = await readCamvizJson(files.modelJsonPath);
   const meta = await resolveMetadata({
@@ -146,12 +172,12 @@ async function loadModelFiles(spec: string, options: LoadOptions): Promise<Camvi
     ...(camvizJson === undefined ? {} : { camvizJson }),
     overrides: options,
   });
-  if (graphModel !== undefined) return withLabelsChecked(graphModelOf(meta, graphModel, files.modelJson.modelTopology), options.labels);
+  if (graphModel !== undefined && tfgraph !== undefined) return withLabelsChecked(graphModelOf(meta, graphModel, files.modelJson.modelTopology, tfgraph.importTfGraph), options.labels);
   return withLabelsChecked(new CamvizModel(meta, layersModel, graphModel), options.labels);
 }
 
 /** A graph model with no image input is refused before anything else (the graph model freed). */
-function checkGraphInput(graphModel: GraphModel, file: string): void {
+function checkGraphInput(graphModel: GraphModel, file: string, checkImageInput: typeof import('./tfgraph/load.js').checkImageInput): void {
   try {
     checkImageInput(graphModel, file);
   } catch (error) {
@@ -165,8 +191,13 @@ function checkGraphInput(graphModel: GraphModel, file: string): void {
  * size in use, so that hooks, fmap and the CAM methods work on it; predict
  * only when it needs executeAsync. Scores are the final Softmax's input.
  */
-function graphModelOf(meta: ModelMetadata, graphModel: GraphModel, topology: Readonly<Record<string, unknown>>): CamvizModel {
-  let imported: ReturnType<typeof importTfGraph>;
+function graphModelOf(
+  meta: ModelMetadata,
+  graphModel: GraphModel,
+  topology: Readonly<Record<string, unknown>>,
+  importTfGraph: typeof import('./tfgraph/load.js').importTfGraph,
+): CamvizModel {
+  let imported: ImportedTfGraph;
   try {
     imported = importTfGraph(graphModel, topology, meta.inputSize, meta.modelJsonPath);
   } catch (error) {
@@ -186,6 +217,7 @@ function graphModelOf(meta: ModelMetadata, graphModel: GraphModel, topology: Rea
  * preprocessing; the size comes from the graph's input when fixed.
  */
 async function loadOnnxModel(spec: string, onnxPath: string, options: LoadOptions): Promise<CamvizModel> {
+  const { buildChecked, readCheckedOnnx } = await import('./onnx/load.js');
   const checked = await readCheckedOnnx(onnxPath);
   const { input } = checked;
   const camvizJson = await readCamvizJson(onnxPath);

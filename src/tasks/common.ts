@@ -64,6 +64,7 @@ export async function openTaskContext(spec: ModelSpec, log?: (message: string) =
     ...(spec.size === undefined ? {} : { size: spec.size }),
     ...(spec.engine === undefined ? {} : { engine: spec.engine }),
     ...(spec.ortThreads === undefined ? {} : { ortThreads: spec.ortThreads }),
+    ...(spec.tfjsOnly === undefined ? {} : { tfjsOnly: spec.tfjsOnly }),
     ...(log === undefined ? {} : { log }),
   });
   try {

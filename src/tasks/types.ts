@@ -20,6 +20,8 @@ export interface ModelSpec {
   engine?: EngineChoice;
   /** ONNX Runtime intra-op threads for this process's model (the runner's choice; CAMVIZ_ORT_THREADS overrides). */
   ortThreads?: number;
+  /** Why the task runs wholly on tfjs (guided backprop): under auto no ONNX Runtime session is made (LoadOptions.tfjsOnly). */
+  tfjsOnly?: string;
   preprocess?: string;
   labels?: string;
   size?: string;

@@ -10,10 +10,20 @@
  * their recorded sha256 (a cut-off or damaged file) is written again. Both
  * files are written atomically, the `.json` last, so a reader never trusts
  * an entry that is still being written.
+ *
+ * The bytes are read, and their sha256 checked, only when ONNX Runtime
+ * needs them: a session made from the optimised graph ONNX Runtime saved
+ * (engine/onnxruntime.ts) does not, and reading and hashing 10 MB cost a
+ * warm start 20-80 ms. A file of another size than recorded (cut off) is
+ * found at once; damaged bytes of the recorded size when they are read:
+ * then the model is written again in memory and the entry's record removed,
+ * so that the next run writes the entry anew.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFileSync, rmSync } from 'node:fs';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { type Tensor, peekValues } from '../../engine/tf.js';
 import type * as tfl from '../../engine/tfl.js';
 import { type Layer, LayerGraph } from '../../executor/graph.js';
 import { writeFileAtomic } from '../../util/atomic-file.js';
@@ -40,6 +50,8 @@ interface CacheRecord {
   writerVersion: number;
   sha256: string;
   table: ValueTable;
+  /** The .onnx file's size in bytes (absent in records of earlier versions: their bytes are checked at once). */
+  size?: number;
 }
 
 /** Every layer of the graph has a converter: the first that has none is named before anything is read or hashed. */
@@ -54,7 +66,7 @@ function checkSupported(graph: LayerGraph): void {
 const WEIGHT_FIELDS = ['kernel', 'depthwiseKernel', 'pointwiseKernel', 'bias', 'gamma', 'beta', 'movingMean', 'movingVariance', 'alpha'] as const;
 
 /** A weight field, or another value under that name (LeakyReLU's alpha is a number). */
-type WeightField = { read?(): { dataSync(): Float32Array | Int32Array | Uint8Array; shape: number[] } } | number | null | undefined;
+type WeightField = { read?(): Tensor } | number | null | undefined;
 
 /**
  * What a layer is, as JSON: its class and configuration, and for a layer
@@ -79,7 +91,8 @@ export function modelFingerprint(graph: LayerGraph): string {
       // Numbers are in the configuration.
       if (typeof variable !== 'object' || variable === null || typeof variable.read !== 'function') continue;
       const tensor = variable.read();
-      const data = tensor.dataSync();
+      // Hashed at once: no copy of the weights (10 MB for MobileNet) is needed.
+      const data = peekValues(tensor);
       hash.update(`${field} ${tensor.shape.join('x')}:`).update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     }
     node.outputs.forEach((key, i) => positions.set(key, `${node.index}.${i}`));
@@ -101,13 +114,13 @@ export async function onnxTrunkOfLayersModel(model: tfl.LayersModel, size: OnnxI
   if (folder === false) return new WrittenTrunk(graph, writeOnnxModel(model, size), cacheKey, size, 'written');
   const onnxPath = join(folder, `${cacheKey}.onnx`);
   const recordPath = join(folder, `${cacheKey}.json`);
-  const cached = await readEntry(onnxPath, recordPath, graph, options.log);
+  const cached = await readEntry({ onnxPath, recordPath, graph, rewrite: () => writeOnnxModel(model, size), ...(options.log === undefined ? {} : { log: options.log }) });
   if (cached !== undefined) return new WrittenTrunk(graph, cached, cacheKey, size, 'cache');
   const written = writeOnnxModel(model, size);
   try {
     await mkdir(folder, { recursive: true });
     await writeFileAtomic(onnxPath, written.bytes);
-    const record: CacheRecord = { writerVersion: WRITER_VERSION, sha256: sha256Hex(written.bytes), table: written.table };
+    const record: CacheRecord = { writerVersion: WRITER_VERSION, sha256: sha256Hex(written.bytes), table: written.table, size: written.bytes.length };
     await writeFileAtomic(recordPath, `${JSON.stringify(record)}\n`);
   } catch (error) {
     // The model is written: a cache that cannot be written costs time, not the run.
@@ -133,8 +146,17 @@ function isValueTable(table: unknown): table is ValueTable {
   });
 }
 
+interface EntryRead {
+  readonly onnxPath: string;
+  readonly recordPath: string;
+  readonly graph: LayerGraph;
+  /** Writes the model again (in memory), for an entry found damaged when its bytes are read. */
+  readonly rewrite: () => WrittenModel;
+  readonly log?: (message: string) => void;
+}
+
 /** The cached model, or undefined when there is none or it is not sound (said through `log`). */
-async function readEntry(onnxPath: string, recordPath: string, graph: LayerGraph, log: OnnxTrunkOptions['log']): Promise<WrittenModel | undefined> {
+async function readEntry({ onnxPath, recordPath, graph, rewrite, log }: EntryRead): Promise<WrittenModel | undefined> {
   let recordText: string;
   try {
     recordText = await readFile(recordPath, 'utf8');
@@ -153,6 +175,12 @@ async function readEntry(onnxPath: string, recordPath: string, graph: LayerGraph
   }
   if (record.writerVersion !== WRITER_VERSION || typeof record.sha256 !== 'string' || !isValueTable(record.table)) return damage('its record is not of this writer');
   if (record.table.nodes.length !== graph.nodes.length) return damage('its record describes another graph');
+  if (typeof record.size === 'number') {
+    const found = await stat(onnxPath).catch((error: NodeJS.ErrnoException) => error);
+    if (found instanceof Error) return damage(`unreadable: ${found.code ?? found.message}`);
+    if (found.size !== record.size) return damage(`${found.size} bytes, not the ${record.size} of its record`);
+    return lazilyRead(record, { onnxPath, recordPath, graph, rewrite, ...(log === undefined ? {} : { log }) });
+  }
   let bytes: Uint8Array;
   try {
     bytes = await readFile(onnxPath);
@@ -160,7 +188,43 @@ async function readEntry(onnxPath: string, recordPath: string, graph: LayerGraph
     return damage(`unreadable: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
   if (sha256Hex(bytes) !== record.sha256) return damage('its sha256 does not match its record');
+  // A record of an earlier version gains the size, so that later runs read the bytes only when needed.
+  const upgraded: CacheRecord = { ...record, size: bytes.length };
+  await writeFileAtomic(recordPath, `${JSON.stringify(upgraded)}\n`).catch(() => undefined);
   return { bytes, table: record.table };
+}
+
+/**
+ * A cached model whose bytes are read and checked against the record's
+ * sha256 on first use; damaged ones are written again in memory (the same
+ * table: the writer is deterministic) and the record removed.
+ */
+function lazilyRead(record: CacheRecord, { onnxPath, recordPath, rewrite, log }: EntryRead): WrittenModel {
+  let bytes: Uint8Array | undefined;
+  const read = (): Uint8Array => {
+    const found = readOrUndefined(onnxPath);
+    if (found !== undefined && sha256Hex(found) === record.sha256) return found;
+    log?.(`the cached ONNX model is damaged (${found === undefined ? 'unreadable' : 'its sha256 does not match its record'}); writing it again (${onnxPath})`);
+    rmSync(recordPath, { force: true });
+    const written = rewrite();
+    if (JSON.stringify(written.table) !== JSON.stringify(record.table)) throw new Error(`the ONNX model written again does not match its cached record (${recordPath})`);
+    return written.bytes;
+  };
+  return {
+    table: record.table,
+    get bytes(): Uint8Array {
+      bytes ??= read();
+      return bytes;
+    },
+  };
+}
+
+function readOrUndefined(path: string): Uint8Array | undefined {
+  try {
+    return readFileSync(path);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The OnnxTrunk of a loaded TF.js layers model at its input size (see onnxTrunkOfLayersModel). */

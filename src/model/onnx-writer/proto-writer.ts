@@ -4,10 +4,23 @@
  * `Writer`. Field numbers are those of onnx.proto (ONNX IR version 8); only
  * the fields camviz writes are named here.
  */
+import { createRequire } from 'node:module';
 import { endianness } from 'node:os';
-import protobuf from 'protobufjs';
+import type protobuf from 'protobufjs';
 
 type Writer = protobuf.Writer;
+
+let protobufjs: typeof protobuf | undefined;
+
+/**
+ * A new protobufjs Writer. protobufjs loads on the first encoding, not with
+ * this module: a run whose written model and optimised graph are both cached
+ * encodes nothing, and importing protobufjs costs 20-40 ms of its start.
+ */
+function newWriter(): Writer {
+  protobufjs ??= createRequire(import.meta.url)('protobufjs') as typeof protobuf;
+  return protobufjs.Writer.create();
+}
 
 /** TensorProto.DataType values used here. */
 export const DataType = { float: 1, int64: 7 } as const;
@@ -154,7 +167,7 @@ function writeGraph(writer: Writer, graph: OnnxGraph): void {
 
 /** The serialized ModelProto. */
 export function encodeModel(model: OnnxModel): Uint8Array {
-  const writer = protobuf.Writer.create();
+  const writer = newWriter();
   int64(writer, 1, model.irVersion);
   string(writer, 2, model.producerName);
   string(writer, 3, model.producerVersion);
@@ -183,7 +196,7 @@ export interface GraphAddition {
  * re-encoding megabytes of weights per set of fetched values.
  */
 export function encodeGraphAddition(addition: GraphAddition): Uint8Array {
-  const writer = protobuf.Writer.create();
+  const writer = newWriter();
   message(writer, 7, (graph) => {
     for (const node of addition.nodes) message(graph, 1, (inner) => writeNode(inner, node));
     for (const tensor of addition.initializers) message(graph, 5, (inner) => writeTensor(inner, tensor));
