@@ -88,6 +88,27 @@ forEachBackend((backend) => {
     }
   });
 
+  test(`${backend}: the masked inputs as NCHW are the NHWC ones transposed, bit for bit, and fill the buffer given`, () => {
+    const { maps, picture } = randomCase(17);
+    const masking = maskingOf(maps, picture);
+    const [first, count] = [1, 5];
+    const pixels = PICTURE.height * PICTURE.width;
+    const nhwc = maskedInputs(masking, first, count);
+    const buffer = new Float32Array(count * pixels * PICTURE.channels).fill(Number.NaN);
+    const nchw = maskedInputs(masking, first, count, 'nchw', buffer);
+    assert.equal(nchw, buffer);
+    for (let k = 0; k < count; k++) {
+      for (let p = 0; p < pixels; p++) {
+        for (let c = 0; c < PICTURE.channels; c++) {
+          const [planar, interleaved] = [nchw[(k * PICTURE.channels + c) * pixels + p]!, nhwc[(k * pixels + p) * PICTURE.channels + c]!];
+          assert.ok(Object.is(planar, interleaved), `mask ${k}, pixel ${p}, channel ${c}: ${planar} vs ${interleaved}`);
+        }
+      }
+    }
+    assert.deepEqual(Array.from(maskedInputs(masking, first, count, 'nhwc', buffer)), Array.from(nhwc), 'NHWC into the buffer');
+    assert.throws(() => maskedInputs(masking, first, count, 'nchw', buffer.subarray(1)), /maskedInputs: an output of/);
+  });
+
   test(`${backend}: a constant channel (range 0) gives a zero mask, in both formulations`, () => {
     const { maps, picture } = randomCase(23);
     const size = PICTURE.height * PICTURE.width * PICTURE.channels;

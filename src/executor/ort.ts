@@ -121,10 +121,52 @@ export class OrtExecutor implements Executor {
   async forward(inputs: ModelInputs, options: ForwardOptions = {}): Promise<ForwardValues> {
     const layers = options.layers ?? [];
     const input = this.ortInput(inputs);
-    const fetches = input === undefined ? undefined : this.fetchesOf(unique([this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf)]));
+    const fetches = input === undefined ? undefined : this.forwardFetches(layers);
     if (input === undefined || fetches === undefined) return this.network.forward(inputs, options);
-    const values = await this.run(input, fetches);
+    const values = await this.run(onnxInput(input, this.trunk.input.layout), fetches);
     return this.network.collect(values, layers, input.shape[0]!);
+  }
+
+  /**
+   * The layout in which `forwardHost` takes a batch of images of this
+   * height and width fetching `layers` straight to ONNX Runtime ('nchw':
+   * [N, C, H, W] order, as the trunk's input), or undefined when such a
+   * call would go through a tfjs tensor anyway (hooks, another input size,
+   * layers ONNX does not hold).
+   */
+  hostInputLayout(height: number, width: number, layers: readonly GraphNode[] = []): OnnxValue['layout'] | undefined {
+    const size = this.trunk.inputSize;
+    if (height !== size.height || width !== size.width || this.hooked() || this.forwardFetches(layers) === undefined) return undefined;
+    return this.trunk.input.layout;
+  }
+
+  /**
+   * `forward` of a batch of images given as plain data in the layout
+   * `hostInputLayout` gave, `shape` being camviz's [N, H, W, C]: a caller
+   * that builds its inputs in JS (Score-CAM's masked images) so skips the
+   * round trip through a tfjs tensor and its transpose. A call ORT cannot
+   * serve after all runs on the Network from the equivalent tensor.
+   */
+  async forwardHost(data: Float32Array, layout: OnnxValue['layout'], shape: readonly [number, number, number, number], options: ForwardOptions = {}): Promise<ForwardValues> {
+    const [n, h, w, c] = shape;
+    if (data.length !== n * h * w * c) throw new Error(`forwardHost: ${data.length} values for a batch of [${shape.join(', ')}]`);
+    const layers = options.layers ?? [];
+    if (layout === this.hostInputLayout(h, w, layers)) {
+      const values = await this.run({ data, dims: layout === 'nchw' ? [n, c, h, w] : [...shape] }, this.forwardFetches(layers)!);
+      return this.network.collect(values, layers, n);
+    }
+    const nhwc = layout === 'nchw' ? transposeMatrices(data, n, c, h * w) : data;
+    const input = tf.tensor4d(nhwc, [n, h, w, c]);
+    try {
+      return await this.forward(input, options);
+    } finally {
+      input.dispose();
+    }
+  }
+
+  /** What a forward pass fetches: the output, the scores, the graph outputs and `layers`; undefined when ONNX lacks one. */
+  private forwardFetches(layers: readonly GraphNode[]): Fetch[] | undefined {
+    return this.fetchesOf(unique([this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf)]));
   }
 
   async backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): Promise<BackwardResult> {
@@ -141,7 +183,7 @@ export class OrtExecutor implements Executor {
     const fetches = this.fetchesOf(plan.beforeFetches);
     if (fetches === undefined) return this.onNetwork(inputs, objectives, options);
     const started = performance.now();
-    const before = await this.run(input, fetches);
+    const before = await this.run(onnxInput(input, this.trunk.input.layout), fetches);
     const result = this.network.backwardFrom(inputs, objectives, options, plan, before, started);
     this.lastBackwardTimings = this.network.lastBackwardTimings;
     return result;
@@ -163,7 +205,7 @@ export class OrtExecutor implements Executor {
     fetches: readonly Fetch[],
   ): Promise<BackwardResult> {
     const started = performance.now();
-    const run = await this.run(input, fetches);
+    const run = await this.run(onnxInput(input, this.trunk.input.layout), fetches);
     // The gradient depends on the sources' shapes only (the head is linear in them).
     const sourceShapes = plan.sourceKeys.map((key) => run.get(key)!.shape);
     const values = this.network.collect(run, options.layers ?? [], input.shape[0]!);
@@ -273,12 +315,12 @@ export class OrtExecutor implements Executor {
   }
 
   /**
-   * One ORT pass (one per image when the graph's batch is fixed at 1):
-   * graph key -> tensor in camviz's layout, owned by the caller.
+   * One ORT pass of the input `feed` (in the trunk input's layout; one pass
+   * per image when the graph's batch is fixed at 1): graph key -> tensor in
+   * camviz's layout, owned by the caller.
    */
-  private async run(input: tf.Tensor, fetches: readonly Fetch[]): Promise<Map<string, tf.Tensor>> {
-    const feed = onnxInput(input, this.trunk.input.layout);
-    const batch = input.shape[0]!;
+  private async run(feed: OnnxFeed, fetches: readonly Fetch[]): Promise<Map<string, tf.Tensor>> {
+    const batch = feed.dims[0]!;
     const imageSize = feed.data.length / batch;
     const perRun = await this.withSession(
       fetches.map((fetch) => fetch.value),
@@ -347,12 +389,18 @@ export function transposeMatrices(data: Float32Array, count: number, rows: numbe
   return out;
 }
 
+/** An input batch as ONNX Runtime takes it: the data and its dims in the trunk input's layout. */
+interface OnnxFeed {
+  readonly data: Float32Array;
+  readonly dims: readonly number[];
+}
+
 /**
  * camviz's input as ONNX takes it. NHWC to NCHW through tfjs' transpose on
  * wasm (SIMD: 0.11 ms for [1, 224, 224, 3] against 0.2-0.4 ms for the JS
  * loop and the read back), the JS loop on other backends.
  */
-function onnxInput(input: tf.Tensor, layout: OnnxValue['layout']): { data: Float32Array; dims: number[] } {
+function onnxInput(input: tf.Tensor, layout: OnnxValue['layout']): OnnxFeed {
   if (layout !== 'nchw' || input.rank !== 4) return { data: input.dataSync() as Float32Array, dims: [...input.shape] };
   const [n, h, w, c] = input.shape as [number, number, number, number];
   const dims = [n, c, h, w];
