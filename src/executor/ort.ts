@@ -322,32 +322,26 @@ export class OrtExecutor implements Executor {
   private async run(feed: OnnxFeed, fetches: readonly Fetch[]): Promise<Map<string, tf.Tensor>> {
     const batch = feed.dims[0]!;
     const imageSize = feed.data.length / batch;
-    const perRun = await this.withSession(
+    const outputs = new Map(fetches.map((fetch) => [fetch.value.name, new JoinedOutput(fetch.value)]));
+    await this.withSession(
       fetches.map((fetch) => fetch.value),
       async (session) => {
         const runs = this.batchOfOne === true && batch > 1 ? batch : 1;
-        const results: Map<string, { data: Float32Array; dims: number[] }>[] = [];
         for (let i = 0; i < runs; i++) {
           const slice = runs === 1 ? feed.data : feed.data.subarray(i * imageSize, (i + 1) * imageSize);
-          results.push(await this.runOnce(session, slice, [runs === 1 ? batch : 1, ...feed.dims.slice(1)], fetches));
+          await this.runOnce(session, slice, [runs === 1 ? batch : 1, ...feed.dims.slice(1)], outputs, runs);
         }
-        return results;
       },
     );
-    return new Map(fetches.map((fetch) => [fetch.key, toCamvizTensor(perRun.map((results) => results.get(fetch.value.name)!), fetch.value)]));
+    return new Map(fetches.map((fetch) => [fetch.key, outputs.get(fetch.value.name)!.tensor()]));
   }
 
-  private async runOnce(
-    session: OrtSession,
-    data: Float32Array,
-    dims: readonly number[],
-    fetches: readonly Fetch[],
-  ): Promise<Map<string, { data: Float32Array; dims: number[] }>> {
+  /** One session run; each output goes into its JoinedOutput (converted from ORT's buffer before it is released). */
+  private async runOnce(session: OrtSession, data: Float32Array, dims: readonly number[], outputs: ReadonlyMap<string, JoinedOutput>, runs: number): Promise<void> {
     const tensor = new this.ort.Tensor('float32', data, [...dims]);
-    const names = [...new Set(fetches.map((fetch) => fetch.value.name))];
-    const results = await session.run({ [this.trunk.input.name]: tensor }, names);
+    const results = await session.run({ [this.trunk.input.name]: tensor }, [...outputs.keys()]);
     try {
-      return new Map(names.map((name) => [name, floatData(results[name]!, name)]));
+      for (const [name, output] of outputs) output.add(results[name]!, runs);
     } finally {
       for (const result of Object.values(results)) result.dispose();
     }
@@ -365,10 +359,48 @@ function fixedBatchOfOne(session: OrtSession): boolean {
   return metadata !== undefined && metadata.isTensor && metadata.shape[0] === 1;
 }
 
-function floatData(tensor: OrtTensor, name: string): { data: Float32Array; dims: number[] } {
-  if (tensor.type !== 'float32') throw new CamvizError(`ONNX value '${name}' is ${tensor.type}, not float32`);
-  // A copy: ORT's buffer is released with the tensor.
-  return { data: new Float32Array(tensor.data as Float32Array), dims: [...tensor.dims] };
+/**
+ * One ONNX value over the runs of one pass (one run per image when the
+ * graph's batch is fixed at 1), joined on the batch in camviz's layout as
+ * the runs come: a 4-D NCHW value is transposed straight from ORT's buffer,
+ * others are copied from it (the buffer is released with ORT's tensor).
+ */
+class JoinedOutput {
+  private data: Float32Array | undefined;
+  private filled = 0;
+  private batch = 0;
+  private partDims: readonly number[] = [];
+
+  constructor(private readonly value: OnnxValue) {}
+
+  add(tensor: OrtTensor, runs: number): void {
+    if (tensor.type !== 'float32') throw new CamvizError(`ONNX value '${this.value.name}' is ${tensor.type}, not float32`);
+    const part = tensor.data as Float32Array;
+    this.data ??= new Float32Array(part.length * runs);
+    if (this.filled + part.length > this.data.length) throw new CamvizError(`ONNX value '${this.value.name}' changes size between runs`);
+    this.partDims = tensor.dims;
+    const count = tensor.dims[0] ?? 1;
+    const into = this.data.subarray(this.filled, this.filled + part.length);
+    if (this.nchw()) {
+      const [, c = 1, h = 1, w = 1] = tensor.dims;
+      transposeMatrices(part, count, c, h * w, into);
+    } else {
+      into.set(part);
+    }
+    this.filled += part.length;
+    this.batch += count;
+  }
+
+  /** The joined value as a tensor (NHWC for a 4-D NCHW value). */
+  tensor(): tf.Tensor {
+    const [, c = 1, h = 1, w = 1] = this.partDims;
+    const dims = this.nchw() ? [this.batch, h, w, c] : [this.batch, ...this.partDims.slice(1)];
+    return tf.tensor(this.data!.subarray(0, this.filled), dims, 'float32');
+  }
+
+  private nchw(): boolean {
+    return this.value.layout === 'nchw' && this.partDims.length === 4;
+  }
 }
 
 /**
@@ -377,13 +409,14 @@ function floatData(tensor: OrtTensor, name: string): { data: Float32Array; dims:
  * JS loop: cheaper than a tfjs transpose plus a read back (see the README's
  * measurements).
  */
-export function transposeMatrices(data: Float32Array, count: number, rows: number, cols: number, out = new Float32Array(data.length)): Float32Array {
+export function transposeMatrices(data: Float32Array, count: number, rows: number, cols: number, out: Float32Array = new Float32Array(data.length)): Float32Array {
   const size = rows * cols;
+  // Writes in order, reads strided: 10-20% faster than the reverse for MobileNet's [768, 49] and [50176, 3].
   for (let m = 0; m < count; m++) {
     const base = m * size;
-    for (let i = 0; i < rows; i++) {
-      const from = base + i * cols;
-      for (let j = 0; j < cols; j++) out[base + j * rows + i] = data[from + j]!;
+    for (let j = 0; j < cols; j++) {
+      const to = base + j * rows;
+      for (let i = 0, from = base + j; i < rows; i++, from += cols) out[to + i] = data[from]!;
     }
   }
   return out;
@@ -411,27 +444,6 @@ function onnxInput(input: tf.Tensor, layout: OnnxValue['layout']): OnnxFeed {
   } finally {
     transposed.dispose();
   }
-}
-
-/**
- * One value from its per-run results (one per image when the graph's batch
- * is fixed at 1), joined on the batch and in camviz's layout.
- */
-function toCamvizTensor(parts: readonly { data: Float32Array; dims: number[] }[], value: OnnxValue): tf.Tensor {
-  const first = parts[0]!;
-  const batch = parts.reduce((sum, part) => sum + (part.dims[0] ?? 1), 0);
-  const nchw = value.layout === 'nchw' && first.dims.length === 4;
-  if (parts.length === 1 && !nchw) return tf.tensor(first.data, first.dims, 'float32');
-  const [, c = 1, h = 1, w = 1] = first.dims;
-  const dims = nchw ? [batch, h, w, c] : [batch, ...first.dims.slice(1)];
-  const out = new Float32Array(parts.reduce((sum, part) => sum + part.data.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    if (nchw) transposeMatrices(part.data, part.dims[0] ?? 1, c, h * w, out.subarray(at, at + part.data.length));
-    else out.set(part.data, at);
-    at += part.data.length;
-  }
-  return tf.tensor(out, dims, 'float32');
 }
 
 function firstLine(error: unknown): string {
