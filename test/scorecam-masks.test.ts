@@ -109,6 +109,27 @@ forEachBackend((backend) => {
     assert.throws(() => maskedInputs(masking, first, count, 'nchw', buffer.subarray(1)), /maskedInputs: an output of/);
   });
 
+  test(`${backend}: pictures of 1 and 2 channels (the general loop) give the masks of the same planes of an RGB picture (the unrolled one), bit for bit`, () => {
+    const { maps, picture } = randomCase(19);
+    const pixels = PICTURE.height * PICTURE.width;
+    const rgb = maskingOf(maps, picture);
+    for (const layout of ['nhwc', 'nchw'] as const) {
+      const fromRgb = maskedInputs(rgb, 0, MAP.channels, layout);
+      for (const channels of [1, 2]) {
+        const planes = Float32Array.from({ length: pixels * channels }, (_, i) => picture[Math.floor(i / channels) * 3 + (i % channels)]!);
+        const fewer = maskedInputs({ ...rgb, picture: { ...rgb.picture, data: planes, channels } }, 0, MAP.channels, layout);
+        const at = (k: number, p: number, c: number, of: number): number => (layout === 'nchw' ? (k * of + c) * pixels + p : (k * pixels + p) * of + c);
+        for (let k = 0; k < MAP.channels; k++) {
+          for (let p = 0; p < pixels; p++) {
+            for (let c = 0; c < channels; c++) {
+              assert.ok(Object.is(fewer[at(k, p, c, channels)], fromRgb[at(k, p, c, 3)]), `${layout}, ${channels} channel(s): mask ${k}, pixel ${p}, channel ${c}`);
+            }
+          }
+        }
+      }
+    }
+  });
+
   test(`${backend}: a constant channel (range 0) gives a zero mask, in both formulations`, () => {
     const { maps, picture } = randomCase(23);
     const size = PICTURE.height * PICTURE.width * PICTURE.channels;
