@@ -369,6 +369,7 @@ class JoinedOutput {
   private data: Float32Array | undefined;
   private filled = 0;
   private batch = 0;
+  private parts = 0;
   private partDims: readonly number[] = [];
 
   constructor(private readonly value: OnnxValue) {}
@@ -389,12 +390,15 @@ class JoinedOutput {
     }
     this.filled += part.length;
     this.batch += count;
+    this.parts += 1;
   }
 
   /** The joined value as a tensor (NHWC for a 4-D NCHW value). */
   tensor(): tf.Tensor {
     const [, c = 1, h = 1, w = 1] = this.partDims;
-    const dims = this.nchw() ? [this.batch, h, w, c] : [this.batch, ...this.partDims.slice(1)];
+    // One run: ORT's own dims (a value of rank 0 stays so); several: joined on the batch.
+    const joined = this.parts === 1 ? [...this.partDims] : [this.batch, ...this.partDims.slice(1)];
+    const dims = this.nchw() ? [this.batch, h, w, c] : joined;
     return tf.tensor(this.data!.subarray(0, this.filled), dims, 'float32');
   }
 
