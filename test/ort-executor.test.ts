@@ -29,6 +29,8 @@ import { type ForwardValues, type Objective, type ScoreTerm, disposeValues } fro
 import type { GraphNode } from '../src/executor/graph.js';
 import { registerForwardHook } from '../src/hooks/index.js';
 import { explainBatch } from '../src/cam/explain.js';
+import { ScoreCam } from '../src/cam/scorecam.js';
+import type { Executor } from '../src/executor/executor.js';
 import { camTargets } from '../src/cam/request.js';
 import { inputTensor } from '../src/model/predict.js';
 import { loadImage } from '../src/image/image.js';
@@ -273,6 +275,73 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
     }
     input.dispose();
   });
+
+  for (const variant of ['dynamic', 'fixed'] as const) {
+    test(`batch ${variant}: forwardHost of NCHW data equals forward of the NHWC tensor; hooks, another size and other layouts are served through the tensor`, async () => {
+      const tiny = loaded.get(variant)!;
+      const batch = 3;
+      const input = tf.tensor4d(randoms(batch * SIZE * SIZE * 3, 12), [batch, SIZE, SIZE, 3]);
+      const nhwc = input.dataSync() as Float32Array;
+      const nchw = tf.tidy(() => tf.transpose(input, [0, 3, 1, 2]).dataSync() as Float32Array);
+      const layers = [node(tiny, 'relu')];
+      const shape = [batch, SIZE, SIZE, 3] as const;
+      assert.equal(tiny.executor.hostInputLayout(SIZE, SIZE, layers), 'nchw');
+      assert.equal(tiny.executor.hostInputLayout(SIZE + 1, SIZE, layers), undefined, 'another input size');
+      const fromTensor = await tiny.executor.forward(input, { layers });
+      const expected = [fromTensor.scores, fromTensor.probabilities, fromTensor.output, fromTensor.layers.get(layers[0]!.path)!].map((tensor) => Array.from(tensor.dataSync()));
+      disposeValues(fromTensor);
+      const same = async (values: Promise<ForwardValues>, what: string): Promise<void> => {
+        const got = await values;
+        const actual = [got.scores, got.probabilities, got.output, got.layers.get(layers[0]!.path)!].map((tensor) => Array.from(tensor.dataSync()));
+        disposeValues(got);
+        actual.forEach((values, i) => closeTo(values, expected[i]!, 1e-5, `${what}: value ${i}`));
+      };
+      const round = async (): Promise<void> => {
+        await same(tiny.executor.forwardHost(nchw, 'nchw', shape, { layers }), 'NCHW data straight to ORT');
+        await same(tiny.executor.forwardHost(nhwc, 'same', shape, { layers }), 'NHWC data, through a tensor');
+        const handle = registerForwardHook(node(tiny, 'conv').layer, () => undefined);
+        try {
+          assert.equal(tiny.executor.hostInputLayout(SIZE, SIZE, layers), undefined, 'a hooked model');
+          await same(tiny.executor.forwardHost(nchw, 'nchw', shape, { layers }), 'a hooked model, on the Network');
+        } finally {
+          handle.remove();
+        }
+        await assert.rejects(tiny.executor.forwardHost(nchw.subarray(1), 'nchw', shape), /forwardHost: .* values for a batch of \[3, 8, 8, 3\]/);
+      };
+      await round(); // the Network's first hooked pass keeps what it caches
+      const tensorsBefore = tf.memory().numTensors;
+      await round();
+      assert.equal(tf.memory().numTensors, tensorsBefore);
+      input.dispose();
+    });
+
+    test(`batch ${variant}: Score-CAM through ORT's host input (masks built as NCHW data) equals Score-CAM through tensors, exactly`, async () => {
+      const tiny = loaded.get(variant)!;
+      const input = tf.tensor4d(randoms(2 * SIZE * SIZE * 3, 13), [2, SIZE, SIZE, 3]);
+      const executor = tiny.executor;
+      // The same ORT executor seen only through the Executor interface: Score-CAM then passes tensors.
+      const throughTensors: Executor = {
+        graph: executor.graph,
+        score: executor.score,
+        lastBackwardTimings: executor.lastBackwardTimings,
+        forward: (inputs, options) => executor.forward(inputs, options),
+        backward: (inputs, objectives, options) => executor.backward(inputs, objectives, options),
+      };
+      const maps = async (on: Executor): Promise<number[][]> => {
+        const method = new ScoreCam();
+        method.batchSize = 3; // 4 channels: a full chunk, then a short one
+        const results = await method.compute(on, { input, layers: [node(tiny, 'conv')], classes: { kind: 'explicit', classes: [1, 2] } });
+        return results.flatMap((perImage) => perImage.map((result) => Array.from(result.map.data)));
+      };
+      try {
+        const fromHost = await maps(executor);
+        assert.deepEqual(fromHost, await maps(throughTensors));
+        assert.ok(fromHost.some((map) => map.some((value) => value > 0)), 'the maps are not all zero');
+      } finally {
+        input.dispose();
+      }
+    });
+  }
 
   test('backward to the input (guided backprop) and hooked models run on the Network', async () => {
     const tiny = loaded.get('dynamic')!;

@@ -88,6 +88,48 @@ forEachBackend((backend) => {
     }
   });
 
+  test(`${backend}: the masked inputs as NCHW are the NHWC ones transposed, bit for bit, and fill the buffer given`, () => {
+    const { maps, picture } = randomCase(17);
+    const masking = maskingOf(maps, picture);
+    const [first, count] = [1, 5];
+    const pixels = PICTURE.height * PICTURE.width;
+    const nhwc = maskedInputs(masking, first, count);
+    const buffer = new Float32Array(count * pixels * PICTURE.channels).fill(Number.NaN);
+    const nchw = maskedInputs(masking, first, count, 'nchw', buffer);
+    assert.equal(nchw, buffer);
+    for (let k = 0; k < count; k++) {
+      for (let p = 0; p < pixels; p++) {
+        for (let c = 0; c < PICTURE.channels; c++) {
+          const [planar, interleaved] = [nchw[(k * PICTURE.channels + c) * pixels + p]!, nhwc[(k * pixels + p) * PICTURE.channels + c]!];
+          assert.ok(Object.is(planar, interleaved), `mask ${k}, pixel ${p}, channel ${c}: ${planar} vs ${interleaved}`);
+        }
+      }
+    }
+    assert.deepEqual(Array.from(maskedInputs(masking, first, count, 'nhwc', buffer)), Array.from(nhwc), 'NHWC into the buffer');
+    assert.throws(() => maskedInputs(masking, first, count, 'nchw', buffer.subarray(1)), /maskedInputs: an output of/);
+  });
+
+  test(`${backend}: pictures of 1 and 2 channels (the general loop) give the masks of the same planes of an RGB picture (the unrolled one), bit for bit`, () => {
+    const { maps, picture } = randomCase(19);
+    const pixels = PICTURE.height * PICTURE.width;
+    const rgb = maskingOf(maps, picture);
+    for (const layout of ['nhwc', 'nchw'] as const) {
+      const fromRgb = maskedInputs(rgb, 0, MAP.channels, layout);
+      for (const channels of [1, 2]) {
+        const planes = Float32Array.from({ length: pixels * channels }, (_, i) => picture[Math.floor(i / channels) * 3 + (i % channels)]!);
+        const fewer = maskedInputs({ ...rgb, picture: { ...rgb.picture, data: planes, channels } }, 0, MAP.channels, layout);
+        const at = (k: number, p: number, c: number, of: number): number => (layout === 'nchw' ? (k * of + c) * pixels + p : (k * pixels + p) * of + c);
+        for (let k = 0; k < MAP.channels; k++) {
+          for (let p = 0; p < pixels; p++) {
+            for (let c = 0; c < channels; c++) {
+              assert.ok(Object.is(fewer[at(k, p, c, channels)], fromRgb[at(k, p, c, 3)]), `${layout}, ${channels} channel(s): mask ${k}, pixel ${p}, channel ${c}`);
+            }
+          }
+        }
+      }
+    }
+  });
+
   test(`${backend}: a constant channel (range 0) gives a zero mask, in both formulations`, () => {
     const { maps, picture } = randomCase(23);
     const size = PICTURE.height * PICTURE.width * PICTURE.channels;

@@ -102,15 +102,21 @@ export class ClassChooser {
     const resolved = asTarget(target);
     const ranks = this.rankedBy(values, resolved);
     const classes = Array.from({ length: this.batch }, (_, image) => ranks.map((perImage) => perImage[image]!));
-    const [scores, probabilities] = tf.tidy(() => [
-      rowsOf(resolved.scores(values, ownRows(this.batch))),
-      resolved.probabilities === undefined ? undefined : rowsOf(resolved.probabilities(values)),
-    ]);
+    // Tensors out of the scope, rows read after it: tidy walks every number of a returned array looking for tensors.
+    const [scoreTensor, probabilityTensor] = tf.tidy(() => [resolved.scores(values, ownRows(this.batch)), resolved.probabilities?.(values)]);
+    let scores: Float32Array[];
+    let probabilities: Float32Array[] | undefined;
+    try {
+      scores = rowsOf(scoreTensor!);
+      probabilities = probabilityTensor === undefined ? undefined : rowsOf(probabilityTensor);
+    } finally {
+      tf.dispose([scoreTensor!, ...(probabilityTensor === undefined ? [] : [probabilityTensor])]);
+    }
     return classes.map((perRank, image) =>
       perRank.map((classIndex) => ({
         image,
         classIndex,
-        score: scores![image]![classIndex]!,
+        score: scores[image]![classIndex]!,
         probability: probabilities?.[image]?.[classIndex] ?? Number.NaN,
       })),
     );
