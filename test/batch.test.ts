@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
@@ -19,7 +19,8 @@ import sharp from 'sharp';
 
 import { expandInputs, outputCollisions } from '../src/batch/inputs.js';
 import { createProgress } from '../src/batch/progress.js';
-import { type BatchRunOptions, runBatch } from '../src/batch/runner.js';
+import { type BatchRunOptions, runBatch, wasmThreadsFor } from '../src/batch/runner.js';
+import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { SHARD_ENVIRONMENTS, parseShard, selectShard } from '../src/batch/shard.js';
 import { CamvizError, UsageError } from '../src/util/errors.js';
 import { type TaskContext, decodeBatch } from '../src/tasks/common.js';
@@ -605,6 +606,21 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
     const all = await run({ ...camTask(join(workDir, 'failfast-all')), batchSize: 1 }, [folder]);
     assert.equal(all.records.length, 10);
     assert.equal(all.records.filter((record) => record.status === 'ok').length, 9);
+  });
+});
+
+describe('WebAssembly threads of a run in this process', () => {
+  const task = (engine: 'auto' | 'tfjs' | 'onnxruntime'): CamTaskOptions => camTaskOptions(join(workDir, 'threads'), { model: { engine } });
+  const cores = availableParallelism();
+
+  test('tfjs runs the passes: the cores from 8 images on, one thread below', async () => {
+    assert.equal(await wasmThreadsFor(task('tfjs'), 200), cores);
+    assert.equal(await wasmThreadsFor(task('tfjs'), 7), 1);
+  });
+
+  test('ONNX Runtime runs the passes (--engine onnxruntime, auto where it loads): no threads to start', async () => {
+    assert.equal(await wasmThreadsFor(task('onnxruntime'), 200), 1);
+    assert.equal(await wasmThreadsFor(task('auto'), 200), loadOnnxRuntime().available ? 1 : cores);
   });
 });
 

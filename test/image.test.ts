@@ -10,10 +10,11 @@ import type { Sharp } from 'sharp';
 import { CamvizError, UsageError } from '../src/util/errors.js';
 import { parseBackground } from '../src/image/colour.js';
 import { IMAGE_EXTENSIONS, SUPPORTED_FORMATS, type SupportedFormat } from '../src/image/formats.js';
-import { RESIZE_KERNEL_DESCRIPTION, type LoadedImage, loadImage } from '../src/image/image.js';
+import { RESIZE_KERNEL_DESCRIPTION, type LoadedImage, imageFromRgb, loadImage } from '../src/image/image.js';
 import { imagePath, sharedAssetsDir } from './helpers/assets.js';
 import { assertAllClose } from './helpers/numeric.js';
 import { pngWithoutPixels } from './helpers/png.js';
+import { noise } from './helpers/files.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-image-test-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -539,4 +540,39 @@ test('both.png stretched to 224 equals sharp in one pipeline', { skip: existsSyn
   const direct = await sharp(path).removeAlpha().resize(224, 224, { fit: 'fill', kernel: 'linear' }).raw().toBuffer();
   assert.equal(image.input.length, direct.length);
   assert.ok(Buffer.from(image.input).equals(direct), 'same pixels');
+});
+
+/** The file decoded by libvips from its path, as loadImage decoded it before it read files into memory. */
+async function decodedFromPath(path: string): Promise<{ rgb: Uint8Array; width: number; height: number }> {
+  const { data, info } = await sharp(path, { failOn: 'truncated', autoOrient: true, page: 0, pages: 1 })
+    .flatten({ background: '#ffffff' })
+    .toColourspace('srgb')
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return { rgb: new Uint8Array(data), width: info.width, height: info.height };
+}
+
+test('photos read once into memory decode as from their path; the model input is that of the decoded pixels', { skip: skipWithoutImages }, async () => {
+  for (const name of sharedImages) {
+    const path = imagePath(name);
+    const fromPath = await decodedFromPath(path);
+    for (const resize of ['stretch', 'crop', 'pad'] as const) {
+      const image = await loadImage(path, { size: size224, resize });
+      assert.deepEqual(image.original, fromPath, name);
+      const again = await imageFromRgb(fromPath.rgb, fromPath.width, fromPath.height, { size: size224, resize });
+      assert.deepEqual(image.input, again.input, `${name} (${resize})`);
+    }
+  }
+});
+
+test('a file above 16 MiB is decoded from its path, with the same pixels', async () => {
+  // Uncompressed noise: 2400 x 2400 x 3 bytes is more than 16 MiB as a PNG.
+  const [width, height] = [2400, 2400];
+  const pixels = noise(width, height, 7);
+  const path = join(workDir, 'big-noise.png');
+  await sharp(pixels, { raw: { width, height, channels: 3 } }).png({ compressionLevel: 0 }).toFile(path);
+  assert.ok((await readFile(path)).length > 16 * 2 ** 20);
+  const image = await loadImage(path, { size: size224 });
+  assert.deepEqual(image.original, { width, height, rgb: new Uint8Array(pixels) });
+  assert.deepEqual(image.original, await decodedFromPath(path));
 });

@@ -3,8 +3,11 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { crc32, inflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { encodePng } from '../src/render/index.js';
+import { crc32InJs, encodePhotoPng } from '../src/render/png.js';
+import { imagePath, skipWithoutSharedAssets } from './helpers/assets.js';
 import { writeFileAtomic } from '../src/util/atomic-file.js';
 
 const dir = await mkdtemp(join(tmpdir(), 'camviz-render-png-'));
@@ -32,6 +35,60 @@ test('encodePng makes a PNG that decodes to the same pixels', async () => {
     assert.equal(info.channels, 3);
     assert.deepEqual(new Uint8Array(data), rgb);
   }
+});
+
+/** The pixels a PNG decodes to (libvips' decoder), as RGB. */
+async function pixelsOf(png: Buffer): Promise<{ rgb: Uint8Array; width: number; height: number }> {
+  const { data, info } = await sharp(png).raw().toBuffer({ resolveWithObject: true });
+  assert.equal(info.channels, 3);
+  return { rgb: new Uint8Array(data), width: info.width, height: info.height };
+}
+
+/** The filter byte of each row of an 8-bit RGB PNG with one IDAT chunk (as encodePhotoPng writes it). */
+function rowFilters(png: Buffer, width: number, height: number): number[] {
+  assert.equal(png.toString('latin1', 12, 16), 'IHDR');
+  const idatAt = 8 + 8 + 13 + 4;
+  assert.equal(png.toString('latin1', idatAt + 4, idatAt + 8), 'IDAT');
+  const rows = inflateSync(png.subarray(idatAt + 8, idatAt + 8 + png.readUInt32BE(idatAt)));
+  assert.equal(rows.length, (width * 3 + 1) * height);
+  return Array.from({ length: height }, (_, y) => rows[y * (width * 3 + 1)]!);
+}
+
+test('encodePhotoPng at level 1: the pixels of encodePng (libvips), Up-filtered rows, odd sizes included', async () => {
+  for (const [width, height] of [[1, 1], [1, 9], [9, 1], [13, 7], [256, 3]] as const) {
+    const rgb = testImage(width, height);
+    const png = await encodePhotoPng(rgb, width, height, { compressionLevel: 1 });
+    assert.deepEqual(await pixelsOf(png), await pixelsOf(await encodePng(rgb, width, height, { compressionLevel: 1 })));
+    assert.deepEqual((await pixelsOf(png)).rgb, rgb);
+    assert.deepEqual(rowFilters(png, width, height), new Array(height).fill(2));
+  }
+});
+
+test('encodePhotoPng on real photos: the same pixels as libvips, in a smaller file', { skip: skipWithoutSharedAssets }, async () => {
+  for (const name of ['creative_commons_elephant.jpg', 'dog_cat.jpg', 'snake.png']) {
+    const { data, info } = await sharp(imagePath(name)).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const rgb = new Uint8Array(data);
+    const ours = await encodePhotoPng(rgb, info.width, info.height, { compressionLevel: 1 });
+    const libvips = await encodePng(rgb, info.width, info.height, { compressionLevel: 1 });
+    assert.deepEqual(await pixelsOf(ours), { rgb, width: info.width, height: info.height }, name);
+    assert.ok(ours.length < libvips.length, `${name}: ${ours.length} bytes, libvips ${libvips.length}`);
+  }
+});
+
+test('encodePhotoPng at other levels is encodePng', async () => {
+  const rgb = testImage(13, 7);
+  for (const compressionLevel of [0, 2, 6, 9]) {
+    assert.deepEqual(await encodePhotoPng(rgb, 13, 7, { compressionLevel }), await encodePng(rgb, 13, 7, { compressionLevel }));
+  }
+  await assert.rejects(encodePhotoPng(new Uint8Array(11), 2, 2, { compressionLevel: 1 }), RangeError);
+  await assert.rejects(encodePhotoPng(new Uint8Array(12), 2, 2, { compressionLevel: 1.5 }), RangeError);
+});
+
+test('the CRC-32 for Node versions without zlib.crc32 is zlib\'s', () => {
+  const data = testImage(50, 20);
+  assert.equal(crc32InJs(data), crc32(data));
+  assert.equal(crc32InJs(data.subarray(7), crc32InJs(data.subarray(0, 7))), crc32(data));
+  assert.equal(crc32InJs(new Uint8Array(0)), 0);
 });
 
 test('encodePng checks its input', async () => {

@@ -284,14 +284,33 @@ const THREADED_RUN_IMAGES = 8;
 
 /**
  * Workers use the cores in a folder run; a run in this thread (--jobs 1)
- * gives its one model the cores as WebAssembly threads when it has enough
- * images to repay their start-up.
+ * gives its one model the cores: as ONNX Runtime's threads, or as
+ * WebAssembly threads (see wasmThreadsFor).
  */
 async function startExecutor(task: TaskOptions, jobs: number, images: number, log: (message: string) => void, failFast: boolean): Promise<Executor> {
   if (jobs > 1) return WorkerPool.start(withOrtThreads(task, 1), jobs, failFast);
-  const wasmThreads = images >= THREADED_RUN_IMAGES ? availableParallelism() : 1;
+  const wasmThreads = await wasmThreadsFor(task, images);
   const inProcess = withOrtThreads(task, availableParallelism());
   return InProcessExecutor.start({ ...inProcess, model: { ...inProcess.model, wasmThreads } }, log, failFast);
+}
+
+/**
+ * WebAssembly threads for a run in this thread: the cores when tfjs runs
+ * the model's passes and the run has enough images to repay the threads'
+ * start-up (about 0.6 s of CPU and 1 s before the first image on 2 cores);
+ * one when ONNX Runtime runs them (--engine onnxruntime, or auto where it
+ * loads), since tfjs then does only the CAM arithmetic on small maps.
+ * (Under auto, a model ONNX Runtime refuses then runs on one thread.)
+ */
+export async function wasmThreadsFor(task: TaskOptions, images: number): Promise<number> {
+  if (images < THREADED_RUN_IMAGES) return 1;
+  const engine = task.model.engine ?? 'auto';
+  if (engine === 'onnxruntime') return 1;
+  if (engine === 'auto') {
+    const { loadOnnxRuntime } = await import('../engine/onnxruntime.js');
+    if (loadOnnxRuntime().available) return 1;
+  }
+  return availableParallelism();
 }
 
 /**

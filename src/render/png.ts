@@ -1,4 +1,9 @@
-/** PNG encoding of packed RGB pixels. */
+/**
+ * PNG encoding of packed RGB pixels: libvips' encoder for any picture, and
+ * for photographs (CAM overlays) at level 1 an encoder of our own, faster
+ * and smaller on them. Both give exactly the input's pixels.
+ */
+import zlib from 'node:zlib';
 import sharp from '../util/sharp.js';
 
 export interface PngOptions {
@@ -7,6 +12,31 @@ export interface PngOptions {
 }
 
 export async function encodePng(rgb: Uint8Array, width: number, height: number, options: PngOptions = {}): Promise<Buffer> {
+  const compressionLevel = checkedLevel(rgb, width, height, options);
+  return sharp(rgb, { raw: { width, height, channels: 3 } })
+    .png({ compressionLevel })
+    .toBuffer();
+}
+
+/**
+ * A photograph, or a picture drawn over one (a CAM overlay), as PNG. At
+ * level 1 each row is stored with PNG's Up filter (its difference from the
+ * row above) and Huffman-coded without searching for repeats (zlib's
+ * Z_HUFFMAN_ONLY), on Node's thread pool: on overlays of photos that is
+ * about a third less CPU than libvips at level 1, whose rows go unfiltered,
+ * and half its size. Flat pictures (feature-map grids, diagrams) compress
+ * far better with repeats searched for: they, and the other levels, go to
+ * `encodePng`.
+ */
+export async function encodePhotoPng(rgb: Uint8Array, width: number, height: number, options: PngOptions = {}): Promise<Buffer> {
+  const compressionLevel = checkedLevel(rgb, width, height, options);
+  if (compressionLevel !== 1) return encodePng(rgb, width, height, { compressionLevel });
+  const idat = await deflate(upFilteredRows(rgb, width, height), { level: 1, strategy: zlib.constants.Z_HUFFMAN_ONLY });
+  return Buffer.concat([PNG_SIGNATURE, ...chunk('IHDR', rgbHeader(width, height)), ...chunk('IDAT', idat), ...chunk('IEND', new Uint8Array(0))]);
+}
+
+/** The checked compression level (default 6); throws RangeError on a bad size, buffer or level. */
+function checkedLevel(rgb: Uint8Array, width: number, height: number, options: PngOptions): number {
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
     throw new RangeError(`image size must be positive whole numbers, got ${width}x${height}`);
   }
@@ -17,7 +47,70 @@ export async function encodePng(rgb: Uint8Array, width: number, height: number, 
   if (!Number.isInteger(compressionLevel) || compressionLevel < 0 || compressionLevel > 9) {
     throw new RangeError(`compressionLevel must be a whole number 0..9, got ${compressionLevel}`);
   }
-  return sharp(rgb, { raw: { width, height, channels: 3 } })
-    .png({ compressionLevel })
-    .toBuffer();
+  return compressionLevel;
+}
+
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+const UP_FILTER = 2;
+
+/**
+ * The rows as PNG stores them: a filter byte, then each byte minus the one
+ * above it (mod 256; the first row's "above" is zeros, so it is stored as is).
+ */
+function upFilteredRows(rgb: Uint8Array, width: number, height: number): Uint8Array {
+  const stride = width * 3;
+  const rows = new Uint8Array((stride + 1) * height);
+  rows[0] = UP_FILTER;
+  rows.set(rgb.subarray(0, stride), 1);
+  // Every index below is in range by construction: no per-byte undefined check.
+  for (let y = 1; y < height; y++) {
+    const o = y * (stride + 1) + 1;
+    const s = y * stride;
+    rows[o - 1] = UP_FILTER;
+    for (let i = 0; i < stride; i++) rows[o + i] = rgb[s + i]! - rgb[s + i - stride]!;
+  }
+  return rows;
+}
+
+/** IHDR of 8-bit RGB, not interlaced. */
+function rgbHeader(width: number, height: number): Buffer {
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 2, 0, 0, 0], 8); // bit depth, colour type RGB, deflate, adaptive filtering, no interlace
+  return header;
+}
+
+/** A chunk's parts (the data is not copied): length and type, data, CRC-32 of type and data. */
+function chunk(type: string, data: Uint8Array): Uint8Array[] {
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(data.length, 0);
+  head.write(type, 4, 'latin1');
+  const tail = Buffer.alloc(4);
+  tail.writeUInt32BE(crc32(data, crc32(head.subarray(4))), 0);
+  return [head, data, tail];
+}
+
+/** One output chunk for the whole stream: fewer trips through the thread pool than zlib's 16 KiB default. */
+function deflate(data: Uint8Array, options: zlib.ZlibOptions): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    zlib.deflate(data, { ...options, chunkSize: Math.max(zlib.constants.Z_MIN_CHUNK, data.length + 1024) }, (error, result) => (error ? reject(error) : resolve(result)));
+  });
+}
+
+/** zlib's CRC-32 (Node 20.15 and later), else the same in JS. */
+const crc32: (data: Uint8Array, previous?: number) => number =
+  typeof zlib.crc32 === 'function' ? (data, previous) => zlib.crc32(data, previous) : crc32InJs;
+
+let crcTable: Uint32Array | undefined;
+
+export function crc32InJs(data: Uint8Array, previous = 0): number {
+  crcTable ??= Uint32Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  let crc = ~previous >>> 0;
+  for (let i = 0; i < data.length; i++) crc = crcTable[(crc ^ data[i]!) & 0xff]! ^ (crc >>> 8);
+  return ~crc >>> 0;
 }

@@ -16,7 +16,7 @@ import type { GraphNode } from '../executor/graph.js';
 import { inputTensor } from '../model/predict.js';
 import { encodeNpy } from '../render/npy.js';
 import { renderExplanation } from '../render/explanation.js';
-import { encodePng } from '../render/png.js';
+import { encodePhotoPng, encodePng } from '../render/png.js';
 import {
   type DecodedInput,
   type OutputSet,
@@ -152,7 +152,9 @@ export class CamTask {
     const { original } = item.image;
     timings.render += elapsedSince(renderStarted);
     const encodeStarted = performance.now();
-    const png = await outputs.write(`${stem}.png`, await encodePng(rgb, original.width, original.height, { compressionLevel: this.options.pngCompression }));
+    // The heatmap alone is a smooth synthetic picture, which libvips' search for repeats compresses far better.
+    const encode = this.options.heatmapOnly ? encodePng : encodePhotoPng;
+    const png = await outputs.write(`${stem}.png`, await encode(rgb, original.width, original.height, { compressionLevel: this.options.pngCompression }));
     // The guided methods' raw output is the gradient image they show.
     const npy = this.options.raw ? await outputs.write(`${stem}.npy`, rawArray(explanation)) : undefined;
     timings.encode += elapsedSince(encodeStarted);
