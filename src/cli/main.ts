@@ -285,6 +285,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     exitCode = code;
   });
   const verbose = argv.includes('-v') || argv.includes('--verbose');
+  tolerateClosedPipes();
   // Through the environment, so that worker threads record stacks too.
   if (verbose) process.env['CAMVIZ_VERBOSE'] = '1';
   try {
@@ -301,3 +302,17 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+/**
+ * A reader that stops early (`camviz --help | head -1`, `camviz predict ... | head`)
+ * closes the pipe; Node then raises EPIPE on the next write, which would end the
+ * process with an unhandled-error trace. The run carries on without that stream
+ * (its files are still written) and exits as it would have.
+ */
+function tolerateClosedPipes(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    if (stream.listenerCount('error') > 0) continue;
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE' && error.code !== 'ERR_STREAM_DESTROYED') throw error;
+    });
+  }
+}
