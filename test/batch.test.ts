@@ -622,6 +622,13 @@ describe('WebAssembly threads of a run in this process', () => {
     assert.equal(await wasmThreadsFor(task('onnxruntime'), 200), 1);
     assert.equal(await wasmThreadsFor(task('auto'), 200), loadOnnxRuntime().available ? 1 : cores);
   });
+
+  test('a task that runs wholly on tfjs (guided backprop) gets the cores under every engine', async () => {
+    for (const engine of ['auto', 'onnxruntime'] as const) {
+      const guided = task(engine);
+      assert.equal(await wasmThreadsFor({ ...guided, model: { ...guided.model, tfjsOnly: 'guided backprop' } }, 200), cores);
+    }
+  });
 });
 
 // ------------------------------------------------------------------ memory

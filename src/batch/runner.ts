@@ -299,11 +299,14 @@ async function startExecutor(task: TaskOptions, jobs: number, images: number, lo
  * the model's passes and the run has enough images to repay the threads'
  * start-up (about 0.6 s of CPU and 1 s before the first image on 2 cores);
  * one when ONNX Runtime runs them (--engine onnxruntime, or auto where it
- * loads), since tfjs then does only the CAM arithmetic on small maps.
- * (Under auto, a model ONNX Runtime refuses then runs on one thread.)
+ * loads), since tfjs then does only the CAM arithmetic on small maps —
+ * unless the task runs wholly on tfjs (guided backprop: `tfjsOnly`).
+ * (Under auto, a model ONNX Runtime refuses then runs on one thread: the
+ * threads are chosen before the model is loaded.)
  */
 export async function wasmThreadsFor(task: TaskOptions, images: number): Promise<number> {
   if (images < THREADED_RUN_IMAGES) return 1;
+  if (task.model.tfjsOnly !== undefined) return availableParallelism();
   const engine = task.model.engine ?? 'auto';
   if (engine === 'onnxruntime') return 1;
   if (engine === 'auto') {
