@@ -865,48 +865,83 @@ async function folderThroughput(backends: BackendKind[], args: Args): Promise<vo
   }
 }
 
-/** Resident memory and live tensors sampled over one --jobs 1 folder run per engine (bench-memory.ts): they stay flat. */
+/**
+ * Resident memory and live tensors sampled over one --jobs 1 folder run per
+ * engine (bench-memory.ts): they stay flat. Each row splits the resident
+ * memory by who holds it (glibc's main heap, glibc's thread arenas, V8's
+ * heap, ArrayBuffers), and each engine runs a second time with
+ * MALLOC_ARENA_MAX=2, a diagnosis only (camviz never sets it): what that
+ * run no longer grows by was glibc's thread arenas fragmenting.
+ */
 async function memoryOverFolder(support: EngineSupport, source: string, total: number, backendEnv: NodeJS.ProcessEnv): Promise<void> {
   const layersModel = join(assets, 'models', 'mobilenet_v1_0.75_224');
   const folder = await mkdtemp(join(tmpdir(), `camviz-bench-${total}-`));
   const names = (await readdir(source)).sort();
   for (let i = 0; i < total; i++) await copyFile(join(source, names[i % names.length]!), join(folder, `${String(i).padStart(4, '0')}.jpg`));
+  const header = ['run', 'images done', 'RSS', 'glibc main heap', 'glibc thread arenas', 'V8 heap used', 'ArrayBuffers', 'live tensors', 'note'];
   const rows: string[][] = [];
-  const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
   try {
     for (const engine of support.engines) {
       const engineForChild = childEngine(support, engine);
       const request: MemoryRequest = { model: layersModel, folder, ...(engineForChild === undefined ? {} : { engine: engineForChild }) };
-      let outcome: { samples: MemorySample[]; after?: MemorySample };
-      try {
-        const { stdout } = await benchChild('bench-memory.js', [JSON.stringify(request)], { ...engineEnv(support, engine), ...backendEnv });
-        outcome = lastJson(stdout);
-      } catch (error) {
-        rows.push(reasonRow([engine], 5, `failed: ${reasonOf(error)}`));
-        continue;
-      }
-      // Once every output is written the run may already have released its model: samples of the run have fewer.
-      const during = outcome.samples.filter((sample) => sample.images < total);
-      // One row per tenth of the run: the first sample at or past each mark, and the run's last.
-      const marks = Array.from({ length: 9 }, (_, i) => Math.round((total * (i + 1)) / 10));
-      const picked = [...marks.map((mark) => during.find((sample) => sample.images >= mark)), during.at(-1)].filter((sample) => sample !== undefined);
-      // One row per image count (the later sample of a count: the run's last one wins).
-      const atMarks = [...new Map(picked.map((sample) => [sample.images, sample])).values()];
-      for (const sample of atMarks) rows.push([engine, String(sample.images), mib(sample.rss), String(sample.tensors), '']);
-      if (outcome.after !== undefined) rows.push([engine, `${outcome.after.images}, run over`, mib(outcome.after.rss), String(outcome.after.tensors), 'the model released']);
-      // Flat: no tensor left behind, and resident memory after the first fifth (warm-up: code, caches) within 5%.
-      const warm = atMarks[1];
-      const last = atMarks.at(-1);
-      if (warm !== undefined && last !== undefined && warm !== last) {
-        const growth = (last.rss - warm.rss) / warm.rss;
-        const flat = last.tensors === warm.tensors && growth <= 0.05;
-        rows.push([engine, `${warm.images} -> ${last.images}`, `${growth >= 0 ? '+' : ''}${(growth * 100).toFixed(1)}%`, `${last.tensors - warm.tensors >= 0 ? '+' : ''}${last.tensors - warm.tensors}`, `flat (target): ${flat ? 'met' : 'missed'}`]);
+      for (const diagnosis of [false, true]) {
+        const label = diagnosis ? `${engine}, MALLOC_ARENA_MAX=2 (diagnosis)` : engine;
+        const env = { ...engineEnv(support, engine), ...backendEnv, ...(diagnosis ? { MALLOC_ARENA_MAX: '2' } : {}) };
+        try {
+          const { stdout } = await benchChild('bench-memory.js', [JSON.stringify(request)], env);
+          rows.push(...memoryRows(label, lastJson(stdout), total, diagnosis));
+        } catch (error) {
+          rows.push(reasonRow([label], header.length, `failed: ${reasonOf(error)}`));
+        }
       }
     }
   } finally {
     await rm(folder, { recursive: true, force: true });
   }
-  table(`Memory over one --jobs 1 Grad-CAM folder run of ${total} images (MobileNet v1 0.75; sampled every 200 ms between batches; ${stamp()})`, ['engine', 'images done', 'RSS', 'live tensors', 'note'], [...rows, ...skippedRows(support, 5, (engine) => [engine])]);
+  table(
+    `Memory over one --jobs 1 Grad-CAM folder run of ${total} images (MobileNet v1 0.75; sampled every 200 ms between batches; glibc's heaps from /proc/self/smaps; ${stamp()})`,
+    header,
+    [...rows, ...skippedRows(support, header.length, (engine) => [engine])],
+  );
+}
+
+/** One run's rows: a sample per tenth of the run, after the run, and the growth from the first fifth to the end. */
+function memoryRows(label: string, outcome: { samples: MemorySample[]; after?: MemorySample }, total: number, diagnosis: boolean): string[][] {
+  const mib = (bytes: number | undefined): string => (bytes === undefined ? '-' : `${(bytes / 2 ** 20).toFixed(0)} MiB`);
+  const signedMib = (bytes: number | undefined): string => (bytes === undefined ? '-' : `${bytes >= 0 ? '+' : ''}${(bytes / 2 ** 20).toFixed(1)} MiB`);
+  const cells = (sample: MemorySample): string[] => [mib(sample.rss), mib(sample.resident?.mainHeap), mib(sample.resident?.threadArenas), mib(sample.heapUsed), mib(sample.arrayBuffers), String(sample.tensors)];
+  // Once every output is written the run may already have released its model: samples of the run have fewer.
+  const during = outcome.samples.filter((sample) => sample.images < total);
+  // One row per tenth of the run: the first sample at or past each mark, and the run's last.
+  const marks = Array.from({ length: 9 }, (_, i) => Math.round((total * (i + 1)) / 10));
+  const picked = [...marks.map((mark) => during.find((sample) => sample.images >= mark)), during.at(-1)].filter((sample) => sample !== undefined);
+  // One row per image count (the later sample of a count: the run's last one wins).
+  const atMarks = [...new Map(picked.map((sample) => [sample.images, sample])).values()];
+  const rows = atMarks.map((sample) => [label, String(sample.images), ...cells(sample), '']);
+  if (outcome.after !== undefined) rows.push([label, `${outcome.after.images}, run over`, ...cells(outcome.after), 'the model released']);
+  // Flat: no tensor left behind, and resident memory after the first fifth (warm-up: code, caches) within 5%.
+  const warm = atMarks[1];
+  const last = atMarks.at(-1);
+  if (warm !== undefined && last !== undefined && warm !== last) {
+    const growth = (last.rss - warm.rss) / warm.rss;
+    const flat = last.tensors === warm.tensors && growth <= 0.05;
+    const change = (of: (sample: MemorySample) => number | undefined): number | undefined => {
+      const [from, to] = [of(warm), of(last)];
+      return from === undefined || to === undefined ? undefined : to - from;
+    };
+    rows.push([
+      label,
+      `${warm.images} -> ${last.images}`,
+      `${growth >= 0 ? '+' : ''}${(growth * 100).toFixed(1)}%`,
+      signedMib(change((sample) => sample.resident?.mainHeap)),
+      signedMib(change((sample) => sample.resident?.threadArenas)),
+      signedMib(change((sample) => sample.heapUsed)),
+      signedMib(change((sample) => sample.arrayBuffers)),
+      `${last.tensors - warm.tensors >= 0 ? '+' : ''}${last.tensors - warm.tensors}`,
+      diagnosis ? 'not a target row: glibc tuned' : `flat (target): ${flat ? 'met' : 'missed'}`,
+    ]);
+  }
+  return rows;
 }
 
 /** Process start to first PNG written, whole process, per engine (issue 12: <= 0.6 s median). */
