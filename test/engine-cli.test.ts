@@ -201,4 +201,21 @@ describe('per-model fallback and threads', { skip: skipWithoutOrt }, () => {
     assert.equal(await threadsOf('1'), availableParallelism());
     assert.equal(await threadsOf('2', { CAMVIZ_ORT_THREADS: '3' }), 3);
   });
+
+  test("ONNX Runtime's telemetry is off unless the user sets ORT_DISABLE_TELEMETRY: nothing written under HOME", async () => {
+    // ORT keeps its telemetry device id under ~/.cache/Microsoft when telemetry is on.
+    const deviceFolder = (home: string): string => join(home, '.cache', 'Microsoft');
+    const runWithHome = async (name: string, extra: NodeJS.ProcessEnv): Promise<string> => {
+      const home = join(workDir, name);
+      await mkdir(home);
+      const env: NodeJS.ProcessEnv = { HOME: home, ...extra };
+      if (!('ORT_DISABLE_TELEMETRY' in extra)) env['ORT_DISABLE_TELEMETRY'] = undefined;
+      const run = await camviz(['fmap', images, '--model', tinyModel, '--layer', 'relu', '--engine', 'onnxruntime', '--out', join(home, 'out'), '--jobs', '1'], env);
+      assert.equal(run.code, 0, run.stderr);
+      return home;
+    };
+    assert.equal(existsSync(deviceFolder(await runWithHome('home-default', {}))), false, 'camviz opts out by default');
+    // The user's own choice wins (and shows that this test sees the folder when ORT writes it).
+    assert.equal(existsSync(deviceFolder(await runWithHome('home-opted-in', { ORT_DISABLE_TELEMETRY: '0' }))), true, 'ORT_DISABLE_TELEMETRY=0 keeps ORT\'s telemetry');
+  });
 });

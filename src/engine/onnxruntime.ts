@@ -88,6 +88,7 @@ export function loadOnnxRuntime(): OnnxRuntimeStatus {
 }
 
 function tryLoad(specifier: string): OnnxRuntimeStatus {
+  optOutOfTelemetry();
   let module: OrtModule;
   try {
     module = createRequire(import.meta.url)(specifier) as OrtModule;
@@ -101,6 +102,17 @@ function tryLoad(specifier: string): OnnxRuntimeStatus {
   }
   const version = typeof module.env?.versions?.common === 'string' ? module.env.versions.common : 'unknown';
   return { available: true, version, module };
+}
+
+/**
+ * ONNX Runtime 1.29 and later send usage telemetry from official Linux and
+ * macOS builds too, and keep a device id under ~/.cache/Microsoft. A
+ * command-line tool run in CI must not phone home or write to the home
+ * folder unasked: camviz sets ORT's own opt-out (read when the library
+ * starts) unless the user has set the variable either way.
+ */
+function optOutOfTelemetry(): void {
+  process.env['ORT_DISABLE_TELEMETRY'] ??= '1';
 }
 
 export interface OrtSessionOptions {
