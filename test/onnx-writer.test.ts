@@ -9,8 +9,11 @@
  * convolutions, pooling, merges, Flatten/Reshape through NHWC order, and the
  * activations; the shared Keras models and MobileNet as a TF.js graph model
  * too. Convolutions folded with their BatchNorm are compared through their
- * unfolded copies. The written files pass `onnx.checker` (python3-onnx) and
- * the cache is read back, and rewritten when damaged.
+ * unfolded copies. The written model takes camviz's NHWC input as it is
+ * (one Transpose to NCHW first, in the graph), also through the ONNX Runtime
+ * executor and Score-CAM's masks. The written files pass `onnx.checker`
+ * (python3-onnx) and the cache is read back, and rewritten when damaged or
+ * written by an earlier writer.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,6 +30,11 @@ import type * as Ort from 'onnxruntime-node';
 import { useBackend } from '../src/engine/backend.js';
 import { LayerGraph, preActivationKey } from '../src/executor/graph.js';
 import type { OnnxTrunk } from '../src/executor/onnx-trunk.js';
+import { createOrtExecutor } from '../src/executor/ort.js';
+import type { Executor } from '../src/executor/executor.js';
+import { disposeValues } from '../src/executor/network.js';
+import { ScoreCam } from '../src/cam/scorecam.js';
+import { parseOnnxModel } from '../src/model/onnx/parse.js';
 import { loadImage } from '../src/image/image.js';
 import { loadModel } from '../src/model/load.js';
 import { inputTensor } from '../src/model/predict.js';
@@ -63,14 +71,15 @@ after(async () => {
 
 // ---------------------------------------------------------------- helpers
 
-/** Runs ONNX bytes on an NHWC input (transposed to the model's NCHW input); returns the fetched outputs. */
+/**
+ * Runs ONNX bytes on camviz's NHWC input, fed as it is: the written model's
+ * input takes it, and transposes it inside the graph. Returns the fetched outputs.
+ */
 async function runOnnx(bytes: Uint8Array, trunk: OnnxTrunk, x: tf.Tensor4D, fetches: readonly string[]): Promise<Map<string, tf.Tensor>> {
   const session = await ort!.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1 });
   try {
-    assert.equal(trunk.input.layout, 'nchw');
-    const nchw = tf.transpose(x, [0, 3, 1, 2]);
-    const feed = new ort!.Tensor('float32', nchw.dataSync() as Float32Array, nchw.shape);
-    nchw.dispose();
+    assert.deepEqual(trunk.input, { name: 'input', layout: 'same' }, 'the written model takes NHWC data as it is');
+    const feed = new ort!.Tensor('float32', x.dataSync() as Float32Array, x.shape);
     const results = await session.run({ [trunk.input.name]: feed }, [...fetches]);
     return new Map(fetches.map((name) => [name, tf.tensor(results[name]!.data as Float32Array, results[name]!.dims as number[])]));
   } finally {
@@ -502,6 +511,65 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
   });
 });
 
+describe('the written model takes camviz\'s NHWC input', { skip: ortSkip }, () => {
+  test('its graph input is [batch, H, W, C], read by one Transpose [0, 3, 1, 2] alone, which is the input\'s value in camviz\'s graph', async () => {
+    const [height, width] = [9, 6];
+    const model = stridedModel(height, width);
+    const trunk = await onnxTrunkOfLayersModel(model, { height, width }, { cache: false });
+    const { graph } = parseOnnxModel(trunk.withOutputs([]), 'strided.onnx');
+    assert.deepEqual(graph.inputs.map((input) => [input.name, input.shape]), [['input', ['batch', height, width, 3]]]);
+    const first = graph.nodes[0]!;
+    assert.equal(first.opType, 'Transpose');
+    assert.deepEqual(first.inputs, ['input']);
+    assert.deepEqual(first.attributes['perm'], { kind: 'ints', value: [0, 3, 1, 2] });
+    assert.deepEqual(graph.nodes.filter((node) => node.inputs.includes('input')), [first], 'the rest of the graph reads the NCHW value');
+    const inputKey = LayerGraph.fromModel(model).inputKeys[0]!;
+    assert.deepEqual(trunk.valueOf(inputKey), { name: first.outputs[0], layout: 'nchw' });
+    // That value, fetched, is the input itself in camviz's layout.
+    const x = randomInput(2, height, width);
+    const fetched = await runOnnx(trunk.withOutputs([first.outputs[0]!]), trunk, x, [first.outputs[0]!]);
+    const back = inCamvizLayout(fetched.get(first.outputs[0]!)!, 'nchw');
+    assert.deepEqual(Array.from(back.dataSync()), Array.from(x.dataSync()));
+    tf.dispose([x, back, ...fetched.values()]);
+  });
+
+  test('through the ONNX Runtime executor: NHWC data fed as it is (forward, forwardHost), equal to tfjs; Score-CAM builds NHWC masks and equals Score-CAM on tfjs', async () => {
+    const model = await loadModel('shapes');
+    try {
+      const network = model.network();
+      const executor = await createOrtExecutor(network, await onnxTrunkOfModel(model, { cache: false }));
+      const { height, width } = model.meta.inputSize;
+      const target = network.graph.findNodes('conv4_relu');
+      assert.equal(executor.hostInputLayout(height, width, target), 'same', 'Score-CAM builds its masks in NHWC order');
+      const x = randomInput(2, height, width);
+      const fromTensor = await executor.forward(x, { layers: target });
+      const fromHost = await executor.forwardHost(x.dataSync() as Float32Array, 'same', [2, height, width, 3], { layers: target });
+      const tfjs = tfjsValues(model.layersModel!, ['conv4_relu', 'probs'], x);
+      try {
+        assert.ok(relativeError(fromTensor.probabilities, tfjs.get('probs')!, 'probabilities') <= TOLERANCE);
+        assert.ok(relativeError(fromTensor.layers.get(target[0]!.path)!, tfjs.get('conv4_relu')!, 'conv4_relu') <= TOLERANCE);
+        assert.deepEqual(Array.from(fromHost.scores.dataSync()), Array.from(fromTensor.scores.dataSync()), 'forwardHost feeds the same data');
+      } finally {
+        disposeValues(fromTensor);
+        disposeValues(fromHost);
+        tf.dispose([...tfjs.values()]);
+      }
+      const maps = async (on: Executor): Promise<tf.Tensor> => {
+        const results = await new ScoreCam().compute(on, { input: x, layers: target, classes: { kind: 'explicit', classes: [1, 3] } });
+        return tf.tensor(results.flatMap((perImage) => perImage.flatMap((result) => Array.from(result.map.data))));
+      };
+      const [fromHostMasks, fromTfjs] = [await maps(executor), await maps(network)];
+      try {
+        assert.ok(relativeError(fromHostMasks, fromTfjs, 'Score-CAM maps') <= TOLERANCE);
+      } finally {
+        tf.dispose([x, fromHostMasks, fromTfjs]);
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
 describe('written models pass onnx.checker', { skip: checkerSkip }, () => {
   test('MobileNet v1 with extra outputs', { skip: skipWithoutSharedAssets }, async () => {
     const model = await loadModel(mobilenetDir);
@@ -638,6 +706,35 @@ describe('the cache of written models', { skip: ortSkip }, () => {
     assert.equal(fourth.origin, 'written');
     assert.match(messages.at(-1)!, /its record is not JSON/);
     assert.equal((await onnxTrunkOfLayersModel(model, size, { cache })).origin, 'cache');
+  });
+
+  test('an entry of the writer before the NHWC input (version 2, no input in its record) is written again, never fed NHWC data', async () => {
+    const cache = join(workDir, 'cache-version-2');
+    const model = stridedModel(8, 8);
+    const size = { height: 8, width: 8 };
+    const current = await onnxTrunkOfLayersModel(model, size, { cache });
+    const recordPath = join(cache, `${current.cacheKey}.json`);
+    type CachedRecord = { writerVersion: number; table: { input?: unknown } };
+    const readRecord = async (): Promise<CachedRecord> => JSON.parse(await readFile(recordPath, 'utf8')) as CachedRecord;
+    const record = await readRecord();
+    assert.equal(record.writerVersion, 3);
+    assert.deepEqual(record.table.input, { fed: { name: 'input', layout: 'same' }, read: { name: 'input/nchw', layout: 'nchw' } });
+    const { input: _input, ...tableOfVersion2 } = record.table;
+    const messages: string[] = [];
+    const log = (message: string): void => {
+      messages.push(message);
+    };
+    // The record as version 2 wrote it; then one that claims this version but does not say the input's layout (never assumed).
+    for (const old of [{ ...record, writerVersion: 2, table: tableOfVersion2 }, { ...record, table: tableOfVersion2 }]) {
+      await writeFile(recordPath, JSON.stringify(old));
+      const again = await onnxTrunkOfLayersModel(model, size, { cache, log });
+      assert.equal(again.origin, 'written');
+      assert.match(messages.at(-1)!, /its record is not of this writer/);
+      assert.deepEqual(await readRecord(), record, 'the entry is written anew');
+    }
+    const cached = await onnxTrunkOfLayersModel(model, size, { cache });
+    assert.equal(cached.origin, 'cache');
+    await compareWithTfjs(model, cached, computedLayers(model), randomInput(2, 8, 8));
   });
 
   test('the key follows the weights and the size, not the load; a cached entry serves a new load', async () => {

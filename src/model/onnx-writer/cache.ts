@@ -140,6 +140,9 @@ function isValueTable(table: unknown): table is ValueTable {
   if (typeof candidate?.dims !== 'object' || candidate.dims === null || !Array.isArray(candidate.outputs) || !Array.isArray(candidate.nodes)) return false;
   const dims = candidate.dims as Record<string, unknown>;
   const named = (value: unknown): boolean => isOnnxValue(value) && Array.isArray(dims[(value as { name: string }).name]);
+  // The input's layout is the record's, never assumed: a model written for another input layout is not fed this one.
+  const input = candidate.input as Partial<ValueTable['input']> | undefined;
+  if (!named(input?.fed) || !named(input?.read)) return false;
   return candidate.nodes.every((entry: { outputs?: unknown; preActivation?: unknown } | null) => {
     if (!Array.isArray(entry?.outputs) || !entry.outputs.every(named)) return false;
     return entry.preActivation === undefined || named(entry.preActivation);
