@@ -3,8 +3,9 @@
  * (src/engine/onnxruntime.ts, `withSession` with a folder): saved once in
  * ORT format, loaded from it without the model, with outputs bit-identical
  * to the session made from the model; anything else under its name
- * (damaged, truncated, ONNX format) is made again; and the bytes ORT reads
- * the weights from in place live as long as the session.
+ * (damaged, truncated, ONNX format) is made again; a graph ORT fails to
+ * save still gets its session; and the bytes ORT reads the weights from in
+ * place live as long as the session.
  * Skips with a reason when onnxruntime-node does not load.
  */
 import { after, before, describe, test } from 'node:test';
@@ -142,6 +143,25 @@ describe('the saved optimised graph (ORT format)', { skip: skipOrt }, () => {
       assert.equal((await readFile(await savedGraph(folder))).length > 1000, true, `${damage}: replaced by the saved graph`);
       assert.equal((await freshSession(tiny, folder, async () => undefined)).usedModel, false, `${damage}: the new file loads`);
     }
+  });
+
+  test('a graph ONNX Runtime fails to save still gets its session (made again without saving), and nothing is left in the folder', async () => {
+    const folder = join(workDir, 'unsaveable');
+    const real = ortModule();
+    // The real ONNX Runtime, except that saving the optimised graph fails (as it would for a graph its format cannot hold).
+    const failsToSave: OrtModule = {
+      ...real,
+      Tensor: real.Tensor,
+      InferenceSession: {
+        create: (model, options) => (options.optimizedModelFilePath === undefined ? real.InferenceSession.create(model, options) : Promise.reject(new Error('cannot save the optimised model'))),
+      },
+    };
+    releaseOrtSessions();
+    const outputs = await withSession(failsToSave, 'unsaveable', () => tiny.model, 1, (session) => outputsOf(session, tiny), folder);
+    releaseOrtSessions();
+    const reference = await withSession(real, 'unsaveable-reference', () => tiny.model, 1, (session) => outputsOf(session, tiny));
+    assert.deepEqual(outputs, reference);
+    assert.deepEqual(await readdir(folder), []);
   });
 
   test('the bytes ORT reads the weights from in place live as long as the session (a collection, then freed memory reused)', { skip: skipMobilenet }, async () => {
