@@ -18,7 +18,7 @@ import { LayerGraph } from '../src/executor/graph.js';
 import { readLocalModel } from '../src/model/io.js';
 import { loadModel } from '../src/model/load.js';
 import { modelFingerprint } from '../src/model/onnx-writer/cache.js';
-import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
+import { SAVED_GRAPH_SUFFIX, loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { repoRoot } from './helpers/assets.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
 import { readManifest } from './helpers/files.js';
@@ -138,7 +138,7 @@ function camviz(args: readonly string[], cacheDir: string, extra: NodeJS.Process
 /** The optimised graphs ONNX Runtime saved in the cache: one per session camviz made. */
 async function savedSessions(cacheDir: string): Promise<string[]> {
   const names = await readdir(join(cacheDir, 'onnx')).catch(() => [] as string[]);
-  return names.filter((name) => name.endsWith('.ort.onnx'));
+  return names.filter((name) => name.endsWith(SAVED_GRAPH_SUFFIX));
 }
 
 describe('guided backprop under --engine auto', { skip: skipWithoutOrt }, () => {
