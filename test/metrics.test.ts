@@ -15,13 +15,16 @@ import { Network } from '../src/executor/network.js';
 import { movedCount, trapezoidAuc } from '../src/metrics/curve.js';
 import { noisyLinearImputation } from '../src/metrics/imputer.js';
 import { blurImage, riseKernel1d } from '../src/metrics/insertion.js';
-import { ROAD_PERCENTILES, percentiles, road } from '../src/metrics/road.js';
+import { ROAD_PERCENTILES, percentiles, road, roadKeepMask } from '../src/metrics/road.js';
 import { perturbedProbabilities, measureExplanations } from '../src/metrics/runner.js';
 import { inputSaliency, relevanceOrder } from '../src/metrics/saliency.js';
 import { uniformMap } from '../src/metrics/random.js';
 import type { PreprocessedImage } from '../src/metrics/types.js';
 import { findPython } from './helpers/python.js';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const close = (actual: number, expected: number, tolerance: number, what: string): void =>
   assert.ok(Math.abs(actual - expected) <= tolerance, `${what}: ${actual} vs ${expected}`);
@@ -146,6 +149,75 @@ test('RISE blur kernel: scipy gaussian_filter(sigma=5) of an 11x11 impulse', { s
   const reference = JSON.parse(run.stdout) as number[][];
   const k = riseKernel1d();
   reference.forEach((row, y) => row.forEach((value, x) => close(k[y]! * k[x]!, value, 1e-12, `kernel ${y},${x}`)));
+});
+
+/**
+ * pytorch-grad-cam's NoisyLinearImputer.setup_sparse_system (its sign
+ * convention: -D on the diagonal, the weights off it, minus the kept
+ * neighbours' values on the right) and scipy's spsolve, noise off: masks
+ * read from keep.u8 (count x H x W), the image from pixels.f32 (H x W x C);
+ * writes the imputed images, [mask][pixel][channel], to out.f64.
+ */
+const ROAD_SPSOLVE = `
+import sys, numpy as np
+from scipy.sparse import lil_matrix, csc_matrix
+from scipy.sparse.linalg import spsolve
+folder, H, W, C = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+img = np.fromfile(folder + '/pixels.f32', dtype=np.float32).reshape(H, W, C).transpose(2, 0, 1).astype(np.float64)
+imgflat = img.reshape((C, -1))
+masks = np.fromfile(folder + '/keep.u8', dtype=np.uint8).reshape(-1, H * W).astype(np.float64)
+weights = [((1, 1), 1/12), ((0, 1), 1/6), ((-1, 1), 1/12), ((1, -1), 1/12), ((0, -1), 1/6), ((-1, -1), 1/12), ((1, 0), 1/6), ((-1, 0), 1/6)]
+outs = []
+for maskflt in masks:
+    indices = np.argwhere(maskflt == 0).flatten()
+    vidx = np.zeros(len(maskflt), dtype=int); vidx[indices] = np.arange(len(indices))
+    n = len(indices)
+    A = lil_matrix((n, n)); b = np.zeros((n, C)); total = np.ones(n)
+    for (o0, o1), w in weights:
+        c0 = indices // W + o0; c1 = indices % W + o1
+        valid = ~((c0 < 0) | (c1 < 0) | (c0 >= H) | (c1 >= W))
+        coords = (indices + o0 * W + o1)[valid]; ids = np.argwhere(valid).flatten()
+        known = maskflt[coords] > 0.5
+        b[ids[known], :] -= w * imgflat[:, coords[known]].T
+        A[ids[~known], vidx[coords[~known]]] = w
+        total[np.argwhere(~valid).flatten()] -= w
+    A[np.arange(n), np.arange(n)] = -total
+    out = imgflat.copy(); out[:, indices] = spsolve(csc_matrix(A), b).reshape(n, C).T
+    outs.append(out.T.reshape(-1))
+np.concatenate(outs).astype(np.float64).tofile(folder + '/out.f64')
+`;
+
+test('imputer against scipy spsolve (ROAD\'s own solve), on ROAD\'s masks of a smooth and a random map, 3 channels', { skip: scipy === null ? 'no Python with scipy' : false }, () => {
+  const [width, height, channels] = [150, 110, 3];
+  const picture = image(width, height, Array.from({ length: width * height * channels }, (_, i) => {
+    const [pixel, c] = [Math.floor(i / channels), i % channels];
+    const [x, y] = [pixel % width, Math.floor(pixel / width)];
+    return Math.sin(x / (9 + 4 * c)) * Math.cos(y / 13) + 0.3 * Math.sin(pixel * 1.7 + c);
+  }), channels);
+  const smooth = Float32Array.from({ length: 35 }, (_, i) => Math.exp(-(((i % 7) - 2) ** 2 + (Math.floor(i / 7) - 3) ** 2) / 4));
+  const masks = [smooth, uniformMap(7, 5, 3)].flatMap((data) => {
+    const saliency = inputSaliency({ width: 7, height: 5, data }, width, height);
+    const thresholds = percentiles(saliency, ROAD_PERCENTILES);
+    return (['morf', 'lerf'] as const).flatMap((order) => [0, 4, 8].map((i) => roadKeepMask(saliency, thresholds[i]!, order)));
+  });
+  const folder = mkdtempSync(join(tmpdir(), 'camviz-road-'));
+  try {
+    writeFileSync(join(folder, 'pixels.f32'), picture.pixels);
+    writeFileSync(join(folder, 'keep.u8'), Buffer.concat(masks));
+    const run = spawnSync(scipy!, ['-c', ROAD_SPSOLVE, folder, String(height), String(width), String(channels)], { encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    const reference = new Float64Array(readFileSync(join(folder, 'out.f64')).buffer.slice(0));
+    const size = width * height * channels;
+    masks.forEach((keep, m) => {
+      const out = noisyLinearImputation(picture, keep, 0, () => 0.5);
+      let worst = 0;
+      out.forEach((value, i) => (worst = Math.max(worst, Math.abs(value - reference[m * size + i]!))));
+      // A relative residual of 1e-6 leaves errors of a few 1e-6 on values of about 1 (float32 output: 6e-8).
+      assert.ok(worst < 2e-5, `mask ${m}: largest difference from spsolve ${worst}`);
+    });
+  } finally {
+    rmSync(folder, { recursive: true, force: true });
+  }
 });
 
 test('blur by hand on 2x2: each output sums kernel x pixel over the taps inside the image (zeros beyond)', () => {

@@ -33,7 +33,11 @@ export function percentiles(values: Float32Array, ps: readonly number[]): number
 
 /** Kept pixels (1) for one ROAD order at one threshold. */
 export function roadKeepMask(saliency: Float32Array, threshold: number, order: 'morf' | 'lerf'): Uint8Array {
-  return Uint8Array.from(saliency, order === 'morf' ? (value) => (value < threshold ? 1 : 0) : (value) => (value > threshold ? 1 : 0));
+  // A plain loop: Uint8Array.from with a callback costs as much as a tenth of an imputation.
+  const keep = new Uint8Array(saliency.length);
+  if (order === 'morf') for (let i = 0; i < saliency.length; i++) keep[i] = saliency[i]! < threshold ? 1 : 0;
+  else for (let i = 0; i < saliency.length; i++) keep[i] = saliency[i]! > threshold ? 1 : 0;
+  return keep;
 }
 
 /** `seed` names this map (its image, kind and class): each imputation draws its noise from its own stream. */
