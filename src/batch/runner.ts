@@ -83,7 +83,7 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
  * the limit every few images. Measured on 200 photos (MobileNet v1, ONNX
  * Runtime, --jobs 1): 34 to 41 full collections, about 7 ms of CPU an image
  * on the main thread and V8's helper threads (concurrent marking), against
- * 7 with 4x (the heap's limit about 72 MB). Runs too short to collect
+ * 7 to 9 with 4x (the heap's limit about 72 MB). Runs too short to collect
  * often, and a user's own --heap-growing-percent, are left alone.
  */
 export function heapGrowingPercentFor(images: number, nodeFlags: string): number | undefined {
