@@ -19,7 +19,7 @@ import sharp from 'sharp';
 
 import { expandInputs, outputCollisions } from '../src/batch/inputs.js';
 import { createProgress } from '../src/batch/progress.js';
-import { type BatchRunOptions, runBatch, wasmThreadsFor } from '../src/batch/runner.js';
+import { type BatchRunOptions, heapGrowingPercentFor, runBatch, wasmThreadsFor } from '../src/batch/runner.js';
 import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { SHARD_ENVIRONMENTS, parseShard, selectShard } from '../src/batch/shard.js';
 import { CamvizError, UsageError } from '../src/util/errors.js';
@@ -606,6 +606,19 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
     const all = await run({ ...camTask(join(workDir, 'failfast-all')), batchSize: 1 }, [folder]);
     assert.equal(all.records.length, 10);
     assert.equal(all.records.filter((record) => record.status === 'ok').length, 9);
+  });
+});
+
+describe('V8 heap growth of a folder run', () => {
+  test('runs of 8 images or more let the heap grow 4x after a full collection; shorter runs keep V8\'s choice', () => {
+    assert.equal(heapGrowingPercentFor(200, ''), 300);
+    assert.equal(heapGrowingPercentFor(8, '--enable-source-maps'), 300);
+    assert.equal(heapGrowingPercentFor(7, ''), undefined);
+  });
+
+  test('a growth the user chose (node flag or NODE_OPTIONS, either spelling) is left alone', () => {
+    assert.equal(heapGrowingPercentFor(200, '--heap-growing-percent=50'), undefined);
+    assert.equal(heapGrowingPercentFor(200, '--max-old-space-size=512 --heap_growing_percent=20'), undefined);
   });
 });
 
