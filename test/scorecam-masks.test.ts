@@ -11,9 +11,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { type MaskingInput, ScoreCam, alignCornersWeights, maskedInputs } from '../src/cam/scorecam.js';
+import { type MaskingInput, ScoreCam, alignCornersWeights, maskPasses, maskedInputs } from '../src/cam/scorecam.js';
 import type { Executor } from '../src/executor/executor.js';
-import { Network } from '../src/executor/network.js';
+import { Network, disposeValues } from '../src/executor/network.js';
 import { forEachBackend } from './helpers/backends.js';
 import { assertAllClose, mulberry32 } from './helpers/numeric.js';
 
@@ -32,6 +32,11 @@ function randomCase(seed: number): { maps: Float32Array; picture: Float32Array }
   const maps = randoms(MAP.height * MAP.width * MAP.channels, seed);
   for (let p = 0; p < MAP.height * MAP.width; p++) maps[p * MAP.channels + CONSTANT_CHANNEL] = 0.25;
   return { maps, picture: randoms(PICTURE.height * PICTURE.width * PICTURE.channels, seed + 1) };
+}
+
+/** Channels [first, first + count). */
+function channelRange(first: number, count: number): number[] {
+  return Array.from({ length: count }, (_, k) => first + k);
 }
 
 function maskingOf(maps: Float32Array, picture: Float32Array): MaskingInput {
@@ -74,7 +79,82 @@ async function scoreCamMaps(executor: Executor, input: tf.Tensor4D, batchSize: n
   return results.map((perImage) => perImage[0]!.map.data);
 }
 
+/** tinyModel's trunk with a relu whose channels DEAD_CHANNELS are zero everywhere (their bias far below any value the conv gives). */
+const DEAD_CHANNELS = [1, 3];
+function modelWithDeadChannels(): tfl.LayersModel {
+  const model = tinyModel();
+  const conv = model.getLayer('conv');
+  const [kernel, bias] = conv.getWeights();
+  const biasValues = bias!.dataSync().slice();
+  for (const channel of DEAD_CHANNELS) biasValues[channel] = -1e3;
+  conv.setWeights([kernel!, tf.tensor1d(biasValues)]);
+  return model;
+}
+
+test('maskPasses: channels of one value (dead ReLU channels) share one pass, a NaN or any difference runs alone', () => {
+  const values = [
+    [0.5, 0, -1, 0, Number.NaN, 0],
+    [0.25, 0, 2, 0, 1, 0],
+  ];
+  // Channel 3 is constant at 7 on purpose: any constant gives a zero mask, not only 0.
+  const data = Float32Array.from(values.flatMap((pixel) => pixel.map((value, channel) => (channel === 3 ? 7 : value))));
+  const { masked, passOf } = maskPasses({ data, height: 1, width: 2, channels: 6 });
+  assert.deepEqual(Array.from(masked), [0, 1, 2, 4]);
+  assert.deepEqual(Array.from(passOf), [0, 1, 2, 1, 3, 1]);
+});
+
 forEachBackend((backend) => {
+  test(`${backend}: Score-CAM with dead channels runs them as one pass and equals the map of one pass per channel`, async () => {
+    const model = modelWithDeadChannels();
+    const network = Network.of(model);
+    const input = tf.tensor4d(randoms(6 * 6 * 3, 43), [1, 6, 6, 3]);
+    let maskedImages = 0;
+    const counting: Executor = Object.assign(Object.create(network) as Network, {
+      forward: async (...args: Parameters<Network['forward']>) => {
+        const batch = args[0] as tf.Tensor;
+        // The first pass is the image itself; every later one holds masked inputs.
+        if (maskedImages >= 0) maskedImages += batch.shape[0]!;
+        return network.forward(...args);
+      },
+    });
+    try {
+      const node = network.graph.findNodes('relu')[0]!;
+      const classIndex = 2;
+      // One pass per channel, computed here: each channel's masked input, its class score, the softmax, the weighted channel sum, ReLU.
+      const activations = await network.forward(input, { layers: [node] });
+      const maps = activations.layers.get('relu')!.dataSync() as Float32Array;
+      disposeValues(activations);
+      const channels = 5;
+      const masking: MaskingInput = {
+        maps: { data: maps, height: 3, width: 3, channels },
+        picture: { data: input.dataSync() as Float32Array, height: 6, width: 6, channels: 3 },
+        upsampling: { rows: alignCornersWeights(3, 6), columns: alignCornersWeights(3, 6) },
+      };
+      assert.ok(DEAD_CHANNELS.every((channel) => maps.filter((_, i) => i % channels === channel).every((value) => value === 0)), 'the dead channels are zero');
+      const scores: number[] = [];
+      for (let channel = 0; channel < channels; channel++) {
+        const maskedInput = tf.tensor4d(maskedInputs(masking, [channel]), [1, 6, 6, 3]);
+        const out = await network.forward(maskedInput);
+        scores.push(out.scores.dataSync()[classIndex]!);
+        disposeValues(out);
+        maskedInput.dispose();
+      }
+      const largest = Math.max(...scores);
+      const weights = scores.map((score) => Math.exp(score - largest));
+      const total = weights.reduce((sum, weight) => sum + weight, 0);
+      const expected = Array.from({ length: 9 }, (_, p) => Math.max(0, weights.reduce((sum, weight, channel) => sum + (weight / total) * maps[p * channels + channel]!, 0)));
+
+      maskedImages = 0;
+      const method = new ScoreCam();
+      const [result] = await method.compute(counting, { input, layers: [node], classes: { kind: 'explicit', classes: [classIndex] } });
+      assert.equal(maskedImages - 1, channels - DEAD_CHANNELS.length + 1, 'one masked input per live channel, one for the dead ones');
+      assertAllClose(result![0]!.map.data, Float32Array.from(expected), 1e-5, 'Score-CAM');
+    } finally {
+      input.dispose();
+      model.dispose();
+    }
+  });
+
   test(`${backend}: the JS masked inputs equal the tfjs formulation (upsampling with aligned corners, min-max, times the picture)`, () => {
     const { maps, picture } = randomCase(11);
     const masking = maskingOf(maps, picture);
@@ -84,7 +164,7 @@ forEachBackend((backend) => {
       [5, 1],
     ] as const) {
       const expected = tfjsMaskedInputs(maps, picture, first, count);
-      assertAllClose(maskedInputs(masking, first, count), expected, 1e-6, `channels ${first}..${first + count - 1}`);
+      assertAllClose(maskedInputs(masking, channelRange(first, count)), expected, 1e-6, `channels ${first}..${first + count - 1}`);
     }
   });
 
@@ -93,9 +173,9 @@ forEachBackend((backend) => {
     const masking = maskingOf(maps, picture);
     const [first, count] = [1, 5];
     const pixels = PICTURE.height * PICTURE.width;
-    const nhwc = maskedInputs(masking, first, count);
+    const nhwc = maskedInputs(masking, channelRange(first, count));
     const buffer = new Float32Array(count * pixels * PICTURE.channels).fill(Number.NaN);
-    const nchw = maskedInputs(masking, first, count, 'nchw', buffer);
+    const nchw = maskedInputs(masking, channelRange(first, count), 'nchw', buffer);
     assert.equal(nchw, buffer);
     for (let k = 0; k < count; k++) {
       for (let p = 0; p < pixels; p++) {
@@ -105,8 +185,8 @@ forEachBackend((backend) => {
         }
       }
     }
-    assert.deepEqual(Array.from(maskedInputs(masking, first, count, 'nhwc', buffer)), Array.from(nhwc), 'NHWC into the buffer');
-    assert.throws(() => maskedInputs(masking, first, count, 'nchw', buffer.subarray(1)), /maskedInputs: an output of/);
+    assert.deepEqual(Array.from(maskedInputs(masking, channelRange(first, count), 'nhwc', buffer)), Array.from(nhwc), 'NHWC into the buffer');
+    assert.throws(() => maskedInputs(masking, channelRange(first, count), 'nchw', buffer.subarray(1)), /maskedInputs: an output of/);
   });
 
   test(`${backend}: pictures of 1 and 2 channels (the general loop) give the masks of the same planes of an RGB picture (the unrolled one), bit for bit`, () => {
@@ -114,10 +194,10 @@ forEachBackend((backend) => {
     const pixels = PICTURE.height * PICTURE.width;
     const rgb = maskingOf(maps, picture);
     for (const layout of ['nhwc', 'nchw'] as const) {
-      const fromRgb = maskedInputs(rgb, 0, MAP.channels, layout);
+      const fromRgb = maskedInputs(rgb, channelRange(0, MAP.channels), layout);
       for (const channels of [1, 2]) {
         const planes = Float32Array.from({ length: pixels * channels }, (_, i) => picture[Math.floor(i / channels) * 3 + (i % channels)]!);
-        const fewer = maskedInputs({ ...rgb, picture: { ...rgb.picture, data: planes, channels } }, 0, MAP.channels, layout);
+        const fewer = maskedInputs({ ...rgb, picture: { ...rgb.picture, data: planes, channels } }, channelRange(0, MAP.channels), layout);
         const at = (k: number, p: number, c: number, of: number): number => (layout === 'nchw' ? (k * of + c) * pixels + p : (k * pixels + p) * of + c);
         for (let k = 0; k < MAP.channels; k++) {
           for (let p = 0; p < pixels; p++) {
@@ -133,7 +213,7 @@ forEachBackend((backend) => {
   test(`${backend}: a constant channel (range 0) gives a zero mask, in both formulations`, () => {
     const { maps, picture } = randomCase(23);
     const size = PICTURE.height * PICTURE.width * PICTURE.channels;
-    const masked = maskedInputs(maskingOf(maps, picture), 0, MAP.channels);
+    const masked = maskedInputs(maskingOf(maps, picture), channelRange(0, MAP.channels));
     assert.ok(masked.subarray(CONSTANT_CHANNEL * size, (CONSTANT_CHANNEL + 1) * size).every((value) => value === 0));
     assert.ok(tfjsMaskedInputs(maps, picture, CONSTANT_CHANNEL, 1).every((value) => value === 0));
     // The other channels do mask the picture.
@@ -146,7 +226,7 @@ forEachBackend((backend) => {
     maps[(1 * MAP.width + 2) * MAP.channels + channel] = Number.NaN;
     const expected = tfjsMaskedInputs(maps, picture, channel, 1);
     assert.ok(expected.every((value) => value === 0), 'the tfjs formulation gives zeros');
-    assert.deepEqual(Array.from(maskedInputs(maskingOf(maps, picture), channel, 1)), Array.from(expected));
+    assert.deepEqual(Array.from(maskedInputs(maskingOf(maps, picture), [channel])), Array.from(expected));
   });
 
   test(`${backend}: Score-CAM over several chunks gives each image of a batch its own masks, and leaves no tensor behind`, async () => {
