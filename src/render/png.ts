@@ -4,6 +4,7 @@
  * and smaller on them. Both give exactly the input's pixels.
  */
 import zlib from 'node:zlib';
+import { crc32 } from '../util/crc32.js';
 import sharp from '../util/sharp.js';
 
 export interface PngOptions {
@@ -96,21 +97,4 @@ function deflate(data: Uint8Array, options: zlib.ZlibOptions): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     zlib.deflate(data, { ...options, chunkSize: Math.max(zlib.constants.Z_MIN_CHUNK, data.length + 1024) }, (error, result) => (error ? reject(error) : resolve(result)));
   });
-}
-
-/** zlib's CRC-32 (Node 20.15 and later), else the same in JS. */
-const crc32: (data: Uint8Array, previous?: number) => number =
-  typeof zlib.crc32 === 'function' ? (data, previous) => zlib.crc32(data, previous) : crc32InJs;
-
-let crcTable: Uint32Array | undefined;
-
-export function crc32InJs(data: Uint8Array, previous = 0): number {
-  crcTable ??= Uint32Array.from({ length: 256 }, (_, n) => {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    return c >>> 0;
-  });
-  let crc = ~previous >>> 0;
-  for (let i = 0; i < data.length; i++) crc = crcTable[(crc ^ data[i]!) & 0xff]! ^ (crc >>> 8);
-  return ~crc >>> 0;
 }

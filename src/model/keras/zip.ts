@@ -13,15 +13,8 @@
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import * as zlib from 'node:zlib';
-import { createRequire } from 'node:module';
+import { crc32 } from '../../util/crc32.js';
 import { CamvizError } from '../../util/errors.js';
-
-/**
- * CRC-32 of a whole entry: zlib's own (Node >= 20.15), 5-10x faster than the
- * crc-32 package's JS on a 10 MB weights entry; the package on older Nodes.
- */
-const crc32: (data: Uint8Array, previous?: number) => number =
-  typeof zlib.crc32 === 'function' ? (data, previous) => zlib.crc32(data, previous) : (createRequire(import.meta.url)('crc-32') as { buf(data: Uint8Array, seed?: number): number }).buf;
 
 /** Called with a file's bytes in order as they are read: to hash it with no second pass over them. */
 export type OnRead = (bytes: Buffer) => void;
