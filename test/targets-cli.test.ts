@@ -15,7 +15,6 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import sharp from 'sharp';
 
@@ -26,6 +25,7 @@ import { listFiles } from './helpers/files.js';
 import { onnxModelBytes } from './helpers/onnx.js';
 import { assertUsageError } from './helpers/usage-error.js';
 import { saveLayersModel } from './helpers/layers-model-file.js';
+import { type TrunkSpec, backboneModel, segmentationModel, sigmoidModel, twoOutputModel } from './helpers/target-models.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-targets-cli-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -76,11 +76,7 @@ async function saveModel(name: string, model: tfl.LayersModel): Promise<string> 
   return folder;
 }
 
-function trunk(): { input: tfl.SymbolicTensor; conv: tfl.layers.Layer; features: tfl.SymbolicTensor } {
-  const input = tfl.input({ shape: [SIDE, SIDE, 3] });
-  const conv = tfl.layers.conv2d({ filters: K, kernelSize: 1, useBias: false, name: 'conv' });
-  return { input, conv, features: conv.apply(input) as tfl.SymbolicTensor };
-}
+const TRUNK: TrunkSpec = { side: SIDE, kernel: F };
 
 const SIGMOID_W = [0.8, -0.6];
 const VALUE_W = [
@@ -95,44 +91,6 @@ const SEG_K = [
   [1, -0.5],
   [-2, 1],
 ]; // SEG_K[k][class]
-
-function sigmoidModel(): tfl.LayersModel {
-  const { input, conv, features } = trunk();
-  const dense = tfl.layers.dense({ units: 1, activation: 'sigmoid', useBias: false, name: 'logit' });
-  const model = tfl.model({ inputs: input, outputs: dense.apply(tfl.layers.globalAveragePooling2d({ name: 'gap' }).apply(features)) as tfl.SymbolicTensor });
-  conv.setWeights([tf.tensor4d(F.flat(), [1, 1, 3, K])]);
-  dense.setWeights([tf.tensor2d(SIGMOID_W, [K, 1])]);
-  return model;
-}
-
-function twoOutputModel(): tfl.LayersModel {
-  const { input, conv, features } = trunk();
-  const gap = tfl.layers.globalAveragePooling2d({ name: 'gap' }).apply(features) as tfl.SymbolicTensor;
-  const probs = tfl.layers.dense({ units: 2, activation: 'softmax', useBias: false, name: 'probs' });
-  const value = tfl.layers.dense({ units: 3, useBias: false, name: 'value' });
-  const model = tfl.model({ inputs: input, outputs: [probs.apply(gap) as tfl.SymbolicTensor, value.apply(gap) as tfl.SymbolicTensor] });
-  conv.setWeights([tf.tensor4d(F.flat(), [1, 1, 3, K])]);
-  probs.setWeights([tf.tensor2d(PROBS_W)]);
-  value.setWeights([tf.tensor2d(VALUE_W)]);
-  return model;
-}
-
-function segmentationModel(): tfl.LayersModel {
-  const { input, conv, features } = trunk();
-  const seg = tfl.layers.conv2d({ filters: 2, kernelSize: 1, useBias: false, activation: 'softmax', name: 'seg' });
-  const model = tfl.model({ inputs: input, outputs: seg.apply(features) as tfl.SymbolicTensor });
-  conv.setWeights([tf.tensor4d(F.flat(), [1, 1, 3, K])]);
-  seg.setWeights([tf.tensor4d(SEG_K.flat(), [1, 1, K, 2])]);
-  return model;
-}
-
-/** A backbone: a feature map, no class head. */
-function backboneModel(): tfl.LayersModel {
-  const { input, conv, features } = trunk();
-  const model = tfl.model({ inputs: input, outputs: tfl.layers.reLU({ name: 'features' }).apply(features) as tfl.SymbolicTensor });
-  conv.setWeights([tf.tensor4d(F.flat(), [1, 1, 3, K])]);
-  return model;
-}
 
 let outCount = 0;
 
@@ -162,11 +120,11 @@ let imagePath = '';
 
 before(async () => {
   await useBackend('cpu');
-  models.sigmoid = await saveModel('sigmoid', sigmoidModel());
-  models.twoOutputs = await saveModel('two-outputs', twoOutputModel());
-  models.segmentation = await saveModel('segmentation', segmentationModel());
+  models.sigmoid = await saveModel('sigmoid', sigmoidModel(TRUNK, SIGMOID_W));
+  models.twoOutputs = await saveModel('two-outputs', twoOutputModel(TRUNK, PROBS_W, VALUE_W));
+  models.segmentation = await saveModel('segmentation', segmentationModel(TRUNK, SEG_K));
   await writeFile(join(models.segmentation, 'camviz.json'), JSON.stringify({ labels: ['road', 'car'] }));
-  models.backbone = await saveModel('backbone', backboneModel());
+  models.backbone = await saveModel('backbone', backboneModel(TRUNK));
   imagePath = await writeImage('image.png', image);
 });
 

@@ -38,6 +38,7 @@ import { computeGeometry } from '../src/image/image.js';
 import { Network, disposeValues } from '../src/executor/network.js';
 import { UsageError } from '../src/util/errors.js';
 import { forEachBackend } from './helpers/backends.js';
+import * as nets from './helpers/target-models.js';
 
 const SIDE = 4;
 const P = SIDE * SIDE;
@@ -55,7 +56,6 @@ const F = [
   [1, -0.5, 2],
   [0.5, 1, -1],
 ]; // F[input channel][k]
-const C = F[0]!.length;
 const PIXELS = X[0];
 /** The image as an NHWC tensor's values. */
 const interleaved = (x: Picture): number[] => x[0].flatMap((v, p) => [v, x[1][p]!]);
@@ -74,27 +74,9 @@ const hiResCam = (acts: number[][], grads: number[][]): number[] => PIXELS.map((
 const mean = (values: readonly number[]): number => sum(values) / values.length;
 const pooled = (acts: number[][]): number[] => acts.map(mean);
 
-function trunk(): { input: tfl.SymbolicTensor; conv: tfl.layers.Layer; features: tfl.SymbolicTensor } {
-  const input = tfl.input({ shape: [SIDE, SIDE, 2] });
-  const conv = tfl.layers.conv2d({ filters: C, kernelSize: 1, useBias: false, name: 'conv' });
-  return { input, conv, features: conv.apply(input) as tfl.SymbolicTensor };
-}
-
-function setConv(conv: tfl.layers.Layer): void {
-  conv.setWeights([tf.tensor4d(F.flat(), [1, 1, 2, C])]);
-}
+const TRUNK: nets.TrunkSpec = { side: SIDE, kernel: F };
 
 const SIGMOID_W = [0.5, -1, 0.25];
-
-function sigmoidModel(): tfl.LayersModel {
-  const { input, conv, features } = trunk();
-  const dense = tfl.layers.dense({ units: 1, activation: 'sigmoid', useBias: false, name: 'logit' });
-  const output = dense.apply(tfl.layers.globalAveragePooling2d({ name: 'gap' }).apply(features)) as tfl.SymbolicTensor;
-  const model = tfl.model({ inputs: input, outputs: output });
-  setConv(conv);
-  dense.setWeights([tf.tensor2d(SIGMOID_W, [C, 1])]);
-  return model;
-}
 
 const PROBS_W = [
   [1, -1],
@@ -107,42 +89,16 @@ const VALUE_W = [
   [-0.5, 1, 0.75],
 ]; // VALUE_W[k][unit]
 
-function twoOutputModel(): tfl.LayersModel {
-  const { input, conv, features } = trunk();
-  const gap = tfl.layers.globalAveragePooling2d({ name: 'gap' }).apply(features) as tfl.SymbolicTensor;
-  const probs = tfl.layers.dense({ units: 2, activation: 'softmax', useBias: false, name: 'probs' });
-  const value = tfl.layers.dense({ units: 3, useBias: false, name: 'value' });
-  const model = tfl.model({ inputs: input, outputs: [probs.apply(gap) as tfl.SymbolicTensor, value.apply(gap) as tfl.SymbolicTensor] });
-  setConv(conv);
-  probs.setWeights([tf.tensor2d(PROBS_W)]);
-  value.setWeights([tf.tensor2d(VALUE_W)]);
-  return model;
-}
-
 const SEG_K = [
   [1, -0.5],
   [-2, 1],
   [0.5, 0.25],
 ]; // SEG_K[k][class]
 
-function segmentationModel(): tfl.LayersModel {
-  const { input, conv, features } = trunk();
-  const seg = tfl.layers.conv2d({ filters: 2, kernelSize: 1, useBias: false, activation: 'softmax', name: 'seg' });
-  const model = tfl.model({ inputs: input, outputs: seg.apply(features) as tfl.SymbolicTensor });
-  setConv(conv);
-  seg.setWeights([tf.tensor4d(SEG_K.flat(), [1, 1, C, 2])]);
-  return model;
-}
-
-function embeddingModel(): tfl.LayersModel {
-  const { input, conv, features } = trunk();
-  const gap = tfl.layers.globalAveragePooling2d({ name: 'gap' }).apply(features) as tfl.SymbolicTensor;
-  const logits = tfl.layers.dense({ units: 2, activation: 'softmax', useBias: false, name: 'logits' });
-  const model = tfl.model({ inputs: input, outputs: logits.apply(gap) as tfl.SymbolicTensor });
-  setConv(conv);
-  logits.setWeights([tf.tensor2d(PROBS_W)]);
-  return model;
-}
+const sigmoidModel = (): tfl.LayersModel => nets.sigmoidModel(TRUNK, SIGMOID_W);
+const twoOutputModel = (): tfl.LayersModel => nets.twoOutputModel(TRUNK, PROBS_W, VALUE_W);
+const segmentationModel = (): tfl.LayersModel => nets.segmentationModel(TRUNK, SEG_K);
+const embeddingModel = (): tfl.LayersModel => nets.embeddingModel(TRUNK, PROBS_W);
 
 interface Computed {
   map: number[];
