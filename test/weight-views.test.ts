@@ -1,0 +1,201 @@
+/**
+ * Weights decoded as views of the read weight files (src/engine/weight-views.ts):
+ * the same tensors as tfjs' own io.decodeWeights, bit for bit, without its
+ * copy of each weight where a view is possible; and a model loaded through
+ * camviz has weights equal to tfjs-layers' own load of the same files.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import * as tf from '../src/engine/tf.js';
+import { useBackend } from '../src/engine/backend.js';
+import * as tfl from '../src/engine/tfl.js';
+import { decodeWeightViews } from '../src/engine/weight-views.js';
+import { readLocalModel } from '../src/model/io.js';
+import { loadModel } from '../src/model/load.js';
+import { mobilenetDir, repoRoot, skipWithoutSharedAssets } from './helpers/assets.js';
+
+type Spec = tf.io.WeightsManifestEntry;
+
+let workDir: string;
+before(async () => {
+  workDir = await mkdtemp(join(tmpdir(), 'camviz-weight-views-'));
+  await useBackend('cpu');
+});
+after(() => rm(workDir, { recursive: true, force: true }));
+
+/** tfjs' own decodeWeights, taken before camviz's loader wraps it. */
+const tfjsDecode = (createRequire(import.meta.url)('@tensorflow/tfjs-core') as typeof import('@tensorflow/tfjs-core')).io.decodeWeights;
+
+/** The bytes of a tensor's values (the cpu backend's own array). */
+function bytesOf(tensor: tf.Tensor): Uint8Array {
+  const values = tensor.dataSync() as tf.TypedArray;
+  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+}
+
+function assertSameTensors(actual: tf.NamedTensorMap, expected: tf.NamedTensorMap): void {
+  assert.deepEqual(Object.keys(actual), Object.keys(expected));
+  for (const [name, tensor] of Object.entries(expected)) {
+    const got = actual[name]!;
+    assert.equal(got.dtype, tensor.dtype, name);
+    assert.deepEqual(got.shape, tensor.shape, name);
+    assert.deepEqual(bytesOf(got), bytesOf(tensor), name);
+  }
+}
+
+/** The array the cpu backend keeps for a tensor (dataSync converts bool values into a new array). */
+function storedValues(tensor: tf.Tensor): tf.TypedArray {
+  const backend = tf.backend() as unknown as { data: { get(dataId: object): { values: tf.TypedArray } } };
+  return backend.data.get(tensor.dataId).values;
+}
+
+/** Whether the tensor's values are a view of `buffer` (no copy). */
+const isViewOf = (tensor: tf.Tensor, buffer: ArrayBuffer): boolean => storedValues(tensor).buffer === buffer;
+
+/** Shards of one byte stream, cut at `cuts`. */
+function cutInto(bytes: Uint8Array, cuts: readonly number[]): ArrayBuffer[] {
+  const ends = [...cuts, bytes.length];
+  return ends.map((end, i) => bytes.slice(i === 0 ? 0 : ends[i - 1], end).buffer);
+}
+
+describe('decodeWeightViews', () => {
+  // 12 + 3 + 8 + 8 + 3 + 16 + 4 bytes: the uint8-quantized weight leaves `misaligned` at byte 15.
+  const specs: Spec[] = [
+    { name: 'aligned', dtype: 'float32', shape: [3] },
+    { name: 'quantized', dtype: 'float32', shape: [3], quantization: { dtype: 'uint8', min: -1, scale: 0.5 } },
+    { name: 'misaligned', dtype: 'float32', shape: [2] },
+    { name: 'counts', dtype: 'int32', shape: [2] },
+    { name: 'flags', dtype: 'bool', shape: [3] },
+    { name: 'spanning', dtype: 'float32', shape: [2, 2] },
+    { name: 'half', dtype: 'float32', shape: [2], quantization: { dtype: 'float16' } },
+  ];
+  const stream = new Uint8Array(54);
+  const view = new DataView(stream.buffer);
+  [1.5, -2.25, 3e-8].forEach((value, i) => view.setFloat32(i * 4, value, true));
+  stream.set([0, 7, 255], 12);
+  [6.5, -0.125].forEach((value, i) => view.setFloat32(15 + i * 4, value, true));
+  [-7, 123456].forEach((value, i) => view.setInt32(23 + i * 4, value, true));
+  stream.set([1, 0, 1], 31);
+  [0.1, 0.2, 0.3, 0.4].forEach((value, i) => view.setFloat32(34 + i * 4, value, true));
+  view.setUint16(50, 0x3c00, true); // 1.0 in float16
+  view.setUint16(52, 0xc000, true); // -2.0
+
+  test('gives tfjs\' own tensors, bit for bit, for every kind of weight and shard split', () => {
+    // One shard; a cut inside `spanning`; cuts that leave later shards misaligned.
+    for (const cuts of [[], [42], [15, 23, 34], [1, 2, 3, 50]]) {
+      const shards = cutInto(stream, cuts);
+      const views = decodeWeightViews(shards, specs, tfjsDecode);
+      const copies = tfjsDecode(shards, specs);
+      try {
+        assertSameTensors(views, copies);
+      } finally {
+        tf.dispose([...Object.values(views), ...Object.values(copies)]);
+      }
+    }
+  });
+
+  test('views the weights stored as used that lie aligned in one shard, and copies the others', () => {
+    // Shard 2 starts at byte 23: `counts` and `flags` are aligned in it, `spanning` crosses into shard 3.
+    const shards = cutInto(stream, [23, 42]);
+    const weights = decodeWeightViews(shards, specs, tfjsDecode);
+    try {
+      const viewed = Object.keys(weights).filter((name) => shards.some((shard) => isViewOf(weights[name]!, shard)));
+      assert.deepEqual(viewed, ['aligned', 'counts', 'flags']);
+    } finally {
+      tf.dispose(Object.values(weights));
+    }
+  });
+
+  test('weight data shorter than the specs is an error, and nothing decoded is kept', () => {
+    const before = tf.memory().numTensors;
+    assert.throws(() => decodeWeightViews(cutInto(stream.slice(0, 40), [20]), specs, tfjsDecode), /ends before weight 'spanning'/);
+    assert.equal(tf.memory().numTensors, before);
+  });
+
+  test('string weights (no fixed size) are decoded by tfjs as before', () => {
+    const { data, specs: stringSpecs } = encodeStrings(['a', 'bc']);
+    const weights = decodeWeightViews([data], stringSpecs, tfjsDecode);
+    try {
+      assert.deepEqual(
+        (weights['names']!.dataSync() as unknown as Uint8Array[]).map((bytes) => Buffer.from(bytes).toString()),
+        ['a', 'bc'],
+      );
+    } finally {
+      tf.dispose(Object.values(weights));
+    }
+  });
+});
+
+/** A string weight as tfjs encodes it (its length, then its bytes). */
+function encodeStrings(values: string[]): { data: ArrayBuffer; specs: Spec[] } {
+  const parts = values.flatMap((value) => {
+    const bytes = Buffer.from(value);
+    const length = Buffer.alloc(4);
+    length.writeUInt32LE(bytes.length);
+    return [length, bytes];
+  });
+  return { data: new Uint8Array(Buffer.concat(parts)).buffer, specs: [{ name: 'names', dtype: 'string', shape: [values.length] }] };
+}
+
+/** Every weight of camviz's load of `folder` equals tfjs-layers' own load of the same files, bit for bit. */
+async function assertLoadsLikeTfjs(folder: string, referenceFolder = folder): Promise<tfl.LayersModel> {
+  const model = await loadModel(folder);
+  const files = await readLocalModel(referenceFolder);
+  const reference = await tfl.loadLayersModel({ load: async () => files.artifacts });
+  try {
+    const actual = model.layersModel!.weights;
+    const expected = reference.weights;
+    assert.equal(actual.length, expected.length);
+    actual.forEach((weight, i) => {
+      assert.equal(weight.originalName, expected[i]!.originalName);
+      assert.deepEqual(bytesOf(weight.read()), bytesOf(expected[i]!.read()), weight.originalName);
+    });
+    return model.layersModel!;
+  } finally {
+    reference.dispose();
+    // The caller reads the weights' buffers; the model is released at the end of the file's tests.
+    disposeLater.push(() => model.dispose());
+  }
+}
+
+const disposeLater: (() => void)[] = [];
+after(() => disposeLater.forEach((dispose) => dispose()));
+
+/** How many distinct buffers hold a model's weights: one per weight when each was copied out, one per weight file when viewed. */
+function weightBuffers(model: tfl.LayersModel): number {
+  return new Set(model.weights.map((weight) => storedValues(weight.read()).buffer)).size;
+}
+
+describe('loading a TF.js layers model', () => {
+  test('the shapes model: weights equal to tfjs-layers\' own load, all views of its one weight file', async () => {
+    const model = await assertLoadsLikeTfjs(join(repoRoot, 'models', 'shapes'));
+    assert.equal(model.weights.length, 22);
+    assert.equal(weightBuffers(model), 1);
+  });
+
+  test('weights split over shards at odd offsets (some spanning two, some misaligned) load as tfjs loads them', async () => {
+    const source = join(repoRoot, 'models', 'shapes');
+    const folder = join(workDir, 'shards');
+    await cp(source, folder, { recursive: true });
+    const json = JSON.parse(await readFile(join(source, 'model.json'), 'utf8')) as { weightsManifest: { paths: string[] }[] };
+    const [group] = json.weightsManifest;
+    const bytes = new Uint8Array(await readFile(join(source, group!.paths[0]!)));
+    const shards = cutInto(bytes, [1001, 4099, 4100]);
+    group!.paths = shards.map((_, i) => `part-${i}.bin`);
+    await Promise.all(shards.map((shard, i) => writeFile(join(folder, `part-${i}.bin`), new Uint8Array(shard))));
+    await writeFile(join(folder, 'model.json'), JSON.stringify(json));
+    const model = await assertLoadsLikeTfjs(folder, source);
+    // The four files' buffers, plus one of its own for each weight copied (spanning two files, or misaligned after byte 1001).
+    const buffers = weightBuffers(model);
+    assert.ok(buffers > 4 && buffers < model.weights.length, `${buffers} buffers for ${model.weights.length} weights`);
+  });
+
+  test('MobileNet v1 0.75: weights equal to tfjs-layers\' own load, all views of its 55 weight files', { skip: skipWithoutSharedAssets }, async () => {
+    const model = await assertLoadsLikeTfjs(mobilenetDir);
+    assert.equal(model.weights.length, 137);
+    assert.equal(weightBuffers(model), 55);
+  });
+});
