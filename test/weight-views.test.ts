@@ -199,3 +199,26 @@ describe('loading a TF.js layers model', () => {
     assert.equal(weightBuffers(model), 55);
   });
 });
+
+describe('reading the weight files', () => {
+  test('all groups are read at once, and the first problem in manifest order is the one reported', async () => {
+    const folder = join(workDir, 'two-problems');
+    const weights = (name: string): Spec[] => [{ name, dtype: 'float32', shape: [4] }];
+    const json = {
+      format: 'layers-model',
+      modelTopology: { class_name: 'Sequential', config: { name: 'empty', layers: [] } },
+      weightsManifest: [
+        { paths: ['fine.bin'], weights: weights('a') },
+        { paths: ['short.bin'], weights: weights('b') },
+        { paths: ['missing.bin'], weights: weights('c') },
+      ],
+    };
+    await cp(join(repoRoot, 'models', 'shapes'), folder, { recursive: true });
+    await writeFile(join(folder, 'model.json'), JSON.stringify(json));
+    await writeFile(join(folder, 'fine.bin'), new Uint8Array(16));
+    await writeFile(join(folder, 'short.bin'), new Uint8Array(15));
+    await assert.rejects(readLocalModel(folder), (error: Error & { file?: string }) => error.file?.endsWith('short.bin') === true && /is short: 15 bytes/.test(error.message));
+    await writeFile(join(folder, 'short.bin'), new Uint8Array(16));
+    await assert.rejects(readLocalModel(folder), (error: Error & { file?: string }) => error.file?.endsWith('missing.bin') === true && /weight file missing/.test(error.message));
+  });
+});
