@@ -14,7 +14,7 @@ import * as tf from '../src/engine/tf.js';
 import { useBackend } from '../src/engine/backend.js';
 import * as tfl from '../src/engine/tfl.js';
 import { decodeWeightViews } from '../src/engine/weight-views.js';
-import { readLocalModel } from '../src/model/io.js';
+import { readLocalModel, readModelAhead } from '../src/model/io.js';
 import { loadModel } from '../src/model/load.js';
 import { mobilenetDir, repoRoot, skipWithoutSharedAssets } from './helpers/assets.js';
 
@@ -220,5 +220,35 @@ describe('reading the weight files', () => {
     await assert.rejects(readLocalModel(folder), (error: Error & { file?: string }) => error.file?.endsWith('short.bin') === true && /is short: 15 bytes/.test(error.message));
     await writeFile(join(folder, 'short.bin'), new Uint8Array(16));
     await assert.rejects(readLocalModel(folder), (error: Error & { file?: string }) => error.file?.endsWith('missing.bin') === true && /weight file missing/.test(error.message));
+  });
+});
+
+describe('reading a model ahead of its load', () => {
+  test('the next readLocalModel of the path takes the files read ahead, once', async () => {
+    const folder = join(workDir, 'ahead');
+    await cp(join(repoRoot, 'models', 'shapes'), folder, { recursive: true });
+    const expected = await readLocalModel(folder);
+    await readModelAhead(folder);
+    // Gone from the disk: only the files read ahead can give the model now.
+    await rm(join(folder, 'shapes.weights.bin'));
+    const ahead = await readLocalModel(folder);
+    assert.equal(ahead.sha256, expected.sha256);
+    assert.deepEqual(ahead.artifacts.weightData, expected.artifacts.weightData);
+    await assert.rejects(readLocalModel(folder), /weight file missing/);
+  });
+
+  test('a read ahead that fails is reported by readLocalModel with the error it gives without', async () => {
+    const folder = join(workDir, 'ahead-broken');
+    await cp(join(repoRoot, 'models', 'shapes'), folder, { recursive: true });
+    await writeFile(join(folder, 'shapes.weights.bin'), new Uint8Array(8));
+    const direct = await readLocalModel(folder).then(() => undefined, (error: Error) => error);
+    assert.ok(direct !== undefined);
+    await readModelAhead(folder);
+    await assert.rejects(readLocalModel(folder), { name: direct.name, message: direct.message });
+  });
+
+  test('a path that is not a TF.js model is left to the loader', async () => {
+    await readModelAhead(join(workDir, 'nothing-here'));
+    await assert.rejects(readLocalModel(join(workDir, 'nothing-here')), /model not found/);
   });
 });
