@@ -17,6 +17,8 @@ import { decodeWeightViews } from '../src/engine/weight-views.js';
 import { readLocalModel, readModelAhead } from '../src/model/io.js';
 import { loadModel } from '../src/model/load.js';
 import { mobilenetDir, repoRoot, skipWithoutSharedAssets } from './helpers/assets.js';
+import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
+import { readManifest } from './helpers/files.js';
 
 type Spec = tf.io.WeightsManifestEntry;
 
@@ -169,25 +171,33 @@ function weightBuffers(model: tfl.LayersModel): number {
   return new Set(model.weights.map((weight) => storedValues(weight.read()).buffer)).size;
 }
 
+const shapesFolder = join(repoRoot, 'models', 'shapes');
+
+/** The shapes model with its weight file cut into four at odd offsets (1001, 4099, 4100): weights spanning two files, and misaligned ones. */
+async function splitShapesModel(name: string): Promise<string> {
+  const folder = join(workDir, name);
+  await cp(shapesFolder, folder, { recursive: true });
+  const json = JSON.parse(await readFile(join(shapesFolder, 'model.json'), 'utf8')) as { weightsManifest: { paths: string[] }[] };
+  const [group] = json.weightsManifest;
+  const bytes = new Uint8Array(await readFile(join(shapesFolder, group!.paths[0]!)));
+  const shards = cutInto(bytes, [1001, 4099, 4100]);
+  await rm(join(folder, group!.paths[0]!));
+  group!.paths = shards.map((_, i) => `part-${i}.bin`);
+  await Promise.all(shards.map((shard, i) => writeFile(join(folder, `part-${i}.bin`), new Uint8Array(shard))));
+  await writeFile(join(folder, 'model.json'), JSON.stringify(json));
+  return folder;
+}
+
 describe('loading a TF.js layers model', () => {
   test('the shapes model: weights equal to tfjs-layers\' own load, all views of its one weight file', async () => {
-    const model = await assertLoadsLikeTfjs(join(repoRoot, 'models', 'shapes'));
+    const model = await assertLoadsLikeTfjs(shapesFolder);
     assert.equal(model.weights.length, 22);
     assert.equal(weightBuffers(model), 1);
   });
 
   test('weights split over shards at odd offsets (some spanning two, some misaligned) load as tfjs loads them', async () => {
-    const source = join(repoRoot, 'models', 'shapes');
-    const folder = join(workDir, 'shards');
-    await cp(source, folder, { recursive: true });
-    const json = JSON.parse(await readFile(join(source, 'model.json'), 'utf8')) as { weightsManifest: { paths: string[] }[] };
-    const [group] = json.weightsManifest;
-    const bytes = new Uint8Array(await readFile(join(source, group!.paths[0]!)));
-    const shards = cutInto(bytes, [1001, 4099, 4100]);
-    group!.paths = shards.map((_, i) => `part-${i}.bin`);
-    await Promise.all(shards.map((shard, i) => writeFile(join(folder, `part-${i}.bin`), new Uint8Array(shard))));
-    await writeFile(join(folder, 'model.json'), JSON.stringify(json));
-    const model = await assertLoadsLikeTfjs(folder, source);
+    const folder = await splitShapesModel('shards');
+    const model = await assertLoadsLikeTfjs(folder, shapesFolder);
     // The four files' buffers, plus one of its own for each weight copied (spanning two files, or misaligned after byte 1001).
     const buffers = weightBuffers(model);
     assert.ok(buffers > 4 && buffers < model.weights.length, `${buffers} buffers for ${model.weights.length} weights`);
@@ -250,5 +260,39 @@ describe('reading a model ahead of its load', () => {
   test('a path that is not a TF.js model is left to the loader', async () => {
     await readModelAhead(join(workDir, 'nothing-here'));
     await assert.rejects(readLocalModel(join(workDir, 'nothing-here')), /model not found/);
+  });
+});
+
+describe('the command line', () => {
+  const image = join(repoRoot, 'fixtures', 'shapes', 'circle-star.png');
+  const camviz = (args: readonly string[]): Promise<CliRun> => runCli(args, { cwd: workDir, env: cliEnv(join(workDir, 'cli-cache')), timeoutMs: 240_000 });
+
+  test('one image with --model <folder> (read ahead, weights viewed or copied) writes the PNG a two-image run (no read-ahead) writes', async () => {
+    const split = await splitShapesModel('cli-split');
+    const outputs: Buffer[] = [];
+    for (const [name, model, inputs] of [
+      ['whole', shapesFolder, [image]],
+      ['split', split, [image]],
+      ['pair', split, [image, join(repoRoot, 'fixtures', 'shapes', 'circle.png')]],
+    ] as const) {
+      const out = join(workDir, `cli-${name}`);
+      const run = await camviz(['gradcam', ...inputs, '--model', model, '--engine', 'tfjs', '--jobs', '1', '--out', out, '--quiet']);
+      assert.equal(run.code, 0, run.stderr);
+      const record = (await readManifest(out)).records.find((entry) => entry.input.endsWith('circle-star.png'));
+      outputs.push(await readFile(join(out, record!.outputs![0]!)));
+    }
+    assert.deepEqual(outputs[1], outputs[0]);
+    assert.deepEqual(outputs[2], outputs[0]);
+  });
+
+  test('a model folder with a missing weight file: the same one-line error, read ahead or not', async () => {
+    const broken = await splitShapesModel('cli-broken');
+    await rm(join(broken, 'part-2.bin'));
+    const one = await camviz(['gradcam', image, '--model', broken, '--out', join(workDir, 'cli-broken-1'), '--quiet']);
+    const two = await camviz(['gradcam', image, image, '--model', broken, '--out', join(workDir, 'cli-broken-2'), '--quiet']);
+    assert.equal(one.code, two.code);
+    assert.notEqual(one.code, 0);
+    assert.match(one.stderr, /^camviz: weight file missing \(.*part-2\.bin\)$/m);
+    assert.equal(one.stderr, two.stderr);
   });
 });
