@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import * as tf from '../src/engine/tf.js';
 import { useBackend } from '../src/engine/backend.js';
@@ -255,6 +257,15 @@ describe('reading a model ahead of its load', () => {
     assert.ok(direct !== undefined);
     await readModelAhead(folder);
     await assert.rejects(readLocalModel(folder), { name: direct.name, message: direct.message });
+  });
+
+  test('the reader loads without tfjs, so that the command line starts the read before tfjs loads', async () => {
+    const io = pathToFileURL(join(repoRoot, 'dist', 'src', 'model', 'io.js')).href;
+    const script = `await import(${JSON.stringify(io)}); const { createRequire } = await import('node:module'); process.stdout.write(JSON.stringify(Object.keys(createRequire(import.meta.url).cache)));`;
+    const loaded = await new Promise<string[]>((done, fail) =>
+      execFile(process.execPath, ['--input-type=module', '-e', script], { timeout: 60_000 }, (error, stdout, stderr) => (error === null ? done(JSON.parse(stdout) as string[]) : fail(new Error(`${error.message}\n${stderr}`)))),
+    );
+    assert.deepEqual(loaded.filter((path) => path.includes('@tensorflow')), []);
   });
 
   test('a path that is not a TF.js model is left to the loader', async () => {

@@ -14,12 +14,10 @@
  */
 import type * as Core from '@tensorflow/tfjs-core';
 import * as tf from './tf.js';
+import { storedWeightBytes } from './weight-bytes.js';
 
 type WeightSpec = Core.io.WeightsManifestEntry;
 type DecodeWeights = (data: Core.io.WeightData, specs: WeightSpec[]) => Core.NamedTensorMap;
-
-/** Bytes per stored element (tfjs' DTYPE_VALUE_SIZE_MAP); strings have no fixed size. */
-const STORED_BYTES: Readonly<Record<string, number>> = { float32: 4, int32: 4, bool: 1, complex64: 8, uint8: 1, uint16: 2, float16: 2 };
 
 /** The typed array a weight stored as it is used is read as (tfjs' decodeWeight's choice). */
 const VIEW_TYPES = { float32: Float32Array, int32: Int32Array, bool: Uint8Array } as const;
@@ -28,12 +26,6 @@ interface Shard {
   readonly buffer: ArrayBuffer;
   readonly start: number;
   readonly end: number;
-}
-
-/** A weight's stored size in bytes, or undefined for strings (their size is in their bytes). */
-function storedBytes(spec: WeightSpec): number | undefined {
-  const perElement = STORED_BYTES[spec.quantization?.dtype ?? spec.dtype];
-  return perElement === undefined ? undefined : spec.shape.reduce((product, dim) => product * dim, 1) * perElement;
 }
 
 function shardsOf(buffers: readonly ArrayBuffer[]): Shard[] {
@@ -74,14 +66,14 @@ function viewOf(spec: WeightSpec, shards: readonly Shard[], start: number, byteL
  */
 export function decodeWeightViews(buffers: readonly ArrayBuffer[], specs: readonly WeightSpec[], decodeCopy: DecodeWeights): Core.NamedTensorMap {
   // Strings have no fixed size: tfjs decodes such a model as before.
-  if (specs.some((spec) => storedBytes(spec) === undefined)) return decodeCopy([...buffers], [...specs]);
+  if (specs.some((spec) => storedWeightBytes(spec) === undefined)) return decodeCopy([...buffers], [...specs]);
   const shards = shardsOf(buffers);
   const total = shards.at(-1)?.end ?? 0;
   const out: Core.NamedTensorMap = {};
   let offset = 0;
   try {
     for (const spec of specs) {
-      const byteLength = storedBytes(spec)!;
+      const byteLength = storedWeightBytes(spec)!;
       if (offset + byteLength > total) throw new Error(`the weight data ends before weight '${spec.name}' (${total} bytes, it needs ${offset + byteLength})`);
       const view = viewOf(spec, shards, offset, byteLength);
       out[spec.name] = view === undefined ? decodeCopy(copyRange(shards, offset, offset + byteLength), [spec])[spec.name]! : tf.tensor(view, spec.shape, spec.dtype);

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { readFile, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type * as tf from '../engine/tf.js';
+import { storedWeightBytes } from '../engine/weight-bytes.js';
 import { CamvizError } from '../util/errors.js';
 import { checkTopologyAgainstManifest } from './topology-check.js';
 
@@ -266,24 +267,13 @@ function checkGroupSize(group: WeightsGroup, paths: string[], buffers: Buffer[])
   );
 }
 
-const BYTES_PER_ELEMENT: Record<string, number> = {
-  float32: 4,
-  int32: 4,
-  bool: 1,
-  complex64: 8,
-  uint8: 1,
-  uint16: 2,
-  float16: 2,
-};
-
 /** Bytes a group's weights occupy; undefined when it cannot be known (strings). */
 export function expectedGroupBytes(weights: WeightsManifestEntry[]): number | undefined {
   let total = 0;
   for (const weight of weights) {
-    const storedType = weight.quantization?.dtype ?? weight.dtype;
-    const perElement = BYTES_PER_ELEMENT[storedType];
-    if (perElement === undefined) return undefined;
-    total += weight.shape.reduce((product, dim) => product * dim, 1) * perElement;
+    const bytes = storedWeightBytes(weight);
+    if (bytes === undefined) return undefined;
+    total += bytes;
   }
   return total;
 }
