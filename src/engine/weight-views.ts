@@ -62,7 +62,8 @@ function viewOf(spec: WeightSpec, shards: readonly Shard[], start: number, byteL
  * The weights of `specs`, stored one after another in `buffers` (the weight
  * files in manifest order), as tensors: views where they can be (see the file
  * comment), else what `decodeCopy` (tfjs' io.decodeWeights) makes of a copy.
- * Throws as tfjs does when the buffers are shorter than the specs need.
+ * Throws, naming the first weight that does not fit, when the buffers are
+ * shorter than the specs need (readLocalModel refuses such files before).
  */
 export function decodeWeightViews(buffers: readonly ArrayBuffer[], specs: readonly WeightSpec[], decodeCopy: DecodeWeights): Core.NamedTensorMap {
   // Strings have no fixed size: tfjs decodes such a model as before.

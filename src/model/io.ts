@@ -79,7 +79,7 @@ const readAhead = new Map<string, Promise<LocalModelFiles | undefined>>();
  */
 export function readModelAhead(path: string): Promise<void> {
   const key = resolve(path);
-  const reading = readAhead.get(key) ?? isTfjsModelPath(key).then((isModel) => (isModel ? readLocalModelNow(key) : undefined));
+  const reading = readAhead.get(key) ?? isTfjsModelPath(key).then((isModel) => (isModel ? readLocalModelNow(path) : undefined));
   readAhead.set(key, reading);
   // Settles when the read ends; its error is readLocalModel's to report.
   return reading.then(
