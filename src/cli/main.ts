@@ -1,8 +1,10 @@
 /**
  * The command line: a thin shell over the library. This module imports only
  * commander; each command's module (and TensorFlow.js) loads when that
- * command runs, so `--help` starts fast.
+ * command runs, so `--help` starts fast (and a one-image run's model files
+ * are read meanwhile: readModelAhead).
  */
+import { statSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { OPTION_LIMITS, addBatchOptions, addEngineOption, addImageOptions, addModelOptions, addOptionAlias, collectValues } from './options.js';
 import { METHOD_NAMES, SCORE_KINDS, TARGET_KINDS } from '../cam/names.js';
@@ -88,6 +90,7 @@ ${EXIT_CODES_HELP}`,
   addOptionAlias(predict, '--top-k <k>', 'top');
   addBatchOptions(addImageOptions(addEngineOption(predict), resizeHelp()), false).action(
     act(async (inputs: string[], options: Record<string, unknown>) => {
+      await readModelAhead(inputs, options);
       const { runPredict } = await import('./predict.js');
       return runPredict(inputs, options);
     }),
@@ -147,6 +150,7 @@ ${EXIT_CODES_HELP}`,
     addOptionAlias(command, '--top <k>', 'topK');
     addBatchOptions(addImageOptions(addEngineOption(addModelOptions(command)), resizeHelp()), true).action(
       act(async (inputs: string[], options: Record<string, unknown>) => {
+        await readModelAhead(inputs, options);
         const { runCam } = await import('./cam.js');
         return runCam(inputs, fixedMethod === undefined ? options : { ...options, method: fixedMethod });
       }),
@@ -183,6 +187,7 @@ ${EXIT_CODES_HELP}`,
     );
   addBatchOptions(addImageOptions(addEngineOption(addModelOptions(fmap)), resizeHelp()), true).action(
     act(async (inputs: string[], options: Record<string, unknown>) => {
+      await readModelAhead(inputs, options);
       const { runFmap } = await import('./fmap.js');
       return runFmap(inputs, options);
     }),
@@ -272,6 +277,19 @@ Examples:
     );
 
   return program;
+}
+
+/**
+ * A run of one image file with a local TF.js model (`--model <folder>`)
+ * runs in this thread: its model files are read while the command's modules
+ * (tfjs, sharp) load, and the model's load finds them read. Folder runs may
+ * load the model in workers only, and are left as they are.
+ */
+async function readModelAhead(inputs: readonly string[], options: Record<string, unknown>): Promise<void> {
+  const model = options['model'];
+  if (typeof model !== 'string' || inputs.length !== 1 || statSync(inputs[0]!, { throwIfNoEntry: false })?.isFile() !== true) return;
+  const { readModelAhead: startReading } = await import('../model/io.js');
+  void startReading(model);
 }
 
 function resizeHelp(): string {

@@ -3,11 +3,14 @@
  * `./tf.ts`.
  */
 import { createRequire } from 'node:module';
+import type * as Core from '@tensorflow/tfjs-core';
 import type * as Layers from '@tensorflow/tfjs-layers';
+import { decodeWeightViews } from './weight-views.js';
 
 export type * from '@tensorflow/tfjs-layers';
 
-const layersPackage = createRequire(import.meta.url)('@tensorflow/tfjs-layers') as typeof Layers;
+const require = createRequire(import.meta.url);
+const layersPackage = require('@tensorflow/tfjs-layers') as typeof Layers;
 
 /** The LayersModel class as a value (for instanceof); `tfl.LayersModel` is the type. */
 export const LayersModelClass = layersPackage.LayersModel;
@@ -18,3 +21,34 @@ export const { loadLayersModel } = layersPackage;
 export const { input, model } = layersPackage;
 /** The base class of layers, as a value (to extend); `tfl.layers.Layer` is the type. */
 export const LayerClass = layersPackage.layers.Layer;
+
+type DecodeWeights = (data: Core.io.WeightData, specs: Core.io.WeightsManifestEntry[]) => Core.NamedTensorMap;
+
+/** The weight buffers (model artifacts' weightData) `decodedAsViews` marked. */
+const viewedWeightData = new WeakSet<object>();
+let decodeHooked = false;
+
+/**
+ * Marks a model's weight buffers (its artifacts' weightData, the weight
+ * files in manifest order) to be decoded as views of themselves rather than
+ * copied out weight by weight (./weight-views.ts), and returns them.
+ * tfjs-layers' loadLayersModel and tfjs-converter's loadGraphModel decode
+ * weights through tfjs-core's `io.decodeWeights`, with no other way in: that
+ * one entry is wrapped, once, and the wrapper hands every buffer list it did
+ * not mark to tfjs' own function, so other loads are untouched. The buffers
+ * must not be written afterwards: the weights are them.
+ */
+export function decodedAsViews(weightData: ArrayBuffer[]): ArrayBuffer[] {
+  hookDecodeWeights();
+  viewedWeightData.add(weightData);
+  return weightData;
+}
+
+function hookDecodeWeights(): void {
+  if (decodeHooked) return;
+  const io = (require('@tensorflow/tfjs-core') as typeof Core).io as unknown as { decodeWeights: DecodeWeights };
+  const tfjsDecode = io.decodeWeights;
+  io.decodeWeights = (data, specs) =>
+    Array.isArray(data) && viewedWeightData.has(data) ? decodeWeightViews(data, specs, tfjsDecode) : tfjsDecode(data, specs);
+  decodeHooked = true;
+}

@@ -143,7 +143,7 @@ async function loadModelFiles(spec: string, options: LoadOptions): Promise<Camvi
   const files = keras ?? (await readLocalModel(located.modelJsonPath));
   const known = located.zoo ?? knownModelBySha256(files.sha256)?.metadata ?? keras?.defaults;
   const isGraph = files.modelJson.format === 'graph-model' || Array.isArray(files.modelJson.modelTopology['node']);
-  const handler: tf.io.IOHandler = { load: async () => files.artifacts };
+  const handler: tf.io.IOHandler = { load: async () => (keras === undefined ? withWeightViews(files.artifacts) : files.artifacts) };
   let layersModel: tfl.LayersModel | undefined;
   let graphModel: GraphModel | undefined;
   try {
@@ -174,6 +174,16 @@ async function loadModelFiles(spec: string, options: LoadOptions): Promise<Camvi
   });
   if (graphModel !== undefined && tfgraph !== undefined) return withLabelsChecked(graphModelOf(meta, graphModel, files.modelJson.modelTopology, tfgraph.importTfGraph), options.labels);
   return withLabelsChecked(new CamvizModel(meta, layersModel, graphModel), options.labels);
+}
+
+/**
+ * The artifacts of a model read from its files, with their weights decoded
+ * as views of the read buffers (engine/weight-views.ts: no copy of each
+ * weight). Each load gets its own list, so each is marked on its own.
+ */
+function withWeightViews(artifacts: tf.io.ModelArtifacts): tf.io.ModelArtifacts {
+  const { weightData } = artifacts;
+  return Array.isArray(weightData) ? { ...artifacts, weightData: tfl.decodedAsViews([...weightData]) } : artifacts;
 }
 
 /** A graph model with no image input is refused before anything else (the graph model freed). */
