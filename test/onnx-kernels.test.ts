@@ -17,7 +17,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '../src/engine/tfl.js';
 import { loadModel } from '../src/model/load.js';
 import { interpretGraph, laid, toLayout } from '../src/model/onnx/interpret.js';
-import { type ConvGeometry, convView, runConv } from '../src/model/onnx/keras.js';
+import { type ConvGeometry, type ConvLayerWeights, runConv, tfjsKernel } from '../src/model/onnx/keras.js';
 import { parseOnnxModel } from '../src/model/onnx/parse.js';
 import { asset, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
 import { forEachBackend } from './helpers/backends.js';
@@ -80,8 +80,8 @@ forEachBackend((backend) => {
         dilationRate: [1, 1],
         padding: conv.padding,
       };
-      const kernels = new Set<tf.Tensor>();
-      const filter = convView(geometry, kernels).kernel.read() as tf.Tensor4D;
+      const filter = tfjsKernel(geometry) as tf.Tensor4D;
+      const layerWeights: ConvLayerWeights = { ...geometry, kernel: filter };
       const x = tf.mul(seeded([2, conv.inputSize, conv.inputSize, conv.channels], 13), 2) as tf.Tensor4D;
       const plain = (input: tf.Tensor): tf.Tensor => {
         const y = conv.depthwise
@@ -89,7 +89,7 @@ forEachBackend((backend) => {
           : tf.conv2d(input as tf.Tensor4D, filter, conv.strides, conv.padding);
         return tf.add(y, geometry.bias!);
       };
-      const fused = (input: tf.Tensor): tf.Tensor => runConv(geometry, filter, laid(input, 'nhwc'));
+      const fused = (input: tf.Tensor): tf.Tensor => runConv(layerWeights, laid(input, 'nhwc'));
       const expected = plain(x);
       const actual = fused(x);
       assert.deepEqual(actual.shape, expected.shape);
@@ -108,7 +108,7 @@ forEachBackend((backend) => {
       assert.deepEqual(forwardKernels, [conv.depthwise ? 'FusedDepthwiseConv2D' : 'FusedConv2D']);
       const backwardKernels = await kernelsOf(() => tf.grad(objective(fused))(x));
       assert.deepEqual(backwardKernels.filter((name) => name.includes('Backprop')), [conv.depthwise ? 'DepthwiseConv2dNativeBackpropInput' : 'Conv2DBackpropInput']);
-      tf.dispose([geometry.weights, geometry.bias!, ...kernels, x, expected, actual, weights, expectedGradient, gradient]);
+      tf.dispose([geometry.weights, geometry.bias!, filter, x, expected, actual, weights, expectedGradient, gradient]);
     });
   }
 });

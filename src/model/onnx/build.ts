@@ -37,6 +37,7 @@ import { type OpContext, attrInt, attrInts, constantInts, constantNumber } from 
 import type { OnnxImageInput } from './check.js';
 import {
   type ConvGeometry,
+  type ConvLayerWeights,
   type DenseGeometry,
   type InputSource,
   clipMax,
@@ -46,6 +47,7 @@ import {
   denseView,
   kerasClassName,
   runConv,
+  tfjsKernel,
 } from './keras.js';
 import { nodeNameIndex, topModule } from './names.js';
 import type { OnnxModel, OnnxNode } from './types.js';
@@ -88,36 +90,43 @@ interface PlannedLayer {
   foldedPad?: OnnxNode;
 }
 
+/**
+ * A planned layer as the model holds it: a Conv's weights as its kernel in
+ * tfjs' layout (its weight source is then `kernel`), so that the model keeps
+ * one copy of them, in the layout tfjs' convolutions, the executor's fused
+ * chains and the CAM methods read.
+ */
+interface LayerPlan extends Omit<PlannedLayer, 'conv'> {
+  conv?: ConvLayerWeights;
+}
+
 interface NodeLayerConfig {
   name: string;
-  plan: PlannedLayer;
+  plan: LayerPlan;
   opset: number;
-  /** Kernels in tfjs' layout, made on first use and freed with the model. */
+  /** Dense kernels in tfjs' layout, made on first read and freed with the model. */
   kernels: Set<tf.Tensor>;
 }
 
 /** One ONNX node as a layer: `call` runs the node on its runtime inputs and its folded constants. */
-class OnnxNodeLayer extends ImportedNodeLayer<PlannedLayer> {
+class OnnxNodeLayer extends ImportedNodeLayer<LayerPlan> {
   static className = 'OnnxNode';
   private readonly opset: number;
-  /** A Conv's kernel in tfjs' layout (made on first use): its call runs tfjs' convolution directly. */
-  private readonly convKernel: (() => tf.Tensor) | undefined;
 
   constructor(config: NodeLayerConfig) {
     super(config.name, config.plan);
     this.opset = config.opset;
-    if (config.plan.conv !== undefined) {
-      const view = convView(config.plan.conv, config.kernels);
-      this.convKernel = view.kernel.read;
-      Object.assign(this, view.fields);
-    }
+    if (config.plan.conv !== undefined) Object.assign(this, convView(config.plan.conv));
     if (config.plan.maxValue !== undefined) Object.assign(this, { maxValue: config.plan.maxValue });
     if (config.plan.dense !== undefined) Object.assign(this, denseView(config.plan.dense, config.kernels));
   }
 
   override countParams(): number {
     let count = 0;
-    for (const source of this.plan.sources) if (source.kind === 'constant' && source.value.tensor.dtype === 'float32') count += source.value.tensor.size;
+    for (const source of this.plan.sources) {
+      if (source.kind === 'constant' && source.value.tensor.dtype === 'float32') count += source.value.tensor.size;
+      if (source.kind === 'kernel') count += this.plan.conv?.kernel.size ?? 0;
+    }
     return count;
   }
 
@@ -125,8 +134,9 @@ class OnnxNodeLayer extends ImportedNodeLayer<PlannedLayer> {
     const given = Array.isArray(inputs) ? inputs : [inputs];
     const { conv, sources } = this.plan;
     const input = sources[0];
-    if (conv !== undefined && this.convKernel !== undefined && input?.kind === 'runtime' && given.length === 1) {
-      return runConv(conv, this.convKernel(), { tensor: given[0]!, layout: input.layout });
+    // A Conv layer's one runtime input is its data (convGeometry wants constant weights and bias).
+    if (conv !== undefined && input?.kind === 'runtime' && given.length === 1) {
+      return runConv(conv, { tensor: given[0]!, layout: input.layout });
     }
     const outputs = runPlanned(this.plan, given, this.opset);
     return outputs.length === 1 ? outputs[0]! : outputs;
@@ -148,12 +158,14 @@ class ChannelMeanLayer extends tfl.LayerClass {
 }
 
 /** Runs a planned node on runtime tensors; outputs are new tensors in the planned layouts. */
-function runPlanned(plan: PlannedLayer, given: readonly tf.Tensor[], opset: number): tf.Tensor[] {
+function runPlanned(plan: LayerPlan, given: readonly tf.Tensor[], opset: number): tf.Tensor[] {
   return tf.tidy(() => {
     let next = 0;
     const inputs = plan.sources.map((source): LaidTensor | undefined => {
       if (source.kind === 'omitted') return undefined;
       if (source.kind === 'constant') return source.value;
+      // Only a Conv layer holds a kernel, and its call runs it (runConv) without the ONNX node.
+      if (source.kind === 'kernel') throw new Error(`layer '${plan.name}' holds its weights as a tfjs kernel; runConv runs it`);
       return { tensor: given[next++]!, layout: source.layout };
     });
     const outputs = runNode(plan.node, inputs, opset);
@@ -537,27 +549,55 @@ function assemble(
   constants: Map<string, LaidTensor>,
   file: string,
 ): BuiltOnnxModel {
-  // camviz feeds RGB: a one-channel graph reads the mean of the three channels.
-  const inputTensor = tfl.input({ shape: [size.height, size.width, 3], name: 'input' });
-  const graphInput = input.channels === 1 ? (new ChannelMeanLayer({ name: 'input_gray' }).apply(inputTensor) as tfl.SymbolicTensor) : inputTensor;
+  // Kernels in tfjs' layout the model owns: every Conv layer's (made here), and Dense kernels made on first read.
   const kernels = new Set<tf.Tensor>();
-  const layers = plans.map((plan) => ({ layer: new OnnxNodeLayer({ name: plan.name, plan, opset, kernels }), reads: plan.runtimeInputs, writes: plan.node.outputs }));
-  const outputs = model.graph.outputs.map((output) => output.name);
-  const missing = (key: string): Error => new CamvizError(`graph output '${key}' does not depend on the input`, { file });
-  const layersModel = wireLayersModel(inputTensor, new Map([[input.name, graphInput]]), layers, outputs, 'onnx', missing);
-  // Only the constants that layers read stay; the rest were shape arithmetic.
-  const kept = new Set<tf.Tensor>();
-  for (const plan of plans) for (const source of plan.sources) if (source.kind === 'constant') kept.add(source.value.tensor);
-  for (const value of constants.values()) if (!kept.has(value.tensor)) value.tensor.dispose();
-  return {
-    layersModel,
-    ...namesOf(model, plans),
-    onnxShapes: new Map(plans.map((plan) => [plan.name, plan.onnxShape])),
-    nodeNames: new Map(plans.map((plan) => [plan.name, plan.node.name || plan.name])),
-    dispose: () => {
-      for (const tensor of [...kept, ...kernels]) tensor.dispose();
-    },
-  };
+  try {
+    const convKernels = new Map<string, tf.Tensor>();
+    const built = plans.map((plan) => withConvKernel(plan, convKernels));
+    for (const kernel of convKernels.values()) kernels.add(kernel);
+    // camviz feeds RGB: a one-channel graph reads the mean of the three channels.
+    const inputTensor = tfl.input({ shape: [size.height, size.width, 3], name: 'input' });
+    const graphInput = input.channels === 1 ? (new ChannelMeanLayer({ name: 'input_gray' }).apply(inputTensor) as tfl.SymbolicTensor) : inputTensor;
+    const layers = built.map((plan) => ({ layer: new OnnxNodeLayer({ name: plan.name, plan, opset, kernels }), reads: plan.runtimeInputs, writes: plan.node.outputs }));
+    const outputs = model.graph.outputs.map((output) => output.name);
+    const missing = (key: string): Error => new CamvizError(`graph output '${key}' does not depend on the input`, { file });
+    const layersModel = wireLayersModel(inputTensor, new Map([[input.name, graphInput]]), layers, outputs, 'onnx', missing);
+    // Only the constants that layers read stay: the rest were shape arithmetic, or Conv weights now held as kernels.
+    const kept = new Set<tf.Tensor>();
+    for (const plan of built) for (const source of plan.sources) if (source.kind === 'constant') kept.add(source.value.tensor);
+    for (const value of constants.values()) if (!kept.has(value.tensor)) value.tensor.dispose();
+    return {
+      layersModel,
+      ...namesOf(model, plans),
+      onnxShapes: new Map(plans.map((plan) => [plan.name, plan.onnxShape])),
+      nodeNames: new Map(plans.map((plan) => [plan.name, plan.node.name || plan.name])),
+      dispose: () => {
+        for (const tensor of [...kept, ...kernels]) tensor.dispose();
+      },
+    };
+  } catch (error) {
+    for (const kernel of kernels) kernel.dispose();
+    throw error;
+  }
+}
+
+/**
+ * The plan as its layer holds it: a Conv's ONNX-layout weights (input 1)
+ * replaced by its kernel in tfjs' layout. Convs that read the same weights
+ * the same way share one kernel (`made`, by weights tensor and view).
+ */
+function withConvKernel(plan: PlannedLayer, made: Map<string, tf.Tensor>): LayerPlan {
+  const { conv, ...rest } = plan;
+  if (conv === undefined) return rest;
+  const key = `${conv.weights.id}:${conv.depthwise ? `depthwise/${conv.channels}` : 'conv'}`;
+  let kernel = made.get(key);
+  if (kernel === undefined) {
+    kernel = tfjsKernel(conv);
+    made.set(key, kernel);
+  }
+  const { weights: _weights, ...geometry } = conv;
+  const sources = plan.sources.map((source, i): InputSource => (i === 1 ? { kind: 'kernel' } : source));
+  return { ...rest, conv: { ...geometry, kernel }, sources };
 }
 
 /** The names users may give, the module of each layer, and the default CAM target. */

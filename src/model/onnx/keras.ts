@@ -9,8 +9,12 @@ import * as tf from '../../engine/tf.js';
 import { type LaidTensor, type Layout, toLayout } from './layout.js';
 import type { OnnxNode } from './types.js';
 
-/** How a node layer gets each ONNX input: omitted, a folded constant, or the layer's next runtime input. */
-export type InputSource = { kind: 'omitted' } | { kind: 'constant'; value: LaidTensor } | { kind: 'runtime'; layout: Layout };
+/**
+ * How a node layer gets each ONNX input: omitted, a folded constant, the
+ * layer's next runtime input, or (a built Conv layer's weights) the layer's
+ * own kernel in tfjs' layout, which replaces the ONNX-layout constant.
+ */
+export type InputSource = { kind: 'omitted' } | { kind: 'constant'; value: LaidTensor } | { kind: 'runtime'; layout: Layout } | { kind: 'kernel' };
 
 /** Gemm with alpha = beta = 1, no transposed input, constant weights [C, N] or [N, C] (transB) and bias. */
 export interface DenseGeometry {
@@ -37,16 +41,19 @@ export interface ConvGeometry {
   padding: 'valid' | 'same' | number | [[0, 0], [number, number], [number, number], [0, 0]];
 }
 
+/**
+ * A Conv layer's weights as the layer holds them: its kernel in tfjs'
+ * layout, made once at load, which the ONNX-layout weights are dropped for
+ * (see build.ts `assemble`). The bias is the ONNX constant itself (the same
+ * layout in both).
+ */
+export type ConvLayerWeights = Omit<ConvGeometry, 'weights'> & { readonly kernel: tf.Tensor };
+
 /** The fields of a tfjs-layers Conv2D / DepthwiseConv2D that the executor's fusion and the CAM method read. */
-export function convView(conv: ConvGeometry, kernels: Set<tf.Tensor>): { kernel: { read(): tf.Tensor }; fields: Record<string, unknown> } {
-  let kernel: tf.Tensor | undefined;
-  const read = (): tf.Tensor => {
-    kernel ??= tf.keep(tf.tidy(() => tfjsKernel(conv)));
-    kernels.add(kernel);
-    return kernel;
-  };
-  const [, , kh, kw] = conv.weights.shape;
-  return { kernel: { read }, fields: convFields(conv, read, kh!, kw!) };
+export function convView(conv: ConvLayerWeights): Record<string, unknown> {
+  const read = (): tf.Tensor => conv.kernel;
+  const [kh, kw] = conv.kernel.shape;
+  return convFields(conv, read, kh!, kw!);
 }
 
 /**
@@ -56,10 +63,10 @@ export function convView(conv: ConvGeometry, kernels: Set<tf.Tensor>): { kernel:
  * one: that input gradient has no dilations (tfjs refuses to differentiate
  * dilated convolutions anyway), so it stays a convolution and an add.
  */
-export function runConv(conv: ConvGeometry, kernel: tf.Tensor, input: LaidTensor): tf.Tensor {
+export function runConv(conv: ConvLayerWeights, input: LaidTensor): tf.Tensor {
   return tf.tidy(() => {
     const x = toLayout(input, 'nhwc') as tf.Tensor4D;
-    const filter = kernel as tf.Tensor4D;
+    const filter = conv.kernel as tf.Tensor4D;
     if (conv.bias !== undefined && conv.dilationRate.every((rate) => rate === 1)) return fusedConvWithBias(conv, filter, conv.bias)(x);
     const y = conv.depthwise
       ? tf.depthwiseConv2d(x, filter, conv.strides, conv.padding, 'NHWC', conv.dilationRate)
@@ -77,7 +84,7 @@ export function runConv(conv: ConvGeometry, kernel: tf.Tensor, input: LaidTensor
  * so only the input's gradient is computed, by the kernel tfjs' plain
  * convolution's gradient runs.
  */
-function fusedConvWithBias(conv: ConvGeometry, filter: tf.Tensor4D, bias: tf.Tensor): (x: tf.Tensor4D) => tf.Tensor4D {
+function fusedConvWithBias(conv: ConvLayerWeights, filter: tf.Tensor4D, bias: tf.Tensor): (x: tf.Tensor4D) => tf.Tensor4D {
   const { strides } = conv;
   return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const x = args[0] as tf.Tensor4D;
@@ -94,12 +101,12 @@ function fusedConvWithBias(conv: ConvGeometry, filter: tf.Tensor4D, bias: tf.Ten
 }
 
 /** A depthwise Conv's padding: `convGeometry` never gives one explicit pads. */
-function depthwisePadding(conv: ConvGeometry): 'valid' | 'same' | number {
+function depthwisePadding(conv: ConvLayerWeights): 'valid' | 'same' | number {
   if (typeof conv.padding === 'object') throw new Error('a depthwise Conv with explicit pads has no ConvGeometry');
   return conv.padding;
 }
 
-function convFields(conv: ConvGeometry, read: () => tf.Tensor, kh: number, kw: number): Record<string, unknown> {
+function convFields(conv: ConvLayerWeights, read: () => tf.Tensor, kh: number, kw: number): Record<string, unknown> {
   return {
     [conv.depthwise ? 'depthwiseKernel' : 'kernel']: { read },
     bias: conv.bias === undefined ? null : { read: () => conv.bias },
@@ -112,11 +119,19 @@ function convFields(conv: ConvGeometry, read: () => tf.Tensor, kh: number, kw: n
   };
 }
 
-/** The fields of a tfjs-layers Dense that the CAM method reads: kernel [C, N] and bias. */
+/**
+ * The fields of a tfjs-layers Dense that the CAM method reads: kernel [C, N]
+ * and bias. Without transB the Gemm's weights are that kernel (the tensor
+ * itself: a clone is a copy on the wasm backend). With transB (PyTorch's
+ * Linear) the transposed kernel is made on first read and kept in `kernels`:
+ * the Gemm runs on the ONNX weights, and only what reads the kernel (the CAM
+ * method, the closed-form head) pays for the copy.
+ */
 export function denseView(dense: DenseGeometry, kernels: Set<tf.Tensor>): Record<string, unknown> {
   let kernel: tf.Tensor | undefined;
   const read = (): tf.Tensor => {
-    kernel ??= tf.keep(dense.transposed ? tf.transpose(dense.weights) : dense.weights.clone());
+    if (!dense.transposed) return dense.weights;
+    kernel ??= tf.keep(tf.transpose(dense.weights));
     kernels.add(kernel);
     return kernel;
   };
@@ -140,12 +155,14 @@ export function denseGeometry(node: OnnxNode, sources: readonly InputSource[]): 
   return { weights: b.value.tensor, transposed: number('transB', 0) === 1, bias: c?.kind === 'constant' ? c.value.tensor : undefined };
 }
 
-/** ONNX [M, C/group, kh, kw] as tfjs' [kh, kw, C, M] (Conv2D) or [kh, kw, C, M/C] (depthwise). */
-function tfjsKernel(conv: ConvGeometry): tf.Tensor {
-  const [outChannels, , kh, kw] = conv.weights.shape as [number, number, number, number];
-  if (!conv.depthwise) return tf.transpose(conv.weights, [2, 3, 1, 0]);
-  // Depthwise: output channel c·m + j reads input channel c.
-  return tf.transpose(tf.reshape(conv.weights, [conv.channels, outChannels / conv.channels, kh, kw]), [2, 3, 0, 1]);
+/** ONNX [M, C/group, kh, kw] as tfjs' [kh, kw, C, M] (Conv2D) or [kh, kw, C, M/C] (depthwise): a new tensor the caller owns. */
+export function tfjsKernel(conv: ConvGeometry): tf.Tensor {
+  return tf.tidy(() => {
+    const [outChannels, , kh, kw] = conv.weights.shape as [number, number, number, number];
+    if (!conv.depthwise) return tf.transpose(conv.weights, [2, 3, 1, 0]);
+    // Depthwise: output channel c·m + j reads input channel c.
+    return tf.transpose(tf.reshape(conv.weights, [conv.channels, outChannels / conv.channels, kh, kw]), [2, 3, 0, 1]);
+  });
 }
 
 /** Keras class names of the same semantics, which the executor and the CAM methods read. */
