@@ -71,8 +71,9 @@ export class FusedChain {
   }
 
   dispose(): void {
-    this.folded?.filter.dispose();
-    this.folded?.bias.dispose();
+    // The conv layer's own kernel and bias are the layer's to free.
+    if (this.folded?.filter !== this.convKernel()) this.folded?.filter.dispose();
+    if (this.folded?.bias !== this.convBias()) this.folded?.bias.dispose();
     this.folded = undefined;
   }
 
@@ -84,6 +85,16 @@ export class FusedChain {
       });
     }
     return this.folded;
+  }
+
+  private convKernel(): tf.Tensor {
+    const conv = this.nodes[0]!.layer as unknown as ConvView;
+    return (isDepthwise(conv) ? conv.depthwiseKernel! : conv.kernel!).read();
+  }
+
+  private convBias(): tf.Tensor | undefined {
+    const conv = this.nodes[0]!.layer as unknown as ConvView;
+    return conv.bias ? conv.bias.read() : undefined;
   }
 }
 
@@ -103,7 +114,9 @@ function foldBatchNorm(nodes: readonly GraphNode[]): { filter: tf.Tensor4D; bias
   const outChannels = depthwise ? kernel.shape[2] * kernel.shape[3] : kernel.shape[3];
   const convBias = conv.bias ? (conv.bias.read() as tf.Tensor1D) : tf.zeros([outChannels]);
   const batchNorm = nodes.map((node) => node.layer).find(isBatchNorm);
-  if (batchNorm === undefined) return { filter: kernel.clone(), bias: convBias.clone() as tf.Tensor1D };
+  // Without a BatchNorm the layer's own kernel and bias are the fused weights: a clone would be a
+  // second copy of them on the wasm backend (its Identity kernel copies), as large as the model's convs.
+  if (batchNorm === undefined) return { filter: kernel, bias: convBias as tf.Tensor1D };
   const bn = batchNorm as unknown as BatchNormView;
   const gamma = bn.scale && bn.gamma ? bn.gamma.read() : tf.ones([outChannels]);
   const beta = bn.center && bn.beta ? bn.beta.read() : tf.zeros([outChannels]);
