@@ -10,7 +10,11 @@
  * GraphProto holding only `output` entries to the file's bytes, which
  * protobuf merges into the first (repeated fields append), so the weights
  * are not re-encoded. ORT needs no type on these outputs (it infers them).
+ * The trunk keeps no bytes: `withOutputs` reads the file again for each
+ * session made (a few per run), where keeping them would hold a copy of the
+ * file, as large as the model's weights, in every worker for the whole run.
  */
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import protobuf from 'protobufjs';
@@ -42,14 +46,18 @@ function onnxPlanOf(layer: unknown): OnnxNodePlan | undefined {
 /**
  * The trunk of the ONNX file `file` (whose sha256 at load was `sha256`),
  * built by camviz as `graph` for an input of `size`. Reads the file again
- * (and checks it is the one loaded). A graph that takes one channel is
- * refused: camviz feeds ONNX Runtime its RGB input as it is.
+ * (and checks it is the one loaded), here and for each session made. A
+ * graph that takes one channel is refused: camviz feeds ONNX Runtime its
+ * RGB input as it is.
  */
 export async function onnxTrunkOf(file: string, sha256: string, graph: LayerGraph, size: { height: number; width: number }): Promise<OnnxTrunk> {
-  const bytes = await readFile(file).catch((error: unknown) => {
-    throw new CamvizError(`cannot read the ONNX file again (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { file, cause: error });
-  });
-  if (createHash('sha256').update(bytes).digest('hex') !== sha256) throw new CamvizError('the ONNX file changed since it was loaded', { file });
+  const bytes = loadedBytes(
+    file,
+    sha256,
+    await readFile(file).catch((error: unknown) => {
+      throw unreadable(file, error);
+    }),
+  );
   const values = valuesOf(graph);
   const inputKey = graph.inputKeys[0];
   const input = inputKey === undefined ? undefined : values.get(inputKey);
@@ -62,8 +70,27 @@ export async function onnxTrunkOf(file: string, sha256: string, graph: LayerGrap
     input,
     inputSize: { height: size.height, width: size.width },
     valueOf: (key) => values.get(key),
-    withOutputs: (names) => withGraphOutputs(bytes, names.filter((name) => !outputs.has(name))),
+    withOutputs: (names) => withGraphOutputs(loadedBytes(file, sha256, readAgain(file)), names.filter((name) => !outputs.has(name))),
   };
+}
+
+/** The file's bytes, read synchronously (`withOutputs` returns the model's bytes). */
+function readAgain(file: string): Uint8Array {
+  try {
+    return readFileSync(file);
+  } catch (error) {
+    throw unreadable(file, error);
+  }
+}
+
+function unreadable(file: string, error: unknown): CamvizError {
+  return new CamvizError(`cannot read the ONNX file again (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { file, cause: error });
+}
+
+/** `bytes`, once checked to be the file loaded (whose sha256 was `sha256`). */
+function loadedBytes(file: string, sha256: string, bytes: Uint8Array): Uint8Array {
+  if (createHash('sha256').update(bytes).digest('hex') !== sha256) throw new CamvizError('the ONNX file changed since it was loaded', { file });
+  return bytes;
 }
 
 /** Graph key -> ONNX value, for every value a node layer computes and for the image input. */
