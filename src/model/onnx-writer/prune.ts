@@ -1,0 +1,230 @@
+/**
+ * Pruning the ONNX cache folder (`<cache>/onnx/`), best effort, whenever
+ * camviz writes to it (a written model, or ONNX Runtime's saved session):
+ *
+ * - files this build can never read again are removed: entries of another
+ *   writer version (their record says which), saved sessions of the older
+ *   names (`<32 hex>.ort`, `<32 hex>.ort.onnx`), and the temporary files
+ *   (`.<name>.<pid>.<random>.tmp`) of a process that is gone;
+ * - the entries of this version are bounded in size (CAMVIZ_ONNX_CACHE_MB):
+ *   least recently used first out, by mtime, which a cache hit touches.
+ *
+ * An entry is a written model's `.onnx` and `.json` and the saved sessions
+ * named after it (`<key>.<32 hex>.ort`), or the saved sessions of one ONNX
+ * model file. Only regular files of camviz's own names are considered: never
+ * a symbolic link (nor what it points to), a folder, or another name.
+ * Entries this process has used are never evicted by it; another running
+ * camviz that loses an entry it reads writes it again (see cache.ts).
+ * Cheap: one readdir, an lstat per file of camviz's, the first bytes of
+ * each record; no hashing.
+ */
+import type { Dirent } from 'node:fs';
+import { lstat, open, readdir, rm, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import { temporaryOwner } from '../../util/atomic-file.js';
+import { UsageError } from '../../util/errors.js';
+import { WRITER_VERSION } from './write.js';
+
+/** The size bound of the ONNX cache in MiB when CAMVIZ_ONNX_CACHE_MB is unset. */
+export const DEFAULT_ONNX_CACHE_MB = 1024;
+
+export const ONNX_CACHE_LIMIT_VARIABLE = 'CAMVIZ_ONNX_CACHE_MB';
+
+/** The size bound in bytes from CAMVIZ_ONNX_CACHE_MB (MiB; 0: no bound). Throws a UsageError for a value that is not a number of MiB. */
+export function onnxCacheLimitBytes(): number {
+  const text = process.env[ONNX_CACHE_LIMIT_VARIABLE]?.trim() ?? '';
+  if (text === '') return DEFAULT_ONNX_CACHE_MB * 2 ** 20;
+  const mib = /^\d+(\.\d+)?$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isFinite(mib)) throw new UsageError(`${ONNX_CACHE_LIMIT_VARIABLE} must be a size in MiB (0: no bound), not "${text}"`);
+  return Math.floor(mib * 2 ** 20);
+}
+
+/** A written model's file: `<fingerprint>-<H>x<W>.onnx` or `.json` (its record). */
+const WRITTEN_FILE = /^([0-9a-f]{64}-\d+x\d+)\.(onnx|json)$/;
+/** A saved session: `<stem>.<32 hex>.ort`, the stem naming its model (engine/onnxruntime.ts, savedGraphName). */
+const SAVED_SESSION = /^([A-Za-z0-9-]{1,100})\.[0-9a-f]{32}\.ort$/;
+/** Saved sessions of earlier builds: `<32 hex>.ort`, and before it `<32 hex>.ort.onnx` (ONNX format). */
+const OLD_SAVED_SESSION = /^[0-9a-f]{32}\.ort(\.onnx)?$/;
+/** How a record begins (cache.ts writes `writerVersion` first). */
+const RECORD_HEAD = /^\{"writerVersion":(\d+)[,}]/;
+
+/** A temporary whose writer is gone is removed only once this old: a PID seen from another PID namespace (a container sharing the cache) may look dead. */
+export const TEMPORARY_GRACE_MS = 10 * 60 * 1000;
+
+/** The stems of the entries this process has read or written: its own prune never evicts them. */
+const usedStems = new Set<string>();
+
+/** Notes that this process uses the entry `stem` (a written model's key, or a saved session's stem). */
+export function markUsed(stem: string): void {
+  usedStems.add(stem);
+}
+
+/** The entry a file of the cache belongs to (its stem), or undefined for a file that is not an entry's. */
+export function entryStem(name: string): string | undefined {
+  return (WRITTEN_FILE.exec(name) ?? SAVED_SESSION.exec(name))?.[1];
+}
+
+/** Sets a file's mtime to now: the cache's "last used", so that the size bound evicts what was used least recently. */
+export async function touch(path: string): Promise<void> {
+  const now = new Date();
+  await utimes(path, now, now).catch(() => undefined);
+}
+
+export interface PruneOptions {
+  /** The size bound in bytes of this version's entries; 0: none. */
+  readonly limitBytes: number;
+  /** Entries never evicted (besides those this process used): the one just written or read. */
+  readonly keep?: readonly string[];
+  /** Says what could not be done (pruning never fails the run). */
+  readonly log?: (message: string) => void;
+  /** The time now, in ms (tests). */
+  readonly now?: number;
+}
+
+export interface PruneResult {
+  /** The names of the files removed. */
+  readonly removed: string[];
+  /** Their bytes. */
+  freedBytes: number;
+}
+
+interface CacheFile {
+  readonly name: string;
+  readonly size: number;
+  readonly mtimeMs: number;
+}
+
+/** One entry of this version: its files, their bytes, and when it was last used (its newest mtime). */
+interface Entry {
+  readonly stem: string;
+  readonly files: CacheFile[];
+  size: number;
+  lastUsed: number;
+}
+
+/** Prunes `folder` (see the file comment). Never throws: what fails is said through `log`. */
+export async function pruneOnnxCache(folder: string, options: PruneOptions): Promise<PruneResult> {
+  const result: PruneResult = { removed: [], freedBytes: 0 };
+  let names: Dirent[];
+  try {
+    names = await readdir(folder, { withFileTypes: true });
+  } catch (error) {
+    options.log?.(`cannot prune the ONNX cache: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message} (${folder})`);
+    return result;
+  }
+  // A file that cannot be removed (a read-only folder) stops the pruning, said once: the others could not be either.
+  let blocked = false;
+  const remove = async (file: CacheFile): Promise<void> => {
+    if (blocked) return;
+    try {
+      await rm(join(folder, file.name));
+      result.removed.push(file.name);
+      result.freedBytes += file.size;
+    } catch (error) {
+      // Gone already: another run pruned it, or the folder went.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      blocked = true;
+      options.log?.(`cannot prune the ONNX cache: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message} (${join(folder, file.name)})`);
+    }
+  };
+  const now = options.now ?? Date.now();
+  const entries = new Map<string, Entry>();
+  // Dirent types come from readdir without following links: a symbolic link is never a file here.
+  for (const dirent of names.filter((candidate) => candidate.isFile())) {
+    const file = await statOf(folder, dirent.name);
+    if (file === undefined) continue;
+    if (OLD_SAVED_SESSION.test(file.name)) await remove(file);
+    else if (temporaryOwner(file.name) !== undefined) {
+      if (isAbandoned(file, now)) await remove(file);
+    } else {
+      const stem = entryStem(file.name);
+      if (stem !== undefined) addTo(entries, stem, file);
+    }
+  }
+  for (const entry of entries.values()) {
+    if ((await writerVersionOf(folder, entry)) !== 'other') continue;
+    await removeEntry(entry, remove);
+    entries.delete(entry.stem);
+  }
+  if (options.limitBytes > 0) await evictLeastRecentlyUsed([...entries.values()], options.limitBytes, new Set([...usedStems, ...(options.keep ?? [])]), remove);
+  if (result.removed.length > 0) options.log?.(`pruned the ONNX cache: ${result.removed.length} files, ${(result.freedBytes / 2 ** 20).toFixed(1)} MiB (${folder})`);
+  return result;
+}
+
+/** The file's size and mtime, unless it is gone or no longer a regular file. */
+async function statOf(folder: string, name: string): Promise<CacheFile | undefined> {
+  const stats = await lstat(join(folder, name)).catch(() => undefined);
+  return stats?.isFile() === true ? { name, size: stats.size, mtimeMs: stats.mtimeMs } : undefined;
+}
+
+function addTo(entries: Map<string, Entry>, stem: string, file: CacheFile): void {
+  const entry = entries.get(stem) ?? { stem, files: [], size: 0, lastUsed: 0 };
+  entry.files.push(file);
+  entry.size += file.size;
+  entry.lastUsed = Math.max(entry.lastUsed, file.mtimeMs);
+  entries.set(stem, entry);
+}
+
+/** A temporary of camviz's own files (`.<name>.<pid>.<random>.tmp`) whose process is gone, and old enough. */
+function isAbandoned(file: CacheFile, now: number): boolean {
+  const inner = file.name.slice(1).replace(/\.\d+\.[0-9a-f]{12}\.tmp$/, '');
+  const ours = WRITTEN_FILE.test(inner) || SAVED_SESSION.test(inner) || OLD_SAVED_SESSION.test(inner);
+  return ours && now - file.mtimeMs >= TEMPORARY_GRACE_MS && !isAlive(temporaryOwner(file.name)!);
+}
+
+/**
+ * Whether a process with this PID exists (signal 0 checks without sending).
+ * The same check as batch/lock.ts's isAlive, which this layer cannot import.
+ */
+function isAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists, under another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Whether the entry's record says another writer version. Without a record
+ * (being written, or removed as damaged) or with one that does not begin as
+ * camviz writes them, the entry is not known to be of another version.
+ */
+async function writerVersionOf(folder: string, entry: Entry): Promise<'this' | 'other' | 'unknown'> {
+  const record = entry.files.find((file) => file.name.endsWith('.json'));
+  if (record === undefined) return 'unknown';
+  let head: string;
+  try {
+    const handle = await open(join(folder, record.name), 'r');
+    try {
+      const { buffer, bytesRead } = await handle.read(Buffer.alloc(32), 0, 32, 0);
+      head = buffer.subarray(0, bytesRead).toString('latin1');
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return 'unknown';
+  }
+  const version = RECORD_HEAD.exec(head)?.[1];
+  if (version === undefined) return 'unknown';
+  return Number(version) === WRITER_VERSION ? 'this' : 'other';
+}
+
+/** Removes an entry's files, its record first: a reader never trusts a record whose model is gone. */
+async function removeEntry(entry: Entry, remove: (file: CacheFile) => Promise<void>): Promise<void> {
+  const recordFirst = [...entry.files].sort((a, b) => Number(b.name.endsWith('.json')) - Number(a.name.endsWith('.json')));
+  for (const file of recordFirst) await remove(file);
+}
+
+/** Evicts whole entries, least recently used first, until they fit in `limitBytes`; never one in `kept`. */
+async function evictLeastRecentlyUsed(entries: Entry[], limitBytes: number, kept: ReadonlySet<string>, remove: (file: CacheFile) => Promise<void>): Promise<void> {
+  let total = entries.reduce((sum, entry) => sum + entry.size, 0);
+  for (const entry of entries.sort((a, b) => a.lastUsed - b.lastUsed)) {
+    if (total <= limitBytes) return;
+    if (kept.has(entry.stem)) continue;
+    await removeEntry(entry, remove);
+    total -= entry.size;
+  }
+}
