@@ -104,51 +104,67 @@ interface Entry {
 
 /** Prunes `folder` (see the file comment). Never throws: what fails is said through `log`. */
 export async function pruneOnnxCache(folder: string, options: PruneOptions): Promise<PruneResult> {
-  const result: PruneResult = { removed: [], freedBytes: 0 };
-  let names: Dirent[];
+  const remover = new Remover(folder, options.log);
+  let dirents: Dirent[];
   try {
-    names = await readdir(folder, { withFileTypes: true });
+    dirents = await readdir(folder, { withFileTypes: true });
   } catch (error) {
-    options.log?.(`cannot prune the ONNX cache: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message} (${folder})`);
-    return result;
+    options.log?.(`cannot prune the ONNX cache: ${codeOf(error)} (${folder})`);
+    return remover.result;
   }
-  // A file that cannot be removed (a read-only folder) stops the pruning, said once: the others could not be either.
-  let blocked = false;
-  const remove = async (file: CacheFile): Promise<void> => {
-    if (blocked) return;
+  // Dirent types come from readdir without following links: a symbolic link is never a file here.
+  const ours = dirents.filter((dirent) => dirent.isFile() && isCamvizName(dirent.name));
+  const files = (await Promise.all(ours.map((dirent) => statOf(folder, dirent.name)))).filter((file) => file !== undefined);
+  const now = options.now ?? Date.now();
+  const entries = new Map<string, Entry>();
+  for (const file of files) {
+    const stem = entryStem(file.name);
+    if (OLD_SAVED_SESSION.test(file.name) || (temporaryOwner(file.name) !== undefined && isAbandoned(file, now))) await remover.remove(file);
+    else if (stem !== undefined) addTo(entries, stem, file);
+  }
+  for (const entry of await ofOtherVersions(folder, [...entries.values()])) {
+    await remover.removeEntry(entry);
+    entries.delete(entry.stem);
+  }
+  if (options.limitBytes > 0) await evictLeastRecentlyUsed([...entries.values()], options.limitBytes, new Set([...usedStems, ...(options.keep ?? [])]), remover);
+  const { removed, freedBytes } = remover.result;
+  if (removed.length > 0) options.log?.(`pruned the ONNX cache: ${removed.length} files, ${(freedBytes / 2 ** 20).toFixed(1)} MiB (${folder})`);
+  return remover.result;
+}
+
+function codeOf(error: unknown): string {
+  return (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+}
+
+/** Removes files of the folder, and counts them. A file that cannot be removed (a read-only folder) stops it, said once: the others could not be either. */
+class Remover {
+  readonly result: PruneResult = { removed: [], freedBytes: 0 };
+  private blocked = false;
+
+  constructor(
+    private readonly folder: string,
+    private readonly log: ((message: string) => void) | undefined,
+  ) {}
+
+  async remove(file: CacheFile): Promise<void> {
+    if (this.blocked) return;
     try {
-      await rm(join(folder, file.name));
-      result.removed.push(file.name);
-      result.freedBytes += file.size;
+      await rm(join(this.folder, file.name));
+      this.result.removed.push(file.name);
+      this.result.freedBytes += file.size;
     } catch (error) {
       // Gone already: another run pruned it, or the folder went.
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-      blocked = true;
-      options.log?.(`cannot prune the ONNX cache: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message} (${join(folder, file.name)})`);
-    }
-  };
-  const now = options.now ?? Date.now();
-  const entries = new Map<string, Entry>();
-  // Dirent types come from readdir without following links: a symbolic link is never a file here.
-  for (const dirent of names.filter((candidate) => candidate.isFile())) {
-    const file = await statOf(folder, dirent.name);
-    if (file === undefined) continue;
-    if (OLD_SAVED_SESSION.test(file.name)) await remove(file);
-    else if (temporaryOwner(file.name) !== undefined) {
-      if (isAbandoned(file, now)) await remove(file);
-    } else {
-      const stem = entryStem(file.name);
-      if (stem !== undefined) addTo(entries, stem, file);
+      this.blocked = true;
+      this.log?.(`cannot prune the ONNX cache: ${codeOf(error)} (${join(this.folder, file.name)})`);
     }
   }
-  for (const entry of entries.values()) {
-    if ((await writerVersionOf(folder, entry)) !== 'other') continue;
-    await removeEntry(entry, remove);
-    entries.delete(entry.stem);
+
+  /** Removes an entry's files, its record first: a reader never trusts a record whose model is gone. */
+  async removeEntry(entry: Entry): Promise<void> {
+    const recordFirst = [...entry.files].sort((a, b) => Number(b.name.endsWith('.json')) - Number(a.name.endsWith('.json')));
+    for (const file of recordFirst) await this.remove(file);
   }
-  if (options.limitBytes > 0) await evictLeastRecentlyUsed([...entries.values()], options.limitBytes, new Set([...usedStems, ...(options.keep ?? [])]), remove);
-  if (result.removed.length > 0) options.log?.(`pruned the ONNX cache: ${result.removed.length} files, ${(result.freedBytes / 2 ** 20).toFixed(1)} MiB (${folder})`);
-  return result;
 }
 
 /** The file's size and mtime, unless it is gone or no longer a regular file. */
@@ -165,11 +181,15 @@ function addTo(entries: Map<string, Entry>, stem: string, file: CacheFile): void
   entries.set(stem, entry);
 }
 
-/** A temporary of camviz's own files (`.<name>.<pid>.<random>.tmp`) whose process is gone, and old enough. */
+/** A file of camviz's own names: an entry's, an older saved session's, or a temporary of one of them (`.<name>.<pid>.<random>.tmp`). */
+function isCamvizName(name: string): boolean {
+  const inner = temporaryOwner(name) === undefined ? name : name.slice(1).replace(/\.\d+\.[0-9a-f]{12}\.tmp$/, '');
+  return WRITTEN_FILE.test(inner) || SAVED_SESSION.test(inner) || OLD_SAVED_SESSION.test(inner);
+}
+
+/** A temporary (of camviz's names) whose process is gone, and old enough. */
 function isAbandoned(file: CacheFile, now: number): boolean {
-  const inner = file.name.slice(1).replace(/\.\d+\.[0-9a-f]{12}\.tmp$/, '');
-  const ours = WRITTEN_FILE.test(inner) || SAVED_SESSION.test(inner) || OLD_SAVED_SESSION.test(inner);
-  return ours && now - file.mtimeMs >= TEMPORARY_GRACE_MS && !isAlive(temporaryOwner(file.name)!);
+  return now - file.mtimeMs >= TEMPORARY_GRACE_MS && !isAlive(temporaryOwner(file.name)!);
 }
 
 /**
@@ -185,6 +205,12 @@ function isAlive(pid: number): boolean {
     // EPERM: it exists, under another user.
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** The entries whose records say another writer version (read at once). */
+async function ofOtherVersions(folder: string, entries: readonly Entry[]): Promise<Entry[]> {
+  const versions = await Promise.all(entries.map((entry) => writerVersionOf(folder, entry)));
+  return entries.filter((_, i) => versions[i] === 'other');
 }
 
 /**
@@ -212,19 +238,13 @@ async function writerVersionOf(folder: string, entry: Entry): Promise<'this' | '
   return Number(version) === WRITER_VERSION ? 'this' : 'other';
 }
 
-/** Removes an entry's files, its record first: a reader never trusts a record whose model is gone. */
-async function removeEntry(entry: Entry, remove: (file: CacheFile) => Promise<void>): Promise<void> {
-  const recordFirst = [...entry.files].sort((a, b) => Number(b.name.endsWith('.json')) - Number(a.name.endsWith('.json')));
-  for (const file of recordFirst) await remove(file);
-}
-
 /** Evicts whole entries, least recently used first, until they fit in `limitBytes`; never one in `kept`. */
-async function evictLeastRecentlyUsed(entries: Entry[], limitBytes: number, kept: ReadonlySet<string>, remove: (file: CacheFile) => Promise<void>): Promise<void> {
+async function evictLeastRecentlyUsed(entries: Entry[], limitBytes: number, kept: ReadonlySet<string>, remover: Remover): Promise<void> {
   let total = entries.reduce((sum, entry) => sum + entry.size, 0);
   for (const entry of entries.sort((a, b) => a.lastUsed - b.lastUsed)) {
     if (total <= limitBytes) return;
     if (kept.has(entry.stem)) continue;
-    await removeEntry(entry, remove);
+    await remover.removeEntry(entry);
     total -= entry.size;
   }
 }
