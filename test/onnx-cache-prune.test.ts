@@ -15,12 +15,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { useBackend } from '../src/engine/backend.js';
-import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
+import { loadOnnxRuntime, releaseOrtSessions, withSession } from '../src/engine/onnxruntime.js';
 import { loadModel } from '../src/model/load.js';
 import { onnxTrunkOfModel } from '../src/model/onnx-writer/index.js';
 import { DEFAULT_ONNX_CACHE_MB, TEMPORARY_GRACE_MS, onnxCacheLimitBytes, pruneOnnxCache } from '../src/model/onnx-writer/prune.js';
 import { WRITER_VERSION } from '../src/model/onnx-writer/write.js';
 import { repoRoot } from './helpers/assets.js';
+import { tinyClassifier } from './helpers/engine-models.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
 
 let workDir: string;
@@ -276,6 +277,40 @@ describe('the cache still works after pruning', () => {
       if (saved === undefined) delete process.env['CAMVIZ_ONNX_CACHE_MB'];
       else process.env['CAMVIZ_ONNX_CACHE_MB'] = saved;
       model.dispose();
+    }
+  });
+
+  test('a saved session written prunes the folder (keeping its model); one read is touched', { skip: skipWithoutOrt }, async () => {
+    // The cache module listens to the engine's saved sessions once it is loaded (as engine choice loads it).
+    await import('../src/model/onnx-writer/cache.js');
+    assert.ok(ortStatus.available);
+    const folder = await freshFolder('sessions');
+    const now = Date.now();
+    const stale = [...(await writeEntry(folder, keyOf('b'), WRITER_VERSION - 1)), `${hash32('1')}.ort`];
+    await writeFile(join(folder, stale[3]!), 'old');
+    // An ONNX file's key: its sha256, then the input size; the saved session is named after the sha256.
+    const sha = 'c'.repeat(64);
+    const use = async (): Promise<void> => {
+      releaseOrtSessions();
+      await withSession(ortStatus.module, `${sha}:16x16|logits`, () => tinyClassifier(), 1, async () => undefined, folder);
+    };
+    const saved = process.env['CAMVIZ_ONNX_CACHE_MB'];
+    process.env['CAMVIZ_ONNX_CACHE_MB'] = '0.0001'; // 104 bytes: every entry but the session's own is over it
+    try {
+      const older = await writeEntry(folder, keyOf('d'), WRITER_VERSION);
+      await setTime(folder, older, now - 3_600_000);
+      await use();
+      const files = await sorted(folder);
+      assert.equal(files.length, 1, files.join(', '));
+      assert.match(files[0]!, new RegExp(`^${sha}\\.[0-9a-f]{32}\\.ort$`));
+      await setTime(folder, files, now - 3_600_000);
+      await use();
+      assert.deepEqual(await sorted(folder), files);
+      assert.ok((await stat(join(folder, files[0]!))).mtimeMs > now - 60_000, 'a saved session read is touched: used now');
+    } finally {
+      if (saved === undefined) delete process.env['CAMVIZ_ONNX_CACHE_MB'];
+      else process.env['CAMVIZ_ONNX_CACHE_MB'] = saved;
+      releaseOrtSessions();
     }
   });
 
