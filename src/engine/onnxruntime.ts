@@ -306,8 +306,12 @@ async function loadSavedGraph(ort: OrtModule, path: string, options: OrtSessionC
 function optimizedName(ort: OrtModule, cacheKey: string): string {
   const machine = `${arch()} ${cpus()[0]?.model ?? 'unknown cpu'}`;
   const stem = /^[A-Za-z0-9-]{1,100}/.exec(cacheKey)?.[0] ?? 'session';
+  // SAVED_GRAPH_NAME must match what this makes.
   return `${stem}.${createHash('sha256').update(`${cacheKey}\u0000${ort.env?.versions?.common ?? 'unknown'}\u0000${machine}`).digest('hex').slice(0, 32)}`;
 }
+
+/** A saved optimised graph's file name (see optimizedName), its model's stem first. */
+export const SAVED_GRAPH_NAME = /^([A-Za-z0-9-]{1,100})\.[0-9a-f]{32}\.ort$/;
 
 /** What happened to a saved graph: read for a session, or written. */
 export type SavedGraphEvent = 'read' | 'written';

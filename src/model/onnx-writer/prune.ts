@@ -21,6 +21,7 @@
 import type { Dirent } from 'node:fs';
 import { lstat, open, readdir, rm, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
+import { SAVED_GRAPH_NAME } from '../../engine/onnxruntime.js';
 import { temporaryOwner } from '../../util/atomic-file.js';
 import { UsageError } from '../../util/errors.js';
 import { WRITER_VERSION } from './write.js';
@@ -41,10 +42,8 @@ export function onnxCacheLimitBytes(): number {
 
 /** A written model's file: `<fingerprint>-<H>x<W>.onnx` or `.json` (its record). */
 const WRITTEN_FILE = /^([0-9a-f]{64}-\d+x\d+)\.(onnx|json)$/;
-/** A saved session: `<stem>.<32 hex>.ort`, the stem naming its model (engine/onnxruntime.ts, savedGraphName). */
-const SAVED_SESSION = /^([A-Za-z0-9-]{1,100})\.[0-9a-f]{32}\.ort$/;
 /** Saved sessions of earlier builds: `<32 hex>.ort`, and before it `<32 hex>.ort.onnx` (ONNX format). */
-const OLD_SAVED_SESSION = /^[0-9a-f]{32}\.ort(\.onnx)?$/;
+const OLD_SAVED_GRAPH_NAME = /^[0-9a-f]{32}\.ort(\.onnx)?$/;
 /** How a record begins (cache.ts writes `writerVersion` first). */
 const RECORD_HEAD = /^\{"writerVersion":(\d+)[,}]/;
 
@@ -61,7 +60,7 @@ export function markUsed(stem: string): void {
 
 /** The entry a file of the cache belongs to (its stem), or undefined for a file that is not an entry's. */
 export function entryStem(name: string): string | undefined {
-  return (WRITTEN_FILE.exec(name) ?? SAVED_SESSION.exec(name))?.[1];
+  return (WRITTEN_FILE.exec(name) ?? SAVED_GRAPH_NAME.exec(name))?.[1];
 }
 
 /** Sets a file's mtime to now: the cache's "last used", so that the size bound evicts what was used least recently. */
@@ -119,7 +118,7 @@ export async function pruneOnnxCache(folder: string, options: PruneOptions): Pro
   const entries = new Map<string, Entry>();
   for (const file of files) {
     const stem = entryStem(file.name);
-    if (OLD_SAVED_SESSION.test(file.name) || (temporaryOwner(file.name) !== undefined && isAbandoned(file, now))) await remover.remove(file);
+    if (OLD_SAVED_GRAPH_NAME.test(file.name) || (temporaryOwner(file.name) !== undefined && isAbandoned(file, now))) await remover.remove(file);
     else if (stem !== undefined) addTo(entries, stem, file);
   }
   for (const entry of await ofOtherVersions(folder, [...entries.values()])) {
@@ -184,7 +183,7 @@ function addTo(entries: Map<string, Entry>, stem: string, file: CacheFile): void
 /** A file of camviz's own names: an entry's, an older saved session's, or a temporary of one of them (`.<name>.<pid>.<random>.tmp`). */
 function isCamvizName(name: string): boolean {
   const inner = temporaryOwner(name) === undefined ? name : name.slice(1).replace(/\.\d+\.[0-9a-f]{12}\.tmp$/, '');
-  return WRITTEN_FILE.test(inner) || SAVED_SESSION.test(inner) || OLD_SAVED_SESSION.test(inner);
+  return WRITTEN_FILE.test(inner) || SAVED_GRAPH_NAME.test(inner) || OLD_SAVED_GRAPH_NAME.test(inner);
 }
 
 /** A temporary (of camviz's names) whose process is gone, and old enough. */
