@@ -18,7 +18,7 @@ import { useBackend } from '../src/engine/backend.js';
 import { loadOnnxRuntime, releaseOrtSessions, withSession } from '../src/engine/onnxruntime.js';
 import { loadModel } from '../src/model/load.js';
 import { onnxTrunkOfModel } from '../src/model/onnx-writer/index.js';
-import { DEFAULT_ONNX_CACHE_MB, TEMPORARY_GRACE_MS, onnxCacheLimitBytes, pruneOnnxCache } from '../src/model/onnx-writer/prune.js';
+import { DEFAULT_ONNX_CACHE_MB, ONNX_CACHE_LIMIT_VARIABLE, TEMPORARY_GRACE_MS, onnxCacheLimitBytes, pruneOnnxCache } from '../src/model/onnx-writer/prune.js';
 import { WRITER_VERSION } from '../src/model/onnx-writer/write.js';
 import { repoRoot } from './helpers/assets.js';
 import { tinyClassifier } from './helpers/engine-models.js';
@@ -77,6 +77,21 @@ async function freshFolder(name: string): Promise<string> {
 
 /** Root may write into a read-only folder: the check then runs as nobody, through setpriv. */
 const skipReadOnly: string | false = process.getuid?.() !== 0 || spawnSync('setpriv', ['--version']).status === 0 ? false : 'running as root without setpriv to drop to nobody';
+
+/** Runs `run` with CAMVIZ_ONNX_CACHE_MB set to `value` (undefined: unset), then puts the caller's value back. */
+async function withLimitVariable<T>(value: string | undefined, run: () => T | Promise<T>): Promise<T> {
+  const saved = process.env[ONNX_CACHE_LIMIT_VARIABLE];
+  const set = (to: string | undefined): void => {
+    if (to === undefined) delete process.env[ONNX_CACHE_LIMIT_VARIABLE];
+    else process.env[ONNX_CACHE_LIMIT_VARIABLE] = to;
+  };
+  set(value);
+  try {
+    return await run();
+  } finally {
+    set(saved);
+  }
+}
 
 const sorted = async (folder: string): Promise<string[]> => (await readdir(folder)).sort();
 
@@ -171,26 +186,18 @@ describe('the size bound', () => {
     assert.deepEqual(await sorted(folder), [...entries[2]!].sort());
   });
 
-  test('CAMVIZ_ONNX_CACHE_MB sets it in MiB, 0 for none; a value that is not a size is a usage error', () => {
-    const saved = process.env['CAMVIZ_ONNX_CACHE_MB'];
-    try {
-      delete process.env['CAMVIZ_ONNX_CACHE_MB'];
-      assert.equal(onnxCacheLimitBytes(), DEFAULT_ONNX_CACHE_MB * 2 ** 20);
-      process.env['CAMVIZ_ONNX_CACHE_MB'] = '0';
-      assert.equal(onnxCacheLimitBytes(), 0);
-      process.env['CAMVIZ_ONNX_CACHE_MB'] = '1.5';
-      assert.equal(onnxCacheLimitBytes(), 1.5 * 2 ** 20);
-      for (const wrong of ['-1', 'ten', '1e3', '5 MB']) {
-        process.env['CAMVIZ_ONNX_CACHE_MB'] = wrong;
+  test('CAMVIZ_ONNX_CACHE_MB sets it in MiB, 0 for none; a value that is not a size is a usage error', async () => {
+    assert.equal(await withLimitVariable(undefined, onnxCacheLimitBytes), DEFAULT_ONNX_CACHE_MB * 2 ** 20);
+    assert.equal(await withLimitVariable('0', onnxCacheLimitBytes), 0);
+    assert.equal(await withLimitVariable('1.5', onnxCacheLimitBytes), 1.5 * 2 ** 20);
+    for (const wrong of ['-1', 'ten', '1e3', '5 MB']) {
+      await withLimitVariable(wrong, () =>
         assert.throws(onnxCacheLimitBytes, (error: Error & { exitCode?: number }) => {
           assert.equal(error.exitCode, 2);
           assert.match(error.message, /CAMVIZ_ONNX_CACHE_MB must be a size in MiB \(0: no bound\)/);
           return true;
-        });
-      }
-    } finally {
-      if (saved === undefined) delete process.env['CAMVIZ_ONNX_CACHE_MB'];
-      else process.env['CAMVIZ_ONNX_CACHE_MB'] = saved;
+        }),
+      );
     }
   });
 });
@@ -259,23 +266,21 @@ describe('the cache still works after pruning', () => {
     const older = await writeEntry(folder, keyOf('c'), WRITER_VERSION);
     await setTime(folder, older, Date.now() - 3_600_000);
     const model = await loadModel('shapes');
-    const saved = process.env['CAMVIZ_ONNX_CACHE_MB'];
-    process.env['CAMVIZ_ONNX_CACHE_MB'] = '0.001';
     try {
-      const first = await onnxTrunkOfModel(model, { cache: folder });
-      assert.equal(first.origin, 'written');
-      const files = await sorted(folder);
-      assert.deepEqual(files, [`${first.cacheKey}.json`, `${first.cacheKey}.onnx`]);
-      assert.ok((await stat(join(folder, files[1]!))).size > 1024, 'the written model is larger than the bound');
-      const recordPath = join(folder, `${first.cacheKey}.json`);
-      await utimes(recordPath, 1, 1);
-      const second = await onnxTrunkOfModel(model, { cache: folder });
-      assert.equal(second.origin, 'cache');
-      assert.ok((await stat(recordPath)).mtimeMs > Date.now() - 60_000, 'a hit touches the record: the entry was used now');
-      assert.ok(Buffer.from(second.withOutputs([])).equals(first.withOutputs([])));
+      await withLimitVariable('0.001', async () => {
+        const first = await onnxTrunkOfModel(model, { cache: folder });
+        assert.equal(first.origin, 'written');
+        const files = await sorted(folder);
+        assert.deepEqual(files, [`${first.cacheKey}.json`, `${first.cacheKey}.onnx`]);
+        assert.ok((await stat(join(folder, files[1]!))).size > 1024, 'the written model is larger than the bound');
+        const recordPath = join(folder, `${first.cacheKey}.json`);
+        await utimes(recordPath, 1, 1);
+        const second = await onnxTrunkOfModel(model, { cache: folder });
+        assert.equal(second.origin, 'cache');
+        assert.ok((await stat(recordPath)).mtimeMs > Date.now() - 60_000, 'a hit touches the record: the entry was used now');
+        assert.ok(Buffer.from(second.withOutputs([])).equals(first.withOutputs([])));
+      });
     } finally {
-      if (saved === undefined) delete process.env['CAMVIZ_ONNX_CACHE_MB'];
-      else process.env['CAMVIZ_ONNX_CACHE_MB'] = saved;
       model.dispose();
     }
   });
@@ -294,22 +299,21 @@ describe('the cache still works after pruning', () => {
       releaseOrtSessions();
       await withSession(ortStatus.module, `${sha}:16x16|logits`, () => tinyClassifier(), 1, async () => undefined, folder);
     };
-    const saved = process.env['CAMVIZ_ONNX_CACHE_MB'];
-    process.env['CAMVIZ_ONNX_CACHE_MB'] = '0.0001'; // 104 bytes: every entry but the session's own is over it
     try {
-      const older = await writeEntry(folder, keyOf('d'), WRITER_VERSION);
-      await setTime(folder, older, now - 3_600_000);
-      await use();
-      const files = await sorted(folder);
-      assert.equal(files.length, 1, files.join(', '));
-      assert.match(files[0]!, new RegExp(`^${sha}\\.[0-9a-f]{32}\\.ort$`));
-      await setTime(folder, files, now - 3_600_000);
-      await use();
-      assert.deepEqual(await sorted(folder), files);
-      assert.ok((await stat(join(folder, files[0]!))).mtimeMs > now - 60_000, 'a saved session read is touched: used now');
+      // 104 bytes: every entry but the session's own is over it.
+      await withLimitVariable('0.0001', async () => {
+        const older = await writeEntry(folder, keyOf('d'), WRITER_VERSION);
+        await setTime(folder, older, now - 3_600_000);
+        await use();
+        const files = await sorted(folder);
+        assert.equal(files.length, 1, files.join(', '));
+        assert.match(files[0]!, new RegExp(`^${sha}\\.[0-9a-f]{32}\\.ort$`));
+        await setTime(folder, files, now - 3_600_000);
+        await use();
+        assert.deepEqual(await sorted(folder), files);
+        assert.ok((await stat(join(folder, files[0]!))).mtimeMs > now - 60_000, 'a saved session read is touched: used now');
+      });
     } finally {
-      if (saved === undefined) delete process.env['CAMVIZ_ONNX_CACHE_MB'];
-      else process.env['CAMVIZ_ONNX_CACHE_MB'] = saved;
       releaseOrtSessions();
     }
   });
