@@ -18,7 +18,7 @@ import { useBackend } from '../src/engine/backend.js';
 import { loadOnnxRuntime, releaseOrtSessions, withSession } from '../src/engine/onnxruntime.js';
 import { loadModel } from '../src/model/load.js';
 import { onnxTrunkOfModel } from '../src/model/onnx-writer/index.js';
-import { DEFAULT_ONNX_CACHE_MB, ONNX_CACHE_LIMIT_VARIABLE, TEMPORARY_GRACE_MS, onnxCacheLimitBytes, pruneOnnxCache } from '../src/model/onnx-writer/prune.js';
+import { DEFAULT_ONNX_CACHE_MB, ONNX_CACHE_LIMIT_VARIABLE, RECENT_USE_MS, TEMPORARY_GRACE_MS, onnxCacheLimitBytes, pruneOnnxCache } from '../src/model/onnx-writer/prune.js';
 import { WRITER_VERSION } from '../src/model/onnx-writer/write.js';
 import { repoRoot } from './helpers/assets.js';
 import { tinyClassifier } from './helpers/engine-models.js';
@@ -153,29 +153,32 @@ describe('what this build can never read again', () => {
 });
 
 describe('the size bound', () => {
-  test('evicts whole entries, least recently used first, never the one kept, until the rest fit', async () => {
+  test('evicts whole entries, least recently used first, never the one kept nor one used in the last minute, until the rest fit', async () => {
     const folder = await freshFolder('bound');
     const now = Date.now();
-    // Four entries of 100 + 100 bytes and a record each; the oldest first.
+    // Four entries of 100 + 100 bytes and a record each, used hours ago; the oldest first.
     const entries = [];
     for (const [i, seed] of ['1', '2', '3', '4'].entries()) {
       const names = await writeEntry(folder, keyOf(seed), WRITER_VERSION, 100);
-      await setTime(folder, names, now - (10 - i) * 60_000);
+      await setTime(folder, names, now - (10 - i) * 3_600_000);
       entries.push(names);
     }
     // The oldest-written entry was read since (its record touched, as a hit does): the most recently used.
-    await setTime(folder, [entries[0]![1]!], now);
+    await setTime(folder, [entries[0]![1]!], now - 2 * RECENT_USE_MS);
+    // Another run's entry, written just now: not evicted, though it is over the bound.
+    const anotherRun = await writeEntry(folder, keyOf('5'), WRITER_VERSION, 1000);
     const sizeOf = async (names: readonly string[]): Promise<number> => {
       let total = 0;
       for (const name of names) total += (await stat(join(folder, name))).size;
       return total;
     };
     const entrySize = await sizeOf(entries[1]!);
-    // Room for two entries and a half: the two least recently used go (entries 2 and 3), except the one kept (3), so 2 and 4 go.
-    const result = await pruneOnnxCache(folder, { limitBytes: Math.floor(entrySize * 2.5), keep: [keyOf('3')] });
+    // Room for the other run's entry and two entries and a half: the two least recently used go (entries 2 and 3), except the one kept (3), so 2 and 4 go.
+    const limitBytes = (await sizeOf(anotherRun)) + Math.floor(entrySize * 2.5);
+    const result = await pruneOnnxCache(folder, { limitBytes, keep: [keyOf('3')] });
     assert.deepEqual([...result.removed].sort(), [...entries[1]!, ...entries[3]!].sort());
     assert.equal(result.removed[0], entries[1]![1], 'the record is removed first: a reader never trusts a record whose model is gone');
-    assert.deepEqual(await sorted(folder), [...entries[0]!, ...entries[2]!].sort());
+    assert.deepEqual(await sorted(folder), [...entries[0]!, ...entries[2]!, ...anotherRun].sort());
     assert.equal(result.freedBytes, 2 * entrySize);
 
     // 0: no bound.
@@ -183,7 +186,7 @@ describe('the size bound', () => {
     // A kept entry larger than the bound stays, alone.
     const alone = await pruneOnnxCache(folder, { limitBytes: 1, keep: [keyOf('3')] });
     assert.deepEqual([...alone.removed].sort(), [...entries[0]!].sort());
-    assert.deepEqual(await sorted(folder), [...entries[2]!].sort());
+    assert.deepEqual(await sorted(folder), [...entries[2]!, ...anotherRun].sort());
   });
 
   test('CAMVIZ_ONNX_CACHE_MB sets it in MiB, 0 for none; a value that is not a size is a usage error', async () => {

@@ -13,8 +13,9 @@
  * named after it (`<key>.<32 hex>.ort`), or the saved sessions of one ONNX
  * model file. Only regular files of camviz's own names are considered: never
  * a symbolic link (nor what it points to), a folder, or another name.
- * Entries this process has used are never evicted by it; another running
- * camviz that loses an entry it reads writes it again (see cache.ts).
+ * Entries this process has used are never evicted by it, nor entries used
+ * in the last minute (perhaps by another run); another running camviz that
+ * loses an entry it reads writes it again (see cache.ts).
  * Cheap: one readdir, an lstat per file of camviz's, the first bytes of
  * each record; no hashing.
  */
@@ -49,6 +50,9 @@ const RECORD_HEAD = /^\{"writerVersion":(\d+)[,}]/;
 
 /** A temporary whose writer is gone is removed only once this old: a PID seen from another PID namespace (a container sharing the cache) may look dead. */
 export const TEMPORARY_GRACE_MS = 10 * 60 * 1000;
+
+/** An entry used this recently is not evicted: another run may be reading or writing it (a later prune may evict it). */
+export const RECENT_USE_MS = 60 * 1000;
 
 /** The stems of the entries this process has read or written: its own prune never evicts them. */
 const usedStems = new Set<string>();
@@ -125,7 +129,11 @@ export async function pruneOnnxCache(folder: string, options: PruneOptions): Pro
     await remover.removeEntry(entry);
     entries.delete(entry.stem);
   }
-  if (options.limitBytes > 0) await evictLeastRecentlyUsed([...entries.values()], options.limitBytes, new Set([...usedStems, ...(options.keep ?? [])]), remover);
+  if (options.limitBytes > 0) {
+    const kept = new Set([...usedStems, ...(options.keep ?? [])]);
+    const evictable = (entry: Entry): boolean => !kept.has(entry.stem) && entry.lastUsed < now - RECENT_USE_MS;
+    await evictLeastRecentlyUsed([...entries.values()], options.limitBytes, evictable, remover);
+  }
   const { removed, freedBytes } = remover.result;
   if (removed.length > 0) options.log?.(`pruned the ONNX cache: ${removed.length} files, ${(freedBytes / 2 ** 20).toFixed(1)} MiB (${folder})`);
   return remover.result;
@@ -237,12 +245,12 @@ async function writerVersionOf(folder: string, entry: Entry): Promise<'this' | '
   return Number(version) === WRITER_VERSION ? 'this' : 'other';
 }
 
-/** Evicts whole entries, least recently used first, until they fit in `limitBytes`; never one in `kept`. */
-async function evictLeastRecentlyUsed(entries: Entry[], limitBytes: number, kept: ReadonlySet<string>, remover: Remover): Promise<void> {
+/** Evicts whole entries, least recently used first, until they fit in `limitBytes`; only those `evictable` says. */
+async function evictLeastRecentlyUsed(entries: Entry[], limitBytes: number, evictable: (entry: Entry) => boolean, remover: Remover): Promise<void> {
   let total = entries.reduce((sum, entry) => sum + entry.size, 0);
   for (const entry of entries.sort((a, b) => a.lastUsed - b.lastUsed)) {
     if (total <= limitBytes) return;
-    if (kept.has(entry.stem)) continue;
+    if (!evictable(entry)) continue;
     await remover.removeEntry(entry);
     total -= entry.size;
   }
