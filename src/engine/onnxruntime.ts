@@ -258,7 +258,10 @@ async function createSession(ort: OrtModule, cacheKey: string, bytes: () => Uint
   if (folder === undefined) return ort.InferenceSession.create(bytes(), options);
   const path = join(folder, `${optimizedName(ort, cacheKey)}${SAVED_GRAPH_SUFFIX}`);
   const loaded = await loadSavedGraph(ort, path, options);
-  if (loaded !== undefined) return loaded;
+  if (loaded !== undefined) {
+    await tellSavedGraph(path, 'read');
+    return loaded;
+  }
   const temporary = await mkdir(folder, { recursive: true }).then(
     () => temporaryName(path),
     () => undefined,
@@ -269,7 +272,7 @@ async function createSession(ort: OrtModule, cacheKey: string, bytes: () => Uint
     const session = await ort.InferenceSession.create(bytes(), saving).catch(() => undefined);
     // A graph ORT cannot save in its format still runs: made again without saving (a model ORT refuses fails there).
     if (session === undefined) return await ort.InferenceSession.create(bytes(), options);
-    await rename(temporary, path).catch(() => undefined);
+    if (await rename(temporary, path).then(() => true, () => false)) await tellSavedGraph(path, 'written');
     return session;
   } finally {
     await rm(temporary, { force: true }).catch(() => undefined);
@@ -293,10 +296,37 @@ async function loadSavedGraph(ort: OrtModule, path: string, options: OrtSessionC
   }
 }
 
-/** The saved optimised graph's name: the model and its outputs (cacheKey), ORT's version, the CPU. */
+/**
+ * The saved optimised graph's name, `<stem>.<32 hex>`: the stem is the
+ * cache key's leading letters, digits and dashes (the model's part: a written
+ * model's cache key, an ONNX file's sha256), so that the cache's pruning
+ * (model/onnx-writer/prune.ts) keeps and evicts it with its model; the hash
+ * covers the model and its outputs (the whole cacheKey), ORT's version, the CPU.
+ */
 function optimizedName(ort: OrtModule, cacheKey: string): string {
   const machine = `${arch()} ${cpus()[0]?.model ?? 'unknown cpu'}`;
-  return createHash('sha256').update(`${cacheKey}\u0000${ort.env?.versions?.common ?? 'unknown'}\u0000${machine}`).digest('hex').slice(0, 32);
+  const stem = /^[A-Za-z0-9-]{1,100}/.exec(cacheKey)?.[0] ?? 'session';
+  // SAVED_GRAPH_NAME must match what this makes.
+  return `${stem}.${createHash('sha256').update(`${cacheKey}\u0000${ort.env?.versions?.common ?? 'unknown'}\u0000${machine}`).digest('hex').slice(0, 32)}`;
+}
+
+/** A saved optimised graph's file name (see optimizedName), its model's stem first. */
+export const SAVED_GRAPH_NAME = /^([A-Za-z0-9-]{1,100})\.[0-9a-f]{32}\.ort$/;
+
+/** What happened to a saved graph: read for a session, or written. */
+export type SavedGraphEvent = 'read' | 'written';
+
+/** Told of every saved graph read or written: the cache's owner (model/onnx-writer/cache.ts) touches it and prunes the folder. */
+let savedGraphListener: ((path: string, event: SavedGraphEvent) => Promise<void>) | undefined;
+
+/** Sets the listener of saved graphs read or written (one; undefined: none). */
+export function onSavedGraph(listener: ((path: string, event: SavedGraphEvent) => Promise<void>) | undefined): void {
+  savedGraphListener = listener;
+}
+
+/** Tells the listener; what it fails at never fails the session. */
+async function tellSavedGraph(path: string, event: SavedGraphEvent): Promise<void> {
+  await savedGraphListener?.(path, event).catch(() => undefined);
 }
 
 function release(entry: CachedSession): void {

@@ -18,11 +18,16 @@
  * found at once; damaged bytes of the recorded size when they are read:
  * then the model is written again in memory and the entry's record removed,
  * so that the next run writes the entry anew.
+ *
+ * The folder is pruned (prune.ts) whenever camviz writes to it: here after
+ * an entry is written, and after ONNX Runtime saves a session in it (told
+ * through onSavedGraph). A hit only touches the entry's mtime.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { mkdir, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { onSavedGraph } from '../../engine/onnxruntime.js';
 import { type Tensor, peekValues } from '../../engine/tf.js';
 import type * as tfl from '../../engine/tfl.js';
 import { type Layer, LayerGraph } from '../../executor/graph.js';
@@ -32,6 +37,7 @@ import type { CamvizModel } from '../load.js';
 import { sha256Hex } from '../io.js';
 import { cacheRoot } from '../zoo.js';
 import { CONVERTERS, OnnxWriteError, UnsupportedLayerError } from './layers.js';
+import { entryStem, markUsed, onnxCacheLimitBytes, pruneOnnxCache, touch } from './prune.js';
 import { type OnnxInputSize, type ValueTable, WRITER_VERSION, type WrittenModel, WrittenTrunk, writeOnnxModel } from './write.js';
 
 export interface OnnxTrunkOptions {
@@ -45,6 +51,26 @@ export interface OnnxTrunkOptions {
 export function onnxCacheDir(): string {
   return join(cacheRoot(), 'onnx');
 }
+
+/**
+ * A saved session read is touched (the size bound's "last used"); one
+ * written prunes its folder, keeping its model's entry. Saved sessions are
+ * made by the engine (engine/onnxruntime.ts), which cannot import this layer.
+ * A wrong CAMVIZ_ONNX_CACHE_MB is said by onnxTrunkOfLayersModel; here it
+ * only skips the pruning.
+ */
+onSavedGraph(async (path, event) => {
+  const stem = entryStem(basename(path));
+  if (stem !== undefined) markUsed(stem);
+  if (event === 'read') return touch(path);
+  let limitBytes: number;
+  try {
+    limitBytes = onnxCacheLimitBytes();
+  } catch {
+    return;
+  }
+  await pruneOnnxCache(dirname(path), { limitBytes, ...(stem === undefined ? {} : { keep: [stem] }) });
+});
 
 interface CacheRecord {
   writerVersion: number;
@@ -112,10 +138,16 @@ export async function onnxTrunkOfLayersModel(model: tfl.LayersModel, size: OnnxI
   const cacheKey = `${modelFingerprint(graph)}-${size.height}x${size.width}`;
   const folder = options.cache === undefined ? onnxCacheDir() : options.cache;
   if (folder === false) return new WrittenTrunk(graph, writeOnnxModel(model, size), cacheKey, size, 'written');
+  // Read on every call, so that a wrong value is said whether the entry is cached or not.
+  const limitBytes = onnxCacheLimitBytes();
   const onnxPath = join(folder, `${cacheKey}.onnx`);
   const recordPath = join(folder, `${cacheKey}.json`);
+  markUsed(cacheKey);
   const cached = await readEntry({ onnxPath, recordPath, graph, rewrite: () => writeOnnxModel(model, size), ...(options.log === undefined ? {} : { log: options.log }) });
-  if (cached !== undefined) return new WrittenTrunk(graph, cached, cacheKey, size, 'cache');
+  if (cached !== undefined) {
+    await touch(recordPath);
+    return new WrittenTrunk(graph, cached, cacheKey, size, 'cache');
+  }
   const written = writeOnnxModel(model, size);
   try {
     await mkdir(folder, { recursive: true });
@@ -126,6 +158,7 @@ export async function onnxTrunkOfLayersModel(model: tfl.LayersModel, size: OnnxI
     // The model is written: a cache that cannot be written costs time, not the run.
     options.log?.(`cannot cache the written ONNX model: ${error instanceof CamvizError ? error.describe() : (error as Error).message}`);
   }
+  await pruneOnnxCache(folder, { limitBytes, keep: [cacheKey], ...(options.log === undefined ? {} : { log: options.log }) });
   return new WrittenTrunk(graph, written, cacheKey, size, 'written');
 }
 
