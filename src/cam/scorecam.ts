@@ -87,11 +87,11 @@ export class ScoreCam extends ActivationCamMethod {
   }
 
   /**
-   * One image's masked inputs, chunk by chunk, at most one chunk in the
-   * executor while the next is built. The ONNX Runtime executor takes them
-   * as plain data in its input's layout (no tfjs tensor, no transpose), in
-   * two buffers used in turn: the one being built is never the one ORT may
-   * still read.
+   * One image's masked inputs, chunk by chunk. The ONNX Runtime executor
+   * takes them as plain data in its input's layout (no tfjs tensor, no
+   * transpose), in buffers it hands out, and says how many chunks to keep
+   * in flight (its host workers, or one chunk running while the next is
+   * built); chunks are scored in order.
    */
   private async scoreImage(network: Executor, masking: MaskingInput, image: number, target: Target): Promise<Float32Array> {
     const { height, width, channels: inputChannels } = masking.picture;
@@ -99,26 +99,26 @@ export class ScoreCam extends ActivationCamMethod {
     const passes = maskedChannels.length;
     const host = network instanceof OrtExecutor ? network : undefined;
     const layout = host?.hostInputLayout(height, width, target.layers);
-    const chunkSize = Math.min(this.batchSize, passes) * height * width * inputChannels;
-    const buffers = layout === undefined ? [] : [new Float32Array(chunkSize), new Float32Array(chunkSize)];
+    const inFlight = layout === undefined ? 1 : host!.hostRunsInFlight(passes, height, width, target.layers);
     const chunks: Float32Array[] = [];
-    let running: Promise<Float32Array> | undefined;
+    const running: Promise<Float32Array>[] = [];
     try {
-      for (let first = 0, turn = 0; first < passes; first += this.batchSize, turn++) {
+      for (let first = 0; first < passes; first += this.batchSize) {
         const count = Math.min(this.batchSize, passes - first);
         const shape = [count, height, width, inputChannels] as const;
-        const buffer = buffers[turn % 2]?.subarray(0, count * height * width * inputChannels);
+        const buffer = layout === undefined ? undefined : host!.hostInputBuffer(count * height * width * inputChannels);
         const masked = maskedInputs(masking, maskedChannels.subarray(first, first + count), layout === 'nchw' ? 'nchw' : 'nhwc', buffer);
-        if (running !== undefined) chunks.push(await running);
-        running =
+        while (running.length >= inFlight) chunks.push(await running.shift()!);
+        running.push(
           host !== undefined && layout !== undefined
             ? scoreChunk(() => host.forwardHost(masked, layout, shape, { layers: target.layers }), count, image, target)
-            : scoreTensorChunk(network, tf.tensor4d(masked, [...shape]), image, target);
+            : scoreTensorChunk(network, tf.tensor4d(masked, [...shape]), image, target),
+        );
       }
-      if (running !== undefined) chunks.push(await running);
+      while (running.length > 0) chunks.push(await running.shift()!);
     } catch (error) {
-      // A chunk still in the executor disposes its own tensors; wait for it so that nothing outlives the call.
-      await running?.catch(() => undefined);
+      // Chunks still in the executor dispose their own tensors; wait for them so that nothing outlives the call.
+      await Promise.all(running.map((chunk) => chunk.catch(() => undefined)));
       throw error;
     }
     return scoresPerChannel(concat(chunks), passOf);
@@ -251,7 +251,7 @@ export function maskedInputs(
   masking: MaskingInput,
   channelsToMask: ArrayLike<number>,
   layout: 'nhwc' | 'nchw' = 'nhwc',
-  out = new Float32Array(channelsToMask.length * masking.picture.height * masking.picture.width * masking.picture.channels),
+  out: Float32Array = new Float32Array(channelsToMask.length * masking.picture.height * masking.picture.width * masking.picture.channels),
 ): Float32Array {
   const count = channelsToMask.length;
   const { picture } = masking;
