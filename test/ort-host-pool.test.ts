@@ -24,7 +24,7 @@ import { useBackend } from '../src/engine/backend.js';
 import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { onnxTrunkOf } from '../src/model/onnx/trunk.js';
-import { OrtExecutor, createOrtExecutor } from '../src/executor/ort.js';
+import { HOST_WORKER_BATCH, OrtExecutor, createOrtExecutor } from '../src/executor/ort.js';
 import { ScoreCam, alignCornersWeights, maskedInputs } from '../src/cam/scorecam.js';
 import { camTargets } from '../src/cam/request.js';
 import { inputTensor } from '../src/model/predict.js';
@@ -129,7 +129,7 @@ describe('ONNX Runtime host workers on the tiny model, against Score-CAM by hand
     test(`the workers' sessions made ${saved ? 'from the saved optimised graph' : "from the model's bytes"}: the maps equal the hand's; every masked batch ran on a worker`, async () => {
       const executor = await executorOf(saved);
       try {
-        assert.equal(executor.hostRunsInFlight(CHANNELS, SIZE, SIZE), 4, 'two workers, two batches each');
+        assert.deepEqual(executor.hostRunPlan(CHANNELS, SIZE, SIZE), { inFlight: 4, batchSize: HOST_WORKER_BATCH }, 'two workers, two batches each');
         equalsHand(await scoreCam(executor), 'through the workers');
         assert.equal(executor.hostWorkerBatches, batch * CHANNELS);
       } finally {
@@ -144,7 +144,7 @@ describe('ONNX Runtime host workers on the tiny model, against Score-CAM by hand
     const oneThread = await createOrtExecutor(network, trunk, { file: path, threads: 1, hostWorkerMinImages: 1 });
     const shortRun = await createOrtExecutor(network, trunk, { file: path, threads: 2, hostWorkerMinImages: 1000 });
     for (const executor of [oneThread, shortRun]) {
-      assert.equal(executor.hostRunsInFlight(CHANNELS, SIZE, SIZE), 1);
+      assert.equal(executor.hostRunPlan(CHANNELS, SIZE, SIZE).inFlight, 1);
       equalsHand(await scoreCam(executor), 'in this thread');
       assert.equal(executor.hostWorkerBatches, 0);
     }
@@ -169,7 +169,7 @@ describe('ONNX Runtime host workers on the tiny model, against Score-CAM by hand
       assert.ok(failed instanceof CamvizError, `a CamvizError, not ${String(failed)}`);
       assert.equal(describeError(failed), `an ONNX Runtime worker exited (code 7) (${path})`);
       await executor.dispose();
-      assert.equal(executor.hostRunsInFlight(CHANNELS, SIZE, SIZE), 4, 'new workers after dispose');
+      assert.equal(executor.hostRunPlan(CHANNELS, SIZE, SIZE).inFlight, 4, 'new workers after dispose');
       equalsHand(await scoreCam(executor), 'through new workers');
       assert.equal(executor.hostWorkerBatches, batch * CHANNELS);
     } finally {
@@ -182,7 +182,7 @@ describe('ONNX Runtime host workers on the tiny model, against Score-CAM by hand
     try {
       equalsHand(await withWorkerModule('/nonexistent', () => scoreCam(executor)), 'in this thread');
       assert.equal(executor.hostWorkerBatches, 0);
-      assert.equal(executor.hostRunsInFlight(CHANNELS, SIZE, SIZE), 1);
+      assert.equal(executor.hostRunPlan(CHANNELS, SIZE, SIZE).inFlight, 1);
     } finally {
       await executor.dispose();
     }

@@ -17,7 +17,8 @@ import { OrtExecutor } from '../executor/ort.js';
 export class ScoreCam extends ActivationCamMethod {
   readonly name = 'scorecam';
   /**
-   * Masked inputs per forward pass (pytorch-grad-cam uses 16). Measured on
+   * Masked inputs per forward pass (pytorch-grad-cam uses 16; ONNX Runtime's
+   * host workers may ask for fewer: OrtExecutor.hostRunPlan). Measured on
    * MobileNet v1 0.75 with ONNX Runtime (1 thread, interleaved): 4 and 8
    * cost the same CPU time per image, 32 costs 10-20% more (its batch
    * outgrows the caches). Two chunks in the executor at once gained
@@ -90,8 +91,8 @@ export class ScoreCam extends ActivationCamMethod {
    * One image's masked inputs, chunk by chunk. The ONNX Runtime executor
    * takes them as plain data in its input's layout (no tfjs tensor, no
    * transpose), in buffers it hands out, and says how many chunks to keep
-   * in flight (its host workers, or one chunk running while the next is
-   * built); chunks are scored in order.
+   * in flight and how large (its host workers, or one chunk running while
+   * the next is built); chunks are scored in order.
    */
   private async scoreImage(network: Executor, masking: MaskingInput, image: number, target: Target): Promise<Float32Array> {
     const { height, width, channels: inputChannels } = masking.picture;
@@ -99,16 +100,17 @@ export class ScoreCam extends ActivationCamMethod {
     const passes = maskedChannels.length;
     const host = network instanceof OrtExecutor ? network : undefined;
     const layout = host?.hostInputLayout(height, width, target.layers);
-    const inFlight = layout === undefined ? 1 : host!.hostRunsInFlight(passes, height, width, target.layers);
+    const plan = layout === undefined ? { inFlight: 1, batchSize: this.batchSize } : host!.hostRunPlan(passes, height, width, target.layers);
+    const chunkSize = Math.min(this.batchSize, plan.batchSize);
     const chunks: Float32Array[] = [];
     const running: Promise<Float32Array>[] = [];
     try {
-      for (let first = 0; first < passes; first += this.batchSize) {
-        const count = Math.min(this.batchSize, passes - first);
+      for (let first = 0; first < passes; first += chunkSize) {
+        const count = Math.min(chunkSize, passes - first);
         const shape = [count, height, width, inputChannels] as const;
         const buffer = layout === undefined ? undefined : host!.hostInputBuffer(count * height * width * inputChannels);
         const masked = maskedInputs(masking, maskedChannels.subarray(first, first + count), layout === 'nchw' ? 'nchw' : 'nhwc', buffer);
-        while (running.length >= inFlight) chunks.push(await running.shift()!);
+        while (running.length >= plan.inFlight) chunks.push(await running.shift()!);
         running.push(
           host !== undefined && layout !== undefined
             ? scoreChunk(() => host.forwardHost(masked, layout, shape, { layers: target.layers }), count, image, target)
