@@ -15,7 +15,7 @@
  * reports it is no longer usable, so that callers run in-process.
  */
 import { Worker } from 'node:worker_threads';
-import { CamvizError } from '../util/errors.js';
+import { CamvizError, describeError } from '../util/errors.js';
 import type { FromHostWorker, HostValue, HostWorkerData, ToHostWorker } from './ort-host-worker.js';
 
 export type { HostValue } from './ort-host-worker.js';
@@ -119,7 +119,7 @@ export class OrtHostPool {
     worker.unref();
     const entry: HostWorker = { worker, ready: false, stopped: undefined, pending: new Map() };
     worker.on('message', (message: FromHostWorker) => this.receive(entry, message));
-    worker.on('error', (error) => this.stop(entry, `an ONNX Runtime worker failed: ${firstLine(error)}`));
+    worker.on('error', (error) => this.stop(entry, `an ONNX Runtime worker failed: ${describeError(error)}`));
     worker.on('exit', (code) => this.stop(entry, `an ONNX Runtime worker exited (code ${code})`));
     return entry;
   }
@@ -164,9 +164,4 @@ export class OrtHostPool {
   private errorOptions(): { file?: string } {
     return this.file === undefined ? {} : { file: this.file };
   }
-}
-
-function firstLine(error: unknown): string {
-  const text = error instanceof Error ? error.message : String(error);
-  return (text.split('\n').find((line) => line.trim() !== '') ?? text).trim();
 }

@@ -7,6 +7,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { type OrtModule, type OrtSession, loadOnnxRuntime, withSession } from '../engine/onnxruntime.js';
+import { describeError } from '../util/errors.js';
 
 /** What a host worker starts with. */
 export interface HostWorkerData {
@@ -55,13 +56,13 @@ async function main(): Promise<void> {
     // One intra-op thread: the pool's parallelism is its workers. No memory pattern: a fresh session's second pass then costs no more than the next ones.
     session = await withSession(ort, data.cacheKey, bytes, 1, async (made) => made, data.optimizedFolder, { memoryPattern: false });
   } catch (error) {
-    port.postMessage({ type: 'failed', error: firstLine(error) } satisfies FromHostWorker);
+    port.postMessage({ type: 'failed', error: describeError(error) } satisfies FromHostWorker);
     return;
   }
   port.on('message', (message: ToHostWorker) => {
     void run(ort, session, data, message).then(
       ({ outputs, transfer }) => port.postMessage({ type: 'done', id: message.id, outputs, input: message.data } satisfies FromHostWorker, [message.data.buffer as ArrayBuffer, ...transfer]),
-      (error: unknown) => port.postMessage({ type: 'error', id: message.id, error: firstLine(error) } satisfies FromHostWorker),
+      (error: unknown) => port.postMessage({ type: 'error', id: message.id, error: describeError(error) } satisfies FromHostWorker),
     );
   });
   port.postMessage({ type: 'ready' } satisfies FromHostWorker);
@@ -84,11 +85,6 @@ async function run(ort: OrtModule, session: OrtSession, data: HostWorkerData, me
     for (const result of Object.values(results)) result.dispose();
   }
   return { outputs, transfer };
-}
-
-function firstLine(error: unknown): string {
-  const text = error instanceof Error ? error.message : String(error);
-  return (text.split('\n').find((line) => line.trim() !== '') ?? text).trim();
 }
 
 await main();
