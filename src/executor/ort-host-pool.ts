@@ -26,6 +26,8 @@ const QUEUE_PER_WORKER = 2;
 interface HostWorker {
   readonly worker: Worker;
   ready: boolean;
+  /** Its thread has ended. */
+  exited: boolean;
   /** Why it stopped taking batches; undefined while it may. */
   stopped: string | undefined;
   readonly pending: Map<number, Pending>;
@@ -101,14 +103,24 @@ export class OrtHostPool {
     });
   }
 
-  /** Stops every worker; batches in flight are rejected. */
+  /**
+   * Ends every worker; batches not yet answered are rejected. A worker is
+   * asked to release its session and end (one still starting, once it is
+   * ready), never terminated: terminating a thread while it is inside
+   * onnxruntime-node (making a session, running one) can abort the process.
+   */
   async close(): Promise<void> {
     this.closed = true;
     this.wake();
     await Promise.all(
       this.workers.map(async (entry) => {
+        const ended = new Promise<void>((resolve) => entry.worker.once('exit', () => resolve()));
+        if (entry.exited) return;
+        // Waited for: the thread keeps the process alive until it has ended.
+        entry.worker.ref();
         this.stop(entry, 'the ONNX Runtime workers were closed');
-        await entry.worker.terminate();
+        if (entry.ready) entry.worker.postMessage({ type: 'close' } satisfies ToHostWorker);
+        await ended;
       }),
     );
   }
@@ -117,10 +129,13 @@ export class OrtHostPool {
     const worker = new Worker(new URL('./ort-host-worker.js', import.meta.url), { workerData: data });
     // Idle workers do not keep the process alive; one with batches in flight does (see run).
     worker.unref();
-    const entry: HostWorker = { worker, ready: false, stopped: undefined, pending: new Map() };
+    const entry: HostWorker = { worker, ready: false, exited: false, stopped: undefined, pending: new Map() };
     worker.on('message', (message: FromHostWorker) => this.receive(entry, message));
     worker.on('error', (error) => this.stop(entry, `an ONNX Runtime worker failed: ${describeError(error)}`));
-    worker.on('exit', (code) => this.stop(entry, `an ONNX Runtime worker exited (code ${code})`));
+    worker.on('exit', (code) => {
+      entry.exited = true;
+      this.stop(entry, `an ONNX Runtime worker exited (code ${code})`);
+    });
     return entry;
   }
 
@@ -128,11 +143,12 @@ export class OrtHostPool {
     switch (message.type) {
       case 'ready':
         entry.ready = true;
+        if (this.closed) entry.worker.postMessage({ type: 'close' } satisfies ToHostWorker);
         this.wake();
         return;
       case 'failed':
+        // The worker's thread ends by itself (it holds nothing).
         this.stop(entry, `an ONNX Runtime worker could not start: ${message.error}`);
-        void entry.worker.terminate();
         return;
       case 'done':
       case 'error': {

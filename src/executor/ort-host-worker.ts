@@ -29,8 +29,10 @@ export interface HostValue {
   readonly data: Float32Array;
 }
 
-/** `fetches`: the outputs this batch needs, among the session's. */
-export type ToHostWorker = { readonly type: 'run'; readonly id: number; readonly data: Float32Array; readonly dims: readonly number[]; readonly fetches: readonly string[] };
+/** `fetches`: the outputs this batch needs, among the session's. `close`: release the session and end, after the batches before it. */
+export type ToHostWorker =
+  | { readonly type: 'run'; readonly id: number; readonly data: Float32Array; readonly dims: readonly number[]; readonly fetches: readonly string[] }
+  | { readonly type: 'close' };
 
 export type FromHostWorker =
   | { readonly type: 'ready' }
@@ -59,8 +61,17 @@ async function main(): Promise<void> {
     port.postMessage({ type: 'failed', error: describeError(error) } satisfies FromHostWorker);
     return;
   }
+  let queue: Promise<unknown> = Promise.resolve();
   port.on('message', (message: ToHostWorker) => {
-    void run(ort, session, data, message).then(
+    if (message.type === 'close') {
+      // The thread ends once its session is released and the port closed: never terminated mid-call into ORT.
+      queue = queue
+        .then(() => session.release())
+        .catch(() => undefined)
+        .finally(() => port.close());
+      return;
+    }
+    queue = queue.then(() => run(ort, session, data, message)).then(
       ({ outputs, transfer }) => port.postMessage({ type: 'done', id: message.id, outputs, input: message.data } satisfies FromHostWorker, [message.data.buffer as ArrayBuffer, ...transfer]),
       (error: unknown) => port.postMessage({ type: 'error', id: message.id, error: describeError(error) } satisfies FromHostWorker),
     );
@@ -69,7 +80,7 @@ async function main(): Promise<void> {
 }
 
 /** One batch: the fetched values copied out of ORT's buffers (released here), with the copies' buffers to transfer. */
-async function run(ort: OrtModule, session: OrtSession, data: HostWorkerData, message: ToHostWorker): Promise<{ outputs: Record<string, HostValue>; transfer: ArrayBuffer[] }> {
+async function run(ort: OrtModule, session: OrtSession, data: HostWorkerData, message: Extract<ToHostWorker, { type: 'run' }>): Promise<{ outputs: Record<string, HostValue>; transfer: ArrayBuffer[] }> {
   const results = await session.run({ [data.inputName]: new ort.Tensor('float32', message.data, message.dims) }, message.fetches);
   const outputs: Record<string, HostValue> = {};
   const transfer: ArrayBuffer[] = [];
