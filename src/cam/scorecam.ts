@@ -92,7 +92,7 @@ export class ScoreCam extends ActivationCamMethod {
    * takes them as plain data in its input's layout (no tfjs tensor, no
    * transpose), in buffers it hands out, and says how many chunks to keep
    * in flight and how large (its host workers, or one chunk running while
-   * the next is built); chunks are scored in order.
+   * the next is built); each chunk's scores go to its place.
    */
   private async scoreImage(network: Executor, masking: MaskingInput, image: number, target: Target): Promise<Float32Array> {
     const { height, width, channels: inputChannels } = masking.picture;
@@ -103,24 +103,33 @@ export class ScoreCam extends ActivationCamMethod {
     const plan = layout === undefined ? { inFlight: 1, batchSize: this.batchSize } : host!.hostRunPlan(passes, height, width, target.layers);
     const chunkSize = Math.min(this.batchSize, plan.batchSize);
     const chunks: Float32Array[] = [];
-    const running: Promise<Float32Array>[] = [];
+    // Chunk index -> its scoring, which settles with the index once chunks[index] holds the scores.
+    const running = new Map<number, Promise<number>>();
     try {
-      for (let first = 0; first < passes; first += chunkSize) {
+      for (let first = 0, index = 0; first < passes; first += chunkSize, index++) {
         const count = Math.min(chunkSize, passes - first);
         const shape = [count, height, width, inputChannels] as const;
         const buffer = layout === undefined ? undefined : host!.hostInputBuffer(count * height * width * inputChannels);
         const masked = maskedInputs(masking, maskedChannels.subarray(first, first + count), layout === 'nchw' ? 'nchw' : 'nhwc', buffer);
-        while (running.length >= plan.inFlight) chunks.push(await running.shift()!);
-        running.push(
+        // Whichever chunk ends first makes room: a worker held up (a loaded machine) does not stall the others.
+        while (running.size >= plan.inFlight) running.delete(await Promise.race(running.values()));
+        const scoring =
           host !== undefined && layout !== undefined
             ? scoreChunk(() => host.forwardHost(masked, layout, shape, { layers: target.layers }), count, image, target)
-            : scoreTensorChunk(network, tf.tensor4d(masked, [...shape]), image, target),
+            : scoreTensorChunk(network, tf.tensor4d(masked, [...shape]), image, target);
+        const at = index;
+        running.set(
+          at,
+          scoring.then((scores) => {
+            chunks[at] = scores;
+            return at;
+          }),
         );
       }
-      while (running.length > 0) chunks.push(await running.shift()!);
+      await Promise.all(running.values());
     } catch (error) {
       // Chunks still in the executor dispose their own tensors; wait for them so that nothing outlives the call.
-      await Promise.all(running.map((chunk) => chunk.catch(() => undefined)));
+      await Promise.all([...running.values()].map((chunk) => chunk.catch(() => undefined)));
       throw error;
     }
     return scoresPerChannel(concat(chunks), passOf);
