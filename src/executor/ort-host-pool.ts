@@ -10,9 +10,10 @@
  * best, for 0.85x its CPU time (README, Performance).
  *
  * A batch's input buffer is transferred to its worker and back (no copy)
- * when it came from `inputBuffer`, copied otherwise. A worker that fails
- * or exits rejects its batches with one line and takes no more; the pool
- * reports it is no longer usable, so that callers run in-process.
+ * when the caller gives it up (OrtExecutor's `hostInputBuffer` buffers),
+ * copied otherwise. A worker that fails or exits rejects its batches with
+ * one line and takes no more; once none is left the pool says it is not
+ * usable, so that callers run in this thread.
  */
 import { Worker } from 'node:worker_threads';
 import { CamvizError, describeError } from '../util/errors.js';
@@ -40,7 +41,7 @@ interface Pending {
 
 export class OrtHostPool {
   private readonly workers: HostWorker[];
-  /** The output names every worker's session fetches. */
+  /** The outputs every worker's session holds (a batch fetches some of them). */
   readonly outputNames: readonly string[];
   private nextId = 0;
   private closed = false;
