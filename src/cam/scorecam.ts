@@ -17,7 +17,8 @@ import { OrtExecutor } from '../executor/ort.js';
 export class ScoreCam extends ActivationCamMethod {
   readonly name = 'scorecam';
   /**
-   * Masked inputs per forward pass (pytorch-grad-cam uses 16). Measured on
+   * Masked inputs per forward pass (pytorch-grad-cam uses 16; ONNX Runtime's
+   * host workers may ask for fewer: OrtExecutor.hostRunPlan). Measured on
    * MobileNet v1 0.75 with ONNX Runtime (1 thread, interleaved): 4 and 8
    * cost the same CPU time per image, 32 costs 10-20% more (its batch
    * outgrows the caches). Two chunks in the executor at once gained
@@ -87,11 +88,11 @@ export class ScoreCam extends ActivationCamMethod {
   }
 
   /**
-   * One image's masked inputs, chunk by chunk, at most one chunk in the
-   * executor while the next is built. The ONNX Runtime executor takes them
-   * as plain data in its input's layout (no tfjs tensor, no transpose), in
-   * two buffers used in turn: the one being built is never the one ORT may
-   * still read.
+   * One image's masked inputs, chunk by chunk. The ONNX Runtime executor
+   * takes them as plain data in its input's layout (no tfjs tensor, no
+   * transpose), in buffers it hands out, and says how many chunks to keep
+   * in flight and how large (its host workers, or one chunk running while
+   * the next is built); each chunk's scores go to its place.
    */
   private async scoreImage(network: Executor, masking: MaskingInput, image: number, target: Target): Promise<Float32Array> {
     const { height, width, channels: inputChannels } = masking.picture;
@@ -99,26 +100,36 @@ export class ScoreCam extends ActivationCamMethod {
     const passes = maskedChannels.length;
     const host = network instanceof OrtExecutor ? network : undefined;
     const layout = host?.hostInputLayout(height, width, target.layers);
-    const chunkSize = Math.min(this.batchSize, passes) * height * width * inputChannels;
-    const buffers = layout === undefined ? [] : [new Float32Array(chunkSize), new Float32Array(chunkSize)];
+    const plan = layout === undefined ? { inFlight: 1, batchSize: this.batchSize } : host!.hostRunPlan(passes, height, width, target.layers);
+    const chunkSize = Math.min(this.batchSize, plan.batchSize);
     const chunks: Float32Array[] = [];
-    let running: Promise<Float32Array> | undefined;
+    // Chunk index -> its scoring, which settles with the index once chunks[index] holds the scores.
+    const running = new Map<number, Promise<number>>();
     try {
-      for (let first = 0, turn = 0; first < passes; first += this.batchSize, turn++) {
-        const count = Math.min(this.batchSize, passes - first);
+      for (let first = 0, index = 0; first < passes; first += chunkSize, index++) {
+        const count = Math.min(chunkSize, passes - first);
         const shape = [count, height, width, inputChannels] as const;
-        const buffer = buffers[turn % 2]?.subarray(0, count * height * width * inputChannels);
+        const buffer = layout === undefined ? undefined : host!.hostInputBuffer(count * height * width * inputChannels);
         const masked = maskedInputs(masking, maskedChannels.subarray(first, first + count), layout === 'nchw' ? 'nchw' : 'nhwc', buffer);
-        if (running !== undefined) chunks.push(await running);
-        running =
+        // Whichever chunk ends first makes room: a worker held up (a loaded machine) does not stall the others.
+        while (running.size >= plan.inFlight) running.delete(await Promise.race(running.values()));
+        const scoring =
           host !== undefined && layout !== undefined
             ? scoreChunk(() => host.forwardHost(masked, layout, shape, { layers: target.layers }), count, image, target)
             : scoreTensorChunk(network, tf.tensor4d(masked, [...shape]), image, target);
+        const at = index;
+        running.set(
+          at,
+          scoring.then((scores) => {
+            chunks[at] = scores;
+            return at;
+          }),
+        );
       }
-      if (running !== undefined) chunks.push(await running);
+      await Promise.all(running.values());
     } catch (error) {
-      // A chunk still in the executor disposes its own tensors; wait for it so that nothing outlives the call.
-      await running?.catch(() => undefined);
+      // Chunks still in the executor dispose their own tensors; wait for them so that nothing outlives the call.
+      await Promise.all([...running.values()].map((chunk) => chunk.catch(() => undefined)));
       throw error;
     }
     return scoresPerChannel(concat(chunks), passOf);
@@ -251,7 +262,7 @@ export function maskedInputs(
   masking: MaskingInput,
   channelsToMask: ArrayLike<number>,
   layout: 'nhwc' | 'nchw' = 'nhwc',
-  out = new Float32Array(channelsToMask.length * masking.picture.height * masking.picture.width * masking.picture.channels),
+  out: Float32Array = new Float32Array(channelsToMask.length * masking.picture.height * masking.picture.width * masking.picture.channels),
 ): Float32Array {
   const count = channelsToMask.length;
   const { picture } = masking;

@@ -127,6 +127,18 @@ export function ortThreads(threads?: number): number {
   return Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : 1;
 }
 
+/** How a session departs from camviz's defaults (sessionOptions). */
+export interface SessionTuning {
+  /**
+   * Plan a pass's buffers from the first pass of its shapes (default true).
+   * Off for the host workers' fresh sessions: with it, the second pass of a
+   * new shape allocates and touches its planned block anew (MobileNet v1,
+   * batch 8: 13,000 page faults, 0.2 s of CPU), without it the arena's
+   * buffers from the first pass serve it; later passes cost the same.
+   */
+  readonly memoryPattern?: boolean;
+}
+
 /**
  * The session options camviz runs with (see the file comment for why).
  * The CPU arena and the memory pattern are ORT's defaults, set here so that
@@ -137,7 +149,7 @@ export function ortThreads(threads?: number): number {
  * glibc's thread arenas, where sharp decodes and encodes photos of varying
  * sizes (README, Performance).
  */
-export function sessionOptions(threads: number): OrtSessionCreateOptions {
+export function sessionOptions(threads: number, tuning: SessionTuning = {}): OrtSessionCreateOptions {
   return {
     graphOptimizationLevel: 'all',
     executionProviders: ['cpu'],
@@ -145,7 +157,7 @@ export function sessionOptions(threads: number): OrtSessionCreateOptions {
     interOpNumThreads: 1,
     executionMode: 'sequential',
     enableCpuMemArena: true,
-    enableMemPattern: true,
+    enableMemPattern: tuning.memoryPattern ?? true,
     // onnxruntime-node passes `extra` as flat string config entries.
     extra: { 'session.intra_op.allow_spinning': '0' },
   };
@@ -170,7 +182,7 @@ const sessions = new Map<string, CachedSession>();
 
 /**
  * Runs `use` with the session of the model `bytes()` returns, made once per
- * `cacheKey` (which must identify the bytes) and thread count. A failed
+ * `cacheKey` (which must identify the bytes), thread count and tuning. A failed
  * creation is not cached, so that every caller gets its error.
  */
 export async function withSession<T>(
@@ -180,8 +192,10 @@ export async function withSession<T>(
   threads: number,
   use: (session: OrtSession) => Promise<T>,
   optimizedFolder?: string,
+  tuning: SessionTuning = {},
 ): Promise<T> {
-  const entry = acquire(`${cacheKey}|t${threads}`, () => createSession(ort, cacheKey, bytes, threads, optimizedFolder));
+  const key = `${cacheKey}|t${threads}${tuning.memoryPattern === false ? '|p0' : ''}`;
+  const entry = acquire(key, () => createSession(ort, cacheKey, bytes, threads, optimizedFolder, tuning));
   entry.users++;
   try {
     return await use(await entry.made);
@@ -253,10 +267,10 @@ const SAVED_GRAPH_LOAD: Readonly<Record<string, string>> = {
  * ORT build) is made again from the model; a folder that cannot be written,
  * or a graph ORT cannot save, only costs the saving.
  */
-async function createSession(ort: OrtModule, cacheKey: string, bytes: () => Uint8Array, threads: number, folder: string | undefined): Promise<OrtSession> {
-  const options = sessionOptions(threads);
+async function createSession(ort: OrtModule, cacheKey: string, bytes: () => Uint8Array, threads: number, folder: string | undefined, tuning: SessionTuning): Promise<OrtSession> {
+  const options = sessionOptions(threads, tuning);
   if (folder === undefined) return ort.InferenceSession.create(bytes(), options);
-  const path = join(folder, `${optimizedName(ort, cacheKey)}${SAVED_GRAPH_SUFFIX}`);
+  const path = savedGraphPath(ort, cacheKey, folder);
   const loaded = await loadSavedGraph(ort, path, options);
   if (loaded !== undefined) {
     await tellSavedGraph(path, 'read');
@@ -281,6 +295,11 @@ async function createSession(ort: OrtModule, cacheKey: string, bytes: () => Uint
 
 /** What the saved optimised graph's file name ends with (ORT's own extension for its format). */
 export const SAVED_GRAPH_SUFFIX = '.ort';
+
+/** Where the optimised graph of the model `cacheKey` is kept in `folder` (whether or not it is there yet). */
+export function savedGraphPath(ort: OrtModule, cacheKey: string, folder: string): string {
+  return join(folder, `${optimizedName(ort, cacheKey)}${SAVED_GRAPH_SUFFIX}`);
+}
 
 /** The session of the graph saved at `path`, or undefined when there is none or it does not load. */
 async function loadSavedGraph(ort: OrtModule, path: string, options: OrtSessionCreateOptions): Promise<OrtSession | undefined> {

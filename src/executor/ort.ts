@@ -16,7 +16,9 @@
  */
 import * as tf from '../engine/tf.js';
 import { CamvizError } from '../util/errors.js';
-import { type OrtModule, type OrtSession, type OrtTensor, loadOnnxRuntime, ortThreads, withSession } from '../engine/onnxruntime.js';
+import { existsSync } from 'node:fs';
+import { type OrtModule, type OrtSession, type OrtTensor, loadOnnxRuntime, ortThreads, savedGraphPath, withSession } from '../engine/onnxruntime.js';
+import { type HostValue, OrtHostPool } from './ort-host-pool.js';
 import { isHooked } from '../hooks/registry.js';
 import type { Executor } from './executor.js';
 import type * as tfl from '../engine/tfl.js';
@@ -68,7 +70,36 @@ export interface OrtExecutorOptions {
   readonly expectedLayers?: readonly GraphNode[];
   /** A folder to keep the first session's optimised graph in (see engine/onnxruntime.ts); none: not kept. */
   readonly optimizedFolder?: string;
+  /** The fewest images a run announced to `hostRunPlan` must have to start the host workers (default HOST_WORKER_MIN_IMAGES). */
+  readonly hostWorkerMinImages?: number;
 }
+
+/**
+ * The fewest images of a run of `forwardHost` calls for which the host
+ * workers start (at 2+ threads): starting two costs about 0.35 s of CPU
+ * (the threads, onnxruntime-node, the sessions from the saved graph), which
+ * Score-CAM on MobileNet (700 masked inputs) repays.
+ */
+export const HOST_WORKER_MIN_IMAGES = 256;
+
+/**
+ * Images per batch on a host worker. A fresh session's first pass grows
+ * ORT's arena to the batch's buffers, page by page: MobileNet v1 at batch 8
+ * faults 13,400 pages (0.2 s of CPU), at batch 4 6,700 (0.11 s); later
+ * passes cost the same per image from 2 to 8 (4.4-4.6 ms, 1 thread).
+ */
+export const HOST_WORKER_BATCH = 4;
+
+/** How a caller runs a long series of `forwardHost` calls (OrtExecutor.hostRunPlan). */
+export interface HostRunPlan {
+  /** Calls to keep in flight. */
+  readonly inFlight: number;
+  /** At most this many images a call (infinite: the caller's own size). */
+  readonly batchSize: number;
+}
+
+/** Idle host workers end after this long (ms); `dispose` ends them at once. */
+const HOST_WORKER_IDLE_MS = 10_000;
 
 /**
  * The ONNX Runtime executor of `network`'s model, whose ONNX form is
@@ -79,7 +110,10 @@ export interface OrtExecutorOptions {
 export async function createOrtExecutor(network: Network, trunk: OnnxTrunk, options: OrtExecutorOptions = {}): Promise<OrtExecutor> {
   const status = loadOnnxRuntime();
   if (!status.available) throw new OrtUnavailableError(status.reason);
-  const executor = new OrtExecutor(status.module, network, trunk, ortThreads(options.threads), options.file);
+  const executor = new OrtExecutor(status.module, network, trunk, ortThreads(options.threads), options.file, {
+    ...(options.optimizedFolder === undefined ? {} : { optimizedFolder: options.optimizedFolder }),
+    minImages: options.hostWorkerMinImages ?? HOST_WORKER_MIN_IMAGES,
+  });
   // Only this session's optimised graph is kept: it is the one every run starts with, and one a model bounds the cache.
   await executor.withSession(executor.firstSessionValues(options.expectedLayers ?? []), async () => undefined, options.optimizedFolder);
   return executor;
@@ -105,6 +139,15 @@ export class OrtExecutor implements Executor {
    * nothing measurable, a session about 240 ms and a copy of the weights.
    */
   private readonly outputSets: string[][] = [];
+  /** How many `forwardHost` batches the host workers ran (diagnostics and tests). */
+  hostWorkerBatches = 0;
+  /** The host workers (see hostRunPlan), once started. */
+  private hostPool: OrtHostPool | undefined;
+  private hostIdleTimer: NodeJS.Timeout | undefined;
+  /** Input buffers handed out by `hostInputBuffer` and not in use, per length. */
+  private readonly freeBuffers = new Map<number, Float32Array[]>();
+  /** Every buffer `hostInputBuffer` made: only those are transferred to a worker (detached until it hands them back). */
+  private readonly ownBuffers = new WeakSet<Float32Array>();
 
   /** @internal use `createOrtExecutor` */
   constructor(
@@ -113,6 +156,7 @@ export class OrtExecutor implements Executor {
     readonly trunk: OnnxTrunk,
     private readonly threads: number,
     private readonly file: string | undefined,
+    private readonly host: { readonly optimizedFolder?: string; readonly minImages: number } = { minImages: HOST_WORKER_MIN_IMAGES },
   ) {
     this.graph = network.graph;
     this.score = network.score;
@@ -146,13 +190,22 @@ export class OrtExecutor implements Executor {
    * that builds its inputs in JS (Score-CAM's masked images) so skips the
    * round trip through a tfjs tensor and its transpose. A call ORT cannot
    * serve after all runs on the Network from the equivalent tensor.
+   *
+   * The data is the executor's from the call until it resolves; a buffer
+   * from `hostInputBuffer` is the executor's for good (it may be handed to
+   * a host worker) and is used again for later `hostInputBuffer` calls.
    */
   async forwardHost(data: Float32Array, layout: OnnxValue['layout'], shape: readonly [number, number, number, number], options: ForwardOptions = {}): Promise<ForwardValues> {
     const [n, h, w, c] = shape;
     if (data.length !== n * h * w * c) throw new Error(`forwardHost: ${data.length} values for a batch of [${shape.join(', ')}]`);
     const layers = options.layers ?? [];
     if (layout === this.hostInputLayout(h, w, layers)) {
-      const values = await this.run({ data, dims: layout === 'nchw' ? [n, c, h, w] : [...shape] }, this.forwardFetches(layers)!);
+      const fetches = this.forwardFetches(layers)!;
+      const dims = layout === 'nchw' ? [n, c, h, w] : [...shape];
+      // While the workers start, calls wait for them: a first batch of a new size in this thread's session costs as much as one in a worker.
+      const pool = this.poolFor(fetches);
+      const onPool = pool !== undefined && (await pool.whenReady());
+      const values = onPool ? await this.runOnPool(pool, data, dims, fetches) : await this.run({ data, dims }, fetches).finally(() => this.recycle(data));
       return this.network.collect(values, layers, n);
     }
     const nhwc = layout === 'nchw' ? transposeMatrices(data, n, c, h * w) : data;
@@ -161,7 +214,104 @@ export class OrtExecutor implements Executor {
       return await this.forward(input, options);
     } finally {
       input.dispose();
+      this.recycle(data);
     }
+  }
+
+  /**
+   * How to run `images` more images of this size fetching `layers` through
+   * `forwardHost`: how many calls to keep in flight, and at most how many
+   * images a call. At 2+ threads, for a run long enough to repay their
+   * start, it starts the host workers (one single-threaded session each:
+   * ort-host-pool.ts) and asks for enough calls to keep them all busy
+   * (calls made while they start wait for the first; if none starts, they
+   * run in this thread), of HOST_WORKER_BATCH images. Otherwise one call in
+   * flight (the next built while it runs), of any size.
+   */
+  hostRunPlan(images: number, height: number, width: number, layers: readonly GraphNode[] = []): HostRunPlan {
+    const inThisThread = { inFlight: 1, batchSize: Number.POSITIVE_INFINITY };
+    if (this.threads < 2 || images < this.host.minImages || this.batchOfOne !== false || this.hostInputLayout(height, width, layers) === undefined) return inThisThread;
+    const fetches = this.forwardFetches(layers)!;
+    this.hostPool ??= this.startHostPool(this.sessionOutputsFor(sortedNames(fetches)));
+    this.keepHostPool();
+    const pool = this.poolFor(fetches);
+    return pool === undefined ? inThisThread : { inFlight: pool.lanes, batchSize: HOST_WORKER_BATCH };
+  }
+
+  /** A buffer of `length` values for a `forwardHost` call (one used before when there is one): the host workers take it without a copy. */
+  hostInputBuffer(length: number): Float32Array {
+    const buffer = this.freeBuffers.get(length)?.pop();
+    if (buffer !== undefined) return buffer;
+    const made = new Float32Array(length);
+    this.ownBuffers.add(made);
+    return made;
+  }
+
+  /** Ends the host workers (they also end after 10 s without a run). */
+  async dispose(): Promise<void> {
+    clearTimeout(this.hostIdleTimer);
+    const pool = this.hostPool;
+    this.hostPool = undefined;
+    this.freeBuffers.clear();
+    await pool?.close();
+  }
+
+  /** The host workers, started for these outputs: their sessions load the saved optimised graph, else get the model's bytes. */
+  private startHostPool(outputNames: readonly string[]): OrtHostPool {
+    const cacheKey = this.sessionKey(outputNames);
+    const folder = this.host.optimizedFolder;
+    const saved = folder !== undefined && existsSync(savedGraphPath(this.ort, cacheKey, folder));
+    return new OrtHostPool(
+      this.threads,
+      {
+        cacheKey,
+        ...(folder === undefined ? {} : { optimizedFolder: folder }),
+        ...(saved ? {} : { bytes: this.trunk.withOutputs(outputNames) }),
+        inputName: this.trunk.input.name,
+        outputNames,
+      },
+      this.file,
+    );
+  }
+
+  /** The host pool when it may serve these fetches (started, not failed, holding them). */
+  private poolFor(fetches: readonly Fetch[]): OrtHostPool | undefined {
+    const pool = this.hostPool;
+    return pool?.usable === true && fetches.every((fetch) => pool.outputNames.includes(fetch.value.name)) ? pool : undefined;
+  }
+
+  /** Restarts the idle countdown of the host workers. */
+  private keepHostPool(): void {
+    clearTimeout(this.hostIdleTimer);
+    this.hostIdleTimer = setTimeout(() => (this.hostPool?.busy === true ? this.keepHostPool() : void this.dispose()), HOST_WORKER_IDLE_MS);
+    this.hostIdleTimer.unref();
+  }
+
+  /** One batch on a host worker, joined as `run` joins its outputs. */
+  private async runOnPool(pool: OrtHostPool, data: Float32Array, dims: readonly number[], fetches: readonly Fetch[]): Promise<Map<string, tf.Tensor>> {
+    const { outputs, input } = await pool.run(data, dims, sortedNames(fetches), this.ownBuffers.has(data));
+    this.hostWorkerBatches++;
+    this.keepHostPool();
+    if (this.ownBuffers.has(data)) {
+      this.ownBuffers.add(input);
+      this.recycle(input);
+    }
+    return new Map(
+      fetches.map((fetch) => {
+        const joined = new JoinedOutput(fetch.value);
+        joined.add(outputs[fetch.value.name]!, 1);
+        return [fetch.key, joined.tensor()];
+      }),
+    );
+  }
+
+  /** A buffer of `hostInputBuffer`'s back to its free list. */
+  private recycle(data: Float32Array): void {
+    if (!this.ownBuffers.has(data) || data.length === 0) return;
+    const free = this.freeBuffers.get(data.length) ?? [];
+    // More than this many were never in use at once (two per worker, one being built).
+    if (free.length < 2 * this.threads + 2) free.push(data);
+    this.freeBuffers.set(data.length, free);
   }
 
   /** What a forward pass fetches: the output, the scores, the graph outputs and `layers`; undefined when ONNX lacks one. */
@@ -285,7 +435,7 @@ export class OrtExecutor implements Executor {
    */
   async withSession<T>(values: readonly OnnxValue[], use: (session: OrtSession) => Promise<T>, optimizedFolder?: string): Promise<T> {
     const names = this.sessionOutputsFor([...new Set(values.map((value) => value.name))].sort());
-    const key = `${this.trunk.cacheKey}|${names.join('\u0000')}`;
+    const key = this.sessionKey(names);
     let created = false;
     try {
       return await withSession(
@@ -306,6 +456,11 @@ export class OrtExecutor implements Executor {
       if (created) throw error;
       throw new OrtModelRejectedError(firstLine(error), this.file);
     }
+  }
+
+  /** The session cache's key of the model with these outputs (it also names the saved optimised graph). */
+  private sessionKey(names: readonly string[]): string {
+    return `${this.trunk.cacheKey}|${names.join('\u0000')}`;
   }
 
   /** The output names of the session to run `names` on: the smallest made before that holds them all, else `names`. */
@@ -374,7 +529,7 @@ class JoinedOutput {
 
   constructor(private readonly value: OnnxValue) {}
 
-  add(tensor: OrtTensor, runs: number): void {
+  add(tensor: Pick<OrtTensor, 'type' | 'dims' | 'data'> | HostValue, runs: number): void {
     if (tensor.type !== 'float32') throw new CamvizError(`ONNX value '${this.value.name}' is ${tensor.type}, not float32`);
     const part = tensor.data as Float32Array;
     this.data ??= new Float32Array(part.length * runs);
@@ -448,6 +603,11 @@ function onnxInput(input: tf.Tensor, layout: OnnxValue['layout']): OnnxFeed {
   } finally {
     transposed.dispose();
   }
+}
+
+/** The fetches' ONNX names, once each, sorted (how sessions are keyed). */
+function sortedNames(fetches: readonly Fetch[]): string[] {
+  return [...new Set(fetches.map((fetch) => fetch.value.name))].sort();
 }
 
 function firstLine(error: unknown): string {

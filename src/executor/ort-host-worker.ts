@@ -1,0 +1,101 @@
+/**
+ * A worker thread of the ONNX Runtime host pool (ort-host-pool.ts): one
+ * single-threaded session of the model, running the batches the main thread
+ * posts, one at a time. It loads only ONNX Runtime (no tfjs): its start is
+ * the thread, onnxruntime-node and the session, made from the optimised
+ * graph the main thread's session saved when there is one.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { type OrtModule, type OrtSession, loadOnnxRuntime, withSession } from '../engine/onnxruntime.js';
+import { describeError } from '../util/errors.js';
+
+/** What a host worker starts with. */
+export interface HostWorkerData {
+  /** Identifies the model and its outputs (OrtExecutor's session key): names the saved optimised graph. */
+  readonly cacheKey: string;
+  /** Where the optimised graph is kept (engine/onnxruntime.ts); none: made from `bytes`. */
+  readonly optimizedFolder?: string;
+  /** The ONNX model with its outputs; absent when the saved optimised graph is expected to load. */
+  readonly bytes?: Uint8Array;
+  readonly inputName: string;
+  /** The session's outputs (all that a batch may fetch). */
+  readonly outputNames: readonly string[];
+}
+
+/** A fetched value as plain data (ORT's tensor is released in the worker). */
+export interface HostValue {
+  readonly type: string;
+  readonly dims: readonly number[];
+  readonly data: Float32Array;
+}
+
+/** `fetches`: the outputs this batch needs, among the session's. `close`: release the session and end, after the batches before it. */
+export type ToHostWorker =
+  | { readonly type: 'run'; readonly id: number; readonly data: Float32Array; readonly dims: readonly number[]; readonly fetches: readonly string[] }
+  | { readonly type: 'close' };
+
+export type FromHostWorker =
+  | { readonly type: 'ready' }
+  | { readonly type: 'failed'; readonly error: string }
+  /** `input`: the batch's data, handed back (transferred) so that its buffer is used again. */
+  | { readonly type: 'done'; readonly id: number; readonly outputs: Readonly<Record<string, HostValue>>; readonly input: Float32Array }
+  | { readonly type: 'error'; readonly id: number; readonly error: string };
+
+async function main(): Promise<void> {
+  const port = parentPort;
+  if (port === null) throw new Error('ort-host-worker runs as a worker thread');
+  const data = workerData as HostWorkerData;
+  let ort: OrtModule;
+  let session: OrtSession;
+  try {
+    const status = loadOnnxRuntime();
+    if (!status.available) throw new Error(`ONNX Runtime is unavailable: ${status.reason}`);
+    ort = status.module;
+    const bytes = (): Uint8Array => {
+      if (data.bytes === undefined) throw new Error('the saved optimised graph did not load');
+      return data.bytes;
+    };
+    // One intra-op thread: the pool's parallelism is its workers. No memory pattern: a fresh session's second pass then costs no more than the next ones.
+    session = await withSession(ort, data.cacheKey, bytes, 1, async (made) => made, data.optimizedFolder, { memoryPattern: false });
+  } catch (error) {
+    port.postMessage({ type: 'failed', error: describeError(error) } satisfies FromHostWorker);
+    return;
+  }
+  let queue: Promise<unknown> = Promise.resolve();
+  port.on('message', (message: ToHostWorker) => {
+    if (message.type === 'close') {
+      // The thread ends once its session is released and the port closed: never terminated mid-call into ORT.
+      queue = queue
+        .then(() => session.release())
+        .catch(() => undefined)
+        .finally(() => port.close());
+      return;
+    }
+    queue = queue.then(() => run(ort, session, data, message)).then(
+      ({ outputs, transfer }) => port.postMessage({ type: 'done', id: message.id, outputs, input: message.data } satisfies FromHostWorker, [message.data.buffer as ArrayBuffer, ...transfer]),
+      (error: unknown) => port.postMessage({ type: 'error', id: message.id, error: describeError(error) } satisfies FromHostWorker),
+    );
+  });
+  port.postMessage({ type: 'ready' } satisfies FromHostWorker);
+}
+
+/** One batch: the fetched values copied out of ORT's buffers (released here), with the copies' buffers to transfer. */
+async function run(ort: OrtModule, session: OrtSession, data: HostWorkerData, message: Extract<ToHostWorker, { type: 'run' }>): Promise<{ outputs: Record<string, HostValue>; transfer: ArrayBuffer[] }> {
+  const results = await session.run({ [data.inputName]: new ort.Tensor('float32', message.data, message.dims) }, message.fetches);
+  const outputs: Record<string, HostValue> = {};
+  const transfer: ArrayBuffer[] = [];
+  try {
+    for (const name of message.fetches) {
+      const result = results[name]!;
+      // Another type is reported by the main thread, as for its own runs.
+      const copy = result.type === 'float32' ? Float32Array.from(result.data as Float32Array) : new Float32Array(0);
+      outputs[name] = { type: result.type, dims: [...result.dims], data: copy };
+      transfer.push(copy.buffer);
+    }
+  } finally {
+    for (const result of Object.values(results)) result.dispose();
+  }
+  return { outputs, transfer };
+}
+
+await main();
