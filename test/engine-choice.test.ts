@@ -133,6 +133,31 @@ describe('tfjs models', () => {
     }
   });
 
+  test('the model\'s dispose ends its ONNX Runtime executor (its host workers), once', { skip: skipWithoutOrt }, async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'camviz-engine-dispose-'));
+    const savedCache = process.env['CAMVIZ_CACHE'];
+    process.env['CAMVIZ_CACHE'] = folder;
+    try {
+      const model = await loadModel('shapes', { engine: 'onnxruntime' });
+      const executor = await model.executor();
+      assert.ok(executor.dispose !== undefined, 'the ONNX Runtime executor ends what it starts');
+      const ended: number[] = [];
+      const ownDispose = executor.dispose.bind(executor);
+      executor.dispose = async () => {
+        ended.push(1);
+        await ownDispose();
+      };
+      model.dispose();
+      model.dispose();
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(ended.length, 1);
+    } finally {
+      if (savedCache === undefined) delete process.env['CAMVIZ_CACHE'];
+      else process.env['CAMVIZ_CACHE'] = savedCache;
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+
   test('a TF.js model with a layer the ONNX writer cannot express: tfjs under auto (a per-model fallback, saying why); an error naming the model under onnxruntime', { skip: skipWithoutOrt }, async () => {
     const folder = await mkdtemp(join(tmpdir(), 'camviz-engine-transpose-'));
     try {

@@ -21,4 +21,6 @@ export interface Executor {
   forward(inputs: ModelInputs, options?: ForwardOptions): Promise<ForwardValues>;
   /** One forward pass and, per objective, the gradients with respect to the sources (owned by the caller). */
   backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): Promise<BackwardResult>;
+  /** Ends what the executor started beside the model's tensors (ONNX Runtime's host workers); the model's `dispose` calls it. */
+  dispose?(): Promise<void>;
 }

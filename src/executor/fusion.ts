@@ -71,9 +71,11 @@ export class FusedChain {
   }
 
   dispose(): void {
+    // Nothing folded: nothing of ours, and the layer (perhaps freed by now) is not read.
+    if (this.folded === undefined) return;
     // The conv layer's own kernel and bias are the layer's to free.
-    if (this.folded?.filter !== this.convKernel()) this.folded?.filter.dispose();
-    if (this.folded?.bias !== this.convBias()) this.folded?.bias.dispose();
+    if (this.folded.filter !== this.convKernel()) this.folded.filter.dispose();
+    if (this.folded.bias !== this.convBias()) this.folded.bias.dispose();
     this.folded = undefined;
   }
 

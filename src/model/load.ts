@@ -38,6 +38,7 @@ export interface LoadOptions extends MetadataOverrides {
 export class CamvizModel {
   private cachedNetwork: Network | undefined;
   private chosen: Promise<ChosenEngine> | undefined;
+  private disposed = false;
   /** Which engine `executor()` picks (loadModel sets it from LoadOptions). */
   engineRequest: EngineRequest = { choice: 'auto' };
 
@@ -81,11 +82,22 @@ export class CamvizModel {
   }
 
   /**
-   * Frees the model's tensors. The executor holds none of its own: the tfjs
-   * Network's go with the graph, and ONNX Runtime's sessions are cached per
-   * process (at most 8, the least recently used released: engine/onnxruntime.ts).
+   * Frees the model's tensors and ends the executor's workers. The executor
+   * holds no tensors of its own: the tfjs Network's go with the graph, and
+   * ONNX Runtime's sessions are cached per process (at most 8, the least
+   * recently used released: engine/onnxruntime.ts); its host workers (long
+   * Score-CAM runs) end here rather than after their idle time. A second
+   * call does nothing.
    */
   dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    const chosen = this.chosen;
+    this.chosen = undefined;
+    void chosen?.then(
+      ({ executor }) => executor.dispose?.(),
+      () => undefined,
+    );
     this.cachedNetwork?.graph.dispose();
     this.layersModel?.dispose();
     this.graphModel?.dispose();
