@@ -26,7 +26,7 @@ import { CamvizError, UsageError } from '../src/util/errors.js';
 import { type TaskContext, decodeBatch } from '../src/tasks/common.js';
 import { type TaskOverrides, camTaskOptions, fmapTaskOptions, predictTaskOptions } from '../src/tasks/defaults.js';
 import { startTask } from '../src/tasks/index.js';
-import type { CamTaskOptions, FmapTaskOptions, InputImage, PredictTaskOptions, TaskOptions } from '../src/tasks/types.js';
+import type { CamResultRecord, CamTaskOptions, FmapTaskOptions, InputImage, PredictTaskOptions, TaskOptions } from '../src/tasks/types.js';
 import { haveSharedAssets, mobilenetDir, repoRoot } from './helpers/assets.js';
 import { listFiles, noise, readManifest } from './helpers/files.js';
 
@@ -534,6 +534,22 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
       seen.push(...expected);
     }
     assert.deepEqual(seen.sort(), [...names].sort());
+  });
+
+  test('top-k pictures (the last one blended over the decoded pixels) equal the same classes asked one at a time', async () => {
+    const folder = await makeFolder(join(workDir, 'top-k'), ['a.png', 'b.png']);
+    const together = await run(camTask(join(workDir, 'top-k-together'), { topK: 3 }), [folder]);
+    assert.equal(together.exitCode, 0);
+    for (const record of together.records) {
+      assert.equal(record.results!.length, 3);
+      for (const [rank, result] of (record.results as CamResultRecord[]).entries()) {
+        const alone = join(workDir, `top-k-alone-${rank}`);
+        const single = await run(camTask(alone, { classes: [String(result.class.index)] }), [join(folder, record.relative)]);
+        assert.equal(single.exitCode, 0);
+        const png = result.png;
+        assert.ok((await readFile(join(workDir, 'top-k-together', png))).equals(await readFile(join(alone, png.split('/').pop()!))), `${png}, rank ${rank + 1}`);
+      }
+    }
   });
 
   test('--skip-existing keeps finished inputs, redoes missing and empty outputs identically', async () => {

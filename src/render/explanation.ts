@@ -27,6 +27,13 @@ export interface ExplanationImageOptions {
    * upsampling). The returned `heat` is then that buffer.
    */
   scratch?: Float32Array;
+  /**
+   * The caller needs the original's pixels no more (its last picture of
+   * that image): the overlay is blended over them in place, rather than
+   * into a new buffer the size of the photo (0.2 ms an image of the bench's
+   * photos: allocating, zeroing and first touching it).
+   */
+  blendIntoOriginal?: boolean;
 }
 
 export interface ExplanationImage {
@@ -67,10 +74,14 @@ export function renderExplanation(
   } else if (options.heatmapOnly) {
     rgb = heatmapImage(heat!, options.colormap ?? DEFAULT_OVERLAY_COLORMAP);
   } else {
-    rgb = overlayHeatmap(original.rgb, heat!, original.width, original.height, {
-      alpha: options.alpha ?? DEFAULT_OVERLAY_ALPHA,
-      colormap: options.colormap ?? DEFAULT_OVERLAY_COLORMAP,
-    });
+    rgb = overlayHeatmap(
+      original.rgb,
+      heat!,
+      original.width,
+      original.height,
+      { alpha: options.alpha ?? DEFAULT_OVERLAY_ALPHA, colormap: options.colormap ?? DEFAULT_OVERLAY_COLORMAP },
+      options.blendIntoOriginal === true ? original.rgb : undefined,
+    );
   }
   const peak = heat === undefined ? gradientPeak(gradient!, geometry) : argmax(heat, original.width)!;
   return {
