@@ -8,7 +8,7 @@
 import type { ColormapName } from './colormap.js';
 import { gradientPeak, gradientPicture } from './gradient.js';
 import type { FeatureMap, GradientImage } from './maps.js';
-import { argmax, minMaxNormalize } from './normalize.js';
+import { minMaxNormalizeWithPeak } from './normalize.js';
 import { DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_COLORMAP, heatmapImage, overlayHeatmap } from './overlay.js';
 import { mapToOriginal } from './resize.js';
 import type { ImageGeometry } from '../image/geometry.js';
@@ -67,7 +67,8 @@ export function renderExplanation(
   // Normalised in place: one buffer the size of the original, not two.
   const scratch = options.scratch?.length === original.width * original.height ? options.scratch : undefined;
   const upsampled = map === undefined ? undefined : mapToOriginal(map.data, map.width, map.height, geometry, scratch);
-  const heat = upsampled === undefined ? undefined : minMaxNormalize(upsampled, upsampled);
+  const normalized = upsampled === undefined ? undefined : minMaxNormalizeWithPeak(upsampled, original.width, upsampled);
+  const heat = normalized?.normalized;
   let rgb: Uint8Array;
   if (gradient !== undefined) {
     rgb = gradientPicture(gradient, geometry, options.preprocess);
@@ -83,7 +84,7 @@ export function renderExplanation(
       options.blendIntoOriginal === true ? original.rgb : undefined,
     );
   }
-  const peak = heat === undefined ? gradientPeak(gradient!, geometry) : argmax(heat, original.width)!;
+  const peak = normalized === undefined ? gradientPeak(gradient!, geometry) : normalized.peak;
   return {
     width: original.width,
     height: original.height,
