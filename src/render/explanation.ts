@@ -10,7 +10,7 @@ import { gradientPeak, gradientPicture } from './gradient.js';
 import type { FeatureMap, GradientImage } from './maps.js';
 import { minMaxNormalizeWithPeak } from './normalize.js';
 import { DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_COLORMAP, heatmapImage, overlayHeatmap } from './overlay.js';
-import { mapToOriginal } from './resize.js';
+import { mapToOriginalWithRange } from './resize.js';
 import type { ImageGeometry } from '../image/geometry.js';
 
 export interface ExplanationImageOptions {
@@ -66,8 +66,8 @@ export function renderExplanation(
   if (map === undefined && gradient === undefined) throw new Error('nothing to render: no map and no gradient');
   // Normalised in place: one buffer the size of the original, not two.
   const scratch = options.scratch?.length === original.width * original.height ? options.scratch : undefined;
-  const upsampled = map === undefined ? undefined : mapToOriginal(map.data, map.width, map.height, geometry, scratch);
-  const normalized = upsampled === undefined ? undefined : minMaxNormalizeWithPeak(upsampled, original.width, upsampled);
+  const upsampled = map === undefined ? undefined : mapToOriginalWithRange(map.data, map.width, map.height, geometry, scratch);
+  const normalized = upsampled === undefined ? undefined : minMaxNormalizeWithPeak(upsampled.resampled, original.width, upsampled.resampled, upsampled.range);
   const heat = normalized?.normalized;
   let rgb: Uint8Array;
   if (gradient !== undefined) {

@@ -58,14 +58,20 @@ export function minMaxNormalize(values: Float32Array, out?: Float32Array): Float
  * the first of the largest normalised values in reading order (normalised
  * values are never infinite). `out` may be `values` itself.
  */
-export function minMaxNormalizeWithPeak(values: Float32Array, width: number, out?: Float32Array): { normalized: Float32Array; peak: MapPeak } {
+export function minMaxNormalizeWithPeak(
+  values: Float32Array,
+  width: number,
+  out?: Float32Array,
+  /** finiteRange(values), when the caller found it already (mapToOriginalWithRange). */
+  knownRange?: ValueRange | null,
+): { normalized: Float32Array; peak: MapPeak } {
   const n = values.length;
   if (!Number.isInteger(width) || width < 1 || n % width !== 0 || n === 0) {
     throw new RangeError(`map of ${n} values is not a whole, non-zero number of rows of ${width}`);
   }
   const result = out ?? new Float32Array(n);
   if (result.length !== n) throw new RangeError(`output holds ${result.length} values, need ${n}`);
-  const range = finiteRange(values);
+  const range = knownRange === undefined ? finiteRange(values) : knownRange;
   if (range === null || !(range.max > range.min)) return { normalized: result.fill(0), peak: { x: 0, y: 0, value: 0 } };
   const { min } = range;
   const span = range.max - min;
