@@ -26,7 +26,7 @@ import { CamvizError, UsageError } from '../src/util/errors.js';
 import { type TaskContext, decodeBatch } from '../src/tasks/common.js';
 import { type TaskOverrides, camTaskOptions, fmapTaskOptions, predictTaskOptions } from '../src/tasks/defaults.js';
 import { startTask } from '../src/tasks/index.js';
-import type { CamTaskOptions, FmapTaskOptions, InputImage, PredictTaskOptions, TaskOptions } from '../src/tasks/types.js';
+import type { CamResultRecord, CamTaskOptions, FmapTaskOptions, InputImage, PredictTaskOptions, TaskOptions } from '../src/tasks/types.js';
 import { haveSharedAssets, mobilenetDir, repoRoot } from './helpers/assets.js';
 import { listFiles, noise, readManifest } from './helpers/files.js';
 
@@ -536,7 +536,23 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
     assert.deepEqual(seen.sort(), [...names].sort());
   });
 
-  test('--skip-existing keeps finished inputs, redoes missing outputs identically', async () => {
+  test('top-k pictures (the last one blended over the decoded pixels) equal the same classes asked one at a time', async () => {
+    const folder = await makeFolder(join(workDir, 'top-k'), ['a.png', 'b.png']);
+    const together = await run(camTask(join(workDir, 'top-k-together'), { topK: 3 }), [folder]);
+    assert.equal(together.exitCode, 0);
+    for (const record of together.records) {
+      assert.equal(record.results!.length, 3);
+      for (const [rank, result] of (record.results as CamResultRecord[]).entries()) {
+        const alone = join(workDir, `top-k-alone-${rank}`);
+        const single = await run(camTask(alone, { classes: [String(result.class.index)] }), [join(folder, record.relative)]);
+        assert.equal(single.exitCode, 0);
+        const png = result.png;
+        assert.ok((await readFile(join(workDir, 'top-k-together', png))).equals(await readFile(join(alone, png.split('/').pop()!))), `${png}, rank ${rank + 1}`);
+      }
+    }
+  });
+
+  test('--skip-existing keeps finished inputs, redoes missing and empty outputs identically', async () => {
     const folder = await makeFolder(join(workDir, 'resume'), ['a.png', 'b.png', 'c.png', 'd/e.png', 'f.png']);
     const outDir = join(workDir, 'resume-out');
     const firstRun = await run(camTask(outDir), [folder]);
@@ -544,13 +560,18 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
     const removed = firstRun.records[2]!.outputs[0]!;
     const removedBytes = await readFile(join(outDir, removed));
     await unlink(join(outDir, removed));
+    // What a power cut can leave of an output that was not flushed to disk: the name, no bytes.
+    const emptied = firstRun.records[4]!.outputs[0]!;
+    const emptiedBytes = await readFile(join(outDir, emptied));
+    await writeFile(join(outDir, emptied), '');
     const kept = firstRun.records[0]!.outputs[0]!;
     const keptTime = (await stat(join(outDir, kept))).mtimeMs;
 
     const second = await run(camTask(outDir), [folder], { skipExisting: true });
     assert.equal(second.exitCode, 0);
-    assert.deepEqual(second.records.map((record) => record.resumed === true), [true, true, false, true, true]);
+    assert.deepEqual(second.records.map((record) => record.resumed === true), [true, true, false, true, false]);
     assert.ok((await readFile(join(outDir, removed))).equals(removedBytes), 'redone identically');
+    assert.ok((await readFile(join(outDir, emptied))).equals(emptiedBytes), 'the empty output is redone identically');
     assert.equal((await stat(join(outDir, kept))).mtimeMs, keptTime, 'kept outputs are not rewritten');
     const manifest = await readManifest(outDir);
     assert.deepEqual(manifest.summary, { inputs: 5, ok: 5, error: 0 });

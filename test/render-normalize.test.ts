@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { argmax, finiteRange, minMaxNormalize } from '../src/render/index.js';
+import { minMaxNormalizeWithPeak } from '../src/render/normalize.js';
 
 test('minMaxNormalize scales by the finite min and max', () => {
   const out = minMaxNormalize(new Float32Array([2, 4, 6, 3]));
@@ -38,4 +39,30 @@ test('argmax gives the first largest finite value as x, y', () => {
   assert.deepEqual(argmax(new Float32Array([Number.POSITIVE_INFINITY, Number.NaN, -4, -3]), 2), { x: 1, y: 1, value: -3 });
   assert.equal(argmax(new Float32Array([Number.NaN, Number.NEGATIVE_INFINITY]), 2), null);
   assert.throws(() => argmax(new Float32Array(5), 2), RangeError);
+});
+
+test('minMaxNormalizeWithPeak: the values of minMaxNormalize and the peak of argmax over them, in one pass', () => {
+  let seed = 3;
+  const random = (): number => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const maps: Float32Array[] = [
+    Float32Array.from({ length: 12 * 7 }, () => random() * 10 - 3),
+    // Values 1 ulp apart near the top: ties after normalising must keep the first in reading order.
+    Float32Array.from({ length: 5 * 4 }, (_, i) => 1e6 + (i % 3) * 0.0625),
+    Float32Array.from({ length: 6 * 3 }, (_, i) => [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 2, -1][i % 5]!),
+    new Float32Array(4 * 4).fill(5),
+    new Float32Array(3 * 2).fill(Number.NaN),
+    Float32Array.of(0.25),
+  ];
+  const widths = [12, 5, 6, 4, 3, 1];
+  for (const [k, map] of maps.entries()) {
+    const width = widths[k]!;
+    const expected = minMaxNormalize(map);
+    const expectedPeak = argmax(expected, width);
+    const inPlace = map.slice();
+    const { normalized, peak } = minMaxNormalizeWithPeak(inPlace, width, inPlace);
+    assert.equal(normalized, inPlace, 'written where asked');
+    assert.deepEqual(normalized, expected, `map ${k}`);
+    assert.deepEqual(peak, expectedPeak, `map ${k}`);
+  }
+  assert.throws(() => minMaxNormalizeWithPeak(new Float32Array(5), 2), RangeError);
 });

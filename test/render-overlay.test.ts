@@ -48,3 +48,30 @@ test('sizes and alpha are checked', () => {
   assert.throws(() => overlayHeatmap(IMAGE, new Float32Array(2), 2, 1, { alpha: 1.5 }), RangeError);
   assert.throws(() => overlayHeatmap(IMAGE, new Float32Array(2), 2, 1, { alpha: Number.NaN }), RangeError);
 });
+
+test('the blend through the per-colour table equals the colormap lookup then the blend formula, for every entry and image byte', () => {
+  // One pixel per (image byte, colormap entry): heat (k + 0.25) / 255 takes entry k.
+  const width = 256;
+  const height = 256;
+  const image = new Uint8Array(width * height * 3);
+  const heat = new Float32Array(width * height);
+  for (let k = 0; k < 256; k++) {
+    for (let b = 0; b < 256; b++) {
+      const p = k * 256 + b;
+      heat[p] = k === 0 ? 0 : k === 255 ? 1 : (k + 0.25) / 255;
+      image.set([b, 255 - b, (b * 7) & 255], p * 3);
+    }
+  }
+  // Alternating options: the cached tables must follow the options of each call.
+  for (const [alpha, colormap] of [[0.5, 'jet'], [0.3, 'turbo'], [0.5, 'viridis'], [0.7, 'jet'], [0.5, 'jet']] as const) {
+    const lut = applyColormap(Float32Array.from({ length: 256 }, (_, k) => k / 255), colormap);
+    const out = overlayHeatmap(image, heat, width, height, { alpha, colormap });
+    for (let p = 0; p < width * height; p++) {
+      const k = p >> 8;
+      for (let c = 0; c < 3; c++) {
+        const expected = Math.floor((1 - alpha) * image[p * 3 + c]! + alpha * lut[k * 3 + c]! + 0.5 + 1e-9);
+        if (out[p * 3 + c] !== expected) assert.fail(`alpha ${alpha} ${colormap}, entry ${k}, image byte ${image[p * 3 + c]}, channel ${c}: ${out[p * 3 + c]} instead of ${expected}`);
+      }
+    }
+  }
+});

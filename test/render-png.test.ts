@@ -65,6 +65,32 @@ test('encodePhotoPng at level 1: the pixels of encodePng (libvips), Up-filtered 
   }
 });
 
+/** The Up-filtered rows one byte at a time (the encoder's first form), to compare the word-wise filter with. */
+function upFilteredByBytes(rgb: Uint8Array, width: number, height: number): Uint8Array {
+  const stride = width * 3;
+  const rows = new Uint8Array((stride + 1) * height);
+  for (let y = 0; y < height; y++) {
+    rows[y * (stride + 1)] = 2;
+    for (let i = 0; i < stride; i++) rows[y * (stride + 1) + 1 + i] = rgb[y * stride + i]! - (y === 0 ? 0 : rgb[(y - 1) * stride + i]!);
+  }
+  return rows;
+}
+
+test('encodePhotoPng\'s rows are the byte-by-byte Up filter: every width modulo 4, random bytes, a view at an odd offset', async () => {
+  let seed = 7;
+  const random = (): number => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24;
+  for (const [width, height] of [[1, 1], [1, 5], [2, 4], [3, 3], [4, 6], [5, 2], [7, 7], [33, 5], [101, 4]] as const) {
+    // Bytes 0 and 255 side by side and random ones: every borrow case of the word-wise subtraction.
+    const backing = Uint8Array.from({ length: width * height * 3 + 3 }, (_, i) => (i % 7 === 0 ? 0 : i % 5 === 0 ? 255 : random()));
+    const rgb = backing.subarray(3); // byteOffset 3: the DataView must honour it
+    const png = await encodePhotoPng(rgb, width, height, { compressionLevel: 1 });
+    const idatAt = 8 + 8 + 13 + 4;
+    const rows = inflateSync(png.subarray(idatAt + 8, idatAt + 8 + png.readUInt32BE(idatAt)));
+    assert.deepEqual(new Uint8Array(rows), upFilteredByBytes(rgb, width, height), `${width}x${height}`);
+    assert.deepEqual((await pixelsOf(png)).rgb, rgb, `${width}x${height}`);
+  }
+});
+
 test('encodePhotoPng on real photos: the same pixels as libvips, in a smaller file', { skip: skipWithoutSharedAssets }, async () => {
   for (const name of ['creative_commons_elephant.jpg', 'dog_cat.jpg', 'snake.png']) {
     const { data, info } = await sharp(imagePath(name)).removeAlpha().raw().toBuffer({ resolveWithObject: true });

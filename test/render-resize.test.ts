@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import type { ImageGeometry } from '../src/image/geometry.js';
-import { mapToOriginal, resizeBilinear } from '../src/render/index.js';
+import { finiteRange, mapToOriginal, resizeBilinear } from '../src/render/index.js';
+import { mapToOriginalWithRange } from '../src/render/resize.js';
 import { at } from './helpers/arrays.js';
 import { assertAllClose } from './helpers/numeric.js';
 import { findPython } from './helpers/python.js';
@@ -183,4 +184,34 @@ test('mapToOriginal validates its inputs', () => {
   assert.throws(() => mapToOriginal(new Float32Array(15), 4, 4, g), RangeError);
   assert.throws(() => mapToOriginal(new Float32Array(16), 4, 4, { ...g, sourceBox: { x: 0, y: 0, width: 0, height: 8 } }), RangeError);
   assert.throws(() => mapToOriginal(new Float32Array(16), 4, 4, g, new Float32Array(63)), RangeError);
+});
+
+test('mapToOriginalWithRange: mapToOriginal and finiteRange of its result, found while resampling', () => {
+  const geometries = [
+    geometry('stretch', [37, 23], [8, 8], [0, 0, 37, 23], [0, 0, 8, 8]),
+    geometry('crop', [10, 6], [4, 4], [2, 0, 6, 6], [0, 0, 4, 4]),
+    geometry('crop', [8, 2], [4, 4], [1.5, 0, 6, 2], [0, 0, 4, 4]),
+    geometry('pad', [8, 4], [8, 8], [0, 0, 8, 4], [0, 2, 8, 4]),
+  ];
+  const base = randomMap(4 * 4, 11).map((v) => v - 0.5);
+  const maps = [
+    base,
+    base.map((v) => v + 5), // all positive: the crop's zero margins are the minimum
+    base.map((v) => v - 10), // all negative: they are the maximum
+    base.map((v, i) => (i === 5 ? Number.NaN : v)),
+    base.map((v, i) => (i === 6 ? Number.POSITIVE_INFINITY : v)),
+    base.map((v, i) => (i === 9 ? Number.NEGATIVE_INFINITY : v)),
+    new Float32Array(16).fill(Number.NaN),
+    new Float32Array(16).fill(2),
+  ];
+  for (const [g, shape] of geometries.entries()) {
+    for (const [m, map] of maps.entries()) {
+      const expected = mapToOriginal(map, 4, 4, shape);
+      const scratch = new Float32Array(expected.length).fill(9); // a reused buffer with old values
+      const { resampled, range } = mapToOriginalWithRange(map, 4, 4, shape, scratch);
+      assert.equal(resampled, scratch);
+      assert.deepEqual(resampled, expected, `geometry ${g} (${shape.mode}), map ${m}`);
+      assert.deepEqual(range, finiteRange(expected), `geometry ${g} (${shape.mode}), map ${m}`);
+    }
+  }
 });

@@ -5,7 +5,7 @@
  * encoding overlapping model work, and recorded in manifest.json. One bad
  * image is reported and skipped; a signal stops the run cleanly.
  */
-import { existsSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
@@ -458,8 +458,10 @@ function failedRecord(image: InputImage, error: unknown): InputRecord {
 
 /**
  * --skip-existing: inputs whose earlier record is ok and whose outputs all
- * exist, if the earlier run used the same command and options (outputs of
- * other options, e.g. another --class, must not pass for this run's).
+ * exist and are not empty, if the earlier run used the same command and
+ * options (outputs of other options, e.g. another --class, must not pass for
+ * this run's). Outputs are not flushed to disk one by one (see OutputSet):
+ * after a power cut an output may be an empty file, which is made again.
  */
 function resumableRecords(
   task: TaskOptions,
@@ -477,11 +479,17 @@ function resumableRecords(
   for (const image of images) {
     if (settled.has(image)) continue;
     const record = byKey.get(keyOf(image));
-    if (record?.status === 'ok' && record.outputs.length > 0 && record.outputs.every((path) => existsSync(join(task.outDir, path)))) {
+    if (record?.status === 'ok' && record.outputs.length > 0 && record.outputs.every((path) => nonEmptyFile(join(task.outDir, path)))) {
       resumable.set(image, { ...record, resumed: true });
     }
   }
   return resumable;
+}
+
+/** A file (not a folder) of at least one byte. */
+function nonEmptyFile(path: string): boolean {
+  const info = statSync(path, { throwIfNoEntry: false });
+  return info !== undefined && info.isFile() && info.size > 0;
 }
 
 /** JSON with object keys sorted, so that equal options compare equal whatever their key order. */

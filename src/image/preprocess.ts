@@ -43,19 +43,20 @@ export function preprocessInto(pixels: Uint8Array, name: PreprocessName, out: Fl
   const { scale, offset: shift, bgr } = affine(name);
   const [s0, s1, s2] = scale as [number, number, number];
   const [o0, o1, o2] = shift as [number, number, number];
-  for (let i = 0; i < pixels.length; i += 3) {
-    const r = pixels[i]!;
-    const g = pixels[i + 1]!;
-    const b = pixels[i + 2]!;
-    const j = offset + i;
-    if (bgr) {
-      out[j] = b * s0 + o0;
-      out[j + 1] = g * s1 + o1;
-      out[j + 2] = r * s2 + o2;
-    } else {
-      out[j] = r * s0 + o0;
-      out[j + 1] = g * s1 + o1;
-      out[j + 2] = b * s2 + o2;
+  // The channel order is chosen once, outside the loops: a test per pixel made the pass twice as slow.
+  if (bgr) {
+    for (let i = 0; i < pixels.length; i += 3) {
+      const j = offset + i;
+      out[j] = pixels[i + 2]! * s0 + o0;
+      out[j + 1] = pixels[i + 1]! * s1 + o1;
+      out[j + 2] = pixels[i]! * s2 + o2;
+    }
+  } else {
+    for (let i = 0; i < pixels.length; i += 3) {
+      const j = offset + i;
+      out[j] = pixels[i]! * s0 + o0;
+      out[j + 1] = pixels[i + 1]! * s1 + o1;
+      out[j + 2] = pixels[i + 2]! * s2 + o2;
     }
   }
 }

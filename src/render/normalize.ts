@@ -53,6 +53,44 @@ export function minMaxNormalize(values: Float32Array, out?: Float32Array): Float
 }
 
 /**
+ * minMaxNormalize and the argmax of its result in one pass over the map
+ * instead of two (the overlays' peak): the same values and the same peak,
+ * the first of the largest normalised values in reading order (normalised
+ * values are never infinite). `out` may be `values` itself.
+ */
+export function minMaxNormalizeWithPeak(
+  values: Float32Array,
+  width: number,
+  out?: Float32Array,
+  /** finiteRange(values), when the caller found it already (mapToOriginalWithRange). */
+  knownRange?: ValueRange | null,
+): { normalized: Float32Array; peak: MapPeak } {
+  const n = values.length;
+  if (!Number.isInteger(width) || width < 1 || n % width !== 0 || n === 0) {
+    throw new RangeError(`map of ${n} values is not a whole, non-zero number of rows of ${width}`);
+  }
+  const result = out ?? new Float32Array(n);
+  if (result.length !== n) throw new RangeError(`output holds ${result.length} values, need ${n}`);
+  const range = knownRange === undefined ? finiteRange(values) : knownRange;
+  if (range === null || !(range.max > range.min)) return { normalized: result.fill(0), peak: { x: 0, y: 0, value: 0 } };
+  const { min } = range;
+  const span = range.max - min;
+  let best = 0;
+  let bestValue = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = values[i]!; // i < n; no per-value undefined check in this hot loop
+    // As stored in the Float32Array, so that the comparison is argmax's over the result.
+    const normalized = v >= min ? Math.fround(v === Infinity ? 1 : (v - min) / span) : 0; // NaN, -Infinity: 0
+    result[i] = normalized;
+    if (normalized > bestValue) {
+      bestValue = normalized;
+      best = i;
+    }
+  }
+  return { normalized: result, peak: { x: best % width, y: Math.floor(best / width), value: bestValue } };
+}
+
+/**
  * Where the largest finite value of a row-major map of the given width is
  * (first one in reading order on ties), or null if it has no finite value.
  */

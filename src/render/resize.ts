@@ -9,6 +9,7 @@
  * is four multiply-adds and no allocation.
  */
 import type { ImageGeometry } from '../image/geometry.js';
+import { type ValueRange, finiteRange } from './normalize.js';
 
 /** Per destination pixel along one axis: the two source pixels and the weight of the second. */
 export interface AxisTable {
@@ -84,6 +85,41 @@ export function mapToOriginal(
   geometry: ImageGeometry,
   out?: Float32Array,
 ): Float32Array {
+  return resampleToOriginal(map, mapWidth, mapHeight, geometry, out).resampled;
+}
+
+/**
+ * mapToOriginal, and the finite range of its result (finiteRange's: the
+ * smallest and largest finite values, or null), found while resampling
+ * rather than in a second pass over a map the size of the photo.
+ */
+export function mapToOriginalWithRange(
+  map: Float32Array,
+  mapWidth: number,
+  mapHeight: number,
+  geometry: ImageGeometry,
+  out?: Float32Array,
+): { resampled: Float32Array; range: ValueRange | null } {
+  const { resampled, written, coversAll } = resampleToOriginal(map, mapWidth, mapHeight, geometry, out);
+  let { min, max } = written;
+  // An infinite value in the map makes infinite (or NaN) ones here, which finiteRange skips: it decides.
+  if (min === -Infinity || max === Infinity) return { resampled, range: finiteRange(resampled) };
+  if (!coversAll) {
+    // The pixels outside the map's box are zeros.
+    min = Math.min(min, 0);
+    max = Math.max(max, 0);
+  }
+  // The values were stored as float32; rounding is monotonic, so the stored extremes are the rounded ones.
+  return { resampled, range: min <= max ? { min: Math.fround(min), max: Math.fround(max) } : null };
+}
+
+function resampleToOriginal(
+  map: Float32Array,
+  mapWidth: number,
+  mapHeight: number,
+  geometry: ImageGeometry,
+  out: Float32Array | undefined,
+): { resampled: Float32Array; written: { min: number; max: number }; coversAll: boolean } {
   checkMap(map, mapWidth, mapHeight, 'map');
   const { original, input, sourceBox, inputBox } = geometry;
   checkSize(original.width, original.height, 'original');
@@ -96,7 +132,7 @@ export function mapToOriginal(
   const [y0, y1] = coveredPixels(sourceBox.y, sourceBox.height, original.height);
   const coversAll = x0 === 0 && y0 === 0 && x1 === original.width && y1 === original.height;
   if (out !== undefined && !coversAll) dst.fill(0);
-  if (x1 <= x0 || y1 <= y0) return dst;
+  if (x1 <= x0 || y1 <= y0) return { resampled: dst, written: { min: Infinity, max: -Infinity }, coversAll };
 
   // Map cells per original pixel, and where original x = 0 lands in map cells.
   // Written as one division of whole-number products so that stretch mode
@@ -107,8 +143,8 @@ export function mapToOriginal(
   const offsetY = (inputBox.y * mapHeight) / input.height - sourceBox.y * scaleY;
   const xs = linearAxisTable(mapWidth, x0, x1 - x0, scaleX, offsetX);
   const ys = linearAxisTable(mapHeight, y0, y1 - y0, scaleY, offsetY);
-  resampleInto(map, mapWidth, xs, ys, dst, original.width, x0, y0);
-  return dst;
+  const written = resampleInto(map, mapWidth, xs, ys, dst, original.width, x0, y0);
+  return { resampled: dst, written, coversAll };
 }
 
 /** The pixels [first, end) of an axis of `size` whose centres lie in [start, start + length). */
@@ -120,7 +156,8 @@ function coveredPixels(start: number, length: number, size: number): [number, nu
 
 /**
  * Two passes like OpenCV: each needed source row is resampled horizontally
- * once, then destination rows blend two of those rows.
+ * once, then destination rows blend two of those rows. Returns the smallest
+ * and largest values written (NaN skipped; Infinity and -Infinity when none).
  */
 function resampleInto(
   src: Float32Array,
@@ -131,12 +168,14 @@ function resampleInto(
   dstStride: number,
   dstX: number,
   dstY: number,
-): void {
+): { min: number; max: number } {
   const width = xs.lo.length;
   const height = ys.lo.length;
   const firstRow = ys.lo[0];
   const lastRow = ys.hi[height - 1];
-  if (firstRow === undefined || lastRow === undefined) return; // no destination rows
+  let min = Infinity;
+  let max = -Infinity;
+  if (firstRow === undefined || lastRow === undefined) return { min, max }; // no destination rows
   const rows = new Float32Array((lastRow - firstRow + 1) * width);
   const { lo: xLo, hi: xHi, weight: xW } = xs;
   const { lo: yLo, hi: yHi, weight: yW } = ys;
@@ -157,8 +196,14 @@ function resampleInto(
     const w = yW[j]!;
     const v = 1 - w;
     const o = (dstY + j) * dstStride + dstX;
-    for (let i = 0; i < width; i++) dst[o + i] = rows[a + i]! * v + rows[b + i]! * w;
+    for (let i = 0; i < width; i++) {
+      const value = rows[a + i]! * v + rows[b + i]! * w;
+      dst[o + i] = value;
+      if (value < min) min = value;
+      if (value > max) max = value;
+    }
   }
+  return { min, max };
 }
 
 function outputBuffer(out: Float32Array | undefined, length: number): Float32Array {

@@ -124,7 +124,8 @@ export class CamTask {
     const timings = { ...item.timings, ...model, render: 0, encode: 0 };
     return recordOutputs(item, this.options.outDir, timings, async (outputs) => {
       const records: CamResultRecord[] = [];
-      for (const explanation of explanations) records.push(await this.writeOne(item, explanation, outputs, timings));
+      // The last picture of the image may be blended over its decoded pixels: nothing reads them afterwards.
+      for (const [i, explanation] of explanations.entries()) records.push(await this.writeOne(item, explanation, outputs, timings, i === explanations.length - 1));
       return {
         predictions: records.map((record) => ({ index: record.class.index, label: record.class.label, probability: record.probability })),
         results: records,
@@ -137,6 +138,7 @@ export class CamTask {
     explanation: ClassExplanation,
     outputs: OutputSet,
     timings: { render: number; encode: number },
+    lastOfImage: boolean,
   ): Promise<CamResultRecord> {
     const renderStarted = performance.now();
     const { classIndex, map, gradient } = explanation;
@@ -148,6 +150,7 @@ export class CamTask {
       heatmapOnly: this.options.heatmapOnly,
       preprocess: this.context.model.meta.preprocess,
       scratch: this.scratch(item.image.original.width * item.image.original.height),
+      blendIntoOriginal: lastOfImage,
     });
     const { original } = item.image;
     timings.render += elapsedSince(renderStarted);

@@ -9,7 +9,7 @@ import { type BackendInfo, requestedBackend, useBackend } from '../engine/backen
 import { type LoadedImage, loadImage } from '../image/image.js';
 import { type CamvizModel, loadModel } from '../model/load.js';
 import type { EngineReport } from '../model/engine.js';
-import { writeFileAtomic } from '../util/atomic-file.js';
+import { WriteError, writeFileAtomic } from '../util/atomic-file.js';
 import { errorRecord } from './records.js';
 import type { InputImage, InputRecord, ModelSpec, TaskOptions, Timings } from './types.js';
 
@@ -160,10 +160,21 @@ export class OutputSet {
 
   constructor(private readonly outDir: string) {}
 
-  /** Writes `path` (under the output folder) atomically; returns it relative to the folder. */
+  /**
+   * Writes `path` (under the output folder) atomically, without flushing it
+   * to disk (see AtomicWriteOptions: outputs are derived data; the manifest
+   * is flushed); returns it relative to the folder. Its folder is made only
+   * when the write finds it missing: one mkdir per folder, not one per file.
+   */
   async write(path: string, data: Uint8Array | string): Promise<string> {
-    await mkdir(dirname(path), { recursive: true });
-    await writeFileAtomic(path, data);
+    try {
+      await writeFileAtomic(path, data, { durable: false });
+    } catch (error) {
+      // ENOENT: the folder is missing; ENOTDIR: a file is in its way, which mkdir reports.
+      if (!(error instanceof WriteError && (error.code === 'ENOENT' || error.code === 'ENOTDIR'))) throw error;
+      await mkdir(dirname(path), { recursive: true });
+      await writeFileAtomic(path, data, { durable: false });
+    }
     const inside = relative(this.outDir, path).split(sep).join('/');
     this.written.push(inside);
     return inside;

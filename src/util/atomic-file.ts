@@ -57,14 +57,30 @@ export function temporaryOwner(name: string): number | undefined {
   return match === null ? undefined : Number(match[1]);
 }
 
+/** How writeFileAtomic writes. */
+export interface AtomicWriteOptions {
+  /**
+   * Flush the file to disk before the rename (default true), so that it
+   * survives a power cut once the call returns. The rename alone already
+   * guarantees that no reader, and no crash of camviz, ever sees a partial
+   * file; only a power cut (or a kernel crash) in the seconds after the
+   * write can leave the file empty or missing. Per-image outputs (PNG, npy)
+   * turn it off: they are derived data that a rerun rewrites, as every
+   * image tool writes them (cv2.imwrite, PIL, sharp's toFile), and the flush
+   * cost a journal commit per image.
+   */
+  durable?: boolean;
+}
+
 /**
  * Writes `data` to `path` through a temporary file in the same folder
- * (`.<name>.<pid>.<random>.tmp`), flushed to disk before it is renamed over
- * `path`, so readers see either the old file or the complete new one. The
- * temporary file is removed on any failure, which is a WriteError naming
- * `path` (a full disk must say which file it could not write).
+ * (`.<name>.<pid>.<random>.tmp`), flushed to disk (unless `durable` is
+ * false) before it is renamed over `path`, so readers see either the old
+ * file or the complete new one. The temporary file is removed on any
+ * failure, which is a WriteError naming `path` (a full disk must say which
+ * file it could not write).
  */
-export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+export async function writeFileAtomic(path: string, data: Uint8Array | string, options: AtomicWriteOptions = {}): Promise<void> {
   const temp = temporaryName(path);
   let handle: FileHandle | undefined;
   let created = false;
@@ -72,7 +88,7 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
     handle = await open(temp, 'wx');
     created = true;
     await handle.writeFile(data);
-    await handle.sync();
+    if (options.durable !== false) await handle.sync();
     await handle.close();
     handle = undefined;
     await rename(temp, path);
