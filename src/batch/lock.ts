@@ -12,7 +12,7 @@ import { readFile, readdir, readlink, rename, rm, symlink, writeFile } from 'nod
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { CamvizError } from '../util/errors.js';
-import { temporaryName, temporaryOwner } from '../util/atomic-file.js';
+import { isAlive, temporaryName, temporaryOwner } from '../util/atomic-file.js';
 
 export const LOCK_NAME = '.camviz.lock';
 
@@ -142,18 +142,6 @@ export function parseOwner(text: string): LockOwner | undefined {
 /** A lock is stale when its process is gone; on another host that cannot be known, so it is not. */
 function isStale(owner: LockOwner): boolean {
   return owner.host === hostname() && !isAlive(owner.pid);
-}
-
-/** Whether a process with this PID exists on this host (signal 0 checks without sending). */
-export function isAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: it exists, under another user.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**

@@ -57,6 +57,18 @@ export function temporaryOwner(name: string): number | undefined {
   return match === null ? undefined : Number(match[1]);
 }
 
+/** Whether a process with this PID exists on this host (signal 0 checks without sending): is a temporary's writer still running? */
+export function isAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists, under another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** How writeFileAtomic writes. */
 export interface AtomicWriteOptions {
   /**

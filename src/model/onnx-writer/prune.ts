@@ -23,7 +23,7 @@ import type { Dirent } from 'node:fs';
 import { lstat, open, readdir, rm, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SAVED_GRAPH_NAME } from '../../engine/onnxruntime.js';
-import { temporaryOwner } from '../../util/atomic-file.js';
+import { isAlive, temporaryOwner } from '../../util/atomic-file.js';
 import { UsageError } from '../../util/errors.js';
 import { WRITER_VERSION } from './write.js';
 
@@ -197,21 +197,6 @@ function isCamvizName(name: string): boolean {
 /** A temporary (of camviz's names) whose process is gone, and old enough. */
 function isAbandoned(file: CacheFile, now: number): boolean {
   return now - file.mtimeMs >= TEMPORARY_GRACE_MS && !isAlive(temporaryOwner(file.name)!);
-}
-
-/**
- * Whether a process with this PID exists (signal 0 checks without sending).
- * The same check as batch/lock.ts's isAlive, which this layer cannot import.
- */
-function isAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: it exists, under another user.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** The entries whose records say another writer version (read at once). */
