@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/engine/backend.js';
+import { hostValues } from '../src/engine/tf.js';
 import { ENGINE_CHOICES, parseEngineChoice, requestedEngine } from '../src/engine/engine-choices.js';
 import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { Network, disposeValues } from '../src/executor/network.js';
@@ -127,6 +128,34 @@ describe('tfjs models', () => {
         }
       }
     } finally {
+      if (savedCache === undefined) delete process.env['CAMVIZ_CACHE'];
+      else process.env['CAMVIZ_CACHE'] = savedCache;
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+
+  test('an image input goes to ONNX Runtime as the values it was made from (no read back), with the same scores as a plain tensor of them', { skip: skipWithoutOrt }, async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'camviz-engine-host-'));
+    const savedCache = process.env['CAMVIZ_CACHE'];
+    process.env['CAMVIZ_CACHE'] = folder;
+    const model = await loadModel('shapes', { engine: 'onnxruntime' });
+    try {
+      const executor = await model.executor();
+      const { width, height } = model.meta.inputSize;
+      const input = inputTensor(model, [Uint8Array.from({ length: width * height * 3 }, (_, i) => (i * 29) % 256)]);
+      const plain = tf.tensor4d(input.dataSync(), input.shape);
+      assert.equal(hostValues(input)?.length, input.size, 'an image input keeps its values at hand');
+      assert.equal(hostValues(plain), undefined);
+      input.dataSync = () => {
+        throw new Error('the input was read back');
+      };
+      const [fromHost, fromPlain] = [await executor.forward(input), await executor.forward(plain)];
+      assert.deepEqual(Array.from(fromHost.scores.dataSync()), Array.from(fromPlain.scores.dataSync()));
+      disposeValues(fromHost);
+      disposeValues(fromPlain);
+      tf.dispose([input, plain]);
+    } finally {
+      model.dispose();
       if (savedCache === undefined) delete process.env['CAMVIZ_CACHE'];
       else process.env['CAMVIZ_CACHE'] = savedCache;
       await rm(folder, { recursive: true, force: true });

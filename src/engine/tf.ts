@@ -44,6 +44,27 @@ export function peekValues(tensor: Core.Tensor): Core.TypedArray {
   return tensor.dataSync() as Core.TypedArray;
 }
 
+/** The arrays tensors were made from by `tensorOfHost`: a tensor never changes, so each stays equal to its tensor. */
+const hostArrays = new WeakMap<Core.Tensor, Float32Array>();
+
+/**
+ * A float32 tensor of `values` that keeps them at hand for `hostValues`,
+ * where `dataSync()` would copy them back out of the backend: 0.4-0.5 ms for
+ * a 224x224 RGB input on wasm, per image, when ONNX Runtime runs the model.
+ * The caller gives `values` up: writing them afterwards would make the two
+ * differ.
+ */
+export function tensorOfHost(values: Float32Array, shape: number[]): Core.Tensor {
+  const tensor = core.tensor(values, shape, 'float32');
+  hostArrays.set(tensor, values);
+  return tensor;
+}
+
+/** The values `tensorOfHost` made `tensor` from; undefined for any other tensor. */
+export function hostValues(tensor: Core.Tensor): Float32Array | undefined {
+  return hostArrays.get(tensor);
+}
+
 export const {
   // Kernel names
   Conv2D,

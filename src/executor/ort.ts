@@ -593,10 +593,12 @@ interface OnnxFeed {
  * loop and the read back), the JS loop on other backends.
  */
 function onnxInput(input: tf.Tensor, layout: OnnxValue['layout']): OnnxFeed {
-  if (layout !== 'nchw' || input.rank !== 4) return { data: input.dataSync() as Float32Array, dims: [...input.shape] };
+  // The values the input was made from, where there are (image inputs), save reading them back.
+  const host = tf.hostValues(input);
+  if (layout !== 'nchw' || input.rank !== 4) return { data: host ?? (input.dataSync() as Float32Array), dims: [...input.shape] };
   const [n, h, w, c] = input.shape as [number, number, number, number];
   const dims = [n, c, h, w];
-  if (tf.getBackend() !== 'wasm') return { data: transposeMatrices(input.dataSync() as Float32Array, n, h * w, c), dims };
+  if (tf.getBackend() !== 'wasm') return { data: transposeMatrices(host ?? (input.dataSync() as Float32Array), n, h * w, c), dims };
   const transposed = tf.transpose(input, [0, 3, 1, 2]);
   try {
     return { data: transposed.dataSync() as Float32Array, dims };

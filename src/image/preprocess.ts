@@ -93,5 +93,6 @@ export function toInputTensor(images: readonly Uint8Array[], height: number, wid
     if (channels === 1) preprocessGreyInto(pixels, name, data, i * perInput);
     else preprocessInto(pixels, name, data, i * perInput);
   });
-  return tf.tensor4d(data, [images.length, height, width, channels]);
+  // Kept at hand: ONNX Runtime takes these values as they are (tf.hostValues).
+  return tf.tensorOfHost(data, [images.length, height, width, channels]) as tf.Tensor4D;
 }
