@@ -61,6 +61,6 @@ export async function readManifest(outDir: string): Promise<Manifest | undefined
 export function manifestOptions(options: TaskOptions): Record<string, unknown> {
   const { outDir: _outDir, model: _model, ...rest } = options;
   // Like the backend, the engine is where the run happened, recorded apart: it does not change what is written beyond rounding.
-  const { backend: _backend, model: _modelName, wasmThreads: _threads, engine: _engine, ortThreads: _ortThreads, tfjsOnly: _tfjsOnly, ...modelOptions } = options.model;
+  const { backend: _backend, model: _modelName, wasmThreads: _threads, wasmThreadsIfTfjs: _threadsIfTfjs, engine: _engine, ortThreads: _ortThreads, tfjsOnly: _tfjsOnly, ...modelOptions } = options.model;
   return { ...rest, model: modelOptions };
 }

@@ -329,8 +329,16 @@ const THREADED_RUN_IMAGES = 8;
 async function startExecutor(task: TaskOptions, jobs: number, images: number, log: (message: string) => void, failFast: boolean): Promise<Executor> {
   if (jobs > 1) return WorkerPool.start(withOrtThreads(task, 1), jobs, failFast);
   const wasmThreads = await wasmThreadsFor(task, images);
+  // Under auto, ONNX Runtime may refuse the model once it is loaded: tfjs then gets the threads of a tfjs run.
+  const wasmThreadsIfTfjs = tfjsWasmThreads(images);
   const inProcess = withOrtThreads(task, availableParallelism());
-  return InProcessExecutor.start({ ...inProcess, model: { ...inProcess.model, wasmThreads } }, log, failFast);
+  const model = { ...inProcess.model, wasmThreads, ...(wasmThreadsIfTfjs > wasmThreads ? { wasmThreadsIfTfjs } : {}) };
+  return InProcessExecutor.start({ ...inProcess, model }, log, failFast);
+}
+
+/** WebAssembly threads when tfjs runs the model's passes: the cores, for a run with enough images to repay their start-up. */
+function tfjsWasmThreads(images: number): number {
+  return images < THREADED_RUN_IMAGES ? 1 : availableParallelism();
 }
 
 /**
@@ -340,19 +348,20 @@ async function startExecutor(task: TaskOptions, jobs: number, images: number, lo
  * one when ONNX Runtime runs them (--engine onnxruntime, or auto where it
  * loads), since tfjs then does only the CAM arithmetic on small maps —
  * unless the task runs wholly on tfjs (guided backprop: `tfjsOnly`).
- * (Under auto, a model ONNX Runtime refuses then runs on one thread: the
- * threads are chosen before the model is loaded.)
+ * These are the threads the backend starts with, before the model is
+ * loaded; under auto, a model ONNX Runtime refuses gets a tfjs run's threads
+ * once that is known (ModelSpec.wasmThreadsIfTfjs).
  */
 export async function wasmThreadsFor(task: TaskOptions, images: number): Promise<number> {
   if (images < THREADED_RUN_IMAGES) return 1;
-  if (task.model.tfjsOnly !== undefined) return availableParallelism();
+  if (task.model.tfjsOnly !== undefined) return tfjsWasmThreads(images);
   const engine = task.model.engine ?? 'auto';
   if (engine === 'onnxruntime') return 1;
   if (engine === 'auto') {
     const { loadOnnxRuntime } = await import('../engine/onnxruntime.js');
     if (loadOnnxRuntime().available) return 1;
   }
-  return availableParallelism();
+  return tfjsWasmThreads(images);
 }
 
 /**

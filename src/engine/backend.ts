@@ -188,6 +188,30 @@ async function useWasm(): Promise<BackendInfo> {
 }
 
 /**
+ * Restarts the wasm backend with `wanted` WebAssembly threads (CAMVIZ_WASM_THREADS
+ * overrides) when it runs with fewer, and returns the backend in use. For
+ * auto's per-model fallback: a run expecting ONNX Runtime starts no threads
+ * (tfjs then only does the CAM arithmetic), and learns that tfjs runs the
+ * passes only once the model is loaded. tfjs-wasm takes its thread count
+ * when it initialises, so the backend is made again; that is safe only while
+ * it holds no tensor (a model's weights are built on cpu, see
+ * withWeightsBuiltOnCpu, and the engine is chosen before any image): when it
+ * does, it is left as it is. The single-threaded build started first is the
+ * only cost beyond a tfjs run's own start (see the README's Engines).
+ */
+export async function restartWasmWithThreads(wanted: number): Promise<BackendInfo | undefined> {
+  const threads = requestedWasmThreads(process.env, wanted);
+  if (active?.kind !== 'wasm' || (active.threads ?? 1) >= threads || threads < 2) return active;
+  if (tf.engine().findBackend('wasm')?.numDataIds() !== 0) return active;
+  // Off wasm first: useWasm registers the threaded build only when wasm is not the backend in use.
+  if (!(await tf.setBackend('cpu'))) return active;
+  wasmThreadsWanted = threads;
+  active = undefined;
+  active = await useWasm();
+  return active;
+}
+
+/**
  * Runs `build`, which makes a model's weights, with the pure-JS cpu backend
  * active when wasm is, and wasm active again after. tfjs-layers makes every
  * weight twice while it loads a model: zeros, then the loaded values. On

@@ -5,7 +5,7 @@
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, extname, join, relative, sep } from 'node:path';
-import { type BackendInfo, requestedBackend, useBackend } from '../engine/backend.js';
+import { type BackendInfo, requestedBackend, restartWasmWithThreads, useBackend } from '../engine/backend.js';
 import { type LoadedImage, loadImage } from '../image/image.js';
 import { type CamvizModel, loadModel } from '../model/load.js';
 import type { EngineReport } from '../model/engine.js';
@@ -68,7 +68,10 @@ export async function openTaskContext(spec: ModelSpec, log?: (message: string) =
     ...(log === undefined ? {} : { log }),
   });
   try {
-    return { model, backend, engine: await chosenEngine(model) };
+    const engine = await chosenEngine(model);
+    // Threads wanted only when tfjs runs the passes: known now (auto's per-model fallback).
+    const restarted = engine.kind === 'tfjs' && spec.wasmThreadsIfTfjs !== undefined ? await restartWasmWithThreads(spec.wasmThreadsIfTfjs) : undefined;
+    return { model, backend: restarted ?? backend, engine };
   } catch (error) {
     model.dispose();
     throw error;

@@ -16,6 +16,12 @@ export interface ModelSpec {
   backend?: string;
   /** WebAssembly threads for this process's model (the runner's choice). */
   wasmThreads?: number;
+  /**
+   * WebAssembly threads for when tfjs turns out to run the model's passes
+   * although ONNX Runtime was expected (auto's per-model fallback, known once
+   * the model is loaded): the wasm backend is restarted with them then.
+   */
+  wasmThreadsIfTfjs?: number;
   /** `--engine` (or CAMVIZ_ENGINE) as the command line resolved it; default auto. */
   engine?: EngineChoice;
   /** ONNX Runtime intra-op threads for this process's model (the runner's choice; CAMVIZ_ORT_THREADS overrides). */
