@@ -40,7 +40,8 @@ export interface Explanation {
   classIndex: number;
   label: string | null;
   score: number;
-  probability: number;
+  /** The probability that goes with the score; null for targets without one (output, region, similarity). */
+  probability: number | null;
   /** The raw map (after ReLU) at feature resolution; absent for guided backprop. */
   map?: FeatureMap;
   /** Guided methods: the gradient image shown (times the normalised Grad-CAM map for Guided Grad-CAM), at input size. */

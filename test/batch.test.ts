@@ -444,7 +444,7 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
         continue;
       }
       assert.deepEqual(other.predictions!.map((entry) => entry.index), record.predictions!.map((entry) => entry.index));
-      other.predictions!.forEach((entry, k) => assert.ok(Math.abs(entry.probability - record.predictions![k]!.probability) < 1e-5));
+      other.predictions!.forEach((entry, k) => assert.ok(Math.abs((entry.probability ?? Number.NaN) - (record.predictions![k]!.probability ?? Number.NaN)) < 1e-5));
     }
   });
 

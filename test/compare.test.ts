@@ -233,6 +233,28 @@ describe('camviz compare on shapes runs', { skip: skipWithoutShapes }, () => {
     assert.deepEqual(compared.pairs.filter((pair) => pair.top1.changed).map((pair) => pair.input), ['circle-star.png']);
   });
 
+  test('a run whose target has no probability (null: output, region, similarity): the change is null, not a difference with 0', async () => {
+    await camRun('with-probability');
+    await cp(run('with-probability'), run('no-probability'), { recursive: true });
+    const manifest = await readManifest(run('no-probability'));
+    for (const record of manifest.records) {
+      for (const prediction of record.predictions ?? []) prediction.probability = null;
+      for (const result of (record.results ?? []) as CamResultRecord[]) result.probability = null;
+    }
+    await writeFile(join(run('no-probability'), 'manifest.json'), JSON.stringify(manifest));
+
+    const result = await camviz(['compare', run('with-probability'), run('no-probability'), '--out', run('probability-compare')]);
+    assert.equal(result.code, 0, result.stderr);
+    const compared = await readCompare('probability-compare');
+    assert.ok(compared.pairs.length > 0);
+    for (const pair of compared.pairs) {
+      assert.equal(typeof pair.a.probability, 'number');
+      assert.equal(pair.b.probability, null);
+      assert.equal(pair.probabilityChange, null);
+      assert.equal(pair.scoreChange, 0);
+    }
+  });
+
   test('an input that failed in one run fails the gate (exit 1) and is named', async () => {
     await cp(run('circle'), run('one-failed'), { recursive: true });
     const manifest = await readManifest(run('one-failed'));

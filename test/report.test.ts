@@ -56,7 +56,7 @@ function baseManifest(command: Manifest['command'], records: InputRecord[]): Man
   };
 }
 
-function camRecord(input: string, relative: string, outputs: { png: string; index: number; label: string; score: number; probability: number; layer?: string }[]): InputRecord {
+function camRecord(input: string, relative: string, outputs: { png: string; index: number; label: string | null; score: number; probability: number | null; layer?: string }[]): InputRecord {
   return {
     input,
     relative,
@@ -388,6 +388,35 @@ describe('report page in headless Chromium', { skip: skipBrowser }, () => {
       assert.deepEqual(await page.locator('figcaption').allTextContents(), ['input', 'conv1 · 16×16×4', 'conv2 · 8×8×8']);
       const images = await loadAllImages(page);
       assert.deepEqual(images.map((image) => [image.naturalWidth, image.naturalHeight]), [[90, 60], [34, 34], [50, 26]]);
+      assert.deepEqual(problems, []);
+    } finally {
+      await page.close();
+    }
+  });
+
+  test('a target without a probability (--target output): no percentage shown, and it sorts with the cards that have none, not as 0', async () => {
+    const root = join(workDir, 'no-probability');
+    const inputsDir = join(root, 'in');
+    const outDir = join(root, 'out');
+    await gradientImage(join(inputsDir, 'z-output.png'), 40, 30, 'png', 10);
+    await gradientImage(join(outDir, 'z-output.gradcam.output.value.2.png'), 40, 30, 'png', 90);
+    await gradientImage(join(inputsDir, 'm-class.png'), 40, 30, 'png', 160);
+    await gradientImage(join(outDir, 'm-class.gradcam.3.png'), 40, 30, 'png', 250);
+    const records: InputRecord[] = [
+      { input: join(inputsDir, 'a-broken.jpg'), relative: 'a-broken.jpg', status: 'error', outputs: [], timings: {}, error: 'not an image' },
+      camRecord(join(inputsDir, 'm-class.png'), 'm-class.png', [{ png: 'm-class.gradcam.3.png', index: 3, label: null, score: 1.5, probability: 0.2 }]),
+      camRecord(join(inputsDir, 'z-output.png'), 'z-output.png', [{ png: 'z-output.gradcam.output.value.2.png', index: 2, label: null, score: 4.25, probability: null }]),
+    ];
+    const manifest = baseManifest('cam', records);
+    const data = reportData(manifest, new Set(), new Date(0));
+    assert.deepEqual(data.records[2]!.p, [[2, null]]);
+    assert.equal(data.records[2]!.o![0]!.p, null);
+    const { page, problems } = await open(await writeReport(outDir, manifest));
+    try {
+      assert.deepEqual(await page.locator('.card[data-name="z-output.png"] ol.predictions li').allTextContents(), ['class 2']);
+      assert.deepEqual(await page.locator('.card[data-name="z-output.png"] figcaption').allTextContents(), ['input', 'gradcam · conv_pw_13_relu · class 2 · score 4.25']);
+      await page.selectOption('#sort', 'probability');
+      assert.deepEqual(await cardNames(page), ['m-class.png', 'a-broken.jpg', 'z-output.png']);
       assert.deepEqual(problems, []);
     } finally {
       await page.close();

@@ -18,10 +18,12 @@ import { join } from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
 import sharp from 'sharp';
 
+import { runBatch } from '../src/batch/runner.js';
 import { useBackend } from '../src/engine/backend.js';
+import { camTaskOptions } from '../src/tasks/defaults.js';
 import type { CamResultRecord } from '../src/tasks/types.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
-import { listFiles } from './helpers/files.js';
+import { listFiles, readManifest } from './helpers/files.js';
 import { onnxModelBytes } from './helpers/onnx.js';
 import { assertUsageError } from './helpers/usage-error.js';
 import { saveLayersModel } from './helpers/layers-model-file.js';
@@ -110,7 +112,8 @@ function recordsOf(run: CliRun): CamResultRecord[] {
   return JSON.parse(run.stdout) as CamResultRecord[];
 }
 
-function assertNear(actual: number, expected: number, what: string): void {
+function assertNear(actual: number | null, expected: number, what: string): void {
+  assert.ok(actual !== null, `${what}: null`);
   assert.ok(Math.abs(actual - expected) <= 1e-4 * Math.max(1, Math.abs(expected)), `${what}: ${actual} vs ${expected}`);
 }
 
@@ -181,12 +184,35 @@ describe('sigmoid heads', () => {
 });
 
 describe('two outputs', () => {
+  test('--target output in the library: the record\'s probability is null in memory (not NaN), in the manifest, and the JSON is as --json prints it', async () => {
+    const outDir = join(workDir, `out-${++outCount}`);
+    const task = camTaskOptions(outDir, { model: { model: models.twoOutputs, backend: 'cpu', preprocess: 'none' }, target: { kind: 'output', output: 'value', unit: 2 } });
+    const result = await runBatch({ task, inputs: [imagePath], jobs: 1, manifest: true, quiet: true });
+    assert.equal(result.exitCode, 0);
+    const [record] = result.records;
+    const camRecord = record!.results![0] as CamResultRecord;
+    assert.equal(camRecord.probability, null);
+    assert.equal(record!.predictions![0]!.probability, null);
+    const manifest = await readManifest(outDir);
+    assert.equal((manifest.records[0]!.results![0] as CamResultRecord).probability, null);
+    assert.equal(JSON.stringify(manifest.records[0]!.results), JSON.stringify(record!.results));
+    const { run } = await camviz(models.twoOutputs, 'gradcam', imagePath, '--target', 'output', '--output', 'value', '--unit', '2', '--json');
+    // As --json prints it, but for the paths (absolute there, relative to the output folder here).
+    const withoutPaths = ({ input: _input, png: _png, ...rest }: CamResultRecord): Partial<CamResultRecord> => rest;
+    assert.deepEqual(recordsOf(run).map(withoutPaths), (record!.results as CamResultRecord[]).map(withoutPaths));
+  });
+
   test('--target output --output value --unit 2: Y is that unit, named in the record and the file', async () => {
     const { run, out } = await camviz(models.twoOutputs, 'gradcam', imagePath, '--target', 'output', '--output', 'value', '--unit', '2', '--json');
     const [record] = recordsOf(run);
     assert.deepEqual(record!.target, { kind: 'output', output: 'value', unit: 2 });
     assert.equal(record!.probability, null);
     assertNear(record!.score, dot(VALUE_W.map((row) => row[2]!), pooled(activations(image))), 'score');
+    const manifest = await readManifest(out);
+    // The same record as --json's, but for paths: the manifest's are relative to its folder.
+    const withoutPaths = ({ input: _input, png: _png, ...rest }: CamResultRecord): Partial<CamResultRecord> => rest;
+    assert.deepEqual((manifest.records[0]!.results as CamResultRecord[]).map(withoutPaths), [withoutPaths(record!)]);
+    assert.equal(manifest.records[0]!.predictions![0]!.probability, null);
     assert.deepEqual(await listFiles(out), ['image.gradcam.output.value.2.png', 'manifest.json']);
     // By index, the same output.
     const [byIndex] = recordsOf((await camviz(models.twoOutputs, 'gradcam', imagePath, '--target', 'output', '--output', '1', '--unit', '2', '--json')).run);

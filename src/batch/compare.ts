@@ -64,7 +64,8 @@ export interface PairSide {
   class: { index: number; label: string | null };
   layer: string;
   score: number;
-  probability: number;
+  /** null for targets without one (output, region, similarity). */
+  probability: number | null;
   peak: PointXY;
   /** Relative to that run's folder. */
   png: string;
@@ -76,7 +77,8 @@ export interface PairSide {
 export interface TopPrediction {
   index: number;
   label: string | null;
-  probability: number;
+  /** null when the run's target has none. */
+  probability: number | null;
 }
 
 export interface PairMetrics {
@@ -89,8 +91,8 @@ export interface PairMetrics {
   b: PairSide;
   /** b.score - a.score. */
   scoreChange: number;
-  /** b.probability - a.probability. */
-  probabilityChange: number;
+  /** b.probability - a.probability; null when either run's target has no probability (not a change of 0). */
+  probabilityChange: number | null;
   /** The input's top-1 prediction in each run (null when the run cannot tell: it was given --class). */
   top1: { a: TopPrediction | null; b: TopPrediction | null; changed: boolean };
   /** [height, width] at which the maps were compared. */
@@ -535,7 +537,7 @@ export async function measurePair(pair: PlannedPair, a: CompareRun, b: CompareRu
     a: sideOf(pair.a, mapA),
     b: sideOf(pair.b, mapB),
     scoreChange: pair.b.score - pair.a.score,
-    probabilityChange: pair.b.probability - pair.a.probability,
+    probabilityChange: pair.a.probability === null || pair.b.probability === null ? null : pair.b.probability - pair.a.probability,
     top1: { a: top1A, b: top1B, changed: top1A !== null && top1B !== null && top1A.index !== top1B.index },
     resolution: [compared.height, compared.width],
     correlation: compared.correlation,

@@ -40,8 +40,8 @@ export interface ReportImage {
   c?: number;
   /** Score. */
   s?: number;
-  /** Probability. */
-  p?: number;
+  /** Probability; null for targets without one (output, region, similarity). */
+  p?: number | null;
   /** Feature-map shape [H, W, C]. */
   h?: number[];
   /** Faithfulness metrics (--metrics): [name, the map's value, the random map's]. */
@@ -60,8 +60,8 @@ export interface ReportRecord {
   /** 1 when --skip-existing kept earlier outputs. */
   r?: 1;
   e?: string;
-  /** Predictions: [class index, probability]. */
-  p?: [number, number][];
+  /** Predictions: [class index, probability (null in a cam run whose target has none)]. */
+  p?: [number, number | null][];
   o?: ReportImage[];
 }
 
@@ -114,7 +114,7 @@ export function reportData(manifest: Manifest, thumbs: ReadonlySet<string>, gene
     if (record.predictions && record.predictions.length > 0) {
       entry.p = record.predictions.map((prediction) => {
         noteLabel(prediction.index, prediction.label);
-        return [prediction.index, round(prediction.probability)];
+        return [prediction.index, roundOrNull(prediction.probability)];
       });
     }
     const images = outputImages(record, noteLabel);
@@ -164,7 +164,7 @@ function outputImages(record: InputRecord, noteLabel: (index: number, label: str
 function describeResult(result: ResultRecord, noteLabel: (index: number, label: string | null) => void): ReportImage {
   if (isCamResult(result)) {
     noteLabel(result.class.index, result.class.label);
-    const image: ReportImage = { f: result.png, m: result.method, l: result.layer, c: result.class.index, s: round(result.score), p: round(result.probability) };
+    const image: ReportImage = { f: result.png, m: result.method, l: result.layer, c: result.class.index, s: round(result.score), p: roundOrNull(result.probability) };
     if (result.metrics !== undefined) image.x = metricRows(result.metrics);
     return image;
   }
@@ -187,6 +187,11 @@ function isCamResult(result: ResultRecord): result is CamResultRecord {
 /** Four significant digits: enough to read and to sort, and short. */
 function round(value: number): number {
   return Number.isFinite(value) ? Number(value.toPrecision(4)) : value;
+}
+
+/** A probability for the page: null stays null (the target has none). */
+function roundOrNull(value: number | null): number | null {
+  return value === null ? null : round(value);
 }
 
 /**
@@ -384,7 +389,8 @@ ${PAGE_HELPERS}  const percent = (p) => (p * 100).toFixed(p >= 0.995 || p < 0.00
     let score = -Infinity;
     const words = [r.n, r.i || ''];
     for (const [index, p] of r.p || []) {
-      probability = Math.max(probability, p);
+      // null: the target has no probability (the card sorts last, not as 0).
+      if (typeof p === 'number') probability = Math.max(probability, p);
       words.push('#' + index, String(index), labels[index] || '');
     }
     for (const o of r.o || []) {
@@ -453,7 +459,7 @@ ${PAGE_HELPERS}  const percent = (p) => (p * 100).toFixed(p >= 0.995 || p < 0.00
     node.append(row);
     if (r.p && r.p.length > 0) {
       const list = el('ol', 'predictions');
-      for (const [index, p] of r.p) list.append(el('li', '', className(index) + ': ' + percent(p)));
+      for (const [index, p] of r.p) list.append(el('li', '', className(index) + (typeof p === 'number' ? ': ' + percent(p) : '')));
       node.append(list);
     }
     return node;

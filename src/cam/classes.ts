@@ -30,8 +30,8 @@ export interface ExplainedClass {
   classIndex: number;
   /** The target's Y: the class's pre-softmax score for the default target. */
   score: number;
-  /** The probability that goes with Y; NaN for targets without one (output, region, similarity, functions). */
-  probability: number;
+  /** The probability that goes with Y; null for targets without one (output, region, similarity, functions). */
+  probability: number | null;
 }
 
 /**
@@ -117,7 +117,7 @@ export class ClassChooser {
         image,
         classIndex,
         score: scores[image]![classIndex]!,
-        probability: probabilities?.[image]?.[classIndex] ?? Number.NaN,
+        probability: probabilities?.[image]?.[classIndex] ?? null,
       })),
     );
   }

@@ -23,7 +23,8 @@ export async function runPredict(inputs: string[], options: BatchCliOptions & { 
 /** The plain-text listing of one image's predictions, under the input's path as the user gave it. */
 export function formatPredictions(record: InputRecord): string {
   const lines = (record.predictions ?? []).map(
-    (prediction) => `  ${String(prediction.index).padStart(4)}  ${(prediction.probability * 100).toFixed(2).padStart(6)}%  ${prediction.label ?? ''}`,
+    // A predict record always has a probability; null is a cam record's target without one.
+    (prediction) => `  ${String(prediction.index).padStart(4)}  ${prediction.probability === null ? '      -' : `${(prediction.probability * 100).toFixed(2).padStart(6)}%`}  ${prediction.label ?? ''}`,
   );
   return `${record.input}\n${lines.join('\n')}`;
 }

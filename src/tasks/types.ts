@@ -113,8 +113,8 @@ export interface CamResultRecord {
   target?: TargetRecord;
   /** The target's Y. */
   score: number;
-  /** The probability that goes with Y; null (NaN in memory) for targets without one: output, region, similarity. */
-  probability: number;
+  /** The probability that goes with Y; null for targets without one: output, region, similarity. */
+  probability: number | null;
   /** The maximum of the upsampled map, in the written picture's pixels (the original image's, unless --max-overlay-side shrank it). */
   peak: { x: number; y: number };
   /** Output paths are relative to the output folder (the manifest's folder). */
@@ -145,6 +145,15 @@ export interface Timings {
   total?: number;
 }
 
+/**
+ * A class an input was explained or predicted as. Its probability is null
+ * where a cam run's target has none (output, region, similarity); predict
+ * always gives one.
+ */
+export interface RecordPrediction extends Omit<Prediction, 'probability'> {
+  probability: number | null;
+}
+
 /** One input's outcome; the manifest holds one per input. */
 export interface InputRecord {
   input: string;
@@ -152,7 +161,7 @@ export interface InputRecord {
   status: 'ok' | 'error';
   /** Files written, relative to the output folder. */
   outputs: string[];
-  predictions?: Prediction[];
+  predictions?: RecordPrediction[];
   results?: ResultRecord[];
   timings: Timings;
   error?: string;
