@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Browser } from 'playwright-core';
 
-import { type CompareResult, compareMaps, peakShift, pearson, quantile, topRegion, topRegionIou } from '../src/batch/compare.js';
+import { type CompareResult, compareMaps, peakShift, pearson, topRegion, topRegionIou } from '../src/batch/compare.js';
+import { quantile } from '../src/metrics/quantile.js';
 import type { Manifest } from '../src/batch/manifest.js';
 import type { CamResultRecord } from '../src/tasks/types.js';
 import { imagePath, mobilenetDir, repoRoot, skipWithoutSharedAssets } from './helpers/assets.js';

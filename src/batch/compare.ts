@@ -10,6 +10,7 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { quantile } from '../metrics/quantile.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { CamvizError, UsageError } from '../util/errors.js';
 import { VERSION } from '../util/version.js';
@@ -207,16 +208,6 @@ export function pearson(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (varianceA === 0 || varianceB === 0) return 0;
   // Rounding can push |r| a hair past 1.
   return Math.max(-1, Math.min(1, covariance / Math.sqrt(varianceA * varianceB)));
-}
-
-/** The q-quantile (0..1) with linear interpolation between order statistics (numpy.percentile's default). */
-export function quantile(values: ArrayLike<number>, q: number): number {
-  if (values.length === 0) throw new RangeError('no values');
-  const sorted = Float64Array.from(values).sort();
-  const position = q * (sorted.length - 1);
-  const below = Math.floor(position);
-  const above = Math.min(sorted.length - 1, below + 1);
-  return sorted[below]! + (sorted[above]! - sorted[below]!) * (position - below);
 }
 
 /** The cells at or above the map's (1 - fraction) quantile. */

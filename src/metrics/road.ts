@@ -14,21 +14,15 @@
  */
 import { ROAD_NOISE, noisyLinearImputation } from './imputer.js';
 import type { MetricValues } from './names.js';
+import { quantiles } from './quantile.js';
 import { mulberry32, seedOf } from './random.js';
 import type { PreprocessedImage, Measurement } from './types.js';
 
 export const ROAD_PERCENTILES: readonly number[] = [10, 20, 30, 40, 50, 60, 70, 80, 90];
 
-/** numpy.percentile (linear interpolation between order statistics) of each p in percentiles, sorting once. */
+/** numpy.percentile of each p (0..100) in `ps`, sorting once (see quantile.ts). */
 export function percentiles(values: Float32Array, ps: readonly number[]): number[] {
-  if (values.length === 0) throw new RangeError('no values');
-  const sorted = Float64Array.from(values).sort();
-  return ps.map((p) => {
-    const position = (p / 100) * (sorted.length - 1);
-    const below = Math.floor(position);
-    const above = Math.min(sorted.length - 1, below + 1);
-    return sorted[below]! + (sorted[above]! - sorted[below]!) * (position - below);
-  });
+  return quantiles(values, ps.map((p) => p / 100));
 }
 
 /** Kept pixels (1) for one ROAD order at one threshold. */
