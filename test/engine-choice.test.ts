@@ -103,13 +103,23 @@ describe('the requested engine', () => {
   });
 });
 
+/** Runs `body` with CAMVIZ_CACHE set to a fresh folder (the writer caches what it writes there), restored and removed after. */
+async function withOwnCache(prefix: string, body: () => Promise<void>): Promise<void> {
+  const folder = await mkdtemp(join(tmpdir(), prefix));
+  const savedCache = process.env['CAMVIZ_CACHE'];
+  process.env['CAMVIZ_CACHE'] = folder;
+  try {
+    await body();
+  } finally {
+    if (savedCache === undefined) delete process.env['CAMVIZ_CACHE'];
+    else process.env['CAMVIZ_CACHE'] = savedCache;
+    await rm(folder, { recursive: true, force: true });
+  }
+}
+
 describe('tfjs models', () => {
   test('auto and onnxruntime run a TF.js layers model on ONNX Runtime through the ONNX writer, with the Network\'s scores', { skip: skipWithoutOrt }, async () => {
-    // The writer caches the model it writes: in a folder of the test's own.
-    const folder = await mkdtemp(join(tmpdir(), 'camviz-engine-tfjs-'));
-    const savedCache = process.env['CAMVIZ_CACHE'];
-    process.env['CAMVIZ_CACHE'] = folder;
-    try {
+    await withOwnCache('camviz-engine-tfjs-', async () => {
       for (const engine of ['auto', 'onnxruntime'] as const) {
         const model = await loadModel('shapes', { engine });
         try {
@@ -127,46 +137,35 @@ describe('tfjs models', () => {
           model.dispose();
         }
       }
-    } finally {
-      if (savedCache === undefined) delete process.env['CAMVIZ_CACHE'];
-      else process.env['CAMVIZ_CACHE'] = savedCache;
-      await rm(folder, { recursive: true, force: true });
-    }
+    });
   });
 
   test('an image input goes to ONNX Runtime as the values it was made from (no read back), with the same scores as a plain tensor of them', { skip: skipWithoutOrt }, async () => {
-    const folder = await mkdtemp(join(tmpdir(), 'camviz-engine-host-'));
-    const savedCache = process.env['CAMVIZ_CACHE'];
-    process.env['CAMVIZ_CACHE'] = folder;
-    const model = await loadModel('shapes', { engine: 'onnxruntime' });
-    try {
-      const executor = await model.executor();
-      const { width, height } = model.meta.inputSize;
-      const input = inputTensor(model, [Uint8Array.from({ length: width * height * 3 }, (_, i) => (i * 29) % 256)]);
-      const plain = tf.tensor4d(input.dataSync(), input.shape);
-      assert.equal(hostValues(input)?.length, input.size, 'an image input keeps its values at hand');
-      assert.equal(hostValues(plain), undefined);
-      input.dataSync = () => {
-        throw new Error('the input was read back');
-      };
-      const [fromHost, fromPlain] = [await executor.forward(input), await executor.forward(plain)];
-      assert.deepEqual(Array.from(fromHost.scores.dataSync()), Array.from(fromPlain.scores.dataSync()));
-      disposeValues(fromHost);
-      disposeValues(fromPlain);
-      tf.dispose([input, plain]);
-    } finally {
-      model.dispose();
-      if (savedCache === undefined) delete process.env['CAMVIZ_CACHE'];
-      else process.env['CAMVIZ_CACHE'] = savedCache;
-      await rm(folder, { recursive: true, force: true });
-    }
+    await withOwnCache('camviz-engine-host-', async () => {
+      const model = await loadModel('shapes', { engine: 'onnxruntime' });
+      try {
+        const executor = await model.executor();
+        const { width, height } = model.meta.inputSize;
+        const input = inputTensor(model, [Uint8Array.from({ length: width * height * 3 }, (_, i) => (i * 29) % 256)]);
+        const plain = tf.tensor4d(input.dataSync(), input.shape);
+        assert.equal(hostValues(input)?.length, input.size, 'an image input keeps its values at hand');
+        assert.equal(hostValues(plain), undefined);
+        input.dataSync = () => {
+          throw new Error('the input was read back');
+        };
+        const [fromHost, fromPlain] = [await executor.forward(input), await executor.forward(plain)];
+        assert.deepEqual(Array.from(fromHost.scores.dataSync()), Array.from(fromPlain.scores.dataSync()));
+        disposeValues(fromHost);
+        disposeValues(fromPlain);
+        tf.dispose([input, plain]);
+      } finally {
+        model.dispose();
+      }
+    });
   });
 
   test('the model\'s dispose ends its ONNX Runtime executor (its host workers), once', { skip: skipWithoutOrt }, async () => {
-    const folder = await mkdtemp(join(tmpdir(), 'camviz-engine-dispose-'));
-    const savedCache = process.env['CAMVIZ_CACHE'];
-    process.env['CAMVIZ_CACHE'] = folder;
-    try {
+    await withOwnCache('camviz-engine-dispose-', async () => {
       const model = await loadModel('shapes', { engine: 'onnxruntime' });
       const executor = await model.executor();
       assert.ok(executor.dispose !== undefined, 'the ONNX Runtime executor ends what it starts');
@@ -180,11 +179,7 @@ describe('tfjs models', () => {
       model.dispose();
       await new Promise((resolve) => setImmediate(resolve));
       assert.equal(ended.length, 1);
-    } finally {
-      if (savedCache === undefined) delete process.env['CAMVIZ_CACHE'];
-      else process.env['CAMVIZ_CACHE'] = savedCache;
-      await rm(folder, { recursive: true, force: true });
-    }
+    });
   });
 
   test('a TF.js model with a layer the ONNX writer cannot express: tfjs under auto (a per-model fallback, saying why); an error naming the model under onnxruntime', { skip: skipWithoutOrt }, async () => {
