@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
-import { readFile, realpath, stat } from 'node:fs/promises';
+import { readFile, realpath, stat, statfs } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type * as tf from '../engine/tf.js';
 import { storedWeightBytes } from '../engine/weight-bytes.js';
@@ -45,7 +45,11 @@ export interface LocalModelFiles {
    */
   sha256: string;
   artifacts: ModelArtifacts;
-  /** What was read: model.json's identity, then every weight file's in manifest order (see FileIdentity); absent for a Keras file. */
+  /**
+   * What was read: model.json's identity, then every weight file's in
+   * manifest order (see FileIdentity); absent for a Keras file and on a
+   * file system that may not keep change times (keepsChangeTimes).
+   */
   identities?: readonly FileIdentity[];
 }
 
@@ -74,6 +78,21 @@ export interface ModelSourceFiles {
   readonly identities: readonly FileIdentity[];
   /** The dataId of each of the model's weights (LayersModel.weights, in order) when loaded. */
   readonly weightIds: readonly object[];
+}
+
+/**
+ * Linux file systems (statfs magic numbers) whose change time every write
+ * sets, which FileIdentity relies on: ext2-4, xfs, btrfs, tmpfs, overlayfs,
+ * zfs, f2fs. Elsewhere (vfat and exFAT report the modification time as the
+ * change time, network and FUSE file systems may keep none; other systems
+ * are not checked) files get no identity and the model is hashed.
+ */
+const CHANGE_TIME_FILESYSTEMS = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994, 0x794c7630, 0x2fc12fc1, 0xf2f52010]);
+
+async function keepsChangeTimes(folder: string): Promise<boolean> {
+  if (process.platform !== 'linux') return false;
+  const info = await statfs(folder).catch(() => undefined);
+  return info !== undefined && CHANGE_TIME_FILESYSTEMS.has(info.type);
 }
 
 function identityOf(path: string, stats: BigIntStats): FileIdentity {
@@ -142,6 +161,7 @@ export async function readLocalModel(path: string): Promise<LocalModelFiles> {
 async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   const modelJsonPath = await resolveModelJsonPath(path);
   const folder = dirname(modelJsonPath);
+  const identified = keepsChangeTimes(folder);
   const realJsonPath = await realpath(modelJsonPath);
   // Taken before the read: a file written after it has another change time.
   const jsonIdentity = identityOf(realJsonPath, await stat(realJsonPath, { bigint: true }));
@@ -161,7 +181,7 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
     ...(modelJson.userDefinedMetadata === undefined ? {} : { userDefinedMetadata: modelJson.userDefinedMetadata as Record<string, {}> }),
     ...(modelJson.modelInitializer === undefined ? {} : { modelInitializer: modelJson.modelInitializer }),
   };
-  return { modelJsonPath, folder, modelJson, sha256: sha256Hex(bytes), artifacts, identities: [jsonIdentity, ...identities] };
+  return { modelJsonPath, folder, modelJson, sha256: sha256Hex(bytes), artifacts, ...((await identified) ? { identities: [jsonIdentity, ...identities] } : {}) };
 }
 
 export function sha256Hex(bytes: Uint8Array): string {

@@ -210,7 +210,8 @@ type FileFingerprints = Record<string, FileFingerprint>;
  * copied has another inode or real path; files changed within SETTLED_MS
  * of the record are not recorded (two writes in one clock tick). The
  * identities are taken before the bytes are read (io.ts), so a write during
- * the read changes them. A model whose weights were written since it was
+ * the read changes them; files on a file system that may not keep change
+ * times get no identity (io.ts). A model whose weights were written since it was
  * loaded (another tensor than the one loaded), not read from TF.js files
  * (built in memory, a Keras file, an ONNX or graph model), or cached
  * nowhere is hashed.
