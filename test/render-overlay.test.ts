@@ -62,8 +62,11 @@ test('the blend through the per-colour table equals the colormap lookup then the
       image.set([b, 255 - b, (b * 7) & 255], p * 3);
     }
   }
-  // Alternating options: the cached tables must follow the options of each call.
-  for (const [alpha, colormap] of [[0.5, 'jet'], [0.3, 'turbo'], [0.5, 'viridis'], [0.7, 'jet'], [0.5, 'jet']] as const) {
+  // Alternating options: the cached tables must follow the options of each call. Options used
+  // twice in a row blend through the per-colour table from their second overlay on, the
+  // others through the colormap and the blend table: both ways are checked.
+  const optionRuns = [[0.5, 'jet'], [0.3, 'turbo'], [0.3, 'turbo'], [0.3, 'turbo'], [0.5, 'viridis'], [0.7, 'jet'], [0.7, 'jet'], [0.5, 'jet'], [0.7, 'jet']] as const;
+  for (const [alpha, colormap] of optionRuns) {
     const lut = applyColormap(Float32Array.from({ length: 256 }, (_, k) => k / 255), colormap);
     const out = overlayHeatmap(image, heat, width, height, { alpha, colormap });
     for (let p = 0; p < width * height; p++) {

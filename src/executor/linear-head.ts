@@ -20,7 +20,7 @@ import type { ScoreLocation } from './score.js';
 
 /** A source's linear head: the classifier kernel and where the channels are in the source tensor. */
 export interface LinearHead {
-  /** The classifier's kernel as [channels, classes], row-major. */
+  /** The classifier's kernel as [channels, classes], row-major. Read only: it may be the backend's own array (see kernelValues). */
   readonly kernel: Float32Array;
   readonly channels: number;
   readonly classes: number;
@@ -130,7 +130,21 @@ function headOf(classifier: GraphNode, sourceShape: readonly (number | null)[]):
   const first = sourceShape[1] === channels;
   // Both (a C×C×C map) or neither: the layout cannot be told from the shape.
   if (last === first) return undefined;
-  return { kernel: new Float32Array(kernel.dataSync()), channels, classes, channelAxis: last ? 3 : 1 };
+  return { kernel: kernelValues(kernel), channels, classes, channelAxis: last ? 3 : 1 };
+}
+
+/**
+ * A float32 kernel's values read once, with no second copy: `dataSync()`
+ * gives a fresh copy of a tensor on wasm, and on the cpu backend (where
+ * camviz builds a loaded model's weights) the backend's own array, which is
+ * never written: tfjs never changes a tensor's values in place (a variable
+ * written gets a new tensor), and a weight read as a view of its file is
+ * written by nothing either. Wrapping it in `new Float32Array` copied the
+ * 1001x768 classifier (3 MB) once more, twice on wasm: 9 ms of a cold start.
+ */
+function kernelValues(kernel: tf.Tensor): Float32Array {
+  const values = kernel.dataSync();
+  return values instanceof Float32Array ? values : Float32Array.from(values);
 }
 
 /**

@@ -13,6 +13,7 @@ import type { Network } from '../executor/network.js';
 import type { OnnxTrunk } from '../executor/onnx-trunk.js';
 import { defaultTarget } from '../executor/layers.js';
 import { CamvizError, UsageError, describeError } from '../util/errors.js';
+import type { ModelSourceFiles } from './io.js';
 import type { BuiltOnnxModel } from './onnx/build.js';
 
 export type EngineKind = 'onnxruntime' | 'tfjs';
@@ -62,6 +63,8 @@ export interface EngineSubject {
   readonly onnx?: BuiltOnnxModel;
   /** The TF.js layers model (also a graph model's, as camviz imports it), which the ONNX writer writes. */
   readonly layersModel?: tfl.LayersModel;
+  /** For a TF.js layers model read from its files: what was read (the writer's cache may take its fingerprint by it). */
+  readonly sourceFiles?: ModelSourceFiles | undefined;
   network(): Network;
 }
 
@@ -156,7 +159,7 @@ function onnxFormOf(model: EngineSubject, network: Network): (() => Promise<Onnx
   return async () => {
     const { OnnxWriteError, onnxTrunkOfLayersModel } = await import('./onnx-writer/index.js');
     try {
-      return await onnxTrunkOfLayersModel(layersModel, model.meta.inputSize);
+      return await onnxTrunkOfLayersModel(layersModel, model.meta.inputSize, model.sourceFiles === undefined ? {} : { sourceFiles: model.sourceFiles });
     } catch (error) {
       // A model the writer cannot express is one ONNX Runtime cannot run: the per-model fallback.
       if (!(error instanceof OnnxWriteError)) throw error;

@@ -6,7 +6,8 @@
  * past the end or fail with a generic message).
  */
 import { createHash } from 'node:crypto';
-import { readFile, realpath, stat } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
+import { readFile, realpath, stat, statfs } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type * as tf from '../engine/tf.js';
 import { storedWeightBytes } from '../engine/weight-bytes.js';
@@ -44,6 +45,58 @@ export interface LocalModelFiles {
    */
   sha256: string;
   artifacts: ModelArtifacts;
+  /**
+   * What was read: model.json's identity, then every weight file's in
+   * manifest order (see FileIdentity); absent for a Keras file and on a
+   * file system that may not keep change times (keepsChangeTimes).
+   */
+  identities?: readonly FileIdentity[];
+}
+
+/**
+ * A file as it was when read: its real path, device and inode, size, and
+ * modification and change times in nanoseconds (decimal strings of
+ * `stat(..., { bigint: true })`), each taken before its bytes were read.
+ * The ONNX writer's cache (onnx-writer/cache.ts) takes a model's recorded
+ * fingerprint when all of its files still have the identity they had.
+ */
+export interface FileIdentity {
+  readonly path: string;
+  readonly dev: string;
+  readonly ino: string;
+  readonly size: string;
+  readonly mtimeNs: string;
+  readonly ctimeNs: string;
+}
+
+/**
+ * A TF.js layers model's files as they were read, and the tensors of its
+ * weights as loaded from them: a weight written since (setWeights) has
+ * another tensor, and then the files no longer say what the model is.
+ */
+export interface ModelSourceFiles {
+  readonly identities: readonly FileIdentity[];
+  /** The dataId of each of the model's weights (LayersModel.weights, in order) when loaded. */
+  readonly weightIds: readonly object[];
+}
+
+/**
+ * Linux file systems (statfs magic numbers) whose change time every write
+ * sets, which FileIdentity relies on: ext2-4, xfs, btrfs, tmpfs, overlayfs,
+ * zfs, f2fs. Elsewhere (vfat and exFAT report the modification time as the
+ * change time, network and FUSE file systems may keep none; other systems
+ * are not checked) files get no identity and the model is hashed.
+ */
+const CHANGE_TIME_FILESYSTEMS = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994, 0x794c7630, 0x2fc12fc1, 0xf2f52010]);
+
+async function keepsChangeTimes(folder: string): Promise<boolean> {
+  if (process.platform !== 'linux') return false;
+  const info = await statfs(folder).catch(() => undefined);
+  return info !== undefined && CHANGE_TIME_FILESYSTEMS.has(info.type);
+}
+
+function identityOf(path: string, stats: BigIntStats): FileIdentity {
+  return { path, dev: String(stats.dev), ino: String(stats.ino), size: String(stats.size), mtimeNs: String(stats.mtimeNs), ctimeNs: String(stats.ctimeNs) };
 }
 
 /** Accepts a model folder or the path of its model.json. */
@@ -108,11 +161,15 @@ export async function readLocalModel(path: string): Promise<LocalModelFiles> {
 async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   const modelJsonPath = await resolveModelJsonPath(path);
   const folder = dirname(modelJsonPath);
-  const bytes = await readFile(modelJsonPath);
+  const identified = keepsChangeTimes(folder);
+  const realJsonPath = await realpath(modelJsonPath);
+  // Taken before the read: a file written after it has another change time.
+  const jsonIdentity = identityOf(realJsonPath, await stat(realJsonPath, { bigint: true }));
+  const bytes = await readFile(realJsonPath);
   const modelJson = parseModelJson(bytes, modelJsonPath);
   // Before tfjs builds anything: building allocates every declared variable.
   checkTopologyAgainstManifest(modelJson, modelJsonPath);
-  const { weightSpecs, weightData } = await readWeights(modelJson.weightsManifest, folder, modelJsonPath);
+  const { weightSpecs, weightData, identities } = await readWeights(modelJson.weightsManifest, folder, modelJsonPath);
   const artifacts: ModelArtifacts = {
     modelTopology: modelJson.modelTopology,
     weightSpecs,
@@ -124,7 +181,7 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
     ...(modelJson.userDefinedMetadata === undefined ? {} : { userDefinedMetadata: modelJson.userDefinedMetadata as Record<string, {}> }),
     ...(modelJson.modelInitializer === undefined ? {} : { modelInitializer: modelJson.modelInitializer }),
   };
-  return { modelJsonPath, folder, modelJson, sha256: sha256Hex(bytes), artifacts };
+  return { modelJsonPath, folder, modelJson, sha256: sha256Hex(bytes), artifacts, ...((await identified) ? { identities: [jsonIdentity, ...identities] } : {}) };
 }
 
 export function sha256Hex(bytes: Uint8Array): string {
@@ -194,28 +251,33 @@ async function readWeights(
   folder: string,
   // The file the manifest came from, which need not be called model.json.
   modelJsonPath: string,
-): Promise<{ weightSpecs: WeightsManifestEntry[]; weightData: ArrayBuffer[] }> {
+): Promise<{ weightSpecs: WeightsManifestEntry[]; weightData: ArrayBuffer[]; identities: FileIdentity[] }> {
   const realFolder = await realpath(folder);
   // All groups at once (MobileNet v1 has 55 of one file each): one after the
   // other, each file's realpath, stat and read waited in turn, 20-30 ms of a
   // cold start with the main thread idle. The first problem in manifest
   // order is reported, as when they were read in turn.
   const reads = await Promise.allSettled(groups.map((group) => readGroup(group, folder, realFolder, modelJsonPath)));
-  const buffers: Buffer[] = [];
+  const files: WeightFile[] = [];
   for (const read of reads) {
     if (read.status === 'rejected') throw read.reason;
-    buffers.push(...read.value);
+    files.push(...read.value);
   }
   // tfjs reads a list of buffers as one: no 10 MB concatenation copy.
-  return { weightSpecs: groups.flatMap((group) => group.weights), weightData: buffers.map(ownArrayBuffer) };
+  return { weightSpecs: groups.flatMap((group) => group.weights), weightData: files.map((file) => ownArrayBuffer(file.bytes)), identities: files.map((file) => file.identity) };
 }
 
 /** A weight group's files, confined to the model folder and checked against the sizes its weights need. */
-async function readGroup(group: WeightsGroup, folder: string, realFolder: string, modelJsonPath: string): Promise<Buffer[]> {
+async function readGroup(group: WeightsGroup, folder: string, realFolder: string, modelJsonPath: string): Promise<WeightFile[]> {
   const paths = group.paths.map((path) => confinedWeightPath(folder, path, modelJsonPath));
-  const buffers = await Promise.all(paths.map((path) => readWeightFile(path, realFolder)));
-  checkGroupSize(group, paths, buffers);
-  return buffers;
+  const files = await Promise.all(paths.map((path) => readWeightFile(path, realFolder)));
+  checkGroupSize(group, paths, files.map((file) => file.bytes));
+  return files;
+}
+
+interface WeightFile {
+  readonly bytes: Buffer;
+  readonly identity: FileIdentity;
 }
 
 /** The bytes of `buffer` as an ArrayBuffer of their own (a file read usually has one already). */
@@ -236,15 +298,17 @@ function isInsideFolder(folder: string, path: string): boolean {
  * a name that stays inside the folder can still link to /etc/passwd, and a
  * model unpacked from an archive may carry such links.
  */
-async function readWeightFile(path: string, realFolder: string): Promise<Buffer> {
+async function readWeightFile(path: string, realFolder: string): Promise<WeightFile> {
   try {
     const real = await realpath(path);
     if (!isInsideFolder(realFolder, real)) {
       throw new CamvizError(`weight file links outside the model folder (to ${real}): refused`, { file: path });
     }
-    if (!(await stat(real)).isFile()) throw new CamvizError('weight file is not a regular file: refused', { file: path });
+    // Taken before the read: a file written after it has another change time.
+    const stats = await stat(real, { bigint: true });
+    if (!stats.isFile()) throw new CamvizError('weight file is not a regular file: refused', { file: path });
     // The resolved path: a link swapped after the check is not followed again.
-    return await readFile(real);
+    return { bytes: await readFile(real), identity: identityOf(real, stats) };
   } catch (error) {
     if (error instanceof CamvizError) throw error;
     const code = (error as NodeJS.ErrnoException).code;

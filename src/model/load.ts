@@ -14,7 +14,7 @@ import { withWeightsBuiltOnCpu } from '../engine/backend.js';
 import { type EngineChoice, requestedEngine } from '../engine/engine-choices.js';
 import type { Executor } from '../executor/executor.js';
 import { type ChosenEngine, type EngineReport, type EngineRequest, chooseEngine } from './engine.js';
-import { readLocalModel } from './io.js';
+import { type FileIdentity, type ModelSourceFiles, readLocalModel } from './io.js';
 import { readKerasModel } from './keras/load.js';
 import { type CamvizJson, type MetadataOverrides, type ModelMetadata, readCamvizJson, resolveMetadata } from './metadata.js';
 import { Network } from '../executor/network.js';
@@ -41,6 +41,8 @@ export class CamvizModel {
   private disposed = false;
   /** Which engine `executor()` picks (loadModel sets it from LoadOptions). */
   engineRequest: EngineRequest = { choice: 'auto' };
+  /** For a TF.js layers model read from its files: what was read (the ONNX writer's cache takes a recorded fingerprint by it). */
+  sourceFiles: ModelSourceFiles | undefined;
 
   constructor(
     readonly meta: ModelMetadata,
@@ -185,7 +187,14 @@ async function loadModelFiles(spec: string, options: LoadOptions): Promise<Camvi
     overrides: options,
   });
   if (graphModel !== undefined && tfgraph !== undefined) return withLabelsChecked(graphModelOf(meta, graphModel, files.modelJson.modelTopology, tfgraph.importTfGraph), options.labels);
-  return withLabelsChecked(new CamvizModel(meta, layersModel, graphModel), options.labels);
+  const model = new CamvizModel(meta, layersModel, graphModel);
+  if (layersModel !== undefined && keras === undefined && files.identities !== undefined) model.sourceFiles = sourceFilesOf(layersModel, files.identities);
+  return withLabelsChecked(model, options.labels);
+}
+
+/** The files a layers model was read from, and its weights' tensors as loaded. */
+function sourceFilesOf(layersModel: tfl.LayersModel, identities: readonly FileIdentity[]): ModelSourceFiles {
+  return { identities, weightIds: layersModel.weights.map((weight) => weight.read().dataId) };
 }
 
 /**

@@ -19,12 +19,20 @@
  * then the model is written again in memory and the entry's record removed,
  * so that the next run writes the entry anew.
  *
+ * A TF.js layers model read from its files skips the fingerprint's hash
+ * (10 MB for MobileNet: 20 ms of a cold start) when its files are as they
+ * were when the fingerprint was last computed from them: `file-fingerprints.json`
+ * in the folder records, per model.json's real path, every file's identity
+ * (io.ts' FileIdentity: real path, device, inode, size, mtime and ctime in
+ * ns) with the fingerprint (see fingerprintOf for why that is safe).
+ *
  * The folder is pruned (prune.ts) whenever camviz writes to it: here after
  * an entry is written, and after ONNX Runtime saves a session in it (told
  * through onSavedGraph). A hit only touches the entry's mtime.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { onSavedGraph } from '../../engine/onnxruntime.js';
@@ -33,8 +41,9 @@ import type * as tfl from '../../engine/tfl.js';
 import { type Layer, LayerGraph } from '../../executor/graph.js';
 import { writeFileAtomic } from '../../util/atomic-file.js';
 import { CamvizError } from '../../util/errors.js';
+import { VERSION } from '../../util/version.js';
 import type { CamvizModel } from '../load.js';
-import { sha256Hex } from '../io.js';
+import { type FileIdentity, type ModelSourceFiles, sha256Hex } from '../io.js';
 import { cacheRoot } from '../zoo.js';
 import { CONVERTERS, OnnxWriteError, UnsupportedLayerError } from './layers.js';
 import { entryStem, markUsed, onnxCacheLimitBytes, pruneOnnxCache, touch } from './prune.js';
@@ -45,6 +54,8 @@ export interface OnnxTrunkOptions {
   cache?: string | false;
   /** Says why a cache entry was rewritten or could not be written. */
   log?: (message: string) => void;
+  /** The files the model was read from (a loaded model's `sourceFiles`): its fingerprint may be the one recorded for them. */
+  sourceFiles?: ModelSourceFiles;
 }
 
 /** The default cache folder of written ONNX models. */
@@ -104,8 +115,16 @@ function describeLayer(layer: Layer): string {
   return JSON.stringify([layer.getClassName(), layer.getConfig(), plan ?? null]);
 }
 
+let fingerprintsHashed = 0;
+
+/** How many fingerprints this process has hashed (the others were taken from file-fingerprints.json). */
+export function hashedFingerprintCount(): number {
+  return fingerprintsHashed;
+}
+
 /** sha256 of everything the written model depends on (see the file comment). */
 export function modelFingerprint(graph: LayerGraph): string {
+  fingerprintsHashed++;
   const hash = createHash('sha256').update(`camviz onnx-writer ${WRITER_VERSION}\n`);
   // Values by position, not by tensor key: keys differ between loads of the same model.
   const positions = new Map<string, string>(graph.inputKeys.map((key, i) => [key, `in${i}`]));
@@ -135,9 +154,9 @@ export function modelFingerprint(graph: LayerGraph): string {
 export async function onnxTrunkOfLayersModel(model: tfl.LayersModel, size: OnnxInputSize, options: OnnxTrunkOptions = {}): Promise<WrittenTrunk> {
   const graph = LayerGraph.fromModel(model);
   checkSupported(graph);
-  const cacheKey = `${modelFingerprint(graph)}-${size.height}x${size.width}`;
   const folder = options.cache === undefined ? onnxCacheDir() : options.cache;
-  if (folder === false) return new WrittenTrunk(graph, writeOnnxModel(model, size), cacheKey, size, 'written');
+  if (folder === false) return new WrittenTrunk(graph, writeOnnxModel(model, size), `${modelFingerprint(graph)}-${size.height}x${size.width}`, size, 'written');
+  const cacheKey = `${await fingerprintOf(graph, model, folder, options.sourceFiles)}-${size.height}x${size.width}`;
   // Read on every call, so that a wrong value is said whether the entry is cached or not.
   const limitBytes = onnxCacheLimitBytes();
   const onnxPath = join(folder, `${cacheKey}.onnx`);
@@ -160,6 +179,114 @@ export async function onnxTrunkOfLayersModel(model: tfl.LayersModel, size: OnnxI
   }
   await pruneOnnxCache(folder, { limitBytes, keep: [cacheKey], ...(options.log === undefined ? {} : { log: options.log }) });
   return new WrittenTrunk(graph, written, cacheKey, size, 'written');
+}
+
+/** The index of fingerprints by file identity, in the cache folder. */
+export const FILE_FINGERPRINTS_NAME = 'file-fingerprints.json';
+/** The index keeps the models most recently recorded: one line each, a few hundred bytes. */
+const MAX_FILE_FINGERPRINTS = 256;
+/**
+ * A file changed this recently when recorded is not recorded: its next
+ * write could fall in the same tick of the file system's clock (the kernel's
+ * coarse clock, a few ms; 1-2 s on some file systems) and leave every field
+ * of its identity as it was: git's "racily clean" files.
+ */
+const SETTLED_MS = 3000;
+
+interface FileFingerprint {
+  /** The sha256 of the files' identities and what the fingerprint depends on beyond them (identityText): 64 bytes, not 11 KB for MobileNet's 55 files. */
+  readonly identity: string;
+  readonly fingerprint: string;
+}
+
+type FileFingerprints = Record<string, FileFingerprint>;
+
+/**
+ * The model's fingerprint: the one recorded for its files when every file
+ * still has the identity it had then, else modelFingerprint's hash (then
+ * recorded). Safe because a file's bytes cannot change while its identity
+ * stays: any write sets its ctime to the current time, and ctime cannot be
+ * set by a user (utimes restores mtime but sets ctime); a file replaced or
+ * copied has another inode or real path; files changed within SETTLED_MS
+ * of the record are not recorded (two writes in one clock tick). The
+ * identities are taken before the bytes are read (io.ts), so a write during
+ * the read changes them; files on a file system that may not keep change
+ * times get no identity (io.ts). A model whose weights were written since it was
+ * loaded (another tensor than the one loaded), not read from TF.js files
+ * (built in memory, a Keras file, an ONNX or graph model), or cached
+ * nowhere is hashed.
+ */
+async function fingerprintOf(graph: LayerGraph, model: tfl.LayersModel, folder: string, source: ModelSourceFiles | undefined): Promise<string> {
+  const first = source?.identities[0];
+  if (source === undefined || first === undefined || !weightsAsLoaded(model, source)) return modelFingerprint(graph);
+  const identity = sha256Hex(Buffer.from(identityText(source.identities)));
+  const indexPath = join(folder, FILE_FINGERPRINTS_NAME);
+  const index = await readFileFingerprints(indexPath);
+  const known = index[first.path];
+  if (known?.identity === identity) return known.fingerprint;
+  const fingerprint = modelFingerprint(graph);
+  if (source.identities.every(settled)) await recordFileFingerprint(indexPath, index, first.path, { identity, fingerprint });
+  return fingerprint;
+}
+
+/** Whether every weight of the model is still the tensor loaded from its files. */
+function weightsAsLoaded(model: tfl.LayersModel, source: ModelSourceFiles): boolean {
+  const weights = model.weights;
+  return weights.length === source.weightIds.length && weights.every((weight, i) => weight.read().dataId === source.weightIds[i]);
+}
+
+/** Whether the file last changed long enough ago (SETTLED_MS) to be recorded. */
+function settled(file: FileIdentity): boolean {
+  const changedNs = BigInt(file.mtimeNs) > BigInt(file.ctimeNs) ? BigInt(file.mtimeNs) : BigInt(file.ctimeNs);
+  return changedNs < BigInt(Date.now() - SETTLED_MS) * 1_000_000n;
+}
+
+let layersVersion: string | undefined;
+
+/**
+ * The identities as JSON, with what else the fingerprint depends on: the
+ * writer's version, camviz's and tfjs-layers' (which reads model.json into
+ * the layers whose configuration is hashed).
+ */
+function identityText(identities: readonly FileIdentity[]): string {
+  layersVersion ??= (createRequire(import.meta.url)('@tensorflow/tfjs-layers/package.json') as { version: string }).version;
+  return JSON.stringify({ writer: WRITER_VERSION, camviz: VERSION, tfjsLayers: layersVersion, files: identities });
+}
+
+/** The recorded fingerprints; none when the index is missing or unreadable (then it is written anew). */
+async function readFileFingerprints(path: string): Promise<FileFingerprints> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(path, 'utf8'));
+  } catch {
+    return {};
+  }
+  const entries = (parsed as { entries?: unknown } | null)?.entries;
+  if (typeof entries !== 'object' || entries === null || Array.isArray(entries)) return {};
+  const index: FileFingerprints = {};
+  for (const [key, value] of Object.entries(entries as Record<string, Partial<FileFingerprint> | null>)) {
+    if (typeof value?.identity === 'string' && typeof value.fingerprint === 'string' && /^[0-9a-f]{64}$/.test(value.fingerprint)) {
+      index[key] = { identity: value.identity, fingerprint: value.fingerprint };
+    }
+  }
+  return index;
+}
+
+/**
+ * Records a fingerprint, best effort (atomically: a reader never sees half
+ * an index; two runs recording at once may lose one record, which costs a
+ * hash). The oldest records go beyond MAX_FILE_FINGERPRINTS.
+ */
+async function recordFileFingerprint(path: string, index: FileFingerprints, key: string, entry: FileFingerprint): Promise<void> {
+  const entries = Object.entries(index).filter(([other]) => other !== key);
+  entries.push([key, entry]);
+  const kept = Object.fromEntries(entries.slice(-MAX_FILE_FINGERPRINTS));
+  try {
+    await mkdir(dirname(path), { recursive: true });
+    await writeFileAtomic(path, `${JSON.stringify({ entries: kept })}\n`);
+  } catch {
+    // The fingerprint is known: a record that cannot be written costs the next run a hash.
+  }
 }
 
 function isOnnxValue(value: unknown): boolean {
@@ -270,7 +397,7 @@ export async function onnxTrunkOfModel(model: CamvizModel, options: OnnxTrunkOpt
   // A graph model that needs executeAsync (control flow) has no layers model.
   if (model.layersModel === undefined) throw new OnnxWriteError('the ONNX writer needs a TF.js layers model', { file });
   try {
-    return await onnxTrunkOfLayersModel(model.layersModel, model.meta.inputSize, options);
+    return await onnxTrunkOfLayersModel(model.layersModel, model.meta.inputSize, options.sourceFiles === undefined && model.sourceFiles !== undefined ? { ...options, sourceFiles: model.sourceFiles } : options);
   } catch (error) {
     throw error instanceof OnnxWriteError && error.file === undefined ? error.withFile(file) : error;
   }
