@@ -51,10 +51,15 @@ export function temporaryName(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
 }
 
+/** A temporary name's parts (see temporaryName): the name it is renamed to and its writer's process id; undefined for other names. */
+export function parseTemporaryName(name: string): { target: string; pid: number } | undefined {
+  const match = /^\.(.+)\.(\d+)\.[0-9a-f]{12}\.tmp$/.exec(name);
+  return match === null ? undefined : { target: match[1]!, pid: Number(match[2]) };
+}
+
 /** The writing process's id in a temporary name (see temporaryName); undefined for other names. */
 export function temporaryOwner(name: string): number | undefined {
-  const match = /^\..+\.(\d+)\.[0-9a-f]{12}\.tmp$/.exec(name);
-  return match === null ? undefined : Number(match[1]);
+  return parseTemporaryName(name)?.pid;
 }
 
 /** Whether a process with this PID exists on this host (signal 0 checks without sending): is a temporary's writer still running? */

@@ -23,7 +23,7 @@ import type { Dirent } from 'node:fs';
 import { lstat, open, readdir, rm, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SAVED_GRAPH_NAME } from '../../engine/onnxruntime.js';
-import { isAlive, temporaryOwner } from '../../util/atomic-file.js';
+import { isAlive, parseTemporaryName, temporaryOwner } from '../../util/atomic-file.js';
 import { UsageError } from '../../util/errors.js';
 import { WRITER_VERSION } from './write.js';
 
@@ -190,7 +190,7 @@ function addTo(entries: Map<string, Entry>, stem: string, file: CacheFile): void
 
 /** A file of camviz's own names: an entry's, an older saved session's, or a temporary of one of them (`.<name>.<pid>.<random>.tmp`). */
 function isCamvizName(name: string): boolean {
-  const inner = temporaryOwner(name) === undefined ? name : name.slice(1).replace(/\.\d+\.[0-9a-f]{12}\.tmp$/, '');
+  const inner = parseTemporaryName(name)?.target ?? name;
   return WRITTEN_FILE.test(inner) || SAVED_GRAPH_NAME.test(inner) || OLD_SAVED_GRAPH_NAME.test(inner);
 }
 
