@@ -46,7 +46,7 @@ export class FusedChain {
   readonly nodes: readonly GraphNode[];
   private readonly activation: FusedActivation;
   private readonly leakyAlpha: number;
-  private folded: { filter: tf.Tensor4D; bias: tf.Tensor1D } | undefined;
+  private folded: FusedWeights | undefined;
 
   constructor(nodes: GraphNode[], activation: FusedActivation, leakyAlpha: number) {
     this.nodes = nodes;
@@ -71,33 +71,29 @@ export class FusedChain {
   }
 
   dispose(): void {
-    // Nothing folded: nothing of ours, and the layer (perhaps freed by now) is not read.
-    if (this.folded === undefined) return;
     // The conv layer's own kernel and bias are the layer's to free.
-    if (this.folded.filter !== this.convKernel()) this.folded.filter.dispose();
-    if (this.folded.bias !== this.convBias()) this.folded.bias.dispose();
+    if (this.folded?.ownsFilter === true) this.folded.filter.dispose();
+    if (this.folded?.ownsBias === true) this.folded.bias.dispose();
     this.folded = undefined;
   }
 
-  private weights(): { filter: tf.Tensor4D; bias: tf.Tensor1D } {
+  private weights(): FusedWeights {
     if (this.folded === undefined) {
       this.folded = tf.tidy(() => {
         const folded = foldBatchNorm(this.nodes);
-        return { filter: tf.keep(folded.filter), bias: tf.keep(folded.bias) };
+        return { ...folded, filter: tf.keep(folded.filter), bias: tf.keep(folded.bias) };
       });
     }
     return this.folded;
   }
+}
 
-  private convKernel(): tf.Tensor {
-    const conv = this.nodes[0]!.layer as unknown as ConvView;
-    return (isDepthwise(conv) ? conv.depthwiseKernel! : conv.kernel!).read();
-  }
-
-  private convBias(): tf.Tensor | undefined {
-    const conv = this.nodes[0]!.layer as unknown as ConvView;
-    return conv.bias ? conv.bias.read() : undefined;
-  }
+/** A chain's fused weights, and which of them the chain made (the others are the conv layer's own). */
+interface FusedWeights {
+  readonly filter: tf.Tensor4D;
+  readonly bias: tf.Tensor1D;
+  readonly ownsFilter: boolean;
+  readonly ownsBias: boolean;
 }
 
 function isDepthwise(conv: ConvView): boolean {
@@ -109,16 +105,16 @@ function dilations(rate: number | number[]): [number, number] {
 }
 
 /** Conv weights with the following BatchNorm (if any) folded in. */
-function foldBatchNorm(nodes: readonly GraphNode[]): { filter: tf.Tensor4D; bias: tf.Tensor1D } {
+function foldBatchNorm(nodes: readonly GraphNode[]): FusedWeights {
   const conv = nodes[0]!.layer as unknown as ConvView;
   const depthwise = isDepthwise(conv);
   const kernel = (depthwise ? conv.depthwiseKernel! : conv.kernel!).read() as tf.Tensor4D;
   const outChannels = depthwise ? kernel.shape[2] * kernel.shape[3] : kernel.shape[3];
-  const convBias = conv.bias ? (conv.bias.read() as tf.Tensor1D) : tf.zeros([outChannels]);
+  const convBias = conv.bias ? (conv.bias.read() as tf.Tensor1D) : (tf.zeros([outChannels]) as tf.Tensor1D);
   const batchNorm = nodes.map((node) => node.layer).find(isBatchNorm);
   // Without a BatchNorm the layer's own kernel and bias are the fused weights: a clone would be a
   // second copy of them on the wasm backend (its Identity kernel copies), as large as the model's convs.
-  if (batchNorm === undefined) return { filter: kernel, bias: convBias as tf.Tensor1D };
+  if (batchNorm === undefined) return { filter: kernel, bias: convBias, ownsFilter: false, ownsBias: !conv.bias };
   const bn = batchNorm as unknown as BatchNormView;
   const gamma = bn.scale && bn.gamma ? bn.gamma.read() : tf.ones([outChannels]);
   const beta = bn.center && bn.beta ? bn.beta.read() : tf.zeros([outChannels]);
@@ -127,7 +123,7 @@ function foldBatchNorm(nodes: readonly GraphNode[]): { filter: tf.Tensor4D; bias
   const scaleShape = depthwise ? [1, 1, kernel.shape[2], kernel.shape[3]] : [1, 1, 1, outChannels];
   const filter = tf.mul(kernel, tf.reshape(scale, scaleShape)) as tf.Tensor4D;
   const bias = tf.add(tf.mul(tf.sub(convBias, bn.movingMean.read()), scale), beta) as tf.Tensor1D;
-  return { filter, bias };
+  return { filter, bias, ownsFilter: true, ownsBias: true };
 }
 
 function isBatchNorm(layer: Layer): boolean {
