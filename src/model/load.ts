@@ -96,10 +96,13 @@ export class CamvizModel {
     this.disposed = true;
     const chosen = this.chosen;
     this.chosen = undefined;
-    void chosen?.then(
-      ({ executor }) => executor.dispose?.(),
-      () => undefined,
-    );
+    void chosen
+      ?.then(
+        ({ executor }) => executor.dispose?.(),
+        () => undefined,
+      )
+      // Ending workers is best effort: a failure must not become an unhandled rejection.
+      .catch(() => undefined);
     this.cachedNetwork?.graph.dispose();
     this.layersModel?.dispose();
     this.graphModel?.dispose();
