@@ -6,7 +6,8 @@ import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
 import * as tf from '../engine/tf.js';
-import { firstLineOf, isNotInstalled, useBackend } from '../engine/backend.js';
+import { isNotInstalled, useBackend } from '../engine/backend.js';
+import { describeError } from '../util/errors.js';
 import { ORT_INSTALL_HINT } from '../model/engine.js';
 import { printJson } from './common.js';
 
@@ -56,9 +57,9 @@ async function probeNativeInChild(packageName: string, wantGpu: boolean): Promis
       return { status: 'loaded', detail: result.gpu ? 'GPU device in use' : 'CPU' };
     }
     const error = Object.assign(new Error(result.message ?? 'unknown error'), { code: result.code });
-    return isNotInstalled(error, packageName) ? { status: 'not installed' } : { status: 'failed', detail: firstLineOf(error) };
+    return isNotInstalled(error, packageName) ? { status: 'not installed' } : { status: 'failed', detail: describeError(error) };
   } catch (error) {
-    return { status: 'failed', detail: firstLineOf(error) };
+    return { status: 'failed', detail: describeError(error) };
   }
 }
 
@@ -86,13 +87,13 @@ export async function collectDoctorReport(): Promise<DoctorReport> {
     wasm = { simd: info.simd ?? null, threads: info.threads ?? null, multithreadSupported: tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') };
     backends.push({ backend: 'wasm', package: info.packageName, status: 'loaded', detail: `SIMD ${info.simd ? 'on' : 'off'}, ${info.threads} thread(s)` });
   } catch (error) {
-    backends.push({ backend: 'wasm', package: '@tensorflow/tfjs-backend-wasm', status: 'failed', detail: firstLineOf(error) });
+    backends.push({ backend: 'wasm', package: '@tensorflow/tfjs-backend-wasm', status: 'failed', detail: describeError(error) });
   }
   try {
     await useBackend('cpu');
     backends.push({ backend: 'cpu', package: '@tensorflow/tfjs-backend-cpu', status: 'loaded', detail: 'pure JavaScript (slow)' });
   } catch (error) {
-    backends.push({ backend: 'cpu', package: '@tensorflow/tfjs-backend-cpu', status: 'failed', detail: firstLineOf(error) });
+    backends.push({ backend: 'cpu', package: '@tensorflow/tfjs-backend-cpu', status: 'failed', detail: describeError(error) });
   }
   const auto = backends.find((report) => report.status === 'loaded')?.backend ?? null;
   return {

@@ -7,7 +7,7 @@
  */
 import * as tf from './tf.js';
 import { createRequire } from 'node:module';
-import { UsageError, CamvizError } from '../util/errors.js';
+import { UsageError, CamvizError, describeError } from '../util/errors.js';
 import { BACKEND_CHOICES, type BackendChoice } from './backend-choices.js';
 
 /** Backend packages are CommonJS: `require` skips the ES-module lexing of their bundles. */
@@ -140,7 +140,7 @@ async function importNativePackage(kind: 'gpu' | 'native'): Promise<string> {
       return name;
     } catch (error) {
       lastError = error;
-      if (!isNotInstalled(error, name)) throw new CamvizError(`${name} failed to load: ${firstLineOf(error)}`);
+      if (!isNotInstalled(error, name)) throw new CamvizError(`${name} failed to load: ${describeError(error)}`);
     }
   }
   throw new CamvizError(`${candidates.join(' / ')} not installed`, { cause: lastError });
@@ -205,9 +205,16 @@ export async function restartWasmWithThreads(wanted: number): Promise<BackendInf
   if (tf.engine().findBackend('wasm')?.numDataIds() !== 0) return active;
   // Off wasm first: useWasm registers the threaded build only when wasm is not the backend in use.
   if (!(await tf.setBackend('cpu'))) return active;
+  const before = wasmThreadsWanted;
   wasmThreadsWanted = threads;
   active = undefined;
-  active = await useWasm();
+  try {
+    active = await useWasm();
+  } catch {
+    // The threaded build did not start: the single-threaded one did before, so the run goes on with it.
+    wasmThreadsWanted = before;
+    active = await useWasm();
+  }
   return active;
 }
 
@@ -244,11 +251,6 @@ export function isNotInstalled(error: unknown, packageName: string): boolean {
     (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') &&
     message.includes(packageName)
   );
-}
-
-export function firstLineOf(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
-  return message.split('\n')[0] ?? message;
 }
 
 export { releaseBackend } from './release.js';

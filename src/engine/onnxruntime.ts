@@ -15,6 +15,7 @@ import { createRequire } from 'node:module';
 import { arch, cpus } from 'node:os';
 import { join } from 'node:path';
 import { temporaryName } from '../util/atomic-file.js';
+import { describeError } from '../util/errors.js';
 
 /*
  * The part of onnxruntime-node's API camviz uses, declared here so that
@@ -94,7 +95,7 @@ function tryLoad(specifier: string): OnnxRuntimeStatus {
     module = createRequire(import.meta.url)(specifier) as OrtModule;
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    const reason = code === 'MODULE_NOT_FOUND' ? `${specifier} is not installed` : `${specifier} does not load: ${firstLine(error)}`;
+    const reason = code === 'MODULE_NOT_FOUND' ? `${specifier} is not installed` : `${specifier} does not load: ${describeError(error)}`;
     return { available: false, reason };
   }
   if (typeof module?.InferenceSession?.create !== 'function' || typeof module.Tensor !== 'function') {
@@ -283,9 +284,11 @@ async function createSession(ort: OrtModule, cacheKey: string, bytes: () => Uint
   if (temporary === undefined) return ort.InferenceSession.create(bytes(), options);
   try {
     const saving = { ...options, extra: { ...options.extra, ...SAVED_GRAPH_SAVE }, optimizedModelFilePath: temporary, logSeverityLevel: 3 } as const;
-    const session = await ort.InferenceSession.create(bytes(), saving).catch(() => undefined);
+    // Read once: `bytes()` may read and check the model's file.
+    const model = bytes();
+    const session = await ort.InferenceSession.create(model, saving).catch(() => undefined);
     // A graph ORT cannot save in its format still runs: made again without saving (a model ORT refuses fails there).
-    if (session === undefined) return await ort.InferenceSession.create(bytes(), options);
+    if (session === undefined) return await ort.InferenceSession.create(model, options);
     if (await rename(temporary, path).then(() => true, () => false)) await tellSavedGraph(path, 'written');
     return session;
   } finally {
@@ -364,9 +367,4 @@ export function releaseOrtSessions(): void {
     entry.evicted = true;
     if (entry.users === 0) release(entry);
   }
-}
-
-function firstLine(error: unknown): string {
-  const text = error instanceof Error ? error.message : String(error);
-  return (text.split('\n').find((line) => line.trim() !== '') ?? text).trim();
 }

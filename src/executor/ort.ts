@@ -15,7 +15,7 @@
  *   ONNX graph does not hold: the whole call runs on the Network.
  */
 import * as tf from '../engine/tf.js';
-import { CamvizError } from '../util/errors.js';
+import { CamvizError, describeError } from '../util/errors.js';
 import { existsSync } from 'node:fs';
 import { type OrtModule, type OrtSession, type OrtTensor, loadOnnxRuntime, ortThreads, savedGraphPath, withSession } from '../engine/onnxruntime.js';
 import { type HostValue, OrtHostPool } from './ort-host-pool.js';
@@ -265,8 +265,9 @@ export class OrtExecutor implements Executor {
       this.threads,
       {
         cacheKey,
-        ...(folder === undefined ? {} : { optimizedFolder: folder }),
-        ...(saved ? {} : { bytes: this.trunk.withOutputs(outputNames) }),
+        // A saved graph is loaded; without one each worker makes its session from the bytes and saves
+        // nothing (workers writing the same file at once, outside the cache's bookkeeping).
+        ...(saved ? { optimizedFolder: folder } : { bytes: this.trunk.withOutputs(outputNames) }),
         inputName: this.trunk.input.name,
         outputNames,
       },
@@ -434,7 +435,7 @@ export class OrtExecutor implements Executor {
    * when given).
    */
   async withSession<T>(values: readonly OnnxValue[], use: (session: OrtSession) => Promise<T>, optimizedFolder?: string): Promise<T> {
-    const names = this.sessionOutputsFor([...new Set(values.map((value) => value.name))].sort());
+    const names = this.sessionOutputsFor(sortedValueNames(values));
     const key = this.sessionKey(names);
     let created = false;
     try {
@@ -454,7 +455,7 @@ export class OrtExecutor implements Executor {
     } catch (error) {
       // Only a session that could not be made is a rejection; a failing run is reported as it is.
       if (created) throw error;
-      throw new OrtModelRejectedError(firstLine(error), this.file);
+      throw new OrtModelRejectedError(describeError(error), this.file);
     }
   }
 
@@ -609,10 +610,10 @@ function onnxInput(input: tf.Tensor, layout: OnnxValue['layout']): OnnxFeed {
 
 /** The fetches' ONNX names, once each, sorted (how sessions are keyed). */
 function sortedNames(fetches: readonly Fetch[]): string[] {
-  return [...new Set(fetches.map((fetch) => fetch.value.name))].sort();
+  return sortedValueNames(fetches.map((fetch) => fetch.value));
 }
 
-function firstLine(error: unknown): string {
-  const text = error instanceof Error ? error.message : String(error);
-  return (text.split('\n').find((line) => line.trim() !== '') ?? text).trim();
+/** The values' ONNX names, each once, sorted (sessions are keyed by them). */
+function sortedValueNames(values: readonly OnnxValue[]): string[] {
+  return [...new Set(values.map((value) => value.name))].sort();
 }
