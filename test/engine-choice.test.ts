@@ -25,6 +25,7 @@ import { maxAbsDifference } from './helpers/numeric.js';
 import { tinyClassifier } from './helpers/engine-models.js';
 import { saveLayersModel } from './helpers/layers-model-file.js';
 import * as tfl from '@tensorflow/tfjs-layers';
+import { withEnv } from './helpers/env.js';
 
 const ortStatus = loadOnnxRuntime();
 const skipWithoutOrt: string | false = ortStatus.available ? false : `onnxruntime-node does not load here: ${ortStatus.reason}`;
@@ -35,18 +36,8 @@ function inputOf(model: Awaited<ReturnType<typeof loadModel>>): tf.Tensor4D {
   return inputTensor(model, [image(1), image(2)]);
 }
 
-const savedModule = process.env['CAMVIZ_ORT_MODULE'];
-
 /** Runs `fn` with ONNX Runtime loaded from `specifier` (CAMVIZ_ORT_MODULE), then restores the variable. */
-async function withOrtModule(specifier: string, fn: () => Promise<void>): Promise<void> {
-  process.env['CAMVIZ_ORT_MODULE'] = specifier;
-  try {
-    await fn();
-  } finally {
-    if (savedModule === undefined) delete process.env['CAMVIZ_ORT_MODULE'];
-    else process.env['CAMVIZ_ORT_MODULE'] = savedModule;
-  }
-}
+const withOrtModule = (specifier: string, fn: () => Promise<void>): Promise<void> => withEnv('CAMVIZ_ORT_MODULE', specifier, fn);
 
 let workDir: string;
 let goodModel: string;
@@ -106,13 +97,9 @@ describe('the requested engine', () => {
 /** Runs `body` with CAMVIZ_CACHE set to a fresh folder (the writer caches what it writes there), restored and removed after. */
 async function withOwnCache(prefix: string, body: () => Promise<void>): Promise<void> {
   const folder = await mkdtemp(join(tmpdir(), prefix));
-  const savedCache = process.env['CAMVIZ_CACHE'];
-  process.env['CAMVIZ_CACHE'] = folder;
   try {
-    await body();
+    await withEnv('CAMVIZ_CACHE', folder, body);
   } finally {
-    if (savedCache === undefined) delete process.env['CAMVIZ_CACHE'];
-    else process.env['CAMVIZ_CACHE'] = savedCache;
     await rm(folder, { recursive: true, force: true });
   }
 }

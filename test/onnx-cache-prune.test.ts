@@ -24,6 +24,7 @@ import { WRITER_VERSION } from '../src/model/onnx-writer/write.js';
 import { repoRoot } from './helpers/assets.js';
 import { tinyClassifier } from './helpers/engine-models.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
+import { withEnv } from './helpers/env.js';
 
 let workDir: string;
 before(async () => {
@@ -80,18 +81,8 @@ async function freshFolder(name: string): Promise<string> {
 const skipReadOnly: string | false = process.getuid?.() !== 0 || spawnSync('setpriv', ['--version']).status === 0 ? false : 'running as root without setpriv to drop to nobody';
 
 /** Runs `run` with CAMVIZ_ONNX_CACHE_MB set to `value` (undefined: unset), then puts the caller's value back. */
-async function withLimitVariable<T>(value: string | undefined, run: () => T | Promise<T>): Promise<T> {
-  const saved = process.env[ONNX_CACHE_LIMIT_VARIABLE];
-  const set = (to: string | undefined): void => {
-    if (to === undefined) delete process.env[ONNX_CACHE_LIMIT_VARIABLE];
-    else process.env[ONNX_CACHE_LIMIT_VARIABLE] = to;
-  };
-  set(value);
-  try {
-    return await run();
-  } finally {
-    set(saved);
-  }
+function withLimitVariable<T>(value: string | undefined, run: () => T | Promise<T>): Promise<T> {
+  return withEnv(ONNX_CACHE_LIMIT_VARIABLE, value, run);
 }
 
 const sorted = async (folder: string): Promise<string[]> => (await readdir(folder)).sort();

@@ -38,6 +38,7 @@ import { asset } from './helpers/assets.js';
 import { maxAbsDifference } from './helpers/numeric.js';
 import { type TestModel, onnxModelBytes } from './helpers/onnx.js';
 import { CHANNELS, CLASSES, SIZE, fcWeights, randoms, tinyByHand, tinyModel } from './helpers/tiny-onnx.js';
+import { withEnvSync } from './helpers/env.js';
 
 const ort = loadOnnxRuntime();
 const skipOrt: string | false = ort.available ? false : `onnxruntime-node does not load: ${ort.reason}`;
@@ -449,16 +450,7 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
 });
 
 describe('loading ONNX Runtime', () => {
-  const withModule = <T>(specifier: string, run: () => T): T => {
-    const saved = process.env['CAMVIZ_ORT_MODULE'];
-    process.env['CAMVIZ_ORT_MODULE'] = specifier;
-    try {
-      return run();
-    } finally {
-      if (saved === undefined) delete process.env['CAMVIZ_ORT_MODULE'];
-      else process.env['CAMVIZ_ORT_MODULE'] = saved;
-    }
-  };
+  const withModule = <T>(specifier: string, run: () => T): T => withEnvSync('CAMVIZ_ORT_MODULE', specifier, run);
 
   test('CAMVIZ_ORT_MODULE=/nonexistent: unavailable, saying it is not installed; createOrtExecutor throws OrtUnavailableError', async () => {
     const status = withModule('/nonexistent', () => loadOnnxRuntime());

@@ -34,6 +34,7 @@ import { imagePath, mobilenetDir, skipWithoutSharedAssets } from './helpers/asse
 import { maxAbsDifference } from './helpers/numeric.js';
 import { onnxModelBytes } from './helpers/onnx.js';
 import { CHANNELS, SIZE, randoms, tinyByHand, tinyModel } from './helpers/tiny-onnx.js';
+import { withEnv } from './helpers/env.js';
 
 const ort = loadOnnxRuntime();
 const skipOrt: string | false = ort.available ? false : `onnxruntime-node does not load: ${ort.reason}`;
@@ -46,15 +47,8 @@ function closeTo(actual: ArrayLike<number>, expected: ArrayLike<number>, relativ
 }
 
 /** Runs `run` with CAMVIZ_ORT_MODULE set: a worker started meanwhile loads that module (the main thread keeps the one it loaded). */
-async function withWorkerModule<T>(specifier: string, run: () => Promise<T>): Promise<T> {
-  const saved = process.env['CAMVIZ_ORT_MODULE'];
-  process.env['CAMVIZ_ORT_MODULE'] = specifier;
-  try {
-    return await run();
-  } finally {
-    if (saved === undefined) delete process.env['CAMVIZ_ORT_MODULE'];
-    else process.env['CAMVIZ_ORT_MODULE'] = saved;
-  }
+function withWorkerModule<T>(specifier: string, run: () => Promise<T>): Promise<T> {
+  return withEnv('CAMVIZ_ORT_MODULE', specifier, run);
 }
 
 /**
