@@ -25,6 +25,7 @@ import { repoRoot } from './helpers/assets.js';
 import { tinyClassifier } from './helpers/engine-models.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
 import { withEnv } from './helpers/env.js';
+import { assertUsageError } from './helpers/usage-error.js';
 
 let workDir: string;
 before(async () => {
@@ -312,6 +313,15 @@ describe('the cache still works after pruning', () => {
       });
     } finally {
       releaseOrtSessions();
+    }
+  });
+
+  test('a wrong CAMVIZ_ONNX_CACHE_MB is a usage error before any work, on either engine (tfjs never writes the cache)', async () => {
+    const image = join(repoRoot, 'fixtures', 'shapes', 'circle-star.png');
+    for (const engine of ['tfjs', 'auto']) {
+      const env = cliEnv(join(workDir, 'wrong-limit-cache'), { CAMVIZ_ENGINE: engine, CAMVIZ_ONNX_CACHE_MB: 'ten' });
+      const run = await runCli(['predict', image, '--model', 'shapes'], { cwd: workDir, env, timeoutMs: 240_000 });
+      assertUsageError(run, /CAMVIZ_ONNX_CACHE_MB must be a size in MiB \(0: no bound\), not "ten"/);
     }
   });
 

@@ -14,6 +14,7 @@ import type { ResizeMode } from '../image/geometry.js';
 import { TASK_DEFAULTS } from '../tasks/defaults.js';
 import type { ImageSpec, InputRecord, ModelSpec, TaskOptions } from '../tasks/types.js';
 import { parseCount, printJson } from './common.js';
+import { onnxCacheLimitBytes } from '../model/onnx-writer/cache-limit.js';
 
 export interface BatchCliOptions {
   model?: string;
@@ -65,6 +66,8 @@ export function imageSpec(options: BatchCliOptions): ImageSpec {
 export function baseTaskOptions(options: BatchCliOptions): Pick<TaskOptions, 'model' | 'image' | 'outDir' | 'batchSize' | 'pngCompression'> {
   const pngCompression = options.pngCompression === undefined ? TASK_DEFAULTS.pngCompression : parseCount(options.pngCompression, '--png-compression', 0);
   if (pngCompression > 9) throw new UsageError(`--png-compression ${pngCompression} must be 0-9`);
+  // Read here, so that a wrong CAMVIZ_ONNX_CACHE_MB is a usage error before any work, whatever the model and engine.
+  onnxCacheLimitBytes();
   return {
     // The engine resolved here, so that a wrong CAMVIZ_ENGINE is a usage error before any work.
     model: { ...modelSpec(options), engine: requestedEngine(options.engine) },

@@ -24,22 +24,9 @@ import { lstat, open, readdir, rm, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SAVED_GRAPH_NAME } from '../../engine/onnxruntime.js';
 import { isAlive, parseTemporaryName, temporaryOwner } from '../../util/atomic-file.js';
-import { UsageError } from '../../util/errors.js';
 import { WRITER_VERSION } from './write.js';
 
-/** The size bound of the ONNX cache in MiB when CAMVIZ_ONNX_CACHE_MB is unset. */
-export const DEFAULT_ONNX_CACHE_MB = 1024;
-
-export const ONNX_CACHE_LIMIT_VARIABLE = 'CAMVIZ_ONNX_CACHE_MB';
-
-/** The size bound in bytes from CAMVIZ_ONNX_CACHE_MB (MiB; 0: no bound). Throws a UsageError for a value that is not a number of MiB. */
-export function onnxCacheLimitBytes(): number {
-  const text = process.env[ONNX_CACHE_LIMIT_VARIABLE]?.trim() ?? '';
-  if (text === '') return DEFAULT_ONNX_CACHE_MB * 2 ** 20;
-  const mib = /^\d+(\.\d+)?$/.test(text) ? Number(text) : Number.NaN;
-  if (!Number.isFinite(mib)) throw new UsageError(`${ONNX_CACHE_LIMIT_VARIABLE} must be a size in MiB (0: no bound), not "${text}"`);
-  return Math.floor(mib * 2 ** 20);
-}
+export { DEFAULT_ONNX_CACHE_MB, ONNX_CACHE_LIMIT_VARIABLE, onnxCacheLimitBytes } from './cache-limit.js';
 
 /** A written model's file: `<fingerprint>-<H>x<W>.onnx` or `.json` (its record). */
 const WRITTEN_FILE = /^([0-9a-f]{64}-\d+x\d+)\.(onnx|json)$/;
