@@ -7,6 +7,7 @@
  * what is left alone; the embedded `shapes` model checks that the cache
  * still works after pruning, in process and from the command line.
  */
+import { FIRST_SESSIONS_NAME } from '../src/model/session-ahead.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -88,7 +89,8 @@ function withLimitVariable<T>(value: string | undefined, run: () => T | Promise<
 
 const sorted = async (folder: string): Promise<string[]> => (await readdir(folder)).sort();
 /** The folder's files but the index of fingerprints by file identity (cache.ts: not an entry, bounded by its own count, written only for settled model files). */
-const entryFiles = async (folder: string): Promise<string[]> => (await sorted(folder)).filter((name) => name !== FILE_FINGERPRINTS_NAME);
+/** The cache's entries, without its two indexes (fingerprints by file identity, first sessions by model file). */
+const entryFiles = async (folder: string): Promise<string[]> => (await sorted(folder)).filter((name) => name !== FILE_FINGERPRINTS_NAME && name !== FIRST_SESSIONS_NAME);
 
 describe('what this build can never read again', () => {
   test('another writer version, the older saved-session names and dead runs\' temporaries are removed; all else is left', async () => {

@@ -7,7 +7,7 @@
 import { statSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { OPTION_LIMITS, addBatchOptions, addEngineOption, addImageOptions, addModelOptions, addOptionAlias, collectValues } from './options.js';
-import { METHOD_NAMES, SCORE_KINDS, TARGET_KINDS } from '../cam/names.js';
+import { METHOD_NAMES, SCORE_KINDS, TARGET_KINDS, canonicalMethod } from '../cam/names.js';
 import { PAIR_BY } from '../batch/compare.js';
 import { COLORMAPS } from '../render/colormap.js';
 import { METRIC_NAMES, METRIC_STEPS } from '../metrics/names.js';
@@ -280,16 +280,48 @@ Examples:
 }
 
 /**
- * A run of one image file with a local TF.js model (`--model <folder>`)
- * runs in this thread: its model files are read while the command's modules
- * (tfjs, sharp) load, and the model's load finds them read. Folder runs may
- * load the model in workers only, and are left as they are.
+ * A run of one image file runs in this thread, and its start is a cold
+ * start: its model files (a local TF.js model, `--model <folder>`) are read
+ * while the command's modules (tfjs, sharp) load, for the model's load to
+ * find them read; and when ONNX Runtime may run it, the model's first
+ * session, as a previous run noted it, is made in a worker meanwhile
+ * (model/session-ahead.ts). Folder runs may load the model in workers only,
+ * and are left as they are.
  */
 async function readModelAhead(inputs: readonly string[], options: Record<string, unknown>): Promise<void> {
+  if (inputs.length !== 1 || statSync(inputs[0]!, { throwIfNoEntry: false })?.isFile() !== true) return;
   const model = options['model'];
-  if (typeof model !== 'string' || inputs.length !== 1 || statSync(inputs[0]!, { throwIfNoEntry: false })?.isFile() !== true) return;
+  if (mayRunOnOnnxRuntime(options)) {
+    sessionAhead = import('../model/session-ahead.js');
+    (await sessionAhead).startModelSessionAhead(typeof model === 'string' ? model : undefined);
+  }
+  if (typeof model !== 'string') return;
   const { readModelAhead: startReading } = await import('../model/io.js');
   void startReading(model);
+}
+
+/** Set once a session may have been started ahead: the run closes what it did not take before it ends. */
+let sessionAhead: Promise<typeof import('../model/session-ahead.js')> | undefined;
+
+/** Whether the command may run on ONNX Runtime: not under --engine tfjs (or CAMVIZ_ENGINE=tfjs), nor for guided backprop (wholly on tfjs). */
+function mayRunOnOnnxRuntime(options: Record<string, unknown>): boolean {
+  const engine = options['engine'] ?? process.env['CAMVIZ_ENGINE'] ?? 'auto';
+  return typeof engine === 'string' && engine.toLowerCase() !== 'tfjs' && !isGuidedBackprop(options['method']);
+}
+
+/** Whether `method` names guided backprop; an unknown name is the command's to report, with its other usage errors. */
+function isGuidedBackprop(method: unknown): boolean {
+  try {
+    return typeof method === 'string' && canonicalMethod(method) === 'guidedbackprop';
+  } catch {
+    return false;
+  }
+}
+
+/** Ends the sessions made ahead that the run did not take: a worker must not be stopped inside ONNX Runtime by the process's exit. */
+async function closeSessionsAhead(): Promise<void> {
+  const module = await sessionAhead?.catch(() => undefined);
+  await module?.closeSessionsAhead();
 }
 
 function resizeHelp(): string {
@@ -308,8 +340,10 @@ export async function main(argv: readonly string[]): Promise<number> {
   if (verbose) process.env['CAMVIZ_VERBOSE'] = '1';
   try {
     await program.parseAsync(argv as string[]);
+    await closeSessionsAhead();
     return exitCode;
   } catch (error) {
+    await closeSessionsAhead();
     if (error instanceof CommanderError) {
       // Help and version are not errors; commander has printed the usage problem.
       return error.exitCode === 0 ? 0 : 2;

@@ -347,6 +347,11 @@ export function onSavedGraph(listener: ((path: string, event: SavedGraphEvent) =
 }
 
 /** Tells the listener; what it fails at never fails the session. */
+/** Says that the graph saved for `cacheKey` in `folder` was read for a session, elsewhere (a worker's: its listener is not this thread's). */
+export function savedGraphRead(ort: OrtModule, cacheKey: string, folder: string): Promise<void> {
+  return tellSavedGraph(savedGraphPath(ort, cacheKey, folder), 'read');
+}
+
 async function tellSavedGraph(path: string, event: SavedGraphEvent): Promise<void> {
   await savedGraphListener?.(path, event).catch(() => undefined);
 }

@@ -17,6 +17,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { CamvizError, describeError } from '../util/errors.js';
+import type { OrtValueMetadata } from '../engine/onnxruntime.js';
 import type { FromHostWorker, HostValue, HostWorkerData, ToHostWorker } from './ort-host-worker.js';
 
 export type { HostValue } from './ort-host-worker.js';
@@ -43,6 +44,8 @@ export class OrtHostPool {
   private readonly workers: HostWorker[];
   /** The outputs every worker's session holds (a batch fetches some of them). */
   readonly outputNames: readonly string[];
+  /** What the first worker ready said of its session's inputs (empty until then). */
+  inputMetadata: readonly OrtValueMetadata[] = [];
   private nextId = 0;
   private closed = false;
   /** Called when a worker becomes ready or stops. */
@@ -144,6 +147,7 @@ export class OrtHostPool {
     switch (message.type) {
       case 'ready':
         entry.ready = true;
+        if (this.inputMetadata.length === 0) this.inputMetadata = message.inputMetadata;
         if (this.closed) entry.worker.postMessage({ type: 'close' } satisfies ToHostWorker);
         this.wake();
         return;

@@ -6,7 +6,7 @@
  * graph the main thread's session saved when there is one.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { type OrtModule, type OrtSession, loadOnnxRuntime, withSession } from '../engine/onnxruntime.js';
+import { type OrtModule, type OrtSession, type OrtValueMetadata, loadOnnxRuntime, withSession } from '../engine/onnxruntime.js';
 import { describeError } from '../util/errors.js';
 
 /** What a host worker starts with. */
@@ -20,7 +20,21 @@ export interface HostWorkerData {
   readonly inputName: string;
   /** The session's outputs (all that a batch may fetch). */
   readonly outputNames: readonly string[];
+  /** Intra-op threads (default 1: the pool's parallelism is its workers). */
+  readonly threads?: number;
+  /** ORT's memory pattern (default off: see below). */
+  readonly memoryPattern?: boolean;
+  /**
+   * Run one pass of zeros before saying ready, so that the first real pass
+   * does not pay the session's first-pass cost (its arena's allocations:
+   * about 30 ms for MobileNet v1): a session made ahead (ort-session-ahead.ts)
+   * pays it while the main thread is still loading.
+   */
+  readonly warmUp?: boolean;
 }
+
+/** The most values a warm-up pass's input may hold (64 MB): dims read from a session, bounded all the same. */
+const MAX_WARM_UP_VALUES = 16 * 1024 * 1024;
 
 /** A fetched value as plain data (ORT's tensor is released in the worker). */
 export interface HostValue {
@@ -35,7 +49,8 @@ export type ToHostWorker =
   | { readonly type: 'close' };
 
 export type FromHostWorker =
-  | { readonly type: 'ready' }
+  /** `inputMetadata`: what the session says of its inputs (a session made ahead stands for one of this thread's). */
+  | { readonly type: 'ready'; readonly inputMetadata: readonly OrtValueMetadata[] }
   | { readonly type: 'failed'; readonly error: string }
   /** `input`: the batch's data, handed back (transferred) so that its buffer is used again. */
   | { readonly type: 'done'; readonly id: number; readonly outputs: Readonly<Record<string, HostValue>>; readonly input: Float32Array }
@@ -55,8 +70,9 @@ async function main(): Promise<void> {
       if (data.bytes === undefined) throw new Error('the saved optimised graph did not load');
       return data.bytes;
     };
-    // One intra-op thread: the pool's parallelism is its workers. No memory pattern: a fresh session's second pass then costs no more than the next ones.
-    session = await withSession(ort, data.cacheKey, bytes, 1, async (made) => made, data.optimizedFolder, { memoryPattern: false });
+    // One intra-op thread by default: the pool's parallelism is its workers. No memory pattern by default: a fresh session's second pass then costs no more than the next ones.
+    session = await withSession(ort, data.cacheKey, bytes, data.threads ?? 1, async (made) => made, data.optimizedFolder, { memoryPattern: data.memoryPattern ?? false });
+    if (data.warmUp === true) await warmUp(ort, session, data);
   } catch (error) {
     port.postMessage({ type: 'failed', error: describeError(error) } satisfies FromHostWorker);
     return;
@@ -76,7 +92,28 @@ async function main(): Promise<void> {
       (error: unknown) => port.postMessage({ type: 'error', id: message.id, error: describeError(error) } satisfies FromHostWorker),
     );
   });
-  port.postMessage({ type: 'ready' } satisfies FromHostWorker);
+  port.postMessage({ type: 'ready', inputMetadata: session.inputMetadata.map(plainMetadata) } satisfies FromHostWorker);
+}
+
+/** The metadata as plain data (what a message can carry). */
+function plainMetadata(metadata: OrtValueMetadata): OrtValueMetadata {
+  return metadata.isTensor ? { name: metadata.name, isTensor: true, shape: [...metadata.shape] } : { name: metadata.name, isTensor: false };
+}
+
+/**
+ * One pass of zeros through the session, of its declared input shape (a
+ * batch of one where the batch is free); none when another dimension is
+ * free or the input would be unreasonably large.
+ */
+async function warmUp(ort: OrtModule, session: OrtSession, data: HostWorkerData): Promise<void> {
+  const metadata = session.inputMetadata.find((input) => input.name === data.inputName);
+  if (metadata?.isTensor !== true) return;
+  const dims = metadata.shape.map((dim, axis) => (typeof dim === 'number' && dim > 0 ? dim : axis === 0 ? 1 : undefined));
+  if (dims.some((dim) => dim === undefined)) return;
+  const size = (dims as number[]).reduce((product, dim) => product * dim, 1);
+  if (size > MAX_WARM_UP_VALUES) return;
+  const results = await session.run({ [data.inputName]: new ort.Tensor('float32', new Float32Array(size), dims as number[]) }, data.outputNames);
+  for (const result of Object.values(results)) result.dispose();
 }
 
 /** One batch: the fetched values copied out of ORT's buffers (released here), with the copies' buffers to transfer. */

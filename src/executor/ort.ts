@@ -17,8 +17,9 @@
 import * as tf from '../engine/tf.js';
 import { CamvizError, describeError } from '../util/errors.js';
 import { existsSync } from 'node:fs';
-import { type OrtModule, type OrtSession, type OrtTensor, loadOnnxRuntime, ortThreads, savedGraphPath, withSession } from '../engine/onnxruntime.js';
+import { type OrtModule, type OrtSession, type OrtTensor, loadOnnxRuntime, ortThreads, savedGraphPath, savedGraphRead, withSession } from '../engine/onnxruntime.js';
 import { type HostValue, OrtHostPool } from './ort-host-pool.js';
+import { type RemoteSession, type SessionAheadSpec, takeSessionAhead } from './ort-session-ahead.js';
 import { isHooked } from '../hooks/registry.js';
 import type { Executor } from './executor.js';
 import type * as tfl from '../engine/tfl.js';
@@ -115,7 +116,7 @@ export async function createOrtExecutor(network: Network, trunk: OnnxTrunk, opti
     minImages: options.hostWorkerMinImages ?? HOST_WORKER_MIN_IMAGES,
   });
   // Only this session's optimised graph is kept: it is the one every run starts with, and one a model bounds the cache.
-  await executor.withSession(executor.firstSessionValues(options.expectedLayers ?? []), async () => undefined, options.optimizedFolder);
+  await executor.withSession(executor.firstSessionValues(options.expectedLayers ?? []), async () => undefined, options.optimizedFolder, true);
   return executor;
 }
 
@@ -148,6 +149,14 @@ export class OrtExecutor implements Executor {
   private readonly freeBuffers = new Map<number, Float32Array[]>();
   /** Every buffer `hostInputBuffer` made: only those are transferred to a worker (detached until it hands them back). */
   private readonly ownBuffers = new WeakSet<Float32Array>();
+  /** Sessions made ahead in a worker that this executor took (ort-session-ahead.ts), by session key. */
+  private readonly remoteSessions = new Map<string, RemoteSession>();
+  /**
+   * The first session: what a later process may make ahead in a worker
+   * (model/session-ahead.ts notes it), and whether this one was (then there
+   * is nothing new to note).
+   */
+  firstSession: { readonly spec: Omit<SessionAheadSpec, 'optimizedFolder'>; readonly madeAhead: boolean } | undefined;
 
   /** @internal use `createOrtExecutor` */
   constructor(
@@ -253,7 +262,9 @@ export class OrtExecutor implements Executor {
     const pool = this.hostPool;
     this.hostPool = undefined;
     this.freeBuffers.clear();
-    await pool?.close();
+    const remotes = [...this.remoteSessions.values()];
+    this.remoteSessions.clear();
+    await Promise.all([pool?.close(), ...remotes.map((remote) => remote.release())]);
   }
 
   /** The host workers, started for these outputs: their sessions load the saved optimised graph, else get the model's bytes. */
@@ -432,11 +443,17 @@ export class OrtExecutor implements Executor {
    * @internal Runs `use` with a session whose graph outputs include
    * `values`: one made before whose outputs hold them (the smallest), else
    * one made for these names (its optimised graph kept in `optimizedFolder`
-   * when given).
+   * when given). `first`: this is the executor's first session, which may
+   * have been made ahead in a worker (ort-session-ahead.ts).
    */
-  async withSession<T>(values: readonly OnnxValue[], use: (session: OrtSession) => Promise<T>, optimizedFolder?: string): Promise<T> {
+  async withSession<T>(values: readonly OnnxValue[], use: (session: OrtSession) => Promise<T>, optimizedFolder?: string, first = false): Promise<T> {
     const names = this.sessionOutputsFor(sortedValueNames(values));
     const key = this.sessionKey(names);
+    const remote = await this.remoteSession(key, first, optimizedFolder);
+    if (remote !== undefined) {
+      this.sessionMade(remote, names);
+      return use(remote);
+    }
     let created = false;
     try {
       return await withSession(
@@ -446,8 +463,8 @@ export class OrtExecutor implements Executor {
         this.threads,
         (session) => {
           created = true;
-          this.batchOfOne ??= fixedBatchOfOne(session);
-          if (!this.outputSets.some((set) => set.join('\u0000') === names.join('\u0000'))) this.outputSets.push(names);
+          this.sessionMade(session, names);
+          if (first) this.firstSession ??= { spec: { sessionKey: key, inputName: this.trunk.input.name, outputNames: names, threads: this.threads }, madeAhead: false };
           return use(session);
         },
         optimizedFolder,
@@ -457,6 +474,35 @@ export class OrtExecutor implements Executor {
       if (created) throw error;
       throw new OrtModelRejectedError(describeError(error), this.file);
     }
+  }
+
+  /** What the executor learns from a session it runs on: the input's batch, and the outputs sessions hold. */
+  private sessionMade(session: OrtSession, names: readonly string[]): void {
+    this.batchOfOne ??= fixedBatchOfOne(session);
+    if (!this.outputSets.some((set) => set.join('\u0000') === names.join('\u0000'))) this.outputSets.push([...names]);
+  }
+
+  /**
+   * The session made ahead for `key` that this executor took (its first
+   * session only is looked for), while its worker still runs; undefined
+   * otherwise (a worker that failed is forgotten: a session of this thread
+   * takes over).
+   */
+  private async remoteSession(key: string, first: boolean, optimizedFolder: string | undefined): Promise<RemoteSession | undefined> {
+    let remote = this.remoteSessions.get(key);
+    if (remote === undefined && first && optimizedFolder !== undefined) {
+      remote = await takeSessionAhead(key, this.threads, optimizedFolder);
+      if (remote !== undefined) {
+        // Its saved graph was used: the cache's bound keeps it as recently used.
+        await savedGraphRead(this.ort, key, optimizedFolder);
+        this.remoteSessions.set(key, remote);
+        this.firstSession = { spec: { sessionKey: key, inputName: this.trunk.input.name, outputNames: remote.outputNames, threads: this.threads }, madeAhead: true };
+      }
+    }
+    if (remote === undefined || remote.usable) return remote;
+    this.remoteSessions.delete(key);
+    void remote.release().catch(() => undefined);
+    return undefined;
   }
 
   /** The session cache's key of the model with these outputs (it also names the saved optimised graph). */

@@ -15,6 +15,8 @@ import { defaultTarget } from '../executor/layers.js';
 import { CamvizError, UsageError, describeError } from '../util/errors.js';
 import type { ModelSourceFiles } from './io.js';
 import type { BuiltOnnxModel } from './onnx/build.js';
+import { closeSessionsAhead, sessionAheadPending } from '../executor/ort-session-ahead.js';
+import { noteFirstSession } from './session-ahead.js';
 
 export type EngineKind = 'onnxruntime' | 'tfjs';
 export type EngineFallback = 'unavailable' | 'rejected';
@@ -85,6 +87,15 @@ export const ORT_INSTALL_HINT =
  * a CamvizError naming the file when ONNX Runtime refuses the model then.
  */
 export async function chooseEngine(model: EngineSubject, request: EngineRequest): Promise<ChosenEngine> {
+  try {
+    return await chooseEngineNow(model, request);
+  } finally {
+    // A session made ahead that the choice did not take (tfjs chosen, another model or size) is of no more use.
+    if (sessionAheadPending()) await closeSessionsAhead();
+  }
+}
+
+async function chooseEngineNow(model: EngineSubject, request: EngineRequest): Promise<ChosenEngine> {
   const network = model.network();
   if (request.choice === 'tfjs') return { executor: network, report: { kind: 'tfjs', requested: 'tfjs' } };
   if (request.choice === 'auto' && request.tfjsOnly !== undefined) return tfjsBecause(network, request, request.tfjsOnly);
@@ -126,12 +137,15 @@ async function ortExecutor(
     // The default CAM target is what a CAM command without --layer differentiates: its first session holds it.
     const target = defaultTarget(network, model.meta.targetLayer);
     const { onnxCacheDir } = await import('./onnx-writer/cache.js');
+    const folder = onnxCacheDir();
     const executor = await createOrtExecutor(network, trunk, {
       file: model.meta.modelJsonPath,
-      optimizedFolder: onnxCacheDir(),
+      optimizedFolder: folder,
       ...(request.threads === undefined ? {} : { threads: request.threads }),
       ...(target === undefined ? {} : { expectedLayers: [target] }),
     });
+    // What the next run may make ahead, in a worker, while it loads (model/session-ahead.ts).
+    if (executor.firstSession?.madeAhead === false) await noteFirstSession(model.meta.modelJsonPath, executor.firstSession.spec, folder);
     return { executor, report: { kind: 'onnxruntime', requested: request.choice, version: ort.version, threads: ortThreads(request.threads) } };
   } catch (error) {
     if (error instanceof OrtUnavailableError) return withoutOrt(network, request, error.message);

@@ -86,13 +86,19 @@ export function zooOrigin(): { kind: 'url'; base: URL } | { kind: 'folder'; path
 
 export type { FetchLog } from './download.js';
 
-/** The local model.json of a zoo entry, downloading it into the cache if needed. */
-export async function zooModelJson(entry: ZooEntry, log?: FetchLog): Promise<string> {
+/** Where a zoo entry's model.json is, or will be once downloaded: the embedded copy, the zoo folder's, or the download cache's. */
+export function zooModelJsonPath(entry: ZooEntry): string {
   if (entry.embedded !== undefined) return join(packageRoot, entry.embedded, 'model.json');
   const origin = zooOrigin();
-  if (origin.kind === 'folder') return join(origin.path, entry.name, 'model.json');
+  return join(origin.kind === 'folder' ? origin.path : join(cacheRoot(), 'zoo'), entry.name, 'model.json');
+}
+
+/** The local model.json of a zoo entry, downloading it into the cache if needed. */
+export async function zooModelJson(entry: ZooEntry, log?: FetchLog): Promise<string> {
+  const origin = zooOrigin();
+  if (entry.embedded !== undefined || origin.kind === 'folder') return zooModelJsonPath(entry);
   const url = new URL(`${entry.name}/model.json`, origin.base);
-  const folder = join(cacheRoot(), 'zoo', entry.name);
+  const folder = dirname(zooModelJsonPath(entry));
   const options = { ...(entry.sha256 === undefined ? {} : { sha256: entry.sha256 }), ...(log === undefined ? {} : { log }) };
   try {
     return await cachedModel(entry.name, url, folder, options);

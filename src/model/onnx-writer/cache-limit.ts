@@ -1,10 +1,19 @@
 /**
- * The ONNX cache's size bound, read from CAMVIZ_ONNX_CACHE_MB. Its own
- * module, free of the writer and the pruning, so that the command line can
- * check the variable before any work (a usage error for every command and
- * model, not only where the cache is written).
+ * Where the ONNX cache is, and its size bound, read from
+ * CAMVIZ_ONNX_CACHE_MB. Their own module, free of the writer and the
+ * pruning, so that the command line can check the variable before any work
+ * (a usage error for every command and model, not only where the cache is
+ * written) and find a session to make ahead (../session-ahead.ts) without
+ * loading tfjs.
  */
+import { join } from 'node:path';
 import { UsageError } from '../../util/errors.js';
+import { cacheRoot } from '../zoo.js';
+
+/** The default cache folder of written ONNX models and saved ONNX Runtime sessions. */
+export function onnxCacheDir(): string {
+  return join(cacheRoot(), 'onnx');
+}
 
 /** The size bound of the ONNX cache in MiB when CAMVIZ_ONNX_CACHE_MB is unset. */
 export const DEFAULT_ONNX_CACHE_MB = 1024;

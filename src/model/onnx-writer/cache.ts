@@ -30,6 +30,7 @@
  * an entry is written, and after ONNX Runtime saves a session in it (told
  * through onSavedGraph). A hit only touches the entry's mtime.
  */
+import { onnxCacheDir } from './cache-limit.js';
 import { createHash } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -44,7 +45,6 @@ import { CamvizError } from '../../util/errors.js';
 import { VERSION } from '../../util/version.js';
 import type { CamvizModel } from '../load.js';
 import { type FileIdentity, type ModelSourceFiles, sha256Hex } from '../io.js';
-import { cacheRoot } from '../zoo.js';
 import { CONVERTERS, OnnxWriteError, UnsupportedLayerError } from './layers.js';
 import { entryStem, markUsed, onnxCacheLimitBytes, pruneOnnxCache, touch } from './prune.js';
 import { type OnnxInputSize, type ValueTable, WRITER_VERSION, type WrittenModel, WrittenTrunk, writeOnnxModel } from './write.js';
@@ -58,10 +58,8 @@ export interface OnnxTrunkOptions {
   sourceFiles?: ModelSourceFiles;
 }
 
-/** The default cache folder of written ONNX models. */
-export function onnxCacheDir(): string {
-  return join(cacheRoot(), 'onnx');
-}
+
+export { onnxCacheDir };
 
 /**
  * A saved session read is touched (the size bound's "last used"); one

@@ -1,0 +1,142 @@
+/**
+ * A session made ahead: ONNX Runtime's first session of a model, made in a
+ * worker thread while the main thread is still loading (tfjs, sharp, the
+ * model), for a one-image run's cold start. onnxruntime-node makes and
+ * runs sessions synchronously on the calling thread: loading it, its
+ * environment, the saved optimised graph and the first pass cost the main
+ * thread of a cold start about 0.1 s (MobileNet v1, README Performance),
+ * which the worker pays on the other core instead.
+ *
+ * Whoever knows which session a model's executor will make first (the
+ * command line, from a note the previous run left: model/session-ahead.ts)
+ * starts it here by its session key; the executor takes it if, and only
+ * if, its own first session has exactly that key, thread count and memory
+ * pattern (the key names the model's fingerprint and the session's outputs,
+ * so a changed model never takes a stale session), and then runs its passes
+ * on it through messages (`RemoteSession`). A session nobody takes is
+ * closed by `closeSessionsAhead`, which the command line awaits before it
+ * ends: a worker must not be terminated inside onnxruntime-node.
+ */
+import type { OrtSession, OrtTensor, OrtValueMetadata } from '../engine/onnxruntime.js';
+import { OrtHostPool } from './ort-host-pool.js';
+
+/** What identifies a session made ahead, and how to make it. */
+export interface SessionAheadSpec {
+  /** The session's key (OrtExecutor's: the trunk's cache key and the sorted output names); names its saved optimised graph. */
+  readonly sessionKey: string;
+  /** Where the saved optimised graph is (the session is made from it, or not at all). */
+  readonly optimizedFolder: string;
+  readonly inputName: string;
+  readonly outputNames: readonly string[];
+  readonly threads: number;
+}
+
+interface Started {
+  readonly spec: SessionAheadSpec;
+  readonly pool: OrtHostPool;
+}
+
+/** Sessions started and not yet taken. */
+const started: Started[] = [];
+
+/** How many sessions made ahead were taken (tests and --verbose). */
+let taken = 0;
+
+/** Starts making the session `spec` describes, in a worker. */
+export function startSessionAhead(spec: SessionAheadSpec): void {
+  if (started.some((entry) => entry.spec.sessionKey === spec.sessionKey && entry.spec.threads === spec.threads)) return;
+  const pool = new OrtHostPool(
+    1,
+    {
+      cacheKey: spec.sessionKey,
+      optimizedFolder: spec.optimizedFolder,
+      inputName: spec.inputName,
+      outputNames: spec.outputNames,
+      threads: spec.threads,
+      // Off, as for the host workers: with it, the first pass after the warm-up would allocate the planned block anew.
+      memoryPattern: false,
+      warmUp: true,
+    },
+    undefined,
+  );
+  started.push({ spec, pool });
+}
+
+/**
+ * The session made ahead with this key and thread count from the graph
+ * saved in this folder, once its worker is ready; undefined when none was
+ * started or it could not be made (the caller then makes its own). Taken
+ * once.
+ */
+export async function takeSessionAhead(sessionKey: string, threads: number, optimizedFolder: string): Promise<RemoteSession | undefined> {
+  const index = started.findIndex((entry) => entry.spec.sessionKey === sessionKey && entry.spec.threads === threads && entry.spec.optimizedFolder === optimizedFolder);
+  if (index < 0) return undefined;
+  const [entry] = started.splice(index, 1);
+  const { spec, pool } = entry!;
+  if (!(await pool.whenReady())) {
+    await pool.close();
+    return undefined;
+  }
+  taken++;
+  return new RemoteSession(pool, spec);
+}
+
+/** How many sessions made ahead this process took. */
+export function sessionsAheadTaken(): number {
+  return taken;
+}
+
+/** Whether a session is being made ahead (not yet taken nor closed). */
+export function sessionAheadPending(): boolean {
+  return started.length > 0;
+}
+
+/** Ends the sessions made ahead that nobody took (their workers finish what they are doing in ONNX Runtime first). */
+export async function closeSessionsAhead(): Promise<void> {
+  const left = started.splice(0, started.length);
+  await Promise.all(left.map((entry) => entry.pool.close()));
+}
+
+/**
+ * A session that lives in a worker (a session made ahead), seen as a
+ * session of this thread: each run posts its input and gets the fetched
+ * values back as plain data.
+ */
+export class RemoteSession implements OrtSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+
+  constructor(
+    private readonly pool: OrtHostPool,
+    spec: SessionAheadSpec,
+  ) {
+    this.inputNames = [spec.inputName];
+    this.outputNames = spec.outputNames;
+  }
+
+  get inputMetadata(): readonly OrtValueMetadata[] {
+    return this.pool.inputMetadata;
+  }
+
+  /** Whether its worker still takes runs (one that failed or ended does not: the caller makes a session of its own). */
+  get usable(): boolean {
+    return this.pool.usable;
+  }
+
+  async run(feeds: Record<string, OrtTensor>, fetches: readonly string[]): Promise<Record<string, OrtTensor>> {
+    const feed = feeds[this.inputNames[0]!];
+    if (feed === undefined || !(feed.data instanceof Float32Array)) throw new Error(`a session made ahead takes one float32 input '${this.inputNames[0]}'`);
+    // A copy of the values alone (a view's whole buffer would be cloned), moved to the worker without another copy.
+    const { outputs } = await this.pool.run(feed.data.slice(), feed.dims, fetches, true);
+    const results: Record<string, OrtTensor> = {};
+    for (const name of fetches) {
+      const value = outputs[name]!;
+      results[name] = { type: value.type, dims: value.dims, data: value.data, dispose: () => undefined };
+    }
+    return results;
+  }
+
+  release(): Promise<void> {
+    return this.pool.close();
+  }
+}

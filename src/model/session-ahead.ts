@@ -1,0 +1,127 @@
+/**
+ * Which ONNX Runtime session to make ahead for a model (executor/
+ * ort-session-ahead.ts): each run that makes a model's first session from
+ * its files notes it in `<cache>/onnx/first-sessions.json`, by the real
+ * path of the model's file (model.json, or the .onnx file); the command
+ * line of a later one-image run reads the note before it loads anything
+ * and starts that session in a worker.
+ *
+ * The note only says what to try: the executor takes the session made
+ * ahead only when its own first session has exactly its key (which names
+ * the model's fingerprint and the session's outputs), so a model changed
+ * since, another input size, a damaged or forged note cost a worker's work
+ * on the other core, never a wrong result.
+ */
+import { readFileSync, realpathSync, statSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type SessionAheadSpec, startSessionAhead } from '../executor/ort-session-ahead.js';
+
+export { closeSessionsAhead } from '../executor/ort-session-ahead.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
+import { onnxCacheDir } from './onnx-writer/cache-limit.js';
+import { DEFAULT_MODEL, zooEntry, zooModelJsonPath } from './zoo.js';
+
+/** The note of first sessions, in the ONNX cache folder. */
+export const FIRST_SESSIONS_NAME = 'first-sessions.json';
+
+/** The note keeps the models most recently noted: a few hundred bytes each. */
+const MAX_NOTES = 256;
+
+/** The most intra-op threads a noted session may have: a forged note must not start hundreds of threads. */
+const MAX_THREADS = 64;
+
+/** What is noted of a model's first session. */
+export type FirstSessionNote = Omit<SessionAheadSpec, 'optimizedFolder'>;
+
+type Notes = Record<string, FirstSessionNote>;
+
+/**
+ * Starts the first session of the model `spec` names (a path, or the
+ * embedded model's name; undefined: the default) in a worker, when a
+ * previous run noted one for its file. Synchronous and cheap (a stat, a
+ * small read): the command line calls it before loading anything. Any
+ * problem only means nothing is started.
+ */
+export function startModelSessionAhead(spec: string | undefined): void {
+  const file = modelFileOf(spec);
+  if (file === undefined) return;
+  const folder = onnxCacheDir();
+  const note = readNotesSync(join(folder, FIRST_SESSIONS_NAME))[file];
+  if (note !== undefined) startSessionAhead({ ...note, optimizedFolder: folder });
+}
+
+/**
+ * The real path of the file a model spec loads: model.json in a folder, a
+ * .json or .onnx file, a zoo model's model.json where it is already (the
+ * embedded model, the zoo's folder or download cache); undefined for
+ * anything else (a URL, a Keras file, a zoo model not yet downloaded).
+ */
+function modelFileOf(spec: string | undefined): string | undefined {
+  const entry = zooEntry(spec ?? DEFAULT_MODEL);
+  const path = entry === undefined ? spec : zooModelJsonPath(entry);
+  if (path === undefined) return undefined;
+  try {
+    const info = statSync(path);
+    const file = info.isDirectory() ? join(path, 'model.json') : path;
+    return /\.(json|onnx)$/i.test(file) ? realpathSync(file) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Notes the first session of the model read from `modelFile`, unless it
+ * was made ahead (then it is noted already) or is noted as it is. Best
+ * effort: a note that cannot be written costs the next run its head start.
+ */
+export async function noteFirstSession(modelFile: string, note: FirstSessionNote, folder = onnxCacheDir()): Promise<void> {
+  try {
+    const key = realpathSync(modelFile);
+    const path = join(folder, FIRST_SESSIONS_NAME);
+    const notes = parseNotes(await readFile(path, 'utf8').catch(() => ''));
+    if (JSON.stringify(notes[key]) === JSON.stringify(note)) return;
+    const entries = Object.entries(notes).filter(([other]) => other !== key);
+    entries.push([key, note]);
+    await mkdir(folder, { recursive: true });
+    await writeFileAtomic(path, `${JSON.stringify({ entries: Object.fromEntries(entries.slice(-MAX_NOTES)) })}\n`, { durable: false });
+  } catch {
+    // The session is made; only the next run's head start is lost.
+  }
+}
+
+function readNotesSync(path: string): Notes {
+  try {
+    return parseNotes(readFileSync(path, 'utf8'));
+  } catch {
+    return {};
+  }
+}
+
+/** The notes in `text`, each checked; none when it is not a note file. */
+function parseNotes(text: string): Notes {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return {};
+  }
+  const entries = (parsed as { entries?: unknown } | null)?.entries;
+  if (typeof entries !== 'object' || entries === null || Array.isArray(entries)) return {};
+  const notes: Notes = {};
+  for (const [key, value] of Object.entries(entries as Record<string, unknown>)) {
+    const note = checkedNote(value);
+    if (note !== undefined) notes[key] = note;
+  }
+  return notes;
+}
+
+function checkedNote(value: unknown): FirstSessionNote | undefined {
+  const candidate = value as Partial<Record<keyof FirstSessionNote, unknown>> | null;
+  const { sessionKey, inputName, outputNames, threads } = candidate ?? {};
+  const isName = (name: unknown): name is string => typeof name === 'string' && name.length > 0 && name.length <= 1000;
+  if (!isName(inputName) || typeof sessionKey !== 'string' || sessionKey.length > 100_000) return undefined;
+  if (!Array.isArray(outputNames) || outputNames.length === 0 || outputNames.length > 1000 || !outputNames.every(isName)) return undefined;
+  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS) return undefined;
+  return { sessionKey, inputName, outputNames, threads };
+}

@@ -1,0 +1,244 @@
+/**
+ * The first ONNX Runtime session made ahead in a worker (issue 12, cold
+ * start: src/executor/ort-session-ahead.ts, src/model/session-ahead.ts):
+ * - a run that makes a model's first session notes it by the model file's
+ *   real path; a later start made ahead from the note is taken by the
+ *   executor, whose passes then equal those of a session of its own;
+ * - a note that does not fit (another key), a damaged saved graph, a
+ *   garbage note file: nothing is taken or started, the executor makes its
+ *   own session, results are right;
+ * - the command line: the second one-image run takes the session made
+ *   ahead, with outputs byte-identical to the first; a usage error or a
+ *   model that no longer loads after the worker started ends at once, with
+ *   its one-line error and exit code.
+ * Skips with a reason when onnxruntime-node does not load.
+ */
+import { after, before, beforeEach, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cp, mkdtemp, readFile, readdir, realpath, rm, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '../src/engine/tf.js';
+import { useBackend } from '../src/engine/backend.js';
+import { SAVED_GRAPH_SUFFIX, loadOnnxRuntime, releaseOrtSessions } from '../src/engine/onnxruntime.js';
+import { OrtExecutor } from '../src/executor/ort.js';
+import { closeSessionsAhead, sessionAheadPending, sessionsAheadTaken } from '../src/executor/ort-session-ahead.js';
+import { loadModel } from '../src/model/load.js';
+import { FIRST_SESSIONS_NAME, startModelSessionAhead } from '../src/model/session-ahead.js';
+import { main } from '../src/cli/main.js';
+import { repoRoot } from './helpers/assets.js';
+import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
+import { withEnv, withEnvSync } from './helpers/env.js';
+import { tinyClassifier } from './helpers/engine-models.js';
+import { mulberry32 } from './helpers/numeric.js';
+
+const ort = loadOnnxRuntime();
+const skipOrt: string | false = ort.available ? false : `onnxruntime-node does not load: ${ort.reason}`;
+
+let workDir: string;
+let tinyOnnx: string;
+let cacheDir: string;
+
+before(async () => {
+  workDir = await mkdtemp(join(tmpdir(), 'camviz-session-ahead-'));
+  tinyOnnx = join(workDir, 'tiny.onnx');
+  await writeFile(tinyOnnx, tinyClassifier());
+  await useBackend('wasm');
+});
+after(async () => {
+  await closeSessionsAhead();
+  releaseOrtSessions();
+  await rm(workDir, { recursive: true, force: true });
+});
+
+const notesPath = (): string => join(cacheDir, 'onnx', FIRST_SESSIONS_NAME);
+
+async function readNotes(): Promise<Record<string, { sessionKey: string; inputName: string; outputNames: string[]; threads: number }>> {
+  return (JSON.parse(await readFile(notesPath(), 'utf8')) as { entries: Record<string, { sessionKey: string; inputName: string; outputNames: string[]; threads: number }> }).entries;
+}
+
+/** Seeded input values for the tiny model's [1, 16, 16, 3] input. */
+function tinyInput(): tf.Tensor4D {
+  const next = mulberry32(5);
+  return tf.tensor4d(Float32Array.from({ length: 16 * 16 * 3 }, () => next() * 2 - 1), [1, 16, 16, 3]);
+}
+
+/**
+ * As a new process would (no session cached in this one): loads the tiny
+ * model on ONNX Runtime, runs one forward pass fetching the conv layer,
+ * and says whether its first session was made ahead.
+ */
+async function tinyRun(): Promise<{ madeAhead: boolean; scores: number[]; conv: number[] }> {
+  releaseOrtSessions();
+  return withEnv('CAMVIZ_CACHE', cacheDir, async () => {
+    const model = await loadModel(tinyOnnx, { engine: 'onnxruntime' });
+    const input = tinyInput();
+    try {
+      const executor = await model.executor();
+      assert.ok(executor instanceof OrtExecutor, 'runs on ONNX Runtime');
+      const conv = executor.graph.nodes.find((node) => node.path === 'relu' || node.path.endsWith('relu'));
+      assert.ok(conv !== undefined, 'the tiny model has its relu layer');
+      const values = await executor.forward(input, { layers: [conv] });
+      try {
+        return {
+          madeAhead: executor.firstSession?.madeAhead === true,
+          scores: Array.from(values.scores.dataSync()),
+          conv: Array.from(values.layers.get(conv.path)!.dataSync()),
+        };
+      } finally {
+        tf.dispose([values.output, values.scores, values.probabilities, ...values.layers.values()]);
+      }
+    } finally {
+      input.dispose();
+      model.dispose();
+    }
+  });
+}
+
+/** Starts the session the note names for the tiny model, as the command line does. */
+function startAhead(): void {
+  withEnvSync('CAMVIZ_CACHE', cacheDir, () => startModelSessionAhead(tinyOnnx));
+}
+
+describe('a first session made ahead', { skip: skipOrt }, () => {
+  let reference: { scores: number[]; conv: number[] };
+
+  beforeEach(async () => {
+    cacheDir = await mkdtemp(join(workDir, 'cache-'));
+    const first = await tinyRun();
+    assert.equal(first.madeAhead, false, 'nothing was noted before the first run');
+    reference = first;
+  });
+
+  test('is noted by the model file\'s real path, taken by the next executor, and gives the same values', async () => {
+    const notes = await readNotes();
+    const note = notes[await realpath(tinyOnnx)];
+    assert.ok(note !== undefined, `noted: ${Object.keys(notes).join(', ')}`);
+    assert.equal(note.inputName, 'input');
+    assert.ok(note.outputNames.includes('logits'), note.outputNames.join(', '));
+    const taken = sessionsAheadTaken();
+    startAhead();
+    assert.ok(sessionAheadPending());
+    const second = await tinyRun();
+    assert.equal(second.madeAhead, true);
+    assert.equal(sessionsAheadTaken(), taken + 1);
+    assert.ok(!sessionAheadPending());
+    assert.deepEqual(second.scores, reference.scores);
+    assert.deepEqual(second.conv, reference.conv);
+  });
+
+  test('whose key does not fit is not taken: closed when the engine is chosen, the executor makes its own', async () => {
+    const notes = await readNotes();
+    const key = await realpath(tinyOnnx);
+    await writeFile(notesPath(), JSON.stringify({ entries: { [key]: { ...notes[key]!, sessionKey: `${notes[key]!.sessionKey}x` } } }));
+    startAhead();
+    assert.ok(sessionAheadPending());
+    const second = await tinyRun();
+    assert.equal(second.madeAhead, false);
+    assert.ok(!sessionAheadPending(), 'closed once the engine was chosen');
+    assert.deepEqual(second.scores, reference.scores);
+    // The run noted its own key again.
+    assert.equal((await readNotes())[key]!.sessionKey, notes[key]!.sessionKey);
+  });
+
+  test('from a damaged saved graph fails in its worker: the executor makes its own session', async () => {
+    const saved = (await readdir(join(cacheDir, 'onnx'))).filter((name) => name.endsWith(SAVED_GRAPH_SUFFIX));
+    assert.equal(saved.length, 1, saved.join(', '));
+    await truncate(join(cacheDir, 'onnx', saved[0]!), 100);
+    startAhead();
+    const second = await tinyRun();
+    assert.equal(second.madeAhead, false);
+    assert.deepEqual(second.scores, reference.scores);
+    assert.deepEqual(second.conv, reference.conv);
+  });
+
+  test('is not started from a garbage note file or a note with bad fields', async () => {
+    const key = await realpath(tinyOnnx);
+    const notes = await readNotes();
+    const bad: readonly unknown[] = [
+      'not json',
+      '[]',
+      JSON.stringify({ entries: [] }),
+      JSON.stringify({ entries: { [key]: { ...notes[key]!, threads: 0 } } }),
+      JSON.stringify({ entries: { [key]: { ...notes[key]!, outputNames: [] } } }),
+      JSON.stringify({ entries: { [key]: { ...notes[key]!, inputName: 7 } } }),
+    ];
+    for (const text of bad) {
+      await writeFile(notesPath(), String(text));
+      startAhead();
+      assert.ok(!sessionAheadPending(), String(text));
+    }
+    const second = await tinyRun();
+    assert.deepEqual(second.scores, reference.scores);
+  });
+});
+
+const shapesImage = join(repoRoot, 'fixtures', 'shapes', 'circle-star.png');
+
+function camviz(args: readonly string[], cache: string): Promise<CliRun> {
+  const env = cliEnv(cache);
+  for (const name of ['CAMVIZ_ENGINE', 'CAMVIZ_ORT_THREADS', 'CAMVIZ_ORT_MODULE', 'CAMVIZ_VERBOSE']) delete env[name];
+  return runCli(args, { cwd: workDir, env, timeoutMs: 120_000 });
+}
+
+describe('the command line makes the noted session ahead', { skip: skipOrt }, () => {
+  test('the second one-image run takes it (in this process), with the first run\'s outputs byte for byte', async () => {
+    const cache = await mkdtemp(join(workDir, 'cli-'));
+    const args = (out: string): string[] => ['gradcam', shapesImage, '--model', 'shapes', '--engine', 'onnxruntime', '--out', out, '--json'];
+    const first = await camviz(args(join(workDir, 'out-1')), cache);
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(first.stderr, '');
+    const modelJson = await realpath(join(repoRoot, 'models', 'shapes', 'model.json'));
+    assert.ok((JSON.parse(await readFile(join(cache, 'onnx', FIRST_SESSIONS_NAME), 'utf8')) as { entries: Record<string, unknown> }).entries[modelJson] !== undefined);
+
+    // The second run in this process, so that what it took can be seen.
+    releaseOrtSessions();
+    const taken = sessionsAheadTaken();
+    const outTwo = join(workDir, 'out-2');
+    const written: string[] = [];
+    const code = await withEnv('CAMVIZ_CACHE', cache, () =>
+      withEnv('CAMVIZ_ENGINE', undefined, () => captureStdout(written, () => main(['node', 'camviz', ...args(outTwo)]))),
+    );
+    assert.equal(code, 0);
+    assert.equal(sessionsAheadTaken(), taken + 1, 'the session made ahead was taken');
+    assert.ok(!sessionAheadPending());
+    const firstRecords = JSON.parse(first.stdout) as { png: string; score: number }[];
+    const secondRecords = JSON.parse(written.join('')) as { png: string; score: number }[];
+    assert.deepEqual(secondRecords.map((record) => record.score), firstRecords.map((record) => record.score));
+    for (const [i, record] of firstRecords.entries()) {
+      assert.deepEqual(await readFile(record.png), await readFile(secondRecords[i]!.png), record.png);
+    }
+  });
+
+  test('a usage error, or a model that no longer loads, after the worker started ends at once with its error', async () => {
+    const cache = await mkdtemp(join(workDir, 'cli-'));
+    const model = join(workDir, 'shapes-copy');
+    await cp(join(repoRoot, 'models', 'shapes'), model, { recursive: true });
+    const run = (extra: readonly string[]): Promise<CliRun> => camviz(['gradcam', shapesImage, '--model', model, '--engine', 'onnxruntime', '--out', join(workDir, 'out-3'), '--quiet', ...extra], cache);
+    const noted = await run([]);
+    assert.equal(noted.code, 0, noted.stderr);
+    const usage = await run(['--alpha', '7']);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /^camviz: --alpha '7' must be a number from 0 to 1\n$/);
+    await writeFile(join(model, 'model.json'), '{ not json');
+    const broken = await run([]);
+    assert.equal(broken.code, 1);
+    assert.equal(broken.signal, null);
+    assert.match(broken.stderr, /model\.json is not valid JSON/);
+    assert.equal(broken.stderr.trim().split('\n').length, 1, broken.stderr);
+  });
+});
+
+/** Runs `run` with process.stdout's writes collected into `written` instead of printed. */
+async function captureStdout<T>(written: string[], run: () => Promise<T>): Promise<T> {
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((chunk: string | Uint8Array): boolean => {
+    written.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
+    return true;
+  }) as typeof process.stdout.write;
+  try {
+    return await run();
+  } finally {
+    process.stdout.write = write;
+  }
+}
