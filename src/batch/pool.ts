@@ -3,6 +3,7 @@
  * with its own backend and model. Either way a batch's outcome does not
  * depend on where it ran, so outputs are identical for any --jobs.
  */
+import { workerExecArgv } from '../util/worker-args.js';
 import { Worker } from 'node:worker_threads';
 import { CamvizError, UsageError } from '../util/errors.js';
 import type { Task } from '../tasks/index.js';
@@ -119,7 +120,7 @@ export class WorkerPool implements Executor {
   }
 
   static async start(options: TaskOptions, jobs: number, failFast = false): Promise<WorkerPool> {
-    const workers = Array.from({ length: jobs }, () => new Worker(new URL('./worker.js', import.meta.url), { workerData: { options, failFast } satisfies WorkerData }));
+    const workers = Array.from({ length: jobs }, () => new Worker(new URL('./worker.js', import.meta.url), { workerData: { options, failFast } satisfies WorkerData, execArgv: workerExecArgv() }));
     const ready = workers.map(
       (worker) =>
         new Promise<Extract<FromWorker, { type: 'ready' }>>((resolve, reject) => {

@@ -17,6 +17,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { CamvizError, describeError } from '../util/errors.js';
+import { workerExecArgv } from '../util/worker-args.js';
 import type { OrtValueMetadata } from '../engine/onnxruntime.js';
 import type { FromHostWorker, HostValue, HostWorkerData, ToHostWorker } from './ort-host-worker.js';
 
@@ -46,6 +47,8 @@ export class OrtHostPool {
   readonly outputNames: readonly string[];
   /** What the first worker ready said of its session's inputs (empty until then). */
   inputMetadata: readonly OrtValueMetadata[] = [];
+  /** What the first worker ready said of ONNX Runtime's version and the saved graph its session may have come from. */
+  started: { readonly version: string; readonly savedGraph?: string } | undefined;
   private nextId = 0;
   private closed = false;
   /** Called when a worker becomes ready or stops. */
@@ -130,7 +133,7 @@ export class OrtHostPool {
   }
 
   private startWorker(data: HostWorkerData): HostWorker {
-    const worker = new Worker(new URL('./ort-host-worker.js', import.meta.url), { workerData: data });
+    const worker = new Worker(new URL('./ort-host-worker.js', import.meta.url), { workerData: data, execArgv: workerExecArgv() });
     // Idle workers do not keep the process alive; one with batches in flight does (see run).
     worker.unref();
     const entry: HostWorker = { worker, ready: false, exited: false, stopped: undefined, pending: new Map() };
@@ -147,7 +150,10 @@ export class OrtHostPool {
     switch (message.type) {
       case 'ready':
         entry.ready = true;
-        if (this.inputMetadata.length === 0) this.inputMetadata = message.inputMetadata;
+        if (this.started === undefined) {
+          this.inputMetadata = message.inputMetadata;
+          this.started = { version: message.version, ...(message.savedGraph === undefined ? {} : { savedGraph: message.savedGraph }) };
+        }
         if (this.closed) entry.worker.postMessage({ type: 'close' } satisfies ToHostWorker);
         this.wake();
         return;
