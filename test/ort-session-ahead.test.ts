@@ -16,8 +16,10 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cp, mkdtemp, readFile, readdir, realpath, rm, truncate, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import * as tf from '../src/engine/tf.js';
 import { useBackend } from '../src/engine/backend.js';
 import { SAVED_GRAPH_SUFFIX, loadOnnxRuntime, releaseOrtSessions } from '../src/engine/onnxruntime.js';
@@ -208,6 +210,27 @@ describe('the command line makes the noted session ahead', { skip: skipOrt }, ()
     for (const [i, record] of firstRecords.entries()) {
       assert.deepEqual(await readFile(record.png), await readFile(secondRecords[i]!.png), record.png);
     }
+  });
+
+  test('a run whose first session was made ahead does not load ONNX Runtime in its main thread', async () => {
+    const cache = await mkdtemp(join(workDir, 'cli-'));
+    const args = ['gradcam', shapesImage, '--model', 'shapes', '--engine', 'onnxruntime', '--out', join(workDir, 'out-4'), '--quiet'];
+    const noted = await camviz(args, cache);
+    assert.equal(noted.code, 0, noted.stderr);
+    const script = `
+      import { createRequire } from 'node:module';
+      const { main } = await import(${JSON.stringify(pathToFileURL(join(repoRoot, 'dist', 'src', 'cli', 'main.js')).href)});
+      const { sessionsAheadTaken } = await import(${JSON.stringify(pathToFileURL(join(repoRoot, 'dist', 'src', 'executor', 'ort-session-ahead.js')).href)});
+      const code = await main(['node', 'camviz', ...${JSON.stringify(args)}]);
+      const loaded = Object.keys(createRequire(import.meta.url).cache).filter((path) => path.includes('onnxruntime'));
+      process.stderr.write(JSON.stringify({ code, taken: sessionsAheadTaken(), loaded }));
+    `;
+    const env = cliEnv(cache);
+    for (const name of ['CAMVIZ_ENGINE', 'CAMVIZ_ORT_THREADS', 'CAMVIZ_ORT_MODULE', 'CAMVIZ_VERBOSE']) delete env[name];
+    const stderr = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, ['--input-type=module', '-e', script], { cwd: workDir, env, timeout: 120_000 }, (error, _stdout, output) => (error === null ? resolve(output) : reject(new Error(`${error.message}\n${output}`))));
+    });
+    assert.deepEqual(JSON.parse(stderr), { code: 0, taken: 1, loaded: [] });
   });
 
   test('a usage error, or a model that no longer loads, after the worker started ends at once with its error', async () => {

@@ -88,6 +88,36 @@ export function loadOnnxRuntime(): OnnxRuntimeStatus {
   return loaded.status;
 }
 
+/**
+ * ONNX Runtime known to load (a worker of this process loaded it: a
+ * session made ahead, executor/ort-session-ahead.ts) as a module that this
+ * thread loads on first use only: onnxruntime-node's JS and its binding's
+ * start cost the main thread about 18 ms even with the library loaded, and
+ * a run whose passes all go to that worker never needs them here.
+ */
+export function lazyOnnxRuntime(version: string): Extract<OnnxRuntimeStatus, { available: true }> {
+  const module = (): OrtModule => {
+    const status = loadOnnxRuntime();
+    if (!status.available) throw new Error(`ONNX Runtime is unavailable: ${status.reason}`);
+    return status.module;
+  };
+  return {
+    available: true,
+    version,
+    module: {
+      get InferenceSession() {
+        return module().InferenceSession;
+      },
+      get Tensor() {
+        return module().Tensor;
+      },
+      get env() {
+        return module().env;
+      },
+    },
+  };
+}
+
 function tryLoad(specifier: string): OnnxRuntimeStatus {
   optOutOfTelemetry();
   let module: OrtModule;
@@ -347,9 +377,9 @@ export function onSavedGraph(listener: ((path: string, event: SavedGraphEvent) =
 }
 
 /** Tells the listener; what it fails at never fails the session. */
-/** Says that the graph saved for `cacheKey` in `folder` was read for a session, elsewhere (a worker's: its listener is not this thread's). */
-export function savedGraphRead(ort: OrtModule, cacheKey: string, folder: string): Promise<void> {
-  return tellSavedGraph(savedGraphPath(ort, cacheKey, folder), 'read');
+/** Says that the graph saved at `path` was read for a session elsewhere (a worker's: its listener is not this thread's). */
+export function savedGraphRead(path: string): Promise<void> {
+  return tellSavedGraph(path, 'read');
 }
 
 async function tellSavedGraph(path: string, event: SavedGraphEvent): Promise<void> {

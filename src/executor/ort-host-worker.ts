@@ -6,7 +6,7 @@
  * graph the main thread's session saved when there is one.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { type OrtModule, type OrtSession, type OrtValueMetadata, loadOnnxRuntime, withSession } from '../engine/onnxruntime.js';
+import { type OrtModule, type OrtSession, type OrtValueMetadata, loadOnnxRuntime, savedGraphPath, withSession } from '../engine/onnxruntime.js';
 import { describeError } from '../util/errors.js';
 
 /** What a host worker starts with. */
@@ -49,8 +49,13 @@ export type ToHostWorker =
   | { readonly type: 'close' };
 
 export type FromHostWorker =
-  /** `inputMetadata`: what the session says of its inputs (a session made ahead stands for one of this thread's). */
-  | { readonly type: 'ready'; readonly inputMetadata: readonly OrtValueMetadata[] }
+  /**
+   * `inputMetadata`: what the session says of its inputs; `version`: ONNX
+   * Runtime's; `savedGraph`: the path of the saved optimised graph the
+   * session may have come from (a session made ahead stands for one of the
+   * main thread's, which then needs not load ONNX Runtime itself).
+   */
+  | { readonly type: 'ready'; readonly inputMetadata: readonly OrtValueMetadata[]; readonly version: string; readonly savedGraph?: string }
   | { readonly type: 'failed'; readonly error: string }
   /** `input`: the batch's data, handed back (transferred) so that its buffer is used again. */
   | { readonly type: 'done'; readonly id: number; readonly outputs: Readonly<Record<string, HostValue>>; readonly input: Float32Array }
@@ -60,10 +65,10 @@ async function main(): Promise<void> {
   const port = parentPort;
   if (port === null) throw new Error('ort-host-worker runs as a worker thread');
   const data = workerData as HostWorkerData;
+  const status = loadOnnxRuntime();
   let ort: OrtModule;
   let session: OrtSession;
   try {
-    const status = loadOnnxRuntime();
     if (!status.available) throw new Error(`ONNX Runtime is unavailable: ${status.reason}`);
     ort = status.module;
     const bytes = (): Uint8Array => {
@@ -92,7 +97,14 @@ async function main(): Promise<void> {
       (error: unknown) => port.postMessage({ type: 'error', id: message.id, error: describeError(error) } satisfies FromHostWorker),
     );
   });
-  port.postMessage({ type: 'ready', inputMetadata: session.inputMetadata.map(plainMetadata) } satisfies FromHostWorker);
+  port.postMessage(
+    {
+      type: 'ready',
+      inputMetadata: session.inputMetadata.map(plainMetadata),
+      version: status.version,
+      ...(data.optimizedFolder === undefined ? {} : { savedGraph: savedGraphPath(ort, data.cacheKey, data.optimizedFolder) }),
+    } satisfies FromHostWorker,
+  );
 }
 
 /** The metadata as plain data (what a message can carry). */

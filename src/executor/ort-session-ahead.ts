@@ -91,6 +91,18 @@ export function sessionAheadPending(): boolean {
   return started.length > 0;
 }
 
+/**
+ * ONNX Runtime's version, once the first session being made ahead is
+ * ready: a worker of this process loaded ONNX Runtime, so this thread
+ * may defer loading it until it needs it. Undefined when none is being
+ * made or it failed.
+ */
+export async function sessionAheadVersion(): Promise<string | undefined> {
+  const first = started[0];
+  if (first === undefined || !(await first.pool.whenReady())) return undefined;
+  return first.pool.started?.version;
+}
+
 /** Ends the sessions made ahead that nobody took (their workers finish what they are doing in ONNX Runtime first). */
 export async function closeSessionsAhead(): Promise<void> {
   const left = started.splice(0, started.length);
@@ -116,6 +128,16 @@ export class RemoteSession implements OrtSession {
 
   get inputMetadata(): readonly OrtValueMetadata[] {
     return this.pool.inputMetadata;
+  }
+
+  /** The saved optimised graph the session came from, if it did. */
+  get savedGraph(): string | undefined {
+    return this.pool.started?.savedGraph;
+  }
+
+  /** An input for `run`: plain data (an ORT tensor would need ONNX Runtime loaded in this thread). */
+  static feed(data: Float32Array, dims: readonly number[]): OrtTensor {
+    return { type: 'float32', dims, data, dispose: () => undefined };
   }
 
   /** Whether its worker still takes runs (one that failed or ended does not: the caller makes a session of its own). */

@@ -19,7 +19,7 @@ import { CamvizError, describeError } from '../util/errors.js';
 import { existsSync } from 'node:fs';
 import { type OrtModule, type OrtSession, type OrtTensor, loadOnnxRuntime, ortThreads, savedGraphPath, savedGraphRead, withSession } from '../engine/onnxruntime.js';
 import { type HostValue, OrtHostPool } from './ort-host-pool.js';
-import { type RemoteSession, type SessionAheadSpec, takeSessionAhead } from './ort-session-ahead.js';
+import { RemoteSession, type SessionAheadSpec, takeSessionAhead } from './ort-session-ahead.js';
 import { isHooked } from '../hooks/registry.js';
 import type { Executor } from './executor.js';
 import type * as tfl from '../engine/tfl.js';
@@ -73,6 +73,8 @@ export interface OrtExecutorOptions {
   readonly optimizedFolder?: string;
   /** The fewest images a run announced to `hostRunPlan` must have to start the host workers (default HOST_WORKER_MIN_IMAGES). */
   readonly hostWorkerMinImages?: number;
+  /** ONNX Runtime as the caller has it (engine/onnxruntime.ts lazyOnnxRuntime); default: loaded here. */
+  readonly ort?: OrtModule;
 }
 
 /**
@@ -109,7 +111,7 @@ const HOST_WORKER_IDLE_MS = 10_000;
  * (`OrtModelRejectedError`).
  */
 export async function createOrtExecutor(network: Network, trunk: OnnxTrunk, options: OrtExecutorOptions = {}): Promise<OrtExecutor> {
-  const status = loadOnnxRuntime();
+  const status = options.ort === undefined ? loadOnnxRuntime() : { available: true as const, module: options.ort };
   if (!status.available) throw new OrtUnavailableError(status.reason);
   const executor = new OrtExecutor(status.module, network, trunk, ortThreads(options.threads), options.file, {
     ...(options.optimizedFolder === undefined ? {} : { optimizedFolder: options.optimizedFolder }),
@@ -494,7 +496,7 @@ export class OrtExecutor implements Executor {
       remote = await takeSessionAhead(key, this.threads, optimizedFolder);
       if (remote !== undefined) {
         // Its saved graph was used: the cache's bound keeps it as recently used.
-        await savedGraphRead(this.ort, key, optimizedFolder);
+        if (remote.savedGraph !== undefined) await savedGraphRead(remote.savedGraph);
         this.remoteSessions.set(key, remote);
         this.firstSession = { spec: { sessionKey: key, inputName: this.trunk.input.name, outputNames: remote.outputNames, threads: this.threads }, madeAhead: true };
       }
@@ -540,7 +542,7 @@ export class OrtExecutor implements Executor {
 
   /** One session run; each output goes into its JoinedOutput (converted from ORT's buffer before it is released). */
   private async runOnce(session: OrtSession, data: Float32Array, dims: readonly number[], outputs: ReadonlyMap<string, JoinedOutput>, runs: number): Promise<void> {
-    const tensor = new this.ort.Tensor('float32', data, [...dims]);
+    const tensor = session instanceof RemoteSession ? RemoteSession.feed(data, dims) : new this.ort.Tensor('float32', data, [...dims]);
     const results = await session.run({ [this.trunk.input.name]: tensor }, [...outputs.keys()]);
     try {
       for (const [name, output] of outputs) output.add(results[name]!, runs);

@@ -15,7 +15,7 @@ import { defaultTarget } from '../executor/layers.js';
 import { CamvizError, UsageError, describeError } from '../util/errors.js';
 import type { ModelSourceFiles } from './io.js';
 import type { BuiltOnnxModel } from './onnx/build.js';
-import { closeSessionsAhead, sessionAheadPending } from '../executor/ort-session-ahead.js';
+import { closeSessionsAhead, sessionAheadPending, sessionAheadVersion } from '../executor/ort-session-ahead.js';
 import { noteFirstSession } from './session-ahead.js';
 
 export type EngineKind = 'onnxruntime' | 'tfjs';
@@ -106,8 +106,10 @@ async function chooseEngineNow(model: EngineSubject, request: EngineRequest): Pr
     if (request.choice === 'onnxruntime') throw new UsageError(`--engine onnxruntime: ${reason}; use --engine tfjs or auto`, { file: model.meta.modelJsonPath });
     return tfjsBecause(network, request, reason);
   }
-  const { loadOnnxRuntime } = await import('../engine/onnxruntime.js');
-  const ort = loadOnnxRuntime();
+  const { lazyOnnxRuntime, loadOnnxRuntime } = await import('../engine/onnxruntime.js');
+  // A worker made a session ahead: ONNX Runtime loads, and this thread loads it only if it makes a session of its own.
+  const loadedAhead = await sessionAheadVersion();
+  const ort = loadedAhead === undefined ? loadOnnxRuntime() : lazyOnnxRuntime(loadedAhead);
   if (!ort.available) return withoutOrt(network, request, `ONNX Runtime is unavailable: ${ort.reason}`);
   return ortExecutor(model, network, onnxForm, request, ort);
 }
@@ -139,6 +141,7 @@ async function ortExecutor(
     const { onnxCacheDir } = await import('./onnx-writer/cache.js');
     const folder = onnxCacheDir();
     const executor = await createOrtExecutor(network, trunk, {
+      ort: ort.module,
       file: model.meta.modelJsonPath,
       optimizedFolder: folder,
       ...(request.threads === undefined ? {} : { threads: request.threads }),
