@@ -39,7 +39,7 @@ interface Started {
 /** Sessions started and not yet taken. */
 const started: Started[] = [];
 
-/** How many sessions made ahead were taken (tests and --verbose). */
+/** How many sessions made ahead were taken (tests). */
 let taken = 0;
 
 /** Starts making the session `spec` describes, in a worker. */
