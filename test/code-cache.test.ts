@@ -205,6 +205,8 @@ describe('the code cache of dependencies', () => {
       ['garbage', noise(whole.length, 1, 7, 1)],
       // V8 does not check its data's checksum in release builds: this is caught by the entry's own CRC.
       ['one byte of the code altered', Buffer.concat([whole.subarray(0, -1), Buffer.from([whole.at(-1)! ^ 0xff])])],
+      // Byte 30 is in the header (the file's version, as JSON, after 20 bytes of magic and lengths).
+      ['one byte of the header altered', Buffer.concat([whole.subarray(0, 30), Buffer.from([whole[30]! ^ 0x01]), whole.subarray(31)])],
       ['empty', Buffer.alloc(0)],
     ];
     for (const [damage, bytes] of damages) {

@@ -70,7 +70,7 @@ const loader = Module as unknown as Loader;
 const WRAPPER_HEAD = '(function (exports, require, module, __filename, __dirname) { ';
 const WRAPPER_TAIL = '\n});';
 
-/** An entry: magic, then the lengths of the header and the data and the data's CRC-32 (u32 LE each), the header (JSON), the data. */
+/** An entry: magic, then the lengths of the header and the data and the CRC-32 of both (u32 LE each), the header (JSON), the data. */
 const MAGIC = Buffer.from('CVZC0001', 'latin1');
 const PREAMBLE_BYTES = MAGIC.length + 12;
 
@@ -280,8 +280,9 @@ function fileVersion(filename: string, content: string): FileVersion {
  * that keeps the size and sets the mtime back still moves the ctime, which
  * no system call sets back; a replacement by another file changes the
  * inode or the ctime. Entries are only made from files settled before they
- * were read (SETTLED_NS). The data's CRC-32 catches a damaged entry before
- * V8 sees it.
+ * were read (SETTLED_NS). The entry's CRC-32 catches damage before V8
+ * sees the data: V8 in release builds does not check its own checksum, and
+ * takes data with a byte altered.
  */
 function readEntry(entryPath: string, version: FileVersion): { data: Buffer } | { data?: undefined; miss: 'missing' | 'damaged' | 'stale' } {
   let bytes: Buffer;
@@ -300,12 +301,13 @@ function parseEntry(bytes: Buffer): { version: FileVersion; data: Buffer } | und
   if (bytes.length < PREAMBLE_BYTES || !bytes.subarray(0, MAGIC.length).equals(MAGIC)) return undefined;
   const headerBytes = bytes.readUInt32LE(MAGIC.length);
   const dataBytes = bytes.readUInt32LE(MAGIC.length + 4);
-  const dataCrc = bytes.readUInt32LE(MAGIC.length + 8);
+  const storedCrc = bytes.readUInt32LE(MAGIC.length + 8);
   if (bytes.length !== PREAMBLE_BYTES + headerBytes + dataBytes) return undefined;
+  const header = bytes.subarray(PREAMBLE_BYTES, PREAMBLE_BYTES + headerBytes);
   const data = bytes.subarray(PREAMBLE_BYTES + headerBytes);
-  if (crc32(data) !== dataCrc) return undefined;
+  if (crc32(data, crc32(header)) !== storedCrc) return undefined;
   try {
-    const version = JSON.parse(bytes.subarray(PREAMBLE_BYTES, PREAMBLE_BYTES + headerBytes).toString('utf8')) as FileVersion;
+    const version = JSON.parse(header.toString('utf8')) as FileVersion;
     return { version, data };
   } catch {
     return undefined;
@@ -408,7 +410,7 @@ function writeEntry(folder: string, { stem, version, script }: PendingEntry): vo
   MAGIC.copy(preamble);
   preamble.writeUInt32LE(header.length, MAGIC.length);
   preamble.writeUInt32LE(data.length, MAGIC.length + 4);
-  preamble.writeUInt32LE(crc32(data), MAGIC.length + 8);
+  preamble.writeUInt32LE(crc32(data, crc32(header)), MAGIC.length + 8);
   const temporary = temporaryName(entryPath);
   try {
     writeFileSync(temporary, Buffer.concat([preamble, header, data]), { flag: 'wx' });
