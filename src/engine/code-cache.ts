@@ -12,7 +12,7 @@
  * the functions compiled lazily during the run, not only the top level.
  *
  * One entry a file and state of V8's flags, `<cache root>/v8/<node
- * version>-<arch>/<hash of the path>-<flags key>.bin`; only files of 8 KiB
+ * version>-<arch>/<file name>-<CRC of its path>-<flags key>.bin`; only files of 8 KiB
  * or more under a node_modules folder, so the cache holds at most the
  * dependencies camviz loads (1.2 MB for a Grad-CAM run). Anything that goes wrong (a read-only
  * or full disk, a damaged entry, two processes writing at once) costs the
@@ -21,10 +21,9 @@
  * Off with `CAMVIZ_CODE_CACHE=0`. Only the command line (bin/camviz.js) and
  * folder-run workers enable it; importing the library hooks nothing.
  */
-import { createHash } from 'node:crypto';
 import { type BigIntStats, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import Module from 'node:module';
-import { dirname, join, sep } from 'node:path';
+import { basename, dirname, join, sep } from 'node:path';
 import { Script } from 'node:vm';
 import { crc32 } from 'node:zlib';
 import { isAlive, parseTemporaryName, temporaryName } from '../util/atomic-file.js';
@@ -209,9 +208,15 @@ function mayImportDynamically(content: string): boolean {
   return /\bimport\s*[(/]/.test(content);
 }
 
-/** An entry's name before its flags part: a hash of the source file's path. */
+/**
+ * An entry's name before its flags part: the source file's name (for people
+ * looking in the folder) and the CRC-32 of its path. Two paths with the same
+ * name and CRC would share an entry: each would find the other's path in it
+ * and count it stale, which costs the cache only.
+ */
 function entryStem(filename: string): string {
-  return createHash('sha256').update(filename).digest('hex').slice(0, 32);
+  const name = basename(filename).replace(/[^\w.-]/g, '_');
+  return `${name}-${crc32(filename).toString(16).padStart(8, '0')}`;
 }
 
 /**
@@ -237,9 +242,22 @@ function flagsKeyOf(data: Buffer): string {
   return data.length >= 16 ? data.toString('hex', 12, 16) : 'none';
 }
 
-/** The flags key of data made now, from an empty script's cache (about 20 µs). */
+let flagsKeyNow: string | undefined;
+
+/**
+ * The flags key of data made now, from an empty script's cache (20-80 µs),
+ * made once for the files one synchronous job requires (a package's tree):
+ * flags change in calls between jobs. Were they changed within one, the
+ * entry would only be missed and written again: V8 checks the flags.
+ */
 function currentFlagsKey(): string {
-  return flagsKeyOf(new Script('', { filename: 'camviz-code-cache-flags' }).createCachedData());
+  if (flagsKeyNow === undefined) {
+    flagsKeyNow = flagsKeyOf(new Script('', { filename: 'camviz-code-cache-flags' }).createCachedData());
+    queueMicrotask(() => {
+      flagsKeyNow = undefined;
+    });
+  }
+  return flagsKeyNow;
 }
 
 /** The entry files of a source file in this Node's cache folder, under any V8 flags (tests, diagnostics). */
