@@ -3,8 +3,6 @@
  * the batches the main thread sends. (wasm runs single-threaded under Node,
  * so workers are how a run uses every core.)
  */
-// First: the tasks' dependencies (tfjs, sharp) then compile through the code cache.
-import '../engine/code-cache-enable.js';
 import { parentPort, workerData } from 'node:worker_threads';
 import { describeError, exitCodeOf } from '../util/errors.js';
 import { releaseBackend } from '../engine/release.js';

@@ -18,8 +18,10 @@
  * or full disk, a damaged entry, two processes writing at once) costs the
  * cache only: the module is compiled as Node would, nothing is printed.
  *
- * Off with `CAMVIZ_CODE_CACHE=0`. Only the command line (bin/camviz.js) and
- * folder-run workers enable it; importing the library hooks nothing.
+ * Off with `CAMVIZ_CODE_CACHE=0`. Only the command line's main thread
+ * (bin/camviz.js) enables it; importing the library hooks nothing. In a
+ * folder run's workers it measured no gain (1.00x, interleaved): their
+ * start is not where the time goes.
  */
 import { type BigIntStats, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import Module from 'node:module';
@@ -222,10 +224,10 @@ function entryStem(filename: string): string {
 /**
  * Entries are named by the V8 flags in force as well as by the file, so that
  * data made under other flags is kept beside, not overwritten. V8 rejects
- * data made under other flags, and they change within a run: a folder run
- * sets `--heap-growing-percent` while its workers start and put it back at
- * its end (src/batch/runner.ts), so a dependency loaded both by one-image
- * runs and by workers would otherwise be rejected and rewritten by every run
+ * data made under other flags, which differ between processes (a V8 option
+ * on the command line) and change within one (a folder run sets
+ * `--heap-growing-percent` for its duration: src/batch/runner.ts): a file
+ * loaded under both would otherwise be rejected and rewritten by every run
  * of the other kind.
  */
 function entryName(stem: string, flagsKey: string): string {
