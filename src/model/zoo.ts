@@ -7,9 +7,9 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, rename, rm, stat } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cacheRoot } from '../util/cache-root.js';
 import { CamvizError } from '../util/errors.js';
 import { type DownloadOptions, type FetchLog, downloadModel, downloadModelFile } from './download.js';
 import { type ModelJson, expectedGroupBytes, parseModelJson, pathInside, sha256Hex } from './io.js';
@@ -27,6 +27,9 @@ export interface ZooEntry {
 
 export const DEFAULT_ZOO_URL = 'https://storage.googleapis.com/tfjs-models/tfjs/';
 export const DEFAULT_MODEL = 'mobilenet_v1_0.75_224';
+
+// Defined below the model layer (the engine's code cache lives there too); exported here as before.
+export { cacheRoot };
 
 const mobilenetV1 = (alpha: string, sha256?: string): ZooEntry => ({
   name: `mobilenet_v1_${alpha}_224`,
@@ -66,14 +69,6 @@ export function knownModelBySha256(sha256: string): ZooEntry | undefined {
 
 /** The package root (holds package.json and models/). */
 export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-
-/** CAMVIZ_CACHE, else $XDG_CACHE_HOME/camviz, else ~/.cache/camviz. */
-export function cacheRoot(): string {
-  const explicit = process.env['CAMVIZ_CACHE'];
-  if (explicit) return resolve(explicit);
-  const xdg = process.env['XDG_CACHE_HOME'];
-  return join(xdg ? resolve(xdg) : join(homedir(), '.cache'), 'camviz');
-}
 
 export function zooOrigin(): { kind: 'url'; base: URL } | { kind: 'folder'; path: string } {
   const configured = process.env['CAMVIZ_ZOO_URL'] || DEFAULT_ZOO_URL;

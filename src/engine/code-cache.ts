@@ -1,0 +1,458 @@
+/**
+ * A V8 code cache for the CommonJS files camviz loads from node_modules
+ * (tfjs-core and -layers, the cpu and wasm backends, sharp, onnxruntime,
+ * commander): each run after the first takes V8's compiled code from disk
+ * instead of parsing and compiling megabytes of JavaScript again. Node 22
+ * has this built in (`module.enableCompileCache()`); Node 20, which camviz
+ * supports, does not. It works as v8-compile-cache (eslint, yarn) and
+ * Node 22's cache do: `Module.prototype._compile` is replaced by one that
+ * compiles the module's wrapper with `vm.Script` and its cached data, and at
+ * exit `script.createCachedData()` is written for every script whose entry
+ * was missing, stale, damaged or rejected by V8: created then, it also holds
+ * the functions compiled lazily during the run, not only the top level.
+ *
+ * One entry a file and state of V8's flags, `<cache root>/v8/<node
+ * version>-<arch>/<file name>-<CRC of its path>-<flags key>.bin`; only files of 8 KiB
+ * or more under a node_modules folder, so the cache holds at most the
+ * dependencies camviz loads (1.2 MB for a Grad-CAM run). Anything that goes wrong (a read-only
+ * or full disk, a damaged entry, two processes writing at once) costs the
+ * cache only: the module is compiled as Node would, nothing is printed.
+ *
+ * Off with `CAMVIZ_CODE_CACHE=0`. Only the command line's main thread
+ * (bin/camviz.js) enables it; importing the library hooks nothing. In a
+ * folder run's workers it measured no gain (1.00x, interleaved): their
+ * start is not where the time goes.
+ */
+import { type BigIntStats, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import Module from 'node:module';
+import { basename, dirname, join, sep } from 'node:path';
+import { Script } from 'node:vm';
+import { crc32 } from 'node:zlib';
+import { isAlive, parseTemporaryName, temporaryName } from '../util/atomic-file.js';
+import { cacheRoot } from '../util/cache-root.js';
+
+/** What became of the files compiled through the cache in this thread, so far. */
+export interface CodeCacheStats {
+  /** V8 took the entry's code. */
+  accepted: number;
+  /** V8 refused the entry (another V8 version or flags, or a source of another length): written again at exit. */
+  rejected: number;
+  /** No entry yet: written at exit. */
+  missing: number;
+  /** The entry was made from another version of the file: compiled afresh, written again at exit. */
+  stale: number;
+  /** The entry could not be used (cut off, garbage, another format): written again at exit. */
+  damaged: number;
+}
+
+/** The module object Node's CommonJS loader passes as `this` to `_compile` (the members used here). */
+interface LoaderModule {
+  exports: unknown;
+  require(id: string): unknown;
+}
+
+type Compile = (this: LoaderModule, content: string, filename: string, format?: string) => unknown;
+
+/** Node's CommonJS loader: `require('node:module')`, with the internals its own `require` functions use. */
+interface Loader {
+  prototype: { _compile: Compile };
+  wrapper: readonly string[];
+  _extensions: object;
+  _cache: object;
+  _resolveFilename(request: string, parent: LoaderModule, isMain: boolean, options?: { paths?: string[] }): string;
+  _resolveLookupPaths(request: string, parent: LoaderModule): string[] | null;
+}
+
+type CompiledWrapper = (this: unknown, exports: unknown, require: NodeJS.Require, module: LoaderModule, filename: string, dirname: string) => unknown;
+
+const loader = Module as unknown as Loader;
+
+/** Node's CommonJS wrapper (`Module.wrapper`); a file is compiled through the cache only while Node's is unchanged. */
+const WRAPPER_HEAD = '(function (exports, require, module, __filename, __dirname) { ';
+const WRAPPER_TAIL = '\n});';
+
+/** An entry: magic, then the lengths of the header and the data and the CRC-32 of both (u32 LE each), the header (JSON), the data. */
+const MAGIC = Buffer.from('CVZC0001', 'latin1');
+const PREAMBLE_BYTES = MAGIC.length + 12;
+
+/**
+ * Smaller files are left to Node: reading, checking and deserialising an
+ * entry costs about as much as compiling a few kilobytes. A Grad-CAM run
+ * loads 23-37 files of at least this size (94% of its 4.6 MB of dependency
+ * source) and about 120 smaller ones.
+ */
+const MIN_SOURCE_LENGTH = 8192;
+
+/**
+ * Past this many entries, a writer empties the folder first: a bound when
+ * many installs (other paths) share one cache. camviz's own runs make 40-60.
+ */
+const MAX_ENTRIES = 1000;
+
+/**
+ * An entry is written only for a file last changed this long before it was
+ * read. File times are coarse (a few ms on Linux, up to 2 s on FAT): a file
+ * changed again within the same tick as the version compiled keeps its
+ * times, and its entry would pass for the new version. Past the window, any
+ * change gives new times (as git treats "racily clean" files).
+ */
+const SETTLED_NS = 2_000_000_000n;
+
+/** What identifies the version of a file an entry was made from. */
+interface FileVersion {
+  readonly path: string;
+  readonly size: string;
+  readonly mtimeNs: string;
+  readonly ctimeNs: string;
+  readonly ino: string;
+  readonly dev: string;
+  /** The source's length in UTF-16 units, as V8 sees it. */
+  readonly length: number;
+}
+
+/** A script whose entry is (re)written at exit. */
+interface PendingEntry {
+  /** The entry's name without its V8 flags part (see entryName). */
+  readonly stem: string;
+  readonly version: FileVersion;
+  readonly script: Script;
+}
+
+let enabled = false;
+const stats: CodeCacheStats = { accepted: 0, rejected: 0, missing: 0, stale: 0, damaged: 0 };
+
+/** The folder of this Node's entries under the cache root (V8 rejects data of another version, so each has its own). */
+export function codeCacheFolder(): string {
+  return join(cacheRoot(), 'v8', `${process.version}-${process.arch}`);
+}
+
+/** Counts of this thread's files compiled through the cache (tests and diagnostics). */
+export function codeCacheStats(): Readonly<CodeCacheStats> {
+  return { ...stats };
+}
+
+/**
+ * Compiles this thread's CommonJS files under node_modules through the code
+ * cache from now on, unless `CAMVIZ_CODE_CACHE=0`; true when it is on. Once a
+ * thread: a second call changes nothing. Left off where Node's own compile
+ * does more than compile: with source maps (`--enable-source-maps` maps
+ * stacks through the loader) or a policy manifest.
+ */
+export function enableCodeCache(): boolean {
+  if (enabled) return true;
+  if (process.env['CAMVIZ_CODE_CACHE'] === '0' || process.sourceMapsEnabled || nodeOptionsInclude('--experimental-policy')) return false;
+  const folder = codeCacheFolder();
+  const nodeCompile = loader.prototype._compile;
+  const pending: PendingEntry[] = [];
+  loader.prototype._compile = function compileThroughCache(this: LoaderModule, content: string, filename: string, format?: string): unknown {
+    const cached = format !== 'module' && content.length >= MIN_SOURCE_LENGTH && filename.includes(`${sep}node_modules${sep}`);
+    const wrapper = cached ? cachedWrapper(content, filename, folder, pending) : undefined;
+    if (wrapper === undefined) return nodeCompile.call(this, content, filename, format);
+    return runWrapper(this, wrapper, filename);
+  };
+  process.once('exit', () => writeEntries(folder, pending));
+  enabled = true;
+  return true;
+}
+
+function nodeOptionsInclude(flag: string): boolean {
+  return process.execArgv.some((argument) => argument.startsWith(flag)) || (process.env['NODE_OPTIONS'] ?? '').includes(flag);
+}
+
+/**
+ * The module's wrapper function compiled with its entry's code, or
+ * undefined to leave the file to Node: Node's wrapper patched by someone,
+ * a file that is no plain CommonJS script (ES module syntax, which Node's own
+ * compile detects, or a `#!` line), one that may call `import()`, or one
+ * that cannot be read.
+ */
+function cachedWrapper(content: string, filename: string, folder: string, pending: PendingEntry[]): CompiledWrapper | undefined {
+  if (loader.wrapper[0] !== WRAPPER_HEAD || loader.wrapper[1] !== WRAPPER_TAIL) return undefined;
+  let version: FileVersion;
+  try {
+    version = fileVersion(filename, content);
+  } catch {
+    return undefined;
+  }
+  const stem = entryStem(filename);
+  const found = readEntry(join(folder, entryName(stem, currentFlagsKey())), version);
+  // Entries are only made from files without import() (below), so a usable one needs no look.
+  if (found.data === undefined && mayImportDynamically(content)) return undefined;
+  let script: Script;
+  try {
+    script = new Script(WRAPPER_HEAD + content + WRAPPER_TAIL, {
+      filename,
+      // Node compiles the file's text as a function body: its first line's columns in stack traces then match.
+      columnOffset: -WRAPPER_HEAD.length,
+      ...(found.data === undefined ? {} : { cachedData: found.data }),
+    });
+  } catch {
+    // Node's compile gives the file's own error, or loads it as an ES module.
+    return undefined;
+  }
+  if (found.data === undefined) stats[found.miss]++;
+  else if (script.cachedDataRejected === true) stats.rejected++;
+  else stats.accepted++;
+  if (found.data === undefined || script.cachedDataRejected === true) pending.push({ stem, version, script });
+  return script.runInThisContext({ displayErrors: true }) as CompiledWrapper;
+}
+
+/**
+ * Whether the source may call `import()`: such a file is left to Node. In
+ * Node 20 a script made from cached data loses the loader its `import()`
+ * needs (it fails with ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING), and
+ * `vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER` prints an experimental
+ * warning. Between `import` and its `(` only spaces and comments may stand,
+ * so this finds every call (and some words in comments or strings, which
+ * only cost the cache). camviz's dependencies have none but commander's help.
+ */
+function mayImportDynamically(content: string): boolean {
+  return /\bimport\s*[(/]/.test(content);
+}
+
+/**
+ * An entry's name before its flags part: the source file's name (for people
+ * looking in the folder) and the CRC-32 of its path. Two paths with the same
+ * name and CRC would share an entry: each would find the other's path in it
+ * and count it stale, which costs the cache only.
+ */
+function entryStem(filename: string): string {
+  const name = basename(filename).replace(/[^\w.-]/g, '_');
+  return `${name}-${crc32(filename).toString(16).padStart(8, '0')}`;
+}
+
+/**
+ * Entries are named by the V8 flags in force as well as by the file, so that
+ * data made under other flags is kept beside, not overwritten. V8 rejects
+ * data made under other flags, which differ between processes (a V8 option
+ * on the command line) and change within one (a folder run sets
+ * `--heap-growing-percent` for its duration: src/batch/runner.ts): a file
+ * loaded under both would otherwise be rejected and rewritten by every run
+ * of the other kind.
+ */
+function entryName(stem: string, flagsKey: string): string {
+  return `${stem}-${flagsKey}.bin`;
+}
+
+/**
+ * The hash of V8's flags stamped in a code cache's header, as hex (bytes
+ * 12-15 in V8 11: magic, version hash, source hash, flags hash). Only a name:
+ * should a V8 lay its header out otherwise, entries are rejected and written
+ * again, never misused.
+ */
+function flagsKeyOf(data: Buffer): string {
+  return data.length >= 16 ? data.toString('hex', 12, 16) : 'none';
+}
+
+let flagsKeyNow: string | undefined;
+
+/**
+ * The flags key of data made now, from an empty script's cache (20-80 µs),
+ * made once for the files one synchronous job requires (a package's tree):
+ * flags change in calls between jobs. Were they changed within one, the
+ * entry would only be missed and written again: V8 checks the flags.
+ */
+function currentFlagsKey(): string {
+  if (flagsKeyNow === undefined) {
+    flagsKeyNow = flagsKeyOf(new Script('', { filename: 'camviz-code-cache-flags' }).createCachedData());
+    queueMicrotask(() => {
+      flagsKeyNow = undefined;
+    });
+  }
+  return flagsKeyNow;
+}
+
+/** The entry files of a source file in this Node's cache folder, under any V8 flags (tests, diagnostics). */
+export function codeCacheEntriesOf(filename: string): string[] {
+  const prefix = `${entryStem(filename)}-`;
+  try {
+    return readdirSync(codeCacheFolder())
+      .filter((name) => name.startsWith(prefix) && name.endsWith('.bin'))
+      .map((name) => join(codeCacheFolder(), name));
+  } catch {
+    return [];
+  }
+}
+
+/** The file's identity and change times now, and the length of the source Node read from it. */
+function fileVersion(filename: string, content: string): FileVersion {
+  const stat: BigIntStats = statSync(filename, { bigint: true });
+  return {
+    path: filename,
+    size: String(stat.size),
+    mtimeNs: String(stat.mtimeNs),
+    ctimeNs: String(stat.ctimeNs),
+    ino: String(stat.ino),
+    dev: String(stat.dev),
+    length: content.length,
+  };
+}
+
+/**
+ * The entry's code when the entry is whole and was made from this version
+ * of the file; otherwise why not.
+ *
+ * Why running the entry's code is then safe: V8 checks the data itself
+ * against its own version, its flags and the source's length, and rejects
+ * a mismatch, but it cannot see a change that keeps the length. That is
+ * what the file's version is for: its size, inode and device, and both its
+ * modification and change (ctime) times in nanoseconds. A rewrite in place
+ * that keeps the size and sets the mtime back still moves the ctime, which
+ * no system call sets back; a replacement by another file changes the
+ * inode or the ctime. Entries are only made from files settled before they
+ * were read (SETTLED_NS). The entry's CRC-32 catches damage before V8
+ * sees the data: V8 in release builds does not check its own checksum, and
+ * takes data with a byte altered.
+ */
+function readEntry(entryPath: string, version: FileVersion): { data: Buffer } | { data?: undefined; miss: 'missing' | 'damaged' | 'stale' } {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(entryPath);
+  } catch {
+    return { miss: 'missing' };
+  }
+  const parsed = parseEntry(bytes);
+  if (parsed === undefined) return { miss: 'damaged' };
+  if (!sameVersion(parsed.version, version)) return { miss: 'stale' };
+  return { data: parsed.data };
+}
+
+function parseEntry(bytes: Buffer): { version: FileVersion; data: Buffer } | undefined {
+  if (bytes.length < PREAMBLE_BYTES || !bytes.subarray(0, MAGIC.length).equals(MAGIC)) return undefined;
+  const headerBytes = bytes.readUInt32LE(MAGIC.length);
+  const dataBytes = bytes.readUInt32LE(MAGIC.length + 4);
+  const storedCrc = bytes.readUInt32LE(MAGIC.length + 8);
+  if (bytes.length !== PREAMBLE_BYTES + headerBytes + dataBytes) return undefined;
+  const header = bytes.subarray(PREAMBLE_BYTES, PREAMBLE_BYTES + headerBytes);
+  const data = bytes.subarray(PREAMBLE_BYTES + headerBytes);
+  if (crc32(data, crc32(header)) !== storedCrc) return undefined;
+  try {
+    const version = JSON.parse(header.toString('utf8')) as FileVersion;
+    return { version, data };
+  } catch {
+    return undefined;
+  }
+}
+
+function sameVersion(stored: Partial<FileVersion> | null, current: FileVersion): boolean {
+  return (
+    stored !== null &&
+    typeof stored === 'object' &&
+    stored.path === current.path &&
+    stored.size === current.size &&
+    stored.mtimeNs === current.mtimeNs &&
+    stored.ctimeNs === current.ctimeNs &&
+    stored.ino === current.ino &&
+    stored.dev === current.dev &&
+    stored.length === current.length
+  );
+}
+
+/**
+ * Runs the compiled wrapper as Node's own `_compile` does (Node 20's
+ * Module.prototype._compile): `this` is the exports, and `require` is made
+ * as Node's makeRequireFunction makes it.
+ */
+function runWrapper(module: LoaderModule, wrapper: CompiledWrapper, filename: string): unknown {
+  const executing = executingSymbol(module);
+  const flags = module as unknown as Record<symbol, boolean>;
+  // Node marks the module while its code runs (require(esm) finds cycles with it); as Node, not reset on a throw.
+  if (executing !== undefined) flags[executing] = true;
+  const result = Reflect.apply(wrapper, module.exports, [module.exports, requireFor(module), module, filename, dirname(filename)]);
+  if (executing !== undefined) flags[executing] = false;
+  return result;
+}
+
+let executingKey: symbol | null | undefined;
+
+/** Node's internal `kIsExecuting` key on module objects, found by its description (null when this Node has none). */
+function executingSymbol(module: LoaderModule): symbol | undefined {
+  if (executingKey === undefined) executingKey = Object.getOwnPropertySymbols(module).find((key) => key.description === 'kIsExecuting') ?? null;
+  return executingKey ?? undefined;
+}
+
+/** The `require` Node gives a module's code (lib/internal/modules/helpers.js, makeRequireFunction). */
+function requireFor(module: LoaderModule): NodeJS.Require {
+  const require = function require(id: string): unknown {
+    return module.require(id);
+  } as NodeJS.Require;
+  const resolve = function resolve(request: string, options?: { paths?: string[] }): string {
+    expectString(request);
+    return loader._resolveFilename(request, module, false, options);
+  } as NodeJS.RequireResolve;
+  resolve.paths = function paths(request: string): string[] | null {
+    expectString(request);
+    return loader._resolveLookupPaths(request, module);
+  };
+  require.resolve = resolve;
+  require.main = process.mainModule;
+  require.extensions = loader._extensions as NodeJS.Require['extensions'];
+  require.cache = loader._cache as NodeJS.Require['cache'];
+  return require;
+}
+
+/** Node's check of `require.resolve`'s argument, with its error code. */
+function expectString(request: unknown): asserts request is string {
+  if (typeof request === 'string') return;
+  const error = new TypeError(`The "request" argument must be of type string. Received ${request === null ? 'null' : typeof request}`);
+  (error as NodeJS.ErrnoException).code = 'ERR_INVALID_ARG_TYPE';
+  throw error;
+}
+
+/**
+ * Writes the entries of the scripts compiled without usable data, at exit
+ * (synchronously: nothing else runs then). Each goes to a temporary name
+ * and is renamed over the entry, so that a reader never sees half an entry,
+ * and two processes writing the same entry leave one of them whole. No
+ * flush to disk: an entry cut off by a power cut fails its length or CRC
+ * and is written again. The first failure (read-only or full disk) ends
+ * the writing, silently.
+ */
+function writeEntries(folder: string, pending: readonly PendingEntry[]): void {
+  const settledBefore = BigInt(Date.now()) * 1_000_000n - SETTLED_NS;
+  const writable = pending.filter((entry) => BigInt(entry.version.ctimeNs) < settledBefore && BigInt(entry.version.mtimeNs) < settledBefore);
+  if (writable.length === 0) return;
+  try {
+    mkdirSync(folder, { recursive: true });
+    tidyFolder(folder);
+    for (const entry of writable) writeEntry(folder, entry);
+  } catch {
+    // Only the cache is lost.
+  }
+}
+
+function writeEntry(folder: string, { stem, version, script }: PendingEntry): void {
+  const data = script.createCachedData();
+  // Named by the flags V8 stamped on the data now, which a later load must match.
+  const entryPath = join(folder, entryName(stem, flagsKeyOf(data)));
+  const header = Buffer.from(JSON.stringify(version), 'utf8');
+  const preamble = Buffer.alloc(PREAMBLE_BYTES);
+  MAGIC.copy(preamble);
+  preamble.writeUInt32LE(header.length, MAGIC.length);
+  preamble.writeUInt32LE(data.length, MAGIC.length + 4);
+  preamble.writeUInt32LE(crc32(data, crc32(header)), MAGIC.length + 8);
+  const temporary = temporaryName(entryPath);
+  try {
+    writeFileSync(temporary, Buffer.concat([preamble, header, data]), { flag: 'wx' });
+    renameSync(temporary, entryPath);
+  } catch (error) {
+    rmSync(temporary, { force: true });
+    throw error;
+  }
+}
+
+/** Removes the temporary files of writers that died, and every entry when there are more than MAX_ENTRIES. */
+function tidyFolder(folder: string): void {
+  const names = readdirSync(folder);
+  const tooMany = names.filter(isEntryName).length > MAX_ENTRIES;
+  for (const name of names) {
+    const owner = parseTemporaryName(name)?.pid;
+    // This process's own temporaries may belong to a worker thread writing now.
+    const orphan = owner !== undefined && owner !== process.pid && !isAlive(owner);
+    if (orphan || (tooMany && isEntryName(name))) rmSync(join(folder, name), { force: true });
+  }
+}
+
+function isEntryName(name: string): boolean {
+  return name.endsWith('.bin') && !name.startsWith('.');
+}
