@@ -3,8 +3,8 @@
  * (tfjs-core and -layers, the cpu and wasm backends, sharp, onnxruntime,
  * commander): each run after the first takes V8's compiled code from disk
  * instead of parsing and compiling megabytes of JavaScript again. Node 22
- * has this built in (`module.enableCompileCache()`); Node 20, which camviz
- * supports, does not. It works as v8-compile-cache (eslint, yarn) and
+ * has this built in (`module.enableCompileCache()`), and there that one is
+ * turned on instead; Node 20, which camviz supports, does not. It works as v8-compile-cache (eslint, yarn) and
  * Node 22's cache do: `Module.prototype._compile` is replaced by one that
  * compiles the module's wrapper with `vm.Script` and its cached data, and at
  * exit `script.createCachedData()` is written for every script whose entry
@@ -142,6 +142,13 @@ export function enableCodeCache(): boolean {
   if (enabled) return true;
   if (process.env['CAMVIZ_CODE_CACHE'] === '0' || process.sourceMapsEnabled || nodeOptionsInclude('--experimental-policy')) return false;
   const folder = codeCacheFolder();
+  // Node 22.1 and later have their own (which also caches ES modules, camviz's own): that one is used.
+  const builtIn = (Module as unknown as { enableCompileCache?: (directory: string) => unknown }).enableCompileCache;
+  if (typeof builtIn === 'function') {
+    builtIn(folder);
+    enabled = true;
+    return true;
+  }
   const nodeCompile = loader.prototype._compile;
   const pending: PendingEntry[] = [];
   loader.prototype._compile = function compileThroughCache(this: LoaderModule, content: string, filename: string, format?: string): unknown {
