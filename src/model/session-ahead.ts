@@ -13,12 +13,12 @@
  * on the other core, never a wrong result.
  */
 import { readFileSync, realpathSync, statSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type SessionAheadSpec, startSessionAhead } from '../executor/ort-session-ahead.js';
 
 export { closeSessionsAhead } from '../executor/ort-session-ahead.js';
-import { writeFileAtomic } from '../util/atomic-file.js';
+import { type EntryIndex, parseEntryIndex, writeEntryIndex } from './entry-index.js';
 import { onnxCacheDir } from './onnx-writer/cache-limit.js';
 import { DEFAULT_MODEL, zooEntry, zooModelJsonPath } from './zoo.js';
 
@@ -33,8 +33,6 @@ const MAX_THREADS = 64;
 
 /** What is noted of a model's first session. */
 export type FirstSessionNote = Omit<SessionAheadSpec, 'optimizedFolder'>;
-
-type Notes = Record<string, FirstSessionNote>;
 
 /**
  * Starts the first session of the model `spec` names (a path, or the
@@ -72,48 +70,27 @@ function modelFileOf(spec: string | undefined): string | undefined {
 
 /**
  * Notes the first session of the model read from `modelFile`, unless it
- * was made ahead (then it is noted already) or is noted as it is. Best
- * effort: a note that cannot be written costs the next run its head start.
+ * is noted as it is. Best effort: a note that cannot be written costs the
+ * next run its head start.
  */
 export async function noteFirstSession(modelFile: string, note: FirstSessionNote, folder = onnxCacheDir()): Promise<void> {
+  let key: string;
   try {
-    const key = realpathSync(modelFile);
-    const path = join(folder, FIRST_SESSIONS_NAME);
-    const notes = parseNotes(await readFile(path, 'utf8').catch(() => ''));
-    if (JSON.stringify(notes[key]) === JSON.stringify(note)) return;
-    const entries = Object.entries(notes).filter(([other]) => other !== key);
-    entries.push([key, note]);
-    await mkdir(folder, { recursive: true });
-    await writeFileAtomic(path, `${JSON.stringify({ entries: Object.fromEntries(entries.slice(-MAX_NOTES)) })}\n`, { durable: false });
+    key = realpathSync(modelFile);
   } catch {
-    // The session is made; only the next run's head start is lost.
+    return;
   }
+  const path = join(folder, FIRST_SESSIONS_NAME);
+  const notes = parseEntryIndex(await readFile(path, 'utf8').catch(() => ''), checkedNote);
+  if (JSON.stringify(notes[key]) !== JSON.stringify(note)) await writeEntryIndex(path, notes, key, note, MAX_NOTES);
 }
 
-function readNotesSync(path: string): Notes {
+function readNotesSync(path: string): EntryIndex<FirstSessionNote> {
   try {
-    return parseNotes(readFileSync(path, 'utf8'));
+    return parseEntryIndex(readFileSync(path, 'utf8'), checkedNote);
   } catch {
     return {};
   }
-}
-
-/** The notes in `text`, each checked; none when it is not a note file. */
-function parseNotes(text: string): Notes {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    return {};
-  }
-  const entries = (parsed as { entries?: unknown } | null)?.entries;
-  if (typeof entries !== 'object' || entries === null || Array.isArray(entries)) return {};
-  const notes: Notes = {};
-  for (const [key, value] of Object.entries(entries as Record<string, unknown>)) {
-    const note = checkedNote(value);
-    if (note !== undefined) notes[key] = note;
-  }
-  return notes;
 }
 
 function checkedNote(value: unknown): FirstSessionNote | undefined {

@@ -30,6 +30,7 @@
  * an entry is written, and after ONNX Runtime saves a session in it (told
  * through onSavedGraph). A hit only touches the entry's mtime.
  */
+import { type EntryIndex, parseEntryIndex, writeEntryIndex } from '../entry-index.js';
 import { onnxCacheDir } from './cache-limit.js';
 import { createHash } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
@@ -197,7 +198,7 @@ interface FileFingerprint {
   readonly fingerprint: string;
 }
 
-type FileFingerprints = Record<string, FileFingerprint>;
+type FileFingerprints = EntryIndex<FileFingerprint>;
 
 /**
  * The model's fingerprint: the one recorded for its files when every file
@@ -223,7 +224,8 @@ async function fingerprintOf(graph: LayerGraph, model: tfl.LayersModel, folder: 
   const known = index[first.path];
   if (known?.identity === identity) return known.fingerprint;
   const fingerprint = modelFingerprint(graph);
-  if (source.identities.every(settled)) await recordFileFingerprint(indexPath, index, first.path, { identity, fingerprint });
+  // The fingerprint is known: a record that cannot be written costs the next run a hash.
+  if (source.identities.every(settled)) await writeEntryIndex(indexPath, index, first.path, { identity, fingerprint }, MAX_FILE_FINGERPRINTS);
   return fingerprint;
 }
 
@@ -253,38 +255,10 @@ function identityText(identities: readonly FileIdentity[]): string {
 
 /** The recorded fingerprints; none when the index is missing or unreadable (then it is written anew). */
 async function readFileFingerprints(path: string): Promise<FileFingerprints> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(await readFile(path, 'utf8'));
-  } catch {
-    return {};
-  }
-  const entries = (parsed as { entries?: unknown } | null)?.entries;
-  if (typeof entries !== 'object' || entries === null || Array.isArray(entries)) return {};
-  const index: FileFingerprints = {};
-  for (const [key, value] of Object.entries(entries as Record<string, Partial<FileFingerprint> | null>)) {
-    if (typeof value?.identity === 'string' && typeof value.fingerprint === 'string' && /^[0-9a-f]{64}$/.test(value.fingerprint)) {
-      index[key] = { identity: value.identity, fingerprint: value.fingerprint };
-    }
-  }
-  return index;
-}
-
-/**
- * Records a fingerprint, best effort (atomically: a reader never sees half
- * an index; two runs recording at once may lose one record, which costs a
- * hash). The oldest records go beyond MAX_FILE_FINGERPRINTS.
- */
-async function recordFileFingerprint(path: string, index: FileFingerprints, key: string, entry: FileFingerprint): Promise<void> {
-  const entries = Object.entries(index).filter(([other]) => other !== key);
-  entries.push([key, entry]);
-  const kept = Object.fromEntries(entries.slice(-MAX_FILE_FINGERPRINTS));
-  try {
-    await mkdir(dirname(path), { recursive: true });
-    await writeFileAtomic(path, `${JSON.stringify({ entries: kept })}\n`);
-  } catch {
-    // The fingerprint is known: a record that cannot be written costs the next run a hash.
-  }
+  return parseEntryIndex(await readFile(path, 'utf8').catch(() => ''), (value) => {
+    const entry = value as Partial<FileFingerprint> | null;
+    return typeof entry?.identity === 'string' && typeof entry.fingerprint === 'string' && /^[0-9a-f]{64}$/.test(entry.fingerprint) ? { identity: entry.identity, fingerprint: entry.fingerprint } : undefined;
+  });
 }
 
 function isOnnxValue(value: unknown): boolean {

@@ -1,0 +1,47 @@
+/**
+ * Small JSON indexes beside the ONNX cache, `{"entries": {key: entry}}`,
+ * the most recently written last and the oldest dropped past a bound:
+ * fingerprints by file identity (onnx-writer/cache.ts) and first sessions
+ * by model file (session-ahead.ts). Reading never fails (a missing,
+ * unreadable or foreign file is an empty index, each entry is checked);
+ * writing is atomic and best effort (it only saves later runs work).
+ */
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { writeFileAtomic } from '../util/atomic-file.js';
+
+export type EntryIndex<T> = Record<string, T>;
+
+/** The entries of an index file's text that `check` accepts (it returns the entry, or undefined to drop it). */
+export function parseEntryIndex<T>(text: string, check: (value: unknown) => T | undefined): EntryIndex<T> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return {};
+  }
+  const entries = (parsed as { entries?: unknown } | null)?.entries;
+  if (typeof entries !== 'object' || entries === null || Array.isArray(entries)) return {};
+  const index: EntryIndex<T> = {};
+  for (const [key, value] of Object.entries(entries as Record<string, unknown>)) {
+    const entry = check(value);
+    if (entry !== undefined) index[key] = entry;
+  }
+  return index;
+}
+
+/**
+ * Writes `index` with `entry` under `key`, as the most recent, keeping the
+ * `max` most recent. Two runs writing at once may lose one's entry, which
+ * costs a later run the work the entry saves. Never throws.
+ */
+export async function writeEntryIndex<T>(path: string, index: EntryIndex<T>, key: string, entry: T, max: number): Promise<void> {
+  const entries = Object.entries(index).filter(([other]) => other !== key);
+  entries.push([key, entry]);
+  try {
+    await mkdir(dirname(path), { recursive: true });
+    await writeFileAtomic(path, `${JSON.stringify({ entries: Object.fromEntries(entries.slice(-max)) })}\n`, { durable: false });
+  } catch {
+    // Only a later run's saving is lost.
+  }
+}
