@@ -31,6 +31,13 @@ export class UnsupportedOpError extends CamvizError {
 export interface OpContext {
   node: OnnxNode;
   opset: number;
+  /**
+   * Only the outputs' shapes, layouts and dtypes matter, not their values
+   * (the model builder's planning pass on a zero image, build.ts): an op
+   * whose values cost much to compute (Conv) may then give zeros of the
+   * shape it would give, after the same checks.
+   */
+  shapesOnly?: boolean;
 }
 
 /** An op: ONNX inputs (undefined when omitted) to ONNX outputs, in order. */
