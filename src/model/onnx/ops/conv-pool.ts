@@ -81,7 +81,8 @@ function conv(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   }
   let y: tf.Tensor4D;
   if (ctx.shapesOnly === true) {
-    y = tf.zeros(convOutputShape(ctx, x.shape, [outChannels, groupChannels, kH, kW], group, window.strides, window.dilations, padding)) as tf.Tensor4D;
+    // Filled by a kernel in the backend's memory (tf.zeros would copy a zero array into the wasm heap).
+    y = tf.fill(convOutputShape(ctx, x.shape, [outChannels, groupChannels, kH, kW], group, window.strides, window.dilations, padding), 0, 'float32') as tf.Tensor4D;
   } else if (group === 1) {
     const filter = tf.transpose(weights, [2, 3, 1, 0]) as tf.Tensor4D;
     y = tf.conv2d(x, filter, window.strides, padding, 'NHWC', window.dilations);
