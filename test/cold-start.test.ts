@@ -69,13 +69,21 @@ function modulesLoadedFor(spec: string): Promise<{ modules: string[]; loaded: { 
   });
 }
 
-const importers = (modules: readonly string[]): string[] => modules.filter((path) => path.startsWith('model/onnx/') || path.startsWith('model/tfgraph/'));
+/** The importers' modules; model/onnx/file.js only finds whether a path names an ONNX file (node's fs alone). */
+const importers = (modules: readonly string[]): string[] =>
+  modules.filter((path) => (path.startsWith('model/onnx/') && path !== 'model/onnx/file.js') || path.startsWith('model/tfgraph/'));
 
 describe('lazy imports on the load path', () => {
   test('a TF.js layers model folder loads without the ONNX or graph importers', async () => {
     const { modules, loaded } = await modulesLoadedFor(join(repoRoot, 'models', 'shapes'));
     assert.deepEqual(loaded, { format: 'layers', classes: 5 });
     assert.ok(modules.includes('model/load.js'), 'the hook sees camviz modules');
+    assert.deepEqual(importers(modules), []);
+  });
+
+  test('a TF.js model.json given as a file loads without the ONNX or graph importers', async () => {
+    const { modules, loaded } = await modulesLoadedFor(join(repoRoot, 'models', 'shapes', 'model.json'));
+    assert.deepEqual(loaded, { format: 'layers', classes: 5 });
     assert.deepEqual(importers(modules), []);
   });
 

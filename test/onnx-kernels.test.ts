@@ -17,7 +17,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '../src/engine/tfl.js';
 import { loadModel } from '../src/model/load.js';
 import { interpretGraph, laid, toLayout } from '../src/model/onnx/interpret.js';
-import { type ConvGeometry, type ConvLayerWeights, runConv, tfjsKernel } from '../src/model/onnx/keras.js';
+import { type ConvGeometry, type ConvLayerWeights, runConv, tfjsKernel, tfjsKernelShape } from '../src/model/onnx/keras.js';
 import { parseOnnxModel } from '../src/model/onnx/parse.js';
 import { asset, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
 import { forEachBackend } from './helpers/backends.js';
@@ -81,7 +81,7 @@ forEachBackend((backend) => {
         padding: conv.padding,
       };
       const filter = tfjsKernel(geometry) as tf.Tensor4D;
-      const layerWeights: ConvLayerWeights = { ...geometry, kernel: filter };
+      const layerWeights: ConvLayerWeights = { ...geometry, kernel: () => filter, kernelShape: tfjsKernelShape(geometry) };
       const x = tf.mul(seeded([2, conv.inputSize, conv.inputSize, conv.channels], 13), 2) as tf.Tensor4D;
       const plain = (input: tf.Tensor): tf.Tensor => {
         const y = conv.depthwise

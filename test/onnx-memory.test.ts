@@ -138,6 +138,21 @@ test('wasm: the shared MobileNet v1 ONNX holds its weights once after predict an
   assert.equal(leftAfterDispose, 0, 'disposing the model frees every tensor it made');
 });
 
+test('wasm: a loaded ONNX model\'s Conv weights stay off the wasm heap until tfjs runs it (kernels made on first use), and are freed with it either way', async () => {
+  await useBackend('wasm');
+  const wasm = tf.engine().findBackend('wasm')!;
+  const before = { ids: wasm.numDataIds(), tensors: tf.memory().numTensors };
+  const unused = await loadModel(smallNetPath, { engine: 'tfjs' });
+  // Only what the planning pass ran on wasm: the Gemm's weights and bias. Its three Convs (weights, biases, kernels) are not there.
+  const onHeap = wasm.numDataIds() - before.ids;
+  unused.dispose();
+  assert.ok(onHeap <= 2, `${onHeap} tensors on the wasm heap after the load`);
+  assert.equal(tf.memory().numTensors, before.tensors, 'a model never run frees its weights');
+  const { held, leftAfterDispose } = await heldBytes(smallNetPath, photo);
+  assert.ok(held <= MAX_RATIO * (await initializerBytes(smallNetPath)), 'after a pass on tfjs, its weights are held once');
+  assert.equal(leftAfterDispose, 0);
+});
+
 test('the ONNX Runtime trunk of an ONNX file reads the file again for each session instead of keeping its bytes', async () => {
   await useBackend('wasm');
   const path = join(dir, 'trunk.onnx');

@@ -273,6 +273,53 @@ forEachBackend(() => {
   }
 });
 
+/** More Conv geometries for the planning pass: SAME_UPPER with strides, a bias, a 1x1 kernel with a kernel_shape attribute. */
+const SHAPE_CASES: { name: string; x: number[]; w: number[]; attributes: Record<string, OnnxAttribute>; bias?: number }[] = [
+  ...CONV_CASES,
+  { name: 'auto_pad SAME_UPPER, stride 3, bias', x: [1, 3, 8, 7], w: [5, 3, 3, 3], attributes: { auto_pad: str('SAME_UPPER'), strides: ints(3, 3) }, bias: 5 },
+  { name: '1x1 with kernel_shape, stride 2, bias', x: [1, 4, 9, 9], w: [8, 4, 1, 1], attributes: { kernel_shape: ints(1, 1), strides: ints(2, 2) }, bias: 8 },
+  { name: 'depthwise, pads, bias', x: [1, 4, 6, 6], w: [4, 1, 3, 3], attributes: { group: int(4), pads: ints(1, 1, 1, 1) }, bias: 4 },
+];
+
+forEachBackend(() => {
+  test('shapesOnly: a Conv gives zeros of the shape, layout and dtype the full run gives', () => {
+    const count = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
+    for (const { name, x: xShape, w: wShape, attributes, bias } of SHAPE_CASES) {
+      for (const layout of ['onnx', 'nhwc'] as const) {
+        tf.tidy(() => {
+          const inputs = [feed(tf.tensor(randomValues(count(xShape), 41), xShape), layout), laid(tf.tensor(randomValues(count(wShape), 42), wShape))];
+          if (bias !== undefined) inputs.push(laid(tf.tensor(randomValues(bias, 43), [bias])));
+          const conv = node('Conv', bias === undefined ? ['x', 'w'] : ['x', 'w', 'b'], ['y'], attributes);
+          const [full] = runNode(conv, inputs, 13);
+          const [probe] = runNode(conv, inputs, 13, { shapesOnly: true });
+          assert.deepEqual(probe!.tensor.shape, full!.tensor.shape, `${name} (${layout})`);
+          assert.equal(probe!.layout, full!.layout);
+          assert.equal(probe!.tensor.dtype, full!.tensor.dtype);
+          assert.ok(probe!.tensor.dataSync().every((value) => value === 0), 'no convolution was computed');
+        });
+      }
+    }
+  });
+
+  test('shapesOnly: a Conv refuses at planning what the full run refuses', () => {
+    const refusals: { name: string; x: number[]; w: number[]; attributes: Record<string, OnnxAttribute>; bias?: number }[] = [
+      { name: 'groups that do not divide the output channels', x: [1, 4, 5, 5], w: [5, 2, 3, 3], attributes: { group: int(2) } },
+      { name: 'a bias of another length than the output channels', x: [1, 3, 5, 5], w: [6, 3, 3, 3], attributes: {}, bias: 4 },
+      { name: 'input channels other than the weights take', x: [1, 4, 5, 5], w: [6, 3, 3, 3], attributes: {} },
+      { name: 'strides and dilations', x: [1, 3, 9, 9], w: [2, 3, 3, 3], attributes: { strides: ints(2, 2), dilations: ints(2, 2) } },
+    ];
+    for (const { name, x: xShape, w: wShape, attributes, bias } of refusals) {
+      tf.tidy(() => {
+        const inputs = [laid(tf.zeros(xShape)), laid(tf.zeros(wShape))];
+        if (bias !== undefined) inputs.push(laid(tf.zeros([bias])));
+        const conv = node('Conv', bias === undefined ? ['x', 'w'] : ['x', 'w', 'b'], ['y'], attributes);
+        assert.throws(() => runNode(conv, inputs, 13), `the full run refuses ${name}`);
+        assert.throws(() => runNode(conv, inputs, 13, { shapesOnly: true }), `shapesOnly refuses ${name}`);
+      });
+    }
+  });
+});
+
 // ---------------------------------------------------------------- gradients
 
 /** Central differences of `f` at `x`, one element at a time. */

@@ -281,9 +281,9 @@ Examples:
 
 /**
  * A run of one image file runs in this thread, and its start is a cold
- * start: its model files (a local TF.js model, `--model <folder>`) are read
- * while the command's modules (tfjs, sharp) load, for the model's load to
- * find them read; and when ONNX Runtime may run it, the model's first
+ * start: its model files (a local TF.js model, `--model <folder>`, or an
+ * ONNX file) are read while the command's modules (tfjs, sharp) load, for
+ * the model's load to find them read; and when ONNX Runtime may run it, the model's first
  * session, as a previous run noted it, is made in a worker meanwhile
  * (model/session-ahead.ts). Folder runs may load the model in workers only,
  * and are left as they are.
@@ -296,8 +296,10 @@ async function readModelAhead(inputs: readonly string[], options: Record<string,
     (await sessionAhead).startModelSessionAhead(typeof model === 'string' ? model : undefined);
   }
   if (typeof model !== 'string') return;
-  const { readModelAhead: startReading } = await import('../model/io.js');
+  // Each reads only a model of its kind: a TF.js folder or model.json, an .onnx file or a folder with model.onnx.
+  const [{ readModelAhead: startReading }, { readOnnxAhead }] = await Promise.all([import('../model/io.js'), import('../model/onnx/file.js')]);
   void startReading(model);
+  void readOnnxAhead(model);
 }
 
 /** Set once a session may have been started ahead: the run closes what it did not take before it ends. */

@@ -3,9 +3,7 @@
  * with its metadata.
  */
 import { existsSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { join, resolve } from 'node:path';
 import * as tf from '../engine/tf.js';
 import * as tfl from '../engine/tfl.js';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
@@ -21,6 +19,7 @@ import { Network } from '../executor/network.js';
 import { setLayerAliases } from '../executor/graph.js';
 import { DEFAULT_MODEL, type FetchLog, ZOO, knownModelBySha256, urlModelJson, urlOnnxFile, zooEntry, zooModelJson } from './zoo.js';
 import type { BuiltOnnxModel } from './onnx/build.js';
+import { isOnnxUrl, localOnnxPath } from './onnx/file.js';
 import type { BuiltTfGraph } from './tfgraph/build.js';
 import type { ImportedTfGraph } from './tfgraph/load.js';
 
@@ -134,22 +133,18 @@ export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptio
 
 /**
  * The ONNX file `spec` names, or undefined. The ONNX importer (its op
- * library and protobufjs: about 70 ms to import) loads only when `spec` may
- * name one: never for a zoo name or a TF.js model folder (a folder with a
- * model.json is not an ONNX model: see localOnnxPath).
+ * library and protobufjs: about 70 ms to import) loads only to load an
+ * ONNX model: finding whether `spec` names one (onnx/file.ts) needs none of
+ * it, so a zoo name or a TF.js model (its folder or its model.json) never
+ * loads it.
  */
 async function onnxPathOf(spec: string, log: FetchLog | undefined): Promise<string | undefined> {
-  const isUrl = /^https?:\/\//i.test(spec);
-  if (!isUrl && (zooEntry(spec) !== undefined || (await isModelJsonFolder(spec)))) return undefined;
-  const { isOnnxUrl, localOnnxPath, readCheckedOnnx } = await import('./onnx/load.js');
-  if (isOnnxUrl(spec)) return urlOnnxFile(spec, async (path) => void (await readCheckedOnnx(path)), log);
-  return zooEntry(spec) === undefined ? localOnnxPath(spec) : undefined;
-}
-
-async function isModelJsonFolder(spec: string): Promise<boolean> {
-  const path = resolve(spec);
-  if ((await stat(path).catch(() => undefined))?.isDirectory() !== true) return false;
-  return (await stat(join(path, 'model.json')).catch(() => undefined))?.isFile() === true;
+  if (isOnnxUrl(spec)) {
+    const { readCheckedOnnx } = await import('./onnx/load.js');
+    return urlOnnxFile(spec, async (path) => void (await readCheckedOnnx(path)), log);
+  }
+  if (/^https?:\/\//i.test(spec) || zooEntry(spec) !== undefined) return undefined;
+  return localOnnxPath(spec);
 }
 
 async function loadModelFiles(spec: string, options: LoadOptions): Promise<CamvizModel> {

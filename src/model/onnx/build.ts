@@ -12,7 +12,10 @@
  *   outputs become constants of the layers that read them;
  * - learns each remaining value's layout and shape (the batch dim null),
  *   which `computeOutputShape` reports. Shapes are in the stored layout,
- *   so a feature map reads [N, H, W, C] as camviz's conventions want;
+ *   so a feature map reads [N, H, W, C] as camviz's conventions want.
+ *   Only shapes matter there, so a Conv gives zeros of its output's shape
+ *   (`shapesOnly`): running MobileNet v1's convolutions on the zero image
+ *   cost about 0.1 s of a cold start;
  * - folds a zero Pad into the Conv that alone reads it (see
  *   `convWithPadFolded`): one fused convolution instead of a padded copy
  *   of the feature map and a convolution. The Pad's names resolve to the
@@ -48,6 +51,7 @@ import {
   kerasClassName,
   runConv,
   tfjsKernel,
+  tfjsKernelShape,
 } from './keras.js';
 import { nodeNameIndex, topModule } from './names.js';
 import type { OnnxModel, OnnxNode } from './types.js';
@@ -125,7 +129,7 @@ class OnnxNodeLayer extends ImportedNodeLayer<LayerPlan> {
     let count = 0;
     for (const source of this.plan.sources) {
       if (source.kind === 'constant' && source.value.tensor.dtype === 'float32') count += source.value.tensor.size;
-      if (source.kind === 'kernel') count += this.plan.conv?.kernel.size ?? 0;
+      if (source.kind === 'kernel') count += this.plan.conv?.kernelShape.reduce((product, dim) => product * dim, 1) ?? 0;
     }
     return count;
   }
@@ -195,13 +199,27 @@ function layerName(node: OnnxNode, index: number, used: Set<string>): string {
 export function buildOnnxModel(model: OnnxModel, input: OnnxImageInput, size: { height: number; width: number }, opset: number, file: string): BuiltOnnxModel {
   const constants = new Map<string, LaidTensor>();
   try {
-    for (const [name, tensor] of model.graph.initializers) constants.set(name, { tensor: withFile(() => tensorFromOnnx(tensor), file), layout: 'onnx' });
+    const backend = initializerBackend();
+    for (const [name, tensor] of model.graph.initializers) constants.set(name, { tensor: withFile(() => tensorFromOnnx(tensor, backend), file), layout: 'onnx' });
     const plans = planLayers(model, input, size, opset, constants, file);
     return assemble(model, input, size, opset, plans, constants, file);
   } catch (error) {
     for (const value of constants.values()) value.tensor.dispose();
     throw error;
   }
+}
+
+/**
+ * Where the initializers' data live while wasm is the backend: the cpu
+ * backend's, where a float32 initializer is the parsed array itself (no
+ * copy), and tfjs moves each to the wasm heap on its first use by a wasm
+ * kernel. Copying them all into the heap at load cost MobileNet v1 about
+ * 35 ms, for weights that, when ONNX Runtime runs the passes, tfjs never
+ * reads (as for TF.js models: engine/backend.ts withWeightsBuiltOnCpu).
+ * Elsewhere, the active backend's.
+ */
+function initializerBackend(): tf.KernelBackend | undefined {
+  return tf.getBackend() === 'wasm' ? (tf.engine().findBackend('cpu') ?? undefined) : undefined;
 }
 
 /**
@@ -256,8 +274,10 @@ function planLayers(
       const node = reshapeWithConstantTarget(unfolded, opset, shapes, constants, valueNames) ?? unfolded;
       const present = node.inputs.filter((value) => value !== '');
       const inputs = node.inputs.map((value) => (value === '' ? undefined : (constants.get(value) ?? probes.get(value))));
-      const outputs = runChecked(node, inputs, opset, file);
-      if (present.every((value) => constants.has(value))) {
+      const folds = present.every((value) => constants.has(value));
+      // A folded node's values are constants of the model; a planned node's only tell shapes and layouts.
+      const outputs = runChecked(node, inputs, opset, file, !folds);
+      if (folds) {
         outputs.forEach((output, i) => constants.set(node.outputs[i]!, output));
       } else {
         node.outputs.forEach((value, i) => probes.set(value, outputs[i]!));
@@ -471,10 +491,10 @@ function isGraphOutput(model: OnnxModel, value: string): boolean {
   return model.graph.outputs.some((output) => output.name === value);
 }
 
-function runChecked(node: OnnxNode, inputs: (LaidTensor | undefined)[], opset: number, file: string): LaidTensor[] {
+function runChecked(node: OnnxNode, inputs: (LaidTensor | undefined)[], opset: number, file: string, shapesOnly: boolean): LaidTensor[] {
   try {
     return tf.tidy(() => {
-      const outputs = runNode(node, inputs, opset);
+      const outputs = runNode(node, inputs, opset, { shapesOnly });
       if (outputs.length < node.outputs.length) throw new CamvizError(`node '${node.name}' (${node.opType}) gives ${outputs.length} outputs; the graph names ${node.outputs.length}`);
       // A pass-through output gets its own tensor: each value is disposed once.
       return outputs.map((output) => (inputs.some((value) => value?.tensor === output.tensor) ? { ...output, tensor: tf.clone(output.tensor) } : output)) as unknown as tf.TensorContainer;
@@ -549,12 +569,13 @@ function assemble(
   constants: Map<string, LaidTensor>,
   file: string,
 ): BuiltOnnxModel {
-  // Kernels in tfjs' layout the model owns: every Conv layer's (made here), and Dense kernels made on first read.
+  // Kernels in tfjs' layout the model owns, each made on its first read: Conv layers' and Dense layers'.
   const kernels = new Set<tf.Tensor>();
+  // The constants layers read: they stay with the model.
+  const kept = new Set<tf.Tensor>();
+  const convKernels = new ConvKernels(kernels, kept);
   try {
-    const convKernels = new Map<string, tf.Tensor>();
     const built = plans.map((plan) => withConvKernel(plan, convKernels));
-    for (const kernel of convKernels.values()) kernels.add(kernel);
     // camviz feeds RGB: a one-channel graph reads the mean of the three channels.
     const inputTensor = tfl.input({ shape: [size.height, size.width, 3], name: 'input' });
     const graphInput = input.channels === 1 ? (new ChannelMeanLayer({ name: 'input_gray' }).apply(inputTensor) as tfl.SymbolicTensor) : inputTensor;
@@ -562,17 +583,16 @@ function assemble(
     const outputs = model.graph.outputs.map((output) => output.name);
     const missing = (key: string): Error => new CamvizError(`graph output '${key}' does not depend on the input`, { file });
     const layersModel = wireLayersModel(inputTensor, new Map([[input.name, graphInput]]), layers, outputs, 'onnx', missing);
-    // Only the constants that layers read stay: the rest were shape arithmetic, or Conv weights now held as kernels.
-    const kept = new Set<tf.Tensor>();
+    // Only the constants that layers read stay, and Conv weights until their kernels are made: the rest were shape arithmetic.
     for (const plan of built) for (const source of plan.sources) if (source.kind === 'constant') kept.add(source.value.tensor);
-    for (const value of constants.values()) if (!kept.has(value.tensor)) value.tensor.dispose();
+    for (const value of constants.values()) if (!kept.has(value.tensor) && !convKernels.awaits(value.tensor)) value.tensor.dispose();
     return {
       layersModel,
       ...namesOf(model, plans),
       onnxShapes: new Map(plans.map((plan) => [plan.name, plan.onnxShape])),
       nodeNames: new Map(plans.map((plan) => [plan.name, plan.node.name || plan.name])),
       dispose: () => {
-        for (const tensor of [...kept, ...kernels]) tensor.dispose();
+        for (const tensor of [...kept, ...kernels, ...convKernels.awaited()]) tensor.dispose();
       },
     };
   } catch (error) {
@@ -583,21 +603,78 @@ function assemble(
 
 /**
  * The plan as its layer holds it: a Conv's ONNX-layout weights (input 1)
- * replaced by its kernel in tfjs' layout. Convs that read the same weights
- * the same way share one kernel (`made`, by weights tensor and view).
+ * replaced by its kernel in tfjs' layout, made on first read (ConvKernels).
  */
-function withConvKernel(plan: PlannedLayer, made: Map<string, tf.Tensor>): LayerPlan {
+function withConvKernel(plan: PlannedLayer, kernels: ConvKernels): LayerPlan {
   const { conv, ...rest } = plan;
   if (conv === undefined) return rest;
-  const key = `${conv.weights.id}:${conv.depthwise ? `depthwise/${conv.channels}` : 'conv'}`;
-  let kernel = made.get(key);
-  if (kernel === undefined) {
-    kernel = tfjsKernel(conv);
-    made.set(key, kernel);
-  }
   const { weights: _weights, ...geometry } = conv;
   const sources = plan.sources.map((source, i): InputSource => (i === 1 ? { kind: 'kernel' } : source));
-  return { ...rest, conv: { ...geometry, kernel }, sources };
+  return { ...rest, conv: { ...geometry, kernel: kernels.reader(conv), kernelShape: tfjsKernelShape(conv) }, sources };
+}
+
+/**
+ * A model's Conv kernels in tfjs' layout, each made on its first read: by
+ * a pass on tfjs, the CAM method or ONNX Runtime's closed-form head. With
+ * ONNX Runtime running the passes most are never made, and their weights
+ * never reach the wasm heap (the initializers are the cpu backend's: see
+ * buildOnnxModel); making them at load cost MobileNet v1 about 25 ms of
+ * transposes and 35 ms of copies into the heap. Convs that read the same
+ * weights the same way share one kernel (by weights tensor and view). The
+ * ONNX-layout weights are freed once every kernel made from them is made,
+ * unless a layer reads them as a constant (`kept`): the model then holds
+ * its weights once, as before the kernels were lazy.
+ */
+class ConvKernels {
+  private readonly readers = new Map<string, () => tf.Tensor>();
+  /** ONNX-layout weights -> how many of their kernels are not made yet. */
+  private readonly pending = new Map<tf.Tensor, number>();
+
+  constructor(
+    /** Where made kernels go (the model owns and frees them). */
+    private readonly made: Set<tf.Tensor>,
+    private readonly kept: ReadonlySet<tf.Tensor>,
+  ) {}
+
+  /** What reads the kernel of `conv`, making it the first time. */
+  reader(conv: ConvGeometry): () => tf.Tensor {
+    const key = `${conv.weights.id}:${conv.depthwise ? `depthwise/${conv.channels}` : 'conv'}`;
+    let read = this.readers.get(key);
+    if (read !== undefined) return read;
+    let kernel: tf.Tensor | undefined;
+    this.pending.set(conv.weights, (this.pending.get(conv.weights) ?? 0) + 1);
+    read = () => {
+      if (kernel === undefined) {
+        // Kept: the first read may come inside a tidy (a pass), whose end must not free it.
+        kernel = tf.keep(tfjsKernel(conv));
+        this.made.add(kernel);
+        this.release(conv.weights);
+      }
+      return kernel;
+    };
+    this.readers.set(key, read);
+    return read;
+  }
+
+  /** Whether `weights` still wait for a kernel to be made from them. */
+  awaits(weights: tf.Tensor): boolean {
+    return this.pending.has(weights);
+  }
+
+  /** The weights still waiting for a kernel (freed with the model). */
+  awaited(): tf.Tensor[] {
+    return [...this.pending.keys()];
+  }
+
+  private release(weights: tf.Tensor): void {
+    const left = (this.pending.get(weights) ?? 1) - 1;
+    if (left > 0) {
+      this.pending.set(weights, left);
+      return;
+    }
+    this.pending.delete(weights);
+    if (!this.kept.has(weights)) weights.dispose();
+  }
 }
 
 /** The names users may give, the module of each layer, and the default CAM target. */

@@ -43,17 +43,19 @@ export interface ConvGeometry {
 
 /**
  * A Conv layer's weights as the layer holds them: its kernel in tfjs'
- * layout, made once at load, which the ONNX-layout weights are dropped for
- * (see build.ts `assemble`). The bias is the ONNX constant itself (the same
- * layout in both).
+ * layout, made on its first read (see build.ts `ConvKernels`), for which
+ * the ONNX-layout weights are then dropped; its shape is known before. The
+ * bias is the ONNX constant itself (the same layout in both).
  */
-export type ConvLayerWeights = Omit<ConvGeometry, 'weights'> & { readonly kernel: tf.Tensor };
+export type ConvLayerWeights = Omit<ConvGeometry, 'weights'> & {
+  readonly kernel: () => tf.Tensor;
+  readonly kernelShape: readonly [number, number, number, number];
+};
 
 /** The fields of a tfjs-layers Conv2D / DepthwiseConv2D that the executor's fusion and the CAM method read. */
 export function convView(conv: ConvLayerWeights): Record<string, unknown> {
-  const read = (): tf.Tensor => conv.kernel;
-  const [kh, kw] = conv.kernel.shape;
-  return convFields(conv, read, kh!, kw!);
+  const [kh, kw] = conv.kernelShape;
+  return convFields(conv, conv.kernel, kh, kw);
 }
 
 /**
@@ -66,7 +68,7 @@ export function convView(conv: ConvLayerWeights): Record<string, unknown> {
 export function runConv(conv: ConvLayerWeights, input: LaidTensor): tf.Tensor {
   return tf.tidy(() => {
     const x = toLayout(input, 'nhwc') as tf.Tensor4D;
-    const filter = conv.kernel as tf.Tensor4D;
+    const filter = conv.kernel() as tf.Tensor4D;
     if (conv.bias !== undefined && conv.dilationRate.every((rate) => rate === 1)) return fusedConvWithBias(conv, filter, conv.bias)(x);
     const y = conv.depthwise
       ? tf.depthwiseConv2d(x, filter, conv.strides, conv.padding, 'NHWC', conv.dilationRate)
@@ -153,6 +155,12 @@ export function denseGeometry(node: OnnxNode, sources: readonly InputSource[]): 
   if (number('transA', 0) !== 0 || number('alpha', 1) !== 1 || number('beta', 1) !== 1) return undefined;
   if (c !== undefined && c.kind !== 'omitted' && (c.kind !== 'constant' || c.value.tensor.rank !== 1)) return undefined;
   return { weights: b.value.tensor, transposed: number('transB', 0) === 1, bias: c?.kind === 'constant' ? c.value.tensor : undefined };
+}
+
+/** The shape of `tfjsKernel(conv)`: [kh, kw, C/group, M], depthwise [kh, kw, C, M/C]. */
+export function tfjsKernelShape(conv: ConvGeometry): [number, number, number, number] {
+  const [outChannels, groupChannels, kh, kw] = conv.weights.shape as [number, number, number, number];
+  return conv.depthwise ? [kh, kw, conv.channels, outChannels / conv.channels] : [kh, kw, groupChannels, outChannels];
 }
 
 /** ONNX [M, C/group, kh, kw] as tfjs' [kh, kw, C, M] (Conv2D) or [kh, kw, C, M/C] (depthwise): a new tensor the caller owns. */

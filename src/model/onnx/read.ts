@@ -7,10 +7,12 @@
  * declares are read, straight into its typed array, after checking that the
  * file holds them.
  */
+import { createHash } from 'node:crypto';
 import { type FileHandle, open, readFile, realpath, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { CamvizError } from '../../util/errors.js';
 import { pathInside } from '../io.js';
+import { MAX_PROTOBUF_BYTES, ONNX_MODEL_FILE, takeOnnxAhead } from './file.js';
 import {
   allocateNumericData,
   bytesOf,
@@ -21,22 +23,38 @@ import {
 } from './parse.js';
 import type { OnnxModel } from './types.js';
 
-/** Protobuf messages cannot exceed 2 GiB; bigger models keep their weights in external data. */
-const MAX_PROTOBUF_BYTES = 2 ** 31 - 1;
+/** An ONNX file as read and parsed: the model, and the sha256 of the bytes parsed. */
+export interface ReadOnnx {
+  readonly model: OnnxModel;
+  /** Hex sha256 of the .onnx file's bytes that were parsed (external data aside). */
+  readonly sha256: string;
+}
 
 /** Reads and parses an `.onnx` file (or a folder's `model.onnx`) and the external data it refers to. */
 export async function readOnnxFile(path: string): Promise<OnnxModel> {
+  return (await readOnnxWithSha256(path)).model;
+}
+
+/**
+ * As readOnnxFile, with the sha256 of the bytes parsed: the file is read
+ * once (or taken as the command line read it ahead: file.ts), and its
+ * identity is that of what was parsed, even if it changes on disk after.
+ */
+export async function readOnnxWithSha256(path: string): Promise<ReadOnnx> {
   const file = await resolveOnnxPath(path);
   const size = (await stat(file)).size;
   if (size > MAX_PROTOBUF_BYTES) {
     throw new CamvizError(`ONNX file is ${size} bytes, more than protobuf's 2 GiB limit`, { file });
   }
-  const bytes = await readFile(file).catch((error: unknown) => {
-    throw new CamvizError(`cannot read the ONNX file (${errorCode(error)})`, { file, cause: error });
-  });
+  const bytes =
+    (await takeOnnxAhead(file)) ??
+    (await readFile(file).catch((error: unknown) => {
+      throw new CamvizError(`cannot read the ONNX file (${errorCode(error)})`, { file, cause: error });
+    }));
   const { model, external } = parseOnnxModelWithExternalData(bytes, file);
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
   if (external.length > 0) await readExternalData(external, file);
-  return model;
+  return { model, sha256 };
 }
 
 /** The `.onnx` file itself, or `model.onnx` inside a folder. */
@@ -47,7 +65,7 @@ async function resolveOnnxPath(path: string): Promise<string> {
   // A device or a FIFO would be read without end.
   if (info.isFile()) return absolute;
   if (!info.isDirectory()) throw new CamvizError('model is not a regular file', { file: path });
-  const candidate = join(absolute, 'model.onnx');
+  const candidate = join(absolute, ONNX_MODEL_FILE);
   if (!(await stat(candidate).catch(() => undefined))?.isFile()) {
     throw new CamvizError('model folder has no model.onnx', { file: path });
   }

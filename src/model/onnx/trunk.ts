@@ -14,8 +14,7 @@
  * session made (a few per run), where keeping them would hold a copy of the
  * file, as large as the model's weights, in every worker for the whole run.
  */
-import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import protobuf from 'protobufjs';
 import { CamvizError } from '../../util/errors.js';
@@ -45,52 +44,72 @@ function onnxPlanOf(layer: unknown): OnnxNodePlan | undefined {
 
 /**
  * The trunk of the ONNX file `file` (whose sha256 at load was `sha256`),
- * built by camviz as `graph` for an input of `size`. Reads the file again
- * (and checks it is the one loaded), here and for each session made. A
- * graph that takes one channel is refused: camviz feeds ONNX Runtime its
+ * built by camviz as `graph` for an input of `size`. The file is not read
+ * here: a session made from the saved optimised graph (or ahead, in a
+ * worker) never needs its bytes; `withOutputs` reads them for each session
+ * made from the file, and refuses them when they are not the file loaded.
+ * A graph that takes one channel is refused: camviz feeds ONNX Runtime its
  * RGB input as it is.
  */
 export async function onnxTrunkOf(file: string, sha256: string, graph: LayerGraph, size: { height: number; width: number }): Promise<OnnxTrunk> {
-  const bytes = loadedBytes(
-    file,
-    sha256,
-    await readFile(file).catch((error: unknown) => {
-      throw unreadable(file, error);
-    }),
-  );
   const values = valuesOf(graph);
   const inputKey = graph.inputKeys[0];
   const input = inputKey === undefined ? undefined : values.get(inputKey);
   if (input === undefined || graph.inputKeys.length !== 1) {
     throw new OrtModelRejectedError('camviz feeds ONNX Runtime a 3-channel image; this graph takes another input', file);
   }
-  const outputs = new Set(graphOutputNames(bytes));
   return {
     cacheKey: `${sha256}:${size.height}x${size.width}`,
     input,
     inputSize: { height: size.height, width: size.width },
     valueOf: (key) => values.get(key),
-    withOutputs: (names) => withGraphOutputs(loadedBytes(file, sha256, readAgain(file)), names.filter((name) => !outputs.has(name))),
+    withOutputs: (names) => loadedFileWithOutputs(file, sha256, names),
   };
 }
 
-/** The file's bytes, read synchronously (`withOutputs` returns the model's bytes). */
-function readAgain(file: string): Uint8Array {
+/**
+ * The bytes of `file`, checked to be the file loaded (whose sha256 was
+ * `sha256`), with `names` appended as graph outputs (those that are not
+ * outputs already). Read synchronously (`withOutputs` returns the bytes)
+ * into a buffer with room for the appended outputs, so that appending them
+ * copies no file (a fresh 14 MB copy costs MobileNet v1 about 45 ms of page
+ * faults on this kind of VM).
+ */
+function loadedFileWithOutputs(file: string, sha256: string, names: readonly string[]): Uint8Array {
+  const room = graphOutputsTail(names).length;
+  const { bytes, size } = readWithRoom(file, room);
+  const model = bytes.subarray(0, size);
+  if (createHash('sha256').update(model).digest('hex') !== sha256) throw new CamvizError('the ONNX file changed since it was loaded', { file });
+  const outputs = new Set(graphOutputNames(model));
+  const tail = graphOutputsTail(names.filter((name) => !outputs.has(name)));
+  bytes.set(tail, size);
+  return bytes.subarray(0, size + tail.length);
+}
+
+/** The whole file, in a buffer `room` bytes longer than it. */
+function readWithRoom(file: string, room: number): { bytes: Buffer; size: number } {
+  let fd: number | undefined;
   try {
-    return readFileSync(file);
+    fd = openSync(file, 'r');
+    const capacity = fstatSync(fd).size;
+    const bytes = Buffer.allocUnsafe(capacity + room);
+    let size = 0;
+    // Up to the size at open: a file that shrank or grew since differs from the one loaded, which the hash tells.
+    while (size < capacity) {
+      const read = readSync(fd, bytes, size, capacity - size, size);
+      if (read === 0) break;
+      size += read;
+    }
+    return { bytes, size };
   } catch (error) {
     throw unreadable(file, error);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
 function unreadable(file: string, error: unknown): CamvizError {
   return new CamvizError(`cannot read the ONNX file again (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { file, cause: error });
-}
-
-/** `bytes`, once checked to be the file loaded (whose sha256 was `sha256`). */
-function loadedBytes(file: string, sha256: string, bytes: Uint8Array): Uint8Array {
-  if (createHash('sha256').update(bytes).digest('hex') !== sha256) throw new CamvizError('the ONNX file changed since it was loaded', { file });
-  return bytes;
 }
 
 /** Graph key -> ONNX value, for every value a node layer computes and for the image input. */
@@ -136,13 +155,19 @@ export function graphOutputNames(bytes: Uint8Array): string[] {
 
 /** The model bytes with `names` appended as graph outputs (a second graph message, merged by protobuf). */
 export function withGraphOutputs(bytes: Uint8Array, names: readonly string[]): Uint8Array {
-  const unique = [...new Set(names)];
-  if (unique.length === 0) return bytes;
-  const graph = protobuf.Writer.create();
-  for (const name of unique) graph.uint32((GRAPH_OUTPUT << 3) | 2).fork().uint32((VALUE_INFO_NAME << 3) | 2).string(name).ldelim();
-  const tail = protobuf.Writer.create().uint32((MODEL_GRAPH << 3) | 2).bytes(graph.finish()).finish();
+  const tail = graphOutputsTail(names);
+  if (tail.length === 0) return bytes;
   const out = new Uint8Array(bytes.length + tail.length);
   out.set(bytes, 0);
   out.set(tail, bytes.length);
   return out;
+}
+
+/** A ModelProto holding only a graph with `names` as its outputs: appended to a model's bytes, protobuf merges it in. Empty for no name. */
+function graphOutputsTail(names: readonly string[]): Uint8Array {
+  const unique = [...new Set(names)];
+  if (unique.length === 0) return new Uint8Array(0);
+  const graph = protobuf.Writer.create();
+  for (const name of unique) graph.uint32((GRAPH_OUTPUT << 3) | 2).fork().uint32((VALUE_INFO_NAME << 3) | 2).string(name).ldelim();
+  return protobuf.Writer.create().uint32((MODEL_GRAPH << 3) | 2).bytes(graph.finish()).finish();
 }

@@ -31,6 +31,13 @@ export class UnsupportedOpError extends CamvizError {
 export interface OpContext {
   node: OnnxNode;
   opset: number;
+  /**
+   * Only the outputs' shapes, layouts and dtypes matter, not their values
+   * (the model builder's planning pass on a zero image, build.ts): an op
+   * whose values cost much to compute (Conv) may then give zeros of the
+   * shape it would give, after the same checks.
+   */
+  shapesOnly?: boolean;
 }
 
 /** An op: ONNX inputs (undefined when omitted) to ONNX outputs, in order. */
@@ -120,15 +127,22 @@ const SENTINEL_MAGNITUDE = 2 ** 53;
  * float64 and float16 become float32, every integer type int32. Shapes and
  * indices fit in int32; an int64 sentinel (|value| ≥ 2^53, e.g. Slice's
  * INT64_MAX) saturates, which means the same to every op here; any other
- * value outside int32 is refused.
+ * value outside int32 is refused. With `backend`, the tensor's data is
+ * that backend's (the cpu backend keeps a float32 array as it is, no copy;
+ * tfjs moves it to the active backend on its first use there).
  */
-export function tensorFromOnnx(onnx: OnnxTensor): tf.Tensor {
+export function tensorFromOnnx(onnx: OnnxTensor, backend?: tf.KernelBackend): tf.Tensor {
   const { type, dims, data } = onnx;
   if (type === 'string' || Array.isArray(data)) throw new CamvizError(`ONNX tensor '${onnx.name}': string tensors are not supported`);
-  if (type === 'bool') return tf.tensor(Uint8Array.from(data as ArrayLike<number>), dims, 'bool');
-  if (type === 'float32') return tf.tensor(data as Float32Array, dims, 'float32');
-  if (type === 'float64') return tf.tensor(Float32Array.from(data as Float64Array), dims, 'float32');
-  if (type === 'float16') return tf.tensor(float16ToFloat32(data as Uint16Array), dims, 'float32');
+  const make = (values: Float32Array | Int32Array | Uint8Array, dtype: 'float32' | 'int32' | 'bool'): tf.Tensor => {
+    if (backend === undefined) return tf.tensor(values, dims, dtype);
+    if (values.length !== tf.util.sizeFromShape(dims)) throw new CamvizError(`ONNX tensor '${onnx.name}': ${values.length} values for dims [${dims.join(', ')}]`);
+    return tf.engine().makeTensor(values, dims, dtype, backend);
+  };
+  if (type === 'bool') return make(Uint8Array.from(data as ArrayLike<number>), 'bool');
+  if (type === 'float32') return make(data as Float32Array, 'float32');
+  if (type === 'float64') return make(Float32Array.from(data as Float64Array), 'float32');
+  if (type === 'float16') return make(float16ToFloat32(data as Uint16Array), 'float32');
   const ints = new Int32Array(data.length);
   for (let i = 0; i < data.length; i++) {
     const value = Number(data[i]);
@@ -136,7 +150,7 @@ export function tensorFromOnnx(onnx: OnnxTensor): tf.Tensor {
     else if (Math.abs(value) >= SENTINEL_MAGNITUDE) ints[i] = value > 0 ? INT32_MAX : INT32_MIN;
     else throw new CamvizError(`ONNX tensor '${onnx.name}': ${type} value ${data[i]} does not fit in int32`);
   }
-  return tf.tensor(ints, dims, 'int32');
+  return make(ints, 'int32');
 }
 
 /** IEEE half-precision bits to float32. */

@@ -5,7 +5,7 @@
  */
 import * as tf from '../../../engine/tf.js';
 import { CamvizError } from '../../../util/errors.js';
-import { laid, toLayout, type LaidTensor } from '../layout.js';
+import { laid, onnxShape, toLayout, type LaidTensor } from '../layout.js';
 import { attrInt, attrInts, attrString, required, unsupported, type OpContext, type OpFunction } from './common.js';
 
 type Inputs = (LaidTensor | undefined)[];
@@ -80,7 +80,10 @@ function conv(ctx: OpContext, inputs: Inputs): LaidTensor[] {
     throw new CamvizError(`ONNX node '${ctx.node.name}' (Conv): ${channels} input channels for ${group} groups of ${groupChannels}`);
   }
   let y: tf.Tensor4D;
-  if (group === 1) {
+  if (ctx.shapesOnly === true) {
+    // Filled by a kernel in the backend's memory (tf.zeros would copy a zero array into the wasm heap).
+    y = tf.fill(convOutputShape(ctx, x.shape, [outChannels, groupChannels, kH, kW], group, window.strides, window.dilations, padding), 0, 'float32') as tf.Tensor4D;
+  } else if (group === 1) {
     const filter = tf.transpose(weights, [2, 3, 1, 0]) as tf.Tensor4D;
     y = tf.conv2d(x, filter, window.strides, padding, 'NHWC', window.dilations);
   } else if (groupChannels === 1) {
@@ -92,7 +95,29 @@ function conv(ctx: OpContext, inputs: Inputs): LaidTensor[] {
     y = groupedConv(x, weights, group, window, padding);
   }
   const bias = inputs[2];
-  return [laid(bias === undefined ? y : tf.add(y, toLayout(bias, 'onnx')), 'nhwc')];
+  if (bias === undefined) return [laid(y, 'nhwc')];
+  // The add's own check of the bias's shape, without the add.
+  if (ctx.shapesOnly === true) tf.backend_util.assertAndGetBroadcastShape(y.shape, onnxShape(bias));
+  return [laid(ctx.shapesOnly === true ? y : tf.add(y, toLayout(bias, 'onnx')), 'nhwc')];
+}
+
+/**
+ * The NHWC shape of a Conv's output, as tfjs' convolutions compute it (the
+ * output size of every group's convolution is the same; grouped and
+ * depthwise Convs give `outChannels` channels, which the groups must
+ * divide, as the split or reshape of the weights requires).
+ */
+function convOutputShape(
+  ctx: OpContext,
+  inShape: [number, number, number, number],
+  [outChannels, , kH, kW]: [number, number, number, number],
+  group: number,
+  strides: [number, number],
+  dilations: [number, number],
+  padding: ExplicitPadding,
+): [number, number, number, number] {
+  if (outChannels % group !== 0) throw new CamvizError(`ONNX node '${ctx.node.name}' (Conv): ${outChannels} output channels for ${group} groups`);
+  return tf.backend_util.computeConv2DInfo(inShape, [kH, kW, inShape[3], outChannels], strides, dilations, padding, undefined, false, 'channelsLast').outShape as [number, number, number, number];
 }
 
 /** Groups that are neither 1 nor depthwise: one convolution per group. */

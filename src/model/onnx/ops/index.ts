@@ -59,9 +59,10 @@ export function supportedOp(opType: string, opset: number): boolean {
 /**
  * Run one node. `inputs[i]` is undefined for an omitted optional input. The
  * outputs are new tensors that the caller owns (never one of the inputs);
- * everything made on the way is disposed.
+ * everything made on the way is disposed. With `shapesOnly`, outputs whose
+ * values cost much may be zeros of their shape (see OpContext).
  */
-export function runNode(node: OnnxNode, inputs: (LaidTensor | undefined)[], opset: number): LaidTensor[] {
+export function runNode(node: OnnxNode, inputs: (LaidTensor | undefined)[], opset: number, options: { shapesOnly?: boolean } = {}): LaidTensor[] {
   const op = OPS[node.opType];
   if (op === undefined || !isDefaultDomain(node.domain) || !supportedOp(node.opType, opset)) {
     throw new UnsupportedOpError(node, opset, isDefaultDomain(node.domain) ? undefined : `domain '${node.domain}'`);
@@ -69,7 +70,7 @@ export function runNode(node: OnnxNode, inputs: (LaidTensor | undefined)[], opse
   const inputTensors = new Set(inputs.map((value) => value?.tensor));
   let layouts: LaidTensor['layout'][] = [];
   const tensors = tf.tidy(() => {
-    const outputs = op({ node, opset }, inputs);
+    const outputs = op({ node, opset, ...(options.shapesOnly === true ? { shapesOnly: true } : {}) }, inputs);
     layouts = outputs.map((output) => output.layout);
     // An op may hand back an input (Identity, a no-op reshape): the caller
     // disposes inputs and outputs independently, so give it its own tensor.

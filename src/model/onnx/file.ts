@@ -1,0 +1,116 @@
+/**
+ * The `.onnx` file a local `--model` names, and its bytes read ahead of the
+ * load. Light on purpose (node's fs and path only): the command line
+ * imports it before the command's modules load, and the model loader
+ * before it knows it needs the ONNX importer (its op library, tfjs and
+ * protobufjs).
+ */
+import { open, readFile, stat } from 'node:fs/promises';
+import { basename, dirname, extname, join, resolve } from 'node:path';
+
+/** The file name a model folder holds its ONNX graph under. */
+export const ONNX_MODEL_FILE = 'model.onnx';
+
+/** Protobuf messages cannot exceed 2 GiB; bigger models keep their weights in external data. */
+export const MAX_PROTOBUF_BYTES = 2 ** 31 - 1;
+
+/**
+ * Whether a file holds an ONNX ModelProto rather than a model.json: its
+ * name ends in `.onnx`, or its first byte is 0x08, the tag of ir_version
+ * (field 1, a varint), which protobuf writers put first and no JSON text
+ * starts with.
+ */
+export async function isOnnxFile(path: string): Promise<boolean> {
+  if (extname(path).toLowerCase() === '.onnx') return true;
+  const handle = await open(path, 'r').catch(() => undefined);
+  if (handle === undefined) return false;
+  try {
+    const { buffer, bytesRead } = await handle.read(Buffer.alloc(1), 0, 1, 0);
+    return bytesRead === 1 && buffer[0] === 0x08;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The .onnx file (absolute) a local `--model` value names, or undefined when it is not an ONNX model. */
+export async function localOnnxPath(spec: string): Promise<string | undefined> {
+  const path = resolve(spec);
+  const info = await stat(path).catch(() => undefined);
+  if (info === undefined) return undefined;
+  if (info.isDirectory()) {
+    const inside = join(path, ONNX_MODEL_FILE);
+    const hasJson = (await stat(join(path, 'model.json')).catch(() => undefined))?.isFile() === true;
+    return !hasJson && (await stat(inside).catch(() => undefined))?.isFile() === true ? inside : undefined;
+  }
+  return info.isFile() && (await isOnnxFile(path)) ? path : undefined;
+}
+
+/** Whether a URL names a .onnx file (query and fragment aside). */
+export function isOnnxUrl(spec: string): boolean {
+  if (!/^https?:\/\//i.test(spec)) return false;
+  try {
+    return new URL(spec).pathname.toLowerCase().endsWith('.onnx');
+  } catch {
+    return false;
+  }
+}
+
+/** A file read ahead: the .onnx file a spec named, and its bytes. */
+interface AheadRead {
+  readonly file: string;
+  readonly bytes: Buffer;
+}
+
+/**
+ * ONNX files being read ahead of their load, by the absolute path of the
+ * spec given (the file, or its folder), registered at once so that a load
+ * that starts early still finds the read. Each is taken once, by the first
+ * read of that file (read.ts). They never reject: a failed read is undefined.
+ */
+const readAhead = new Map<string, Promise<AheadRead | undefined>>();
+
+/**
+ * Starts reading the ONNX file `spec` names (a .onnx file, or a folder with
+ * model.onnx), if it names one, for a later load of it: the command line
+ * calls it before the command's modules load, which hold the main thread
+ * about 0.4 s while the file (14 MB for MobileNet v1, and its page faults)
+ * is read on libuv's threads. Only a regular file the load would read is
+ * read; its external data are left to the load (they are known once the
+ * graph is parsed). A read that fails is reported by the load, which then
+ * reads the file itself. The promise settles (never rejects) when the read
+ * ends.
+ */
+export function readOnnxAhead(spec: string): Promise<void> {
+  const key = resolve(spec);
+  let reading = readAhead.get(key);
+  if (reading === undefined) {
+    reading = readNow(key).catch(() => undefined);
+    readAhead.set(key, reading);
+  }
+  return reading.then(() => undefined);
+}
+
+async function readNow(path: string): Promise<AheadRead | undefined> {
+  const file = await localOnnxPath(path);
+  if (file === undefined) return undefined;
+  const info = await stat(file);
+  // What the load would refuse before reading it (read.ts) is not read.
+  if (!info.isFile() || info.size > MAX_PROTOBUF_BYTES) return undefined;
+  return { file, bytes: await readFile(file) };
+}
+
+/**
+ * The bytes of the ONNX file `file` (absolute) read ahead, taken once:
+ * undefined when none were read, the read failed or named another file.
+ */
+export async function takeOnnxAhead(file: string): Promise<Buffer | undefined> {
+  const keys = basename(file) === ONNX_MODEL_FILE ? [file, dirname(file)] : [file];
+  for (const key of keys) {
+    const reading = readAhead.get(key);
+    if (reading === undefined) continue;
+    readAhead.delete(key);
+    const read = await reading;
+    if (read?.file === file) return read.bytes;
+  }
+  return undefined;
+}
