@@ -15,7 +15,7 @@
  */
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, readFile, readdir, realpath, rm, truncate, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, readdir, realpath, rm, truncate, writeFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -152,6 +152,17 @@ describe('a first session made ahead', { skip: skipOrt }, () => {
     assert.equal(second.madeAhead, false);
     assert.deepEqual(second.scores, reference.scores);
     assert.deepEqual(second.conv, reference.conv);
+  });
+
+  test('is found for a folder holding model.onnx, as the load finds the model there', async () => {
+    const folder = join(workDir, `tiny-folder-${Math.random().toString(36).slice(2)}`);
+    await mkdir(folder);
+    await cp(tinyOnnx, join(folder, 'model.onnx'));
+    const notes = await readNotes();
+    await writeFile(notesPath(), JSON.stringify({ entries: { [await realpath(join(folder, 'model.onnx'))]: notes[await realpath(tinyOnnx)]! } }));
+    withEnvSync('CAMVIZ_CACHE', cacheDir, () => startModelSessionAhead(folder));
+    assert.ok(sessionAheadPending());
+    await closeSessionsAhead();
   });
 
   test('is not started from a garbage note file or a note with bad fields', async () => {

@@ -61,8 +61,9 @@ function modelFileOf(spec: string | undefined): string | undefined {
   if (path === undefined) return undefined;
   try {
     const info = statSync(path);
-    const file = info.isDirectory() ? join(path, 'model.json') : path;
-    return /\.(json|onnx)$/i.test(file) ? realpathSync(file) : undefined;
+    // A folder holds model.json (TF.js) or model.onnx, as the load looks for them.
+    const file = info.isDirectory() ? [join(path, 'model.json'), join(path, 'model.onnx')].find((candidate) => statSync(candidate, { throwIfNoEntry: false })?.isFile() === true) : path;
+    return file !== undefined && /\.(json|onnx)$/i.test(file) ? realpathSync(file) : undefined;
   } catch {
     return undefined;
   }
