@@ -27,9 +27,9 @@ import { type BigIntStats, mkdirSync, readFileSync, readdirSync, renameSync, rmS
 import Module from 'node:module';
 import { basename, dirname, join, sep } from 'node:path';
 import { Script } from 'node:vm';
-import { crc32 } from 'node:zlib';
 import { isAlive, parseTemporaryName, temporaryName } from '../util/atomic-file.js';
 import { cacheRoot } from '../util/cache-root.js';
+import { crc32 } from '../util/crc32.js';
 
 /** What became of the files compiled through the cache in this thread, so far. */
 export interface CodeCacheStats {
@@ -225,7 +225,7 @@ function mayImportDynamically(content: string): boolean {
  */
 function entryStem(filename: string): string {
   const name = basename(filename).replace(/[^\w.-]/g, '_');
-  return `${name}-${crc32(filename).toString(16).padStart(8, '0')}`;
+  return `${name}-${crc32(Buffer.from(filename)).toString(16).padStart(8, '0')}`;
 }
 
 /**

@@ -8,7 +8,7 @@
  */
 import { join } from 'node:path';
 import { UsageError } from '../../util/errors.js';
-import { cacheRoot } from '../zoo.js';
+import { cacheRoot } from '../../util/cache-root.js';
 
 /** The default cache folder of written ONNX models and saved ONNX Runtime sessions. */
 export function onnxCacheDir(): string {
