@@ -143,6 +143,28 @@ describe('a first session made ahead', { skip: skipOrt }, () => {
     assert.equal((await readNotes())[key]!.sessionKey, notes[key]!.sessionKey);
   });
 
+  test('whose note names another input or other outputs is not taken, nor is one from an oversized note file', async () => {
+    const notes = await readNotes();
+    const key = await realpath(tinyOnnx);
+    const forged = [
+      { ...notes[key]!, inputName: 'not_the_input' },
+      { ...notes[key]!, outputNames: notes[key]!.outputNames.slice(1) },
+    ];
+    for (const note of forged) {
+      await writeFile(notesPath(), JSON.stringify({ entries: { [key]: note } }));
+      startAhead();
+      assert.ok(sessionAheadPending());
+      const second = await tinyRun();
+      assert.equal(second.madeAhead, false, JSON.stringify(note));
+      assert.deepEqual(second.scores, reference.scores);
+      assert.deepEqual(second.conv, reference.conv);
+      assert.equal((await readNotes())[key]!.inputName, 'input', 'the run noted its own session again');
+    }
+    await writeFile(notesPath(), JSON.stringify({ entries: { [key]: notes[key]!, padding: 'x'.repeat(1024 * 1024) } }));
+    startAhead();
+    assert.ok(!sessionAheadPending(), 'a note file over 1 MiB is not read');
+  });
+
   test('from a damaged saved graph fails in its worker: the executor makes its own session', async () => {
     const saved = (await readdir(join(cacheDir, 'onnx'))).filter((name) => name.endsWith(SAVED_GRAPH_SUFFIX));
     assert.equal(saved.length, 1, saved.join(', '));

@@ -10,10 +10,12 @@
  * Whoever knows which session a model's executor will make first (the
  * command line, from a note the previous run left: model/session-ahead.ts)
  * starts it here by its session key; the executor takes it if, and only
- * if, its own first session has exactly that key, thread count and memory
- * pattern (the key names the model's fingerprint and the session's outputs,
+ * if, its own first session has exactly that key, thread count, input and
+ * outputs (the key names the model's fingerprint and the session's outputs,
  * so a changed model never takes a stale session), and then runs its passes
- * on it through messages (`RemoteSession`). A session nobody takes is
+ * on it through messages (`RemoteSession`). Its memory pattern is off (see
+ * startSessionAhead), which changes where ORT puts a pass's buffers, not
+ * what it computes. A session nobody takes is
  * closed by `closeSessionsAhead`, which the command line awaits before it
  * ends: a worker must not be terminated inside onnxruntime-node.
  */
@@ -63,13 +65,14 @@ export function startSessionAhead(spec: SessionAheadSpec): void {
 }
 
 /**
- * The session made ahead with this key and thread count from the graph
- * saved in this folder, once its worker is ready; undefined when none was
- * started or it could not be made (the caller then makes its own). Taken
- * once.
+ * The session made ahead exactly as `wanted` describes it (key, thread
+ * count, saved graph's folder, input and output names: a note that names
+ * another input or other outputs is not taken), once its worker is ready;
+ * undefined when none was started or it could not be made (the caller then
+ * makes its own). Taken once.
  */
-export async function takeSessionAhead(sessionKey: string, threads: number, optimizedFolder: string): Promise<RemoteSession | undefined> {
-  const index = started.findIndex((entry) => entry.spec.sessionKey === sessionKey && entry.spec.threads === threads && entry.spec.optimizedFolder === optimizedFolder);
+export async function takeSessionAhead(wanted: SessionAheadSpec): Promise<RemoteSession | undefined> {
+  const index = started.findIndex((entry) => sameSpec(entry.spec, wanted));
   if (index < 0) return undefined;
   const [entry] = started.splice(index, 1);
   const { spec, pool } = entry!;
@@ -79,6 +82,17 @@ export async function takeSessionAhead(sessionKey: string, threads: number, opti
   }
   taken++;
   return new RemoteSession(pool, spec);
+}
+
+function sameSpec(a: SessionAheadSpec, b: SessionAheadSpec): boolean {
+  return (
+    a.sessionKey === b.sessionKey &&
+    a.threads === b.threads &&
+    a.optimizedFolder === b.optimizedFolder &&
+    a.inputName === b.inputName &&
+    a.outputNames.length === b.outputNames.length &&
+    a.outputNames.every((name, i) => name === b.outputNames[i])
+  );
 }
 
 /** How many sessions made ahead this process took. */

@@ -451,7 +451,7 @@ export class OrtExecutor implements Executor {
   async withSession<T>(values: readonly OnnxValue[], use: (session: OrtSession) => Promise<T>, optimizedFolder?: string, first = false): Promise<T> {
     const names = this.sessionOutputsFor(sortedValueNames(values));
     const key = this.sessionKey(names);
-    const remote = await this.remoteSession(key, first, optimizedFolder);
+    const remote = await this.remoteSession(key, names, first, optimizedFolder);
     if (remote !== undefined) {
       this.sessionMade(remote, names);
       return use(remote);
@@ -490,10 +490,10 @@ export class OrtExecutor implements Executor {
    * otherwise (a worker that failed is forgotten: a session of this thread
    * takes over).
    */
-  private async remoteSession(key: string, first: boolean, optimizedFolder: string | undefined): Promise<RemoteSession | undefined> {
+  private async remoteSession(key: string, names: readonly string[], first: boolean, optimizedFolder: string | undefined): Promise<RemoteSession | undefined> {
     let remote = this.remoteSessions.get(key);
     if (remote === undefined && first && optimizedFolder !== undefined) {
-      remote = await takeSessionAhead(key, this.threads, optimizedFolder);
+      remote = await takeSessionAhead({ sessionKey: key, threads: this.threads, optimizedFolder, inputName: this.trunk.input.name, outputNames: names });
       if (remote !== undefined) {
         // Its saved graph was used: the cache's bound keeps it as recently used.
         if (remote.savedGraph !== undefined) await savedGraphRead(remote.savedGraph);

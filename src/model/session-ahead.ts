@@ -86,8 +86,12 @@ export async function noteFirstSession(modelFile: string, note: FirstSessionNote
   if (JSON.stringify(notes[key]) !== JSON.stringify(note)) await writeEntryIndex(path, notes, key, note, MAX_NOTES);
 }
 
+/** A note file larger than this is not read (256 notes take about 100 KB): it is read on every one-image start. */
+const MAX_NOTES_BYTES = 1024 * 1024;
+
 function readNotesSync(path: string): EntryIndex<FirstSessionNote> {
   try {
+    if (statSync(path).size > MAX_NOTES_BYTES) return {};
     return parseEntryIndex(readFileSync(path, 'utf8'), checkedNote);
   } catch {
     return {};
