@@ -22,10 +22,11 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as tf from '../src/engine/tf.js';
 import { useBackend } from '../src/engine/backend.js';
-import { SAVED_GRAPH_SUFFIX, loadOnnxRuntime, releaseOrtSessions } from '../src/engine/onnxruntime.js';
-import { OrtExecutor } from '../src/executor/ort.js';
-import { closeSessionsAhead, sessionAheadPending, sessionsAheadTaken } from '../src/executor/ort-session-ahead.js';
+import { SAVED_GRAPH_SUFFIX, cachedSessionCount, loadOnnxRuntime, releaseOrtSessions } from '../src/engine/onnxruntime.js';
+import { OrtExecutor, createOrtExecutor } from '../src/executor/ort.js';
+import { closeSessionsAhead, sessionAheadPending, sessionsAheadTaken, startSessionAhead } from '../src/executor/ort-session-ahead.js';
 import { loadModel } from '../src/model/load.js';
+import { onnxTrunkOf } from '../src/model/onnx/trunk.js';
 import { FIRST_SESSIONS_NAME, startModelSessionAhead } from '../src/model/session-ahead.js';
 import { main } from '../src/cli/main.js';
 import { repoRoot } from './helpers/assets.js';
@@ -205,6 +206,47 @@ describe('a first session made ahead', { skip: skipOrt }, () => {
     }
     const second = await tinyRun();
     assert.deepEqual(second.scores, reference.scores);
+  });
+});
+
+describe('a session made ahead beside the host workers', { skip: skipOrt }, () => {
+  test('the host workers\' idle end leaves the session made ahead to the executor (no session of its own is made)', async () => {
+    const folder = await mkdtemp(join(workDir, 'host-idle-'));
+    const model = await loadModel(tinyOnnx, { engine: 'tfjs' });
+    const input = tinyInput();
+    try {
+      const network = model.network();
+      const trunk = await onnxTrunkOf(tinyOnnx, model.meta.sha256, network.graph, model.meta.inputSize);
+      const options = { file: tinyOnnx, threads: 2, hostWorkerMinImages: 1, hostWorkerIdleMs: 50, optimizedFolder: folder };
+      releaseOrtSessions();
+      // A first executor saves the graph the session made ahead loads.
+      const first = await createOrtExecutor(network, trunk, options);
+      const spec = first.firstSession!.spec;
+      await first.dispose();
+      releaseOrtSessions();
+      startSessionAhead({ ...spec, optimizedFolder: folder });
+      const executor = await createOrtExecutor(network, trunk, options);
+      try {
+        assert.equal(executor.firstSession?.madeAhead, true);
+        const sessions = cachedSessionCount();
+        // The host workers start, run a batch, then end when idle.
+        const plan = executor.hostRunPlan(4, 16, 16);
+        assert.ok(plan.inFlight > 1, 'the host workers started');
+        const layout = executor.hostInputLayout(16, 16)!;
+        const data = executor.hostInputBuffer(16 * 16 * 3);
+        tf.dispose(Object.values(await executor.forwardHost(data, layout, [1, 16, 16, 3])).filter((value): value is tf.Tensor => value instanceof tf.TensorClass));
+        await new Promise((resolve) => setTimeout(resolve, 400));
+        const values = await executor.forward(input);
+        tf.dispose([values.output, values.scores, values.probabilities]);
+        assert.equal(cachedSessionCount(), sessions, 'the pass ran on the session made ahead, not on a new session of this thread');
+      } finally {
+        await executor.dispose();
+      }
+    } finally {
+      input.dispose();
+      model.dispose();
+      releaseOrtSessions();
+    }
   });
 });
 

@@ -73,6 +73,8 @@ export interface OrtExecutorOptions {
   readonly optimizedFolder?: string;
   /** The fewest images a run announced to `hostRunPlan` must have to start the host workers (default HOST_WORKER_MIN_IMAGES). */
   readonly hostWorkerMinImages?: number;
+  /** How long idle host workers live (ms; default HOST_WORKER_IDLE_MS; tests shorten it). */
+  readonly hostWorkerIdleMs?: number;
   /** ONNX Runtime as the caller has it (engine/onnxruntime.ts lazyOnnxRuntime); default: loaded here. */
   readonly ort?: OrtModule;
 }
@@ -116,6 +118,7 @@ export async function createOrtExecutor(network: Network, trunk: OnnxTrunk, opti
   const executor = new OrtExecutor(status.module, network, trunk, ortThreads(options.threads), options.file, {
     ...(options.optimizedFolder === undefined ? {} : { optimizedFolder: options.optimizedFolder }),
     minImages: options.hostWorkerMinImages ?? HOST_WORKER_MIN_IMAGES,
+    idleMs: options.hostWorkerIdleMs ?? HOST_WORKER_IDLE_MS,
   });
   // Only this session's optimised graph is kept: it is the one every run starts with, and one a model bounds the cache.
   await executor.withSession(executor.firstSessionValues(options.expectedLayers ?? []), async () => undefined, options.optimizedFolder, true);
@@ -167,7 +170,7 @@ export class OrtExecutor implements Executor {
     readonly trunk: OnnxTrunk,
     private readonly threads: number,
     private readonly file: string | undefined,
-    private readonly host: { readonly optimizedFolder?: string; readonly minImages: number } = { minImages: HOST_WORKER_MIN_IMAGES },
+    private readonly host: { readonly optimizedFolder?: string; readonly minImages: number; readonly idleMs: number } = { minImages: HOST_WORKER_MIN_IMAGES, idleMs: HOST_WORKER_IDLE_MS },
   ) {
     this.graph = network.graph;
     this.score = network.score;
@@ -258,15 +261,24 @@ export class OrtExecutor implements Executor {
     return made;
   }
 
-  /** Ends the host workers (they also end after 10 s without a run). */
+  /**
+   * Ends the executor's worker threads: the host workers (which also end
+   * after 10 s without a run) and the session made ahead it took. A later
+   * call starts or makes what it needs again.
+   */
   async dispose(): Promise<void> {
+    const remotes = [...this.remoteSessions.values()];
+    this.remoteSessions.clear();
+    await Promise.all([this.closeHostPool(), ...remotes.map((remote) => remote.release())]);
+  }
+
+  /** Ends the host workers only (the idle timer's end: the session made ahead may still be running a pass). */
+  private async closeHostPool(): Promise<void> {
     clearTimeout(this.hostIdleTimer);
     const pool = this.hostPool;
     this.hostPool = undefined;
     this.freeBuffers.clear();
-    const remotes = [...this.remoteSessions.values()];
-    this.remoteSessions.clear();
-    await Promise.all([pool?.close(), ...remotes.map((remote) => remote.release())]);
+    await pool?.close();
   }
 
   /** The host workers, started for these outputs: their sessions load the saved optimised graph, else get the model's bytes. */
@@ -297,7 +309,7 @@ export class OrtExecutor implements Executor {
   /** Restarts the idle countdown of the host workers. */
   private keepHostPool(): void {
     clearTimeout(this.hostIdleTimer);
-    this.hostIdleTimer = setTimeout(() => (this.hostPool?.busy === true ? this.keepHostPool() : void this.dispose()), HOST_WORKER_IDLE_MS);
+    this.hostIdleTimer = setTimeout(() => (this.hostPool?.busy === true ? this.keepHostPool() : void this.closeHostPool()), this.host.idleMs);
     this.hostIdleTimer.unref();
   }
 
