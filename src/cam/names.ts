@@ -54,3 +54,12 @@ export function isGuidedMethod(name: string): name is GuidedMethodName {
   return (GUIDED_METHODS as readonly string[]).includes(name);
 }
 
+
+/**
+ * Why a method runs wholly on tfjs, if it does: guided backprop
+ * differentiates down to the input, which ONNX Runtime cannot (it has no
+ * gradients), so under auto it gets no ONNX Runtime session (issue 12).
+ */
+export function tfjsOnlyMethodReason(method: string): string | undefined {
+  return method === 'guidedbackprop' ? 'guided backprop runs wholly on tfjs (its gradient reaches the input)' : undefined;
+}

@@ -7,7 +7,8 @@
 import { statSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { OPTION_LIMITS, addBatchOptions, addEngineOption, addImageOptions, addModelOptions, addOptionAlias, collectValues } from './options.js';
-import { METHOD_NAMES, SCORE_KINDS, TARGET_KINDS, canonicalMethod } from '../cam/names.js';
+import { METHOD_NAMES, SCORE_KINDS, TARGET_KINDS, canonicalMethod, tfjsOnlyMethodReason } from '../cam/names.js';
+import { requestedEngine } from '../engine/engine-choices.js';
 import { PAIR_BY } from '../batch/compare.js';
 import { COLORMAPS } from '../render/colormap.js';
 import { METRIC_NAMES, METRIC_STEPS } from '../metrics/names.js';
@@ -305,17 +306,19 @@ async function readModelAhead(inputs: readonly string[], options: Record<string,
 /** Set once a session may have been started ahead: the run closes what it did not take before it ends. */
 let sessionAhead: Promise<typeof import('../model/session-ahead.js')> | undefined;
 
-/** Whether the command may run on ONNX Runtime: not under --engine tfjs (or CAMVIZ_ENGINE=tfjs), nor for guided backprop (wholly on tfjs). */
+/**
+ * Whether the command may run on ONNX Runtime: the engine as the command
+ * will resolve it is not tfjs (a wrong --engine or CAMVIZ_ENGINE is the
+ * command's usage error: nothing starts), and the method does not run
+ * wholly on tfjs.
+ */
 function mayRunOnOnnxRuntime(options: Record<string, unknown>): boolean {
-  const engine = options['engine'] ?? process.env['CAMVIZ_ENGINE'] ?? 'auto';
-  return typeof engine === 'string' && engine.toLowerCase() !== 'tfjs' && !isGuidedBackprop(options['method']);
-}
-
-/** Whether `method` names guided backprop; an unknown name is the command's to report, with its other usage errors. */
-function isGuidedBackprop(method: unknown): boolean {
   try {
-    return typeof method === 'string' && canonicalMethod(method) === 'guidedbackprop';
+    const engine = requestedEngine(typeof options['engine'] === 'string' ? options['engine'] : undefined);
+    const method = typeof options['method'] === 'string' ? canonicalMethod(options['method']) : undefined;
+    return engine !== 'tfjs' && (method === undefined || tfjsOnlyMethodReason(method) === undefined);
   } catch {
+    // An unknown engine or method: the command reports it with its other usage errors.
     return false;
   }
 }

@@ -2,6 +2,7 @@
  * The options every image command shares: inputs, output folder, folder-run
  * controls. Parsed here into the plain data the tasks and the batch runner take.
  */
+import { tfjsOnlyMethodReason } from '../cam/names.js';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type BatchRunOptions, runBatch } from '../batch/runner.js';
@@ -89,13 +90,9 @@ export function withDisplayPaths<T extends { png: string; npy?: string; json?: s
   };
 }
 
-/**
- * Why a task runs wholly on tfjs, if it does: guided backprop differentiates
- * down to the input, which ONNX Runtime cannot (it has no gradients), so
- * under auto it gets no ONNX Runtime session (issue 12).
- */
+/** Why a task runs wholly on tfjs, if it does (a method that needs gradients down to the input). */
 function tfjsOnlyReason(task: TaskOptions): string | undefined {
-  return task.command === 'cam' && task.method === 'guidedbackprop' ? 'guided backprop runs wholly on tfjs (its gradient reaches the input)' : undefined;
+  return task.command === 'cam' ? tfjsOnlyMethodReason(task.method) : undefined;
 }
 
 /** Runs a command's task over its inputs; prints JSON if asked; returns the exit code. */

@@ -376,12 +376,12 @@ export function onSavedGraph(listener: ((path: string, event: SavedGraphEvent) =
   savedGraphListener = listener;
 }
 
-/** Tells the listener; what it fails at never fails the session. */
 /** Says that the graph saved at `path` was read for a session elsewhere (a worker's: its listener is not this thread's). */
 export function savedGraphRead(path: string): Promise<void> {
   return tellSavedGraph(path, 'read');
 }
 
+/** Tells the listener; what it fails at never fails the session. */
 async function tellSavedGraph(path: string, event: SavedGraphEvent): Promise<void> {
   await savedGraphListener?.(path, event).catch(() => undefined);
 }
