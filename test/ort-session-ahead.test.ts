@@ -31,7 +31,7 @@ import { FIRST_SESSIONS_NAME, startModelSessionAhead } from '../src/model/sessio
 import { main } from '../src/cli/main.js';
 import { repoRoot } from './helpers/assets.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
-import { withEnv, withEnvSync } from './helpers/env.js';
+import { withEnv } from './helpers/env.js';
 import { tinyClassifier } from './helpers/engine-models.js';
 import { mulberry32 } from './helpers/numeric.js';
 
@@ -99,8 +99,8 @@ async function tinyRun(): Promise<{ madeAhead: boolean; scores: number[]; conv: 
 }
 
 /** Starts the session the note names for the tiny model, as the command line does. */
-function startAhead(): void {
-  withEnvSync('CAMVIZ_CACHE', cacheDir, () => startModelSessionAhead(tinyOnnx));
+function startAhead(): Promise<void> {
+  return withEnv('CAMVIZ_CACHE', cacheDir, () => startModelSessionAhead(tinyOnnx));
 }
 
 describe('a first session made ahead', { skip: skipOrt }, () => {
@@ -120,7 +120,7 @@ describe('a first session made ahead', { skip: skipOrt }, () => {
     assert.equal(note.inputName, 'input');
     assert.ok(note.outputNames.includes('logits'), note.outputNames.join(', '));
     const taken = sessionsAheadTaken();
-    startAhead();
+    await startAhead();
     assert.ok(sessionAheadPending());
     const second = await tinyRun();
     assert.equal(second.madeAhead, true);
@@ -134,7 +134,7 @@ describe('a first session made ahead', { skip: skipOrt }, () => {
     const notes = await readNotes();
     const key = await realpath(tinyOnnx);
     await writeFile(notesPath(), JSON.stringify({ entries: { [key]: { ...notes[key]!, sessionKey: `${notes[key]!.sessionKey}x` } } }));
-    startAhead();
+    await startAhead();
     assert.ok(sessionAheadPending());
     const second = await tinyRun();
     assert.equal(second.madeAhead, false);
@@ -153,7 +153,7 @@ describe('a first session made ahead', { skip: skipOrt }, () => {
     ];
     for (const note of forged) {
       await writeFile(notesPath(), JSON.stringify({ entries: { [key]: note } }));
-      startAhead();
+      await startAhead();
       assert.ok(sessionAheadPending());
       const second = await tinyRun();
       assert.equal(second.madeAhead, false, JSON.stringify(note));
@@ -162,7 +162,7 @@ describe('a first session made ahead', { skip: skipOrt }, () => {
       assert.equal((await readNotes())[key]!.inputName, 'input', 'the run noted its own session again');
     }
     await writeFile(notesPath(), JSON.stringify({ entries: { [key]: notes[key]!, padding: 'x'.repeat(1024 * 1024) } }));
-    startAhead();
+    await startAhead();
     assert.ok(!sessionAheadPending(), 'a note file over 1 MiB is not read');
   });
 
@@ -170,7 +170,7 @@ describe('a first session made ahead', { skip: skipOrt }, () => {
     const saved = (await readdir(join(cacheDir, 'onnx'))).filter((name) => name.endsWith(SAVED_GRAPH_SUFFIX));
     assert.equal(saved.length, 1, saved.join(', '));
     await truncate(join(cacheDir, 'onnx', saved[0]!), 100);
-    startAhead();
+    await startAhead();
     const second = await tinyRun();
     assert.equal(second.madeAhead, false);
     assert.deepEqual(second.scores, reference.scores);
@@ -183,7 +183,7 @@ describe('a first session made ahead', { skip: skipOrt }, () => {
     await cp(tinyOnnx, join(folder, 'model.onnx'));
     const notes = await readNotes();
     await writeFile(notesPath(), JSON.stringify({ entries: { [await realpath(join(folder, 'model.onnx'))]: notes[await realpath(tinyOnnx)]! } }));
-    withEnvSync('CAMVIZ_CACHE', cacheDir, () => startModelSessionAhead(folder));
+    await withEnv('CAMVIZ_CACHE', cacheDir, () => startModelSessionAhead(folder));
     assert.ok(sessionAheadPending());
     await closeSessionsAhead();
   });
@@ -201,7 +201,7 @@ describe('a first session made ahead', { skip: skipOrt }, () => {
     ];
     for (const text of bad) {
       await writeFile(notesPath(), String(text));
-      startAhead();
+      await startAhead();
       assert.ok(!sessionAheadPending(), String(text));
     }
     const second = await tinyRun();

@@ -294,7 +294,7 @@ async function readModelAhead(inputs: readonly string[], options: Record<string,
   const model = options['model'];
   if (mayRunOnOnnxRuntime(options)) {
     sessionAhead = import('../model/session-ahead.js');
-    (await sessionAhead).startModelSessionAhead(typeof model === 'string' ? model : undefined);
+    await (await sessionAhead).startModelSessionAhead(typeof model === 'string' ? model : undefined);
   }
   if (typeof model !== 'string') return;
   // Each reads only a model of its kind: a TF.js folder or model.json, an .onnx file or a folder with model.onnx.

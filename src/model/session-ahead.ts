@@ -13,13 +13,15 @@
  * on the other core, never a wrong result.
  */
 import { readFileSync, realpathSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type SessionAheadSpec, startSessionAhead } from '../executor/ort-session-ahead.js';
 
 export { closeSessionsAhead } from '../executor/ort-session-ahead.js';
 import { type EntryIndex, parseEntryIndex, writeEntryIndex } from './entry-index.js';
 import { onnxCacheDir } from './onnx-writer/cache-limit.js';
+import { resolveModelJsonPath } from './io.js';
+import { localOnnxPath } from './onnx/file.js';
 import { DEFAULT_MODEL, zooEntry, zooModelJsonPath } from './zoo.js';
 
 /** The note of first sessions, in the ONNX cache folder. */
@@ -35,14 +37,14 @@ const MAX_THREADS = 64;
 export type FirstSessionNote = Omit<SessionAheadSpec, 'optimizedFolder'>;
 
 /**
- * Starts the first session of the model `spec` names (a path, or the
- * embedded model's name; undefined: the default) in a worker, when a
- * previous run noted one for its file. Synchronous and cheap (a stat, a
- * small read): the command line calls it before loading anything. Any
- * problem only means nothing is started.
+ * Starts the first session of the model `spec` names (a path, or a zoo
+ * model's name; undefined: the default) in a worker, when a previous run
+ * noted one for its file. Cheap (a few stats, a small read): the command
+ * line calls it before loading anything. Any problem only means nothing is
+ * started.
  */
-export function startModelSessionAhead(spec: string | undefined): void {
-  const file = modelFileOf(spec);
+export async function startModelSessionAhead(spec: string | undefined): Promise<void> {
+  const file = await modelFileOf(spec);
   if (file === undefined) return;
   const folder = onnxCacheDir();
   const note = readNotesSync(join(folder, FIRST_SESSIONS_NAME))[file];
@@ -50,20 +52,18 @@ export function startModelSessionAhead(spec: string | undefined): void {
 }
 
 /**
- * The real path of the file a model spec loads: model.json in a folder, a
- * .json or .onnx file, a zoo model's model.json where it is already (the
- * embedded model, the zoo's folder or download cache); undefined for
- * anything else (a URL, a Keras file, a zoo model not yet downloaded).
+ * The real path of the file a model spec loads, found as the load finds
+ * it: an ONNX file (a .onnx, a file that starts as one, a folder with
+ * model.onnx), else a TF.js model.json (in a folder, or the file given),
+ * a zoo model's where it is already; undefined for anything else (a URL, a
+ * zoo model not yet downloaded, a path that is not there).
  */
-function modelFileOf(spec: string | undefined): string | undefined {
+async function modelFileOf(spec: string | undefined): Promise<string | undefined> {
   const entry = zooEntry(spec ?? DEFAULT_MODEL);
   const path = entry === undefined ? spec : zooModelJsonPath(entry);
   if (path === undefined) return undefined;
   try {
-    const info = statSync(path);
-    // A folder holds model.json (TF.js) or model.onnx, as the load looks for them.
-    const file = info.isDirectory() ? [join(path, 'model.json'), join(path, 'model.onnx')].find((candidate) => statSync(candidate, { throwIfNoEntry: false })?.isFile() === true) : path;
-    return file !== undefined && /\.(json|onnx)$/i.test(file) ? realpathSync(file) : undefined;
+    return await realpath((await localOnnxPath(path)) ?? (await resolveModelJsonPath(path)));
   } catch {
     return undefined;
   }
