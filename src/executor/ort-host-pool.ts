@@ -47,6 +47,8 @@ export class OrtHostPool {
   readonly outputNames: readonly string[];
   /** What the first worker ready said of its session's inputs (empty until then). */
   inputMetadata: readonly OrtValueMetadata[] = [];
+  /** ONNX Runtime's version, once a worker has loaded it. */
+  loadedVersion: string | undefined;
   /** What the first worker ready said of ONNX Runtime's version and the saved graph its session may have come from. */
   started: { readonly version: string; readonly savedGraph?: string } | undefined;
   private nextId = 0;
@@ -73,6 +75,12 @@ export class OrtHostPool {
   /** Whether a worker is ready for batches now. */
   get ready(): boolean {
     return this.workers.some((entry) => entry.ready && entry.stopped === undefined);
+  }
+
+  /** ONNX Runtime's version once a worker has loaded it; undefined once none ever will. */
+  async whenLoaded(): Promise<string | undefined> {
+    while (this.loadedVersion === undefined && this.usable) await new Promise<void>((resolve) => this.waiters.add(resolve));
+    return this.loadedVersion;
   }
 
   /** Resolves true once a worker is ready, false once none ever will be. */
@@ -148,6 +156,10 @@ export class OrtHostPool {
 
   private receive(entry: HostWorker, message: FromHostWorker): void {
     switch (message.type) {
+      case 'loaded':
+        this.loadedVersion ??= message.version;
+        this.wake();
+        return;
       case 'ready':
         entry.ready = true;
         if (this.started === undefined) {

@@ -49,6 +49,8 @@ export type ToHostWorker =
   | { readonly type: 'close' };
 
 export type FromHostWorker =
+  /** ONNX Runtime loaded in the worker (before its session is made). */
+  | { readonly type: 'loaded'; readonly version: string }
   /**
    * `inputMetadata`: what the session says of its inputs; `version`: ONNX
    * Runtime's; `savedGraph`: the path of the saved optimised graph the
@@ -71,6 +73,8 @@ async function main(): Promise<void> {
   try {
     if (!status.available) throw new Error(`ONNX Runtime is unavailable: ${status.reason}`);
     ort = status.module;
+    // Said at once: the main thread may go on without loading ONNX Runtime itself while the session is made.
+    port.postMessage({ type: 'loaded', version: status.version } satisfies FromHostWorker);
     const bytes = (): Uint8Array => {
       if (data.bytes === undefined) throw new Error('the saved optimised graph did not load');
       return data.bytes;

@@ -106,15 +106,14 @@ export function sessionAheadPending(): boolean {
 }
 
 /**
- * ONNX Runtime's version, once the first session being made ahead is
- * ready: a worker of this process loaded ONNX Runtime, so this thread
- * may defer loading it until it needs it. Undefined when none is being
- * made or it failed.
+ * ONNX Runtime's version, once the worker making the first session ahead
+ * has loaded it (before its session is made, so that the main thread's own
+ * work goes on meanwhile): ONNX Runtime loads in this process, so this
+ * thread may defer loading it until it needs it. Undefined when none is
+ * being made or its worker failed first.
  */
 export async function sessionAheadVersion(): Promise<string | undefined> {
-  const first = started[0];
-  if (first === undefined || !(await first.pool.whenReady())) return undefined;
-  return first.pool.started?.version;
+  return started[0]?.pool.whenLoaded();
 }
 
 /** Ends the sessions made ahead that nobody took (their workers finish what they are doing in ONNX Runtime first). */
