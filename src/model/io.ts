@@ -12,6 +12,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'nod
 import type * as tf from '../engine/tf.js';
 import { storedWeightBytes } from '../engine/weight-bytes.js';
 import { CamvizError } from '../util/errors.js';
+import { ReadsAhead } from '../util/reads-ahead.js';
 import { checkTopologyAgainstManifest } from './topology-check.js';
 
 type ModelArtifacts = tf.io.ModelArtifacts;
@@ -114,12 +115,8 @@ export async function resolveModelJsonPath(path: string): Promise<string> {
   return absolute;
 }
 
-/**
- * Model files being read ahead of their load (`readModelAhead`), by the
- * absolute path of the spec given. Each is taken by the first readLocalModel
- * of that path.
- */
-const readAhead = new Map<string, Promise<LocalModelFiles | undefined>>();
+/** Model files being read ahead of their load (`readModelAhead`), by the absolute path of the spec given. */
+const readsAhead = new ReadsAhead<LocalModelFiles>();
 
 /**
  * Starts reading the TF.js model at `path` (a folder with model.json, or a
@@ -127,18 +124,12 @@ const readAhead = new Map<string, Promise<LocalModelFiles | undefined>>();
  * The command line calls it before the command's modules load: importing
  * tfjs and sharp holds the main thread about 0.5 s, while the files (10 MB
  * for MobileNet v1, and their page faults) are read on libuv's threads.
- * A read that fails is reported by that readLocalModel, as it would have been.
+ * A read that fails is made again, and reported, by that readLocalModel.
  * The promise returned settles (never rejects) when the read ends.
  */
 export function readModelAhead(path: string): Promise<void> {
   const key = resolve(path);
-  const reading = readAhead.get(key) ?? isTfjsModelPath(key).then((isModel) => (isModel ? readLocalModelNow(path) : undefined));
-  readAhead.set(key, reading);
-  // Settles when the read ends; its error is readLocalModel's to report.
-  return reading.then(
-    () => undefined,
-    () => undefined,
-  );
+  return readsAhead.start(key, async () => ((await isTfjsModelPath(key)) ? readLocalModelNow(path) : undefined));
 }
 
 async function isTfjsModelPath(path: string): Promise<boolean> {
@@ -148,14 +139,7 @@ async function isTfjsModelPath(path: string): Promise<boolean> {
 }
 
 export async function readLocalModel(path: string): Promise<LocalModelFiles> {
-  const key = resolve(path);
-  const ahead = readAhead.get(key);
-  if (ahead !== undefined) {
-    readAhead.delete(key);
-    const files = await ahead;
-    if (files !== undefined) return files;
-  }
-  return readLocalModelNow(path);
+  return (await readsAhead.take(resolve(path))) ?? readLocalModelNow(path);
 }
 
 async function readLocalModelNow(path: string): Promise<LocalModelFiles> {

@@ -5,6 +5,7 @@
  * before it knows it needs the ONNX importer (its op library, tfjs and
  * protobufjs).
  */
+import { ReadsAhead } from '../../util/reads-ahead.js';
 import { open, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 
@@ -65,29 +66,23 @@ interface AheadRead {
  * ONNX files being read ahead of their load, by the absolute path of the
  * spec given (the file, or its folder), registered at once so that a load
  * that starts early still finds the read. Each is taken once, by the first
- * read of that file (read.ts). They never reject: a failed read is undefined.
+ * read of that file (read.ts).
  */
-const readAhead = new Map<string, Promise<AheadRead | undefined>>();
+const readsAhead = new ReadsAhead<AheadRead>();
 
 /**
  * Starts reading the ONNX file `spec` names (a .onnx file, or a folder with
  * model.onnx), if it names one, for a later load of it: the command line
  * calls it before the command's modules load, which hold the main thread
- * about 0.4 s while the file (14 MB for MobileNet v1, and its page faults)
+ * about 0.4 s while the file (10 MB for MobileNet v1, and its page faults)
  * is read on libuv's threads. Only a regular file the load would read is
  * read; its external data are left to the load (they are known once the
- * graph is parsed). A read that fails is reported by the load, which then
- * reads the file itself. The promise settles (never rejects) when the read
- * ends.
+ * graph is parsed). A read that fails is made again, and reported, by the
+ * load. The promise settles (never rejects) when the read ends.
  */
 export function readOnnxAhead(spec: string): Promise<void> {
   const key = resolve(spec);
-  let reading = readAhead.get(key);
-  if (reading === undefined) {
-    reading = readNow(key).catch(() => undefined);
-    readAhead.set(key, reading);
-  }
-  return reading.then(() => undefined);
+  return readsAhead.start(key, () => readNow(key));
 }
 
 async function readNow(path: string): Promise<AheadRead | undefined> {
@@ -106,10 +101,7 @@ async function readNow(path: string): Promise<AheadRead | undefined> {
 export async function takeOnnxAhead(file: string): Promise<Buffer | undefined> {
   const keys = basename(file) === ONNX_MODEL_FILE ? [file, dirname(file)] : [file];
   for (const key of keys) {
-    const reading = readAhead.get(key);
-    if (reading === undefined) continue;
-    readAhead.delete(key);
-    const read = await reading;
+    const read = await readsAhead.take(key);
     if (read?.file === file) return read.bytes;
   }
   return undefined;
