@@ -49,8 +49,10 @@ export class OrtHostPool {
   inputMetadata: readonly OrtValueMetadata[] = [];
   /** ONNX Runtime's version, once a worker has loaded it. */
   loadedVersion: string | undefined;
-  /** What the first worker ready said of ONNX Runtime's version and the saved graph its session may have come from. */
-  started: { readonly version: string; readonly savedGraph?: string } | undefined;
+  /** Set once the first worker is ready (with its input metadata). */
+  private sawReady = false;
+  /** What the first worker ready said of the saved graph its session may have come from. */
+  savedGraph: string | undefined;
   private nextId = 0;
   private closed = false;
   /** Called when a worker becomes ready or stops. */
@@ -162,9 +164,10 @@ export class OrtHostPool {
         return;
       case 'ready':
         entry.ready = true;
-        if (this.started === undefined) {
+        if (!this.sawReady) {
+          this.sawReady = true;
           this.inputMetadata = message.inputMetadata;
-          this.started = { version: message.version, ...(message.savedGraph === undefined ? {} : { savedGraph: message.savedGraph }) };
+          this.savedGraph = message.savedGraph;
         }
         if (this.closed) entry.worker.postMessage({ type: 'close' } satisfies ToHostWorker);
         this.wake();

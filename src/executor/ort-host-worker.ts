@@ -52,12 +52,12 @@ export type FromHostWorker =
   /** ONNX Runtime loaded in the worker (before its session is made). */
   | { readonly type: 'loaded'; readonly version: string }
   /**
-   * `inputMetadata`: what the session says of its inputs; `version`: ONNX
-   * Runtime's; `savedGraph`: the path of the saved optimised graph the
-   * session may have come from (a session made ahead stands for one of the
-   * main thread's, which then needs not load ONNX Runtime itself).
+   * `inputMetadata`: what the session says of its inputs; `savedGraph`: the
+   * path of the saved optimised graph the session may have come from (a
+   * session made ahead stands for one of the main thread's, which then
+   * needs not load ONNX Runtime itself).
    */
-  | { readonly type: 'ready'; readonly inputMetadata: readonly OrtValueMetadata[]; readonly version: string; readonly savedGraph?: string }
+  | { readonly type: 'ready'; readonly inputMetadata: readonly OrtValueMetadata[]; readonly savedGraph?: string }
   | { readonly type: 'failed'; readonly error: string }
   /** `input`: the batch's data, handed back (transferred) so that its buffer is used again. */
   | { readonly type: 'done'; readonly id: number; readonly outputs: Readonly<Record<string, HostValue>>; readonly input: Float32Array }
@@ -105,7 +105,6 @@ async function main(): Promise<void> {
     {
       type: 'ready',
       inputMetadata: session.inputMetadata.map(plainMetadata),
-      version: status.version,
       ...(data.optimizedFolder === undefined ? {} : { savedGraph: savedGraphPath(ort, data.cacheKey, data.optimizedFolder) }),
     } satisfies FromHostWorker,
   );

@@ -46,7 +46,7 @@ let taken = 0;
 
 /** Starts making the session `spec` describes, in a worker. */
 export function startSessionAhead(spec: SessionAheadSpec): void {
-  if (started.some((entry) => entry.spec.sessionKey === spec.sessionKey && entry.spec.threads === spec.threads)) return;
+  if (started.some((entry) => sameSpec(entry.spec, spec))) return;
   const pool = new OrtHostPool(
     1,
     {
@@ -145,7 +145,7 @@ export class RemoteSession implements OrtSession {
 
   /** The saved optimised graph the session came from, if it did. */
   get savedGraph(): string | undefined {
-    return this.pool.started?.savedGraph;
+    return this.pool.savedGraph;
   }
 
   /** An input for `run`: plain data (an ORT tensor would need ONNX Runtime loaded in this thread). */

@@ -478,7 +478,7 @@ export class OrtExecutor implements Executor {
         (session) => {
           created = true;
           this.sessionMade(session, names);
-          if (first) this.firstSession ??= { spec: { sessionKey: key, inputName: this.trunk.input.name, outputNames: names, threads: this.threads }, madeAhead: false };
+          if (first) this.firstSession ??= { spec: this.firstSessionSpec(key, names), madeAhead: false };
           return use(session);
         },
         optimizedFolder,
@@ -488,6 +488,11 @@ export class OrtExecutor implements Executor {
       if (created) throw error;
       throw new OrtModelRejectedError(describeError(error), this.file);
     }
+  }
+
+  /** What a later process needs to make this session ahead (ort-session-ahead.ts). */
+  private firstSessionSpec(key: string, names: readonly string[]): Omit<SessionAheadSpec, 'optimizedFolder'> {
+    return { sessionKey: key, inputName: this.trunk.input.name, outputNames: [...names], threads: this.threads };
   }
 
   /** What the executor learns from a session it runs on: the input's batch, and the outputs sessions hold. */
@@ -510,7 +515,7 @@ export class OrtExecutor implements Executor {
         // Its saved graph was used: the cache's bound keeps it as recently used.
         if (remote.savedGraph !== undefined) await savedGraphRead(remote.savedGraph);
         this.remoteSessions.set(key, remote);
-        this.firstSession = { spec: { sessionKey: key, inputName: this.trunk.input.name, outputNames: remote.outputNames, threads: this.threads }, madeAhead: true };
+        this.firstSession = { spec: this.firstSessionSpec(key, names), madeAhead: true };
       }
     }
     if (remote === undefined || remote.usable) return remote;
