@@ -26,8 +26,30 @@ test('the main script\'s options are dropped, the others kept', () => {
   assert.deepEqual(workerExecArgv(['--input-type=module', '-e', 'import x', '--max-old-space-size=4096']), ['--max-old-space-size=4096']);
   assert.deepEqual(workerExecArgv(['--input-type', 'module', '--eval', 'x']), ['module']);
   assert.deepEqual(workerExecArgv(['-p', '1+1', '--no-warnings', '--print=2', '--eval=3']), ['--no-warnings']);
-  assert.deepEqual(workerExecArgv(['--enable-source-maps', '--stack-size=2000']), ['--enable-source-maps', '--stack-size=2000']);
-  assert.deepEqual(workerExecArgv([]), []);
+  // Nothing to drop: the worker inherits everything, V8 options included, which an explicit list could not pass.
+  assert.equal(workerExecArgv(['--enable-source-maps', '--max-semi-space-size=16']), undefined);
+  assert.equal(workerExecArgv([]), undefined);
+});
+
+test('a V8 option on the command line reaches the session made ahead and the folder workers', async () => {
+  const out = join(workDir, 'v8-option');
+  const cache = join(workDir, 'v8-cache');
+  const model = join(repoRoot, 'models', 'shapes');
+  const image = join(repoRoot, 'fixtures', 'shapes');
+  const runs = [
+    ['predict', image, '--model', model, '--jobs', '2', '--out', join(out, 'folder'), '--quiet'],
+    // Twice: the first notes the model's first session, the second makes it ahead in a worker.
+    ['gradcam', join(image, (await readdir(image)).find((name) => name.endsWith('.png'))!), '--model', model, '--out', join(out, 'one'), '--quiet'],
+  ];
+  for (const args of [runs[0]!, runs[1]!, runs[1]!]) {
+    const result = await new Promise<{ code: number; stderr: string }>((resolve) => {
+      execFile(process.execPath, ['--max-semi-space-size=16', join(repoRoot, 'bin', 'camviz.js'), ...args], { cwd: workDir, env: cliEnv(cache), timeout: 240_000 }, (error, _stdout, stderr) => {
+        resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : -1, stderr });
+      });
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.doesNotMatch(result.stderr, /execArgv/);
+  }
 });
 
 test('a folder run with two workers works from a `node --input-type=module -e` script', async () => {
