@@ -120,7 +120,8 @@ export class WorkerPool implements Executor {
   }
 
   static async start(options: TaskOptions, jobs: number, failFast = false): Promise<WorkerPool> {
-    const workers = Array.from({ length: jobs }, () => new Worker(new URL('./worker.js', import.meta.url), { workerData: { options, failFast } satisfies WorkerData, execArgv: workerExecArgv() }));
+    // Written from dist/src/: the URL resolves from the CLI's bundle in dist/src/cli/ too (scripts/bundle-cli.ts).
+    const workers = Array.from({ length: jobs }, () => new Worker(new URL('../batch/worker.js', import.meta.url), { workerData: { options, failFast } satisfies WorkerData, execArgv: workerExecArgv() }));
     const ready = workers.map(
       (worker) =>
         new Promise<Extract<FromWorker, { type: 'ready' }>>((resolve, reject) => {

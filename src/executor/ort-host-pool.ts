@@ -143,7 +143,8 @@ export class OrtHostPool {
   }
 
   private startWorker(data: HostWorkerData): HostWorker {
-    const worker = new Worker(new URL('./ort-host-worker.js', import.meta.url), { workerData: data, execArgv: workerExecArgv() });
+    // Written from dist/src/: the URL resolves from the CLI's bundle in dist/src/cli/ too (scripts/bundle-cli.ts).
+    const worker = new Worker(new URL('../executor/ort-host-worker.js', import.meta.url), { workerData: data, execArgv: workerExecArgv() });
     // Idle workers do not keep the process alive; one with batches in flight does (see run).
     worker.unref();
     const entry: HostWorker = { worker, ready: false, exited: false, stopped: undefined, pending: new Map() };

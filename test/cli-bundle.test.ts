@@ -1,0 +1,96 @@
+/**
+ * The command line's bundle (scripts/bundle-cli.ts): `bin/camviz.js` runs
+ * the one file the build made, the same program as the modules it was made
+ * from, and falls back to those modules when the bundle is missing or older
+ * than them.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { repoRoot } from './helpers/assets.js';
+import { camvizBin, cliEnv } from './helpers/cli.js';
+
+const workDir = await mkdtemp(join(tmpdir(), 'camviz-cli-bundle-'));
+after(() => rm(workDir, { recursive: true, force: true }));
+
+const cliFolder = join(repoRoot, 'dist', 'src', 'cli');
+const bundlePath = join(cliFolder, 'camviz.cjs');
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runNode(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, args, { cwd: workDir, env, timeout: 120_000 }, (error, stdout, stderr) => {
+      resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : null, stdout, stderr });
+    });
+  });
+}
+
+test('the build bundles the command line, and bin/camviz.js runs that bundle', async () => {
+  const [bundled, compiled] = await Promise.all([stat(bundlePath), stat(join(cliFolder, 'launch.js'))]);
+  assert.ok(bundled.mtimeMs >= compiled.mtimeMs, 'the bundle is older than the compiled modules: run `npm run build`');
+  // A preloaded script lists, at exit, the CommonJS files the process loaded: the bundle is one of them.
+  const preload = join(workDir, 'list-loaded.cjs');
+  await writeFile(preload, "process.on('exit', () => process.stderr.write('LOADED ' + JSON.stringify(Object.keys(require.cache)) + '\\n'));\n");
+  const run = await runNode(['--require', preload, camvizBin, '--version']);
+  assert.equal(run.code, 0, run.stderr);
+  const loaded = JSON.parse(/^LOADED (.*)$/m.exec(run.stderr)?.[1] ?? '[]') as string[];
+  assert.ok(loaded.includes(bundlePath), `bundle not loaded; loaded: ${loaded.filter((path) => !path.includes('node_modules')).join(', ')}`);
+});
+
+test('the bundle writes the same PNG as the modules it was made from', async () => {
+  const image = join(repoRoot, 'fixtures', 'shapes', 'circle.png');
+  const model = join(repoRoot, 'models', 'shapes');
+  const outputs: Buffer[] = [];
+  for (const [name, entry] of [['bundle', camvizBin], ['modules', join(cliFolder, 'launch.js')]] as const) {
+    const out = join(workDir, name);
+    const run = await runNode([entry, 'gradcam', image, '--model', model, '--out', out, '--quiet'], cliEnv(join(workDir, `cache-${name}`)));
+    assert.equal(run.code, 0, run.stderr);
+    const written = (await readdir(out)).filter((file) => file.endsWith('.png'));
+    assert.equal(written.length, 1, `${name} wrote ${written.join(', ')}`);
+    outputs.push(await readFile(join(out, written[0]!)));
+  }
+  assert.ok(outputs[0]!.equals(outputs[1]!), 'the bundle and the modules wrote different PNGs');
+});
+
+/** A copy of bin/camviz.js over a stand-in build, whose two entry points say which of them ran. */
+async function standInBuild(name: string, withBundle: boolean): Promise<{ bin: string; bundle: string; modules: string }> {
+  const root = join(workDir, name);
+  const cli = join(root, 'dist', 'src', 'cli');
+  await mkdir(join(root, 'bin'), { recursive: true });
+  await mkdir(cli, { recursive: true });
+  await writeFile(join(root, 'package.json'), '{"type": "module"}\n');
+  const bin = join(root, 'bin', 'camviz.js');
+  await copyFile(camvizBin, bin);
+  const modules = join(cli, 'launch.js');
+  await writeFile(modules, "console.log('modules');\n");
+  const bundle = join(cli, 'camviz.cjs');
+  if (withBundle) await writeFile(bundle, "console.log('bundle');\n");
+  return { bin, bundle, modules };
+}
+
+test('bin/camviz.js runs the modules when the bundle is missing or older than them', async () => {
+  const current = await standInBuild('current', true);
+  const at = new Date('2026-01-01T00:00:00Z');
+  const later = new Date('2026-01-01T00:00:10Z');
+  await utimes(current.modules, at, at);
+  await utimes(current.bundle, later, later);
+  assert.equal((await runNode([current.bin])).stdout, 'bundle\n');
+
+  // `tsc` alone rewrote the modules after the bundle was made.
+  const stale = await standInBuild('stale', true);
+  await utimes(stale.bundle, at, at);
+  await utimes(stale.modules, later, later);
+  assert.equal((await runNode([stale.bin])).stdout, 'modules\n');
+
+  const missing = await standInBuild('missing', false);
+  assert.equal((await runNode([missing.bin])).stdout, 'modules\n');
+});
