@@ -9,7 +9,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
@@ -215,6 +215,17 @@ describe('per-model fallback and threads', { skip: skipWithoutOrt }, () => {
       return home;
     };
     assert.equal(existsSync(deviceFolder(await runWithHome('home-default', {}))), false, 'camviz opts out by default');
+    // Worker threads that load ORT: a folder run's workers, and the session a second one-image run makes ahead.
+    // A worker's process.env is its own copy, which ORT never reads: the main thread's setting must come first.
+    const inWorkers = join(workDir, 'home-workers');
+    await mkdir(inWorkers);
+    const image = join(images, (await readdir(images))[0]!);
+    const workerEnv: NodeJS.ProcessEnv = { HOME: inWorkers, ORT_DISABLE_TELEMETRY: undefined };
+    for (const args of [[images, '--jobs', '2'], [image], [image]]) {
+      const run = await camviz(['fmap', ...args, '--model', tinyModel, '--layer', 'relu', '--engine', 'onnxruntime', '--out', join(inWorkers, 'out')], workerEnv);
+      assert.equal(run.code, 0, run.stderr);
+    }
+    assert.equal(existsSync(deviceFolder(inWorkers)), false, 'camviz opts out in worker threads too');
     // The user's own choice wins (and shows that this test sees the folder when ORT writes it).
     assert.equal(existsSync(deviceFolder(await runWithHome('home-opted-in', { ORT_DISABLE_TELEMETRY: '0' }))), true, 'ORT_DISABLE_TELEMETRY=0 keeps ORT\'s telemetry');
   });

@@ -4,6 +4,7 @@
  * depend on where it ran, so outputs are identical for any --jobs.
  */
 import { workerExecArgv } from '../util/worker-args.js';
+import { optOutOfOrtTelemetry } from '../engine/onnxruntime.js';
 import { Worker } from 'node:worker_threads';
 import { CamvizError, UsageError } from '../util/errors.js';
 import type { Task } from '../tasks/index.js';
@@ -120,6 +121,8 @@ export class WorkerPool implements Executor {
   }
 
   static async start(options: TaskOptions, jobs: number, failFast = false): Promise<WorkerPool> {
+    // Workers may load ORT; the opt-out must be in the process's environment before (not in a worker's copy).
+    optOutOfOrtTelemetry();
     // Written from dist/src/: the URL resolves from the CLI's bundle in dist/src/cli/ too (scripts/bundle-cli.ts).
     const workers = Array.from({ length: jobs }, () => new Worker(new URL('../batch/worker.js', import.meta.url), { workerData: { options, failFast } satisfies WorkerData, execArgv: workerExecArgv() }));
     const ready = workers.map(

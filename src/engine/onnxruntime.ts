@@ -119,7 +119,7 @@ export function lazyOnnxRuntime(version: string): Extract<OnnxRuntimeStatus, { a
 }
 
 function tryLoad(specifier: string): OnnxRuntimeStatus {
-  optOutOfTelemetry();
+  optOutOfOrtTelemetry();
   let module: OrtModule;
   try {
     module = createRequire(import.meta.url)(specifier) as OrtModule;
@@ -141,8 +141,12 @@ function tryLoad(specifier: string): OnnxRuntimeStatus {
  * command-line tool run in CI must not phone home or write to the home
  * folder unasked: camviz sets ORT's own opt-out (read when the library
  * starts) unless the user has set the variable either way.
+ *
+ * Only the main thread's setting reaches the library: a worker thread's
+ * `process.env` is a copy of its own, which native code never reads. So code
+ * that starts a worker which may load ORT calls this first, on its thread.
  */
-function optOutOfTelemetry(): void {
+export function optOutOfOrtTelemetry(): void {
   process.env['ORT_DISABLE_TELEMETRY'] ??= '1';
 }
 

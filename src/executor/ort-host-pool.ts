@@ -18,7 +18,7 @@
 import { Worker } from 'node:worker_threads';
 import { CamvizError, describeError } from '../util/errors.js';
 import { workerExecArgv } from '../util/worker-args.js';
-import type { OrtValueMetadata } from '../engine/onnxruntime.js';
+import { type OrtValueMetadata, optOutOfOrtTelemetry } from '../engine/onnxruntime.js';
 import type { FromHostWorker, HostValue, HostWorkerData, ToHostWorker } from './ort-host-worker.js';
 
 export type { HostValue } from './ort-host-worker.js';
@@ -143,6 +143,8 @@ export class OrtHostPool {
   }
 
   private startWorker(data: HostWorkerData): HostWorker {
+    // The worker loads ORT; the opt-out must be in the process's environment before (not in the worker's copy).
+    optOutOfOrtTelemetry();
     // Written from dist/src/: the URL resolves from the CLI's bundle in dist/src/cli/ too (scripts/bundle-cli.ts).
     const worker = new Worker(new URL('../executor/ort-host-worker.js', import.meta.url), { workerData: data, execArgv: workerExecArgv() });
     // Idle workers do not keep the process alive; one with batches in flight does (see run).
