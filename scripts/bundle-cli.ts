@@ -1,24 +1,36 @@
 /**
- * Bundles the command line (dist/src/cli/launch.js and the camviz modules it
+ * Bundles the command line (dist/src/cli/run.js and the camviz modules it
  * imports) into one CommonJS file, dist/src/cli/camviz.cjs, which
- * bin/camviz.js runs: one file to read and compile instead of some 200 ES
- * modules, each resolved and instantiated on its own (about 60 ms of every
- * start). The dependencies stay outside (tfjs, sharp and onnxruntime-node
- * find their own files beside them); so do the worker threads' entry files,
- * which start from their own modules.
+ * bin/camviz.js runs through the code cache: one file to read and compile
+ * instead of some 200 ES modules, each resolved and instantiated on its own
+ * (about 60 ms of every start). The dependencies stay outside (tfjs, sharp
+ * and onnxruntime-node find their own files beside them); so do the worker
+ * threads' entry files, which start from their own modules, and
+ * src/util/import-module.cts, the one place that calls import(): a script
+ * compiled from cached data cannot (its comment says why). The build fails
+ * if the bundle holds an import() all the same.
  *
  * Run after `tsc` (npm run build): it bundles the compiled output.
  */
-import { build } from 'esbuild';
+import { type Plugin, build } from 'esbuild';
 import { rename, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 
 const cliFolder = fileURLToPath(new URL('../src/cli/', import.meta.url));
 const bundlePath = `${cliFolder}camviz.cjs`;
 
+/** Leaves the modules that must stay their own files (see above) outside, required by their path from the bundle's folder. */
+const leaveOutside: Plugin = {
+  name: 'camviz-leave-outside',
+  setup(build) {
+    build.onResolve({ filter: /\/import-module\.cjs$/ }, () => ({ path: '../util/import-module.cjs', external: true }));
+  },
+};
+
 async function bundleCli(): Promise<void> {
   const result = await build({
-    entryPoints: [`${cliFolder}launch.js`],
+    entryPoints: [`${cliFolder}run.js`],
+    plugins: [leaveOutside],
     bundle: true,
     write: false,
     outfile: bundlePath,
@@ -37,7 +49,10 @@ async function bundleCli(): Promise<void> {
     sourcemap: 'linked',
     logLevel: 'warning',
   });
-  for (const output of result.outputFiles) await writeWhole(output.path, output.contents);
+  for (const output of result.outputFiles) {
+    if (output.path === bundlePath && /\bimport\s*\(/.test(output.text)) throw new Error(`${bundlePath} holds an import() call: move it to src/util/import-module.cts`);
+    await writeWhole(output.path, output.contents);
+  }
 }
 
 /** A launch during the build reads the old file or the new one, never half of one. */

@@ -4,6 +4,7 @@
  * every few seconds, no escape codes. A summary line at the end either way.
  */
 import type { Ora } from 'ora';
+import { importModule } from '../util/import-module.cjs';
 
 export interface ProgressCounts {
   done: number;
@@ -124,7 +125,7 @@ class SpinnerProgress implements Progress {
   ) {}
 
   async start(total: number): Promise<void> {
-    const { default: ora } = await import('ora');
+    const { default: ora } = (await importModule('ora')) as typeof import('ora');
     // isEnabled: the choice was made above; ora's own test (any CI variable,
     // even CI=false, disables it) would print a lone "- 0/N" line and no updates.
     this.spinner = ora({ stream: this.stream, text: `0/${total} ${this.label}`, discardStdin: false, isEnabled: true }).start();

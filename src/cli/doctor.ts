@@ -42,15 +42,15 @@ interface DoctorReport {
 const run = promisify(execFile);
 
 async function probeNativeInChild(packageName: string, wantGpu: boolean): Promise<Omit<BackendReport, 'backend' | 'package'>> {
+  // CommonJS (tfjs-node is): the command line's bundle holds no import() (src/util/import-module.cts).
   const script = `
-    import(${JSON.stringify(packageName)}).then(async (m) => {
-      const tf = m.default ?? m;
+    Promise.resolve().then(() => require(${JSON.stringify(packageName)})).then(async (tf) => {
       await tf.ready();
       const gpu = tf.backend().isUsingGpuDevice === true;
       console.log(JSON.stringify({ ok: true, gpu, backend: tf.getBackend() }));
     }, (e) => console.log(JSON.stringify({ ok: false, code: e.code, message: String(e.message) })));`;
   try {
-    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { cwd: process.cwd(), timeout: 60_000 });
+    const { stdout } = await run(process.execPath, ['-e', script], { cwd: process.cwd(), timeout: 60_000 });
     const result = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as { ok: boolean; gpu?: boolean; code?: string; message?: string };
     if (result.ok) {
       if (wantGpu && !result.gpu) return { status: 'loaded', detail: 'no GPU device found: runs on the CPU (needs CUDA 11.2 + cuDNN 8)' };
@@ -148,7 +148,7 @@ function onnxRuntimeLine(report: OnnxRuntimeReport): string {
 
 async function sharpVersions(): Promise<{ sharp: string | null; libvips: string | null }> {
   try {
-    const sharp = (await import('sharp')).default;
+    const sharp = createRequire(import.meta.url)('sharp') as typeof import('sharp');
     const versions = sharp.versions as { sharp?: string; vips?: string };
     return { sharp: versions.sharp ?? null, libvips: versions.vips ?? null };
   } catch {

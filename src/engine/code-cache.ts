@@ -83,6 +83,9 @@ const PREAMBLE_BYTES = MAGIC.length + 12;
  */
 const MIN_SOURCE_LENGTH = 8192;
 
+/** Dependency source (UTF-16 units) past which a run counts as one that loaded the engine (see enableCodeCache). */
+const ENGINE_SOURCE_LENGTH = 1_000_000;
+
 /**
  * Past this many entries, a writer empties the folder first: a bound when
  * many installs (other paths) share one cache. camviz's own runs make 40-60.
@@ -116,6 +119,8 @@ interface PendingEntry {
   readonly stem: string;
   readonly version: FileVersion;
   readonly script: Script;
+  /** One of `alsoFiles` (see enableCodeCache). */
+  readonly vouched: boolean;
 }
 
 let enabled = false;
@@ -137,8 +142,13 @@ export function codeCacheStats(): Readonly<CodeCacheStats> {
  * thread: a second call changes nothing. Left off where Node's own compile
  * does more than compile: with source maps (`--enable-source-maps` maps
  * stacks through the loader) or a policy manifest.
+ *
+ * `alsoFiles`: CommonJS files outside node_modules to cache as well, by
+ * absolute path, which the caller vouches call no `import()` (the command
+ * line's own bundle, bin/camviz.js, whose build checks it: the look below
+ * would count words such as "graph-import/" in its module names).
  */
-export function enableCodeCache(): boolean {
+export function enableCodeCache(alsoFiles: readonly string[] = []): boolean {
   if (enabled) return true;
   if (process.env['CAMVIZ_CODE_CACHE'] === '0' || process.sourceMapsEnabled || nodeOptionsInclude('--experimental-policy')) return false;
   const folder = codeCacheFolder();
@@ -151,13 +161,21 @@ export function enableCodeCache(): boolean {
   }
   const nodeCompile = loader.prototype._compile;
   const pending: PendingEntry[] = [];
+  // V8's data holds the functions compiled so far. The bundle is loaded whole
+  // by every run, `--version` and usage errors included, whose entry would
+  // hold a third of what a Grad-CAM run compiles: entries of vouched files
+  // are written only by a run that went on to load the engine (tfjs-core
+  // alone is 1.2 MB of source; commander, which every run loads, 0.1 MB).
+  let dependencyBytes = 0;
   loader.prototype._compile = function compileThroughCache(this: LoaderModule, content: string, filename: string, format?: string): unknown {
-    const cached = format !== 'module' && content.length >= MIN_SOURCE_LENGTH && filename.includes(`${sep}node_modules${sep}`);
-    const wrapper = cached ? cachedWrapper(content, filename, folder, pending) : undefined;
+    const vouched = alsoFiles.includes(filename);
+    const cached = format !== 'module' && content.length >= MIN_SOURCE_LENGTH && (vouched || filename.includes(`${sep}node_modules${sep}`));
+    if (cached && !vouched) dependencyBytes += content.length;
+    const wrapper = cached ? cachedWrapper(content, filename, folder, pending, vouched) : undefined;
     if (wrapper === undefined) return nodeCompile.call(this, content, filename, format);
     return runWrapper(this, wrapper, filename);
   };
-  process.once('exit', () => writeEntries(folder, pending));
+  process.once('exit', () => writeEntries(folder, dependencyBytes >= ENGINE_SOURCE_LENGTH ? pending : pending.filter((entry) => !entry.vouched)));
   enabled = true;
   return true;
 }
@@ -173,7 +191,7 @@ function nodeOptionsInclude(flag: string): boolean {
  * compile detects, or a `#!` line), one that may call `import()`, or one
  * that cannot be read.
  */
-function cachedWrapper(content: string, filename: string, folder: string, pending: PendingEntry[]): CompiledWrapper | undefined {
+function cachedWrapper(content: string, filename: string, folder: string, pending: PendingEntry[], vouched: boolean): CompiledWrapper | undefined {
   if (loader.wrapper[0] !== WRAPPER_HEAD || loader.wrapper[1] !== WRAPPER_TAIL) return undefined;
   let version: FileVersion;
   try {
@@ -184,7 +202,7 @@ function cachedWrapper(content: string, filename: string, folder: string, pendin
   const stem = entryStem(filename);
   const found = readEntry(join(folder, entryName(stem, currentFlagsKey())), version);
   // Entries are only made from files without import() (below), so a usable one needs no look.
-  if (found.data === undefined && mayImportDynamically(content)) return undefined;
+  if (found.data === undefined && !vouched && mayImportDynamically(content)) return undefined;
   let script: Script;
   try {
     script = new Script(WRAPPER_HEAD + content + WRAPPER_TAIL, {
@@ -200,7 +218,7 @@ function cachedWrapper(content: string, filename: string, folder: string, pendin
   if (found.data === undefined) stats[found.miss]++;
   else if (script.cachedDataRejected === true) stats.rejected++;
   else stats.accepted++;
-  if (found.data === undefined || script.cachedDataRejected === true) pending.push({ stem, version, script });
+  if (found.data === undefined || script.cachedDataRejected === true) pending.push({ stem, version, script, vouched });
   return script.runInThisContext({ displayErrors: true }) as CompiledWrapper;
 }
 
