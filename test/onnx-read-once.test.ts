@@ -16,7 +16,7 @@ import { pathToFileURL } from 'node:url';
 import { useBackend } from '../src/engine/backend.js';
 import { loadModel } from '../src/model/load.js';
 import { readOnnxAhead } from '../src/model/onnx/file.js';
-import { graphOutputNames, onnxTrunkOf, withGraphOutputs } from '../src/model/onnx/trunk.js';
+import { graphOutputNames, onnxTrunkOf } from '../src/model/onnx/trunk.js';
 import { repoRoot } from './helpers/assets.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
 import { onnxModelBytes } from './helpers/onnx.js';
@@ -58,10 +58,10 @@ describe("ONNX Runtime's trunk of an ONNX file", () => {
       assert.throws(() => trunk.withOutputs(['relu_out']), /the ONNX file changed since it was loaded/);
       assert.throws(() => trunk.withOutputs([]), /the ONNX file changed since it was loaded/);
       await writeFile(path, original);
-      // A graph output is not added twice; a new one is appended as withGraphOutputs appends it.
+      // A graph output is not added twice; a new one is appended once, after the file's own bytes.
       assert.ok(Buffer.from(trunk.withOutputs(['logits'])).equals(Buffer.from(original)), 'logits is an output already: the file as it is');
       const withRelu = trunk.withOutputs(['relu_out', 'logits', 'relu_out']);
-      assert.ok(Buffer.from(withRelu).equals(Buffer.from(withGraphOutputs(original, ['relu_out']))));
+      assert.ok(Buffer.from(withRelu.subarray(0, original.length)).equals(Buffer.from(original)));
       assert.deepEqual(graphOutputNames(withRelu), ['logits', 'relu_out']);
     } finally {
       model.dispose();

@@ -153,16 +153,6 @@ export function graphOutputNames(bytes: Uint8Array): string[] {
   return names;
 }
 
-/** The model bytes with `names` appended as graph outputs (a second graph message, merged by protobuf). */
-export function withGraphOutputs(bytes: Uint8Array, names: readonly string[]): Uint8Array {
-  const tail = graphOutputsTail(names);
-  if (tail.length === 0) return bytes;
-  const out = new Uint8Array(bytes.length + tail.length);
-  out.set(bytes, 0);
-  out.set(tail, bytes.length);
-  return out;
-}
-
 /** A ModelProto holding only a graph with `names` as its outputs: appended to a model's bytes, protobuf merges it in. Empty for no name. */
 function graphOutputsTail(names: readonly string[]): Uint8Array {
   const unique = [...new Set(names)];
