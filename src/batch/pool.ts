@@ -47,8 +47,12 @@ export interface Executor {
   /** The run is stopping: batches not yet computing come back empty. */
   cancel(): void;
   close(): Promise<void>;
-  /** Stops at once (second signal): in-flight batches are abandoned. */
-  terminate(): Promise<void>;
+  /**
+   * Stops at once (second signal): no batch is taken from now on. Batches
+   * under way end as the executor can end them safely (see each one's).
+   * Resolves with how each worker thread ended (none when in this thread).
+   */
+  stopNow(): Promise<readonly WorkerEnd[]>;
 }
 
 /** Runs batches in this thread; two in flight overlap decoding and encoding with model work. */
@@ -81,8 +85,10 @@ export class InProcessExecutor implements Executor {
     this.context.model.dispose();
   }
 
-  async terminate(): Promise<void> {
+  /** The model is released at once; a batch under way ends when its synchronous model work does. */
+  async stopNow(): Promise<readonly WorkerEnd[]> {
     await this.close();
+    return [];
   }
 }
 
@@ -91,6 +97,55 @@ interface PoolWorker {
   inFlight: number;
   /** Set once the thread has exited: it gets no batches and is not waited for. */
   exited: boolean;
+  /** Settles when the thread exits; made when the thread starts, so that an early exit is not missed. */
+  exit: Promise<void>;
+  /** Set once it has been sent 'stop' (it is sent once). */
+  stopSent: boolean;
+}
+
+/**
+ * How long a worker asked to stop at once (second signal) may take to exit
+ * by itself before it is terminated. A worker finishes the batch it is
+ * computing first: one ONNX Runtime pass or one sharp call ends well within
+ * this; tfjs work on a large model may not, and is terminated safely.
+ */
+export const STOP_DEADLINE_MS = 2_000;
+
+/** How a thread asked to stop ended. */
+export type WorkerEnd = 'exited' | 'terminated';
+
+/**
+ * Waits up to `deadlineMs` for a thread that was asked to stop to exit by
+ * itself (`exit` settles when it has), and terminates it only then.
+ * Terminating is the last resort: a thread terminated while inside a native
+ * addon's callback (sharp, onnxruntime-node: node-addon-api with C++
+ * exceptions) throws out of the addon during its teardown, and
+ * std::terminate aborts the whole process, with no exit code and no
+ * manifest. A thread still running after the deadline is in JavaScript or
+ * WebAssembly (tfjs computes synchronously), which terminates cleanly.
+ */
+export async function exitOrTerminate(worker: Worker, exit: Promise<unknown>, deadlineMs: number): Promise<WorkerEnd> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<'deadline'>((resolve) => {
+    timer = setTimeout(() => resolve('deadline'), deadlineMs);
+  });
+  const first = await Promise.race([exit.then(() => 'exited' as const), deadline]);
+  clearTimeout(timer);
+  if (first === 'exited') return 'exited';
+  await worker.terminate();
+  return 'terminated';
+}
+
+/** A started thread with its exit watched from the start. */
+function poolWorker(worker: Worker): PoolWorker {
+  const entry: PoolWorker = { worker, inFlight: 0, exited: false, exit: Promise.resolve(), stopSent: false };
+  entry.exit = new Promise<void>((resolve) =>
+    worker.once('exit', () => {
+      entry.exited = true;
+      resolve();
+    }),
+  );
+  return entry;
 }
 
 /** A pool of worker threads; each takes up to three batches so its own decode/encode overlap its model work. */
@@ -99,6 +154,8 @@ export class WorkerPool implements Executor {
   readonly workers: number;
   private readonly pending = new Map<number, { resolve: (outcome: BatchOutcome) => void; reject: (error: Error) => void; worker: PoolWorker }>();
   private nextId = 0;
+  /** Set by stopNow: how the threads ended; no batch is taken once it is. */
+  private stopping: Promise<WorkerEnd[]> | undefined;
 
   private constructor(
     private readonly threads: PoolWorker[],
@@ -113,20 +170,19 @@ export class WorkerPool implements Executor {
     for (const entry of threads) {
       entry.worker.on('message', (message: FromWorker) => this.receive(entry, message));
       entry.worker.on('error', (error) => this.failWorker(entry, error));
-      entry.worker.on('exit', (code) => {
-        entry.exited = true;
-        this.failWorker(entry, new Error(`worker exited with code ${code}`));
-      });
+      entry.worker.on('exit', (code) => this.failWorker(entry, new Error(`worker exited with code ${code}`)));
     }
   }
 
   static async start(options: TaskOptions, jobs: number, failFast = false): Promise<WorkerPool> {
     // Workers may load ORT; the opt-out must be in the process's environment before (not in a worker's copy).
     optOutOfOrtTelemetry();
-    // Written from dist/src/: the URL resolves from the CLI's bundle in dist/src/cli/ too (scripts/bundle-cli.ts).
-    const workers = Array.from({ length: jobs }, () => new Worker(new URL('../batch/worker.js', import.meta.url), { workerData: { options, failFast } satisfies WorkerData, execArgv: workerExecArgv() }));
-    const ready = workers.map(
-      (worker) =>
+    const entries = Array.from({ length: jobs }, () =>
+      // Written from dist/src/: the URL resolves from the CLI's bundle in dist/src/cli/ too (scripts/bundle-cli.ts).
+      poolWorker(new Worker(new URL('../batch/worker.js', import.meta.url), { workerData: { options, failFast } satisfies WorkerData, execArgv: workerExecArgv() })),
+    );
+    const ready = entries.map(
+      ({ worker }) =>
         new Promise<Extract<FromWorker, { type: 'ready' }>>((resolve, reject) => {
           const onMessage = (message: FromWorker): void => {
             worker.off('message', onMessage);
@@ -142,18 +198,14 @@ export class WorkerPool implements Executor {
     try {
       [first] = (await Promise.all(ready)) as [Extract<FromWorker, { type: 'ready' }>];
     } catch (error) {
-      await Promise.all(workers.map((worker) => worker.terminate()));
+      await Promise.all(entries.map(({ worker }) => worker.terminate()));
       throw reviveError(error);
     }
-    return new WorkerPool(
-      workers.map((worker) => ({ worker, inFlight: 0, exited: false })),
-      first.model,
-      first.backend,
-      first.engine,
-    );
+    return new WorkerPool(entries, first.model, first.backend, first.engine);
   }
 
   process(batch: readonly InputImage[]): Promise<BatchOutcome> {
+    if (this.stopping !== undefined) return Promise.reject(new Error('the run is stopping'));
     const alive = this.threads.filter((candidate) => !candidate.exited);
     // A batch posted to an exited thread would never be answered.
     if (alive.length === 0) return Promise.reject(new Error('every worker thread has stopped'));
@@ -197,26 +249,39 @@ export class WorkerPool implements Executor {
     }
   }
 
-  async close(): Promise<void> {
-    // Threads already gone (terminated by a second signal, or crashed) send no
-    // further 'exit': waiting for one would hang the run before its manifest.
-    await Promise.all(
-      this.threads.map(
-        (entry) =>
-          new Promise<void>((resolve) => {
-            if (entry.exited) {
-              resolve();
-              return;
-            }
-            entry.worker.once('exit', () => resolve());
-            entry.worker.postMessage({ type: 'stop' } satisfies ToWorker);
-          }),
-      ),
-    );
+  /** Asks a thread to release its model and exit by itself (worker.ts), once. */
+  private sendStop(entry: PoolWorker): void {
+    if (entry.stopSent || entry.exited) return;
+    entry.stopSent = true;
+    entry.worker.postMessage({ type: 'stop' } satisfies ToWorker);
   }
 
-  async terminate(): Promise<void> {
-    await Promise.all(this.threads.map((entry) => entry.worker.terminate()));
+  /** Ends the threads after the run's last batch; after stopNow, when they have exited or been terminated. */
+  async close(): Promise<void> {
+    for (const entry of this.threads) this.sendStop(entry);
+    // Threads already gone (crashed, or terminated) resolved their exit then: none is waited for in vain.
+    await Promise.all(this.threads.map((entry) => entry.exit));
+  }
+
+  /**
+   * Second signal: no batch is taken from now on, and every thread is asked
+   * to stop (worker.ts: its batches not yet computing come back empty, the
+   * one computing finishes and is answered, then it releases its model and
+   * exits). A batch answered meanwhile is complete, outputs written and
+   * record made, so it is recorded like any other; a batch still unanswered
+   * when its thread exits or is terminated after STOP_DEADLINE_MS is
+   * rejected, and the runner drops it without a record (its maps may be on
+   * disk unrecorded; --skip-existing makes them again). Resolves with how
+   * each thread ended.
+   */
+  stopNow(deadlineMs = STOP_DEADLINE_MS): Promise<readonly WorkerEnd[]> {
+    this.stopping ??= Promise.all(
+      this.threads.map((entry) => {
+        this.sendStop(entry);
+        return entry.exited ? Promise.resolve<WorkerEnd>('exited') : exitOrTerminate(entry.worker, entry.exit, deadlineMs);
+      }),
+    );
+    return this.stopping;
   }
 }
 

@@ -151,7 +151,10 @@ async function runPlanned(options: BatchRunOptions, images: InputImage[], settle
     const onSignal = (signal: NodeJS.Signals): void => {
       if (stopSignal !== undefined) {
         progress.log('camviz: stopping now');
-        void executor.terminate();
+        // No new batch starts; worker threads end by themselves, or are
+        // terminated after a short deadline (WorkerPool.stopNow says what
+        // becomes of the images in flight). The manifest follows, as below.
+        void executor.stopNow();
         return;
       }
       stopSignal = signal;

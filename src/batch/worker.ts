@@ -33,18 +33,41 @@ async function main(): Promise<void> {
     // Said by the main thread, once for the run rather than once a worker.
     ...(engine === undefined ? {} : { engine }),
   });
+  /** Batches not yet answered: a stop waits for them (see stopWhenIdle). */
+  const inFlight = new Set<Promise<void>>();
+  let stopping = false;
   port.on('message', (message: ToWorker) => {
     if (message.type === 'cancel') {
       requestStop(started.context);
       return;
     }
     if (message.type === 'stop') {
-      started.context.model.dispose();
-      void releaseBackend().finally(() => port.close());
+      if (stopping) return;
+      stopping = true;
+      void stopWhenIdle(started.context, inFlight);
       return;
     }
-    void processBatch(started, message.id, message.inputs);
+    const batch = processBatch(started, message.id, message.inputs);
+    inFlight.add(batch);
+    void batch.finally(() => inFlight.delete(batch));
   });
+}
+
+/**
+ * Ends this thread by itself: batches not yet computing come back empty,
+ * the batch computing finishes and is answered, then the model and backend
+ * are released and the port closed, so the thread exits once its event loop
+ * is empty. It is never disposed under a batch still computing, whose ONNX
+ * Runtime pass or sharp call would then fail or run on a released session;
+ * and the main thread terminates it only if this takes too long (see
+ * exitOrTerminate in pool.ts).
+ */
+async function stopWhenIdle(context: TaskContext, inFlight: ReadonlySet<Promise<void>>): Promise<void> {
+  requestStop(context);
+  // processBatch never rejects: each batch ends answered, done or error.
+  await Promise.all(inFlight);
+  context.model.dispose();
+  await releaseBackend().finally(() => port.close());
 }
 
 async function processBatch(started: { task: Task; context: TaskContext }, id: number, inputs: InputImage[]): Promise<void> {
