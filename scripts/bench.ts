@@ -905,6 +905,21 @@ async function memoryOverFolder(support: EngineSupport, source: string, total: n
   );
 }
 
+/**
+ * Whether the run left no tensor behind after warm-up: the fewest live
+ * tensors of the last half of its samples are no more than of the half
+ * before. A sample may fall while an image's tensors are alive (ONNX
+ * Runtime's passes are asynchronous: the timer fires during one), so two
+ * single samples differ by such a transient; a tensor left per image, or
+ * per hundred, raises the fewest.
+ */
+function noTensorLeft(samples: readonly MemorySample[], warmImages: number): boolean {
+  const warm = samples.filter((sample) => sample.images >= warmImages);
+  const half = Math.floor(warm.length / 2);
+  const fewest = (part: readonly MemorySample[]): number => Math.min(...part.map((sample) => sample.tensors));
+  return half > 0 && fewest(warm.slice(half)) <= fewest(warm.slice(0, half));
+}
+
 /** One run's rows: a sample per tenth of the run, after the run, and the growth from the first fifth to the end. */
 function memoryRows(label: string, outcome: { samples: MemorySample[]; after?: MemorySample }, total: number, diagnosis: boolean): string[][] {
   const mib = (bytes: number | undefined): string => (bytes === undefined ? '-' : `${(bytes / 2 ** 20).toFixed(0)} MiB`);
@@ -924,7 +939,7 @@ function memoryRows(label: string, outcome: { samples: MemorySample[]; after?: M
   const last = atMarks.at(-1);
   if (warm !== undefined && last !== undefined && warm !== last) {
     const growth = (last.rss - warm.rss) / warm.rss;
-    const flat = last.tensors === warm.tensors && growth <= 0.05;
+    const flat = noTensorLeft(during, warm.images) && growth <= 0.05;
     const change = (of: (sample: MemorySample) => number | undefined): number | undefined => {
       const [from, to] = [of(warm), of(last)];
       return from === undefined || to === undefined ? undefined : to - from;
