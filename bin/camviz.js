@@ -5,28 +5,17 @@
 // about 60 ms off every start, and the code cache keeps its compiled code
 // like the dependencies'. A bundle older than the compiled modules (a `tsc`
 // run without the bundling step) is stale: the modules run instead.
-import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { enableCodeCache } from '../dist/src/engine/code-cache.js';
+import { bundleIsCurrent } from '../dist/src/util/bundle-choice.js';
 
-const cliFolder = new URL('../dist/src/cli/', import.meta.url);
-const bundle = fileURLToPath(new URL('camviz.cjs', cliFolder));
-
-function modifiedMs(url) {
-  try {
-    return statSync(url).mtimeMs;
-  } catch {
-    return undefined;
-  }
-}
-
-const bundled = modifiedMs(bundle);
-const compiled = modifiedMs(new URL('run.js', cliFolder));
-if (bundled !== undefined && (compiled === undefined || bundled >= compiled)) {
+const bundle = new URL('../dist/src/cli/camviz.cjs', import.meta.url);
+if (bundleIsCurrent(bundle, new URL('../dist/src/cli/run.js', import.meta.url))) {
   // First, so that the bundle and the dependencies it loads compile through the cache.
-  enableCodeCache([bundle]);
-  createRequire(import.meta.url)(bundle);
+  const bundlePath = fileURLToPath(bundle);
+  enableCodeCache([bundlePath]);
+  createRequire(import.meta.url)(bundlePath);
 } else {
   await import('../dist/src/cli/launch.js');
 }

@@ -3,21 +3,31 @@
  * imports) into one CommonJS file, dist/src/cli/camviz.cjs, which
  * bin/camviz.js runs through the code cache: one file to read and compile
  * instead of some 200 ES modules, each resolved and instantiated on its own
- * (about 60 ms of every start). The dependencies stay outside (tfjs, sharp
- * and onnxruntime-node find their own files beside them); so do the worker
- * threads' entry files, which start from their own modules, and
- * src/util/import-module.cts, the one place that calls import(): a script
- * compiled from cached data cannot (its comment says why). The build fails
- * if the bundle holds an import() all the same.
+ * (about 60 ms of every start). The folder runs' worker threads get theirs,
+ * dist/src/batch/worker.cjs (src/batch/pool.ts), for the same reason.
+ * The dependencies stay outside (tfjs, sharp and onnxruntime-node find
+ * their own files beside them); so do ONNX Runtime's host workers (few
+ * modules), and src/util/import-module.cts, the one place that calls
+ * import(): a script compiled from cached data cannot (its comment says
+ * why). The build fails if a bundle holds an import() all the same.
  *
- * Run after `tsc` (npm run build): it bundles the compiled output.
+ * Run after `tsc` (npm run build): it bundles the compiled output. Each
+ * bundle sits in the folder of its entry module, as every module it holds
+ * sat in a folder of dist/src/, so the URLs they resolve relative to
+ * themselves (package.json, worker files: written as ../<folder>/name.js)
+ * stay right.
  */
 import { type Plugin, build } from 'esbuild';
 import { rename, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 
-const cliFolder = fileURLToPath(new URL('../src/cli/', import.meta.url));
-const bundlePath = `${cliFolder}camviz.cjs`;
+const sourceFolder = fileURLToPath(new URL('../src/', import.meta.url));
+
+/** Entry module -> its bundle, both under dist/src/. */
+const BUNDLES: ReadonlyArray<readonly [entry: string, bundle: string]> = [
+  ['cli/run.js', 'cli/camviz.cjs'],
+  ['batch/worker.js', 'batch/worker.cjs'],
+];
 
 /** Leaves the modules that must stay their own files (see above) outside, required by their path from the bundle's folder. */
 const leaveOutside: Plugin = {
@@ -27,9 +37,9 @@ const leaveOutside: Plugin = {
   },
 };
 
-async function bundleCli(): Promise<void> {
+async function bundle(entry: string, bundlePath: string): Promise<void> {
   const result = await build({
-    entryPoints: [`${cliFolder}run.js`],
+    entryPoints: [entry],
     plugins: [leaveOutside],
     bundle: true,
     write: false,
@@ -38,10 +48,7 @@ async function bundleCli(): Promise<void> {
     target: 'node20',
     format: 'cjs',
     packages: 'external',
-    // CommonJS has no import.meta: every module's URL becomes the bundle's.
-    // The bundle sits in dist/src/cli/ as each module sat in dist/src/<folder>/,
-    // so the URLs they resolve from it (package.json, worker files: written
-    // as ../<folder>/name.js) stay right.
+    // CommonJS has no import.meta: every module's URL becomes the bundle's (see above).
     banner: { js: 'const __camvizModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
     define: { 'import.meta.url': '__camvizModuleUrl' },
     // Stack traces name the bundle's lines; under `node --enable-source-maps`
@@ -62,4 +69,4 @@ async function writeWhole(path: string, contents: Uint8Array): Promise<void> {
   await rename(temporary, path);
 }
 
-await bundleCli();
+for (const [entry, bundlePath] of BUNDLES) await bundle(`${sourceFolder}${entry}`, `${sourceFolder}${bundlePath}`);

@@ -10,7 +10,9 @@ import { execFile } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 
+import { bundleIsCurrent } from '../src/util/bundle-choice.js';
 import { repoRoot } from './helpers/assets.js';
 import { camvizBin, cliEnv } from './helpers/cli.js';
 
@@ -44,6 +46,39 @@ test('the build bundles the command line, and bin/camviz.js runs that bundle', a
   assert.equal(run.code, 0, run.stderr);
   const loaded = JSON.parse(/^LOADED (.*)$/m.exec(run.stderr)?.[1] ?? '[]') as string[];
   assert.ok(loaded.includes(bundlePath), `bundle not loaded; loaded: ${loaded.filter((path) => !path.includes('node_modules')).join(', ')}`);
+});
+
+test("a folder run's worker threads load their bundle", async () => {
+  const preload = join(workDir, 'list-worker-loaded.cjs');
+  await writeFile(
+    preload,
+    "const { isMainThread } = require('node:worker_threads');\n" +
+      "if (!isMainThread) process.on('exit', () => process.stderr.write('WORKER LOADED ' + JSON.stringify(Object.keys(require.cache)) + '\\n'));\n",
+  );
+  const run = await runNode(['--require', preload, camvizBin, 'predict', join(repoRoot, 'fixtures', 'shapes'), '--model', join(repoRoot, 'models', 'shapes'), '--jobs', '2', '--out', join(workDir, 'jobs'), '--quiet'], cliEnv(join(workDir, 'cache-jobs')));
+  assert.equal(run.code, 0, run.stderr);
+  const workers = [...run.stderr.matchAll(/^WORKER LOADED (.*)$/gm)].map((match) => JSON.parse(match[1]!) as string[]);
+  assert.equal(workers.length, 2, run.stderr);
+  for (const loaded of workers) assert.ok(loaded.includes(join(repoRoot, 'dist', 'src', 'batch', 'worker.cjs')), loaded.filter((path) => !path.includes('node_modules')).join(', '));
+});
+
+test('a bundle stands for its modules while it is at least as new as they are', async () => {
+  const folder = join(workDir, 'choice');
+  await mkdir(folder);
+  const bundle = join(folder, 'entry.cjs');
+  const modules = join(folder, 'entry.js');
+  const url = (path: string): URL => pathToFileURL(path);
+  assert.equal(bundleIsCurrent(url(bundle), url(modules)), false, 'no bundle');
+  await writeFile(bundle, '');
+  assert.equal(bundleIsCurrent(url(bundle), url(modules)), true, 'no modules to be older than');
+  await writeFile(modules, '');
+  const at = new Date('2026-01-01T00:00:00Z');
+  const later = new Date('2026-01-01T00:00:10Z');
+  await utimes(bundle, at, at);
+  await utimes(modules, later, later);
+  assert.equal(bundleIsCurrent(url(bundle), url(modules)), false, 'the modules compiled after the bundle');
+  await utimes(bundle, later, later);
+  assert.equal(bundleIsCurrent(url(bundle), url(modules)), true, 'as new as the modules');
 });
 
 test('the bundle compiles through the code cache: an entry from a run that did work, used by the next', async () => {
@@ -94,6 +129,8 @@ async function standInBuild(name: string, withBundle: boolean): Promise<{ bin: s
   await mkdir(join(root, 'dist', 'src', 'engine'), { recursive: true });
   await writeFile(join(root, 'package.json'), '{"type": "module"}\n');
   await writeFile(join(root, 'dist', 'src', 'engine', 'code-cache.js'), 'export function enableCodeCache() {}\n');
+  await mkdir(join(root, 'dist', 'src', 'util'), { recursive: true });
+  await copyFile(join(repoRoot, 'dist', 'src', 'util', 'bundle-choice.js'), join(root, 'dist', 'src', 'util', 'bundle-choice.js'));
   const bin = join(root, 'bin', 'camviz.js');
   await copyFile(camvizBin, bin);
   await writeFile(join(cli, 'launch.js'), "console.log('modules');\n");
