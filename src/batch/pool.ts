@@ -13,7 +13,6 @@ import type { BatchOutcome, InputImage, TaskOptions } from '../tasks/types.js';
 import type { TaskContext } from '../tasks/common.js';
 import type { EngineReport } from '../model/engine.js';
 
-
 /**
  * The worker threads' entry: its bundle (scripts/bundle-cli.ts) while
  * current, which each thread loads as one file instead of some 150 ES
@@ -26,6 +25,7 @@ function workerEntry(): URL {
   const modules = new URL('../batch/worker.js', import.meta.url);
   return bundleIsCurrent(bundle, modules) ? bundle : modules;
 }
+
 /** What a worker thread starts with. */
 export interface WorkerData {
   options: TaskOptions;
