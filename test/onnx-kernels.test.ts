@@ -81,7 +81,7 @@ forEachBackend((backend) => {
         padding: conv.padding,
       };
       const filter = tfjsKernel(geometry) as tf.Tensor4D;
-      const layerWeights: ConvLayerWeights = { ...geometry, kernel: () => filter, kernelShape: tfjsKernelShape(geometry) };
+      const layerWeights: ConvLayerWeights = { ...geometry, kernel: () => filter, kernelShape: tfjsKernelShape(geometry), weightsAsStored: () => geometry.weights };
       const x = tf.mul(seeded([2, conv.inputSize, conv.inputSize, conv.channels], 13), 2) as tf.Tensor4D;
       const plain = (input: tf.Tensor): tf.Tensor => {
         const y = conv.depthwise

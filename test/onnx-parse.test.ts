@@ -15,7 +15,7 @@ import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { bytesOf, MAX_TENSOR_BYTES, parseOnnxModel, parseOnnxTensor } from '../src/model/onnx/parse.js';
+import { bytesOf, MAX_TENSOR_BYTES, parseOnnxModel, parseOnnxModelWithExternalData, parseOnnxTensor } from '../src/model/onnx/parse.js';
 import { readOnnxFile } from '../src/model/onnx/read.js';
 import type { OnnxModel, OnnxTensor, OnnxTensorData } from '../src/model/onnx/types.js';
 import { CamvizError } from '../src/util/errors.js';
@@ -306,6 +306,37 @@ describe('parseOnnxModel on models built byte by byte', () => {
     assert.notEqual(data.buffer, bytes.buffer);
     bytes.fill(0);
     assert.deepEqual(data, Float32Array.from([1, 2]));
+  });
+
+  test('adopted bytes: raw data at every offset from its element boundary read as views where the field prefix leaves room to move them, copies elsewhere; the same values', () => {
+    const values = (count: number, seed: number): number[] => Array.from({ length: count }, (_, i) => Math.fround(Math.sin(i * 0.7 + seed) * 100));
+    const tensors: { name: string; proto: Bytes; expected: OnnxTensorData }[] = [];
+    // Names of 1 to 8 characters shift where each raw_data starts: every offset from 4- and 8-byte boundaries occurs.
+    for (let pad = 1; pad <= 8; pad++) {
+      for (const count of [3, 31, 32, 100]) {
+        const f32 = Float32Array.from(values(count, pad));
+        const f64 = Float64Array.from(values(count, pad + 0.5));
+        const i64 = BigInt64Array.from(values(count, pad).map((value) => BigInt(Math.round(value * 1e6)) * 3_000_000_000n));
+        for (const [kind, type, data] of [['f32', T.float, f32], ['f64', T.double, f64], ['i64', T.int64, i64]] as const) {
+          const name = `${kind}_${count}_${'x'.repeat(pad)}`;
+          tensors.push({ name, proto: tensorProto({ name, dims: [count], type, raw: new Uint8Array(data.buffer) }), expected: data });
+        }
+      }
+    }
+    const bytes = modelWithInitializers(tensors.map(({ proto }) => proto));
+    const copied = parseOnnxModel(Uint8Array.from(bytes), 'copied.onnx');
+    const adopted = parseOnnxModelWithExternalData(bytes, 'adopted.onnx', { adoptBytes: true }).model;
+    let views = 0;
+    for (const { name, expected } of tensors) {
+      const data = initializer(adopted, name).data as Exclude<OnnxTensorData, string[]>;
+      assert.deepEqual(data, expected, `${name}: adopted`);
+      assert.deepEqual(initializer(copied, name).data, expected, `${name}: copied`);
+      if (data.buffer === bytes.buffer) views++;
+    }
+    // Every float32 of 32 values and more (a two-byte length prefix: room for any move of up to 3 bytes) is a view.
+    const roomy = tensors.filter(({ name }) => /^f32_(32|100)_/.test(name)).map(({ name }) => initializer(adopted, name).data as Float32Array);
+    assert.ok(roomy.every((data) => data.buffer === bytes.buffer), 'float32 tensors of 128 bytes and more are views of the file');
+    assert.ok(views < tensors.length, 'some tensors (short prefixes, 8-byte elements far off their boundary) are copied');
   });
 });
 

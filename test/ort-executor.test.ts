@@ -62,6 +62,20 @@ function residualModel(): TestModel {
   };
 }
 
+/** The tiny model with a 1x1 Conv as its classifier (the fc weights as [classes, channels, 1, 1]) after the pooling: the same scores. */
+function convHeadModel(): TestModel {
+  const base = tinyModel();
+  return {
+    ...base,
+    nodes: [
+      ...base.nodes.slice(0, 3),
+      { name: 'classifier', opType: 'Conv', inputs: ['pool_out', 'classifier.weight', 'fc.bias'], outputs: ['classifier_out'] },
+      { name: 'flatten', opType: 'Flatten', inputs: ['classifier_out'], outputs: ['logits'] },
+    ],
+    initializers: [...base.initializers!.filter((tensor) => tensor.name !== 'fc.weight'), { name: 'classifier.weight', dims: [CLASSES, CHANNELS, 1, 1], values: fcWeights }],
+  };
+}
+
 /** d(Σ weight · score)/d(relu output) by hand; `throughRelu`: d/d(conv output) instead. */
 function gradientByHand(terms: readonly ScoreTerm[], conv: Float64Array, batch: number, throughRelu: boolean): Float64Array {
   const gradient = new Float64Array(batch * SIZE * SIZE * CHANNELS);
@@ -116,7 +130,7 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
   before(async () => {
     await useBackend('wasm');
     folder = await mkdtemp(join(tmpdir(), 'camviz-ort-'));
-    for (const [name, model] of [['dynamic', tinyModel()], ['fixed', tinyModel(1)], ['residual', residualModel()]] as const) {
+    for (const [name, model] of [['dynamic', tinyModel()], ['fixed', tinyModel(1)], ['residual', residualModel()], ['conv head', convHeadModel()]] as const) {
       const path = join(folder, `${name}.onnx`);
       await writeFile(path, onnxModelBytes(model));
       loaded.set(name, await loadWithOrt(path, { preprocess: 'none' }));
@@ -189,6 +203,37 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
       assert.ok(Math.abs(closed.objectives[i]! - taped.objectives[i]!) <= 1e-5 * Math.max(1, Math.abs(taped.objectives[i]!)));
     });
     for (const outcome of [closed, taped, fromNetwork]) {
+      disposeValues(outcome.values);
+      tf.dispose(outcome.gradients.flat());
+    }
+    input.dispose();
+  });
+
+  test('a 1x1 Conv classifier: the closed-form head reads its ONNX weights as stored ([classes, channels]) before tfjs made its kernel, and the kernel after; both give the hand gradient', async () => {
+    const tiny = loaded.get('conv head')!;
+    const relu = node(tiny, 'relu');
+    const input = tf.tensor4d(randoms(2 * SIZE * SIZE * 3, 12), [2, SIZE, SIZE, 3]);
+    const hand = tinyByHand(input.dataSync() as Float32Array, 2);
+    const terms: ScoreTerm[] = [{ image: 0, classIndex: 1, weight: 2 }, { image: 1, classIndex: 2, weight: -1 }];
+    const asStored = linearHeadsOf(tiny.executor.graph, relu.outputs[0]!, tiny.executor.score);
+    assert.ok(asStored !== undefined, 'relu -> pool -> 1x1 conv -> flatten is a linear head');
+    assert.deepEqual([asStored.channelStride, asStored.classStride], [1, CHANNELS], 'read as ONNX stores it, before any kernel is made');
+    const fromOrt = await tiny.executor.backward(input, [objectiveOf(terms)], { sources: [relu] });
+    closeTo(fromOrt.gradients[0]![0]!.dataSync(), gradientByHand(terms, hand.conv, 2, false), 1e-5, 'closed form from the stored weights vs hand');
+    closeTo(fromOrt.values.scores.dataSync(), hand.scores, 1e-5, 'scores vs hand');
+    // A tfjs pass makes the classifier's kernel (tfjs' layout), which frees the stored weights.
+    const fromNetwork = await tiny.executor.network.backward(input, [objectiveOf(terms)], { sources: [relu] });
+    closeTo(fromNetwork.gradients[0]![0]!.dataSync(), gradientByHand(terms, hand.conv, 2, false), 1e-5, 'the Network vs hand');
+    const fromKernel = linearHeadsOf(tiny.executor.graph, relu.outputs[0]!, tiny.executor.score)!;
+    assert.deepEqual([fromKernel.channelStride, fromKernel.classStride], [CLASSES, 1], 'read from the kernel once it is made');
+    for (let k = 0; k < CHANNELS; k++) {
+      for (let c = 0; c < CLASSES; c++) {
+        const expected = Math.fround(fcWeights[c * CHANNELS + k]!);
+        assert.equal(asStored.kernel[k * asStored.channelStride + c * asStored.classStride], expected, `W[${k}, ${c}] as stored`);
+        assert.equal(fromKernel.kernel[k * fromKernel.channelStride + c * fromKernel.classStride], expected, `W[${k}, ${c}] from the kernel`);
+      }
+    }
+    for (const outcome of [fromOrt, fromNetwork]) {
       disposeValues(outcome.values);
       tf.dispose(outcome.gradients.flat());
     }

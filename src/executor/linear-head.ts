@@ -20,10 +20,13 @@ import type { ScoreLocation } from './score.js';
 
 /** A source's linear head: the classifier kernel and where the channels are in the source tensor. */
 export interface LinearHead {
-  /** The classifier's kernel as [channels, classes], row-major. Read only: it may be the backend's own array (see kernelValues). */
+  /** The classifier's kernel, W[k, c] at `k * channelStride + c * classStride`. Read only: it may be the backend's own array (see kernelValues). */
   readonly kernel: Float32Array;
   readonly channels: number;
   readonly classes: number;
+  /** 1 when the kernel is [classes, channels] (ONNX's and PyTorch's layout), `classes` when [channels, classes] (tfjs'). */
+  readonly channelStride: number;
+  readonly classStride: number;
   /** The channel axis of the source tensor (3: NHWC, 1: NCHW as an ONNX value stored as ONNX holds it). */
   readonly channelAxis: 1 | 3;
 }
@@ -32,6 +35,12 @@ const PASS_THROUGH = new Set(['Reshape', 'Flatten', 'Dropout', 'SpatialDropout1D
 
 interface KernelOwner {
   kernel?: { read(): tf.Tensor };
+  /**
+   * The kernel as [outputs, inputs(, 1, 1)], ONNX's and PyTorch's layout,
+   * while the layer holds it so (an imported Conv or Gemm): read as it is,
+   * where `kernel` may first have to make tfjs' layout from it.
+   */
+  outputMajorKernel?: () => tf.Tensor | undefined;
   kernelSize?: number[];
   activation?: { getClassName(): string };
 }
@@ -119,18 +128,24 @@ function isPointwise(node: GraphNode): boolean {
   return size.every((dim) => dim === 1);
 }
 
-/** The kernel as [channels, classes], and the source's channel axis (undefined when it cannot be told). */
+/**
+ * The kernel and the source's channel axis (undefined when it cannot be
+ * told). An imported classifier's weights are read in the layout they are
+ * stored in: making tfjs' layout first transposed a 1001x768 classifier on
+ * the wasm heap and copied it back, about 20 ms of a cold start.
+ */
 function headOf(classifier: GraphNode, sourceShape: readonly (number | null)[]): LinearHead | undefined {
-  const read = (classifier.layer as unknown as KernelOwner).kernel?.read;
-  if (read === undefined) return undefined;
-  const kernel = read.call((classifier.layer as unknown as KernelOwner).kernel);
-  const channels = kernel.shape[kernel.rank - 2]!;
-  const classes = kernel.shape[kernel.rank - 1]!;
+  const owner = classifier.layer as unknown as KernelOwner;
+  const outputMajor = owner.outputMajorKernel?.();
+  const kernel = outputMajor ?? owner.kernel?.read();
+  if (kernel === undefined) return undefined;
+  const [channels, classes] = outputMajor === undefined ? [kernel.shape[kernel.rank - 2]!, kernel.shape[kernel.rank - 1]!] : [kernel.shape[1]!, kernel.shape[0]!];
   const last = sourceShape[3] === channels;
   const first = sourceShape[1] === channels;
   // Both (a C×C×C map) or neither: the layout cannot be told from the shape.
   if (last === first) return undefined;
-  return { kernel: kernelValues(kernel), channels, classes, channelAxis: last ? 3 : 1 };
+  const strides = outputMajor === undefined ? { channelStride: classes, classStride: 1 } : { channelStride: 1, classStride: channels };
+  return { kernel: kernelValues(kernel), channels, classes, ...strides, channelAxis: last ? 3 : 1 };
 }
 
 /**
@@ -178,7 +193,7 @@ export async function linearHeadGradients(
 /** dObjective/dSource: per image, Σ weight · W[k, class] / (H·W) at every position of channel k. */
 function gradientOf(terms: readonly ScoreTerm[], shape: readonly number[], head: LinearHead): tf.Tensor {
   const [batch, a, b, c] = shape as [number, number, number, number];
-  const { channels, classes, kernel } = head;
+  const { channels, classes, kernel, channelStride, classStride } = head;
   const positions = head.channelAxis === 3 ? a * b : b * c;
   const perChannel = new Float32Array(batch * channels);
   for (const term of terms) {
@@ -187,7 +202,8 @@ function gradientOf(terms: readonly ScoreTerm[], shape: readonly number[], head:
     }
     const scale = term.weight / positions;
     const row = term.image * channels;
-    for (let k = 0; k < channels; k++) perChannel[row + k] = perChannel[row + k]! + scale * kernel[k * classes + term.classIndex]!;
+    const column = term.classIndex * classStride;
+    for (let k = 0; k < channels; k++) perChannel[row + k] = perChannel[row + k]! + scale * kernel[k * channelStride + column]!;
   }
   const data = new Float32Array(batch * positions * channels);
   for (let image = 0; image < batch; image++) {

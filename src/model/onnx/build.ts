@@ -610,7 +610,8 @@ function withConvKernel(plan: PlannedLayer, kernels: ConvKernels): LayerPlan {
   if (conv === undefined) return rest;
   const { weights: _weights, ...geometry } = conv;
   const sources = plan.sources.map((source, i): InputSource => (i === 1 ? { kind: 'kernel' } : source));
-  return { ...rest, conv: { ...geometry, kernel: kernels.reader(conv), kernelShape: tfjsKernelShape(conv) }, sources };
+  const weightsAsStored = (): tf.Tensor | undefined => (conv.weights.isDisposed ? undefined : conv.weights);
+  return { ...rest, conv: { ...geometry, kernel: kernels.reader(conv), kernelShape: tfjsKernelShape(conv), weightsAsStored }, sources };
 }
 
 /**

@@ -50,6 +50,8 @@ export interface ConvGeometry {
 export type ConvLayerWeights = Omit<ConvGeometry, 'weights'> & {
   readonly kernel: () => tf.Tensor;
   readonly kernelShape: readonly [number, number, number, number];
+  /** The ONNX-layout weights while the model still holds them (until the kernel is made), else undefined. */
+  readonly weightsAsStored: () => tf.Tensor | undefined;
 };
 
 /** The fields of a tfjs-layers Conv2D / DepthwiseConv2D that the executor's fusion and the CAM method read. */
@@ -118,6 +120,8 @@ function convFields(conv: ConvLayerWeights, read: () => tf.Tensor, kh: number, k
     padding: conv.padding,
     dataFormat: 'channelsLast',
     activation: { getClassName: () => 'linear', apply: (x: tf.Tensor) => x },
+    // ONNX's [M, C, kh, kw] is output-major as it is (a depthwise Conv's M reads one channel each: no classifier).
+    ...(conv.depthwise ? {} : { outputMajorKernel: conv.weightsAsStored }),
   };
 }
 
@@ -139,6 +143,8 @@ export function denseView(dense: DenseGeometry, kernels: Set<tf.Tensor>): Record
   };
   return {
     kernel: { read },
+    // With transB the Gemm's weights are [N, C]: output-major as they are.
+    outputMajorKernel: () => (dense.transposed ? dense.weights : undefined),
     bias: dense.bias === undefined ? null : { read: () => dense.bias },
     activation: { getClassName: () => 'linear', apply: (x: tf.Tensor) => x },
   };

@@ -1,8 +1,9 @@
 /**
  * ONNX protobuf bytes → `OnnxModel` (types.ts): plain data, every tensor's
  * bytes checked against its declared shape before anything of that size is
- * allocated, and weights copied exactly once out of the file's buffer (so a
- * model does not keep the whole file alive through views).
+ * allocated. Weights are copied exactly once out of the caller's buffer (so
+ * a model does not keep the whole file alive through views), unless the
+ * caller hands the buffer over (`adoptBytes`, see `rawDataInPlace`).
  *
  * Decoding is hand-written over protobufjs' `Reader` (proto.ts) from the
  * ONNX IR spec; unknown fields are skipped. Every failure is one
@@ -139,6 +140,18 @@ interface ParseContext {
   /** Bytes declared by all tensors so far (checked against MAX_MODEL_BYTES). */
   declaredBytes: number;
   depth: number;
+  /** The bytes are the parser's to rearrange and to keep views of (see rawDataInPlace). */
+  adoptBytes: boolean;
+}
+
+export interface ParseOptions {
+  /**
+   * Hand the buffer over: raw tensor data become views of it (moved back
+   * a few bytes onto their element boundary where needed), so the model
+   * keeps the buffer alive and the caller must neither change nor reuse
+   * it. For a file read for this parse alone (read.ts).
+   */
+  readonly adoptBytes?: boolean;
 }
 
 /** A model from its bytes; a model with external data needs `readOnnxFile` (read.ts). */
@@ -154,8 +167,8 @@ export function parseOnnxModel(bytes: Uint8Array, source: string): OnnxModel {
 }
 
 /** A model from its bytes, with the tensors whose data is in external files still to be read. */
-export function parseOnnxModelWithExternalData(bytes: Uint8Array, source: string): ParsedOnnxModel {
-  const context: ParseContext = { source, external: [], declaredBytes: 0, depth: 0 };
+export function parseOnnxModelWithExternalData(bytes: Uint8Array, source: string, options: ParseOptions = {}): ParsedOnnxModel {
+  const context: ParseContext = { source, external: [], declaredBytes: 0, depth: 0, adoptBytes: options.adoptBytes === true };
   if (bytes.length === 0) throw new CamvizError('not an ONNX model: the file is empty', { file: source });
   const model = decoding(context, () => decodeModel(createReader(bytes), context));
   return { model, external: context.external };
@@ -163,7 +176,7 @@ export function parseOnnxModelWithExternalData(bytes: Uint8Array, source: string
 
 /** A serialized TensorProto (the `.pb` files of ONNX's conformance tests). */
 export function parseOnnxTensor(bytes: Uint8Array, source: string): OnnxTensor {
-  const context: ParseContext = { source, external: [], declaredBytes: 0, depth: 0 };
+  const context: ParseContext = { source, external: [], declaredBytes: 0, depth: 0, adoptBytes: false };
   const tensor = decoding(context, () => {
     const reader = createReader(bytes);
     return buildTensor(context, scanTensor(reader, reader.len), 'the tensor');
@@ -769,10 +782,37 @@ function fromRawData(context: ParseContext, raw: Uint8Array, dims: number[], ele
   if (raw.length !== expected) {
     fail(context, `${label} has ${raw.length} bytes of raw_data, but its dims [${dims.join(', ')}] of ${element.type} need ${expected}`);
   }
+  const adopted = context.adoptBytes ? rawDataInPlace(raw, element.type, count) : undefined;
+  if (adopted !== undefined) return adopted;
   const data = allocateNumericData(element.type, count);
   bytesOf(data).set(raw);
   littleEndianToHost(data);
   return data;
+}
+
+/**
+ * A raw_data field's values as a view of the adopted buffer, with no copy:
+ * copying MobileNet v1's 10 MB of weights into fresh arrays cost about
+ * 35 ms of a cold start, nearly all of it page faults on this kind of VM.
+ * A typed array must start on its element boundary: data that does not is
+ * moved back onto it, over the field's own tag and length prefix (already
+ * read, never read again: 1 byte and the prefix's varint). Undefined (the
+ * caller copies) when those bytes are too few for the move, or the host is
+ * big-endian (the values would need swapping anyway).
+ */
+function rawDataInPlace(raw: Uint8Array, type: NumericElementType, count: number): NumericTensorData | undefined {
+  const ArrayType = NUMERIC_ARRAY_TYPES[type];
+  const offBoundary = raw.byteOffset % ArrayType.BYTES_PER_ELEMENT;
+  if (!LITTLE_ENDIAN || offBoundary > 1 + varintLength(raw.length)) return undefined;
+  const start = raw.byteOffset - offBoundary;
+  if (offBoundary > 0) new Uint8Array(raw.buffer, start, raw.length + offBoundary).copyWithin(0, offBoundary);
+  return new ArrayType(raw.buffer, start, count);
+}
+
+function varintLength(value: number): number {
+  let length = 1;
+  for (let rest = value; rest >= 0x80; rest = Math.floor(rest / 0x80)) length++;
+  return length;
 }
 
 function fromTypedFields(context: ParseContext, scanned: ScannedTensor, element: ElementInfo, count: number, label: string): OnnxTensorData {
@@ -845,31 +885,30 @@ export function allocateTensorData(type: OnnxElementType, count: number): OnnxTe
 }
 
 export function allocateNumericData(type: NumericElementType, count: number): NumericTensorData {
-  switch (type) {
-    case 'float32':
-      return new Float32Array(count);
-    case 'float64':
-      return new Float64Array(count);
-    case 'float16':
-    case 'uint16':
-      return new Uint16Array(count);
-    case 'int8':
-      return new Int8Array(count);
-    case 'uint8':
-    case 'bool':
-      return new Uint8Array(count);
-    case 'int16':
-      return new Int16Array(count);
-    case 'int32':
-      return new Int32Array(count);
-    case 'uint32':
-      return new Uint32Array(count);
-    case 'int64':
-      return new BigInt64Array(count);
-    case 'uint64':
-      return new BigUint64Array(count);
-  }
+  return new NUMERIC_ARRAY_TYPES[type](count);
 }
+
+interface NumericArrayType {
+  new (count: number): NumericTensorData;
+  new (buffer: ArrayBufferLike, byteOffset: number, count: number): NumericTensorData;
+  readonly BYTES_PER_ELEMENT: number;
+}
+
+/** The typed array holding each numeric element type (float16 as its bits). */
+const NUMERIC_ARRAY_TYPES: Record<NumericElementType, NumericArrayType> = {
+  float32: Float32Array,
+  float64: Float64Array,
+  float16: Uint16Array,
+  uint16: Uint16Array,
+  int8: Int8Array,
+  uint8: Uint8Array,
+  bool: Uint8Array,
+  int16: Int16Array,
+  int32: Int32Array,
+  uint32: Uint32Array,
+  int64: BigInt64Array,
+  uint64: BigUint64Array,
+};
 
 /** The bytes of a numeric tensor's storage, to fill from little-endian data. */
 export function bytesOf(data: NumericTensorData): Uint8Array {

@@ -7,7 +7,8 @@
  * Field numbers are those of the ONNX IR spec (docs/IR.md, onnx.proto);
  * only the fields camviz reads are named here. Everything else is skipped.
  */
-import protobuf from 'protobufjs';
+// minimal: the wire format only; the full library also loads its .proto parser and reflection (about 20 ms of a cold start).
+import protobuf from 'protobufjs/minimal.js';
 
 export type Reader = protobuf.Reader;
 

@@ -51,8 +51,9 @@ export async function readOnnxWithSha256(path: string): Promise<ReadOnnx> {
     (await readFile(file).catch((error: unknown) => {
       throw new CamvizError(`cannot read the ONNX file (${errorCode(error)})`, { file, cause: error });
     }));
-  const { model, external } = parseOnnxModelWithExternalData(bytes, file);
+  // Hashed first: the parse adopts the buffer (read for it alone), and moves weights within it.
   const sha256 = createHash('sha256').update(bytes).digest('hex');
+  const { model, external } = parseOnnxModelWithExternalData(bytes, file, { adoptBytes: true });
   if (external.length > 0) await readExternalData(external, file);
   return { model, sha256 };
 }
