@@ -10,7 +10,7 @@ import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import * as tf from '../src/engine/tf.js';
 import { useBackend } from '../src/engine/backend.js';
@@ -266,6 +266,15 @@ describe('reading a model ahead of its load', () => {
       execFile(process.execPath, ['--input-type=module', '-e', script], { timeout: 60_000 }, (error, stdout, stderr) => (error === null ? done(JSON.parse(stdout) as string[]) : fail(new Error(`${error.message}\n${stderr}`)))),
     );
     assert.deepEqual(loaded.filter((path) => path.includes('@tensorflow')), []);
+  });
+
+  test('a FIFO given as the model (a .json or an .onnx name) is refused at once, read ahead or not, not read without end', { skip: process.platform === 'win32' ? 'no FIFOs' : false, timeout: 30_000 }, async () => {
+    for (const name of ['fifo.json', 'fifo.onnx']) {
+      const fifo = join(workDir, name);
+      execFileSync('mkfifo', [fifo]);
+      await readModelAhead(fifo);
+      await assert.rejects(loadModel(fifo), (error: Error & { file?: string }) => error.file === fifo && /not a regular file: refused/.test(error.message));
+    }
   });
 
   test('a path that is not a TF.js model is left to the loader', async () => {

@@ -148,7 +148,10 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   const identified = keepsChangeTimes(folder);
   const realJsonPath = await realpath(modelJsonPath);
   // Taken before the read: a file written after it has another change time.
-  const jsonIdentity = identityOf(realJsonPath, await stat(realJsonPath, { bigint: true }));
+  const jsonStats = await stat(realJsonPath, { bigint: true });
+  // A FIFO or a device would be read without end.
+  if (!jsonStats.isFile()) throw new CamvizError('the model file is not a regular file: refused', { file: modelJsonPath });
+  const jsonIdentity = identityOf(realJsonPath, jsonStats);
   const bytes = await readFile(realJsonPath);
   const modelJson = parseModelJson(bytes, modelJsonPath);
   // Before tfjs builds anything: building allocates every declared variable.

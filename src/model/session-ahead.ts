@@ -63,7 +63,7 @@ async function modelFileOf(spec: string | undefined): Promise<string | undefined
   const path = entry === undefined ? spec : zooModelJsonPath(entry);
   if (path === undefined) return undefined;
   try {
-    return await realpath((await localOnnxPath(path)) ?? (await resolveModelJsonPath(path)));
+    return await realpath(localOnnxPath(path) ?? (await resolveModelJsonPath(path)));
   } catch {
     return undefined;
   }

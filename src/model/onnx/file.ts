@@ -5,8 +5,9 @@
  * before it knows it needs the ONNX importer (its op library, tfjs and
  * protobufjs).
  */
+import { closeSync, constants, openSync, readSync, statSync } from 'node:fs';
 import { ReadsAhead } from '../../util/reads-ahead.js';
-import { open, readFile, stat } from 'node:fs/promises';
+import { readWholeFile } from '../../util/read-whole-file.js';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 
 /** The file name a model folder holds its ONNX graph under. */
@@ -21,29 +22,36 @@ export const MAX_PROTOBUF_BYTES = 2 ** 31 - 1;
  * (field 1, a varint), which protobuf writers put first and no JSON text
  * starts with.
  */
-export async function isOnnxFile(path: string): Promise<boolean> {
+export function isOnnxFile(path: string): boolean {
   if (extname(path).toLowerCase() === '.onnx') return true;
-  const handle = await open(path, 'r').catch(() => undefined);
-  if (handle === undefined) return false;
+  let fd: number | undefined;
   try {
-    const { buffer, bytesRead } = await handle.read(Buffer.alloc(1), 0, 1, 0);
-    return bytesRead === 1 && buffer[0] === 0x08;
+    // O_NONBLOCK: a FIFO is not waited on (it has no first byte to read then).
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    const first = Buffer.alloc(1);
+    return readSync(fd, first, 0, 1, 0) === 1 && first[0] === 0x08;
+  } catch {
+    return false;
   } finally {
-    await handle.close();
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
-/** The .onnx file (absolute) a local `--model` value names, or undefined when it is not an ONNX model. */
-export async function localOnnxPath(spec: string): Promise<string | undefined> {
+/**
+ * The .onnx file (absolute) a local `--model` value names, or undefined when
+ * it is not an ONNX model. Synchronous (a few stats): a read ahead finds the
+ * file and starts its read within one call (see util/read-whole-file.ts).
+ */
+export function localOnnxPath(spec: string): string | undefined {
   const path = resolve(spec);
-  const info = await stat(path).catch(() => undefined);
+  const info = statSync(path, { throwIfNoEntry: false });
   if (info === undefined) return undefined;
   if (info.isDirectory()) {
     const inside = join(path, ONNX_MODEL_FILE);
-    const hasJson = (await stat(join(path, 'model.json')).catch(() => undefined))?.isFile() === true;
-    return !hasJson && (await stat(inside).catch(() => undefined))?.isFile() === true ? inside : undefined;
+    const hasJson = statSync(join(path, 'model.json'), { throwIfNoEntry: false })?.isFile() === true;
+    return !hasJson && statSync(inside, { throwIfNoEntry: false })?.isFile() === true ? inside : undefined;
   }
-  return info.isFile() && (await isOnnxFile(path)) ? path : undefined;
+  return info.isFile() && isOnnxFile(path) ? path : undefined;
 }
 
 /** Whether a URL names a .onnx file (query and fragment aside). */
@@ -85,13 +93,12 @@ export function readOnnxAhead(spec: string): Promise<void> {
   return readsAhead.start(key, () => readNow(key));
 }
 
-async function readNow(path: string): Promise<AheadRead | undefined> {
-  const file = await localOnnxPath(path);
-  if (file === undefined) return undefined;
-  const info = await stat(file);
-  // What the load would refuse before reading it (read.ts) is not read.
-  if (!info.isFile() || info.size > MAX_PROTOBUF_BYTES) return undefined;
-  return { file, bytes: await readFile(file) };
+/** Starts the read within the call: nothing awaited before it (see util/read-whole-file.ts). */
+function readNow(path: string): Promise<AheadRead | undefined> {
+  const file = localOnnxPath(path);
+  if (file === undefined) return Promise.resolve(undefined);
+  // What the load would refuse before reading it (read.ts: not a regular file, too large) is not read.
+  return readWholeFile(file, MAX_PROTOBUF_BYTES).then((bytes) => ({ file, bytes }));
 }
 
 /**

@@ -8,9 +8,10 @@
  * file holds them.
  */
 import { createHash } from 'node:crypto';
-import { type FileHandle, open, readFile, realpath, stat } from 'node:fs/promises';
+import { type FileHandle, open, realpath, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { CamvizError } from '../../util/errors.js';
+import { readWholeFile } from '../../util/read-whole-file.js';
 import { pathInside } from '../io.js';
 import { MAX_PROTOBUF_BYTES, ONNX_MODEL_FILE, takeOnnxAhead } from './file.js';
 import {
@@ -48,7 +49,7 @@ export async function readOnnxWithSha256(path: string): Promise<ReadOnnx> {
   }
   const bytes =
     (await takeOnnxAhead(file)) ??
-    (await readFile(file).catch((error: unknown) => {
+    (await readWholeFile(file, MAX_PROTOBUF_BYTES).catch((error: unknown) => {
       throw new CamvizError(`cannot read the ONNX file (${errorCode(error)})`, { file, cause: error });
     }));
   // Hashed first: the parse adopts the buffer (read for it alone), and moves weights within it.
