@@ -18,7 +18,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/engine/backend.js';
 import { explain } from '../src/explain.js';
 import { loadImage } from '../src/image/image.js';
-import { loadModel } from '../src/model/load.js';
+import { type CamvizModel, loadModel } from '../src/model/load.js';
+import { ImportedNodeLayer } from '../src/model/graph-import/node-layer.js';
 import { classProbabilities } from '../src/model/predict.js';
 import { readOnnxFile } from '../src/model/onnx/read.js';
 import { onnxTrunkOf } from '../src/model/onnx/trunk.js';
@@ -128,6 +129,49 @@ forEachBackend((backend) => {
     assert.ok(held <= MAX_RATIO * weights, `the model holds ${held} bytes of tensors for ${weights} bytes of initializers (${(held / weights).toFixed(2)}x)`);
     assert.equal(leftAfterDispose, 0, 'disposing the model frees every tensor it made');
   });
+});
+
+/** The small net with every initializer stored as raw_data, as exporters write them: the parse adopts the file's buffer and views it. */
+function smallNetRaw(): TestModel {
+  const net = smallNet();
+  return { ...net, initializers: net.initializers!.map(({ name, dims, values }) => ({ name, dims, raw: new Uint8Array(Float32Array.from(values!).buffer) })) };
+}
+
+/** Every tfjs tensor an ONNX layer's plan holds (its constants, a Conv's bias, a Gemm's weights). */
+function planTensors(model: CamvizModel): tf.Tensor[] {
+  const found = new Set<tf.Tensor>();
+  const seen = new Set<object>();
+  const walk = (value: unknown, depth: number): void => {
+    if (typeof value !== 'object' || value === null || seen.has(value) || depth > 6) return;
+    seen.add(value);
+    if (value instanceof tf.Tensor) {
+      if (!value.isDisposed) found.add(value);
+      return;
+    }
+    for (const field of Object.values(value)) walk(field, depth + 1);
+  };
+  for (const layer of model.layersModel!.layers) if (layer instanceof ImportedNodeLayer) walk(layer.plan, 0);
+  return [...found];
+}
+
+test('cpu: a model read from raw_data keeps no view of the file once built: on the cpu backend a tensor holds its array itself, and one view kept would keep the whole file', async () => {
+  await useBackend('cpu');
+  const path = join(dir, 'small-raw.onnx');
+  await writeFile(path, onnxModelBytes(smallNetRaw()));
+  const model = await loadModel(path, { engine: 'tfjs' });
+  try {
+    const loaded = await loadImage(photo, { size: model.meta.inputSize });
+    await explain(model, [loaded], { method: 'gradcam', topK: 1 });
+    const tensors = planTensors(model);
+    assert.ok(tensors.length >= 4, `the plans hold the biases and the Gemm's weights (found ${tensors.length} tensors)`);
+    for (const tensor of tensors) {
+      // On the cpu backend dataSync() is the backend's own array.
+      const values = tensor.dataSync() as Float32Array;
+      assert.equal(values.buffer.byteLength, values.byteLength, `a tensor of shape [${tensor.shape.join(', ')}] views a buffer of ${values.buffer.byteLength} bytes`);
+    }
+  } finally {
+    model.dispose();
+  }
 });
 
 test('wasm: the shared MobileNet v1 ONNX holds its weights once after predict and Grad-CAM', { skip: skipMobilenet }, async () => {

@@ -338,6 +338,45 @@ describe('parseOnnxModel on models built byte by byte', () => {
     assert.ok(roomy.every((data) => data.buffer === bytes.buffer), 'float32 tensors of 128 bytes and more are views of the file');
     assert.ok(views < tensors.length, 'some tensors (short prefixes, 8-byte elements far off their boundary) are copied');
   });
+
+  test('adopted bytes: tensors in attributes (several a node, decoded after the node), in a subgraph\'s initializers and in a Constant read as the copies do', () => {
+    const raw = (count: number, seed: number): Uint8Array => new Uint8Array(Float32Array.from({ length: count }, (_, i) => Math.fround(Math.cos(i + seed) * 7)).buffer);
+    // Names of 1 to 4 characters move each tensor's raw_data off the 4-byte boundary by every amount.
+    const tensorAttribute = (name: string, count: number, seed: number): Bytes => attribute(name, A.tensor, len(5, tensorProto({ name: 'x'.repeat(1 + (seed % 4)), dims: [count], type: T.float, raw: raw(count, seed) })));
+    const body = graphProto({
+      name: 'body',
+      nodes: [nodeProto({ name: 'inner', op: 'Identity', inputs: ['w'], outputs: ['z'] })],
+      initializers: [tensorProto({ name: 'w', dims: [50], type: T.float, raw: raw(50, 9) })],
+      outputs: [valueInfo('z', T.float, [50])],
+    });
+    const bytes = modelProto(
+      graphProto({
+        nodes: [
+          nodeProto({ name: 'c', op: 'Constant', inputs: [], outputs: ['k'], attributes: [tensorAttribute('value', 40, 1)] }),
+          nodeProto({
+            name: 'many',
+            op: 'Custom',
+            domain: 'test',
+            inputs: ['x'],
+            outputs: ['y'],
+            attributes: [tensorAttribute('a', 33, 2), attribute('n', A.int, int(3, 5)), tensorAttribute('b', 64, 3), tensorAttribute('c', 35, 4), attribute('g', A.graph, len(6, body))],
+          }),
+        ],
+        inputs: [valueInfo('x', T.float, [1, 2])],
+        outputs: [valueInfo('y', T.float, [1, 2])],
+      }),
+      { opsets: [['', 13], ['test', 1]] },
+    );
+    const copied = parseOnnxModel(Uint8Array.from(bytes), 'copied.onnx');
+    const adopted = parseOnnxModelWithExternalData(bytes, 'adopted.onnx', { adoptBytes: true }).model;
+    assert.deepEqual(adopted, copied);
+    const tensorOf = (model: OnnxModel, node: number, name: string): OnnxTensor => {
+      const value = model.graph.nodes[node]!.attributes[name];
+      assert.ok(value?.kind === 'tensor', `${name} is a tensor attribute`);
+      return value.value;
+    };
+    assert.ok(['a', 'b', 'c'].some((name) => (tensorOf(adopted, 1, name).data as Float32Array).buffer === bytes.buffer), 'attribute tensors are read in place');
+  });
 });
 
 // ------------------------------------------------------------------ the shared exports

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -17,6 +17,7 @@ import { useBackend } from '../src/engine/backend.js';
 import { loadModel } from '../src/model/load.js';
 import { readOnnxAhead } from '../src/model/onnx/file.js';
 import { graphOutputNames, onnxTrunkOf } from '../src/model/onnx/trunk.js';
+import { UsageError } from '../src/util/errors.js';
 import { repoRoot } from './helpers/assets.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
 import { onnxModelBytes } from './helpers/onnx.js';
@@ -114,6 +115,19 @@ describe('an ONNX file read ahead of its load', () => {
     assert.ok(direct !== undefined, 'a truncated file is refused');
     await readOnnxAhead(broken);
     await assert.rejects(loadModel(broken, { engine: 'tfjs' }), { name: direct.name, message: direct.message });
+  });
+
+  test('a path that cannot be looked at (through a file: ENOTDIR; a loop of links: ELOOP) is neither read ahead nor thrown: the load says what a missing path gets', async () => {
+    const file = await modelFile('plain.onnx');
+    const loopA = join(workDir, 'loop-a');
+    const loopB = join(workDir, 'loop-b');
+    await symlink(loopB, loopA);
+    await symlink(loopA, loopB);
+    for (const path of [join(file, 'inside.onnx'), loopA]) {
+      // The read ahead settles (never throws, never rejects), as the command line calls it unawaited.
+      await readOnnxAhead(path);
+      await assert.rejects(loadModel(path, { engine: 'tfjs' }), (error: Error) => error instanceof UsageError && /neither a zoo name/.test(error.message));
+    }
   });
 
   test('the reader loads neither tfjs nor protobufjs, so that the command line starts it before they load', async () => {

@@ -18,6 +18,7 @@ import * as tfl from '../src/engine/tfl.js';
 import { decodeWeightViews } from '../src/engine/weight-views.js';
 import { readLocalModel, readModelAhead } from '../src/model/io.js';
 import { loadModel } from '../src/model/load.js';
+import { readOnnxAhead } from '../src/model/onnx/file.js';
 import { mobilenetDir, repoRoot, skipWithoutSharedAssets } from './helpers/assets.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
 import { readManifest } from './helpers/files.js';
@@ -273,6 +274,7 @@ describe('reading a model ahead of its load', () => {
       const fifo = join(workDir, name);
       execFileSync('mkfifo', [fifo]);
       await readModelAhead(fifo);
+      await readOnnxAhead(fifo);
       await assert.rejects(loadModel(fifo), (error: Error & { file?: string }) => error.file === fifo && /not a regular file: refused/.test(error.message));
     }
   });

@@ -6,8 +6,8 @@
  * past the end or fail with a generic message).
  */
 import { createHash } from 'node:crypto';
-import type { BigIntStats } from 'node:fs';
-import { readFile, realpath, stat, statfs } from 'node:fs/promises';
+import { type BigIntStats, constants } from 'node:fs';
+import { open, readFile, realpath, stat, statfs } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type * as tf from '../engine/tf.js';
 import { storedWeightBytes } from '../engine/weight-bytes.js';
@@ -152,7 +152,7 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   // A FIFO or a device would be read without end.
   if (!jsonStats.isFile()) throw new CamvizError('the model file is not a regular file: refused', { file: modelJsonPath });
   const jsonIdentity = identityOf(realJsonPath, jsonStats);
-  const bytes = await readFile(realJsonPath);
+  const bytes = await readRegularFile(realJsonPath, modelJsonPath);
   const modelJson = parseModelJson(bytes, modelJsonPath);
   // Before tfjs builds anything: building allocates every declared variable.
   checkTopologyAgainstManifest(modelJson, modelJsonPath);
@@ -169,6 +169,21 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
     ...(modelJson.modelInitializer === undefined ? {} : { modelInitializer: modelJson.modelInitializer }),
   };
   return { modelJsonPath, folder, modelJson, sha256: sha256Hex(bytes), artifacts, ...((await identified) ? { identities: [jsonIdentity, ...identities] } : {}) };
+}
+
+/**
+ * The bytes of a file checked a regular file again through the descriptor
+ * read: opened without waiting (O_NONBLOCK), so that a FIFO swapped in
+ * after the stat is refused, not waited on.
+ */
+async function readRegularFile(path: string, named: string): Promise<Buffer> {
+  const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    if (!(await handle.stat()).isFile()) throw new CamvizError('the model file is not a regular file: refused', { file: named });
+    return await handle.readFile();
+  } finally {
+    await handle.close();
+  }
 }
 
 export function sha256Hex(bytes: Uint8Array): string {

@@ -13,7 +13,7 @@ export class ReadsAhead<T> {
   start(key: string, read: () => Promise<T | undefined>): Promise<void> {
     let reading = this.reads.get(key);
     if (reading === undefined) {
-      reading = read().catch(() => undefined);
+      reading = settled(read);
       this.reads.set(key, reading);
     }
     return reading.then(() => undefined);
@@ -25,5 +25,14 @@ export class ReadsAhead<T> {
     if (reading === undefined) return undefined;
     this.reads.delete(key);
     return reading;
+  }
+}
+
+/** What `read` gives, undefined if it fails: by rejecting, or by throwing before it returns a promise (a read that starts synchronously). */
+function settled<T>(read: () => Promise<T | undefined>): Promise<T | undefined> {
+  try {
+    return read().catch(() => undefined);
+  } catch {
+    return Promise.resolve(undefined);
   }
 }

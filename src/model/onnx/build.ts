@@ -54,7 +54,7 @@ import {
   tfjsKernelShape,
 } from './keras.js';
 import { nodeNameIndex, topModule } from './names.js';
-import type { OnnxModel, OnnxNode } from './types.js';
+import type { OnnxModel, OnnxNode, OnnxTensor, OnnxTensorData } from './types.js';
 import { ImportedNodeLayer, wireLayersModel } from '../graph-import/node-layer.js';
 
 export interface BuiltOnnxModel {
@@ -200,13 +200,37 @@ export function buildOnnxModel(model: OnnxModel, input: OnnxImageInput, size: { 
   const constants = new Map<string, LaidTensor>();
   try {
     const backend = initializerBackend();
-    for (const [name, tensor] of model.graph.initializers) constants.set(name, { tensor: withFile(() => tensorFromOnnx(tensor, backend), file), layout: 'onnx' });
+    const onCpu = tf.getBackend() === 'cpu';
+    for (const [name, tensor] of model.graph.initializers) {
+      constants.set(name, { tensor: withFile(() => tensorFromOnnx(onCpu ? withOwnData(tensor) : tensor, backend), file), layout: 'onnx' });
+    }
     const plans = planLayers(model, input, size, opset, constants, file);
     return assemble(model, input, size, opset, plans, constants, file);
   } catch (error) {
     for (const value of constants.values()) value.tensor.dispose();
     throw error;
   }
+}
+
+/**
+ * The initializer with data of its own when its data is a view of a larger
+ * buffer (the whole file's: parse.ts `adoptBytes`). On the cpu backend a
+ * tensor holds its array itself, and a view kept alive for the model's life
+ * (a bias, a Gemm's weights) would keep the whole file with it, beside the
+ * Conv kernels made from the rest: ResNet-18's 45 MB twice. Elsewhere the
+ * values go to the backend's memory on first use (wasm's heap), and the
+ * views that ONNX Runtime's runs never read cost what copies would.
+ */
+function withOwnData(tensor: OnnxTensor): OnnxTensor {
+  const { data } = tensor;
+  if (Array.isArray(data) || data.byteLength === data.buffer.byteLength) return tensor;
+  return { ...tensor, data: copyOf(data) };
+}
+
+function copyOf<T extends Exclude<OnnxTensorData, string[]>>(data: T): T {
+  const copy = new (data.constructor as new (length: number) => T)(data.length);
+  new Uint8Array(copy.buffer).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  return copy;
 }
 
 /**

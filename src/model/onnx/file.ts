@@ -5,7 +5,7 @@
  * before it knows it needs the ONNX importer (its op library, tfjs and
  * protobufjs).
  */
-import { closeSync, constants, openSync, readSync, statSync } from 'node:fs';
+import { type Stats, closeSync, constants, openSync, readSync, statSync } from 'node:fs';
 import { ReadsAhead } from '../../util/reads-ahead.js';
 import { readWholeFile } from '../../util/read-whole-file.js';
 import { basename, dirname, extname, join, resolve } from 'node:path';
@@ -44,14 +44,23 @@ export function isOnnxFile(path: string): boolean {
  */
 export function localOnnxPath(spec: string): string | undefined {
   const path = resolve(spec);
-  const info = statSync(path, { throwIfNoEntry: false });
+  const info = statOrUndefined(path);
   if (info === undefined) return undefined;
   if (info.isDirectory()) {
     const inside = join(path, ONNX_MODEL_FILE);
-    const hasJson = statSync(join(path, 'model.json'), { throwIfNoEntry: false })?.isFile() === true;
-    return !hasJson && statSync(inside, { throwIfNoEntry: false })?.isFile() === true ? inside : undefined;
+    const hasJson = statOrUndefined(join(path, 'model.json'))?.isFile() === true;
+    return !hasJson && statOrUndefined(inside)?.isFile() === true ? inside : undefined;
   }
   return info.isFile() && isOnnxFile(path) ? path : undefined;
+}
+
+/** The path's stats, or undefined for any failure (missing, ENOTDIR, ELOOP, EACCES...): the TF.js loader then says what is wrong. */
+function statOrUndefined(path: string): Stats | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Whether a URL names a .onnx file (query and fragment aside). */
