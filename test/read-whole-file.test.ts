@@ -10,34 +10,36 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readWholeFile } from '../src/util/read-whole-file.js';
+import { readWholeFile, readWholeFileWhenIdle } from '../src/util/read-whole-file.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-read-whole-'));
 after(() => rm(workDir, { recursive: true, force: true }));
 
-test('the bytes readFile gives: empty, pool-sized and several MiB', async () => {
-  for (const size of [0, 1, 4095, 3 * 1024 * 1024 + 7]) {
-    const path = join(workDir, `file-${size}`);
-    await writeFile(path, Buffer.from(Array.from({ length: size }, (_, i) => (i * 7919) % 251)));
-    const bytes = await readWholeFile(path);
-    assert.equal(bytes.length, size);
-    assert.ok(bytes.equals(await readFile(path)), `${size} bytes`);
-  }
-});
+for (const [name, read] of [['readWholeFile', readWholeFile], ['readWholeFileWhenIdle', readWholeFileWhenIdle]] as const) {
+  test(`${name}: the bytes readFile gives: empty, pool-sized and several MiB`, async () => {
+    for (const size of [0, 1, 4095, 3 * 1024 * 1024 + 7]) {
+      const path = join(workDir, `${name}-${size}`);
+      await writeFile(path, Buffer.from(Array.from({ length: size }, (_, i) => (i * 7919) % 251)));
+      const bytes = await read(path);
+      assert.equal(bytes.length, size);
+      assert.ok(bytes.equals(await readFile(path)), `${size} bytes`);
+    }
+  });
 
-test("readFile's errors by code; a folder, a FIFO and a file over the limit are refused", { timeout: 30_000 }, async () => {
-  const code = async (path: string, maxBytes?: number): Promise<string | undefined> =>
-    readWholeFile(path, maxBytes).then(
-      () => undefined,
-      (error: NodeJS.ErrnoException) => error.code,
-    );
-  assert.equal(await code(join(workDir, 'missing')), 'ENOENT');
-  assert.equal(await code(workDir), 'EINVAL');
-  const fifo = join(workDir, 'fifo');
-  execFileSync('mkfifo', [fifo]);
-  assert.equal(await code(fifo), 'EINVAL');
-  const file = join(workDir, 'ten');
-  await writeFile(file, Buffer.alloc(10));
-  assert.equal(await code(file, 9), 'ERR_FS_FILE_TOO_LARGE');
-  assert.equal((await readWholeFile(file, 10)).length, 10);
-});
+  test(`${name}: readFile's errors by code; a folder, a FIFO and a file over the limit are refused`, { timeout: 30_000 }, async () => {
+    const code = async (path: string, maxBytes?: number): Promise<string | undefined> =>
+      read(path, maxBytes).then(
+        () => undefined,
+        (error: NodeJS.ErrnoException) => error.code,
+      );
+    assert.equal(await code(join(workDir, 'missing')), 'ENOENT');
+    assert.equal(await code(workDir), 'EINVAL');
+    const fifo = join(workDir, `${name}-fifo`);
+    execFileSync('mkfifo', [fifo]);
+    assert.equal(await code(fifo), 'EINVAL');
+    const file = join(workDir, `${name}-ten`);
+    await writeFile(file, Buffer.alloc(10));
+    assert.equal(await code(file, 9), 'ERR_FS_FILE_TOO_LARGE');
+    assert.equal((await read(file, 10)).length, 10);
+  });
+}

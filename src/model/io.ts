@@ -6,13 +6,14 @@
  * past the end or fail with a generic message).
  */
 import { createHash } from 'node:crypto';
-import { type BigIntStats, constants } from 'node:fs';
-import { open, readFile, realpath, stat, statfs } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
+import { readFile, realpath, stat, statfs } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type * as tf from '../engine/tf.js';
 import { storedWeightBytes } from '../engine/weight-bytes.js';
 import { CamvizError } from '../util/errors.js';
 import { ReadsAhead } from '../util/reads-ahead.js';
+import { readWholeFileWhenIdle } from '../util/read-whole-file.js';
 import { checkTopologyAgainstManifest } from './topology-check.js';
 
 type ModelArtifacts = tf.io.ModelArtifacts;
@@ -152,7 +153,10 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   // A FIFO or a device would be read without end.
   if (!jsonStats.isFile()) throw new CamvizError('the model file is not a regular file: refused', { file: modelJsonPath });
   const jsonIdentity = identityOf(realJsonPath, jsonStats);
-  const bytes = await readRegularFile(realJsonPath, modelJsonPath);
+  // Checked a regular file again through the descriptor read, opened without waiting (O_NONBLOCK): a FIFO swapped in after the stat is refused, not waited on.
+  const bytes = await readWholeFileWhenIdle(realJsonPath).catch((error: unknown) => {
+    throw new CamvizError(`model.json unreadable (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, { file: modelJsonPath });
+  });
   const modelJson = parseModelJson(bytes, modelJsonPath);
   // Before tfjs builds anything: building allocates every declared variable.
   checkTopologyAgainstManifest(modelJson, modelJsonPath);
@@ -169,21 +173,6 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
     ...(modelJson.modelInitializer === undefined ? {} : { modelInitializer: modelJson.modelInitializer }),
   };
   return { modelJsonPath, folder, modelJson, sha256: sha256Hex(bytes), artifacts, ...((await identified) ? { identities: [jsonIdentity, ...identities] } : {}) };
-}
-
-/**
- * The bytes of a file checked a regular file again through the descriptor
- * read: opened without waiting (O_NONBLOCK), so that a FIFO swapped in
- * after the stat is refused, not waited on.
- */
-async function readRegularFile(path: string, named: string): Promise<Buffer> {
-  const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
-  try {
-    if (!(await handle.stat()).isFile()) throw new CamvizError('the model file is not a regular file: refused', { file: named });
-    return await handle.readFile();
-  } finally {
-    await handle.close();
-  }
 }
 
 export function sha256Hex(bytes: Uint8Array): string {
