@@ -23,7 +23,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -959,12 +959,19 @@ function memoryRows(label: string, outcome: { samples: MemorySample[]; after?: M
   return rows;
 }
 
-/** Process start to first PNG written, whole process, per engine (issue 12: <= 0.6 s median). */
+/**
+ * Process start to exit, first PNG written, whole process, per engine
+ * (issue 12: <= 0.6 s median), judged on the exit. Beside it, when the PNG
+ * was on disk (its modification time from the spawn's clock): the issue
+ * says "to the first PNG", and what follows it (the manifest, the lock,
+ * the workers' and the process's end) is not the PNG's.
+ */
 async function coldStart(args: Args): Promise<void> {
   const support = await benchEngines(args);
   const rows: string[][] = [];
   for (const bench of benchModels()) {
     const samples = new Map<Engine, number[]>(support.engines.map((engine) => [engine, []]));
+    const pngSamples = new Map<Engine, number[]>(support.engines.map((engine) => [engine, []]));
     const failed = new Map<Engine, string>();
     // Engines alternate within each repetition, so that a slow phase of the machine hits both.
     for (let i = 0; i < (args.quick ? 3 : 7); i++) {
@@ -972,9 +979,11 @@ async function coldStart(args: Args): Promise<void> {
         const outDir = await mkdtemp(join(tmpdir(), 'camviz-cold-'));
         const flags = ['--model', bench.spec.model!, ...(bench.spec.preprocess ? ['--preprocess', bench.spec.preprocess] : []), ...(bench.spec.labels ? ['--labels', bench.spec.labels] : []), ...engineFlags(support, engine)];
         try {
-          const started = performance.now();
+          const [started, spawnedAt] = [performance.now(), Date.now()];
           await run(process.execPath, [join(repoRoot, 'bin', 'camviz.js'), 'gradcam', bench.image, ...flags, '--out', outDir, '--quiet'], { timeout: 120_000, env: engineEnv(support, engine) });
           samples.get(engine)!.push(performance.now() - started);
+          const png = (await readdir(outDir)).find((name) => name.endsWith('.png'));
+          if (png !== undefined) pngSamples.get(engine)!.push((await stat(join(outDir, png))).mtimeMs - spawnedAt);
         } catch (error) {
           const reason = asEngineSkip(error, engine);
           failed.set(engine, `${reason instanceof EngineSkip ? 'skipped' : 'failed'}: ${reasonOf(reason)}`);
@@ -986,12 +995,18 @@ async function coldStart(args: Args): Promise<void> {
     for (const engine of support.engines) {
       const times = samples.get(engine)!;
       const reason = failed.get(engine);
-      if (times.length === 0) rows.push([bench.name, engine, '-', '-', reason ?? '-']);
-      else rows.push([bench.name, engine, ms(median(times)), ms(Math.min(...times)), `${median(times) <= 600 ? 'met' : 'missed'}${reason === undefined ? '' : `; then ${reason}`}`]);
+      const pngTimes = pngSamples.get(engine)!;
+      const toPng = pngTimes.length === 0 ? '-' : ms(median(pngTimes));
+      if (times.length === 0) rows.push([bench.name, engine, '-', '-', '-', reason ?? '-']);
+      else rows.push([bench.name, engine, ms(median(times)), ms(Math.min(...times)), toPng, `${median(times) <= 600 ? 'met' : 'missed'}${reason === undefined ? '' : `; then ${reason}`}`]);
     }
   }
-  rows.push(...skippedRows(support, 5, (engine) => ['-', engine]));
-  table(`Cold start: \`camviz gradcam <image>\`, process start to exit, first PNG written (ms; ${stamp()})`, ['model', 'engine', 'median', 'min', 'target: median <= 0.6 s'], rows);
+  rows.push(...skippedRows(support, 6, (engine) => ['-', engine]));
+  table(
+    `Cold start: \`camviz gradcam <image>\`, process start to exit, first PNG written; and to the PNG on disk (its modification time) (ms; ${stamp()})`,
+    ['model', 'engine', 'median to exit', 'min to exit', 'median to the PNG on disk', 'target: median to exit <= 0.6 s'],
+    rows,
+  );
 }
 
 async function main(): Promise<void> {
