@@ -23,7 +23,7 @@ import { ImportedNodeLayer } from '../src/model/graph-import/node-layer.js';
 import { classProbabilities } from '../src/model/predict.js';
 import { readOnnxFile } from '../src/model/onnx/read.js';
 import { onnxTrunkOf } from '../src/model/onnx/trunk.js';
-import { asset } from './helpers/assets.js';
+import { asset, repoRoot } from './helpers/assets.js';
 import { forEachBackend } from './helpers/backends.js';
 import { type TestModel, type TestTensor, imageInputValue, onnxModelBytes } from './helpers/onnx.js';
 
@@ -120,12 +120,14 @@ after(async () => {
 const onnxDir = asset('onnx');
 const mobilenetOnnx = join(onnxDir, 'mobilenet_v1_0.75_224.onnx');
 const photo = join(onnxDir, 'images', 'both_224.png');
+/** For the small nets: a picture of the repository's own, so that their tests need no shared asset. */
+const picture = join(repoRoot, 'fixtures', 'shapes', 'circle-star.png');
 const skipMobilenet: string | false = existsSync(mobilenetOnnx) && existsSync(photo) ? false : `the shared ONNX assets are absent (${onnxDir})`;
 
 forEachBackend((backend) => {
   test(`${backend}: a small ONNX net holds its weights once after predict and Grad-CAM`, async () => {
     const weights = await initializerBytes(smallNetPath);
-    const { held, leftAfterDispose } = await heldBytes(smallNetPath, photo);
+    const { held, leftAfterDispose } = await heldBytes(smallNetPath, picture);
     assert.ok(held <= MAX_RATIO * weights, `the model holds ${held} bytes of tensors for ${weights} bytes of initializers (${(held / weights).toFixed(2)}x)`);
     assert.equal(leftAfterDispose, 0, 'disposing the model frees every tensor it made');
   });
@@ -160,7 +162,7 @@ test('cpu: a model read from raw_data keeps no view of the file once built: on t
   await writeFile(path, onnxModelBytes(smallNetRaw()));
   const model = await loadModel(path, { engine: 'tfjs' });
   try {
-    const loaded = await loadImage(photo, { size: model.meta.inputSize });
+    const loaded = await loadImage(picture, { size: model.meta.inputSize });
     await explain(model, [loaded], { method: 'gradcam', topK: 1 });
     const tensors = planTensors(model);
     assert.ok(tensors.length >= 4, `the plans hold the biases and the Gemm's weights (found ${tensors.length} tensors)`);
@@ -192,7 +194,7 @@ test('wasm: a loaded ONNX model\'s Conv weights stay off the wasm heap until tfj
   unused.dispose();
   assert.ok(onHeap <= 2, `${onHeap} tensors on the wasm heap after the load`);
   assert.equal(tf.memory().numTensors, before.tensors, 'a model never run frees its weights');
-  const { held, leftAfterDispose } = await heldBytes(smallNetPath, photo);
+  const { held, leftAfterDispose } = await heldBytes(smallNetPath, picture);
   assert.ok(held <= MAX_RATIO * (await initializerBytes(smallNetPath)), 'after a pass on tfjs, its weights are held once');
   assert.equal(leftAfterDispose, 0);
 });
