@@ -17,6 +17,7 @@ import sharp from '../util/sharp.js';
 import type { Metadata, OutputInfo, Sharp } from 'sharp';
 
 import { CamvizError, UsageError } from '../util/errors.js';
+import { readFromStart } from '../util/read-whole-file.js';
 import { type Rgb, parseBackground } from './colour.js';
 import { SUPPORTED_FORMATS, SUPPORTED_LIST, type SupportedFormat } from './formats.js';
 import { DEFAULT_BACKGROUND, DEFAULT_MAX_OVERLAY_SIDE, DEFAULT_MAX_PIXELS, RESIZE_MODES, overlaySize } from './geometry.js';
@@ -171,14 +172,7 @@ async function readStart(path: string, length: number): Promise<Buffer> {
   try {
     const handle = await open(path, 'r');
     try {
-      const buffer = Buffer.allocUnsafe(length);
-      let filled = 0;
-      while (filled < length) {
-        const { bytesRead } = await handle.read(buffer, filled, length - filled, filled);
-        if (bytesRead === 0) break;
-        filled += bytesRead;
-      }
-      return buffer.subarray(0, filled);
+      return await readFromStart(handle, length);
     } finally {
       await handle.close();
     }

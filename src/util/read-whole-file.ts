@@ -13,7 +13,7 @@
  * the main thread does.
  */
 import { type Stats, closeSync, close, constants, fstatSync, openSync, read } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 
 /** The largest file read (Node's own limit for one buffer read by readFile). */
 export const MAX_FILE_BYTES = 2 ** 31 - 1;
@@ -51,18 +51,22 @@ export function readWholeFile(path: string, maxBytes = MAX_FILE_BYTES): Promise<
 export async function readWholeFileWhenIdle(path: string, maxBytes = MAX_FILE_BYTES): Promise<Buffer> {
   const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
-    const size = checkedSize(await handle.stat(), path, maxBytes);
-    const bytes = Buffer.allocUnsafe(size);
-    let filled = 0;
-    while (filled < size) {
-      const { bytesRead } = await handle.read(bytes, filled, size - filled, filled);
-      if (bytesRead === 0) break;
-      filled += bytesRead;
-    }
-    return filled === size ? bytes : bytes.subarray(0, filled);
+    return await readFromStart(handle, checkedSize(await handle.stat(), path, maxBytes));
   } finally {
     await handle.close();
   }
+}
+
+/** The first `length` bytes of the open file (fewer if it is shorter now). */
+export async function readFromStart(handle: FileHandle, length: number): Promise<Buffer> {
+  const bytes = Buffer.allocUnsafe(length);
+  let filled = 0;
+  while (filled < length) {
+    const { bytesRead } = await handle.read(bytes, filled, length - filled, filled);
+    if (bytesRead === 0) break;
+    filled += bytesRead;
+  }
+  return filled === length ? bytes : bytes.subarray(0, filled);
 }
 
 /** The size to read of a file whose stats are `stats`; what is not a regular file, or is over `maxBytes`, throws as readFile's errors do (by code). */
