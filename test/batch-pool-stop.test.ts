@@ -14,7 +14,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -103,5 +103,19 @@ describe('WorkerPool.stopNow', { skip: skipWithoutModel }, () => {
       assert.equal(record.outputs.length, 5, record.relative);
       for (const output of record.outputs) await sharp(join(out, output)).raw().toBuffer();
     }
+  });
+});
+
+describe('WorkerPool.start with a model its threads cannot load', { skip: skipWithoutModel }, () => {
+  test('rejects with the threads\' own error once each thread, asked to stop, has ended', { timeout: 60_000 }, async () => {
+    // The embedded model with its weight file cut short: every thread's load fails, naming the file.
+    const broken = join(workDir, 'broken-model');
+    await mkdir(broken, { recursive: true });
+    for (const name of ['model.json', 'camviz.json']) await copyFile(join(repoRoot, 'models', 'shapes', name), join(broken, name));
+    const weights = await readFile(join(repoRoot, 'models', 'shapes', 'shapes.weights.bin'));
+    await writeFile(join(broken, 'shapes.weights.bin'), weights.subarray(0, 100));
+    await assert.rejects(WorkerPool.start(camTaskOptions(join(workDir, 'out-broken'), { model: { model: broken, backend: 'wasm' } }), 2), (error: Error) =>
+      /weight file is short/.test(error.message) && error.message.includes(join(broken, 'shapes.weights.bin')),
+    );
   });
 });

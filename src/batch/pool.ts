@@ -212,7 +212,14 @@ export class WorkerPool implements Executor {
     try {
       [first] = (await Promise.all(ready)) as [Extract<FromWorker, { type: 'ready' }>];
     } catch (error) {
-      await Promise.all(entries.map(({ worker }) => worker.terminate()));
+      // As at a second signal: each thread is asked to stop and exits by itself (one still loading reads the
+      // request once ready; one that failed has ended), and is terminated only past the deadline (exitOrTerminate).
+      await Promise.all(
+        entries.map((entry) => {
+          entry.worker.postMessage({ type: 'stop' } satisfies ToWorker);
+          return exitOrTerminate(entry.worker, entry.exit, STOP_DEADLINE_MS);
+        }),
+      );
       throw reviveError(error);
     }
     return new WorkerPool(entries, first.model, first.backend, first.engine);
