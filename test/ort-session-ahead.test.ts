@@ -287,6 +287,26 @@ describe('the command line makes the noted session ahead', { skip: skipOrt }, ()
     }
   });
 
+  test('CAMVIZ_SESSION_AHEAD=0: a run with a note makes no session ahead, and writes what one that took it writes', async () => {
+    const cache = await mkdtemp(join(workDir, 'cli-'));
+    const args = (out: string): string[] => ['gradcam', shapesImage, '--model', 'shapes', '--engine', 'onnxruntime', '--out', out, '--json'];
+    const first = await camviz(args(join(workDir, 'out-off-1')), cache);
+    assert.equal(first.code, 0, first.stderr);
+    releaseOrtSessions();
+    const taken = sessionsAheadTaken();
+    const written: string[] = [];
+    const code = await withEnv('CAMVIZ_CACHE', cache, () =>
+      withEnv('CAMVIZ_SESSION_AHEAD', '0', () => withEnv('CAMVIZ_ENGINE', undefined, () => captureStdout(written, () => main(['node', 'camviz', ...args(join(workDir, 'out-off-2'))])))),
+    );
+    assert.equal(code, 0);
+    assert.equal(sessionsAheadTaken(), taken, 'no session was made ahead, so none was taken');
+    assert.ok(!sessionAheadPending());
+    const firstRecords = JSON.parse(first.stdout) as { png: string; score: number }[];
+    const secondRecords = JSON.parse(written.join('')) as { png: string; score: number }[];
+    assert.deepEqual(secondRecords.map((record) => record.score), firstRecords.map((record) => record.score));
+    for (const [i, record] of firstRecords.entries()) assert.deepEqual(await readFile(record.png), await readFile(secondRecords[i]!.png), record.png);
+  });
+
   test('a run whose first session was made ahead does not load ONNX Runtime in its main thread', async () => {
     const cache = await mkdtemp(join(workDir, 'cli-'));
     const args = ['gradcam', shapesImage, '--model', 'shapes', '--engine', 'onnxruntime', '--out', join(workDir, 'out-4'), '--quiet'];

@@ -292,7 +292,8 @@ Examples:
 async function readModelAhead(inputs: readonly string[], options: Record<string, unknown>): Promise<void> {
   if (inputs.length !== 1 || statSync(inputs[0]!, { throwIfNoEntry: false })?.isFile() !== true) return;
   const model = options['model'];
-  if (mayRunOnOnnxRuntime(options)) {
+  // CAMVIZ_SESSION_AHEAD=0: none (the worker's CPU is then left to the rest; on a loaded machine it gains nothing).
+  if (mayRunOnOnnxRuntime(options) && process.env['CAMVIZ_SESSION_AHEAD'] !== '0') {
     sessionAhead = import('../model/session-ahead.js');
     await (await sessionAhead).startModelSessionAhead(typeof model === 'string' ? model : undefined);
   }
