@@ -149,13 +149,12 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   const identified = keepsChangeTimes(folder);
   const realJsonPath = await realpath(modelJsonPath);
   // Taken before the read: a file written after it has another change time.
-  const jsonStats = await stat(realJsonPath, { bigint: true });
-  // A FIFO or a device would be read without end.
-  if (!jsonStats.isFile()) throw new CamvizError('the model file is not a regular file: refused', { file: modelJsonPath });
-  const jsonIdentity = identityOf(realJsonPath, jsonStats);
-  // Checked a regular file again through the descriptor read, opened without waiting (O_NONBLOCK): a FIFO swapped in after the stat is refused, not waited on.
+  const jsonIdentity = identityOf(realJsonPath, await stat(realJsonPath, { bigint: true }));
+  // Checked a regular file through the descriptor read, opened without waiting (O_NONBLOCK): a FIFO or a device, even one swapped in after the stat, is refused, not read without end.
   const bytes = await readWholeFileWhenIdle(realJsonPath).catch((error: unknown) => {
-    throw new CamvizError(`model.json unreadable (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, { file: modelJsonPath });
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EINVAL') throw new CamvizError('the model file is not a regular file: refused', { file: modelJsonPath });
+    throw new CamvizError(`model.json unreadable (${code ?? (error as Error).message})`, { file: modelJsonPath });
   });
   const modelJson = parseModelJson(bytes, modelJsonPath);
   // Before tfjs builds anything: building allocates every declared variable.

@@ -6,11 +6,11 @@
  * ahead of a load (util/reads-ahead.ts) while the command line loads its
  * modules, which hold the main thread for a few hundred milliseconds,
  * therefore made no progress until they were loaded: MobileNet v1's 10 MB
- * ONNX file came in 20 parts after them, its 55 weight files of the TF.js
- * model each after an open, a stat and a read, with the main thread idle
- * in between. Here the file is opened and checked at once, synchronously
+ * ONNX file came in 20 parts after them, with the main thread idle in
+ * between. Here the file is opened and checked at once, synchronously
  * (microseconds), and its bytes read by one request that goes on whatever
- * the main thread does.
+ * the main thread does (readWholeFile); readWholeFileWhenIdle opens it
+ * asynchronously, for reads that must wait for the main thread.
  */
 import { type Stats, closeSync, close, constants, fstatSync, openSync, read } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';

@@ -54,7 +54,8 @@ import {
   tfjsKernelShape,
 } from './keras.js';
 import { nodeNameIndex, topModule } from './names.js';
-import type { OnnxModel, OnnxNode, OnnxTensor, OnnxTensorData } from './types.js';
+import type { OnnxModel, OnnxNode, OnnxTensor } from './types.js';
+import { allocateNumericData, bytesOf } from './parse.js';
 import { ImportedNodeLayer, wireLayersModel } from '../graph-import/node-layer.js';
 
 export interface BuiltOnnxModel {
@@ -222,15 +223,11 @@ export function buildOnnxModel(model: OnnxModel, input: OnnxImageInput, size: { 
  * views that ONNX Runtime's runs never read cost what copies would.
  */
 function withOwnData(tensor: OnnxTensor): OnnxTensor {
-  const { data } = tensor;
-  if (Array.isArray(data) || data.byteLength === data.buffer.byteLength) return tensor;
-  return { ...tensor, data: copyOf(data) };
-}
-
-function copyOf<T extends Exclude<OnnxTensorData, string[]>>(data: T): T {
-  const copy = new (data.constructor as new (length: number) => T)(data.length);
-  new Uint8Array(copy.buffer).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  return copy;
+  const { data, type } = tensor;
+  if (Array.isArray(data) || type === 'string' || data.byteLength === data.buffer.byteLength) return tensor;
+  const copy = allocateNumericData(type, data.length);
+  bytesOf(copy).set(bytesOf(data));
+  return { ...tensor, data: copy };
 }
 
 /**
