@@ -1,5 +1,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -451,7 +452,14 @@ test('bad files give a CamvizError naming the problem and the file', async () =>
 
   const folder = join(workDir, 'folder.png');
   await mkdir(folder);
-  await assertFails(loadImage(folder, options), folder, /directory/);
+  await assertFails(loadImage(folder, options), folder, /^is a directory, not an image$/);
+
+  // Opened without waiting for a writer and checked through the descriptor: no hang, whenever the FIFO was swapped in.
+  if (process.platform !== 'win32') {
+    const fifo = join(workDir, 'fifo.png');
+    execFileSync('mkfifo', [fifo]);
+    await assertFails(loadImage(fifo, options), fifo, /^not a regular file$/);
+  }
 
   const empty = join(workDir, 'empty.jpg');
   await writeFile(empty, '');

@@ -7,7 +7,8 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -242,5 +243,46 @@ describe('weight files that are symbolic links', () => {
     const linkedFolder = join(await freshFolder(), 'linked');
     await symlink(folder, linkedFolder);
     (await loadModel(linkedFolder)).dispose();
+  });
+});
+
+describe('weight files that are no weights', () => {
+  test('a weight file that is a FIFO is refused at once, not waited on for a writer', { skip: process.platform === 'win32' ? 'no FIFOs' : false, timeout: 30_000 }, async () => {
+    const folder = await freshFolder();
+    await writeModel(folder, saved.topology, true);
+    await rm(join(folder, 'weights.bin'));
+    execFileSync('mkfifo', [join(folder, 'weights.bin')]);
+    const error = await expectCamvizError(() => loadModel(folder));
+    assert.equal(error.file, join(folder, 'weights.bin'));
+    assert.equal(error.message, 'weight file is not a regular file: refused');
+  });
+
+  test('a weight file that is a folder is refused', async () => {
+    const folder = await freshFolder();
+    await writeModel(folder, saved.topology, true);
+    await rm(join(folder, 'weights.bin'));
+    await mkdir(join(folder, 'weights.bin'));
+    const error = await expectCamvizError(() => loadModel(folder));
+    assert.equal(error.message, 'weight file is not a regular file: refused');
+  });
+
+  test('a weight file far longer than its group needs is refused by its size, before it is read', async () => {
+    const folder = await freshFolder();
+    await writeModel(folder, saved.topology, true);
+    // 64 GiB declared by a sparse file: read, it would exhaust memory; refused by its size, it costs nothing.
+    await truncate(join(folder, 'weights.bin'), 64 * 2 ** 30);
+    const before = process.memoryUsage().rss;
+    const error = await expectCamvizError(() => loadModel(folder));
+    assert.equal(error.file, join(folder, 'weights.bin'));
+    assert.equal(error.message, `weight file is longer than its manifest says: the weights listed for its group need ${saved.weightBytes.length} bytes in all`);
+    assert.ok(process.memoryUsage().rss - before < 256 * 2 ** 20, 'nothing of the file was read');
+  });
+
+  test('a weight file a few bytes longer than its group needs is still refused, naming both sizes', async () => {
+    const folder = await freshFolder();
+    await writeModel(folder, saved.topology, true);
+    await writeFile(join(folder, 'weights.bin'), Buffer.concat([saved.weightBytes, Buffer.alloc(4)]));
+    const error = await expectCamvizError(() => loadModel(folder));
+    assert.match(error.message, /weight file is longer than its manifest says/);
   });
 });

@@ -7,15 +7,17 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readWholeFile, readWholeFileWhenIdle } from '../src/util/read-whole-file.js';
+import { openRegularFile, readFromStart, readRegularFile, readWholeFile } from '../src/util/read-whole-file.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-read-whole-'));
 after(() => rm(workDir, { recursive: true, force: true }));
 
-for (const [name, read] of [['readWholeFile', readWholeFile], ['readWholeFileWhenIdle', readWholeFileWhenIdle]] as const) {
+const readRegularBytes = async (path: string, maxBytes?: number): Promise<Buffer> => (await readRegularFile(path, maxBytes)).bytes;
+
+for (const [name, read] of [['readWholeFile', readWholeFile], ['readRegularFile', readRegularBytes]] as const) {
   test(`${name}: the bytes readFile gives: empty, pool-sized and several MiB`, async () => {
     for (const size of [0, 1, 4095, 3 * 1024 * 1024 + 7]) {
       const path = join(workDir, `${name}-${size}`);
@@ -26,14 +28,14 @@ for (const [name, read] of [['readWholeFile', readWholeFile], ['readWholeFileWhe
     }
   });
 
-  test(`${name}: readFile's errors by code; a folder, a FIFO and a file over the limit are refused`, { timeout: 30_000 }, async () => {
+  test(`${name}: readFile's errors by code; a folder (EISDIR), a FIFO (EINVAL) and a file over the limit are refused`, { timeout: 30_000 }, async () => {
     const code = async (path: string, maxBytes?: number): Promise<string | undefined> =>
       read(path, maxBytes).then(
         () => undefined,
         (error: NodeJS.ErrnoException) => error.code,
       );
     assert.equal(await code(join(workDir, 'missing')), 'ENOENT');
-    assert.equal(await code(workDir), 'EINVAL');
+    assert.equal(await code(workDir), 'EISDIR');
     const fifo = join(workDir, `${name}-fifo`);
     execFileSync('mkfifo', [fifo]);
     assert.equal(await code(fifo), 'EINVAL');
@@ -43,3 +45,45 @@ for (const [name, read] of [['readWholeFile', readWholeFile], ['readWholeFileWhe
     assert.equal((await read(file, 10)).length, 10);
   });
 }
+
+test('readRegularFile: the stats are those of the file read, taken through its descriptor', async () => {
+  const path = join(workDir, 'stats');
+  await writeFile(path, Buffer.alloc(1234, 5));
+  const { bytes, stats } = await readRegularFile(path);
+  const onDisk = await stat(path, { bigint: true });
+  assert.equal(bytes.length, 1234);
+  assert.equal(stats.size, 1234n);
+  assert.equal(stats.ino, onDisk.ino);
+  assert.equal(stats.ctimeNs, onDisk.ctimeNs);
+});
+
+test('openRegularFile: a FIFO is refused at once (no writer waited for), a folder by EISDIR; the handle of a file is open', { timeout: 30_000 }, async () => {
+  const fifo = join(workDir, 'open-fifo');
+  execFileSync('mkfifo', [fifo]);
+  await assert.rejects(openRegularFile(fifo), { code: 'EINVAL' });
+  await assert.rejects(openRegularFile(workDir), { code: 'EISDIR' });
+  const path = join(workDir, 'open-file');
+  await writeFile(path, 'abc');
+  const { handle, stats } = await openRegularFile(path);
+  try {
+    assert.equal(stats.size, 3n);
+    assert.equal((await readFromStart(handle, 3)).toString(), 'abc');
+  } finally {
+    await handle.close();
+  }
+});
+
+test('readFromStart: a file cut after its size was taken gives the bytes that are left, not a buffer padded to the old size', async () => {
+  const path = join(workDir, 'cut');
+  const whole = Buffer.from(Array.from({ length: 100_000 }, (_, i) => i % 256));
+  await writeFile(path, whole);
+  const { handle, stats } = await openRegularFile(path);
+  try {
+    await truncate(path, 40_000);
+    const bytes = await readFromStart(handle, Number(stats.size));
+    assert.equal(bytes.length, 40_000);
+    assert.ok(bytes.equals(whole.subarray(0, 40_000)));
+  } finally {
+    await handle.close();
+  }
+});

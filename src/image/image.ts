@@ -12,12 +12,11 @@
  * file were that smaller picture: the overlay is drawn on it and the model
  * input is made from it. Images that fit are decoded exactly as before.
  */
-import { open, stat } from 'node:fs/promises';
 import sharp from '../util/sharp.js';
 import type { Metadata, OutputInfo, Sharp } from 'sharp';
 
 import { CamvizError, UsageError } from '../util/errors.js';
-import { readFromStart } from '../util/read-whole-file.js';
+import { openRegularFile, readFromStart } from '../util/read-whole-file.js';
 import { type Rgb, parseBackground } from './colour.js';
 import { SUPPORTED_FORMATS, SUPPORTED_LIST, type SupportedFormat } from './formats.js';
 import { DEFAULT_BACKGROUND, DEFAULT_MAX_OVERLAY_SIDE, DEFAULT_MAX_PIXELS, RESIZE_MODES, overlaySize } from './geometry.js';
@@ -147,32 +146,27 @@ type ImageSource = Buffer | string;
  * format the magic bytes announce, and what sharp is to read.
  */
 async function checkFile(path: string): Promise<{ sniffed: SupportedFormat; source: ImageSource }> {
-  // stat before open: opening a FIFO would wait for a writer.
-  let size: number;
-  try {
-    const info = await stat(path);
-    if (info.isDirectory()) throw new CamvizError('is a directory, not an image', { file: path });
-    if (!info.isFile()) throw new CamvizError('not a regular file', { file: path });
-    size = info.size;
-  } catch (error) {
-    if (error instanceof CamvizError) throw error;
-    throw fileSystemError(error, path);
-  }
+  const { size, bytes } = await readStart(path, IN_MEMORY_FILE_BYTES, 16);
   if (size === 0) throw new CamvizError('empty file (0 bytes)', { file: path });
-
-  const bytes = await readStart(path, size <= IN_MEMORY_FILE_BYTES ? size : 16);
   const sniffed = sniffFormat(bytes.subarray(0, 16));
   if (sniffed === undefined) throw unsupported(path);
-  // A file that changed size since the stat is left to libvips to read.
+  // A file that changed size since it was opened is left to libvips to read.
   return { sniffed, source: bytes.length === size ? bytes : path };
 }
 
-/** The file's first `length` bytes (fewer if it is shorter now). */
-async function readStart(path: string, length: number): Promise<Buffer> {
+/**
+ * The file's size when opened, and its bytes: all of them up to `wholeUpTo`
+ * bytes, else the first `headBytes` (fewer if it is shorter now). Opened
+ * without waiting for a FIFO's writer, and checked a regular file through
+ * the descriptor (util/read-whole-file.ts): a FIFO swapped in for the file
+ * after any earlier look is refused, not waited on for ever.
+ */
+async function readStart(path: string, wholeUpTo: number, headBytes: number): Promise<{ size: number; bytes: Buffer }> {
   try {
-    const handle = await open(path, 'r');
+    const { handle, stats } = await openRegularFile(path);
     try {
-      return await readFromStart(handle, length);
+      const size = Number(stats.size);
+      return { size, bytes: await readFromStart(handle, size <= wholeUpTo ? size : headBytes) };
     } finally {
       await handle.close();
     }
@@ -184,7 +178,9 @@ async function readStart(path: string, length: number): Promise<Buffer> {
 function fileSystemError(error: unknown, path: string): CamvizError {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   const message =
-    code === 'ENOENT' ? 'file not found'
+    code === 'EISDIR' ? 'is a directory, not an image'
+    : code === 'EINVAL' ? 'not a regular file'
+    : code === 'ENOENT' ? 'file not found'
     : code === 'EACCES' || code === 'EPERM' ? 'cannot read file: permission denied'
     : code === 'ENOTDIR' ? 'file not found (a parent is not a folder)'
     : `cannot read file: ${error instanceof Error ? error.message : String(error)}`;
@@ -351,9 +347,9 @@ async function truncation(path: string, format: SupportedFormat): Promise<string
   if (format !== 'png' && format !== 'jpeg') return undefined;
   let tail: Buffer;
   try {
-    const handle = await open(path, 'r');
+    const { handle, stats } = await openRegularFile(path);
     try {
-      const { size } = await handle.stat();
+      const size = Number(stats.size);
       tail = Buffer.alloc(Math.min(size, 16));
       await handle.read(tail, 0, tail.length, size - tail.length);
     } finally {

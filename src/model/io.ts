@@ -7,13 +7,13 @@
  */
 import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
-import { readFile, realpath, stat, statfs } from 'node:fs/promises';
+import { realpath, stat, statfs } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type * as tf from '../engine/tf.js';
 import { storedWeightBytes } from '../engine/weight-bytes.js';
 import { CamvizError } from '../util/errors.js';
 import { ReadsAhead } from '../util/reads-ahead.js';
-import { readWholeFileWhenIdle } from '../util/read-whole-file.js';
+import { readRegularFile } from '../util/read-whole-file.js';
 import { checkTopologyAgainstManifest } from './topology-check.js';
 
 type ModelArtifacts = tf.io.ModelArtifacts;
@@ -148,14 +148,14 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   const folder = dirname(modelJsonPath);
   const identified = keepsChangeTimes(folder);
   const realJsonPath = await realpath(modelJsonPath);
-  // Taken before the read: a file written after it has another change time.
-  const jsonIdentity = identityOf(realJsonPath, await stat(realJsonPath, { bigint: true }));
-  // Checked a regular file through the descriptor read, opened without waiting (O_NONBLOCK): a FIFO or a device, even one swapped in after the stat, is refused, not read without end.
-  const bytes = await readWholeFileWhenIdle(realJsonPath).catch((error: unknown) => {
+  // Checked a regular file through the descriptor read, opened without waiting (O_NONBLOCK): a FIFO or a device, even one swapped in after the
+  // lookup, is refused, not read without end. Its stats are taken before the read: a file written after it has another change time.
+  const { bytes, stats } = await readRegularFile(realJsonPath).catch((error: unknown) => {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EINVAL') throw new CamvizError('the model file is not a regular file: refused', { file: modelJsonPath });
+    if (code === 'EINVAL' || code === 'EISDIR') throw new CamvizError('the model file is not a regular file: refused', { file: modelJsonPath });
     throw new CamvizError(`model.json unreadable (${code ?? (error as Error).message})`, { file: modelJsonPath });
   });
+  const jsonIdentity = identityOf(realJsonPath, stats);
   const modelJson = parseModelJson(bytes, modelJsonPath);
   // Before tfjs builds anything: building allocates every declared variable.
   checkTopologyAgainstManifest(modelJson, modelJsonPath);
@@ -260,7 +260,9 @@ async function readWeights(
 /** A weight group's files, confined to the model folder and checked against the sizes its weights need. */
 async function readGroup(group: WeightsGroup, folder: string, realFolder: string, modelJsonPath: string): Promise<WeightFile[]> {
   const paths = group.paths.map((path) => confinedWeightPath(folder, path, modelJsonPath));
-  const files = await Promise.all(paths.map((path) => readWeightFile(path, realFolder)));
+  // No file of the group is read past what the whole group needs: a file that claims gigabytes is refused by its size, not read.
+  const groupBytes = expectedGroupBytes(group.weights);
+  const files = await Promise.all(paths.map((path) => readWeightFile(path, realFolder, groupBytes)));
   checkGroupSize(group, paths, files.map((file) => file.bytes));
   return files;
 }
@@ -288,23 +290,29 @@ function isInsideFolder(folder: string, path: string): boolean {
  * a name that stays inside the folder can still link to /etc/passwd, and a
  * model unpacked from an archive may carry such links.
  */
-async function readWeightFile(path: string, realFolder: string): Promise<WeightFile> {
+async function readWeightFile(path: string, realFolder: string, groupBytes: number | undefined): Promise<WeightFile> {
   try {
     const real = await realpath(path);
     if (!isInsideFolder(realFolder, real)) {
       throw new CamvizError(`weight file links outside the model folder (to ${real}): refused`, { file: path });
     }
-    // Taken before the read: a file written after it has another change time.
-    const stats = await stat(real, { bigint: true });
-    if (!stats.isFile()) throw new CamvizError('weight file is not a regular file: refused', { file: path });
-    // The resolved path: a link swapped after the check is not followed again.
-    return { bytes: await readFile(real), identity: identityOf(real, stats) };
+    // The resolved path: a link swapped after the check is not followed again. The stats are the descriptor's, taken
+    // before the read (a file written after it has another change time), and a FIFO swapped in is refused, not waited on.
+    const { bytes, stats } = await readRegularFile(real, groupBytes);
+    return { bytes, identity: identityOf(real, stats) };
   } catch (error) {
     if (error instanceof CamvizError) throw error;
-    const code = (error as NodeJS.ErrnoException).code;
-    const reason = code === 'ENOENT' ? 'weight file missing' : `weight file unreadable (${code ?? (error as Error).message})`;
-    throw new CamvizError(reason, { file: path });
+    throw weightFileError(error, path, groupBytes);
   }
+}
+
+function weightFileError(error: unknown, path: string, groupBytes: number | undefined): CamvizError {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'EINVAL' || code === 'EISDIR') return new CamvizError('weight file is not a regular file: refused', { file: path });
+  if (code === 'ERR_FS_FILE_TOO_LARGE' && groupBytes !== undefined) {
+    return new CamvizError(`weight file is longer than its manifest says: the weights listed for its group need ${groupBytes} bytes in all`, { file: path });
+  }
+  return new CamvizError(code === 'ENOENT' ? 'weight file missing' : `weight file unreadable (${code ?? (error as Error).message})`, { file: path });
 }
 
 function checkGroupSize(group: WeightsGroup, paths: string[], buffers: Buffer[]): void {

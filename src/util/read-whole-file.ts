@@ -9,10 +9,11 @@
  * ONNX file came in 20 parts after them, with the main thread idle in
  * between. Here the file is opened and checked at once, synchronously
  * (microseconds), and its bytes read by one request that goes on whatever
- * the main thread does (readWholeFile); readWholeFileWhenIdle opens it
- * asynchronously, for reads that must wait for the main thread.
+ * the main thread does (readWholeFile); readRegularFile opens it
+ * asynchronously, for reads that must wait for the main thread, and
+ * openRegularFile opens and checks one for a caller that reads it itself.
  */
-import { type Stats, closeSync, close, constants, fstatSync, openSync, read } from 'node:fs';
+import { type BigIntStats, type Stats, closeSync, close, constants, fstatSync, openSync, read } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 
 /** The largest file read (Node's own limit for one buffer read by readFile). */
@@ -21,8 +22,9 @@ export const MAX_FILE_BYTES = 2 ** 31 - 1;
 /**
  * Opens `path` now (not following it into a FIFO's wait: O_NONBLOCK) and
  * reads it whole. Rejects, as readFile does, with the system's error (its
- * `code`: ENOENT, EACCES...), and with code EINVAL for what is not a regular
- * file and ERR_FS_FILE_TOO_LARGE for one over `maxBytes`. The bytes are those
+ * `code`: ENOENT, EACCES...), and with code EISDIR for a folder, EINVAL for
+ * anything else that is not a regular file and ERR_FS_FILE_TOO_LARGE for
+ * one over `maxBytes`. The bytes are those
  * up to the size at open: a file that grows meanwhile is read to that size.
  */
 export function readWholeFile(path: string, maxBytes = MAX_FILE_BYTES): Promise<Buffer> {
@@ -40,18 +42,47 @@ export function readWholeFile(path: string, maxBytes = MAX_FILE_BYTES): Promise<
   }
 }
 
+/** A regular file opened for reading, and its stats taken through the descriptor. */
+export interface OpenRegularFile {
+  readonly handle: FileHandle;
+  readonly stats: BigIntStats;
+}
+
 /**
- * As readWholeFile, but opened and checked asynchronously: the read starts
- * once the main thread takes the open's callback. For a read that must not
- * run beside the main thread's work: a TF.js model's model.json, read ahead
- * while the command's modules load (src/model/io.ts). Opened at once, its
- * weight files were then looked up and read beside the module loading,
- * which they slowed: 1.03x the wall time of a MobileNet run, interleaved.
+ * Opens `path` for reading without waiting for a FIFO's writer (O_NONBLOCK)
+ * and checks through the descriptor that it is a regular file: what is
+ * checked is what is read, even if the path is swapped meanwhile, where a
+ * stat before the open would let a FIFO swapped in after it hang the open.
+ * Rejects with the system's error (its `code`), EISDIR for a folder and
+ * EINVAL for anything else that is not a regular file. The caller closes
+ * the handle.
  */
-export async function readWholeFileWhenIdle(path: string, maxBytes = MAX_FILE_BYTES): Promise<Buffer> {
+export async function openRegularFile(path: string): Promise<OpenRegularFile> {
   const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
-    return await readFromStart(handle, checkedSize(await handle.stat(), path, maxBytes));
+    const stats = await handle.stat({ bigint: true });
+    if (!stats.isFile()) throw notRegular(stats, path);
+    return { handle, stats };
+  } catch (error) {
+    await handle.close();
+    throw error;
+  }
+}
+
+/**
+ * As readWholeFile, but opened and checked asynchronously (openRegularFile):
+ * the read starts once the main thread takes the open's callback, and the
+ * stats returned were taken through the descriptor before the bytes were
+ * read. For reads that must not run beside the main thread's work: a TF.js
+ * model's files, read ahead while the command's modules load
+ * (src/model/io.ts). Opened at once, its weight files were looked up and
+ * read beside the module loading, which they slowed: 1.03x the wall time of
+ * a MobileNet run, interleaved.
+ */
+export async function readRegularFile(path: string, maxBytes = MAX_FILE_BYTES): Promise<{ bytes: Buffer; stats: BigIntStats }> {
+  const { handle, stats } = await openRegularFile(path);
+  try {
+    return { bytes: await readFromStart(handle, checkedSize(stats, path, maxBytes)), stats };
   } finally {
     await handle.close();
   }
@@ -70,10 +101,16 @@ export async function readFromStart(handle: FileHandle, length: number): Promise
 }
 
 /** The size to read of a file whose stats are `stats`; what is not a regular file, or is over `maxBytes`, throws as readFile's errors do (by code). */
-function checkedSize(stats: Stats, path: string, maxBytes: number): number {
-  if (!stats.isFile()) throw codedError('EINVAL', `not a regular file: ${path}`);
-  if (stats.size > Math.min(maxBytes, MAX_FILE_BYTES)) throw codedError('ERR_FS_FILE_TOO_LARGE', `${path} is ${stats.size} bytes, more than the ${maxBytes} read`);
-  return stats.size;
+function checkedSize(stats: Stats | BigIntStats, path: string, maxBytes: number): number {
+  if (!stats.isFile()) throw notRegular(stats, path);
+  const size = Number(stats.size);
+  if (size > Math.min(maxBytes, MAX_FILE_BYTES)) throw codedError('ERR_FS_FILE_TOO_LARGE', `${path} is ${size} bytes, more than the ${maxBytes} read`);
+  return size;
+}
+
+/** The error for what is not a regular file: EISDIR for a folder (as reading one fails), EINVAL otherwise. */
+function notRegular(stats: Stats | BigIntStats, path: string): NodeJS.ErrnoException {
+  return stats.isDirectory() ? codedError('EISDIR', `is a directory: ${path}`) : codedError('EINVAL', `not a regular file: ${path}`);
 }
 
 /** Reads `size` bytes of the open file `fd` from its start, then closes it. */
