@@ -5,7 +5,8 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -221,6 +222,24 @@ describe('label files', () => {
   test('a missing labels file is a CamvizError naming it', async () => {
     const path = join(workDir, 'nope.json');
     await assert.rejects(readLabelsFile(path), (error: unknown) => error instanceof CamvizError && error.file === path && /not found/.test(error.message));
+  });
+
+  test('a FIFO or a folder given as the labels is refused at once, and a file over 64 MiB by its size, before it is read', { timeout: 30_000 }, async () => {
+    const refused = async (path: string, message: string): Promise<void> => {
+      await assert.rejects(readLabelsFile(path), (error: unknown) => error instanceof CamvizError && error.file === path && error.message === message);
+    };
+    if (process.platform !== 'win32') {
+      const fifo = join(workDir, 'fifo.txt');
+      execFileSync('mkfifo', [fifo]);
+      await refused(fifo, 'labels file is not a regular file: refused');
+    }
+    const folder = join(workDir, 'folder.json');
+    await mkdir(folder);
+    await refused(folder, 'labels file is not a regular file: refused');
+    const huge = join(workDir, 'huge.txt');
+    await writeFile(huge, 'a\n');
+    await truncate(huge, 2 ** 30);
+    await refused(huge, 'labels file is over 64 MiB: refused');
   });
 
   test('labelsFromJson accepts what readLabelsFile does', () => {

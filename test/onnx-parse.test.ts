@@ -694,6 +694,16 @@ describe('readOnnxFile and external data', () => {
     assert.equal(error.file, join(folder, 'w.bin'));
   });
 
+  test('an external data file that is a FIFO is refused at once, not waited on for a writer', { skip: process.platform === 'win32' ? 'no FIFOs' : false, timeout: 30_000 }, async () => {
+    const folder = join(workDir, 'fifo-data');
+    await mkdir(folder);
+    spawnSync('mkfifo', [join(folder, 'w.bin')]);
+    await writeFile(join(folder, 'model.onnx'), modelWithInitializers([externalTensor('w', [2], [['location', 'w.bin']])]));
+    const error = await expectCamvizError(() => readOnnxFile(join(folder, 'model.onnx')));
+    assert.equal(error.message, 'external data file is not a regular file: refused');
+    assert.equal(error.file, join(folder, 'w.bin'));
+  });
+
   test('a link to a file inside the folder is followed', async () => {
     const folder = join(workDir, 'inner-link');
     await mkdir(join(folder, 'data'), { recursive: true });

@@ -8,11 +8,12 @@
  * compared (other inputs, no pair in common, a map without its `--raw`
  * file) are usage errors, found before anything is written.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { quantile } from '../metrics/quantile.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { CamvizError, UsageError } from '../util/errors.js';
+import { readRegularFile } from '../util/read-whole-file.js';
 import { VERSION } from '../util/version.js';
 import { decodeNpy } from '../render/npy.js';
 import { resizeBilinear } from '../render/resize.js';
@@ -468,7 +469,7 @@ export async function readRawMap(run: CompareRun, npy: string): Promise<RawMap> 
   const path = insideRun(run, npy);
   let decoded: ReturnType<typeof decodeNpy>;
   try {
-    decoded = decodeNpy(await readFile(path));
+    decoded = decodeNpy((await readRegularFile(path)).bytes);
   } catch (error) {
     throw new CamvizError(`not a readable map: ${(error as Error).message}`, { file: path });
   }

@@ -5,11 +5,12 @@
  * more than memory holds end in swapping or the OOM killer.
  */
 import { existsSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { availableParallelism, freemem } from 'node:os';
 import { resolveModelJsonPath } from '../model/io.js';
 import { DEFAULT_MODEL, cacheRoot, zooEntry, zooModelJson, zooOrigin } from '../model/zoo.js';
 import { join } from 'node:path';
+import { readRegularFile } from '../util/read-whole-file.js';
 
 /**
  * One worker's memory apart from its weights: Node's thread, the wasm
@@ -84,7 +85,7 @@ export async function modelWeightBytes(spec: string): Promise<number | undefined
     if (onnxBytes !== undefined) return onnxBytes;
     const path = await localModelJson(spec);
     if (path === undefined) return undefined;
-    const json = JSON.parse(await readFile(path, 'utf8')) as { weightsManifest?: { weights?: { shape?: number[] }[] }[] };
+    const json = JSON.parse((await readRegularFile(path)).bytes.toString('utf8')) as { weightsManifest?: { weights?: { shape?: number[] }[] }[] };
     let elements = 0;
     for (const group of json.weightsManifest ?? []) {
       for (const weight of group.weights ?? []) elements += (weight.shape ?? []).reduce((product, dim) => product * dim, 1);

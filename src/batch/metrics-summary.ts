@@ -5,13 +5,13 @@
  * and, where the inputs come with ground truth (a `truth.json` beside them,
  * in the format of fixtures/shapes/truth.json), the pointing game per method.
  */
-import { open } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type Box, type PointingTally, hitRate, tallyPointing } from '../metrics/pointing.js';
 import { METRIC_KEYS, type MetricKey, type MetricValues } from '../metrics/names.js';
 import type { CamResultRecord, InputRecord, ResultRecord } from '../tasks/types.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { CamvizError, UsageError } from '../util/errors.js';
+import { openRegularFile } from '../util/read-whole-file.js';
 import { readOptionalJson } from '../util/json-file.js';
 import { type Manifest, MANIFEST_NAME, readManifest } from './manifest.js';
 
@@ -137,8 +137,9 @@ function isTruthImage(value: TruthImage & { file: unknown }): value is TruthImag
 
 /** Width and height from a PNG's header, or undefined when it is not readable. */
 async function pngSize(path: string): Promise<{ width: number; height: number } | undefined> {
-  const handle = await open(path, 'r').catch(() => undefined);
-  if (handle === undefined) return undefined;
+  const opened = await openRegularFile(path).catch(() => undefined);
+  if (opened === undefined) return undefined;
+  const { handle } = opened;
   try {
     const header = Buffer.alloc(24);
     const { bytesRead } = await handle.read(header, 0, 24, 0);

@@ -13,7 +13,7 @@ import type * as tf from '../engine/tf.js';
 import { storedWeightBytes } from '../engine/weight-bytes.js';
 import { CamvizError } from '../util/errors.js';
 import { ReadsAhead } from '../util/reads-ahead.js';
-import { readRegularFile } from '../util/read-whole-file.js';
+import { openRegularFile, readFromStart, readRegularFile } from '../util/read-whole-file.js';
 import { checkTopologyAgainstManifest } from './topology-check.js';
 
 type ModelArtifacts = tf.io.ModelArtifacts;
@@ -298,21 +298,22 @@ async function readWeightFile(path: string, realFolder: string, groupBytes: numb
     }
     // The resolved path: a link swapped after the check is not followed again. The stats are the descriptor's, taken
     // before the read (a file written after it has another change time), and a FIFO swapped in is refused, not waited on.
-    const { bytes, stats } = await readRegularFile(real, groupBytes);
-    return { bytes, identity: identityOf(real, stats) };
+    const { handle, stats } = await openRegularFile(real);
+    try {
+      const size = Number(stats.size);
+      if (groupBytes !== undefined && size > groupBytes) {
+        throw new CamvizError(`weight file is longer than its manifest says: ${size} bytes, the weights listed for its group need ${groupBytes}`, { file: path });
+      }
+      return { bytes: await readFromStart(handle, size), identity: identityOf(real, stats) };
+    } finally {
+      await handle.close();
+    }
   } catch (error) {
     if (error instanceof CamvizError) throw error;
-    throw weightFileError(error, path, groupBytes);
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EINVAL' || code === 'EISDIR') throw new CamvizError('weight file is not a regular file: refused', { file: path });
+    throw new CamvizError(code === 'ENOENT' ? 'weight file missing' : `weight file unreadable (${code ?? (error as Error).message})`, { file: path });
   }
-}
-
-function weightFileError(error: unknown, path: string, groupBytes: number | undefined): CamvizError {
-  const code = (error as NodeJS.ErrnoException).code;
-  if (code === 'EINVAL' || code === 'EISDIR') return new CamvizError('weight file is not a regular file: refused', { file: path });
-  if (code === 'ERR_FS_FILE_TOO_LARGE' && groupBytes !== undefined) {
-    return new CamvizError(`weight file is longer than its manifest says: the weights listed for its group need ${groupBytes} bytes in all`, { file: path });
-  }
-  return new CamvizError(code === 'ENOENT' ? 'weight file missing' : `weight file unreadable (${code ?? (error as Error).message})`, { file: path });
 }
 
 function checkGroupSize(group: WeightsGroup, paths: string[], buffers: Buffer[]): void {

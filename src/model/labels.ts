@@ -2,10 +2,13 @@
  * Class labels: loading label files in the common formats, and resolving
  * what a user typed (`281`, `"tabby cat"`, `tabby`) to a class index.
  */
-import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { CamvizError, UsageError } from '../util/errors.js';
+import { readRegularFile } from '../util/read-whole-file.js';
 import { closestMatches } from '../util/text.js';
+
+/** Far more than any class list needs (ImageNet-21k's 21,843 names take under 1 MiB): a bound on what a labels file may make camviz read. */
+const MAX_LABELS_FILE_BYTES = 64 * 2 ** 20;
 
 /** The 1000 ImageNet classes in the standard Keras/TF order. */
 export function imagenetLabels(): string[] {
@@ -24,10 +27,10 @@ export function imagenetLabels(): string[] {
 export async function readLabelsFile(path: string): Promise<string[]> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    // A FIFO or a device given as the labels is refused, not read without end.
+    text = (await readRegularFile(path, MAX_LABELS_FILE_BYTES)).bytes.toString('utf8');
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new CamvizError(code === 'ENOENT' ? 'labels file not found' : `labels file unreadable (${code})`, { file: path });
+    throw new CamvizError(labelsFileProblem((error as NodeJS.ErrnoException).code), { file: path });
   }
   // Editors on Windows save UTF-8 with a byte-order mark, which JSON.parse rejects.
   text = text.replace(/^\uFEFF/, '');
@@ -37,6 +40,13 @@ export async function readLabelsFile(path: string): Promise<string[]> {
   } catch (error) {
     throw new CamvizError(`labels file is not a list of class names: ${(error as Error).message}`, { file: path });
   }
+}
+
+function labelsFileProblem(code: string | undefined): string {
+  if (code === 'ENOENT') return 'labels file not found';
+  if (code === 'EINVAL' || code === 'EISDIR') return 'labels file is not a regular file: refused';
+  if (code === 'ERR_FS_FILE_TOO_LARGE') return `labels file is over ${MAX_LABELS_FILE_BYTES / 2 ** 20} MiB: refused`;
+  return `labels file unreadable (${code})`;
 }
 
 /**

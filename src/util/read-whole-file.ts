@@ -28,17 +28,30 @@ export const MAX_FILE_BYTES = 2 ** 31 - 1;
  * up to the size at open: a file that grows meanwhile is read to that size.
  */
 export function readWholeFile(path: string, maxBytes = MAX_FILE_BYTES): Promise<Buffer> {
-  let fd: number;
+  let opened: { fd: number; stats: Stats };
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    opened = openRegularFileSync(path);
   } catch (error) {
     return Promise.reject(error as Error);
   }
   try {
-    return readOpened(fd, checkedSize(fstatSync(fd), path, maxBytes));
+    return readOpened(opened.fd, checkedSize(opened.stats, path, maxBytes));
+  } catch (error) {
+    closeSync(opened.fd);
+    return Promise.reject(error as Error);
+  }
+}
+
+/** As openRegularFile, synchronously: the file's descriptor (the caller closes it) and its stats; throws what openRegularFile rejects with. */
+export function openRegularFileSync(path: string): { fd: number; stats: Stats } {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const stats = fstatSync(fd);
+    if (!stats.isFile()) throw notRegular(stats, path);
+    return { fd, stats };
   } catch (error) {
     closeSync(fd);
-    return Promise.reject(error as Error);
+    throw error;
   }
 }
 

@@ -7,10 +7,11 @@
  * disk, so the rest of loading is shared.
  */
 import { createHash } from 'node:crypto';
-import { type FileHandle, open, stat } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
 import type * as tf from '../../engine/tf.js';
 import { CamvizError } from '../../util/errors.js';
+import { openRegularFile } from '../../util/read-whole-file.js';
 import { type LocalModelFiles, type ModelJson } from '../io.js';
 import type { CamvizJson } from '../metadata.js';
 import { checkTopologyAgainstManifest } from '../topology-check.js';
@@ -36,9 +37,10 @@ export interface KerasModelFiles extends LocalModelFiles {
 
 /** 'hdf5' or 'zip' by the file's first bytes; undefined for anything else (folders, model.json). */
 export async function kerasContainerOf(path: string): Promise<KerasContainer | undefined> {
-  const info = await stat(path).catch(() => undefined);
-  if (info === undefined || !info.isFile()) return undefined;
-  const handle = await open(path, 'r');
+  // What is no regular file (a folder, a FIFO: not waited on) is no Keras file.
+  const opened = await openRegularFile(path).catch(() => undefined);
+  if (opened === undefined) return undefined;
+  const { handle } = opened;
   try {
     const head = Buffer.alloc(8);
     const { bytesRead } = await handle.read(head, 0, 8, 0);
@@ -54,11 +56,13 @@ export async function readKerasModel(path: string): Promise<KerasModelFiles | un
   const container = await kerasContainerOf(path);
   if (container === undefined) return undefined;
   const file = resolve(path);
-  const { size } = await stat(file);
-  if (size > KERAS_FILE_LIMIT) throw new CamvizError(`Keras file of ${size} bytes is over the ${KERAS_FILE_LIMIT}-byte limit: refused`, { file: path });
-  const handle = await open(file, 'r');
+  const { handle, stats } = await openRegularFile(file).catch((error: unknown) => {
+    throw new CamvizError(`Keras file unreadable (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, { file: path });
+  });
   let read: ReadKeras;
   try {
+    const size = Number(stats.size);
+    if (size > KERAS_FILE_LIMIT) throw new CamvizError(`Keras file of ${size} bytes is over the ${KERAS_FILE_LIMIT}-byte limit: refused`, { file: path });
     read = container === 'hdf5' ? await readLegacyHdf5(handle, size, path) : readKerasZip(await ZipArchive.readFrom(handle, size, path, WEIGHTS_ENTRY), path);
   } finally {
     await handle.close();

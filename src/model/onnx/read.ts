@@ -8,10 +8,10 @@
  * file holds them.
  */
 import { createHash } from 'node:crypto';
-import { type FileHandle, open, realpath, stat } from 'node:fs/promises';
+import { type FileHandle, realpath, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { CamvizError } from '../../util/errors.js';
-import { readWholeFile } from '../../util/read-whole-file.js';
+import { openRegularFile, readWholeFile } from '../../util/read-whole-file.js';
 import { pathInside } from '../io.js';
 import { MAX_PROTOBUF_BYTES, ONNX_MODEL_FILE, takeOnnxAhead } from './file.js';
 import {
@@ -114,13 +114,12 @@ async function openConfined(path: string, realFolder: string): Promise<FileHandl
     throw new CamvizError(`external data file links outside the model folder (to ${real}): refused`, { file: path });
   }
   // The resolved path: a link swapped after the check is not followed again.
-  const handle = await open(real, 'r').catch((error: unknown) => {
-    throw new CamvizError(`external data file unreadable (${errorCode(error)})`, { file: path, cause: error });
+  // Opened without waiting for a FIFO's writer, and checked through the descriptor: a FIFO swapped in is refused, not waited on.
+  const { handle } = await openRegularFile(real).catch((error: unknown) => {
+    const code = errorCode(error);
+    if (code === 'EINVAL' || code === 'EISDIR') throw new CamvizError('external data file is not a regular file: refused', { file: path });
+    throw new CamvizError(`external data file unreadable (${code})`, { file: path, cause: error });
   });
-  if (!(await handle.stat()).isFile()) {
-    await handle.close();
-    throw new CamvizError('external data file is not a regular file: refused', { file: path });
-  }
   return handle;
 }
 

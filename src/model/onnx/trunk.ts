@@ -14,11 +14,12 @@
  * session made (a few per run), where keeping them would hold a copy of the
  * file, as large as the model's weights, in every worker for the whole run.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 // minimal: the wire format only; the full library also loads its .proto parser and reflection (about 20 ms of a cold start).
 import protobuf from 'protobufjs/minimal.js';
 import { CamvizError } from '../../util/errors.js';
+import { openRegularFileSync } from '../../util/read-whole-file.js';
 import type { LayerGraph } from '../../executor/graph.js';
 import type { OnnxTrunk, OnnxValue } from '../../executor/onnx-trunk.js';
 import { OrtModelRejectedError } from '../../executor/ort.js';
@@ -91,8 +92,10 @@ function loadedFileWithOutputs(file: string, sha256: string, names: readonly str
 function readWithRoom(file: string, room: number): { bytes: Buffer; size: number } {
   let fd: number | undefined;
   try {
-    fd = openSync(file, 'r');
-    const capacity = fstatSync(fd).size;
+    // Not waiting for a FIFO's writer: a file swapped for one since the load is refused (EINVAL), not read without end.
+    const opened = openRegularFileSync(file);
+    fd = opened.fd;
+    const capacity = opened.stats.size;
     const bytes = Buffer.allocUnsafe(capacity + room);
     let size = 0;
     // Up to the size at open: a file that shrank or grew since differs from the one loaded, which the hash tells.
