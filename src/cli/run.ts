@@ -7,4 +7,11 @@ import { main } from './main.js';
 
 main(process.argv).then((code) => {
   process.exitCode = code;
+  // Registered last, this ends the process once the event loop has drained
+  // (every file written, every worker ended) and the other 'exit' listeners
+  // have run (the code cache's writer). It skips Node's own teardown after
+  // them, the environment's and the heap's, which a finished command does
+  // not need: about 20 ms of a one-image run (interleaved). Inside 'exit',
+  // process.exit emits nothing again.
+  process.once('exit', () => process.exit());
 });
