@@ -1,6 +1,5 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,7 +14,7 @@ import { RESIZE_KERNEL_DESCRIPTION, type LoadedImage, imageFromRgb, loadImage } 
 import { imagePath, sharedAssetsDir } from './helpers/assets.js';
 import { assertAllClose } from './helpers/numeric.js';
 import { pngWithoutPixels } from './helpers/png.js';
-import { noise } from './helpers/files.js';
+import { fifoReleasedAfter, noise, skipWithoutFifos } from './helpers/files.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-image-test-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -455,10 +454,11 @@ test('bad files give a CamvizError naming the problem and the file', async () =>
   await assertFails(loadImage(folder, options), folder, /^is a directory, not an image$/);
 
   // Opened without waiting for a writer and checked through the descriptor: no hang, whenever the FIFO was swapped in.
-  if (process.platform !== 'win32') {
+  if (!skipWithoutFifos) {
     const fifo = join(workDir, 'fifo.png');
-    execFileSync('mkfifo', [fifo]);
+    const released = fifoReleasedAfter(fifo);
     await assertFails(loadImage(fifo, options), fifo, /^not a regular file$/);
+    assert.equal(released(), false, 'refused without waiting for a writer');
   }
 
   const empty = join(workDir, 'empty.jpg');

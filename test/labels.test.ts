@@ -5,7 +5,6 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +12,7 @@ import { join } from 'node:path';
 import { CamvizError, UsageError } from '../src/util/errors.js';
 import { imagenetLabels, labelsFromJson, readLabelsFile, resolveClass, resolveClasses, shortLabel } from '../src/model/labels.js';
 import { asset, skipWithoutSharedAssets } from './helpers/assets.js';
+import { fifoReleasedAfter, skipWithoutFifos } from './helpers/files.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-labels-test-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -228,10 +228,11 @@ describe('label files', () => {
     const refused = async (path: string, message: string): Promise<void> => {
       await assert.rejects(readLabelsFile(path), (error: unknown) => error instanceof CamvizError && error.file === path && error.message === message);
     };
-    if (process.platform !== 'win32') {
+    if (!skipWithoutFifos) {
       const fifo = join(workDir, 'fifo.txt');
-      execFileSync('mkfifo', [fifo]);
+      const released = fifoReleasedAfter(fifo);
       await refused(fifo, 'labels file is not a regular file: refused');
+      assert.equal(released(), false, 'refused without waiting for a writer');
     }
     const folder = join(workDir, 'folder.json');
     await mkdir(folder);

@@ -7,7 +7,6 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,8 +14,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 
 import { useBackend } from '../src/engine/backend.js';
+import { readLocalModel } from '../src/model/io.js';
 import { loadModel } from '../src/model/load.js';
 import { expectCamvizError } from './helpers/errors.js';
+import { fifoReleasedAfter, skipWithoutFifos } from './helpers/files.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-model-hostile-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -247,14 +248,15 @@ describe('weight files that are symbolic links', () => {
 });
 
 describe('weight files that are no weights', () => {
-  test('a weight file that is a FIFO is refused at once, not waited on for a writer', { skip: process.platform === 'win32' ? 'no FIFOs' : false, timeout: 30_000 }, async () => {
+  test('a weight file that is a FIFO is refused at once, not waited on for a writer', { skip: skipWithoutFifos, timeout: 30_000 }, async () => {
     const folder = await freshFolder();
     await writeModel(folder, saved.topology, true);
     await rm(join(folder, 'weights.bin'));
-    execFileSync('mkfifo', [join(folder, 'weights.bin')]);
+    const released = fifoReleasedAfter(join(folder, 'weights.bin'));
     const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, join(folder, 'weights.bin'));
     assert.equal(error.message, 'weight file is not a regular file: refused');
+    assert.equal(released(), false, 'refused without waiting for a writer');
   });
 
   test('a weight file that is a folder is refused', async () => {
@@ -269,12 +271,12 @@ describe('weight files that are no weights', () => {
   test('a weight file far longer than its group needs is refused by its size, before it is read', async () => {
     const folder = await freshFolder();
     await writeModel(folder, saved.topology, true);
-    // 64 GiB declared by a sparse file: read, it would exhaust memory; refused by its size, it costs nothing.
-    await truncate(join(folder, 'weights.bin'), 64 * 2 ** 30);
+    // 1 GiB in a sparse file, under the 2 GiB any read refuses: read, it would take a GiB of memory; refused by its size, nothing.
+    await truncate(join(folder, 'weights.bin'), 2 ** 30);
     const before = process.memoryUsage().rss;
     const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, join(folder, 'weights.bin'));
-    assert.equal(error.message, `weight file is longer than its manifest says: ${64 * 2 ** 30} bytes, the weights listed for its group need ${saved.weightBytes.length}`);
+    assert.equal(error.message, `weight file is longer than its manifest says: ${2 ** 30} bytes, the weights listed for its group need ${saved.weightBytes.length}`);
     assert.ok(process.memoryUsage().rss - before < 256 * 2 ** 20, 'nothing of the file was read');
   });
 
@@ -285,4 +287,15 @@ describe('weight files that are no weights', () => {
     const error = await expectCamvizError(() => loadModel(folder));
     assert.match(error.message, /weight file is longer than its manifest says/);
   });
+});
+
+test('a weight file over 2 GiB in a group of unknown size (a string weight) is refused by its size, not read: Node aborts on a longer read', async () => {
+  const folder = await freshFolder();
+  const weightsManifest = [{ paths: ['w.bin'], weights: [{ name: 'w', shape: [1], dtype: 'string' }] }];
+  await writeFile(join(folder, 'model.json'), JSON.stringify({ format: 'graph-model', modelTopology: { node: [] }, weightsManifest }));
+  await writeFile(join(folder, 'w.bin'), '');
+  await truncate(join(folder, 'w.bin'), 3 * 2 ** 30);
+  const error = await expectCamvizError(() => readLocalModel(folder));
+  assert.equal(error.file, join(folder, 'w.bin'));
+  assert.equal(error.message, `weight file is ${3 * 2 ** 30} bytes, more than the ${2 ** 31 - 1} camviz reads: refused`);
 });

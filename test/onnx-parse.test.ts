@@ -21,7 +21,7 @@ import type { OnnxModel, OnnxTensor, OnnxTensorData } from '../src/model/onnx/ty
 import { CamvizError } from '../src/util/errors.js';
 import { asset } from './helpers/assets.js';
 import { expectCamvizError } from './helpers/errors.js';
-import { noise } from './helpers/files.js';
+import { fifoReleasedAfter, noise, skipWithoutFifos } from './helpers/files.js';
 import { findPython } from './helpers/python.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-onnx-parse-'));
@@ -694,13 +694,14 @@ describe('readOnnxFile and external data', () => {
     assert.equal(error.file, join(folder, 'w.bin'));
   });
 
-  test('an external data file that is a FIFO is refused at once, not waited on for a writer', { skip: process.platform === 'win32' ? 'no FIFOs' : false, timeout: 30_000 }, async () => {
+  test('an external data file that is a FIFO is refused at once, not waited on for a writer', { skip: skipWithoutFifos, timeout: 30_000 }, async () => {
     const folder = join(workDir, 'fifo-data');
     await mkdir(folder);
-    spawnSync('mkfifo', [join(folder, 'w.bin')]);
+    const released = fifoReleasedAfter(join(folder, 'w.bin'));
     await writeFile(join(folder, 'model.onnx'), modelWithInitializers([externalTensor('w', [2], [['location', 'w.bin']])]));
     const error = await expectCamvizError(() => readOnnxFile(join(folder, 'model.onnx')));
     assert.equal(error.message, 'external data file is not a regular file: refused');
+    assert.equal(released(), false, 'refused without waiting for a writer');
     assert.equal(error.file, join(folder, 'w.bin'));
   });
 

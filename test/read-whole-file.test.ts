@@ -6,11 +6,11 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openRegularFile, readFromStart, readRegularFile, readWholeFile } from '../src/util/read-whole-file.js';
+import { openRegularFile, openRegularFileSync, readFromStart, readRegularFile, readWholeFile } from '../src/util/read-whole-file.js';
+import { fifoReleasedAfter, skipWithoutFifos } from './helpers/files.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-read-whole-'));
 after(() => rm(workDir, { recursive: true, force: true }));
@@ -36,9 +36,12 @@ for (const [name, read] of [['readWholeFile', readWholeFile], ['readRegularFile'
       );
     assert.equal(await code(join(workDir, 'missing')), 'ENOENT');
     assert.equal(await code(workDir), 'EISDIR');
-    const fifo = join(workDir, `${name}-fifo`);
-    execFileSync('mkfifo', [fifo]);
-    assert.equal(await code(fifo), 'EINVAL');
+    if (!skipWithoutFifos) {
+      const fifo = join(workDir, `${name}-fifo`);
+      const released = fifoReleasedAfter(fifo);
+      assert.equal(await code(fifo), 'EINVAL');
+      assert.equal(released(), false, 'refused without waiting for a writer');
+    }
     const file = join(workDir, `${name}-ten`);
     await writeFile(file, Buffer.alloc(10));
     assert.equal(await code(file, 9), 'ERR_FS_FILE_TOO_LARGE');
@@ -46,7 +49,7 @@ for (const [name, read] of [['readWholeFile', readWholeFile], ['readRegularFile'
   });
 }
 
-test('readRegularFile: the stats are those of the file read, taken through its descriptor', async () => {
+test('readRegularFile: the stats are those of the file read (its inode, size and change time)', async () => {
   const path = join(workDir, 'stats');
   await writeFile(path, Buffer.alloc(1234, 5));
   const { bytes, stats } = await readRegularFile(path);
@@ -58,9 +61,14 @@ test('readRegularFile: the stats are those of the file read, taken through its d
 });
 
 test('openRegularFile: a FIFO is refused at once (no writer waited for), a folder by EISDIR; the handle of a file is open', { timeout: 30_000 }, async () => {
-  const fifo = join(workDir, 'open-fifo');
-  execFileSync('mkfifo', [fifo]);
-  await assert.rejects(openRegularFile(fifo), { code: 'EINVAL' });
+  if (!skipWithoutFifos) {
+    // One FIFO each: a releaser lets one waiting open through.
+    const [fifo, fifoSync] = [join(workDir, 'open-fifo'), join(workDir, 'open-fifo-sync')];
+    const released = [fifoReleasedAfter(fifo), fifoReleasedAfter(fifoSync)];
+    await assert.rejects(openRegularFile(fifo), { code: 'EINVAL' });
+    assert.throws(() => openRegularFileSync(fifoSync), { code: 'EINVAL' });
+    assert.deepEqual(released.map((done) => done()), [false, false], 'refused without waiting for a writer');
+  }
   await assert.rejects(openRegularFile(workDir), { code: 'EISDIR' });
   const path = join(workDir, 'open-file');
   await writeFile(path, 'abc');

@@ -10,7 +10,7 @@ import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import * as tf from '../src/engine/tf.js';
 import { useBackend } from '../src/engine/backend.js';
@@ -21,7 +21,7 @@ import { loadModel } from '../src/model/load.js';
 import { readOnnxAhead } from '../src/model/onnx/file.js';
 import { mobilenetDir, repoRoot, skipWithoutSharedAssets } from './helpers/assets.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
-import { readManifest } from './helpers/files.js';
+import { fifoReleasedAfter, readManifest } from './helpers/files.js';
 
 type Spec = tf.io.WeightsManifestEntry;
 
@@ -272,10 +272,11 @@ describe('reading a model ahead of its load', () => {
   test('a FIFO given as the model (a .json or an .onnx name) is refused at once, read ahead or not, not read without end', { skip: process.platform === 'win32' ? 'no FIFOs' : false, timeout: 30_000 }, async () => {
     for (const name of ['fifo.json', 'fifo.onnx']) {
       const fifo = join(workDir, name);
-      execFileSync('mkfifo', [fifo]);
+      const released = fifoReleasedAfter(fifo);
       await readModelAhead(fifo);
       await readOnnxAhead(fifo);
       await assert.rejects(loadModel(fifo), (error: Error & { file?: string }) => error.file === fifo && /not a regular file: refused/.test(error.message));
+      assert.equal(released(), false, 'refused without waiting for a writer');
     }
   });
 

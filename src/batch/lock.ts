@@ -8,11 +8,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Dirent } from 'node:fs';
-import { readFile, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { CamvizError } from '../util/errors.js';
 import { isAlive, temporaryName, temporaryOwner } from '../util/atomic-file.js';
+import { readRegularFile } from '../util/read-whole-file.js';
 
 export const LOCK_NAME = '.camviz.lock';
 
@@ -96,7 +97,8 @@ async function readLock(path: string): Promise<string | undefined> {
     return await readlink(path);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EINVAL') return undefined;
-    return readFile(path, 'utf8').catch(() => undefined);
+    // Not waited on if a FIFO stands there (readRegularFile refuses it).
+    return readRegularFile(path).then(({ bytes }) => bytes.toString('utf8'), () => undefined);
   }
 }
 

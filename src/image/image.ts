@@ -150,8 +150,9 @@ async function checkFile(path: string): Promise<{ sniffed: SupportedFormat; sour
   if (size === 0) throw new CamvizError('empty file (0 bytes)', { file: path });
   const sniffed = sniffFormat(bytes.subarray(0, 16));
   if (sniffed === undefined) throw unsupported(path);
-  // A file that changed size since it was opened is left to libvips to read.
-  return { sniffed, source: bytes.length === size ? bytes : path };
+  // What was read is decoded (a file cut while read then reads as truncated): the path is not opened again. A file too
+  // large to hold is decoded by libvips from its path, which it opens itself.
+  return { sniffed, source: size <= IN_MEMORY_FILE_BYTES ? bytes : path };
 }
 
 /**

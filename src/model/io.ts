@@ -13,7 +13,7 @@ import type * as tf from '../engine/tf.js';
 import { storedWeightBytes } from '../engine/weight-bytes.js';
 import { CamvizError } from '../util/errors.js';
 import { ReadsAhead } from '../util/reads-ahead.js';
-import { openRegularFile, readFromStart, readRegularFile } from '../util/read-whole-file.js';
+import { MAX_FILE_BYTES, openRegularFile, readFromStart, readRegularFile } from '../util/read-whole-file.js';
 import { checkTopologyAgainstManifest } from './topology-check.js';
 
 type ModelArtifacts = tf.io.ModelArtifacts;
@@ -304,6 +304,8 @@ async function readWeightFile(path: string, realFolder: string, groupBytes: numb
       if (groupBytes !== undefined && size > groupBytes) {
         throw new CamvizError(`weight file is longer than its manifest says: ${size} bytes, the weights listed for its group need ${groupBytes}`, { file: path });
       }
+      // A group of unknown size (string weights) is still bounded: one buffer holds at most this.
+      if (size > MAX_FILE_BYTES) throw new CamvizError(`weight file is ${size} bytes, more than the ${MAX_FILE_BYTES} camviz reads: refused`, { file: path });
       return { bytes: await readFromStart(handle, size), identity: identityOf(real, stats) };
     } finally {
       await handle.close();

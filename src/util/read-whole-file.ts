@@ -13,8 +13,8 @@
  * asynchronously, for reads that must wait for the main thread, and
  * openRegularFile opens and checks one for a caller that reads it itself.
  */
-import { type BigIntStats, type Stats, closeSync, close, constants, fstatSync, openSync, read } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
+import { type BigIntStats, type Stats, closeSync, close, constants, fstatSync, openSync, read, statSync } from 'node:fs';
+import { type FileHandle, open, stat } from 'node:fs/promises';
 
 /** The largest file read (Node's own limit for one buffer read by readFile). */
 export const MAX_FILE_BYTES = 2 ** 31 - 1;
@@ -44,6 +44,8 @@ export function readWholeFile(path: string, maxBytes = MAX_FILE_BYTES): Promise<
 
 /** As openRegularFile, synchronously: the file's descriptor (the caller closes it) and its stats; throws what openRegularFile rejects with. */
 export function openRegularFileSync(path: string): { fd: number; stats: Stats } {
+  const before = statSync(path);
+  if (!before.isFile()) throw notRegular(before, path);
   const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
     const stats = fstatSync(fd);
@@ -65,12 +67,16 @@ export interface OpenRegularFile {
  * Opens `path` for reading without waiting for a FIFO's writer (O_NONBLOCK)
  * and checks through the descriptor that it is a regular file: what is
  * checked is what is read, even if the path is swapped meanwhile, where a
- * stat before the open would let a FIFO swapped in after it hang the open.
- * Rejects with the system's error (its `code`), EISDIR for a folder and
- * EINVAL for anything else that is not a regular file. The caller closes
- * the handle.
+ * stat before the open alone would let a FIFO swapped in after it hang the
+ * open. The stat before is kept as well: what is plainly no regular file
+ * is refused without being opened (opening a FIFO releases a writer
+ * waiting on it, and some devices act when opened). Rejects with the
+ * system's error (its `code`), EISDIR for a folder and EINVAL for anything
+ * else that is not a regular file. The caller closes the handle.
  */
 export async function openRegularFile(path: string): Promise<OpenRegularFile> {
+  const before = await stat(path);
+  if (!before.isFile()) throw notRegular(before, path);
   const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
     const stats = await handle.stat({ bigint: true });
@@ -101,12 +107,16 @@ export async function readRegularFile(path: string, maxBytes = MAX_FILE_BYTES): 
   }
 }
 
-/** The first `length` bytes of the open file (fewer if it is shorter now). */
+/**
+ * The first `length` bytes of the open file (fewer if it is shorter now),
+ * read in requests of at most MAX_FILE_BYTES: Node 20's FileHandle.read
+ * aborts the process on a longer one (a native assertion, not an error).
+ */
 export async function readFromStart(handle: FileHandle, length: number): Promise<Buffer> {
   const bytes = Buffer.allocUnsafe(length);
   let filled = 0;
   while (filled < length) {
-    const { bytesRead } = await handle.read(bytes, filled, length - filled, filled);
+    const { bytesRead } = await handle.read(bytes, filled, Math.min(length - filled, MAX_FILE_BYTES), filled);
     if (bytesRead === 0) break;
     filled += bytesRead;
   }

@@ -2,7 +2,8 @@
  * Test inputs written on the fly and output folders read back: noise images
  * that differ from one another, folder listings and run manifests.
  */
-import type { Dirent } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { type Dirent, existsSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 
@@ -20,6 +21,25 @@ export function noise(width: number, height: number, seed: number, channels = 3)
     bytes[i] = state >>> 24;
   }
   return bytes;
+}
+
+/** Why a FIFO test is skipped, if it is: Windows has no mkfifo. */
+export const skipWithoutFifos: string | false = process.platform === 'win32' ? 'no FIFOs' : false;
+
+/**
+ * Makes a FIFO at `path` that a separate process opens and closes again
+ * after `afterMs`, and returns whether it has done so yet. Should camviz
+ * wait on the FIFO for a writer (the regression these tests catch), its
+ * open returns only then: the test asserts that camviz refused the FIFO
+ * before (`released()` still false), and fails instead of hanging the test
+ * runner (a blocked synchronous open would stop even the test's timeout).
+ */
+export function fifoReleasedAfter(path: string, afterMs = 10_000): () => boolean {
+  execFileSync('mkfifo', [path]);
+  const marker = `${path}.released`;
+  // The marker first; then `<>` opens for reading and writing, which never waits: it lets a reader's open through, then closes.
+  spawn('sh', ['-c', `sleep ${afterMs / 1000}; : > "$0.released"; : <> "$0"`, path], { stdio: 'ignore', detached: true }).unref();
+  return () => existsSync(marker);
 }
 
 export interface ListFilesOptions {

@@ -35,10 +35,17 @@ export interface KerasModelFiles extends LocalModelFiles {
   defaults: CamvizJson;
 }
 
+/** What a path that is no readable regular file gives (missing, a folder, a FIFO or a device, a loop of links). */
+const NOT_A_FILE_CODES = new Set(['ENOENT', 'ENOTDIR', 'EISDIR', 'EINVAL', 'ELOOP', 'ENAMETOOLONG']);
+
 /** 'hdf5' or 'zip' by the file's first bytes; undefined for anything else (folders, model.json). */
 export async function kerasContainerOf(path: string): Promise<KerasContainer | undefined> {
-  // What is no regular file (a folder, a FIFO: not waited on) is no Keras file.
-  const opened = await openRegularFile(path).catch(() => undefined);
+  // What is missing or no regular file (a folder, a FIFO: not waited on) is no Keras file; what cannot be read is said.
+  const opened = await openRegularFile(path).catch((error: unknown) => {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === undefined || NOT_A_FILE_CODES.has(code)) return undefined;
+    throw new CamvizError(`model file unreadable (${code})`, { file: path });
+  });
   if (opened === undefined) return undefined;
   const { handle } = opened;
   try {
