@@ -13,7 +13,7 @@ import type * as tf from '../engine/tf.js';
 import { storedWeightBytes } from '../engine/weight-bytes.js';
 import { CamvizError } from '../util/errors.js';
 import { ReadsAhead } from '../util/reads-ahead.js';
-import { MAX_FILE_BYTES, openRegularFile, readFromStart, readRegularFile } from '../util/read-whole-file.js';
+import { MAX_FILE_BYTES, isNotRegularFileCode, openRegularFile, readFromStart, readRegularFile } from '../util/read-whole-file.js';
 import { checkTopologyAgainstManifest } from './topology-check.js';
 
 type ModelArtifacts = tf.io.ModelArtifacts;
@@ -152,7 +152,7 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   // lookup, is refused, not read without end. Its stats are taken before the read: a file written after it has another change time.
   const { bytes, stats } = await readRegularFile(realJsonPath).catch((error: unknown) => {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EINVAL' || code === 'EISDIR') throw new CamvizError('the model file is not a regular file: refused', { file: modelJsonPath });
+    if (isNotRegularFileCode(code)) throw new CamvizError('the model file is not a regular file: refused', { file: modelJsonPath });
     throw new CamvizError(`model.json unreadable (${code ?? (error as Error).message})`, { file: modelJsonPath });
   });
   const jsonIdentity = identityOf(realJsonPath, stats);
@@ -313,7 +313,7 @@ async function readWeightFile(path: string, realFolder: string, groupBytes: numb
   } catch (error) {
     if (error instanceof CamvizError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EINVAL' || code === 'EISDIR') throw new CamvizError('weight file is not a regular file: refused', { file: path });
+    if (isNotRegularFileCode(code)) throw new CamvizError('weight file is not a regular file: refused', { file: path });
     throw new CamvizError(code === 'ENOENT' ? 'weight file missing' : `weight file unreadable (${code ?? (error as Error).message})`, { file: path });
   }
 }

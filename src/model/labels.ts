@@ -4,7 +4,7 @@
  */
 import { createRequire } from 'node:module';
 import { CamvizError, UsageError } from '../util/errors.js';
-import { readRegularFile } from '../util/read-whole-file.js';
+import { isNotRegularFileCode, readRegularFile } from '../util/read-whole-file.js';
 import { closestMatches } from '../util/text.js';
 
 /** Far more than any class list needs (ImageNet-21k's 21,843 names take under 1 MiB): a bound on what a labels file may make camviz read. */
@@ -44,7 +44,7 @@ export async function readLabelsFile(path: string): Promise<string[]> {
 
 function labelsFileProblem(code: string | undefined): string {
   if (code === 'ENOENT') return 'labels file not found';
-  if (code === 'EINVAL' || code === 'EISDIR') return 'labels file is not a regular file: refused';
+  if (isNotRegularFileCode(code)) return 'labels file is not a regular file: refused';
   if (code === 'ERR_FS_FILE_TOO_LARGE') return `labels file is over ${MAX_LABELS_FILE_BYTES / 2 ** 20} MiB: refused`;
   return `labels file unreadable (${code})`;
 }

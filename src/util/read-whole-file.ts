@@ -131,6 +131,11 @@ function checkedSize(stats: Stats | BigIntStats, path: string, maxBytes: number)
   return size;
 }
 
+/** Whether `code` is one of this module's refusals of what is not a regular file (a folder, a FIFO, a device). */
+export function isNotRegularFileCode(code: string | undefined): boolean {
+  return code === 'EISDIR' || code === 'EINVAL';
+}
+
 /** The error for what is not a regular file: EISDIR for a folder (as reading one fails), EINVAL otherwise. */
 function notRegular(stats: Stats | BigIntStats, path: string): NodeJS.ErrnoException {
   return stats.isDirectory() ? codedError('EISDIR', `is a directory: ${path}`) : codedError('EINVAL', `not a regular file: ${path}`);

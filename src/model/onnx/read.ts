@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { type FileHandle, realpath, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { CamvizError } from '../../util/errors.js';
-import { openRegularFile, readWholeFile } from '../../util/read-whole-file.js';
+import { isNotRegularFileCode, openRegularFile, readWholeFile } from '../../util/read-whole-file.js';
 import { pathInside } from '../io.js';
 import { MAX_PROTOBUF_BYTES, ONNX_MODEL_FILE, takeOnnxAhead } from './file.js';
 import {
@@ -117,7 +117,7 @@ async function openConfined(path: string, realFolder: string): Promise<FileHandl
   // Opened without waiting for a FIFO's writer, and checked through the descriptor: a FIFO swapped in is refused, not waited on.
   const { handle } = await openRegularFile(real).catch((error: unknown) => {
     const code = errorCode(error);
-    if (code === 'EINVAL' || code === 'EISDIR') throw new CamvizError('external data file is not a regular file: refused', { file: path });
+    if (isNotRegularFileCode(code)) throw new CamvizError('external data file is not a regular file: refused', { file: path });
     throw new CamvizError(`external data file unreadable (${code})`, { file: path, cause: error });
   });
   return handle;
