@@ -584,3 +584,24 @@ test('a file above 16 MiB is decoded from its path, with the same pixels', async
   assert.deepEqual(image.original, { width, height, rgb: new Uint8Array(pixels) });
   assert.deepEqual(image.original, await decodedFromPath(path));
 });
+
+test('an image over 16 MiB, which libvips reads itself, decodes as sharp decodes the file; its errors name the file, and its descriptor is closed', { timeout: 120_000 }, async () => {
+  // Noise at compression level 0: 2,400 x 2,400 RGB is 17.3 MB of PNG, past the 16 MiB read whole.
+  const [width, height] = [2400, 2400];
+  const big = join(workDir, 'big.png');
+  await sharp(noise(width, height, 7), { raw: { width, height, channels: 3 } }).png({ compressionLevel: 0 }).toFile(big);
+  assert.ok((await readFile(big)).length > 16 * 2 ** 20, 'the file is past the in-memory size');
+  const openDescriptors = (): number => (process.platform === 'linux' ? readdirSync('/proc/self/fd').length : 0);
+  const before = openDescriptors();
+  const loaded = await loadImage(big, { size: size224, maxOverlaySide: 4096 });
+  assert.equal(openDescriptors(), before, 'the descriptor libvips read through is closed');
+  const expected = await sharp(big).raw().toBuffer();
+  assert.deepEqual([loaded.original.width, loaded.original.height], [width, height]);
+  assert.ok(Buffer.from(loaded.original.rgb).equals(expected), 'the pixels are the file\'s');
+
+  const cut = join(workDir, 'big-cut.png');
+  const bytes = await readFile(big);
+  await writeFile(cut, bytes.subarray(0, bytes.length - 4 * 2 ** 20));
+  await assertFails(loadImage(cut, { size: size224, maxOverlaySide: 4096 }), cut, /^truncated or corrupt PNG: (?!.*\/proc\/self\/fd)/);
+  assert.equal(openDescriptors(), before, 'closed after a failure too');
+});

@@ -12,6 +12,8 @@
  * file were that smaller picture: the overlay is drawn on it and the model
  * input is made from it. Images that fit are decoded exactly as before.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import sharp from '../util/sharp.js';
 import type { Metadata, OutputInfo, Sharp } from 'sharp';
 
@@ -64,16 +66,26 @@ const FAIL_ON = 'truncated';
 
 export async function loadImage(path: string, options: ImageLoadOptions): Promise<LoadedImage> {
   const settings = checkOptions(options);
-  const { sniffed, source } = await checkFile(path);
-  const metadata = await readHeader(source, path, sniffed);
-  const format = metadata.format as SupportedFormat;
-  checkPixelLimit(metadata, settings.maxPixels, path);
-
-  const sourceSize = { width: metadata.autoOrient.width, height: metadata.autoOrient.height };
-  const original = await decodeOriginal(source, path, metadata, overlaySize(sourceSize, settings.maxOverlaySide), settings);
+  const file = await checkFile(path);
+  let decoded: { format: SupportedFormat; sourceSize: Size; original: Original };
+  try {
+    decoded = await decodeFile(file, path, settings);
+  } finally {
+    await file.release();
+  }
+  const { format, sourceSize, original } = decoded;
   const geometry = computeGeometry(original, settings.size, settings.resize);
   const input = await makeModelInput(original, geometry, settings.background, path);
   return { path, original, sourceSize, input, geometry, format };
+}
+
+/** The checked file's header, checked against the pixel limit, and its pixels at the overlay's size. */
+async function decodeFile({ sniffed, source }: CheckedFile, path: string, settings: LoadSettings): Promise<{ format: SupportedFormat; sourceSize: Size; original: Original }> {
+  const metadata = await readHeader(source, path, sniffed);
+  checkPixelLimit(metadata, settings.maxPixels, path);
+  const sourceSize = { width: metadata.autoOrient.width, height: metadata.autoOrient.height };
+  const original = await decodeOriginal(source, path, metadata, overlaySize(sourceSize, settings.maxOverlaySide), settings);
+  return { format: metadata.format as SupportedFormat, sourceSize, original };
 }
 
 /**
@@ -137,42 +149,51 @@ function isPositiveInteger(value: number): boolean {
  */
 const IN_MEMORY_FILE_BYTES = 16 * 2 ** 20;
 
-/** What sharp reads an image from: its bytes, or its path. */
+/** What sharp reads an image from: its bytes, or a path to the file checked. */
 type ImageSource = Buffer | string;
+
+/** The image's file checked: its format by its first bytes, what sharp is to read, and what to close once sharp is done. */
+interface CheckedFile {
+  readonly sniffed: SupportedFormat;
+  readonly source: ImageSource;
+  readonly release: () => Promise<void>;
+}
+
+/**
+ * Where a process can open again the file behind one of its descriptors:
+ * Linux's /proc/self/fd/N opens the same file, whatever stands at its path
+ * by then. Elsewhere none (macOS' /dev/fd/N duplicates the descriptor,
+ * sharing its offset with libvips' reads).
+ */
+const DESCRIPTOR_FOLDER = process.platform === 'linux' && existsSync('/proc/self/fd') ? '/proc/self/fd' : undefined;
 
 /**
  * Clear errors for the cases sharp reports vaguely (it calls a missing file,
  * a folder and an empty file all "unsupported image format"); returns the
  * format the magic bytes announce, and what sharp is to read.
  */
-async function checkFile(path: string): Promise<{ sniffed: SupportedFormat; source: ImageSource }> {
-  const { size, bytes } = await readStart(path, IN_MEMORY_FILE_BYTES, 16);
-  if (size === 0) throw new CamvizError('empty file (0 bytes)', { file: path });
-  const sniffed = sniffFormat(bytes.subarray(0, 16));
-  if (sniffed === undefined) throw unsupported(path);
-  // What was read is decoded (a file cut while read then reads as truncated): the path is not opened again. A file too
-  // large to hold is decoded by libvips from its path, which it opens itself.
-  return { sniffed, source: size <= IN_MEMORY_FILE_BYTES ? bytes : path };
-}
-
-/**
- * The file's size when opened, and its bytes: all of them up to `wholeUpTo`
- * bytes, else the first `headBytes` (fewer if it is shorter now). Opened
- * without waiting for a FIFO's writer, and checked a regular file through
- * the descriptor (util/read-whole-file.ts): a FIFO swapped in for the file
- * after any earlier look is refused, not waited on for ever.
- */
-async function readStart(path: string, wholeUpTo: number, headBytes: number): Promise<{ size: number; bytes: Buffer }> {
-  try {
-    const { handle, stats } = await openRegularFile(path);
-    try {
-      const size = Number(stats.size);
-      return { size, bytes: await readFromStart(handle, size <= wholeUpTo ? size : headBytes) };
-    } finally {
-      await handle.close();
-    }
-  } catch (error) {
+async function checkFile(path: string): Promise<CheckedFile> {
+  const { handle, stats } = await openRegularFile(path).catch((error: unknown) => {
     throw fileSystemError(error, path);
+  });
+  let kept = false;
+  try {
+    const size = Number(stats.size);
+    if (size === 0) throw new CamvizError('empty file (0 bytes)', { file: path });
+    // Files up to IN_MEMORY_FILE_BYTES are read whole (fewer bytes if cut meanwhile, which then decode as truncated).
+    const bytes = await readFromStart(handle, size <= IN_MEMORY_FILE_BYTES ? size : 16).catch((error: unknown) => {
+      throw fileSystemError(error, path);
+    });
+    const sniffed = sniffFormat(bytes.subarray(0, 16));
+    if (sniffed === undefined) throw unsupported(path);
+    if (size <= IN_MEMORY_FILE_BYTES) return { sniffed, source: bytes, release: async () => undefined };
+    // A file too large to hold is decoded by libvips, which opens it itself: through the checked descriptor where the
+    // system names one (a FIFO swapped in at the path meanwhile is then never opened), else by its path.
+    if (DESCRIPTOR_FOLDER === undefined) return { sniffed, source: path, release: async () => undefined };
+    kept = true;
+    return { sniffed, source: join(DESCRIPTOR_FOLDER, String(handle.fd)), release: () => handle.close() };
+  } finally {
+    if (!kept) await handle.close();
   }
 }
 
@@ -220,7 +241,7 @@ async function readHeader(source: ImageSource, path: string, sniffed: SupportedF
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     if (/unsupported image format/i.test(message)) throw unsupported(path);
-    const reason = (await truncation(path, sniffed)) ?? sharpReason(error);
+    const reason = (await truncation(path, sniffed)) ?? sharpReason(error, source, path);
     const name = SUPPORTED_FORMATS[sniffed];
     throw new CamvizError(`truncated or corrupt ${name} header${reason === '' ? '' : `: ${reason}`}`, {
       file: path,
@@ -287,7 +308,7 @@ async function decodeOriginal(source: ImageSource, path: string, metadata: Metad
   try {
     result = await pipeline.raw().toBuffer({ resolveWithObject: true });
   } catch (error) {
-    throw await decodeError(error, metadata, settings.maxPixels, path);
+    throw await decodeError(error, metadata, settings.maxPixels, source, path);
   }
   return checkedRgb(result, path, shrinks ? size : undefined);
 }
@@ -330,8 +351,8 @@ function fixSixteenBitProfile(pipeline: Sharp, metadata: Metadata): void {
   if (metadata.space === 'rgb16' && metadata.hasProfile) pipeline.pipelineColourspace('srgb');
 }
 
-async function decodeError(error: unknown, metadata: Metadata, maxPixels: number, path: string): Promise<CamvizError> {
-  const libvipsReason = sharpReason(error);
+async function decodeError(error: unknown, metadata: Metadata, maxPixels: number, source: ImageSource, path: string): Promise<CamvizError> {
+  const libvipsReason = sharpReason(error, source, path);
   if (/exceeds pixel limit/i.test(libvipsReason)) return pixelLimitError(metadata, maxPixels, path);
   const format = metadata.format as SupportedFormat;
   const reason = (await truncation(path, format)) ?? libvipsReason;
@@ -370,8 +391,10 @@ async function truncation(path: string, format: SupportedFormat): Promise<string
  * sharp's reason without libvips' wrappers, loader prefixes and repeats;
  * libvips can repeat a decoder's complaints over many lines, the first is the cause.
  */
-function sharpReason(error: unknown): string {
-  const text = error instanceof Error ? error.message : String(error);
+function sharpReason(error: unknown, source: ImageSource, path: string): string {
+  const message = error instanceof Error ? error.message : String(error);
+  // libvips names the file it opened: the user's path, not the descriptor's.
+  const text = typeof source === 'string' && source !== path ? message.split(source).join(path) : message;
   const reasons = text
     .split('\n')
     .map((line) =>
