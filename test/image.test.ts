@@ -602,6 +602,7 @@ test('an image over 16 MiB, which libvips reads itself, decodes as sharp decodes
   const cut = join(workDir, 'big-cut.png');
   const bytes = await readFile(big);
   await writeFile(cut, bytes.subarray(0, bytes.length - 4 * 2 ** 20));
-  await assertFails(loadImage(cut, { size: size224, maxOverlaySide: 4096 }), cut, /^truncated or corrupt PNG: (?!.*\/proc\/self\/fd)/);
+  // The diagnosis reads the tail through the descriptor checked, as libvips reads the pixels.
+  await assertFails(loadImage(cut, { size: size224, maxOverlaySide: 4096 }), cut, /^truncated or corrupt PNG: the file ends before its IEND chunk \(truncated\)$/);
   assert.equal(openDescriptors(), before, 'closed after a failure too');
 });

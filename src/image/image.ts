@@ -13,6 +13,7 @@
  * input is made from it. Images that fit are decoded exactly as before.
  */
 import { existsSync } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from '../util/sharp.js';
 import type { Metadata, OutputInfo, Sharp } from 'sharp';
@@ -80,11 +81,11 @@ export async function loadImage(path: string, options: ImageLoadOptions): Promis
 }
 
 /** The checked file's header, checked against the pixel limit, and its pixels at the overlay's size. */
-async function decodeFile({ sniffed, source }: CheckedFile, path: string, settings: LoadSettings): Promise<{ format: SupportedFormat; sourceSize: Size; original: Original }> {
-  const metadata = await readHeader(source, path, sniffed);
+async function decodeFile(file: CheckedFile, path: string, settings: LoadSettings): Promise<{ format: SupportedFormat; sourceSize: Size; original: Original }> {
+  const metadata = await readHeader(file, path);
   checkPixelLimit(metadata, settings.maxPixels, path);
   const sourceSize = { width: metadata.autoOrient.width, height: metadata.autoOrient.height };
-  const original = await decodeOriginal(source, path, metadata, overlaySize(sourceSize, settings.maxOverlaySide), settings);
+  const original = await decodeOriginal(file, path, metadata, overlaySize(sourceSize, settings.maxOverlaySide), settings);
   return { format: metadata.format as SupportedFormat, sourceSize, original };
 }
 
@@ -156,6 +157,8 @@ type ImageSource = Buffer | string;
 interface CheckedFile {
   readonly sniffed: SupportedFormat;
   readonly source: ImageSource;
+  /** The last `length` bytes of the file checked (fewer if it is shorter); undefined if they cannot be read. */
+  readonly readTail: (length: number) => Promise<Buffer | undefined>;
   readonly release: () => Promise<void>;
 }
 
@@ -166,6 +169,16 @@ interface CheckedFile {
  * sharing its offset with libvips' reads).
  */
 const DESCRIPTOR_FOLDER = process.platform === 'linux' && existsSync('/proc/self/fd') ? '/proc/self/fd' : undefined;
+
+/**
+ * The user's path of each descriptor libvips is reading through, by
+ * number: libvips keeps one error buffer for the process, so one image's
+ * error can carry another's descriptor path (sharpReason).
+ */
+const heldDescriptors = new Map<number, string>();
+
+/** A descriptor path in libvips' text; the number whole (fd 18 is not the start of fd 183). */
+const DESCRIPTOR_PATH = /\/proc\/self\/fd\/(\d+)(?!\d)/g;
 
 /**
  * Clear errors for the cases sharp reports vaguely (it calls a missing file,
@@ -186,12 +199,20 @@ async function checkFile(path: string): Promise<CheckedFile> {
     });
     const sniffed = sniffFormat(bytes.subarray(0, 16));
     if (sniffed === undefined) throw unsupported(path);
-    if (size <= IN_MEMORY_FILE_BYTES) return { sniffed, source: bytes, release: async () => undefined };
+    if (size <= IN_MEMORY_FILE_BYTES) {
+      return { sniffed, source: bytes, readTail: async (length) => bytes.subarray(Math.max(0, bytes.length - length)), release: async () => undefined };
+    }
     // A file too large to hold is decoded by libvips, which opens it itself: through the checked descriptor where the
     // system names one (a FIFO swapped in at the path meanwhile is then never opened), else by its path.
-    if (DESCRIPTOR_FOLDER === undefined) return { sniffed, source: path, release: async () => undefined };
+    if (DESCRIPTOR_FOLDER === undefined) return { sniffed, source: path, readTail: (length) => tailOfPath(path, length), release: async () => undefined };
     kept = true;
-    return { sniffed, source: join(DESCRIPTOR_FOLDER, String(handle.fd)), release: () => handle.close() };
+    const fd = handle.fd;
+    heldDescriptors.set(fd, path);
+    const release = async (): Promise<void> => {
+      heldDescriptors.delete(fd);
+      await handle.close();
+    };
+    return { sniffed, source: join(DESCRIPTOR_FOLDER, String(fd)), readTail: (length) => tailOf(handle, size, length), release };
   } finally {
     if (!kept) await handle.close();
   }
@@ -232,17 +253,17 @@ function unsupported(path: string): CamvizError {
 // ---------------------------------------------------------------- header and limit
 
 /** Reads the header only (no pixel decoding). */
-async function readHeader(source: ImageSource, path: string, sniffed: SupportedFormat): Promise<Metadata> {
+async function readHeader(file: CheckedFile, path: string): Promise<Metadata> {
   let metadata: Metadata;
   try {
     // Reading the header decodes no pixels, so libvips' own pixel limit (268 MP by
     // default) is lifted here: camviz's limit decides, with its own message.
-    metadata = await sharp(source, { failOn: FAIL_ON, limitInputPixels: false }).metadata();
+    metadata = await sharp(file.source, { failOn: FAIL_ON, limitInputPixels: false }).metadata();
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     if (/unsupported image format/i.test(message)) throw unsupported(path);
-    const reason = (await truncation(path, sniffed)) ?? sharpReason(error, source, path);
-    const name = SUPPORTED_FORMATS[sniffed];
+    const reason = (await truncation(file, file.sniffed)) ?? sharpReason(error);
+    const name = SUPPORTED_FORMATS[file.sniffed];
     throw new CamvizError(`truncated or corrupt ${name} header${reason === '' ? '' : `: ${reason}`}`, {
       file: path,
       cause: error,
@@ -284,8 +305,8 @@ function formatLimit(pixels: number): string {
 type Original = LoadedImage['original'];
 
 /** Decodes the file to `size` (its oriented size, or smaller: shrunk while decoding). */
-async function decodeOriginal(source: ImageSource, path: string, metadata: Metadata, size: Size, settings: LoadSettings): Promise<Original> {
-  const pipeline = sharp(source, {
+async function decodeOriginal(file: CheckedFile, path: string, metadata: Metadata, size: Size, settings: LoadSettings): Promise<Original> {
+  const pipeline = sharp(file.source, {
     failOn: FAIL_ON,
     // sharp wants a whole number; our own check above already used the exact limit.
     limitInputPixels: settings.maxPixels === 0 ? false : Math.max(1, Math.floor(settings.maxPixels)),
@@ -308,7 +329,7 @@ async function decodeOriginal(source: ImageSource, path: string, metadata: Metad
   try {
     result = await pipeline.raw().toBuffer({ resolveWithObject: true });
   } catch (error) {
-    throw await decodeError(error, metadata, settings.maxPixels, source, path);
+    throw await decodeError(error, metadata, settings.maxPixels, file, path);
   }
   return checkedRgb(result, path, shrinks ? size : undefined);
 }
@@ -351,12 +372,34 @@ function fixSixteenBitProfile(pipeline: Sharp, metadata: Metadata): void {
   if (metadata.space === 'rgb16' && metadata.hasProfile) pipeline.pipelineColourspace('srgb');
 }
 
-async function decodeError(error: unknown, metadata: Metadata, maxPixels: number, source: ImageSource, path: string): Promise<CamvizError> {
-  const libvipsReason = sharpReason(error, source, path);
+async function decodeError(error: unknown, metadata: Metadata, maxPixels: number, file: CheckedFile, path: string): Promise<CamvizError> {
+  const libvipsReason = sharpReason(error);
   if (/exceeds pixel limit/i.test(libvipsReason)) return pixelLimitError(metadata, maxPixels, path);
   const format = metadata.format as SupportedFormat;
-  const reason = (await truncation(path, format)) ?? libvipsReason;
+  const reason = (await truncation(file, format)) ?? libvipsReason;
   return new CamvizError(`truncated or corrupt ${SUPPORTED_FORMATS[format]}: ${reason}`, { file: path, cause: error });
+}
+
+/** The last `length` bytes of an open file of `size` bytes; undefined if they cannot be read. */
+async function tailOf(handle: FileHandle, size: number, length: number): Promise<Buffer | undefined> {
+  const tail = Buffer.alloc(Math.min(size, length));
+  try {
+    const { bytesRead } = await handle.read(tail, 0, tail.length, size - tail.length);
+    return tail.subarray(0, bytesRead);
+  } catch {
+    return undefined;
+  }
+}
+
+/** As tailOf, for a file read by its path (where no descriptor path exists): opened and checked again. */
+async function tailOfPath(path: string, length: number): Promise<Buffer | undefined> {
+  const opened = await openRegularFile(path).catch(() => undefined);
+  if (opened === undefined) return undefined;
+  try {
+    return await tailOf(opened.handle, Number(opened.stats.size), length);
+  } finally {
+    await opened.handle.close();
+  }
 }
 
 /**
@@ -365,21 +408,10 @@ async function decodeError(error: unknown, metadata: Metadata, maxPixels: number
  * gives for a failing image can be another image's when several decode at
  * once; a diagnosis from the file itself is the same on every run.
  */
-async function truncation(path: string, format: SupportedFormat): Promise<string | undefined> {
+async function truncation(file: CheckedFile, format: SupportedFormat): Promise<string | undefined> {
   if (format !== 'png' && format !== 'jpeg') return undefined;
-  let tail: Buffer;
-  try {
-    const { handle, stats } = await openRegularFile(path);
-    try {
-      const size = Number(stats.size);
-      tail = Buffer.alloc(Math.min(size, 16));
-      await handle.read(tail, 0, tail.length, size - tail.length);
-    } finally {
-      await handle.close();
-    }
-  } catch {
-    return undefined;
-  }
+  const tail = await file.readTail(16);
+  if (tail === undefined) return undefined;
   if (format === 'png') return tail.includes('IEND') ? undefined : 'the file ends before its IEND chunk (truncated)';
   // Encoders may pad after the end-of-image marker with zeros.
   let end = tail.length;
@@ -391,10 +423,8 @@ async function truncation(path: string, format: SupportedFormat): Promise<string
  * sharp's reason without libvips' wrappers, loader prefixes and repeats;
  * libvips can repeat a decoder's complaints over many lines, the first is the cause.
  */
-function sharpReason(error: unknown, source: ImageSource, path: string): string {
-  const message = error instanceof Error ? error.message : String(error);
-  // libvips names the file it opened: the user's path, not the descriptor's.
-  const text = typeof source === 'string' && source !== path ? message.split(source).join(path) : message;
+function sharpReason(error: unknown): string {
+  const text = withUserPaths(error instanceof Error ? error.message : String(error));
   const reasons = text
     .split('\n')
     .map((line) =>
@@ -405,6 +435,16 @@ function sharpReason(error: unknown, source: ImageSource, path: string): string 
     )
     .filter((line) => line !== '');
   return reasons[0] ?? '';
+}
+
+/**
+ * libvips names the files it opened: each descriptor path becomes the
+ * user's path of that descriptor, or "another image" for one no longer
+ * held (libvips' one error buffer may carry an earlier image's text).
+ */
+function withUserPaths(text: string): string {
+  if (DESCRIPTOR_FOLDER === undefined) return text;
+  return text.replace(DESCRIPTOR_PATH, (_match, fd: string) => heldDescriptors.get(Number(fd)) ?? 'another image');
 }
 
 function asUint8Array(buffer: Buffer): Uint8Array {
