@@ -93,10 +93,10 @@ export async function openRegularFile(path: string): Promise<OpenRegularFile> {
  * the read starts once the main thread takes the open's callback, and the
  * stats returned were taken through the descriptor before the bytes were
  * read. For reads that must not run beside the main thread's work: a TF.js
- * model's files, read ahead while the command's modules load
- * (src/model/io.ts). Opened at once, its weight files were looked up and
- * read beside the module loading, which they slowed: 1.03x the wall time of
- * a MobileNet run, interleaved.
+ * model's model.json, read ahead while the command's modules load
+ * (src/model/io.ts; opened at once, its weight files were then looked up
+ * and read beside the module loading, which they slowed: 1.03x the wall
+ * time of a MobileNet run, interleaved), and files named by the user.
  */
 export async function readRegularFile(path: string, maxBytes = MAX_FILE_BYTES): Promise<{ bytes: Buffer; stats: BigIntStats }> {
   const { handle, stats } = await openRegularFile(path);
@@ -123,9 +123,8 @@ export async function readFromStart(handle: FileHandle, length: number): Promise
   return filled === length ? bytes : bytes.subarray(0, filled);
 }
 
-/** The size to read of a file whose stats are `stats`; what is not a regular file, or is over `maxBytes`, throws as readFile's errors do (by code). */
+/** The size to read of a regular file (its opener checked that) whose stats are `stats`; one over `maxBytes` throws as readFile does (ERR_FS_FILE_TOO_LARGE). */
 function checkedSize(stats: Stats | BigIntStats, path: string, maxBytes: number): number {
-  if (!stats.isFile()) throw notRegular(stats, path);
   const size = Number(stats.size);
   if (size > Math.min(maxBytes, MAX_FILE_BYTES)) throw codedError('ERR_FS_FILE_TOO_LARGE', `${path} is ${size} bytes, more than the ${maxBytes} read`);
   return size;
