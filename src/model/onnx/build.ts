@@ -13,9 +13,12 @@
  * - learns each remaining value's layout and shape (the batch dim null),
  *   which `computeOutputShape` reports. Shapes are in the stored layout,
  *   so a feature map reads [N, H, W, C] as camviz's conventions want.
- *   Only shapes matter there, so a Conv gives zeros of its output's shape
- *   (`shapesOnly`): running MobileNet v1's convolutions on the zero image
- *   cost about 0.1 s of a cold start;
+ *   Only shapes matter there (`shapesOnly`): a Conv, a pool, an
+ *   elementwise op or a Concat whose output is image data gives zeros of
+ *   its output's shape that touch no memory (ops/common.ts, zerosStandIn),
+ *   after the op's own checks: running MobileNet v1's convolutions on the
+ *   zero image cost about 0.1 s of a cold start, filling zeros in the wasm
+ *   heap 15 ms more;
  * - folds a zero Pad into the Conv that alone reads it (see
  *   `convWithPadFolded`): one fused convolution instead of a padded copy
  *   of the feature map and a convolution. The Pad's names resolve to the
@@ -36,7 +39,7 @@ import * as tfl from '../../engine/tfl.js';
 import { CamvizError } from '../../util/errors.js';
 import { type LaidTensor, type Layout, onnxShape, toLayout } from './layout.js';
 import { runNode, tensorFromOnnx } from './interpret.js';
-import { type OpContext, attrInt, attrInts, constantInts, constantNumber } from './ops/common.js';
+import { type OpContext, attrInt, attrInts, constantInts, constantNumber, releaseStandIns, zerosStandIn } from './ops/common.js';
 import type { OnnxImageInput } from './check.js';
 import {
   type ConvGeometry,
@@ -272,7 +275,7 @@ function planLayers(
   // A Conv whose Pad is folded into it -> that Conv reading the Pad's input; the folded Pad per such Conv.
   const foldedConvs = new Map<OnnxNode, OnnxNode>();
   const foldedPads = new Map<OnnxNode, OnnxNode>();
-  const probes = new Map<string, LaidTensor>([[input.name, { tensor: tf.zeros([1, size.height, size.width, input.channels]), layout: 'nhwc' }]]);
+  const probes = new Map<string, LaidTensor>([[input.name, { tensor: zerosStandIn([1, size.height, size.width, input.channels], 'float32'), layout: 'nhwc' }]]);
   // Int vectors computed at run time from runtime values' shapes, as known at load (the batch symbolic).
   const shapes = new Map<string, RuntimeShape>();
   const valueNames = new Set(nodes.flatMap((node) => [...node.inputs, ...node.outputs]));
@@ -321,6 +324,7 @@ function planLayers(
     });
   } finally {
     for (const probe of probes.values()) probe.tensor.dispose();
+    releaseStandIns();
   }
   return withoutUnreadShapes(plans, model, shapes);
 }

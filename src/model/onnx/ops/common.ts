@@ -34,10 +34,56 @@ export interface OpContext {
   /**
    * Only the outputs' shapes, layouts and dtypes matter, not their values
    * (the model builder's planning pass on a zero image, build.ts): an op
-   * whose values cost much to compute (Conv) may then give zeros of the
-   * shape it would give, after the same checks.
+   * whose output is image data (Conv always; pools, elementwise ops and
+   * Concat past STAND_IN_MIN_ELEMENTS) then gives zeros of the shape it
+   * would give (zerosStandIn), after the same checks.
    */
   shapesOnly?: boolean;
+}
+
+/**
+ * The fewest elements for which an op of the planning pass (`shapesOnly`)
+ * gives zeros (`zerosStandIn`) instead of computing: so large a value is
+ * image data, whose values the plan never reads. Shape arithmetic (Shape,
+ * Gather, Mul... into a Reshape's target or a Resize's sizes) is a vector of
+ * a few elements whose values decide later shapes: it is always computed.
+ */
+export const STAND_IN_MIN_ELEMENTS = 1024;
+
+/** Whether the planning pass lets an op stand in zeros for an output computed from values this large (see STAND_IN_MIN_ELEMENTS). */
+export function mayStandIn(ctx: OpContext, ...shapes: (readonly number[])[]): boolean {
+  return ctx.shapesOnly === true && shapes.some((shape) => tf.util.sizeFromShape(shape as number[]) >= STAND_IN_MIN_ELEMENTS);
+}
+
+type StandInBuffer = Float32Array | Int32Array | Uint8Array;
+
+/** One zero buffer per element type that stand-ins view: never written (tfjs' kernels do not write their inputs), so never touched. */
+const standInBuffers = new Map<'float32' | 'int32' | 'bool', StandInBuffer>();
+
+/**
+ * Zeros of `shape` that stand for an op's output in the planning pass: a
+ * view of one zero buffer that every stand-in shares, held by the cpu
+ * backend as it is. Making one touches no memory, where a tensor of the
+ * active backend would be written whole (MobileNet v1's convolutions and
+ * ReLU6s: about 15 ms of a cold start, mostly first touches of the wasm
+ * heap's pages). An op that computes on a stand-in reads zeros.
+ */
+export function zerosStandIn(shape: readonly number[], dtype: tf.DataType): tf.Tensor {
+  const size = tf.util.sizeFromShape(shape as number[]);
+  const cpu = tf.engine().findBackend('cpu');
+  if (cpu === null || (dtype !== 'float32' && dtype !== 'int32' && dtype !== 'bool')) return tf.zeros(shape as number[], dtype);
+  let buffer = standInBuffers.get(dtype);
+  if (buffer === undefined || buffer.length < size) {
+    // Views of a replaced buffer keep it while their tensors live.
+    buffer = dtype === 'float32' ? new Float32Array(size) : dtype === 'int32' ? new Int32Array(size) : new Uint8Array(size);
+    standInBuffers.set(dtype, buffer);
+  }
+  return tf.engine().makeTensor(buffer.subarray(0, size), shape as number[], dtype, cpu);
+}
+
+/** Lets the stand-ins' buffers go (the planning pass ends): their pages are the size of the model's largest value. */
+export function releaseStandIns(): void {
+  standInBuffers.clear();
 }
 
 /** An op: ONNX inputs (undefined when omitted) to ONNX outputs, in order. */

@@ -6,7 +6,7 @@
 import * as tf from '../../../engine/tf.js';
 import { CamvizError } from '../../../util/errors.js';
 import { laid, onnxShape, toLayout, type LaidTensor } from '../layout.js';
-import { attrInt, attrInts, attrString, required, unsupported, type OpContext, type OpFunction } from './common.js';
+import { attrInt, attrInts, attrString, mayStandIn, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
 type Inputs = (LaidTensor | undefined)[];
 /** [before, after] for H, then for W. */
@@ -81,8 +81,7 @@ function conv(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   }
   let y: tf.Tensor4D;
   if (ctx.shapesOnly === true) {
-    // Filled by a kernel in the backend's memory (tf.zeros would copy a zero array into the wasm heap).
-    y = tf.fill(convOutputShape(ctx, x.shape, [outChannels, groupChannels, kH, kW], group, window.strides, window.dilations, padding), 0, 'float32') as tf.Tensor4D;
+    y = zerosStandIn(convOutputShape(ctx, x.shape, [outChannels, groupChannels, kH, kW], group, window.strides, window.dilations, padding), 'float32') as tf.Tensor4D;
   } else if (group === 1) {
     const filter = tf.transpose(weights, [2, 3, 1, 0]) as tf.Tensor4D;
     y = tf.conv2d(x, filter, window.strides, padding, 'NHWC', window.dilations);
@@ -172,6 +171,12 @@ function totalPaddings({ pads, ceilExtra }: PoolGeometry): [number, number][] {
 
 const hasPadding = (paddings: [number, number][]): boolean => paddings.some(([a, b]) => a !== 0 || b !== 0);
 
+/** The NHWC shape of a pool's output over `shape` padded by `paddings` (as the pools below compute it: 'valid' windows over the padded input). */
+function pooledShape(shape: readonly number[], paddings: [number, number][], { kernel, strides, dilations }: Window): [number, number, number, number] {
+  const padded = shape.map((extent, i) => extent + paddings[i]![0] + paddings[i]![1]) as [number, number, number, number];
+  return tf.backend_util.computePool2DInfo(padded, kernel, strides, dilations, 'valid').outShape as [number, number, number, number];
+}
+
 function maxPool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   if ((ctx.node.outputs[1] ?? '') !== '') throw unsupported(ctx, 'the Indices output');
   if (attrInt(ctx, 'storage_order', 0) !== 0) throw unsupported(ctx, 'storage_order 1');
@@ -179,9 +184,10 @@ function maxPool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const x = input.dtype === 'float32' ? input : (tf.cast(input, 'float32') as tf.Tensor4D);
   const geometry = poolGeometry(ctx, x, true);
   const paddings = totalPaddings(geometry);
+  const { kernel, strides, dilations } = geometry.window;
+  if (mayStandIn(ctx, input.shape)) return [laid(zerosStandIn(pooledShape(x.shape, paddings, geometry.window), input.dtype), 'nhwc')];
   // Padding with -Infinity keeps pads out of every maximum.
   const padded = hasPadding(paddings) ? tf.pad(x, paddings, -Infinity) : x;
-  const { kernel, strides, dilations } = geometry.window;
   const y = dilations.some((d) => d !== 1)
     ? (tf.pool(padded, kernel, 'max', 'valid', dilations, strides) as tf.Tensor4D)
     : tf.maxPool(padded, kernel, strides, 'valid');
@@ -193,6 +199,7 @@ function averagePool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const geometry = poolGeometry(ctx, x, false);
   const paddings = totalPaddings(geometry);
   const { kernel, strides } = geometry.window;
+  if (mayStandIn(ctx, x.shape)) return [laid(zerosStandIn(pooledShape(x.shape, paddings, geometry.window), x.dtype), 'nhwc')];
   if (!hasPadding(paddings)) return [laid(tf.avgPool(x, kernel, strides, 'valid'), 'nhwc')];
   const sums = tf.avgPool(tf.pad(x, paddings, 0), kernel, strides, 'valid');
   // The mean over the counted cells: the input, plus the attribute pads when count_include_pad.
@@ -209,6 +216,12 @@ function averagePool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
 function globalPool(reduce: (x: tf.Tensor, axes: number[]) => tf.Tensor): OpFunction {
   return (ctx, inputs) => {
     const x = required(ctx, inputs, 0);
+    if (x.tensor.rank === 4 && mayStandIn(ctx, x.tensor.shape)) {
+      const [batch, channels] = onnxShape(x) as [number, number];
+      // The type the reduction gives, from one element.
+      const dtype = reduce(tf.zeros([1, 1, 1, 1], x.tensor.dtype), [1, 2]).dtype;
+      return [laid(zerosStandIn([batch, 1, 1, channels], dtype), 'nhwc')];
+    }
     if (x.tensor.rank === 4) return [laid(reduce(toLayout(x, 'nhwc'), [1, 2]), 'nhwc')];
     const axes = [...Array(x.tensor.rank).keys()].slice(2);
     return [laid(reduce(x.tensor, axes), x.layout)];

@@ -7,7 +7,7 @@
  */
 import * as tf from '../../../engine/tf.js';
 import { laid, reshapeSuffices, toLayout, type LaidTensor, type Layout } from '../layout.js';
-import { attrFloat, attrString, constantNumber, required, unsupported, type OpContext, type OpFunction } from './common.js';
+import { attrFloat, attrString, constantNumber, mayStandIn, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
 /**
  * The operands stored in one layout that makes their broadcast right. The
@@ -30,10 +30,24 @@ export function alignOperands(values: LaidTensor[]): { tensors: tf.Tensor[]; lay
   return { tensors, layout: 'nhwc' };
 }
 
+/**
+ * In the planning pass, zeros standing for an elementwise op's large output
+ * (common.ts, zerosStandIn): of the operands' broadcast shape, with the type
+ * `compute` gives on one element of each, which also makes the op's checks
+ * of its attributes. Undefined when the op computes.
+ */
+function standIn(ctx: OpContext, operands: readonly tf.Tensor[], compute: (elements: tf.Tensor[]) => tf.Tensor): tf.Tensor | undefined {
+  if (ctx.shapesOnly !== true) return undefined;
+  // The op's own check of the broadcast, without the op.
+  const shape = operands.map((tensor) => tensor.shape).reduce((a, b) => tf.broadcast_util.assertAndGetBroadcastShape(a, b));
+  if (!mayStandIn(ctx, shape)) return undefined;
+  return zerosStandIn(shape, compute(operands.map((tensor) => tf.zeros([1], tensor.dtype))).dtype);
+}
+
 function unary(fn: (x: tf.Tensor, ctx: OpContext) => tf.Tensor): OpFunction {
   return (ctx, inputs) => {
     const x = required(ctx, inputs, 0);
-    return [laid(fn(x.tensor, ctx), x.layout)];
+    return [laid(standIn(ctx, [x.tensor], ([element]) => fn(element!, ctx)) ?? fn(x.tensor, ctx), x.layout)];
   };
 }
 
@@ -41,7 +55,8 @@ function unary(fn: (x: tf.Tensor, ctx: OpContext) => tf.Tensor): OpFunction {
 function binary(fn: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor): OpFunction {
   return (ctx, inputs) => {
     const { tensors, layout } = alignOperands([required(ctx, inputs, 0), required(ctx, inputs, 1)]);
-    return [laid(fn(tensors[0]!, tensors[1]!), layout)];
+    const [a, b] = tensors as [tf.Tensor, tf.Tensor];
+    return [laid(standIn(ctx, [a, b], ([x, y]) => fn(x!, y!)) ?? fn(a, b), layout)];
   };
 }
 
@@ -51,7 +66,7 @@ function variadic(fn: (tensors: tf.Tensor[]) => tf.Tensor): OpFunction {
     const present = inputs.filter((value): value is LaidTensor => value !== undefined);
     if (present.length === 0) throw unsupported(ctx, 'no inputs');
     const { tensors, layout } = alignOperands(present);
-    return [laid(fn(tensors), layout)];
+    return [laid(standIn(ctx, tensors, fn) ?? fn(tensors), layout)];
   };
 }
 
@@ -80,6 +95,8 @@ function clip(ctx: OpContext, inputs: (LaidTensor | undefined)[]): LaidTensor[] 
   // Before opset 11, min and max are attributes; from 11 optional inputs.
   const min = ctx.opset < 11 ? attrFloat(ctx, 'min', -Infinity) : constantNumber(inputs[1]) ?? -Infinity;
   const max = ctx.opset < 11 ? attrFloat(ctx, 'max', Infinity) : constantNumber(inputs[2]) ?? Infinity;
+  const standing = standIn(ctx, [x.tensor], ([element]) => element!);
+  if (standing !== undefined) return [laid(standing, x.layout)];
   // numpy.clip semantics when min > max: everything becomes max.
   if (min > max) return [laid(tf.mul(tf.onesLike(x.tensor), max), x.layout)];
   if (x.tensor.dtype === 'float32') return [laid(tf.clipByValue(x.tensor, min, max), x.layout)];
@@ -106,6 +123,8 @@ function where(ctx: OpContext, inputs: (LaidTensor | undefined)[]): LaidTensor[]
   const operands = [required(ctx, inputs, 0), required(ctx, inputs, 1), required(ctx, inputs, 2)];
   const { tensors, layout } = alignOperands(operands);
   const [condition, a, b] = tensors as [tf.Tensor, tf.Tensor, tf.Tensor];
+  const standing = standIn(ctx, tensors, ([c, x, y]) => tf.where(c!, x!, y!));
+  if (standing !== undefined) return [laid(standing, layout)];
   const shape = tf.broadcast_util.assertAndGetBroadcastShape(
     tf.broadcast_util.assertAndGetBroadcastShape(condition.shape, a.shape),
     b.shape,

@@ -20,10 +20,12 @@ import {
   attrString,
   constantInts,
   dtypeOfOnnxCode,
+  mayStandIn,
   normalizeAxis,
   required,
   tensorFromOnnx,
   unsupported,
+  zerosStandIn,
   type OpContext,
   type OpFunction,
 } from './common.js';
@@ -190,6 +192,13 @@ function concat(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const axis = storedAxis(normalizeAxis(ctx, attrInt(ctx, 'axis', 0), rank), layout);
   // tfjs' concat rejects empty pieces on some backends; they add nothing.
   const pieces = tensors.filter((tensor) => tensor.size > 0);
+  if (ctx.shapesOnly === true && pieces.length > 0 && pieces.every((piece) => piece.dtype === pieces[0]!.dtype)) {
+    // The concat's own checks of the shapes, without the concat.
+    const shapes = pieces.map((piece) => piece.shape);
+    tf.backend_util.assertParamsConsistent(shapes, axis);
+    const shape = tf.backend_util.computeOutShape(shapes, axis);
+    if (mayStandIn(ctx, shape)) return [laid(zerosStandIn(shape, pieces[0]!.dtype), layout)];
+  }
   return [laid(pieces.length === 0 ? tf.clone(tensors[0]!) : tf.concat(pieces, axis), layout)];
 }
 
