@@ -19,7 +19,7 @@ import { useBackend } from '../src/engine/backend.js';
 import { loadOnnxRuntime, releaseOrtSessions, withSession } from '../src/engine/onnxruntime.js';
 import { loadModel } from '../src/model/load.js';
 import { onnxTrunkOfModel } from '../src/model/onnx-writer/index.js';
-import { FILE_FINGERPRINTS_NAME } from '../src/model/onnx-writer/cache.js';
+import { FILE_FINGERPRINTS_NAME } from '../src/model/file-fingerprints.js';
 import { DEFAULT_ONNX_CACHE_MB, ONNX_CACHE_LIMIT_VARIABLE, RECENT_USE_MS, TEMPORARY_GRACE_MS, onnxCacheLimitBytes, pruneOnnxCache } from '../src/model/onnx-writer/prune.js';
 import { WRITER_VERSION } from '../src/model/onnx-writer/write.js';
 import { repoRoot } from './helpers/assets.js';

@@ -16,7 +16,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
-import { FILE_FINGERPRINTS_NAME, hashedFingerprintCount, onnxTrunkOfModel } from '../src/model/onnx-writer/cache.js';
+import { hashedFingerprintCount, onnxTrunkOfModel } from '../src/model/onnx-writer/cache.js';
+import { FILE_FINGERPRINTS_NAME } from '../src/model/file-fingerprints.js';
 import { saveLayersModel } from './helpers/layers-model-file.js';
 
 const ort = loadOnnxRuntime();

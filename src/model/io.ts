@@ -6,8 +6,7 @@
  * past the end or fail with a generic message).
  */
 import { createHash } from 'node:crypto';
-import type { BigIntStats } from 'node:fs';
-import { realpath, stat, statfs } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type * as tf from '../engine/tf.js';
 import { storedWeightBytes } from '../engine/weight-bytes.js';
@@ -15,6 +14,7 @@ import { CamvizError } from '../util/errors.js';
 import { ReadsAhead } from '../util/reads-ahead.js';
 import { MAX_FILE_BYTES, isNotRegularFileCode, openRegularFile, readFromStart, readRegularFile } from '../util/read-whole-file.js';
 import { checkTopologyAgainstManifest } from './topology-check.js';
+import { type FileIdentity, identityOf, keepsChangeTimes } from './file-fingerprints.js';
 
 type ModelArtifacts = tf.io.ModelArtifacts;
 type WeightsManifestEntry = tf.io.WeightsManifestEntry;
@@ -49,26 +49,10 @@ export interface LocalModelFiles {
   artifacts: ModelArtifacts;
   /**
    * What was read: model.json's identity, then every weight file's in
-   * manifest order (see FileIdentity); absent for a Keras file and on a
+   * manifest order (file-fingerprints.ts); absent for a Keras file and on a
    * file system that may not keep change times (keepsChangeTimes).
    */
   identities?: readonly FileIdentity[];
-}
-
-/**
- * A file as it was when read: its real path, device and inode, size, and
- * modification and change times in nanoseconds (decimal strings of
- * `stat(..., { bigint: true })`), each taken before its bytes were read.
- * The ONNX writer's cache (onnx-writer/cache.ts) takes a model's recorded
- * fingerprint when all of its files still have the identity they had.
- */
-export interface FileIdentity {
-  readonly path: string;
-  readonly dev: string;
-  readonly ino: string;
-  readonly size: string;
-  readonly mtimeNs: string;
-  readonly ctimeNs: string;
 }
 
 /**
@@ -80,25 +64,6 @@ export interface ModelSourceFiles {
   readonly identities: readonly FileIdentity[];
   /** The dataId of each of the model's weights (LayersModel.weights, in order) when loaded. */
   readonly weightIds: readonly object[];
-}
-
-/**
- * Linux file systems (statfs magic numbers) whose change time every write
- * sets, which FileIdentity relies on: ext2-4, xfs, btrfs, tmpfs, overlayfs,
- * zfs, f2fs. Elsewhere (vfat and exFAT report the modification time as the
- * change time, network and FUSE file systems may keep none; other systems
- * are not checked) files get no identity and the model is hashed.
- */
-const CHANGE_TIME_FILESYSTEMS = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994, 0x794c7630, 0x2fc12fc1, 0xf2f52010]);
-
-async function keepsChangeTimes(folder: string): Promise<boolean> {
-  if (process.platform !== 'linux') return false;
-  const info = await statfs(folder).catch(() => undefined);
-  return info !== undefined && CHANGE_TIME_FILESYSTEMS.has(info.type);
-}
-
-function identityOf(path: string, stats: BigIntStats): FileIdentity {
-  return { path, dev: String(stats.dev), ino: String(stats.ino), size: String(stats.size), mtimeNs: String(stats.mtimeNs), ctimeNs: String(stats.ctimeNs) };
 }
 
 /** Accepts a model folder or the path of its model.json. */

@@ -26,16 +26,18 @@ export const MAX_FILE_BYTES = 2 ** 31 - 1;
  * anything else that is not a regular file and ERR_FS_FILE_TOO_LARGE for
  * one over `maxBytes`. The bytes are those
  * up to the size at open: a file that grows meanwhile is read to that size.
+ * The stats returned were taken through the descriptor before the read.
  */
-export function readWholeFile(path: string, maxBytes = MAX_FILE_BYTES): Promise<Buffer> {
-  let opened: { fd: number; stats: Stats };
+export function readWholeFile(path: string, maxBytes = MAX_FILE_BYTES): Promise<{ bytes: Buffer; stats: BigIntStats }> {
+  let opened: { fd: number; stats: BigIntStats };
   try {
     opened = openRegularFileSync(path);
   } catch (error) {
     return Promise.reject(error as Error);
   }
   try {
-    return readOpened(opened.fd, checkedSize(opened.stats, path, maxBytes));
+    const { stats } = opened;
+    return readOpened(opened.fd, checkedSize(stats, path, maxBytes)).then((bytes) => ({ bytes, stats }));
   } catch (error) {
     closeSync(opened.fd);
     return Promise.reject(error as Error);
@@ -43,12 +45,12 @@ export function readWholeFile(path: string, maxBytes = MAX_FILE_BYTES): Promise<
 }
 
 /** As openRegularFile, synchronously: the file's descriptor (the caller closes it) and its stats; throws what openRegularFile rejects with. */
-export function openRegularFileSync(path: string): { fd: number; stats: Stats } {
+export function openRegularFileSync(path: string): { fd: number; stats: BigIntStats } {
   const before = statSync(path);
   if (!before.isFile()) throw notRegular(before, path);
   const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
-    const stats = fstatSync(fd);
+    const stats = fstatSync(fd, { bigint: true });
     if (!stats.isFile()) throw notRegular(stats, path);
     return { fd, stats };
   } catch (error) {

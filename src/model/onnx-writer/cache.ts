@@ -23,14 +23,12 @@
  * (10 MB for MobileNet: 20 ms of a cold start) when its files are as they
  * were when the fingerprint was last computed from them: `file-fingerprints.json`
  * in the folder records, per model.json's real path, every file's identity
- * (io.ts' FileIdentity: real path, device, inode, size, mtime and ctime in
- * ns) with the fingerprint (see fingerprintOf for why that is safe).
+ * with the fingerprint (model/file-fingerprints.ts says why that is safe).
  *
  * The folder is pruned (prune.ts) whenever camviz writes to it: here after
  * an entry is written, and after ONNX Runtime saves a session in it (told
  * through onSavedGraph). A hit only touches the entry's mtime.
  */
-import { type EntryIndex, parseEntryIndex, writeEntryIndex } from '../entry-index.js';
 import { onnxCacheDir } from './cache-limit.js';
 import { createHash } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
@@ -45,7 +43,8 @@ import { writeFileAtomic } from '../../util/atomic-file.js';
 import { CamvizError } from '../../util/errors.js';
 import { VERSION } from '../../util/version.js';
 import type { CamvizModel } from '../load.js';
-import { type FileIdentity, type ModelSourceFiles, sha256Hex } from '../io.js';
+import { type ModelSourceFiles, sha256Hex } from '../io.js';
+import { recordedFingerprint } from '../file-fingerprints.js';
 import { CONVERTERS, OnnxWriteError, UnsupportedLayerError } from './layers.js';
 import { entryStem, markUsed, onnxCacheLimitBytes, pruneOnnxCache, touch } from './prune.js';
 import { type OnnxInputSize, type ValueTable, WRITER_VERSION, type WrittenModel, WrittenTrunk, writeOnnxModel } from './write.js';
@@ -180,53 +179,17 @@ export async function onnxTrunkOfLayersModel(model: tfl.LayersModel, size: OnnxI
   return new WrittenTrunk(graph, written, cacheKey, size, 'written');
 }
 
-/** The index of fingerprints by file identity, in the cache folder. */
-export const FILE_FINGERPRINTS_NAME = 'file-fingerprints.json';
-/** The index keeps the models most recently recorded: one line each, a few hundred bytes. */
-const MAX_FILE_FINGERPRINTS = 256;
-/**
- * A file changed this recently when recorded is not recorded: its next
- * write could fall in the same tick of the file system's clock (the kernel's
- * coarse clock, a few ms; 1-2 s on some file systems) and leave every field
- * of its identity as it was: git's "racily clean" files.
- */
-const SETTLED_MS = 3000;
-
-interface FileFingerprint {
-  /** The sha256 of the files' identities and what the fingerprint depends on beyond them (identityText): 64 bytes, not 11 KB for MobileNet's 55 files. */
-  readonly identity: string;
-  readonly fingerprint: string;
-}
-
-type FileFingerprints = EntryIndex<FileFingerprint>;
-
 /**
  * The model's fingerprint: the one recorded for its files when every file
- * still has the identity it had then, else modelFingerprint's hash (then
- * recorded). Safe because a file's bytes cannot change while its identity
- * stays: any write sets its ctime to the current time, and ctime cannot be
- * set by a user (utimes restores mtime but sets ctime); a file replaced or
- * copied has another inode or real path; files changed within SETTLED_MS
- * of the record are not recorded (two writes in one clock tick). The
- * identities are taken before the bytes are read (io.ts), so a write during
- * the read changes them; files on a file system that may not keep change
- * times get no identity (io.ts). A model whose weights were written since it was
- * loaded (another tensor than the one loaded), not read from TF.js files
- * (built in memory, a Keras file, an ONNX or graph model), or cached
- * nowhere is hashed.
+ * still has the identity it had then (model/file-fingerprints.ts), else
+ * modelFingerprint's hash (then recorded). A model whose weights were
+ * written since it was loaded (another tensor than the one loaded), not
+ * read from TF.js files (built in memory, a Keras file, an ONNX or graph
+ * model), or cached nowhere is hashed.
  */
 async function fingerprintOf(graph: LayerGraph, model: tfl.LayersModel, folder: string, source: ModelSourceFiles | undefined): Promise<string> {
-  const first = source?.identities[0];
-  if (source === undefined || first === undefined || !weightsAsLoaded(model, source)) return modelFingerprint(graph);
-  const identity = sha256Hex(Buffer.from(identityText(source.identities)));
-  const indexPath = join(folder, FILE_FINGERPRINTS_NAME);
-  const index = await readFileFingerprints(indexPath);
-  const known = index[first.path];
-  if (known?.identity === identity) return known.fingerprint;
-  const fingerprint = modelFingerprint(graph);
-  // The fingerprint is known: a record that cannot be written costs the next run a hash.
-  if (source.identities.every(settled)) await writeEntryIndex(indexPath, index, first.path, { identity, fingerprint }, MAX_FILE_FINGERPRINTS);
-  return fingerprint;
+  if (source === undefined || source.identities.length === 0 || !weightsAsLoaded(model, source)) return modelFingerprint(graph);
+  return recordedFingerprint(folder, source.identities, fingerprintDependencies(), () => modelFingerprint(graph));
 }
 
 /** Whether every weight of the model is still the tensor loaded from its files. */
@@ -235,30 +198,12 @@ function weightsAsLoaded(model: tfl.LayersModel, source: ModelSourceFiles): bool
   return weights.length === source.weightIds.length && weights.every((weight, i) => weight.read().dataId === source.weightIds[i]);
 }
 
-/** Whether the file last changed long enough ago (SETTLED_MS) to be recorded. */
-function settled(file: FileIdentity): boolean {
-  const changedNs = BigInt(file.mtimeNs) > BigInt(file.ctimeNs) ? BigInt(file.mtimeNs) : BigInt(file.ctimeNs);
-  return changedNs < BigInt(Date.now() - SETTLED_MS) * 1_000_000n;
-}
-
 let layersVersion: string | undefined;
 
-/**
- * The identities as JSON, with what else the fingerprint depends on: the
- * writer's version, camviz's and tfjs-layers' (which reads model.json into
- * the layers whose configuration is hashed).
- */
-function identityText(identities: readonly FileIdentity[]): string {
+/** What the fingerprint depends on beyond the files: the writer's version, camviz's and tfjs-layers' (which reads model.json into the layers whose configuration is hashed). */
+function fingerprintDependencies(): Record<string, string | number> {
   layersVersion ??= (createRequire(import.meta.url)('@tensorflow/tfjs-layers/package.json') as { version: string }).version;
-  return JSON.stringify({ writer: WRITER_VERSION, camviz: VERSION, tfjsLayers: layersVersion, files: identities });
-}
-
-/** The recorded fingerprints; none when the index is missing or unreadable (then it is written anew). */
-async function readFileFingerprints(path: string): Promise<FileFingerprints> {
-  return parseEntryIndex(await readFile(path, 'utf8').catch(() => ''), (value) => {
-    const entry = value as Partial<FileFingerprint> | null;
-    return typeof entry?.identity === 'string' && typeof entry.fingerprint === 'string' && /^[0-9a-f]{64}$/.test(entry.fingerprint) ? { identity: entry.identity, fingerprint: entry.fingerprint } : undefined;
-  });
+  return { writer: WRITER_VERSION, camviz: VERSION, tfjsLayers: layersVersion };
 }
 
 function isOnnxValue(value: unknown): boolean {

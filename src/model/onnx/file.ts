@@ -5,7 +5,7 @@
  * before it knows it needs the ONNX importer (its op library, tfjs and
  * protobufjs).
  */
-import { type Stats, closeSync, constants, openSync, readSync, statSync } from 'node:fs';
+import { type BigIntStats, type Stats, closeSync, constants, openSync, readSync, statSync } from 'node:fs';
 import { ReadsAhead } from '../../util/reads-ahead.js';
 import { readWholeFile } from '../../util/read-whole-file.js';
 import { basename, dirname, extname, join, resolve } from 'node:path';
@@ -73,10 +73,11 @@ export function isOnnxUrl(spec: string): boolean {
   }
 }
 
-/** A file read ahead: the .onnx file a spec named, and its bytes. */
+/** A file read ahead: the .onnx file a spec named, its bytes, and its stats taken before they were read. */
 interface AheadRead {
   readonly file: string;
   readonly bytes: Buffer;
+  readonly stats: BigIntStats;
 }
 
 /**
@@ -107,18 +108,19 @@ function readNow(path: string): Promise<AheadRead | undefined> {
   const file = localOnnxPath(path);
   if (file === undefined) return Promise.resolve(undefined);
   // What the load would refuse before reading it (read.ts: not a regular file, too large) is not read.
-  return readWholeFile(file, MAX_PROTOBUF_BYTES).then((bytes) => ({ file, bytes }));
+  return readWholeFile(file, MAX_PROTOBUF_BYTES).then((read) => ({ file, ...read }));
 }
 
 /**
- * The bytes of the ONNX file `file` (absolute) read ahead, taken once:
- * undefined when none were read, the read failed or named another file.
+ * The bytes of the ONNX file `file` (absolute) read ahead, and its stats
+ * before the read, taken once: undefined when none were read, the read
+ * failed or named another file.
  */
-export async function takeOnnxAhead(file: string): Promise<Buffer | undefined> {
+export async function takeOnnxAhead(file: string): Promise<{ bytes: Buffer; stats: BigIntStats } | undefined> {
   const keys = basename(file) === ONNX_MODEL_FILE ? [file, dirname(file)] : [file];
   for (const key of keys) {
     const read = await readsAhead.take(key);
-    if (read?.file === file) return read.bytes;
+    if (read?.file === file) return { bytes: read.bytes, stats: read.stats };
   }
   return undefined;
 }

@@ -95,7 +95,7 @@ function readWithRoom(file: string, room: number): { bytes: Buffer; size: number
     // Not waiting for a FIFO's writer: a file swapped for one since the load is refused (EINVAL), not read without end.
     const opened = openRegularFileSync(file);
     fd = opened.fd;
-    const capacity = opened.stats.size;
+    const capacity = Number(opened.stats.size);
     const bytes = Buffer.allocUnsafe(capacity + room);
     let size = 0;
     // Up to the size at open: a file that shrank or grew since differs from the one loaded, which the hash tells.

@@ -1,0 +1,128 @@
+/**
+ * A model's fingerprint (a sha256) recorded by the identity of the files it
+ * was read from, so that a later run that finds them as they were skips
+ * hashing them: `file-fingerprints.json` in the ONNX cache folder, per real
+ * path of the model's first file. The ONNX writer's cache keys a TF.js
+ * layers model by it (onnx-writer/cache.ts; 10 MB hashed for MobileNet v1,
+ * 20 ms of a cold start), the ONNX loader an .onnx file (onnx/read.ts; its
+ * sha256 keys the saved ONNX Runtime session, 25 ms for the same network).
+ *
+ * Safe because a file's bytes cannot change while its identity stays: any
+ * write sets its ctime to the current time, and ctime cannot be set by a
+ * user (utimes restores mtime but sets ctime); a file replaced or copied has
+ * another inode or real path; files changed within SETTLED_MS of the record
+ * are not recorded (two writes in one clock tick). Identities are taken
+ * through the descriptor before the bytes are read, so that a write during
+ * the read changes them; on a file system that may not keep change times
+ * (keepsChangeTimes) files get none, and are hashed.
+ */
+import { createHash } from 'node:crypto';
+import type { BigIntStats } from 'node:fs';
+import { readFile, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type EntryIndex, parseEntryIndex, writeEntryIndex } from './entry-index.js';
+
+/** The index of fingerprints by file identity, in the cache folder. */
+export const FILE_FINGERPRINTS_NAME = 'file-fingerprints.json';
+
+/** The index keeps the models most recently recorded: one line each, a few hundred bytes. */
+const MAX_FILE_FINGERPRINTS = 256;
+
+/**
+ * A file changed this recently when recorded is not recorded: its next
+ * write could fall in the same tick of the file system's clock (the kernel's
+ * coarse clock, a few ms; 1-2 s on some file systems) and leave every field
+ * of its identity as it was: git's "racily clean" files.
+ */
+const SETTLED_MS = 3000;
+
+/**
+ * A file as it was when read: its real path, device and inode, size, and
+ * modification and change times in nanoseconds (decimal strings of
+ * `stat(..., { bigint: true })`), taken before its bytes were read.
+ */
+export interface FileIdentity {
+  readonly path: string;
+  readonly dev: string;
+  readonly ino: string;
+  readonly size: string;
+  readonly mtimeNs: string;
+  readonly ctimeNs: string;
+}
+
+export function identityOf(path: string, stats: BigIntStats): FileIdentity {
+  return { path, dev: String(stats.dev), ino: String(stats.ino), size: String(stats.size), mtimeNs: String(stats.mtimeNs), ctimeNs: String(stats.ctimeNs) };
+}
+
+/** Whether two identities are of one file, unchanged. */
+export function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
+  return a.path === b.path && a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+}
+
+/**
+ * Linux file systems (statfs magic numbers) whose change time every write
+ * sets: ext2-4, xfs, btrfs, tmpfs, overlayfs, zfs, f2fs. Elsewhere (vfat and
+ * exFAT report the modification time as the change time, network and FUSE
+ * file systems may keep none; other systems are not checked) files get no
+ * identity and are hashed.
+ */
+const CHANGE_TIME_FILESYSTEMS = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994, 0x794c7630, 0x2fc12fc1, 0xf2f52010]);
+
+export async function keepsChangeTimes(folder: string): Promise<boolean> {
+  if (process.platform !== 'linux') return false;
+  const info = await statfs(folder).catch(() => undefined);
+  return info !== undefined && CHANGE_TIME_FILESYSTEMS.has(info.type);
+}
+
+interface FileFingerprint {
+  /** The sha256 of the files' identities and what the fingerprint depends on beyond them: 64 bytes, not 11 KB for MobileNet's 55 files. */
+  readonly identity: string;
+  readonly fingerprint: string;
+}
+
+let fingerprintsComputed = 0;
+
+/** How many fingerprints recordedFingerprint computed (the others were taken from the index): for tests. */
+export function computedFingerprintCount(): number {
+  return fingerprintsComputed;
+}
+
+/**
+ * The fingerprint of the model read from `identities` (the first one's path
+ * keys the record): the one recorded in `folder` when every file still has
+ * the identity it had then, and `dependsOn` (what else the fingerprint
+ * depends on: versions, what kind of fingerprint it is) is as it was; else
+ * `compute()`, then recorded when every file has settled. A record that
+ * cannot be read or written only costs a hash.
+ */
+export async function recordedFingerprint(folder: string, identities: readonly FileIdentity[], dependsOn: Readonly<Record<string, string | number>>, compute: () => string): Promise<string> {
+  const first = identities[0];
+  if (first === undefined) return countedCompute(compute);
+  const identity = createHash('sha256').update(JSON.stringify({ ...dependsOn, files: identities })).digest('hex');
+  const indexPath = join(folder, FILE_FINGERPRINTS_NAME);
+  const index = await readFileFingerprints(indexPath);
+  const known = index[first.path];
+  if (known?.identity === identity) return known.fingerprint;
+  const fingerprint = countedCompute(compute);
+  if (identities.every(settled)) await writeEntryIndex(indexPath, index, first.path, { identity, fingerprint }, MAX_FILE_FINGERPRINTS);
+  return fingerprint;
+}
+
+function countedCompute(compute: () => string): string {
+  fingerprintsComputed++;
+  return compute();
+}
+
+/** Whether the file last changed long enough ago (SETTLED_MS) to be recorded. */
+function settled(file: FileIdentity): boolean {
+  const changedNs = BigInt(file.mtimeNs) > BigInt(file.ctimeNs) ? BigInt(file.mtimeNs) : BigInt(file.ctimeNs);
+  return changedNs < BigInt(Date.now() - SETTLED_MS) * 1_000_000n;
+}
+
+/** The recorded fingerprints; none when the index is missing or unreadable (then it is written anew). */
+async function readFileFingerprints(path: string): Promise<EntryIndex<FileFingerprint>> {
+  return parseEntryIndex(await readFile(path, 'utf8').catch(() => ''), (value) => {
+    const entry = value as Partial<FileFingerprint> | null;
+    return typeof entry?.identity === 'string' && typeof entry.fingerprint === 'string' && /^[0-9a-f]{64}$/.test(entry.fingerprint) ? { identity: entry.identity, fingerprint: entry.fingerprint } : undefined;
+  });
+}

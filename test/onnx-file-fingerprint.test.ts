@@ -1,0 +1,140 @@
+/**
+ * An ONNX file's sha256 recorded by the file's identity
+ * (src/model/file-fingerprints.ts, read by src/model/onnx/read.ts): a
+ * second load hashes nothing; a file rewritten in place with its size and
+ * mtime kept, a copy, and a file changed after its read ahead are hashed,
+ * and give the sha256 of the bytes parsed. The rewritten model runs on
+ * ONNX Runtime as its new weights (skipped without ORT).
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { copyFile, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as tf from '@tensorflow/tfjs-core';
+import { useBackend } from '../src/engine/backend.js';
+import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
+import { FILE_FINGERPRINTS_NAME, computedFingerprintCount } from '../src/model/file-fingerprints.js';
+import { loadModel } from '../src/model/load.js';
+import { readOnnxAhead } from '../src/model/onnx/file.js';
+import { readOnnxWithSha256 } from '../src/model/onnx/read.js';
+import { type TestModel, onnxModelBytes } from './helpers/onnx.js';
+import { SIZE, tinyModel } from './helpers/tiny-onnx.js';
+
+const ort = loadOnnxRuntime();
+const WHOLE_SECOND = new Date('2026-01-02T03:04:05Z');
+const savedCacheVariable = process.env['CAMVIZ_CACHE'];
+
+/** The tiny model with its classifier's bias moved by `shift`: the same size in bytes, other bytes. */
+function shiftedModel(shift: number): TestModel {
+  const model = tinyModel();
+  return { ...model, initializers: model.initializers!.map((tensor) => (tensor.name === 'fc.bias' ? { ...tensor, values: tensor.values!.map((value) => value + shift) } : tensor)) };
+}
+
+const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+
+let root: string;
+let cache: string;
+let original: Uint8Array;
+let other: Uint8Array;
+let path: string;
+
+/** Reads `file` as the loader does: the sha256 it gives, and how many hashes that took. */
+async function read(file: string): Promise<{ sha256: string; hashed: number }> {
+  const before = computedFingerprintCount();
+  const { sha256: result } = await readOnnxWithSha256(file);
+  return { sha256: result, hashed: computedFingerprintCount() - before };
+}
+
+describe('ONNX file fingerprints by identity', () => {
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'camviz-onnx-fingerprint-'));
+    cache = join(root, 'cache');
+    process.env['CAMVIZ_CACHE'] = cache;
+    original = onnxModelBytes(shiftedModel(0));
+    other = onnxModelBytes(shiftedModel(1));
+    assert.equal(other.length, original.length);
+    assert.notEqual(sha256(other), sha256(original));
+    path = join(root, 'model.onnx');
+    await writeFile(path, original);
+    // Whole seconds, which utimes can set again to the nanosecond.
+    await utimes(path, WHOLE_SECOND, WHOLE_SECOND);
+    // Files changed within the last 3 s are not recorded (two writes in one clock tick would leave them alike).
+    await sleep(3200);
+  });
+
+  after(async () => {
+    if (savedCacheVariable === undefined) delete process.env['CAMVIZ_CACHE'];
+    else process.env['CAMVIZ_CACHE'] = savedCacheVariable;
+    await rm(root, { recursive: true, force: true });
+  });
+
+  test('a second read takes the recorded sha256 without hashing', async () => {
+    assert.deepEqual(await read(path), { sha256: sha256(original), hashed: 1 });
+    const index = JSON.parse(await readFile(join(cache, 'onnx', FILE_FINGERPRINTS_NAME), 'utf8')) as { entries: Record<string, { fingerprint: string }> };
+    assert.deepEqual(index.entries[path]?.fingerprint, sha256(original));
+    assert.deepEqual(await read(path), { sha256: sha256(original), hashed: 0 });
+    // Read ahead, as the command line does: the same.
+    await readOnnxAhead(path);
+    assert.deepEqual(await read(path), { sha256: sha256(original), hashed: 0 });
+  });
+
+  test('a copy is hashed again (a new inode), and gives the same sha256', async () => {
+    const copy = join(root, 'copy.onnx');
+    await copyFile(path, copy);
+    await utimes(copy, WHOLE_SECOND, WHOLE_SECOND);
+    assert.deepEqual(await read(copy), { sha256: sha256(original), hashed: 1 });
+  });
+
+  test('a file changed after its read ahead is hashed: the sha256 of the bytes read', async () => {
+    assert.equal((await read(path)).hashed, 0);
+    await readOnnxAhead(path);
+    await writeFile(path, other);
+    await utimes(path, WHOLE_SECOND, WHOLE_SECOND);
+    // The bytes read ahead are the original's, their stats the recorded identity: the identity after the read differs.
+    assert.deepEqual(await read(path), { sha256: sha256(original), hashed: 1 });
+    await writeFile(path, original);
+    await utimes(path, WHOLE_SECOND, WHOLE_SECOND);
+  });
+
+  test('a file rewritten in place, its size and mtime kept, is hashed again and runs as its new weights', async () => {
+    await read(path);
+    if (ort.available) {
+      // A session of the original on ONNX Runtime, saved in the cache under its sha256.
+      await useBackend('cpu');
+      const first = await loadModel(path, { engine: 'onnxruntime', preprocess: 'none' });
+      const input = tf.zeros([1, SIZE, SIZE, 3]);
+      const values = await (await first.executor()).forward(input);
+      tf.dispose([input, values.scores, ...values.layers.values()]);
+      first.dispose();
+    }
+    const was = await stat(path, { bigint: true });
+    await writeFile(path, other);
+    await utimes(path, WHOLE_SECOND, WHOLE_SECOND);
+    const now = await stat(path, { bigint: true });
+    assert.deepEqual([now.dev, now.ino, now.size, now.mtimeNs], [was.dev, was.ino, was.size, was.mtimeNs], 'same device, inode, size and mtime');
+    assert.notEqual(now.ctimeNs, was.ctimeNs, 'the kernel set a new ctime');
+    assert.deepEqual(await read(path), { sha256: sha256(other), hashed: 1 });
+    if (!ort.available) return;
+    // ONNX Runtime's session is keyed by the sha256: the new weights' scores, not the session saved for the old ones.
+    const otherPath = join(root, 'other.onnx');
+    await writeFile(otherPath, other);
+    const onOrt = await loadModel(path, { engine: 'onnxruntime', preprocess: 'none' });
+    const onTfjs = await loadModel(otherPath, { engine: 'tfjs', preprocess: 'none' });
+    const input = tf.randomUniform([1, SIZE, SIZE, 3], 0, 1, 'float32', 7);
+    try {
+      assert.equal((await onOrt.engine()).kind, 'onnxruntime');
+      const fromOrt = await (await onOrt.executor()).forward(input);
+      const fromTfjs = await (await onTfjs.executor()).forward(input);
+      const [a, b] = [fromOrt.scores.dataSync(), fromTfjs.scores.dataSync()];
+      a.forEach((value, i) => assert.ok(Math.abs(value - b[i]!) <= 1e-5, `score ${i}: ${value} on ORT, ${b[i]} from the new weights on tfjs`));
+      tf.dispose([fromOrt.scores, fromTfjs.scores, ...fromOrt.layers.values(), ...fromTfjs.layers.values()]);
+    } finally {
+      input.dispose();
+      onOrt.dispose();
+      onTfjs.dispose();
+    }
+  });
+});
