@@ -1,7 +1,7 @@
 /**
  * Small JSON indexes beside the ONNX cache, `{"entries": {key: entry}}`,
  * the most recently written last and the oldest dropped past a bound:
- * fingerprints by file identity (onnx-writer/cache.ts) and first sessions
+ * fingerprints by file identity (file-fingerprints.ts) and first sessions
  * by model file (session-ahead.ts). Reading never fails (a missing,
  * unreadable or foreign file is an empty index, each entry is checked);
  * writing is atomic and best effort (it only saves later runs work).
