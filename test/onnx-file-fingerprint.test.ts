@@ -9,23 +9,21 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { copyFile, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/engine/backend.js';
 import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
-import { FILE_FINGERPRINTS_NAME, computedFingerprintCount } from '../src/model/file-fingerprints.js';
+import { computedFingerprintCount } from '../src/model/file-fingerprints.js';
 import { loadModel } from '../src/model/load.js';
 import { readOnnxAhead } from '../src/model/onnx/file.js';
 import { readOnnxWithSha256 } from '../src/model/onnx/read.js';
+import { assertScoresAsOnTfjs, recordedFingerprints, setWholeSecond, untilSettled, useCacheRoot } from './helpers/fingerprints.js';
 import { type TestModel, onnxModelBytes } from './helpers/onnx.js';
 import { SIZE, tinyModel } from './helpers/tiny-onnx.js';
 
 const ort = loadOnnxRuntime();
-const WHOLE_SECOND = new Date('2026-01-02T03:04:05Z');
-const savedCacheVariable = process.env['CAMVIZ_CACHE'];
 
 /** The tiny model with its classifier's bias moved by `shift`: the same size in bytes, other bytes. */
 function shiftedModel(shift: number): TestModel {
@@ -40,6 +38,7 @@ let cache: string;
 let original: Uint8Array;
 let other: Uint8Array;
 let path: string;
+let restoreCacheRoot: () => void;
 
 /** Reads `file` as the loader does: the sha256 it gives, and how many hashes that took. */
 async function read(file: string): Promise<{ sha256: string; hashed: number }> {
@@ -52,29 +51,25 @@ describe('ONNX file fingerprints by identity', () => {
   before(async () => {
     root = await mkdtemp(join(tmpdir(), 'camviz-onnx-fingerprint-'));
     cache = join(root, 'cache');
-    process.env['CAMVIZ_CACHE'] = cache;
+    restoreCacheRoot = useCacheRoot(cache);
     original = onnxModelBytes(shiftedModel(0));
     other = onnxModelBytes(shiftedModel(1));
     assert.equal(other.length, original.length);
     assert.notEqual(sha256(other), sha256(original));
     path = join(root, 'model.onnx');
     await writeFile(path, original);
-    // Whole seconds, which utimes can set again to the nanosecond.
-    await utimes(path, WHOLE_SECOND, WHOLE_SECOND);
-    // Files changed within the last 3 s are not recorded (two writes in one clock tick would leave them alike).
-    await sleep(3200);
+    await setWholeSecond([path]);
+    await untilSettled();
   });
 
   after(async () => {
-    if (savedCacheVariable === undefined) delete process.env['CAMVIZ_CACHE'];
-    else process.env['CAMVIZ_CACHE'] = savedCacheVariable;
+    restoreCacheRoot();
     await rm(root, { recursive: true, force: true });
   });
 
   test('a second read takes the recorded sha256 without hashing', async () => {
     assert.deepEqual(await read(path), { sha256: sha256(original), hashed: 1 });
-    const index = JSON.parse(await readFile(join(cache, 'onnx', FILE_FINGERPRINTS_NAME), 'utf8')) as { entries: Record<string, { fingerprint: string }> };
-    assert.deepEqual(index.entries[path]?.fingerprint, sha256(original));
+    assert.deepEqual((await recordedFingerprints(cache))[path]?.fingerprint, sha256(original));
     assert.deepEqual(await read(path), { sha256: sha256(original), hashed: 0 });
     // Read ahead, as the command line does: the same.
     await readOnnxAhead(path);
@@ -84,7 +79,7 @@ describe('ONNX file fingerprints by identity', () => {
   test('a copy is hashed again (a new inode), and gives the same sha256', async () => {
     const copy = join(root, 'copy.onnx');
     await copyFile(path, copy);
-    await utimes(copy, WHOLE_SECOND, WHOLE_SECOND);
+    await setWholeSecond([copy]);
     assert.deepEqual(await read(copy), { sha256: sha256(original), hashed: 1 });
   });
 
@@ -92,11 +87,11 @@ describe('ONNX file fingerprints by identity', () => {
     assert.equal((await read(path)).hashed, 0);
     await readOnnxAhead(path);
     await writeFile(path, other);
-    await utimes(path, WHOLE_SECOND, WHOLE_SECOND);
+    await setWholeSecond([path]);
     // The bytes read ahead are the original's, their stats the recorded identity: the identity after the read differs.
     assert.deepEqual(await read(path), { sha256: sha256(original), hashed: 1 });
     await writeFile(path, original);
-    await utimes(path, WHOLE_SECOND, WHOLE_SECOND);
+    await setWholeSecond([path]);
   });
 
   test('a file rewritten in place, its size and mtime kept, is hashed again and runs as its new weights', async () => {
@@ -112,7 +107,7 @@ describe('ONNX file fingerprints by identity', () => {
     }
     const was = await stat(path, { bigint: true });
     await writeFile(path, other);
-    await utimes(path, WHOLE_SECOND, WHOLE_SECOND);
+    await setWholeSecond([path]);
     const now = await stat(path, { bigint: true });
     assert.deepEqual([now.dev, now.ino, now.size, now.mtimeNs], [was.dev, was.ino, was.size, was.mtimeNs], 'same device, inode, size and mtime');
     assert.notEqual(now.ctimeNs, was.ctimeNs, 'the kernel set a new ctime');
@@ -123,18 +118,6 @@ describe('ONNX file fingerprints by identity', () => {
     await writeFile(otherPath, other);
     const onOrt = await loadModel(path, { engine: 'onnxruntime', preprocess: 'none' });
     const onTfjs = await loadModel(otherPath, { engine: 'tfjs', preprocess: 'none' });
-    const input = tf.randomUniform([1, SIZE, SIZE, 3], 0, 1, 'float32', 7);
-    try {
-      assert.equal((await onOrt.engine()).kind, 'onnxruntime');
-      const fromOrt = await (await onOrt.executor()).forward(input);
-      const fromTfjs = await (await onTfjs.executor()).forward(input);
-      const [a, b] = [fromOrt.scores.dataSync(), fromTfjs.scores.dataSync()];
-      a.forEach((value, i) => assert.ok(Math.abs(value - b[i]!) <= 1e-5, `score ${i}: ${value} on ORT, ${b[i]} from the new weights on tfjs`));
-      tf.dispose([fromOrt.scores, fromTfjs.scores, ...fromOrt.layers.values(), ...fromTfjs.layers.values()]);
-    } finally {
-      input.dispose();
-      onOrt.dispose();
-      onTfjs.dispose();
-    }
+    await assertScoresAsOnTfjs(onOrt, onTfjs, SIZE);
   });
 });

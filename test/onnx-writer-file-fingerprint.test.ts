@@ -8,16 +8,16 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { hashedFingerprintCount, onnxTrunkOfModel } from '../src/model/onnx-writer/cache.js';
 import { FILE_FINGERPRINTS_NAME } from '../src/model/file-fingerprints.js';
+import { assertScoresAsOnTfjs, recordedFingerprints, setWholeSecond, untilSettled, useCacheRoot } from './helpers/fingerprints.js';
 import { saveLayersModel } from './helpers/layers-model-file.js';
 
 const ort = loadOnnxRuntime();
@@ -38,8 +38,7 @@ let root: string;
 let cache: string;
 let original: string;
 let other: string;
-const WHOLE_SECOND = new Date('2026-01-02T03:04:05Z');
-const savedCacheVariable = process.env['CAMVIZ_CACHE'];
+let restoreCacheRoot: () => void;
 
 /** Loads `folder` and writes (or finds) its ONNX model: the hashes it took and its cache key. */
 async function trunkOf(folder: string): Promise<{ hashed: number; cacheKey: string; origin: string; model: CamvizModel }> {
@@ -59,23 +58,20 @@ describe('fingerprints by file identity', () => {
   before(async () => {
     root = await mkdtemp(join(tmpdir(), 'camviz-file-fingerprint-'));
     cache = join(root, 'cache');
-    process.env['CAMVIZ_CACHE'] = cache;
+    restoreCacheRoot = useCacheRoot(cache);
     original = join(root, 'original');
     other = join(root, 'other');
     for (const [folder, seed] of [[original, 1], [other, 2]] as const) {
       const model = tinyModel(seed);
       await saveLayersModel(model, folder);
       model.dispose();
-      // Whole seconds, which utimes can set again to the nanosecond.
-      for (const name of ['model.json', 'weights.bin']) await utimes(join(folder, name), WHOLE_SECOND, WHOLE_SECOND);
+      await setWholeSecond(['model.json', 'weights.bin'].map((name) => join(folder, name)));
     }
-    // Files changed within the last 3 s are not recorded (two writes in one clock tick would leave them alike).
-    await sleep(3200);
+    await untilSettled();
   });
 
   after(async () => {
-    if (savedCacheVariable === undefined) delete process.env['CAMVIZ_CACHE'];
-    else process.env['CAMVIZ_CACHE'] = savedCacheVariable;
+    restoreCacheRoot();
     await rm(root, { recursive: true, force: true });
   });
 
@@ -83,8 +79,7 @@ describe('fingerprints by file identity', () => {
     const first = await keyOf(original);
     assert.equal(first.hashed, 1);
     assert.equal(first.origin, 'written');
-    const index = JSON.parse(await readFile(join(cache, 'onnx', FILE_FINGERPRINTS_NAME), 'utf8')) as { entries: Record<string, { fingerprint: string }> };
-    assert.deepEqual(Object.values(index.entries).map((entry) => entry.fingerprint), [first.cacheKey.split('-')[0]]);
+    assert.deepEqual(Object.values(await recordedFingerprints(cache)).map((entry) => entry.fingerprint), [first.cacheKey.split('-')[0]]);
     const second = await keyOf(original);
     assert.deepEqual(second, { hashed: 0, cacheKey: first.cacheKey, origin: 'cache' });
     // The cache entry as an earlier build left it: no index. The entry is used, the fingerprint hashed once and recorded.
@@ -125,7 +120,7 @@ describe('fingerprints by file identity', () => {
     const was = await stat(weightsPath, { bigint: true });
     // The other model's weights: the same layers, so the same size.
     await writeFile(weightsPath, await readFile(join(other, 'weights.bin')));
-    await utimes(weightsPath, WHOLE_SECOND, WHOLE_SECOND);
+    await setWholeSecond([weightsPath]);
     const now = await stat(weightsPath, { bigint: true });
     assert.deepEqual([now.dev, now.ino, now.size, now.mtimeNs], [was.dev, was.ino, was.size, was.mtimeNs], 'same device, inode, size and mtime');
     assert.notEqual(now.ctimeNs, was.ctimeNs, 'the kernel set a new ctime');
@@ -138,20 +133,6 @@ describe('fingerprints by file identity', () => {
   test('the rewritten model runs on ONNX Runtime as its new weights', { skip: ort.available ? false : `onnxruntime-node does not load: ${ort.available ? '' : ort.reason}` }, async () => {
     const onOrt = await loadModel(original, { engine: 'onnxruntime' });
     const onTfjs = await loadModel(other, { engine: 'tfjs' });
-    const input = tf.randomUniform([1, SIZE, SIZE, 3], 0, 1, 'float32', 7);
-    try {
-      assert.equal((await onOrt.engine()).kind, 'onnxruntime');
-      const fromOrt = await (await onOrt.executor()).forward(input);
-      const fromTfjs = await (await onTfjs.executor()).forward(input);
-      const a = fromOrt.scores.dataSync();
-      const b = fromTfjs.scores.dataSync();
-      assert.equal(a.length, CLASSES);
-      a.forEach((value, i) => assert.ok(Math.abs(value - b[i]!) <= 1e-5, `score ${i}: ${value} on ORT, ${b[i]} from the new weights on tfjs`));
-      tf.dispose([fromOrt.scores, fromTfjs.scores, ...fromOrt.layers.values(), ...fromTfjs.layers.values()]);
-    } finally {
-      input.dispose();
-      onOrt.dispose();
-      onTfjs.dispose();
-    }
+    assert.equal(await assertScoresAsOnTfjs(onOrt, onTfjs, SIZE), CLASSES);
   });
 });
