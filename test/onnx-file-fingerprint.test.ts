@@ -9,13 +9,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { copyFile, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/engine/backend.js';
 import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
-import { computedFingerprintCount } from '../src/model/file-fingerprints.js';
+import { computedFingerprintCount, unchangedIdentity } from '../src/model/file-fingerprints.js';
 import { loadModel } from '../src/model/load.js';
 import { readOnnxAhead } from '../src/model/onnx/file.js';
 import { readOnnxWithSha256 } from '../src/model/onnx/read.js';
@@ -74,6 +74,24 @@ describe('ONNX file fingerprints by identity', () => {
     // Read ahead, as the command line does: the same.
     await readOnnxAhead(path);
     assert.deepEqual(await read(path), { sha256: sha256(original), hashed: 0 });
+  });
+
+  test('a file keeps the identity its stats before the read give only while it is neither written, replaced nor removed', async () => {
+    const file = join(root, 'identity.bin');
+    await writeFile(file, 'abc');
+    const before = await stat(file, { bigint: true });
+    assert.deepEqual(await unchangedIdentity(file, before), { path: file, dev: String(before.dev), ino: String(before.ino), size: '3', mtimeNs: String(before.mtimeNs), ctimeNs: String(before.ctimeNs) });
+    // Written in place, its size and mtime set back: the ctime tells.
+    await writeFile(file, 'abd');
+    await utimes(file, before.atime, before.mtime);
+    assert.equal(await unchangedIdentity(file, before), undefined);
+    const rewritten = await stat(file, { bigint: true });
+    await writeFile(`${file}.new`, 'abd');
+    await rename(`${file}.new`, file);
+    assert.equal(await unchangedIdentity(file, rewritten), undefined, 'replaced: another inode');
+    const replaced = await stat(file, { bigint: true });
+    await rm(file);
+    assert.equal(await unchangedIdentity(file, replaced), undefined, 'removed');
   });
 
   test('a copy is hashed again (a new inode), and gives the same sha256', async () => {

@@ -14,11 +14,12 @@
  * are not recorded (two writes in one clock tick). Identities are taken
  * through the descriptor before the bytes are read, so that a write during
  * the read changes them; on a file system that may not keep change times
- * (keepsChangeTimes) files get none, and are hashed.
+ * (keepsChangeTimes) files get none, and are hashed; and a file whose
+ * identity is not the same after the read (unchangedIdentity) gets none.
  */
 import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
-import { readFile, statfs } from 'node:fs/promises';
+import { readFile, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type EntryIndex, parseEntryIndex, writeEntryIndex } from './entry-index.js';
 
@@ -50,13 +51,26 @@ export interface FileIdentity {
   readonly ctimeNs: string;
 }
 
-export function identityOf(path: string, stats: BigIntStats): FileIdentity {
+function identityOf(path: string, stats: BigIntStats): FileIdentity {
   return { path, dev: String(stats.dev), ino: String(stats.ino), size: String(stats.size), mtimeNs: String(stats.mtimeNs), ctimeNs: String(stats.ctimeNs) };
 }
 
 /** Whether two identities are of one file, unchanged. */
-export function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
+function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
   return a.path === b.path && a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+}
+
+/**
+ * The identity of the file at `path` (a real path) that `before` gives (its
+ * stats, taken through the descriptor before its bytes were read), if the
+ * path still names that file unchanged once they are read; undefined when
+ * it was written, replaced or removed meanwhile: the bytes read may then be
+ * neither the old file's nor the new one's, and are hashed.
+ */
+export async function unchangedIdentity(path: string, before: BigIntStats): Promise<FileIdentity | undefined> {
+  const identity = identityOf(path, before);
+  const after = await stat(path, { bigint: true }).catch(() => undefined);
+  return after !== undefined && sameIdentity(identity, identityOf(path, after)) ? identity : undefined;
 }
 
 /**

@@ -14,7 +14,7 @@ import { CamvizError } from '../util/errors.js';
 import { ReadsAhead } from '../util/reads-ahead.js';
 import { MAX_FILE_BYTES, isNotRegularFileCode, openRegularFile, readFromStart, readRegularFile } from '../util/read-whole-file.js';
 import { checkTopologyAgainstManifest } from './topology-check.js';
-import { type FileIdentity, identityOf, keepsChangeTimes } from './file-fingerprints.js';
+import { type FileIdentity, keepsChangeTimes, unchangedIdentity } from './file-fingerprints.js';
 
 type ModelArtifacts = tf.io.ModelArtifacts;
 type WeightsManifestEntry = tf.io.WeightsManifestEntry;
@@ -120,7 +120,7 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
     if (isNotRegularFileCode(code)) throw new CamvizError('the model file is not a regular file: refused', { file: modelJsonPath });
     throw new CamvizError(`model.json unreadable (${code ?? (error as Error).message})`, { file: modelJsonPath });
   });
-  const jsonIdentity = identityOf(realJsonPath, stats);
+  const jsonIdentity = unchangedIdentity(realJsonPath, stats);
   const modelJson = parseModelJson(bytes, modelJsonPath);
   // Before tfjs builds anything: building allocates every declared variable.
   checkTopologyAgainstManifest(modelJson, modelJsonPath);
@@ -136,7 +136,10 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
     ...(modelJson.userDefinedMetadata === undefined ? {} : { userDefinedMetadata: modelJson.userDefinedMetadata as Record<string, {}> }),
     ...(modelJson.modelInitializer === undefined ? {} : { modelInitializer: modelJson.modelInitializer }),
   };
-  return { modelJsonPath, folder, modelJson, sha256: sha256Hex(bytes), artifacts, ...((await identified) ? { identities: [jsonIdentity, ...identities] } : {}) };
+  // Identities of every file, each unchanged by the end of its read, or none: the model is then hashed.
+  const everyIdentity = [await jsonIdentity, ...identities];
+  const known = (await identified) && everyIdentity.every((identity) => identity !== undefined);
+  return { modelJsonPath, folder, modelJson, sha256: sha256Hex(bytes), artifacts, ...(known ? { identities: everyIdentity as FileIdentity[] } : {}) };
 }
 
 export function sha256Hex(bytes: Uint8Array): string {
@@ -206,7 +209,7 @@ async function readWeights(
   folder: string,
   // The file the manifest came from, which need not be called model.json.
   modelJsonPath: string,
-): Promise<{ weightSpecs: WeightsManifestEntry[]; weightData: ArrayBuffer[]; identities: FileIdentity[] }> {
+): Promise<{ weightSpecs: WeightsManifestEntry[]; weightData: ArrayBuffer[]; identities: (FileIdentity | undefined)[] }> {
   const realFolder = await realpath(folder);
   // All groups at once (MobileNet v1 has 55 of one file each): one after the
   // other, each file's realpath, stat and read waited in turn, 20-30 ms of a
@@ -234,7 +237,8 @@ async function readGroup(group: WeightsGroup, folder: string, realFolder: string
 
 interface WeightFile {
   readonly bytes: Buffer;
-  readonly identity: FileIdentity;
+  /** Undefined when the file changed while it was read. */
+  readonly identity: FileIdentity | undefined;
 }
 
 /** The bytes of `buffer` as an ArrayBuffer of their own (a file read usually has one already). */
@@ -271,7 +275,8 @@ async function readWeightFile(path: string, realFolder: string, groupBytes: numb
       }
       // A group of unknown size (string weights) is still bounded: one buffer holds at most this.
       if (size > MAX_FILE_BYTES) throw new CamvizError(`weight file is ${size} bytes, more than the ${MAX_FILE_BYTES} camviz reads: refused`, { file: path });
-      return { bytes: await readFromStart(handle, size), identity: identityOf(real, stats) };
+      const bytes = await readFromStart(handle, size);
+      return { bytes, identity: await unchangedIdentity(real, stats) };
     } finally {
       await handle.close();
     }
