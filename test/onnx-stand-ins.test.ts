@@ -1,9 +1,10 @@
 /**
  * The planning pass's stand-ins (src/model/onnx/ops/common.ts): zeros of
- * an op's output shape, viewing one buffer the cpu backend holds, for
- * values that are image data; shape arithmetic, a few elements, is still
- * computed, and a graph that reshapes by it plans and runs as ONNX
- * computes it (by hand here).
+ * an op's output shape, viewing one buffer the cpu backend holds, for the
+ * outputs of ops that read image data. Each op gives the full run's shape,
+ * layout and type and refuses what it refuses; shape arithmetic is still
+ * computed, also when it passes through a vector of image size, and graphs
+ * that reshape by it plan and run as ONNX computes them (by hand here).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,11 +14,11 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { loadModel } from '../src/model/load.js';
-import { STAND_IN_MIN_ELEMENTS, mayStandIn, releaseStandIns, zerosStandIn } from '../src/model/onnx/ops/common.js';
-import type { OnnxNode } from '../src/model/onnx/types.js';
+import { releaseStandIns, zerosStandIn } from '../src/model/onnx/ops/common.js';
+import { type LaidTensor, laid, runNode } from '../src/model/onnx/interpret.js';
+import { forEachBackend } from './helpers/backends.js';
+import type { OnnxAttribute, OnnxNode } from '../src/model/onnx/types.js';
 import { type TestModel, imageInputValue, onnxModelBytes } from './helpers/onnx.js';
-
-const node: OnnxNode = { name: 'n', opType: 'Relu', domain: '', inputs: ['x'], outputs: ['y'], attributes: {} };
 
 /** Whether the cpu backend holds the tensor's data (the engine's record of where each tensor lives). */
 function onCpuBackend(tensor: tf.Tensor): boolean {
@@ -57,14 +58,97 @@ test('stand-ins are zeros of the shape asked, on the cpu backend, all views of o
   }
 });
 
-test('only the planning pass stands in, and only for values of image size', () => {
-  const planning = { node, opset: 13, shapesOnly: true };
-  assert.equal(mayStandIn(planning, [1, 3, 16, 16]), false, `${3 * 16 * 16} elements`);
-  assert.equal(mayStandIn(planning, [1, 4, 16, 16]), true, `${4 * 16 * 16} elements`);
-  assert.equal(mayStandIn(planning, [4], [1, 4, 16, 16]), true, 'any operand of image size');
-  assert.equal(mayStandIn(planning, [STAND_IN_MIN_ELEMENTS - 1]), false);
-  assert.equal(mayStandIn({ node, opset: 13 }, [1, 64, 64, 64]), false, 'not when planning');
-  assert.equal(mayStandIn({ node, opset: 13, shapesOnly: false }, [1, 64, 64, 64]), false);
+test('a stand-in of a negative size is refused, as tfjs refuses such a tensor', () => {
+  assert.throws(() => zerosStandIn([1, -7, -7, 4], 'float32'), /shape comprised of positive integers/);
+});
+
+const int = (value: number): OnnxAttribute => ({ kind: 'int', value });
+const ints = (...value: number[]): OnnxAttribute => ({ kind: 'ints', value });
+const float = (value: number): OnnxAttribute => ({ kind: 'float', value });
+
+/** A value of `shape` ([N, C, H, W] as ONNX has it) with varied values of `dtype`, stored in `layout`. */
+function value(shape: number[], dtype: 'float32' | 'int32' | 'bool' = 'float32', layout: 'onnx' | 'nhwc' = 'onnx'): LaidTensor {
+  const size = shape.reduce((a, b) => a * b, 1);
+  const values = Array.from({ length: size }, (_, i) => (dtype === 'bool' ? i % 3 === 0 : dtype === 'int32' ? (i % 7) - 3 : Math.sin(i)));
+  const tensor = tf.tensor(values as number[], shape, dtype);
+  return layout === 'onnx' ? laid(tensor) : laid(tf.transpose(tensor, [0, 2, 3, 1]), 'nhwc');
+}
+
+interface StandInCase {
+  name: string;
+  op: string;
+  inputs: () => (LaidTensor | undefined)[];
+  attributes?: Record<string, OnnxAttribute>;
+}
+
+const image = (layout: 'onnx' | 'nhwc' = 'nhwc', dtype: 'float32' | 'int32' | 'bool' = 'float32'): LaidTensor => value([1, 4, 8, 8], dtype, layout);
+const scalar = (x: number, dtype: 'float32' | 'int32' = 'float32'): LaidTensor => laid(tf.scalar(x, dtype));
+
+/** Ops on image data whose stand-ins must agree with the full run. */
+const AGREEING: StandInCase[] = [
+  { name: 'Relu', op: 'Relu', inputs: () => [image()] },
+  { name: 'LeakyRelu', op: 'LeakyRelu', inputs: () => [image('onnx')], attributes: { alpha: float(0.2) } },
+  { name: 'Not on bool', op: 'Not', inputs: () => [image('nhwc', 'bool')] },
+  { name: 'Add, a per-channel constant broadcast', op: 'Add', inputs: () => [image(), value([4, 1, 1])] },
+  { name: 'Equal gives bool', op: 'Equal', inputs: () => [image(), image()] },
+  { name: 'Div of int32', op: 'Div', inputs: () => [image('onnx', 'int32'), scalar(2, 'int32')] },
+  { name: 'Pow, an int32 exponent', op: 'Pow', inputs: () => [image(), scalar(2, 'int32')] },
+  { name: 'Mean of three', op: 'Mean', inputs: () => [image(), image(), image()] },
+  { name: 'Where', op: 'Where', inputs: () => [image('nhwc', 'bool'), image(), scalar(0)] },
+  { name: 'Clip(0, 6)', op: 'Clip', inputs: () => [image(), scalar(0), scalar(6)] },
+  { name: 'Clip of int32 with min > max', op: 'Clip', inputs: () => [image('nhwc', 'int32'), scalar(5, 'int32'), scalar(2, 'int32')] },
+  { name: 'MaxPool 2x2 stride 2', op: 'MaxPool', inputs: () => [image()], attributes: { kernel_shape: ints(2, 2), strides: ints(2, 2) } },
+  { name: 'MaxPool of int32, ceil mode', op: 'MaxPool', inputs: () => [image('onnx', 'int32')], attributes: { kernel_shape: ints(3, 3), strides: ints(2, 2), ceil_mode: int(1) } },
+  { name: 'AveragePool with pads', op: 'AveragePool', inputs: () => [image()], attributes: { kernel_shape: ints(3, 3), pads: ints(1, 1, 1, 1) } },
+  { name: 'GlobalAveragePool of an NHWC value', op: 'GlobalAveragePool', inputs: () => [image()] },
+  { name: 'GlobalAveragePool of an ONNX-layout value', op: 'GlobalAveragePool', inputs: () => [image('onnx')] },
+  { name: 'GlobalMaxPool', op: 'GlobalMaxPool', inputs: () => [image()] },
+  { name: 'Concat on channels', op: 'Concat', inputs: () => [image(), value([1, 2, 8, 8], 'float32', 'nhwc')], attributes: { axis: int(1) } },
+];
+
+/** What the full run refuses, the stand-in refuses. */
+const REFUSED: StandInCase[] = [
+  { name: 'Add of shapes that do not broadcast', op: 'Add', inputs: () => [image(), value([1, 3, 8, 8], 'float32', 'nhwc')] },
+  { name: 'Where with a float condition', op: 'Where', inputs: () => [image(), image(), scalar(0)] },
+  { name: 'Concat of other heights', op: 'Concat', inputs: () => [image(), value([1, 4, 7, 8], 'float32', 'nhwc')], attributes: { axis: int(1) } },
+  { name: 'AveragePool of int32', op: 'AveragePool', inputs: () => [image('nhwc', 'int32')], attributes: { kernel_shape: ints(2, 2) } },
+  { name: 'Gelu with an unknown approximation', op: 'Gelu', inputs: () => [image()], attributes: { approximate: { kind: 'string', value: 'cubic' } } },
+];
+
+function opNode(op: string, inputs: number, attributes: Record<string, OnnxAttribute> = {}): OnnxNode {
+  return { name: op, opType: op, domain: '', inputs: Array.from({ length: inputs }, (_, i) => `x${i}`), outputs: ['y'], attributes };
+}
+
+forEachBackend(() => {
+  test('ops that read image data give stand-ins of the shape, layout and type the full run gives, without computing', () => {
+    for (const { name, op, inputs, attributes } of AGREEING) {
+      tf.tidy(() => {
+        const values = inputs();
+        const opsetOf = op === 'Gelu' ? 20 : 13;
+        const [full] = runNode(opNode(op, values.length, attributes), values, opsetOf);
+        const [standIn] = runNode(opNode(op, values.length, attributes), values, opsetOf, { shapesOnly: true });
+        assert.deepEqual(standIn!.tensor.shape, full!.tensor.shape, name);
+        assert.equal(standIn!.layout, full!.layout, name);
+        assert.equal(standIn!.tensor.dtype, full!.tensor.dtype, name);
+        assert.ok(onCpuBackend(standIn!.tensor) && standIn!.tensor.dataSync().every((element) => Number(element) === 0), `${name}: a stand-in`);
+      });
+    }
+    releaseStandIns();
+  });
+
+  test('a stand-in refuses what the full run refuses', () => {
+    for (const { name, op, inputs, attributes } of REFUSED) {
+      tf.tidy(() => {
+        const values = inputs();
+        const opsetOf = op === 'Gelu' ? 20 : 13;
+        assert.throws(() => runNode(opNode(op, values.length, attributes), values, opsetOf), `the full run refuses ${name}`);
+        assert.throws(() => runNode(opNode(op, values.length, attributes), values, opsetOf, { shapesOnly: true }), `the stand-in refuses ${name}`);
+      });
+    }
+    // A pool window past its input: a negative size, refused by the stand-in's own check.
+    tf.tidy(() => assert.throws(() => runNode(opNode('MaxPool', 1, { kernel_shape: ints(12, 12) }), [image()], 13, { shapesOnly: true }), /shape comprised of positive integers/));
+    releaseStandIns();
+  });
 });
 
 const SIZE = 32;
@@ -106,15 +190,15 @@ function reshapedByArithmetic(): TestModel {
   };
 }
 
-/** The model by hand, in float64: NHWC input, the output in ONNX's order [N, C * H * W]. */
-function byHand(input: Float32Array, batch: number): number[] {
+/** The model by hand, in float64: NHWC input, the output in ONNX's order [N, C * H * W]; the ReLU and the scale by 3 unless said otherwise. */
+function byHand(input: Float32Array, batch: number, { relu = true, scale = 3 }: { relu?: boolean; scale?: number } = {}): number[] {
   const out: number[] = [];
   for (let n = 0; n < batch; n++) {
     for (let c = 0; c < CHANNELS; c++) {
       for (let p = 0; p < SIZE * SIZE; p++) {
         let sum = BIAS[c]!;
         for (let k = 0; k < 3; k++) sum += WEIGHTS[c * 3 + k]! * input[(n * SIZE * SIZE + p) * 3 + k]!;
-        out.push(3 * Math.max(0, sum));
+        out.push(scale * (relu ? Math.max(0, sum) : sum));
       }
     }
   }
@@ -138,6 +222,70 @@ test('shape arithmetic on a value of image size is computed: the graph reshapes 
         assert.deepEqual(result.shape, [batch, CHANNELS * SIZE * SIZE]);
         const got = result.dataSync();
         const expected = byHand(values, batch);
+        const worst = expected.reduce((max, value, i) => Math.max(max, Math.abs(value - got[i]!)), 0);
+        assert.ok(worst < 1e-5, `largest difference ${worst}`);
+      } finally {
+        tf.dispose([input, result]);
+      }
+    } finally {
+      model.dispose();
+    }
+  } finally {
+    await rm(folder, { recursive: true, force: true });
+  }
+});
+
+/**
+ * input [N, 3, 32, 32] -> 1x1 Conv (2 channels) -> reshaped to [-1, M]
+ * where M = max(range(H * W) + 1) = 1,024, computed from the Conv's Shape:
+ * shape arithmetic through a vector of 1,024 elements (Range, Add), which
+ * is as large as image data but is no image data. A stand-in there (zeros)
+ * would make M 1 and plan the output [null, 2].
+ */
+function reshapedThroughLargeArithmetic(): TestModel {
+  return {
+    nodes: [
+      { name: '/conv/Conv', opType: 'Conv', inputs: ['input', 'w', 'b'], outputs: ['c'] },
+      { name: '/s/Shape', opType: 'Shape', inputs: ['c'], outputs: ['s'] },
+      { name: '/hw/Slice', opType: 'Slice', inputs: ['s', 'two', 'four'], outputs: ['hw'] },
+      { name: '/n/ReduceProd', opType: 'ReduceProd', inputs: ['hw'], outputs: ['n'], attributes: [{ name: 'keepdims', i: 0 }] },
+      { name: '/r/Range', opType: 'Range', inputs: ['zero_s', 'n', 'one_s'], outputs: ['r'] },
+      { name: '/r1/Add', opType: 'Add', inputs: ['r', 'one_s'], outputs: ['r1'] },
+      { name: '/m/ReduceMax', opType: 'ReduceMax', inputs: ['r1'], outputs: ['m'], attributes: [{ name: 'keepdims', i: 1 }] },
+      { name: '/t/Concat', opType: 'Concat', inputs: ['minus1', 'm'], outputs: ['t'], attributes: [{ name: 'axis', i: 0 }] },
+      { name: '/flat/Reshape', opType: 'Reshape', inputs: ['c', 't'], outputs: ['output'] },
+    ],
+    inputs: [imageInputValue(SIZE)],
+    outputs: [{ name: 'output' }],
+    initializers: [
+      { name: 'w', dims: [CHANNELS, 3, 1, 1], values: WEIGHTS },
+      { name: 'b', dims: [CHANNELS], values: BIAS },
+      { name: 'two', dims: [1], dataType: 7, values: [2] },
+      { name: 'four', dims: [1], dataType: 7, values: [4] },
+      { name: 'zero_s', dims: [], dataType: 7, values: [0] },
+      { name: 'one_s', dims: [], dataType: 7, values: [1] },
+      { name: 'minus1', dims: [1], dataType: 7, values: [-1] },
+    ],
+  };
+}
+
+test('shape arithmetic through a vector as large as image data is computed: the reshape plans and runs as by hand', async () => {
+  const folder = await mkdtemp(join(tmpdir(), 'camviz-stand-ins-'));
+  try {
+    const path = join(folder, 'm.onnx');
+    await writeFile(path, onnxModelBytes(reshapedThroughLargeArithmetic()));
+    const model = await loadModel(path, { preprocess: 'none' });
+    try {
+      assert.deepEqual(model.layersModel!.outputs[0]!.shape, [null, SIZE * SIZE]);
+      const batch = 2;
+      const values = Float32Array.from({ length: batch * SIZE * SIZE * 3 }, (_, i) => Math.cos(i * 0.11));
+      const input = tf.tensor4d(values, [batch, SIZE, SIZE, 3]);
+      const result = model.layersModel!.predict(input) as tf.Tensor;
+      try {
+        assert.deepEqual(result.shape, [batch * CHANNELS, SIZE * SIZE]);
+        // The Conv without its ReLU and scale: byHand's with the 3 and the max taken out.
+        const got = result.dataSync();
+        const expected = byHand(values, batch, { relu: false, scale: 1 });
         const worst = expected.reduce((max, value, i) => Math.max(max, Math.abs(value - got[i]!)), 0);
         assert.ok(worst < 1e-5, `largest difference ${worst}`);
       } finally {

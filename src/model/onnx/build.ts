@@ -13,12 +13,12 @@
  * - learns each remaining value's layout and shape (the batch dim null),
  *   which `computeOutputShape` reports. Shapes are in the stored layout,
  *   so a feature map reads [N, H, W, C] as camviz's conventions want.
- *   Only shapes matter there (`shapesOnly`): a Conv, a pool, an
- *   elementwise op or a Concat whose output is image data gives zeros of
- *   its output's shape that touch no memory (ops/common.ts, zerosStandIn),
- *   after the op's own checks: running MobileNet v1's convolutions on the
- *   zero image cost about 0.1 s of a cold start, filling zeros in the wasm
- *   heap 15 ms more;
+ *   Only shapes matter there: a Conv, a pool, an elementwise op or a
+ *   Concat that reads image data (a value computed from the image's values,
+ *   not only its shape: `shapesOnly`) gives zeros of its output's shape
+ *   that touch no memory (ops/common.ts, zerosStandIn), after the op's own
+ *   checks: running MobileNet v1's convolutions on the zero image cost
+ *   about 0.1 s of a cold start, filling zeros in the wasm heap 15 ms more;
  * - folds a zero Pad into the Conv that alone reads it (see
  *   `convWithPadFolded`): one fused convolution instead of a padded copy
  *   of the feature map and a convolution. The Pad's names resolve to the
@@ -247,6 +247,15 @@ function initializerBackend(): tf.KernelBackend | undefined {
 }
 
 /**
+ * Ops that read only their input's shape: what they give, and what is
+ * computed from it alone, is shape arithmetic (a Reshape's target, a
+ * Resize's sizes), which the planning pass computes, where every other
+ * value computed from the image is image data, for which ops give
+ * stand-ins (ops/common.ts, zerosStandIn).
+ */
+const SHAPE_READERS = new Set(['Shape', 'Size']);
+
+/**
  * The eager pass on a zero batch-1 input: folds constants, and plans one
  * layer per remaining node with its layouts and shapes. Every value that
  * depends on the image has the image's batch as its first dim, so that dim
@@ -278,6 +287,8 @@ function planLayers(
   const probes = new Map<string, LaidTensor>([[input.name, { tensor: zerosStandIn([1, size.height, size.width, input.channels], 'float32'), layout: 'nhwc' }]]);
   // Int vectors computed at run time from runtime values' shapes, as known at load (the batch symbolic).
   const shapes = new Map<string, RuntimeShape>();
+  // Values computed from the image's values (not only from its shape): the plan never reads them (see SHAPE_READERS).
+  const imageValues = new Set<string>([input.name]);
   const valueNames = new Set(nodes.flatMap((node) => [...node.inputs, ...node.outputs]));
   const plans: PlannedLayer[] = [];
   const used = new Set<string>();
@@ -299,8 +310,10 @@ function planLayers(
       const present = node.inputs.filter((value) => value !== '');
       const inputs = node.inputs.map((value) => (value === '' ? undefined : (constants.get(value) ?? probes.get(value))));
       const folds = present.every((value) => constants.has(value));
-      // A folded node's values are constants of the model; a planned node's only tell shapes and layouts.
-      const outputs = runChecked(node, inputs, opset, file, !folds);
+      const readsImage = present.some((value) => imageValues.has(value));
+      // A folded node's values are constants of the model; a planned node's only tell shapes and layouts, and one that reads image values computes none.
+      const outputs = runChecked(node, inputs, opset, file, readsImage);
+      if (readsImage && !SHAPE_READERS.has(node.opType)) for (const value of node.outputs) imageValues.add(value);
       if (folds) {
         outputs.forEach((output, i) => constants.set(node.outputs[i]!, output));
       } else {

@@ -32,27 +32,13 @@ export interface OpContext {
   node: OnnxNode;
   opset: number;
   /**
-   * Only the outputs' shapes, layouts and dtypes matter, not their values
-   * (the model builder's planning pass on a zero image, build.ts): an op
-   * whose output is image data (Conv always; pools, elementwise ops and
-   * Concat past STAND_IN_MIN_ELEMENTS) then gives zeros of the shape it
-   * would give (zerosStandIn), after the same checks.
+   * The node reads image data in the model builder's planning pass on a
+   * zero image (build.ts): only its outputs' shapes, layouts and dtypes
+   * matter, not their values. A Conv, a pool, an elementwise op or a Concat
+   * then gives zeros of the shape it would give (zerosStandIn), after the
+   * same checks. Shape arithmetic never has it: its values decide shapes.
    */
   shapesOnly?: boolean;
-}
-
-/**
- * The fewest elements for which an op of the planning pass (`shapesOnly`)
- * gives zeros (`zerosStandIn`) instead of computing: so large a value is
- * image data, whose values the plan never reads. Shape arithmetic (Shape,
- * Gather, Mul... into a Reshape's target or a Resize's sizes) is a vector of
- * a few elements whose values decide later shapes: it is always computed.
- */
-export const STAND_IN_MIN_ELEMENTS = 1024;
-
-/** Whether the planning pass lets an op stand in zeros for an output computed from values this large (see STAND_IN_MIN_ELEMENTS). */
-export function mayStandIn(ctx: OpContext, ...shapes: (readonly number[])[]): boolean {
-  return ctx.shapesOnly === true && shapes.some((shape) => tf.util.sizeFromShape(shape as number[]) >= STAND_IN_MIN_ELEMENTS);
 }
 
 type StandInBuffer = Float32Array | Int32Array | Uint8Array;
@@ -69,6 +55,8 @@ const standInBuffers = new Map<'float32' | 'int32' | 'bool', StandInBuffer>();
  * heap's pages). An op that computes on a stand-in reads zeros.
  */
 export function zerosStandIn(shape: readonly number[], dtype: tf.DataType): tf.Tensor {
+  // The check tfjs makes of every tensor's shape: an op's negative output size (a pool's window past its input) is refused here too.
+  tf.util.assertNonNegativeIntegerDimensions(shape as number[]);
   const size = tf.util.sizeFromShape(shape as number[]);
   const cpu = tf.engine().findBackend('cpu');
   if (cpu === null || (dtype !== 'float32' && dtype !== 'int32' && dtype !== 'bool')) return tf.zeros(shape as number[], dtype);

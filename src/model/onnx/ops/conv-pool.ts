@@ -6,7 +6,7 @@
 import * as tf from '../../../engine/tf.js';
 import { CamvizError } from '../../../util/errors.js';
 import { laid, onnxShape, toLayout, type LaidTensor } from '../layout.js';
-import { attrInt, attrInts, attrString, mayStandIn, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
+import { attrInt, attrInts, attrString, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
 type Inputs = (LaidTensor | undefined)[];
 /** [before, after] for H, then for W. */
@@ -181,11 +181,14 @@ function maxPool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   if ((ctx.node.outputs[1] ?? '') !== '') throw unsupported(ctx, 'the Indices output');
   if (attrInt(ctx, 'storage_order', 0) !== 0) throw unsupported(ctx, 'storage_order 1');
   const input = spatialInput(ctx, inputs);
+  if (ctx.shapesOnly === true) {
+    const geometry = poolGeometry(ctx, input, true);
+    return [laid(zerosStandIn(pooledShape(input.shape, totalPaddings(geometry), geometry.window), input.dtype), 'nhwc')];
+  }
   const x = input.dtype === 'float32' ? input : (tf.cast(input, 'float32') as tf.Tensor4D);
   const geometry = poolGeometry(ctx, x, true);
   const paddings = totalPaddings(geometry);
   const { kernel, strides, dilations } = geometry.window;
-  if (mayStandIn(ctx, input.shape)) return [laid(zerosStandIn(pooledShape(x.shape, paddings, geometry.window), input.dtype), 'nhwc')];
   // Padding with -Infinity keeps pads out of every maximum.
   const padded = hasPadding(paddings) ? tf.pad(x, paddings, -Infinity) : x;
   const y = dilations.some((d) => d !== 1)
@@ -199,7 +202,8 @@ function averagePool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const geometry = poolGeometry(ctx, x, false);
   const paddings = totalPaddings(geometry);
   const { kernel, strides } = geometry.window;
-  if (mayStandIn(ctx, x.shape)) return [laid(zerosStandIn(pooledShape(x.shape, paddings, geometry.window), x.dtype), 'nhwc')];
+  // tfjs' average pool takes float32 only: another type is refused by the pool itself, in the plan as at run time.
+  if (ctx.shapesOnly === true && x.dtype === 'float32') return [laid(zerosStandIn(pooledShape(x.shape, paddings, geometry.window), x.dtype), 'nhwc')];
   if (!hasPadding(paddings)) return [laid(tf.avgPool(x, kernel, strides, 'valid'), 'nhwc')];
   const sums = tf.avgPool(tf.pad(x, paddings, 0), kernel, strides, 'valid');
   // The mean over the counted cells: the input, plus the attribute pads when count_include_pad.
@@ -216,7 +220,7 @@ function averagePool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
 function globalPool(reduce: (x: tf.Tensor, axes: number[]) => tf.Tensor): OpFunction {
   return (ctx, inputs) => {
     const x = required(ctx, inputs, 0);
-    if (x.tensor.rank === 4 && mayStandIn(ctx, x.tensor.shape)) {
+    if (x.tensor.rank === 4 && ctx.shapesOnly === true) {
       const [batch, channels] = onnxShape(x) as [number, number];
       // The type the reduction gives, from one element.
       const dtype = reduce(tf.zeros([1, 1, 1, 1], x.tensor.dtype), [1, 2]).dtype;

@@ -7,7 +7,7 @@
  */
 import * as tf from '../../../engine/tf.js';
 import { laid, reshapeSuffices, toLayout, type LaidTensor, type Layout } from '../layout.js';
-import { attrFloat, attrString, constantNumber, mayStandIn, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
+import { attrFloat, attrString, constantNumber, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
 /**
  * The operands stored in one layout that makes their broadcast right. The
@@ -31,16 +31,16 @@ export function alignOperands(values: LaidTensor[]): { tensors: tf.Tensor[]; lay
 }
 
 /**
- * In the planning pass, zeros standing for an elementwise op's large output
- * (common.ts, zerosStandIn): of the operands' broadcast shape, with the type
- * `compute` gives on one element of each, which also makes the op's checks
- * of its attributes. Undefined when the op computes.
+ * In the planning pass, zeros standing for the output of an elementwise op
+ * that reads image data (common.ts, zerosStandIn): of the operands'
+ * broadcast shape, with the type `compute` gives on one element of each,
+ * which also makes the op's checks of its attributes and types. Undefined
+ * when the op computes.
  */
 function standIn(ctx: OpContext, operands: readonly tf.Tensor[], compute: (elements: tf.Tensor[]) => tf.Tensor): tf.Tensor | undefined {
   if (ctx.shapesOnly !== true) return undefined;
   // The op's own check of the broadcast, without the op.
   const shape = operands.map((tensor) => tensor.shape).reduce((a, b) => tf.broadcast_util.assertAndGetBroadcastShape(a, b));
-  if (!mayStandIn(ctx, shape)) return undefined;
   return zerosStandIn(shape, compute(operands.map((tensor) => tf.zeros([1], tensor.dtype))).dtype);
 }
 
@@ -97,8 +97,8 @@ function clip(ctx: OpContext, inputs: (LaidTensor | undefined)[]): LaidTensor[] 
   const max = ctx.opset < 11 ? attrFloat(ctx, 'max', Infinity) : constantNumber(inputs[2]) ?? Infinity;
   const standing = standIn(ctx, [x.tensor], ([element]) => element!);
   if (standing !== undefined) return [laid(standing, x.layout)];
-  // numpy.clip semantics when min > max: everything becomes max.
-  if (min > max) return [laid(tf.mul(tf.onesLike(x.tensor), max), x.layout)];
+  // numpy.clip semantics when min > max: everything becomes max, of the input's type (ONNX's T).
+  if (min > max) return [laid(tf.fill(x.tensor.shape, max, x.tensor.dtype), x.layout)];
   if (x.tensor.dtype === 'float32') return [laid(tf.clipByValue(x.tensor, min, max), x.layout)];
   // wasm's integer clip mishandles infinite bounds: apply only the finite ones.
   let y = x.tensor;

@@ -20,7 +20,6 @@ import {
   attrString,
   constantInts,
   dtypeOfOnnxCode,
-  mayStandIn,
   normalizeAxis,
   required,
   tensorFromOnnx,
@@ -196,8 +195,7 @@ function concat(ctx: OpContext, inputs: Inputs): LaidTensor[] {
     // The concat's own checks of the shapes, without the concat.
     const shapes = pieces.map((piece) => piece.shape);
     tf.backend_util.assertParamsConsistent(shapes, axis);
-    const shape = tf.backend_util.computeOutShape(shapes, axis);
-    if (mayStandIn(ctx, shape)) return [laid(zerosStandIn(shape, pieces[0]!.dtype), layout)];
+    return [laid(zerosStandIn(tf.backend_util.computeOutShape(shapes, axis), pieces[0]!.dtype), layout)];
   }
   return [laid(pieces.length === 0 ? tf.clone(tensors[0]!) : tf.concat(pieces, axis), layout)];
 }
