@@ -94,6 +94,14 @@ describe('ONNX file fingerprints by identity', () => {
     assert.equal(await unchangedIdentity(file, replaced), undefined, 'removed');
   });
 
+  test('a file changed less than 40 s ago is hashed on every read, and not recorded', async () => {
+    const fresh = join(root, 'fresh.onnx');
+    await writeFile(fresh, original);
+    assert.deepEqual(await read(fresh), { sha256: sha256(original), hashed: 1 });
+    assert.deepEqual(await read(fresh), { sha256: sha256(original), hashed: 1 });
+    assert.equal((await recordedFingerprints(cache))[fresh], undefined);
+  });
+
   test('a copy is hashed again (a new inode), and gives the same sha256', async () => {
     const copy = join(root, 'copy.onnx');
     await copyFile(path, copy);

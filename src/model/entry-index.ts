@@ -2,18 +2,58 @@
  * Small JSON indexes beside the ONNX cache, `{"entries": {key: entry}}`,
  * the most recently written last and the oldest dropped past a bound:
  * fingerprints by file identity (file-fingerprints.ts) and first sessions
- * by model file (session-ahead.ts). Reading never fails (a missing,
- * unreadable or foreign file is an empty index, each entry is checked);
+ * by model file (session-ahead.ts). Reading never fails nor waits (a
+ * missing, unreadable, oversized, foreign or special file is an empty
+ * index, each entry is checked);
  * writing is atomic and best effort (it only saves later runs work).
  */
+import { closeSync, readSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { writeFileAtomic } from '../util/atomic-file.js';
+import { openRegularFileSync, readRegularFile } from '../util/read-whole-file.js';
 
 export type EntryIndex<T> = Record<string, T>;
 
+/** The largest index read (a few hundred bytes an entry, a few hundred entries): a larger file is taken for an empty one. */
+const MAX_INDEX_BYTES = 1024 * 1024;
+
+/**
+ * The entries of the index at `path` that `check` accepts; none when it is
+ * missing, unreadable, larger than MAX_INDEX_BYTES or no regular file (a
+ * FIFO is not waited on, a device not read without end: the read opens
+ * without waiting and checks what it opened).
+ */
+export async function readEntryIndex<T>(path: string, check: (value: unknown) => T | undefined): Promise<EntryIndex<T>> {
+  const read = await readRegularFile(path, MAX_INDEX_BYTES).catch(() => undefined);
+  return read === undefined ? {} : parseEntryIndex(read.bytes.toString('utf8'), check);
+}
+
+/** As readEntryIndex, synchronously: for a read at the very start of a run, before anything else is loaded. */
+export function readEntryIndexSync<T>(path: string, check: (value: unknown) => T | undefined): EntryIndex<T> {
+  let opened: ReturnType<typeof openRegularFileSync>;
+  try {
+    opened = openRegularFileSync(path);
+  } catch {
+    return {};
+  }
+  try {
+    const size = Number(opened.stats.size);
+    if (size > MAX_INDEX_BYTES) return {};
+    const bytes = Buffer.allocUnsafe(size);
+    let filled = 0;
+    // Up to the size at open: a file that grows meanwhile is read to that size.
+    for (let read = 1; filled < size && read > 0; filled += read) read = readSync(opened.fd, bytes, filled, size - filled, filled);
+    return parseEntryIndex(bytes.subarray(0, filled).toString('utf8'), check);
+  } catch {
+    return {};
+  } finally {
+    closeSync(opened.fd);
+  }
+}
+
 /** The entries of an index file's text that `check` accepts (it returns the entry, or undefined to drop it). */
-export function parseEntryIndex<T>(text: string, check: (value: unknown) => T | undefined): EntryIndex<T> {
+function parseEntryIndex<T>(text: string, check: (value: unknown) => T | undefined): EntryIndex<T> {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);

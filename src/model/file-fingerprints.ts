@@ -11,17 +11,18 @@
  * write sets its ctime to the current time, and ctime cannot be set by a
  * user (utimes restores mtime but sets ctime); a file replaced or copied has
  * another inode or real path; files changed within SETTLED_MS of the record
- * are not recorded (two writes in one clock tick). Identities are taken
- * through the descriptor before the bytes are read, so that a write during
- * the read changes them; on a file system that may not keep change times
- * (keepsChangeTimes) files get none, and are hashed; and a file whose
- * identity is not the same after the read (unchangedIdentity) gets none.
+ * are not recorded (two writes in one clock tick, writes through a mapping
+ * before the kernel writes the page back). Identities are taken through the
+ * descriptor before the bytes are read and kept only when the path names
+ * the file unchanged after the read (unchangedIdentity); a file on a file
+ * system that may not keep change times (keepsChangeTimes) gets none, and
+ * is hashed.
  */
 import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
-import { readFile, stat, statfs } from 'node:fs/promises';
+import { stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type EntryIndex, parseEntryIndex, writeEntryIndex } from './entry-index.js';
+import { type EntryIndex, readEntryIndex, writeEntryIndex } from './entry-index.js';
 
 /** The index of fingerprints by file identity, in the cache folder. */
 export const FILE_FINGERPRINTS_NAME = 'file-fingerprints.json';
@@ -30,12 +31,16 @@ export const FILE_FINGERPRINTS_NAME = 'file-fingerprints.json';
 const MAX_FILE_FINGERPRINTS = 256;
 
 /**
- * A file changed this recently when recorded is not recorded: its next
- * write could fall in the same tick of the file system's clock (the kernel's
- * coarse clock, a few ms; 1-2 s on some file systems) and leave every field
- * of its identity as it was: git's "racily clean" files.
+ * A file changed this recently is not recorded. Its next write could fall
+ * in the same tick of the file system's clock (the kernel's coarse clock,
+ * a few ms; 1-2 s on some file systems) and leave every field of its
+ * identity as it was: git's "racily clean" files. And a write through a
+ * shared mapping (mmap) sets the times only when it makes a clean page
+ * dirty: a page still dirty takes more writes unseen until the kernel
+ * writes it back, 30 s after it became dirty by default
+ * (vm.dirty_expire_centisecs) plus the flusher's 5 s period.
  */
-const SETTLED_MS = 3000;
+const SETTLED_MS = 40_000;
 
 /**
  * A file as it was when read: its real path, device and inode, size, and
@@ -69,8 +74,8 @@ function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
  */
 export async function unchangedIdentity(path: string, before: BigIntStats): Promise<FileIdentity | undefined> {
   const identity = identityOf(path, before);
-  const after = await stat(path, { bigint: true }).catch(() => undefined);
-  return after !== undefined && sameIdentity(identity, identityOf(path, after)) ? identity : undefined;
+  const [after, kept] = await Promise.all([stat(path, { bigint: true }).catch(() => undefined), keepsChangeTimes(path)]);
+  return kept && after !== undefined && sameIdentity(identity, identityOf(path, after)) ? identity : undefined;
 }
 
 /**
@@ -82,9 +87,10 @@ export async function unchangedIdentity(path: string, before: BigIntStats): Prom
  */
 const CHANGE_TIME_FILESYSTEMS = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994, 0x794c7630, 0x2fc12fc1, 0xf2f52010]);
 
-export async function keepsChangeTimes(folder: string): Promise<boolean> {
+/** Whether the file system `path` is on keeps change times: the file's own, which may be another than its folder's (a file bind-mounted alone). */
+async function keepsChangeTimes(path: string): Promise<boolean> {
   if (process.platform !== 'linux') return false;
-  const info = await statfs(folder).catch(() => undefined);
+  const info = await statfs(path).catch(() => undefined);
   return info !== undefined && CHANGE_TIME_FILESYSTEMS.has(info.type);
 }
 
@@ -134,8 +140,8 @@ function settled(file: FileIdentity): boolean {
 }
 
 /** The recorded fingerprints; none when the index is missing or unreadable (then it is written anew). */
-async function readFileFingerprints(path: string): Promise<EntryIndex<FileFingerprint>> {
-  return parseEntryIndex(await readFile(path, 'utf8').catch(() => ''), (value) => {
+function readFileFingerprints(path: string): Promise<EntryIndex<FileFingerprint>> {
+  return readEntryIndex(path, (value) => {
     const entry = value as Partial<FileFingerprint> | null;
     return typeof entry?.identity === 'string' && typeof entry.fingerprint === 'string' && /^[0-9a-f]{64}$/.test(entry.fingerprint) ? { identity: entry.identity, fingerprint: entry.fingerprint } : undefined;
   });

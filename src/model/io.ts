@@ -14,7 +14,7 @@ import { CamvizError } from '../util/errors.js';
 import { ReadsAhead } from '../util/reads-ahead.js';
 import { MAX_FILE_BYTES, isNotRegularFileCode, openRegularFile, readFromStart, readRegularFile } from '../util/read-whole-file.js';
 import { checkTopologyAgainstManifest } from './topology-check.js';
-import { type FileIdentity, keepsChangeTimes, unchangedIdentity } from './file-fingerprints.js';
+import { type FileIdentity, unchangedIdentity } from './file-fingerprints.js';
 
 type ModelArtifacts = tf.io.ModelArtifacts;
 type WeightsManifestEntry = tf.io.WeightsManifestEntry;
@@ -49,8 +49,9 @@ export interface LocalModelFiles {
   artifacts: ModelArtifacts;
   /**
    * What was read: model.json's identity, then every weight file's in
-   * manifest order (file-fingerprints.ts); absent for a Keras file and on a
-   * file system that may not keep change times (keepsChangeTimes).
+   * manifest order (file-fingerprints.ts); absent for a Keras file, and
+   * when a file is on a file system that may not keep change times or
+   * changed while it was read (unchangedIdentity).
    */
   identities?: readonly FileIdentity[];
 }
@@ -111,7 +112,6 @@ export async function readLocalModel(path: string): Promise<LocalModelFiles> {
 async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   const modelJsonPath = await resolveModelJsonPath(path);
   const folder = dirname(modelJsonPath);
-  const identified = keepsChangeTimes(folder);
   const realJsonPath = await realpath(modelJsonPath);
   // Checked a regular file through the descriptor read, opened without waiting (O_NONBLOCK): a FIFO or a device, even one swapped in after the
   // lookup, is refused, not read without end. Its stats are taken before the read: a file written after it has another change time.
@@ -138,7 +138,7 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   };
   // Identities of every file, each unchanged by the end of its read, or none: the model is then hashed.
   const everyIdentity = [await jsonIdentity, ...identities];
-  const known = (await identified) && everyIdentity.every((identity) => identity !== undefined);
+  const known = everyIdentity.every((identity) => identity !== undefined);
   return { modelJsonPath, folder, modelJson, sha256: sha256Hex(bytes), artifacts, ...(known ? { identities: everyIdentity as FileIdentity[] } : {}) };
 }
 

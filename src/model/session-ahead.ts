@@ -12,13 +12,13 @@
  * since, another input size, a damaged or forged note cost a worker's work
  * on the other core, never a wrong result.
  */
-import { readFileSync, realpathSync, statSync } from 'node:fs';
-import { readFile, realpath } from 'node:fs/promises';
+import { realpathSync } from 'node:fs';
+import { realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type SessionAheadSpec, startSessionAhead } from '../executor/ort-session-ahead.js';
 
 export { closeSessionsAhead } from '../executor/ort-session-ahead.js';
-import { type EntryIndex, parseEntryIndex, writeEntryIndex } from './entry-index.js';
+import { type EntryIndex, readEntryIndex, readEntryIndexSync, writeEntryIndex } from './entry-index.js';
 import { onnxCacheDir } from './onnx-writer/cache-limit.js';
 import { resolveModelJsonPath } from './io.js';
 import { localOnnxPath } from './onnx/file.js';
@@ -82,20 +82,12 @@ export async function noteFirstSession(modelFile: string, note: FirstSessionNote
     return;
   }
   const path = join(folder, FIRST_SESSIONS_NAME);
-  const notes = parseEntryIndex(await readFile(path, 'utf8').catch(() => ''), checkedNote);
+  const notes = await readEntryIndex(path, checkedNote);
   if (JSON.stringify(notes[key]) !== JSON.stringify(note)) await writeEntryIndex(path, notes, key, note, MAX_NOTES);
 }
 
-/** A note file larger than this is not read (256 notes take about 100 KB): it is read on every one-image start. */
-const MAX_NOTES_BYTES = 1024 * 1024;
-
 function readNotesSync(path: string): EntryIndex<FirstSessionNote> {
-  try {
-    if (statSync(path).size > MAX_NOTES_BYTES) return {};
-    return parseEntryIndex(readFileSync(path, 'utf8'), checkedNote);
-  } catch {
-    return {};
-  }
+  return readEntryIndexSync(path, checkedNote);
 }
 
 function checkedNote(value: unknown): FirstSessionNote | undefined {

@@ -29,9 +29,9 @@ export async function setWholeSecond(paths: readonly string[]): Promise<void> {
   for (const path of paths) await utimes(path, WHOLE_SECOND, WHOLE_SECOND);
 }
 
-/** Waits until files changed now count as settled: files changed within the last 3 s are not recorded (two writes in one clock tick would leave them alike). */
+/** Waits until files changed now count as settled: files changed within the last 40 s are not recorded (src/model/file-fingerprints.ts, SETTLED_MS). */
 export function untilSettled(): Promise<void> {
-  return sleep(3200);
+  return sleep(40_500);
 }
 
 /** The fingerprints recorded under the cache root `cache`, by the real path of each model's first file. */

@@ -14,7 +14,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { CamvizError } from '../../util/errors.js';
 import { isNotRegularFileCode, openRegularFile, readWholeFile } from '../../util/read-whole-file.js';
 import { pathInside } from '../io.js';
-import { keepsChangeTimes, recordedFingerprint, unchangedIdentity } from '../file-fingerprints.js';
+import { recordedFingerprint, unchangedIdentity } from '../file-fingerprints.js';
 import { onnxCacheDir } from '../onnx-writer/cache-limit.js';
 import { MAX_PROTOBUF_BYTES, ONNX_MODEL_FILE, takeOnnxAhead } from './file.js';
 import {
@@ -76,7 +76,7 @@ const SHA256_OF_THE_FILE = { kind: 'sha256 of an ONNX file' } as const;
 async function sha256Of(file: string, { bytes, stats }: { bytes: Buffer; stats: BigIntStats }): Promise<string> {
   const hash = (): string => createHash('sha256').update(bytes).digest('hex');
   const real = await realpath(file).catch(() => undefined);
-  const identity = real !== undefined && (await keepsChangeTimes(dirname(real))) ? await unchangedIdentity(real, stats) : undefined;
+  const identity = real === undefined ? undefined : await unchangedIdentity(real, stats);
   return recordedFingerprint(onnxCacheDir(), identity === undefined ? [] : [identity], SHA256_OF_THE_FILE, hash);
 }
 
