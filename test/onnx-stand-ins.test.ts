@@ -205,24 +205,28 @@ function byHand(input: Float32Array, batch: number, { relu = true, scale = 3 }: 
   return out;
 }
 
-test('shape arithmetic on a value of image size is computed: the graph reshapes by it, plans and runs as by hand', async () => {
+/**
+ * Writes `graph`, loads it, checks the output shape the plan gives it, then
+ * runs a batch of two varied images and compares the output, shape and
+ * values, with `byHandOf`'s (float64) for that batch.
+ */
+async function assertPlansAndRunsAsByHand(graph: TestModel, planned: (number | null)[], byHandOf: (input: Float32Array, batch: number) => { shape: number[]; values: number[] }): Promise<void> {
   const folder = await mkdtemp(join(tmpdir(), 'camviz-stand-ins-'));
   try {
     const path = join(folder, 'm.onnx');
-    await writeFile(path, onnxModelBytes(reshapedByArithmetic()));
+    await writeFile(path, onnxModelBytes(graph));
     const model = await loadModel(path, { preprocess: 'none' });
     try {
-      const output = model.layersModel!.outputs[0]!;
-      assert.deepEqual(output.shape, [null, CHANNELS * SIZE * SIZE]);
+      assert.deepEqual(model.layersModel!.outputs[0]!.shape, planned);
       const batch = 2;
       const values = Float32Array.from({ length: batch * SIZE * SIZE * 3 }, (_, i) => Math.sin(i * 0.37) * 2);
       const input = tf.tensor4d(values, [batch, SIZE, SIZE, 3]);
       const result = model.layersModel!.predict(input) as tf.Tensor;
       try {
-        assert.deepEqual(result.shape, [batch, CHANNELS * SIZE * SIZE]);
+        const expected = byHandOf(values, batch);
+        assert.deepEqual(result.shape, expected.shape);
         const got = result.dataSync();
-        const expected = byHand(values, batch);
-        const worst = expected.reduce((max, value, i) => Math.max(max, Math.abs(value - got[i]!)), 0);
+        const worst = expected.values.reduce((max, value, i) => Math.max(max, Math.abs(value - got[i]!)), 0);
         assert.ok(worst < 1e-5, `largest difference ${worst}`);
       } finally {
         tf.dispose([input, result]);
@@ -233,6 +237,10 @@ test('shape arithmetic on a value of image size is computed: the graph reshapes 
   } finally {
     await rm(folder, { recursive: true, force: true });
   }
+}
+
+test('shape arithmetic on a value of image size is computed: the graph reshapes by it, plans and runs as by hand', async () => {
+  await assertPlansAndRunsAsByHand(reshapedByArithmetic(), [null, CHANNELS * SIZE * SIZE], (input, batch) => ({ shape: [batch, CHANNELS * SIZE * SIZE], values: byHand(input, batch) }));
 });
 
 /**
@@ -270,31 +278,6 @@ function reshapedThroughLargeArithmetic(): TestModel {
 }
 
 test('shape arithmetic through a vector as large as image data is computed: the reshape plans and runs as by hand', async () => {
-  const folder = await mkdtemp(join(tmpdir(), 'camviz-stand-ins-'));
-  try {
-    const path = join(folder, 'm.onnx');
-    await writeFile(path, onnxModelBytes(reshapedThroughLargeArithmetic()));
-    const model = await loadModel(path, { preprocess: 'none' });
-    try {
-      assert.deepEqual(model.layersModel!.outputs[0]!.shape, [null, SIZE * SIZE]);
-      const batch = 2;
-      const values = Float32Array.from({ length: batch * SIZE * SIZE * 3 }, (_, i) => Math.cos(i * 0.11));
-      const input = tf.tensor4d(values, [batch, SIZE, SIZE, 3]);
-      const result = model.layersModel!.predict(input) as tf.Tensor;
-      try {
-        assert.deepEqual(result.shape, [batch * CHANNELS, SIZE * SIZE]);
-        // The Conv without its ReLU and scale: byHand's with the 3 and the max taken out.
-        const got = result.dataSync();
-        const expected = byHand(values, batch, { relu: false, scale: 1 });
-        const worst = expected.reduce((max, value, i) => Math.max(max, Math.abs(value - got[i]!)), 0);
-        assert.ok(worst < 1e-5, `largest difference ${worst}`);
-      } finally {
-        tf.dispose([input, result]);
-      }
-    } finally {
-      model.dispose();
-    }
-  } finally {
-    await rm(folder, { recursive: true, force: true });
-  }
+  // The Conv without the ReLU and the scale by 3, as [N * C, H * W].
+  await assertPlansAndRunsAsByHand(reshapedThroughLargeArithmetic(), [null, SIZE * SIZE], (input, batch) => ({ shape: [batch * CHANNELS, SIZE * SIZE], values: byHand(input, batch, { relu: false, scale: 1 }) }));
 });
