@@ -17,6 +17,8 @@ import { loadModel } from '../src/model/load.js';
 import { releaseStandIns, zerosStandIn } from '../src/model/onnx/ops/common.js';
 import { type LaidTensor, laid, runNode } from '../src/model/onnx/interpret.js';
 import { forEachBackend } from './helpers/backends.js';
+import { asset } from './helpers/assets.js';
+import { existsSync } from 'node:fs';
 import type { OnnxAttribute, OnnxNode } from '../src/model/onnx/types.js';
 import { type TestModel, imageInputValue, onnxModelBytes } from './helpers/onnx.js';
 
@@ -280,4 +282,32 @@ function reshapedThroughLargeArithmetic(): TestModel {
 test('shape arithmetic through a vector as large as image data is computed: the reshape plans and runs as by hand', async () => {
   // The Conv without the ReLU and the scale by 3, as [N * C, H * W].
   await assertPlansAndRunsAsByHand(reshapedThroughLargeArithmetic(), [null, SIZE * SIZE], (input, batch) => ({ shape: [batch * CHANNELS, SIZE * SIZE], values: byHand(input, batch, { relu: false, scale: 1 }) }));
+});
+
+/** The shared ONNX exports (torchvision's: Conv, Relu, Clip, pools, Add, Mul, Sigmoid, Concat, Gemm), where present. */
+const SHARED_ONNX = ['mobilenet_v1_0.75_224', 'mobilenet_v2', 'resnet18', 'efficientnet_b0', 'squeezenet1_1'].map((name) => asset('onnx', `${name}.onnx`)).filter((path) => existsSync(path));
+
+forEachBackend(() => {
+  test('planning writes nothing into the stand-ins\' buffer', async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'camviz-stand-ins-'));
+    try {
+      const local = join(folder, 'm.onnx');
+      await writeFile(local, onnxModelBytes(reshapedByArithmetic()));
+      for (const path of [local, ...SHARED_ONNX]) {
+        // A buffer larger than any value these models plan (ResNet-18's largest, 112 x 112 x 64, is 0.8M values): the plan's stand-ins view it.
+        const view = zerosStandIn([2, 1024, 1024], 'float32');
+        const buffer = new Float32Array((view.dataSync() as Float32Array).buffer);
+        try {
+          const model = await loadModel(path, { preprocess: 'none', engine: 'tfjs' });
+          model.dispose();
+          assert.ok(buffer.every((element) => element === 0), `a zero was overwritten while ${path} was planned`);
+        } finally {
+          view.dispose();
+          releaseStandIns();
+        }
+      }
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
 });
