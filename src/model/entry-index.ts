@@ -7,11 +7,11 @@
  * index, each entry is checked);
  * writing is atomic and best effort (it only saves later runs work).
  */
-import { closeSync, readSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { writeFileAtomic } from '../util/atomic-file.js';
-import { openRegularFileSync, readRegularFile } from '../util/read-whole-file.js';
+import { openRegularFileSync, readRegularFile, readSyncFromStart } from '../util/read-whole-file.js';
 
 export type EntryIndex<T> = Record<string, T>;
 
@@ -41,9 +41,8 @@ export function readEntryIndexSync<T>(path: string, check: (value: unknown) => T
     const size = Number(opened.stats.size);
     if (size > MAX_INDEX_BYTES) return {};
     const bytes = Buffer.allocUnsafe(size);
-    let filled = 0;
     // Up to the size at open: a file that grows meanwhile is read to that size.
-    for (let read = 1; filled < size && read > 0; filled += read) read = readSync(opened.fd, bytes, filled, size - filled, filled);
+    const filled = readSyncFromStart(opened.fd, bytes, size);
     return parseEntryIndex(bytes.subarray(0, filled).toString('utf8'), check);
   } catch {
     return {};

@@ -13,7 +13,7 @@
  * asynchronously, for reads that must wait for the main thread, and
  * openRegularFile opens and checks one for a caller that reads it itself.
  */
-import { type BigIntStats, type Stats, closeSync, close, constants, fstatSync, openSync, read, statSync } from 'node:fs';
+import { type BigIntStats, type Stats, closeSync, close, constants, fstatSync, openSync, read, readSync, statSync } from 'node:fs';
 import { type FileHandle, open, stat } from 'node:fs/promises';
 
 /** The largest file read (Node's own limit for one buffer read by readFile). */
@@ -123,6 +123,20 @@ export async function readFromStart(handle: FileHandle, length: number): Promise
     filled += bytesRead;
   }
   return filled === length ? bytes : bytes.subarray(0, filled);
+}
+
+/**
+ * As readFromStart, synchronously, into `bytes`: the count of the first
+ * `length` bytes of the open file read (fewer if it is shorter now).
+ */
+export function readSyncFromStart(fd: number, bytes: Uint8Array, length: number): number {
+  let filled = 0;
+  while (filled < length) {
+    const read = readSync(fd, bytes, filled, Math.min(length - filled, MAX_FILE_BYTES), filled);
+    if (read === 0) break;
+    filled += read;
+  }
+  return filled;
 }
 
 /** The size to read of a regular file (its opener checked that) whose stats are `stats`; one over `maxBytes` throws as readFile does (ERR_FS_FILE_TOO_LARGE). */

@@ -14,12 +14,12 @@
  * session made (a few per run), where keeping them would hold a copy of the
  * file, as large as the model's weights, in every worker for the whole run.
  */
-import { closeSync, readSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 // minimal: the wire format only; the full library also loads its .proto parser and reflection (about 20 ms of a cold start).
 import protobuf from 'protobufjs/minimal.js';
 import { CamvizError } from '../../util/errors.js';
-import { openRegularFileSync } from '../../util/read-whole-file.js';
+import { openRegularFileSync, readSyncFromStart } from '../../util/read-whole-file.js';
 import type { LayerGraph } from '../../executor/graph.js';
 import type { OnnxTrunk, OnnxValue } from '../../executor/onnx-trunk.js';
 import { OrtModelRejectedError } from '../../executor/ort.js';
@@ -97,14 +97,8 @@ function readWithRoom(file: string, room: number): { bytes: Buffer; size: number
     fd = opened.fd;
     const capacity = Number(opened.stats.size);
     const bytes = Buffer.allocUnsafe(capacity + room);
-    let size = 0;
     // Up to the size at open: a file that shrank or grew since differs from the one loaded, which the hash tells.
-    while (size < capacity) {
-      const read = readSync(fd, bytes, size, capacity - size, size);
-      if (read === 0) break;
-      size += read;
-    }
-    return { bytes, size };
+    return { bytes, size: readSyncFromStart(fd, bytes, capacity) };
   } catch (error) {
     throw unreadable(file, error);
   } finally {
