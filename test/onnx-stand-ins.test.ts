@@ -105,6 +105,11 @@ const AGREEING: StandInCase[] = [
   { name: 'GlobalAveragePool of an NHWC value', op: 'GlobalAveragePool', inputs: () => [image()] },
   { name: 'GlobalAveragePool of an ONNX-layout value', op: 'GlobalAveragePool', inputs: () => [image('onnx')] },
   { name: 'GlobalMaxPool', op: 'GlobalMaxPool', inputs: () => [image()] },
+  { name: 'ReduceMean over H and W, kept (a global pool)', op: 'ReduceMean', inputs: () => [image()], attributes: { axes: ints(2, 3) } },
+  { name: 'ReduceMax over H, not kept: an NHWC int32 value reordered', op: 'ReduceMax', inputs: () => [image('nhwc', 'int32')], attributes: { axes: ints(2), keepdims: int(0) } },
+  { name: 'ReduceMean of int32 over channels, not kept', op: 'ReduceMean', inputs: () => [image('nhwc', 'int32')], attributes: { axes: ints(1), keepdims: int(0) } },
+  { name: 'ReduceSum, axes as an input', op: 'ReduceSum', inputs: () => [image(), laid(tf.tensor1d([-1, 1], 'int32'))], attributes: { keepdims: int(0) } },
+  { name: 'ReduceL2 of an ONNX-layout value over every axis', op: 'ReduceL2', inputs: () => [image('onnx')], attributes: { keepdims: int(0) } },
   { name: 'Concat on channels', op: 'Concat', inputs: () => [image(), value([1, 2, 8, 8], 'float32', 'nhwc')], attributes: { axis: int(1) } },
 ];
 

@@ -5,7 +5,7 @@
  */
 import * as tf from '../../../engine/tf.js';
 import { NCHW_TO_NHWC, laid, storedAxis, toLayout, type LaidTensor } from '../layout.js';
-import { attrFloat, attrInt, attrInts, constantInts, normalizeAxis, required, unsupported, type OpContext, type OpFunction } from './common.js';
+import { attrFloat, attrInt, attrInts, constantInts, normalizeAxis, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
 type Inputs = (LaidTensor | undefined)[];
 type Reducer = (x: tf.Tensor, axes: number[], keepDims: boolean) => tf.Tensor;
@@ -26,20 +26,35 @@ function reduce(reducer: Reducer, axesInputSince: number): OpFunction {
     const axes = given === undefined || given.length === 0 ? [...Array(rank).keys()] : given.map((axis) => normalizeAxis(ctx, axis, rank));
     if (x.tensor.size === 0) throw unsupported(ctx, 'reducing an empty tensor');
     const stored = [...new Set(axes.map((axis) => storedAxis(axis, x.layout)))];
+    if (ctx.shapesOnly === true) return [reducedStandIn(reducer, x, stored, keepDims)];
     const y = reducer(x.tensor, stored, keepDims);
     if (x.layout === 'onnx' || keepDims) return [laid(y, x.layout)];
-    return [laid(reorderKept(y, stored), 'onnx')];
+    const order = keptOrder(stored);
+    return [laid(order.every((dim, i) => dim === i) ? y : tf.transpose(y, order), 'onnx')];
   };
 }
 
 /**
  * An 'nhwc' value reduced without keepdims: the dims left are in stored
- * order; put them in ONNX order.
+ * order; the permutation that puts them in ONNX order.
  */
-function reorderKept(y: tf.Tensor, reduced: number[]): tf.Tensor {
+function keptOrder(reduced: number[]): number[] {
   const kept = NCHW_TO_NHWC.filter((_, position) => !reduced.includes(position));
-  const perm = [...kept.keys()].sort((i, j) => kept[i]! - kept[j]!);
-  return perm.every((dim, i) => dim === i) ? y : tf.transpose(y, perm);
+  return [...kept.keys()].sort((i, j) => kept[i]! - kept[j]!);
+}
+
+/**
+ * In the planning pass, zeros standing for a reduction of image data
+ * (common.ts, zerosStandIn): the reduced shape, in the order the full run
+ * gives it, of the type the reducer gives one element (which also makes
+ * its check of the type). MobileNet v1's global ReduceMean run for real
+ * was 14 ms of a cold start: its input moved to the wasm heap, transposed.
+ */
+function reducedStandIn(reducer: Reducer, x: LaidTensor, stored: number[], keepDims: boolean): LaidTensor {
+  const dtype = reducer(tf.zeros([1], x.tensor.dtype), [0], keepDims).dtype;
+  const shape = x.tensor.shape.flatMap((dim, axis) => (!stored.includes(axis) ? [dim] : keepDims ? [1] : []));
+  if (x.layout === 'onnx' || keepDims) return laid(zerosStandIn(shape, dtype), x.layout);
+  return laid(zerosStandIn(keptOrder(stored).map((axis) => shape[axis]!), dtype), 'onnx');
 }
 
 const sumSquare: Reducer = (x, axes, keep) => tf.sum(tf.square(x), axes, keep);
