@@ -34,7 +34,8 @@ export interface LatencyRequest {
 }
 
 export const STAGES = ['decode', 'forward', 'backward', 'render', 'encode', 'total'] as const;
-export type StageTimings = Record<(typeof STAGES)[number] | 'compute' | 'computeMin', number>;
+/** Medians of the timed runs per stage, and `computeRuns`: each timed run's compute, in order. */
+export type StageTimings = Record<(typeof STAGES)[number] | 'compute' | 'computeMin', number> & { computeRuns: number[] };
 
 export interface LatencyResult {
   backend: string;
@@ -46,7 +47,7 @@ export interface LatencyResult {
 function summarise(samples: readonly Timings[]): StageTimings {
   const stage = (key: (typeof STAGES)[number]): number => median(samples.map((sample) => sample[key] ?? 0));
   const compute = samples.map((sample) => (sample.forward ?? 0) + (sample.backward ?? 0));
-  return { ...(Object.fromEntries(STAGES.map((key) => [key, stage(key)])) as Record<(typeof STAGES)[number], number>), compute: median(compute), computeMin: Math.min(...compute) };
+  return { ...(Object.fromEntries(STAGES.map((key) => [key, stage(key)])) as Record<(typeof STAGES)[number], number>), compute: median(compute), computeMin: Math.min(...compute), computeRuns: compute };
 }
 
 async function main(): Promise<void> {
