@@ -91,6 +91,35 @@ test('encodePhotoPng\'s rows are the byte-by-byte Up filter: every width modulo 
   }
 });
 
+/** Each chunk of a PNG whose stored CRC-32 is not that of its type and data. */
+function badChunkCrcs(png: Buffer): string[] {
+  const bad: string[] = [];
+  for (let at = 8; at < png.length; ) {
+    const length = png.readUInt32BE(at);
+    const typeAndData = png.subarray(at + 4, at + 8 + length);
+    if (crc32(typeAndData) !== png.readUInt32BE(at + 8 + length)) bad.push(png.toString('latin1', at + 4, at + 8));
+    at += 12 + length;
+  }
+  return bad;
+}
+
+test('encodePhotoPng: pictures whose rows deflate to several of zlib\'s output parts, of different sizes at once and again (its row buffers kept and reused), each its own pixels with valid CRCs', async () => {
+  let seed = 11;
+  const noise = (width: number, height: number): Uint8Array => Uint8Array.from({ length: width * height * 3 }, () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24);
+  const sizes = [[640, 480], [320, 200], [700, 500], [50, 50], [641, 479], [1, 1]] as const;
+  for (let round = 0; round < 2; round++) {
+    const pictures = sizes.map(([width, height]) => ({ width, height, rgb: noise(width, height) }));
+    const pngs = await Promise.all(pictures.map(({ rgb, width, height }) => encodePhotoPng(rgb, width, height, { compressionLevel: 1 })));
+    for (const [i, png] of pngs.entries()) {
+      const { rgb, width, height } = pictures[i]!;
+      assert.deepEqual(badChunkCrcs(png), [], `${width}x${height}`);
+      assert.deepEqual(await pixelsOf(png), { rgb, width, height }, `${width}x${height}, round ${round}`);
+    }
+    // Random bytes barely compress: the largest's IDAT is several 256 KiB parts.
+    assert.ok(pngs[2]!.length > 3 * 256 * 1024);
+  }
+});
+
 test('encodePhotoPng on real photos: the same pixels as libvips, in a smaller file', { skip: skipWithoutSharedAssets }, async () => {
   for (const name of ['creative_commons_elephant.jpg', 'dog_cat.jpg', 'snake.png']) {
     const { data, info } = await sharp(imagePath(name)).removeAlpha().raw().toBuffer({ resolveWithObject: true });

@@ -32,8 +32,38 @@ export async function encodePng(rgb: Uint8Array, width: number, height: number, 
 export async function encodePhotoPng(rgb: Uint8Array, width: number, height: number, options: PngOptions = {}): Promise<Buffer> {
   const compressionLevel = checkedLevel(rgb, width, height, options);
   if (compressionLevel !== 1) return encodePng(rgb, width, height, { compressionLevel });
-  const idat = await deflate(upFilteredRows(rgb, width, height), { level: 1, strategy: zlib.constants.Z_HUFFMAN_ONLY });
-  return Buffer.concat([PNG_SIGNATURE, ...chunk('IHDR', rgbHeader(width, height)), ...chunk('IDAT', idat), ...chunk('IEND', new Uint8Array(0))]);
+  const buffer = takeRowBuffer((width * 3 + 1) * height);
+  let idat: Buffer[];
+  try {
+    idat = await deflateParts(upFilteredRows(rgb, width, height, buffer.subarray(0, (width * 3 + 1) * height)), { level: 1, strategy: zlib.constants.Z_HUFFMAN_ONLY });
+  } finally {
+    giveBackRowBuffer(buffer);
+  }
+  return Buffer.concat([PNG_SIGNATURE, ...chunk('IHDR', [rgbHeader(width, height)]), ...chunk('IDAT', idat), ...chunk('IEND', [])]);
+}
+
+/**
+ * The filtered rows' buffers between pictures, each the size of the
+ * largest picture it has held. A folder's photos differ in size: a fresh
+ * buffer each (1.8 MB for 767x767) left glibc's heap holes of every size
+ * to reuse, and its footprint crept up over a run (README, Memory).
+ * Encodes may overlap (a batch's pictures), hence a few.
+ */
+const freeRowBuffers: Buffer[] = [];
+const KEPT_ROW_BUFFERS = 4;
+
+/** A buffer of at least `length` bytes for filtered rows: the largest kept one when it is large enough, else a new one. */
+function takeRowBuffer(length: number): Buffer {
+  const largest = freeRowBuffers.at(-1);
+  if (largest !== undefined && largest.length >= length) return freeRowBuffers.pop()!;
+  return Buffer.allocUnsafeSlow(length);
+}
+
+/** Keeps a buffer of takeRowBuffer's for the next picture, the kept ones in order of size; past KEPT_ROW_BUFFERS the smallest goes. */
+function giveBackRowBuffer(buffer: Buffer): void {
+  freeRowBuffers.push(buffer);
+  freeRowBuffers.sort((a, b) => a.length - b.length);
+  if (freeRowBuffers.length > KEPT_ROW_BUFFERS) freeRowBuffers.shift();
 }
 
 /** The checked compression level (default 6); throws RangeError on a bad size, buffer or level. */
@@ -55,16 +85,15 @@ const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0
 const UP_FILTER = 2;
 
 /**
- * The rows as PNG stores them: a filter byte, then each byte minus the one
+ * The rows as PNG stores them, into `rows`: a filter byte, then each byte minus the one
  * above it (mod 256; the first row's "above" is zeros, so it is stored as is).
  * Four bytes at a time (SWAR): a byte-wise subtraction on 32-bit words, read
  * and written unaligned through DataViews (each row starts one byte after a
  * filter byte), about 2.5x faster than a loop over bytes; the row's last
  * 0-3 bytes go one by one. Every byte is written, so the buffer needs no zeroing.
  */
-function upFilteredRows(rgb: Uint8Array, width: number, height: number): Uint8Array {
+function upFilteredRows(rgb: Uint8Array, width: number, height: number, rows: Uint8Array): Uint8Array {
   const stride = width * 3;
-  const rows = Buffer.allocUnsafe((stride + 1) * height);
   const source = new DataView(rgb.buffer, rgb.byteOffset, rgb.byteLength);
   const target = new DataView(rows.buffer, rows.byteOffset, rows.byteLength);
   const wordBytes = stride - (stride % 4);
@@ -103,19 +132,31 @@ function rgbHeader(width: number, height: number): Buffer {
   return header;
 }
 
-/** A chunk's parts (the data is not copied): length and type, data, CRC-32 of type and data. */
-function chunk(type: string, data: Uint8Array): Uint8Array[] {
+/** A chunk's parts (the data is not copied): length and type, the data's parts, CRC-32 of type and data. */
+function chunk(type: string, data: readonly Uint8Array[]): Uint8Array[] {
   const head = Buffer.alloc(8);
-  head.writeUInt32BE(data.length, 0);
+  head.writeUInt32BE(data.reduce((length, part) => length + part.length, 0), 0);
   head.write(type, 4, 'latin1');
   const tail = Buffer.alloc(4);
-  tail.writeUInt32BE(crc32(data, crc32(head.subarray(4))), 0);
-  return [head, data, tail];
+  tail.writeUInt32BE(data.reduce((crc, part) => crc32(part, crc), crc32(head.subarray(4))), 0);
+  return [head, ...data, tail];
 }
 
-/** One output chunk for the whole stream: fewer trips through the thread pool than zlib's 16 KiB default. */
-function deflate(data: Uint8Array, options: zlib.ZlibOptions): Promise<Buffer> {
+/**
+ * Deflate's output in the parts zlib gives (DEFLATE_PART bytes each): its
+ * parts go into the PNG as they are. One output buffer of the input's size
+ * and zlib's joined copy of it were two more picture-sized buffers an image.
+ */
+function deflateParts(data: Uint8Array, options: zlib.ZlibOptions): Promise<Buffer[]> {
   return new Promise((resolve, reject) => {
-    zlib.deflate(data, { ...options, chunkSize: Math.max(zlib.constants.Z_MIN_CHUNK, data.length + 1024) }, (error, result) => (error ? reject(error) : resolve(result)));
+    const parts: Buffer[] = [];
+    const stream = zlib.createDeflate({ ...options, chunkSize: Math.min(DEFLATE_PART, Math.max(zlib.constants.Z_MIN_CHUNK, data.length + 1024)) });
+    stream.on('data', (part: Buffer) => parts.push(part));
+    stream.on('error', reject);
+    stream.on('end', () => resolve(parts));
+    stream.end(data);
   });
 }
+
+/** zlib's output buffers: one size for every picture over it, which glibc reuses from picture to picture. */
+const DEFLATE_PART = 256 * 1024;
