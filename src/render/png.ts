@@ -47,10 +47,13 @@ export async function encodePhotoPng(rgb: Uint8Array, width: number, height: num
  * largest picture it has held. A folder's photos differ in size: a fresh
  * buffer each (1.8 MB for 767x767) left glibc's heap holes of every size
  * to reuse, and its footprint crept up over a run (README, Memory).
- * Encodes may overlap (a batch's pictures), hence a few.
+ * Encodes may overlap (a batch's pictures), hence a few; the rows of a
+ * picture over KEPT_ROW_BYTES (about 1,600x1,600) are never kept, so that
+ * a process keeps at most 32 MiB of them.
  */
 const freeRowBuffers: Buffer[] = [];
 const KEPT_ROW_BUFFERS = 4;
+const KEPT_ROW_BYTES = 8 << 20;
 
 /** A buffer of at least `length` bytes for filtered rows: the largest kept one when it is large enough, else a new one. */
 function takeRowBuffer(length: number): Buffer {
@@ -59,8 +62,9 @@ function takeRowBuffer(length: number): Buffer {
   return Buffer.allocUnsafeSlow(length);
 }
 
-/** Keeps a buffer of takeRowBuffer's for the next picture, the kept ones in order of size; past KEPT_ROW_BUFFERS the smallest goes. */
+/** Keeps a buffer of takeRowBuffer's for the next picture (unless over KEPT_ROW_BYTES), the kept ones in order of size; past KEPT_ROW_BUFFERS the smallest goes. */
 function giveBackRowBuffer(buffer: Buffer): void {
+  if (buffer.length > KEPT_ROW_BYTES) return;
   freeRowBuffers.push(buffer);
   freeRowBuffers.sort((a, b) => a.length - b.length);
   if (freeRowBuffers.length > KEPT_ROW_BUFFERS) freeRowBuffers.shift();
