@@ -163,4 +163,4 @@ function deflateParts(data: Uint8Array, options: zlib.ZlibOptions): Promise<Buff
 }
 
 /** zlib's output buffers: one size for every picture over it, which glibc reuses from picture to picture. */
-const DEFLATE_PART = 256 * 1024;
+const DEFLATE_PART = 1024 * 1024;
