@@ -32,10 +32,11 @@ export async function encodePng(rgb: Uint8Array, width: number, height: number, 
 export async function encodePhotoPng(rgb: Uint8Array, width: number, height: number, options: PngOptions = {}): Promise<Buffer> {
   const compressionLevel = checkedLevel(rgb, width, height, options);
   if (compressionLevel !== 1) return encodePng(rgb, width, height, { compressionLevel });
-  const buffer = takeRowBuffer((width * 3 + 1) * height);
+  const rowBytes = (width * 3 + 1) * height;
+  const buffer = takeRowBuffer(rowBytes);
   let idat: Buffer[];
   try {
-    idat = await deflateParts(upFilteredRows(rgb, width, height, buffer.subarray(0, (width * 3 + 1) * height)), { level: 1, strategy: zlib.constants.Z_HUFFMAN_ONLY });
+    idat = await deflateParts(upFilteredRows(rgb, width, height, buffer.subarray(0, rowBytes)), { level: 1, strategy: zlib.constants.Z_HUFFMAN_ONLY });
   } finally {
     giveBackRowBuffer(buffer);
   }
