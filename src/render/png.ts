@@ -34,12 +34,9 @@ export async function encodePhotoPng(rgb: Uint8Array, width: number, height: num
   if (compressionLevel !== 1) return encodePng(rgb, width, height, { compressionLevel });
   const rowBytes = (width * 3 + 1) * height;
   const buffer = takeRowBuffer(rowBytes);
-  let idat: Buffer[];
-  try {
-    idat = await deflateParts(upFilteredRows(rgb, width, height, buffer.subarray(0, rowBytes)), { level: 1, strategy: zlib.constants.Z_HUFFMAN_ONLY });
-  } finally {
-    giveBackRowBuffer(buffer);
-  }
+  // Kept again only after a deflate that ended: one that failed may still be reading it on libuv's threads.
+  const idat = await deflateParts(upFilteredRows(rgb, width, height, buffer.subarray(0, rowBytes)), { level: 1, strategy: zlib.constants.Z_HUFFMAN_ONLY });
+  giveBackRowBuffer(buffer);
   return Buffer.concat([PNG_SIGNATURE, ...chunk('IHDR', [rgbHeader(width, height)]), ...chunk('IDAT', idat), ...chunk('IEND', [])]);
 }
 
