@@ -119,6 +119,7 @@ const REFUSED: StandInCase[] = [
   { name: 'Where with a float condition', op: 'Where', inputs: () => [image(), image(), scalar(0)] },
   { name: 'Concat of other heights', op: 'Concat', inputs: () => [image(), value([1, 4, 7, 8], 'float32', 'nhwc')], attributes: { axis: int(1) } },
   { name: 'AveragePool of int32', op: 'AveragePool', inputs: () => [image('nhwc', 'int32')], attributes: { kernel_shape: ints(2, 2) } },
+  { name: 'ReduceSum of a scalar over axis 0', op: 'ReduceSum', inputs: () => [scalar(3), laid(tf.tensor1d([0], 'int32'))] },
   { name: 'Gelu with an unknown approximation', op: 'Gelu', inputs: () => [image()], attributes: { approximate: { kind: 'string', value: 'cubic' } } },
 ];
 

@@ -51,6 +51,8 @@ function keptOrder(reduced: number[]): number[] {
  * was 14 ms of a cold start: its input moved to the wasm heap, transposed.
  */
 function reducedStandIn(reducer: Reducer, x: LaidTensor, stored: number[], keepDims: boolean): LaidTensor {
+  // The reducer's own check of the axes against the value's rank (a scalar has none to reduce).
+  tf.util.parseAxisParam(stored, x.tensor.shape);
   const dtype = reducer(tf.zeros([1], x.tensor.dtype), [0], keepDims).dtype;
   const shape = x.tensor.shape.flatMap((dim, axis) => (!stored.includes(axis) ? [dim] : keepDims ? [1] : []));
   if (x.layout === 'onnx' || keepDims) return laid(zerosStandIn(shape, dtype), x.layout);
