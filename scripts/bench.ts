@@ -687,14 +687,14 @@ async function scoreCamTarget(support: EngineSupport, backends: BackendKind[], a
   }));
   await interleavedBest(contenders, rounds, (sample) => sample.gradcam ?? Number.POSITIVE_INFINITY);
   const fastestWasm = (of: (sample: PerImage) => number | undefined): number | undefined => {
-    const times = contenders.filter((contender) => contender.config?.engine === 'tfjs' && contender.best !== undefined).map((contender) => of(contender.best!) ?? Number.POSITIVE_INFINITY);
+    const times = contenders.filter((contender) => contender.config?.engine === 'tfjs' && contender.best !== undefined).flatMap((contender) => of(contender.best!) ?? []);
     return times.length === 0 ? undefined : Math.min(...times);
   };
   const [reference, firstReference] = [fastestWasm((sample) => sample.gradcam), fastestWasm((sample) => sample.first)];
   const ratio = (time: number, to: number | undefined): number | undefined => (to === undefined ? undefined : time / to);
   const rows = contenders.map((contender) => {
     const best = contender.best;
-    if (best?.gradcam === undefined || best.first === undefined) return [contender.label, '-', contender.reason ?? '-', '-', '-'];
+    if (best?.gradcam === undefined || best.first === undefined) return [contender.label, '-', '-', '-', contender.reason ?? '-'];
     const judged = contender.config?.engine === 'tfjs' ? undefined : { op: '<=' as const, limit: 0.25 };
     return [contender.label, ms(best.gradcam), against(ratio(best.gradcam, reference), judged), ms(best.first), against(ratio(best.first, firstReference), undefined)];
   });

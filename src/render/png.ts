@@ -53,11 +53,10 @@ const freeRowBuffers: Buffer[] = [];
 const KEPT_ROW_BUFFERS = 4;
 const KEPT_ROW_BYTES = 8 << 20;
 
-/** A buffer of at least `length` bytes for filtered rows: the largest kept one when it is large enough, else a new one. */
+/** A buffer of at least `length` bytes for filtered rows: the smallest kept one that is large enough, else a new one. */
 function takeRowBuffer(length: number): Buffer {
-  const largest = freeRowBuffers.at(-1);
-  if (largest !== undefined && largest.length >= length) return freeRowBuffers.pop()!;
-  return Buffer.allocUnsafeSlow(length);
+  const fitting = freeRowBuffers.findIndex((buffer) => buffer.length >= length);
+  return fitting < 0 ? Buffer.allocUnsafeSlow(length) : freeRowBuffers.splice(fitting, 1)[0]!;
 }
 
 /** Keeps a buffer of takeRowBuffer's for the next picture (unless over KEPT_ROW_BYTES), the kept ones in order of size; past KEPT_ROW_BUFFERS the smallest goes. */
