@@ -164,6 +164,16 @@ const CHANNELS = 2;
 const WEIGHTS = [0.5, -1, 2, 0.25, 1, -0.5]; // [2 out, 3 in], 1x1
 const BIAS = [0.1, -0.2];
 
+/** A graph of input [N, 3, 32, 32] -> the 1x1 Conv of WEIGHTS and BIAS (output 'c'), then `nodes` (ending in 'output'), with `initializers` beside the Conv's. */
+function afterConv(nodes: TestModel['nodes'], initializers: NonNullable<TestModel['initializers']>): TestModel {
+  return {
+    nodes: [{ name: '/conv/Conv', opType: 'Conv', inputs: ['input', 'w', 'b'], outputs: ['c'] }, ...nodes],
+    inputs: [imageInputValue(SIZE)],
+    outputs: [{ name: 'output' }],
+    initializers: [{ name: 'w', dims: [CHANNELS, 3, 1, 1], values: WEIGHTS }, { name: 'b', dims: [CHANNELS], values: BIAS }, ...initializers],
+  };
+}
+
 /**
  * input [N, 3, 32, 32] -> 1x1 Conv (2 channels: 2,048 values, image data)
  * -> Relu -> Mul by 3, then reshaped to [N, C * 1024] where C * 1024 is
@@ -172,9 +182,8 @@ const BIAS = [0.1, -0.2];
  * the target would be [N, 0].
  */
 function reshapedByArithmetic(): TestModel {
-  return {
-    nodes: [
-      { name: '/conv/Conv', opType: 'Conv', inputs: ['input', 'w', 'b'], outputs: ['c'] },
+  return afterConv(
+    [
       { name: '/relu/Relu', opType: 'Relu', inputs: ['c'], outputs: ['r'] },
       { name: '/scale/Mul', opType: 'Mul', inputs: ['r', 'three'], outputs: ['m'] },
       { name: '/shape/Shape', opType: 'Shape', inputs: ['r'], outputs: ['s'] },
@@ -184,18 +193,14 @@ function reshapedByArithmetic(): TestModel {
       { name: '/target/Concat', opType: 'Concat', inputs: ['batch', 'width'], outputs: ['target'], attributes: [{ name: 'axis', i: 0 }] },
       { name: '/flat/Reshape', opType: 'Reshape', inputs: ['m', 'target'], outputs: ['output'] },
     ],
-    inputs: [imageInputValue(SIZE)],
-    outputs: [{ name: 'output' }],
-    initializers: [
-      { name: 'w', dims: [CHANNELS, 3, 1, 1], values: WEIGHTS },
-      { name: 'b', dims: [CHANNELS], values: BIAS },
+    [
       { name: 'three', dims: [], values: [3] },
       { name: 'zero', dims: [1], dataType: 7, values: [0] },
       { name: 'one', dims: [1], dataType: 7, values: [1] },
       { name: 'two', dims: [1], dataType: 7, values: [2] },
       { name: 'pixels', dims: [1], dataType: 7, values: [SIZE * SIZE] },
     ],
-  };
+  );
 }
 
 /** The model by hand, in float64: NHWC input, the output in ONNX's order [N, C * H * W]; the ReLU and the scale by 3 unless said otherwise. */
@@ -259,9 +264,8 @@ test('shape arithmetic on a value of image size is computed: the graph reshapes 
  * would make M 1 and plan the output [null, 2].
  */
 function reshapedThroughLargeArithmetic(): TestModel {
-  return {
-    nodes: [
-      { name: '/conv/Conv', opType: 'Conv', inputs: ['input', 'w', 'b'], outputs: ['c'] },
+  return afterConv(
+    [
       { name: '/s/Shape', opType: 'Shape', inputs: ['c'], outputs: ['s'] },
       { name: '/hw/Slice', opType: 'Slice', inputs: ['s', 'two', 'four'], outputs: ['hw'] },
       { name: '/n/ReduceProd', opType: 'ReduceProd', inputs: ['hw'], outputs: ['n'], attributes: [{ name: 'keepdims', i: 0 }] },
@@ -271,18 +275,14 @@ function reshapedThroughLargeArithmetic(): TestModel {
       { name: '/t/Concat', opType: 'Concat', inputs: ['minus1', 'm'], outputs: ['t'], attributes: [{ name: 'axis', i: 0 }] },
       { name: '/flat/Reshape', opType: 'Reshape', inputs: ['c', 't'], outputs: ['output'] },
     ],
-    inputs: [imageInputValue(SIZE)],
-    outputs: [{ name: 'output' }],
-    initializers: [
-      { name: 'w', dims: [CHANNELS, 3, 1, 1], values: WEIGHTS },
-      { name: 'b', dims: [CHANNELS], values: BIAS },
+    [
       { name: 'two', dims: [1], dataType: 7, values: [2] },
       { name: 'four', dims: [1], dataType: 7, values: [4] },
       { name: 'zero_s', dims: [], dataType: 7, values: [0] },
       { name: 'one_s', dims: [], dataType: 7, values: [1] },
       { name: 'minus1', dims: [1], dataType: 7, values: [-1] },
     ],
-  };
+  );
 }
 
 test('shape arithmetic through a vector as large as image data is computed: the reshape plans and runs as by hand', async () => {
