@@ -10,12 +10,13 @@
  * cached per model and fetched values: creating one costs about 240 ms.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { arch, cpus } from 'node:os';
 import { join } from 'node:path';
 import { temporaryName } from '../util/atomic-file.js';
 import { describeError } from '../util/errors.js';
+import { readWholeFile } from '../util/read-whole-file.js';
 
 /*
  * The part of onnxruntime-node's API camviz uses, declared here so that
@@ -340,7 +341,10 @@ export function savedGraphPath(ort: OrtModule, cacheKey: string, folder: string)
 
 /** The session of the graph saved at `path`, or undefined when there is none or it does not load. */
 async function loadSavedGraph(ort: OrtModule, path: string, options: OrtSessionCreateOptions): Promise<OrtSession | undefined> {
-  const saved = await readFile(path).catch(() => undefined);
+  const saved = await readWholeFile(path).then(
+    ({ bytes }) => bytes,
+    () => undefined,
+  );
   if (saved === undefined) return undefined;
   try {
     const session = await ort.InferenceSession.create(saved, { ...options, graphOptimizationLevel: 'disabled', extra: { ...options.extra, ...SAVED_GRAPH_LOAD } });
