@@ -23,6 +23,7 @@ import { runBatch } from '../src/batch/runner.js';
 import { requestedBackend, useBackend } from '../src/engine/backend.js';
 import * as tf from '../src/engine/tf.js';
 import { camTaskOptions } from '../src/tasks/defaults.js';
+import { closeSessionsAhead, startModelSessionAhead } from '../src/model/session-ahead.js';
 import type { Engine } from './bench-engines.js';
 
 export interface MemoryRequest {
@@ -137,7 +138,10 @@ async function main(): Promise<void> {
   const timer = setInterval(sample, 200);
   try {
     const model = { model: request.model, ...(request.preprocess === undefined ? {} : { preprocess: request.preprocess }), ...(request.engine === undefined ? {} : { engine: request.engine }) };
+    // As the command line's --jobs 1 run does (cli/main.ts): its passes then run on the first session, made ahead in a worker.
+    if (request.engine !== 'tfjs' && process.env['CAMVIZ_SESSION_AHEAD'] !== '0') await startModelSessionAhead(request.model);
     const result = await runBatch({ task: camTaskOptions(outDir, { model }), inputs: [request.folder], jobs: 1, quiet: true, manifest: true });
+    await closeSessionsAhead();
     clearInterval(timer);
     const during = samples.splice(0);
     sample();

@@ -287,6 +287,33 @@ describe('the command line makes the noted session ahead', { skip: skipOrt }, ()
     }
   });
 
+  test('a folder run with --jobs 1 takes it too, and runs every batch on it, with the first run\'s outputs byte for byte', async () => {
+    const cache = await mkdtemp(join(workDir, 'cli-'));
+    const folder = join(workDir, 'shapes-folder');
+    await mkdir(folder, { recursive: true });
+    const shapes = (await readdir(join(repoRoot, 'fixtures', 'shapes'))).filter((name) => name.endsWith('.png'));
+    for (const name of shapes) await cp(join(repoRoot, 'fixtures', 'shapes', name), join(folder, name));
+    // --batch-size 2: several batches go through the session made ahead.
+    const args = (out: string): string[] => ['gradcam', folder, '--model', 'shapes', '--engine', 'onnxruntime', '--jobs', '1', '--batch-size', '2', '--out', out, '--json'];
+    const first = await camviz(args(join(workDir, 'out-folder-1')), cache);
+    assert.equal(first.code, 0, first.stderr);
+
+    releaseOrtSessions();
+    const taken = sessionsAheadTaken();
+    const written: string[] = [];
+    const code = await withEnv('CAMVIZ_CACHE', cache, () =>
+      withEnv('CAMVIZ_ENGINE', undefined, () => captureStdout(written, () => main(['node', 'camviz', ...args(join(workDir, 'out-folder-2'))]))),
+    );
+    assert.equal(code, 0);
+    assert.equal(sessionsAheadTaken(), taken + 1, 'the session made ahead was taken');
+    assert.equal(cachedSessionCount(), 0, 'no session of this thread was made: every batch ran on the one made ahead');
+    const firstRecords = JSON.parse(first.stdout) as { png: string; score: number }[];
+    const secondRecords = JSON.parse(written.join('')) as { png: string; score: number }[];
+    assert.equal(firstRecords.length, shapes.length);
+    assert.deepEqual(secondRecords.map((record) => record.score), firstRecords.map((record) => record.score));
+    for (const [i, record] of firstRecords.entries()) assert.deepEqual(await readFile(record.png), await readFile(secondRecords[i]!.png), record.png);
+  });
+
   test('CAMVIZ_SESSION_AHEAD=0: a run with a note makes no session ahead, and writes what one that took it writes', async () => {
     const cache = await mkdtemp(join(workDir, 'cli-'));
     const args = (out: string): string[] => ['gradcam', shapesImage, '--model', 'shapes', '--engine', 'onnxruntime', '--out', out, '--json'];

@@ -5,6 +5,7 @@
  * are read meanwhile: readModelAhead).
  */
 import { statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { OPTION_LIMITS, addBatchOptions, addEngineOption, addImageOptions, addModelOptions, addOptionAlias, collectValues } from './options.js';
 import { METHOD_NAMES, SCORE_KINDS, TARGET_KINDS, canonicalMethod, tfjsOnlyMethodReason } from '../cam/names.js';
@@ -281,16 +282,17 @@ Examples:
 }
 
 /**
- * A run of one image file runs in this thread, and its start is a cold
- * start: its model files (a local TF.js model, `--model <folder>`, or an
- * ONNX file) are read while the command's modules (tfjs, sharp) load, for
- * the model's load to find them read; and when ONNX Runtime may run it, the model's first
- * session, as a previous run noted it, is made in a worker meanwhile
- * (model/session-ahead.ts). Folder runs may load the model in workers only,
- * and are left as they are.
+ * A run that loads its model in this thread (one image file, or `--jobs
+ * 1`) starts on it while the command's modules (tfjs, sharp) load: its
+ * model files (a local TF.js model, `--model <folder>`, or an ONNX file)
+ * are read, for the model's load to find them read; and when ONNX Runtime
+ * may run it, the model's first session, as a previous run noted it, is
+ * made in a worker meanwhile (model/session-ahead.ts), which then runs the
+ * run's passes. Runs whose model loads in worker threads (`--jobs 2` and
+ * more over a folder) are left as they are: each worker makes its own.
  */
 async function readModelAhead(inputs: readonly string[], options: Record<string, unknown>): Promise<void> {
-  if (inputs.length !== 1 || statSync(inputs[0]!, { throwIfNoEntry: false })?.isFile() !== true) return;
+  if (!loadsModelInThisThread(inputs, options)) return;
   const model = options['model'];
   // CAMVIZ_SESSION_AHEAD=0: none (the worker's CPU is then left to the rest; on a loaded machine it gains nothing).
   if (mayRunOnOnnxRuntime(options) && process.env['CAMVIZ_SESSION_AHEAD'] !== '0') {
@@ -302,6 +304,19 @@ async function readModelAhead(inputs: readonly string[], options: Record<string,
   const [{ readModelAhead: startReading }, { readOnnxAhead }] = await Promise.all([import('../model/io.js'), import('../model/onnx/file.js')]);
   void startReading(model);
   void readOnnxAhead(model);
+}
+
+/**
+ * Whether the run will load its model in this thread, as the batch runner
+ * decides it (batch/runner.ts workerCount): one image file is one batch,
+ * and `--jobs 1` (or one core, the default's) keeps every batch here. A
+ * folder or several files with more jobs may still end up here (a single
+ * batch, a cap by memory): those only miss the head start.
+ */
+function loadsModelInThisThread(inputs: readonly string[], options: Record<string, unknown>): boolean {
+  if (inputs.length === 1 && statSync(inputs[0]!, { throwIfNoEntry: false })?.isFile() === true) return true;
+  const jobs = options['jobs'];
+  return typeof jobs === 'string' ? /^\s*0*1\s*$/.test(jobs) : availableParallelism() === 1;
 }
 
 /** Set once a session may have been started ahead: the run closes what it did not take before it ends. */
