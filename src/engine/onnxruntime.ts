@@ -173,6 +173,12 @@ export interface SessionTuning {
    * buffers from the first pass serve it; later passes cost the same.
    */
   readonly memoryPattern?: boolean;
+  /**
+   * Where the model's external data files are: a session made from bytes
+   * has no path of its own, and ONNX Runtime refuses external locations it
+   * cannot resolve inside a folder it is given.
+   */
+  readonly externalDataFolder?: string;
 }
 
 /**
@@ -195,7 +201,10 @@ export function sessionOptions(threads: number, tuning: SessionTuning = {}): Ort
     enableCpuMemArena: true,
     enableMemPattern: tuning.memoryPattern ?? true,
     // onnxruntime-node passes `extra` as flat string config entries.
-    extra: { 'session.intra_op.allow_spinning': '0' },
+    extra: {
+      'session.intra_op.allow_spinning': '0',
+      ...(tuning.externalDataFolder === undefined ? {} : { 'session.model_external_initializers_file_folder_path': tuning.externalDataFolder }),
+    },
   };
 }
 

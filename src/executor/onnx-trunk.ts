@@ -26,6 +26,8 @@ export interface OnnxTrunk {
   readonly input: OnnxValue;
   /** The fixed input size of the graph (ONNX Runtime sessions are made per size). */
   readonly inputSize: { readonly height: number; readonly width: number };
+  /** Where ONNX Runtime finds the external data of `withOutputs`' bytes (their locations are relative to it); absent: the model has none. */
+  readonly externalDataFolder?: string;
   /** The ONNX value holding an executor graph tensor, or undefined when ONNX has no such value (e.g. fused away). */
   valueOf(key: string): OnnxValue | undefined;
   /**

@@ -24,6 +24,8 @@ export interface HostWorkerData {
   readonly threads?: number;
   /** ORT's memory pattern (default off: see below). */
   readonly memoryPattern?: boolean;
+  /** Where `bytes`' external data is (engine/onnxruntime.ts SessionTuning). */
+  readonly externalDataFolder?: string;
   /**
    * Run one pass of zeros before saying ready, so that the first real pass
    * does not pay the session's first-pass cost (its arena's allocations:
@@ -80,7 +82,10 @@ async function main(): Promise<void> {
       return data.bytes;
     };
     // One intra-op thread by default: the pool's parallelism is its workers. No memory pattern by default: a fresh session's second pass then costs no more than the next ones.
-    session = await withSession(ort, data.cacheKey, bytes, data.threads ?? 1, async (made) => made, data.optimizedFolder, { memoryPattern: data.memoryPattern ?? false });
+    session = await withSession(ort, data.cacheKey, bytes, data.threads ?? 1, async (made) => made, data.optimizedFolder, {
+      memoryPattern: data.memoryPattern ?? false,
+      ...(data.externalDataFolder === undefined ? {} : { externalDataFolder: data.externalDataFolder }),
+    });
     if (data.warmUp === true) await warmUp(ort, session, data);
   } catch (error) {
     port.postMessage({ type: 'failed', error: describeError(error) } satisfies FromHostWorker);

@@ -293,6 +293,7 @@ export class OrtExecutor implements Executor {
         // A saved graph is loaded; without one each worker makes its session from the bytes and saves
         // nothing (workers writing the same file at once, outside the cache's bookkeeping).
         ...(saved ? { optimizedFolder: folder } : { bytes: this.trunk.withOutputs(outputNames) }),
+        ...(saved || this.trunk.externalDataFolder === undefined ? {} : { externalDataFolder: this.trunk.externalDataFolder }),
         inputName: this.trunk.input.name,
         outputNames,
       },
@@ -482,6 +483,7 @@ export class OrtExecutor implements Executor {
           return use(session);
         },
         optimizedFolder,
+        this.trunk.externalDataFolder === undefined ? {} : { externalDataFolder: this.trunk.externalDataFolder },
       );
     } catch (error) {
       // Only a session that could not be made is a rejection; a failing run is reported as it is.

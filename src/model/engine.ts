@@ -168,7 +168,7 @@ function onnxFormOf(model: EngineSubject, network: Network): (() => Promise<Onnx
   if (model.onnx !== undefined) {
     return async () => {
       const { onnxTrunkOf } = await import('./onnx/trunk.js');
-      return onnxTrunkOf(model.meta.modelJsonPath, model.meta.sha256, network.graph, model.meta.inputSize);
+      return onnxTrunkOf(model.meta.modelJsonPath, model.meta.sha256, network.graph, model.meta.inputSize, model.onnx?.externalData);
     };
   }
   const layersModel = model.layersModel;

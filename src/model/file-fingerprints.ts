@@ -19,7 +19,7 @@
  * is hashed.
  */
 import { createHash } from 'node:crypto';
-import type { BigIntStats } from 'node:fs';
+import { type BigIntStats, statSync } from 'node:fs';
 import { stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type EntryIndex, readEntryIndex, writeEntryIndex } from './entry-index.js';
@@ -56,7 +56,8 @@ export interface FileIdentity {
   readonly ctimeNs: string;
 }
 
-function identityOf(path: string, stats: BigIntStats): FileIdentity {
+/** The identity of the file at `path` (a real path) whose stats, taken through its descriptor, are `stats`. */
+export function identityOf(path: string, stats: BigIntStats): FileIdentity {
   return { path, dev: String(stats.dev), ino: String(stats.ino), size: String(stats.size), mtimeNs: String(stats.mtimeNs), ctimeNs: String(stats.ctimeNs) };
 }
 
@@ -76,6 +77,16 @@ export async function unchangedIdentity(path: string, before: BigIntStats): Prom
   const identity = identityOf(path, before);
   const [after, kept] = await Promise.all([stat(path, { bigint: true }).catch(() => undefined), keepsChangeTimes(path)]);
   return kept && after !== undefined && sameIdentity(identity, identityOf(path, after)) ? identity : undefined;
+}
+
+/**
+ * Whether `path`, followed through links, names the file of `identity`
+ * unchanged: a synchronous stat, for a check just before another reader
+ * (ONNX Runtime) opens that path.
+ */
+export function namesFileSync(path: string, identity: FileIdentity): boolean {
+  const now = statSync(path, { bigint: true, throwIfNoEntry: false });
+  return now !== undefined && sameIdentity(identity, identityOf(identity.path, now));
 }
 
 /**

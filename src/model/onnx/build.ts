@@ -41,6 +41,7 @@ import { type LaidTensor, type Layout, onnxShape, toLayout } from './layout.js';
 import { runNode, tensorFromOnnx } from './interpret.js';
 import { type OpContext, attrInt, attrInts, constantInts, constantNumber, releaseStandIns, zerosStandIn } from './ops/common.js';
 import type { OnnxImageInput } from './check.js';
+import type { OnnxExternalData } from './read.js';
 import {
   type ConvGeometry,
   type ConvLayerWeights,
@@ -73,6 +74,8 @@ export interface BuiltOnnxModel {
   readonly modules: ReadonlyMap<string, string>;
   /** Per tfjs layer name, the ONNX node name (tfjs names allow fewer characters). */
   readonly nodeNames: ReadonlyMap<string, string>;
+  /** The model's external data as read (load.ts sets it; ONNX Runtime reads those files again). */
+  readonly externalData?: OnnxExternalData;
   /** Frees the folded constants (the layers model has no weights of its own). */
   dispose(): void;
 }

@@ -8,7 +8,7 @@ import { basename, resolve } from 'node:path';
 import { type BuiltOnnxModel, buildOnnxModel } from './build.js';
 import { type OnnxImageInput, checkGraphOrder, checkInputSize, checkSupportedOps, defaultOpset, imageInput } from './check.js';
 import { ONNX_MODEL_FILE } from './file.js';
-import { readOnnxWithSha256 } from './read.js';
+import { type OnnxExternalData, readOnnxWithSha256 } from './read.js';
 import type { LayerInfo } from '../../executor/layers.js';
 import type { OnnxModel } from './types.js';
 
@@ -18,6 +18,8 @@ export { ONNX_MODEL_FILE, isOnnxFile, isOnnxUrl, localOnnxPath } from './file.js
 export interface CheckedOnnx {
   readonly path: string;
   readonly sha256: string;
+  /** Set when the model keeps tensors in external files. */
+  readonly externalData?: OnnxExternalData;
   readonly model: OnnxModel;
   readonly opset: number;
   readonly input: OnnxImageInput;
@@ -27,20 +29,21 @@ export interface CheckedOnnx {
 
 /** Reads and checks an ONNX file: everything that can refuse it before an image is read. */
 export async function readCheckedOnnx(path: string): Promise<CheckedOnnx> {
-  const { model, sha256 } = await readOnnxWithSha256(path);
+  const { model, sha256, externalData } = await readOnnxWithSha256(path);
   const opset = defaultOpset(model, path);
   checkSupportedOps(model, opset, path);
   checkGraphOrder(model, path);
   const input = imageInput(model, path);
   const file = basename(path);
   const name = file === ONNX_MODEL_FILE ? basename(resolve(path, '..')) : file.replace(/\.onnx$/i, '');
-  return { path, sha256, model, opset, input, name };
+  return { path, sha256, ...(externalData === undefined ? {} : { externalData }), model, opset, input, name };
 }
 
 /** Builds the layers model of a checked ONNX model for an input of `size`. */
 export function buildChecked(checked: CheckedOnnx, size: { width: number; height: number }): BuiltOnnxModel {
   checkInputSize(size, checked.path);
-  return buildOnnxModel(checked.model, checked.input, size, checked.opset, checked.path);
+  const built = buildOnnxModel(checked.model, checked.input, size, checked.opset, checked.path);
+  return checked.externalData === undefined ? built : { ...built, externalData: checked.externalData };
 }
 
 /** A row of an ONNX model's layer table. */

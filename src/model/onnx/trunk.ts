@@ -24,6 +24,8 @@ import type { LayerGraph } from '../../executor/graph.js';
 import type { OnnxTrunk, OnnxValue } from '../../executor/onnx-trunk.js';
 import { OrtModelRejectedError } from '../../executor/ort.js';
 import { ImportedNodeLayer } from '../graph-import/node-layer.js';
+import { namesFileSync } from '../file-fingerprints.js';
+import type { OnnxExternalData } from './read.js';
 import { createReader, embeddedEnd, forEachField, readString } from './proto.js';
 
 /** ModelProto.graph, GraphProto.output, ValueInfoProto.name (ONNX IR field numbers). */
@@ -53,7 +55,7 @@ function onnxPlanOf(layer: unknown): OnnxNodePlan | undefined {
  * A graph that takes one channel is refused: camviz feeds ONNX Runtime its
  * RGB input as it is.
  */
-export async function onnxTrunkOf(file: string, sha256: string, graph: LayerGraph, size: { height: number; width: number }): Promise<OnnxTrunk> {
+export async function onnxTrunkOf(file: string, sha256: string, graph: LayerGraph, size: { height: number; width: number }, externalData?: OnnxExternalData): Promise<OnnxTrunk> {
   const values = valuesOf(graph);
   const inputKey = graph.inputKeys[0];
   const input = inputKey === undefined ? undefined : values.get(inputKey);
@@ -61,12 +63,31 @@ export async function onnxTrunkOf(file: string, sha256: string, graph: LayerGrap
     throw new OrtModelRejectedError('camviz feeds ONNX Runtime a 3-channel image; this graph takes another input', file);
   }
   return {
-    cacheKey: `${sha256}:${size.height}x${size.width}`,
+    // With external data, the key covers the weights there too: a saved optimised graph holds them.
+    cacheKey: `${externalData?.fingerprint ?? sha256}:${size.height}x${size.width}`,
     input,
     inputSize: { height: size.height, width: size.width },
+    ...(externalData === undefined ? {} : { externalDataFolder: externalData.folder }),
     valueOf: (key) => values.get(key),
-    withOutputs: (names) => loadedFileWithOutputs(file, sha256, names),
+    withOutputs: (names) => {
+      const bytes = loadedFileWithOutputs(file, sha256, names);
+      if (externalData !== undefined) checkExternalData(externalData);
+      return bytes;
+    },
   };
+}
+
+/**
+ * Refuses external data files that are no longer those the model was loaded
+ * from (written, replaced, a link turned elsewhere): ONNX Runtime opens them
+ * by their locations again when it makes a session from the bytes, and its
+ * session, saved under the fingerprint of what camviz read, must hold those
+ * weights.
+ */
+function checkExternalData(externalData: OnnxExternalData): void {
+  for (const { path, identity } of externalData.files) {
+    if (!namesFileSync(path, identity)) throw new CamvizError('the ONNX file\'s external data changed since it was loaded', { file: path });
+  }
 }
 
 /**
