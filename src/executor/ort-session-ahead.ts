@@ -130,6 +130,14 @@ export async function closeSessionsAhead(): Promise<void> {
 export class RemoteSession implements OrtSession {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
+  /**
+   * Buffers that went to the worker and back, for the next runs: inputs
+   * (the worker hands each back) and outputs the caller disposed of. A
+   * folder run's batches then allocate none (a fresh buffer a batch grew
+   * glibc's heaps of both threads over 1,000 images), whatever their count.
+   */
+  private readonly spareInputs: Float32Array[] = [];
+  private readonly spareOutputs = new Set<Float32Array>();
 
   constructor(
     private readonly pool: OrtHostPool,
@@ -162,16 +170,45 @@ export class RemoteSession implements OrtSession {
     const feed = feeds[this.inputNames[0]!];
     if (feed === undefined || !(feed.data instanceof Float32Array)) throw new Error(`a session made ahead takes one float32 input '${this.inputNames[0]}'`);
     // A copy of the values alone (a view's whole buffer would be cloned), moved to the worker without another copy.
-    const { outputs } = await this.pool.run(feed.data.slice(), feed.dims, fetches, true);
+    const input = takeOfLength(this.spareInputs, feed.data.length) ?? new Float32Array(feed.data.length);
+    input.set(feed.data);
+    const spares = [...this.spareOutputs];
+    this.spareOutputs.clear();
+    const { outputs, input: returned, spares: unused } = await this.pool.run(input, feed.dims, fetches, true, spares);
+    keepSpare(this.spareInputs, returned);
+    for (const spare of unused) this.keepOutput(spare);
     const results: Record<string, OrtTensor> = {};
     for (const name of fetches) {
       const value = outputs[name]!;
-      results[name] = { type: value.type, dims: value.dims, data: value.data, dispose: () => undefined };
+      // Disposed by the caller once it has copied the values out: the buffer then serves a later run's output. A second
+      // dispose keeps nothing: the set holds it once, and once sent this view is detached (a later result gets a view of its own).
+      results[name] = { type: value.type, dims: value.dims, data: value.data, dispose: () => this.keepOutput(value.data) };
     }
     return results;
+  }
+
+  /** Keeps a disposed result's buffer for a later run; not one already sent (detached: no length). */
+  private keepOutput(data: Float32Array): void {
+    if (data.length > 0 && this.spareOutputs.size < MAX_SPARES) this.spareOutputs.add(data);
   }
 
   release(): Promise<void> {
     return this.pool.close();
   }
+}
+
+/** The most spare buffers of each kind a remote session keeps (a batch's outputs are two or three values). */
+const MAX_SPARES = 8;
+
+/** A buffer of exactly `length` values taken out of `spares`, if one is there. */
+function takeOfLength(spares: Float32Array[], length: number): Float32Array | undefined {
+  const index = spares.findIndex((spare) => spare.length === length);
+  return index < 0 ? undefined : spares.splice(index, 1)[0];
+}
+
+/** Keeps `buffer` for later (the oldest goes when there are too many: sizes that changed). */
+function keepSpare(spares: Float32Array[], buffer: Float32Array): void {
+  if (buffer.length === 0) return;
+  spares.push(buffer);
+  if (spares.length > MAX_SPARES) spares.shift();
 }
