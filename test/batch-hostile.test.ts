@@ -13,7 +13,7 @@ import { availableParallelism, hostname, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import sharp from 'sharp';
 
-import { effectiveJobs, modelWeightBytes, workerFootprint } from '../src/batch/jobs.js';
+import { defaultJobs, effectiveJobs, modelWeightBytes, workerFootprint } from '../src/batch/jobs.js';
 import { LOCK_NAME, acquireRunLock } from '../src/batch/lock.js';
 import { withoutOutputs } from '../src/batch/inputs.js';
 import { mergeRuns } from '../src/batch/merge.js';
@@ -113,6 +113,29 @@ describe('--jobs is capped', () => {
     assert.deepEqual(effectiveJobs({ requested: 2, cores: 2, freeBytes: 2 * one, weightBytes: mobilenetWeights }), { jobs: 2 });
     // Unknown weights (a URL model not yet downloaded): the cores alone decide.
     assert.deepEqual(effectiveJobs({ requested: 4, cores: 64, freeBytes: 0, weightBytes: undefined }), { jobs: 4 });
+  });
+
+  test('the default: one process where ONNX Runtime may run the model, a worker per core on tfjs', () => {
+    const cores = availableParallelism();
+    const withOrtModule = <T>(specifier: string | undefined, run: () => T): T => {
+      const before = process.env['CAMVIZ_ORT_MODULE'];
+      if (specifier === undefined) delete process.env['CAMVIZ_ORT_MODULE'];
+      else process.env['CAMVIZ_ORT_MODULE'] = specifier;
+      try {
+        return run();
+      } finally {
+        if (before === undefined) delete process.env['CAMVIZ_ORT_MODULE'];
+        else process.env['CAMVIZ_ORT_MODULE'] = before;
+      }
+    };
+    const missing = 'camviz-no-such-onnxruntime-module';
+    assert.equal(withOrtModule(missing, () => defaultJobs('onnxruntime', false)), 1, 'asked for: one process, whether or not it loads (the run then says why not)');
+    assert.equal(defaultJobs('tfjs', false), cores);
+    assert.equal(defaultJobs('onnxruntime', true), cores, 'work that needs tfjs (guided backprop) gets workers');
+    assert.equal(withOrtModule(missing, () => defaultJobs('auto', false)), cores, 'auto without ONNX Runtime installed: tfjs, workers');
+    // With onnxruntime-node installed (it is a dependency of this checkout, optional for users).
+    const installed = withOrtModule(undefined, () => defaultJobs('auto', false));
+    assert.equal(installed, existsSync(join(repoRoot, 'node_modules', 'onnxruntime-node', 'package.json')) ? 1 : cores);
   });
 
   test('an ONNX model counts its file size as its weights, given as the file or its folder', async () => {

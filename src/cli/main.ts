@@ -5,7 +5,6 @@
  * are read meanwhile: readModelAhead).
  */
 import { statSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { OPTION_LIMITS, addBatchOptions, addEngineOption, addImageOptions, addModelOptions, addOptionAlias, collectValues } from './options.js';
 import { METHOD_NAMES, SCORE_KINDS, TARGET_KINDS, canonicalMethod, tfjsOnlyMethodReason } from '../cam/names.js';
@@ -292,7 +291,7 @@ Examples:
  * more over a folder) are left as they are: each worker makes its own.
  */
 async function readModelAhead(inputs: readonly string[], options: Record<string, unknown>): Promise<void> {
-  if (!loadsModelInThisThread(inputs, options)) return;
+  if (!(await loadsModelInThisThread(inputs, options))) return;
   const model = options['model'];
   // CAMVIZ_SESSION_AHEAD=0: none (the worker's CPU is then left to the rest; on a loaded machine it gains nothing).
   if (mayRunOnOnnxRuntime(options) && process.env['CAMVIZ_SESSION_AHEAD'] !== '0') {
@@ -309,14 +308,24 @@ async function readModelAhead(inputs: readonly string[], options: Record<string,
 /**
  * Whether the run will load its model in this thread, as the batch runner
  * decides it (batch/runner.ts workerCount): one image file is one batch,
- * and `--jobs 1` (or one core, the default's) keeps every batch here. A
- * folder or several files with more jobs may still end up here (a single
- * batch, a cap by memory): those only miss the head start.
+ * and one job (`--jobs 1`, or the default's on ONNX Runtime or one core)
+ * keeps every batch here. A folder or several files with more jobs may
+ * still end up here (a single batch, a cap by memory): those only miss the
+ * head start.
  */
-function loadsModelInThisThread(inputs: readonly string[], options: Record<string, unknown>): boolean {
+async function loadsModelInThisThread(inputs: readonly string[], options: Record<string, unknown>): Promise<boolean> {
   if (inputs.length === 1 && statSync(inputs[0]!, { throwIfNoEntry: false })?.isFile() === true) return true;
   const jobs = options['jobs'];
-  return typeof jobs === 'string' ? /^\s*0*1\s*$/.test(jobs) : availableParallelism() === 1;
+  if (typeof jobs === 'string') return /^\s*0*1\s*$/.test(jobs);
+  const { defaultJobs } = await import('../batch/jobs.js');
+  try {
+    const engine = requestedEngine(typeof options['engine'] === 'string' ? options['engine'] : undefined);
+    const method = typeof options['method'] === 'string' ? canonicalMethod(options['method']) : undefined;
+    return defaultJobs(engine, method !== undefined && tfjsOnlyMethodReason(method) !== undefined) === 1;
+  } catch {
+    // An unknown engine or method: the command reports it with its other usage errors.
+    return false;
+  }
 }
 
 /** Set once a session may have been started ahead: the run closes what it did not take before it ends. */

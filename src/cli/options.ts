@@ -2,7 +2,6 @@
  * Option definitions shared by the commands. Only commander is imported
  * here, so that `camviz --help` does not load TensorFlow.js.
  */
-import { availableParallelism } from 'node:os';
 import { type Command, Option } from 'commander';
 import { BACKEND_CHOICES } from '../engine/backend-choices.js';
 import { ENGINE_CHOICES } from '../engine/engine-choices.js';
@@ -107,7 +106,7 @@ export function addBatchOptions(command: Command, writesFiles: boolean): Command
       .option('--png-compression <level>', 'PNG zlib level 0-9: 1 is fastest (OpenCV\'s default), 9 smallest', String(TASK_DEFAULTS.pngCompression));
   }
   return command
-    .option('-j, --jobs <n>', 'worker threads (each loads its own model)', String(availableParallelism()))
+    .option('-j, --jobs <n>', 'worker threads, each with its own model (default: 1 where ONNX Runtime may run the model, its session then using every core; else the number of cores)')
     .option('--batch-size <n>', `images per forward pass (at most ${OPTION_LIMITS.batchSize.max})`, String(TASK_DEFAULTS.batchSize))
     .option('--shard <i/n|auto>', 'process only shard i of n of the sorted inputs (auto: from CI variables, see README)')
     .option('--shard-count <n>', 'the job count for --shard auto when the CI gives only an index (Kubernetes)')

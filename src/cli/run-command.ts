@@ -3,10 +3,10 @@
  * controls. Parsed here into the plain data the tasks and the batch runner take.
  */
 import { tfjsOnlyMethodReason } from '../cam/names.js';
-import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type BatchRunOptions, runBatch } from '../batch/runner.js';
 import { parseShard } from '../batch/shard.js';
+import { defaultJobs } from '../batch/jobs.js';
 import { requestedEngine } from '../engine/engine-choices.js';
 import { releaseBackend } from '../engine/release.js';
 import { UsageError } from '../util/errors.js';
@@ -116,7 +116,7 @@ export async function runImageCommand(
       task: tfjsOnly === undefined ? task : { ...task, model: { ...task.model, tfjsOnly } },
       inputs,
       ...(options.glob === undefined ? {} : { glob: options.glob }),
-      jobs: parseCount(options.jobs ?? String(availableParallelism()), '--jobs'),
+      jobs: options.jobs === undefined ? defaultJobs(task.model.engine ?? 'auto', tfjsOnly !== undefined) : parseCount(options.jobs, '--jobs'),
       ...(options.shard === undefined ? {} : { shard: parseShard(options.shard, process.env, shardCount) }),
       skipExisting: options.skipExisting === true,
       failFast: options.failFast === true,

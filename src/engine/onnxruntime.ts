@@ -79,6 +79,20 @@ export function onnxRuntimeModule(): string {
 }
 
 /**
+ * Whether ONNX Runtime's module is installed where it is loaded from (its
+ * path resolves): cheap, as nothing is loaded; a broken install is found
+ * only by loading it (loadOnnxRuntime).
+ */
+export function onnxRuntimeInstalled(): boolean {
+  try {
+    createRequire(import.meta.url).resolve(onnxRuntimeModule());
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * ONNX Runtime, loaded on first call (its native library costs 34-143 ms to
  * load), or why it cannot be. The result is kept per module specifier.
  */
