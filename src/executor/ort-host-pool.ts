@@ -36,15 +36,8 @@ interface HostWorker {
   readonly pending: Map<number, Pending>;
 }
 
-/** A batch's results: its outputs, its input's buffer and the spares it did not use, handed back. */
-export interface HostRunResult {
-  readonly outputs: Readonly<Record<string, HostValue>>;
-  readonly input: Float32Array;
-  readonly spares: readonly Float32Array[];
-}
-
 interface Pending {
-  resolve(result: HostRunResult): void;
+  resolve(result: { outputs: Readonly<Record<string, HostValue>>; input: Float32Array }): void;
   reject(error: Error): void;
 }
 
@@ -112,11 +105,9 @@ export class OrtHostPool {
    * Runs one batch on the ready worker with the fewest batches queued,
    * fetching `fetches` (among `outputNames`).
    * `transfer`: `data`'s buffer moves to the worker (detached here) and
-   * comes back as `input`. `spares`: buffers of outputs the caller is done
-   * with, moved to the worker for this batch's outputs to be copied into
-   * (see ToHostWorker); those it does not use come back.
+   * comes back as `input`.
    */
-  run(data: Float32Array, dims: readonly number[], fetches: readonly string[], transfer: boolean, spares: readonly Float32Array[] = []): Promise<HostRunResult> {
+  run(data: Float32Array, dims: readonly number[], fetches: readonly string[], transfer: boolean): Promise<{ outputs: Readonly<Record<string, HostValue>>; input: Float32Array }> {
     const candidates = this.workers.filter((entry) => entry.ready && entry.stopped === undefined);
     if (candidates.length === 0) return Promise.reject(new CamvizError('no ONNX Runtime worker is ready', this.errorOptions()));
     const entry = candidates.reduce((best, candidate) => (candidate.pending.size < best.pending.size ? candidate : best));
@@ -124,8 +115,8 @@ export class OrtHostPool {
     return new Promise((resolve, reject) => {
       if (entry.pending.size === 0) entry.worker.ref();
       entry.pending.set(id, { resolve, reject });
-      const message: ToHostWorker = { type: 'run', id, data, dims, fetches, ...(spares.length === 0 ? {} : { spares }) };
-      entry.worker.postMessage(message, [...(transfer ? [data.buffer as ArrayBuffer] : []), ...spares.map((spare) => spare.buffer as ArrayBuffer)]);
+      const message: ToHostWorker = { type: 'run', id, data, dims, fetches };
+      entry.worker.postMessage(message, transfer ? [data.buffer as ArrayBuffer] : []);
     });
   }
 
@@ -194,7 +185,7 @@ export class OrtHostPool {
         if (waiting === undefined) return;
         entry.pending.delete(message.id);
         if (entry.pending.size === 0) entry.worker.unref();
-        if (message.type === 'done') waiting.resolve({ outputs: message.outputs, input: message.input, spares: message.spares });
+        if (message.type === 'done') waiting.resolve({ outputs: message.outputs, input: message.input });
         else waiting.reject(new CamvizError(`ONNX Runtime failed in a worker: ${message.error}`, this.errorOptions()));
       }
     }

@@ -45,15 +45,9 @@ export interface HostValue {
   readonly data: Float32Array;
 }
 
-/**
- * `fetches`: the outputs this batch needs, among the session's. `spares`:
- * buffers of earlier outputs the caller is done with (transferred), which
- * the outputs are copied into where one has their length, so that a long
- * run allocates none per batch. `close`: release the session and end,
- * after the batches before it.
- */
+/** `fetches`: the outputs this batch needs, among the session's. `close`: release the session and end, after the batches before it. */
 export type ToHostWorker =
-  | { readonly type: 'run'; readonly id: number; readonly data: Float32Array; readonly dims: readonly number[]; readonly fetches: readonly string[]; readonly spares?: readonly Float32Array[] }
+  | { readonly type: 'run'; readonly id: number; readonly data: Float32Array; readonly dims: readonly number[]; readonly fetches: readonly string[] }
   | { readonly type: 'close' };
 
 export type FromHostWorker =
@@ -67,8 +61,8 @@ export type FromHostWorker =
    */
   | { readonly type: 'ready'; readonly inputMetadata: readonly OrtValueMetadata[]; readonly savedGraph?: string }
   | { readonly type: 'failed'; readonly error: string }
-  /** `input`: the batch's data, handed back (transferred) so that its buffer is used again; `spares`: those the outputs did not take, handed back. */
-  | { readonly type: 'done'; readonly id: number; readonly outputs: Readonly<Record<string, HostValue>>; readonly input: Float32Array; readonly spares: readonly Float32Array[] }
+  /** `input`: the batch's data, handed back (transferred) so that its buffer is used again. */
+  | { readonly type: 'done'; readonly id: number; readonly outputs: Readonly<Record<string, HostValue>>; readonly input: Float32Array }
   | { readonly type: 'error'; readonly id: number; readonly error: string };
 
 async function main(): Promise<void> {
@@ -108,7 +102,7 @@ async function main(): Promise<void> {
       return;
     }
     queue = queue.then(() => run(ort, session, data, message)).then(
-      ({ outputs, spares, transfer }) => port.postMessage({ type: 'done', id: message.id, outputs, input: message.data, spares } satisfies FromHostWorker, [message.data.buffer as ArrayBuffer, ...transfer]),
+      ({ outputs, transfer }) => port.postMessage({ type: 'done', id: message.id, outputs, input: message.data } satisfies FromHostWorker, [message.data.buffer as ArrayBuffer, ...transfer]),
       (error: unknown) => port.postMessage({ type: 'error', id: message.id, error: describeError(error) } satisfies FromHostWorker),
     );
   });
@@ -143,41 +137,33 @@ async function warmUp(ort: OrtModule, session: OrtSession, data: HostWorkerData)
 }
 
 /**
- * One batch: the fetched values copied out of ORT's buffers (released
- * here) into spares of their length, else new buffers; with the spares
- * left, and every buffer to transfer.
+ * One batch: the fetched values, with the buffers to transfer. A value is
+ * handed over in the buffer ONNX Runtime returned it in: onnxruntime-node
+ * gives its output memory to that ArrayBuffer, released only when a
+ * garbage collection finds it unreachable. Kept here, those buffers lived
+ * until this thread's rare collections (it allocates little) and ORT's
+ * arena grew around them (glibc's thread arenas +17-25 MiB over a
+ * 1,000-image folder run); moved to the main thread, whose collections
+ * are frequent, they go back within a few batches (+2-11 MiB), and no
+ * copy is made. A value that is a view into a larger buffer is copied.
  */
-async function run(
-  ort: OrtModule,
-  session: OrtSession,
-  data: HostWorkerData,
-  message: Extract<ToHostWorker, { type: 'run' }>,
-): Promise<{ outputs: Record<string, HostValue>; spares: Float32Array[]; transfer: ArrayBuffer[] }> {
-  const spares = [...(message.spares ?? [])];
+async function run(ort: OrtModule, session: OrtSession, data: HostWorkerData, message: Extract<ToHostWorker, { type: 'run' }>): Promise<{ outputs: Record<string, HostValue>; transfer: ArrayBuffer[] }> {
   const results = await session.run({ [data.inputName]: new ort.Tensor('float32', message.data, message.dims) }, message.fetches);
   const outputs: Record<string, HostValue> = {};
   const transfer: ArrayBuffer[] = [];
-  try {
-    for (const name of message.fetches) {
-      const result = results[name]!;
-      // Another type is reported by the main thread, as for its own runs.
-      const copy = result.type === 'float32' ? copyInto(spares, result.data as Float32Array) : new Float32Array(0);
-      outputs[name] = { type: result.type, dims: [...result.dims], data: copy };
-      transfer.push(copy.buffer as ArrayBuffer);
-    }
-  } finally {
-    for (const result of Object.values(results)) result.dispose();
+  for (const name of message.fetches) {
+    const result = results[name]!;
+    // Another type is reported by the main thread, as for its own runs.
+    const values = result.type === 'float32' ? handedOver(result.data as Float32Array) : new Float32Array(0);
+    outputs[name] = { type: result.type, dims: [...result.dims], data: values };
+    transfer.push(values.buffer as ArrayBuffer);
   }
-  for (const spare of spares) transfer.push(spare.buffer as ArrayBuffer);
-  return { outputs, spares, transfer };
+  return { outputs, transfer };
 }
 
-/** `values` copied into a spare of their length (taken out of `spares`), else into a new buffer. */
-function copyInto(spares: Float32Array[], values: Float32Array): Float32Array {
-  const index = spares.findIndex((spare) => spare.length === values.length);
-  const copy = index < 0 ? new Float32Array(values.length) : spares.splice(index, 1)[0]!;
-  copy.set(values);
-  return copy;
+/** `values` in a buffer of their own: theirs when they span it, else a copy. */
+function handedOver(values: Float32Array): Float32Array {
+  return values.byteOffset === 0 && values.byteLength === values.buffer.byteLength ? values : values.slice();
 }
 
 await main();

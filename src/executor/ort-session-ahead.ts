@@ -131,13 +131,11 @@ export class RemoteSession implements OrtSession {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
   /**
-   * Buffers that went to the worker and back, for the next runs: inputs
-   * (the worker hands each back) and outputs the caller disposed of. A
-   * folder run's batches then allocate none (a fresh buffer a batch grew
-   * glibc's heaps of both threads over 1,000 images), whatever their count.
+   * Input buffers that went to the worker and came back, for the next runs
+   * (a folder run's batches then take no fresh 2.4 MB buffer each, MobileNet
+   * v1 at batch 4); a few, as runs of other sizes come.
    */
   private readonly spareInputs: Float32Array[] = [];
-  private readonly spareOutputs = new Set<Float32Array>();
 
   constructor(
     private readonly pool: OrtHostPool,
@@ -172,24 +170,14 @@ export class RemoteSession implements OrtSession {
     // A copy of the values alone (a view's whole buffer would be cloned), moved to the worker without another copy.
     const input = takeOfLength(this.spareInputs, feed.data.length) ?? new Float32Array(feed.data.length);
     input.set(feed.data);
-    const spares = [...this.spareOutputs];
-    this.spareOutputs.clear();
-    const { outputs, input: returned, spares: unused } = await this.pool.run(input, feed.dims, fetches, true, spares);
+    const { outputs, input: returned } = await this.pool.run(input, feed.dims, fetches, true);
     keepSpare(this.spareInputs, returned);
-    for (const spare of unused) this.keepOutput(spare);
     const results: Record<string, OrtTensor> = {};
     for (const name of fetches) {
       const value = outputs[name]!;
-      // Disposed by the caller once it has copied the values out: the buffer then serves a later run's output. A second
-      // dispose keeps nothing: the set holds it once, and once sent this view is detached (a later result gets a view of its own).
-      results[name] = { type: value.type, dims: value.dims, data: value.data, dispose: () => this.keepOutput(value.data) };
+      results[name] = { type: value.type, dims: value.dims, data: value.data, dispose: () => undefined };
     }
     return results;
-  }
-
-  /** Keeps a disposed result's buffer for a later run; not one already sent (detached: no length). */
-  private keepOutput(data: Float32Array): void {
-    if (data.length > 0 && this.spareOutputs.size < MAX_SPARES) this.spareOutputs.add(data);
   }
 
   release(): Promise<void> {
@@ -197,8 +185,8 @@ export class RemoteSession implements OrtSession {
   }
 }
 
-/** The most spare buffers of each kind a remote session keeps (a batch's outputs are two or three values). */
-const MAX_SPARES = 8;
+/** The most spare input buffers a remote session keeps (runs of a few sizes: a folder's last batch is smaller). */
+const MAX_SPARES = 4;
 
 /** A buffer of exactly `length` values taken out of `spares`, if one is there. */
 function takeOfLength(spares: Float32Array[], length: number): Float32Array | undefined {
