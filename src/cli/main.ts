@@ -8,7 +8,7 @@ import { statSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { OPTION_LIMITS, addBatchOptions, addEngineOption, addImageOptions, addModelOptions, addOptionAlias, collectValues } from './options.js';
 import { METHOD_NAMES, SCORE_KINDS, TARGET_KINDS, canonicalMethod, tfjsOnlyMethodReason } from '../cam/names.js';
-import { requestedEngine } from '../engine/engine-choices.js';
+import { type EngineChoice, requestedEngine } from '../engine/engine-choices.js';
 import { PAIR_BY } from '../batch/compare.js';
 import { COLORMAPS } from '../render/colormap.js';
 import { METRIC_NAMES, METRIC_STEPS } from '../metrics/names.js';
@@ -317,35 +317,35 @@ async function loadsModelInThisThread(inputs: readonly string[], options: Record
   if (inputs.length === 1 && statSync(inputs[0]!, { throwIfNoEntry: false })?.isFile() === true) return true;
   const jobs = options['jobs'];
   if (typeof jobs === 'string') return /^\s*0*1\s*$/.test(jobs);
+  const work = requestedWork(options);
+  if (work === undefined) return false;
   const { defaultJobs } = await import('../batch/jobs.js');
-  try {
-    const engine = requestedEngine(typeof options['engine'] === 'string' ? options['engine'] : undefined);
-    const method = typeof options['method'] === 'string' ? canonicalMethod(options['method']) : undefined;
-    return defaultJobs(engine, method !== undefined && tfjsOnlyMethodReason(method) !== undefined) === 1;
-  } catch {
-    // An unknown engine or method: the command reports it with its other usage errors.
-    return false;
-  }
+  return defaultJobs(work.engine, work.tfjsOnly) === 1;
 }
 
 /** Set once a session may have been started ahead: the run closes what it did not take before it ends. */
 let sessionAhead: Promise<typeof import('../model/session-ahead.js')> | undefined;
 
 /**
- * Whether the command may run on ONNX Runtime: the engine as the command
- * will resolve it is not tfjs (a wrong --engine or CAMVIZ_ENGINE is the
- * command's usage error: nothing starts), and the method does not run
- * wholly on tfjs.
+ * The engine as the command will resolve it, and whether its method runs
+ * wholly on tfjs; undefined for a wrong --engine, CAMVIZ_ENGINE or
+ * --method, which the command reports with its other usage errors (nothing
+ * starts ahead).
  */
-function mayRunOnOnnxRuntime(options: Record<string, unknown>): boolean {
+function requestedWork(options: Record<string, unknown>): { engine: EngineChoice; tfjsOnly: boolean } | undefined {
   try {
     const engine = requestedEngine(typeof options['engine'] === 'string' ? options['engine'] : undefined);
     const method = typeof options['method'] === 'string' ? canonicalMethod(options['method']) : undefined;
-    return engine !== 'tfjs' && (method === undefined || tfjsOnlyMethodReason(method) === undefined);
+    return { engine, tfjsOnly: method !== undefined && tfjsOnlyMethodReason(method) !== undefined };
   } catch {
-    // An unknown engine or method: the command reports it with its other usage errors.
-    return false;
+    return undefined;
   }
+}
+
+/** Whether the command may run on ONNX Runtime: the engine is not tfjs, and the method does not run wholly on tfjs. */
+function mayRunOnOnnxRuntime(options: Record<string, unknown>): boolean {
+  const work = requestedWork(options);
+  return work !== undefined && work.engine !== 'tfjs' && !work.tfjsOnly;
 }
 
 /** Ends the sessions made ahead that the run did not take: a worker must not be stopped inside ONNX Runtime by the process's exit. */
