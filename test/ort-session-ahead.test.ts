@@ -301,20 +301,11 @@ describe('the command line makes the noted session ahead', { skip: skipOrt }, ()
     // The second run in this process, so that what it took can be seen.
     releaseOrtSessions();
     const taken = sessionsAheadTaken();
-    const outTwo = join(workDir, 'out-2');
-    const written: string[] = [];
-    const code = await withEnv('CAMVIZ_CACHE', cache, () =>
-      withEnv('CAMVIZ_ENGINE', undefined, () => captureStdout(written, () => main(['node', 'camviz', ...args(outTwo)]))),
-    );
-    assert.equal(code, 0);
+    const second = await camvizHere(args(join(workDir, 'out-2')), cache);
+    assert.equal(second.code, 0);
     assert.equal(sessionsAheadTaken(), taken + 1, 'the session made ahead was taken');
     assert.ok(!sessionAheadPending());
-    const firstRecords = JSON.parse(first.stdout) as { png: string; score: number }[];
-    const secondRecords = JSON.parse(written.join('')) as { png: string; score: number }[];
-    assert.deepEqual(secondRecords.map((record) => record.score), firstRecords.map((record) => record.score));
-    for (const [i, record] of firstRecords.entries()) {
-      assert.deepEqual(await readFile(record.png), await readFile(secondRecords[i]!.png), record.png);
-    }
+    await assertSameOutputs(cliRecords(first.stdout), second.records);
   });
 
   test('a folder run with --jobs 1 takes it too, and runs every batch on it, with the first run\'s outputs byte for byte', async () => {
@@ -330,18 +321,13 @@ describe('the command line makes the noted session ahead', { skip: skipOrt }, ()
 
     releaseOrtSessions();
     const taken = sessionsAheadTaken();
-    const written: string[] = [];
-    const code = await withEnv('CAMVIZ_CACHE', cache, () =>
-      withEnv('CAMVIZ_ENGINE', undefined, () => captureStdout(written, () => main(['node', 'camviz', ...args(join(workDir, 'out-folder-2'))]))),
-    );
-    assert.equal(code, 0);
+    const second = await camvizHere(args(join(workDir, 'out-folder-2')), cache);
+    assert.equal(second.code, 0);
     assert.equal(sessionsAheadTaken(), taken + 1, 'the session made ahead was taken');
     assert.equal(cachedSessionCount(), 0, 'no session of this thread was made: every batch ran on the one made ahead');
-    const firstRecords = JSON.parse(first.stdout) as { png: string; score: number }[];
-    const secondRecords = JSON.parse(written.join('')) as { png: string; score: number }[];
+    const firstRecords = cliRecords(first.stdout);
     assert.equal(firstRecords.length, shapes.length);
-    assert.deepEqual(secondRecords.map((record) => record.score), firstRecords.map((record) => record.score));
-    for (const [i, record] of firstRecords.entries()) assert.deepEqual(await readFile(record.png), await readFile(secondRecords[i]!.png), record.png);
+    await assertSameOutputs(firstRecords, second.records);
   });
 
   test('CAMVIZ_SESSION_AHEAD=0: a run with a note makes no session ahead, and writes what one that took it writes', async () => {
@@ -351,17 +337,11 @@ describe('the command line makes the noted session ahead', { skip: skipOrt }, ()
     assert.equal(first.code, 0, first.stderr);
     releaseOrtSessions();
     const taken = sessionsAheadTaken();
-    const written: string[] = [];
-    const code = await withEnv('CAMVIZ_CACHE', cache, () =>
-      withEnv('CAMVIZ_SESSION_AHEAD', '0', () => withEnv('CAMVIZ_ENGINE', undefined, () => captureStdout(written, () => main(['node', 'camviz', ...args(join(workDir, 'out-off-2'))])))),
-    );
-    assert.equal(code, 0);
+    const second = await withEnv('CAMVIZ_SESSION_AHEAD', '0', () => camvizHere(args(join(workDir, 'out-off-2')), cache));
+    assert.equal(second.code, 0);
     assert.equal(sessionsAheadTaken(), taken, 'no session was made ahead, so none was taken');
     assert.ok(!sessionAheadPending());
-    const firstRecords = JSON.parse(first.stdout) as { png: string; score: number }[];
-    const secondRecords = JSON.parse(written.join('')) as { png: string; score: number }[];
-    assert.deepEqual(secondRecords.map((record) => record.score), firstRecords.map((record) => record.score));
-    for (const [i, record] of firstRecords.entries()) assert.deepEqual(await readFile(record.png), await readFile(secondRecords[i]!.png), record.png);
+    await assertSameOutputs(cliRecords(first.stdout), second.records);
   });
 
   test('a run whose first session was made ahead does not load ONNX Runtime in its main thread', async () => {
@@ -405,6 +385,26 @@ describe('the command line makes the noted session ahead', { skip: skipOrt }, ()
 });
 
 /** Runs `run` with process.stdout's writes collected into `written` instead of printed. */
+/** What a --json run printed: its records' PNGs and scores. */
+type CliRecords = { png: string; score: number }[];
+
+function cliRecords(stdout: string): CliRecords {
+  return JSON.parse(stdout) as CliRecords;
+}
+
+/** A --json run of the command line in this process (so that what it took can be seen), with `cache` as its cache and the engine its arguments give. */
+async function camvizHere(args: readonly string[], cache: string): Promise<{ code: number; records: CliRecords }> {
+  const written: string[] = [];
+  const code = await withEnv('CAMVIZ_CACHE', cache, () => withEnv('CAMVIZ_ENGINE', undefined, () => captureStdout(written, () => main(['node', 'camviz', ...args]))));
+  return { code, records: cliRecords(written.join('')) };
+}
+
+/** The second run's records have the first's scores, and its PNGs the same bytes. */
+async function assertSameOutputs(first: CliRecords, second: CliRecords): Promise<void> {
+  assert.deepEqual(second.map((record) => record.score), first.map((record) => record.score));
+  for (const [i, record] of first.entries()) assert.deepEqual(await readFile(record.png), await readFile(second[i]!.png), record.png);
+}
+
 async function captureStdout<T>(written: string[], run: () => Promise<T>): Promise<T> {
   const write = process.stdout.write.bind(process.stdout);
   process.stdout.write = ((chunk: string | Uint8Array): boolean => {
