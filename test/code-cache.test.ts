@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type CodeCacheStats, codeCacheEntriesOf, codeCacheFolder } from '../src/engine/code-cache.js';
+import { crc32 } from '../src/util/crc32.js';
 import { repoRoot } from './helpers/assets.js';
 import { cliEnv, runCli } from './helpers/cli.js';
 import { withEnvSync } from './helpers/env.js';
@@ -105,7 +106,7 @@ function requireInFreshProcess(cache: string, requires: readonly string[], extra
   });
 }
 
-const counts = (changes: Partial<CodeCacheStats>): CodeCacheStats => ({ accepted: 0, rejected: 0, missing: 0, stale: 0, damaged: 0, ...changes });
+const counts = (changes: Partial<CodeCacheStats>): CodeCacheStats => ({ accepted: 0, rejected: 0, missing: 0, stale: 0, damaged: 0, direct: 0, ...changes });
 
 /** The entry files of `file` in the code cache under `cache`. */
 const entriesOf = (cache: string, file: string): string[] => withEnvSync('CAMVIZ_CACHE', cache, () => codeCacheEntriesOf(realpathSync(file)));
@@ -114,6 +115,7 @@ let packageA: string;
 let packageB: string;
 let packageC: string;
 let packageD: string;
+let packageE: string;
 let bigAppFile: string;
 
 before(async () => {
@@ -124,6 +126,10 @@ before(async () => {
   packageC = await writePackage('pkg-c', 'first');
   packageD = await writePackage('pkg-d', 'first');
   await writeFile(packageD, `${await readFile(packageD, 'utf8')}exports.imported = import('node:path').then((module) => typeof module.join);\n`);
+  // Non-ASCII text (a two-byte string for V8) after a byte order mark, which Node keeps as U+FEFF.
+  packageE = await writePackage('pkg-e', 'dépendance ✓ 𝄞');
+  await writeFile(packageE, `\uFEFF${await readFile(packageE, 'utf8')}`);
+  await utimes(packageE, PACKAGE_TIME, PACKAGE_TIME);
   // As large as the packages, outside node_modules: left to Node.
   bigAppFile = join(appDir, 'big.js');
   await writeFile(bigAppFile, `module.exports = { big: true };\n// ${'x'.repeat(9000)}\n`);
@@ -132,6 +138,25 @@ before(async () => {
   await sleep(2100);
 });
 after(() => rm(workDir, { recursive: true, force: true }));
+
+/**
+ * The entry with the source length in its header changed, its lengths and
+ * CRC made valid again (the layout of src/engine/code-cache.ts: magic,
+ * header length, data length, CRC-32 of header and data, header, data).
+ */
+function withStoredLength(entry: Buffer, change: (length: number) => number): Buffer {
+  const preamble = 20;
+  const headerBytes = entry.readUInt32LE(8);
+  const version = JSON.parse(entry.subarray(preamble, preamble + headerBytes).toString('utf8')) as { length: number };
+  const header = Buffer.from(JSON.stringify({ ...version, length: change(version.length) }), 'utf8');
+  const data = entry.subarray(preamble + headerBytes);
+  const start = Buffer.alloc(preamble);
+  entry.copy(start, 0, 0, 8);
+  start.writeUInt32LE(header.length, 8);
+  start.writeUInt32LE(data.length, 12);
+  start.writeUInt32LE(crc32(data, crc32(header)), 16);
+  return Buffer.concat([start, header, data]);
+}
 
 let caches = 0;
 const freshCache = (): string => join(workDir, `cache-${++caches}`);
@@ -151,7 +176,7 @@ describe('the code cache of dependencies', () => {
     assert.deepEqual(entriesOf(cache, bigAppFile), [], 'a file outside node_modules has no entry');
     assert.equal((await listFiles(cache)).length, 1);
     const second = await requireInFreshProcess(cache, requires);
-    assert.deepEqual(second.stats, counts({ accepted: 1 }), 'V8 took the entry');
+    assert.deepEqual(second.stats, counts({ accepted: 1, direct: 1 }), 'V8 took the entry, read straight from the file');
     for (const run of [first, second]) {
       assert.deepEqual(run.results, off.results);
       assert.equal(run.stderr, '');
@@ -169,8 +194,8 @@ describe('the code cache of dependencies', () => {
     assert.deepEqual((await requireInFreshProcess(cache, ['pkg-a'], {}, flagged)).stats, counts({ missing: 1 }));
     assert.equal(entriesOf(cache, packageA).length, 2);
     for (let i = 0; i < 2; i++) {
-      assert.deepEqual((await requireInFreshProcess(cache, ['pkg-a'])).stats, counts({ accepted: 1 }));
-      assert.deepEqual((await requireInFreshProcess(cache, ['pkg-a'], {}, flagged)).stats, counts({ accepted: 1 }));
+      assert.deepEqual((await requireInFreshProcess(cache, ['pkg-a'])).stats, counts({ accepted: 1, direct: 1 }));
+      assert.deepEqual((await requireInFreshProcess(cache, ['pkg-a'], {}, flagged)).stats, counts({ accepted: 1, direct: 1 }));
     }
   });
 
@@ -228,8 +253,34 @@ describe('the code cache of dependencies', () => {
       assert.deepEqual(damaged.stats, counts({ damaged: 1 }), damage);
       assert.deepEqual(damaged.results, expected, damage);
       const next = await requireInFreshProcess(cache, ['pkg-c']);
-      assert.deepEqual(next.stats, counts({ accepted: 1 }), `${damage}: written again`);
+      assert.deepEqual(next.stats, counts({ accepted: 1, direct: 1 }), `${damage}: written again`);
     }
+  });
+
+  test('a file taken from its entry is read as Node reads it: non-ASCII text after a byte order mark, and ASCII', async () => {
+    const cache = freshCache();
+    const requires = ['pkg-e', 'pkg-a'];
+    const off = await requireInFreshProcess(cache, requires, { CAMVIZ_CODE_CACHE: '0' });
+    assert.equal((off.results['pkg-e'] as Record<string, unknown>)['lazyValue'], 'lazy dépendance ✓ 𝄞');
+    assert.deepEqual((await requireInFreshProcess(cache, requires)).stats, counts({ missing: 2 }));
+    for (let i = 0; i < 2; i++) {
+      const run = await requireInFreshProcess(cache, requires);
+      assert.deepEqual(run.stats, counts({ accepted: 2, direct: 2 }), 'both read straight from their files');
+      assert.deepEqual(run.results, off.results);
+      assert.equal(run.stderr, '');
+    }
+  });
+
+  test("an entry whose source length is not the file's is not used: compiled afresh and written again", async () => {
+    const cache = freshCache();
+    const expected = (await requireInFreshProcess(cache, ['pkg-e'])).results;
+    const [entry] = entriesOf(cache, packageE);
+    assert.ok(entry !== undefined);
+    await writeFile(entry, withStoredLength(await readFile(entry), (length) => length + 1));
+    const wrong = await requireInFreshProcess(cache, ['pkg-e']);
+    assert.deepEqual(wrong.stats, counts({ stale: 1 }));
+    assert.deepEqual(wrong.results, expected);
+    assert.deepEqual((await requireInFreshProcess(cache, ['pkg-e'])).stats, counts({ accepted: 1, direct: 1 }), 'written again');
   });
 
   test('a cache folder that cannot be made costs only the cache: exit 0, nothing on stderr', async () => {

@@ -23,7 +23,8 @@
  * folder run's workers it measured no gain (1.00x, interleaved): their
  * start is not where the time goes.
  */
-import { type BigIntStats, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { isAscii } from 'node:buffer';
+import { type BigIntStats, closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import Module from 'node:module';
 import { basename, dirname, join, sep } from 'node:path';
 import { Script } from 'node:vm';
@@ -43,6 +44,8 @@ export interface CodeCacheStats {
   stale: number;
   /** The entry could not be used (cut off, garbage, another format): written again at exit. */
   damaged: number;
+  /** Of the files V8 took or refused an entry for, those read straight into the wrapper (wrapperFromEntry) rather than by Node's loader. */
+  direct: number;
 }
 
 /** The module object Node's CommonJS loader passes as `this` to `_compile` (the members used here). */
@@ -53,11 +56,14 @@ interface LoaderModule {
 
 type Compile = (this: LoaderModule, content: string, filename: string, format?: string) => unknown;
 
+/** A handler of `Module._extensions`: loads the file into the module (`.js` also serves `.cjs`, which has none of its own). */
+type Extension = (this: unknown, module: LoaderModule, filename: string) => void;
+
 /** Node's CommonJS loader: `require('node:module')`, with the internals its own `require` functions use. */
 interface Loader {
   prototype: { _compile: Compile };
   wrapper: readonly string[];
-  _extensions: object;
+  _extensions: Record<string, Extension>;
   _cache: object;
   _resolveFilename(request: string, parent: LoaderModule, isMain: boolean, options?: { paths?: string[] }): string;
   _resolveLookupPaths(request: string, parent: LoaderModule): string[] | null;
@@ -101,14 +107,18 @@ const MAX_ENTRIES = 1000;
  */
 const SETTLED_NS = 2_000_000_000n;
 
-/** What identifies the version of a file an entry was made from. */
-interface FileVersion {
+/** The file an entry was made from: its path, identity and change times. */
+interface FileIdentity {
   readonly path: string;
   readonly size: string;
   readonly mtimeNs: string;
   readonly ctimeNs: string;
   readonly ino: string;
   readonly dev: string;
+}
+
+/** What identifies the version of a file an entry was made from. */
+interface FileVersion extends FileIdentity {
   /** The source's length in UTF-16 units, as V8 sees it. */
   readonly length: number;
 }
@@ -124,7 +134,7 @@ interface PendingEntry {
 }
 
 let enabled = false;
-const stats: CodeCacheStats = { accepted: 0, rejected: 0, missing: 0, stale: 0, damaged: 0 };
+const stats: CodeCacheStats = { accepted: 0, rejected: 0, missing: 0, stale: 0, damaged: 0, direct: 0 };
 
 /** The folder of this Node's entries under the cache root (V8 rejects data of another version, so each has its own). */
 export function codeCacheFolder(): string {
@@ -167,13 +177,22 @@ export function enableCodeCache(alsoFiles: readonly string[] = []): boolean {
   // are written only by a run that went on to load the engine (tfjs-core
   // alone is 1.2 MB of source; commander, which every run loads, 0.1 MB).
   let dependencyBytes = 0;
+  const cachedPath = (filename: string, vouched: boolean): boolean => vouched || filename.includes(`${sep}node_modules${sep}`);
   loader.prototype._compile = function compileThroughCache(this: LoaderModule, content: string, filename: string, format?: string): unknown {
     const vouched = alsoFiles.includes(filename);
-    const cached = format !== 'module' && content.length >= MIN_SOURCE_LENGTH && (vouched || filename.includes(`${sep}node_modules${sep}`));
+    const cached = format !== 'module' && content.length >= MIN_SOURCE_LENGTH && cachedPath(filename, vouched);
     if (cached && !vouched) dependencyBytes += content.length;
     const wrapper = cached ? cachedWrapper(content, filename, folder, pending, vouched) : undefined;
     if (wrapper === undefined) return nodeCompile.call(this, content, filename, format);
     return runWrapper(this, wrapper, filename);
+  };
+  const nodeLoadJs = loader._extensions['.js']!;
+  loader._extensions['.js'] = function loadThroughCache(this: unknown, module: LoaderModule, filename: string): void {
+    const vouched = alsoFiles.includes(filename);
+    const found = cachedPath(filename, vouched) ? wrapperFromEntry(filename, folder, pending, vouched) : undefined;
+    if (found === undefined) return nodeLoadJs.call(this, module, filename);
+    if (!vouched) dependencyBytes += found.length;
+    runWrapper(module, found.wrapper, filename);
   };
   process.once('exit', () => writeEntries(folder, dependencyBytes >= ENGINE_SOURCE_LENGTH ? pending : pending.filter((entry) => !entry.vouched)));
   enabled = true;
@@ -192,10 +211,10 @@ function nodeOptionsInclude(flag: string): boolean {
  * that cannot be read.
  */
 function cachedWrapper(content: string, filename: string, folder: string, pending: PendingEntry[], vouched: boolean): CompiledWrapper | undefined {
-  if (loader.wrapper[0] !== WRAPPER_HEAD || loader.wrapper[1] !== WRAPPER_TAIL) return undefined;
+  if (!nodesWrapper()) return undefined;
   let version: FileVersion;
   try {
-    version = fileVersion(filename, content);
+    version = { ...identityOf(statSync(filename, { bigint: true }), filename), length: content.length };
   } catch {
     return undefined;
   }
@@ -203,22 +222,114 @@ function cachedWrapper(content: string, filename: string, folder: string, pendin
   const found = readEntry(join(folder, entryName(stem, currentFlagsKey())), version);
   // Entries are only made from files without import() (below), so a usable one needs no look.
   if (found.data === undefined && !vouched && mayImportDynamically(content)) return undefined;
-  let script: Script;
+  if (found.data === undefined) stats[found.miss]++;
+  return compiledWrapper(WRAPPER_HEAD + content + WRAPPER_TAIL, { stem, version, vouched }, found.data, pending);
+}
+
+/**
+ * The module's wrapper compiled with its entry's code, read straight from
+ * the file's bytes; undefined to leave the file to Node's loader, and so to
+ * compileThroughCache (no entry, one of another version of the file, or
+ * anything unexpected).
+ *
+ * Why: Node reads a module into a string, and the wrapper around it makes
+ * a second, joined copy, which V8 compiles. Here the file is read between
+ * the wrapper's two halves in one reused buffer and decoded once: for
+ * tfjs-layers (1.4 MB, which a few non-ASCII characters make a two-byte
+ * string) one 2.9 MB string instead of two and Node's read buffer. Fresh
+ * memory costs about 10 µs a page on the machines camviz is benched on,
+ * and these copies were some 2,000 of a cold run's main-thread page faults.
+ *
+ * What Node's `.js` handler also does is left out safely: its choice of
+ * CommonJS or ES module by package.json's `type` was made when the entry
+ * was written (entries are only made by compileThroughCache, which Node
+ * calls for CommonJS only), and the entry is only used for that very file
+ * (its identity and times, see readEntry).
+ */
+function wrapperFromEntry(filename: string, folder: string, pending: PendingEntry[], vouched: boolean): { wrapper: CompiledWrapper; length: number } | undefined {
+  if (!nodesWrapper()) return undefined;
+  let fd: number;
   try {
-    script = new Script(WRAPPER_HEAD + content + WRAPPER_TAIL, {
-      filename,
-      // Node compiles the file's text as a function body: its first line's columns in stack traces then match.
-      columnOffset: -WRAPPER_HEAD.length,
-      ...(found.data === undefined ? {} : { cachedData: found.data }),
-    });
+    fd = openSync(filename, 'r');
   } catch {
-    // Node's compile gives the file's own error, or loads it as an ES module.
     return undefined;
   }
-  if (found.data === undefined) stats[found.miss]++;
-  else if (script.cachedDataRejected === true) stats.rejected++;
-  else stats.accepted++;
-  if (found.data === undefined || script.cachedDataRejected === true) pending.push({ stem, version, script, vouched });
+  try {
+    const stat = fstatSync(fd, { bigint: true });
+    if (!stat.isFile() || stat.size < BigInt(MIN_SOURCE_LENGTH) || stat.size > BigInt(MAX_DIRECT_BYTES)) return undefined;
+    const stem = entryStem(filename);
+    const identity = identityOf(stat, filename);
+    const found = readEntry(join(folder, entryName(stem, currentFlagsKey())), identity);
+    if (found.data === undefined) return undefined;
+    const wrapped = wrappedSource(fd, Number(stat.size));
+    const length = wrapped === undefined ? undefined : wrapped.length - WRAPPER_HEAD.length - WRAPPER_TAIL.length;
+    if (wrapped === undefined || length !== found.length) return undefined;
+    const wrapper = compiledWrapper(wrapped, { stem, version: { ...identity, length }, vouched }, found.data, pending);
+    if (wrapper === undefined) return undefined;
+    stats.direct++;
+    return { wrapper, length };
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Files past this size are read by Node: the buffer wrappedSource reuses stays small. */
+const MAX_DIRECT_BYTES = 32 * 2 ** 20;
+
+/** The buffer wrappedSource reads into, kept for the files one synchronous job requires (a package's tree). */
+let sourceBuffer: Buffer | undefined;
+
+/**
+ * The file's text inside Node's wrapper, as one flat string: a one-byte
+ * string when the file is ASCII (a copy of its bytes), else decoded from
+ * UTF-8 as Node decodes it (malformed bytes give U+FFFD either way).
+ * Undefined when the file ends before `size` bytes.
+ */
+function wrappedSource(fd: number, size: number): string | undefined {
+  const end = WRAPPER_HEAD.length + size;
+  if (sourceBuffer === undefined || sourceBuffer.length < end + WRAPPER_TAIL.length) {
+    if (sourceBuffer === undefined) queueMicrotask(() => (sourceBuffer = undefined));
+    sourceBuffer = Buffer.allocUnsafe(end + WRAPPER_TAIL.length);
+    sourceBuffer.write(WRAPPER_HEAD, 0, 'latin1');
+  }
+  for (let at = WRAPPER_HEAD.length; at < end; ) {
+    const read = readSync(fd, sourceBuffer, at, end - at, at - WRAPPER_HEAD.length);
+    if (read === 0) return undefined;
+    at += read;
+  }
+  sourceBuffer.write(WRAPPER_TAIL, end, 'latin1');
+  const bytes = sourceBuffer.subarray(0, end + WRAPPER_TAIL.length);
+  return isAscii(bytes) ? bytes.toString('latin1') : bytes.toString('utf8');
+}
+
+/** Whether Node's CommonJS wrapper is the one entries are made with (someone may have patched `Module.wrapper`). */
+function nodesWrapper(): boolean {
+  return loader.wrapper[0] === WRAPPER_HEAD && loader.wrapper[1] === WRAPPER_TAIL;
+}
+
+/**
+ * The wrapper compiled from `wrapped` with the entry's data (undefined when
+ * there is none) and run to the function it is; the script is kept for an
+ * entry written at exit when V8 had no data or refused it. Undefined when
+ * it does not compile: Node's compile then gives the file's own error, or
+ * loads it as an ES module.
+ */
+function compiledWrapper(wrapped: string, entry: Omit<PendingEntry, 'script'>, data: Buffer | undefined, pending: PendingEntry[]): CompiledWrapper | undefined {
+  let script: Script;
+  try {
+    script = new Script(wrapped, {
+      filename: entry.version.path,
+      // Node compiles the file's text as a function body: its first line's columns in stack traces then match.
+      columnOffset: -WRAPPER_HEAD.length,
+      ...(data === undefined ? {} : { cachedData: data }),
+    });
+  } catch {
+    return undefined;
+  }
+  if (data !== undefined) stats[script.cachedDataRejected === true ? 'rejected' : 'accepted']++;
+  if (data === undefined || script.cachedDataRejected === true) pending.push({ ...entry, script });
   return script.runInThisContext({ displayErrors: true }) as CompiledWrapper;
 }
 
@@ -299,18 +410,9 @@ export function codeCacheEntriesOf(filename: string): string[] {
   }
 }
 
-/** The file's identity and change times now, and the length of the source Node read from it. */
-function fileVersion(filename: string, content: string): FileVersion {
-  const stat: BigIntStats = statSync(filename, { bigint: true });
-  return {
-    path: filename,
-    size: String(stat.size),
-    mtimeNs: String(stat.mtimeNs),
-    ctimeNs: String(stat.ctimeNs),
-    ino: String(stat.ino),
-    dev: String(stat.dev),
-    length: content.length,
-  };
+/** The file's identity and change times. */
+function identityOf(stat: BigIntStats, filename: string): FileIdentity {
+  return { path: filename, size: String(stat.size), mtimeNs: String(stat.mtimeNs), ctimeNs: String(stat.ctimeNs), ino: String(stat.ino), dev: String(stat.dev) };
 }
 
 /**
@@ -328,8 +430,11 @@ function fileVersion(filename: string, content: string): FileVersion {
  * were read (SETTLED_NS). The entry's CRC-32 catches damage before V8
  * sees the data: V8 in release builds does not check its own checksum, and
  * takes data with a byte altered.
+ *
+ * Given the file's identity alone (its source not read yet), the source's
+ * length comes back for the caller to compare.
  */
-function readEntry(entryPath: string, version: FileVersion): { data: Buffer } | { data?: undefined; miss: 'missing' | 'damaged' | 'stale' } {
+function readEntry(entryPath: string, file: FileIdentity | FileVersion): { data: Buffer; length: number } | { data?: undefined; miss: 'missing' | 'damaged' | 'stale' } {
   let bytes: Buffer;
   try {
     bytes = readFileSync(entryPath);
@@ -338,8 +443,8 @@ function readEntry(entryPath: string, version: FileVersion): { data: Buffer } | 
   }
   const parsed = parseEntry(bytes);
   if (parsed === undefined) return { miss: 'damaged' };
-  if (!sameVersion(parsed.version, version)) return { miss: 'stale' };
-  return { data: parsed.data };
+  if (!sameVersion(parsed.version, file)) return { miss: 'stale' };
+  return { data: parsed.data, length: parsed.version.length };
 }
 
 function parseEntry(bytes: Buffer): { version: FileVersion; data: Buffer } | undefined {
@@ -359,7 +464,8 @@ function parseEntry(bytes: Buffer): { version: FileVersion; data: Buffer } | und
   }
 }
 
-function sameVersion(stored: Partial<FileVersion> | null, current: FileVersion): boolean {
+/** Whether the stored version is of this file, and of a source this long when the length is known. */
+function sameVersion(stored: Partial<FileVersion> | null, current: FileIdentity | FileVersion): boolean {
   return (
     stored !== null &&
     typeof stored === 'object' &&
@@ -369,7 +475,8 @@ function sameVersion(stored: Partial<FileVersion> | null, current: FileVersion):
     stored.ctimeNs === current.ctimeNs &&
     stored.ino === current.ino &&
     stored.dev === current.dev &&
-    stored.length === current.length
+    typeof stored.length === 'number' &&
+    (!('length' in current) || stored.length === current.length)
   );
 }
 
@@ -411,7 +518,7 @@ function requireFor(module: LoaderModule): NodeJS.Require {
   };
   require.resolve = resolve;
   require.main = process.mainModule;
-  require.extensions = loader._extensions as NodeJS.Require['extensions'];
+  require.extensions = loader._extensions as unknown as NodeJS.Require['extensions'];
   require.cache = loader._cache as NodeJS.Require['cache'];
   return require;
 }
