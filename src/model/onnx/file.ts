@@ -2,8 +2,7 @@
  * The `.onnx` file a local `--model` names, and its bytes read ahead of the
  * load. Light on purpose (node's fs and path only): the command line
  * imports it before the command's modules load, and the model loader
- * before it knows it needs the ONNX importer (its op library, tfjs and
- * protobufjs).
+ * before it knows it needs the ONNX importer (its op library and tfjs).
  */
 import { type BigIntStats, type Stats, closeSync, constants, openSync, readSync, statSync } from 'node:fs';
 import { ReadsAhead } from '../../util/reads-ahead.js';

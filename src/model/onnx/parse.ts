@@ -5,8 +5,8 @@
  * a model does not keep the whole file alive through views), unless the
  * caller hands the buffer over (`adoptBytes`, see `rawDataInPlace`).
  *
- * Decoding is hand-written over protobufjs' `Reader` (proto.ts) from the
- * ONNX IR spec; unknown fields are skipped. Every failure is one
+ * Decoding is hand-written over camviz's wire-format reader (proto.ts) from
+ * the ONNX IR spec; unknown fields are skipped. Every failure is one
  * `CamvizError` line naming the file (`source`).
  *
  * External data (`data_location` EXTERNAL) needs the model's folder: the
@@ -199,14 +199,13 @@ function decoding<T>(context: ParseContext, decode: () => T): T {
 }
 
 /**
- * Bad bytes, as opposed to a bug or an allocation failure: our own
- * ProtoError, protobufjs' RangeError for reading past the end ("index out of
- * range"), and its plain Errors (invalid wire type, illegal tag, bad varint).
+ * Bad bytes, as opposed to a bug or an allocation failure: the reader's
+ * ProtoError (proto.ts), and its RangeError for reading past the end
+ * ("index out of range").
  */
 function isWireFormatError(error: unknown): error is Error {
   if (error instanceof ProtoError) return true;
-  if (error instanceof RangeError) return error.message.startsWith('index out of range');
-  return error instanceof Error && error.constructor === Error;
+  return error instanceof RangeError && error.message.startsWith('index out of range');
 }
 
 function fail(context: ParseContext, message: string): never {

@@ -1,18 +1,21 @@
 /**
- * The protobuf wire format as the ONNX parser needs it, over protobufjs'
- * `Reader`: field iteration with wire-type checks, 64-bit varints without
- * `Long`, and the raw bytes of repeated scalar fields (packed or not) so
- * that tensor data is decoded once, straight into its typed array.
+ * The protobuf wire format as the ONNX parser needs it: field iteration
+ * with wire-type checks, 64-bit varints as two 32-bit halves, and the raw
+ * bytes of repeated scalar fields (packed or not) so that tensor data is
+ * decoded once, straight into its typed array.
  *
  * Field numbers are those of the ONNX IR spec (docs/IR.md, onnx.proto);
  * only the fields camviz reads are named here. Everything else is skipped.
+ *
+ * The reader is camviz's own: protobufjs' minimal build, which it replaces,
+ * is 18 small files that a cold start resolved, read and compiled one by
+ * one (about 10 ms of an ONNX model's start), for the six calls below.
+ * It keeps protobufjs' behaviour on bad bytes, so that the parser's errors
+ * stay what they were: a RangeError "index out of range: ..." for a read
+ * past the end, a ProtoError for anything else malformed.
  */
-// minimal: the wire format only; the full library also loads its .proto parser and reflection (about 20 ms of a cold start).
-import protobuf from 'protobufjs/minimal.js';
 
-export type Reader = protobuf.Reader;
-
-export const WireType = { varint: 0, fixed64: 1, bytes: 2, fixed32: 5 } as const;
+export const WireType = { varint: 0, fixed64: 1, bytes: 2, startGroup: 3, endGroup: 4, fixed32: 5 } as const;
 
 /** A malformed message (wrong wire type, bad length): the parser turns it into a one-line error. */
 export class ProtoError extends Error {
@@ -22,8 +25,145 @@ export class ProtoError extends Error {
   }
 }
 
+/** How deep groups may nest in skipped fields (protoc's default recursion limit, as protobufjs). */
+const MAX_GROUP_DEPTH = 100;
+
+/** A cursor over one message's bytes. */
+export class Reader {
+  /** The next byte to read. */
+  pos = 0;
+  /** Where the bytes end. */
+  readonly len: number;
+  private readonly view: DataView;
+
+  constructor(readonly buf: Uint8Array) {
+    this.len = buf.length;
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+
+  /** A varint's low 32 bits, unsigned (a negative int32 is written in 10 bytes: the rest are read past). */
+  uint32(): number {
+    let value = 0;
+    for (let index = 0; index < 10; index++) {
+      const byte = this.byte();
+      // Past the fifth byte the bits fall beyond 32; `<<` keeps the low 32 bits of the fifth.
+      if (index < 5) value |= (byte & 0x7f) << (7 * index);
+      if (byte < 0x80) return value >>> 0;
+    }
+    throw new ProtoError('varint longer than 10 bytes');
+  }
+
+  /** A length-delimited field's bytes: a view into `buf`, no copy. */
+  bytes(): Uint8Array {
+    const length = this.length();
+    const start = this.pos;
+    this.need(length);
+    this.pos += length;
+    return this.buf.subarray(start, this.pos);
+  }
+
+  /** A length-delimited field as UTF-8 text (malformed bytes become U+FFFD). */
+  string(): string {
+    return decodeUtf8(this.bytes());
+  }
+
+  /** A little-endian float32. */
+  float(): number {
+    this.need(4);
+    const value = this.view.getFloat32(this.pos, true);
+    this.pos += 4;
+    return value;
+  }
+
+  /** Skips `length` bytes, or one varint when no length is given. */
+  skip(length?: number): void {
+    if (length !== undefined) {
+      this.need(length);
+      this.pos += length;
+      return;
+    }
+    while (this.byte() >= 0x80);
+  }
+
+  /** Skips the value of a field of this wire type; a group is skipped to its end tag, which must name the same field. */
+  skipType(wireType: number, depth = 0, field?: number): void {
+    if (depth > MAX_GROUP_DEPTH) throw new ProtoError('groups nested too deep');
+    if (field === 0) throw new ProtoError('field number 0');
+    if (wireType === WireType.varint) this.skip();
+    else if (wireType === WireType.fixed64) this.skip(8);
+    else if (wireType === WireType.bytes) this.skip(this.length());
+    else if (wireType === WireType.fixed32) this.skip(4);
+    else if (wireType === WireType.startGroup) this.skipGroup(depth, field);
+    else throw new ProtoError(`invalid wire type ${wireType} at offset ${this.pos}`);
+  }
+
+  /** The bytes from `start` to `end`: a view into `buf`, no copy. */
+  raw(start: number, end: number): Uint8Array {
+    return this.buf.subarray(start, end);
+  }
+
+  private skipGroup(depth: number, field: number | undefined): void {
+    for (;;) {
+      const tag = this.uint32();
+      const nested = tag >>> 3;
+      const wireType = tag & 7;
+      if (nested === 0) throw new ProtoError('field number 0');
+      if (wireType === WireType.endGroup) {
+        if (field !== undefined && nested !== field) throw new ProtoError('a group ends with another field\'s end tag');
+        return;
+      }
+      this.skipType(wireType, depth + 1, nested);
+    }
+  }
+
+  /** A length prefix: a varint below 2^31 in at most five bytes (protobufjs refuses others as malformed, not as cut off). */
+  private length(): number {
+    let value = 0;
+    for (let index = 0; index < 4; index++) {
+      const byte = this.byte();
+      value |= (byte & 0x7f) << (7 * index);
+      if (byte < 0x80) return value;
+    }
+    // The fifth byte holds bits 28-34: past 7 the length would not fit 31 bits, or would go on.
+    const fifth = this.byte();
+    if (fifth > 7) throw new ProtoError('invalid length encoding');
+    return value | (fifth << 28);
+  }
+
+  private byte(): number {
+    this.need(1);
+    return this.buf[this.pos++] as number;
+  }
+
+  /** Throws protobufjs' RangeError unless `length` more bytes are there. */
+  private need(length: number): void {
+    if (this.pos + length > this.len) throw new RangeError(`index out of range: ${this.pos} + ${length} > ${this.len}`);
+  }
+}
+
 export function createReader(bytes: Uint8Array): Reader {
-  return protobuf.Reader.create(bytes);
+  return new Reader(bytes);
+}
+
+/**
+ * A length-delimited field (its tag, the payload's length, the payload) as
+ * bytes: for the few small messages camviz writes beside a model it read
+ * (the ONNX writer encodes whole models with protobufjs' Writer).
+ */
+export function lengthDelimitedField(field: number, payload: Uint8Array): Uint8Array {
+  const head = [...varintBytes(field * 8 + WireType.bytes), ...varintBytes(payload.length)];
+  const bytes = new Uint8Array(head.length + payload.length);
+  bytes.set(head);
+  bytes.set(payload, head.length);
+  return bytes;
+}
+
+/** A non-negative integer (up to 2^53) as a varint. */
+function varintBytes(value: number): number[] {
+  const bytes: number[] = [];
+  for (; value > 0x7f; value = Math.floor(value / 128)) bytes.push((value % 128) | 0x80);
+  bytes.push(value);
+  return bytes;
 }
 
 /**

@@ -17,7 +17,6 @@
 import { closeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 // minimal: the wire format only; the full library also loads its .proto parser and reflection (about 20 ms of a cold start).
-import protobuf from 'protobufjs/minimal.js';
 import { CamvizError } from '../../util/errors.js';
 import { openRegularFileSync, readSyncFromStart } from '../../util/read-whole-file.js';
 import type { LayerGraph } from '../../executor/graph.js';
@@ -26,7 +25,7 @@ import { OrtModelRejectedError } from '../../executor/ort.js';
 import { ImportedNodeLayer } from '../graph-import/node-layer.js';
 import { namesFileSync } from '../file-fingerprints.js';
 import type { OnnxExternalData } from './read.js';
-import { createReader, embeddedEnd, forEachField, readString } from './proto.js';
+import { createReader, embeddedEnd, forEachField, lengthDelimitedField, readString } from './proto.js';
 
 /** ModelProto.graph, GraphProto.output, ValueInfoProto.name (ONNX IR field numbers). */
 const MODEL_GRAPH = 7;
@@ -176,7 +175,7 @@ export function graphOutputNames(bytes: Uint8Array): string[] {
 function graphOutputsTail(names: readonly string[]): Uint8Array {
   const unique = [...new Set(names)];
   if (unique.length === 0) return new Uint8Array(0);
-  const graph = protobuf.Writer.create();
-  for (const name of unique) graph.uint32((GRAPH_OUTPUT << 3) | 2).fork().uint32((VALUE_INFO_NAME << 3) | 2).string(name).ldelim();
-  return protobuf.Writer.create().uint32((MODEL_GRAPH << 3) | 2).bytes(graph.finish()).finish();
+  const utf8 = new TextEncoder();
+  const outputs = unique.map((name) => lengthDelimitedField(GRAPH_OUTPUT, lengthDelimitedField(VALUE_INFO_NAME, utf8.encode(name))));
+  return lengthDelimitedField(MODEL_GRAPH, Buffer.concat(outputs));
 }
