@@ -275,10 +275,15 @@ function wrapperFromEntry(filename: string, folder: string, pending: PendingEntr
   }
 }
 
-/** Files past this size are read by Node: the buffer wrappedSource reuses stays small. */
-const MAX_DIRECT_BYTES = 32 * 2 ** 20;
+/** Files past this size are read by Node: the buffer wrappedSource keeps stays small (tfjs-layers, the largest, is 1.4 MB). */
+const MAX_DIRECT_BYTES = 4 * 2 ** 20;
 
-/** The buffer wrappedSource reads into, kept for the files one synchronous job requires (a package's tree). */
+/**
+ * The buffer wrappedSource reads into, kept for the thread's life: a new
+ * one for each file, or each job's files, was fresh memory every time
+ * (page faults, about 2.8 ms a MiB here), where Node's loader reads into
+ * memory malloc hands back. Sized in whole MiB, so that one serves.
+ */
 let sourceBuffer: Buffer | undefined;
 
 /**
@@ -290,8 +295,7 @@ let sourceBuffer: Buffer | undefined;
 function wrappedSource(fd: number, size: number): string | undefined {
   const end = WRAPPER_HEAD.length + size;
   if (sourceBuffer === undefined || sourceBuffer.length < end + WRAPPER_TAIL.length) {
-    if (sourceBuffer === undefined) queueMicrotask(() => (sourceBuffer = undefined));
-    sourceBuffer = Buffer.allocUnsafe(end + WRAPPER_TAIL.length);
+    sourceBuffer = Buffer.allocUnsafe(Math.ceil((end + WRAPPER_TAIL.length) / 2 ** 20) * 2 ** 20);
     sourceBuffer.write(WRAPPER_HEAD, 0, 'latin1');
   }
   for (let at = WRAPPER_HEAD.length; at < end; ) {
