@@ -222,8 +222,9 @@ function cachedWrapper(content: string, filename: string, folder: string, pendin
   const found = readEntry(join(folder, entryName(stem, currentFlagsKey())), version);
   // Entries are only made from files without import() (below), so a usable one needs no look.
   if (found.data === undefined && !vouched && mayImportDynamically(content)) return undefined;
-  if (found.data === undefined) stats[found.miss]++;
-  return compiledWrapper(WRAPPER_HEAD + content + WRAPPER_TAIL, { stem, version, vouched }, found.data, pending);
+  const wrapper = compiledWrapper(WRAPPER_HEAD + content + WRAPPER_TAIL, { stem, version, vouched }, found.data, pending);
+  if (wrapper !== undefined && found.data === undefined) stats[found.miss]++;
+  return wrapper;
 }
 
 /**
@@ -238,7 +239,7 @@ function cachedWrapper(content: string, filename: string, folder: string, pendin
  * tfjs-layers (1.4 MB, which a few non-ASCII characters make a two-byte
  * string) one 2.9 MB string instead of two and Node's read buffer. Fresh
  * memory costs about 10 µs a page on the machines camviz is benched on,
- * and these copies were some 2,000 of a cold run's main-thread page faults.
+ * and these copies were 1,000-1,400 of a cold run's main-thread page faults.
  *
  * What Node's `.js` handler also does is left out safely: its choice of
  * CommonJS or ES module by package.json's `type` was made when the entry

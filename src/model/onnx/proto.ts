@@ -9,7 +9,7 @@
  *
  * The reader is camviz's own: protobufjs' minimal build, which it replaces,
  * is 18 small files that a cold start resolved, read and compiled one by
- * one (about 10 ms of an ONNX model's start), for the six calls below.
+ * one (about 10 ms of an ONNX model's start), for the few calls below.
  * It keeps protobufjs' behaviour on bad bytes, so that the parser's errors
  * stay what they were: a RangeError "index out of range: ..." for a read
  * past the end, a ProtoError for anything else malformed.
