@@ -57,6 +57,7 @@ import {
   torchMissing,
 } from './bench-torch.js';
 import { median } from './bench-stats.js';
+import { memoryVerdict } from './memory-verdict.js';
 
 const run = promisify(execFile);
 const repoRoot = resolve(new URL('../..', import.meta.url).pathname);
@@ -943,36 +944,7 @@ async function memoryOverFolder(support: EngineSupport, source: string, total: n
   );
 }
 
-/**
- * Whether the run left no tensor behind after warm-up: the fewest live
- * tensors of the last half of its samples are no more than of the half
- * before. A sample may fall while an image's tensors are alive (ONNX
- * Runtime's passes are asynchronous: the timer fires during one), so two
- * single samples differ by such a transient; a tensor left per image, or
- * per hundred, raises the fewest.
- */
-function noTensorLeft(samples: readonly MemorySample[], warmImages: number): boolean {
-  const warm = samples.filter((sample) => sample.images >= warmImages);
-  const half = Math.floor(warm.length / 2);
-  const fewest = (part: readonly MemorySample[]): number => Math.min(...part.map((sample) => sample.tensors));
-  return half > 0 && fewest(warm.slice(half)) <= fewest(warm.slice(0, half));
-}
-
-/**
- * The samples the memory verdict compares: those of the run's second fifth
- * (after warm-up) and of its last fifth. Each side is judged by its median:
- * a single sample moves by 20-30 MiB with where the collections and the
- * photos' buffers happen to fall (by single samples, two runs of one build
- * gave +4.2% and +11.0%; one run on ONNX Runtime gave +7.3% by single
- * samples and +0.3% by the medians),
- * while a leak moves every sample of the last fifth and so its median.
- */
-function judgedWindows(samples: readonly MemorySample[], total: number): [MemorySample[], MemorySample[]] {
-  const within = (from: number, to: number): MemorySample[] => samples.filter((sample) => sample.images >= from && sample.images < to);
-  return [within(total / 5, (2 * total) / 5), within((4 * total) / 5, total)];
-}
-
-/** One run's rows: a sample per tenth of the run, after the run, and the growth from the second fifth to the last (medians, judgedWindows). */
+/** One run's rows: a sample per tenth of the run, after the run, and the verdict (memory-verdict.ts). */
 function memoryRows(label: string, outcome: { samples: MemorySample[]; after?: MemorySample }, total: number, diagnosis: boolean): string[][] {
   const mib = (bytes: number | undefined): string => (bytes === undefined ? '-' : `${(bytes / 2 ** 20).toFixed(0)} MiB`);
   const signedMib = (bytes: number | undefined): string => (bytes === undefined ? '-' : `${bytes >= 0 ? '+' : ''}${(bytes / 2 ** 20).toFixed(1)} MiB`);
@@ -986,30 +958,19 @@ function memoryRows(label: string, outcome: { samples: MemorySample[]; after?: M
   const atMarks = [...new Map(picked.map((sample) => [sample.images, sample])).values()];
   const rows = atMarks.map((sample) => [label, String(sample.images), ...cells(sample), '']);
   if (outcome.after !== undefined) rows.push([label, `${outcome.after.images}, run over`, ...cells(outcome.after), 'the model released']);
-  // Flat: no tensor left behind, and resident memory after warm-up (code, caches, the allocators' first high-water marks) within 5%.
-  const [warm, end] = judgedWindows(during, total);
-  if (warm.length > 0 && end.length > 0) {
-    const medianOf = (window: readonly MemorySample[], of: (sample: MemorySample) => number | undefined): number | undefined => {
-      const values = window.map(of).filter((value) => value !== undefined);
-      return values.length === window.length ? median(values) : undefined;
-    };
-    const change = (of: (sample: MemorySample) => number | undefined): number | undefined => {
-      const [from, to] = [medianOf(warm, of), medianOf(end, of)];
-      return from === undefined || to === undefined ? undefined : to - from;
-    };
-    const warmRss = median(warm.map((sample) => sample.rss));
-    const growth = change((sample) => sample.rss)! / warmRss;
-    const flat = noTensorLeft(during, warm[0]!.images) && growth <= 0.05;
+  const verdict = memoryVerdict(during, total);
+  if (verdict !== undefined) {
+    const { warm, end, change } = verdict;
     rows.push([
       label,
       `median of ${warm[0]!.images}-${warm.at(-1)!.images} -> of ${end[0]!.images}-${end.at(-1)!.images}`,
-      `${growth >= 0 ? '+' : ''}${(growth * 100).toFixed(1)}%`,
+      `${verdict.growth >= 0 ? '+' : ''}${(verdict.growth * 100).toFixed(1)}%`,
       signedMib(change((sample) => sample.resident?.mainHeap)),
       signedMib(change((sample) => sample.resident?.threadArenas)),
       signedMib(change((sample) => sample.heapUsed)),
       signedMib(change((sample) => sample.arrayBuffers)),
-      `${end.at(-1)!.tensors - warm[0]!.tensors >= 0 ? '+' : ''}${end.at(-1)!.tensors - warm[0]!.tensors}`,
-      diagnosis ? 'not a target row: glibc tuned' : `flat (target): ${flat ? 'met' : 'missed'}`,
+      `${verdict.tensorsAdded >= 0 ? '+' : ''}${verdict.tensorsAdded}`,
+      diagnosis ? 'not a target row: glibc tuned' : `flat (target): ${verdict.flat ? 'met' : 'missed'}`,
     ]);
   }
   return rows;
