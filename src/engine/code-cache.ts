@@ -24,13 +24,14 @@
  * start is not where the time goes.
  */
 import { isAscii } from 'node:buffer';
-import { type BigIntStats, closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import Module from 'node:module';
 import { basename, dirname, join, sep } from 'node:path';
 import { Script } from 'node:vm';
 import { isAlive, parseTemporaryName, temporaryName } from '../util/atomic-file.js';
 import { cacheRoot } from '../util/cache-root.js';
 import { crc32 } from '../util/crc32.js';
+import { type FileIdentity, identityOf, sameIdentity } from '../util/file-identity.js';
 
 /** What became of the files compiled through the cache in this thread, so far. */
 export interface CodeCacheStats {
@@ -106,16 +107,6 @@ const MAX_ENTRIES = 1000;
  * change gives new times (as git treats "racily clean" files).
  */
 const SETTLED_NS = 2_000_000_000n;
-
-/** The file an entry was made from: its path, identity and change times. */
-interface FileIdentity {
-  readonly path: string;
-  readonly size: string;
-  readonly mtimeNs: string;
-  readonly ctimeNs: string;
-  readonly ino: string;
-  readonly dev: string;
-}
 
 /** What identifies the version of a file an entry was made from. */
 interface FileVersion extends FileIdentity {
@@ -214,7 +205,7 @@ function cachedWrapper(content: string, filename: string, folder: string, pendin
   if (!nodesWrapper()) return undefined;
   let version: FileVersion;
   try {
-    version = { ...identityOf(statSync(filename, { bigint: true }), filename), length: content.length };
+    version = { ...identityOf(filename, statSync(filename, { bigint: true })), length: content.length };
   } catch {
     return undefined;
   }
@@ -259,7 +250,7 @@ function wrapperFromEntry(filename: string, folder: string, pending: PendingEntr
     const stat = fstatSync(fd, { bigint: true });
     if (!stat.isFile() || stat.size < BigInt(MIN_SOURCE_LENGTH) || stat.size > BigInt(MAX_DIRECT_BYTES)) return undefined;
     const stem = entryStem(filename);
-    const identity = identityOf(stat, filename);
+    const identity = identityOf(filename, stat);
     const found = readEntry(join(folder, entryName(stem, currentFlagsKey())), identity);
     if (found.data === undefined) return undefined;
     const wrapped = wrappedSource(fd, Number(stat.size));
@@ -415,11 +406,6 @@ export function codeCacheEntriesOf(filename: string): string[] {
   }
 }
 
-/** The file's identity and change times. */
-function identityOf(stat: BigIntStats, filename: string): FileIdentity {
-  return { path: filename, size: String(stat.size), mtimeNs: String(stat.mtimeNs), ctimeNs: String(stat.ctimeNs), ino: String(stat.ino), dev: String(stat.dev) };
-}
-
 /**
  * The entry's code when the entry is whole and was made from this version
  * of the file; otherwise why not.
@@ -474,13 +460,9 @@ function sameVersion(stored: Partial<FileVersion> | null, current: FileIdentity 
   return (
     stored !== null &&
     typeof stored === 'object' &&
-    stored.path === current.path &&
-    stored.size === current.size &&
-    stored.mtimeNs === current.mtimeNs &&
-    stored.ctimeNs === current.ctimeNs &&
-    stored.ino === current.ino &&
-    stored.dev === current.dev &&
     typeof stored.length === 'number' &&
+    // Fields missing from a damaged or forged header compare unequal.
+    sameIdentity(stored as FileIdentity, current) &&
     (!('length' in current) || stored.length === current.length)
   );
 }

@@ -22,6 +22,7 @@ import { createHash } from 'node:crypto';
 import { type BigIntStats, statSync } from 'node:fs';
 import { stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
+import { type FileIdentity, identityOf, sameIdentity } from '../util/file-identity.js';
 import { type EntryIndex, readEntryIndex, writeEntryIndex } from './entry-index.js';
 
 /** The index of fingerprints by file identity, in the cache folder. */
@@ -41,30 +42,6 @@ const MAX_FILE_FINGERPRINTS = 256;
  * (vm.dirty_expire_centisecs) plus the flusher's 5 s period.
  */
 const SETTLED_MS = 40_000;
-
-/**
- * A file as it was when read: its real path, device and inode, size, and
- * modification and change times in nanoseconds (decimal strings of
- * `stat(..., { bigint: true })`), taken before its bytes were read.
- */
-export interface FileIdentity {
-  readonly path: string;
-  readonly dev: string;
-  readonly ino: string;
-  readonly size: string;
-  readonly mtimeNs: string;
-  readonly ctimeNs: string;
-}
-
-/** The identity of the file at `path` (a real path) whose stats, taken through its descriptor, are `stats`. */
-export function identityOf(path: string, stats: BigIntStats): FileIdentity {
-  return { path, dev: String(stats.dev), ino: String(stats.ino), size: String(stats.size), mtimeNs: String(stats.mtimeNs), ctimeNs: String(stats.ctimeNs) };
-}
-
-/** Whether two identities are of one file, unchanged. */
-function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
-  return a.path === b.path && a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
-}
 
 /**
  * The identity of the file at `path` (a real path) that `before` gives (its

@@ -14,7 +14,8 @@ import { CamvizError } from '../util/errors.js';
 import { ReadsAhead } from '../util/reads-ahead.js';
 import { MAX_FILE_BYTES, isNotRegularFileCode, openRegularFile, readFromStart, readRegularFile } from '../util/read-whole-file.js';
 import { checkTopologyAgainstManifest } from './topology-check.js';
-import { type FileIdentity, unchangedIdentity } from './file-fingerprints.js';
+import type { FileIdentity } from '../util/file-identity.js';
+import { unchangedIdentity } from './file-fingerprints.js';
 
 type ModelArtifacts = tf.io.ModelArtifacts;
 type WeightsManifestEntry = tf.io.WeightsManifestEntry;

@@ -13,7 +13,7 @@ import { type EngineChoice, requestedEngine } from '../engine/engine-choices.js'
 import type { Executor } from '../executor/executor.js';
 import { type ChosenEngine, type EngineReport, type EngineRequest, chooseEngine } from './engine.js';
 import { type ModelSourceFiles, readLocalModel } from './io.js';
-import type { FileIdentity } from './file-fingerprints.js';
+import type { FileIdentity } from '../util/file-identity.js';
 import { readKerasModel } from './keras/load.js';
 import { type CamvizJson, type MetadataOverrides, type ModelMetadata, readCamvizJson, resolveMetadata } from './metadata.js';
 import { Network } from '../executor/network.js';

@@ -31,6 +31,7 @@ import {
   readScalarRun,
   readString,
   type Reader,
+  varintLength,
   WireType,
 } from './proto.js';
 import type {
@@ -806,12 +807,6 @@ function rawDataInPlace(raw: Uint8Array, type: NumericElementType, count: number
   const start = raw.byteOffset - offBoundary;
   if (offBoundary > 0) new Uint8Array(raw.buffer, start, raw.length + offBoundary).copyWithin(0, offBoundary);
   return new ArrayType(raw.buffer, start, count);
-}
-
-function varintLength(value: number): number {
-  let length = 1;
-  for (let rest = value; rest >= 0x80; rest = Math.floor(rest / 0x80)) length++;
-  return length;
 }
 
 function fromTypedFields(context: ParseContext, scanned: ScannedTensor, element: ElementInfo, count: number, label: string): OnnxTensorData {

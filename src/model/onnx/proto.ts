@@ -158,6 +158,13 @@ export function lengthDelimitedField(field: number, payload: Uint8Array): Uint8A
   return bytes;
 }
 
+/** How many bytes a non-negative integer (up to 2^53) takes as a varint. */
+export function varintLength(value: number): number {
+  let length = 1;
+  for (let rest = value; rest >= 0x80; rest = Math.floor(rest / 0x80)) length++;
+  return length;
+}
+
 /** A non-negative integer (up to 2^53) as a varint. */
 function varintBytes(value: number): number[] {
   const bytes: number[] = [];

@@ -14,7 +14,8 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { CamvizError } from '../../util/errors.js';
 import { isNotRegularFileCode, openRegularFile, readWholeFile } from '../../util/read-whole-file.js';
 import { pathInside } from '../io.js';
-import { type FileIdentity, identityOf, recordedFingerprint, unchangedIdentity } from '../file-fingerprints.js';
+import { type FileIdentity, identityOf } from '../../util/file-identity.js';
+import { recordedFingerprint, unchangedIdentity } from '../file-fingerprints.js';
 import { onnxCacheDir } from '../onnx-writer/cache-limit.js';
 import { MAX_PROTOBUF_BYTES, ONNX_MODEL_FILE, takeOnnxAhead } from './file.js';
 import {
