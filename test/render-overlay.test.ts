@@ -49,7 +49,7 @@ test('sizes and alpha are checked', () => {
   assert.throws(() => overlayHeatmap(IMAGE, new Float32Array(2), 2, 1, { alpha: Number.NaN }), RangeError);
 });
 
-test('the blend through the per-colour table equals the colormap lookup then the blend formula, for every entry and image byte', () => {
+test('the blend equals the colormap lookup then the blend formula, for every entry and image byte, as the options change', () => {
   // One pixel per (image byte, colormap entry): heat (k + 0.25) / 255 takes entry k.
   const width = 256;
   const height = 256;
@@ -62,9 +62,7 @@ test('the blend through the per-colour table equals the colormap lookup then the
       image.set([b, 255 - b, (b * 7) & 255], p * 3);
     }
   }
-  // Alternating options: the cached tables must follow the options of each call. Options used
-  // twice in a row blend through the per-colour table from their second overlay on, the
-  // others through the colormap and the blend table: both ways are checked.
+  // Alternating options: the tables the kernels keep (src/render/kernels.ts) must follow the options of each call.
   const optionRuns = [[0.5, 'jet'], [0.3, 'turbo'], [0.3, 'turbo'], [0.3, 'turbo'], [0.5, 'viridis'], [0.7, 'jet'], [0.7, 'jet'], [0.5, 'jet'], [0.7, 'jet']] as const;
   for (const [alpha, colormap] of optionRuns) {
     const lut = applyColormap(Float32Array.from({ length: 256 }, (_, k) => k / 255), colormap);

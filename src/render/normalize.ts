@@ -4,6 +4,7 @@
  * norm) are ignored when finding the range, so one bad value cannot blank
  * the whole map.
  */
+import { normalizeWithPeakInto } from './kernels.js';
 
 export interface ValueRange {
   min: number;
@@ -73,21 +74,9 @@ export function minMaxNormalizeWithPeak(
   if (result.length !== n) throw new RangeError(`output holds ${result.length} values, need ${n}`);
   const range = knownRange === undefined ? finiteRange(values) : knownRange;
   if (range === null || !(range.max > range.min)) return { normalized: result.fill(0), peak: { x: 0, y: 0, value: 0 } };
-  const { min } = range;
-  const span = range.max - min;
-  let best = 0;
-  let bestValue = -Infinity;
-  for (let i = 0; i < n; i++) {
-    const v = values[i]!; // i < n; no per-value undefined check in this hot loop
-    // As stored in the Float32Array, so that the comparison is argmax's over the result.
-    const normalized = v >= min ? Math.fround(v === Infinity ? 1 : (v - min) / span) : 0; // NaN, -Infinity: 0
-    result[i] = normalized;
-    if (normalized > bestValue) {
-      bestValue = normalized;
-      best = i;
-    }
-  }
-  return { normalized: result, peak: { x: best % width, y: Math.floor(best / width), value: bestValue } };
+  // The loop runs in WebAssembly (kernels.ts): v >= min ? fround(v === Infinity ? 1 : (v - min) / span) : 0 per value, and the first largest.
+  const { index, value } = normalizeWithPeakInto(values, result, range.min, range.max - range.min);
+  return { normalized: result, peak: { x: index % width, y: Math.floor(index / width), value } };
 }
 
 /**

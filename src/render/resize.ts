@@ -6,9 +6,11 @@
  * usual case: a 7x7 or 14x14 map onto a photo).
  *
  * Weights and source indices are computed once per axis, so the per-pixel work
- * is four multiply-adds and no allocation.
+ * is four multiply-adds and no allocation; the two passes over the pixels
+ * run in WebAssembly (kernels.ts).
  */
 import type { ImageGeometry } from '../image/geometry.js';
+import { resampleInto } from './kernels.js';
 import { type ValueRange, finiteRange } from './normalize.js';
 
 /** Per destination pixel along one axis: the two source pixels and the weight of the second. */
@@ -152,58 +154,6 @@ function coveredPixels(start: number, length: number, size: number): [number, nu
   const first = Math.max(0, Math.ceil(start - 0.5));
   const end = Math.min(size, Math.ceil(start + length - 0.5));
   return [first, Math.max(first, end)];
-}
-
-/**
- * Two passes like OpenCV: each needed source row is resampled horizontally
- * once, then destination rows blend two of those rows. Returns the smallest
- * and largest values written (NaN skipped; Infinity and -Infinity when none).
- */
-function resampleInto(
-  src: Float32Array,
-  srcWidth: number,
-  xs: AxisTable,
-  ys: AxisTable,
-  dst: Float32Array,
-  dstStride: number,
-  dstX: number,
-  dstY: number,
-): { min: number; max: number } {
-  const width = xs.lo.length;
-  const height = ys.lo.length;
-  const firstRow = ys.lo[0];
-  const lastRow = ys.hi[height - 1];
-  let min = Infinity;
-  let max = -Infinity;
-  if (firstRow === undefined || lastRow === undefined) return { min, max }; // no destination rows
-  const rows = new Float32Array((lastRow - firstRow + 1) * width);
-  const { lo: xLo, hi: xHi, weight: xW } = xs;
-  const { lo: yLo, hi: yHi, weight: yW } = ys;
-  // In the loops below every index is in range by construction
-  // (i < width, j < height, the tables hold clamped source indices), so the
-  // typed-array reads carry `!` rather than an undefined check per pixel or row.
-  for (let r = firstRow; r <= lastRow; r++) {
-    const s = r * srcWidth;
-    const o = (r - firstRow) * width;
-    for (let i = 0; i < width; i++) {
-      const w = xW[i]!;
-      rows[o + i] = src[s + xLo[i]!]! * (1 - w) + src[s + xHi[i]!]! * w;
-    }
-  }
-  for (let j = 0; j < height; j++) {
-    const a = (yLo[j]! - firstRow) * width;
-    const b = (yHi[j]! - firstRow) * width;
-    const w = yW[j]!;
-    const v = 1 - w;
-    const o = (dstY + j) * dstStride + dstX;
-    for (let i = 0; i < width; i++) {
-      const value = rows[a + i]! * v + rows[b + i]! * w;
-      dst[o + i] = value;
-      if (value < min) min = value;
-      if (value > max) max = value;
-    }
-  }
-  return { min, max };
 }
 
 function outputBuffer(out: Float32Array | undefined, length: number): Float32Array {
