@@ -213,6 +213,45 @@ describe('loading a TF.js layers model', () => {
   });
 });
 
+describe('the zeros a load first makes its weights as (sharedZerosLoad)', () => {
+  const layers = createRequire(import.meta.url)('@tensorflow/tfjs-layers') as typeof import('@tensorflow/tfjs-layers');
+  const zerosOf = (shape: number[], dtype?: tf.DataType): tf.Tensor => layers.initializers.zeros().apply(shape, dtype);
+
+  test('inside a load: float32 zeros on cpu are views of one shared buffer, all 0; other dtypes their own', async () => {
+    const made = await tfl.sharedZerosLoad(async () => [zerosOf([3, 4]), zerosOf([1000]), zerosOf([2, 2], 'int32')]);
+    try {
+      const [small, large, ints] = made as [tf.Tensor, tf.Tensor, tf.Tensor];
+      assert.equal(storedValues(small).buffer, storedValues(large).buffer);
+      assert.notEqual(storedValues(ints).buffer, storedValues(large).buffer);
+      for (const tensor of made) assert.ok((tensor.dataSync() as tf.TypedArray).every((value) => value === 0));
+      assert.deepEqual(small.shape, [3, 4]);
+      assert.equal(ints.dtype, 'int32');
+    } finally {
+      tf.dispose(made);
+    }
+  });
+
+  test('outside a load, and after one that failed, every zeros tensor has its own array again', async () => {
+    await assert.rejects(tfl.sharedZerosLoad(async () => Promise.reject(new Error('the load failed'))), /the load failed/);
+    const [a, b] = [zerosOf([5]), zerosOf([5])];
+    try {
+      assert.notEqual(storedValues(a).buffer, storedValues(b).buffer);
+    } finally {
+      tf.dispose([a, b]);
+    }
+  });
+
+  test('a model loaded so holds its files\' weights, none of them the shared zeros', async () => {
+    const model = await assertLoadsLikeTfjs(shapesFolder);
+    const shared = await tfl.sharedZerosLoad(async () => zerosOf([1]));
+    try {
+      for (const weight of model.weights) assert.notEqual(storedValues(weight.read()).buffer, storedValues(shared).buffer, weight.originalName);
+    } finally {
+      shared.dispose();
+    }
+  });
+});
+
 describe('reading the weight files', () => {
   test('all groups are read at once, and the first problem in manifest order is the one reported', async () => {
     const folder = join(workDir, 'two-problems');

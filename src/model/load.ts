@@ -164,7 +164,7 @@ async function loadModelFiles(spec: string, options: LoadOptions): Promise<Camvi
       const converter = createRequire(import.meta.url)('@tensorflow/tfjs-converter') as typeof import('@tensorflow/tfjs-converter');
       graphModel = await converter.loadGraphModel(handler);
     } else {
-      layersModel = await withWeightsBuiltOnCpu(() => tfl.loadLayersModel(handler));
+      layersModel = await withWeightsBuiltOnCpu(() => tfl.sharedZerosLoad(() => tfl.loadLayersModel(handler)));
     }
   } catch (error) {
     const kind = isGraph ? 'graph' : 'layers';
