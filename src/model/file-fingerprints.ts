@@ -52,7 +52,7 @@ const SETTLED_MS = 40_000;
  */
 export async function unchangedIdentity(path: string, before: BigIntStats): Promise<FileIdentity | undefined> {
   const identity = identityOf(path, before);
-  const [after, kept] = await Promise.all([stat(path, { bigint: true }).catch(() => undefined), keepsChangeTimes(path)]);
+  const [after, kept] = await Promise.all([stat(path, { bigint: true }).catch(() => undefined), keepsChangeTimes(path, before.dev)]);
   return kept && after !== undefined && sameIdentity(identity, identityOf(path, after)) ? identity : undefined;
 }
 
@@ -75,12 +75,32 @@ export function namesFileSync(path: string, identity: FileIdentity): boolean {
  */
 const CHANGE_TIME_FILESYSTEMS = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994, 0x794c7630, 0x2fc12fc1, 0xf2f52010]);
 
-/** Whether the file system `path` is on keeps change times: the file's own, which may be another than its folder's (a file bind-mounted alone). */
-async function keepsChangeTimes(path: string): Promise<boolean> {
+/**
+ * Whether the file system `path` is on keeps change times: the file's own,
+ * which may be another than its folder's (a file bind-mounted alone). Asked
+ * once per device (`device`, the file's st_dev): a device is one file
+ * system while mounted, and a model's files are mostly on one (MobileNet's
+ * 56 files took 56 statfs calls, 3-7 ms of a cold start's main thread).
+ */
+async function keepsChangeTimes(path: string, device: bigint): Promise<boolean> {
   if (process.platform !== 'linux') return false;
-  const info = await statfs(path).catch(() => undefined);
-  return info !== undefined && CHANGE_TIME_FILESYSTEMS.has(info.type);
+  let kept = changeTimesKept.get(device);
+  if (kept === undefined) {
+    kept = statfs(path).then(
+      (info) => CHANGE_TIME_FILESYSTEMS.has(info.type),
+      () => {
+        // Not known: asked again for the next file.
+        changeTimesKept.delete(device);
+        return false;
+      },
+    );
+    changeTimesKept.set(device, kept);
+  }
+  return kept;
 }
+
+/** keepsChangeTimes' answers, per device. */
+const changeTimesKept = new Map<bigint, Promise<boolean>>();
 
 interface FileFingerprint {
   /** The sha256 of the files' identities and what the fingerprint depends on beyond them: 64 bytes, not 11 KB for MobileNet's 55 files. */
