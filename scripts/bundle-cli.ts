@@ -4,10 +4,12 @@
  * bin/camviz.js runs through the code cache: one file to read and compile
  * instead of some 200 ES modules, each resolved and instantiated on its own
  * (about 60 ms of every start). The folder runs' worker threads get theirs,
- * dist/src/batch/worker.cjs (src/batch/pool.ts), for the same reason.
- * The dependencies stay outside (tfjs, sharp and onnxruntime-node find
- * their own files beside them); so do ONNX Runtime's host workers (few
- * modules), and src/util/import-module.cts, the one place that calls
+ * dist/src/batch/worker.cjs (src/batch/pool.ts), for the same reason, and
+ * ONNX Runtime's host workers theirs, dist/src/executor/ort-host-worker.cjs
+ * (src/executor/ort-host-pool.ts): few modules, but a CommonJS entry starts
+ * a worker sooner than an ES module. The dependencies stay outside (tfjs,
+ * sharp and onnxruntime-node find their own files beside them); so does
+ * src/util/import-module.cts, the one place that calls
  * import(): a script compiled from cached data cannot (its comment says
  * why). The build fails if a bundle holds an import() all the same.
  *
@@ -27,6 +29,7 @@ const sourceFolder = fileURLToPath(new URL('../src/', import.meta.url));
 const BUNDLES: ReadonlyArray<readonly [entry: string, bundle: string]> = [
   ['cli/run.js', 'cli/camviz.cjs'],
   ['batch/worker.js', 'batch/worker.cjs'],
+  ['executor/ort-host-worker.js', 'executor/ort-host-worker.cjs'],
 ];
 
 /** Leaves the modules that must stay their own files (see above) outside, required by their path from the bundle's folder. */

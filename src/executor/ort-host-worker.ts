@@ -166,4 +166,6 @@ function handedOver(values: Float32Array): Float32Array {
   return values.byteOffset === 0 && values.byteLength === values.buffer.byteLength ? values : values.slice();
 }
 
-await main();
+// Not awaited at the top: the build bundles this module as CommonJS (ort-host-worker.cjs), which has no top-level await. A failure is
+// an unhandled rejection, which ends the thread with an 'error' event, as a throw at the top did.
+void main();
