@@ -45,6 +45,7 @@ forEachBackend(() => {
         assert.ok(head !== undefined, 'conv -> gap -> dense is a linear head');
         assert.equal(head.channels, CHANNELS);
         assert.equal(head.classes, CLASSES);
+        assert.ok(head.kernel !== undefined, 'a classifier has a kernel');
         assert.deepEqual(bits(head.kernel), bits(expected));
         // Writing the layer's kernel gives it a new tensor: the head read before keeps its values.
         logits.setWeights([tf.ones([CHANNELS, CLASSES]), tf.zeros([CLASSES])]);

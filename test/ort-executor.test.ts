@@ -76,6 +76,17 @@ function convHeadModel(): TestModel {
   };
 }
 
+/** The tiny model without its classifier: the pooled relu output is the scores (one per channel), as Darknet's classifier conv is pooled into its scores. */
+function poolHeadModel(): TestModel {
+  const base = tinyModel();
+  return {
+    ...base,
+    nodes: [...base.nodes.slice(0, 3), { name: 'flatten', opType: 'Flatten', inputs: ['pool_out'], outputs: ['logits'] }],
+    outputs: [{ name: 'logits', shape: ['N', CHANNELS] }],
+    initializers: base.initializers!.filter((tensor) => !tensor.name.startsWith('fc.')),
+  };
+}
+
 /** d(Σ weight · score)/d(relu output) by hand; `throughRelu`: d/d(conv output) instead. */
 function gradientByHand(terms: readonly ScoreTerm[], conv: Float64Array, batch: number, throughRelu: boolean): Float64Array {
   const gradient = new Float64Array(batch * SIZE * SIZE * CHANNELS);
@@ -130,7 +141,7 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
   before(async () => {
     await useBackend('wasm');
     folder = await mkdtemp(join(tmpdir(), 'camviz-ort-'));
-    for (const [name, model] of [['dynamic', tinyModel()], ['fixed', tinyModel(1)], ['residual', residualModel()], ['conv head', convHeadModel()]] as const) {
+    for (const [name, model] of [['dynamic', tinyModel()], ['fixed', tinyModel(1)], ['residual', residualModel()], ['conv head', convHeadModel()], ['pool head', poolHeadModel()]] as const) {
       const path = join(folder, `${name}.onnx`);
       await writeFile(path, onnxModelBytes(model));
       loaded.set(name, await loadWithOrt(path, { preprocess: 'none' }));
@@ -209,6 +220,38 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
     input.dispose();
   });
 
+  test('no classifier (the pooled relu output is the scores): the identity head, in closed form, gives the hand gradient and the Network\'s', async () => {
+    const tiny = loaded.get('pool head')!;
+    const relu = node(tiny, 'relu');
+    const head = linearHeadsOf(tiny.executor.graph, relu.outputs[0]!, tiny.executor.score);
+    assert.ok(head !== undefined, 'relu -> pool -> flatten is a linear head');
+    assert.equal(head.kernel, undefined, 'the identity');
+    assert.deepEqual([head.channels, head.classes], [CHANNELS, CHANNELS]);
+    const input = tf.tensor4d(randoms(2 * SIZE * SIZE * 3, 13), [2, SIZE, SIZE, 3]);
+    const hand = tinyByHand(input.dataSync() as Float32Array, 2);
+    const terms: ScoreTerm[] = [{ image: 0, classIndex: 3, weight: 2 }, { image: 1, classIndex: 0, weight: -1 }, { image: 1, classIndex: 2, weight: 0.5 }];
+    // d score_c / d relu[p, k] = [k = c] / (H·W).
+    const expected = new Float64Array(2 * SIZE * SIZE * CHANNELS);
+    for (const { image, classIndex, weight } of terms) for (let p = 0; p < SIZE * SIZE; p++) expected[(image * SIZE * SIZE + p) * CHANNELS + classIndex]! += weight / (SIZE * SIZE);
+    const closed = await tiny.executor.backward(input, [objectiveOf(terms)], { sources: [relu] });
+    const taped = await tiny.executor.backward(input, [objectiveOf(terms, false)], { sources: [relu] });
+    const fromNetwork = await tiny.executor.network.backward(input, [objectiveOf(terms)], { sources: [relu] });
+    closeTo(closed.gradients[0]![0]!.dataSync(), expected, 1e-6, 'closed form vs hand');
+    closeTo(taped.gradients[0]![0]!.dataSync(), expected, 1e-5, 'tfjs tape from the ORT values vs hand');
+    closeTo(fromNetwork.gradients[0]![0]!.dataSync(), expected, 1e-5, 'the Network vs hand');
+    // The scores are the pooled relu: by hand, before the classifier the tiny model's hand values apply.
+    const pooled = new Float64Array(2 * CHANNELS);
+    for (let i = 0; i < hand.conv.length; i++) pooled[Math.floor(i / (SIZE * SIZE * CHANNELS)) * CHANNELS + (i % CHANNELS)]! += Math.max(hand.conv[i]!, 0) / (SIZE * SIZE);
+    closeTo(closed.values.scores.dataSync(), pooled, 1e-5, 'scores vs hand');
+    const objective = terms.reduce((sum, term) => sum + term.weight * pooled[term.image * CHANNELS + term.classIndex]!, 0);
+    assert.ok(Math.abs(closed.objectives[0]! - objective) <= 1e-5 * Math.max(1, Math.abs(objective)), `objective ${closed.objectives[0]} vs ${objective}`);
+    for (const outcome of [closed, taped, fromNetwork]) {
+      disposeValues(outcome.values);
+      tf.dispose(outcome.gradients.flat());
+    }
+    input.dispose();
+  });
+
   test('a 1x1 Conv classifier: the closed-form head reads its ONNX weights as stored ([classes, channels]) before tfjs made its kernel, and the kernel after; both give the hand gradient', async () => {
     const tiny = loaded.get('conv head')!;
     const relu = node(tiny, 'relu');
@@ -226,6 +269,7 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
     closeTo(fromNetwork.gradients[0]![0]!.dataSync(), gradientByHand(terms, hand.conv, 2, false), 1e-5, 'the Network vs hand');
     const fromKernel = linearHeadsOf(tiny.executor.graph, relu.outputs[0]!, tiny.executor.score)!;
     assert.deepEqual([fromKernel.channelStride, fromKernel.classStride], [CLASSES, 1], 'read from the kernel once it is made');
+    assert.ok(asStored.kernel !== undefined && fromKernel.kernel !== undefined, 'a classifier has a kernel');
     for (let k = 0; k < CHANNELS; k++) {
       for (let c = 0; c < CLASSES; c++) {
         const expected = Math.fround(fcWeights[c * CHANNELS + k]!);

@@ -20,8 +20,11 @@ import type { ScoreLocation } from './score.js';
 
 /** A source's linear head: the classifier kernel and where the channels are in the source tensor. */
 export interface LinearHead {
-  /** The classifier's kernel, W[k, c] at `k * channelStride + c * classStride`. Read only: it may be the backend's own array (see kernelValues). */
-  readonly kernel: Float32Array;
+  /**
+   * The classifier's kernel, W[k, c] at `k * channelStride + c * classStride`. Read only: it may be the backend's own array (see kernelValues).
+   * Undefined when there is no classifier: the pooled source is the scores (W is the identity, channels and classes alike).
+   */
+  readonly kernel: Float32Array | undefined;
   readonly channels: number;
   readonly classes: number;
   /** 1 when the kernel is [classes, channels] (ONNX's and PyTorch's layout), `classes` when [channels, classes] (tfjs'). */
@@ -92,15 +95,32 @@ export function walkLinearHead(graph: LayerGraph, sourceKey: string, score: Scor
 /**
  * The linear head from `sourceKey` to the scores, or undefined when that
  * path is anything else (or any value on it feeds another layer too, so
- * that the scores could depend on the source another way).
+ * that the scores could depend on the source another way). A source whose
+ * pooling alone makes the scores (Darknet's classifier conv, a model that
+ * ends in global pooling) has the identity as its classifier.
  */
 export function linearHeadsOf(graph: LayerGraph, sourceKey: string, score: ScoreLocation): LinearHead | undefined {
   const source = graph.producer(sourceKey);
   const shape = source?.outputShapes[source.outputs.indexOf(sourceKey)];
   if (shape === undefined || shape.length !== 4) return undefined;
   const walk = walkLinearHead(graph, sourceKey, score);
-  if (!walk.ok || walk.classifier === undefined) return undefined;
-  return headOf(walk.classifier, shape);
+  if (!walk.ok) return undefined;
+  return walk.classifier === undefined ? identityHeadOf(graph, score, shape) : headOf(walk.classifier, shape);
+}
+
+/**
+ * The identity head of a source pooled straight into the scores: as many
+ * classes as the source has channels, found on the axis whose size is the
+ * score count (undefined when that cannot be told, as in headOf).
+ */
+function identityHeadOf(graph: LayerGraph, score: ScoreLocation, sourceShape: readonly (number | null)[]): LinearHead | undefined {
+  const producer = graph.producer(score.scoreKey);
+  const classes = producer?.outputShapes[producer.outputs.indexOf(score.scoreKey)]?.at(-1);
+  if (typeof classes !== 'number') return undefined;
+  const last = sourceShape[3] === classes;
+  const first = sourceShape[1] === classes;
+  if (last === first) return undefined;
+  return { kernel: undefined, channels: classes, classes, channelStride: 1, classStride: 1, channelAxis: last ? 3 : 1 };
 }
 
 /**
@@ -202,6 +222,10 @@ function gradientOf(terms: readonly ScoreTerm[], shape: readonly number[], head:
     }
     const scale = term.weight / positions;
     const row = term.image * channels;
+    if (kernel === undefined) {
+      perChannel[row + term.classIndex] = perChannel[row + term.classIndex]! + scale;
+      continue;
+    }
     const column = term.classIndex * classStride;
     for (let k = 0; k < channels; k++) perChannel[row + k] = perChannel[row + k]! + scale * kernel[k * channelStride + column]!;
   }
