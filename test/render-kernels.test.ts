@@ -200,7 +200,7 @@ test('after a call too large to keep its memory for, the next overlay with the s
   const expected = jsOverlay(image, heat, 0.6, lut);
   const before = new Uint8Array(pixels * 3);
   overlayInto(image, heat, 0.6, lut, 'jet', before);
-  // 36 MB: over what an instance keeps, so the instance and its tables are dropped after it.
+  // 36 MB: over what an instance keeps once a call needs much less, so the next overlay gets a new instance (and its tables made again).
   const huge = new Float32Array(9_000_000).fill(1);
   normalizeWithPeakInto(huge, huge, 0, 2);
   assert.equal(huge[0], 0.5);

@@ -241,6 +241,25 @@ describe('the zeros a load first makes its weights as (sharedZerosLoad)', () => 
     }
   });
 
+  test('overlapping loads: the initializer is itself again only when the last one ends, whichever ends first', async () => {
+    let endFirst!: () => void;
+    const first = tfl.sharedZerosLoad(() => new Promise<void>((resolve) => (endFirst = resolve)));
+    let endSecond!: () => void;
+    const second = tfl.sharedZerosLoad(() => new Promise<void>((resolve) => (endSecond = resolve)));
+    endFirst();
+    await first;
+    const [during, alsoDuring] = [zerosOf([3]), zerosOf([3])];
+    endSecond();
+    await second;
+    const [after, alsoAfter] = [zerosOf([3]), zerosOf([3])];
+    try {
+      assert.equal(storedValues(during).buffer, storedValues(alsoDuring).buffer, 'shared while the second load runs');
+      assert.notEqual(storedValues(after).buffer, storedValues(alsoAfter).buffer, 'fresh arrays once both ended');
+    } finally {
+      tf.dispose([during, alsoDuring, after, alsoAfter]);
+    }
+  });
+
   test('a model loaded so holds its files\' weights, none of them the shared zeros', async () => {
     const model = await assertLoadsLikeTfjs(shapesFolder);
     const shared = await tfl.sharedZerosLoad(async () => zerosOf([1]));

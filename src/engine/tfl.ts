@@ -54,12 +54,17 @@ function hookDecodeWeights(): void {
   decodeHooked = true;
 }
 
+/** tfjs-layers' Zeros initializer, as sharedZerosLoad patches it (its prototype's `apply`). */
 interface ZerosInitializer {
   apply(shape: number[], dtype?: Core.DataType): Core.Tensor;
 }
 
 /** The shared zeros of sharedZerosLoad (grown, never written). */
 let sharedZeros = new Float32Array(0);
+
+/** Loads under way in sharedZerosLoad, and the initializer's own `apply` while any is. */
+let zerosLoads = 0;
+let ownZerosApply: ZerosInitializer['apply'] | undefined;
 
 /**
  * Runs `load`, a tfjs-layers load of a model whose weights are then all set
@@ -70,21 +75,30 @@ let sharedZeros = new Float32Array(0);
  * (its 10 MB of weights), only for them to be replaced by the loaded values
  * a moment later. tfjs never writes a tensor's values in place, and the cpu
  * backend keeps the array a tensor is made from, so the views cost nothing
- * and stay zeros. Other dtypes and backends are made as before; the
- * initializer is itself again when `load` ends.
+ * and stay zeros (unless someone writes into the array a tensor's
+ * `dataSync()` returns, which tfjs forbids). Other dtypes and backends are
+ * made as before. Loads may overlap: the initializer is itself again when
+ * the last one ends; meanwhile any layer built in this thread (not only the
+ * loads') gets shared zeros.
  */
 export async function sharedZerosLoad<T>(load: () => Promise<T>): Promise<T> {
   const prototype = Object.getPrototypeOf(layersPackage.initializers.zeros()) as ZerosInitializer;
-  const own = prototype.apply;
-  prototype.apply = function (this: ZerosInitializer, shape, dtype) {
-    if ((dtype ?? 'float32') !== 'float32' || tf.getBackend() !== 'cpu') return own.call(this, shape, dtype);
-    const size = shape.reduce((product, dim) => product * dim, 1);
-    if (sharedZeros.length < size) sharedZeros = new Float32Array(size);
-    return tf.tensor(sharedZeros.subarray(0, size), shape, 'float32');
-  };
+  if (zerosLoads++ === 0) {
+    const own = prototype.apply;
+    ownZerosApply = own;
+    prototype.apply = function (this: ZerosInitializer, shape, dtype) {
+      if ((dtype ?? 'float32') !== 'float32' || tf.getBackend() !== 'cpu') return own.call(this, shape, dtype);
+      const size = shape.reduce((product, dim) => product * dim, 1);
+      if (sharedZeros.length < size) sharedZeros = new Float32Array(size);
+      return tf.tensor(sharedZeros.subarray(0, size), shape, 'float32');
+    };
+  }
   try {
     return await load();
   } finally {
-    prototype.apply = own;
+    if (--zerosLoads === 0 && ownZerosApply !== undefined) {
+      prototype.apply = ownZerosApply;
+      ownZerosApply = undefined;
+    }
   }
 }

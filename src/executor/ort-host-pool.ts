@@ -160,7 +160,6 @@ export class OrtHostPool {
   private startWorker(data: HostWorkerData): HostWorker {
     // The worker loads ORT; the opt-out must be in the process's environment before (not in the worker's copy).
     optOutOfOrtTelemetry();
-    // Written from dist/src/: the URL resolves from the CLI's bundle in dist/src/cli/ too (scripts/bundle-cli.ts).
     const worker = new Worker(hostWorkerEntry(), { workerData: data, execArgv: workerExecArgv() });
     // Idle workers do not keep the process alive; one with batches in flight does (see run).
     worker.unref();

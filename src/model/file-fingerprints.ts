@@ -78,29 +78,29 @@ const CHANGE_TIME_FILESYSTEMS = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021
 /**
  * Whether the file system `path` is on keeps change times: the file's own,
  * which may be another than its folder's (a file bind-mounted alone). Asked
- * once per device (`device`, the file's st_dev): a device is one file
- * system while mounted, and a model's files are mostly on one (MobileNet's
- * 56 files took 56 statfs calls, 3-7 ms of a cold start's main thread).
+ * once per device (`device`, the file's st_dev) for a few seconds: a
+ * device is one file system while mounted, and a model's files are mostly
+ * on one (MobileNet's 56 files took 56 statfs calls, 3-7 ms of a cold
+ * start's main thread); an answer does not outlive CHANGE_TIMES_ANSWER_MS,
+ * as a device number may be given to another file system after an unmount.
  */
 async function keepsChangeTimes(path: string, device: bigint): Promise<boolean> {
   if (process.platform !== 'linux') return false;
-  let kept = changeTimesKept.get(device);
-  if (kept === undefined) {
-    kept = statfs(path).then(
-      (info) => CHANGE_TIME_FILESYSTEMS.has(info.type),
-      () => {
-        // Not known: asked again for the next file.
-        changeTimesKept.delete(device);
-        return false;
-      },
-    );
-    changeTimesKept.set(device, kept);
-  }
+  const known = changeTimesKept.get(device);
+  if (known !== undefined && performance.now() - known.askedAt < CHANGE_TIMES_ANSWER_MS) return known.kept;
+  const kept = statfs(path).then(
+    (info) => CHANGE_TIME_FILESYSTEMS.has(info.type),
+    () => false,
+  );
+  changeTimesKept.set(device, { kept, askedAt: performance.now() });
   return kept;
 }
 
-/** keepsChangeTimes' answers, per device. */
-const changeTimesKept = new Map<bigint, Promise<boolean>>();
+/** How long keepsChangeTimes trusts an answer for a device (ms): a model's load reads its files within it. */
+const CHANGE_TIMES_ANSWER_MS = 10_000;
+
+/** keepsChangeTimes' answers, per device, with when they were asked for. */
+const changeTimesKept = new Map<bigint, { readonly kept: Promise<boolean>; readonly askedAt: number }>();
 
 interface FileFingerprint {
   /** The sha256 of the files' identities and what the fingerprint depends on beyond them: 64 bytes, not 11 KB for MobileNet's 55 files. */

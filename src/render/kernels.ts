@@ -10,7 +10,8 @@
  * its outputs back into ordinary typed arrays: no view of the memory
  * leaves a call, so growing it (which detaches every view) can never pull
  * a buffer from under a caller. One instance per thread, made on first
- * use; its memory keeps the size of the largest call so far.
+ * use; its memory keeps the size of the largest call so far, up to 32 MiB
+ * once smaller calls follow (kernelsFor).
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -70,10 +71,21 @@ let tablesKey = '';
 let compiled: { readonly api: WebAssemblyApi; readonly module: object } | undefined;
 let loaded: KernelExports | undefined;
 
-function kernels(): KernelExports {
-  if (loaded !== undefined) return loaded;
+/**
+ * The instance for a call that needs `bytes` of memory. A memory never
+ * shrinks: one grown past KEPT_MEMORY_BYTES by a large picture is dropped
+ * with its instance when a call needs less than half of it, so that one
+ * huge picture does not hold its size for the rest of a folder run, while
+ * a run of large pictures keeps using the memory it has.
+ */
+function kernelsFor(bytes: number): KernelExports {
+  const size = loaded?.memory.buffer.byteLength ?? 0;
+  if (loaded !== undefined && size > KEPT_MEMORY_BYTES && bytes * 2 < size) {
+    loaded = undefined;
+    tablesKey = '';
+  }
   compiled ??= compileKernels();
-  loaded = new compiled.api.Instance(compiled.module, {}).exports as KernelExports;
+  loaded ??= new compiled.api.Instance(compiled.module, {}).exports as KernelExports;
   return loaded;
 }
 
@@ -90,34 +102,21 @@ function compileKernels(): { api: WebAssemblyApi; module: object } {
   return { api, module: new api.Module(bytes) };
 }
 
-/**
- * The most memory an instance keeps between calls (32 MiB: the overlay of
- * a 4.5-megapixel photo). A memory never shrinks; after a larger call the
- * instance is dropped, and its memory with it, so that one huge picture
- * does not hold its size for the rest of a folder run. The next call makes
- * another instance of the compiled module.
- */
+/** The memory an instance keeps after a call that needed much less (32 MiB: the overlay of a 4.5-megapixel photo). */
 const KEPT_MEMORY_BYTES = 32 << 20;
-
-/** Ends a call: drops the instance if the call left its memory larger than KEPT_MEMORY_BYTES. */
-function release(k: KernelExports): void {
-  if (k.memory.buffer.byteLength > KEPT_MEMORY_BYTES && loaded === k) {
-    loaded = undefined;
-    tablesKey = '';
-  }
-}
 
 const PAGE_BYTES = 65536;
 
 /**
  * One call's buffers in the module's memory, after the overlay's tables,
  * one after the other (16-byte aligned). `reserve` every buffer first,
- * then `grow`, then take views with `f32`/`u8`/`i32`: views taken before
- * the memory grows would be detached.
+ * then `ready` (which picks the instance and grows its memory), then take
+ * views with `f32`/`u8`/`i32`: views taken before the memory grows would
+ * be detached.
  */
 class Layout {
   private end = Math.ceil(TABLES_END / 16) * 16;
-  constructor(private readonly exports: KernelExports) {}
+  private instance: KernelExports | undefined;
 
   reserve(bytes: number): number {
     const at = this.end;
@@ -125,26 +124,32 @@ class Layout {
     return at;
   }
 
-  /** Grows the memory to hold everything reserved (a RangeError when it cannot). */
-  grow(): void {
-    const { memory } = this.exports;
-    const missing = this.end - memory.buffer.byteLength;
-    if (missing > 0) memory.grow(Math.ceil(missing / PAGE_BYTES));
+  /** The instance, its memory grown to hold everything reserved (a RangeError when it cannot). */
+  ready(): KernelExports {
+    const k = kernelsFor(this.end);
+    const missing = this.end - k.memory.buffer.byteLength;
+    if (missing > 0) k.memory.grow(Math.ceil(missing / PAGE_BYTES));
+    this.instance = k;
+    return k;
   }
 
   f32(at: number, length: number): Float32Array {
-    return new Float32Array(this.exports.memory.buffer, at, length);
+    return new Float32Array(this.memory(), at, length);
   }
 
   u8(at: number, length: number): Uint8Array {
-    return new Uint8Array(this.exports.memory.buffer, at, length);
+    return new Uint8Array(this.memory(), at, length);
   }
 
   i32(at: number, length: number): Int32Array {
-    return new Int32Array(this.exports.memory.buffer, at, length);
+    return new Int32Array(this.memory(), at, length);
+  }
+
+  private memory(): ArrayBuffer {
+    if (this.instance === undefined) throw new Error('Layout: views before ready()');
+    return this.instance.memory.buffer;
   }
 }
-
 
 /**
  * Bilinear resampling of `src` (rows of `srcWidth`) at the positions of
@@ -168,8 +173,7 @@ export function resampleInto(
   const firstRow = ys.lo[0];
   const lastRow = ys.hi[height - 1];
   if (firstRow === undefined || lastRow === undefined || width === 0) return { min: Infinity, max: -Infinity };
-  const k = kernels();
-  const layout = new Layout(k);
+  const layout = new Layout();
   const at = {
     src: layout.reserve(src.byteLength),
     xLo: layout.reserve(width * 4),
@@ -181,7 +185,7 @@ export function resampleInto(
     rows: layout.reserve((lastRow - firstRow + 1) * width * 4),
     dst: layout.reserve(width * height * 4),
   };
-  layout.grow();
+  const k = layout.ready();
   layout.f32(at.src, src.length).set(src);
   layout.i32(at.xLo, width).set(xs.lo);
   layout.i32(at.xHi, width).set(xs.hi);
@@ -193,9 +197,7 @@ export function resampleInto(
   const written = layout.f32(at.dst, width * height);
   if (dstX === 0 && width === dstStride) dst.set(written, dstY * dstStride);
   else for (let j = 0; j < height; j++) dst.set(written.subarray(j * width, (j + 1) * width), (dstY + j) * dstStride + dstX);
-  const range = { min: k.min.value, max: k.max.value };
-  release(k);
-  return range;
+  return { min: k.min.value, max: k.max.value };
 }
 
 /**
@@ -204,17 +206,14 @@ export function resampleInto(
  * and the first index of the largest result with its value.
  */
 export function normalizeWithPeakInto(values: Float32Array, out: Float32Array, min: number, span: number): { index: number; value: number } {
-  const k = kernels();
-  const layout = new Layout(k);
+  const layout = new Layout();
   const at = layout.reserve(values.byteLength);
-  layout.grow();
+  const k = layout.ready();
   const inMemory = layout.f32(at, values.length);
   inMemory.set(values);
   const index = k.normalizeWithPeak(at, at, values.length, min, span);
   out.set(inMemory);
-  const peak = { index, value: k.peakValue.value };
-  release(k);
-  return peak;
+  return { index, value: k.peakValue.value };
 }
 
 /**
@@ -224,11 +223,10 @@ export function normalizeWithPeakInto(values: Float32Array, out: Float32Array, m
  * alpha * colour + 0.5 + 1e-9), read from a table of all 65,536 pairs.
  */
 export function overlayInto(image: Uint8Array, heat: Float32Array, alpha: number, lut: Uint8Array, lutKey: string, out: Uint8Array): void {
-  const k = kernels();
-  const layout = new Layout(k);
+  const layout = new Layout();
   const pixels = heat.length;
   const at = { image: layout.reserve(pixels * 3), heat: layout.reserve(pixels * 4) };
-  layout.grow();
+  const k = layout.ready();
   const key = `${alpha} ${lutKey}`;
   if (key !== tablesKey) {
     k.blendTable(alpha, BLEND_TABLE_AT);
@@ -239,17 +237,14 @@ export function overlayInto(image: Uint8Array, heat: Float32Array, alpha: number
   layout.f32(at.heat, pixels).set(heat);
   k.overlay(at.image, at.heat, pixels, BLEND_TABLE_AT, COLOURS_AT, at.image);
   out.set(layout.u8(at.image, pixels * 3));
-  release(k);
 }
 
 /** PNG's Up-filtered rows of packed RGB `rgb` (`height` rows of `stride` bytes) into `rows` ((stride + 1) * height bytes). */
 export function upFilterInto(rgb: Uint8Array, stride: number, height: number, rows: Uint8Array): void {
-  const k = kernels();
-  const layout = new Layout(k);
+  const layout = new Layout();
   const at = { rgb: layout.reserve(stride * height), rows: layout.reserve((stride + 1) * height) };
-  layout.grow();
+  const k = layout.ready();
   layout.u8(at.rgb, stride * height).set(rgb.subarray(0, stride * height));
   k.upFilter(at.rgb, stride, height, at.rows);
   rows.set(layout.u8(at.rows, (stride + 1) * height));
-  release(k);
 }
