@@ -98,8 +98,12 @@ function compileKernels(): { api: WebAssemblyApi; module: object } {
   } catch (error) {
     throw new Error(`camviz's drawing kernels are missing (${fileURLToPath(KERNELS_URL)}: ${(error as NodeJS.ErrnoException).code ?? 'unreadable'}): run npm run build`);
   }
-  // A few kilobytes, compiled synchronously: faster than any asynchronous round trip at this size.
-  return { api, module: new api.Module(bytes) };
+  try {
+    // A few kilobytes, compiled synchronously: faster than any asynchronous round trip at this size.
+    return { api, module: new api.Module(bytes) };
+  } catch (error) {
+    throw new Error(`camviz's drawing kernels are damaged (${fileURLToPath(KERNELS_URL)}: ${(error as Error).message}): run npm run build`);
+  }
 }
 
 /** The memory an instance keeps after a call that needed much less (32 MiB: the overlay of a 4.5-megapixel photo). */
