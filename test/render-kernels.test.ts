@@ -160,10 +160,10 @@ test('blending: the same bytes as the JavaScript for every alpha tried, colormap
     const lut = colormapLut(colormap);
     const expected = jsOverlay(image, heat, alpha, lut);
     const out = new Uint8Array(pixels * 3);
-    overlayInto(image, heat, alpha, lut, colormap, out);
+    overlayInto(image, heat, alpha, colormap, out);
     assert.deepEqual(out, expected, `alpha ${alpha}, ${colormap}`);
     const photo = image.slice();
-    overlayInto(photo, heat, alpha, lut, colormap, photo);
+    overlayInto(photo, heat, alpha, colormap, photo);
     assert.deepEqual(photo, expected, `alpha ${alpha}, ${colormap}, over the photo`);
   }
 });
@@ -199,13 +199,13 @@ test('after a call too large to keep its memory for, the next overlay with the s
   const lut = colormapLut('jet');
   const expected = jsOverlay(image, heat, 0.6, lut);
   const before = new Uint8Array(pixels * 3);
-  overlayInto(image, heat, 0.6, lut, 'jet', before);
+  overlayInto(image, heat, 0.6, 'jet', before);
   // 36 MB: over what an instance keeps once a call needs much less, so the next overlay gets a new instance (and its tables made again).
   const huge = new Float32Array(9_000_000).fill(1);
   normalizeWithPeakInto(huge, huge, 0, 2);
   assert.equal(huge[0], 0.5);
   const after = new Uint8Array(pixels * 3);
-  overlayInto(image, heat, 0.6, lut, 'jet', after);
+  overlayInto(image, heat, 0.6, 'jet', after);
   assert.deepEqual(before, expected);
   assert.deepEqual(after, expected);
 });

@@ -15,6 +15,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { type ColormapName, sharedLut } from './colormap.js';
 import type { AxisTable } from './resize.js';
 
 /** Written from dist/src/: the URL resolves from the bundles in dist/src/cli/ and dist/src/batch/ too (scripts/bundle-cli.ts). */
@@ -221,20 +222,20 @@ export function normalizeWithPeakInto(values: Float32Array, out: Float32Array, m
 }
 
 /**
- * `heat` (one value in 0..1 a pixel) coloured through `lut` (768 bytes)
+ * `heat` (one value in 0..1 a pixel) coloured through `colormap`
  * and blended with weight `alpha` over the packed RGB `image`, into `out`
  * (which may be `image`): per channel, Math.floor((1 - alpha) * byte +
  * alpha * colour + 0.5 + 1e-9), read from a table of all 65,536 pairs.
  */
-export function overlayInto(image: Uint8Array, heat: Float32Array, alpha: number, lut: Uint8Array, lutKey: string, out: Uint8Array): void {
+export function overlayInto(image: Uint8Array, heat: Float32Array, alpha: number, colormap: ColormapName, out: Uint8Array): void {
   const layout = new Layout();
   const pixels = heat.length;
   const at = { image: layout.reserve(pixels * 3), heat: layout.reserve(pixels * 4) };
   const k = layout.ready();
-  const key = `${alpha} ${lutKey}`;
+  const key = `${alpha} ${colormap}`;
   if (key !== tablesKey) {
     k.blendTable(alpha, BLEND_TABLE_AT);
-    layout.u8(COLOURS_AT, 768).set(lut);
+    layout.u8(COLOURS_AT, 768).set(sharedLut(colormap));
     tablesKey = key;
   }
   layout.u8(at.image, pixels * 3).set(image.subarray(0, pixels * 3));
@@ -243,12 +244,18 @@ export function overlayInto(image: Uint8Array, heat: Float32Array, alpha: number
   out.set(layout.u8(at.image, pixels * 3));
 }
 
-/** PNG's Up-filtered rows of packed RGB `rgb` (`height` rows of `stride` bytes) into `rows` ((stride + 1) * height bytes). */
-export function upFilterInto(rgb: Uint8Array, stride: number, height: number, rows: Uint8Array): void {
+/**
+ * The rows of packed RGB `rgb` (`height` rows of `stride` bytes) as PNG
+ * stores them, into `rows` ((stride + 1) * height bytes), which it
+ * returns: a filter byte (Up), then each byte minus the one above it (mod
+ * 256; the first row's "above" is zeros, so it is stored as is).
+ */
+export function upFilterInto(rgb: Uint8Array, stride: number, height: number, rows: Uint8Array): Uint8Array {
   const layout = new Layout();
   const at = { rgb: layout.reserve(stride * height), rows: layout.reserve((stride + 1) * height) };
   const k = layout.ready();
   layout.u8(at.rgb, stride * height).set(rgb.subarray(0, stride * height));
   k.upFilter(at.rgb, stride, height, at.rows);
   rows.set(layout.u8(at.rows, (stride + 1) * height));
+  return rows;
 }

@@ -8,7 +8,7 @@
  * lighter or darker from image to image and method to method, and overlays
  * can no longer be compared side by side.
  */
-import { type ColormapName, applyColormap, sharedLut } from './colormap.js';
+import { type ColormapName, applyColormap } from './colormap.js';
 import { overlayInto } from './kernels.js';
 
 export interface OverlayOptions {
@@ -48,7 +48,7 @@ export function overlayHeatmap(
   const colormap = options.colormap ?? DEFAULT_OVERLAY_COLORMAP;
   // Per channel Math.floor((1 - alpha) * byte + alpha * colour + 0.5 + 1e-9), in WebAssembly (kernels.ts). The 1e-9
   // makes blends that are exact halves in decimal round up even though alpha has no exact binary form (0.7 * 5 = 3.4999999999999996).
-  overlayInto(image, heat, alpha, sharedLut(colormap), colormap, result);
+  overlayInto(image, heat, alpha, colormap, result);
   return result;
 }
 

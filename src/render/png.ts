@@ -36,7 +36,7 @@ export async function encodePhotoPng(rgb: Uint8Array, width: number, height: num
   const rowBytes = (width * 3 + 1) * height;
   const buffer = takeRowBuffer(rowBytes);
   // Kept again only after a deflate that ended: one that failed may still be reading it on libuv's threads.
-  const idat = await deflateParts(upFilteredRows(rgb, width, height, buffer.subarray(0, rowBytes)), { level: 1, strategy: zlib.constants.Z_HUFFMAN_ONLY });
+  const idat = await deflateParts(upFilterInto(rgb, width * 3, height, buffer.subarray(0, rowBytes)), { level: 1, strategy: zlib.constants.Z_HUFFMAN_ONLY });
   giveBackRowBuffer(buffer);
   return Buffer.concat([PNG_SIGNATURE, ...chunk('IHDR', [rgbHeader(width, height)]), ...chunk('IDAT', idat), ...chunk('IEND', [])]);
 }
@@ -84,16 +84,6 @@ function checkedLevel(rgb: Uint8Array, width: number, height: number, options: P
 }
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-
-/**
- * The rows as PNG stores them, into `rows`: a filter byte, then each byte
- * minus the one above it (mod 256; the first row's "above" is zeros, so it
- * is stored as is). Sixteen bytes at a time, in WebAssembly (kernels.ts).
- */
-function upFilteredRows(rgb: Uint8Array, width: number, height: number, rows: Uint8Array): Uint8Array {
-  upFilterInto(rgb, width * 3, height, rows);
-  return rows;
-}
 
 /** IHDR of 8-bit RGB, not interlaced. */
 function rgbHeader(width: number, height: number): Buffer {

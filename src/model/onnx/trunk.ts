@@ -16,7 +16,6 @@
  */
 import { closeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-// minimal: the wire format only; the full library also loads its .proto parser and reflection (about 20 ms of a cold start).
 import { CamvizError } from '../../util/errors.js';
 import { openRegularFileSync, readSyncFromStart } from '../../util/read-whole-file.js';
 import type { LayerGraph } from '../../executor/graph.js';
