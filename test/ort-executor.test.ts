@@ -37,7 +37,7 @@ import { loadImage } from '../src/image/image.js';
 import { asset } from './helpers/assets.js';
 import { maxAbsDifference } from './helpers/numeric.js';
 import { type TestModel, onnxModelBytes } from './helpers/onnx.js';
-import { CHANNELS, CLASSES, SIZE, fcWeights, randoms, tinyByHand, tinyModel } from './helpers/tiny-onnx.js';
+import { CHANNELS, CLASSES, SIZE, fcBias, fcWeights, randoms, tinyByHand, tinyModel } from './helpers/tiny-onnx.js';
 import { withEnvSync } from './helpers/env.js';
 
 const ort = loadOnnxRuntime();
@@ -87,6 +87,35 @@ function poolHeadModel(): TestModel {
   };
 }
 
+/** The tiny model with SqueezeNet's head: a 1x1 Conv classifier (the fc weights and bias) on the relu output, a second Relu, then the pooling: the scores. */
+function rectifiedHeadModel(): TestModel {
+  const base = tinyModel();
+  return {
+    ...base,
+    nodes: [
+      ...base.nodes.slice(0, 2),
+      { name: 'classifier', opType: 'Conv', inputs: ['relu_out', 'classifier.weight', 'fc.bias'], outputs: ['classifier_out'] },
+      { name: 'relu2', opType: 'Relu', inputs: ['classifier_out'], outputs: ['relu2_out'] },
+      { name: 'pool', opType: 'GlobalAveragePool', inputs: ['relu2_out'], outputs: ['pool_out'] },
+      { name: 'flatten', opType: 'Flatten', inputs: ['pool_out'], outputs: ['logits'] },
+    ],
+    initializers: [...base.initializers!.filter((tensor) => tensor.name !== 'fc.weight'), { name: 'classifier.weight', dims: [CLASSES, CHANNELS, 1, 1], values: fcWeights }],
+  };
+}
+
+/** The rectified head's classifier output z[image, p, class] = bias + Σ W · relu(conv), by hand in float64. */
+function rectifiedByHand(conv: Float64Array, batch: number): Float64Array {
+  const z = new Float64Array(batch * SIZE * SIZE * CLASSES);
+  for (let i = 0; i < batch * SIZE * SIZE; i++) {
+    for (let c = 0; c < CLASSES; c++) {
+      let sum = fcBias[c]!;
+      for (let m = 0; m < CHANNELS; m++) sum += fcWeights[c * CHANNELS + m]! * Math.max(conv[i * CHANNELS + m]!, 0);
+      z[i * CLASSES + c] = sum;
+    }
+  }
+  return z;
+}
+
 /** d(Σ weight · score)/d(relu output) by hand; `throughRelu`: d/d(conv output) instead. */
 function gradientByHand(terms: readonly ScoreTerm[], conv: Float64Array, batch: number, throughRelu: boolean): Float64Array {
   const gradient = new Float64Array(batch * SIZE * SIZE * CHANNELS);
@@ -111,6 +140,16 @@ function objectiveOf(terms: readonly ScoreTerm[], linear = true): Objective {
       return tf.sum(tf.mul(values.scores, mask.toTensor()));
     });
   return linear ? Object.assign(objective, { scoreTerms: () => terms }) : objective;
+}
+
+/** The objective of `terms` for the closed form alone: taping it (calling it) fails the test. */
+function closedFormOnly(terms: readonly ScoreTerm[]): Objective {
+  return Object.assign(
+    (): tf.Scalar => {
+      throw new Error('the tfjs tape ran where the closed form should have');
+    },
+    { scoreTerms: () => terms },
+  );
 }
 
 interface Loaded {
@@ -141,7 +180,7 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
   before(async () => {
     await useBackend('wasm');
     folder = await mkdtemp(join(tmpdir(), 'camviz-ort-'));
-    for (const [name, model] of [['dynamic', tinyModel()], ['fixed', tinyModel(1)], ['residual', residualModel()], ['conv head', convHeadModel()], ['pool head', poolHeadModel()]] as const) {
+    for (const [name, model] of [['dynamic', tinyModel()], ['fixed', tinyModel(1)], ['residual', residualModel()], ['conv head', convHeadModel()], ['pool head', poolHeadModel()], ['rectified head', rectifiedHeadModel()]] as const) {
       const path = join(folder, `${name}.onnx`);
       await writeFile(path, onnxModelBytes(model));
       loaded.set(name, await loadWithOrt(path, { preprocess: 'none' }));
@@ -244,6 +283,48 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
     for (let i = 0; i < hand.conv.length; i++) pooled[Math.floor(i / (SIZE * SIZE * CHANNELS)) * CHANNELS + (i % CHANNELS)]! += Math.max(hand.conv[i]!, 0) / (SIZE * SIZE);
     closeTo(closed.values.scores.dataSync(), pooled, 1e-5, 'scores vs hand');
     const objective = terms.reduce((sum, term) => sum + term.weight * pooled[term.image * CHANNELS + term.classIndex]!, 0);
+    assert.ok(Math.abs(closed.objectives[0]! - objective) <= 1e-5 * Math.max(1, Math.abs(objective)), `objective ${closed.objectives[0]} vs ${objective}`);
+    for (const outcome of [closed, taped, fromNetwork]) {
+      disposeValues(outcome.values);
+      tf.dispose(outcome.gradients.flat());
+    }
+    input.dispose();
+  });
+
+  test('a 1x1 Conv classifier rectified before the pooling (SqueezeNet\'s head): the closed form masks by its output, and gives the hand gradient, the tape\'s and the Network\'s', async () => {
+    const tiny = loaded.get('rectified head')!;
+    const relu = node(tiny, 'relu');
+    const head = linearHeadsOf(tiny.executor.graph, relu.outputs[0]!, tiny.executor.score);
+    assert.ok(head?.gate !== undefined, 'relu -> 1x1 conv -> relu -> pool -> flatten is a rectified head');
+    assert.equal(head.gate.key, node(tiny, 'relu2').outputs[0]);
+    assert.equal(linearHeadsOf(tiny.executor.graph, node(tiny, 'conv').outputs[0]!, tiny.executor.score), undefined, 'the first relu is in the way of the conv output');
+    const batch = 2;
+    const input = tf.tensor4d(randoms(batch * SIZE * SIZE * 3, 14), [batch, SIZE, SIZE, 3]);
+    const hand = tinyByHand(input.dataSync() as Float32Array, batch);
+    const z = rectifiedByHand(hand.conv, batch);
+    const terms: ScoreTerm[] = [{ image: 0, classIndex: 1, weight: 2 }, { image: 1, classIndex: 2, weight: -1 }, { image: 1, classIndex: 0, weight: 0.5 }];
+    // d score_c / d relu[p, m] = W[c, m] · [z[p, c] > 0] / (H·W).
+    const expected = new Float64Array(batch * SIZE * SIZE * CHANNELS);
+    const gates: boolean[] = [];
+    for (const { image, classIndex, weight } of terms) {
+      for (let p = 0; p < SIZE * SIZE; p++) {
+        const open = z[(image * SIZE * SIZE + p) * CLASSES + classIndex]! > 0;
+        gates.push(open);
+        if (!open) continue;
+        for (let m = 0; m < CHANNELS; m++) expected[(image * SIZE * SIZE + p) * CHANNELS + m]! += (weight * fcWeights[classIndex * CHANNELS + m]!) / (SIZE * SIZE);
+      }
+    }
+    assert.ok(gates.includes(true) && gates.includes(false), 'the classifier output is positive at some positions and not at others');
+    const scores = new Float64Array(batch * CLASSES);
+    for (let i = 0; i < z.length; i++) scores[Math.floor(i / (SIZE * SIZE * CLASSES)) * CLASSES + (i % CLASSES)]! += Math.max(z[i]!, 0) / (SIZE * SIZE);
+    const closed = await tiny.executor.backward(input, [closedFormOnly(terms)], { sources: [relu] });
+    const taped = await tiny.executor.backward(input, [objectiveOf(terms, false)], { sources: [relu] });
+    const fromNetwork = await tiny.executor.network.backward(input, [objectiveOf(terms)], { sources: [relu] });
+    closeTo(closed.values.scores.dataSync(), scores, 1e-5, 'scores vs hand');
+    closeTo(closed.gradients[0]![0]!.dataSync(), expected, 1e-6, 'closed form vs hand');
+    closeTo(taped.gradients[0]![0]!.dataSync(), expected, 1e-5, 'tfjs tape from the ORT values vs hand');
+    closeTo(fromNetwork.gradients[0]![0]!.dataSync(), expected, 1e-5, 'the Network vs hand');
+    const objective = terms.reduce((sum, term) => sum + term.weight * scores[term.image * CLASSES + term.classIndex]!, 0);
     assert.ok(Math.abs(closed.objectives[0]! - objective) <= 1e-5 * Math.max(1, Math.abs(objective)), `objective ${closed.objectives[0]} vs ${objective}`);
     for (const outcome of [closed, taped, fromNetwork]) {
       disposeValues(outcome.values);
@@ -536,6 +617,27 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
       model.dispose();
     }
   });
+  test('a rectified head: the first session holds its gate too, and the closed form at the expected layer makes no other session', async () => {
+    releaseOrtSessions();
+    const path = join(folder, 'rectified-sessions.onnx');
+    await writeFile(path, onnxModelBytes(rectifiedHeadModel()));
+    const model = await loadModel(path, { preprocess: 'none' });
+    const network = model.network();
+    const relu = network.graph.findNodes('relu').at(-1)!;
+    const trunk = await onnxTrunkOf(path, model.meta.sha256, network.graph, model.meta.inputSize);
+    const executor = await createOrtExecutor(network, trunk, { file: path, expectedLayers: [relu] });
+    const input = tf.tensor4d(randoms(2 * SIZE * SIZE * 3, 15), [2, SIZE, SIZE, 3]);
+    try {
+      assert.equal(cachedSessionCount(), 1, 'createOrtExecutor makes one session');
+      const grad = await executor.backward(input, [closedFormOnly([{ image: 0, classIndex: 1, weight: 1 }])], { sources: [relu] });
+      assert.equal(cachedSessionCount(), 1, 'the closed form ran on it');
+      disposeValues(grad.values);
+      tf.dispose(grad.gradients.flat());
+    } finally {
+      input.dispose();
+      model.dispose();
+    }
+  });
 });
 
 describe('loading ONNX Runtime', () => {
@@ -587,8 +689,8 @@ interface CamReference {
 const MODELS = ['mobilenet_v1_0.75_224', 'resnet18', 'mobilenet_v2', 'efficientnet_b0', 'squeezenet1_1'] as const;
 /** MobileNet v1's sidecar says x = pixel / 127.5 - 1 (camviz's 'tf'); the others take torchvision's (camviz's ONNX default). */
 const PREPROCESS: Record<string, string> = { 'mobilenet_v1_0.75_224': 'tf' };
-/** Whose default layer reaches the scores through a linear head (closed form); SqueezeNet's head is conv -> relu -> pool. */
-const LINEAR_HEAD = new Set(['mobilenet_v1_0.75_224', 'resnet18', 'mobilenet_v2', 'efficientnet_b0']);
+/** Whose default layer reaches the scores through a rectified head (conv -> relu -> pool); the others' heads are linear. */
+const RECTIFIED_HEAD = new Set(['squeezenet1_1']);
 
 function readReference(model: string, layer: string, classIndex: number, method: string): CamReference | undefined {
   const file = join(referenceDir, `${model}__both_224__${layer}__c${classIndex}__${method}.json`);
@@ -623,9 +725,10 @@ for (const name of MODELS) {
       disposeValues(fromNetwork);
     });
 
-    test(`the default layer ${LINEAR_HEAD.has(name) ? 'has' : 'has no'} linear head (closed form ${LINEAR_HEAD.has(name) ? 'used' : 'not used'})`, () => {
+    test(`the default layer has a ${RECTIFIED_HEAD.has(name) ? 'rectified' : 'linear'} head (closed form used)`, () => {
       const head = linearHeadsOf(loaded.executor.graph, target.outputs[0]!, loaded.executor.score);
-      assert.equal(head !== undefined, LINEAR_HEAD.has(name));
+      assert.ok(head !== undefined);
+      assert.equal(head.gate !== undefined, RECTIFIED_HEAD.has(name));
     });
 
     if (name === 'resnet18') {

@@ -354,7 +354,8 @@ export class OrtExecutor implements Executor {
     const heads = this.linearHeads(plan, objectives);
     if (heads !== undefined) {
       const layers = options.layers ?? [];
-      const fetches = this.fetchesOf(unique([...plan.sourceKeys, this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf)]));
+      const gates = heads.flatMap((head) => (head.gate === undefined ? [] : [head.gate.key]));
+      const fetches = this.fetchesOf(unique([...plan.sourceKeys, ...gates, this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf)]));
       if (fetches !== undefined) return this.closedForm(input, objectives, options, plan, heads, fetches);
     }
     const fetches = this.fetchesOf(plan.beforeFetches);
@@ -383,12 +384,13 @@ export class OrtExecutor implements Executor {
   ): Promise<BackwardResult> {
     const started = performance.now();
     const run = await this.run(onnxInput(input, this.trunk.input.layout), fetches);
-    // The gradient depends on the sources' shapes only (the head is linear in them).
+    // A linear head's gradient depends on its source's shape only; a rectified head's on its gate too (fetched with it).
     const sourceShapes = plan.sourceKeys.map((key) => run.get(key)!.shape);
+    const gateValues = heads.map((head) => (head.gate === undefined ? undefined : (run.get(head.gate.key)!.dataSync() as Float32Array)));
     const values = this.network.collect(run, options.layers ?? [], input.shape[0]!);
     const headStarted = performance.now();
     try {
-      const { objectives: objectiveValues, gradients } = await linearHeadGradients(values, objectives, sourceShapes, heads);
+      const { objectives: objectiveValues, gradients } = await linearHeadGradients(values, objectives, sourceShapes, heads, gateValues);
       this.lastBackwardTimings = { forward: headStarted - started, backward: performance.now() - headStarted };
       return { values, objectives: objectiveValues, gradients };
     } catch (error) {
@@ -402,12 +404,17 @@ export class OrtExecutor implements Executor {
     if (plan.innerSourceKeys.length > 0 || objectives.some((objective) => objective.scoreTerms === undefined)) return undefined;
     const heads: LinearHead[] = [];
     for (const key of plan.sourceKeys) {
-      if (!this.heads.has(key)) this.heads.set(key, linearHeadsOf(this.graph, key, this.score) ?? null);
-      const head = this.heads.get(key);
-      if (head == null) return undefined;
+      const head = this.headOf(key);
+      if (head === undefined) return undefined;
       heads.push(head);
     }
     return heads;
+  }
+
+  /** The closed-form head from the value `key` to the scores (cached), or undefined when there is none. */
+  private headOf(key: string): LinearHead | undefined {
+    if (!this.heads.has(key)) this.heads.set(key, linearHeadsOf(this.graph, key, this.score) ?? null);
+    return this.heads.get(key) ?? undefined;
   }
 
   /**
@@ -446,11 +453,16 @@ export class OrtExecutor implements Executor {
   /**
    * @internal The values of the first session: what every forward pass
    * fetches (output, scores, graph outputs) and the expected layers' outputs
-   * that the trunk holds.
+   * (and a rectified head's gate) that the trunk holds.
    */
   firstSessionValues(expectedLayers: readonly GraphNode[]): OnnxValue[] {
     const always = [this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys];
-    const expected = expectedLayers.map(outputKeyOf).filter((key) => this.trunk.valueOf(key) !== undefined);
+    // A layer with a rectified head: its gate too, which its closed form fetches.
+    const withGates = (key: string): string[] => {
+      const gate = this.headOf(key)?.gate;
+      return gate === undefined ? [key] : [key, gate.key];
+    };
+    const expected = expectedLayers.flatMap((layer) => withGates(outputKeyOf(layer))).filter((key) => this.trunk.valueOf(key) !== undefined);
     return this.valuesOf(unique([...always, ...expected])) ?? this.valuesOf([this.score.outputKey, this.score.scoreKey]) ?? [];
   }
 
