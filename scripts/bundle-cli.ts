@@ -7,7 +7,9 @@
  * dist/src/batch/worker.cjs (src/batch/pool.ts), for the same reason, and
  * ONNX Runtime's host workers theirs, dist/src/executor/ort-host-worker.cjs
  * (src/executor/ort-host-pool.ts): few modules, but a CommonJS entry starts
- * a worker sooner than an ES module. The dependencies stay outside (tfjs,
+ * a worker sooner than an ES module; and the launcher its first file,
+ * dist/src/cli/launch-support.cjs, which turns the code cache on and
+ * requires the command line's bundle. The dependencies stay outside (tfjs,
  * sharp and onnxruntime-node find their own files beside them); so does
  * src/util/import-module.cts, the one place that calls
  * import(): a script compiled from cached data cannot (its comment says
@@ -30,6 +32,8 @@ const BUNDLES: ReadonlyArray<readonly [entry: string, bundle: string]> = [
   ['cli/run.js', 'cli/camviz.cjs'],
   ['batch/worker.js', 'batch/worker.cjs'],
   ['executor/ort-host-worker.js', 'executor/ort-host-worker.cjs'],
+  // bin/camviz.js's first file: the code cache, then the command line's bundle (src/cli/launch-support.ts).
+  ['cli/launch-support.js', 'cli/launch-support.cjs'],
 ];
 
 /** Leaves the modules that must stay their own files (see above) outside, required by their path from the bundle's folder. */

@@ -120,42 +120,63 @@ test('the bundle writes the same PNG as the modules it was made from', async () 
   assert.ok(outputs[0]!.equals(outputs[1]!), 'the bundle and the modules wrote different PNGs');
 });
 
-/** A copy of bin/camviz.js over a stand-in build, whose two entry points say which of them ran. */
-async function standInBuild(name: string, withBundle: boolean): Promise<{ bin: string; bundle: string; modules: string }> {
+/**
+ * A copy of bin/camviz.js (and its package.json) over a stand-in build:
+ * the real launch-support bundle (or none), whose two entry points say
+ * which of them ran.
+ */
+async function standInBuild(name: string, { withBundle = true, withSupport = true } = {}): Promise<{ bin: string; bundle: string; modules: string; support: string; supportModule: string }> {
   const root = join(workDir, name);
   const cli = join(root, 'dist', 'src', 'cli');
   await mkdir(join(root, 'bin'), { recursive: true });
   await mkdir(cli, { recursive: true });
-  await mkdir(join(root, 'dist', 'src', 'engine'), { recursive: true });
   await writeFile(join(root, 'package.json'), '{"type": "module"}\n');
-  await writeFile(join(root, 'dist', 'src', 'engine', 'code-cache.js'), 'export function enableCodeCache() {}\n');
-  await mkdir(join(root, 'dist', 'src', 'util'), { recursive: true });
-  await copyFile(join(repoRoot, 'dist', 'src', 'util', 'bundle-choice.js'), join(root, 'dist', 'src', 'util', 'bundle-choice.js'));
   const bin = join(root, 'bin', 'camviz.js');
   await copyFile(camvizBin, bin);
+  await copyFile(join(repoRoot, 'bin', 'package.json'), join(root, 'bin', 'package.json'));
+  const support = join(cli, 'launch-support.cjs');
+  if (withSupport) await copyFile(join(cliFolder, 'launch-support.cjs'), support);
+  // The compiled module the support bundle was made from, whose time the bundle's is compared with.
+  const supportModule = join(cli, 'launch-support.js');
+  await writeFile(supportModule, '');
   await writeFile(join(cli, 'launch.js'), "console.log('modules');\n");
   // The compiled entry point whose time the bundle's is compared with.
   const modules = join(cli, 'run.js');
   await writeFile(modules, '');
   const bundle = join(cli, 'camviz.cjs');
   if (withBundle) await writeFile(bundle, "console.log('bundle');\n");
-  return { bin, bundle, modules };
-}
-
-test('bin/camviz.js runs the modules when the bundle is missing or older than them', async () => {
-  const current = await standInBuild('current', true);
   const at = new Date('2026-01-01T00:00:00Z');
   const later = new Date('2026-01-01T00:00:10Z');
-  await utimes(current.modules, at, at);
-  await utimes(current.bundle, later, later);
-  assert.equal((await runNode([current.bin])).stdout, 'bundle\n');
+  for (const compiled of [modules, supportModule]) await utimes(compiled, at, at);
+  for (const made of [...(withBundle ? [bundle] : []), ...(withSupport ? [support] : [])]) await utimes(made, later, later);
+  return { bin, bundle, modules, support, supportModule };
+}
 
-  // `tsc` alone rewrote the modules after the bundle was made.
-  const stale = await standInBuild('stale', true);
-  await utimes(stale.bundle, at, at);
-  await utimes(stale.modules, later, later);
-  assert.equal((await runNode([stale.bin])).stdout, 'modules\n');
+test('bin/camviz.js runs the modules when the bundle or the launcher\'s own is missing or older than their modules', async () => {
+  // No code cache written for the stand-ins.
+  const env = { ...process.env, CAMVIZ_CODE_CACHE: '0' };
+  const current = await standInBuild('current');
+  assert.deepEqual(await runNode([current.bin], env), { code: 0, stdout: 'bundle\n', stderr: '' });
 
-  const missing = await standInBuild('missing', false);
-  assert.equal((await runNode([missing.bin])).stdout, 'modules\n');
+  // `tsc` alone rewrote the modules after the bundles were made.
+  const newer = new Date('2026-01-01T00:00:20Z');
+  const stale = await standInBuild('stale');
+  await utimes(stale.modules, newer, newer);
+  assert.equal((await runNode([stale.bin], env)).stdout, 'modules\n');
+  const staleSupport = await standInBuild('stale-support');
+  await utimes(staleSupport.supportModule, newer, newer);
+  assert.equal((await runNode([staleSupport.bin], env)).stdout, 'modules\n');
+
+  assert.equal((await runNode([(await standInBuild('missing', { withBundle: false })).bin], env)).stdout, 'modules\n');
+  assert.equal((await runNode([(await standInBuild('missing-support', { withSupport: false })).bin], env)).stdout, 'modules\n');
+});
+
+test('bin/camviz.js is CommonJS: it requires one file before the bundle, with no ES module loaded', async () => {
+  const preload = join(workDir, 'list-esm.cjs');
+  // Module._load sees every CommonJS file; an ES module entry would be imported instead, and never pass through it.
+  await writeFile(preload, "const Module = require('node:module'); const seen = []; const load = Module._load; Module._load = function (request, parent, isMain) { if (isMain || (parent && parent.filename && parent.filename.endsWith('camviz.js'))) seen.push(request); return load.apply(this, arguments); }; process.on('exit', () => process.stderr.write('FIRST ' + JSON.stringify(seen) + '\\n'));\n");
+  const run = await runNode(['--require', preload, camvizBin, '--version']);
+  assert.equal(run.code, 0, run.stderr);
+  const first = JSON.parse(/^FIRST (.*)$/m.exec(run.stderr)?.[1] ?? '[]') as string[];
+  assert.deepEqual(first, [camvizBin, '../dist/src/cli/launch-support.cjs']);
 });
