@@ -5,26 +5,22 @@
 // resolved, read and compiled on its own, takes about 60 ms off every
 // start, and the code cache keeps its compiled code like the dependencies'.
 // One small bundle turns the cache on and runs it
-// (src/cli/launch-support.ts says why it is not an ES module). A bundle
+// (src/cli/launch-support.ts says why it is not an ES module). Bundles
 // missing or older than the compiled modules (a `tsc` run without the
-// bundling step) is stale: the modules run instead.
+// bundling step) are stale: the modules run instead.
 'use strict';
 
-const SUPPORT = '../dist/src/cli/launch-support.cjs';
+const { existsSync } = require('node:fs');
+const { join } = require('node:path');
 
-function launchBundle() {
-  try {
-    return require(SUPPORT).launchBundle();
-  } catch (error) {
-    // Only this file missing means "no bundles": anything else (a dependency the bundle needs) is the error it is.
-    if (error && error.code === 'MODULE_NOT_FOUND' && String(error.message).includes('launch-support.cjs')) return false;
-    throw error;
-  }
-}
+const support = join(__dirname, '..', 'dist', 'src', 'cli', 'launch-support.cjs');
+const modules = join(__dirname, '..', 'dist', 'src', 'cli', 'launch.js');
 
-if (!launchBundle()) {
-  import('../dist/src/cli/launch.js').catch((error) => {
-    process.stderr.write(`camviz: cannot start (${error instanceof Error ? error.message : String(error)}); run npm run build\n`);
+if (!(existsSync(support) && require(support).launchBundle())) {
+  if (existsSync(modules)) {
+    import('../dist/src/cli/launch.js');
+  } else {
+    process.stderr.write(`camviz: not built (${modules} is missing): run npm run build\n`);
     process.exitCode = 1;
-  });
+  }
 }

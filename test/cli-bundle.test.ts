@@ -171,6 +171,27 @@ test('bin/camviz.js runs the modules when the bundle or the launcher\'s own is m
   assert.equal((await runNode([(await standInBuild('missing-support', { withSupport: false })).bin], env)).stdout, 'modules\n');
 });
 
+test('bin/camviz.js reports a dependency the bundle cannot find as it is (not as a missing build), and runs no modules after it', async () => {
+  const broken = await standInBuild('broken');
+  await writeFile(broken.bundle, "require('camviz-no-such-package');\n");
+  const run = await runNode([broken.bin], { ...process.env, CAMVIZ_CODE_CACHE: '0' });
+  assert.notEqual(run.code, 0);
+  assert.match(run.stderr, /Cannot find module 'camviz-no-such-package'/);
+  assert.doesNotMatch(run.stderr, /npm run build/);
+  assert.equal(run.stdout, '', 'the modules did not run');
+});
+
+test('bin/camviz.js with no build at all: one line saying so, exit 1', async () => {
+  const root = join(workDir, 'unbuilt');
+  await mkdir(join(root, 'bin'), { recursive: true });
+  await writeFile(join(root, 'package.json'), '{"type": "module"}\n');
+  await copyFile(camvizBin, join(root, 'bin', 'camviz.js'));
+  await copyFile(join(repoRoot, 'bin', 'package.json'), join(root, 'bin', 'package.json'));
+  const run = await runNode([join(root, 'bin', 'camviz.js'), '--version']);
+  assert.equal(run.code, 1);
+  assert.match(run.stderr, /^camviz: not built \(.*launch\.js is missing\): run npm run build\n$/);
+});
+
 test('bin/camviz.js is CommonJS: it requires one file before the bundle, with no ES module loaded', async () => {
   const preload = join(workDir, 'list-esm.cjs');
   // Module._load sees every CommonJS file; an ES module entry would be imported instead, and never pass through it.
@@ -178,5 +199,5 @@ test('bin/camviz.js is CommonJS: it requires one file before the bundle, with no
   const run = await runNode(['--require', preload, camvizBin, '--version']);
   assert.equal(run.code, 0, run.stderr);
   const first = JSON.parse(/^FIRST (.*)$/m.exec(run.stderr)?.[1] ?? '[]') as string[];
-  assert.deepEqual(first, [camvizBin, '../dist/src/cli/launch-support.cjs']);
+  assert.deepEqual(first, [camvizBin, 'node:fs', 'node:path', join(repoRoot, 'dist', 'src', 'cli', 'launch-support.cjs')]);
 });

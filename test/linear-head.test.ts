@@ -165,7 +165,7 @@ for (const variant of ['relu activation', 'ReLU layer', 'Activation layer'] as c
   });
 }
 
-test('no rectified head where the closed form would be wrong: a ReLU6, a ReLU before the classifier, a ReLU after the pooling', () => {
+test('no closed-form head where it would be wrong: a ReLU6, a ReLU before the classifier, a ReLU after the pooling, a strided 1x1 classifier', () => {
   const input = tfl.input({ shape: [4, 4, 3] });
   const conv = tfl.layers.conv2d({ filters: CHANNELS, kernelSize: 3, padding: 'same', name: 'conv' });
   const classifier = (): tfl.layers.Layer => tfl.layers.conv2d({ filters: CLASSES, kernelSize: 1, name: 'classifier' });
@@ -175,6 +175,9 @@ test('no rectified head where the closed form would be wrong: a ReLU6, a ReLU be
     ['ReLU6', apply([classifier(), tfl.layers.reLU({ maxValue: 6 }), gap()])],
     ['ReLU before the classifier', apply([tfl.layers.reLU(), classifier(), gap()])],
     ['ReLU after the pooling', apply([classifier(), gap(), tfl.layers.reLU()])],
+    // A strided 1x1 convolution reads some positions only: no gradient at the others, linear or rectified.
+    ['a strided 1x1 classifier, rectified', apply([tfl.layers.conv2d({ filters: CLASSES, kernelSize: 1, strides: 2, activation: 'relu' }), gap()])],
+    ['a strided 1x1 classifier, linear', apply([tfl.layers.conv2d({ filters: CLASSES, kernelSize: 1, strides: 2 }), gap()])],
   ];
   for (const [name, output] of models) {
     const model = tfl.model({ inputs: input, outputs: output });

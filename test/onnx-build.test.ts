@@ -363,3 +363,43 @@ test('no tensor outlives the model: load, forward, backward and dispose leave th
     assert.equal(tf.memory().numTensors, before);
   });
 });
+
+/** conv 3 -> 4 channels, 3x3, pads 1 -> Clip(0, mean of the conv's output): an upper bound computed at run time. */
+function runtimeClipModel(): TestModel {
+  return {
+    nodes: [
+      { name: '/conv/Conv', opType: 'Conv', inputs: ['input', 'w1', 'b1'], outputs: ['c1'], attributes: [{ name: 'pads', ints: [1, 1, 1, 1] }] },
+      { name: '/bound/ReduceMean', opType: 'ReduceMean', inputs: ['c1'], outputs: ['bound'], attributes: [{ name: 'keepdims', i: 0 }] },
+      { name: '/clip/Clip', opType: 'Clip', inputs: ['c1', 'zero', 'bound'], outputs: ['output'] },
+    ],
+    inputs: [imageInputValue(6)],
+    outputs: [{ name: 'output' }],
+    initializers: [
+      { name: 'w1', dims: [4, 3, 3, 3], values: seededValues(108, 5) },
+      { name: 'b1', dims: [4], values: [0.5, -0.2, 0.3, 0.1] },
+      { name: 'zero', dims: [], values: [0] },
+    ],
+  };
+}
+
+test('a Clip from 0 whose upper bound is computed at run time is no plain ReLU: not fused as one, and it clips', async () => {
+  await withModelFile(runtimeClipModel(), async (path) => {
+    const loaded = await loadModel(path, { preprocess: 'none' });
+    try {
+      const network = loaded.network();
+      const clip = network.graph.nodes.find((node) => node.layer.getClassName() === 'ReLU');
+      assert.ok(clip !== undefined, 'the Clip from 0 is a ReLU-like layer');
+      assert.ok(Number.isNaN((clip.layer as unknown as { maxValue?: number }).maxValue), 'its bound is there, unknown');
+      assert.equal(network.graph.fusedChains().length, 0, 'the Conv does not fuse it as a plain relu');
+      const input = tf.tensor4d(seededValues(6 * 6 * 3, 6).map((value) => value * 3), [1, 6, 6, 3]);
+      const conv = await network.forward(input, { layers: [network.graph.nodes.find((node) => node.layer.getClassName() === 'Conv2D')!] });
+      const fused = await network.forward(input, { fuse: true });
+      const bound = tf.mean(conv.layers.values().next().value!).dataSync()[0]!;
+      const top = tf.max(fused.output).dataSync()[0]!;
+      assert.ok(Math.abs(top - bound) <= 1e-5 && top < tf.max(conv.layers.values().next().value!).dataSync()[0]!, `clipped at ${top}, the bound ${bound}`);
+      tf.dispose([input, ...Object.values(fused).filter((value) => value instanceof tf.Tensor), ...conv.layers.values()]);
+    } finally {
+      loaded.dispose();
+    }
+  });
+});

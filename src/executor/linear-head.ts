@@ -67,6 +67,7 @@ interface KernelOwner {
    */
   outputMajorKernel?: () => tf.Tensor | undefined;
   kernelSize?: number[];
+  strides?: number[];
   activation?: { getClassName(): string };
 }
 
@@ -81,15 +82,12 @@ interface KernelOwner {
  *
  * With `allowRectified`, a pointwise classifier before the pooling may
  * also have its outputs rectified, by its own relu activation or one plain
- * ReLU after it (no cap: ReLU6 is refused), and `rectified` names the value
- * rectified (its sign gates the gradient): the
- * closed form then masks by the classifier's output (see the top of this
+ * ReLU after it (no cap: ReLU6 is refused), and `rectified` names the
+ * rectified value, whose sign gates the gradient (see the top of this
  * file). CAM does not allow it: its weights are the classifier's only for
  * a linear head.
  */
-export type HeadWalk =
-  | { readonly ok: true; readonly classifier: GraphNode | undefined; /** The rectified value's key, for a rectified head. */ readonly rectified?: string }
-  | { readonly ok: false; readonly why: string };
+export type HeadWalk = { readonly ok: true; readonly classifier: GraphNode | undefined; readonly rectified?: string } | { readonly ok: false; readonly why: string };
 
 export function walkLinearHead(graph: LayerGraph, sourceKey: string, score: ScoreLocation, { allowRectified = false } = {}): HeadWalk {
   let key = sourceKey;
@@ -112,7 +110,7 @@ export function walkLinearHead(graph: LayerGraph, sourceKey: string, score: Scor
     if (className === 'GlobalAveragePooling2D') {
       if (pooled) return refuse('it is pooled twice');
       pooled = true;
-    } else if (className === 'Dense' || (className === 'Conv2D' && isPointwise(node))) {
+    } else if (className === 'Dense' || (className === 'Conv2D' && isPointwise(graph, node))) {
       if (classifier !== undefined) return refuse(`both ${classifier.path} and ${node.path} are classifiers`);
       const rectifiesBeforePooling = allowRectified && !linear && activation === 'relu' && !pooled;
       if (!linear && !rectifiesBeforePooling) return refuse(`${node.path} has a ${activation} activation`);
@@ -153,17 +151,25 @@ export function linearHeadsOf(graph: LayerGraph, sourceKey: string, score: Score
   if (walk.classifier === undefined) return identityHeadOf(graph, score, shape);
   const head = headOf(walk.classifier, shape);
   if (head === undefined || walk.rectified === undefined) return head;
-  const gate = gateOf(graph, walk.rectified, head.classes);
+  const gate = gateOf(graph, walk.rectified, head, shape);
   return gate === undefined ? undefined : { ...head, gate };
 }
 
-/** Where the classes are in the rectified value `key` (undefined when its shape cannot tell, as in headOf). */
-function gateOf(graph: LayerGraph, key: string, classes: number): RectifiedGate | undefined {
+/**
+ * Where the classes are in the rectified value `key`: undefined when its
+ * shape cannot tell (as in headOf), or when its positions are not the
+ * source's (each position's gate must be that position's).
+ */
+function gateOf(graph: LayerGraph, key: string, head: LinearHead, sourceShape: readonly (number | null)[]): RectifiedGate | undefined {
   const producer = graph.producer(key);
   const shape = producer?.outputShapes[producer.outputs.indexOf(key)];
   if (shape === undefined || shape.length !== 4) return undefined;
-  const [last, first] = [shape[3] === classes, shape[1] === classes];
-  return last === first ? undefined : { key, classAxis: last ? 3 : 1 };
+  const [last, first] = [shape[3] === head.classes, shape[1] === head.classes];
+  if (last === first) return undefined;
+  const positionsOf = (dims: readonly (number | null)[], channelAxis: 1 | 3): (number | null)[] => (channelAxis === 3 ? dims.slice(1, 3) : dims.slice(2, 4));
+  const [gatePositions, sourcePositions] = [positionsOf(shape, last ? 3 : 1), positionsOf(sourceShape, head.channelAxis)];
+  if (gatePositions.some((dim, i) => dim === null || dim !== sourcePositions[i])) return undefined;
+  return { key, classAxis: last ? 3 : 1 };
 }
 
 /**
@@ -201,9 +207,20 @@ function relabelsVector(node: GraphNode): boolean {
   return bigAxes.length <= 1 && bigAxes.every((dim) => dim !== null);
 }
 
-function isPointwise(node: GraphNode): boolean {
-  const size = (node.layer as unknown as KernelOwner).kernelSize ?? [];
-  return size.every((dim) => dim === 1);
+/**
+ * A 1x1 convolution that keeps every position: stride 1 and as many
+ * positions out as in (no padding). A strided one reads some positions
+ * only, and its scores have no gradient at the others.
+ */
+function isPointwise(graph: LayerGraph, node: GraphNode): boolean {
+  const owner = node.layer as unknown as KernelOwner;
+  if (!(owner.kernelSize ?? []).every((dim) => dim === 1) || !(owner.strides ?? []).every((dim) => dim === 1)) return false;
+  const producer = graph.producer(node.inputs[0]!);
+  const input = producer?.outputShapes[producer.outputs.indexOf(node.inputs[0]!)];
+  const output = node.outputShapes[0];
+  if (input === undefined || output === undefined || input.length !== 4 || output.length !== 4) return false;
+  // The channels are last (NHWC) or second (an ONNX value as ONNX holds it): the positions are the other two axes.
+  return (input[1] === output[1] && input[2] === output[2]) || (input[2] === output[2] && input[3] === output[3]);
 }
 
 /**
@@ -313,14 +330,15 @@ function checkTerm(term: ScoreTerm, batch: number, classes: number): void {
  * column times weight / (H·W). Summed as the linear head's: each term's
  * product added to the float32 total, in the terms' order. An image's
  * first term writes its rows whole (a native copy of the scaled column:
- * 0 + x rounds as x does), where a loop per element took a fresh process
- * 20 ms for SqueezeNet's 169 positions x 512 channels, before V8 compiled it.
+ * 0 + x rounds as x does, but for a zero's sign: -0 where the sum gives
+ * +0), where a loop per element took a fresh process 20 ms for
+ * SqueezeNet's 169 positions x 512 channels, before V8 compiled it.
  */
 function rectifiedGradientOf(terms: readonly ScoreTerm[], shape: readonly number[], head: LinearHead, gate: RectifiedGate, gateValues: Float32Array | undefined): tf.Tensor {
   const { channels, classes, kernel, channelStride, classStride } = head;
   const [batch, a, b, c] = shape as [number, number, number, number];
   const positions = head.channelAxis === 3 ? a * b : b * c;
-  if (kernel === undefined) throw new Error('a rectified head has a classifier');
+  if (kernel === undefined) throw new Error('a rectified head needs its classifier\'s kernel');
   if (gateValues === undefined || gateValues.length !== batch * positions * classes) throw new Error(`a rectified head needs its gate's ${batch * positions * classes} values`);
   // Value (image, p, k) of the source is at image * positions * channels + p * positionStride + k * channelStep; the gate's likewise.
   const [positionStride, channelStep] = head.channelAxis === 3 ? [channels, 1] : [1, positions];

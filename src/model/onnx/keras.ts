@@ -214,13 +214,17 @@ function isReluClip(node: OnnxNode, constantOf: (value: string) => LaidTensor | 
   return min === 0;
 }
 
-/** Clip's upper bound, when it is a constant. */
+/**
+ * Clip's upper bound: undefined when it has none, NaN when it has one that
+ * is not a constant scalar (a bound all the same: what reads this, the
+ * fusion and the closed-form head, must not take it for a plain ReLU).
+ */
 export function clipMax(node: OnnxNode, constantOf: (value: string) => LaidTensor | undefined): number | undefined {
   const attribute = node.attributes['max'];
   const maxInput = node.inputs[2];
   if (maxInput !== undefined && maxInput !== '') {
     const value = constantOf(maxInput);
-    return value === undefined || value.tensor.size !== 1 ? undefined : value.tensor.dataSync()[0];
+    return value === undefined || value.tensor.size !== 1 ? Number.NaN : value.tensor.dataSync()[0];
   }
   return attribute?.kind === 'float' ? attribute.value : undefined;
 }
