@@ -43,6 +43,7 @@ export {
   forward,
 } from './executor/backward.js';
 export {
+  type ForwardHookOptions,
   type HookHandle,
   type HookSpec,
   hookGradient,

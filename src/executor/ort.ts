@@ -20,7 +20,8 @@ import { existsSync } from 'node:fs';
 import { type OrtModule, type OrtSession, type OrtTensor, loadOnnxRuntime, ortThreads, savedGraphPath, savedGraphRead, withSession } from '../engine/onnxruntime.js';
 import { type HostValue, OrtHostPool } from './ort-host-pool.js';
 import { RemoteSession, type SessionAheadSpec, takeSessionAhead } from './ort-session-ahead.js';
-import { isHooked } from '../hooks/registry.js';
+import { isHooked, onlyObserved } from '../hooks/registry.js';
+import { fireObservingHooks } from '../hooks/hooks.js';
 import type { Executor } from './executor.js';
 import type * as tfl from '../engine/tfl.js';
 import { type GraphNode, type LayerGraph, isContainer } from './graph.js';
@@ -182,7 +183,18 @@ export class OrtExecutor implements Executor {
     const fetches = input === undefined ? undefined : this.forwardFetches(layers);
     if (input === undefined || fetches === undefined) return this.network.forward(inputs, options);
     const values = await this.run(onnxInput(input, this.trunk.input.layout), fetches);
-    return this.network.collect(values, layers, input.shape[0]!);
+    return this.collectObserved(values, layers, input.shape[0]!);
+  }
+
+  /** The forward values of a pass, after the observe-only hooks saw it (its tensors taken over, as `collect` takes them). */
+  private collectObserved(values: Map<string, tf.Tensor>, layers: readonly GraphNode[], batch: number): ForwardValues {
+    try {
+      this.fireObservers(values);
+    } catch (error) {
+      tf.dispose([...values.values()]);
+      throw error;
+    }
+    return this.network.collect(values, layers, batch);
   }
 
   /**
@@ -194,7 +206,7 @@ export class OrtExecutor implements Executor {
    */
   hostInputLayout(height: number, width: number, layers: readonly GraphNode[] = []): OnnxValue['layout'] | undefined {
     const size = this.trunk.inputSize;
-    if (height !== size.height || width !== size.width || this.hooked() || this.forwardFetches(layers) === undefined) return undefined;
+    if (height !== size.height || width !== size.width || this.observedNodes() === undefined || this.forwardFetches(layers) === undefined) return undefined;
     return this.trunk.input.layout;
   }
 
@@ -220,7 +232,7 @@ export class OrtExecutor implements Executor {
       const pool = this.poolFor(fetches);
       const onPool = pool !== undefined && (await pool.whenReady());
       const values = onPool ? await this.runOnPool(pool, data, dims, fetches) : await this.run({ data, dims }, fetches).finally(() => this.recycle(data));
-      return this.network.collect(values, layers, n);
+      return this.collectObserved(values, layers, n);
     }
     const nhwc = layout === 'nchw' ? transposeMatrices(data, n, c, h * w) : data;
     const input = tf.tensor4d(nhwc, [n, h, w, c]);
@@ -343,7 +355,7 @@ export class OrtExecutor implements Executor {
 
   /** What a forward pass fetches: the output, the scores, the graph outputs and `layers`; undefined when ONNX lacks one. */
   private forwardFetches(layers: readonly GraphNode[]): Fetch[] | undefined {
-    return this.fetchesOf(unique([this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf)]));
+    return this.fetchesOf(unique([this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf), ...this.observedKeys()]));
   }
 
   async backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): Promise<BackwardResult> {
@@ -355,9 +367,11 @@ export class OrtExecutor implements Executor {
     if (heads !== undefined) {
       const layers = options.layers ?? [];
       const gates = heads.flatMap((head) => (head.gate === undefined ? [] : [head.gate.key]));
-      const fetches = this.fetchesOf(unique([...plan.sourceKeys, ...gates, this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf)]));
+      const fetches = this.fetchesOf(unique([...plan.sourceKeys, ...gates, this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf), ...this.observedKeys()]));
       if (fetches !== undefined) return this.closedForm(input, objectives, options, plan, heads, fetches);
     }
+    // The tape reruns the layers after the sources on tfjs, whose hooks would fire there as well: observed models run wholly on the Network.
+    if (this.observedKeys().length > 0) return this.onNetwork(inputs, objectives, options);
     const fetches = this.fetchesOf(plan.beforeFetches);
     if (fetches === undefined) return this.onNetwork(inputs, objectives, options);
     const started = performance.now();
@@ -387,7 +401,7 @@ export class OrtExecutor implements Executor {
     // A linear head's gradient depends on its source's shape only; a rectified head's on its gate too (fetched with it).
     const sourceShapes = plan.sourceKeys.map((key) => run.get(key)!.shape);
     const gateValues = heads.map((head) => (head.gate === undefined ? undefined : (run.get(head.gate.key)!.dataSync() as Float32Array)));
-    const values = this.network.collect(run, options.layers ?? [], input.shape[0]!);
+    const values = this.collectObserved(run, options.layers ?? [], input.shape[0]!);
     const headStarted = performance.now();
     try {
       const { objectives: objectiveValues, gradients } = await linearHeadGradients(values, objectives, sourceShapes, heads, gateValues);
@@ -419,19 +433,55 @@ export class OrtExecutor implements Executor {
 
   /**
    * The single NHWC input tensor ORT can take, or undefined when the call
-   * must run on the Network: hooks anywhere in the model (ORT cannot fire
-   * them), several inputs, or another input size or type than the trunk's.
+   * must run on the Network: hooks ORT cannot serve (see observedNodes),
+   * several inputs, or another input size or type than the trunk's.
    */
   private ortInput(inputs: ModelInputs): tf.Tensor | undefined {
     const list = Array.isArray(inputs) ? inputs : [inputs as tf.Tensor];
-    if (list.length !== 1 || this.hooked()) return undefined;
+    if (list.length !== 1 || this.observedNodes() === undefined) return undefined;
     const input = list[0]!;
     const { height, width } = this.trunk.inputSize;
     return input.dtype === 'float32' && input.rank === 4 && input.shape[1] === height && input.shape[2] === width ? input : undefined;
   }
 
-  private hooked(): boolean {
-    return anyHooked(this.network.model);
+  /**
+   * The graph nodes whose layers have observe-only forward hooks, when those
+   * are the model's only hooks and ONNX holds every value they see (their
+   * inputs and outputs; not the model's input, which ORT cannot fetch): ORT
+   * serves the call, fetches those values too and fires the hooks from them
+   * after its pass (fireObservers). Empty when nothing is hooked. Undefined
+   * when any other hook is registered, or a hooked layer is not one of the
+   * graph's nodes or its values are not in ONNX: the call then runs on the
+   * Network, where every hook fires as tfjs runs the layer.
+   */
+  private observedNodes(): GraphNode[] | undefined {
+    const model = this.network.model;
+    if (!anyHooked(model)) return [];
+    if (isHooked(model) || !everyHookObserves(model)) return undefined;
+    const nodes = this.graph.nodes.filter((node) => isHooked(node.layer));
+    const hookedLayers = new Set(nodes.map((node) => node.layer));
+    if (hookedLayers.size !== countHookedLayers(model)) return undefined;
+    const inputKeys = new Set(this.graph.inputKeys);
+    const seen = (key: string): boolean => !inputKeys.has(key) && this.trunk.valueOf(key) !== undefined;
+    return nodes.every((node) => [...node.inputs, ...node.outputs].every(seen)) ? nodes : undefined;
+  }
+
+  /** The values the observe-only hooks see (none when nothing is hooked). */
+  private observedKeys(): string[] {
+    return (this.observedNodes() ?? []).flatMap((node) => [...node.inputs, ...node.outputs]);
+  }
+
+  /**
+   * Fires the observe-only hooks from a pass's values (graph key -> tensor,
+   * in camviz's layout), in the layers' order, each with its layer's inputs
+   * and output, as tfjs would have while running them. Before the values
+   * are collected (and the ones only the hooks asked for disposed).
+   */
+  private fireObservers(values: ReadonlyMap<string, tf.Tensor>): void {
+    for (const node of this.observedNodes() ?? []) {
+      const outputs = node.outputs.map((key) => values.get(key)!);
+      fireObservingHooks(node.layer, node.inputs.map((key) => values.get(key)!), outputs.length === 1 ? outputs[0]! : outputs);
+    }
   }
 
   /** The ONNX values of these graph keys, or undefined when one has none. */
@@ -586,6 +636,16 @@ export class OrtExecutor implements Executor {
 /** Whether a hook is registered on the model or any layer in it, nested models included. */
 function anyHooked(model: tfl.LayersModel): boolean {
   return isHooked(model) || model.layers.some((layer) => (isContainer(layer) ? anyHooked(layer) : isHooked(layer)));
+}
+
+/** Whether every hooked layer of the model (nested models included) has observe-only forward hooks alone. */
+function everyHookObserves(model: tfl.LayersModel): boolean {
+  return model.layers.every((layer) => (isContainer(layer) ? !isHooked(layer) && everyHookObserves(layer) : !isHooked(layer) || onlyObserved(layer)));
+}
+
+/** How many layers of the model (nested models included) are hooked. */
+function countHookedLayers(model: tfl.LayersModel): number {
+  return model.layers.reduce((count, layer) => count + (isContainer(layer) ? countHookedLayers(layer) + (isHooked(layer) ? 1 : 0) : isHooked(layer) ? 1 : 0), 0);
 }
 
 /** Whether the session's (first) input declares a batch dim fixed at 1. */

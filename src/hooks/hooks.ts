@@ -56,8 +56,21 @@ export function registerForwardPreHook(layer: Layer, hook: ForwardPreHook): Hook
   return register(layer, (hooks) => hooks.pre, hook);
 }
 
-export function registerForwardHook(layer: Layer, hook: ForwardHook): HookHandle {
-  return register(layer, (hooks) => hooks.forward, hook);
+/** Options of `registerForwardHook`. */
+export interface ForwardHookOptions {
+  /**
+   * The hook only looks: it returns nothing (returning a value throws).
+   * ONNX Runtime then still runs the model, fetching the values the hook
+   * sees and calling it after its pass, in the layers' order, where any
+   * other hook sends the call to tfjs, which runs each hooked layer itself.
+   */
+  readonly observeOnly?: boolean;
+}
+
+export function registerForwardHook(layer: Layer, hook: ForwardHook, options: ForwardHookOptions = {}): HookHandle {
+  const handle = register(layer, (hooks) => hooks.forward, hook);
+  if (options.observeOnly === true) hooksFor(layer).observing.add(handle.id);
+  return handle;
 }
 
 export function registerFullBackwardHook(layer: Layer, hook: FullBackwardHook): HookHandle {
@@ -82,6 +95,7 @@ function register<T>(layer: Layer, table: (hooks: LayerHooks) => Map<number, T>,
     id,
     remove: () => {
       if (!table(hooks).delete(id)) return;
+      hooks.observing.delete(id);
       if (hookCount(hooks) === 0) {
         unpatch(layer);
         forgetHooks(layer);
@@ -128,13 +142,31 @@ export function runHooked(layer: Layer, call: (inputs: Tensors) => Tensors, inpu
   const backward = hooks.backward.size > 0 ? new BackwardHookState(layer, hooks) : undefined;
   const layerInputs = backward ? backward.wrapInputs(inputList) : inputList;
   let output = call(Array.isArray(inputs) || layerInputs.length !== 1 ? layerInputs : layerInputs[0]!);
-  for (const hook of [...hooks.forward.values()]) {
+  for (const [id, hook] of [...hooks.forward.entries()]) {
     const replaced = hook(layer, inputList, output);
-    if (replaced !== undefined) output = replaced;
+    if (replaced !== undefined) output = hooks.observing.has(id) ? observerReturned(layer) : replaced;
   }
   if (backward) output = backward.wrapOutputs(output);
   if (hooks.gradient.size > 0) output = mapTensors(output, (tensor) => withGradientHooks(tensor, hooks.gradient));
   return output;
+}
+
+/**
+ * Calls the observe-only forward hooks of `layer` (onlyObserved says that
+ * they are all it has) with the values an engine computed without running
+ * the layer through tfjs: ONNX Runtime's, after its pass.
+ */
+export function fireObservingHooks(layer: Layer, inputs: tf.Tensor[], output: Tensors): void {
+  const hooks = hooksOf(layer);
+  if (hooks === undefined) return;
+  for (const [id, hook] of [...hooks.forward.entries()]) {
+    if (!hooks.observing.has(id)) throw new Error(`fireObservingHooks: ${layer.name} has a forward hook that is not observe-only`);
+    if (hook(layer, inputs, output) !== undefined) observerReturned(layer);
+  }
+}
+
+function observerReturned(layer: Layer): never {
+  throw new Error(`an observe-only forward hook on ${layer.name} returned a value: register it without observeOnly to replace the output`);
 }
 
 /**
@@ -239,6 +271,8 @@ export interface HookSpec {
   layer: Layer;
   pre?: ForwardPreHook;
   forward?: ForwardHook;
+  /** `forward` is observe-only (see ForwardHookOptions). */
+  observeOnly?: boolean;
   backward?: FullBackwardHook;
   gradient?: GradientHook;
 }
@@ -268,7 +302,7 @@ function registerAll(specs: readonly HookSpec[]): HookHandle[] {
   try {
     for (const spec of specs) {
       if (spec.pre) handles.push(registerForwardPreHook(spec.layer, spec.pre));
-      if (spec.forward) handles.push(registerForwardHook(spec.layer, spec.forward));
+      if (spec.forward) handles.push(registerForwardHook(spec.layer, spec.forward, { observeOnly: spec.observeOnly === true }));
       if (spec.backward) handles.push(registerFullBackwardHook(spec.layer, spec.backward));
       if (spec.gradient) handles.push(registerGradientHook(spec.layer, spec.gradient));
     }

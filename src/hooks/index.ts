@@ -6,6 +6,7 @@ export {
   withHooks,
   withHooksSync,
   hookGradient,
+  type ForwardHookOptions,
   type HookHandle,
   type HookSpec,
 } from './hooks.js';

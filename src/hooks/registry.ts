@@ -37,6 +37,8 @@ export interface LayerHooks {
   forward: Map<number, ForwardHook>;
   backward: Map<number, FullBackwardHook>;
   gradient: Map<number, GradientHook>;
+  /** The ids of the forward hooks registered as observe-only (they return nothing). */
+  observing: Set<number>;
 }
 
 const hooksByLayer = new WeakMap<Layer, LayerHooks>();
@@ -48,7 +50,7 @@ export function hooksOf(layer: Layer): LayerHooks | undefined {
 export function hooksFor(layer: Layer): LayerHooks {
   let hooks = hooksByLayer.get(layer);
   if (hooks === undefined) {
-    hooks = { pre: new Map(), forward: new Map(), backward: new Map(), gradient: new Map() };
+    hooks = { pre: new Map(), forward: new Map(), backward: new Map(), gradient: new Map(), observing: new Set() };
     hooksByLayer.set(layer, hooks);
   }
   return hooks;
@@ -66,4 +68,14 @@ export function hookCount(hooks: LayerHooks): number {
 export function isHooked(layer: Layer): boolean {
   const hooks = hooksByLayer.get(layer);
   return hooks !== undefined && hookCount(hooks) > 0;
+}
+
+/**
+ * True when the layer's hooks are all observe-only forward hooks: an engine
+ * that does not run the layer through tfjs (ONNX Runtime) may call them
+ * with the values it computed, after its pass.
+ */
+export function onlyObserved(layer: Layer): boolean {
+  const hooks = hooksByLayer.get(layer);
+  return hooks !== undefined && hookCount(hooks) > 0 && hooks.forward.size === hookCount(hooks) && [...hooks.forward.keys()].every((id) => hooks.observing.has(id));
 }
