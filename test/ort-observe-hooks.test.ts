@@ -159,13 +159,35 @@ describe('observe-only forward hooks on ONNX Runtime (the tiny Conv/Relu/GAP/Gem
     }
   });
 
-  test('withHooks with observeOnly: ORT runs the passes; the values fetched for the hooks alone leave no tensor behind', async () => {
+  test('forwardHost (Score-CAM\'s passes, NCHW data): the hook fires once a call, with the values forward gives it', async () => {
+    const watched = watch('relu');
+    try {
+      const layout = executor.hostInputLayout(SIZE, SIZE);
+      assert.equal(layout, 'nchw', 'ORT takes the host data');
+      const nhwc = input.dataSync() as Float32Array;
+      const nchw = new Float32Array(nhwc.length);
+      for (let b = 0; b < 2; b++) for (let p = 0; p < SIZE * SIZE; p++) for (let c = 0; c < 3; c++) nchw[(b * 3 + c) * SIZE * SIZE + p] = nhwc[(b * SIZE * SIZE + p) * 3 + c]!;
+      disposeValues(await executor.forwardHost(nchw, 'nchw', [2, SIZE, SIZE, 3]));
+      assert.equal(watched.tfjsCalls(), 0, 'the layer did not run on tfjs');
+      assert.equal(watched.seen.length, 1);
+      closeTo(watched.seen[0]!.output, relu(hand.conv), 'output vs hand');
+    } finally {
+      watched.handle.remove();
+    }
+  });
+
+  test('withHooks with observeOnly: ORT runs the passes; neither the values fetched for the hooks nor what a hook makes and does not keep is left behind', async () => {
     const layer = node('relu').layer;
     let fired = 0;
     const view = layer as unknown as { call: (...args: unknown[]) => unknown };
     const before = tf.memory().numTensors;
     let tfjsCalls = 0;
-    await withHooks([{ layer, forward: () => void fired++, observeOnly: true }], async () => {
+    // The hook makes a tensor and keeps none: tfjs runs a layer's hooks inside a tidy, and so must ORT's firing.
+    const observer = (_layer: unknown, _inputs: unknown, output: unknown): void => {
+      fired++;
+      tf.mean(output as tf.Tensor);
+    };
+    await withHooks([{ layer, forward: observer, observeOnly: true }], async () => {
       const hooked = view.call;
       view.call = function counted(this: unknown, ...args: unknown[]): unknown {
         tfjsCalls++;

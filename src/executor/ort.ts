@@ -179,17 +179,22 @@ export class OrtExecutor implements Executor {
 
   async forward(inputs: ModelInputs, options: ForwardOptions = {}): Promise<ForwardValues> {
     const layers = options.layers ?? [];
-    const input = this.ortInput(inputs);
-    const fetches = input === undefined ? undefined : this.forwardFetches(layers);
+    const observed = this.observedNodes();
+    const input = observed === undefined ? undefined : this.ortInput(inputs);
+    const fetches = input === undefined ? undefined : this.forwardFetches(layers, observed!);
     if (input === undefined || fetches === undefined) return this.network.forward(inputs, options);
     const values = await this.run(onnxInput(input, this.trunk.input.layout), fetches);
-    return this.collectObserved(values, layers, input.shape[0]!);
+    return this.collectObserved(values, layers, input.shape[0]!, observed!);
   }
 
-  /** The forward values of a pass, after the observe-only hooks saw it (its tensors taken over, as `collect` takes them). */
-  private collectObserved(values: Map<string, tf.Tensor>, layers: readonly GraphNode[], batch: number): ForwardValues {
+  /**
+   * The forward values of a pass, after the observe-only hooks of `observed`
+   * (the nodes its fetches were chosen for) saw it; its tensors taken over,
+   * as `collect` takes them.
+   */
+  private collectObserved(values: Map<string, tf.Tensor>, layers: readonly GraphNode[], batch: number, observed: readonly GraphNode[]): ForwardValues {
     try {
-      this.fireObservers(values);
+      this.fireObservers(values, observed);
     } catch (error) {
       tf.dispose([...values.values()]);
       throw error;
@@ -206,7 +211,8 @@ export class OrtExecutor implements Executor {
    */
   hostInputLayout(height: number, width: number, layers: readonly GraphNode[] = []): OnnxValue['layout'] | undefined {
     const size = this.trunk.inputSize;
-    if (height !== size.height || width !== size.width || this.observedNodes() === undefined || this.forwardFetches(layers) === undefined) return undefined;
+    const observed = this.observedNodes();
+    if (height !== size.height || width !== size.width || observed === undefined || this.forwardFetches(layers, observed) === undefined) return undefined;
     return this.trunk.input.layout;
   }
 
@@ -226,13 +232,15 @@ export class OrtExecutor implements Executor {
     if (data.length !== n * h * w * c) throw new Error(`forwardHost: ${data.length} values for a batch of [${shape.join(', ')}]`);
     const layers = options.layers ?? [];
     if (layout === this.hostInputLayout(h, w, layers)) {
-      const fetches = this.forwardFetches(layers)!;
+      // Taken with the fetches: a hook registered while the pass runs waits for the next one.
+      const observed = this.observedNodes()!;
+      const fetches = this.forwardFetches(layers, observed)!;
       const dims = layout === 'nchw' ? [n, c, h, w] : [...shape];
       // While the workers start, calls wait for them: a first batch of a new size in this thread's session costs as much as one in a worker.
       const pool = this.poolFor(fetches);
       const onPool = pool !== undefined && (await pool.whenReady());
       const values = onPool ? await this.runOnPool(pool, data, dims, fetches) : await this.run({ data, dims }, fetches).finally(() => this.recycle(data));
-      return this.collectObserved(values, layers, n);
+      return this.collectObserved(values, layers, n, observed);
     }
     const nhwc = layout === 'nchw' ? transposeMatrices(data, n, c, h * w) : data;
     const input = tf.tensor4d(nhwc, [n, h, w, c]);
@@ -257,7 +265,7 @@ export class OrtExecutor implements Executor {
   hostRunPlan(images: number, height: number, width: number, layers: readonly GraphNode[] = []): HostRunPlan {
     const inThisThread = { inFlight: 1, batchSize: Number.POSITIVE_INFINITY };
     if (this.threads < 2 || images < this.host.minImages || this.batchOfOne !== false || this.hostInputLayout(height, width, layers) === undefined) return inThisThread;
-    const fetches = this.forwardFetches(layers)!;
+    const fetches = this.forwardFetches(layers, this.observedNodes()!)!;
     this.hostPool ??= this.startHostPool(this.sessionOutputsFor(sortedNames(fetches)));
     this.keepHostPool();
     const pool = this.poolFor(fetches);
@@ -353,25 +361,26 @@ export class OrtExecutor implements Executor {
     this.freeBuffers.set(data.length, free);
   }
 
-  /** What a forward pass fetches: the output, the scores, the graph outputs and `layers`; undefined when ONNX lacks one. */
-  private forwardFetches(layers: readonly GraphNode[]): Fetch[] | undefined {
-    return this.fetchesOf(unique([this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf), ...this.observedKeys()]));
+  /** What a forward pass fetches: the output, the scores, the graph outputs, `layers` and what `observed`'s hooks see; undefined when ONNX lacks one. */
+  private forwardFetches(layers: readonly GraphNode[], observed: readonly GraphNode[]): Fetch[] | undefined {
+    return this.fetchesOf(unique([this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf), ...observedKeys(observed)]));
   }
 
   async backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): Promise<BackwardResult> {
     if (objectives.length === 0) throw new Error('backward() needs at least one objective');
-    const input = options.sources === 'input' ? undefined : this.ortInput(inputs);
+    const observed = this.observedNodes();
+    const input = options.sources === 'input' || observed === undefined ? undefined : this.ortInput(inputs);
     if (input === undefined) return this.onNetwork(inputs, objectives, options);
     const plan = this.network.backwardPlan(options);
     const heads = this.linearHeads(plan, objectives);
     if (heads !== undefined) {
       const layers = options.layers ?? [];
       const gates = heads.flatMap((head) => (head.gate === undefined ? [] : [head.gate.key]));
-      const fetches = this.fetchesOf(unique([...plan.sourceKeys, ...gates, this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf), ...this.observedKeys()]));
-      if (fetches !== undefined) return this.closedForm(input, objectives, options, plan, heads, fetches);
+      const fetches = this.fetchesOf(unique([...plan.sourceKeys, ...gates, this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf), ...observedKeys(observed!)]));
+      if (fetches !== undefined) return this.closedForm(input, objectives, options, plan, heads, fetches, observed!);
     }
     // The tape reruns the layers after the sources on tfjs, whose hooks would fire there as well: observed models run wholly on the Network.
-    if (this.observedKeys().length > 0) return this.onNetwork(inputs, objectives, options);
+    if (observed!.length > 0) return this.onNetwork(inputs, objectives, options);
     const fetches = this.fetchesOf(plan.beforeFetches);
     if (fetches === undefined) return this.onNetwork(inputs, objectives, options);
     const started = performance.now();
@@ -395,13 +404,14 @@ export class OrtExecutor implements Executor {
     plan: BackwardPlan,
     heads: readonly LinearHead[],
     fetches: readonly Fetch[],
+    observed: readonly GraphNode[],
   ): Promise<BackwardResult> {
     const started = performance.now();
     const run = await this.run(onnxInput(input, this.trunk.input.layout), fetches);
     // A linear head's gradient depends on its source's shape only; a rectified head's on its gate too (fetched with it).
     const sourceShapes = plan.sourceKeys.map((key) => run.get(key)!.shape);
     const gateValues = heads.map((head) => (head.gate === undefined ? undefined : (run.get(head.gate.key)!.dataSync() as Float32Array)));
-    const values = this.collectObserved(run, options.layers ?? [], input.shape[0]!);
+    const values = this.collectObserved(run, options.layers ?? [], input.shape[0]!, observed);
     const headStarted = performance.now();
     try {
       const { objectives: objectiveValues, gradients } = await linearHeadGradients(values, objectives, sourceShapes, heads, gateValues);
@@ -433,12 +443,13 @@ export class OrtExecutor implements Executor {
 
   /**
    * The single NHWC input tensor ORT can take, or undefined when the call
-   * must run on the Network: hooks ORT cannot serve (see observedNodes),
-   * several inputs, or another input size or type than the trunk's.
+   * must run on the Network: several inputs, or another input size or type
+   * than the trunk's. (Hooks ORT cannot serve are the callers' check: see
+   * observedNodes.)
    */
   private ortInput(inputs: ModelInputs): tf.Tensor | undefined {
     const list = Array.isArray(inputs) ? inputs : [inputs as tf.Tensor];
-    if (list.length !== 1 || this.observedNodes() === undefined) return undefined;
+    if (list.length !== 1) return undefined;
     const input = list[0]!;
     const { height, width } = this.trunk.inputSize;
     return input.dtype === 'float32' && input.rank === 4 && input.shape[1] === height && input.shape[2] === width ? input : undefined;
@@ -466,22 +477,22 @@ export class OrtExecutor implements Executor {
     return nodes.every((node) => [...node.inputs, ...node.outputs].every(seen)) ? nodes : undefined;
   }
 
-  /** The values the observe-only hooks see (none when nothing is hooked). */
-  private observedKeys(): string[] {
-    return (this.observedNodes() ?? []).flatMap((node) => [...node.inputs, ...node.outputs]);
-  }
-
   /**
-   * Fires the observe-only hooks from a pass's values (graph key -> tensor,
-   * in camviz's layout), in the layers' order, each with its layer's inputs
-   * and output, as tfjs would have while running them. Before the values
-   * are collected (and the ones only the hooks asked for disposed).
+   * Fires the observe-only hooks of `observed` from a pass's values (graph
+   * key -> tensor, in camviz's layout), in the layers' order, each with its
+   * layer's inputs and output, as tfjs would have while running them:
+   * inside a tidy, as tfjs runs a layer, so that what a hook makes and does
+   * not keep is freed. Before the values are collected (and the ones only
+   * the hooks asked for disposed).
    */
-  private fireObservers(values: ReadonlyMap<string, tf.Tensor>): void {
-    for (const node of this.observedNodes() ?? []) {
-      const outputs = node.outputs.map((key) => values.get(key)!);
-      fireObservingHooks(node.layer, node.inputs.map((key) => values.get(key)!), outputs.length === 1 ? outputs[0]! : outputs);
-    }
+  private fireObservers(values: ReadonlyMap<string, tf.Tensor>, observed: readonly GraphNode[]): void {
+    if (observed.length === 0) return;
+    tf.tidy(() => {
+      for (const node of observed) {
+        const outputs = node.outputs.map((key) => values.get(key)!);
+        fireObservingHooks(node.layer, node.inputs.map((key) => values.get(key)!), outputs.length === 1 ? outputs[0]! : outputs);
+      }
+    });
   }
 
   /** The ONNX values of these graph keys, or undefined when one has none. */
@@ -636,6 +647,11 @@ export class OrtExecutor implements Executor {
 /** Whether a hook is registered on the model or any layer in it, nested models included. */
 function anyHooked(model: tfl.LayersModel): boolean {
   return isHooked(model) || model.layers.some((layer) => (isContainer(layer) ? anyHooked(layer) : isHooked(layer)));
+}
+
+/** The values the observe-only hooks of `observed` see. */
+function observedKeys(observed: readonly GraphNode[]): string[] {
+  return observed.flatMap((node) => [...node.inputs, ...node.outputs]);
 }
 
 /** Whether every hooked layer of the model (nested models included) has observe-only forward hooks alone. */

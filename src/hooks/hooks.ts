@@ -152,16 +152,16 @@ export function runHooked(layer: Layer, call: (inputs: Tensors) => Tensors, inpu
 }
 
 /**
- * Calls the observe-only forward hooks of `layer` (onlyObserved says that
- * they are all it has) with the values an engine computed without running
- * the layer through tfjs: ONNX Runtime's, after its pass.
+ * Calls the observe-only forward hooks of `layer` with the values an engine
+ * computed without running the layer through tfjs: ONNX Runtime's, after
+ * its pass. Another hook registered while the pass ran (the engine chose
+ * what to fetch before) is not called: the next pass decides with it.
  */
 export function fireObservingHooks(layer: Layer, inputs: tf.Tensor[], output: Tensors): void {
   const hooks = hooksOf(layer);
   if (hooks === undefined) return;
   for (const [id, hook] of [...hooks.forward.entries()]) {
-    if (!hooks.observing.has(id)) throw new Error(`fireObservingHooks: ${layer.name} has a forward hook that is not observe-only`);
-    if (hook(layer, inputs, output) !== undefined) observerReturned(layer);
+    if (hooks.observing.has(id) && hook(layer, inputs, output) !== undefined) observerReturned(layer);
   }
 }
 
