@@ -180,11 +180,11 @@ export class OrtExecutor implements Executor {
   async forward(inputs: ModelInputs, options: ForwardOptions = {}): Promise<ForwardValues> {
     const layers = options.layers ?? [];
     const observed = this.observedNodes();
-    const input = observed === undefined ? undefined : this.ortInput(inputs);
-    const fetches = input === undefined ? undefined : this.forwardFetches(layers, observed!);
-    if (input === undefined || fetches === undefined) return this.network.forward(inputs, options);
+    const input = this.ortInput(inputs);
+    const fetches = input === undefined || observed === undefined ? undefined : this.forwardFetches(layers, observed);
+    if (input === undefined || observed === undefined || fetches === undefined) return this.network.forward(inputs, options);
     const values = await this.run(onnxInput(input, this.trunk.input.layout), fetches);
-    return this.collectObserved(values, layers, input.shape[0]!, observed!);
+    return this.collectObserved(values, layers, input.shape[0]!, observed);
   }
 
   /**
@@ -369,18 +369,18 @@ export class OrtExecutor implements Executor {
   async backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): Promise<BackwardResult> {
     if (objectives.length === 0) throw new Error('backward() needs at least one objective');
     const observed = this.observedNodes();
-    const input = options.sources === 'input' || observed === undefined ? undefined : this.ortInput(inputs);
-    if (input === undefined) return this.onNetwork(inputs, objectives, options);
+    const input = options.sources === 'input' ? undefined : this.ortInput(inputs);
+    if (input === undefined || observed === undefined) return this.onNetwork(inputs, objectives, options);
     const plan = this.network.backwardPlan(options);
     const heads = this.linearHeads(plan, objectives);
     if (heads !== undefined) {
       const layers = options.layers ?? [];
       const gates = heads.flatMap((head) => (head.gate === undefined ? [] : [head.gate.key]));
-      const fetches = this.fetchesOf(unique([...plan.sourceKeys, ...gates, this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf), ...observedKeys(observed!)]));
-      if (fetches !== undefined) return this.closedForm(input, objectives, options, plan, heads, fetches, observed!);
+      const fetches = this.fetchesOf(unique([...plan.sourceKeys, ...gates, this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf), ...observedKeys(observed)]));
+      if (fetches !== undefined) return this.closedForm(input, objectives, options, plan, heads, fetches, observed);
     }
     // The tape reruns the layers after the sources on tfjs, whose hooks would fire there as well: observed models run wholly on the Network.
-    if (observed!.length > 0) return this.onNetwork(inputs, objectives, options);
+    if (observed.length > 0) return this.onNetwork(inputs, objectives, options);
     const fetches = this.fetchesOf(plan.beforeFetches);
     if (fetches === undefined) return this.onNetwork(inputs, objectives, options);
     const started = performance.now();
@@ -466,12 +466,11 @@ export class OrtExecutor implements Executor {
    * Network, where every hook fires as tfjs runs the layer.
    */
   private observedNodes(): GraphNode[] | undefined {
-    const model = this.network.model;
-    if (!anyHooked(model)) return [];
-    if (isHooked(model) || !everyHookObserves(model)) return undefined;
+    const hooked = hookedLayers(this.network.model);
+    if (hooked.length === 0) return [];
+    if (!hooked.every((layer) => !isContainer(layer) && onlyObserved(layer))) return undefined;
     const nodes = this.graph.nodes.filter((node) => isHooked(node.layer));
-    const hookedLayers = new Set(nodes.map((node) => node.layer));
-    if (hookedLayers.size !== countHookedLayers(model)) return undefined;
+    if (new Set(nodes.map((node) => node.layer)).size !== hooked.length) return undefined;
     const inputKeys = new Set(this.graph.inputKeys);
     const seen = (key: string): boolean => !inputKeys.has(key) && this.trunk.valueOf(key) !== undefined;
     return nodes.every((node) => [...node.inputs, ...node.outputs].every(seen)) ? nodes : undefined;
@@ -644,24 +643,14 @@ export class OrtExecutor implements Executor {
   }
 }
 
-/** Whether a hook is registered on the model or any layer in it, nested models included. */
-function anyHooked(model: tfl.LayersModel): boolean {
-  return isHooked(model) || model.layers.some((layer) => (isContainer(layer) ? anyHooked(layer) : isHooked(layer)));
+/** The hooked layers of the model, the model itself and nested models (and their layers) included. */
+function hookedLayers(model: tfl.LayersModel): tfl.layers.Layer[] {
+  return [...(isHooked(model) ? [model] : []), ...model.layers.flatMap((layer) => (isContainer(layer) ? hookedLayers(layer) : isHooked(layer) ? [layer] : []))];
 }
 
 /** The values the observe-only hooks of `observed` see. */
 function observedKeys(observed: readonly GraphNode[]): string[] {
   return observed.flatMap((node) => [...node.inputs, ...node.outputs]);
-}
-
-/** Whether every hooked layer of the model (nested models included) has observe-only forward hooks alone. */
-function everyHookObserves(model: tfl.LayersModel): boolean {
-  return model.layers.every((layer) => (isContainer(layer) ? !isHooked(layer) && everyHookObserves(layer) : !isHooked(layer) || onlyObserved(layer)));
-}
-
-/** How many layers of the model (nested models included) are hooked. */
-function countHookedLayers(model: tfl.LayersModel): number {
-  return model.layers.reduce((count, layer) => count + (isContainer(layer) ? countHookedLayers(layer) + (isHooked(layer) ? 1 : 0) : isHooked(layer) ? 1 : 0), 0);
 }
 
 /** Whether the session's (first) input declares a batch dim fixed at 1. */
