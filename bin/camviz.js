@@ -12,13 +12,14 @@
 
 const { existsSync } = require('node:fs');
 const { join } = require('node:path');
+const { pathToFileURL } = require('node:url');
 
 const support = join(__dirname, '..', 'dist', 'src', 'cli', 'launch-support.cjs');
 const modules = join(__dirname, '..', 'dist', 'src', 'cli', 'launch.js');
 
 if (!(existsSync(support) && require(support).launchBundle())) {
   if (existsSync(modules)) {
-    import('../dist/src/cli/launch.js');
+    import(pathToFileURL(modules).href);
   } else {
     process.stderr.write(`camviz: not built (${modules} is missing): run npm run build\n`);
     process.exitCode = 1;

@@ -192,12 +192,12 @@ test('bin/camviz.js with no build at all: one line saying so, exit 1', async () 
   assert.match(run.stderr, /^camviz: not built \(.*launch\.js is missing\): run npm run build\n$/);
 });
 
-test('bin/camviz.js is CommonJS: besides node:fs and node:path, the one file it requires is the launcher\'s bundle', async () => {
+test('bin/camviz.js is CommonJS: besides Node\'s own modules, the one file it requires is the launcher\'s bundle', async () => {
   const preload = join(workDir, 'list-esm.cjs');
   // Module._load sees every CommonJS file; an ES module entry would be imported instead, and never pass through it.
   await writeFile(preload, "const Module = require('node:module'); const seen = []; const load = Module._load; Module._load = function (request, parent, isMain) { if (isMain || (parent && parent.filename && parent.filename.endsWith('camviz.js'))) seen.push(request); return load.apply(this, arguments); }; process.on('exit', () => process.stderr.write('FIRST ' + JSON.stringify(seen) + '\\n'));\n");
   const run = await runNode(['--require', preload, camvizBin, '--version']);
   assert.equal(run.code, 0, run.stderr);
   const first = JSON.parse(/^FIRST (.*)$/m.exec(run.stderr)?.[1] ?? '[]') as string[];
-  assert.deepEqual(first, [camvizBin, 'node:fs', 'node:path', join(repoRoot, 'dist', 'src', 'cli', 'launch-support.cjs')]);
+  assert.deepEqual(first, [camvizBin, 'node:fs', 'node:path', 'node:url', join(repoRoot, 'dist', 'src', 'cli', 'launch-support.cjs')]);
 });
