@@ -179,27 +179,28 @@ export class OrtExecutor implements Executor {
 
   async forward(inputs: ModelInputs, options: ForwardOptions = {}): Promise<ForwardValues> {
     const layers = options.layers ?? [];
-    const observed = this.observedNodes();
     const input = this.ortInput(inputs);
+    const observed = this.observedNodes(input);
     const fetches = input === undefined || observed === undefined ? undefined : this.forwardFetches(layers, observed);
     if (input === undefined || observed === undefined || fetches === undefined) return this.network.forward(inputs, options);
     const values = await this.run(onnxInput(input, this.trunk.input.layout), fetches);
-    return this.collectObserved(values, layers, input.shape[0]!, observed);
+    return this.collectObserved(values, layers, input, observed);
   }
 
   /**
-   * The forward values of a pass, after the observe-only hooks of `observed`
+   * The forward values of a pass of `input` (its tensor, or its batch size
+   * when it was given as data), after the observe-only hooks of `observed`
    * (the nodes its fetches were chosen for) saw it; its tensors taken over,
    * as `collect` takes them.
    */
-  private collectObserved(values: Map<string, tf.Tensor>, layers: readonly GraphNode[], batch: number, observed: readonly GraphNode[]): ForwardValues {
+  private collectObserved(values: Map<string, tf.Tensor>, layers: readonly GraphNode[], input: tf.Tensor | number, observed: readonly GraphNode[]): ForwardValues {
     try {
-      this.fireObservers(values, observed);
+      this.fireObservers(values, observed, typeof input === 'number' ? undefined : input);
     } catch (error) {
       tf.dispose([...values.values()]);
       throw error;
     }
-    return this.network.collect(values, layers, batch);
+    return this.network.collect(values, layers, typeof input === 'number' ? input : input.shape[0]!);
   }
 
   /**
@@ -363,20 +364,20 @@ export class OrtExecutor implements Executor {
 
   /** What a forward pass fetches: the output, the scores, the graph outputs, `layers` and what `observed`'s hooks see; undefined when ONNX lacks one. */
   private forwardFetches(layers: readonly GraphNode[], observed: readonly GraphNode[]): Fetch[] | undefined {
-    return this.fetchesOf(unique([this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf), ...observedKeys(observed)]));
+    return this.fetchesOf(unique([this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf), ...this.observedKeys(observed)]));
   }
 
   async backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): Promise<BackwardResult> {
     if (objectives.length === 0) throw new Error('backward() needs at least one objective');
-    const observed = this.observedNodes();
     const input = options.sources === 'input' ? undefined : this.ortInput(inputs);
+    const observed = this.observedNodes(input);
     if (input === undefined || observed === undefined) return this.onNetwork(inputs, objectives, options);
     const plan = this.network.backwardPlan(options);
     const heads = this.linearHeads(plan, objectives);
     if (heads !== undefined) {
       const layers = options.layers ?? [];
       const gates = heads.flatMap((head) => (head.gate === undefined ? [] : [head.gate.key]));
-      const fetches = this.fetchesOf(unique([...plan.sourceKeys, ...gates, this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf), ...observedKeys(observed)]));
+      const fetches = this.fetchesOf(unique([...plan.sourceKeys, ...gates, this.score.outputKey, this.score.scoreKey, ...this.graph.outputKeys, ...layers.map(outputKeyOf), ...this.observedKeys(observed)]));
       if (fetches !== undefined) return this.closedForm(input, objectives, options, plan, heads, fetches, observed);
     }
     // The tape reruns the layers after the sources on tfjs, whose hooks would fire there as well: observed models run wholly on the Network.
@@ -411,7 +412,7 @@ export class OrtExecutor implements Executor {
     // A linear head's gradient depends on its source's shape only; a rectified head's on its gate too (fetched with it).
     const sourceShapes = plan.sourceKeys.map((key) => run.get(key)!.shape);
     const gateValues = heads.map((head) => (head.gate === undefined ? undefined : (run.get(head.gate.key)!.dataSync() as Float32Array)));
-    const values = this.collectObserved(run, options.layers ?? [], input.shape[0]!, observed);
+    const values = this.collectObserved(run, options.layers ?? [], input, observed);
     const headStarted = performance.now();
     try {
       const { objectives: objectiveValues, gradients } = await linearHeadGradients(values, objectives, sourceShapes, heads, gateValues);
@@ -458,21 +459,22 @@ export class OrtExecutor implements Executor {
   /**
    * The graph nodes whose layers have observe-only forward hooks, when those
    * are the model's only hooks and ONNX holds every value they see (their
-   * inputs and outputs; not the model's input, which ORT cannot fetch): ORT
-   * serves the call, fetches those values too and fires the hooks from them
-   * after its pass (fireObservers). Empty when nothing is hooked. Undefined
-   * when any other hook is registered, or a hooked layer is not one of the
-   * graph's nodes or its values are not in ONNX: the call then runs on the
-   * Network, where every hook fires as tfjs runs the layer.
+   * inputs and outputs; the model's input, which ORT cannot fetch, only
+   * when the call has its tensor, `input`): ORT serves the call, fetches
+   * those values too and fires the hooks from them after its pass
+   * (fireObservers). Empty when nothing is hooked. Undefined when any other
+   * hook is registered, or a hooked layer is not one of the graph's nodes
+   * or its values are not in ONNX: the call then runs on the Network, where
+   * every hook fires as tfjs runs the layer.
    */
-  private observedNodes(): GraphNode[] | undefined {
+  private observedNodes(input?: tf.Tensor): GraphNode[] | undefined {
     const hooked = hookedLayers(this.network.model);
     if (hooked.length === 0) return [];
     if (!hooked.every((layer) => !isContainer(layer) && onlyObserved(layer))) return undefined;
     const nodes = this.graph.nodes.filter((node) => isHooked(node.layer));
     if (new Set(nodes.map((node) => node.layer)).size !== hooked.length) return undefined;
     const inputKeys = new Set(this.graph.inputKeys);
-    const seen = (key: string): boolean => !inputKeys.has(key) && this.trunk.valueOf(key) !== undefined;
+    const seen = (key: string): boolean => (inputKeys.has(key) ? input !== undefined : this.trunk.valueOf(key) !== undefined);
     return nodes.every((node) => [...node.inputs, ...node.outputs].every(seen)) ? nodes : undefined;
   }
 
@@ -484,14 +486,27 @@ export class OrtExecutor implements Executor {
    * not keep is freed. Before the values are collected (and the ones only
    * the hooks asked for disposed).
    */
-  private fireObservers(values: ReadonlyMap<string, tf.Tensor>, observed: readonly GraphNode[]): void {
+  private fireObservers(values: ReadonlyMap<string, tf.Tensor>, observed: readonly GraphNode[], input: tf.Tensor | undefined): void {
     if (observed.length === 0) return;
+    // The model's one input (ortInput takes no other) is the call's tensor, as tfjs gives it to the first layer.
+    const inputKeys = new Set(this.graph.inputKeys);
+    const valueOf = (key: string): tf.Tensor => {
+      const value = values.get(key) ?? (inputKeys.has(key) ? input : undefined);
+      if (value === undefined) throw new Error(`the value ${key} an observe-only hook sees was not fetched`);
+      return value;
+    };
     tf.tidy(() => {
       for (const node of observed) {
-        const outputs = node.outputs.map((key) => values.get(key)!);
-        fireObservingHooks(node.layer, node.inputs.map((key) => values.get(key)!), outputs.length === 1 ? outputs[0]! : outputs);
+        const outputs = node.outputs.map(valueOf);
+        fireObservingHooks(node.layer, node.inputs.map(valueOf), outputs.length === 1 ? outputs[0]! : outputs);
       }
     });
+  }
+
+  /** The values the observe-only hooks of `observed` see that a pass fetches (all but the model's input). */
+  private observedKeys(observed: readonly GraphNode[]): string[] {
+    const inputKeys = new Set(this.graph.inputKeys);
+    return observed.flatMap((node) => [...node.inputs, ...node.outputs]).filter((key) => !inputKeys.has(key));
   }
 
   /** The ONNX values of these graph keys, or undefined when one has none. */
@@ -646,11 +661,6 @@ export class OrtExecutor implements Executor {
 /** The hooked layers of the model, the model itself and nested models (and their layers) included. */
 function hookedLayers(model: tfl.LayersModel): tfl.layers.Layer[] {
   return [...(isHooked(model) ? [model] : []), ...model.layers.flatMap((layer) => (isContainer(layer) ? hookedLayers(layer) : isHooked(layer) ? [layer] : []))];
-}
-
-/** The values the observe-only hooks of `observed` see. */
-function observedKeys(observed: readonly GraphNode[]): string[] {
-  return observed.flatMap((node) => [...node.inputs, ...node.outputs]);
 }
 
 /** Whether the session's (first) input declares a batch dim fixed at 1. */
