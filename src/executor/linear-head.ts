@@ -143,8 +143,7 @@ function isPlainRelu(node: GraphNode): boolean {
  * ends in global pooling) has the identity as its classifier.
  */
 export function linearHeadsOf(graph: LayerGraph, sourceKey: string, score: ScoreLocation): LinearHead | undefined {
-  const source = graph.producer(sourceKey);
-  const shape = source?.outputShapes[source.outputs.indexOf(sourceKey)];
+  const shape = shapeOf(graph, sourceKey);
   if (shape === undefined || shape.length !== 4) return undefined;
   const walk = walkLinearHead(graph, sourceKey, score, { allowRectified: true });
   if (!walk.ok) return undefined;
@@ -161,15 +160,29 @@ export function linearHeadsOf(graph: LayerGraph, sourceKey: string, score: Score
  * source's (each position's gate must be that position's).
  */
 function gateOf(graph: LayerGraph, key: string, head: LinearHead, sourceShape: readonly (number | null)[]): RectifiedGate | undefined {
-  const producer = graph.producer(key);
-  const shape = producer?.outputShapes[producer.outputs.indexOf(key)];
-  if (shape === undefined || shape.length !== 4) return undefined;
-  const [last, first] = [shape[3] === head.classes, shape[1] === head.classes];
-  if (last === first) return undefined;
+  const shape = shapeOf(graph, key);
+  const classAxis = shape?.length === 4 ? axisOfSize(shape, head.classes) : undefined;
+  if (shape === undefined || classAxis === undefined) return undefined;
   const positionsOf = (dims: readonly (number | null)[], channelAxis: 1 | 3): (number | null)[] => (channelAxis === 3 ? dims.slice(1, 3) : dims.slice(2, 4));
-  const [gatePositions, sourcePositions] = [positionsOf(shape, last ? 3 : 1), positionsOf(sourceShape, head.channelAxis)];
+  const [gatePositions, sourcePositions] = [positionsOf(shape, classAxis), positionsOf(sourceShape, head.channelAxis)];
   if (gatePositions.some((dim, i) => dim === null || dim !== sourcePositions[i])) return undefined;
-  return { key, classAxis: last ? 3 : 1 };
+  return { key, classAxis };
+}
+
+/** The shape of the graph value `key` (undefined when no node makes it). */
+function shapeOf(graph: LayerGraph, key: string): readonly (number | null)[] | undefined {
+  const producer = graph.producer(key);
+  return producer?.outputShapes[producer.outputs.indexOf(key)];
+}
+
+/**
+ * The axis of a 4-D value that holds `size` channels: 3 (NHWC) or 1 (an
+ * ONNX value as ONNX holds it); undefined when both or neither do (a
+ * C×C×C map: the layout cannot be told from the shape).
+ */
+function axisOfSize(shape: readonly (number | null)[], size: number): 1 | 3 | undefined {
+  const [last, first] = [shape[3] === size, shape[1] === size];
+  return last === first ? undefined : last ? 3 : 1;
 }
 
 /**
@@ -178,13 +191,11 @@ function gateOf(graph: LayerGraph, key: string, head: LinearHead, sourceShape: r
  * score count (undefined when that cannot be told, as in headOf).
  */
 function identityHeadOf(graph: LayerGraph, score: ScoreLocation, sourceShape: readonly (number | null)[]): LinearHead | undefined {
-  const producer = graph.producer(score.scoreKey);
-  const classes = producer?.outputShapes[producer.outputs.indexOf(score.scoreKey)]?.at(-1);
+  const classes = shapeOf(graph, score.scoreKey)?.at(-1);
   if (typeof classes !== 'number') return undefined;
-  const last = sourceShape[3] === classes;
-  const first = sourceShape[1] === classes;
-  if (last === first) return undefined;
-  return { kernel: undefined, channels: classes, classes, channelStride: 1, classStride: 1, channelAxis: last ? 3 : 1 };
+  const channelAxis = axisOfSize(sourceShape, classes);
+  if (channelAxis === undefined) return undefined;
+  return { kernel: undefined, channels: classes, classes, channelStride: 1, classStride: 1, channelAxis };
 }
 
 /**
@@ -215,8 +226,7 @@ function relabelsVector(node: GraphNode): boolean {
 function isPointwise(graph: LayerGraph, node: GraphNode): boolean {
   const owner = node.layer as unknown as KernelOwner;
   if (!(owner.kernelSize ?? []).every((dim) => dim === 1) || !(owner.strides ?? []).every((dim) => dim === 1)) return false;
-  const producer = graph.producer(node.inputs[0]!);
-  const input = producer?.outputShapes[producer.outputs.indexOf(node.inputs[0]!)];
+  const input = shapeOf(graph, node.inputs[0]!);
   const output = node.outputShapes[0];
   if (input === undefined || output === undefined || input.length !== 4 || output.length !== 4) return false;
   // The channels are last (NHWC) or second (an ONNX value as ONNX holds it): the positions are the other two axes.
@@ -235,12 +245,10 @@ function headOf(classifier: GraphNode, sourceShape: readonly (number | null)[]):
   const kernel = outputMajor ?? owner.kernel?.read();
   if (kernel === undefined) return undefined;
   const [channels, classes] = outputMajor === undefined ? [kernel.shape[kernel.rank - 2]!, kernel.shape[kernel.rank - 1]!] : [kernel.shape[1]!, kernel.shape[0]!];
-  const last = sourceShape[3] === channels;
-  const first = sourceShape[1] === channels;
-  // Both (a C×C×C map) or neither: the layout cannot be told from the shape.
-  if (last === first) return undefined;
+  const channelAxis = axisOfSize(sourceShape, channels);
+  if (channelAxis === undefined) return undefined;
   const strides = outputMajor === undefined ? { channelStride: classes, classStride: 1 } : { channelStride: 1, classStride: channels };
-  return { kernel: kernelValues(kernel), channels, classes, ...strides, channelAxis: last ? 3 : 1 };
+  return { kernel: kernelValues(kernel), channels, classes, ...strides, channelAxis };
 }
 
 /**
