@@ -15,6 +15,14 @@
  * import(): a script compiled from cached data cannot (its comment says
  * why). The build fails if a bundle holds an import() all the same.
  *
+ * sharp's own JavaScript gets a bundle too, dist/src/util/sharp-bundle.cjs
+ * (src/util/sharp.ts says when it is used): sharp loads as some 70 small
+ * modules (semver alone is 47), each resolved, read and compiled without a
+ * code cache; one cached file instead made cold runs 0.956x the time (the
+ * ONNX export on ONNX Runtime, interleaved). Its native parts stay outside:
+ * the `.node` binary and the `@img/sharp-*` packages that hold it and
+ * libvips are found from the bundle's folder as sharp finds them from its own.
+ *
  * Run after `tsc` (npm run build): it bundles the compiled output. Each
  * bundle sits in the folder of its entry module, as every module it holds
  * sat in a folder of dist/src/, so the URLs they resolve relative to
@@ -22,8 +30,11 @@
  * stay right.
  */
 import { type Plugin, build } from 'esbuild';
-import { rename, writeFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { installedPackageVersion } from '../src/util/package-version.js';
 
 const sourceFolder = fileURLToPath(new URL('../src/', import.meta.url));
 
@@ -76,4 +87,55 @@ async function writeWhole(path: string, contents: Uint8Array): Promise<void> {
   await rename(temporary, path);
 }
 
+/** sharp's bundle, beside the module that loads it (src/util/sharp.ts). */
+const SHARP_BUNDLE = 'util/sharp-bundle.cjs';
+
+/**
+ * Leaves sharp's native parts outside its bundle, and its requires of
+ * computed names (a binary built from source, the platform's packages)
+ * to run as they are, from the bundle's folder: esbuild would take each
+ * for a pattern of files to bundle.
+ */
+const sharpNativeOutside: Plugin = {
+  name: 'camviz-sharp-native-outside',
+  setup(build) {
+    build.onResolve({ filter: /\.node$|^@img\/sharp-/ }, (args) => ({ path: args.path, external: true }));
+    build.onLoad({ filter: /[\\/]sharp[\\/]dist[\\/][^\\/]+\.cjs$/ }, async (args) => ({
+      contents: (await readFile(args.path, 'utf8')).replaceAll('require(`', '(0, require)(`'),
+      loader: 'js',
+    }));
+  },
+};
+
+/**
+ * The bundle exports the version of sharp it holds and a function that
+ * loads it: src/util/sharp.ts loads it only when the installed sharp is that
+ * version (the installed one may change after the build).
+ */
+async function bundleSharp(bundlePath: string): Promise<void> {
+  const sharpEntry = createRequire(import.meta.url).resolve('sharp');
+  const version = installedPackageVersion(sharpEntry, 'sharp');
+  if (version === undefined) throw new Error(`no package.json of sharp above ${sharpEntry}`);
+  const result = await build({
+    stdin: {
+      contents: `exports.version = ${JSON.stringify(version)};\nexports.load = () => require(${JSON.stringify(sharpEntry)});\n`,
+      resolveDir: dirname(sharpEntry),
+      loader: 'js',
+    },
+    plugins: [sharpNativeOutside],
+    bundle: true,
+    write: false,
+    outfile: bundlePath,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    logLevel: 'warning',
+  });
+  for (const output of result.outputFiles) {
+    if (/\bimport\s*\(/.test(output.text)) throw new Error(`${bundlePath} holds an import() call: the code cache cannot compile it`);
+    await writeWhole(output.path, output.contents);
+  }
+}
+
 for (const [entry, bundlePath] of BUNDLES) await bundle(`${sourceFolder}${entry}`, `${sourceFolder}${bundlePath}`);
+await bundleSharp(`${sourceFolder}${SHARP_BUNDLE}`);

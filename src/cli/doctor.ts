@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import * as tf from '../engine/tf.js';
 import { isNotInstalled, useBackend } from '../engine/backend.js';
 import { describeError } from '../util/errors.js';
+import { requireSharp } from '../util/sharp-choice.js';
 import { ORT_INSTALL_HINT } from '../model/engine.js';
 import { printJson } from './common.js';
 
@@ -148,7 +149,7 @@ function onnxRuntimeLine(report: OnnxRuntimeReport): string {
 
 async function sharpVersions(): Promise<{ sharp: string | null; libvips: string | null }> {
   try {
-    const sharp = createRequire(import.meta.url)('sharp') as typeof import('sharp');
+    const sharp = requireSharp();
     const versions = sharp.versions as { sharp?: string; vips?: string };
     return { sharp: versions.sharp ?? null, libvips: versions.vips ?? null };
   } catch {

@@ -14,6 +14,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { enableCodeCache } from '../engine/code-cache.js';
 import { bundleIsCurrent } from '../util/bundle-choice.js';
+import { SHARP_BUNDLE_PATH } from '../util/sharp-choice.js';
 
 /**
  * Runs the command line's bundle through the code cache and returns true,
@@ -30,8 +31,8 @@ export function launchBundle(): boolean {
     bundleIsCurrent(new URL('./launch-support.cjs', import.meta.url), new URL('./launch-support.js', import.meta.url));
   if (!current) return false;
   const bundlePath = fileURLToPath(bundle);
-  // First, so that the bundle and the dependencies it loads compile through the cache.
-  enableCodeCache([bundlePath]);
+  // First, so that the bundles and the dependencies they load compile through the cache.
+  enableCodeCache([bundlePath, SHARP_BUNDLE_PATH]);
   createRequire(import.meta.url)(bundlePath);
   return true;
 }

@@ -1,0 +1,58 @@
+/**
+ * Which copy of sharp's JavaScript to load. The build bundles it into
+ * dist/src/util/sharp-bundle.cjs (scripts/bundle-cli.ts): one file the code
+ * cache compiles, instead of some 70 small modules resolved, read and
+ * compiled one by one (cold runs 0.956x the time). That bundle is used when
+ * it holds the version of sharp installed now. sharp itself is loaded when
+ * the bundle is missing (a `tsc` build alone), holds another version (sharp
+ * changed since the build), or fails to load (its native parts not found
+ * from the bundle's folder): then sharp reports what is wrong, as it would
+ * have without the bundle. Nothing here loads sharp until asked: the
+ * launcher names the bundle to the code cache first.
+ */
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import type Sharp from 'sharp';
+import { installedPackageVersion } from './package-version.js';
+
+export type SharpModule = typeof Sharp;
+
+/** What the bundle exports. */
+interface SharpBundle {
+  readonly version: string;
+  load(): SharpModule;
+}
+
+const require = createRequire(import.meta.url);
+
+/** The bundle's path. `../util/` keeps it right from the command line's bundle too, which sits in dist/src/cli/. */
+export const SHARP_BUNDLE_PATH = fileURLToPath(new URL('../util/sharp-bundle.cjs', import.meta.url));
+
+/** sharp: its bundled JavaScript when that fits the installed sharp, else sharp's own (which throws as sharp does). */
+export function requireSharp(): SharpModule {
+  return bundledSharp(SHARP_BUNDLE_PATH, installedSharpVersion()) ?? (require('sharp') as SharpModule);
+}
+
+/** sharp's JavaScript from the bundle at `bundlePath` when it holds `installedVersion`; undefined otherwise. */
+export function bundledSharp(bundlePath: string, installedVersion: string | undefined): SharpModule | undefined {
+  let bundle: Partial<SharpBundle>;
+  try {
+    bundle = require(bundlePath) as Partial<SharpBundle>;
+  } catch {
+    return undefined;
+  }
+  if (installedVersion === undefined || bundle.version !== installedVersion || typeof bundle.load !== 'function') return undefined;
+  try {
+    return bundle.load();
+  } catch {
+    return undefined;
+  }
+}
+
+function installedSharpVersion(): string | undefined {
+  try {
+    return installedPackageVersion(require.resolve('sharp'), 'sharp');
+  } catch {
+    return undefined;
+  }
+}
