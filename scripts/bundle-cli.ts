@@ -16,11 +16,11 @@
  * why). The build fails if a bundle holds an import() all the same.
  *
  * sharp's own JavaScript gets a bundle too, dist/src/util/sharp-bundle.cjs
- * (src/util/sharp.ts says when it is used): sharp loads as some 70 small
- * modules (semver alone is 47), each resolved, read and compiled without a
- * code cache; one cached file instead made cold runs 0.956x the time (the
- * ONNX export on ONNX Runtime, interleaved). Its native parts stay outside:
- * the `.node` binary and the `@img/sharp-*` packages that hold it and
+ * (src/util/sharp-choice.ts says when it is used): sharp loads as some 70
+ * small modules (semver alone is 47), each resolved, read and compiled
+ * without a code cache; one cached file instead made cold runs 0.95-0.98x
+ * the time (the ONNX export and Darknet-tiny on ONNX Runtime, interleaved).
+ * Its native parts stay outside: the `.node` binary and the `@img/sharp-*` packages that hold it and
  * libvips are found from the bundle's folder as sharp finds them from its own.
  *
  * Run after `tsc` (npm run build): it bundles the compiled output. Each

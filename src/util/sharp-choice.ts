@@ -2,8 +2,9 @@
  * Which copy of sharp's JavaScript to load. The build bundles it into
  * dist/src/util/sharp-bundle.cjs (scripts/bundle-cli.ts): one file the code
  * cache compiles, instead of some 70 small modules resolved, read and
- * compiled one by one (cold runs 0.956x the time). That bundle is used when
- * it holds the version of sharp installed now. sharp itself is loaded when
+ * compiled one by one (cold runs on ONNX Runtime took 0.95-0.98x the
+ * time). That bundle is used when it holds the version of sharp installed
+ * now. sharp itself is loaded when
  * the bundle is missing (a `tsc` build alone), holds another version (sharp
  * changed since the build), or fails to load (its native parts not found
  * from the bundle's folder): then sharp reports what is wrong, as it would
