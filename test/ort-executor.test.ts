@@ -23,6 +23,7 @@ import { useBackend } from '../src/engine/backend.js';
 import { MAX_CACHED_SESSIONS, cachedSessionCount, loadOnnxRuntime, releaseOrtSessions } from '../src/engine/onnxruntime.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { onnxTrunkOf } from '../src/model/onnx/trunk.js';
+import type { OnnxTrunk } from '../src/executor/onnx-trunk.js';
 import { OrtExecutor, OrtModelRejectedError, OrtUnavailableError, createOrtExecutor } from '../src/executor/ort.js';
 import { linearHeadsOf } from '../src/executor/linear-head.js';
 import { type ForwardValues, type Objective, type ScoreTerm, disposeValues } from '../src/executor/network.js';
@@ -101,6 +102,27 @@ function rectifiedHeadModel(): TestModel {
     ],
     initializers: [...base.initializers!.filter((tensor) => tensor.name !== 'fc.weight'), { name: 'classifier.weight', dims: [CLASSES, CHANNELS, 1, 1], values: fcWeights }],
   };
+}
+
+const RECTIFIED_TERMS: readonly ScoreTerm[] = [{ image: 0, classIndex: 1, weight: 2 }, { image: 1, classIndex: 2, weight: -1 }, { image: 1, classIndex: 0, weight: 0.5 }];
+
+/**
+ * The gradient of the terms' scores at the rectified head's source (the
+ * first relu), by hand: d score_c / d relu[p, m] = W[c, m] · [z[p, c] > 0] / (H·W);
+ * and the gate of each position and term.
+ */
+function rectifiedGradientByHand(terms: readonly ScoreTerm[], z: Float64Array, batch: number): { expected: Float64Array; gates: boolean[] } {
+  const expected = new Float64Array(batch * SIZE * SIZE * CHANNELS);
+  const gates: boolean[] = [];
+  for (const { image, classIndex, weight } of terms) {
+    for (let p = 0; p < SIZE * SIZE; p++) {
+      const open = z[(image * SIZE * SIZE + p) * CLASSES + classIndex]! > 0;
+      gates.push(open);
+      if (!open) continue;
+      for (let m = 0; m < CHANNELS; m++) expected[(image * SIZE * SIZE + p) * CHANNELS + m]! += (weight * fcWeights[classIndex * CHANNELS + m]!) / (SIZE * SIZE);
+    }
+  }
+  return { expected, gates };
 }
 
 /** The rectified head's classifier output z[image, p, class] = bias + Σ W · relu(conv), by hand in float64. */
@@ -302,18 +324,8 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
     const input = tf.tensor4d(randoms(batch * SIZE * SIZE * 3, 14), [batch, SIZE, SIZE, 3]);
     const hand = tinyByHand(input.dataSync() as Float32Array, batch);
     const z = rectifiedByHand(hand.conv, batch);
-    const terms: ScoreTerm[] = [{ image: 0, classIndex: 1, weight: 2 }, { image: 1, classIndex: 2, weight: -1 }, { image: 1, classIndex: 0, weight: 0.5 }];
-    // d score_c / d relu[p, m] = W[c, m] · [z[p, c] > 0] / (H·W).
-    const expected = new Float64Array(batch * SIZE * SIZE * CHANNELS);
-    const gates: boolean[] = [];
-    for (const { image, classIndex, weight } of terms) {
-      for (let p = 0; p < SIZE * SIZE; p++) {
-        const open = z[(image * SIZE * SIZE + p) * CLASSES + classIndex]! > 0;
-        gates.push(open);
-        if (!open) continue;
-        for (let m = 0; m < CHANNELS; m++) expected[(image * SIZE * SIZE + p) * CHANNELS + m]! += (weight * fcWeights[classIndex * CHANNELS + m]!) / (SIZE * SIZE);
-      }
-    }
+    const terms = RECTIFIED_TERMS;
+    const { expected, gates } = rectifiedGradientByHand(terms, z, batch);
     assert.ok(gates.includes(true) && gates.includes(false), 'the classifier output is positive at some positions and not at others');
     const scores = new Float64Array(batch * CLASSES);
     for (let i = 0; i < z.length; i++) scores[Math.floor(i / (SIZE * SIZE * CLASSES)) * CLASSES + (i % CLASSES)]! += Math.max(z[i]!, 0) / (SIZE * SIZE);
@@ -331,6 +343,47 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
       tf.dispose(outcome.gradients.flat());
     }
     input.dispose();
+  });
+
+  test('a rectified head whose gate ONNX does not hold: no closed form, the tfjs tape gives the hand gradient', async () => {
+    const tiny = loaded.get('rectified head')!;
+    const relu = node(tiny, 'relu');
+    const gateKey = node(tiny, 'relu2').outputs[0]!;
+    const network = tiny.executor.network;
+    const trunk = await onnxTrunkOf(tiny.path, tiny.model.meta.sha256, network.graph, tiny.model.meta.inputSize);
+    // As when an exporter fused the rectifier away: ONNX has no value for the gate.
+    const withoutGate: OnnxTrunk = {
+      cacheKey: `${trunk.cacheKey}|without its gate`,
+      input: trunk.input,
+      inputSize: trunk.inputSize,
+      valueOf: (key) => (key === gateKey ? undefined : trunk.valueOf(key)),
+      withOutputs: (names) => trunk.withOutputs(names),
+    };
+    assert.ok(trunk.valueOf(gateKey) !== undefined && withoutGate.valueOf(relu.outputs[0]!) !== undefined);
+    const executor = await createOrtExecutor(network, withoutGate, { file: tiny.path });
+    const batch = 2;
+    const input = tf.tensor4d(randoms(batch * SIZE * SIZE * 3, 15), [batch, SIZE, SIZE, 3]);
+    const hand = tinyByHand(input.dataSync() as Float32Array, batch);
+    const { expected, gates } = rectifiedGradientByHand(RECTIFIED_TERMS, rectifiedByHand(hand.conv, batch), batch);
+    assert.ok(gates.includes(true) && gates.includes(false), 'both gates');
+    let taped = 0;
+    const counted = Object.assign(
+      (values: ForwardValues): tf.Scalar => {
+        taped++;
+        return objectiveOf(RECTIFIED_TERMS, false)(values);
+      },
+      { scoreTerms: () => RECTIFIED_TERMS },
+    );
+    try {
+      const result = await executor.backward(input, [counted], { sources: [relu] });
+      assert.ok(taped > 0, 'the tape ran: without its gate the closed form cannot');
+      closeTo(result.gradients[0]![0]!.dataSync(), expected, 1e-5, 'the tape vs hand');
+      disposeValues(result.values);
+      tf.dispose(result.gradients.flat());
+    } finally {
+      input.dispose();
+      await executor.dispose();
+    }
   });
 
   test('a 1x1 Conv classifier: the closed-form head reads its ONNX weights as stored ([classes, channels]) before tfjs made its kernel, and the kernel after; both give the hand gradient', async () => {
