@@ -29,7 +29,7 @@
  * themselves (package.json, worker files: written as ../<folder>/name.js)
  * stay right.
  */
-import { type Plugin, build } from 'esbuild';
+import { type OutputFile, type Plugin, build } from 'esbuild';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
@@ -55,16 +55,15 @@ const leaveOutside: Plugin = {
   },
 };
 
+/** How every bundle is built: one CommonJS file for Node 20, written by writeBundle. */
+const COMMON_OPTIONS = { bundle: true, write: false, platform: 'node', target: 'node20', format: 'cjs', logLevel: 'warning' } as const;
+
 async function bundle(entry: string, bundlePath: string): Promise<void> {
   const result = await build({
+    ...COMMON_OPTIONS,
     entryPoints: [entry],
     plugins: [leaveOutside],
-    bundle: true,
-    write: false,
     outfile: bundlePath,
-    platform: 'node',
-    target: 'node20',
-    format: 'cjs',
     packages: 'external',
     // CommonJS has no import.meta: every module's URL becomes the bundle's (see above).
     banner: { js: 'const __camvizModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
@@ -72,9 +71,13 @@ async function bundle(entry: string, bundlePath: string): Promise<void> {
     // Stack traces name the bundle's lines; under `node --enable-source-maps`
     // they name the TypeScript sources (esbuild follows tsc's maps).
     sourcemap: 'linked',
-    logLevel: 'warning',
   });
-  for (const output of result.outputFiles) {
+  await writeBundle(result.outputFiles, bundlePath);
+}
+
+/** Writes a build's files; fails if the bundle calls import(), which a script compiled from cached data cannot (src/util/import-module.cts). */
+async function writeBundle(outputs: readonly OutputFile[], bundlePath: string): Promise<void> {
+  for (const output of outputs) {
     if (output.path === bundlePath && /\bimport\s*\(/.test(output.text)) throw new Error(`${bundlePath} holds an import() call: move it to src/util/import-module.cts`);
     await writeWhole(output.path, output.contents);
   }
@@ -122,19 +125,11 @@ async function bundleSharp(bundlePath: string): Promise<void> {
       resolveDir: dirname(sharpEntry),
       loader: 'js',
     },
+    ...COMMON_OPTIONS,
     plugins: [sharpNativeOutside],
-    bundle: true,
-    write: false,
     outfile: bundlePath,
-    platform: 'node',
-    target: 'node20',
-    format: 'cjs',
-    logLevel: 'warning',
   });
-  for (const output of result.outputFiles) {
-    if (/\bimport\s*\(/.test(output.text)) throw new Error(`${bundlePath} holds an import() call: the code cache cannot compile it`);
-    await writeWhole(output.path, output.contents);
-  }
+  await writeBundle(result.outputFiles, bundlePath);
 }
 
 for (const [entry, bundlePath] of BUNDLES) await bundle(`${sourceFolder}${entry}`, `${sourceFolder}${bundlePath}`);
