@@ -259,6 +259,23 @@ describe('the ORT executor on a tiny Conv/Relu/GAP/Gemm graph, against hand valu
     });
   }
 
+  test('passes in flight together, and passes one after another, each feed and join their own values (the executor reuses its buffers)', async () => {
+    const tiny = loaded.get('dynamic')!;
+    const conv = node(tiny, 'conv');
+    const inputs = [1, 2, 3, 4].map((seed) => tf.tensor4d(randoms(2 * SIZE * SIZE * 3, 20 + seed), [2, SIZE, SIZE, 3]));
+    const check = (values: ForwardValues, input: tf.Tensor4D, what: string): void => {
+      const hand = tinyByHand(input.dataSync() as Float32Array, 2);
+      closeTo(values.scores.dataSync(), hand.scores, 1e-5, `${what}: scores vs hand`);
+      closeTo(values.layers.get(conv.path)!.dataSync(), hand.conv, 1e-5, `${what}: conv output vs hand`);
+      disposeValues(values);
+    };
+    // Two at once (each takes its own input and output buffers), then two in turn (the buffers given back are taken again).
+    const together = await Promise.all(inputs.slice(0, 2).map((input) => tiny.executor.forward(input, { layers: [conv] })));
+    together.forEach((values, i) => check(values, inputs[i]!, `together ${i}`));
+    for (const [i, input] of inputs.slice(2).entries()) check(await tiny.executor.forward(input, { layers: [conv] }), input, `in turn ${i}`);
+    tf.dispose(inputs);
+  });
+
   test('the closed-form head equals the tfjs tape from the same ORT values (objectives without scoreTerms) and the Network', async () => {
     const tiny = loaded.get('dynamic')!;
     const relu = node(tiny, 'relu');

@@ -21,6 +21,7 @@
  */
 import type { OrtSession, OrtTensor, OrtValueMetadata } from '../engine/onnxruntime.js';
 import { OrtHostPool } from './ort-host-pool.js';
+import { SpareBuffers } from './spare-buffers.js';
 
 /** What identifies a session made ahead, and how to make it. */
 export interface SessionAheadSpec {
@@ -135,7 +136,7 @@ export class RemoteSession implements OrtSession {
    * (a folder run's batches then take no fresh 2.4 MB buffer each, MobileNet
    * v1 at batch 4); a few, as runs of other sizes come.
    */
-  private readonly spareInputs: Float32Array[] = [];
+  private readonly spareInputs = new SpareBuffers();
 
   constructor(
     private readonly pool: OrtHostPool,
@@ -168,10 +169,10 @@ export class RemoteSession implements OrtSession {
     const feed = feeds[this.inputNames[0]!];
     if (feed === undefined || !(feed.data instanceof Float32Array)) throw new Error(`a session made ahead takes one float32 input '${this.inputNames[0]}'`);
     // A copy of the values alone (a view's whole buffer would be cloned), moved to the worker without another copy.
-    const input = takeOfLength(this.spareInputs, feed.data.length) ?? new Float32Array(feed.data.length);
+    const input = this.spareInputs.take(feed.data.length);
     input.set(feed.data);
     const { outputs, input: returned } = await this.pool.run(input, feed.dims, fetches, true);
-    keepSpare(this.spareInputs, returned);
+    this.spareInputs.keep(returned);
     const results: Record<string, OrtTensor> = {};
     for (const name of fetches) {
       const value = outputs[name]!;
@@ -183,20 +184,4 @@ export class RemoteSession implements OrtSession {
   release(): Promise<void> {
     return this.pool.close();
   }
-}
-
-/** The most spare input buffers a remote session keeps (runs of a few sizes: a folder's last batch is smaller). */
-const MAX_SPARES = 4;
-
-/** A buffer of exactly `length` values taken out of `spares`, if one is there. */
-function takeOfLength(spares: Float32Array[], length: number): Float32Array | undefined {
-  const index = spares.findIndex((spare) => spare.length === length);
-  return index < 0 ? undefined : spares.splice(index, 1)[0];
-}
-
-/** Keeps `buffer` for later (the oldest goes when there are too many: sizes that changed). */
-function keepSpare(spares: Float32Array[], buffer: Float32Array): void {
-  if (buffer.length === 0) return;
-  spares.push(buffer);
-  if (spares.length > MAX_SPARES) spares.shift();
 }

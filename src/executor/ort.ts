@@ -20,6 +20,7 @@ import { existsSync } from 'node:fs';
 import { type OrtModule, type OrtSession, type OrtTensor, loadOnnxRuntime, ortThreads, savedGraphPath, savedGraphRead, withSession } from '../engine/onnxruntime.js';
 import { type HostValue, OrtHostPool } from './ort-host-pool.js';
 import { RemoteSession, type SessionAheadSpec, takeSessionAhead } from './ort-session-ahead.js';
+import { SpareBuffers } from './spare-buffers.js';
 import { isHooked, onlyObserved } from '../hooks/registry.js';
 import { fireObservingHooks } from '../hooks/hooks.js';
 import type { Executor } from './executor.js';
@@ -151,8 +152,8 @@ export class OrtExecutor implements Executor {
   /** The host workers (see hostRunPlan), once started. */
   private hostPool: OrtHostPool | undefined;
   private hostIdleTimer: NodeJS.Timeout | undefined;
-  /** Input buffers handed out by `hostInputBuffer` and not in use, per length. */
-  private readonly freeBuffers = new Map<number, Float32Array[]>();
+  /** Input buffers handed out by `hostInputBuffer` (or made by `onnxFeed`) and not in use. */
+  private readonly freeBuffers: SpareBuffers;
   /** Every buffer `hostInputBuffer` made: only those are transferred to a worker (detached until it hands them back). */
   private readonly ownBuffers = new WeakSet<Float32Array>();
   /** Sessions made ahead in a worker that this executor took (ort-session-ahead.ts), by session key. */
@@ -175,6 +176,8 @@ export class OrtExecutor implements Executor {
   ) {
     this.graph = network.graph;
     this.score = network.score;
+    // More than this many were never in use at once (two per host worker, one being built).
+    this.freeBuffers = new SpareBuffers(2 * threads + 2);
   }
 
   async forward(inputs: ModelInputs, options: ForwardOptions = {}): Promise<ForwardValues> {
@@ -183,7 +186,7 @@ export class OrtExecutor implements Executor {
     const observed = this.observedNodes(input);
     const fetches = input === undefined || observed === undefined ? undefined : this.forwardFetches(layers, observed);
     if (input === undefined || observed === undefined || fetches === undefined) return this.network.forward(inputs, options);
-    const values = await this.run(onnxInput(input, this.trunk.input.layout), fetches);
+    const values = await this.runFeed(input, fetches);
     return this.collectObserved(values, layers, input, observed);
   }
 
@@ -275,11 +278,9 @@ export class OrtExecutor implements Executor {
 
   /** A buffer of `length` values for a `forwardHost` call (one used before when there is one): the host workers take it without a copy. */
   hostInputBuffer(length: number): Float32Array {
-    const buffer = this.freeBuffers.get(length)?.pop();
-    if (buffer !== undefined) return buffer;
-    const made = new Float32Array(length);
-    this.ownBuffers.add(made);
-    return made;
+    const buffer = this.freeBuffers.take(length);
+    this.ownBuffers.add(buffer);
+    return buffer;
   }
 
   /**
@@ -353,13 +354,9 @@ export class OrtExecutor implements Executor {
     );
   }
 
-  /** A buffer of `hostInputBuffer`'s back to its free list. */
+  /** A buffer of `hostInputBuffer`'s back to its free list; any other is left alone. */
   private recycle(data: Float32Array): void {
-    if (!this.ownBuffers.has(data) || data.length === 0) return;
-    const free = this.freeBuffers.get(data.length) ?? [];
-    // More than this many were never in use at once (two per worker, one being built).
-    if (free.length < 2 * this.threads + 2) free.push(data);
-    this.freeBuffers.set(data.length, free);
+    if (this.ownBuffers.has(data)) this.freeBuffers.keep(data);
   }
 
   /** What a forward pass fetches: the output, the scores, the graph outputs, `layers` and what `observed`'s hooks see; undefined when ONNX lacks one. */
@@ -385,7 +382,7 @@ export class OrtExecutor implements Executor {
     const fetches = this.fetchesOf(plan.beforeFetches);
     if (fetches === undefined) return this.onNetwork(inputs, objectives, options);
     const started = performance.now();
-    const before = await this.run(onnxInput(input, this.trunk.input.layout), fetches);
+    const before = await this.runFeed(input, fetches);
     const result = this.network.backwardFrom(inputs, objectives, options, plan, before, started);
     this.lastBackwardTimings = this.network.lastBackwardTimings;
     return result;
@@ -408,7 +405,7 @@ export class OrtExecutor implements Executor {
     observed: readonly GraphNode[],
   ): Promise<BackwardResult> {
     const started = performance.now();
-    const run = await this.run(onnxInput(input, this.trunk.input.layout), fetches);
+    const run = await this.runFeed(input, fetches);
     // A linear head's gradient depends on its source's shape only; a rectified head's on its gate too (fetched with it).
     const sourceShapes = plan.sourceKeys.map((key) => run.get(key)!.shape);
     const gateValues = heads.map((head) => (head.gate === undefined ? undefined : (run.get(head.gate.key)!.dataSync() as Float32Array)));
@@ -624,6 +621,43 @@ export class OrtExecutor implements Executor {
     return holding.sort((a, b) => a.length - b.length)[0] ?? [...names];
   }
 
+  /** One ORT pass of camviz's NHWC `input`, fed in the trunk input's layout (onnxFeed). */
+  private async runFeed(input: tf.Tensor, fetches: readonly Fetch[]): Promise<Map<string, tf.Tensor>> {
+    const feed = this.onnxFeed(input);
+    try {
+      return await this.run(feed, fetches);
+    } finally {
+      this.recycle(feed.data);
+    }
+  }
+
+  /**
+   * camviz's input as ONNX takes it. The values the input was made from,
+   * where there are (image inputs), save reading them back. NHWC to NCHW
+   * through tfjs' transpose on wasm (SIMD: 0.11 ms for [1, 224, 224, 3]
+   * against 0.2-0.4 ms for the JS loop and the read back), the JS loop on
+   * other backends; either into one of the executor's own buffers
+   * (`recycle` takes it back after the pass): a fresh one each image
+   * faulted in its 147 pages about every other pass (1.3 ms; README
+   * Performance).
+   */
+  private onnxFeed(input: tf.Tensor): OnnxFeed {
+    const host = tf.hostValues(input);
+    if (this.trunk.input.layout !== 'nchw' || input.rank !== 4) return { data: host ?? (input.dataSync() as Float32Array), dims: [...input.shape] };
+    const [n, h, w, c] = input.shape as [number, number, number, number];
+    const dims = [n, c, h, w];
+    const data = this.hostInputBuffer(input.size);
+    if (tf.getBackend() !== 'wasm') return { data: transposeMatrices(host ?? (input.dataSync() as Float32Array), n, h * w, c, data), dims };
+    const transposed = tf.transpose(input, [0, 3, 1, 2]);
+    try {
+      // Read at once: the view on the heap lasts until the next tfjs call.
+      data.set(tf.peekValues(transposed));
+      return { data, dims };
+    } finally {
+      transposed.dispose();
+    }
+  }
+
   /**
    * One ORT pass of the input `feed` (in the trunk input's layout; one pass
    * per image when the graph's batch is fixed at 1): graph key -> tensor in
@@ -740,26 +774,6 @@ export function transposeMatrices(data: Float32Array, count: number, rows: numbe
 interface OnnxFeed {
   readonly data: Float32Array;
   readonly dims: readonly number[];
-}
-
-/**
- * camviz's input as ONNX takes it. NHWC to NCHW through tfjs' transpose on
- * wasm (SIMD: 0.11 ms for [1, 224, 224, 3] against 0.2-0.4 ms for the JS
- * loop and the read back), the JS loop on other backends.
- */
-function onnxInput(input: tf.Tensor, layout: OnnxValue['layout']): OnnxFeed {
-  // The values the input was made from, where there are (image inputs), save reading them back.
-  const host = tf.hostValues(input);
-  if (layout !== 'nchw' || input.rank !== 4) return { data: host ?? (input.dataSync() as Float32Array), dims: [...input.shape] };
-  const [n, h, w, c] = input.shape as [number, number, number, number];
-  const dims = [n, c, h, w];
-  if (tf.getBackend() !== 'wasm') return { data: transposeMatrices(host ?? (input.dataSync() as Float32Array), n, h * w, c), dims };
-  const transposed = tf.transpose(input, [0, 3, 1, 2]);
-  try {
-    return { data: transposed.dataSync() as Float32Array, dims };
-  } finally {
-    transposed.dispose();
-  }
 }
 
 /** The fetches' ONNX names, once each, sorted (how sessions are keyed). */
