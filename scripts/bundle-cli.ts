@@ -19,9 +19,9 @@
  * (src/util/sharp-choice.ts says when it is used): sharp loads as some 70
  * small modules (semver alone is 47), each resolved, read and compiled
  * without a code cache; one cached file instead made cold runs 0.95-0.98x
- * the time (the ONNX export and Darknet-tiny on ONNX Runtime, interleaved).
- * Its native parts stay outside: the `.node` binary and the `@img/sharp-*` packages that hold it and
- * libvips are found from the bundle's folder as sharp finds them from its own.
+ * the time (ONNX Runtime, interleaved). Its native parts stay outside: the
+ * `.node` binary and the `@img/sharp-*` packages that hold it and libvips
+ * are found from the bundle's folder as sharp finds them from its own.
  *
  * Run after `tsc` (npm run build): it bundles the compiled output. Each
  * bundle sits in the folder of its entry module, as every module it holds
@@ -35,6 +35,7 @@ import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { installedPackageVersion } from '../src/util/package-version.js';
+import { SHARP_BUNDLE_PATH } from '../src/util/sharp-choice.js';
 
 const sourceFolder = fileURLToPath(new URL('../src/', import.meta.url));
 
@@ -90,9 +91,6 @@ async function writeWhole(path: string, contents: Uint8Array): Promise<void> {
   await rename(temporary, path);
 }
 
-/** sharp's bundle, beside the module that loads it (src/util/sharp.ts). */
-const SHARP_BUNDLE = 'util/sharp-bundle.cjs';
-
 /**
  * Leaves sharp's native parts outside its bundle, and its requires of
  * computed names (a binary built from source, the platform's packages)
@@ -112,8 +110,8 @@ const sharpNativeOutside: Plugin = {
 
 /**
  * The bundle exports the version of sharp it holds and a function that
- * loads it: src/util/sharp.ts loads it only when the installed sharp is that
- * version (the installed one may change after the build).
+ * loads it: src/util/sharp-choice.ts loads it only when the installed sharp
+ * is that version (the installed one may change after the build).
  */
 async function bundleSharp(bundlePath: string): Promise<void> {
   const sharpEntry = createRequire(import.meta.url).resolve('sharp');
@@ -133,4 +131,4 @@ async function bundleSharp(bundlePath: string): Promise<void> {
 }
 
 for (const [entry, bundlePath] of BUNDLES) await bundle(`${sourceFolder}${entry}`, `${sourceFolder}${bundlePath}`);
-await bundleSharp(`${sourceFolder}${SHARP_BUNDLE}`);
+await bundleSharp(SHARP_BUNDLE_PATH);

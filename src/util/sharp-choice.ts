@@ -4,12 +4,12 @@
  * cache compiles, instead of some 70 small modules resolved, read and
  * compiled one by one (cold runs on ONNX Runtime took 0.95-0.98x the
  * time). That bundle is used when it holds the version of sharp installed
- * now. sharp itself is loaded when
- * the bundle is missing (a `tsc` build alone), holds another version (sharp
- * changed since the build), or fails to load (its native parts not found
- * from the bundle's folder): then sharp reports what is wrong, as it would
- * have without the bundle. Nothing here loads sharp until asked: the
- * launcher names the bundle to the code cache first.
+ * now. sharp itself is loaded when the bundle is missing (a `tsc` build
+ * alone), holds another version (sharp changed since the build), or fails
+ * to load (its native parts not found from the bundle's folder): then
+ * sharp reports what is wrong, as it would have without the bundle.
+ * Nothing here loads sharp until asked: the launcher names the bundle to
+ * the code cache first, and the build imports the bundle's path.
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
