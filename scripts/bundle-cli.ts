@@ -21,7 +21,8 @@
  * without a code cache; one cached file instead made cold runs 0.95-0.98x
  * the time (ONNX Runtime, interleaved). Its native parts stay outside: the
  * `.node` binary and the `@img/sharp-*` packages that hold it and libvips
- * are found from the bundle's folder as sharp finds them from its own.
+ * are required from the installed sharp's own folder, so the bundle loads
+ * the binary sharp itself would.
  *
  * Run after `tsc` (npm run build): it bundles the compiled output. Each
  * bundle sits in the folder of its entry module, as every module it holds
@@ -92,17 +93,20 @@ async function writeWhole(path: string, contents: Uint8Array): Promise<void> {
 }
 
 /**
- * Leaves sharp's native parts outside its bundle, and its requires of
- * computed names (a binary built from source, the platform's packages)
- * to run as they are, from the bundle's folder: esbuild would take each
- * for a pattern of files to bundle.
+ * The require of sharp's native parts (a binary built from source, the
+ * platform's `@img/sharp-*` packages, names computed or not): made at run
+ * time from the installed sharp's entry file (the bundle's `load`), so
+ * that they resolve from sharp's folder, not the bundle's. esbuild would
+ * otherwise bundle them, or take a computed name for a pattern of files.
  */
+const SHARP_REQUIRE = '__camvizSharpRequire';
+
+/** sharp's own files with their native requires through SHARP_REQUIRE. */
 const sharpNativeOutside: Plugin = {
   name: 'camviz-sharp-native-outside',
   setup(build) {
-    build.onResolve({ filter: /\.node$|^@img\/sharp-/ }, (args) => ({ path: args.path, external: true }));
     build.onLoad({ filter: /[\\/]sharp[\\/]dist[\\/][^\\/]+\.cjs$/ }, async (args) => ({
-      contents: (await readFile(args.path, 'utf8')).replaceAll('require(`', '(0, require)(`'),
+      contents: (await readFile(args.path, 'utf8')).replace(/\brequire\((?=`|["']@img\/sharp-)/g, `${SHARP_REQUIRE}(`),
       loader: 'js',
     }));
   },
@@ -110,8 +114,10 @@ const sharpNativeOutside: Plugin = {
 
 /**
  * The bundle exports the version of sharp it holds and a function that
- * loads it: src/util/sharp-choice.ts loads it only when the installed sharp
- * is that version (the installed one may change after the build).
+ * loads it, given the installed sharp's entry file (its native parts are
+ * required from there): src/util/sharp-choice.ts loads it only when the
+ * installed sharp is that version (the installed one may change after the
+ * build).
  */
 async function bundleSharp(bundlePath: string): Promise<void> {
   const sharpEntry = createRequire(import.meta.url).resolve('sharp');
@@ -119,12 +125,19 @@ async function bundleSharp(bundlePath: string): Promise<void> {
   if (version === undefined) throw new Error(`no package.json of sharp above ${sharpEntry}`);
   const result = await build({
     stdin: {
-      contents: `exports.version = ${JSON.stringify(version)};\nexports.load = () => require(${JSON.stringify(sharpEntry)});\n`,
+      contents: [
+        `exports.version = ${JSON.stringify(version)};`,
+        'exports.load = (installedEntry) => {',
+        `  ${SHARP_REQUIRE} = require('node:module').createRequire(installedEntry);`,
+        `  return require(${JSON.stringify(sharpEntry)});`,
+        '};',
+      ].join('\n'),
       resolveDir: dirname(sharpEntry),
       loader: 'js',
     },
     ...COMMON_OPTIONS,
     plugins: [sharpNativeOutside],
+    banner: { js: `let ${SHARP_REQUIRE};` },
     outfile: bundlePath,
   });
   await writeBundle(result.outputFiles, bundlePath);

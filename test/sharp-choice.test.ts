@@ -5,10 +5,10 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 import sharp from '../src/util/sharp.js';
 import { SHARP_BUNDLE_PATH, type SharpModule, bundledSharp } from '../src/util/sharp-choice.js';
@@ -18,16 +18,18 @@ const require = createRequire(import.meta.url);
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-sharp-choice-'));
 after(() => rm(workDir, { recursive: true, force: true }));
 
-const installed = installedPackageVersion(require.resolve('sharp'), 'sharp');
+const entry = require.resolve('sharp');
+const version = installedPackageVersion(entry, 'sharp');
+const installed = version === undefined ? undefined : { entry, version };
 const packageSharp = require('sharp') as SharpModule;
 
 test('the build bundles the installed sharp, and camviz loads that bundle, not sharp\'s own files', () => {
-  const bundle = require(SHARP_BUNDLE_PATH) as { version: string; load(): SharpModule };
+  const bundle = require(SHARP_BUNDLE_PATH) as { version: string; load(installedEntry: string): SharpModule };
   assert.ok(installed !== undefined);
-  assert.equal(bundle.version, installed, 'the bundle holds another sharp: run `npm run build`');
-  assert.equal(sharp, bundle.load());
+  assert.equal(bundle.version, installed.version, 'the bundle holds another sharp: run `npm run build`');
+  assert.equal(sharp, bundle.load(installed.entry));
   assert.notEqual(sharp, packageSharp);
-  assert.equal(sharp.versions.sharp, installed);
+  assert.equal(sharp.versions.sharp, installed.version);
   // The native part is the one binary: both copies report the same libvips.
   assert.equal(sharp.versions.vips, packageSharp.versions.vips);
 });
@@ -45,19 +47,39 @@ test('the bundled sharp decodes and encodes as sharp\'s own files do', async () 
   assert.deepEqual(decoded.data, pixels);
 });
 
-test('a bundle of another version, a missing one, a damaged one and one that fails to load are all passed over', async () => {
-  assert.equal(bundledSharp(SHARP_BUNDLE_PATH, '0.0.1'), undefined);
+test('a bundle of another version, a missing one, a damaged one, one that fails to load and one that loads no function are all passed over', async () => {
+  assert.ok(installed !== undefined);
+  assert.equal(bundledSharp(SHARP_BUNDLE_PATH, { ...installed, version: '0.0.1' }), undefined);
   assert.equal(bundledSharp(SHARP_BUNDLE_PATH, undefined), undefined);
   assert.equal(bundledSharp(join(workDir, 'absent.cjs'), installed), undefined);
   const damaged = join(workDir, 'damaged.cjs');
   await writeFile(damaged, 'exports.version = ');
   assert.equal(bundledSharp(damaged, installed), undefined);
   const failing = join(workDir, 'failing.cjs');
-  await writeFile(failing, `exports.version = ${JSON.stringify(installed)};\nexports.load = () => { throw new Error('no binary here'); };\n`);
+  await writeFile(failing, `exports.version = ${JSON.stringify(installed.version)};\nexports.load = () => { throw new Error('no binary here'); };\n`);
   assert.equal(bundledSharp(failing, installed), undefined);
+  const notSharp = join(workDir, 'not-sharp.cjs');
+  await writeFile(notSharp, `exports.version = ${JSON.stringify(installed.version)};\nexports.load = () => 'no sharp';\n`);
+  assert.equal(bundledSharp(notSharp, installed), undefined);
   const fitting = join(workDir, 'fitting.cjs');
-  await writeFile(fitting, `exports.version = ${JSON.stringify(installed)};\nexports.load = () => 'the bundled module';\n`);
-  assert.equal(bundledSharp(fitting, installed), 'the bundled module');
+  await writeFile(fitting, `exports.version = ${JSON.stringify(installed.version)};\nexports.load = (entry) => Object.assign(() => undefined, { entry });\n`);
+  assert.equal((bundledSharp(fitting, installed) as unknown as { entry: string }).entry, installed.entry, 'the loader is given the installed sharp\'s entry');
+});
+
+test('the bundle requires sharp\'s native parts from the installed sharp\'s folder, not its own', async () => {
+  assert.ok(installed !== undefined);
+  // A fresh copy of the bundle (this process has loaded the build's) beside it, from where the binary installed with camviz
+  // is found; given an entry file in a folder with no sharp binary above it, it fails to load.
+  const copy = join(dirname(SHARP_BUNDLE_PATH), `sharp-bundle.${process.pid}.test.cjs`);
+  await copyFile(SHARP_BUNDLE_PATH, copy);
+  try {
+    const elsewhere = join(workDir, 'elsewhere', 'node_modules', 'sharp', 'dist');
+    await mkdir(elsewhere, { recursive: true });
+    const bundle = require(copy) as { load(installedEntry: string): unknown };
+    assert.throws(() => bundle.load(join(elsewhere, 'index.cjs')), /sharp/);
+  } finally {
+    await rm(copy, { force: true });
+  }
 });
 
 test('a package\'s version is read from the nearest package.json above a module that names it', async () => {

@@ -33,3 +33,13 @@ test('at most `limit` kept, the oldest dropped first; empty buffers and clear() 
   spares.clear();
   assert.notEqual(spares.take(3), a);
 });
+
+test('a buffer given back twice is kept once: two takers never get the same one', () => {
+  const spares = new SpareBuffers();
+  const buffer = new Float32Array(5);
+  spares.keep(buffer);
+  spares.keep(buffer);
+  const [a, b] = [spares.take(5), spares.take(5)];
+  assert.equal(a, buffer);
+  assert.notEqual(b, buffer);
+});

@@ -152,9 +152,9 @@ export class OrtExecutor implements Executor {
   /** The host workers (see hostRunPlan), once started. */
   private hostPool: OrtHostPool | undefined;
   private hostIdleTimer: NodeJS.Timeout | undefined;
-  /** Input buffers handed out by `hostInputBuffer` (or made by `onnxFeed`) and not in use. */
+  /** The executor's own input buffers not in use: `forwardHost` calls' (hostInputBuffer) and NCHW feeds' (onnxFeed). */
   private readonly freeBuffers: SpareBuffers;
-  /** Every buffer `hostInputBuffer` made: only those are transferred to a worker (detached until it hands them back). */
+  /** Every buffer `hostInputBuffer` handed out, to a caller or to onnxFeed: only those are transferred to a worker (detached until it hands them back). */
   private readonly ownBuffers = new WeakSet<Float32Array>();
   /** Sessions made ahead in a worker that this executor took (ort-session-ahead.ts), by session key. */
   private readonly remoteSessions = new Map<string, RemoteSession>();
@@ -176,7 +176,7 @@ export class OrtExecutor implements Executor {
   ) {
     this.graph = network.graph;
     this.score = network.score;
-    // More than this many were never in use at once (two per host worker, one being built).
+    // More than this many were never in use at once: two per host worker and one being built (Score-CAM's batches), or a feed or two.
     this.freeBuffers = new SpareBuffers(2 * threads + 2);
   }
 
@@ -276,7 +276,7 @@ export class OrtExecutor implements Executor {
     return pool === undefined ? inThisThread : { inFlight: pool.lanes, batchSize: HOST_WORKER_BATCH };
   }
 
-  /** A buffer of `length` values for a `forwardHost` call (one used before when there is one): the host workers take it without a copy. */
+  /** A buffer of `length` values for a `forwardHost` call (one used before when there is one): the host workers take it without a copy. onnxFeed takes its NCHW feeds here too. */
   hostInputBuffer(length: number): Float32Array {
     const buffer = this.freeBuffers.take(length);
     this.ownBuffers.add(buffer);
@@ -627,7 +627,8 @@ export class OrtExecutor implements Executor {
     try {
       return await this.run(feed, fetches);
     } finally {
-      this.recycle(feed.data);
+      // Only a buffer onnxFeed took: any other is the caller's (forwardHost gives back its own).
+      if (feed.pooled === true) this.recycle(feed.data);
     }
   }
 
@@ -647,12 +648,12 @@ export class OrtExecutor implements Executor {
     const [n, h, w, c] = input.shape as [number, number, number, number];
     const dims = [n, c, h, w];
     const data = this.hostInputBuffer(input.size);
-    if (tf.getBackend() !== 'wasm') return { data: transposeMatrices(host ?? (input.dataSync() as Float32Array), n, h * w, c, data), dims };
+    if (tf.getBackend() !== 'wasm') return { data: transposeMatrices(host ?? (input.dataSync() as Float32Array), n, h * w, c, data), dims, pooled: true };
     const transposed = tf.transpose(input, [0, 3, 1, 2]);
     try {
       // Read at once: the view on the heap lasts until the next tfjs call.
       data.set(tf.peekValues(transposed));
-      return { data, dims };
+      return { data, dims, pooled: true };
     } finally {
       transposed.dispose();
     }
@@ -774,6 +775,8 @@ export function transposeMatrices(data: Float32Array, count: number, rows: numbe
 interface OnnxFeed {
   readonly data: Float32Array;
   readonly dims: readonly number[];
+  /** `data` is one of the executor's own buffers, taken for this pass alone (onnxFeed). */
+  readonly pooled?: boolean;
 }
 
 /** The fetches' ONNX names, once each, sorted (how sessions are keyed). */

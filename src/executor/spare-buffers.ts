@@ -24,9 +24,9 @@ export class SpareBuffers {
     this.spares.length = 0;
   }
 
-  /** Gives `buffer` back for a later `take`; its taker no longer reads or writes it. */
+  /** Gives `buffer` back for a later `take`; its taker no longer reads or writes it. One given back twice is kept once, never handed to two takers. */
   keep(buffer: Float32Array): void {
-    if (buffer.length === 0) return;
+    if (buffer.length === 0 || this.spares.includes(buffer)) return;
     this.spares.push(buffer);
     if (this.spares.length > this.limit) this.spares.shift();
   }

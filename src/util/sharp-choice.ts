@@ -18,10 +18,16 @@ import { installedPackageVersion } from './package-version.js';
 
 export type SharpModule = typeof Sharp;
 
-/** What the bundle exports. */
+/** What the bundle exports: the sharp version it holds, and its loader, which requires sharp's native parts from the installed sharp's entry file. */
 interface SharpBundle {
   readonly version: string;
-  load(): SharpModule;
+  load(installedEntry: string): unknown;
+}
+
+/** The installed sharp: its entry file (what `require('sharp')` loads) and its version. */
+export interface InstalledSharp {
+  readonly entry: string;
+  readonly version: string;
 }
 
 const require = createRequire(import.meta.url);
@@ -31,28 +37,33 @@ export const SHARP_BUNDLE_PATH = fileURLToPath(new URL('../util/sharp-bundle.cjs
 
 /** sharp: its bundled JavaScript when that fits the installed sharp, else sharp's own (which throws as sharp does). */
 export function requireSharp(): SharpModule {
-  return bundledSharp(SHARP_BUNDLE_PATH, installedSharpVersion()) ?? (require('sharp') as SharpModule);
+  return bundledSharp(SHARP_BUNDLE_PATH, installedSharp()) ?? (require('sharp') as SharpModule);
 }
 
-/** sharp's JavaScript from the bundle at `bundlePath` when it holds `installedVersion`; undefined otherwise. */
-export function bundledSharp(bundlePath: string, installedVersion: string | undefined): SharpModule | undefined {
+/** sharp's JavaScript from the bundle at `bundlePath` when it holds the `installed` sharp's version; undefined otherwise. */
+export function bundledSharp(bundlePath: string, installed: InstalledSharp | undefined): SharpModule | undefined {
+  if (installed === undefined) return undefined;
   let bundle: Partial<SharpBundle>;
   try {
     bundle = require(bundlePath) as Partial<SharpBundle>;
   } catch {
     return undefined;
   }
-  if (installedVersion === undefined || bundle.version !== installedVersion || typeof bundle.load !== 'function') return undefined;
+  if (bundle.version !== installed.version || typeof bundle.load !== 'function') return undefined;
   try {
-    return bundle.load();
+    const loaded = bundle.load(installed.entry);
+    // sharp is a function (its constructor): anything else is no sharp.
+    return typeof loaded === 'function' ? (loaded as SharpModule) : undefined;
   } catch {
     return undefined;
   }
 }
 
-function installedSharpVersion(): string | undefined {
+function installedSharp(): InstalledSharp | undefined {
   try {
-    return installedPackageVersion(require.resolve('sharp'), 'sharp');
+    const entry = require.resolve('sharp');
+    const version = installedPackageVersion(entry, 'sharp');
+    return version === undefined ? undefined : { entry, version };
   } catch {
     return undefined;
   }
