@@ -32,11 +32,9 @@
  */
 import { type OutputFile, type Plugin, build } from 'esbuild';
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { installedPackageVersion } from '../src/util/package-version.js';
-import { SHARP_BUNDLE_PATH } from '../src/util/sharp-choice.js';
+import { SHARP_BUNDLE_PATH, installedSharp } from '../src/util/sharp-choice.js';
 
 const sourceFolder = fileURLToPath(new URL('../src/', import.meta.url));
 
@@ -120,19 +118,18 @@ const sharpNativeOutside: Plugin = {
  * build).
  */
 async function bundleSharp(bundlePath: string): Promise<void> {
-  const sharpEntry = createRequire(import.meta.url).resolve('sharp');
-  const version = installedPackageVersion(sharpEntry, 'sharp');
-  if (version === undefined) throw new Error(`no package.json of sharp above ${sharpEntry}`);
+  const installed = installedSharp();
+  if (installed === undefined) throw new Error('sharp is not installed, or its package.json names no version');
   const result = await build({
     stdin: {
       contents: [
-        `exports.version = ${JSON.stringify(version)};`,
+        `exports.version = ${JSON.stringify(installed.version)};`,
         'exports.load = (installedEntry) => {',
         `  ${SHARP_REQUIRE} = require('node:module').createRequire(installedEntry);`,
-        `  return require(${JSON.stringify(sharpEntry)});`,
+        `  return require(${JSON.stringify(installed.entry)});`,
         '};',
       ].join('\n'),
-      resolveDir: dirname(sharpEntry),
+      resolveDir: dirname(installed.entry),
       loader: 'js',
     },
     ...COMMON_OPTIONS,

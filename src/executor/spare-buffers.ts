@@ -31,4 +31,3 @@ export class SpareBuffers {
     if (this.spares.length > this.limit) this.spares.shift();
   }
 }
-

@@ -6,8 +6,9 @@
  * time). That bundle is used when it holds the version of sharp installed
  * now. sharp itself is loaded when the bundle is missing (a `tsc` build
  * alone), holds another version (sharp changed since the build), or fails
- * to load (its native parts not found from the bundle's folder): then
- * sharp reports what is wrong, as it would have without the bundle.
+ * to load (its native parts, required from the installed sharp's folder,
+ * missing or broken): then sharp reports what is wrong, as it would have
+ * without the bundle.
  * Nothing here loads sharp until asked: the launcher names the bundle to
  * the code cache first, and the build imports the bundle's path.
  */
@@ -59,7 +60,8 @@ export function bundledSharp(bundlePath: string, installed: InstalledSharp | und
   }
 }
 
-function installedSharp(): InstalledSharp | undefined {
+/** The installed sharp, found as `require('sharp')` finds it; undefined when it is not there (or names no version). */
+export function installedSharp(): InstalledSharp | undefined {
   try {
     const entry = require.resolve('sharp');
     const version = installedPackageVersion(entry, 'sharp');
