@@ -9,8 +9,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { realpathSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { existsSync, realpathSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -116,6 +116,7 @@ let packageB: string;
 let packageC: string;
 let packageD: string;
 let packageE: string;
+let packageZ: string;
 let bigAppFile: string;
 
 before(async () => {
@@ -125,6 +126,7 @@ before(async () => {
   packageB = await writePackage('pkg-b', 'first');
   packageC = await writePackage('pkg-c', 'first');
   packageD = await writePackage('pkg-d', 'first');
+  packageZ = await writePackage('pkg-z', 'first');
   await writeFile(packageD, `${await readFile(packageD, 'utf8')}exports.imported = import('node:path').then((module) => typeof module.join);\n`);
   // Non-ASCII text (a two-byte string for V8) after a byte order mark, which Node keeps as U+FEFF.
   packageE = await writePackage('pkg-e', 'dépendance ✓ 𝄞');
@@ -254,6 +256,27 @@ describe('the code cache of dependencies', () => {
       assert.deepEqual(damaged.results, expected, damage);
       const next = await requireInFreshProcess(cache, ['pkg-c']);
       assert.deepEqual(next.stats, counts({ accepted: 1, direct: 1 }), `${damage}: written again`);
+    }
+  });
+
+  test('an entry replaced by a link to an endless device, or by a folder, is a miss: not read without end, and written again', { skip: existsSync('/dev/zero') ? false : 'no /dev/zero here', timeout: 60_000 }, async () => {
+    const cache = freshCache();
+    const expected = (await requireInFreshProcess(cache, ['pkg-z'])).results;
+    const [entry] = entriesOf(cache, packageZ);
+    assert.ok(entry !== undefined);
+    for (const [replacement, make] of [
+      ['a link to /dev/zero', () => symlink('/dev/zero', entry)],
+      ['a folder', () => mkdir(entry)],
+    ] as const) {
+      await rm(entry, { recursive: true, force: true });
+      await make();
+      const replaced = await requireInFreshProcess(cache, ['pkg-z']);
+      assert.deepEqual(replaced.stats, counts({ missing: 1 }), replacement);
+      assert.deepEqual(replaced.results, expected, replacement);
+      // The folder stays (an entry is renamed into place, which a folder refuses); the link is replaced.
+      if (replacement === 'a folder') continue;
+      const next = await requireInFreshProcess(cache, ['pkg-z']);
+      assert.deepEqual(next.stats, counts({ accepted: 1, direct: 1 }), `${replacement}: written again`);
     }
   });
 

@@ -18,7 +18,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -706,6 +706,38 @@ describe('the cache of written models', { skip: ortSkip }, () => {
     assert.equal(fourth.origin, 'written');
     assert.match(messages.at(-1)!, /its record is not JSON/);
     assert.equal((await onnxTrunkOfLayersModel(model, size, { cache })).origin, 'cache');
+  });
+
+  test('a record or model replaced by a link to an endless device is not read: the entry is written again', { skip: existsSync('/dev/zero') ? false : 'no /dev/zero here', timeout: 60_000 }, async () => {
+    const cache = join(workDir, 'cache-device');
+    const model = stridedModel(7, 7);
+    const size = { height: 7, width: 7 };
+    const first = await onnxTrunkOfLayersModel(model, size, { cache });
+    const sound = Buffer.from(first.withOutputs([]));
+    const recordPath = join(cache, `${first.cacheKey}.json`);
+    const onnxPath = join(cache, `${first.cacheKey}.onnx`);
+    const { size: _size, ...recordWithoutSize } = JSON.parse(await readFile(recordPath, 'utf8')) as { size?: number };
+    const messages: string[] = [];
+    for (const [replaced, setUp] of [
+      ['the record', async () => {
+        await rm(recordPath);
+        await symlink('/dev/zero', recordPath);
+      }],
+      // A record without the size (an earlier writer's) reads the model's bytes at once.
+      ['the model, its record without a size', async () => {
+        await writeFile(recordPath, JSON.stringify(recordWithoutSize));
+        await rm(onnxPath);
+        await symlink('/dev/zero', onnxPath);
+      }],
+    ] as const) {
+      await setUp();
+      const again = await onnxTrunkOfLayersModel(model, size, { cache, log: (message) => messages.push(message) });
+      assert.equal(again.origin, 'written', replaced);
+      assert.ok(Buffer.from(again.withOutputs([])).equals(sound), `${replaced}: the same model`);
+      assert.ok(Buffer.from(await readFile(onnxPath)).equals(sound), `${replaced}: the entry is whole again`);
+      assert.equal((await onnxTrunkOfLayersModel(model, size, { cache })).origin, 'cache', `${replaced}: then read from the cache`);
+    }
+    assert.match(messages.join('\n'), /damaged \(unreadable: EINVAL\)/);
   });
 
   test('an entry of the writer before the NHWC input (version 2, no input in its record) is written again, never fed NHWC data', async () => {

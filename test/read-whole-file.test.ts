@@ -2,14 +2,16 @@
  * A regular file read by one request (src/util/read-whole-file.ts): the
  * bytes readFile gives, and readFile's errors by code; what is not a
  * regular file (a folder, a FIFO: not waited on) and what is over the
- * limit are refused before any byte is read.
+ * limit are refused before any byte is read; the synchronous reader of
+ * caches gives undefined for all of them.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openRegularFile, openRegularFileSync, readFromStart, readRegularFile, readWholeFile } from '../src/util/read-whole-file.js';
+import { MAX_FILE_BYTES, openRegularFile, openRegularFileSync, readFromStart, readRegularFile, readRegularFileSync, readWholeFile } from '../src/util/read-whole-file.js';
 import { fifoReleasedAfter, skipWithoutFifos } from './helpers/files.js';
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-read-whole-'));
@@ -94,5 +96,26 @@ test('readFromStart: a file cut after its size was taken gives the bytes that ar
     assert.ok(bytes.equals(whole.subarray(0, 40_000)));
   } finally {
     await handle.close();
+  }
+});
+
+test('readRegularFileSync: the bytes of a regular file up to the limit; a missing file, a folder, a link to a device, a FIFO and a file over the limit give undefined at once', { timeout: 30_000 }, async () => {
+  const file = join(workDir, 'sync-ten');
+  const content = Buffer.from(Array.from({ length: 10 }, (_, i) => i * 3));
+  await writeFile(file, content);
+  assert.ok(readRegularFileSync(file, 10)?.equals(content));
+  assert.equal(readRegularFileSync(file, 9), undefined, 'over the limit');
+  assert.equal(readRegularFileSync(join(workDir, 'missing'), 10), undefined, 'missing');
+  assert.equal(readRegularFileSync(workDir, 10), undefined, 'a folder');
+  if (existsSync('/dev/zero')) {
+    const device = join(workDir, 'sync-device');
+    await symlink('/dev/zero', device);
+    assert.equal(readRegularFileSync(device, MAX_FILE_BYTES), undefined, 'a link to /dev/zero');
+  }
+  if (!skipWithoutFifos) {
+    const fifo = join(workDir, 'sync-fifo');
+    const released = fifoReleasedAfter(fifo);
+    assert.equal(readRegularFileSync(fifo, 10), undefined, 'a FIFO');
+    assert.equal(released(), false, 'refused without waiting for a writer');
   }
 });

@@ -24,11 +24,12 @@
  * start is not where the time goes.
  */
 import { isAscii } from 'node:buffer';
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import Module from 'node:module';
 import { basename, dirname, join, sep } from 'node:path';
 import { Script } from 'node:vm';
 import { isAlive, parseTemporaryName, temporaryName } from '../util/atomic-file.js';
+import { readRegularFileSync } from '../util/read-whole-file.js';
 import { cacheRoot } from '../util/cache-root.js';
 import { crc32 } from '../util/crc32.js';
 import { type FileIdentity, identityOf, sameIdentity } from '../util/file-identity.js';
@@ -425,13 +426,16 @@ export function codeCacheEntriesOf(filename: string): string[] {
  * Given the file's identity alone (its source not read yet), the source's
  * length comes back for the caller to compare.
  */
+/**
+ * The largest entry read: V8's data for the largest file cached (tfjs-layers,
+ * 1.4 MB of source) is a few MB. A larger file, or one that is not a regular
+ * file (a link to a device, which may never end), is a miss.
+ */
+const MAX_ENTRY_BYTES = 64 * 2 ** 20;
+
 function readEntry(entryPath: string, file: FileIdentity | FileVersion): { data: Buffer; length: number } | { data?: undefined; miss: 'missing' | 'damaged' | 'stale' } {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(entryPath);
-  } catch {
-    return { miss: 'missing' };
-  }
+  const bytes = readRegularFileSync(entryPath, MAX_ENTRY_BYTES);
+  if (bytes === undefined) return { miss: 'missing' };
   const parsed = parseEntry(bytes);
   if (parsed === undefined) return { miss: 'damaged' };
   if (!sameVersion(parsed.version, file)) return { miss: 'stale' };

@@ -7,11 +7,10 @@
  * index, each entry is checked);
  * writing is atomic and best effort (it only saves later runs work).
  */
-import { closeSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { writeFileAtomic } from '../util/atomic-file.js';
-import { openRegularFileSync, readRegularFile, readSyncFromStart } from '../util/read-whole-file.js';
+import { readRegularFile, readRegularFileSync } from '../util/read-whole-file.js';
 
 export type EntryIndex<T> = Record<string, T>;
 
@@ -31,24 +30,8 @@ export async function readEntryIndex<T>(path: string, check: (value: unknown) =>
 
 /** As readEntryIndex, synchronously: for a read at the very start of a run, before anything else is loaded. */
 export function readEntryIndexSync<T>(path: string, check: (value: unknown) => T | undefined): EntryIndex<T> {
-  let opened: ReturnType<typeof openRegularFileSync>;
-  try {
-    opened = openRegularFileSync(path);
-  } catch {
-    return {};
-  }
-  try {
-    const size = Number(opened.stats.size);
-    if (size > MAX_INDEX_BYTES) return {};
-    const bytes = Buffer.allocUnsafe(size);
-    // Up to the size at open: a file that grows meanwhile is read to that size.
-    const filled = readSyncFromStart(opened.fd, bytes, size);
-    return parseEntryIndex(bytes.subarray(0, filled).toString('utf8'), check);
-  } catch {
-    return {};
-  } finally {
-    closeSync(opened.fd);
-  }
+  const bytes = readRegularFileSync(path, MAX_INDEX_BYTES);
+  return bytes === undefined ? {} : parseEntryIndex(bytes.toString('utf8'), check);
 }
 
 /** The entries of an index file's text that `check` accepts (it returns the entry, or undefined to drop it). */

@@ -6,11 +6,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile, rename, rm, stat } from 'node:fs/promises';
+import { rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cacheRoot } from '../util/cache-root.js';
 import { CamvizError } from '../util/errors.js';
+import { readRegularFile } from '../util/read-whole-file.js';
 import { type DownloadOptions, type FetchLog, downloadModel, downloadModelFile } from './download.js';
 import { type ModelJson, expectedGroupBytes, parseModelJson, pathInside, sha256Hex } from './io.js';
 import type { CamvizJson } from './metadata.js';
@@ -162,7 +163,7 @@ async function damageOf(folder: string, sha256?: string): Promise<string | undef
   const modelJsonPath = join(folder, 'model.json');
   let modelJson: ModelJson;
   try {
-    const bytes = await readFile(modelJsonPath);
+    const { bytes } = await readRegularFile(modelJsonPath);
     if (sha256 !== undefined && sha256Hex(bytes) !== sha256) return 'model.json does not match the zoo\'s sha256';
     modelJson = parseModelJson(bytes, modelJsonPath);
   } catch (error) {

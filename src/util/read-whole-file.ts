@@ -126,6 +126,33 @@ export async function readFromStart(handle: FileHandle, length: number): Promise
 }
 
 /**
+ * A regular file's bytes, read synchronously up to its size at open;
+ * undefined when it is missing or unreadable, not a regular file (a device
+ * or a FIFO, which may never end: a cache entry replaced by a link to
+ * /dev/zero must not be read for ever) or larger than `maxBytes`. For
+ * caches and notes, whose problems only cost a miss.
+ */
+export function readRegularFileSync(path: string, maxBytes: number): Buffer | undefined {
+  let opened: { fd: number; stats: BigIntStats };
+  try {
+    opened = openRegularFileSync(path);
+  } catch {
+    return undefined;
+  }
+  try {
+    const size = Number(opened.stats.size);
+    if (size > Math.min(maxBytes, MAX_FILE_BYTES)) return undefined;
+    const bytes = Buffer.allocUnsafe(size);
+    // Up to the size at open: a file that grows meanwhile is read to that size.
+    return bytes.subarray(0, readSyncFromStart(opened.fd, bytes, size));
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(opened.fd);
+  }
+}
+
+/**
  * As readFromStart, synchronously, into `bytes`: the count of the first
  * `length` bytes of the open file read (fewer if it is shorter now).
  */

@@ -31,9 +31,9 @@
  */
 import { onnxCacheDir } from './cache-limit.js';
 import { createHash } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { onSavedGraph } from '../../engine/onnxruntime.js';
 import { type Tensor, peekValues } from '../../engine/tf.js';
@@ -41,6 +41,7 @@ import type * as tfl from '../../engine/tfl.js';
 import { type Layer, LayerGraph } from '../../executor/graph.js';
 import { writeFileAtomic } from '../../util/atomic-file.js';
 import { CamvizError } from '../../util/errors.js';
+import { MAX_FILE_BYTES, readRegularFile, readRegularFileSync } from '../../util/read-whole-file.js';
 import { VERSION } from '../../util/version.js';
 import type { CamvizModel } from '../load.js';
 import { type ModelSourceFiles, sha256Hex } from '../io.js';
@@ -235,11 +236,14 @@ interface EntryRead {
   readonly log?: (message: string) => void;
 }
 
-/** The cached model, or undefined when there is none or it is not sound (said through `log`). */
+/** The largest record read (its value table is a few hundred bytes a node): a larger one is damaged. */
+const MAX_RECORD_BYTES = 64 * 2 ** 20;
+
+/** The cached model, or undefined when there is none or it is not sound (said through `log`); files that are not regular files are not read. */
 async function readEntry({ onnxPath, recordPath, graph, rewrite, log }: EntryRead): Promise<WrittenModel | undefined> {
   let recordText: string;
   try {
-    recordText = await readFile(recordPath, 'utf8');
+    recordText = (await readRegularFile(recordPath, MAX_RECORD_BYTES)).bytes.toString('utf8');
   } catch {
     return undefined;
   }
@@ -263,7 +267,7 @@ async function readEntry({ onnxPath, recordPath, graph, rewrite, log }: EntryRea
   }
   let bytes: Uint8Array;
   try {
-    bytes = await readFile(onnxPath);
+    bytes = (await readRegularFile(onnxPath)).bytes;
   } catch (error) {
     return damage(`unreadable: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
@@ -299,12 +303,9 @@ function lazilyRead(record: CacheRecord, { onnxPath, recordPath, rewrite, log }:
   };
 }
 
+/** A cached file's bytes; undefined when it is missing, unreadable or no regular file (a link to a device may never end). */
 function readOrUndefined(path: string): Uint8Array | undefined {
-  try {
-    return readFileSync(path);
-  } catch {
-    return undefined;
-  }
+  return readRegularFileSync(path, MAX_FILE_BYTES);
 }
 
 /** The OnnxTrunk of a loaded TF.js layers model at its input size (see onnxTrunkOfLayersModel). */
