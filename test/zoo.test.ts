@@ -6,7 +6,7 @@
 import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -334,6 +334,11 @@ describe('zoo', { skip: skipWithoutSharedAssets }, () => {
       ['an HTML page for a weight file', () => writeFile(join(cached, 'group7-shard1of1'), '<html></html>'), `group7-shard1of1: 13 bytes, the weightsManifest declares ${declared}`],
       ['a missing weight file', () => rm(join(cached, 'group3-shard1of1')), 'group3-shard1of1 is missing'],
       ['a truncated model.json', () => writeFile(join(cached, 'model.json'), '{"modelTop'), 'model.json does not match the zoo\'s sha256'],
+      // Not read without end.
+      ['model.json a link to /dev/zero', async () => {
+        await rm(join(cached, 'model.json'));
+        await symlink('/dev/zero', join(cached, 'model.json'));
+      }, 'model.json unreadable: EINVAL'],
     ];
     for (const [what, damage, why] of damages) {
       await damage();
