@@ -3,7 +3,8 @@
  * (src/engine/onnxruntime.ts, `withSession` with a folder): saved once in
  * ORT format, loaded from it without the model, with outputs bit-identical
  * to the session made from the model; anything else under its name
- * (damaged, truncated, ONNX format) is made again; a graph ORT fails to
+ * (a byte changed, truncated, another model's, unsealed, ONNX format) is
+ * made again, a large file without a seal without being read; a graph ORT fails to
  * save still gets its session; and the bytes ORT reads the weights from in
  * place live as long as the session.
  * Skips with a reason when onnxruntime-node does not load.
@@ -11,12 +12,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { type OrtModule, type OrtSession, SAVED_GRAPH_SUFFIX, loadOnnxRuntime, releaseOrtSessions, withSession } from '../src/engine/onnxruntime.js';
+import { SEAL_BYTES } from '../src/engine/saved-graph-seal.js';
 import { asset } from './helpers/assets.js';
 import { tinyClassifier } from './helpers/engine-models.js';
 import { mulberry32 } from './helpers/numeric.js';
@@ -123,15 +125,27 @@ describe('the saved optimised graph (ORT format)', { skip: skipOrt }, () => {
     });
   }
 
-  test('a damaged, truncated or ONNX-format file under the saved name is made again from the model, with the same outputs', async () => {
+  test('a damaged, truncated, unsealed, foreign or ONNX-format file under the saved name is made again from the model, with the same outputs', async () => {
     const folder = join(workDir, 'damaged');
     const reference = await freshSession(tiny, folder, (session) => outputsOf(session, tiny));
     const path = await savedGraph(folder);
     const good = await readFile(path);
+    const flipped = Buffer.from(good);
+    flipped[flipped.length >> 1]! ^= 0x40;
+    const overwritten = Buffer.from(good);
+    overwritten.fill(0x40, overwritten.length >> 2, (overwritten.length >> 2) + 64);
+    // Another model's saved graph under this one's name, seal and all.
+    const otherFolder = join(workDir, 'damaged-other');
+    await freshSession({ ...tiny, key: 'tiny-classifier-other' }, otherFolder, async () => undefined);
+    const other = await readFile(await savedGraph(otherFolder));
     const damages: Record<string, Uint8Array> = {
       garbage: Buffer.from('not an ORT model'),
       empty: new Uint8Array(0),
       truncated: good.subarray(0, good.length >> 1),
+      'one byte changed (ORT loads it, and its scores differ)': flipped,
+      '64 bytes overwritten': overwritten,
+      "another model's saved graph": other,
+      'the graph without its seal (saved before seals)': good.subarray(0, good.length - SEAL_BYTES),
       'ONNX format (the format saved before)': tiny.model,
     };
     for (const [damage, bytes] of Object.entries(damages)) {
@@ -143,6 +157,19 @@ describe('the saved optimised graph (ORT format)', { skip: skipOrt }, () => {
       assert.equal((await readFile(await savedGraph(folder))).length > 1000, true, `${damage}: replaced by the saved graph`);
       assert.equal((await freshSession(tiny, folder, async () => undefined)).usedModel, false, `${damage}: the new file loads`);
     }
+  });
+
+  test('a large file without a seal under the saved name is passed over unread', async () => {
+    const folder = join(workDir, 'large');
+    await freshSession(tiny, folder, async () => undefined);
+    const path = await savedGraph(folder);
+    // 1.5 GiB of holes (under the 2 GiB read limit): read whole, it would take that much memory; refused by its last bytes, none.
+    await truncate(path, 1.5 * 2 ** 30);
+    const before = process.memoryUsage().rss;
+    const remade = await freshSession(tiny, folder, async () => undefined);
+    assert.ok(remade.usedModel, 'made from the model');
+    assert.ok(process.memoryUsage().rss - before < 512 * 2 ** 20, 'the file was not read');
+    assert.ok((await stat(await savedGraph(folder))).size < 2 ** 20, 'replaced by the saved graph');
   });
 
   test('a graph ONNX Runtime fails to save still gets its session (made again without saving), and nothing is left in the folder', async () => {

@@ -10,13 +10,14 @@
  * cached per model and fetched values: creating one costs about 240 ms.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { appendFile, mkdir, rename, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { arch, cpus } from 'node:os';
 import { join } from 'node:path';
 import { temporaryName } from '../util/atomic-file.js';
 import { describeError } from '../util/errors.js';
 import { readWholeFile } from '../util/read-whole-file.js';
+import { hasSeal, sealOf, sealedGraph } from './saved-graph-seal.js';
 
 /*
  * The part of onnxruntime-node's API camviz uses, declared here so that
@@ -322,15 +323,18 @@ const SAVED_GRAPH_LOAD: Readonly<Record<string, string>> = {
  * format, and later sessions load it with optimisation off: under half the
  * cost of making one from the model (see `SAVED_GRAPH_LOAD`). Its name holds
  * the ORT version and the CPU, as the optimised graph is for this machine
- * only. A saved graph that does not load (damaged, truncated, from another
- * ORT build) is made again from the model; a folder that cannot be written,
- * or a graph ORT cannot save, only costs the saving.
+ * only. camviz seals the file (engine/saved-graph-seal.ts): a saved graph
+ * whose seal does not hold (a byte changed, cut, another model's under this
+ * name, saved before seals) or that does not load (from another ORT build)
+ * is made again from the model and saved over; a folder that cannot be
+ * written, or a graph ORT cannot save, only costs the saving.
  */
 async function createSession(ort: OrtModule, cacheKey: string, bytes: () => Uint8Array, threads: number, folder: string | undefined, tuning: SessionTuning): Promise<OrtSession> {
   const options = sessionOptions(threads, tuning);
   if (folder === undefined) return ort.InferenceSession.create(bytes(), options);
   const path = savedGraphPath(ort, cacheKey, folder);
-  const loaded = await loadSavedGraph(ort, path, options);
+  const nameHash = savedGraphHash(ort, cacheKey);
+  const loaded = await loadSavedGraph(ort, path, nameHash, options);
   if (loaded !== undefined) {
     await tellSavedGraph(path, 'read');
     return loaded;
@@ -347,7 +351,7 @@ async function createSession(ort: OrtModule, cacheKey: string, bytes: () => Uint
     const session = await ort.InferenceSession.create(model, saving).catch(() => undefined);
     // A graph ORT cannot save in its format still runs: made again without saving (a model ORT refuses fails there).
     if (session === undefined) return await ort.InferenceSession.create(model, options);
-    if (await rename(temporary, path).then(() => true, () => false)) await tellSavedGraph(path, 'written');
+    if (await sealAndRename(temporary, path, nameHash)) await tellSavedGraph(path, 'written');
     return session;
   } finally {
     await rm(temporary, { force: true }).catch(() => undefined);
@@ -362,15 +366,37 @@ export function savedGraphPath(ort: OrtModule, cacheKey: string, folder: string)
   return join(folder, `${optimizedName(ort, cacheKey)}${SAVED_GRAPH_SUFFIX}`);
 }
 
-/** The session of the graph saved at `path`, or undefined when there is none or it does not load. */
-async function loadSavedGraph(ort: OrtModule, path: string, options: OrtSessionCreateOptions): Promise<OrtSession | undefined> {
+/**
+ * Seals the graph ONNX Runtime saved at `temporary` (engine/saved-graph-seal.ts)
+ * and renames it to `path`; false when either fails (the session is made
+ * all the same, and a later one saves again).
+ */
+async function sealAndRename(temporary: string, path: string, nameHash: string): Promise<boolean> {
+  try {
+    const { bytes } = await readWholeFile(temporary);
+    await appendFile(temporary, sealOf(bytes, nameHash));
+    await rename(temporary, path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The session of the graph saved at `path`, or undefined when there is none,
+ * its seal does not hold for `nameHash` (changed on disk, another model's,
+ * saved before seals) or it does not load.
+ */
+async function loadSavedGraph(ort: OrtModule, path: string, nameHash: string, options: OrtSessionCreateOptions): Promise<OrtSession | undefined> {
+  if (!hasSeal(path, nameHash)) return undefined;
   const saved = await readWholeFile(path).then(
     ({ bytes }) => bytes,
     () => undefined,
   );
-  if (saved === undefined) return undefined;
+  const graph = saved === undefined ? undefined : sealedGraph(saved, nameHash);
+  if (saved === undefined || graph === undefined) return undefined;
   try {
-    const session = await ort.InferenceSession.create(saved, { ...options, graphOptimizationLevel: 'disabled', extra: { ...options.extra, ...SAVED_GRAPH_LOAD } });
+    const session = await ort.InferenceSession.create(graph, { ...options, graphOptimizationLevel: 'disabled', extra: { ...options.extra, ...SAVED_GRAPH_LOAD } });
     savedGraphBytes.set(session, saved);
     return session;
   } catch {
@@ -387,10 +413,15 @@ async function loadSavedGraph(ort: OrtModule, path: string, options: OrtSessionC
  * covers the model and its outputs (the whole cacheKey), ORT's version, the CPU.
  */
 function optimizedName(ort: OrtModule, cacheKey: string): string {
-  const machine = `${arch()} ${cpus()[0]?.model ?? 'unknown cpu'}`;
   const stem = /^[A-Za-z0-9-]{1,100}/.exec(cacheKey)?.[0] ?? 'session';
   // SAVED_GRAPH_NAME must match what this makes.
-  return `${stem}.${createHash('sha256').update(`${cacheKey}\u0000${ort.env?.versions?.common ?? 'unknown'}\u0000${machine}`).digest('hex').slice(0, 32)}`;
+  return `${stem}.${savedGraphHash(ort, cacheKey)}`;
+}
+
+/** The hash in a saved graph's name (and its seal): of the model and its outputs (the cache key), ONNX Runtime's version and the CPU. */
+function savedGraphHash(ort: OrtModule, cacheKey: string): string {
+  const machine = `${arch()} ${cpus()[0]?.model ?? 'unknown cpu'}`;
+  return createHash('sha256').update(`${cacheKey}\u0000${ort.env?.versions?.common ?? 'unknown'}\u0000${machine}`).digest('hex').slice(0, 32);
 }
 
 /** A saved optimised graph's file name (see optimizedName), its model's stem first. */
