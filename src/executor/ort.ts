@@ -572,6 +572,8 @@ export class OrtExecutor implements Executor {
     } catch (error) {
       // Only a session that could not be made is a rejection; a failing run is reported as it is.
       if (created) throw error;
+      // An error that names its file already is not made to name it twice.
+      if (error instanceof CamvizError && error.file !== undefined) throw new OrtModelRejectedError(error.message, error.file);
       throw new OrtModelRejectedError(describeError(error), this.file);
     }
   }

@@ -60,6 +60,18 @@ function parseEntryIndex<T>(text: string, check: (value: unknown) => T | undefin
 export async function writeEntryIndex<T>(path: string, index: EntryIndex<T>, key: string, entry: T, max: number): Promise<void> {
   const entries = Object.entries(index).filter(([other]) => other !== key);
   entries.push([key, entry]);
+  await writeEntries(path, entries, max);
+}
+
+/** Writes the index at `path` (as `check` reads it) without the entry under `key`, if it holds one. Never throws. */
+export async function removeEntry<T>(path: string, key: string, check: (value: unknown) => T | undefined): Promise<void> {
+  const index = await readEntryIndex(path, check);
+  if (!(key in index)) return;
+  const entries = Object.entries(index).filter(([other]) => other !== key);
+  await writeEntries(path, entries, entries.length);
+}
+
+async function writeEntries<T>(path: string, entries: [string, T][], max: number): Promise<void> {
   try {
     await mkdir(dirname(path), { recursive: true });
     await writeFileAtomic(path, `${JSON.stringify({ entries: Object.fromEntries(entries.slice(-max)) })}\n`, { durable: false });

@@ -23,7 +23,7 @@ import { type BigIntStats, statSync } from 'node:fs';
 import { stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type FileIdentity, identityOf, sameIdentity } from '../util/file-identity.js';
-import { type EntryIndex, readEntryIndex, writeEntryIndex } from './entry-index.js';
+import { type EntryIndex, readEntryIndex, removeEntry, writeEntryIndex } from './entry-index.js';
 
 /** The index of fingerprints by file identity, in the cache folder. */
 export const FILE_FINGERPRINTS_NAME = 'file-fingerprints.json';
@@ -147,10 +147,22 @@ function settled(file: FileIdentity): boolean {
   return changedNs < BigInt(Date.now() - SETTLED_MS) * 1_000_000n;
 }
 
+/**
+ * Drops the fingerprint recorded for the model file at `path` (a real
+ * path), so that the next run hashes it: for a record found wrong (the
+ * bytes hashed later do not match it, though the file kept its identity).
+ * Best effort, as the record.
+ */
+export async function forgetFingerprint(folder: string, path: string): Promise<void> {
+  await removeEntry(join(folder, FILE_FINGERPRINTS_NAME), path, checkedFingerprint);
+}
+
 /** The recorded fingerprints; none when the index is missing or unreadable (then it is written anew). */
 function readFileFingerprints(path: string): Promise<EntryIndex<FileFingerprint>> {
-  return readEntryIndex(path, (value) => {
-    const entry = value as Partial<FileFingerprint> | null;
-    return typeof entry?.identity === 'string' && typeof entry.fingerprint === 'string' && /^[0-9a-f]{64}$/.test(entry.fingerprint) ? { identity: entry.identity, fingerprint: entry.fingerprint } : undefined;
-  });
+  return readEntryIndex(path, checkedFingerprint);
+}
+
+function checkedFingerprint(value: unknown): FileFingerprint | undefined {
+  const entry = value as Partial<FileFingerprint> | null;
+  return typeof entry?.identity === 'string' && typeof entry.fingerprint === 'string' && /^[0-9a-f]{64}$/.test(entry.fingerprint) ? { identity: entry.identity, fingerprint: entry.fingerprint } : undefined;
 }

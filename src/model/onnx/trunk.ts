@@ -14,7 +14,7 @@
  * session made (a few per run), where keeping them would hold a copy of the
  * file, as large as the model's weights, in every worker for the whole run.
  */
-import { closeSync } from 'node:fs';
+import { closeSync, realpathSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { CamvizError } from '../../util/errors.js';
 import { openRegularFileSync, readSyncFromStart } from '../../util/read-whole-file.js';
@@ -22,7 +22,8 @@ import type { LayerGraph } from '../../executor/graph.js';
 import type { OnnxTrunk, OnnxValue } from '../../executor/onnx-trunk.js';
 import { OrtModelRejectedError } from '../../executor/ort.js';
 import { ImportedNodeLayer } from '../graph-import/node-layer.js';
-import { namesFileSync } from '../file-fingerprints.js';
+import { forgetFingerprint, namesFileSync } from '../file-fingerprints.js';
+import { onnxCacheDir } from '../onnx-writer/cache-limit.js';
 import type { OnnxExternalData } from './read.js';
 import { createReader, embeddedEnd, forEachField, lengthDelimitedField, readString } from './proto.js';
 
@@ -100,11 +101,23 @@ function loadedFileWithOutputs(file: string, sha256: string, names: readonly str
   const room = graphOutputsTail(names).length;
   const { bytes, size } = readWithRoom(file, room);
   const model = bytes.subarray(0, size);
-  if (createHash('sha256').update(model).digest('hex') !== sha256) throw new CamvizError('the ONNX file changed since it was loaded', { file });
+  if (createHash('sha256').update(model).digest('hex') !== sha256) {
+    // The file changed, or the fingerprint recorded by its identity was wrong: either way the next run hashes it (awaited by the event loop).
+    void forgetFingerprint(onnxCacheDir(), realPathOf(file));
+    throw new CamvizError('the ONNX file changed since it was loaded', { file });
+  }
   const outputs = new Set(graphOutputNames(model));
   const tail = graphOutputsTail(names.filter((name) => !outputs.has(name)));
   bytes.set(tail, size);
   return bytes.subarray(0, size + tail.length);
+}
+
+function realPathOf(file: string): string {
+  try {
+    return realpathSync(file);
+  } catch {
+    return file;
+  }
 }
 
 /** The whole file, in a buffer `room` bytes longer than it. */
