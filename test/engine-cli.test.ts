@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { encodePng } from '../src/render/png.js';
@@ -28,6 +29,7 @@ const mobilenetOnnx = asset('onnx', 'mobilenet_v1_0.75_224.onnx');
 const photo = asset('onnx', 'images', 'dog_cat_224.png');
 const skipWithoutMobilenet: string | false = skipWithoutOrt || (existsSync(mobilenetOnnx) && existsSync(photo) ? false : `the shared ONNX MobileNet is absent (${mobilenetOnnx})`);
 const MISSING_ORT = '/nonexistent/onnxruntime-node';
+const require = createRequire(import.meta.url);
 
 let workDir: string;
 let cacheDir: string;
@@ -200,6 +202,16 @@ describe('per-model fallback and threads', { skip: skipWithoutOrt }, () => {
     assert.equal(await threadsOf('2'), 1);
     assert.equal(await threadsOf('1'), availableParallelism());
     assert.equal(await threadsOf('2', { CAMVIZ_ORT_THREADS: '3' }), 3);
+  });
+
+  test('an ONNX Runtime that never answers: the run ends with 1 and one line saying it stopped before it finished, not 0 with nothing done', async () => {
+    // The real module, except that making a session never settles.
+    const hanging = join(workDir, 'hanging-ort.cjs');
+    await writeFile(hanging, `const real = require(${JSON.stringify(require.resolve('onnxruntime-node'))});\nmodule.exports = { ...real, InferenceSession: { create: () => new Promise(() => {}) } };\n`);
+    const out = join(workDir, 'out-hanging');
+    const run = await camviz(['predict', join(images, 'noise-1.png'), '--model', tinyModel, '--engine', 'onnxruntime', '--out', out], { CAMVIZ_ORT_MODULE: hanging });
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(run.stderr, /^camviz: internal error: the command stopped before it finished/m);
   });
 
   test("ONNX Runtime's telemetry is off unless the user sets ORT_DISABLE_TELEMETRY: nothing written under HOME", async () => {

@@ -5,7 +5,19 @@
  */
 import { main } from './main.js';
 
+/**
+ * Until the command finishes, the process would end with 1 and say why: a
+ * run whose event loop empties first (a promise nobody settles, such as a
+ * dependency whose callback never comes) ended with 0, nothing done and
+ * nothing said.
+ */
+const UNFINISHED = 'camviz: internal error: the command stopped before it finished (it was left waiting on something that never answered)\n';
+process.exitCode = 1;
+const unfinished = (): void => void process.stderr.write(UNFINISHED);
+process.once('exit', unfinished);
+
 main(process.argv).then((code) => {
+  process.off('exit', unfinished);
   process.exitCode = code;
   // Registered last, this ends the process once the event loop has drained
   // (every file written, every worker ended) and the other 'exit' listeners
