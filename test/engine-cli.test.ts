@@ -18,6 +18,8 @@ import { encodePng } from '../src/render/png.js';
 import { asset } from './helpers/assets.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
 import { tinyClassifier } from './helpers/engine-models.js';
+import { onnxModelBytes } from './helpers/onnx.js';
+import { tinyModel as tinyOnnxModel } from './helpers/tiny-onnx.js';
 import { noise, readManifest } from './helpers/files.js';
 import { readNpy } from './helpers/npy.js';
 import { maxAbsDifference } from './helpers/numeric.js';
@@ -212,6 +214,24 @@ describe('per-model fallback and threads', { skip: skipWithoutOrt }, () => {
     const run = await camviz(['predict', join(images, 'noise-1.png'), '--model', tinyModel, '--engine', 'onnxruntime', '--out', out], { CAMVIZ_ORT_MODULE: hanging });
     assert.equal(run.code, 1, run.stderr);
     assert.match(run.stderr, /^camviz: internal error: the command stopped before it finished/m);
+  });
+
+  test('a model whose output is NaN (a damaged weight) fails each image with one line on either engine: no "NaN%", no picture', async () => {
+    const model = tinyOnnxModel();
+    const damaged = join(workDir, 'nan-bias.onnx');
+    await writeFile(damaged, onnxModelBytes({ ...model, initializers: model.initializers!.map((tensor) => (tensor.name === 'fc.bias' ? { ...tensor, values: tensor.values!.map(() => Number.NaN) } : tensor)) }));
+    const image = join(images, 'noise-1.png');
+    for (const engine of ['onnxruntime', 'tfjs']) {
+      const predict = await camviz(['predict', image, '--model', damaged, '--preprocess', 'none', '--engine', engine]);
+      assert.equal(predict.code, 1, `predict on ${engine}: ${predict.stderr}`);
+      assert.doesNotMatch(predict.stdout, /NaN/, engine);
+      assert.match(predict.stderr, /the model's output is not a number \(NaN\): its weights may be damaged/, engine);
+      const out = join(workDir, `out-nan-${engine}`);
+      const gradcam = await camviz(['gradcam', image, '--model', damaged, '--preprocess', 'none', '--engine', engine, '--out', out]);
+      assert.equal(gradcam.code, 1, `gradcam on ${engine}: ${gradcam.stderr}`);
+      assert.match(gradcam.stderr, /not a number \(NaN\)/, engine);
+      assert.deepEqual((await readdir(out)).filter((name) => name.endsWith('.png')), [], `${engine}: no picture`);
+    }
   });
 
   test("ONNX Runtime's telemetry is off unless the user sets ORT_DISABLE_TELEMETRY: nothing written under HOME", async () => {

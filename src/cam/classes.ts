@@ -6,7 +6,7 @@
  */
 import * as tf from '../engine/tf.js';
 import type { ForwardValues, Objective, ScoreTerm } from '../executor/network.js';
-import { rowsOf, topClassIndices } from '../model/predict.js';
+import { outputRows, topClassIndices } from '../model/predict.js';
 import { type Target, type TargetLike, asTarget, ownRows } from './targets/index.js';
 
 /** What the class score Y is: the pre-softmax logit (default) or the probability. */
@@ -67,7 +67,7 @@ export class ClassChooser {
   ranks(probabilities?: tf.Tensor2D): number[][] {
     if (this.chosen === undefined) {
       if (probabilities === undefined) throw new Error('top-k classes need the model output');
-      const tops = rowsOf(probabilities).map((row) => topClassIndices(row, this.count));
+      const tops = outputRows(probabilities).map((row) => topClassIndices(row, this.count));
       this.chosen = Array.from({ length: this.count }, (_, rank) => tops.map((top) => top[rank]!));
     }
     return this.chosen;
@@ -107,8 +107,8 @@ export class ClassChooser {
     let scores: Float32Array[];
     let probabilities: Float32Array[] | undefined;
     try {
-      scores = rowsOf(scoreTensor!);
-      probabilities = probabilityTensor === undefined ? undefined : rowsOf(probabilityTensor);
+      scores = outputRows(scoreTensor!);
+      probabilities = probabilityTensor === undefined ? undefined : outputRows(probabilityTensor);
     } finally {
       tf.dispose([scoreTensor!, ...(probabilityTensor === undefined ? [] : [probabilityTensor])]);
     }

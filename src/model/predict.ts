@@ -2,6 +2,7 @@
  * Classification: top-k classes with probabilities for a batch of images.
  */
 import * as tf from '../engine/tf.js';
+import { CamvizError } from '../util/errors.js';
 import type { CamvizModel } from './load.js';
 import { disposeValues } from '../executor/network.js';
 import { toInputTensor } from '../image/preprocess.js';
@@ -31,7 +32,7 @@ export async function classProbabilities(model: CamvizModel, images: readonly Ui
     if (model.layersModel !== undefined) {
       const values = await (await model.executor()).forward(input);
       try {
-        return rowsOf(values.probabilities);
+        return outputRows(values.probabilities);
       } finally {
         disposeValues(values);
       }
@@ -43,7 +44,7 @@ export async function classProbabilities(model: CamvizModel, images: readonly Ui
       return looksLikeProbabilities(flat) ? flat : tf.softmax(flat);
     });
     try {
-      return rowsOf(output as tf.Tensor2D);
+      return outputRows(output as tf.Tensor2D);
     } finally {
       output.dispose();
     }
@@ -66,6 +67,19 @@ export function rowsOf(matrix: tf.Tensor2D): Float32Array[] {
   const [batch, classes] = matrix.shape;
   const data = matrix.dataSync() as Float32Array;
   return Array.from({ length: batch }, (_, i) => data.slice(i * classes, (i + 1) * classes));
+}
+
+/**
+ * The model's output rows (scores or probabilities), refused when one holds
+ * NaN: damaged weights give NaN on ONNX Runtime, where tfjs may compute
+ * numbers from the same file, and a ranking or a map of NaN is no result
+ * (predict printed "NaN%", gradcam wrote a picture of class 0, both as
+ * successes).
+ */
+export function outputRows(matrix: tf.Tensor2D): Float32Array[] {
+  const rows = rowsOf(matrix);
+  if (rows.some((row) => row.some(Number.isNaN))) throw new CamvizError("the model's output is not a number (NaN): its weights may be damaged");
+  return rows;
 }
 
 /** The `k` most probable classes, most probable first. */
