@@ -91,6 +91,9 @@ test('an input that is not an image tensor is refused', async () => {
   await refused(onnxModelBytes(reluModel({ inputs: [{ name: 'input', shape: ['batch', 10] }] })), /input 'input' \[batch, 10\] is not an image tensor/);
   await refused(onnxModelBytes(reluModel({ inputs: [{ name: 'input', shape: [1, 2, 8, 8] }] })), /with 1 or 3 channels/);
   await refused(onnxModelBytes(reluModel({ inputs: [{ name: 'input', elemType: 7, shape: [1, 3, 8, 8] }] })), /is int64, not an image tensor/);
+  // ONNX Runtime refused every image of these, one by one.
+  await refused(onnxModelBytes(reluModel({ inputs: [{ name: 'input', shape: [100000, 3, 8, 8] }] })), /input 'input' \[100000, 3, 8, 8\] takes a fixed batch of 100000: camviz needs batch 1 or a dynamic batch/);
+  await refused(onnxModelBytes(reluModel({ inputs: [{ name: 'input', shape: ['N', 3, 0, 0] }] })), /input 'input' \[N, 3, 0, 0\] declares an image side of 0/);
   await refused(
     onnxModelBytes(reluModel({ inputs: [imageInputValue(8), { name: 'mask', shape: [1, 1, 8, 8] }] })),
     /the graph takes 2 inputs \(input, mask\)/,

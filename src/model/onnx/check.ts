@@ -59,8 +59,11 @@ export function imageInput(model: OnnxModel, file: string): OnnxImageInput {
     throw new CamvizError(`${described} is ${input.type}, not an image tensor (float32 [N, C, H, W])`, { file });
   }
   if (shape === undefined || shape.length !== 4) throw new CamvizError(`${described} is not an image tensor [N, C, H, W]`, { file });
-  const [, channels, height, width] = shape;
+  const [batch, channels, height, width] = shape;
   if (channels !== 1 && channels !== 3) throw new CamvizError(`${described} is not an image tensor [N, C, H, W] with 1 or 3 channels`, { file });
+  // ONNX Runtime would refuse every batch (camviz feeds one image, or batches of its own size), and a side of 0 every image.
+  if (typeof batch === 'number' && batch !== 1) throw new CamvizError(`${described} takes a fixed batch of ${batch}: camviz needs batch 1 or a dynamic batch (export the model so)`, { file });
+  if ([height, width].some((dim) => typeof dim === 'number' && dim < 1)) throw new CamvizError(`${described} declares an image side of 0`, { file });
   const fixed = (dim: number | string | null | undefined): number | undefined => (typeof dim === 'number' && dim > 0 ? dim : undefined);
   return { name: input.name, channels, height: fixed(height), width: fixed(width) };
 }
