@@ -138,3 +138,8 @@ test('a node naming more outputs than its op gives is refused at load', async ()
   const nodes = [{ name: 'r', opType: 'Relu', inputs: ['input'], outputs: ['output', 'extra'] }];
   await refused(onnxModelBytes(reluModel({ nodes })), /node 'r' \(Relu\) gives 1 outputs; the graph names 2/);
 });
+
+test('a graph too deep for tfjs-layers to build (a chain of 6,000 nodes) is refused with one line naming it, not a bare stack overflow', async () => {
+  const nodes = Array.from({ length: 6000 }, (_, i) => ({ name: `/Relu_${i}`, opType: 'Relu', inputs: [i === 0 ? 'input' : `v${i - 1}`], outputs: [i === 5999 ? 'output' : `v${i}`] }));
+  await refused(onnxModelBytes(reluModel({ nodes })), /the graph is too deep for tfjs-layers to build: 6\d{3} layers/);
+});

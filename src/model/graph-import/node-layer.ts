@@ -7,6 +7,7 @@
  * shapes at load, the Keras class it shows) and says how one runs; the
  * layer base and the wiring into a model are here.
  */
+import { CamvizError } from '../../util/errors.js';
 import * as tfl from '../../engine/tfl.js';
 
 /** What an imported node layer shows the executor and the CAM methods, fixed at load. */
@@ -47,7 +48,8 @@ export interface WiredLayer {
 /**
  * The functional model of `layers` (in run order) on `input`, whose value
  * key is `inputKey`; `outputs` are the graph's output keys. `missing` makes
- * the error for an output that does not depend on the input.
+ * the error for an output that does not depend on the input; `file` is
+ * named by the error for a graph too deep to build.
  */
 export function wireLayersModel(
   input: tfl.SymbolicTensor,
@@ -56,8 +58,11 @@ export function wireLayersModel(
   outputs: readonly string[],
   name: string,
   missing: (key: string) => Error,
+  file: string,
 ): tfl.LayersModel {
+  let wired = 0;
   for (const { layer, reads, writes } of layers) {
+    wired++;
     const inputs = reads.map((key) => values.get(key)!);
     const applied = layer.apply(inputs.length === 1 ? inputs[0]! : inputs);
     const written = Array.isArray(applied) ? applied : [applied];
@@ -68,5 +73,11 @@ export function wireLayersModel(
     if (value === undefined) throw missing(key);
     return value;
   });
-  return tfl.model({ inputs: input, outputs: symbolic.length === 1 ? symbolic[0]! : symbolic, name });
+  try {
+    return tfl.model({ inputs: input, outputs: symbolic.length === 1 ? symbolic[0]! : symbolic, name });
+  } catch (error) {
+    // tfjs-layers walks the graph recursively: a chain of some thousands of layers overflows the stack, which said only "Maximum call stack size exceeded".
+    if (error instanceof RangeError) throw new CamvizError(`the graph is too deep for tfjs-layers to build: ${wired} layers, whose longest chain runs out of stack`, { file });
+    throw error;
+  }
 }

@@ -623,7 +623,7 @@ function assemble(
     const layers = built.map((plan) => ({ layer: new OnnxNodeLayer({ name: plan.name, plan, opset, kernels }), reads: plan.runtimeInputs, writes: plan.node.outputs }));
     const outputs = model.graph.outputs.map((output) => output.name);
     const missing = (key: string): Error => new CamvizError(`graph output '${key}' does not depend on the input`, { file });
-    const layersModel = wireLayersModel(inputTensor, new Map([[input.name, graphInput]]), layers, outputs, 'onnx', missing);
+    const layersModel = wireLayersModel(inputTensor, new Map([[input.name, graphInput]]), layers, outputs, 'onnx', missing, file);
     // Only the constants that layers read stay, and Conv weights until their kernels are made: the rest were shape arithmetic.
     for (const plan of built) for (const source of plan.sources) if (source.kind === 'constant') kept.add(source.value.tensor);
     for (const value of constants.values()) if (!kept.has(value.tensor) && !convKernels.awaits(value.tensor)) value.tensor.dispose();

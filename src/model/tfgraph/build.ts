@@ -169,7 +169,7 @@ export function buildTfGraphModel(
   const inputTensor = tfl.input({ shape: [size.height, size.width, 3], name: layerName(input.name, new Set()) });
   const layers = plans.map((plan) => ({ layer: new TfNodeLayer({ plan, graphModel }), reads: plan.feeds, writes: plan.fetches }));
   const missing = (key: string): Error => new CamvizError(`graph output '${key}' does not depend on the image input '${input.name}'`, { file });
-  const layersModel = wireLayersModel(inputTensor, new Map([[input.name, inputTensor]]), layers, outputs, 'tfgraph', missing);
+  const layersModel = wireLayersModel(inputTensor, new Map([[input.name, inputTensor]]), layers, outputs, 'tfgraph', missing, file);
   return { layersModel, layerNames: scopeNames(plans), scoreLayer: scoreLayerOf(plans, outputs) };
 }
 
