@@ -192,7 +192,7 @@ describe('per-model fallback and threads', { skip: skipWithoutOrt }, () => {
     assert.match(run.stderr.trimEnd(), /^camviz: --engine onnxruntime: ONNX Runtime refuses the model: .*not_a_relu_attribute.* \(.*refused\.onnx\)$/);
   });
 
-  test('ONNX Runtime threads: one a worker with --jobs 2, the cores with --jobs 1, CAMVIZ_ORT_THREADS for both', async () => {
+  test('ONNX Runtime threads: one a worker with --jobs 2, the cores with --jobs 1, CAMVIZ_ORT_THREADS for both; a CAMVIZ_ORT_THREADS that is not 1 to 256 threads is a usage error', async () => {
     const threadsOf = async (jobs: string, extra: NodeJS.ProcessEnv = {}): Promise<number | undefined> => {
       const out = join(workDir, `threads-${jobs}-${Object.keys(extra).length}`);
       const run = await camviz(['fmap', images, '--model', tinyModel, '--layer', 'relu', '--out', out, '--jobs', jobs, '--batch-size', '1'], extra);
@@ -204,6 +204,13 @@ describe('per-model fallback and threads', { skip: skipWithoutOrt }, () => {
     assert.equal(await threadsOf('2'), 1);
     assert.equal(await threadsOf('1'), availableParallelism());
     assert.equal(await threadsOf('2', { CAMVIZ_ORT_THREADS: '3' }), 3);
+    assert.equal(await threadsOf('1', { CAMVIZ_ORT_THREADS: '' }), availableParallelism(), 'empty: as unset');
+    // Taken silently for 1 before (or, for thousands, 6 s and 488 MB of threads).
+    for (const value of ['abc', '0', '-3', '2.5', '5000']) {
+      const out = join(workDir, `threads-bad-${value}`);
+      assertUsageError(await camviz(['fmap', images, '--model', tinyModel, '--layer', 'relu', '--out', out], { CAMVIZ_ORT_THREADS: value }), new RegExp(`CAMVIZ_ORT_THREADS must be a whole number of threads from 1 to 256, not "${value.replace('.', '\\.')}"`));
+      assert.equal(existsSync(join(out, 'manifest.json')), false, `${value}: nothing written`);
+    }
   });
 
   test('an ONNX Runtime that never answers: the run ends with 1 and one line saying it stopped before it finished, not 0 with nothing done', async () => {

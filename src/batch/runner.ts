@@ -24,6 +24,7 @@ import { MANIFEST_NAME, type Manifest, REPORT_NAME, manifestOptions, readManifes
 import { type Executor, InProcessExecutor, WorkerPool } from './pool.js';
 import { type Progress, createProgress, formatDuration } from './progress.js';
 import { type Shard, selectShard } from './shard.js';
+import { ortThreadsFromEnv } from '../engine/ort-threads.js';
 
 export interface BatchRunOptions {
   task: TaskOptions;
@@ -373,7 +374,7 @@ export async function wasmThreadsFor(task: TaskOptions, images: number): Promise
  * starts at no cost worth counting). CAMVIZ_ORT_THREADS overrides both.
  */
 function withOrtThreads(task: TaskOptions, threads: number): TaskOptions {
-  if (process.env['CAMVIZ_ORT_THREADS'] !== undefined) return task;
+  if (ortThreadsFromEnv() !== undefined) return task;
   return { ...task, model: { ...task.model, ortThreads: threads } };
 }
 

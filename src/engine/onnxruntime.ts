@@ -16,6 +16,7 @@ import { arch, cpus } from 'node:os';
 import { join } from 'node:path';
 import { temporaryName } from '../util/atomic-file.js';
 import { describeError } from '../util/errors.js';
+import { ortThreadsFromEnv } from './ort-threads.js';
 import { readWholeFile } from '../util/read-whole-file.js';
 import { hasSeal, sealOf, sealedGraph } from './saved-graph-seal.js';
 
@@ -173,10 +174,9 @@ export interface OrtSessionOptions {
 
 /** The intra-op thread count: the option, else CAMVIZ_ORT_THREADS, else 1. */
 export function ortThreads(threads?: number): number {
-  if (threads !== undefined) return threads;
-  const fromEnv = Number.parseInt(process.env['CAMVIZ_ORT_THREADS'] ?? '', 10);
-  return Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : 1;
+  return threads ?? ortThreadsFromEnv() ?? 1;
 }
+
 
 /** How a session departs from camviz's defaults (sessionOptions). */
 export interface SessionTuning {
