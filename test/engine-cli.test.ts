@@ -15,7 +15,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { encodePng } from '../src/render/png.js';
-import { asset } from './helpers/assets.js';
+import { asset, repoRoot } from './helpers/assets.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
 import { tinyClassifier } from './helpers/engine-models.js';
 import { onnxModelBytes } from './helpers/onnx.js';
@@ -211,6 +211,22 @@ describe('per-model fallback and threads', { skip: skipWithoutOrt }, () => {
       assertUsageError(await camviz(['fmap', images, '--model', tinyModel, '--layer', 'relu', '--out', out], { CAMVIZ_ORT_THREADS: value }), new RegExp(`CAMVIZ_ORT_THREADS must be a whole number of threads from 1 to 256, not "${value.replace('.', '\\.')}"`));
       assert.equal(existsSync(join(out, 'manifest.json')), false, `${value}: nothing written`);
     }
+  });
+
+  test("the ONNX writer's cache says on stderr when it finds its entry damaged and writes it again", async () => {
+    const shapes = join(repoRoot, 'fixtures', 'shapes', 'circle-star.png');
+    const first = await camviz(['predict', shapes, '--model', 'shapes', '--engine', 'onnxruntime']);
+    assert.equal(first.code, 0, first.stderr);
+    const onnxFolder = join(cacheDir, 'onnx');
+    // A written model's record sits beside it: <key>.json and <key>.onnx.
+    const names = await readdir(onnxFolder);
+    const records = names.filter((name) => name.endsWith('.json') && names.includes(name.replace(/\.json$/, '.onnx')));
+    assert.equal(records.length, 1, records.join(', '));
+    await writeFile(join(onnxFolder, records[0]!), 'not JSON');
+    const again = await camviz(['predict', shapes, '--model', 'shapes', '--engine', 'onnxruntime']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /the cached ONNX model is damaged \(its record is not JSON\); writing it again/);
+    assert.equal(again.stdout, first.stdout);
   });
 
   test('an ONNX Runtime that never answers: the run ends with 1 and one line saying it stopped before it finished, not 0 with nothing done', async () => {

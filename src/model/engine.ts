@@ -51,6 +51,8 @@ export interface EngineRequest {
    * no ONNX Runtime session (130-240 ms) is made for nothing.
    */
   readonly tfjsOnly?: string;
+  /** Where what the ONNX writer's cache says goes (an entry found damaged and written again, one that cannot be saved). */
+  readonly log?: (message: string) => void;
 }
 
 /** The parts of a loaded model the choice reads (CamvizModel; kept structural so that load.ts and this file do not import each other). */
@@ -99,7 +101,7 @@ async function chooseEngineNow(model: EngineSubject, request: EngineRequest): Pr
   const network = model.network();
   if (request.choice === 'tfjs') return { executor: network, report: { kind: 'tfjs', requested: 'tfjs' } };
   if (request.choice === 'auto' && request.tfjsOnly !== undefined) return tfjsBecause(network, request, request.tfjsOnly);
-  const onnxForm = onnxFormOf(model, network);
+  const onnxForm = onnxFormOf(model, network, request.log);
   // A model without an ONNX form does not load ONNX Runtime (34-143 ms) for nothing.
   if (onnxForm === undefined) {
     const reason = 'the model has no ONNX form (a TF.js graph model that needs executeAsync)';
@@ -164,7 +166,7 @@ async function ortExecutor(
  * (layers models, and graph models as camviz imports them) are written by
  * camviz's ONNX writer for the input size in use, cached beside the zoo.
  */
-function onnxFormOf(model: EngineSubject, network: Network): (() => Promise<OnnxTrunk>) | undefined {
+function onnxFormOf(model: EngineSubject, network: Network, log: ((message: string) => void) | undefined): (() => Promise<OnnxTrunk>) | undefined {
   if (model.onnx !== undefined) {
     return async () => {
       const { onnxTrunkOf } = await import('./onnx/trunk.js');
@@ -176,7 +178,10 @@ function onnxFormOf(model: EngineSubject, network: Network): (() => Promise<Onnx
   return async () => {
     const { OnnxWriteError, onnxTrunkOfLayersModel } = await import('./onnx-writer/index.js');
     try {
-      return await onnxTrunkOfLayersModel(layersModel, model.meta.inputSize, model.sourceFiles === undefined ? {} : { sourceFiles: model.sourceFiles });
+      return await onnxTrunkOfLayersModel(layersModel, model.meta.inputSize, {
+        ...(model.sourceFiles === undefined ? {} : { sourceFiles: model.sourceFiles }),
+        ...(log === undefined ? {} : { log }),
+      });
     } catch (error) {
       // A model the writer cannot express is one ONNX Runtime cannot run: the per-model fallback.
       if (!(error instanceof OnnxWriteError)) throw error;

@@ -126,6 +126,7 @@ export async function loadModel(spec: string = DEFAULT_MODEL, options: LoadOptio
     choice: requestedEngine(options.engine),
     ...(options.ortThreads === undefined ? {} : { threads: options.ortThreads }),
     ...(options.tfjsOnly === undefined ? {} : { tfjsOnly: options.tfjsOnly }),
+    ...(options.log === undefined ? {} : { log: options.log }),
   };
   const model = await loadModelFiles(spec, options);
   model.engineRequest = engineRequest;
