@@ -238,6 +238,18 @@ describe('folder runs from the command line', { skip: skipWithoutModel }, () => 
     assert.match(run.stderr, /^camviz: TensorBoard log folder is not writable \(ENOTDIR\) \(.*not-a-folder/);
   });
 
+  test('a run that fails before writing anything leaves no output folder it made; one that was there stays', async () => {
+    const parent = join(workDir, 'out-made');
+    const out = join(parent, 'deeper', 'out');
+    const unknownLayer = await camviz(['gradcam', tree, '--out', out, '--layer', 'no_such_layer', '--jobs', '1', '--quiet', ...modelArgs()]);
+    assert.equal(unknownLayer.code, 2, unknownLayer.stderr);
+    assert.equal(existsSync(parent), false, 'the folders the run made are gone');
+    await mkdir(out, { recursive: true });
+    const again = await camviz(['gradcam', tree, '--out', out, '--layer', 'no_such_layer', '--jobs', '1', '--quiet', ...modelArgs()]);
+    assert.equal(again.code, 2, again.stderr);
+    assert.deepEqual(await readdir(out), [], 'the folder that was there stays, empty');
+  });
+
   test('--shard auto: GitLab\'s CI_NODE_INDEX/CI_NODE_TOTAL split a folder exactly once', async () => {
     const seen: string[] = [];
     for (const index of [1, 2]) {

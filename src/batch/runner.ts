@@ -6,10 +6,10 @@
  * image is reported and skipped; a signal stops the run cleanly.
  */
 import { statSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
-import { join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { CamvizError, describeError } from '../util/errors.js';
 import { WriteError } from '../util/atomic-file.js';
 import { errorRecord } from '../tasks/records.js';
@@ -60,20 +60,34 @@ const MANIFEST_INTERVAL_MS = 10_000;
 export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult> {
   const startedAt = new Date();
   const started = performance.now();
-  const { images, settled } = await planInputs(options);
-
-  // A single image needs no progress line; its errors are still printed.
-  const progress = createProgress({ quiet: options.quiet === true || images.length <= 1 });
-  const log = (message: string): void => progress.log(`camviz: ${message}`);
-  // A run that writes files holds its output folder: two runs there would lose each other's records.
-  const lock = options.manifest ? await acquireRunLock(options.task.outDir, log) : undefined;
-  const heap = growHeapForRun(images.length);
+  const { images, settled, madeOutDir } = await planInputs(options);
   try {
-    if (lock !== undefined) await removeStaleTemporaries(options.task.outDir);
-    return await runPlanned(options, images, settled, { startedAt, started, progress, log });
-  } finally {
-    heap.restore();
-    await lock?.release();
+    // A single image needs no progress line; its errors are still printed.
+    const progress = createProgress({ quiet: options.quiet === true || images.length <= 1 });
+    const log = (message: string): void => progress.log(`camviz: ${message}`);
+    // A run that writes files holds its output folder: two runs there would lose each other's records.
+    const lock = options.manifest ? await acquireRunLock(options.task.outDir, log) : undefined;
+    const heap = growHeapForRun(images.length);
+    try {
+      if (lock !== undefined) await removeStaleTemporaries(options.task.outDir);
+      return await runPlanned(options, images, settled, { startedAt, started, progress, log });
+    } finally {
+      heap.restore();
+      await lock?.release();
+    }
+  } catch (error) {
+    // A run that fails before writing anything (a usage error, a model refused) leaves no empty output folder behind.
+    if (madeOutDir !== undefined) await removeEmptyFolders(options.task.outDir, madeOutDir);
+    throw error;
+  }
+}
+
+/** Removes `folder`, then its parents up to `top`, each only while it is empty (a folder a run made, and nothing was written in). */
+async function removeEmptyFolders(folder: string, top: string): Promise<void> {
+  const last = resolve(top);
+  for (let current = resolve(folder); ; current = dirname(current)) {
+    if (!(await rmdir(current).then(() => true, () => false))) return;
+    if (current === last || dirname(current) === current) return;
   }
 }
 
@@ -302,7 +316,7 @@ function summaryLine(manifest: Manifest, total: number, seconds: number, manifes
  * This run's images (sorted, this shard's), and the records of those refused
  * before any work: inputs that would overwrite an earlier input's outputs.
  */
-async function planInputs(options: BatchRunOptions): Promise<{ images: InputImage[]; settled: Map<InputImage, InputRecord> }> {
+async function planInputs(options: BatchRunOptions): Promise<{ images: InputImage[]; settled: Map<InputImage, InputRecord>; madeOutDir: string | undefined }> {
   const everyImage = await expandInputs(options.inputs, {
     ...(options.glob === undefined ? {} : { glob: options.glob }),
     // A run's outputs are never its inputs, even when --out lies inside an input folder.
@@ -313,13 +327,13 @@ async function planInputs(options: BatchRunOptions): Promise<{ images: InputImag
   // Commands that write no files (predict) have nothing to collide.
   const collisions = options.manifest && options.task.command !== 'predict' ? outputCollisions(everyImage) : new Map<InputImage, string>();
   const images = selectShard(everyImage, options.shard);
-  if (options.manifest) await ensureWritable(options.task.outDir);
+  const madeOutDir = options.manifest ? await ensureWritable(options.task.outDir) : undefined;
   const settled = new Map<InputImage, InputRecord>();
   for (const image of images) {
     const earlier = collisions.get(image);
     if (earlier !== undefined) settled.set(image, collisionRecord(image, earlier));
   }
-  return { images, settled };
+  return { images, settled, madeOutDir };
 }
 
 /** Images from which a single-process run starts WebAssembly threads (their start-up costs about 0.5 s). */
@@ -552,12 +566,14 @@ async function createEventWriter(logdir: string): Promise<EventWriter> {
   }
 }
 
-async function ensureWritable(outDir: string): Promise<void> {
+/** Makes the output folder if needed and checks that a file can be written there; returns the first folder it made, if any. */
+async function ensureWritable(outDir: string): Promise<string | undefined> {
   const probe = join(outDir, `.camviz-write-test-${process.pid}`);
   try {
-    await mkdir(outDir, { recursive: true });
+    const made = await mkdir(outDir, { recursive: true });
     await writeFile(probe, '');
     await rm(probe, { force: true });
+    return made;
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     throw new CamvizError(`output folder is not writable (${code ?? (error as Error).message})`, { file: outDir });
