@@ -153,7 +153,7 @@ describe('expanding inputs', () => {
     });
   });
 
-  test('symbolic links are followed (to files and folders), a loop is not, a dangling image link is kept to be reported', async () => {
+  test('symbolic links are followed (to files and folders), a loop is not, a dangling image link or one to a device is kept to be reported', async () => {
     const linked = join(workDir, 'linked');
     await makeFolder(outside, ['o.png', 'inner/p.png']);
     await makeFolder(linked, ['real.png']);
@@ -162,8 +162,10 @@ describe('expanding inputs', () => {
     await symlink(linked, join(linked, 'loop'));
     await symlink(join(workDir, 'nowhere.png'), join(linked, 'dangling.png'));
     await symlink(join(workDir, 'nowhere.txt'), join(linked, 'dangling.txt'));
+    // Named like an image and no regular file: kept, for loading to report (it was skipped unsaid).
+    await symlink('/dev/zero', join(linked, 'device.png'));
     const images = await expandInputs([linked]);
-    assert.deepEqual(relatives(images), ['dangling.png', 'dir-link/inner/p.png', 'dir-link/o.png', 'file-link.png', 'real.png']);
+    assert.deepEqual(relatives(images), ['dangling.png', 'device.png', 'dir-link/inner/p.png', 'dir-link/o.png', 'file-link.png', 'real.png']);
   });
 });
 

@@ -100,11 +100,13 @@ async function listImages(folder: string, listing: ReadonlySet<string>, excluded
   for (const entry of entries) {
     if (entry.name.startsWith('.')) continue;
     const full = join(folder, entry.name);
-    // undefined: a dangling link. Named like an image, it is kept, so that
-    // loading reports it (a data set's missing file) instead of skipping it.
+    // undefined: a dangling link. Anything named like an image that is not a
+    // folder (a dangling link, a FIFO, a device, a link to one) is kept, so
+    // that loading reports it (a data set's missing file) instead of
+    // skipping it unsaid; loading reads regular files only.
     const target = entry.isSymbolicLink() ? await stat(full).catch(() => undefined) : entry;
     if (target?.isDirectory()) files.push(...(await listImages(full, within, excluded)));
-    else if ((target === undefined || target.isFile()) && IMAGE_EXTENSIONS.includes(extname(entry.name).toLowerCase())) files.push(full);
+    else if (IMAGE_EXTENSIONS.includes(extname(entry.name).toLowerCase())) files.push(full);
   }
   return files;
 }
