@@ -117,17 +117,24 @@ describe('an ONNX file read ahead of its load', () => {
     await assert.rejects(loadModel(broken, { engine: 'tfjs' }), { name: direct.name, message: direct.message });
   });
 
-  test('a path that cannot be looked at (through a file: ENOTDIR; a loop of links: ELOOP) is neither read ahead nor thrown: the load says what a missing path gets', async () => {
+  test('a path that cannot be looked at (through a file: ENOTDIR; a loop of links: ELOOP) is neither read ahead nor thrown: the load says what a missing path gets, or that the link leads nowhere', async () => {
     const file = await modelFile('plain.onnx');
     const loopA = join(workDir, 'loop-a');
     const loopB = join(workDir, 'loop-b');
     await symlink(loopB, loopA);
     await symlink(loopA, loopB);
-    for (const path of [join(file, 'inside.onnx'), loopA]) {
+    for (const [path, said] of [
+      [join(file, 'inside.onnx'), /neither a zoo name/],
+      [loopA, /^the model is a symbolic link that leads nowhere \(its target is missing, or links loop\)$/],
+    ] as const) {
       // The read ahead settles (never throws, never rejects), as the command line calls it unawaited.
       await readOnnxAhead(path);
-      await assert.rejects(loadModel(path, { engine: 'tfjs' }), (error: Error) => error instanceof UsageError && /neither a zoo name/.test(error.message));
+      await assert.rejects(loadModel(path, { engine: 'tfjs' }), (error: Error) => error instanceof UsageError && said.test(error.message) && (path !== loopA || error.file === loopA));
     }
+    // A folder named like an ONNX file, with neither model: the message names both files it looked for.
+    const folder = join(workDir, 'folder.onnx');
+    await mkdir(folder);
+    await assert.rejects(loadModel(folder, { engine: 'tfjs' }), /model folder has neither model\.json \(TF\.js\) nor model\.onnx/);
   });
 
   test('the reader loads neither tfjs nor protobufjs, so that the command line starts it before they load', async () => {

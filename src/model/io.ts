@@ -76,7 +76,7 @@ export async function resolveModelJsonPath(path: string): Promise<string> {
   if (info.isDirectory()) {
     const candidate = join(absolute, 'model.json');
     if (!(await stat(candidate).catch(() => undefined))?.isFile()) {
-      throw new CamvizError('model folder has no model.json', { file: path });
+      throw new CamvizError('model folder has neither model.json (TF.js) nor model.onnx', { file: path });
     }
     return candidate;
   }

@@ -2,7 +2,7 @@
  * Loading a model from a zoo name, a local folder or model.json, or a URL,
  * with its metadata.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, lstatSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as tf from '../engine/tf.js';
 import * as tfl from '../engine/tfl.js';
@@ -110,12 +110,22 @@ export class CamvizModel {
   }
 }
 
+/** Whether `path` is a symbolic link itself (false when it cannot be looked at: missing, or through a file). */
+function isLink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
 /** Where a `--model` value points: a local model.json and any zoo metadata. */
 export async function locateModel(spec: string, log?: FetchLog): Promise<{ modelJsonPath: string; zoo?: CamvizJson }> {
   if (/^https?:\/\//i.test(spec)) return { modelJsonPath: await urlModelJson(spec, log) };
   const entry = zooEntry(spec);
   if (entry !== undefined) return { modelJsonPath: await zooModelJson(entry, log), zoo: entry.metadata };
   if (existsSync(spec)) return { modelJsonPath: spec };
+  if (isLink(spec)) throw new UsageError('the model is a symbolic link that leads nowhere (its target is missing, or links loop)', { file: spec });
   const names = ZOO.map((zoo) => zoo.name).join(', ');
   throw new UsageError(`model '${spec}' is neither a zoo name (${names}), a file or folder, nor an http(s) URL`);
 }
