@@ -204,7 +204,7 @@ describe('a malformed model.json', () => {
   test('a folder without model.json is named', async () => {
     const folder = await freshFolder();
     const error = await expectCamvizError(() => loadModel(folder));
-    assert.match(error.message, /no model\.json/);
+    assert.match(error.message, /neither model\.json \(TF\.js\) nor model\.onnx/);
     assert.equal(error.file, folder);
   });
 });
