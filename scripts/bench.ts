@@ -57,6 +57,7 @@ import {
   torchMissing,
 } from './bench-torch.js';
 import { median } from './bench-stats.js';
+import { type ColdFloorSetup, prepareColdFloor } from './cold-floor.js';
 import { memoryVerdict } from './memory-verdict.js';
 
 const run = promisify(execFile);
@@ -1014,11 +1015,16 @@ async function nodeStart(args: Args, caFile: string): Promise<void> {
 
 /** One cold run: milliseconds to the process's exit, and to the PNG's modification time (undefined if none was written). */
 async function coldRun(bench: BenchModel, support: EngineSupport, engine: Engine, env: NodeJS.ProcessEnv): Promise<{ toExit: number; toPng: number | undefined }> {
-  const outDir = await mkdtemp(join(tmpdir(), 'camviz-cold-'));
   const flags = ['--model', bench.spec.model!, ...(bench.spec.preprocess ? ['--preprocess', bench.spec.preprocess] : []), ...(bench.spec.labels ? ['--labels', bench.spec.labels] : []), ...engineFlags(support, engine)];
+  return timedColdRun((outDir) => [join(repoRoot, 'bin', 'camviz.js'), 'gradcam', bench.image, ...flags, '--out', outDir, '--quiet'], env);
+}
+
+/** A process of `node <argsFor(a fresh output folder)>`: milliseconds to its exit, and to the PNG it wrote (its modification time). */
+async function timedColdRun(argsFor: (outDir: string) => string[], env: NodeJS.ProcessEnv): Promise<{ toExit: number; toPng: number | undefined }> {
+  const outDir = await mkdtemp(join(tmpdir(), 'camviz-cold-'));
   try {
     const [started, spawnedAt] = [performance.now(), Date.now()];
-    await run(process.execPath, [join(repoRoot, 'bin', 'camviz.js'), 'gradcam', bench.image, ...flags, '--out', outDir, '--quiet'], { timeout: 120_000, env });
+    await run(process.execPath, argsFor(outDir), { timeout: 120_000, env });
     const toExit = performance.now() - started;
     const png = (await readdir(outDir)).find((name) => name.endsWith('.png'));
     return { toExit, toPng: png === undefined ? undefined : (await stat(join(outDir, png))).mtimeMs - spawnedAt };
@@ -1053,8 +1059,10 @@ async function coldStart(args: Args): Promise<void> {
     const pngSamples = new Map<Engine, number[]>(support.engines.map((engine) => [engine, []]));
     const withoutCa = new Map<Engine, number[]>(support.engines.map((engine) => [engine, []]));
     const failed = new Map<Engine, string>();
+    const floor = await coldFloorOf(bench, support);
     // Engines (and the runs without the CA file) alternate within each repetition, so that a slow phase of the machine hits all.
     for (let i = 0; i < (args.quick ? 3 : 7); i++) {
+      if (floor?.setup.ok === true) await floorRun(floor, samples.get('onnxruntime')?.length ?? 0);
       for (const engine of support.engines.filter((candidate) => !failed.has(candidate))) {
         // The run without the CA file goes first every other repetition, and its failure only leaves its column short.
         const withoutFirst = caFile !== undefined && i % 2 === 1;
@@ -1079,6 +1087,7 @@ async function coldStart(args: Args): Promise<void> {
       if (times.length === 0) rows.push([bench.name, engine, '-', '-', '-', ...extra, reason ?? '-']);
       else rows.push([bench.name, engine, ms(median(times)), ms(Math.min(...times)), medianOrDash(pngSamples.get(engine)!), ...extra, `${median(times) <= 600 ? 'met' : 'missed'}${reason === undefined ? '' : `; then ${reason}`}`]);
     }
+    if (floor !== undefined) rows.push(floorRow(bench, floor, samples.get('onnxruntime') ?? [], caFile !== undefined));
   }
   const extraColumns = caFile === undefined ? [] : ['median to exit without NODE_EXTRA_CA_CERTS (not judged)'];
   rows.push(...skippedRows(support, 6 + extraColumns.length, (engine) => ['-', engine]));
@@ -1087,6 +1096,61 @@ async function coldStart(args: Args): Promise<void> {
     ['model', 'engine', 'median to exit', 'min to exit', 'median to the PNG on disk', ...extraColumns, 'target: median to exit <= 0.6 s'],
     rows,
   );
+}
+
+/** The cold start's floor without tfjs for one bench model: its setup, and its runs' times paired with camviz's runs on ONNX Runtime. */
+interface ColdFloor {
+  readonly setup: ColdFloorSetup;
+  /** camviz's environment on ONNX Runtime: the floor's too. */
+  readonly env: NodeJS.ProcessEnv;
+  readonly work: string;
+  readonly toExit: number[];
+  readonly toPng: number[];
+  /** The round of each run: which run of camviz on ONNX Runtime it is paired with. */
+  readonly rounds: number[];
+}
+
+/**
+ * The floor's setup for an ONNX bench model, where ONNX Runtime is among
+ * the engines (scripts/cold-floor.ts); undefined for the others. A setup
+ * that fails says why in its row.
+ */
+async function coldFloorOf(bench: BenchModel, support: EngineSupport): Promise<ColdFloor | undefined> {
+  if (!support.engines.includes('onnxruntime') || !support.optionBuilt || !/\.onnx$/i.test(bench.spec.model ?? '')) return undefined;
+  const work = await mkdtemp(join(tmpdir(), 'camviz-cold-floor-'));
+  const model = { model: bench.spec.model!, preprocess: bench.spec.preprocess ?? 'torch', image: bench.image };
+  const env = engineEnv(support, 'onnxruntime');
+  const setup = await prepareColdFloor(model, work, env).catch((error: unknown): ColdFloorSetup => ({ ok: false, why: reasonOf(error) }));
+  return { setup, env, work, toExit: [], toPng: [], rounds: [] };
+}
+
+/** One timed run of the floor, before camviz's run `round` on ONNX Runtime; a failure leaves its samples as they are. */
+async function floorRun(floor: ColdFloor, round: number): Promise<void> {
+  if (!floor.setup.ok) return;
+  const args = floor.setup.args;
+  try {
+    const { toExit, toPng } = await timedColdRun((outDir) => [...args, outDir], floor.env);
+    floor.toExit.push(toExit);
+    if (toPng !== undefined) floor.toPng.push(toPng);
+    floor.rounds.push(round);
+  } catch {
+    // Not judged: the row counts the runs that ended.
+  }
+}
+
+/** The floor's row: its times, and the median of its per-round ratios to camviz's runs on ONNX Runtime. */
+function floorRow(bench: BenchModel, floor: ColdFloor, camviz: readonly number[], caColumn: boolean): string[] {
+  void rm(floor.work, { recursive: true, force: true });
+  const label = 'floor without tfjs (scripts/cold-floor-run.ts; not judged)';
+  const extra = caColumn ? ['-'] : [];
+  if (!floor.setup.ok) return [bench.name, label, '-', '-', '-', ...extra, `no floor: ${floor.setup.why}`];
+  if (floor.toExit.length === 0) return [bench.name, label, '-', '-', '-', ...extra, 'every run failed'];
+  const ratios = floor.toExit.flatMap((time, i) => {
+    const paired = camviz[floor.rounds[i]!];
+    return paired === undefined ? [] : [time / paired];
+  });
+  const ratio = ratios.length === 0 ? '' : `; ${median(ratios).toFixed(2)}x camviz on onnxruntime (median of ${ratios.length} paired runs)`;
+  return [bench.name, label, ms(median(floor.toExit)), ms(Math.min(...floor.toExit)), floor.toPng.length === 0 ? '-' : ms(median(floor.toPng)), ...extra, `${floor.toExit.length} runs${ratio}`];
 }
 
 async function main(): Promise<void> {

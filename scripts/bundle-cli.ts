@@ -30,11 +30,12 @@
  * themselves (package.json, worker files: written as ../<folder>/name.js)
  * stay right.
  */
-import { type OutputFile, type Plugin, build } from 'esbuild';
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { type Plugin, build } from 'esbuild';
+import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SHARP_BUNDLE_PATH, installedSharp } from '../src/util/sharp-choice.js';
+import { COMMON_OPTIONS, bundleModule, writeBundle } from './bundling.js';
 
 const sourceFolder = fileURLToPath(new URL('../src/', import.meta.url));
 
@@ -46,49 +47,6 @@ const BUNDLES: ReadonlyArray<readonly [entry: string, bundle: string]> = [
   // bin/camviz.js's first file: the code cache, then the command line's bundle (src/cli/launch-support.ts).
   ['cli/launch-support.js', 'cli/launch-support.cjs'],
 ];
-
-/** Leaves the modules that must stay their own files (see above) outside, required by their path from the bundle's folder. */
-const leaveOutside: Plugin = {
-  name: 'camviz-leave-outside',
-  setup(build) {
-    build.onResolve({ filter: /\/import-module\.cjs$/ }, () => ({ path: '../util/import-module.cjs', external: true }));
-  },
-};
-
-/** How every bundle is built: one CommonJS file for Node 20, written by writeBundle. */
-const COMMON_OPTIONS = { bundle: true, write: false, platform: 'node', target: 'node20', format: 'cjs', logLevel: 'warning' } as const;
-
-async function bundle(entry: string, bundlePath: string): Promise<void> {
-  const result = await build({
-    ...COMMON_OPTIONS,
-    entryPoints: [entry],
-    plugins: [leaveOutside],
-    outfile: bundlePath,
-    packages: 'external',
-    // CommonJS has no import.meta: every module's URL becomes the bundle's (see above).
-    banner: { js: 'const __camvizModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
-    define: { 'import.meta.url': '__camvizModuleUrl' },
-    // Stack traces name the bundle's lines; under `node --enable-source-maps`
-    // they name the TypeScript sources (esbuild follows tsc's maps).
-    sourcemap: 'linked',
-  });
-  await writeBundle(result.outputFiles, bundlePath);
-}
-
-/** Writes a build's files; fails if the bundle calls import(), which a script compiled from cached data cannot (src/util/import-module.cts). */
-async function writeBundle(outputs: readonly OutputFile[], bundlePath: string): Promise<void> {
-  for (const output of outputs) {
-    if (output.path === bundlePath && /\bimport\s*\(/.test(output.text)) throw new Error(`${bundlePath} holds an import() call: move it to src/util/import-module.cts`);
-    await writeWhole(output.path, output.contents);
-  }
-}
-
-/** A launch during the build reads the old file or the new one, never half of one. */
-async function writeWhole(path: string, contents: Uint8Array): Promise<void> {
-  const temporary = `${path}.${process.pid}.tmp`;
-  await writeFile(temporary, contents);
-  await rename(temporary, path);
-}
 
 /**
  * The require of sharp's native parts (a binary built from source, the
@@ -140,5 +98,5 @@ async function bundleSharp(bundlePath: string): Promise<void> {
   await writeBundle(result.outputFiles, bundlePath);
 }
 
-for (const [entry, bundlePath] of BUNDLES) await bundle(`${sourceFolder}${entry}`, `${sourceFolder}${bundlePath}`);
+for (const [entry, bundlePath] of BUNDLES) await bundleModule(`${sourceFolder}${entry}`, `${sourceFolder}${bundlePath}`);
 await bundleSharp(SHARP_BUNDLE_PATH);
