@@ -16,9 +16,9 @@
  * a file without one is refused without reading it whole (a 2 GB file
  * there cost 10 s). ONNX Runtime is given the graph's bytes alone.
  */
-import { closeSync, readSync } from 'node:fs';
+import { readSync } from 'node:fs';
 import { crc32 } from '../util/crc32.js';
-import { openRegularFileSync } from '../util/read-whole-file.js';
+import { withRegularFileSync } from '../util/read-whole-file.js';
 
 const MAGIC = Buffer.from('CVZSEAL\u0001', 'latin1');
 const HASH_CHARS = 32;
@@ -52,23 +52,13 @@ export function sealedGraph(file: Uint8Array, nameHash: string): Uint8Array | un
  * is checked once the file is read (sealedGraph).
  */
 export function hasSeal(path: string, nameHash: string): boolean {
-  let opened: ReturnType<typeof openRegularFileSync>;
-  try {
-    opened = openRegularFileSync(path);
-  } catch {
-    return false;
-  }
-  try {
-    const size = Number(opened.stats.size);
-    if (size < SEAL_BYTES) return false;
-    const seal = Buffer.alloc(SEAL_BYTES);
-    if (readSync(opened.fd, seal, 0, SEAL_BYTES, size - SEAL_BYTES) !== SEAL_BYTES) return false;
-    return sealedLength(seal, nameHash, size) !== undefined;
-  } catch {
-    return false;
-  } finally {
-    closeSync(opened.fd);
-  }
+  return (
+    withRegularFileSync(path, (fd, size) => {
+      if (size < SEAL_BYTES) return false;
+      const seal = Buffer.alloc(SEAL_BYTES);
+      return readSync(fd, seal, 0, SEAL_BYTES, size - SEAL_BYTES) === SEAL_BYTES && sealedLength(seal, nameHash, size) !== undefined;
+    }) ?? false
+  );
 }
 
 /** The graph's length the seal states, when its magic and name hash are right and the length fits a file of `fileSize` bytes. */

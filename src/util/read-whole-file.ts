@@ -133,6 +133,21 @@ export async function readFromStart(handle: FileHandle, length: number): Promise
  * caches and notes, whose problems only cost a miss.
  */
 export function readRegularFileSync(path: string, maxBytes: number): Buffer | undefined {
+  return withRegularFileSync(path, (fd, size) => {
+    if (size > Math.min(maxBytes, MAX_FILE_BYTES)) return undefined;
+    const bytes = Buffer.allocUnsafe(size);
+    // Up to the size at open: a file that grows meanwhile is read to that size.
+    return bytes.subarray(0, readSyncFromStart(fd, bytes, size));
+  });
+}
+
+/**
+ * What `use` makes of the regular file at `path`, opened synchronously
+ * (without waiting for a FIFO's writer) and given with its size at open;
+ * undefined when it is missing, unreadable or not a regular file, or when
+ * `use` throws. The file is closed after.
+ */
+export function withRegularFileSync<T>(path: string, use: (fd: number, size: number) => T | undefined): T | undefined {
   let opened: { fd: number; stats: BigIntStats };
   try {
     opened = openRegularFileSync(path);
@@ -140,11 +155,7 @@ export function readRegularFileSync(path: string, maxBytes: number): Buffer | un
     return undefined;
   }
   try {
-    const size = Number(opened.stats.size);
-    if (size > Math.min(maxBytes, MAX_FILE_BYTES)) return undefined;
-    const bytes = Buffer.allocUnsafe(size);
-    // Up to the size at open: a file that grows meanwhile is read to that size.
-    return bytes.subarray(0, readSyncFromStart(opened.fd, bytes, size));
+    return use(opened.fd, Number(opened.stats.size));
   } catch {
     return undefined;
   } finally {
