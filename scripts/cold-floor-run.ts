@@ -48,6 +48,11 @@ export interface ColdFloorPlan {
   readonly channels: number;
 }
 
+/** A file's bytes as float32 values, copied out (a small file's Buffer is a view into a shared pool). */
+export function float32Values(bytes: Uint8Array): Float32Array {
+  return new Float32Array(Uint8Array.from(bytes).buffer);
+}
+
 /** `tf` preprocessing (x / 127.5 - 1) of RGB HWC pixels into an NCHW batch of one. */
 function nchwInput(rgb: Uint8Array, height: number, width: number): Float32Array {
   const plane = height * width;
@@ -93,7 +98,7 @@ async function run(planPath: string, imagePath: string, outDir: string): Promise
   const noModel = (): Uint8Array => {
     throw new Error('the saved optimised graph did not load: run the command line once first');
   };
-  const kernel = new Float32Array(readFileSync(plan.kernelFile).buffer.slice(0));
+  const kernel = float32Values(readFileSync(plan.kernelFile));
   await withSession(ort, plan.sessionKey, noModel, plan.threads, async (session: OrtSession) => {
     const image = await decoding;
     const { height, width } = plan.inputSize;
@@ -114,11 +119,14 @@ async function run(planPath: string, imagePath: string, outDir: string): Promise
   }, plan.optimizedFolder, { memoryPattern: false });
 }
 
-const [planPath, imagePath, outDir] = process.argv.slice(2);
-if (planPath === undefined || imagePath === undefined || outDir === undefined) {
-  process.stderr.write('usage: cold-floor.cjs <plan.json> <image> <out folder>\n');
-  process.exitCode = 2;
-} else {
+/** The process: `cold-floor.cjs <plan.json> <image> <out folder>`. */
+function runFromCommandLine(): void {
+  const [planPath, imagePath, outDir] = process.argv.slice(2);
+  if (planPath === undefined || imagePath === undefined || outDir === undefined) {
+    process.stderr.write('usage: cold-floor.cjs <plan.json> <image> <out folder>\n');
+    process.exitCode = 2;
+    return;
+  }
   run(planPath, imagePath, outDir).then(
     // As the command line ends (src/cli/run.ts): without Node's own teardown after the 'exit' listeners.
     () => process.once('exit', () => process.exit()),
@@ -128,3 +136,6 @@ if (planPath === undefined || imagePath === undefined || outDir === undefined) {
     },
   );
 }
+
+// Imported (scripts/cold-floor.ts), the module only lends its types and helpers.
+if (process.argv[1] === fileURLToPath(import.meta.url)) runFromCommandLine();

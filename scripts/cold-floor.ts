@@ -28,7 +28,7 @@ import { onnxCacheDir } from '../src/model/onnx-writer/cache-limit.js';
 import { FIRST_SESSIONS_NAME, type FirstSessionNote } from '../src/model/session-ahead.js';
 import { decodeNpy } from '../src/render/npy.js';
 import { bundleModule } from './bundling.js';
-import type { ColdFloorPlan } from './cold-floor-run.js';
+import { type ColdFloorPlan, float32Values } from './cold-floor-run.js';
 
 const run = promisify(execFile);
 const repoRoot = resolve(new URL('../..', import.meta.url).pathname);
@@ -129,7 +129,7 @@ async function differences(reference: string, checked: string): Promise<string |
   if (ours === undefined || theirs === undefined) return 'no PNG written';
   if (ours !== theirs) return `the floor wrote ${ours}, the command line ${theirs}`;
   const expected = decodeNpy(await readFile(join(reference, theirs.replace(/\.png$/, '.npy')))).data;
-  const map = new Float32Array((await readFile(join(checked, `${ours}.map.f32`))).buffer.slice(0));
+  const map = float32Values(await readFile(join(checked, `${ours}.map.f32`)));
   if (map.length !== expected.length) return `the maps have ${map.length} and ${expected.length} values`;
   const mapDifference = Math.max(...map.map((value, i) => Math.abs(value - expected[i]!)));
   if (!(mapDifference <= MAP_TOLERANCE * Math.max(1, ...expected))) return `the maps differ by ${mapDifference}`;
