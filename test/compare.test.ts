@@ -234,6 +234,26 @@ describe('camviz compare on shapes runs', { skip: skipWithoutShapes }, () => {
     assert.deepEqual(compared.pairs.filter((pair) => pair.top1.changed).map((pair) => pair.input), ['circle-star.png']);
   });
 
+  test('--max-top1-changes under --pair-by class: an input whose top-1 changed, and whose maps therefore do not pair, still fails the gate', async () => {
+    await camRun('top');
+    await cp(run('top'), run('top-moved'), { recursive: true });
+    const manifest = await readManifest(run('top-moved'));
+    const record = manifest.records.find((entry) => entry.relative === 'circle-star.png')!;
+    // B ranked another class first and explained it: by class, its map pairs with none of A's.
+    record.predictions = [{ index: 5, label: 'other', probability: 0.9 }];
+    for (const result of (record.results ?? []) as CamResultRecord[]) result.class = { index: 5, label: 'other' };
+    await writeFile(join(run('top-moved'), 'manifest.json'), JSON.stringify(manifest));
+    const strict = await camviz(['compare', run('top'), run('top-moved'), '--max-top1-changes', '0', '--out', run('top-moved-strict')]);
+    assert.equal(strict.code, 1, strict.stderr);
+    assert.match(strict.stderr, /compare FAILED \(1 top-1 change over --max-top1-changes 0\)/);
+    assert.match(strict.stderr, /\n {2}circle-star\.png: top-1 changed: \d+ \S+ -> 5 other \(its maps do not pair\)\n/);
+    const compared = await readCompare('top-moved-strict');
+    assert.deepEqual(compared.top1Changes.map((change) => [change.input, change.b.index]), [['circle-star.png', 5]]);
+    assert.equal(compared.summary.passed, false);
+    const lenient = await camviz(['compare', run('top'), run('top-moved'), '--max-top1-changes', '1', '--out', run('top-moved-lenient')]);
+    assert.equal(lenient.code, 0, lenient.stderr);
+  });
+
   test('a run whose target has no probability (null: output, region, similarity): the change is null, not a difference with 0', async () => {
     await camRun('with-probability');
     await cp(run('with-probability'), run('no-probability'), { recursive: true });

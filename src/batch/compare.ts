@@ -143,6 +143,8 @@ export interface CompareSummary {
   peakShift: Spread;
   failedInputs: number;
   offenders: number;
+  /** True when more inputs changed their top-1 prediction than --max-top1-changes allows. */
+  top1Over: boolean;
   /** True when every threshold holds and no input failed. */
   passed: boolean;
 }
@@ -171,6 +173,8 @@ export interface CompareResult {
   /** Pairs that break a threshold, worst first. */
   offenders: Offender[];
   failedInputs: FailedInput[];
+  /** Every input whose top-1 prediction changed (paired maps or not). */
+  top1Changes: Top1Change[];
   unpaired: UnpairedMap[];
   /** Every pair, worst first (lowest correlation, then lowest IoU, then largest peak shift). */
   pairs: PairMetrics[];
@@ -311,6 +315,20 @@ export interface PairPlan {
   failedInputs: FailedInput[];
   /** Inputs in both runs. */
   inputs: number;
+  /**
+   * Inputs whose top-1 prediction differs between the runs, found from
+   * their records, whether or not any of their maps pair: under
+   * `--pair-by class` a changed top-1 is exactly what leaves an input's
+   * maps unpaired.
+   */
+  top1Changes: Top1Change[];
+}
+
+/** An input whose top-1 prediction differs between the runs. */
+export interface Top1Change {
+  input: string;
+  a: TopPrediction;
+  b: TopPrediction;
 }
 
 /**
@@ -321,7 +339,7 @@ export function planPairs(a: CompareRun, b: CompareRun, pairBy: PairBy): PairPla
   const recordsA = recordsByInput(a);
   const recordsB = recordsByInput(b);
   checkSameInputs(a, recordsA, b, recordsB);
-  const plan: PairPlan = { pairs: [], unpaired: [], failedInputs: [], inputs: recordsA.size };
+  const plan: PairPlan = { pairs: [], unpaired: [], failedInputs: [], inputs: recordsA.size, top1Changes: [] };
   for (const [input, recordA] of recordsA) {
     const recordB = recordsB.get(input)!; // same inputs: checked above
     const failed = [failure(recordA, 'a'), failure(recordB, 'b')].filter((entry) => entry !== undefined);
@@ -329,6 +347,8 @@ export function planPairs(a: CompareRun, b: CompareRun, pairBy: PairBy): PairPla
       plan.failedInputs.push(...failed);
       continue;
     }
+    const [topA, topB] = [topPrediction(a, recordA), topPrediction(b, recordB)];
+    if (topA !== null && topB !== null && topA.index !== topB.index) plan.top1Changes.push({ input, a: topA, b: topB });
     pairRecords(input, recordA, recordB, pairBy, plan);
   }
   if (plan.pairs.length === 0 && plan.failedInputs.length === 0) {
@@ -583,10 +603,10 @@ function spread(values: readonly number[]): Spread {
 /** Applies the thresholds: fills each pair's failures, sorts worst first, and sums up. */
 export function judge(
   pairs: PairMetrics[],
-  plan: Pick<PairPlan, 'inputs' | 'failedInputs'>,
+  plan: Pick<PairPlan, 'inputs' | 'failedInputs' | 'top1Changes'>,
   thresholds: CompareThresholds,
 ): { summary: CompareSummary; offenders: Offender[]; pairs: PairMetrics[] } {
-  const changedInputs = new Set(pairs.filter((pair) => pair.top1.changed).map((pair) => pair.input));
+  const changedInputs = new Set(plan.top1Changes.map((change) => change.input));
   const top1Over = thresholds.maxTop1Changes !== undefined && changedInputs.size > thresholds.maxTop1Changes;
   for (const pair of pairs) pair.failures = pairFailures(pair, thresholds, top1Over);
   const sorted = [...pairs].sort(worstFirst);
@@ -613,7 +633,8 @@ export function judge(
     peakShift: spread(pairs.map((pair) => pair.peakShift)),
     failedInputs,
     offenders: offenders.length,
-    passed: offenders.length === 0 && failedInputs === 0,
+    top1Over,
+    passed: offenders.length === 0 && failedInputs === 0 && !top1Over,
   };
   return { summary, offenders, pairs: sorted };
 }
@@ -628,6 +649,7 @@ export function summaryLine(result: CompareResult): string {
   if (summary.passed) return `compare passed: ${numbers}`;
   const reasons = [
     summary.offenders > 0 ? `${summary.offenders} offending pair${summary.offenders === 1 ? '' : 's'}` : '',
+    summary.top1Over ? `${summary.top1Changes} top-1 change${summary.top1Changes === 1 ? '' : 's'} over --max-top1-changes ${result.thresholds.maxTop1Changes}` : '',
     summary.failedInputs > 0 ? `${summary.failedInputs} input${summary.failedInputs === 1 ? '' : 's'} failed in a run` : '',
   ].filter((reason) => reason !== '');
   return `compare FAILED (${reasons.join(', ')}): ${numbers}`;
@@ -638,8 +660,12 @@ export function offenderLines(result: CompareResult): string[] {
   const className = (value: { index: number; label: string | null }): string => (value.label === null ? `${value.index}` : `${value.index} ${value.label}`);
   const classes = (offender: Offender): string =>
     offender.classA.index === offender.classB.index ? `class ${className(offender.classA)}` : `class ${className(offender.classA)} vs ${className(offender.classB)}`;
+  // A changed top-1 whose input has no offending pair (its maps did not pair) is named on its own.
+  const named = new Set(result.offenders.map((offender) => offender.input));
+  const unpairedChanges = result.summary.top1Over ? result.top1Changes.filter((change) => !named.has(change.input)) : [];
   return [
     ...result.offenders.map((offender) => `${offender.input} ${offender.method} ${classes(offender)}: ${offender.failures.join('; ')}`),
+    ...unpairedChanges.map((change) => `${change.input}: top-1 changed: ${className(change.a)} -> ${className(change.b)} (its maps do not pair)`),
     ...result.failedInputs.map((failed) => `${failed.input}: failed in ${failed.run === 'a' ? result.a : result.b}: ${failed.error}`),
   ];
 }
@@ -677,6 +703,7 @@ export async function compareRuns(dirA: string, dirB: string, options: CompareRu
     summary: verdict.summary,
     offenders: verdict.offenders,
     failedInputs: plan.failedInputs,
+    top1Changes: plan.top1Changes,
     unpaired: plan.unpaired,
     pairs: verdict.pairs,
   };
