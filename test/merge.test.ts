@@ -6,11 +6,12 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import sharp from 'sharp';
 
+import { acquireRunLock } from '../src/batch/lock.js';
 import { mergeRuns } from '../src/batch/merge.js';
 import type { Manifest } from '../src/batch/manifest.js';
 import { CamvizError, UsageError } from '../src/util/errors.js';
@@ -234,6 +235,49 @@ describe('mergeRuns', () => {
 
     // Merging again (the target now holds the merged manifest) is refused: its inputs overlap the other shards'.
     await assert.rejects(mergeRuns(dirs, target), UsageError);
+  });
+
+  test("a shard's output or thumbnail that is a link out of its folder is refused before anything is written; a link inside it is followed", async () => {
+    const root = await freshDir('links');
+    const { dirs, manifests } = await threeShards(root);
+    const secret = join(root, 'secret.txt');
+    await writeFile(secret, 'not for the merged folder');
+    const output = manifests[0]!.records.find((record) => record.outputs.length > 0)!.outputs[0]!;
+    const listed = join(dirs[0]!, output);
+    const kept = await readFile(listed);
+    // Inside the shard: followed.
+    await rename(listed, join(dirs[0]!, 'elsewhere.png'));
+    await symlink(join(dirs[0]!, 'elsewhere.png'), listed);
+    const out = join(root, 'out-inside');
+    await mergeRuns(dirs, out);
+    assert.deepEqual(await readFile(join(out, output)), kept);
+    // Out of it: refused, naming the file; nothing written.
+    await rm(listed);
+    await symlink(secret, listed);
+    const refused = join(root, 'out-outside');
+    await assert.rejects(mergeRuns(dirs, refused), (error: unknown) => {
+      assert.ok(error instanceof CamvizError);
+      assert.match(error.describe(), /a shard's file leads out of its folder through a symbolic link: refused/);
+      assert.equal(error.file, listed);
+      return true;
+    });
+    assert.equal(existsSync(refused), false);
+  });
+
+  test('a merge into a folder a run holds (its .camviz.lock) is refused, naming the holder, and writes nothing', async () => {
+    const root = await freshDir('locked');
+    const { dirs } = await threeShards(root);
+    const out = join(root, 'out');
+    await mkdir(out);
+    const held = await acquireRunLock(out, () => undefined);
+    try {
+      await assert.rejects(mergeRuns(dirs, out), /another camviz run \(PID \d+ on .*\) is writing into this folder/);
+      assert.deepEqual(await readdir(out), ['.camviz.lock']);
+    } finally {
+      await held.release();
+    }
+    await mergeRuns(dirs, out);
+    assert.ok(existsSync(join(out, 'manifest.json')));
   });
 
   test('shards may differ in the shard option itself', async () => {

@@ -12,7 +12,8 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { temporaryName } from '../util/atomic-file.js';
 import { CamvizError, UsageError } from '../util/errors.js';
 import type { InputRecord } from '../tasks/types.js';
-import { removeStaleTemporaries } from './lock.js';
+import { isInsideFolder } from '../model/io.js';
+import { acquireRunLock, removeStaleTemporaries } from './lock.js';
 import { type Manifest, MANIFEST_NAME, readManifest, summarise, writeManifest } from './manifest.js';
 import { REPORT_NAME, thumbnailPath, writeReport } from './report.js';
 import type { Shard } from './shard.js';
@@ -57,17 +58,23 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
   const copies = await plannedCopies(shards, outDir);
 
   await mkdir(outDir, { recursive: true });
-  // A merge killed mid-copy leaves temporary files that nothing else would remove.
-  await removeStaleTemporaries(outDir);
-  let copied = 0;
-  await forEachLimited(copies, COPY_CONCURRENCY, async (copy) => {
-    await copyFileAtomic(copy.from, copy.to);
-    copied++;
-  });
-  const manifestPath = await writeManifest(outDir, manifest);
-  const hadReport = shards.some((shard) => existsSync(join(shard.dir, REPORT_NAME)));
-  const reportPath = hadReport || options.report ? await writeReport(outDir, manifest) : undefined;
-  return { manifest, manifestPath, ...(reportPath === undefined ? {} : { reportPath }), copied, exitCode: manifest.summary.error > 0 ? 1 : 0 };
+  // As a run's: a run writing into the folder meanwhile would lose the merge's files, or the merge its manifest.
+  const lock = await acquireRunLock(outDir, log);
+  try {
+    // A merge killed mid-copy leaves temporary files that nothing else would remove.
+    await removeStaleTemporaries(outDir);
+    let copied = 0;
+    await forEachLimited(copies, COPY_CONCURRENCY, async (copy) => {
+      await copyFileAtomic(copy.from, copy.to);
+      copied++;
+    });
+    const manifestPath = await writeManifest(outDir, manifest);
+    const hadReport = shards.some((shard) => existsSync(join(shard.dir, REPORT_NAME)));
+    const reportPath = hadReport || options.report ? await writeReport(outDir, manifest) : undefined;
+    return { manifest, manifestPath, ...(reportPath === undefined ? {} : { reportPath }), copied, exitCode: manifest.summary.error > 0 ? 1 : 0 };
+  } finally {
+    await lock.release();
+  }
 }
 
 /** Reads every shard's manifest; refuses a folder named twice or one without a manifest. */
@@ -279,16 +286,29 @@ async function plannedCopies(shards: readonly ShardRun[], outDir: string): Promi
         const from = insidePath(shard.dir, output);
         const info = await stat(from).catch(() => undefined);
         if (!info?.isFile()) throw new CamvizError(`output listed in ${MANIFEST_NAME} is missing`, { file: from });
-        if (!inPlace) copies.push({ from, to: insidePath(outDir, output) });
+        const real = await confinedFile(shardReal, from);
+        if (!inPlace) copies.push({ from: real, to: insidePath(outDir, output) });
       }
       if (inPlace) continue;
       const thumb = thumbnailPath(record.relative);
       if (!isSafeRelative(thumb)) continue;
       const from = join(shard.dir, thumb);
-      if ((await stat(from).catch(() => undefined))?.isFile()) copies.push({ from, to: join(outDir, thumb) });
+      if ((await stat(from).catch(() => undefined))?.isFile()) copies.push({ from: await confinedFile(shardReal, from), to: join(outDir, thumb) });
     }
   }
   return copies;
+}
+
+/**
+ * The real path of a shard's file, refused when a symbolic link leads it
+ * out of the shard's folder (`shardReal`, a real path): a shard is
+ * often a CI artifact from elsewhere, and a link in it to /etc/shadow was
+ * copied into the merged folder.
+ */
+async function confinedFile(shardReal: string, path: string): Promise<string> {
+  const real = await realpath(path);
+  if (!isInsideFolder(shardReal, real)) throw new CamvizError(`a shard's file leads out of its folder through a symbolic link: refused (to ${real})`, { file: path });
+  return real;
 }
 
 /** `folder/relative`, refusing a manifest path that would lead outside the folder. */

@@ -249,7 +249,8 @@ function ownArrayBuffer(buffer: Buffer): ArrayBuffer {
 }
 
 /** Whether `path` is strictly below `folder` (both absolute). */
-function isInsideFolder(folder: string, path: string): boolean {
+/** Whether `path` lies below `folder` (both resolved; real paths where links matter). */
+export function isInsideFolder(folder: string, path: string): boolean {
   const inside = relative(folder, path);
   return inside !== '' && !isAbsolute(inside) && inside !== '..' && !inside.startsWith(`..${sep}`);
 }
