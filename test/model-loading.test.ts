@@ -238,6 +238,17 @@ describe('weight files', () => {
     assert.ok(error.message.includes(String(full + 8)) && error.message.includes(String(full)), error.message);
   });
 
+  test('string weights declared over too few bytes are refused at once, not decoded element by element', async () => {
+    const folder = await freshFolder();
+    // 10 million strings need at least 40 MB (a 4-byte length each); the file holds the real weights alone.
+    const manifest = [{ paths: ['weights.bin'], weights: [...saved.weightSpecs, { name: 'strings', shape: [10_000_000], dtype: 'string' }] }];
+    await writeFile(join(folder, 'model.json'), JSON.stringify({ format: 'layers-model', modelTopology: saved.topology, weightsManifest: manifest }));
+    await writeFile(join(folder, 'weights.bin'), saved.weightBytes);
+    const error = await expectCamvizError(() => loadModel(folder));
+    assert.match(error.message, new RegExp(`^weight file is short: ${saved.weightBytes.length} bytes, the weights listed for it need at least ${saved.weightBytes.length + 40_000_000}$`));
+    assert.equal(error.file, join(folder, 'weights.bin'));
+  });
+
   test('a short group split over two files names the files', async () => {
     const folder = await freshFolder();
     await writeFile(join(folder, 'model.json'), modelJson(['a.bin', 'b.bin']));

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { realpath, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type * as tf from '../engine/tf.js';
-import { storedWeightBytes } from '../engine/weight-bytes.js';
+import { minimumWeightBytes, storedWeightBytes } from '../engine/weight-bytes.js';
 import { CamvizError } from '../util/errors.js';
 import { ReadsAhead } from '../util/reads-ahead.js';
 import { MAX_FILE_BYTES, isNotRegularFileCode, openRegularFile, readFromStart, readRegularFile } from '../util/read-whole-file.js';
@@ -291,17 +291,25 @@ async function readWeightFile(path: string, realFolder: string, groupBytes: numb
 }
 
 function checkGroupSize(group: WeightsGroup, paths: string[], buffers: Buffer[]): void {
-  const expected = expectedGroupBytes(group.weights);
-  if (expected === undefined) return;
   const actual = buffers.reduce((sum, buffer) => sum + buffer.length, 0);
+  const expected = expectedGroupBytes(group.weights);
+  if (expected === undefined) {
+    // Strings: their size is in their bytes, but each takes at least its length's 4.
+    const minimum = group.weights.reduce((sum, weight) => sum + minimumWeightBytes(weight), 0);
+    if (actual >= minimum) return;
+    throw new CamvizError(`${groupFiles(paths)} is short: ${actual} bytes, the weights listed for it need at least ${minimum}`, { file: paths[paths.length - 1] ?? '' });
+  }
   if (actual === expected) return;
   const last = paths[paths.length - 1] ?? '';
-  const which = paths.length === 1 ? 'weight file' : `weight files ${paths.map((p) => basename(p)).join(', ')}`;
   const problem = actual < expected ? 'is short' : 'is longer than its manifest says';
   throw new CamvizError(
-    `${which} ${problem}: ${actual} bytes, the weights listed for it need ${expected}`,
+    `${groupFiles(paths)} ${problem}: ${actual} bytes, the weights listed for it need ${expected}`,
     { file: last },
   );
+}
+
+function groupFiles(paths: readonly string[]): string {
+  return paths.length === 1 ? 'weight file' : `weight files ${paths.map((p) => basename(p)).join(', ')}`;
 }
 
 /** Bytes a group's weights occupy; undefined when it cannot be known (strings). */
