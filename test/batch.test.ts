@@ -115,6 +115,18 @@ describe('expanding inputs', () => {
     });
   });
 
+  test('--glob: repeated **/ match as one (200 of them hung a run in backtracking); unpaired braces and too many wildcards are usage errors', async () => {
+    assert.deepEqual(relatives(await expandInputs([tree], { glob: `${'**/'.repeat(200)}*.png` })), ['A2.PNG', 'a/e.png', 'b.png', 'sub/c.png']);
+    assert.deepEqual(relatives(await expandInputs([tree], { glob: 'sub/***' })), ['sub/c.png', 'sub/deep/d.gif']);
+    for (const [glob, said] of [
+      ['{', /--glob '\{': its braces \{ \} do not pair/],
+      ['{a,b}}.png', /do not pair/],
+      ['a*b*c*d*e*f*g*h*i*j*k*l*m*n*o*p*q*.png', /more than 16 wildcards/],
+    ] as const) {
+      await assert.rejects(expandInputs([tree], { glob }), (error: unknown) => error instanceof UsageError && said.test(error.message));
+    }
+  });
+
   test('several inputs: folders are prefixed with their name, files named by their file name, order is by that name', async () => {
     const second = await makeFolder(join(workDir, 'second'), ['b.png', 'z/y.png']);
     const single = await writeImage(join(workDir, 'loose', 'alone.png'), 20, 20, 9);
