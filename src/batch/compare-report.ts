@@ -7,7 +7,7 @@
  * B's PNG (by relative path from the page) and the difference of the two
  * raw maps, drawn here and written beside the page.
  */
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { rename, rm } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { temporaryName, writeFileAtomic } from '../util/atomic-file.js';
 import { VERSION } from '../util/version.js';
@@ -17,6 +17,7 @@ import { resizeBilinear } from '../render/resize.js';
 import type { CompareResult, CompareThresholds, PairMaps, PairMetrics } from './compare.js';
 import { REPORT_DIR } from './manifest.js';
 import { BASE_PAGE_STYLE, PAGE_HELPERS, staticPage } from './report.js';
+import { makeFolders } from '../util/make-folders.js';
 
 export const COMPARE_REPORT_NAME = 'compare.html';
 /** The difference images, relative to the output folder (under _report/, which runs never read as inputs). */
@@ -67,7 +68,7 @@ export class DifferenceImages {
 
   async write(metrics: PairMetrics, maps: PairMaps, index: number): Promise<void> {
     const { rgb, width, height } = differenceRgb(maps);
-    await mkdir(this.staging, { recursive: true });
+    await makeFolders(this.staging);
     const name = differencePath(index);
     await writeFileAtomic(join(this.staging, name.slice(DIFFERENCE_DIR.length + 1)), await encodePng(rgb, width, height, { compressionLevel: 6 }));
     metrics.difference = name;
@@ -76,7 +77,7 @@ export class DifferenceImages {
   async commit(): Promise<void> {
     const target = join(this.outDir, DIFFERENCE_DIR);
     await rm(target, { recursive: true, force: true });
-    await mkdir(this.staging, { recursive: true });
+    await makeFolders(this.staging);
     await rename(this.staging, target);
   }
 
@@ -176,7 +177,7 @@ export function comparePageData(result: CompareResult, outDir: string, generated
 /** Writes `<outDir>/compare.html` atomically; returns its path. */
 export async function writeCompareReport(outDir: string, result: CompareResult): Promise<string> {
   const path = join(outDir, COMPARE_REPORT_NAME);
-  await mkdir(outDir, { recursive: true });
+  await makeFolders(outDir);
   await writeFileAtomic(path, renderCompareHtml(comparePageData(result, outDir, new Date())));
   return path;
 }

@@ -7,7 +7,7 @@
  * temporary name and renamed, so an interrupted merge leaves no torn file.
  */
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, open, realpath, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, open, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { temporaryName } from '../util/atomic-file.js';
 import { CamvizError, UsageError } from '../util/errors.js';
@@ -17,6 +17,7 @@ import { acquireRunLock, removeStaleTemporaries } from './lock.js';
 import { type Manifest, MANIFEST_NAME, readManifest, summarise, writeManifest } from './manifest.js';
 import { REPORT_NAME, thumbnailPath, writeReport } from './report.js';
 import type { Shard } from './shard.js';
+import { makeFolders } from '../util/make-folders.js';
 
 /** One shard folder and its manifest. */
 export interface ShardRun {
@@ -57,7 +58,7 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
   const manifest = mergeManifests(shards, log);
   const copies = await plannedCopies(shards, outDir);
 
-  await mkdir(outDir, { recursive: true });
+  await makeFolders(outDir);
   // As a run's: a run writing into the folder meanwhile would lose the merge's files, or the merge its manifest.
   const lock = await acquireRunLock(outDir, log);
   try {
@@ -323,7 +324,7 @@ function isSafeRelative(path: string): boolean {
 
 /** Copies through a temporary file in the target folder, then renames it into place. */
 async function copyFileAtomic(from: string, to: string): Promise<void> {
-  await mkdir(dirname(to), { recursive: true });
+  await makeFolders(dirname(to));
   const temp = temporaryName(to);
   try {
     await copyFile(from, temp);

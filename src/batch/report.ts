@@ -8,7 +8,7 @@
  * record costs a compact JSON entry, not a block of HTML.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import sharp from '../util/sharp.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
@@ -16,6 +16,7 @@ import type { CamResultRecord, FmapResultRecord, InputRecord, ResultRecord } fro
 import { VERSION } from '../util/version.js';
 import { METRIC_KEYS, type MetricsRecord } from '../metrics/names.js';
 import { type Manifest, REPORT_DIR, REPORT_NAME } from './manifest.js';
+import { makeFolders } from '../util/make-folders.js';
 
 export { REPORT_DIR, REPORT_NAME } from './manifest.js';
 /** Longest side of the input thumbnails, in pixels. */
@@ -94,7 +95,7 @@ export async function writeReport(outDir: string, manifest: Manifest): Promise<s
   const thumbs = await ensureThumbnails(outDir, manifest.records);
   const data = reportData(manifest, thumbs, new Date());
   const path = join(outDir, REPORT_NAME);
-  await mkdir(outDir, { recursive: true });
+  await makeFolders(outDir);
   await writeFileAtomic(path, renderReportHtml(data));
   return path;
 }
@@ -226,7 +227,7 @@ async function ensureThumbnail(outDir: string, record: InputRecord): Promise<boo
       .flatten({ background: '#ffffff' })
       .jpeg({ quality: 80 })
       .toBuffer();
-    await mkdir(dirname(target), { recursive: true });
+    await makeFolders(dirname(target));
     await writeFileAtomic(target, jpeg);
     return true;
   } catch {

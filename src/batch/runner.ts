@@ -6,7 +6,7 @@
  * image is reported and skipped; a signal stops the run cleanly.
  */
 import { statSync } from 'node:fs';
-import { mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
+import { rm, rmdir, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -25,6 +25,7 @@ import { type Executor, InProcessExecutor, WorkerPool } from './pool.js';
 import { type Progress, createProgress, formatDuration } from './progress.js';
 import { type Shard, selectShard } from './shard.js';
 import { ortThreadsFromEnv } from '../engine/ort-threads.js';
+import { makeFolders } from '../util/make-folders.js';
 
 export interface BatchRunOptions {
   task: TaskOptions;
@@ -570,7 +571,7 @@ async function createEventWriter(logdir: string): Promise<EventWriter> {
 async function ensureWritable(outDir: string): Promise<string | undefined> {
   const probe = join(outDir, `.camviz-write-test-${process.pid}`);
   try {
-    const made = await mkdir(outDir, { recursive: true });
+    const made = await makeFolders(outDir);
     await writeFile(probe, '');
     await rm(probe, { force: true });
     return made;

@@ -1,10 +1,10 @@
 /** `camviz compare A B`: compare the maps of two cam runs and gate on thresholds. */
-import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { type CompareResult, type CompareThresholds, PAIR_BY, type PairBy, compareRuns, offenderLines, summaryLine, writeCompareJson } from '../batch/compare.js';
 import { DifferenceImages, writeCompareReport } from '../batch/compare-report.js';
 import { UsageError } from '../util/errors.js';
 import { displayPath, parseCount, printJson } from './common.js';
+import { makeFolders } from '../util/make-folders.js';
 
 export interface CompareCliOptions {
   minCorr?: string;
@@ -33,7 +33,7 @@ export async function runCompare(dirA: string, dirB: string, options: CompareCli
     await differences?.discard();
     throw error;
   }
-  await mkdir(outDir, { recursive: true });
+  await makeFolders(outDir);
   const jsonPath = await writeCompareJson(outDir, result);
   const reportPath = options.report === true ? await writeCompareReport(outDir, result) : undefined;
   if (!options.quiet) {

@@ -24,7 +24,7 @@
  * start is not where the time goes.
  */
 import { isAscii } from 'node:buffer';
-import { closeSync, fstatSync, mkdirSync, openSync, readSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import Module from 'node:module';
 import { basename, dirname, join, sep } from 'node:path';
 import { Script } from 'node:vm';
@@ -33,6 +33,7 @@ import { readRegularFileSync } from '../util/read-whole-file.js';
 import { cacheRoot } from '../util/cache-root.js';
 import { crc32 } from '../util/crc32.js';
 import { type FileIdentity, identityOf, sameIdentity } from '../util/file-identity.js';
+import { makeFoldersSync } from '../util/make-folders.js';
 
 /** What became of the files compiled through the cache in this thread, so far. */
 export interface CodeCacheStats {
@@ -536,7 +537,7 @@ function writeEntries(folder: string, pending: readonly PendingEntry[]): void {
   const writable = pending.filter((entry) => BigInt(entry.version.ctimeNs) < settledBefore && BigInt(entry.version.mtimeNs) < settledBefore);
   if (writable.length === 0) return;
   try {
-    mkdirSync(folder, { recursive: true });
+    makeFoldersSync(folder);
     tidyFolder(folder);
     for (const entry of writable) writeEntry(folder, entry);
   } catch {

@@ -10,7 +10,7 @@
  * cached per model and fetched values: creating one costs about 240 ms.
  */
 import { createHash } from 'node:crypto';
-import { appendFile, mkdir, rename, rm } from 'node:fs/promises';
+import { appendFile, rename, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { arch, cpus } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,7 @@ import { describeError } from '../util/errors.js';
 import { ortThreadsFromEnv } from './ort-threads.js';
 import { readWholeFile } from '../util/read-whole-file.js';
 import { hasSeal, sealOf, sealedGraph } from './saved-graph-seal.js';
+import { makeFolders } from '../util/make-folders.js';
 
 /*
  * The part of onnxruntime-node's API camviz uses, declared here so that
@@ -339,7 +340,7 @@ async function createSession(ort: OrtModule, cacheKey: string, bytes: () => Uint
     await tellSavedGraph(path, 'read');
     return loaded;
   }
-  const temporary = await mkdir(folder, { recursive: true }).then(
+  const temporary = await makeFolders(folder).then(
     () => temporaryName(path),
     () => undefined,
   );

@@ -14,12 +14,13 @@
  * done (the CLI does).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import * as tf from './tf.js';
 import { rememberWasmThreads } from './release.js';
+import { makeFoldersSync } from '../util/make-folders.js';
 
 const require = createRequire(import.meta.url);
 const packageDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
@@ -39,7 +40,7 @@ function workerScriptPath(): string {
   const { wasmWorkerContents } = require(join(packageDir, 'wasm-out', 'tfjs-backend-wasm-threaded-simd.worker.js')) as {
     wasmWorkerContents: string;
   };
-  mkdirSync(dirname(path), { recursive: true });
+  makeFoldersSync(dirname(path));
   // As tfjs does before making its blob: the contents hold "\n" escapes
   // that the template literal turned into newlines inside string literals.
   const temporary = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;

@@ -16,11 +16,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { type FileHandle, mkdir, open, rename, rm, writeFile } from 'node:fs/promises';
+import { type FileHandle, open, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CamvizError } from '../util/errors.js';
 import { type ModelJson, confinedWeightPath, expectedGroupBytes, parseModelJson, pathInside, sha256Hex } from './io.js';
 import { checkTopologyAgainstManifest } from './topology-check.js';
+import { makeFolders } from '../util/make-folders.js';
 
 export const MIB = 2 ** 20;
 /** A model.json is a topology and a manifest: MobileNet's is 100 KB. */
@@ -68,12 +69,12 @@ export async function downloadModel(modelJsonUrl: URL, folder: string, options: 
   const count = modelJson.weightsManifest.reduce((sum, group) => sum + group.paths.length, 0);
   // Said once the origin answers, so that an offline run prints its one error line alone.
   options.log?.(`downloading ${modelJsonUrl.href} and ${count} weight file${count === 1 ? '' : 's'}`);
-  await mkdir(temp, { recursive: true });
+  await makeFolders(temp);
   try {
     await downloadWeights(weights);
     if (options.withCamvizJson === true) await downloadCamvizJson(modelJsonUrl, temp);
     await writeFile(join(temp, 'model.json'), modelJsonBytes);
-    await mkdir(dirname(folder), { recursive: true });
+    await makeFolders(dirname(folder));
     try {
       await rename(temp, folder);
     } catch (error) {
@@ -93,7 +94,7 @@ export async function downloadModel(modelJsonUrl: URL, folder: string, options: 
  */
 export async function downloadModelFile(url: URL, folder: string, fileName: string, check: (path: string) => Promise<void>, log?: FetchLog): Promise<void> {
   const temp = `${folder}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  await mkdir(temp, { recursive: true });
+  await makeFolders(temp);
   try {
     log?.(`downloading ${url.href}`);
     await fetchToFile(url, join(temp, fileName), TOTAL_WEIGHTS_LIMIT, `the ${TOTAL_WEIGHTS_LIMIT / MIB} MiB limit for a model file`);
@@ -105,7 +106,7 @@ export async function downloadModelFile(url: URL, folder: string, fileName: stri
       throw error;
     }
     await downloadCamvizJson(url, temp);
-    await mkdir(dirname(folder), { recursive: true });
+    await makeFolders(dirname(folder));
     try {
       await rename(temp, folder);
     } catch (error) {
@@ -175,7 +176,7 @@ async function downloadWeights(groups: readonly PlannedGroup[]): Promise<void> {
       const limit = group.expected === undefined ? TOTAL_WEIGHTS_LIMIT - total : group.expected - received;
       const what =
         group.expected === undefined ? `the ${TOTAL_WEIGHTS_LIMIT / MIB} MiB limit for all weights` : `the ${limit} bytes its weightsManifest group still lacks`;
-      await mkdir(dirname(file.path), { recursive: true });
+      await makeFolders(dirname(file.path));
       const bytes = await fetchToFile(file.url, file.path, limit, what);
       received += bytes;
       total += bytes;
@@ -208,7 +209,7 @@ async function downloadCamvizJson(modelJsonUrl: URL, temp: string): Promise<void
     const path = pathInside(temp, labels);
     if (path === undefined) throw new CamvizError(`labels file '${labels}' leaves the model folder: refused`, { file: url.href });
     const labelsUrl = confinedUrl(labels, modelJsonUrl, `labels file '${labels}'`, url.href);
-    await mkdir(dirname(path), { recursive: true });
+    await makeFolders(dirname(path));
     await fetchToFile(labelsUrl, path, METADATA_LIMIT, `the ${METADATA_LIMIT / MIB} MiB limit for a labels file`);
   }
   await writeFile(join(temp, 'camviz.json'), bytes);

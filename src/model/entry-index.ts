@@ -7,10 +7,10 @@
  * index, each entry is checked);
  * writing is atomic and best effort (it only saves later runs work).
  */
-import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { readRegularFile, readRegularFileSync } from '../util/read-whole-file.js';
+import { makeFolders } from '../util/make-folders.js';
 
 export type EntryIndex<T> = Record<string, T>;
 
@@ -73,7 +73,7 @@ export async function removeEntry<T>(path: string, key: string, check: (value: u
 
 async function writeEntries<T>(path: string, entries: [string, T][], max: number): Promise<void> {
   try {
-    await mkdir(dirname(path), { recursive: true });
+    await makeFolders(dirname(path));
     await writeFileAtomic(path, `${JSON.stringify({ entries: Object.fromEntries(entries.slice(-max)) })}\n`, { durable: false });
   } catch {
     // Only a later run's saving is lost.

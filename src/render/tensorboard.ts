@@ -15,12 +15,12 @@
  * existing file is never appended to or overwritten.
  */
 import { close as closeCallback, closeSync, fsync as fsyncCallback, openSync, writeSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import CRC32C from 'crc-32/crc32c.js';
 import protobuf from 'protobufjs';
+import { makeFolders } from '../util/make-folders.js';
 
 const fsync = promisify(fsyncCallback);
 const closeFd = promisify(closeCallback);
@@ -122,7 +122,7 @@ export class EventWriter {
    * `.<pid>.<n>` added if that name is taken).
    */
   static async create(logdir: string, options: EventWriterOptions = {}): Promise<EventWriter> {
-    await mkdir(logdir, { recursive: true });
+    await makeFolders(logdir);
     const now = Date.now() / 1000;
     const base = `events.out.tfevents.${Math.floor(now)}.${options.hostname ?? hostname()}`;
     const { path, fd } = openExclusive(join(logdir, base));

@@ -3,7 +3,7 @@
  * (a bad image fails alone), naming outputs under --out, and writing them
  * atomically, removing an image's earlier outputs if a later one fails.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { dirname, extname, join, relative, sep } from 'node:path';
 import { type BackendInfo, requestedBackend, restartWasmWithThreads, useBackend } from '../engine/backend.js';
 import { type LoadedImage, loadImage } from '../image/image.js';
@@ -12,6 +12,7 @@ import type { EngineReport } from '../model/engine.js';
 import { WriteError, writeFileAtomic } from '../util/atomic-file.js';
 import { errorRecord } from './records.js';
 import type { InputImage, InputRecord, ModelSpec, TaskOptions, Timings } from './types.js';
+import { makeFolders } from '../util/make-folders.js';
 
 export interface TaskContext {
   model: CamvizModel;
@@ -175,7 +176,7 @@ export class OutputSet {
     } catch (error) {
       // ENOENT: the folder is missing; ENOTDIR: a file is in its way, which mkdir reports.
       if (!(error instanceof WriteError && (error.code === 'ENOENT' || error.code === 'ENOTDIR'))) throw error;
-      await mkdir(dirname(path), { recursive: true });
+      await makeFolders(dirname(path));
       await writeFileAtomic(path, data, { durable: false });
     }
     const inside = relative(this.outDir, path).split(sep).join('/');

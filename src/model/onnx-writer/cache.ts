@@ -33,7 +33,7 @@ import { onnxCacheDir } from './cache-limit.js';
 import { createHash } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { onSavedGraph } from '../../engine/onnxruntime.js';
 import { type Tensor, peekValues } from '../../engine/tf.js';
@@ -49,6 +49,7 @@ import { recordedFingerprint } from '../file-fingerprints.js';
 import { CONVERTERS, OnnxWriteError, UnsupportedLayerError } from './layers.js';
 import { entryStem, markUsed, onnxCacheLimitBytes, pruneOnnxCache, touch } from './prune.js';
 import { type OnnxInputSize, type ValueTable, WRITER_VERSION, type WrittenModel, WrittenTrunk, writeOnnxModel } from './write.js';
+import { makeFolders } from '../../util/make-folders.js';
 
 export interface OnnxTrunkOptions {
   /** The cache folder; false: write in memory only. Default `<cache root>/onnx`. */
@@ -168,7 +169,7 @@ export async function onnxTrunkOfLayersModel(model: tfl.LayersModel, size: OnnxI
   }
   const written = writeOnnxModel(model, size);
   try {
-    await mkdir(folder, { recursive: true });
+    await makeFolders(folder);
     await writeFileAtomic(onnxPath, written.bytes);
     const record: CacheRecord = { writerVersion: WRITER_VERSION, sha256: sha256Hex(written.bytes), table: written.table, size: written.bytes.length };
     await writeFileAtomic(recordPath, `${JSON.stringify(record)}\n`);
