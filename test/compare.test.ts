@@ -16,6 +16,7 @@ import type { Browser } from 'playwright-core';
 
 import { type CompareResult, compareMaps, peakShift, pearson, topRegion, topRegionIou } from '../src/batch/compare.js';
 import { quantile } from '../src/metrics/quantile.js';
+import { encodeNpy } from '../src/render/npy.js';
 import type { Manifest } from '../src/batch/manifest.js';
 import type { CamResultRecord } from '../src/tasks/types.js';
 import { imagePath, mobilenetDir, repoRoot, skipWithoutSharedAssets } from './helpers/assets.js';
@@ -179,6 +180,19 @@ describe('camviz compare on shapes runs', { skip: skipWithoutShapes }, () => {
       assert.match(result.stderr, expected);
       assert.equal(existsSync(out), false, 'nothing written');
     }
+  });
+
+  test('maps that would meet at more than 4096x4096 cells (1x5000 against 5000x1) are refused, not resized for a minute', async () => {
+    await cp(run('circle'), run('wide'), { recursive: true });
+    await cp(run('circle'), run('tall'), { recursive: true });
+    const map = 'square-cross.gradcam.0.npy';
+    await writeFile(join(run('wide'), map), encodeNpy(new Float32Array(5000).fill(1), [1, 5000]));
+    await writeFile(join(run('tall'), map), encodeNpy(new Float32Array(5000).fill(1), [5000, 1]));
+    const out = join(workDir, 'crossed');
+    const result = await camviz(['compare', run('wide'), run('tall'), '--out', out]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /^camviz: the maps of square-cross\.png gradcam class 0 circle \(1x5000 and 5000x1\) would be compared at 5000x5000, more than the 16777216 cells compare resizes to \(.*tall\/square-cross\.gradcam\.0\.npy\)\n$/);
+    assert.equal(existsSync(out), false, 'nothing written');
   });
 
   test('bad thresholds are usage errors', async () => {

@@ -242,6 +242,24 @@ export function peakShift(a: PointXY, b: PointXY): number {
   return Math.hypot(b.x - a.x, b.y - a.y);
 }
 
+/**
+ * The most cells two maps are resized to for their comparison: a CAM map is
+ * a layer's resolution (MobileNet's 7x7, at most the image's). Taken on each
+ * axis apart, a 1x5000 map against a 5000x1 one met at 5000x5000: 63 s and
+ * 1 GB for seven pairs.
+ */
+export const MAX_COMMON_CELLS = 4096 * 4096;
+
+/** Refuses (a usage error naming B's map) a pair whose maps would meet at more than MAX_COMMON_CELLS. */
+function checkCommonResolution(mapA: RawMap, mapB: RawMap, pair: PlannedPair, b: CompareRun): void {
+  const { width, height } = commonResolution(mapA, mapB);
+  if (width * height <= MAX_COMMON_CELLS) return;
+  throw new UsageError(
+    `the maps of ${describeMap(pair.input, pair.b)} (${mapA.height}x${mapA.width} and ${mapB.height}x${mapB.width}) would be compared at ${height}x${width}, more than the ${MAX_COMMON_CELLS} cells compare resizes to`,
+    { file: insideRun(b, pair.b.npy!) },
+  );
+}
+
 /** The resolution both maps are compared at: the finer of the two along each axis. */
 export function commonResolution(a: RawMap, b: RawMap): { width: number; height: number } {
   return { width: Math.max(a.width, b.width), height: Math.max(a.height, b.height) };
@@ -539,6 +557,7 @@ export interface PairMaps {
 export async function measurePair(pair: PlannedPair, a: CompareRun, b: CompareRun): Promise<{ metrics: PairMetrics; maps: PairMaps }> {
   const mapA = await readRawMap(a, pair.a.npy!);
   const mapB = await readRawMap(b, pair.b.npy!);
+  checkCommonResolution(mapA, mapB, pair, b);
   const compared = compareMaps(mapA, mapB);
   const top1A = topPrediction(a, pair.recordA);
   const top1B = topPrediction(b, pair.recordB);
