@@ -77,3 +77,15 @@ test('decodeNpy reads a file numpy wrote', { skip: noNumpy }, async () => {
   assert.deepEqual(back.shape, [3, 4]);
   assert.deepEqual(Array.from(back.data), Array.from({ length: 12 }, (_, i) => i / 8));
 });
+
+test('decodeNpy refuses a shape that is not decimal whole numbers, and a truncated header, with a message saying so', () => {
+  const npyWithShape = (shape: string): Buffer => {
+    const header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape}), }`.padEnd(117, ' ') + '\n';
+    return Buffer.concat([Buffer.from([0x93]), Buffer.from('NUMPY'), Buffer.from([1, 0]), Buffer.from([header.length, 0]), Buffer.from(header, 'latin1'), Buffer.alloc(1024)]);
+  };
+  for (const shape of ['abc, 8', '1.5, 8', '0x10, 0x10', '-8, 8', '1e3, 1']) {
+    assert.throws(() => decodeNpy(npyWithShape(shape)), /bad \.npy shape \(.*\): sizes must be whole numbers/, shape);
+  }
+  assert.deepEqual(decodeNpy(npyWithShape('16, 16')).shape, [16, 16]);
+  assert.throws(() => decodeNpy(npyWithShape('4, 4').subarray(0, 40)), /\.npy header is truncated: it declares 118 bytes/);
+});

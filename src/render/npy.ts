@@ -68,6 +68,7 @@ export function decodeNpy(file: Uint8Array): NpyArray {
   const lengthBytes = major === 1 ? 2 : 4;
   const headerLength = lengthBytes === 2 ? buf.readUInt16LE(MAGIC.length + 2) : buf.readUInt32LE(MAGIC.length + 2);
   const dataStart = MAGIC.length + 2 + lengthBytes + headerLength;
+  if (buf.length < dataStart) throw new Error(`.npy header is truncated: it declares ${headerLength} bytes`);
   const header = buf.toString(major === 3 ? 'utf8' : 'latin1', MAGIC.length + 2 + lengthBytes, dataStart);
 
   const descr = /'descr':\s*'([^']*)'/.exec(header)?.[1];
@@ -78,11 +79,13 @@ export function decodeNpy(file: Uint8Array): NpyArray {
   }
   if (descr !== '<f4') throw new Error(`only little-endian float32 ('<f4') is supported, got '${descr}'`);
   if (fortran === 'True') throw new Error('Fortran-order .npy files are not supported');
-  const shape = dims
+  const sizes = dims
     .split(',')
     .map((s) => s.trim())
-    .filter((s) => s.length > 0)
-    .map(Number);
+    .filter((s) => s.length > 0);
+  // Decimal whole numbers only: Number() took '0x10' for 16, and gave NaN, fractions and negatives to the allocation.
+  if (!sizes.every((size) => /^\d{1,10}$/.test(size))) throw new Error(`bad .npy shape (${dims.trim()}): sizes must be whole numbers`);
+  const shape = sizes.map(Number);
   const count = shape.reduce((a, b) => a * b, 1);
   if (buf.length - dataStart < count * 4) {
     throw new Error(`.npy data is truncated: need ${count * 4} bytes, have ${buf.length - dataStart}`);
