@@ -8,7 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { copyFile, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -91,6 +91,32 @@ describe('a folder run with every metric', { skip: skipWithoutShapes }, () => {
     assert.match(summary.stdout, /^gradcam, class \d+ \(\w+\): \d+ maps?$/m);
     assert.match(summary.stdout, /^ {2}deletionAuc +-?\d\.\d{4} ± \d\.\d{4} +-?\d\.\d{4} ± \d\.\d{4}$/m);
     assert.match(summary.stdout, /^pointing game \(truth\.json beside the inputs\):\n {2}gradcam: [\d.]+% \(\d+\/8\)$/m);
+  });
+
+  test('a truth.json not in the expected format is one line naming it and the entry, not a TypeError, nor a pointing game changed unsaid', async () => {
+    // The run's records, pointed at a copy of the inputs beside a truth.json of our own.
+    const inputs = join(workDir, 'truth-inputs');
+    await cp(shapesDir, inputs, { recursive: true });
+    const copied = join(workDir, 'truth-run');
+    await cp(out, copied, { recursive: true });
+    const manifest = await readManifest(copied);
+    for (const record of manifest.records) record.input = join(inputs, record.relative);
+    await writeFile(join(copied, 'manifest.json'), JSON.stringify(manifest));
+    const truth = JSON.parse(await readFile(join(shapesDir, 'truth.json'), 'utf8')) as { images: Record<string, unknown>[] };
+    const cases: [string, (images: Record<string, unknown>[]) => unknown[], RegExp][] = [
+      ['a null shape', (images) => [{ ...images[0], shapes: [null] }, ...images.slice(1)], /truth\.json: images\[0\] is not \{file, width, height, shapes/],
+      ['a negative box', (images) => [{ ...images[0], shapes: [{ classIndex: 0, box: { x: 1, y: 1, width: -5, height: 3 } }] }, ...images.slice(1)], /images\[0\] is not/],
+      ['a box outside the image', (images) => [...images.slice(0, 1), { ...images[1], shapes: [{ classIndex: 0, box: { x: 1e6, y: 0, width: 4, height: 4 } }] }, ...images.slice(2)], /images\[1\] is not/],
+      ['an image of width 0', (images) => [{ ...images[0], width: 0 }, ...images.slice(1)], /images\[0\] is not/],
+      ['a file listed twice', (images) => [...images, images[0]], /truth\.json: circle\.png is listed twice/],
+    ];
+    for (const [what, change, said] of cases) {
+      await writeFile(join(inputs, 'truth.json'), JSON.stringify({ ...truth, images: change(truth.images) }));
+      const summary = await camviz(['metrics', copied]);
+      assert.equal(summary.code, 1, `${what}: ${summary.stderr}`);
+      assert.match(summary.stderr, said, what);
+      assert.match(summary.stderr, /truth-inputs\/truth\.json\)\n$/, `${what}: names the file`);
+    }
   });
 
   test('camviz metrics --json writes metrics.json: the groups\' statistics are those of the manifest\'s values', async () => {

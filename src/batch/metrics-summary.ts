@@ -124,15 +124,64 @@ interface TruthImage {
 /** The truth.json beside each input, by folder (undefined: none, or not in the expected format). */
 async function truthOf(folder: string, cache: Map<string, Map<string, TruthImage> | undefined>): Promise<Map<string, TruthImage> | undefined> {
   if (!cache.has(folder)) {
-    const parsed = (await readOptionalJson(join(folder, TRUTH_NAME), TRUTH_NAME)) as { images?: unknown } | undefined;
-    const images = Array.isArray(parsed?.images) ? (parsed.images as (TruthImage & { file: unknown })[]).filter(isTruthImage) : [];
-    cache.set(folder, images.length === 0 ? undefined : new Map(images.map((image) => [image.file, image])));
+    const path = join(folder, TRUTH_NAME);
+    const parsed = (await readOptionalJson(path, TRUTH_NAME, MAX_TRUTH_BYTES)) as { images?: unknown } | undefined;
+    cache.set(folder, parsed === undefined ? undefined : truthImages(parsed, path));
   }
   return cache.get(folder);
 }
 
-function isTruthImage(value: TruthImage & { file: unknown }): value is TruthImage & { file: string } {
-  return typeof value?.file === 'string' && Number.isFinite(value.width) && Number.isFinite(value.height) && Array.isArray(value.shapes);
+/** The largest truth.json read (a few hundred bytes an image). */
+const MAX_TRUTH_BYTES = 64 * 2 ** 20;
+
+/**
+ * The images of a truth.json, by file name; undefined when it lists none.
+ * Anything else than fixtures/shapes/truth.json's format is an error naming
+ * the file and the entry: nulls gave raw TypeErrors, and negative or
+ * far-away boxes, sizes of 0 and duplicate files changed the pointing game
+ * unsaid.
+ */
+function truthImages(parsed: { images?: unknown }, path: string): Map<string, TruthImage> | undefined {
+  if (!Array.isArray(parsed.images)) throw new CamvizError(`${TRUTH_NAME} has no "images" list`, { file: path });
+  const images = new Map<string, TruthImage>();
+  parsed.images.forEach((entry: unknown, index) => {
+    const image = truthImage(entry);
+    if (image === undefined) {
+      throw new CamvizError(`${TRUTH_NAME}: images[${index}] is not {file, width, height, shapes: [{classIndex, box: {x, y, width, height}}]} with sizes of at least 1 and boxes inside the image`, { file: path });
+    }
+    if (images.has(image.file)) throw new CamvizError(`${TRUTH_NAME}: ${image.file} is listed twice`, { file: path });
+    images.set(image.file, image);
+  });
+  return images.size === 0 ? undefined : images;
+}
+
+/** The largest image side a truth.json may give. */
+const MAX_TRUTH_SIDE = 1_000_000;
+
+function truthImage(value: unknown): (TruthImage & { file: string }) | undefined {
+  const entry = value as Partial<Record<'file' | 'width' | 'height' | 'shapes', unknown>> | null;
+  if (typeof entry !== 'object' || entry === null || typeof entry.file !== 'string' || !Array.isArray(entry.shapes)) return undefined;
+  const { width, height } = entry;
+  if (!isSide(width) || !isSide(height)) return undefined;
+  const shapes = entry.shapes.map((shape: unknown) => truthShape(shape, width, height));
+  return shapes.every((shape) => shape !== undefined) ? { file: entry.file, width, height, shapes: shapes as TruthImage['shapes'] } : undefined;
+}
+
+function isSide(value: unknown): value is number {
+  return typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= MAX_TRUTH_SIDE;
+}
+
+function truthShape(value: unknown, width: number, height: number): TruthImage['shapes'][number] | undefined {
+  const shape = value as { classIndex?: unknown; box?: unknown } | null;
+  if (typeof shape !== 'object' || shape === null || typeof shape.classIndex !== 'number' || !Number.isInteger(shape.classIndex) || shape.classIndex < 0) return undefined;
+  const box = shape.box as Partial<Record<keyof Box, unknown>> | null | undefined;
+  if (typeof box !== 'object' || box === null) return undefined;
+  const { x, y, width: boxWidth, height: boxHeight } = box;
+  const finite = [x, y, boxWidth, boxHeight].every((number) => typeof number === 'number' && Number.isFinite(number));
+  if (!finite) return undefined;
+  const [left, top, w, h] = [x, y, boxWidth, boxHeight] as number[];
+  if (!(w! > 0 && h! > 0 && left! >= 0 && top! >= 0 && left! + w! <= width && top! + h! <= height)) return undefined;
+  return { classIndex: shape.classIndex, box: { x: left!, y: top!, width: w!, height: h! } };
 }
 
 /** Width and height from a PNG's header, or undefined when it is not readable. */
