@@ -7,6 +7,7 @@
 import { join } from 'node:path';
 import { CamvizError } from '../util/errors.js';
 import { readOptionalJson } from '../util/json-file.js';
+import { manifestProblem } from './manifest-check.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import type { InputRecord, TaskOptions } from '../tasks/types.js';
 import type { EngineReport } from '../model/engine.js';
@@ -50,11 +51,11 @@ export async function writeManifest(outDir: string, manifest: Manifest): Promise
 
 export async function readManifest(outDir: string): Promise<Manifest | undefined> {
   const path = join(outDir, MANIFEST_NAME);
-  const manifest = (await readOptionalJson(path, MANIFEST_NAME)) as Manifest | undefined;
-  if (manifest !== undefined && !Array.isArray(manifest.records)) {
-    throw new CamvizError('not a camviz manifest: it has no records', { file: path });
-  }
-  return manifest;
+  const manifest = await readOptionalJson(path, MANIFEST_NAME);
+  if (manifest === undefined) return undefined;
+  const problem = manifestProblem(manifest);
+  if (problem !== undefined) throw new CamvizError(`not a camviz manifest: ${problem}`, { file: path });
+  return manifest as Manifest;
 }
 
 /** The options that decide what a run writes, for the manifest and for merge checks. */
