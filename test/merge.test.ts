@@ -307,6 +307,20 @@ describe('mergeRuns', () => {
       await refused(dirs, join(root, 'out'), UsageError, new RegExp(`different models: .*shard-1.*a1a1a1a1a1a1.*shard-3.*b2b2b2b2b2b2`));
     });
 
+    test('the same model file with other preprocessing, size or labels (camviz.json beside a copy)', async () => {
+      const model = { name: 'mobilenet_v1_0.75_224', source: 'zoo', sha256: 'a1'.repeat(32), preprocess: 'tf', inputSize: { width: 224, height: 224 }, labels: 'c3'.repeat(32) };
+      const cases: [string, Record<string, unknown>, RegExp][] = [
+        ['preprocess', { preprocess: 'torch' }, /different preprocess: .*shard-1 has "tf", .*shard-3 has "torch"/],
+        ['inputSize', { inputSize: { width: 192, height: 192 } }, /different inputSize: .*\{"width":224,"height":224\}.*\{"width":192,"height":192\}/],
+        ['labels', { labels: null }, /different labels: .*shard-3 has null/],
+      ];
+      for (const [what, change, said] of cases) {
+        const root = await freshDir(`model-${what}`);
+        const { dirs } = await threeShards(root, { 1: { patch: { model } }, 2: { patch: { model } }, 3: { patch: { model: { ...model, ...change } } } });
+        await refused(dirs, join(root, 'out'), UsageError, said);
+      }
+    });
+
     test('the same input in two shards', async () => {
       const root = await freshDir('dup');
       const { dirs } = await threeShards(root, { 3: { inputs: [...dealt(3, 3), 'c.jpg'] } });

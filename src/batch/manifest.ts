@@ -6,6 +6,8 @@
  */
 import { join } from 'node:path';
 import { CamvizError } from '../util/errors.js';
+import { createHash } from 'node:crypto';
+import type { ModelMetadata } from '../model/metadata.js';
 import { readOptionalJson } from '../util/json-file.js';
 import { manifestProblem } from './manifest-check.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
@@ -22,7 +24,7 @@ export const REPORT_DIR = '_report';
 export interface Manifest {
   camviz: string;
   command: TaskOptions['command'];
-  model: { name: string; source: string; sha256: string };
+  model: ManifestModel;
   backend: { kind: string; package: string };
   /** What ran the model's passes (ONNX Runtime or tfjs) and, under auto, why tfjs did; absent in manifests before engines. */
   engine?: EngineReport;
@@ -36,6 +38,35 @@ export interface Manifest {
   interrupted: boolean;
   summary: { inputs: number; ok: number; error: number };
   records: InputRecord[];
+}
+
+/**
+ * The model a run used: its name, where it came from, the sha256 of its
+ * file, and what else decides its outputs beyond the file (its
+ * preprocessing, input size and labels, which camviz.json or the zoo may
+ * set and the options then do not show; absent in manifests of earlier
+ * camviz). Merge refuses shards that differ in any of them.
+ */
+export interface ManifestModel {
+  name: string;
+  source: string;
+  sha256: string;
+  preprocess?: string;
+  inputSize?: { width: number; height: number };
+  /** The sha256 of the labels (as JSON), or null when the model has none. */
+  labels?: string | null;
+}
+
+/** The manifest's record of a loaded model. */
+export function manifestModel(meta: ModelMetadata): ManifestModel {
+  return {
+    name: meta.name,
+    source: meta.source,
+    sha256: meta.sha256,
+    preprocess: meta.preprocess,
+    inputSize: { width: meta.inputSize.width, height: meta.inputSize.height },
+    labels: meta.labels === undefined ? null : createHash('sha256').update(JSON.stringify(meta.labels)).digest('hex'),
+  };
 }
 
 export function summarise(records: readonly InputRecord[]): Manifest['summary'] {

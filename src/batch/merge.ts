@@ -144,6 +144,12 @@ function checkCompatible(first: ShardRun, other: ShardRun): void {
         `${other.dir} used ${b.model.name} (sha256 ${b.model.sha256.slice(0, 12)})`,
     );
   }
+  // What else decides the outputs beyond the model's file (camviz.json's preprocessing, size and labels); manifests before camviz recorded it have none.
+  for (const field of ['preprocess', 'inputSize', 'labels'] as const) {
+    const [fromA, fromB] = [a.model[field], b.model[field]];
+    if (fromA === undefined || fromB === undefined || JSON.stringify(fromA) === JSON.stringify(fromB)) continue;
+    throw new UsageError(`cannot merge: shards used the model with different ${field}: ${first.dir} has ${show(fromA)}, ${other.dir} has ${show(fromB)}`);
+  }
   const difference = firstDifference(withoutShard(a.options), withoutShard(b.options), '');
   if (difference !== undefined) {
     throw new UsageError(

@@ -12,6 +12,7 @@ import type { Task } from '../tasks/index.js';
 import type { BatchOutcome, InputImage, TaskOptions } from '../tasks/types.js';
 import type { TaskContext } from '../tasks/common.js';
 import type { EngineReport } from '../model/engine.js';
+import type { ManifestModel } from './manifest.js';
 
 /**
  * The worker threads' entry: its bundle (scripts/bundle-cli.ts) while
@@ -41,11 +42,8 @@ export type FromWorker =
   | { type: 'stopping' }
   | { type: 'error'; id: number; error: string };
 
-export interface RunModelInfo {
-  name: string;
-  source: string;
-  sha256: string;
-}
+/** The model a worker loaded, as the manifest records it. */
+export type RunModelInfo = ManifestModel;
 
 export interface RunBackendInfo {
   kind: string;

@@ -20,7 +20,7 @@ import { VERSION } from '../util/version.js';
 import { expandInputs, outputCollisions } from './inputs.js';
 import { effectiveJobs, machineLimits, workerFootprint } from './jobs.js';
 import { acquireRunLock, removeStaleTemporaries } from './lock.js';
-import { MANIFEST_NAME, type Manifest, REPORT_NAME, manifestOptions, readManifest, summarise, writeManifest } from './manifest.js';
+import { MANIFEST_NAME, type Manifest, REPORT_NAME, manifestOptions, readManifest, manifestModel, summarise, writeManifest } from './manifest.js';
 import { type Executor, InProcessExecutor, WorkerPool } from './pool.js';
 import { type Progress, createProgress, formatDuration } from './progress.js';
 import { type Shard, selectShard } from './shard.js';
@@ -456,7 +456,7 @@ function executorInfo(executor: Executor): Pick<Manifest, 'model' | 'backend' | 
   if (executor instanceof InProcessExecutor) {
     const { meta } = executor.context.model;
     return {
-      model: { name: meta.name, source: meta.source, sha256: meta.sha256 },
+      model: manifestModel(meta),
       backend: { kind: executor.context.backend.kind, package: executor.context.backend.packageName },
       ...(executor.context.engine === undefined ? {} : { engine: executor.context.engine }),
     };

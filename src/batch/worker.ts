@@ -9,6 +9,7 @@ import { releaseBackend } from '../engine/release.js';
 import { type Task, type TaskContext, processStopping, requestStop, startTask } from '../tasks/index.js';
 import type { InputImage } from '../tasks/types.js';
 import type { FromWorker, ToWorker, WorkerData } from './pool.js';
+import { manifestModel } from './manifest.js';
 
 if (parentPort === null) throw new Error('batch/worker.js runs only in a worker thread');
 const port = parentPort;
@@ -28,7 +29,7 @@ async function main(): Promise<void> {
   const { backend, engine } = started.context;
   post({
     type: 'ready',
-    model: { name: meta.name, source: meta.source, sha256: meta.sha256 },
+    model: manifestModel(meta),
     backend: { kind: backend.kind, package: backend.packageName },
     // Said by the main thread, once for the run rather than once a worker.
     ...(engine === undefined ? {} : { engine }),
