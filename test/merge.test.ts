@@ -280,11 +280,11 @@ describe('mergeRuns', () => {
     assert.ok(existsSync(join(out, 'manifest.json')));
   });
 
-  test('shards may differ in the shard option itself', async () => {
+  test('shards may differ in the shard option itself, and in the batch size (how images are grouped, not what is written)', async () => {
     const root = await freshDir('shardopt');
     const { dirs } = await threeShards(root, {
-      1: { patch: { options: { ...OPTIONS, shard: '1/3' } } },
-      2: { patch: { options: { ...OPTIONS, shard: '2/3' } } },
+      1: { patch: { options: { ...OPTIONS, shard: '1/3', batchSize: 4 } } },
+      2: { patch: { options: { ...OPTIONS, shard: '2/3', batchSize: 8 } } },
     });
     const result = await mergeRuns(dirs, join(root, 'out'));
     assert.equal(result.manifest.summary.inputs, 7);
@@ -319,6 +319,18 @@ describe('mergeRuns', () => {
         const { dirs } = await threeShards(root, { 1: { patch: { model } }, 2: { patch: { model } }, 3: { patch: { model: { ...model, ...change } } } });
         await refused(dirs, join(root, 'out'), UsageError, said);
       }
+    });
+
+    test('an --out that is a file: one line naming it, not a raw mkdir error', async () => {
+      const root = await freshDir('outfile');
+      const { dirs } = await threeShards(root);
+      const file = join(root, 'a-file');
+      await writeFile(file, 'not a folder');
+      await assert.rejects(mergeRuns(dirs, file), (error: unknown) => {
+        assert.ok(error instanceof CamvizError);
+        assert.equal(error.describe(), `output folder is not writable (EEXIST) (${file})`);
+        return true;
+      });
     });
 
     test('the same input in two shards', async () => {

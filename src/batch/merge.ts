@@ -18,6 +18,7 @@ import { type Manifest, MANIFEST_NAME, readManifest, summarise, writeManifest } 
 import { REPORT_NAME, thumbnailPath, writeReport } from './report.js';
 import type { Shard } from './shard.js';
 import { makeFolders } from '../util/make-folders.js';
+import { ensureWritable } from './out-dir.js';
 
 /** One shard folder and its manifest. */
 export interface ShardRun {
@@ -58,7 +59,7 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
   const manifest = mergeManifests(shards, log);
   const copies = await plannedCopies(shards, outDir);
 
-  await makeFolders(outDir);
+  await ensureWritable(outDir);
   // As a run's: a run writing into the folder meanwhile would lose the merge's files, or the merge its manifest.
   const lock = await acquireRunLock(outDir, log);
   try {
@@ -219,8 +220,9 @@ function mergedShards(shards: readonly ShardRun[]): Shard[] | null {
   return [...byKey.values()].sort((a, b) => a.count - b.count || a.index - b.index);
 }
 
+/** The options shards must share: not the shard itself, nor the batch size, which changes how images are grouped, not what is written. */
 function withoutShard(options: Record<string, unknown>): Record<string, unknown> {
-  const { shard: _shard, ...rest } = options;
+  const { shard: _shard, batchSize: _batchSize, ...rest } = options;
   return rest;
 }
 

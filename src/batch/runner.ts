@@ -6,7 +6,7 @@
  * image is reported and skipped; a signal stops the run cleanly.
  */
 import { statSync } from 'node:fs';
-import { rm, rmdir, writeFile } from 'node:fs/promises';
+import { rm, rmdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -20,12 +20,12 @@ import { VERSION } from '../util/version.js';
 import { expandInputs, outputCollisions } from './inputs.js';
 import { effectiveJobs, machineLimits, workerFootprint } from './jobs.js';
 import { acquireRunLock, removeStaleTemporaries } from './lock.js';
+import { ensureWritable } from './out-dir.js';
 import { MANIFEST_NAME, type Manifest, REPORT_NAME, manifestOptions, readManifest, manifestModel, summarise, writeManifest } from './manifest.js';
 import { type Executor, InProcessExecutor, WorkerPool } from './pool.js';
 import { type Progress, createProgress, formatDuration } from './progress.js';
 import { type Shard, selectShard } from './shard.js';
 import { ortThreadsFromEnv } from '../engine/ort-threads.js';
-import { makeFolders } from '../util/make-folders.js';
 
 export interface BatchRunOptions {
   task: TaskOptions;
@@ -564,20 +564,6 @@ async function createEventWriter(logdir: string): Promise<EventWriter> {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     throw new CamvizError(`TensorBoard log folder is not writable (${code ?? (error as Error).message})`, { file: logdir });
-  }
-}
-
-/** Makes the output folder if needed and checks that a file can be written there; returns the first folder it made, if any. */
-async function ensureWritable(outDir: string): Promise<string | undefined> {
-  const probe = join(outDir, `.camviz-write-test-${process.pid}`);
-  try {
-    const made = await makeFolders(outDir);
-    await writeFile(probe, '');
-    await rm(probe, { force: true });
-    return made;
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new CamvizError(`output folder is not writable (${code ?? (error as Error).message})`, { file: outDir });
   }
 }
 

@@ -4,7 +4,7 @@ import { type CompareResult, type CompareThresholds, PAIR_BY, type PairBy, compa
 import { DifferenceImages, writeCompareReport } from '../batch/compare-report.js';
 import { UsageError } from '../util/errors.js';
 import { displayPath, parseCount, printJson } from './common.js';
-import { makeFolders } from '../util/make-folders.js';
+import { ensureWritable } from '../batch/out-dir.js';
 
 export interface CompareCliOptions {
   minCorr?: string;
@@ -33,7 +33,7 @@ export async function runCompare(dirA: string, dirB: string, options: CompareCli
     await differences?.discard();
     throw error;
   }
-  await makeFolders(outDir);
+  await ensureWritable(outDir);
   const jsonPath = await writeCompareJson(outDir, result);
   const reportPath = options.report === true ? await writeCompareReport(outDir, result) : undefined;
   if (!options.quiet) {
