@@ -8,7 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { copyFile, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -163,6 +163,9 @@ describe('camviz compare on shapes runs', { skip: skipWithoutShapes }, () => {
     assert.equal((await camviz(['cam', inputs, '--model', 'shapes', '--backend', 'wasm', '--class', 'circle', '--quiet', '--out', noRaw])).code, 0);
     await cp(run('circle'), run('lost-map'), { recursive: true });
     await rm(join(run('lost-map'), 'square-cross.gradcam.0.npy'));
+    await cp(run('circle'), run('device-map'), { recursive: true });
+    await rm(join(run('device-map'), 'square-cross.gradcam.0.npy'));
+    await symlink('/dev/zero', join(run('device-map'), 'square-cross.gradcam.0.npy'));
     const predictRun = join(workDir, 'predict');
     assert.equal((await camviz(['predict', inputs, '--model', 'shapes', '--backend', 'wasm', '--quiet', '--out', predictRun])).code, 0);
 
@@ -170,6 +173,7 @@ describe('camviz compare on shapes runs', { skip: skipWithoutShapes }, () => {
       [fewer, run('circle'), /^camviz: the runs have different inputs: 1 only in .*circle \(square-cross\.png\)\n$/],
       [run('circle'), noRaw, /^camviz: B has no --raw map for circle-star\.png gradcam class 0 circle: run camviz cam with --raw \(.*no-raw\/manifest\.json\)\n$/],
       [run('lost-map'), run('circle'), /^camviz: A's --raw map for square-cross\.png gradcam class 0 circle is missing \(.*lost-map\/square-cross\.gradcam\.0\.npy\)\n$/],
+      [run('circle'), run('device-map'), /^camviz: B's --raw map for square-cross\.png gradcam class 0 circle is not a regular file \(.*device-map\/square-cross\.gradcam\.0\.npy\)\n$/],
       [run('circle'), predictRun, /^camviz: B is a 'predict' run: compare needs runs of camviz cam/],
       [run('circle'), join(workDir, 'inputs'), /^camviz: B is not a camviz output folder: no manifest\.json \(/],
     ];

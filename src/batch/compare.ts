@@ -495,9 +495,9 @@ export async function checkRawMaps(plan: PairPlan, a: CompareRun, b: CompareRun)
         });
       }
       const path = insideRun(run, result.npy);
-      if (!(await stat(path).catch(() => undefined))?.isFile()) {
-        throw new UsageError(`${run.name}'s --raw map for ${describeMap(pair.input, result)} is missing`, { file: path });
-      }
+      const found = await stat(path).catch(() => undefined);
+      if (found === undefined) throw new UsageError(`${run.name}'s --raw map for ${describeMap(pair.input, result)} is missing`, { file: path });
+      if (!found.isFile()) throw new UsageError(`${run.name}'s --raw map for ${describeMap(pair.input, result)} is not a regular file`, { file: path });
     }
   }
 }
