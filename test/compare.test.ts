@@ -7,6 +7,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { copyFile, cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -325,6 +326,27 @@ describe('camviz compare on shapes runs', { skip: skipWithoutShapes }, () => {
     assert.ok(compared.pairs.every((pair) => pair.a.class.index === 0 && pair.b.class.index === 0));
     assert.ok(compared.unpaired.every((entry) => (entry.run === 'a' ? entry.class.index !== 0 : entry.class.index === 0)));
     assert.match(result.stderr, new RegExp(`\\ncamviz: note: ${compared.unpaired.length} maps of one run only, not compared \\(e\\.g\\. `));
+  });
+
+  test("--report: a killed compare's staging folder is swept by the next; a compare that fails leaves no _report folder behind", async () => {
+    const out = join(workDir, 'report-sweep');
+    await cp(run('circle'), out, { recursive: true });
+    const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout);
+    const stale = join(out, '_report', `.compare.${dead}.0123456789ab.tmp`);
+    await mkdir(stale, { recursive: true });
+    await writeFile(join(stale, 'diff-00001.png'), 'half a picture');
+    const swept = await camviz(['compare', run('circle'), out, '--report']);
+    assert.equal(swept.code, 0, swept.stderr);
+    assert.equal(existsSync(stale), false, 'the staging folder of a dead compare is gone');
+    assert.ok(existsSync(join(out, '_report', 'compare')), 'the new difference images are there');
+
+    const failing = join(workDir, 'report-failing');
+    await cp(run('circle'), failing, { recursive: true });
+    await rm(join(failing, '_report'), { recursive: true, force: true });
+    await writeFile(join(failing, 'square-cross.gradcam.0.npy'), Buffer.from('not a map'));
+    const failed = await camviz(['compare', run('circle'), failing, '--report']);
+    assert.notEqual(failed.code, 0, failed.stderr);
+    assert.equal(existsSync(join(failing, '_report')), false, 'no _report folder is left');
   });
 
   test('--report: compare.html with A | B | difference, worst first, in headless Chromium', { skip: skipBrowser }, async () => {

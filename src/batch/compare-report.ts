@@ -7,7 +7,7 @@
  * B's PNG (by relative path from the page) and the difference of the two
  * raw maps, drawn here and written beside the page.
  */
-import { rename, rm } from 'node:fs/promises';
+import { rename, rm, rmdir } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { temporaryName, writeFileAtomic } from '../util/atomic-file.js';
 import { VERSION } from '../util/version.js';
@@ -16,6 +16,7 @@ import { encodePng } from '../render/png.js';
 import { resizeBilinear } from '../render/resize.js';
 import type { CompareResult, CompareThresholds, PairMaps, PairMetrics } from './compare.js';
 import { REPORT_DIR } from './manifest.js';
+import { removeStaleTemporaries } from './lock.js';
 import { BASE_PAGE_STYLE, PAGE_HELPERS, staticPage } from './report.js';
 import { makeFolders } from '../util/make-folders.js';
 
@@ -66,9 +67,17 @@ export class DifferenceImages {
     this.staging = temporaryName(join(outDir, DIFFERENCE_DIR));
   }
 
+  /** Whether the staging folder was made (and the stale ones of killed compares swept). */
+  private started = false;
+
   async write(metrics: PairMetrics, maps: PairMaps, index: number): Promise<void> {
     const { rgb, width, height } = differenceRgb(maps);
-    await makeFolders(this.staging);
+    if (!this.started) {
+      this.started = true;
+      // A compare stopped by a signal left its staging folder here.
+      await removeStaleTemporaries(join(this.outDir, REPORT_DIR));
+      await makeFolders(this.staging);
+    }
     const name = differencePath(index);
     await writeFileAtomic(join(this.staging, name.slice(DIFFERENCE_DIR.length + 1)), await encodePng(rgb, width, height, { compressionLevel: 6 }));
     metrics.difference = name;
@@ -83,6 +92,8 @@ export class DifferenceImages {
 
   async discard(): Promise<void> {
     await rm(this.staging, { recursive: true, force: true });
+    // The report folder the staging was made in, when nothing else is in it: a failed compare leaves nothing.
+    await rmdir(join(this.outDir, REPORT_DIR)).catch(() => undefined);
   }
 }
 

@@ -156,7 +156,7 @@ export async function removeStaleTemporaries(outDir: string): Promise<number> {
   let removed = 0;
   for (const file of await temporaryFiles(outDir)) {
     if (isAlive(file.pid)) continue;
-    await rm(file.path, { force: true }).catch(() => undefined);
+    await rm(file.path, { recursive: true, force: true }).catch(() => undefined);
     removed++;
   }
   return removed;
@@ -174,9 +174,10 @@ async function temporaryFiles(folder: string): Promise<{ path: string; pid: numb
   for (const entry of entries) {
     const path = join(folder, entry.name);
     // Outputs mirror input paths, which never hold hidden folders (such as .git).
-    if (entry.isDirectory() && !entry.name.startsWith('.')) found.push(...(await temporaryFiles(path)));
-    const pid = entry.isFile() ? temporaryOwner(entry.name) : undefined;
+    // A temporary folder too: compare's difference images are staged in one (compare-report.ts).
+    const pid = entry.isFile() || entry.isDirectory() ? temporaryOwner(entry.name) : undefined;
     if (pid !== undefined) found.push({ path, pid });
+    else if (entry.isDirectory() && !entry.name.startsWith('.')) found.push(...(await temporaryFiles(path)));
   }
   return found;
 }
