@@ -6,10 +6,10 @@
  * image is reported and skipped; a signal stops the run cleanly.
  */
 import { statSync } from 'node:fs';
-import { rm, rmdir } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
-import { dirname, join, relative, resolve } from 'node:path';
+import { join, relative } from 'node:path';
 import { CamvizError, describeError } from '../util/errors.js';
 import { WriteError } from '../util/atomic-file.js';
 import { errorRecord } from '../tasks/records.js';
@@ -20,7 +20,7 @@ import { VERSION } from '../util/version.js';
 import { expandInputs, outputCollisions } from './inputs.js';
 import { effectiveJobs, machineLimits, workerFootprint } from './jobs.js';
 import { acquireRunLock, removeStaleTemporaries } from './lock.js';
-import { ensureWritable } from './out-dir.js';
+import { ensureWritable, removeEmptyFolders } from './out-dir.js';
 import { MANIFEST_NAME, type Manifest, REPORT_NAME, manifestOptions, readManifest, manifestModel, summarise, writeManifest } from './manifest.js';
 import { type Executor, InProcessExecutor, WorkerPool } from './pool.js';
 import { type Progress, createProgress, formatDuration } from './progress.js';
@@ -80,15 +80,6 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
     // A run that fails before writing anything (a usage error, a model refused) leaves no empty output folder behind.
     if (madeOutDir !== undefined) await removeEmptyFolders(options.task.outDir, madeOutDir);
     throw error;
-  }
-}
-
-/** Removes `folder`, then its parents up to `top`, each only while it is empty (a folder a run made, and nothing was written in). */
-async function removeEmptyFolders(folder: string, top: string): Promise<void> {
-  const last = resolve(top);
-  for (let current = resolve(folder); ; current = dirname(current)) {
-    if (!(await rmdir(current).then(() => true, () => false))) return;
-    if (current === last || dirname(current) === current) return;
   }
 }
 

@@ -16,10 +16,10 @@ import { arch, cpus } from 'node:os';
 import { join } from 'node:path';
 import { temporaryName } from '../util/atomic-file.js';
 import { describeError } from '../util/errors.js';
-import { ortThreadsFromEnv } from './ort-threads.js';
-import { readWholeFile } from '../util/read-whole-file.js';
-import { hasSeal, sealOf, sealedGraph } from './saved-graph-seal.js';
 import { makeFolders } from '../util/make-folders.js';
+import { readWholeFile } from '../util/read-whole-file.js';
+import { ortThreadsFromEnv } from './ort-threads.js';
+import { hasSeal, sealOf, sealedGraph } from './saved-graph-seal.js';
 
 /*
  * The part of onnxruntime-node's API camviz uses, declared here so that
@@ -177,7 +177,6 @@ export interface OrtSessionOptions {
 export function ortThreads(threads?: number): number {
   return threads ?? ortThreadsFromEnv() ?? 1;
 }
-
 
 /** How a session departs from camviz's defaults (sessionOptions). */
 export interface SessionTuning {
