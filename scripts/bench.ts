@@ -1087,7 +1087,10 @@ async function coldStart(args: Args): Promise<void> {
       if (times.length === 0) rows.push([bench.name, engine, '-', '-', '-', ...extra, reason ?? '-']);
       else rows.push([bench.name, engine, ms(median(times)), ms(Math.min(...times)), medianOrDash(pngSamples.get(engine)!), ...extra, `${median(times) <= 600 ? 'met' : 'missed'}${reason === undefined ? '' : `; then ${reason}`}`]);
     }
-    if (floor !== undefined) rows.push(floorRow(bench, floor, samples.get('onnxruntime') ?? [], caFile !== undefined));
+    if (floor !== undefined) {
+      rows.push(floorRow(bench, floor, samples.get('onnxruntime') ?? [], caFile !== undefined));
+      await rm(floor.work, { recursive: true, force: true });
+    }
   }
   const extraColumns = caFile === undefined ? [] : ['median to exit without NODE_EXTRA_CA_CERTS (not judged)'];
   rows.push(...skippedRows(support, 6 + extraColumns.length, (engine) => ['-', engine]));
@@ -1140,7 +1143,6 @@ async function floorRun(floor: ColdFloor, round: number): Promise<void> {
 
 /** The floor's row: its times, and the median of its per-round ratios to camviz's runs on ONNX Runtime. */
 function floorRow(bench: BenchModel, floor: ColdFloor, camviz: readonly number[], caColumn: boolean): string[] {
-  void rm(floor.work, { recursive: true, force: true });
   const label = 'floor without tfjs (scripts/cold-floor-run.ts; not judged)';
   const extra = caColumn ? ['-'] : [];
   if (!floor.setup.ok) return [bench.name, label, '-', '-', '-', ...extra, `no floor: ${floor.setup.why}`];
