@@ -6,6 +6,7 @@
 import { readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { CamvizError, UsageError } from '../util/errors.js';
+import { isInsideFolder } from '../util/inside-folder.js';
 import { IMAGE_EXTENSIONS } from '../image/formats.js';
 
 import type { InputImage } from '../tasks/types.js';
@@ -112,7 +113,7 @@ async function listImages(folder: string, listing: ReadonlySet<string>, excluded
 }
 
 function isWithin(path: string, folder: string): boolean {
-  return path === folder || path.startsWith(folder.endsWith(sep) ? folder : folder + sep);
+  return path === folder || isInsideFolder(folder, path);
 }
 
 /**

@@ -12,7 +12,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { temporaryName } from '../util/atomic-file.js';
 import { CamvizError, UsageError } from '../util/errors.js';
 import type { InputRecord } from '../tasks/types.js';
-import { isInsideFolder } from '../model/io.js';
+import { realPathInside } from '../util/inside-folder.js';
 import { acquireRunLock, removeStaleTemporaries } from './lock.js';
 import { type Manifest, MANIFEST_NAME, readManifest, summarise, writeManifest } from './manifest.js';
 import { REPORT_NAME, thumbnailPath, writeReport } from './report.js';
@@ -315,8 +315,8 @@ async function plannedCopies(shards: readonly ShardRun[], outDir: string): Promi
  * copied into the merged folder.
  */
 async function confinedFile(shardReal: string, path: string): Promise<string> {
-  const real = await realpath(path);
-  if (!isInsideFolder(shardReal, real)) throw new CamvizError(`a shard's file leads out of its folder through a symbolic link: refused (to ${real})`, { file: path });
+  const { real, inside } = await realPathInside(shardReal, path);
+  if (!inside) throw new CamvizError(`a shard's file leads out of its folder through a symbolic link: refused (to ${real})`, { file: path });
   return real;
 }
 

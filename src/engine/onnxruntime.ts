@@ -332,8 +332,8 @@ const SAVED_GRAPH_LOAD: Readonly<Record<string, string>> = {
 async function createSession(ort: OrtModule, cacheKey: string, bytes: () => Uint8Array, threads: number, folder: string | undefined, tuning: SessionTuning): Promise<OrtSession> {
   const options = sessionOptions(threads, tuning);
   if (folder === undefined) return ort.InferenceSession.create(bytes(), options);
-  const path = savedGraphPath(ort, cacheKey, folder);
   const nameHash = savedGraphHash(ort, cacheKey);
+  const path = join(folder, `${optimizedName(cacheKey, nameHash)}${SAVED_GRAPH_SUFFIX}`);
   const loaded = await loadSavedGraph(ort, path, nameHash, options);
   if (loaded !== undefined) {
     await tellSavedGraph(path, 'read');
@@ -363,7 +363,7 @@ export const SAVED_GRAPH_SUFFIX = '.ort';
 
 /** Where the optimised graph of the model `cacheKey` is kept in `folder` (whether or not it is there yet). */
 export function savedGraphPath(ort: OrtModule, cacheKey: string, folder: string): string {
-  return join(folder, `${optimizedName(ort, cacheKey)}${SAVED_GRAPH_SUFFIX}`);
+  return join(folder, `${optimizedName(cacheKey, savedGraphHash(ort, cacheKey))}${SAVED_GRAPH_SUFFIX}`);
 }
 
 /**
@@ -410,12 +410,12 @@ async function loadSavedGraph(ort: OrtModule, path: string, nameHash: string, op
  * cache key's leading letters, digits and dashes (the model's part: a written
  * model's cache key, an ONNX file's sha256), so that the cache's pruning
  * (model/onnx-writer/prune.ts) keeps and evicts it with its model; the hash
- * covers the model and its outputs (the whole cacheKey), ORT's version, the CPU.
+ * (savedGraphHash) covers the model and its outputs (the whole cacheKey), ORT's version, the CPU.
  */
-function optimizedName(ort: OrtModule, cacheKey: string): string {
+function optimizedName(cacheKey: string, nameHash: string): string {
   const stem = /^[A-Za-z0-9-]{1,100}/.exec(cacheKey)?.[0] ?? 'session';
   // SAVED_GRAPH_NAME must match what this makes.
-  return `${stem}.${savedGraphHash(ort, cacheKey)}`;
+  return `${stem}.${nameHash}`;
 }
 
 /** The hash in a saved graph's name (and its seal): of the model and its outputs (the cache key), ONNX Runtime's version and the CPU. */

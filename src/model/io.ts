@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { realpath, stat } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import type * as tf from '../engine/tf.js';
 import { minimumWeightBytes, storedWeightBytes } from '../engine/weight-bytes.js';
 import { CamvizError } from '../util/errors.js';
@@ -16,6 +16,7 @@ import { MAX_FILE_BYTES, isNotRegularFileCode, openRegularFile, readFromStart, r
 import { checkTopologyAgainstManifest } from './topology-check.js';
 import type { FileIdentity } from '../util/file-identity.js';
 import { unchangedIdentity } from './file-fingerprints.js';
+import { isInsideFolder, realPathInside } from '../util/inside-folder.js';
 
 type ModelArtifacts = tf.io.ModelArtifacts;
 type WeightsManifestEntry = tf.io.WeightsManifestEntry;
@@ -248,12 +249,6 @@ function ownArrayBuffer(buffer: Buffer): ArrayBuffer {
   return (whole ? buffer.buffer : buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + buffer.byteLength)) as ArrayBuffer;
 }
 
-/** Whether `path` is strictly below `folder` (both absolute). */
-/** Whether `path` lies below `folder` (both resolved; real paths where links matter). */
-export function isInsideFolder(folder: string, path: string): boolean {
-  const inside = relative(folder, path);
-  return inside !== '' && !isAbsolute(inside) && inside !== '..' && !inside.startsWith(`..${sep}`);
-}
 
 /**
  * A weight file's bytes. Symbolic links are followed only to a regular file
@@ -263,8 +258,8 @@ export function isInsideFolder(folder: string, path: string): boolean {
  */
 async function readWeightFile(path: string, realFolder: string, groupBytes: number | undefined): Promise<WeightFile> {
   try {
-    const real = await realpath(path);
-    if (!isInsideFolder(realFolder, real)) {
+    const { real, inside } = await realPathInside(realFolder, path);
+    if (!inside) {
       throw new CamvizError(`weight file links outside the model folder (to ${real}): refused`, { file: path });
     }
     // The resolved path: a link swapped after the check is not followed again. The stats are the descriptor's, taken
