@@ -184,6 +184,19 @@ const CASES: HostileCase[] = [
     says: /the model config nests too deeply: refused|config\.json is not valid JSON/,
   },
   {
+    // Before, read on as a model.json: "model.json is not valid JSON".
+    name: 'an empty .h5',
+    file: 'empty.h5',
+    bytes: () => Buffer.alloc(0),
+    says: /not a Keras model: the file is empty/,
+  },
+  {
+    name: 'a .keras that is neither HDF5 nor a zip (a text file)',
+    file: 'text.keras',
+    bytes: () => Buffer.from('this is not a model\n'),
+    says: /not a Keras model: it starts with neither HDF5's signature nor a zip header/,
+  },
+  {
     name: 'a Lambda layer',
     file: 'lambda.keras',
     bytes: () => cifarWith((config) => config.config.layers.splice(2, 0, { class_name: 'Lambda', config: { name: 'lambda_x', function: ['4wEAAAAAAAAA', null, null] } })),

@@ -14,7 +14,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 
 import { useBackend } from '../src/engine/backend.js';
-import { readLocalModel } from '../src/model/io.js';
+import { MODEL_JSON_LIMIT, readLocalModel } from '../src/model/io.js';
 import { loadModel } from '../src/model/load.js';
 import { expectCamvizError } from './helpers/errors.js';
 import { fifoReleasedAfter, skipWithoutFifos } from './helpers/files.js';
@@ -298,4 +298,16 @@ test('a weight file over 2 GiB in a group of unknown size (a string weight) is r
   const error = await expectCamvizError(() => readLocalModel(folder));
   assert.equal(error.file, join(folder, 'w.bin'));
   assert.equal(error.message, `weight file is ${3 * 2 ** 30} bytes, more than the ${2 ** 31 - 1} camviz reads: refused`);
+});
+
+test('a model.json over the 64 MiB limit is refused by its size, before it is read', async () => {
+  const folder = await freshFolder();
+  await writeModel(folder, saved.topology, true);
+  // Sparse: read, its 65 MiB would be parsed whole.
+  await truncate(join(folder, 'model.json'), MODEL_JSON_LIMIT + 1);
+  const before = process.memoryUsage().rss;
+  const error = await expectCamvizError(() => readLocalModel(folder));
+  assert.equal(error.file, join(folder, 'model.json'));
+  assert.equal(error.message, 'model.json is over the 64 MiB camviz reads: refused');
+  assert.ok(process.memoryUsage().rss - before < 32 * 2 ** 20, 'nothing of the file was read');
 });

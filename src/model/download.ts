@@ -19,13 +19,13 @@ import { existsSync } from 'node:fs';
 import { type FileHandle, open, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CamvizError } from '../util/errors.js';
-import { type ModelJson, confinedWeightPath, expectedGroupBytes, parseModelJson, pathInside, sha256Hex } from './io.js';
+import { MODEL_JSON_LIMIT, type ModelJson, confinedWeightPath, expectedGroupBytes, parseModelJson, pathInside, sha256Hex } from './io.js';
 import { checkTopologyAgainstManifest } from './topology-check.js';
 import { makeFolders } from '../util/make-folders.js';
 
 export const MIB = 2 ** 20;
 /** A model.json is a topology and a manifest: MobileNet's is 100 KB. */
-export const MODEL_JSON_LIMIT = 64 * MIB;
+export { MODEL_JSON_LIMIT } from './io.js';
 /** All weight files of one model together. */
 export const TOTAL_WEIGHTS_LIMIT = 2048 * MIB;
 /** camviz.json, and the labels file it names. */

@@ -69,6 +69,13 @@ export interface ModelSourceFiles {
   readonly weightIds: readonly object[];
 }
 
+/**
+ * The largest model.json camviz reads, downloaded or local: it is parsed
+ * whole (a 300 MB file took over 1 GB), and real ones, graph models' whole
+ * graphs included, are a few MB.
+ */
+export const MODEL_JSON_LIMIT = 64 * 2 ** 20;
+
 /** Accepts a model folder or the path of its model.json. */
 export async function resolveModelJsonPath(path: string): Promise<string> {
   const absolute = resolve(path);
@@ -117,9 +124,10 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   const realJsonPath = await realpath(modelJsonPath);
   // Checked a regular file through the descriptor read, opened without waiting (O_NONBLOCK): a FIFO or a device, even one swapped in after the
   // lookup, is refused, not read without end. Its stats are taken before the read: a file written after it has another change time.
-  const { bytes, stats } = await readRegularFile(realJsonPath).catch((error: unknown) => {
+  const { bytes, stats } = await readRegularFile(realJsonPath, MODEL_JSON_LIMIT).catch((error: unknown) => {
     const code = (error as NodeJS.ErrnoException).code;
     if (isNotRegularFileCode(code)) throw new CamvizError('the model file is not a regular file: refused', { file: modelJsonPath });
+    if (code === 'ERR_FS_FILE_TOO_LARGE') throw new CamvizError(`model.json is over the ${MODEL_JSON_LIMIT / 2 ** 20} MiB camviz reads: refused`, { file: modelJsonPath });
     throw new CamvizError(`model.json unreadable (${code ?? (error as Error).message})`, { file: modelJsonPath });
   });
   const jsonIdentity = unchangedIdentity(realJsonPath, stats);

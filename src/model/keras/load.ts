@@ -52,10 +52,29 @@ export async function kerasContainerOf(path: string): Promise<KerasContainer | u
     const head = Buffer.alloc(8);
     const { bytesRead } = await handle.read(head, 0, 8, 0);
     if (bytesRead === 8 && head.equals(HDF5_SIGNATURE)) return 'hdf5';
-    return looksLikeZip(head.subarray(0, bytesRead)) ? 'zip' : undefined;
+    if (looksLikeZip(head.subarray(0, bytesRead))) return 'zip';
+    refuseFakeKerasFile(path, head.subarray(0, bytesRead));
+    return undefined;
   } finally {
     await handle.close();
   }
+}
+
+/** The names Keras saves whole models under. */
+const KERAS_EXTENSIONS = new Set(['.h5', '.hdf5', '.keras']);
+
+/**
+ * A file named as Keras names its models that is neither HDF5 nor a zip is
+ * said to be so here: read on as a model.json (a TF.js model may have any
+ * name), it was reported as invalid JSON. One that starts as JSON does
+ * (whitespace, then `{`) is left to the model.json reader.
+ */
+function refuseFakeKerasFile(path: string, head: Buffer): void {
+  if (!KERAS_EXTENSIONS.has(extname(path).toLowerCase())) return;
+  const text = head.toString('latin1').trimStart();
+  if (text.startsWith('{') || (text === '' && head.length > 0)) return;
+  const what = head.length === 0 ? 'the file is empty' : 'it starts with neither HDF5\'s signature nor a zip header';
+  throw new CamvizError(`not a Keras model: ${what}`, { file: path });
 }
 
 /** A Keras file read as TF.js model artifacts, or undefined when `path` is not a Keras file. */
