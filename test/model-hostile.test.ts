@@ -16,6 +16,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { useBackend } from '../src/engine/backend.js';
 import { MODEL_JSON_LIMIT, readLocalModel } from '../src/model/io.js';
 import { loadModel } from '../src/model/load.js';
+import { MAX_LAYERS } from '../src/model/topology-check.js';
 import { expectCamvizError } from './helpers/errors.js';
 import { fifoReleasedAfter, skipWithoutFifos } from './helpers/files.js';
 
@@ -137,7 +138,29 @@ describe('a topology that implies more weights than the manifest declares', () =
     await writeFile(join(folder, 'model.json'), `{"modelTopology":{"model_config":${opening}${innermost}${']}}'.repeat(depth)}},"weightsManifest":[]}`);
     const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, join(folder, 'model.json'));
-    assert.match(error.message, /nests its models too deeply: refused/);
+    assert.match(error.message, /nests its models too deeply: refused|declares more than 10,000 layers: refused/);
+  });
+
+  test('a chain of 20,000 layers is refused by its count before tfjs builds it (which overflows its stack from about 5,000)', async () => {
+    const folder = await freshFolder();
+    const layers: unknown[] = [{ class_name: 'InputLayer', name: 'in', config: { name: 'in', batch_input_shape: [null, 4, 4, 3] }, inbound_nodes: [] }];
+    for (let i = 0; i < 20_000; i++) layers.push({ class_name: 'Activation', name: `a${i}`, config: { name: `a${i}`, activation: 'relu' }, inbound_nodes: [[[i === 0 ? 'in' : `a${i - 1}`, 0, 0, {}]]] });
+    const config = { name: 'chain', layers, input_layers: [['in', 0, 0]], output_layers: [['a19999', 0, 0]] };
+    await writeFile(join(folder, 'model.json'), JSON.stringify({ format: 'layers-model', modelTopology: { model_config: { class_name: 'Model', config } }, weightsManifest: [] }));
+    // The count's message, not tfjs' stack overflow: refused before any layer was built.
+    const error = await expectCamvizError(() => loadModel(folder));
+    assert.equal(error.file, join(folder, 'model.json'));
+    assert.equal(error.message, `model.json declares more than ${MAX_LAYERS.toLocaleString('en')} layers: refused`);
+  });
+
+  test('a chain of 1,000 layers, under the limit, builds', async () => {
+    const folder = await freshFolder();
+    const layers: unknown[] = [{ class_name: 'InputLayer', name: 'in', config: { name: 'in', batch_input_shape: [null, 4, 4, 3] }, inbound_nodes: [] }];
+    for (let i = 0; i < 1_000; i++) layers.push({ class_name: 'Activation', name: `a${i}`, config: { name: `a${i}`, activation: 'relu' }, inbound_nodes: [[[i === 0 ? 'in' : `a${i - 1}`, 0, 0, {}]]] });
+    const config = { name: 'chain', layers, input_layers: [['in', 0, 0]], output_layers: [['a999', 0, 0]] };
+    await writeFile(join(folder, 'model.json'), JSON.stringify({ format: 'layers-model', modelTopology: { model_config: { class_name: 'Model', config } }, weightsManifest: [] }));
+    const model = await loadModel(folder, { size: '4' });
+    model.dispose();
   });
 
   test('a filters value that is no size is refused naming model.json', async () => {

@@ -56,7 +56,15 @@ interface ManifestWeight {
   shape: readonly number[];
 }
 
-/** Refuses a layers topology whose layers imply weights the manifest does not declare. */
+/**
+ * The most layers camviz builds a model of, nested models' included. tfjs
+ * builds a layer chain recursively: one of 5,000 layers already overflows
+ * the stack, and a 100,000-layer model.json took 4 s and 460 MB to fail so;
+ * real models have a few thousand layers at most (NASNet-Large 1,041).
+ */
+export const MAX_LAYERS = 10_000;
+
+/** Refuses a layers topology whose layers imply weights the manifest does not declare, or that has over MAX_LAYERS layers. */
 export function checkTopologyAgainstManifest(modelJson: ModelJson, file: string): void {
   const model = kerasModelOf(modelJson.modelTopology);
   if (model === undefined) return; // a graph model, or not a model tfjs can deserialize at all
@@ -64,7 +72,7 @@ export function checkTopologyAgainstManifest(modelJson: ModelJson, file: string)
   try {
     // Channels-first layers put the channels elsewhere than the last axis: their inputs are not followed.
     const followChannels = !JSON.stringify(model).includes('channels_first');
-    checkModel(model, { declared, followChannels, seen: new Set<string>(), file });
+    checkModel(model, { declared, followChannels, seen: new Set<string>(), file, layers: 0 });
   } catch (error) {
     // Models nested thousands deep exhaust the stack (tfjs's own deserialisation would too).
     if (error instanceof RangeError) throw new CamvizError('model.json nests its models too deeply: refused', { file });
@@ -78,11 +86,15 @@ interface CheckContext {
   /** Names of the layers with weights so far. */
   seen: Set<string>;
   file: string;
+  /** Layers met so far, nested models' included. */
+  layers: number;
 }
 
 function checkModel(model: Config, context: CheckContext): void {
   const outputs = new Map<string, Channels>();
   for (const node of layerNodesOf(model)) {
+    context.layers += 1;
+    if (context.layers > MAX_LAYERS) throw new CamvizError(`model.json declares more than ${MAX_LAYERS.toLocaleString('en')} layers: refused`, { file: context.file });
     if (MODEL_CLASSES.has(node.className)) {
       checkModel(node.layer, context);
       continue;
