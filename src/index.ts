@@ -20,14 +20,13 @@ export type { EngineFallback, EngineKind, EngineReport } from './model/engine.js
 export type { CamvizJson, InputSize, ModelMetadata } from './model/metadata.js';
 export { DEFAULT_MODEL, ZOO, type ZooEntry } from './model/zoo.js';
 export { imagenetLabels, readLabelsFile, resolveClass, resolveClasses } from './model/labels.js';
-export { type Prediction, classProbabilities, inputTensor, topK } from './model/predict.js';
+export { type Prediction, classProbabilities, inputTensor, toInputTensor, topK } from './model/predict.js';
 export { type LayerInfo, describeLayers } from './executor/layers.js';
 
 // Images
 export { type ImageLoadOptions, type LoadedImage, imageFromRgb, loadImage } from './image/image.js';
 export type { Box, ImageGeometry, ResizeMode } from './image/geometry.js';
 export { PREPROCESS_NAMES, type PreprocessName } from './image/preprocess-names.js';
-export { toInputTensor } from './image/preprocess.js';
 
 // The executor and PyTorch-style hooks
 export type { Executor } from './executor/executor.js';

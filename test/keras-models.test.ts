@@ -23,7 +23,7 @@ import { loadImage } from '../src/image/image.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { inputTensor } from '../src/model/predict.js';
 import { ZipArchive } from '../src/model/keras/zip.js';
-import { toInputTensor } from '../src/image/preprocess.js';
+import { toInputTensor } from '../src/model/predict.js';
 import { decodeNpy } from '../src/render/npy.js';
 import { asset, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
 import { forEachBackend } from './helpers/backends.js';

@@ -2,7 +2,7 @@
 import { describeLayers } from '../executor/layers.js';
 import { type OnnxLayerInfo, describeOnnxLayers } from '../model/onnx/load.js';
 import { releaseBackend } from '../engine/release.js';
-import { openTaskContext } from '../tasks/common.js';
+import { openTaskContext } from '../tasks/context.js';
 import { type ModelOptions, checkModelOptions, printJson } from './common.js';
 import { modelSpec } from './run-command.js';
 

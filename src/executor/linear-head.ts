@@ -28,19 +28,12 @@ import * as tf from '../engine/tf.js';
 import type { GraphNode, LayerGraph } from './graph.js';
 import type { ForwardValues, Objective, ScoreTerm } from './network.js';
 import type { ScoreLocation } from './score.js';
+import { type PooledHead, addChannelGradient } from './closed-form.js';
 
 /** A source's linear head: the classifier kernel and where the channels are in the source tensor. */
-export interface LinearHead {
-  /**
-   * The classifier's kernel, W[k, c] at `k * channelStride + c * classStride`. Read only: it may be the backend's own array (see kernelValues).
-   * Undefined when there is no classifier: the pooled source is the scores (W is the identity, channels and classes alike).
-   */
+export interface LinearHead extends PooledHead {
+  /** Read only: it may be the backend's own array (see kernelValues). */
   readonly kernel: Float32Array | undefined;
-  readonly channels: number;
-  readonly classes: number;
-  /** 1 when the kernel is [classes, channels] (ONNX's and PyTorch's layout), `classes` when [channels, classes] (tfjs'). */
-  readonly channelStride: number;
-  readonly classStride: number;
   /** The channel axis of the source tensor (3: NHWC, 1: NCHW as an ONNX value stored as ONNX holds it). */
   readonly channelAxis: 1 | 3;
   /**
@@ -300,18 +293,12 @@ function gradientOf(terms: readonly ScoreTerm[], shape: readonly number[], head:
   const [batch, a, b, c] = shape as [number, number, number, number];
   for (const term of terms) checkTerm(term, batch, head.classes);
   if (head.gate !== undefined) return rectifiedGradientOf(terms, shape, head, head.gate, gateValues);
-  const { channels, kernel, channelStride, classStride } = head;
+  const { channels } = head;
   const positions = head.channelAxis === 3 ? a * b : b * c;
   const perChannel = new Float32Array(batch * channels);
   for (const term of terms) {
-    const scale = term.weight / positions;
     const row = term.image * channels;
-    if (kernel === undefined) {
-      perChannel[row + term.classIndex] = perChannel[row + term.classIndex]! + scale;
-      continue;
-    }
-    const column = term.classIndex * classStride;
-    for (let k = 0; k < channels; k++) perChannel[row + k] = perChannel[row + k]! + scale * kernel[k * channelStride + column]!;
+    addChannelGradient(head, term.classIndex, term.weight, positions, perChannel.subarray(row, row + channels));
   }
   const data = new Float32Array(batch * positions * channels);
   for (let image = 0; image < batch; image++) {

@@ -1,8 +1,8 @@
 /**
  * Turning RGB pixels into model input. Done in plain JS over typed arrays:
- * one pass, no intermediate tensors.
+ * one pass, no intermediate tensors, and no tfjs (a planned run, which
+ * loads none, prepares its input here too; model/predict.ts makes the tensor).
  */
-import * as tf from '../engine/tf.js';
 import { UsageError } from '../util/errors.js';
 import { PREPROCESS_NAMES, type PreprocessName } from './preprocess-names.js';
 
@@ -81,10 +81,10 @@ export function preprocessGreyInto(pixels: Uint8Array, name: PreprocessName, out
 }
 
 /**
- * A [batch, height, width, channels] input tensor from RGB images of one
- * size: 3 channels, or 1 (grey, for single-channel models such as MNIST's).
+ * The values of a [batch, height, width, channels] input from RGB images of
+ * one size: 3 channels, or 1 (grey, for single-channel models such as MNIST's).
  */
-export function toInputTensor(images: readonly Uint8Array[], height: number, width: number, name: PreprocessName, channels: 1 | 3 = 3): tf.Tensor4D {
+export function preprocessImages(images: readonly Uint8Array[], height: number, width: number, name: PreprocessName, channels: 1 | 3 = 3): Float32Array {
   const perImage = height * width * 3;
   const perInput = height * width * channels;
   const data = new Float32Array(perInput * images.length);
@@ -93,6 +93,5 @@ export function toInputTensor(images: readonly Uint8Array[], height: number, wid
     if (channels === 1) preprocessGreyInto(pixels, name, data, i * perInput);
     else preprocessInto(pixels, name, data, i * perInput);
   });
-  // Kept at hand: ONNX Runtime takes these values as they are (tf.hostValues).
-  return tf.tensorOfHost(data, [images.length, height, width, channels]) as tf.Tensor4D;
+  return data;
 }

@@ -5,12 +5,21 @@ import * as tf from '../engine/tf.js';
 import { CamvizError } from '../util/errors.js';
 import type { CamvizModel } from './load.js';
 import { disposeValues } from '../executor/network.js';
-import { toInputTensor } from '../image/preprocess.js';
+import { type PreprocessName, preprocessImages } from '../image/preprocess.js';
 
 export interface Prediction {
   index: number;
   label: string | null;
   probability: number;
+}
+
+/**
+ * A [batch, height, width, channels] input tensor from RGB images of one
+ * size: 3 channels, or 1 (grey, for single-channel models such as MNIST's).
+ */
+export function toInputTensor(images: readonly Uint8Array[], height: number, width: number, name: PreprocessName, channels: 1 | 3 = 3): tf.Tensor4D {
+  // Kept at hand: ONNX Runtime takes these values as they are (tf.hostValues).
+  return tf.tensorOfHost(preprocessImages(images, height, width, name, channels), [images.length, height, width, channels]) as tf.Tensor4D;
 }
 
 /** Preprocessed input tensor for images already at the model's input size. */

@@ -9,23 +9,13 @@ import { type ClassRequest, canonicalMethod, classifierKernel } from '../cam/ind
 import * as tf from '../engine/tf.js';
 import { type ClassExplanation, type ExplainBatch, explainBatch } from '../cam/explain.js';
 import { camTargets } from '../cam/request.js';
-import { RegionTarget, type Target, type TargetChoice, chooseTarget, targetFileSuffix } from '../cam/targets/index.js';
+import { RegionTarget, type Target, type TargetChoice, chooseTarget } from '../cam/targets/index.js';
 import { UsageError } from '../util/errors.js';
 import { loadImage } from '../image/image.js';
 import type { GraphNode } from '../executor/graph.js';
 import { inputTensor } from '../model/predict.js';
-import { encodeNpy } from '../render/npy.js';
-import { renderExplanation } from '../render/explanation.js';
-import { encodePhotoPng, encodePng } from '../render/png.js';
-import {
-  type DecodedInput,
-  type OutputSet,
-  type TaskContext,
-  decodeBatch,
-  elapsedSince,
-  outputStem,
-  recordOutputs,
-} from './common.js';
+import { type DecodedInput, type TaskContext, decodeBatch, recordOutputs } from './common.js';
+import { CamOutputWriter, predictionsOf } from './cam-outputs.js';
 import { errorRecord, inBatchOrder } from './records.js';
 import { metricsField, withMetrics } from '../metrics/runner.js';
 import type { BatchOutcome, CamResultRecord, CamTaskOptions, InputImage, InputRecord } from './types.js';
@@ -37,6 +27,7 @@ export class CamTask {
   private readonly targetChoice: TargetChoice;
   /** The target, built on the first batch (similarity's reference embedding is computed once per run). */
   private target: Promise<Target> | undefined;
+  private readonly writer: CamOutputWriter;
 
   constructor(
     private readonly context: TaskContext,
@@ -57,19 +48,12 @@ export class CamTask {
     this.classRequest = this.targetChoice.classes;
     // CAM's head requirement depends on the layers, not the images: refused once, before any image.
     if (this.method === 'cam') for (const layer of this.layers) tf.dispose(classifierKernel(context.model.network(), layer));
+    this.writer = new CamOutputWriter(options, this.method, context.model.meta.preprocess, this.layerLabel);
   }
 
   /** What the layers option resolved to, for the manifest. */
   get layerLabel(): string {
     return this.layers.map((node) => node.path).join('+');
-  }
-
-  private scratchBuffer = new Float32Array(0);
-
-  /** The upsampling buffer, grown as needed; rendering is synchronous, so one serves every image. */
-  private scratch(size: number): Float32Array {
-    if (this.scratchBuffer.length < size) this.scratchBuffer = new Float32Array(size);
-    return this.scratchBuffer.subarray(0, size);
   }
 
   async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
@@ -122,63 +106,16 @@ export class CamTask {
 
   private async writeOutputs(item: DecodedInput, explanations: readonly ClassExplanation[], model: { forward: number; backward: number }): Promise<InputRecord> {
     const timings = { ...item.timings, ...model, render: 0, encode: 0 };
+    const target = (await this.target)!;
     return recordOutputs(item, this.options.outDir, timings, async (outputs) => {
       const records: CamResultRecord[] = [];
       // The last picture of the image may be blended over its decoded pixels: nothing reads them afterwards.
-      for (const [i, explanation] of explanations.entries()) records.push(await this.writeOne(item, explanation, outputs, timings, i === explanations.length - 1));
-      return {
-        predictions: records.map((record) => ({ index: record.class.index, label: record.class.label, probability: record.probability })),
-        results: records,
-      };
+      for (const [i, explanation] of explanations.entries()) {
+        const output = { ...explanation, target: target.describe(explanation.classIndex), label: this.targetChoice.labels?.[explanation.classIndex] ?? null };
+        const record = await this.writer.write(item, output, outputs, timings, i === explanations.length - 1);
+        records.push({ ...record, ...metricsField(explanation) });
+      }
+      return { predictions: predictionsOf(records), results: records };
     });
   }
-
-  private async writeOne(
-    item: DecodedInput,
-    explanation: ClassExplanation,
-    outputs: OutputSet,
-    timings: { render: number; encode: number },
-    lastOfImage: boolean,
-  ): Promise<CamResultRecord> {
-    const renderStarted = performance.now();
-    const { classIndex, map, gradient } = explanation;
-    const target = (await this.target)!.describe(classIndex);
-    const stem = `${outputStem(this.options.outDir, item.input.relative)}.${this.method}.${targetFileSuffix(target)}`;
-    const { rgb, peak } = renderExplanation(map, gradient, item.image, {
-      colormap: this.options.colormap,
-      alpha: this.options.alpha,
-      heatmapOnly: this.options.heatmapOnly,
-      preprocess: this.context.model.meta.preprocess,
-      scratch: this.scratch(item.image.original.width * item.image.original.height),
-      blendIntoOriginal: lastOfImage,
-    });
-    const { original } = item.image;
-    timings.render += elapsedSince(renderStarted);
-    const encodeStarted = performance.now();
-    // The heatmap alone is a smooth synthetic picture, which libvips' search for repeats compresses far better.
-    const encode = this.options.heatmapOnly ? encodePng : encodePhotoPng;
-    const png = await outputs.write(`${stem}.png`, await encode(rgb, original.width, original.height, { compressionLevel: this.options.pngCompression }));
-    // The guided methods' raw output is the gradient image they show.
-    const npy = this.options.raw ? await outputs.write(`${stem}.npy`, rawArray(explanation)) : undefined;
-    timings.encode += elapsedSince(encodeStarted);
-    return {
-      input: item.input.path,
-      method: this.method,
-      layer: map === undefined ? 'input' : this.layerLabel,
-      class: { index: classIndex, label: this.targetChoice.labels?.[classIndex] ?? null },
-      target,
-      score: explanation.score,
-      probability: explanation.probability,
-      peak: { x: peak.x, y: peak.y },
-      png,
-      ...(npy === undefined ? {} : { npy }),
-      ...metricsField(explanation),
-    };
-  }
-}
-
-/** What --raw writes: the gradient image [H, W, 3] of the guided methods, else the map [h, w]. */
-function rawArray({ map, gradient }: ClassExplanation): Buffer {
-  if (gradient !== undefined) return encodeNpy(gradient.data, [gradient.height, gradient.width, 3]);
-  return encodeNpy(map!.data, [map!.height, map!.width]);
 }

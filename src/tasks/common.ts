@@ -1,17 +1,20 @@
 /**
- * What the per-image tasks share: loading the model once, decoding a batch
- * (a bad image fails alone), naming outputs under --out, and writing them
- * atomically, removing an image's earlier outputs if a later one fails.
+ * What the per-image tasks share: decoding a batch (a bad image fails
+ * alone), naming outputs under --out, and writing them atomically,
+ * removing an image's earlier outputs if a later one fails. No tfjs here:
+ * a planned run (planned-cam.ts) shares it too; the model is opened in
+ * context.ts.
  */
 import { rm } from 'node:fs/promises';
 import { dirname, extname, join, relative, sep } from 'node:path';
-import { type BackendInfo, requestedBackend, restartWasmWithThreads, useBackend } from '../engine/backend.js';
+import type { BackendInfo } from '../engine/backend.js';
 import { type LoadedImage, loadImage } from '../image/image.js';
-import { type CamvizModel, loadModel } from '../model/load.js';
+import type { InputSize } from '../model/metadata.js';
+import type { CamvizModel } from '../model/load.js';
 import type { EngineReport } from '../model/engine.js';
 import { WriteError, writeFileAtomic } from '../util/atomic-file.js';
 import { errorRecord } from './records.js';
-import type { InputImage, InputRecord, ModelSpec, TaskOptions, Timings } from './types.js';
+import type { InputImage, InputRecord, TaskOptions, Timings } from './types.js';
 import { makeFolders } from '../util/make-folders.js';
 
 export interface TaskContext {
@@ -37,8 +40,14 @@ export interface StopState {
   onFailureStop?: () => void;
 }
 
+/** What decoding a batch needs of a task's context: the model's input size, and whether the run is stopping. */
+export interface DecodeContext {
+  readonly model: { readonly meta: { readonly inputSize: InputSize } };
+  stop?: StopState;
+}
+
 /** With --fail-fast, the first failure stops this thread's batches not yet computing, at once. */
-export function failureSeen(context: TaskContext): void {
+export function failureSeen(context: Pick<TaskContext, 'stop'>): void {
   const stop = context.stop;
   if (stop?.onFailure !== true || stop.requested) return;
   stop.requested = true;
@@ -57,38 +66,6 @@ function nextTurn(stop: StopState): Promise<void> {
   return turn;
 }
 
-export async function openTaskContext(spec: ModelSpec, log?: (message: string) => void): Promise<TaskContext> {
-  const backend = await useBackend(requestedBackend(spec.backend), spec.wasmThreads === undefined ? {} : { wasmThreads: spec.wasmThreads });
-  const model = await loadModel(spec.model, {
-    ...(spec.preprocess === undefined ? {} : { preprocess: spec.preprocess }),
-    ...(spec.labels === undefined ? {} : { labels: spec.labels }),
-    ...(spec.size === undefined ? {} : { size: spec.size }),
-    ...(spec.engine === undefined ? {} : { engine: spec.engine }),
-    ...(spec.ortThreads === undefined ? {} : { ortThreads: spec.ortThreads }),
-    ...(spec.tfjsOnly === undefined ? {} : { tfjsOnly: spec.tfjsOnly }),
-    ...(log === undefined ? {} : { log }),
-  });
-  try {
-    const engine = await chosenEngine(model);
-    // Threads wanted only when tfjs runs the passes: known now (auto's per-model fallback).
-    const restarted = engine.kind === 'tfjs' && spec.wasmThreadsIfTfjs !== undefined ? await restartWasmWithThreads(spec.wasmThreadsIfTfjs) : undefined;
-    return { model, backend: restarted ?? backend, engine };
-  } catch (error) {
-    model.dispose();
-    throw error;
-  }
-}
-
-/**
- * The engine, chosen before the first image so that a usage error (--engine
- * onnxruntime without it) stops the run at once and a fallback is said once.
- * A graph model that supports predict only runs on tfjs' GraphModel.
- */
-async function chosenEngine(model: CamvizModel): Promise<EngineReport> {
-  if (model.layersModel === undefined) return { kind: 'tfjs', requested: model.engineRequest.choice, reason: 'a predict-only graph model runs on tfjs' };
-  return model.engine();
-}
-
 export interface DecodedInput {
   input: InputImage;
   image: LoadedImage;
@@ -102,7 +79,7 @@ export interface DecodedInput {
  */
 export async function decodeBatch(
   batch: readonly InputImage[],
-  context: TaskContext,
+  context: DecodeContext,
   options: TaskOptions,
 ): Promise<{ decoded: DecodedInput[]; failed: InputRecord[] }> {
   const decode = async (input: InputImage): Promise<DecodedInput | InputRecord> => {

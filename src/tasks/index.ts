@@ -1,6 +1,7 @@
 /** The tasks by command: what one batch of images becomes. */
 import { CamTask } from './cam.js';
-import { type TaskContext, failureSeen, openTaskContext } from './common.js';
+import { type TaskContext, failureSeen } from './common.js';
+import { openTaskContext } from './context.js';
 import { FmapTask } from './fmap.js';
 import { PredictTask } from './predict.js';
 import type { BatchOutcome, InputImage, TaskOptions } from './types.js';
@@ -9,7 +10,8 @@ export * from './types.js';
 export { CamTask } from './cam.js';
 export { FmapTask } from './fmap.js';
 export { PredictTask } from './predict.js';
-export { type StopState, type TaskContext, openTaskContext, outputStem } from './common.js';
+export { type StopState, type TaskContext, outputStem } from './common.js';
+export { openTaskContext } from './context.js';
 
 export interface Task {
   process(batch: readonly InputImage[]): Promise<BatchOutcome>;
