@@ -143,10 +143,7 @@ describe('a topology that implies more weights than the manifest declares', () =
 
   test('a chain of 20,000 layers is refused by its count before tfjs builds it (which overflows its stack from about 5,000)', async () => {
     const folder = await freshFolder();
-    const layers: unknown[] = [{ class_name: 'InputLayer', name: 'in', config: { name: 'in', batch_input_shape: [null, 4, 4, 3] }, inbound_nodes: [] }];
-    for (let i = 0; i < 20_000; i++) layers.push({ class_name: 'Activation', name: `a${i}`, config: { name: `a${i}`, activation: 'relu' }, inbound_nodes: [[[i === 0 ? 'in' : `a${i - 1}`, 0, 0, {}]]] });
-    const config = { name: 'chain', layers, input_layers: [['in', 0, 0]], output_layers: [['a19999', 0, 0]] };
-    await writeFile(join(folder, 'model.json'), JSON.stringify({ format: 'layers-model', modelTopology: { model_config: { class_name: 'Model', config } }, weightsManifest: [] }));
+    await writeFile(join(folder, 'model.json'), chainModelJson(20_000));
     // The count's message, not tfjs' stack overflow: refused before any layer was built.
     const error = await expectCamvizError(() => loadModel(folder));
     assert.equal(error.file, join(folder, 'model.json'));
@@ -155,10 +152,7 @@ describe('a topology that implies more weights than the manifest declares', () =
 
   test('a chain of 1,000 layers, under the limit, builds', async () => {
     const folder = await freshFolder();
-    const layers: unknown[] = [{ class_name: 'InputLayer', name: 'in', config: { name: 'in', batch_input_shape: [null, 4, 4, 3] }, inbound_nodes: [] }];
-    for (let i = 0; i < 1_000; i++) layers.push({ class_name: 'Activation', name: `a${i}`, config: { name: `a${i}`, activation: 'relu' }, inbound_nodes: [[[i === 0 ? 'in' : `a${i - 1}`, 0, 0, {}]]] });
-    const config = { name: 'chain', layers, input_layers: [['in', 0, 0]], output_layers: [['a999', 0, 0]] };
-    await writeFile(join(folder, 'model.json'), JSON.stringify({ format: 'layers-model', modelTopology: { model_config: { class_name: 'Model', config } }, weightsManifest: [] }));
+    await writeFile(join(folder, 'model.json'), chainModelJson(1_000));
     const model = await loadModel(folder, { size: '4' });
     model.dispose();
   });
@@ -171,6 +165,14 @@ describe('a topology that implies more weights than the manifest declares', () =
     assert.match(error.message, /layer 'conv' \(Conv2D\) has no valid filters \("1e6"\): refused/);
   });
 });
+
+/** A functional model.json of `length` ReLU activations in a chain after a 4x4x3 input, without weights. */
+function chainModelJson(length: number): string {
+  const layers: unknown[] = [{ class_name: 'InputLayer', name: 'in', config: { name: 'in', batch_input_shape: [null, 4, 4, 3] }, inbound_nodes: [] }];
+  for (let i = 0; i < length; i++) layers.push({ class_name: 'Activation', name: `a${i}`, config: { name: `a${i}`, activation: 'relu' }, inbound_nodes: [[[i === 0 ? 'in' : `a${i - 1}`, 0, 0, {}]]] });
+  const config = { name: 'chain', layers, input_layers: [['in', 0, 0]], output_layers: [[`a${length - 1}`, 0, 0]] };
+  return JSON.stringify({ format: 'layers-model', modelTopology: { model_config: { class_name: 'Model', config } }, weightsManifest: [] });
+}
 
 describe('models the check must let through', () => {
   test('a functional layer carrying a batch_input_shape of its own is fed by its inbound layer, as tfjs builds it', async () => {

@@ -282,8 +282,9 @@ describe('a remote session\'s buffers', { skip: skipOrt }, () => {
 
 const shapesImage = join(repoRoot, 'fixtures', 'shapes', 'circle-star.png');
 
+/** A run of the command line with `cache` as its cache. Without plans: a planned run (tasks/cam-plan.ts) makes no session ahead, and these tests are of the runs that do. */
 function camviz(args: readonly string[], cache: string): Promise<CliRun> {
-  const env = cliEnv(cache);
+  const env: NodeJS.ProcessEnv = { ...cliEnv(cache), CAMVIZ_PLANS: '0' };
   for (const name of ['CAMVIZ_ENGINE', 'CAMVIZ_ORT_THREADS', 'CAMVIZ_ORT_MODULE', 'CAMVIZ_VERBOSE']) delete env[name];
   return runCli(args, { cwd: workDir, env, timeoutMs: 120_000 });
 }
@@ -384,7 +385,6 @@ describe('the command line makes the noted session ahead', { skip: skipOrt }, ()
   });
 });
 
-/** Runs `run` with process.stdout's writes collected into `written` instead of printed. */
 /** What a --json run printed: its records' PNGs and scores. */
 type CliRecords = { png: string; score: number }[];
 
@@ -395,7 +395,8 @@ function cliRecords(stdout: string): CliRecords {
 /** A --json run of the command line in this process (so that what it took can be seen), with `cache` as its cache and the engine its arguments give. */
 async function camvizHere(args: readonly string[], cache: string): Promise<{ code: number; records: CliRecords }> {
   const written: string[] = [];
-  const code = await withEnv('CAMVIZ_CACHE', cache, () => withEnv('CAMVIZ_ENGINE', undefined, () => captureStdout(written, () => main(['node', 'camviz', ...args]))));
+  // Without plans, as camviz() above.
+  const code = await withEnv('CAMVIZ_CACHE', cache, () => withEnv('CAMVIZ_PLANS', '0', () => withEnv('CAMVIZ_ENGINE', undefined, () => captureStdout(written, () => main(['node', 'camviz', ...args])))));
   return { code, records: cliRecords(written.join('')) };
 }
 

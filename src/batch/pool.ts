@@ -9,8 +9,10 @@ import { optOutOfOrtTelemetry } from '../engine/onnxruntime.js';
 import { Worker } from 'node:worker_threads';
 import { CamvizError, UsageError } from '../util/errors.js';
 import type { Task } from '../tasks/index.js';
-import type { BatchOutcome, InputImage, TaskOptions } from '../tasks/types.js';
-import type { TaskContext } from '../tasks/common.js';
+import type { BatchOutcome, CamTaskOptions, InputImage, TaskOptions } from '../tasks/types.js';
+import { type TaskContext, failureSeen, requestStop } from '../tasks/common.js';
+import type { CamPlan } from '../tasks/cam-plan.js';
+import type { PlannedCamTask } from '../tasks/planned-cam.js';
 import type { EngineReport } from '../model/engine.js';
 import type { ManifestModel } from './manifest.js';
 
@@ -100,6 +102,48 @@ export class InProcessExecutor implements Executor {
   /** The model is released at once; a batch under way ends when its synchronous model work does. */
   async stopNow(): Promise<readonly WorkerEnd[]> {
     await this.close();
+    return [];
+  }
+}
+
+/**
+ * A planned run in this thread (tasks/cam-plan.ts): the plan's task, with
+ * neither the model nor tfjs loaded. One image, hence one batch in flight.
+ */
+export class PlannedExecutor implements Executor {
+  readonly capacity = 1;
+  readonly workers = 1;
+
+  private constructor(readonly task: PlannedCamTask) {}
+
+  /** The planned run, or undefined when the plan cannot run here (said to `unusable`): the run then loads the model. */
+  static async start(options: CamTaskOptions, plan: CamPlan, failFast: boolean, unusable: (why: string) => void): Promise<PlannedExecutor | undefined> {
+    // Loaded here, not at the top: the command line's other runs never need it.
+    const { PlannedCamTask, PlanUnusableError } = await import('../tasks/planned-cam.js');
+    try {
+      const task = await PlannedCamTask.open(plan, options);
+      task.context.stop = { requested: false, onFailure: failFast };
+      return new PlannedExecutor(task);
+    } catch (error) {
+      if (!(error instanceof PlanUnusableError)) throw error;
+      unusable(error.message);
+      return undefined;
+    }
+  }
+
+  async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
+    const outcome = await this.task.process(batch);
+    if (outcome.records.some((record) => record.status === 'error')) failureSeen(this.task.context);
+    return outcome;
+  }
+
+  cancel(): void {
+    requestStop(this.task.context);
+  }
+
+  async close(): Promise<void> {}
+
+  async stopNow(): Promise<readonly WorkerEnd[]> {
     return [];
   }
 }

@@ -22,7 +22,8 @@ import { effectiveJobs, machineLimits, workerFootprint } from './jobs.js';
 import { acquireRunLock, removeStaleTemporaries } from './lock.js';
 import { ensureWritable, removeEmptyFolders } from './out-dir.js';
 import { MANIFEST_NAME, type Manifest, REPORT_NAME, manifestOptions, readManifest, manifestModel, summarise, writeManifest } from './manifest.js';
-import { type Executor, InProcessExecutor, WorkerPool } from './pool.js';
+import { type Executor, InProcessExecutor, PlannedExecutor, WorkerPool } from './pool.js';
+import { plannable, takeCamPlan } from '../tasks/cam-plan.js';
 import { type Progress, createProgress, formatDuration } from './progress.js';
 import { type Shard, selectShard } from './shard.js';
 import { ortThreadsFromEnv } from '../engine/ort-threads.js';
@@ -338,12 +339,31 @@ const THREADED_RUN_IMAGES = 8;
  */
 async function startExecutor(task: TaskOptions, jobs: number, images: number, log: (message: string) => void, failFast: boolean): Promise<Executor> {
   if (jobs > 1) return WorkerPool.start(withOrtThreads(task, 1), jobs, failFast);
+  const planned = images === 1 ? await plannedExecutor(withOrtThreads(task, availableParallelism()), log, failFast) : undefined;
+  if (planned !== undefined) return planned;
   const wasmThreads = await wasmThreadsFor(task, images);
   // Under auto, ONNX Runtime may refuse the model once it is loaded: tfjs then gets the threads of a tfjs run.
   const wasmThreadsIfTfjs = tfjsWasmThreads(images);
   const inProcess = withOrtThreads(task, availableParallelism());
   const model = { ...inProcess.model, wasmThreads, ...(wasmThreadsIfTfjs > wasmThreads ? { wasmThreadsIfTfjs } : {}) };
   return InProcessExecutor.start({ ...inProcess, model }, log, failFast);
+}
+
+/**
+ * The planned run of a one-image request that its model's plan serves
+ * (tasks/cam-plan.ts), or undefined: no plan holds, or it cannot run here
+ * (its saved graph gone, ONNX Runtime absent), and the model is loaded.
+ */
+async function plannedExecutor(task: TaskOptions, log: (message: string) => void, failFast: boolean): Promise<PlannedExecutor | undefined> {
+  if (task.command !== 'cam' || !plannable(task)) return undefined;
+  const plan = await takeCamPlan(task.model);
+  if (plan === undefined) return undefined;
+  const verbose = process.env['CAMVIZ_VERBOSE'] === '1';
+  const planned = await PlannedExecutor.start(task, plan, failFast, (why) => {
+    if (verbose) log(`the model's plan does not run here (${why}): loading the model`);
+  });
+  if (planned !== undefined && verbose) log("running from the model's plan: neither tfjs nor the model's layers are loaded");
+  return planned;
 }
 
 /** WebAssembly threads when tfjs runs the model's passes: the cores, for a run with enough images to repay their start-up. */
@@ -444,6 +464,10 @@ function buildManifest(
 }
 
 function executorInfo(executor: Executor): Pick<Manifest, 'model' | 'backend' | 'engine'> {
+  if (executor instanceof PlannedExecutor) {
+    const { plan, engine } = executor.task;
+    return { model: manifestModel(plan.meta), backend: plan.backend, engine };
+  }
   if (executor instanceof InProcessExecutor) {
     const { meta } = executor.context.model;
     return {

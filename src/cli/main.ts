@@ -13,6 +13,7 @@ import { PAIR_BY } from '../batch/compare.js';
 import { COLORMAPS } from '../render/colormap.js';
 import { METRIC_NAMES, METRIC_STEPS } from '../metrics/names.js';
 import { CAM_DEFAULTS, FMAP_DEFAULTS, PREDICT_DEFAULTS } from '../tasks/defaults.js';
+import type { CamTaskOptions } from '../tasks/types.js';
 import { describeError, exitCodeOf } from '../util/errors.js';
 import { VERSION } from '../util/version.js';
 
@@ -151,9 +152,10 @@ ${EXIT_CODES_HELP}`,
     addOptionAlias(command, '--top <k>', 'topK');
     addBatchOptions(addImageOptions(addEngineOption(addModelOptions(command)), resizeHelp()), true).action(
       act(async (inputs: string[], options: Record<string, unknown>) => {
-        await readModelAhead(inputs, options);
-        const { runCam } = await import('./cam.js');
-        return runCam(inputs, fixedMethod === undefined ? options : { ...options, method: fixedMethod });
+        const camOptions = fixedMethod === undefined ? options : { ...options, method: fixedMethod };
+        const { runCam, camTaskFromFlags } = await import('./cam.js');
+        if (!(await runsPlanned(inputs, () => camTaskFromFlags(camOptions)))) await readModelAhead(inputs, camOptions);
+        return runCam(inputs, camOptions);
       }),
     );
   };
@@ -303,6 +305,24 @@ async function readModelAhead(inputs: readonly string[], options: Record<string,
   const [{ readModelAhead: startReading }, { readOnnxAhead }] = await Promise.all([import('../model/io.js'), import('../model/onnx/file.js')]);
   void startReading(model);
   void readOnnxAhead(model);
+}
+
+/**
+ * Whether a one-image cam run will run from its model's plan (tasks/cam-plan.ts),
+ * whose read it starts: then nothing of the model is read ahead, nor a
+ * session made ahead (the planned run makes its own, in this thread). Flags
+ * the task refuses are left to the command to report.
+ */
+async function runsPlanned(inputs: readonly string[], task: () => CamTaskOptions): Promise<boolean> {
+  if (inputs.length !== 1 || statSync(inputs[0]!, { throwIfNoEntry: false })?.isFile() !== true) return false;
+  let options: CamTaskOptions;
+  try {
+    options = task();
+  } catch {
+    return false;
+  }
+  const { plannable, readCamPlanAhead } = await import('../tasks/cam-plan.js');
+  return plannable(options) && (await readCamPlanAhead(options.model));
 }
 
 /**

@@ -18,6 +18,7 @@ import { temporaryName } from '../util/atomic-file.js';
 import { describeError } from '../util/errors.js';
 import { makeFolders } from '../util/make-folders.js';
 import { readWholeFile } from '../util/read-whole-file.js';
+import { touch } from '../util/touch.js';
 import { ortThreadsFromEnv } from './ort-threads.js';
 import { hasSeal, sealOf, sealedGraph } from './saved-graph-seal.js';
 
@@ -129,8 +130,9 @@ export function lazyOnnxRuntime(version: string): Extract<OnnxRuntimeStatus, { a
       get Tensor() {
         return module().Tensor;
       },
+      // All camviz reads of ORT's env is its version (the saved graphs' names), known without loading ORT here.
       get env() {
-        return module().env;
+        return { versions: { common: version } };
       },
     },
   };
@@ -443,8 +445,14 @@ export function savedGraphRead(path: string): Promise<void> {
   return tellSavedGraph(path, 'read');
 }
 
-/** Tells the listener; what it fails at never fails the session. */
+/**
+ * Tells the listener; what it fails at never fails the session. A graph
+ * read is touched here, listener or not: its mtime is the cache's "last
+ * used" (model/onnx-writer/prune.ts), and a planned run (tasks/cam-plan.ts)
+ * loads no cache owner to listen.
+ */
 async function tellSavedGraph(path: string, event: SavedGraphEvent): Promise<void> {
+  if (event === 'read') await touch(path);
   await savedGraphListener?.(path, event).catch(() => undefined);
 }
 

@@ -6,7 +6,8 @@
  * another engine (ONNX Runtime) provides its own. Both passes are
  * asynchronous because engines other than tfjs run them asynchronously.
  */
-import type { LayerGraph } from './graph.js';
+import type { GraphNode, LayerGraph } from './graph.js';
+import type { OrtPassPlan } from './ort-plan.js';
 import type { BackwardOptions, BackwardResult, BackwardTimings, ForwardOptions, ForwardValues, ModelInputs, Objective } from './network.js';
 import type { ScoreLocation } from './score.js';
 
@@ -23,4 +24,10 @@ export interface Executor {
   backward(inputs: ModelInputs, objectives: readonly Objective[], options: BackwardOptions): Promise<BackwardResult>;
   /** Ends what the executor started beside the model's tensors (ONNX Runtime's host workers); the model's `dispose` calls it. */
   dispose?(): Promise<void>;
+  /**
+   * @internal What a later process needs to run one pass of `layer`'s
+   * activations and the class scores without this executor (ONNX Runtime's:
+   * ort-plan.ts), when it can; planned runs (tasks/cam-plan.ts) are made of it.
+   */
+  passPlan?(layer: GraphNode): OrtPassPlan | undefined;
 }

@@ -22,6 +22,8 @@ import { type HostValue, OrtHostPool } from './ort-host-pool.js';
 import { RemoteSession, type SessionAheadSpec, takeSessionAhead } from './ort-session-ahead.js';
 import { SpareBuffers } from './spare-buffers.js';
 import { transposeMatrices } from './transpose.js';
+import type { PooledHead } from './closed-form.js';
+import type { OrtPassPlan } from './ort-plan.js';
 import { isHooked, onlyObserved } from '../hooks/registry.js';
 import { fireObservingHooks } from '../hooks/hooks.js';
 import type { Executor } from './executor.js';
@@ -518,6 +520,41 @@ export class OrtExecutor implements Executor {
     return fetches;
   }
 
+  /**
+   * @internal The plan of a pass that fetches `layer`'s activations and the
+   * class scores from this executor's first session, with the pooled linear
+   * head between them (executor/ort-plan.ts): what a later process needs to
+   * run that pass without this executor. Undefined when there is none: no
+   * first session whose optimised graph was saved, the layer or the scores
+   * not among its outputs, no closed-form head without a gate, external data.
+   */
+  passPlan(layer: GraphNode): OrtPassPlan | undefined {
+    const first = this.firstSession?.spec;
+    const folder = this.host.optimizedFolder;
+    if (first === undefined || folder === undefined || this.trunk.externalDataFolder !== undefined) return undefined;
+    if (!existsSync(savedGraphPath(this.ort, first.sessionKey, folder))) return undefined;
+    const sourceKey = outputKeyOf(layer);
+    const [activation, scores] = [this.trunk.valueOf(sourceKey), this.trunk.valueOf(this.score.scoreKey)];
+    if (activation === undefined || scores === undefined || !first.outputNames.includes(activation.name) || !first.outputNames.includes(scores.name)) return undefined;
+    const head = this.headOf(sourceKey);
+    if (head === undefined || head.gate !== undefined || this.score.activation === 'sigmoid') return undefined;
+    // A softmax head's probabilities are its output, as the executor's passes give them (Network.view).
+    const probabilities = this.score.activation === 'softmax' ? this.trunk.valueOf(this.score.outputKey) : undefined;
+    if (this.score.activation === 'softmax' && (probabilities === undefined || !first.outputNames.includes(probabilities.name))) return undefined;
+    return {
+      sessionKey: first.sessionKey,
+      inputName: first.inputName,
+      inputLayout: this.trunk.input.layout,
+      inputSize: { ...this.trunk.inputSize },
+      activationName: activation.name,
+      // An 'nchw' value is camviz's NHWC tensor transposed: ORT returns it NCHW.
+      channelAxis: activation.layout === 'nchw' ? 1 : head.channelAxis,
+      scoresName: scores.name,
+      ...(probabilities === undefined ? {} : { probabilitiesName: probabilities.name }),
+      head: plannedHead(head),
+    };
+  }
+
   /** @internal The ONNX values of these graph keys, or undefined when one has none. */
   valuesOf(keys: readonly string[]): OnnxValue[] | undefined {
     return this.fetchesOf(keys)?.map((fetch) => fetch.value);
@@ -753,6 +790,15 @@ class JoinedOutput {
   private nchw(): boolean {
     return this.value.layout === 'nchw' && this.partDims.length === 4;
   }
+}
+
+/** A linear head's classifier as a plan holds it: its own copy, W[k, c] at `k + c * channels`. */
+function plannedHead(head: LinearHead): PooledHead {
+  const { kernel, channels, classes } = head;
+  if (kernel === undefined) return { kernel: undefined, channels, classes, channelStride: 1, classStride: channels };
+  const copy = new Float32Array(channels * classes);
+  for (let c = 0; c < classes; c++) for (let k = 0; k < channels; k++) copy[k + c * channels] = kernel[k * head.channelStride + c * head.classStride]!;
+  return { kernel: copy, channels, classes, channelStride: 1, classStride: channels };
 }
 
 /** An input batch as ONNX Runtime takes it: the data and its dims in the trunk input's layout. */

@@ -20,7 +20,7 @@
  */
 import { createHash } from 'node:crypto';
 import { type BigIntStats, statSync } from 'node:fs';
-import { stat, statfs } from 'node:fs/promises';
+import { realpath, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type FileIdentity, identityOf, sameIdentity } from '../util/file-identity.js';
 import { type EntryIndex, readEntryIndex, removeEntry, writeEntryIndex } from './entry-index.js';
@@ -41,7 +41,7 @@ const MAX_FILE_FINGERPRINTS = 256;
  * writes it back, 30 s after it became dirty by default
  * (vm.dirty_expire_centisecs) plus the flusher's 5 s period.
  */
-const SETTLED_MS = 40_000;
+export const SETTLED_MS = 40_000;
 
 /**
  * The identity of the file at `path` (a real path) that `before` gives (its
@@ -132,7 +132,7 @@ export async function recordedFingerprint(folder: string, identities: readonly F
   const known = index[first.path];
   if (known?.identity === identity) return known.fingerprint;
   const fingerprint = countedCompute(compute);
-  if (identities.every(settled)) await writeEntryIndex(indexPath, index, first.path, { identity, fingerprint }, MAX_FILE_FINGERPRINTS);
+  if (identities.every((file) => settled(file))) await writeEntryIndex(indexPath, index, first.path, { identity, fingerprint }, MAX_FILE_FINGERPRINTS);
   return fingerprint;
 }
 
@@ -141,10 +141,27 @@ function countedCompute(compute: () => string): string {
   return compute();
 }
 
-/** Whether the file last changed long enough ago (SETTLED_MS) to be recorded. */
-function settled(file: FileIdentity): boolean {
+/** Whether the file last changed SETTLED_MS or more before `beforeMs` (now, by default): long enough ago to be recorded. */
+function settled(file: FileIdentity, beforeMs = Date.now()): boolean {
   const changedNs = BigInt(file.mtimeNs) > BigInt(file.ctimeNs) ? BigInt(file.mtimeNs) : BigInt(file.ctimeNs);
-  return changedNs < BigInt(Date.now() - SETTLED_MS) * 1_000_000n;
+  return changedNs < BigInt(Math.floor(beforeMs - SETTLED_MS)) * 1_000_000n;
+}
+
+/**
+ * The identity of the file `path` names (links followed), for a record
+ * that later runs trust while it holds (tasks/cam-plan.ts): null when there
+ * is no file there; undefined when it cannot be trusted: it changed within
+ * SETTLED_MS before `beforeMs` or since (a process's start: what the
+ * process read may not be what is there now), or its file system keeps no
+ * change times.
+ */
+export async function settledIdentity(path: string, beforeMs: number): Promise<FileIdentity | null | undefined> {
+  const stats = await stat(path, { bigint: true }).catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' || error.code === 'ENOTDIR' ? null : undefined));
+  if (stats === null || stats === undefined) return stats;
+  const real = await realpath(path).catch(() => undefined);
+  if (real === undefined || !stats.isFile() || !(await keepsChangeTimes(real, stats.dev))) return undefined;
+  const identity = identityOf(real, stats);
+  return settled(identity, beforeMs) ? identity : undefined;
 }
 
 /**

@@ -58,7 +58,7 @@ export async function startModelSessionAhead(spec: string | undefined): Promise<
  * a zoo model's where it is already; undefined for anything else (a URL, a
  * zoo model not yet downloaded, a path that is not there).
  */
-async function modelFileOf(spec: string | undefined): Promise<string | undefined> {
+export async function modelFileOf(spec: string | undefined): Promise<string | undefined> {
   const entry = zooEntry(spec ?? DEFAULT_MODEL);
   const path = entry === undefined ? spec : zooModelJsonPath(entry);
   if (path === undefined) return undefined;

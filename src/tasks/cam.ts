@@ -13,7 +13,9 @@ import { RegionTarget, type Target, type TargetChoice, chooseTarget } from '../c
 import { UsageError } from '../util/errors.js';
 import { loadImage } from '../image/image.js';
 import type { GraphNode } from '../executor/graph.js';
-import { inputTensor } from '../model/predict.js';
+import { inputChannels, inputTensor } from '../model/predict.js';
+import { realpath } from 'node:fs/promises';
+import { plannable, writeCamPlan } from './cam-plan.js';
 import { type DecodedInput, type TaskContext, decodeBatch, recordOutputs } from './common.js';
 import { CamOutputWriter, predictionsOf } from './cam-outputs.js';
 import { errorRecord, inBatchOrder } from './records.js';
@@ -67,7 +69,28 @@ export class CamTask {
     }
     const perImage = { forward: computed.timings.forward / decoded.length, backward: computed.timings.backward / decoded.length };
     const records = await Promise.all(decoded.map((item, i) => this.writeOutputs(item, computed.explanations[i]!, perImage)));
+    if (records.some((record) => record.status === 'ok')) await this.writePlanOnce();
     return { records: inBatchOrder(batch, [...failed, ...records]), summaries: [] };
+  }
+
+  private planWritten = false;
+
+  /**
+   * Once a plannable request has run on ONNX Runtime, writes the model's
+   * plan (cam-plan.ts), so that a later one-image run of it need not load
+   * the model. Once a run, after its first image that succeeded.
+   */
+  private async writePlanOnce(): Promise<void> {
+    if (this.planWritten) return;
+    this.planWritten = true;
+    const { model, engine, backend } = this.context;
+    const layer = this.layers[0];
+    if (engine?.kind !== 'onnxruntime' || this.targetChoice.kind !== 'class' || this.layers.length !== 1 || layer === undefined || !plannable(this.options)) return;
+    if (inputChannels(model) !== 3) return;
+    const pass = (await model.executor()).passPlan?.(layer);
+    const modelFiles = model.sourceFiles?.identities.map((identity) => identity.path) ?? (model.meta.format === 'onnx' ? [await realpath(model.meta.modelJsonPath)] : undefined);
+    if (pass === undefined || modelFiles === undefined) return;
+    await writeCamPlan({ spec: this.options.model, pass, meta: model.meta, layerLabel: this.layerLabel, backend: { kind: backend.kind, package: backend.packageName }, modelFiles });
   }
 
   private async compute(decoded: readonly DecodedInput[]): Promise<ExplainBatch> {

@@ -54,6 +54,12 @@ export function failureSeen(context: Pick<TaskContext, 'stop'>): void {
   stop.onFailureStop?.();
 }
 
+/** Asks the batches of this thread that are not yet computing to come back empty. */
+export function requestStop(context: Pick<TaskContext, 'stop'>): void {
+  context.stop ??= { requested: false };
+  context.stop.requested = true;
+}
+
 /**
  * Model work is synchronous: while a batch computes, a stop message (a
  * worker's cancel, a signal) waits. Each batch therefore resumes in its own

@@ -1,6 +1,8 @@
 /** The tasks by command: what one batch of images becomes. */
 import { CamTask } from './cam.js';
 import { type TaskContext, failureSeen } from './common.js';
+
+export { requestStop } from './common.js';
 import { openTaskContext } from './context.js';
 import { FmapTask } from './fmap.js';
 import { PredictTask } from './predict.js';
@@ -38,11 +40,6 @@ export async function processStopping(task: Task, context: TaskContext, batch: r
   return outcome;
 }
 
-/** Asks the batches of this thread that are not yet computing to come back empty. */
-export function requestStop(context: TaskContext): void {
-  context.stop ??= { requested: false };
-  context.stop.requested = true;
-}
 
 /** Opens the model and creates the task: what a worker does at start. */
 export async function startTask(options: TaskOptions, log?: (message: string) => void, failFast = false): Promise<{ context: TaskContext; task: Task }> {

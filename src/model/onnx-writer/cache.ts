@@ -73,7 +73,8 @@ export { onnxCacheDir };
 onSavedGraph(async (path, event) => {
   const stem = entryStem(basename(path));
   if (stem !== undefined) markUsed(stem);
-  if (event === 'read') return touch(path);
+  // The engine touched it (engine/onnxruntime.ts).
+  if (event === 'read') return;
   let limitBytes: number;
   try {
     limitBytes = onnxCacheLimitBytes();

@@ -20,7 +20,7 @@
  * each record; no hashing.
  */
 import type { Dirent } from 'node:fs';
-import { lstat, open, readdir, rm, utimes } from 'node:fs/promises';
+import { lstat, open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SAVED_GRAPH_NAME } from '../../engine/onnxruntime.js';
 import { isAlive, parseTemporaryName, temporaryOwner } from '../../util/atomic-file.js';
@@ -54,11 +54,7 @@ export function entryStem(name: string): string | undefined {
   return (WRITTEN_FILE.exec(name) ?? SAVED_GRAPH_NAME.exec(name))?.[1];
 }
 
-/** Sets a file's mtime to now: the cache's "last used", so that the size bound evicts what was used least recently. */
-export async function touch(path: string): Promise<void> {
-  const now = new Date();
-  await utimes(path, now, now).catch(() => undefined);
-}
+export { touch } from '../../util/touch.js';
 
 export interface PruneOptions {
   /** The size bound in bytes of this version's entries; 0: none. */

@@ -1,0 +1,127 @@
+/**
+ * A planned run's task (cam-plan.ts says when there is one): Grad-CAM of
+ * each image from its model's plan, without tfjs or the model's layers.
+ * Per image: decoded and preprocessed as any run's, one ONNX Runtime pass
+ * on the plan's session (executor/ort-plan.ts), the top class from the
+ * probabilities, Grad-CAM's channel weights from the head in closed form
+ * (executor/closed-form.ts) and the map from them (cam/closed-form-gradcam.ts),
+ * then drawn, written and recorded as the cam task does (cam-outputs.ts).
+ */
+import { channelWeightedMap } from '../cam/closed-form-gradcam.js';
+import { type OrtModule, type OrtSession, loadOnnxRuntime, ortThreads } from '../engine/onnxruntime.js';
+import { addChannelGradient } from '../executor/closed-form.js';
+import { type PlannedPass, runPlannedPass, withPlannedSession } from '../executor/ort-plan.js';
+import { preprocessImages } from '../image/preprocess.js';
+import type { EngineReport } from '../model/engine.js';
+import { onnxCacheDir } from '../model/onnx-writer/cache-limit.js';
+import { topClassIndices } from '../model/top-classes.js';
+import type { FeatureMap } from '../render/maps.js';
+import { CamvizError } from '../util/errors.js';
+import { CamOutputWriter, type CamOutput, predictionsOf } from './cam-outputs.js';
+import type { CamPlan } from './cam-plan.js';
+import { type DecodeContext, type DecodedInput, decodeBatch, recordOutputs } from './common.js';
+import { errorRecord, inBatchOrder } from './records.js';
+import type { BatchOutcome, CamTaskOptions, InputImage, InputRecord } from './types.js';
+
+/** Why a plan cannot run here: the run then loads the model (batch/runner.ts). */
+export class PlanUnusableError extends Error {}
+
+export class PlannedCamTask {
+  /** What decoding needs: the plan's input size; the run's stop state. */
+  readonly context: DecodeContext;
+  private readonly writer: CamOutputWriter;
+
+  private constructor(
+    readonly plan: CamPlan,
+    private readonly options: CamTaskOptions,
+    private readonly ort: OrtModule,
+    /** What runs the passes, for the manifest. */
+    readonly engine: EngineReport,
+  ) {
+    this.context = { model: { meta: plan.meta } };
+    this.writer = new CamOutputWriter(options, 'gradcam', plan.meta.preprocess, plan.layerLabel);
+  }
+
+  /**
+   * The task, its session made from the saved graph: a plan whose graph is
+   * missing or does not load, or ONNX Runtime absent, is a PlanUnusableError.
+   */
+  static async open(plan: CamPlan, options: CamTaskOptions): Promise<PlannedCamTask> {
+    const status = loadOnnxRuntime();
+    if (!status.available) throw new PlanUnusableError(status.reason);
+    const threads = ortThreads(options.model.ortThreads);
+    const why = await withPlannedSession(status.module, plan.pass, threads, onnxCacheDir(), async (session) => sessionMismatch(session, plan)).catch((error: unknown) =>
+      error instanceof Error ? error.message : String(error),
+    );
+    if (why !== undefined) throw new PlanUnusableError(why);
+    const engine: EngineReport = { kind: 'onnxruntime', requested: options.model.engine ?? 'auto', version: status.version, threads };
+    return new PlannedCamTask(plan, options, status.module, engine);
+  }
+
+  async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
+    const { decoded, failed } = await decodeBatch(batch, this.context, this.options);
+    const records: InputRecord[] = [];
+    for (const item of decoded) records.push(await this.explain(item));
+    return { records: inBatchOrder(batch, [...failed, ...records]), summaries: [] };
+  }
+
+  /** One image: its pass, its map, its outputs and record (or its error record). */
+  private async explain(item: DecodedInput): Promise<InputRecord> {
+    const started = performance.now();
+    let output: CamOutput;
+    let timings: { forward: number; backward: number };
+    try {
+      const { height, width } = this.plan.pass.inputSize;
+      const input = preprocessImages([item.image.input], height, width, this.plan.meta.preprocess);
+      const pass = await runPlannedPass(this.ort, this.plan.pass, this.engine.threads!, onnxCacheDir(), input);
+      const forwardDone = performance.now();
+      output = this.explained(pass);
+      timings = { forward: forwardDone - started, backward: performance.now() - forwardDone };
+    } catch (error) {
+      return errorRecord(item.input, error, item.timings);
+    }
+    const all = { ...item.timings, ...timings, render: 0, encode: 0 };
+    return recordOutputs(item, this.options.outDir, all, async (outputs) => {
+      const records = [await this.writer.write(item, output, outputs, all, true)];
+      return { predictions: predictionsOf(records), results: records };
+    });
+  }
+
+  /** The top class of a pass and its Grad-CAM map: the channel weights are the head's gradient of the class score, the same at every position. */
+  private explained(pass: PlannedPass): CamOutput & { map: FeatureMap } {
+    const probabilities = pass.probabilities ?? softmax(pass.scores);
+    if (probabilities.some(Number.isNaN) || pass.scores.some(Number.isNaN)) throw new CamvizError("the model's output is not a number (NaN): its weights may be damaged");
+    const classIndex = topClassIndices(probabilities, 1)[0]!;
+    const { head, channelAxis } = this.plan.pass;
+    const [, a, b, c] = pass.dims;
+    const weights = new Float32Array(head.channels);
+    addChannelGradient(head, classIndex, 1, channelAxis === 1 ? b * c : a * b, weights);
+    return {
+      classIndex,
+      target: { kind: 'class', class: classIndex },
+      label: this.plan.meta.labels?.[classIndex] ?? null,
+      score: pass.scores[classIndex]!,
+      probability: probabilities[classIndex]!,
+      map: channelWeightedMap(pass.activations, pass.dims, channelAxis, weights),
+    };
+  }
+}
+
+/** Why the session is not the plan's (its input or outputs are not the ones it names), or undefined when it is. */
+function sessionMismatch(session: OrtSession, plan: CamPlan): string | undefined {
+  const { inputName, activationName, scoresName, probabilitiesName } = plan.pass;
+  const outputs = [activationName, scoresName, ...(probabilitiesName === undefined ? [] : [probabilitiesName])];
+  if (session.inputNames.includes(inputName) && outputs.every((name) => session.outputNames.includes(name))) return undefined;
+  return "the saved graph's input and outputs are not the plan's";
+}
+
+/** The softmax of one row of scores, in float32 as the executor's (computed in double). */
+function softmax(scores: Float32Array): Float32Array {
+  let max = -Infinity;
+  for (const score of scores) if (score > max) max = score;
+  const out = new Float32Array(scores.length);
+  let sum = 0;
+  for (let i = 0; i < scores.length; i++) sum += Math.exp(scores[i]! - max);
+  for (let i = 0; i < scores.length; i++) out[i] = Math.exp(scores[i]! - max) / sum;
+  return out;
+}

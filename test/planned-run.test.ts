@@ -1,0 +1,259 @@
+/**
+ * Planned runs (tasks/cam-plan.ts, issue 12's cold start): a run that
+ * computes a plannable Grad-CAM on ONNX Runtime writes its model's plan; a
+ * later one-image run of the same request runs from it, loading neither
+ * tfjs nor the model's layers, and writes what the full run writes: the
+ * same PNG (within one level), the same map (within 1e-5 of its peak: the
+ * float32 sums are ordered otherwise), the same records (the probability
+ * within 1e-5: a softmax in double where tfjs' is in float32). A plan is
+ * used only while every file it depends on is unchanged, and never for a
+ * request it does not serve.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cp, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
+import { camTargets } from '../src/cam/request.js';
+import { SETTLED_MS } from '../src/model/file-fingerprints.js';
+import { loadModel } from '../src/model/load.js';
+import { decodeNpy } from '../src/render/npy.js';
+import { type PlanSource, takeCamPlan, writeCamPlan } from '../src/tasks/cam-plan.js';
+import type { ModelSpec } from '../src/tasks/types.js';
+import { repoRoot, sharedAssetsDir, skipWithoutSharedAssets } from './helpers/assets.js';
+import { runCli } from './helpers/cli.js';
+
+const ortStatus = loadOnnxRuntime();
+const skipWithoutOrt: string | false = ortStatus.available ? false : `onnxruntime-node does not load here: ${ortStatus.reason}`;
+
+const shapesModel = join(repoRoot, 'models', 'shapes');
+const shapesImage = join(repoRoot, 'fixtures', 'shapes', 'circle-star.png');
+
+let workDir: string;
+/** Prints `TFJS LOADED` at a process's exit when it required tfjs-core: NODE_OPTIONS=--require of it. */
+let tfjsProbe: string;
+
+before(async () => {
+  workDir = await mkdtemp(join(tmpdir(), 'camviz-planned-'));
+  tfjsProbe = join(workDir, 'tfjs-probe.cjs');
+  await writeFile(
+    tfjsProbe,
+    "process.on('exit', () => { if (Object.keys(require.cache).some((key) => key.includes('@tensorflow/tfjs-core'))) require('fs').writeSync(2, 'TFJS LOADED\\n'); });\n",
+  );
+});
+after(() => rm(workDir, { recursive: true, force: true }));
+
+interface Run {
+  readonly out: string;
+  readonly loadedTfjs: boolean;
+  readonly stderr: string;
+}
+
+/** `camviz gradcam <image> ...args --raw --verbose` into a fresh folder, with the cache `cache`. */
+async function gradcam(cache: string, image: string, args: readonly string[]): Promise<Run> {
+  const out = await mkdtemp(join(workDir, 'out-'));
+  const run = await runCli(['gradcam', image, ...args, '--raw', '--verbose', '--out', out], {
+    cwd: workDir,
+    env: { ...process.env, CAMVIZ_CACHE: cache, NODE_OPTIONS: `--require ${tfjsProbe}` },
+    timeoutMs: 120_000,
+  });
+  assert.equal(run.code, 0, run.stderr);
+  return { out, loadedTfjs: run.stderr.includes('TFJS LOADED'), stderr: run.stderr };
+}
+
+/**
+ * Waits until the files of `folder` last changed SETTLED_MS before now (a
+ * fresh clone's): plans trust only files settled before the run started.
+ */
+async function waitUntilSettled(folder: string): Promise<void> {
+  const changed = await Promise.all((await readdir(folder)).map(async (name) => (await stat(join(folder, name))).ctimeMs));
+  const wait = Math.max(...changed) + SETTLED_MS + 1_000 - Date.now();
+  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+}
+
+interface RunOutputs {
+  readonly png: string;
+  readonly map: Float32Array;
+  readonly manifest: { records: { results: Record<string, unknown>[]; predictions: Record<string, unknown>[] }[]; model: unknown; engine: unknown; backend: unknown };
+}
+
+async function outputsOf(out: string): Promise<RunOutputs> {
+  const names = await readdir(out);
+  const png = names.find((name) => name.endsWith('.png'));
+  const npy = names.find((name) => name.endsWith('.npy'));
+  assert.ok(png !== undefined && npy !== undefined, `a PNG and a map in ${names.join(', ')}`);
+  return { png, map: decodeNpy(await readFile(join(out, npy))).data as Float32Array, manifest: JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')) as RunOutputs['manifest'] };
+}
+
+/** The planned run wrote what the full run wrote, within the tolerances of the file comment. */
+async function assertSameOutputs(full: string, planned: string): Promise<void> {
+  const [a, b] = await Promise.all([outputsOf(full), outputsOf(planned)]);
+  assert.equal(b.png, a.png, 'the same file name: class and method');
+  assert.equal(b.map.length, a.map.length);
+  const peak = Math.max(...a.map);
+  assert.ok(peak > 0, 'a map that is not all zero');
+  for (let i = 0; i < a.map.length; i++) assert.ok(Math.abs(a.map[i]! - b.map[i]!) <= 1e-5 * peak, `map value ${i}: ${a.map[i]} against ${b.map[i]}`);
+  const [pixelsA, pixelsB] = await Promise.all([join(full, a.png), join(planned, b.png)].map((path) => sharp(path).raw().toBuffer()));
+  assert.equal(pixelsB!.length, pixelsA!.length);
+  for (let i = 0; i < pixelsA!.length; i++) assert.ok(Math.abs(pixelsA![i]! - pixelsB![i]!) <= 1, `pixel byte ${i}`);
+  const [recordA, recordB] = [a.manifest.records[0]!, b.manifest.records[0]!];
+  const withoutProbability = ({ probability: _probability, ...rest }: Record<string, unknown>): Record<string, unknown> => rest;
+  assert.deepEqual(recordB.results.map(withoutProbability), recordA.results.map(withoutProbability));
+  assert.deepEqual(recordB.predictions.map(withoutProbability), recordA.predictions.map(withoutProbability));
+  const [probabilityA, probabilityB] = [recordA.results[0]!['probability'] as number, recordB.results[0]!['probability'] as number];
+  assert.ok(Math.abs(probabilityA - probabilityB) <= 1e-5, `probability ${probabilityA} against ${probabilityB}`);
+  assert.deepEqual(b.manifest.model, a.manifest.model);
+  assert.deepEqual(b.manifest.engine, a.manifest.engine);
+  assert.deepEqual(b.manifest.backend, a.manifest.backend);
+}
+
+describe('planned runs of the embedded model', { skip: skipWithoutOrt }, () => {
+  let cache: string;
+  let full: Run;
+  let planned: Run;
+  before(async () => {
+    cache = await mkdtemp(join(workDir, 'cache-'));
+    await waitUntilSettled(shapesModel);
+    full = await gradcam(cache, shapesImage, ['--model', 'shapes']);
+    planned = await gradcam(cache, shapesImage, ['--model', 'shapes']);
+  });
+
+  test('the first run loads the model and writes its plan; the second runs from it, without tfjs', async () => {
+    assert.equal(full.loadedTfjs, true);
+    assert.equal((await readdir(join(cache, 'plans'))).length, 1);
+    assert.equal(planned.loadedTfjs, false, planned.stderr);
+    assert.match(planned.stderr, /running from the model's plan/);
+  });
+
+  test("the planned run writes the full run's PNG, map and records", async () => {
+    await assertSameOutputs(full.out, planned.out);
+  });
+
+  test('requests a plan does not serve load the model: another class, method, layer or engine, two images', async () => {
+    const others: (readonly string[])[] = [['--class', '1'], ['--top-k', '2'], ['--layer', 'conv2'], ['--engine', 'tfjs'], ['--aug-smooth']];
+    for (const args of others) {
+      const run = await gradcam(cache, shapesImage, ['--model', 'shapes', ...args]);
+      assert.equal(run.loadedTfjs, true, `${args.join(' ')} loads tfjs`);
+    }
+    const camRun = await runCli(['cam', shapesImage, '--model', 'shapes', '--method', 'gradcampp', '--out', join(workDir, 'pp'), '--verbose'], {
+      cwd: workDir,
+      env: { ...process.env, CAMVIZ_CACHE: cache, NODE_OPTIONS: `--require ${tfjsProbe}` },
+      timeoutMs: 120_000,
+    });
+    assert.equal(camRun.code, 0, camRun.stderr);
+    assert.match(camRun.stderr, /TFJS LOADED/);
+  });
+
+  test('a damaged plan is not used: the run loads the model, and writes the plan again', async () => {
+    const folder = join(cache, 'plans');
+    const [name] = await readdir(folder);
+    const path = join(folder, name!);
+    const bytes = await readFile(path);
+    const middle = bytes.length >> 1;
+    bytes[middle] = bytes[middle]! ^ 0xff;
+    await writeFile(path, bytes);
+    const damaged = await gradcam(cache, shapesImage, ['--model', 'shapes']);
+    assert.equal(damaged.loadedTfjs, true);
+    await assertSameOutputs(full.out, damaged.out);
+    const again = await gradcam(cache, shapesImage, ['--model', 'shapes']);
+    assert.equal(again.loadedTfjs, false, 'the plan was written again');
+  });
+
+  test('a plan whose saved graph is gone: the run loads the model (which saves the graph again)', async () => {
+    const onnx = join(cache, 'onnx');
+    for (const name of await readdir(onnx)) if (name.endsWith('.ort')) await rm(join(onnx, name));
+    const run = await gradcam(cache, shapesImage, ['--model', 'shapes']);
+    assert.equal(run.loadedTfjs, true);
+    assert.match(run.stderr, /the model's plan does not run here/);
+    await assertSameOutputs(full.out, run.out);
+    assert.equal((await gradcam(cache, shapesImage, ['--model', 'shapes'])).loadedTfjs, false);
+  });
+});
+
+describe('a plan holds while the files it depends on are unchanged', { skip: skipWithoutOrt }, () => {
+  let folder: string;
+  let spec: ModelSpec;
+  let source: PlanSource;
+  const savedCache = process.env['CAMVIZ_CACHE'];
+  /** Files changed a moment ago count as settled for these writes (the default is this process's start, less SETTLED_MS). */
+  const settledBefore = (): number => Date.now() + SETTLED_MS + 60_000;
+
+  before(async () => {
+    process.env['CAMVIZ_CACHE'] = await mkdtemp(join(workDir, 'cache-'));
+    folder = join(workDir, 'shapes-copy');
+    await cp(shapesModel, folder, { recursive: true });
+    spec = { model: folder, engine: 'onnxruntime' };
+    const model = await loadModel(folder, { engine: 'onnxruntime' });
+    try {
+      const [layer] = camTargets(model, []);
+      const pass = (await model.executor()).passPlan?.(layer!);
+      assert.ok(pass !== undefined, 'the embedded model has a pooled linear head on ONNX Runtime');
+      source = { spec, pass, meta: model.meta, layerLabel: layer!.path, backend: { kind: 'wasm', package: '@tensorflow/tfjs-backend-wasm' }, modelFiles: model.sourceFiles!.identities.map((identity) => identity.path) };
+    } finally {
+      model.dispose();
+    }
+  });
+  after(() => {
+    if (savedCache === undefined) delete process.env['CAMVIZ_CACHE'];
+    else process.env['CAMVIZ_CACHE'] = savedCache;
+  });
+
+  test('files changed since the process started are not trusted: no plan is written', async () => {
+    assert.equal(await writeCamPlan(source), false);
+    assert.equal(await takeCamPlan(spec), undefined);
+  });
+
+  test('written, it is found with the kernel and names it was written with', async () => {
+    assert.equal(await writeCamPlan(source, settledBefore()), true);
+    const plan = await takeCamPlan(spec);
+    assert.ok(plan !== undefined);
+    assert.deepEqual(plan.pass, source.pass);
+    assert.equal(plan.layerLabel, source.layerLabel);
+    assert.deepEqual(plan.meta.labels, source.meta.labels);
+    // Other settings are other plans.
+    assert.equal(await takeCamPlan({ ...spec, preprocess: 'torch' }), undefined);
+    assert.equal(await takeCamPlan({ ...spec, size: '64' }), undefined);
+  });
+
+  test('a changed weight file, a camviz.json added, a changed labels file: each undoes it', async () => {
+    const weights = (await readdir(folder)).find((name) => name.endsWith('.bin'))!;
+    assert.ok((await takeCamPlan(spec)) !== undefined);
+    // The same bytes written again: a write is a write (the file's change time moves).
+    await writeFile(join(folder, weights), await readFile(join(folder, weights)));
+    assert.equal(await takeCamPlan(spec), undefined, 'weights rewritten');
+
+    await writeCamPlan(source, settledBefore());
+    assert.ok((await takeCamPlan(spec)) !== undefined);
+    await writeFile(join(folder, 'camviz.json'), JSON.stringify({ preprocess: 'unit' }));
+    assert.equal(await takeCamPlan(spec), undefined, 'camviz.json added');
+
+    const labels = join(workDir, 'labels.json');
+    await writeFile(labels, JSON.stringify(['a', 'b', 'c', 'd', 'e']));
+    const withLabels: PlanSource = { ...source, spec: { ...spec, labels } };
+    assert.equal(await writeCamPlan(withLabels, settledBefore()), true);
+    assert.ok((await takeCamPlan(withLabels.spec)) !== undefined);
+    await writeFile(labels, JSON.stringify(['v', 'w', 'x', 'y', 'z']));
+    assert.equal(await takeCamPlan(withLabels.spec), undefined, 'labels changed');
+  });
+});
+
+describe('planned runs of the shared models', { skip: skipWithoutOrt || skipWithoutSharedAssets }, () => {
+  const image = join(sharedAssetsDir, 'images', 'both.png');
+  const models: [string, string[]][] = [
+    ['MobileNet v1 (TF.js)', ['--model', join(sharedAssetsDir, 'models', 'mobilenet_v1_0.75_224')]],
+    ['MobileNet v1 (ONNX export)', ['--model', join(sharedAssetsDir, 'onnx', 'mobilenet_v1_0.75_224.onnx'), '--preprocess', 'tf']],
+    ['Darknet-tiny (identity head)', ['--model', join(sharedAssetsDir, 'models', 'darknet_tiny'), '--preprocess', 'unit', '--labels', join(sharedAssetsDir, 'models', 'darknet_tiny', 'darknet_imagenet_classes.json')]],
+  ];
+  for (const [name, args] of models) {
+    test(`${name}: the planned run writes the full run's outputs`, async () => {
+      const cache = await mkdtemp(join(workDir, 'cache-'));
+      const full = await gradcam(cache, image, args);
+      const planned = await gradcam(cache, image, args);
+      assert.equal(full.loadedTfjs, true);
+      assert.equal(planned.loadedTfjs, false, planned.stderr);
+      await assertSameOutputs(full.out, planned.out);
+    });
+  }
+});
