@@ -309,9 +309,9 @@ async function readModelAhead(inputs: readonly string[], options: Record<string,
 
 /**
  * Whether a one-image cam run will run from its model's plan (tasks/cam-plan.ts),
- * whose read it starts: then nothing of the model is read ahead, nor a
- * session made ahead (the planned run makes its own, in this thread). Flags
- * the task refuses are left to the command to report.
+ * which it reads, and whose session it starts making in this thread: then
+ * nothing of the model is read ahead, nor a session made ahead in a
+ * worker. Flags the task refuses are left to the command to report.
  */
 async function runsPlanned(inputs: readonly string[], task: () => CamTaskOptions): Promise<boolean> {
   if (inputs.length !== 1 || statSync(inputs[0]!, { throwIfNoEntry: false })?.isFile() !== true) return false;
@@ -322,7 +322,10 @@ async function runsPlanned(inputs: readonly string[], task: () => CamTaskOptions
     return false;
   }
   const { plannable, readCamPlanAhead } = await import('../tasks/cam-plan.js');
-  return plannable(options) && (await readCamPlanAhead(options.model));
+  const plan = plannable(options) ? await readCamPlanAhead(options.model) : undefined;
+  if (plan === undefined) return false;
+  (await import('../tasks/planned-cam.js')).openPlannedSessionAhead(plan);
+  return true;
 }
 
 /**

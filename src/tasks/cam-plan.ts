@@ -127,16 +127,15 @@ function aheadKey(spec: ModelSpec): string {
 }
 
 /**
- * Starts reading the plan of the model `spec` names, for a later
- * takeCamPlan: the command line calls it before the command's modules
- * load. Resolves to whether a plan that holds was found.
+ * Reads the plan of the model `spec` names ahead of a later takeCamPlan,
+ * which takes it: the command line calls it before the command's modules
+ * load. Resolves to the plan, when one holds.
  */
-export async function readCamPlanAhead(spec: ModelSpec): Promise<boolean> {
-  let found = false;
+export async function readCamPlanAhead(spec: ModelSpec): Promise<CamPlan | undefined> {
+  let found: CamPlan | undefined;
   await readsAhead.start(aheadKey(spec), async () => {
-    const plan = await readCamPlan(spec);
-    found = plan !== undefined;
-    return plan;
+    found = await readCamPlan(spec);
+    return found;
   });
   return found;
 }
@@ -286,8 +285,9 @@ function decodePlan(bytes: Uint8Array): CamPlan | undefined {
   const padded = 4 + length + ((4 - (length % 4)) % 4);
   const kernelBytes = identity ? 0 : head.channels * head.classes * 4;
   if (buffer.length !== padded + kernelBytes) return undefined;
-  // Copied out: the kernel must be aligned, and outlive the file's bytes.
-  const kernel = identity ? undefined : new Float32Array(buffer.buffer.slice(buffer.byteOffset + padded, buffer.byteOffset + buffer.length));
+  // A view of the file's bytes where they are aligned (a read of its own: they are), else a copy.
+  const start = buffer.byteOffset + padded;
+  const kernel = identity ? undefined : start % 4 === 0 ? new Float32Array(buffer.buffer, start, kernelBytes / 4) : new Float32Array(buffer.buffer.slice(start, start + kernelBytes));
   const { format: _format, ...plan } = json;
   return { ...plan, pass: { ...json.pass, head: { ...head, kernel } } };
 }
