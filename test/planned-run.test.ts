@@ -11,11 +11,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
+import { loadOnnxRuntime, releaseOrtSessions } from '../src/engine/onnxruntime.js';
 import { camTargets } from '../src/cam/request.js';
 import { SETTLED_MS } from '../src/model/file-fingerprints.js';
 import { loadModel } from '../src/model/load.js';
@@ -51,12 +51,12 @@ interface Run {
   readonly stderr: string;
 }
 
-/** `camviz gradcam <image> ...args --raw --verbose` into a fresh folder, with the cache `cache`. */
-async function gradcam(cache: string, image: string, args: readonly string[]): Promise<Run> {
+/** `camviz gradcam <image> ...args --raw --verbose` into a fresh folder, with the cache `cache` (and `env` beside it). */
+async function gradcam(cache: string, image: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
   const out = await mkdtemp(join(workDir, 'out-'));
   const run = await runCli(['gradcam', image, ...args, '--raw', '--verbose', '--out', out], {
     cwd: workDir,
-    env: { ...process.env, CAMVIZ_CACHE: cache, NODE_OPTIONS: `--require ${tfjsProbe}` },
+    env: { ...process.env, ...env, CAMVIZ_CACHE: cache, NODE_OPTIONS: `--require ${tfjsProbe}` },
     timeoutMs: 120_000,
   });
   assert.equal(run.code, 0, run.stderr);
@@ -95,9 +95,16 @@ async function assertSameOutputs(full: string, planned: string): Promise<void> {
   const peak = Math.max(...a.map);
   assert.ok(peak > 0, 'a map that is not all zero');
   for (let i = 0; i < a.map.length; i++) assert.ok(Math.abs(a.map[i]! - b.map[i]!) <= 1e-5 * peak, `map value ${i}: ${a.map[i]} against ${b.map[i]}`);
+  // A map value 1e-7 off may fall on the other side of a colormap step: a few bytes, a few levels (4 at most seen, 3 bytes in 150,000).
   const [pixelsA, pixelsB] = await Promise.all([join(full, a.png), join(planned, b.png)].map((path) => sharp(path).raw().toBuffer()));
   assert.equal(pixelsB!.length, pixelsA!.length);
-  for (let i = 0; i < pixelsA!.length; i++) assert.ok(Math.abs(pixelsA![i]! - pixelsB![i]!) <= 1, `pixel byte ${i}`);
+  let differing = 0;
+  for (let i = 0; i < pixelsA!.length; i++) {
+    const difference = Math.abs(pixelsA![i]! - pixelsB![i]!);
+    assert.ok(difference <= 8, `pixel byte ${i}: ${pixelsA![i]} against ${pixelsB![i]}`);
+    if (difference > 0) differing++;
+  }
+  assert.ok(differing <= pixelsA!.length / 10_000, `${differing} of ${pixelsA!.length} bytes differ`);
   const [recordA, recordB] = [a.manifest.records[0]!, b.manifest.records[0]!];
   const withoutProbability = ({ probability: _probability, ...rest }: Record<string, unknown>): Record<string, unknown> => rest;
   assert.deepEqual(recordB.results.map(withoutProbability), recordA.results.map(withoutProbability));
@@ -202,40 +209,137 @@ describe('a plan holds while the files it depends on are unchanged', { skip: ski
 
   test('files changed since the process started are not trusted: no plan is written', async () => {
     assert.equal(await writeCamPlan(source), false);
-    assert.equal(await takeCamPlan(spec), undefined);
+    assert.equal((await takeCamPlan(spec)).plan, undefined);
   });
 
   test('written, it is found with the kernel and names it was written with', async () => {
     assert.equal(await writeCamPlan(source, settledBefore()), true);
-    const plan = await takeCamPlan(spec);
+    const plan = (await takeCamPlan(spec)).plan;
     assert.ok(plan !== undefined);
     assert.deepEqual(plan.pass, source.pass);
     assert.equal(plan.layerLabel, source.layerLabel);
     assert.deepEqual(plan.meta.labels, source.meta.labels);
     // Other settings are other plans.
-    assert.equal(await takeCamPlan({ ...spec, preprocess: 'torch' }), undefined);
-    assert.equal(await takeCamPlan({ ...spec, size: '64' }), undefined);
+    assert.equal((await takeCamPlan({ ...spec, preprocess: 'torch' })).plan, undefined);
+    assert.equal((await takeCamPlan({ ...spec, size: '64' })).plan, undefined);
   });
 
   test('a changed weight file, a camviz.json added, a changed labels file: each undoes it', async () => {
     const weights = (await readdir(folder)).find((name) => name.endsWith('.bin'))!;
-    assert.ok((await takeCamPlan(spec)) !== undefined);
+    assert.ok((await takeCamPlan(spec)).plan !== undefined);
     // The same bytes written again: a write is a write (the file's change time moves).
     await writeFile(join(folder, weights), await readFile(join(folder, weights)));
-    assert.equal(await takeCamPlan(spec), undefined, 'weights rewritten');
+    assert.equal((await takeCamPlan(spec)).plan, undefined, 'weights rewritten');
 
     await writeCamPlan(source, settledBefore());
-    assert.ok((await takeCamPlan(spec)) !== undefined);
+    assert.ok((await takeCamPlan(spec)).plan !== undefined);
     await writeFile(join(folder, 'camviz.json'), JSON.stringify({ preprocess: 'unit' }));
-    assert.equal(await takeCamPlan(spec), undefined, 'camviz.json added');
+    assert.equal((await takeCamPlan(spec)).plan, undefined, 'camviz.json added');
 
     const labels = join(workDir, 'labels.json');
     await writeFile(labels, JSON.stringify(['a', 'b', 'c', 'd', 'e']));
     const withLabels: PlanSource = { ...source, spec: { ...spec, labels } };
     assert.equal(await writeCamPlan(withLabels, settledBefore()), true);
-    assert.ok((await takeCamPlan(withLabels.spec)) !== undefined);
+    assert.ok((await takeCamPlan(withLabels.spec)).plan !== undefined);
     await writeFile(labels, JSON.stringify(['v', 'w', 'x', 'y', 'z']));
-    assert.equal(await takeCamPlan(withLabels.spec), undefined, 'labels changed');
+    assert.equal((await takeCamPlan(withLabels.spec)).plan, undefined, 'labels changed');
+  });
+});
+
+describe('plans and links, forged plans, a cache that cannot hold plans', { skip: skipWithoutOrt }, () => {
+  const savedCache = process.env['CAMVIZ_CACHE'];
+  let cache: string;
+  /** Files changed a moment ago count as settled for these writes. */
+  const settledBefore = (): number => Date.now() + SETTLED_MS + 60_000;
+  /** The plan a full run of `folder` would write, as the cam task makes it. */
+  async function sourceOf(folder: string): Promise<PlanSource> {
+    const model = await loadModel(folder, { engine: 'onnxruntime' });
+    try {
+      const [layer] = camTargets(model, []);
+      const pass = (await model.executor()).passPlan!(layer!)!;
+      return { spec: { model: folder }, pass, meta: model.meta, layerLabel: layer!.path, backend: { kind: 'wasm', package: '@tensorflow/tfjs-backend-wasm' }, modelFiles: model.sourceFiles!.usedPaths };
+    } finally {
+      model.dispose();
+    }
+  }
+  /**
+   * `folder` holding a link to the embedded model's model.json and copies of
+   * its weights (a weight link may not leave the folder), beside a link to
+   * `camvizJson`.
+   */
+  async function linkedCopy(name: string, camvizJson: string): Promise<string> {
+    const folder = join(workDir, name);
+    await mkdir(folder);
+    for (const file of await readdir(shapesModel)) {
+      if (file === 'model.json') await symlink(join(shapesModel, file), join(folder, file));
+      else if (file !== 'camviz.json') await cp(join(shapesModel, file), join(folder, file));
+    }
+    await symlink(camvizJson, join(folder, 'camviz.json'));
+    return folder;
+  }
+
+  before(async () => {
+    cache = await mkdtemp(join(workDir, 'cache-'));
+    process.env['CAMVIZ_CACHE'] = cache;
+    // This process's sessions were made in other caches: the executor's first session must save its graph in this one.
+    releaseOrtSessions();
+  });
+  after(() => {
+    if (savedCache === undefined) delete process.env['CAMVIZ_CACHE'];
+    else process.env['CAMVIZ_CACHE'] = savedCache;
+  });
+
+  test('two folders linking one model are two plans: each run finds its own folder\'s camviz.json', async () => {
+    const shapesJson = JSON.parse(await readFile(join(shapesModel, 'camviz.json'), 'utf8')) as Record<string, unknown>;
+    const renamed = join(workDir, 'renamed.json');
+    await writeFile(renamed, JSON.stringify({ ...shapesJson, labels: ['A', 'B', 'C', 'D', 'E'] }));
+    const original = join(workDir, 'original.json');
+    await writeFile(original, JSON.stringify(shapesJson));
+    const [first, second] = [await linkedCopy('linked-1', original), await linkedCopy('linked-2', renamed)];
+    assert.equal(await writeCamPlan(await sourceOf(first), settledBefore()), true);
+    assert.ok((await takeCamPlan({ model: first })).plan !== undefined);
+    assert.equal((await takeCamPlan({ model: second })).plan, undefined, 'the other folder has no plan');
+    assert.equal(await writeCamPlan(await sourceOf(second), settledBefore()), true);
+    assert.deepEqual((await takeCamPlan({ model: second })).plan?.meta.labels, ['A', 'B', 'C', 'D', 'E']);
+    assert.notDeepEqual((await takeCamPlan({ model: first })).plan?.meta.labels, ['A', 'B', 'C', 'D', 'E']);
+  });
+
+  test('a link in the model folder pointed elsewhere undoes the plan, though the file it led to is unchanged', async () => {
+    const original = join(workDir, 'original.json');
+    const folder = await linkedCopy('linked-3', original);
+    assert.equal(await writeCamPlan(await sourceOf(folder), settledBefore()), true);
+    assert.ok((await takeCamPlan({ model: folder })).plan !== undefined);
+    const other = join(workDir, 'other.json');
+    await writeFile(other, await readFile(original));
+    await rm(join(folder, 'camviz.json'));
+    await symlink(other, join(folder, 'camviz.json'));
+    const read = await takeCamPlan({ model: folder });
+    assert.equal(read.plan, undefined);
+    assert.match(read.why ?? '', /camviz\.json changed since it was written/);
+  });
+
+  test('a sealed plan its saved graph does not match is removed, and the run loads the model: its outputs are the full run\'s', async () => {
+    const folder = await linkedCopy('linked-4', join(workDir, 'original.json'));
+    const source = await sourceOf(folder);
+    // The activations' channels on the wrong axis: the seal holds (camviz wrote it), the pass's shapes do not.
+    const forged: PlanSource = { ...source, pass: { ...source.pass, channelAxis: source.pass.channelAxis === 1 ? 3 : 1 } };
+    assert.equal(await writeCamPlan(forged, settledBefore()), true);
+    const run = await gradcam(cache, shapesImage, ['--model', folder]);
+    assert.equal(run.loadedTfjs, true);
+    assert.match(run.stderr, /the model's plan does not run here \(.*the plan is removed\)/);
+    assert.equal((await takeCamPlan({ model: folder })).plan, undefined);
+    const reference = await gradcam(cache, shapesImage, ['--model', folder], { CAMVIZ_PLANS: '0' });
+    await assertSameOutputs(reference.out, run.out);
+  });
+
+  test('a cache where plans cannot be written: the run succeeds all the same', async () => {
+    const blocked = await mkdtemp(join(workDir, 'cache-'));
+    await writeFile(join(blocked, 'plans'), 'a file where the folder would be');
+    await waitUntilSettled(shapesModel);
+    const first = await gradcam(blocked, shapesImage, ['--model', 'shapes']);
+    const second = await gradcam(blocked, shapesImage, ['--model', 'shapes']);
+    assert.equal(second.loadedTfjs, true, 'no plan, so the model is loaded');
+    await assertSameOutputs(first.out, second.out);
   });
 });
 

@@ -356,9 +356,12 @@ async function startExecutor(task: TaskOptions, jobs: number, images: number, lo
  */
 async function plannedExecutor(task: TaskOptions, log: (message: string) => void, failFast: boolean): Promise<PlannedExecutor | undefined> {
   if (task.command !== 'cam' || !plannable(task)) return undefined;
-  const plan = await takeCamPlan(task.model);
-  if (plan === undefined) return undefined;
+  const { plan, why } = await takeCamPlan(task.model);
   const verbose = process.env['CAMVIZ_VERBOSE'] === '1';
+  if (plan === undefined) {
+    if (verbose && why !== undefined) log(`the model's plan does not hold (${why}): loading the model`);
+    return undefined;
+  }
   const planned = await PlannedExecutor.start(task, plan, failFast, (why) => {
     if (verbose) log(`the model's plan does not run here (${why}): loading the model`);
   });

@@ -56,6 +56,8 @@ export interface LocalModelFiles {
    * changed while it was read (unchangedIdentity).
    */
   identities?: readonly FileIdentity[];
+  /** With `identities`: each file's path as it was read (absolute, links not resolved). */
+  usedPaths?: readonly string[];
 }
 
 /**
@@ -65,6 +67,8 @@ export interface LocalModelFiles {
  */
 export interface ModelSourceFiles {
   readonly identities: readonly FileIdentity[];
+  /** Each file's path as the load used it (absolute, links not resolved), in the order of `identities`. */
+  readonly usedPaths: readonly string[];
   /** The dataId of each of the model's weights (LayersModel.weights, in order) when loaded. */
   readonly weightIds: readonly object[];
 }
@@ -134,7 +138,7 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   const modelJson = parseModelJson(bytes, modelJsonPath);
   // Before tfjs builds anything: building allocates every declared variable.
   checkTopologyAgainstManifest(modelJson, modelJsonPath);
-  const { weightSpecs, weightData, identities } = await readWeights(modelJson.weightsManifest, folder, modelJsonPath);
+  const { weightSpecs, weightData, identities, paths } = await readWeights(modelJson.weightsManifest, folder, modelJsonPath);
   const artifacts: ModelArtifacts = {
     modelTopology: modelJson.modelTopology,
     weightSpecs,
@@ -149,7 +153,8 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   // Identities of every file, each unchanged by the end of its read, or none: the model is then hashed.
   const everyIdentity = [await jsonIdentity, ...identities];
   const known = everyIdentity.every((identity) => identity !== undefined);
-  return { modelJsonPath, folder, modelJson, sha256: sha256Hex(bytes), artifacts, ...(known ? { identities: everyIdentity as FileIdentity[] } : {}) };
+  const usedPaths = [resolve(modelJsonPath), ...paths.map((path) => resolve(path))];
+  return { modelJsonPath, folder, modelJson, sha256: sha256Hex(bytes), artifacts, ...(known ? { identities: everyIdentity as FileIdentity[], usedPaths } : {}) };
 }
 
 export function sha256Hex(bytes: Uint8Array): string {
@@ -219,7 +224,7 @@ async function readWeights(
   folder: string,
   // The file the manifest came from, which need not be called model.json.
   modelJsonPath: string,
-): Promise<{ weightSpecs: WeightsManifestEntry[]; weightData: ArrayBuffer[]; identities: (FileIdentity | undefined)[] }> {
+): Promise<{ weightSpecs: WeightsManifestEntry[]; weightData: ArrayBuffer[]; identities: (FileIdentity | undefined)[]; paths: string[] }> {
   const realFolder = await realpath(folder);
   // All groups at once (MobileNet v1 has 55 of one file each): one after the
   // other, each file's realpath, stat and read waited in turn, 20-30 ms of a
@@ -232,7 +237,12 @@ async function readWeights(
     files.push(...read.value);
   }
   // tfjs reads a list of buffers as one: no 10 MB concatenation copy.
-  return { weightSpecs: groups.flatMap((group) => group.weights), weightData: files.map((file) => ownArrayBuffer(file.bytes)), identities: files.map((file) => file.identity) };
+  return {
+    weightSpecs: groups.flatMap((group) => group.weights),
+    weightData: files.map((file) => ownArrayBuffer(file.bytes)),
+    identities: files.map((file) => file.identity),
+    paths: files.map((file) => file.path),
+  };
 }
 
 /** A weight group's files, confined to the model folder and checked against the sizes its weights need. */
@@ -246,6 +256,8 @@ async function readGroup(group: WeightsGroup, folder: string, realFolder: string
 }
 
 interface WeightFile {
+  /** The path as the manifest names it, in the model folder (links not resolved). */
+  readonly path: string;
   readonly bytes: Buffer;
   /** Undefined when the file changed while it was read. */
   readonly identity: FileIdentity | undefined;
@@ -281,7 +293,7 @@ async function readWeightFile(path: string, realFolder: string, groupBytes: numb
       // A group of unknown size (string weights) is still bounded: one buffer holds at most this.
       if (size > MAX_FILE_BYTES) throw new CamvizError(`weight file is ${size} bytes, more than the ${MAX_FILE_BYTES} camviz reads: refused`, { file: path });
       const bytes = await readFromStart(handle, size);
-      return { bytes, identity: await unchangedIdentity(real, stats) };
+      return { path, bytes, identity: await unchangedIdentity(real, stats) };
     } finally {
       await handle.close();
     }

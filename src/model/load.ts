@@ -198,13 +198,13 @@ async function loadModelFiles(spec: string, options: LoadOptions): Promise<Camvi
   });
   if (graphModel !== undefined && tfgraph !== undefined) return withLabelsChecked(graphModelOf(meta, graphModel, files.modelJson.modelTopology, tfgraph.importTfGraph), options.labels);
   const model = new CamvizModel(meta, layersModel, graphModel);
-  if (layersModel !== undefined && keras === undefined && files.identities !== undefined) model.sourceFiles = sourceFilesOf(layersModel, files.identities);
+  if (layersModel !== undefined && keras === undefined && files.identities !== undefined && files.usedPaths !== undefined) model.sourceFiles = sourceFilesOf(layersModel, files.identities, files.usedPaths);
   return withLabelsChecked(model, options.labels);
 }
 
 /** The files a layers model was read from, and its weights' tensors as loaded. */
-function sourceFilesOf(layersModel: tfl.LayersModel, identities: readonly FileIdentity[]): ModelSourceFiles {
-  return { identities, weightIds: layersModel.weights.map((weight) => weight.read().dataId) };
+function sourceFilesOf(layersModel: tfl.LayersModel, identities: readonly FileIdentity[], usedPaths: readonly string[]): ModelSourceFiles {
+  return { identities, usedPaths, weightIds: layersModel.weights.map((weight) => weight.read().dataId) };
 }
 
 /**

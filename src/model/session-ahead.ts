@@ -14,7 +14,7 @@
  */
 import { realpathSync } from 'node:fs';
 import { realpath } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { type SessionAheadSpec, startSessionAhead } from '../executor/ort-session-ahead.js';
 
 export { closeSessionsAhead } from '../executor/ort-session-ahead.js';
@@ -59,11 +59,22 @@ export async function startModelSessionAhead(spec: string | undefined): Promise<
  * zoo model not yet downloaded, a path that is not there).
  */
 export async function modelFileOf(spec: string | undefined): Promise<string | undefined> {
+  const path = await modelPathOf(spec);
+  return path === undefined ? undefined : realpath(path).catch(() => undefined);
+}
+
+/**
+ * The file a model spec loads, as modelFileOf finds it, but as the load
+ * uses it: absolute, its links not resolved (the load looks for
+ * camviz.json and the weights beside the path it was given, not beside
+ * the file a link leads to).
+ */
+export async function modelPathOf(spec: string | undefined): Promise<string | undefined> {
   const entry = zooEntry(spec ?? DEFAULT_MODEL);
   const path = entry === undefined ? spec : zooModelJsonPath(entry);
   if (path === undefined) return undefined;
   try {
-    return await realpath(localOnnxPath(path) ?? (await resolveModelJsonPath(path)));
+    return resolve(localOnnxPath(path) ?? (await resolveModelJsonPath(path)));
   } catch {
     return undefined;
   }

@@ -25,7 +25,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readdir, rm, stat } from 'node:fs/promises';
-import { statSync } from 'node:fs';
+import { type BigIntStats, realpathSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { PooledHead } from '../executor/closed-form.js';
 import type { OrtPassPlan } from '../executor/ort-plan.js';
@@ -33,7 +33,7 @@ import { sealOf, sealedGraph } from '../engine/saved-graph-seal.js';
 import { PREPROCESS_NAMES } from '../image/preprocess-names.js';
 import { settledIdentity } from '../model/file-fingerprints.js';
 import type { ModelMetadata } from '../model/metadata.js';
-import { modelFileOf } from '../model/session-ahead.js';
+import { modelPathOf } from '../model/session-ahead.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { cacheRoot } from '../util/cache-root.js';
 import { type FileIdentity, identityOf, sameIdentity } from '../util/file-identity.js';
@@ -53,7 +53,12 @@ export const MAX_PLANS = 32;
 /** A plan file larger than this is not read (a kernel of 16M weights). */
 const MAX_PLAN_BYTES = 64 * 2 ** 20;
 
-/** A file the plan's outputs depend on, as it was when the plan was written (null: there was none). */
+/**
+ * A file the plan's outputs depend on: its path as the load uses it, and
+ * the file that path led to (its identity holds its real path) when the plan
+ * was written (null: there was none). A link there pointed elsewhere since
+ * leads to another real path: the plan no longer holds.
+ */
 export interface PlanDependency {
   readonly path: string;
   readonly identity: FileIdentity | null;
@@ -102,7 +107,12 @@ function plansEnabled(): boolean {
   return process.env['CAMVIZ_PLANS'] !== '0';
 }
 
-/** The plan's name: the model file's real path and the settings that decide the plan, hashed with camviz's version and the plan format. */
+/**
+ * The plan's name: the model file's path as the load uses it (links not
+ * resolved: camviz.json and the weights are looked for beside it, so two
+ * folders linking one file are two models) and the settings that decide
+ * the plan, hashed with camviz's version and the plan format.
+ */
 function planKey(modelFile: string, settings: PlanSettings): string {
   const labels = settings.labels === undefined ? null : resolve(settings.labels);
   const backend = settings.backend ?? process.env['CAMVIZ_BACKEND'] ?? null;
@@ -119,7 +129,7 @@ function planPath(key: string): string {
   return join(plansFolder(), `${key}.plan`);
 }
 
-const readsAhead = new ReadsAhead<CamPlan>();
+const readsAhead = new ReadsAhead<PlanRead>();
 
 /** The key a read ahead is kept under: the request as given (readCamPlanAhead and takeCamPlan see the same options). */
 function aheadKey(spec: ModelSpec): string {
@@ -132,40 +142,77 @@ function aheadKey(spec: ModelSpec): string {
  * load. Resolves to the plan, when one holds.
  */
 export async function readCamPlanAhead(spec: ModelSpec): Promise<CamPlan | undefined> {
-  let found: CamPlan | undefined;
+  let read: PlanRead | undefined;
   await readsAhead.start(aheadKey(spec), async () => {
-    found = await readCamPlan(spec);
-    return found;
+    read = await readCamPlan(spec);
+    return read;
   });
-  return found;
+  return read?.plan;
 }
 
-/** The plan of the model `spec` names, when one holds (read ahead, or read now); undefined otherwise. */
-export async function takeCamPlan(spec: ModelSpec): Promise<CamPlan | undefined> {
+/** The plan of the model `spec` names (read ahead, or read now), or why there is none. */
+export async function takeCamPlan(spec: ModelSpec): Promise<PlanRead> {
   return (await readsAhead.take(aheadKey(spec))) ?? readCamPlan(spec);
 }
 
-/** The model's plan for these settings, when one is there, sealed, well formed, and every file it depends on unchanged. */
-async function readCamPlan(spec: ModelSpec): Promise<CamPlan | undefined> {
-  if (!plansEnabled()) return undefined;
-  const modelFile = await modelFileOf(spec.model);
-  if (modelFile === undefined) return undefined;
-  const key = planKey(modelFile, spec);
-  const path = planPath(key);
+/** A plan read: the plan, or why there is none (undefined: no plan was written for these settings). */
+export type PlanRead = { readonly plan: CamPlan; readonly why?: undefined } | { readonly plan?: undefined; readonly why: string | undefined };
+
+/**
+ * The model's plan for these settings, when one is there, sealed, well
+ * formed, and every file it depends on as it was. Never rejects: a cache
+ * that cannot be read has no plans.
+ */
+async function readCamPlan(spec: ModelSpec): Promise<PlanRead> {
+  const modelFile = plansEnabled() ? await modelPathOf(spec.model) : undefined;
+  if (modelFile === undefined) return { why: undefined };
+  const path = planPath(planKey(modelFile, spec));
+  // ENOTDIR and the like (`plans` a file, a folder that cannot be searched): no plan there either.
+  if (statOrUndefined(path) === undefined) return { why: undefined };
   const file = readRegularFileSync(path, MAX_PLAN_BYTES);
-  const bytes = file === undefined ? undefined : sealedGraph(file, key);
+  if (file === undefined) return { why: 'it is not a regular file of a plan\'s size' };
+  const bytes = sealedGraph(file, planKey(modelFile, spec));
   const plan = bytes === undefined ? undefined : decodePlan(bytes);
-  if (plan === undefined || !plan.dependencies.every(unchanged)) return undefined;
+  if (plan === undefined) return { why: 'it is damaged, or of another format' };
+  const changed = plan.dependencies.find((dependency) => !unchanged(dependency));
+  if (changed !== undefined) return { why: `${changed.path} changed since it was written` };
   // Its "last used", which the folder's bound evicts by.
   await touch(path);
-  return { ...plan, meta: { ...plan.meta, source: spec.model ?? plan.meta.source } };
+  return { plan: { ...plan, meta: { ...plan.meta, source: spec.model ?? plan.meta.source } } };
 }
 
-/** Whether the file a dependency names is as it was (or still absent). */
+/**
+ * Removes the plan of the model `spec` names: one its saved graph does not
+ * match (planned-cam.ts), which would otherwise be found holding by every
+ * run, and be tried by each.
+ */
+export async function forgetCamPlan(spec: ModelSpec): Promise<void> {
+  const modelFile = await modelPathOf(spec.model);
+  if (modelFile !== undefined) await rm(planPath(planKey(modelFile, spec)), { force: true }).catch(() => undefined);
+}
+
+function statOrUndefined(path: string): BigIntStats | undefined {
+  try {
+    return statSync(path, { bigint: true, throwIfNoEntry: false });
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether the file a dependency names is as it was (or still absent): its path leads to the same file, unchanged. */
 function unchanged(dependency: PlanDependency): boolean {
-  const now = statSync(dependency.path, { bigint: true, throwIfNoEntry: false });
+  const now = statOrUndefined(dependency.path);
   if (dependency.identity === null) return now === undefined;
-  return now !== undefined && sameIdentity(dependency.identity, identityOf(dependency.identity.path, now));
+  const real = now === undefined ? undefined : realpathOrUndefined(dependency.path);
+  return now !== undefined && real === dependency.identity.path && sameIdentity(dependency.identity, identityOf(real, now));
+}
+
+function realpathOrUndefined(path: string): string | undefined {
+  try {
+    return realpathSync(path);
+  } catch {
+    return undefined;
+  }
 }
 
 /** What a run that computed a plannable request tells writeCamPlan. */
@@ -175,7 +222,7 @@ export interface PlanSource {
   readonly meta: ModelMetadata;
   readonly layerLabel: string;
   readonly backend: CamPlan['backend'];
-  /** The model's own files (its model.json and weights, or its .onnx file), by real path. */
+  /** The model's own files (its model.json and weights, or its .onnx file), by their paths as the load used them. */
   readonly modelFiles: readonly string[];
 }
 
@@ -188,9 +235,9 @@ export interface PlanSource {
 export async function writeCamPlan(source: PlanSource, settledBefore = performance.timeOrigin): Promise<boolean> {
   if (!plansEnabled()) return false;
   try {
-    const modelFile = await modelFileOf(source.spec.model);
+    const modelFile = await modelPathOf(source.spec.model);
     // One that holds is kept as it is: a full run of a planned request (a folder's) need not write its 3 MB again.
-    if (modelFile === undefined || (await readCamPlan(source.spec)) !== undefined) return false;
+    if (modelFile === undefined || (await readCamPlan(source.spec)).plan !== undefined) return false;
     const dependencies = await dependenciesOf(source, settledBefore);
     if (dependencies === undefined) return false;
     const key = planKey(modelFile, source.spec);
@@ -211,18 +258,18 @@ export async function writeCamPlan(source: PlanSource, settledBefore = performan
  * Undefined when one is not settled.
  */
 async function dependenciesOf(source: PlanSource, settledBefore: number): Promise<PlanDependency[] | undefined> {
-  const folder = dirname(source.meta.modelJsonPath);
+  const folder = dirname(resolve(source.meta.modelJsonPath));
   const camvizJson = join(folder, 'camviz.json');
   const labels = source.spec.labels !== undefined ? [resolve(source.spec.labels)] : await camvizJsonLabelsFile(camvizJson, folder);
   if (labels === undefined) return undefined;
-  const paths = [...new Set([...source.modelFiles, camvizJson, ...labels])];
+  const modelFiles = source.modelFiles.map((path) => resolve(path));
   const dependencies: PlanDependency[] = [];
-  for (const path of paths) {
+  for (const path of new Set([...modelFiles, camvizJson, ...labels])) {
     const identity = await settledIdentity(path, settledBefore);
     if (identity === undefined) return undefined;
     // A model file must be there: only camviz.json and labels may be absent.
-    if (identity === null && source.modelFiles.includes(path)) return undefined;
-    dependencies.push({ path: identity?.path ?? path, identity });
+    if (identity === null && modelFiles.includes(path)) return undefined;
+    dependencies.push({ path, identity });
   }
   return dependencies;
 }

@@ -14,7 +14,6 @@ import { UsageError } from '../util/errors.js';
 import { loadImage } from '../image/image.js';
 import type { GraphNode } from '../executor/graph.js';
 import { inputChannels, inputTensor } from '../model/predict.js';
-import { realpath } from 'node:fs/promises';
 import { plannable, writeCamPlan } from './cam-plan.js';
 import { type DecodedInput, type TaskContext, decodeBatch, recordOutputs } from './common.js';
 import { CamOutputWriter, predictionsOf } from './cam-outputs.js';
@@ -87,10 +86,15 @@ export class CamTask {
     const layer = this.layers[0];
     if (engine?.kind !== 'onnxruntime' || this.targetChoice.kind !== 'class' || this.layers.length !== 1 || layer === undefined || !plannable(this.options)) return;
     if (inputChannels(model) !== 3) return;
-    const pass = (await model.executor()).passPlan?.(layer);
-    const modelFiles = model.sourceFiles?.identities.map((identity) => identity.path) ?? (model.meta.format === 'onnx' ? [await realpath(model.meta.modelJsonPath)] : undefined);
-    if (pass === undefined || modelFiles === undefined) return;
-    await writeCamPlan({ spec: this.options.model, pass, meta: model.meta, layerLabel: this.layerLabel, backend: { kind: backend.kind, package: backend.packageName }, modelFiles });
+    try {
+      const pass = (await model.executor()).passPlan?.(layer);
+      // The files as the load read them: a TF.js model's model.json and weights, an ONNX file (one without external data: passPlan's check).
+      const modelFiles = model.sourceFiles?.usedPaths ?? (model.meta.format === 'onnx' ? [model.meta.modelJsonPath] : undefined);
+      if (pass === undefined || modelFiles === undefined) return;
+      await writeCamPlan({ spec: this.options.model, pass, meta: model.meta, layerLabel: this.layerLabel, backend: { kind: backend.kind, package: backend.packageName }, modelFiles });
+    } catch {
+      // Best effort, as writeCamPlan: the run's images are done whatever happens here.
+    }
   }
 
   private async compute(decoded: readonly DecodedInput[]): Promise<ExplainBatch> {

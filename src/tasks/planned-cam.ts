@@ -20,7 +20,7 @@ import { topClassIndices } from '../model/top-classes.js';
 import type { FeatureMap } from '../render/maps.js';
 import { CamvizError } from '../util/errors.js';
 import { CamOutputWriter, type CamOutput, predictionsOf } from './cam-outputs.js';
-import type { CamPlan } from './cam-plan.js';
+import { type CamPlan, forgetCamPlan } from './cam-plan.js';
 import { type DecodeContext, type DecodedInput, decodeBatch, recordOutputs } from './common.js';
 import { errorRecord, inBatchOrder } from './records.js';
 import type { BatchOutcome, CamTaskOptions, InputImage, InputRecord } from './types.js';
@@ -59,17 +59,33 @@ export class PlannedCamTask {
   }
 
   /**
-   * The task, its session made from the saved graph: a plan whose graph is
-   * missing or does not load, or ONNX Runtime absent, is a PlanUnusableError.
+   * The task, its session made from the saved graph, and one pass of zeros
+   * run on it. A PlanUnusableError when ONNX Runtime is absent, or the saved
+   * graph is missing or does not load (the full run saves it again, and the
+   * plan holds after); the plan is also removed when the graph does not
+   * match it (its input or outputs, or the shapes of the pass's values: a
+   * plan damaged in a way its seal missed, or from a bug), which would
+   * otherwise hold for every later run and fail each so.
    */
   static async open(plan: CamPlan, options: CamTaskOptions): Promise<PlannedCamTask> {
     const status = loadOnnxRuntime();
     if (!status.available) throw new PlanUnusableError(status.reason);
     const threads = ortThreads(options.model.ortThreads);
-    const why = await withPlannedSession(status.module, plan.pass, threads, onnxCacheDir(), async (session) => sessionMismatch(session, plan)).catch((error: unknown) =>
-      error instanceof Error ? error.message : String(error),
-    );
-    if (why !== undefined) throw new PlanUnusableError(why);
+    const folder = onnxCacheDir();
+    const failed = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+    let mismatch: string | undefined;
+    try {
+      mismatch = await withPlannedSession(status.module, plan.pass, threads, folder, async (session) => sessionMismatch(session, plan));
+    } catch (error) {
+      throw new PlanUnusableError(failed(error));
+    }
+    // The pass's arithmetic is its cost (about 2.5% of a cold run): the first pass's fresh pages are paid either way.
+    const { height, width } = plan.pass.inputSize;
+    mismatch ??= await runPlannedPass(status.module, plan.pass, threads, folder, new Float32Array(height * width * 3)).then(() => undefined, failed);
+    if (mismatch !== undefined) {
+      await forgetCamPlan(options.model);
+      throw new PlanUnusableError(`${mismatch}; the plan is removed`);
+    }
     const engine: EngineReport = { kind: 'onnxruntime', requested: options.model.engine ?? 'auto', version: status.version, threads };
     return new PlannedCamTask(plan, options, status.module, engine);
   }
