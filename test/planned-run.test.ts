@@ -74,43 +74,50 @@ async function waitUntilSettled(folder: string): Promise<void> {
 }
 
 interface RunOutputs {
-  readonly png: string;
-  readonly map: Float32Array;
+  /** The PNGs written, by name; each with its --raw map. */
+  readonly pngs: readonly string[];
+  readonly maps: ReadonlyMap<string, Float32Array>;
   readonly manifest: { records: { results: Record<string, unknown>[]; predictions: Record<string, unknown>[] }[]; model: unknown; engine: unknown; backend: unknown };
 }
 
 async function outputsOf(out: string): Promise<RunOutputs> {
   const names = await readdir(out);
-  const png = names.find((name) => name.endsWith('.png'));
-  const npy = names.find((name) => name.endsWith('.npy'));
-  assert.ok(png !== undefined && npy !== undefined, `a PNG and a map in ${names.join(', ')}`);
-  return { png, map: decodeNpy(await readFile(join(out, npy))).data as Float32Array, manifest: JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')) as RunOutputs['manifest'] };
+  const pngs = names.filter((name) => name.endsWith('.png')).sort();
+  assert.ok(pngs.length > 0, `PNGs in ${names.join(', ')}`);
+  const maps = new Map<string, Float32Array>();
+  for (const png of pngs) maps.set(png, decodeNpy(await readFile(join(out, png.replace(/\.png$/, '.npy')))).data as Float32Array);
+  return { pngs, maps, manifest: JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')) as RunOutputs['manifest'] };
 }
 
 /** The planned run wrote what the full run wrote, within the tolerances of the file comment. */
 async function assertSameOutputs(full: string, planned: string): Promise<void> {
   const [a, b] = await Promise.all([outputsOf(full), outputsOf(planned)]);
-  assert.equal(b.png, a.png, 'the same file name: class and method');
-  assert.equal(b.map.length, a.map.length);
-  const peak = Math.max(...a.map);
-  assert.ok(peak > 0, 'a map that is not all zero');
-  for (let i = 0; i < a.map.length; i++) assert.ok(Math.abs(a.map[i]! - b.map[i]!) <= 1e-5 * peak, `map value ${i}: ${a.map[i]} against ${b.map[i]}`);
-  // A map value 1e-7 off may fall on the other side of a colormap step: a few bytes, a few levels (4 at most seen, 3 bytes in 150,000).
-  const [pixelsA, pixelsB] = await Promise.all([join(full, a.png), join(planned, b.png)].map((path) => sharp(path).raw().toBuffer()));
-  assert.equal(pixelsB!.length, pixelsA!.length);
-  let differing = 0;
-  for (let i = 0; i < pixelsA!.length; i++) {
-    const difference = Math.abs(pixelsA![i]! - pixelsB![i]!);
-    assert.ok(difference <= 8, `pixel byte ${i}: ${pixelsA![i]} against ${pixelsB![i]}`);
-    if (difference > 0) differing++;
+  assert.deepEqual(b.pngs, a.pngs, 'the same file names: classes and method');
+  for (const png of a.pngs) {
+    const [mapA, mapB] = [a.maps.get(png)!, b.maps.get(png)!];
+    assert.equal(mapB.length, mapA.length);
+    const peak = Math.max(...mapA);
+    assert.ok(peak > 0, 'a map that is not all zero');
+    for (let i = 0; i < mapA.length; i++) assert.ok(Math.abs(mapA[i]! - mapB[i]!) <= 1e-5 * peak, `${png}, map value ${i}: ${mapA[i]} against ${mapB[i]}`);
+    // A map value 1e-7 off may fall on the other side of a colormap step: a few bytes, a few levels (4 at most seen, 3 bytes in 150,000).
+    const [pixelsA, pixelsB] = await Promise.all([join(full, png), join(planned, png)].map((path) => sharp(path).raw().toBuffer()));
+    assert.equal(pixelsB!.length, pixelsA!.length);
+    let differing = 0;
+    for (let i = 0; i < pixelsA!.length; i++) {
+      const difference = Math.abs(pixelsA![i]! - pixelsB![i]!);
+      assert.ok(difference <= 8, `${png}, pixel byte ${i}: ${pixelsA![i]} against ${pixelsB![i]}`);
+      if (difference > 0) differing++;
+    }
+    assert.ok(differing <= pixelsA!.length / 10_000, `${png}: ${differing} of ${pixelsA!.length} bytes differ`);
   }
-  assert.ok(differing <= pixelsA!.length / 10_000, `${differing} of ${pixelsA!.length} bytes differ`);
   const [recordA, recordB] = [a.manifest.records[0]!, b.manifest.records[0]!];
   const withoutProbability = ({ probability: _probability, ...rest }: Record<string, unknown>): Record<string, unknown> => rest;
   assert.deepEqual(recordB.results.map(withoutProbability), recordA.results.map(withoutProbability));
   assert.deepEqual(recordB.predictions.map(withoutProbability), recordA.predictions.map(withoutProbability));
-  const [probabilityA, probabilityB] = [recordA.results[0]!['probability'] as number, recordB.results[0]!['probability'] as number];
-  assert.ok(Math.abs(probabilityA - probabilityB) <= 1e-5, `probability ${probabilityA} against ${probabilityB}`);
+  for (const [i, result] of recordA.results.entries()) {
+    const [probabilityA, probabilityB] = [result['probability'] as number, recordB.results[i]!['probability'] as number];
+    assert.ok(Math.abs(probabilityA - probabilityB) <= 1e-5, `probability ${probabilityA} against ${probabilityB}`);
+  }
   assert.deepEqual(b.manifest.model, a.manifest.model);
   assert.deepEqual(b.manifest.engine, a.manifest.engine);
   assert.deepEqual(b.manifest.backend, a.manifest.backend);
@@ -138,8 +145,27 @@ describe('planned runs of the embedded model', { skip: skipWithoutOrt }, () => {
     await assertSameOutputs(full.out, planned.out);
   });
 
-  test('requests a plan does not serve load the model: another class, method, layer or engine, two images', async () => {
-    const others: (readonly string[])[] = [['--class', '1'], ['--top-k', '2'], ['--layer', 'conv2'], ['--engine', 'tfjs'], ['--aug-smooth']];
+  test('classes asked for, by index or name, and the top k run from the plan too, as the full run explains them', async () => {
+    for (const args of [['--class', '1'], ['--class', 'star,circle'], ['--top-k', '3']]) {
+      const fullRun = await gradcam(cache, shapesImage, ['--model', 'shapes', ...args], { CAMVIZ_PLANS: '0' });
+      const plannedRun = await gradcam(cache, shapesImage, ['--model', 'shapes', ...args]);
+      assert.equal(plannedRun.loadedTfjs, false, `${args.join(' ')} runs from the plan`);
+      await assertSameOutputs(fullRun.out, plannedRun.out);
+    }
+  });
+
+  test('a --class the model does not have is the same usage error (exit 2) with or without the plan', async () => {
+    const runs = [];
+    for (const env of [{}, { CAMVIZ_PLANS: '0' }]) {
+      runs.push(await runCli(['gradcam', shapesImage, '--model', 'shapes', '--class', 'hexagon', '--out', join(workDir, 'usage')], { cwd: workDir, env: { ...process.env, ...env, CAMVIZ_CACHE: cache }, timeoutMs: 120_000 }));
+    }
+    assert.equal(runs[0]!.code, 2, runs[0]!.stderr);
+    assert.equal(runs[0]!.stderr, runs[1]!.stderr);
+    assert.equal(runs[1]!.code, 2);
+  });
+
+  test('requests a plan does not serve load the model: another method, layer or engine, smoothing', async () => {
+    const others: (readonly string[])[] = [['--layer', 'conv2'], ['--engine', 'tfjs'], ['--aug-smooth'], ['--score', 'prob']];
     for (const args of others) {
       const run = await gradcam(cache, shapesImage, ['--model', 'shapes', ...args]);
       assert.equal(run.loadedTfjs, true, `${args.join(' ')} loads tfjs`);

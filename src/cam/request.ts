@@ -4,10 +4,10 @@
  */
 import { UsageError } from '../util/errors.js';
 import type { GraphNode } from '../executor/graph.js';
-import { resolveClasses } from '../model/labels.js';
+import { classRequestOf } from '../model/labels.js';
 import { defaultTarget, isCamTarget, resolveLayer } from '../executor/layers.js';
 import type { CamvizModel } from '../model/load.js';
-import type { ClassRequest } from './base.js';
+import type { ClassRequest } from './classes.js';
 
 /** The target layers; no names gives the model's default target. */
 export function camTargets(model: CamvizModel, names: readonly string[]): GraphNode[] {
@@ -27,11 +27,7 @@ export function camTargets(model: CamvizModel, names: readonly string[]): GraphN
  * top k.
  */
 export function classRequest(model: CamvizModel, specs: readonly (string | number)[], topK = 1): ClassRequest {
-  const count = classCount(model);
-  // As predict's --top: asking for more classes than the model has gives them all.
-  if (specs.length === 0) return { kind: 'top', k: Math.min(topK, count) };
-  const classes = specs.flatMap((spec) => resolveClasses(String(spec), model.meta.labels, count));
-  return { kind: 'explicit', classes: [...new Set(classes)] };
+  return classRequestOf(specs, topK, model.meta.labels, classCount(model));
 }
 
 /** The number of classes: the size of the model output. */

@@ -150,6 +150,21 @@ function wholeWordPattern(wanted: string): RegExp {
   return new RegExp(`(?<![\\p{L}\\p{N}'])${escaped}(?![\\p{L}\\p{N}'])`, 'u');
 }
 
+/** What a request explains: these classes, or each image's top k (cam/classes.ts's ClassRequest, as it is made from the flags). */
+export type ClassesOfSpecs = { kind: 'explicit'; classes: readonly number[] } | { kind: 'top'; k: number };
+
+/**
+ * Classes by index or label (`--class` specs, resolved by resolveClasses;
+ * repeats explained once), or, with none, each image's top `topK` of
+ * `count` classes. Shared by the cam task and planned runs.
+ */
+export function classRequestOf(specs: readonly (string | number)[], topK: number, labels: readonly string[] | undefined, count: number): ClassesOfSpecs {
+  // As predict's --top: asking for more classes than the model has gives them all.
+  if (specs.length === 0) return { kind: 'top', k: Math.min(topK, count) };
+  const classes = specs.flatMap((spec) => resolveClasses(String(spec), labels, count));
+  return { kind: 'explicit', classes: [...new Set(classes)] };
+}
+
 /**
  * The classes one `--class` spec names: a whole label as one class (ImageNet's
  * hold commas: "tabby, tabby cat"), else its comma-separated parts each

@@ -81,17 +81,15 @@ type PlanSettings = Pick<ModelSpec, 'preprocess' | 'labels' | 'size' | 'backend'
 
 /**
  * Whether a cam task's request is one a plan serves: Grad-CAM of the
- * model's default target layer for the class logit of each image's top
- * class, without smoothing or metrics. Its drawing options (colormap,
- * alpha, --heatmap-only, --raw, image and PNG settings) are the planned
- * run's own, as for any run.
+ * model's default target layer for class logits (`--class`, or each
+ * image's top k), without smoothing or metrics. Its drawing options
+ * (colormap, alpha, --heatmap-only, --raw, image and PNG settings) are the
+ * planned run's own, as for any run.
  */
 export function plannable(options: CamTaskOptions): boolean {
   return (
     options.method === 'gradcam' &&
     options.layers.length === 0 &&
-    options.classes.length === 0 &&
-    options.topK === 1 &&
     options.score === 'logit' &&
     (options.target === undefined || options.target.kind === 'class') &&
     !options.augSmooth &&

@@ -2,8 +2,8 @@
  * A planned run's task (cam-plan.ts says when there is one): Grad-CAM of
  * each image from its model's plan, without tfjs or the model's layers.
  * Per image: decoded and preprocessed as any run's, one ONNX Runtime pass
- * on the plan's session (executor/ort-plan.ts), the top class from the
- * probabilities, Grad-CAM's channel weights from the head in closed form
+ * on the plan's session (executor/ort-plan.ts), the classes asked for (or
+ * the top k by probability), Grad-CAM's channel weights from the head in closed form
  * (executor/closed-form.ts) and the map from them (cam/closed-form-gradcam.ts),
  * then drawn, written and recorded as the cam task does (cam-outputs.ts).
  */
@@ -16,8 +16,8 @@ import { type PlannedPass, runPlannedPass, withPlannedSession } from '../executo
 import { preprocessImages } from '../image/preprocess.js';
 import type { EngineReport } from '../model/engine.js';
 import { onnxCacheDir } from '../model/onnx-writer/cache-limit.js';
+import { type ClassesOfSpecs, classRequestOf } from '../model/labels.js';
 import { topClassIndices } from '../model/top-classes.js';
-import type { FeatureMap } from '../render/maps.js';
 import { CamvizError } from '../util/errors.js';
 import { CamOutputWriter, type CamOutput, predictionsOf } from './cam-outputs.js';
 import { type CamPlan, forgetCamPlan } from './cam-plan.js';
@@ -47,6 +47,9 @@ export class PlannedCamTask {
   readonly context: DecodeContext;
   private readonly writer: CamOutputWriter;
 
+  /** The classes each image is explained for: the request's, resolved as the cam task resolves them. */
+  private readonly classes: ClassesOfSpecs;
+
   private constructor(
     readonly plan: CamPlan,
     private readonly options: CamTaskOptions,
@@ -55,6 +58,7 @@ export class PlannedCamTask {
     readonly engine: EngineReport,
   ) {
     this.context = { model: { meta: plan.meta } };
+    this.classes = classRequestOf(options.classes, options.topK, plan.meta.labels, plan.pass.head.classes);
     this.writer = new CamOutputWriter(options, 'gradcam', plan.meta.preprocess, plan.layerLabel);
   }
 
@@ -97,45 +101,53 @@ export class PlannedCamTask {
     return { records: inBatchOrder(batch, [...failed, ...records]), summaries: [] };
   }
 
-  /** One image: its pass, its map, its outputs and record (or its error record). */
+  /** One image: its pass, its maps, its outputs and records (or its error record). */
   private async explain(item: DecodedInput): Promise<InputRecord> {
     const started = performance.now();
-    let output: CamOutput;
+    let explained: CamOutput[];
     let timings: { forward: number; backward: number };
     try {
       const { height, width } = this.plan.pass.inputSize;
       const input = preprocessImages([item.image.input], height, width, this.plan.meta.preprocess);
       const pass = await runPlannedPass(this.ort, this.plan.pass, this.engine.threads!, onnxCacheDir(), input);
       const forwardDone = performance.now();
-      output = this.explained(pass);
+      explained = this.explained(pass);
       timings = { forward: forwardDone - started, backward: performance.now() - forwardDone };
     } catch (error) {
       return errorRecord(item.input, error, item.timings);
     }
     const all = { ...item.timings, ...timings, render: 0, encode: 0 };
     return recordOutputs(item, this.options.outDir, all, async (outputs) => {
-      const records = [await this.writer.write(item, output, outputs, all, true)];
+      const records = [];
+      // The last picture of the image may be blended over its decoded pixels: nothing reads them afterwards.
+      for (const [i, output] of explained.entries()) records.push(await this.writer.write(item, output, outputs, all, i === explained.length - 1));
       return { predictions: predictionsOf(records), results: records };
     });
   }
 
-  /** The top class of a pass and its Grad-CAM map: the channel weights are the head's gradient of the class score, the same at every position. */
-  private explained(pass: PlannedPass): CamOutput & { map: FeatureMap } {
+  /**
+   * The classes the request explains in a pass (given, or its top k by
+   * probability), each with its Grad-CAM map: the channel weights are the
+   * head's gradient of the class score, the same at every position.
+   */
+  private explained(pass: PlannedPass): CamOutput[] {
     const probabilities = pass.probabilities ?? softmax(pass.scores);
     if (probabilities.some(Number.isNaN) || pass.scores.some(Number.isNaN)) throw new CamvizError("the model's output is not a number (NaN): its weights may be damaged");
-    const classIndex = topClassIndices(probabilities, 1)[0]!;
+    const classes = this.classes.kind === 'explicit' ? this.classes.classes : topClassIndices(probabilities, this.classes.k);
     const { head, channelAxis } = this.plan.pass;
     const [, a, b, c] = pass.dims;
-    const weights = new Float32Array(head.channels);
-    addChannelGradient(head, classIndex, 1, channelAxis === 1 ? b * c : a * b, weights);
-    return {
-      classIndex,
-      target: { kind: 'class', class: classIndex },
-      label: this.plan.meta.labels?.[classIndex] ?? null,
-      score: pass.scores[classIndex]!,
-      probability: probabilities[classIndex]!,
-      map: channelWeightedMap(pass.activations, pass.dims, channelAxis, weights),
-    };
+    return classes.map((classIndex) => {
+      const weights = new Float32Array(head.channels);
+      addChannelGradient(head, classIndex, 1, channelAxis === 1 ? b * c : a * b, weights);
+      return {
+        classIndex,
+        target: { kind: 'class', class: classIndex },
+        label: this.plan.meta.labels?.[classIndex] ?? null,
+        score: pass.scores[classIndex]!,
+        probability: probabilities[classIndex]!,
+        map: channelWeightedMap(pass.activations, pass.dims, channelAxis, weights),
+      };
+    });
   }
 }
 
