@@ -164,12 +164,15 @@ describe('planned runs of the embedded model', { skip: skipWithoutOrt }, () => {
     assert.equal(runs[1]!.code, 2);
   });
 
-  test('requests a plan does not serve load the model: another method, layer or engine, smoothing', async () => {
+  test('requests a plan does not serve load the model: another method, layer or engine, smoothing, a folder', async () => {
     const others: (readonly string[])[] = [['--layer', 'conv2'], ['--engine', 'tfjs'], ['--aug-smooth'], ['--score', 'prob']];
     for (const args of others) {
       const run = await gradcam(cache, shapesImage, ['--model', 'shapes', ...args]);
       assert.equal(run.loadedTfjs, true, `${args.join(' ')} loads tfjs`);
     }
+    // A folder's run, even of one image, is never planned: its outputs do not depend on how the folder is split.
+    const folderRun = await gradcam(cache, join(repoRoot, 'fixtures', 'shapes'), ['--model', 'shapes', '--glob', 'circle-star.png']);
+    assert.equal(folderRun.loadedTfjs, true, 'a folder of one image loads the model');
     const camRun = await runCli(['cam', shapesImage, '--model', 'shapes', '--method', 'gradcampp', '--out', join(workDir, 'pp'), '--verbose'], {
       cwd: workDir,
       env: { ...process.env, CAMVIZ_CACHE: cache, NODE_OPTIONS: `--require ${tfjsProbe}` },

@@ -134,7 +134,7 @@ async function runPlanned(options: BatchRunOptions, images: InputImage[], settle
   let todo = images.filter((image) => !settled.has(image));
   let batches = chunk(todo, options.task.batchSize);
   const jobs = await workerCount(options, batches.length, log);
-  const executor = await startExecutor(options.task, jobs, todo.length, log, options.failFast === true);
+  const executor = await startExecutor(options.task, jobs, todo.length, todo.length === 1 && oneImageFile(options), log, options.failFast === true);
   announceFallback(executorInfo(executor).engine, log);
   let executorClosed = false;
   const closeExecutor = async (): Promise<void> => {
@@ -337,9 +337,9 @@ const THREADED_RUN_IMAGES = 8;
  * gives its one model the cores: as ONNX Runtime's threads, or as
  * WebAssembly threads (see wasmThreadsFor).
  */
-async function startExecutor(task: TaskOptions, jobs: number, images: number, log: (message: string) => void, failFast: boolean): Promise<Executor> {
+async function startExecutor(task: TaskOptions, jobs: number, images: number, planFits: boolean, log: (message: string) => void, failFast: boolean): Promise<Executor> {
   if (jobs > 1) return WorkerPool.start(withOrtThreads(task, 1), jobs, failFast);
-  const planned = images === 1 ? await plannedExecutor(withOrtThreads(task, availableParallelism()), log, failFast) : undefined;
+  const planned = planFits ? await plannedExecutor(withOrtThreads(task, availableParallelism()), log, failFast) : undefined;
   if (planned !== undefined) return planned;
   const wasmThreads = await wasmThreadsFor(task, images);
   // Under auto, ONNX Runtime may refuse the model once it is loaded: tfjs then gets the threads of a tfjs run.
@@ -347,6 +347,23 @@ async function startExecutor(task: TaskOptions, jobs: number, images: number, lo
   const inProcess = withOrtThreads(task, availableParallelism());
   const model = { ...inProcess.model, wasmThreads, ...(wasmThreadsIfTfjs > wasmThreads ? { wasmThreadsIfTfjs } : {}) };
   return InProcessExecutor.start({ ...inProcess, model }, log, failFast);
+}
+
+/**
+ * Whether the run is of one image file given by itself, the runs a plan
+ * serves (tasks/cam-plan.ts). A folder's runs never are, even of one image
+ * or one shard's: a folder's outputs then do not depend on how it is split
+ * (a planned map's float32 sums are ordered otherwise than the full run's).
+ */
+function oneImageFile(options: BatchRunOptions): boolean {
+  const [input, ...others] = options.inputs;
+  if (input === undefined || others.length > 0 || options.shard !== undefined) return false;
+  try {
+    return statSync(input).isFile();
+  } catch {
+    // Missing, or under something that is not a folder: its run reports it.
+    return false;
+  }
 }
 
 /**

@@ -48,7 +48,7 @@ import type { CamTaskOptions, ModelSpec } from './types.js';
 const PLAN_FORMAT = 1;
 
 /** The plans kept: the most recently used. Each is mostly its kernel (MobileNet v1's 3 MB). */
-export const MAX_PLANS = 32;
+const MAX_PLANS = 32;
 
 /** A plan file larger than this is not read (a kernel of 16M weights). */
 const MAX_PLAN_BYTES = 64 * 2 ** 20;
@@ -119,7 +119,7 @@ function planKey(modelFile: string, settings: PlanSettings): string {
 }
 
 /** Where plans are kept. */
-export function plansFolder(): string {
+function plansFolder(): string {
   return join(cacheRoot(), 'plans');
 }
 
@@ -164,12 +164,13 @@ export type PlanRead = { readonly plan: CamPlan; readonly why?: undefined } | { 
 async function readCamPlan(spec: ModelSpec): Promise<PlanRead> {
   const modelFile = plansEnabled() ? await modelPathOf(spec.model) : undefined;
   if (modelFile === undefined) return { why: undefined };
-  const path = planPath(planKey(modelFile, spec));
+  const key = planKey(modelFile, spec);
+  const path = planPath(key);
   // ENOTDIR and the like (`plans` a file, a folder that cannot be searched): no plan there either.
   if (statOrUndefined(path) === undefined) return { why: undefined };
   const file = readRegularFileSync(path, MAX_PLAN_BYTES);
   if (file === undefined) return { why: 'it is not a regular file of a plan\'s size' };
-  const bytes = sealedGraph(file, planKey(modelFile, spec));
+  const bytes = sealedGraph(file, key);
   const plan = bytes === undefined ? undefined : decodePlan(bytes);
   if (plan === undefined) return { why: 'it is damaged, or of another format' };
   const changed = plan.dependencies.find((dependency) => !unchanged(dependency));

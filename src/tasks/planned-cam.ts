@@ -18,7 +18,7 @@ import type { EngineReport } from '../model/engine.js';
 import { onnxCacheDir } from '../model/onnx-writer/cache-limit.js';
 import { type ClassesOfSpecs, classRequestOf } from '../model/labels.js';
 import { topClassIndices } from '../model/top-classes.js';
-import { CamvizError } from '../util/errors.js';
+import { CamvizError, describeError } from '../util/errors.js';
 import { CamOutputWriter, type CamOutput, predictionsOf } from './cam-outputs.js';
 import { type CamPlan, forgetCamPlan } from './cam-plan.js';
 import { type DecodeContext, type DecodedInput, decodeBatch, recordOutputs } from './common.js';
@@ -76,16 +76,15 @@ export class PlannedCamTask {
     if (!status.available) throw new PlanUnusableError(status.reason);
     const threads = ortThreads(options.model.ortThreads);
     const folder = onnxCacheDir();
-    const failed = (error: unknown): string => (error instanceof Error ? error.message : String(error));
     let mismatch: string | undefined;
     try {
       mismatch = await withPlannedSession(status.module, plan.pass, threads, folder, async (session) => sessionMismatch(session, plan));
     } catch (error) {
-      throw new PlanUnusableError(failed(error));
+      throw new PlanUnusableError(describeError(error));
     }
     // The pass's arithmetic is its cost (about 2.5% of a cold run): the first pass's fresh pages are paid either way.
     const { height, width } = plan.pass.inputSize;
-    mismatch ??= await runPlannedPass(status.module, plan.pass, threads, folder, new Float32Array(height * width * 3)).then(() => undefined, failed);
+    mismatch ??= await runPlannedPass(status.module, plan.pass, threads, folder, new Float32Array(height * width * 3)).then(() => undefined, describeError);
     if (mismatch !== undefined) {
       await forgetCamPlan(options.model);
       throw new PlanUnusableError(`${mismatch}; the plan is removed`);
