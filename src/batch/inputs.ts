@@ -3,6 +3,7 @@
  * list of images, each with the path relative to the folder it was found
  * in, so that outputs can mirror the input tree.
  */
+import { statSync } from 'node:fs';
 import { readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { CamvizError, UsageError } from '../util/errors.js';
@@ -64,6 +65,21 @@ export async function expandInputs(paths: readonly string[], options: ExpandOpti
   if (!several || outputCollisions(short).size === 0) return short.sort(byRelativePath);
   const base = commonFolder(paths.map((path) => resolve(path)));
   return found.map(({ path }) => ({ path, relative: slashes(relative(base, resolve(path))) })).sort(byRelativePath);
+}
+
+/**
+ * Whether the inputs are one path that names a file (links followed): a
+ * run of one image given by itself. False for several paths, a folder, or a
+ * path that cannot be looked at (its run reports it).
+ */
+export function isOneFile(inputs: readonly string[]): boolean {
+  const [input, ...others] = inputs;
+  if (input === undefined || others.length > 0) return false;
+  try {
+    return statSync(input).isFile();
+  } catch {
+    return false;
+  }
 }
 
 const slashes = (path: string): string => path.split('\\').join('/');

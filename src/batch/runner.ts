@@ -17,7 +17,7 @@ import type { BatchOutcome, InputImage, InputRecord, TaskOptions } from '../task
 import type { EventWriter } from '../render/tensorboard.js';
 import type { EngineReport } from '../model/engine.js';
 import { VERSION } from '../util/version.js';
-import { expandInputs, outputCollisions } from './inputs.js';
+import { expandInputs, isOneFile, outputCollisions } from './inputs.js';
 import { effectiveJobs, machineLimits, workerFootprint } from './jobs.js';
 import { acquireRunLock, removeStaleTemporaries } from './lock.js';
 import { ensureWritable, removeEmptyFolders } from './out-dir.js';
@@ -356,14 +356,7 @@ async function startExecutor(task: TaskOptions, jobs: number, images: number, pl
  * (a planned map's float32 sums are ordered otherwise than the full run's).
  */
 function oneImageFile(options: BatchRunOptions): boolean {
-  const [input, ...others] = options.inputs;
-  if (input === undefined || others.length > 0 || options.shard !== undefined) return false;
-  try {
-    return statSync(input).isFile();
-  } catch {
-    // Missing, or under something that is not a folder: its run reports it.
-    return false;
-  }
+  return options.shard === undefined && isOneFile(options.inputs);
 }
 
 /**

@@ -4,12 +4,12 @@
  * command runs, so `--help` starts fast (and a one-image run's model files
  * are read meanwhile: readModelAhead).
  */
-import { statSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { OPTION_LIMITS, addBatchOptions, addEngineOption, addImageOptions, addModelOptions, addOptionAlias, collectValues } from './options.js';
 import { METHOD_NAMES, SCORE_KINDS, TARGET_KINDS, canonicalMethod, tfjsOnlyMethodReason } from '../cam/names.js';
 import { type EngineChoice, requestedEngine } from '../engine/engine-choices.js';
 import { PAIR_BY } from '../batch/compare.js';
+import { isOneFile } from '../batch/inputs.js';
 import { COLORMAPS } from '../render/colormap.js';
 import { METRIC_NAMES, METRIC_STEPS } from '../metrics/names.js';
 import { CAM_DEFAULTS, FMAP_DEFAULTS, PREDICT_DEFAULTS } from '../tasks/defaults.js';
@@ -314,7 +314,7 @@ async function readModelAhead(inputs: readonly string[], options: Record<string,
  * worker. Flags the task refuses are left to the command to report.
  */
 async function runsPlanned(inputs: readonly string[], task: () => CamTaskOptions): Promise<boolean> {
-  if (inputs.length !== 1 || statSync(inputs[0]!, { throwIfNoEntry: false })?.isFile() !== true) return false;
+  if (!isOneFile(inputs)) return false;
   let options: CamTaskOptions;
   try {
     options = task();
@@ -337,7 +337,7 @@ async function runsPlanned(inputs: readonly string[], task: () => CamTaskOptions
  * head start.
  */
 async function loadsModelInThisThread(inputs: readonly string[], options: Record<string, unknown>): Promise<boolean> {
-  if (inputs.length === 1 && statSync(inputs[0]!, { throwIfNoEntry: false })?.isFile() === true) return true;
+  if (isOneFile(inputs)) return true;
   const jobs = options['jobs'];
   if (typeof jobs === 'string') return /^\s*0*1\s*$/.test(jobs);
   const work = requestedWork(options);

@@ -32,7 +32,7 @@ import type { OrtPassPlan } from '../executor/ort-plan.js';
 import { sealOf, sealedGraph } from '../engine/saved-graph-seal.js';
 import { PREPROCESS_NAMES } from '../image/preprocess-names.js';
 import { settledIdentity } from '../model/file-fingerprints.js';
-import type { ModelMetadata } from '../model/metadata.js';
+import { type ModelMetadata, readCamvizJson } from '../model/metadata.js';
 import { modelPathOf } from '../model/session-ahead.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { cacheRoot } from '../util/cache-root.js';
@@ -257,9 +257,9 @@ export async function writeCamPlan(source: PlanSource, settledBefore = performan
  * Undefined when one is not settled.
  */
 async function dependenciesOf(source: PlanSource, settledBefore: number): Promise<PlanDependency[] | undefined> {
-  const folder = dirname(resolve(source.meta.modelJsonPath));
-  const camvizJson = join(folder, 'camviz.json');
-  const labels = source.spec.labels !== undefined ? [resolve(source.spec.labels)] : await camvizJsonLabelsFile(camvizJson, folder);
+  const modelJsonPath = resolve(source.meta.modelJsonPath);
+  const camvizJson = join(dirname(modelJsonPath), 'camviz.json');
+  const labels = source.spec.labels !== undefined ? [resolve(source.spec.labels)] : await camvizJsonLabelsFile(modelJsonPath);
   if (labels === undefined) return undefined;
   const modelFiles = source.modelFiles.map((path) => resolve(path));
   const dependencies: PlanDependency[] = [];
@@ -273,16 +273,12 @@ async function dependenciesOf(source: PlanSource, settledBefore: number): Promis
   return dependencies;
 }
 
-/** The labels file camviz.json names ([] for none, or the built-in ImageNet labels); undefined when camviz.json cannot be read. */
-async function camvizJsonLabelsFile(camvizJson: string, folder: string): Promise<string[] | undefined> {
-  const bytes = readRegularFileSync(camvizJson, 16 * 2 ** 20);
-  if (bytes === undefined) return (await stat(camvizJson).catch(() => undefined)) === undefined ? [] : undefined;
-  try {
-    const labels = (JSON.parse(bytes.toString('utf8')) as { labels?: unknown }).labels;
-    return typeof labels === 'string' && labels !== 'imagenet' ? [resolve(folder, labels)] : [];
-  } catch {
-    return undefined;
-  }
+/** The labels file camviz.json names, read as the load reads it ([] for none, or the built-in ImageNet labels); undefined when it is not valid JSON. */
+async function camvizJsonLabelsFile(modelJsonPath: string): Promise<string[] | undefined> {
+  const camvizJson = await readCamvizJson(modelJsonPath).catch(() => null);
+  if (camvizJson === null) return undefined;
+  const labels = camvizJson?.labels;
+  return typeof labels === 'string' && labels !== 'imagenet' ? [resolve(dirname(modelJsonPath), labels)] : [];
 }
 
 /** Keeps the MAX_PLANS most recently used plans (mtime: read plans are touched). */
