@@ -442,9 +442,11 @@ describe('signals', { skip: skipWithoutModel }, () => {
       assert.equal(run.signal, null, `run ${attempt}: the process died of ${run.signal}: ${run.stderr}`);
       assert.equal(run.code, 130, `run ${attempt}: ${run.stderr}`);
       assert.match(run.stderr, /camviz: stopping now\n/);
-      assert.match(run.stderr, /stopped by SIGINT\n$/);
       const manifest = await readManifest(out);
-      assert.equal(manifest.interrupted, true);
+      // Batches of 8 on two workers: all 30 images may be in flight when the signals come, and then none is lost.
+      const lost = manifest.records.length < 30;
+      assert.equal(manifest.interrupted, lost);
+      assert.match(run.stderr, lost ? /stopped by SIGINT\n$/ : /SIGINT came after the last input\n$/);
       await checkOutputs(out, manifest.records, false);
     }
   });

@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import fsPromises from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -641,6 +643,36 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
     const all = await run({ ...camTask(join(workDir, 'failfast-all')), batchSize: 1 }, [folder]);
     assert.equal(all.records.length, 10);
     assert.equal(all.records.filter((record) => record.status === 'ok').length, 9);
+  });
+
+  test('a SIGTERM while the manifest is written neither ends the process nor tears the manifest; it lost no input, so the run is not interrupted', async () => {
+    const folder = await makeFolder(join(workDir, 'late-signal'), ['0.png', '1.png']);
+    const outDir = join(workDir, 'late-signal-out');
+    const originalRename = fsPromises.rename;
+    let listenersDuringWrite: number | undefined;
+    // The manifest's atomic write ends in a rename onto manifest.json: the signal comes then, as a CI runner's timeout might.
+    fsPromises.rename = async (from, to) => {
+      if (String(to).endsWith('manifest.json') && listenersDuringWrite === undefined) {
+        listenersDuringWrite = process.listenerCount('SIGTERM');
+        process.emit('SIGTERM', 'SIGTERM');
+      }
+      return originalRename(from, to);
+    };
+    syncBuiltinESMExports();
+    try {
+      const result = await run(camTask(outDir), [folder], { jobs: 1 });
+      // With no listener, a real SIGTERM would have ended the process here, before the manifest.
+      assert.ok(listenersDuringWrite !== undefined && listenersDuringWrite > 0, `SIGTERM listeners while the manifest was written: ${listenersDuringWrite}`);
+      assert.equal(result.exitCode, 143, 'the process was asked to stop: 128 + 15, as a shell expects');
+      assert.equal(result.records.length, 2);
+      const manifest = await readManifest(outDir);
+      assert.equal(manifest.interrupted, false);
+      assert.deepEqual(manifest.summary, { inputs: 2, ok: 2, error: 0 });
+      assert.equal(process.listenerCount('SIGTERM'), 0, 'the run removes its listeners');
+    } finally {
+      fsPromises.rename = originalRename;
+      syncBuiltinESMExports();
+    }
   });
 });
 

@@ -142,6 +142,24 @@ async function runPlanned(options: BatchRunOptions, images: InputImage[], settle
     executorClosed = true;
     await executor.close().catch(() => undefined);
   };
+  let stopSignal: string | undefined;
+  let stoppedEarly = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopSignal !== undefined) {
+      progress.log('camviz: stopping now');
+      // No new batch starts; worker threads end by themselves, or are
+      // terminated after a short deadline (WorkerPool.stopNow says what
+      // becomes of the images in flight). The manifest follows, as below.
+      void executor.stopNow();
+      return;
+    }
+    stopSignal = signal;
+    executor.cancel();
+    progress.log(`camviz: ${signal}: finishing the images in progress, then writing the manifest (again to stop at once)`);
+  };
+  // Until the manifest is written: a signal while the workers close or the
+  // manifest is written would otherwise end the process at once, without it.
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
   // Whatever fails from here on (a TensorBoard folder, a full disk under the
   // manifest), the workers stop and the spinner goes, so the process can exit.
   try {
@@ -153,23 +171,6 @@ async function runPlanned(options: BatchRunOptions, images: InputImage[], settle
       batches = chunk(todo, options.task.batchSize);
     }
     const tensorboard = options.tensorboard ? await createEventWriter(options.tensorboard.logdir) : undefined;
-
-    let stopSignal: string | undefined;
-    let stoppedEarly = false;
-    const onSignal = (signal: NodeJS.Signals): void => {
-      if (stopSignal !== undefined) {
-        progress.log('camviz: stopping now');
-        // No new batch starts; worker threads end by themselves, or are
-        // terminated after a short deadline (WorkerPool.stopNow says what
-        // becomes of the images in flight). The manifest follows, as below.
-        void executor.stopNow();
-        return;
-      }
-      stopSignal = signal;
-      executor.cancel();
-      progress.log(`camviz: ${signal}: finishing the images in progress, then writing the manifest (again to stop at once)`);
-    };
-    for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
 
     const outcomes: (BatchOutcome | undefined)[] = new Array(batches.length);
     const counts = { done: settled.size, errors: [...settled.values()].filter((record) => record.status === 'error').length, total: images.length };
@@ -217,7 +218,6 @@ async function runPlanned(options: BatchRunOptions, images: InputImage[], settle
         return true;
       });
     } finally {
-      for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
       await closeExecutor();
       await tensorboard?.close();
     }
@@ -226,7 +226,7 @@ async function runPlanned(options: BatchRunOptions, images: InputImage[], settle
     const manifestPath = options.manifest ? await saveManifest(options.task.outDir, manifest, log) : undefined;
     const reportFailed = options.report === true && manifestPath !== undefined && !(await saveReport(options.task.outDir, manifest, log));
     const notWritten = options.manifest && manifestPath === undefined ? `${MANIFEST_NAME} not written` : reportFailed ? `${REPORT_NAME} not written` : undefined;
-    const stopped = stopSignal ? `stopped by ${stopSignal}` : stoppedEarly ? 'stopped at the first failure (--fail-fast)' : undefined;
+    const stopped = stopSignal ? (manifest.interrupted ? `stopped by ${stopSignal}` : `${stopSignal} came after the last input`) : stoppedEarly ? 'stopped at the first failure (--fail-fast)' : undefined;
     progress.finish(summaryLine(manifest, images.length, (performance.now() - started) / 1000, manifestPath, [notWritten, stopped]));
     const failed = manifest.summary.error > 0 || manifest.summary.inputs < images.length || notWritten !== undefined;
     const exitCode = stopSignal !== undefined ? SIGNAL_EXIT[stopSignal] ?? 1 : failed ? 1 : 0;
@@ -236,6 +236,7 @@ async function runPlanned(options: BatchRunOptions, images: InputImage[], settle
     throw error;
   } finally {
     await closeExecutor();
+    for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
   }
 }
 
@@ -451,7 +452,7 @@ function buildManifest(
   images: readonly InputImage[],
   settled: ReadonlyMap<InputImage, InputRecord>,
   outcomes: readonly (BatchOutcome | undefined)[],
-  interrupted: boolean,
+  stopRequested: boolean,
 ): Manifest {
   const processed = new Map<string, InputRecord>();
   for (const outcome of outcomes) for (const record of outcome?.records ?? []) processed.set(keyOf(record), record);
@@ -470,7 +471,8 @@ function buildManifest(
     shard: options.shard ? [{ index: options.shard.index, count: options.shard.count }] : null,
     startedAt: startedAt.toISOString(),
     finishedAt: finished ? new Date().toISOString() : null,
-    interrupted,
+    // A stop that came after the last input lost nothing: the run is whole.
+    interrupted: stopRequested && records.length < images.length,
     summary: summarise(records),
     records,
   };
