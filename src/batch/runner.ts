@@ -26,7 +26,7 @@ import { type Executor, InProcessExecutor, PlannedExecutor, WorkerPool } from '.
 import { plannable, takeCamPlan } from '../tasks/cam-plan.js';
 import { type Progress, createProgress, formatDuration } from './progress.js';
 import { type Shard, selectShard } from './shard.js';
-import { ortThreadsFromEnv } from '../engine/ort-threads.js';
+import { ortThreadsFromEnv, wholeProcessOrtThreads } from '../engine/ort-threads.js';
 
 export interface BatchRunOptions {
   task: TaskOptions;
@@ -340,12 +340,12 @@ const THREADED_RUN_IMAGES = 8;
  */
 async function startExecutor(task: TaskOptions, jobs: number, images: number, planFits: boolean, log: (message: string) => void, failFast: boolean): Promise<Executor> {
   if (jobs > 1) return WorkerPool.start(withOrtThreads(task, 1), jobs, failFast);
-  const planned = planFits ? await plannedExecutor(withOrtThreads(task, availableParallelism()), log, failFast) : undefined;
+  const planned = planFits ? await plannedExecutor(withOrtThreads(task, wholeProcessOrtThreads()), log, failFast) : undefined;
   if (planned !== undefined) return planned;
   const wasmThreads = await wasmThreadsFor(task, images);
   // Under auto, ONNX Runtime may refuse the model once it is loaded: tfjs then gets the threads of a tfjs run.
   const wasmThreadsIfTfjs = tfjsWasmThreads(images);
-  const inProcess = withOrtThreads(task, availableParallelism());
+  const inProcess = withOrtThreads(task, wholeProcessOrtThreads());
   const model = { ...inProcess.model, wasmThreads, ...(wasmThreadsIfTfjs > wasmThreads ? { wasmThreadsIfTfjs } : {}) };
   return InProcessExecutor.start({ ...inProcess, model }, log, failFast);
 }

@@ -3,6 +3,7 @@
  * them: read by the batch runner (which otherwise chooses them) and by
  * engine/onnxruntime.ts, without loading ONNX Runtime's module.
  */
+import { availableParallelism } from 'node:os';
 import { UsageError } from '../util/errors.js';
 
 export const ORT_THREADS_VARIABLE = 'CAMVIZ_ORT_THREADS';
@@ -24,4 +25,14 @@ export function ortThreadsFromEnv(): number | undefined {
   const threads = /^\d+$/.test(text) ? Number(text) : Number.NaN;
   if (!(threads >= 1 && threads <= MAX_ORT_THREADS)) throw new UsageError(`${ORT_THREADS_VARIABLE} must be a whole number of threads from 1 to ${MAX_ORT_THREADS}, not "${text}"`);
   return threads;
+}
+
+/**
+ * The intra-op threads of a session that has the process to itself (a run
+ * in this thread, and the session a planned run makes ahead of it): the
+ * user's CAMVIZ_ORT_THREADS, else every core. One choice, so that the
+ * session made ahead is the one the run asks for.
+ */
+export function wholeProcessOrtThreads(): number {
+  return ortThreadsFromEnv() ?? availableParallelism();
 }

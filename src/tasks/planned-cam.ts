@@ -8,9 +8,8 @@
  * then drawn, written and recorded as the cam task does (cam-outputs.ts).
  */
 import { channelWeightedMap } from '../cam/closed-form-gradcam.js';
-import { availableParallelism } from 'node:os';
 import { type OrtModule, type OrtSession, loadOnnxRuntime, ortThreads } from '../engine/onnxruntime.js';
-import { ortThreadsFromEnv } from '../engine/ort-threads.js';
+import { wholeProcessOrtThreads } from '../engine/ort-threads.js';
 import { addChannelGradient } from '../executor/closed-form.js';
 import { type PlannedPass, runPlannedPass, withPlannedSession } from '../executor/ort-plan.js';
 import { preprocessImages } from '../image/preprocess.js';
@@ -30,13 +29,13 @@ import type { BatchOutcome, CamTaskOptions, InputImage, InputRecord } from './ty
  * for MobileNet v1, on libuv's threads) overlaps what the command line
  * loads meanwhile: open() then takes it from the engine's cache of
  * sessions. With the threads a one-image run in this thread gives it
- * (batch/runner.ts: the cores, unless CAMVIZ_ORT_THREADS says); a failure
+ * (wholeProcessOrtThreads, as batch/runner.ts asks); a failure
  * is left for open() to meet and report.
  */
 export function openPlannedSessionAhead(plan: CamPlan): void {
   const status = loadOnnxRuntime();
   if (!status.available) return;
-  withPlannedSession(status.module, plan.pass, ortThreadsFromEnv() ?? availableParallelism(), onnxCacheDir(), async () => undefined).catch(() => undefined);
+  withPlannedSession(status.module, plan.pass, wholeProcessOrtThreads(), onnxCacheDir(), async () => undefined).catch(() => undefined);
 }
 
 /** Why a plan cannot run here: the run then loads the model (batch/runner.ts). */
