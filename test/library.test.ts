@@ -31,7 +31,6 @@ import {
   spatialMean,
   toInputTensor,
   useBackend,
-  weighChannels,
   withHooks,
 } from '../src/index.js';
 import { repoRoot } from './helpers/assets.js';
@@ -175,8 +174,8 @@ test('the README hooks example captures A and dY/dA, and Grad-CAM from them equa
 test('a CAM method written as in the README (GradientCamMethod) gives explain()\'s Grad-CAM map', async () => {
   class MyGradCam extends GradientCamMethod {
     readonly name = 'mygradcam';
-    protected weightedActivations({ activations, gradients }: GradientEvidence): tf.Tensor4D {
-      return weighChannels(activations, spatialMean(gradients));
+    protected override channelWeights({ gradients }: GradientEvidence): tf.Tensor2D {
+      return spatialMean(gradients);
     }
   }
   const image = await loadImage(join(fixtures, 'circle-star.png'), { size: model.meta.inputSize });
@@ -197,4 +196,27 @@ test('a CAM method written as in the README (GradientCamMethod) gives explain()\
   const scale = Math.max(...reference.data);
   assert.ok(scale > 0);
   mine.map.data.forEach((value, i) => assert.ok(Math.abs(value - reference.data[i]!) <= 1e-6 * scale, `cell ${i}`));
+});
+
+test('a CAM method that weighs each element (weightedActivations, as HiResCAM) gives explain()\'s HiResCAM map', async () => {
+  class MyHiResCam extends GradientCamMethod {
+    readonly name = 'myhirescam';
+    protected override weightedActivations({ activations, gradients }: GradientEvidence): tf.Tensor4D {
+      return tf.mul(gradients, activations);
+    }
+  }
+  const image = await loadImage(join(fixtures, 'circle-star.png'), { size: model.meta.inputSize });
+  const star = 3;
+  const input = inputTensor(model, [image.input]);
+  const executor = await model.executor();
+  const before = tf.memory().numTensors;
+  const mine = (await new MyHiResCam().compute(executor, { input, layers: camTargets(model, []), classes: { kind: 'explicit', classes: [star] } }))[0]?.[0];
+  assert.equal(tf.memory().numTensors, before, 'the base disposes what the method made');
+  input.dispose();
+  const reference = (await explain(model, [image], { classes: [star], method: 'hirescam' }))[0]?.[0]?.map;
+  assert.ok(mine !== undefined && reference !== undefined);
+  const scale = Math.max(...reference.data);
+  assert.ok(scale > 0);
+  // The same tfjs ops on the same values: the same map.
+  assert.deepEqual(Array.from(mine.map.data), Array.from(reference.data));
 });

@@ -352,9 +352,8 @@ async function startExecutor(task: TaskOptions, jobs: number, images: number, pl
 
 /**
  * Whether the run is of one image file given by itself, the runs a plan
- * serves (tasks/cam-plan.ts). A folder's runs never are, even of one image
- * or one shard's: a folder's outputs then do not depend on how it is split
- * (a planned map's float32 sums are ordered otherwise than the full run's).
+ * serves (tasks/cam-plan.ts): a plan is for the cold start of one file. A
+ * folder's runs never are, even of one image or one shard's.
  */
 function oneImageFile(options: BatchRunOptions): boolean {
   return options.shard === undefined && isOneFile(options.inputs);

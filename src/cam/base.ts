@@ -16,6 +16,7 @@ import type { FeatureMap } from '../render/maps.js';
 import { minMaxNormalize } from '../render/normalize.js';
 import { resizeBilinear } from '../render/resize.js';
 import { ClassChooser, type ClassRequest, type ExplainedClass, type ScoreKind } from './classes.js';
+import { channelWeightedMap } from './channel-weighted-map.js';
 import { firstPrincipalProjection } from './projection.js';
 import { type Target, type TargetLike, asTarget } from './targets/index.js';
 
@@ -77,8 +78,21 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
   /** The name used on the command line and in file names. */
   abstract readonly name: string;
 
-  /** The activations weighted per channel or per element [B, h, w, C]; their channel sum is the map. */
-  protected abstract weightedActivations(evidence: E): tf.Tensor4D;
+  /**
+   * A method weighs the activations one of two ways. Most weigh each
+   * channel: `channelWeights` gives w [B, C], and the base takes the map,
+   * ReLU(Σ_k w_k A_k), on the host (channel-weighted-map.ts, the
+   * arithmetic a planned run shares). A method that weighs each element
+   * (HiResCAM, LayerCAM) or nothing (Eigen-CAM) gives `weightedActivations`
+   * instead.
+   */
+  protected channelWeights?(evidence: E): tf.Tensor2D;
+
+  /** The activations weighted per channel or per element [B, h, w, C]; their channel sum is the map. By default, per channel by `channelWeights`. */
+  protected weightedActivations(evidence: E): tf.Tensor4D {
+    if (this.channelWeights === undefined) throw new Error(`CAM method ${this.name} implements neither channelWeights nor weightedActivations`);
+    return weighChannels(evidence.activations, this.channelWeights(evidence));
+  }
 
   /** Whether the map is the first principal component of the weighted activations rather than their sum. */
   protected projects(eigenSmooth: boolean): boolean {
@@ -135,6 +149,7 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
 
   /** ReLU of the class map, per image of the batch. */
   private layerMaps(evidence: E, eigenSmooth: boolean): FeatureMap[] {
+    if (this.channelWeights !== undefined && !this.projects(eigenSmooth)) return this.channelMaps(evidence, this.channelWeights);
     const maps = tf.tidy(() => tf.relu(this.classMap(evidence, eigenSmooth)));
     try {
       const [batch, height, width] = maps.shape;
@@ -143,6 +158,23 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
       return Array.from({ length: batch }, (_, i) => ({ width, height, data: data.slice(i * size, (i + 1) * size) }));
     } finally {
       maps.dispose();
+    }
+  }
+
+  /** ReLU(Σ_k w_k A_k) per image of the batch, on the host. */
+  private channelMaps(evidence: E, channelWeights: (evidence: E) => tf.Tensor2D): FeatureMap[] {
+    const weights = tf.tidy(() => channelWeights.call(this, evidence));
+    try {
+      const [batch, height, width, channels] = evidence.activations.shape;
+      if (weights.shape[0] !== batch || weights.shape[1] !== channels) throw new Error(`${this.name}: channel weights [${weights.shape.join(', ')}] for activations [${evidence.activations.shape.join(', ')}]`);
+      const weightData = weights.dataSync() as Float32Array;
+      const activations = evidence.activations.dataSync() as Float32Array;
+      const size = height * width * channels;
+      return Array.from({ length: batch }, (_, i) =>
+        channelWeightedMap(activations.subarray(i * size, (i + 1) * size), [1, height, width, channels], 3, weightData.subarray(i * channels, (i + 1) * channels)),
+      );
+    } finally {
+      weights.dispose();
     }
   }
 }

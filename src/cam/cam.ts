@@ -8,15 +8,15 @@ import * as tf from '../engine/tf.js';
 import { UsageError } from '../util/errors.js';
 import type { GraphNode } from '../executor/graph.js';
 import type { Executor } from '../executor/executor.js';
-import { ActivationCamMethod, type Evidence, weighChannels } from './base.js';
+import { ActivationCamMethod, type Evidence } from './base.js';
 import { classMask } from './classes.js';
 import { walkLinearHead } from '../executor/linear-head.js';
 
 export class Cam extends ActivationCamMethod {
   readonly name = 'cam';
 
-  protected weightedActivations(evidence: Evidence): tf.Tensor4D {
-    return weighChannels(evidence.activations, classifierWeights(evidence));
+  protected override channelWeights(evidence: Evidence): tf.Tensor2D {
+    return classifierWeights(evidence);
   }
 }
 

@@ -9,7 +9,7 @@ export class EigenCam extends ActivationCamMethod {
   readonly name = 'eigencam';
 
   /** The activations themselves: Eigen-CAM weighs nothing. */
-  protected weightedActivations(evidence: Evidence): tf.Tensor4D {
+  protected override weightedActivations(evidence: Evidence): tf.Tensor4D {
     return evidence.activations;
   }
 

@@ -4,7 +4,7 @@
  * 0 where g = 0; w_k = sum_hw ReLU(g) alpha.
  */
 import * as tf from '../engine/tf.js';
-import { type GradientEvidence, GradientCamMethod, spatialSum, weighChannels } from './base.js';
+import { type GradientEvidence, GradientCamMethod, spatialSum } from './base.js';
 
 /** pytorch-grad-cam's epsilon. */
 const EPSILON = 1e-6;
@@ -12,13 +12,13 @@ const EPSILON = 1e-6;
 export class GradCamPlusPlus extends GradientCamMethod {
   readonly name = 'gradcampp';
 
-  protected weightedActivations(evidence: GradientEvidence): tf.Tensor4D {
-    return weighChannels(evidence.activations, channelWeights(evidence));
+  /** w_k [B, C]. */
+  protected override channelWeights(evidence: GradientEvidence): tf.Tensor2D {
+    return plusPlusWeights(evidence);
   }
 }
 
-/** w_k [B, C]. */
-function channelWeights(evidence: GradientEvidence): tf.Tensor2D {
+function plusPlusWeights(evidence: GradientEvidence): tf.Tensor2D {
   return tf.tidy(() => {
     const grads = evidence.gradients;
     const [batch, , , channels] = grads.shape;

@@ -8,7 +8,7 @@ import { type GradientEvidence, GradientCamMethod } from './base.js';
 export class HiResCam extends GradientCamMethod {
   readonly name = 'hirescam';
 
-  protected weightedActivations(evidence: GradientEvidence): tf.Tensor4D {
+  protected override weightedActivations(evidence: GradientEvidence): tf.Tensor4D {
     return tf.mul(evidence.gradients, evidence.activations);
   }
 }

@@ -8,7 +8,7 @@ import { type GradientEvidence, GradientCamMethod } from './base.js';
 export class LayerCam extends GradientCamMethod {
   readonly name = 'layercam';
 
-  protected weightedActivations(evidence: GradientEvidence): tf.Tensor4D {
+  protected override weightedActivations(evidence: GradientEvidence): tf.Tensor4D {
     return tf.mul(tf.relu(evidence.gradients), evidence.activations);
   }
 }

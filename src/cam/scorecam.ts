@@ -7,12 +7,13 @@
  * same passes.
  */
 import * as tf from '../engine/tf.js';
-import { ActivationCamMethod, type CamRequest, type Evidence, weighChannels } from './base.js';
+import { ActivationCamMethod, type CamRequest, type Evidence } from './base.js';
 import type { Target } from './targets/index.js';
 import type { Executor } from '../executor/executor.js';
 import type { GraphNode } from '../executor/graph.js';
 import { type ForwardValues, disposeValues } from '../executor/network.js';
 import { OrtExecutor } from '../executor/ort.js';
+import { softmaxRows } from '../executor/softmax.js';
 
 export class ScoreCam extends ActivationCamMethod {
   readonly name = 'scorecam';
@@ -28,10 +29,6 @@ export class ScoreCam extends ActivationCamMethod {
   /** [layer] -> per image: C x N scores of the masked inputs. */
   private readonly maskedScores = new Map<GraphNode, Float32Array[]>();
 
-  protected weightedActivations(evidence: Evidence): tf.Tensor4D {
-    return weighChannels(evidence.activations, this.channelWeights(evidence));
-  }
-
   /** Scores every masked input of every target layer, before any class is weighed: the passes are the same for all classes. */
   protected override async prepare(network: Executor, request: CamRequest, values: ForwardValues, target: Target): Promise<void> {
     for (const node of request.layers) {
@@ -42,18 +39,17 @@ export class ScoreCam extends ActivationCamMethod {
   }
 
   /** softmax over the channels of the masked inputs' target scores [B, C]. */
-  private channelWeights(evidence: Evidence): tf.Tensor2D {
+  protected override channelWeights(evidence: Evidence): tf.Tensor2D {
     const perImage = this.maskedScores.get(evidence.node);
     if (perImage === undefined) throw new Error(`Score-CAM: layer ${evidence.node.path} was not prepared`);
     const channels = evidence.activations.shape[3];
-    return tf.tidy(() => {
-      const rows = perImage.map((scores, image) => {
-        const classes = scores.length / channels;
-        const classIndex = evidence.classes[image]!;
-        return Float32Array.from({ length: channels }, (_, channel) => scores[channel * classes + classIndex]!);
-      });
-      return tf.softmax(tf.tensor2d(rows.map((row) => Array.from(row))));
+    const rows = new Float32Array(perImage.length * channels);
+    perImage.forEach((scores, image) => {
+      const classes = scores.length / channels;
+      const classIndex = evidence.classes[image]!;
+      for (let channel = 0; channel < channels; channel++) rows[image * channels + channel] = scores[channel * classes + classIndex]!;
     });
+    return tf.tensor2d(softmaxRows(rows, channels), [perImage.length, channels]);
   }
 
   protected override reset(): void {

@@ -1,6 +1,6 @@
 /** XGrad-CAM (Fu et al. 2020): w_k = sum_hw(g A) / (sum_hw(A) + eps). */
 import * as tf from '../engine/tf.js';
-import { type GradientEvidence, GradientCamMethod, spatialSum, weighChannels } from './base.js';
+import { type GradientEvidence, GradientCamMethod, spatialSum } from './base.js';
 
 /** pytorch-grad-cam's epsilon. */
 const EPSILON = 1e-7;
@@ -8,8 +8,7 @@ const EPSILON = 1e-7;
 export class XGradCam extends GradientCamMethod {
   readonly name = 'xgradcam';
 
-  protected weightedActivations(evidence: GradientEvidence): tf.Tensor4D {
-    const { activations, gradients } = evidence;
-    return weighChannels(activations, tf.div(spatialSum(tf.mul(gradients, activations)), tf.add(spatialSum(activations), EPSILON)));
+  protected override channelWeights({ activations, gradients }: GradientEvidence): tf.Tensor2D {
+    return tf.div(spatialSum(tf.mul(gradients, activations)), tf.add(spatialSum(activations), EPSILON));
   }
 }

@@ -16,6 +16,7 @@ import { layerGradientHooks, withGradientHooks } from '../hooks/hooks.js';
 import type { Executor } from './executor.js';
 import { type GraphNode, LayerGraph } from './graph.js';
 import { type ScoreLocation, locateScores } from './score.js';
+import { softmaxRows } from './softmax.js';
 
 export interface ForwardValues {
   /** The model's (first) output. */
@@ -190,7 +191,7 @@ export class Network implements Executor {
           after = this.graph.run(feeds, plan.afterFetches, { fuse: false, splitActivation: this.splitActivation, intercept });
           const merged = new Map([...before, ...after]);
           const forwardValues = this.view(merged, layers, batchOf(inputs));
-          if (values === undefined) values = keepValues(forwardValues);
+          if (values === undefined) values = keepValues(forwardValues, this.reportedProbabilities(forwardValues));
           return objective(forwardValues);
         })(sourceTensors);
         // The tape frees what it made, but not what a step kept on purpose
@@ -267,7 +268,7 @@ export class Network implements Executor {
       const outputCount = this.graph.outputKeys.length;
       const [scores, probabilities, ...rest] = tf.tidy(() => {
         const view = this.view(values, layers, batch);
-        return [view.scores, view.probabilities, ...view.outputs, ...view.layers.values()].map((tensor) => tensor.clone());
+        return [view.scores, this.reportedProbabilities(view), ...view.outputs, ...view.layers.values()].map((tensor) => tensor.clone());
       });
       const outputs = rest.slice(0, outputCount);
       return {
@@ -280,6 +281,19 @@ export class Network implements Executor {
     } finally {
       tf.dispose([...values.values()]);
     }
+  }
+
+  /**
+   * The probabilities a pass reports: the model's own output, or, where it
+   * has no softmax, the softmax of its scores taken on the host
+   * (executor/softmax.ts), the same to the bit on every engine and in a
+   * planned run. The view's tf.softmax stays what objectives differentiate
+   * (the probability target).
+   */
+  private reportedProbabilities(view: ForwardValues): tf.Tensor2D {
+    if (this.score.activation !== 'none') return view.probabilities;
+    const [rows, classes] = view.scores.shape;
+    return tf.tensor2d(softmaxRows(view.scores.dataSync() as Float32Array, classes), [rows, classes]);
   }
 
   /** Forward values that borrow `values` (no copies). */
@@ -330,13 +344,14 @@ function orderGradients(
   });
 }
 
-function keepValues(values: ForwardValues): ForwardValues {
+/** Copies of `values` that outlive the tape, with the probabilities the pass reports. */
+function keepValues(values: ForwardValues, probabilities: tf.Tensor2D): ForwardValues {
   const outputs = values.outputs.map((tensor) => tf.keep(tensor.clone()));
   return {
     output: outputs[0]!,
     outputs,
     scores: tf.keep(values.scores.clone()),
-    probabilities: tf.keep(values.probabilities.clone()),
+    probabilities: tf.keep(probabilities.clone()),
     layers: new Map([...values.layers].map(([name, tensor]) => [name, tf.keep(tensor.clone())])),
   };
 }

@@ -4,14 +4,15 @@
  * Per image: decoded and preprocessed as any run's, one ONNX Runtime pass
  * on the plan's session (executor/ort-plan.ts), the classes asked for (or
  * the top k by probability), Grad-CAM's channel weights from the head in closed form
- * (executor/closed-form.ts) and the map from them (cam/closed-form-gradcam.ts),
+ * (executor/closed-form.ts) and the map from them (cam/channel-weighted-map.ts),
  * then drawn, written and recorded as the cam task does (cam-outputs.ts).
  */
-import { channelWeightedMap } from '../cam/closed-form-gradcam.js';
+import { channelWeightedMap } from '../cam/channel-weighted-map.js';
 import { type OrtModule, type OrtSession, loadOnnxRuntime, ortThreads } from '../engine/onnxruntime.js';
 import { wholeProcessOrtThreads } from '../engine/ort-threads.js';
 import { addChannelGradient } from '../executor/closed-form.js';
 import { type PlannedPass, runPlannedPass, withPlannedSession } from '../executor/ort-plan.js';
+import { softmaxRows } from '../executor/softmax.js';
 import { preprocessImages } from '../image/preprocess.js';
 import type { EngineReport } from '../model/engine.js';
 import { onnxCacheDir } from '../model/onnx-writer/cache-limit.js';
@@ -129,7 +130,7 @@ export class PlannedCamTask {
    * head's gradient of the class score, the same at every position.
    */
   private explained(pass: PlannedPass): CamOutput[] {
-    const probabilities = pass.probabilities ?? softmax(pass.scores);
+    const probabilities = pass.probabilities ?? softmaxRows(pass.scores, pass.scores.length);
     if (probabilities.some(Number.isNaN) || pass.scores.some(Number.isNaN)) throw new CamvizError("the model's output is not a number (NaN): its weights may be damaged");
     const classes = this.classes.kind === 'explicit' ? this.classes.classes : topClassIndices(probabilities, this.classes.k);
     const { head, channelAxis } = this.plan.pass;
@@ -155,15 +156,4 @@ function sessionMismatch(session: OrtSession, plan: CamPlan): string | undefined
   const outputs = [activationName, scoresName, ...(probabilitiesName === undefined ? [] : [probabilitiesName])];
   if (session.inputNames.includes(inputName) && outputs.every((name) => session.outputNames.includes(name))) return undefined;
   return "the saved graph's input and outputs are not the plan's";
-}
-
-/** The softmax of one row of scores, in float32 as the executor's (computed in double). */
-function softmax(scores: Float32Array): Float32Array {
-  let max = -Infinity;
-  for (const score of scores) if (score > max) max = score;
-  const out = new Float32Array(scores.length);
-  let sum = 0;
-  for (let i = 0; i < scores.length; i++) sum += Math.exp(scores[i]! - max);
-  for (let i = 0; i < scores.length; i++) out[i] = Math.exp(scores[i]! - max) / sum;
-  return out;
 }
