@@ -190,8 +190,8 @@ export class Network implements Executor {
           plan.sourceKeys.forEach((key, i) => feeds.set(key, this.withSourceHooks(key, sources[i]!)));
           after = this.graph.run(feeds, plan.afterFetches, { fuse: false, splitActivation: this.splitActivation, intercept });
           const merged = new Map([...before, ...after]);
-          const forwardValues = this.view(merged, layers, batchOf(inputs));
-          if (values === undefined) values = keepValues(forwardValues, this.reportedProbabilities(forwardValues));
+          const forwardValues = this.view(merged, layers, batchOf(inputs), true);
+          if (values === undefined) values = keepValues(forwardValues, this.score.activation === 'none' ? hostSoftmax(forwardValues.scores) : forwardValues.probabilities);
           return objective(forwardValues);
         })(sourceTensors);
         // The tape frees what it made, but not what a step kept on purpose
@@ -267,8 +267,8 @@ export class Network implements Executor {
     try {
       const outputCount = this.graph.outputKeys.length;
       const [scores, probabilities, ...rest] = tf.tidy(() => {
-        const view = this.view(values, layers, batch);
-        return [view.scores, this.reportedProbabilities(view), ...view.outputs, ...view.layers.values()].map((tensor) => tensor.clone());
+        const view = this.view(values, layers, batch, false);
+        return [view.scores, view.probabilities, ...view.outputs, ...view.layers.values()].map((tensor) => tensor.clone());
       });
       const outputs = rest.slice(0, outputCount);
       return {
@@ -284,24 +284,16 @@ export class Network implements Executor {
   }
 
   /**
-   * The probabilities a pass reports: the model's own output, or, where it
-   * has no softmax, the softmax of its scores taken on the host
-   * (executor/softmax.ts), the same to the bit on every engine and in a
-   * planned run. The view's tf.softmax stays what objectives differentiate
-   * (the probability target).
+   * Forward values that borrow `values` (no copies). Their probabilities:
+   * the model's own output; where it has no softmax, on a tape (`taped`)
+   * tf.softmax of the scores, which an objective may differentiate (the
+   * probability target), else the softmax the passes report (hostSoftmax).
    */
-  private reportedProbabilities(view: ForwardValues): tf.Tensor2D {
-    if (this.score.activation !== 'none') return view.probabilities;
-    const [rows, classes] = view.scores.shape;
-    return tf.tensor2d(softmaxRows(view.scores.dataSync() as Float32Array, classes), [rows, classes]);
-  }
-
-  /** Forward values that borrow `values` (no copies). */
-  private view(values: ReadonlyMap<string, tf.Tensor>, layers: readonly GraphNode[], batch: number): ForwardValues {
+  private view(values: ReadonlyMap<string, tf.Tensor>, layers: readonly GraphNode[], batch: number, taped: boolean): ForwardValues {
     const output = values.get(this.score.outputKey)!;
     const scores = tf.reshape(values.get(this.score.scoreKey)!, [batch, -1]) as tf.Tensor2D;
     const probabilities = (
-      this.score.activation === 'none' ? tf.softmax(scores) : tf.reshape(output, [batch, -1])
+      this.score.activation !== 'none' ? tf.reshape(output, [batch, -1]) : taped ? tf.softmax(scores) : hostSoftmax(scores)
     ) as tf.Tensor2D;
     const layerValues = new Map(layers.map((node) => [node.path, values.get(outputKeyOf(node))!]));
     const outputs = this.graph.outputKeys.map((key) => values.get(key)!);
@@ -342,6 +334,16 @@ function orderGradients(
     handedOut.add(grad);
     return grad;
   });
+}
+
+/**
+ * The probabilities a pass reports where the model has no softmax: the
+ * host's (executor/softmax.ts), the same to the bit on every engine and in
+ * a planned run.
+ */
+function hostSoftmax(scores: tf.Tensor2D): tf.Tensor2D {
+  const [rows, classes] = scores.shape;
+  return tf.tensor2d(softmaxRows(scores.dataSync() as Float32Array, classes), [rows, classes]);
 }
 
 /** Copies of `values` that outlive the tape, with the probabilities the pass reports. */

@@ -9,12 +9,13 @@
 /** The softmax of each row of `classes` scores in `scores` (rows one after another). */
 export function softmaxRows(scores: Float32Array, classes: number): Float32Array {
   const out = new Float32Array(scores.length);
+  const exps = new Float64Array(classes);
   for (let start = 0; start < scores.length; start += classes) {
     let max = -Infinity;
     for (let i = start; i < start + classes; i++) if (scores[i]! > max) max = scores[i]!;
     let sum = 0;
-    for (let i = start; i < start + classes; i++) sum += Math.exp(scores[i]! - max);
-    for (let i = start; i < start + classes; i++) out[i] = Math.exp(scores[i]! - max) / sum;
+    for (let i = 0; i < classes; i++) sum += exps[i] = Math.exp(scores[start + i]! - max);
+    for (let i = 0; i < classes; i++) out[start + i] = exps[i]! / sum;
   }
   return out;
 }
