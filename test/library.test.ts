@@ -12,7 +12,9 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import sharp from 'sharp';
 import {
+  ActivationCamMethod,
   type CamvizModel,
+  GradCam,
   GradientCamMethod,
   type GradientEvidence,
   backward,
@@ -196,6 +198,66 @@ test('a CAM method written as in the README (GradientCamMethod) gives explain()\
   const scale = Math.max(...reference.data);
   assert.ok(scale > 0);
   mine.map.data.forEach((value, i) => assert.ok(Math.abs(value - reference.data[i]!) <= 1e-6 * scale, `cell ${i}`));
+});
+
+test('a subclass of a built-in channel method that overrides weightedActivations or classMap gets its override (the host map is for the base steps only)', async () => {
+  class ZeroGradCam extends GradCam {
+    protected override weightedActivations(evidence: GradientEvidence): tf.Tensor4D {
+      return tf.zerosLike(evidence.activations);
+    }
+  }
+  class NegatedGradCam extends GradCam {
+    protected override classMap(evidence: GradientEvidence, eigenSmooth: boolean): tf.Tensor3D {
+      return tf.neg(super.classMap(evidence, eigenSmooth));
+    }
+  }
+  const image = await loadImage(join(fixtures, 'circle-star.png'), { size: model.meta.inputSize });
+  const input = inputTensor(model, [image.input]);
+  const executor = await model.executor();
+  const request = { input, layers: camTargets(model, []), classes: { kind: 'explicit', classes: [3] } } as const;
+  try {
+    const peak = async (method: GradCam): Promise<number> => Math.max(...(await method.compute(executor, request))[0]![0]!.map.data);
+    assert.ok((await peak(new GradCam())) > 0, 'Grad-CAM itself: a map that is not all zero');
+    assert.equal(await peak(new ZeroGradCam()), 0);
+    // ReLU of the negated sum: the map's positive cells become zero; what remains was negative before.
+    const negated = (await new NegatedGradCam().compute(executor, request))[0]![0]!.map.data;
+    const plain = (await new GradCam().compute(executor, request))[0]![0]!.map.data;
+    plain.forEach((value, i) => assert.ok(value === 0 || negated[i] === 0, `cell ${i}: ${value} and ${negated[i]}`));
+  } finally {
+    input.dispose();
+  }
+});
+
+test('channel weights a method keeps between calls (tf.keep) are left to it: the base reads them, and frees only what the method made', async () => {
+  class UniformCam extends ActivationCamMethod {
+    readonly name = 'uniformcam';
+    readonly weights: tf.Tensor2D;
+    constructor(channels: number) {
+      super();
+      this.weights = tf.keep(tf.ones([1, channels]));
+    }
+    protected override channelWeights(): tf.Tensor2D {
+      return this.weights;
+    }
+  }
+  const image = await loadImage(join(fixtures, 'circle-star.png'), { size: model.meta.inputSize });
+  const input = inputTensor(model, [image.input]);
+  const executor = await model.executor();
+  const layers = camTargets(model, []);
+  const channels = layers[0]!.outputShapes[0]!.at(-1) as number;
+  const method = new UniformCam(channels);
+  const request = { input, layers, classes: { kind: 'explicit', classes: [3] } } as const;
+  try {
+    const first = (await method.compute(executor, request))[0]![0]!.map.data;
+    const before = tf.memory().numTensors;
+    const second = (await method.compute(executor, request))[0]![0]!.map.data;
+    assert.equal(tf.memory().numTensors, before);
+    assert.equal(method.weights.isDisposed, false);
+    assert.deepEqual(Array.from(second), Array.from(first));
+  } finally {
+    input.dispose();
+    method.weights.dispose();
+  }
 });
 
 test('a CAM method that weighs each element (weightedActivations, as HiResCAM) gives explain()\'s HiResCAM map', async () => {

@@ -226,7 +226,7 @@ async function runPlanned(options: BatchRunOptions, images: InputImage[], settle
     const manifestPath = options.manifest ? await saveManifest(options.task.outDir, manifest, log) : undefined;
     const reportFailed = options.report === true && manifestPath !== undefined && !(await saveReport(options.task.outDir, manifest, log));
     const notWritten = options.manifest && manifestPath === undefined ? `${MANIFEST_NAME} not written` : reportFailed ? `${REPORT_NAME} not written` : undefined;
-    const stopped = stopSignal ? (manifest.interrupted ? `stopped by ${stopSignal}` : `${stopSignal} came after the last input`) : stoppedEarly ? 'stopped at the first failure (--fail-fast)' : undefined;
+    const stopped = stopSignal ? (manifest.interrupted ? `stopped by ${stopSignal}` : `${stopSignal} came, but every input was done`) : stoppedEarly ? 'stopped at the first failure (--fail-fast)' : undefined;
     progress.finish(summaryLine(manifest, images.length, (performance.now() - started) / 1000, manifestPath, [notWritten, stopped]));
     const failed = manifest.summary.error > 0 || manifest.summary.inputs < images.length || notWritten !== undefined;
     const exitCode = stopSignal !== undefined ? SIGNAL_EXIT[stopSignal] ?? 1 : failed ? 1 : 0;
@@ -470,7 +470,7 @@ function buildManifest(
     shard: options.shard ? [{ index: options.shard.index, count: options.shard.count }] : null,
     startedAt: startedAt.toISOString(),
     finishedAt: finished ? new Date().toISOString() : null,
-    // A stop that came after the last input lost nothing: the run is whole.
+    // A stop that left no input undone lost nothing: the run is whole.
     interrupted: stopRequested && records.length < images.length,
     summary: summarise(records),
     records,

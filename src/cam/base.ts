@@ -149,7 +149,7 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
 
   /** ReLU of the class map, per image of the batch. */
   private layerMaps(evidence: E, eigenSmooth: boolean): FeatureMap[] {
-    if (this.channelWeights !== undefined && !this.projects(eigenSmooth)) return this.channelMaps(evidence, this.channelWeights);
+    if (this.channelWeights !== undefined && !this.projects(eigenSmooth) && !this.overridesMapSteps()) return this.channelMaps(evidence, this.channelWeights);
     const maps = tf.tidy(() => tf.relu(this.classMap(evidence, eigenSmooth)));
     try {
       const [batch, height, width] = maps.shape;
@@ -161,21 +161,29 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
     }
   }
 
+  /**
+   * Whether a subclass (of a built-in channel method, say) changed how the
+   * weighted activations or their sum are made: its maps then take the
+   * tfjs steps it overrides, not the host's.
+   */
+  private overridesMapSteps(): boolean {
+    return this.weightedActivations !== CamMethod.prototype.weightedActivations || this.classMap !== CamMethod.prototype.classMap;
+  }
+
   /** ReLU(Σ_k w_k A_k) per image of the batch, on the host. */
   private channelMaps(evidence: E, channelWeights: (evidence: E) => tf.Tensor2D): FeatureMap[] {
-    const weights = tf.tidy(() => channelWeights.call(this, evidence));
-    try {
-      const [batch, height, width, channels] = evidence.activations.shape;
-      if (weights.shape[0] !== batch || weights.shape[1] !== channels) throw new Error(`${this.name}: channel weights [${weights.shape.join(', ')}] for activations [${evidence.activations.shape.join(', ')}]`);
-      const weightData = weights.dataSync() as Float32Array;
-      const activations = evidence.activations.dataSync() as Float32Array;
-      const size = height * width * channels;
-      return Array.from({ length: batch }, (_, i) =>
-        channelWeightedMap(activations.subarray(i * size, (i + 1) * size), [1, height, width, channels], 3, weightData.subarray(i * channels, (i + 1) * channels)),
-      );
-    } finally {
-      weights.dispose();
-    }
+    const [batch, height, width, channels] = evidence.activations.shape;
+    // Read inside the scope: what the method made is freed, a tensor it keeps (cached weights) is left to it.
+    const weights = tf.tidy(() => {
+      const tensor = channelWeights.call(this, evidence);
+      if (tensor.shape[0] !== batch || tensor.shape[1] !== channels) throw new Error(`${this.name}: channel weights [${tensor.shape.join(', ')}] for activations [${evidence.activations.shape.join(', ')}]`);
+      return tensor.dataSync() as Float32Array;
+    });
+    const activations = evidence.activations.dataSync() as Float32Array;
+    const size = height * width * channels;
+    return Array.from({ length: batch }, (_, i) =>
+      channelWeightedMap(activations.subarray(i * size, (i + 1) * size), [1, height, width, channels], 3, weights.subarray(i * channels, (i + 1) * channels)),
+    );
   }
 }
 
