@@ -170,6 +170,15 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
     return this.weightedActivations !== CamMethod.prototype.weightedActivations || this.classMap !== CamMethod.prototype.classMap;
   }
 
+  /** Activations read from tfjs, once for all class ranks of a request (a tensor's values never change). */
+  private readonly hostActivations = new WeakMap<tf.Tensor, Float32Array>();
+
+  private hostValues(tensor: tf.Tensor4D): Float32Array {
+    let values = this.hostActivations.get(tensor);
+    if (values === undefined) this.hostActivations.set(tensor, (values = tensor.dataSync() as Float32Array));
+    return values;
+  }
+
   /** ReLU(Σ_k w_k A_k) per image of the batch, on the host. */
   private channelMaps(evidence: E, channelWeights: (evidence: E) => tf.Tensor2D): FeatureMap[] {
     const [batch, height, width, channels] = evidence.activations.shape;
@@ -179,7 +188,7 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
       if (tensor.shape[0] !== batch || tensor.shape[1] !== channels) throw new Error(`${this.name}: channel weights [${tensor.shape.join(', ')}] for activations [${evidence.activations.shape.join(', ')}]`);
       return tensor.dataSync() as Float32Array;
     });
-    const activations = evidence.activations.dataSync() as Float32Array;
+    const activations = this.hostValues(evidence.activations);
     const size = height * width * channels;
     return Array.from({ length: batch }, (_, i) =>
       channelWeightedMap(activations.subarray(i * size, (i + 1) * size), [1, height, width, channels], 3, weights.subarray(i * channels, (i + 1) * channels)),
