@@ -14,19 +14,15 @@ export class GradCamPlusPlus extends GradientCamMethod {
 
   /** w_k [B, C]. */
   protected override channelWeights(evidence: GradientEvidence): tf.Tensor2D {
-    return plusPlusWeights(evidence);
+    return tf.tidy(() => {
+      const grads = evidence.gradients;
+      const [batch, , , channels] = grads.shape;
+      const squared = tf.square(grads);
+      const cubed = tf.mul(squared, grads);
+      const activationSum = tf.reshape(spatialSum(evidence.activations), [batch, 1, 1, channels]);
+      const alpha = tf.div(squared, tf.add(tf.add(tf.mul(squared, 2), tf.mul(activationSum, cubed)), EPSILON));
+      const gatedAlpha = tf.where(tf.notEqual(grads, 0), alpha, tf.zerosLike(alpha));
+      return spatialSum(tf.mul(tf.relu(grads), gatedAlpha));
+    });
   }
-}
-
-function plusPlusWeights(evidence: GradientEvidence): tf.Tensor2D {
-  return tf.tidy(() => {
-    const grads = evidence.gradients;
-    const [batch, , , channels] = grads.shape;
-    const squared = tf.square(grads);
-    const cubed = tf.mul(squared, grads);
-    const activationSum = tf.reshape(spatialSum(evidence.activations), [batch, 1, 1, channels]);
-    const alpha = tf.div(squared, tf.add(tf.add(tf.mul(squared, 2), tf.mul(activationSum, cubed)), EPSILON));
-    const gatedAlpha = tf.where(tf.notEqual(grads, 0), alpha, tf.zerosLike(alpha));
-    return spatialSum(tf.mul(tf.relu(grads), gatedAlpha));
-  });
 }

@@ -45,11 +45,18 @@ export class CamOutputWriter {
   ) {}
 
   /**
-   * Draws and writes one output of `item` into `outputs`, adding the time
-   * it took to `timings`; `lastOfImage`: the picture may be blended over the
-   * image's decoded pixels, which nothing reads afterwards.
+   * Draws and writes every output of `item` into `outputs`, in order, adding
+   * the time it took to `timings`: a record each. The last picture may be
+   * blended over the image's decoded pixels, which nothing reads afterwards.
    */
-  async write(item: DecodedInput, output: CamOutput, outputs: OutputSet, timings: { render: number; encode: number }, lastOfImage: boolean): Promise<CamResultRecord> {
+  async writeAll(item: DecodedInput, explained: readonly CamOutput[], outputs: OutputSet, timings: { render: number; encode: number }): Promise<CamResultRecord[]> {
+    const records: CamResultRecord[] = [];
+    for (const [i, output] of explained.entries()) records.push(await this.write(item, output, outputs, timings, i === explained.length - 1));
+    return records;
+  }
+
+  /** One output of `writeAll`; `lastOfImage`: its picture may be blended over the image's decoded pixels. */
+  private async write(item: DecodedInput, output: CamOutput, outputs: OutputSet, timings: { render: number; encode: number }, lastOfImage: boolean): Promise<CamResultRecord> {
     const renderStarted = performance.now();
     const { classIndex, map, gradient } = output;
     const stem = `${outputStem(this.options.outDir, item.input.relative)}.${this.method}.${targetFileSuffix(output.target)}`;

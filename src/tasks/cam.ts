@@ -135,13 +135,9 @@ export class CamTask {
     const timings = { ...item.timings, ...model, render: 0, encode: 0 };
     const target = (await this.target)!;
     return recordOutputs(item, this.options.outDir, timings, async (outputs) => {
-      const records: CamResultRecord[] = [];
-      // The last picture of the image may be blended over its decoded pixels: nothing reads them afterwards.
-      for (const [i, explanation] of explanations.entries()) {
-        const output = { ...explanation, target: target.describe(explanation.classIndex), label: this.targetChoice.labels?.[explanation.classIndex] ?? null };
-        const record = await this.writer.write(item, output, outputs, timings, i === explanations.length - 1);
-        records.push({ ...record, ...metricsField(explanation) });
-      }
+      const explained = explanations.map((explanation) => ({ ...explanation, target: target.describe(explanation.classIndex), label: this.targetChoice.labels?.[explanation.classIndex] ?? null }));
+      const written = await this.writer.writeAll(item, explained, outputs, timings);
+      const records: CamResultRecord[] = written.map((record, i) => ({ ...record, ...metricsField(explanations[i]!) }));
       return { predictions: predictionsOf(records), results: records };
     });
   }

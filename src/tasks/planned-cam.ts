@@ -117,9 +117,7 @@ export class PlannedCamTask {
     }
     const all = { ...item.timings, ...timings, render: 0, encode: 0 };
     return recordOutputs(item, this.options.outDir, all, async (outputs) => {
-      const records = [];
-      // The last picture of the image may be blended over its decoded pixels: nothing reads them afterwards.
-      for (const [i, output] of explained.entries()) records.push(await this.writer.write(item, output, outputs, all, i === explained.length - 1));
+      const records = await this.writer.writeAll(item, explained, outputs, all);
       return { predictions: predictionsOf(records), results: records };
     });
   }
