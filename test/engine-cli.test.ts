@@ -158,6 +158,16 @@ describe('choosing the engine on the command line', () => {
     assert.equal(quiet.stderr, '');
   });
 
+  test('an ONNX Runtime that never answers: the run ends saying so, exit 1, and leaves no lock in its output folder', async () => {
+    const stuck = join(workDir, 'stuck-ort.cjs');
+    await writeFile(stuck, "module.exports = { InferenceSession: { create: () => new Promise(() => {}) }, Tensor: class {}, env: { versions: { common: '1.31.1' } } };\n");
+    const out = join(workDir, 'stuck-out');
+    const run = await camviz(['gradcam', images, '--model', tinyModel, '--engine', 'onnxruntime', '--out', out, '--jobs', '1'], { CAMVIZ_ORT_MODULE: stuck });
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(run.stderr, /internal error: the command stopped before it finished/);
+    assert.equal(existsSync(join(out, '.camviz.lock')), false, 'the lock was removed at exit');
+  });
+
   test('doctor shows the onnxruntime line: its version and providers, or why it is absent', async () => {
     const missing = await camviz(['doctor'], { CAMVIZ_ORT_MODULE: MISSING_ORT });
     assert.equal(missing.code, 0, missing.stderr);
@@ -169,6 +179,67 @@ describe('choosing the engine on the command line', () => {
     const present = await camviz(['doctor']);
     assert.match(present.stdout, new RegExp(`^onnxruntime: loaded onnxruntime-node ${ortStatus.version.replace(/\./g, '\\.')}, providers cpu`, 'm'));
   });
+});
+
+describe('a model that takes one image at a time though its input says any number (a Reshape to batch 1)', () => {
+  const engines = ortStatus.available ? ['tfjs', 'onnxruntime'] : ['tfjs'];
+  let batchOneModel: string;
+  before(async () => {
+    batchOneModel = join(workDir, 'batch-one.onnx');
+    await writeFile(batchOneModel, tinyClassifier(false, 'reshape-to-batch-1'));
+  });
+
+  for (const engine of engines) {
+    test(`${engine}: a folder run in batches of 4 fails no image, and each image's predictions are its own run's; nothing but camviz's lines on stderr`, async () => {
+      const alone: unknown[] = [];
+      for (const name of await readdir(images)) {
+        const run = await camviz(['predict', join(images, name), '--model', batchOneModel, '--engine', engine, '--json']);
+        assert.equal(run.code, 0, run.stderr);
+        alone.push(...(JSON.parse(run.stdout) as { predictions: unknown }[]).map((record) => record.predictions));
+      }
+      const predicted = await camviz(['predict', images, '--model', batchOneModel, '--engine', engine, '--batch-size', '4', '--jobs', '1', '--json']);
+      assert.equal(predicted.code, 0, predicted.stderr);
+      assert.deepEqual((JSON.parse(predicted.stdout) as { predictions: unknown }[]).map((record) => record.predictions), alone);
+      for (const command of ['gradcam', 'fmap']) {
+        const out = join(workDir, `batch-one-${engine}-${command}`);
+        const layer = command === 'fmap' ? ['--layer', 'relu'] : [];
+        const run = await camviz([command, images, ...layer, '--model', batchOneModel, '--engine', engine, '--batch-size', '4', '--jobs', '1', '--out', out]);
+        assert.equal(run.code, 0, run.stderr);
+        const foreign = run.stderr.split('\n').filter((line) => line !== '' && !line.startsWith('camviz: '));
+        assert.deepEqual(foreign, [], 'no line from ONNX Runtime\'s own logger');
+        const manifest = await readManifest(out);
+        assert.equal(manifest.summary.ok, 2);
+        assert.equal(manifest.engine?.kind, engine);
+      }
+    });
+  }
+});
+
+describe('the input sides a graph fixes', () => {
+  const engines = ortStatus.available ? ['tfjs', 'onnxruntime'] : ['tfjs'];
+
+  test('--size that contradicts a fixed side is a usage error naming the model and its size, on every engine', async () => {
+    for (const engine of [...engines, 'auto']) {
+      const run = await camviz(['predict', join(images, 'noise-1.png'), '--model', tinyModel, '--size', '32', '--engine', engine]);
+      assertUsageError(run, /--size 32x32 does not fit the model's input 'input', fixed at 16x16 \(width x height\): give that size, or export the model with dynamic sides \(.*tiny\.onnx\)/);
+    }
+    // The size it declares is fine.
+    const run = await camviz(['predict', join(images, 'noise-1.png'), '--model', tinyModel, '--size', '16']);
+    assert.equal(run.code, 0, run.stderr);
+  });
+
+  for (const engine of engines) {
+    test(`${engine}: one side fixed and one given as -1 (unknown): the run takes the fixed side for both, as the model alone`, async () => {
+      const oneSide = join(workDir, 'one-side.onnx');
+      await writeFile(oneSide, tinyClassifier(false, 'flatten', [-1, 16]));
+      const layers = await camviz(['layers', '--model', oneSide, '--json']);
+      assert.equal(layers.code, 0, layers.stderr);
+      const ran = await camviz(['predict', join(images, 'noise-1.png'), '--model', oneSide, '--engine', engine, '--json']);
+      const reference = await camviz(['predict', join(images, 'noise-1.png'), '--model', tinyModel, '--engine', engine, '--json']);
+      assert.equal(ran.code, 0, ran.stderr);
+      assert.deepEqual(JSON.parse(ran.stdout)[0].predictions, JSON.parse(reference.stdout)[0].predictions);
+    });
+  }
 });
 
 describe('per-model fallback and threads', { skip: skipWithoutOrt }, () => {

@@ -6,7 +6,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -140,6 +141,36 @@ describe('report data and thumbnails (no browser)', () => {
     const record: InputRecord = { input: join(root, 'in.png'), relative: 'in.png', status: 'ok', outputs: [], timings: {} };
     await writeReport(join(root, 'out'), baseManifest('predict', [record]));
     assert.equal(await readFile(thumb, 'utf8'), 'placeholder thumbnail');
+  });
+
+  test('a thumbnail older than its input is made again (the input was replaced); one newer is kept', async () => {
+    const root = join(workDir, 'stale');
+    const input = join(root, 'in.png');
+    await gradientImage(input, 64, 32, 'png');
+    const thumb = join(root, 'out', thumbnailPath('in.png'));
+    await mkdir(dirname(thumb), { recursive: true });
+    await writeFile(thumb, 'the old input\'s thumbnail');
+    const old = new Date(Date.now() - 60_000);
+    await utimes(thumb, old, old);
+    const record: InputRecord = { input, relative: 'in.png', status: 'ok', outputs: [], timings: {} };
+    await writeReport(join(root, 'out'), baseManifest('predict', [record]));
+    const meta = await sharp(thumb).metadata();
+    assert.deepEqual([meta.format, meta.width, meta.height], ['jpeg', 64, 32]);
+  });
+
+  test('an input that is a FIFO, or above the pixel limit, gets no thumbnail, and the report is written', { skip: process.platform === 'win32' ? 'no FIFOs' : false }, async () => {
+    const root = join(workDir, 'hostile-inputs');
+    await mkdir(root, { recursive: true });
+    const fifo = join(root, 'pipe.png');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0, 'mkfifo');
+    // 12000x12000 = 144 megapixels declared in a small PNG: over the 100 MP limit, refused from its header.
+    const huge = join(root, 'huge.png');
+    await sharp({ create: { width: 12000, height: 12000, channels: 3, background: '#808080' } }).png({ compressionLevel: 9 }).toFile(huge);
+    const records: InputRecord[] = ['pipe.png', 'huge.png'].map((name) => ({ input: join(root, name), relative: name, status: 'error', outputs: [], timings: {}, error: 'x' }));
+    // Before, the FIFO's open blocked a libuv thread for good, and this never returned.
+    await writeReport(join(root, 'out'), baseManifest('predict', records));
+    assert.equal(existsSync(join(root, 'out', thumbnailPath('pipe.png'))), false);
+    assert.equal(existsSync(join(root, 'out', thumbnailPath('huge.png'))), false);
   });
 
   test('a relative path that climbs out of the folder gets no thumbnail written outside it', async () => {

@@ -7,7 +7,7 @@
  * the temporary files such a dead process left behind.
  */
 import { randomBytes } from 'node:crypto';
-import type { Dirent } from 'node:fs';
+import { type Dirent, readlinkSync, unlinkSync } from 'node:fs';
 import { readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -43,7 +43,7 @@ export async function acquireRunLock(outDir: string, note: (message: string) => 
   const path = join(outDir, LOCK_NAME);
   const owner: LockOwner = { pid: process.pid, host: hostname(), token: randomBytes(4).toString('hex') };
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-    if (await createExclusive(path, formatOwner(owner))) return { path, release: () => releaseLock(path, owner) };
+    if (await createExclusive(path, formatOwner(owner))) return heldLock(path, owner);
     const text = await readLock(path);
     if (text === undefined) continue; // released meanwhile: try again
     const holder = parseOwner(text);
@@ -125,6 +125,33 @@ async function takeOver(path: string, staleText: string): Promise<boolean> {
 async function putBack(aside: string, path: string): Promise<void> {
   const content = await readLock(aside);
   if (content !== undefined) await createExclusive(path, content).catch(() => false);
+}
+
+/**
+ * The lock as taken, also removed when the process exits without releasing
+ * it: a command left waiting on something that never answers ends through
+ * 'exit' (cli/run.ts), and its lock made the next run say it took over a
+ * dead run's lock. (A kill -9 still leaves it, for the next run to take over.)
+ */
+function heldLock(path: string, owner: LockOwner): RunLock {
+  const atExit = (): void => releaseLockSync(path, owner);
+  process.on('exit', atExit);
+  return {
+    path,
+    release: async () => {
+      process.off('exit', atExit);
+      await releaseLock(path, owner);
+    },
+  };
+}
+
+/** releaseLock inside 'exit', where nothing asynchronous runs: a link's target is read, a file lock is left alone. */
+function releaseLockSync(path: string, owner: LockOwner): void {
+  try {
+    if (parseOwner(readlinkSync(path))?.token === owner.token) unlinkSync(path);
+  } catch {
+    // Not a link (a file lock, where links need privileges), or gone: nothing more can be done at exit.
+  }
 }
 
 async function releaseLock(path: string, owner: LockOwner): Promise<void> {

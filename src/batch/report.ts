@@ -17,6 +17,7 @@ import { VERSION } from '../util/version.js';
 import { METRIC_KEYS, type MetricsRecord } from '../metrics/names.js';
 import { type Manifest, REPORT_DIR, REPORT_NAME } from './manifest.js';
 import { makeFolders } from '../util/make-folders.js';
+import { loadPicture } from '../image/image.js';
 
 export { REPORT_DIR, REPORT_NAME } from './manifest.js';
 /** Longest side of the input thumbnails, in pixels. */
@@ -213,18 +214,26 @@ async function ensureThumbnails(outDir: string, records: readonly InputRecord[])
   return have;
 }
 
+/** Whether a thumbnail exists and is newer than its input (kept as it is when the input cannot be found: a merged run's, from another machine). */
+async function upToDate(thumbnail: string, input: string): Promise<boolean> {
+  const made = await stat(thumbnail).catch(() => undefined);
+  if (made?.isFile() !== true || made.size === 0) return false;
+  const source = await stat(input).catch(() => undefined);
+  return source === undefined || source.mtimeMs <= made.mtimeMs;
+}
+
 async function ensureThumbnail(outDir: string, record: InputRecord): Promise<boolean> {
   const target = resolve(outDir, thumbnailPath(record.relative));
   // A manifest is data: a relative path must not lead the writer out of the report folder.
   const inside = relative(resolve(outDir, REPORT_DIR), target);
   if (inside === '' || inside.startsWith('..') || isAbsolute(inside) || inside.split(sep).includes('..')) return false;
-  const existing = await stat(target).catch(() => undefined);
-  if (existing?.isFile() && existing.size > 0) return true;
+  const input = resolve(record.input);
+  if (await upToDate(target, input)) return true;
   try {
-    const jpeg = await sharp(resolve(record.input))
-      .rotate()
-      .resize(THUMBNAIL_SIZE, THUMBNAIL_SIZE, { fit: 'inside', withoutEnlargement: true })
-      .flatten({ background: '#ffffff' })
+    // Decoded as a run decodes its inputs: a regular file only (a FIFO would block the thread that opens it, for good),
+    // the pixel limit from its header, shrunk while decoding.
+    const picture = await loadPicture(input, THUMBNAIL_SIZE);
+    const jpeg = await sharp(picture.rgb, { raw: { width: picture.width, height: picture.height, channels: 3 } })
       .jpeg({ quality: 80 })
       .toBuffer();
     await makeFolders(dirname(target));

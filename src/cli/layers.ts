@@ -5,6 +5,7 @@ import { releaseBackend } from '../engine/release.js';
 import { openTaskContext } from '../tasks/context.js';
 import { type ModelOptions, checkModelOptions, printJson } from './common.js';
 import { modelSpec } from './run-command.js';
+import { printable } from '../util/text.js';
 
 export async function runLayers(options: ModelOptions & { json?: boolean }): Promise<number> {
   checkModelOptions(options);
@@ -19,11 +20,13 @@ export async function runLayers(options: ModelOptions & { json?: boolean }): Pro
       return 0;
     }
     const shape = (dims: (number | null)[]): string => `[${dims.map((dim) => dim ?? '?').join(', ')}]`;
-    const nameWidth = Math.max(4, ...layers.map((layer) => layer.name.length));
-    const classWidth = Math.max(5, ...layers.map((layer) => layer.className.length));
-    const moduleWidth = Math.max(0, ...layers.map((layer) => (layer.module === undefined ? 0 : Math.max(6, layer.module.length))));
+    // Names come from the model file: escaped, so that one cannot break the table's rows or drive the terminal.
+    const shown = layers.map((layer) => ({ ...layer, name: printable(layer.name), className: printable(layer.className), module: layer.module === undefined ? undefined : printable(layer.module) }));
+    const nameWidth = Math.max(4, ...shown.map((layer) => layer.name.length));
+    const classWidth = Math.max(5, ...shown.map((layer) => layer.className.length));
+    const moduleWidth = Math.max(0, ...shown.map((layer) => (layer.module === undefined ? 0 : Math.max(6, layer.module.length))));
     const moduleColumn = (text: string): string => (moduleWidth === 0 ? '' : `${text.padEnd(moduleWidth)}  `);
-    const rows = layers.map(
+    const rows = shown.map(
       (layer) =>
         `${layer.name.padEnd(nameWidth)}  ${moduleColumn(layer.module ?? '')}${layer.className.padEnd(classWidth)}  ${shape(layer.outputShape).padEnd(22)} ${String(layer.params).padStart(9)}  ${
           layer.default ? 'CAM (default)' : layer.camTarget ? 'CAM' : ''
@@ -32,7 +35,7 @@ export async function runLayers(options: ModelOptions & { json?: boolean }): Pro
     const header = `${'name'.padEnd(nameWidth)}  ${moduleColumn('module')}${'class'.padEnd(classWidth)}  ${'output'.padEnd(22)} ${'params'.padStart(9)}  target`;
     const scoreLayer = model.network().score.scoreLayer;
     const total = layers.reduce((sum, layer) => sum + layer.params, 0);
-    process.stdout.write(`${header}\n${rows.join('\n')}\n${layers.length} layers, ${total} parameters; score layer: ${model.onnx?.nodeNames.get(scoreLayer) ?? scoreLayer}\n`);
+    process.stdout.write(`${header}\n${rows.join('\n')}\n${layers.length} layers, ${total} parameters; score layer: ${printable(model.onnx?.nodeNames.get(scoreLayer) ?? scoreLayer)}\n`);
     return 0;
   } finally {
     model.dispose();

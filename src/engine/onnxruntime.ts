@@ -59,7 +59,7 @@ export interface OrtSessionCreateOptions {
   readonly extra: Readonly<Record<string, string>>;
   /** Where ORT saves the graph it optimised. */
   readonly optimizedModelFilePath?: string;
-  /** 3: errors only (saving a level-"all" graph warns that it is for this machine only, which is how camviz keeps it). */
+  /** 0 verbose .. 4 fatal only; camviz runs at 4 (see sessionOptions). */
   readonly logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
 }
 
@@ -217,6 +217,11 @@ export function sessionOptions(threads: number, tuning: SessionTuning = {}): Ort
     executionMode: 'sequential',
     enableCpuMemArena: true,
     enableMemPattern: tuning.memoryPattern ?? true,
+    // Fatal only: a pass that fails throws, and camviz reports it once on its
+    // own line; ORT's logger also wrote each failure to stderr, coloured, over
+    // two lines. (Its warnings are for developers: saving a level-"all" graph
+    // warns that it is for this machine only, which is how camviz keeps it.)
+    logSeverityLevel: 4,
     // onnxruntime-node passes `extra` as flat string config entries.
     extra: {
       'session.intra_op.allow_spinning': '0',
@@ -347,7 +352,7 @@ async function createSession(ort: OrtModule, cacheKey: string, bytes: () => Uint
   );
   if (temporary === undefined) return ort.InferenceSession.create(bytes(), options);
   try {
-    const saving = { ...options, extra: { ...options.extra, ...SAVED_GRAPH_SAVE }, optimizedModelFilePath: temporary, logSeverityLevel: 3 } as const;
+    const saving = { ...options, extra: { ...options.extra, ...SAVED_GRAPH_SAVE }, optimizedModelFilePath: temporary } as const;
     // Read once: `bytes()` may read and check the model's file.
     const model = bytes();
     const session = await ort.InferenceSession.create(model, saving).catch(() => undefined);

@@ -80,6 +80,24 @@ export async function loadImage(path: string, options: ImageLoadOptions): Promis
   return { path, original, sourceSize, input, geometry, format };
 }
 
+/**
+ * The picture of an image file alone, without a model input: as
+ * `loadImage` decodes its original, with the same checks (a regular file,
+ * its header, the pixel limit), its long side shrunk to `maxSide` while
+ * decoding. For pictures of inputs beside a run's outputs (a report's
+ * thumbnails).
+ */
+export async function loadPicture(path: string, maxSide: number, maxPixels = DEFAULT_MAX_PIXELS): Promise<LoadedImage['original']> {
+  // The model input's size is not used: no model input is made.
+  const settings = checkOptions({ size: { width: 1, height: 1 }, maxOverlaySide: maxSide, maxPixels });
+  const file = await checkFile(path);
+  try {
+    return (await decodeFile(file, path, settings)).original;
+  } finally {
+    await file.release();
+  }
+}
+
 /** The checked file's header, checked against the pixel limit, and its pixels at the overlay's size. */
 async function decodeFile(file: CheckedFile, path: string, settings: LoadSettings): Promise<{ format: SupportedFormat; sourceSize: Size; original: Original }> {
   const metadata = await readHeader(file, path);

@@ -258,7 +258,7 @@ function graphModelOf(
  * preprocessing; the size comes from the graph's input when fixed.
  */
 async function loadOnnxModel(spec: string, onnxPath: string, options: LoadOptions): Promise<CamvizModel> {
-  const { buildChecked, readCheckedOnnx } = await import('./onnx/load.js');
+  const { buildChecked, checkInputFits, readCheckedOnnx } = await import('./onnx/load.js');
   const checked = await readCheckedOnnx(onnxPath);
   const { input } = checked;
   const camvizJson = await readCamvizJson(onnxPath);
@@ -273,6 +273,8 @@ async function loadOnnxModel(spec: string, onnxPath: string, options: LoadOption
     ...(camvizJson === undefined ? {} : { camvizJson }),
     overrides: options,
   });
+  const given = options.size !== undefined ? 'option' : camvizJson?.inputSize !== undefined ? 'camviz.json' : undefined;
+  if (given !== undefined) checkInputFits(input, meta.inputSize, onnxPath, given);
   const built = buildChecked(checked, meta.inputSize);
   setLayerAliases(built.layersModel, built.layerNames);
   const withTarget = meta.targetLayer !== undefined || built.defaultLayer === undefined ? meta : { ...meta, targetLayer: built.defaultLayer };

@@ -140,6 +140,9 @@ function resolveInputSize(
   const height = inputShape?.[1];
   const width = inputShape?.[2];
   if (typeof height === 'number' && typeof width === 'number') return { width, height };
+  // One side fixed: square at that side, rather than a default the fixed side would contradict.
+  if (typeof height === 'number') return { width: height, height };
+  if (typeof width === 'number') return { width, height: width };
   if (formatDefault !== undefined) return sizeFromJson(formatDefault);
   throw new CamvizError('the model accepts any input size: give --size (or inputSize in camviz.json)', { file });
 }

@@ -15,7 +15,7 @@ import { loadImage } from '../image/image.js';
 import type { GraphNode } from '../executor/graph.js';
 import { inputChannels, inputTensor } from '../model/predict.js';
 import { plannable, writeCamPlan } from './cam-plan.js';
-import { type DecodedInput, type TaskContext, decodeBatch, recordOutputs } from './common.js';
+import { type Batching, type DecodedInput, type TaskContext, decodeBatch, modelWorkInParts, recordOutputs } from './common.js';
 import { CamOutputWriter, predictionsOf } from './cam-outputs.js';
 import { errorRecord, inBatchOrder } from './records.js';
 import { metricsField, withMetrics } from '../metrics/runner.js';
@@ -59,20 +59,22 @@ export class CamTask {
 
   async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
     const { decoded, failed } = await decodeBatch(batch, this.context, this.options);
-    if (decoded.length === 0) return { records: failed, summaries: [] };
-    let computed: ExplainBatch;
-    try {
-      computed = await this.compute(decoded);
-    } catch (error) {
-      return { records: [...failed, ...decoded.map((item) => errorRecord(item.input, error, item.timings))], summaries: [] };
+    const records: InputRecord[] = [];
+    for (const part of await modelWorkInParts(decoded, this.batching, (items) => this.compute(items))) {
+      if ('error' in part) {
+        records.push(...part.items.map((item) => errorRecord(item.input, part.error, item.timings)));
+        continue;
+      }
+      const { explanations, timings } = part.value;
+      const perImage = { forward: timings.forward / part.items.length, backward: timings.backward / part.items.length };
+      records.push(...(await Promise.all(part.items.map((item, i) => this.writeOutputs(item, explanations[i]!, perImage)))));
     }
-    const perImage = { forward: computed.timings.forward / decoded.length, backward: computed.timings.backward / decoded.length };
-    const records = await Promise.all(decoded.map((item, i) => this.writeOutputs(item, computed.explanations[i]!, perImage)));
     if (records.some((record) => record.status === 'ok')) await this.writePlanOnce();
     return { records: inBatchOrder(batch, [...failed, ...records]), summaries: [] };
   }
 
   private planWritten = false;
+  private readonly batching: Batching = { oneAtATime: false };
 
   /**
    * Once a plannable request has run on ONNX Runtime, writes the model's

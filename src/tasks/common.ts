@@ -116,6 +116,53 @@ export async function decodeBatch(
   return { decoded: outcomes.filter((outcome): outcome is DecodedInput => 'image' in outcome), failed };
 }
 
+/** A part of a batch's model work: its images and the work's value for them, or one image and its error. */
+export type ModelWorkPart<T> =
+  | { readonly items: readonly DecodedInput[]; readonly value: T }
+  | { readonly items: readonly [DecodedInput]; readonly error: unknown };
+
+/** A task's choice between whole batches and one image at a time, kept for its run. */
+export interface Batching {
+  oneAtATime: boolean;
+}
+
+/**
+ * A batch's model work (`work` of its images), in parts: all of them at
+ * once; or, where that fails for several images, each image alone, so that
+ * an image that breaks its batch fails only itself, and a model that takes
+ * one image at a time though its input says any number (a Reshape to batch
+ * 1, as `x.view(1, -1)` exports) fails none. When every image of a failed
+ * batch succeeds alone, the batch size was the problem: the rest of the run
+ * goes one image at a time (`batching`), without failing each batch first.
+ */
+export async function modelWorkInParts<T>(
+  decoded: readonly DecodedInput[],
+  batching: Batching,
+  work: (items: readonly DecodedInput[]) => Promise<T>,
+): Promise<ModelWorkPart<T>[]> {
+  if (decoded.length === 0) return [];
+  if (decoded.length === 1 || batching.oneAtATime) return eachAlone(decoded, work);
+  try {
+    return [{ items: decoded, value: await work(decoded) }];
+  } catch {
+    const parts = await eachAlone(decoded, work);
+    if (parts.every((part) => 'value' in part)) batching.oneAtATime = true;
+    return parts;
+  }
+}
+
+async function eachAlone<T>(decoded: readonly DecodedInput[], work: (items: readonly DecodedInput[]) => Promise<T>): Promise<ModelWorkPart<T>[]> {
+  const parts: ModelWorkPart<T>[] = [];
+  for (const item of decoded) {
+    try {
+      parts.push({ items: [item], value: await work([item]) });
+    } catch (error) {
+      parts.push({ items: [item], error });
+    }
+  }
+  return parts;
+}
+
 let retries: Promise<unknown> = Promise.resolve();
 
 /** Runs `fn` after the previous call's `fn` has finished (a queue of one). */

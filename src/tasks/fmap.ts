@@ -18,8 +18,10 @@ import {
   type DecodedInput,
   type OutputSet,
   type TaskContext,
+  type Batching,
   decodeBatch,
   elapsedSince,
+  modelWorkInParts,
   fileSafe,
   outputStem,
   recordOutputs,
@@ -31,6 +33,7 @@ const CONV_CLASSES = new Set(['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'C
 
 export class FmapTask {
   readonly layers: GraphNode[];
+  private readonly batching: Batching = { oneAtATime: false };
 
   constructor(
     private readonly context: TaskContext,
@@ -41,19 +44,22 @@ export class FmapTask {
 
   async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
     const { decoded, failed } = await decodeBatch(batch, this.context, this.options);
-    if (decoded.length === 0) return { records: failed, summaries: [] };
-    let activations: Activation[][];
-    let forward: number;
-    try {
-      const started = performance.now();
-      activations = await this.capture(decoded);
-      forward = elapsedSince(started) / decoded.length;
-    } catch (error) {
-      return { records: [...failed, ...decoded.map((item) => errorRecord(item.input, error, item.timings))], summaries: [] };
-    }
+    const records: InputRecord[] = [];
     const summaries: SummaryImage[] = [];
-    const written = await Promise.all(decoded.map((item, i) => this.writeOutputs(item, activations[i]!, forward, summaries)));
-    return { records: inBatchOrder(batch, [...failed, ...written]), summaries };
+    const timedCapture = async (items: readonly DecodedInput[]): Promise<{ activations: Activation[][]; forward: number }> => {
+      const started = performance.now();
+      const activations = await this.capture(items);
+      return { activations, forward: elapsedSince(started) / items.length };
+    };
+    for (const part of await modelWorkInParts(decoded, this.batching, timedCapture)) {
+      if ('error' in part) {
+        records.push(...part.items.map((item) => errorRecord(item.input, part.error, item.timings)));
+        continue;
+      }
+      const { activations, forward } = part.value;
+      records.push(...(await Promise.all(part.items.map((item, i) => this.writeOutputs(item, activations[i]!, forward, summaries)))));
+    }
+    return { records: inBatchOrder(batch, [...failed, ...records]), summaries };
   }
 
   /** Per image, per layer: the activation [H, W, C] as a flat array, with its shape. */

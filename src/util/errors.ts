@@ -3,6 +3,8 @@
  * `camviz: <what> (<file>)`, so that a folder run's log stays readable and
  * scripts can grep it.
  */
+import { oneLine, printable } from './text.js';
+
 export interface CamvizErrorOptions {
   /** The file or folder the problem is about, if any. */
   file?: string;
@@ -20,9 +22,10 @@ export class CamvizError extends Error {
     this.file = options.file;
   }
 
-  /** The one-line form, without the `camviz:` prefix. */
+  /** The one-line form, without the `camviz:` prefix (names a model or file supplies may hold newlines or escapes). */
   describe(): string {
-    return this.file === undefined ? this.message : `${this.message} (${this.file})`;
+    const message = oneLine(this.message, Infinity);
+    return this.file === undefined ? message : `${message} (${printable(this.file)})`;
   }
 }
 
@@ -39,15 +42,11 @@ export class UsageError extends CamvizError {
 /** One line for any thrown value; unexpected errors keep their own message. */
 export function describeError(error: unknown): string {
   if (error instanceof CamvizError) return error.describe();
-  if (error instanceof Error) return firstLine(error.message);
-  return firstLine(String(error));
+  if (error instanceof Error) return oneLine(error.message);
+  return oneLine(String(error));
 }
 
 export function exitCodeOf(error: unknown): number {
   return error instanceof CamvizError ? error.exitCode : 1;
 }
 
-function firstLine(text: string): string {
-  const line = text.split('\n').find((part) => part.trim() !== '');
-  return (line ?? text).trim();
-}

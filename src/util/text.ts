@@ -24,3 +24,32 @@ export function closestMatches(wanted: string, candidates: readonly string[], co
     .slice(0, count)
     .map((entry) => entry.candidate);
 }
+
+/**
+ * Text from outside camviz (a model's node names, a library's error) made
+ * safe for a terminal line: control characters (newlines, ANSI escapes)
+ * written as escapes, so that a model cannot forge table rows or colour
+ * the terminal.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (char) => {
+    const code = char.charCodeAt(0);
+    return code === 0x0a ? '\\n' : code === 0x09 ? '\\t' : code === 0x0d ? '\\r' : `\\x${code.toString(16).padStart(2, '0')}`;
+  });
+}
+
+/**
+ * A message of several lines as one: its non-empty lines, trimmed, joined
+ * by spaces (ONNX Runtime puts the useful part of "Got invalid dimensions"
+ * on its second line), made printable and cut at `limit` characters.
+ */
+export function oneLine(text: string, limit = 500): string {
+  const joined = printable(
+    text
+      .split(/\r?\n/)
+      .map((line) => line.trim())
+      .filter((line) => line !== '')
+      .join(' '),
+  );
+  return joined.length <= limit ? joined : `${joined.slice(0, limit - 1)}…`;
+}

@@ -3,7 +3,7 @@
  * its opset, its ops, the order of its nodes, and its input, which must be
  * one image tensor.
  */
-import { CamvizError } from '../../util/errors.js';
+import { CamvizError, UsageError } from '../../util/errors.js';
 import { MAX_OPSET, supportedOp } from './interpret.js';
 import type { OnnxModel } from './types.js';
 
@@ -23,6 +23,20 @@ export function checkInputSize(size: { width: number; height: number }, file: st
   if (size.width > MAX_INPUT_SIDE || size.height > MAX_INPUT_SIDE) {
     throw new CamvizError(`input size ${size.width}x${size.height} is larger than camviz runs (${MAX_INPUT_SIDE} pixels a side)`, { file });
   }
+}
+
+/**
+ * Refuses an input size that contradicts a side the graph fixes: ONNX
+ * Runtime runs only the sizes the input declares, and refused every image.
+ * `given` says where the size came from: --size (a usage error) or camviz.json.
+ */
+export function checkInputFits(input: OnnxImageInput, size: { width: number; height: number }, file: string, given: 'option' | 'camviz.json'): void {
+  const heightFits = input.height === undefined || input.height === size.height;
+  const widthFits = input.width === undefined || input.width === size.width;
+  if (heightFits && widthFits) return;
+  const declared = `${input.width ?? 'any'}x${input.height ?? 'any'}`;
+  const message = `${given === 'option' ? '--size' : "camviz.json's inputSize"} ${size.width}x${size.height} does not fit the model's input '${input.name}', fixed at ${declared} (width x height): give that size, or export the model with dynamic sides`;
+  throw given === 'option' ? new UsageError(message, { file }) : new CamvizError(message, { file });
 }
 
 /** The image input the graph takes, in the ONNX (NCHW) order of its shape. */

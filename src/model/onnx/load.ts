@@ -13,6 +13,7 @@ import type { LayerInfo } from '../../executor/layers.js';
 import type { OnnxModel } from './types.js';
 
 export { ONNX_MODEL_FILE, isOnnxFile, isOnnxUrl, localOnnxPath } from './file.js';
+export { checkInputFits } from './check.js';
 
 /** A parsed and checked ONNX model, before it is built for an input size. */
 export interface CheckedOnnx {

@@ -12,6 +12,7 @@ import type { BigIntStats } from 'node:fs';
 import { type FileHandle, realpath, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { CamvizError } from '../../util/errors.js';
+import { printable } from '../../util/text.js';
 import { isNotRegularFileCode, openRegularFile, readWholeFile } from '../../util/read-whole-file.js';
 import { pathInside } from '../io.js';
 import { type FileIdentity, identityOf } from '../../util/file-identity.js';
@@ -165,6 +166,10 @@ async function readExternalData(refs: ExternalDataRef[], modelFile: string): Pro
   }
   for (const [location, group] of byLocation) {
     const first = group[0] as ExternalDataRef;
+    // ONNX Runtime reads a location as a C string, up to a NUL: 'w.bin\0../x' would be w.bin to it and x to camviz's checks.
+    if (/[\u0000-\u001f\u007f]/.test(location)) {
+      throw new CamvizError(`${first.label} has external data at a location with a control character ('${printable(location)}'): refused`, { file: modelFile });
+    }
     const path = pathInside(folder, location);
     if (path === undefined) {
       throw new CamvizError(`${first.label} has external data at '${location}', outside the model folder: refused`, { file: modelFile });
