@@ -676,6 +676,19 @@ describe('readOnnxFile and external data', () => {
     }
   });
 
+  test('a location with a NUL or another control character is refused: ONNX Runtime reads it only up to the NUL', async () => {
+    // 'w.bin\0../etc/x' would be w.bin to ONNX Runtime and etc/x (inside the folder) to a path join: two different files.
+    const folder = join(workDir, 'nul-location');
+    await mkdir(join(folder, 'etc'), { recursive: true });
+    await writeFile(join(folder, 'w.bin'), weights);
+    await writeFile(join(folder, 'etc', 'x'), weights);
+    for (const location of ['w.bin\u0000../etc/x', 'w.bin\n']) {
+      await writeFile(join(folder, 'model.onnx'), modelWithInitializers([externalTensor('w', [2], [['location', location]])]));
+      const error = await expectCamvizError(() => readOnnxFile(join(folder, 'model.onnx')));
+      assert.match(error.message, /^tensor 'w' has external data at a location with a control character \('w\.bin(\\x00\.\.\/etc\/x|\\n)'\): refused$/);
+    }
+  });
+
   test("escaping the model's folder by '..', by an absolute path, or by a symbolic link is refused", async () => {
     const outside = join(workDir, 'outside.bin');
     await writeFile(outside, weights);
