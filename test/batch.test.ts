@@ -103,6 +103,28 @@ describe('expanding inputs', () => {
     );
   });
 
+  test('a subfolder that cannot be listed (permission denied) is one error naming it, not a raw Node message', async () => {
+    const root = join(workDir, 'unlistable');
+    await makeFolder(root, ['a.png', 'locked/b.png']);
+    const locked = join(root, 'locked');
+    // Running as root, chmod 000 would not stop readdir: the denial is made here.
+    const originalReaddir = fsPromises.readdir;
+    const denying = async (...args: Parameters<typeof fsPromises.readdir>): Promise<unknown> => {
+      if (args[0] === locked) throw Object.assign(new Error(`EACCES: permission denied, scandir '${locked}'`), { code: 'EACCES' });
+      return (originalReaddir as (...a: unknown[]) => Promise<unknown>)(...args);
+    };
+    fsPromises.readdir = denying as typeof fsPromises.readdir;
+    syncBuiltinESMExports();
+    try {
+      const error = await expandInputs([root]).then(() => undefined, (caught: unknown) => caught);
+      assert.ok(error instanceof CamvizError, String(error));
+      assert.equal(error.describe(), `cannot list the folder: permission denied (EACCES) (${locked})`);
+    } finally {
+      fsPromises.readdir = originalReaddir;
+      syncBuiltinESMExports();
+    }
+  });
+
   test('--glob filters on the relative path; a pattern without a slash matches names at any depth', async () => {
     assert.deepEqual(relatives(await expandInputs([tree], { glob: '**/*.png' })), ['A2.PNG', 'a/e.png', 'b.png', 'sub/c.png']);
     assert.deepEqual(relatives(await expandInputs([tree], { glob: '*.png' })), ['A2.PNG', 'a/e.png', 'b.png', 'sub/c.png']);

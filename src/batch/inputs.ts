@@ -7,6 +7,7 @@ import { statSync } from 'node:fs';
 import { readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { CamvizError, UsageError } from '../util/errors.js';
+import { ioReason } from '../util/atomic-file.js';
 import { isInsideFolder } from '../util/inside-folder.js';
 import { IMAGE_EXTENSIONS } from '../image/formats.js';
 
@@ -108,11 +109,16 @@ export function outputCollisions(images: readonly InputImage[]): Map<InputImage,
  * being listed is skipped, so that a link to a parent does not loop.
  */
 async function listImages(folder: string, listing: ReadonlySet<string>, excluded: ReadonlySet<string>): Promise<string[]> {
-  const real = await realpath(folder);
+  const real = await realpath(folder).catch((error: unknown) => {
+    throw unlistable(folder, error);
+  });
   // An input folder is listed even when it is the output folder (listing is empty only for it).
   if (listing.has(real) || (listing.size > 0 && excluded.has(real))) return [];
   const within = new Set([...listing, real]);
-  const entries = await readdir(folder, { withFileTypes: true });
+  // Refused, not skipped: a run that left out a folder it was given would pass CI with images unseen.
+  const entries = await readdir(folder, { withFileTypes: true }).catch((error: unknown) => {
+    throw unlistable(folder, error);
+  });
   const files: string[] = [];
   for (const entry of entries) {
     if (entry.name.startsWith('.')) continue;
@@ -126,6 +132,10 @@ async function listImages(folder: string, listing: ReadonlySet<string>, excluded
     else if (IMAGE_EXTENSIONS.includes(extname(entry.name).toLowerCase())) files.push(full);
   }
   return files;
+}
+
+function unlistable(folder: string, error: unknown): CamvizError {
+  return new CamvizError(`cannot list the folder: ${ioReason(error)}`, { file: folder, cause: error });
 }
 
 function isWithin(path: string, folder: string): boolean {
