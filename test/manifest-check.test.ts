@@ -6,7 +6,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readManifest } from '../src/batch/manifest.js';
@@ -76,4 +76,15 @@ test('fields that are not what camviz writes are one error naming manifest.json 
     });
   }
   await assert.rejects(readBack(null), /not a camviz manifest: it is not a JSON object/);
+});
+
+test('a manifest.json larger than camviz reads is an error naming it, found from its size (a sparse 600 MB file: not read)', async () => {
+  const folder = join(workDir, 'huge');
+  await mkdir(folder);
+  const handle = await open(join(folder, 'manifest.json'), 'w');
+  await handle.truncate(600 * 1024 * 1024);
+  await handle.close();
+  const error = await readManifest(folder).then(() => undefined, (caught: unknown) => caught);
+  assert.ok(error instanceof CamvizError, `not treated as absent: ${String(error)}`);
+  assert.equal(error.describe(), `manifest.json is larger than the 536870912 bytes camviz reads of it (${join(folder, 'manifest.json')})`);
 });

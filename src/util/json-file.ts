@@ -1,22 +1,30 @@
 /** Reading optional JSON files: absent is fine, present but broken is an error naming the file. */
 import { CamvizError } from './errors.js';
-import { MAX_FILE_BYTES, readRegularFile } from './read-whole-file.js';
+import { readRegularFile } from './read-whole-file.js';
+
+/**
+ * The largest JSON file read (512 MiB): a manifest of a million images is
+ * about half of it. Larger is refused before it is read: V8 cannot hold
+ * much more as one string, and parsing 200 MB took 1 GB.
+ */
+export const MAX_JSON_BYTES = 512 * 1024 * 1024;
 
 /**
  * The parsed file, or undefined when it does not exist or cannot be read (a
  * folder, a FIFO or a device in its place: not waited on). A file over
  * `maxBytes` is an error naming it (parsing one of 200 MB took 1 GB).
  */
-export async function readOptionalJson(path: string, what: string, maxBytes = MAX_FILE_BYTES): Promise<unknown> {
-  let text: string;
+export async function readOptionalJson(path: string, what: string, maxBytes = MAX_JSON_BYTES): Promise<unknown> {
+  let bytes: Buffer;
   try {
-    text = (await readRegularFile(path, maxBytes)).bytes.toString('utf8');
+    bytes = (await readRegularFile(path, maxBytes)).bytes;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ERR_FS_FILE_TOO_LARGE') throw new CamvizError(`${what} is larger than the ${maxBytes} bytes camviz reads of it`, { file: path });
     return undefined;
   }
   try {
-    return JSON.parse(text) as unknown;
+    // Inside the try: text too long for one string is an error naming the file, not an absent file.
+    return JSON.parse(bytes.toString('utf8')) as unknown;
   } catch (error) {
     throw new CamvizError(`${what} is not valid JSON: ${(error as Error).message}`, { file: path });
   }
