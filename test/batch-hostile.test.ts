@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, open, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { lstat, lutimes, mkdir, mkdtemp, open, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { availableParallelism, hostname, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import sharp from 'sharp';
@@ -331,6 +331,41 @@ describe('the lock, in this process', () => {
     const taken = await acquireRunLock(out, (note) => notes.push(note));
     assert.deepEqual(notes, [`removed an unreadable ${LOCK_NAME} (${join(out, LOCK_NAME)})`]);
     await taken.release();
+  });
+});
+
+describe('the lock of a dead run whose PID is alive again (PIDs are reused)', () => {
+  test("a lock naming this process's PID with a token it does not hold is taken over; one this process holds is not", async () => {
+    const out = join(workDir, 'lock-own-pid');
+    await mkdir(out, { recursive: true });
+    await symlink(`${process.pid}@${hostname()}#deadbeef`, join(out, LOCK_NAME));
+    const notes: string[] = [];
+    const lock = await acquireRunLock(out, (note) => notes.push(note));
+    assert.deepEqual(notes, [`taking over the lock of PID ${process.pid}, which is no longer running (${join(out, LOCK_NAME)})`]);
+    // The same process's second run into the folder (the library's) is still refused.
+    await assert.rejects(acquireRunLock(out, () => undefined), (error: unknown) => error instanceof CamvizError && error.message.includes(`PID ${process.pid} on ${hostname()}`));
+    await lock.release();
+  });
+
+  test('a lock naming a live process that started after the lock was made is taken over; one made after it started is not', { skip: process.platform !== 'linux' ? 'process start times from /proc' : false }, async () => {
+    const out = join(workDir, 'lock-reused-pid');
+    await mkdir(out, { recursive: true });
+    const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    try {
+      const path = join(out, LOCK_NAME);
+      await symlink(`${other.pid}@${hostname()}#00`, path);
+      // Made now, after the process started: that process may be its run.
+      await assert.rejects(acquireRunLock(out, () => undefined), (error: unknown) => error instanceof CamvizError && error.message.includes(`PID ${other.pid}`));
+      // Made an hour ago, before that process existed: not its run.
+      const hourAgo = new Date(Date.now() - 3_600_000);
+      await lutimes(path, hourAgo, hourAgo);
+      const notes: string[] = [];
+      const lock = await acquireRunLock(out, (note) => notes.push(note));
+      assert.deepEqual(notes, [`taking over the lock of PID ${other.pid}, which is no longer running (${path})`]);
+      await lock.release();
+    } finally {
+      other.kill();
+    }
   });
 });
 

@@ -7,8 +7,8 @@
  * the temporary files such a dead process left behind.
  */
 import { randomBytes } from 'node:crypto';
-import { type Dirent, readlinkSync, unlinkSync } from 'node:fs';
-import { readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { type Dirent, readFileSync, readlinkSync, unlinkSync } from 'node:fs';
+import { lstat, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { CamvizError } from '../util/errors.js';
@@ -44,10 +44,11 @@ export async function acquireRunLock(outDir: string, note: (message: string) => 
   const owner: LockOwner = { pid: process.pid, host: hostname(), token: randomBytes(4).toString('hex') };
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     if (await createExclusive(path, formatOwner(owner))) return heldLock(path, owner);
+    const madeAt = (await lstat(path).catch(() => undefined))?.mtimeMs;
     const text = await readLock(path);
     if (text === undefined) continue; // released meanwhile: try again
     const holder = parseOwner(text);
-    if (holder !== undefined && !isStale(holder)) {
+    if (holder !== undefined && !isStale(holder, madeAt)) {
       throw new CamvizError(
         `another camviz run (PID ${holder.pid} on ${holder.host}) is writing into this folder: wait for it, or use another --out ` +
           `(if no such run is alive, delete ${LOCK_NAME})`,
@@ -136,11 +137,13 @@ async function putBack(aside: string, path: string): Promise<void> {
 function heldLock(path: string, owner: LockOwner): RunLock {
   const atExit = (): void => releaseLockSync(path, owner);
   process.on('exit', atExit);
+  heldTokens.add(owner.token);
   return {
     path,
     release: async () => {
       process.off('exit', atExit);
       await releaseLock(path, owner);
+      heldTokens.delete(owner.token);
     },
   };
 }
@@ -169,8 +172,41 @@ export function parseOwner(text: string): LockOwner | undefined {
 }
 
 /** A lock is stale when its process is gone; on another host that cannot be known, so it is not. */
-function isStale(owner: LockOwner): boolean {
-  return owner.host === hostname() && !isAlive(owner.pid);
+/**
+ * Whether the run that made a lock is gone: only on this host (a run on
+ * another cannot be checked). A live PID alone misleads, as PIDs are
+ * reused (in containers, each job's first processes get the same few):
+ * a lock naming this process's PID with a token it does not hold, or a
+ * process that started after the lock was made, is a dead run's.
+ */
+function isStale(owner: LockOwner, madeAt: number | undefined): boolean {
+  if (owner.host !== hostname()) return false;
+  if (owner.pid === process.pid) return !heldTokens.has(owner.token);
+  if (!isAlive(owner.pid)) return true;
+  const started = processStartedAt(owner.pid);
+  return started !== undefined && madeAt !== undefined && started > madeAt + START_TIME_SLACK_MS;
+}
+
+/** The tokens of the locks this process holds now (several runs of the library may run in one process). */
+const heldTokens = new Set<string>();
+
+/** /proc gives a process's start in clock ticks after boot and the boot time in whole seconds. */
+const START_TIME_SLACK_MS = 2000;
+/** USER_HZ: the ticks of /proc/<pid>/stat, 100 on every Linux architecture. */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** When process `pid` started (ms since the epoch), where /proc says (Linux); undefined elsewhere. */
+function processStartedAt(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: fields are counted after its last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[19]);
+    const bootSeconds = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1]);
+    return Number.isFinite(ticks) && Number.isFinite(bootSeconds) ? bootSeconds * 1000 + (ticks * 1000) / CLOCK_TICKS_PER_SECOND : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
