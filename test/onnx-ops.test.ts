@@ -378,6 +378,35 @@ forEachBackend(() => {
       tf.dispose([x, moved, gradient, ...Object.values(constants)]);
     });
 
+    test(`tf.grad through Conv and a ReLU6 Clip passes nothing at either bound, as PyTorch's ReLU6 (${layout})`, () => {
+      // One 2x2 kernel of ones, bias 0: window sums [7, 6, 3, 0]. Clip(0, 6) gives [6, 6, 3, 0]: the
+      // windows at 6 and at 0 sit on the bounds, where PyTorch's ReLU6 (Hardtanh) passes no gradient.
+      const x = tf.tensor4d([1, 2, 1, 2, 2, 1, -1, 0, -3], [1, 1, 3, 3]);
+      const constants = {
+        w: tf.ones([1, 1, 2, 2]),
+        b: tf.tensor1d([0]),
+        lo: tf.scalar(0),
+        hi: tf.scalar(6),
+        g: tf.tensor2d([2], [1, 1]),
+      };
+      const nodes = [
+        node('Conv', ['x', 'w', 'b'], ['c']),
+        node('Clip', ['c', 'lo', 'hi'], ['r']),
+        node('GlobalAveragePool', ['r'], ['p']),
+        node('Flatten', ['p'], ['f']),
+        node('Gemm', ['f', 'g'], ['y'], { transB: int(1) }),
+      ];
+      const f = scoreOf(nodes, constants, layout, 'y');
+      // Score = 2 · (6 + 6 + 3 + 0) / 4 = 7.5.
+      assert.ok(Math.abs(f(x).dataSync()[0]! - 7.5) < 1e-6);
+      // Only the window at 3 (rows 1-2, columns 0-1) passes gradient: 2/4 on each of its inputs
+      // (torch.nn.functional.relu6 on the same numbers gives these).
+      const expected = [0, 0, 0, 0.5, 0.5, 0, 0.5, 0.5, 0];
+      const gradient = tf.grad(f)(x);
+      assertAllClose(gradient.dataSync(), expected, 1e-6, 'gradient');
+      tf.dispose([x, gradient, ...Object.values(constants)]);
+    });
+
     test(`tf.grad through Pad, MaxPool, Clip, Slice, Concat matches finite differences (${layout})`, () => {
       // Distinct values spread out so that no max ties and no Clip bound lies within epsilon.
       const random = mulberry32(11);

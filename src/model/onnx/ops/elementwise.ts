@@ -99,12 +99,31 @@ function clip(ctx: OpContext, inputs: (LaidTensor | undefined)[]): LaidTensor[] 
   if (standing !== undefined) return [laid(standing, x.layout)];
   // numpy.clip semantics when min > max: everything becomes max, of the input's type (ONNX's T).
   if (min > max) return [laid(tf.fill(x.tensor.shape, max, x.tensor.dtype), x.layout)];
-  if (x.tensor.dtype === 'float32') return [laid(tf.clipByValue(x.tensor, min, max), x.layout)];
+  if (x.tensor.dtype === 'float32') return [laid(min === 0 ? reluClip(x.tensor, max) : tf.clipByValue(x.tensor, min, max), x.layout)];
   // wasm's integer clip mishandles infinite bounds: apply only the finite ones.
   let y = x.tensor;
   if (Number.isFinite(min)) y = tf.maximum(y, tf.scalar(min, y.dtype));
   if (Number.isFinite(max)) y = tf.minimum(y, tf.scalar(max, y.dtype));
   return [laid(y, x.layout)];
+}
+
+/**
+ * A ReLU-like Clip (min 0: what PyTorch's ReLU6 / F.relu6 and tf2onnx's Relu6
+ * export to) differentiated as ReLU6: no gradient where x sits on a bound,
+ * as PyTorch's Hardtanh backward and TensorFlow's Relu6Grad give. tfjs'
+ * clipByValue passes it at both bounds (torch.clamp's rule), which at
+ * pre-activations exactly 0 or 6 (a zero receptive field, a saturated
+ * input) differed from the PyTorch references.
+ */
+function reluClip(x: tf.Tensor, max: number): tf.Tensor {
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [input, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    // Saved, not captured: the caller may free the input before the backward pass.
+    save([input]);
+    const gradFunc = (dy: tf.Tensor, [kept]: tf.Tensor[]): tf.Tensor =>
+      tf.where(tf.logicalAnd(tf.greater(kept!, 0), tf.less(kept!, max)), dy, tf.zerosLike(dy));
+    return { value: tf.clipByValue(input, 0, max), gradFunc };
+  })(x);
 }
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
