@@ -732,7 +732,8 @@ function declaredCount(context: ParseContext, dims: number[], element: ElementIn
   return count;
 }
 
-function formatBytes(bytes: number): string {
+/** A byte count as people read it (binary units, 3 significant digits): '3.05 GiB'. */
+export function formatBytes(bytes: number): string {
   const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
   let value = bytes;
   let unit = 0;

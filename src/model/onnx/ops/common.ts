@@ -7,7 +7,8 @@
 import * as tf from '../../../engine/tf.js';
 import { CamvizError } from '../../../util/errors.js';
 import type { OnnxNode, OnnxTensor } from '../types.js';
-import type { LaidTensor } from '../layout.js';
+import type { LaidTensor, Layout } from '../layout.js';
+import { MAX_TENSOR_BYTES, formatBytes } from '../parse.js';
 
 /** An op type, or one of its attribute combinations, that camviz cannot run. */
 export class UnsupportedOpError extends CamvizError {
@@ -25,6 +26,30 @@ export class UnsupportedOpError extends CamvizError {
     this.nodeName = node.name;
     this.opset = opset;
   }
+}
+
+/** A node's output above the per-tensor limit, refused before anything allocates it. */
+export class TensorTooLargeError extends CamvizError {
+  constructor(ctx: OpContext, shape: readonly number[], bytes: number) {
+    super(`node '${ctx.node.name}' (${ctx.node.opType}) would make a tensor of ${shape.join('x') || 'scalar'} = ${formatBytes(bytes)}, above the limit of ${formatBytes(MAX_TENSOR_BYTES)} per tensor`);
+    this.name = 'TensorTooLargeError';
+  }
+}
+
+/**
+ * `shape`, once checked against the per-tensor limit that initializers have
+ * (parse.ts, MAX_TENSOR_BYTES): every op calls it with its output's shape
+ * before it allocates, so that a graph asking for a huge value (an Expand
+ * or a Tile to billions of elements, a Conv with huge pads) is refused in
+ * one line, in bounded time and memory, at load as at run time. A shape
+ * whose product overflows is huge too. Without `dtype`, 4 bytes an element
+ * (the widest tfjs type). `layout` is the shape's: the error gives the ONNX
+ * (NCHW) shape, as the user knows the graph.
+ */
+export function checkedShape<T extends readonly number[]>(ctx: OpContext, shape: T, dtype?: tf.DataType, layout: Layout = 'onnx'): T {
+  const bytes = shape.reduce((product, dim) => product * Math.max(dim, 0), 1) * (dtype === 'bool' ? 1 : 4);
+  if (bytes <= MAX_TENSOR_BYTES) return shape;
+  throw new TensorTooLargeError(ctx, layout === 'nhwc' && shape.length === 4 ? [0, 3, 1, 2].map((axis) => shape[axis]!) : shape, bytes);
 }
 
 /** One node being run. */
@@ -52,9 +77,13 @@ const standInBuffers = new Map<'float32' | 'int32' | 'bool', StandInBuffer>();
  * backend as it is. Making one touches no memory, where a tensor of the
  * active backend would be written whole (MobileNet v1's convolutions and
  * ReLU6s: about 15 ms of a cold start, mostly first touches of the wasm
- * heap's pages). An op that computes on a stand-in reads zeros.
+ * heap's pages). An op that computes on a stand-in reads zeros. With
+ * `ctx`, the node it stands for, whose output (in `layout`) is checked
+ * (checkedShape).
  */
-export function zerosStandIn(shape: readonly number[], dtype: tf.DataType): tf.Tensor {
+export function zerosStandIn(shape: readonly number[], dtype: tf.DataType, ctx?: OpContext, layout: Layout = 'onnx'): tf.Tensor {
+  // The stand-in's pages are never touched, but the op it stands for would make this tensor for real.
+  if (ctx !== undefined) checkedShape(ctx, shape, dtype, layout);
   // The check tfjs makes of every tensor's shape: an op's negative output size (a pool's window past its input) is refused here too.
   tf.util.assertNonNegativeIntegerDimensions(shape as number[]);
   const size = tf.util.sizeFromShape(shape as number[]);

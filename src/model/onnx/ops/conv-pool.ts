@@ -6,7 +6,7 @@
 import * as tf from '../../../engine/tf.js';
 import { CamvizError } from '../../../util/errors.js';
 import { laid, onnxShape, toLayout, type LaidTensor } from '../layout.js';
-import { attrInt, attrInts, attrString, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
+import { attrInt, attrInts, attrString, checkedShape, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
 type Inputs = (LaidTensor | undefined)[];
 /** [before, after] for H, then for W. */
@@ -79,9 +79,11 @@ function conv(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   if (channels !== groupChannels * group) {
     throw new CamvizError(`ONNX node '${ctx.node.name}' (Conv): ${channels} input channels for ${group} groups of ${groupChannels}`);
   }
+  // Known before any convolution allocates it: many output channels or huge pads make a huge value.
+  const outShape = checkedShape(ctx, convOutputShape(ctx, x.shape, [outChannels, groupChannels, kH, kW], group, window.strides, window.dilations, padding), 'float32', 'nhwc');
   let y: tf.Tensor4D;
   if (ctx.shapesOnly === true) {
-    y = zerosStandIn(convOutputShape(ctx, x.shape, [outChannels, groupChannels, kH, kW], group, window.strides, window.dilations, padding), 'float32') as tf.Tensor4D;
+    y = zerosStandIn(outShape, 'float32') as tf.Tensor4D;
   } else if (group === 1) {
     const filter = tf.transpose(weights, [2, 3, 1, 0]) as tf.Tensor4D;
     y = tf.conv2d(x, filter, window.strides, padding, 'NHWC', window.dilations);
@@ -165,6 +167,12 @@ function poolGeometry(ctx: OpContext, x: tf.Tensor4D, dilated: boolean): PoolGeo
   return { window, pads, ceilExtra };
 }
 
+/** `paddings`, once the padded copy of `x` that the pools below make is known to be within the per-tensor limit. */
+function checkedPaddings(ctx: OpContext, x: tf.Tensor4D, paddings: [number, number][]): [number, number][] {
+  checkedShape(ctx, x.shape.map((extent, i) => extent + paddings[i]![0] + paddings[i]![1]), 'float32', 'nhwc');
+  return paddings;
+}
+
 function totalPaddings({ pads, ceilExtra }: PoolGeometry): [number, number][] {
   return [[0, 0], [pads[0][0], pads[0][1] + ceilExtra[0]], [pads[1][0], pads[1][1] + ceilExtra[1]], [0, 0]];
 }
@@ -183,11 +191,11 @@ function maxPool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const input = spatialInput(ctx, inputs);
   if (ctx.shapesOnly === true) {
     const geometry = poolGeometry(ctx, input, true);
-    return [laid(zerosStandIn(pooledShape(input.shape, totalPaddings(geometry), geometry.window), input.dtype), 'nhwc')];
+    return [laid(zerosStandIn(pooledShape(input.shape, totalPaddings(geometry), geometry.window), input.dtype, ctx, 'nhwc'), 'nhwc')];
   }
   const x = input.dtype === 'float32' ? input : (tf.cast(input, 'float32') as tf.Tensor4D);
   const geometry = poolGeometry(ctx, x, true);
-  const paddings = totalPaddings(geometry);
+  const paddings = checkedPaddings(ctx, x, totalPaddings(geometry));
   const { kernel, strides, dilations } = geometry.window;
   // Padding with -Infinity keeps pads out of every maximum.
   const padded = hasPadding(paddings) ? tf.pad(x, paddings, -Infinity) : x;
@@ -200,10 +208,10 @@ function maxPool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
 function averagePool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const x = spatialInput(ctx, inputs);
   const geometry = poolGeometry(ctx, x, false);
-  const paddings = totalPaddings(geometry);
+  const paddings = checkedPaddings(ctx, x, totalPaddings(geometry));
   const { kernel, strides } = geometry.window;
   // tfjs' average pool takes float32 only: another type is refused by the pool itself, in the plan as at run time.
-  if (ctx.shapesOnly === true && x.dtype === 'float32') return [laid(zerosStandIn(pooledShape(x.shape, paddings, geometry.window), x.dtype), 'nhwc')];
+  if (ctx.shapesOnly === true && x.dtype === 'float32') return [laid(zerosStandIn(pooledShape(x.shape, paddings, geometry.window), x.dtype, ctx, 'nhwc'), 'nhwc')];
   if (!hasPadding(paddings)) return [laid(tf.avgPool(x, kernel, strides, 'valid'), 'nhwc')];
   const sums = tf.avgPool(tf.pad(x, paddings, 0), kernel, strides, 'valid');
   // The mean over the counted cells: the input, plus the attribute pads when count_include_pad.

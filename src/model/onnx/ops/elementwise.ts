@@ -7,7 +7,7 @@
  */
 import * as tf from '../../../engine/tf.js';
 import { laid, reshapeSuffices, toLayout, type LaidTensor, type Layout } from '../layout.js';
-import { attrFloat, attrString, constantNumber, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
+import { attrFloat, attrString, checkedShape, constantNumber, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
 /**
  * The operands stored in one layout that makes their broadcast right. The
@@ -37,17 +37,26 @@ export function alignOperands(values: LaidTensor[]): { tensors: tf.Tensor[]; lay
  * which also makes the op's checks of its attributes and types. Undefined
  * when the op computes.
  */
-function standIn(ctx: OpContext, operands: readonly tf.Tensor[], compute: (elements: tf.Tensor[]) => tf.Tensor): tf.Tensor | undefined {
+function standIn(ctx: OpContext, operands: readonly tf.Tensor[], compute: (elements: tf.Tensor[]) => tf.Tensor, layout: Layout): tf.Tensor | undefined {
+  const shape = broadcastShape(ctx, operands, layout);
   if (ctx.shapesOnly !== true) return undefined;
-  // The op's own check of the broadcast, without the op.
-  const shape = operands.map((tensor) => tensor.shape).reduce((a, b) => tf.broadcast_util.assertAndGetBroadcastShape(a, b));
   return zerosStandIn(shape, compute(operands.map((tensor) => tf.zeros([1], tensor.dtype))).dtype);
+}
+
+/**
+ * The operands' broadcast shape, with the op's own check of the broadcast,
+ * refused above the per-tensor limit: operands of [N, 1] and [1, N] make
+ * N² elements.
+ */
+function broadcastShape(ctx: OpContext, operands: readonly tf.Tensor[], layout: Layout): number[] {
+  const shape = operands.map((tensor) => tensor.shape).reduce((a, b) => tf.broadcast_util.assertAndGetBroadcastShape(a, b));
+  return checkedShape(ctx, shape, undefined, layout);
 }
 
 function unary(fn: (x: tf.Tensor, ctx: OpContext) => tf.Tensor): OpFunction {
   return (ctx, inputs) => {
     const x = required(ctx, inputs, 0);
-    return [laid(standIn(ctx, [x.tensor], ([element]) => fn(element!, ctx)) ?? fn(x.tensor, ctx), x.layout)];
+    return [laid(standIn(ctx, [x.tensor], ([element]) => fn(element!, ctx), x.layout) ?? fn(x.tensor, ctx), x.layout)];
   };
 }
 
@@ -56,7 +65,7 @@ function binary(fn: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor): OpFunction {
   return (ctx, inputs) => {
     const { tensors, layout } = alignOperands([required(ctx, inputs, 0), required(ctx, inputs, 1)]);
     const [a, b] = tensors as [tf.Tensor, tf.Tensor];
-    return [laid(standIn(ctx, [a, b], ([x, y]) => fn(x!, y!)) ?? fn(a, b), layout)];
+    return [laid(standIn(ctx, [a, b], ([x, y]) => fn(x!, y!), layout) ?? fn(a, b), layout)];
   };
 }
 
@@ -66,7 +75,7 @@ function variadic(fn: (tensors: tf.Tensor[]) => tf.Tensor): OpFunction {
     const present = inputs.filter((value): value is LaidTensor => value !== undefined);
     if (present.length === 0) throw unsupported(ctx, 'no inputs');
     const { tensors, layout } = alignOperands(present);
-    return [laid(standIn(ctx, tensors, fn) ?? fn(tensors), layout)];
+    return [laid(standIn(ctx, tensors, fn, layout) ?? fn(tensors), layout)];
   };
 }
 
@@ -95,7 +104,7 @@ function clip(ctx: OpContext, inputs: (LaidTensor | undefined)[]): LaidTensor[] 
   // Before opset 11, min and max are attributes; from 11 optional inputs.
   const min = ctx.opset < 11 ? attrFloat(ctx, 'min', -Infinity) : constantNumber(inputs[1]) ?? -Infinity;
   const max = ctx.opset < 11 ? attrFloat(ctx, 'max', Infinity) : constantNumber(inputs[2]) ?? Infinity;
-  const standing = standIn(ctx, [x.tensor], ([element]) => element!);
+  const standing = standIn(ctx, [x.tensor], ([element]) => element!, x.layout);
   if (standing !== undefined) return [laid(standing, x.layout)];
   // numpy.clip semantics when min > max: everything becomes max, of the input's type (ONNX's T).
   if (min > max) return [laid(tf.fill(x.tensor.shape, max, x.tensor.dtype), x.layout)];
@@ -142,12 +151,9 @@ function where(ctx: OpContext, inputs: (LaidTensor | undefined)[]): LaidTensor[]
   const operands = [required(ctx, inputs, 0), required(ctx, inputs, 1), required(ctx, inputs, 2)];
   const { tensors, layout } = alignOperands(operands);
   const [condition, a, b] = tensors as [tf.Tensor, tf.Tensor, tf.Tensor];
-  const standing = standIn(ctx, tensors, ([c, x, y]) => tf.where(c!, x!, y!));
+  const standing = standIn(ctx, tensors, ([c, x, y]) => tf.where(c!, x!, y!), layout);
   if (standing !== undefined) return [laid(standing, layout)];
-  const shape = tf.broadcast_util.assertAndGetBroadcastShape(
-    tf.broadcast_util.assertAndGetBroadcastShape(condition.shape, a.shape),
-    b.shape,
-  );
+  const shape = broadcastShape(ctx, tensors, layout);
   const grown = (t: tf.Tensor): tf.Tensor => (sameShape(t.shape, shape) ? t : tf.broadcastTo(t, shape));
   return [laid(tf.where(grown(condition), grown(a), grown(b)), layout)];
 }

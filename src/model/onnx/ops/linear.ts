@@ -4,7 +4,7 @@
  */
 import * as tf from '../../../engine/tf.js';
 import { laid, toLayout, type LaidTensor } from '../layout.js';
-import { attrFloat, attrInt, required, unsupported, type OpContext, type OpFunction } from './common.js';
+import { attrFloat, attrInt, checkedShape, required, unsupported, type OpContext, type OpFunction } from './common.js';
 
 type Inputs = (LaidTensor | undefined)[];
 
@@ -14,7 +14,10 @@ function gemm(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   if (a.rank !== 2 || b.rank !== 2) throw unsupported(ctx, `operands of rank ${a.rank} and ${b.rank} (Gemm takes matrices)`);
   const alpha = attrFloat(ctx, 'alpha', 1);
   const beta = attrFloat(ctx, 'beta', 1);
-  const product = tf.matMul(a, b, attrInt(ctx, 'transA', 0) === 1, attrInt(ctx, 'transB', 0) === 1);
+  const [transA, transB] = [attrInt(ctx, 'transA', 0) === 1, attrInt(ctx, 'transB', 0) === 1];
+  // [M, K]·[K, N] is M·N elements, more than both operands when K is small.
+  checkedShape(ctx, [a.shape[transA ? 1 : 0]!, b.shape[transB ? 0 : 1]!]);
+  const product = tf.matMul(a, b, transA, transB);
   const scaled = alpha === 1 ? product : tf.mul(product, alpha);
   const c = inputs[2];
   if (c === undefined || beta === 0) return [laid(scaled)];
@@ -33,6 +36,7 @@ function matMul(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   // tfjs broadcasts batch dims but wants equal ranks.
   const rank = Math.max(a.rank, b.rank);
   const lift = (t: tf.Tensor): tf.Tensor => (t.rank === rank ? t : tf.reshape(t, [...Array<number>(rank - t.rank).fill(1), ...t.shape]));
+  checkedShape(ctx, productShape(lift(a).shape, lift(b).shape));
   let y = tf.matMul(lift(a), lift(b));
   if (vectorA || vectorB) {
     const dims = y.shape.slice(0, -2);
@@ -41,6 +45,16 @@ function matMul(ctx: OpContext, inputs: Inputs): LaidTensor[] {
     y = tf.reshape(y, dims);
   }
   return [laid(y)];
+}
+
+/**
+ * The shape of a batched matrix product of equal-rank operands: the batch
+ * dims broadcast, then [M, N] (tfjs checks K itself). Broadcast batch dims
+ * and a small K make the product far larger than its operands.
+ */
+function productShape(a: readonly number[], b: readonly number[]): number[] {
+  const batch = tf.broadcast_util.assertAndGetBroadcastShape(a.slice(0, -2), b.slice(0, -2));
+  return [...batch, a[a.length - 2]!, b[b.length - 1]!];
 }
 
 export const LINEAR_OPS: Record<string, OpFunction> = {

@@ -18,6 +18,7 @@ import {
   attrInt,
   attrInts,
   attrString,
+  checkedShape,
   constantInts,
   dtypeOfOnnxCode,
   normalizeAxis,
@@ -81,11 +82,11 @@ const size: OpFunction = (ctx, inputs) => [laid(tf.scalar(required(ctx, inputs, 
 function constantOfShape(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const dims = constantInts(required(ctx, inputs, 0)) ?? [];
   const value = ctx.node.attributes['value'];
-  if (value === undefined) return [laid(tf.zeros(dims, 'float32'))];
+  if (value === undefined) return [laid(tf.zeros(checkedShape(ctx, dims, 'float32'), 'float32'))];
   if (value.kind !== 'tensor') throw unsupported(ctx, 'value is not a tensor');
   const filler = tensorFromOnnx(value.value);
   const [first] = filler.dataSync();
-  return [laid(tf.fill(dims, Number(first ?? 0), filler.dtype))];
+  return [laid(tf.fill(checkedShape(ctx, dims, filler.dtype), Number(first ?? 0), filler.dtype))];
 }
 
 function range(ctx: OpContext, inputs: Inputs): LaidTensor[] {
@@ -93,7 +94,7 @@ function range(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const dtype = start!.dtype;
   const [a, b, d] = [start!, limit!, delta!].map((t) => Number(t.dataSync()[0]));
   if (d === 0) throw new CamvizError(`ONNX node '${ctx.node.name}' (Range): delta is 0`);
-  const count = Math.max(Math.ceil((b! - a!) / d!), 0);
+  const [count] = checkedShape(ctx, [Math.max(Math.ceil((b! - a!) / d!), 0)], dtype);
   // start + i·delta for each i, as ONNX defines it (not a running sum).
   const values = tf.add(tf.mul(tf.range(0, count, 1, 'float32'), d!), a!);
   return [laid(dtype === 'int32' ? tf.cast(values, 'int32') : values)];
@@ -104,6 +105,8 @@ function cast(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const to = attrInt(ctx, 'to', 1);
   const dtype = dtypeOfOnnxCode(to);
   if (dtype === undefined) throw unsupported(ctx, `cast to ONNX type ${to}`);
+  // A bool becomes 4 bytes an element.
+  checkedShape(ctx, x.tensor.shape, dtype);
   if (x.tensor.dtype === 'float32' && dtype === 'int32') {
     // C casts truncate toward zero, and so does ONNX.
     return [laid(tf.cast(tf.mul(tf.sign(x.tensor), tf.floor(tf.abs(x.tensor))), 'int32'), x.layout)];
@@ -166,14 +169,20 @@ function unsqueeze(ctx: OpContext, inputs: Inputs): LaidTensor[] {
 function expand(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const x = onnxInput(ctx, inputs, 0);
   const wanted = constantInts(required(ctx, inputs, 1)) ?? [];
-  const dims = tf.broadcast_util.assertAndGetBroadcastShape(x.shape, wanted);
+  const dims = checkedShape(ctx, tf.broadcast_util.assertAndGetBroadcastShape(x.shape, wanted), x.dtype);
+  // Image data grown in the planning pass: only the shape matters (a value up to the limit, never written).
+  if (ctx.shapesOnly === true) return [laid(zerosStandIn(dims, x.dtype))];
   const grown = x.rank < dims.length ? tf.reshape(x, [...Array<number>(dims.length - x.rank).fill(1), ...x.shape]) : x;
   return [laid(tf.broadcastTo(grown, dims))];
 }
 
 function tile(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const x = onnxInput(ctx, inputs, 0);
-  return [laid(tf.tile(x, constantInts(required(ctx, inputs, 1)) ?? []))];
+  const repeats = constantInts(required(ctx, inputs, 1)) ?? [];
+  if (repeats.length !== x.rank) throw new CamvizError(`ONNX node '${ctx.node.name}' (Tile): ${repeats.length} repeats for rank ${x.rank}`);
+  const dims = checkedShape(ctx, x.shape.map((dim, i) => dim * repeats[i]!), x.dtype);
+  if (ctx.shapesOnly === true) return [laid(zerosStandIn(dims, x.dtype))];
+  return [laid(tf.tile(x, repeats))];
 }
 
 // ------------------------------------------------------------ joining and cutting
@@ -191,11 +200,12 @@ function concat(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const axis = storedAxis(normalizeAxis(ctx, attrInt(ctx, 'axis', 0), rank), layout);
   // tfjs' concat rejects empty pieces on some backends; they add nothing.
   const pieces = tensors.filter((tensor) => tensor.size > 0);
-  if (ctx.shapesOnly === true && pieces.length > 0 && pieces.every((piece) => piece.dtype === pieces[0]!.dtype)) {
-    // The concat's own checks of the shapes, without the concat.
+  if (pieces.length > 0 && pieces.every((piece) => piece.dtype === pieces[0]!.dtype)) {
+    // The concat's own checks of the shapes, without the concat: many pieces may add up to a huge value.
     const shapes = pieces.map((piece) => piece.shape);
     tf.backend_util.assertParamsConsistent(shapes, axis);
-    return [laid(zerosStandIn(tf.backend_util.computeOutShape(shapes, axis), pieces[0]!.dtype), layout)];
+    const joined = checkedShape(ctx, tf.backend_util.computeOutShape(shapes, axis), pieces[0]!.dtype, layout);
+    if (ctx.shapesOnly === true) return [laid(zerosStandIn(joined, pieces[0]!.dtype), layout)];
   }
   return [laid(pieces.length === 0 ? tf.clone(tensors[0]!) : tf.concat(pieces, axis), layout)];
 }
@@ -278,10 +288,11 @@ function gather(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const indices = required(ctx, inputs, 1).tensor;
   const axis = normalizeAxis(ctx, attrInt(ctx, 'axis', 0), x.rank);
   const dim = x.shape[axis]!;
+  // Many indices pick a slice each: the output may be far larger than the data.
+  const dims = checkedShape(ctx, [...x.shape.slice(0, axis), ...indices.shape, ...x.shape.slice(axis + 1)], x.dtype);
   const wrapped = tf.where(tf.less(indices, 0), tf.add(indices, tf.scalar(dim, 'int32')), indices);
   const flat = tf.reshape(wrapped, [Math.max(wrapped.size, 0)]);
   const picked = tf.gather(x, tf.cast(flat, 'int32'), axis);
-  const dims = [...x.shape.slice(0, axis), ...indices.shape, ...x.shape.slice(axis + 1)];
   return [laid(tf.reshape(picked, dims))];
 }
 
@@ -301,6 +312,8 @@ function pad(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   axes.forEach((axis, i) => {
     paddings[storedAxis(axis, x.layout)] = [pads[i]!, pads[i + axes.length]!];
   });
+  const dims = checkedShape(ctx, x.tensor.shape.map((dim, i) => dim + paddings[i]![0] + paddings[i]![1]), x.tensor.dtype, x.layout);
+  if (ctx.shapesOnly === true) return [laid(zerosStandIn(dims, x.tensor.dtype), x.layout)];
   const cropped = cropNegative(x.tensor, paddings);
   const grow = paddings.map(([before, after]): [number, number] => [Math.max(before, 0), Math.max(after, 0)]);
   let result: tf.Tensor;
