@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { loadModel } from '../src/model/load.js';
 import { cliEnv, runCli } from './helpers/cli.js';
 import { listFiles } from './helpers/files.js';
 import { repoRoot } from './helpers/assets.js';
@@ -25,13 +27,13 @@ function reluModel(overrides: Partial<TestModel> = {}): TestModel {
 }
 
 /** Runs `camviz fmap` on a model file made of `bytes`; checks the one-line failure and that nothing was written. */
-async function refused(bytes: Uint8Array, expected: RegExp, code = 1): Promise<void> {
+async function refused(bytes: Uint8Array, expected: RegExp, code = 1, timeoutMs = 60_000): Promise<void> {
   const folder = await mkdtemp(join(tmpdir(), 'camviz-onnx-bad-'));
   try {
     const modelPath = join(folder, 'bad.onnx');
     await writeFile(modelPath, bytes);
     const out = join(folder, 'out');
-    const run = await runCli(['fmap', image, '--model', modelPath, '--out', out], { cwd: folder, env: cliEnv(join(folder, 'cache')), timeoutMs: 60_000 });
+    const run = await runCli(['fmap', image, '--model', modelPath, '--out', out], { cwd: folder, env: cliEnv(join(folder, 'cache')), timeoutMs });
     const lines = run.stderr.trim().split('\n');
     assert.equal(run.code, code, run.stderr);
     assert.equal(lines.length, 1, run.stderr);
@@ -142,4 +144,157 @@ test('a node naming more outputs than its op gives is refused at load', async ()
 test('a graph too deep for tfjs-layers to build (a chain of 6,000 nodes) is refused with one line naming it, not a bare stack overflow', async () => {
   const nodes = Array.from({ length: 6000 }, (_, i) => ({ name: `/Relu_${i}`, opType: 'Relu', inputs: [i === 0 ? 'input' : `v${i - 1}`], outputs: [i === 5999 ? 'output' : `v${i}`] }));
   await refused(onnxModelBytes(reluModel({ nodes })), /the graph is too deep for tfjs-layers to build: 6\d{3} layers/);
+});
+
+/** ONNX INT64 (7): shapes, repeats and pads as exporters write them. */
+const INT64 = 7;
+
+/** input -> Relu -> output, with `extra` nodes beside it (reading the input or constants) whose values the load pass computes. */
+function withExtraNodes(extra: TestModel['nodes'], initializers: TestModel['initializers']): TestModel {
+  return reluModel({ nodes: [{ name: '/Relu', opType: 'Relu', inputs: ['input'], outputs: ['output'] }, ...extra], initializers });
+}
+
+// Each asks for one value beyond the 2 GiB per tensor that initializers may declare; before any allocation it is refused in one line.
+const HUGE_VALUES: { what: string; model: TestModel; expected: RegExp }[] = [
+  {
+    what: 'an Expand of image data',
+    model: withExtraNodes([{ name: '/expand/Expand', opType: 'Expand', inputs: ['input', 'shape'], outputs: ['big'] }], [{ name: 'shape', dims: [4], dataType: INT64, values: [3000000, 3, 8, 8] }]),
+    expected: /node '\/expand\/Expand' \(Expand\) would make a tensor of 3000000x3x8x8 = 2\.15 GiB, above the limit of 2 GiB per tensor/,
+  },
+  {
+    what: 'a Tile of image data',
+    model: withExtraNodes([{ name: '/tile/Tile', opType: 'Tile', inputs: ['input', 'repeats'], outputs: ['big'] }], [{ name: 'repeats', dims: [4], dataType: INT64, values: [1, 1, 30000, 30000] }]),
+    expected: /node '\/tile\/Tile' \(Tile\) would make a tensor of 1x3x240000x240000 = 644 GiB, above the limit of 2 GiB per tensor/,
+  },
+  {
+    what: 'a ConstantOfShape',
+    model: withExtraNodes([{ name: '/fill', opType: 'ConstantOfShape', inputs: ['shape'], outputs: ['big'] }], [{ name: 'shape', dims: [3], dataType: INT64, values: [100000, 100000, 100] }]),
+    expected: /node '\/fill' \(ConstantOfShape\) would make a tensor of 100000x100000x100 = 3\.64 TiB/,
+  },
+  {
+    what: 'a Range',
+    model: withExtraNodes(
+      [{ name: '/range', opType: 'Range', inputs: ['start', 'limit', 'delta'], outputs: ['big'] }],
+      [
+        { name: 'start', dims: [], values: [0] },
+        { name: 'limit', dims: [], values: [1e12] },
+        { name: 'delta', dims: [], values: [1] },
+      ],
+    ),
+    expected: /node '\/range' \(Range\) would make a tensor of \d+ = 3\.64 TiB/,
+  },
+  {
+    what: 'a Conv with huge pads (a stand-in in the load pass)',
+    model: withExtraNodes(
+      [{ name: '/conv', opType: 'Conv', inputs: ['input', 'w'], outputs: ['big'], attributes: [{ name: 'pads', ints: [40000, 40000, 40000, 40000] }] }],
+      [{ name: 'w', dims: [1, 3, 1, 1], values: [1, 1, 1] }],
+    ),
+    expected: /node '\/conv' \(Conv\) would make a tensor of 1x1x80008x80008 = 23\.8 GiB/,
+  },
+  {
+    what: 'a Pad of image data',
+    model: withExtraNodes([{ name: '/pad', opType: 'Pad', inputs: ['input', 'pads'], outputs: ['big'] }], [{ name: 'pads', dims: [8], dataType: INT64, values: [0, 0, 50000, 50000, 0, 0, 50000, 50000] }]),
+    expected: /node '\/pad' \(Pad\) would make a tensor of 1x3x100008x100008 = 112 GiB/,
+  },
+  {
+    what: 'a MatMul of two small constants (folded at load)',
+    model: withExtraNodes(
+      [{ name: '/outer', opType: 'MatMul', inputs: ['column', 'row'], outputs: ['big'] }],
+      [
+        { name: 'column', dims: [40000, 1], raw: new Uint8Array(160000) },
+        { name: 'row', dims: [1, 40000], raw: new Uint8Array(160000) },
+      ],
+    ),
+    expected: /node '\/outer' \(MatMul\) would make a tensor of 40000x40000 = 5\.96 GiB/,
+  },
+  {
+    what: 'an Add broadcasting two small constants',
+    model: withExtraNodes(
+      [{ name: '/outer_sum', opType: 'Add', inputs: ['column', 'row'], outputs: ['big'] }],
+      [
+        { name: 'column', dims: [40000, 1], raw: new Uint8Array(160000) },
+        { name: 'row', dims: [1, 40000], raw: new Uint8Array(160000) },
+      ],
+    ),
+    expected: /node '\/outer_sum' \(Add\) would make a tensor of 40000x40000 = 5\.96 GiB/,
+  },
+  {
+    what: 'a Gather of many indices',
+    model: withExtraNodes(
+      [{ name: '/gather', opType: 'Gather', inputs: ['rows', 'indices'], outputs: ['big'] }],
+      [
+        { name: 'rows', dims: [2, 300000], raw: new Uint8Array(2 * 300000 * 4) },
+        { name: 'indices', dims: [2000], dataType: INT64, raw: new Uint8Array(2000 * 8) },
+      ],
+    ),
+    expected: /node '\/gather' \(Gather\) would make a tensor of 2000x300000 = 2\.24 GiB/,
+  },
+];
+
+for (const { what, model, expected } of HUGE_VALUES) {
+  test(`a value beyond the per-tensor limit, from ${what}, is refused at load in one line naming the node, quickly`, async () => {
+    await refused(onnxModelBytes(model), expected, 1, 20_000);
+  });
+}
+
+test('a huge value is refused in bounded time and memory, before the load pass allocates it', async () => {
+  const folder = await mkdtemp(join(tmpdir(), 'camviz-onnx-bad-'));
+  try {
+    const path = join(folder, 'expand.onnx');
+    await writeFile(path, onnxModelBytes(HUGE_VALUES[0]!.model));
+    const peakBefore = process.resourceUsage().maxRSS;
+    const started = Date.now();
+    await assert.rejects(loadModel(path, { preprocess: 'none' }), HUGE_VALUES[0]!.expected);
+    // The value alone would be 2.3 GB; the load pass of this tiny graph needs a few MB.
+    const grownKiB = process.resourceUsage().maxRSS - peakBefore;
+    assert.ok(grownKiB < 256 * 1024, `peak RSS grew by ${Math.round(grownKiB / 1024)} MiB`);
+    assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+  } finally {
+    await rm(folder, { recursive: true, force: true });
+  }
+});
+
+test('Expand, Tile, ConstantOfShape, Range, Pad and Gather of ordinary sizes still load and run, with the values ONNX gives', async () => {
+  // output = Tile(input, [1, 1, 2, 2]) + Expand(ConstantOfShape([1, 3, 1, 1], 0.5) + Reshape(Range(0, 3, 1), [1, 3, 1, 1]), [1, 3, 16, 16]),
+  // then padded by one row at the bottom and gathered back to its first 16 rows.
+  const nodes: TestModel['nodes'] = [
+    { name: '/tile', opType: 'Tile', inputs: ['input', 'repeats'], outputs: ['tiled'] },
+    { name: '/fill', opType: 'ConstantOfShape', inputs: ['fillShape'], outputs: ['half'], attributes: [{ name: 'value', t: { name: 'v', dims: [1], values: [0.5] } }] },
+    { name: '/range', opType: 'Range', inputs: ['start', 'limit', 'delta'], outputs: ['steps'] },
+    { name: '/reshape', opType: 'Reshape', inputs: ['steps', 'fillShape'], outputs: ['steps4'] },
+    { name: '/offsets', opType: 'Add', inputs: ['half', 'steps4'], outputs: ['offsets'] },
+    { name: '/expand', opType: 'Expand', inputs: ['offsets', 'bigShape'], outputs: ['grown'] },
+    { name: '/add', opType: 'Add', inputs: ['tiled', 'grown'], outputs: ['sum'] },
+    { name: '/pad', opType: 'Pad', inputs: ['sum', 'pads'], outputs: ['padded'] },
+    { name: '/gather', opType: 'Gather', inputs: ['padded', 'rows'], outputs: ['output'], attributes: [{ name: 'axis', i: 2 }] },
+  ];
+  const initializers: TestModel['initializers'] = [
+    { name: 'repeats', dims: [4], dataType: INT64, values: [1, 1, 2, 2] },
+    { name: 'fillShape', dims: [4], dataType: INT64, values: [1, 3, 1, 1] },
+    { name: 'start', dims: [], values: [0] },
+    { name: 'limit', dims: [], values: [3] },
+    { name: 'delta', dims: [], values: [1] },
+    { name: 'bigShape', dims: [4], dataType: INT64, values: [1, 3, 16, 16] },
+    { name: 'pads', dims: [8], dataType: INT64, values: [0, 0, 0, 0, 0, 0, 1, 0] },
+    { name: 'rows', dims: [16], dataType: INT64, values: Array.from({ length: 16 }, (_, i) => i) },
+  ];
+  const folder = await mkdtemp(join(tmpdir(), 'camviz-onnx-ok-'));
+  try {
+    const path = join(folder, 'small.onnx');
+    await writeFile(path, onnxModelBytes(reluModel({ nodes, initializers, inputs: [imageInputValue(8)] })));
+    const model = await loadModel(path, { preprocess: 'none' });
+    try {
+      const input = tf.tensor4d(Array.from({ length: 8 * 8 * 3 }, (_, i) => i), [1, 8, 8, 3]);
+      const values = await model.network().forward(input, { layers: [] });
+      const nchw = tf.transpose(input, [0, 3, 1, 2]);
+      const expected = tf.add(tf.tile(nchw, [1, 1, 2, 2]), tf.reshape(tf.tensor1d([0.5, 1.5, 2.5]), [1, 3, 1, 1]));
+      assert.deepEqual(values.output.shape, [1, 3, 16, 16]);
+      assert.deepEqual(Array.from(values.output.dataSync()), Array.from(expected.dataSync()));
+      tf.dispose([input, nchw, expected, values.output, values.scores, values.probabilities, ...values.layers.values()]);
+    } finally {
+      model.dispose();
+    }
+  } finally {
+    await rm(folder, { recursive: true, force: true });
+  }
 });
