@@ -232,23 +232,21 @@ const HUGE_VALUES: { what: string; model: TestModel; expected: RegExp }[] = [
 ];
 
 for (const { what, model, expected } of HUGE_VALUES) {
-  test(`a value beyond the per-tensor limit, from ${what}, is refused at load in one line naming the node, quickly`, async () => {
-    await refused(onnxModelBytes(model), expected, 1, 20_000);
+  test(`a value beyond the per-tensor limit, from ${what}, is refused at load in one line naming the node`, async () => {
+    await refused(onnxModelBytes(model), expected);
   });
 }
 
-test('a huge value is refused in bounded time and memory, before the load pass allocates it', async () => {
+test('a huge value is refused in bounded memory, before the load pass allocates it', async () => {
   const folder = await mkdtemp(join(tmpdir(), 'camviz-onnx-bad-'));
   try {
     const path = join(folder, 'expand.onnx');
     await writeFile(path, onnxModelBytes(HUGE_VALUES[0]!.model));
     const peakBefore = process.resourceUsage().maxRSS;
-    const started = Date.now();
     await assert.rejects(loadModel(path, { preprocess: 'none' }), HUGE_VALUES[0]!.expected);
     // The value alone would be 2.3 GB; the load pass of this tiny graph needs a few MB.
     const grownKiB = process.resourceUsage().maxRSS - peakBefore;
     assert.ok(grownKiB < 256 * 1024, `peak RSS grew by ${Math.round(grownKiB / 1024)} MiB`);
-    assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
   } finally {
     await rm(folder, { recursive: true, force: true });
   }
