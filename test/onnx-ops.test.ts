@@ -407,6 +407,30 @@ forEachBackend(() => {
       tf.dispose([x, gradient, ...Object.values(constants)]);
     });
 
+    test(`tf.grad through Elu, Selu and a per-channel PRelu: hand-computed, and no NaN where e^x overflows (${layout})`, () => {
+      // x: 1x2x1x3, channel 0 [-1, 0.5, 100], channel 1 [-2, 3, 200] (e^100 and e^200 overflow float32).
+      const x = tf.tensor4d([-1, 0.5, 100, -2, 3, 200], [1, 2, 1, 3]);
+      const constants = { slope: tf.tensor3d([0.25, -0.5], [2, 1, 1]) };
+      const alpha = 0.5;
+      for (const [opType, attributes, value, slope] of [
+        ['Elu', { alpha: float(alpha) }, (v: number) => (v > 0 ? v : alpha * Math.expm1(v)), (v: number) => (v > 0 ? 1 : alpha * Math.exp(v))],
+        ['Selu', {}, (v: number) => 1.0507009873554805 * (v > 0 ? v : 1.6732632423543772 * Math.expm1(v)), (v: number) => 1.0507009873554805 * (v > 0 ? 1 : 1.6732632423543772 * Math.exp(v))],
+      ] as const) {
+        const f = scoreOf([node(opType, ['x'], ['y'], attributes)], {}, layout, 'y');
+        const values = [-1, 0.5, 100, -2, 3, 200];
+        assertAllClose(f(x).dataSync(), [values.reduce((sum, v) => sum + value(v), 0)], 1e-4, `${opType} value`);
+        const gradient = tf.grad(f)(x);
+        assertAllClose(gradient.dataSync(), values.map(slope), 1e-5, `${opType} gradient`);
+        gradient.dispose();
+      }
+      // PRelu: slope 0.25 on channel 0, -0.5 on channel 1; the gradient is 1 where x > 0, else the channel's slope.
+      const f = scoreOf([node('PRelu', ['x', 'slope'], ['y'])], constants, layout, 'y');
+      assertAllClose(f(x).dataSync(), [0.25 * -1 + 0.5 + 100 + -0.5 * -2 + 3 + 200], 1e-4, 'PRelu value');
+      const gradient = tf.grad(f)(x);
+      assertAllClose(gradient.dataSync(), [0.25, 1, 1, -0.5, 1, 1], 1e-6, 'PRelu gradient');
+      tf.dispose([x, gradient, ...Object.values(constants)]);
+    });
+
     test(`tf.grad through Pad, MaxPool, Clip, Slice, Concat matches finite differences (${layout})`, () => {
       // Distinct values spread out so that no max ties and no Clip bound lies within epsilon.
       const random = mulberry32(11);

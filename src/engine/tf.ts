@@ -154,6 +154,7 @@ export const {
   equal,
   erf,
   exp,
+  expm1,
   expandDims,
   floor,
   gather,
@@ -181,8 +182,10 @@ export const {
   rsqrt,
   sigmoid,
   sign,
+  softplus,
   squeeze,
   stack,
+  step,
   tanh,
   tile,
 } = core;

@@ -82,6 +82,31 @@ function variadic(fn: (tensors: tf.Tensor[]) => tf.Tensor): OpFunction {
 const fold = (step: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor) => (tensors: tf.Tensor[]): tf.Tensor =>
   tensors.slice(1).reduce(step, tf.clone(tensors[0]!));
 
+/** ONNX Selu's defaults (the self-normalising constants). */
+const SELU_ALPHA = 1.67326319217681884765625;
+const SELU_GAMMA = 1.05070102214813232421875;
+
+// These activations are sums of differentiable ops, not tf.where on a
+// comparison: tfjs has no gradient for a comparison on the tape.
+
+/**
+ * x where x > 0, alpha (e^x - 1) elsewhere, as relu(x) + alpha (e^min(x,0) - 1):
+ * e^x of a large x would be Infinity, and its share of the gradient NaN.
+ */
+function elu(x: tf.Tensor, alpha: number): tf.Tensor {
+  return tf.add(tf.relu(x), tf.mul(tf.expm1(tf.minimum(x, 0)), alpha));
+}
+
+/** x where x > 0, slope * x elsewhere, as relu(x) - slope relu(-x); the slope broadcasts to x (ONNX's unidirectional broadcast). */
+function prelu(x: tf.Tensor, slope: tf.Tensor): tf.Tensor {
+  return tf.sub(tf.relu(x), tf.mul(slope, tf.relu(tf.neg(x))));
+}
+
+/** x where x > alpha, else 0: x times step(x - alpha), whose gradient is 0. */
+function thresholdedRelu(x: tf.Tensor, alpha: number): tf.Tensor {
+  return tf.mul(x, tf.step(tf.sub(x, alpha)));
+}
+
 function hardSigmoid(x: tf.Tensor, alpha: number, beta: number): tf.Tensor {
   return tf.clipByValue(tf.add(tf.mul(x, alpha), beta), 0, 1);
 }
@@ -168,6 +193,12 @@ export const ELEMENTWISE_OPS: Record<string, OpFunction> = {
   Sigmoid: unary((x) => tf.sigmoid(x)),
   HardSigmoid: unary((x, ctx) => hardSigmoid(x, attrFloat(ctx, 'alpha', 0.2), attrFloat(ctx, 'beta', 0.5))),
   HardSwish: unary((x) => tf.mul(x, hardSigmoid(x, 1 / 6, 0.5))),
+  Elu: unary((x, ctx) => elu(x, attrFloat(ctx, 'alpha', 1))),
+  Selu: unary((x, ctx) => tf.mul(elu(x, attrFloat(ctx, 'alpha', SELU_ALPHA)), attrFloat(ctx, 'gamma', SELU_GAMMA))),
+  PRelu: binary(prelu),
+  ThresholdedRelu: unary((x, ctx) => thresholdedRelu(x, attrFloat(ctx, 'alpha', 1))),
+  Softplus: unary((x) => tf.softplus(x)),
+  Softsign: unary((x) => tf.div(x, tf.add(tf.abs(x), 1))),
   Tanh: unary((x) => tf.tanh(x)),
   Erf: unary((x) => tf.erf(x)),
   Gelu: unary(gelu),

@@ -36,6 +36,9 @@ const SINCE: Record<string, number> = {
   Erf: 9,
   Gelu: 20,
   HardSwish: 14,
+  // PRelu's slope broadcasts the numpy way from opset 7; ThresholdedRelu is in the default domain from opset 10.
+  PRelu: 7,
+  ThresholdedRelu: 10,
   Where: 9,
   LessOrEqual: 12,
   GreaterOrEqual: 12,
