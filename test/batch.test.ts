@@ -103,6 +103,16 @@ describe('expanding inputs', () => {
     );
   });
 
+  test('the same file given twice (overlapping globs, ./x and x, a folder and a file in it) is one input', async () => {
+    const root = join(workDir, 'twice');
+    await makeFolder(root, ['x.png', 'y.png']);
+    const x = join(root, 'x.png');
+    assert.deepEqual(relatives(await expandInputs([x, join(root, '.', 'x.png'), x])), ['x.png']);
+    const both = await expandInputs([root, x]);
+    assert.deepEqual(relatives(both), ['twice/x.png', 'twice/y.png']);
+    assert.deepEqual(outputCollisions(both).size, 0);
+  });
+
   test('a subfolder that cannot be listed (permission denied) is one error naming it, not a raw Node message', async () => {
     const root = join(workDir, 'unlistable');
     await makeFolder(root, ['a.png', 'locked/b.png']);

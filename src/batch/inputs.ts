@@ -62,10 +62,26 @@ export async function expandInputs(paths: readonly string[], options: ExpandOpti
     }
     found.push(...inFolder);
   }
-  const short = found.map(({ path, short: name }) => ({ path, relative: name }));
+  const once = firstOfEachPath(found);
+  const short = once.map(({ path, short: name }) => ({ path, relative: name }));
   if (!several || outputCollisions(short).size === 0) return short.sort(byRelativePath);
   const base = commonFolder(paths.map((path) => resolve(path)));
-  return found.map(({ path }) => ({ path, relative: slashes(relative(base, resolve(path))) })).sort(byRelativePath);
+  return once.map(({ path }) => ({ path, relative: slashes(relative(base, resolve(path))) })).sort(byRelativePath);
+}
+
+/**
+ * One entry per file: the same file given twice (overlapping shell globs,
+ * `x.png ./x.png`, a folder and a file inside it) is one input, named as
+ * it was first found, where it would otherwise collide with itself.
+ */
+function firstOfEachPath<T extends { path: string }>(found: readonly T[]): T[] {
+  const seen = new Set<string>();
+  return found.filter(({ path }) => {
+    const key = resolve(path);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 /**
