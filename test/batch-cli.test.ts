@@ -218,14 +218,18 @@ describe('folder runs from the command line', { skip: skipWithoutModel }, () => 
   test('--fail-fast with the default workers and batches: the batches not yet computing are dropped, exit 1', async () => {
     const folder = await makeFolder(join(workDir, 'failfast'), Array.from({ length: 24 }, (_, i) => `img-${String(i).padStart(2, '0')}.png`));
     await writeFile(join(folder, '000-empty.png'), '');
-    const out = join(workDir, 'out-failfast');
-    const run = await camviz(['gradcam', folder, '--out', out, '--fail-fast', '--jobs', '2', '--quiet', ...modelArgs()]);
-    assert.equal(run.code, 1, run.stderr);
-    const manifest = await readManifest(out);
-    assert.equal(manifest.interrupted, true);
-    assert.equal(manifest.records.find((record) => record.status === 'error')?.relative, '000-empty.png');
-    // Each worker holds three batches of four; at most the other worker's batch under way finishes.
-    assert.ok(manifest.records.length <= 1 + 2 * 4, `${manifest.records.length} of 25 inputs processed`);
+    // predict too: its dropped batches once made records of nothing ("Cannot read properties of undefined").
+    for (const command of ['gradcam', 'predict']) {
+      const out = join(workDir, `out-failfast-${command}`);
+      const run = await camviz([command, folder, '--out', out, '--fail-fast', '--jobs', '2', '--quiet', ...modelArgs()]);
+      assert.equal(run.code, 1, run.stderr);
+      assert.equal(run.stderr.split('\n').filter((line) => line !== '').length, 1, run.stderr);
+      const manifest = await readManifest(out);
+      assert.equal(manifest.interrupted, true);
+      assert.equal(manifest.records.find((record) => record.status === 'error')?.relative, '000-empty.png');
+      // Each worker holds three batches of four; at most the other worker's batch under way finishes.
+      assert.ok(manifest.records.length <= 1 + 2 * 4, `${command}: ${manifest.records.length} of 25 inputs processed`);
+    }
   });
 
   test('a TensorBoard log folder that cannot be made: one line, exit 1, and the worker threads stop (the process exits)', async () => {

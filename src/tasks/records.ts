@@ -13,9 +13,13 @@ export function errorRecord(input: InputImage, error: unknown, timings: Timings 
   return { input: input.path, relative: input.relative, status: 'error', outputs: [], timings, error: message, ...(stack === undefined ? {} : { stack }) };
 }
 
-/** The records of a batch in the batch's order (an input is its path and its relative name: the same file may come from two inputs). */
+/**
+ * The records of a batch in the batch's order (an input is its path and its
+ * relative name: the same file may come from two inputs). Inputs a stopping
+ * run dropped before their model work (decodeBatch) have none.
+ */
 export function inBatchOrder(batch: readonly InputImage[], records: readonly InputRecord[]): InputRecord[] {
   const key = (path: string, relative: string): string => `${relative}\u0000${path}`;
   const byInput = new Map(records.map((record) => [key(record.input, record.relative), record]));
-  return batch.map((input) => byInput.get(key(input.path, input.relative))!);
+  return batch.flatMap((input) => byInput.get(key(input.path, input.relative)) ?? []);
 }
