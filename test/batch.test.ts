@@ -8,11 +8,11 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readFile, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import fsPromises from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { availableParallelism, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { Writable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -625,6 +625,28 @@ describe('folder runs in this process', { skip: skipWithoutModel }, () => {
     assert.deepEqual(manifest.summary, { inputs: 5, ok: 5, error: 0 });
     const strip = (records: typeof firstRun.records) => records.map(({ timings: _timings, resumed: _resumed, ...rest }) => rest);
     assert.deepEqual(strip(manifest.records), strip(firstRun.records));
+  });
+
+  test('--skip-existing redoes an input changed since the run it would keep, and does not vouch for an output outside the folder', async () => {
+    const folder = await makeFolder(join(workDir, 'resume-changed'), ['a.png', 'b.png', 'c.png']);
+    const outDir = join(workDir, 'resume-changed-out');
+    const first = await run(camTask(outDir), [folder]);
+    assert.equal(first.exitCode, 0);
+    // b.png replaced by another picture after that run: its kept map would show the old one.
+    await makeFolder(join(workDir, 'resume-changed-new'), ['b.png']);
+    await cp(join(workDir, 'resume-changed-new', 'b.png'), join(folder, 'b.png'));
+    const later = new Date(Date.now() + 60_000);
+    await utimes(join(folder, 'b.png'), later, later);
+    // c's record hand-edited to claim a file outside the output folder, which exists.
+    const manifest = await readManifest(outDir);
+    const outside = join(workDir, 'outside-output.png');
+    await writeFile(outside, 'not an output of this run');
+    manifest.records[2]!.outputs = [relative(outDir, outside)];
+    await writeFile(join(outDir, 'manifest.json'), JSON.stringify(manifest));
+    const second = await run(camTask(outDir), [folder], { skipExisting: true });
+    assert.equal(second.exitCode, 0);
+    assert.deepEqual(second.records.map((record) => [record.relative, record.resumed === true]), [['a.png', true], ['b.png', false], ['c.png', false]]);
+    assert.ok((await readManifest(outDir)).records.every((record) => record.outputs.every((path) => !path.startsWith('..'))));
   });
 
   test('--skip-existing does not keep outputs of other options (another --class)', async () => {

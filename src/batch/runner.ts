@@ -9,7 +9,8 @@ import { statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
+import { isInsideFolder } from '../util/inside-folder.js';
 import { CamvizError, describeError } from '../util/errors.js';
 import { WriteError } from '../util/atomic-file.js';
 import { errorRecord } from '../tasks/records.js';
@@ -533,14 +534,27 @@ function resumableRecords(
     return resumable;
   }
   const byKey = new Map(previous.records.map((record) => [keyOf(record), record]));
+  const previousStart = Date.parse(previous.startedAt);
   for (const image of images) {
     if (settled.has(image)) continue;
     const record = byKey.get(keyOf(image));
-    if (record?.status === 'ok' && record.outputs.length > 0 && record.outputs.every((path) => nonEmptyFile(join(task.outDir, path)))) {
-      resumable.set(image, { ...record, resumed: true });
-    }
+    if (record?.status !== 'ok' || record.outputs.length === 0) continue;
+    // An output the manifest places outside the folder (a hand-edited ../../x) is not this run's to vouch for.
+    if (!record.outputs.every((path) => isInsideFolder(resolve(task.outDir), resolve(task.outDir, path)) && nonEmptyFile(join(task.outDir, path)))) continue;
+    // An input changed since that run started (a new picture under the same name) is explained again, as make would.
+    if (!(modifiedAt(image.path) <= previousStart)) continue;
+    resumable.set(image, { ...record, resumed: true });
   }
   return resumable;
+}
+
+/** A file's modification time (ms), NaN when it cannot be looked at (its run reports why). */
+function modifiedAt(path: string): number {
+  try {
+    return statSync(path, { throwIfNoEntry: false })?.mtimeMs ?? Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
 }
 
 /** A file (not a folder) of at least one byte. */
