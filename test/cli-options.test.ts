@@ -7,7 +7,7 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -89,6 +89,22 @@ describe('empty lists are usage errors, before any image', () => {
   test("--layer ',' (gradcam and fmap): exit 2 naming --layer", async () => {
     assertUsageError(await camviz('gradcam', circleStar, '--layer', ',', '--out', freshOut(), ...onShapes), /--layer .*names no layer/);
     assertUsageError(await camviz('fmap', circleStar, '--layer', '', '--out', freshOut(), ...onShapes), /--layer .*names no layer/);
+  });
+
+  test("--out '' (an unset variable) is a usage error for every command that writes, and nothing lands in the current folder", async () => {
+    // The private cache (CAMVIZ_CACHE) lives in the work folder too.
+    const written = async (): Promise<string[]> => (await readdir(workDir)).filter((name) => name !== 'cache');
+    const cwdBefore = await written();
+    for (const args of [
+      ['gradcam', circleStar, '--out', '', ...onShapes],
+      ['fmap', circleStar, '--out', ' ', ...onShapes],
+      ['predict', circleStar, '--out', '', ...onShapes],
+      ['merge', workDir, '--out', ''],
+      ['compare', workDir, workDir, '--out', ''],
+    ]) {
+      assertUsageError(await camviz(...args), /--out is empty: give the output folder/);
+    }
+    assert.deepEqual(await written(), cwdBefore);
   });
 
   test('a comma-separated list with a blank part keeps the classes it names', async () => {

@@ -1,7 +1,7 @@
 /**
  * Small helpers the commands share.
  */
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { parseSize } from '../model/metadata.js';
 import type { InputRecord } from '../tasks/types.js';
 import { UsageError } from '../util/errors.js';
@@ -29,6 +29,19 @@ export function parseCount(value: string, flag: string, minimum = 1, maximum = N
     throw new UsageError(`${flag} '${value}' must be a whole number ${range}`);
   }
   return number;
+}
+
+/**
+ * The folder `--out` names, resolved; undefined when not given. An empty
+ * value (`--out "$UNSET_VARIABLE"`) is a usage error: resolved, it was the
+ * current folder, which then received every output and the manifest.
+ */
+export function outFolder(value: string): string;
+export function outFolder(value: string | undefined): string | undefined;
+export function outFolder(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (value.trim() === '') throw new UsageError('--out is empty: give the output folder');
+  return resolve(value);
 }
 
 /**

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { type CompareResult, type CompareThresholds, PAIR_BY, type PairBy, compareRuns, offenderLines, summaryLine, writeCompareJson } from '../batch/compare.js';
 import { DifferenceImages, writeCompareReport } from '../batch/compare-report.js';
 import { UsageError } from '../util/errors.js';
-import { displayPath, parseCount, printJson } from './common.js';
+import { displayPath, outFolder, parseCount, printJson } from './common.js';
 import { ensureWritable } from '../batch/out-dir.js';
 
 export interface CompareCliOptions {
@@ -23,7 +23,7 @@ export async function runCompare(dirA: string, dirB: string, options: CompareCli
   const thresholds = thresholdsFromFlags(options);
   const pairBy = options.pairBy ?? 'class';
   if (!isPairBy(pairBy)) throw new UsageError(`--pair-by ${pairBy}: choose one of ${PAIR_BY.join(', ')}`);
-  const outDir = resolve(options.out ?? dirB);
+  const outDir = outFolder(options.out) ?? resolve(dirB);
   const differences = options.report === true ? new DifferenceImages(outDir) : undefined;
   let result: CompareResult;
   try {

@@ -1,7 +1,6 @@
 /** `camviz merge`: join the output folders of a sharded run into one. */
-import { resolve } from 'node:path';
 import { mergeRuns } from '../batch/merge.js';
-import { displayPath } from './common.js';
+import { displayPath, outFolder } from './common.js';
 
 export interface MergeCliOptions {
   out: string;
@@ -14,7 +13,7 @@ export async function runMerge(shardDirs: string[], options: MergeCliOptions): P
   const log = (message: string): void => {
     if (!options.quiet) process.stderr.write(`camviz: ${message}\n`);
   };
-  const result = await mergeRuns(shardDirs, resolve(options.out), { report: options.report === true, log });
+  const result = await mergeRuns(shardDirs, outFolder(options.out), { report: options.report === true, log });
   const { summary } = result.manifest;
   log(
     `merged ${shardDirs.length} shard folder${shardDirs.length === 1 ? '' : 's'}: ${summary.inputs} inputs, ${summary.ok} ok, ${summary.error} failed, ` +

@@ -14,7 +14,7 @@ import { parseBackground } from '../image/colour.js';
 import type { ResizeMode } from '../image/geometry.js';
 import { TASK_DEFAULTS } from '../tasks/defaults.js';
 import type { ImageSpec, InputRecord, ModelSpec, TaskOptions } from '../tasks/types.js';
-import { parseCount, printJson } from './common.js';
+import { outFolder, parseCount, printJson } from './common.js';
 import { onnxCacheLimitBytes } from '../model/onnx-writer/cache-limit.js';
 
 export interface BatchCliOptions {
@@ -73,7 +73,7 @@ export function baseTaskOptions(options: BatchCliOptions): Pick<TaskOptions, 'mo
     // The engine resolved here, so that a wrong CAMVIZ_ENGINE is a usage error before any work.
     model: { ...modelSpec(options), engine: requestedEngine(options.engine) },
     image: imageSpec(options),
-    outDir: resolve(options.out ?? 'camviz-out'),
+    outDir: outFolder(options.out) ?? resolve('camviz-out'),
     batchSize: options.batchSize === undefined ? TASK_DEFAULTS.batchSize : parseCount(options.batchSize, '--batch-size'),
     pngCompression,
   };
