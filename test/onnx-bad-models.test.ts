@@ -102,6 +102,11 @@ test('an input that is not an image tensor is refused', async () => {
   );
 });
 
+test("a graph whose only input has an initializer of its name (a weight with a default) says there is no input to feed", async () => {
+  const shadow = { name: 'input', dims: [1, 3, 8, 8], values: Array.from({ length: 192 }, () => 0.5) };
+  await refused(onnxModelBytes(reluModel({ initializers: [shadow] })), /the graph takes no input to feed \(an input with an initializer of its name is a weight\)/);
+});
+
 test('a truncated .onnx and a file that is not protobuf are refused', async () => {
   const bytes = onnxModelBytes(reluModel());
   await refused(bytes.subarray(0, bytes.length - 7), /not a valid ONNX file: truncated or not protobuf/);

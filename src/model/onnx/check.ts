@@ -63,6 +63,10 @@ export function defaultOpset(model: OnnxModel, file: string): number {
  */
 export function imageInput(model: OnnxModel, file: string): OnnxImageInput {
   const inputs = model.graph.inputs;
+  if (inputs.length === 0) {
+    // An input with an initializer of its name is a weight with a default (ONNX IR 4 and later): nothing is left to feed.
+    throw new CamvizError('the graph takes no input to feed (an input with an initializer of its name is a weight): camviz feeds one image tensor [N, C, H, W]', { file });
+  }
   if (inputs.length !== 1) {
     throw new CamvizError(`the graph takes ${inputs.length} inputs (${inputs.map((input) => input.name).join(', ')}); camviz feeds one image tensor`, { file });
   }
