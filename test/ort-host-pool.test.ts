@@ -15,6 +15,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -166,6 +167,39 @@ describe('ONNX Runtime host workers on the tiny model, against Score-CAM by hand
       assert.equal(executor.hostRunPlan(CHANNELS, SIZE, SIZE).inFlight, 4, 'new workers after dispose');
       equalsHand(await scoreCam(executor), 'through new workers');
       assert.equal(executor.hostWorkerBatches, batch * CHANNELS);
+    } finally {
+      await executor.dispose();
+    }
+  });
+
+  test("work pending when the workers are closed (a run stopped at once) fails saying the run stopped, naming no model", { timeout: 60_000 }, async () => {
+    const require = createRequire(import.meta.url);
+    const stuck = join(folder, 'stuck-ort.cjs');
+    // onnxruntime-node whose runs take 2 s (a long pass): the work is pending when the pool closes. (A worker
+    // ends after the pass it is in: never terminated inside ONNX Runtime.)
+    await writeFile(
+      stuck,
+      [
+        `const ort = require(${JSON.stringify(require.resolve('onnxruntime-node'))});`,
+        // Each run says it was called (a file).
+        `const marker = ${JSON.stringify(join(folder, 'stuck-run-called'))};`,
+        "const slowRun = () => { require('node:fs').writeFileSync(marker, ''); return new Promise((_, reject) => setTimeout(() => reject(new Error('a late pass')), 2000)); };",
+        'const create = async (...args) => Object.assign(await ort.InferenceSession.create(...args), { run: slowRun });',
+        'module.exports = { Tensor: ort.Tensor, env: ort.env, InferenceSession: { create } };',
+        '',
+      ].join('\n'),
+    );
+    const executor = await executorOf(false);
+    try {
+      const outcome = await withWorkerModule(stuck, async () => {
+        const pending = scoreCam(executor).then(() => undefined, (error: unknown) => error);
+        // Closed once a worker is inside a pass.
+        while (!existsSync(join(folder, 'stuck-run-called'))) await new Promise((resolve) => setTimeout(resolve, 20));
+        await executor.dispose();
+        return pending;
+      });
+      assert.ok(outcome instanceof CamvizError, `a CamvizError, not ${String(outcome)}`);
+      assert.equal(describeError(outcome), "the run stopped before this image's ONNX Runtime passes were done");
     } finally {
       await executor.dispose();
     }

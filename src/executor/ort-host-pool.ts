@@ -150,7 +150,8 @@ export class OrtHostPool {
         if (entry.exited) return;
         // Waited for: the thread keeps the process alive until it has ended.
         entry.worker.ref();
-        this.stop(entry, 'the ONNX Runtime workers were closed');
+        // Work still waiting is an image's, stopped with the run (a second signal): the error names the image, not the model.
+        this.stop(entry, "the run stopped before this image's ONNX Runtime passes were done", false);
         if (entry.ready) entry.worker.postMessage({ type: 'close' } satisfies ToHostWorker);
         await ended;
       }),
@@ -206,12 +207,13 @@ export class OrtHostPool {
   }
 
   /** The worker takes no more batches; those it holds are rejected with `reason`. */
-  private stop(entry: HostWorker, reason: string): void {
+  /** Ends a worker's pending work with `reason`; `aboutModel`: the error names the model file (a worker that failed). */
+  private stop(entry: HostWorker, reason: string, aboutModel = true): void {
     entry.stopped ??= reason;
     this.wake();
     const pending = [...entry.pending.values()];
     entry.pending.clear();
-    for (const waiting of pending) waiting.reject(new CamvizError(entry.stopped, this.errorOptions()));
+    for (const waiting of pending) waiting.reject(new CamvizError(entry.stopped, aboutModel ? this.errorOptions() : {}));
   }
 
   private wake(): void {
