@@ -63,3 +63,12 @@ test('OutputSet: a file in the way of an output folder fails as mkdir reports it
   assert.deepEqual(outputs.written, []);
   assert.deepEqual(await readdir(out), ['a']);
 });
+
+test('writeFileAtomic writes a file whose name is near the 255-byte limit (its temporary name is cut to fit)', async () => {
+  // 250 bytes: 'é' is two bytes in UTF-8, so a cut must keep whole characters.
+  const name = `${'é'.repeat(60)}${'x'.repeat(126)}.png`;
+  assert.equal(Buffer.byteLength(name), 250);
+  await writeFileAtomic(join(dir, name), new Uint8Array([7]), { durable: false });
+  assert.deepEqual([...(await readFile(join(dir, name)))], [7]);
+  assert.deepEqual((await readdir(dir)).filter((entry) => entry.endsWith('.tmp')), []);
+});

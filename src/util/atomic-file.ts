@@ -48,7 +48,25 @@ export function ioReason(error: unknown): string {
 
 /** The temporary name of a file being written: `.<name>.<pid>.<12 hex>.tmp` in the same folder. */
 export function temporaryName(path: string): string {
-  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  const suffix = `.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  // The name it stands for is cut to fit a file name (an output of a 230-byte stem still fits; its temporary did not: ENAMETOOLONG).
+  return join(dirname(path), `.${headOfBytes(basename(path), NAME_MAX_BYTES - 1 - suffix.length)}${suffix}`);
+}
+
+/** The longest file name (bytes) of the usual file systems (ext4, xfs, btrfs, APFS, NTFS in UTF-16 units). */
+const NAME_MAX_BYTES = 255;
+
+/** The longest start of `text` of at most `maxBytes` UTF-8 bytes, whole characters only. */
+function headOfBytes(text: string, maxBytes: number): string {
+  if (Buffer.byteLength(text) <= maxBytes) return text;
+  let head = '';
+  let bytes = 0;
+  for (const char of text) {
+    bytes += Buffer.byteLength(char);
+    if (bytes > maxBytes) break;
+    head += char;
+  }
+  return head;
 }
 
 /** A temporary name's parts (see temporaryName): the name it is renamed to and its writer's process id; undefined for other names. */
