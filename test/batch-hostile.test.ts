@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { lstat, lutimes, mkdir, mkdtemp, open, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, open, readFile, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { availableParallelism, hostname, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import sharp from 'sharp';
@@ -307,7 +307,8 @@ describe('one run at a time in an output folder', { skip: skipWithoutModel }, ()
     const target = info?.isSymbolicLink() ? await readlink(join(out, LOCK_NAME)) : undefined;
     run.child.kill('SIGTERM');
     await run.done;
-    assert.match(target ?? '', new RegExp(`^${run.child.pid}@${hostname()}#[0-9a-f]+$`));
+    // And, where /proc says, the process's start (clock ticks after boot): a later process with the same PID is not this run.
+    assert.match(target ?? '', new RegExp(`^${run.child.pid}@${hostname()}#[0-9a-f]+${process.platform === 'linux' ? '\\+\\d+' : ''}$`));
   });
 });
 
@@ -347,18 +348,21 @@ describe('the lock of a dead run whose PID is alive again (PIDs are reused)', ()
     await lock.release();
   });
 
-  test('a lock naming a live process that started after the lock was made is taken over; one made after it started is not', { skip: process.platform !== 'linux' ? 'process start times from /proc' : false }, async () => {
+  test("a lock naming a live process whose start is not the one it recorded is taken over; its own start, or none recorded, is not", { skip: process.platform !== 'linux' ? 'process start times from /proc' : false }, async () => {
     const out = join(workDir, 'lock-reused-pid');
     await mkdir(out, { recursive: true });
     const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
     try {
       const path = join(out, LOCK_NAME);
-      await symlink(`${other.pid}@${hostname()}#00`, path);
-      // Made now, after the process started: that process may be its run.
-      await assert.rejects(acquireRunLock(out, () => undefined), (error: unknown) => error instanceof CamvizError && error.message.includes(`PID ${other.pid}`));
-      // Made an hour ago, before that process existed: not its run.
-      const hourAgo = new Date(Date.now() - 3_600_000);
-      await lutimes(path, hourAgo, hourAgo);
+      const stat = await readFile(`/proc/${other.pid}/stat`, 'utf8');
+      const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]!;
+      for (const recorded of [`+${start}`, '']) {
+        await symlink(`${other.pid}@${hostname()}#00${recorded}`, path);
+        await assert.rejects(acquireRunLock(out, () => undefined), (error: unknown) => error instanceof CamvizError && error.message.includes(`PID ${other.pid}`), `recorded '${recorded}'`);
+        await rm(path);
+      }
+      // Another start: the PID's earlier process, whose run is gone.
+      await symlink(`${other.pid}@${hostname()}#00+${Number(start) - 1}`, path);
       const notes: string[] = [];
       const lock = await acquireRunLock(out, (note) => notes.push(note));
       assert.deepEqual(notes, [`taking over the lock of PID ${other.pid}, which is no longer running (${path})`]);

@@ -30,7 +30,8 @@ test("oneLine joins a message's lines and cuts a long one", () => {
 
 test('describeError gives one line for foreign errors and for camviz errors naming hostile text', () => {
   assert.equal(describeError(new Error('first\n\n  second  \n')), 'first second');
-  assert.equal(describeError(new CamvizError("node 'a\n\u001b[31mb' fails", { file: 'dir/x\ny.onnx' })), "node 'a \\x1b[31mb' fails (dir/x\\ny.onnx)");
+  // A name's newline stays visible: 'a\nb' and 'a b' are two names.
+  assert.equal(describeError(new CamvizError("node 'a\n\u001b[31mb' fails", { file: 'dir/x\ny.onnx' })), "node 'a\\n\\x1b[31mb' fails (dir/x\\ny.onnx)");
 });
 
 test('camviz layers prints node names with newlines and escape sequences escaped, one row each', async () => {

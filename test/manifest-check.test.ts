@@ -86,5 +86,5 @@ test('a manifest.json larger than camviz reads is an error naming it, found from
   await handle.close();
   const error = await readManifest(folder).then(() => undefined, (caught: unknown) => caught);
   assert.ok(error instanceof CamvizError, `not treated as absent: ${String(error)}`);
-  assert.equal(error.describe(), `manifest.json is larger than the 536870912 bytes camviz reads of it (${join(folder, 'manifest.json')})`);
+  assert.equal(error.describe(), `manifest.json is larger than the 268435456 bytes camviz reads of it (${join(folder, 'manifest.json')})`);
 });

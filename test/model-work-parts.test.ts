@@ -1,8 +1,9 @@
 /**
  * modelWorkInParts: a batch's model work in one part when it succeeds;
  * where it fails for several images, each image alone, so that only the
- * image that breaks the batch fails; and, when each image succeeds alone,
- * one image at a time for the rest of the run.
+ * image that breaks the batch fails; when each image succeeds alone, one
+ * image at a time for the rest of the run; when each fails alone, no more
+ * retries; and no retry once the run is stopping.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -43,6 +44,38 @@ describe('modelWorkInParts', () => {
     assert.equal(batching.oneAtATime, false);
   });
 
+  test('when every image fails alone as well, later failed batches are not retried (a model failing everywhere ran each batch twice)', async () => {
+    const batching: Batching = { oneAtATime: false };
+    const { calls, work } = recordingWork(() => true);
+    assert.deepEqual(summary(await modelWorkInParts(items('a', 'b'), batching, work)), [
+      [['a'], 'error: fails on a'],
+      [['b'], 'error: fails on b'],
+    ]);
+    assert.equal(batching.retryUseless, true);
+    calls.length = 0;
+    assert.deepEqual(summary(await modelWorkInParts(items('c', 'd'), batching, work)), [
+      [['c'], 'error: fails on c+d'],
+      [['d'], 'error: fails on c+d'],
+    ]);
+    assert.deepEqual(calls, [['c', 'd']], 'the batch once, no image alone');
+  });
+
+  test('a stopping run retries no failed batch, and starts no image after one fails alone (they have no part: not done)', async () => {
+    const stop = { requested: true };
+    const failing = recordingWork(() => true);
+    assert.deepEqual(summary(await modelWorkInParts(items('a', 'b'), { oneAtATime: false }, failing.work, stop)), [
+      [['a'], 'error: fails on a+b'],
+      [['b'], 'error: fails on a+b'],
+    ]);
+    assert.deepEqual(failing.calls, [['a', 'b']]);
+    const oneByOne = recordingWork((batch) => batch.includes('b'));
+    assert.deepEqual(summary(await modelWorkInParts(items('a', 'b', 'c'), { oneAtATime: true }, oneByOne.work, stop)), [
+      [['a'], 'a'],
+      [['b'], 'error: fails on b'],
+    ]);
+    assert.deepEqual(oneByOne.calls, [['a'], ['b']]);
+  });
+
   test('an image that breaks its batch fails alone; the others succeed; later batches stay whole', async () => {
     const batching: Batching = { oneAtATime: false };
     const { calls, work } = recordingWork((batch) => batch.includes('bad'));
@@ -81,6 +114,7 @@ describe('modelWorkInParts', () => {
     assert.deepEqual(summary(await modelWorkInParts(items('a'), batching, work)), [[['a'], 'error: fails on a']]);
     assert.deepEqual(calls, [['a']]);
     assert.equal(batching.oneAtATime, false);
+    assert.equal(batching.retryUseless, undefined, 'one image alone teaches nothing of batches');
     assert.deepEqual(await modelWorkInParts([], batching, work), []);
     assert.equal(calls.length, 1);
   });

@@ -171,6 +171,11 @@ describe('report data and thumbnails (no browser)', () => {
     await writeReport(join(root, 'out'), baseManifest('predict', records));
     assert.equal(existsSync(join(root, 'out', thumbnailPath('pipe.png'))), false);
     assert.equal(existsSync(join(root, 'out', thumbnailPath('huge.png'))), false);
+    // A run with --max-pixels 0 (no limit) decoded it: its report shows it.
+    const unlimited = { ...baseManifest('predict', [{ ...records[1]!, status: 'ok', error: undefined }]), options: { image: { maxPixels: 0 } } };
+    await writeReport(join(root, 'out'), unlimited);
+    const meta = await sharp(join(root, 'out', thumbnailPath('huge.png'))).metadata();
+    assert.deepEqual([meta.width, meta.height], [320, 320]);
   });
 
   test('a relative path that climbs out of the folder gets no thumbnail written outside it', async () => {

@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { type Dirent, readFileSync, readlinkSync, unlinkSync } from 'node:fs';
-import { lstat, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { CamvizError } from '../util/errors.js';
@@ -17,12 +17,14 @@ import { readRegularFile } from '../util/read-whole-file.js';
 
 export const LOCK_NAME = '.camviz.lock';
 
-/** What the lock holds, as `<pid>@<host>#<token>`: short, so that a link keeps it in its inode. */
+/** What the lock holds, as `<pid>@<host>#<token>[+<start>]`: short, so that a link keeps it in its inode. */
 export interface LockOwner {
   pid: number;
   host: string;
   /** Tells this lock from a later one of a process that got the same PID. */
   token: string;
+  /** When the process started, in the clock ticks /proc gives (Linux): a process with that PID and another start is not the lock's. */
+  start?: string;
 }
 
 export interface RunLock {
@@ -41,14 +43,14 @@ const ATTEMPTS = 3;
  */
 export async function acquireRunLock(outDir: string, note: (message: string) => void): Promise<RunLock> {
   const path = join(outDir, LOCK_NAME);
-  const owner: LockOwner = { pid: process.pid, host: hostname(), token: randomBytes(4).toString('hex') };
+  const start = processStart(process.pid);
+  const owner: LockOwner = { pid: process.pid, host: hostname(), token: randomBytes(4).toString('hex'), ...(start === undefined ? {} : { start }) };
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     if (await createExclusive(path, formatOwner(owner))) return heldLock(path, owner);
-    const madeAt = (await lstat(path).catch(() => undefined))?.mtimeMs;
     const text = await readLock(path);
     if (text === undefined) continue; // released meanwhile: try again
     const holder = parseOwner(text);
-    if (holder !== undefined && !isStale(holder, madeAt)) {
+    if (holder !== undefined && !isStale(holder)) {
       throw new CamvizError(
         `another camviz run (PID ${holder.pid} on ${holder.host}) is writing into this folder: wait for it, or use another --out ` +
           `(if no such run is alive, delete ${LOCK_NAME})`,
@@ -163,47 +165,43 @@ async function releaseLock(path: string, owner: LockOwner): Promise<void> {
 }
 
 export function formatOwner(owner: LockOwner): string {
-  return `${owner.pid}@${owner.host}#${owner.token}`;
+  return `${owner.pid}@${owner.host}#${owner.token}${owner.start === undefined ? '' : `+${owner.start}`}`;
 }
 
 export function parseOwner(text: string): LockOwner | undefined {
-  const match = /^(\d+)@(.*)#([0-9a-f]*)$/.exec(text.trim());
-  return match === null ? undefined : { pid: Number(match[1]), host: match[2]!, token: match[3]! };
+  const match = /^(\d+)@(.*)#([0-9a-f]*)(?:\+(\d+))?$/.exec(text.trim());
+  if (match === null) return undefined;
+  return { pid: Number(match[1]), host: match[2]!, token: match[3]!, ...(match[4] === undefined ? {} : { start: match[4] }) };
 }
 
-/** A lock is stale when its process is gone; on another host that cannot be known, so it is not. */
 /**
  * Whether the run that made a lock is gone: only on this host (a run on
  * another cannot be checked). A live PID alone misleads, as PIDs are
  * reused (in containers, each job's first processes get the same few):
  * a lock naming this process's PID with a token it does not hold, or a
- * process that started after the lock was made, is a dead run's.
+ * live process whose start differs from the one the lock recorded, is a
+ * dead run's. (The start is the kernel's count since boot, compared with
+ * itself: no file system's or wall clock's time is involved.)
  */
-function isStale(owner: LockOwner, madeAt: number | undefined): boolean {
+function isStale(owner: LockOwner): boolean {
   if (owner.host !== hostname()) return false;
   if (owner.pid === process.pid) return !heldTokens.has(owner.token);
   if (!isAlive(owner.pid)) return true;
-  const started = processStartedAt(owner.pid);
-  return started !== undefined && madeAt !== undefined && started > madeAt + START_TIME_SLACK_MS;
+  if (owner.start === undefined) return false;
+  const start = processStart(owner.pid);
+  return start !== undefined && start !== owner.start;
 }
 
 /** The tokens of the locks this process holds now (several runs of the library may run in one process). */
 const heldTokens = new Set<string>();
 
-/** /proc gives a process's start in clock ticks after boot and the boot time in whole seconds. */
-const START_TIME_SLACK_MS = 2000;
-/** USER_HZ: the ticks of /proc/<pid>/stat, 100 on every Linux architecture. */
-const CLOCK_TICKS_PER_SECOND = 100;
-
-/** When process `pid` started (ms since the epoch), where /proc says (Linux); undefined elsewhere. */
-function processStartedAt(pid: number): number | undefined {
+/** When process `pid` started, in clock ticks after boot (/proc/<pid>/stat's 22nd field, Linux); undefined elsewhere. */
+function processStart(pid: number): string | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) may hold spaces and parentheses: fields are counted after its last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(fields[19]);
-    const bootSeconds = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1]);
-    return Number.isFinite(ticks) && Number.isFinite(bootSeconds) ? bootSeconds * 1000 + (ticks * 1000) / CLOCK_TICKS_PER_SECOND : undefined;
+    const ticks = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    return ticks !== undefined && /^\d+$/.test(ticks) ? ticks : undefined;
   } catch {
     return undefined;
   }

@@ -93,7 +93,7 @@ export interface ReportData {
  * missing input thumbnails under `_report/thumbs/` first. Returns the page's path.
  */
 export async function writeReport(outDir: string, manifest: Manifest): Promise<string> {
-  const thumbs = await ensureThumbnails(outDir, manifest.records);
+  const thumbs = await ensureThumbnails(outDir, manifest.records, runMaxPixels(manifest));
   const data = reportData(manifest, thumbs, new Date());
   const path = join(outDir, REPORT_NAME);
   await makeFolders(outDir);
@@ -201,13 +201,20 @@ function roundOrNull(value: number | null): number | null {
  * one. An input that cannot be read (moved, corrupt, another machine's path
  * after a merge) simply has none: its card says so.
  */
-async function ensureThumbnails(outDir: string, records: readonly InputRecord[]): Promise<Set<string>> {
+/** The pixel limit the run decoded its inputs with (its --max-pixels, 0 for none), as its manifest records it; else the default. */
+function runMaxPixels(manifest: Manifest): number | undefined {
+  const image = manifest.options['image'];
+  const limit = typeof image === 'object' && image !== null ? (image as { maxPixels?: unknown }).maxPixels : undefined;
+  return typeof limit === 'number' && Number.isFinite(limit) && limit >= 0 ? limit : undefined;
+}
+
+async function ensureThumbnails(outDir: string, records: readonly InputRecord[], maxPixels: number | undefined): Promise<Set<string>> {
   const have = new Set<string>();
   let next = 0;
   const lanes = Array.from({ length: Math.min(THUMBNAIL_CONCURRENCY, records.length) }, async () => {
     while (next < records.length) {
       const record = records[next++]!;
-      if (await ensureThumbnail(outDir, record)) have.add(record.relative);
+      if (await ensureThumbnail(outDir, record, maxPixels)) have.add(record.relative);
     }
   });
   await Promise.all(lanes);
@@ -222,7 +229,7 @@ async function upToDate(thumbnail: string, input: string): Promise<boolean> {
   return source === undefined || source.mtimeMs <= made.mtimeMs;
 }
 
-async function ensureThumbnail(outDir: string, record: InputRecord): Promise<boolean> {
+async function ensureThumbnail(outDir: string, record: InputRecord, maxPixels: number | undefined): Promise<boolean> {
   const target = resolve(outDir, thumbnailPath(record.relative));
   // A manifest is data: a relative path must not lead the writer out of the report folder.
   const inside = relative(resolve(outDir, REPORT_DIR), target);
@@ -230,9 +237,9 @@ async function ensureThumbnail(outDir: string, record: InputRecord): Promise<boo
   const input = resolve(record.input);
   if (await upToDate(target, input)) return true;
   try {
-    // Decoded as a run decodes its inputs: a regular file only (a FIFO would block the thread that opens it, for good),
-    // the pixel limit from its header, shrunk while decoding.
-    const picture = await loadPicture(input, THUMBNAIL_SIZE);
+    // Decoded as the run decoded its inputs: a regular file only (a FIFO would block the thread that opens it, for good),
+    // the run's pixel limit from its header, shrunk while decoding.
+    const picture = await loadPicture(input, THUMBNAIL_SIZE, maxPixels);
     const jpeg = await sharp(picture.rgb, { raw: { width: picture.width, height: picture.height, channels: 3 } })
       .jpeg({ quality: 80 })
       .toBuffer();

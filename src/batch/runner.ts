@@ -534,16 +534,16 @@ function resumableRecords(
     return resumable;
   }
   const byKey = new Map(previous.records.map((record) => [keyOf(record), record]));
-  const previousStart = Date.parse(previous.startedAt);
+  const outDir = resolve(task.outDir);
   for (const image of images) {
     if (settled.has(image)) continue;
     const record = byKey.get(keyOf(image));
     if (record?.status !== 'ok' || record.outputs.length === 0) continue;
     // An output the manifest places outside the folder (a hand-edited ../../x) is not this run's to vouch for.
-    if (!record.outputs.every((path) => isInsideFolder(resolve(task.outDir), resolve(task.outDir, path)) && nonEmptyFile(join(task.outDir, path)))) continue;
-    // An input changed since that run started (a new picture under the same name) is explained again, as make would.
-    if (!(modifiedAt(image.path) <= previousStart)) continue;
-    resumable.set(image, { ...record, resumed: true });
+    if (!record.outputs.every((path) => isInsideFolder(outDir, resolve(outDir, path)))) continue;
+    const written = record.outputs.map((path) => nonEmptyFileTime(join(outDir, path)));
+    // An input changed after its outputs were written (a new picture under the same name) is explained again, as make would.
+    if (written.every((time) => time !== undefined && modifiedAt(image.path) <= time)) resumable.set(image, { ...record, resumed: true });
   }
   return resumable;
 }
@@ -557,10 +557,10 @@ function modifiedAt(path: string): number {
   }
 }
 
-/** A file (not a folder) of at least one byte. */
-function nonEmptyFile(path: string): boolean {
+/** The modification time of a file (not a folder) of at least one byte; undefined for anything else. */
+function nonEmptyFileTime(path: string): number | undefined {
   const info = statSync(path, { throwIfNoEntry: false });
-  return info !== undefined && info.isFile() && info.size > 0;
+  return info !== undefined && info.isFile() && info.size > 0 ? info.mtimeMs : undefined;
 }
 
 /** JSON with object keys sorted, so that equal options compare equal whatever their key order. */

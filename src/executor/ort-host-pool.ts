@@ -206,8 +206,7 @@ export class OrtHostPool {
     }
   }
 
-  /** The worker takes no more batches; those it holds are rejected with `reason`. */
-  /** Ends a worker's pending work with `reason`; `aboutModel`: the error names the model file (a worker that failed). */
+  /** The worker takes no more batches; those it holds are rejected with `reason`, naming the model file when `aboutModel` (a worker that failed). */
   private stop(entry: HostWorker, reason: string, aboutModel = true): void {
     entry.stopped ??= reason;
     this.wake();

@@ -8,6 +8,7 @@ import * as tf from '../engine/tf.js';
 import * as tfl from '../engine/tfl.js';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
 import { CamvizError, UsageError } from '../util/errors.js';
+import { oneLine } from '../util/text.js';
 import { withWeightsBuiltOnCpu } from '../engine/backend.js';
 import { type EngineChoice, requestedEngine } from '../engine/engine-choices.js';
 import type { Executor } from '../executor/executor.js';
@@ -179,7 +180,7 @@ async function loadModelFiles(spec: string, options: LoadOptions): Promise<Camvi
     }
   } catch (error) {
     const kind = isGraph ? 'graph' : 'layers';
-    throw new CamvizError(`not a loadable TF.js ${kind} model: ${(error as Error).message.split('\n')[0]}`, { file: files.modelJsonPath });
+    throw new CamvizError(`not a loadable TF.js ${kind} model: ${oneLine((error as Error).message)}`, { file: files.modelJsonPath });
   }
   // The graph importer loads only for graph models.
   const tfgraph = graphModel === undefined ? undefined : await import('./tfgraph/load.js');

@@ -60,7 +60,7 @@ export class CamTask {
   async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
     const { decoded, failed } = await decodeBatch(batch, this.context, this.options);
     const records: InputRecord[] = [];
-    for (const part of await modelWorkInParts(decoded, this.batching, (items) => this.compute(items))) {
+    for (const part of await modelWorkInParts(decoded, this.batching, (items) => this.compute(items), this.context.stop)) {
       if ('error' in part) {
         records.push(...part.items.map((item) => errorRecord(item.input, part.error, item.timings)));
         continue;

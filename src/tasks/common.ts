@@ -121,9 +121,12 @@ export type ModelWorkPart<T> =
   | { readonly items: readonly DecodedInput[]; readonly value: T }
   | { readonly items: readonly [DecodedInput]; readonly error: unknown };
 
-/** A task's choice between whole batches and one image at a time, kept for its run. */
+/** What a task has learnt of its batches over its run (modelWorkInParts). */
 export interface Batching {
+  /** Each image of a failed batch succeeded alone: the rest of the run goes one image at a time. */
   oneAtATime: boolean;
+  /** Each image of a failed batch failed alone as well: retrying alone is not worth its cost. */
+  retryUseless?: boolean;
 }
 
 /**
@@ -131,33 +134,41 @@ export interface Batching {
  * once; or, where that fails for several images, each image alone, so that
  * an image that breaks its batch fails only itself, and a model that takes
  * one image at a time though its input says any number (a Reshape to batch
- * 1, as `x.view(1, -1)` exports) fails none. When every image of a failed
- * batch succeeds alone, the batch size was the problem: the rest of the run
- * goes one image at a time (`batching`), without failing each batch first.
+ * 1, as `x.view(1, -1)` exports) fails none. What a failed batch shows is
+ * kept for the run (`batching`): every image succeeding alone sends the
+ * rest one at a time; every image failing alone stops the retries (a model
+ * failing everywhere would run each batch twice). Once the run is stopping
+ * (`stop`), a failed batch is not retried (its failure may be the stop's: a
+ * second signal releases the model), and no image starts after one fails.
  */
 export async function modelWorkInParts<T>(
   decoded: readonly DecodedInput[],
   batching: Batching,
   work: (items: readonly DecodedInput[]) => Promise<T>,
+  stop?: StopState,
 ): Promise<ModelWorkPart<T>[]> {
   if (decoded.length === 0) return [];
-  if (decoded.length === 1 || batching.oneAtATime) return eachAlone(decoded, work);
+  if (decoded.length === 1 || batching.oneAtATime) return eachAlone(decoded, work, stop);
   try {
     return [{ items: decoded, value: await work(decoded) }];
-  } catch {
-    const parts = await eachAlone(decoded, work);
+  } catch (error) {
+    if (stop?.requested === true || batching.retryUseless === true) return decoded.map((item) => ({ items: [item] as const, error }));
+    const parts = await eachAlone(decoded, work, stop);
     if (parts.every((part) => 'value' in part)) batching.oneAtATime = true;
+    if (parts.every((part) => 'error' in part)) batching.retryUseless = true;
     return parts;
   }
 }
 
-async function eachAlone<T>(decoded: readonly DecodedInput[], work: (items: readonly DecodedInput[]) => Promise<T>): Promise<ModelWorkPart<T>[]> {
+/** Each image alone, in order; once the run is stopping, a failure ends the batch: the images after it have no part (no record: not done). */
+async function eachAlone<T>(decoded: readonly DecodedInput[], work: (items: readonly DecodedInput[]) => Promise<T>, stop: StopState | undefined): Promise<ModelWorkPart<T>[]> {
   const parts: ModelWorkPart<T>[] = [];
   for (const item of decoded) {
     try {
       parts.push({ items: [item], value: await work([item]) });
     } catch (error) {
       parts.push({ items: [item], error });
+      if (stop?.requested === true) break;
     }
   }
   return parts;

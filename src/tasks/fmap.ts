@@ -51,7 +51,7 @@ export class FmapTask {
       const activations = await this.capture(items);
       return { activations, forward: elapsedSince(started) / items.length };
     };
-    for (const part of await modelWorkInParts(decoded, this.batching, timedCapture)) {
+    for (const part of await modelWorkInParts(decoded, this.batching, timedCapture, this.context.stop)) {
       if ('error' in part) {
         records.push(...part.items.map((item) => errorRecord(item.input, part.error, item.timings)));
         continue;

@@ -14,7 +14,7 @@ export class PredictTask {
   async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
     const { decoded, failed } = await decodeBatch(batch, this.context, this.options);
     const records: InputRecord[] = [...failed];
-    for (const part of await modelWorkInParts(decoded, this.batching, (items) => this.predict(items))) {
+    for (const part of await modelWorkInParts(decoded, this.batching, (items) => this.predict(items), this.context.stop)) {
       if ('error' in part) records.push(...part.items.map((item) => errorRecord(item.input, part.error, item.timings)));
       else records.push(...part.value);
     }

@@ -1,5 +1,6 @@
 /** Manifest records of failed inputs; free of tfjs and sharp, for a folder run's main thread. */
 import { CamvizError, describeError } from '../util/errors.js';
+import { printable } from '../util/text.js';
 import type { InputImage, InputRecord, Timings } from './types.js';
 
 /**
@@ -9,7 +10,7 @@ import type { InputImage, InputRecord, Timings } from './types.js';
  */
 export function errorRecord(input: InputImage, error: unknown, timings: Timings = {}): InputRecord {
   const stack = process.env['CAMVIZ_VERBOSE'] === '1' && error instanceof Error ? error.stack : undefined;
-  const message = error instanceof CamvizError && error.file !== undefined ? error.describe() : `${describeError(error)} (${input.path})`;
+  const message = error instanceof CamvizError && error.file !== undefined ? error.describe() : `${describeError(error)} (${printable(input.path)})`;
   return { input: input.path, relative: input.relative, status: 'error', outputs: [], timings, error: message, ...(stack === undefined ? {} : { stack }) };
 }
 

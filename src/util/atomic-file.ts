@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CamvizError } from './errors.js';
+import { oneLine } from './text.js';
 
 /** What a failed write is reported as: the problem and the file it was writing. */
 export class WriteError extends CamvizError {
@@ -43,7 +44,7 @@ export function ioReason(error: unknown): string {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   if (code !== undefined && REASONS[code] !== undefined) return `${REASONS[code]} (${code})`;
   if (code !== undefined) return code;
-  return (error instanceof Error ? error.message : String(error)).split('\n')[0]!;
+  return oneLine(error instanceof Error ? error.message : String(error));
 }
 
 /** The temporary name of a file being written: `.<name>.<pid>.<12 hex>.tmp` in the same folder. */

@@ -22,9 +22,14 @@ export class CamvizError extends Error {
     this.file = options.file;
   }
 
-  /** The one-line form, without the `camviz:` prefix (names a model or file supplies may hold newlines or escapes). */
+  /**
+   * The one-line form, without the `camviz:` prefix. Names a model or a
+   * file supplies may hold newlines or escapes: written as escapes, so
+   * that 'a\nb' and 'a b' stay two names. (A foreign message put in one
+   * is joined first, where it is put: oneLine.)
+   */
   describe(): string {
-    const message = oneLine(this.message, Infinity);
+    const message = printable(this.message);
     return this.file === undefined ? message : `${message} (${printable(this.file)})`;
   }
 }

@@ -3,11 +3,11 @@ import { CamvizError } from './errors.js';
 import { readRegularFile } from './read-whole-file.js';
 
 /**
- * The largest JSON file read (512 MiB): a manifest of a million images is
- * about half of it. Larger is refused before it is read: V8 cannot hold
- * much more as one string, and parsing 200 MB took 1 GB.
+ * The largest JSON file read (256 MiB, a manifest of some 250,000 images
+ * or more). Larger is refused before it is read: parsing 200 MB took 1 GB
+ * of heap, and V8's longest string is just under 512 MiB.
  */
-export const MAX_JSON_BYTES = 512 * 1024 * 1024;
+export const MAX_JSON_BYTES = 256 * 1024 * 1024;
 
 /**
  * The parsed file, or undefined when it does not exist or cannot be read (a

@@ -20,6 +20,7 @@
  */
 import { createRequire } from 'node:module';
 import { CamvizError } from '../../util/errors.js';
+import { oneLine } from '../../util/text.js';
 import { type ChunkFilter, isChunkedLayout, readChunkedFloat32 } from './hdf5-chunks.js';
 import { type Hdf5ObjectInfo, Hdf5Structure, Hdf5Unsupported } from './hdf5-structure.js';
 
@@ -323,6 +324,6 @@ function guarded<T>(file: string, work: () => T): T {
   } catch (error) {
     if (error instanceof CamvizError) throw error;
     const reason = error instanceof Error ? error.message : String(error);
-    throw new CamvizError(`not a readable HDF5 file (truncated or corrupt?): ${reason.split('\n')[0]}`, { file, cause: error });
+    throw new CamvizError(`not a readable HDF5 file (truncated or corrupt?): ${oneLine(reason)}`, { file, cause: error });
   }
 }

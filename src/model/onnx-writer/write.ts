@@ -22,6 +22,7 @@ import type * as tfl from '../../engine/tfl.js';
 import { type GraphNode, LayerGraph, preActivationKey } from '../../executor/graph.js';
 import type { OnnxTrunk, OnnxValue } from '../../executor/onnx-trunk.js';
 import { VERSION } from '../../util/version.js';
+import { oneLine } from '../../util/text.js';
 import { GraphBuilder } from './builder.js';
 import { CONVERTERS, type ConverterInput, type Converted, OnnxWriteError, UnsupportedLayerError, canFoldBatchNorm } from './layers.js';
 import { type GraphAddition, type OnnxValueInfo, encodeGraphAddition, encodeModel } from './proto-writer.js';
@@ -104,7 +105,7 @@ function outputDimsOf(node: GraphNode, inputs: readonly ConverterInput[]): numbe
   try {
     computed = node.layer.computeOutputShape(shapes.length === 1 ? shapes[0]! : shapes);
   } catch (error) {
-    throw new UnsupportedLayerError(node.path, node.layer.getClassName(), `no output shape: ${(error as Error).message.split('\n')[0]}`);
+    throw new UnsupportedLayerError(node.path, node.layer.getClassName(), `no output shape: ${oneLine((error as Error).message)}`);
   }
   const list = (Array.isArray((computed as unknown[])[0]) ? computed : [computed]) as (number | null)[][];
   return list.map((shape) => {

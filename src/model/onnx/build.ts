@@ -37,6 +37,7 @@
 import * as tf from '../../engine/tf.js';
 import * as tfl from '../../engine/tfl.js';
 import { CamvizError } from '../../util/errors.js';
+import { oneLine } from '../../util/text.js';
 import { type LaidTensor, type Layout, onnxShape, toLayout } from './layout.js';
 import { runNode, tensorFromOnnx } from './interpret.js';
 import { type OpContext, attrInt, attrInts, constantInts, constantNumber, releaseStandIns, zerosStandIn } from './ops/common.js';
@@ -544,7 +545,7 @@ function runChecked(node: OnnxNode, inputs: (LaidTensor | undefined)[], opset: n
     if (error instanceof CamvizError) throw error.file === undefined ? new CamvizError(error.message, { file }) : error;
     // ONNX (NCHW) shapes, as the user knows the graph.
     const shapes = inputs.map((input) => (input === undefined ? '-' : `[${onnxShape(input).join(', ')}]`)).join(', ');
-    throw new CamvizError(`node '${node.name}' (${node.opType}) fails at load on inputs of shapes ${shapes}: ${(error as Error).message.split('\n')[0]}`, { file });
+    throw new CamvizError(`node '${node.name}' (${node.opType}) fails at load on inputs of shapes ${shapes}: ${oneLine((error as Error).message)}`, { file });
   }
 }
 

@@ -14,6 +14,7 @@
  * `read.ts` fills them in; `parseOnnxModel` on bytes alone refuses them.
  */
 import { CamvizError } from '../../util/errors.js';
+import { oneLine } from '../../util/text.js';
 import {
   createReader,
   countVarints,
@@ -194,8 +195,7 @@ function decoding<T>(context: ParseContext, decode: () => T): T {
     return decode();
   } catch (error) {
     if (!isWireFormatError(error)) throw error;
-    const detail = error.message.split('\n')[0] ?? '';
-    throw new CamvizError(`not a valid ONNX file: truncated or not protobuf (${detail})`, { file: context.source, cause: error });
+    throw new CamvizError(`not a valid ONNX file: truncated or not protobuf (${oneLine(error.message)})`, { file: context.source, cause: error });
   }
 }
 

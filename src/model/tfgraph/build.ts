@@ -16,6 +16,7 @@ import * as tf from '../../engine/tf.js';
 import * as tfl from '../../engine/tfl.js';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
 import { CamvizError } from '../../util/errors.js';
+import { oneLine } from '../../util/text.js';
 import { type TfNode, fusedOps, intsAttr, nodeOfValue, stringAttr } from './graph-def.js';
 import { type KerasView, type WeightOf, isBiasOf, kerasView } from './keras.js';
 import { ImportedNodeLayer, type NodeLayerPlan, wireLayersModel } from '../graph-import/node-layer.js';
@@ -313,7 +314,7 @@ function valueShapes(graphModel: GraphModel, input: TfImageInput, keys: readonly
         const result = graphModel.execute({ [input.name]: tf.zeros([1, size.height, size.width, 3]) }, [...chunk]);
         values = Array.isArray(result) ? result : [result];
       } catch (error) {
-        throw new CamvizError(`the graph fails at load on a ${size.height}x${size.width} input: ${(error as Error).message.split('\n')[0]}`, { file });
+        throw new CamvizError(`the graph fails at load on a ${size.height}x${size.width} input: ${oneLine((error as Error).message)}`, { file });
       }
       chunk.forEach((key, i) => shapes.set(key, values[i]!.shape));
     });
