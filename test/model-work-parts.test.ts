@@ -7,7 +7,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type Batching, type DecodedInput, type ModelWorkPart, modelWorkInParts } from '../src/tasks/common.js';
+import { type Batching, type DecodedInput, type ModelWorkPart, modelWorkInParts, onePerImage } from '../src/tasks/common.js';
 
 /** Stand-ins: the work below reads only each item's name. */
 function items(...names: string[]): DecodedInput[] {
@@ -118,4 +118,9 @@ describe('modelWorkInParts', () => {
     assert.deepEqual(await modelWorkInParts([], batching, work), []);
     assert.equal(calls.length, 1);
   });
+});
+
+test('onePerImage: a result per image passes; fewer (a model folding its batch into one row) is an error the retry acts on', () => {
+  assert.deepEqual(onePerImage([1, 2], items('a', 'b')), [1, 2]);
+  assert.throws(() => onePerImage([1], items('a', 'b')), /the model gave 1 result for 2 images: it takes one image at a time/);
 });

@@ -15,7 +15,7 @@ import { loadImage } from '../image/image.js';
 import type { GraphNode } from '../executor/graph.js';
 import { inputChannels, inputTensor } from '../model/predict.js';
 import { plannable, writeCamPlan } from './cam-plan.js';
-import { type Batching, type DecodedInput, type TaskContext, decodeBatch, modelWorkInParts, recordOutputs } from './common.js';
+import { type Batching, type DecodedInput, type TaskContext, decodeBatch, modelWorkInParts, onePerImage, recordOutputs } from './common.js';
 import { CamOutputWriter, predictionsOf } from './cam-outputs.js';
 import { errorRecord, inBatchOrder } from './records.js';
 import { metricsField, withMetrics } from '../metrics/runner.js';
@@ -112,6 +112,7 @@ export class CamTask {
         augSmooth: this.options.augSmooth,
         eigenSmooth: this.options.eigenSmooth,
       });
+      onePerImage(computed.explanations, decoded);
       const { metrics } = this.options;
       return metrics === undefined ? computed : await withMetrics(this.context.model, input, computed, decoded.map((item) => item.input.relative), metrics);
     } finally {

@@ -13,6 +13,7 @@ import type { InputSize } from '../model/metadata.js';
 import type { CamvizModel } from '../model/load.js';
 import type { EngineReport } from '../model/engine.js';
 import { WriteError, writeFileAtomic } from '../util/atomic-file.js';
+import { CamvizError } from '../util/errors.js';
 import { errorRecord } from './records.js';
 import type { InputImage, InputRecord, TaskOptions, Timings } from './types.js';
 import { makeFolders } from '../util/make-folders.js';
@@ -158,6 +159,17 @@ export async function modelWorkInParts<T>(
     if (parts.every((part) => 'error' in part)) batching.retryUseless = true;
     return parts;
   }
+}
+
+/**
+ * `values`, one per image of `items`, or an error the batch retry acts
+ * on: a model that folds its batch into one row (a Reshape to batch 1
+ * before a reduction) gives fewer, and the first image would get a result
+ * made of all of them.
+ */
+export function onePerImage<T>(values: readonly T[], items: readonly DecodedInput[]): readonly T[] {
+  if (values.length !== items.length) throw new CamvizError(`the model gave ${values.length} result${values.length === 1 ? '' : 's'} for ${items.length} images: it takes one image at a time`);
+  return values;
 }
 
 /** Each image alone, in order; once the run is stopping, a failure ends the batch: the images after it have no part (no record: not done). */

@@ -1,6 +1,6 @@
 /** The predict task: top-k classes per image, no files. */
 import { classProbabilities, topK } from '../model/predict.js';
-import { type Batching, type DecodedInput, type TaskContext, decodeBatch, elapsedSince, modelWorkInParts } from './common.js';
+import { type Batching, type DecodedInput, type TaskContext, decodeBatch, elapsedSince, modelWorkInParts, onePerImage } from './common.js';
 import { errorRecord, inBatchOrder } from './records.js';
 import type { BatchOutcome, InputImage, InputRecord, PredictTaskOptions } from './types.js';
 
@@ -23,7 +23,7 @@ export class PredictTask {
 
   private async predict(items: readonly DecodedInput[]): Promise<InputRecord[]> {
     const started = performance.now();
-    const probabilities = await classProbabilities(this.context.model, items.map((item) => item.image.input));
+    const probabilities = onePerImage(await classProbabilities(this.context.model, items.map((item) => item.image.input)), items);
     const forward = elapsedSince(started) / items.length;
     return items.map((item, i) => ({
       input: item.input.path,
