@@ -543,7 +543,8 @@ function resumableRecords(
     if (!record.outputs.every((path) => isInsideFolder(outDir, resolve(outDir, path)))) continue;
     const written = record.outputs.map((path) => nonEmptyFileTime(join(outDir, path)));
     // An input changed after its outputs were written (a new picture under the same name) is explained again, as make would.
-    if (written.every((time) => time !== undefined && modifiedAt(image.path) <= time)) resumable.set(image, { ...record, resumed: true });
+    const changed = modifiedAt(image.path);
+    if (written.every((time) => time !== undefined && changed <= time)) resumable.set(image, { ...record, resumed: true });
   }
   return resumable;
 }

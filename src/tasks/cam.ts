@@ -15,9 +15,9 @@ import { loadImage } from '../image/image.js';
 import type { GraphNode } from '../executor/graph.js';
 import { inputChannels, inputTensor } from '../model/predict.js';
 import { plannable, writeCamPlan } from './cam-plan.js';
-import { type Batching, type DecodedInput, type TaskContext, decodeBatch, modelWorkInParts, onePerImage, recordOutputs } from './common.js';
+import { type Batching, type DecodedInput, type TaskContext, decodeBatch, modelWorkInParts, onePerImage, recordOutputs, recordsOfParts } from './common.js';
 import { CamOutputWriter, predictionsOf } from './cam-outputs.js';
-import { errorRecord, inBatchOrder } from './records.js';
+import { inBatchOrder } from './records.js';
 import { metricsField, withMetrics } from '../metrics/runner.js';
 import type { BatchOutcome, CamResultRecord, CamTaskOptions, InputImage, InputRecord } from './types.js';
 
@@ -59,16 +59,11 @@ export class CamTask {
 
   async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
     const { decoded, failed } = await decodeBatch(batch, this.context, this.options);
-    const records: InputRecord[] = [];
-    for (const part of await modelWorkInParts(decoded, this.batching, (items) => this.compute(items), this.context.stop)) {
-      if ('error' in part) {
-        records.push(...part.items.map((item) => errorRecord(item.input, part.error, item.timings)));
-        continue;
-      }
-      const { explanations, timings } = part.value;
-      const perImage = { forward: timings.forward / part.items.length, backward: timings.backward / part.items.length };
-      records.push(...(await Promise.all(part.items.map((item, i) => this.writeOutputs(item, explanations[i]!, perImage)))));
-    }
+    const parts = await modelWorkInParts(decoded, this.batching, (items) => this.compute(items), this.context.stop);
+    const records = await recordsOfParts(parts, (items, { explanations, timings }) => {
+      const perImage = { forward: timings.forward / items.length, backward: timings.backward / items.length };
+      return Promise.all(items.map((item, i) => this.writeOutputs(item, explanations[i]!, perImage)));
+    });
     if (records.some((record) => record.status === 'ok')) await this.writePlanOnce();
     return { records: inBatchOrder(batch, [...failed, ...records]), summaries: [] };
   }

@@ -162,6 +162,22 @@ export async function modelWorkInParts<T>(
 }
 
 /**
+ * The records of a batch's model work: a failed part's images as error
+ * records, a done part's as `record` makes them from its value.
+ */
+export async function recordsOfParts<T>(
+  parts: readonly ModelWorkPart<T>[],
+  record: (items: readonly DecodedInput[], value: T) => InputRecord[] | Promise<InputRecord[]>,
+): Promise<InputRecord[]> {
+  const records: InputRecord[] = [];
+  for (const part of parts) {
+    if ('error' in part) records.push(...part.items.map((item) => errorRecord(item.input, part.error, item.timings)));
+    else records.push(...(await record(part.items, part.value)));
+  }
+  return records;
+}
+
+/**
  * `values`, one per image of `items`, or an error the batch retry acts
  * on: a model that folds its batch into one row (a Reshape to batch 1
  * before a reduction) gives fewer, and the first image would get a result

@@ -22,11 +22,12 @@ import {
   decodeBatch,
   elapsedSince,
   modelWorkInParts,
+  recordsOfParts,
   fileSafe,
   outputStem,
   recordOutputs,
 } from './common.js';
-import { errorRecord, inBatchOrder } from './records.js';
+import { inBatchOrder } from './records.js';
 import type { BatchOutcome, FmapResultRecord, FmapTaskOptions, InputImage, InputRecord, SummaryImage } from './types.js';
 
 const CONV_CLASSES = new Set(['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'Conv2DTranspose']);
@@ -44,21 +45,16 @@ export class FmapTask {
 
   async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
     const { decoded, failed } = await decodeBatch(batch, this.context, this.options);
-    const records: InputRecord[] = [];
     const summaries: SummaryImage[] = [];
     const timedCapture = async (items: readonly DecodedInput[]): Promise<{ activations: Activation[][]; forward: number }> => {
       const started = performance.now();
       const activations = await this.capture(items);
       return { activations, forward: elapsedSince(started) / items.length };
     };
-    for (const part of await modelWorkInParts(decoded, this.batching, timedCapture, this.context.stop)) {
-      if ('error' in part) {
-        records.push(...part.items.map((item) => errorRecord(item.input, part.error, item.timings)));
-        continue;
-      }
-      const { activations, forward } = part.value;
-      records.push(...(await Promise.all(part.items.map((item, i) => this.writeOutputs(item, activations[i]!, forward, summaries)))));
-    }
+    const parts = await modelWorkInParts(decoded, this.batching, timedCapture, this.context.stop);
+    const records = await recordsOfParts(parts, (items, { activations, forward }) =>
+      Promise.all(items.map((item, i) => this.writeOutputs(item, activations[i]!, forward, summaries))),
+    );
     return { records: inBatchOrder(batch, [...failed, ...records]), summaries };
   }
 

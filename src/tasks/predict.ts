@@ -1,7 +1,7 @@
 /** The predict task: top-k classes per image, no files. */
 import { classProbabilities, topK } from '../model/predict.js';
-import { type Batching, type DecodedInput, type TaskContext, decodeBatch, elapsedSince, modelWorkInParts, onePerImage } from './common.js';
-import { errorRecord, inBatchOrder } from './records.js';
+import { type Batching, type DecodedInput, type TaskContext, decodeBatch, elapsedSince, modelWorkInParts, onePerImage, recordsOfParts } from './common.js';
+import { inBatchOrder } from './records.js';
 import type { BatchOutcome, InputImage, InputRecord, PredictTaskOptions } from './types.js';
 
 export class PredictTask {
@@ -13,12 +13,9 @@ export class PredictTask {
 
   async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
     const { decoded, failed } = await decodeBatch(batch, this.context, this.options);
-    const records: InputRecord[] = [...failed];
-    for (const part of await modelWorkInParts(decoded, this.batching, (items) => this.predict(items), this.context.stop)) {
-      if ('error' in part) records.push(...part.items.map((item) => errorRecord(item.input, part.error, item.timings)));
-      else records.push(...part.value);
-    }
-    return { records: inBatchOrder(batch, records), summaries: [] };
+    const parts = await modelWorkInParts(decoded, this.batching, (items) => this.predict(items), this.context.stop);
+    const records = await recordsOfParts(parts, (_, predicted) => predicted);
+    return { records: inBatchOrder(batch, [...failed, ...records]), summaries: [] };
   }
 
   private async predict(items: readonly DecodedInput[]): Promise<InputRecord[]> {
