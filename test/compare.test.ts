@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { copyFile, cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, cp, mkdir, mkdtemp, open, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -64,6 +64,18 @@ describe('metrics on maps written by hand', () => {
     closeTo(topRegionIou(a, [0, 1, 2, 3, 4, 5, 6, 9, 8, 0]), 1 / 3, 'one of three');
   });
 
+  test("a map that is zero in most cells: its top region is the cells above the floor, not the floor's ties", () => {
+    // 7x7 ReLU'd maps, each hot in 4 cells (8%), elsewhere 0: the 80th percentile is 0.
+    const hot = (cells: readonly number[]): number[] => Array.from({ length: 49 }, (_, i) => (cells.includes(i) ? 1 + i : 0));
+    const left = hot([0, 1, 7, 8]);
+    const right = hot([40, 41, 47, 48]);
+    assert.deepEqual([...topRegion(left)].flatMap((inside, i) => (inside ? [i] : [])), [0, 1, 7, 8]);
+    assert.equal(topRegionIou(left, right), 0, 'disjoint spots do not overlap (the zero floor made this 1)');
+    assert.equal(topRegionIou(left, hot([0, 1, 7, 9])), 3 / 5);
+    // A constant map is all floor: every cell, as before.
+    assert.deepEqual([...topRegion([0, 0, 0, 0])], [1, 1, 1, 1]);
+  });
+
   test('peak shift is the Euclidean distance in pixels', () => {
     assert.equal(peakShift({ x: 10, y: 20 }, { x: 13, y: 24 }), 5);
     assert.equal(peakShift({ x: 7, y: 7 }, { x: 7, y: 7 }), 0);
@@ -105,8 +117,9 @@ describe('camviz compare on shapes runs', { skip: skipWithoutShapes }, () => {
     await camRun('star', '--class', 'star');
   });
 
-  test('a run against itself: correlation 1, IoU 1, no shift, exit 0', async () => {
-    const result = await camviz(['compare', run('circle'), run('circle'), '--min-corr', '0.999', '--min-iou', '1', '--max-peak-shift', '0', '--out', run('self')]);
+  test('a copy of a run against it: correlation 1, IoU 1, no shift, exit 0', async () => {
+    await cp(run('circle'), run('circle-copy'), { recursive: true });
+    const result = await camviz(['compare', run('circle'), run('circle-copy'), '--min-corr', '0.999', '--min-iou', '1', '--max-peak-shift', '0', '--out', run('self')]);
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stderr, /^camviz: compare passed: 3 pairs over 3 inputs/);
     const compared = await readCompare('self');
@@ -198,6 +211,38 @@ describe('camviz compare on shapes runs', { skip: skipWithoutShapes }, () => {
     assert.equal(result.code, 2, result.stderr);
     assert.match(result.stderr, /^camviz: the maps of square-cross\.png gradcam class 0 circle \(1x5000 and 5000x1\) would be compared at 5000x5000, more than the 16777216 cells compare resizes to \(.*tall\/square-cross\.gradcam\.0\.npy\)\n$/);
     assert.equal(existsSync(out), false, 'nothing written');
+  });
+
+  test('the same folder as A and B is a usage error, not a pass (CI variables that name one folder)', async () => {
+    await symlink(run('circle'), run('circle-link'));
+    for (const b of [run('circle'), `${run('circle')}/`, run('circle-link')]) {
+      const result = await camviz(['compare', run('circle'), b, '--min-corr', '0.9', '--out', run('same-folder')]);
+      assert.equal(result.code, 2, `${b}: ${result.stderr}`);
+      assert.match(result.stderr, /^camviz: A and B are the same folder: a run compared with itself compares nothing/);
+    }
+    assert.equal(existsSync(run('same-folder')), false, 'nothing written');
+  });
+
+  test('--max-top1-changes with a run given --class (which records no top-1) is a usage error, not "top-1 changes 0"', async () => {
+    await cp(run('circle'), run('circle-again'), { recursive: true });
+    const result = await camviz(['compare', run('circle'), run('circle-again'), '--max-top1-changes', '0', '--out', run('top1-unknown')]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /^camviz: --max-top1-changes needs the top-1 prediction of each input: A was given --class, .*\(run both with --top-k\) \(.*circle\/manifest\.json\)\n$/);
+    assert.equal(existsSync(run('top1-unknown')), false, 'nothing written');
+  });
+
+  test('a map file larger than any map compare can compare is refused from its size, not read (a sparse 100 MB .npy)', async () => {
+    await cp(run('circle'), run('huge-map'), { recursive: true });
+    const map = join(run('huge-map'), 'square-cross.gradcam.0.npy');
+    // A valid 8x8 header, then 100 MB the header does not declare.
+    await writeFile(map, encodeNpy(new Float32Array(64), [8, 8]));
+    const handle = await open(map, 'r+');
+    await handle.truncate(100 * 2 ** 20);
+    await handle.close();
+    const result = await camviz(['compare', run('circle'), run('huge-map'), '--out', run('huge-out')]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /^camviz: not a readable map: .* is 104857600 bytes, more than the 68157440 read \(.*huge-map\/square-cross\.gradcam\.0\.npy\)\n$/);
+    assert.equal(existsSync(run('huge-out')), false, 'nothing written');
   });
 
   test('bad thresholds are usage errors', async () => {

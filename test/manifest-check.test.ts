@@ -63,6 +63,11 @@ test('fields that are not what camviz writes are one error naming manifest.json 
     ['npy: 5', (m) => void (firstResult(m)['npy'] = 5), /results\[0\] has no 'png' file name \(or an 'npy' that is not one\)/],
     ['peak: null', (m) => void (firstResult(m)['peak'] = null), /results\[0\] has a 'peak' that is not \{x, y\}/],
     ['score: "abc"', (m) => void (firstResult(m)['score'] = 'abc'), /results\[0\] has a 'score' or 'probability' that is not a number/],
+    // compare took a result with a method for a cam result and read its class: a TypeError naming no file.
+    ['a method without a class', (m) => void delete firstResult(m)['class'], /results\[0\] has a 'class' that is not \{index, label\}/],
+    ['a class without a layer', (m) => void delete firstResult(m)['layer'], /results\[0\] has no 'method' and 'layer'/],
+    // metrics read metrics.random of every measured map.
+    ['metrics without the random map', (m) => void (firstResult(m)['metrics'] = { deletionAuc: 0.5 }), /results\[0\] has 'metrics' that are not an object with the random map's/],
   ];
   for (const [what, change, said] of cases) {
     const manifest = camManifest() as Manifest;

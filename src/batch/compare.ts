@@ -8,7 +8,7 @@
  * compared (other inputs, no pair in common, a map without its `--raw`
  * file) are usage errors, found before anything is written.
  */
-import { stat } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { quantile } from '../metrics/quantile.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
@@ -17,6 +17,7 @@ import { readRegularFile } from '../util/read-whole-file.js';
 import { VERSION } from '../util/version.js';
 import { decodeNpy } from '../render/npy.js';
 import { resizeBilinear } from '../render/resize.js';
+import { finiteRange } from '../render/normalize.js';
 import type { CamResultRecord, InputRecord } from '../tasks/types.js';
 import { type Manifest, MANIFEST_NAME, readManifest } from './manifest.js';
 
@@ -215,11 +216,19 @@ export function pearson(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return Math.max(-1, Math.min(1, covariance / Math.sqrt(varianceA * varianceB)));
 }
 
-/** The cells at or above the map's (1 - fraction) quantile. */
+/**
+ * The cells at or above the map's (1 - fraction) quantile. When that
+ * quantile is the map's minimum (a ReLU'd map that is zero in more than
+ * `1 - fraction` of its cells), the cells above the minimum: "at or above"
+ * would take the whole zero floor, and two maps looking at disjoint spots
+ * had an IoU of 1. A constant map is all floor: every cell.
+ */
 export function topRegion(map: ArrayLike<number>, fraction = TOP_REGION_FRACTION): Uint8Array {
   const threshold = quantile(map, 1 - fraction);
+  const range = finiteRange(map);
+  const aboveFloor = range !== null && range.max > range.min && threshold <= range.min;
   const region = new Uint8Array(map.length);
-  for (let i = 0; i < map.length; i++) region[i] = map[i]! >= threshold ? 1 : 0;
+  for (let i = 0; i < map.length; i++) region[i] = (aboveFloor ? map[i]! > threshold : map[i]! >= threshold) ? 1 : 0;
   return region;
 }
 
@@ -502,12 +511,20 @@ export async function checkRawMaps(plan: PairPlan, a: CompareRun, b: CompareRun)
   }
 }
 
+/**
+ * The largest .npy file read as a map: the most cells compare resizes to,
+ * as float32, and room for a header. A larger map could never be compared
+ * (its own cells exceed MAX_COMMON_CELLS); a file of 2 GB was read whole,
+ * and decoded into a second copy, before that was found.
+ */
+export const MAX_MAP_FILE_BYTES = MAX_COMMON_CELLS * 4 + 2 ** 20;
+
 /** A [h, w] float32 map from a run's .npy file. */
 export async function readRawMap(run: CompareRun, npy: string): Promise<RawMap> {
   const path = insideRun(run, npy);
   let decoded: ReturnType<typeof decodeNpy>;
   try {
-    decoded = decodeNpy((await readRegularFile(path)).bytes);
+    decoded = decodeNpy((await readRegularFile(path, MAX_MAP_FILE_BYTES)).bytes);
   } catch (error) {
     throw new CamvizError(`not a readable map: ${(error as Error).message}`, { file: path });
   }
@@ -701,8 +718,10 @@ export interface CompareRunOptions extends CompareOptions {
  * when they cannot be compared.
  */
 export async function compareRuns(dirA: string, dirB: string, options: CompareRunOptions): Promise<CompareResult> {
+  await refuseSameFolder(dirA, dirB);
   const a = await readCompareRun(dirA, 'A');
   const b = await readCompareRun(dirB, 'B');
+  if (options.thresholds.maxTop1Changes !== undefined) for (const run of [a, b]) refuseUnknownTop1(run);
   const plan = planPairs(a, b, options.pairBy);
   await checkRawMaps(plan, a, b);
   const measured: PairMetrics[] = [];
@@ -726,6 +745,32 @@ export async function compareRuns(dirA: string, dirB: string, options: CompareRu
     unpaired: plan.unpaired,
     pairs: verdict.pairs,
   };
+}
+
+/**
+ * A folder compared with itself passes every threshold whatever its maps
+ * are: in CI, two variables that name the same folder. Refused, not passed.
+ */
+async function refuseSameFolder(dirA: string, dirB: string): Promise<void> {
+  const [realA, realB] = await Promise.all([dirA, dirB].map((dir) => realpath(dir).catch(() => resolve(dir))));
+  if (realA === realB) throw new UsageError(`A and B are the same folder: a run compared with itself compares nothing (give the other run's folder)`, { file: dirB });
+}
+
+/**
+ * --max-top1-changes counts inputs whose top-1 changed; a run that cannot
+ * tell its top-1 (given --class, or records without predictions) counted
+ * none, and the gate passed with "top-1 changes 0". Refused instead.
+ */
+function refuseUnknownTop1(run: CompareRun): void {
+  const classes = run.manifest.options['classes'];
+  const why =
+    Array.isArray(classes) && classes.length > 0
+      ? 'was given --class, so its records hold the requested classes, not its top-1'
+      : run.manifest.records.some((record) => record.status === 'ok' && (record.predictions ?? []).length === 0)
+        ? 'has records without predictions'
+        : undefined;
+  if (why === undefined) return;
+  throw new UsageError(`--max-top1-changes needs the top-1 prediction of each input: ${run.name} ${why} (run both with --top-k)`, { file: join(run.dir, MANIFEST_NAME) });
 }
 
 function definedOnly(thresholds: CompareThresholds): CompareThresholds {

@@ -44,12 +44,14 @@ function recordProblem(record: unknown): string | undefined {
 function resultProblem(result: unknown): string | undefined {
   if (!isObject(result)) return 'is not an object';
   if (typeof result['png'] !== 'string' || !isOptionalString(result['npy'])) return "has no 'png' file name (or an 'npy' that is not one)";
-  if (!('class' in result)) return undefined;
-  if (typeof result['method'] !== 'string') return "has no 'method'";
+  // compare and metrics take a result with a method or a class for a cam result: it must hold all a cam result's fields.
+  if (!('class' in result) && !('method' in result)) return undefined;
+  if (typeof result['method'] !== 'string' || typeof result['layer'] !== 'string') return "has no 'method' and 'layer'";
   if (!isClass(result['class'])) return "has a 'class' that is not {index, label}";
   if (!isFiniteNumber(result['score']) || !(result['probability'] === null || isFiniteNumber(result['probability']))) return "has a 'score' or 'probability' that is not a number";
   if (!isObject(result['peak']) || !isFiniteNumber(result['peak']['x']) || !isFiniteNumber(result['peak']['y'])) return "has a 'peak' that is not {x, y}";
-  if (result['metrics'] !== undefined && !isObject(result['metrics'])) return "has 'metrics' that are not an object";
+  const metrics = result['metrics'];
+  if (metrics !== undefined && !(isObject(metrics) && isObject(metrics['random']))) return "has 'metrics' that are not an object with the random map's";
   return undefined;
 }
 
