@@ -180,6 +180,14 @@ describe('usage errors', () => {
     assert.equal(existsSync(out), false);
   });
 
+  test('--metrics with a target whose Y is no class probability (similarity, output, region) is refused before any image', async () => {
+    // The metrics scored the perturbed images by the probability of class 0, which a similarity map does not explain.
+    const out = join(workDir, 'similarity');
+    const run = await camviz(['cam', join(shapesDir, 'circle.png'), ...shapes, '--target', 'similarity', '--reference', join(shapesDir, 'star.png'), '--metrics', '--out', out]);
+    expectUsageError(run, /^camviz: --metrics measures a map by its class's probability: --target similarity has no such probability/);
+    assert.equal(existsSync(out), false);
+  });
+
   test('an unknown metric, --metric-steps out of range or without --metrics', async () => {
     const circle = join(shapesDir, 'circle.png');
     expectUsageError(await camviz(['cam', circle, ...shapes, '--metrics', 'deletion,auc']), /^camviz: unknown metric 'auc': choose from confidence, deletion, insertion, road/);

@@ -9,7 +9,7 @@ import { type ClassRequest, canonicalMethod, classifierKernel } from '../cam/ind
 import * as tf from '../engine/tf.js';
 import { type ClassExplanation, type ExplainBatch, explainBatch } from '../cam/explain.js';
 import { camTargets } from '../cam/request.js';
-import { RegionTarget, type Target, type TargetChoice, chooseTarget } from '../cam/targets/index.js';
+import { NEGATIVE_CLASS, RegionTarget, type Target, type TargetChoice, chooseTarget } from '../cam/targets/index.js';
 import { UsageError } from '../util/errors.js';
 import { loadImage } from '../image/image.js';
 import type { GraphNode } from '../executor/graph.js';
@@ -46,10 +46,20 @@ export class CamTask {
     if (this.targetChoice.kind === 'region' && options.augSmooth) {
       throw new UsageError('--aug-smooth flips the images: it does not combine with --target region');
     }
+    // The metrics score perturbed images by the explained class's probability: of another target's map, they measured an unrelated number.
+    if (options.metrics !== undefined && !this.targetChoice.measuredByClassProbability) {
+      throw new UsageError(`--metrics measures a map by its class's probability: --target ${this.describeTarget(options)} has no such probability`);
+    }
     this.classRequest = this.targetChoice.classes;
     // CAM's head requirement depends on the layers, not the images: refused once, before any image.
     if (this.method === 'cam') for (const layer of this.layers) tf.dispose(classifierKernel(context.model.network(), layer));
     this.writer = new CamOutputWriter(options, this.method, context.model.meta.preprocess, this.layerLabel);
+  }
+
+  /** The target as the flags gave it, for messages. */
+  private describeTarget(options: CamTaskOptions): string {
+    const negated = this.targetChoice.kind === 'sigmoid' && options.classes.some((value) => value.trim().toLowerCase() === NEGATIVE_CLASS);
+    return negated ? `sigmoid --class ${NEGATIVE_CLASS}` : this.targetChoice.kind === 'class' || this.targetChoice.kind === 'prob' ? `${this.targetChoice.kind} (the model has no class head)` : this.targetChoice.kind;
   }
 
   /** What the layers option resolved to, for the manifest. */

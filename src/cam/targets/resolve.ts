@@ -46,6 +46,14 @@ export interface TargetChoice {
   classes: ClassRequest;
   /** The names of the units (the model's labels, for targets whose units are its classes). */
   labels: readonly string[] | undefined;
+  /**
+   * Whether Y goes up with the model's probability of the explained unit,
+   * which is what the faithfulness metrics measure: class, prob and a
+   * positive sigmoid unit. Not output, region, similarity (Y is no class's),
+   * a negated sigmoid unit (Y falls as that probability rises), nor a model
+   * without a class head.
+   */
+  measuredByClassProbability: boolean;
   build(referenceInput: () => Promise<tf.Tensor4D>): Promise<Target>;
 }
 
@@ -108,11 +116,11 @@ function classChoice(model: CamvizModel, kind: 'class' | 'prob', request: Target
     }
     if (request.classes.length > 0) throw new UsageError(`the model has no class head (${describeOutputs(network)}): --class does not apply`);
     // A class-agnostic map of a model without classes: one map, unit 0, not the top "class" of a flattened feature map.
-    return { kind, classes: { kind: 'explicit', classes: [0] }, labels: undefined, build: built(kind === 'prob' ? new ProbTarget() : new ClassTarget()) };
+    return { kind, classes: { kind: 'explicit', classes: [0] }, labels: undefined, measuredByClassProbability: false, build: built(kind === 'prob' ? new ProbTarget() : new ClassTarget()) };
   }
   refuseNegative(request, kind);
   const target = kind === 'prob' ? new ProbTarget() : new ClassTarget();
-  return { kind, classes: classRequest(model, request.classes, request.topK), labels: model.meta.labels, build: built(target) };
+  return { kind, classes: classRequest(model, request.classes, request.topK), labels: model.meta.labels, measuredByClassProbability: true, build: built(target) };
 }
 
 function sigmoidChoice(model: CamvizModel, request: TargetRequest): TargetChoice {
@@ -122,11 +130,11 @@ function sigmoidChoice(model: CamvizModel, request: TargetRequest): TargetChoice
   }
   const negative = request.classes.filter(isNegative);
   const labels = model.meta.labels;
-  if (negative.length === 0) return { kind: 'sigmoid', classes: classRequest(model, request.classes, request.topK), labels, build: built(new SigmoidTarget()) };
+  if (negative.length === 0) return { kind: 'sigmoid', classes: classRequest(model, request.classes, request.topK), labels, measuredByClassProbability: true, build: built(new SigmoidTarget()) };
   const units = unitCount(network.graph.producer(network.score.outputKey)?.outputShapes[0] ?? []);
   if (units !== 1) throw new UsageError(`--class ${NEGATIVE_CLASS} is the negative class of a single-unit sigmoid head; this head has ${units ?? 'several'} units`);
   if (negative.length !== request.classes.length) throw new UsageError(`give --class 0 or --class ${NEGATIVE_CLASS}, not both`);
-  return { kind: 'sigmoid', classes: { kind: 'explicit', classes: [0] }, labels, build: built(new SigmoidTarget(true)) };
+  return { kind: 'sigmoid', classes: { kind: 'explicit', classes: [0] }, labels, measuredByClassProbability: false, build: built(new SigmoidTarget(true)) };
 }
 
 function outputChoice(network: Executor, spec: TargetSpec, request: TargetRequest): TargetChoice {
@@ -141,7 +149,7 @@ function outputChoice(network: Executor, spec: TargetSpec, request: TargetReques
   if (units !== undefined && unit >= units) {
     throw new UsageError(`--unit ${unit} is beyond output '${output.name}' ${describeShape(output.shape)}: its units are 0 to ${units - 1}`);
   }
-  return { kind: 'output', classes: { kind: 'explicit', classes: [unit] }, labels: undefined, build: built(new OutputTarget(output.index, output.name)) };
+  return { kind: 'output', classes: { kind: 'explicit', classes: [unit] }, labels: undefined, measuredByClassProbability: false, build: built(new OutputTarget(output.index, output.name)) };
 }
 
 function regionChoice(model: CamvizModel, spec: TargetSpec, request: TargetRequest): TargetChoice {
@@ -164,6 +172,7 @@ function regionChoice(model: CamvizModel, spec: TargetSpec, request: TargetReque
     kind: 'region',
     classes,
     labels,
+    measuredByClassProbability: false,
     build: async () => new RegionTarget(box !== undefined ? { box } : { mask: await loadRegionMask(mask!) }, [], output.index, output.name),
   };
 }
@@ -177,6 +186,7 @@ function similarityChoice(network: Executor, spec: TargetSpec, request: TargetRe
     kind: 'similarity',
     classes: { kind: 'explicit', classes: [0] },
     labels: undefined,
+    measuredByClassProbability: false,
     build: async (referenceInput) => {
       const input = await referenceInput();
       try {
