@@ -19,6 +19,8 @@ import { ROAD_PERCENTILES, percentiles, road, roadKeepMask } from '../src/metric
 import { perturbedProbabilities, measureExplanations } from '../src/metrics/runner.js';
 import { inputSaliency, relevanceOrder } from '../src/metrics/saliency.js';
 import { uniformMap } from '../src/metrics/random.js';
+import type { MetricName } from '../src/metrics/names.js';
+import { UsageError } from '../src/util/errors.js';
 import type { PreprocessedImage } from '../src/metrics/types.js';
 import { findPython } from './helpers/python.js';
 import { spawnSync } from 'node:child_process';
@@ -304,6 +306,37 @@ test('confidence change, deletion and insertion AUC of a known map and of the ra
       close(metrics!.random.deletionAuc!, random.deletion, 1e-6, 'random deletion');
       close(metrics!.random.insertionAuc!, random.insertion, 1e-6, 'random insertion');
       assert.deepEqual(Object.keys(metrics!), ['confidenceChange', 'deletionAuc', 'insertionAuc', 'random'], 'no road keys when road was not asked for');
+    }
+  } finally {
+    input.dispose();
+  }
+});
+
+test('what the library is given unchecked: steps out of range or not whole, an unknown metric, a seed short, a class beyond the model: UsageErrors', async () => {
+  const input = tf.tensor4d(X, [1, 2, 2, 1]);
+  const explanation = { image: 0, classIndex: 0, score: 0, probability: 0, map: { width: 2, height: 2, data: Float32Array.from(MAP) } };
+  const measure = (options: { names?: string[]; steps?: number; seeds?: number[]; classIndex?: number }): Promise<unknown> =>
+    measureExplanations(
+      network,
+      { input, explanations: [[{ ...explanation, classIndex: options.classIndex ?? 0 }]], seeds: options.seeds ?? [7] },
+      { names: (options.names ?? ['deletion']) as MetricName[], steps: options.steps ?? 4 },
+    );
+  try {
+    const cases: [string, Parameters<typeof measure>[0], RegExp][] = [
+      // Steps of 0 measured a two-point curve unsaid, and 2.5 one of two steps.
+      ['steps 0', { steps: 0 }, /^metric steps 0 must be a whole number from 1 to 1000$/],
+      ['steps 2.5', { steps: 2.5 }, /^metric steps 2\.5 must be a whole number/],
+      ['unknown metric', { names: ['auc'] }, /^unknown metric 'auc'/],
+      ['no seed', { seeds: [] }, /give one of each per image$/],
+      // A class beyond the model gave metrics of null.
+      ['class 9', { classIndex: 9, names: ['confidence'] }, /^class 9 is out of range: the model gives \d+ probabilities$/],
+    ];
+    for (const [what, options, said] of cases) {
+      await assert.rejects(measure(options), (error: unknown) => {
+        assert.ok(error instanceof UsageError, `${what}: ${String(error)}`);
+        assert.match(error.message, said, what);
+        return true;
+      });
     }
   } finally {
     input.dispose();

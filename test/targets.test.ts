@@ -19,7 +19,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import sharp from 'sharp';
 import { type CamMethod, GradCam, HiResCam, ScoreCam } from '../src/cam/index.js';
-import { ClassChooser } from '../src/cam/classes.js';
+import { ClassChooser, type ClassRequest } from '../src/cam/classes.js';
+import { classRequestOf } from '../src/model/labels.js';
 import { explainBatch } from '../src/cam/explain.js';
 import {
   ClassTarget,
@@ -392,5 +393,60 @@ forEachBackend((backend) => {
     assertClose(byFunction.map, byClass.map, 'Grad-CAM');
     const grads = PROBS_W.map((row) => PIXELS.map(() => row[1]! / P));
     assertClose(byClass.map, gradCam(A, grads), 'Grad-CAM by hand');
+  });
+
+  // ---- what library callers give unchecked ------------------------------------
+
+  test(`${backend}: classes that are no class index, a top-k of 0 or beyond the units: UsageErrors, not a null score or "needs an objective"`, async () => {
+    const model = twoOutputModel();
+    const network = Network.of(model);
+    const input = tf.tensor4d(interleaved(X), [1, SIDE, SIDE, 2]);
+    const node = network.graph.findNodes('conv')[0]!;
+    try {
+      const refused: [string, ClassRequest, RegExp][] = [
+        ['gradcam', { kind: 'top', k: 0 }, /^top-k 0 must be a whole number of at least 1$/],
+        ['gradcam', { kind: 'top', k: 2.5 }, /^top-k 2\.5 must be a whole number of at least 1$/],
+        ['gradcam', { kind: 'explicit', classes: [1.5] }, /^class 1\.5 is not a class index/],
+        ['scorecam', { kind: 'explicit', classes: [-1] }, /^class -1 is not a class index/],
+        ['gradcam', { kind: 'explicit', classes: [] }, /^no class to explain/],
+        // Score-CAM read class 5 of 2 as undefined: a map whose score was null.
+        ['scorecam', { kind: 'explicit', classes: [5] }, /^class 5 is out of range: the target has 2 units \(0-1\)$/],
+        ['gradcam', { kind: 'top', k: 3 }, /^top-k 3 is more than the target's 2 units$/],
+      ];
+      for (const [method, classes, said] of refused) {
+        const before = tf.memory().numTensors;
+        await assert.rejects(explainBatch(network, { method, input, layers: [node], classes }), (error: unknown) => {
+          assert.ok(error instanceof UsageError, `${method} ${JSON.stringify(classes)}: ${String(error)}`);
+          assert.match(error.message, said);
+          return true;
+        });
+        assert.equal(tf.memory().numTensors, before, `${method} ${JSON.stringify(classes)}: tensors left`);
+      }
+      assert.throws(() => classRequestOf([], 0, undefined, 2), /^UsageError: top-k 0 must be a whole number of at least 1$/);
+      assert.deepEqual(classRequestOf([], 5, undefined, 2), { kind: 'top', k: 2 }, 'more than the classes gives them all');
+    } finally {
+      input.dispose();
+      model.dispose();
+    }
+  });
+
+  test(`${backend}: a target function that throws leaves no tensor behind (the tape's saved tensors were)`, async () => {
+    const model = twoOutputModel();
+    const network = Network.of(model);
+    const input = tf.tensor4d(interleaved(X), [1, SIDE, SIDE, 2]);
+    const node = network.graph.findNodes('conv')[0]!;
+    const failing = new FunctionTarget(() => {
+      throw new Error('the target failed');
+    });
+    try {
+      for (const method of ['gradcam', 'hirescam', 'scorecam']) {
+        const before = tf.memory().numTensors;
+        await assert.rejects(explainBatch(network, { method, input, layers: [node], classes: { kind: 'explicit', classes: [0] }, target: failing }), /the target failed/);
+        assert.equal(tf.memory().numTensors, before, `${method}: tensors left`);
+      }
+    } finally {
+      input.dispose();
+      model.dispose();
+    }
   });
 });

@@ -8,6 +8,7 @@ import * as tf from '../engine/tf.js';
 import type { ForwardValues, Objective, ScoreTerm } from '../executor/network.js';
 import { outputRows, topClassIndices } from '../model/predict.js';
 import { type Target, type TargetLike, asTarget, ownRows } from './targets/index.js';
+import { UsageError } from '../util/errors.js';
 
 /** What the class score Y is: the pre-softmax logit (default) or the probability. */
 import type { ScoreKind } from './names.js';
@@ -46,6 +47,7 @@ export class ClassChooser {
     request: ClassRequest,
     private readonly batch: number,
   ) {
+    checkClassRequest(request);
     if (request.kind === 'top') {
       this.count = request.k;
     } else if (request.kind === 'explicit') {
@@ -67,6 +69,9 @@ export class ClassChooser {
   ranks(probabilities?: tf.Tensor2D): number[][] {
     if (this.chosen === undefined) {
       if (probabilities === undefined) throw new Error('top-k classes need the model output');
+      // The count of objectives is fixed before the pass: more ranks than units gave classes of undefined (null in the records).
+      const units = probabilities.shape[1];
+      if (this.count > units) throw new UsageError(`top-k ${this.count} is more than the target's ${units} unit${units === 1 ? '' : 's'}`);
       const tops = outputRows(probabilities).map((row) => topClassIndices(row, this.count));
       this.chosen = Array.from({ length: this.count }, (_, rank) => tops.map((top) => top[rank]!));
     }
@@ -112,6 +117,10 @@ export class ClassChooser {
     } finally {
       tf.dispose([scoreTensor!, ...(probabilityTensor === undefined ? [] : [probabilityTensor])]);
     }
+    const units = scoreTensor!.shape[1];
+    const beyond = classes.flat().find((classIndex) => classIndex >= units);
+    // Score-CAM read such a class as undefined and gave a map with a score of null.
+    if (beyond !== undefined) throw new UsageError(`class ${beyond} is out of range: the target has ${units} unit${units === 1 ? '' : 's'} (0-${units - 1})`);
     return classes.map((perRank, image) =>
       perRank.map((classIndex) => ({
         image,
@@ -127,6 +136,23 @@ export class ClassChooser {
     if (this.chosen !== undefined) return this.chosen;
     return tf.tidy(() => this.ranks(target.probabilities?.(values) ?? target.scores(values, ownRows(this.batch))));
   }
+}
+
+/**
+ * A request's classes are whole numbers of at least 0, and a top-k asks for
+ * at least one: the library's callers give them unchecked (a k of 0 failed
+ * as "backward() needs at least one objective", a class of 1.5 gave a map
+ * with a null score).
+ */
+function checkClassRequest(request: ClassRequest): void {
+  if (request.kind === 'top') {
+    if (!(Number.isInteger(request.k) && request.k >= 1)) throw new UsageError(`top-k ${request.k} must be a whole number of at least 1`);
+    return;
+  }
+  const classes: readonly number[] = request.kind === 'explicit' ? request.classes : request.classes.flat();
+  const bad = classes.find((classIndex) => !(Number.isInteger(classIndex) && classIndex >= 0));
+  if (bad !== undefined) throw new UsageError(`class ${bad} is not a class index (a whole number of at least 0)`);
+  if (request.kind === 'explicit' && request.classes.length === 0) throw new UsageError('no class to explain: give at least one');
 }
 
 /** Y summed over the batch, each image at its own class: one backward pass serves them all. */

@@ -184,6 +184,7 @@ export class Network implements Executor {
       const fed = new Set(before.values());
       for (const objective of objectives) {
         let after = new Map<string, tf.Tensor>();
+        let failure: { error: unknown } | undefined;
         const { value, grads } = tf.valueAndGrads((...sources: tf.Tensor[]) => {
           const feeds = new Map<string, tf.Tensor>();
           for (const key of plan.frontier) feeds.set(key, before.get(key)!);
@@ -192,11 +193,15 @@ export class Network implements Executor {
           const merged = new Map([...before, ...after]);
           const forwardValues = this.view(merged, layers, batchOf(inputs), true);
           if (values === undefined) values = keepValues(forwardValues, this.score.activation === 'none' ? hostSoftmax(forwardValues.scores) : forwardValues.probabilities);
-          return objective(forwardValues);
+          return objectiveOrZero(objective, forwardValues, sources, (error) => (failure = { error }));
         })(sourceTensors);
         // The tape frees what it made, but not what a step kept on purpose
         // (a split activation's pre-activation): `values` holds copies.
         tf.dispose([...after.values()].filter((tensor) => !fed.has(tensor)));
+        if (failure !== undefined) {
+          tf.dispose([value, ...grads]);
+          throw failure.error;
+        }
         objectiveValues.push(value.dataSync()[0]!);
         value.dispose();
         gradients.push(orderGradients(plan, grads, caught, caughtShapes));
@@ -347,6 +352,22 @@ function hostSoftmax(scores: tf.Tensor2D): tf.Tensor2D {
 }
 
 /** Copies of `values` that outlive the tape, with the probabilities the pass reports. */
+/**
+ * The objective's Y; when it throws (a user's target function), a zero tied
+ * to every source instead, and the error handed to `failed` for the caller
+ * to throw once the gradient pass is over. Thrown inside the tape, it left
+ * the tensors tfjs saves for the backward pass (and the kept steps) behind:
+ * tfjs frees them only when a gradient pass ends.
+ */
+function objectiveOrZero(objective: Objective, values: ForwardValues, sources: readonly tf.Tensor[], failed: (error: unknown) => void): tf.Scalar {
+  try {
+    return objective(values);
+  } catch (error) {
+    failed(error);
+    return tf.mul(sources.map((source) => tf.sum(source)).reduce((total, term) => tf.add(total, term)), 0) as tf.Scalar;
+  }
+}
+
 function keepValues(values: ForwardValues, probabilities: tf.Tensor2D): ForwardValues {
   const outputs = values.outputs.map((tensor) => tf.keep(tensor.clone()));
   return {

@@ -15,7 +15,8 @@ import type { CamvizModel } from '../model/load.js';
 import { confidenceChange } from './confidence.js';
 import { deletion } from './deletion.js';
 import { blurImage, insertion } from './insertion.js';
-import type { MetricValues, MetricsOptions, MetricsRecord } from './names.js';
+import { METRIC_NAMES, METRIC_STEPS, type MetricValues, type MetricsOptions, type MetricsRecord, isMetricName } from './names.js';
+import { UsageError } from '../util/errors.js';
 import { seedOf, uniformMap } from './random.js';
 import { road } from './road.js';
 import { inputSaliency, relevanceOrder } from './saliency.js';
@@ -61,6 +62,7 @@ export interface MetricsBatch {
 
 /** [image][rank]: each explanation's metrics and its random baseline's. */
 export async function measureExplanations(executor: Executor, batch: MetricsBatch, options: MetricsOptions): Promise<MetricsRecord[][]> {
+  checkMetricsCall(batch, options);
   const [count, height, width, channels] = batch.input.shape;
   const data = batch.input.dataSync() as Float32Array;
   const size = height * width * channels;
@@ -91,6 +93,25 @@ export async function measureExplanations(executor: Executor, batch: MetricsBatc
 }
 
 /**
+ * What the command line checks of its flags, checked for library callers:
+ * steps of 0 or 2.5 gave curves of other lengths unsaid, an unknown name a
+ * TypeError, a missing seed the seed "undefined", and a class beyond the
+ * model's values of null.
+ */
+function checkMetricsCall(batch: MetricsBatch, options: MetricsOptions): void {
+  const { steps, names } = options;
+  if (!(Number.isInteger(steps) && steps >= METRIC_STEPS.min && steps <= METRIC_STEPS.max)) {
+    throw new UsageError(`metric steps ${steps} must be a whole number from ${METRIC_STEPS.min} to ${METRIC_STEPS.max}`);
+  }
+  const unknown = names.find((name) => !isMetricName(name));
+  if (unknown !== undefined) throw new UsageError(`unknown metric '${String(unknown)}': choose from ${METRIC_NAMES.join(', ')}`);
+  const images = batch.input.shape[0];
+  if (batch.seeds.length !== images || batch.explanations.length !== images) {
+    throw new UsageError(`the batch holds ${images} image${images === 1 ? '' : 's'}, with ${batch.explanations.length} lists of explanations and ${batch.seeds.length} seeds: give one of each per image`);
+  }
+}
+
+/**
  * The class probabilities of the images every curve of an image starts or
  * ends at (the image, all zeros, blurred), by image and class: one forward
  * pass serves all the image's classes and maps.
@@ -116,6 +137,8 @@ async function referenceProbabilities(
   );
   const perImage = 1 + (deletion ? 1 : 0) + (insertion ? 1 : 0);
   return (image, classIndex) => {
+    const classes = rows[0]?.length ?? 0;
+    if (!(classIndex < classes)) throw new UsageError(`class ${classIndex} is out of range: the model gives ${classes} probabilities`);
     const [original, ...ends] = rows.slice(image * perImage, (image + 1) * perImage).map((row) => row[classIndex]!);
     return { original: original!, zeros: deletion ? ends.shift()! : Number.NaN, blurred: insertion ? ends.shift()! : Number.NaN };
   };

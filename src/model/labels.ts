@@ -160,7 +160,10 @@ export type ClassesOfSpecs = { kind: 'explicit'; classes: readonly number[] } | 
  */
 export function classRequestOf(specs: readonly (string | number)[], topK: number, labels: readonly string[] | undefined, count: number): ClassesOfSpecs {
   // As predict's --top: asking for more classes than the model has gives them all.
-  if (specs.length === 0) return { kind: 'top', k: Math.min(topK, count) };
+  if (specs.length === 0) {
+    if (!(Number.isInteger(topK) && topK >= 1)) throw new UsageError(`top-k ${topK} must be a whole number of at least 1`);
+    return { kind: 'top', k: Math.min(topK, count) };
+  }
   const classes = specs.flatMap((spec) => resolveClasses(String(spec), labels, count));
   return { kind: 'explicit', classes: [...new Set(classes)] };
 }
