@@ -118,10 +118,25 @@ export { EventWriter, type EventWriterOptions } from './render/tensorboard.js';
 // Folder runs
 export { type BatchRunOptions, type BatchRunResult, runBatch } from './batch/runner.js';
 export { type Manifest, readManifest } from './batch/manifest.js';
-export { mergeRuns } from './batch/merge.js';
+export { type MergeOptions, type MergeResult, mergeRuns } from './batch/merge.js';
 export { writeReport } from './batch/report.js';
 export { type Shard, parseShard, selectShard } from './batch/shard.js';
-export { type CompareResult, type CompareRunOptions, type CompareThresholds, compareRuns, writeCompareJson } from './batch/compare.js';
+export {
+  type CompareResult,
+  type CompareRunOptions,
+  type CompareSummary,
+  type CompareThresholds,
+  type FailedInput,
+  type Offender,
+  type PairBy,
+  type PairMaps,
+  type PairMetrics,
+  type PairSide,
+  type Top1Change,
+  type UnpairedMap,
+  compareRuns,
+  writeCompareJson,
+} from './batch/compare.js';
 export { writeCompareReport } from './batch/compare-report.js';
 export type * from './tasks/types.js';
 export { type TaskOverrides, camTaskOptions, fmapTaskOptions, predictTaskOptions } from './tasks/defaults.js';
