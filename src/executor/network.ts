@@ -351,7 +351,6 @@ function hostSoftmax(scores: tf.Tensor2D): tf.Tensor2D {
   return tf.tensor2d(softmaxRows(scores.dataSync() as Float32Array, classes), [rows, classes]);
 }
 
-/** Copies of `values` that outlive the tape, with the probabilities the pass reports. */
 /**
  * The objective's Y; when it throws (a user's target function), a zero tied
  * to every source instead, and the error handed to `failed` for the caller
@@ -368,6 +367,7 @@ function objectiveOrZero(objective: Objective, values: ForwardValues, sources: r
   }
 }
 
+/** Copies of `values` that outlive the tape, with the probabilities the pass reports. */
 function keepValues(values: ForwardValues, probabilities: tf.Tensor2D): ForwardValues {
   const outputs = values.outputs.map((tensor) => tf.keep(tensor.clone()));
   return {
