@@ -231,6 +231,29 @@ describe('camviz compare on shapes runs', { skip: skipWithoutShapes }, () => {
     assert.equal(existsSync(run('top1-unknown')), false, 'nothing written');
   });
 
+  test('an interrupted run is a usage error (it holds a subset of its inputs), not a gate passed on that subset', async () => {
+    await cp(run('circle'), run('interrupted'), { recursive: true });
+    const manifestPath = join(run('interrupted'), 'manifest.json');
+    const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as Manifest;
+    await writeFile(manifestPath, JSON.stringify({ ...manifest, interrupted: true, records: manifest.records.slice(0, 1) }));
+    for (const [a, b] of [[run('circle'), run('interrupted')], [run('interrupted'), run('circle')]] as const) {
+      const result = await camviz(['compare', a, b, '--min-corr', '0.5', '--out', run('interrupted-out')]);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, /^camviz: [AB] was interrupted before every input was done: finish it \(run it again with --skip-existing\) before comparing \(.*interrupted\/manifest\.json\)\n$/);
+    }
+    assert.equal(existsSync(run('interrupted-out')), false, 'nothing written');
+  });
+
+  test('without a threshold the run passes and says that nothing was gated', async () => {
+    await cp(run('circle'), run('ungated'), { recursive: true });
+    const ungated = await camviz(['compare', run('circle'), run('ungated'), '--out', run('ungated-out')]);
+    assert.equal(ungated.code, 0, ungated.stderr);
+    assert.match(ungated.stderr, /\ncamviz: note: no threshold given \(--min-corr, --min-iou, --max-peak-shift, --max-top1-changes\): the maps were measured, not gated\n$/);
+    const gated = await camviz(['compare', run('circle'), run('ungated'), '--min-iou', '0.5', '--out', run('ungated-out')]);
+    assert.equal(gated.code, 0, gated.stderr);
+    assert.doesNotMatch(gated.stderr, /not gated/);
+  });
+
   test('a map file larger than any map compare can compare is refused from its size, not read (a sparse 100 MB .npy)', async () => {
     await cp(run('circle'), run('huge-map'), { recursive: true });
     const map = join(run('huge-map'), 'square-cross.gradcam.0.npy');

@@ -322,6 +322,11 @@ export async function readCompareRun(dir: string, name: 'A' | 'B'): Promise<Comp
   if (manifest.command !== 'cam') {
     throw new UsageError(`${name} is a '${manifest.command}' run: compare needs runs of camviz cam (or gradcam) with --raw`, { file: path });
   }
+  // An interrupted run holds a subset of its inputs: a gate compared on
+  // that subset would pass on whatever the stop happened to leave out.
+  if (manifest.interrupted) {
+    throw new UsageError(`${name} was interrupted before every input was done: finish it (run it again with --skip-existing) before comparing`, { file: path });
+  }
   return { dir, name, manifest };
 }
 

@@ -40,8 +40,7 @@ export async function runCompare(dirA: string, dirB: string, options: CompareCli
     const written = [jsonPath, reportPath].filter((path) => path !== undefined).map(displayPath);
     process.stderr.write(`camviz: ${summaryLine(result)}; ${written.join(', ')}\n`);
     for (const line of offenderLines(result)) process.stderr.write(`  ${line}\n`);
-    const note = unpairedNote(result);
-    if (note !== undefined) process.stderr.write(`camviz: ${note}\n`);
+    for (const note of [unpairedNote(result), ungatedNote(thresholds)]) if (note !== undefined) process.stderr.write(`camviz: ${note}\n`);
   }
   if (options.json) printJson(result);
   return result.summary.passed ? 0 : 1;
@@ -57,6 +56,12 @@ function unpairedNote(result: CompareResult): string | undefined {
     `note: ${unpaired.length} map${unpaired.length === 1 ? '' : 's'} of one run only, not compared ` +
     `(e.g. ${first.input} ${first.method} class ${first.class.index} in ${where}); compare.json lists them under "unpaired"`
   );
+}
+
+/** Without a threshold only a failed input fails the run: say so, since a CI gate given none passes whatever the maps are. */
+function ungatedNote(thresholds: CompareThresholds): string | undefined {
+  if (Object.keys(thresholds).length > 0) return undefined;
+  return 'note: no threshold given (--min-corr, --min-iou, --max-peak-shift, --max-top1-changes): the maps were measured, not gated';
 }
 
 function isPairBy(value: string): value is PairBy {
