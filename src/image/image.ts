@@ -13,13 +13,15 @@
  * input is made from it. Images that fit are decoded exactly as before.
  */
 import { existsSync } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from '../util/sharp.js';
 import type { Metadata, OutputInfo, Sharp } from 'sharp';
 
 import { CamvizError, UsageError } from '../util/errors.js';
-import { openRegularFile, readFromStart } from '../util/read-whole-file.js';
+import { closeFile, openRegularFile, readFromStart } from '../util/read-whole-file.js';
+import { ioReason } from '../util/atomic-file.js';
+import { fileClosed, isOutOfDescriptors, retryWhileOutOfDescriptors } from '../util/fd-retry.js';
 import { type Rgb, parseBackground } from './colour.js';
 import { SUPPORTED_FORMATS, SUPPORTED_LIST, type SupportedFormat } from './formats.js';
 import { DEFAULT_BACKGROUND, DEFAULT_MAX_OVERLAY_SIDE, DEFAULT_MAX_PIXELS, RESIZE_MODES, overlaySize } from './geometry.js';
@@ -228,11 +230,41 @@ async function checkFile(path: string): Promise<CheckedFile> {
     heldDescriptors.set(fd, path);
     const release = async (): Promise<void> => {
       heldDescriptors.delete(fd);
-      await handle.close();
+      await closeFile(handle);
     };
     return { sniffed, source: join(DESCRIPTOR_FOLDER, String(fd)), readTail: (length) => tailOf(handle, size, length), release };
   } finally {
-    if (!kept) await handle.close();
+    if (!kept) await closeFile(handle);
+  }
+}
+
+/**
+ * sharp's work on the checked file: when libvips opens it itself (a file too
+ * large to hold, given by its path) and finds no descriptor free, it reports
+ * anything but that ("unsupported image format"). Where such work fails and
+ * the file cannot be opened now for want of descriptors, the failure is
+ * that, and the work is tried again once files close (fd-retry.ts).
+ */
+async function opening<T>(file: CheckedFile, work: () => Promise<T>): Promise<T> {
+  const { source } = file;
+  if (typeof source !== 'string') return work();
+  return retryWhileOutOfDescriptors(async () => {
+    try {
+      return await work();
+    } catch (error) {
+      throw (await openFailure(source)) ?? error;
+    }
+  });
+}
+
+/** Why `path` cannot be opened now when it is for want of descriptors (EMFILE, ENFILE); undefined when it opens, or fails otherwise. */
+async function openFailure(path: string): Promise<unknown> {
+  try {
+    await (await open(path, 'r')).close();
+    fileClosed();
+    return undefined;
+  } catch (error) {
+    return isOutOfDescriptors(error) ? error : undefined;
   }
 }
 
@@ -244,6 +276,8 @@ function fileSystemError(error: unknown, path: string): CamvizError {
     : code === 'ENOENT' ? 'file not found'
     : code === 'EACCES' || code === 'EPERM' ? 'cannot read file: permission denied'
     : code === 'ENOTDIR' ? 'file not found (a parent is not a folder)'
+    // Not the image's fault: the process (or the system) holds as many files open as it may.
+    : isOutOfDescriptors(error) ? `cannot read file: ${ioReason(error)}`
     : `cannot read file: ${error instanceof Error ? error.message : String(error)}`;
   return new CamvizError(message, { file: path, cause: error });
 }
@@ -276,8 +310,9 @@ async function readHeader(file: CheckedFile, path: string): Promise<Metadata> {
   try {
     // Reading the header decodes no pixels, so libvips' own pixel limit (268 MP by
     // default) is lifted here: camviz's limit decides, with its own message.
-    metadata = await sharp(file.source, { failOn: FAIL_ON, limitInputPixels: false }).metadata();
+    metadata = await opening(file, () => sharp(file.source, { failOn: FAIL_ON, limitInputPixels: false }).metadata());
   } catch (error) {
+    if (isOutOfDescriptors(error)) throw fileSystemError(error, path);
     const message = error instanceof Error ? error.message : String(error);
     if (/unsupported image format/i.test(message)) throw unsupported(path);
     const reason = (await truncation(file, file.sniffed)) ?? sharpReason(error);
@@ -345,8 +380,9 @@ async function decodeOriginal(file: CheckedFile, path: string, metadata: Metadat
 
   let result: { data: Buffer; info: OutputInfo };
   try {
-    result = await pipeline.raw().toBuffer({ resolveWithObject: true });
+    result = await opening(file, () => pipeline.raw().toBuffer({ resolveWithObject: true }));
   } catch (error) {
+    if (isOutOfDescriptors(error)) throw fileSystemError(error, path);
     throw await decodeError(error, metadata, settings.maxPixels, file, path);
   }
   return checkedRgb(result, path, shrinks ? size : undefined);

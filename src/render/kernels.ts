@@ -15,6 +15,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { ioReason } from '../util/atomic-file.js';
+import { isOutOfDescriptors } from '../util/fd-retry.js';
 import { type ColormapName, sharedLut } from './colormap.js';
 import type { AxisTable } from './resize.js';
 
@@ -97,6 +99,8 @@ function compileKernels(): { api: WebAssemblyApi; module: object } {
   try {
     bytes = readFileSync(KERNELS_URL);
   } catch (error) {
+    // Read synchronously, it cannot wait for a descriptor: the next picture tries again (compiled stays unset).
+    if (isOutOfDescriptors(error)) throw new Error(`cannot read camviz's drawing kernels: ${ioReason(error)}`);
     throw new Error(`camviz's drawing kernels are missing (${fileURLToPath(KERNELS_URL)}: ${(error as NodeJS.ErrnoException).code ?? 'unreadable'}): run npm run build`);
   }
   try {

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CamvizError } from './errors.js';
+import { fileClosed, retryWhileOutOfDescriptors } from './fd-retry.js';
 import { oneLine } from './text.js';
 
 /** What a failed write is reported as: the problem and the file it was writing. */
@@ -37,6 +38,8 @@ const REASONS: Record<string, string> = {
   ENOTDIR: 'a file is in the way of a folder',
   EIO: 'input/output error',
   EFBIG: 'file too large',
+  EMFILE: 'too many open files',
+  ENFILE: 'too many open files in the system',
 };
 
 /** A file-system error as `<words> (<CODE>)`, else its first line. */
@@ -114,22 +117,24 @@ export interface AtomicWriteOptions {
  * false) before it is renamed over `path`, so readers see either the old
  * file or the complete new one. The temporary file is removed on any
  * failure, which is a WriteError naming `path` (a full disk must say which
- * file it could not write).
+ * file it could not write). An open that finds no descriptor free (EMFILE,
+ * ENFILE) is tried again once other files close (fd-retry.ts).
  */
 export async function writeFileAtomic(path: string, data: Uint8Array | string, options: AtomicWriteOptions = {}): Promise<void> {
   const temp = temporaryName(path);
   let handle: FileHandle | undefined;
   let created = false;
   try {
-    handle = await open(temp, 'wx');
+    handle = await retryWhileOutOfDescriptors(() => open(temp, 'wx'));
     created = true;
     await handle.writeFile(data);
     if (options.durable !== false) await handle.sync();
-    await handle.close();
+    const written = handle;
     handle = undefined;
+    await written.close().finally(fileClosed);
     await rename(temp, path);
   } catch (error) {
-    await handle?.close().catch(() => undefined);
+    await handle?.close().then(fileClosed, () => undefined);
     // Only a file this call made: never one that was in the way of 'wx'.
     if (created) await rm(temp, { force: true }).catch(() => undefined);
     throw new WriteError(ioReason(error), path, error);

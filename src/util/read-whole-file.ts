@@ -15,6 +15,7 @@
  */
 import { type BigIntStats, type Stats, closeSync, close, constants, fstatSync, openSync, read, readSync, statSync } from 'node:fs';
 import { type FileHandle, open, stat } from 'node:fs/promises';
+import { fileClosed, retryWhileOutOfDescriptors } from './fd-retry.js';
 
 /** The largest file read (Node's own limit for one buffer read by readFile). */
 export const MAX_FILE_BYTES = 2 ** 31 - 1;
@@ -74,19 +75,30 @@ export interface OpenRegularFile {
  * is refused without being opened (opening a FIFO releases a writer
  * waiting on it, and some devices act when opened). Rejects with the
  * system's error (its `code`), EISDIR for a folder and EINVAL for anything
- * else that is not a regular file. The caller closes the handle.
+ * else that is not a regular file. An open that finds no descriptor free
+ * (EMFILE, ENFILE) is tried again once other files close (fd-retry.ts). The
+ * caller closes the handle, and says so (closeFile).
  */
 export async function openRegularFile(path: string): Promise<OpenRegularFile> {
   const before = await stat(path);
   if (!before.isFile()) throw notRegular(before, path);
-  const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  const handle = await retryWhileOutOfDescriptors(() => open(path, constants.O_RDONLY | constants.O_NONBLOCK));
   try {
     const stats = await handle.stat({ bigint: true });
     if (!stats.isFile()) throw notRegular(stats, path);
     return { handle, stats };
   } catch (error) {
-    await handle.close();
+    await closeFile(handle);
     throw error;
+  }
+}
+
+/** Closes `handle` and wakes the opens waiting for a free descriptor (fd-retry.ts). */
+export async function closeFile(handle: FileHandle): Promise<void> {
+  try {
+    await handle.close();
+  } finally {
+    fileClosed();
   }
 }
 
@@ -105,7 +117,7 @@ export async function readRegularFile(path: string, maxBytes = MAX_FILE_BYTES): 
   try {
     return { bytes: await readFromStart(handle, checkedSize(stats, path, maxBytes)), stats };
   } finally {
-    await handle.close();
+    await closeFile(handle);
   }
 }
 
@@ -199,7 +211,7 @@ function readOpened(fd: number, size: number): Promise<Buffer> {
   const bytes = Buffer.allocUnsafe(size);
   return new Promise<Buffer>((resolve, reject) => {
     const finish = (error: Error | null, filled: number): void => {
-      close(fd, () => undefined);
+      close(fd, fileClosed);
       if (error === null) resolve(filled === size ? bytes : bytes.subarray(0, filled));
       else reject(error);
     };
