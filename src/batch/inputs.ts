@@ -3,16 +3,20 @@
  * list of images, each with the path relative to the folder it was found
  * in, so that outputs can mirror the input tree.
  */
-import { statSync } from 'node:fs';
+import { type Dirent, statSync } from 'node:fs';
 import { readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { CamvizError, UsageError } from '../util/errors.js';
 import { ioReason } from '../util/atomic-file.js';
 import { isInsideFolder } from '../util/inside-folder.js';
+import { printable } from '../util/text.js';
 import { IMAGE_EXTENSIONS } from '../image/formats.js';
 
 import type { InputImage } from '../tasks/types.js';
-import { REPORT_DIR } from './manifest.js';
+import { MANIFEST_NAME, REPORT_DIR } from './manifest.js';
+import { LEDGER_NAME } from '../util/outputs-ledger.js';
+import { LOCK_NAME } from './lock.js';
+import { folderOutputs } from './own-outputs.js';
 
 export type { InputImage };
 
@@ -26,6 +30,8 @@ export interface ExpandOptions {
    * are not inputs.
    */
   exclude?: string;
+  /** Told (for --verbose) what the listing left out: a file met again by another path, a camviz output folder's files. */
+  note?: (message: string) => void;
 }
 
 /**
@@ -43,26 +49,35 @@ export async function expandInputs(paths: readonly string[], options: ExpandOpti
   const outReal = exclude === undefined ? undefined : await realpath(exclude).catch(() => resolve(exclude));
   const excluded = new Set(outReal === undefined ? [] : [outReal, join(outReal, REPORT_DIR)]);
   const several = paths.length > 1;
-  const found: { path: string; short: string }[] = [];
+  const walk: Walk = { excluded, skipped: new Map() };
+  const found: { path: string; real: string; short: string }[] = [];
   for (const path of paths) {
     const info = await stat(path).catch(() => undefined);
     if (info === undefined || !info.isDirectory()) {
       // A missing file stays in the list: loading it reports the error in order.
-      found.push({ path, short: basename(path) });
+      found.push({ path, real: await realpath(path).catch(() => resolve(path)), short: basename(path) });
       continue;
     }
     const prefix = several ? `${basename(resolve(path))}/` : '';
-    const listed = await listImages(path, new Set(), excluded);
+    const skippedBefore = walk.skipped.size;
+    const listed = await listImages(path, new Set(), walk);
     const inPlace = outReal !== undefined && isWithin(await realpath(path), outReal);
-    const inFolder = (inPlace ? withoutOutputs(listed) : listed)
-      .map((file) => ({ path: file, short: prefix + slashes(relative(path, file)) }))
-      .filter((image) => matcher === undefined || matcher.test(image.short));
+    const outputsBeside = new Set(inPlace ? withoutOutputs(listed.map((file) => file.path)) : []);
+    const inFolder = (inPlace ? listed.filter((file) => outputsBeside.has(file.path)) : listed)
+      .map((file) => ({ ...file, short: prefix + slashes(relative(path, file.path)) }))
+      .filter((image) => matcher === undefined || matcher.test(image.short))
+      // Sorted before duplicates are dropped: of a file met twice in a folder, the first name in order is kept, whatever order readdir gave.
+      .sort((a, b) => (a.short < b.short ? -1 : a.short > b.short ? 1 : 0));
     if (inFolder.length === 0) {
-      throw new CamvizError(`folder holds no images${options.glob ? ` matching ${options.glob}` : ''} (${IMAGE_EXTENSIONS.join(' ')})`, { file: path });
+      const camvizOwn = walk.skipped.size > skippedBefore ? ' but what camviz wrote' : '';
+      throw new CamvizError(`folder holds no images${camvizOwn}${options.glob ? ` matching ${options.glob}` : ''} (${IMAGE_EXTENSIONS.join(' ')})`, { file: path });
     }
     found.push(...inFolder);
   }
-  const once = firstOfEachPath(found);
+  for (const [folder, count] of walk.skipped) {
+    options.note?.(`${printable(folder)} is a camviz output folder: its ${count} image${count === 1 ? '' : 's'} camviz wrote ${count === 1 ? 'is' : 'are'} not input${count === 1 ? '' : 's'}`);
+  }
+  const once = firstOfEachFile(found, options.note);
   const short = once.map(({ path, short: name }) => ({ path, relative: name }));
   if (!several || outputCollisions(short).size === 0) return short.sort(byRelativePath);
   const base = commonFolder(paths.map((path) => resolve(path)));
@@ -71,17 +86,27 @@ export async function expandInputs(paths: readonly string[], options: ExpandOpti
 
 /**
  * One entry per file: the same file given twice (overlapping shell globs,
- * `x.png ./x.png`, a folder and a file inside it) is one input, named as
- * it was first found, where it would otherwise collide with itself.
+ * `x.png ./x.png`, a folder and a file inside it, a symbolic link and its
+ * target, a linked folder and the folder) is one input, named as it was
+ * first found (command-line order, then sorted names within a folder),
+ * where it would otherwise write the same outputs twice or collide with
+ * itself. Files are told apart by their real paths, as the paths of files
+ * that cannot be resolved (missing: their run reports them) are by name.
  */
-function firstOfEachPath<T extends { path: string }>(found: readonly T[]): T[] {
-  const seen = new Set<string>();
-  return found.filter(({ path }) => {
-    const key = resolve(path);
-    if (seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
+function firstOfEachFile<T extends { path: string; real: string }>(found: readonly T[], note?: (message: string) => void): T[] {
+  const firstByFile = new Map<string, string>();
+  const once: T[] = [];
+  for (const entry of found) {
+    const file = entry.real;
+    const first = firstByFile.get(file);
+    if (first === undefined) {
+      firstByFile.set(file, entry.path);
+      once.push(entry);
+    } else if (resolve(first) !== resolve(entry.path)) {
+      note?.(`${printable(entry.path)} is the same file as ${printable(first)}: one input, named as the first`);
+    }
+  }
+  return once;
 }
 
 /**
@@ -119,23 +144,49 @@ export function outputCollisions(images: readonly InputImage[]): Map<InputImage,
   return collisions;
 }
 
+/** An image file found by the walk: its path as found, and its real path (links resolved), by which a file met twice is told. */
+interface FoundFile {
+  path: string;
+  real: string;
+}
+
+/** A camviz output folder met by the walk: its path as walked, and the files camviz wrote there. */
+interface OutputFolder {
+  folder: string;
+  files: ReadonlySet<string>;
+}
+
+/** What one walk of the input folders shares. */
+interface Walk {
+  /** The run's output folder and its report folder (real paths): never listed below an input folder. */
+  excluded: ReadonlySet<string>;
+  /** Per camviz output folder met, the images left out as its outputs. */
+  skipped: Map<string, number>;
+}
+
 /**
  * Image files under `folder`, recursively. Symbolic links are followed (data
  * sets kept by DVC or git-annex are trees of links); a linked folder already
- * being listed is skipped, so that a link to a parent does not loop.
+ * being listed is skipped, so that a link to a parent does not loop. In a
+ * camviz output folder (own-outputs.ts), at any depth below it, the images
+ * camviz wrote there (its ledger's and its manifest's files) and its
+ * `_report` folder are not listed: a run with `--out` inside its input
+ * folder never reads an earlier run's maps back as images.
  */
-async function listImages(folder: string, listing: ReadonlySet<string>, excluded: ReadonlySet<string>): Promise<string[]> {
+async function listImages(folder: string, listing: ReadonlySet<string>, walk: Walk, outputFolders: readonly OutputFolder[] = []): Promise<FoundFile[]> {
   const real = await realpath(folder).catch((error: unknown) => {
     throw unlistable(folder, error);
   });
   // An input folder is listed even when it is the output folder (listing is empty only for it).
-  if (listing.has(real) || (listing.size > 0 && excluded.has(real))) return [];
+  if (listing.has(real) || (listing.size > 0 && walk.excluded.has(real))) return [];
   const within = new Set([...listing, real]);
   // Refused, not skipped: a run that left out a folder it was given would pass CI with images unseen.
   const entries = await readdir(folder, { withFileTypes: true }).catch((error: unknown) => {
     throw unlistable(folder, error);
   });
-  const files: string[] = [];
+  const here = await outputFolderAt(folder, entries);
+  const enclosing = here === undefined ? outputFolders : [...outputFolders, here];
+  const files: FoundFile[] = [];
   for (const entry of entries) {
     if (entry.name.startsWith('.')) continue;
     const full = join(folder, entry.name);
@@ -144,11 +195,27 @@ async function listImages(folder: string, listing: ReadonlySet<string>, excluded
     // that loading reports it (a data set's missing file) instead of
     // skipping it unsaid; loading reads regular files only.
     const target = entry.isSymbolicLink() ? await stat(full).catch(() => undefined) : entry;
-    if (target?.isDirectory()) files.push(...(await listImages(full, within, excluded)));
-    else if (IMAGE_EXTENSIONS.includes(extname(entry.name).toLowerCase())) files.push(full);
+    if (target?.isDirectory()) {
+      if (here === undefined || entry.name !== REPORT_DIR) files.push(...(await listImages(full, within, walk, enclosing)));
+    } else if (IMAGE_EXTENSIONS.includes(extname(entry.name).toLowerCase())) {
+      const writer = enclosing.find((output) => output.files.has(slashes(relative(output.folder, full))));
+      if (writer !== undefined) walk.skipped.set(writer.folder, (walk.skipped.get(writer.folder) ?? 0) + 1);
+      // A link's real path is looked up; any other file's is its folder's, joined: no look-up per file.
+      else files.push({ path: full, real: entry.isSymbolicLink() ? await realpath(full).catch(() => full) : join(real, entry.name) });
+    }
   }
   return files;
 }
+
+/** `folder` as a camviz output folder, if it is one (its entries hold camviz's marks, own-outputs.ts). */
+async function outputFolderAt(folder: string, entries: readonly Dirent[]): Promise<OutputFolder | undefined> {
+  const names = new Set(entries.map((entry) => entry.name));
+  if (!OUTPUT_FOLDER_MARKS.some((name) => names.has(name))) return undefined;
+  const outputs = await folderOutputs(folder, names);
+  return outputs.isOutputFolder ? { folder, files: outputs.files } : undefined;
+}
+
+const OUTPUT_FOLDER_MARKS: readonly string[] = [MANIFEST_NAME, LEDGER_NAME, LOCK_NAME];
 
 function unlistable(folder: string, error: unknown): CamvizError {
   return new CamvizError(`cannot list the folder: ${ioReason(error)}`, { file: folder, cause: error });

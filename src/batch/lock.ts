@@ -95,7 +95,7 @@ function lockError(path: string, error: unknown): CamvizError {
 }
 
 /** The lock's content (a link's target, or a file's text); undefined when there is none. */
-async function readLock(path: string): Promise<string | undefined> {
+export async function readLock(path: string): Promise<string | undefined> {
   try {
     return await readlink(path);
   } catch (error) {

@@ -9,7 +9,7 @@ import { statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
-import { join, relative, resolve } from 'node:path';
+import { extname, join, relative, resolve } from 'node:path';
 import { isInsideFolder } from '../util/inside-folder.js';
 import { CamvizError, describeError } from '../util/errors.js';
 import { WriteError } from '../util/atomic-file.js';
@@ -22,7 +22,9 @@ import { expandInputs, isOneFile, outputCollisions } from './inputs.js';
 import { effectiveJobs, machineLimits, workerFootprint } from './jobs.js';
 import { acquireRunLock, removeStaleTemporaries } from './lock.js';
 import { ensureWritable, removeEmptyFolders } from './out-dir.js';
-import { MANIFEST_NAME, type Manifest, REPORT_NAME, manifestOptions, readManifest, manifestModel, summarise, writeManifest } from './manifest.js';
+import { type FolderOutputs, runFolderOutputs } from './own-outputs.js';
+import { createLedger } from '../util/outputs-ledger.js';
+import { MANIFEST_NAME, type Manifest, REPORT_NAME, manifestOptions, manifestModel, summarise, writeManifest } from './manifest.js';
 import { type Executor, InProcessExecutor, PlannedExecutor, WorkerPool } from './pool.js';
 import { plannable, takeCamPlan } from '../tasks/cam-plan.js';
 import { type Progress, createProgress, formatDuration } from './progress.js';
@@ -63,17 +65,18 @@ const MANIFEST_INTERVAL_MS = 10_000;
 export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult> {
   const startedAt = new Date();
   const started = performance.now();
-  const { images, settled, madeOutDir } = await planInputs(options);
+  const { images, settled, madeOutDir, earlier, notes } = await planInputs(options);
   try {
     // A single image needs no progress line; its errors are still printed.
     const progress = createProgress({ quiet: options.quiet === true || images.length <= 1 });
     const log = (message: string): void => progress.log(`camviz: ${message}`);
+    for (const note of notes) log(note);
     // A run that writes files holds its output folder: two runs there would lose each other's records.
     const lock = options.manifest ? await acquireRunLock(options.task.outDir, log) : undefined;
     const heap = growHeapForRun(images.length);
     try {
       if (lock !== undefined) await removeStaleTemporaries(options.task.outDir);
-      return await runPlanned(options, images, settled, { startedAt, started, progress, log });
+      return await runPlanned(options, images, settled, { startedAt, started, progress, log, earlier });
     } finally {
       heap.restore();
       await lock?.release();
@@ -126,10 +129,12 @@ interface RunStart {
   started: number;
   progress: Progress;
   log: (message: string) => void;
+  /** What earlier runs wrote in --out (runs that write files). */
+  earlier: FolderOutputs | undefined;
 }
 
-async function runPlanned(options: BatchRunOptions, images: InputImage[], settled: Map<InputImage, InputRecord>, { startedAt, started, progress, log }: RunStart): Promise<BatchRunResult> {
-  const previous = options.skipExisting ? await previousManifest(options.task.outDir, log) : undefined;
+async function runPlanned(options: BatchRunOptions, images: InputImage[], settled: Map<InputImage, InputRecord>, { startedAt, started, progress, log, earlier }: RunStart): Promise<BatchRunResult> {
+  const previous = options.skipExisting ? previousManifest(options.task.outDir, earlier, log) : undefined;
   const resumable = previous === undefined ? new Map<InputImage, InputRecord>() : resumableRecords(options.task, previous, images, settled, log);
   for (const [image, record] of resumable) settled.set(image, record);
   let todo = images.filter((image) => !settled.has(image));
@@ -180,6 +185,8 @@ async function runPlanned(options: BatchRunOptions, images: InputImage[], settle
       buildManifest(options, executor, startedAt, finished, images, settled, outcomes, stopSignal !== undefined || stoppedEarly);
     const summaries = new SummaryLog(tensorboard, options.tensorboard?.step ?? 0);
 
+    // From here on the run writes its manifest; its outputs are recorded in the ledger as they are written (OutputSet).
+    if (options.manifest && options.task.command !== 'predict') await createLedger(options.task.outDir);
     await progress.start(images.length);
     // Inputs refused before any work (output collisions) are reported like the others.
     for (const image of images) {
@@ -242,8 +249,8 @@ async function runPlanned(options: BatchRunOptions, images: InputImage[], settle
 }
 
 /** --skip-existing: the earlier run's manifest; a run without one starts over, and says so. */
-async function previousManifest(outDir: string, log: (message: string) => void): Promise<Manifest | undefined> {
-  const previous = await readManifest(outDir);
+function previousManifest(outDir: string, earlier: FolderOutputs | undefined, log: (message: string) => void): Manifest | undefined {
+  const previous = earlier?.manifest;
   if (previous === undefined) log(`--skip-existing: no ${MANIFEST_NAME} in ${displayPath(outDir)}; processing every input`);
   return previous;
 }
@@ -307,28 +314,79 @@ function summaryLine(manifest: Manifest, total: number, seconds: number, manifes
   );
 }
 
+/** What planInputs makes ready. */
+interface PlannedInputs {
+  /** This run's images (sorted, this shard's), each with the files it may replace under --out (runs that write files). */
+  images: InputImage[];
+  /** The records of inputs refused before any work: those that would overwrite an earlier input's outputs. */
+  settled: Map<InputImage, InputRecord>;
+  /** The first folder made for --out, if any. */
+  madeOutDir: string | undefined;
+  /** What earlier runs wrote in --out (runs that write files). */
+  earlier: FolderOutputs | undefined;
+  /** What the input walk left out, for --verbose. */
+  notes: string[];
+}
+
 /**
- * This run's images (sorted, this shard's), and the records of those refused
- * before any work: inputs that would overwrite an earlier input's outputs.
+ * This run's images and what was found of --out. A run that writes files
+ * replaces only files camviz wrote there: a manifest.json there that is
+ * not camviz's stops it before any work (it would be replaced), and each
+ * image is given the earlier outputs it may replace (see OutputSet).
  */
-async function planInputs(options: BatchRunOptions): Promise<{ images: InputImage[]; settled: Map<InputImage, InputRecord>; madeOutDir: string | undefined }> {
+async function planInputs(options: BatchRunOptions): Promise<PlannedInputs> {
+  const notes: string[] = [];
+  const verbose = process.env['CAMVIZ_VERBOSE'] === '1';
   const everyImage = await expandInputs(options.inputs, {
     ...(options.glob === undefined ? {} : { glob: options.glob }),
     // A run's outputs are never its inputs, even when --out lies inside an input folder.
     ...(options.manifest ? { exclude: options.task.outDir } : {}),
+    ...(verbose ? { note: (message: string) => notes.push(message) } : {}),
   });
   // Collisions are found in the whole list, not in this shard's part: two
   // colliding inputs in different shards would otherwise both be written.
   // Commands that write no files (predict) have nothing to collide.
   const collisions = options.manifest && options.task.command !== 'predict' ? outputCollisions(everyImage) : new Map<InputImage, string>();
-  const images = selectShard(everyImage, options.shard);
+  const earlier = options.manifest || options.skipExisting === true ? await runFolderOutputs(options.task.outDir) : undefined;
+  const replaceable = earlier === undefined || !options.manifest ? undefined : replaceableFiles(earlier.files);
   const madeOutDir = options.manifest ? await ensureWritable(options.task.outDir) : undefined;
+  const images: InputImage[] = [];
   const settled = new Map<InputImage, InputRecord>();
-  for (const image of images) {
-    const earlier = collisions.get(image);
-    if (earlier !== undefined) settled.set(image, collisionRecord(image, earlier));
+  for (const found of selectShard(everyImage, options.shard)) {
+    const image = replaceable === undefined ? found : { ...found, replaceable: replaceable(found.relative) };
+    images.push(image);
+    const earlierInput = collisions.get(found);
+    if (earlierInput !== undefined) settled.set(image, collisionRecord(image, earlierInput));
   }
-  return { images, settled, madeOutDir };
+  return { images, settled, madeOutDir, earlier, notes };
+}
+
+/**
+ * The earlier outputs an input (by its relative path) may replace: those
+ * named `<its stem>.<...>`, where all its outputs are named (outputStem).
+ * Others cannot be in its way; passing only these keeps what goes to the
+ * worker threads small.
+ */
+function replaceableFiles(files: ReadonlySet<string>): (relative: string) => string[] {
+  const sorted = [...files].sort();
+  return (relativePath) => {
+    const prefix = `${relativePath.slice(0, relativePath.length - extname(relativePath).length)}.`;
+    const found: string[] = [];
+    for (let i = firstAtLeast(sorted, prefix); i < sorted.length && sorted[i]!.startsWith(prefix); i++) found.push(sorted[i]!);
+    return found;
+  };
+}
+
+/** The index of the first of the sorted `items` not before `key`. */
+function firstAtLeast(items: readonly string[], key: string): number {
+  let low = 0;
+  let high = items.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (items[middle]! < key) low = middle + 1;
+    else high = middle;
+  }
+  return low;
 }
 
 /** Images from which a single-process run starts WebAssembly threads (their start-up costs about 0.5 s). */

@@ -5,7 +5,7 @@
  * a planned run (planned-cam.ts) shares it too; the model is opened in
  * context.ts.
  */
-import { rm } from 'node:fs/promises';
+import { lstat, rm } from 'node:fs/promises';
 import { dirname, extname, join, relative, sep } from 'node:path';
 import type { BackendInfo } from '../engine/backend.js';
 import { type LoadedImage, loadImage } from '../image/image.js';
@@ -17,6 +17,7 @@ import { CamvizError } from '../util/errors.js';
 import { errorRecord } from './records.js';
 import type { InputImage, InputRecord, TaskOptions, Timings } from './types.js';
 import { makeFolders } from '../util/make-folders.js';
+import { addToLedger } from '../util/outputs-ledger.js';
 
 export interface TaskContext {
   model: CamvizModel;
@@ -226,12 +227,20 @@ export function fileSafe(name: string): string {
 /**
  * Collects one image's output files; if any write fails, the ones already
  * written are removed so that an input has all of its outputs or none.
+ * Given the files camviz wrote before (`replaceable`, see InputImage),
+ * it replaces no other file: one in the way fails the image, naming it.
  */
 export class OutputSet {
   /** Paths written so far, relative to the output folder (as the manifest keeps them). */
   readonly written: string[] = [];
+  private readonly replaceable: ReadonlySet<string> | undefined;
 
-  constructor(private readonly outDir: string) {}
+  constructor(
+    private readonly outDir: string,
+    replaceable?: readonly string[],
+  ) {
+    this.replaceable = replaceable === undefined ? undefined : new Set(replaceable);
+  }
 
   /**
    * Writes `path` (under the output folder) atomically, without flushing it
@@ -240,6 +249,8 @@ export class OutputSet {
    * when the write finds it missing: one mkdir per folder, not one per file.
    */
   async write(path: string, data: Uint8Array | string): Promise<string> {
+    const inside = relative(this.outDir, path).split(sep).join('/');
+    if (this.replaceable !== undefined && !this.replaceable.has(inside)) await this.claim(path, inside);
     try {
       await writeFileAtomic(path, data, { durable: false });
     } catch (error) {
@@ -248,9 +259,24 @@ export class OutputSet {
       await makeFolders(dirname(path));
       await writeFileAtomic(path, data, { durable: false });
     }
-    const inside = relative(this.outDir, path).split(sep).join('/');
     this.written.push(inside);
     return inside;
+  }
+
+  /**
+   * Makes `path` (`inside` the output folder) this run's to write: refused
+   * when a file camviz did not write is there (a user's own file of an
+   * output's name, e.g. in an in-place run), else recorded in the folder's
+   * ledger before it is written, so that later runs may replace it.
+   */
+  private async claim(path: string, inside: string): Promise<void> {
+    const inTheWay = await lstat(path).then(
+      () => true,
+      // ENOENT: free; ENOTDIR (a file where its folder goes): the write reports it.
+      () => false,
+    );
+    if (inTheWay) throw new CamvizError('a file camviz did not write has this output\'s name: left as it is (move it, or use another --out)', { file: path });
+    await addToLedger(this.outDir, inside);
   }
 
   async discard(): Promise<void> {
@@ -269,7 +295,7 @@ export async function recordOutputs(
   timings: Timings,
   write: (outputs: OutputSet) => Promise<Pick<InputRecord, 'results' | 'predictions'>>,
 ): Promise<InputRecord> {
-  const outputs = new OutputSet(outDir);
+  const outputs = new OutputSet(outDir, item.input.replaceable);
   try {
     const written = await write(outputs);
     return {

@@ -100,6 +100,13 @@ export interface InputImage {
   path: string;
   /** Where its outputs go under --out, without extension change: `sub/dir/cat.jpg`. */
   relative: string;
+  /**
+   * Set by folder runs: the files under --out (paths inside it, with `/`)
+   * that camviz wrote before and this input's outputs may replace. Any
+   * other file in the way of an output is then left alone and the input
+   * fails, naming it; unset, outputs replace what is there.
+   */
+  replaceable?: readonly string[];
 }
 
 /** What `camviz cam --json` prints per output. */

@@ -8,6 +8,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 
 import type { Manifest } from '../../src/batch/manifest.js';
+import { LEDGER_NAME } from '../../src/util/outputs-ledger.js';
 
 /**
  * Deterministic noise (a 32-bit LCG, top byte of each step), so that images
@@ -51,7 +52,12 @@ export interface ListFilesOptions {
   missingAsEmpty?: boolean;
 }
 
-/** Every file under `folder` (hidden ones too), relative with '/' separators, sorted. */
+/**
+ * Every file under `folder` (hidden ones too: a temporary file left is a
+ * bug), relative with '/' separators, sorted; but camviz's ledger of the
+ * files it wrote (`.camviz-outputs`), which every folder run that writes
+ * outputs keeps: folder-safety.test.ts checks it.
+ */
 export async function listFiles(folder: string, { missingAsEmpty = false }: ListFilesOptions = {}): Promise<string[]> {
   let entries: Dirent[];
   try {
@@ -61,7 +67,7 @@ export async function listFiles(folder: string, { missingAsEmpty = false }: List
     throw error;
   }
   return entries
-    .filter((entry) => entry.isFile())
+    .filter((entry) => entry.isFile() && entry.name !== LEDGER_NAME)
     .map((entry) => relative(folder, join(parentOf(entry, folder), entry.name)).split(sep).join('/'))
     .sort();
 }

@@ -1,0 +1,91 @@
+/**
+ * What camviz wrote in a folder: the files a run may replace there, and
+ * how the input walk knows a camviz output folder. A folder is one when it
+ * holds camviz's manifest.json (checked field by field, not by its name),
+ * its ledger of outputs (.camviz-outputs, by its header) or a run lock
+ * (.camviz.lock, by its content); its files are those the ledger and the
+ * manifest list.
+ */
+import { join } from 'node:path';
+import { CamvizError } from '../util/errors.js';
+import { readOptionalJson } from '../util/json-file.js';
+import { LEDGER_NAME, parseLedger } from '../util/outputs-ledger.js';
+import { readRegularFile } from '../util/read-whole-file.js';
+import { MAX_JSON_BYTES } from '../util/json-file.js';
+import { LOCK_NAME, parseOwner, readLock } from './lock.js';
+import { MANIFEST_NAME, type Manifest } from './manifest.js';
+import { manifestProblem } from './manifest-check.js';
+
+/** Where a ledger's or a manifest's content says it is not camviz's. */
+type Foreign = { file: string; problem: string };
+
+export interface FolderOutputs {
+  /** Whether camviz's marks are there: its manifest, its ledger or its run lock. */
+  readonly isOutputFolder: boolean;
+  /** The files camviz wrote there (paths inside the folder, with `/`): the ledger's and the manifest's. */
+  readonly files: ReadonlySet<string>;
+  /** The manifest, when it is camviz's. */
+  readonly manifest?: Manifest;
+  /** A manifest.json or ledger in the folder that is not camviz's. */
+  readonly foreign?: Foreign;
+}
+
+/**
+ * What camviz wrote in `folder`. `names`, when given, are the folder's
+ * entries (the walk has listed them): marks not among them are not looked for.
+ */
+export async function folderOutputs(folder: string, names?: ReadonlySet<string>): Promise<FolderOutputs> {
+  const present = (name: string): boolean => names === undefined || names.has(name);
+  const ledger = present(LEDGER_NAME) ? await readLedger(folder) : undefined;
+  const manifest = present(MANIFEST_NAME) ? await readCamvizManifest(folder) : undefined;
+  const locked = present(LOCK_NAME) && (await lockedByCamviz(folder));
+  const files = new Set(ledger?.files ?? []);
+  for (const record of manifest?.manifest?.records ?? []) for (const output of record.outputs) files.add(output);
+  const foreign = manifest?.foreign ?? ledger?.foreign;
+  return {
+    isOutputFolder: ledger?.files !== undefined || manifest?.manifest !== undefined || locked,
+    files,
+    ...(manifest?.manifest === undefined ? {} : { manifest: manifest.manifest }),
+    ...(foreign === undefined ? {} : { foreign }),
+  };
+}
+
+/**
+ * As folderOutputs, for the output folder of a run about to write there:
+ * a manifest.json or a ledger that is not camviz's (a user's own file of
+ * that name) is refused, one line naming it, since the run would replace it.
+ */
+export async function runFolderOutputs(outDir: string): Promise<FolderOutputs> {
+  const outputs = await folderOutputs(outDir);
+  if (outputs.foreign !== undefined) {
+    const { file, problem } = outputs.foreign;
+    throw new CamvizError(`not camviz's (${problem}): camviz replaces no file it did not write; move it, or use another --out`, { file });
+  }
+  return outputs;
+}
+
+async function readLedger(folder: string): Promise<{ files?: Set<string>; foreign?: Foreign } | undefined> {
+  const path = join(folder, LEDGER_NAME);
+  const bytes = await readRegularFile(path, MAX_JSON_BYTES).then(({ bytes }) => bytes, () => undefined);
+  if (bytes === undefined) return undefined;
+  const files = parseLedger(bytes.toString('utf8'));
+  return files === undefined ? { foreign: { file: path, problem: 'its first line is not the header camviz writes' } } : { files };
+}
+
+async function readCamvizManifest(folder: string): Promise<{ manifest?: Manifest; foreign?: Foreign } | undefined> {
+  const path = join(folder, MANIFEST_NAME);
+  let value: unknown;
+  try {
+    value = await readOptionalJson(path, MANIFEST_NAME);
+  } catch (error) {
+    return { foreign: { file: path, problem: error instanceof CamvizError ? error.message : String(error) } };
+  }
+  if (value === undefined) return undefined;
+  const problem = manifestProblem(value);
+  return problem === undefined ? { manifest: value as Manifest } : { foreign: { file: path, problem: `not a camviz manifest: ${problem}` } };
+}
+
+async function lockedByCamviz(folder: string): Promise<boolean> {
+  const text = await readLock(join(folder, LOCK_NAME));
+  return text !== undefined && parseOwner(text) !== undefined;
+}

@@ -1,0 +1,142 @@
+/**
+ * Folder runs against a hostile user's folders: an output folder inside the
+ * input folder (an earlier run's maps are not read back as images), a
+ * user's own file with an output's name (never replaced), and the same
+ * file reached by two paths (one input). Listing through expandInputs, runs
+ * through the command line (`node bin/camviz.js`) on the embedded model.
+ */
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import sharp from 'sharp';
+
+import { expandInputs } from '../src/batch/inputs.js';
+import { repoRoot } from './helpers/assets.js';
+import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
+import { noise, readManifest } from './helpers/files.js';
+
+const skipWithoutModel: string | false = existsSync(join(repoRoot, 'models', 'shapes', 'model.json')) ? false : 'models/shapes/model.json is not present';
+
+const workDir = await mkdtemp(join(tmpdir(), 'camviz-folder-safety-'));
+after(() => rm(workDir, { recursive: true, force: true }));
+const env = cliEnv(join(workDir, 'cache'));
+
+function camviz(args: readonly string[]): Promise<CliRun> {
+  return runCli([...args, '--model', 'shapes', '--backend', 'wasm', '--jobs', '1'], { cwd: workDir, env, timeoutMs: 120_000 });
+}
+
+async function makeFolder(folder: string, names: readonly string[]): Promise<string> {
+  for (const [i, name] of names.entries()) {
+    const path = join(folder, name);
+    await mkdir(dirname(path), { recursive: true });
+    await sharp(noise(24 + i, 20, i + 1), { raw: { width: 24 + i, height: 20, channels: 3 } }).png().toFile(path);
+  }
+  return folder;
+}
+
+const relatives = (images: readonly { relative: string }[]): string[] => images.map((image) => image.relative);
+const stderrLines = (run: CliRun): string[] => run.stderr.split('\n').filter((line) => line !== '');
+
+describe('an output folder inside the input folder', { skip: skipWithoutModel }, () => {
+  test("a second run's walk skips the first run's output folder, and says so with --verbose", async () => {
+    const input = await makeFolder(join(workDir, 'nested'), ['a.png', 'b.png', 'sub/c.png']);
+    const first = await camviz(['gradcam', input, '--out', join(input, 'out1'), '--quiet']);
+    assert.equal(first.code, 0, first.stderr);
+    const second = await camviz(['gradcam', input, '--out', join(input, 'out2'), '--verbose']);
+    assert.equal(second.code, 0, second.stderr);
+    assert.deepEqual((await readManifest(join(input, 'out2'))).records.map((record) => record.relative), ['a.png', 'b.png', 'sub/c.png']);
+    assert.ok(stderrLines(second).includes(`camviz: ${join(input, 'out1')} is a camviz output folder: its 3 images camviz wrote are not inputs`), second.stderr);
+    // A third run with the default (quiet about it) sees neither earlier folder.
+    const third = await camviz(['gradcam', input, '--out', join(input, 'out3'), '--quiet']);
+    assert.equal(third.code, 0, third.stderr);
+    assert.equal((await readManifest(join(input, 'out3'))).summary.inputs, 3);
+  });
+
+  test('a run whose --out lies elsewhere does not read an in-place run\'s maps either; the images beside them stay inputs', async () => {
+    const input = await makeFolder(join(workDir, 'in-place-then-out'), ['a.png', 'b.png']);
+    assert.equal((await camviz(['gradcam', input, '--out', input, '--quiet'])).code, 0);
+    const elsewhere = await camviz(['gradcam', input, '--out', join(workDir, 'elsewhere'), '--quiet']);
+    assert.equal(elsewhere.code, 0, elsewhere.stderr);
+    assert.deepEqual((await readManifest(join(workDir, 'elsewhere'))).records.map((record) => record.relative), ['a.png', 'b.png']);
+  });
+});
+
+describe('output folders are known by their content, not their names', () => {
+  test("a user's folder holding a manifest.json of its own, or a .camviz.lock that is no lock, is listed whole", async () => {
+    const data = await makeFolder(join(workDir, 'not-camviz'), ['x.png', 'x.gradcam.3.png', 'notes/y.png']);
+    await writeFile(join(data, 'manifest.json'), '{"files": ["x.png"]}\n');
+    await writeFile(join(data, 'notes', '.camviz.lock'), 'not a lock\n');
+    assert.deepEqual(relatives(await expandInputs([data])), ['notes/y.png', 'x.gradcam.3.png', 'x.png']);
+  });
+});
+
+describe("a user's file with an output's name", { skip: skipWithoutModel }, () => {
+  test('is never replaced: one line names it, that image fails, the others finish; exit 1', async () => {
+    const folder = await makeFolder(join(workDir, 'foreign'), ['a.png', 'b.png', 'c.png']);
+    // The shapes model's top class of these images is unknown beforehand: a --class run names the output.
+    const mine = join(folder, 'b.gradcam.2.png');
+    await writeFile(mine, 'my own notes, not a map\n');
+    const run = await camviz(['gradcam', folder, '--out', folder, '--class', '2']);
+    assert.equal(run.code, 1, run.stderr);
+    assert.equal(await readFile(mine, 'utf8'), 'my own notes, not a map\n');
+    const lines = stderrLines(run).filter((line) => line.includes('b.gradcam.2.png'));
+    assert.deepEqual(lines, [`camviz: a file camviz did not write has this output's name: left as it is (move it, or use another --out) (${mine})`]);
+    const manifest = await readManifest(folder);
+    assert.deepEqual(manifest.records.map((record) => [record.relative, record.status]), [['a.png', 'ok'], ['b.png', 'error'], ['c.png', 'ok']]);
+    // It stays refused on a rerun, and --skip-existing does not take it for an output.
+    const again = await camviz(['gradcam', folder, '--out', folder, '--class', '2', '--skip-existing', '--quiet']);
+    assert.equal(again.code, 1, again.stderr);
+    assert.equal(await readFile(mine, 'utf8'), 'my own notes, not a map\n');
+  });
+
+  test("camviz's own maps are replaced, also those of a run before the last (--class 1, --class 2, --class 1 again)", async () => {
+    const folder = await makeFolder(join(workDir, 'own'), ['a.png', 'b.png']);
+    for (const classIndex of ['1', '2', '1']) {
+      const run = await camviz(['gradcam', folder, '--out', folder, '--class', classIndex, '--quiet']);
+      assert.equal(run.code, 0, `--class ${classIndex}: ${run.stderr}`);
+    }
+    assert.deepEqual((await readManifest(folder)).records.map((record) => record.outputs), [['a.gradcam.1.png'], ['b.gradcam.1.png']]);
+  });
+
+  test("a manifest.json in --out that is not camviz's stops the run before any work, naming it, and is left as it was", async () => {
+    const input = await makeFolder(join(workDir, 'foreign-manifest-in'), ['a.png']);
+    const out = join(workDir, 'foreign-manifest-out');
+    await mkdir(out);
+    await writeFile(join(out, 'manifest.json'), '{"mine": true}\n');
+    const run = await camviz(['gradcam', input, '--out', out]);
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(run.stderr, new RegExp(`^camviz: not camviz's \\(not a camviz manifest: .*\\): camviz replaces no file it did not write; move it, or use another --out \\(${join(out, 'manifest.json').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\)$`, 'm'));
+    assert.equal(await readFile(join(out, 'manifest.json'), 'utf8'), '{"mine": true}\n');
+    assert.equal(existsSync(join(out, 'a.gradcam.0.png')), false);
+  });
+});
+
+describe('the same file by two paths is one input', () => {
+  test('a link and its target, a linked folder and the folder: the first name in order is kept, and --verbose says so', async () => {
+    const root = await makeFolder(join(workDir, 'links'), ['a.png', 'real/b.png']);
+    await symlink('a.png', join(root, 'z-link.png'));
+    await symlink('real', join(root, 'view'));
+    const notes: string[] = [];
+    const images = await expandInputs([root], { note: (message) => notes.push(message) });
+    assert.deepEqual(relatives(images), ['a.png', 'real/b.png']);
+    assert.deepEqual(notes, [
+      `${join(root, 'view', 'b.png')} is the same file as ${join(root, 'real', 'b.png')}: one input, named as the first`,
+      `${join(root, 'z-link.png')} is the same file as ${join(root, 'a.png')}: one input, named as the first`,
+    ]);
+    // Given twice on the command line, through the link first: the link's name is kept.
+    assert.deepEqual(relatives(await expandInputs([join(root, 'z-link.png'), join(root, 'a.png')])), ['z-link.png']);
+  });
+
+  test('a link loop and a link leading out of the folder: listed as before (the loop reported when loaded), no hang', async () => {
+    const root = await makeFolder(join(workDir, 'loops'), ['a.png']);
+    const outside = await makeFolder(join(workDir, 'outside'), ['o.png']);
+    await symlink('loop2.png', join(root, 'loop1.png'));
+    await symlink('loop1.png', join(root, 'loop2.png'));
+    await symlink('.', join(root, 'self'));
+    await symlink(join(outside, 'o.png'), join(root, 'out.png'));
+    assert.deepEqual(relatives(await expandInputs([root])), ['a.png', 'loop1.png', 'loop2.png', 'out.png']);
+  });
+});
