@@ -112,6 +112,18 @@ describe("a user's file with an output's name", { skip: skipWithoutModel }, () =
     assert.equal(await readFile(join(out, 'manifest.json'), 'utf8'), '{"mine": true}\n');
     assert.equal(existsSync(join(out, 'a.gradcam.0.png')), false);
   });
+
+  test("a manifest.json stamped by camviz that this version cannot read (another version's, edited) is camviz's: replaced, and --skip-existing says why it starts over", async () => {
+    const input = await makeFolder(join(workDir, 'other-version-in'), ['a.png']);
+    const out = join(workDir, 'other-version-out');
+    await mkdir(out);
+    await writeFile(join(out, 'manifest.json'), '{"camviz": "9.9.9", "command": "cam", "records": "a format of later days"}\n');
+    const run = await camviz(['gradcam', input, '--out', out, '--skip-existing', '--verbose']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /--skip-existing: manifest\.json in .* is not one this camviz reads \(its 'options' is not an object\); processing every input/);
+    assert.equal((await readManifest(out)).camviz === '9.9.9', false, 'the manifest was replaced');
+    assert.equal((await readManifest(out)).records[0]?.status, 'ok');
+  });
 });
 
 describe('the same file by two paths is one input', () => {

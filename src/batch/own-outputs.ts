@@ -14,7 +14,7 @@ import { readRegularFile } from '../util/read-whole-file.js';
 import { MAX_JSON_BYTES } from '../util/json-file.js';
 import { LOCK_NAME, parseOwner, readLock } from './lock.js';
 import { MANIFEST_NAME, type Manifest } from './manifest.js';
-import { manifestProblem } from './manifest-check.js';
+import { isObject, manifestProblem } from './manifest-check.js';
 
 /** Where a ledger's or a manifest's content says it is not camviz's. */
 type Foreign = { file: string; problem: string };
@@ -28,6 +28,12 @@ export interface FolderOutputs {
   readonly manifest?: Manifest;
   /** A manifest.json or ledger in the folder that is not camviz's. */
   readonly foreign?: Foreign;
+  /**
+   * Why the folder's manifest.json, stamped by camviz, is not one this
+   * version reads (another version's, or edited): it then vouches for no
+   * file, and the run replaces it.
+   */
+  readonly unreadManifest?: string;
 }
 
 /**
@@ -43,10 +49,11 @@ export async function folderOutputs(folder: string, names?: ReadonlySet<string>)
   for (const record of manifest?.manifest?.records ?? []) for (const output of record.outputs) files.add(output);
   const foreign = manifest?.foreign ?? ledger?.foreign;
   return {
-    isOutputFolder: ledger?.files !== undefined || manifest?.manifest !== undefined || locked,
+    isOutputFolder: ledger?.files !== undefined || manifest?.manifest !== undefined || manifest?.unread !== undefined || locked,
     files,
     ...(manifest?.manifest === undefined ? {} : { manifest: manifest.manifest }),
     ...(foreign === undefined ? {} : { foreign }),
+    ...(manifest?.unread === undefined ? {} : { unreadManifest: manifest.unread }),
   };
 }
 
@@ -72,7 +79,7 @@ async function readLedger(folder: string): Promise<{ files?: Set<string>; foreig
   return files === undefined ? { foreign: { file: path, problem: 'its first line is not the header camviz writes' } } : { files };
 }
 
-async function readCamvizManifest(folder: string): Promise<{ manifest?: Manifest; foreign?: Foreign } | undefined> {
+async function readCamvizManifest(folder: string): Promise<{ manifest?: Manifest; foreign?: Foreign; unread?: string } | undefined> {
   const path = join(folder, MANIFEST_NAME);
   let value: unknown;
   try {
@@ -82,7 +89,10 @@ async function readCamvizManifest(folder: string): Promise<{ manifest?: Manifest
   }
   if (value === undefined) return undefined;
   const problem = manifestProblem(value);
-  return problem === undefined ? { manifest: value as Manifest } : { foreign: { file: path, problem: `not a camviz manifest: ${problem}` } };
+  if (problem === undefined) return { manifest: value as Manifest };
+  // camviz stamps its version in every manifest: one that carries it but fails the field check is camviz's all the same (another version's, or edited), not a user's file.
+  if (isObject(value) && typeof value['camviz'] === 'string') return { unread: problem };
+  return { foreign: { file: path, problem: `not a camviz manifest: ${problem}` } };
 }
 
 async function lockedByCamviz(folder: string): Promise<boolean> {

@@ -251,7 +251,8 @@ async function runPlanned(options: BatchRunOptions, images: InputImage[], settle
 /** --skip-existing: the earlier run's manifest; a run without one starts over, and says so. */
 function previousManifest(outDir: string, earlier: FolderOutputs | undefined, log: (message: string) => void): Manifest | undefined {
   const previous = earlier?.manifest;
-  if (previous === undefined) log(`--skip-existing: no ${MANIFEST_NAME} in ${displayPath(outDir)}; processing every input`);
+  if (earlier?.unreadManifest !== undefined) log(`--skip-existing: ${MANIFEST_NAME} in ${displayPath(outDir)} is not one this camviz reads (${earlier.unreadManifest}); processing every input`);
+  else if (previous === undefined) log(`--skip-existing: no ${MANIFEST_NAME} in ${displayPath(outDir)}; processing every input`);
   return previous;
 }
 
