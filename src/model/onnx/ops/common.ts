@@ -133,6 +133,13 @@ export function attrInts(ctx: OpContext, name: string): number[] | undefined {
   return attr.value;
 }
 
+export function attrFloats(ctx: OpContext, name: string): number[] | undefined {
+  const attr = ctx.node.attributes[name];
+  if (attr === undefined) return undefined;
+  if (attr.kind !== 'floats') throw badAttribute(ctx, name, 'a list of floats');
+  return attr.value;
+}
+
 export function attrString(ctx: OpContext, name: string, fallback: string): string {
   const attr = ctx.node.attributes[name];
   if (attr === undefined) return fallback;
@@ -162,6 +169,9 @@ export function constantInts(value: LaidTensor | undefined): number[] | undefine
   if (value === undefined) return undefined;
   return Array.from(value.tensor.dataSync(), Number);
 }
+
+/** The numbers of a small constant float input (Resize's scales and roi), read as constantInts reads integers: they too decide geometry. */
+export const constantFloats: (value: LaidTensor | undefined) => number[] | undefined = constantInts;
 
 export function constantNumber(value: LaidTensor | undefined): number | undefined {
   if (value === undefined || value.tensor.size === 0) return undefined;

@@ -13,6 +13,7 @@ import { CONV_POOL_OPS } from './conv-pool.js';
 import { ELEMENTWISE_OPS } from './elementwise.js';
 import { LINEAR_OPS } from './linear.js';
 import { REDUCE_NORM_OPS } from './reduce-norm.js';
+import { RESIZE_OPS } from './resize.js';
 import { TENSOR_OPS } from './tensor.js';
 
 export { UnsupportedOpError } from './common.js';
@@ -25,6 +26,7 @@ const OPS: Record<string, OpFunction> = {
   ...CONV_POOL_OPS,
   ...LINEAR_OPS,
   ...REDUCE_NORM_OPS,
+  ...RESIZE_OPS,
   ...TENSOR_OPS,
 };
 
@@ -50,13 +52,22 @@ const SINCE: Record<string, number> = {
   Expand: 8,
   Range: 11,
   LayerNormalization: 17,
+  // InstanceNormalization-1 differs from 6 only by the legacy consumed_inputs attribute; ONNX's test data use 6.
+  InstanceNormalization: 6,
+  Upsample: 7,
+  Resize: 10,
 };
 
-/** The op types camviz claims (each from its SINCE opset to MAX_OPSET). */
+/** The last opset at which an op exists, for the ops ONNX deprecated (Upsample became Resize at opset 10). */
+const UNTIL: Record<string, number> = {
+  Upsample: 9,
+};
+
+/** The op types camviz claims (each from its SINCE opset to its UNTIL opset or MAX_OPSET). */
 export const SUPPORTED_OPS: readonly string[] = Object.keys(OPS).sort();
 
 export function supportedOp(opType: string, opset: number): boolean {
-  return Object.hasOwn(OPS, opType) && opset >= (SINCE[opType] ?? 1) && opset <= MAX_OPSET;
+  return Object.hasOwn(OPS, opType) && opset >= (SINCE[opType] ?? 1) && opset <= (UNTIL[opType] ?? MAX_OPSET);
 }
 
 /**

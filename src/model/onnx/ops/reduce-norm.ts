@@ -1,10 +1,10 @@
 /**
  * Reductions (Reduce*), softmaxes and normalisations (BatchNormalization in
- * inference, LayerNormalization). Reductions and softmaxes of an 'nhwc'
+ * inference, InstanceNormalization, LayerNormalization). Reductions and softmaxes of an 'nhwc'
  * input work on the stored tensor with remapped axes.
  */
 import * as tf from '../../../engine/tf.js';
-import { NCHW_TO_NHWC, laid, storedAxis, toLayout, type LaidTensor } from '../layout.js';
+import { NCHW_TO_NHWC, laid, storedAxis, toLayout, type LaidTensor, type Layout } from '../layout.js';
 import { attrFloat, attrInt, attrInts, constantInts, normalizeAxis, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
 type Inputs = (LaidTensor | undefined)[];
@@ -116,12 +116,34 @@ function batchNormalization(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   // y = x·m + s with m = scale / sqrt(var + eps) and s = bias - mean·m, per channel.
   const multiplier = tf.mul(scale!, tf.rsqrt(tf.add(variance!, epsilon)));
   const shift = tf.sub(bias!, tf.mul(mean!, multiplier));
-  const layout = x.tensor.rank === 4 ? 'nhwc' : 'onnx';
+  const layout = channelsLayout(x);
   const t = toLayout(x, layout);
-  // Channels are the last stored axis of 'nhwc', axis 1 of 'onnx'.
-  const perChannel = (p: tf.Tensor): tf.Tensor =>
-    layout === 'nhwc' || t.rank <= 2 ? p : tf.reshape(p, [p.size, ...Array<number>(t.rank - 2).fill(1)]);
-  return [laid(tf.add(tf.mul(t, perChannel(multiplier)), perChannel(shift)), layout)];
+  return [laid(tf.add(tf.mul(t, perChannel(multiplier, t, layout)), perChannel(shift, t, layout)), layout)];
+}
+
+/** A per-channel normalisation computes a 4-D value in 'nhwc', where the channels are the last axis, as the convolutions around it. */
+function channelsLayout(x: LaidTensor): Layout {
+  return x.tensor.rank === 4 ? 'nhwc' : 'onnx';
+}
+
+/** A [C] vector shaped to broadcast over the channels of `t`: the last stored axis of 'nhwc', axis 1 of 'onnx'. */
+function perChannel(p: tf.Tensor, t: tf.Tensor, layout: Layout): tf.Tensor {
+  return layout === 'nhwc' || t.rank <= 2 ? p : tf.reshape(p, [p.size, ...Array<number>(t.rank - 2).fill(1)]);
+}
+
+/** y = scale · (x - mean) / sqrt(variance + epsilon) + B, the mean and (biased) variance over the spatial axes of each sample's channel. */
+function instanceNormalization(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = required(ctx, inputs, 0);
+  const rank = x.tensor.rank;
+  if (rank < 3) throw unsupported(ctx, `input of rank ${rank} (InstanceNormalization normalises [N, C, D1, ...])`);
+  const [scale, bias] = [1, 2].map((i) => toLayout(required(ctx, inputs, i), 'onnx'));
+  const epsilon = attrFloat(ctx, 'epsilon', 1e-5);
+  const layout = channelsLayout(x);
+  const t = toLayout(x, layout);
+  const spatial = layout === 'nhwc' ? [1, 2] : [...Array(rank).keys()].slice(2);
+  const centred = tf.sub(t, tf.mean(t, spatial, true));
+  const inverseStd = tf.rsqrt(tf.add(tf.mean(tf.square(centred), spatial, true), epsilon));
+  return [laid(tf.add(tf.mul(tf.mul(centred, inverseStd), perChannel(scale!, t, layout)), perChannel(bias!, t, layout)), layout)];
 }
 
 function layerNormalization(ctx: OpContext, inputs: Inputs): LaidTensor[] {
@@ -144,5 +166,6 @@ export const REDUCE_NORM_OPS: Record<string, OpFunction> = {
   Softmax: softmaxOp((x) => tf.softmax(x)),
   LogSoftmax: softmaxOp((x) => tf.logSoftmax(x)),
   BatchNormalization: batchNormalization,
+  InstanceNormalization: instanceNormalization,
   LayerNormalization: layerNormalization,
 };
