@@ -1,0 +1,144 @@
+/**
+ * Resize, Upsample and InstanceNormalization end to end against PyTorch:
+ * a tiny network with F.interpolate (bilinear with and without
+ * align_corners, nearest by 2 and to a size no multiple of the input,
+ * bicubic) after InstanceNorm2d, exported at test time to opsets 9
+ * (Upsample), 10 (Resize-10), 11, 13 and 17. camviz's logits, Grad-CAM map
+ * and input gradient are PyTorch's own, on tfjs and, when onnxruntime-node
+ * loads, with ONNX Runtime running the forward pass; `layers` lists the
+ * Resize nodes with their ONNX shapes. Skips without a Python that has
+ * torch and onnx.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { useBackend } from '../src/engine/backend.js';
+import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
+import { type CamvizModel, loadModel } from '../src/model/load.js';
+import { describeOnnxLayers } from '../src/model/onnx/load.js';
+import { explainBatch } from '../src/cam/explain.js';
+import { camTargets } from '../src/cam/request.js';
+import { disposeValues } from '../src/executor/network.js';
+import { describeLayers } from '../src/executor/layers.js';
+import { findPython } from './helpers/python.js';
+import { maxAbsDifference } from './helpers/numeric.js';
+import { TORCH_RESIZE_SIDE, type TorchResizeReference, type TorchResizeVariant, makeTorchResizeModel } from './helpers/torch-resize.js';
+
+const python = findPython('torch, onnx');
+const skipTorch: string | false = python === null ? 'no Python with torch and onnx (python3-torch, python3-onnx)' : false;
+const ort = loadOnnxRuntime();
+const skipOrt: string | false = skipTorch || (ort.available ? false : `onnxruntime-node does not load: ${ort.reason}`);
+
+const EXPORTS: { opset: number; variant: TorchResizeVariant; resizeOp: string }[] = [
+  { opset: 9, variant: 'legacy', resizeOp: 'Upsample' },
+  { opset: 10, variant: 'legacy', resizeOp: 'Resize' },
+  { opset: 11, variant: 'interpolate', resizeOp: 'Resize' },
+  { opset: 13, variant: 'interpolate', resizeOp: 'Resize' },
+  { opset: 17, variant: 'interpolate', resizeOp: 'Resize' },
+];
+
+/** Within `relative` of the reference's largest magnitude. */
+function assertCloseTo(actual: ArrayLike<number>, expected: ArrayLike<number>, relative: number, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  const scale = Math.max(1e-6, ...Array.from(expected, Math.abs));
+  const difference = maxAbsDifference(actual, expected);
+  assert.ok(difference <= relative * scale, `${what}: differs by ${difference.toExponential(2)} (max |value| ${scale.toExponential(2)})`);
+}
+
+/** The reference's input as camviz feeds it: NHWC. */
+function nhwcInput(reference: TorchResizeReference): tf.Tensor4D {
+  return tf.tidy(() => tf.transpose(tf.tensor4d(reference.input, [2, 3, TORCH_RESIZE_SIDE, TORCH_RESIZE_SIDE]), [0, 2, 3, 1]));
+}
+
+/** Grad-CAM at `block` for each image's class, as camviz computes it with `model`'s executor. */
+async function gradcamMaps(model: CamvizModel, input: tf.Tensor4D, reference: TorchResizeReference): Promise<Float32Array[]> {
+  const batch = await explainBatch(await model.executor(), {
+    method: 'gradcam',
+    input,
+    layers: camTargets(model, ['block']),
+    classes: { kind: 'perImage', classes: reference.classes.map((k) => [k]) },
+  });
+  return batch.explanations.map((perImage, i) => {
+    const [explanation] = perImage;
+    assert.equal(explanation?.classIndex, reference.classes[i]);
+    return explanation!.map!.data;
+  });
+}
+
+for (const { opset, variant, resizeOp } of EXPORTS) {
+  describe(`a PyTorch export at opset ${opset} (${resizeOp}, InstanceNormalization)`, { skip: skipTorch }, () => {
+    let folder: string;
+    let reference: TorchResizeReference;
+    let model: CamvizModel;
+    let input: tf.Tensor4D;
+    before(async () => {
+      await useBackend('cpu');
+      folder = await mkdtemp(join(tmpdir(), 'camviz-resize-'));
+      reference = makeTorchResizeModel(python!, folder, opset, variant);
+      model = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'tfjs' });
+      input = nhwcInput(reference);
+    });
+    after(async () => {
+      input?.dispose();
+      model?.dispose();
+      await rm(folder, { recursive: true, force: true });
+    });
+
+    test('the export holds the ops under test', () => {
+      assert.ok(reference.ops.includes(resizeOp), reference.ops.join(' '));
+      assert.ok(reference.ops.includes('InstanceNormalization'), reference.ops.join(' '));
+    });
+
+    test('logits of a batch of two as PyTorch computes them', async () => {
+      const values = await model.network().forward(input);
+      assert.deepEqual(values.output.shape, [2, 5]);
+      assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
+      disposeValues(values);
+    });
+
+    test("Grad-CAM at module 'block' (upstream of every resize) as PyTorch computes it", async () => {
+      const maps = await gradcamMaps(model, input, reference);
+      maps.forEach((map, i) => assertCloseTo(map, reference.cams[i]!.flat(), 1e-4, `image ${i}'s map`));
+      assert.ok(reference.cams.flat(2).some((value) => value > 0), 'the maps must not be empty');
+    });
+
+    test('the gradient of the class logits with respect to the input as PyTorch computes it', async () => {
+      const objective = (values: { output: tf.Tensor }): tf.Scalar =>
+        tf.tidy(() => tf.sum(tf.stack(reference.classes.map((k, i) => tf.reshape(tf.slice(values.output, [i, k], [1, 1]), [])))) as tf.Scalar);
+      const result = await model.network().backward(input, [objective], { sources: 'input', layers: [] });
+      const gradient = tf.tidy(() => tf.transpose(result.gradients[0]![0]!, [0, 3, 1, 2]));
+      assertCloseTo(gradient.dataSync(), reference.inputGradient, 1e-4, 'input gradient');
+      tf.dispose([gradient, ...result.gradients.flat()]);
+      disposeValues(result.values);
+    });
+
+    test(`layers lists the ${resizeOp} nodes with their ONNX shapes, and they resolve as target layers`, () => {
+      const rows = describeOnnxLayers(model.onnx!, describeLayers(model.network(), model.meta.targetLayer));
+      const resized = rows.filter((row) => row.className === resizeOp);
+      const expected = variant === 'legacy' ? [[null, 8, 16, 16], [null, 8, 24, 16]] : [[null, 8, 16, 16], [null, 8, 16, 16], [null, 8, 13, 11], [null, 8, 11, 13], [null, 8, 16, 16]];
+      assert.deepEqual(resized.map((row) => row.outputShape).sort(), expected.sort());
+      // Each is a CAM target by its ONNX node name.
+      for (const row of resized) assert.ok(row.camTarget && camTargets(model, [row.name]).length === 1, row.name);
+      const norms = rows.filter((row) => row.className === 'InstanceNormalization');
+      assert.equal(norms.length, 2);
+    });
+
+    test('with ONNX Runtime running the forward pass: the same logits and Grad-CAM maps', { skip: skipOrt }, async () => {
+      const onOrt = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'onnxruntime' });
+      try {
+        const executor = await onOrt.executor();
+        assert.equal((await onOrt.engine()).kind, 'onnxruntime');
+        const values = await executor.forward(input);
+        assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
+        disposeValues(values);
+        const maps = await gradcamMaps(onOrt, input, reference);
+        maps.forEach((map, i) => assertCloseTo(map, reference.cams[i]!.flat(), 1e-4, `image ${i}'s map`));
+      } finally {
+        onOrt.dispose();
+      }
+    });
+  });
+}
