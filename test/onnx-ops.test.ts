@@ -27,6 +27,7 @@ const ints = (...value: number[]): OnnxAttribute => ({ kind: 'ints', value });
 const int = (value: number): OnnxAttribute => ({ kind: 'int', value });
 const float = (value: number): OnnxAttribute => ({ kind: 'float', value });
 const str = (value: string): OnnxAttribute => ({ kind: 'string', value });
+const floats = (...value: number[]): OnnxAttribute => ({ kind: 'floats', value });
 
 function node(opType: string, inputs: string[], outputs: string[], attributes: Record<string, OnnxAttribute> = {}): OnnxNode {
   return { name: `/${opType}`, opType, domain: '', inputs, outputs, attributes };
@@ -125,6 +126,27 @@ const LAYOUT_CASES: { name: string; nodes: OnnxNode[]; constants?: Record<string
   { name: 'MaxPool ceil_mode', nodes: [node('MaxPool', ['x'], ['y'], { kernel_shape: ints(3, 3), strides: ints(2, 2), ceil_mode: int(1) })] },
   { name: 'MaxPool dilated', nodes: [node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2, 2), dilations: ints(2, 1), pads: ints(1, 0, 0, 1) })] },
   { name: 'AveragePool with pads', nodes: [node('AveragePool', ['x'], ['y'], { kernel_shape: ints(2, 3), pads: ints(1, 1, 0, 1) })] },
+  {
+    name: 'Resize linear half_pixel by scales (H 2, W 0.6)',
+    nodes: [node('Resize', ['x', '', 's'], ['y'], { mode: str('linear') })],
+    constants: { s: tf.tensor1d([1, 1, 2, 0.6]) },
+  },
+  {
+    name: 'Resize cubic align_corners to sizes',
+    nodes: [node('Resize', ['x', '', '', 'z'], ['y'], { mode: str('cubic'), coordinate_transformation_mode: str('align_corners') })],
+    constants: { z: tf.tensor1d([2, 3, 7, 3], 'int32') },
+  },
+  {
+    name: 'Resize nearest on C and W (round_prefer_ceil, asymmetric)',
+    nodes: [node('Resize', ['x', '', 's'], ['y'], { nearest_mode: str('round_prefer_ceil'), coordinate_transformation_mode: str('asymmetric') })],
+    constants: { s: tf.tensor1d([1, 2, 1, 1.5]) },
+  },
+  { name: 'Upsample nearest (opset 9)', nodes: [node('Upsample', ['x', 's'], ['y'])], constants: { s: tf.tensor1d([1, 1, 2, 3]) }, opset: 9 },
+  {
+    name: 'InstanceNormalization',
+    nodes: [node('InstanceNormalization', ['x', 'sc', 'b'], ['y'], { epsilon: float(1e-3) })],
+    constants: { sc: tf.tensor1d([1, 2, 3]), b: tf.tensor1d([0.1, 0.2, 0.3]) },
+  },
 ];
 
 forEachBackend(() => {
@@ -495,6 +517,55 @@ forEachBackend(() => {
 });
 
 forEachBackend(() => {
+  for (const layout of ['onnx', 'nhwc'] as const) {
+    test(`tf.grad through InstanceNormalization and Resize (linear, cubic with exclude_outside, nearest) matches finite differences (${layout})`, () => {
+      const x = tf.tensor4d(randomValues(1 * 2 * 5 * 6, 31), [1, 2, 5, 6]);
+      const constants = {
+        sc: tf.tensor1d([1.5, 0.5]),
+        b: tf.tensor1d([0.1, -0.2]),
+        up: tf.tensor1d([1, 1, 1.5, 2]),
+        sz: tf.tensor1d([1, 2, 4, 9], 'int32'),
+        near: tf.tensor1d([1, 1, 1.75, 0.8]),
+        weights: tf.tensor4d(randomValues(1 * 2 * 7 * 7, 32), [1, 2, 7, 7]),
+      };
+      const nodes = [
+        node('InstanceNormalization', ['x', 'sc', 'b'], ['n']),
+        node('Resize', ['n', '', 'up'], ['l'], { mode: str('linear'), coordinate_transformation_mode: str('pytorch_half_pixel') }),
+        node('Resize', ['l', '', '', 'sz'], ['c'], { mode: str('cubic'), cubic_coeff_a: float(-0.5), exclude_outside: int(1) }),
+        node('Resize', ['c', '', 'near'], ['r'], { mode: str('nearest') }),
+        node('Mul', ['r', 'weights'], ['y']),
+      ];
+      const f = scoreOf(nodes, constants, layout, 'y');
+      const gradient = tf.grad(f)(x);
+      assertAllClose(gradient.dataSync(), finiteDifferences(f, x, 1e-3), 2e-2, 'gradient');
+      assert.ok(Array.from(gradient.dataSync()).some((value) => Math.abs(value) > 0.01), 'some input must matter');
+      tf.dispose([x, gradient, ...Object.values(constants)]);
+    });
+
+    test(`Resize's gradient is its adjoint: <grad of <w, R(x)>, v> = <w, R(v)> for every mode (${layout})`, () => {
+      // Resize is linear in x, so tf.grad of x -> sum(w · R(x)) is Rᵀw, whatever x; an independent check of gather's gradient.
+      const cases: [string, OnnxNode, Record<string, tf.Tensor>][] = [
+        ['linear align_corners', node('Resize', ['x', '', '', 'z'], ['y'], { mode: str('linear'), coordinate_transformation_mode: str('align_corners') }), { z: tf.tensor1d([1, 3, 7, 5], 'int32') }],
+        ['cubic half_pixel', node('Resize', ['x', '', 's'], ['y'], { mode: str('cubic') }), { s: tf.tensor1d([1, 1, 1.4, 0.7]) }],
+        ['nearest floor', node('Resize', ['x', '', 's'], ['y'], { mode: str('nearest'), nearest_mode: str('floor') }), { s: tf.tensor1d([1, 1, 2.5, 1.25]) }],
+      ];
+      for (const [name, resize, constants] of cases) {
+        const x = tf.tensor4d(randomValues(1 * 3 * 4 * 5, 41), [1, 3, 4, 5]);
+        const v = tf.tensor4d(randomValues(1 * 3 * 4 * 5, 42), [1, 3, 4, 5]);
+        const resized = (input: tf.Tensor): tf.Tensor => toLayout(runChain([resize], new Map([['x', feed(input, layout)], ...Object.entries(constants).map(([key, value]): [string, LaidTensor] => [key, laid(value)])]), 17).get('y')!, 'onnx');
+        const shape = tf.tidy(() => resized(x).shape);
+        const w = tf.tensor(randomValues(shape.reduce((a, b) => a * b, 1), 43), shape);
+        const gradient = tf.grad((input: tf.Tensor) => tf.sum(tf.mul(resized(input), w)))(x);
+        const left = tf.tidy(() => tf.sum(tf.mul(gradient, v)).dataSync()[0]!);
+        const right = tf.tidy(() => tf.sum(tf.mul(w, resized(v))).dataSync()[0]!);
+        assert.ok(Math.abs(left - right) <= 1e-4 * Math.max(1, Math.abs(right)), `${name}: ${left} vs ${right}`);
+        tf.dispose([x, v, w, gradient, ...Object.values(constants)]);
+      }
+    });
+  }
+});
+
+forEachBackend(() => {
   test('tf.grad through a dilated MaxPool routes each window to its maximum', () => {
     const values = Array.from({ length: 25 }, (_, i) => (i * 7) % 25);
     // Windows of 2x2 taps two apart: outputs 3x3; each adds 1 at its largest tap.
@@ -548,6 +619,66 @@ test('opset 18 forms: Reduce* axes as an input with noop_with_empty_axes, Split 
     const [padded] = runNode(node('Pad', ['x', 'p', 'v', 'a'], ['y']), [x, laid(tf.tensor1d([1, 0], 'int32')), laid(tf.scalar(-1)), axes], 18);
     assert.deepEqual(padded!.tensor.shape, [2, 6]);
     assert.deepEqual(Array.from(padded!.tensor.dataSync()), [-1, 1, 2, 3, 4, 5, -1, 6, 7, 8, 9, 10]);
+  });
+});
+
+test('Resize: crop with extrapolation, half_pixel_symmetric (opset 19), Resize-10 and Upsample-7, InstanceNormalization, by hand', () => {
+  tf.tidy(() => {
+    const run = (n: OnnxNode, inputs: (tf.Tensor | undefined)[], opset: number): number[] =>
+      Array.from(toLayout(runNode(n, inputs.map((t) => (t === undefined ? undefined : laid(t))), opset)[0]!, 'onnx').dataSync());
+    // ONNX's test_resize_tf_crop_and_resize_extrapolation_value: rows 1.2, 2.4 (3.6 is out), columns 1.8 (3.45, 5.1 are out).
+    const grid = tf.tensor4d(Array.from({ length: 16 }, (_, i) => i + 1), [1, 1, 4, 4]);
+    const crop = node('Resize', ['x', 'roi', '', 'z'], ['y'], { mode: str('linear'), coordinate_transformation_mode: str('tf_crop_and_resize'), extrapolation_value: float(10) });
+    const roi = tf.tensor1d([0, 0, 0.4, 0.6, 1, 1, 1.2, 1.7]);
+    assertAllClose(run(crop, [grid, roi, undefined, tf.tensor1d([1, 1, 3, 3], 'int32')], 13), [7.6, 10, 10, 12.4, 10, 10, 10, 10, 10], 1e-5, 'crop');
+    // Scale 0.6 of 4: 2.4 resized, 2 kept; the centre stays the centre: sources 2/3 and 7/3.
+    const row = tf.tensor4d([1, 2, 3, 4], [1, 1, 1, 4]);
+    const symmetric = node('Resize', ['x', '', 's'], ['y'], { mode: str('linear'), coordinate_transformation_mode: str('half_pixel_symmetric') });
+    assertAllClose(run(symmetric, [row, undefined, tf.tensor1d([1, 1, 1, 0.6])], 19), [5 / 3, 10 / 3], 1e-5, 'half_pixel_symmetric');
+    // Resize-10 nearest rounds up when shrinking (ONNX's opset-10 test data), down when enlarging.
+    const legacy = node('Resize', ['x', 's'], ['y']);
+    assert.deepEqual(run(legacy, [tf.tensor4d([1, 2, 3, 4, 5, 6, 7, 8], [1, 1, 2, 4]), tf.tensor1d([1, 1, 0.6, 0.6])], 10), [1, 3]);
+    assert.deepEqual(run(legacy, [tf.tensor4d([1, 2], [1, 1, 1, 2]), tf.tensor1d([1, 1, 1, 3])], 10), [1, 1, 1, 2, 2, 2]);
+    // Upsample-7 reads its scales from the attribute; linear is asymmetric: sources 0, 0.5, 1, 1.5 (clamped to 1).
+    const upsample = node('Upsample', ['x'], ['y'], { mode: str('linear'), scales: floats(1, 1, 1, 2) });
+    assert.deepEqual(run(upsample, [tf.tensor4d([1, 3], [1, 1, 1, 2])], 7), [1, 2, 3, 3]);
+    // InstanceNormalization: channel 0 [1, 3] (mean 2, biased variance 1), channel 1 [4, 4] (variance 0: only B is left).
+    const norm = node('InstanceNormalization', ['x', 'sc', 'b'], ['y'], { epsilon: float(1e-6) });
+    const normalised = run(norm, [tf.tensor4d([1, 3, 4, 4], [1, 2, 1, 2]), tf.tensor1d([2, 5]), tf.tensor1d([0.5, -1])], 6);
+    assertAllClose(normalised, [-1.5, 2.5, -1, -1], 1e-5, 'instance norm');
+  });
+});
+
+test('Resize and Upsample: the opsets claimed, shapesOnly stand-ins, and one-line refusals naming the node', () => {
+  assert.equal(supportedOp('Resize', 9), false);
+  assert.equal(supportedOp('Resize', 22), true);
+  assert.equal(supportedOp('Upsample', 9), true);
+  assert.equal(supportedOp('Upsample', 10), false, 'Upsample is deprecated from opset 10');
+  assert.equal(supportedOp('InstanceNormalization', 6), true);
+  tf.tidy(() => {
+    const x = laid(tf.transpose(tf.tensor4d(randomValues(2 * 3 * 4 * 4, 51), [2, 3, 4, 4]), [0, 2, 3, 1]), 'nhwc');
+    const scales = laid(tf.tensor1d([1, 1, 1.5, 2]));
+    const up = node('Resize', ['x', '', 's'], ['y'], { mode: str('linear') });
+    const [full] = runNode(up, [x, undefined, scales], 13);
+    const [standIn] = runNode(up, [x, undefined, scales], 13, { shapesOnly: true });
+    assert.deepEqual([standIn!.layout, standIn!.tensor.shape], [full!.layout, full!.tensor.shape]);
+    assert.deepEqual(full!.tensor.shape, [2, 6, 8, 3]);
+    const refusal = (n: OnnxNode, inputs: (LaidTensor | undefined)[], opset: number, pattern: RegExp): void => {
+      assert.throws(() => runNode(n, inputs, opset), (error: Error) => error instanceof UnsupportedOpError && pattern.test(error.message) && !error.message.includes('\n'));
+    };
+    const channels = laid(tf.tensor1d([1, 2, 1, 1]));
+    refusal(up, [x, undefined, channels], 13, /unsupported ONNX op Resize \(node '\/Resize', opset 13\): linear resizing of axis 1 \(the channels\)/);
+    refusal(node('Resize', ['x', '', 's'], ['y'], { mode: str('cubic'), antialias: int(1) }), [x, undefined, scales], 18, /antialias 1/);
+    const sizes = laid(tf.tensor1d([2, 3, 5, 5], 'int32'));
+    refusal(node('Resize', ['x', '', '', 'z'], ['y'], { keep_aspect_ratio_policy: str('not_larger') }), [x, undefined, undefined, sizes], 18, /keep_aspect_ratio_policy 'not_larger'/);
+    refusal(node('Resize', ['x', '', 's'], ['y'], { coordinate_transformation_mode: str('tf_half_pixel_for_nn') }), [x, undefined, scales], 13, /coordinate_transformation_mode 'tf_half_pixel_for_nn'/);
+    refusal(node('Resize', ['x', '', 's'], ['y'], { coordinate_transformation_mode: str('half_pixel_symmetric') }), [x, undefined, scales], 18, /half_pixel_symmetric/);
+    refusal(node('Resize', ['x', '', 's'], ['y'], { mode: str('area') }), [x, undefined, scales], 13, /mode 'area'/);
+    // Nearest resizes any axis; a value past the per-tensor limit is refused before it is made.
+    const [copied] = runNode(node('Resize', ['x', '', 's'], ['y']), [x, undefined, channels], 13);
+    assert.deepEqual(copied!.tensor.shape, [2, 4, 4, 6]);
+    assert.throws(() => runNode(up, [x, undefined, laid(tf.tensor1d([1, 1, 30000, 30000]))], 13), /would make a tensor of 2x3x120000x120000/);
+    assert.throws(() => runNode(up, [x, undefined, laid(tf.tensor1d([1, 1, 2, 2])), sizes], 13), /both scales and sizes are given/);
   });
 });
 
