@@ -35,14 +35,16 @@ import type { Executor } from '../src/executor/executor.js';
 import { disposeValues } from '../src/executor/network.js';
 import { ScoreCam } from '../src/cam/scorecam.js';
 import { parseOnnxModel } from '../src/model/onnx/parse.js';
+import { interpretGraph, laid, toLayout } from '../src/model/onnx/interpret.js';
 import { loadImage } from '../src/image/image.js';
 import { loadModel } from '../src/model/load.js';
 import { inputTensor } from '../src/model/predict.js';
-import { OnnxWriteError, UnsupportedLayerError, onnxTrunkOfLayersModel, onnxTrunkOfModel } from '../src/model/onnx-writer/index.js';
+import { OnnxWriteError, UnsupportedLayerError, onnxTrunkOfLayersModel, onnxTrunkOfModel, writeOnnxModel } from '../src/model/onnx-writer/index.js';
 import { asset, imagePath, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
 import { randomizeWeights } from './helpers/layers.js';
 import { attr, convAttrs, layersAsGraph, placeholder, writeGraphModel } from './helpers/graph-model.js';
 import { findPython } from './helpers/python.js';
+import { maxAbsDifference } from './helpers/numeric.js';
 
 type Sym = tfl.SymbolicTensor;
 
@@ -568,6 +570,27 @@ describe('the written model takes camviz\'s NHWC input', { skip: ortSkip }, () =
       model.dispose();
     }
   });
+});
+
+test("the Resize the writer gives UpSampling2D (nearest and bilinear) runs through camviz's own ONNX importer as tfjs computes the layer", () => {
+  const input = tfl.input({ shape: [5, 7, 3] });
+  const nearest = tfl.layers.upSampling2d({ size: [2, 3], name: 'nearest' }).apply(input) as Sym;
+  const bilinear = tfl.layers.upSampling2d({ size: [3, 2], interpolation: 'bilinear', name: 'bilinear' }).apply(input) as Sym;
+  const model = tfl.model({ inputs: input, outputs: [nearest, bilinear] });
+  const parsed = parseOnnxModel(writeOnnxModel(model, { height: 5, width: 7 }).bytes, 'upsampling.onnx');
+  const { graph } = parsed;
+  assert.ok(graph.nodes.some((node) => node.opType === 'Resize'));
+  const x = randomInput(2, 5, 7);
+  const expected = model.predict(x) as tf.Tensor[];
+  const outputs = interpretGraph(parsed, new Map([['input', laid(x)]]), graph.outputs.map((output) => output.name));
+  graph.outputs.forEach((output, i) => {
+    const actual = tf.tidy(() => tf.transpose(toLayout(outputs.get(output.name)!, 'onnx'), [0, 2, 3, 1]));
+    assert.deepEqual(actual.shape, expected[i]!.shape);
+    assert.ok(maxAbsDifference(actual.dataSync(), expected[i]!.dataSync()) <= 1e-5, output.name);
+    actual.dispose();
+  });
+  tf.dispose([x, ...expected, ...[...outputs.values()].map((value) => value.tensor)]);
+  model.dispose();
 });
 
 describe('written models pass onnx.checker', { skip: checkerSkip }, () => {
