@@ -122,8 +122,10 @@ for (const { opset, variant, resizeOp } of EXPORTS) {
       assert.deepEqual(resized.map((row) => row.outputShape).sort(), expected.sort());
       // Each is a CAM target by its ONNX node name.
       for (const row of resized) assert.ok(row.camTarget && camTargets(model, [row.name]).length === 1, row.name);
+      // Scales are geometry, not parameters; the affine InstanceNorm2d has a scale and a bias per channel (the other, constant ones).
+      assert.deepEqual(resized.map((row) => row.params), resized.map(() => 0));
       const norms = rows.filter((row) => row.className === 'InstanceNormalization');
-      assert.equal(norms.length, 2);
+      assert.deepEqual(norms.map((row) => row.params), [12, 16]);
     });
 
     test('with ONNX Runtime running the forward pass: the same logits and Grad-CAM maps', { skip: skipOrt }, async () => {

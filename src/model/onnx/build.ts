@@ -120,6 +120,13 @@ interface NodeLayerConfig {
   kernels: Set<tf.Tensor>;
 }
 
+/**
+ * Ops whose float constant inputs from this index on are geometry, not
+ * weights (Resize's roi and scales, Upsample's scales): `camviz layers`
+ * counts no parameters for them.
+ */
+const GEOMETRY_INPUTS_FROM: Readonly<Record<string, number>> = { Resize: 1, Upsample: 1 };
+
 /** One ONNX node as a layer: `call` runs the node on its runtime inputs and its folded constants. */
 class OnnxNodeLayer extends ImportedNodeLayer<LayerPlan> {
   static className = 'OnnxNode';
@@ -135,8 +142,9 @@ class OnnxNodeLayer extends ImportedNodeLayer<LayerPlan> {
 
   override countParams(): number {
     let count = 0;
-    for (const source of this.plan.sources) {
-      if (source.kind === 'constant' && source.value.tensor.dtype === 'float32') count += source.value.tensor.size;
+    const geometryFrom = GEOMETRY_INPUTS_FROM[this.plan.node.opType] ?? Infinity;
+    for (const [index, source] of this.plan.sources.entries()) {
+      if (source.kind === 'constant' && source.value.tensor.dtype === 'float32' && index < geometryFrom) count += source.value.tensor.size;
       if (source.kind === 'kernel') count += this.plan.conv?.kernelShape.reduce((product, dim) => product * dim, 1) ?? 0;
     }
     return count;
