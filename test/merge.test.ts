@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import sharp from 'sharp';
 
 import { acquireRunLock } from '../src/batch/lock.js';
-import { mergeRuns } from '../src/batch/merge.js';
+import { mergeManifests, mergeRuns } from '../src/batch/merge.js';
 import type { Manifest } from '../src/batch/manifest.js';
 import { CamvizError, UsageError } from '../src/util/errors.js';
 import type { InputRecord } from '../src/tasks/types.js';
@@ -126,6 +126,35 @@ function reportRecords(html: string): string[] {
   assert.ok(match, 'embedded data');
   return (JSON.parse(match[1]!) as { records: { n: string }[] }).records.map((record) => record.n);
 }
+
+describe('merged working folders', () => {
+  test("shards run from other folders: their records' relative inputs are made absolute from their own folder, the first shard's kept as given", () => {
+    const relativeRecord = (relative: string): InputRecord => ({ ...camRecordFor(relative), input: `photos/${relative}` });
+    const shard = (index: number, workingDirectory: string, inputs: string[]): { dir: string; manifest: Manifest } => ({
+      dir: `/runs/shard-${index}`,
+      manifest: {
+        camviz: '0.1.0',
+        command: 'cam',
+        model: { name: 'm', source: 'zoo', sha256: 'a1'.repeat(32) },
+        backend: { kind: 'cpu', package: '@tensorflow/tfjs-backend-cpu' },
+        options: OPTIONS,
+        shard: [{ index, count: 2 }],
+        startedAt: '2025-03-01T10:00:00.000Z',
+        finishedAt: '2025-03-01T10:01:00.000Z',
+        interrupted: false,
+        workingDirectory,
+        summary: { inputs: inputs.length, ok: inputs.length, error: 0 },
+        records: inputs.map(relativeRecord),
+      },
+    });
+    const merged = mergeManifests([shard(1, '/ci/one', ['a.jpg']), shard(2, '/ci/two', ['b.jpg'])]);
+    assert.equal(merged.workingDirectory, '/ci/one');
+    assert.deepEqual(
+      merged.records.map((record) => record.input),
+      ['photos/a.jpg', '/ci/two/photos/b.jpg'],
+    );
+  });
+});
 
 describe('mergeRuns', () => {
   test('three shards: every file copied byte for byte, records sorted, summary and times recomputed', async () => {

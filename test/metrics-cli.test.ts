@@ -93,6 +93,19 @@ describe('a folder run with every metric', { skip: skipWithoutShapes }, () => {
     assert.match(summary.stdout, /^pointing game \(truth\.json beside the inputs\):\n {2}gradcam: [\d.]+% \(\d+\/8\)$/m);
   });
 
+  test('the pointing game finds truth.json from any folder: inputs given relative to the run\'s working folder are read from it', async () => {
+    const runFolder = join(workDir, 'relative-run');
+    await cp(shapesDir, join(runFolder, 'scenes'), { recursive: true });
+    const relativeRun = await runCli(['cam', 'scenes', ...shapes, '--out', 'maps'], { cwd: runFolder, env, timeoutMs: 600_000 });
+    assert.equal(relativeRun.code, 0, relativeRun.stderr);
+    assert.equal((await readManifest(join(runFolder, 'maps'))).records[0]?.input.startsWith('scenes/'), true, 'inputs recorded as given');
+    const elsewhere = join(workDir, 'elsewhere');
+    await mkdir(elsewhere, { recursive: true });
+    const summary = await runCli(['metrics', join(runFolder, 'maps')], { cwd: elsewhere, env, timeoutMs: 600_000 });
+    assert.equal(summary.code, 0, summary.stderr);
+    assert.match(summary.stdout, /^pointing game \(truth\.json beside the inputs\):\n {2}gradcam: [\d.]+% \(\d+\/8\)$/m);
+  });
+
   test('a truth.json not in the expected format is one line naming it and the entry, not a TypeError, nor a pointing game changed unsaid', async () => {
     // The run's records, pointed at a copy of the inputs beside a truth.json of our own.
     const inputs = join(workDir, 'truth-inputs');

@@ -13,6 +13,7 @@ export function manifestProblem(value: unknown): string | undefined {
   if (typeof value['command'] !== 'string') return "its 'command' is not a command name";
   if (!isObject(value['options'])) return "its 'options' is not an object";
   if (!isObject(value['model']) || !isOptionalString(value['model']['sha256'])) return "its 'model' is not an object with a sha256";
+  if (!isOptionalString(value['workingDirectory'])) return "its 'workingDirectory' is not a folder name";
   if (!(value['shard'] === null || value['shard'] === undefined || (Array.isArray(value['shard']) && value['shard'].every(isShard)))) return "its 'shard' is not a list of {index, count}";
   const records = value['records'];
   if (!Array.isArray(records)) return 'it has no records';

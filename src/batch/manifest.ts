@@ -4,7 +4,7 @@
  * shards. Same inputs and options give the same manifest apart from
  * timings and clock times.
  */
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { CamvizError } from '../util/errors.js';
 import { createHash } from 'node:crypto';
 import type { ModelMetadata } from '../model/metadata.js';
@@ -36,6 +36,13 @@ export interface Manifest {
   finishedAt: string | null;
   /** True when a signal or --fail-fast stopped the run before every input was done. */
   interrupted: boolean;
+  /**
+   * The run's working folder, which the records' `input` paths (as they
+   * were given) are relative to: later commands (metrics' pointing game,
+   * merge's report) find the inputs from any folder. Absent in manifests of
+   * earlier camviz, whose inputs are then taken from the current folder.
+   */
+  workingDirectory?: string;
   summary: { inputs: number; ok: number; error: number };
   records: InputRecord[];
 }
@@ -67,6 +74,11 @@ export function manifestModel(meta: ModelMetadata): ManifestModel {
     inputSize: { width: meta.inputSize.width, height: meta.inputSize.height },
     labels: meta.labels === undefined ? null : createHash('sha256').update(JSON.stringify(meta.labels)).digest('hex'),
   };
+}
+
+/** Where a record's input file is: its path as given, from the run's working folder (see Manifest.workingDirectory). */
+export function inputLocation(manifest: Pick<Manifest, 'workingDirectory'>, record: Pick<InputRecord, 'input'>): string {
+  return resolve(manifest.workingDirectory ?? '', record.input);
 }
 
 export function summarise(records: readonly InputRecord[]): Manifest['summary'] {

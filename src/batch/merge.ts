@@ -14,7 +14,7 @@ import { CamvizError, UsageError } from '../util/errors.js';
 import type { InputRecord } from '../tasks/types.js';
 import { realPathInside } from '../util/inside-folder.js';
 import { acquireRunLock, removeStaleTemporaries } from './lock.js';
-import { type Manifest, MANIFEST_NAME, readManifest, summarise, writeManifest } from './manifest.js';
+import { type Manifest, MANIFEST_NAME, inputLocation, readManifest, summarise, writeManifest } from './manifest.js';
 import { REPORT_NAME, thumbnailPath, writeReport } from './report.js';
 import type { Shard } from './shard.js';
 import { makeFolders } from '../util/make-folders.js';
@@ -114,7 +114,8 @@ export function mergeManifests(shards: readonly ShardRun[], log: (message: strin
   checkDisjoint(shards);
   noteDifferences(shards, log);
 
-  const records = shards.flatMap((shard) => shard.manifest.records).sort(byRelativePath);
+  const workingDirectory = first.manifest.workingDirectory;
+  const records = shards.flatMap((shard) => recordsFrom(shard.manifest, workingDirectory)).sort(byRelativePath);
   const finishes = shards.map((shard) => shard.manifest.finishedAt);
   const merged: Manifest = {
     camviz: first.manifest.camviz,
@@ -127,10 +128,22 @@ export function mergeManifests(shards: readonly ShardRun[], log: (message: strin
     startedAt: earliest(shards.map((shard) => shard.manifest.startedAt)),
     finishedAt: finishes.some((finish) => finish === null) ? null : latest(finishes as string[]),
     interrupted: shards.some((shard) => shard.manifest.interrupted),
+    ...(workingDirectory === undefined ? {} : { workingDirectory }),
     summary: summarise(records),
     records,
   };
   return merged;
+}
+
+/**
+ * A shard's records as the merged manifest holds them: inputs given from
+ * another working folder than the first shard's (shards run on other
+ * machines or from other folders) are made absolute, so that each still
+ * names its file from the merged manifest's working folder.
+ */
+function recordsFrom(manifest: Manifest, workingDirectory: string | undefined): InputRecord[] {
+  if (manifest.workingDirectory === workingDirectory) return manifest.records;
+  return manifest.records.map((record) => ({ ...record, input: inputLocation(manifest, record) }));
 }
 
 function checkCompatible(first: ShardRun, other: ShardRun): void {

@@ -5,7 +5,7 @@
  * and, where the inputs come with ground truth (a `truth.json` beside them,
  * in the format of fixtures/shapes/truth.json), the pointing game per method.
  */
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { type Box, type PointingTally, hitRate, tallyPointing } from '../metrics/pointing.js';
 import { METRIC_KEYS, type MetricKey, type MetricValues } from '../metrics/names.js';
 import type { CamResultRecord, InputRecord, ResultRecord } from '../tasks/types.js';
@@ -13,7 +13,7 @@ import { writeFileAtomic } from '../util/atomic-file.js';
 import { CamvizError, UsageError } from '../util/errors.js';
 import { openRegularFile } from '../util/read-whole-file.js';
 import { readOptionalJson } from '../util/json-file.js';
-import { type Manifest, MANIFEST_NAME, readManifest } from './manifest.js';
+import { type Manifest, MANIFEST_NAME, inputLocation, readManifest } from './manifest.js';
 
 export const METRICS_SUMMARY_NAME = 'metrics.json';
 /** The ground truth a folder of inputs may carry. */
@@ -54,7 +54,7 @@ export async function summariseMetricsRun(dir: string): Promise<MetricsSummary> 
   const manifest = await readCamRun(dir);
   const results = manifest.records.filter((record) => record.status === 'ok').flatMap((record) => camResults(record).map((result) => ({ record, result })));
   const groups = groupMetrics(results.map(({ result }) => result));
-  const pointing = await pointingGame(dir, results);
+  const pointing = await pointingGame(dir, manifest, results);
   if (groups.length === 0 && pointing === undefined) {
     throw new UsageError(`no map has metrics: run camviz cam with --metrics`, { file: join(dir, MANIFEST_NAME) });
   }
@@ -204,11 +204,12 @@ async function pngSize(path: string): Promise<{ width: number; height: number } 
  * are in the written picture's pixels: scaled to the truth's image size
  * when the picture was shrunk (--max-overlay-side).
  */
-async function pointingGame(dir: string, results: readonly { record: InputRecord; result: CamResultRecord }[]): Promise<PointingRow[] | undefined> {
+async function pointingGame(dir: string, manifest: Manifest, results: readonly { record: InputRecord; result: CamResultRecord }[]): Promise<PointingRow[] | undefined> {
   const cache = new Map<string, Map<string, TruthImage> | undefined>();
   const tallies = new Map<string, PointingTally>();
   for (const { record, result } of results) {
-    const truth = (await truthOf(dirname(resolve(record.input)), cache))?.get(basename(record.input));
+    const input = inputLocation(manifest, record);
+    const truth = (await truthOf(dirname(input), cache))?.get(basename(input));
     const boxes = truth?.shapes.filter((shape) => shape.classIndex === result.class.index).map((shape) => shape.box) ?? [];
     if (truth === undefined || boxes.length === 0) continue;
     const size = await pngSize(join(dir, result.png));

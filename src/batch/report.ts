@@ -15,7 +15,7 @@ import { writeFileAtomic } from '../util/atomic-file.js';
 import type { CamResultRecord, FmapResultRecord, InputRecord, ResultRecord } from '../tasks/types.js';
 import { VERSION } from '../util/version.js';
 import { METRIC_KEYS, type MetricsRecord } from '../metrics/names.js';
-import { type Manifest, REPORT_DIR, REPORT_NAME } from './manifest.js';
+import { type Manifest, REPORT_DIR, REPORT_NAME, inputLocation } from './manifest.js';
 import { makeFolders } from '../util/make-folders.js';
 import { loadPicture } from '../image/image.js';
 
@@ -93,7 +93,7 @@ export interface ReportData {
  * missing input thumbnails under `_report/thumbs/` first. Returns the page's path.
  */
 export async function writeReport(outDir: string, manifest: Manifest): Promise<string> {
-  const thumbs = await ensureThumbnails(outDir, manifest.records, runMaxPixels(manifest));
+  const thumbs = await ensureThumbnails(outDir, manifest, runMaxPixels(manifest));
   const data = reportData(manifest, thumbs, new Date());
   const path = join(outDir, REPORT_NAME);
   await makeFolders(outDir);
@@ -208,13 +208,14 @@ function runMaxPixels(manifest: Manifest): number | undefined {
   return typeof limit === 'number' && Number.isFinite(limit) && limit >= 0 ? limit : undefined;
 }
 
-async function ensureThumbnails(outDir: string, records: readonly InputRecord[], maxPixels: number | undefined): Promise<Set<string>> {
+async function ensureThumbnails(outDir: string, manifest: Manifest, maxPixels: number | undefined): Promise<Set<string>> {
+  const { records } = manifest;
   const have = new Set<string>();
   let next = 0;
   const lanes = Array.from({ length: Math.min(THUMBNAIL_CONCURRENCY, records.length) }, async () => {
     while (next < records.length) {
       const record = records[next++]!;
-      if (await ensureThumbnail(outDir, record, maxPixels)) have.add(record.relative);
+      if (await ensureThumbnail(outDir, inputLocation(manifest, record), record, maxPixels)) have.add(record.relative);
     }
   });
   await Promise.all(lanes);
@@ -229,12 +230,11 @@ async function upToDate(thumbnail: string, input: string): Promise<boolean> {
   return source === undefined || source.mtimeMs <= made.mtimeMs;
 }
 
-async function ensureThumbnail(outDir: string, record: InputRecord, maxPixels: number | undefined): Promise<boolean> {
+async function ensureThumbnail(outDir: string, input: string, record: InputRecord, maxPixels: number | undefined): Promise<boolean> {
   const target = resolve(outDir, thumbnailPath(record.relative));
   // A manifest is data: a relative path must not lead the writer out of the report folder.
   const inside = relative(resolve(outDir, REPORT_DIR), target);
   if (inside === '' || inside.startsWith('..') || isAbsolute(inside) || inside.split(sep).includes('..')) return false;
-  const input = resolve(record.input);
   if (await upToDate(target, input)) return true;
   try {
     // Decoded as the run decoded its inputs: a regular file only (a FIFO would block the thread that opens it, for good),

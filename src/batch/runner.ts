@@ -532,6 +532,7 @@ function buildManifest(
     finishedAt: finished ? new Date().toISOString() : null,
     // A stop that left no input undone lost nothing: the run is whole.
     interrupted: stopRequested && records.length < images.length,
+    workingDirectory: process.cwd(),
     summary: summarise(records),
     records,
   };
