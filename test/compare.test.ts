@@ -231,6 +231,18 @@ describe('camviz compare on shapes runs', { skip: skipWithoutShapes }, () => {
     assert.equal(existsSync(run('top1-unknown')), false, 'nothing written');
   });
 
+  test('runs that drew their pictures at other scales (--max-overlay-side) compare peaks in A\'s pixels, not as they were written', async () => {
+    await camRun('circle-small', '--class', 'circle', '--max-overlay-side', '40');
+    const result = await camviz(['compare', run('circle'), run('circle-small'), '--max-peak-shift', '6', '--out', run('scaled-out')]);
+    assert.equal(result.code, 0, result.stderr);
+    const compared = await readCompare('scaled-out');
+    for (const pair of compared.pairs) {
+      assert.notDeepEqual(pair.a.peak, pair.b.peak, `${pair.input}: written at another scale`);
+      // 160 px pictures against 40 px ones: a quarter-scale peak lands within a 4x4 block of A's (its centre 1.5 px from any of it), plus the map's own upsampling.
+      assert.ok(pair.peakShift <= 6, `${pair.input}: peak shift ${pair.peakShift}`);
+    }
+  });
+
   test('an interrupted run is a usage error (it holds a subset of its inputs), not a gate passed on that subset', async () => {
     await cp(run('circle'), run('interrupted'), { recursive: true });
     const manifestPath = join(run('interrupted'), 'manifest.json');

@@ -18,6 +18,7 @@ import { VERSION } from '../util/version.js';
 import { decodeNpy } from '../render/npy.js';
 import { resizeBilinear } from '../render/resize.js';
 import { finiteRange } from '../render/normalize.js';
+import { pngSize } from '../util/png-size.js';
 import type { CamResultRecord, InputRecord } from '../tasks/types.js';
 import { type Manifest, MANIFEST_NAME, readManifest } from './manifest.js';
 
@@ -595,10 +596,24 @@ export async function measurePair(pair: PlannedPair, a: CompareRun, b: CompareRu
     resolution: [compared.height, compared.width],
     correlation: compared.correlation,
     iou: compared.iou,
-    peakShift: peakShift(pair.a.peak, pair.b.peak),
+    peakShift: peakShift(pair.a.peak, await peakInPictureOf(pair, a, b)),
     failures: [],
   };
   return { metrics, maps: { width: compared.width, height: compared.height, a: compared.a, b: compared.b } };
+}
+
+/**
+ * B's peak in A's picture pixels. Peaks are in each run's written picture,
+ * which a run shrinks to its --max-overlay-side: runs with other limits
+ * drew the same photo at other scales, and their peaks, taken as they are,
+ * differed by the scale. Pictures of one size (or unreadable) leave it.
+ */
+async function peakInPictureOf(pair: PlannedPair, a: CompareRun, b: CompareRun): Promise<PointXY> {
+  const [sizeA, sizeB] = await Promise.all([pngSize(insideRun(a, pair.a.png)), pngSize(insideRun(b, pair.b.png))]);
+  const { peak } = pair.b;
+  if (sizeA === undefined || sizeB === undefined || (sizeA.width === sizeB.width && sizeA.height === sizeB.height)) return peak;
+  // Pixel centres map to pixel centres.
+  return { x: ((peak.x + 0.5) * sizeA.width) / sizeB.width - 0.5, y: ((peak.y + 0.5) * sizeA.height) / sizeB.height - 0.5 };
 }
 
 // ---------------------------------------------------------------- verdict

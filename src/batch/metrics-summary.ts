@@ -11,7 +11,7 @@ import { METRIC_KEYS, type MetricKey, type MetricValues } from '../metrics/names
 import type { CamResultRecord, InputRecord, ResultRecord } from '../tasks/types.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { CamvizError, UsageError } from '../util/errors.js';
-import { openRegularFile } from '../util/read-whole-file.js';
+import { pngSize } from '../util/png-size.js';
 import { readOptionalJson } from '../util/json-file.js';
 import { type Manifest, MANIFEST_NAME, inputLocation, readManifest } from './manifest.js';
 
@@ -182,21 +182,6 @@ function truthShape(value: unknown, width: number, height: number): TruthImage['
   const [left, top, w, h] = [x, y, boxWidth, boxHeight] as number[];
   if (!(w! > 0 && h! > 0 && left! >= 0 && top! >= 0 && left! + w! <= width && top! + h! <= height)) return undefined;
   return { classIndex: shape.classIndex, box: { x: left!, y: top!, width: w!, height: h! } };
-}
-
-/** Width and height from a PNG's header, or undefined when it is not readable. */
-async function pngSize(path: string): Promise<{ width: number; height: number } | undefined> {
-  const opened = await openRegularFile(path).catch(() => undefined);
-  if (opened === undefined) return undefined;
-  const { handle } = opened;
-  try {
-    const header = Buffer.alloc(24);
-    const { bytesRead } = await handle.read(header, 0, 24, 0);
-    if (bytesRead < 24 || header.toString('latin1', 12, 16) !== 'IHDR') return undefined;
-    return { width: header.readUInt32BE(16), height: header.readUInt32BE(20) };
-  } finally {
-    await handle.close();
-  }
 }
 
 /**
