@@ -243,6 +243,17 @@ describe('camviz compare on shapes runs', { skip: skipWithoutShapes }, () => {
     }
   });
 
+  test("--report where the output folder holds a compare.html of the user's own stops before any work, naming it", async () => {
+    await cp(run('circle'), run('circle-page'), { recursive: true });
+    const page = '<!doctype html><title>notes</title>\n';
+    await writeFile(join(run('circle-page'), 'compare.html'), page);
+    const result = await camviz(['compare', run('circle'), run('circle-page'), '--report']);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /^camviz: not camviz's \(it has no camviz generator tag\): .*circle-page\/compare\.html\)\n$/);
+    assert.equal(await readFile(join(run('circle-page'), 'compare.html'), 'utf8'), page);
+    assert.equal(existsSync(join(run('circle-page'), 'compare.json')), false, 'nothing written');
+  });
+
   test('an interrupted run is a usage error (it holds a subset of its inputs), not a gate passed on that subset', async () => {
     await cp(run('circle'), run('interrupted'), { recursive: true });
     const manifestPath = join(run('interrupted'), 'manifest.json');

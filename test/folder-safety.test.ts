@@ -113,6 +113,24 @@ describe("a user's file with an output's name", { skip: skipWithoutModel }, () =
     assert.equal(existsSync(join(out, 'a.gradcam.0.png')), false);
   });
 
+  test("--report where --out holds a page of the user's own named index.html stops before any work, naming it; camviz's own page is replaced", async () => {
+    const input = await makeFolder(join(workDir, 'own-page-in'), ['a.png']);
+    const out = join(workDir, 'own-page-out');
+    await mkdir(out);
+    const page = '<!doctype html><title>my project</title>\n';
+    await writeFile(join(out, 'index.html'), page);
+    const refused = await camviz(['gradcam', input, '--out', out, '--report']);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /^camviz: not camviz's \(it has no camviz generator tag\): camviz replaces no file it did not write; move it, or use another --out \(.*own-page-out\/index\.html\)$/m);
+    assert.equal(await readFile(join(out, 'index.html'), 'utf8'), page);
+    assert.equal(existsSync(join(out, 'a.gradcam.0.png')), false, 'no work done');
+    await rm(join(out, 'index.html'));
+    for (const round of [1, 2]) {
+      const run = await camviz(['gradcam', input, '--out', out, '--report', '--quiet']);
+      assert.equal(run.code, 0, `round ${round}: ${run.stderr}`);
+    }
+  });
+
   test("a manifest.json stamped by camviz that this version cannot read (another version's, edited) is camviz's: replaced, and --skip-existing says why it starts over", async () => {
     const input = await makeFolder(join(workDir, 'other-version-in'), ['a.png']);
     const out = join(workDir, 'other-version-out');

@@ -19,6 +19,7 @@ import { REPORT_NAME, thumbnailPath, writeReport } from './report.js';
 import type { Shard } from './shard.js';
 import { makeFolders } from '../util/make-folders.js';
 import { ensureWritable } from './out-dir.js';
+import { refuseForeignPage } from './own-outputs.js';
 
 /** One shard folder and its manifest. */
 export interface ShardRun {
@@ -58,6 +59,8 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
   const shards = await readShards(shardDirs);
   const manifest = mergeManifests(shards, log);
   const copies = await plannedCopies(shards, outDir);
+  const writesReport = options.report === true || shards.some((shard) => existsSync(join(shard.dir, REPORT_NAME)));
+  if (writesReport) await refuseForeignPage(join(outDir, REPORT_NAME));
 
   await ensureWritable(outDir);
   // As a run's: a run writing into the folder meanwhile would lose the merge's files, or the merge its manifest.
@@ -71,8 +74,7 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
       copied++;
     });
     const manifestPath = await writeManifest(outDir, manifest);
-    const hadReport = shards.some((shard) => existsSync(join(shard.dir, REPORT_NAME)));
-    const reportPath = hadReport || options.report ? await writeReport(outDir, manifest) : undefined;
+    const reportPath = writesReport ? await writeReport(outDir, manifest) : undefined;
     return { manifest, manifestPath, ...(reportPath === undefined ? {} : { reportPath }), copied, exitCode: manifest.summary.error > 0 ? 1 : 0 };
   } finally {
     await lock.release();

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { CamvizError } from '../util/errors.js';
 import { readOptionalJson } from '../util/json-file.js';
 import { LEDGER_NAME, parseLedger } from '../util/outputs-ledger.js';
-import { readRegularFile } from '../util/read-whole-file.js';
+import { closeFile, openRegularFile, readFromStart, readRegularFile } from '../util/read-whole-file.js';
 import { MAX_JSON_BYTES } from '../util/json-file.js';
 import { LOCK_NAME, parseOwner, readLock } from './lock.js';
 import { MANIFEST_NAME, type Manifest } from './manifest.js';
@@ -64,11 +64,38 @@ export async function folderOutputs(folder: string, names?: ReadonlySet<string>)
  */
 export async function runFolderOutputs(outDir: string): Promise<FolderOutputs> {
   const outputs = await folderOutputs(outDir);
-  if (outputs.foreign !== undefined) {
-    const { file, problem } = outputs.foreign;
-    throw new CamvizError(`not camviz's (${problem}): camviz replaces no file it did not write; move it, or use another --out`, { file });
-  }
+  if (outputs.foreign !== undefined) throw foreignFile(outputs.foreign);
   return outputs;
+}
+
+/** camviz's static pages (the run report, the compare page) carry this tag in their head (report.ts' staticPage). */
+const PAGE_MARK = '<meta name="generator" content="camviz';
+/** How much of a page's start is read for the tag: it is in the first few hundred bytes. */
+const PAGE_HEAD_BYTES = 4096;
+
+/**
+ * Refuses to replace a page at `path` that camviz did not write: `--report`'s
+ * index.html (or compare's compare.html) where a user keeps a page of their
+ * own under that name. A missing page, or anything that is not a regular
+ * file (its write reports it), is no obstacle here.
+ */
+export async function refuseForeignPage(path: string): Promise<void> {
+  const head = await pageHead(path);
+  if (head !== undefined && !head.includes(PAGE_MARK)) throw foreignFile({ file: path, problem: 'it has no camviz generator tag' });
+}
+
+async function pageHead(path: string): Promise<string | undefined> {
+  const opened = await openRegularFile(path).catch(() => undefined);
+  if (opened === undefined) return undefined;
+  try {
+    return (await readFromStart(opened.handle, PAGE_HEAD_BYTES)).toString('latin1');
+  } finally {
+    await closeFile(opened.handle);
+  }
+}
+
+function foreignFile({ file, problem }: Foreign): CamvizError {
+  return new CamvizError(`not camviz's (${problem}): camviz replaces no file it did not write; move it, or use another --out`, { file });
 }
 
 async function readLedger(folder: string): Promise<{ files?: Set<string>; foreign?: Foreign } | undefined> {

@@ -1,7 +1,8 @@
 /** `camviz compare A B`: compare the maps of two cam runs and gate on thresholds. */
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { type CompareResult, type CompareThresholds, PAIR_BY, type PairBy, compareRuns, offenderLines, summaryLine, writeCompareJson } from '../batch/compare.js';
-import { DifferenceImages, writeCompareReport } from '../batch/compare-report.js';
+import { COMPARE_REPORT_NAME, DifferenceImages, writeCompareReport } from '../batch/compare-report.js';
+import { refuseForeignPage } from '../batch/own-outputs.js';
 import { UsageError } from '../util/errors.js';
 import { displayPath, outFolder, parseCount, printJson } from './common.js';
 import { ensureWritable } from '../batch/out-dir.js';
@@ -24,6 +25,7 @@ export async function runCompare(dirA: string, dirB: string, options: CompareCli
   const pairBy = options.pairBy ?? 'class';
   if (!isPairBy(pairBy)) throw new UsageError(`--pair-by ${pairBy}: choose one of ${PAIR_BY.join(', ')}`);
   const outDir = outFolder(options.out) ?? resolve(dirB);
+  if (options.report === true) await refuseForeignPage(join(outDir, COMPARE_REPORT_NAME));
   const differences = options.report === true ? new DifferenceImages(outDir) : undefined;
   let result: CompareResult;
   try {

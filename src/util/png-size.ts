@@ -1,5 +1,5 @@
 /** The pixel size a PNG file's header declares (its IHDR chunk), read without decoding the file. */
-import { openRegularFile } from './read-whole-file.js';
+import { closeFile, openRegularFile } from './read-whole-file.js';
 
 /** Width and height from a PNG's header, or undefined when it is not readable. */
 export async function pngSize(path: string): Promise<{ width: number; height: number } | undefined> {
@@ -12,6 +12,6 @@ export async function pngSize(path: string): Promise<{ width: number; height: nu
     if (bytesRead < 24 || header.toString('latin1', 12, 16) !== 'IHDR') return undefined;
     return { width: header.readUInt32BE(16), height: header.readUInt32BE(20) };
   } finally {
-    await handle.close();
+    await closeFile(handle);
   }
 }
