@@ -368,6 +368,15 @@ describe('mergeRuns', () => {
       await refused(dirs, join(root, 'out'), UsageError, /input c\.jpg is in two shards: .*shard-2 and .*shard-3/);
     });
 
+    test('an input listed twice in one shard, and two inputs of one shard writing one output (manifests edited or joined by hand)', async () => {
+      const root = await freshDir('dup-in-one');
+      const { dirs } = await threeShards(root, { 2: { inputs: [...dealt(2, 3), 'a/two.jpg'] } });
+      await refused(dirs, join(root, 'out'), UsageError, /input a\/two\.jpg is listed twice in one shard's manifest/);
+      const oneShard = join(root, 'one');
+      await writeShard(oneShard, { index: 1, count: 1, inputs: ['cat.jpg', 'cat.png'], startedAt: '2025-01-01T00:00:00.000Z', finishedAt: null });
+      await refused([oneShard], join(root, 'out-one'), UsageError, /output cat\.gradcam\.281\.png is written by two inputs of one shard, .*one: cat\.jpg and cat\.png/);
+    });
+
     test('the same output file from two shards (cat.jpg and cat.png)', async () => {
       const root = await freshDir('outdup');
       const dirs = [join(root, 's1'), join(root, 's2')];

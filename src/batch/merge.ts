@@ -185,13 +185,17 @@ function checkDisjoint(shards: readonly ShardRun[]): void {
       if (owner !== undefined && owner !== shard.dir) {
         throw new UsageError(`cannot merge: input ${record.relative} is in two shards: ${owner} and ${shard.dir}`);
       }
+      // A run records each input once: a manifest listing one twice was edited or joined by hand, and compare would refuse the merge later.
+      if (mine.has(record.relative)) throw new UsageError(`cannot merge: input ${record.relative} is listed twice in one shard's manifest`, { file: join(shard.dir, MANIFEST_NAME) });
       mine.add(record.relative);
       for (const output of record.outputs) {
         const earlier = outputs.get(output);
-        if (earlier !== undefined && earlier.dir !== shard.dir) {
-          throw new UsageError(
-            `cannot merge: output ${output} is written by two shards: ${earlier.dir} (for ${earlier.input}) and ${shard.dir} (for ${record.relative})`,
-          );
+        if (earlier !== undefined) {
+          const writers =
+            earlier.dir === shard.dir
+              ? `two inputs of one shard, ${shard.dir}: ${earlier.input} and ${record.relative}`
+              : `two shards: ${earlier.dir} (for ${earlier.input}) and ${shard.dir} (for ${record.relative})`;
+          throw new UsageError(`cannot merge: output ${output} is written by ${writers}`);
         }
         outputs.set(output, { dir: shard.dir, input: record.relative });
       }
