@@ -22,6 +22,8 @@ import { uniformMap } from '../src/metrics/random.js';
 import type { MetricName } from '../src/metrics/names.js';
 import { UsageError } from '../src/util/errors.js';
 import type { PreprocessedImage } from '../src/metrics/types.js';
+import { groupMetrics, summaryLines } from '../src/batch/metrics-summary.js';
+import type { CamResultRecord } from '../src/tasks/types.js';
 import { findPython } from './helpers/python.js';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -371,6 +373,27 @@ test('a batch of two images with two classes each: every record gets its own ima
   }
 });
 
+test('a constant map (all zeros, all one value, none finite) is marked constantMap; a map that ranks its pixels is not', async () => {
+  const input = tf.tensor4d(X, [1, 2, 2, 1]);
+  const cases: [string, number[], boolean][] = [
+    ['all zeros', [0, 0, 0, 0], true],
+    ['one value', [0.25, 0.25, 0.25, 0.25], true],
+    ['none finite', [Number.NaN, Number.NaN, Number.NaN, Number.NaN], true],
+    ['one value and a NaN', [2, Number.NaN, 2, 2], true],
+    ['two values', [0, 0, 0, 1e-6], false],
+  ];
+  try {
+    for (const [what, data, constant] of cases) {
+      const explanation = { image: 0, classIndex: 0, score: 0, probability: 0, map: { width: 2, height: 2, data: Float32Array.from(data) } };
+      const metrics = (await measureExplanations(network, { input, explanations: [[explanation]], seeds: [7] }, { names: ['deletion'], steps: 4 }))[0]![0]!;
+      assert.equal(metrics.constantMap === true, constant, what);
+      assert.ok(Number.isFinite(metrics.deletionAuc), `${what}: still measured`);
+    }
+  } finally {
+    input.dispose();
+  }
+});
+
 /**
  * ROAD by hand on the 2x2 image: the normalised map [0, 2/3, 1, 1/3] puts
  * the order statistics s0 < s1 < s2 < s3 at pixels 0, 3, 1, 2; the
@@ -421,4 +444,28 @@ test('ROAD through the runner: ROAD noise (0.01) moves the values only slightly,
   } finally {
     input.dispose();
   }
+});
+
+test('camviz metrics leaves constant maps out of both columns\' means, and says how many', () => {
+  const result = (deletionAuc: number, randomDeletion: number, constant: boolean): CamResultRecord => ({
+    input: 'x.png',
+    method: 'gradcam',
+    layer: 'conv',
+    class: { index: 3, label: 'star' },
+    score: 1,
+    probability: 0.5,
+    peak: { x: 0, y: 0 },
+    png: 'x.gradcam.3.png',
+    metrics: { deletionAuc, random: { deletionAuc: randomDeletion }, ...(constant ? { constantMap: true as const } : {}) },
+  });
+  const [group] = groupMetrics([result(0.2, 0.5, false), result(0.4, 0.7, false), result(0.9, 0.1, true)]);
+  assert.equal(group?.maps, 3);
+  assert.equal(group?.constantMaps, 1);
+  close(group!.metrics.deletionAuc!.mean, 0.3, 1e-12, 'mean of the two ranked maps');
+  close(group!.random.deletionAuc!.mean, 0.6, 1e-12, 'their random maps alone');
+  assert.equal(group!.metrics.deletionAuc!.n, 2);
+  const lines = summaryLines({ manifest: 'm', groups: [group!] });
+  assert.equal(lines[0], 'gradcam, class 3 (star): 3 maps (1 constant, left out: they rank no pixel above another)');
+  const [allConstant] = groupMetrics([result(0.9, 0.1, true)]);
+  assert.deepEqual(summaryLines({ manifest: 'm', groups: [allConstant!] }), ['gradcam, class 3 (star): 1 map (1 constant, left out: they rank no pixel above another)']);
 });

@@ -33,6 +33,13 @@ export interface MetricsGroup {
   class: { index: number; label: string | null };
   /** Maps with metrics in this group. */
   maps: number;
+  /**
+   * Of those, the constant maps (MetricsRecord.constantMap), left out of
+   * both columns' statistics: their curves follow the pixels' reading
+   * order, and would pull the mean toward an arbitrary ranking's.
+   */
+  constantMaps: number;
+  /** Over the group's maps that are not constant, and their random maps. */
   metrics: MetricStats;
   random: MetricStats;
 }
@@ -104,13 +111,17 @@ export function groupMetrics(results: readonly CamResultRecord[]): MetricsGroup[
     groups.set(key, [...(groups.get(key) ?? []), result]);
   }
   return [...groups.values()]
-    .map((members) => ({
-      method: members[0]!.method,
-      class: members[0]!.class,
-      maps: members.length,
-      metrics: stats(members.map((member) => member.metrics!)),
-      random: stats(members.map((member) => member.metrics!.random)),
-    }))
+    .map((members) => {
+      const measured = members.filter((member) => member.metrics!.constantMap !== true);
+      return {
+        method: members[0]!.method,
+        class: members[0]!.class,
+        maps: members.length,
+        constantMaps: members.length - measured.length,
+        metrics: stats(measured.map((member) => member.metrics!)),
+        random: stats(measured.map((member) => member.metrics!.random)),
+      };
+    })
     .sort((a, b) => (a.method < b.method ? -1 : a.method > b.method ? 1 : a.class.index - b.class.index));
 }
 
@@ -215,8 +226,10 @@ export function summaryLines(summary: MetricsSummary): string[] {
   const lines: string[] = [];
   for (const group of summary.groups) {
     const label = group.class.label === null ? `class ${group.class.index}` : `class ${group.class.index} (${group.class.label})`;
-    lines.push(`${group.method}, ${label}: ${group.maps} map${group.maps === 1 ? '' : 's'}`);
+    const constant = group.constantMaps === 0 ? '' : ` (${group.constantMaps} constant, left out: they rank no pixel above another)`;
+    lines.push(`${group.method}, ${label}: ${group.maps} map${group.maps === 1 ? '' : 's'}${constant}`);
     const rows = METRIC_KEYS.filter((key) => group.metrics[key] !== undefined).map((key) => [key, formatStat(group.metrics[key]), formatStat(group.random[key])]);
+    if (rows.length === 0) continue;
     const table = [['metric', 'map (mean ± sd)', 'random map'], ...rows];
     const widths = [0, 1].map((column) => Math.max(...table.map((row) => row[column]!.length)));
     for (const row of table) lines.push(`  ${row[0]!.padEnd(widths[0]!)}  ${row[1]!.padEnd(widths[1]!)}  ${row[2]}`);

@@ -42,6 +42,13 @@ export type MetricKey = (typeof METRIC_KEYS)[number];
 /** What a CAM record holds under `metrics`: the map's values and a seeded random map's, measured the same way. */
 export interface MetricsRecord extends MetricValues {
   random: MetricValues;
+  /**
+   * Present when the map is constant over its finite cells, or has none (a
+   * ReLU'd map that is zero everywhere): it ranks no pixel above another,
+   * so its deletion, insertion and ROAD curves follow the pixels' reading
+   * order, not the map. `camviz metrics` leaves such maps out of its means.
+   */
+  constantMap?: true;
 }
 
 /** Methods whose output has no map to measure (guided backprop: a gradient image, no score). */

@@ -11,6 +11,7 @@ import type { ClassExplanation, ExplainBatch } from '../cam/explain.js';
 import type { Executor } from '../executor/executor.js';
 import { disposeValues } from '../executor/network.js';
 import type { FeatureMap } from '../render/maps.js';
+import { finiteRange } from '../render/normalize.js';
 import type { CamvizModel } from '../model/load.js';
 import { confidenceChange } from './confidence.js';
 import { deletion } from './deletion.js';
@@ -86,10 +87,17 @@ export async function measureExplanations(executor: Executor, batch: MetricsBatc
     Object.assign({}, ...list.map((measurement) => measurement.finish(measurement.images.map(() => rows[next++]![classIndex]!)))) as MetricValues;
   return measured.map((perRank, image) =>
     perRank.map(({ map, random }, rank) => {
-      const classIndex = batch.explanations[image]![rank]!.classIndex;
-      return { ...finish(map, classIndex), random: finish(random, classIndex) };
+      const explanation = batch.explanations[image]![rank]!;
+      const values = { ...finish(map, explanation.classIndex), random: finish(random, explanation.classIndex) };
+      return isConstant(explanation.map!) ? { ...values, constantMap: true as const } : values;
     }),
   );
+}
+
+/** Whether the map ranks no cell above another: constant over its finite cells, or none finite. */
+function isConstant(map: FeatureMap): boolean {
+  const range = finiteRange(map.data);
+  return range === null || range.min === range.max;
 }
 
 /**
