@@ -3,11 +3,12 @@
  * where it fails for several images, each image alone, so that only the
  * image that breaks the batch fails; when each image succeeds alone, one
  * image at a time for the rest of the run; when each fails alone, no more
- * retries; and no retry once the run is stopping.
+ * retries; no retry once the run is stopping, and no model work started
+ * after the stop; a thread's batches take turns at their model work.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type Batching, type DecodedInput, type ModelWorkPart, modelWorkInParts, onePerImage } from '../src/tasks/common.js';
+import { type Batching, type DecodedInput, type ModelWorkPart, WorkStopped, modelWorkInParts, onePerImage } from '../src/tasks/common.js';
 
 /** Stand-ins: the work below reads only each item's name. */
 function items(...names: string[]): DecodedInput[] {
@@ -61,19 +62,71 @@ describe('modelWorkInParts', () => {
   });
 
   test('a stopping run retries no failed batch, and starts no image after one fails alone (they have no part: not done)', async () => {
-    const stop = { requested: true };
-    const failing = recordingWork(() => true);
-    assert.deepEqual(summary(await modelWorkInParts(items('a', 'b'), { oneAtATime: false }, failing.work, stop)), [
+    // The stop comes while the batch's model work is under way (a signal during the pass).
+    const stop = { requested: false };
+    const failing = recordingWork(() => {
+      stop.requested = true;
+      return true;
+    });
+    assert.deepEqual(summary(await modelWorkInParts(items('a', 'b'), { oneAtATime: false }, failing.work, { stop })), [
       [['a'], 'error: fails on a+b'],
       [['b'], 'error: fails on a+b'],
     ]);
     assert.deepEqual(failing.calls, [['a', 'b']]);
-    const oneByOne = recordingWork((batch) => batch.includes('b'));
-    assert.deepEqual(summary(await modelWorkInParts(items('a', 'b', 'c'), { oneAtATime: true }, oneByOne.work, stop)), [
+    stop.requested = false;
+    const oneByOne = recordingWork((batch) => {
+      stop.requested = true;
+      return batch.includes('a');
+    });
+    assert.deepEqual(summary(await modelWorkInParts(items('a', 'b', 'c'), { oneAtATime: true }, oneByOne.work, { stop })), [[['a'], 'error: fails on a']]);
+    assert.deepEqual(oneByOne.calls, [['a']]);
+  });
+
+  test('a stopping run starts no image after the stop: one at a time, the image under way finishes and the rest have no part', async () => {
+    const stop = { requested: false };
+    const { calls, work } = recordingWork((batch) => {
+      if (batch.includes('b')) stop.requested = true;
+      return false;
+    });
+    assert.deepEqual(summary(await modelWorkInParts(items('a', 'b', 'c'), { oneAtATime: true }, work, { stop })), [
       [['a'], 'a'],
-      [['b'], 'error: fails on b'],
+      [['b'], 'b'],
     ]);
-    assert.deepEqual(oneByOne.calls, [['a'], ['b']]);
+    assert.deepEqual(calls, [['a'], ['b']]);
+  });
+
+  test('a batch whose turn comes after the stop does no model work; work that stops early (WorkStopped) leaves its images without a part', async () => {
+    const stop = { requested: true };
+    const { calls, work } = recordingWork(() => false);
+    assert.deepEqual(await modelWorkInParts(items('a', 'b'), { oneAtATime: false }, work, { stop }), []);
+    assert.deepEqual(calls, [], 'no model work');
+    const batching: Batching = { oneAtATime: false };
+    const stopped = async (): Promise<string> => {
+      throw new WorkStopped();
+    };
+    assert.deepEqual(await modelWorkInParts(items('a', 'b'), batching, stopped, { stop: { requested: false } }), []);
+    assert.deepEqual(batching, { oneAtATime: false }, 'a stop teaches nothing of batches');
+    assert.deepEqual(await modelWorkInParts(items('a'), batching, stopped, { stop: { requested: false } }), []);
+  });
+
+  test("a thread's batches take turns: three in flight at once, their model work one at a time, in the order they came", async () => {
+    const context = {};
+    let inWork = 0;
+    let mostAtOnce = 0;
+    const order: string[] = [];
+    // Work that awaits between its passes (ONNX Runtime's, Score-CAM's masked passes) as its batches' did when they interleaved.
+    const passes = async (batch: readonly DecodedInput[]): Promise<string> => {
+      inWork++;
+      mostAtOnce = Math.max(mostAtOnce, inWork);
+      for (let pass = 0; pass < 5; pass++) await new Promise((resolve) => setImmediate(resolve));
+      order.push(names(batch).join('+'));
+      inWork--;
+      return names(batch).join('+');
+    };
+    const batches = [items('a'), items('b'), items('c')].map((batch) => modelWorkInParts(batch, { oneAtATime: false }, passes, context));
+    assert.deepEqual((await Promise.all(batches)).map(summary), [[[['a'], 'a']], [[['b'], 'b']], [[['c'], 'c']]]);
+    assert.equal(mostAtOnce, 1, 'one batch in model work at a time');
+    assert.deepEqual(order, ['a', 'b', 'c']);
   });
 
   test('an image that breaks its batch fails alone; the others succeed; later batches stay whole', async () => {

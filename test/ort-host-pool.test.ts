@@ -10,6 +10,7 @@
  *   the executor then runs in this thread; workers that cannot start leave
  *   every batch to this thread; `dispose` ends them and a later run starts
  *   new ones;
+ * - an abort (a run stopping) starts no masked batch after it;
  * - on MobileNet v1 (the shared TF.js model through the ONNX writer), the
  *   map through two workers equals the map of the single-session path.
  */
@@ -132,6 +133,29 @@ describe('ONNX Runtime host workers on the tiny model, against Score-CAM by hand
       }
     });
   }
+
+  test('an abort after two masked batches (a run stopping): no batch starts after it; the call rejects with its reason once those two have ended', async () => {
+    const executor = await executorOf(false);
+    try {
+      const controller = new AbortController();
+      const reason = new Error('stopped');
+      const forwardHost = executor.forwardHost.bind(executor);
+      let calls = 0;
+      executor.forwardHost = (...args) => {
+        const values = forwardHost(...args);
+        if (++calls === 2) controller.abort(reason);
+        return values;
+      };
+      const method = new ScoreCam();
+      method.batchSize = 1;
+      const request = { input, layers: [executor.graph.findNodes('conv').at(-1)!], classes: { kind: 'explicit', classes: [classIndex] } as const, signal: controller.signal };
+      await assert.rejects(method.compute(executor, request), (error: unknown) => error === reason);
+      assert.equal(calls, 2, `no batch after the abort, of ${batch * CHANNELS}`);
+      assert.equal(executor.hostWorkerBatches, 2, 'the two batches in flight ended before the call did');
+    } finally {
+      await executor.dispose();
+    }
+  });
 
   test('at one thread, or a run shorter than the minimum, no worker starts', async () => {
     const network = model.network();

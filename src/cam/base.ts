@@ -35,6 +35,8 @@ export interface CamRequest {
   score?: ScoreKind;
   /** Replace the channel sum by the first principal component of the weighted activations. */
   eigenSmooth?: boolean;
+  /** Aborting ends long work (Score-CAM's masked passes) at its next chunk, rejecting with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export interface CamResult extends ExplainedClass {

@@ -29,6 +29,8 @@ export interface ExplainRequest {
   score?: ScoreKind;
   augSmooth?: boolean;
   eigenSmooth?: boolean;
+  /** Aborting ends Score-CAM's masked passes at the next chunk: the call then rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /** One explanation: one class of one image. */
@@ -75,6 +77,7 @@ function computeMaps(network: Executor, request: ExplainRequest, methodName: str
     classes: request.classes,
     target: request.target ?? request.score ?? 'logit',
     eigenSmooth: request.eigenSmooth ?? false,
+    signal: request.signal,
   };
   return request.augSmooth ? augmentedCompute(method, network, camRequest) : method.compute(network, camRequest);
 }

@@ -6,6 +6,7 @@
  * fast (fused, hook-free) forward path; all classes of an image share the
  * same passes.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import * as tf from '../engine/tf.js';
 import { ActivationCamMethod, type CamRequest, type Evidence } from './base.js';
 import type { Target } from './targets/index.js';
@@ -34,7 +35,7 @@ export class ScoreCam extends ActivationCamMethod {
     for (const node of request.layers) {
       const activations = values.layers.get(node.path);
       if (activations?.rank !== 4) throw new Error(`layer ${node.path} gives no 4-D feature map`);
-      this.maskedScores.set(node, await this.scoreMaskedInputs(network, activations as tf.Tensor4D, request.input, target));
+      this.maskedScores.set(node, await this.scoreMaskedInputs(network, activations as tf.Tensor4D, request.input, target, request.signal));
     }
   }
 
@@ -63,7 +64,7 @@ export class ScoreCam extends ActivationCamMethod {
    * (onnxruntime-node 1.31 runs a session synchronously on the main thread,
    * in a setImmediate callback: building and running do not overlap.)
    */
-  private async scoreMaskedInputs(network: Executor, activations: tf.Tensor4D, input: tf.Tensor4D, target: Target): Promise<Float32Array[]> {
+  private async scoreMaskedInputs(network: Executor, activations: tf.Tensor4D, input: tf.Tensor4D, target: Target, signal: AbortSignal | undefined): Promise<Float32Array[]> {
     const [batch, height, width, channels] = activations.shape;
     const [, inputHeight, inputWidth, inputChannels] = input.shape;
     const maps = (await activations.data()) as Float32Array;
@@ -78,7 +79,7 @@ export class ScoreCam extends ActivationCamMethod {
         picture: { data: pictures.subarray(image * pictureSize, (image + 1) * pictureSize), height: inputHeight, width: inputWidth, channels: inputChannels },
         upsampling,
       };
-      results.push(await this.scoreImage(network, masking, image, target));
+      results.push(await this.scoreImage(network, masking, image, target, signal));
     }
     return results;
   }
@@ -88,9 +89,12 @@ export class ScoreCam extends ActivationCamMethod {
    * takes them as plain data in its input's layout (no tfjs tensor, no
    * transpose), in buffers it hands out, and says how many chunks to keep
    * in flight and how large (its host workers, or one chunk running while
-   * the next is built); each chunk's scores go to its place.
+   * the next is built); each chunk's scores go to its place. Once `signal`
+   * is aborted no chunk starts: the chunks in flight end, then the call
+   * rejects with the signal's reason, as it does when a chunk fails after
+   * the abort (a stop that released the model fails its passes).
    */
-  private async scoreImage(network: Executor, masking: MaskingInput, image: number, target: Target): Promise<Float32Array> {
+  private async scoreImage(network: Executor, masking: MaskingInput, image: number, target: Target, signal: AbortSignal | undefined): Promise<Float32Array> {
     const { height, width, channels: inputChannels } = masking.picture;
     const { masked: maskedChannels, passOf } = maskPasses(masking.maps);
     const passes = maskedChannels.length;
@@ -103,12 +107,15 @@ export class ScoreCam extends ActivationCamMethod {
     const running = new Map<number, Promise<number>>();
     try {
       for (let first = 0, index = 0; first < passes; first += chunkSize, index++) {
+        if (signal !== undefined) await seeStop(signal);
         const count = Math.min(chunkSize, passes - first);
         const shape = [count, height, width, inputChannels] as const;
         const buffer = layout === undefined ? undefined : host!.hostInputBuffer(count * height * width * inputChannels);
         const masked = maskedInputs(masking, maskedChannels.subarray(first, first + count), layout === 'nchw' ? 'nchw' : 'nhwc', buffer);
         // Whichever chunk ends first makes room: a worker held up (a loaded machine) does not stall the others.
         while (running.size >= plan.inFlight) running.delete(await Promise.race(running.values()));
+        // The wait may have outlasted the stop: the chunk just built is not run.
+        signal?.throwIfAborted();
         const scoring =
           host !== undefined && layout !== undefined
             ? scoreChunk(() => host.forwardHost(masked, layout, shape, { layers: target.layers }), count, image, target)
@@ -126,10 +133,21 @@ export class ScoreCam extends ActivationCamMethod {
     } catch (error) {
       // Chunks still in the executor dispose their own tensors; wait for them so that nothing outlives the call.
       await Promise.all([...running.values()].map((chunk) => chunk.catch(() => undefined)));
+      signal?.throwIfAborted();
       throw error;
     }
     return scoresPerChannel(concat(chunks), passOf);
   }
+}
+
+/**
+ * Throws the signal's reason once it is aborted, after a turn of the event
+ * loop: tfjs runs a chunk's passes synchronously, and a stop (a signal's
+ * handler, a worker's message) is seen only between turns.
+ */
+async function seeStop(signal: AbortSignal): Promise<void> {
+  await nextTurn();
+  signal.throwIfAborted();
 }
 
 /**

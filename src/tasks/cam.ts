@@ -15,7 +15,7 @@ import { loadImage } from '../image/image.js';
 import type { GraphNode } from '../executor/graph.js';
 import { inputChannels, inputTensor } from '../model/predict.js';
 import { plannable, writeCamPlan } from './cam-plan.js';
-import { type Batching, type DecodedInput, type TaskContext, decodeBatch, modelWorkInParts, onePerImage, recordOutputs, recordsOfParts } from './common.js';
+import { type Batching, type DecodedInput, type TaskContext, decodeBatch, modelWorkInParts, onePerImage, recordOutputs, recordsOfParts, stopSignalOf } from './common.js';
 import { CamOutputWriter, predictionsOf } from './cam-outputs.js';
 import { inBatchOrder } from './records.js';
 import { metricsField, withMetrics } from '../metrics/runner.js';
@@ -69,7 +69,7 @@ export class CamTask {
 
   async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
     const { decoded, failed } = await decodeBatch(batch, this.context, this.options);
-    const parts = await modelWorkInParts(decoded, this.batching, (items) => this.compute(items), this.context.stop);
+    const parts = await modelWorkInParts(decoded, this.batching, (items) => this.compute(items), this.context);
     const records = await recordsOfParts(parts, (items, { explanations, timings }) => {
       const perImage = { forward: timings.forward / items.length, backward: timings.backward / items.length };
       return Promise.all(items.map((item, i) => this.writeOutputs(item, explanations[i]!, perImage)));
@@ -116,6 +116,8 @@ export class CamTask {
         target,
         augSmooth: this.options.augSmooth,
         eigenSmooth: this.options.eigenSmooth,
+        // Score-CAM's masked passes end at the next chunk once the run stops: these images are then not done.
+        signal: stopSignalOf(this.context.stop),
       });
       onePerImage(computed.explanations, decoded);
       const { metrics } = this.options;

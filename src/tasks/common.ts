@@ -30,10 +30,14 @@ export interface TaskContext {
    * under way finishes.
    */
   stop?: StopState;
+  /** This thread's model work, one batch at a time (see modelWorkOf). */
+  modelWork?: ModelWork;
 }
 
 export interface StopState {
   requested: boolean;
+  /** Aborted when the stop is requested (stopSignalOf): long model work (Score-CAM's masked passes) ends between its chunks. */
+  controller?: AbortController;
   /** --fail-fast: a failed image requests the stop in this thread at once, before the main thread hears of it. */
   onFailure?: boolean;
   /** The last batch's turn (see nextTurn). */
@@ -52,14 +56,90 @@ export interface DecodeContext {
 export function failureSeen(context: Pick<TaskContext, 'stop'>): void {
   const stop = context.stop;
   if (stop?.onFailure !== true || stop.requested) return;
-  stop.requested = true;
+  markStopped(stop);
   stop.onFailureStop?.();
 }
 
-/** Asks the batches of this thread that are not yet computing to come back empty. */
+/**
+ * Asks the batches of this thread that are not yet computing to come back
+ * empty, and the model work under way that can end early (Score-CAM's
+ * masked passes) to end at its next chunk: its images are then not done.
+ */
 export function requestStop(context: Pick<TaskContext, 'stop'>): void {
   context.stop ??= { requested: false };
-  context.stop.requested = true;
+  markStopped(context.stop);
+}
+
+/** Whether the run is stopping; a function, so that a check after an await reads the flag again. */
+function stopping(stop: StopState | undefined): boolean {
+  return stop?.requested === true;
+}
+
+function markStopped(stop: StopState): void {
+  stop.requested = true;
+  stop.controller?.abort(new WorkStopped());
+}
+
+/**
+ * What model work that stops early throws (the reason of stopSignalOf's
+ * signal): its images are not done, which is no failure. They get no
+ * record, as batches dropped by the stop.
+ */
+export class WorkStopped extends Error {
+  constructor() {
+    super("the run stopped before this image's model work was done");
+    this.name = 'WorkStopped';
+  }
+}
+
+/** The signal long model work watches (ExplainRequest.signal): aborted, with a WorkStopped, once the run is stopping. */
+export function stopSignalOf(stop: StopState | undefined): AbortSignal | undefined {
+  if (stop === undefined) return undefined;
+  stop.controller ??= new AbortController();
+  // A stop requested before the signal was first asked for (a test setting `requested`) aborts it at once.
+  if (stop.requested && !stop.controller.signal.aborted) stop.controller.abort(new WorkStopped());
+  return stop.controller.signal;
+}
+
+/**
+ * A thread's model work: batches in flight overlap their decoding and
+ * writing with it (three a thread: pool.ts), but their model work runs one
+ * batch at a time, in the order the batches came. Without it, work that
+ * awaits between its passes (ONNX Runtime's, Score-CAM's hundreds of masked
+ * passes) interleaved the batches in flight, and a stop waited for all of
+ * them. `inWork` and `mostAtOnce` count batches in model work (tests).
+ */
+export class ModelWork {
+  inWork = 0;
+  mostAtOnce = 0;
+  private last: Promise<void> = Promise.resolve();
+
+  /** Runs `work` once the batches before it have finished theirs. */
+  async turn<T>(work: () => Promise<T>): Promise<T> {
+    const previous = this.last;
+    let done!: () => void;
+    this.last = new Promise<void>((resolve) => (done = resolve));
+    try {
+      await previous;
+      // Its own turn of the event loop: a stop message that arrived during the previous batch's synchronous work is seen first.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      this.inWork++;
+      this.mostAtOnce = Math.max(this.mostAtOnce, this.inWork);
+      try {
+        return await work();
+      } finally {
+        this.inWork--;
+      }
+    } finally {
+      done();
+    }
+  }
+}
+
+/** The context's model work, made on first use. */
+export function modelWorkOf(context: Pick<TaskContext, 'modelWork'>): ModelWork {
+  context.modelWork ??= new ModelWork();
+  return context.modelWork;
 }
 
 /**
@@ -139,27 +219,37 @@ export interface Batching {
  * 1, as `x.view(1, -1)` exports) fails none. What a failed batch shows is
  * kept for the run (`batching`): every image succeeding alone sends the
  * rest one at a time; every image failing alone stops the retries (a model
- * failing everywhere would run each batch twice). Once the run is stopping
- * (`stop`), a failed batch is not retried (its failure may be the stop's: a
- * second signal releases the model), and no image starts after one fails.
+ * failing everywhere would run each batch twice).
+ *
+ * The thread's batches take turns (`context.modelWork`, see ModelWork).
+ * Once the run is stopping (`context.stop`): a batch whose turn comes after
+ * the stop does no model work (no part: not done); work that ends early
+ * (WorkStopped) leaves its images without a part; a failed batch is not
+ * retried (its failure may be the stop's: a second signal releases the
+ * model), and no image starts after one fails.
  */
 export async function modelWorkInParts<T>(
   decoded: readonly DecodedInput[],
   batching: Batching,
   work: (items: readonly DecodedInput[]) => Promise<T>,
-  stop?: StopState,
+  context: Pick<TaskContext, 'stop' | 'modelWork'> = {},
 ): Promise<ModelWorkPart<T>[]> {
   if (decoded.length === 0) return [];
-  if (decoded.length === 1 || batching.oneAtATime) return eachAlone(decoded, work, stop);
-  try {
-    return [{ items: decoded, value: await work(decoded) }];
-  } catch (error) {
-    if (stop?.requested === true || batching.retryUseless === true) return decoded.map((item) => ({ items: [item] as const, error }));
-    const parts = await eachAlone(decoded, work, stop);
-    if (parts.every((part) => 'value' in part)) batching.oneAtATime = true;
-    if (parts.every((part) => 'error' in part)) batching.retryUseless = true;
-    return parts;
-  }
+  const { stop } = context;
+  return modelWorkOf(context).turn(async () => {
+    if (stopping(stop)) return [];
+    if (decoded.length === 1 || batching.oneAtATime) return eachAlone(decoded, work, stop);
+    try {
+      return [{ items: decoded, value: await work(decoded) }];
+    } catch (error) {
+      if (error instanceof WorkStopped) return [];
+      if (stopping(stop) || batching.retryUseless === true) return decoded.map((item) => ({ items: [item] as const, error }));
+      const parts = await eachAlone(decoded, work, stop);
+      if (parts.every((part) => 'value' in part)) batching.oneAtATime = true;
+      if (parts.every((part) => 'error' in part)) batching.retryUseless = true;
+      return parts;
+    }
+  });
 }
 
 /**
@@ -189,15 +279,21 @@ export function onePerImage<T>(values: readonly T[], items: readonly DecodedInpu
   return values;
 }
 
-/** Each image alone, in order; once the run is stopping, a failure ends the batch: the images after it have no part (no record: not done). */
+/**
+ * Each image alone, in order; once the run is stopping, no image starts and
+ * a failure ends the batch: the images after it have no part (no record:
+ * not done), nor has one whose work stopped early (WorkStopped).
+ */
 async function eachAlone<T>(decoded: readonly DecodedInput[], work: (items: readonly DecodedInput[]) => Promise<T>, stop: StopState | undefined): Promise<ModelWorkPart<T>[]> {
   const parts: ModelWorkPart<T>[] = [];
   for (const item of decoded) {
+    if (stopping(stop)) break;
     try {
       parts.push({ items: [item], value: await work([item]) });
     } catch (error) {
+      if (error instanceof WorkStopped) break;
       parts.push({ items: [item], error });
-      if (stop?.requested === true) break;
+      if (stopping(stop)) break;
     }
   }
   return parts;

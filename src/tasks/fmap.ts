@@ -51,7 +51,7 @@ export class FmapTask {
       const activations = await this.capture(items);
       return { activations, forward: elapsedSince(started) / items.length };
     };
-    const parts = await modelWorkInParts(decoded, this.batching, timedCapture, this.context.stop);
+    const parts = await modelWorkInParts(decoded, this.batching, timedCapture, this.context);
     const records = await recordsOfParts(parts, (items, { activations, forward }) =>
       Promise.all(items.map((item, i) => this.writeOutputs(item, activations[i]!, forward, summaries))),
     );

@@ -13,7 +13,7 @@ export class PredictTask {
 
   async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
     const { decoded, failed } = await decodeBatch(batch, this.context, this.options);
-    const parts = await modelWorkInParts(decoded, this.batching, (items) => this.predict(items), this.context.stop);
+    const parts = await modelWorkInParts(decoded, this.batching, (items) => this.predict(items), this.context);
     const records = await recordsOfParts(parts, (_, predicted) => predicted);
     return { records: inBatchOrder(batch, [...failed, ...records]), summaries: [] };
   }
