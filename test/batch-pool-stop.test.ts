@@ -8,13 +8,17 @@
  *   request is terminated once the deadline has passed;
  * - WorkerPool.stopNow on the real batch worker, with batches in flight:
  *   every thread ends by itself, the batches it answered are complete (every
- *   record ok, every output on disk), and no batch is taken afterwards.
+ *   record ok, every output on disk), and no batch is taken afterwards;
+ * - a thread terminated with a batch unanswered (a stand-in worker that
+ *   writes its map, then computes forever): the map goes with the batch,
+ *   so that no map is on disk without its record; each output is told to
+ *   the main thread before it is written (watchOutputs).
  * The command line's second SIGINT is checked in batch-cli.test.ts.
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -22,6 +26,7 @@ import sharp from 'sharp';
 
 import { WorkerPool, exitOrTerminate } from '../src/batch/pool.js';
 import { camTaskOptions } from '../src/tasks/defaults.js';
+import { OutputSet, watchOutputs } from '../src/tasks/common.js';
 import type { BatchOutcome, InputImage } from '../src/tasks/types.js';
 import { haveSharedAssets, mobilenetDir, repoRoot } from './helpers/assets.js';
 import { noise } from './helpers/files.js';
@@ -117,5 +122,41 @@ describe('WorkerPool.start with a model its threads cannot load', { skip: skipWi
     await assert.rejects(WorkerPool.start(camTaskOptions(join(workDir, 'out-broken'), { model: { model: broken, backend: 'wasm' } }), 2), (error: Error) =>
       /weight file is short/.test(error.message) && error.message.includes(join(broken, 'shapes.weights.bin')),
     );
+  });
+});
+
+describe('outputs of a batch never answered', () => {
+  test('each output is told before it is written', async () => {
+    const out = join(workDir, 'out-told');
+    const told: [string, boolean][] = [];
+    watchOutputs((path) => told.push([path, existsSync(path)]));
+    try {
+      await new OutputSet(out).write(join(out, 'deep', 'a.gradcam.0.png'), 'png');
+    } finally {
+      watchOutputs(undefined);
+    }
+    assert.deepEqual(told, [[join(out, 'deep', 'a.gradcam.0.png'), false]]);
+  });
+
+  test('a thread terminated with a batch unanswered: the maps it wrote for that batch are removed, an answered batch keeps its own', async () => {
+    const out = join(workDir, 'out-stand-in');
+    await mkdir(out, { recursive: true });
+    const image = (relative: string): InputImage => ({ path: join(workDir, relative), relative });
+    const pool = await WorkerPool.start(camTaskOptions(out), 1, false, new URL('./helpers/stand-in-batch-worker.js', import.meta.url));
+    try {
+      const answered = await pool.process([image('a.png')]);
+      assert.deepEqual(answered.records.map((record) => record.outputs), [['a.gradcam.0.png']]);
+      const hung = pool.process([image('b.png'), image('hang.png')]).then(
+        () => 'answered',
+        (error: unknown) => error,
+      );
+      // The thread has written the batch's maps and is computing forever: it will not answer, nor hear 'stop'.
+      while (!existsSync(join(out, 'hang.gradcam.0.png'))) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.deepEqual(await pool.stopNow(100), ['terminated']);
+      assert.ok((await hung) instanceof Error, 'the unanswered batch is rejected: the runner records none of it');
+      assert.deepEqual((await readdir(out)).sort(), ['a.gradcam.0.png'], 'only the answered batch\'s map is left');
+    } finally {
+      await pool.close();
+    }
   });
 });

@@ -6,6 +6,8 @@
 import { workerExecArgv } from '../util/worker-args.js';
 import { bundleIsCurrent } from '../util/bundle-choice.js';
 import { optOutOfOrtTelemetry } from '../engine/onnxruntime.js';
+import { rm } from 'node:fs/promises';
+import { resolve as resolvePath } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { CamvizError, UsageError } from '../util/errors.js';
 import type { Task } from '../tasks/index.js';
@@ -40,6 +42,8 @@ export type FromWorker =
   | { type: 'ready'; model: RunModelInfo; backend: RunBackendInfo; engine?: EngineReport }
   | { type: 'failed'; error: string; exitCode: number }
   | { type: 'done'; id: number; outcome: BatchOutcome }
+  /** An output file is about to be written (tasks/common.ts watchOutputs). */
+  | { type: 'writing'; path: string }
   /** --fail-fast: an image failed in this worker, which has stopped; the others should too. */
   | { type: 'stopping' }
   | { type: 'error'; id: number; error: string };
@@ -157,6 +161,8 @@ interface PoolWorker {
   exit: Promise<void>;
   /** Set once it has been sent 'stop' (it is sent once). */
   stopSent: boolean;
+  /** Output files it said it writes whose records have not come back (absolute paths). */
+  unrecorded: Set<string>;
 }
 
 /**
@@ -194,7 +200,7 @@ export async function exitOrTerminate(worker: Worker, exit: Promise<unknown>, de
 
 /** A started thread with its exit watched from the start. */
 function poolWorker(worker: Worker): PoolWorker {
-  const entry: PoolWorker = { worker, inFlight: 0, exited: false, exit: Promise.resolve(), stopSent: false };
+  const entry: PoolWorker = { worker, inFlight: 0, exited: false, exit: Promise.resolve(), stopSent: false, unrecorded: new Set() };
   entry.exit = new Promise<void>((resolve) =>
     worker.once('exit', () => {
       entry.exited = true;
@@ -212,9 +218,13 @@ export class WorkerPool implements Executor {
   private nextId = 0;
   /** Set by stopNow: how the threads ended; no batch is taken once it is. */
   private stopping: Promise<WorkerEnd[]> | undefined;
+  /** Removals of the outputs of batches never answered (removeUnrecorded), waited for by close and stopNow. */
+  private readonly removals: Promise<void>[] = [];
 
   private constructor(
     private readonly threads: PoolWorker[],
+    /** The run's output folder, which records' outputs are relative to. */
+    private readonly outDir: string,
     readonly modelInfo: RunModelInfo,
     readonly backendInfo: RunBackendInfo,
     /** The first worker's engine: every worker loads the same model with the same request. */
@@ -230,10 +240,10 @@ export class WorkerPool implements Executor {
     }
   }
 
-  static async start(options: TaskOptions, jobs: number, failFast = false): Promise<WorkerPool> {
+  /** Starts `jobs` threads of the batch worker (`entry`: a stand-in, in tests). */
+  static async start(options: TaskOptions, jobs: number, failFast = false, entry: URL = workerEntry()): Promise<WorkerPool> {
     // Workers may load ORT; the opt-out must be in the process's environment before (not in a worker's copy).
     optOutOfOrtTelemetry();
-    const entry = workerEntry();
     const entries = Array.from({ length: jobs }, () =>
       poolWorker(new Worker(entry, { workerData: { options, failFast } satisfies WorkerData, execArgv: workerExecArgv() })),
     );
@@ -264,7 +274,7 @@ export class WorkerPool implements Executor {
       );
       throw reviveError(error);
     }
-    return new WorkerPool(entries, first.model, first.backend, first.engine);
+    return new WorkerPool(entries, options.outDir, first.model, first.backend, first.engine);
   }
 
   process(batch: readonly InputImage[]): Promise<BatchOutcome> {
@@ -290,12 +300,17 @@ export class WorkerPool implements Executor {
       this.cancel();
       return;
     }
+    if (message.type === 'writing') {
+      entry.unrecorded.add(resolvePath(message.path));
+      return;
+    }
     if (message.type !== 'done' && message.type !== 'error') return;
     const waiting = this.pending.get(message.id);
     if (waiting === undefined) return;
     this.pending.delete(message.id);
     entry.inFlight--;
     if (message.type === 'done') {
+      for (const record of message.outcome.records) for (const output of record.outputs) entry.unrecorded.delete(resolvePath(this.outDir, output));
       // Transferred PNG bytes arrive as plain Uint8Arrays: nothing to revive.
       waiting.resolve(message.outcome);
     } else {
@@ -304,12 +319,29 @@ export class WorkerPool implements Executor {
   }
 
   private failWorker(entry: PoolWorker, error: Error): void {
+    let unanswered = false;
     for (const [id, waiting] of this.pending) {
       if (waiting.worker !== entry) continue;
       this.pending.delete(id);
       entry.inFlight--;
       waiting.reject(error);
+      unanswered = true;
     }
+    if (unanswered) this.removals.push(this.removeUnrecorded(entry));
+  }
+
+  /**
+   * Once the thread has ended, removes the outputs it said it writes whose
+   * records never came back: a batch unanswered when its thread was
+   * terminated (second signal) or died gets no record, so its maps go too
+   * (no map on disk without its record). Node settles a thread's file
+   * operations before its exit, so none lands after this.
+   */
+  private async removeUnrecorded(entry: PoolWorker): Promise<void> {
+    await entry.exit;
+    const paths = [...entry.unrecorded];
+    entry.unrecorded.clear();
+    await Promise.all(paths.map((path) => rm(path, { force: true }).catch(() => undefined)));
   }
 
   /** Asks a thread to release its model and exit by itself (worker.ts), once. */
@@ -324,6 +356,7 @@ export class WorkerPool implements Executor {
     for (const entry of this.threads) this.sendStop(entry);
     // Threads already gone (crashed, or terminated) resolved their exit then: none is waited for in vain.
     await Promise.all(this.threads.map((entry) => entry.exit));
+    await Promise.all(this.removals);
   }
 
   /**
@@ -333,18 +366,24 @@ export class WorkerPool implements Executor {
    * exits). A batch answered meanwhile is complete, outputs written and
    * record made, so it is recorded like any other; a batch still unanswered
    * when its thread exits or is terminated after STOP_DEADLINE_MS is
-   * rejected, and the runner drops it without a record (its maps may be on
-   * disk unrecorded; --skip-existing makes them again). Resolves with how
-   * each thread ended.
+   * rejected, and the runner drops it without a record; the maps its thread
+   * wrote for it are removed (removeUnrecorded) before this resolves.
+   * Resolves with how each thread ended.
    */
   stopNow(deadlineMs = STOP_DEADLINE_MS): Promise<readonly WorkerEnd[]> {
-    this.stopping ??= Promise.all(
+    this.stopping ??= this.endThreads(deadlineMs);
+    return this.stopping;
+  }
+
+  private async endThreads(deadlineMs: number): Promise<WorkerEnd[]> {
+    const ends = await Promise.all(
       this.threads.map((entry) => {
         this.sendStop(entry);
         return entry.exited ? Promise.resolve<WorkerEnd>('exited') : exitOrTerminate(entry.worker, entry.exit, deadlineMs);
       }),
     );
-    return this.stopping;
+    await Promise.all(this.removals);
+    return ends;
   }
 }
 

@@ -6,7 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { describeError, exitCodeOf } from '../util/errors.js';
 import { releaseBackend } from '../engine/release.js';
-import { type Task, type TaskContext, processStopping, requestStop, startTask } from '../tasks/index.js';
+import { type Task, type TaskContext, processStopping, requestStop, startTask, watchOutputs } from '../tasks/index.js';
 import type { InputImage } from '../tasks/types.js';
 import type { FromWorker, ToWorker, WorkerData } from './pool.js';
 import { manifestModel } from './manifest.js';
@@ -25,6 +25,8 @@ async function main(): Promise<void> {
     return;
   }
   if (started.context.stop !== undefined) started.context.stop.onFailureStop = () => post({ type: 'stopping' });
+  // Before each write: the main thread removes the outputs of a batch it never hears back of (a thread terminated).
+  watchOutputs((path) => post({ type: 'writing', path }));
   const { meta } = started.context.model;
   const { backend, engine } = started.context;
   post({

@@ -320,6 +320,19 @@ export function fileSafe(name: string): string {
   return name.replace(/[\\/:*?"<>|\s]+/g, '_');
 }
 
+/** Told of each output file before it is written (see watchOutputs). */
+let outputWatcher: ((path: string) => void) | undefined;
+
+/**
+ * Tells `watcher` of each output file this thread writes, before it is
+ * written: a worker thread tells the main thread, which removes the
+ * outputs of images it never gets the records of (a thread terminated at a
+ * second signal: batch/pool.ts), so that no map is left without its record.
+ */
+export function watchOutputs(watcher: ((path: string) => void) | undefined): void {
+  outputWatcher = watcher;
+}
+
 /**
  * Collects one image's output files; if any write fails, the ones already
  * written are removed so that an input has all of its outputs or none.
@@ -347,6 +360,7 @@ export class OutputSet {
   async write(path: string, data: Uint8Array | string): Promise<string> {
     const inside = relative(this.outDir, path).split(sep).join('/');
     if (this.replaceable !== undefined && !this.replaceable.has(inside)) await this.claim(path, inside);
+    outputWatcher?.(path);
     try {
       await writeFileAtomic(path, data, { durable: false });
     } catch (error) {

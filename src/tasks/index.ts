@@ -2,7 +2,7 @@
 import { CamTask } from './cam.js';
 import { type TaskContext, failureSeen } from './common.js';
 
-export { requestStop } from './common.js';
+export { requestStop, watchOutputs } from './common.js';
 import { openTaskContext } from './context.js';
 import { FmapTask } from './fmap.js';
 import { PredictTask } from './predict.js';

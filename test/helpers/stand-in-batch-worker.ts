@@ -1,0 +1,37 @@
+/**
+ * A stand-in for the batch worker (src/batch/worker.ts) that speaks its
+ * protocol with no model: each image of a batch is announced and written
+ * as `<stem>.gradcam.0.png` (a few bytes) under the run's --out, then the
+ * batch is answered with its records; a batch with an image named
+ * `hang*` is never answered: the thread computes forever after writing it,
+ * deaf to 'stop', as a thread in a long synchronous model pass, and is
+ * terminated by the pool (batch-pool-stop.test.ts).
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parentPort, workerData } from 'node:worker_threads';
+import type { FromWorker, ToWorker, WorkerData } from '../../src/batch/pool.js';
+import type { InputRecord } from '../../src/tasks/types.js';
+
+const port = parentPort!;
+const { options } = workerData as WorkerData;
+const post = (message: FromWorker): void => port.postMessage(message);
+
+post({ type: 'ready', model: { name: 'stand-in', source: 'test', sha256: '0' }, backend: { kind: 'none', package: 'none' } });
+
+port.on('message', (message: ToWorker) => {
+  if (message.type === 'stop') {
+    port.close();
+    return;
+  }
+  if (message.type !== 'batch') return;
+  const records: InputRecord[] = message.inputs.map((input) => {
+    const output = `${input.relative.replace(/\.png$/, '')}.gradcam.0.png`;
+    const path = join(options.outDir, output);
+    post({ type: 'writing', path });
+    writeFileSync(path, 'png');
+    return { input: input.path, relative: input.relative, status: 'ok', outputs: [output], timings: {} };
+  });
+  if (message.inputs.some((input) => input.relative.startsWith('hang'))) for (;;);
+  post({ type: 'done', id: message.id, outcome: { records, summaries: [] } });
+});
