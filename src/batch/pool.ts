@@ -73,7 +73,11 @@ export interface Executor {
   stopNow(): Promise<readonly WorkerEnd[]>;
 }
 
-/** Runs batches in this thread; two in flight overlap decoding and encoding with model work. */
+/**
+ * Runs batches in this thread; three in flight: one decoding and one being
+ * written while one is in model work, which runs a batch at a time
+ * (tasks/common.ts, ModelWork).
+ */
 export class InProcessExecutor implements Executor {
   readonly capacity = 3;
   readonly workers = 1;
@@ -230,7 +234,7 @@ export class WorkerPool implements Executor {
     /** The first worker's engine: every worker loads the same model with the same request. */
     readonly engineInfo: EngineReport | undefined,
   ) {
-    // Three batches a worker: one computing while the next decodes and the last encodes.
+    // Three batches a worker: one computing (one at a time: tasks/common.ts, ModelWork) while the next decodes and the last encodes.
     this.capacity = threads.length * 3;
     this.workers = threads.length;
     for (const entry of threads) {
