@@ -20,14 +20,14 @@ interface Window {
   dilations: [number, number];
 }
 
-function pair(ctx: OpContext, values: number[] | undefined, name: string, fallback: number): [number, number] {
+export function pair(ctx: OpContext, values: number[] | undefined, name: string, fallback: number): [number, number] {
   if (values === undefined) return [fallback, fallback];
   if (values.length !== 2) throw unsupported(ctx, `${name} of length ${values.length} (only 2-D is supported)`);
   return [values[0]!, values[1]!];
 }
 
 /** The input as NHWC, refusing anything but 2-D spatial data. */
-function spatialInput(ctx: OpContext, inputs: Inputs): tf.Tensor4D {
+export function spatialInput(ctx: OpContext, inputs: Inputs): tf.Tensor4D {
   const x = required(ctx, inputs, 0);
   if (x.tensor.rank !== 4) throw unsupported(ctx, `${x.tensor.rank - 2}-D data (only 2-D is supported)`);
   return toLayout(x, 'nhwc') as tf.Tensor4D;

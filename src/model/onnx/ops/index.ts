@@ -10,6 +10,7 @@ import { type LaidTensor } from '../layout.js';
 import type { OnnxNode } from '../types.js';
 import { UnsupportedOpError, type OpFunction } from './common.js';
 import { CONV_POOL_OPS } from './conv-pool.js';
+import { CONV_TRANSPOSE_OPS } from './conv-transpose.js';
 import { ELEMENTWISE_OPS } from './elementwise.js';
 import { LINEAR_OPS } from './linear.js';
 import { REDUCE_NORM_OPS } from './reduce-norm.js';
@@ -24,6 +25,7 @@ export const MAX_OPSET = 22;
 const OPS: Record<string, OpFunction> = {
   ...ELEMENTWISE_OPS,
   ...CONV_POOL_OPS,
+  ...CONV_TRANSPOSE_OPS,
   ...LINEAR_OPS,
   ...REDUCE_NORM_OPS,
   ...RESIZE_OPS,
