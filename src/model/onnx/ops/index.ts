@@ -11,6 +11,7 @@ import type { OnnxNode } from '../types.js';
 import { UnsupportedOpError, type OpFunction } from './common.js';
 import { CONV_POOL_OPS } from './conv-pool.js';
 import { CONV_TRANSPOSE_OPS } from './conv-transpose.js';
+import { DEPTH_SPACE_OPS } from './depth-space.js';
 import { ELEMENTWISE_OPS } from './elementwise.js';
 import { LINEAR_OPS } from './linear.js';
 import { REDUCE_NORM_OPS } from './reduce-norm.js';
@@ -26,6 +27,7 @@ const OPS: Record<string, OpFunction> = {
   ...ELEMENTWISE_OPS,
   ...CONV_POOL_OPS,
   ...CONV_TRANSPOSE_OPS,
+  ...DEPTH_SPACE_OPS,
   ...LINEAR_OPS,
   ...REDUCE_NORM_OPS,
   ...RESIZE_OPS,
