@@ -7,7 +7,7 @@
  */
 import * as tf from '../../../engine/tf.js';
 import { laid, reshapeSuffices, toLayout, type LaidTensor, type Layout } from '../layout.js';
-import { attrFloat, attrString, checkedShape, constantNumber, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
+import { attrFloat, attrInt, attrString, checkedShape, constantNumber, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
 /**
  * The operands stored in one layout that makes their broadcast right. The
@@ -172,6 +172,21 @@ function gelu(x: tf.Tensor, ctx: OpContext): tf.Tensor {
   return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
 }
 
+/** x · tanh(softplus(x)) (opset 18; YOLOv4's activation): tfjs' softplus is x itself for large x, so no overflow. */
+function mish(x: tf.Tensor): tf.Tensor {
+  return tf.mul(x, tf.tanh(tf.softplus(x)));
+}
+
+/** IsInf: infinities of the signs detect_negative and detect_positive ask for (both by default). */
+function isInfinite(x: tf.Tensor, ctx: OpContext): tf.Tensor {
+  const negative = attrInt(ctx, 'detect_negative', 1) === 1;
+  const positive = attrInt(ctx, 'detect_positive', 1) === 1;
+  if (!negative && !positive) return tf.zerosLike(tf.cast(x, 'bool'));
+  const infinite = tf.isInf(x);
+  if (negative && positive) return infinite;
+  return tf.logicalAnd(infinite, positive ? tf.greater(x, 0) : tf.less(x, 0));
+}
+
 function where(ctx: OpContext, inputs: (LaidTensor | undefined)[]): LaidTensor[] {
   const operands = [required(ctx, inputs, 0), required(ctx, inputs, 1), required(ctx, inputs, 2)];
   const { tensors, layout } = alignOperands(operands);
@@ -202,6 +217,7 @@ export const ELEMENTWISE_OPS: Record<string, OpFunction> = {
   Tanh: unary((x) => tf.tanh(x)),
   Erf: unary((x) => tf.erf(x)),
   Gelu: unary(gelu),
+  Mish: unary(mish),
   Exp: unary((x) => tf.exp(x)),
   Log: unary((x) => tf.log(x)),
   Sqrt: unary((x) => tf.sqrt(x)),
@@ -209,6 +225,13 @@ export const ELEMENTWISE_OPS: Record<string, OpFunction> = {
   Abs: unary((x) => tf.abs(x)),
   Floor: unary((x) => tf.floor(x)),
   Ceil: unary((x) => tf.ceil(x)),
+  // tfjs rounds half to even, as ONNX.
+  Round: unary((x) => tf.round(x)),
+  Sign: unary((x) => tf.sign(x)),
+  Sin: unary((x) => tf.sin(x)),
+  Cos: unary((x) => tf.cos(x)),
+  IsNaN: unary((x) => tf.isNaN(x)),
+  IsInf: unary(isInfinite),
   Reciprocal: unary((x) => tf.reciprocal(x)),
   Not: unary((x) => tf.logicalNot(x)),
   Clip: clip,

@@ -60,6 +60,11 @@ const SINCE: Record<string, number> = {
   InstanceNormalization: 6,
   Upsample: 7,
   Resize: 10,
+  Sign: 9,
+  IsNaN: 9,
+  IsInf: 10,
+  Round: 11,
+  Mish: 18,
 };
 
 /** The last opset at which an op exists, for the ops ONNX deprecated (Upsample became Resize at opset 10). */
