@@ -65,6 +65,8 @@ const SINCE: Record<string, number> = {
   IsInf: 10,
   Round: 11,
   Mish: 18,
+  CumSum: 11,
+  GroupNormalization: 18,
 };
 
 /** The last opset at which an op exists, for the ops ONNX deprecated (Upsample became Resize at opset 10). */

@@ -1,9 +1,12 @@
 /**
  * Reductions (Reduce*), softmaxes and normalisations (BatchNormalization in
- * inference, InstanceNormalization, LayerNormalization). Reductions and softmaxes of an 'nhwc'
- * input work on the stored tensor with remapped axes.
+ * inference, InstanceNormalization, LayerNormalization, GroupNormalization,
+ * LRN) and ops along one axis (ArgMax, ArgMin, CumSum, Hardmax). Reductions,
+ * softmaxes and the ops along an axis of an 'nhwc' input work on the stored
+ * tensor with remapped axes.
  */
 import * as tf from '../../../engine/tf.js';
+import { CamvizError } from '../../../util/errors.js';
 import { NCHW_TO_NHWC, laid, storedAxis, toLayout, type LaidTensor, type Layout } from '../layout.js';
 import { attrFloat, attrInt, attrInts, constantInts, normalizeAxis, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
@@ -77,6 +80,47 @@ const REDUCERS: Record<string, Reducer> = {
 const reduceOps = Object.fromEntries(
   Object.entries(REDUCERS).map(([name, reducer]) => [name, reduce(reducer, name === 'ReduceSum' ? 13 : 18)]),
 );
+
+// ------------------------------------------------------------ along one axis
+
+/**
+ * ArgMax and ArgMin: the index of the first extreme along `axis` (the last
+ * with select_last_index, opset 12), int64 in ONNX, int32 here. Not
+ * differentiable (post-processing inside a graph).
+ */
+function argReduce(find: (x: tf.Tensor, axis: number) => tf.Tensor): OpFunction {
+  return (ctx, inputs) => {
+    const x = required(ctx, inputs, 0);
+    const axis = storedAxis(normalizeAxis(ctx, attrInt(ctx, 'axis', 0), x.tensor.rank), x.layout);
+    const keepDims = attrInt(ctx, 'keepdims', 1) === 1;
+    const last = ctx.opset >= 12 && attrInt(ctx, 'select_last_index', 0) === 1;
+    if (x.tensor.size === 0) throw unsupported(ctx, 'an empty input');
+    const length = x.tensor.shape[axis]!;
+    // The last extreme is the first one of the reversed axis.
+    const indices = last ? tf.sub(tf.scalar(length - 1, 'int32'), find(tf.reverse(x.tensor, axis), axis)) : find(x.tensor, axis);
+    if (keepDims) return [laid(tf.expandDims(indices, axis), x.layout)];
+    if (x.layout === 'onnx') return [laid(indices)];
+    const order = keptOrder([axis]);
+    return [laid(order.every((dim, i) => dim === i) ? indices : tf.transpose(indices, order), 'onnx')];
+  };
+}
+
+/** CumSum along the axis its second input gives; exclusive and reverse as tfjs' cumsum has them. */
+function cumSum(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = required(ctx, inputs, 0);
+  const given = constantInts(required(ctx, inputs, 1));
+  if (given?.length !== 1) throw unsupported(ctx, `axis of ${given?.length ?? 0} values (one is expected)`);
+  const axis = storedAxis(normalizeAxis(ctx, given[0]!, x.tensor.rank), x.layout);
+  const exclusive = attrInt(ctx, 'exclusive', 0) === 1;
+  const reverse = attrInt(ctx, 'reverse', 0) === 1;
+  return [laid(tf.cumsum(x.tensor, axis, exclusive, reverse), x.layout)];
+}
+
+/** One-hot of the first maximum along the last axis, in `x`'s type. */
+function hardmaxLast(x: tf.Tensor): tf.Tensor {
+  const depth = x.shape[x.rank - 1]!;
+  return tf.cast(tf.oneHot(tf.argMax(x, -1), depth), x.dtype);
+}
 
 // ------------------------------------------------------------ softmax
 
@@ -161,10 +205,80 @@ function layerNormalization(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   return [laid(y), laid(mean), laid(inverseStd)].slice(0, Math.max(ctx.node.outputs.length, 1));
 }
 
+/**
+ * GroupNormalization: each sample's channels in num_groups groups, each
+ * group normalised over its channels and spatial positions together (mean
+ * and biased variance), then scaled and shifted. Opsets 18-20 give one scale
+ * and bias per group, 21 one per channel (ONNX changed the inputs' meaning);
+ * stash_type only asks for float32 statistics, which these are.
+ */
+function groupNormalization(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = required(ctx, inputs, 0);
+  const rank = x.tensor.rank;
+  if (rank < 3) throw unsupported(ctx, `input of rank ${rank} (GroupNormalization normalises [N, C, D1, ...])`);
+  const groups = attrInt(ctx, 'num_groups', 0);
+  const layout = channelsLayout(x);
+  const t = toLayout(x, layout);
+  const channels = layout === 'nhwc' ? t.shape[3]! : t.shape[1]!;
+  if (groups < 1 || channels % groups !== 0) throw new CamvizError(`ONNX node '${ctx.node.name}' (GroupNormalization): ${channels} channels in ${groups} groups`);
+  const epsilon = attrFloat(ctx, 'epsilon', 1e-5);
+  // nhwc: [N, H, W, G, C/G], statistics over H, W and C/G; onnx: [N, G, rest], statistics over rest.
+  const grouped = layout === 'nhwc' ? tf.reshape(t, [...t.shape.slice(0, 3), groups, channels / groups]) : tf.reshape(t, [t.shape[0]!, groups, -1]);
+  const axes = layout === 'nhwc' ? [1, 2, 4] : [2];
+  const centred = tf.sub(grouped, tf.mean(grouped, axes, true));
+  const inverseStd = tf.rsqrt(tf.add(tf.mean(tf.square(centred), axes, true), epsilon));
+  const normalised = tf.reshape(tf.mul(centred, inverseStd), t.shape);
+  const [scale, bias] = [1, 2].map((i) => perChannelOfGroups(ctx, toLayout(required(ctx, inputs, i), 'onnx'), channels, groups));
+  return [laid(tf.add(tf.mul(normalised, perChannel(scale!, t, layout)), perChannel(bias!, t, layout)), layout)];
+}
+
+/** GroupNormalization's scale or bias as one value per channel: opsets 18-20 give one per group, which each of its channels takes. */
+function perChannelOfGroups(ctx: OpContext, p: tf.Tensor, channels: number, groups: number): tf.Tensor {
+  const perGroup = ctx.opset < 21;
+  const expected = perGroup ? groups : channels;
+  if (p.size !== expected) {
+    throw new CamvizError(`ONNX node '${ctx.node.name}' (GroupNormalization): ${p.size} scale or bias values, expected ${expected} (one per ${perGroup ? 'group' : 'channel'} at opset ${ctx.opset})`);
+  }
+  const vector = tf.reshape(p, [expected]);
+  return perGroup ? tf.reshape(tf.tile(tf.reshape(vector, [groups, 1]), [1, channels / groups]), [channels]) : vector;
+}
+
+/**
+ * LRN across channels (AlexNet, CaffeNet, GoogLeNet): x / (bias + alpha/size
+ * · Σ x²)^beta, the sum over channels c - floor((size-1)/2) to c +
+ * ceil((size-1)/2) (ONNX's window is lopsided for an even size, tfjs' LRN
+ * never is, and tfjs' alpha is ONNX's alpha / size). The window's mean of
+ * the squares, alpha/size · Σ, is an average pool along the channels of
+ * their zero-padded copy, with tfjs' gradients.
+ */
+function lrn(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = required(ctx, inputs, 0);
+  const size = attrInt(ctx, 'size', 0);
+  if (size < 1) throw new CamvizError(`ONNX node '${ctx.node.name}' (LRN): size ${size} (it must be at least 1)`);
+  if (x.tensor.rank !== 4) throw unsupported(ctx, `input of rank ${x.tensor.rank} (only 4-D images)`);
+  const alpha = attrFloat(ctx, 'alpha', 1e-4);
+  const beta = attrFloat(ctx, 'beta', 0.75);
+  const bias = attrFloat(ctx, 'bias', 1);
+  const t = toLayout(x, 'nhwc');
+  const channels = t.shape[3]!;
+  const below = Math.floor((size - 1) / 2);
+  const squares = tf.reshape(tf.square(t), [1, -1, channels, 1]) as tf.Tensor4D;
+  const padded = tf.pad(squares, [[0, 0], [0, 0], [below, size - 1 - below], [0, 0]]);
+  const windowMean = tf.reshape(tf.avgPool(padded, [1, size], 1, 'valid'), t.shape);
+  return [laid(tf.div(t, tf.pow(tf.add(tf.mul(windowMean, alpha), bias), beta)), 'nhwc')];
+}
+
 export const REDUCE_NORM_OPS: Record<string, OpFunction> = {
   ...reduceOps,
   Softmax: softmaxOp((x) => tf.softmax(x)),
   LogSoftmax: softmaxOp((x) => tf.logSoftmax(x)),
+  // Hardmax changed at opset 13 as Softmax did: one axis instead of everything from axis on.
+  Hardmax: softmaxOp(hardmaxLast),
+  ArgMax: argReduce((x, axis) => tf.argMax(x, axis)),
+  ArgMin: argReduce((x, axis) => tf.argMin(x, axis)),
+  CumSum: cumSum,
+  LRN: lrn,
+  GroupNormalization: groupNormalization,
   BatchNormalization: batchNormalization,
   InstanceNormalization: instanceNormalization,
   LayerNormalization: layerNormalization,
