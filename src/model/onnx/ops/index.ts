@@ -66,6 +66,7 @@ const SINCE: Record<string, number> = {
   Round: 11,
   Mish: 18,
   CumSum: 11,
+  GatherElements: 11,
   GroupNormalization: 18,
 };
 

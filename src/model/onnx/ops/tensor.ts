@@ -1,7 +1,7 @@
 /**
  * ONNX ops that move, select or make values rather than compute on them:
  * shape ops (Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Expand, Tile),
- * joining and cutting (Concat, Split, Slice, Pad, Gather), constants and
+ * joining and cutting (Concat, Split, Slice, Pad, Gather, GatherElements), constants and
  * shape arithmetic (Constant, Shape, Size, ConstantOfShape, Range, Cast),
  * and the inference no-ops (Identity, Dropout). Concat, Split, Slice and Pad
  * keep an 'nhwc' input's layout by remapping their axes; the rest work on
@@ -296,6 +296,31 @@ function gather(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   return [laid(tf.reshape(picked, dims))];
 }
 
+/**
+ * GatherElements: output[i][j][k] = data[indices[i][j][k]][j][k] for axis 0
+ * (the index replaces the coordinate along `axis`), negative indices from
+ * the end. One gather from the flattened data at each output element's flat
+ * index, so the gradient reaches data through gather's.
+ */
+function gatherElements(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const x = onnxInput(ctx, inputs, 0);
+  const indices = onnxInput(ctx, inputs, 1);
+  if (indices.rank !== x.rank) throw new CamvizError(`ONNX node '${ctx.node.name}' (GatherElements): indices of rank ${indices.rank} for data of rank ${x.rank}`);
+  const axis = normalizeAxis(ctx, attrInt(ctx, 'axis', 0), x.rank);
+  const strides = x.shape.map((_, d) => x.shape.slice(d + 1).reduce((a, b) => a * b, 1));
+  const dim = x.shape[axis]!;
+  const along = tf.cast(indices, 'int32');
+  const wrapped = tf.where(tf.less(along, 0), tf.add(along, tf.scalar(dim, 'int32')), along);
+  // Every other axis keeps the output element's own coordinate there.
+  const flat = indices.shape.reduce<tf.Tensor>((sum, extent, d) => {
+    if (d === axis) return tf.add(sum, tf.mul(wrapped, tf.scalar(strides[d]!, 'int32')));
+    const coordinate = tf.reshape(tf.range(0, extent * strides[d]!, strides[d]!, 'int32'), indices.shape.map((size, i) => (i === d ? size : 1)));
+    return tf.add(sum, coordinate);
+  }, tf.zeros(indices.shape, 'int32'));
+  const picked = tf.gather(tf.reshape(x, [x.size]), tf.reshape(flat, [flat.size]));
+  return [laid(tf.reshape(picked, indices.shape))];
+}
+
 // ------------------------------------------------------------ Pad
 
 function pad(ctx: OpContext, inputs: Inputs): LaidTensor[] {
@@ -363,5 +388,6 @@ export const TENSOR_OPS: Record<string, OpFunction> = {
   Split: split,
   Slice: slice,
   Gather: gather,
+  GatherElements: gatherElements,
   Pad: pad,
 };
