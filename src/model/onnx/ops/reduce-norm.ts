@@ -113,7 +113,11 @@ function cumSum(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const axis = storedAxis(normalizeAxis(ctx, given[0]!, x.tensor.rank), x.layout);
   const exclusive = attrInt(ctx, 'exclusive', 0) === 1;
   const reverse = attrInt(ctx, 'reverse', 0) === 1;
-  return [laid(tf.cumsum(x.tensor, axis, exclusive, reverse), x.layout)];
+  const last = x.tensor.rank - 1;
+  if (axis === last) return [laid(tf.cumsum(x.tensor, axis, exclusive, reverse), x.layout)];
+  // tfjs 4.22's cumsum gradient transposes its result when the axis is not the last one, which it already is not: sum along the last axis only.
+  const swap = [...Array(x.tensor.rank).keys()].map((dim) => (dim === axis ? last : dim === last ? axis : dim));
+  return [laid(tf.transpose(tf.cumsum(tf.transpose(x.tensor, swap), last, exclusive, reverse), swap), x.layout)];
 }
 
 /** One-hot of the first maximum along the last axis, in `x`'s type. */
