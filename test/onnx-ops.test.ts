@@ -147,6 +147,40 @@ const LAYOUT_CASES: { name: string; nodes: OnnxNode[]; constants?: Record<string
     nodes: [node('InstanceNormalization', ['x', 'sc', 'b'], ['y'], { epsilon: float(1e-3) })],
     constants: { sc: tf.tensor1d([1, 2, 3]), b: tf.tensor1d([0.1, 0.2, 0.3]) },
   },
+  {
+    name: 'ConvTranspose strided with pads and output_padding',
+    nodes: [node('ConvTranspose', ['x', 'w', 'b'], ['y'], { strides: ints(2, 3), pads: ints(1, 0, 0, 2), output_padding: ints(1, 2) })],
+    constants: { w: tf.tensor4d(randomValues(3 * 2 * 3 * 2, 61), [3, 2, 3, 2]), b: tf.tensor1d([0.5, -0.5]) },
+  },
+  {
+    name: 'ConvTranspose grouped, dilated and strided, output_shape beyond the full output',
+    nodes: [node('ConvTranspose', ['x6', 'w'], ['y'], { group: int(3), strides: ints(2, 2), dilations: ints(2, 1), output_shape: ints(13, 12) })],
+    constants: { w: tf.tensor4d(randomValues(6 * 2 * 2 * 3, 62), [6, 2, 2, 3]) },
+  },
+  { name: 'ConvTranspose SAME_LOWER', nodes: [node('ConvTranspose', ['x', 'w'], ['y'], { strides: ints(2, 2), auto_pad: str('SAME_LOWER') })], constants: { w: tf.tensor4d(randomValues(3 * 1 * 3 * 3, 63), [3, 1, 3, 3]) } },
+  { name: 'DepthToSpace DCR', nodes: [node('DepthToSpace', ['x8'], ['y'], { blocksize: int(2) })] },
+  { name: 'DepthToSpace CRD', nodes: [node('DepthToSpace', ['x8'], ['y'], { blocksize: int(2), mode: str('CRD') })] },
+  { name: 'SpaceToDepth', nodes: [node('SpaceToDepth', ['x8'], ['y'], { blocksize: int(2) })] },
+  { name: 'LRN of an even size', nodes: [node('LRN', ['x'], ['y'], { size: int(2), alpha: float(0.3), beta: float(0.6), bias: float(1.5) })] },
+  {
+    name: 'GroupNormalization (opset 18: per-group scale)',
+    nodes: [node('GroupNormalization', ['x6', 'sc', 'b'], ['y'], { num_groups: int(3) })],
+    constants: { sc: tf.tensor1d([1, 2, 3]), b: tf.tensor1d([0.1, 0.2, 0.3]) },
+    opset: 18,
+  },
+  {
+    name: 'GroupNormalization (opset 21: per-channel scale)',
+    nodes: [node('GroupNormalization', ['x6', 'sc', 'b'], ['y'], { num_groups: int(2), epsilon: float(1e-3) })],
+    constants: { sc: tf.tensor1d([1, 2, 3, 4, 5, 6]), b: tf.tensor1d([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) },
+    opset: 21,
+  },
+  { name: 'CumSum on channels, exclusive and reversed', nodes: [node('CumSum', ['x', 'a'], ['y'], { exclusive: int(1), reverse: int(1) })], constants: { a: tf.scalar(1, 'int32') } },
+  { name: 'CumSum on W (negative axis)', nodes: [node('CumSum', ['x', 'a'], ['y'])], constants: { a: tf.tensor1d([-1], 'int32') } },
+  { name: 'ArgMax on channels without keepdims', nodes: [node('ArgMax', ['x'], ['y'], { axis: int(1), keepdims: int(0) })] },
+  { name: 'ArgMin on H, select_last_index', nodes: [node('Round', ['x'], ['r']), node('ArgMin', ['r'], ['y'], { axis: int(2), select_last_index: int(1) })] },
+  { name: 'Hardmax on channels', nodes: [node('Hardmax', ['x'], ['y'], { axis: int(1) })] },
+  { name: 'GatherElements on H with negative indices', nodes: [node('GatherElements', ['x', 'i'], ['y'], { axis: int(2) })], constants: { i: tf.tensor4d(Array.from({ length: 2 * 3 * 2 * 5 }, (_, k) => (k % 7) - 4), [2, 3, 2, 5], 'int32') } },
+  { name: 'Mish, Sin, Cos, Sign', nodes: [node('Mish', ['x'], ['m']), node('Sin', ['m'], ['s']), node('Cos', ['x'], ['c']), node('Mul', ['s', 'c'], ['p']), node('Sign', ['p'], ['y'])], opset: 18 },
 ];
 
 forEachBackend(() => {
@@ -154,9 +188,10 @@ forEachBackend(() => {
     test(`an 'nhwc' input gives the ONNX numbers: ${name}`, () => {
       const x = tf.tensor4d(randomValues(2 * 3 * 4 * 5, 1), [2, 3, 4, 5]);
       const x6 = tf.tensor4d(randomValues(2 * 6 * 4 * 5, 2), [2, 6, 4, 5]);
+      const x8 = tf.tensor4d(randomValues(2 * 8 * 4 * 6, 3), [2, 8, 4, 6]);
       const outputs = (layout: 'onnx' | 'nhwc'): tf.Tensor[] =>
         tf.tidy(() => {
-          const values = new Map<string, LaidTensor>([['x', feed(x, layout)], ['x6', feed(x6, layout)]]);
+          const values = new Map<string, LaidTensor>([['x', feed(x, layout)], ['x6', feed(x6, layout)], ['x8', feed(x8, layout)]]);
           for (const [key, value] of Object.entries(constants)) values.set(key, laid(value));
           runChain(nodes, values, opset);
           return nodes.at(-1)!.outputs.map((out) => tf.clone(toLayout(values.get(out)!, 'onnx')));
@@ -167,7 +202,7 @@ forEachBackend(() => {
         assert.deepEqual(stored[i]!.shape, expected.shape);
         assertAllClose(stored[i]!.dataSync(), expected.dataSync(), 1e-5, name);
       });
-      tf.dispose([...reference, ...stored, x, x6]);
+      tf.dispose([...reference, ...stored, x, x6, x8]);
     });
   }
 
@@ -751,4 +786,227 @@ test('interpretGraph frees every value but the fetches, also when a node fails',
   assert.throws(() => interpretGraph(unfed, new Map(), ['a']), /ONNX graph input 'x' is not fed/);
   assert.equal(tf.memory().numTensors, before);
   x.tensor.dispose();
+});
+
+// ---------------------------------------------------------------- decoder, normalisation and along-an-axis ops
+
+/** A tensor's values as numbers (the references below compute in float64). */
+const valuesOf = (t: tf.Tensor): number[] => Array.from(t.dataSync());
+
+/**
+ * ConvTranspose written out in float64 over NCHW, as ONNX defines it: every
+ * input pixel adds its kernel, dilated, at stride·position, into the full
+ * output; output element p of an axis is full-output element p + start.
+ * `start` and `size` are computed by hand for each case, not by camviz.
+ */
+function referenceConvTranspose(
+  x: { data: ArrayLike<number>; shape: number[] },
+  w: { data: ArrayLike<number>; shape: number[] },
+  { group, strides, dilations, start, size }: { group: number; strides: [number, number]; dilations: [number, number]; start: [number, number]; size: [number, number] },
+): number[] {
+  const [n, c, h, wd] = x.shape as [number, number, number, number];
+  const [, mg, kh, kw] = w.shape as [number, number, number, number];
+  const cg = c / group;
+  const out = new Float64Array(n * mg * group * size[0] * size[1]);
+  for (let b = 0; b < n; b++)
+    for (let ci = 0; ci < c; ci++) {
+      const g = Math.floor(ci / cg);
+      for (let mo = 0; mo < mg; mo++)
+        for (let i = 0; i < h; i++)
+          for (let j = 0; j < wd; j++)
+            for (let u = 0; u < kh; u++)
+              for (let v = 0; v < kw; v++) {
+                const row = i * strides[0] + u * dilations[0] - start[0];
+                const col = j * strides[1] + v * dilations[1] - start[1];
+                if (row < 0 || row >= size[0] || col < 0 || col >= size[1]) continue;
+                const o = g * mg + mo;
+                out[((b * mg * group + o) * size[0] + row) * size[1] + col]! += x.data[((b * c + ci) * h + i) * wd + j]! * w.data[((ci * mg + mo) * kh + u) * kw + v]!;
+              }
+    }
+  return Array.from(out);
+}
+
+forEachBackend(() => {
+  for (const layout of ['onnx', 'nhwc'] as const) {
+    test(`ConvTranspose gives a float64 scatter's values for every attribute it accepts (${layout})`, () => {
+      const cases: { name: string; x: number[]; w: number[]; attributes: Record<string, OnnxAttribute>; group: number; strides: [number, number]; dilations: [number, number]; start: [number, number]; size: [number, number] }[] = [
+        // H: full 2·2 + 2·2 + 1 = 9, + output_padding 1, - pads 1 and 2 = 7 from 1; W: full 3·3 + 2 = 11, + 2, - 0 and 1 = 12 from 0 (the last column: bias only).
+        { name: 'grouped, strided and dilated, pads and output_padding', x: [1, 4, 3, 4], w: [4, 3, 3, 2], attributes: { group: int(2), strides: ints(2, 3), dilations: ints(2, 1), pads: ints(1, 0, 2, 1), output_padding: ints(1, 2) }, group: 2, strides: [2, 3], dilations: [2, 1], start: [1, 0], size: [7, 12] },
+        // Full 6x6; output_shape 9x8 is zeros beyond it (no crop).
+        { name: 'output_shape beyond the full output', x: [1, 2, 3, 3], w: [2, 1, 2, 2], attributes: { strides: ints(2, 2), output_shape: ints(9, 8) }, group: 1, strides: [2, 2], dilations: [1, 1], start: [0, 0], size: [9, 8] },
+        // Output 3·2 = 6; total padding H 2·2 + 3 + 1 - 6 = 2 (1 before), W 7 - 6 = 1 (SAME_LOWER: before).
+        { name: 'SAME_LOWER with output_padding', x: [1, 2, 3, 3], w: [2, 2, 3, 3], attributes: { strides: ints(2, 2), auto_pad: str('SAME_LOWER'), output_padding: ints(1, 0) }, group: 1, strides: [2, 2], dilations: [1, 1], start: [1, 1], size: [6, 6] },
+        // The same with SAME_UPPER: the odd pad after.
+        { name: 'SAME_UPPER', x: [1, 2, 3, 3], w: [2, 2, 3, 3], attributes: { strides: ints(2, 2), auto_pad: str('SAME_UPPER'), output_padding: ints(1, 0) }, group: 1, strides: [2, 2], dilations: [1, 1], start: [1, 0], size: [6, 6] },
+        // Depthwise-like: 3 groups of one channel, each to two.
+        { name: 'one channel per group', x: [2, 3, 2, 3], w: [3, 2, 2, 2], attributes: { group: int(3), strides: ints(1, 2) }, group: 3, strides: [1, 2], dilations: [1, 1], start: [0, 0], size: [3, 6] },
+      ];
+      cases.forEach((c, k) => {
+        tf.tidy(() => {
+          const x = tf.tensor4d(randomValues(c.x.reduce((a, b) => a * b, 1), 70 + k), c.x as [number, number, number, number]);
+          const w = tf.tensor4d(randomValues(c.w.reduce((a, b) => a * b, 1), 80 + k), c.w as [number, number, number, number]);
+          const [y] = runNode(node('ConvTranspose', ['x', 'w'], ['y'], c.attributes), [feed(x, layout), laid(w)], 13);
+          assert.equal(y!.layout, 'nhwc');
+          const actual = toLayout(y!, 'onnx');
+          assert.deepEqual(actual.shape, [c.x[0], c.w[1]! * c.group, ...c.size], c.name);
+          const expected = referenceConvTranspose({ data: x.dataSync(), shape: c.x }, { data: w.dataSync(), shape: c.w }, c);
+          assertAllClose(actual.dataSync(), expected, 1e-5, c.name);
+        });
+      });
+    });
+
+    test(`ConvTranspose is Conv's adjoint: <ConvT(x), y> = <x, Conv(y)>, grouped, strided or dilated (${layout})`, () => {
+      const cases: [string, Record<string, OnnxAttribute>, number[], number[]][] = [
+        ['grouped and strided, pads and output_padding', { group: int(2), strides: ints(2, 3), pads: ints(1, 0, 0, 1), output_padding: ints(1, 0) }, [1, 4, 3, 4], [4, 3, 3, 2]],
+        ['dilated', { dilations: ints(2, 3), pads: ints(1, 1, 1, 1) }, [2, 2, 4, 4], [2, 3, 3, 2]],
+      ];
+      for (const [name, attributes, xShape, wShape] of cases) {
+        tf.tidy(() => {
+          const x = tf.tensor(randomValues(xShape.reduce((a, b) => a * b, 1), 91), xShape);
+          const w = tf.tensor(randomValues(wShape.reduce((a, b) => a * b, 1), 92), wShape);
+          const [transposed] = runNode(node('ConvTranspose', ['x', 'w'], ['y'], attributes), [feed(x, layout), laid(w)], 13);
+          const up = toLayout(transposed!, 'onnx');
+          const y = tf.tensor(randomValues(up.size, 93), up.shape);
+          const convAttributes = Object.fromEntries(Object.entries(attributes).filter(([key]) => key !== 'output_padding'));
+          const [down] = runNode(node('Conv', ['y', 'w'], ['x'], convAttributes), [feed(y, layout), laid(w)], 13);
+          const back = toLayout(down!, 'onnx');
+          assert.deepEqual(back.shape, xShape, name);
+          const left = tf.sum(tf.mul(up, y)).dataSync()[0]!;
+          const right = tf.sum(tf.mul(x, back)).dataSync()[0]!;
+          assert.ok(Math.abs(left - right) <= 1e-4 * Math.max(1, Math.abs(right)), `${name}: ${left} vs ${right}`);
+        });
+      }
+    });
+
+    test(`DepthToSpace (DCR) and SpaceToDepth undo each other and are each other's adjoint; CRD moves channel k·b² + i·b + j (${layout})`, () => {
+      tf.tidy(() => {
+        const x = tf.tensor4d(randomValues(2 * 8 * 3 * 2, 101), [2, 8, 3, 2]);
+        const run = (n: OnnxNode, input: tf.Tensor): tf.Tensor => toLayout(runNode(n, [feed(input, layout)], 13)[0]!, 'onnx');
+        const toSpace = node('DepthToSpace', ['x'], ['y'], { blocksize: int(2) });
+        const toDepth = node('SpaceToDepth', ['x'], ['y'], { blocksize: int(2) });
+        const spread = run(toSpace, x);
+        assert.deepEqual(spread.shape, [2, 2, 6, 4]);
+        assert.deepEqual(valuesOf(run(toDepth, spread)), valuesOf(x));
+        const y = tf.tensor4d(randomValues(2 * 2 * 6 * 4, 102), [2, 2, 6, 4]);
+        const left = tf.sum(tf.mul(spread, y)).dataSync()[0]!;
+        const right = tf.sum(tf.mul(x, run(toDepth, y))).dataSync()[0]!;
+        assert.ok(Math.abs(left - right) <= 1e-5, `${left} vs ${right}`);
+        // DCR: output (c, h·2 + i, w·2 + j) is input ((i·2 + j)·2 + c, h, w); CRD: input (c·4 + i·2 + j, h, w).
+        const crd = valuesOf(run(node('DepthToSpace', ['x'], ['y'], { blocksize: int(2), mode: str('CRD') }), x));
+        const dcr = valuesOf(spread);
+        const input = valuesOf(x);
+        const at = (n: number, c: number, h: number, w: number): number => input[((n * 8 + c) * 3 + h) * 2 + w]!;
+        for (let n = 0; n < 2; n++)
+          for (let c = 0; c < 2; c++)
+            for (let row = 0; row < 6; row++)
+              for (let col = 0; col < 4; col++) {
+                const [h, i, w, j] = [Math.floor(row / 2), row % 2, Math.floor(col / 2), col % 2];
+                const out = ((n * 2 + c) * 6 + row) * 4 + col;
+                assert.equal(dcr[out], at(n, (i * 2 + j) * 2 + c, h, w));
+                assert.equal(crd[out], at(n, c * 4 + i * 2 + j, h, w));
+              }
+      });
+    });
+
+    test(`tf.grad through ConvTranspose, DepthToSpace, LRN, GroupNormalization, Mish, Sin, Cos, CumSum matches finite differences (${layout})`, () => {
+      const x = tf.tensor4d(randomValues(1 * 4 * 3 * 3, 111), [1, 4, 3, 3]);
+      const constants = {
+        w: tf.tensor4d(randomValues(4 * 4 * 3 * 2, 112), [4, 4, 3, 2]),
+        b: tf.tensor1d([0.1, -0.2, 0.3, 0, 0.2, -0.1, 0, 0.4]),
+        sc: tf.tensor1d([1.5, 0.5]),
+        sh: tf.tensor1d([0.1, -0.2]),
+        axis: tf.scalar(2, 'int32'),
+        weights: tf.tensor4d(randomValues(2 * 18 * 14, 113), [1, 2, 18, 14]),
+      };
+      const nodes = [
+        node('ConvTranspose', ['x', 'w', 'b'], ['t'], { group: int(2), strides: ints(2, 3), dilations: ints(2, 1), pads: ints(1, 0, 0, 1), output_padding: ints(1, 0) }),
+        node('LRN', ['t'], ['l'], { size: int(2), alpha: float(0.5), beta: float(0.75), bias: float(1.5) }),
+        node('GroupNormalization', ['l', 'sc', 'sh'], ['g'], { num_groups: int(2) }),
+        node('Mish', ['g'], ['m']),
+        node('DepthToSpace', ['m'], ['d'], { blocksize: int(2), mode: str('CRD') }),
+        node('Sin', ['d'], ['s']),
+        node('Cos', ['d'], ['c']),
+        node('Add', ['s', 'c'], ['a']),
+        node('CumSum', ['a', 'axis'], ['k'], { reverse: int(1) }),
+        node('Mul', ['k', 'weights'], ['y']),
+      ];
+      const f = (input: tf.Tensor): tf.Scalar => {
+        const values = new Map<string, LaidTensor>([['x', feed(input, layout)]]);
+        for (const [key, value] of Object.entries(constants)) values.set(key, laid(value));
+        runChain(nodes, values, 18);
+        return tf.sum(toLayout(values.get('y')!, 'onnx')) as tf.Scalar;
+      };
+      const gradient = tf.grad(f)(x);
+      // A step of 1e-2: the CumSum adds up hundreds of float32 values, whose rounding a step of 1e-3 would divide by 2e-3 (wasm sums in another order than cpu).
+      assertAllClose(gradient.dataSync(), finiteDifferences(f, x, 1e-2), 2e-2, 'gradient');
+      assert.ok(Array.from(gradient.dataSync()).some((value) => Math.abs(value) > 0.01), 'some input must matter');
+      tf.dispose([x, gradient, ...Object.values(constants)]);
+    });
+  }
+});
+
+test('LRN of an even size, GroupNormalization at opsets 18 and 21, Mish, Round, IsInf, GatherElements, by hand', () => {
+  tf.tidy(() => {
+    const run = (n: OnnxNode, inputs: tf.Tensor[], opset: number): number[] => valuesOf(toLayout(runNode(n, inputs.map((t) => laid(t)), opset)[0]!, 'onnx'));
+    // LRN size 4 over 5 channels at one pixel: ONNX's window is c - 1 .. c + 2, alpha/size · Σ x².
+    const channels = [1, -2, 3, 0.5, -1];
+    const lrn = node('LRN', ['x'], ['y'], { size: int(4), alpha: float(0.4), beta: float(0.75), bias: float(2) });
+    const expected = channels.map((v, c) => {
+      const window = channels.slice(Math.max(0, c - 1), c + 3);
+      return v / (2 + (0.4 / 4) * window.reduce((sum, u) => sum + u * u, 0)) ** 0.75;
+    });
+    assertAllClose(run(lrn, [tf.tensor4d(channels, [1, 5, 1, 1])], 13), expected, 1e-5, 'LRN');
+    // GroupNormalization: 4 channels in 2 groups, [1, 3 | 5, 7] and [2, 2 | 2, 6]; group 0 mean 4, variance 5; group 1 mean 3, variance 3.
+    const x = tf.tensor4d([1, 3, 5, 7, 2, 2, 2, 6], [1, 4, 1, 2]);
+    const normal = (v: number, mean: number, variance: number): number => (v - mean) / Math.sqrt(variance + 1e-5);
+    const groupNorm = node('GroupNormalization', ['x', 'sc', 'b'], ['y'], { num_groups: int(2) });
+    const perGroup = run(groupNorm, [x, tf.tensor1d([2, -1]), tf.tensor1d([0.5, 1])], 18);
+    assertAllClose(perGroup, [1, 3, 5, 7].map((v) => 2 * normal(v, 4, 5) + 0.5).concat([2, 2, 2, 6].map((v) => -normal(v, 3, 3) + 1)), 1e-4, 'per group');
+    const perChannel = run(groupNorm, [x, tf.tensor1d([1, 2, 3, 4]), tf.tensor1d([0, 0, 0, 1])], 21);
+    const scaled = [1, 1, 2, 2, 3, 3, 4, 4];
+    assertAllClose(perChannel, [1, 3, 5, 7, 2, 2, 2, 6].map((v, i) => scaled[i]! * normal(v, i < 4 ? 4 : 3, i < 4 ? 5 : 3) + (i >= 6 ? 1 : 0)), 1e-4, 'per channel');
+    assert.throws(() => run(groupNorm, [x, tf.tensor1d([1, 2, 3, 4]), tf.tensor1d([0, 0, 0, 0])], 18), /4 scale or bias values, expected 2 \(one per group at opset 18\)/);
+    // Mish x · tanh(ln(1 + eˣ)); large inputs stay finite.
+    const mish = run(node('Mish', ['x'], ['y']), [tf.tensor1d([-2, 0, 1, 100])], 18);
+    assertAllClose(mish, [-2, 0, 1, 100].map((v) => v * Math.tanh(Math.log1p(Math.exp(Math.min(v, 50))))), 1e-5, 'Mish');
+    assert.deepEqual(run(node('Round', ['x'], ['y']), [tf.tensor1d([0.5, 1.5, 2.5, -0.5, -1.5, 2.4])], 11), [0, 2, 2, -0, -2, 2]);
+    const infinities = tf.tensor1d([Infinity, -Infinity, 1, NaN]);
+    assert.deepEqual(run(node('IsInf', ['x'], ['y'], { detect_negative: int(0) }), [infinities], 10), [1, 0, 0, 0]);
+    assert.deepEqual(run(node('IsInf', ['x'], ['y'], { detect_positive: int(0) }), [infinities], 10), [0, 1, 0, 0]);
+    assert.deepEqual(run(node('IsNaN', ['x'], ['y']), [infinities], 13), [0, 0, 0, 1]);
+    // GatherElements on axis 1: row i takes data[i][index].
+    const gathered = run(node('GatherElements', ['x', 'i'], ['y'], { axis: int(1) }), [tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3]), tf.tensor2d([2, -3, 1, 1], [2, 2], 'int32')], 13);
+    assert.deepEqual(gathered, [3, 1, 5, 5]);
+  });
+});
+
+test('ConvTranspose and the new ops: the opsets claimed, a shapesOnly stand-in, one-line refusals naming the node', () => {
+  for (const [op, since] of [['Mish', 18], ['GroupNormalization', 18], ['CumSum', 11], ['GatherElements', 11], ['Round', 11], ['IsInf', 10], ['Sign', 9]] as const) {
+    assert.equal(supportedOp(op, since - 1), false, op);
+    assert.equal(supportedOp(op, since), true, op);
+  }
+  for (const op of ['ConvTranspose', 'DepthToSpace', 'SpaceToDepth', 'LRN', 'ArgMax', 'ArgMin', 'Hardmax', 'Sin', 'Cos']) assert.equal(supportedOp(op, 7), true, op);
+  assert.equal(supportedOp('Einsum', 12), false);
+  tf.tidy(() => {
+    const x = laid(tf.transpose(tf.tensor4d(randomValues(2 * 2 * 3 * 3, 121), [2, 2, 3, 3]), [0, 2, 3, 1]), 'nhwc');
+    const w = laid(tf.tensor4d(randomValues(2 * 3 * 3 * 3, 122), [2, 3, 3, 3]));
+    const up = node('ConvTranspose', ['x', 'w'], ['y'], { strides: ints(2, 2), output_padding: ints(1, 1), pads: ints(1, 1, 1, 1) });
+    const [full] = runNode(up, [x, w], 13);
+    const [standIn] = runNode(up, [x, w], 13, { shapesOnly: true });
+    assert.deepEqual([standIn!.layout, standIn!.tensor.shape], [full!.layout, full!.tensor.shape]);
+    assert.deepEqual(full!.tensor.shape, [2, 6, 6, 3]);
+    const refusal = (n: OnnxNode, inputs: LaidTensor[], opset: number, pattern: RegExp): void => {
+      assert.throws(() => runNode(n, inputs, opset), (error: Error) => error instanceof UnsupportedOpError && pattern.test(error.message) && !error.message.includes('\n'));
+    };
+    refusal(node('ConvTranspose', ['x', 'w'], ['y'], { strides: ints(2, 2), output_shape: ints(5, 5) }), [x, w], 13, /unsupported ONNX op ConvTranspose \(node '\/ConvTranspose', opset 13\): output_shape 5 below the full output 7 without auto_pad/);
+    refusal(node('ConvTranspose', ['x', 'w'], ['y'], { strides: ints(2, 2), auto_pad: str('SAME_UPPER') }), [x, w], 10, /auto_pad SAME_UPPER before opset 11/);
+    refusal(node('ConvTranspose', ['x', 'w'], ['y'], { pads: ints(1, 1, 1, 1), output_shape: ints(5, 5) }), [x, w], 13, /pads together with output_shape/);
+    refusal(node('ConvTranspose', ['x', 'w'], ['y'], { strides: ints(4, 4), auto_pad: str('SAME_LOWER') }), [x, w], 13, /negative total padding/);
+    refusal(node('ConvTranspose', ['x', 'w'], ['y']), [laid(tf.zeros([1, 2, 3])), laid(tf.zeros([2, 3, 3]))], 13, /1-D data \(only 2-D is supported\)/);
+    refusal(node('DepthToSpace', ['x'], ['y'], { blocksize: int(2), mode: str('XYZ') }), [laid(tf.zeros([1, 4, 2, 2]))], 13, /mode 'XYZ'/);
+    assert.throws(() => runNode(node('DepthToSpace', ['x'], ['y'], { blocksize: int(2) }), [x], 13), /2 channels for blocks of 2x2/);
+    // A transposed convolution grows its input: past the per-tensor limit it is refused before anything is made.
+    const huge = node('ConvTranspose', ['x', 'w'], ['y'], { strides: ints(30000, 30000) });
+    assert.throws(() => runNode(huge, [x, w], 13), /would make a tensor of 2x3x60003x60003/);
+  });
 });
