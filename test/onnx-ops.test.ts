@@ -977,6 +977,7 @@ test('LRN of an even size, GroupNormalization at opsets 18 and 21, Mish, Round, 
     // GatherElements on axis 1: row i takes data[i][index].
     const gathered = run(node('GatherElements', ['x', 'i'], ['y'], { axis: int(1) }), [tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3]), tf.tensor2d([2, -3, 1, 1], [2, 2], 'int32')], 13);
     assert.deepEqual(gathered, [3, 1, 5, 5]);
+    assert.throws(() => run(node('GatherElements', ['x', 'i'], ['y'], { axis: int(1) }), [tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3]), tf.tensor2d([0, 3], [2, 1], 'int32')], 13), /an index outside \[-3, 2\] along axis 1/);
   });
 });
 

@@ -145,6 +145,7 @@ export const {
 // The ONNX op library (src/model/onnx/ops) needs these as well.
 export const {
   abs,
+  any,
   argMax,
   argMin,
   avgPool,

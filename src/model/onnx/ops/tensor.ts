@@ -1,8 +1,8 @@
 /**
  * ONNX ops that move, select or make values rather than compute on them:
  * shape ops (Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Expand, Tile),
- * joining and cutting (Concat, Split, Slice, Pad, Gather, GatherElements), constants and
- * shape arithmetic (Constant, Shape, Size, ConstantOfShape, Range, Cast),
+ * joining and cutting (Concat, Split, Slice, Pad, Gather, GatherElements),
+ * constants and shape arithmetic (Constant, Shape, Size, ConstantOfShape, Range, Cast),
  * and the inference no-ops (Identity, Dropout). Concat, Split, Slice and Pad
  * keep an 'nhwc' input's layout by remapping their axes; the rest work on
  * the ONNX layout. Everything differentiable is built from ops that have
@@ -310,6 +310,9 @@ function gatherElements(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const strides = x.shape.map((_, d) => x.shape.slice(d + 1).reduce((a, b) => a * b, 1));
   const dim = x.shape[axis]!;
   const along = tf.cast(indices, 'int32');
+  // An index past its axis would read another row of the flattened data: refused, as ONNX requires (one boolean read back).
+  const outside = tf.any(tf.logicalOr(tf.less(along, -dim), tf.greaterEqual(along, dim)));
+  if (outside.dataSync()[0] === 1) throw new CamvizError(`ONNX node '${ctx.node.name}' (GatherElements): an index outside [-${dim}, ${dim - 1}] along axis ${axis}`);
   const wrapped = tf.where(tf.less(along, 0), tf.add(along, tf.scalar(dim, 'int32')), along);
   // Every other axis keeps the output element's own coordinate there.
   const flat = indices.shape.reduce<tf.Tensor>((sum, extent, d) => {
