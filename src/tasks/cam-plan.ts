@@ -45,7 +45,8 @@ import { VERSION } from '../util/version.js';
 import type { CamTaskOptions, ModelSpec } from './types.js';
 
 /** Bumped when what a plan holds, or what a planned run does with it, changes: older plans are then not found. */
-const PLAN_FORMAT = 1;
+// 2: a Reshape's 4-D image value is stored (and fetched from ONNX Runtime) NHWC, so a plan's layouts changed.
+const PLAN_FORMAT = 2;
 
 /** The plans kept: the most recently used. Each is mostly its kernel (MobileNet v1's 3 MB). */
 const MAX_PLANS = 32;

@@ -324,7 +324,7 @@ function planLayers(
       const folds = present.every((value) => constants.has(value));
       const readsImage = present.some((value) => imageValues.has(value));
       // A folded node's values are constants of the model; a planned node's only tell shapes and layouts, and one that reads image values computes none.
-      const outputs = runChecked(node, inputs, opset, file, readsImage);
+      const outputs = storedAsImages(runChecked(node, inputs, opset, file, readsImage), readsImage);
       if (readsImage && !SHAPE_READERS.has(node.opType)) for (const value of node.outputs) imageValues.add(value);
       if (folds) {
         outputs.forEach((output, i) => constants.set(node.outputs[i]!, output));
@@ -539,6 +539,24 @@ function hasNoPads(conv: OnnxNode): boolean {
 
 function isGraphOutput(model: OnnxModel, value: string): boolean {
   return model.graph.outputs.some((output) => output.name === value);
+}
+
+/**
+ * An image value of four dims that an op gives in ONNX's layout (a
+ * Reshape's: PyTorch's GroupNorm below opset 18, a channel shuffle, a pixel
+ * shuffle by reshapes) is stored NHWC like a convolution's: the CAM
+ * methods, the hooks and the ONNX Runtime trunk read every 4-D layer output
+ * as NHWC, and a map at such a layer was computed on transposed axes,
+ * silently. Ops take either layout, so only the layer boundary changes.
+ */
+function storedAsImages(outputs: LaidTensor[], readsImage: boolean): LaidTensor[] {
+  if (!readsImage) return outputs;
+  return outputs.map((output) => {
+    if (output.layout !== 'onnx' || output.tensor.rank !== 4 || output.tensor.dtype !== 'float32') return output;
+    const tensor = toLayout(output, 'nhwc');
+    output.tensor.dispose();
+    return { tensor, layout: 'nhwc' };
+  });
 }
 
 function runChecked(node: OnnxNode, inputs: (LaidTensor | undefined)[], opset: number, file: string, shapesOnly: boolean): LaidTensor[] {
