@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadModel } from '../src/model/load.js';
-import { resolveLayer } from '../src/executor/layers.js';
+import { describeLayers, resolveLayer } from '../src/executor/layers.js';
 import { interpretGraph, laid, toLayout } from '../src/model/onnx/interpret.js';
 import { parseOnnxModel } from '../src/model/onnx/parse.js';
 import { type TestModel, imageInputValue, onnxModelBytes } from './helpers/onnx.js';
@@ -402,4 +402,39 @@ test('a Clip from 0 whose upper bound is computed at run time is no plain ReLU: 
       loaded.dispose();
     }
   });
+});
+
+test("camviz layers counts a Conv's weights and bias as parameters, and no Clip bound or Pad fill value (settings, as PyTorch counts none for ReLU6 or F.pad)", async () => {
+  const folder = await mkdtemp(join(tmpdir(), 'camviz-onnx-params-'));
+  try {
+    const path = join(folder, 'params.onnx');
+    const model: TestModel = {
+      nodes: [
+        { name: '/pad', opType: 'Pad', inputs: ['input', 'pads', 'fill'], outputs: ['padded'], attributes: [{ name: 'mode', s: 'constant' }] },
+        { name: '/conv', opType: 'Conv', inputs: ['padded', 'w', 'b'], outputs: ['conv'], attributes: [{ name: 'kernel_shape', ints: [3, 3] }] },
+        { name: '/clip', opType: 'Clip', inputs: ['conv', 'low', 'high'], outputs: ['output'] },
+      ],
+      initializers: [
+        { name: 'pads', dims: [8], dataType: 7, values: [0, 0, 1, 1, 0, 0, 1, 1] },
+        { name: 'fill', dims: [], values: [0.5] },
+        { name: 'w', dims: [4, 3, 3, 3], values: Array.from({ length: 108 }, (_, i) => (i % 7) / 7 - 0.4) },
+        { name: 'b', dims: [4], values: [0.1, -0.2, 0.3, 0] },
+        { name: 'low', dims: [], values: [0] },
+        { name: 'high', dims: [], values: [6] },
+      ],
+      inputs: [imageInputValue(8)],
+      outputs: [{ name: 'output' }],
+    };
+    await writeFile(path, onnxModelBytes(model));
+    const loaded = await loadModel(path, { preprocess: 'none' });
+    try {
+      const rows = describeLayers(loaded.network(), loaded.meta.targetLayer);
+      const params = Object.fromEntries(rows.map((row) => [row.name, row.params]));
+      assert.deepEqual(params, { pad: 0, conv: 4 * 3 * 3 * 3 + 4, clip: 0 });
+    } finally {
+      loaded.dispose();
+    }
+  } finally {
+    await rm(folder, { recursive: true, force: true });
+  }
 });

@@ -121,11 +121,12 @@ interface NodeLayerConfig {
 }
 
 /**
- * Ops whose float constant inputs from this index on are geometry, not
- * weights (Resize's roi and scales, Upsample's scales): `camviz layers`
- * counts no parameters for them.
+ * Ops whose float constant inputs from this index on are settings, not
+ * weights (Resize's roi and scales, Upsample's scales, Clip's bounds, Pad's
+ * fill value): `camviz layers` counts no parameters for them, as PyTorch
+ * counts none for F.interpolate, ReLU6 or F.pad.
  */
-const GEOMETRY_INPUTS_FROM: Readonly<Record<string, number>> = { Resize: 1, Upsample: 1 };
+const GEOMETRY_INPUTS_FROM: Readonly<Record<string, number>> = { Resize: 1, Upsample: 1, Clip: 1, Pad: 1 };
 
 /** One ONNX node as a layer: `call` runs the node on its runtime inputs and its folded constants. */
 class OnnxNodeLayer extends ImportedNodeLayer<LayerPlan> {
