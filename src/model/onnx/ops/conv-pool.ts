@@ -1,10 +1,13 @@
 /**
  * Spatial ONNX ops on 4-D values (2-D images): Conv, MaxPool, AveragePool,
  * GlobalAveragePool, GlobalMaxPool. They run on NHWC, as tfjs' kernels do,
- * and their outputs stay 'nhwc'. 1-D and 3-D variants are refused.
+ * and their outputs stay 'nhwc'. 1-D and 3-D variants are refused. The max
+ * pools differentiate as PyTorch's: each window's gradient goes to its first
+ * maximum (engine/max-gradients.ts).
  */
 import * as tf from '../../../engine/tf.js';
 import { CamvizError } from '../../../util/errors.js';
+import { maxPoolToFirstMax, maxToFirstTie } from '../../../engine/max-gradients.js';
 import { laid, onnxShape, toLayout, type LaidTensor } from '../layout.js';
 import { attrInt, attrInts, attrString, checkedShape, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
@@ -199,9 +202,8 @@ function maxPool(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const { kernel, strides, dilations } = geometry.window;
   // Padding with -Infinity keeps pads out of every maximum.
   const padded = hasPadding(paddings) ? tf.pad(x, paddings, -Infinity) : x;
-  const y = dilations.some((d) => d !== 1)
-    ? (tf.pool(padded, kernel, 'max', 'valid', dilations, strides) as tf.Tensor4D)
-    : tf.maxPool(padded, kernel, strides, 'valid');
+  // Each window's gradient to its first maximum, as PyTorch's max pooling (tfjs-wasm's MaxPoolGrad takes the last).
+  const y = maxPoolToFirstMax(padded, kernel, strides, dilations);
   return [laid(input.dtype === 'float32' ? y : tf.cast(y, input.dtype), 'nhwc')];
 }
 
@@ -245,6 +247,7 @@ export const CONV_POOL_OPS: Record<string, OpFunction> = {
   MaxPool: maxPool,
   AveragePool: averagePool,
   GlobalAveragePool: globalPool((x, axes) => tf.mean(x, axes, true)),
-  GlobalMaxPool: globalPool((x, axes) => tf.max(x, axes, true)),
+  // PyTorch's AdaptiveMaxPool2d(1) (what exports to GlobalMaxPool) routes the gradient to the first maximum; tf.max's goes to every tie.
+  GlobalMaxPool: globalPool((x, axes) => maxToFirstTie(x, axes, true)),
 };
 

@@ -6,6 +6,7 @@
  * aligned) and transposed like the others.
  */
 import * as tf from '../../../engine/tf.js';
+import { elementwiseSplittingTies } from '../../../engine/max-gradients.js';
 import { laid, reshapeSuffices, toLayout, type LaidTensor, type Layout } from '../layout.js';
 import { attrFloat, attrInt, attrString, checkedShape, constantNumber, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
@@ -249,8 +250,9 @@ export const ELEMENTWISE_OPS: Record<string, OpFunction> = {
   Or: binary((a, b) => tf.logicalOr(a, b)),
   Xor: binary((a, b) => tf.logicalXor(a, b)),
   Where: where,
-  Min: variadic(fold((a, b) => tf.minimum(a, b))),
-  Max: variadic(fold((a, b) => tf.maximum(a, b))),
+  // torch.minimum / maximum (what export to Min / Max) give each tied operand an equal share; tf.minimum's goes to the first.
+  Min: variadic((tensors) => elementwiseSplittingTies('min', tensors)),
+  Max: variadic((tensors) => elementwiseSplittingTies('max', tensors)),
   Sum: variadic(fold((a, b) => tf.add(a, b))),
   Mean: variadic((tensors) => tf.div(fold((a, b) => tf.add(a, b))(tensors), tensors.length)),
 };

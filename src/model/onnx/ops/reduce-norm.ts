@@ -6,6 +6,7 @@
  * tensor with remapped axes.
  */
 import * as tf from '../../../engine/tf.js';
+import { maxSplittingTies, minSplittingTies } from '../../../engine/max-gradients.js';
 import { CamvizError } from '../../../util/errors.js';
 import { NCHW_TO_NHWC, laid, storedAxis, toLayout, type LaidTensor, type Layout } from '../layout.js';
 import { attrFloat, attrInt, attrInts, constantInts, normalizeAxis, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
@@ -67,8 +68,9 @@ const sumSquare: Reducer = (x, axes, keep) => tf.sum(tf.square(x), axes, keep);
 const REDUCERS: Record<string, Reducer> = {
   ReduceMean: (x, axes, keep) => tf.mean(x, axes, keep),
   ReduceSum: (x, axes, keep) => tf.sum(x, axes, keep),
-  ReduceMax: (x, axes, keep) => tf.max(x, axes, keep),
-  ReduceMin: (x, axes, keep) => tf.min(x, axes, keep),
+  // torch.amax / amin (what export to ReduceMax / ReduceMin) divide the gradient among ties; tf.max's gives it whole to each.
+  ReduceMax: maxSplittingTies,
+  ReduceMin: minSplittingTies,
   ReduceProd: (x, axes, keep) => tf.prod(x, axes, keep),
   ReduceSumSquare: sumSquare,
   ReduceL1: (x, axes, keep) => tf.sum(tf.abs(x), axes, keep),

@@ -1,0 +1,111 @@
+/**
+ * A tiny PyTorch network made at test time whose maxima tie, exported to
+ * ONNX, with what PyTorch itself computes on it. A nearest upsampling by 2
+ * copies every value four times; after it come the max ops PyTorch models
+ * export: nn.AdaptiveMaxPool2d(1) and F.max_pool2d (MaxPool; also written
+ * as GlobalMaxPool, the same global maximum, in a second file), torch.amax
+ * and torch.amin (ReduceMax, ReduceMin) and torch.maximum and torch.minimum
+ * against a copy shifted by one column, which ties at every other column
+ * (Max, Min). PyTorch routes a max pool's gradient to the first maximum of
+ * each window and divides amax's, amin's, maximum's and minimum's among
+ * the ties. Seeded; nothing is stored in the repository.
+ */
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** What PyTorch computed, for a batch of two 3x16x16 images. */
+export interface TorchMaxReference {
+  /** The input, NCHW, flat. */
+  input: number[];
+  /** [2][5] */
+  logits: number[][];
+  /** The class explained for each image. */
+  classes: number[];
+  /** Per image, Grad-CAM at module `block` (8x8, after ReLU): relu(Σ_c mean(dY/dA_c) · A_c), Y the image's class logit. */
+  cams: number[][][];
+  /** dY/dinput of each image's class logit, NCHW, flat. */
+  inputGradient: number[];
+  /** The ONNX node types of each file written: `model.onnx` as exported, `global.onnx` with the whole-map MaxPool as GlobalMaxPool. */
+  ops: { model: string[]; global: string[] };
+}
+
+export const TORCH_MAX_SIDE = 16;
+
+const SCRIPT = String.raw`
+import json, sys, warnings
+import onnx, torch, torch.nn as nn, torch.nn.functional as F
+
+out_dir, opset = sys.argv[1], int(sys.argv[2])
+torch.manual_seed(0)
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.ReLU())
+        # No activation: continuous values, which tie only where the upsampling copies them.
+        self.conv2 = nn.Conv2d(8, 4, 1)
+        self.global_max = nn.AdaptiveMaxPool2d(1)
+        self.head = nn.Linear(4 * 7, 5)
+
+    def forward(self, x):
+        a = self.block(torch.relu(self.conv1(x)))
+        near = F.interpolate(self.conv2(a), scale_factor=2, mode='nearest')
+        # One column to the right (the first repeated): equal to near at every odd column.
+        shifted = torch.cat([near[..., :1], near[..., :-1]], 3)
+        pooled = [
+            self.global_max(near).flatten(1),
+            F.max_pool2d(near, 3, stride=2, padding=1).mean((2, 3)),
+            F.max_pool2d(near, 2, stride=1, dilation=2).mean((2, 3)),
+            torch.amax(near, dim=(2, 3)),
+            torch.amin(near, dim=(2, 3)),
+            torch.maximum(near, shifted).mean((2, 3)),
+            torch.minimum(near, shifted).mean((2, 3)),
+        ]
+        return self.head(torch.cat(pooled, 1))
+
+model = Tiny().eval()
+x = torch.randn(2, 3, 16, 16)
+with warnings.catch_warnings():
+    warnings.simplefilter('ignore')
+    torch.onnx.export(model, x[:1], out_dir + '/model.onnx', input_names=['input'], output_names=['logits'],
+                      opset_version=opset, dynamic_axes={'input': {0: 'batch'}, 'logits': {0: 'batch'}})
+
+# The same network with AdaptiveMaxPool2d(1) as GlobalMaxPool (what other exporters write for it).
+graph = onnx.load(out_dir + '/model.onnx')
+for i, node in enumerate(graph.graph.node):
+    kernel = [list(a.ints) for a in node.attribute if a.name == 'kernel_shape']
+    if node.op_type == 'MaxPool' and kernel == [[16, 16]]:
+        graph.graph.node.remove(node)
+        graph.graph.node.insert(i, onnx.helper.make_node('GlobalMaxPool', list(node.input), list(node.output), name=node.name))
+        break
+onnx.checker.check_model(graph)
+onnx.save(graph, out_dir + '/global.onnx')
+
+captured = {}
+model.block.register_forward_hook(lambda module, inputs, output: captured.__setitem__('a', output))
+x.requires_grad_(True)
+logits = model(x)
+classes = [1, 3]
+objective = sum(logits[i, k] for i, k in enumerate(classes))
+activation_grad, input_grad = torch.autograd.grad(objective, [captured['a'], x])
+weights = activation_grad.mean((2, 3), keepdim=True)
+cams = torch.relu((weights * captured['a']).sum(1))
+ops = {name: sorted({node.op_type for node in onnx.load(out_dir + '/' + name + '.onnx').graph.node}) for name in ['model', 'global']}
+json.dump({
+    'input': x.detach().flatten().tolist(),
+    'logits': logits.detach().tolist(),
+    'classes': classes,
+    'cams': cams.detach().tolist(),
+    'inputGradient': input_grad.flatten().tolist(),
+    'ops': ops,
+}, open(out_dir + '/reference.json', 'w'))
+`;
+
+/** Exports the network to `dir` (model.onnx, global.onnx) and returns PyTorch's values; throws with Python's stderr when it fails. */
+export function makeTorchMaxModel(python: string, dir: string, opset: number): TorchMaxReference {
+  const run = spawnSync(python, ['-c', SCRIPT, dir, String(opset)], { encoding: 'utf8', maxBuffer: 16 << 20 });
+  if (run.status !== 0) throw new Error(`PyTorch export at opset ${opset} failed: ${run.stderr}`);
+  return JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')) as TorchMaxReference;
+}

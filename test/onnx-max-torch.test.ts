@@ -1,0 +1,149 @@
+/**
+ * Max pooling and max/min reductions whose maxima tie, end to end against
+ * PyTorch: a tiny network with a nearest upsampling by 2 (every value four
+ * times) before AdaptiveMaxPool2d(1), F.max_pool2d (overlapping and
+ * dilated windows), torch.amax, torch.amin, torch.maximum and
+ * torch.minimum, exported at test time to opsets 11 and 17, as exported
+ * (MaxPool for the global maximum) and with GlobalMaxPool in its place.
+ * camviz's logits, Grad-CAM map and input gradient are PyTorch's own, on
+ * cpu and wasm, and with ONNX Runtime running the forward pass when
+ * onnxruntime-node loads. tfjs' own gradients differ here: tf.max gives
+ * each tie the whole gradient, and wasm's MaxPoolGrad picks a window's last
+ * maximum. Skips without a Python that has torch and onnx.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { type BackendKind, useBackend } from '../src/engine/backend.js';
+import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
+import { type CamvizModel, loadModel } from '../src/model/load.js';
+import { explainBatch } from '../src/cam/explain.js';
+import { camTargets } from '../src/cam/request.js';
+import { disposeValues } from '../src/executor/network.js';
+import { findPython } from './helpers/python.js';
+import { maxAbsDifference } from './helpers/numeric.js';
+import { PORTABLE_BACKENDS } from './helpers/backends.js';
+import { TORCH_MAX_SIDE, type TorchMaxReference, makeTorchMaxModel } from './helpers/torch-max.js';
+
+const python = findPython('torch, onnx');
+const skipTorch: string | false = python === null ? 'no Python with torch and onnx (python3-torch, python3-onnx)' : false;
+const ort = loadOnnxRuntime();
+const skipOrt: string | false = skipTorch || (ort.available ? false : `onnxruntime-node does not load: ${ort.reason}`);
+
+const OPSETS = [11, 17];
+const FILES = [
+  { file: 'model.onnx', what: 'as exported (MaxPool over the whole map)', globalOp: 'MaxPool' },
+  { file: 'global.onnx', what: 'with GlobalMaxPool', globalOp: 'GlobalMaxPool' },
+] as const;
+
+/** Within `relative` of the reference's largest magnitude. */
+function assertCloseTo(actual: ArrayLike<number>, expected: ArrayLike<number>, relative: number, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  const scale = Math.max(1e-6, ...Array.from(expected, Math.abs));
+  const difference = maxAbsDifference(actual, expected);
+  assert.ok(difference <= relative * scale, `${what}: differs by ${difference.toExponential(2)} (max |value| ${scale.toExponential(2)})`);
+}
+
+/** The reference's input as camviz feeds it: NHWC. */
+function nhwcInput(reference: TorchMaxReference): tf.Tensor4D {
+  return tf.tidy(() => tf.transpose(tf.tensor4d(reference.input, [2, 3, TORCH_MAX_SIDE, TORCH_MAX_SIDE]), [0, 2, 3, 1]));
+}
+
+/** Grad-CAM at `block` for each image's class, as camviz computes it with `model`'s executor. */
+async function gradcamMaps(model: CamvizModel, input: tf.Tensor4D, reference: TorchMaxReference): Promise<Float32Array[]> {
+  const batch = await explainBatch(await model.executor(), {
+    method: 'gradcam',
+    input,
+    layers: camTargets(model, ['block']),
+    classes: { kind: 'perImage', classes: reference.classes.map((k) => [k]) },
+  });
+  return batch.explanations.map((perImage, i) => {
+    const [explanation] = perImage;
+    assert.equal(explanation?.classIndex, reference.classes[i]);
+    return explanation!.map!.data;
+  });
+}
+
+/** dY/dinput of each image's class logit, NCHW. */
+async function inputGradient(model: CamvizModel, input: tf.Tensor4D, reference: TorchMaxReference): Promise<Float32Array> {
+  const objective = (values: { output: tf.Tensor }): tf.Scalar =>
+    tf.tidy(() => tf.sum(tf.stack(reference.classes.map((k, i) => tf.reshape(tf.slice(values.output, [i, k], [1, 1]), [])))) as tf.Scalar);
+  const result = await model.network().backward(input, [objective], { sources: 'input', layers: [] });
+  const gradient = tf.tidy(() => tf.transpose(result.gradients[0]![0]!, [0, 3, 1, 2]));
+  const values = gradient.dataSync() as Float32Array;
+  tf.dispose([gradient, ...result.gradients.flat()]);
+  disposeValues(result.values);
+  return values;
+}
+
+for (const opset of OPSETS) {
+  describe(`a PyTorch export at opset ${opset} whose maxima tie`, { skip: skipTorch }, () => {
+    let folder: string;
+    let reference: TorchMaxReference;
+    before(async () => {
+      folder = await mkdtemp(join(tmpdir(), 'camviz-max-'));
+      reference = makeTorchMaxModel(python!, folder, opset);
+    });
+    after(async () => {
+      await rm(folder, { recursive: true, force: true });
+    });
+
+    test('the exports hold the ops under test', () => {
+      for (const op of ['Resize', 'MaxPool', 'ReduceMax', 'ReduceMin', 'Max', 'Min']) assert.ok(reference.ops.model.includes(op), `${op}: ${reference.ops.model.join(' ')}`);
+      assert.ok(!reference.ops.model.includes('GlobalMaxPool'));
+      assert.ok(reference.ops.global.includes('GlobalMaxPool'), reference.ops.global.join(' '));
+    });
+
+    for (const { file, what } of FILES) {
+      for (const backend of PORTABLE_BACKENDS as readonly BackendKind[]) {
+        describe(`${file}, ${what}, on ${backend}`, () => {
+          let model: CamvizModel;
+          let input: tf.Tensor4D;
+          before(async () => {
+            await useBackend(backend);
+            model = await loadModel(join(folder, file), { preprocess: 'none', engine: 'tfjs' });
+            input = nhwcInput(reference);
+          });
+          after(() => {
+            input?.dispose();
+            model?.dispose();
+          });
+
+          test('logits of a batch of two as PyTorch computes them', async () => {
+            const values = await model.network().forward(input);
+            assert.deepEqual(values.output.shape, [2, 5]);
+            assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
+            disposeValues(values);
+          });
+
+          test("Grad-CAM at module 'block' (upstream of every max) as PyTorch computes it", async () => {
+            const maps = await gradcamMaps(model, input, reference);
+            maps.forEach((map, i) => assertCloseTo(map, reference.cams[i]!.flat(), 1e-4, `image ${i}'s map`));
+            assert.ok(reference.cams.flat(2).some((value) => value > 0), 'the maps must not be empty');
+          });
+
+          test('the gradient of the class logits with respect to the input as PyTorch computes it', async () => {
+            assertCloseTo(await inputGradient(model, input, reference), reference.inputGradient, 1e-4, 'input gradient');
+          });
+        });
+      }
+    }
+
+    test('with ONNX Runtime running the forward pass: the same Grad-CAM maps', { skip: skipOrt }, async () => {
+      await useBackend('cpu');
+      const input = nhwcInput(reference);
+      const onOrt = await loadModel(join(folder, 'global.onnx'), { preprocess: 'none', engine: 'onnxruntime' });
+      try {
+        assert.equal((await onOrt.engine()).kind, 'onnxruntime');
+        const maps = await gradcamMaps(onOrt, input, reference);
+        maps.forEach((map, i) => assertCloseTo(map, reference.cams[i]!.flat(), 1e-4, `image ${i}'s map`));
+      } finally {
+        onOrt.dispose();
+        input.dispose();
+      }
+    });
+  });
+}
