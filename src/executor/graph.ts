@@ -14,6 +14,7 @@
  */
 import * as tf from '../engine/tf.js';
 import * as tfl from '../engine/tfl.js';
+import { withTensorFlowMaxGradients } from '../engine/max-gradients.js';
 import { runHooked } from '../hooks/hooks.js';
 import { isHooked } from '../hooks/registry.js';
 import { FusedChain, findFusedChains } from './fusion.js';
@@ -450,11 +451,21 @@ function isPreActivationKey(key: string): boolean {
   return key.endsWith(PRE_SUFFIX);
 }
 
+/**
+ * Runs one layer. Under TensorFlow's gradients for max reductions and max
+ * pooling (engine/max-gradients.ts): the layers of Keras files, TF.js layers
+ * and graph models compute what TensorFlow does, and tfjs' own gradients
+ * for tf.max, tf.min and tf.maxPool differ from TensorFlow's where values
+ * tie. ONNX node layers compute every max with a custom gradient of their
+ * own (PyTorch's), which kernel registrations do not reach.
+ */
 function applyLayer(node: GraphNode, inputs: tf.Tensor[]): tf.Tensor[] {
-  return tf.tidy(() => {
-    const output = node.layer.apply(inputs.length === 1 ? inputs[0]! : inputs, node.kwargs);
-    return (Array.isArray(output) ? output : [output]) as tf.Tensor[];
-  });
+  return withTensorFlowMaxGradients(() =>
+    tf.tidy(() => {
+      const output = node.layer.apply(inputs.length === 1 ? inputs[0]! : inputs, node.kwargs);
+      return (Array.isArray(output) ? output : [output]) as tf.Tensor[];
+    }),
+  );
 }
 
 function required(values: Map<string, tf.Tensor>, key: string): tf.Tensor {
