@@ -70,7 +70,7 @@ class Tiny(nn.Module):
             pooled = [
                 F.adaptive_avg_pool2d(self.conv2(up + near), 1),
                 F.adaptive_avg_pool2d(corners * corners, 1),
-                # Not a global max: nearest copies tie, and tfjs' max passes the gradient to every tie where PyTorch picks one.
+                # An average here: a global max over nearest copies (ties) is test/onnx-max-torch.test.ts's case.
                 F.adaptive_avg_pool2d(odd * odd, 1),
                 F.adaptive_avg_pool2d(self.conv2(cubic), 1),
                 F.adaptive_avg_pool2d(torch.tanh(up - near), 1),
