@@ -9,29 +9,30 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parentPort, workerData } from 'node:worker_threads';
+import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
 import type { FromWorker, ToWorker, WorkerData } from '../../src/batch/pool.js';
 import type { InputRecord } from '../../src/tasks/types.js';
 
-const port = parentPort!;
-const { options } = workerData as WorkerData;
-const post = (message: FromWorker): void => port.postMessage(message);
+// `node --test dist/test/` runs every file under it, this one too, outside a worker thread: it then serves nothing.
+if (parentPort !== null) serve(parentPort, (workerData as WorkerData).options.outDir);
 
-post({ type: 'ready', model: { name: 'stand-in', source: 'test', sha256: '0' }, backend: { kind: 'none', package: 'none' } });
-
-port.on('message', (message: ToWorker) => {
-  if (message.type === 'stop') {
-    port.close();
-    return;
-  }
-  if (message.type !== 'batch') return;
-  const records: InputRecord[] = message.inputs.map((input) => {
-    const output = `${input.relative.replace(/\.png$/, '')}.gradcam.0.png`;
-    const path = join(options.outDir, output);
-    post({ type: 'writing', path });
-    writeFileSync(path, 'png');
-    return { input: input.path, relative: input.relative, status: 'ok', outputs: [output], timings: {} };
+function serve(port: MessagePort, outDir: string): void {
+  const post = (message: FromWorker): void => port.postMessage(message);
+  post({ type: 'ready', model: { name: 'stand-in', source: 'test', sha256: '0' }, backend: { kind: 'none', package: 'none' } });
+  port.on('message', (message: ToWorker) => {
+    if (message.type === 'stop') {
+      port.close();
+      return;
+    }
+    if (message.type !== 'batch') return;
+    const records: InputRecord[] = message.inputs.map((input) => {
+      const output = `${input.relative.replace(/\.png$/, '')}.gradcam.0.png`;
+      const path = join(outDir, output);
+      post({ type: 'writing', path });
+      writeFileSync(path, 'png');
+      return { input: input.path, relative: input.relative, status: 'ok', outputs: [output], timings: {} };
+    });
+    if (message.inputs.some((input) => input.relative.startsWith('hang'))) for (;;);
+    post({ type: 'done', id: message.id, outcome: { records, summaries: [] } });
   });
-  if (message.inputs.some((input) => input.relative.startsWith('hang'))) for (;;);
-  post({ type: 'done', id: message.id, outcome: { records, summaries: [] } });
-});
+}
