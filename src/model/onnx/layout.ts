@@ -39,9 +39,17 @@ export function toLayout(value: LaidTensor, layout: Layout): tf.Tensor {
   if (value.layout === layout) return value.tensor;
   const { tensor } = value;
   if (tensor.rank !== 4) throw new Error(`an 'nhwc' value must be 4-D, got rank ${tensor.rank}`);
-  const perm = layout === 'nhwc' ? NCHW_TO_NHWC : NHWC_TO_NCHW;
-  const shape = perm.map((dim) => tensor.shape[dim]!);
-  return movesOnlyUnitDims(tensor.shape, perm) ? tf.reshape(tensor, shape) : tf.transpose(tensor, [...perm]);
+  return permuted(tensor, layout === 'nhwc' ? NCHW_TO_NHWC : NHWC_TO_NCHW);
+}
+
+/**
+ * `tensor` transposed by `perm`: a reshape when the permutation moves only
+ * size-1 dims (the element order is then the same), which tfjs does
+ * without a kernel.
+ */
+export function permuted(tensor: tf.Tensor, perm: readonly number[]): tf.Tensor {
+  if (!movesOnlyUnitDims(tensor.shape, perm)) return tf.transpose(tensor, [...perm]);
+  return tf.reshape(tensor, perm.map((dim) => tensor.shape[dim]!));
 }
 
 /**

@@ -12,7 +12,7 @@
  */
 import * as tf from '../../../engine/tf.js';
 import { CamvizError } from '../../../util/errors.js';
-import { NCHW_TO_NHWC, laid, onnxShape, storedAxis, toLayout, type LaidTensor, type Layout } from '../layout.js';
+import { NCHW_TO_NHWC, laid, onnxShape, permuted, storedAxis, toLayout, type LaidTensor, type Layout } from '../layout.js';
 import {
   attrFloat,
   attrInt,
@@ -140,12 +140,16 @@ function transpose(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const perm = attrInts(ctx, 'perm') ?? [...Array(rank).keys()].reverse();
   // An 'nhwc' input: ONNX dim d is stored at NCHW_TO_NHWC.indexOf(d), so one transpose does both.
   const stored = x.layout === 'nhwc' ? perm.map((dim) => storedAxis(dim, 'nhwc')) : perm;
-  // The 4-D output stored NHWC is the input's storage permuted by `stored`
-  // after NCHW_TO_NHWC; where that is the identity (e.g. NHWC -> NCHW as an
-  // exporter writes it), the 'nhwc' result costs nothing and keeps the
-  // following convolutions in tfjs' layout, where they fuse.
-  if (rank === 4 && NCHW_TO_NHWC.every((axis, i) => stored[axis] === i)) return [laid(tf.clone(x.tensor), 'nhwc')];
-  return [laid(tf.transpose(x.tensor, stored))];
+  if (rank !== 4) return [laid(tf.transpose(x.tensor, stored))];
+  // A 4-D output is stored NHWC (as the importer stores every 4-D image
+  // value): the input's storage permuted by `stored` after NCHW_TO_NHWC.
+  // Where that is the identity (NHWC -> NCHW as an exporter writes it), it
+  // costs nothing and keeps the following convolutions in tfjs' layout,
+  // where they fuse; where it moves only size-1 dims (Keras' Reshape to
+  // [N, 1, 1, C] then a Transpose to NCHW), a reshape.
+  const toNhwc = NCHW_TO_NHWC.map((axis) => stored[axis]!);
+  if (toNhwc.every((axis, i) => axis === i)) return [laid(tf.clone(x.tensor), 'nhwc')];
+  return [laid(permuted(x.tensor, toNhwc), 'nhwc')];
 }
 
 function squeeze(ctx: OpContext, inputs: Inputs): LaidTensor[] {
