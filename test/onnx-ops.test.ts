@@ -308,6 +308,28 @@ const CONV_CASES: { name: string; x: number[]; w: number[]; attributes: Record<s
     attributes: { group: int(2) },
     reference: { group: 2, stride: 1, dilation: 1, pads: [0, 0, 0, 0] },
   },
+  {
+    name: 'depthwise with channel multiplier 2, dilation 2',
+    x: [1, 3, 7, 7],
+    w: [6, 1, 3, 3],
+    attributes: { group: int(3), dilations: ints(2, 2), pads: ints(2, 1, 2, 3) },
+    reference: { group: 3, stride: 1, dilation: 2, pads: [2, 1, 2, 3] },
+  },
+  {
+    name: 'two groups, dilation 3',
+    x: [1, 4, 8, 7],
+    w: [6, 2, 3, 3],
+    attributes: { group: int(2), dilations: ints(3, 3), pads: ints(3, 3, 3, 3) },
+    reference: { group: 2, stride: 1, dilation: 3, pads: [3, 3, 3, 3] },
+  },
+  {
+    // Pads beyond the dilated kernel's span: output rows and columns that see only padding.
+    name: 'dilation 2, pads wider than the kernel',
+    x: [1, 2, 5, 5],
+    w: [2, 2, 2, 2],
+    attributes: { dilations: ints(2, 2), pads: ints(3, 0, 1, 4) },
+    reference: { group: 1, stride: 1, dilation: 2, pads: [3, 0, 1, 4] },
+  },
 ];
 
 forEachBackend(() => {
@@ -324,6 +346,34 @@ forEachBackend(() => {
           const got = toLayout(y!, 'onnx');
           assert.deepEqual(got.shape, expected.shape, layout);
           assertAllClose(got.dataSync(), expected.data, 1e-5, `${name} (${layout})`);
+        });
+      }
+    });
+  }
+});
+
+forEachBackend(() => {
+  // tfjs refuses to differentiate dilated convolutions; camviz's own gradient (dilated-conv.ts) is the adjoint of the written-out one.
+  for (const { name, x: xShape, w: wShape, attributes, reference } of CONV_CASES.filter((entry) => entry.reference.dilation > 1)) {
+    test(`tf.grad through a dilated Conv is the written-out convolution's adjoint: ${name}`, () => {
+      const count = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
+      const wData = randomValues(count(wShape), 32);
+      const outShape = referenceConv({ data: new Array<number>(count(xShape)).fill(0), shape: xShape }, { data: wData, shape: wShape }, reference).shape;
+      const weights = randomValues(count(outShape), 33);
+      // Y = Σ weights · conv(x) is linear: dY/dx_i is Y at the i-th unit vector.
+      const expected = Array.from({ length: count(xShape) }, (_, i) => {
+        const unit = new Array<number>(count(xShape)).fill(0);
+        unit[i] = 1;
+        return referenceConv({ data: unit, shape: xShape }, { data: wData, shape: wShape }, reference).data.reduce((sum, value, o) => sum + value * weights[o]!, 0);
+      });
+      for (const layout of ['onnx', 'nhwc'] as const) {
+        tf.tidy(() => {
+          const f = (x: tf.Tensor): tf.Scalar => {
+            const [y] = runNode(node('Conv', ['x', 'w'], ['y'], attributes), [feed(x, layout), laid(tf.tensor(wData, wShape))], 13);
+            return tf.sum(tf.mul(toLayout(y!, 'onnx'), tf.tensor(weights, outShape))) as tf.Scalar;
+          };
+          const gradient = tf.grad(f)(tf.tensor(randomValues(count(xShape), 31), xShape));
+          assertAllClose(gradient.dataSync(), expected, 1e-5, `${name} (${layout})`);
         });
       }
     });

@@ -7,6 +7,7 @@
  */
 import * as tf from '../../engine/tf.js';
 import { type LaidTensor, type Layout, toLayout } from './layout.js';
+import { dilatedConv2d } from './ops/dilated-conv.js';
 import type { OnnxNode } from './types.js';
 
 /**
@@ -64,17 +65,20 @@ export function convView(conv: ConvLayerWeights): Record<string, unknown> {
  * A Conv with constant weights as tfjs runs it: the kernel transposed once,
  * not at every call. The output is NHWC, as the op library's. A Conv with a
  * bias runs as one fused kernel (see `fusedConvWithBias`), except a dilated
- * one: that input gradient has no dilations (tfjs refuses to differentiate
- * dilated convolutions anyway), so it stays a convolution and an add.
+ * one: that input gradient has no dilations, so it stays a convolution
+ * (whose gradient dilated-conv.ts computes, which tfjs refuses) and an add.
  */
 export function runConv(conv: ConvLayerWeights, input: LaidTensor): tf.Tensor {
   return tf.tidy(() => {
     const x = toLayout(input, 'nhwc') as tf.Tensor4D;
     const filter = conv.kernel() as tf.Tensor4D;
-    if (conv.bias !== undefined && conv.dilationRate.every((rate) => rate === 1)) return fusedConvWithBias(conv, filter, conv.bias)(x);
-    const y = conv.depthwise
-      ? tf.depthwiseConv2d(x, filter, conv.strides, conv.padding, 'NHWC', conv.dilationRate)
-      : tf.conv2d(x, filter, conv.strides, conv.padding, 'NHWC', conv.dilationRate);
+    const dilated = conv.dilationRate.some((rate) => rate > 1);
+    if (conv.bias !== undefined && !dilated) return fusedConvWithBias(conv, filter, conv.bias)(x);
+    const y = dilated
+      ? dilatedConv2d(x, filter, conv.padding, conv.dilationRate, conv.depthwise)
+      : conv.depthwise
+        ? tf.depthwiseConv2d(x, filter, conv.strides, conv.padding, 'NHWC')
+        : tf.conv2d(x, filter, conv.strides, conv.padding, 'NHWC');
     return conv.bias === undefined ? y : tf.add(y, conv.bias);
   });
 }

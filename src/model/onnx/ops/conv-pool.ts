@@ -9,6 +9,7 @@ import * as tf from '../../../engine/tf.js';
 import { CamvizError } from '../../../util/errors.js';
 import { maxPoolToFirstMax, maxToFirstTie } from '../../../engine/max-gradients.js';
 import { laid, onnxShape, toLayout, type LaidTensor } from '../layout.js';
+import { dilatedConv2d } from './dilated-conv.js';
 import { attrInt, attrInts, attrString, checkedShape, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
 type Inputs = (LaidTensor | undefined)[];
@@ -89,12 +90,12 @@ function conv(ctx: OpContext, inputs: Inputs): LaidTensor[] {
     y = zerosStandIn(outShape, 'float32') as tf.Tensor4D;
   } else if (group === 1) {
     const filter = tf.transpose(weights, [2, 3, 1, 0]) as tf.Tensor4D;
-    y = tf.conv2d(x, filter, window.strides, padding, 'NHWC', window.dilations);
+    y = convolve(x, filter, window, padding, false);
   } else if (groupChannels === 1) {
     // Depthwise: output channel c·m + j reads input channel c.
     const multiplier = outChannels / channels;
     const filter = tf.transpose(tf.reshape(weights, [channels, multiplier, kH, kW]), [2, 3, 0, 1]) as tf.Tensor4D;
-    y = tf.depthwiseConv2d(x, filter, window.strides, padding, 'NHWC', window.dilations);
+    y = convolve(x, filter, window, padding, true);
   } else {
     y = groupedConv(x, weights, group, window, padding);
   }
@@ -128,8 +129,14 @@ function convOutputShape(
 function groupedConv(x: tf.Tensor4D, weights: tf.Tensor, group: number, window: Window, padding: ExplicitPadding): tf.Tensor4D {
   const xs = tf.split(x, group, 3) as tf.Tensor4D[];
   const ws = tf.split(weights, group, 0);
-  const ys = xs.map((part, i) => tf.conv2d(part, tf.transpose(ws[i]!, [2, 3, 1, 0]) as tf.Tensor4D, window.strides, padding, 'NHWC', window.dilations));
+  const ys = xs.map((part, i) => convolve(part, tf.transpose(ws[i]!, [2, 3, 1, 0]) as tf.Tensor4D, window, padding, false));
   return tf.concat(ys, 3) as tf.Tensor4D;
+}
+
+/** tf.conv2d or tf.depthwiseConv2d; dilated ones through dilated-conv.ts, whose gradient tfjs refuses. */
+function convolve(x: tf.Tensor4D, filter: tf.Tensor4D, window: Window, padding: ExplicitPadding, depthwise: boolean): tf.Tensor4D {
+  if (window.dilations.some((d) => d > 1)) return dilatedConv2d(x, filter, padding, window.dilations, depthwise);
+  return depthwise ? tf.depthwiseConv2d(x, filter, window.strides, padding, 'NHWC') : tf.conv2d(x, filter, window.strides, padding, 'NHWC');
 }
 
 // ------------------------------------------------------------ pooling
