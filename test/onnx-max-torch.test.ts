@@ -18,54 +18,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { type BackendKind, useBackend } from '../src/engine/backend.js';
-import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
-import { explainBatch } from '../src/cam/explain.js';
-import { camTargets } from '../src/cam/request.js';
 import { disposeValues } from '../src/executor/network.js';
-import { findPython } from './helpers/python.js';
-import { maxAbsDifference } from './helpers/numeric.js';
 import { PORTABLE_BACKENDS } from './helpers/backends.js';
 import { TORCH_MAX_SIDE, type TorchMaxReference, makeTorchMaxModel } from './helpers/torch-max.js';
+import { assertCloseTo, gradcamMaps, nhwcInput, torchParity } from './helpers/torch-parity.js';
 
-const python = findPython('torch, onnx');
-const skipTorch: string | false = python === null ? 'no Python with torch and onnx (python3-torch, python3-onnx)' : false;
-const ort = loadOnnxRuntime();
-const skipOrt: string | false = skipTorch || (ort.available ? false : `onnxruntime-node does not load: ${ort.reason}`);
+const { python, skipTorch, skipOrt } = torchParity('torch, onnx', 'python3-torch, python3-onnx');
 
 const OPSETS = [11, 17];
 const FILES = [
   { file: 'model.onnx', what: 'as exported (MaxPool over the whole map)', globalOp: 'MaxPool' },
   { file: 'global.onnx', what: 'with GlobalMaxPool', globalOp: 'GlobalMaxPool' },
 ] as const;
-
-/** Within `relative` of the reference's largest magnitude. */
-function assertCloseTo(actual: ArrayLike<number>, expected: ArrayLike<number>, relative: number, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  const scale = Math.max(1e-6, ...Array.from(expected, Math.abs));
-  const difference = maxAbsDifference(actual, expected);
-  assert.ok(difference <= relative * scale, `${what}: differs by ${difference.toExponential(2)} (max |value| ${scale.toExponential(2)})`);
-}
-
-/** The reference's input as camviz feeds it: NHWC. */
-function nhwcInput(reference: TorchMaxReference): tf.Tensor4D {
-  return tf.tidy(() => tf.transpose(tf.tensor4d(reference.input, [2, 3, TORCH_MAX_SIDE, TORCH_MAX_SIDE]), [0, 2, 3, 1]));
-}
-
-/** Grad-CAM at `block` for each image's class, as camviz computes it with `model`'s executor. */
-async function gradcamMaps(model: CamvizModel, input: tf.Tensor4D, reference: TorchMaxReference): Promise<Float32Array[]> {
-  const batch = await explainBatch(await model.executor(), {
-    method: 'gradcam',
-    input,
-    layers: camTargets(model, ['block']),
-    classes: { kind: 'perImage', classes: reference.classes.map((k) => [k]) },
-  });
-  return batch.explanations.map((perImage, i) => {
-    const [explanation] = perImage;
-    assert.equal(explanation?.classIndex, reference.classes[i]);
-    return explanation!.map!.data;
-  });
-}
 
 /** dY/dinput of each image's class logit, NCHW. */
 async function inputGradient(model: CamvizModel, input: tf.Tensor4D, reference: TorchMaxReference): Promise<Float32Array> {
@@ -105,7 +70,7 @@ for (const opset of OPSETS) {
           before(async () => {
             await useBackend(backend);
             model = await loadModel(join(folder, file), { preprocess: 'none', engine: 'tfjs' });
-            input = nhwcInput(reference);
+            input = nhwcInput(reference.input, 2, TORCH_MAX_SIDE);
           });
           after(() => {
             input?.dispose();
@@ -120,7 +85,7 @@ for (const opset of OPSETS) {
           });
 
           test("Grad-CAM at module 'block' (upstream of every max) as PyTorch computes it", async () => {
-            const maps = await gradcamMaps(model, input, reference);
+            const maps = await gradcamMaps(model, input, reference.classes, 'block');
             maps.forEach((map, i) => assertCloseTo(map, reference.cams[i]!.flat(), 1e-4, `image ${i}'s map`));
             assert.ok(reference.cams.flat(2).some((value) => value > 0), 'the maps must not be empty');
           });
@@ -134,11 +99,11 @@ for (const opset of OPSETS) {
 
     test('with ONNX Runtime running the forward pass: the same Grad-CAM maps', { skip: skipOrt }, async () => {
       await useBackend('cpu');
-      const input = nhwcInput(reference);
+      const input = nhwcInput(reference.input, 2, TORCH_MAX_SIDE);
       const onOrt = await loadModel(join(folder, 'global.onnx'), { preprocess: 'none', engine: 'onnxruntime' });
       try {
         assert.equal((await onOrt.engine()).kind, 'onnxruntime');
-        const maps = await gradcamMaps(onOrt, input, reference);
+        const maps = await gradcamMaps(onOrt, input, reference.classes, 'block');
         maps.forEach((map, i) => assertCloseTo(map, reference.cams[i]!.flat(), 1e-4, `image ${i}'s map`));
       } finally {
         onOrt.dispose();

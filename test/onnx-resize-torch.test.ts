@@ -16,21 +16,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/engine/backend.js';
-import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { describeOnnxLayers } from '../src/model/onnx/load.js';
-import { explainBatch } from '../src/cam/explain.js';
 import { camTargets } from '../src/cam/request.js';
 import { disposeValues } from '../src/executor/network.js';
 import { describeLayers } from '../src/executor/layers.js';
-import { findPython } from './helpers/python.js';
-import { maxAbsDifference } from './helpers/numeric.js';
 import { TORCH_RESIZE_SIDE, type TorchResizeReference, type TorchResizeVariant, makeTorchResizeModel } from './helpers/torch-resize.js';
+import { assertCloseTo, gradcamMaps, nhwcInput, torchParity } from './helpers/torch-parity.js';
 
-const python = findPython('torch, onnx');
-const skipTorch: string | false = python === null ? 'no Python with torch and onnx (python3-torch, python3-onnx)' : false;
-const ort = loadOnnxRuntime();
-const skipOrt: string | false = skipTorch || (ort.available ? false : `onnxruntime-node does not load: ${ort.reason}`);
+const { python, skipTorch, skipOrt } = torchParity('torch, onnx', 'python3-torch, python3-onnx');
 
 const EXPORTS: { opset: number; variant: TorchResizeVariant; resizeOp: string }[] = [
   { opset: 9, variant: 'legacy', resizeOp: 'Upsample' },
@@ -39,34 +33,6 @@ const EXPORTS: { opset: number; variant: TorchResizeVariant; resizeOp: string }[
   { opset: 13, variant: 'interpolate', resizeOp: 'Resize' },
   { opset: 17, variant: 'interpolate', resizeOp: 'Resize' },
 ];
-
-/** Within `relative` of the reference's largest magnitude. */
-function assertCloseTo(actual: ArrayLike<number>, expected: ArrayLike<number>, relative: number, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  const scale = Math.max(1e-6, ...Array.from(expected, Math.abs));
-  const difference = maxAbsDifference(actual, expected);
-  assert.ok(difference <= relative * scale, `${what}: differs by ${difference.toExponential(2)} (max |value| ${scale.toExponential(2)})`);
-}
-
-/** The reference's input as camviz feeds it: NHWC. */
-function nhwcInput(reference: TorchResizeReference): tf.Tensor4D {
-  return tf.tidy(() => tf.transpose(tf.tensor4d(reference.input, [2, 3, TORCH_RESIZE_SIDE, TORCH_RESIZE_SIDE]), [0, 2, 3, 1]));
-}
-
-/** Grad-CAM at `block` for each image's class, as camviz computes it with `model`'s executor. */
-async function gradcamMaps(model: CamvizModel, input: tf.Tensor4D, reference: TorchResizeReference): Promise<Float32Array[]> {
-  const batch = await explainBatch(await model.executor(), {
-    method: 'gradcam',
-    input,
-    layers: camTargets(model, ['block']),
-    classes: { kind: 'perImage', classes: reference.classes.map((k) => [k]) },
-  });
-  return batch.explanations.map((perImage, i) => {
-    const [explanation] = perImage;
-    assert.equal(explanation?.classIndex, reference.classes[i]);
-    return explanation!.map!.data;
-  });
-}
 
 for (const { opset, variant, resizeOp } of EXPORTS) {
   describe(`a PyTorch export at opset ${opset} (${resizeOp}, InstanceNormalization)`, { skip: skipTorch }, () => {
@@ -79,7 +45,7 @@ for (const { opset, variant, resizeOp } of EXPORTS) {
       folder = await mkdtemp(join(tmpdir(), 'camviz-resize-'));
       reference = makeTorchResizeModel(python!, folder, opset, variant);
       model = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'tfjs' });
-      input = nhwcInput(reference);
+      input = nhwcInput(reference.input, 2, TORCH_RESIZE_SIDE);
     });
     after(async () => {
       input?.dispose();
@@ -100,7 +66,7 @@ for (const { opset, variant, resizeOp } of EXPORTS) {
     });
 
     test("Grad-CAM at module 'block' (upstream of every resize) as PyTorch computes it", async () => {
-      const maps = await gradcamMaps(model, input, reference);
+      const maps = await gradcamMaps(model, input, reference.classes, 'block');
       maps.forEach((map, i) => assertCloseTo(map, reference.cams[i]!.flat(), 1e-4, `image ${i}'s map`));
       assert.ok(reference.cams.flat(2).some((value) => value > 0), 'the maps must not be empty');
     });
@@ -136,7 +102,7 @@ for (const { opset, variant, resizeOp } of EXPORTS) {
         const values = await executor.forward(input);
         assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
         disposeValues(values);
-        const maps = await gradcamMaps(onOrt, input, reference);
+        const maps = await gradcamMaps(onOrt, input, reference.classes, 'block');
         maps.forEach((map, i) => assertCloseTo(map, reference.cams[i]!.flat(), 1e-4, `image ${i}'s map`));
       } finally {
         onOrt.dispose();

@@ -22,7 +22,6 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/engine/backend.js';
-import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { explainBatch } from '../src/cam/explain.js';
 import { camTargets } from '../src/cam/request.js';
@@ -30,8 +29,7 @@ import { type Region, RegionTarget, loadRegionMask } from '../src/cam/targets/in
 import { disposeValues } from '../src/executor/network.js';
 import { computeGeometry } from '../src/image/image.js';
 import type { FeatureMap } from '../src/render/maps.js';
-import { findPython } from './helpers/python.js';
-import { maxAbsDifference, mulberry32 } from './helpers/numeric.js';
+import { mulberry32 } from './helpers/numeric.js';
 import { runCli } from './helpers/cli.js';
 import { readNpy } from './helpers/npy.js';
 import {
@@ -41,11 +39,9 @@ import {
   type TorchSegmentationReference,
   makeTorchSegmentationModel,
 } from './helpers/torch-segmentation.js';
+import { assertCloseTo, nhwcInput, torchParity } from './helpers/torch-parity.js';
 
-const python = findPython('torch, torchvision, onnx');
-const skipTorch: string | false = python === null ? 'no Python with torch, torchvision and onnx (python3-torch, python3-torchvision, python3-onnx)' : false;
-const ort = loadOnnxRuntime();
-const skipOrt: string | false = skipTorch || (ort.available ? false : `onnxruntime-node does not load: ${ort.reason}`);
+const { python, skipTorch, skipOrt } = torchParity('torch, torchvision, onnx', 'python3-torch, python3-torchvision, python3-onnx');
 
 /** The image and model input: small, so that three networks export and run in seconds. */
 const SIDE = 96;
@@ -77,14 +73,6 @@ const CASES: SegmentationCase[] = [
   // The head's ReLU after ASPP (whose pooling branch is upsampled from 1 x 1 by a Resize).
   { arch: 'deeplabv3', output: 'full', layers: ['backbone.16', 'classifier.3'], outputSide: SIDE },
 ];
-
-/** Within `relative` of the reference's largest magnitude. */
-function assertCloseTo(actual: ArrayLike<number>, expected: ArrayLike<number>, relative: number, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  const scale = Math.max(1e-6, ...Array.from(expected, Math.abs));
-  const difference = maxAbsDifference(actual, expected);
-  assert.ok(difference <= relative * scale, `${what}: differs by ${difference.toExponential(2)} (max |value| ${scale.toExponential(2)})`);
-}
 
 function assertScoreClose(actual: number, expected: number, what: string): void {
   assert.ok(Math.abs(actual - expected) <= 1e-4 * Math.max(1, Math.abs(expected)), `${what}: ${actual} vs PyTorch's ${expected}`);
@@ -123,11 +111,6 @@ async function writeImages(folder: string): Promise<{ image: string; mask: strin
   await writeFile(paths.pixels, pixels);
   await writeFile(paths.maskBytes, mask);
   return paths;
-}
-
-/** The reference's input as camviz feeds it: NHWC. */
-function nhwcInput(reference: TorchSegmentationReference): tf.Tensor4D {
-  return tf.tidy(() => tf.transpose(tf.tensor4d(reference.input, [1, 3, SIDE, SIDE]), [0, 2, 3, 1]));
 }
 
 /** The image is the model input's size: the geometry maps each pixel to itself. */
@@ -171,7 +154,7 @@ for (const { arch, output, layers, outputSide } of CASES) {
       const regions: Record<string, TorchRegion> = Object.fromEntries(regionNames.map((name) => [name, BOXES[name] !== undefined ? { box: BOXES[name] } : maskRegion]));
       reference = makeTorchSegmentationModel(python!, folder, { arch, output, side: SIDE, classes: CLASSES, opset: OPSET, pixels: files.pixels, category: CATEGORY, layers, regions });
       model = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'tfjs' });
-      input = nhwcInput(reference);
+      input = nhwcInput(reference.input, 1, SIDE);
     });
     after(async () => {
       input?.dispose();

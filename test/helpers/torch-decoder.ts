@@ -17,30 +17,20 @@
  * domain at opset 18 (GroupNormalization's scale and bias per group) or 21
  * (per channel). PyTorch computes the references with its own modules.
  */
-import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { type TorchGradcamReference, runTorchScript } from './torch-parity.js';
 
 export type TorchDecoderVariant = 'export' | 'onnx-ops';
 
 export type CamModule = 'block' | 'up';
 
 /** What PyTorch computed, for a batch of two 3x16x16 images. */
-export interface TorchDecoderReference {
-  /** The input, NCHW, flat. */
-  input: number[];
-  /** [2][5] */
-  logits: number[][];
-  /** The class explained for each image. */
-  classes: number[];
+export interface TorchDecoderReference extends TorchGradcamReference {
   /**
    * Per module, per image, Grad-CAM relu(Σ_c mean(dY/dA_c) · A_c), Y the
    * image's class logit: at `block` (8x8, after GroupNorm and Mish) and at
    * `up` (16x16, the grouped, strided ConvTranspose).
    */
   cams: Record<CamModule, number[][][]>;
-  /** dY/dinput of each image's class logit, NCHW, flat. */
-  inputGradient: number[];
   /** The ONNX node types of the export. */
   ops: string[];
 }
@@ -184,7 +174,5 @@ json.dump({
 
 /** Exports the network to `dir`/model.onnx and returns PyTorch's values; throws with Python's stderr when it fails. */
 export function makeTorchDecoderModel(python: string, dir: string, opset: number, variant: TorchDecoderVariant): TorchDecoderReference {
-  const run = spawnSync(python, ['-c', SCRIPT, dir, String(opset), variant], { encoding: 'utf8', maxBuffer: 16 << 20 });
-  if (run.status !== 0) throw new Error(`PyTorch export at opset ${opset} (${variant}) failed: ${run.stderr}`);
-  return JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')) as TorchDecoderReference;
+  return runTorchScript<TorchDecoderReference>(python, SCRIPT, [dir, String(opset), variant], dir, `PyTorch export at opset ${opset} (${variant})`);
 }

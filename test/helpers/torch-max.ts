@@ -10,22 +10,12 @@
  * each window and divides amax's, amin's, maximum's and minimum's among
  * the ties. Seeded; nothing is stored in the repository.
  */
-import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { type TorchGradcamReference, runTorchScript } from './torch-parity.js';
 
 /** What PyTorch computed, for a batch of two 3x16x16 images. */
-export interface TorchMaxReference {
-  /** The input, NCHW, flat. */
-  input: number[];
-  /** [2][5] */
-  logits: number[][];
-  /** The class explained for each image. */
-  classes: number[];
+export interface TorchMaxReference extends TorchGradcamReference {
   /** Per image, Grad-CAM at module `block` (8x8, after ReLU): relu(Σ_c mean(dY/dA_c) · A_c), Y the image's class logit. */
   cams: number[][][];
-  /** dY/dinput of each image's class logit, NCHW, flat. */
-  inputGradient: number[];
   /** The ONNX node types of each file written: `model.onnx` as exported, `global.onnx` with the whole-map MaxPool as GlobalMaxPool. */
   ops: { model: string[]; global: string[] };
 }
@@ -105,7 +95,5 @@ json.dump({
 
 /** Exports the network to `dir` (model.onnx, global.onnx) and returns PyTorch's values; throws with Python's stderr when it fails. */
 export function makeTorchMaxModel(python: string, dir: string, opset: number): TorchMaxReference {
-  const run = spawnSync(python, ['-c', SCRIPT, dir, String(opset)], { encoding: 'utf8', maxBuffer: 16 << 20 });
-  if (run.status !== 0) throw new Error(`PyTorch export at opset ${opset} failed: ${run.stderr}`);
-  return JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')) as TorchMaxReference;
+  return runTorchScript<TorchMaxReference>(python, SCRIPT, [dir, String(opset)], dir, `PyTorch export at opset ${opset}`);
 }

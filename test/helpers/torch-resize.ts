@@ -11,24 +11,14 @@
  * exports to opsets 9 (Upsample) and 10 (Resize-10) compute something else
  * than PyTorch does, and sizes do not export there.
  */
-import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { type TorchGradcamReference, runTorchScript } from './torch-parity.js';
 
 export type TorchResizeVariant = 'interpolate' | 'legacy';
 
 /** What PyTorch computed, for a batch of two 3x16x16 images. */
-export interface TorchResizeReference {
-  /** The input, NCHW, flat. */
-  input: number[];
-  /** [2][5] */
-  logits: number[][];
-  /** The class explained for each image. */
-  classes: number[];
+export interface TorchResizeReference extends TorchGradcamReference {
   /** Per image, Grad-CAM at module `block` (8x8, after ReLU): relu(Σ_c mean(dY/dA_c) · A_c), Y the image's class logit. */
   cams: number[][][];
-  /** dY/dinput of each image's class logit, NCHW, flat. */
-  inputGradient: number[];
   /** The ONNX node types of the export. */
   ops: string[];
 }
@@ -107,7 +97,5 @@ json.dump({
 
 /** Exports the network to `dir`/model.onnx and returns PyTorch's values; throws with Python's stderr when it fails. */
 export function makeTorchResizeModel(python: string, dir: string, opset: number, variant: TorchResizeVariant): TorchResizeReference {
-  const run = spawnSync(python, ['-c', SCRIPT, dir, String(opset), variant], { encoding: 'utf8', maxBuffer: 16 << 20 });
-  if (run.status !== 0) throw new Error(`PyTorch export at opset ${opset} failed: ${run.stderr}`);
-  return JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')) as TorchResizeReference;
+  return runTorchScript<TorchResizeReference>(python, SCRIPT, [dir, String(opset), variant], dir, `PyTorch export at opset ${opset}`);
 }

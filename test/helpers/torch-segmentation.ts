@@ -15,9 +15,7 @@
  * are float64, from the float32 weights and input; the input is the image
  * as camviz's 'torch' preprocessing makes it.
  */
-import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { runTorchScript } from './torch-parity.js';
 
 export type TorchSegmentationArch = 'lraspp' | 'deeplabv3' | 'fcn';
 
@@ -179,7 +177,5 @@ json.dump({
 
 /** Exports the network to `dir`/model.onnx and returns PyTorch's values; throws with Python's stderr when it fails. */
 export function makeTorchSegmentationModel(python: string, dir: string, spec: TorchSegmentationSpec): TorchSegmentationReference {
-  const run = spawnSync(python, ['-c', SCRIPT, JSON.stringify(spec), dir], { encoding: 'utf8', maxBuffer: 16 << 20 });
-  if (run.status !== 0) throw new Error(`PyTorch export of ${spec.arch} (${spec.output}) failed: ${run.stderr}`);
-  return JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')) as TorchSegmentationReference;
+  return runTorchScript<TorchSegmentationReference>(python, SCRIPT, [JSON.stringify(spec), dir], dir, `PyTorch export of ${spec.arch} (${spec.output})`);
 }

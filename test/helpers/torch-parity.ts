@@ -1,0 +1,81 @@
+/**
+ * What the tests against PyTorch share (test/onnx-*-torch.test.ts): the
+ * Python that has the modules they need, running a script that exports a
+ * network and writes PyTorch's values to `reference.json`, PyTorch's NCHW
+ * input as camviz feeds it, camviz's Grad-CAM maps, and the comparison
+ * within a share of the reference's largest magnitude.
+ */
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs-core';
+import { loadOnnxRuntime } from '../../src/engine/onnxruntime.js';
+import { explainBatch } from '../../src/cam/explain.js';
+import { camTargets } from '../../src/cam/request.js';
+import type { CamvizModel } from '../../src/model/load.js';
+import { maxAbsDifference } from './numeric.js';
+import { findPython } from './python.js';
+
+/** What every tiny network's reference holds, for a batch of two images (its Grad-CAM maps, per module or not, are the test's own). */
+export interface TorchGradcamReference {
+  /** The input, NCHW, flat. */
+  input: number[];
+  /** [2][5] */
+  logits: number[][];
+  /** The class explained for each image. */
+  classes: number[];
+  /** dY/dinput of each image's class logit, NCHW, flat. */
+  inputGradient: number[];
+}
+
+export interface TorchParity {
+  python: string | null;
+  /** Why the tests skip: no such Python. */
+  skipTorch: string | false;
+  /** Why the ONNX Runtime tests skip: no such Python, or onnxruntime-node does not load. */
+  skipOrt: string | false;
+}
+
+/** The Python that can import `modules` (e.g. 'torch, onnx'), with the skip reasons; `packages` names the Debian packages. */
+export function torchParity(modules: string, packages: string): TorchParity {
+  const python = findPython(modules);
+  const skipTorch: string | false = python === null ? `no Python with ${modules} (${packages})` : false;
+  const ort = loadOnnxRuntime();
+  return { python, skipTorch, skipOrt: skipTorch || (ort.available ? false : `onnxruntime-node does not load: ${ort.reason}`) };
+}
+
+/** Runs `script` (`python -c script ...args`), which writes `dir`/reference.json, and returns what it wrote; throws with Python's stderr when it fails. */
+export function runTorchScript<T>(python: string, script: string, args: readonly string[], dir: string, what: string): T {
+  const run = spawnSync(python, ['-c', script, ...args], { encoding: 'utf8', maxBuffer: 16 << 20 });
+  if (run.status !== 0) throw new Error(`${what} failed: ${run.stderr}`);
+  return JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')) as T;
+}
+
+/** Within `relative` of the reference's largest magnitude. */
+export function assertCloseTo(actual: ArrayLike<number>, expected: ArrayLike<number>, relative: number, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  const scale = Math.max(1e-6, ...Array.from(expected, Math.abs));
+  const difference = maxAbsDifference(actual, expected);
+  assert.ok(difference <= relative * scale, `${what}: differs by ${difference.toExponential(2)} (max |value| ${scale.toExponential(2)})`);
+}
+
+/** PyTorch's input (NCHW, flat, square images of `side` with 3 channels) as camviz feeds it: NHWC. */
+export function nhwcInput(input: readonly number[], batch: number, side: number): tf.Tensor4D {
+  return tf.tidy(() => tf.transpose(tf.tensor4d(input as number[], [batch, 3, side, side]), [0, 2, 3, 1]));
+}
+
+/** Grad-CAM at `module` for each image's class (`classes[i]`), as camviz computes it with `model`'s executor. */
+export async function gradcamMaps(model: CamvizModel, input: tf.Tensor4D, classes: readonly number[], module: string): Promise<Float32Array[]> {
+  const batch = await explainBatch(await model.executor(), {
+    method: 'gradcam',
+    input,
+    layers: camTargets(model, [module]),
+    classes: { kind: 'perImage', classes: classes.map((k) => [k]) },
+  });
+  return batch.explanations.map((perImage, i) => {
+    const [explanation] = perImage;
+    assert.equal(explanation?.classIndex, classes[i]);
+    return explanation!.map!.data;
+  });
+}
