@@ -353,7 +353,7 @@ forEachBackend(() => {
 });
 
 forEachBackend(() => {
-  // tfjs refuses to differentiate dilated convolutions; camviz's own gradient (dilated-conv.ts) is the adjoint of the written-out one.
+  // tfjs refuses to differentiate dilated convolutions; camviz's own gradient (src/engine/dilated-conv.ts) is the adjoint of the written-out one.
   for (const { name, x: xShape, w: wShape, attributes, reference } of CONV_CASES.filter((entry) => entry.reference.dilation > 1)) {
     test(`tf.grad through a dilated Conv is the written-out convolution's adjoint: ${name}`, () => {
       const count = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);

@@ -7,7 +7,7 @@
  * region on cell boundaries is pytorch-grad-cam's 0/1 mask and a region
  * through half cells weighs them by half. DeepLabV3's ASPP (rates 12, 24,
  * 36) and the dilated backbones are differentiated through dilated
- * convolutions (src/model/onnx/ops/dilated-conv.ts). The image is the
+ * convolutions (src/engine/dilated-conv.ts). The image is the
  * model input's size, so that no resize differs. camviz's target score,
  * raw Grad-CAM maps and input gradient are PyTorch's (float64), for a box
  * and for a mask of half the image's size, on tfjs and with ONNX Runtime

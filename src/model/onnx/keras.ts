@@ -7,7 +7,7 @@
  */
 import * as tf from '../../engine/tf.js';
 import { type LaidTensor, type Layout, toLayout } from './layout.js';
-import { dilatedConv2d } from './ops/dilated-conv.js';
+import { dilatedConv2d } from '../../engine/dilated-conv.js';
 import type { OnnxNode } from './types.js';
 
 /**
@@ -66,7 +66,7 @@ export function convView(conv: ConvLayerWeights): Record<string, unknown> {
  * not at every call. The output is NHWC, as the op library's. A Conv with a
  * bias runs as one fused kernel (see `fusedConvWithBias`), except a dilated
  * one: that input gradient has no dilations, so it stays a convolution
- * (whose gradient dilated-conv.ts computes, which tfjs refuses) and an add.
+ * (whose gradient engine/dilated-conv.ts computes, which tfjs refuses) and an add.
  */
 export function runConv(conv: ConvLayerWeights, input: LaidTensor): tf.Tensor {
   return tf.tidy(() => {

@@ -9,7 +9,7 @@ import * as tf from '../../../engine/tf.js';
 import { CamvizError } from '../../../util/errors.js';
 import { maxPoolToFirstMax, maxToFirstTie } from '../../../engine/max-gradients.js';
 import { laid, onnxShape, toLayout, type LaidTensor } from '../layout.js';
-import { dilatedConv2d } from './dilated-conv.js';
+import { dilatedConv2d } from '../../../engine/dilated-conv.js';
 import { attrInt, attrInts, attrString, checkedShape, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
 type Inputs = (LaidTensor | undefined)[];
@@ -133,7 +133,7 @@ function groupedConv(x: tf.Tensor4D, weights: tf.Tensor, group: number, window: 
   return tf.concat(ys, 3) as tf.Tensor4D;
 }
 
-/** tf.conv2d or tf.depthwiseConv2d; dilated ones through dilated-conv.ts, whose gradient tfjs refuses. */
+/** tf.conv2d or tf.depthwiseConv2d; dilated ones through engine/dilated-conv.ts, whose gradient tfjs refuses. */
 function convolve(x: tf.Tensor4D, filter: tf.Tensor4D, window: Window, padding: ExplicitPadding, depthwise: boolean): tf.Tensor4D {
   if (window.dilations.some((d) => d > 1)) return dilatedConv2d(x, filter, padding, window.dilations, depthwise);
   return depthwise ? tf.depthwiseConv2d(x, filter, window.strides, padding, 'NHWC') : tf.conv2d(x, filter, window.strides, padding, 'NHWC');

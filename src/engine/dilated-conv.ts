@@ -17,7 +17,7 @@
  * Differentiable in the input only: the kernel is the model's constant
  * (as for the fused kernels of keras.ts), so no gradient flows to it.
  */
-import * as tf from '../../../engine/tf.js';
+import * as tf from './tf.js';
 
 /** Any padding tf.conv2d takes: 'same', 'valid', one number, or explicit [[0, 0], [top, bottom], [left, right], [0, 0]]. */
 export type ConvPadding = 'valid' | 'same' | number | ExplicitPadding;
