@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { withTensorFlowMaxGradients } from '../src/engine/max-gradients.js';
+import { withTensorFlowGradients } from '../src/engine/tensorflow-gradients.js';
 import { laid, runNode, toLayout, type LaidTensor } from '../src/model/onnx/interpret.js';
 import type { OnnxAttribute, OnnxNode } from '../src/model/onnx/types.js';
 import { Network } from '../src/executor/network.js';
@@ -243,19 +243,19 @@ forEachBackend(() => {
 
 // ---------------------------------------------------------------- TensorFlow's rules, in camviz's executor only
 
-describe('withTensorFlowMaxGradients', () => {
+describe('withTensorFlowGradients', () => {
   test('puts tfjs\' own gradients back afterwards, also when the call throws, and nests', () => {
     const kernels = ['Max', 'Min', 'MaxPool'];
     const before = kernels.map((name) => tf.getGradient(name));
     assert.ok(before.every((config) => config !== undefined), 'tfjs registers these gradients');
-    withTensorFlowMaxGradients(() => {
+    withTensorFlowGradients(() => {
       const inside = kernels.map((name) => tf.getGradient(name));
       assert.ok(inside.every((config, i) => config !== before[i]));
-      withTensorFlowMaxGradients(() => undefined);
+      withTensorFlowGradients(() => undefined);
       assert.deepEqual(kernels.map((name) => tf.getGradient(name)), inside);
     });
     assert.deepEqual(kernels.map((name) => tf.getGradient(name)), before);
-    assert.throws(() => withTensorFlowMaxGradients(() => {
+    assert.throws(() => withTensorFlowGradients(() => {
       throw new Error('boom');
     }), /boom/);
     assert.deepEqual(kernels.map((name) => tf.getGradient(name)), before);
@@ -264,7 +264,7 @@ describe('withTensorFlowMaxGradients', () => {
   forEachBackend(() => {
     test('applies to what is recorded inside; tf.max outside keeps tfjs\' own gradient', () => {
       const x = tf.tensor1d([2, 1, 2]);
-      const inside = tf.grad((t: tf.Tensor) => withTensorFlowMaxGradients(() => tf.max(t)))(x);
+      const inside = tf.grad((t: tf.Tensor) => withTensorFlowGradients(() => tf.max(t)))(x);
       const outside = tf.grad((t: tf.Tensor) => tf.max(t))(x);
       assert.deepEqual(Array.from(inside.dataSync()), [0.5, 0, 0.5]);
       // tfjs' rule, unchanged for everything else in the process: the whole gradient to each tie.

@@ -29,27 +29,43 @@ export type ConvPadding = 'valid' | 'same' | number | ExplicitPadding;
  */
 export function dilatedConv2d(x: tf.Tensor4D, filter: tf.Tensor4D, padding: ConvPadding, dilations: [number, number], depthwise: boolean): tf.Tensor4D {
   const convolve = depthwise ? depthwiseCorrelation : correlation;
-  const info = tf.backend_util.computeConv2DInfo(x.shape, filter.shape, [1, 1], dilations, padding, undefined, depthwise, 'channelsLast');
-  const { top, bottom, left, right } = info.padInfo;
-  const [effectiveHeight, effectiveWidth] = [info.effectiveFilterHeight, info.effectiveFilterWidth];
   return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const input = args[0] as tf.Tensor4D;
     // Saved for the backward pass (which disposes it): a Conv op's filter is a transpose its tidy disposes.
     (args[1] as tf.GradSaveFunc)([filter]);
     const value = convolve(input, filter, padding, dilations);
-    const gradFunc = (dy: tf.Tensor4D, saved: tf.Tensor[]): tf.Tensor[] =>
-      tf.tidy(() => {
-        // The full correlation's border, less the forward's pads: the input's size again.
-        const { cropped, padding: backwardPadding } = borderOf(dy, [effectiveHeight - 1 - top, effectiveHeight - 1 - bottom], [effectiveWidth - 1 - left, effectiveWidth - 1 - right]);
-        const flipped = flipSpatially(saved[0] as tf.Tensor4D);
-        return [
-          depthwise
-            ? depthwiseInputGradient(cropped, flipped, backwardPadding, dilations)
-            : tf.conv2d(cropped, tf.transpose(flipped, [0, 1, 3, 2]), 1, backwardPadding, 'NHWC', dilations),
-        ];
-      });
+    const gradFunc = (dy: tf.Tensor4D, saved: tf.Tensor[]): tf.Tensor[] => [
+      dilatedInputGradient(dy, saved[0] as tf.Tensor4D, input.shape, { padding, dilations, depthwise }),
+    ];
     return { value, gradFunc };
   })(x) as tf.Tensor4D;
+}
+
+/** A unit-stride NHWC correlation's geometry: its padding, dilations, and whether it is depthwise. */
+export interface DilatedGeometry {
+  readonly padding: ConvPadding;
+  readonly dilations: [number, number];
+  readonly depthwise: boolean;
+  readonly dimRoundingMode?: 'floor' | 'round' | 'ceil';
+}
+
+/**
+ * dL/dx of a unit-stride correlation of NHWC x (of `inputShape`) with
+ * `filter`, from dy: dy correlated with the flipped filter, dilated alike.
+ */
+export function dilatedInputGradient(dy: tf.Tensor4D, filter: tf.Tensor4D, inputShape: readonly [number, number, number, number], geometry: DilatedGeometry): tf.Tensor4D {
+  const { padding, dilations, depthwise, dimRoundingMode } = geometry;
+  const info = tf.backend_util.computeConv2DInfo([...inputShape], filter.shape, [1, 1], dilations, padding, dimRoundingMode, depthwise, 'channelsLast');
+  const { top, bottom, left, right } = info.padInfo;
+  const [effectiveHeight, effectiveWidth] = [info.effectiveFilterHeight, info.effectiveFilterWidth];
+  return tf.tidy(() => {
+    // The full correlation's border, less the forward's pads: the input's size again.
+    const { cropped, padding: backwardPadding } = borderOf(dy, [effectiveHeight - 1 - top, effectiveHeight - 1 - bottom], [effectiveWidth - 1 - left, effectiveWidth - 1 - right]);
+    const flipped = flipSpatially(filter);
+    return depthwise
+      ? depthwiseInputGradient(cropped, flipped, backwardPadding, dilations)
+      : tf.conv2d(cropped, tf.transpose(flipped, [0, 1, 3, 2]), 1, backwardPadding, 'NHWC', dilations);
+  });
 }
 
 function correlation(x: tf.Tensor4D, filter: tf.Tensor4D, padding: ConvPadding, dilations: [number, number]): tf.Tensor4D {
@@ -101,4 +117,93 @@ function borderOf(x: tf.Tensor4D, rows: [number, number], columns: [number, numb
     ? tf.slice(x, [0, cut(rows[0]), cut(columns[0]), 0], [-1, height - cut(rows[0]) - cut(rows[1]), width - cut(columns[0]) - cut(columns[1]), -1])
     : x;
   return { cropped, padding: [[0, 0], [grow(rows[0]), grow(rows[1])], [grow(columns[0]), grow(columns[1])], [0, 0]] };
+}
+
+// ------------------------------------------------------------ TensorFlow's rules for tfjs' kernels
+
+/** The attributes tfjs records for a Conv2D or DepthwiseConv2dNative kernel. */
+interface ConvAttributes {
+  pad: ConvPadding;
+  dataFormat?: 'NHWC' | 'NCHW';
+  /** Null where the caller gave none (tfjs-layers' DepthwiseConv2D). */
+  dilations?: number | [number, number] | null;
+  dimRoundingMode?: 'floor' | 'round' | 'ceil';
+}
+
+function pairOf(value: number | [number, number] | null | undefined): [number, number] {
+  if (value === undefined || value === null) return [1, 1];
+  return typeof value === 'number' ? [value, value] : value;
+}
+
+/** The gradient of a convolution's weights, which camviz never asks for (it differentiates inputs and activations). */
+function refusedWeightGradient(): tf.Tensor {
+  throw new Error('camviz differentiates dilated convolutions with respect to their input only, not their filter or bias');
+}
+
+/** dL/dx of a dilated Conv2D / DepthwiseConv2dNative kernel with these attributes (NCHW through NHWC). */
+function kernelInputGradient(dy: tf.Tensor4D, x: tf.Tensor4D, filter: tf.Tensor4D, attrs: ConvAttributes, depthwise: boolean): tf.Tensor4D {
+  const geometry: DilatedGeometry = {
+    padding: attrs.pad,
+    dilations: pairOf(attrs.dilations),
+    depthwise,
+    ...(attrs.dimRoundingMode === undefined ? {} : { dimRoundingMode: attrs.dimRoundingMode }),
+  };
+  if (attrs.dataFormat !== 'NCHW') return dilatedInputGradient(dy, filter, x.shape, geometry);
+  const [n, c, h, w] = x.shape;
+  return tf.tidy(() => tf.transpose(dilatedInputGradient(tf.transpose(dy, [0, 2, 3, 1]), filter, [n, h, w, c], geometry), [0, 3, 1, 2]));
+}
+
+/**
+ * The Conv2D or DepthwiseConv2dNative kernel's gradient as TensorFlow has
+ * it: tfjs' own where it gives one (no dilation), the input gradient of
+ * `dilatedInputGradient` where tfjs refuses (dilation > 1, hence unit
+ * strides). Undefined if tfjs registers none.
+ */
+function kernelGradConfig(kernelName: string, depthwise: boolean): tf.GradConfig | undefined {
+  const own = tf.getGradient(kernelName);
+  if (own === undefined) return undefined;
+  return {
+    kernelName,
+    inputsToSave: own.inputsToSave ?? ['x', 'filter'],
+    gradFunc: (dy, saved, attrs) => {
+      const conv = attrs as unknown as ConvAttributes;
+      const [rows, columns] = pairOf(conv.dilations);
+      if (rows === 1 && columns === 1) return own.gradFunc(dy, saved, attrs);
+      const [x, filter] = saved as [tf.Tensor4D, tf.Tensor4D];
+      return { x: () => kernelInputGradient(dy as tf.Tensor4D, x, filter, conv, depthwise), filter: refusedWeightGradient };
+    },
+  };
+}
+
+/** TensorFlow's gradients of the Conv2D and DepthwiseConv2dNative kernels, tfjs' own extended to dilated ones (read when this module loads: tfjs' own). */
+export const DILATED_CONV_GRADIENTS: readonly tf.GradConfig[] = [kernelGradConfig(tf.Conv2D, false), kernelGradConfig(tf.DepthwiseConv2dNative, true)].filter(
+  (config): config is tf.GradConfig => config !== undefined,
+);
+
+/**
+ * tf.fused.conv2d and tf.fused.depthwiseConv2d, recorded on a tape, are a
+ * tf.customGrad named after the op's scope, whose gradient refuses
+ * dilations; a gradient registered under that name replaces it. Under a
+ * tape tfjs runs them fused only with a linear activation (any other runs
+ * as separate ops), so the gradient is the correlation's alone. The op
+ * records no attributes: the geometry is the calling layer's.
+ */
+const FUSED_OP_SCOPES = { conv: 'fusedConv2d__op', depthwise: 'fusedDepthwiseConv2d__op' } as const;
+
+/**
+ * The gradient of a dilated tf.fused.conv2d (or depthwiseConv2d when
+ * `geometry.depthwise`) of this geometry, for a layer known to run one:
+ * tfjs-layers' Conv2D, a graph model's _FusedConv2D.
+ */
+export function fusedDilatedConvGradConfig(geometry: DilatedGeometry): tf.GradConfig {
+  return {
+    kernelName: geometry.depthwise ? FUSED_OP_SCOPES.depthwise : FUSED_OP_SCOPES.conv,
+    gradFunc: (dy, saved) => {
+      // What the op saves: [filter, x (4-D), y, bias?]; its inputs are numbered x, filter, bias.
+      const [filter, x, y] = saved as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+      // A 3-D input's output is reshaped to 3-D after the op: dy has the 4-D output's elements.
+      const inputGradient = (): tf.Tensor => dilatedInputGradient(tf.reshape(dy as tf.Tensor, y.shape) as tf.Tensor4D, filter, x.shape, geometry);
+      return { 0: inputGradient, 1: refusedWeightGradient, 2: refusedWeightGradient };
+    },
+  };
 }

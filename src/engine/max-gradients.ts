@@ -26,11 +26,9 @@
  * them through tf.customGrad (the wrappers below).
  * Layers of TF-origin models call tf.max, tf.min and tf.maxPool from
  * tfjs-layers and tfjs-converter, out of camviz's reach: the executor runs
- * each under `withTensorFlowMaxGradients`, which registers TensorFlow's
- * rules for the Max, Min and MaxPool kernels for that synchronous call
- * only, then puts tfjs' own back (tfjs reads a kernel's gradient when the
- * op is recorded on the tape, not when it is differentiated), so that
- * tfjs is unchanged for anything else that runs in the process.
+ * each under `withTensorFlowGradients` (engine/tensorflow-gradients.ts),
+ * which registers TensorFlow's rules for the Max, Min and MaxPool kernels
+ * (`MAX_GRADIENTS`) for that synchronous call only.
  *
  * "First in scan order" is PyTorch's order over an NCHW value: H, then W,
  * within each channel. A window or a spatial reduction of a stored NHWC
@@ -263,24 +261,5 @@ const maxPoolGradConfig: tf.GradConfig = {
   },
 };
 
-const TENSORFLOW_GRADIENTS: readonly tf.GradConfig[] = [reductionGradConfig(tf.Max), reductionGradConfig(tf.Min), maxPoolGradConfig];
-
-/**
- * Runs `run` (synchronous) with TensorFlow's gradients for the Max, Min and
- * MaxPool kernels: ops of those kernels recorded on a tape meanwhile are
- * differentiated as TensorFlow does (reduce_max / reduce_min dividing among
- * ties, MaxPoolGrad routing to the first maximum). The registrations in
- * place before are restored afterwards, whatever happens; calls nest. A
- * kernel with no gradient registered keeps none.
- */
-export function withTensorFlowMaxGradients<T>(run: () => T): T {
-  const previous = TENSORFLOW_GRADIENTS.map((config) => tf.getGradient(config.kernelName));
-  TENSORFLOW_GRADIENTS.forEach((config, i) => {
-    if (previous[i] !== undefined) tf.registerGradient(config);
-  });
-  try {
-    return run();
-  } finally {
-    for (const config of previous) if (config !== undefined) tf.registerGradient(config);
-  }
-}
+/** TensorFlow's gradients of the Max, Min and MaxPool kernels (engine/tensorflow-gradients.ts registers them inside camviz's executor). */
+export const MAX_GRADIENTS: readonly tf.GradConfig[] = [reductionGradConfig(tf.Max), reductionGradConfig(tf.Min), maxPoolGradConfig];

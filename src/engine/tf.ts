@@ -67,6 +67,7 @@ export function hostValues(tensor: Core.Tensor): Float32Array | undefined {
 
 export const {
   // Kernel names
+  ClipByValue,
   Conv2D,
   Conv2DBackpropFilter,
   Conv2DBackpropInput,
@@ -76,6 +77,7 @@ export const {
   Max,
   MaxPool,
   Min,
+  Relu6,
   UnsortedSegmentSum,
   // Functions and namespaces
   add,
@@ -139,6 +141,7 @@ export const {
   tensor4d,
   tidy,
   transpose,
+  unregisterGradient,
   unregisterKernel,
   util,
   valueAndGrads,

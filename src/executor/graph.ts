@@ -14,10 +14,11 @@
  */
 import * as tf from '../engine/tf.js';
 import * as tfl from '../engine/tfl.js';
-import { withTensorFlowMaxGradients } from '../engine/max-gradients.js';
+import { withTensorFlowGradients } from '../engine/tensorflow-gradients.js';
 import { runHooked } from '../hooks/hooks.js';
 import { isHooked } from '../hooks/registry.js';
 import { FusedChain, findFusedChains } from './fusion.js';
+import { gradientRulesOf } from './layer-gradients.js';
 
 export type Layer = tfl.layers.Layer;
 type Kwargs = Record<string, unknown>;
@@ -452,19 +453,22 @@ function isPreActivationKey(key: string): boolean {
 }
 
 /**
- * Runs one layer. Under TensorFlow's gradients for max reductions and max
- * pooling (engine/max-gradients.ts): the layers of Keras files, TF.js layers
- * and graph models compute what TensorFlow does, and tfjs' own gradients
- * for tf.max, tf.min and tf.maxPool differ from TensorFlow's where values
- * tie. ONNX node layers compute every max with a custom gradient of their
- * own (PyTorch's), which kernel registrations do not reach.
+ * Runs one layer, under TensorFlow's gradients (engine/tensorflow-gradients.ts,
+ * the layer's rules from layer-gradients.ts): the layers of Keras files,
+ * TF.js layers and graph models are differentiated as TensorFlow does, where
+ * tfjs' own gradients differ (max reductions and max pooling where values
+ * tie, Relu6 at 6) or are refused (dilated convolutions). ONNX node layers
+ * compute those with custom gradients of their own (PyTorch's), which
+ * kernel registrations do not reach.
  */
 function applyLayer(node: GraphNode, inputs: tf.Tensor[]): tf.Tensor[] {
-  return withTensorFlowMaxGradients(() =>
-    tf.tidy(() => {
-      const output = node.layer.apply(inputs.length === 1 ? inputs[0]! : inputs, node.kwargs);
-      return (Array.isArray(output) ? output : [output]) as tf.Tensor[];
-    }),
+  return withTensorFlowGradients(
+    () =>
+      tf.tidy(() => {
+        const output = node.layer.apply(inputs.length === 1 ? inputs[0]! : inputs, node.kwargs);
+        return (Array.isArray(output) ? output : [output]) as tf.Tensor[];
+      }),
+    gradientRulesOf(node.layer),
   );
 }
 
