@@ -125,6 +125,7 @@ export const {
   reshape,
   reverse,
   scalar,
+  serialization,
   setBackend,
   slice,
   softmax,

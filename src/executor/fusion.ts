@@ -9,6 +9,7 @@
  * `LayerGraph.dispose()` (or `FusedChain.dispose()`) after changing weights.
  */
 import * as tf from '../engine/tf.js';
+import { computedDilations } from '../model/dilated-depthwise.js';
 import type { GraphNode, Layer } from './graph.js';
 
 type FusedActivation = 'linear' | 'relu' | 'relu6' | 'leakyrelu';
@@ -20,7 +21,6 @@ interface ConvView {
   strides: number[];
   padding: 'valid' | 'same' | 'causal';
   dataFormat: 'channelsFirst' | 'channelsLast';
-  dilationRate: number | number[];
   activation: { getClassName(): string };
   rank?: number;
 }
@@ -55,7 +55,8 @@ export class FusedChain {
   }
 
   apply(x: tf.Tensor): tf.Tensor {
-    const conv = this.nodes[0]!.layer as unknown as ConvView;
+    const layer = this.nodes[0]!.layer;
+    const conv = layer as unknown as ConvView;
     const { filter, bias } = this.weights();
     const args = {
       x: x as tf.Tensor4D,
@@ -63,7 +64,8 @@ export class FusedChain {
       bias,
       strides: conv.strides as [number, number],
       pad: conv.padding as 'valid' | 'same',
-      dilations: dilations(conv.dilationRate),
+      // The rate the unfused layer computes with, so that fused and unfused agree.
+      dilations: computedDilations(layer),
       activation: this.activation,
       ...(this.activation === 'leakyrelu' ? { leakyreluAlpha: this.leakyAlpha } : {}),
     };
@@ -98,10 +100,6 @@ interface FusedWeights {
 
 function isDepthwise(conv: ConvView): boolean {
   return conv.depthwiseKernel !== undefined && conv.kernel === undefined;
-}
-
-function dilations(rate: number | number[]): [number, number] {
-  return Array.isArray(rate) ? [rate[0]!, rate[1] ?? rate[0]!] : [rate, rate];
 }
 
 /** Conv weights with the following BatchNorm (if any) folded in. */
@@ -172,7 +170,7 @@ function isFusableConv(layer: Layer): boolean {
   if (name !== 'Conv2D' && name !== 'DepthwiseConv2D') return false;
   const conv = layer as unknown as ConvView;
   if (conv.dataFormat !== 'channelsLast' || conv.padding === 'causal') return false;
-  const [dh, dw] = dilations(conv.dilationRate);
+  const [dh, dw] = computedDilations(layer);
   const [sh, sw] = conv.strides;
   // tfjs' fused convolution refuses dilation together with stride > 1.
   return (dh === 1 && dw === 1) || (sh === 1 && sw === 1);

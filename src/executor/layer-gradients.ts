@@ -4,7 +4,8 @@
  * that depend on what the layer is and so cannot be registered for all:
  * - a dilated Conv2D / DepthwiseConv2D (tfjs-layers' Conv2D, a graph
  *   model's _FusedConv2D) runs tf.fused, whose recorded op carries no
- *   geometry: the layer's fields give it;
+ *   geometry: the layer's fields give it, with the rate it computes with
+ *   (model/dilated-depthwise.ts: tfjs-layers' own DepthwiseConv2D ignores its);
  * - tfjs-layers' ReLU with maxValue 6 is Keras' ReLU(max_value=6), which
  *   TensorFlow computes as relu6: its ClipByValue gets Relu6Grad's rule,
  *   where a clip_by_value elsewhere keeps its own.
@@ -13,6 +14,7 @@
 import * as tf from '../engine/tf.js';
 import { type ConvPadding, fusedDilatedConvGradConfig } from '../engine/dilated-conv.js';
 import { RELU6_CLIP_GRADIENT, TENSORFLOW_GRADIENTS } from '../engine/tensorflow-gradients.js';
+import { computedDilations } from '../model/dilated-depthwise.js';
 import { ImportedNodeLayer } from '../model/graph-import/node-layer.js';
 import type { Layer } from './graph.js';
 
@@ -20,7 +22,6 @@ import type { Layer } from './graph.js';
 interface ConvFields {
   strides?: number | number[];
   padding?: ConvPadding | 'causal';
-  dilationRate?: number | number[];
   dataFormat?: 'channelsFirst' | 'channelsLast';
 }
 
@@ -40,7 +41,7 @@ function layerSpecificRules(layer: Layer): tf.GradConfig[] {
   const name = layer.getClassName();
   if (name === 'ReLU' && isRelu6Layer(layer)) return [RELU6_CLIP_GRADIENT];
   if (name === 'Conv2D' || name === 'DepthwiseConv2D') {
-    const fused = fusedDilatedRule(layer as unknown as ConvFields, name === 'DepthwiseConv2D');
+    const fused = fusedDilatedRule(layer as unknown as ConvFields, computedDilations(layer), name === 'DepthwiseConv2D');
     return fused === undefined ? [] : [fused];
   }
   return [];
@@ -52,10 +53,9 @@ function isRelu6Layer(layer: Layer): boolean {
 }
 
 /** The fused op's rule for a dilated conv layer whose geometry tfjs' fused kernels take (unit strides, NHWC, 'same' / 'valid' / explicit pads). */
-function fusedDilatedRule(conv: ConvFields, depthwise: boolean): tf.GradConfig | undefined {
+function fusedDilatedRule(conv: ConvFields, dilations: [number, number], depthwise: boolean): tf.GradConfig | undefined {
   const pair = (value: number | number[] | undefined): number[] => (Array.isArray(value) ? value : [value ?? 1, value ?? 1]);
-  const dilations = pair(conv.dilationRate);
   if (dilations.every((rate) => rate === 1) || pair(conv.strides).some((stride) => stride !== 1)) return undefined;
   if (conv.dataFormat === 'channelsFirst' || conv.padding === undefined || conv.padding === 'causal') return undefined;
-  return fusedDilatedConvGradConfig({ padding: conv.padding, dilations: [dilations[0]!, dilations[1] ?? dilations[0]!], depthwise });
+  return fusedDilatedConvGradConfig({ padding: conv.padding, dilations, depthwise });
 }

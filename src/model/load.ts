@@ -16,6 +16,7 @@ import { type ChosenEngine, type EngineReport, type EngineRequest, chooseEngine 
 import { type ModelSourceFiles, readLocalModel } from './io.js';
 import type { FileIdentity } from '../util/file-identity.js';
 import { readKerasModel } from './keras/load.js';
+import { withDilatedDepthwise } from './dilated-depthwise.js';
 import { type CamvizJson, type MetadataOverrides, type ModelMetadata, readCamvizJson, resolveMetadata } from './metadata.js';
 import { Network } from '../executor/network.js';
 import { setLayerAliases } from '../executor/graph.js';
@@ -168,7 +169,9 @@ async function loadModelFiles(spec: string, options: LoadOptions): Promise<Camvi
   const files = keras ?? (await readLocalModel(located.modelJsonPath));
   const known = located.zoo ?? knownModelBySha256(files.sha256)?.metadata ?? keras?.defaults;
   const isGraph = files.modelJson.format === 'graph-model' || Array.isArray(files.modelJson.modelTopology['node']);
-  const handler: tf.io.IOHandler = { load: async () => (keras === undefined ? withWeightViews(files.artifacts) : files.artifacts) };
+  // A graph model's topology has no layers; a layers model's dilated DepthwiseConv2D layers get a class that dilates (tfjs-layers' ignores the rate).
+  const artifacts = isGraph ? files.artifacts : withDilatedDepthwise(files.artifacts);
+  const handler: tf.io.IOHandler = { load: async () => (keras === undefined ? withWeightViews(artifacts) : artifacts) };
   let layersModel: tfl.LayersModel | undefined;
   let graphModel: GraphModel | undefined;
   try {

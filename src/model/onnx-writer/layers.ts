@@ -8,6 +8,7 @@
  * keep camviz's layout.
  */
 import type { Layer } from '../../executor/graph.js';
+import { computedDilations } from '../dilated-depthwise.js';
 import { CamvizError, type CamvizErrorOptions } from '../../util/errors.js';
 import { type GraphBuilder, batchNormAffine, foldIntoConv, samePadding, transpose, type ChannelAffine } from './builder.js';
 import type { OnnxAttribute } from './proto-writer.js';
@@ -85,7 +86,6 @@ interface ConvView {
   strides: number[];
   padding: string;
   dataFormat: string;
-  dilationRate: number | number[];
   kernelSize: number[];
   activation: { getClassName(): string };
 }
@@ -276,8 +276,9 @@ function convNode(context: ConverterContext, x: string, weights: { data: Float32
   return b.op('Conv', inputs, attributes, hint);
 }
 
+/** The layer's geometry, with the dilation it computes with (tfjs-layers' own DepthwiseConv2D ignores its rate). */
 function spatialGeometry(conv: ConvView): { kernel: [number, number]; strides: [number, number]; dilations: [number, number] } {
-  return { kernel: pair(conv.kernelSize), strides: pair(conv.strides), dilations: pair(conv.dilationRate) };
+  return { kernel: pair(conv.kernelSize), strides: pair(conv.strides), dilations: computedDilations(conv) };
 }
 
 /** The name of a convolution's own output: the layer's, unless an activation follows inside the layer. */

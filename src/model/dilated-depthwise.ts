@@ -1,0 +1,167 @@
+/**
+ * Keras' DepthwiseConv2D with a dilation rate above 1 (DeepLabV3+ on
+ * MobileNetV2 or Xception, many segmentation networks), which tfjs-layers
+ * 4.22 deserialises but computes undilated: its `call` passes no dilation
+ * to tfjs' depthwiseConv2d ("TODO(cais): Add support for dilation"), and
+ * its `computeOutputShape` leaves the rate out too, so with 'valid'
+ * padding its static output is (k - 1)·(rate - 1) rows and columns too
+ * large, and the layers after it are built for that wrong size.
+ *
+ * camviz's loader gives such layers of the models it reads (Keras files,
+ * TF.js layers model.json) this subclass instead, which computes and
+ * shapes the dilated convolution as Keras does: `withDilatedDepthwise`
+ * renames their class in the topology before tfjs-layers deserialises it.
+ * It has to be a class the deserialiser finds by name: tfjs-layers builds
+ * the layers from their config's class names and takes each one's static
+ * output shape as it goes (a Dense after a Flatten gets its kernel's shape
+ * from it), so patching the layers once the model is built is too late;
+ * and loadLayersModel's customObjects do not reach the layers of a
+ * Sequential model (tfjs-layers drops them there). So the class is
+ * registered with tf.serialization.registerClass, under a name of its own
+ * that only camviz's loader writes: tfjs-layers' DepthwiseConv2D is not
+ * replaced, and any other tfjs-layers model in the process (a library
+ * user's own) computes as before.
+ *
+ * tfjs-layers' own DepthwiseConv2D (a model built in memory and handed to
+ * camviz) keeps computing undilated, and its static shapes say so:
+ * `computedDilations` gives camviz's fused kernels and ONNX writer the
+ * rate such a layer really computes with, so that every path agrees with
+ * its `predict`. SeparableConv2D needs none of this: tfjs-layers passes
+ * its rate to tfjs' separableConv2d and to its output shape.
+ */
+import type { DepthwiseConv2D } from '@tensorflow/tfjs-layers/dist/layers/convolutional_depthwise.js';
+import type { Kwargs } from '@tensorflow/tfjs-layers/dist/types.js';
+import * as tf from '../engine/tf.js';
+import '../engine/tfl.js';
+
+/** The name camviz's loader gives a dilated DepthwiseConv2D's class in a topology. */
+export const DILATED_DEPTHWISE_CLASS_NAME = 'CamvizDilatedDepthwiseConv2D';
+
+const KERAS_CLASS_NAME = 'DepthwiseConv2D';
+
+type Shape = (number | null)[];
+
+/** The fields of tfjs-layers' DepthwiseConv2D that its typings keep private. */
+interface PrivateFields {
+  depthwiseKernel: { read(): tf.Tensor };
+  depthMultiplier: number;
+}
+
+/** tfjs-layers' DepthwiseConv2D class, as registered (importing its module directly would load a second tfjs-layers). */
+const TfjsDepthwiseConv2D = (() => {
+  const registered = tf.serialization.SerializationMap.getMap().classNameMap[KERAS_CLASS_NAME];
+  if (registered === undefined) throw new Error('tfjs-layers registers no DepthwiseConv2D class');
+  return registered[0] as unknown as typeof DepthwiseConv2D;
+})();
+
+/** Keras' conv_output_length: a dilated kernel spans (k - 1)·rate + 1 inputs. */
+function outputLength(inputLength: number | null, kernel: number, padding: string, stride: number, dilation: number): number | null {
+  if (inputLength === null) return null;
+  const span = (kernel - 1) * dilation + 1;
+  const length = padding === 'same' ? inputLength : inputLength - span + 1;
+  return Math.ceil(length / stride);
+}
+
+class DilatedDepthwiseConv2D extends TfjsDepthwiseConv2D {
+  static override className = DILATED_DEPTHWISE_CLASS_NAME;
+
+  constructor(args: ConstructorParameters<typeof DepthwiseConv2D>[0]) {
+    super(args);
+    // TensorFlow refuses both too (tf.nn.depthwise_conv2d: strides > 1 with rate > 1), so Keras never saves it.
+    if (this.strides.some((stride) => stride !== 1) && this.dilationRate.some((rate) => rate !== 1)) {
+      throw new Error(`DepthwiseConv2D '${this.name}' has strides ${JSON.stringify(this.strides)} and dilation rate ${JSON.stringify(this.dilationRate)}: one of them must be 1`);
+    }
+  }
+
+  /** It is Keras' DepthwiseConv2D, computed as Keras does: fusion, the ONNX writer, layer listings and a saved config see that class. */
+  override getClassName(): string {
+    return KERAS_CLASS_NAME;
+  }
+
+  /** tfjs-layers' own call, with the dilation passed on: the convolution, the bias, the activation. */
+  override call(inputs: tf.Tensor | tf.Tensor[], _kwargs: Kwargs): tf.Tensor {
+    return tf.tidy(() => {
+      const input = Array.isArray(inputs) ? inputs[0] : inputs;
+      if (input === undefined || (Array.isArray(inputs) && inputs.length !== 1)) throw new Error(`DepthwiseConv2D '${this.name}' takes one input`);
+      const channelsFirst = this.dataFormat === 'channelsFirst';
+      const nhwc = (channelsFirst ? tf.transpose(input, [0, 2, 3, 1]) : input) as tf.Tensor4D;
+      const kernel = (this as unknown as PrivateFields).depthwiseKernel.read() as tf.Tensor4D;
+      const [rows, columns] = this.dilationRate;
+      let output: tf.Tensor = tf.depthwiseConv2d(nhwc, kernel, this.strides as [number, number], this.padding === 'same' ? 'same' : 'valid', 'NHWC', [rows ?? 1, columns ?? rows ?? 1]);
+      if (this.useBias) output = tf.add(output, this.bias.read());
+      if (channelsFirst) output = tf.transpose(output, [0, 3, 1, 2]);
+      return this.activation.apply(output);
+    });
+  }
+
+  override computeOutputShape(inputShape: Shape | Shape[]): Shape {
+    const shape = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as Shape;
+    const channelsFirst = this.dataFormat === 'channelsFirst';
+    const [batch, a = null, b = null, c = null] = shape;
+    const [height, width, channels] = channelsFirst ? [b, c, a] : [a, b, c];
+    const multiplier = (this as unknown as PrivateFields).depthMultiplier;
+    const outChannels = channels === null ? null : channels * multiplier;
+    const [outHeight, outWidth] = [0, 1].map((axis) => outputLength(axis === 0 ? height : width, this.kernelSize[axis]!, this.padding, this.strides[axis]!, this.dilationRate[axis]!));
+    return channelsFirst ? [batch ?? null, outChannels, outHeight!, outWidth!] : [batch ?? null, outHeight!, outWidth!, outChannels];
+  }
+}
+
+tf.serialization.registerClass(DilatedDepthwiseConv2D);
+
+/** The fields of a convolution layer that give its dilation. */
+interface DilationFields {
+  dilationRate?: number | readonly number[];
+}
+
+/**
+ * The dilation rate [rows, columns] a convolution layer computes with: its
+ * `dilationRate`, except for tfjs-layers' own DepthwiseConv2D, which computes
+ * undilated whatever the rate says.
+ */
+export function computedDilations(layer: object): [number, number] {
+  if (layer instanceof TfjsDepthwiseConv2D && !(layer instanceof DilatedDepthwiseConv2D)) return [1, 1];
+  const rate = (layer as DilationFields).dilationRate ?? 1;
+  if (typeof rate === 'number') return [rate, rate];
+  return [rate[0] ?? 1, rate[1] ?? rate[0] ?? 1];
+}
+
+type Json = Record<string, unknown>;
+
+function isRecord(value: unknown): value is Json {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Whether a DepthwiseConv2D's config (Keras' snake_case or tfjs' camelCase) has a rate above 1. */
+function isDilated(config: Json): boolean {
+  const rate = config['dilation_rate'] ?? config['dilationRate'];
+  const rates = Array.isArray(rate) ? rate : [rate];
+  return rates.some((value) => typeof value === 'number' && value !== 1);
+}
+
+/**
+ * `value` (a layers model's topology, or any part of it) with every dilated
+ * DepthwiseConv2D given camviz's class, wherever it is (nested models,
+ * wrappers); the same object where there is none, a copy otherwise (the
+ * topology read stays as it was).
+ */
+function rewritten(value: unknown): unknown {
+  if (Array.isArray(value)) {
+    const items = value.map(rewritten);
+    return items.some((item, i) => item !== value[i]) ? items : value;
+  }
+  if (!isRecord(value)) return value;
+  const entries = Object.entries(value).map(([key, item]) => [key, rewritten(item)] as const);
+  const changed = entries.some(([key, item]) => item !== value[key]);
+  const copy = changed ? Object.fromEntries(entries) : value;
+  const config = copy['config'];
+  if (copy['class_name'] !== KERAS_CLASS_NAME || !isRecord(config) || !isDilated(config)) return copy;
+  return { ...copy, class_name: DILATED_DEPTHWISE_CLASS_NAME };
+}
+
+/** A layers model's artifacts with their dilated DepthwiseConv2D layers computed dilated (see the top of this file). */
+export function withDilatedDepthwise(artifacts: tf.io.ModelArtifacts): tf.io.ModelArtifacts {
+  const topology = artifacts.modelTopology;
+  if (!isRecord(topology)) return artifacts;
+  const topologyRewritten = rewritten(topology);
+  return topologyRewritten === topology ? artifacts : { ...artifacts, modelTopology: topologyRewritten as Json };
+}
