@@ -102,3 +102,19 @@ export async function sharedZerosLoad<T>(load: () => Promise<T>): Promise<T> {
     }
   }
 }
+
+/**
+ * tfjs-layers' class registered under `className` (its own layers register
+ * themselves when tfjs-layers loads): importing a layer's module directly
+ * would load a second tfjs-layers. Undefined when none is.
+ */
+export function registeredLayerClass(className: string): (abstract new (...args: never[]) => object) | undefined {
+  const registered = tf.serialization.SerializationMap.getMap().classNameMap[className];
+  return registered?.[0] as unknown as (abstract new (...args: never[]) => object) | undefined;
+}
+
+/** Whether `layer` is exactly tfjs-layers' own class `className` (not a subclass, not camviz's imported node layers showing that class name). */
+export function isTfjsLayersOwn(layer: object, className: string): boolean {
+  const own = registeredLayerClass(className);
+  return own !== undefined && Object.getPrototypeOf(layer) === own.prototype;
+}

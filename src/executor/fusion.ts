@@ -9,7 +9,7 @@
  * `LayerGraph.dispose()` (or `FusedChain.dispose()`) after changing weights.
  */
 import * as tf from '../engine/tf.js';
-import { computedDilations } from '../model/dilated-depthwise.js';
+import { isTfjsLayersOwn } from '../engine/tfl.js';
 import type { GraphNode, Layer } from './graph.js';
 
 type FusedActivation = 'linear' | 'relu' | 'relu6' | 'leakyrelu';
@@ -205,4 +205,24 @@ function standaloneActivation(layer: Layer): { activation: FusedActivation; alph
     return { activation: 'leakyrelu', alpha: (layer as unknown as { alpha: number }).alpha };
   }
   return undefined;
+}
+
+/** The fields of a convolution layer that give its dilation. */
+interface DilationFields {
+  dilationRate?: number | readonly number[];
+}
+
+/**
+ * The dilation rate [rows, columns] a convolution layer computes with: its
+ * `dilationRate`, except for tfjs-layers' own DepthwiseConv2D, which
+ * computes undilated whatever the rate says (camviz's loader gives the
+ * dilated ones of the models it reads a class that dilates:
+ * model/dilated-depthwise.ts). The fused kernels, the gradient rules and
+ * the ONNX writer compute what the layer's own call does.
+ */
+export function computedDilations(layer: object): [number, number] {
+  if (isTfjsLayersOwn(layer, 'DepthwiseConv2D')) return [1, 1];
+  const rate = (layer as DilationFields).dilationRate ?? 1;
+  if (typeof rate === 'number') return [rate, rate];
+  return [rate[0] ?? 1, rate[1] ?? rate[0] ?? 1];
 }

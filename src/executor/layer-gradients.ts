@@ -5,7 +5,7 @@
  * - a dilated Conv2D / DepthwiseConv2D (tfjs-layers' Conv2D, a graph
  *   model's _FusedConv2D) runs tf.fused, whose recorded op carries no
  *   geometry: the layer's fields give it, with the rate it computes with
- *   (model/dilated-depthwise.ts: tfjs-layers' own DepthwiseConv2D ignores its);
+ *   (fusion.ts' computedDilations: tfjs-layers' own DepthwiseConv2D ignores its);
  * - tfjs-layers' ReLU with maxValue 6 is Keras' ReLU(max_value=6), which
  *   TensorFlow computes as relu6: its ClipByValue gets Relu6Grad's rule,
  *   where a clip_by_value elsewhere keeps its own.
@@ -14,8 +14,8 @@
 import * as tf from '../engine/tf.js';
 import { type ConvPadding, fusedDilatedConvGradConfig } from '../engine/dilated-conv.js';
 import { RELU6_CLIP_GRADIENT, TENSORFLOW_GRADIENTS } from '../engine/tensorflow-gradients.js';
-import { computedDilations } from '../model/dilated-depthwise.js';
-import { ImportedNodeLayer } from '../model/graph-import/node-layer.js';
+import { isTfjsLayersOwn } from '../engine/tfl.js';
+import { computedDilations } from './fusion.js';
 import type { Layer } from './graph.js';
 
 /** The fields of tfjs-layers' Conv2D / DepthwiseConv2D (and of a graph model's conv view) that give its geometry. */
@@ -47,9 +47,9 @@ function layerSpecificRules(layer: Layer): tf.GradConfig[] {
   return [];
 }
 
-/** tfjs-layers' own ReLU(maxValue: 6) (imported node layers compute theirs otherwise: a Relu6 kernel, a custom gradient). */
+/** tfjs-layers' own ReLU(maxValue: 6) (imported node layers that show the class compute theirs otherwise: a Relu6 kernel, a custom gradient). */
 function isRelu6Layer(layer: Layer): boolean {
-  return !(layer instanceof ImportedNodeLayer) && (layer as unknown as { maxValue?: number | null }).maxValue === 6;
+  return isTfjsLayersOwn(layer, 'ReLU') && (layer as unknown as { maxValue?: number | null }).maxValue === 6;
 }
 
 /** The fused op's rule for a dilated conv layer whose geometry tfjs' fused kernels take (unit strides, NHWC, 'same' / 'valid' / explicit pads). */

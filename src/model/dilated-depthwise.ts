@@ -24,7 +24,7 @@
  *
  * tfjs-layers' own DepthwiseConv2D (a model built in memory and handed to
  * camviz) keeps computing undilated, and its static shapes say so:
- * `computedDilations` gives camviz's fused kernels and ONNX writer the
+ * `computedDilations` (executor/fusion.ts) gives camviz's fused kernels and ONNX writer the
  * rate such a layer really computes with, so that every path agrees with
  * its `predict`. SeparableConv2D needs none of this: tfjs-layers passes
  * its rate to tfjs' separableConv2d and to its output shape.
@@ -32,7 +32,7 @@
 import type { DepthwiseConv2D } from '@tensorflow/tfjs-layers/dist/layers/convolutional_depthwise.js';
 import type { Kwargs } from '@tensorflow/tfjs-layers/dist/types.js';
 import * as tf from '../engine/tf.js';
-import '../engine/tfl.js';
+import { registeredLayerClass } from '../engine/tfl.js';
 
 /** The name camviz's loader gives a dilated DepthwiseConv2D's class in a topology. */
 export const DILATED_DEPTHWISE_CLASS_NAME = 'CamvizDilatedDepthwiseConv2D';
@@ -49,9 +49,9 @@ interface PrivateFields {
 
 /** tfjs-layers' DepthwiseConv2D class, as registered (importing its module directly would load a second tfjs-layers). */
 const TfjsDepthwiseConv2D = (() => {
-  const registered = tf.serialization.SerializationMap.getMap().classNameMap[KERAS_CLASS_NAME];
+  const registered = registeredLayerClass(KERAS_CLASS_NAME);
   if (registered === undefined) throw new Error('tfjs-layers registers no DepthwiseConv2D class');
-  return registered[0] as unknown as typeof DepthwiseConv2D;
+  return registered as unknown as typeof DepthwiseConv2D;
 })();
 
 /** Keras' conv_output_length: a dilated kernel spans (k - 1)·rate + 1 inputs. */
@@ -107,23 +107,6 @@ class DilatedDepthwiseConv2D extends TfjsDepthwiseConv2D {
 }
 
 tf.serialization.registerClass(DilatedDepthwiseConv2D);
-
-/** The fields of a convolution layer that give its dilation. */
-interface DilationFields {
-  dilationRate?: number | readonly number[];
-}
-
-/**
- * The dilation rate [rows, columns] a convolution layer computes with: its
- * `dilationRate`, except for tfjs-layers' own DepthwiseConv2D, which computes
- * undilated whatever the rate says.
- */
-export function computedDilations(layer: object): [number, number] {
-  if (layer instanceof TfjsDepthwiseConv2D && !(layer instanceof DilatedDepthwiseConv2D)) return [1, 1];
-  const rate = (layer as DilationFields).dilationRate ?? 1;
-  if (typeof rate === 'number') return [rate, rate];
-  return [rate[0] ?? 1, rate[1] ?? rate[0] ?? 1];
-}
 
 type Json = Record<string, unknown>;
 

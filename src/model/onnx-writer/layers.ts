@@ -8,7 +8,7 @@
  * keep camviz's layout.
  */
 import type { Layer } from '../../executor/graph.js';
-import { computedDilations } from '../dilated-depthwise.js';
+import { computedDilations } from '../../executor/fusion.js';
 import { CamvizError, type CamvizErrorOptions } from '../../util/errors.js';
 import { type GraphBuilder, batchNormAffine, foldIntoConv, samePadding, transpose, type ChannelAffine } from './builder.js';
 import type { OnnxAttribute } from './proto-writer.js';
