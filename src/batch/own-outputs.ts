@@ -6,7 +6,10 @@
  * (.camviz.lock, by its content); its files are those the ledger and the
  * manifest list.
  */
+import { type Stats } from 'node:fs';
+import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ioReason } from '../util/atomic-file.js';
 import { CamvizError } from '../util/errors.js';
 import { readOptionalJson } from '../util/json-file.js';
 import { LEDGER_NAME, parseLedger } from '../util/outputs-ledger.js';
@@ -98,12 +101,44 @@ function foreignFile({ file, problem }: Foreign): CamvizError {
   return new CamvizError(`not camviz's (${problem}): camviz replaces no file it did not write; move it, or use another --out`, { file });
 }
 
+/**
+ * The folder's ledger; undefined when there is none. Anything else in its
+ * place is foreign, not absent: taken for no ledger, a FIFO there made each
+ * output's append wait for a reader for ever (signals unheard, libuv's
+ * threads all blocked), a link had camviz append to a file elsewhere and
+ * trust its names, and a ledger too large to read made camviz refuse its
+ * own outputs as a user's files.
+ */
 async function readLedger(folder: string): Promise<{ files?: Set<string>; foreign?: Foreign } | undefined> {
   const path = join(folder, LEDGER_NAME);
-  const bytes = await readRegularFile(path, MAX_JSON_BYTES).then(({ bytes }) => bytes, () => undefined);
-  if (bytes === undefined) return undefined;
+  const unlike = await ledgerEntryProblem(path);
+  if (unlike === null) return undefined;
+  if (unlike !== undefined) return { foreign: { file: path, problem: unlike } };
+  let bytes: Buffer;
+  try {
+    ({ bytes } = await readRegularFile(path, MAX_JSON_BYTES));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    return { foreign: { file: path, problem: ledgerReadProblem(error) } };
+  }
   const files = parseLedger(bytes.toString('utf8'));
   return files === undefined ? { foreign: { file: path, problem: 'its first line is not the header camviz writes' } } : { files };
+}
+
+/** What is wrong with the entry at a ledger's path (the entry itself, links not followed): null when there is none, undefined when it is a regular file. */
+async function ledgerEntryProblem(path: string): Promise<string | null | undefined> {
+  let entry: Stats;
+  try {
+    entry = await lstat(path);
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ENOENT' ? null : `it cannot be read: ${ioReason(error)}`;
+  }
+  if (entry.isSymbolicLink()) return 'it is a symbolic link; camviz writes its ledger as a file';
+  return entry.isFile() ? undefined : 'it is not a regular file';
+}
+
+function ledgerReadProblem(error: unknown): string {
+  return (error as NodeJS.ErrnoException).code === 'ERR_FS_FILE_TOO_LARGE' ? `it is larger than the ${MAX_JSON_BYTES} bytes read` : `it cannot be read: ${ioReason(error)}`;
 }
 
 async function readCamvizManifest(folder: string): Promise<{ manifest?: Manifest; foreign?: Foreign; unread?: string } | undefined> {

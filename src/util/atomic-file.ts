@@ -40,6 +40,8 @@ const REASONS: Record<string, string> = {
   EFBIG: 'file too large',
   EMFILE: 'too many open files',
   ENFILE: 'too many open files in the system',
+  ELOOP: 'a symbolic link is in the way',
+  ENXIO: 'a FIFO or device is in the way',
 };
 
 /** A file-system error as `<words> (<CODE>)`, else its first line. */

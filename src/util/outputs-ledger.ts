@@ -41,6 +41,14 @@ function parsedName(line: string): string | undefined {
   }
 }
 
+/**
+ * How the ledger is opened to append: never through a link (O_NOFOLLOW: a
+ * ledger swapped for a link to a file elsewhere fails, ELOOP), nor waiting
+ * for a FIFO's reader (O_NONBLOCK: a FIFO swapped in fails, ENXIO; a
+ * regular file's writes ignore the flag).
+ */
+const APPEND_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+
 /** Makes the folder's ledger (its header alone) unless one exists; returns whether it made it. */
 export async function createLedger(folder: string): Promise<boolean> {
   try {
@@ -62,12 +70,14 @@ export async function addToLedger(folder: string, name: string): Promise<void> {
   const path = join(folder, LEDGER_NAME);
   let handle: FileHandle;
   try {
-    handle = await retryWhileOutOfDescriptors(() => open(path, constants.O_WRONLY | constants.O_APPEND));
+    handle = await retryWhileOutOfDescriptors(() => open(path, APPEND_FLAGS));
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw new WriteError(ioReason(error), path, error);
   }
   try {
+    // Checked through the descriptor: what is appended to is what was checked.
+    if (!(await handle.stat()).isFile()) throw new Error('not a regular file');
     await handle.write(`${JSON.stringify(name)}\n`);
   } catch (error) {
     throw new WriteError(ioReason(error), path, error);
