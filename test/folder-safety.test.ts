@@ -101,6 +101,23 @@ describe("a user's file with an output's name", { skip: skipWithoutModel }, () =
     assert.deepEqual((await readManifest(folder)).records.map((record) => record.outputs), [['a.gradcam.1.png'], ['b.gradcam.1.png']]);
   });
 
+  test("a ledger naming a file behind a linked folder in --out does not make camviz replace the user's file there", async () => {
+    const input = await makeFolder(join(workDir, 'linked-out-in'), ['sub/a.png']);
+    const out = join(workDir, 'linked-out');
+    const victim = join(workDir, 'linked-out-victim');
+    await mkdir(out);
+    await mkdir(victim);
+    const mine = join(victim, 'a.gradcam.2.png');
+    await writeFile(mine, 'my own file, outside --out\n');
+    await symlink(victim, join(out, 'sub'));
+    // A hostile (or copied) folder: its ledger vouches for a file that lies outside it, through the link.
+    await writeFile(join(out, '.camviz-outputs'), '# camviz: files camviz wrote in this folder, one JSON string a line\n"sub/a.gradcam.2.png"\n');
+    const run = await camviz(['gradcam', input, '--out', out, '--class', '2']);
+    assert.equal(run.code, 1, run.stderr);
+    assert.equal(await readFile(mine, 'utf8'), 'my own file, outside --out\n');
+    assert.match(run.stderr, /a file camviz did not write has this output's name/);
+  });
+
   test("a manifest.json in --out that is not camviz's stops the run before any work, naming it, and is left as it was", async () => {
     const input = await makeFolder(join(workDir, 'foreign-manifest-in'), ['a.png']);
     const out = join(workDir, 'foreign-manifest-out');

@@ -7,8 +7,8 @@
  * manifest list.
  */
 import { type Stats } from 'node:fs';
-import { lstat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, realpath } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { ioReason } from '../util/atomic-file.js';
 import { CamvizError } from '../util/errors.js';
 import { readOptionalJson } from '../util/json-file.js';
@@ -69,6 +69,55 @@ export async function runFolderOutputs(outDir: string): Promise<FolderOutputs> {
   const outputs = await folderOutputs(outDir);
   if (outputs.foreign !== undefined) throw foreignFile(outputs.foreign);
   return outputs;
+}
+
+/**
+ * Of `files` (paths inside `folder`, with `/`, as the ledger and the
+ * manifest list them), those that really lie inside it. A name whose folder
+ * is reached through a symbolic link (a linked subfolder in --out) or
+ * climbs out of it names a file elsewhere, which an entry in this folder
+ * cannot vouch for: a hostile or copied folder's ledger listing
+ * `sub/a.gradcam.2.png`, with `sub` a link to the user's folder, made a
+ * run replace the user's file there. Such outputs are then written as new
+ * ones are: a file in the way is left alone. One look-up per subfolder.
+ */
+export async function filesReallyInside(folder: string, files: ReadonlySet<string>): Promise<Set<string>> {
+  const real = await realpath(folder).catch(() => resolve(folder));
+  const subfolders = new Map<string, boolean>();
+  const inside = new Set<string>();
+  for (const file of files) {
+    const slash = file.lastIndexOf('/');
+    if (slash < 0) {
+      inside.add(file);
+      continue;
+    }
+    const sub = file.slice(0, slash);
+    let isReal = subfolders.get(sub);
+    if (isReal === undefined) {
+      isReal = await isRealSubfolder(folder, real, sub);
+      subfolders.set(sub, isReal);
+    }
+    if (isReal) inside.add(file);
+  }
+  return inside;
+}
+
+/** Whether `sub` (with `/`) names a folder in `folder` (whose real path is `real`) reached without a link; one not there yet is made by the run, as a folder. */
+async function isRealSubfolder(folder: string, real: string, sub: string): Promise<boolean> {
+  if (sub.split('/').some((part) => part === '' || part === '.' || part === '..')) return false;
+  try {
+    return (await realpath(join(folder, sub))) === join(real, sub);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+    // Missing: a dangling link on the way is not a missing folder.
+    return lstat(join(folder, sub)).then(() => false, () => isRealSubfolderParent(folder, real, sub));
+  }
+}
+
+/** A missing subfolder is real when its parent is (or is missing too, up to `folder`). */
+function isRealSubfolderParent(folder: string, real: string, sub: string): Promise<boolean> {
+  const slash = sub.lastIndexOf('/');
+  return slash < 0 ? Promise.resolve(true) : isRealSubfolder(folder, real, sub.slice(0, slash));
 }
 
 /** camviz's static pages (the run report, the compare page) carry this tag in their head (report.ts' staticPage). */

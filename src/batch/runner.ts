@@ -22,7 +22,7 @@ import { expandInputs, isOneFile, outputCollisions } from './inputs.js';
 import { effectiveJobs, machineLimits, workerFootprint } from './jobs.js';
 import { acquireRunLock, removeStaleTemporaries } from './lock.js';
 import { ensureWritable, removeEmptyFolders } from './out-dir.js';
-import { type FolderOutputs, refuseForeignPage, runFolderOutputs } from './own-outputs.js';
+import { type FolderOutputs, filesReallyInside, refuseForeignPage, runFolderOutputs } from './own-outputs.js';
 import { createLedger } from '../util/outputs-ledger.js';
 import { MANIFEST_NAME, type Manifest, REPORT_NAME, manifestOptions, manifestModel, summarise, writeManifest } from './manifest.js';
 import { type Executor, InProcessExecutor, PlannedExecutor, WorkerPool } from './pool.js';
@@ -350,7 +350,7 @@ async function planInputs(options: BatchRunOptions): Promise<PlannedInputs> {
   const collisions = options.manifest && options.task.command !== 'predict' ? outputCollisions(everyImage) : new Map<InputImage, string>();
   const earlier = options.manifest || options.skipExisting === true ? await runFolderOutputs(options.task.outDir) : undefined;
   if (options.manifest && options.report === true) await refuseForeignPage(join(options.task.outDir, REPORT_NAME));
-  const replaceable = earlier === undefined || !options.manifest ? undefined : replaceableFiles(earlier.files);
+  const replaceable = earlier === undefined || !options.manifest ? undefined : replaceableFiles(await filesReallyInside(options.task.outDir, earlier.files));
   const madeOutDir = options.manifest ? await ensureWritable(options.task.outDir) : undefined;
   const images: InputImage[] = [];
   const settled = new Map<InputImage, InputRecord>();
