@@ -90,6 +90,9 @@ test('a folder named .camviz-outputs, or a ledger too large to read, is refused 
 test("a plain ledger is read back, and a missing one is no ledger", async () => {
   const out = await folder('plain');
   assert.equal((await runFolderOutputs(out)).isOutputFolder, false);
+  // --out a file: no ledger there either (the run's check of the folder says what is wrong).
+  await writeFile(join(dir, 'a-file'), '');
+  assert.equal((await runFolderOutputs(join(dir, 'a-file'))).isOutputFolder, false);
   assert.equal(await createLedger(out), true);
   await addToLedger(out, 'sub/a\nb.png');
   const outputs = await runFolderOutputs(out);

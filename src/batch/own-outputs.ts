@@ -180,7 +180,9 @@ async function ledgerEntryProblem(path: string): Promise<string | null | undefin
   try {
     entry = await lstat(path);
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'ENOENT' ? null : `it cannot be read: ${ioReason(error)}`;
+    const code = (error as NodeJS.ErrnoException).code;
+    // ENOTDIR: --out is a file, which the run's check of its folder reports.
+    return code === 'ENOENT' || code === 'ENOTDIR' ? null : `it cannot be read: ${ioReason(error)}`;
   }
   if (entry.isSymbolicLink()) return 'it is a symbolic link; camviz writes its ledger as a file';
   return entry.isFile() ? undefined : 'it is not a regular file';
