@@ -174,15 +174,14 @@ async function readLedger(folder: string): Promise<{ files?: Set<string>; foreig
   return files === undefined ? { foreign: { file: path, problem: 'its first line is not the header camviz writes' } } : { files };
 }
 
-/** What is wrong with the entry at a ledger's path (the entry itself, links not followed): null when there is none, undefined when it is a regular file. */
+/** What is wrong with the entry at a ledger's path (the entry itself, links not followed): null when there is none to be seen, undefined when it is a regular file. */
 async function ledgerEntryProblem(path: string): Promise<string | null | undefined> {
   let entry: Stats;
   try {
     entry = await lstat(path);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    // ENOTDIR: --out is a file, which the run's check of its folder reports.
-    return code === 'ENOENT' || code === 'ENOTDIR' ? null : `it cannot be read: ${ioReason(error)}`;
+  } catch {
+    // Missing, or the folder itself is the problem (--out a file: ENOTDIR; not searchable: EACCES), which the run's check of its folder reports.
+    return null;
   }
   if (entry.isSymbolicLink()) return 'it is a symbolic link; camviz writes its ledger as a file';
   return entry.isFile() ? undefined : 'it is not a regular file';
