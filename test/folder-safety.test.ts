@@ -41,17 +41,18 @@ const relatives = (images: readonly { relative: string }[]): string[] => images.
 const stderrLines = (run: CliRun): string[] => run.stderr.split('\n').filter((line) => line !== '');
 
 describe('an output folder inside the input folder', { skip: skipWithoutModel }, () => {
-  test("a second run's walk skips the first run's output folder, and says so with --verbose", async () => {
+  test("a second run's walk skips the first run's output folder, and says so (not under --quiet)", async () => {
     const input = await makeFolder(join(workDir, 'nested'), ['a.png', 'b.png', 'sub/c.png']);
     const first = await camviz(['gradcam', input, '--out', join(input, 'out1'), '--quiet']);
     assert.equal(first.code, 0, first.stderr);
-    const second = await camviz(['gradcam', input, '--out', join(input, 'out2'), '--verbose']);
+    const second = await camviz(['gradcam', input, '--out', join(input, 'out2')]);
     assert.equal(second.code, 0, second.stderr);
     assert.deepEqual((await readManifest(join(input, 'out2'))).records.map((record) => record.relative), ['a.png', 'b.png', 'sub/c.png']);
     assert.ok(stderrLines(second).includes(`camviz: ${join(input, 'out1')} is a camviz output folder: its 3 images camviz wrote are not inputs`), second.stderr);
-    // A third run with the default (quiet about it) sees neither earlier folder.
+    // A third run, --quiet, sees neither earlier folder and says nothing.
     const third = await camviz(['gradcam', input, '--out', join(input, 'out3'), '--quiet']);
     assert.equal(third.code, 0, third.stderr);
+    assert.doesNotMatch(third.stderr, /is a camviz output folder/);
     assert.equal((await readManifest(join(input, 'out3'))).summary.inputs, 3);
   });
 

@@ -30,8 +30,12 @@ export interface ExpandOptions {
    * are not inputs.
    */
   exclude?: string;
-  /** Told (for --verbose) what the listing left out: a file met again by another path, a camviz output folder's files. */
-  note?: (message: string) => void;
+  /**
+   * Told what the listing left out: a camviz output folder's files
+   * ('outputs': inputs a run does not see, worth a line in any run) and a
+   * file met again by another path ('same-file', for --verbose).
+   */
+  note?: (message: string, kind: 'outputs' | 'same-file') => void;
 }
 
 /**
@@ -75,7 +79,7 @@ export async function expandInputs(paths: readonly string[], options: ExpandOpti
     found.push(...inFolder);
   }
   for (const [folder, count] of walk.skipped) {
-    options.note?.(`${printable(folder)} is a camviz output folder: its ${count} image${count === 1 ? '' : 's'} camviz wrote ${count === 1 ? 'is' : 'are'} not input${count === 1 ? '' : 's'}`);
+    options.note?.(`${printable(folder)} is a camviz output folder: its ${count} image${count === 1 ? '' : 's'} camviz wrote ${count === 1 ? 'is' : 'are'} not input${count === 1 ? '' : 's'}`, 'outputs');
   }
   const once = firstOfEachFile(found, options.note);
   const short = once.map(({ path, short: name }) => ({ path, relative: name }));
@@ -93,7 +97,7 @@ export async function expandInputs(paths: readonly string[], options: ExpandOpti
  * itself. Files are told apart by their real paths, as the paths of files
  * that cannot be resolved (missing: their run reports them) are by name.
  */
-function firstOfEachFile<T extends { path: string; real: string }>(found: readonly T[], note?: (message: string) => void): T[] {
+function firstOfEachFile<T extends { path: string; real: string }>(found: readonly T[], note?: ExpandOptions['note']): T[] {
   const firstByFile = new Map<string, string>();
   const once: T[] = [];
   for (const entry of found) {
@@ -103,7 +107,7 @@ function firstOfEachFile<T extends { path: string; real: string }>(found: readon
       firstByFile.set(file, entry.path);
       once.push(entry);
     } else if (resolve(first) !== resolve(entry.path)) {
-      note?.(`${printable(entry.path)} is the same file as ${printable(first)}: one input, named as the first`);
+      note?.(`${printable(entry.path)} is the same file as ${printable(first)}: one input, named as the first`, 'same-file');
     }
   }
   return once;

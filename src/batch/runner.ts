@@ -325,7 +325,7 @@ interface PlannedInputs {
   madeOutDir: string | undefined;
   /** What earlier runs wrote in --out (runs that write files). */
   earlier: FolderOutputs | undefined;
-  /** What the input walk left out, for --verbose. */
+  /** What the input walk left out: camviz's outputs in an input folder (unless --quiet), files met twice (--verbose). */
   notes: string[];
 }
 
@@ -342,7 +342,10 @@ async function planInputs(options: BatchRunOptions): Promise<PlannedInputs> {
     ...(options.glob === undefined ? {} : { glob: options.glob }),
     // A run's outputs are never its inputs, even when --out lies inside an input folder.
     ...(options.manifest ? { exclude: options.task.outDir } : {}),
-    ...(verbose ? { note: (message: string) => notes.push(message) } : {}),
+    // Inputs a run leaves out as an earlier run's outputs are said in any run (a CI gate must not pass with images unseen); the same file met twice only with --verbose.
+    note: (message: string, kind: 'outputs' | 'same-file') => {
+      if (verbose || (kind === 'outputs' && options.quiet !== true)) notes.push(message);
+    },
   });
   // Collisions are found in the whole list, not in this shard's part: two
   // colliding inputs in different shards would otherwise both be written.
