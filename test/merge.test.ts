@@ -293,6 +293,29 @@ describe('mergeRuns', () => {
     assert.equal(existsSync(refused), false);
   });
 
+  test("a merge replaces no file camviz did not write: a user's file of an output's name stops it before anything is copied; the merged outputs are in the folder's ledger", async () => {
+    const root = await freshDir('foreign-target');
+    const { dirs } = await threeShards(root);
+    const out = join(root, 'merged');
+    await mkdir(out, { recursive: true });
+    const mine = join(out, 'a/one.gradcam.281.png');
+    await mkdir(dirname(mine), { recursive: true });
+    await writeFile(mine, 'my own picture');
+    await assert.rejects(mergeRuns(dirs, out), (error: unknown) => {
+      assert.ok(error instanceof CamvizError, String(error));
+      assert.equal(error.describe(), `a file camviz did not write has this output's name: the merge replaces none (move it, or merge into another folder) (${mine})`);
+      return true;
+    });
+    assert.equal(await readFile(mine, 'utf8'), 'my own picture');
+    assert.equal(existsSync(join(out, 'manifest.json')), false, 'nothing merged');
+    await rm(mine);
+    const merged = await mergeRuns(dirs, out);
+    const ledger = (await readFile(join(out, '.camviz-outputs'), 'utf8')).split('\n').slice(1).filter((line) => line !== '').map((line) => JSON.parse(line) as string);
+    assert.deepEqual(ledger.sort(), merged.manifest.records.flatMap((record) => record.outputs).sort());
+    // Merged again (a re-run of the CI step): its own outputs are replaced.
+    await mergeRuns(dirs, out);
+  });
+
   test('a merge into a folder a run holds (its .camviz.lock) is refused, naming the holder, and writes nothing', async () => {
     const root = await freshDir('locked');
     const { dirs } = await threeShards(root);

@@ -7,7 +7,7 @@
  * temporary name and renamed, so an interrupted merge leaves no torn file.
  */
 import { existsSync } from 'node:fs';
-import { copyFile, open, realpath, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, lstat, open, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { temporaryName } from '../util/atomic-file.js';
 import { CamvizError, UsageError } from '../util/errors.js';
@@ -19,7 +19,8 @@ import { REPORT_NAME, thumbnailPath, writeReport } from './report.js';
 import type { Shard } from './shard.js';
 import { makeFolders } from '../util/make-folders.js';
 import { ensureWritable } from './out-dir.js';
-import { refuseForeignPage } from './own-outputs.js';
+import { refuseForeignPage, runFolderOutputs } from './own-outputs.js';
+import { addToLedger, createLedger } from '../util/outputs-ledger.js';
 
 /** One shard folder and its manifest. */
 export interface ShardRun {
@@ -61,6 +62,8 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
   const copies = await plannedCopies(shards, outDir);
   const writesReport = options.report === true || shards.some((shard) => existsSync(join(shard.dir, REPORT_NAME)));
   if (writesReport) await refuseForeignPage(join(outDir, REPORT_NAME));
+  // As a run's: the merge replaces only files camviz wrote in the folder (its ledger's and its manifest's).
+  await refuseForeignOutputs(copies, (await runFolderOutputs(outDir)).files);
 
   await ensureWritable(outDir);
   // As a run's: a run writing into the folder meanwhile would lose the merge's files, or the merge its manifest.
@@ -69,6 +72,12 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
     // A merge killed mid-copy leaves temporary files that nothing else would remove.
     await removeStaleTemporaries(outDir);
     let copied = 0;
+    const outputs = copies.flatMap((copy) => (copy.output === undefined ? [] : [copy.output]));
+    if (outputs.length > 0) {
+      await createLedger(outDir);
+      // Listed before they appear, as a run lists its outputs (OutputSet): later runs may replace them.
+      for (const output of outputs) await addToLedger(outDir, output);
+    }
     await forEachLimited(copies, COPY_CONCURRENCY, async (copy) => {
       await copyFileAtomic(copy.from, copy.to);
       copied++;
@@ -296,6 +305,8 @@ function latest(times: readonly string[]): string {
 interface Copy {
   from: string;
   to: string;
+  /** For an output (not a thumbnail): its name inside the merged folder, as the manifest lists it. */
+  output?: string;
 }
 
 /**
@@ -315,7 +326,7 @@ async function plannedCopies(shards: readonly ShardRun[], outDir: string): Promi
         const info = await stat(from).catch(() => undefined);
         if (!info?.isFile()) throw new CamvizError(`output listed in ${MANIFEST_NAME} is missing`, { file: from });
         const real = await confinedFile(shardReal, from);
-        if (!inPlace) copies.push({ from: real, to: insidePath(outDir, output) });
+        if (!inPlace) copies.push({ from: real, to: insidePath(outDir, output), output });
       }
       if (inPlace) continue;
       const thumb = thumbnailPath(record.relative);
@@ -325,6 +336,23 @@ async function plannedCopies(shards: readonly ShardRun[], outDir: string): Promi
     }
   }
   return copies;
+}
+
+/**
+ * Refuses, before anything is written, a merge whose outputs would replace
+ * a file camviz did not write (`own`: the folder's ledger and manifest
+ * name what it did): a user's own file of an output's name in the folder
+ * merged into. One line naming the file.
+ */
+async function refuseForeignOutputs(copies: readonly Copy[], own: ReadonlySet<string>): Promise<void> {
+  for (const copy of copies) {
+    if (copy.output === undefined || own.has(copy.output)) continue;
+    const inTheWay = await lstat(copy.to).then(
+      () => true,
+      () => false,
+    );
+    if (inTheWay) throw new CamvizError("a file camviz did not write has this output's name: the merge replaces none (move it, or merge into another folder)", { file: copy.to });
+  }
 }
 
 /**
