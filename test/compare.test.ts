@@ -267,6 +267,16 @@ describe('camviz compare on shapes runs', { skip: skipWithoutShapes }, () => {
     assert.equal(existsSync(run('interrupted-out')), false, 'nothing written');
   });
 
+  test('a compare without --report where an earlier compare.html lies says that page is not this one', async () => {
+    await cp(run('circle'), run('circle-stale'), { recursive: true });
+    const withPage = await camviz(['compare', run('circle'), run('circle-stale'), '--min-corr', '0.5', '--report']);
+    assert.equal(withPage.code, 0, withPage.stderr);
+    assert.doesNotMatch(withPage.stderr, /earlier compare's page/);
+    const without = await camviz(['compare', run('circle'), run('circle-stale'), '--min-corr', '0.5']);
+    assert.equal(without.code, 0, without.stderr);
+    assert.match(without.stderr, /\ncamviz: note: .*circle-stale\/compare\.html is an earlier compare's page, not this one's \(--report makes it again\)\n/);
+  });
+
   test('without a threshold the run passes and says that nothing was gated', async () => {
     await cp(run('circle'), run('ungated'), { recursive: true });
     const ungated = await camviz(['compare', run('circle'), run('ungated'), '--out', run('ungated-out')]);

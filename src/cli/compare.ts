@@ -1,4 +1,5 @@
 /** `camviz compare A B`: compare the maps of two cam runs and gate on thresholds. */
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { type CompareResult, type CompareThresholds, PAIR_BY, type PairBy, compareRuns, offenderLines, summaryLine, writeCompareJson } from '../batch/compare.js';
 import { COMPARE_REPORT_NAME, DifferenceImages, writeCompareReport } from '../batch/compare-report.js';
@@ -42,7 +43,8 @@ export async function runCompare(dirA: string, dirB: string, options: CompareCli
     const written = [jsonPath, reportPath].filter((path) => path !== undefined).map(displayPath);
     process.stderr.write(`camviz: ${summaryLine(result)}; ${written.join(', ')}\n`);
     for (const line of offenderLines(result)) process.stderr.write(`  ${line}\n`);
-    for (const note of [unpairedNote(result), ungatedNote(thresholds)]) if (note !== undefined) process.stderr.write(`camviz: ${note}\n`);
+    const stalePage = options.report !== true && existsSync(join(outDir, COMPARE_REPORT_NAME)) ? stalePageNote(join(outDir, COMPARE_REPORT_NAME)) : undefined;
+    for (const note of [unpairedNote(result), ungatedNote(thresholds), stalePage]) if (note !== undefined) process.stderr.write(`camviz: ${note}\n`);
   }
   if (options.json) printJson(result);
   return result.summary.passed ? 0 : 1;
@@ -64,6 +66,11 @@ function unpairedNote(result: CompareResult): string | undefined {
 function ungatedNote(thresholds: CompareThresholds): string | undefined {
   if (Object.keys(thresholds).length > 0) return undefined;
   return 'note: no threshold given (--min-corr, --min-iou, --max-peak-shift, --max-top1-changes): the maps were measured, not gated';
+}
+
+/** A compare.html beside the new compare.json is an earlier compare's: worth a line, since a reader would take it for this one. */
+function stalePageNote(page: string): string {
+  return `note: ${displayPath(page)} is an earlier compare's page, not this one's (--report makes it again)`;
 }
 
 function isPairBy(value: string): value is PairBy {
