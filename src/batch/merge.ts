@@ -7,7 +7,7 @@
  * temporary name and renamed, so an interrupted merge leaves no torn file.
  */
 import { existsSync } from 'node:fs';
-import { copyFile, lstat, open, realpath, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, open, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { temporaryName } from '../util/atomic-file.js';
 import { CamvizError, UsageError } from '../util/errors.js';
@@ -20,7 +20,7 @@ import type { Shard } from './shard.js';
 import { makeFolders } from '../util/make-folders.js';
 import { ensureWritable } from './out-dir.js';
 import { refuseForeignPage, runFolderOutputs } from './own-outputs.js';
-import { addToLedger, createLedger } from '../util/outputs-ledger.js';
+import { addToLedger, createLedger, isTaken } from '../util/outputs-ledger.js';
 
 /** One shard folder and its manifest. */
 export interface ShardRun {
@@ -347,11 +347,7 @@ async function plannedCopies(shards: readonly ShardRun[], outDir: string): Promi
 async function refuseForeignOutputs(copies: readonly Copy[], own: ReadonlySet<string>): Promise<void> {
   for (const copy of copies) {
     if (copy.output === undefined || own.has(copy.output)) continue;
-    const inTheWay = await lstat(copy.to).then(
-      () => true,
-      () => false,
-    );
-    if (inTheWay) throw new CamvizError("a file camviz did not write has this output's name: the merge replaces none (move it, or merge into another folder)", { file: copy.to });
+    if (await isTaken(copy.to)) throw new CamvizError("a file camviz did not write has this output's name: the merge replaces none (move it, or merge into another folder)", { file: copy.to });
   }
 }
 

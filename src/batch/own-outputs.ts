@@ -13,7 +13,7 @@ import { ioReason } from '../util/atomic-file.js';
 import { CamvizError } from '../util/errors.js';
 import { readOptionalJson } from '../util/json-file.js';
 import { LEDGER_NAME, parseLedger } from '../util/outputs-ledger.js';
-import { closeFile, openRegularFile, readFromStart, readRegularFile } from '../util/read-whole-file.js';
+import { readRegularFile, readStartOfRegularFile } from '../util/read-whole-file.js';
 import { MAX_JSON_BYTES } from '../util/json-file.js';
 import { LOCK_NAME, parseOwner, readLock } from './lock.js';
 import { MANIFEST_NAME, type Manifest } from './manifest.js';
@@ -132,18 +132,8 @@ const PAGE_HEAD_BYTES = 4096;
  * file (its write reports it), is no obstacle here.
  */
 export async function refuseForeignPage(path: string): Promise<void> {
-  const head = await pageHead(path);
+  const head = (await readStartOfRegularFile(path, PAGE_HEAD_BYTES))?.toString('latin1');
   if (head !== undefined && !head.includes(PAGE_MARK)) throw foreignFile({ file: path, problem: 'it has no camviz generator tag' });
-}
-
-async function pageHead(path: string): Promise<string | undefined> {
-  const opened = await openRegularFile(path).catch(() => undefined);
-  if (opened === undefined) return undefined;
-  try {
-    return (await readFromStart(opened.handle, PAGE_HEAD_BYTES)).toString('latin1');
-  } finally {
-    await closeFile(opened.handle);
-  }
 }
 
 function foreignFile({ file, problem }: Foreign): CamvizError {

@@ -5,7 +5,7 @@
  * a planned run (planned-cam.ts) shares it too; the model is opened in
  * context.ts.
  */
-import { lstat, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { dirname, extname, join, relative, sep } from 'node:path';
 import type { BackendInfo } from '../engine/backend.js';
 import { type LoadedImage, loadImage } from '../image/image.js';
@@ -17,7 +17,7 @@ import { CamvizError } from '../util/errors.js';
 import { errorRecord } from './records.js';
 import type { InputImage, InputRecord, TaskOptions, Timings } from './types.js';
 import { makeFolders } from '../util/make-folders.js';
-import { addToLedger } from '../util/outputs-ledger.js';
+import { addToLedger, isTaken } from '../util/outputs-ledger.js';
 
 export interface TaskContext {
   model: CamvizModel;
@@ -380,12 +380,7 @@ export class OutputSet {
    * ledger before it is written, so that later runs may replace it.
    */
   private async claim(path: string, inside: string): Promise<void> {
-    const inTheWay = await lstat(path).then(
-      () => true,
-      // ENOENT: free; ENOTDIR (a file where its folder goes): the write reports it.
-      () => false,
-    );
-    if (inTheWay) throw new CamvizError('a file camviz did not write has this output\'s name: left as it is (move it, or use another --out)', { file: path });
+    if (await isTaken(path)) throw new CamvizError('a file camviz did not write has this output\'s name: left as it is (move it, or use another --out)', { file: path });
     await addToLedger(this.outDir, inside);
   }
 

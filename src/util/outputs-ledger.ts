@@ -11,7 +11,7 @@
  * knows a camviz output folder by it (batch/own-outputs.ts).
  */
 import { constants } from 'node:fs';
-import { type FileHandle, open, writeFile } from 'node:fs/promises';
+import { type FileHandle, lstat, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { WriteError, ioReason } from './atomic-file.js';
 import { fileClosed, retryWhileOutOfDescriptors } from './fd-retry.js';
@@ -84,4 +84,17 @@ export async function addToLedger(folder: string, name: string): Promise<void> {
   } finally {
     await handle.close().finally(fileClosed);
   }
+}
+
+/**
+ * Whether something is at `path` (the entry itself: a link counts, wherever
+ * it leads), which an output camviz did not write there must not replace.
+ * A path that cannot be looked at (ENOENT: free; ENOTDIR, a file where its
+ * folder goes) is not in the way here: the write reports it.
+ */
+export async function isTaken(path: string): Promise<boolean> {
+  return lstat(path).then(
+    () => true,
+    () => false,
+  );
 }

@@ -122,6 +122,22 @@ export async function readRegularFile(path: string, maxBytes = MAX_FILE_BYTES): 
 }
 
 /**
+ * The first `length` bytes (fewer when it is shorter) of the regular file
+ * at `path`, opened as openRegularFile opens it; undefined when it cannot
+ * be (missing, not a regular file, unreadable). For a header's look
+ * (a PNG's size, a page's generator tag).
+ */
+export async function readStartOfRegularFile(path: string, length: number): Promise<Buffer | undefined> {
+  const opened = await openRegularFile(path).catch(() => undefined);
+  if (opened === undefined) return undefined;
+  try {
+    return await readFromStart(opened.handle, length);
+  } finally {
+    await closeFile(opened.handle);
+  }
+}
+
+/**
  * The first `length` bytes of the open file (fewer if it is shorter now),
  * read in requests of at most MAX_FILE_BYTES: Node 20's FileHandle.read
  * aborts the process on a longer one (a native assertion, not an error).
