@@ -17,7 +17,7 @@
  * domain at opset 18 (GroupNormalization's scale and bias per group) or 21
  * (per channel). PyTorch computes the references with its own modules.
  */
-import { type TorchGradcamReference, runTorchScript } from './torch-parity.js';
+import { GRADCAM_REFERENCE_PY, type TorchGradcamReference, runTorchScript } from './torch-parity.js';
 
 export type TorchDecoderVariant = 'export' | 'onnx-ops';
 
@@ -151,25 +151,10 @@ if custom:
     exported.opset_import.extend(kept + [onnx.helper.make_opsetid('', opset)])
     onnx.save(exported, path)
 
-captured = {}
-for name in ('block', 'up'):
-    getattr(model, name).register_forward_hook(lambda module, inputs, output, name=name: captured.__setitem__(name, output))
-x.requires_grad_(True)
-logits = model(x)
-classes = [2, 4]
-objective = sum(logits[i, k] for i, k in enumerate(classes))
-block_grad, up_grad, input_grad = torch.autograd.grad(objective, [captured['block'], captured['up'], x])
-cams = {name: torch.relu((grad.mean((2, 3), keepdim=True) * captured[name]).sum(1)).detach().tolist()
-        for name, grad in (('block', block_grad), ('up', up_grad))}
 ops = sorted({node.op_type for node in onnx.load(path).graph.node})
-json.dump({
-    'input': x.detach().flatten().tolist(),
-    'logits': logits.detach().tolist(),
-    'classes': classes,
-    'cams': cams,
-    'inputGradient': input_grad.flatten().tolist(),
-    'ops': ops,
-}, open(out_dir + '/reference.json', 'w'))
+` +
+  GRADCAM_REFERENCE_PY +
+  `write_gradcam_reference(model, x, [2, 4], ['block', 'up'], {'ops': ops})
 `;
 
 /** Exports the network to `dir`/model.onnx and returns PyTorch's values; throws with Python's stderr when it fails. */

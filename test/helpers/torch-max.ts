@@ -10,12 +10,12 @@
  * each window and divides amax's, amin's, maximum's and minimum's among
  * the ties. Seeded; nothing is stored in the repository.
  */
-import { type TorchGradcamReference, runTorchScript } from './torch-parity.js';
+import { GRADCAM_REFERENCE_PY, type TorchGradcamReference, runTorchScript } from './torch-parity.js';
 
 /** What PyTorch computed, for a batch of two 3x16x16 images. */
 export interface TorchMaxReference extends TorchGradcamReference {
   /** Per image, Grad-CAM at module `block` (8x8, after ReLU): relu(Σ_c mean(dY/dA_c) · A_c), Y the image's class logit. */
-  cams: number[][][];
+  cams: { block: number[][][] };
   /** The ONNX node types of each file written: `model.onnx` as exported, `global.onnx` with the whole-map MaxPool as GlobalMaxPool. */
   ops: { model: string[]; global: string[] };
 }
@@ -73,24 +73,10 @@ for i, node in enumerate(graph.graph.node):
 onnx.checker.check_model(graph)
 onnx.save(graph, out_dir + '/global.onnx')
 
-captured = {}
-model.block.register_forward_hook(lambda module, inputs, output: captured.__setitem__('a', output))
-x.requires_grad_(True)
-logits = model(x)
-classes = [1, 3]
-objective = sum(logits[i, k] for i, k in enumerate(classes))
-activation_grad, input_grad = torch.autograd.grad(objective, [captured['a'], x])
-weights = activation_grad.mean((2, 3), keepdim=True)
-cams = torch.relu((weights * captured['a']).sum(1))
 ops = {name: sorted({node.op_type for node in onnx.load(out_dir + '/' + name + '.onnx').graph.node}) for name in ['model', 'global']}
-json.dump({
-    'input': x.detach().flatten().tolist(),
-    'logits': logits.detach().tolist(),
-    'classes': classes,
-    'cams': cams.detach().tolist(),
-    'inputGradient': input_grad.flatten().tolist(),
-    'ops': ops,
-}, open(out_dir + '/reference.json', 'w'))
+` +
+  GRADCAM_REFERENCE_PY +
+  `write_gradcam_reference(model, x, [1, 3], ['block'], {'ops': ops})
 `;
 
 /** Exports the network to `dir` (model.onnx, global.onnx) and returns PyTorch's values; throws with Python's stderr when it fails. */

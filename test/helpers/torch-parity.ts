@@ -45,6 +45,33 @@ export function torchParity(modules: string, packages: string): TorchParity {
   return { python, skipTorch, skipOrt: skipTorch || (ort.available ? false : `onnxruntime-node does not load: ${ort.reason}`) };
 }
 
+/**
+ * Python the reference scripts end with (they have `json`, `torch`, the
+ * network `model`, its input `x` and `out_dir`): PyTorch's Grad-CAM at each
+ * of `modules` for each image's class, relu(Σ_c mean(dY/dA_c) · A_c) with Y
+ * the image's class logit, and dY/dinput, written to reference.json with
+ * `extra` (TorchGradcamReference's fields, `cams` by module).
+ */
+export const GRADCAM_REFERENCE_PY = String.raw`
+def write_gradcam_reference(model, x, classes, modules, extra):
+    captured = {}
+    for name in modules:
+        getattr(model, name).register_forward_hook(lambda module, inputs, output, name=name: captured.__setitem__(name, output))
+    x.requires_grad_(True)
+    logits = model(x)
+    objective = sum(logits[i, k] for i, k in enumerate(classes))
+    grads = torch.autograd.grad(objective, [captured[name] for name in modules] + [x])
+    cams = {name: torch.relu((grad.mean((2, 3), keepdim=True) * captured[name]).sum(1)).detach().tolist() for name, grad in zip(modules, grads)}
+    json.dump({
+        'input': x.detach().flatten().tolist(),
+        'logits': logits.detach().tolist(),
+        'classes': classes,
+        'cams': cams,
+        'inputGradient': grads[-1].flatten().tolist(),
+        **extra,
+    }, open(out_dir + '/reference.json', 'w'))
+`;
+
 /** Runs `script` (`python -c script ...args`), which writes `dir`/reference.json, and returns what it wrote; throws with Python's stderr when it fails. */
 export function runTorchScript<T>(python: string, script: string, args: readonly string[], dir: string, what: string): T {
   const run = spawnSync(python, ['-c', script, ...args], { encoding: 'utf8', maxBuffer: 16 << 20 });

@@ -11,14 +11,14 @@
  * exports to opsets 9 (Upsample) and 10 (Resize-10) compute something else
  * than PyTorch does, and sizes do not export there.
  */
-import { type TorchGradcamReference, runTorchScript } from './torch-parity.js';
+import { GRADCAM_REFERENCE_PY, type TorchGradcamReference, runTorchScript } from './torch-parity.js';
 
 export type TorchResizeVariant = 'interpolate' | 'legacy';
 
 /** What PyTorch computed, for a batch of two 3x16x16 images. */
 export interface TorchResizeReference extends TorchGradcamReference {
   /** Per image, Grad-CAM at module `block` (8x8, after ReLU): relu(Σ_c mean(dY/dA_c) · A_c), Y the image's class logit. */
-  cams: number[][][];
+  cams: { block: number[][][] };
   /** The ONNX node types of the export. */
   ops: string[];
 }
@@ -74,25 +74,11 @@ with warnings.catch_warnings():
     torch.onnx.export(model, x[:1], out_dir + '/model.onnx', input_names=['input'], output_names=['logits'],
                       opset_version=opset, dynamic_axes={'input': {0: 'batch'}, 'logits': {0: 'batch'}})
 
-captured = {}
-model.block.register_forward_hook(lambda module, inputs, output: captured.__setitem__('a', output))
-x.requires_grad_(True)
-logits = model(x)
-classes = [2, 4]
-objective = sum(logits[i, k] for i, k in enumerate(classes))
-activation_grad, input_grad = torch.autograd.grad(objective, [captured['a'], x])
-weights = activation_grad.mean((2, 3), keepdim=True)
-cams = torch.relu((weights * captured['a']).sum(1))
 import onnx
 ops = sorted({node.op_type for node in onnx.load(out_dir + '/model.onnx').graph.node})
-json.dump({
-    'input': x.detach().flatten().tolist(),
-    'logits': logits.detach().tolist(),
-    'classes': classes,
-    'cams': cams.detach().tolist(),
-    'inputGradient': input_grad.flatten().tolist(),
-    'ops': ops,
-}, open(out_dir + '/reference.json', 'w'))
+` +
+  GRADCAM_REFERENCE_PY +
+  `write_gradcam_reference(model, x, [2, 4], ['block'], {'ops': ops})
 `;
 
 /** Exports the network to `dir`/model.onnx and returns PyTorch's values; throws with Python's stderr when it fails. */
