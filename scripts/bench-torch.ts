@@ -18,10 +18,11 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { sha256Hex } from '../src/model/io.js';
 
 const run = promisify(execFile);
 
@@ -123,7 +124,7 @@ if mode == "prepare":
 
 from gradcam_ref import gradcam_from, gradcampp_from, minmax
 model = load()
-layer = onnx_models.DEFAULT_LAYERS[name]
+layer = json.load(open(sidecar))["default_layer"]
 x = onnx_models.to_input(name, onnx_models.load_png_224(image))
 runs, cls = int(runs), int(cls)
 
@@ -220,6 +221,39 @@ export async function torchFolderLoop(torchRef: string, kind: TorchEnvKind, thre
   } finally {
     await rm(out, { recursive: true, force: true });
   }
+}
+
+/** An ONNX export of a torchvision model made by the shared tool, and its sidecar. */
+export interface TorchvisionExport {
+  model: string;
+  sidecar: string;
+}
+
+/**
+ * Exports a torchvision model with `export_onnx.py` (random weights from the
+ * seed, as the shared ResNet-18), once: issue 12's target names ResNet-50,
+ * which the shared assets do not hold. Cached in the temporary folder by
+ * name and seed, and made again when the file's hash is not the sidecar's.
+ */
+export async function exportTorchvision(torchRef: string, name: string, seed: number): Promise<TorchvisionExport> {
+  const folder = join(tmpdir(), `camviz-bench-onnx-${name}-seed${seed}`);
+  const cached: TorchvisionExport = { model: join(folder, `${name}.onnx`), sidecar: join(folder, `${name}.json`) };
+  if (await exportIsWhole(cached)) return cached;
+  const fresh = await mkdtemp(`${folder}-making-`);
+  try {
+    await run(PYTHON, [join(torchRef, 'export_onnx.py'), name, '--seed', String(seed), '--out-dir', fresh], { timeout: 900_000, maxBuffer: 64 << 20, env: torchEnv('fair') });
+    await rm(folder, { recursive: true, force: true });
+    await rename(fresh, folder);
+  } finally {
+    await rm(fresh, { recursive: true, force: true });
+  }
+  return cached;
+}
+
+async function exportIsWhole(made: TorchvisionExport): Promise<boolean> {
+  if (!existsSync(made.model) || !existsSync(made.sidecar)) return false;
+  const { sha256 } = JSON.parse(await readFile(made.sidecar, 'utf8')) as { sha256?: string };
+  return sha256Hex(await readFile(made.model)) === sha256;
 }
 
 /** The sidecar's fields the bench reads. */
