@@ -12,6 +12,7 @@ import { UnsupportedOpError, type OpFunction } from './common.js';
 import { CONV_POOL_OPS } from './conv-pool.js';
 import { CONV_TRANSPOSE_OPS } from './conv-transpose.js';
 import { DEPTH_SPACE_OPS } from './depth-space.js';
+import { EINSUM_OPS } from './einsum.js';
 import { ELEMENTWISE_OPS } from './elementwise.js';
 import { LINEAR_OPS } from './linear.js';
 import { REDUCE_NORM_OPS } from './reduce-norm.js';
@@ -28,6 +29,7 @@ const OPS: Record<string, OpFunction> = {
   ...CONV_POOL_OPS,
   ...CONV_TRANSPOSE_OPS,
   ...DEPTH_SPACE_OPS,
+  ...EINSUM_OPS,
   ...LINEAR_OPS,
   ...REDUCE_NORM_OPS,
   ...RESIZE_OPS,
@@ -68,6 +70,7 @@ const SINCE: Record<string, number> = {
   CumSum: 11,
   GatherElements: 11,
   GroupNormalization: 18,
+  Einsum: 12,
 };
 
 /** The last opset at which an op exists, for the ops ONNX deprecated (Upsample became Resize at opset 10). */
