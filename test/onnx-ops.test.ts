@@ -180,6 +180,10 @@ const LAYOUT_CASES: { name: string; nodes: OnnxNode[]; constants?: Record<string
   { name: 'ArgMin on H, select_last_index', nodes: [node('Round', ['x'], ['r']), node('ArgMin', ['r'], ['y'], { axis: int(2), select_last_index: int(1) })] },
   { name: 'Hardmax on channels', nodes: [node('Hardmax', ['x'], ['y'], { axis: int(1) })] },
   { name: 'GatherElements on H with negative indices', nodes: [node('GatherElements', ['x', 'i'], ['y'], { axis: int(2) })], constants: { i: tf.tensor4d(Array.from({ length: 2 * 3 * 2 * 5 }, (_, k) => (k % 7) - 4), [2, 3, 2, 5], 'int32') } },
+  { name: 'Einsum mixing channels (bchw,dc->bdhw)', nodes: [node('Einsum', ['x', 'm'], ['y'], { equation: str('bchw,dc->bdhw') })], constants: { m: tf.tensor2d(randomValues(4 * 3, 131), [4, 3]) } },
+  { name: 'Einsum attention-like over x twice, then its diagonal (bchw,bcgw->bhg; bhh->bh)', nodes: [node('Einsum', ['x', 'x'], ['a'], { equation: str('bchw,bcgw->bhg') }), node('Einsum', ['a'], ['y'], { equation: str('bhh->bh') })] },
+  { name: 'Einsum implicit output (cbwh: the letters in order, a transpose)', nodes: [node('Einsum', ['x'], ['y'], { equation: str('cbwh') })] },
+  { name: "Einsum with '...' over a 4-D value and a [W] operand", nodes: [node('Einsum', ['x', 'w'], ['y'], { equation: str('...w,w->...') })], constants: { w: tf.tensor1d([1, -2, 3, 0.5, 2]) } },
   { name: 'Mish, Sin, Cos, Sign', nodes: [node('Mish', ['x'], ['m']), node('Sin', ['m'], ['s']), node('Cos', ['x'], ['c']), node('Mul', ['s', 'c'], ['p']), node('Sign', ['p'], ['y'])], opset: 18 },
 ];
 
@@ -1037,7 +1041,7 @@ test('ConvTranspose and the new ops: the opsets claimed, a shapesOnly stand-in, 
     assert.equal(supportedOp(op, since), true, op);
   }
   for (const op of ['ConvTranspose', 'DepthToSpace', 'SpaceToDepth', 'LRN', 'ArgMax', 'ArgMin', 'Hardmax', 'Sin', 'Cos']) assert.equal(supportedOp(op, 7), true, op);
-  assert.equal(supportedOp('Einsum', 12), false);
+  assert.equal(supportedOp('ScatterND', 13), false);
   tf.tidy(() => {
     const x = laid(tf.transpose(tf.tensor4d(randomValues(2 * 2 * 3 * 3, 121), [2, 2, 3, 3]), [0, 2, 3, 1]), 'nhwc');
     const w = laid(tf.tensor4d(randomValues(2 * 3 * 3 * 3, 122), [2, 3, 3, 3]));
@@ -1059,5 +1063,121 @@ test('ConvTranspose and the new ops: the opsets claimed, a shapesOnly stand-in, 
     // A transposed convolution grows its input: past the per-tensor limit it is refused before anything is made.
     const huge = node('ConvTranspose', ['x', 'w'], ['y'], { strides: ints(30000, 30000) });
     assert.throws(() => runNode(huge, [x, w], 13), /would make a tensor of 2x3x60003x60003/);
+  });
+});
+
+// ---------------------------------------------------------------- Einsum
+
+/** One Einsum node on `operands` (ONNX layout), its output's values and ONNX shape. */
+function einsumOf(equation: string, operands: tf.Tensor[], opset = 12): { values: number[]; shape: number[] } {
+  return tf.tidy(() => {
+    const n = node('Einsum', operands.map((_, i) => `x${i}`), ['y'], { equation: str(equation) });
+    const y = toLayout(runNode(n, operands.map((t) => laid(t)), opset)[0]!, 'onnx');
+    return { values: valuesOf(y), shape: y.shape };
+  });
+}
+
+forEachBackend(() => {
+  test('Einsum against hand-computed values: products, diagonals, traces, implicit outputs, ellipses, broadcasting, three operands, integers', () => {
+    tf.tidy(() => {
+      const a = tf.tensor2d([1, 2, 3, 4], [2, 2]);
+      const b = tf.tensor2d([5, 6, 7, 8], [2, 2]);
+      const cases: [string, tf.Tensor[], number[], number[]][] = [
+        // [[1,2],[3,4]]·[[5,6],[7,8]] = [[19,22],[43,50]]; spaces anywhere.
+        ['ij,jk->ik', [a, b], [2, 2], [19, 22, 43, 50]],
+        [' i j , j k ', [a, b], [2, 2], [19, 22, 43, 50]],
+        // Implicit 'ji,jk': i and k once each, so the output is 'ik': Σ_j a[j][i] b[j][k] = aᵀb.
+        ['ji,jk', [a, b], [2, 2], [26, 30, 38, 44]],
+        ['ij->ji', [a], [2, 2], [1, 3, 2, 4]],
+        // Implicit 'ba' lists b before a, so its output 'ab' is the transpose.
+        ['ba', [a], [2, 2], [1, 3, 2, 4]],
+        ['ii->i', [a], [2], [1, 4]],
+        ['ii', [a], [], [5]],
+        ['ij->', [a], [], [10]],
+        ['ij->j', [a], [2], [4, 6]],
+        // Σ_ij a[i][j] b[j][i] = trace(ab) = 19 + 50; upper and lower case are different letters.
+        ['Ab,bA', [a, b], [], [69]],
+        // 2x2x2 of 0..7: the diagonal is elements 0 and 7; 'iij->ij' keeps [i][i][j]: 0, 1 and 6, 7.
+        ['iii->i', [tf.tensor3d([0, 1, 2, 3, 4, 5, 6, 7], [2, 2, 2])], [2], [0, 7]],
+        ['iij->ij', [tf.tensor3d([0, 1, 2, 3, 4, 5, 6, 7], [2, 2, 2])], [2, 2], [0, 1, 6, 7]],
+        ['i,i', [tf.tensor1d([1, 2, 3]), tf.tensor1d([4, 5, 6])], [], [32]],
+        ['i,j->ij', [tf.tensor1d([1, 2]), tf.tensor1d([3, 4, 5])], [2, 3], [3, 4, 5, 6, 8, 10]],
+        // Rows of a dotted with [1, -1] (broadcast along the ellipsis): [1-2, 3-4]; implicit output keeps the ellipsis.
+        ['...i,...i->...', [a, tf.tensor1d([1, -1])], [2], [-1, -1]],
+        ['...i,i', [a, tf.tensor1d([1, -1])], [2], [-1, -1]],
+        // A size-1 dim broadcasts against its letter's size elsewhere: 2·(1 + 2 + 3).
+        ['i,i', [tf.tensor1d([2]), tf.tensor1d([1, 2, 3])], [], [12]],
+        // a·b·[[1,0],[0,2]] = [[19,44],[43,100]]; a scalar operand scales.
+        ['ij,jk,kl->il', [a, b, tf.tensor2d([1, 0, 0, 2], [2, 2])], [2, 2], [19, 44, 43, 100]],
+        ['ij,->ji', [a, tf.scalar(3)], [2, 2], [3, 9, 6, 12]],
+        ['->', [tf.scalar(5)], [], [5]],
+        ['ij,jk->ik', [tf.tensor2d([1, 2, 3, 4], [2, 2], 'int32'), tf.tensor2d([5, 6, 7, 8], [2, 2], 'int32')], [2, 2], [19, 22, 43, 50]],
+      ];
+      for (const [equation, operands, shape, expected] of cases) {
+        const got = einsumOf(equation, operands);
+        assert.deepEqual(got.shape, shape, equation);
+        assertAllClose(got.values, expected, 1e-5, equation);
+      }
+    });
+  });
+
+  for (const layout of ['onnx', 'nhwc'] as const) {
+    test(`tf.grad through Einsum (channel mixing, attention-like, diagonal, ellipsis, size-1 broadcasting) matches finite differences (${layout})`, () => {
+      const x = tf.tensor4d(randomValues(1 * 3 * 4 * 4, 141), [1, 3, 4, 4]);
+      const constants = {
+        m: tf.tensor2d(randomValues(2 * 3, 142), [2, 3]),
+        w: tf.tensor1d(randomValues(4, 143)),
+        // [1, 4]: its 'c' broadcasts against the mixed value's 2 channels in a summed letter.
+        r: tf.tensor2d(randomValues(4, 144), [1, 4]),
+      };
+      const nodes = [
+        node('Einsum', ['x', 'm'], ['mixed'], { equation: str('bchw,dc->bdhw') }),
+        node('Einsum', ['mixed', 'x'], ['scores'], { equation: str('bdhw,bcgw->bhg') }),
+        node('Einsum', ['scores'], ['diagonal'], { equation: str('bhh->bh') }),
+        node('Einsum', ['mixed', 'w'], ['rows'], { equation: str('...hw,w->...h') }),
+        node('Einsum', ['rows', 'r'], ['pooled'], { equation: str('bch,ch->b') }),
+        node('Einsum', ['diagonal', 'scores', 'pooled'], ['y'], { equation: str('bh,bhg,b->bg') }),
+      ];
+      const f = scoreOf(nodes, constants, layout, 'y');
+      const gradient = tf.grad(f)(x);
+      assertAllClose(gradient.dataSync(), finiteDifferences(f, x, 1e-2), 2e-2, 'gradient');
+      assert.ok(Array.from(gradient.dataSync()).some((value) => Math.abs(value) > 0.01), 'some input must matter');
+      tf.dispose([x, gradient, ...Object.values(constants)]);
+    });
+  }
+});
+
+test('Einsum: claimed from opset 12, a shapesOnly stand-in, one-line refusals naming the node', () => {
+  assert.equal(supportedOp('Einsum', 11), false);
+  assert.equal(supportedOp('Einsum', 12), true);
+  tf.tidy(() => {
+    const x = laid(tf.transpose(tf.tensor4d(randomValues(2 * 3 * 4 * 5, 151), [2, 3, 4, 5]), [0, 2, 3, 1]), 'nhwc');
+    const m = laid(tf.tensor2d(randomValues(6 * 3, 152), [6, 3]));
+    const mixing = node('Einsum', ['x', 'm'], ['y'], { equation: str('bchw,dc->bdhw') });
+    const [full] = runNode(mixing, [x, m], 12);
+    const [standIn] = runNode(mixing, [x, m], 12, { shapesOnly: true });
+    assert.deepEqual([full!.layout, full!.tensor.shape], ['nhwc', [2, 4, 5, 6]]);
+    assert.deepEqual([standIn!.layout, standIn!.tensor.shape], [full!.layout, full!.tensor.shape]);
+    const refusals: [string, number[][], RegExp][] = [
+      ['ij,jk->ik', [[2, 3], [4, 5]], /'j' is 4 in operand 1 but 3 in an earlier operand/],
+      ['ij->i', [[2, 3, 4]], /operand 0 has rank 3 but its term 'ij' has 2 letters/],
+      ['i1->i', [[2, 3]], /'1' in operand 0 \(terms hold letters and one '\.\.\.'\)/],
+      ['i.j', [[2, 2]], /'\.' in operand 0/],
+      ['......', [[2]], /more than one '\.\.\.' in operand 0/],
+      ['ii->i', [[2, 3]], /'i' is 2 and 3 in operand 0/],
+      ['i->ii', [[2]], /'i' more than once in the output/],
+      ['i->j', [[2]], /output letter 'j' is in no input term/],
+      ['ij,jk', [[2, 3]], /2 terms for 1 inputs/],
+      ['i->i->i', [[2]], /more than one '->'/],
+      ['  ', [[2]], /the equation is empty/],
+      ['...i->i', [[2, 3]], /'\.\.\.' stands for 1 dim but the output has no '\.\.\.'/],
+      ['i\n->i', [[2]], /'i\\n->i': '\\n' in operand 0/],
+      ['i,j,k,l->ijkl', [[1000], [1000], [1000], [1000]], /would make a tensor of 1000x1000x1000x1000/],
+    ];
+    for (const [equation, shapes, pattern] of refusals) {
+      const n = node('Einsum', shapes.map((_, i) => `x${i}`), ['y'], { equation: str(equation) });
+      assert.throws(() => runNode(n, shapes.map((shape) => laid(tf.zeros(shape))), 12), (error: Error) => pattern.test(error.message) && error.message.includes("'/Einsum'") && !error.message.includes('\n'), equation);
+    }
+    assert.throws(() => runNode(node('Einsum', ['x', 'y'], ['z'], { equation: str('i,i') }), [laid(tf.zeros([2])), laid(tf.zeros([2], 'int32'))], 12), /operands of type float32 and int32/);
   });
 });
