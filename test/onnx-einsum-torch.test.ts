@@ -1,0 +1,140 @@
+/**
+ * Einsum end to end against PyTorch: a tiny CNN with torch.einsum in it
+ * (test/helpers/torch-einsum.ts: channel mixing in its own module,
+ * attention over the pixels, a diagonal, an ellipsis, an implicit output)
+ * exported at test time at opsets 12 and 17. camviz's logits, Grad-CAM
+ * maps (at a ReLU before the einsums and at the mixing einsum's output)
+ * and input gradient are PyTorch's own, on cpu and wasm, and with ONNX
+ * Runtime running the forward pass when onnxruntime-node loads. Then the
+ * op alone against numpy.einsum (ONNX's reference implementation) on
+ * equations over the whole grammar, with 4-D operands fed as ONNX gives
+ * them and stored NHWC. Skips without a Python that has torch and onnx.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { type BackendKind, useBackend } from '../src/engine/backend.js';
+import { type CamvizModel, loadModel } from '../src/model/load.js';
+import { disposeValues } from '../src/executor/network.js';
+import { laid, runNode, toLayout, type LaidTensor } from '../src/model/onnx/interpret.js';
+import { PORTABLE_BACKENDS, forEachBackend } from './helpers/backends.js';
+import { TORCH_EINSUM_SIDE, type NumpyEinsumCase, type TorchEinsumReference, makeTorchEinsumModel, numpyEinsumCases } from './helpers/torch-einsum.js';
+import { assertCloseTo, gradcamMaps, nhwcInput, torchParity } from './helpers/torch-parity.js';
+
+const { python, skipTorch, skipOrt } = torchParity('torch, onnx', 'python3-torch, python3-onnx');
+
+const OPSETS = [12, 17];
+
+/** The equations the network's torch.einsum calls export to, in its order. */
+const EQUATIONS = ['bchw,dc->bdhw', 'bqc,dc->bqd', 'bqc,bkc->bqk', 'bqk,bkc->bqc', '...hw,w->...h', 'bii->bi', 'bqc,c'];
+
+for (const opset of OPSETS) {
+  describe(`a PyTorch CNN with torch.einsum exported at opset ${opset}`, { skip: skipTorch }, () => {
+    let folder: string;
+    let reference: TorchEinsumReference;
+    before(async () => {
+      folder = await mkdtemp(join(tmpdir(), 'camviz-einsum-'));
+      reference = makeTorchEinsumModel(python!, folder, opset);
+    });
+    after(async () => {
+      await rm(folder, { recursive: true, force: true });
+    });
+
+    test('the export holds the einsums under test', () => {
+      assert.deepEqual(reference.equations, EQUATIONS, reference.ops.join(' '));
+    });
+
+    for (const backend of PORTABLE_BACKENDS as readonly BackendKind[]) {
+      describe(`on ${backend}`, () => {
+        let model: CamvizModel;
+        let input: tf.Tensor4D;
+        before(async () => {
+          await useBackend(backend);
+          model = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'tfjs' });
+          input = nhwcInput(reference.input, 2, TORCH_EINSUM_SIDE);
+        });
+        after(() => {
+          input?.dispose();
+          model?.dispose();
+        });
+
+        test('logits of a batch of two as PyTorch computes them', async () => {
+          const values = await model.network().forward(input);
+          assert.deepEqual(values.output.shape, [2, 5]);
+          assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
+          disposeValues(values);
+        });
+
+        for (const module of ['block', 'mix'] as const) {
+          test(`Grad-CAM at module '${module}' as PyTorch computes it`, async () => {
+            const maps = await gradcamMaps(model, input, reference.classes, module);
+            maps.forEach((map, i) => assertCloseTo(map, reference.cams[module][i]!.flat(), 1e-4, `image ${i}'s map`));
+            assert.ok(reference.cams[module].flat(2).some((value) => value > 0), 'the maps must not be empty');
+          });
+        }
+
+        test('the gradient of the class logits with respect to the input as PyTorch computes it', async () => {
+          const objective = (values: { output: tf.Tensor }): tf.Scalar =>
+            tf.tidy(() => tf.sum(tf.stack(reference.classes.map((k, i) => tf.reshape(tf.slice(values.output, [i, k], [1, 1]), [])))) as tf.Scalar);
+          const result = await model.network().backward(input, [objective], { sources: 'input', layers: [] });
+          const gradient = tf.tidy(() => tf.transpose(result.gradients[0]![0]!, [0, 3, 1, 2]));
+          assertCloseTo(gradient.dataSync(), reference.inputGradient, 1e-4, 'input gradient');
+          tf.dispose([gradient, ...result.gradients.flat()]);
+          disposeValues(result.values);
+        });
+      });
+    }
+
+    test('with ONNX Runtime running the forward pass: the same logits and Grad-CAM maps', { skip: skipOrt }, async () => {
+      await useBackend('cpu');
+      const input = nhwcInput(reference.input, 2, TORCH_EINSUM_SIDE);
+      const onOrt = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'onnxruntime' });
+      try {
+        assert.equal((await onOrt.engine()).kind, 'onnxruntime');
+        const values = await (await onOrt.executor()).forward(input);
+        assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
+        disposeValues(values);
+        const maps = await gradcamMaps(onOrt, input, reference.classes, 'mix');
+        maps.forEach((map, i) => assertCloseTo(map, reference.cams.mix[i]!.flat(), 1e-4, `image ${i}'s map`));
+      } finally {
+        onOrt.dispose();
+        input.dispose();
+      }
+    });
+  });
+}
+
+describe("Einsum against numpy.einsum (ONNX's reference implementation) over the whole grammar", { skip: skipTorch }, () => {
+  let folder: string;
+  let cases: NumpyEinsumCase[];
+  before(async () => {
+    folder = await mkdtemp(join(tmpdir(), 'camviz-einsum-numpy-'));
+    cases = numpyEinsumCases(python!, folder);
+  });
+  after(async () => {
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  forEachBackend(() => {
+    for (const layout of ['onnx', 'nhwc'] as const) {
+      test(`every equation gives numpy's shape and values (4-D operands stored ${layout})`, () => {
+        assert.ok(cases.length >= 30, `${cases.length} cases`);
+        for (const { equation, operands, shape, values } of cases) {
+          tf.tidy(() => {
+            const fed = operands.map(({ shape: dims, values: data }): LaidTensor => {
+              const operand = tf.tensor(data, dims);
+              return layout === 'nhwc' && operand.rank === 4 ? laid(tf.transpose(operand, [0, 2, 3, 1]), 'nhwc') : laid(operand);
+            });
+            const einsum = { name: '/Einsum', opType: 'Einsum', domain: '', inputs: fed.map((_, i) => `x${i}`), outputs: ['y'], attributes: { equation: { kind: 'string' as const, value: equation } } };
+            const output = toLayout(runNode(einsum, fed, 12)[0]!, 'onnx');
+            assert.deepEqual(output.shape, shape, equation);
+            assertCloseTo(output.dataSync(), values, 1e-5, equation);
+          });
+        }
+      });
+    }
+  });
+});
