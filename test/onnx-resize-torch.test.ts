@@ -22,7 +22,7 @@ import { camTargets } from '../src/cam/request.js';
 import { disposeValues } from '../src/executor/network.js';
 import { describeLayers } from '../src/executor/layers.js';
 import { TORCH_RESIZE_SIDE, type TorchResizeReference, type TorchResizeVariant, makeTorchResizeModel } from './helpers/torch-resize.js';
-import { assertCloseTo, gradcamMaps, nhwcInput, torchParity } from './helpers/torch-parity.js';
+import { assertCloseTo, classInputGradient, gradcamMaps, nhwcInput, torchParity } from './helpers/torch-parity.js';
 
 const { python, skipTorch, skipOrt } = torchParity('torch, onnx', 'python3-torch, python3-onnx');
 
@@ -72,13 +72,7 @@ for (const { opset, variant, resizeOp } of EXPORTS) {
     });
 
     test('the gradient of the class logits with respect to the input as PyTorch computes it', async () => {
-      const objective = (values: { output: tf.Tensor }): tf.Scalar =>
-        tf.tidy(() => tf.sum(tf.stack(reference.classes.map((k, i) => tf.reshape(tf.slice(values.output, [i, k], [1, 1]), [])))) as tf.Scalar);
-      const result = await model.network().backward(input, [objective], { sources: 'input', layers: [] });
-      const gradient = tf.tidy(() => tf.transpose(result.gradients[0]![0]!, [0, 3, 1, 2]));
-      assertCloseTo(gradient.dataSync(), reference.inputGradient, 1e-4, 'input gradient');
-      tf.dispose([gradient, ...result.gradients.flat()]);
-      disposeValues(result.values);
+      assertCloseTo(await classInputGradient(model, input, reference.classes), reference.inputGradient, 1e-4, 'input gradient');
     });
 
     test(`layers lists the ${resizeOp} nodes with their ONNX shapes, and they resolve as target layers`, () => {

@@ -13,6 +13,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { loadOnnxRuntime } from '../../src/engine/onnxruntime.js';
 import { explainBatch } from '../../src/cam/explain.js';
 import { camTargets } from '../../src/cam/request.js';
+import { disposeValues } from '../../src/executor/network.js';
 import type { CamvizModel } from '../../src/model/load.js';
 import { maxAbsDifference } from './numeric.js';
 import { findPython } from './python.js';
@@ -105,4 +106,16 @@ export async function gradcamMaps(model: CamvizModel, input: tf.Tensor4D, classe
     assert.equal(explanation?.classIndex, classes[i]);
     return explanation!.map!.data;
   });
+}
+
+/** dY/dinput with Y the sum of each image's class logit (`classes[i]`), as camviz's network computes it: NCHW, as PyTorch's reference holds it. */
+export async function classInputGradient(model: CamvizModel, input: tf.Tensor4D, classes: readonly number[]): Promise<Float32Array> {
+  const objective = (values: { output: tf.Tensor }): tf.Scalar =>
+    tf.tidy(() => tf.sum(tf.stack(classes.map((k, i) => tf.reshape(tf.slice(values.output, [i, k], [1, 1]), [])))) as tf.Scalar);
+  const result = await model.network().backward(input, [objective], { sources: 'input', layers: [] });
+  const gradient = tf.tidy(() => tf.transpose(result.gradients[0]![0]!, [0, 3, 1, 2]));
+  const values = gradient.dataSync() as Float32Array;
+  tf.dispose([gradient, ...result.gradients.flat()]);
+  disposeValues(result.values);
+  return values;
 }
