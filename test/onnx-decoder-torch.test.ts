@@ -17,9 +17,8 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/engine/backend.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
-import { disposeValues } from '../src/executor/network.js';
 import { TORCH_DECODER_SIDE, type TorchDecoderReference, type TorchDecoderVariant, makeTorchDecoderModel } from './helpers/torch-decoder.js';
-import { assertCloseTo, classInputGradient, gradcamMaps, nhwcInput, torchParity } from './helpers/torch-parity.js';
+import { assertCloseTo, assertTorchGradcam, assertTorchLogits, classInputGradient, nhwcInput, torchParity } from './helpers/torch-parity.js';
 
 const { python, skipTorch, skipOrt } = torchParity('torch, onnx', 'python3-torch, python3-onnx');
 
@@ -53,18 +52,13 @@ for (const { opset, variant, ops } of EXPORTS) {
     });
 
     test('logits of a batch of two as PyTorch computes them', async () => {
-      const values = await model.network().forward(input);
-      assert.deepEqual(values.output.shape, [2, 5]);
-      assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
-      disposeValues(values);
+      await assertTorchLogits(model.network(), input, reference.logits);
     });
 
     for (const module of ['block', 'up'] as const) {
       // torch.onnx.export writes GroupNorm as Reshape, InstanceNormalization, Reshape below opset 18: 'block' ends on a Reshape's 4-D value, which the CAM methods read as NHWC.
       test(`Grad-CAM at module '${module}' as PyTorch computes it`, async () => {
-        const maps = await gradcamMaps(model, input, reference.classes, module);
-        maps.forEach((map, i) => assertCloseTo(map, reference.cams[module][i]!.flat(), 1e-4, `image ${i}'s map`));
-        assert.ok(reference.cams[module].flat(2).some((value) => value > 0), 'the maps must not be empty');
+        await assertTorchGradcam(model, input, reference.classes, module, reference.cams[module]);
       });
     }
 
@@ -77,11 +71,8 @@ for (const { opset, variant, ops } of EXPORTS) {
       try {
         const executor = await onOrt.executor();
         assert.equal((await onOrt.engine()).kind, 'onnxruntime');
-        const values = await executor.forward(input);
-        assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
-        disposeValues(values);
-        const maps = await gradcamMaps(onOrt, input, reference.classes, 'up');
-        maps.forEach((map, i) => assertCloseTo(map, reference.cams.up[i]!.flat(), 1e-4, `image ${i}'s map`));
+        await assertTorchLogits(executor, input, reference.logits);
+        await assertTorchGradcam(onOrt, input, reference.classes, 'up', reference.cams.up);
       } finally {
         onOrt.dispose();
       }

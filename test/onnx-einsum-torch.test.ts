@@ -18,11 +18,10 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { type BackendKind, useBackend } from '../src/engine/backend.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
-import { disposeValues } from '../src/executor/network.js';
 import { laid, runNode, toLayout, type LaidTensor } from '../src/model/onnx/interpret.js';
 import { PORTABLE_BACKENDS, forEachBackend } from './helpers/backends.js';
 import { TORCH_EINSUM_SIDE, type NumpyEinsumCase, type TorchEinsumReference, makeTorchEinsumModel, numpyEinsumCases } from './helpers/torch-einsum.js';
-import { assertCloseTo, classInputGradient, gradcamMaps, nhwcInput, torchParity } from './helpers/torch-parity.js';
+import { assertCloseTo, assertTorchGradcam, assertTorchLogits, classInputGradient, nhwcInput, torchParity } from './helpers/torch-parity.js';
 
 const { python, skipTorch, skipOrt } = torchParity('torch, onnx', 'python3-torch, python3-onnx');
 
@@ -62,17 +61,12 @@ for (const opset of OPSETS) {
         });
 
         test('logits of a batch of two as PyTorch computes them', async () => {
-          const values = await model.network().forward(input);
-          assert.deepEqual(values.output.shape, [2, 5]);
-          assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
-          disposeValues(values);
+          await assertTorchLogits(model.network(), input, reference.logits);
         });
 
         for (const module of ['block', 'mix'] as const) {
           test(`Grad-CAM at module '${module}' as PyTorch computes it`, async () => {
-            const maps = await gradcamMaps(model, input, reference.classes, module);
-            maps.forEach((map, i) => assertCloseTo(map, reference.cams[module][i]!.flat(), 1e-4, `image ${i}'s map`));
-            assert.ok(reference.cams[module].flat(2).some((value) => value > 0), 'the maps must not be empty');
+            await assertTorchGradcam(model, input, reference.classes, module, reference.cams[module]);
           });
         }
 
@@ -88,11 +82,8 @@ for (const opset of OPSETS) {
       const onOrt = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'onnxruntime' });
       try {
         assert.equal((await onOrt.engine()).kind, 'onnxruntime');
-        const values = await (await onOrt.executor()).forward(input);
-        assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
-        disposeValues(values);
-        const maps = await gradcamMaps(onOrt, input, reference.classes, 'mix');
-        maps.forEach((map, i) => assertCloseTo(map, reference.cams.mix[i]!.flat(), 1e-4, `image ${i}'s map`));
+        await assertTorchLogits((await onOrt.executor()), input, reference.logits);
+        await assertTorchGradcam(onOrt, input, reference.classes, 'mix', reference.cams.mix);
       } finally {
         onOrt.dispose();
         input.dispose();

@@ -19,10 +19,9 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { type BackendKind, useBackend } from '../src/engine/backend.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
-import { disposeValues } from '../src/executor/network.js';
 import { PORTABLE_BACKENDS } from './helpers/backends.js';
 import { TORCH_MAX_SIDE, type TorchMaxReference, makeTorchMaxModel } from './helpers/torch-max.js';
-import { assertCloseTo, classInputGradient, gradcamMaps, nhwcInput, torchParity } from './helpers/torch-parity.js';
+import { assertCloseTo, assertTorchGradcam, assertTorchLogits, classInputGradient, nhwcInput, torchParity } from './helpers/torch-parity.js';
 
 const { python, skipTorch, skipOrt } = torchParity('torch, onnx', 'python3-torch, python3-onnx');
 
@@ -66,16 +65,11 @@ for (const opset of OPSETS) {
           });
 
           test('logits of a batch of two as PyTorch computes them', async () => {
-            const values = await model.network().forward(input);
-            assert.deepEqual(values.output.shape, [2, 5]);
-            assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
-            disposeValues(values);
+            await assertTorchLogits(model.network(), input, reference.logits);
           });
 
           test("Grad-CAM at module 'block' (upstream of every max) as PyTorch computes it", async () => {
-            const maps = await gradcamMaps(model, input, reference.classes, 'block');
-            maps.forEach((map, i) => assertCloseTo(map, reference.cams.block[i]!.flat(), 1e-4, `image ${i}'s map`));
-            assert.ok(reference.cams.block.flat(2).some((value) => value > 0), 'the maps must not be empty');
+            await assertTorchGradcam(model, input, reference.classes, 'block', reference.cams.block);
           });
 
           test('the gradient of the class logits with respect to the input as PyTorch computes it', async () => {
@@ -91,8 +85,7 @@ for (const opset of OPSETS) {
       const onOrt = await loadModel(join(folder, 'global.onnx'), { preprocess: 'none', engine: 'onnxruntime' });
       try {
         assert.equal((await onOrt.engine()).kind, 'onnxruntime');
-        const maps = await gradcamMaps(onOrt, input, reference.classes, 'block');
-        maps.forEach((map, i) => assertCloseTo(map, reference.cams.block[i]!.flat(), 1e-4, `image ${i}'s map`));
+        await assertTorchGradcam(onOrt, input, reference.classes, 'block', reference.cams.block);
       } finally {
         onOrt.dispose();
         input.dispose();

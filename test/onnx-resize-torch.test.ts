@@ -19,10 +19,9 @@ import { useBackend } from '../src/engine/backend.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { describeOnnxLayers } from '../src/model/onnx/load.js';
 import { camTargets } from '../src/cam/request.js';
-import { disposeValues } from '../src/executor/network.js';
 import { describeLayers } from '../src/executor/layers.js';
 import { TORCH_RESIZE_SIDE, type TorchResizeReference, type TorchResizeVariant, makeTorchResizeModel } from './helpers/torch-resize.js';
-import { assertCloseTo, classInputGradient, gradcamMaps, nhwcInput, torchParity } from './helpers/torch-parity.js';
+import { assertCloseTo, assertTorchGradcam, assertTorchLogits, classInputGradient, nhwcInput, torchParity } from './helpers/torch-parity.js';
 
 const { python, skipTorch, skipOrt } = torchParity('torch, onnx', 'python3-torch, python3-onnx');
 
@@ -59,16 +58,11 @@ for (const { opset, variant, resizeOp } of EXPORTS) {
     });
 
     test('logits of a batch of two as PyTorch computes them', async () => {
-      const values = await model.network().forward(input);
-      assert.deepEqual(values.output.shape, [2, 5]);
-      assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
-      disposeValues(values);
+      await assertTorchLogits(model.network(), input, reference.logits);
     });
 
     test("Grad-CAM at module 'block' (upstream of every resize) as PyTorch computes it", async () => {
-      const maps = await gradcamMaps(model, input, reference.classes, 'block');
-      maps.forEach((map, i) => assertCloseTo(map, reference.cams.block[i]!.flat(), 1e-4, `image ${i}'s map`));
-      assert.ok(reference.cams.block.flat(2).some((value) => value > 0), 'the maps must not be empty');
+      await assertTorchGradcam(model, input, reference.classes, 'block', reference.cams.block);
     });
 
     test('the gradient of the class logits with respect to the input as PyTorch computes it', async () => {
@@ -93,11 +87,8 @@ for (const { opset, variant, resizeOp } of EXPORTS) {
       try {
         const executor = await onOrt.executor();
         assert.equal((await onOrt.engine()).kind, 'onnxruntime');
-        const values = await executor.forward(input);
-        assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
-        disposeValues(values);
-        const maps = await gradcamMaps(onOrt, input, reference.classes, 'block');
-        maps.forEach((map, i) => assertCloseTo(map, reference.cams.block[i]!.flat(), 1e-4, `image ${i}'s map`));
+        await assertTorchLogits(executor, input, reference.logits);
+        await assertTorchGradcam(onOrt, input, reference.classes, 'block', reference.cams.block);
       } finally {
         onOrt.dispose();
       }

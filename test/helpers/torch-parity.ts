@@ -13,7 +13,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { loadOnnxRuntime } from '../../src/engine/onnxruntime.js';
 import { explainBatch } from '../../src/cam/explain.js';
 import { camTargets } from '../../src/cam/request.js';
-import { disposeValues } from '../../src/executor/network.js';
+import { type ForwardValues, disposeValues } from '../../src/executor/network.js';
 import type { CamvizModel } from '../../src/model/load.js';
 import { maxAbsDifference } from './numeric.js';
 import { findPython } from './python.js';
@@ -118,4 +118,22 @@ export async function classInputGradient(model: CamvizModel, input: tf.Tensor4D,
   tf.dispose([gradient, ...result.gradients.flat()]);
   disposeValues(result.values);
   return values;
+}
+
+/** The logits `executor` gives for `input` (a batch of two) are PyTorch's. */
+export async function assertTorchLogits(executor: { forward(input: tf.Tensor4D): Promise<ForwardValues> }, input: tf.Tensor4D, logits: number[][]): Promise<void> {
+  const values = await executor.forward(input);
+  try {
+    assert.deepEqual(values.output.shape, [logits.length, logits[0]!.length]);
+    assertCloseTo(values.output.dataSync(), logits.flat(), 1e-4, 'logits');
+  } finally {
+    disposeValues(values);
+  }
+}
+
+/** camviz's Grad-CAM at `module` for each image's class is PyTorch's `cams` (per image, a map), which must not be empty. */
+export async function assertTorchGradcam(model: CamvizModel, input: tf.Tensor4D, classes: readonly number[], module: string, cams: number[][][]): Promise<void> {
+  const maps = await gradcamMaps(model, input, classes, module);
+  maps.forEach((map, i) => assertCloseTo(map, cams[i]!.flat(), 1e-4, `image ${i}'s map`));
+  assert.ok(cams.flat(2).some((value) => value > 0), 'the maps must not be empty');
 }
