@@ -3,10 +3,11 @@
  * merged by the library and by the CLI; the merged folder is checked file
  * by file against the shards, and every refusal leaves nothing written.
  */
+import { createHash } from 'node:crypto';
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import sharp from 'sharp';
@@ -310,10 +311,22 @@ describe('mergeRuns', () => {
     assert.equal(existsSync(join(out, 'manifest.json')), false, 'nothing merged');
     await rm(mine);
     const merged = await mergeRuns(dirs, out);
-    const ledger = (await readFile(join(out, '.camviz-outputs'), 'utf8')).split('\n').slice(1).filter((line) => line !== '').map((line) => JSON.parse(line) as string);
-    assert.deepEqual(ledger.sort(), merged.manifest.records.flatMap((record) => record.outputs).sort());
+    const ledger = (await readFile(join(out, '.camviz-outputs'), 'utf8')).split('\n').slice(1).filter((line) => line !== '').map((line) => JSON.parse(line) as [string, string, string]);
+    // The outputs, and the merged report (the shards had one).
+    assert.deepEqual(ledger.map(([name]) => name).sort(), [...merged.manifest.records.flatMap((record) => record.outputs), 'index.html'].sort());
+    // Each recorded as the copy is in the merged folder (its own inode and time), with the sha256 of its bytes.
+    for (const [name, stamp, sha256] of ledger) {
+      const info = await stat(join(out, name), { bigint: true });
+      assert.equal(stamp, `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}`, name);
+      assert.equal(sha256, createHash('sha256').update(await readFile(join(out, name))).digest('hex'), name);
+    }
     // Merged again (a re-run of the CI step): its own outputs are replaced.
     await mergeRuns(dirs, out);
+    // A merged map edited since is a user's: the next merge stops before copying anything.
+    const edited = join(out, 'c.gradcam.281.png');
+    await writeFile(edited, 'annotated by hand');
+    await assert.rejects(mergeRuns(dirs, out), (error: unknown) => error instanceof CamvizError && error.file === edited);
+    assert.equal(await readFile(edited, 'utf8'), 'annotated by hand');
   });
 
   test('a merge into a folder a run holds (its .camviz.lock) is refused, naming the holder, and writes nothing', async () => {

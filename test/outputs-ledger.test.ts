@@ -43,6 +43,9 @@ async function fifoLedger(name: string): Promise<string> {
   return out;
 }
 
+/** A version as addToLedger records one; these tests look at the ledger's handling, not at any file. */
+const SOME_VERSION = { stamp: '1:2:3:4', sha256: 'ab'.repeat(32) };
+
 const REFUSAL = /^not camviz's \(.+\): camviz replaces no file it did not write/;
 
 /** A rejection whose one-line message matches `message` and that names the folder's ledger. */
@@ -61,7 +64,7 @@ test('a FIFO named .camviz-outputs in --out stops the run before any work, namin
 
 test('an append to a ledger that became a FIFO fails at once instead of waiting for a reader', { timeout: 20_000 }, async () => {
   const out = await fifoLedger('fifo-append');
-  await assert.rejects(addToLedger(out, 'a.gradcam.0.png'), namingLedger(out, /FIFO/));
+  await assert.rejects(addToLedger(out, 'a.gradcam.0.png', SOME_VERSION), namingLedger(out, /FIFO/));
 });
 
 test('a ledger that is a link to a file elsewhere is refused, and never appended to', async () => {
@@ -72,7 +75,7 @@ test('a ledger that is a link to a file elsewhere is refused, and never appended
   await symlink(elsewhere, join(out, LEDGER_NAME));
   await assert.rejects(runFolderOutputs(out), namingLedger(out, REFUSAL));
   assert.equal(await createLedger(out), false);
-  await assert.rejects(addToLedger(out, 'b.gradcam.0.png'), namingLedger(out, /symbolic link/));
+  await assert.rejects(addToLedger(out, 'b.gradcam.0.png', SOME_VERSION), namingLedger(out, /symbolic link/));
   assert.equal(await readFile(elsewhere, 'utf8'), text);
 });
 
@@ -94,8 +97,8 @@ test("a plain ledger is read back, and a missing one is no ledger", async () => 
   await writeFile(join(dir, 'a-file'), '');
   assert.equal((await runFolderOutputs(join(dir, 'a-file'))).isOutputFolder, false);
   assert.equal(await createLedger(out), true);
-  await addToLedger(out, 'sub/a\nb.png');
+  await addToLedger(out, 'sub/a\nb.png', SOME_VERSION);
   const outputs = await runFolderOutputs(out);
   assert.equal(outputs.isOutputFolder, true);
-  assert.deepEqual([...outputs.files], ['sub/a\nb.png']);
+  assert.deepEqual([...outputs.files], [['sub/a\nb.png', [SOME_VERSION]]]);
 });

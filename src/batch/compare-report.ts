@@ -10,6 +10,7 @@
 import { rename, rm, rmdir } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { temporaryName, writeFileAtomic } from '../util/atomic-file.js';
+import { writeRecordedFile } from '../util/outputs-ledger.js';
 import { VERSION } from '../util/version.js';
 import { minMaxNormalize } from '../render/normalize.js';
 import { encodePng } from '../render/png.js';
@@ -189,7 +190,8 @@ export function comparePageData(result: CompareResult, outDir: string, generated
 export async function writeCompareReport(outDir: string, result: CompareResult): Promise<string> {
   const path = join(outDir, COMPARE_REPORT_NAME);
   await makeFolders(outDir);
-  await writeFileAtomic(path, renderCompareHtml(comparePageData(result, outDir, new Date())));
+  // Recorded where the folder has a ledger (a run's folder, compare's default), as a run's index.html is.
+  await writeRecordedFile(outDir, COMPARE_REPORT_NAME, path, renderCompareHtml(comparePageData(result, outDir, new Date())));
   return path;
 }
 

@@ -154,10 +154,14 @@ interface FoundFile {
   real: string;
 }
 
-/** A camviz output folder met by the walk: its path as walked, and the files camviz wrote there. */
+/**
+ * A camviz output folder met by the walk: its path as walked, and the files
+ * camviz wrote there (by name: a map of camviz's that a user edited since
+ * is still no input).
+ */
 interface OutputFolder {
   folder: string;
-  files: ReadonlySet<string>;
+  files: ReadonlyMap<string, unknown>;
 }
 
 /** What one walk of the input folders shares. */

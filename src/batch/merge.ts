@@ -7,9 +7,10 @@
  * temporary name and renamed, so an interrupted merge leaves no torn file.
  */
 import { existsSync } from 'node:fs';
-import { copyFile, open, realpath, rename, rm, stat } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { temporaryName } from '../util/atomic-file.js';
+import { WriteError, writeFileAtomic } from '../util/atomic-file.js';
+import { readRegularFile } from '../util/read-whole-file.js';
 import { CamvizError, UsageError } from '../util/errors.js';
 import type { InputRecord } from '../tasks/types.js';
 import { realPathInside } from '../util/inside-folder.js';
@@ -19,8 +20,8 @@ import { REPORT_NAME, thumbnailPath, writeReport } from './report.js';
 import type { Shard } from './shard.js';
 import { makeFolders } from '../util/make-folders.js';
 import { ensureWritable } from './out-dir.js';
-import { refuseForeignPage, runFolderOutputs } from './own-outputs.js';
-import { addToLedger, createLedger, isTaken } from '../util/outputs-ledger.js';
+import { compactFolderLedger, refuseForeignPage, replaceableOutputs, runFolderOutputs } from './own-outputs.js';
+import { type EarlierOutputs, createLedger, mayReplace, writeRecordedFile } from '../util/outputs-ledger.js';
 
 /** One shard folder and its manifest. */
 export interface ShardRun {
@@ -61,9 +62,10 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
   const manifest = mergeManifests(shards, log);
   const copies = await plannedCopies(shards, outDir);
   const writesReport = options.report === true || shards.some((shard) => existsSync(join(shard.dir, REPORT_NAME)));
-  if (writesReport) await refuseForeignPage(join(outDir, REPORT_NAME));
-  // As a run's: the merge replaces only files camviz wrote in the folder (its ledger's and its manifest's).
-  await refuseForeignOutputs(copies, (await runFolderOutputs(outDir)).files);
+  const earlier = await runFolderOutputs(outDir);
+  if (writesReport) await refuseForeignPage(outDir, REPORT_NAME, earlier.files);
+  // As a run's: the merge replaces only files camviz wrote in the folder (its ledger's and its manifest's), as it wrote them.
+  await refuseForeignOutputs(copies, await replaceableOutputs(outDir, earlier.files));
 
   await ensureWritable(outDir);
   // As a run's: a run writing into the folder meanwhile would lose the merge's files, or the merge its manifest.
@@ -71,15 +73,12 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
   try {
     // A merge killed mid-copy leaves temporary files that nothing else would remove.
     await removeStaleTemporaries(outDir);
+    await compactFolderLedger(outDir);
     let copied = 0;
-    const outputs = copies.flatMap((copy) => (copy.output === undefined ? [] : [copy.output]));
-    if (outputs.length > 0) {
-      await createLedger(outDir);
-      // Listed before they appear, as a run lists its outputs (OutputSet): later runs may replace them.
-      for (const output of outputs) await addToLedger(outDir, output);
-    }
+    // Each output copied is recorded as it is put in place, as a run records its outputs (OutputSet): later runs may replace them.
+    if (copies.some((copy) => copy.output !== undefined)) await createLedger(outDir);
     await forEachLimited(copies, COPY_CONCURRENCY, async (copy) => {
-      await copyFileAtomic(copy.from, copy.to);
+      await copyFileAtomic(copy, outDir);
       copied++;
     });
     const manifestPath = await writeManifest(outDir, manifest);
@@ -340,14 +339,15 @@ async function plannedCopies(shards: readonly ShardRun[], outDir: string): Promi
 
 /**
  * Refuses, before anything is written, a merge whose outputs would replace
- * a file camviz did not write (`own`: the folder's ledger and manifest
- * name what it did): a user's own file of an output's name in the folder
- * merged into. One line naming the file.
+ * a file camviz did not write (`own`: what the folder's ledger and
+ * manifest say it did): a user's own file of an output's name in the
+ * folder merged into, or camviz's edited or replaced since. One line
+ * naming the file.
  */
-async function refuseForeignOutputs(copies: readonly Copy[], own: ReadonlySet<string>): Promise<void> {
+async function refuseForeignOutputs(copies: readonly Copy[], own: (start: string) => EarlierOutputs): Promise<void> {
   for (const copy of copies) {
-    if (copy.output === undefined || own.has(copy.output)) continue;
-    if (await isTaken(copy.to)) throw new CamvizError("a file camviz did not write has this output's name: the merge replaces none (move it, or merge into another folder)", { file: copy.to });
+    if (copy.output === undefined) continue;
+    if (!(await mayReplace(copy.to, copy.output, own(copy.output)))) throw new CamvizError("a file camviz did not write has this output's name: the merge replaces none (move it, or merge into another folder)", { file: copy.to });
   }
 }
 
@@ -373,23 +373,23 @@ function isSafeRelative(path: string): boolean {
   return path !== '' && !isAbsolute(path) && !/^[A-Za-z]:/.test(path) && !path.split(/[\\/]/).includes('..');
 }
 
-/** Copies through a temporary file in the target folder, then renames it into place. */
-async function copyFileAtomic(from: string, to: string): Promise<void> {
-  await makeFolders(dirname(to));
-  const temp = temporaryName(to);
+/**
+ * Copies through a temporary file in the target folder, flushed to disk,
+ * then renamed into place (writeFileAtomic): a crash never leaves an empty
+ * file under the final name. An output is recorded in the ledger of
+ * `outDir` as the file it is there (its own inode and time: the shard's
+ * ledger speaks of the shard's files). Read whole: shards hold maps and
+ * thumbnails, and four are copied at once.
+ */
+async function copyFileAtomic(copy: Copy, outDir: string): Promise<void> {
   try {
-    await copyFile(from, temp);
-    // On disk before the rename, as writeFileAtomic does: a crash must not leave an empty file under the final name.
-    const handle = await open(temp, 'r+');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, to);
+    const { bytes } = await readRegularFile(copy.from);
+    await makeFolders(dirname(copy.to));
+    if (copy.output === undefined) await writeFileAtomic(copy.to, bytes);
+    else await writeRecordedFile(outDir, copy.output, copy.to, bytes);
   } catch (error) {
-    await rm(temp, { force: true }).catch(() => undefined);
-    throw new CamvizError(`could not copy ${from}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { file: to });
+    const reason = error instanceof WriteError ? error.reason : (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    throw new CamvizError(`could not copy ${copy.from}: ${reason}`, { file: copy.to });
   }
 }
 

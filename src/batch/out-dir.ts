@@ -5,8 +5,9 @@
  * before any work; and removed again, while empty, when the run fails
  * before writing anything.
  */
-import { rm, rmdir, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { lstat, rm, rmdir, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { CamvizError } from '../util/errors.js';
 import { makeFolders } from '../util/make-folders.js';
 
@@ -30,5 +31,32 @@ export async function removeEmptyFolders(folder: string, top: string): Promise<v
   for (let current = resolve(folder); ; current = dirname(current)) {
     if (!(await rmdir(current).then(() => true, () => false))) return;
     if (current === last || dirname(current) === current) return;
+  }
+}
+
+/**
+ * Whether the file system of `folder` (an existing folder) takes names that
+ * differ in case alone for one file, as macOS' and Windows' do by default:
+ * a probe file named in lower case is looked up in upper case. One probe a
+ * run: the outputs ledger's look-ups then compare names as the folder
+ * does. (A file of the upper-case name that is another file says the
+ * file system tells them apart.) When the probe cannot tell (a folder that
+ * cannot be written or looked into), folding is assumed, the safe side: a
+ * name an older camviz recorded alone then vouches for fewer files.
+ */
+export async function foldsCaseIn(folder: string): Promise<boolean> {
+  const lower = join(folder, `.camviz-case-probe-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const upper = join(folder, basename(lower).toUpperCase());
+  try {
+    await writeFile(lower, '', { flag: 'wx' });
+  } catch {
+    return true;
+  }
+  try {
+    const [mine, looked] = await Promise.all([lstat(lower), lstat(upper).catch((error: NodeJS.ErrnoException) => error)]);
+    if (looked instanceof Error) return (looked as NodeJS.ErrnoException).code !== 'ENOENT';
+    return looked.ino === mine.ino && looked.dev === mine.dev;
+  } finally {
+    await rm(lower, { force: true });
   }
 }

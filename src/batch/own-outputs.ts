@@ -4,7 +4,7 @@
  * holds camviz's manifest.json (checked field by field, not by its name),
  * its ledger of outputs (.camviz-outputs, by its header) or a run lock
  * (.camviz.lock, by its content); its files are those the ledger and the
- * manifest list.
+ * manifest list, with the versions the ledger recorded of each.
  */
 import { type Stats } from 'node:fs';
 import { lstat, realpath } from 'node:fs/promises';
@@ -12,7 +12,8 @@ import { join, resolve } from 'node:path';
 import { ioReason } from '../util/atomic-file.js';
 import { CamvizError } from '../util/errors.js';
 import { readOptionalJson } from '../util/json-file.js';
-import { LEDGER_NAME, parseLedger } from '../util/outputs-ledger.js';
+import { type EarlierOutput, type EarlierOutputs, LEDGER_NAME, type ParsedLedger, type WrittenVersion, compactLedger, isWrittenVersion, nameKey, namesAsStored, parseLedger } from '../util/outputs-ledger.js';
+import { foldsCaseIn } from './out-dir.js';
 import { readRegularFile, readStartOfRegularFile } from '../util/read-whole-file.js';
 import { MAX_JSON_BYTES } from '../util/json-file.js';
 import { LOCK_NAME, parseOwner, readLock } from './lock.js';
@@ -25,8 +26,12 @@ type Foreign = { file: string; problem: string };
 export interface FolderOutputs {
   /** Whether camviz's marks are there: its manifest, its ledger or its run lock. */
   readonly isOutputFolder: boolean;
-  /** The files camviz wrote there (paths inside the folder, with `/`): the ledger's and the manifest's. */
-  readonly files: ReadonlySet<string>;
+  /**
+   * The files camviz wrote there (paths inside the folder, with `/`): the
+   * ledger's and the manifest's, each with the versions the ledger recorded
+   * (none: listed by name alone, by an older camviz or by the manifest).
+   */
+  readonly files: ReadonlyMap<string, readonly WrittenVersion[]>;
   /** The manifest, when it is camviz's. */
   readonly manifest?: Manifest;
   /** A manifest.json or ledger in the folder that is not camviz's. */
@@ -48,11 +53,12 @@ export async function folderOutputs(folder: string, names?: ReadonlySet<string>)
   const ledger = present(LEDGER_NAME) ? await readLedger(folder) : undefined;
   const manifest = present(MANIFEST_NAME) ? await readCamvizManifest(folder) : undefined;
   const locked = present(LOCK_NAME) && (await lockedByCamviz(folder));
-  const files = new Set(ledger?.files ?? []);
-  for (const record of manifest?.manifest?.records ?? []) for (const output of record.outputs) files.add(output);
+  const files = new Map<string, readonly WrittenVersion[]>(ledger?.ledger?.files ?? []);
+  // The manifest's outputs not in the ledger (a manifest of a camviz before ledgers) are vouched for by name, as before.
+  for (const record of manifest?.manifest?.records ?? []) for (const output of record.outputs) if (!files.has(output)) files.set(output, []);
   const foreign = manifest?.foreign ?? ledger?.foreign;
   return {
-    isOutputFolder: ledger?.files !== undefined || manifest?.manifest !== undefined || manifest?.unread !== undefined || locked,
+    isOutputFolder: ledger?.ledger !== undefined || manifest?.manifest !== undefined || manifest?.unread !== undefined || locked,
     files,
     ...(manifest?.manifest === undefined ? {} : { manifest: manifest.manifest }),
     ...(foreign === undefined ? {} : { foreign }),
@@ -81,7 +87,7 @@ export async function runFolderOutputs(outDir: string): Promise<FolderOutputs> {
  * run replace the user's file there. Such outputs are then written as new
  * ones are: a file in the way is left alone. One look-up per subfolder.
  */
-export async function filesReallyInside(folder: string, files: ReadonlySet<string>): Promise<Set<string>> {
+async function filesReallyInside(folder: string, files: Iterable<string>): Promise<Set<string>> {
   const real = await realpath(folder).catch(() => resolve(folder));
   const subfolders = new Map<string, boolean>();
   const inside = new Set<string>();
@@ -100,6 +106,33 @@ export async function filesReallyInside(folder: string, files: ReadonlySet<strin
     if (isReal) inside.add(file);
   }
   return inside;
+}
+
+/**
+ * The earlier outputs in `outDir` (`files`, as folderOutputs found them)
+ * that may be replaced, looked up by the start of their names: those that
+ * really lie in the folder (filesReallyInside), compared as the folder's
+ * file system compares names (folded case, on macOS' and Windows' by
+ * default: foldsCaseIn), and there, of the names an older camviz recorded
+ * alone, those stored as spelled (namesAsStored). Sorted once, looked up by
+ * binary search: one look-up per image of a folder run, or per file merged.
+ */
+export async function replaceableOutputs(outDir: string, files: ReadonlyMap<string, readonly WrittenVersion[]>): Promise<(start: string) => EarlierOutputs> {
+  const foldsCase = await foldsCaseIn(outDir);
+  const inside = await filesReallyInside(outDir, files.keys());
+  const nameOnly = [...inside].filter((name) => files.get(name)?.length === 0);
+  const stored = foldsCase ? await namesAsStored(outDir, nameOnly) : new Set(nameOnly);
+  const sorted = [...inside]
+    .filter((name) => stored.has(name) || files.get(name)?.length !== 0)
+    .map((name) => ({ name, versions: files.get(name) ?? [], key: nameKey(name, foldsCase) }))
+    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const keys = sorted.map((file) => file.key);
+  return (start) => {
+    const prefix = nameKey(start, foldsCase);
+    const found: EarlierOutput[] = [];
+    for (let i = firstAtLeast(keys, prefix); i < sorted.length && keys[i]!.startsWith(prefix); i++) found.push({ name: sorted[i]!.name, versions: sorted[i]!.versions });
+    return { foldsCase, files: found };
+  };
 }
 
 /** Whether `sub` (with `/`) names a folder in `folder` (whose real path is `real`) reached without a link; one not there yet is made by the run, as a folder. */
@@ -126,14 +159,22 @@ const PAGE_MARK = '<meta name="generator" content="camviz';
 const PAGE_HEAD_BYTES = 4096;
 
 /**
- * Refuses to replace a page at `path` that camviz did not write: `--report`'s
- * index.html (or compare's compare.html) where a user keeps a page of their
- * own under that name. A missing page, or anything that is not a regular
- * file (its write reports it), is no obstacle here.
+ * Refuses to replace a page `name` in `outDir` that camviz did not write:
+ * `--report`'s index.html (or compare's compare.html) where a user keeps a
+ * page of their own under that name, or camviz's page edited or replaced
+ * since camviz wrote it (the ledger's versions of it, `files` when the
+ * caller has read them). A missing page, or anything that is not a regular
+ * file (its write reports it), is no obstacle here. A page of an older
+ * camviz, which recorded no versions of it, is known by its tag alone.
  */
-export async function refuseForeignPage(path: string): Promise<void> {
+export async function refuseForeignPage(outDir: string, name: string, files?: ReadonlyMap<string, readonly WrittenVersion[]>): Promise<void> {
+  const path = join(outDir, name);
   const head = (await readStartOfRegularFile(path, PAGE_HEAD_BYTES))?.toString('latin1');
-  if (head !== undefined && !head.includes(PAGE_MARK)) throw foreignFile({ file: path, problem: 'it has no camviz generator tag' });
+  if (head === undefined) return;
+  if (!head.includes(PAGE_MARK)) throw foreignFile({ file: path, problem: 'it has no camviz generator tag' });
+  const versions = (files ?? (await readLedger(outDir))?.ledger?.files)?.get(name) ?? [];
+  const stats = versions.length === 0 ? undefined : await lstat(path, { bigint: true }).catch(() => undefined);
+  if (stats !== undefined && !(await isWrittenVersion(path, stats, versions))) throw foreignFile({ file: path, problem: 'it was changed or replaced since camviz wrote it' });
 }
 
 function foreignFile({ file, problem }: Foreign): CamvizError {
@@ -148,7 +189,7 @@ function foreignFile({ file, problem }: Foreign): CamvizError {
  * trust its names, and a ledger too large to read made camviz refuse its
  * own outputs as a user's files.
  */
-async function readLedger(folder: string): Promise<{ files?: Set<string>; foreign?: Foreign } | undefined> {
+async function readLedger(folder: string): Promise<{ ledger?: ParsedLedger; foreign?: Foreign } | undefined> {
   const path = join(folder, LEDGER_NAME);
   const unlike = await ledgerEntryProblem(path);
   if (unlike === null) return undefined;
@@ -160,8 +201,18 @@ async function readLedger(folder: string): Promise<{ files?: Set<string>; foreig
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     return { foreign: { file: path, problem: ledgerReadProblem(error) } };
   }
-  const files = parseLedger(bytes.toString('utf8'));
-  return files === undefined ? { foreign: { file: path, problem: 'its first line is not the header camviz writes' } } : { files };
+  const ledger = parseLedger(bytes.toString('utf8'));
+  return ledger === undefined ? { foreign: { file: path, problem: 'its first line is not the header camviz writes' } } : { ledger };
+}
+
+/**
+ * Compacts the ledger of `outDir` (compactLedger), read again: called under
+ * the run lock, where the run's first look at the folder was not. A ledger
+ * that is not camviz's was refused by that look.
+ */
+export async function compactFolderLedger(outDir: string): Promise<void> {
+  const ledger = (await readLedger(outDir))?.ledger;
+  if (ledger !== undefined) await compactLedger(outDir, ledger);
 }
 
 /** What is wrong with the entry at a ledger's path (the entry itself, links not followed): null when there is none to be seen, undefined when it is a regular file. */
@@ -200,4 +251,16 @@ async function readCamvizManifest(folder: string): Promise<{ manifest?: Manifest
 async function lockedByCamviz(folder: string): Promise<boolean> {
   const text = await readLock(join(folder, LOCK_NAME));
   return text !== undefined && parseOwner(text) !== undefined;
+}
+
+/** The index of the first of the sorted `items` not before `key`. */
+function firstAtLeast(items: readonly string[], key: string): number {
+  let low = 0;
+  let high = items.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (items[middle]! < key) low = middle + 1;
+    else high = middle;
+  }
+  return low;
 }

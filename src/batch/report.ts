@@ -12,6 +12,7 @@ import { stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import sharp from '../util/sharp.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
+import { writeRecordedFile } from '../util/outputs-ledger.js';
 import type { CamResultRecord, FmapResultRecord, InputRecord, ResultRecord } from '../tasks/types.js';
 import { VERSION } from '../util/version.js';
 import { METRIC_KEYS, type MetricsRecord } from '../metrics/names.js';
@@ -97,7 +98,8 @@ export async function writeReport(outDir: string, manifest: Manifest): Promise<s
   const data = reportData(manifest, thumbs, new Date());
   const path = join(outDir, REPORT_NAME);
   await makeFolders(outDir);
-  await writeFileAtomic(path, renderReportHtml(data));
+  // Recorded, so that a later run tells camviz's page from one edited or put in its place (own-outputs.ts' refuseForeignPage).
+  await writeRecordedFile(outDir, REPORT_NAME, path, renderReportHtml(data));
   return path;
 }
 

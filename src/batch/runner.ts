@@ -22,8 +22,8 @@ import { expandInputs, isOneFile, outputCollisions } from './inputs.js';
 import { effectiveJobs, machineLimits, workerFootprint } from './jobs.js';
 import { acquireRunLock, removeStaleTemporaries } from './lock.js';
 import { ensureWritable, removeEmptyFolders } from './out-dir.js';
-import { type FolderOutputs, filesReallyInside, refuseForeignPage, runFolderOutputs } from './own-outputs.js';
-import { createLedger } from '../util/outputs-ledger.js';
+import { type FolderOutputs, compactFolderLedger, refuseForeignPage, replaceableOutputs, runFolderOutputs } from './own-outputs.js';
+import { type EarlierOutputs, type WrittenVersion, createLedger } from '../util/outputs-ledger.js';
 import { MANIFEST_NAME, type Manifest, REPORT_NAME, manifestOptions, manifestModel, summarise, writeManifest } from './manifest.js';
 import { type Executor, InProcessExecutor, PlannedExecutor, WorkerPool } from './pool.js';
 import { plannable, takeCamPlan } from '../tasks/cam-plan.js';
@@ -75,7 +75,10 @@ export async function runBatch(options: BatchRunOptions): Promise<BatchRunResult
     const lock = options.manifest ? await acquireRunLock(options.task.outDir, log) : undefined;
     const heap = growHeapForRun(images.length);
     try {
-      if (lock !== undefined) await removeStaleTemporaries(options.task.outDir);
+      if (lock !== undefined) {
+        await removeStaleTemporaries(options.task.outDir);
+        await compactFolderLedger(options.task.outDir);
+      }
       return await runPlanned(options, images, settled, { startedAt, started, progress, log, earlier });
     } finally {
       heap.restore();
@@ -352,9 +355,9 @@ async function planInputs(options: BatchRunOptions): Promise<PlannedInputs> {
   // Commands that write no files (predict) have nothing to collide.
   const collisions = options.manifest && options.task.command !== 'predict' ? outputCollisions(everyImage) : new Map<InputImage, string>();
   const earlier = options.manifest || options.skipExisting === true ? await runFolderOutputs(options.task.outDir) : undefined;
-  if (options.manifest && options.report === true) await refuseForeignPage(join(options.task.outDir, REPORT_NAME));
-  const replaceable = earlier === undefined || !options.manifest ? undefined : replaceableFiles(await filesReallyInside(options.task.outDir, earlier.files));
+  if (options.manifest && options.report === true) await refuseForeignPage(options.task.outDir, REPORT_NAME, earlier?.files);
   const madeOutDir = options.manifest ? await ensureWritable(options.task.outDir) : undefined;
+  const replaceable = earlier === undefined || !options.manifest ? undefined : await replaceableFiles(options.task.outDir, earlier.files);
   const images: InputImage[] = [];
   const settled = new Map<InputImage, InputRecord>();
   for (const found of selectShard(everyImage, options.shard)) {
@@ -372,26 +375,9 @@ async function planInputs(options: BatchRunOptions): Promise<PlannedInputs> {
  * Others cannot be in its way; passing only these keeps what goes to the
  * worker threads small.
  */
-function replaceableFiles(files: ReadonlySet<string>): (relative: string) => string[] {
-  const sorted = [...files].sort();
-  return (relativePath) => {
-    const prefix = `${relativePath.slice(0, relativePath.length - extname(relativePath).length)}.`;
-    const found: string[] = [];
-    for (let i = firstAtLeast(sorted, prefix); i < sorted.length && sorted[i]!.startsWith(prefix); i++) found.push(sorted[i]!);
-    return found;
-  };
-}
-
-/** The index of the first of the sorted `items` not before `key`. */
-function firstAtLeast(items: readonly string[], key: string): number {
-  let low = 0;
-  let high = items.length;
-  while (low < high) {
-    const middle = (low + high) >>> 1;
-    if (items[middle]! < key) low = middle + 1;
-    else high = middle;
-  }
-  return low;
+async function replaceableFiles(outDir: string, files: ReadonlyMap<string, readonly WrittenVersion[]>): Promise<(relative: string) => EarlierOutputs> {
+  const startingWith = await replaceableOutputs(outDir, files);
+  return (relativePath) => startingWith(`${relativePath.slice(0, relativePath.length - extname(relativePath).length)}.`);
 }
 
 /** Images from which a single-process run starts WebAssembly threads (their start-up costs about 0.5 s). */

@@ -26,7 +26,7 @@ export async function runCompare(dirA: string, dirB: string, options: CompareCli
   const pairBy = options.pairBy ?? 'class';
   if (!isPairBy(pairBy)) throw new UsageError(`--pair-by ${pairBy}: choose one of ${PAIR_BY.join(', ')}`);
   const outDir = outFolder(options.out) ?? resolve(dirB);
-  if (options.report === true) await refuseForeignPage(join(outDir, COMPARE_REPORT_NAME));
+  if (options.report === true) await refuseForeignPage(outDir, COMPARE_REPORT_NAME);
   const differences = options.report === true ? new DifferenceImages(outDir) : undefined;
   let result: CompareResult;
   try {

@@ -5,7 +5,7 @@
  * file is a clear error naming that file (tfjs's own handlers would read
  * past the end or fail with a generic message).
  */
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../util/sha256.js';
 import { realpath, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import type * as tf from '../engine/tf.js';
@@ -157,9 +157,7 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   return { modelJsonPath, folder, modelJson, sha256: sha256Hex(bytes), artifacts, ...(known ? { identities: everyIdentity as FileIdentity[], usedPaths } : {}) };
 }
 
-export function sha256Hex(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
+export { sha256Hex };
 
 /** model.json's bytes as a TF.js model description, or a one-line error naming `file`. */
 export function parseModelJson(bytes: Buffer, file: string): ModelJson {

@@ -17,7 +17,7 @@ import { CamvizError } from '../util/errors.js';
 import { errorRecord } from './records.js';
 import type { InputImage, InputRecord, TaskOptions, Timings } from './types.js';
 import { makeFolders } from '../util/make-folders.js';
-import { addToLedger, isTaken } from '../util/outputs-ledger.js';
+import { type EarlierOutputs, mayReplace, writeRecordedFile } from '../util/outputs-ledger.js';
 
 export interface TaskContext {
   model: CamvizModel;
@@ -336,20 +336,18 @@ export function watchOutputs(watcher: ((path: string) => void) | undefined): voi
 /**
  * Collects one image's output files; if any write fails, the ones already
  * written are removed so that an input has all of its outputs or none.
- * Given the files camviz wrote before (`replaceable`, see InputImage),
- * it replaces no other file: one in the way fails the image, naming it.
+ * Given the files camviz wrote before (`earlier`, see InputImage), it
+ * replaces no other file: one in the way fails the image, naming it; and
+ * it records each file it writes in the folder's ledger.
  */
 export class OutputSet {
   /** Paths written so far, relative to the output folder (as the manifest keeps them). */
   readonly written: string[] = [];
-  private readonly replaceable: ReadonlySet<string> | undefined;
 
   constructor(
     private readonly outDir: string,
-    replaceable?: readonly string[],
-  ) {
-    this.replaceable = replaceable === undefined ? undefined : new Set(replaceable);
-  }
+    private readonly earlier?: EarlierOutputs,
+  ) {}
 
   /**
    * Writes `path` (under the output folder) atomically, without flushing it
@@ -359,29 +357,25 @@ export class OutputSet {
    */
   async write(path: string, data: Uint8Array | string): Promise<string> {
     const inside = relative(this.outDir, path).split(sep).join('/');
-    if (this.replaceable !== undefined && !this.replaceable.has(inside)) await this.claim(path, inside);
+    if (this.earlier !== undefined && !(await mayReplace(path, inside, this.earlier))) {
+      throw new CamvizError("a file camviz did not write has this output's name: left as it is (move it, or use another --out)", { file: path });
+    }
     outputWatcher?.(path);
     try {
-      await writeFileAtomic(path, data, { durable: false });
+      await this.writeFile(path, inside, data);
     } catch (error) {
       // ENOENT: the folder is missing; ENOTDIR: a file is in its way, which mkdir reports.
       if (!(error instanceof WriteError && (error.code === 'ENOENT' || error.code === 'ENOTDIR'))) throw error;
       await makeFolders(dirname(path));
-      await writeFileAtomic(path, data, { durable: false });
+      await this.writeFile(path, inside, data);
     }
     this.written.push(inside);
     return inside;
   }
 
-  /**
-   * Makes `path` (`inside` the output folder) this run's to write: refused
-   * when a file camviz did not write is there (a user's own file of an
-   * output's name, e.g. in an in-place run), else recorded in the folder's
-   * ledger before it is written, so that later runs may replace it.
-   */
-  private async claim(path: string, inside: string): Promise<void> {
-    if (await isTaken(path)) throw new CamvizError('a file camviz did not write has this output\'s name: left as it is (move it, or use another --out)', { file: path });
-    await addToLedger(this.outDir, inside);
+  /** A folder run's outputs are recorded in its ledger, so that later runs may replace them; other runs' are not. */
+  private writeFile(path: string, inside: string, data: Uint8Array | string): Promise<void> {
+    return this.earlier === undefined ? writeFileAtomic(path, data, { durable: false }) : writeRecordedFile(this.outDir, inside, path, data, { durable: false });
   }
 
   async discard(): Promise<void> {

@@ -10,6 +10,7 @@ import type { ColormapName } from '../render/colormap.js';
 import type { ResizeMode } from '../image/geometry.js';
 import type { Prediction } from '../model/predict.js';
 import type { MetricsOptions, MetricsRecord } from '../metrics/names.js';
+import type { EarlierOutputs } from '../util/outputs-ledger.js';
 
 export interface ModelSpec {
   model?: string;
@@ -102,11 +103,13 @@ export interface InputImage {
   relative: string;
   /**
    * Set by folder runs: the files under --out (paths inside it, with `/`)
-   * that camviz wrote before and this input's outputs may replace. Any
-   * other file in the way of an output is then left alone and the input
-   * fails, naming it; unset, outputs replace what is there.
+   * that camviz wrote before and this input's outputs may replace, with
+   * the versions it wrote of each. Any other file in the way of an output
+   * (a user's, or one of those names edited or replaced since) is then left
+   * alone and the input fails, naming it; unset, outputs replace what is
+   * there.
    */
-  replaceable?: readonly string[];
+  replaceable?: EarlierOutputs;
 }
 
 /** What `camviz cam --json` prints per output. */

@@ -4,6 +4,7 @@
  * thread writes the manifest with it.
  */
 import { randomBytes } from 'node:crypto';
+import type { BigIntStats } from 'node:fs';
 import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CamvizError } from './errors.js';
@@ -111,6 +112,13 @@ export interface AtomicWriteOptions {
    * cost a journal commit per image.
    */
   durable?: boolean;
+  /**
+   * Called with the written file's stats (through its descriptor) before it
+   * is renamed into place; the file does not appear if it throws. The
+   * outputs ledger records the file there (util/outputs-ledger.ts): a
+   * rename keeps the file's device, inode, size and modification time.
+   */
+  beforeRename?: (stats: BigIntStats) => Promise<void>;
 }
 
 /**
@@ -131,14 +139,18 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string, o
     created = true;
     await handle.writeFile(data);
     if (options.durable !== false) await handle.sync();
+    const stats = options.beforeRename === undefined ? undefined : await handle.stat({ bigint: true });
     const written = handle;
     handle = undefined;
     await written.close().finally(fileClosed);
+    if (stats !== undefined) await options.beforeRename?.(stats);
     await rename(temp, path);
   } catch (error) {
     await handle?.close().then(fileClosed, () => undefined);
     // Only a file this call made: never one that was in the way of 'wx'.
     if (created) await rm(temp, { force: true }).catch(() => undefined);
+    // The hook's own one-line error (a ledger that cannot be appended to names the ledger) stays as it is.
+    if (error instanceof CamvizError) throw error;
     throw new WriteError(ioReason(error), path, error);
   }
 }

@@ -28,3 +28,18 @@ export function identityOf(path: string, stats: BigIntStats): FileIdentity {
 export function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
   return a.path === b.path && a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
 }
+
+/**
+ * A file's stamp as `<dev>:<ino>:<size>:<mtimeNs>`: what the outputs ledger
+ * (util/outputs-ledger.ts) records of a file camviz wrote, to tell it from
+ * a file put in its place. No path (the ledger keys it by name) and no
+ * change time: the rename that puts a written file in place changes it.
+ */
+export function stampOf(stats: BigIntStats): string {
+  return `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeNs}`;
+}
+
+/** The size (bytes, decimal) a stamp (stampOf) records. */
+export function stampedSize(stamp: string): string | undefined {
+  return stamp.split(':')[2];
+}

@@ -1,44 +1,100 @@
 /**
  * `.camviz-outputs`: every file camviz has written in an output folder, one
- * JSON string (its path inside the folder, with `/`) a line, under a
- * header line. A run may replace a file only if camviz wrote it: the
- * manifest lists the last run's outputs only, so a map of an earlier run
- * with other options (`--class 3`, then `--class 5`, then `--class 3`
- * again), or one written after a killed run's last manifest, would pass
- * for a user's file. Each new output's name is added before the output
- * appears (the append is one small O_APPEND write, whole even when worker
- * threads append at once). A folder run reads it back, and the input walk
- * knows a camviz output folder by it (batch/own-outputs.ts).
+ * JSON value a line, under a header line. A run may replace a file only if
+ * camviz wrote it: the manifest lists the last run's outputs only, so a map
+ * of an earlier run with other options (`--class 3`, then `--class 5`, then
+ * `--class 3` again), or one written after a killed run's last manifest,
+ * would pass for a user's file. A folder run reads it back, and the input
+ * walk knows a camviz output folder by it (batch/own-outputs.ts).
+ *
+ * Each line is a version of a file camviz wrote, `[name, stamp, sha256]`:
+ * its path inside the folder (with `/`), its device, inode, size and
+ * modification time in ns as it was written (file-identity.ts' stampOf),
+ * and the sha256 of its bytes. A name alone (a JSON string) is a line of an
+ * older camviz, which recorded names only: such a name is trusted as
+ * before, whatever file is there, until camviz writes it again. The name
+ * alone vouched for whatever file came to be there: a user's picture
+ * copied over `x.gradcam.281.png`, or moved there, was replaced by the next
+ * run. Older versions of camviz skip the lines they cannot read (not JSON
+ * strings), and so refuse to replace what a newer one wrote: the safe side.
+ *
+ * A file is camviz's when it is a version recorded under its name: the same
+ * stamp (one stat), else, at the same size, the same bytes (a copy that
+ * kept them: `cp -p`, a backup restored, the folder copied or moved, or a
+ * `touch`). Any other file (edited, replaced, moved there) is a user's, and
+ * is left alone. Every recorded version counts, not only the last: a run
+ * killed after recording a version and before renaming it into place
+ * leaves the earlier version there, which must stay camviz's.
+ *
+ * A version is appended after its temporary file is written and before it
+ * is renamed into place (writeRecordedFile), so that no crash leaves a file
+ * of camviz's unrecorded; the append is one small O_APPEND write, whole
+ * even when worker threads append at once. Since each write appends a
+ * line, a run compacts the ledger before its work (compactLedger).
  */
-import { constants } from 'node:fs';
-import { type FileHandle, lstat, open, writeFile } from 'node:fs/promises';
+import { type BigIntStats, constants } from 'node:fs';
+import { type FileHandle, lstat, open, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { WriteError, ioReason } from './atomic-file.js';
+import { type AtomicWriteOptions, WriteError, ioReason, writeFileAtomic } from './atomic-file.js';
 import { fileClosed, retryWhileOutOfDescriptors } from './fd-retry.js';
+import { stampOf, stampedSize } from './file-identity.js';
+import { readRegularFile } from './read-whole-file.js';
+import { sha256Hex } from './sha256.js';
 
 export const LEDGER_NAME = '.camviz-outputs';
+/** Unchanged since ledgers held names alone: an older camviz takes a ledger of another header for a user's file, and refuses the folder. */
 const LEDGER_HEADER = '# camviz: files camviz wrote in this folder, one JSON string a line';
 
-/** The files a ledger's text lists; undefined when it is not a ledger (its first line is not the header). A torn last line is skipped. */
-export function parseLedger(text: string): Set<string> | undefined {
-  const [header, ...lines] = text.split('\n');
-  if (header !== LEDGER_HEADER) return undefined;
-  const files = new Set<string>();
-  for (const line of lines) {
-    const name = parsedName(line);
-    if (name !== undefined) files.add(name);
-  }
-  return files;
+/** A version of a file camviz wrote: its stamp (stampOf) and the sha256 of its bytes (hex). */
+export interface WrittenVersion {
+  readonly stamp: string;
+  readonly sha256: string;
 }
 
-function parsedName(line: string): string | undefined {
+/**
+ * The files a ledger lists: name -> the versions camviz wrote under it,
+ * oldest first. An empty list is a name an older camviz recorded alone,
+ * trusted by its name.
+ */
+export type LedgerFiles = Map<string, WrittenVersion[]>;
+
+/** A ledger's files, and its count of lines (compactLedger's measure of what is superseded). */
+export interface ParsedLedger {
+  readonly files: LedgerFiles;
+  readonly lines: number;
+}
+
+/** The files a ledger's text lists; undefined when it is not a ledger (its first line is not the header). Lines that are neither form (a torn last line, garbage) are skipped. */
+export function parseLedger(text: string): ParsedLedger | undefined {
+  const [header, ...lines] = text.split('\n');
+  if (header !== LEDGER_HEADER) return undefined;
+  const files: LedgerFiles = new Map();
+  for (const line of lines) {
+    const entry = parsedLine(line);
+    if (entry === undefined) continue;
+    const versions = files.get(entry.name) ?? [];
+    if (entry.version !== undefined) versions.push(entry.version);
+    files.set(entry.name, versions);
+  }
+  return { files, lines: lines.length };
+}
+
+function parsedLine(line: string): { name: string; version?: WrittenVersion } | undefined {
   if (line === '') return undefined;
+  let value: unknown;
   try {
-    const value: unknown = JSON.parse(line);
-    return typeof value === 'string' ? value : undefined;
+    value = JSON.parse(line);
   } catch {
     return undefined;
   }
+  if (typeof value === 'string') return { name: value };
+  if (!Array.isArray(value) || value.length !== 3 || !value.every((part) => typeof part === 'string')) return undefined;
+  const [name, stamp, sha256] = value as [string, string, string];
+  return { name, version: { stamp, sha256 } };
+}
+
+function ledgerLine(name: string, version: WrittenVersion | undefined): string {
+  return `${JSON.stringify(version === undefined ? name : [name, version.stamp, version.sha256])}\n`;
 }
 
 /**
@@ -61,12 +117,12 @@ export async function createLedger(folder: string): Promise<boolean> {
 }
 
 /**
- * Adds `name` (a path inside `folder`, with `/`) to the folder's ledger.
- * A ledger that is gone (removed during the run) is not made again without
- * its header: the name then stays unrecorded, and a later run refuses to
- * replace that file, the safe side. Other failures are thrown.
+ * Adds a version of `name` (a path inside `folder`, with `/`) to the
+ * folder's ledger. A ledger that is gone (removed during the run) is not
+ * made again without its header: the file then stays unrecorded, and a
+ * later run refuses to replace it, the safe side. Other failures are thrown.
  */
-export async function addToLedger(folder: string, name: string): Promise<void> {
+export async function addToLedger(folder: string, name: string, version: WrittenVersion): Promise<void> {
   const path = join(folder, LEDGER_NAME);
   let handle: FileHandle;
   try {
@@ -78,7 +134,7 @@ export async function addToLedger(folder: string, name: string): Promise<void> {
   try {
     // Checked through the descriptor: what is appended to is what was checked.
     if (!(await handle.stat()).isFile()) throw new Error('not a regular file');
-    await handle.write(`${JSON.stringify(name)}\n`);
+    await handle.write(ledgerLine(name, version));
   } catch (error) {
     throw new WriteError(ioReason(error), path, error);
   } finally {
@@ -87,14 +143,175 @@ export async function addToLedger(folder: string, name: string): Promise<void> {
 }
 
 /**
- * Whether something is at `path` (the entry itself: a link counts, wherever
- * it leads), which an output camviz did not write there must not replace.
- * A path that cannot be looked at (ENOENT: free; ENOTDIR, a file where its
- * folder goes) is not in the way here: the write reports it.
+ * Writes `data` at `path` (`name` inside `folder`) as writeFileAtomic
+ * does, its version recorded in the folder's ledger before it appears.
  */
-export async function isTaken(path: string): Promise<boolean> {
-  return lstat(path).then(
-    () => true,
-    () => false,
-  );
+export async function writeRecordedFile(folder: string, name: string, path: string, data: Uint8Array | string, options: AtomicWriteOptions = {}): Promise<void> {
+  const sha256 = sha256Hex(data);
+  let recorded: WrittenVersion | undefined;
+  await writeFileAtomic(path, data, {
+    ...options,
+    beforeRename: async (stats) => {
+      recorded = { stamp: stampOf(stats), sha256 };
+      await addToLedger(folder, name, recorded);
+    },
+  });
+  if (recorded !== undefined) await recordIfRestamped(folder, name, path, recorded);
+}
+
+/**
+ * A rename keeps a file's stamp on the usual file systems; where it does
+ * not (some network and FUSE file systems, or one that sets the
+ * modification time on close), the file as it is now is recorded as well,
+ * or camviz would take its own file for a user's. A file swapped in by
+ * someone else in the microseconds since the rename would be recorded too:
+ * a window left open, far smaller than the one a name alone left.
+ */
+async function recordIfRestamped(folder: string, name: string, path: string, recorded: WrittenVersion): Promise<void> {
+  const now = await lstat(path, { bigint: true }).catch(() => undefined);
+  if (now !== undefined && now.isFile() && stampOf(now) !== recorded.stamp) await addToLedger(folder, name, { stamp: stampOf(now), sha256: recorded.sha256 });
+}
+
+/**
+ * What a run knows of the earlier outputs an image may replace (batch/
+ * runner.ts gives each image those named after it): their ledger entries,
+ * and whether the output folder's file system takes names that differ in
+ * case alone for one file (macOS' and Windows' by default).
+ */
+export interface EarlierOutputs {
+  readonly foldsCase: boolean;
+  readonly files: readonly EarlierOutput[];
+}
+
+/** A file the ledger (or the manifest) lists; `versions` empty: listed by name alone. */
+export interface EarlierOutput {
+  readonly name: string;
+  readonly versions: readonly WrittenVersion[];
+}
+
+/** A name as the file system tells names apart: on one that folds case, `Cat.png` and `cat.png` are one file. */
+export function nameKey(name: string, foldsCase: boolean): string {
+  return foldsCase ? name.normalize('NFC').toLowerCase() : name;
+}
+
+/**
+ * What vouches for the file at output `name`: the versions recorded under
+ * it (under any name the file system takes for it), 'name' when only a
+ * name recorded alone does, undefined when nothing does. Recorded versions
+ * outweigh a name alone: camviz has written the file since an older camviz
+ * listed it. A name alone vouches only when spelled as the output is: on a
+ * file system that folds case, the ledger's `cat.x.png` says nothing of a
+ * user's `Cat.x.png`, the same file to it (runner.ts also drops such names
+ * whose file there is stored under another spelling: namesAsStored).
+ */
+export function vouchFor(earlier: EarlierOutputs, name: string): readonly WrittenVersion[] | 'name' | undefined {
+  const key = nameKey(name, earlier.foldsCase);
+  const same = earlier.files.filter((file) => nameKey(file.name, earlier.foldsCase) === key);
+  const versions = same.flatMap((file) => file.versions);
+  if (versions.length > 0) return versions;
+  return same.some((file) => file.name === name) ? 'name' : undefined;
+}
+
+/**
+ * Whether camviz may write output `name` at `path`: nothing is there, or
+ * what is there is camviz's (vouchFor). A path that cannot be looked at
+ * for another reason (ENOTDIR: a file where its folder goes) is not in the
+ * way here: the write reports it.
+ */
+export async function mayReplace(path: string, name: string, earlier: EarlierOutputs): Promise<boolean> {
+  let stats: BigIntStats;
+  try {
+    stats = await lstat(path, { bigint: true });
+  } catch {
+    return true;
+  }
+  const vouch = vouchFor(earlier, name);
+  if (vouch === 'name') return true;
+  return vouch !== undefined && (await isWrittenVersion(path, stats, vouch));
+}
+
+/**
+ * Whether the file at `path` (its lstat: `stats`) is one of `versions`: the
+ * same stamp, else (a regular file of a recorded size) the same bytes. A
+ * link, however it leads, is never camviz's: camviz writes files.
+ */
+export async function isWrittenVersion(path: string, stats: BigIntStats, versions: readonly WrittenVersion[]): Promise<boolean> {
+  const stamp = stampOf(stats);
+  if (versions.some((version) => version.stamp === stamp)) return true;
+  if (!stats.isFile()) return false;
+  const sameSize = versions.filter((version) => stampedSize(version.stamp) === String(stats.size));
+  if (sameSize.length === 0) return false;
+  // Bounded by the recorded size: a file grown meanwhile fails the read (ERR_FS_FILE_TOO_LARGE), and is not camviz's.
+  const bytes = await readRegularFile(path, Number(stats.size)).then(({ bytes: read }) => read, () => undefined);
+  if (bytes === undefined) return false;
+  const sha256 = sha256Hex(bytes);
+  return sameSize.some((version) => version.sha256 === sha256);
+}
+
+/**
+ * Of the names an older camviz recorded alone (`names`, paths inside
+ * `folder`), those whose file there is stored under that very spelling, or
+ * is missing. On a file system that folds case, `lstat('cat.x.png')` finds
+ * a user's `Cat.x.png`; only the folder's listing tells the spellings
+ * apart. One listing per subfolder; `list` is the file system's (injected
+ * by tests: this one, Linux's, tells case apart).
+ */
+export async function namesAsStored(folder: string, names: readonly string[], list: (path: string) => Promise<string[]> = (path) => readdir(path)): Promise<Set<string>> {
+  const listings = new Map<string, Promise<Listing | undefined>>();
+  const kept = new Set<string>();
+  for (const name of names) {
+    const slash = name.lastIndexOf('/');
+    const sub = slash < 0 ? '' : name.slice(0, slash);
+    let listing = listings.get(sub);
+    if (listing === undefined) {
+      listing = list(join(folder, sub)).then(
+        (entries) => ({ exact: new Set(entries), folded: new Set(entries.map((entry) => nameKey(entry, true))) }),
+        () => undefined,
+      );
+      listings.set(sub, listing);
+    }
+    const entries = await listing;
+    const base = name.slice(slash + 1);
+    // A folder that cannot be listed holds nothing to replace (its writes report it); a name with no file under any spelling has nothing to mistake.
+    if (entries === undefined || entries.exact.has(base) || !entries.folded.has(nameKey(base, true))) kept.add(name);
+  }
+  return kept;
+}
+
+/** A folder's entries, as stored and as a file system that folds case compares them. */
+interface Listing {
+  readonly exact: ReadonlySet<string>;
+  readonly folded: ReadonlySet<string>;
+}
+
+/** A ledger is compacted when it has more lines than this, and more than twice its files. */
+const COMPACT_ABOVE_LINES = 4096;
+
+/**
+ * Rewrites the folder's ledger without the versions that can no longer
+ * vouch for anything, when they are most of it: each write of a file adds
+ * a line, and a folder rerun daily would grow its ledger for ever (then
+ * read whole by every run, and refused past its size bound). Kept per
+ * name: the versions of the file's size (among them the file's own, if it
+ * is camviz's); the last version alone when none is (the file there is
+ * then a user's, and must stay one); nothing for a file that is gone; a
+ * name recorded alone, as it is. Called under the folder's run lock, before
+ * any write, with the ledger's current text (`ledger`); through a temporary
+ * file renamed over it, so that no crash loses it.
+ */
+export async function compactLedger(folder: string, ledger: ParsedLedger): Promise<boolean> {
+  if (ledger.lines <= Math.max(COMPACT_ABOVE_LINES, 2 * ledger.files.size)) return false;
+  const lines = [`${LEDGER_HEADER}\n`];
+  for (const [name, versions] of ledger.files) {
+    if (versions.length === 0) {
+      lines.push(ledgerLine(name, undefined));
+      continue;
+    }
+    const stats = await lstat(join(folder, name), { bigint: true }).catch(() => undefined);
+    if (stats === undefined) continue;
+    const sameSize = versions.filter((version) => stampedSize(version.stamp) === String(stats.size));
+    for (const version of sameSize.length > 0 ? sameSize : versions.slice(-1)) lines.push(ledgerLine(name, version));
+  }
+  await writeFileAtomic(join(folder, LEDGER_NAME), lines.join(''));
+  return true;
 }
