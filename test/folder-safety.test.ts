@@ -8,7 +8,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { appendFile, cp, mkdir, mkdtemp, readFile, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import sharp from 'sharp';
@@ -159,6 +159,112 @@ describe("a user's file with an output's name", { skip: skipWithoutModel }, () =
     assert.match(run.stderr, /--skip-existing: manifest\.json in .* is not one this camviz reads \(its 'options' is not an object\); processing every input/);
     assert.equal((await readManifest(out)).camviz === '9.9.9', false, 'the manifest was replaced');
     assert.equal((await readManifest(out)).records[0]?.status, 'ok');
+  });
+});
+
+describe("a camviz map replaced or edited since camviz wrote it", { skip: skipWithoutModel }, () => {
+  const REFUSED = "a file camviz did not write has this output's name: left as it is (move it, or use another --out)";
+  const HEADER = '# camviz: files camviz wrote in this folder, one JSON string a line';
+
+  /** A folder of two images with camviz's maps in place (`--class 2`, so that the maps' names are known), and the run's arguments. */
+  async function ranOnce(name: string): Promise<{ folder: string; args: string[] }> {
+    const folder = await makeFolder(join(workDir, name), ['a.png', 'b.png']);
+    const args = ['gradcam', folder, '--out', folder, '--class', '2', '--quiet'];
+    const first = await camviz(args);
+    assert.equal(first.code, 0, first.stderr);
+    return { folder, args };
+  }
+
+  /** The one line naming `file` in a run's errors. */
+  function refusalOf(run: CliRun, file: string): string[] {
+    return stderrLines(run).filter((line) => line.includes(file));
+  }
+
+  test("a user's picture copied over a map, or moved there, is left alone: that image fails, naming it; the other's map is replaced", async () => {
+    const { folder, args } = await ranOnce('replaced-map');
+    const copiedOver = join(folder, 'a.gradcam.2.png');
+    const movedThere = join(folder, 'b.gradcam.2.png');
+    const mine = await sharp(noise(24, 20, 99), { raw: { width: 24, height: 20, channels: 3 } }).png().toBuffer();
+    // cp: the map's own inode, rewritten in place.
+    await writeFile(copiedOver, mine);
+    const before = await stat(join(folder, 'b.gradcam.2.png'), { bigint: true });
+    const rerun = await camviz(args);
+    assert.equal(rerun.code, 1, rerun.stderr);
+    assert.deepEqual(await readFile(copiedOver), mine);
+    assert.deepEqual(refusalOf(rerun, 'a.gradcam.2.png'), [`camviz: ${REFUSED} (${copiedOver})`]);
+    assert.notEqual((await stat(movedThere, { bigint: true })).ino, before.ino, "camviz's own map of b.png was written again");
+    // mv: another file renamed over the map.
+    await writeFile(join(workDir, 'replaced-map-mine.png'), mine);
+    await rename(join(workDir, 'replaced-map-mine.png'), movedThere);
+    const again = await camviz(args);
+    assert.equal(again.code, 1, again.stderr);
+    assert.deepEqual(await readFile(movedThere), mine);
+    assert.deepEqual(refusalOf(again, 'b.gradcam.2.png'), [`camviz: ${REFUSED} (${movedThere})`]);
+  });
+
+  test("camviz's own maps are replaced on a rerun, also touched, or in a copy of the folder (cp -r: new inodes and times, the same bytes)", async () => {
+    const { folder, args } = await ranOnce('own-rerun');
+    const map = join(folder, 'a.gradcam.2.png');
+    const first = await stat(map, { bigint: true });
+    const rerun = await camviz(args);
+    assert.equal(rerun.code, 0, rerun.stderr);
+    const second = await stat(map, { bigint: true });
+    assert.notEqual(second.ino, first.ino, 'written again');
+    const later = new Date(Date.now() + 60_000);
+    await utimes(map, later, later);
+    const touched = await camviz(args);
+    assert.equal(touched.code, 0, touched.stderr);
+    const copy = join(workDir, 'own-rerun-copy');
+    await cp(folder, copy, { recursive: true });
+    const inCopy = await camviz(['gradcam', copy, '--out', copy, '--class', '2', '--quiet']);
+    assert.equal(inCopy.code, 0, inCopy.stderr);
+    assert.deepEqual((await readManifest(copy)).records.map((record) => record.status), ['ok', 'ok']);
+  });
+
+  test('a run killed after recording a map and before renaming it into place leaves the map camviz\'s; a file put where a first write was killed is not', async () => {
+    const { folder, args } = await ranOnce('interrupted');
+    const ledger = join(folder, '.camviz-outputs');
+    // What such a run leaves: the new version recorded (its temporary file's stamp and bytes), the temporary file, the old map in place.
+    const pending = (name: string): string => `${JSON.stringify([name, '1:99999999:321:1700000000123456789', 'cd'.repeat(32)])}\n`;
+    await appendFile(ledger, pending('a.gradcam.2.png') + pending('c.gradcam.2.png'));
+    await writeFile(join(folder, '.a.gradcam.2.png.999999999.0123456789ab.tmp'), 'torn');
+    // c.png's first map was never renamed into place: what is there now is a user's.
+    await makeFolder(join(workDir, 'interrupted-c'), ['c.png']);
+    await rename(join(workDir, 'interrupted-c', 'c.png'), join(folder, 'c.png'));
+    const mine = join(folder, 'c.gradcam.2.png');
+    await writeFile(mine, 'mine\n');
+    const rerun = await camviz(args);
+    assert.equal(rerun.code, 1, rerun.stderr);
+    assert.deepEqual((await readManifest(folder)).records.map((record) => [record.relative, record.status]), [['a.png', 'ok'], ['b.png', 'ok'], ['c.png', 'error']]);
+    assert.equal(await readFile(mine, 'utf8'), 'mine\n');
+  });
+
+  test("an older camviz's ledger (names alone) still vouches for its maps; once written again, a replaced map is refused", async () => {
+    const { folder, args } = await ranOnce('old-ledger');
+    const ledger = join(folder, '.camviz-outputs');
+    await writeFile(ledger, `${HEADER}\n"a.gradcam.2.png"\n"b.gradcam.2.png"\ngarbage, not JSON\n[1, 2, 3]\n`);
+    const mine = join(folder, 'a.gradcam.2.png');
+    const rerun = await camviz(args);
+    assert.equal(rerun.code, 0, rerun.stderr);
+    await writeFile(mine, 'mine\n');
+    const after = await camviz(args);
+    assert.equal(after.code, 1, after.stderr);
+    assert.equal(await readFile(mine, 'utf8'), 'mine\n');
+  });
+
+  test('--report: camviz\'s index.html edited since (its tag kept) stops the run before any work, naming it', async () => {
+    const { folder, args } = await ranOnce('edited-report');
+    const withReport = [...args, '--report'];
+    assert.equal((await camviz(withReport)).code, 0);
+    const page = join(folder, 'index.html');
+    const edited = `${await readFile(page, 'utf8')}<!-- my notes -->\n`;
+    await writeFile(page, edited);
+    const map = await stat(join(folder, 'a.gradcam.2.png'), { bigint: true });
+    const refused = await camviz(withReport);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, new RegExp(`^camviz: not camviz's \\(it was changed or replaced since camviz wrote it\\): .* \\(${page.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\)$`, 'm'));
+    assert.equal(await readFile(page, 'utf8'), edited);
+    assert.equal((await stat(join(folder, 'a.gradcam.2.png'), { bigint: true })).ino, map.ino, 'no work done');
   });
 });
 
