@@ -4,15 +4,17 @@
  * in its place is refused before any work, naming it; it is never appended
  * to through a link, and an append never waits for a FIFO's reader.
  */
-import { after, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { closeSync, constants, openSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, symlink, truncate, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runFolderOutputs } from '../src/batch/own-outputs.js';
-import { LEDGER_NAME, addToLedger, createLedger } from '../src/util/outputs-ledger.js';
+import { foldsCaseIn } from '../src/batch/out-dir.js';
+import { compactFolderLedger, replaceableOutputs, runFolderOutputs } from '../src/batch/own-outputs.js';
+import { LEDGER_NAME, type WrittenVersion, addToLedger, createLedger, mayReplace, parseLedger, vouchFor, writeRecordedFile } from '../src/util/outputs-ledger.js';
 import { MAX_JSON_BYTES } from '../src/util/json-file.js';
 
 const dir = await mkdtemp(join(tmpdir(), 'camviz-ledger-test-'));
@@ -101,4 +103,124 @@ test("a plain ledger is read back, and a missing one is no ledger", async () => 
   const outputs = await runFolderOutputs(out);
   assert.equal(outputs.isOutputFolder, true);
   assert.deepEqual([...outputs.files], [['sub/a\nb.png', [SOME_VERSION]]]);
+});
+
+const HEADER = '# camviz: files camviz wrote in this folder, one JSON string a line';
+
+/** The version of the file at `path` as it is now, computed here from its stat and bytes. */
+async function versionOf(path: string): Promise<WrittenVersion> {
+  const info = await stat(path, { bigint: true });
+  return { stamp: `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}`, sha256: createHash('sha256').update(await readFile(path)).digest('hex') };
+}
+
+test('a ledger is read line by line: names alone, versions, and garbage or torn lines skipped', () => {
+  const version = ['b.png', '1:2:3:4', 'ef'.repeat(32)];
+  const parsed = parseLedger(`${HEADER}\n"a.png"\n${JSON.stringify(version)}\nnot json\n{"a": 1}\n["c.png", "1:2:3:4"]\n[1, 2, 3]\n"a.png"\n["b.png", "5:6:7:8", "00"]\n"torn`);
+  assert.deepEqual(parsed?.files, new Map([['a.png', []], ['b.png', [{ stamp: '1:2:3:4', sha256: 'ef'.repeat(32) }, { stamp: '5:6:7:8', sha256: '00' }]]]));
+  assert.equal(parseLedger('"a.png"\n'), undefined, 'no header: not a ledger');
+});
+
+test('writeRecordedFile records the file as it lies in place, before it is there; each rewrite adds a version', async () => {
+  const out = await folder('recorded');
+  await createLedger(out);
+  const path = join(out, 'a.gradcam.1.png');
+  await writeRecordedFile(out, 'a.gradcam.1.png', path, 'first');
+  const first = await versionOf(path);
+  await writeRecordedFile(out, 'a.gradcam.1.png', path, 'second!');
+  assert.deepEqual((await runFolderOutputs(out)).files.get('a.gradcam.1.png'), [first, await versionOf(path)]);
+  // A write whose record cannot be made (the ledger became a folder) never appears.
+  await rm(join(out, LEDGER_NAME));
+  await mkdir(join(out, LEDGER_NAME));
+  await assert.rejects(writeRecordedFile(out, 'b.gradcam.1.png', join(out, 'b.gradcam.1.png'), 'x'), namingLedger(out, /cannot write/));
+  assert.deepEqual((await readdir(out)).sort(), [LEDGER_NAME, 'a.gradcam.1.png']);
+});
+
+test('mayReplace: nothing there, a recorded version (same stamp, or same bytes), a name alone; not an edit, a replacement or a link', async () => {
+  const out = await folder('may-replace');
+  const path = join(out, 'a.x.png');
+  await writeFile(path, 'camviz wrote this');
+  const written = await versionOf(path);
+  const earlier = (versions: readonly WrittenVersion[]) => ({ foldsCase: false, files: [{ name: 'a.x.png', versions }] });
+  assert.equal(await mayReplace(join(out, 'free.x.png'), 'free.x.png', earlier([])), true);
+  assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), true);
+  assert.equal(await mayReplace(path, 'a.x.png', earlier([])), true, 'a name alone (an older ledger) vouches');
+  assert.equal(await mayReplace(path, 'a.x.png', { foldsCase: false, files: [] }), false, 'not listed');
+  // Rewritten in place with the same bytes (a backup restored, touched): same size, same sha256.
+  await writeFile(path, 'camviz wrote this');
+  assert.notEqual((await versionOf(path)).stamp, written.stamp);
+  assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), true);
+  // Edited: same size, other bytes; or another size.
+  await writeFile(path, 'camviz wrote THIS');
+  assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), false);
+  await writeFile(path, 'mine');
+  assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), false);
+  await rm(path);
+  await symlink(join(out, 'elsewhere'), path);
+  assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), false);
+});
+
+test('the real probe of this file system: it tells case apart (Linux), and leaves nothing behind', async () => {
+  const out = await folder('probe');
+  assert.equal(await foldsCaseIn(out), false);
+  assert.deepEqual(await readdir(out), []);
+  // A folder that cannot be probed is taken to fold case: the safe side.
+  assert.equal(await foldsCaseIn(join(out, 'missing')), true);
+});
+
+describe('a file system that folds case (a stand-in view: Linux tells case apart)', () => {
+  const folding = (stored: readonly string[]) => ({ foldsCase: async () => true, list: async () => [...stored] });
+
+  test("a name alone ('cat.gradcam.2.png', an older ledger's) does not vouch for a user's 'Cat.gradcam.2.png', the same file there", async () => {
+    const out = await folder('folds-name-alone');
+    // The file a folding file system finds at cat.gradcam.2.png, stored as Cat.gradcam.2.png.
+    await writeFile(join(out, 'cat.gradcam.2.png'), 'mine');
+    const files = new Map([['cat.gradcam.2.png', []]]);
+    const folded = (await replaceableOutputs(out, files, folding(['Cat.gradcam.2.png'])))('cat.');
+    assert.deepEqual(folded.files, []);
+    assert.equal(await mayReplace(join(out, 'cat.gradcam.2.png'), 'cat.gradcam.2.png', folded), false);
+    // Stored as spelled, it is the older camviz's map: replaced, as before.
+    const asSpelled = (await replaceableOutputs(out, files, folding(['cat.gradcam.2.png'])))('cat.');
+    assert.equal(await mayReplace(join(out, 'cat.gradcam.2.png'), 'cat.gradcam.2.png', asSpelled), true);
+    // A name alone vouches only for its own spelling.
+    assert.equal(vouchFor({ foldsCase: true, files: [{ name: 'cat.gradcam.2.png', versions: [] }] }, 'Cat.gradcam.2.png'), undefined);
+  });
+
+  test("the versions of 'cat.gradcam.2.png' are looked up for 'Cat.gradcam.2.png' (one file there), and outweigh a name alone", async () => {
+    const out = await folder('folds-versions');
+    const path = join(out, 'cat.gradcam.2.png');
+    await writeFile(path, 'camviz wrote this');
+    const written = await versionOf(path);
+    const files = new Map<string, WrittenVersion[]>([['cat.gradcam.2.png', [written]], ['Cat.gradcam.2.png', []]]);
+    const upper = (await replaceableOutputs(out, files, folding(['cat.gradcam.2.png'])))('Cat.');
+    assert.deepEqual(vouchFor(upper, 'Cat.gradcam.2.png'), [written]);
+    assert.equal(await mayReplace(path, 'Cat.gradcam.2.png', upper), true);
+    await writeFile(path, 'mine');
+    assert.equal(await mayReplace(path, 'Cat.gradcam.2.png', upper), false, 'replaced since: its name alone does not vouch');
+    // Where the file system tells case apart, 'Cat.' finds only its own spelling.
+    const sensitive = (await replaceableOutputs(out, files, { foldsCase: async () => false, list: async () => [] }))('Cat.');
+    assert.deepEqual(sensitive.files, [{ name: 'Cat.gradcam.2.png', versions: [] }]);
+  });
+});
+
+test('a ledger grown by rewrites is compacted under the lock: what vouches for each file now is kept, the rest dropped', async () => {
+  const out = await folder('compact');
+  await createLedger(out);
+  const own = join(out, 'own.x.png');
+  for (let i = 0; i < 2500; i++) await appendFile(join(out, LEDGER_NAME), `${JSON.stringify(['own.x.png', `1:${i}:99:${i}`, 'aa'])}\n${JSON.stringify(['gone.x.png', `1:${i}:5:${i}`, 'bb'])}\n`);
+  await writeRecordedFile(out, 'own.x.png', own, 'camviz wrote this');
+  await writeRecordedFile(out, 'replaced.x.png', join(out, 'replaced.x.png'), 'camviz wrote this too');
+  await writeFile(join(out, 'replaced.x.png'), 'mine');
+  await appendFile(join(out, LEDGER_NAME), '"old.x.png"\n');
+  await compactFolderLedger(out);
+  const files = (await runFolderOutputs(out)).files;
+  assert.deepEqual([...files.keys()].sort(), ['old.x.png', 'own.x.png', 'replaced.x.png']);
+  assert.deepEqual(files.get('own.x.png'), [await versionOf(own)]);
+  assert.deepEqual(files.get('old.x.png'), []);
+  const earlier = (name: string) => ({ foldsCase: false, files: [{ name, versions: files.get(name) ?? [] }] });
+  assert.equal(await mayReplace(own, 'own.x.png', earlier('own.x.png')), true);
+  assert.equal(await mayReplace(join(out, 'replaced.x.png'), 'replaced.x.png', earlier('replaced.x.png')), false, 'still a user\'s');
+  // Small: left as it is.
+  const before = await readFile(join(out, LEDGER_NAME), 'utf8');
+  await compactFolderLedger(out);
+  assert.equal(await readFile(join(out, LEDGER_NAME), 'utf8'), before);
 });

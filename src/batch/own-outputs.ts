@@ -7,7 +7,7 @@
  * manifest list, with the versions the ledger recorded of each.
  */
 import { type Stats } from 'node:fs';
-import { lstat, realpath } from 'node:fs/promises';
+import { lstat, readdir, realpath } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ioReason } from '../util/atomic-file.js';
 import { CamvizError } from '../util/errors.js';
@@ -108,6 +108,12 @@ async function filesReallyInside(folder: string, files: Iterable<string>): Promi
   return inside;
 }
 
+/** How the output folder's file system names files: the run's probe and listing; a test's stand-in for one that folds case. */
+export interface FileSystemView {
+  foldsCase(folder: string): Promise<boolean>;
+  list(folder: string): Promise<string[]>;
+}
+
 /**
  * The earlier outputs in `outDir` (`files`, as folderOutputs found them)
  * that may be replaced, looked up by the start of their names: those that
@@ -117,11 +123,15 @@ async function filesReallyInside(folder: string, files: Iterable<string>): Promi
  * alone, those stored as spelled (namesAsStored). Sorted once, looked up by
  * binary search: one look-up per image of a folder run, or per file merged.
  */
-export async function replaceableOutputs(outDir: string, files: ReadonlyMap<string, readonly WrittenVersion[]>): Promise<(start: string) => EarlierOutputs> {
-  const foldsCase = await foldsCaseIn(outDir);
+export async function replaceableOutputs(
+  outDir: string,
+  files: ReadonlyMap<string, readonly WrittenVersion[]>,
+  view: FileSystemView = { foldsCase: foldsCaseIn, list: (folder) => readdir(folder) },
+): Promise<(start: string) => EarlierOutputs> {
+  const foldsCase = await view.foldsCase(outDir);
   const inside = await filesReallyInside(outDir, files.keys());
   const nameOnly = [...inside].filter((name) => files.get(name)?.length === 0);
-  const stored = foldsCase ? await namesAsStored(outDir, nameOnly) : new Set(nameOnly);
+  const stored = foldsCase ? await namesAsStored(outDir, nameOnly, view.list) : new Set(nameOnly);
   const sorted = [...inside]
     .filter((name) => stored.has(name) || files.get(name)?.length !== 0)
     .map((name) => ({ name, versions: files.get(name) ?? [], key: nameKey(name, foldsCase) }))
