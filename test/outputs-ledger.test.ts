@@ -154,6 +154,10 @@ test('mayReplace: nothing there, a recorded version (same stamp, or same bytes),
   assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), false);
   await writeFile(path, 'mine');
   assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), false);
+  // Emptied (what a power cut leaves of an output not flushed): nothing to lose where camviz wrote; a user's own empty file elsewhere stays.
+  await writeFile(path, '');
+  assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), true);
+  assert.equal(await mayReplace(path, 'a.x.png', { foldsCase: false, files: [] }), false);
   await rm(path);
   await symlink(join(out, 'elsewhere'), path);
   assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), false);

@@ -214,7 +214,8 @@ export function vouchFor(earlier: EarlierOutputs, name: string): readonly Writte
 
 /**
  * Whether camviz may write output `name` at `path`: nothing is there, or
- * what is there is camviz's (vouchFor). A path that cannot be looked at
+ * what is there is camviz's (vouchFor), or an empty file where camviz
+ * wrote one. A path that cannot be looked at
  * for another reason (ENOTDIR: a file where its folder goes) is not in the
  * way here: the write reports it.
  */
@@ -227,7 +228,9 @@ export async function mayReplace(path: string, name: string, earlier: EarlierOut
   }
   const vouch = vouchFor(earlier, name);
   if (vouch === 'name') return true;
-  return vouch !== undefined && (await isWrittenVersion(path, stats, vouch));
+  if (vouch === undefined) return false;
+  // What a power cut can leave of an output not flushed to disk (AtomicWriteOptions): its name, no bytes; and an empty file holds nothing to lose.
+  return (stats.isFile() && stats.size === 0n) || (await isWrittenVersion(path, stats, vouch));
 }
 
 /**
