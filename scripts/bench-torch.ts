@@ -22,7 +22,7 @@ import { mkdtemp, readFile, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { sha256Hex } from '../src/model/io.js';
+import { sha256Hex } from '../src/util/sha256.js';
 
 const run = promisify(execFile);
 

@@ -19,7 +19,8 @@ import { existsSync } from 'node:fs';
 import { type FileHandle, open, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CamvizError } from '../util/errors.js';
-import { MODEL_JSON_LIMIT, type ModelJson, confinedWeightPath, expectedGroupBytes, parseModelJson, pathInside, sha256Hex } from './io.js';
+import { MODEL_JSON_LIMIT, type ModelJson, confinedWeightPath, expectedGroupBytes, parseModelJson, pathInside } from './io.js';
+import { sha256Hex } from '../util/sha256.js';
 import { checkTopologyAgainstManifest } from './topology-check.js';
 import { makeFolders } from '../util/make-folders.js';
 

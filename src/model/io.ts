@@ -157,7 +157,6 @@ async function readLocalModelNow(path: string): Promise<LocalModelFiles> {
   return { modelJsonPath, folder, modelJson, sha256: sha256Hex(bytes), artifacts, ...(known ? { identities: everyIdentity as FileIdentity[], usedPaths } : {}) };
 }
 
-export { sha256Hex };
 
 /** model.json's bytes as a TF.js model description, or a one-line error naming `file`. */
 export function parseModelJson(bytes: Buffer, file: string): ModelJson {

@@ -13,7 +13,8 @@ import { cacheRoot } from '../util/cache-root.js';
 import { CamvizError } from '../util/errors.js';
 import { readRegularFile } from '../util/read-whole-file.js';
 import { type DownloadOptions, type FetchLog, downloadModel, downloadModelFile } from './download.js';
-import { type ModelJson, expectedGroupBytes, parseModelJson, pathInside, sha256Hex } from './io.js';
+import { type ModelJson, expectedGroupBytes, parseModelJson, pathInside } from './io.js';
+import { sha256Hex } from '../util/sha256.js';
 import type { CamvizJson } from './metadata.js';
 
 export interface ZooEntry {
