@@ -12,7 +12,12 @@
  * - a thread terminated with a batch unanswered (a stand-in worker that
  *   writes its map, then computes forever): the map goes with the batch,
  *   so that no map is on disk without its record; each output is told to
- *   the main thread before it is written (watchOutputs).
+ *   the main thread before it is written (watchOutputs), and whether its
+ *   write failed;
+ * - a batch whose task throws once its maps are written (a throw injected
+ *   into the real worker; the stand-in): exactly that batch's maps are
+ *   removed, and the thread goes on; an earlier run's map whose write
+ *   failed, a user's file and other batches' maps stay.
  * The command line's second SIGINT is checked in batch-cli.test.ts.
  */
 import { after, describe, test } from 'node:test';
@@ -126,16 +131,29 @@ describe('WorkerPool.start with a model its threads cannot load', { skip: skipWi
 });
 
 describe('outputs of a batch never answered', () => {
-  test('each output is told before it is written', async () => {
+  test('each output is told before it is written, and once its write has settled, whether it was written', async () => {
     const out = join(workDir, 'out-told');
-    const told: [string, boolean][] = [];
-    watchOutputs((path) => told.push([path, existsSync(path)]));
+    await mkdir(out, { recursive: true });
+    // A file where a folder goes: the second write fails (ENOTDIR), whatever it retries.
+    await writeFile(join(out, 'file'), 'not a folder');
+    const told: [string, string, boolean][] = [];
+    watchOutputs({
+      writing: (path) => told.push(['writing', path, existsSync(path)]),
+      settled: (path, written) => told.push(['settled', path, written]),
+    });
+    const outputs = new OutputSet(out);
     try {
-      await new OutputSet(out).write(join(out, 'deep', 'a.gradcam.0.png'), 'png');
+      await outputs.write(join(out, 'deep', 'a.gradcam.0.png'), 'png');
+      await assert.rejects(outputs.write(join(out, 'file', 'b.gradcam.0.png'), 'png'));
     } finally {
       watchOutputs(undefined);
     }
-    assert.deepEqual(told, [[join(out, 'deep', 'a.gradcam.0.png'), false]]);
+    assert.deepEqual(told, [
+      ['writing', join(out, 'deep', 'a.gradcam.0.png'), false],
+      ['settled', join(out, 'deep', 'a.gradcam.0.png'), true],
+      ['writing', join(out, 'file', 'b.gradcam.0.png'), false],
+      ['settled', join(out, 'file', 'b.gradcam.0.png'), false],
+    ]);
   });
 
   test('a thread terminated with a batch unanswered: the maps it wrote for that batch are removed, an answered batch keeps its own', async () => {
@@ -158,5 +176,64 @@ describe('outputs of a batch never answered', () => {
     } finally {
       await pool.close();
     }
+  });
+
+  test('a batch that threw (stand-in): its maps are removed; a failed write\'s earlier map, a user\'s file and other batches\' maps stay', async () => {
+    const out = join(workDir, 'out-stand-in-throw');
+    await mkdir(out, { recursive: true });
+    // An earlier run's map where this run's write fails, and a user's file: neither is this run's to remove.
+    await writeFile(join(out, 'unwritten.gradcam.0.png'), 'earlier run');
+    await writeFile(join(out, 'notes.txt'), 'mine');
+    const image = (relative: string): InputImage => ({ path: join(workDir, relative), relative });
+    const pool = await WorkerPool.start(camTaskOptions(out), 1, false, new URL('./helpers/stand-in-batch-worker.js', import.meta.url));
+    try {
+      await pool.process([image('a.png')]);
+      await assert.rejects(pool.process([image('b.png'), image('unwritten.png'), image('throw.png')]), /the task threw/);
+      const after = await pool.process([image('c.png')]);
+      assert.deepEqual(after.records.map((record) => record.outputs), [['c.gradcam.0.png']], 'the thread goes on');
+    } finally {
+      await pool.close();
+    }
+    assert.deepEqual((await readdir(out)).sort(), ['a.gradcam.0.png', 'c.gradcam.0.png', 'notes.txt', 'unwritten.gradcam.0.png']);
+    assert.equal(await readFile(join(out, 'unwritten.gradcam.0.png'), 'utf8'), 'earlier run');
+  });
+});
+
+describe('a batch whose task throws in the real worker', { skip: existsSync(shapesJson) ? false : 'the embedded shapes model (models/shapes) is absent' }, () => {
+  test('the maps it wrote are removed before it is failed; answered batches keep theirs; the thread goes on', { timeout: 120_000 }, async () => {
+    const folder = join(workDir, 'in-throw');
+    await mkdir(folder, { recursive: true });
+    const images = new Map<string, InputImage>();
+    for (const [i, stem] of ['a', 'b', 'throw', 'c'].entries()) {
+      const relative = `${stem}.png`;
+      await sharp(noise(96, 80, i + 1), { raw: { width: 96, height: 80, channels: 3 } }).png().toFile(join(folder, relative));
+      images.set(stem, { path: join(folder, relative), relative });
+    }
+    const of = (...stems: string[]): InputImage[] => stems.map((stem) => images.get(stem)!);
+    const out = join(workDir, 'out-throw');
+    await mkdir(out, { recursive: true });
+    await writeFile(join(out, 'notes.txt'), 'mine');
+    const pool = await WorkerPool.start(
+      camTaskOptions(out, { model: { model: 'shapes', backend: 'wasm' }, topK: 2 }),
+      1,
+      false,
+      new URL('./helpers/throwing-batch-worker.js', import.meta.url),
+    );
+    let kept: string[];
+    try {
+      const first = await pool.process(of('a'));
+      // The throwing batch with one in flight beside it, as the runner keeps them.
+      const [thrown, beside] = await Promise.allSettled([pool.process(of('b', 'throw')), pool.process(of('c'))]);
+      assert.equal(thrown.status, 'rejected');
+      assert.match(String((thrown as PromiseRejectedResult).reason), /injected: the task threw/);
+      assert.equal(beside.status, 'fulfilled');
+      kept = [first, (beside as PromiseFulfilledResult<BatchOutcome>).value].flatMap((outcome) => outcome.records.flatMap((record) => record.outputs));
+      assert.equal(kept.length, 4, 'two maps each for a and c');
+      // Removed before the batch is failed: the runner's record of the failure never sits beside its maps.
+      assert.deepEqual((await readdir(out)).sort(), [...kept, 'notes.txt'].sort());
+    } finally {
+      await pool.close();
+    }
+    assert.deepEqual((await readdir(out)).sort(), [...kept, 'notes.txt'].sort());
   });
 });

@@ -42,8 +42,10 @@ export type FromWorker =
   | { type: 'ready'; model: RunModelInfo; backend: RunBackendInfo; engine?: EngineReport }
   | { type: 'failed'; error: string; exitCode: number }
   | { type: 'done'; id: number; outcome: BatchOutcome }
-  /** An output file is about to be written (tasks/common.ts watchOutputs). */
-  | { type: 'writing'; path: string }
+  /** An output file is about to be written for batch `batch` (tasks/common.ts watchOutputs). */
+  | { type: 'writing'; path: string; batch?: number }
+  /** A write told of failed: what is at `path` is not this run's (an earlier run's map, perhaps), and stays. */
+  | { type: 'not-written'; path: string }
   /** --fail-fast: an image failed in this worker, which has stopped; the others should too. */
   | { type: 'stopping' }
   | { type: 'error'; id: number; error: string };
@@ -165,8 +167,8 @@ interface PoolWorker {
   exit: Promise<void>;
   /** Set once it has been sent 'stop' (it is sent once). */
   stopSent: boolean;
-  /** Output files it said it writes whose records have not come back (absolute paths). */
-  unrecorded: Set<string>;
+  /** Output files it said it writes whose records have not come back (absolute paths), with the batch each was written for. */
+  unrecorded: Map<string, number | undefined>;
 }
 
 /**
@@ -204,7 +206,7 @@ export async function exitOrTerminate(worker: Worker, exit: Promise<unknown>, de
 
 /** A started thread with its exit watched from the start. */
 function poolWorker(worker: Worker): PoolWorker {
-  const entry: PoolWorker = { worker, inFlight: 0, exited: false, exit: Promise.resolve(), stopSent: false, unrecorded: new Set() };
+  const entry: PoolWorker = { worker, inFlight: 0, exited: false, exit: Promise.resolve(), stopSent: false, unrecorded: new Map() };
   entry.exit = new Promise<void>((resolve) =>
     worker.once('exit', () => {
       entry.exited = true;
@@ -305,7 +307,11 @@ export class WorkerPool implements Executor {
       return;
     }
     if (message.type === 'writing') {
-      entry.unrecorded.add(resolvePath(message.path));
+      entry.unrecorded.set(resolvePath(message.path), message.batch);
+      return;
+    }
+    if (message.type === 'not-written') {
+      entry.unrecorded.delete(resolvePath(message.path));
       return;
     }
     if (message.type !== 'done' && message.type !== 'error') return;
@@ -318,7 +324,10 @@ export class WorkerPool implements Executor {
       // Transferred PNG bytes arrive as plain Uint8Arrays: nothing to revive.
       waiting.resolve(message.outcome);
     } else {
-      waiting.reject(new Error(message.error));
+      // The batch threw: no record comes of it, so the outputs its thread wrote for it go (its writes have settled: worker.ts), then it is failed.
+      const removal = this.removeUnrecorded(entry, message.id);
+      this.removals.push(removal);
+      void removal.then(() => waiting.reject(new Error(message.error)));
     }
   }
 
@@ -335,16 +344,19 @@ export class WorkerPool implements Executor {
   }
 
   /**
-   * Once the thread has ended, removes the outputs it said it writes whose
-   * records never came back: a batch unanswered when its thread was
-   * terminated (second signal) or died gets no record, so its maps go too
-   * (no map on disk without its record). Node settles a thread's file
-   * operations before its exit, so none lands after this.
+   * Removes the outputs the thread said it writes whose records never came
+   * back: those of batch `batch`, which threw (told once its writes had
+   * settled), or, without `batch`, those of every batch once the thread has
+   * ended: a batch unanswered when its thread was terminated (second
+   * signal) or died gets no record, so its maps go too (no map on disk
+   * without its record). Node settles a thread's file operations before its
+   * exit, so none lands after this. Only files this run told of are
+   * removed, never one whose write failed (`not-written`).
    */
-  private async removeUnrecorded(entry: PoolWorker): Promise<void> {
-    await entry.exit;
-    const paths = [...entry.unrecorded];
-    entry.unrecorded.clear();
+  private async removeUnrecorded(entry: PoolWorker, batch?: number): Promise<void> {
+    if (batch === undefined) await entry.exit;
+    const paths = [...entry.unrecorded].flatMap(([path, writtenFor]) => (batch === undefined || writtenFor === batch ? [path] : []));
+    for (const path of paths) entry.unrecorded.delete(path);
     await Promise.all(paths.map((path) => rm(path, { force: true }).catch(() => undefined)));
   }
 

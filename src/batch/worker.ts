@@ -3,6 +3,7 @@
  * the batches the main thread sends. (wasm runs single-threaded under Node,
  * so workers are how a run uses every core.)
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import { describeError, exitCodeOf } from '../util/errors.js';
 import { releaseBackend } from '../engine/release.js';
@@ -25,8 +26,18 @@ async function main(): Promise<void> {
     return;
   }
   if (started.context.stop !== undefined) started.context.stop.onFailureStop = () => post({ type: 'stopping' });
-  // Before each write: the main thread removes the outputs of a batch it never hears back of (a thread terminated).
-  watchOutputs((path) => post({ type: 'writing', path }));
+  // Each write is told with its batch: the main thread removes the outputs of a batch it gets no record of (a batch that threw, a thread terminated).
+  watchOutputs({
+    writing(path) {
+      const batch = batchWrites.getStore();
+      batch?.started();
+      post({ type: 'writing', path, ...(batch === undefined ? {} : { batch: batch.id }) });
+    },
+    settled(path, written) {
+      batchWrites.getStore()?.ended();
+      if (!written) post({ type: 'not-written', path });
+    },
+  });
   const { meta } = started.context.model;
   const { backend, engine } = started.context;
   post({
@@ -73,11 +84,43 @@ async function stopWhenIdle(context: TaskContext, inFlight: ReadonlySet<Promise<
   await releaseBackend().finally(() => port.close());
 }
 
+/**
+ * A batch's output writes under way. A thread's batches overlap (one
+ * computing, one decoding, one writing), so each write finds its batch in
+ * the asynchronous context its batch runs in (AsyncLocalStorage), not in a
+ * variable that the next batch would overwrite.
+ */
+class BatchWrites {
+  private underWay = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(readonly id: number) {}
+
+  started(): void {
+    this.underWay++;
+  }
+
+  ended(): void {
+    this.underWay--;
+    if (this.underWay === 0) for (const resolve of this.waiting.splice(0)) resolve();
+  }
+
+  /** Settles once no write of the batch is under way. */
+  settled(): Promise<void> {
+    return this.underWay === 0 ? Promise.resolve() : new Promise((resolve) => this.waiting.push(resolve));
+  }
+}
+
+const batchWrites = new AsyncLocalStorage<BatchWrites>();
+
 async function processBatch(started: { task: Task; context: TaskContext }, id: number, inputs: InputImage[]): Promise<void> {
+  const writes = new BatchWrites(id);
   try {
-    const outcome = await processStopping(started.task, started.context, inputs);
+    const outcome = await batchWrites.run(writes, () => processStopping(started.task, started.context, inputs));
     post({ type: 'done', id, outcome }, outcome.summaries.map((summary) => summary.png.buffer as ArrayBuffer));
   } catch (error) {
+    // The main thread removes the batch's outputs when told of its error: an image's write still under way would land after.
+    await writes.settled();
     post({ type: 'error', id, error: describeError(error) });
   }
 }

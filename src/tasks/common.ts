@@ -320,16 +320,26 @@ export function fileSafe(name: string): string {
   return name.replace(/[\\/:*?"<>|\s]+/g, '_');
 }
 
-/** Told of each output file before it is written (see watchOutputs). */
-let outputWatcher: ((path: string) => void) | undefined;
+/**
+ * What is told of each output file this thread writes (see watchOutputs):
+ * `writing` before it is written; `settled` once its write has ended,
+ * `written` saying whether the file at `path` is now this run's (a write
+ * that failed left whatever was there, an earlier run's map perhaps).
+ */
+export interface OutputWatcher {
+  writing(path: string): void;
+  settled(path: string, written: boolean): void;
+}
+
+let outputWatcher: OutputWatcher | undefined;
 
 /**
- * Tells `watcher` of each output file this thread writes, before it is
- * written: a worker thread tells the main thread, which removes the
- * outputs of images it never gets the records of (a thread terminated at a
- * second signal: batch/pool.ts), so that no map is left without its record.
+ * Tells `watcher` of each output file this thread writes: a worker thread
+ * tells the main thread, which removes the outputs of images it never gets
+ * the records of (a thread terminated at a second signal, a batch that
+ * threw: batch/pool.ts), so that no map is left without its record.
  */
-export function watchOutputs(watcher: ((path: string) => void) | undefined): void {
+export function watchOutputs(watcher: OutputWatcher | undefined): void {
   outputWatcher = watcher;
 }
 
@@ -360,7 +370,21 @@ export class OutputSet {
     if (this.earlier !== undefined && !(await mayReplace(path, inside, this.earlier))) {
       throw new CamvizError("a file camviz did not write has this output's name: left as it is (move it, or use another --out)", { file: path });
     }
-    outputWatcher?.(path);
+    const watcher = outputWatcher;
+    watcher?.writing(path);
+    let written = false;
+    try {
+      await this.writeInFolder(path, inside, data);
+      written = true;
+    } finally {
+      watcher?.settled(path, written);
+    }
+    this.written.push(inside);
+    return inside;
+  }
+
+  /** Writes `path` atomically, making its folder only when the write finds it missing: one mkdir per folder, not one per file. */
+  private async writeInFolder(path: string, inside: string, data: Uint8Array | string): Promise<void> {
     try {
       await this.writeFile(path, inside, data);
     } catch (error) {
@@ -369,8 +393,6 @@ export class OutputSet {
       await makeFolders(dirname(path));
       await this.writeFile(path, inside, data);
     }
-    this.written.push(inside);
-    return inside;
   }
 
   /** A folder run's outputs are recorded in its ledger, so that later runs may replace them; other runs' are not. */
