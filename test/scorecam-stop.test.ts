@@ -13,16 +13,16 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 
 import { InProcessExecutor } from '../src/batch/pool.js';
-import type { Executor as ModelExecutor } from '../src/executor/executor.js';
 import { camTaskOptions } from '../src/tasks/defaults.js';
-import type { BatchOutcome, InputImage } from '../src/tasks/types.js';
+import type { InputImage } from '../src/tasks/types.js';
 import { repoRoot } from './helpers/assets.js';
+import { IN_FLIGHT, countingPasses, pngsIn, processAll } from './helpers/counting-passes.js';
 import { noise } from './helpers/files.js';
 
 const shapesJson = join(repoRoot, 'models', 'shapes', 'model.json');
@@ -30,42 +30,6 @@ const skipWithoutShapes: string | false = existsSync(shapesJson) ? false : 'the 
 
 const workDir = await mkdtemp(join(tmpdir(), 'camviz-scorecam-stop-test-'));
 after(() => rm(workDir, { recursive: true, force: true }));
-
-/** The runner's batches in flight in this thread (InProcessExecutor.capacity). */
-const IN_FLIGHT = 3;
-
-/** The model's executor, counting its forward passes (the activations' pass and each chunk of masked inputs); `onPass` hears each count. */
-function countingPasses(executor: InProcessExecutor, onPass: (passes: number) => void): { passes(): number } {
-  const { model } = executor.context;
-  const original = model.executor.bind(model);
-  let passes = 0;
-  model.executor = async () => {
-    const network = await original();
-    return new Proxy(network, {
-      get(target, key) {
-        const value: unknown = Reflect.get(target, key);
-        if (key === 'forward') {
-          return async (...args: Parameters<ModelExecutor['forward']>) => {
-            const values = await target.forward(...args);
-            onPass(++passes);
-            return values;
-          };
-        }
-        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-      },
-    });
-  };
-  return { passes: () => passes };
-}
-
-/** `--batch-size 1` batches, all in flight at once as the runner keeps them. */
-function processAll(executor: InProcessExecutor, images: readonly InputImage[]): Promise<BatchOutcome[]> {
-  return Promise.all(images.map((image) => executor.process([image])));
-}
-
-async function pngsIn(folder: string): Promise<string[]> {
-  return existsSync(folder) ? (await readdir(folder, { recursive: true })).filter((name) => name.endsWith('.png')) : [];
-}
 
 describe('Score-CAM in this thread, three batches of one image in flight', { skip: skipWithoutShapes }, () => {
   const images: InputImage[] = [];

@@ -35,7 +35,7 @@ export interface CamRequest {
   score?: ScoreKind;
   /** Replace the channel sum by the first principal component of the weighted activations. */
   eigenSmooth?: boolean;
-  /** Aborting ends long work (Score-CAM's masked passes) at its next chunk, rejecting with the signal's reason. */
+  /** Aborting ends long work (Score-CAM's masked passes, aug-smooth's six versions) at its next pass, rejecting with the signal's reason. */
   signal?: AbortSignal;
 }
 

@@ -29,7 +29,7 @@ export interface ExplainRequest {
   score?: ScoreKind;
   augSmooth?: boolean;
   eigenSmooth?: boolean;
-  /** Aborting ends Score-CAM's masked passes at the next chunk: the call then rejects with the signal's reason. */
+  /** Aborting ends Score-CAM's masked passes and aug-smooth's versions at the next pass: the call then rejects with the signal's reason. */
   signal?: AbortSignal;
 }
 

@@ -6,7 +6,6 @@
  * fast (fused, hook-free) forward path; all classes of an image share the
  * same passes.
  */
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import * as tf from '../engine/tf.js';
 import { ActivationCamMethod, type CamRequest, type Evidence } from './base.js';
 import type { Target } from './targets/index.js';
@@ -15,6 +14,7 @@ import type { GraphNode } from '../executor/graph.js';
 import { type ForwardValues, disposeValues } from '../executor/network.js';
 import { OrtExecutor } from '../executor/ort.js';
 import { softmaxRows } from '../executor/softmax.js';
+import { seeStop } from '../util/see-stop.js';
 
 export class ScoreCam extends ActivationCamMethod {
   readonly name = 'scorecam';
@@ -107,7 +107,7 @@ export class ScoreCam extends ActivationCamMethod {
     const running = new Map<number, Promise<number>>();
     try {
       for (let first = 0, index = 0; first < passes; first += chunkSize, index++) {
-        if (signal !== undefined) await seeStop(signal);
+        await seeStop(signal);
         const count = Math.min(chunkSize, passes - first);
         const shape = [count, height, width, inputChannels] as const;
         const buffer = layout === undefined ? undefined : host!.hostInputBuffer(count * height * width * inputChannels);
@@ -138,16 +138,6 @@ export class ScoreCam extends ActivationCamMethod {
     }
     return scoresPerChannel(concat(chunks), passOf);
   }
-}
-
-/**
- * Throws the signal's reason once it is aborted, after a turn of the event
- * loop: tfjs runs a chunk's passes synchronously, and a stop (a signal's
- * handler, a worker's message) is seen only between turns.
- */
-async function seeStop(signal: AbortSignal): Promise<void> {
-  await nextTurn();
-  signal.throwIfAborted();
 }
 
 /**

@@ -3,44 +3,55 @@
  * `Compose([HorizontalFlip(), Multiply(factors=[0.9, 1, 1.1])])` — six
  * versions of each input (unflipped and flipped, each with the input tensor
  * multiplied by 0.9, 1 and 1.1), each map min-max normalised, flipped back
- * into image coordinates, and averaged. All six run as one batch.
+ * into image coordinates, and averaged. Each version is a pass of its own
+ * over the batch, so that a stop (`request.signal`) is seen between them:
+ * as one batch of six, an image's passes ran to their end once started.
  */
 import * as tf from '../engine/tf.js';
 import type { Executor } from '../executor/executor.js';
 import { disposeValues } from '../executor/network.js';
 import type { FeatureMap } from '../render/maps.js';
 import { minMaxNormalize } from '../render/normalize.js';
+import { seeStop } from '../util/see-stop.js';
 import type { CamMethod, CamRequest, CamResult, Evidence } from './base.js';
 import { ClassChooser } from './classes.js';
 
 const FLIPS = [false, true] as const;
 const FACTORS = [0.9, 1, 1.1] as const;
 
+interface Augmentation {
+  flip: boolean;
+  factor: number;
+}
+
 export async function augmentedCompute<E extends Evidence>(method: CamMethod<E>, network: Executor, request: CamRequest): Promise<CamResult[][]> {
   const batch = request.input.shape[0];
   const classes = await resolveTopClasses(network, request);
-  const augmentations = FLIPS.flatMap((flip) => FACTORS.map((factor) => ({ flip, factor })));
-  const augmented = tf.tidy(() =>
-    tf.concat(augmentations.map(({ flip, factor }) => tf.mul(flip ? tf.reverse(request.input, 2) : request.input, factor))),
-  ) as tf.Tensor4D;
-  let results: CamResult[][];
-  try {
-    results = await method.compute(network, {
-      ...request,
-      input: augmented,
-      classes: { kind: 'perImage', classes: augmentations.flatMap(() => classes) },
-    });
-  } finally {
-    augmented.dispose();
+  const augmentations: Augmentation[] = FLIPS.flatMap((flip) => FACTORS.map((factor) => ({ flip, factor })));
+  // [augmentation][image][rank]
+  const results: CamResult[][][] = [];
+  for (const augmentation of augmentations) {
+    await seeStop(request.signal);
+    results.push(await augmentedPass(method, network, request, augmentation, classes));
   }
   const identity = augmentations.findIndex(({ flip, factor }) => !flip && factor === 1);
   return Array.from({ length: batch }, (_, image) =>
     classes[image]!.map((_, rank) => {
-      const versions = augmentations.map((augmentation, a) => ({ ...augmentation, result: results[a * batch + image]![rank]! }));
+      const versions = augmentations.map((augmentation, a) => ({ ...augmentation, result: results[a]![image]![rank]! }));
       const base = versions[identity]!.result;
       return { ...base, image, map: averageNormalised(versions.map(({ flip, result }) => (flip ? flipMap(result.map) : result.map))) };
     }),
   );
+}
+
+/** The maps of one version of the batch: [image][rank]. */
+async function augmentedPass<E extends Evidence>(method: CamMethod<E>, network: Executor, request: CamRequest, { flip, factor }: Augmentation, classes: number[][]): Promise<CamResult[][]> {
+  const augmented = tf.tidy(() => tf.mul(flip ? tf.reverse(request.input, 2) : request.input, factor)) as tf.Tensor4D;
+  try {
+    return await method.compute(network, { ...request, input: augmented, classes: { kind: 'perImage', classes } });
+  } finally {
+    augmented.dispose();
+  }
 }
 
 /** The classes per image; a top-k request is resolved on the unaugmented input. */

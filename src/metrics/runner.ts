@@ -18,6 +18,7 @@ import { deletion } from './deletion.js';
 import { blurImage, insertion } from './insertion.js';
 import { METRIC_NAMES, METRIC_STEPS, type MetricValues, type MetricsOptions, type MetricsRecord, isMetricName } from './names.js';
 import { UsageError } from '../util/errors.js';
+import { seeStop } from '../util/see-stop.js';
 import { seedOf, uniformMap } from './random.js';
 import { road } from './road.js';
 import { inputSaliency, relevanceOrder } from './saliency.js';
@@ -27,11 +28,17 @@ import type { ImageWriter, PreprocessedImage, Measurement, ReferenceProbabilitie
 export const METRIC_BATCH = 20;
 
 
-/** The class probabilities [images][classes] of model inputs built on demand, METRIC_BATCH at a time. */
-export async function perturbedProbabilities(executor: Executor, images: readonly ImageWriter[], shape: readonly [number, number, number]): Promise<Float32Array[]> {
+/**
+ * The class probabilities [images][classes] of model inputs built on
+ * demand, METRIC_BATCH at a time. Once `signal` is aborted no pass starts:
+ * the call rejects with its reason (a curve's hundreds of images ran to
+ * their end after a stop).
+ */
+export async function perturbedProbabilities(executor: Executor, images: readonly ImageWriter[], shape: readonly [number, number, number], signal?: AbortSignal): Promise<Float32Array[]> {
   const rows: Float32Array[] = [];
   const size = shape[0] * shape[1] * shape[2];
   for (let start = 0; start < images.length; start += METRIC_BATCH) {
+    await seeStop(signal);
     const chunk = images.slice(start, start + METRIC_BATCH);
     const data = new Float32Array(chunk.length * size);
     chunk.forEach((write, i) => write(data.subarray(i * size, (i + 1) * size)));
@@ -59,6 +66,8 @@ export interface MetricsBatch {
   explanations: readonly (readonly ClassExplanation[])[];
   /** Per image, the seed of its random map and imputation noise (e.g. from its relative path: seedOf). */
   seeds: readonly number[];
+  /** Aborting ends the measuring between its forward passes: the call then rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /** [image][rank]: each explanation's metrics and its random baseline's. */
@@ -69,7 +78,7 @@ export async function measureExplanations(executor: Executor, batch: MetricsBatc
   const size = height * width * channels;
   const images: PreprocessedImage[] = Array.from({ length: count }, (_, i) => ({ pixels: data.slice(i * size, (i + 1) * size), width, height, channels }));
   const blurred = images.map((image) => (options.names.includes('insertion') ? blurImage(image) : image.pixels));
-  const references = await referenceProbabilities(executor, images, blurred, options);
+  const references = await referenceProbabilities(executor, images, blurred, options, batch.signal);
   const measured = batch.explanations.map((perRank, image) =>
     perRank.map((explanation) => {
       if (explanation.map === undefined) throw new Error(`class ${explanation.classIndex} has no map to measure`);
@@ -80,7 +89,7 @@ export async function measureExplanations(executor: Executor, batch: MetricsBatc
     }),
   );
   const all = measured.flatMap((perRank) => perRank.flatMap(({ map, random }) => [...map, ...random]));
-  const rows = await perturbedProbabilities(executor, all.flatMap((measurement) => measurement.images), [height, width, channels]);
+  const rows = await perturbedProbabilities(executor, all.flatMap((measurement) => measurement.images), [height, width, channels], batch.signal);
   // Rows come back in the order the images were listed: image, rank, the map's measurements, then the random map's.
   let next = 0;
   const finish = (list: readonly Measurement[], classIndex: number): MetricValues =>
@@ -129,6 +138,7 @@ async function referenceProbabilities(
   images: readonly PreprocessedImage[],
   blurred: readonly Float32Array[],
   options: MetricsOptions,
+  signal: AbortSignal | undefined,
 ): Promise<(image: number, classIndex: number) => ReferenceProbabilities> {
   const deletion = options.names.includes('deletion');
   const insertion = options.names.includes('insertion');
@@ -142,6 +152,7 @@ async function referenceProbabilities(
       ...(insertion ? [(out: Float32Array) => out.set(blurred[i]!)] : []),
     ]),
     [first.height, first.width, first.channels],
+    signal,
   );
   const perImage = 1 + (deletion ? 1 : 0) + (insertion ? 1 : 0);
   return (image, classIndex) => {
@@ -185,11 +196,19 @@ export type MeasuredExplanation = ClassExplanation & { metrics?: MetricsRecord }
  * A cam task's batch with each explanation's metrics; their time counts as
  * forward time (they are forward passes). `names` are the inputs' relative
  * paths, whose hashes seed the random maps, so that a run's values do not
- * depend on --jobs, --batch-size or the order of inputs.
+ * depend on --jobs, --batch-size or the order of inputs. `signal`: the
+ * run's stop, seen between the passes.
  */
-export async function withMetrics(model: CamvizModel, input: tf.Tensor4D, computed: ExplainBatch, names: readonly string[], options: MetricsOptions): Promise<ExplainBatch> {
+export async function withMetrics(
+  model: CamvizModel,
+  input: tf.Tensor4D,
+  computed: ExplainBatch,
+  names: readonly string[],
+  options: MetricsOptions,
+  signal: AbortSignal | undefined,
+): Promise<ExplainBatch> {
   const started = performance.now();
-  const metrics = await measureExplanations(await model.executor(), { input, explanations: computed.explanations, seeds: names.map(seedOf) }, options);
+  const metrics = await measureExplanations(await model.executor(), { input, explanations: computed.explanations, seeds: names.map(seedOf), signal }, options);
   const explanations = computed.explanations.map((perRank, image) => perRank.map((explanation, rank): MeasuredExplanation => ({ ...explanation, metrics: metrics[image]![rank]! })));
   return { explanations, timings: { ...computed.timings, forward: computed.timings.forward + performance.now() - started } };
 }

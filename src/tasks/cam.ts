@@ -107,6 +107,8 @@ export class CamTask {
   private async compute(decoded: readonly DecodedInput[]): Promise<ExplainBatch> {
     const target = await this.batchTarget(decoded);
     const input = inputTensor(this.context.model, decoded.map((item) => item.image.input));
+    // Score-CAM's masked passes, aug-smooth's versions and the metrics' passes end at the next pass once the run stops: these images are then not done.
+    const signal = stopSignalOf(this.context.stop);
     try {
       const computed = await explainBatch(await this.context.model.executor(), {
         method: this.method,
@@ -116,12 +118,11 @@ export class CamTask {
         target,
         augSmooth: this.options.augSmooth,
         eigenSmooth: this.options.eigenSmooth,
-        // Score-CAM's masked passes end at the next chunk once the run stops: these images are then not done.
-        signal: stopSignalOf(this.context.stop),
+        signal,
       });
       onePerImage(computed.explanations, decoded);
       const { metrics } = this.options;
-      return metrics === undefined ? computed : await withMetrics(this.context.model, input, computed, decoded.map((item) => item.input.relative), metrics);
+      return metrics === undefined ? computed : await withMetrics(this.context.model, input, computed, decoded.map((item) => item.input.relative), metrics, signal);
     } finally {
       input.dispose();
     }
