@@ -340,9 +340,12 @@ describe('layer and class problems: exit 2 (usage), one line, no output', { skip
     await expectUsageError(['fmap', '--layer', name], new RegExp(`^layer '${name}' .*is not a feature map`));
   });
 
-  test('class out of range', async () => {
+  test('class out of range, for every method (Eigen-CAM too: the class names its record and file)', async () => {
     const count = model!.classCount;
     await expectUsageError(['gradcam', '--class', String(count)], new RegExp(`^class ${count} is out of range: the model has ${count} classes \\(0-${count - 1}\\)$`));
+    for (const method of ['gradcam', 'gradcam++', 'scorecam', 'eigencam']) {
+      await expectUsageError(['cam', '--method', method, '--class', '5000'], new RegExp(`^class 5000 is out of range: the model has ${count} classes \\(0-${count - 1}\\)$`));
+    }
   });
 
   test('CAM (the original method) at a layer not followed by pooling and a classifier: refused once, before any image', async () => {

@@ -12,17 +12,15 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import sharp from 'sharp';
 
 import { InProcessExecutor } from '../src/batch/pool.js';
 import { camTaskOptions } from '../src/tasks/defaults.js';
 import type { CamTaskOptions, InputImage } from '../src/tasks/types.js';
 import { repoRoot } from './helpers/assets.js';
-import { IN_FLIGHT, countingPasses, pngsIn, processAll } from './helpers/counting-passes.js';
-import { noise } from './helpers/files.js';
+import { IN_FLIGHT, countingPasses, inFlightImages, pngsIn, processAll } from './helpers/counting-passes.js';
 
 const shapesJson = join(repoRoot, 'models', 'shapes', 'model.json');
 const skipWithoutShapes: string | false = existsSync(shapesJson) ? false : 'the embedded shapes model (models/shapes) is absent';
@@ -57,16 +55,10 @@ const cases: Case[] = [
 ];
 
 describe('long model work in this thread, three batches of one image in flight', { skip: skipWithoutShapes }, () => {
-  const images: InputImage[] = [];
+  let images: InputImage[] = [];
 
   before(async () => {
-    const folder = join(workDir, 'in');
-    await mkdir(folder, { recursive: true });
-    for (let i = 0; i < IN_FLIGHT; i++) {
-      const relative = `img${i}.png`;
-      await sharp(noise(96, 80, i + 1), { raw: { width: 96, height: 80, channels: 3 } }).png().toFile(join(folder, relative));
-      images.push({ path: join(folder, relative), relative });
-    }
+    images = await inFlightImages(join(workDir, 'in'));
   });
 
   for (const { name, options, stopAt, before: beforeStop } of cases) {
@@ -79,7 +71,7 @@ describe('long model work in this thread, three batches of one image in flight',
       const out = join(workDir, `whole-${name}`);
       const executor = await start(out);
       try {
-        const counter = countingPasses(executor, () => undefined);
+        const counter = countingPasses(executor.context.model);
         const outcomes = await processAll(executor, images);
         assert.deepEqual(
           outcomes.flatMap((outcome) => outcome.records.map((record) => [record.relative, record.status, record.error])),
@@ -97,7 +89,7 @@ describe('long model work in this thread, three batches of one image in flight',
       const out = join(workDir, `stopped-${name}`);
       const executor = await start(out);
       try {
-        const counter = countingPasses(executor, (passes) => {
+        const counter = countingPasses(executor.context.model, (passes) => {
           if (passes === stopAt) executor.cancel();
         });
         const outcomes = await processAll(executor, images);

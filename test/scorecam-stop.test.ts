@@ -13,17 +13,15 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import sharp from 'sharp';
 
 import { InProcessExecutor } from '../src/batch/pool.js';
 import { camTaskOptions } from '../src/tasks/defaults.js';
 import type { InputImage } from '../src/tasks/types.js';
 import { repoRoot } from './helpers/assets.js';
-import { IN_FLIGHT, countingPasses, pngsIn, processAll } from './helpers/counting-passes.js';
-import { noise } from './helpers/files.js';
+import { IN_FLIGHT, countingPasses, inFlightImages, pngsIn, processAll } from './helpers/counting-passes.js';
 
 const shapesJson = join(repoRoot, 'models', 'shapes', 'model.json');
 const skipWithoutShapes: string | false = existsSync(shapesJson) ? false : 'the embedded shapes model (models/shapes) is absent';
@@ -32,16 +30,10 @@ const workDir = await mkdtemp(join(tmpdir(), 'camviz-scorecam-stop-test-'));
 after(() => rm(workDir, { recursive: true, force: true }));
 
 describe('Score-CAM in this thread, three batches of one image in flight', { skip: skipWithoutShapes }, () => {
-  const images: InputImage[] = [];
+  let images: InputImage[] = [];
 
   before(async () => {
-    const folder = join(workDir, 'in');
-    await mkdir(folder, { recursive: true });
-    for (let i = 0; i < IN_FLIGHT; i++) {
-      const relative = `img${i}.png`;
-      await sharp(noise(96, 80, i + 1), { raw: { width: 96, height: 80, channels: 3 } }).png().toFile(join(folder, relative));
-      images.push({ path: join(folder, relative), relative });
-    }
+    images = await inFlightImages(join(workDir, 'in'));
   });
 
   async function start(out: string): Promise<InProcessExecutor> {
@@ -54,7 +46,7 @@ describe('Score-CAM in this thread, three batches of one image in flight', { ski
     const out = join(workDir, 'whole');
     const executor = await start(out);
     try {
-      const counter = countingPasses(executor, () => undefined);
+      const counter = countingPasses(executor.context.model);
       const outcomes = await processAll(executor, images);
       assert.deepEqual(
         outcomes.flatMap((outcome) => outcome.records.map((record) => [record.relative, record.status])),
@@ -75,7 +67,7 @@ describe('Score-CAM in this thread, three batches of one image in flight', { ski
     try {
       // The activations' pass, then the first chunk of masked inputs; the stop comes as that chunk ends.
       const stopAt = 2;
-      const counter = countingPasses(executor, (passes) => {
+      const counter = countingPasses(executor.context.model, (passes) => {
         if (passes === stopAt) executor.cancel();
       });
       const outcomes = await processAll(executor, images);

@@ -123,7 +123,7 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
    */
   async compute(network: Executor, request: CamRequest): Promise<CamResult[][]> {
     const target = requestTarget(request);
-    const chooser = new ClassChooser(request.classes, request.input.shape[0]);
+    const chooser = new ClassChooser(request.classes, request.input.shape[0], target.units?.(network));
     const passes = await this.passes(network, request, chooser, target);
     try {
       const explained = chooser.explained(passes.values, target);

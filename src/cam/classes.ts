@@ -43,11 +43,17 @@ export class ClassChooser {
   private chosen: number[][] | undefined;
   readonly count: number;
 
+  /**
+   * @param units the target's units as the model's graph gives them
+   *   (Target.units): classes beyond them are refused here, before any
+   *   pass; when unknown, by `explained`, at the first pass.
+   */
   constructor(
     request: ClassRequest,
     private readonly batch: number,
+    private readonly units?: number,
   ) {
-    checkClassRequest(request);
+    checkClassRequest(request, units);
     if (request.kind === 'top') {
       this.count = request.k;
     } else if (request.kind === 'explicit') {
@@ -117,10 +123,7 @@ export class ClassChooser {
     } finally {
       tf.dispose([scoreTensor!, ...(probabilityTensor === undefined ? [] : [probabilityTensor])]);
     }
-    const units = scoreTensor!.shape[1];
-    const beyond = classes.flat().find((classIndex) => classIndex >= units);
-    // Score-CAM read such a class as undefined and gave a map with a score of null.
-    if (beyond !== undefined) throw new UsageError(`class ${beyond} is out of range: the target has ${units} unit${units === 1 ? '' : 's'} (0-${units - 1})`);
+    if (this.units === undefined) refuseClassesBeyond(classes.flat(), scoreTensor!.shape[1]);
     return classes.map((perRank, image) =>
       perRank.map((classIndex) => ({
         image,
@@ -139,12 +142,13 @@ export class ClassChooser {
 }
 
 /**
- * A request's classes are whole numbers of at least 0, and a top-k asks for
- * at least one: the library's callers give them unchecked (a k of 0 failed
- * as "backward() needs at least one objective", a class of 1.5 gave a map
- * with a null score).
+ * A request's classes are whole numbers of at least 0 and below the
+ * target's `units` (when known), and a top-k asks for at least one: the
+ * library's callers give them unchecked (a k of 0 failed as "backward()
+ * needs at least one objective", a class of 1.5 gave a map with a null
+ * score).
  */
-function checkClassRequest(request: ClassRequest): void {
+function checkClassRequest(request: ClassRequest, units: number | undefined): void {
   if (request.kind === 'top') {
     if (!(Number.isInteger(request.k) && request.k >= 1)) throw new UsageError(`top-k ${request.k} must be a whole number of at least 1`);
     return;
@@ -153,6 +157,19 @@ function checkClassRequest(request: ClassRequest): void {
   const bad = classes.find((classIndex) => !(Number.isInteger(classIndex) && classIndex >= 0));
   if (bad !== undefined) throw new UsageError(`class ${bad} is not a class index (a whole number of at least 0)`);
   if (request.kind === 'explicit' && request.classes.length === 0) throw new UsageError('no class to explain: give at least one');
+  if (units !== undefined) refuseClassesBeyond(classes, units);
+}
+
+/**
+ * A class beyond the target's units is a usage error, for every method:
+ * Score-CAM read it as undefined (a map with a score of null), the gradient
+ * methods failed on its objective with a plain Error, after their passes.
+ * Eigen-CAM, whose map no class changes, refuses it too: the class still
+ * names its record (its score and probability) and its file.
+ */
+function refuseClassesBeyond(classes: readonly number[], units: number): void {
+  const beyond = classes.find((classIndex) => classIndex >= units);
+  if (beyond !== undefined) throw new UsageError(`class ${beyond} is out of range: the target has ${units} unit${units === 1 ? '' : 's'} (0-${units - 1})`);
 }
 
 /** Y summed over the batch, each image at its own class: one backward pass serves them all. */

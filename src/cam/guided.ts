@@ -44,7 +44,7 @@ export async function guidedBackprop(network: Executor, input: tf.Tensor4D, clas
     layer: node.layer,
     gradient: (grad: tf.Tensor) => tf.relu(grad),
   }));
-  const classes = new ClassChooser(classRequest, batch);
+  const classes = new ClassChooser(classRequest, batch, asTarget(target).units?.(network));
   const result = await withHooks(hooks, () => network.backward(input, classes.objectives(target), { sources: 'input', layers: asTarget(target).layers }));
   try {
     const explained = classes.explained(result.values, target);

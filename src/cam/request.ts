@@ -8,6 +8,7 @@ import { classRequestOf } from '../model/labels.js';
 import { defaultTarget, isCamTarget, resolveLayer } from '../executor/layers.js';
 import type { CamvizModel } from '../model/load.js';
 import type { ClassRequest } from './classes.js';
+import { classUnits } from './targets/target.js';
 
 /** The target layers; no names gives the model's default target. */
 export function camTargets(model: CamvizModel, names: readonly string[]): GraphNode[] {
@@ -32,9 +33,5 @@ export function classRequest(model: CamvizModel, specs: readonly (string | numbe
 
 /** The number of classes: the size of the model output. */
 export function classCount(model: CamvizModel): number {
-  const network = model.network();
-  const shape = network.graph.producer(network.score.outputKey)?.outputShapes[0] ?? [];
-  const dims = shape.slice(1);
-  if (dims.some((dim) => dim === null)) return model.meta.labels?.length ?? Number.MAX_SAFE_INTEGER;
-  return dims.reduce<number>((product, dim) => product * (dim as number), 1);
+  return classUnits(model.network()) ?? model.meta.labels?.length ?? Number.MAX_SAFE_INTEGER;
 }

@@ -13,7 +13,7 @@ import { disposeValues } from '../executor/network.js';
 import type { FeatureMap } from '../render/maps.js';
 import { minMaxNormalize } from '../render/normalize.js';
 import { seeStop } from '../util/see-stop.js';
-import type { CamMethod, CamRequest, CamResult, Evidence } from './base.js';
+import { type CamMethod, type CamRequest, type CamResult, type Evidence, requestTarget } from './base.js';
 import { ClassChooser } from './classes.js';
 
 const FLIPS = [false, true] as const;
@@ -56,7 +56,7 @@ async function augmentedPass<E extends Evidence>(method: CamMethod<E>, network: 
 
 /** The classes per image; a top-k request is resolved on the unaugmented input. */
 async function resolveTopClasses(network: Executor, request: CamRequest): Promise<number[][]> {
-  const chooser = new ClassChooser(request.classes, request.input.shape[0]);
+  const chooser = new ClassChooser(request.classes, request.input.shape[0], requestTarget(request).units?.(network));
   if (chooser.known) return chooser.perImage();
   const values = await network.forward(request.input);
   try {

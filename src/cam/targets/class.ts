@@ -4,9 +4,10 @@
  * (ClassifierOutputSoftmaxTarget; `--score prob` is the same target).
  */
 import type * as tf from '../../engine/tf.js';
+import type { Executor } from '../../executor/executor.js';
 import type { ForwardValues } from '../../executor/network.js';
 import type { ScoreKind } from '../names.js';
-import type { Target, TargetRecord } from './target.js';
+import { type Target, type TargetRecord, classUnits } from './target.js';
 
 /** What the classifier's targets share: the unit is a class, the probability the model's. */
 abstract class ClassifierTarget implements Target {
@@ -17,6 +18,10 @@ abstract class ClassifierTarget implements Target {
 
   probabilities(values: ForwardValues): tf.Tensor2D {
     return values.probabilities;
+  }
+
+  units(network: Executor): number | undefined {
+    return classUnits(network);
   }
 
   describe(unit: number): TargetRecord {

@@ -26,6 +26,10 @@ export class FunctionTarget implements Target {
     return tf.reshape(tf.stack(rows), [-1, 1]) as tf.Tensor2D;
   }
 
+  units(): number {
+    return 1;
+  }
+
   describe(): TargetRecord {
     return { kind: this.kind };
   }

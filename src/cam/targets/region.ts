@@ -10,12 +10,13 @@
  * convolution head makes linear in the features it reads.
  */
 import * as tf from '../../engine/tf.js';
+import type { Executor } from '../../executor/executor.js';
 import type { ForwardValues } from '../../executor/network.js';
 import type { ImageGeometry, Size } from '../../image/geometry.js';
 import { CamvizError, UsageError } from '../../util/errors.js';
 import sharp from '../../util/sharp.js';
 import type { RegionBox } from './spec.js';
-import type { Target, TargetRecord } from './target.js';
+import { type Target, type TargetRecord, valueShape } from './target.js';
 
 /** A mask image: inside where `data` is not 0, row-major. */
 export interface RegionMask {
@@ -67,6 +68,13 @@ export class RegionTarget implements Target {
     const weights = rows.slice(0, count).map((image) => this.cellWeights(image, height, width));
     const mask = tf.stack(weights.map((cells) => tf.tensor3d(cells, [height, width, 1])));
     return tf.sum(tf.mul(map, mask), [1, 2]) as tf.Tensor2D;
+  }
+
+  /** The segmentation output's classes: its last dimension [batch, h, w, classes]. */
+  units(network: Executor): number | undefined {
+    const key = network.graph.outputKeys[this.outputIndex];
+    const shape = key === undefined ? [] : valueShape(network, key);
+    return shape.length === 4 ? (shape[3] ?? undefined) : undefined;
   }
 
   describe(unit: number): TargetRecord {

@@ -20,7 +20,7 @@ import { RegionTarget, loadRegionMask } from './region.js';
 import { SigmoidTarget } from './sigmoid.js';
 import { SimilarityTarget, embeddingOf } from './similarity.js';
 import { NEGATIVE_CLASS, type TargetKind, type TargetSpec } from './spec.js';
-import type { Target } from './target.js';
+import { type Target, classUnits, unitCount, valueShape } from './target.js';
 
 /** One model output: its position, name and shape. */
 export interface ModelOutput {
@@ -131,7 +131,7 @@ function sigmoidChoice(model: CamvizModel, request: TargetRequest): TargetChoice
   const negative = request.classes.filter(isNegative);
   const labels = model.meta.labels;
   if (negative.length === 0) return { kind: 'sigmoid', classes: classRequest(model, request.classes, request.topK), labels, measuredByClassProbability: true, build: built(new SigmoidTarget()) };
-  const units = unitCount(network.graph.producer(network.score.outputKey)?.outputShapes[0] ?? []);
+  const units = classUnits(network);
   if (units !== 1) throw new UsageError(`--class ${NEGATIVE_CLASS} is the negative class of a single-unit sigmoid head; this head has ${units ?? 'several'} units`);
   if (negative.length !== request.classes.length) throw new UsageError(`give --class 0 or --class ${NEGATIVE_CLASS}, not both`);
   return { kind: 'sigmoid', classes: { kind: 'explicit', classes: [0] }, labels, measuredByClassProbability: false, build: built(new SigmoidTarget(true)) };
@@ -240,11 +240,7 @@ export function hasClassHead(network: Executor): boolean {
 
 /** The model's outputs, in order. */
 export function modelOutputs(network: Executor): ModelOutput[] {
-  return network.graph.outputKeys.map((key, index) => {
-    const node = network.graph.producer(key);
-    const shape = node?.outputShapes[Math.max(0, node.outputs.indexOf(key))] ?? [];
-    return { index, name: node?.path ?? key, shape };
-  });
+  return network.graph.outputKeys.map((key, index) => ({ index, name: network.graph.producer(key)?.path ?? key, shape: valueShape(network, key) }));
 }
 
 /** "the model's outputs: 0 'dense' [?, 10], 1 'value' [?, 1]" */
@@ -266,11 +262,4 @@ function chosenOutput(network: Executor, wanted: string | undefined): ModelOutpu
 
 function describeShape(shape: readonly (number | null)[]): string {
   return `[${shape.map((dim) => dim ?? '?').join(', ')}]`;
-}
-
-/** The units of one image of an output shape; undefined when a dimension is unknown. */
-function unitCount(shape: readonly (number | null)[]): number | undefined {
-  const dims = shape.slice(1);
-  if (dims.some((dim) => dim === null)) return undefined;
-  return dims.reduce<number>((product, dim) => product * (dim as number), 1);
 }

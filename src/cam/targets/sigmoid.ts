@@ -5,8 +5,9 @@
  * probability of the negative class, and -z its logit.
  */
 import * as tf from '../../engine/tf.js';
+import type { Executor } from '../../executor/executor.js';
 import type { ForwardValues } from '../../executor/network.js';
-import type { Target, TargetRecord } from './target.js';
+import { type Target, type TargetRecord, classUnits } from './target.js';
 
 export class SigmoidTarget implements Target {
   readonly kind = 'sigmoid';
@@ -25,6 +26,10 @@ export class SigmoidTarget implements Target {
   /** sigmoid(+-logit), whatever activation the model applies (a model may output logits for a sigmoid loss). */
   probabilities(values: ForwardValues): tf.Tensor2D {
     return tf.sigmoid(this.scores(values));
+  }
+
+  units(network: Executor): number | undefined {
+    return classUnits(network);
   }
 
   describe(unit: number): TargetRecord {

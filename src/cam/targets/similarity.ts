@@ -40,6 +40,11 @@ export class SimilarityTarget implements Target {
     return tf.div(dots, tf.maximum(norms, 1e-12)) as tf.Tensor2D;
   }
 
+  /** One unit: the similarity. */
+  units(): number {
+    return 1;
+  }
+
   describe(): TargetRecord {
     return { kind: this.kind, embedding: this.embedding.path, ...(this.referenceName === '' ? {} : { reference: this.referenceName }) };
   }

@@ -8,6 +8,7 @@
  * request picks the unit of each image, as `--class` does.
  */
 import * as tf from '../../engine/tf.js';
+import type { Executor } from '../../executor/executor.js';
 import type { ForwardValues } from '../../executor/network.js';
 import type { GraphNode } from '../../executor/graph.js';
 import type { TargetRecord } from './spec.js';
@@ -34,8 +35,34 @@ export interface Target {
   readonly classScoreWeight?: number;
   /** Layers the target reads (similarity's embedding): every pass fetches them. */
   readonly layers: readonly GraphNode[];
+  /**
+   * How many units the target offers on `network` (the width of `scores`),
+   * as the model's graph gives it before any pass; undefined when a
+   * dimension is known only once the model runs. Classes beyond them are
+   * refused before any work (ClassChooser); without this method, at the
+   * first pass.
+   */
+  units?(network: Executor): number | undefined;
   /** Unit `unit` as the manifest records it. */
   describe(unit: number): TargetRecord;
+}
+
+/** The shape of graph value `key` as the node making it gives it; empty when no node makes it (a model input). */
+export function valueShape(network: Executor, key: string): readonly (number | null)[] {
+  const node = network.graph.producer(key);
+  return node?.outputShapes[Math.max(0, node.outputs.indexOf(key))] ?? [];
+}
+
+/** The units of one image of an output shape [batch, ...]; undefined when a dimension is unknown. */
+export function unitCount(shape: readonly (number | null)[]): number | undefined {
+  const dims = shape.slice(1);
+  if (dims.some((dim) => dim === null)) return undefined;
+  return dims.reduce<number>((product, dim) => product * (dim as number), 1);
+}
+
+/** The units of the model's class head (or, without one, of its output): what class, prob and sigmoid targets explain. */
+export function classUnits(network: Executor): number | undefined {
+  return unitCount(valueShape(network, network.score.outputKey));
 }
 
 /** [0, 1, ..., count - 1]: each row shows its own image. */
