@@ -17,7 +17,8 @@
  * - a batch whose task throws once its maps are written (a throw injected
  *   into the real worker; the stand-in): exactly that batch's maps are
  *   removed, and the thread goes on; an earlier run's map whose write
- *   failed, a user's file and other batches' maps stay.
+ *   failed, a user's file and other batches' maps stay; the same in this
+ *   thread (InProcessExecutor, a --jobs 1 run).
  * The command line's second SIGINT is checked in batch-cli.test.ts.
  */
 import { after, describe, test } from 'node:test';
@@ -29,7 +30,8 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import sharp from 'sharp';
 
-import { WorkerPool, exitOrTerminate } from '../src/batch/pool.js';
+import { InProcessExecutor, WorkerPool, exitOrTerminate } from '../src/batch/pool.js';
+import { CamTask } from '../src/tasks/index.js';
 import { camTaskOptions } from '../src/tasks/defaults.js';
 import { OutputSet, watchOutputs } from '../src/tasks/common.js';
 import type { BatchOutcome, InputImage } from '../src/tasks/types.js';
@@ -235,5 +237,44 @@ describe('a batch whose task throws in the real worker', { skip: existsSync(shap
       await pool.close();
     }
     assert.deepEqual((await readdir(out)).sort(), [...kept, 'notes.txt'].sort());
+  });
+});
+
+describe('a batch whose task throws in this thread (--jobs 1)', { skip: existsSync(shapesJson) ? false : 'the embedded shapes model (models/shapes) is absent' }, () => {
+  test('the maps it wrote are removed before it is failed; answered batches keep theirs', { timeout: 120_000 }, async () => {
+    const folder = join(workDir, 'in-throw-here');
+    await mkdir(folder, { recursive: true });
+    const images = new Map<string, InputImage>();
+    for (const [i, stem] of ['a', 'b', 'throw', 'c'].entries()) {
+      const relative = `${stem}.png`;
+      await sharp(noise(96, 80, i + 1), { raw: { width: 96, height: 80, channels: 3 } }).png().toFile(join(folder, relative));
+      images.set(stem, { path: join(folder, relative), relative });
+    }
+    const of = (...stems: string[]): InputImage[] => stems.map((stem) => images.get(stem)!);
+    const out = join(workDir, 'out-throw-here');
+    await mkdir(out, { recursive: true });
+    await writeFile(join(out, 'notes.txt'), 'mine');
+    // The same injected throw as throwing-batch-worker.ts, in this thread: the batch's maps are written and recorded, then its task throws.
+    const process = CamTask.prototype.process;
+    CamTask.prototype.process = async function (this: CamTask, batch: readonly InputImage[]): Promise<BatchOutcome> {
+      const outcome = await process.call(this, batch);
+      if (batch.some((input) => input.relative.startsWith('throw'))) throw new Error('injected: the task threw after writing its maps');
+      return outcome;
+    };
+    const executor = await InProcessExecutor.start(camTaskOptions(out, { model: { model: 'shapes', backend: 'wasm' }, topK: 2 }));
+    let kept: string[];
+    try {
+      const first = await executor.process(of('a'));
+      const [thrown, beside] = await Promise.allSettled([executor.process(of('b', 'throw')), executor.process(of('c'))]);
+      assert.equal(thrown.status, 'rejected');
+      assert.match(String((thrown as PromiseRejectedResult).reason), /injected: the task threw/);
+      assert.equal(beside.status, 'fulfilled');
+      kept = [first, (beside as PromiseFulfilledResult<BatchOutcome>).value].flatMap((outcome) => outcome.records.flatMap((record) => record.outputs));
+      assert.equal(kept.length, 4, 'two maps each for a and c');
+      assert.deepEqual((await readdir(out)).sort(), [...kept, 'notes.txt'].sort());
+    } finally {
+      CamTask.prototype.process = process;
+      await executor.close();
+    }
   });
 });

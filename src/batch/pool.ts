@@ -17,6 +17,7 @@ import type { CamPlan } from '../tasks/cam-plan.js';
 import type { PlannedCamTask } from '../tasks/planned-cam.js';
 import type { EngineReport } from '../model/engine.js';
 import type { ManifestModel } from './manifest.js';
+import { BatchWrites, batchWriteWatcher, batchWrites } from './batch-writes.js';
 
 /**
  * The worker threads' entry: its bundle (scripts/bundle-cli.ts) while
@@ -90,15 +91,25 @@ export class InProcessExecutor implements Executor {
     private readonly tasks: Pick<typeof import('../tasks/index.js'), 'processStopping' | 'requestStop'>,
   ) {}
 
+  private nextBatch = 0;
+
   static async start(options: TaskOptions, log?: (message: string) => void, failFast = false): Promise<InProcessExecutor> {
     // Loaded here, not at the top: a worker run's main thread never needs TensorFlow.js.
     const tasks = await import('../tasks/index.js');
     const { context, task } = await tasks.startTask(options, log, failFast);
+    tasks.watchOutputs(batchWriteWatcher());
     return new InProcessExecutor(context, task, tasks);
   }
 
-  process(batch: readonly InputImage[]): Promise<BatchOutcome> {
-    return this.tasks.processStopping(this.task, this.context, batch);
+  /** A batch that throws gets no records (the runner fails its images), so the outputs it wrote go first: no map on disk without its record. */
+  async process(batch: readonly InputImage[]): Promise<BatchOutcome> {
+    const writes = new BatchWrites(this.nextBatch++);
+    try {
+      return await batchWrites.run(writes, () => this.tasks.processStopping(this.task, this.context, batch));
+    } catch (error) {
+      await writes.removeWritten();
+      throw error;
+    }
   }
 
   cancel(): void {

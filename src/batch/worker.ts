@@ -3,7 +3,6 @@
  * the batches the main thread sends. (wasm runs single-threaded under Node,
  * so workers are how a run uses every core.)
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import { describeError, exitCodeOf } from '../util/errors.js';
 import { releaseBackend } from '../engine/release.js';
@@ -11,6 +10,7 @@ import { type Task, type TaskContext, processStopping, requestStop, startTask, w
 import type { InputImage } from '../tasks/types.js';
 import type { FromWorker, ToWorker, WorkerData } from './pool.js';
 import { manifestModel } from './manifest.js';
+import { BatchWrites, batchWriteWatcher, batchWrites } from './batch-writes.js';
 
 if (parentPort === null) throw new Error('batch/worker.js runs only in a worker thread');
 const port = parentPort;
@@ -27,17 +27,17 @@ async function main(): Promise<void> {
   }
   if (started.context.stop !== undefined) started.context.stop.onFailureStop = () => post({ type: 'stopping' });
   // Each write is told with its batch: the main thread removes the outputs of a batch it gets no record of (a batch that threw, a thread terminated).
-  watchOutputs({
-    writing(path) {
-      const batch = batchWrites.getStore();
-      batch?.started();
-      post({ type: 'writing', path, ...(batch === undefined ? {} : { batch: batch.id }) });
-    },
-    settled(path, written) {
-      batchWrites.getStore()?.ended();
-      if (!written) post({ type: 'not-written', path });
-    },
-  });
+  watchOutputs(
+    batchWriteWatcher({
+      writing(path) {
+        const batch = batchWrites.getStore();
+        post({ type: 'writing', path, ...(batch === undefined ? {} : { batch: batch.id }) });
+      },
+      settled(path, written) {
+        if (!written) post({ type: 'not-written', path });
+      },
+    }),
+  );
   const { meta } = started.context.model;
   const { backend, engine } = started.context;
   post({
@@ -83,35 +83,6 @@ async function stopWhenIdle(context: TaskContext, inFlight: ReadonlySet<Promise<
   context.model.dispose();
   await releaseBackend().finally(() => port.close());
 }
-
-/**
- * A batch's output writes under way. A thread's batches overlap (one
- * computing, one decoding, one writing), so each write finds its batch in
- * the asynchronous context its batch runs in (AsyncLocalStorage), not in a
- * variable that the next batch would overwrite.
- */
-class BatchWrites {
-  private underWay = 0;
-  private readonly waiting: (() => void)[] = [];
-
-  constructor(readonly id: number) {}
-
-  started(): void {
-    this.underWay++;
-  }
-
-  ended(): void {
-    this.underWay--;
-    if (this.underWay === 0) for (const resolve of this.waiting.splice(0)) resolve();
-  }
-
-  /** Settles once no write of the batch is under way. */
-  settled(): Promise<void> {
-    return this.underWay === 0 ? Promise.resolve() : new Promise((resolve) => this.waiting.push(resolve));
-  }
-}
-
-const batchWrites = new AsyncLocalStorage<BatchWrites>();
 
 async function processBatch(started: { task: Task; context: TaskContext }, id: number, inputs: InputImage[]): Promise<void> {
   const writes = new BatchWrites(id);
