@@ -21,6 +21,7 @@ import { predictTaskOptions } from '../src/tasks/defaults.js';
 import type { PredictTaskOptions } from '../src/tasks/types.js';
 import { noise } from './helpers/files.js';
 import { saveLayersModel } from './helpers/layers-model-file.js';
+import { unwritableLayer } from './helpers/unwritable-layer.js';
 
 const ortStatus = loadOnnxRuntime();
 const skip: string | false = !ortStatus.available
@@ -47,7 +48,7 @@ async function imageFolder(): Promise<string> {
   return folder;
 }
 
-/** A small layers model whose middle layer is `middle` (Conv2DTranspose: the ONNX writer cannot express it). */
+/** A small layers model whose middle layer is `middle`. */
 async function modelWith(name: string, middle: tfl.layers.Layer): Promise<string> {
   const folder = join(workDir, name);
   const input = tfl.input({ shape: [8, 8, 3] });
@@ -75,7 +76,7 @@ describe('wasm threads of a folder run in this thread under --engine auto', { sk
   test('ONNX Runtime serves the model: no threads; it refuses the model: the threads a --engine tfjs run gets', async () => {
     const images = await imageFolder();
     const served = await modelWith('served', tfl.layers.conv2d({ filters: 2, kernelSize: 3, padding: 'same', name: 'conv' }));
-    const refused = await modelWith('refused', tfl.layers.conv2dTranspose({ filters: 2, kernelSize: 3, strides: 2, padding: 'same', name: 'up' }));
+    const refused = await modelWith('refused', unwritableLayer('up'));
 
     assert.equal(await wasmThreadsAfterRun(predictTask(served, 'auto'), images), 1);
 

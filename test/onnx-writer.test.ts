@@ -32,8 +32,9 @@ import { LayerGraph, preActivationKey } from '../src/executor/graph.js';
 import type { OnnxTrunk } from '../src/executor/onnx-trunk.js';
 import { createOrtExecutor } from '../src/executor/ort.js';
 import type { Executor } from '../src/executor/executor.js';
-import { disposeValues } from '../src/executor/network.js';
 import { ScoreCam } from '../src/cam/scorecam.js';
+import { explainBatch } from '../src/cam/explain.js';
+import { Network, disposeValues } from '../src/executor/network.js';
 import { parseOnnxModel } from '../src/model/onnx/parse.js';
 import { interpretGraph, laid, toLayout } from '../src/model/onnx/interpret.js';
 import { loadImage } from '../src/image/image.js';
@@ -45,6 +46,7 @@ import { randomizeWeights } from './helpers/layers.js';
 import { attr, convAttrs, layersAsGraph, placeholder, writeGraphModel } from './helpers/graph-model.js';
 import { findPython } from './helpers/python.js';
 import { maxAbsDifference } from './helpers/numeric.js';
+import { UNWRITABLE_CLASS_NAME, unwritableLayer } from './helpers/unwritable-layer.js';
 
 type Sym = tfl.SymbolicTensor;
 
@@ -186,6 +188,37 @@ async function checkWithOnnx(bytes: Uint8Array, name: string): Promise<void> {
   assert.equal(run.status, 0, `onnx.checker refused ${name}: ${run.stderr.trim().split('\n').at(-1)}`);
 }
 
+/** The CAM methods whose maps the written model must give as tfjs does: gradients on the tape above ORT's values, and ORT's masked passes. */
+const CAM_METHODS = ['gradcam', 'gradcampp', 'scorecam'] as const;
+
+/**
+ * Grad-CAM, Grad-CAM++ and Score-CAM at each of `layers`, through the ONNX
+ * Runtime executor of the written model, equal the same methods on the tfjs
+ * Network of `model`, within TOLERANCE of the largest value of their maps.
+ */
+async function assertCamsAsOnTfjs(model: tfl.LayersModel, trunk: OnnxTrunk, layers: readonly string[], x: tf.Tensor4D, classes: readonly number[]): Promise<void> {
+  const network = Network.of(model);
+  const executor = await createOrtExecutor(network, trunk);
+  try {
+    for (const name of layers) {
+      for (const method of CAM_METHODS) {
+        const request = { method, input: x, layers: network.graph.findNodes(name), classes: { kind: 'explicit' as const, classes: [...classes] } };
+        const [onOrt, onTfjs] = [await explainBatch(executor, request), await explainBatch(network, request)];
+        const what = `${method} at ${name}`;
+        assert.deepEqual(onOrt.explanations.map((perImage) => perImage.map((explained) => explained.classIndex)), onTfjs.explanations.map((perImage) => perImage.map((explained) => explained.classIndex)), what);
+        // All maps at once: a map may be all zeros (every weighted channel negative), never all of them.
+        const flat = (batch: typeof onOrt): tf.Tensor => tf.tensor(batch.explanations.flatMap((perImage) => perImage.flatMap((explained) => Array.from(explained.map!.data))));
+        const [actual, reference] = [flat(onOrt), flat(onTfjs)];
+        const error = relativeError(actual, reference, what);
+        tf.dispose([actual, reference]);
+        assert.ok(error <= TOLERANCE, `${what}: relative error ${error.toExponential(2)} > ${TOLERANCE}`);
+      }
+    }
+  } finally {
+    await executor.dispose();
+  }
+}
+
 // ---------------------------------------------------------------- tiny models
 
 /**
@@ -280,6 +313,78 @@ function activationsModel(height: number, width: number): tfl.LayersModel {
   x = tfl.layers.average({ name: 'mean' }).apply([x, tfl.layers.activation({ activation: 'tanh', name: 'side' }).apply(x) as Sym]) as Sym;
   x = tfl.layers.minimum({ name: 'min' }).apply([x, tfl.layers.activation({ activation: 'sigmoid', name: 'side2' }).apply(x) as Sym]) as Sym;
   const model = tfl.model({ inputs: input, outputs: x });
+  randomize(model);
+  return model;
+}
+
+/**
+ * A decoder: a strided encoder, then Conv2DTranspose "same" (odd and even
+ * kernels: TF's asymmetric crop), "valid" (a kernel smaller than its stride:
+ * rows no kernel reaches) without a bias, and a bilinear UpSampling2D; each
+ * branch pooled into the logits.
+ */
+function decoderModel(height: number, width: number): tfl.LayersModel {
+  const input = tfl.input({ shape: [height, width, 3] });
+  const L = (layer: tfl.layers.Layer, x: Sym | Sym[]): Sym => layer.apply(x) as Sym;
+  const encoded = L(tfl.layers.conv2d({ filters: 4, kernelSize: 3, strides: 2, padding: 'same', activation: 'relu', name: 'enc' }), input);
+  const branches = [
+    L(tfl.layers.conv2dTranspose({ filters: 4, kernelSize: 3, strides: 2, padding: 'same', activation: 'relu', name: 'up_odd' }), encoded),
+    L(tfl.layers.conv2dTranspose({ filters: 3, kernelSize: 4, strides: 2, padding: 'same', name: 'up_even' }), encoded),
+    L(tfl.layers.conv2dTranspose({ filters: 3, kernelSize: [3, 1], strides: [2, 3], padding: 'valid', useBias: false, name: 'up_valid' }), encoded),
+    L(tfl.layers.conv2d({ filters: 3, kernelSize: 3, padding: 'same', name: 'after_bilinear' }), L(tfl.layers.upSampling2d({ size: [2, 3], interpolation: 'bilinear', name: 'up_bilinear' }), encoded)),
+  ];
+  const pooled = branches.map((branch, i) => L(tfl.layers.globalAveragePooling2d({ name: `gap_${i}` }), branch));
+  const logits = L(tfl.layers.dense({ units: 5, name: 'logits' }), L(tfl.layers.concatenate({ name: 'pooled' }), pooled));
+  const model = tfl.model({ inputs: input, outputs: logits });
+  randomize(model);
+  return model;
+}
+
+/**
+ * ConvNeXt's block: a patchify stem, LayerNormalization over the channels,
+ * a 7x7 depthwise conv, LayerNormalization, Dense layers on the 4-D value
+ * (pointwise, gelu between), a residual Add; LayerNormalization over
+ * [H, W, C], and over the features of the pooled value.
+ */
+function convNextModel(height: number, width: number): tfl.LayersModel {
+  const input = tfl.input({ shape: [height, width, 3] });
+  const L = (layer: tfl.layers.Layer, x: Sym | Sym[]): Sym => layer.apply(x) as Sym;
+  const stem = L(tfl.layers.layerNormalization({ epsilon: 1e-6, name: 'stem_ln' }), L(tfl.layers.conv2d({ filters: 8, kernelSize: 2, strides: 2, name: 'stem' }), input));
+  let x = L(tfl.layers.depthwiseConv2d({ kernelSize: 7, padding: 'same', name: 'dw' }), stem);
+  x = L(tfl.layers.layerNormalization({ epsilon: 1e-6, name: 'ln' }), x);
+  x = L(tfl.layers.activation({ activation: 'gelu', name: 'gelu' }), L(tfl.layers.dense({ units: 16, name: 'pw1' }), x));
+  x = L(tfl.layers.dense({ units: 8, name: 'pw2' }), x);
+  x = L(tfl.layers.add({ name: 'res' }), [stem, x]);
+  x = L(tfl.layers.layerNormalization({ axis: [1, 2, 3], name: 'ln_hwc' }), x);
+  x = L(tfl.layers.conv2d({ filters: 6, kernelSize: 3, padding: 'same', activation: 'relu', name: 'last_conv' }), x);
+  x = L(tfl.layers.layerNormalization({ name: 'head_ln' }), L(tfl.layers.globalAveragePooling2d({ name: 'gap' }), x));
+  const model = tfl.model({ inputs: input, outputs: L(tfl.layers.dense({ units: 5, activation: 'softmax', name: 'probs' }), x) });
+  randomize(model);
+  return model;
+}
+
+/**
+ * A conv trunk read as a sequence of positions (Reshape to [H*W, C]): Dense
+ * on the rank-3 value, GlobalAveragePooling1D and GlobalMaxPooling1D, Dot
+ * of two rank-3 values (axes [2, 2] and [1, 1]: both transposes) and of
+ * two rank-2 values, plain and normalized.
+ */
+function sequenceModel(height: number, width: number): tfl.LayersModel {
+  const input = tfl.input({ shape: [height, width, 3] });
+  const L = (layer: tfl.layers.Layer, x: Sym | Sym[]): Sym => layer.apply(x) as Sym;
+  const conv = L(tfl.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', activation: 'relu', name: 'conv' }), input);
+  const tokens = L(tfl.layers.reshape({ targetShape: [height * width, 4], name: 'tokens' }), conv);
+  const projected = L(tfl.layers.dense({ units: 6, activation: 'tanh', name: 'projected' }), tokens);
+  const keys = L(tfl.layers.dense({ units: 6, useBias: false, name: 'keys' }), tokens);
+  const affinity = L(tfl.layers.dot({ axes: [2, 2], name: 'affinity' }), [projected, keys]);
+  const gram = L(tfl.layers.dot({ axes: 1, name: 'gram' }), [projected, keys]);
+  const mean = L(tfl.layers.globalAveragePooling1d({ name: 'mean_tokens' }), projected);
+  const max = L(tfl.layers.globalMaxPooling1d({ name: 'max_tokens' }), affinity);
+  const gramMean = L(tfl.layers.globalAveragePooling1d({ name: 'gram_mean' }), gram);
+  const similarity = L(tfl.layers.dot({ axes: -1, name: 'similarity' }), [mean, gramMean]);
+  const cosine = L(tfl.layers.dot({ axes: 1, normalize: true, name: 'cosine' }), [mean, gramMean]);
+  const features = L(tfl.layers.concatenate({ name: 'features' }), [mean, max, similarity, cosine]);
+  const model = tfl.model({ inputs: input, outputs: L(tfl.layers.dense({ units: 4, name: 'logits' }), features) });
   randomize(model);
   return model;
 }
@@ -434,6 +539,50 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
     const model = activationsModel(9, 10);
     const trunk = await onnxTrunkOfLayersModel(model, { height: 9, width: 10 }, { cache: false });
     await compareWithTfjs(model, trunk, computedLayers(model), randomInput(2, 9, 10));
+  });
+
+  test('Conv2DTranspose ("same" with odd and even kernels, "valid" with a kernel smaller than its stride, no bias) and bilinear UpSampling2D: values and CAM maps before and after', async () => {
+    const [height, width] = [9, 8];
+    const model = decoderModel(height, width);
+    const trunk = await onnxTrunkOfLayersModel(model, { height, width }, { cache: false });
+    const x = randomInput(2, height, width);
+    await compareWithTfjs(model, trunk, computedLayers(model), x);
+    await assertCamsAsOnTfjs(model, trunk, ['enc', 'up_odd', 'up_even', 'up_valid', 'after_bilinear'], x, [0, 1, 2, 3, 4]);
+    x.dispose();
+  });
+
+  test('ConvNeXt\'s block: LayerNormalization (channels, [H, W, C], features), Dense on a 4-D value: values and CAM maps before and after', async () => {
+    const [height, width] = [12, 10];
+    const model = convNextModel(height, width);
+    const trunk = await onnxTrunkOfLayersModel(model, { height, width }, { cache: false });
+    const x = randomInput(2, height, width);
+    await compareWithTfjs(model, trunk, computedLayers(model), x);
+    // Not at a LayerNormalization over the channels: normalized to mean 0 at every position, its channels' weighted sums are often negative everywhere (maps all zero).
+    await assertCamsAsOnTfjs(model, trunk, ['stem', 'dw', 'gelu', 'pw2', 'ln_hwc', 'last_conv'], x, [0, 1, 2, 3, 4]);
+    x.dispose();
+  });
+
+  test('LayerNormalization without gamma, without beta, over [H, C] listed backwards: values', async () => {
+    // Values only: tfjs' own gradient fails through a LayerNormalization without gamma or beta (its batchNorm records the missing one).
+    const input = tfl.input({ shape: [6, 5, 3] });
+    let x = tfl.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', name: 'conv' }).apply(input) as Sym;
+    x = tfl.layers.layerNormalization({ scale: false, name: 'no_gamma' }).apply(x) as Sym;
+    x = tfl.layers.layerNormalization({ center: false, axis: [1, 2, 3], name: 'no_beta' }).apply(x) as Sym;
+    x = tfl.layers.layerNormalization({ axis: [3, 1], name: 'channels_rows' }).apply(x) as Sym;
+    const model = tfl.model({ inputs: input, outputs: x });
+    randomize(model);
+    const trunk = await onnxTrunkOfLayersModel(model, { height: 6, width: 5 }, { cache: false });
+    await compareWithTfjs(model, trunk, computedLayers(model), randomInput(2, 6, 5));
+  });
+
+  test('positions as a sequence: Dense on a rank-3 value, GlobalAveragePooling1D, GlobalMaxPooling1D, Dot (rank 3 and 2, normalized): values and CAM maps before', async () => {
+    const [height, width] = [5, 6];
+    const model = sequenceModel(height, width);
+    const trunk = await onnxTrunkOfLayersModel(model, { height, width }, { cache: false });
+    const x = randomInput(2, height, width);
+    await compareWithTfjs(model, trunk, computedLayers(model), x);
+    await assertCamsAsOnTfjs(model, trunk, ['conv'], x, [0, 1, 2, 3]);
+    x.dispose();
   });
 
   test('a model of any input size is written per size, with "same" pads for each', async () => {
@@ -614,14 +763,14 @@ describe('written models pass onnx.checker', { skip: checkerSkip }, () => {
 describe('what the writer refuses', () => {
   test('an unsupported layer is named, before anything is cached', async () => {
     const input = tfl.input({ shape: [8, 8, 3] });
-    const up = tfl.layers.conv2dTranspose({ filters: 2, kernelSize: 3, name: 'deconv' }).apply(input) as Sym;
-    const model = tfl.model({ inputs: input, outputs: up });
+    const custom = unwritableLayer('custom').apply(input) as Sym;
+    const model = tfl.model({ inputs: input, outputs: custom });
     const cache = join(workDir, 'refused-cache');
     await assert.rejects(onnxTrunkOfLayersModel(model, { height: 8, width: 8 }, { cache }), (error: unknown) => {
       assert.ok(error instanceof UnsupportedLayerError);
-      assert.equal(error.layerPath, 'deconv');
-      assert.equal(error.className, 'Conv2DTranspose');
-      assert.match(error.message, /does not support layer deconv \(Conv2DTranspose\)/);
+      assert.equal(error.layerPath, 'custom');
+      assert.equal(error.className, UNWRITABLE_CLASS_NAME);
+      assert.equal(error.message, `the ONNX writer does not support layer custom (${UNWRITABLE_CLASS_NAME})`);
       return true;
     });
     assert.equal(existsSync(cache), false);
@@ -631,7 +780,7 @@ describe('what the writer refuses', () => {
     const folder = join(workDir, 'unsupported-model');
     await mkdir(folder);
     const input = tfl.input({ shape: [8, 8, 3] });
-    const model = tfl.model({ inputs: input, outputs: tfl.layers.conv2dTranspose({ filters: 2, kernelSize: 3, name: 'deconv' }).apply(input) as Sym });
+    const model = tfl.model({ inputs: input, outputs: unwritableLayer('custom').apply(input) as Sym });
     await model.save(
       tf.io.withSaveHandler(async (artifacts) => {
         const weightsManifest = [{ paths: ['weights.bin'], weights: artifacts.weightSpecs }];
@@ -645,12 +794,20 @@ describe('what the writer refuses', () => {
       await assert.rejects(onnxTrunkOfModel(loaded, { cache: false }), (error: unknown) => {
         assert.ok(error instanceof UnsupportedLayerError);
         assert.equal(error.file, loaded.meta.modelJsonPath);
-        assert.equal(error.describe(), `the ONNX writer does not support layer deconv (Conv2DTranspose) (${loaded.meta.modelJsonPath})`);
+        assert.equal(error.describe(), `the ONNX writer does not support layer custom (${UNWRITABLE_CLASS_NAME}) (${loaded.meta.modelJsonPath})`);
         return true;
       });
     } finally {
       loaded.dispose();
     }
+  });
+
+  test('a Conv2DTranspose with a dilation rate, which tfjs-layers computes undilated', async () => {
+    const input = tfl.input({ shape: [8, 8, 3] });
+    const model = tfl.model({ inputs: input, outputs: tfl.layers.conv2dTranspose({ filters: 2, kernelSize: 3, dilationRate: 2, padding: 'same', name: 'dilated' }).apply(input) as Sym });
+    await assert.rejects(onnxTrunkOfLayersModel(model, { height: 8, width: 8 }, { cache: false }), {
+      message: 'the ONNX writer does not support layer dilated (Conv2DTranspose: dilation rate [2, 2], which tfjs-layers does not apply)',
+    });
   });
 
   test('a size other than a fixed model input', async () => {

@@ -336,18 +336,70 @@ const separableConv2d: Converter = (context) => {
   return withActivation(context, conv.activation.getClassName(), out, 1);
 };
 
+/**
+ * Keras' Conv2DTranspose as ONNX ConvTranspose. TF's output is the input
+ * times the stride ("same"), plus max(kernel - stride, 0) ("valid"); its
+ * "same" crop is the padding of the convolution from that output back to
+ * the input, and the rows a kernel smaller than its stride never reaches
+ * are output_padding (zeros, at the end, as TF leaves them).
+ */
+const conv2dTranspose: Converter = (context) => {
+  const conv = context.layer as unknown as ConvView;
+  const x = imageInput(context, conv.dataFormat);
+  const kernel = pair(conv.kernelSize);
+  const strides = pair(conv.strides);
+  // tfjs-layers' call passes no dilation to conv2dTranspose: a rate would make the writer compute what tfjs does not.
+  const [rateH, rateW] = computedDilations(conv);
+  if (rateH !== 1 || rateW !== 1) throw unsupported(context, `dilation rate [${rateH}, ${rateW}], which tfjs-layers does not apply`);
+  const [outHeight, outWidth] = context.outputDims[0]! as [number, number, number];
+  const ones: [number, number] = [1, 1];
+  const pads = padsOf(context, conv.padding, { name: x.name, dims: [outHeight, outWidth] }, kernel, strides, ones) as [number, number, number, number];
+  const [top, left, bottom, right] = pads;
+  const reached = (size: number, axis: 0 | 1, before: number, after: number): number => (size - 1) * strides[axis] + kernel[axis] - before - after;
+  const outputPadding = [outHeight - reached(x.dims[0]!, 0, top, bottom), outWidth - reached(x.dims[1]!, 1, left, right)];
+  // tfjs' kernel [kh, kw, out, in]; ConvTranspose's [in, out, kh, kw].
+  const hwoi = weight(conv.kernel, context, 'kernel');
+  const [kh, kw, cout, cin] = hwoi.shape as [number, number, number, number];
+  const attributes: OnnxAttribute[] = [
+    { name: 'kernel_shape', ints: kernel },
+    { name: 'strides', ints: strides },
+    { name: 'pads', ints: pads },
+    { name: 'output_padding', ints: outputPadding },
+  ];
+  const b = context.builder;
+  const hint = convHint(context, conv);
+  const inputs = [x.name, b.floats(`${hint}/weights`, [cin, cout, kh, kw], transpose(hwoi.data, hwoi.shape, [3, 2, 0, 1]))];
+  const bias = biasOf(conv, context);
+  if (bias !== undefined) inputs.push(b.floats(`${hint}/bias`, [bias.length], bias));
+  return withActivation(context, conv.activation.getClassName(), b.op('ConvTranspose', inputs, attributes, hint), 1);
+};
+
+/** Keras' Dense: over the features of a [batch, features] value, else over the last axis (the channels of a 4-D value, as ConvNeXt's pointwise layers). */
 const dense: Converter = (context) => {
   const layer = context.layer as unknown as ConvView;
   const x = onlyInput(context);
-  if (x.dims.length !== 1) throw unsupported(context, `input of rank ${x.dims.length + 1} (only [batch, features] is supported)`);
   const b = context.builder;
-  // Gemm's B is tfjs' kernel as it is: [in, out].
+  const hint = convHint(context, layer);
+  // Gemm's and MatMul's B is tfjs' kernel as it is: [in, out].
   const kernel = weight(layer.kernel, context, 'kernel');
-  const inputs = [x.name, b.floats(`${context.path}/kernel`, kernel.shape, kernel.data)];
+  const [features, units] = kernel.shape as [number, number];
   const bias = biasOf(layer, context);
-  if (bias !== undefined) inputs.push(b.floats(`${context.path}/bias`, [bias.length], bias));
-  const out = b.op('Gemm', inputs, [], convHint(context, layer));
-  return withActivation(context, layer.activation.getClassName(), out, 1);
+  let out: string;
+  if (x.dims.length === 3) {
+    // NCHW in ONNX: the kernel over the channels is a 1x1 convolution.
+    const ones: [number, number] = [1, 1];
+    const weights = { data: transpose(kernel.data, [1, 1, features, units], [3, 2, 0, 1]), dims: [units, features, 1, 1] };
+    out = convNode(context, x.name, weights, bias, convAttributes([0, 0, 0, 0], ones, ones, ones, 1), hint);
+  } else if (x.dims.length === 1) {
+    const inputs = [x.name, b.floats(`${context.path}/kernel`, kernel.shape, kernel.data)];
+    if (bias !== undefined) inputs.push(b.floats(`${context.path}/bias`, [bias.length], bias));
+    out = b.op('Gemm', inputs, [], hint);
+  } else {
+    // Other ranks keep camviz's layout: the last axis is the features.
+    const product = b.op('MatMul', [x.name, b.floats(`${context.path}/kernel`, kernel.shape, kernel.data)], [], bias === undefined ? hint : `${context.path}/product`);
+    out = bias === undefined ? product : b.op('Add', [product, b.floats(`${context.path}/bias`, [bias.length], bias)], [], hint);
+  }
+  return withActivation(context, layer.activation.getClassName(), out, onnxAxis(-1, x.dims.length + 1));
 };
 
 const batchNormalization: Converter = (context) => {
@@ -360,6 +412,48 @@ const batchNormalization: Converter = (context) => {
   const b = context.builder;
   const scaled = b.op('Mul', [x.name, b.floats(`${context.path}/scale`, dims, scale)], [], `${context.path}/scaled`);
   return { outputs: [b.op('Add', [scaled, b.floats(`${context.path}/shift`, dims, shift)], [], context.outputHint)] };
+};
+
+interface LayerNormView {
+  axis: number | number[];
+  epsilon: number;
+  gamma: VariableView | null;
+  beta: VariableView | null;
+}
+
+/**
+ * A per-position parameter of `layer` over `axes` (camviz's axes of a value
+ * of `rank` dims), broadcast as tfjs does (its data reshaped to the input's
+ * rank, 1 on the other axes), in ONNX's layout without the batch axis.
+ */
+function broadcastParameter(context: ConverterContext, variable: VariableView | null, what: string, input: ConverterInput, axes: readonly number[]): { data: Float32Array; dims: number[] } {
+  const parameter = weight(variable, context, what);
+  const dims = input.dims.map((dim, i) => (axes.includes(i + 1) ? dim : 1));
+  if (dims.length !== 3) return { data: parameter.data, dims };
+  return { data: transpose(parameter.data, [1, ...dims], [0, 3, 1, 2]), dims: [dims[2]!, dims[0]!, dims[1]!] };
+}
+
+/** Keras' LayerNormalization: (x - mean) / sqrt(variance + epsilon) * gamma + beta over its axes, as tfjs' moments and batchNorm compute it (opset 13 has no LayerNormalization op). */
+const layerNormalization: Converter = (context) => {
+  const x = onlyInput(context);
+  const rank = x.dims.length + 1;
+  const layer = context.layer as unknown as LayerNormView;
+  const axes = (Array.isArray(layer.axis) ? layer.axis : [layer.axis]).map((axis) => (axis < 0 ? axis + rank : axis));
+  if (axes.some((axis) => axis <= 0 || axis >= rank)) throw unsupported(context, `normalizes over axes [${axes.join(', ')}] (the batch axis, or outside the input)`);
+  const reduce = [{ name: 'axes', ints: axes.map((axis) => onnxAxis(axis, rank)) }];
+  const b = context.builder;
+  const path = context.path;
+  const mean = b.op('ReduceMean', [x.name], reduce, `${path}/mean`);
+  const centred = b.op('Sub', [x.name, mean], [], `${path}/centred`);
+  const variance = b.op('ReduceMean', [b.op('Mul', [centred, centred], [], `${path}/squared`)], reduce, `${path}/variance`);
+  const deviation = b.op('Sqrt', [b.op('Add', [variance, b.floats(`${path}/epsilon`, [], [layer.epsilon])], [], `${path}/variance_epsilon`)], [], `${path}/deviation`);
+  const parameter = (variable: VariableView | null, what: string): string => {
+    const { data, dims } = broadcastParameter(context, variable, what, x, axes);
+    return b.floats(`${path}/${what}`, dims, data);
+  };
+  const normalized = b.op('Div', [centred, deviation], [], layer.gamma == null && layer.beta == null ? context.outputHint : `${path}/normalized`);
+  const scaled = layer.gamma == null ? normalized : b.op('Mul', [normalized, parameter(layer.gamma, 'gamma')], [], layer.beta == null ? context.outputHint : `${path}/scaled`);
+  return { outputs: [layer.beta == null ? scaled : b.op('Add', [scaled, parameter(layer.beta, 'beta')], [], context.outputHint)] };
 };
 
 const activationLayer: Converter = (context) => {
@@ -491,6 +585,16 @@ function globalPooling(opType: 'GlobalAveragePool' | 'GlobalMaxPool'): Converter
   };
 }
 
+/** GlobalAveragePooling1D / GlobalMaxPooling1D: [batch, steps, features] (camviz's layout) reduced over the steps. */
+function globalPooling1d(opType: 'ReduceMean' | 'ReduceMax'): Converter {
+  return (context) => {
+    const x = onlyInput(context);
+    if (x.dims.length !== 2) throw unsupported(context, `input of rank ${x.dims.length + 1}, expected 3`);
+    const attributes: OnnxAttribute[] = [{ name: 'axes', ints: [1] }, { name: 'keepdims', int: 0 }];
+    return { outputs: [context.builder.op(opType, [x.name], attributes, context.outputHint)] };
+  };
+}
+
 /**
  * A 4-D value in camviz's NHWC memory order: a Transpose of the NCHW value,
  * unless H and W are 1 (then both orders are the same memory).
@@ -552,6 +656,40 @@ const concatenate: Converter = (context) => {
   return { outputs: [context.builder.op('Concat', inputs, [{ name: 'axis', int: axis }], context.outputHint)] };
 };
 
+/** tfjs' epsilon on a float32 backend (EPSILON_FLOAT32): the floor of Dot's L2 norms. */
+const TFJS_EPSILON = 1e-7;
+
+/** `x` divided by its L2 norm along `axis`, floored at tfjs' epsilon, as tfjs-layers' l2Normalize. */
+function l2Normalized(context: ConverterContext, x: string, axis: number, hint: string): string {
+  const b = context.builder;
+  const squares = b.op('ReduceSumSquare', [x], [{ name: 'axes', ints: [axis] }], `${hint}/square_sum`);
+  const floored = b.op('Max', [squares, b.floats(`${hint}/epsilon`, [], [TFJS_EPSILON])], [], `${hint}/floored`);
+  return b.op('Div', [x, b.op('Sqrt', [floored], [], `${hint}/norm`)], [], hint);
+}
+
+/**
+ * Keras' Dot of two values of rank 2 ([batch, 1] of their products' sums)
+ * or 3 (a batched matrix product over the axes); tfjs-layers has no higher
+ * rank. Values of these ranks keep camviz's layout.
+ */
+const dot: Converter = (context) => {
+  const [first, second] = mergeInputs(context) as [string, string];
+  const rank = context.inputs[0]!.dims.length + 1;
+  if (context.inputs.length !== 2 || (rank !== 2 && rank !== 3)) throw unsupported(context, `${context.inputs.length} inputs of rank ${rank}`);
+  const layer = context.layer as unknown as { axes: number | number[]; normalize: boolean };
+  const axes = (Array.isArray(layer.axes) ? layer.axes : [layer.axes, layer.axes]).map((axis) => (axis < 0 ? axis + rank : axis));
+  if (axes.some((axis) => axis <= 0)) throw unsupported(context, `axes [${axes.join(', ')}] include the batch axis`);
+  const b = context.builder;
+  const path = context.path;
+  const [left, right] = layer.normalize ? [l2Normalized(context, first, axes[0]!, `${path}/left`), l2Normalized(context, second, axes[1]!, `${path}/right`)] : [first, second];
+  if (rank === 2) return { outputs: [b.op('ReduceSum', [b.op('Mul', [left, right], [], `${path}/products`), b.int64s(`${path}/axes`, [1])], [], context.outputHint)] };
+  // MatMul contracts the left's last axis with the right's middle one.
+  const swapped = (value: string, hint: string): string => b.op('Transpose', [value], [{ name: 'perm', ints: [0, 2, 1] }], hint);
+  const matLeft = axes[0] === 2 ? left : swapped(left, `${path}/left_t`);
+  const matRight = axes[1] === 1 ? right : swapped(right, `${path}/right_t`);
+  return { outputs: [b.op('MatMul', [matLeft, matRight], [], context.outputHint)] };
+};
+
 const upSampling2d: Converter = (context) => {
   const layer = context.layer as unknown as { size: number[]; interpolation: string; dataFormat: string };
   const x = imageInput(context, layer.dataFormat);
@@ -593,8 +731,10 @@ export const CONVERTERS: ReadonlyMap<string, Converter> = new Map<string, Conver
   ['Conv2D', conv2d],
   ['DepthwiseConv2D', depthwiseConv2d],
   ['SeparableConv2D', separableConv2d],
+  ['Conv2DTranspose', conv2dTranspose],
   ['Dense', dense],
   ['BatchNormalization', batchNormalization],
+  ['LayerNormalization', layerNormalization],
   ['Activation', activationLayer],
   ['ReLU', relu],
   ['LeakyReLU', leakyRelu],
@@ -613,6 +753,8 @@ export const CONVERTERS: ReadonlyMap<string, Converter> = new Map<string, Conver
   ['AveragePooling2D', pooling('AveragePool')],
   ['GlobalAveragePooling2D', globalPooling('GlobalAveragePool')],
   ['GlobalMaxPooling2D', globalPooling('GlobalMaxPool')],
+  ['GlobalAveragePooling1D', globalPooling1d('ReduceMean')],
+  ['GlobalMaxPooling1D', globalPooling1d('ReduceMax')],
   ['Flatten', flatten],
   ['Reshape', reshape],
   ['Add', variadicMerge('Add', 'Sum')],
@@ -621,6 +763,7 @@ export const CONVERTERS: ReadonlyMap<string, Converter> = new Map<string, Conver
   ['Minimum', variadicMerge(undefined, 'Min')],
   ['Multiply', multiply],
   ['Concatenate', concatenate],
+  ['Dot', dot],
   ['UpSampling2D', upSampling2d],
   ['Cropping2D', cropping2d],
   ['Rescaling', rescaling],
