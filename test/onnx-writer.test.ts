@@ -389,6 +389,27 @@ function sequenceModel(height: number, width: number): tfl.LayersModel {
   return model;
 }
 
+/**
+ * A conv trunk read as a sequence (Reshape to [H*W, C]), then Conv1D
+ * ("same" with stride 2, "valid" dilated with a relu, no bias),
+ * MaxPooling1D ("same", odd length) and AveragePooling1D ("valid",
+ * stride 1), and the pooled steps into the logits.
+ */
+function conv1dModel(height: number, width: number): tfl.LayersModel {
+  const input = tfl.input({ shape: [height, width, 3] });
+  const L = (layer: tfl.layers.Layer, x: Sym): Sym => layer.apply(x) as Sym;
+  let x = L(tfl.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', activation: 'relu', name: 'conv' }), input);
+  x = L(tfl.layers.reshape({ targetShape: [height * width, 4], name: 'steps' }), x);
+  x = L(tfl.layers.conv1d({ filters: 6, kernelSize: 3, strides: 2, padding: 'same', name: 'conv1d_same' }), x);
+  x = L(tfl.layers.conv1d({ filters: 5, kernelSize: 3, dilationRate: 2, activation: 'relu', useBias: false, name: 'conv1d_dilated' }), x);
+  x = L(tfl.layers.maxPooling1d({ poolSize: 3, strides: 2, padding: 'same', name: 'max_steps' }), x);
+  x = L(tfl.layers.averagePooling1d({ poolSize: 2, strides: 1, padding: 'valid', name: 'avg_steps' }), x);
+  x = L(tfl.layers.globalAveragePooling1d({ name: 'pooled' }), x);
+  const model = tfl.model({ inputs: input, outputs: L(tfl.layers.dense({ units: 4, name: 'logits' }), x) });
+  randomize(model);
+  return model;
+}
+
 // ---------------------------------------------------------------- tests
 
 describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
@@ -578,6 +599,16 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
   test('positions as a sequence: Dense on a rank-3 value, GlobalAveragePooling1D, GlobalMaxPooling1D, Dot (rank 3 and 2, normalized): values and CAM maps before', async () => {
     const [height, width] = [5, 6];
     const model = sequenceModel(height, width);
+    const trunk = await onnxTrunkOfLayersModel(model, { height, width }, { cache: false });
+    const x = randomInput(2, height, width);
+    await compareWithTfjs(model, trunk, computedLayers(model), x);
+    await assertCamsAsOnTfjs(model, trunk, ['conv'], x, [0, 1, 2, 3]);
+    x.dispose();
+  });
+
+  test('Conv1D ("same" strided, "valid" dilated), MaxPooling1D, AveragePooling1D after a reshape: values and CAM maps before', async () => {
+    const [height, width] = [5, 7];
+    const model = conv1dModel(height, width);
     const trunk = await onnxTrunkOfLayersModel(model, { height, width }, { cache: false });
     const x = randomInput(2, height, width);
     await compareWithTfjs(model, trunk, computedLayers(model), x);

@@ -552,6 +552,65 @@ function pooling(opType: 'MaxPool' | 'AveragePool'): Converter {
   };
 }
 
+/** The input of a 1-D layer: [steps, channels] in camviz, kept so in ONNX. */
+function sequenceInput(context: ConverterContext, dataFormat: string | undefined): ConverterInput {
+  const input = onlyInput(context);
+  if (dataFormat !== undefined && dataFormat !== 'channelsLast') throw unsupported(context, `data format ${dataFormat}`);
+  if (input.dims.length !== 2) throw unsupported(context, `input of rank ${input.dims.length + 1}, expected 3`);
+  return input;
+}
+
+/** [batch, steps, channels] as ONNX's 1-D [batch, channels, steps] for Conv and pooling, or back. */
+function stepsSwapped(context: ConverterContext, x: string, hint: string): string {
+  return context.builder.op('Transpose', [x], [{ name: 'perm', ints: [0, 2, 1] }], hint);
+}
+
+/** pads [before, after] along the steps for TF's "same" or "valid" padding (padsOf, with a second axis of 1). */
+function stepPads(context: ConverterContext, padding: string, input: ConverterInput, kernel: number, stride: number, dilation: number): number[] {
+  const [before, , after] = padsOf(context, padding, { name: input.name, dims: [input.dims[0]!, 1] }, [kernel, 1], [stride, 1], [dilation, 1]);
+  return [before!, after!];
+}
+
+/** Keras' Conv1D on [batch, steps, channels]: a 1-D ONNX Conv between two transposes. */
+const conv1d: Converter = (context) => {
+  const conv = context.layer as unknown as ConvView;
+  const x = sequenceInput(context, conv.dataFormat);
+  const [kernel] = pair(conv.kernelSize);
+  const [stride] = pair(conv.strides);
+  const [dilation] = computedDilations(conv);
+  const pads = stepPads(context, conv.padding, x, kernel, stride, dilation);
+  // tfjs' kernel [k, in, out] as ONNX's [out, in, k] (a 4-D [1, k, in, out] transposed: [out, in, 1, k] is the same memory).
+  const wio = weight(conv.kernel, context, 'kernel');
+  const [, cin, cout] = wio.shape as [number, number, number];
+  const weights = { data: transpose(wio.data, [1, ...wio.shape], [3, 2, 0, 1]), dims: [cout, cin, kernel] };
+  const attributes: OnnxAttribute[] = [
+    { name: 'kernel_shape', ints: [kernel] },
+    { name: 'strides', ints: [stride] },
+    { name: 'dilations', ints: [dilation] },
+    { name: 'pads', ints: pads },
+  ];
+  const convolved = convNode(context, stepsSwapped(context, x.name, `${context.path}/channels_first`), weights, biasOf(conv, context), attributes, `${context.path}/convolved`);
+  const out = stepsSwapped(context, convolved, convHint(context, conv));
+  return withActivation(context, conv.activation.getClassName(), out, 2);
+};
+
+/** MaxPooling1D / AveragePooling1D: a 1-D ONNX pool between two transposes (TF's averages count only the steps inside, as ONNX's default). */
+function pooling1d(opType: 'MaxPool' | 'AveragePool'): Converter {
+  return (context) => {
+    const pool = context.layer as unknown as PoolView;
+    const x = sequenceInput(context, undefined);
+    const [size] = pair(pool.poolSize);
+    const [stride] = pair(pool.strides);
+    const attributes: OnnxAttribute[] = [
+      { name: 'kernel_shape', ints: [size] },
+      { name: 'strides', ints: [stride] },
+      { name: 'pads', ints: stepPads(context, pool.padding, x, size, stride, 1) },
+    ];
+    const pooled = context.builder.op(opType, [stepsSwapped(context, x.name, `${context.path}/channels_first`)], attributes, `${context.path}/pooled`);
+    return { outputs: [stepsSwapped(context, pooled, context.outputHint)] };
+  };
+}
+
 /** The TF node of a layer imported from a TF.js graph model (src/model/tfgraph). */
 function tfNodeOf(context: ConverterContext): TfNode {
   const node = (context.layer as unknown as { plan?: { node?: TfNode } }).plan?.node;
@@ -732,6 +791,7 @@ export const CONVERTERS: ReadonlyMap<string, Converter> = new Map<string, Conver
   ['DepthwiseConv2D', depthwiseConv2d],
   ['SeparableConv2D', separableConv2d],
   ['Conv2DTranspose', conv2dTranspose],
+  ['Conv1D', conv1d],
   ['Dense', dense],
   ['BatchNormalization', batchNormalization],
   ['LayerNormalization', layerNormalization],
@@ -751,6 +811,8 @@ export const CONVERTERS: ReadonlyMap<string, Converter> = new Map<string, Conver
   ['ZeroPadding2D', zeroPadding2d],
   ['MaxPooling2D', pooling('MaxPool')],
   ['AveragePooling2D', pooling('AveragePool')],
+  ['MaxPooling1D', pooling1d('MaxPool')],
+  ['AveragePooling1D', pooling1d('AveragePool')],
   ['GlobalAveragePooling2D', globalPooling('GlobalAveragePool')],
   ['GlobalMaxPooling2D', globalPooling('GlobalMaxPool')],
   ['GlobalAveragePooling1D', globalPooling1d('ReduceMean')],
