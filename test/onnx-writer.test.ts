@@ -43,7 +43,7 @@ import { inputTensor } from '../src/model/predict.js';
 import { OnnxWriteError, UnsupportedLayerError, onnxTrunkOfLayersModel, onnxTrunkOfModel, writeOnnxModel } from '../src/model/onnx-writer/index.js';
 import { asset, imagePath, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
 import { randomizeWeights } from './helpers/layers.js';
-import { attr, convAttrs, layersAsGraph, placeholder, writeGraphModel } from './helpers/graph-model.js';
+import { type GraphWeight, attr, convAttrs, layersAsGraph, placeholder, writeGraphModel } from './helpers/graph-model.js';
 import { findPython } from './helpers/python.js';
 import { maxAbsDifference } from './helpers/numeric.js';
 import { UNWRITABLE_CLASS_NAME, unwritableLayer } from './helpers/unwritable-layer.js';
@@ -507,6 +507,85 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
       await compareWithTfjs(model.layersModel!, trunk, computedLayers(model.layersModel!), randomInput(2, size, size));
     } finally {
       model.dispose();
+    }
+  });
+
+  test('TF graph ops as Keras layers: the converter\'s FusedDepthwiseConv2dNative (bias, Relu6), Pad of H and W (Pad, PadV2 with zeros), ConcatV2: values and CAM maps before and after', async () => {
+    const size = 9;
+    const nhwc = { T: attr.float, data_format: attr.string('NHWC') };
+    const nodes = [
+      placeholder('image', [-1, size, size, 3]),
+      { name: 'net/conv/Relu', op: '_FusedConv2D', input: ['image', 'net/conv/kernel', 'net/conv/bias'], attr: { ...convAttrs('SAME'), fused_ops: attr.strings(['BiasAdd', 'Relu']), num_args: attr.int(1) } },
+      { name: 'net/dw/Relu6', op: 'FusedDepthwiseConv2dNative', input: ['net/conv/Relu', 'net/dw/kernel', 'net/dw/bias'], attr: { ...convAttrs('SAME', 2), fused_ops: attr.strings(['BiasAdd', 'Relu6']), num_args: attr.int(1) } },
+      { name: 'net/pad', op: 'Pad', input: ['net/dw/Relu6', 'net/pad/paddings'], attr: { T: attr.float } },
+      { name: 'net/conv2/Conv2D', op: 'Conv2D', input: ['net/pad', 'net/conv2/kernel'], attr: convAttrs('VALID') },
+      { name: 'net/conv2/BiasAdd', op: 'BiasAdd', input: ['net/conv2/Conv2D', 'net/conv2/bias'], attr: nhwc },
+      { name: 'net/pad2', op: 'PadV2', input: ['net/dw/Relu6', 'net/pad2/paddings', 'net/pad2/zero'], attr: { T: attr.float } },
+      { name: 'net/conv3/Conv2D', op: 'Conv2D', input: ['net/pad2', 'net/conv3/kernel'], attr: convAttrs('VALID') },
+      { name: 'net/cat', op: 'ConcatV2', input: ['net/dw/Relu6', 'net/conv2/BiasAdd', 'net/conv3/Conv2D', 'net/cat/axis'], attr: { T: attr.float, N: attr.int(3) } },
+      { name: 'net/pool', op: 'Mean', input: ['net/cat', 'net/pool/axes'], attr: { T: attr.float, keep_dims: attr.bool(false) } },
+      { name: 'net/logits/MatMul', op: 'MatMul', input: ['net/pool', 'net/logits/weights'], attr: { T: attr.float } },
+      { name: 'net/logits/BiasAdd', op: 'BiasAdd', input: ['net/logits/MatMul', 'net/logits/bias'], attr: nhwc },
+      { name: 'output', op: 'Identity', input: ['net/logits/BiasAdd'], attr: { T: attr.float } },
+    ];
+    const random = (name: string, shape: number[]): GraphWeight => ({ name, shape, dtype: 'float32', data: tf.tidy(() => tf.randomNormal(shape, 0, 0.5, 'float32', seed++).dataSync()) });
+    const ints = (name: string, shape: number[], data: number[]): GraphWeight => ({ name, shape, dtype: 'int32', data });
+    const weights = [
+      random('net/conv/kernel', [3, 3, 3, 4]),
+      random('net/conv/bias', [4]),
+      random('net/dw/kernel', [3, 3, 4, 1]),
+      random('net/dw/bias', [4]),
+      ints('net/pad/paddings', [4, 2], [0, 0, 1, 1, 1, 1, 0, 0]),
+      random('net/conv2/kernel', [3, 3, 4, 3]),
+      random('net/conv2/bias', [3]),
+      ints('net/pad2/paddings', [4, 2], [0, 0, 2, 0, 0, 2, 0, 0]),
+      { name: 'net/pad2/zero', shape: [], dtype: 'float32' as const, data: [0] },
+      random('net/conv3/kernel', [3, 3, 4, 2]),
+      ints('net/cat/axis', [], [-1]),
+      ints('net/pool/axes', [2], [1, 2]),
+      random('net/logits/weights', [9, 4]),
+      random('net/logits/bias', [4]),
+    ];
+    const folder = join(workDir, 'graph-views');
+    await mkdir(folder);
+    const model = await loadModel(await writeGraphModel(folder, nodes, weights), { size: `${size}` });
+    try {
+      const layersModel = model.layersModel!;
+      const classes = Object.fromEntries(layersModel.layers.map((layer) => [layer.name, layer.getClassName()]));
+      assert.deepEqual([classes['net/dw/Relu6'], classes['net/pad'], classes['net/pad2'], classes['net/cat']], ['DepthwiseConv2D', 'ZeroPadding2D', 'ZeroPadding2D', 'Concatenate']);
+      const trunk = await onnxTrunkOfModel(model, { cache: false });
+      const x = randomInput(2, size, size);
+      await compareWithTfjs(layersModel, trunk, computedLayers(layersModel), x);
+      await assertCamsAsOnTfjs(layersModel, trunk, ['net/conv/Relu', 'net/dw/Relu6', 'net/conv2/BiasAdd', 'net/cat'], x, [0, 1, 2, 3]);
+      x.dispose();
+    } finally {
+      model.dispose();
+    }
+  });
+
+  test('a ConcatV2 that joins a constant, a value computed from constants alone, or one value twice is refused: the written Concat would leave it out', async () => {
+    const weights: GraphWeight[] = [{ name: 'net/ones', shape: [1, 4, 4, 1], dtype: 'float32', data: new Array<number>(16).fill(1) }, { name: 'net/cat/axis', shape: [], dtype: 'int32', data: [3] }];
+    const cases = [
+      { operands: ['image', 'net/relu', 'net/ones'], refusal: /does not support layer net\/cat \(ConcatV2\)$/ },
+      { operands: ['image', 'net/relu', 'net/ones_copy'], refusal: /\(Concatenate: its inputs make 6 of its 7 along the axis \(a constant or repeated operand is not supported\)\)$/ },
+      { operands: ['image', 'net/relu', 'image'], refusal: /\(Concatenate: its inputs make 6 of its 9 along the axis/ },
+    ];
+    for (const [i, { operands, refusal }] of cases.entries()) {
+      const nodes = [
+        placeholder('image', [-1, 4, 4, 3]),
+        { name: 'net/relu', op: 'Relu', input: ['image'], attr: { T: attr.float } },
+        { name: 'net/ones_copy', op: 'Identity', input: ['net/ones'], attr: { T: attr.float } },
+        { name: 'net/cat', op: 'ConcatV2', input: [...operands, 'net/cat/axis'], attr: { T: attr.float, N: attr.int(3) } },
+        { name: 'output', op: 'Identity', input: ['net/cat'], attr: { T: attr.float } },
+      ];
+      const folder = join(workDir, `graph-concat-${i}`);
+      await mkdir(folder);
+      const model = await loadModel(await writeGraphModel(folder, nodes, weights), { size: '4' });
+      try {
+        await assert.rejects(onnxTrunkOfModel(model, { cache: false }), { message: refusal }, operands.join(', '));
+      } finally {
+        model.dispose();
+      }
     }
   });
 

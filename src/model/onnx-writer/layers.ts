@@ -711,7 +711,13 @@ const multiply: Converter = (context) => {
 
 const concatenate: Converter = (context) => {
   const inputs = mergeInputs(context);
-  const axis = onnxAxis((context.layer as unknown as { axis: number }).axis, context.inputs[0]!.dims.length + 1);
+  const rank = context.inputs[0]!.dims.length + 1;
+  const camvizAxis = (context.layer as unknown as { axis: number }).axis;
+  // A TF ConcatV2 may also join a value computed from constants alone, or one value twice (a layer reads each once): not among the layer's inputs.
+  const along = (camvizAxis < 0 ? camvizAxis + rank : camvizAxis) - 1;
+  const joined = context.inputs.reduce((total, input) => total + input.dims[along]!, 0);
+  if (joined !== context.outputDims[0]![along]) throw unsupported(context, `its inputs make ${joined} of its ${context.outputDims[0]![along]} along the axis (a constant or repeated operand is not supported)`);
+  const axis = onnxAxis(camvizAxis, rank);
   return { outputs: [context.builder.op('Concat', inputs, [{ name: 'axis', int: axis }], context.outputHint)] };
 };
 
