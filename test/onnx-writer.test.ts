@@ -46,7 +46,7 @@ import { inputTensor } from '../src/model/predict.js';
 import { OnnxWriteError, UnsupportedLayerError, onnxTrunkOfLayersModel, onnxTrunkOfModel, writeOnnxModel } from '../src/model/onnx-writer/index.js';
 import { asset, imagePath, mobilenetDir, skipWithoutSharedAssets } from './helpers/assets.js';
 import { randomizeWeights } from './helpers/layers.js';
-import { type GraphWeight, attr, convAttrs, layersAsGraph, placeholder, writeGraphModel } from './helpers/graph-model.js';
+import { type GraphNodeSpec, type GraphWeight, attr, convAttrs, layersAsGraph, placeholder, writeGraphModel } from './helpers/graph-model.js';
 import { findPython } from './helpers/python.js';
 import { maxAbsDifference } from './helpers/numeric.js';
 import { UNWRITABLE_CLASS_NAME, unwritableLayer } from './helpers/unwritable-layer.js';
@@ -573,6 +573,68 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
       const x = randomInput(2, size, size);
       await compareWithTfjs(layersModel, trunk, computedLayers(layersModel), x);
       await assertCamsAsOnTfjs(layersModel, trunk, ['net/conv/Relu', 'net/dw/Relu6', 'net/conv2/BiasAdd', 'net/cat'], x, [0, 1, 2, 3]);
+      x.dispose();
+    } finally {
+      model.dispose();
+    }
+  });
+
+  test('TF graph ops without a Keras view: LeakyRelu, Tanh, Elu, Selu, Softplus, Sub, RealDiv, Maximum, Minimum, ResizeBilinear and ResizeNearestNeighbor (asymmetric, half pixels, aligned corners): values and CAM maps before and after', async () => {
+    const size = 7;
+    const nhwc = { T: attr.float, data_format: attr.string('NHWC') };
+    const unary = (name: string, op: string, input: string, extra: Record<string, unknown> = {}): GraphNodeSpec => ({ name, op, input: [input], attr: { T: attr.float, ...extra } });
+    const binary = (name: string, op: string, inputs: [string, string]): GraphNodeSpec => ({ name, op, input: inputs, attr: { T: attr.float } });
+    const resize = (name: string, op: string, input: string, sizeKey: string, align: boolean, half: boolean): GraphNodeSpec => ({
+      name,
+      op,
+      input: [input, sizeKey],
+      attr: { T: attr.float, align_corners: attr.bool(align), half_pixel_centers: attr.bool(half) },
+    });
+    const nodes: GraphNodeSpec[] = [
+      placeholder('image', [-1, size, size, 3]),
+      { name: 'net/conv/Conv2D', op: 'Conv2D', input: ['image', 'net/conv/kernel'], attr: convAttrs('SAME') },
+      { name: 'net/conv/BiasAdd', op: 'BiasAdd', input: ['net/conv/Conv2D', 'net/conv/bias'], attr: nhwc },
+      unary('net/leaky', 'LeakyRelu', 'net/conv/BiasAdd', { alpha: attr.number(0.1) }),
+      unary('net/tanh', 'Tanh', 'net/leaky'),
+      unary('net/elu', 'Elu', 'net/leaky'),
+      unary('net/selu', 'Selu', 'net/leaky'),
+      unary('net/softplus', 'Softplus', 'net/leaky'),
+      binary('net/sub', 'Sub', ['net/tanh', 'net/elu']),
+      binary('net/ratio', 'RealDiv', ['net/sub', 'net/softplus']),
+      binary('net/max', 'Maximum', ['net/ratio', 'net/selu']),
+      binary('net/min', 'Minimum', ['net/max', 'net/leaky']),
+      resize('net/up_bilinear', 'ResizeBilinear', 'net/min', 'net/size_up', false, false),
+      resize('net/up_half', 'ResizeBilinear', 'net/min', 'net/size_odd', false, true),
+      resize('net/up_aligned', 'ResizeBilinear', 'net/min', 'net/size_odd', true, false),
+      resize('net/nn', 'ResizeNearestNeighbor', 'net/min', 'net/size_odd', false, false),
+      resize('net/nn_half', 'ResizeNearestNeighbor', 'net/min', 'net/size_odd', false, true),
+      resize('net/nn_aligned', 'ResizeNearestNeighbor', 'net/min', 'net/size_down', true, false),
+      ...['up_bilinear', 'up_half', 'up_aligned', 'nn', 'nn_half', 'nn_aligned'].map((branch): GraphNodeSpec => ({ name: `net/${branch}/Mean`, op: 'Mean', input: [`net/${branch}`, 'net/pool/axes'], attr: { T: attr.float, keep_dims: attr.bool(false) } })),
+      { name: 'net/pooled', op: 'ConcatV2', input: [...['up_bilinear', 'up_half', 'up_aligned', 'nn', 'nn_half', 'nn_aligned'].map((branch) => `net/${branch}/Mean`), 'net/pooled/axis'], attr: { T: attr.float, N: attr.int(6) } },
+      { name: 'net/logits/MatMul', op: 'MatMul', input: ['net/pooled', 'net/logits/weights'], attr: { T: attr.float } },
+      { name: 'output', op: 'Identity', input: ['net/logits/MatMul'], attr: { T: attr.float } },
+    ];
+    const random = (name: string, shape: number[]): GraphWeight => ({ name, shape, dtype: 'float32', data: tf.tidy(() => tf.randomNormal(shape, 0, 0.5, 'float32', seed++).dataSync()) });
+    const ints = (name: string, shape: number[], data: number[]): GraphWeight => ({ name, shape, dtype: 'int32', data });
+    const weights = [
+      random('net/conv/kernel', [3, 3, 3, 4]),
+      random('net/conv/bias', [4]),
+      ints('net/size_up', [2], [14, 21]),
+      ints('net/size_odd', [2], [10, 12]),
+      ints('net/size_down', [2], [4, 5]),
+      ints('net/pool/axes', [2], [1, 2]),
+      ints('net/pooled/axis', [], [1]),
+      random('net/logits/weights', [24, 3]),
+    ];
+    const folder = join(workDir, 'graph-elementwise');
+    await mkdir(folder);
+    const model = await loadModel(await writeGraphModel(folder, nodes, weights), { size: `${size}` });
+    try {
+      const layersModel = model.layersModel!;
+      const trunk = await onnxTrunkOfModel(model, { cache: false });
+      const x = randomInput(2, size, size);
+      await compareWithTfjs(layersModel, trunk, computedLayers(layersModel), x);
+      await assertCamsAsOnTfjs(layersModel, trunk, ['net/conv/BiasAdd', 'net/min', 'net/up_half', 'net/nn_half', 'net/nn_aligned'], x, [0, 1, 2]);
       x.dispose();
     } finally {
       model.dispose();

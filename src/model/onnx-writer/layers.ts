@@ -12,7 +12,7 @@ import { computedDilations } from '../../executor/fusion.js';
 import { CamvizError, type CamvizErrorOptions } from '../../util/errors.js';
 import { type GraphBuilder, batchNormAffine, foldIntoConv, samePadding, transpose, type ChannelAffine } from './builder.js';
 import type { OnnxAttribute } from './proto-writer.js';
-import { type TfNode, intsAttr, stringAttr } from '../tfgraph/graph-def.js';
+import { type TfNode, boolAttr, floatAttr, intsAttr, stringAttr } from '../tfgraph/graph-def.js';
 
 /** A model the ONNX writer cannot express (a layer, or its input); the ONNX Runtime engine falls back to tfjs for it. */
 export class OnnxWriteError extends CamvizError {
@@ -682,6 +682,55 @@ const reshape: Converter = (context) => {
   return { outputs: [b.op('Transpose', [nhwc], [{ name: 'perm', ints: [0, 3, 1, 2] }], context.outputHint)] };
 };
 
+/** TF's elementwise activations (nodes without a Keras view) as the tfjs activation of the same meaning. */
+function tfActivation(activation: string): Converter {
+  return (context) => {
+    const x = onlyInput(context);
+    return { outputs: [activate(context, activation, x.name, onnxAxis(-1, x.dims.length + 1), context.outputHint)] };
+  };
+}
+
+const tfLeakyRelu: Converter = (context) => {
+  const x = onlyInput(context);
+  // TF's default slope when the attribute is absent.
+  const alpha = floatAttr(tfNodeOf(context), 'alpha') ?? 0.2;
+  return { outputs: [context.builder.op('LeakyRelu', [x.name], [{ name: 'alpha', float: alpha }], context.outputHint)] };
+};
+
+/**
+ * TF's ResizeBilinear / ResizeNearestNeighbor as ONNX Resize to the node's
+ * output size (the batch taken from the value's shape), sampling where
+ * tfjs' kernels do: corners aligned (nearest: rounded, halves up), half
+ * pixels (nearest: TF's floor of (x + 0.5) / scale), or neither (floor).
+ */
+function tfResize(mode: 'linear' | 'nearest'): Converter {
+  return (context) => {
+    const node = tfNodeOf(context);
+    const x = imageInput(context, undefined);
+    const alignCorners = boolAttr(node, 'align_corners') === true;
+    const halfPixel = boolAttr(node, 'half_pixel_centers') === true;
+    if (alignCorners && halfPixel) throw unsupported(context, 'align_corners with half_pixel_centers');
+    const transform = alignCorners ? 'align_corners' : !halfPixel ? 'asymmetric' : mode === 'linear' ? 'half_pixel' : 'tf_half_pixel_for_nn';
+    const attributes: OnnxAttribute[] = [{ name: 'mode', string: mode }, { name: 'coordinate_transformation_mode', string: transform }];
+    if (mode === 'nearest') attributes.push({ name: 'nearest_mode', string: alignCorners ? 'round_prefer_ceil' : 'floor' });
+    const b = context.builder;
+    const path = context.path;
+    const [height, width, channels] = context.outputDims[0]! as [number, number, number];
+    const batch = b.op('Slice', [b.op('Shape', [x.name], [], `${path}/shape`), b.int64s(`${path}/batch_start`, [0]), b.int64s(`${path}/batch_end`, [1])], [], `${path}/batch`);
+    const sizes = b.op('Concat', [batch, b.int64s(`${path}/chw`, [channels, height, width])], [{ name: 'axis', int: 0 }], `${path}/sizes`);
+    return { outputs: [b.op('Resize', [x.name, '', '', sizes], attributes, context.outputHint)] };
+  };
+}
+
+/** A TF binary op of two computed values (a constant operand is not the layer's input). */
+function tfBinary(opType: string): Converter {
+  return (context) => {
+    const inputs = mergeInputs(context);
+    if (inputs.length !== 2) throw unsupported(context, `${inputs.length} inputs`);
+    return { outputs: [context.builder.op(opType, inputs, [], context.outputHint)] };
+  };
+}
+
 /** Inputs of a merge layer, which must all have the same rank (so the same ONNX layout). */
 function mergeInputs(context: ConverterContext): string[] {
   const rank = context.inputs[0]?.dims.length;
@@ -836,9 +885,18 @@ export const CONVERTERS: ReadonlyMap<string, Converter> = new Map<string, Conver
   ['Cropping2D', cropping2d],
   ['Rescaling', rescaling],
   // TF ops of an imported TF.js graph model that have no Keras view (src/model/tfgraph/keras.ts), over computed values only.
-  // ('Add' is Keras' Add above.)
+  // ('Add', 'Maximum' and 'Minimum' are Keras' merges above.)
   ['AddV2', variadicMerge('Add', 'Sum')],
   ['Mul', multiply],
   ['MaxPool', tfPooling('MaxPool')],
   ['AvgPool', tfPooling('AveragePool')],
+  ['Sub', tfBinary('Sub')],
+  ['RealDiv', tfBinary('Div')],
+  ['Tanh', tfActivation('tanh')],
+  ['Elu', tfActivation('elu')],
+  ['Selu', tfActivation('selu')],
+  ['Softplus', tfActivation('softplus')],
+  ['LeakyRelu', tfLeakyRelu],
+  ['ResizeBilinear', tfResize('linear')],
+  ['ResizeNearestNeighbor', tfResize('nearest')],
 ]);
