@@ -426,6 +426,22 @@ function conv1dModel(height: number, width: number): tfl.LayersModel {
   return model;
 }
 
+/**
+ * CenterCrop as tfjs-layers computes it: crops that sample rows and columns
+ * as its cropAndResize does (odd ratios; a width one larger than the
+ * target, where tfjs offsets by 1), each convolved and pooled.
+ */
+function centerCropModel(height: number, width: number): tfl.LayersModel {
+  const input = tfl.input({ shape: [height, width, 3] });
+  const L = (layer: tfl.layers.Layer, x: Sym | Sym[]): Sym => layer.apply(x) as Sym;
+  const stem = L(tfl.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', activation: 'relu', name: 'stem' }), input);
+  const crops = [[height - 5, width - 5], [height - 3, width - 1], [height - 2, width - 3]].map(([h, w], i) => L(tfl.layers.centerCrop({ height: h!, width: w!, name: `crop_${i}` }), stem));
+  const pooled = crops.map((crop, i) => L(tfl.layers.globalAveragePooling2d({ name: `gap_${i}` }), L(tfl.layers.conv2d({ filters: 3, kernelSize: 3, padding: 'same', name: `after_crop_${i}` }), crop)));
+  const model = tfl.model({ inputs: input, outputs: L(tfl.layers.dense({ units: 4, name: 'logits' }), L(tfl.layers.concatenate({ name: 'pooled' }), pooled)) });
+  randomize(model);
+  return model;
+}
+
 // ---------------------------------------------------------------- tests
 
 describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
@@ -749,6 +765,11 @@ describe('the ONNX writer against tfjs', { skip: ortSkip }, () => {
     await assertWrittenAsTfjs(conv1dModel, 5, 7, ['conv'], [0, 1, 2, 3]);
   });
 
+  test('CenterCrop (crops sampled as tfjs\' cropAndResize does): values and CAM maps after', async () => {
+    // Not before: tfjs has no gradient for CropAndResize, so no engine computes a gradient CAM below a CenterCrop.
+    await assertWrittenAsTfjs(centerCropModel, 9, 8, ['after_crop_0', 'after_crop_1', 'after_crop_2'], [0, 1, 2, 3]);
+  });
+
   test('a model of any input size is written per size, with "same" pads for each', async () => {
     const input = tfl.input({ shape: [null, null, 3] });
     let x = tfl.layers.conv2d({ filters: 4, kernelSize: 3, strides: 2, padding: 'same', name: 'conv' }).apply(input) as Sym;
@@ -921,7 +942,7 @@ describe('written models pass onnx.checker', { skip: checkerSkip }, () => {
     await checkWithOnnx((await onnxTrunkOfLayersModel(stridedModel(7, 7), { height: 7, width: 7 }, { cache: false })).withOutputs(['conv_relu', 'conv', 'dw']), 'strided');
     await checkWithOnnx((await onnxTrunkOfLayersModel(branchyModel(11, 11), { height: 11, width: 11 }, { cache: false })).withOutputs(['sum', 'as_2x2', 'sep']), 'branchy');
     await checkWithOnnx((await onnxTrunkOfLayersModel(activationsModel(9, 10), { height: 9, width: 10 }, { cache: false })).withOutputs([]), 'activations');
-    for (const [name, build] of [['decoder', decoderModel], ['convnext', convNextModel], ['sequence', sequenceModel], ['conv1d', conv1dModel]] as const) {
+    for (const [name, build] of [['decoder', decoderModel], ['convnext', convNextModel], ['sequence', sequenceModel], ['conv1d', conv1dModel], ['center-crop', centerCropModel]] as const) {
       await checkWithOnnx((await onnxTrunkOfLayersModel(build(7, 8), { height: 7, width: 8 }, { cache: false })).withOutputs([]), name);
     }
   });

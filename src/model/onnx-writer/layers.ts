@@ -713,13 +713,18 @@ function tfResize(mode: 'linear' | 'nearest'): Converter {
     const transform = alignCorners ? 'align_corners' : !halfPixel ? 'asymmetric' : mode === 'linear' ? 'half_pixel' : 'tf_half_pixel_for_nn';
     const attributes: OnnxAttribute[] = [{ name: 'mode', string: mode }, { name: 'coordinate_transformation_mode', string: transform }];
     if (mode === 'nearest') attributes.push({ name: 'nearest_mode', string: alignCorners ? 'round_prefer_ceil' : 'floor' });
-    const b = context.builder;
-    const path = context.path;
-    const [height, width, channels] = context.outputDims[0]! as [number, number, number];
-    const batch = b.op('Slice', [b.op('Shape', [x.name], [], `${path}/shape`), b.int64s(`${path}/batch_start`, [0]), b.int64s(`${path}/batch_end`, [1])], [], `${path}/batch`);
-    const sizes = b.op('Concat', [batch, b.int64s(`${path}/chw`, [channels, height, width])], [{ name: 'axis', int: 0 }], `${path}/sizes`);
-    return { outputs: [b.op('Resize', [x.name, '', '', sizes], attributes, context.outputHint)] };
+    return { outputs: [resizedToOutput(context, x.name, attributes)] };
   };
+}
+
+/** ONNX Resize of the NCHW value `x` to the layer's output size, the batch as fed (sizes from the value's shape). */
+function resizedToOutput(context: ConverterContext, x: string, attributes: OnnxAttribute[]): string {
+  const b = context.builder;
+  const path = context.path;
+  const [height, width, channels] = context.outputDims[0]! as [number, number, number];
+  const batch = b.op('Slice', [b.op('Shape', [x], [], `${path}/shape`), b.int64s(`${path}/batch_start`, [0]), b.int64s(`${path}/batch_end`, [1])], [], `${path}/batch`);
+  const sizes = b.op('Concat', [batch, b.int64s(`${path}/chw`, [channels, height, width])], [{ name: 'axis', int: 0 }], `${path}/sizes`);
+  return b.op('Resize', [x, '', '', sizes], attributes, context.outputHint);
 }
 
 /** A TF binary op of two computed values (a constant operand is not the layer's input). */
@@ -832,6 +837,34 @@ const cropping2d: Converter = (context) => {
   return { outputs: [b.op('Slice', inputs, [], context.outputHint)] };
 };
 
+/**
+ * tfjs-layers' CenterCrop: a Slice from tfjs' offsets. tfjs samples the
+ * crop with cropAndResize's nearest neighbours over the box from offset o
+ * to o + L of a side of n, which land at o + i - o/n + i(n - L)/(n(L - 1)):
+ * within (-1/2, 1/2) of o + i, since o = floor((n - L) / 2) (1 when that
+ * is 0 and n = L + 1), so they round to exactly the crop (a side of 1
+ * samples the box's middle, o + 1/2 - (2o + 1)/(2n): o too). A target larger
+ * than the input along either axis is refused: tfjs-layers 4.22 then hands
+ * its resize the list of inputs and fails, so there is no value to equal.
+ */
+const centerCrop: Converter = (context) => {
+  const x = imageInput(context, undefined);
+  const layer = context.layer as unknown as { height: number; width: number };
+  const [inHeight, inWidth] = x.dims as [number, number, number];
+  const top = inHeight === layer.height ? 0 : Math.floor((inHeight - layer.height) / 2);
+  const widthOffset = inWidth === layer.width ? 0 : Math.floor((inWidth - layer.width) / 2);
+  const left = inWidth !== layer.width && widthOffset === 0 ? 1 : widthOffset;
+  if (top < 0 || left < 0) throw unsupported(context, `a target of ${layer.height}x${layer.width} larger than its ${inHeight}x${inWidth} input, which tfjs-layers fails to resize`);
+  const b = context.builder;
+  const inputs = [
+    x.name,
+    b.int64s(`${context.path}/starts`, [top, left]),
+    b.int64s(`${context.path}/ends`, [top + layer.height, left + layer.width]),
+    b.int64s(`${context.path}/axes`, [2, 3]),
+  ];
+  return { outputs: [b.op('Slice', inputs, [], context.outputHint)] };
+};
+
 const rescaling: Converter = (context) => {
   const x = onlyInput(context);
   const layer = context.layer as unknown as { scale: number; offset: number };
@@ -883,6 +916,7 @@ export const CONVERTERS: ReadonlyMap<string, Converter> = new Map<string, Conver
   ['Dot', dot],
   ['UpSampling2D', upSampling2d],
   ['Cropping2D', cropping2d],
+  ['CenterCrop', centerCrop],
   ['Rescaling', rescaling],
   // TF ops of an imported TF.js graph model that have no Keras view (src/model/tfgraph/keras.ts), over computed values only.
   // ('Add', 'Maximum' and 'Minimum' are Keras' merges above.)
