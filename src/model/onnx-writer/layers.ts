@@ -823,18 +823,18 @@ const upSampling2d: Converter = (context) => {
   return { outputs: [b.op('Resize', [x.name, '', scales], attributes, context.outputHint)] };
 };
 
+/** The rows [top, bottom) and columns [left, right) of an NCHW value: the layer's output. */
+function spatialSlice(context: ConverterContext, x: string, [top, left]: [number, number], [bottom, right]: [number, number]): Converted {
+  const b = context.builder;
+  const inputs = [x, b.int64s(`${context.path}/starts`, [top, left]), b.int64s(`${context.path}/ends`, [bottom, right]), b.int64s(`${context.path}/axes`, [2, 3])];
+  return { outputs: [b.op('Slice', inputs, [], context.outputHint)] };
+}
+
 const cropping2d: Converter = (context) => {
   const layer = context.layer as unknown as { cropping: [[number, number], [number, number]]; dataFormat: string };
   const x = imageInput(context, layer.dataFormat);
   const [[top, bottom], [left, right]] = layer.cropping;
-  const b = context.builder;
-  const inputs = [
-    x.name,
-    b.int64s(`${context.path}/starts`, [top, left]),
-    b.int64s(`${context.path}/ends`, [x.dims[0]! - bottom, x.dims[1]! - right]),
-    b.int64s(`${context.path}/axes`, [2, 3]),
-  ];
-  return { outputs: [b.op('Slice', inputs, [], context.outputHint)] };
+  return spatialSlice(context, x.name, [top, left], [x.dims[0]! - bottom, x.dims[1]! - right]);
 };
 
 /**
@@ -855,14 +855,7 @@ const centerCrop: Converter = (context) => {
   const widthOffset = inWidth === layer.width ? 0 : Math.floor((inWidth - layer.width) / 2);
   const left = inWidth !== layer.width && widthOffset === 0 ? 1 : widthOffset;
   if (top < 0 || left < 0) throw unsupported(context, `a target of ${layer.height}x${layer.width} larger than its ${inHeight}x${inWidth} input, which tfjs-layers fails to resize`);
-  const b = context.builder;
-  const inputs = [
-    x.name,
-    b.int64s(`${context.path}/starts`, [top, left]),
-    b.int64s(`${context.path}/ends`, [top + layer.height, left + layer.width]),
-    b.int64s(`${context.path}/axes`, [2, 3]),
-  ];
-  return { outputs: [b.op('Slice', inputs, [], context.outputHint)] };
+  return spatialSlice(context, x.name, [top, left], [top + layer.height, left + layer.width]);
 };
 
 const rescaling: Converter = (context) => {
