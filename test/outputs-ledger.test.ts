@@ -228,3 +228,21 @@ test('a ledger grown by rewrites is compacted under the lock: what vouches for e
   await compactFolderLedger(out);
   assert.equal(await readFile(join(out, LEDGER_NAME), 'utf8'), before);
 });
+
+test('an append cut short (a full disk, a file size limit) fails its write, which never appears; the next append is read all the same', async () => {
+  const out = await folder('short-append');
+  await createLedger(out);
+  const ledger = join(out, LEDGER_NAME);
+  // Filled to 40 bytes below the 1024 the child may write to a file: the version's line (about 130 bytes) is cut short there.
+  await appendFile(ledger, `${JSON.stringify('x'.repeat(1024 - 40 - (await stat(ledger)).size - 3))}\n`);
+  const script = `
+    const { writeRecordedFile } = await import(${JSON.stringify(new URL('../src/util/outputs-ledger.js', import.meta.url).href)});
+    await writeRecordedFile(${JSON.stringify(out)}, 'a.x.png', ${JSON.stringify(join(out, 'a.x.png'))}, 'camviz wrote this').then(() => console.log('written'), (error) => console.log(error.code));`;
+  const said = execFileSync('prlimit', ['--fsize=1024', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8' }).trim();
+  assert.equal((await stat(ledger)).size, 1024, 'the line was cut short at the limit');
+  assert.equal(said, 'EFBIG');
+  assert.deepEqual(await readdir(out), [LEDGER_NAME], 'unrecorded, the file does not appear');
+  // The torn line has no end: the next append runs on after it, and is read all the same.
+  await addToLedger(out, 'b.x.png', SOME_VERSION);
+  assert.deepEqual((await runFolderOutputs(out)).files.get('b.x.png'), [SOME_VERSION]);
+});

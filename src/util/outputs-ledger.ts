@@ -29,7 +29,8 @@
  * A version is appended after its temporary file is written and before it
  * is renamed into place (writeRecordedFile), so that no crash leaves a file
  * of camviz's unrecorded; the append is one small O_APPEND write, whole
- * even when worker threads append at once. Since each write appends a
+ * even when worker threads append at once (one cut short by a full disk
+ * fails the file's write, and what it left is skipped: lineEntries). Since each write appends a
  * line, a run compacts the ledger before its work (compactLedger).
  */
 import { type BigIntStats, constants } from 'node:fs';
@@ -69,14 +70,29 @@ export function parseLedger(text: string): ParsedLedger | undefined {
   const [header, ...lines] = text.split('\n');
   if (header !== LEDGER_HEADER) return undefined;
   const files: LedgerFiles = new Map();
-  for (const line of lines) {
-    const entry = parsedLine(line);
-    if (entry === undefined) continue;
+  for (const entry of lines.flatMap(lineEntries)) {
     const versions = files.get(entry.name) ?? [];
     if (entry.version !== undefined) versions.push(entry.version);
     files.set(entry.name, versions);
   }
   return { files, lines: lines.length };
+}
+
+/**
+ * The entries of a line: itself, or, when it is not one, the versions
+ * that start within it. An append cut short (a full disk) leaves a line
+ * without its end, and the next append runs on after it: that version
+ * counts all the same. A version starts at `["`, which no JSON string of a
+ * name holds but at its last character (its quotes are escaped), so no
+ * part of a torn line passes for one.
+ */
+function lineEntries(line: string): { name: string; version?: WrittenVersion }[] {
+  const whole = parsedLine(line);
+  if (whole !== undefined) return [whole];
+  return line.split(/(?=\[")/).flatMap((part) => {
+    const entry = parsedLine(part);
+    return entry?.version === undefined ? [] : [entry];
+  });
 }
 
 function parsedLine(line: string): { name: string; version?: WrittenVersion } | undefined {
@@ -134,7 +150,8 @@ export async function addToLedger(folder: string, name: string, version: Written
   try {
     // Checked through the descriptor: what is appended to is what was checked.
     if (!(await handle.stat()).isFile()) throw new Error('not a regular file');
-    await handle.write(ledgerLine(name, version));
+    // writeFile, not write: a full disk (or a file size limit) cuts a write short without an error, and the file would appear unrecorded; writeFile writes the rest, which then fails.
+    await handle.writeFile(ledgerLine(name, version));
   } catch (error) {
     throw new WriteError(ioReason(error), path, error);
   } finally {
