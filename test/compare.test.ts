@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Browser } from 'playwright-core';
 
+import { acquireRunLock } from '../src/batch/lock.js';
 import { type CompareResult, compareMaps, peakShift, pearson, topRegion, topRegionIou } from '../src/batch/compare.js';
 import { quantile } from '../src/metrics/quantile.js';
 import { encodeNpy } from '../src/render/npy.js';
@@ -252,6 +253,25 @@ describe('camviz compare on shapes runs', { skip: skipWithoutShapes }, () => {
     assert.match(result.stderr, /^camviz: not camviz's \(it has no camviz generator tag\): .*circle-page\/compare\.html\)\n$/);
     assert.equal(await readFile(join(run('circle-page'), 'compare.html'), 'utf8'), page);
     assert.equal(existsSync(join(run('circle-page'), 'compare.json')), false, 'nothing written');
+  });
+
+  test('a compare into a folder a run holds (its .camviz.lock) is refused, naming the holder, and writes nothing', async () => {
+    // The run compacts its ledger under its lock: a compare.html recorded meanwhile lost its record, and the next compare --report refused it.
+    const out = run('circle-held');
+    await cp(run('circle'), out, { recursive: true });
+    const held = await acquireRunLock(out, () => undefined);
+    try {
+      const before = await listFiles(out);
+      const result = await camviz(['compare', run('circle'), out, '--report']);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, /another camviz run \(PID \d+ on .*\) is writing into this folder/);
+      assert.deepEqual(await listFiles(out), before);
+    } finally {
+      await held.release();
+    }
+    const free = await camviz(['compare', run('circle'), out, '--report']);
+    assert.equal(free.code, 0, free.stderr);
+    assert.equal(existsSync(join(out, '.camviz.lock')), false, 'released');
   });
 
   test('an interrupted run is a usage error (it holds a subset of its inputs), not a gate passed on that subset', async () => {

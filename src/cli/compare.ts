@@ -7,6 +7,7 @@ import { refuseForeignPage } from '../batch/own-outputs.js';
 import { UsageError } from '../util/errors.js';
 import { displayPath, outFolder, parseCount, printJson } from './common.js';
 import { ensureWritable } from '../batch/out-dir.js';
+import { type RunLock, acquireRunLock } from '../batch/lock.js';
 
 export interface CompareCliOptions {
   minCorr?: string;
@@ -26,19 +27,31 @@ export async function runCompare(dirA: string, dirB: string, options: CompareCli
   const pairBy = options.pairBy ?? 'class';
   if (!isPairBy(pairBy)) throw new UsageError(`--pair-by ${pairBy}: choose one of ${PAIR_BY.join(', ')}`);
   const outDir = outFolder(options.out) ?? resolve(dirB);
+  const log = (message: string): void => {
+    if (!options.quiet) process.stderr.write(`camviz: ${message}\n`);
+  };
   if (options.report === true) await refuseForeignPage(outDir, COMPARE_REPORT_NAME);
   const differences = options.report === true ? new DifferenceImages(outDir) : undefined;
   let result: CompareResult;
+  let lock: RunLock;
   try {
     result = await compareRuns(dirA, dirB, { thresholds, pairBy, ...(differences && { onPair: differences.write.bind(differences) }) });
-    await differences?.commit();
+    await ensureWritable(outDir);
+    // As a run's and a merge's: a run in the folder compacts its ledger under its lock, and would drop compare.html's record appended meanwhile.
+    lock = await acquireRunLock(outDir, log);
   } catch (error) {
     await differences?.discard();
     throw error;
   }
-  await ensureWritable(outDir);
-  const jsonPath = await writeCompareJson(outDir, result);
-  const reportPath = options.report === true ? await writeCompareReport(outDir, result) : undefined;
+  let jsonPath: string;
+  let reportPath: string | undefined;
+  try {
+    await differences?.commit();
+    jsonPath = await writeCompareJson(outDir, result);
+    reportPath = options.report === true ? await writeCompareReport(outDir, result) : undefined;
+  } finally {
+    await lock.release();
+  }
   if (!options.quiet) {
     const written = [jsonPath, reportPath].filter((path) => path !== undefined).map(displayPath);
     process.stderr.write(`camviz: ${summaryLine(result)}; ${written.join(', ')}\n`);
