@@ -30,13 +30,13 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import sharp from 'sharp';
 
-import { InProcessExecutor, WorkerPool, exitOrTerminate } from '../src/batch/pool.js';
-import { CamTask } from '../src/tasks/index.js';
+import { type Executor, InProcessExecutor, WorkerPool, exitOrTerminate } from '../src/batch/pool.js';
 import { camTaskOptions } from '../src/tasks/defaults.js';
 import { OutputSet, watchOutputs } from '../src/tasks/common.js';
-import type { BatchOutcome, InputImage } from '../src/tasks/types.js';
+import type { BatchOutcome, InputImage, TaskOptions } from '../src/tasks/types.js';
 import { haveSharedAssets, mobilenetDir, repoRoot } from './helpers/assets.js';
 import { noise } from './helpers/files.js';
+import { INJECTED_THROW, injectBatchThrow } from './helpers/inject-batch-throw.js';
 
 const shapesJson = join(repoRoot, 'models', 'shapes', 'model.json');
 /** The embedded shapes model (small inputs, fast), else the shared MobileNet. */
@@ -201,80 +201,58 @@ describe('outputs of a batch never answered', () => {
   });
 });
 
-describe('a batch whose task throws in the real worker', { skip: existsSync(shapesJson) ? false : 'the embedded shapes model (models/shapes) is absent' }, () => {
-  test('the maps it wrote are removed before it is failed; answered batches keep theirs; the thread goes on', { timeout: 120_000 }, async () => {
-    const folder = join(workDir, 'in-throw');
-    await mkdir(folder, { recursive: true });
-    const images = new Map<string, InputImage>();
-    for (const [i, stem] of ['a', 'b', 'throw', 'c'].entries()) {
-      const relative = `${stem}.png`;
-      await sharp(noise(96, 80, i + 1), { raw: { width: 96, height: 80, channels: 3 } }).png().toFile(join(folder, relative));
-      images.set(stem, { path: join(folder, relative), relative });
-    }
-    const of = (...stems: string[]): InputImage[] => stems.map((stem) => images.get(stem)!);
-    const out = join(workDir, 'out-throw');
-    await mkdir(out, { recursive: true });
-    await writeFile(join(out, 'notes.txt'), 'mine');
-    const pool = await WorkerPool.start(
-      camTaskOptions(out, { model: { model: 'shapes', backend: 'wasm' }, topK: 2 }),
-      1,
-      false,
-      new URL('./helpers/throwing-batch-worker.js', import.meta.url),
-    );
-    let kept: string[];
-    try {
-      const first = await pool.process(of('a'));
-      // The throwing batch with one in flight beside it, as the runner keeps them.
-      const [thrown, beside] = await Promise.allSettled([pool.process(of('b', 'throw')), pool.process(of('c'))]);
-      assert.equal(thrown.status, 'rejected');
-      assert.match(String((thrown as PromiseRejectedResult).reason), /injected: the task threw/);
-      assert.equal(beside.status, 'fulfilled');
-      kept = [first, (beside as PromiseFulfilledResult<BatchOutcome>).value].flatMap((outcome) => outcome.records.flatMap((record) => record.outputs));
-      assert.equal(kept.length, 4, 'two maps each for a and c');
-      // Removed before the batch is failed: the runner's record of the failure never sits beside its maps.
-      assert.deepEqual((await readdir(out)).sort(), [...kept, 'notes.txt'].sort());
-    } finally {
-      await pool.close();
-    }
+/**
+ * Images a, b, throw and c, and an --out holding a user's notes.txt, for
+ * the executor `start` makes (the throw injected: inject-batch-throw.ts):
+ * a's batch, then b's and throw's with c's in flight beside it, as the
+ * runner keeps them. The batch that threw is failed, its maps removed
+ * before it is; a's and c's maps and the user's file stay.
+ */
+async function assertThrownBatchRemoved(name: string, start: (out: string) => Promise<Executor>): Promise<void> {
+  const folder = join(workDir, `in-${name}`);
+  await mkdir(folder, { recursive: true });
+  const images = new Map<string, InputImage>();
+  for (const [i, stem] of ['a', 'b', 'throw', 'c'].entries()) {
+    const relative = `${stem}.png`;
+    await sharp(noise(96, 80, i + 1), { raw: { width: 96, height: 80, channels: 3 } }).png().toFile(join(folder, relative));
+    images.set(stem, { path: join(folder, relative), relative });
+  }
+  const of = (...stems: string[]): InputImage[] => stems.map((stem) => images.get(stem)!);
+  const out = join(workDir, `out-${name}`);
+  await mkdir(out, { recursive: true });
+  await writeFile(join(out, 'notes.txt'), 'mine');
+  const executor = await start(out);
+  let kept: string[];
+  try {
+    const first = await executor.process(of('a'));
+    const [thrown, beside] = await Promise.allSettled([executor.process(of('b', 'throw')), executor.process(of('c'))]);
+    assert.equal(thrown.status, 'rejected');
+    assert.match(String((thrown as PromiseRejectedResult).reason), new RegExp(INJECTED_THROW));
+    assert.equal(beside.status, 'fulfilled');
+    kept = [first, (beside as PromiseFulfilledResult<BatchOutcome>).value].flatMap((outcome) => outcome.records.flatMap((record) => record.outputs));
+    assert.equal(kept.length, 4, 'two maps each for a and c');
+    // Removed before the batch is failed: the runner's record of the failure never sits beside its maps.
     assert.deepEqual((await readdir(out)).sort(), [...kept, 'notes.txt'].sort());
-  });
-});
+  } finally {
+    await executor.close();
+  }
+  assert.deepEqual((await readdir(out)).sort(), [...kept, 'notes.txt'].sort());
+}
 
-describe('a batch whose task throws in this thread (--jobs 1)', { skip: existsSync(shapesJson) ? false : 'the embedded shapes model (models/shapes) is absent' }, () => {
-  test('the maps it wrote are removed before it is failed; answered batches keep theirs', { timeout: 120_000 }, async () => {
-    const folder = join(workDir, 'in-throw-here');
-    await mkdir(folder, { recursive: true });
-    const images = new Map<string, InputImage>();
-    for (const [i, stem] of ['a', 'b', 'throw', 'c'].entries()) {
-      const relative = `${stem}.png`;
-      await sharp(noise(96, 80, i + 1), { raw: { width: 96, height: 80, channels: 3 } }).png().toFile(join(folder, relative));
-      images.set(stem, { path: join(folder, relative), relative });
-    }
-    const of = (...stems: string[]): InputImage[] => stems.map((stem) => images.get(stem)!);
-    const out = join(workDir, 'out-throw-here');
-    await mkdir(out, { recursive: true });
-    await writeFile(join(out, 'notes.txt'), 'mine');
-    // The same injected throw as throwing-batch-worker.ts, in this thread: the batch's maps are written and recorded, then its task throws.
-    const process = CamTask.prototype.process;
-    CamTask.prototype.process = async function (this: CamTask, batch: readonly InputImage[]): Promise<BatchOutcome> {
-      const outcome = await process.call(this, batch);
-      if (batch.some((input) => input.relative.startsWith('throw'))) throw new Error('injected: the task threw after writing its maps');
-      return outcome;
-    };
-    const executor = await InProcessExecutor.start(camTaskOptions(out, { model: { model: 'shapes', backend: 'wasm' }, topK: 2 }));
-    let kept: string[];
+const skipWithoutShapes: string | false = existsSync(shapesJson) ? false : 'the embedded shapes model (models/shapes) is absent';
+const shapesOptions = (out: string): TaskOptions => camTaskOptions(out, { model: { model: 'shapes', backend: 'wasm' }, topK: 2 });
+
+describe('a batch whose task throws', { skip: skipWithoutShapes }, () => {
+  test('in the real worker: the maps it wrote are removed before it is failed; answered batches keep theirs; the thread goes on', { timeout: 120_000 }, async () => {
+    await assertThrownBatchRemoved('worker', (out) => WorkerPool.start(shapesOptions(out), 1, false, new URL('./helpers/throwing-batch-worker.js', import.meta.url)));
+  });
+
+  test('in this thread (--jobs 1): the same', { timeout: 120_000 }, async () => {
+    const restore = injectBatchThrow();
     try {
-      const first = await executor.process(of('a'));
-      const [thrown, beside] = await Promise.allSettled([executor.process(of('b', 'throw')), executor.process(of('c'))]);
-      assert.equal(thrown.status, 'rejected');
-      assert.match(String((thrown as PromiseRejectedResult).reason), /injected: the task threw/);
-      assert.equal(beside.status, 'fulfilled');
-      kept = [first, (beside as PromiseFulfilledResult<BatchOutcome>).value].flatMap((outcome) => outcome.records.flatMap((record) => record.outputs));
-      assert.equal(kept.length, 4, 'two maps each for a and c');
-      assert.deepEqual((await readdir(out)).sort(), [...kept, 'notes.txt'].sort());
+      await assertThrownBatchRemoved('here', (out) => InProcessExecutor.start(shapesOptions(out)));
     } finally {
-      CamTask.prototype.process = process;
-      await executor.close();
+      restore();
     }
   });
 });
