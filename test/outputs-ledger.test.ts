@@ -8,7 +8,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, constants, openSync } from 'node:fs';
+import { closeSync, constants, openSync, watch } from 'node:fs';
 import { appendFile, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { foldsCaseIn } from '../src/batch/out-dir.js';
 import { compactFolderLedger, replaceableOutputs, runFolderOutputs } from '../src/batch/own-outputs.js';
 import { LEDGER_NAME, type WrittenVersion, addToLedger, createLedger, mayReplace, parseLedger, vouchFor, writeRecordedFile } from '../src/util/outputs-ledger.js';
 import { MAX_JSON_BYTES } from '../src/util/json-file.js';
+import { parseTemporaryName } from '../src/util/atomic-file.js';
 
 const dir = await mkdtemp(join(tmpdir(), 'camviz-ledger-test-'));
 const fifos: string[] = [];
@@ -169,6 +170,23 @@ test('the real probe of this file system: it tells case apart (Linux), and leave
   assert.deepEqual(await readdir(out), []);
   // A folder that cannot be probed is taken to fold case: the safe side.
   assert.equal(await foldsCaseIn(join(out, 'missing')), true);
+});
+
+test("the probe's file is named as camviz's temporary files are: a run killed while probing leaves one the next run sweeps", async () => {
+  const out = await folder('probe-name');
+  const made: string[] = [];
+  const watcher = watch(out, (_, name) => {
+    if (name !== null) made.push(name);
+  });
+  try {
+    await foldsCaseIn(out);
+    // inotify's events come on the event loop's next turns.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  } finally {
+    watcher.close();
+  }
+  assert.ok(made.length > 0, 'the probe was seen');
+  for (const name of new Set(made)) assert.equal(parseTemporaryName(name)?.pid, process.pid, name);
 });
 
 describe('a file system that folds case (a stand-in view: Linux tells case apart)', () => {

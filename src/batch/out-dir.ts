@@ -5,9 +5,9 @@
  * before any work; and removed again, while empty, when the run fails
  * before writing anything.
  */
-import { randomBytes } from 'node:crypto';
 import { lstat, rm, rmdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { temporaryName } from '../util/atomic-file.js';
 import { CamvizError } from '../util/errors.js';
 import { makeFolders } from '../util/make-folders.js';
 
@@ -45,7 +45,8 @@ export async function removeEmptyFolders(folder: string, top: string): Promise<v
  * name an older camviz recorded alone then vouches for fewer files.
  */
 export async function foldsCaseIn(folder: string): Promise<boolean> {
-  const lower = join(folder, `.camviz-case-probe-${process.pid}-${randomBytes(4).toString('hex')}`);
+  // A temporary file's name (lower case already): one a run killed while probing leaves is swept by the next (lock.ts' removeStaleTemporaries).
+  const lower = temporaryName(join(folder, 'camviz-case-probe'));
   const upper = join(folder, basename(lower).toUpperCase());
   try {
     await writeFile(lower, '', { flag: 'wx' });
