@@ -12,7 +12,7 @@ import { closeSync, constants, openSync, watch } from 'node:fs';
 import { appendFile, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { foldsCaseIn } from '../src/batch/out-dir.js';
+import { ensureWritable, foldsCaseIn } from '../src/batch/out-dir.js';
 import { compactFolderLedger, replaceableOutputs, runFolderOutputs } from '../src/batch/own-outputs.js';
 import { LEDGER_NAME, type WrittenVersion, addToLedger, createLedger, mayReplace, parseLedger, vouchFor, writeRecordedFile } from '../src/util/outputs-ledger.js';
 import { MAX_JSON_BYTES } from '../src/util/json-file.js';
@@ -181,6 +181,22 @@ test("the probe's file is named as camviz's temporary files are: a run killed wh
   try {
     await foldsCaseIn(out);
     // inotify's events come on the event loop's next turns.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  } finally {
+    watcher.close();
+  }
+  assert.ok(made.length > 0, 'the probe was seen');
+  for (const name of new Set(made)) assert.equal(parseTemporaryName(name)?.pid, process.pid, name);
+});
+
+test("the writability probe's file is named as camviz's temporary files are, for the same reason", async () => {
+  const out = await folder('write-probe-name');
+  const made: string[] = [];
+  const watcher = watch(out, (_, name) => {
+    if (name !== null) made.push(name);
+  });
+  try {
+    await ensureWritable(out);
     await new Promise((resolve) => setTimeout(resolve, 50));
   } finally {
     watcher.close();

@@ -13,10 +13,11 @@ import { makeFolders } from '../util/make-folders.js';
 
 /** Makes the output folder if needed and checks that a file can be written there; returns the first folder it made, if any. */
 export async function ensureWritable(outDir: string): Promise<string | undefined> {
-  const probe = join(outDir, `.camviz-write-test-${process.pid}`);
+  // A temporary file's name: one a run killed while probing leaves is swept by the next (lock.ts' removeStaleTemporaries).
+  const probe = temporaryName(join(outDir, 'camviz-write-test'));
   try {
     const made = await makeFolders(outDir);
-    await writeFile(probe, '');
+    await writeFile(probe, '', { flag: 'wx' });
     await rm(probe, { force: true });
     return made;
   } catch (error) {
