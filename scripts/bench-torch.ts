@@ -22,6 +22,8 @@ import { mkdtemp, readFile, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { cacheRoot } from '../src/util/cache-root.js';
+import { makeFolders } from '../src/util/make-folders.js';
 import { sha256Hex } from '../src/util/sha256.js';
 
 const run = promisify(execFile);
@@ -182,9 +184,19 @@ export interface TorchvisionModel {
   cls: number;
 }
 
+/**
+ * Where the bench keeps what it makes once (a torchvision model's weights,
+ * ONNX exports): in camviz's cache, the user's own, not the shared
+ * temporary folder, where another user could plant a file under the
+ * predictable name (torch.load of a planted pickle runs its code).
+ */
+function benchCache(): string {
+  return join(cacheRoot(), 'bench');
+}
+
 /** Where a torchvision model's weights are cached between bench runs (checked against the sidecar on use). */
 export function torchvisionState(model: TorchvisionModel): string {
-  return join(tmpdir(), `camviz-bench-torch-${model.name}-seed${model.seed}.pt`);
+  return join(benchCache(), `torch-${model.name}-seed${model.seed}.pt`);
 }
 
 const timerArgs = (mode: string, torchRef: string, model: TorchvisionModel, threads: number, runs: number): string[] =>
@@ -192,6 +204,7 @@ const timerArgs = (mode: string, torchRef: string, model: TorchvisionModel, thre
 
 /** Builds (or checks) the cached weights once, before any timed process. */
 export async function prepareTorchvision(torchRef: string, model: TorchvisionModel): Promise<void> {
+  await makeFolders(benchCache());
   await run(PYTHON, timerArgs('prepare', torchRef, model, 2, 0), { timeout: 600_000, env: torchEnv('fair') });
 }
 
@@ -232,13 +245,14 @@ export interface TorchvisionExport {
 /**
  * Exports a torchvision model with `export_onnx.py` (random weights from the
  * seed, as the shared ResNet-18), once: issue 12's target names ResNet-50,
- * which the shared assets do not hold. Cached in the temporary folder by
- * name and seed, and made again when the file's hash is not the sidecar's.
+ * which the shared assets do not hold. Cached by name and seed (benchCache),
+ * and made again when the file's hash is not the sidecar's.
  */
 export async function exportTorchvision(torchRef: string, name: string, seed: number): Promise<TorchvisionExport> {
-  const folder = join(tmpdir(), `camviz-bench-onnx-${name}-seed${seed}`);
+  const folder = join(benchCache(), `onnx-${name}-seed${seed}`);
   const cached: TorchvisionExport = { model: join(folder, `${name}.onnx`), sidecar: join(folder, `${name}.json`) };
   if (await exportIsWhole(cached)) return cached;
+  await makeFolders(benchCache());
   const fresh = await mkdtemp(`${folder}-making-`);
   try {
     await run(PYTHON, [join(torchRef, 'export_onnx.py'), name, '--seed', String(seed), '--out-dir', fresh], { timeout: 900_000, maxBuffer: 64 << 20, env: torchEnv('fair') });
