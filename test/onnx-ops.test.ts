@@ -1041,7 +1041,7 @@ test('ConvTranspose and the new ops: the opsets claimed, a shapesOnly stand-in, 
     assert.equal(supportedOp(op, since), true, op);
   }
   for (const op of ['ConvTranspose', 'DepthToSpace', 'SpaceToDepth', 'LRN', 'ArgMax', 'ArgMin', 'Hardmax', 'Sin', 'Cos']) assert.equal(supportedOp(op, 7), true, op);
-  assert.equal(supportedOp('ScatterND', 13), false);
+  assert.equal(supportedOp('NonMaxSuppression', 13), false);
   tf.tidy(() => {
     const x = laid(tf.transpose(tf.tensor4d(randomValues(2 * 2 * 3 * 3, 121), [2, 2, 3, 3]), [0, 2, 3, 1]), 'nhwc');
     const w = laid(tf.tensor4d(randomValues(2 * 3 * 3 * 3, 122), [2, 3, 3, 3]));
@@ -1179,5 +1179,37 @@ test('Einsum: claimed from opset 12, a shapesOnly stand-in, one-line refusals na
       assert.throws(() => runNode(n, shapes.map((shape) => laid(tf.zeros(shape))), 12), (error: Error) => pattern.test(error.message) && error.message.includes("'/Einsum'") && !error.message.includes('\n'), equation);
     }
     assert.throws(() => runNode(node('Einsum', ['x', 'y'], ['z'], { equation: str('i,i') }), [laid(tf.zeros([2])), laid(tf.zeros([2], 'int32'))], 12), /operands of type float32 and int32/);
+  });
+});
+
+test('Mod (fmod 0 and 1), ScatterND and a training Dropout of ratio 0 (what torchvision Swin exports), by hand', () => {
+  tf.tidy(() => {
+    const run = (n: OnnxNode, inputs: tf.Tensor[], opset: number): number[] => valuesOf(toLayout(runNode(n, inputs.map((t) => laid(t)), opset)[0]!, 'onnx'));
+    const a = [7, -7, 7, -7];
+    const b = [3, 3, -3, -3];
+    // fmod 0: the divisor's sign (Python's %); fmod 1: the dividend's (C's fmod).
+    assert.deepEqual(run(node('Mod', ['a', 'b'], ['y']), [tf.tensor1d(a, 'int32'), tf.tensor1d(b, 'int32')], 13), [1, 2, -2, -1]);
+    assert.deepEqual(run(node('Mod', ['a', 'b'], ['y'], { fmod: int(1) }), [tf.tensor1d(a, 'int32'), tf.tensor1d(b, 'int32')], 13), [1, -1, 1, -1]);
+    assertAllClose(run(node('Mod', ['a', 'b'], ['y'], { fmod: int(1) }), [tf.tensor1d([5.5, -5.5]), tf.tensor1d([2, 2])], 13), [1.5, -1.5], 1e-6, 'float fmod');
+    // ScatterND: rows 2 and 0 (then -4, which is 0 again: the last write wins) of a 4 x 2 matrix replaced.
+    const scatter = node('ScatterND', ['d', 'i', 'u'], ['y']);
+    const data = tf.tensor2d([1, 2, 3, 4, 5, 6, 7, 8], [4, 2]);
+    const indices = tf.tensor2d([2, 0, -4], [3, 1], 'int32');
+    const updates = tf.tensor2d([10, 20, 30, 40, 50, 60], [3, 2]);
+    assert.deepEqual(run(scatter, [data, indices, updates], 13), [50, 60, 3, 4, 10, 20, 7, 8]);
+    // Single elements ([row, column] indices).
+    assert.deepEqual(run(scatter, [data, tf.tensor2d([3, 1, 1, 0], [2, 2], 'int32'), tf.tensor1d([-1, -2])], 13), [1, 2, -2, 4, 5, 6, 7, -1]);
+    // The gradient reaches data where nothing overwrote it and the updates that were written.
+    const [dData, dUpdates] = tf.grads((d: tf.Tensor, u: tf.Tensor) => tf.sum(tf.mul(toLayout(runNode(scatter, [laid(d), laid(indices), laid(u)], 13)[0]!, 'onnx'), tf.reshape(tf.range(1, 9), [4, 2]))))([data, updates]);
+    assert.deepEqual(valuesOf(dData!), [0, 0, 3, 4, 0, 0, 7, 8]);
+    assert.deepEqual(valuesOf(dUpdates!), [5, 6, 0, 0, 1, 2]);
+    assert.throws(() => run(scatter, [data, tf.tensor2d([4], [1, 1], 'int32'), tf.tensor2d([0, 0], [1, 2])], 13), /ScatterND\): index 4 outside \[-4, 3\] on axis 0/);
+    assert.throws(() => run(node('ScatterND', ['d', 'i', 'u'], ['y'], { reduction: str('add') }), [data, indices, updates], 16), /ScatterND.*reduction 'add'/);
+    // Dropout with training_mode true drops nothing at ratio 0; any other ratio is refused.
+    const dropout = node('Dropout', ['x', 'r', 't'], ['y']);
+    const x = tf.tensor1d([1, -2, 3]);
+    assert.deepEqual(run(dropout, [x, tf.scalar(0), tf.scalar(true, 'bool')], 13), [1, -2, 3]);
+    assert.throws(() => run(dropout, [x, tf.scalar(0.1), tf.scalar(true, 'bool')], 13), /Dropout.*training mode/);
+    assert.throws(() => run(node('Dropout', ['x'], ['y'], { is_test: int(0) }), [x], 6), /Dropout.*training mode/);
   });
 });

@@ -189,6 +189,7 @@ export const {
   maxPool,
   minimum,
   mirrorPad,
+  mod,
   neg,
   onesLike,
   pool,

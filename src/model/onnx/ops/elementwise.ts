@@ -119,6 +119,23 @@ function divide(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   return tf.cast(tf.mul(tf.sign(quotient), tf.floor(tf.abs(quotient))), 'int32');
 }
 
+/**
+ * Mod: with fmod 0 (integers only in ONNX) the remainder takes the divisor's
+ * sign, as Python's % and tf.mod; with fmod 1 the dividend's, as C's fmod.
+ * Swin Transformer's export computes its window padding with it.
+ */
+function modulo(fmod: boolean): (a: tf.Tensor, b: tf.Tensor) => tf.Tensor {
+  return (a, b) => {
+    if (!fmod) return tf.mod(a, b);
+    if (a.dtype === 'int32') return tf.sub(a, tf.mul(divide(a, b), b));
+    return tf.sub(a, tf.mul(tf.mul(tf.sign(tf.div(a, b)), tf.floor(tf.abs(tf.div(a, b)))), b));
+  };
+}
+
+function mod(ctx: OpContext, inputs: (LaidTensor | undefined)[]): LaidTensor[] {
+  return binary(modulo(attrInt(ctx, 'fmod', 0) === 1))(ctx, inputs);
+}
+
 /** Pow's exponent may have another type than its base; the result has the base's. */
 function power(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   if (a.dtype === 'int32') return tf.cast(tf.round(tf.pow(tf.cast(a, 'float32'), tf.cast(b, 'float32'))), 'int32');
@@ -241,6 +258,7 @@ export const ELEMENTWISE_OPS: Record<string, OpFunction> = {
   Mul: binary((a, b) => tf.mul(a, b)),
   Div: binary(divide),
   Pow: binary(power),
+  Mod: mod,
   Equal: binary((a, b) => tf.equal(a, b)),
   Less: binary((a, b) => tf.less(a, b)),
   LessOrEqual: binary((a, b) => tf.lessEqual(a, b)),

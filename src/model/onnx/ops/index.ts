@@ -69,6 +69,8 @@ const SINCE: Record<string, number> = {
   Mish: 18,
   CumSum: 11,
   GatherElements: 11,
+  ScatterND: 11,
+  Mod: 10,
   GroupNormalization: 18,
   Einsum: 12,
 };

@@ -45,9 +45,16 @@ const identity: OpFunction = (ctx, inputs) => [required(ctx, inputs, 0)];
 
 function dropout(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const x = required(ctx, inputs, 0);
-  if (dropoutTrains(ctx, inputs)) throw unsupported(ctx, 'training mode');
+  // Training mode with ratio 0 drops nothing: torchvision 0.14's Swin calls F.dropout(attn, p=0.0) without `training`, which exports as that.
+  if (dropoutTrains(ctx, inputs) && dropoutRatio(ctx, inputs) !== 0) throw unsupported(ctx, 'training mode');
   const wantsMask = (ctx.node.outputs[1] ?? '') !== '';
   return wantsMask ? [x, laid(tf.cast(tf.onesLike(x.tensor), 'bool'), x.layout)] : [x];
+}
+
+/** The share of elements a training Dropout zeroes: an input from opset 12 (default 0.5), an attribute before. */
+function dropoutRatio(ctx: OpContext, inputs: Inputs): number {
+  if (ctx.opset >= 12) return Number(inputs[1]?.tensor.dataSync()[0] ?? 0.5);
+  return attrFloat(ctx, 'ratio', 0.5);
 }
 
 /** From opset 12 a runtime input says so; opsets up to 6 had is_test (0: training); 7 to 11 only infer. */
@@ -328,6 +335,52 @@ function gatherElements(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   return [laid(tf.reshape(picked, indices.shape))];
 }
 
+/**
+ * ScatterND (reduction 'none'): data with the slices that `indices` name
+ * replaced by `updates`. Swin Transformer's export builds its shifted
+ * windows' attention mask with it (PyTorch's `mask[h, w] = count`). Each
+ * output element's source (data, or the update written last there) is
+ * worked out on the host; one gather from data and updates then makes the
+ * output, so the gradient reaches both through gather's.
+ */
+function scatterND(ctx: OpContext, inputs: Inputs): LaidTensor[] {
+  const data = onnxInput(ctx, inputs, 0);
+  const indices = onnxInput(ctx, inputs, 1);
+  const updates = onnxInput(ctx, inputs, 2);
+  const reduction = attrString(ctx, 'reduction', 'none');
+  if (reduction !== 'none') throw unsupported(ctx, `reduction '${reduction}'`);
+  const depth = indices.shape.at(-1) ?? 0;
+  const sliceShape = data.shape.slice(depth);
+  const expected = [...indices.shape.slice(0, -1), ...sliceShape];
+  if (depth > data.rank || updates.rank !== expected.length || updates.shape.some((dim, i) => dim !== expected[i])) {
+    throw new CamvizError(`ONNX node '${ctx.node.name}' (ScatterND): updates [${updates.shape.join(', ')}] for data [${data.shape.join(', ')}] and indices [${indices.shape.join(', ')}]`);
+  }
+  if (ctx.shapesOnly === true) return [laid(zerosStandIn(data.shape, data.dtype))];
+  const count = indices.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+  const sources = scatterSources(ctx, data.shape, constantInts(laid(indices)) ?? [], depth, count);
+  const pool = tf.concat([tf.reshape(data, [data.size]), tf.reshape(tf.cast(updates, data.dtype), [updates.size])]);
+  return [laid(tf.reshape(tf.gather(pool, tf.tensor1d(sources, 'int32')), data.shape))];
+}
+
+/** For each element of data (flat), where its value comes from: itself (i), or element j of updates (data's size + j). */
+function scatterSources(ctx: OpContext, dims: readonly number[], indices: readonly number[], depth: number, count: number): Int32Array {
+  const size = dims.reduce((a, b) => a * b, 1);
+  const strides = dims.map((_, d) => dims.slice(d + 1).reduce((a, b) => a * b, 1));
+  const sliceSize = depth === 0 ? size : strides[depth - 1]!;
+  const sources = Int32Array.from({ length: size }, (_, i) => i);
+  for (let update = 0; update < count; update++) {
+    let offset = 0;
+    for (let d = 0; d < depth; d++) {
+      const index = indices[update * depth + d]!;
+      const dim = dims[d]!;
+      if (index < -dim || index >= dim) throw new CamvizError(`ONNX node '${ctx.node.name}' (ScatterND): index ${index} outside [-${dim}, ${dim - 1}] on axis ${d}`);
+      offset += (index < 0 ? index + dim : index) * strides[d]!;
+    }
+    for (let k = 0; k < sliceSize; k++) sources[offset + k] = size + update * sliceSize + k;
+  }
+  return sources;
+}
+
 // ------------------------------------------------------------ Pad
 
 function pad(ctx: OpContext, inputs: Inputs): LaidTensor[] {
@@ -396,5 +449,6 @@ export const TENSOR_OPS: Record<string, OpFunction> = {
   Slice: slice,
   Gather: gather,
   GatherElements: gatherElements,
+  ScatterND: scatterND,
   Pad: pad,
 };
