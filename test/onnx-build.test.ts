@@ -428,7 +428,7 @@ test("camviz layers counts a Conv's weights and bias as parameters, and no Clip 
     await writeFile(path, onnxModelBytes(model));
     const loaded = await loadModel(path, { preprocess: 'none' });
     try {
-      const rows = describeLayers(loaded.network(), loaded.meta.targetLayer);
+      const rows = describeLayers(loaded.network(), loaded.meta);
       const params = Object.fromEntries(rows.map((row) => [row.name, row.params]));
       assert.deepEqual(params, { pad: 0, conv: 4 * 3 * 3 * 3 + 4, clip: 0 });
     } finally {

@@ -70,7 +70,7 @@ for (const { opset, variant, resizeOp } of EXPORTS) {
     });
 
     test(`layers lists the ${resizeOp} nodes with their ONNX shapes, and they resolve as target layers`, () => {
-      const rows = describeOnnxLayers(model.onnx!, describeLayers(model.network(), model.meta.targetLayer));
+      const rows = describeOnnxLayers(model.onnx!, describeLayers(model.network(), model.meta));
       const resized = rows.filter((row) => row.className === resizeOp);
       const expected = variant === 'legacy' ? [[null, 8, 16, 16], [null, 8, 24, 16]] : [[null, 8, 16, 16], [null, 8, 16, 16], [null, 8, 13, 11], [null, 8, 11, 13], [null, 8, 16, 16]];
       assert.deepEqual(resized.map((row) => row.outputShape).sort(), expected.sort());

@@ -14,8 +14,8 @@ import { classUnits } from './targets/target.js';
 export function camTargets(model: CamvizModel, names: readonly string[]): GraphNode[] {
   const network = model.network();
   if (names.length === 0) {
-    const target = defaultTarget(network, model.meta.targetLayer);
-    if (target === undefined) throw new UsageError('the model has no layer with a spatial output to explain (see camviz layers)');
+    const target = defaultTarget(network, model.meta);
+    if (target === undefined) throw new UsageError(model.meta.noTargetLayer ?? 'the model has no layer with a spatial output to explain (see camviz layers)');
     return [target];
   }
   return names.map((name) => resolveLayer(network, name, isCamTarget, 'a CAM target (4-D output with spatial size above 1)'));

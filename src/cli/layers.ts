@@ -12,7 +12,7 @@ export async function runLayers(options: ModelOptions & { json?: boolean }): Pro
   // The table reads the graph only: no pass runs, so no ONNX Runtime session is made.
   const { model } = await openTaskContext({ ...modelSpec(options), engine: 'tfjs' });
   try {
-    const described = describeLayers(model.network(), model.meta.targetLayer);
+    const described = describeLayers(model.network(), model.meta);
     // ONNX models: ONNX node names and shapes, and the PyTorch module of each output.
     const layers: OnnxLayerInfo[] = model.onnx === undefined ? described : describeOnnxLayers(model.onnx, described);
     if (options.json) {

@@ -33,11 +33,20 @@ export function isFeatureMap(node: GraphNode): boolean {
   return node.outputShapes.length === 1 && node.outputShapes[0]!.length === 4;
 }
 
+/** What a model says of its default CAM target (ModelMetadata's fields): the layer it prefers, or why it has none. */
+export interface TargetHint {
+  targetLayer?: string;
+  noTargetLayer?: string;
+}
+
 /**
- * The last CAM target before the first global pooling or flatten on the way
- * to the output; without one, the last CAM target of the model.
+ * The model's preferred layer; else the last CAM target before the first
+ * global pooling or flatten on the way to the output; without one, the last
+ * CAM target of the model. None when the model says why it has none.
  */
-export function defaultTarget(network: Executor, preferred?: string): GraphNode | undefined {
+export function defaultTarget(network: Executor, hint: TargetHint = {}): GraphNode | undefined {
+  if (hint.noTargetLayer !== undefined) return undefined;
+  const preferred = hint.targetLayer;
   if (preferred !== undefined) {
     const node = network.graph.findNodes(preferred).at(-1);
     if (node !== undefined && isCamTarget(node)) return node;
@@ -52,8 +61,8 @@ export function defaultTarget(network: Executor, preferred?: string): GraphNode 
   return candidates.at(-1);
 }
 
-export function describeLayers(network: Executor, preferredTarget?: string): LayerInfo[] {
-  const target = defaultTarget(network, preferredTarget);
+export function describeLayers(network: Executor, hint: TargetHint = {}): LayerInfo[] {
+  const target = defaultTarget(network, hint);
   return network.graph.nodes.map((node) => ({
     name: node.path,
     className: node.layer.getClassName(),

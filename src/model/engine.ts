@@ -63,6 +63,8 @@ export interface EngineSubject {
     readonly inputSize: { readonly width: number; readonly height: number };
     /** The default CAM target's name, when the model's metadata gives one. */
     readonly targetLayer?: string;
+    /** Why the model has no default CAM target, when it has none. */
+    readonly noTargetLayer?: string;
   };
   readonly onnx?: BuiltOnnxModel;
   /** The TF.js layers model (also a graph model's, as camviz imports it), which the ONNX writer writes. */
@@ -139,7 +141,7 @@ async function ortExecutor(
   try {
     const trunk = await onnxForm();
     // The default CAM target is what a CAM command without --layer differentiates: its first session holds it.
-    const target = defaultTarget(network, model.meta.targetLayer);
+    const target = defaultTarget(network, model.meta);
     const { onnxCacheDir } = await import('./onnx-writer/cache.js');
     const folder = onnxCacheDir();
     const executor = await createOrtExecutor(network, trunk, {

@@ -281,7 +281,7 @@ async function loadOnnxModel(spec: string, onnxPath: string, options: LoadOption
   if (given !== undefined) checkInputFits(input, meta.inputSize, onnxPath, given);
   const built = buildChecked(checked, meta.inputSize);
   setLayerAliases(built.layersModel, built.layerNames);
-  const withTarget = meta.targetLayer !== undefined || built.defaultLayer === undefined ? meta : { ...meta, targetLayer: built.defaultLayer };
+  const withTarget = meta.targetLayer !== undefined ? meta : built.defaultLayer !== undefined ? { ...meta, targetLayer: built.defaultLayer } : built.noDefaultLayer !== undefined ? { ...meta, noTargetLayer: built.noDefaultLayer } : meta;
   return withLabelsChecked(new CamvizModel(withTarget, built.layersModel, undefined, built), options.labels);
 }
 

@@ -48,6 +48,8 @@ export interface ModelMetadata {
   labels?: string[];
   scoreLayer?: string;
   targetLayer?: string;
+  /** Why the model has no default CAM target (a vision transformer's last layers are token sequences): CAM commands then need --layer. */
+  noTargetLayer?: string;
 }
 
 export type ModelFormat = 'layers' | 'graph' | 'onnx';

@@ -69,6 +69,8 @@ export interface BuiltOnnxModel {
   readonly layerNames: ReadonlyMap<string, string>;
   /** The default CAM target, as the name a PyTorch user knows (a module path when there is one). */
   readonly defaultLayer: string | undefined;
+  /** Why there is no default CAM target, when a vision transformer's classifier reads token sequences (see `tokenHeadReason`). */
+  readonly noDefaultLayer?: string;
   /** Per tfjs layer name, the ONNX (NCHW) shape of its first output; null dims are dynamic. */
   readonly onnxShapes: ReadonlyMap<string, (number | null)[]>;
   /** Per tfjs layer name, the module whose output it is (the outermost), if any. */
@@ -748,7 +750,7 @@ class ConvKernels {
 }
 
 /** The names users may give, the module of each layer, and the default CAM target. */
-function namesOf(model: OnnxModel, plans: PlannedLayer[]): Pick<BuiltOnnxModel, 'layerNames' | 'modules' | 'defaultLayer'> {
+function namesOf(model: OnnxModel, plans: PlannedLayer[]): Pick<BuiltOnnxModel, 'layerNames' | 'modules' | 'defaultLayer' | 'noDefaultLayer'> {
   const graphOutputs = model.graph.outputs.map((output) => output.name);
   const named = plans.map((plan) => ({ name: plan.node.name, inputs: plan.runtimeInputs, outputs: plan.node.outputs }));
   const layerNames = new Map<string, string>();
@@ -762,33 +764,90 @@ function namesOf(model: OnnxModel, plans: PlannedLayer[]): Pick<BuiltOnnxModel, 
   for (const plan of plans) {
     for (const name of [plan.foldedPad?.name ?? '', ...(plan.foldedPad?.outputs ?? [])]) if (name !== '' && name !== plan.name && !layerNames.has(name)) layerNames.set(name, plan.name);
   }
-  return { layerNames, modules, defaultLayer: defaultLayerOf(plans, layerNames) };
+  const defaultLayer = defaultLayerOf(plans, layerNames);
+  const noDefaultLayer = defaultLayer === undefined ? tokenHeadReason(plans) : undefined;
+  return { layerNames, modules, defaultLayer, ...(noDefaultLayer === undefined ? {} : { noDefaultLayer }) };
 }
 
 const GLOBAL_POOLING = new Set(['GlobalAveragePooling2D', 'GlobalMaxPooling2D']);
 
+/** Window pooling that a classifier head may start with: PyTorch's AdaptiveAvgPool2d to a fixed size exports as AveragePool (AlexNet's and VGG's `avgpool`). */
+const WINDOW_POOLING = new Set(['AveragePool', 'MaxPool']);
+
 /**
  * The default CAM target, as pytorch-grad-cam users pick it: the output of
- * the last top-level module before the global pooling nearest the output
- * (`layer4` of a ResNet, `features` of MobileNet v2, EfficientNet and
- * SqueezeNet, whose classifier holds its own convolution). Without module
- * scopes, the 4-D value the pooling reads.
+ * the last top-level module before the classifier head (`layer4` of a
+ * ResNet, `features` of VGG, MobileNet v2, EfficientNet and SqueezeNet,
+ * whose classifier holds its own convolution). The head starts at the
+ * global pooling nearest the output, else (AlexNet, VGG) at the flatten
+ * nearest the output; a module of window pooling alone just before it
+ * (`avgpool`) belongs to the head. Where an op outside every module comes
+ * between that module and the head (DenseNet's `F.relu(features,
+ * inplace=True)`), the value the head reads: what pytorch-grad-cam's hook
+ * on `model.features` sees there, the ReLU being in place. Without module
+ * scopes, the 4-D value the head reads.
  */
 function defaultLayerOf(plans: PlannedLayer[], layerNames: ReadonlyMap<string, string>): string | undefined {
-  let poolingAt = plans.length - 1;
-  while (poolingAt >= 0 && !GLOBAL_POOLING.has(plans[poolingAt]!.className)) poolingAt--;
-  if (poolingAt < 0) return undefined;
-  const pooling = plans[poolingAt]!;
-  const poolingModule = topModule(pooling.node.name);
-  for (let i = poolingAt - 1; i >= 0; i--) {
-    const module = topModule(plans[i]!.node.name);
-    if (module === undefined || module === poolingModule) continue;
-    if (layerNames.has(module) && isSpatial(plans.find((plan) => plan.name === layerNames.get(module)))) return module;
-    break;
+  const headAt = headStartOf(plans);
+  if (headAt < 0) return undefined;
+  const head = plans[headAt]!;
+  const headModules = new Set([topModule(head.node.name)]);
+  let pooled = feedingPlan(plans, head);
+  for (let i = headAt - 1; i >= 0; i--) {
+    const plan = plans[i]!;
+    const module = topModule(plan.node.name);
+    if (module === undefined || headModules.has(module)) continue;
+    if (plans.every((other) => topModule(other.node.name) !== module || WINDOW_POOLING.has(other.className))) {
+      headModules.add(module);
+      if (pooled === plan) pooled = feedingPlan(plans, plan);
+      continue;
+    }
+    const output = plans.find((other) => other.name === layerNames.get(module));
+    if (!isSpatial(output)) break;
+    if (pooled !== undefined && pooled !== output && topModule(pooled.node.name) === undefined && isSpatial(pooled)) return pooled.name;
+    return module;
   }
-  const read = pooling.runtimeInputs[0];
-  const feeding = plans.find((plan) => read !== undefined && plan.node.outputs.includes(read));
-  return feeding !== undefined && isSpatial(feeding) ? feeding.name : undefined;
+  return pooled !== undefined && isSpatial(pooled) ? pooled.name : undefined;
+}
+
+/**
+ * Why a model whose classifier reads token sequences (ViT's class token,
+ * after 3-D [N, tokens, C] layers that follow its last 4-D value, the patch
+ * embedding) has no default CAM target: Grad-CAM reads such a layer only
+ * reshaped to a grid (pytorch-grad-cam's `reshape_transform`), which camviz
+ * does not do, and the patch embedding, the one 4-D layer, is not what
+ * Grad-CAM users explain. Undefined for any other model.
+ */
+function tokenHeadReason(plans: PlannedLayer[]): string | undefined {
+  let lastSpatial = -1;
+  plans.forEach((plan, i) => {
+    if (isSpatial(plan)) lastSpatial = i;
+  });
+  if (lastSpatial < 0) return undefined;
+  const tokens = plans
+    .slice(lastSpatial + 1)
+    .reverse()
+    .find((plan) => plan.outputShapes[0]?.length === 3 && (plan.outputShapes[0][1] ?? 0) > 1);
+  if (tokens === undefined) return undefined;
+  const shape = `[${tokens.outputShapes[0]!.map((dim) => dim ?? '?').join(', ')}]`;
+  return `the model has no default CAM target: its last layers are token sequences (${tokens.name}: ${shape}, a transformer's), which Grad-CAM reads only reshaped to a grid (pytorch-grad-cam's reshape_transform, which camviz does not do); give --layer with a 4-D layer (camviz layers lists them)`;
+}
+
+/** Where the classifier head starts: the global pooling nearest the output, else the Flatten (or Reshape) nearest it that makes a feature map a vector; -1 for none. */
+function headStartOf(plans: PlannedLayer[]): number {
+  const isFlatten = (plan: PlannedLayer): boolean => (plan.className === 'Flatten' || plan.className === 'Reshape') && plan.outputShapes[0]?.length === 2 && isSpatial(feedingPlan(plans, plan));
+  const lastIndex = (test: (plan: PlannedLayer) => boolean): number => {
+    for (let i = plans.length - 1; i >= 0; i--) if (test(plans[i]!)) return i;
+    return -1;
+  };
+  const pooling = lastIndex((plan) => GLOBAL_POOLING.has(plan.className));
+  return pooling >= 0 ? pooling : lastIndex(isFlatten);
+}
+
+/** The plan whose output `plan` reads first. */
+function feedingPlan(plans: PlannedLayer[], plan: PlannedLayer): PlannedLayer | undefined {
+  const read = plan.runtimeInputs[0];
+  return read === undefined ? undefined : plans.find((candidate) => candidate.node.outputs.includes(read));
 }
 
 function isSpatial(plan: PlannedLayer | undefined): boolean {

@@ -1,0 +1,107 @@
+/**
+ * torchvision classifier families as their ONNX exports are (small
+ * representatives made at test time, test/helpers/torch-zoo.ts) against
+ * PyTorch: the default CAM target is the layer pytorch-grad-cam's README
+ * has users pick, and Grad-CAM there gives PyTorch's map (its forward hook
+ * on that module), on tfjs and with ONNX Runtime running the forward pass.
+ * VGG (no global pooling: its `avgpool` is an AveragePool before the
+ * flatten) defaults to `features`; DenseNet, whose forward ReLUs
+ * `features` in place, to that ReLU (what the hook on `features` sees);
+ * Swin Transformer (Mod, ScatterND, a training-mode Dropout of ratio 0) to
+ * its `permute`, the channels-last map made NCHW; a ViT, whose last layers
+ * are token sequences, has none and says so in one line. Skips without a
+ * Python that has torch, torchvision and onnx.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { useBackend } from '../src/engine/backend.js';
+import { type CamvizModel, loadModel } from '../src/model/load.js';
+import { camTargets } from '../src/cam/request.js';
+import { disposeValues } from '../src/executor/network.js';
+import { UsageError } from '../src/util/errors.js';
+import { type TorchZooArch, type TorchZooReference, makeTorchZooModel } from './helpers/torch-zoo.js';
+import { assertCloseTo, gradcamMaps, nhwcInput, torchParity } from './helpers/torch-parity.js';
+
+const { python, skipTorch, skipOrt } = torchParity('torch, torchvision, onnx', 'python3-torch, python3-torchvision, python3-onnx');
+
+interface ZooCase {
+  arch: TorchZooArch;
+  side: number;
+  opset: number;
+  /** The PyTorch module whose hooked output the default target must be (none: the model has no default). */
+  module?: string;
+  /** camviz's name of the default target. */
+  defaultLayer?: string;
+  /** Ops the export must have, so that the case tests what it says. */
+  ops: string[];
+}
+
+const CASES: ZooCase[] = [
+  { arch: 'vgg', side: 32, opset: 17, module: 'features', defaultLayer: 'features', ops: ['AveragePool', 'Flatten'] },
+  { arch: 'densenet', side: 32, opset: 13, module: 'features', defaultLayer: 'Relu', ops: ['GlobalAveragePool'] },
+  { arch: 'swin', side: 32, opset: 13, module: 'permute', defaultLayer: 'permute', ops: ['Mod', 'ScatterND', 'Dropout'] },
+  { arch: 'vit', side: 32, opset: 17, ops: ['LayerNormalization', 'MatMul'] },
+];
+
+for (const { arch, side, opset, module, defaultLayer, ops } of CASES) {
+  describe(`a small torchvision-style ${arch} (opset ${opset}) against PyTorch`, { skip: skipTorch }, () => {
+    let folder: string;
+    let reference: TorchZooReference;
+    let model: CamvizModel;
+    let input: tf.Tensor4D;
+    before(async () => {
+      await useBackend('cpu');
+      folder = await mkdtemp(join(tmpdir(), `camviz-zoo-${arch}-`));
+      reference = makeTorchZooModel(python!, folder, arch, side, opset, module === undefined ? [] : [module]);
+      model = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'tfjs' });
+      input = nhwcInput(reference.input, 2, side);
+    });
+    after(async () => {
+      input?.dispose();
+      model?.dispose();
+      await rm(folder, { recursive: true, force: true });
+    });
+
+    test('the logits as PyTorch computes them', async () => {
+      for (const op of ops) assert.ok(reference.ops.includes(op), `${op} in ${reference.ops.join(' ')}`);
+      const values = await model.network().forward(input);
+      assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
+      disposeValues(values);
+    });
+
+    if (module === undefined) {
+      test('no default CAM target: one line saying why and asking for --layer', () => {
+        assert.equal(model.meta.targetLayer, undefined);
+        assert.throws(() => camTargets(model, []), (error: unknown) => error instanceof UsageError && /no default CAM target: its last layers are token sequences .*\[\?, \d+, 16\].*give --layer/.test(error.message) && !error.message.includes('\n'));
+      });
+      return;
+    }
+
+    test(`the default CAM target is ${defaultLayer}, and Grad-CAM there is PyTorch's at ${module}`, async () => {
+      assert.equal(model.meta.targetLayer, defaultLayer);
+      const [target] = camTargets(model, []);
+      assert.equal(target, camTargets(model, [defaultLayer!])[0]);
+      const maps = await gradcamMaps(model, input, reference.classes, defaultLayer!);
+      maps.forEach((map, i) => {
+        const expected = reference.cams[module]![i]!.flat();
+        assert.ok(expected.some((value) => value > 0), `image ${i}: PyTorch's map must not be empty`);
+        assertCloseTo(map, expected, 1e-4, `image ${i}'s map`);
+      });
+    });
+
+    test('with ONNX Runtime running the forward pass: the same maps at the default target', { skip: skipOrt }, async () => {
+      const onOrt = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'onnxruntime' });
+      try {
+        assert.equal((await onOrt.engine()).kind, 'onnxruntime');
+        const maps = await gradcamMaps(onOrt, input, reference.classes, onOrt.meta.targetLayer!);
+        maps.forEach((map, i) => assertCloseTo(map, reference.cams[module]![i]!.flat(), 1e-4, `image ${i}'s map`));
+      } finally {
+        onOrt.dispose();
+      }
+    });
+  });
+}
