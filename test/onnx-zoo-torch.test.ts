@@ -9,8 +9,10 @@
  * `features` in place, to that ReLU (what the hook on `features` sees);
  * Swin Transformer (Mod, ScatterND, a training-mode Dropout of ratio 0) to
  * its `permute`, the channels-last map made NCHW; a ViT, whose last layers
- * are token sequences, has none and says so in one line. Skips without a
- * Python that has torch, torchvision and onnx.
+ * are token sequences, has none and says so in one line; at its patch
+ * embedding (`--layer conv_proj`) Grad-CAM is PyTorch's on both engines,
+ * ONNX Runtime handing the tfjs layers after it the int64 shape arithmetic
+ * they read. Skips without a Python that has torch, torchvision and onnx.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -36,6 +38,8 @@ interface ZooCase {
   module?: string;
   /** camviz's name of the default target. */
   defaultLayer?: string;
+  /** A layer given by name where there is no default (ViT's patch embedding, a 4-D layer before shape arithmetic that the layers after it read). */
+  layer?: string;
   /** Ops the export must have, so that the case tests what it says. */
   ops: string[];
 }
@@ -44,10 +48,10 @@ const CASES: ZooCase[] = [
   { arch: 'vgg', side: 32, opset: 17, module: 'features', defaultLayer: 'features', ops: ['AveragePool', 'Flatten'] },
   { arch: 'densenet', side: 32, opset: 13, module: 'features', defaultLayer: 'Relu', ops: ['GlobalAveragePool'] },
   { arch: 'swin', side: 32, opset: 13, module: 'permute', defaultLayer: 'permute', ops: ['Mod', 'ScatterND', 'Dropout'] },
-  { arch: 'vit', side: 32, opset: 17, ops: ['LayerNormalization', 'MatMul'] },
+  { arch: 'vit', side: 32, opset: 17, layer: 'conv_proj', ops: ['LayerNormalization', 'MatMul', 'Expand'] },
 ];
 
-for (const { arch, side, opset, module, defaultLayer, ops } of CASES) {
+for (const { arch, side, opset, module, defaultLayer, layer, ops } of CASES) {
   describe(`a small torchvision-style ${arch} (opset ${opset}) against PyTorch`, { skip: skipTorch }, () => {
     let folder: string;
     let reference: TorchZooReference;
@@ -56,7 +60,7 @@ for (const { arch, side, opset, module, defaultLayer, ops } of CASES) {
     before(async () => {
       await useBackend('cpu');
       folder = await mkdtemp(join(tmpdir(), `camviz-zoo-${arch}-`));
-      reference = makeTorchZooModel(python!, folder, arch, side, opset, module === undefined ? [] : [module]);
+      reference = makeTorchZooModel(python!, folder, arch, side, opset, [module ?? layer!]);
       model = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'tfjs' });
       input = nhwcInput(reference.input, 2, side);
     });
@@ -78,6 +82,20 @@ for (const { arch, side, opset, module, defaultLayer, ops } of CASES) {
         assert.equal(model.meta.targetLayer, undefined);
         assert.throws(() => camTargets(model, []), (error: unknown) => error instanceof UsageError && /no default CAM target: its last layers are token sequences .*\[\?, \d+, 16\].*give --layer/.test(error.message) && !error.message.includes('\n'));
       });
+
+      // ONNX Runtime's pass gives the tfjs layers after the target what they read, the class token's expansion to the batch (int64 shape arithmetic) too.
+      for (const engine of ['tfjs', 'onnxruntime'] as const) {
+        test(`--layer ${layer} on ${engine}: PyTorch's Grad-CAM maps`, { skip: engine === 'onnxruntime' && skipOrt }, async () => {
+          const loaded = engine === 'tfjs' ? model : await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine });
+          try {
+            assert.equal((await loaded.engine()).kind, engine);
+            const maps = await gradcamMaps(loaded, input, reference.classes, layer!);
+            maps.forEach((map, i) => assertCloseTo(map, reference.cams[layer!]![i]!.flat(), 1e-4, `image ${i}'s map`));
+          } finally {
+            if (loaded !== model) loaded.dispose();
+          }
+        });
+      }
       return;
     }
 

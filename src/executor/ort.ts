@@ -752,6 +752,8 @@ function fixedBatchOfOne(session: OrtSession): boolean {
  */
 class JoinedOutput {
   private data: Float32Array | undefined;
+  /** An integer value's (see addIntegers). */
+  private integers: Int32Array | undefined;
   private filled = 0;
   private batch = 0;
   private parts = 0;
@@ -760,6 +762,7 @@ class JoinedOutput {
   constructor(private readonly value: OnnxValue) {}
 
   add(tensor: Pick<OrtTensor, 'type' | 'dims' | 'data'> | HostValue, runs: number): void {
+    if (tensor.type === 'int64' || tensor.type === 'int32') return this.addIntegers(tensor, runs);
     if (tensor.type !== 'float32') throw new CamvizError(`ONNX value '${this.value.name}' is ${tensor.type}, not float32`);
     const part = tensor.data as Float32Array;
     this.data ??= new Float32Array(part.length * runs);
@@ -778,8 +781,25 @@ class JoinedOutput {
     this.parts += 1;
   }
 
+  /**
+   * Shape arithmetic that the layers after a CAM target read, computed
+   * before it (ViT's class token expanded to the batch: a Concat of the
+   * batch size): int32, as the model's own layers hold integers. From one
+   * run only: a vector computed from the batch size, per image, does not
+   * join into the batch's.
+   */
+  private addIntegers(tensor: Pick<OrtTensor, 'type' | 'dims' | 'data'> | HostValue, runs: number): void {
+    if (runs !== 1) throw new CamvizError(`ONNX value '${this.value.name}' is ${tensor.type}, read from a graph whose batch is fixed at 1`);
+    const values = Array.from(tensor.data as ArrayLike<number | bigint>, Number);
+    if (values.some((value) => !Number.isSafeInteger(value) || value !== (value | 0))) throw new CamvizError(`ONNX value '${this.value.name}' is ${tensor.type} beyond int32`);
+    this.integers = Int32Array.from(values);
+    this.partDims = tensor.dims;
+    this.parts = 1;
+  }
+
   /** The joined value as a tensor (NHWC for a 4-D NCHW value). */
   tensor(): tf.Tensor {
+    if (this.integers !== undefined) return tf.tensor(this.integers, [...this.partDims], 'int32');
     const [, c = 1, h = 1, w = 1] = this.partDims;
     // One run: ORT's own dims (a value of rank 0 stays so); several: joined on the batch.
     const joined = this.parts === 1 ? [...this.partDims] : [this.batch, ...this.partDims.slice(1)];
