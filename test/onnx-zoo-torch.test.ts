@@ -23,10 +23,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/engine/backend.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { camTargets } from '../src/cam/request.js';
-import { disposeValues } from '../src/executor/network.js';
 import { UsageError } from '../src/util/errors.js';
 import { type TorchZooArch, type TorchZooReference, makeTorchZooModel } from './helpers/torch-zoo.js';
-import { assertCloseTo, gradcamMaps, nhwcInput, torchParity } from './helpers/torch-parity.js';
+import { assertTorchGradcam, assertTorchLogits, nhwcInput, torchParity } from './helpers/torch-parity.js';
 
 const { python, skipTorch, skipOrt } = torchParity('torch, torchvision, onnx', 'python3-torch, python3-torchvision, python3-onnx');
 
@@ -72,9 +71,7 @@ for (const { arch, side, opset, module, defaultLayer, layer, ops } of CASES) {
 
     test('the logits as PyTorch computes them', async () => {
       for (const op of ops) assert.ok(reference.ops.includes(op), `${op} in ${reference.ops.join(' ')}`);
-      const values = await model.network().forward(input);
-      assertCloseTo(values.output.dataSync(), reference.logits.flat(), 1e-4, 'logits');
-      disposeValues(values);
+      await assertTorchLogits(model.network(), input, reference.logits);
     });
 
     if (module === undefined) {
@@ -89,8 +86,7 @@ for (const { arch, side, opset, module, defaultLayer, layer, ops } of CASES) {
           const loaded = engine === 'tfjs' ? model : await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine });
           try {
             assert.equal((await loaded.engine()).kind, engine);
-            const maps = await gradcamMaps(loaded, input, reference.classes, layer!);
-            maps.forEach((map, i) => assertCloseTo(map, reference.cams[layer!]![i]!.flat(), 1e-4, `image ${i}'s map`));
+            await assertTorchGradcam(loaded, input, reference.classes, layer!, reference.cams[layer!]!);
           } finally {
             if (loaded !== model) loaded.dispose();
           }
@@ -103,20 +99,14 @@ for (const { arch, side, opset, module, defaultLayer, layer, ops } of CASES) {
       assert.equal(model.meta.targetLayer, defaultLayer);
       const [target] = camTargets(model, []);
       assert.equal(target, camTargets(model, [defaultLayer!])[0]);
-      const maps = await gradcamMaps(model, input, reference.classes, defaultLayer!);
-      maps.forEach((map, i) => {
-        const expected = reference.cams[module]![i]!.flat();
-        assert.ok(expected.some((value) => value > 0), `image ${i}: PyTorch's map must not be empty`);
-        assertCloseTo(map, expected, 1e-4, `image ${i}'s map`);
-      });
+      await assertTorchGradcam(model, input, reference.classes, defaultLayer!, reference.cams[module]!);
     });
 
     test('with ONNX Runtime running the forward pass: the same maps at the default target', { skip: skipOrt }, async () => {
       const onOrt = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'onnxruntime' });
       try {
         assert.equal((await onOrt.engine()).kind, 'onnxruntime');
-        const maps = await gradcamMaps(onOrt, input, reference.classes, onOrt.meta.targetLayer!);
-        maps.forEach((map, i) => assertCloseTo(map, reference.cams[module]![i]!.flat(), 1e-4, `image ${i}'s map`));
+        await assertTorchGradcam(onOrt, input, reference.classes, onOrt.meta.targetLayer!, reference.cams[module]!);
       } finally {
         onOrt.dispose();
       }
