@@ -46,7 +46,8 @@ import type { CamTaskOptions, ModelSpec } from './types.js';
 
 /** Bumped when what a plan holds, or what a planned run does with it, changes: older plans are then not found. */
 // 2: a Reshape's 4-D image value is stored (and fetched from ONNX Runtime) NHWC, so a plan's layouts changed.
-const PLAN_FORMAT = 2;
+// 3: an ONNX model's default CAM target changed for VGG, AlexNet and DenseNet exports (features, the in-place ReLU), and a ViT has none: a plan holds the target it resolved.
+const PLAN_FORMAT = 3;
 
 /** The plans kept: the most recently used. Each is mostly its kernel (MobileNet v1's 3 MB). */
 const MAX_PLANS = 32;
