@@ -172,38 +172,33 @@ test('the real probe of this file system: it tells case apart (Linux), and leave
   assert.equal(await foldsCaseIn(join(out, 'missing')), true);
 });
 
-test("the probe's file is named as camviz's temporary files are: a run killed while probing leaves one the next run sweeps", async () => {
-  const out = await folder('probe-name');
-  const made: string[] = [];
-  const watcher = watch(out, (_, name) => {
-    if (name !== null) made.push(name);
+/** The names of the files `probe` makes in `folder` while it runs (seen through inotify). */
+async function namesMadeBy(folder: string, probe: () => Promise<unknown>): Promise<Set<string>> {
+  const made = new Set<string>();
+  const watcher = watch(folder, (_, name) => {
+    if (name !== null) made.add(name);
   });
   try {
-    await foldsCaseIn(out);
+    await probe();
     // inotify's events come on the event loop's next turns.
     await new Promise((resolve) => setTimeout(resolve, 50));
   } finally {
     watcher.close();
   }
-  assert.ok(made.length > 0, 'the probe was seen');
-  for (const name of new Set(made)) assert.equal(parseTemporaryName(name)?.pid, process.pid, name);
-});
+  return made;
+}
 
-test("the writability probe's file is named as camviz's temporary files are, for the same reason", async () => {
-  const out = await folder('write-probe-name');
-  const made: string[] = [];
-  const watcher = watch(out, (_, name) => {
-    if (name !== null) made.push(name);
+for (const [what, probe] of [
+  ['case', foldsCaseIn],
+  ['writability', ensureWritable],
+] as const) {
+  test(`the ${what} probe's file is named as camviz's temporary files are: a run killed while probing leaves one the next run sweeps`, async () => {
+    const out = await folder(`${what}-probe-name`);
+    const made = await namesMadeBy(out, () => probe(out));
+    assert.ok(made.size > 0, 'the probe was seen');
+    for (const name of made) assert.equal(parseTemporaryName(name)?.pid, process.pid, name);
   });
-  try {
-    await ensureWritable(out);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  } finally {
-    watcher.close();
-  }
-  assert.ok(made.length > 0, 'the probe was seen');
-  for (const name of new Set(made)) assert.equal(parseTemporaryName(name)?.pid, process.pid, name);
-});
+}
 
 describe('a file system that folds case (a stand-in view: Linux tells case apart)', () => {
   const folding = (stored: readonly string[]) => ({ foldsCase: async () => true, list: async () => [...stored] });
