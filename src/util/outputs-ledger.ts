@@ -259,13 +259,18 @@ export async function isWrittenVersion(path: string, stats: BigIntStats, version
   const stamp = stampOf(stats);
   if (versions.some((version) => version.stamp === stamp)) return true;
   if (!stats.isFile()) return false;
-  const sameSize = versions.filter((version) => stampedSize(version.stamp) === String(stats.size));
+  const sameSize = versionsOfSize(versions, stats.size);
   if (sameSize.length === 0) return false;
   // Bounded by the recorded size: a file grown meanwhile fails the read (ERR_FS_FILE_TOO_LARGE), and is not camviz's.
   const bytes = await readRegularFile(path, Number(stats.size)).then(({ bytes: read }) => read, () => undefined);
   if (bytes === undefined) return false;
   const sha256 = sha256Hex(bytes);
   return sameSize.some((version) => version.sha256 === sha256);
+}
+
+/** The versions written at `size` bytes: only those can be the file of that size (isWrittenVersion), or be kept for it (compactLedger). */
+function versionsOfSize(versions: readonly WrittenVersion[], size: bigint): WrittenVersion[] {
+  return versions.filter((version) => stampedSize(version.stamp) === String(size));
 }
 
 /**
@@ -329,7 +334,7 @@ export async function compactLedger(folder: string, ledger: ParsedLedger): Promi
     }
     const stats = await lstat(join(folder, name), { bigint: true }).catch(() => undefined);
     if (stats === undefined) continue;
-    const sameSize = versions.filter((version) => stampedSize(version.stamp) === String(stats.size));
+    const sameSize = versionsOfSize(versions, stats.size);
     for (const version of sameSize.length > 0 ? sameSize : versions.slice(-1)) lines.push(ledgerLine(name, version));
   }
   await writeFileAtomic(join(folder, LEDGER_NAME), lines.join(''));
