@@ -111,6 +111,13 @@ const AGREEING: StandInCase[] = [
   { name: 'ReduceSum, axes as an input', op: 'ReduceSum', inputs: () => [image(), laid(tf.tensor1d([-1, 1], 'int32'))], attributes: { keepdims: int(0) } },
   { name: 'ReduceL2 of an ONNX-layout value over every axis', op: 'ReduceL2', inputs: () => [image('onnx')], attributes: { keepdims: int(0) } },
   { name: 'Concat on channels', op: 'Concat', inputs: () => [image(), value([1, 2, 8, 8], 'float32', 'nhwc')], attributes: { axis: int(1) } },
+  { name: 'MatMul of an NHWC value by a weight', op: 'MatMul', inputs: () => [image(), value([8, 5])] },
+  { name: 'MatMul with broadcast batch dims', op: 'MatMul', inputs: () => [image('onnx'), value([4, 8, 3])] },
+  { name: 'MatMul by a vector', op: 'MatMul', inputs: () => [image('onnx'), value([8])] },
+  { name: 'MatMul of a vector by image data', op: 'MatMul', inputs: () => [value([8]), image('onnx')] },
+  { name: 'MatMul of two image values (attention scores)', op: 'MatMul', inputs: () => [image('onnx'), image('onnx')] },
+  { name: 'Gemm with transB and a bias', op: 'Gemm', inputs: () => [value([2, 6]), value([5, 6]), value([5])], attributes: { transB: int(1), alpha: float(0.5) } },
+  { name: 'Gemm with transA, beta 0', op: 'Gemm', inputs: () => [value([6, 2]), value([6, 5]), value([2, 5])], attributes: { transA: int(1), beta: float(0) } },
 ];
 
 /** What the full run refuses, the stand-in refuses. */
@@ -120,6 +127,10 @@ const REFUSED: StandInCase[] = [
   { name: 'Concat of other heights', op: 'Concat', inputs: () => [image(), value([1, 4, 7, 8], 'float32', 'nhwc')], attributes: { axis: int(1) } },
   { name: 'AveragePool of int32', op: 'AveragePool', inputs: () => [image('nhwc', 'int32')], attributes: { kernel_shape: ints(2, 2) } },
   { name: 'ReduceSum of a scalar over axis 0', op: 'ReduceSum', inputs: () => [scalar(3), laid(tf.tensor1d([0], 'int32'))] },
+  { name: 'MatMul of inner dims that differ', op: 'MatMul', inputs: () => [image('onnx'), value([7, 5])] },
+  { name: 'MatMul of batch dims that do not broadcast', op: 'MatMul', inputs: () => [image('onnx'), value([3, 8, 2])] },
+  { name: 'Gemm of inner dims that differ', op: 'Gemm', inputs: () => [value([2, 6]), value([5, 6])] },
+  { name: 'Gemm with a bias that does not broadcast', op: 'Gemm', inputs: () => [value([2, 6]), value([6, 5]), value([3])] },
   { name: 'Gelu with an unknown approximation', op: 'Gelu', inputs: () => [image()], attributes: { approximate: { kind: 'string', value: 'cubic' } } },
 ];
 

@@ -4,7 +4,7 @@
  */
 import * as tf from '../../../engine/tf.js';
 import { laid, toLayout, type LaidTensor } from '../layout.js';
-import { attrFloat, attrInt, checkedShape, required, unsupported, type OpContext, type OpFunction } from './common.js';
+import { attrFloat, attrInt, checkedShape, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 
 type Inputs = (LaidTensor | undefined)[];
 
@@ -16,35 +16,43 @@ function gemm(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const beta = attrFloat(ctx, 'beta', 1);
   const [transA, transB] = [attrInt(ctx, 'transA', 0) === 1, attrInt(ctx, 'transB', 0) === 1];
   // [M, K]·[K, N] is M·N elements, more than both operands when K is small.
-  checkedShape(ctx, [a.shape[transA ? 1 : 0]!, b.shape[transB ? 0 : 1]!]);
+  const shape = checkedShape(ctx, [a.shape[transA ? 1 : 0]!, b.shape[transB ? 0 : 1]!]);
+  const c = inputs[2];
+  const bias = c === undefined || beta === 0 ? undefined : toLayout(c, 'onnx');
+  if (ctx.shapesOnly === true) {
+    checkInnerDims(a.shape[transA ? 0 : 1]!, b.shape[transB ? 1 : 0]!, a.shape, b.shape);
+    if (bias !== undefined) tf.broadcast_util.assertAndGetBroadcastShape(shape, bias.shape);
+    return [laid(productStandIn(shape, [a, b, ...(bias === undefined ? [] : [bias])]))];
+  }
   const product = tf.matMul(a, b, transA, transB);
   const scaled = alpha === 1 ? product : tf.mul(product, alpha);
-  const c = inputs[2];
-  if (c === undefined || beta === 0) return [laid(scaled)];
-  const bias = toLayout(c, 'onnx');
+  if (bias === undefined) return [laid(scaled)];
   return [laid(tf.add(scaled, beta === 1 ? bias : tf.mul(bias, beta)))];
 }
 
 function matMul(ctx: OpContext, inputs: Inputs): LaidTensor[] {
-  let a = toLayout(required(ctx, inputs, 0), 'onnx');
-  let b = toLayout(required(ctx, inputs, 1), 'onnx');
+  const a = toLayout(required(ctx, inputs, 0), 'onnx');
+  const b = toLayout(required(ctx, inputs, 1), 'onnx');
   // numpy: a 1-D left operand is a row vector, a 1-D right operand a column; both extra dims are dropped.
   const vectorA = a.rank === 1;
   const vectorB = b.rank === 1;
-  if (vectorA) a = tf.reshape(a, [1, a.shape[0]!]);
-  if (vectorB) b = tf.reshape(b, [b.shape[0]!, 1]);
+  const matrixA = vectorA ? [1, a.shape[0]!] : a.shape;
+  const matrixB = vectorB ? [b.shape[0]!, 1] : b.shape;
   // tfjs broadcasts batch dims but wants equal ranks.
-  const rank = Math.max(a.rank, b.rank);
-  const lift = (t: tf.Tensor): tf.Tensor => (t.rank === rank ? t : tf.reshape(t, [...Array<number>(rank - t.rank).fill(1), ...t.shape]));
-  checkedShape(ctx, productShape(lift(a).shape, lift(b).shape));
-  let y = tf.matMul(lift(a), lift(b));
-  if (vectorA || vectorB) {
-    const dims = y.shape.slice(0, -2);
-    if (!vectorA) dims.push(y.shape[y.rank - 2]!);
-    if (!vectorB) dims.push(y.shape[y.rank - 1]!);
-    y = tf.reshape(y, dims);
+  const rank = Math.max(matrixA.length, matrixB.length);
+  const lifted = (shape: readonly number[]): number[] => [...Array<number>(rank - shape.length).fill(1), ...shape];
+  const shape = checkedShape(ctx, productShape(lifted(matrixA), lifted(matrixB)));
+  // The product's dims, without those a vector operand's reshape added.
+  const dims = shape.slice(0, -2);
+  if (!vectorA) dims.push(shape[shape.length - 2]!);
+  if (!vectorB) dims.push(shape[shape.length - 1]!);
+  if (ctx.shapesOnly === true) {
+    checkInnerDims(matrixA[matrixA.length - 1]!, matrixB[matrixB.length - 2]!, a.shape, b.shape);
+    return [laid(productStandIn(dims, [a, b]))];
   }
-  return [laid(y)];
+  const reshaped = (t: tf.Tensor, matrix: readonly number[]): tf.Tensor => (t.rank === rank ? t : tf.reshape(t, lifted(matrix)));
+  const y = tf.matMul(reshaped(a, matrixA), reshaped(b, matrixB));
+  return [laid(vectorA || vectorB ? tf.reshape(y, dims) : y)];
 }
 
 /**
@@ -55,6 +63,27 @@ function matMul(ctx: OpContext, inputs: Inputs): LaidTensor[] {
 function productShape(a: readonly number[], b: readonly number[]): number[] {
   const batch = tf.broadcast_util.assertAndGetBroadcastShape(a.slice(0, -2), b.slice(0, -2));
   return [...batch, a[a.length - 2]!, b[b.length - 1]!];
+}
+
+/**
+ * In the planning pass (common.ts, zerosStandIn), zeros standing for a
+ * product that reads image data: a transformer's MatMuls are nearly all of
+ * its planning time otherwise (ViT-B/16: 14 of 16 s on wasm). Its type is
+ * what tfjs gives for one element of each operand, which also makes tfjs'
+ * own checks of the operands' types.
+ */
+function productStandIn(shape: readonly number[], operands: readonly tf.Tensor[]): tf.Tensor {
+  const dtype = tf.tidy(() => {
+    const [a, b, ...rest] = operands.map((operand) => tf.zeros([1, 1], operand.dtype));
+    const product = tf.matMul(a!, b!);
+    return rest.reduce((sum, bias) => tf.add(sum, bias), product).dtype;
+  });
+  return zerosStandIn(shape, dtype);
+}
+
+/** tfjs' check of a product's inner dims, which a stand-in makes without computing. */
+function checkInnerDims(left: number, right: number, a: readonly number[], b: readonly number[]): void {
+  if (left !== right) throw new Error(`Error in matMul: inner shapes (${left}) and (${right}) of Tensors with shapes ${JSON.stringify(a)} and ${JSON.stringify(b)} must match.`);
 }
 
 export const LINEAR_OPS: Record<string, OpFunction> = {
