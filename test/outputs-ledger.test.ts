@@ -14,9 +14,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureWritable, foldsCaseIn } from '../src/batch/out-dir.js';
 import { compactFolderLedger, replaceableOutputs, runFolderOutputs } from '../src/batch/own-outputs.js';
-import { LEDGER_NAME, type WrittenVersion, addToLedger, createLedger, mayReplace, parseLedger, vouchFor, writeRecordedFile } from '../src/util/outputs-ledger.js';
+import { LEDGER_NAME, type WrittenVersion, addToLedger, createLedger, fileAtOutput, parseLedger, vouchFor, writeOwnOutput, writeRecordedFile } from '../src/util/outputs-ledger.js';
 import { MAX_JSON_BYTES } from '../src/util/json-file.js';
-import { parseTemporaryName } from '../src/util/atomic-file.js';
+import { parseTemporaryName, publishWithoutReplacing, writeFileAtomic } from '../src/util/atomic-file.js';
 
 const dir = await mkdtemp(join(tmpdir(), 'camviz-ledger-test-'));
 const fifos: string[] = [];
@@ -136,32 +136,32 @@ test('writeRecordedFile records the file as it lies in place, before it is there
   assert.deepEqual((await readdir(out)).sort(), [LEDGER_NAME, 'a.gradcam.1.png']);
 });
 
-test('mayReplace: nothing there, a recorded version (same stamp, or same bytes), a name alone; not an edit, a replacement or a link', async () => {
+test('fileAtOutput: nothing there, a recorded version (same stamp, or same bytes), a name alone; not an edit, a replacement or a link', async () => {
   const out = await folder('may-replace');
   const path = join(out, 'a.x.png');
   await writeFile(path, 'camviz wrote this');
   const written = await versionOf(path);
   const earlier = (versions: readonly WrittenVersion[]) => ({ foldsCase: false, files: [{ name: 'a.x.png', versions }] });
-  assert.equal(await mayReplace(join(out, 'free.x.png'), 'free.x.png', earlier([])), true);
-  assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), true);
-  assert.equal(await mayReplace(path, 'a.x.png', earlier([])), true, 'a name alone (an older ledger) vouches');
-  assert.equal(await mayReplace(path, 'a.x.png', { foldsCase: false, files: [] }), false, 'not listed');
+  assert.equal(await fileAtOutput(join(out, 'free.x.png'), 'free.x.png', earlier([])), 'nothing');
+  assert.equal(await fileAtOutput(path, 'a.x.png', earlier([written])), "camviz's");
+  assert.equal(await fileAtOutput(path, 'a.x.png', earlier([])), "camviz's", 'a name alone (an older ledger) vouches');
+  assert.equal(await fileAtOutput(path, 'a.x.png', { foldsCase: false, files: [] }), 'foreign', 'not listed');
   // Rewritten in place with the same bytes (a backup restored, touched): same size, same sha256.
   await writeFile(path, 'camviz wrote this');
   assert.notEqual((await versionOf(path)).stamp, written.stamp);
-  assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), true);
+  assert.equal(await fileAtOutput(path, 'a.x.png', earlier([written])), "camviz's");
   // Edited: same size, other bytes; or another size.
   await writeFile(path, 'camviz wrote THIS');
-  assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), false);
+  assert.equal(await fileAtOutput(path, 'a.x.png', earlier([written])), 'foreign');
   await writeFile(path, 'mine');
-  assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), false);
+  assert.equal(await fileAtOutput(path, 'a.x.png', earlier([written])), 'foreign');
   // Emptied (what a power cut leaves of an output not flushed): nothing to lose where camviz wrote; a user's own empty file elsewhere stays.
   await writeFile(path, '');
-  assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), true);
-  assert.equal(await mayReplace(path, 'a.x.png', { foldsCase: false, files: [] }), false);
+  assert.equal(await fileAtOutput(path, 'a.x.png', earlier([written])), "camviz's");
+  assert.equal(await fileAtOutput(path, 'a.x.png', { foldsCase: false, files: [] }), 'foreign');
   await rm(path);
   await symlink(join(out, 'elsewhere'), path);
-  assert.equal(await mayReplace(path, 'a.x.png', earlier([written])), false);
+  assert.equal(await fileAtOutput(path, 'a.x.png', earlier([written])), 'foreign');
 });
 
 test('the real probe of this file system: it tells case apart (Linux), and leaves nothing behind', async () => {
@@ -210,10 +210,10 @@ describe('a file system that folds case (a stand-in view: Linux tells case apart
     const files = new Map([['cat.gradcam.2.png', []]]);
     const folded = (await replaceableOutputs(out, files, folding(['Cat.gradcam.2.png'])))('cat.');
     assert.deepEqual(folded.files, []);
-    assert.equal(await mayReplace(join(out, 'cat.gradcam.2.png'), 'cat.gradcam.2.png', folded), false);
+    assert.equal(await fileAtOutput(join(out, 'cat.gradcam.2.png'), 'cat.gradcam.2.png', folded), 'foreign');
     // Stored as spelled, it is the older camviz's map: replaced, as before.
     const asSpelled = (await replaceableOutputs(out, files, folding(['cat.gradcam.2.png'])))('cat.');
-    assert.equal(await mayReplace(join(out, 'cat.gradcam.2.png'), 'cat.gradcam.2.png', asSpelled), true);
+    assert.equal(await fileAtOutput(join(out, 'cat.gradcam.2.png'), 'cat.gradcam.2.png', asSpelled), "camviz's");
     // A name alone vouches only for its own spelling.
     assert.equal(vouchFor({ foldsCase: true, files: [{ name: 'cat.gradcam.2.png', versions: [] }] }, 'Cat.gradcam.2.png'), undefined);
   });
@@ -226,9 +226,9 @@ describe('a file system that folds case (a stand-in view: Linux tells case apart
     const files = new Map<string, WrittenVersion[]>([['cat.gradcam.2.png', [written]], ['Cat.gradcam.2.png', []]]);
     const upper = (await replaceableOutputs(out, files, folding(['cat.gradcam.2.png'])))('Cat.');
     assert.deepEqual(vouchFor(upper, 'Cat.gradcam.2.png'), [written]);
-    assert.equal(await mayReplace(path, 'Cat.gradcam.2.png', upper), true);
+    assert.equal(await fileAtOutput(path, 'Cat.gradcam.2.png', upper), "camviz's");
     await writeFile(path, 'mine');
-    assert.equal(await mayReplace(path, 'Cat.gradcam.2.png', upper), false, 'replaced since: its name alone does not vouch');
+    assert.equal(await fileAtOutput(path, 'Cat.gradcam.2.png', upper), 'foreign', 'replaced since: its name alone does not vouch');
     // Where the file system tells case apart, 'Cat.' finds only its own spelling.
     const sensitive = (await replaceableOutputs(out, files, { foldsCase: async () => false, list: async () => [] }))('Cat.');
     assert.deepEqual(sensitive.files, [{ name: 'Cat.gradcam.2.png', versions: [] }]);
@@ -250,8 +250,8 @@ test('a ledger grown by rewrites is compacted under the lock: what vouches for e
   assert.deepEqual(files.get('own.x.png'), [await versionOf(own)]);
   assert.deepEqual(files.get('old.x.png'), []);
   const earlier = (name: string) => ({ foldsCase: false, files: [{ name, versions: files.get(name) ?? [] }] });
-  assert.equal(await mayReplace(own, 'own.x.png', earlier('own.x.png')), true);
-  assert.equal(await mayReplace(join(out, 'replaced.x.png'), 'replaced.x.png', earlier('replaced.x.png')), false, 'still a user\'s');
+  assert.equal(await fileAtOutput(own, 'own.x.png', earlier('own.x.png')), "camviz's");
+  assert.equal(await fileAtOutput(join(out, 'replaced.x.png'), 'replaced.x.png', earlier('replaced.x.png')), 'foreign', 'still a user\'s');
   // Small: left as it is.
   const before = await readFile(join(out, LEDGER_NAME), 'utf8');
   await compactFolderLedger(out);
@@ -274,4 +274,65 @@ test('an append cut short (a full disk, a file size limit) fails its write, whic
   // The torn line has no end: the next append runs on after it, and is read all the same.
   await addToLedger(out, 'b.x.png', SOME_VERSION);
   assert.deepEqual((await runFolderOutputs(out)).files.get('b.x.png'), [SOME_VERSION]);
+});
+
+test('a new file is put in place only if nothing came to its name meanwhile: a file planted just before is left, and the write fails (EEXIST)', async () => {
+  const out = await folder('no-replace');
+  const path = join(out, 'a.x.png');
+  const plant = () => writeFile(path, 'planted');
+  await assert.rejects(writeFileAtomic(path, 'camviz', { noReplace: true, beforeRename: plant }), (error: Error & { code?: string; file?: string }) => {
+    assert.equal(error.code, 'EEXIST');
+    assert.equal(error.file, path);
+    return true;
+  });
+  assert.equal(await readFile(path, 'utf8'), 'planted');
+  assert.deepEqual(await readdir(out), ['a.x.png'], 'no temporary file left');
+  // Without noReplace (camviz replacing its own file), the rename replaces what is there: the window that stays open.
+  await writeFileAtomic(path, 'camviz', { beforeRename: plant });
+  assert.equal(await readFile(path, 'utf8'), 'camviz');
+  await rm(path);
+  await writeFileAtomic(path, 'new', { noReplace: true });
+  assert.equal(await readFile(path, 'utf8'), 'new');
+  assert.deepEqual(await readdir(out), ['a.x.png'], 'the temporary name is gone once the file is linked in place');
+});
+
+test('writeOwnOutput: a file that appears at a new output\'s name after the look is a user\'s, left as it is; the version was recorded before, as the ordering requires', async () => {
+  const out = await folder('own-output-race');
+  await createLedger(out);
+  const path = join(out, 'a.x.png');
+  const nothingEarlier = { foldsCase: false, files: [] };
+  let recordedFirst = false;
+  const plant = async () => {
+    // The ledger lists the version before the file is put in place, as for any write.
+    recordedFirst = (await runFolderOutputs(out)).files.get('a.x.png')?.length === 1;
+    await writeFile(path, 'the user\'s picture');
+  };
+  assert.equal(await writeOwnOutput(out, 'a.x.png', path, 'map', nothingEarlier, { beforeRename: plant }), 'foreign');
+  assert.equal(recordedFirst, true);
+  assert.equal(await readFile(path, 'utf8'), 'the user\'s picture');
+  assert.deepEqual((await readdir(out)).sort(), [LEDGER_NAME, 'a.x.png']);
+  // What was recorded does not vouch for the user's file: another file, other bytes.
+  assert.equal(await fileAtOutput(path, 'a.x.png', { foldsCase: false, files: [...(await runFolderOutputs(out)).files].map(([name, versions]) => ({ name, versions })) }), 'foreign');
+  // With nothing in the way, it is written and recorded; written again (camviz's own file), it is replaced.
+  await rm(path);
+  assert.equal(await writeOwnOutput(out, 'a.x.png', path, 'map', nothingEarlier), 'written');
+  const own = { foldsCase: false, files: [{ name: 'a.x.png', versions: (await runFolderOutputs(out)).files.get('a.x.png') ?? [] }] };
+  assert.equal(await writeOwnOutput(out, 'a.x.png', path, 'map 2', own), 'written');
+  assert.equal(await readFile(path, 'utf8'), 'map 2');
+});
+
+test('on a file system that makes no hard links (link fails EPERM, ENOTSUP, EXDEV), a new file is renamed into place as before; EEXIST is not such a failure', async () => {
+  const out = await folder('no-hard-links');
+  for (const code of ['EPERM', 'ENOTSUP', 'EXDEV', 'ENOSYS']) {
+    const temp = join(out, `.a.${code}.tmp`);
+    await writeFile(temp, code);
+    const noLinks = () => Promise.reject(Object.assign(new Error(code), { code }));
+    await publishWithoutReplacing(temp, join(out, 'a.x.png'), noLinks);
+    assert.equal(await readFile(join(out, 'a.x.png'), 'utf8'), code);
+    assert.deepEqual(await readdir(out), ['a.x.png']);
+  }
+  const temp = join(out, '.a.tmp');
+  await writeFile(temp, 'camviz');
+  await assert.rejects(publishWithoutReplacing(temp, join(out, 'a.x.png')), { code: 'EEXIST' });
+  assert.equal(await readFile(join(out, 'a.x.png'), 'utf8'), 'ENOSYS');
 });

@@ -21,7 +21,7 @@ import type { Shard } from './shard.js';
 import { makeFolders } from '../util/make-folders.js';
 import { ensureWritable } from './out-dir.js';
 import { compactFolderLedger, refuseForeignPage, replaceableOutputs, runFolderOutputs } from './own-outputs.js';
-import { type EarlierOutputs, createLedger, mayReplace, writeRecordedFile } from '../util/outputs-ledger.js';
+import { type EarlierOutputs, createLedger, fileAtOutput, writeOwnOutput } from '../util/outputs-ledger.js';
 
 /** One shard folder and its manifest. */
 export interface ShardRun {
@@ -65,7 +65,8 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
   const earlier = await runFolderOutputs(outDir);
   if (writesReport) await refuseForeignPage(outDir, REPORT_NAME, earlier.files);
   // As a run's: the merge replaces only files camviz wrote in the folder (its ledger's and its manifest's), as it wrote them.
-  await refuseForeignOutputs(copies, await replaceableOutputs(outDir, earlier.files));
+  const own = await replaceableOutputs(outDir, earlier.files);
+  await refuseForeignOutputs(copies, own);
 
   await ensureWritable(outDir);
   // As a run's: a run writing into the folder meanwhile would lose the merge's files, or the merge its manifest.
@@ -78,7 +79,7 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
     // Each output copied is recorded as it is put in place, as a run records its outputs (OutputSet): later runs may replace them.
     if (copies.some((copy) => copy.output !== undefined)) await createLedger(outDir);
     await forEachLimited(copies, COPY_CONCURRENCY, async (copy) => {
-      await copyFileAtomic(copy, outDir);
+      await copyFileAtomic(copy, outDir, own);
       copied++;
     });
     const manifestPath = await writeManifest(outDir, manifest);
@@ -347,8 +348,12 @@ async function plannedCopies(shards: readonly ShardRun[], outDir: string): Promi
 async function refuseForeignOutputs(copies: readonly Copy[], own: (start: string) => EarlierOutputs): Promise<void> {
   for (const copy of copies) {
     if (copy.output === undefined) continue;
-    if (!(await mayReplace(copy.to, copy.output, own(copy.output)))) throw new CamvizError("a file camviz did not write has this output's name: the merge replaces none (move it, or merge into another folder)", { file: copy.to });
+    if ((await fileAtOutput(copy.to, copy.output, own(copy.output))) === 'foreign') throw foreignOutput(copy.to);
   }
+}
+
+function foreignOutput(path: string): CamvizError {
+  return new CamvizError("a file camviz did not write has this output's name: the merge replaces none (move it, or merge into another folder)", { file: path });
 }
 
 /**
@@ -381,16 +386,19 @@ function isSafeRelative(path: string): boolean {
  * ledger speaks of the shard's files). Read whole: shards hold maps and
  * thumbnails, and four are copied at once.
  */
-async function copyFileAtomic(copy: Copy, outDir: string): Promise<void> {
+async function copyFileAtomic(copy: Copy, outDir: string, own: (start: string) => EarlierOutputs): Promise<void> {
+  let written: 'written' | 'foreign' = 'written';
   try {
     const { bytes } = await readRegularFile(copy.from);
     await makeFolders(dirname(copy.to));
     if (copy.output === undefined) await writeFileAtomic(copy.to, bytes);
-    else await writeRecordedFile(outDir, copy.output, copy.to, bytes);
+    // Looked at again: a file that came to an output's name since refuseForeignOutputs looked (before the lock) is not replaced either.
+    else written = await writeOwnOutput(outDir, copy.output, copy.to, bytes, own(copy.output));
   } catch (error) {
     const reason = error instanceof WriteError ? error.reason : (error as NodeJS.ErrnoException).code ?? (error as Error).message;
     throw new CamvizError(`could not copy ${copy.from}: ${reason}`, { file: copy.to });
   }
+  if (written === 'foreign') throw foreignOutput(copy.to);
 }
 
 async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {

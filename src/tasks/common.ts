@@ -17,7 +17,7 @@ import { CamvizError } from '../util/errors.js';
 import { errorRecord } from './records.js';
 import type { InputImage, InputRecord, TaskOptions, Timings } from './types.js';
 import { makeFolders } from '../util/make-folders.js';
-import { type EarlierOutputs, mayReplace, writeRecordedFile } from '../util/outputs-ledger.js';
+import { type EarlierOutputs, writeOwnOutput } from '../util/outputs-ledger.js';
 
 export interface TaskContext {
   model: CamvizModel;
@@ -367,9 +367,6 @@ export class OutputSet {
    */
   async write(path: string, data: Uint8Array | string): Promise<string> {
     const inside = relative(this.outDir, path).split(sep).join('/');
-    if (this.earlier !== undefined && !(await mayReplace(path, inside, this.earlier))) {
-      throw new CamvizError("a file camviz did not write has this output's name: left as it is (move it, or use another --out)", { file: path });
-    }
     const watcher = outputWatcher;
     watcher?.writing(path);
     let written = false;
@@ -395,9 +392,12 @@ export class OutputSet {
     }
   }
 
-  /** A folder run's outputs are recorded in its ledger, so that later runs may replace them; other runs' are not. */
-  private writeFile(path: string, inside: string, data: Uint8Array | string): Promise<void> {
-    return this.earlier === undefined ? writeFileAtomic(path, data, { durable: false }) : writeRecordedFile(this.outDir, inside, path, data, { durable: false });
+  /** A folder run's outputs are recorded in its ledger, so that later runs may replace them, and replace no file of a user's (writeOwnOutput); other runs' are not. */
+  private async writeFile(path: string, inside: string, data: Uint8Array | string): Promise<void> {
+    if (this.earlier === undefined) return writeFileAtomic(path, data, { durable: false });
+    if ((await writeOwnOutput(this.outDir, inside, path, data, this.earlier, { durable: false })) === 'foreign') {
+      throw new CamvizError("a file camviz did not write has this output's name: left as it is (move it, or use another --out)", { file: path });
+    }
   }
 
   async discard(): Promise<void> {

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
-import { type FileHandle, open, rename, rm } from 'node:fs/promises';
+import { type FileHandle, link, open, rename, rm, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CamvizError } from './errors.js';
 import { fileClosed, retryWhileOutOfDescriptors } from './fd-retry.js';
@@ -43,6 +43,7 @@ const REASONS: Record<string, string> = {
   ENFILE: 'too many open files in the system',
   ELOOP: 'a symbolic link is in the way',
   ENXIO: 'a FIFO or device is in the way',
+  EEXIST: 'a file appeared at this name while it was written',
 };
 
 /** A file-system error as `<words> (<CODE>)`, else its first line. */
@@ -114,18 +115,55 @@ export interface AtomicWriteOptions {
   durable?: boolean;
   /**
    * Called with the written file's stats (through its descriptor) before it
-   * is renamed into place; the file does not appear if it throws. The
+   * is renamed (or linked: noReplace) into place; the file does not appear if it throws. The
    * outputs ledger records the file there (util/outputs-ledger.ts): a
    * rename keeps the file's device, inode, size and modification time.
    */
   beforeRename?: (stats: BigIntStats) => Promise<void>;
+  /**
+   * Put the file in place only if nothing is at `path` then (default
+   * false: replace what is there). For an output that was not there when
+   * its caller looked: a file that appeared since (a user's copy landing
+   * at that name) must not be replaced, and the write fails with a
+   * WriteError of code EEXIST instead. See publishWithoutReplacing.
+   */
+  noReplace?: boolean;
+}
+
+/**
+ * What link() fails with on a file system that makes no hard links (vfat,
+ * some FUSE and network ones) or will not make this one: there the file is
+ * renamed into place as before, and a file that appeared at its name in
+ * the meantime is replaced (the window this closes elsewhere).
+ */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'ENOSYS']);
+
+/**
+ * Puts the written `temp` at `path` unless a file is there: link() fails
+ * with EEXIST rather than replace one (rename() replaces it, and Node has
+ * no renameat2 RENAME_NOREPLACE), then the temporary name is removed. A
+ * temporary name left by a crash between the two is the same file under a
+ * name the next run's sweep removes (its writer is gone). `makeLink` is
+ * link(), injected by tests as a file system without hard links.
+ */
+export async function publishWithoutReplacing(temp: string, path: string, makeLink: (from: string, to: string) => Promise<void> = link): Promise<void> {
+  try {
+    await makeLink(temp, path);
+  } catch (error) {
+    if (!NO_HARD_LINKS.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
+    await rename(temp, path);
+    return;
+  }
+  // The file is in place: a temporary name that cannot be removed now is the sweep's to remove, not a failed write.
+  await unlink(temp).catch(() => undefined);
 }
 
 /**
  * Writes `data` to `path` through a temporary file in the same folder
  * (`.<name>.<pid>.<random>.tmp`), flushed to disk (unless `durable` is
  * false) before it is renamed over `path`, so readers see either the old
- * file or the complete new one. The temporary file is removed on any
+ * file or the complete new one (with `noReplace`, put there only if no
+ * file is: publishWithoutReplacing). The temporary file is removed on any
  * failure, which is a WriteError naming `path` (a full disk must say which
  * file it could not write). An open that finds no descriptor free (EMFILE,
  * ENFILE) is tried again once other files close (fd-retry.ts).
@@ -144,7 +182,7 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string, o
     handle = undefined;
     await written.close().finally(fileClosed);
     if (stats !== undefined) await options.beforeRename?.(stats);
-    await rename(temp, path);
+    await (options.noReplace === true ? publishWithoutReplacing(temp, path) : rename(temp, path));
   } catch (error) {
     await handle?.close().then(fileClosed, () => undefined);
     // Only a file this call made: never one that was in the way of 'wx'.

@@ -27,8 +27,9 @@
  * leaves the earlier version there, which must stay camviz's.
  *
  * A version is appended after its temporary file is written and before it
- * is renamed into place (writeRecordedFile), so that no crash leaves a file
- * of camviz's unrecorded; the append is one small O_APPEND write, whole
+ * is put in place (writeRecordedFile: renamed over camviz's earlier file,
+ * or linked where none was), so that no crash leaves a file of camviz's
+ * unrecorded; the append is one small O_APPEND write, whole
  * even when worker threads append at once (one cut short by a full disk
  * fails the file's write, and what it left is skipped: lineEntries). Since each write appends a
  * line, a run compacts the ledger before its work (compactLedger).
@@ -161,7 +162,8 @@ export async function addToLedger(folder: string, name: string, version: Written
 
 /**
  * Writes `data` at `path` (`name` inside `folder`) as writeFileAtomic
- * does, its version recorded in the folder's ledger before it appears.
+ * does, its version recorded in the folder's ledger before it appears (and
+ * before the caller's own beforeRename).
  */
 export async function writeRecordedFile(folder: string, name: string, path: string, data: Uint8Array | string, options: AtomicWriteOptions = {}): Promise<void> {
   const sha256 = sha256Hex(data);
@@ -171,6 +173,7 @@ export async function writeRecordedFile(folder: string, name: string, path: stri
     beforeRename: async (stats) => {
       recorded = { stamp: stampOf(stats), sha256 };
       await addToLedger(folder, name, recorded);
+      await options.beforeRename?.(stats);
     },
   });
   if (recorded !== undefined) await recordIfRestamped(folder, name, path, recorded);
@@ -230,24 +233,47 @@ export function vouchFor(earlier: EarlierOutputs, name: string): readonly Writte
 }
 
 /**
- * Whether camviz may write output `name` at `path`: nothing is there, or
- * what is there is camviz's (vouchFor), or an empty file where camviz
- * wrote one. A path that cannot be looked at
- * for another reason (ENOTDIR: a file where its folder goes) is not in the
- * way here: the write reports it.
+ * What is at output `name`'s `path` for a write there: 'nothing', a file
+ * camviz may replace ('camviz's': vouchFor vouches for it, or it is an
+ * empty file where camviz wrote one), or one it may not ('foreign'). A
+ * path that cannot be looked at for another reason (ENOTDIR: a file where
+ * its folder goes) counts as nothing here: the write reports it. A write
+ * where nothing was is made with noReplace (atomic-file.ts), so that a file
+ * that appears in the meantime is not replaced either.
  */
-export async function mayReplace(path: string, name: string, earlier: EarlierOutputs): Promise<boolean> {
+export async function fileAtOutput(path: string, name: string, earlier: EarlierOutputs): Promise<'nothing' | "camviz's" | 'foreign'> {
   let stats: BigIntStats;
   try {
     stats = await lstat(path, { bigint: true });
   } catch {
-    return true;
+    return 'nothing';
   }
   const vouch = vouchFor(earlier, name);
-  if (vouch === 'name') return true;
-  if (vouch === undefined) return false;
+  if (vouch === 'name') return "camviz's";
+  if (vouch === undefined) return 'foreign';
   // What a power cut can leave of an output not flushed to disk (AtomicWriteOptions): its name, no bytes; and an empty file holds nothing to lose.
-  return (stats.isFile() && stats.size === 0n) || (await isWrittenVersion(path, stats, vouch));
+  return (stats.isFile() && stats.size === 0n) || (await isWrittenVersion(path, stats, vouch)) ? "camviz's" : 'foreign';
+}
+
+/**
+ * Writes output `name` (a path inside `folder`) at `path` as
+ * writeRecordedFile does, unless a file camviz may not replace is there
+ * (fileAtOutput) or appears there before it is put in place: 'foreign'
+ * then, and that file is left as it is. Where nothing was, the file is put
+ * in place only if still nothing is (noReplace); camviz's earlier file is
+ * replaced by a rename, which would also replace a file swapped in since
+ * the look (that window is not closed).
+ */
+export async function writeOwnOutput(folder: string, name: string, path: string, data: Uint8Array | string, earlier: EarlierOutputs, options: AtomicWriteOptions = {}): Promise<'written' | 'foreign'> {
+  const there = await fileAtOutput(path, name, earlier);
+  if (there === 'foreign') return 'foreign';
+  try {
+    await writeRecordedFile(folder, name, path, data, { ...options, noReplace: there === 'nothing' });
+  } catch (error) {
+    if (error instanceof WriteError && error.code === 'EEXIST' && there === 'nothing') return 'foreign';
+    throw error;
+  }
+  return 'written';
 }
 
 /**
