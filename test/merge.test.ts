@@ -7,13 +7,15 @@ import { createHash } from 'node:crypto';
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import sharp from 'sharp';
 
 import { acquireRunLock } from '../src/batch/lock.js';
 import { mergeManifests, mergeRuns } from '../src/batch/merge.js';
+import { writeReport } from '../src/batch/report.js';
+import { createLedger } from '../src/util/outputs-ledger.js';
 import type { Manifest } from '../src/batch/manifest.js';
 import { CamvizError, UsageError } from '../src/util/errors.js';
 import type { InputRecord } from '../src/tasks/types.js';
@@ -312,8 +314,9 @@ describe('mergeRuns', () => {
     await rm(mine);
     const merged = await mergeRuns(dirs, out);
     const ledger = (await readFile(join(out, '.camviz-outputs'), 'utf8')).split('\n').slice(1).filter((line) => line !== '').map((line) => JSON.parse(line) as [string, string, string]);
-    // The outputs, and the merged report (the shards had one).
-    assert.deepEqual(ledger.map(([name]) => name).sort(), [...merged.manifest.records.flatMap((record) => record.outputs), 'index.html'].sort());
+    // The outputs, their thumbnails, and the merged report (the shards had one).
+    const thumbnails = merged.manifest.records.map((record) => `_report/thumbs/${record.relative}.jpg`);
+    assert.deepEqual(ledger.map(([name]) => name).sort(), [...merged.manifest.records.flatMap((record) => record.outputs), ...thumbnails, 'index.html'].sort());
     // Each recorded as the copy is in the merged folder (its own inode and time), with the sha256 of its bytes.
     for (const [name, stamp, sha256] of ledger) {
       const info = await stat(join(out, name), { bigint: true });
@@ -327,6 +330,24 @@ describe('mergeRuns', () => {
     await writeFile(edited, 'annotated by hand');
     await assert.rejects(mergeRuns(dirs, out), (error: unknown) => error instanceof CamvizError && error.file === edited);
     assert.equal(await readFile(edited, 'utf8'), 'annotated by hand');
+  });
+
+  test("thumbnails follow the maps' rule: one edited since camviz copied it stops the next merge; those of a folder whose ledger recorded none are camviz's by name", async () => {
+    const root = await freshDir('foreign-thumbnail');
+    const { dirs } = await threeShards(root);
+    const out = join(root, 'merged');
+    await mergeRuns(dirs, out);
+    const thumbnail = join(out, '_report/thumbs/c.jpg.jpg');
+    await writeFile(thumbnail, 'my own picture');
+    await assert.rejects(mergeRuns(dirs, out), (error: unknown) => error instanceof CamvizError && error.file === thumbnail);
+    assert.equal(await readFile(thumbnail, 'utf8'), 'my own picture');
+    // A folder of a camviz that recorded no thumbnails (its ledger lists the rest): they are replaced, as before, and recorded.
+    const ledgerPath = join(out, '.camviz-outputs');
+    const lines = (await readFile(ledgerPath, 'utf8')).split('\n');
+    await writeFile(ledgerPath, lines.filter((line) => !line.includes('_report/thumbs/')).join('\n'));
+    await mergeRuns(dirs, out);
+    assert.notEqual(await readFile(thumbnail, 'utf8'), 'my own picture');
+    assert.ok((await readFile(ledgerPath, 'utf8')).includes('"_report/thumbs/c.jpg.jpg"'));
   });
 
   test('a merge into a folder a run holds (its .camviz.lock) is refused, naming the holder, and writes nothing', async () => {
@@ -463,6 +484,36 @@ describe('mergeRuns', () => {
 function camviz(...args: string[]): Promise<CliRun> {
   return runCli(args, { cwd: workDir, timeoutMs: 60_000 });
 }
+
+describe('report thumbnails', () => {
+  test("a thumbnail that is not camviz's is left as it is, even when its input is newer, and the card shows none; camviz's own is made again", async () => {
+    const out = await freshDir('report-thumbnails');
+    await createLedger(out);
+    const manifest = await writeShard(out, { index: 1, count: 1, inputs: ['one.png', 'two.png'], startedAt: '2025-03-01T10:00:00.000Z', finishedAt: '2025-03-01T10:01:00.000Z' });
+    for (const record of manifest.records) {
+      record.input = join(out, 'photos', record.relative);
+      await smallPng(record.input, 7);
+    }
+    const thumbnail = (relative: string): string => join(out, '_report/thumbs', `${relative}.jpg`);
+    const thumbnails = (html: string): Record<string, number> =>
+      Object.fromEntries((JSON.parse(/id="camviz-data">([^<]*)</.exec(html)![1]!) as { records: { n: string; t: number }[] }).records.map((record) => [record.n, record.t]));
+    // The ledger records no thumbnail yet (a camviz before they were recorded): the run's thumbnails are camviz's by name, made again (inputs newer) and recorded.
+    const inputsNewer = async () => {
+      for (const record of manifest.records) await utimes(record.input, new Date(), new Date(Date.now() + 60_000));
+    };
+    await inputsNewer();
+    await writeReport(out, manifest);
+    assert.deepEqual(thumbnails(await readFile(join(out, 'index.html'), 'utf8')), { 'one.png': 1, 'two.png': 1 });
+    assert.match(await readFile(join(out, '.camviz-outputs'), 'utf8'), /_report\/thumbs\/one\.png\.jpg/);
+    await writeFile(thumbnail('one.png'), 'my own picture');
+    await inputsNewer();
+    await writeReport(out, manifest);
+    assert.equal(await readFile(thumbnail('one.png'), 'utf8'), 'my own picture');
+    const versions = (await readFile(join(out, '.camviz-outputs'), 'utf8')).split('\n').filter((line) => line.startsWith('["_report/thumbs/two.png.jpg"'));
+    assert.equal(versions.length, 2, "camviz's thumbnail made again, and recorded again");
+    assert.deepEqual(thumbnails(await readFile(join(out, 'index.html'), 'utf8')), { 'one.png': 0, 'two.png': 1 });
+  });
+});
 
 describe('camviz merge (CLI)', () => {
   test('exit 1 when a merged input failed, one summary line, --json', async () => {

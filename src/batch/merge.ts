@@ -9,14 +9,14 @@
 import { existsSync } from 'node:fs';
 import { realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { WriteError, writeFileAtomic } from '../util/atomic-file.js';
+import { WriteError } from '../util/atomic-file.js';
 import { readRegularFile } from '../util/read-whole-file.js';
 import { CamvizError, UsageError } from '../util/errors.js';
 import type { InputRecord } from '../tasks/types.js';
 import { realPathInside } from '../util/inside-folder.js';
 import { acquireRunLock, removeStaleTemporaries } from './lock.js';
 import { type Manifest, MANIFEST_NAME, inputLocation, readManifest, summarise, writeManifest } from './manifest.js';
-import { REPORT_NAME, thumbnailPath, writeReport } from './report.js';
+import { REPORT_NAME, thumbnailPath, withUnrecordedThumbnails, writeReport } from './report.js';
 import type { Shard } from './shard.js';
 import { makeFolders } from '../util/make-folders.js';
 import { ensureWritable } from './out-dir.js';
@@ -65,7 +65,7 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
   const earlier = await runFolderOutputs(outDir);
   if (writesReport) await refuseForeignPage(outDir, REPORT_NAME, earlier.files);
   // As a run's: the merge replaces only files camviz wrote in the folder (its ledger's and its manifest's), as it wrote them.
-  const own = await replaceableOutputs(outDir, earlier.files);
+  const own = await replaceableOutputs(outDir, withUnrecordedThumbnails(earlier.files, earlier.manifest?.records ?? []));
   await refuseForeignOutputs(copies, own);
 
   await ensureWritable(outDir);
@@ -77,7 +77,7 @@ export async function mergeRuns(shardDirs: readonly string[], outDir: string, op
     await compactFolderLedger(outDir);
     let copied = 0;
     // Each output copied is recorded as it is put in place, as a run records its outputs (OutputSet): later runs may replace them.
-    if (copies.some((copy) => copy.output !== undefined)) await createLedger(outDir);
+    if (copies.length > 0) await createLedger(outDir);
     await forEachLimited(copies, COPY_CONCURRENCY, async (copy) => {
       await copyFileAtomic(copy, outDir, own);
       copied++;
@@ -305,8 +305,8 @@ function latest(times: readonly string[]): string {
 interface Copy {
   from: string;
   to: string;
-  /** For an output (not a thumbnail): its name inside the merged folder, as the manifest lists it. */
-  output?: string;
+  /** Its name inside the merged folder (an output's as the manifest lists it), under which the folder's ledger records it. */
+  name: string;
 }
 
 /**
@@ -326,29 +326,28 @@ async function plannedCopies(shards: readonly ShardRun[], outDir: string): Promi
         const info = await stat(from).catch(() => undefined);
         if (!info?.isFile()) throw new CamvizError(`output listed in ${MANIFEST_NAME} is missing`, { file: from });
         const real = await confinedFile(shardReal, from);
-        if (!inPlace) copies.push({ from: real, to: insidePath(outDir, output), output });
+        if (!inPlace) copies.push({ from: real, to: insidePath(outDir, output), name: output });
       }
       if (inPlace) continue;
       const thumb = thumbnailPath(record.relative);
       if (!isSafeRelative(thumb)) continue;
       const from = join(shard.dir, thumb);
-      if ((await stat(from).catch(() => undefined))?.isFile()) copies.push({ from: await confinedFile(shardReal, from), to: join(outDir, thumb) });
+      if ((await stat(from).catch(() => undefined))?.isFile()) copies.push({ from: await confinedFile(shardReal, from), to: join(outDir, thumb), name: thumb });
     }
   }
   return copies;
 }
 
 /**
- * Refuses, before anything is written, a merge whose outputs would replace
- * a file camviz did not write (`own`: what the folder's ledger and
+ * Refuses, before anything is written, a merge whose outputs (or
+ * thumbnails) would replace a file camviz did not write (`own`: what the folder's ledger and
  * manifest say it did): a user's own file of an output's name in the
  * folder merged into, or camviz's edited or replaced since. One line
  * naming the file.
  */
 async function refuseForeignOutputs(copies: readonly Copy[], own: (start: string) => EarlierOutputs): Promise<void> {
   for (const copy of copies) {
-    if (copy.output === undefined) continue;
-    if ((await fileAtOutput(copy.to, copy.output, own(copy.output))) === 'foreign') throw foreignOutput(copy.to);
+    if ((await fileAtOutput(copy.to, copy.name, own(copy.name))) === 'foreign') throw foreignOutput(copy.to);
   }
 }
 
@@ -380,20 +379,19 @@ function isSafeRelative(path: string): boolean {
 
 /**
  * Copies through a temporary file in the target folder, flushed to disk,
- * then renamed into place (writeFileAtomic): a crash never leaves an empty
- * file under the final name. An output is recorded in the ledger of
+ * then put in place (writeOwnOutput): a crash never leaves an empty
+ * file under the final name. An output or a thumbnail is recorded in the ledger of
  * `outDir` as the file it is there (its own inode and time: the shard's
  * ledger speaks of the shard's files). Read whole: shards hold maps and
  * thumbnails, and four are copied at once.
  */
 async function copyFileAtomic(copy: Copy, outDir: string, own: (start: string) => EarlierOutputs): Promise<void> {
-  let written: 'written' | 'foreign' = 'written';
+  let written: 'written' | 'foreign';
   try {
     const { bytes } = await readRegularFile(copy.from);
     await makeFolders(dirname(copy.to));
-    if (copy.output === undefined) await writeFileAtomic(copy.to, bytes);
-    // Looked at again: a file that came to an output's name since refuseForeignOutputs looked (before the lock) is not replaced either.
-    else written = await writeOwnOutput(outDir, copy.output, copy.to, bytes, own(copy.output));
+    // Looked at again: a file that came to its name since refuseForeignOutputs looked (before the lock) is not replaced either.
+    written = await writeOwnOutput(outDir, copy.name, copy.to, bytes, own(copy.name));
   } catch (error) {
     const reason = error instanceof WriteError ? error.reason : (error as NodeJS.ErrnoException).code ?? (error as Error).message;
     throw new CamvizError(`could not copy ${copy.from}: ${reason}`, { file: copy.to });

@@ -11,14 +11,14 @@ import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import sharp from '../util/sharp.js';
-import { writeFileAtomic } from '../util/atomic-file.js';
-import { writeRecordedFile } from '../util/outputs-ledger.js';
+import { type EarlierOutputs, type WrittenVersion, fileAtOutput, recordAsIs, vouchFor, writeOwnOutput, writeRecordedFile } from '../util/outputs-ledger.js';
 import type { CamResultRecord, FmapResultRecord, InputRecord, ResultRecord } from '../tasks/types.js';
 import { VERSION } from '../util/version.js';
 import { METRIC_KEYS, type MetricsRecord } from '../metrics/names.js';
 import { type Manifest, REPORT_DIR, REPORT_NAME, inputLocation } from './manifest.js';
 import { makeFolders } from '../util/make-folders.js';
 import { loadPicture } from '../image/image.js';
+import { replaceableOutputs, runFolderOutputs } from './own-outputs.js';
 
 export { REPORT_DIR, REPORT_NAME } from './manifest.js';
 /** Longest side of the input thumbnails, in pixels. */
@@ -212,12 +212,13 @@ function runMaxPixels(manifest: Manifest): number | undefined {
 
 async function ensureThumbnails(outDir: string, manifest: Manifest, maxPixels: number | undefined): Promise<Set<string>> {
   const { records } = manifest;
+  const own = await replaceableOutputs(outDir, withUnrecordedThumbnails((await runFolderOutputs(outDir)).files, records));
   const have = new Set<string>();
   let next = 0;
   const lanes = Array.from({ length: Math.min(THUMBNAIL_CONCURRENCY, records.length) }, async () => {
     while (next < records.length) {
       const record = records[next++]!;
-      if (await ensureThumbnail(outDir, inputLocation(manifest, record), record, maxPixels)) have.add(record.relative);
+      if (await ensureThumbnail(outDir, inputLocation(manifest, record), record, maxPixels, own)) have.add(record.relative);
     }
   });
   await Promise.all(lanes);
@@ -232,12 +233,43 @@ async function upToDate(thumbnail: string, input: string): Promise<boolean> {
   return source === undefined || source.mtimeMs <= made.mtimeMs;
 }
 
-async function ensureThumbnail(outDir: string, input: string, record: InputRecord, maxPixels: number | undefined): Promise<boolean> {
-  const target = resolve(outDir, thumbnailPath(record.relative));
+/**
+ * The files camviz wrote in a folder (`files`, as its ledger and manifest
+ * list them), with the thumbnails of `records` vouched for by name when the
+ * ledger records no thumbnail at all: a folder of a camviz that did not
+ * record them (or of none), whose thumbnails are camviz's as its maps
+ * listed by name alone are. Once thumbnails are recorded there, one of
+ * them not recorded is not camviz's.
+ */
+export function withUnrecordedThumbnails(files: ReadonlyMap<string, readonly WrittenVersion[]>, records: readonly InputRecord[]): ReadonlyMap<string, readonly WrittenVersion[]> {
+  const thumbs = thumbnailPath('');
+  const prefix = thumbs.slice(0, thumbs.lastIndexOf('/') + 1);
+  if ([...files.keys()].some((name) => name.startsWith(prefix))) return files;
+  const vouched = new Map(files);
+  for (const record of records) if (!vouched.has(thumbnailPath(record.relative))) vouched.set(thumbnailPath(record.relative), []);
+  return vouched;
+}
+
+/**
+ * Whether the input has a thumbnail, made now unless camviz's is there and
+ * newer than the input. A file camviz did not write at its name (a user's,
+ * or camviz's edited since: fileAtOutput) is left as it is and not shown
+ * as the input's; a thumbnail vouched for by its name alone is recorded as
+ * it is, so that it stays camviz's once thumbnails are recorded there.
+ */
+async function ensureThumbnail(outDir: string, input: string, record: InputRecord, maxPixels: number | undefined, own: (start: string) => EarlierOutputs): Promise<boolean> {
+  const name = thumbnailPath(record.relative);
+  const target = resolve(outDir, name);
   // A manifest is data: a relative path must not lead the writer out of the report folder.
   const inside = relative(resolve(outDir, REPORT_DIR), target);
   if (inside === '' || inside.startsWith('..') || isAbsolute(inside) || inside.split(sep).includes('..')) return false;
-  if (await upToDate(target, input)) return true;
+  const earlier = own(name);
+  const there = await fileAtOutput(target, name, earlier);
+  if (there === 'foreign') return false;
+  if (there === "camviz's" && (await upToDate(target, input))) {
+    if (vouchFor(earlier, name) === 'name') await recordAsIs(outDir, name, target).catch(() => undefined);
+    return true;
+  }
   try {
     // Decoded as the run decoded its inputs: a regular file only (a FIFO would block the thread that opens it, for good),
     // the run's pixel limit from its header, shrunk while decoding.
@@ -246,8 +278,7 @@ async function ensureThumbnail(outDir: string, input: string, record: InputRecor
       .jpeg({ quality: 80 })
       .toBuffer();
     await makeFolders(dirname(target));
-    await writeFileAtomic(target, jpeg);
-    return true;
+    return (await writeOwnOutput(outDir, name, target, jpeg, earlier)) === 'written';
   } catch {
     return false;
   }

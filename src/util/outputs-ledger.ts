@@ -180,6 +180,20 @@ export async function writeRecordedFile(folder: string, name: string, path: stri
 }
 
 /**
+ * Records the file at `path` (`name` inside `folder`) as it is now: one
+ * that only its name vouched for (an older camviz's), which stays camviz's
+ * once its name alone no longer does. A file that changes while it is read
+ * is recorded with a stamp and bytes of two files, and vouched for by
+ * neither: the safe side.
+ */
+export async function recordAsIs(folder: string, name: string, path: string): Promise<void> {
+  const stats = await lstat(path, { bigint: true });
+  if (!stats.isFile()) return;
+  const { bytes } = await readRegularFile(path, Number(stats.size));
+  await addToLedger(folder, name, { stamp: stampOf(stats), sha256: sha256Hex(bytes) });
+}
+
+/**
  * A rename keeps a file's stamp on the usual file systems; where it does
  * not (some network and FUSE file systems, or one that sets the
  * modification time on close), the file as it is now is recorded as well,
