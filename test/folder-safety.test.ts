@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 import sharp from 'sharp';
 
 import { expandInputs } from '../src/batch/inputs.js';
+import { createLedger, writeRecordedFile } from '../src/util/outputs-ledger.js';
 import { repoRoot } from './helpers/assets.js';
 import { type CliRun, cliEnv, runCli } from './helpers/cli.js';
 import { noise, readManifest } from './helpers/files.js';
@@ -71,6 +72,22 @@ describe('output folders are known by their content, not their names', () => {
     await writeFile(join(data, 'manifest.json'), '{"files": ["x.png"]}\n');
     await writeFile(join(data, 'notes', '.camviz.lock'), 'not a lock\n');
     assert.deepEqual(relatives(await expandInputs([data])), ['notes/y.png', 'x.gradcam.3.png', 'x.png']);
+  });
+});
+
+describe("the walk leaves out only what is still camviz's", () => {
+  test("a map replaced by a user's picture (or edited) is an input; camviz's own, or a copy of it with its bytes, is not, and the note counts those alone", async () => {
+    const root = await makeFolder(join(workDir, 'replaced-map'), ['a.png', 'b.png', 'c.png']);
+    const out = join(root, 'out');
+    await mkdir(out);
+    await createLedger(out);
+    for (const stem of ['a', 'b', 'c']) await writeRecordedFile(out, `${stem}.gradcam.1.png`, join(out, `${stem}.gradcam.1.png`), await readFile(join(root, `${stem}.png`)));
+    // b's map replaced by the user's own picture; c's copied back over itself (same bytes, another file).
+    await cp(join(root, 'a.png'), join(out, 'b.gradcam.1.png'));
+    await cp(join(root, 'c.png'), join(out, 'c.gradcam.1.png'));
+    const notes: string[] = [];
+    assert.deepEqual(relatives(await expandInputs([root], { note: (message) => notes.push(message) })), ['a.png', 'b.png', 'c.png', 'out/b.gradcam.1.png']);
+    assert.deepEqual(notes, [`${out} is a camviz output folder: its 2 images camviz wrote are not inputs`]);
   });
 });
 

@@ -14,7 +14,7 @@ import { IMAGE_EXTENSIONS } from '../image/formats.js';
 
 import type { InputImage } from '../tasks/types.js';
 import { MANIFEST_NAME, REPORT_DIR } from './manifest.js';
-import { LEDGER_NAME } from '../util/outputs-ledger.js';
+import { LEDGER_NAME, type WrittenVersion, fileAtOutput } from '../util/outputs-ledger.js';
 import { LOCK_NAME } from './lock.js';
 import { folderOutputs } from './own-outputs.js';
 
@@ -156,12 +156,12 @@ interface FoundFile {
 
 /**
  * A camviz output folder met by the walk: its path as walked, and the files
- * camviz wrote there (by name: a map of camviz's that a user edited since
- * is still no input).
+ * camviz wrote there, with the versions its ledger recorded of each (a
+ * file there now that is none of them is a user's: camvizWriter).
  */
 interface OutputFolder {
   folder: string;
-  files: ReadonlyMap<string, unknown>;
+  files: ReadonlyMap<string, readonly WrittenVersion[]>;
 }
 
 /** What one walk of the input folders shares. */
@@ -206,13 +206,30 @@ async function listImages(folder: string, listing: ReadonlySet<string>, walk: Wa
     if (target?.isDirectory()) {
       if (here === undefined || entry.name !== REPORT_DIR) files.push(...(await listImages(full, within, walk, enclosing)));
     } else if (IMAGE_EXTENSIONS.includes(extname(entry.name).toLowerCase())) {
-      const writer = enclosing.find((output) => output.files.has(slashes(relative(output.folder, full))));
+      const writer = await camvizWriter(enclosing, full);
       if (writer !== undefined) walk.skipped.set(writer.folder, (walk.skipped.get(writer.folder) ?? 0) + 1);
       // A link's real path is looked up; any other file's is its folder's, joined: no look-up per file.
       else files.push({ path: full, real: entry.isSymbolicLink() ? await realpath(full).catch(() => full) : join(real, entry.name) });
     }
   }
   return files;
+}
+
+/**
+ * The output folder (of `enclosing`) whose camviz wrote the file at `path`,
+ * if it is still camviz's there by the rule that lets a run replace it
+ * (fileAtOutput: the version recorded, or a copy with its bytes). One
+ * replaced or edited since is a user's, as a run would refuse to replace
+ * it: an input like any picture of theirs in the folder, not left out
+ * unsaid as camviz's.
+ */
+async function camvizWriter(enclosing: readonly OutputFolder[], path: string): Promise<OutputFolder | undefined> {
+  for (const output of enclosing) {
+    const name = slashes(relative(output.folder, path));
+    const versions = output.files.get(name);
+    if (versions !== undefined && (await fileAtOutput(path, name, { foldsCase: false, files: [{ name, versions }] })) !== 'foreign') return output;
+  }
+  return undefined;
 }
 
 /** `folder` as a camviz output folder, if it is one (its entries hold camviz's marks, own-outputs.ts). */
