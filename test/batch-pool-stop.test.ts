@@ -18,13 +18,16 @@
  *   into the real worker; the stand-in): exactly that batch's maps are
  *   removed, and the thread goes on; an earlier run's map whose write
  *   failed, a user's file and other batches' maps stay; the same in this
- *   thread (InProcessExecutor, a --jobs 1 run).
+ *   thread (InProcessExecutor, a --jobs 1 run); an image whose writing
+ *   throws fails its batch only once the other images' writes have
+ *   settled, so that none of their maps lands after the batch's removal.
  * The command line's second SIGINT is checked in batch-cli.test.ts.
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -32,7 +35,8 @@ import sharp from 'sharp';
 
 import { type Executor, InProcessExecutor, WorkerPool, exitOrTerminate } from '../src/batch/pool.js';
 import { camTaskOptions } from '../src/tasks/defaults.js';
-import { OutputSet, watchOutputs } from '../src/tasks/common.js';
+import { type DecodedInput, OutputSet, watchOutputs } from '../src/tasks/common.js';
+import { CamTask } from '../src/tasks/index.js';
 import type { BatchOutcome, InputImage, TaskOptions } from '../src/tasks/types.js';
 import { haveSharedAssets, mobilenetDir, repoRoot } from './helpers/assets.js';
 import { noise } from './helpers/files.js';
@@ -254,5 +258,37 @@ describe('a batch whose task throws', { skip: skipWithoutShapes }, () => {
     } finally {
       restore();
     }
+  });
+
+  test('in this thread, an image whose writing throws: the batch fails only once its other images\' writes have settled, and none of their maps is left', { timeout: 120_000 }, async () => {
+    const folder = join(workDir, 'in-late-write');
+    await mkdir(folder, { recursive: true });
+    const images: InputImage[] = [];
+    for (const [i, stem] of ['b', 'throw'].entries()) {
+      await sharp(noise(96, 80, i + 1), { raw: { width: 96, height: 80, channels: 3 } }).png().toFile(join(folder, `${stem}.png`));
+      images.push({ path: join(folder, `${stem}.png`), relative: `${stem}.png` });
+    }
+    const out = join(workDir, 'out-late-write');
+    await mkdir(out, { recursive: true });
+    // b's maps are written a while after throw's writing has thrown: a write still to come when the batch fails.
+    const prototype = CamTask.prototype as unknown as { writeOutputs: (this: CamTask, item: DecodedInput, ...rest: unknown[]) => Promise<unknown> };
+    const writeOutputs = prototype.writeOutputs;
+    prototype.writeOutputs = async function (item, ...rest) {
+      if (item.input.relative.startsWith('throw')) throw new Error(INJECTED_THROW);
+      await sleep(300);
+      return writeOutputs.call(this, item, ...rest);
+    };
+    try {
+      const executor = await InProcessExecutor.start(shapesOptions(out));
+      try {
+        await assert.rejects(executor.process(images), new RegExp(INJECTED_THROW));
+        await sleep(600);
+      } finally {
+        await executor.close();
+      }
+    } finally {
+      prototype.writeOutputs = writeOutputs;
+    }
+    assert.deepEqual((await readdir(out)).filter((name) => name.endsWith('.png')), []);
   });
 });

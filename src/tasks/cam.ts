@@ -15,7 +15,7 @@ import { loadImage } from '../image/image.js';
 import type { GraphNode } from '../executor/graph.js';
 import { inputChannels, inputTensor } from '../model/predict.js';
 import { plannable, writeCamPlan } from './cam-plan.js';
-import { type Batching, type DecodedInput, type TaskContext, decodeBatch, modelWorkInParts, onePerImage, recordOutputs, recordsOfParts, stopSignalOf } from './common.js';
+import { type Batching, type DecodedInput, type TaskContext, decodeBatch, modelWorkInParts, onePerImage, recordEach, recordOutputs, recordsOfParts, stopSignalOf } from './common.js';
 import { CamOutputWriter, predictionsOf } from './cam-outputs.js';
 import { inBatchOrder } from './records.js';
 import { metricsField, withMetrics } from '../metrics/runner.js';
@@ -72,7 +72,7 @@ export class CamTask {
     const parts = await modelWorkInParts(decoded, this.batching, (items) => this.compute(items), this.context);
     const records = await recordsOfParts(parts, (items, { explanations, timings }) => {
       const perImage = { forward: timings.forward / items.length, backward: timings.backward / items.length };
-      return Promise.all(items.map((item, i) => this.writeOutputs(item, explanations[i]!, perImage)));
+      return recordEach(items, (item, i) => this.writeOutputs(item, explanations[i]!, perImage));
     });
     if (records.some((record) => record.status === 'ok')) await this.writePlanOnce();
     return { records: inBatchOrder(batch, [...failed, ...records]), summaries: [] };

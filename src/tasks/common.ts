@@ -269,6 +269,21 @@ export async function recordsOfParts<T>(
 }
 
 /**
+ * Each image's record, made by `write` (which writes its outputs), all at
+ * once. One that throws (an unexpected failure: an image's own error is
+ * recorded) fails the batch only once the others have settled: the
+ * batch's outputs are then removed (batch/batch-writes.ts), and another
+ * image's write still to come would land after that, a map without its
+ * record. The first failure is thrown.
+ */
+export async function recordEach(items: readonly DecodedInput[], write: (item: DecodedInput, index: number) => Promise<InputRecord>): Promise<InputRecord[]> {
+  const settled = await Promise.allSettled(items.map(write));
+  const failed = settled.find((result) => result.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+  return settled.map((result) => (result as PromiseFulfilledResult<InputRecord>).value);
+}
+
+/**
  * `values`, one per image of `items`, or an error the batch retry acts
  * on: a model that folds its batch into one row (a Reshape to batch 1
  * before a reduction) gives fewer, and the first image would get a result

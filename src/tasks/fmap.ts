@@ -22,6 +22,7 @@ import {
   decodeBatch,
   elapsedSince,
   modelWorkInParts,
+  recordEach,
   recordsOfParts,
   fileSafe,
   outputStem,
@@ -53,7 +54,7 @@ export class FmapTask {
     };
     const parts = await modelWorkInParts(decoded, this.batching, timedCapture, this.context);
     const records = await recordsOfParts(parts, (items, { activations, forward }) =>
-      Promise.all(items.map((item, i) => this.writeOutputs(item, activations[i]!, forward, summaries))),
+      recordEach(items, (item, i) => this.writeOutputs(item, activations[i]!, forward, summaries)),
     );
     return { records: inBatchOrder(batch, [...failed, ...records]), summaries };
   }
