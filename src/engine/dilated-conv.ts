@@ -54,18 +54,42 @@ export interface DilatedGeometry {
  * `filter`, from dy: dy correlated with the flipped filter, dilated alike.
  */
 export function dilatedInputGradient(dy: tf.Tensor4D, filter: tf.Tensor4D, inputShape: readonly [number, number, number, number], geometry: DilatedGeometry): tf.Tensor4D {
+  return tf.tidy(() => {
+    const { cropped, flipped, padding } = adjointCorrelation(dy, filter, inputShape, geometry);
+    return geometry.depthwise
+      ? depthwiseInputGradient(cropped, flipped, padding, geometry.dilations)
+      : tf.conv2d(cropped, tf.transpose(flipped, [0, 1, 3, 2]), 1, padding, 'NHWC', geometry.dilations);
+  });
+}
+
+/**
+ * TensorFlow's conv2d_transpose (Keras' Conv2DTranspose) of NHWC `x` with
+ * `kernel` [kh, kw, outputs, inputs], unit strides and `dilations`, to
+ * `outputShape`: TensorFlow defines it as the input gradient of the
+ * correlation from its output back to x, which tfjs cannot dilate (its
+ * conv2dTranspose takes no dilations). Run as `dilatedConv2d`, so that it
+ * can be differentiated in x too.
+ */
+export function dilatedConv2dTranspose(x: tf.Tensor4D, kernel: tf.Tensor4D, outputShape: readonly [number, number, number, number], padding: 'same' | 'valid', dilations: [number, number]): tf.Tensor4D {
+  return tf.tidy(() => {
+    const adjoint = adjointCorrelation(x, kernel, outputShape, { padding, dilations, depthwise: false });
+    return dilatedConv2d(adjoint.cropped, tf.transpose(adjoint.flipped, [0, 1, 3, 2]), adjoint.padding, dilations, false);
+  });
+}
+
+/**
+ * The correlation whose value is the input gradient of a unit-stride
+ * correlation of x (of `inputShape`) with `filter`, from dy: dy with the
+ * full correlation's border less the forward's pads (the input's size
+ * again), and the filter flipped in space.
+ */
+function adjointCorrelation(dy: tf.Tensor4D, filter: tf.Tensor4D, inputShape: readonly [number, number, number, number], geometry: DilatedGeometry): { cropped: tf.Tensor4D; flipped: tf.Tensor4D; padding: ExplicitPadding } {
   const { padding, dilations, depthwise, dimRoundingMode } = geometry;
   const info = tf.backend_util.computeConv2DInfo([...inputShape], filter.shape, [1, 1], dilations, padding, dimRoundingMode, depthwise, 'channelsLast');
   const { top, bottom, left, right } = info.padInfo;
   const [effectiveHeight, effectiveWidth] = [info.effectiveFilterHeight, info.effectiveFilterWidth];
-  return tf.tidy(() => {
-    // The full correlation's border, less the forward's pads: the input's size again.
-    const { cropped, padding: backwardPadding } = borderOf(dy, [effectiveHeight - 1 - top, effectiveHeight - 1 - bottom], [effectiveWidth - 1 - left, effectiveWidth - 1 - right]);
-    const flipped = flipSpatially(filter);
-    return depthwise
-      ? depthwiseInputGradient(cropped, flipped, backwardPadding, dilations)
-      : tf.conv2d(cropped, tf.transpose(flipped, [0, 1, 3, 2]), 1, backwardPadding, 'NHWC', dilations);
-  });
+  const border = borderOf(dy, [effectiveHeight - 1 - top, effectiveHeight - 1 - bottom], [effectiveWidth - 1 - left, effectiveWidth - 1 - right]);
+  return { ...border, flipped: flipSpatially(filter) };
 }
 
 function correlation(x: tf.Tensor4D, filter: tf.Tensor4D, padding: ConvPadding, dilations: [number, number]): tf.Tensor4D {

@@ -214,14 +214,14 @@ interface DilationFields {
 
 /**
  * The dilation rate [rows, columns] a convolution layer computes with: its
- * `dilationRate`, except for tfjs-layers' own DepthwiseConv2D, which
- * computes undilated whatever the rate says (camviz's loader gives the
- * dilated ones of the models it reads a class that dilates:
- * model/dilated-depthwise.ts). The fused kernels, the gradient rules and
- * the ONNX writer compute what the layer's own call does.
+ * `dilationRate`, except for tfjs-layers' own DepthwiseConv2D and
+ * Conv2DTranspose, which compute undilated whatever the rate says (camviz's
+ * loader gives the dilated ones of the models it reads classes that
+ * dilate: model/layer-substitutes.ts). The fused kernels, the gradient
+ * rules and the ONNX writer compute what the layer's own call does.
  */
 export function computedDilations(layer: object): [number, number] {
-  if (isTfjsLayersOwn(layer, 'DepthwiseConv2D')) return [1, 1];
+  if (isTfjsLayersOwn(layer, 'DepthwiseConv2D') || isTfjsLayersOwn(layer, 'Conv2DTranspose')) return [1, 1];
   const rate = (layer as DilationFields).dilationRate ?? 1;
   if (typeof rate === 'number') return [rate, rate];
   return [rate[0] ?? 1, rate[1] ?? rate[0] ?? 1];

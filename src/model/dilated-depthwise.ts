@@ -9,18 +9,8 @@
  *
  * camviz's loader gives such layers of the models it reads (Keras files,
  * TF.js layers model.json) this subclass instead, which computes and
- * shapes the dilated convolution as Keras does: `withDilatedDepthwise`
- * renames their class in the topology before tfjs-layers deserialises it.
- * It has to be a class the deserialiser finds by name: tfjs-layers builds
- * the layers from their config's class names and takes each one's static
- * output shape as it goes (a Dense after a Flatten gets its kernel's shape
- * from it), so patching the layers once the model is built is too late;
- * and loadLayersModel's customObjects do not reach the layers of a
- * Sequential model (tfjs-layers drops them there). So the class is
- * registered with tf.serialization.registerClass, under a name of its own
- * that only camviz's loader writes: tfjs-layers' DepthwiseConv2D is not
- * replaced, and any other tfjs-layers model in the process (a library
- * user's own) computes as before.
+ * shapes the dilated convolution as Keras does (a layer substitute, see
+ * layer-substitutes.ts for why a class registered under a name of its own).
  *
  * tfjs-layers' own DepthwiseConv2D (a model built in memory and handed to
  * camviz) keeps computing undilated, and its static shapes say so:
@@ -33,9 +23,10 @@ import type { DepthwiseConv2D } from '@tensorflow/tfjs-layers/dist/layers/convol
 import type { Kwargs } from '@tensorflow/tfjs-layers/dist/types.js';
 import * as tf from '../engine/tf.js';
 import { registeredLayerClass } from '../engine/tfl.js';
+import { type LayerSubstitute, isDilatedConfig } from './layer-substitutes.js';
 
 /** The name camviz's loader gives a dilated DepthwiseConv2D's class in a topology. */
-export const DILATED_DEPTHWISE_CLASS_NAME = 'CamvizDilatedDepthwiseConv2D';
+const DILATED_DEPTHWISE_CLASS_NAME = 'CamvizDilatedDepthwiseConv2D';
 
 const KERAS_CLASS_NAME = 'DepthwiseConv2D';
 
@@ -108,43 +99,5 @@ class DilatedDepthwiseConv2D extends TfjsDepthwiseConv2D {
 
 tf.serialization.registerClass(DilatedDepthwiseConv2D);
 
-type Json = Record<string, unknown>;
-
-function isRecord(value: unknown): value is Json {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** Whether a DepthwiseConv2D's config (Keras' snake_case or tfjs' camelCase) has a rate above 1. */
-function isDilated(config: Json): boolean {
-  const rate = config['dilation_rate'] ?? config['dilationRate'];
-  const rates = Array.isArray(rate) ? rate : [rate];
-  return rates.some((value) => typeof value === 'number' && value !== 1);
-}
-
-/**
- * `value` (a layers model's topology, or any part of it) with every dilated
- * DepthwiseConv2D given camviz's class, wherever it is (nested models,
- * wrappers); the same object where there is none, a copy otherwise (the
- * topology read stays as it was).
- */
-function rewritten(value: unknown): unknown {
-  if (Array.isArray(value)) {
-    const items = value.map(rewritten);
-    return items.some((item, i) => item !== value[i]) ? items : value;
-  }
-  if (!isRecord(value)) return value;
-  const entries = Object.entries(value).map(([key, item]) => [key, rewritten(item)] as const);
-  const changed = entries.some(([key, item]) => item !== value[key]);
-  const copy = changed ? Object.fromEntries(entries) : value;
-  const config = copy['config'];
-  if (copy['class_name'] !== KERAS_CLASS_NAME || !isRecord(config) || !isDilated(config)) return copy;
-  return { ...copy, class_name: DILATED_DEPTHWISE_CLASS_NAME };
-}
-
-/** A layers model's artifacts with their dilated DepthwiseConv2D layers computed dilated (see the top of this file). */
-export function withDilatedDepthwise(artifacts: tf.io.ModelArtifacts): tf.io.ModelArtifacts {
-  const topology = artifacts.modelTopology;
-  if (!isRecord(topology)) return artifacts;
-  const topologyRewritten = rewritten(topology);
-  return topologyRewritten === topology ? artifacts : { ...artifacts, modelTopology: topologyRewritten as Json };
-}
+/** A dilated DepthwiseConv2D computed dilated (see the top of this file). */
+export const DILATED_DEPTHWISE: LayerSubstitute = { kerasClassName: KERAS_CLASS_NAME, className: DILATED_DEPTHWISE_CLASS_NAME, applies: isDilatedConfig };

@@ -16,7 +16,9 @@ import { type ChosenEngine, type EngineReport, type EngineRequest, chooseEngine 
 import { type ModelSourceFiles, readLocalModel } from './io.js';
 import type { FileIdentity } from '../util/file-identity.js';
 import { readKerasModel } from './keras/load.js';
-import { withDilatedDepthwise } from './dilated-depthwise.js';
+import { DILATED_DEPTHWISE } from './dilated-depthwise.js';
+import { DILATED_CONV_TRANSPOSE } from './dilated-conv-transpose.js';
+import { withLayerSubstitutes } from './layer-substitutes.js';
 import { type CamvizJson, type MetadataOverrides, type ModelMetadata, readCamvizJson, resolveMetadata } from './metadata.js';
 import { Network } from '../executor/network.js';
 import { setLayerAliases } from '../executor/graph.js';
@@ -25,6 +27,9 @@ import type { BuiltOnnxModel } from './onnx/build.js';
 import { isOnnxUrl, localOnnxPath } from './onnx/file.js';
 import type { BuiltTfGraph } from './tfgraph/build.js';
 import type { ImportedTfGraph } from './tfgraph/load.js';
+
+/** The Keras layers tfjs-layers 4.22 computes otherwise than Keras, and the classes camviz's loader gives them instead. */
+const LAYER_SUBSTITUTES = [DILATED_DEPTHWISE, DILATED_CONV_TRANSPOSE];
 
 export interface LoadOptions extends MetadataOverrides {
   /** Progress messages (downloads). */
@@ -169,8 +174,8 @@ async function loadModelFiles(spec: string, options: LoadOptions): Promise<Camvi
   const files = keras ?? (await readLocalModel(located.modelJsonPath));
   const known = located.zoo ?? knownModelBySha256(files.sha256)?.metadata ?? keras?.defaults;
   const isGraph = files.modelJson.format === 'graph-model' || Array.isArray(files.modelJson.modelTopology['node']);
-  // A graph model's topology has no layers; a layers model's dilated DepthwiseConv2D layers get a class that dilates (tfjs-layers' ignores the rate).
-  const artifacts = isGraph ? files.artifacts : withDilatedDepthwise(files.artifacts);
+  // A graph model's topology has no layers; a layers model's layers that tfjs-layers computes otherwise than Keras get classes that compute them as Keras does.
+  const artifacts = isGraph ? files.artifacts : withLayerSubstitutes(files.artifacts, LAYER_SUBSTITUTES);
   const handler: tf.io.IOHandler = { load: async () => (keras === undefined ? withWeightViews(artifacts) : artifacts) };
   let layersModel: tfl.LayersModel | undefined;
   let graphModel: GraphModel | undefined;

@@ -338,24 +338,21 @@ const separableConv2d: Converter = (context) => {
 
 /**
  * Keras' Conv2DTranspose as ONNX ConvTranspose. TF's output is the input
- * times the stride ("same"), plus max(kernel - stride, 0) ("valid"); its
- * "same" crop is the padding of the convolution from that output back to
- * the input, and the rows a kernel smaller than its stride never reaches
- * are output_padding (zeros, at the end, as TF leaves them).
+ * times the stride ("same"), plus max(dilated kernel - stride, 0)
+ * ("valid"); its "same" crop is the padding of the convolution from that
+ * output back to the input, and the rows a kernel smaller than its stride
+ * never reaches are output_padding (zeros, at the end, as TF leaves them).
+ * Dilated with the rate the layer computes with (tfjs-layers' own ignores
+ * it; camviz's loader gives Keras' a class that applies it).
  */
 const conv2dTranspose: Converter = (context) => {
   const conv = context.layer as unknown as ConvView;
   const x = imageInput(context, conv.dataFormat);
-  const kernel = pair(conv.kernelSize);
-  const strides = pair(conv.strides);
-  // tfjs-layers' call passes no dilation to conv2dTranspose: a rate would make the writer compute what tfjs does not.
-  const [rateH, rateW] = computedDilations(conv);
-  if (rateH !== 1 || rateW !== 1) throw unsupported(context, `dilation rate [${rateH}, ${rateW}], which tfjs-layers does not apply`);
+  const { kernel, strides, dilations } = spatialGeometry(conv);
   const [outHeight, outWidth] = context.outputDims[0]! as [number, number, number];
-  const ones: [number, number] = [1, 1];
-  const pads = padsOf(context, conv.padding, { name: x.name, dims: [outHeight, outWidth] }, kernel, strides, ones) as [number, number, number, number];
+  const pads = padsOf(context, conv.padding, { name: x.name, dims: [outHeight, outWidth] }, kernel, strides, dilations) as [number, number, number, number];
   const [top, left, bottom, right] = pads;
-  const reached = (size: number, axis: 0 | 1, before: number, after: number): number => (size - 1) * strides[axis] + kernel[axis] - before - after;
+  const reached = (size: number, axis: 0 | 1, before: number, after: number): number => (size - 1) * strides[axis] + (kernel[axis] - 1) * dilations[axis] + 1 - before - after;
   const outputPadding = [outHeight - reached(x.dims[0]!, 0, top, bottom), outWidth - reached(x.dims[1]!, 1, left, right)];
   // tfjs' kernel [kh, kw, out, in]; ConvTranspose's [in, out, kh, kw].
   const hwoi = weight(conv.kernel, context, 'kernel');
@@ -363,6 +360,7 @@ const conv2dTranspose: Converter = (context) => {
   const attributes: OnnxAttribute[] = [
     { name: 'kernel_shape', ints: kernel },
     { name: 'strides', ints: strides },
+    { name: 'dilations', ints: dilations },
     { name: 'pads', ints: pads },
     { name: 'output_padding', ints: outputPadding },
   ];
