@@ -293,12 +293,13 @@ const separable = (rank: number): LayerClass => ({
 
 const normalisation = (moving: boolean): LayerClass => ({
   weights: (config, _describe, input) => {
-    // Normalised over another axis than the last, the width is not the channel count.
-    const width = (field(config, 'axis') ?? -1) === -1 ? input : null;
+    // One dimension per normalised axis (a LayerNormalization over [H, W, C] has a gamma of [H, W, C]); only the last axis' is the channel count.
+    const axis = field(config, 'axis') ?? -1;
+    const shape = (Array.isArray(axis) ? axis : [axis]).map((one) => (one === -1 ? input : null));
     return [
-      ...(flag(config, 'scale') ? [{ name: 'gamma', shape: [width] }] : []),
-      ...(flag(config, 'center') ? [{ name: 'beta', shape: [width] }] : []),
-      ...(moving ? [{ name: 'moving_mean', shape: [width] }, { name: 'moving_variance', shape: [width] }] : []),
+      ...(flag(config, 'scale') ? [{ name: 'gamma', shape }] : []),
+      ...(flag(config, 'center') ? [{ name: 'beta', shape }] : []),
+      ...(moving ? [{ name: 'moving_mean', shape }, { name: 'moving_variance', shape }] : []),
     ];
   },
   output: (_config, _describe, input) => input,
