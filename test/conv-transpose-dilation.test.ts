@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { Network } from '../src/executor/network.js';
-import { loadModel } from '../src/index.js';
+import { backward, loadModel } from '../src/index.js';
 import { forEachBackend } from './helpers/backends.js';
 import { mulberry32 } from './helpers/numeric.js';
 import { saveLayersModel } from './helpers/layers-model-file.js';
@@ -253,5 +253,18 @@ test('a dilated Conv2DTranspose with strides is refused at load, in one line nam
     });
   } finally {
     await rm(folder, { recursive: true, force: true });
+  }
+});
+
+test('tfjs-layers\' own dilated Conv2DTranspose (a model built in memory), which it computes undilated, is refused by the executor in one line', async () => {
+  const model = buildModel(CASES[2]!, weightsOf(CASES[2]!));
+  const x = tf.zeros([1, SIZE, SIZE, 3]);
+  const message = "layer 'up' is tfjs-layers' own Conv2DTranspose with dilation rate [2, 2], which tfjs-layers 4.22 computes undilated: load the model with camviz's loadModel (dilated, as Keras computes it) or give the layer dilation rate 1";
+  try {
+    assert.throws(() => Network.of(model), { message });
+    await assert.rejects(backward(model, x, (values) => tf.sum(values.scores) as tf.Scalar), { message });
+  } finally {
+    x.dispose();
+    model.dispose();
   }
 });

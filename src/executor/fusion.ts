@@ -212,6 +212,20 @@ interface DilationFields {
   dilationRate?: number | readonly number[];
 }
 
+/** tfjs-layers' own classes that ignore their dilation rate (camviz's loader gives Keras' layers of them classes that apply it). */
+const UNDILATED_CLASSES = ['DepthwiseConv2D', 'Conv2DTranspose'] as const;
+
+/**
+ * The dilation rate a layer's config gives but its call ignores (a
+ * tfjs-layers DepthwiseConv2D or Conv2DTranspose with a rate above 1, in a
+ * model built or loaded by tfjs-layers itself), or undefined.
+ */
+export function ignoredDilations(layer: object): [number, number] | undefined {
+  if (!UNDILATED_CLASSES.some((className) => isTfjsLayersOwn(layer, className))) return undefined;
+  const rate = dilationRateOf(layer);
+  return rate.some((value) => value !== 1) ? rate : undefined;
+}
+
 /**
  * The dilation rate [rows, columns] a convolution layer computes with: its
  * `dilationRate`, except for tfjs-layers' own DepthwiseConv2D and
@@ -221,7 +235,11 @@ interface DilationFields {
  * rules and the ONNX writer compute what the layer's own call does.
  */
 export function computedDilations(layer: object): [number, number] {
-  if (isTfjsLayersOwn(layer, 'DepthwiseConv2D') || isTfjsLayersOwn(layer, 'Conv2DTranspose')) return [1, 1];
+  return UNDILATED_CLASSES.some((className) => isTfjsLayersOwn(layer, className)) ? [1, 1] : dilationRateOf(layer);
+}
+
+/** A convolution layer's `dilationRate` as [rows, columns]. */
+function dilationRateOf(layer: object): [number, number] {
   const rate = (layer as DilationFields).dilationRate ?? 1;
   if (typeof rate === 'number') return [rate, rate];
   return [rate[0] ?? 1, rate[1] ?? rate[0] ?? 1];

@@ -14,6 +14,8 @@ import * as tf from '../engine/tf.js';
 import type * as tfl from '../engine/tfl.js';
 import { layerGradientHooks, withGradientHooks } from '../hooks/hooks.js';
 import type { Executor } from './executor.js';
+import { CamvizError } from '../util/errors.js';
+import { ignoredDilations } from './fusion.js';
 import { type GraphNode, LayerGraph } from './graph.js';
 import { type ScoreLocation, locateScores } from './score.js';
 import { softmaxRows } from './softmax.js';
@@ -90,6 +92,24 @@ export interface BackwardTimings {
 
 const networks = new WeakMap<tfl.LayersModel, Network>();
 
+/**
+ * A model whose config gives a layer a dilation rate that tfjs-layers 4.22
+ * ignores (its own DepthwiseConv2D and Conv2DTranspose; a model built in
+ * memory or loaded by tfjs-layers itself) is refused: whether its weights
+ * were made for the dilated layer (Keras' model, which camviz's loadModel
+ * computes dilated) or for what tfjs computes cannot be told, and either
+ * answer would explain the other model silently.
+ */
+function refuseIgnoredDilations(graph: LayerGraph): void {
+  for (const node of graph.nodes) {
+    const rate = ignoredDilations(node.layer);
+    if (rate === undefined) continue;
+    throw new CamvizError(
+      `layer '${node.layer.name}' is tfjs-layers' own ${node.layer.getClassName()} with dilation rate [${rate.join(', ')}], which tfjs-layers 4.22 computes undilated: load the model with camviz's loadModel (dilated, as Keras computes it) or give the layer dilation rate 1`,
+    );
+  }
+}
+
 export class Network implements Executor {
   readonly graph: LayerGraph;
   readonly score: ScoreLocation;
@@ -99,6 +119,7 @@ export class Network implements Executor {
 
   private constructor(readonly model: tfl.LayersModel, scoreLayer?: string) {
     this.graph = LayerGraph.fromModel(model);
+    refuseIgnoredDilations(this.graph);
     this.score = locateScores(this.graph, scoreLayer);
     this.splitActivation = new Set(this.score.splitNode === undefined ? [] : [this.score.splitNode]);
   }

@@ -15,9 +15,10 @@
  * for a dilated layer, takes no strides, so a saved layer with both cannot
  * be computed as its file says; it is refused at load.
  *
- * tfjs-layers' own Conv2DTranspose (a model built in memory) keeps
- * computing undilated: `computedDilations` (executor/fusion.ts) gives the
- * ONNX writer the rate it really computes with.
+ * tfjs-layers' own Conv2DTranspose keeps computing undilated; camviz's
+ * executor refuses a model with one of rate above 1 (executor/network.ts),
+ * and `computedDilations` (executor/fusion.ts) gives the ONNX writer the
+ * rate it really computes with.
  */
 import type { Conv2DTranspose } from '@tensorflow/tfjs-layers/dist/layers/convolutional.js';
 import type { Kwargs } from '@tensorflow/tfjs-layers/dist/types.js';

@@ -12,11 +12,11 @@
  * shapes the dilated convolution as Keras does (a layer substitute, see
  * layer-substitutes.ts for why a class registered under a name of its own).
  *
- * tfjs-layers' own DepthwiseConv2D (a model built in memory and handed to
- * camviz) keeps computing undilated, and its static shapes say so:
- * `computedDilations` (executor/fusion.ts) gives camviz's fused kernels and ONNX writer the
- * rate such a layer really computes with, so that every path agrees with
- * its `predict`. SeparableConv2D needs none of this: tfjs-layers passes
+ * tfjs-layers' own DepthwiseConv2D keeps computing undilated; camviz's
+ * executor refuses a model with one of rate above 1 (a model built in
+ * memory and handed to camviz: executor/network.ts), and
+ * `computedDilations` (executor/fusion.ts) gives the ONNX writer the rate
+ * such a layer really computes with. SeparableConv2D needs none of this: tfjs-layers passes
  * its rate to tfjs' separableConv2d and to its output shape.
  */
 import type { DepthwiseConv2D } from '@tensorflow/tfjs-layers/dist/layers/convolutional_depthwise.js';
