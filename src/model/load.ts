@@ -19,6 +19,7 @@ import { readKerasModel } from './keras/load.js';
 import { DILATED_DEPTHWISE } from './dilated-depthwise.js';
 import { DILATED_CONV_TRANSPOSE } from './dilated-conv-transpose.js';
 import { LAYER_NORM_CONSTANTS } from './layer-norm-constants.js';
+import { CENTER_CROP_SLICE } from './center-crop-slice.js';
 import { withLayerSubstitutes } from './layer-substitutes.js';
 import { type CamvizJson, type MetadataOverrides, type ModelMetadata, readCamvizJson, resolveMetadata } from './metadata.js';
 import { Network } from '../executor/network.js';
@@ -30,7 +31,7 @@ import type { BuiltTfGraph } from './tfgraph/build.js';
 import type { ImportedTfGraph } from './tfgraph/load.js';
 
 /** The Keras layers tfjs-layers 4.22 computes otherwise than Keras (or cannot differentiate), and the classes camviz's loader gives them instead. */
-const LAYER_SUBSTITUTES = [DILATED_DEPTHWISE, DILATED_CONV_TRANSPOSE, LAYER_NORM_CONSTANTS];
+const LAYER_SUBSTITUTES = [DILATED_DEPTHWISE, DILATED_CONV_TRANSPOSE, LAYER_NORM_CONSTANTS, CENTER_CROP_SLICE];
 
 export interface LoadOptions extends MetadataOverrides {
   /** Progress messages (downloads). */

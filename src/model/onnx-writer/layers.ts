@@ -9,6 +9,8 @@
  */
 import type { Layer } from '../../executor/graph.js';
 import { computedDilations } from '../../executor/fusion.js';
+import { isTfjsLayersOwn } from '../../engine/tfl.js';
+import { kerasCropOffset } from '../center-crop-slice.js';
 import { CamvizError, type CamvizErrorOptions } from '../../util/errors.js';
 import { type GraphBuilder, batchNormAffine, foldIntoConv, samePadding, transpose, type ChannelAffine } from './builder.js';
 import type { OnnxAttribute } from './proto-writer.js';
@@ -836,7 +838,9 @@ const cropping2d: Converter = (context) => {
 };
 
 /**
- * tfjs-layers' CenterCrop: a Slice from tfjs' offsets. tfjs samples the
+ * CenterCrop: a Slice. camviz's loader gives Keras' layers a class that
+ * slices at Keras' offsets (model/center-crop-slice.ts); tfjs-layers' own
+ * is written from tfjs' offsets. tfjs samples the
  * crop with cropAndResize's nearest neighbours over the box from offset o
  * to o + L of a side of n, which land at o + i - o/n + i(n - L)/(n(L - 1)):
  * within (-1/2, 1/2) of o + i, since o = floor((n - L) / 2) (1 when that
@@ -849,10 +853,11 @@ const centerCrop: Converter = (context) => {
   const x = imageInput(context, undefined);
   const layer = context.layer as unknown as { height: number; width: number };
   const [inHeight, inWidth] = x.dims as [number, number, number];
-  const top = inHeight === layer.height ? 0 : Math.floor((inHeight - layer.height) / 2);
-  const widthOffset = inWidth === layer.width ? 0 : Math.floor((inWidth - layer.width) / 2);
-  const left = inWidth !== layer.width && widthOffset === 0 ? 1 : widthOffset;
-  if (top < 0 || left < 0) throw unsupported(context, `a target of ${layer.height}x${layer.width} larger than its ${inHeight}x${inWidth} input, which tfjs-layers fails to resize`);
+  if (layer.height > inHeight || layer.width > inWidth) throw unsupported(context, `a target of ${layer.height}x${layer.width} larger than its ${inHeight}x${inWidth} input, which tfjs-layers fails to resize`);
+  // camviz's loader gives Keras' layers a class that slices at Keras' offsets; tfjs-layers' own starts a crop one column wider than it at the second column.
+  const top = kerasCropOffset(inHeight, layer.height);
+  const widthOffset = kerasCropOffset(inWidth, layer.width);
+  const left = isTfjsLayersOwn(context.layer, 'CenterCrop') && inWidth !== layer.width && widthOffset === 0 ? 1 : widthOffset;
   return spatialSlice(context, x.name, [top, left], [top + layer.height, left + layer.width]);
 };
 
