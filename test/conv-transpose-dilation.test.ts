@@ -25,7 +25,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { Network } from '../src/executor/network.js';
 import { backward, loadModel } from '../src/index.js';
 import { forEachBackend } from './helpers/backends.js';
-import { mulberry32 } from './helpers/numeric.js';
+import { exactRandomValues } from './helpers/numeric.js';
 import { saveLayersModel } from './helpers/layers-model-file.js';
 import { GRADCAM_REFERENCE_PY, type TorchGradcamReference, assertCloseTo, assertTorchGradcam, assertTorchLogits, classInputGradient, runTorchScript, torchParity } from './helpers/torch-parity.js';
 
@@ -54,12 +54,6 @@ const FILTERS = 3;
 const UNITS = 5;
 const CLASSES = [1, 3];
 
-/** Values that float32 holds exactly (multiples of 1/32 in [-2, 2]). */
-function randomValues(count: number, seed: number): number[] {
-  const random = mulberry32(seed);
-  return Array.from({ length: count }, () => Math.round((random() * 2 - 1) * 64) / 32);
-}
-
 interface Weights {
   featKernel: number[];
   featBias: number[];
@@ -71,11 +65,11 @@ interface Weights {
 
 function weightsOf(c: TransposeCase): Weights {
   return {
-    featKernel: randomValues(3 * FEATURES, 1),
-    featBias: randomValues(FEATURES, 2),
-    upKernel: randomValues(c.kernel[0] * c.kernel[1] * FILTERS * FEATURES, 3),
-    upBias: c.useBias ? randomValues(FILTERS, 4) : new Array<number>(FILTERS).fill(0),
-    logits: randomValues(FILTERS * UNITS, 5),
+    featKernel: exactRandomValues(3 * FEATURES, 1),
+    featBias: exactRandomValues(FEATURES, 2),
+    upKernel: exactRandomValues(c.kernel[0] * c.kernel[1] * FILTERS * FEATURES, 3),
+    upBias: c.useBias ? exactRandomValues(FILTERS, 4) : new Array<number>(FILTERS).fill(0),
+    logits: exactRandomValues(FILTERS * UNITS, 5),
   };
 }
 
@@ -188,7 +182,7 @@ describe('a loaded model\'s dilated Conv2DTranspose, against PyTorch', { skip: s
   let x: tf.Tensor4D;
 
   before(async () => {
-    x = tf.tensor4d(randomValues(2 * SIZE * SIZE * 3, 10), [2, SIZE, SIZE, 3]);
+    x = tf.tensor4d(exactRandomValues(2 * SIZE * SIZE * 3, 10), [2, SIZE, SIZE, 3]);
     for (const c of CASES) {
       const folder = await mkdtemp(join(tmpdir(), 'camviz-convt-dilation-'));
       const weights = weightsOf(c);

@@ -26,7 +26,7 @@ import { loadOnnxRuntime } from '../src/engine/onnxruntime.js';
 import { type CamvizModel, explain, forward, imageFromRgb, inputTensor, loadModel, registerForwardHook } from '../src/index.js';
 import type { GraphNode } from '../src/executor/graph.js';
 import { forEachBackend } from './helpers/backends.js';
-import { assertAllClose, mulberry32 } from './helpers/numeric.js';
+import { assertAllClose, exactRandomValues } from './helpers/numeric.js';
 import { saveLayersModel } from './helpers/layers-model-file.js';
 import { kerasFileOf } from './helpers/keras-file.js';
 import { type Correlation, correlate, correlationAdjoint, geometryOf } from './helpers/correlation.js';
@@ -59,12 +59,6 @@ const FEATURES = 4;
 const UNITS = 2;
 const EPSILON = 1e-3;
 
-/** Values that float32 holds exactly (multiples of 1/32 in [-2, 2]). */
-function randomValues(count: number, seed: number): number[] {
-  const random = mulberry32(seed);
-  return Array.from({ length: count }, () => Math.round((random() * 2 - 1) * 64) / 32);
-}
-
 /** The weights of a case's model, as numbers. */
 interface Weights {
   featKernel: number[];
@@ -81,15 +75,15 @@ interface Weights {
 function weightsOf(c: DepthwiseCase): Weights {
   const channels = FEATURES * c.multiplier;
   return {
-    featKernel: randomValues(3 * FEATURES, 1),
-    featBias: randomValues(FEATURES, 2),
-    dwKernel: randomValues(c.kernel[0] * c.kernel[1] * channels, 3),
-    dwBias: c.useBias ? randomValues(channels, 4) : new Array<number>(channels).fill(0),
-    gamma: randomValues(channels, 5),
-    beta: randomValues(channels, 6),
-    mean: randomValues(channels, 7),
-    variance: randomValues(channels, 8).map((value) => 0.25 + Math.abs(value)),
-    logits: randomValues(channels * UNITS, 9),
+    featKernel: exactRandomValues(3 * FEATURES, 1),
+    featBias: exactRandomValues(FEATURES, 2),
+    dwKernel: exactRandomValues(c.kernel[0] * c.kernel[1] * channels, 3),
+    dwBias: c.useBias ? exactRandomValues(channels, 4) : new Array<number>(channels).fill(0),
+    gamma: exactRandomValues(channels, 5),
+    beta: exactRandomValues(channels, 6),
+    mean: exactRandomValues(channels, 7),
+    variance: exactRandomValues(channels, 8).map((value) => 0.25 + Math.abs(value)),
+    logits: exactRandomValues(channels * UNITS, 9),
   };
 }
 
@@ -300,7 +294,7 @@ forEachBackend((backend) => {
       source.dispose();
       const loaded = await loadModel(kerasPath);
       try {
-        const x = tf.tensor4d(randomValues(SIZE * SIZE * 3, 20), [1, SIZE, SIZE, 3]);
+        const x = tf.tensor4d(exactRandomValues(SIZE * SIZE * 3, 20), [1, SIZE, SIZE, 3]);
         const network = loaded.network() as Network;
         const node = network.graph.findNodes('relu6')[0]!;
         const expected = reference(c, weights, x.dataSync()).last;
@@ -315,8 +309,8 @@ forEachBackend((backend) => {
       const input = tfl.input({ shape: [SIZE, SIZE, 2] });
       const separable = tfl.layers.separableConv2d({ filters: 3, kernelSize: 3, dilationRate: 2, padding: 'valid', useBias: false, name: 'sep' });
       const model = tfl.model({ inputs: input, outputs: tfl.layers.dense({ units: 2, name: 'logits' }).apply(tfl.layers.globalAveragePooling2d({}).apply(separable.apply(input))) as tfl.SymbolicTensor });
-      const depthwise = randomValues(18, 30);
-      const pointwise = randomValues(6, 31);
+      const depthwise = exactRandomValues(18, 30);
+      const pointwise = exactRandomValues(6, 31);
       separable.setWeights([tf.tensor4d(depthwise, [3, 3, 2, 1]), tf.tensor4d(pointwise, [1, 1, 2, 3])]);
       const separableFolder = join(folder, 'separable');
       await saveLayersModel(model, separableFolder);
@@ -324,7 +318,7 @@ forEachBackend((backend) => {
       const loaded = await loadModel(separableFolder);
       try {
         assert.deepEqual(loaded.layersModel!.getLayer('sep').outputShape, [null, 4, 4, 3]);
-        const xValues = randomValues(SIZE * SIZE * 2, 32);
+        const xValues = exactRandomValues(SIZE * SIZE * 2, 32);
         const x = tf.tensor4d(xValues, [1, SIZE, SIZE, 2]);
         const conv: Correlation = { input: [1, SIZE, SIZE, 2], filter: [3, 3, 2, 1], dilations: [2, 2], padding: 'valid', depthwise: true };
         const dw = correlate(conv, xValues, depthwise);
@@ -352,7 +346,7 @@ forEachBackend((backend) => {
       const c = CASES[3]!;
       const model = buildModel(c, weightsOf(c));
       assert.equal(tf.serialization.SerializationMap.getMap().classNameMap['DepthwiseConv2D']![0], model.getLayer('dw').constructor, 'tfjs-layers\' class is still registered');
-      const x = tf.tensor4d(randomValues(SIZE * SIZE * 3, 40), [1, SIZE, SIZE, 3]);
+      const x = tf.tensor4d(exactRandomValues(SIZE * SIZE * 3, 40), [1, SIZE, SIZE, 3]);
       const message = "layer 'dw' is tfjs-layers' own DepthwiseConv2D with dilation rate [2, 2], which tfjs-layers 4.22 computes undilated: load the model with camviz's loadModel (dilated, as Keras computes it) or give the layer dilation rate 1";
       try {
         assert.throws(() => Network.of(model), { message });
@@ -375,7 +369,7 @@ test('ONNX Runtime (camviz writes the model as ONNX) computes a dilated Depthwis
   await saveLayersModel(model, folder);
   model.dispose();
   const loaded = await loadModel(folder, { engine: 'onnxruntime' });
-  const x = tf.tensor4d(randomValues(SIZE * SIZE * 3, 50), [1, SIZE, SIZE, 3]);
+  const x = tf.tensor4d(exactRandomValues(SIZE * SIZE * 3, 50), [1, SIZE, SIZE, 3]);
   try {
     const executor = await loaded.executor();
     assert.ok(!(executor instanceof Network), 'ONNX Runtime runs the model');

@@ -26,15 +26,10 @@ import { fusedDilatedConvGradConfig } from '../src/engine/dilated-conv.js';
 import { Network, disposeValues } from '../src/executor/network.js';
 import { explain, imageFromRgb, inputTensor, loadModel } from '../src/index.js';
 import { forEachBackend } from './helpers/backends.js';
-import { assertAllClose, mulberry32 } from './helpers/numeric.js';
+import { assertAllClose, exactRandomValues } from './helpers/numeric.js';
 import { saveLayersModel } from './helpers/layers-model-file.js';
 import { type GraphNodeSpec, attr, placeholder, writeGraphModel } from './helpers/graph-model.js';
 import { type Correlation, correlate, correlationAdjoint, geometryOf } from './helpers/correlation.js';
-
-function randomValues(count: number, seed: number): number[] {
-  const random = mulberry32(seed);
-  return Array.from({ length: count }, () => Math.round((random() * 2 - 1) * 64) / 32);
-}
 
 const CORRELATIONS: readonly Correlation[] = [
   { input: [2, 7, 6, 3], filter: [3, 3, 3, 4], dilations: [2, 2], padding: 'same', depthwise: false },
@@ -64,7 +59,7 @@ async function executorGradient(model: tfl.LayersModel, input: tf.Tensor, k: num
 
 /** A Dense head [inputs, units] without bias applied to `pooled`, its kernel set to known values. */
 function denseHead(pooled: tfl.SymbolicTensor, units: number, inputs: number, seed: number): { output: tfl.SymbolicTensor; kernel: number[] } {
-  const kernel = randomValues(inputs * units, seed);
+  const kernel = exactRandomValues(inputs * units, seed);
   const layer = tfl.layers.dense({ units, useBias: false, name: 'logits' });
   const output = layer.apply(pooled) as tfl.SymbolicTensor;
   layer.setWeights([tf.tensor2d(kernel, [inputs, units])]);
@@ -77,7 +72,7 @@ function pooledHeadGradient(cells: number, channels: number, kernel: readonly nu
 }
 
 function setRandomWeights(layer: tfl.layers.Layer, seed: number): number[][] {
-  const weights = layer.getWeights().map((weight, i) => randomValues(weight.size, seed + i));
+  const weights = layer.getWeights().map((weight, i) => exactRandomValues(weight.size, seed + i));
   layer.setWeights(weights.map((values, i) => tf.tensor(values, layer.getWeights()[i]!.shape)));
   return weights;
 }
@@ -86,12 +81,12 @@ forEachBackend((backend) => {
   describe('dilated convolutions differentiated in camviz\'s executor', () => {
     for (const conv of CORRELATIONS) {
       test(`the ${conv.depthwise ? 'DepthwiseConv2dNative' : 'Conv2D'} kernel, ${describeConv(conv)}: the written-out correlation's adjoint`, () => {
-        const xValues = randomValues(conv.input.reduce((a, b) => a * b, 1), 1);
-        const filterValues = randomValues(conv.filter.reduce((a, b) => a * b, 1), 2);
+        const xValues = exactRandomValues(conv.input.reduce((a, b) => a * b, 1), 1);
+        const filterValues = exactRandomValues(conv.filter.reduce((a, b) => a * b, 1), 2);
         const x = tf.tensor4d(xValues, conv.input);
         const filter = tf.tensor4d(filterValues, conv.filter);
         const { outHeight, outWidth, outChannels } = geometryOf(conv);
-        const weights = randomValues(conv.input[0] * outHeight * outWidth * outChannels, 3);
+        const weights = exactRandomValues(conv.input[0] * outHeight * outWidth * outChannels, 3);
         const run = (input: tf.Tensor4D): tf.Tensor4D =>
           conv.depthwise ? tf.depthwiseConv2d(input, filter, 1, conv.padding, 'NHWC', conv.dilations) : tf.conv2d(input, filter, 1, conv.padding, 'NHWC', conv.dilations);
         const { value, grad } = tf.valueAndGrad((input: tf.Tensor) => withTensorFlowGradients(() => tf.sum(tf.mul(run(input as tf.Tensor4D), tf.tensor(weights, [conv.input[0], outHeight, outWidth, outChannels])))))(x);
@@ -111,13 +106,13 @@ forEachBackend((backend) => {
 
     for (const conv of CORRELATIONS.filter((candidate) => candidate.input[1] > 1)) {
       test(`tf.fused (bias, linear) of a layer known to be dilated, ${describeConv(conv)}: the adjoint; the filter's gradient is refused`, () => {
-        const xValues = randomValues(conv.input.reduce((a, b) => a * b, 1), 4);
-        const filterValues = randomValues(conv.filter.reduce((a, b) => a * b, 1), 5);
+        const xValues = exactRandomValues(conv.input.reduce((a, b) => a * b, 1), 4);
+        const filterValues = exactRandomValues(conv.filter.reduce((a, b) => a * b, 1), 5);
         const x = tf.tensor4d(xValues, conv.input);
         const filter = tf.tensor4d(filterValues, conv.filter);
         const { outHeight, outWidth, outChannels } = geometryOf(conv);
-        const bias = tf.tensor1d(randomValues(outChannels, 6));
-        const weights = randomValues(conv.input[0] * outHeight * outWidth * outChannels, 7);
+        const bias = tf.tensor1d(exactRandomValues(outChannels, 6));
+        const weights = exactRandomValues(conv.input[0] * outHeight * outWidth * outChannels, 7);
         const rules = [...TENSORFLOW_GRADIENTS, fusedDilatedConvGradConfig({ padding: conv.padding, dilations: conv.dilations, depthwise: conv.depthwise })];
         const args = { filter, bias, strides: 1 as const, pad: conv.padding, dilations: conv.dilations };
         const run = (input: tf.Tensor4D): tf.Tensor4D => (conv.depthwise ? tf.fused.depthwiseConv2d({ x: input, ...args }) : tf.fused.conv2d({ x: input, ...args }));
@@ -159,7 +154,7 @@ forEachBackend((backend) => {
         const { model, feat, head } = dilatedModel(dilated, inputShape, conv.input[3], conv.filter[3]);
         const [featKernel] = setRandomWeights(feat, 20);
         const [kernel] = setRandomWeights(dilated, 30);
-        const x = tf.tensor(randomValues(inputShape.reduce((a, b) => a * b, 1), 40), [1, ...inputShape]);
+        const x = tf.tensor(exactRandomValues(inputShape.reduce((a, b) => a * b, 1), 40), [1, ...inputShape]);
         const { outHeight, outWidth } = geometryOf(conv);
         const k = 1;
         const dFeat = correlationAdjoint(conv, pooledHeadGradient(outHeight * outWidth, conv.filter[3], head.kernel, 3, k), kernel!);
@@ -185,7 +180,7 @@ forEachBackend((backend) => {
       const model = tfl.model({ inputs: input, outputs: head.output });
       const [kernel, bias] = setRandomWeights(dilated, 50);
       const conv: Correlation = { input: [1, 6, 6, 2], filter: [3, 3, 2, 3], dilations: [2, 2], padding: 'same', depthwise: false };
-      const xValues = randomValues(72, 51);
+      const xValues = exactRandomValues(72, 51);
       const x = tf.tensor4d(xValues, [1, 6, 6, 2]);
       const pre = correlate(conv, xValues, kernel!).map((value, i) => value + bias![i % 3]!);
       const dy = pooledHeadGradient(36, 3, head.kernel, 2, 0).map((value, i) => (pre[i]! > 0 ? value : 0));
@@ -201,7 +196,7 @@ forEachBackend((backend) => {
       const head = denseHead(tfl.layers.globalAveragePooling2d({}).apply(separable.apply(input)) as tfl.SymbolicTensor, 2, 3, 13);
       const model = tfl.model({ inputs: input, outputs: head.output });
       const [depthwise, pointwise] = setRandomWeights(separable, 60);
-      const x = tf.tensor4d(randomValues(72, 61), [1, 6, 6, 2]);
+      const x = tf.tensor4d(exactRandomValues(72, 61), [1, 6, 6, 2]);
       const dPointwise = pooledHeadGradient(36, 3, head.kernel, 2, 1);
       const dDepthwise = Float64Array.from({ length: 72 }, (_, i) => [0, 1, 2].reduce((sum, o) => sum + dPointwise[Math.floor(i / 2) * 3 + o]! * pointwise![(i % 2) * 3 + o]!, 0));
       const conv: Correlation = { input: [1, 6, 6, 2], filter: [3, 3, 2, 1], dilations: [2, 2], padding: 'same', depthwise: true };
@@ -260,10 +255,10 @@ describe('a TF.js graph model with dilated _FusedConv2D and DepthwiseConv2dNativ
   });
   const conv: Correlation = { input: [1, 7, 7, 3], filter: [3, 3, 3, 3], dilations: [2, 2], padding: 'same', depthwise: false };
   const depthwise: Correlation = { input: [1, 7, 7, 3], filter: [3, 3, 3, 1], dilations: [2, 2], padding: 'valid', depthwise: true };
-  const kernel = randomValues(81, 80);
-  const bias = randomValues(3, 81);
-  const depthwiseKernel = randomValues(27, 82);
-  const dense = randomValues(6, 83);
+  const kernel = exactRandomValues(81, 80);
+  const bias = exactRandomValues(3, 81);
+  const depthwiseKernel = exactRandomValues(27, 82);
+  const dense = exactRandomValues(6, 83);
   const nodes: GraphNodeSpec[] = [
     placeholder('image', [-1, 7, 7, 3]),
     { name: 'net/dil/Conv2D', op: '_FusedConv2D', input: ['image', 'net/dil/kernel', 'net/dil/bias'], attr: { ...convAttr(2, 'SAME'), num_args: attr.int(1), fused_ops: attr.strings(['BiasAdd']) } },
@@ -283,7 +278,7 @@ describe('a TF.js graph model with dilated _FusedConv2D and DepthwiseConv2dNativ
   forEachBackend((backend) => {
     test(`the input gradient of a score: both dilated convolutions' adjoints, Relu6 gated as TensorFlow does (${backend})`, async () => {
       const model = await loadModel(await writeGraphModel(await mkdtemp(join(folder, `${backend}-`)), nodes, weights));
-      const xValues = randomValues(147, 84);
+      const xValues = exactRandomValues(147, 84);
       const x = tf.tensor4d(xValues, [1, 7, 7, 3]);
       try {
         const hidden = correlate(conv, xValues, kernel).map((value, i) => value + bias[i % 3]!);

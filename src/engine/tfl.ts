@@ -113,6 +113,13 @@ export function registeredLayerClass(className: string): (abstract new (...args:
   return registered?.[0] as unknown as (abstract new (...args: never[]) => object) | undefined;
 }
 
+/** tfjs-layers' own class `className` as `T` (registeredLayerClass), for a subclass of it; throws where tfjs-layers registers none. */
+export function tfjsLayerClass<T>(className: string): T {
+  const registered = registeredLayerClass(className);
+  if (registered === undefined) throw new Error(`tfjs-layers registers no ${className} class`);
+  return registered as unknown as T;
+}
+
 /** Whether `layer` is exactly tfjs-layers' own class `className` (not a subclass, not camviz's imported node layers showing that class name). */
 export function isTfjsLayersOwn(layer: object, className: string): boolean {
   const own = registeredLayerClass(className);

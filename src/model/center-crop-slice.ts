@@ -15,7 +15,7 @@
 import type { CenterCrop } from '@tensorflow/tfjs-layers/dist/layers/preprocessing/center_crop.js';
 import type { Kwargs } from '@tensorflow/tfjs-layers/dist/types.js';
 import * as tf from '../engine/tf.js';
-import { registeredLayerClass } from '../engine/tfl.js';
+import { tfjsLayerClass } from '../engine/tfl.js';
 import type { LayerSubstitute } from './layer-substitutes.js';
 
 const KERAS_CLASS_NAME = 'CenterCrop';
@@ -26,12 +26,8 @@ interface PrivateFields {
   width: number;
 }
 
-/** tfjs-layers' CenterCrop class, as registered (importing its module directly would load a second tfjs-layers). */
-const TfjsCenterCrop = (() => {
-  const registered = registeredLayerClass(KERAS_CLASS_NAME);
-  if (registered === undefined) throw new Error('tfjs-layers registers no CenterCrop class');
-  return registered as unknown as typeof CenterCrop;
-})();
+/** tfjs-layers' own CenterCrop (see tfjsLayerClass). */
+const TfjsCenterCrop = tfjsLayerClass<typeof CenterCrop>(KERAS_CLASS_NAME);
 
 /** Keras' first row or column of a crop to `target` of `size`: half the excess, rounded down (tf.keras: tf.cast(diff / 2, tf.int32)). */
 export function kerasCropOffset(size: number, target: number): number {

@@ -25,19 +25,15 @@ import type { Kwargs } from '@tensorflow/tfjs-layers/dist/types.js';
 import type { serialization } from '@tensorflow/tfjs-core';
 import * as tf from '../engine/tf.js';
 import { dilatedConv2dTranspose } from '../engine/dilated-conv.js';
-import { registeredLayerClass } from '../engine/tfl.js';
-import { type LayerSubstitute, isDilatedConfig } from './layer-substitutes.js';
+import { tfjsLayerClass } from '../engine/tfl.js';
+import { type ConvolutionLayer, type LayerSubstitute, convolutionCall, isDilatedConfig } from './layer-substitutes.js';
 
 const KERAS_CLASS_NAME = 'Conv2DTranspose';
 
 type Shape = (number | null)[];
 
-/** tfjs-layers' Conv2DTranspose class, as registered (importing its module directly would load a second tfjs-layers). */
-const TfjsConv2DTranspose = (() => {
-  const registered = registeredLayerClass(KERAS_CLASS_NAME);
-  if (registered === undefined) throw new Error('tfjs-layers registers no Conv2DTranspose class');
-  return registered as unknown as typeof Conv2DTranspose;
-})();
+/** tfjs-layers' own Conv2DTranspose (see tfjsLayerClass). */
+const TfjsConv2DTranspose = tfjsLayerClass<typeof Conv2DTranspose>(KERAS_CLASS_NAME);
 
 /** Keras' deconv_output_length (no output_padding): a dilated kernel spans (k - 1)·rate + 1 outputs. */
 function deconvOutputLength(inputLength: number | null, kernel: number, padding: string, stride: number, dilation: number): number | null {
@@ -63,19 +59,11 @@ class DilatedConv2DTranspose extends TfjsConv2DTranspose {
 
   /** tfjs-layers' own call with the convolution dilated: the transposed convolution, the bias, the activation. */
   override call(inputs: tf.Tensor | tf.Tensor[], _kwargs: Kwargs): tf.Tensor {
-    return tf.tidy(() => {
-      const input = Array.isArray(inputs) ? inputs[0] : inputs;
-      if (input === undefined || (Array.isArray(inputs) && inputs.length !== 1)) throw new Error(`Conv2DTranspose '${this.name}' takes one input`);
-      const channelsFirst = this.dataFormat === 'channelsFirst';
-      const nhwc = (channelsFirst ? tf.transpose(input, [0, 2, 3, 1]) : input) as tf.Tensor4D;
+    return convolutionCall(this as unknown as ConvolutionLayer, KERAS_CLASS_NAME, inputs, (nhwc) => {
       const [batch, height, width] = nhwc.shape;
       const [outHeight, outWidth] = this.spatialOutput(height, width) as [number, number];
       const [rows = 1, columns = rows] = this.dilationRate;
-      const padding = this.padding === 'same' ? 'same' : 'valid';
-      let output: tf.Tensor = dilatedConv2dTranspose(nhwc, this.kernel.read() as tf.Tensor4D, [batch, outHeight, outWidth, this.filters], padding, [rows, columns]);
-      if (this.useBias) output = tf.add(output, this.bias.read());
-      if (channelsFirst) output = tf.transpose(output, [0, 3, 1, 2]);
-      return this.activation.apply(output);
+      return dilatedConv2dTranspose(nhwc, this.kernel.read() as tf.Tensor4D, [batch, outHeight, outWidth, this.filters], this.padding === 'same' ? 'same' : 'valid', [rows, columns]);
     });
   }
 

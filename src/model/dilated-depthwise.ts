@@ -22,8 +22,8 @@
 import type { DepthwiseConv2D } from '@tensorflow/tfjs-layers/dist/layers/convolutional_depthwise.js';
 import type { Kwargs } from '@tensorflow/tfjs-layers/dist/types.js';
 import * as tf from '../engine/tf.js';
-import { registeredLayerClass } from '../engine/tfl.js';
-import { type LayerSubstitute, isDilatedConfig } from './layer-substitutes.js';
+import { tfjsLayerClass } from '../engine/tfl.js';
+import { type ConvolutionLayer, type LayerSubstitute, convolutionCall, isDilatedConfig } from './layer-substitutes.js';
 
 /** The name camviz's loader gives a dilated DepthwiseConv2D's class in a topology. */
 const DILATED_DEPTHWISE_CLASS_NAME = 'CamvizDilatedDepthwiseConv2D';
@@ -38,12 +38,8 @@ interface PrivateFields {
   depthMultiplier: number;
 }
 
-/** tfjs-layers' DepthwiseConv2D class, as registered (importing its module directly would load a second tfjs-layers). */
-const TfjsDepthwiseConv2D = (() => {
-  const registered = registeredLayerClass(KERAS_CLASS_NAME);
-  if (registered === undefined) throw new Error('tfjs-layers registers no DepthwiseConv2D class');
-  return registered as unknown as typeof DepthwiseConv2D;
-})();
+/** tfjs-layers' own DepthwiseConv2D (see tfjsLayerClass). */
+const TfjsDepthwiseConv2D = tfjsLayerClass<typeof DepthwiseConv2D>(KERAS_CLASS_NAME);
 
 /** Keras' conv_output_length: a dilated kernel spans (k - 1)·rate + 1 inputs. */
 function outputLength(inputLength: number | null, kernel: number, padding: string, stride: number, dilation: number): number | null {
@@ -71,17 +67,10 @@ class DilatedDepthwiseConv2D extends TfjsDepthwiseConv2D {
 
   /** tfjs-layers' own call, with the dilation passed on: the convolution, the bias, the activation. */
   override call(inputs: tf.Tensor | tf.Tensor[], _kwargs: Kwargs): tf.Tensor {
-    return tf.tidy(() => {
-      const input = Array.isArray(inputs) ? inputs[0] : inputs;
-      if (input === undefined || (Array.isArray(inputs) && inputs.length !== 1)) throw new Error(`DepthwiseConv2D '${this.name}' takes one input`);
-      const channelsFirst = this.dataFormat === 'channelsFirst';
-      const nhwc = (channelsFirst ? tf.transpose(input, [0, 2, 3, 1]) : input) as tf.Tensor4D;
+    return convolutionCall(this as unknown as ConvolutionLayer, KERAS_CLASS_NAME, inputs, (nhwc) => {
       const kernel = (this as unknown as PrivateFields).depthwiseKernel.read() as tf.Tensor4D;
-      const [rows, columns] = this.dilationRate;
-      let output: tf.Tensor = tf.depthwiseConv2d(nhwc, kernel, this.strides as [number, number], this.padding === 'same' ? 'same' : 'valid', 'NHWC', [rows ?? 1, columns ?? rows ?? 1]);
-      if (this.useBias) output = tf.add(output, this.bias.read());
-      if (channelsFirst) output = tf.transpose(output, [0, 3, 1, 2]);
-      return this.activation.apply(output);
+      const [rows = 1, columns = rows] = this.dilationRate;
+      return tf.depthwiseConv2d(nhwc, kernel, this.strides as [number, number], this.padding === 'same' ? 'same' : 'valid', 'NHWC', [rows, columns]);
     });
   }
 

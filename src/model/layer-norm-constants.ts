@@ -18,7 +18,7 @@
 import type { LayerNormalization } from '@tensorflow/tfjs-layers/dist/layers/normalization.js';
 import type { Kwargs } from '@tensorflow/tfjs-layers/dist/types.js';
 import * as tf from '../engine/tf.js';
-import { registeredLayerClass } from '../engine/tfl.js';
+import { tfjsLayerClass } from '../engine/tfl.js';
 import type { LayerConfig, LayerSubstitute } from './layer-substitutes.js';
 
 const KERAS_CLASS_NAME = 'LayerNormalization';
@@ -31,12 +31,8 @@ interface PrivateFields {
   beta: { read(): tf.Tensor } | null;
 }
 
-/** tfjs-layers' LayerNormalization class, as registered (importing its module directly would load a second tfjs-layers). */
-const TfjsLayerNormalization = (() => {
-  const registered = registeredLayerClass(KERAS_CLASS_NAME);
-  if (registered === undefined) throw new Error('tfjs-layers registers no LayerNormalization class');
-  return registered as unknown as typeof LayerNormalization;
-})();
+/** tfjs-layers' own LayerNormalization (see tfjsLayerClass). */
+const TfjsLayerNormalization = tfjsLayerClass<typeof LayerNormalization>(KERAS_CLASS_NAME);
 
 class LayerNormalizationWithConstants extends TfjsLayerNormalization {
   static override className = 'CamvizLayerNormalization';

@@ -16,7 +16,7 @@
  * as before. The substitutes' getClassName() is Keras' class: fusion, the
  * ONNX writer and layer listings see that class.
  */
-import type * as tf from '../engine/tf.js';
+import * as tf from '../engine/tf.js';
 
 export type LayerConfig = Record<string, unknown>;
 
@@ -65,4 +65,31 @@ export function withLayerSubstitutes(artifacts: tf.io.ModelArtifacts, substitute
   if (!isRecord(topology)) return artifacts;
   const topologyRewritten = rewritten(topology, substitutes);
   return topologyRewritten === topology ? artifacts : { ...artifacts, modelTopology: topologyRewritten as LayerConfig };
+}
+
+/** What convolutionCall reads of a tfjs-layers convolution layer (its typings keep some of it protected). */
+export interface ConvolutionLayer {
+  readonly name: string;
+  readonly dataFormat: string;
+  readonly useBias: boolean;
+  readonly bias: { read(): tf.Tensor } | null;
+  readonly activation: { apply(x: tf.Tensor): tf.Tensor };
+}
+
+/**
+ * A substitute convolution's call as tfjs-layers' own makes it, around
+ * `convolve` of the NHWC input (where the substitute differs): one input,
+ * channels-first data transposed in and out, then the bias and the
+ * activation.
+ */
+export function convolutionCall(layer: ConvolutionLayer, kerasClassName: string, inputs: tf.Tensor | tf.Tensor[], convolve: (nhwc: tf.Tensor4D) => tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const input = Array.isArray(inputs) ? inputs[0] : inputs;
+    if (input === undefined || (Array.isArray(inputs) && inputs.length !== 1)) throw new Error(`${kerasClassName} '${layer.name}' takes one input`);
+    const channelsFirst = layer.dataFormat === 'channelsFirst';
+    let output = convolve((channelsFirst ? tf.transpose(input, [0, 2, 3, 1]) : input) as tf.Tensor4D);
+    if (layer.useBias && layer.bias !== null) output = tf.add(output, layer.bias.read());
+    if (channelsFirst) output = tf.transpose(output, [0, 3, 1, 2]);
+    return layer.activation.apply(output);
+  });
 }

@@ -9,6 +9,13 @@ import assert from 'node:assert/strict';
  * reproduce: the one the shapes data generator uses, not a second copy.
  */
 export { mulberry32 } from '../../scripts/shapes-data.js';
+import { mulberry32 } from '../../scripts/shapes-data.js';
+
+/** `count` seeded values that float32 holds exactly (multiples of 1/32 in [-2, 2]): weights whose sums round alike in every engine. */
+export function exactRandomValues(count: number, seed: number): number[] {
+  const random = mulberry32(seed);
+  return Array.from({ length: count }, () => Math.round((random() * 2 - 1) * 64) / 32);
+}
 
 /** The largest |a[i] - b[i]|; the lengths must match. */
 export function maxAbsDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
