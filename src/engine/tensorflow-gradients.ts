@@ -22,6 +22,7 @@
  */
 import * as tf from './tf.js';
 import { DILATED_CONV_GRADIENTS } from './dilated-conv.js';
+import { BATCH_MAT_MUL_GRADIENT } from './wasm-matmul.js';
 import { MAX_GRADIENTS } from './max-gradients.js';
 
 /** dy where lower < x < upper (TensorFlow's Relu6Grad with lower 0 and upper 6), 0 elsewhere, at the bounds too. */
@@ -54,8 +55,17 @@ export const RELU6_CLIP_GRADIENT: tf.GradConfig = {
   },
 };
 
-/** The rules every layer of a TF-origin model runs under. */
-export const TENSORFLOW_GRADIENTS: readonly tf.GradConfig[] = [...MAX_GRADIENTS, ...DILATED_CONV_GRADIENTS, RELU6_GRADIENT];
+/**
+ * The rules every layer runs under: TensorFlow's, and BatchMatMul's with
+ * tfjs' values computed faster on wasm (wasm-matmul.ts; ONNX layers'
+ * MatMul and Gemm too, which have no custom gradient of their own).
+ */
+export const TENSORFLOW_GRADIENTS: readonly tf.GradConfig[] = [
+  ...MAX_GRADIENTS,
+  ...DILATED_CONV_GRADIENTS,
+  RELU6_GRADIENT,
+  BATCH_MAT_MUL_GRADIENT,
+];
 
 /**
  * Runs `run` (synchronous) with `rules` registered: ops of their kernels

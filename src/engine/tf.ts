@@ -67,6 +67,7 @@ export function hostValues(tensor: Core.Tensor): Float32Array | undefined {
 
 export const {
   // Kernel names
+  BatchMatMul,
   ClipByValue,
   Conv2D,
   Conv2DBackpropFilter,
@@ -146,6 +147,7 @@ export const {
   transpose,
   unregisterGradient,
   unregisterKernel,
+  unstack,
   util,
   valueAndGrads,
   where,

@@ -1,7 +1,13 @@
 /**
  * Matrix products: Gemm (the classifier heads of torchvision models) and
  * MatMul with numpy's rules (1-D operands, broadcast batch dimensions).
+ * Both through wasmMatMul (engine/wasm-matmul.ts): on wasm, tfjs'
+ * kernel is fast only for untransposed batch-1 operands, and a
+ * transformer's attention and torch's Linear exported as Gemm(transB)
+ * are neither. The right operand is taken as a weight (its packing kept
+ * from pass to pass), which it nearly always is.
  */
+import { wasmMatMul } from '../../../engine/wasm-matmul.js';
 import * as tf from '../../../engine/tf.js';
 import { laid, toLayout, type LaidTensor } from '../layout.js';
 import { attrFloat, attrInt, checkedShape, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
@@ -24,7 +30,7 @@ function gemm(ctx: OpContext, inputs: Inputs): LaidTensor[] {
     if (bias !== undefined) tf.broadcast_util.assertAndGetBroadcastShape(shape, bias.shape);
     return [laid(productStandIn(shape, [a, b, ...(bias === undefined ? [] : [bias])]))];
   }
-  const product = tf.matMul(a, b, transA, transB);
+  const product = wasmMatMul(a, b, transA, transB, true);
   const scaled = alpha === 1 ? product : tf.mul(product, alpha);
   if (bias === undefined) return [laid(scaled)];
   return [laid(tf.add(scaled, beta === 1 ? bias : tf.mul(bias, beta)))];
@@ -51,7 +57,7 @@ function matMul(ctx: OpContext, inputs: Inputs): LaidTensor[] {
     return [laid(productStandIn(dims, [a, b]))];
   }
   const reshaped = (t: tf.Tensor, matrix: readonly number[]): tf.Tensor => (t.rank === rank ? t : tf.reshape(t, lifted(matrix)));
-  const y = tf.matMul(reshaped(a, matrixA), reshaped(b, matrixB));
+  const y = wasmMatMul(reshaped(a, matrixA), reshaped(b, matrixB), false, false, true);
   return [laid(vectorA || vectorB ? tf.reshape(y, dims) : y)];
 }
 
