@@ -4,6 +4,7 @@
  * after the pooling), the class's classifier weights weigh the channels.
  * No gradients are needed.
  */
+import { wasmMatMul } from '../engine/wasm-matmul.js';
 import * as tf from '../engine/tf.js';
 import { UsageError } from '../util/errors.js';
 import type { GraphNode } from '../executor/graph.js';
@@ -27,7 +28,7 @@ function classifierWeights(evidence: Evidence): tf.Tensor2D {
     const classes = kernel.shape[1];
     const columns = classMask(evidence.classes, classes);
     // [C, N] x [N, B] -> [C, B] -> [B, C]
-    return tf.transpose(tf.matMul(kernel, columns, false, true)) as tf.Tensor2D;
+    return tf.transpose(wasmMatMul(kernel, columns, false, true)) as tf.Tensor2D;
   });
 }
 

@@ -9,6 +9,7 @@
  * sum of the same activations, so that the ReLU afterwards keeps the
  * regions the activations point at.
  */
+import { wasmMatMul } from '../engine/wasm-matmul.js';
 import * as tf from '../engine/tf.js';
 
 export function firstPrincipalProjection(activations: tf.Tensor4D): tf.Tensor3D {
@@ -39,12 +40,12 @@ function projectOnFirstComponent(matrix: tf.Tensor): Float64Array {
   const [rows, columns] = matrix.shape as [number, number];
   if (rows <= columns) {
     // X X^T = U S^2 U^T and X v1 = s1 u1.
-    const gram = tf.tidy(() => tf.matMul(matrix, matrix, false, true).dataSync() as Float32Array);
+    const gram = tf.tidy(() => wasmMatMul(matrix, matrix, false, true).dataSync() as Float32Array);
     const { vector, value } = topEigenvector(gram, rows);
     const scale = Math.sqrt(Math.max(value, 0));
     return vector.map((entry) => entry * scale);
   }
-  const covariance = tf.tidy(() => tf.matMul(matrix, matrix, true, false).dataSync() as Float32Array);
+  const covariance = tf.tidy(() => wasmMatMul(matrix, matrix, true, false).dataSync() as Float32Array);
   const { vector } = topEigenvector(covariance, columns);
   const data = matrix.dataSync();
   const projection = new Float64Array(rows);

@@ -16,6 +16,7 @@
  * transpose); a 4-D output is stored 'nhwc' like every 4-D image value, so
  * 'bchw,dc->bdhw' on an 'nhwc' input is one matMul with no transpose.
  */
+import { wasmMatMul } from '../../../engine/wasm-matmul.js';
 import * as tf from '../../../engine/tf.js';
 import { CamvizError } from '../../../util/errors.js';
 import { printable } from '../../../util/text.js';
@@ -235,7 +236,7 @@ function contractPair(ctx: OpContext, a: Labelled, b: Labelled, kept: ReadonlySe
   checkedShape(ctx, [size, m, n], a.tensor.dtype);
   const left = tf.reshape(arranged(wideA, [...batch, ...onlyA, ...summed]), [size, m, k]);
   const right = tf.reshape(arranged(wideB, [...batch, ...summed, ...onlyB]), [size, k, n]);
-  return { tensor: tf.reshape(tf.matMul(left, right), [...batchDims, ...aDims, ...bDims]), labels };
+  return { tensor: tf.reshape(wasmMatMul(left, right), [...batchDims, ...aDims, ...bDims]), labels };
 }
 
 /** a·b broadcast over `labels` then `summed` (the whole product, checked against the per-tensor limit), summed over `summed`. */
