@@ -11,6 +11,7 @@
  * tfjs has no gradient for stridedSlice.
  */
 import * as tf from '../../../engine/tf.js';
+import { maxSplittingTies, minSplittingTies } from '../../../engine/max-gradients.js';
 import { CamvizError } from '../../../util/errors.js';
 import { NCHW_TO_NHWC, laid, onnxShape, permuted, storedAxis, toLayout, type LaidTensor, type Layout } from '../layout.js';
 import {
@@ -336,19 +337,38 @@ function gatherElements(ctx: OpContext, inputs: Inputs): LaidTensor[] {
 }
 
 /**
- * ScatterND (reduction 'none'): data with the slices that `indices` name
- * replaced by `updates`. Swin Transformer's export builds its shifted
- * windows' attention mask with it (PyTorch's `mask[h, w] = count`). Each
- * output element's source (data, or the update written last there) is
- * worked out on the host; one gather from data and updates then makes the
- * output, so the gradient reaches both through gather's.
+ * ScatterND's reductions: how the values landing on one element (data's,
+ * then each update's in order) combine, the opset that brought each, and
+ * the value a shorter list is padded with (which changes nothing).
+ * PyTorch's `x.index_put_(..., accumulate=True)` exports to 'add'. Max and
+ * min split the gradient evenly among tied values, as torch.scatter_reduce's
+ * amax and amin do.
+ */
+const SCATTER_REDUCTIONS: Record<string, { since: number; reduce: (values: tf.Tensor) => tf.Tensor; identity: (dtype: tf.DataType) => number }> = {
+  add: { since: 16, reduce: (values) => tf.sum(values, 1), identity: () => 0 },
+  // Column by column: tfjs' prod gradient calls a chained method the core-only build lacks.
+  mul: { since: 16, reduce: (values) => tf.reshape(tf.split(values, values.shape[1]!, 1).reduce((product, column) => tf.mul(product, column)), [values.shape[0]!]), identity: () => 1 },
+  max: { since: 18, reduce: (values) => maxSplittingTies(values, [1], false), identity: (dtype) => (dtype === 'int32' ? -(2 ** 31) : -Infinity) },
+  min: { since: 18, reduce: (values) => minSplittingTies(values, [1], false), identity: (dtype) => (dtype === 'int32' ? 2 ** 31 - 1 : Infinity) },
+};
+
+/**
+ * ScatterND: data with the slices that `indices` name replaced by
+ * `updates` (reduction 'none', the last write winning), or combined with
+ * them (add, mul, max, min: every update counts, duplicates too). Swin
+ * Transformer's export builds its shifted windows' attention mask with it
+ * (PyTorch's `mask[h, w] = count`). Where each output element's values
+ * come from is worked out on the host; gathers from data and updates then
+ * make the output, so the gradient reaches both through gather's.
  */
 function scatterND(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const data = onnxInput(ctx, inputs, 0);
   const indices = onnxInput(ctx, inputs, 1);
   const updates = onnxInput(ctx, inputs, 2);
-  const reduction = attrString(ctx, 'reduction', 'none');
-  if (reduction !== 'none') throw unsupported(ctx, `reduction '${reduction}'`);
+  const reductionName = attrString(ctx, 'reduction', 'none');
+  const reduction = SCATTER_REDUCTIONS[reductionName];
+  if (reductionName !== 'none' && (reduction === undefined || ctx.opset < reduction.since)) throw unsupported(ctx, `reduction '${reductionName}'`);
+  if (reduction !== undefined && data.dtype === 'bool') throw unsupported(ctx, `reduction '${reductionName}' of bool data`);
   const depth = indices.shape.at(-1) ?? 0;
   const sliceShape = data.shape.slice(depth);
   const expected = [...indices.shape.slice(0, -1), ...sliceShape];
@@ -357,17 +377,55 @@ function scatterND(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   }
   if (ctx.shapesOnly === true) return [laid(zerosStandIn(data.shape, data.dtype))];
   const count = indices.shape.slice(0, -1).reduce((a, b) => a * b, 1);
-  const sources = scatterSources(ctx, data.shape, constantInts(laid(indices)) ?? [], depth, count);
-  const pool = tf.concat([tf.reshape(data, [data.size]), tf.reshape(tf.cast(updates, data.dtype), [updates.size])]);
-  return [laid(tf.reshape(tf.gather(pool, tf.tensor1d(sources, 'int32')), data.shape))];
+  const targets = scatterTargets(ctx, data.shape, constantInts(laid(indices)) ?? [], depth, count);
+  const flatData = tf.reshape(data, [data.size]);
+  const flatUpdates = tf.reshape(tf.cast(updates, data.dtype), [updates.size]);
+  if (reduction === undefined) {
+    // Each element's source: itself (i), or the update written there last (data's size + j).
+    const sources = Int32Array.from({ length: data.size }, (_, i) => i);
+    targets.forEach((target, update) => (sources[target] = data.size + update));
+    return [laid(tf.reshape(tf.gather(tf.concat([flatData, flatUpdates]), tf.tensor1d(sources, 'int32')), data.shape))];
+  }
+  const landing = landingTable(ctx, data.size, targets, data.dtype);
+  const pool = tf.concat([flatData, flatUpdates, tf.fill([1], reduction.identity(data.dtype), data.dtype)]);
+  const combined = reduction.reduce(tf.reshape(tf.gather(pool, tf.tensor1d(landing.table, 'int32')), [landing.elements.length, landing.width]));
+  // Elements no update lands on keep data's value; the others take their combined value (data's size + row).
+  const sources = Int32Array.from({ length: data.size }, (_, i) => i);
+  landing.elements.forEach((element, row) => (sources[element] = data.size + row));
+  return [laid(tf.reshape(tf.gather(tf.concat([flatData, combined]), tf.tensor1d(sources, 'int32')), data.shape))];
 }
 
-/** For each element of data (flat), where its value comes from: itself (i), or element j of updates (data's size + j). */
-function scatterSources(ctx: OpContext, dims: readonly number[], indices: readonly number[], depth: number, count: number): Int32Array {
+/**
+ * The elements of data (flat) that updates land on, in order of first
+ * landing, and per element a row of `width` indices into [data, updates,
+ * identity]: the element itself, the updates landing on it in their order
+ * (data's size + j), then the identity slot for rows with fewer updates.
+ */
+function landingTable(ctx: OpContext, size: number, targets: Int32Array, dtype: tf.DataType): { elements: number[]; width: number; table: Int32Array } {
+  const landed = new Map<number, number[]>();
+  targets.forEach((target, update) => {
+    const sources = landed.get(target);
+    if (sources === undefined) landed.set(target, [size + update]);
+    else sources.push(size + update);
+  });
+  const elements = [...landed.keys()];
+  const width = 1 + [...landed.values()].reduce((most, sources) => Math.max(most, sources.length), 0);
+  // Many updates on one element widen every row: bounded as any op's output.
+  checkedShape(ctx, [elements.length, width], dtype);
+  const table = new Int32Array(elements.length * width).fill(size + targets.length);
+  elements.forEach((element, row) => {
+    table[row * width] = element;
+    landed.get(element)!.forEach((source, k) => (table[row * width + 1 + k] = source));
+  });
+  return { elements, width, table };
+}
+
+/** For each element of updates (flat), the element of data (flat) it lands on. */
+function scatterTargets(ctx: OpContext, dims: readonly number[], indices: readonly number[], depth: number, count: number): Int32Array {
   const size = dims.reduce((a, b) => a * b, 1);
   const strides = dims.map((_, d) => dims.slice(d + 1).reduce((a, b) => a * b, 1));
   const sliceSize = depth === 0 ? size : strides[depth - 1]!;
-  const sources = Int32Array.from({ length: size }, (_, i) => i);
+  const targets = new Int32Array(count * sliceSize);
   for (let update = 0; update < count; update++) {
     let offset = 0;
     for (let d = 0; d < depth; d++) {
@@ -376,11 +434,10 @@ function scatterSources(ctx: OpContext, dims: readonly number[], indices: readon
       if (index < -dim || index >= dim) throw new CamvizError(`ONNX node '${ctx.node.name}' (ScatterND): index ${index} outside [-${dim}, ${dim - 1}] on axis ${d}`);
       offset += (index < 0 ? index + dim : index) * strides[d]!;
     }
-    for (let k = 0; k < sliceSize; k++) sources[offset + k] = size + update * sliceSize + k;
+    for (let k = 0; k < sliceSize; k++) targets[update * sliceSize + k] = offset + k;
   }
-  return sources;
+  return targets;
 }
-
 // ------------------------------------------------------------ Pad
 
 function pad(ctx: OpContext, inputs: Inputs): LaidTensor[] {
