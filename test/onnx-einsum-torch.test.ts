@@ -8,7 +8,9 @@
  * Runtime running the forward pass when onnxruntime-node loads. Then the
  * op alone against numpy.einsum (ONNX's reference implementation) on
  * equations over the whole grammar, with 4-D operands fed as ONNX gives
- * them and stored NHWC. Skips without a Python that has torch and onnx.
+ * them and stored NHWC, and against torch.einsum on the equations numpy
+ * refuses (ellipsis dims the output leaves out, which PyTorch sums).
+ * Skips without a Python that has torch and onnx.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,7 +22,7 @@ import { type BackendKind, useBackend } from '../src/engine/backend.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { laid, runNode, toLayout, type LaidTensor } from '../src/model/onnx/interpret.js';
 import { PORTABLE_BACKENDS, forEachBackend } from './helpers/backends.js';
-import { TORCH_EINSUM_SIDE, type NumpyEinsumCase, type TorchEinsumReference, makeTorchEinsumModel, numpyEinsumCases } from './helpers/torch-einsum.js';
+import { TORCH_EINSUM_SIDE, type EinsumCase, type TorchEinsumReference, makeTorchEinsumModel, numpyEinsumCases, torchEinsumCases } from './helpers/torch-einsum.js';
 import { assertCloseTo, assertTorchGradcam, assertTorchLogits, classInputGradient, nhwcInput, torchParity } from './helpers/torch-parity.js';
 
 const { python, skipTorch, skipOrt } = torchParity('torch, onnx', 'python3-torch, python3-onnx');
@@ -92,34 +94,42 @@ for (const opset of OPSETS) {
   });
 }
 
-describe("Einsum against numpy.einsum (ONNX's reference implementation) over the whole grammar", { skip: skipTorch }, () => {
-  let folder: string;
-  let cases: NumpyEinsumCase[];
-  before(async () => {
-    folder = await mkdtemp(join(tmpdir(), 'camviz-einsum-numpy-'));
-    cases = numpyEinsumCases(python!, folder);
-  });
-  after(async () => {
-    await rm(folder, { recursive: true, force: true });
-  });
+/** The op alone against each reference, on its table of equations (test/helpers/torch-einsum.ts). */
+const REFERENCES: { what: string; cases: (python: string, dir: string) => EinsumCase[]; least: number }[] = [
+  { what: "numpy.einsum (ONNX's reference implementation) over the whole grammar", cases: numpyEinsumCases, least: 30 },
+  { what: 'torch.einsum where numpy refuses: ellipsis dims the output leaves out, summed', cases: torchEinsumCases, least: 9 },
+];
 
-  forEachBackend(() => {
-    for (const layout of ['onnx', 'nhwc'] as const) {
-      test(`every equation gives numpy's shape and values (4-D operands stored ${layout})`, () => {
-        assert.ok(cases.length >= 30, `${cases.length} cases`);
-        for (const { equation, operands, shape, values } of cases) {
-          tf.tidy(() => {
-            const fed = operands.map(({ shape: dims, values: data }): LaidTensor => {
-              const operand = tf.tensor(data, dims);
-              return layout === 'nhwc' && operand.rank === 4 ? laid(tf.transpose(operand, [0, 2, 3, 1]), 'nhwc') : laid(operand);
+for (const reference of REFERENCES) {
+  describe(`Einsum against ${reference.what}`, { skip: skipTorch }, () => {
+    let folder: string;
+    let cases: EinsumCase[];
+    before(async () => {
+      folder = await mkdtemp(join(tmpdir(), 'camviz-einsum-reference-'));
+      cases = reference.cases(python!, folder);
+    });
+    after(async () => {
+      await rm(folder, { recursive: true, force: true });
+    });
+
+    forEachBackend(() => {
+      for (const layout of ['onnx', 'nhwc'] as const) {
+        test(`every equation gives the reference's shape and values (4-D operands stored ${layout})`, () => {
+          assert.ok(cases.length >= reference.least, `${cases.length} cases`);
+          for (const { equation, operands, shape, values } of cases) {
+            tf.tidy(() => {
+              const fed = operands.map(({ shape: dims, values: data }): LaidTensor => {
+                const operand = tf.tensor(data, dims);
+                return layout === 'nhwc' && operand.rank === 4 ? laid(tf.transpose(operand, [0, 2, 3, 1]), 'nhwc') : laid(operand);
+              });
+              const einsum = { name: '/Einsum', opType: 'Einsum', domain: '', inputs: fed.map((_, i) => `x${i}`), outputs: ['y'], attributes: { equation: { kind: 'string' as const, value: equation } } };
+              const output = toLayout(runNode(einsum, fed, 12)[0]!, 'onnx');
+              assert.deepEqual(output.shape, shape, equation);
+              assertCloseTo(output.dataSync(), values, 1e-5, equation);
             });
-            const einsum = { name: '/Einsum', opType: 'Einsum', domain: '', inputs: fed.map((_, i) => `x${i}`), outputs: ['y'], attributes: { equation: { kind: 'string' as const, value: equation } } };
-            const output = toLayout(runNode(einsum, fed, 12)[0]!, 'onnx');
-            assert.deepEqual(output.shape, shape, equation);
-            assertCloseTo(output.dataSync(), values, 1e-5, equation);
-          });
-        }
-      });
-    }
+          }
+        });
+      }
+    });
   });
-});
+}

@@ -9,7 +9,7 @@
  *
  * Also numpy.einsum (what ONNX's reference implementation runs) on a table
  * of equations over the whole grammar, with seeded inputs, for the op test
- * against numpy.
+ * against numpy, and torch.einsum on the equations numpy refuses.
  */
 import { GRADCAM_REFERENCE_PY, type TorchGradcamReference, runTorchScript } from './torch-parity.js';
 
@@ -87,8 +87,8 @@ export function makeTorchEinsumModel(python: string, dir: string, opset: number)
   return runTorchScript<TorchEinsumReference>(python, SCRIPT, [dir, String(opset)], dir, `PyTorch export at opset ${opset}`);
 }
 
-/** One equation, its operands and numpy.einsum's result (float64, of the float32 operands). */
-export interface NumpyEinsumCase {
+/** One equation, its operands and numpy.einsum's or torch.einsum's result (float64, of the float32 operands). */
+export interface EinsumCase {
   equation: string;
   operands: { shape: number[]; values: number[] }[];
   shape: number[];
@@ -132,16 +132,36 @@ const NUMPY_CASES: [string, number[][]][] = [
   ['i,', [[2], []]],
 ];
 
-const NUMPY_SCRIPT = String.raw`
+/**
+ * Equations that numpy refuses (and ONNX Runtime with it) but PyTorch runs,
+ * and exports as they are: an ellipsis whose dims the explicit output
+ * leaves out, which PyTorch sums as it sums any letter left out.
+ */
+const TORCH_CASES: [string, number[][]][] = [
+  ['...ij->ij', [[2, 3, 4]]],
+  ['...ij->i', [[2, 3, 4, 5]]],
+  ['i...->i', [[2, 3, 4]]],
+  ['...->', [[2, 3]]],
+  ['...ij,...jk->ik', [[2, 3, 4], [2, 4, 5]]],
+  ['...ij,jk->ik', [[3, 1, 2, 4], [4, 2]]],
+  ['b...c,c->b', [[2, 3, 4, 5], [5]]],
+  ['...ij,...j->i', [[2, 3, 4], [4]]],
+  ['b...,b...->b', [[2, 3, 4, 5], [2, 1, 4, 1]]],
+];
+
+const EINSUM_SCRIPT = String.raw`
 import json, sys
 import numpy as np
 
-out_dir, cases = sys.argv[1], json.loads(sys.argv[2])
+out_dir, cases, reference = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+if reference == 'torch':
+    import torch
 rng = np.random.default_rng(0)
 result = []
 for equation, shapes in cases:
     operands = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
-    value = np.einsum(equation, *[operand.astype(np.float64) for operand in operands])
+    wide = [operand.astype(np.float64) for operand in operands]
+    value = np.einsum(equation, *wide) if reference == 'numpy' else torch.einsum(equation, *map(torch.from_numpy, wide)).numpy()
     result.append({
         'equation': equation,
         'operands': [{'shape': list(shape), 'values': operand.flatten().tolist()} for shape, operand in zip(shapes, operands)],
@@ -152,6 +172,11 @@ json.dump(result, open(out_dir + '/reference.json', 'w'))
 `;
 
 /** numpy.einsum on NUMPY_CASES, writing `dir`/reference.json; throws with Python's stderr when it fails. */
-export function numpyEinsumCases(python: string, dir: string): NumpyEinsumCase[] {
-  return runTorchScript<NumpyEinsumCase[]>(python, NUMPY_SCRIPT, [dir, JSON.stringify(NUMPY_CASES)], dir, 'numpy.einsum');
+export function numpyEinsumCases(python: string, dir: string): EinsumCase[] {
+  return runTorchScript<EinsumCase[]>(python, EINSUM_SCRIPT, [dir, JSON.stringify(NUMPY_CASES), 'numpy'], dir, 'numpy.einsum');
+}
+
+/** torch.einsum on TORCH_CASES, as numpyEinsumCases. */
+export function torchEinsumCases(python: string, dir: string): EinsumCase[] {
+  return runTorchScript<EinsumCase[]>(python, EINSUM_SCRIPT, [dir, JSON.stringify(TORCH_CASES), 'torch'], dir, 'torch.einsum');
 }

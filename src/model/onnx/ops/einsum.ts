@@ -2,7 +2,8 @@
  * ONNX Einsum (opset 12): the whole equation grammar of ONNX's spec and
  * its reference implementation (numpy.einsum): explicit (`->`) and implicit
  * outputs, letters of either case, a letter repeated within one operand
- * (a diagonal), letters summed away, `...` broadcasting numpy's way, spaces
+ * (a diagonal), letters summed away, `...` broadcasting numpy's way (and
+ * summed, PyTorch's way, where an explicit output leaves it out), spaces
  * anywhere, any number of operands.
  *
  * Every dim of every operand gets a label (its letter; the ellipsis' dims
@@ -56,7 +57,7 @@ function einsum(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const ellipsisRank = widestEllipsis(equation.inputs, operands, fail);
   const labelled = operands.map((operand, i): Labelled => ({ tensor: operand.tensor, labels: storedLabels(equation.inputs[i]!, operand, ellipsisRank) }));
   const sizes = labelSizes(labelled, fail);
-  const output = outputLabels(equation, ellipsisRank, fail);
+  const output = outputLabels(equation, ellipsisRank);
   const layout: Layout = output.length === 4 ? 'nhwc' : 'onnx';
   const stored = layout === 'nhwc' ? NCHW_TO_NHWC.map((axis) => output[axis]!) : output;
   const shape = checkedShape(ctx, stored.map((label) => sizes.get(label)!), dtype, layout);
@@ -104,15 +105,15 @@ function checkOutput(output: Term, inputs: Term[], fail: Fail): void {
  * letters that appear exactly once in the equation, in ASCII order
  * (upper case before lower case), as ONNX and numpy define it.
  */
-function outputLabels(equation: Equation, ellipsisRank: number, fail: Fail): Label[] {
+function outputLabels(equation: Equation, ellipsisRank: number): Label[] {
   const ellipsisLabels = Array.from({ length: ellipsisRank }, (_, k) => `${ELLIPSIS}${k}`);
   if (equation.output === undefined) {
     const letters = equation.inputs.flat().filter((letter) => letter !== ELLIPSIS);
     const once = [...new Set(letters)].filter((letter) => letters.indexOf(letter) === letters.lastIndexOf(letter));
     return [...ellipsisLabels, ...once.sort()];
   }
-  // numpy refuses to sum the ellipsis' dims away silently (PyTorch would sum them).
-  if (ellipsisRank > 0 && !equation.output.includes(ELLIPSIS)) throw fail(`'...' stands for ${ellipsisRank} dim${ellipsisRank === 1 ? '' : 's'} but the output has no '...'`);
+  // Without '...' in the output its dims are summed like any label the output lacks: PyTorch's rule and the spec's
+  // ("a summation over all the indices ... that do not occur in the output-term"); numpy and ONNX Runtime refuse it.
   return equation.output.flatMap((letter) => (letter === ELLIPSIS ? ellipsisLabels : [letter]));
 }
 
@@ -125,7 +126,12 @@ function commonDtype(operands: LaidTensor[], fail: Fail): tf.DataType {
   return dtypes[0]!;
 }
 
-/** How many dims the ellipsis stands for: the most over the operands (numpy broadcasts fewer from the right). */
+/**
+ * How many dims the ellipsis stands for: the most over the operands. ONNX's
+ * spec asks for one width (its shape inference and ONNX Runtime refuse
+ * others), but numpy and PyTorch broadcast fewer from the right, agreeing
+ * on the values, and torch.onnx.export writes such equations as they are.
+ */
 function widestEllipsis(terms: Term[], operands: LaidTensor[], fail: Fail): number {
   return terms.reduce((widest, term, i) => {
     const rank = operands[i]!.tensor.rank;
