@@ -3,7 +3,7 @@
  * library, on cpu and wasm: zero failures among the claimed ops, the
  * claim covers what torchvision's classifiers export to (issue 11), and
  * every resampling, instance normalisation, transposed convolution, pixel
- * shuffle, LRN, along-an-axis and Einsum test passes.
+ * shuffle, LRN, along-an-axis, Einsum, ScatterND and pooling test passes.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -38,11 +38,16 @@ const RESAMPLING_TESTS = /^test_(resize|upsample|instancenorm)_/;
 const KNOWN_RESAMPLING_REFUSALS = /antialias|not_larger|not_smaller/;
 
 /**
- * The decoder, pixel-shuffle, normalisation, along-an-axis and Einsum ops,
- * whose tests must all pass but for the 1-D and 3-D ConvTranspose camviz refuses.
+ * The decoder, pixel-shuffle, normalisation, along-an-axis, Einsum and
+ * ScatterND ops, whose tests must all pass but for the 3-D ConvTranspose
+ * camviz refuses.
  */
-const DECODER_TESTS = /^test_(convtranspose|depthtospace|spacetodepth|lrn|sign|round|sin|cos|isnan|isinf|cumsum|argmax|argmin|hardmax|gather_elements|einsum)(_|$)/;
-const KNOWN_DECODER_REFUSALS = /^test_convtranspose_(1d|3d)$/;
+const DECODER_TESTS = /^test_(convtranspose|depthtospace|spacetodepth|lrn|sign|round|sin|cos|isnan|isinf|cumsum|argmax|argmin|hardmax|gather_elements|einsum|scatternd)(_|$)/;
+const KNOWN_DECODER_REFUSALS = /^test_convtranspose_3d$/;
+
+/** The pools' tests (1-D, 2-D and 3-D), which must all pass but for MaxPool's Indices output, which camviz refuses. */
+const POOL_TESTS = /^test_(maxpool|averagepool)_/;
+const KNOWN_POOL_REFUSALS = /^test_maxpool_with_argmax_/;
 
 test('the claimed ops include every op issue 11 lists', () => {
   assert.deepEqual(REQUIRED_OPS.filter((op) => !SUPPORTED_OPS.includes(op)), []);
@@ -68,13 +73,21 @@ forEachBackend(() => {
     assert.deepEqual(unexpected.map((result) => `${result.test}: ${result.status} ${result.detail}`), []);
   });
 
-  test('every ConvTranspose, DepthToSpace, SpaceToDepth, LRN, CumSum, ArgMax/ArgMin, Hardmax, GatherElements, Einsum and elementwise test passes, but for 1-D and 3-D ConvTranspose', { skip: skipWithoutTestData }, () => {
+  test('every ConvTranspose, DepthToSpace, SpaceToDepth, LRN, CumSum, ArgMax/ArgMin, Hardmax, GatherElements, Einsum, ScatterND and elementwise test passes, but for 3-D ConvTranspose', { skip: skipWithoutTestData }, () => {
     const decoder = runConformance().results.filter((result) => DECODER_TESTS.test(result.test));
-    // Debian's test data (ONNX 1.12) has 82 of them (5 Einsum).
-    assert.ok(decoder.length >= 82, `${decoder.length} decoder tests`);
+    // Debian's test data (ONNX 1.12) has 85 of them (5 Einsum, 3 ScatterND).
+    assert.ok(decoder.length >= 85, `${decoder.length} decoder tests`);
     const unexpected = decoder.filter((result) => result.status !== (KNOWN_DECODER_REFUSALS.test(result.test) ? 'skipped' : 'passed'));
     assert.deepEqual(unexpected.map((result) => `${result.test}: ${result.status} ${result.detail}`), []);
     // The refusals are the op library's, naming what it does not support.
-    for (const result of decoder.filter((r) => r.status === 'skipped')) assert.match(result.detail, /ConvTranspose .*: [13]-D data \(only 2-D is supported\)/);
+    for (const result of decoder.filter((r) => r.status === 'skipped')) assert.match(result.detail, /ConvTranspose .*: 3-D data \(only 1-D and 2-D are supported\)/);
+  });
+
+  test('every MaxPool and AveragePool test passes, 1-D and 3-D too, but for the Indices output', { skip: skipWithoutTestData }, () => {
+    const pools = runConformance().results.filter((result) => POOL_TESTS.test(result.test));
+    // Debian's test data (ONNX 1.12) has 28 of them (2 1-D, 2 3-D).
+    assert.ok(pools.length >= 28, `${pools.length} pool tests`);
+    const unexpected = pools.filter((result) => result.status !== (KNOWN_POOL_REFUSALS.test(result.test) ? 'skipped' : 'passed'));
+    assert.deepEqual(unexpected.map((result) => `${result.test}: ${result.status} ${result.detail}`), []);
   });
 });

@@ -799,7 +799,7 @@ test('an unsupported op, opset or domain is refused naming the op type, node and
   assert.match(refusal(node('LayerNormalization', ['x'], ['y']), 16).message, /LayerNormalization.*opset 16/);
   assert.match(refusal({ ...node('TopK', ['x'], ['values']), name: '' }, 13).message, /TopK \(the node computing 'values', opset 13\)/);
   assert.match(refusal({ ...node('Relu', ['x'], ['y']), domain: 'com.microsoft' }, 13).message, /domain 'com.microsoft'/);
-  assert.match(refusal(node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2) }), 13).message, /1-D data/);
+  assert.match(refusal(node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2) }), 13).message, /MaxPool.*: an input of rank 1 \(N, C and spatial axes are expected\)/);
   const image = laid(tf.zeros([1, 1, 4, 4]));
   const dilatedStrided = node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2, 2), dilations: ints(2, 2), strides: ints(2, 2) });
   assert.throws(() => runNode(dilatedStrided, [image], 13), /dilations with strides larger than 1/);
@@ -1057,7 +1057,9 @@ test('ConvTranspose and the new ops: the opsets claimed, a shapesOnly stand-in, 
     refusal(node('ConvTranspose', ['x', 'w'], ['y'], { strides: ints(2, 2), auto_pad: str('SAME_UPPER') }), [x, w], 10, /auto_pad SAME_UPPER before opset 11/);
     refusal(node('ConvTranspose', ['x', 'w'], ['y'], { pads: ints(1, 1, 1, 1), output_shape: ints(5, 5) }), [x, w], 13, /pads together with output_shape/);
     refusal(node('ConvTranspose', ['x', 'w'], ['y'], { strides: ints(4, 4), auto_pad: str('SAME_LOWER') }), [x, w], 13, /negative total padding/);
-    refusal(node('ConvTranspose', ['x', 'w'], ['y']), [laid(tf.zeros([1, 2, 3])), laid(tf.zeros([2, 3, 3]))], 13, /1-D data \(only 2-D is supported\)/);
+    refusal(node('ConvTranspose', ['x', 'w'], ['y']), [laid(tf.zeros([1, 2, 3, 3, 3])), laid(tf.zeros([2, 3, 3, 3, 3]))], 13, /3-D data \(only 1-D and 2-D are supported\)/);
+    refusal(node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2, 2, 2, 2) }), [laid(tf.zeros([1, 1, 2, 2, 2, 2]))], 13, /4-D data \(only 1-D, 2-D and 3-D are supported\)/);
+    refusal(node('AveragePool', ['x'], ['y'], { kernel_shape: ints(2, 2) }), [laid(tf.zeros([1, 1, 2, 2, 2]))], 13, /kernel_shape of length 2 for 3-D data/);
     refusal(node('DepthToSpace', ['x'], ['y'], { blocksize: int(2), mode: str('XYZ') }), [laid(tf.zeros([1, 4, 2, 2]))], 13, /mode 'XYZ'/);
     assert.throws(() => runNode(node('DepthToSpace', ['x'], ['y'], { blocksize: int(2) }), [x], 13), /2 channels for blocks of 2x2/);
     // A transposed convolution grows its input: past the per-tensor limit it is refused before anything is made.

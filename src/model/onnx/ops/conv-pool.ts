@@ -1,7 +1,8 @@
 /**
  * Spatial ONNX ops on 4-D values (2-D images): Conv, MaxPool, AveragePool,
  * GlobalAveragePool, GlobalMaxPool. They run on NHWC, as tfjs' kernels do,
- * and their outputs stay 'nhwc'. 1-D and 3-D variants are refused. The max
+ * and their outputs stay 'nhwc'. 1-D data, and 3-D data for the pools, runs
+ * through them (spatial-rank.ts); a 3-D Conv is refused. The max
  * pools differentiate as PyTorch's: each window's gradient goes to its first
  * maximum (engine/max-gradients.ts).
  */
@@ -11,6 +12,7 @@ import { maxPoolToFirstMax, maxToFirstTie } from '../../../engine/max-gradients.
 import { laid, onnxShape, toLayout, type LaidTensor } from '../layout.js';
 import { dilatedConv2d } from '../../../engine/dilated-conv.js';
 import { attrInt, attrInts, attrString, checkedShape, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
+import { withSpatialRanks } from './spatial-rank.js';
 
 type Inputs = (LaidTensor | undefined)[];
 /** [before, after] for H, then for W. */
@@ -250,9 +252,9 @@ function globalPool(reduce: (x: tf.Tensor, axes: number[]) => tf.Tensor): OpFunc
 }
 
 export const CONV_POOL_OPS: Record<string, OpFunction> = {
-  Conv: conv,
-  MaxPool: maxPool,
-  AveragePool: averagePool,
+  Conv: withSpatialRanks(conv, false),
+  MaxPool: withSpatialRanks(maxPool, true),
+  AveragePool: withSpatialRanks(averagePool, true),
   GlobalAveragePool: globalPool((x, axes) => tf.mean(x, axes, true)),
   // PyTorch's AdaptiveMaxPool2d(1) (what exports to GlobalMaxPool) routes the gradient to the first maximum; tf.max's goes to every tie.
   GlobalMaxPool: globalPool((x, axes) => maxToFirstTie(x, axes, true)),

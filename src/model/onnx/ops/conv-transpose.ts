@@ -10,13 +10,15 @@
  * output_padding or a larger output_shape extend it with zeros at the end
  * (the bias alone there). Exact for every combination it accepts,
  * differentiable through conv2dTranspose's gradient (a convolution). The
- * output stays 'nhwc', as Conv's. 1-D and 3-D are refused.
+ * output stays 'nhwc', as Conv's. 1-D data runs through it as 2-D data of
+ * height 1 (spatial-rank.ts); 3-D is refused.
  */
 import * as tf from '../../../engine/tf.js';
 import { CamvizError } from '../../../util/errors.js';
 import { laid, onnxShape, toLayout, type LaidTensor } from '../layout.js';
 import { attrInt, attrInts, attrString, checkedShape, required, unsupported, zerosStandIn, type OpContext, type OpFunction } from './common.js';
 import { pair, spatialInput } from './conv-pool.js';
+import { withSpatialRanks } from './spatial-rank.js';
 
 type Inputs = (LaidTensor | undefined)[];
 
@@ -165,5 +167,5 @@ function convTranspose(ctx: OpContext, inputs: Inputs): LaidTensor[] {
 }
 
 export const CONV_TRANSPOSE_OPS: Record<string, OpFunction> = {
-  ConvTranspose: convTranspose,
+  ConvTranspose: withSpatialRanks(convTranspose, false),
 };
