@@ -1217,3 +1217,22 @@ test('Mod (fmod 0 and 1), ScatterND and a training Dropout of ratio 0 (what torc
     assert.throws(() => run(node('Dropout', ['x'], ['y'], { is_test: int(0) }), [x], 6), /Dropout.*training mode/);
   });
 });
+
+forEachBackend(() => {
+  test("a 3-D MaxPool's gradient goes to each window's first maximum in (D, H, W) order, as PyTorch's max_pool3d, by hand", () => {
+    tf.tidy(() => {
+      const pool = node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2, 2, 2) });
+      const gradient = (values: number[]): number[] => {
+        const x = tf.tensor(values, [1, 1, 2, 2, 2]);
+        return valuesOf(tf.grad((v: tf.Tensor) => tf.sum(toLayout(runNode(pool, [laid(v)], 13)[0]!, 'onnx')))(x));
+      };
+      // All tied: the first element; the maximum at (0, 1, 1) and (1, 0, 0): the first depth's, later in (H, W) though it is.
+      assert.deepEqual(gradient([1, 1, 1, 1, 1, 1, 1, 1]), [1, 0, 0, 0, 0, 0, 0, 0]);
+      assert.deepEqual(gradient([0, 0, 0, 5, 5, 0, 0, 0]), [0, 0, 0, 1, 0, 0, 0, 0]);
+      // 1-D as 2-D of height 1: windows [0, 1], [2, 3] of a stride-2 pool, each tied.
+      const oneD = node('MaxPool', ['x'], ['y'], { kernel_shape: ints(2), strides: ints(2) });
+      const x = tf.tensor([3, 3, 2, 2], [1, 1, 4]);
+      assert.deepEqual(valuesOf(tf.grad((v: tf.Tensor) => tf.sum(toLayout(runNode(oneD, [laid(v)], 13)[0]!, 'onnx')))(x)), [1, 0, 1, 0]);
+    });
+  });
+});
