@@ -2,7 +2,8 @@
  * The region target (pytorch-grad-cam's SemanticSegmentationTarget) end to
  * end against PyTorch on torchvision segmentation architectures with seeded
  * random weights (test/helpers/torch-segmentation.ts): LR-ASPP and
- * DeepLabV3 on MobileNet v3, whose logits are upsampled to the input's size
+ * DeepLabV3 on MobileNet v3 and FCN on ResNet-50 (its maps to 1e-3, see
+ * CASES), whose logits are upsampled to the input's size
  * by F.interpolate (Resize), and LR-ASPP's logits at 1/8 of it, where a
  * region on cell boundaries is pytorch-grad-cam's 0/1 mask and a region
  * through half cells weighs them by half. DeepLabV3's ASPP (rates 12, 24,
@@ -64,14 +65,31 @@ interface SegmentationCase {
   /** Grad-CAM layers, as PyTorch module paths (pytorch-grad-cam's target_layers). */
   layers: string[];
   outputSide: number;
+  /** The Grad-CAM maps' tolerance, relative to their largest value (1e-4 but where float32's own error is larger). */
+  mapTolerance: number;
+  /** Why the input gradient is not compared, where it is not. */
+  skipInputGradient: string | false;
 }
 
 const CASES: SegmentationCase[] = [
   // The backbone's last block (1/16, dilated) and the head's conv-BN-ReLU.
-  { arch: 'lraspp', output: 'full', layers: ['backbone.16', 'classifier.cbr'], outputSide: SIDE },
-  { arch: 'lraspp', output: 'stride8', layers: ['backbone.16', 'backbone.4'], outputSide: SIDE / 8 },
+  { arch: 'lraspp', output: 'full', layers: ['backbone.16', 'classifier.cbr'], outputSide: SIDE, mapTolerance: 1e-4, skipInputGradient: false },
+  { arch: 'lraspp', output: 'stride8', layers: ['backbone.16', 'backbone.4'], outputSide: SIDE / 8, mapTolerance: 1e-4, skipInputGradient: false },
   // The head's ReLU after ASPP (whose pooling branch is upsampled from 1 x 1 by a Resize).
-  { arch: 'deeplabv3', output: 'full', layers: ['backbone.16', 'classifier.3'], outputSide: SIDE },
+  { arch: 'deeplabv3', output: 'full', layers: ['backbone.16', 'classifier.3'], outputSide: SIDE, mapTolerance: 1e-4, skipInputGradient: false },
+  // ResNet-50's last stage (1/8, dilated by 2 and 4) and the FCN head's ReLU. With random weights, 50 layers amplify
+  // float32's rounding about 12-fold (a relative change of 1e-5 to the input moves the logits by 1.2e-4 in float64):
+  // with ONNX Runtime's forward pass the maps at layer4 differ from PyTorch's float64 by 1.2e-4, as with tfjs'. Through the stem's
+  // max pool and the ReLUs, the input gradient is not continuous at that scale: in float64 PyTorch, that 1e-5 change
+  // of the input moves it by 4% (0.7% for 1e-6), so float32 cannot be held to it.
+  {
+    arch: 'fcn',
+    output: 'full',
+    layers: ['backbone.layer4', 'classifier.2'],
+    outputSide: SIDE,
+    mapTolerance: 1e-3,
+    skipInputGradient: "a random-weight ResNet-50's input gradient moves 4% under a 1e-5 change of its input, in float64",
+  },
 ];
 
 function assertScoreClose(actual: number, expected: number, what: string): void {
@@ -138,7 +156,7 @@ async function regionGradCam(model: CamvizModel, input: tf.Tensor4D, target: Reg
   return { maps: explanation.layerMaps, score: explanation.score };
 }
 
-for (const { arch, output, layers, outputSide } of CASES) {
+for (const { arch, output, layers, outputSide, mapTolerance, skipInputGradient } of CASES) {
   describe(`a torchvision ${arch} (${output === 'full' ? 'logits at the input size' : 'logits at 1/8'}) against PyTorch`, { skip: skipTorch }, () => {
     let folder: string;
     let files: Awaited<ReturnType<typeof writeImages>>;
@@ -185,13 +203,13 @@ for (const { arch, output, layers, outputSide } of CASES) {
         layers.forEach((layer, i) => {
           const map = maps[i]!;
           assert.deepEqual([map.height, map.width], expected.camShapes[layer], `${layer}'s map shape`);
-          assertCloseTo(map.data, expected.cams[layer]!, 1e-4, `${layer}'s map`);
+          assertCloseTo(map.data, expected.cams[layer]!, mapTolerance, `${layer}'s map`);
           assert.ok(expected.cams[layer]!.some((value) => value > 0), `${layer}'s map must not be empty`);
         });
       });
     }
 
-    test("the gradient of the box's Y with respect to the input as PyTorch computes it", async () => {
+    test("the gradient of the box's Y with respect to the input as PyTorch computes it", { skip: skipInputGradient }, async () => {
       const target = await regionTarget('box', files.mask);
       const objective = (values: Parameters<RegionTarget['scores']>[0]): tf.Scalar =>
         tf.tidy(() => tf.reshape(tf.slice(target.scores(values, [0]), [0, CATEGORY], [1, 1]), []) as tf.Scalar);
@@ -211,7 +229,7 @@ for (const { arch, output, layers, outputSide } of CASES) {
           const target = await regionTarget(name, files.mask);
           const { maps, score } = await regionGradCam(onOrt, input, target, layers);
           assertScoreClose(score, expected.score, `${name}: Y`);
-          layers.forEach((layer, i) => assertCloseTo(maps[i]!.data, expected.cams[layer]!, 1e-4, `${name}: ${layer}'s map`));
+          layers.forEach((layer, i) => assertCloseTo(maps[i]!.data, expected.cams[layer]!, mapTolerance, `${name}: ${layer}'s map`));
         }
       } finally {
         onOrt.dispose();
