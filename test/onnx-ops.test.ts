@@ -1209,6 +1209,7 @@ test('Mod (fmod 0 and 1), ScatterND and a training Dropout of ratio 0 (what torc
     assert.throws(() => run(node('ScatterND', ['d', 'i', 'u'], ['y'], { reduction: str('add') }), [data, indices, updates], 13), /ScatterND.*reduction 'add'/);
     assert.throws(() => run(node('ScatterND', ['d', 'i', 'u'], ['y'], { reduction: str('max') }), [data, indices, updates], 17), /ScatterND.*reduction 'max'/);
     assert.throws(() => run(node('ScatterND', ['d', 'i', 'u'], ['y'], { reduction: str('mean') }), [data, indices, updates], 18), /ScatterND.*reduction 'mean'/);
+    assert.throws(() => run(node('ScatterND', ['d', 'i', 'u'], ['y'], { reduction: str('add') }), [tf.cast(data, 'bool'), indices, tf.cast(updates, 'bool')], 16), /ScatterND.*reduction 'add' of bool data/);
     // Dropout with training_mode true drops nothing at ratio 0; any other ratio is refused.
     const dropout = node('Dropout', ['x', 'r', 't'], ['y']);
     const x = tf.tensor1d([1, -2, 3]);
