@@ -18,7 +18,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/engine/backend.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { TORCH_DECODER_SIDE, type TorchDecoderReference, type TorchDecoderVariant, makeTorchDecoderModel } from './helpers/torch-decoder.js';
-import { assertCloseTo, assertTorchGradcam, assertTorchLogits, classInputGradient, nhwcInput, torchParity } from './helpers/torch-parity.js';
+import { assertTorchGradcam, assertTorchLogits, nhwcInput, torchParity, torchParityTests } from './helpers/torch-parity.js';
 
 const { python, skipTorch, skipOrt } = torchParity('torch, onnx', 'python3-torch, python3-onnx');
 
@@ -51,20 +51,8 @@ for (const { opset, variant, ops } of EXPORTS) {
       assert.deepEqual(ops.filter((op) => !reference.ops.includes(op)), [], reference.ops.join(' '));
     });
 
-    test('logits of a batch of two as PyTorch computes them', async () => {
-      await assertTorchLogits(model.network(), input, reference.logits);
-    });
-
-    for (const module of ['block', 'up'] as const) {
-      // torch.onnx.export writes GroupNorm as Reshape, InstanceNormalization, Reshape below opset 18: 'block' ends on a Reshape's 4-D value, which the CAM methods read as NHWC.
-      test(`Grad-CAM at module '${module}' as PyTorch computes it`, async () => {
-        await assertTorchGradcam(model, input, reference.classes, module, reference.cams[module]);
-      });
-    }
-
-    test('the gradient of the class logits with respect to the input as PyTorch computes it', async () => {
-      assertCloseTo(await classInputGradient(model, input, reference.classes), reference.inputGradient, 1e-4, 'input gradient');
-    });
+    // torch.onnx.export writes GroupNorm as Reshape, InstanceNormalization, Reshape below opset 18: 'block' ends on a Reshape's 4-D value, which the CAM methods read as NHWC.
+    torchParityTests(() => ({ model, input, reference }), ['block', 'up']);
 
     test('with ONNX Runtime running the forward pass: the same logits and Grad-CAM maps', { skip: skipOrt }, async () => {
       const onOrt = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'onnxruntime' });

@@ -18,12 +18,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { type BackendKind, useBackend } from '../src/engine/backend.js';
-import { type CamvizModel, loadModel } from '../src/model/load.js';
+import { useBackend } from '../src/engine/backend.js';
+import { loadModel } from '../src/model/load.js';
 import { laid, runNode, toLayout, type LaidTensor } from '../src/model/onnx/interpret.js';
-import { PORTABLE_BACKENDS, forEachBackend } from './helpers/backends.js';
+import { forEachBackend } from './helpers/backends.js';
 import { TORCH_EINSUM_SIDE, type EinsumCase, type TorchEinsumReference, makeTorchEinsumModel, numpyEinsumCases, torchEinsumCases } from './helpers/torch-einsum.js';
-import { assertCloseTo, assertTorchGradcam, assertTorchLogits, classInputGradient, nhwcInput, torchParity } from './helpers/torch-parity.js';
+import { assertCloseTo, assertTorchGradcam, assertTorchLogits, describeTorchParityOnBackends, nhwcInput, torchParity } from './helpers/torch-parity.js';
 
 const { python, skipTorch, skipOrt } = torchParity('torch, onnx', 'python3-torch, python3-onnx');
 
@@ -48,35 +48,7 @@ for (const opset of OPSETS) {
       assert.deepEqual(reference.equations, EQUATIONS, reference.ops.join(' '));
     });
 
-    for (const backend of PORTABLE_BACKENDS as readonly BackendKind[]) {
-      describe(`on ${backend}`, () => {
-        let model: CamvizModel;
-        let input: tf.Tensor4D;
-        before(async () => {
-          await useBackend(backend);
-          model = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'tfjs' });
-          input = nhwcInput(reference.input, 2, TORCH_EINSUM_SIDE);
-        });
-        after(() => {
-          input?.dispose();
-          model?.dispose();
-        });
-
-        test('logits of a batch of two as PyTorch computes them', async () => {
-          await assertTorchLogits(model.network(), input, reference.logits);
-        });
-
-        for (const module of ['block', 'mix'] as const) {
-          test(`Grad-CAM at module '${module}' as PyTorch computes it`, async () => {
-            await assertTorchGradcam(model, input, reference.classes, module, reference.cams[module]);
-          });
-        }
-
-        test('the gradient of the class logits with respect to the input as PyTorch computes it', async () => {
-          assertCloseTo(await classInputGradient(model, input, reference.classes), reference.inputGradient, 1e-4, 'input gradient');
-        });
-      });
-    }
+    describeTorchParityOnBackends((backend) => `on ${backend}`, () => join(folder, 'model.onnx'), () => reference, TORCH_EINSUM_SIDE, ['block', 'mix']);
 
     test('with ONNX Runtime running the forward pass: the same logits and Grad-CAM maps', { skip: skipOrt }, async () => {
       await useBackend('cpu');

@@ -16,12 +16,10 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs-core';
-import { type BackendKind, useBackend } from '../src/engine/backend.js';
-import { type CamvizModel, loadModel } from '../src/model/load.js';
-import { PORTABLE_BACKENDS } from './helpers/backends.js';
+import { useBackend } from '../src/engine/backend.js';
+import { loadModel } from '../src/model/load.js';
 import { TORCH_MAX_SIDE, type TorchMaxReference, makeTorchMaxModel } from './helpers/torch-max.js';
-import { assertCloseTo, assertTorchGradcam, assertTorchLogits, classInputGradient, nhwcInput, torchParity } from './helpers/torch-parity.js';
+import { assertTorchGradcam, describeTorchParityOnBackends, nhwcInput, torchParity } from './helpers/torch-parity.js';
 
 const { python, skipTorch, skipOrt } = torchParity('torch, onnx', 'python3-torch, python3-onnx');
 
@@ -50,33 +48,8 @@ for (const opset of OPSETS) {
     });
 
     for (const { file, what } of FILES) {
-      for (const backend of PORTABLE_BACKENDS as readonly BackendKind[]) {
-        describe(`${file}, ${what}, on ${backend}`, () => {
-          let model: CamvizModel;
-          let input: tf.Tensor4D;
-          before(async () => {
-            await useBackend(backend);
-            model = await loadModel(join(folder, file), { preprocess: 'none', engine: 'tfjs' });
-            input = nhwcInput(reference.input, 2, TORCH_MAX_SIDE);
-          });
-          after(() => {
-            input?.dispose();
-            model?.dispose();
-          });
-
-          test('logits of a batch of two as PyTorch computes them', async () => {
-            await assertTorchLogits(model.network(), input, reference.logits);
-          });
-
-          test("Grad-CAM at module 'block' (upstream of every max) as PyTorch computes it", async () => {
-            await assertTorchGradcam(model, input, reference.classes, 'block', reference.cams.block);
-          });
-
-          test('the gradient of the class logits with respect to the input as PyTorch computes it', async () => {
-            assertCloseTo(await classInputGradient(model, input, reference.classes), reference.inputGradient, 1e-4, 'input gradient');
-          });
-        });
-      }
+      // 'block' is upstream of every max.
+      describeTorchParityOnBackends((backend) => `${file}, ${what}, on ${backend}`, () => join(folder, file), () => reference, TORCH_MAX_SIDE, ['block']);
     }
 
     test('with ONNX Runtime running the forward pass: the same Grad-CAM maps', { skip: skipOrt }, async () => {

@@ -21,7 +21,7 @@ import { describeOnnxLayers } from '../src/model/onnx/load.js';
 import { camTargets } from '../src/cam/request.js';
 import { describeLayers } from '../src/executor/layers.js';
 import { TORCH_RESIZE_SIDE, type TorchResizeReference, type TorchResizeVariant, makeTorchResizeModel } from './helpers/torch-resize.js';
-import { assertCloseTo, assertTorchGradcam, assertTorchLogits, classInputGradient, nhwcInput, torchParity } from './helpers/torch-parity.js';
+import { assertTorchGradcam, assertTorchLogits, nhwcInput, torchParity, torchParityTests } from './helpers/torch-parity.js';
 
 const { python, skipTorch, skipOrt } = torchParity('torch, onnx', 'python3-torch, python3-onnx');
 
@@ -57,17 +57,8 @@ for (const { opset, variant, resizeOp } of EXPORTS) {
       assert.ok(reference.ops.includes('InstanceNormalization'), reference.ops.join(' '));
     });
 
-    test('logits of a batch of two as PyTorch computes them', async () => {
-      await assertTorchLogits(model.network(), input, reference.logits);
-    });
-
-    test("Grad-CAM at module 'block' (upstream of every resize) as PyTorch computes it", async () => {
-      await assertTorchGradcam(model, input, reference.classes, 'block', reference.cams.block);
-    });
-
-    test('the gradient of the class logits with respect to the input as PyTorch computes it', async () => {
-      assertCloseTo(await classInputGradient(model, input, reference.classes), reference.inputGradient, 1e-4, 'input gradient');
-    });
+    // 'block' is upstream of every resize.
+    torchParityTests(() => ({ model, input, reference }), ['block']);
 
     test(`layers lists the ${resizeOp} nodes with their ONNX shapes, and they resolve as target layers`, () => {
       const rows = describeOnnxLayers(model.onnx!, describeLayers(model.network(), model.meta));

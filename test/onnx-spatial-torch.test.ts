@@ -12,12 +12,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs-core';
-import { type BackendKind, useBackend } from '../src/engine/backend.js';
-import { type CamvizModel, loadModel } from '../src/model/load.js';
-import { PORTABLE_BACKENDS } from './helpers/backends.js';
 import { TORCH_SPATIAL_SIDE, type TorchSpatialReference, makeTorchSpatialModel } from './helpers/torch-spatial.js';
-import { assertCloseTo, assertTorchGradcam, assertTorchLogits, classInputGradient, nhwcInput, torchParity } from './helpers/torch-parity.js';
+import { describeTorchParityOnBackends, torchParity } from './helpers/torch-parity.js';
 
 const { python, skipTorch } = torchParity('torch, onnx', 'python3-torch, python3-onnx');
 
@@ -40,32 +36,7 @@ for (const opset of OPSETS) {
       for (const op of ['Conv 1-D', 'MaxPool 1-D', 'ConvTranspose 1-D', 'AveragePool 1-D', 'MaxPool 3-D', 'AveragePool 3-D']) assert.ok(held.includes(op), `${op}: ${held.join(', ')}`);
     });
 
-    for (const backend of PORTABLE_BACKENDS as readonly BackendKind[]) {
-      describe(`on ${backend}`, () => {
-        let model: CamvizModel;
-        let input: tf.Tensor4D;
-        before(async () => {
-          await useBackend(backend);
-          model = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'tfjs' });
-          input = nhwcInput(reference.input, 2, TORCH_SPATIAL_SIDE);
-        });
-        after(() => {
-          input?.dispose();
-          model?.dispose();
-        });
-
-        test('logits of a batch of two as PyTorch computes them', async () => {
-          await assertTorchLogits(model.network(), input, reference.logits);
-        });
-
-        test("Grad-CAM at module 'block' (upstream of every 1-D and 3-D layer) as PyTorch computes it", async () => {
-          await assertTorchGradcam(model, input, reference.classes, 'block', reference.cams.block);
-        });
-
-        test('the gradient of the class logits with respect to the input as PyTorch computes it', async () => {
-          assertCloseTo(await classInputGradient(model, input, reference.classes), reference.inputGradient, 1e-4, 'input gradient');
-        });
-      });
-    }
+    // 'block' is upstream of every 1-D and 3-D layer.
+    describeTorchParityOnBackends((backend) => `on ${backend}`, () => join(folder, 'model.onnx'), () => reference, TORCH_SPATIAL_SIDE, ['block']);
   });
 }

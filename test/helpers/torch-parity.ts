@@ -9,12 +9,15 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadOnnxRuntime } from '../../src/engine/onnxruntime.js';
 import { explainBatch } from '../../src/cam/explain.js';
 import { camTargets } from '../../src/cam/request.js';
 import { type ForwardValues, disposeValues } from '../../src/executor/network.js';
-import type { CamvizModel } from '../../src/model/load.js';
+import { type BackendKind, useBackend } from '../../src/engine/backend.js';
+import { type CamvizModel, loadModel } from '../../src/model/load.js';
+import { PORTABLE_BACKENDS } from './backends.js';
 import { maxAbsDifference } from './numeric.js';
 import { findPython } from './python.js';
 
@@ -136,4 +139,64 @@ export async function assertTorchGradcam(model: CamvizModel, input: tf.Tensor4D,
   const maps = await gradcamMaps(model, input, classes, module);
   maps.forEach((map, i) => assertCloseTo(map, cams[i]!.flat(), 1e-4, `image ${i}'s map`));
   assert.ok(cams.flat(2).some((value) => value > 0), 'the maps must not be empty');
+}
+
+/** What the parity tests read once their suite's `before` has run: the model loaded on tfjs, PyTorch's input as camviz feeds it, PyTorch's values. */
+export interface TorchParitySubject {
+  model: CamvizModel;
+  input: tf.Tensor4D;
+  reference: TorchGradcamReference & { cams: Record<string, number[][][]> };
+}
+
+/**
+ * The tests each tiny network's suite runs against PyTorch: the logits of
+ * the batch of two, Grad-CAM at each of `modules`, and dY/dinput of the
+ * class logits. `subject` is read when each test runs.
+ */
+export function torchParityTests(subject: () => TorchParitySubject, modules: readonly string[]): void {
+  test('logits of a batch of two as PyTorch computes them', async () => {
+    const { model, input, reference } = subject();
+    await assertTorchLogits(model.network(), input, reference.logits);
+  });
+  for (const module of modules) {
+    test(`Grad-CAM at module '${module}' as PyTorch computes it`, async () => {
+      const { model, input, reference } = subject();
+      await assertTorchGradcam(model, input, reference.classes, module, reference.cams[module]!);
+    });
+  }
+  test('the gradient of the class logits with respect to the input as PyTorch computes it', async () => {
+    const { model, input, reference } = subject();
+    assertCloseTo(await classInputGradient(model, input, reference.classes), reference.inputGradient, 1e-4, 'input gradient');
+  });
+}
+
+/**
+ * On each portable backend, a suite (named by `name`) that loads the ONNX
+ * file at `path()` on tfjs, feeds PyTorch's input (a batch of two images
+ * of `side` x `side`) and runs torchParityTests at `modules`. `path` and
+ * `reference` are read in the suite's `before`, once the export is made.
+ */
+export function describeTorchParityOnBackends(
+  name: (backend: BackendKind) => string,
+  path: () => string,
+  reference: () => TorchParitySubject['reference'],
+  side: number,
+  modules: readonly string[],
+): void {
+  for (const backend of PORTABLE_BACKENDS as readonly BackendKind[]) {
+    describe(name(backend), () => {
+      let model: CamvizModel;
+      let input: tf.Tensor4D;
+      before(async () => {
+        await useBackend(backend);
+        model = await loadModel(path(), { preprocess: 'none', engine: 'tfjs' });
+        input = nhwcInput(reference().input, 2, side);
+      });
+      after(() => {
+        input?.dispose();
+        model?.dispose();
+      });
+      torchParityTests(() => ({ model, input, reference: reference() }), modules);
+    });
+  }
 }
