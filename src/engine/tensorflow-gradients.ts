@@ -24,6 +24,7 @@ import * as tf from './tf.js';
 import { DILATED_CONV_GRADIENTS } from './dilated-conv.js';
 import { BATCH_MAT_MUL_GRADIENT } from './wasm-matmul.js';
 import { MAX_GRADIENTS } from './max-gradients.js';
+import { PROD_GRADIENT } from './prod-gradient.js';
 
 /** dy where lower < x < upper (TensorFlow's Relu6Grad with lower 0 and upper 6), 0 elsewhere, at the bounds too. */
 function insideOpenInterval(dy: tf.Tensor, x: tf.Tensor, lower: number, upper: number): tf.Tensor {
@@ -56,15 +57,17 @@ export const RELU6_CLIP_GRADIENT: tf.GradConfig = {
 };
 
 /**
- * The rules every layer runs under: TensorFlow's, and BatchMatMul's with
+ * The rules every layer runs under: TensorFlow's, BatchMatMul's with
  * tfjs' values computed faster on wasm (wasm-matmul.ts; ONNX layers'
- * MatMul and Gemm too, which have no custom gradient of their own).
+ * MatMul and Gemm too, which have no custom gradient of their own), and
+ * Prod's, whose tfjs rule fails without tfjs' chained ops (prod-gradient.ts).
  */
 export const TENSORFLOW_GRADIENTS: readonly tf.GradConfig[] = [
   ...MAX_GRADIENTS,
   ...DILATED_CONV_GRADIENTS,
   RELU6_GRADIENT,
   BATCH_MAT_MUL_GRADIENT,
+  PROD_GRADIENT,
 ];
 
 /**

@@ -78,6 +78,7 @@ export const {
   Max,
   MaxPool,
   Min,
+  Prod,
   Relu6,
   UnsortedSegmentSum,
   // Functions and namespaces
@@ -88,6 +89,7 @@ export const {
   batchNorm,
   cast,
   concat,
+  cumprod,
   customGrad,
   conv2d,
   depthwiseConv2d,
