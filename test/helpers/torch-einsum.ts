@@ -11,7 +11,7 @@
  * of equations over the whole grammar, with seeded inputs, for the op test
  * against numpy, and torch.einsum on the equations numpy refuses.
  */
-import { GRADCAM_REFERENCE_PY, type TorchGradcamReference, runTorchScript } from './torch-parity.js';
+import { EXPORT_TINY_PY, GRADCAM_REFERENCE_PY, REFERENCE_SCRIPT_HEAD_PY, type TorchGradcamReference, runTorchScript } from './torch-parity.js';
 
 /** What PyTorch computed, for a batch of two 3x16x16 images. */
 export interface TorchEinsumReference extends TorchGradcamReference {
@@ -25,12 +25,9 @@ export interface TorchEinsumReference extends TorchGradcamReference {
 
 export const TORCH_EINSUM_SIDE = 16;
 
-const SCRIPT = String.raw`
-import json, sys, warnings
-import onnx, torch, torch.nn as nn
-
-out_dir, opset = sys.argv[1], int(sys.argv[2])
-torch.manual_seed(0)
+const SCRIPT =
+  REFERENCE_SCRIPT_HEAD_PY +
+  String.raw`
 
 class Mix(nn.Module):
     def __init__(self, channels, out):
@@ -66,13 +63,9 @@ class Tiny(nn.Module):
         ]
         return self.head(torch.cat(pooled, 1))
 
-model = Tiny().eval()
-x = torch.randn(2, 3, 16, 16)
-path = out_dir + '/model.onnx'
-with warnings.catch_warnings():
-    warnings.simplefilter('ignore')
-    torch.onnx.export(model, x[:1], path, input_names=['input'], output_names=['logits'],
-                      opset_version=opset, dynamic_axes={'input': {0: 'batch'}, 'logits': {0: 'batch'}})
+` +
+  EXPORT_TINY_PY +
+  String.raw`
 
 exported = onnx.load(path).graph.node
 ops = sorted({node.op_type for node in exported})

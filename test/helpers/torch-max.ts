@@ -10,7 +10,7 @@
  * each window and divides amax's, amin's, maximum's and minimum's among
  * the ties. Seeded; nothing is stored in the repository.
  */
-import { GRADCAM_REFERENCE_PY, type TorchGradcamReference, runTorchScript } from './torch-parity.js';
+import { EXPORT_TINY_PY, GRADCAM_REFERENCE_PY, REFERENCE_SCRIPT_HEAD_PY, type TorchGradcamReference, runTorchScript } from './torch-parity.js';
 
 /** What PyTorch computed, for a batch of two 3x16x16 images. */
 export interface TorchMaxReference extends TorchGradcamReference {
@@ -22,12 +22,9 @@ export interface TorchMaxReference extends TorchGradcamReference {
 
 export const TORCH_MAX_SIDE = 16;
 
-const SCRIPT = String.raw`
-import json, sys, warnings
-import onnx, torch, torch.nn as nn, torch.nn.functional as F
-
-out_dir, opset = sys.argv[1], int(sys.argv[2])
-torch.manual_seed(0)
+const SCRIPT =
+  REFERENCE_SCRIPT_HEAD_PY +
+  String.raw`
 
 class Tiny(nn.Module):
     def __init__(self):
@@ -55,12 +52,9 @@ class Tiny(nn.Module):
         ]
         return self.head(torch.cat(pooled, 1))
 
-model = Tiny().eval()
-x = torch.randn(2, 3, 16, 16)
-with warnings.catch_warnings():
-    warnings.simplefilter('ignore')
-    torch.onnx.export(model, x[:1], out_dir + '/model.onnx', input_names=['input'], output_names=['logits'],
-                      opset_version=opset, dynamic_axes={'input': {0: 'batch'}, 'logits': {0: 'batch'}})
+` +
+  EXPORT_TINY_PY +
+  String.raw`
 
 # The same network with AdaptiveMaxPool2d(1) as GlobalMaxPool (what other exporters write for it).
 graph = onnx.load(out_dir + '/model.onnx')

@@ -50,6 +50,33 @@ export function torchParity(modules: string, packages: string): TorchParity {
 }
 
 /**
+ * Python a reference script starts with: its imports and arguments (the
+ * output folder, the opset), and the seed its network's weights come from.
+ */
+export const REFERENCE_SCRIPT_HEAD_PY = String.raw`
+import json, sys, warnings
+import onnx, torch, torch.nn as nn, torch.nn.functional as F
+
+out_dir, opset = sys.argv[1], int(sys.argv[2])
+torch.manual_seed(0)
+`;
+
+/**
+ * Python that exports the script's network `Tiny` at `opset`, batch
+ * dynamic, to `path` (out_dir/model.onnx), leaving `model` and `x` (two
+ * random 16x16 images; the export traces the first).
+ */
+export const EXPORT_TINY_PY = String.raw`
+model = Tiny().eval()
+x = torch.randn(2, 3, 16, 16)
+path = out_dir + '/model.onnx'
+with warnings.catch_warnings():
+    warnings.simplefilter('ignore')
+    torch.onnx.export(model, x[:1], path, input_names=['input'], output_names=['logits'],
+                      opset_version=opset, dynamic_axes={'input': {0: 'batch'}, 'logits': {0: 'batch'}})
+`;
+
+/**
  * Python the reference scripts end with (they have `json`, `torch`, the
  * network `model`, its input `x` and `out_dir`): PyTorch's Grad-CAM at each
  * of `modules` for each image's class, relu(Σ_c mean(dY/dA_c) · A_c) with Y

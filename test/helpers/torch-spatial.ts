@@ -9,7 +9,7 @@
  * goes through nn.MaxPool3d (padded, ceil_mode) and nn.AvgPool3d
  * (count_include_pad). Seeded; nothing is stored in the repository.
  */
-import { GRADCAM_REFERENCE_PY, type TorchGradcamReference, runTorchScript } from './torch-parity.js';
+import { EXPORT_TINY_PY, GRADCAM_REFERENCE_PY, REFERENCE_SCRIPT_HEAD_PY, type TorchGradcamReference, runTorchScript } from './torch-parity.js';
 
 /** What PyTorch computed, for a batch of two 3x16x16 images. */
 export interface TorchSpatialReference extends TorchGradcamReference {
@@ -21,12 +21,9 @@ export interface TorchSpatialReference extends TorchGradcamReference {
 
 export const TORCH_SPATIAL_SIDE = 16;
 
-const SCRIPT = String.raw`
-import json, sys, warnings
-import onnx, torch, torch.nn as nn, torch.nn.functional as F
-
-out_dir, opset = sys.argv[1], int(sys.argv[2])
-torch.manual_seed(0)
+const SCRIPT =
+  REFERENCE_SCRIPT_HEAD_PY +
+  String.raw`
 
 class Tiny(nn.Module):
     def __init__(self):
@@ -53,13 +50,9 @@ class Tiny(nn.Module):
     def forward(self, x):
         return self.head(self.features(x))
 
-model = Tiny().eval()
-x = torch.randn(2, 3, 16, 16)
-path = out_dir + '/model.onnx'
-with warnings.catch_warnings():
-    warnings.simplefilter('ignore')
-    torch.onnx.export(model, x[:1], path, input_names=['input'], output_names=['logits'],
-                      opset_version=opset, dynamic_axes={'input': {0: 'batch'}, 'logits': {0: 'batch'}})
+` +
+  EXPORT_TINY_PY +
+  String.raw`
 
 nodes = [[node.op_type, max([len(a.ints) for a in node.attribute if a.name == 'kernel_shape'] + [0])] for node in onnx.load(path).graph.node]
 ` +
