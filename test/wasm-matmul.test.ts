@@ -118,3 +118,43 @@ test('on cpu and for int32, wasmMatMul is tf.matMul', async () => {
   assert.deepEqual(Array.from(product.dataSync()), [17, 39]);
   tf.dispose([a, b, product]);
 });
+
+test('on wasm, wasmMatMul of empty operands gives the cpu backend\'s shape and values (zeros where the inner dim is 0)', async () => {
+  // A zero-length M, N, batch or inner dim, transposed too.
+  const cases: [number[], number[], boolean, boolean][] = [
+    [[0, 4], [4, 3], false, false],
+    [[2, 0], [0, 3], false, false],
+    [[0, 2], [3, 0], true, true],
+    [[3, 2], [2, 0], false, false],
+    [[0, 2, 3], [0, 3, 4], false, false],
+    [[2, 3, 0], [0, 4], false, false],
+  ];
+  const product = (c: (typeof cases)[number], multiply: typeof wasmMatMul): { shape: number[]; values: number[] } =>
+    tf.tidy(() => {
+      const result = multiply(tf.ones(c[0]), tf.ones(c[1]), c[2], c[3]);
+      return { shape: result.shape, values: Array.from(result.dataSync()) };
+    });
+  await useBackend('cpu');
+  const expected = cases.map((c) => product(c, (a, b, ta, tb) => tf.matMul(a, b, ta, tb)));
+  await useBackend('wasm');
+  cases.forEach((c, i) => assert.deepEqual(product(c, wasmMatMul), expected[i], JSON.stringify(c)));
+  // Inner dims that differ are still refused.
+  assert.throws(() => tf.tidy(() => wasmMatMul(tf.ones([2, 0]), tf.ones([1, 3]))), /inner shapes/);
+});
+
+test('on wasm, wasmMatMul and its gradient leave no tensor behind', async () => {
+  await useBackend('wasm');
+  const operands = [tf.ones([2, 3, 5, 4]), tf.ones([2, 3, 4, 6]), tf.ones([4, 6]), tf.ones([5, 4])];
+  const [batched, right, weight, matrix] = operands as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+  const once = (): void => {
+    for (const [x, y] of [[batched, right], [batched, weight], [matrix, right]] as const) {
+      tf.dispose(wasmMatMul(x, y, false, false, true));
+      tf.dispose(withTensorFlowGradients(() => tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(wasmMatMul(p, q)))([x, y])));
+    }
+  };
+  once();
+  const before = tf.memory().numTensors;
+  for (let i = 0; i < 3; i++) once();
+  assert.equal(tf.memory().numTensors, before);
+  tf.dispose(operands);
+});

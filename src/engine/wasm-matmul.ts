@@ -79,6 +79,22 @@ function takesOwnWay(a: tf.Tensor, b: tf.Tensor): boolean {
 }
 
 /**
+ * The product of operands one of which is empty, as zeros of its shape
+ * (undefined when the inner dims differ: tf.matMul refuses that). On wasm,
+ * tf.matMul gives a product over an inner dim of 0 unwritten memory (XNNPACK
+ * refuses the empty operator, the kernel returns its output as it found
+ * it), where the sum of no terms is 0; and a zero-length dim defeats the
+ * reshapes to rank 3 (0 / 0 rows).
+ */
+function emptyProduct(a: tf.Tensor, b: tf.Tensor, transposeA: boolean, transposeB: boolean): tf.Tensor | undefined {
+  const [aRows, aColumns] = a.shape.slice(-2) as [number, number];
+  const [bRows, bColumns] = b.shape.slice(-2) as [number, number];
+  if ((transposeA ? aRows : aColumns) !== (transposeB ? bColumns : bRows)) return undefined;
+  const batch = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+  return tf.zeros([...batch, transposeA ? aColumns : aRows, transposeB ? bRows : bColumns]);
+}
+
+/**
  * tf.matMul(a, b, transposeA, transposeB) for operands of rank 2 or more,
  * the same values (summed in another order), computed on wasm as the top of
  * this file says. `bLasts`: b is a model's weight, whose packing XNNPACK
@@ -86,6 +102,7 @@ function takesOwnWay(a: tf.Tensor, b: tf.Tensor): boolean {
  */
 export function wasmMatMul(a: tf.Tensor, b: tf.Tensor, transposeA = false, transposeB = false, bLasts = false): tf.Tensor {
   if (!takesOwnWay(a, b)) return tf.matMul(a, b, transposeA, transposeB);
+  if (a.size === 0 || b.size === 0) return emptyProduct(a, b, transposeA, transposeB) ?? tf.matMul(a, b, transposeA, transposeB);
   return tf.tidy(() => {
     const product = rank3Product(asRank3(a), asRank3(b), transposeA, transposeB, bLasts);
     const batch = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
