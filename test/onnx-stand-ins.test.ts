@@ -118,6 +118,8 @@ const AGREEING: StandInCase[] = [
   { name: 'MatMul of two image values (attention scores)', op: 'MatMul', inputs: () => [image('onnx'), image('onnx')] },
   { name: 'Gemm with transB and a bias', op: 'Gemm', inputs: () => [value([2, 6]), value([5, 6]), value([5])], attributes: { transB: int(1), alpha: float(0.5) } },
   { name: 'Gemm with transA, beta 0', op: 'Gemm', inputs: () => [value([6, 2]), value([6, 5]), value([2, 5])], attributes: { transA: int(1), beta: float(0) } },
+  // tfjs' add broadcasts the product up to the bias' rank: the full run gives [1, 2, 5], and so must the plan.
+  { name: 'Gemm with a bias of a higher rank', op: 'Gemm', inputs: () => [value([2, 6]), value([6, 5]), value([1, 2, 5])] },
 ];
 
 /** What the full run refuses, the stand-in refuses. */

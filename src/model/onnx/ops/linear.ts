@@ -27,8 +27,9 @@ function gemm(ctx: OpContext, inputs: Inputs): LaidTensor[] {
   const bias = c === undefined || beta === 0 ? undefined : toLayout(c, 'onnx');
   if (ctx.shapesOnly === true) {
     checkInnerDims(a.shape[transA ? 0 : 1]!, b.shape[transB ? 1 : 0]!, a.shape, b.shape);
-    if (bias !== undefined) tf.broadcast_util.assertAndGetBroadcastShape(shape, bias.shape);
-    return [laid(productStandIn(shape, [a, b, ...(bias === undefined ? [] : [bias])]))];
+    // The full run's tf.add broadcasts the product to a bias of a higher rank too: the plan has its shape.
+    const output = bias === undefined ? shape : checkedShape(ctx, tf.broadcast_util.assertAndGetBroadcastShape(shape, bias.shape));
+    return [laid(productStandIn(output, [a, b, ...(bias === undefined ? [] : [bias])]))];
   }
   const product = wasmMatMul(a, b, transA, transB, true);
   const scaled = alpha === 1 ? product : tf.mul(product, alpha);
