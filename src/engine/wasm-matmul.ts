@@ -16,7 +16,8 @@
  * (it keeps the packing of one it has: a model's weights), and packing a
  * classifier's transposed weights for a one-row dY took 15 ms, the
  * swapped form 0.8. A batched product whose right operand is shared folds
- * the batch into rows; other batched ones run slice by slice. Every step
+ * the batch into rows; other batched ones run slice by slice when their
+ * slices are large (SLICE_MIN_PRODUCTS). Every step
  * is a tfjs op, so the result can be differentiated.
  *
  * Other backends, other types, and batch dims that broadcast otherwise
@@ -44,6 +45,16 @@ function batchOneProduct(x: tf.Tensor3D, y: tf.Tensor3D, transposeX: boolean, tr
   return swapped(tf.matMul(transposeY ? y : swapped(y), transposeX ? x : swapped(x)));
 }
 
+/**
+ * The fewest multiply-adds a slice of a batched product needs for the
+ * product to run slice by slice. Each slice costs about 0.1-0.4 ms of
+ * tfjs ops and XNNPACK packing whatever its size: ViT's attention heads
+ * ([197, 64]·[64, 197], 2.5M) run faster sliced, tfjs' single loop
+ * call is faster below about 1M, and for thousands of tiny slices (an
+ * Einsum's per-pixel products, Swin's windows) by hundreds of times.
+ */
+const SLICE_MIN_PRODUCTS = 2 ** 20;
+
 /** op(x)·op(y) for [Bx, ·, ·] and [By, ·, ·], Bx and By equal or one of them 1. */
 function rank3Product(x: tf.Tensor3D, y: tf.Tensor3D, transposeX: boolean, transposeY: boolean, yLasts: boolean): tf.Tensor3D {
   const [xBatch, yBatch] = [x.shape[0], y.shape[0]];
@@ -55,6 +66,10 @@ function rank3Product(x: tf.Tensor3D, y: tf.Tensor3D, transposeX: boolean, trans
     const product = batchOneProduct(tf.reshape(stacked, [1, xBatch * rows, stacked.shape[2]]), y, false, transposeY, yLasts);
     return tf.reshape(product, [xBatch, rows, product.shape[2]]);
   }
+  const rows = transposeX ? x.shape[2] : x.shape[1];
+  const inner = transposeX ? x.shape[1] : x.shape[2];
+  const columns = transposeY ? y.shape[1] : y.shape[2];
+  if (rows * inner * columns < SLICE_MIN_PRODUCTS) return tf.matMul(x, y, transposeX, transposeY);
   const xSlices = xBatch === 1 ? Array<tf.Tensor3D>(yBatch).fill(x) : tf.unstack(x).map((slice) => tf.expandDims(slice, 0) as tf.Tensor3D);
   const ySlices = tf.unstack(y).map((slice) => tf.expandDims(slice, 0) as tf.Tensor3D);
   return tf.concat(ySlices.map((ySlice, i) => batchOneProduct(xSlices[i]!, ySlice, transposeX, transposeY, false)), 0);
