@@ -22,6 +22,7 @@
  */
 import type { backend_util as BackendUtil } from '@tensorflow/tfjs-core';
 import * as tf from './tf.js';
+import { wasmMatMul } from './wasm-matmul.js';
 
 type Tensor4D = tf.Tensor4D;
 type Conv2DInfo = BackendUtil.Conv2DInfo;
@@ -85,7 +86,7 @@ function conv2DBackpropInput(args: KernelArgs): tf.TensorInfo {
     const info = tf.backend_util.computeConv2DInfo(
       inputShape, filter.shape, attrs.strides, 1, channelsLastPad(attrs.pad, nchw), attrs.dimRoundingMode as RoundingMode, false,
     );
-    if (isPlainPointwise(info) && dy.size / info.outChannels <= POINTWISE_MATMUL_ROWS) {
+    if (isPlainPointwise(info)) {
       const dx = pointwiseInputGradient(dy, filter, info);
       return nchw ? tf.transpose(dx, [0, 3, 1, 2]) : dx;
     }
@@ -247,15 +248,6 @@ function spreadByStrides(t: Tensor4D, strideH: number, strideW: number): Tensor4
  * multiplying the [taps, rest] matrix by the anti-diagonal permutation goes
  * through XNNPACK and is exact: every output is 1 * w plus zeros.
  */
-/**
- * Rows (positions x batch) up to which a 1x1 conv's input gradient is a
- * matmul against the filter as stored (dy . W^T). wasm runs that
- * transposed-B matmul in plain loops, fine for a classifier head's few rows
- * (the Grad-CAM case), while the general path's filter transpose costs
- * milliseconds for big filters (1000 x 768: about 3 ms).
- */
-const POINTWISE_MATMUL_ROWS = 64;
-
 function isPlainPointwise(info: Conv2DInfo): boolean {
   return (
     info.filterHeight === 1 &&
@@ -269,10 +261,16 @@ function isPlainPointwise(info: Conv2DInfo): boolean {
   );
 }
 
+/**
+ * A 1x1 conv's input gradient: dy · Wᵀ, the filter as stored, through
+ * wasmMatMul (wasm's own transposed product is plain loops: a classifier
+ * head's, 1000 x 768, took 3-6 ms; the general path's filter transpose
+ * about 3).
+ */
 function pointwiseInputGradient(dy: Tensor4D, filter: Tensor4D, info: Conv2DInfo): Tensor4D {
   const rows = tf.reshape(dy, [-1, info.outChannels]);
   const weights = tf.reshape(filter, [info.inChannels, info.outChannels]);
-  return tf.reshape(tf.matMul(rows, weights, false, true), [info.batchSize, info.inHeight, info.inWidth, info.inChannels]);
+  return tf.reshape(wasmMatMul(rows, weights, false, true), [info.batchSize, info.inHeight, info.inWidth, info.inChannels]);
 }
 
 function rotate180(filter: Tensor4D): Tensor4D {
