@@ -11,6 +11,7 @@
 import * as tf from '../engine/tf.js';
 import type { GraphNode } from '../executor/graph.js';
 import type { Executor } from '../executor/executor.js';
+import { asGrid } from '../executor/grid-view.js';
 import { type ForwardValues, disposeValues } from '../executor/network.js';
 import type { FeatureMap } from '../render/maps.js';
 import { minMaxNormalize } from '../render/normalize.js';
@@ -143,7 +144,7 @@ export abstract class CamMethod<E extends Evidence = Evidence> {
       });
       return results;
     } finally {
-      disposeValues(passes.values);
+      disposePassValues(passes.values);
       tf.dispose(passes.gradients.flat());
       this.reset();
     }
@@ -205,7 +206,7 @@ export abstract class ActivationCamMethod extends CamMethod {
     try {
       await this.prepare(network, request, values, target);
     } catch (error) {
-      disposeValues(values);
+      disposePassValues(values);
       this.reset();
       throw error;
     }
@@ -224,7 +225,7 @@ export abstract class ActivationCamMethod extends CamMethod {
 export abstract class GradientCamMethod extends CamMethod<GradientEvidence> {
   protected async passes(network: Executor, request: CamRequest, classes: ClassChooser, target: Target): Promise<Passes> {
     const result = await network.backward(request.input, classes.objectives(target), { sources: request.layers, layers: passLayers(request, target) });
-    return { values: result.values, gradients: result.gradients };
+    return { values: result.values, gradients: result.gradients.map((perLayer) => perLayer.map((gradient, layer) => gridOf(gradient, request.layers[layer]!))) };
   }
 
   protected evidence(base: Evidence, passes: Passes, rank: number, layer: number): GradientEvidence {
@@ -242,11 +243,35 @@ function passLayers(request: CamRequest, target: Target): GraphNode[] {
   return [...new Set([...request.layers, ...target.layers])];
 }
 
-/** A target layer's activations from the executor's forward values, with their own shape. */
-function activationsOf(values: ForwardValues, node: GraphNode): tf.Tensor4D {
-  const tensor = values.layers.get(node.path);
-  if (tensor === undefined) throw new Error(`layer ${node.path} did not run`);
-  return as4d(tensor, node);
+/** The grids made from a pass's layer outputs (grid-view.ts), freed with the pass's values. */
+const passGrids = new WeakMap<ForwardValues, Map<GraphNode, tf.Tensor4D>>();
+
+/** A target layer's activations from the executor's forward values as a feature map [B, h, w, C] (a token sequence as its grid), made once per pass. */
+export function activationsOf(values: ForwardValues, node: GraphNode): tf.Tensor4D {
+  let grids = passGrids.get(values);
+  if (grids === undefined) passGrids.set(values, (grids = new Map()));
+  let grid = grids.get(node);
+  if (grid === undefined) {
+    const tensor = values.layers.get(node.path);
+    if (tensor === undefined) throw new Error(`layer ${node.path} did not run`);
+    grids.set(node, (grid = as4d(asGrid(tensor, node), node)));
+  }
+  return grid;
+}
+
+/** Frees a pass's values and the grids made from them. */
+function disposePassValues(values: ForwardValues): void {
+  const made = [...(passGrids.get(values)?.values() ?? [])].filter((grid) => ![...values.layers.values()].includes(grid));
+  passGrids.delete(values);
+  tf.dispose(made);
+  disposeValues(values);
+}
+
+/** A gradient as its layer's grid; the layer's own gradient is freed when the grid is a new tensor. */
+function gridOf(gradient: tf.Tensor, node: GraphNode): tf.Tensor {
+  const grid = asGrid(gradient, node);
+  if (grid !== gradient) gradient.dispose();
+  return grid;
 }
 
 function as4d(tensor: tf.Tensor, node: GraphNode): tf.Tensor4D {

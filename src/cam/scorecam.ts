@@ -7,7 +7,7 @@
  * same passes.
  */
 import * as tf from '../engine/tf.js';
-import { ActivationCamMethod, type CamRequest, type Evidence } from './base.js';
+import { ActivationCamMethod, type CamRequest, type Evidence, activationsOf } from './base.js';
 import type { Target } from './targets/index.js';
 import type { Executor } from '../executor/executor.js';
 import type { GraphNode } from '../executor/graph.js';
@@ -33,9 +33,7 @@ export class ScoreCam extends ActivationCamMethod {
   /** Scores every masked input of every target layer, before any class is weighed: the passes are the same for all classes. */
   protected override async prepare(network: Executor, request: CamRequest, values: ForwardValues, target: Target): Promise<void> {
     for (const node of request.layers) {
-      const activations = values.layers.get(node.path);
-      if (activations?.rank !== 4) throw new Error(`layer ${node.path} gives no 4-D feature map`);
-      this.maskedScores.set(node, await this.scoreMaskedInputs(network, activations as tf.Tensor4D, request.input, target, request.signal));
+      this.maskedScores.set(node, await this.scoreMaskedInputs(network, activationsOf(values, node), request.input, target, request.signal));
     }
   }
 

@@ -4,6 +4,7 @@ import { type OnnxLayerInfo, describeOnnxLayers } from '../model/onnx/load.js';
 import { releaseBackend } from '../engine/release.js';
 import { openTaskContext } from '../tasks/context.js';
 import { type ModelOptions, checkModelOptions, printJson } from './common.js';
+import type { GridView } from '../executor/grid-view.js';
 import { modelSpec } from './run-command.js';
 import { printable } from '../util/text.js';
 
@@ -30,7 +31,7 @@ export async function runLayers(options: ModelOptions & { json?: boolean }): Pro
       (layer) =>
         `${layer.name.padEnd(nameWidth)}  ${moduleColumn(layer.module ?? '')}${layer.className.padEnd(classWidth)}  ${shape(layer.outputShape).padEnd(22)} ${String(layer.params).padStart(9)}  ${
           layer.default ? 'CAM (default)' : layer.camTarget ? 'CAM' : ''
-        }`.trimEnd(),
+        }${layer.grid === undefined ? '' : ` ${gridText(layer.grid)}`}`.trimEnd(),
     );
     const header = `${'name'.padEnd(nameWidth)}  ${moduleColumn('module')}${'class'.padEnd(classWidth)}  ${'output'.padEnd(22)} ${'params'.padStart(9)}  target`;
     const scoreLayer = model.network().score.scoreLayer;
@@ -41,4 +42,9 @@ export async function runLayers(options: ModelOptions & { json?: boolean }): Pro
     model.dispose();
     await releaseBackend();
   }
+}
+
+/** How the table says a layer is read as a grid: its token grid after the leading tokens, or channels-last. */
+function gridText(grid: GridView): string {
+  return grid.kind === 'tokens' ? `as ${grid.height}x${grid.width} grid${grid.leading > 0 ? ` after ${grid.leading} token${grid.leading === 1 ? '' : 's'}` : ''}` : 'as channels-last (NHWC)';
 }

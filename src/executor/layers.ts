@@ -7,6 +7,7 @@ import { UsageError } from '../util/errors.js';
 import { closestMatches } from '../util/text.js';
 import type { GraphNode } from './graph.js';
 import type { Executor } from './executor.js';
+import { type GridView, gridShape, gridViewOf } from './grid-view.js';
 
 export interface LayerInfo {
   name: string;
@@ -17,20 +18,23 @@ export interface LayerInfo {
   camTarget: boolean;
   /** The default CAM target. */
   default: boolean;
+  /** How CAMs and feature maps read the output, when not as stored (a token grid, a channels-last map). */
+  grid?: GridView;
 }
 
 const GLOBAL_POOLING = new Set(['GlobalAveragePooling2D', 'GlobalMaxPooling2D', 'GlobalAveragePooling1D', 'GlobalMaxPooling1D', 'Flatten']);
 
+/** Whether a layer's output, as a feature map reads it (grid-view.ts), is 4-D with a spatial size above 1. */
 export function isCamTarget(node: GraphNode): boolean {
-  const shape = node.outputShapes[0];
+  const shape = gridShape(node);
   if (shape === undefined || node.outputShapes.length !== 1 || shape.length !== 4) return false;
   const [, height, width] = shape;
   return height == null || width == null || height * width > 1;
 }
 
-/** Whether a layer's output is a 4-D feature map (what `fmap` shows). */
+/** Whether a layer's output, as a feature map reads it, is 4-D (what `fmap` shows). */
 export function isFeatureMap(node: GraphNode): boolean {
-  return node.outputShapes.length === 1 && node.outputShapes[0]!.length === 4;
+  return node.outputShapes.length === 1 && gridShape(node)!.length === 4;
 }
 
 /** What a model says of its default CAM target (ModelMetadata's fields): the layer it prefers, or why it has none. */
@@ -63,14 +67,18 @@ export function defaultTarget(network: Executor, hint: TargetHint = {}): GraphNo
 
 export function describeLayers(network: Executor, hint: TargetHint = {}): LayerInfo[] {
   const target = defaultTarget(network, hint);
-  return network.graph.nodes.map((node) => ({
-    name: node.path,
-    className: node.layer.getClassName(),
-    outputShape: [...(node.outputShapes[0] ?? [])],
-    params: node.layer.countParams(),
-    camTarget: isCamTarget(node),
-    default: node === target,
-  }));
+  return network.graph.nodes.map((node) => {
+    const grid = gridViewOf(node);
+    return {
+      name: node.path,
+      className: node.layer.getClassName(),
+      outputShape: [...(node.outputShapes[0] ?? [])],
+      params: node.layer.countParams(),
+      camTarget: isCamTarget(node),
+      default: node === target,
+      ...(grid === undefined ? {} : { grid }),
+    };
+  });
 }
 
 /**
@@ -92,6 +100,8 @@ export function resolveLayer(
   }
   if (accept(node)) return node;
   const shape = `[${(node.outputShapes[0] ?? []).map((dim) => dim ?? '?').join(', ')}]`;
+  // A token sequence is refused for want of a grid, not of a fourth axis: say so.
+  const tokens = node.outputShapes[0]?.length === 3 ? ', a token sequence with no grid camviz can trace to a patch embedding' : '';
   const nearby = nodes
     .filter(accept)
     .sort((a, b) => Math.abs(a.index - node.index) - Math.abs(b.index - node.index))
@@ -99,6 +109,6 @@ export function resolveLayer(
     .sort((a, b) => a.index - b.index)
     .map((candidate) => candidate.path);
   throw new UsageError(
-    `layer '${name}' (${node.layer.getClassName()}, output ${shape}) is not ${what}; layers near it that are: ${nearby.join(', ') || 'none'}`,
+    `layer '${name}' (${node.layer.getClassName()}, output ${shape}${tokens}) is not ${what}; layers near it that are: ${nearby.join(', ') || 'none'}`,
   );
 }

@@ -8,6 +8,7 @@
 import { UsageError } from '../util/errors.js';
 import type { Tensor } from '../engine/tf.js';
 import type { GraphNode } from '../executor/graph.js';
+import { asGrid } from '../executor/grid-view.js';
 import { isCamTarget, isFeatureMap, resolveLayer } from '../executor/layers.js';
 import { disposeValues } from '../executor/network.js';
 import { inputTensor } from '../model/predict.js';
@@ -134,12 +135,14 @@ interface Activation {
   channels: number;
 }
 
-/** A layer's batch output split per image; the shape is the tensor's own (a model with a free input size has no fixed one). */
-function splitImages(tensor: Tensor | undefined, node: GraphNode): Activation[] {
-  if (tensor === undefined) throw new Error(`layer ${node.path} did not run`);
+/** A layer's batch output (a token sequence as its grid: grid-view.ts) split per image; the shape is the tensor's own (a model with a free input size has no fixed one). */
+function splitImages(output: Tensor | undefined, node: GraphNode): Activation[] {
+  if (output === undefined) throw new Error(`layer ${node.path} did not run`);
+  const tensor = asGrid(output, node);
   if (tensor.rank !== 4) throw new Error(`layer ${node.path} gives a ${tensor.rank}-D output, not a 4-D feature map`);
   const [batch, height, width, channels] = tensor.shape as [number, number, number, number];
   const data = tensor.dataSync() as Float32Array;
+  if (tensor !== output) tensor.dispose();
   const size = height * width * channels;
   return Array.from({ length: batch }, (_, image) => ({ data: data.slice(image * size, (image + 1) * size), height, width, channels }));
 }

@@ -62,6 +62,8 @@ import { nodeNameIndex, topModule } from './names.js';
 import type { OnnxModel, OnnxNode, OnnxTensor } from './types.js';
 import { allocateNumericData, bytesOf } from './parse.js';
 import { ImportedNodeLayer, wireLayersModel } from '../graph-import/node-layer.js';
+import { type GridView, setGridView } from '../../executor/grid-view.js';
+import { gridViews } from './grid-views.js';
 
 export interface BuiltOnnxModel {
   readonly layersModel: tfl.LayersModel;
@@ -69,7 +71,7 @@ export interface BuiltOnnxModel {
   readonly layerNames: ReadonlyMap<string, string>;
   /** The default CAM target, as the name a PyTorch user knows (a module path when there is one). */
   readonly defaultLayer: string | undefined;
-  /** Why there is no default CAM target, when a vision transformer's classifier reads token sequences (see `tokenHeadReason`). */
+  /** Why there is no default CAM target, when a transformer's classifier reads token sequences with no grid (see `tokenHeadReason`). */
   readonly noDefaultLayer?: string;
   /** Per tfjs layer name, the ONNX (NCHW) shape of its first output; null dims are dynamic. */
   readonly onnxShapes: ReadonlyMap<string, (number | null)[]>;
@@ -651,6 +653,11 @@ function assemble(
     const inputTensor = tfl.input({ shape: [size.height, size.width, 3], name: 'input' });
     const graphInput = input.channels === 1 ? (new ChannelMeanLayer({ name: 'input_gray' }).apply(inputTensor) as tfl.SymbolicTensor) : inputTensor;
     const layers = built.map((plan) => ({ layer: new OnnxNodeLayer({ name: plan.name, plan, opset, kernels }), reads: plan.runtimeInputs, writes: plan.node.outputs }));
+    const views = layerViews(plans, constants);
+    for (const { layer } of layers) {
+      const view = views.get(layer.name);
+      if (view !== undefined) setGridView(layer, view);
+    }
     const outputs = model.graph.outputs.map((output) => output.name);
     const missing = (key: string): Error => new CamvizError(`graph output '${key}' does not depend on the input`, { file });
     const layersModel = wireLayersModel(inputTensor, new Map([[input.name, graphInput]]), layers, outputs, 'onnx', missing, file);
@@ -659,7 +666,7 @@ function assemble(
     for (const value of constants.values()) if (!kept.has(value.tensor) && !convKernels.awaits(value.tensor)) value.tensor.dispose();
     return {
       layersModel,
-      ...namesOf(model, plans),
+      ...namesOf(model, plans, views),
       onnxShapes: new Map(plans.map((plan) => [plan.name, plan.onnxShape])),
       nodeNames: new Map(plans.map((plan) => [plan.name, plan.node.name || plan.name])),
       dispose: () => {
@@ -750,7 +757,7 @@ class ConvKernels {
 }
 
 /** The names users may give, the module of each layer, and the default CAM target. */
-function namesOf(model: OnnxModel, plans: PlannedLayer[]): Pick<BuiltOnnxModel, 'layerNames' | 'modules' | 'defaultLayer' | 'noDefaultLayer'> {
+function namesOf(model: OnnxModel, plans: PlannedLayer[], views: ReadonlyMap<string, GridView>): Pick<BuiltOnnxModel, 'layerNames' | 'modules' | 'defaultLayer' | 'noDefaultLayer'> {
   const graphOutputs = model.graph.outputs.map((output) => output.name);
   const named = plans.map((plan) => ({ name: plan.node.name, inputs: plan.runtimeInputs, outputs: plan.node.outputs }));
   const layerNames = new Map<string, string>();
@@ -764,7 +771,7 @@ function namesOf(model: OnnxModel, plans: PlannedLayer[]): Pick<BuiltOnnxModel, 
   for (const plan of plans) {
     for (const name of [plan.foldedPad?.name ?? '', ...(plan.foldedPad?.outputs ?? [])]) if (name !== '' && name !== plan.name && !layerNames.has(name)) layerNames.set(name, plan.name);
   }
-  const defaultLayer = defaultLayerOf(plans, layerNames);
+  const defaultLayer = defaultLayerOf(plans, layerNames) ?? tokenDefaultLayer(plans, views, modules);
   const noDefaultLayer = defaultLayer === undefined ? tokenHeadReason(plans) : undefined;
   return { layerNames, modules, defaultLayer, ...(noDefaultLayer === undefined ? {} : { noDefaultLayer }) };
 }
@@ -811,12 +818,54 @@ function defaultLayerOf(plans: PlannedLayer[], layerNames: ReadonlyMap<string, s
 }
 
 /**
- * Why a model whose classifier reads token sequences (ViT's class token,
- * after 3-D [N, tokens, C] layers that follow its last 4-D value, the patch
- * embedding) has no default CAM target: Grad-CAM reads such a layer only
- * reshaped to a grid (pytorch-grad-cam's `reshape_transform`), which camviz
- * does not do, and the patch embedding, the one 4-D layer, is not what
- * Grad-CAM users explain. Undefined for any other model.
+ * Per tfjs layer name, how a CAM reads the layer's output (grid-views.ts):
+ * a token grid, or a channels-last map where the value is stored as if
+ * NCHW (a value stored as ONNX holds it is read as it is, already NHWC).
+ */
+function layerViews(plans: readonly PlannedLayer[], constants: ReadonlyMap<string, LaidTensor>): Map<string, GridView> {
+  const byValue = gridViews(plans, constants);
+  const views = new Map<string, GridView>();
+  for (const plan of plans) {
+    const view = byValue.get(plan.node.outputs[0] ?? '');
+    if (plan.node.outputs.length !== 1 || view === undefined) continue;
+    if (view.kind === 'tokens' || plan.outputLayouts[0] === 'nhwc') views.set(plan.name, view);
+  }
+  return views;
+}
+
+/** Ops through which a classifier reads some tokens of a sequence (ViT's class token, a mean of the tokens), not the sequence. */
+const TOKEN_SELECTIONS = new Set(['Gather', 'Slice', 'ReduceMean', 'ReduceSum', 'ReduceMax']);
+
+/**
+ * A vision transformer's default CAM target, where the classifier reads
+ * token sequences: pytorch-grad-cam's, the last block's first LayerNorm
+ * (`ln_1` of torchvision's last encoder layer, timm's `blocks[-1].norm1`),
+ * found as the last token grid that an op mixing tokens reads (the
+ * attention): the tokens of every later layer are only carried to the
+ * classifier, whose selection of the class token is no such op. As the
+ * module whose output it is, when there is one.
+ */
+function tokenDefaultLayer(plans: readonly PlannedLayer[], views: ReadonlyMap<string, GridView>, modules: ReadonlyMap<string, string>): string | undefined {
+  const readers = new Map<string, OnnxNode[]>();
+  for (const plan of plans) for (const value of plan.runtimeInputs) readers.set(value, [...(readers.get(value) ?? []), plan.node]);
+  const viewed = (value: string): boolean => plans.some((plan) => plan.node.outputs[0] === value && views.get(plan.name)?.kind === 'tokens');
+  for (let i = plans.length - 1; i >= 0; i--) {
+    const plan = plans[i]!;
+    const output = plan.node.outputs[0] ?? '';
+    if (views.get(plan.name)?.kind !== 'tokens') continue;
+    const mixing = (readers.get(output) ?? []).some((reader) => !TOKEN_SELECTIONS.has(reader.opType) && !reader.outputs.some(viewed));
+    if (mixing) return modules.get(plan.name) ?? plan.name;
+  }
+  return undefined;
+}
+
+/**
+ * Why a model whose classifier reads token sequences (3-D [N, tokens, C]
+ * layers after its last 4-D value) that have no grid camviz can trace to a
+ * patch embedding (grid-views.ts) has no default CAM target: Grad-CAM reads
+ * tokens only as a grid, and the last 4-D layer is not what Grad-CAM users
+ * explain. Undefined for any other model (a ViT's tokens have a grid: its
+ * default is `tokenDefaultLayer`).
  */
 function tokenHeadReason(plans: PlannedLayer[]): string | undefined {
   let lastSpatial = -1;
@@ -830,7 +879,7 @@ function tokenHeadReason(plans: PlannedLayer[]): string | undefined {
     .find((plan) => plan.outputShapes[0]?.length === 3 && (plan.outputShapes[0][1] ?? 0) > 1);
   if (tokens === undefined) return undefined;
   const shape = `[${tokens.outputShapes[0]!.map((dim) => dim ?? '?').join(', ')}]`;
-  return `the model has no default CAM target: its last layers are token sequences (${tokens.name}: ${shape}, a transformer's), which Grad-CAM reads only reshaped to a grid (pytorch-grad-cam's reshape_transform, which camviz does not do); give --layer with a 4-D layer (camviz layers lists them)`;
+  return `the model has no default CAM target: its last layers are token sequences (${tokens.name}: ${shape}, a transformer's), with no grid camviz can trace to a patch embedding (a Conv's map flattened into the tokens); give --layer with a 4-D layer (camviz layers lists them)`;
 }
 
 /** Where the classifier head starts: the global pooling nearest the output, else the Flatten (or Reshape) nearest it that makes a feature map a vector; -1 for none. */
