@@ -8,10 +8,14 @@
  * flatten) defaults to `features`; DenseNet, whose forward ReLUs
  * `features` in place, to that ReLU (what the hook on `features` sees);
  * Swin Transformer (Mod, ScatterND, a training-mode Dropout of ratio 0) to
- * its `permute`, the channels-last map made NCHW; a ViT, whose last layers
- * are token sequences, has none and says so in one line; at its patch
- * embedding (`--layer conv_proj`) Grad-CAM is PyTorch's on both engines,
- * ONNX Runtime handing the tfjs layers after it the int64 shape arithmetic
+ * its `permute`, the channels-last map made NCHW, and at `norm` and
+ * `features`, channels-last, Grad-CAM is PyTorch's through the
+ * reshape_transform of pytorch-grad-cam's swinT_example.py; a ViT (opset
+ * 17's LayerNormalization, opset 13's decomposition) to its last encoder
+ * layer's `ln_1`, read as the patch grid without the class token
+ * (vit_example.py's reshape_transform); at its patch embedding
+ * (`--layer conv_proj`) Grad-CAM is PyTorch's too, ONNX Runtime handing the
+ * tfjs layers after it the int64 shape arithmetic
  * they read. Skips without a Python that has torch, torchvision and onnx.
  */
 import { after, before, describe, test } from 'node:test';
@@ -33,12 +37,14 @@ interface ZooCase {
   arch: TorchZooArch;
   side: number;
   opset: number;
-  /** The PyTorch module whose hooked output the default target must be (none: the model has no default). */
-  module?: string;
+  /** The PyTorch module whose hooked output the default target must be. */
+  module: string;
   /** camviz's name of the default target. */
-  defaultLayer?: string;
-  /** A layer given by name where there is no default (ViT's patch embedding, a 4-D layer before shape arithmetic that the layers after it read). */
-  layer?: string;
+  defaultLayer: string;
+  /** Modules given by --layer, checked on both engines (Swin's channels-last maps; ViT's patch embedding, a 4-D layer before shape arithmetic that the layers after it read). */
+  layers?: string[];
+  /** A token layer with no grid (attention's output, carried through a transpose): refused, named. */
+  refused?: string;
   /** Ops the export must have, so that the case tests what it says. */
   ops: string[];
 }
@@ -46,11 +52,21 @@ interface ZooCase {
 const CASES: ZooCase[] = [
   { arch: 'vgg', side: 32, opset: 17, module: 'features', defaultLayer: 'features', ops: ['AveragePool', 'Flatten'] },
   { arch: 'densenet', side: 32, opset: 13, module: 'features', defaultLayer: 'Relu', ops: ['GlobalAveragePool'] },
-  { arch: 'swin', side: 32, opset: 13, module: 'permute', defaultLayer: 'permute', ops: ['Mod', 'ScatterND', 'Dropout'] },
-  { arch: 'vit', side: 32, opset: 17, layer: 'conv_proj', ops: ['LayerNormalization', 'MatMul', 'Expand'] },
+  { arch: 'swin', side: 32, opset: 13, module: 'permute', defaultLayer: 'permute', layers: ['norm', 'features'], ops: ['Mod', 'ScatterND', 'Dropout'] },
+  {
+    arch: 'vit',
+    side: 32,
+    opset: 17,
+    module: 'encoder.layers.encoder_layer_1.ln_1',
+    defaultLayer: 'encoder.layers.encoder_layer_1.ln_1',
+    layers: ['conv_proj', 'encoder.layers.encoder_layer_0.ln_1'],
+    refused: 'encoder.layers.encoder_layer_1.self_attention',
+    ops: ['LayerNormalization', 'MatMul', 'Expand'],
+  },
+  { arch: 'vit', side: 32, opset: 13, module: 'encoder.layers.encoder_layer_1.ln_1', defaultLayer: 'encoder.layers.encoder_layer_1.ln_1', ops: ['ReduceMean', 'MatMul', 'Expand'] },
 ];
 
-for (const { arch, side, opset, module, defaultLayer, layer, ops } of CASES) {
+for (const { arch, side, opset, module, defaultLayer, layers = [], refused, ops } of CASES) {
   describe(`a small torchvision-style ${arch} (opset ${opset}) against PyTorch`, { skip: skipTorch }, () => {
     let folder: string;
     let reference: TorchZooReference;
@@ -59,7 +75,7 @@ for (const { arch, side, opset, module, defaultLayer, layer, ops } of CASES) {
     before(async () => {
       await useBackend('cpu');
       folder = await mkdtemp(join(tmpdir(), `camviz-zoo-${arch}-`));
-      reference = makeTorchZooModel(python!, folder, arch, side, opset, [module ?? layer!]);
+      reference = makeTorchZooModel(python!, folder, arch, side, opset, [module, ...layers]);
       model = await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine: 'tfjs' });
       input = nhwcInput(reference.input, 2, side);
     });
@@ -74,32 +90,34 @@ for (const { arch, side, opset, module, defaultLayer, layer, ops } of CASES) {
       await assertTorchLogits(model.network(), input, reference.logits);
     });
 
-    if (module === undefined) {
-      test('no default CAM target: one line saying why and asking for --layer', () => {
-        assert.equal(model.meta.targetLayer, undefined);
-        assert.throws(() => camTargets(model, []), (error: unknown) => error instanceof UsageError && /no default CAM target: its last layers are token sequences .*\[\?, \d+, 16\].*give --layer/.test(error.message) && !error.message.includes('\n'));
-      });
-
-      // ONNX Runtime's pass gives the tfjs layers after the target what they read, the class token's expansion to the batch (int64 shape arithmetic) too.
-      for (const engine of ['tfjs', 'onnxruntime'] as const) {
+    for (const engine of ['tfjs', 'onnxruntime'] as const) {
+      for (const layer of layers) {
         test(`--layer ${layer} on ${engine}: PyTorch's Grad-CAM maps`, { skip: engine === 'onnxruntime' && skipOrt }, async () => {
           const loaded = engine === 'tfjs' ? model : await loadModel(join(folder, 'model.onnx'), { preprocess: 'none', engine });
           try {
             assert.equal((await loaded.engine()).kind, engine);
-            await assertTorchGradcam(loaded, input, reference.classes, layer!, reference.cams[layer!]!);
+            await assertTorchGradcam(loaded, input, reference.classes, layer, reference.cams[layer]!);
           } finally {
             if (loaded !== model) loaded.dispose();
           }
         });
       }
-      return;
+    }
+
+    if (refused !== undefined) {
+      test(`--layer ${refused}, tokens with no grid: one line naming it (exit 2)`, () => {
+        assert.throws(
+          () => camTargets(model, [refused]),
+          (error: unknown) => error instanceof UsageError && error.message.includes(`'${refused}'`) && /token sequence with no grid/.test(error.message) && !error.message.includes('\n'),
+        );
+      });
     }
 
     test(`the default CAM target is ${defaultLayer}, and Grad-CAM there is PyTorch's at ${module}`, async () => {
       assert.equal(model.meta.targetLayer, defaultLayer);
       const [target] = camTargets(model, []);
-      assert.equal(target, camTargets(model, [defaultLayer!])[0]);
-      await assertTorchGradcam(model, input, reference.classes, defaultLayer!, reference.cams[module]!);
+      assert.equal(target, camTargets(model, [defaultLayer])[0]);
+      await assertTorchGradcam(model, input, reference.classes, defaultLayer, reference.cams[module]!);
     });
 
     test('with ONNX Runtime running the forward pass: the same maps at the default target', { skip: skipOrt }, async () => {

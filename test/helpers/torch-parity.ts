@@ -79,20 +79,24 @@ with warnings.catch_warnings():
 /**
  * Python the reference scripts end with (they have `json`, `torch`, the
  * network `model`, its input `x` and `out_dir`): PyTorch's Grad-CAM at each
- * of `modules` for each image's class, relu(Σ_c mean(dY/dA_c) · A_c) with Y
- * the image's class logit, and dY/dinput, written to reference.json with
+ * of `modules` (dotted paths: `model.get_submodule`) for each image's class,
+ * relu(Σ_c mean(dY/dA_c) · A_c) with Y the image's class logit, A and dY/dA
+ * through `reshape_transform(name, tensor)` to NCHW when given (as
+ * pytorch-grad-cam's), and dY/dinput, written to reference.json with
  * `extra` (TorchGradcamReference's fields, `cams` by module).
  */
 export const GRADCAM_REFERENCE_PY = String.raw`
-def write_gradcam_reference(model, x, classes, modules, extra):
+def write_gradcam_reference(model, x, classes, modules, extra, reshape_transform=None):
     captured = {}
     for name in modules:
-        getattr(model, name).register_forward_hook(lambda module, inputs, output, name=name: captured.__setitem__(name, output))
+        model.get_submodule(name).register_forward_hook(lambda module, inputs, output, name=name: captured.__setitem__(name, output))
     x.requires_grad_(True)
     logits = model(x)
     objective = sum(logits[i, k] for i, k in enumerate(classes))
     grads = torch.autograd.grad(objective, [captured[name] for name in modules] + [x])
-    cams = {name: torch.relu((grad.mean((2, 3), keepdim=True) * captured[name]).sum(1)).detach().tolist() for name, grad in zip(modules, grads)}
+    # pytorch-grad-cam's ActivationsAndGradients: the activations and their gradients both through reshape_transform, to NCHW.
+    nchw = (lambda name, tensor: tensor) if reshape_transform is None else reshape_transform
+    cams = {name: torch.relu((nchw(name, grad).mean((2, 3), keepdim=True) * nchw(name, captured[name])).sum(1)).detach().tolist() for name, grad in zip(modules, grads)}
     json.dump({
         'input': x.detach().flatten().tolist(),
         'logits': logits.detach().tolist(),

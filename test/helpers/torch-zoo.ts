@@ -1,9 +1,11 @@
 /**
  * Small representatives of torchvision classifier families, made at test
  * time with seeded random weights (no download), exported to ONNX, with
- * what PyTorch computes on them: the logits, Grad-CAM at named top-level
- * modules (pytorch-grad-cam's forward hook: what the module returns,
- * including later in-place changes to it) and dY/dinput, for a batch of two
+ * what PyTorch computes on them: the logits, Grad-CAM at named modules
+ * (pytorch-grad-cam's forward hook: what the module returns, including
+ * later in-place changes to it; Swin's channels-last maps and ViT's tokens
+ * through the reshape_transform of pytorch-grad-cam's examples) and
+ * dY/dinput, for a batch of two
  * seeded smooth images. Nothing is stored in the repository.
  *
  * - 'vgg': VGG's layout (features: Conv, BatchNorm, ReLU, MaxPool; avgpool:
@@ -88,7 +90,15 @@ model = model.double()
 x = smooth(2, 2).float().double()
 with torch.no_grad(): classes = model(x).argmax(1).tolist()
 ` + GRADCAM_REFERENCE_PY + String.raw`
-write_gradcam_reference(model, x, classes, modules, {'ops': ops})
+def reshape_transform(name, tensor):
+    # pytorch-grad-cam's swinT_example.py and vit_example.py: channels-last maps, and a ViT's tokens but the class token, as NCHW grids.
+    if arch == 'swin' and name != 'permute': return tensor.permute(0, 3, 1, 2)
+    if arch == 'vit' and tensor.dim() == 3:
+        grid = side // 8
+        return tensor[:, 1:, :].reshape(tensor.size(0), grid, grid, tensor.size(2)).permute(0, 3, 1, 2)
+    return tensor
+
+write_gradcam_reference(model, x, classes, modules, {'ops': ops}, reshape_transform)
 `;
 
 /** Exports `arch` (input `side` x `side`) at `opset` into `dir`/model.onnx and returns PyTorch's values, with Grad-CAM at `modules`. */
