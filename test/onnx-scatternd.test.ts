@@ -141,3 +141,28 @@ describe("ScatterND's reductions with duplicate indices, against numpy and torch
     });
   });
 });
+
+describe("ScatterND's mul with many updates on one element", () => {
+  forEachBackend(() => {
+    test('takes a number of ops that grows with the log of the duplicates (not one per update), with the product and its gradient', async () => {
+      // A hostile or careless model: 3001 updates on one element. One Mul per update was 3000 kernels (and tape entries).
+      const count = 3001;
+      const factors = Array.from({ length: count }, (_, i) => 1 + ((i % 7) - 3) / 4096);
+      const node = scatterNode('mul');
+      const indices = laid(tf.tensor(new Array<number>(count).fill(1), [count, 1], 'int32'));
+      const data = tf.tensor1d([5, 2, 7]);
+      const updates = tf.tensor1d(factors);
+      const scatter = (d: tf.Tensor, u: tf.Tensor): tf.Tensor => toLayout(runNode(node, [laid(d), indices, laid(u)], 16)[0]!, 'onnx');
+      const profile = await tf.profile(() => tf.tidy(() => scatter(data, updates)));
+      assert.ok(profile.kernels.length < 100, `${profile.kernels.length} kernels for ${count} updates on one element`);
+      const expected = factors.reduce((product, factor) => product * factor, 2);
+      tf.tidy(() => {
+        assertCloseTo(scatter(data, updates).dataSync(), [5, expected, 7], 1e-5, 'product');
+        // d(product)/d(factor i) = product / factor i (no zero among them).
+        const dUpdates = tf.grad((u: tf.Tensor) => tf.sum(scatter(data, u)))(updates);
+        assertCloseTo(dUpdates.dataSync(), factors.map((factor) => expected / factor), 1e-4, 'gradient of updates');
+      });
+      tf.dispose([data, updates, indices.tensor]);
+    });
+  });
+});

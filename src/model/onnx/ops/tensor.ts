@@ -346,11 +346,28 @@ function gatherElements(ctx: OpContext, inputs: Inputs): LaidTensor[] {
  */
 const SCATTER_REDUCTIONS: Record<string, { since: number; reduce: (values: tf.Tensor) => tf.Tensor; identity: (dtype: tf.DataType) => number }> = {
   add: { since: 16, reduce: (values) => tf.sum(values, 1), identity: () => 0 },
-  // Column by column: tfjs' prod gradient calls a chained method the core-only build lacks.
-  mul: { since: 16, reduce: (values) => tf.reshape(tf.split(values, values.shape[1]!, 1).reduce((product, column) => tf.mul(product, column)), [values.shape[0]!]), identity: () => 1 },
+  mul: { since: 16, reduce: (values) => rowProducts(values), identity: () => 1 },
   max: { since: 18, reduce: (values) => maxSplittingTies(values, [1], false), identity: (dtype) => (dtype === 'int32' ? -(2 ** 31) : -Infinity) },
   min: { since: 18, reduce: (values) => minSplittingTies(values, [1], false), identity: (dtype) => (dtype === 'int32' ? 2 ** 31 - 1 : Infinity) },
 };
+
+/**
+ * Each row's product of [rows, width] values, halving the columns at each
+ * step (left half times right half, an odd last column carried): log2(width)
+ * Muls, where one per column made a hostile model's many updates on one
+ * element thousands of ops and tape entries. Not tf.prod: tfjs' gradient of
+ * it calls a chained method the core-only build lacks.
+ */
+function rowProducts(values: tf.Tensor): tf.Tensor {
+  let columns = values;
+  while (columns.shape[1]! > 1) {
+    const width = columns.shape[1]!;
+    const half = Math.floor(width / 2);
+    const pairs = tf.mul(tf.slice(columns, [0, 0], [-1, half]), tf.slice(columns, [0, half], [-1, half]));
+    columns = width % 2 === 0 ? pairs : tf.concat([pairs, tf.slice(columns, [0, width - 1], [-1, 1])], 1);
+  }
+  return tf.reshape(columns, [values.shape[0]!]);
+}
 
 /**
  * ScatterND: data with the slices that `indices` name replaced by
