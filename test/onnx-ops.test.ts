@@ -18,6 +18,7 @@ import {
   type LaidTensor,
 } from '../src/model/onnx/interpret.js';
 import type { OnnxAttribute, OnnxModel, OnnxNode, OnnxTensor } from '../src/model/onnx/types.js';
+import { CamvizError } from '../src/util/errors.js';
 import { forEachBackend } from './helpers/backends.js';
 import { assertAllClose, mulberry32 } from './helpers/numeric.js';
 
@@ -1236,4 +1237,24 @@ forEachBackend(() => {
       assert.deepEqual(valuesOf(tf.grad((v: tf.Tensor) => tf.sum(toLayout(runNode(oneD, [laid(v)], 13)[0]!, 'onnx')))(x)), [1, 0, 1, 0]);
     });
   });
+});
+
+test('a pooling window wider than its padded input is refused in one line naming the node (1-D, 2-D, 3-D; planning pass and run), where tfjs failed on a negative shape', () => {
+  const cases: [OnnxNode, number[]][] = [
+    [node('MaxPool', ['x'], ['y'], { kernel_shape: ints(9, 1, 1) }), [1, 2, 7, 3, 3]],
+    [node('AveragePool', ['x'], ['y'], { kernel_shape: ints(2, 2, 4), pads: ints(0, 0, 0, 0, 0, 1) }), [1, 2, 3, 3, 2]],
+    [node('AveragePool', ['x'], ['y'], { kernel_shape: ints(5) }), [1, 2, 3]],
+    [node('MaxPool', ['x'], ['y'], { kernel_shape: ints(3, 3), dilations: ints(2, 2) }), [1, 1, 4, 4]],
+  ];
+  for (const [pool, shape] of cases) {
+    for (const shapesOnly of [true, false]) {
+      tf.tidy(() => {
+        assert.throws(
+          () => runNode(pool, [laid(tf.ones(shape))], 13, { shapesOnly }),
+          (error: Error) => error instanceof CamvizError && /node '\/(MaxPool|AveragePool)' \((MaxPool|AveragePool)\): a window of \d+ over \d+ cells/.test(error.message) && !error.message.includes('\n'),
+          `${pool.opType} ${JSON.stringify(pool.attributes)} on [${shape.join(', ')}]${shapesOnly ? ' (planning)' : ''}`,
+        );
+      });
+    }
+  }
 });

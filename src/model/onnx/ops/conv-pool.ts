@@ -164,6 +164,12 @@ function poolGeometry(ctx: OpContext, x: tf.Tensor4D, dilated: boolean): PoolGeo
   }
   const size: [number, number] = [x.shape[1], x.shape[2]];
   const pads = spatialPads(ctx, size, window);
+  size.forEach((extent, i) => {
+    const span = (window.kernel[i]! - 1) * window.dilations[i]! + 1;
+    const cells = extent + pads[i]![0] + pads[i]![1];
+    // No window fits, so the output would have no size: tfjs failed on the negative shape without naming the node.
+    if (span > cells) throw new CamvizError(`ONNX node '${ctx.node.name}' (${ctx.node.opType}): a window of ${span} over ${cells} cells (the input and its pads)`);
+  });
   const ceil = attrInt(ctx, 'ceil_mode', 0) === 1;
   const ceilExtra = size.map((extent, i) => {
     const [before, after] = pads[i]!;
