@@ -854,9 +854,24 @@ function tokenDefaultLayer(plans: readonly PlannedLayer[], views: ReadonlyMap<st
     const output = plan.node.outputs[0] ?? '';
     if (views.get(plan.name)?.kind !== 'tokens') continue;
     const mixing = (readers.get(output) ?? []).some((reader) => !TOKEN_SELECTIONS.has(reader.opType) && !reader.outputs.some(viewed));
-    if (mixing) return modules.get(plan.name) ?? plan.name;
+    if (!mixing) continue;
+    const read = linearInput(plans, plan) ?? plan;
+    return modules.get(read.name) ?? read.name;
   }
   return undefined;
+}
+
+/**
+ * The layer whose tokens a Linear reads (a MatMul by a constant, and its
+ * bias Add), when `plan` is that Linear's output: timm's attention reads
+ * norm1 through its qkv Linear before mixing tokens (torchvision's
+ * transposes norm1's output first), and pytorch-grad-cam's target there
+ * is norm1.
+ */
+function linearInput(plans: readonly PlannedLayer[], plan: PlannedLayer): PlannedLayer | undefined {
+  const producer = (of: PlannedLayer): PlannedLayer | undefined => (of.runtimeInputs.length === 1 ? plans.find((other) => other.node.outputs[0] === of.runtimeInputs[0]) : undefined);
+  const product = plan.node.opType === 'Add' ? producer(plan) : plan;
+  return product?.node.opType === 'MatMul' ? producer(product) : undefined;
 }
 
 /**
