@@ -27,6 +27,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/engine/backend.js';
 import { type CamvizModel, loadModel } from '../src/model/load.js';
 import { camTargets } from '../src/cam/request.js';
+import { explainBatch } from '../src/cam/explain.js';
 import { UsageError } from '../src/util/errors.js';
 import { type TorchZooArch, type TorchZooReference, makeTorchZooModel } from './helpers/torch-zoo.js';
 import { assertTorchGradcam, assertTorchLogits, nhwcInput, torchParity } from './helpers/torch-parity.js';
@@ -102,6 +103,22 @@ for (const { arch, side, opset, module, defaultLayer, layers = [], refused, ops 
           }
         });
       }
+    }
+
+    const gridLayer = layers.find((layer) => layer !== 'conv_proj');
+    if (gridLayer !== undefined) {
+      test(`Grad-CAM, Grad-CAM++ and Score-CAM at ${gridLayer} (read through its grid view) leave no tensor behind`, async () => {
+        const explainAt = async (method: string): Promise<void> => {
+          const batch = await explainBatch(model.network(), { method, input, layers: camTargets(model, [gridLayer]), classes: { kind: 'perImage', classes: reference.classes.map((k) => [k]) } });
+          assert.equal(batch.explanations.length, 2);
+        };
+        for (const method of ['gradcam', 'gradcam++', 'scorecam']) {
+          await explainAt(method);
+          const before = tf.memory().numTensors;
+          for (let i = 0; i < 3; i++) await explainAt(method);
+          assert.equal(tf.memory().numTensors, before, method);
+        }
+      });
     }
 
     if (refused !== undefined) {

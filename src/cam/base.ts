@@ -225,7 +225,12 @@ export abstract class ActivationCamMethod extends CamMethod {
 export abstract class GradientCamMethod extends CamMethod<GradientEvidence> {
   protected async passes(network: Executor, request: CamRequest, classes: ClassChooser, target: Target): Promise<Passes> {
     const result = await network.backward(request.input, classes.objectives(target), { sources: request.layers, layers: passLayers(request, target) });
-    return { values: result.values, gradients: result.gradients.map((perLayer) => perLayer.map((gradient, layer) => gridOf(gradient, request.layers[layer]!))) };
+    try {
+      return { values: result.values, gradients: gridsOf(result.gradients, request.layers) };
+    } catch (error) {
+      disposePassValues(result.values);
+      throw error;
+    }
   }
 
   protected evidence(base: Evidence, passes: Passes, rank: number, layer: number): GradientEvidence {
@@ -272,6 +277,21 @@ function gridOf(gradient: tf.Tensor, node: GraphNode): tf.Tensor {
   const grid = asGrid(gradient, node);
   if (grid !== gradient) gradient.dispose();
   return grid;
+}
+
+/** Each class rank's gradients per layer as grids (gridOf); where one cannot be (a token count off its grid), every gradient and grid is freed before the error goes on. */
+function gridsOf(gradients: tf.Tensor[][], layers: readonly GraphNode[]): tf.Tensor[][] {
+  const made: tf.Tensor[] = [];
+  try {
+    return gradients.map((perLayer) => perLayer.map((gradient, layer) => {
+      const grid = gridOf(gradient, layers[layer]!);
+      made.push(grid);
+      return grid;
+    }));
+  } catch (error) {
+    tf.dispose([...made, ...gradients.flat()]);
+    throw error;
+  }
 }
 
 function as4d(tensor: tf.Tensor, node: GraphNode): tf.Tensor4D {

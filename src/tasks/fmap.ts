@@ -139,10 +139,14 @@ interface Activation {
 function splitImages(output: Tensor | undefined, node: GraphNode): Activation[] {
   if (output === undefined) throw new Error(`layer ${node.path} did not run`);
   const tensor = asGrid(output, node);
-  if (tensor.rank !== 4) throw new Error(`layer ${node.path} gives a ${tensor.rank}-D output, not a 4-D feature map`);
+  let data: Float32Array;
+  try {
+    if (tensor.rank !== 4) throw new Error(`layer ${node.path} gives a ${tensor.rank}-D output, not a 4-D feature map`);
+    data = tensor.dataSync() as Float32Array;
+  } finally {
+    if (tensor !== output) tensor.dispose();
+  }
   const [batch, height, width, channels] = tensor.shape as [number, number, number, number];
-  const data = tensor.dataSync() as Float32Array;
-  if (tensor !== output) tensor.dispose();
   const size = height * width * channels;
   return Array.from({ length: batch }, (_, image) => ({ data: data.slice(image * size, (image + 1) * size), height, width, channels }));
 }
