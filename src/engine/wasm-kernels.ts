@@ -324,9 +324,8 @@ function pointwiseFilterGradient(x: Tensor4D, dy: Tensor4D, info: Conv2DInfo): T
   const sampled = rows.stride === 1 && cols.stride === 1 && padded.shape.every((d, i) => d === extent[i])
     ? padded
     : tf.stridedSlice(padded, [0, 0, 0, 0], extent, [1, rows.stride, cols.stride, 1]);
-  // Transposing first lets wasm use XNNPACK's matmul; its transposeA path is plain loops.
-  const xT = tf.transpose(tf.reshape(sampled, [-1, info.inChannels]));
-  const grad = tf.matMul(xT, tf.reshape(dy, [-1, info.outChannels]));
+  // xᵀ·dy through wasmMatMul: wasm's own transposed product is plain loops.
+  const grad = wasmMatMul(tf.reshape(sampled, [-1, info.inChannels]), tf.reshape(dy, [-1, info.outChannels]), true, false);
   return tf.reshape(grad, [1, 1, info.inChannels, info.outChannels]);
 }
 

@@ -32,16 +32,22 @@ function swapped(x: tf.Tensor3D): tf.Tensor3D {
 
 /**
  * op(x)·op(y) for batch-1 [1, ·, ·] operands (op: a transpose where asked),
- * as one untransposed product. Directly, XNNPACK packs op(y): reused when
- * `yLasts` (a model's weight, not transposed) and else packed anew, as
- * op(x)ᵀ is in the swapped form; the smaller is packed.
+ * as one untransposed product, in the form that moves fewer elements:
+ * directly, XNNPACK packs op(y) (reused when `yLasts`: a model's weight,
+ * not transposed), and a transposed operand is copied first; swapped,
+ * (op(y)ᵀ·op(x)ᵀ)ᵀ packs op(x)ᵀ, copies whichever operand is not already
+ * transposed, and copies the [rows, columns] result back. A one-row
+ * gradient by a classifier's weights swaps (it would pack the transposed
+ * weights); a weight's gradient over few rows into many channels does not
+ * (it would transpose the large result).
  */
 function batchOneProduct(x: tf.Tensor3D, y: tf.Tensor3D, transposeX: boolean, transposeY: boolean, yLasts: boolean): tf.Tensor3D {
-  const rows = transposeX ? x.shape[2] : x.shape[1];
+  const [rows, inner] = transposeX ? [x.shape[2], x.shape[1]] : [x.shape[1], x.shape[2]];
   const columns = transposeY ? y.shape[1] : y.shape[2];
-  const direct = (yLasts && !transposeY) || rows >= columns;
-  if (direct) return tf.matMul(transposeX ? swapped(x) : x, transposeY ? swapped(y) : y);
-  // (op(x)·op(y))ᵀ = op(y)ᵀ·op(x)ᵀ: packs op(x)ᵀ, [inner, rows].
+  const copied = (transposed: boolean, size: number): number => (transposed ? size : 0);
+  const directCost = (yLasts && !transposeY ? 0 : inner * columns) + copied(transposeX, rows * inner) + copied(transposeY, inner * columns);
+  const swappedCost = inner * rows + copied(!transposeX, rows * inner) + copied(!transposeY, inner * columns) + rows * columns;
+  if (directCost <= swappedCost) return tf.matMul(transposeX ? swapped(x) : x, transposeY ? swapped(y) : y);
   return swapped(tf.matMul(transposeY ? y : swapped(y), transposeX ? x : swapped(x)));
 }
 
